@@ -1,0 +1,230 @@
+import type { Logger } from './logger.js';
+import type { ChangeBatch, ChangeEvent, Position, Row, TableSchema } from '../model.js';
+
+/** The version of this contract. A connector built for another version is refused at load time. */
+export const CONNECTOR_API_VERSION = 1 as const;
+
+/**
+ * A property schema, structurally compatible with zod's `safeParse`, so a connector may
+ * use zod or anything else. Issue paths are relative to the properties object; core turns
+ * them into YAML paths (`pipelines[0].sink.properties.topic`).
+ */
+export interface PropertySchema<T> {
+  safeParse(input: unknown):
+    | { success: true; data: T }
+    | { success: false; error: { issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }> } };
+}
+
+/** A table as named in the config: `schema.table` split, never re-quoted or lowercased. */
+export interface TableRef {
+  schema: string;
+  name: string;
+}
+
+export interface ConnectorContext {
+  /** Pipeline name, already validated (letters, digits, `-`, `_`). */
+  pipeline: string;
+  logger: Logger;
+  /** Aborted when the pipeline stops; long operations should give up promptly. */
+  signal: AbortSignal;
+}
+
+/** One line of a preflight check: ok, or what is wrong and the SQL/command that fixes it. */
+export interface CheckResult {
+  name: string;
+  ok: boolean;
+  message: string;
+  fix?: string;
+  /** A warning does not stop the pipeline from starting. */
+  severity?: 'error' | 'warning';
+}
+
+export interface OpenOptions {
+  /**
+   * Set when the pipeline already ran: the start position persisted by the first `open`.
+   * The source must then reuse its existing slot (or equivalent) and fail with a clear
+   * error if it is gone or invalidated. It must never silently create a new one.
+   */
+  existingStartPosition?: Position;
+  /** The last acknowledged position, for error messages about lost ranges. */
+  checkpoint?: Position;
+  /** `cdc` pipelines need no snapshot: the source may skip exporting one. */
+  wantSnapshot: boolean;
+}
+
+export interface OpenResult {
+  /**
+   * The position the change stream starts from (L₀). It is recorded before any snapshot
+   * row is read, and comes from the replication slot's consistent point (or the change
+   * table's max LSN), never from "the current WAL position" read separately.
+   */
+  startPosition: Position;
+  /**
+   * Present when the source exported a snapshot that shows exactly the state at
+   * `startPosition` (first run only). Every `readPartition` call is given the token;
+   * core calls `release()` once all partitions are read, before `stream()`.
+   */
+  snapshot?: { token: string; release(): Promise<void> };
+}
+
+/** A unit of snapshot work, planned once and persisted. `bounds` must be JSON-serialisable. */
+export interface PartitionSpec {
+  /** Stable id within the table, e.g. `"0"`, `"1"`; ordered as planned. */
+  id: string;
+  bounds: unknown;
+  /** Estimate for progress bars. */
+  estimatedRows?: number;
+}
+
+export interface ReadPartitionOptions {
+  /** The exported snapshot from `open()`, when it is still available (first run). */
+  snapshotToken?: string;
+  /** Upper bound on rows per yielded chunk. */
+  maxRowsPerChunk: number;
+  signal: AbortSignal;
+}
+
+export interface SourceMetrics {
+  /** WAL (or equivalent) the source keeps for this pipeline, in bytes. */
+  retainedBytes?: number;
+  /** Bytes that can still be written before the server invalidates the slot; undefined = unlimited. */
+  safeBytes?: number | null;
+  /** The source's own latest position (server WAL head), for "stalled" detection. */
+  headPosition?: Position;
+  confirmedPosition?: Position;
+}
+
+/**
+ * A running source for one pipeline. Core calls the methods in this order:
+ * `check?` → `open` → `describe` → (`planPartitions` → `readPartition`…) → `stream` →
+ * `acknowledge`… → `close`. `drop` is called only when the pipeline is deleted.
+ */
+export interface Source {
+  /** Preflight diagnostics; never changes anything on the server. */
+  check(tables: TableRef[]): Promise<CheckResult[]>;
+
+  /**
+   * Prepare change capture for `tables` and return the start position.
+   * Called before any snapshot read: a change committed after the returned position is
+   * guaranteed to appear in `stream(startPosition)`, and a change committed before it is
+   * guaranteed to be visible to a snapshot read with `snapshot.token`. Idempotent for the
+   * same pipeline (adjusts publication membership to match `tables`).
+   */
+  open(tables: TableRef[], options: OpenOptions): Promise<OpenResult>;
+
+  /** Current schemas of the tables, keys included. Fails naming a missing table. */
+  describe(tables: TableRef[]): Promise<TableSchema[]>;
+
+  /**
+   * Split a table into partitions of roughly `targetRowsPerPartition` rows. Called once
+   * per table per snapshot; core persists the result and never asks again for that
+   * snapshot, so the partitioning must not depend on data read later.
+   */
+  planPartitions(table: TableSchema, options: { targetRowsPerPartition: number }): Promise<PartitionSpec[]>;
+
+  /**
+   * Read one partition as chunks of rows. With `snapshotToken` the rows are exactly the
+   * state at the start position (no duplicate or gap at the handoff). Without it (after a
+   * restart) the rows are a fresh read; the stream's replay from the start position
+   * repairs any overlap. Must be safe to call concurrently for different partitions.
+   */
+  readPartition(table: TableSchema, partition: PartitionSpec, options: ReadPartitionOptions): AsyncIterable<Row[]>;
+
+  /**
+   * Stream changes strictly after `from` in commit order (see {@link ChangeBatch}).
+   * `from` is the start position or the last acknowledged `safePosition`; the source
+   * resumes at that transaction boundary. The source decides nothing about the handoff:
+   * it never skips events it thinks the snapshot already covered. The iterable ends only
+   * when `signal` aborts or on error; transient connection loss is retried inside with backoff.
+   */
+  stream(from: Position, options: { signal: AbortSignal; tables: TableRef[] }): AsyncIterable<ChangeBatch>;
+
+  /**
+   * Everything up to and including `position` (a `safePosition` from a batch, or the start
+   * position) is durable in every sink. The source may now release it (slot
+   * `confirmed_flush_lsn`). Never called with a position that was not a transaction
+   * boundary; calls are monotonic.
+   */
+  acknowledge(position: Position): Promise<void>;
+
+  /** Total order of this source's positions: negative, zero, positive like `Array.sort`. */
+  comparePositions(a: Position, b: Position): number;
+
+  /** Human form for logs, e.g. `0/3A1B2C4D`. */
+  formatPosition(position: Position): string;
+
+  /** Run a `query` pipeline's SQL; rows in bounded chunks. Sources without SQL omit it. */
+  query?(sql: string, options: { signal: AbortSignal; maxRowsPerChunk: number }): AsyncIterable<Row[]>;
+
+  /** Retained WAL and friends, for metrics and warnings. */
+  metrics?(): Promise<SourceMetrics>;
+
+  /** Remove what `open` created (slot, publication). Called on pipeline delete only. */
+  drop(): Promise<void>;
+
+  /** Release connections. Must not drop server-side state. */
+  close(): Promise<void>;
+}
+
+/**
+ * A running sink for one pipeline. Each sink has its own queue and checkpoint in core;
+ * a sink never sees events out of order and never sees a batch twice in one run (but may
+ * see replays after a restart: writes must be idempotent per key where the target allows).
+ */
+export interface Sink {
+  /** Create or verify targets (topics, tables, files) for these tables. Called before any write. */
+  open(tables: TableSchema[]): Promise<void>;
+
+  /**
+   * Write events in order. Resolves only when every event is durable in the target (fsynced,
+   * acknowledged by the broker with acks=all, committed). Core writes the sink's checkpoint
+   * right after this resolves, so resolving early would lose data on a crash. Rejecting
+   * with a retriable error makes core retry the same batch with backoff.
+   */
+  write(events: ChangeEvent[]): Promise<void>;
+
+  /** Flush and release resources. */
+  close(): Promise<void>;
+
+  /** Optional preflight (reachability, permissions). */
+  check?(): Promise<CheckResult[]>;
+}
+
+export interface SourceDefinition<C = unknown> {
+  apiVersion: typeof CONNECTOR_API_VERSION;
+  kind: 'source';
+  /** The `type:` this connector answers to (`postgres`). */
+  type: string;
+  /**
+   * Validates the connector's config object, which core builds as
+   * `{ dsn?, ...connection.properties, ...pipeline.source.properties }` with every
+   * `${env:VAR}` already resolved. Issue paths map back to the YAML field they came from.
+   */
+  configSchema: PropertySchema<C>;
+  /** Property names whose literal values are secrets (encrypted at rest, redacted in output). */
+  secretProperties?: readonly string[];
+  create(config: C, context: ConnectorContext): Source | Promise<Source>;
+}
+
+export interface SinkDefinition<C = unknown> {
+  apiVersion: typeof CONNECTOR_API_VERSION;
+  kind: 'sink';
+  type: string;
+  /** Validates `{ dsn?, ...connection.properties, ...pipeline sink properties }`, env already resolved. */
+  configSchema: PropertySchema<C>;
+  secretProperties?: readonly string[];
+  create(config: C, context: ConnectorContext): Sink | Promise<Sink>;
+}
+
+export type ConnectorDefinition = SourceDefinition<any> | SinkDefinition<any>;
+
+export function defineSource<C>(definition: Omit<SourceDefinition<C>, 'kind' | 'apiVersion'> & { apiVersion?: 1 }): SourceDefinition<C> {
+  return { ...definition, apiVersion: CONNECTOR_API_VERSION, kind: 'source' };
+}
+
+export function defineSink<C>(definition: Omit<SinkDefinition<C>, 'kind' | 'apiVersion'> & { apiVersion?: 1 }): SinkDefinition<C> {
+  return { ...definition, apiVersion: CONNECTOR_API_VERSION, kind: 'sink' };
+}
+
+/** Re-exported for connectors that build events by hand. */
+export type { ChangeBatch, ChangeEvent, Position, Row, TableSchema };

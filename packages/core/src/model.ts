@@ -1,0 +1,119 @@
+/**
+ * The event model every source produces and every sink consumes.
+ *
+ * Values are lossless by construction: anything a JavaScript number cannot hold exactly
+ * travels as a string, bytes stay bytes, and temporal values keep microseconds. The
+ * canonical representation of each logical type is documented on {@link LogicalType}
+ * and is the contract between sources and encoders.
+ */
+
+/**
+ * Logical column types. Encoders (JSON, Avro, Protobuf, BigQuery) map each kind; a source
+ * maps its native types onto these. Canonical JS value per kind (null is always allowed
+ * for nullable columns):
+ *
+ * - `int16`, `int32`: `number`
+ * - `int64`: `string` of decimal digits, optional leading `-` (never a JS number)
+ * - `float32`, `float64`: `number`, including `NaN`, `Infinity`, `-Infinity`
+ * - `decimal`: `string` in plain notation (`"-12.3400"`), or `"NaN"`, `"Infinity"`, `"-Infinity"`
+ * - `bool`: `boolean`
+ * - `string`, `enum`: `string`
+ * - `bytes`: `Uint8Array`
+ * - `date`: `"YYYY-MM-DD"`; years outside 0001–9999 use ISO 8601 expanded form with a sign
+ *   and astronomical numbering (`"-0043-03-15"` is 44 BC); `"infinity"` / `"-infinity"`
+ * - `time`: `"HH:MM:SS.ffffff"`; `timetz`: `"HH:MM:SS.ffffff+HH:MM"`
+ * - `timestamp`: `"YYYY-MM-DDTHH:MM:SS.ffffff"` (no zone); `timestamptz`: the same in UTC
+ *   with a trailing `Z`, so the value does not depend on any session TimeZone. Same year
+ *   rules and infinities as `date`.
+ * - `interval`: ISO 8601 duration (`"P1Y2M3DT4H5M6.000007S"`)
+ * - `uuid`: lowercase canonical `string`
+ * - `json`: the JSON document as text (numbers inside keep every digit)
+ * - `inet`, `cidr`, `macaddr`, `money`, `other`: `string` in the source's text form
+ * - `array`: JS array of the element kind's values (nested for multi-dimensional), nulls allowed
+ */
+export type LogicalType =
+  | { kind: 'int16' | 'int32' | 'int64' | 'float32' | 'float64' | 'bool' | 'string' | 'bytes' }
+  | { kind: 'date' | 'time' | 'timetz' | 'timestamp' | 'timestamptz' | 'interval' | 'uuid' | 'json' }
+  | { kind: 'inet' | 'cidr' | 'macaddr' | 'money' }
+  | { kind: 'decimal'; precision?: number; scale?: number }
+  | { kind: 'enum'; values?: string[] }
+  | { kind: 'array'; items: LogicalType }
+  | { kind: 'other'; sourceType: string };
+
+export type LogicalKind = LogicalType['kind'];
+
+export interface ColumnSchema {
+  name: string;
+  type: LogicalType;
+  nullable: boolean;
+  /** The source's own type name (`numeric(12,2)`, `timestamptz`, `nvarchar(50)`), for humans and DDL. */
+  sourceType?: string;
+}
+
+export interface TableSchema {
+  /** Schema (namespace) part of the name, unquoted, exactly as the source spells it. */
+  schema: string;
+  /** Table part of the name, unquoted. */
+  name: string;
+  columns: ColumnSchema[];
+  /** Columns that identify a row (primary key, or replica identity). Empty when the table has none. */
+  keyColumns: string[];
+}
+
+/** `schema.table`, the name used in logs, config and `_ns_table`. */
+export function qualifiedName(t: { schema: string; name: string }): string {
+  return `${t.schema}.${t.name}`;
+}
+
+export type Value = null | boolean | number | string | Uint8Array | Value[];
+export type Row = Record<string, Value>;
+
+/**
+ * A position in the source's change stream. Opaque to core: only the source that made it
+ * can order it (`SourceConnector.comparePositions`) or print it. It serialises as-is into
+ * the state store. For PostgreSQL it encodes (commit LSN, index inside the transaction),
+ * for SQL Server (start_lsn, seqval). Several events may share an LSN; never a Position.
+ */
+export type Position = string;
+
+export type ChangeOp = 'insert' | 'update' | 'delete' | 'read';
+
+export interface ChangeEvent {
+  /** `read` marks a row that came from the snapshot rather than the change stream. */
+  op: ChangeOp;
+  /** The table's schema as of this event (it changes when columns are added or dropped). */
+  table: TableSchema;
+  /** Values of `table.keyColumns`. */
+  key: Row;
+  /** Old row image, when the source has it (updates/deletes; full or key-only). */
+  before?: Row;
+  /** New row image for insert, update and read. */
+  after?: Row;
+  /**
+   * Columns whose value the source did not send (PostgreSQL unchanged TOAST). They are
+   * absent from `after`; a sink must leave the stored value alone and never write NULL.
+   */
+  unchanged?: string[];
+  /** Stream position; snapshot rows carry the pipeline's start position. */
+  position: Position;
+  /** Commit time of the source transaction, ISO 8601 UTC with microseconds. */
+  commitTime?: string;
+}
+
+/**
+ * What a source's stream yields: events in commit order, bounded in size.
+ *
+ * A transaction may span several batches (a million-row transaction is never buffered
+ * whole). `safePosition` is set only on a batch that ends exactly at a transaction
+ * boundary: once every event up to and including this batch is durable in a sink, the
+ * source may be acknowledged up to `safePosition`, and a restart from it replays nothing
+ * that was acknowledged and skips nothing that was not.
+ *
+ * A batch with no events and a `safePosition` is a keepalive: the source has seen WAL
+ * past everything delivered (idle tables, other databases). It flows through the sink
+ * queues like any batch, so it is acknowledged only after all earlier events are durable.
+ */
+export interface ChangeBatch {
+  events: ChangeEvent[];
+  safePosition?: Position;
+}

@@ -1,0 +1,86 @@
+import type { Position } from '../model.js';
+
+export type PipelineState = 'CREATED' | 'SNAPSHOTTING' | 'LIVE_CDC' | 'PAUSED' | 'ERRORED' | 'COMPLETED';
+
+export interface PipelineRecord {
+  name: string;
+  /** The pipeline definition as applied, with `${env:…}` kept as references and literal secrets encrypted. */
+  definition: unknown;
+  /** Hash of the normalised definition, for `apply` to report created / updated / unchanged. */
+  definitionHash: string;
+  state: PipelineState;
+  /** Cause of ERRORED, already redacted. */
+  error?: string;
+  /** L₀, set once by the first successful `open`. */
+  startPosition?: Position;
+  /** Whether the snapshot phase (if any) finished for the current start position. */
+  snapshotDone: boolean;
+  /** Set by pause; the runtime does not start a paused pipeline. */
+  paused: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export type PartitionStatus = 'pending' | 'done';
+
+export interface PartitionRecord {
+  pipeline: string;
+  /** `schema.table` */
+  table: string;
+  id: string;
+  /** Position in the plan (0-based), for "partition=35/128" progress. */
+  ordinal: number;
+  bounds: unknown;
+  estimatedRows?: number;
+  status: PartitionStatus;
+  rowsRead?: number;
+}
+
+export interface LeaseInfo {
+  pipeline: string;
+  holder: string;
+  expiresAt: string;
+}
+
+/**
+ * Durable pipeline state. Every write is committed (fsynced) before the promise resolves:
+ * the runtime acknowledges the source only after `saveCheckpoint` resolved, so a store that
+ * returns early could let the source release changes the sinks never got.
+ */
+export interface StateStore {
+  getPipeline(name: string): Promise<PipelineRecord | undefined>;
+  listPipelines(): Promise<PipelineRecord[]>;
+  /** Insert or replace the definition (keeps positions, partitions and checkpoints). */
+  upsertPipeline(record: Omit<PipelineRecord, 'createdAt' | 'updatedAt'>): Promise<void>;
+  updatePipeline(
+    name: string,
+    patch: Partial<Pick<PipelineRecord, 'state' | 'error' | 'startPosition' | 'snapshotDone' | 'paused'>>,
+  ): Promise<void>;
+  /** Remove the pipeline and everything it owns (partitions, checkpoints, lease). */
+  deletePipeline(name: string): Promise<void>;
+
+  /** Persist a table's plan once; a second call for the same table is a no-op returning the stored plan. */
+  savePartitions(pipeline: string, table: string, partitions: Omit<PartitionRecord, 'pipeline' | 'table' | 'status'>[]): Promise<PartitionRecord[]>;
+  listPartitions(pipeline: string, table?: string): Promise<PartitionRecord[]>;
+  markPartitionDone(pipeline: string, table: string, id: string, rowsRead: number): Promise<void>;
+  /** Forget every partition of the pipeline (re-snapshot). */
+  clearPartitions(pipeline: string): Promise<void>;
+
+  /** Per-sink checkpoint: the last `safePosition` durable in that sink. Key = sink index/name. */
+  saveCheckpoint(pipeline: string, sink: string, position: Position): Promise<void>;
+  getCheckpoints(pipeline: string): Promise<Record<string, Position>>;
+  clearCheckpoints(pipeline: string): Promise<void>;
+
+  /**
+   * Take or renew the lease for `pipeline`. Returns `{ acquired: true }` when `holder` now
+   * owns it until `now + ttlMs`, or the current holder when someone else does.
+   */
+  acquireLease(pipeline: string, holder: string, ttlMs: number): Promise<{ acquired: true } | { acquired: false; lease: LeaseInfo }>;
+  releaseLease(pipeline: string, holder: string): Promise<void>;
+
+  /** Small key/value area for server-level settings (e.g. generated ids). */
+  getMeta(key: string): Promise<string | undefined>;
+  setMeta(key: string, value: string): Promise<void>;
+
+  close(): Promise<void>;
+}
