@@ -16,6 +16,10 @@ export const ErrorCode = {
   PipelineNotFound: 'NS_R2001',
   PipelineLeaseHeld: 'NS_R2002',
   PipelineStopped: 'NS_R2003',
+  /** The pipeline asks for something its source cannot do (a `query` pipeline on a source without SQL). */
+  PipelineUnsupported: 'NS_R2004',
+  /** A sink's write failed and was not retriable, or retries ran out. */
+  SinkWriteFailed: 'NS_R2005',
   Internal: 'NS_R2099',
   // 3xxx state
   StateUnavailable: 'NS_S3001',

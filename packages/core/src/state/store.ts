@@ -8,6 +8,11 @@ export interface PipelineRecord {
   definition: unknown;
   /** Hash of the normalised definition, for `apply` to report created / updated / unchanged. */
   definitionHash: string;
+  /**
+   * `replication_type` of the applied definition, so `apply` can tell a `cdc` → `cdc_backfill`
+   * switch (which asks for a re-snapshot) without decoding the stored definition.
+   */
+  replicationType?: string;
   state: PipelineState;
   /** Cause of ERRORED, already redacted. */
   error?: string;
@@ -50,8 +55,13 @@ export interface LeaseInfo {
 export interface StateStore {
   getPipeline(name: string): Promise<PipelineRecord | undefined>;
   listPipelines(): Promise<PipelineRecord[]>;
-  /** Insert or replace the definition (keeps positions, partitions and checkpoints). */
+  /**
+   * Insert, or replace the definition of an existing pipeline. Replacing keeps its start
+   * position, partitions and checkpoints; state, error, snapshotDone and paused are taken
+   * from `record` either way.
+   */
   upsertPipeline(record: Omit<PipelineRecord, 'createdAt' | 'updatedAt'>): Promise<void>;
+  /** Change some fields. A key present with the value `undefined` clears that field (`error`, `startPosition`). */
   updatePipeline(
     name: string,
     patch: Partial<Pick<PipelineRecord, 'state' | 'error' | 'startPosition' | 'snapshotDone' | 'paused'>>,

@@ -1,0 +1,86 @@
+export type ScenarioId = 'S1' | 'S2' | 'S3' | 'S4';
+export const ALL_SCENARIOS: readonly ScenarioId[] = ['S1', 'S2', 'S3', 'S4'];
+
+export interface BenchOptions {
+  quick: boolean;
+  /** S1 table size. */
+  rows: number;
+  /** S2 backlog size (per variant: 100-row and 1-row transactions). */
+  changes: number;
+  /** S4 records per producer. */
+  records: number;
+  /** S3 seconds of steady load per rate. */
+  latencySeconds: number;
+  only: ReadonlySet<ScenarioId>;
+  skipDebezium: boolean;
+  outDir: string;
+  help: boolean;
+}
+
+export const USAGE = `Usage: pnpm bench [options]
+
+  --quick             every scenario at a tiny size (about a minute): harness check, not a measurement
+  --rows N            S1 snapshot table rows (default 2000000; quick 20000)
+  --changes N         S2 backlog changes per variant (default 1000000; quick 10000)
+  --records N         S4 records per producer (default 1000000; quick 20000)
+  --latency-seconds N S3 seconds of load per rate (default 20; quick 3)
+  --only S1,S2        run only these scenarios (S1 snapshot, S2 backlog drain, S3 latency, S4 Kafka ceiling)
+  --skip-debezium     do not run Debezium (no Maven resolution, no JVM)
+  --out DIR           where the JSON result goes (default bench-results/ at the repository root)
+  --help              this text
+`;
+
+function positiveInt(flag: string, value: string | undefined): number {
+  const cleaned = (value ?? '').replaceAll('_', '').replaceAll(',', '');
+  const multiplier = /[kK]$/.test(cleaned) ? 1_000 : /[mM]$/.test(cleaned) ? 1_000_000 : 1;
+  const number = Number(cleaned.replace(/[kKmM]$/, '')) * multiplier;
+  if (!Number.isInteger(number) || number <= 0) throw new Error(`${flag} needs a positive whole number, got ${JSON.stringify(value)}`);
+  return number;
+}
+
+export function parseArgs(argv: readonly string[], defaultOutDir: string): BenchOptions {
+  const flags = new Map<string, string | true>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--') continue;
+    if (!arg.startsWith('--')) throw new Error(`unexpected argument ${JSON.stringify(arg)}\n\n${USAGE}`);
+    const eq = arg.indexOf('=');
+    const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
+    if (['quick', 'skip-debezium', 'help'].includes(name)) {
+      flags.set(name, true);
+      continue;
+    }
+    if (!['rows', 'changes', 'records', 'latency-seconds', 'only', 'out'].includes(name)) {
+      throw new Error(`unknown option --${name}\n\n${USAGE}`);
+    }
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined) throw new Error(`--${name} needs a value`);
+    flags.set(name, value);
+  }
+  const quick = flags.get('quick') === true;
+  const num = (name: string, full: number, small: number) => {
+    const value = flags.get(name);
+    return typeof value === 'string' ? positiveInt(`--${name}`, value) : quick ? small : full;
+  };
+  let only: Set<ScenarioId> = new Set(ALL_SCENARIOS);
+  const onlyValue = flags.get('only');
+  if (typeof onlyValue === 'string') {
+    only = new Set();
+    for (const part of onlyValue.split(',').map((s) => s.trim().toUpperCase()).filter(Boolean)) {
+      if (!(ALL_SCENARIOS as readonly string[]).includes(part)) throw new Error(`--only: unknown scenario ${part} (known: ${ALL_SCENARIOS.join(', ')})`);
+      only.add(part as ScenarioId);
+    }
+  }
+  const out = flags.get('out');
+  return {
+    quick,
+    rows: num('rows', 2_000_000, 20_000),
+    changes: num('changes', 1_000_000, 10_000),
+    records: num('records', 1_000_000, 20_000),
+    latencySeconds: num('latency-seconds', 20, 3),
+    only,
+    skipDebezium: flags.get('skip-debezium') === true,
+    outDir: typeof out === 'string' ? out : defaultOutDir,
+    help: flags.get('help') === true,
+  };
+}

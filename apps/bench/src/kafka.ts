@@ -1,0 +1,116 @@
+import { type Admin, type Consumer, Kafka, logLevel } from 'kafkajs';
+
+export function kafkaClient(brokers: string[], clientId = 'nanosync-bench'): Kafka {
+  return new Kafka({ clientId, brokers, logLevel: logLevel.NOTHING, retry: { retries: 8 } });
+}
+
+/** Creates a topic whose message timestamps are the broker's arrival time (for latency). */
+export async function createTopic(admin: Admin, topic: string, partitions = 1): Promise<void> {
+  await admin.createTopics({
+    waitForLeaders: true,
+    topics: [
+      {
+        topic,
+        numPartitions: partitions,
+        replicationFactor: 1,
+        configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }],
+      },
+    ],
+  });
+}
+
+/** Messages stored in a topic (sum over partitions of high watermark − low watermark); 0 if it does not exist yet. */
+export async function countMessages(admin: Admin, topic: string): Promise<number> {
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    let total = 0;
+    for (const partition of offsets) total += Number(partition.high) - Number(partition.low);
+    return total;
+  } catch {
+    return 0;
+  }
+}
+
+export interface LatencySample {
+  /** Commit time at the source, epoch ms (may carry a fraction). */
+  committedAtMs: number;
+  /** Broker arrival time (LogAppendTime), epoch ms. */
+  arrivedAtMs: number;
+}
+
+/**
+ * Pulls the source commit time (epoch ms, with a fraction) out of a message value: nanosync's
+ * `_ns_committed_at` (microseconds since the epoch, as a number or a numeric string; an ISO
+ * timestamp is accepted too), Debezium's `source.ts_us` / `source.ts_ms`.
+ */
+export function commitTimeOf(value: unknown): number | undefined {
+  if (!value || typeof value !== 'object') return undefined;
+  const record = value as Record<string, unknown>;
+  const nanosync = record._ns_committed_at;
+  if (typeof nanosync === 'number') return nanosync / 1000;
+  if (typeof nanosync === 'string') {
+    if (/^\d+$/.test(nanosync)) return Number(nanosync) / 1000;
+    const ms = parseIsoMicros(nanosync);
+    return Number.isFinite(ms) ? ms : undefined;
+  }
+  const source = record.source;
+  if (source && typeof source === 'object') {
+    const s = source as Record<string, unknown>;
+    if (typeof s.ts_us === 'number') return s.ts_us / 1000;
+    if (typeof s.ts_ms === 'number') return s.ts_ms;
+  }
+  return undefined;
+}
+
+/** ISO-8601 timestamp → epoch ms, keeping sub-millisecond digits that Date.parse drops. */
+export function parseIsoMicros(text: string): number {
+  const match = /^(.*T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:?\d{2})?$/.exec(text.trim());
+  if (!match) return Date.parse(text);
+  const base = Date.parse(`${match[1]}${match[3] ?? 'Z'}`);
+  const fraction = match[2] ? Number(`0${match[2]}`) * 1000 : 0;
+  return base + fraction;
+}
+
+/**
+ * A consumer that records (commit time, broker time) for every message of a topic from the
+ * beginning. Runs in the bench process; its own speed does not matter because the broker
+ * stamped the arrival time on append.
+ */
+export class LatencyCollector {
+  readonly samples: LatencySample[] = [];
+  unparsed = 0;
+  private consumer: Consumer | undefined;
+
+  constructor(
+    private readonly kafka: Kafka,
+    private readonly topic: string,
+  ) {}
+
+  async start(): Promise<void> {
+    const consumer = this.kafka.consumer({ groupId: `nanosync-bench-${this.topic}-${Date.now()}`, maxWaitTimeInMs: 100 });
+    this.consumer = consumer;
+    await consumer.connect();
+    await consumer.subscribe({ topic: this.topic, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch }) => {
+        for (const message of batch.messages) {
+          const arrivedAtMs = Number(message.timestamp);
+          let committedAtMs: number | undefined;
+          try {
+            committedAtMs = commitTimeOf(message.value ? JSON.parse(message.value.toString('utf8')) : undefined);
+          } catch {
+            committedAtMs = undefined;
+          }
+          if (committedAtMs === undefined || !Number.isFinite(arrivedAtMs)) this.unparsed++;
+          else this.samples.push({ committedAtMs, arrivedAtMs });
+        }
+      },
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer?.disconnect().catch(() => {});
+    this.consumer = undefined;
+  }
+}

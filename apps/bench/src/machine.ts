@@ -1,0 +1,62 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { cpus, freemem, platform, release, totalmem } from 'node:os';
+import { run } from './util.js';
+
+export interface MachineInfo {
+  cores: number;
+  cpuModel: string;
+  memoryBytes: number;
+  freeMemoryBytes: number;
+  os: string;
+  node: string;
+  postgres?: string;
+  kafka?: string;
+  java?: string;
+  debezium?: string;
+  kafkajs?: string;
+}
+
+export async function javaVersion(): Promise<string | undefined> {
+  try {
+    const java = process.env.JAVA_HOME ? `${process.env.JAVA_HOME}/bin/java` : 'java';
+    const { stderr, stdout } = await run(java, ['-version'], { timeoutMs: 20_000 });
+    const text = `${stderr}\n${stdout}`;
+    const runtime = /^(openjdk|java) version "([^"]+)"/m.exec(text);
+    const vendor = /^(.*Runtime Environment.*)$/m.exec(text);
+    return runtime ? `${runtime[2]}${vendor?.[1] ? ` (${vendor[1].replace(/\s*\(build.*$/, '').trim()})` : ''}` : text.trim().split('\n')[0];
+  } catch {
+    return undefined;
+  }
+}
+
+async function cpuModel(): Promise<string> {
+  const fromOs = cpus()[0]?.model;
+  if (fromOs && fromOs !== 'unknown') return fromOs.trim();
+  try {
+    const info = await readFile('/proc/cpuinfo', 'utf8');
+    return /^model name\s*:\s*(.*)$/m.exec(info)?.[1]?.trim() ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+export async function machineInfo(): Promise<MachineInfo> {
+  let kafkajs: string | undefined;
+  try {
+    const pkg = JSON.parse(await readFile(new URL('../node_modules/kafkajs/package.json', import.meta.url), 'utf8')) as { version?: string };
+    kafkajs = pkg.version;
+  } catch {
+    kafkajs = undefined;
+  }
+  return {
+    cores: cpus().length,
+    cpuModel: await cpuModel(),
+    memoryBytes: totalmem(),
+    freeMemoryBytes: freemem(),
+    os: `${platform()} ${release()}${existsSync('/etc/debian_version') ? ' (Debian)' : ''}`,
+    node: process.version,
+    java: await javaVersion(),
+    kafkajs,
+  };
+}

@@ -1,0 +1,120 @@
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, startTool, type Tool } from './util.js';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const CLI_BIN = join(REPO_ROOT, 'apps/cli/src/bin.ts');
+
+export type NanosyncSinkSpec = { kind: 'kafka'; brokers: string[]; topic: string; compression: string } | { kind: 'file'; file: string };
+
+export interface NanosyncPipelineSpec {
+  name: string;
+  pgUrl: string;
+  /** schema.table */
+  table: string;
+  replicationType: 'snapshot' | 'cdc' | 'cdc_backfill';
+  sink: NanosyncSinkSpec;
+  /** State database, config and logs. Reuse it to resume from the stored checkpoint. */
+  workDir: string;
+  snapshotConcurrency?: number;
+}
+
+/** Why nanosync cannot run a pipeline into `sink` here, or undefined when the parts it needs are in the tree. */
+export function nanosyncUnavailableReason(sink: NanosyncSinkSpec['kind']): string | undefined {
+  const parts = ['apps/cli/src/bin.ts', 'connectors/source-postgres/src/index.ts', `connectors/sink-${sink}/src/index.ts`];
+  for (const part of parts) {
+    if (!existsSync(join(REPO_ROOT, part))) return `nanosync is not complete in this tree (${part} missing)`;
+  }
+  return undefined;
+}
+
+const q = (value: string) => JSON.stringify(value);
+
+export function nanosyncConfigYaml(spec: NanosyncPipelineSpec): string {
+  const lines = ['connections:', '  - name: source', '    type: postgres', `    dsn: ${q(spec.pgUrl)}`];
+  if (spec.sink.kind === 'kafka') {
+    lines.push('  - name: sink', '    type: kafka', '    properties:', `      brokers: ${q(spec.sink.brokers.join(','))}`);
+  } else {
+    lines.push('  - name: sink', '    type: file');
+  }
+  lines.push(
+    'pipelines:',
+    `  - name: ${spec.name}`,
+    `    replication_type: ${spec.replicationType}`,
+    '    source:',
+    '      connection: source',
+    `      tables: [${spec.table}]`,
+  );
+  if (spec.snapshotConcurrency) lines.push('    snapshot:', `      concurrency: ${spec.snapshotConcurrency}`);
+  lines.push('    sink:', '      connection: sink', '      properties:');
+  if (spec.sink.kind === 'kafka') {
+    lines.push(`        topic: ${q(spec.sink.topic)}`, '        message_format: json', `        compression: ${spec.sink.compression}`, '        primary_keys: id', '        tombstones: false');
+  } else {
+    lines.push(`        file: ${q(spec.sink.file)}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export const ADMIN_TOKEN = 'nanosync-bench-token';
+
+export interface NanosyncProcess {
+  tool: Tool;
+  adminUrl: string;
+  /** GET /v1/pipelines/:name from the admin API; undefined while it is not answering. */
+  status(): Promise<Record<string, unknown> | undefined>;
+}
+
+/**
+ * `nanosync run --file` in its own process (TypeScript sources through tsx, like `pnpm nanosync`),
+ * so its memory and CPU are its own. Same state folder = resume from the last checkpoint.
+ */
+export async function startNanosync(spec: NanosyncPipelineSpec): Promise<NanosyncProcess> {
+  await mkdir(spec.workDir, { recursive: true });
+  const configFile = join(spec.workDir, 'nanosync.yaml');
+  await writeFile(configFile, nanosyncConfigYaml(spec));
+  const port = await freePort();
+  const tool = startTool(
+    'nanosync',
+    process.execPath,
+    [
+      '--conditions=@nanosync/source',
+      '--import',
+      'tsx',
+      CLI_BIN,
+      'run',
+      '--file',
+      configFile,
+      '--state',
+      join(spec.workDir, 'state', 'state.db'),
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--log-level',
+      'info',
+    ],
+    {
+      cwd: REPO_ROOT,
+      logFile: join(spec.workDir, 'nanosync.log'),
+      env: { ...process.env, NANOSYNC_TOKEN: ADMIN_TOKEN },
+    },
+  );
+  const adminUrl = `http://127.0.0.1:${port}`;
+  return {
+    tool,
+    adminUrl,
+    async status() {
+      try {
+        const response = await fetch(`${adminUrl}/v1/pipelines/${spec.name}`, {
+          headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+          signal: AbortSignal.timeout(2_000),
+        });
+        if (!response.ok) return undefined;
+        const body = (await response.json()) as { pipeline?: Record<string, unknown> };
+        return body.pipeline;
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}

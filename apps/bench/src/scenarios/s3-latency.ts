@@ -1,0 +1,185 @@
+import { join } from 'node:path';
+import { type BenchContext, debeziumReason } from '../context.js';
+import { startDebezium } from '../debezium/connect.js';
+import type { DebeziumJars } from '../debezium/resolve.js';
+import { countMessages, LatencyCollector } from '../kafka.js';
+import { nanosyncUnavailableReason, startNanosync } from '../nanosync.js';
+import { connect, createChangeTable, insertRows, type PgClient } from '../pg.js';
+import { ProcessTreeMonitor } from '../proc.js';
+import { type Measurement, notAvailable, type Ratio, type ScenarioResult } from '../report.js';
+import { cpuPerMillion, ratio, summarizeLatencies } from '../stats.js';
+import { errorMessage, log, sleep, type Tool, waitFor } from '../util.js';
+import { createTopics, debeziumSpec, debeziumTopic, dropNewSlots, newSlot, slotActive, slotNames, stopTool } from './common.js';
+
+const TABLE = 'bench_s3';
+const TICKS_PER_SECOND = 50;
+const FRACTIONS = [0.25, 0.5, 0.75];
+
+interface Phase {
+  rate: number;
+  startMs: number;
+  endMs: number;
+  events: number;
+}
+
+/** Inserts at `rate` rows/s for `seconds`: one transaction per 20 ms tick holding the rows due by then. */
+async function steadyLoad(client: PgClient, rate: number, seconds: number, firstId: number): Promise<Phase> {
+  const startMs = Date.now();
+  const started = performance.now();
+  let sent = 0;
+  for (let tick = 1; ; tick++) {
+    const elapsed = (performance.now() - started) / 1000;
+    if (elapsed >= seconds) break;
+    const due = Math.floor(rate * elapsed) - sent;
+    if (due > 0) {
+      await insertRows(client, TABLE, firstId + sent, due);
+      sent += due;
+    }
+    const wait = started + (tick * 1000) / TICKS_PER_SECOND - performance.now();
+    if (wait > 0) await sleep(wait);
+  }
+  return { rate, startMs, endMs: Date.now(), events: sent };
+}
+
+interface Runner {
+  label: string;
+  topic: string;
+  start(): Promise<Tool>;
+}
+
+async function measureTool(ctx: BenchContext, runner: Runner, rates: number[], nextId: { value: number }): Promise<Measurement[]> {
+  const client = await connect(ctx.pgUrl);
+  const before = await slotNames(client);
+  let tool: Tool | undefined;
+  const collector = new LatencyCollector(ctx.kafka, runner.topic);
+  try {
+    await createTopics(ctx, runner.topic);
+    log(`S3: starting ${runner.label}`);
+    tool = await runner.start();
+    const running = tool;
+    await waitFor(`${runner.label} to create and use its slot`, async () => {
+      const slot = await newSlot(client, before);
+      return slot !== undefined && (await slotActive(client, slot));
+    }, { timeoutMs: 120_000, abort: () => (running.exit ? `exited (${running.exit.code ?? running.exit.signal}); log ${running.logFile}` : undefined) });
+    // Let it settle (JIT, connection pools) before the first measured phase.
+    await sleep(ctx.options.quick ? 1_000 : 3_000);
+    await collector.start();
+    const monitor = new ProcessTreeMonitor(running.pid).start();
+    const out: Measurement[] = [];
+    let delivered = await countMessages(ctx.admin, runner.topic);
+    for (const rate of rates) {
+      monitor.sample();
+      const cpuBefore = monitor.usage().cpuSeconds;
+      const phase = await steadyLoad(client, rate, ctx.options.latencySeconds, nextId.value);
+      nextId.value += phase.events;
+      const expected = delivered + phase.events;
+      await waitFor(`${runner.label} to deliver the ${rate}/s phase`, async () => (await countMessages(ctx.admin, runner.topic)) >= expected, {
+        timeoutMs: 120_000,
+        intervalMs: 50,
+        abort: () => (running.exit ? `exited (${running.exit.code ?? running.exit.signal})` : undefined),
+      });
+      delivered = expected;
+      monitor.sample();
+      const usage = monitor.usage();
+      await waitFor('the latency consumer to catch up', () => collector.samples.filter((s) => s.committedAtMs >= phase.startMs - 5 && s.committedAtMs <= phase.endMs + 5).length >= phase.events || undefined, {
+        timeoutMs: 60_000,
+      }).catch(() => undefined);
+      const latencies = collector.samples.filter((s) => s.committedAtMs >= phase.startMs - 5 && s.committedAtMs <= phase.endMs + 5).map((s) => s.arrivedAtMs - s.committedAtMs);
+      out.push({
+        tool: runner.label,
+        status: 'ok',
+        targetRate: rate,
+        events: phase.events,
+        seconds: (phase.endMs - phase.startMs) / 1000,
+        eventsPerSecond: phase.events / ((phase.endMs - phase.startMs) / 1000),
+        latency: summarizeLatencies(latencies),
+        peakRssBytes: usage.peakRssBytes,
+        cpuSeconds: usage.cpuSeconds - cpuBefore,
+        cpuSecondsPerMillion: cpuPerMillion(usage.cpuSeconds - cpuBefore, phase.events),
+        details: { unparsedMessages: collector.unparsed },
+      });
+      log(`S3: ${runner.label} at ${rate}/s: p50 ${out.at(-1)?.latency?.p50Ms?.toFixed(1)} ms, p99 ${out.at(-1)?.latency?.p99Ms?.toFixed(1)} ms`);
+    }
+    monitor.stop();
+    return out;
+  } finally {
+    await collector.stop();
+    await stopTool(tool);
+    await dropNewSlots(client, before).catch(() => {});
+    await client.end().catch(() => {});
+  }
+}
+
+export async function runS3(ctx: BenchContext): Promise<ScenarioResult> {
+  const fallback = ctx.options.quick ? 2_000 : 5_000;
+  const base = ctx.s2Rate ?? fallback;
+  const rates = FRACTIONS.map((f) => Math.max(10, Math.round(base * f)));
+  const result: ScenarioResult = {
+    id: 'S3',
+    title: 'Latency under steady load: source commit → broker arrival',
+    parameters: { baseRate: Math.round(base), rates: rates.join('/'), secondsPerRate: ctx.options.latencySeconds },
+    measurements: [],
+    ratios: [],
+    notes: [
+      ctx.s2Rate ? 'Rates are 25/50/75% of nanosync’s S2 drain rate (100-change transactions), the same for both tools.' : `S2 did not give a rate: loads are 25/50/75% of ${fallback}/s.`,
+      'Latency = broker append time (topic with message.timestamp.type=LogAppendTime) − commit time carried in the event (nanosync `_ns_committed_at`, Debezium `source.ts_us`); ms resolution on the broker side. CPU s / M events is the phase’s own.',
+    ],
+  };
+  const client = await connect(ctx.pgUrl);
+  try {
+    await createChangeTable(client, TABLE);
+  } finally {
+    await client.end();
+  }
+  const nextId = { value: 1 };
+
+  const nsLabel = 'nanosync → Kafka (json)';
+  const nsReason = nanosyncUnavailableReason('kafka');
+  let nsResults: Measurement[];
+  if (nsReason) nsResults = rates.map((rate) => notAvailable(nsLabel, nsReason, { targetRate: rate }));
+  else {
+    const topic = `ns_s3_${ctx.runId}`;
+    const runner: Runner = {
+      label: nsLabel,
+      topic,
+      start: async () =>
+        (
+          await startNanosync({
+            name: `bench-s3-${ctx.runId}`,
+            pgUrl: ctx.pgUrl,
+            table: `public.${TABLE}`,
+            replicationType: 'cdc',
+            sink: { kind: 'kafka', brokers: ctx.brokers, topic, compression: ctx.producer.compression },
+            workDir: join(ctx.workRoot, 'ns-s3'),
+          })
+        ).tool,
+    };
+    nsResults = await measureTool(ctx, runner, rates, nextId).catch((error) => rates.map((rate) => notAvailable(nsLabel, errorMessage(error), { targetRate: rate })));
+  }
+  result.measurements.push(...nsResults);
+
+  const dbzLabel = 'Debezium → Kafka (json)';
+  const dbzReason = debeziumReason(ctx);
+  let dbzResults: Measurement[];
+  if (dbzReason) dbzResults = rates.map((rate) => notAvailable(dbzLabel, dbzReason, { targetRate: rate }));
+  else {
+    const jars = ctx.debezium as DebeziumJars;
+    const spec = debeziumSpec(ctx, jars, 's3', `public.${TABLE}`, 'no_data');
+    const runner: Runner = { label: dbzLabel, topic: debeziumTopic(spec), start: () => startDebezium(jars, spec) };
+    dbzResults = await measureTool(ctx, runner, rates, nextId).catch((error) => rates.map((rate) => notAvailable(dbzLabel, errorMessage(error), { targetRate: rate })));
+  }
+  result.measurements.push(...dbzResults);
+
+  const ratios: Ratio[] = rates.map((rate, i) => {
+    const ns = nsResults[i];
+    const dbz = dbzResults[i];
+    return {
+      name: `p99 nanosync ÷ Debezium at ${rate}/s`,
+      value: ratio(ns?.latency?.p99Ms, dbz?.latency?.p99Ms),
+      reason: [ns, dbz].find((m) => m?.status === 'n/a')?.reason,
+      meaning: 'tail latency of nanosync relative to Debezium at the same load (<1 = nanosync faster)',
+    };
+  });
+  result.ratios.push(...ratios);
+  return result;
+}

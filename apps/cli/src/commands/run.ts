@@ -1,0 +1,69 @@
+import { ConfigError } from '@nanosync/core';
+import { parseCommandArgs, parseHostPort } from '../args.js';
+import { checkConfigFile, printConfigError, printWarnings } from '../config-check.js';
+import { connectorResolver } from '../connectors.js';
+import { ExitCode, UsageError } from '../exit-codes.js';
+import type { CliIo } from '../io.js';
+import { serveUntilSignal } from '../server/foreground.js';
+import { serverLogger } from '../server/logger.js';
+import { startServer } from '../server/start.js';
+import { DEFAULT_LISTEN, statePaths } from '../state-paths.js';
+import { printApplyResults, storedEntries } from './apply.js';
+import type { Command } from './command.js';
+import { SERVER_OPTIONS_HELP, serverOptions } from './serve.js';
+
+export const runCommand: Command = {
+  name: 'run',
+  summary: 'serve and apply a config file in one foreground process',
+  help: `Usage: nanosync run --file FILE [--state PATH] [--listen HOST:PORT]
+
+'nanosync serve' and 'nanosync apply --file FILE' in one process: validates the
+file (nothing starts when it has errors), starts the server, applies every
+pipeline of the file, then runs until Ctrl-C or SIGTERM. The admin API is up as
+with 'serve', so 'list pipelines' and 'pipeline pause' work against it.
+
+Options:
+  -f, --file FILE         config file
+${SERVER_OPTIONS_HELP.join('\n')}
+  -h, --help              show this help
+
+Exit codes: 0 stopped cleanly, 1 runtime failure, 2 invalid config, port in
+use, unusable state folder or wrong arguments.`,
+  async run(argv: string[], io: CliIo): Promise<number> {
+    const args = parseCommandArgs('run', argv, { file: { type: 'string', short: 'f' }, ...serverOptions });
+    if (args.help) {
+      io.out(this.help);
+      return ExitCode.Ok;
+    }
+    if (!args.values.file) throw new UsageError('--file is required', 'run');
+    const listen = parseHostPort(args.values.listen || DEFAULT_LISTEN, '--listen');
+    const logger = serverLogger(args.values['log-level'], io, 'run');
+    let checked: Awaited<ReturnType<typeof checkConfigFile>>;
+    try {
+      checked = await checkConfigFile(args.values.file, io, connectorResolver());
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        printConfigError(err, io);
+        return ExitCode.Usage;
+      }
+      throw err;
+    }
+    printWarnings(checked.warnings, io);
+    const server = await startServer({ paths: statePaths(args.values.state, io), listen, io, logger });
+    try {
+      const entries = await storedEntries(checked, server.secretKey);
+      const results = [];
+      for (const entry of entries) {
+        results.push({
+          name: entry.name,
+          result: await server.engine.apply(entry.name, entry.definition, entry.hash, entry.replicationType),
+        });
+      }
+      printApplyResults(results, io);
+    } catch (err) {
+      await server.stop().catch(() => undefined);
+      throw err;
+    }
+    return serveUntilSignal(server, io, logger);
+  },
+};

@@ -1,0 +1,29 @@
+import type { PipelineStatus, StoredPipelineDefinition } from '@nanosync/core';
+
+export type ApplyResult = 'created' | 'updated' | 'unchanged';
+
+/**
+ * What the admin API needs from the runtime. Core's `Engine` satisfies it; unit tests use
+ * a fake so the HTTP layer can be checked without a database.
+ */
+export interface AdminEngine {
+  apply(
+    name: string,
+    definition: StoredPipelineDefinition,
+    hash: string,
+    replicationType: string,
+  ): Promise<ApplyResult>;
+  pause(name: string): Promise<void>;
+  resume(name: string): Promise<void>;
+  delete(name: string): Promise<void>;
+  list(): Promise<PipelineStatus[]>;
+  status(name: string): Promise<PipelineStatus>;
+}
+
+/** One entry of `POST /v1/apply`: a stored definition as `toStoredDefinitions` made it. */
+export interface ApplyEntry {
+  name: string;
+  definition: StoredPipelineDefinition;
+  hash: string;
+  replicationType: string;
+}

@@ -1,0 +1,116 @@
+import { ErrorCode, NanosyncError, redact } from '@nanosync/core';
+import type { ApplyEntry, ApplyResult } from '../admin-engine.js';
+import type { Route } from '../http.js';
+
+const PIPELINE_NAME = /^[A-Za-z0-9_-]{1,40}$/;
+
+/** Every string in a response goes through `redact`, a second line of defence after the engine's own. */
+function redactDeep(value: unknown): unknown {
+  if (typeof value === 'string') return redact(value);
+  if (Array.isArray(value)) return value.map(redactDeep);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactDeep(v)]));
+  }
+  return value;
+}
+
+function pipelineName(params: Record<string, string>): string {
+  const name = params.name ?? '';
+  if (!PIPELINE_NAME.test(name))
+    throw new NanosyncError(ErrorCode.CliUsage, `invalid pipeline name '${name.slice(0, 60)}'`);
+  return name;
+}
+
+function parseApplyBody(body: unknown): ApplyEntry[] {
+  const definitions = (body as { definitions?: unknown } | undefined)?.definitions;
+  if (!Array.isArray(definitions)) throw new NanosyncError(ErrorCode.CliUsage, 'body must be { "definitions": [...] }');
+  return definitions.map((entry, index) => {
+    const e = entry as Partial<ApplyEntry> | null;
+    if (
+      !e ||
+      typeof e.name !== 'string' ||
+      !PIPELINE_NAME.test(e.name) ||
+      typeof e.hash !== 'string' ||
+      typeof e.replicationType !== 'string' ||
+      !e.definition ||
+      typeof e.definition !== 'object'
+    ) {
+      throw new NanosyncError(
+        ErrorCode.CliUsage,
+        `definitions[${index}] must have name, definition, hash and replicationType`,
+      );
+    }
+    return e as ApplyEntry;
+  });
+}
+
+/** The pipeline endpoints of the admin API (`/v1/...`). */
+export const pipelineRoutes: Route[] = [
+  {
+    method: 'GET',
+    path: '/v1/health',
+    auth: false,
+    handle: () => ({ json: { ok: true } }),
+  },
+  {
+    method: 'GET',
+    path: '/v1/pipelines',
+    handle: async ({ engine }) => ({ json: { pipelines: redactDeep(await engine.list()) } }),
+  },
+  {
+    method: 'GET',
+    path: '/v1/pipelines/:name',
+    handle: async ({ engine, params }) => ({
+      json: { pipeline: redactDeep(await engine.status(pipelineName(params))) },
+    }),
+  },
+  {
+    method: 'POST',
+    path: '/v1/apply',
+    handle: async ({ engine, body, logger }) => {
+      const entries = parseApplyBody(body);
+      const results: { name: string; result: ApplyResult }[] = [];
+      for (const entry of entries) {
+        try {
+          const result = await engine.apply(entry.name, entry.definition, entry.hash, entry.replicationType);
+          results.push({ name: entry.name, result });
+          if (result !== 'unchanged') logger.info(`pipeline ${result}`, { name: entry.name });
+        } catch (err) {
+          // Report what was applied before the failure along with the error itself.
+          const message = err instanceof Error ? err.message : String(err);
+          const code = err instanceof NanosyncError ? err.code : ErrorCode.Internal;
+          const status = err instanceof NanosyncError && err.code.startsWith('NS_C') ? 400 : 500;
+          return { status, json: { results, error: { code, message: redact(message), pipeline: entry.name } } };
+        }
+      }
+      return { json: { results } };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/pipelines/:name/pause',
+    handle: async ({ engine, params }) => {
+      const name = pipelineName(params);
+      await engine.pause(name);
+      return { json: { name, action: 'paused' } };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/v1/pipelines/:name/resume',
+    handle: async ({ engine, params }) => {
+      const name = pipelineName(params);
+      await engine.resume(name);
+      return { json: { name, action: 'resumed' } };
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/pipelines/:name',
+    handle: async ({ engine, params }) => {
+      const name = pipelineName(params);
+      await engine.delete(name);
+      return { json: { name, action: 'deleted' } };
+    },
+  },
+];

@@ -1,0 +1,234 @@
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { listCommand } from '../../src/commands/list.js';
+import { pipelineCommand } from '../../src/commands/pipeline.js';
+import { exitCodeFor } from '../../src/exit-codes.js';
+import { type AdminServer, createAdminHandler, listenAdmin } from '../../src/server/http.js';
+import { adminRoutes } from '../../src/server/routes/index.js';
+import { captureIo, fakeEngine } from './helpers.js';
+
+const TOKEN = 'test-token-0123456789';
+const silent = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+
+let admin: AdminServer;
+let fake: ReturnType<typeof fakeEngine>;
+let dir: string;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'ns-cli-api-'));
+  fake = fakeEngine([
+    { name: 'orders', state: 'LIVE_CDC', replicationType: 'cdc_backfill', lagSeconds: 0.4, eventsPerSecond: 12.34 },
+  ]);
+  admin = await listenAdmin('127.0.0.1', 0);
+  admin.setHandler(createAdminHandler({ engine: fake.engine, token: TOKEN, routes: adminRoutes, logger: silent }));
+});
+afterEach(async () => {
+  await admin.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function call(method: string, path: string, token: string | null = TOKEN, body?: unknown) {
+  return fetch(`${admin.url}${path}`, {
+    method,
+    headers: {
+      ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+}
+
+describe('authentication', () => {
+  it.each([
+    ['GET', '/v1/pipelines'],
+    ['GET', '/v1/pipelines/orders'],
+    ['POST', '/v1/apply'],
+    ['POST', '/v1/pipelines/orders/pause'],
+    ['POST', '/v1/pipelines/orders/resume'],
+    ['DELETE', '/v1/pipelines/orders'],
+    ['PUT', '/v1/pipelines/orders'],
+  ])('%s %s refuses a missing or wrong token with 401 and does nothing', async (method, path) => {
+    for (const token of [null, 'wrong', `${TOKEN}x`, '', TOKEN.slice(0, -1)]) {
+      const response = await call(method, path, token, method === 'POST' ? { definitions: [] } : undefined);
+      expect([token, response.status]).toEqual([token, 401]);
+      expect(response.headers.get('www-authenticate')).toBe('Bearer');
+      expect(((await response.json()) as { error: { code: string } }).error.code).toBe(ErrorCode.ServerAuth);
+    }
+    expect(fake.calls).toEqual([]);
+    expect(fake.pipelines.get('orders')?.state).toBe('LIVE_CDC');
+  });
+
+  it('answers the health check without a token', async () => {
+    const response = await call('GET', '/v1/health', null);
+    expect(response.status).toBe(200);
+  });
+
+  it('answers 503 before the engine is ready', async () => {
+    const starting = await listenAdmin('127.0.0.1', 0);
+    try {
+      const response = await fetch(`${starting.url}/v1/pipelines`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      expect(response.status).toBe(503);
+    } finally {
+      await starting.close();
+    }
+  });
+});
+
+describe('endpoints', () => {
+  it('lists pipelines and shows one', async () => {
+    const list = (await (await call('GET', '/v1/pipelines')).json()) as { pipelines: { name: string }[] };
+    expect(list.pipelines.map((p) => p.name)).toEqual(['orders']);
+    const one = await call('GET', '/v1/pipelines/orders');
+    expect(one.status).toBe(200);
+    expect(((await one.json()) as { pipeline: { state: string } }).pipeline.state).toBe('LIVE_CDC');
+    expect((await call('GET', '/v1/pipelines/nope')).status).toBe(404);
+  });
+
+  it('applies definitions and reports created, unchanged, updated', async () => {
+    const definition = { version: 1, pipeline: {}, connections: {}, configDir: '/x' };
+    const body = (hash: string) => ({ definitions: [{ name: 'p1', definition, hash, replicationType: 'cdc' }] });
+    const results = async (hash: string) =>
+      ((await (await call('POST', '/v1/apply', TOKEN, body(hash))).json()) as { results: unknown[] }).results;
+    expect(await results('h1')).toEqual([{ name: 'p1', result: 'created' }]);
+    expect(await results('h1')).toEqual([{ name: 'p1', result: 'unchanged' }]);
+    expect(await results('h2')).toEqual([{ name: 'p1', result: 'updated' }]);
+  });
+
+  it('rejects malformed apply bodies with 400', async () => {
+    for (const body of [
+      {},
+      { definitions: [{ name: 'bad name!', hash: 'h', replicationType: 'cdc', definition: {} }] },
+      { definitions: [{ name: 'ok' }] },
+    ]) {
+      expect((await call('POST', '/v1/apply', TOKEN, body)).status).toBe(400);
+    }
+    const raw = await fetch(`${admin.url}/v1/apply`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}` },
+      body: '{not json',
+    });
+    expect(raw.status).toBe(400);
+    expect(fake.calls).toEqual([]);
+  });
+
+  it('pauses, resumes and deletes', async () => {
+    expect((await call('POST', '/v1/pipelines/orders/pause')).status).toBe(200);
+    expect(fake.pipelines.get('orders')?.state).toBe('PAUSED');
+    expect((await call('POST', '/v1/pipelines/orders/resume')).status).toBe(200);
+    expect(fake.pipelines.get('orders')?.state).toBe('LIVE_CDC');
+    expect((await call('DELETE', '/v1/pipelines/orders')).status).toBe(200);
+    expect(fake.pipelines.has('orders')).toBe(false);
+    expect((await call('DELETE', '/v1/pipelines/orders')).status).toBe(404);
+  });
+
+  it('answers 404 for unknown paths and 405 for wrong methods', async () => {
+    expect((await call('GET', '/v2/whatever')).status).toBe(404);
+    const wrong = await call('PUT', '/v1/pipelines/orders');
+    expect(wrong.status).toBe(405);
+    expect(wrong.headers.get('allow')).toContain('DELETE');
+  });
+
+  it('never returns a secret in an error or a status', async () => {
+    fake.pipelines.set('leaky', {
+      ...fake.pipelines.get('orders')!,
+      name: 'leaky',
+      state: 'ERRORED',
+      error: 'connect failed for postgres://app:hunter2@db:5432/shop',
+      warnings: ['password=hunter2 rejected'],
+    });
+    fake.engine.pause = async () => {
+      throw new NanosyncError(ErrorCode.PgConnection, 'could not connect to postgres://app:hunter2@db/shop');
+    };
+    const texts = [
+      await (await call('GET', '/v1/pipelines')).text(),
+      await (await call('GET', '/v1/pipelines/leaky')).text(),
+      await (await call('POST', '/v1/pipelines/leaky/pause')).text(),
+    ];
+    for (const text of texts) expect(text).not.toContain('hunter2');
+    expect(texts[2]).toContain('NS_P4001');
+  });
+});
+
+describe('client commands', () => {
+  const env = (token: string) => ({ NANOSYNC_TOKEN: token, NANOSYNC_SERVER: admin.url });
+
+  it('list pipelines prints the table', async () => {
+    const io = captureIo(env(TOKEN));
+    expect(await listCommand.run(['pipelines'], io)).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(
+      /^NAME\s+STATE\s+TYPE\s+LAG\s+EVENTS\/S\norders\s+LIVE_CDC\s+cdc_backfill\s+0\.4s\s+12\.3$/,
+    );
+  });
+
+  it('reads the token from the file next to the state database', async () => {
+    await writeFile(join(dir, 'token'), `${TOKEN}\n`, { mode: 0o600 });
+    const io = captureIo({ NANOSYNC_SERVER: admin.url });
+    expect(await listCommand.run(['pipelines', '--state', join(dir, 'state.db')], io)).toBe(0);
+  });
+
+  it('a wrong token is one clear error with exit code 2', async () => {
+    const io = captureIo(env('not-the-token'));
+    const err = await listCommand.run(['pipelines'], io).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NanosyncError);
+    expect(exitCodeFor(err)).toBe(2);
+    expect((err as Error).message).toMatch(/rejected the admin token from NANOSYNC_TOKEN/);
+    expect((err as Error).message).not.toContain('not-the-token');
+  });
+
+  it('a missing token file is exit code 2 naming the file, and creates nothing', async () => {
+    const io = captureIo({ NANOSYNC_SERVER: admin.url });
+    const err = await listCommand
+      .run(['pipelines', '--state', join(dir, 'sub', 'state.db')], io)
+      .catch((e: unknown) => e);
+    expect(exitCodeFor(err)).toBe(2);
+    expect((err as Error).message).toContain(join(dir, 'sub', 'token'));
+    await expect(stat(join(dir, 'sub'))).rejects.toThrow();
+  });
+
+  it('no server listening is exit code 1', async () => {
+    const port = await freePort();
+    const io = captureIo({ NANOSYNC_TOKEN: TOKEN, NANOSYNC_SERVER: `127.0.0.1:${port}` });
+    const err = await listCommand.run(['pipelines'], io).catch((e: unknown) => e);
+    expect(exitCodeFor(err)).toBe(1);
+    expect((err as Error).message).toMatch(
+      /no nanosync server answers at http:\/\/127\.0\.0\.1:\d+ \(connection refused\)/,
+    );
+  });
+
+  it('pipeline pause/resume/delete reach the engine; an unknown name is exit code 1', async () => {
+    const io = captureIo(env(TOKEN));
+    expect(await pipelineCommand.run(['pause', 'orders'], io)).toBe(0);
+    expect(await pipelineCommand.run(['resume', 'orders'], io)).toBe(0);
+    expect(await pipelineCommand.run(['delete', 'orders'], io)).toBe(0);
+    expect(io.stdout).toEqual(['orders paused', 'orders resumed', 'orders deleted']);
+    expect(fake.calls).toEqual(['pause orders', 'resume orders', 'delete orders']);
+    const err = await pipelineCommand.run(['pause', 'orders'], io).catch((e: unknown) => e);
+    expect(exitCodeFor(err)).toBe(1);
+    expect((err as NanosyncError).code).toBe(ErrorCode.PipelineNotFound);
+  });
+});
+
+describe('listen', () => {
+  it('a port in use is a PortInUse error naming the address', async () => {
+    const err = await listenAdmin('127.0.0.1', admin.port).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NanosyncError);
+    expect((err as NanosyncError).code).toBe(ErrorCode.PortInUse);
+    expect((err as Error).message).toContain(`127.0.0.1:${admin.port}`);
+    expect(exitCodeFor(err)).toBe(2);
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}

@@ -1,0 +1,208 @@
+import { type FileHandle, mkdir, open, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { ChangeEvent, Sink, TableSchema } from '@nanosync/core';
+import type { FileSinkConfig } from './config.js';
+import { tableFileName, toJsonLine } from './encode.js';
+import { fileSinkError } from './errors.js';
+
+/** Pending output is written out once it grows past this, so a batch never sits whole in memory as text. */
+const FLUSH_BYTES = 1 << 20;
+/** Files kept open at once; the least recently used is closed beyond this. */
+const MAX_OPEN_FILES = 64;
+
+interface OpenFile {
+  handle: FileHandle;
+  pending: string[];
+  pendingBytes: number;
+}
+
+/**
+ * Appends events as JSON lines. `write()` resolves only after every file it touched has
+ * been fsynced, so the checkpoint core writes next never runs ahead of the data.
+ *
+ * A crash can leave half a line at the end of a file (that batch never resolved, so it
+ * will be replayed). The first time a file is opened, anything after its last newline
+ * is cut off before new lines are appended.
+ */
+export class FileSink implements Sink {
+  private readonly files = new Map<string, OpenFile>();
+  private readonly directory: string | undefined;
+  private readonly singleFile: string | undefined;
+  private readonly fsync: boolean;
+  private queue: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(config: FileSinkConfig) {
+    this.directory = config.path === undefined ? undefined : resolve(config.path);
+    this.singleFile = config.file === undefined ? undefined : resolve(config.file);
+    this.fsync = config.fsync;
+  }
+
+  /** The file a table's events are appended to. */
+  fileFor(table: { schema: string; name: string }): string {
+    return this.singleFile ?? join(this.directory!, tableFileName(table));
+  }
+
+  async open(_tables: TableSchema[]): Promise<void> {
+    const folder = this.directory ?? dirname(this.singleFile!);
+    try {
+      await mkdir(folder, { recursive: true });
+    } catch (err) {
+      throw fileSinkError('create folder', folder, err);
+    }
+    try {
+      const info = await stat(folder);
+      if (!info.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    } catch (err) {
+      throw fileSinkError('use folder', folder, err);
+    }
+  }
+
+  write(events: ChangeEvent[]): Promise<void> {
+    const next = this.queue.then(() => this.writeNow(events));
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async writeNow(events: ChangeEvent[]): Promise<void> {
+    if (this.closed) throw fileSinkError('write to', this.singleFile ?? this.directory!, new Error('sink is closed'));
+    const touched = new Set<string>();
+    let pendingTotal = 0;
+    for (const event of events) {
+      const file = this.fileFor(event.table);
+      const target = await this.handleFor(file);
+      const line = toJsonLine(event);
+      target.pending.push(line);
+      target.pendingBytes += line.length;
+      pendingTotal += line.length;
+      touched.add(file);
+      if (pendingTotal >= FLUSH_BYTES) {
+        await this.flushPending();
+        pendingTotal = 0;
+      }
+    }
+    await this.flushPending();
+    if (this.fsync) {
+      await Promise.all(
+        [...touched].map(async (file) => {
+          const target = this.files.get(file);
+          if (!target) return;
+          try {
+            await target.handle.datasync();
+          } catch (err) {
+            throw fileSinkError('fsync', file, err);
+          }
+        }),
+      );
+    }
+  }
+
+  private async flushPending(): Promise<void> {
+    for (const [file, target] of this.files) {
+      if (target.pending.length === 0) continue;
+      const data = Buffer.from(target.pending.join(''), 'utf8');
+      target.pending = [];
+      target.pendingBytes = 0;
+      try {
+        let offset = 0;
+        while (offset < data.length) {
+          const { bytesWritten } = await target.handle.write(data, offset, data.length - offset);
+          offset += bytesWritten;
+        }
+      } catch (err) {
+        throw fileSinkError('append to', file, err);
+      }
+    }
+  }
+
+  private async handleFor(file: string): Promise<OpenFile> {
+    const existing = this.files.get(file);
+    if (existing) {
+      this.files.delete(file);
+      this.files.set(file, existing);
+      return existing;
+    }
+    if (this.files.size >= MAX_OPEN_FILES) await this.evictOldest();
+    let handle: FileHandle;
+    let created = false;
+    try {
+      created = !(await exists(file));
+      handle = await open(file, 'a+');
+    } catch (err) {
+      throw fileSinkError('open', file, err);
+    }
+    try {
+      await cutPartialLastLine(handle);
+      if (created && this.fsync) await fsyncDirectory(dirname(file));
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      throw fileSinkError('prepare', file, err);
+    }
+    const entry: OpenFile = { handle, pending: [], pendingBytes: 0 };
+    this.files.set(file, entry);
+    return entry;
+  }
+
+  private async evictOldest(): Promise<void> {
+    const oldest = this.files.keys().next();
+    if (oldest.done) return;
+    const file = oldest.value;
+    const target = this.files.get(file)!;
+    if (target.pending.length > 0) await this.flushPending();
+    if (this.fsync) await target.handle.datasync().catch((err) => Promise.reject(fileSinkError('fsync', file, err)));
+    this.files.delete(file);
+    await target.handle.close();
+  }
+
+  async close(): Promise<void> {
+    await this.queue;
+    this.closed = true;
+    const handles = [...this.files.values()];
+    this.files.clear();
+    await Promise.all(handles.map((f) => f.handle.close().catch(() => undefined)));
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
+
+/** A directory entry is only durable once the directory itself is fsynced. */
+async function fsyncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Truncate the file just after its last `\n` when a crash left an unterminated line behind. */
+async function cutPartialLastLine(handle: FileHandle): Promise<void> {
+  const { size } = await handle.stat();
+  if (size === 0) return;
+  const chunk = Buffer.alloc(64 * 1024);
+  let end = size;
+  while (end > 0) {
+    const start = Math.max(0, end - chunk.length);
+    const { bytesRead } = await handle.read(chunk, 0, end - start, start);
+    const newline = chunk.subarray(0, bytesRead).lastIndexOf(0x0a); // '\n'
+    if (newline !== -1) {
+      const keep = start + newline + 1;
+      if (keep < size) {
+        await handle.truncate(keep);
+        await handle.sync();
+      }
+      return;
+    }
+    end = start;
+  }
+  await handle.truncate(0);
+  await handle.sync();
+}

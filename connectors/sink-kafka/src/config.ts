@@ -1,0 +1,188 @@
+import { statSync } from 'node:fs';
+import { z } from 'zod';
+import { COMPRESSIONS, compressionUnavailable } from './compression.js';
+import { MESSAGE_FORMATS, type MessageFormat } from './formats/codec.js';
+
+/**
+ * Properties of a `type: kafka` sink. Core hands the connection's properties and the
+ * pipeline's sink properties merged into one object, `${env:…}` already resolved; YAML
+ * quoting means booleans and numbers may arrive as strings, so both forms are accepted.
+ */
+
+export const SASL_MECHANISMS = ['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'] as const;
+export type SaslMechanism = (typeof SASL_MECHANISMS)[number];
+export type Compression = (typeof COMPRESSIONS)[number];
+
+export const DEFAULT_TOPIC_PREFIX = 'nanosync.';
+
+export interface KafkaSinkConfig {
+  brokers: string[];
+  clientId: string;
+  sasl?: { mechanism: SaslMechanism; username: string; password: string };
+  /** Present when TLS is on; the files are paths, read when connecting. */
+  tls?: { caFile?: string; certFile?: string; keyFile?: string };
+  /** All tables to this one topic. */
+  topic?: string;
+  /** Otherwise one topic per table: `<topicPrefix><schema>_<table>`. */
+  topicPrefix: string;
+  /** Message-key columns; undefined = each table's own key columns. */
+  primaryKeys?: string[];
+  messageFormat: MessageFormat;
+  compression: Compression;
+  autoCreateTopics: boolean;
+  /** -1 = the broker's default. */
+  numPartitions: number;
+  replicationFactor: number;
+  maxRetries: number;
+  retryBackoffMs: number;
+  retryBackoffMaxMs: number;
+  tombstones: boolean;
+  maxBytesInFlight: number;
+  requestTimeoutMs: number;
+}
+
+const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]);
+const int = z.union([z.number().int(), z.string().trim().regex(/^-?\d+$/, 'expected an integer').transform(Number)]);
+const commaList = z
+  .union([z.string(), z.array(z.string())])
+  .transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter((s) => s.length > 0));
+const nonEmpty = z.string().trim().min(1, 'must not be empty');
+const defaultOrPositive = (what: string) =>
+  int.refine((n) => n === -1 || n >= 1, `${what} must be a positive integer, or -1 for the broker's default`);
+
+const TOPIC_NAME = /^[A-Za-z0-9._-]{1,249}$/;
+const BROKER = /^(\[[0-9A-Fa-f:.]+\]|[^\s:/,]+):\d{1,5}$/;
+
+export const kafkaSinkPropertiesSchema = z
+  .object({
+    dsn: z.string().optional(),
+    brokers: commaList.optional(),
+    client_id: nonEmpty.default('nanosync-sink'),
+    sasl_mechanism: z
+      .string()
+      .optional()
+      .transform((v) => v?.trim().toUpperCase() || undefined)
+      .pipe(z.enum(SASL_MECHANISMS, { errorMap: () => ({ message: `must be one of ${SASL_MECHANISMS.join(', ')}` }) }).optional()),
+    sasl_username: z.string().optional(),
+    sasl_password: z.string().optional(),
+    tls_enabled: bool.default(false),
+    tls_ca_cert: z.string().optional(),
+    tls_client_cert: z.string().optional(),
+    tls_client_key: z.string().optional(),
+    allow_insecure_plain: bool.default(false),
+
+    topic: z.string().trim().optional(),
+    topic_prefix: z.string().optional(),
+    primary_keys: commaList.optional(),
+    message_format: z.enum(MESSAGE_FORMATS).default('json'),
+    compression: z.enum(COMPRESSIONS).default('snappy'),
+    auto_create_topics: bool.default(true),
+    num_partitions: defaultOrPositive('num_partitions').default(-1),
+    replication_factor: defaultOrPositive('replication_factor').default(-1),
+    max_retries: int.refine((n) => n >= 0, 'max_retries must be 0 or more').default(5),
+    retry_backoff_ms: int.refine((n) => n >= 1, 'retry_backoff_ms must be at least 1').default(2000),
+    retry_backoff_max_ms: int.refine((n) => n >= 1, 'retry_backoff_max_ms must be at least 1').default(60_000),
+    tombstones: bool.default(true),
+    max_bytes_in_flight: int.refine((n) => n >= 1024, 'max_bytes_in_flight must be at least 1024').default(1024 * 1024),
+    request_timeout_ms: int.refine((n) => n >= 1000, 'request_timeout_ms must be at least 1000').default(30_000),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    const issue = (path: string, message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, path: [path], message });
+
+    const brokers = p.brokers ?? brokersFromDsn(p.dsn);
+    if (!brokers || brokers.length === 0) issue('brokers', 'brokers is required: a comma-separated list of host:port');
+    for (const broker of brokers ?? []) {
+      if (!BROKER.test(broker)) issue('brokers', `"${broker}" is not host:port`);
+    }
+
+    if (p.sasl_mechanism) {
+      if (!p.sasl_username) issue('sasl_username', `sasl_username is required with sasl_mechanism ${p.sasl_mechanism}`);
+      if (p.sasl_password === undefined || p.sasl_password === '') issue('sasl_password', `sasl_password is required with sasl_mechanism ${p.sasl_mechanism}`);
+      if (p.sasl_mechanism === 'PLAIN' && !p.tls_enabled && !p.allow_insecure_plain) {
+        issue(
+          'sasl_mechanism',
+          'SASL PLAIN sends the password in clear text: set tls_enabled: true, or allow_insecure_plain: true to accept that risk',
+        );
+      }
+    } else {
+      if (p.sasl_username) issue('sasl_username', 'sasl_username is set but sasl_mechanism is not');
+      if (p.sasl_password) issue('sasl_password', 'sasl_password is set but sasl_mechanism is not');
+    }
+
+    for (const key of ['tls_ca_cert', 'tls_client_cert', 'tls_client_key'] as const) {
+      const file = p[key];
+      if (file === undefined) continue;
+      if (!p.tls_enabled) issue(key, `${key} is set but tls_enabled is false`);
+      else if (!isFile(file)) issue(key, `file not found: ${file}`);
+    }
+    if (Boolean(p.tls_client_cert) !== Boolean(p.tls_client_key)) {
+      issue(p.tls_client_cert ? 'tls_client_key' : 'tls_client_cert', 'tls_client_cert and tls_client_key go together');
+    }
+
+    if (p.topic !== undefined && p.topic_prefix !== undefined) {
+      issue('topic', 'topic and topic_prefix are mutually exclusive: set topic for one topic, or topic_prefix for one topic per table');
+    }
+    if (p.topic !== undefined && !TOPIC_NAME.test(p.topic)) {
+      issue('topic', 'a topic name is 1 to 249 characters among letters, digits, ".", "_" and "-"');
+    }
+    if (p.topic_prefix !== undefined && !/^[A-Za-z0-9._-]{0,200}$/.test(p.topic_prefix)) {
+      issue('topic_prefix', 'a topic prefix may use only letters, digits, ".", "_" and "-"');
+    }
+    if (p.primary_keys !== undefined && p.primary_keys.length === 0) issue('primary_keys', 'primary_keys lists no column');
+
+    const unavailable = compressionUnavailable(p.compression);
+    if (unavailable) issue('compression', unavailable);
+    if (p.retry_backoff_max_ms < p.retry_backoff_ms) issue('retry_backoff_max_ms', 'retry_backoff_max_ms must not be below retry_backoff_ms');
+  })
+  .transform((p): KafkaSinkConfig => {
+    const config: KafkaSinkConfig = {
+      brokers: p.brokers ?? brokersFromDsn(p.dsn) ?? [],
+      clientId: p.client_id,
+      topicPrefix: p.topic_prefix ?? DEFAULT_TOPIC_PREFIX,
+      messageFormat: p.message_format,
+      compression: p.compression,
+      autoCreateTopics: p.auto_create_topics,
+      numPartitions: p.num_partitions,
+      replicationFactor: p.replication_factor,
+      maxRetries: p.max_retries,
+      retryBackoffMs: p.retry_backoff_ms,
+      retryBackoffMaxMs: p.retry_backoff_max_ms,
+      tombstones: p.tombstones,
+      maxBytesInFlight: p.max_bytes_in_flight,
+      requestTimeoutMs: p.request_timeout_ms,
+    };
+    if (p.topic !== undefined) config.topic = p.topic;
+    if (p.primary_keys !== undefined) config.primaryKeys = p.primary_keys;
+    if (p.sasl_mechanism) config.sasl = { mechanism: p.sasl_mechanism, username: p.sasl_username ?? '', password: p.sasl_password ?? '' };
+    if (p.tls_enabled) {
+      config.tls = {};
+      if (p.tls_ca_cert) config.tls.caFile = p.tls_ca_cert;
+      if (p.tls_client_cert) config.tls.certFile = p.tls_client_cert;
+      if (p.tls_client_key) config.tls.keyFile = p.tls_client_key;
+    }
+    return config;
+  });
+
+/** `kafka://host1:9092,host2:9092` (or a bare list) as a DSN, for connections that prefer one string. */
+function brokersFromDsn(dsn: string | undefined): string[] | undefined {
+  if (!dsn) return undefined;
+  return dsn
+    .replace(/^kafka:\/\//, '')
+    .replace(/\/.*$/, '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
+
+export function parseKafkaSinkConfig(input: unknown): KafkaSinkConfig {
+  return kafkaSinkPropertiesSchema.parse(input);
+}

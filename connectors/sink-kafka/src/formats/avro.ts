@@ -1,0 +1,279 @@
+import { type ChangeEvent, type LogicalType, type Row, type TableSchema, type Value, qualifiedName } from '@nanosync/core';
+import avro from 'avsc';
+import { type DecodeOptions, type DecodedChange, type MessageCodec, OP_NAMES, beforeImage, encodeError, opFromName } from './codec.js';
+import { setColumn } from './json-values.js';
+import { commitTimeFromMicros, committedAtMicros } from './json.js';
+import { BoundedCache, FRAME_AVRO, framePrefix, unframe } from './framing.js';
+import { type TableMetadata, leafType, schemaIdentity, tableMetadata } from './table-metadata.js';
+import { type ArrayItem, type WireKind, type WireScalar, arrayToWire, scalarFromWire, scalarToWire, wireKind } from './wire-values.js';
+
+/**
+ * Avro: one record `io.nanosync.Envelope` per message, generated from the table schema.
+ *
+ *   _ns_op            enum Op { INSERT, UPDATE, DELETE, READ }
+ *   _ns_table         string
+ *   _ns_committed_at  null | long (timestamp-micros)
+ *   _ns_lsn           string
+ *   _ns_unchanged     array<string>   columns the source did not send in `after`
+ *   _ns_before_absent array<string>   columns missing from a partial `before` image
+ *   before, after     null | Row
+ *
+ * `Row` has one field per column, every one `["null", T]` (a partial image may lack even
+ * a NOT NULL column), T per wire-values.ts with Avro's logical type annotations
+ * (`date`, `time-micros`, `timestamp-micros`, `local-timestamp-micros`, `uuid`). An array
+ * column is `array<["null", T, Array_<field>]>` where the record `Array_<field>` holds one
+ * nested dimension. Longs are read and written as BigInt, never as doubles.
+ * The schema also carries the attribute `nanosync` (table-metadata.ts).
+ */
+
+const NAMESPACE = 'io.nanosync';
+
+/** Avro `long` as BigInt: 8-byte little-endian two's complement, as avsc's `__with` expects. */
+const bigintLong = avro.types.LongType.__with({
+  fromBuffer: (buf: Buffer) => buf.readBigInt64LE(0),
+  toBuffer: (n: bigint) => {
+    const buf = Buffer.alloc(8);
+    buf.writeBigInt64LE(n, 0);
+    return buf;
+  },
+  fromJSON: (value: unknown) => BigInt(value as string),
+  toJSON: (n: bigint) => Number(n),
+  isValid: (n: unknown) => typeof n === 'bigint',
+  compare: (a: bigint, b: bigint) => (a === b ? 0 : a < b ? -1 : 1),
+});
+
+/** Every `long`, annotated with a logical type or not, is read and written as BigInt. */
+function longAsBigint(schema: unknown): avro.Type | undefined {
+  const isLong = schema === 'long' || (typeof schema === 'object' && schema !== null && (schema as { type?: unknown }).type === 'long');
+  return isLong ? bigintLong : undefined;
+}
+
+function forSchema(schema: unknown): avro.Type {
+  return avro.Type.forSchema(schema as avro.Schema, { typeHook: longAsBigint, wrapUnions: true } as unknown as Partial<avro.ForSchemaOptions>);
+}
+
+const PRIMITIVE: Record<WireKind, { type: string; logicalType?: string }> = {
+  int: { type: 'int' },
+  long: { type: 'long' },
+  double: { type: 'double' },
+  bool: { type: 'boolean' },
+  bytes: { type: 'bytes' },
+  date: { type: 'int', logicalType: 'date' },
+  time: { type: 'long', logicalType: 'time-micros' },
+  timestamp: { type: 'long', logicalType: 'local-timestamp-micros' },
+  timestamptz: { type: 'long', logicalType: 'timestamp-micros' },
+  string: { type: 'string' },
+};
+
+/** The union branch name avsc uses for a wrapped value of this wire kind. */
+function branchOf(kind: WireKind): string {
+  return PRIMITIVE[kind].type;
+}
+
+function scalarSchema(type: LogicalType): unknown {
+  const p = PRIMITIVE[wireKind(type)];
+  if (type.kind === 'uuid') return { type: 'string', logicalType: 'uuid' };
+  return p.logicalType ? { ...p } : p.type;
+}
+
+function columnSchema(type: LogicalType, field: string): unknown {
+  if (type.kind !== 'array') return ['null', scalarSchema(type)];
+  const leaf = scalarSchema(leafType(type));
+  const nestedName = `Array_${field}`;
+  return [
+    'null',
+    {
+      type: 'array',
+      items: ['null', leaf, { type: 'record', name: nestedName, fields: [{ name: 'items', type: { type: 'array', items: ['null', leaf, nestedName] } }] }],
+    },
+  ];
+}
+
+export function avroSchemaFor(table: TableSchema): Record<string, unknown> {
+  const meta = tableMetadata(table);
+  const row = {
+    type: 'record',
+    name: 'Row',
+    fields: meta.columns.map((c) => ({ name: c.field, type: columnSchema(c.type, c.field), default: null })),
+  };
+  return {
+    type: 'record',
+    name: 'Envelope',
+    namespace: NAMESPACE,
+    doc: `nanosync change event for ${qualifiedName(table)}`,
+    nanosync: meta,
+    fields: [
+      { name: '_ns_op', type: { type: 'enum', name: 'Op', symbols: ['INSERT', 'UPDATE', 'DELETE', 'READ'] } },
+      { name: '_ns_table', type: 'string' },
+      { name: '_ns_committed_at', type: ['null', { type: 'long', logicalType: 'timestamp-micros' }], default: null },
+      { name: '_ns_lsn', type: 'string' },
+      { name: '_ns_unchanged', type: { type: 'array', items: 'string' }, default: [] },
+      { name: '_ns_before_absent', type: { type: 'array', items: 'string' }, default: [] },
+      { name: 'before', type: ['null', row], default: null },
+      { name: 'after', type: ['null', 'Row'], default: null },
+    ],
+  };
+}
+
+interface Writer {
+  type: avro.Type;
+  prefix: Buffer;
+  meta: TableMetadata;
+}
+
+/** avsc writes bytes only from a Buffer; a view over the same memory does. */
+function avroScalar(value: WireScalar): WireScalar {
+  return value instanceof Uint8Array && !Buffer.isBuffer(value) ? Buffer.from(value.buffer, value.byteOffset, value.byteLength) : value;
+}
+
+function wrapItem(type: LogicalType, field: string) {
+  const branch = branchOf(wireKind(leafType(type)));
+  const build = (item: ArrayItem<unknown>): unknown => {
+    switch (item.kind) {
+      case 'null':
+        return null;
+      case 'value':
+        return { [branch]: avroScalar(item.value) };
+      case 'nested':
+        return { [`${NAMESPACE}.Array_${field}`]: { items: item.items } };
+    }
+  };
+  return build;
+}
+
+function rowToAvro(meta: TableMetadata, row: Row | undefined): unknown {
+  if (!row) return null;
+  const out: Record<string, unknown> = {};
+  for (const c of meta.columns) {
+    const value = Object.hasOwn(row, c.name) ? row[c.name] : null;
+    if (value === null || value === undefined) {
+      out[c.field] = null;
+    } else if (c.type.kind === 'array') {
+      out[c.field] = { array: arrayToWire(c.type, value, c.name, wrapItem(c.type, c.field)) };
+    } else {
+      out[c.field] = { [branchOf(wireKind(c.type))]: avroScalar(scalarToWire(c.type, value, c.name)) };
+    }
+  }
+  return { [`${NAMESPACE}.Row`]: out };
+}
+
+function unwrap(value: unknown): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  const keys = Object.keys(value);
+  return (value as Record<string, unknown>)[keys[0]!];
+}
+
+function arrayFromAvro(type: LogicalType, items: unknown[], column: string): Value[] {
+  const leaf = leafType(type);
+  return items.map((item) => {
+    if (item === null) return null;
+    const [branch] = Object.keys(item as object);
+    const inner = (item as Record<string, unknown>)[branch!];
+    if (branch!.startsWith(`${NAMESPACE}.Array_`)) return arrayFromAvro(type, (inner as { items: unknown[] }).items, column);
+    return scalarFromWire(leaf, inner, column);
+  });
+}
+
+function rowFromAvro(meta: TableMetadata, wrapped: unknown, absent: readonly string[]): Row | undefined {
+  const record = unwrap(wrapped) as Record<string, unknown> | null;
+  if (!record) return undefined;
+  const skip = new Set(absent);
+  const row: Row = {};
+  for (const c of meta.columns) {
+    if (skip.has(c.name)) continue;
+    const value = unwrap(record[c.field]);
+    if (value === null || value === undefined) setColumn(row, c.name, null);
+    else if (c.type.kind === 'array') setColumn(row, c.name, arrayFromAvro(c.type, value as unknown[], c.name));
+    else setColumn(row, c.name, scalarFromWire(c.type, value, c.name));
+  }
+  return row;
+}
+
+function absentColumns(meta: TableMetadata, row: Row | undefined): string[] {
+  if (!row) return [];
+  return meta.columns.filter((c) => !Object.hasOwn(row, c.name)).map((c) => c.name);
+}
+
+interface AvroEnvelope {
+  _ns_op: string;
+  _ns_table: string;
+  _ns_committed_at: { long: bigint } | null;
+  _ns_lsn: string;
+  _ns_unchanged: string[];
+  _ns_before_absent: string[];
+  before: unknown;
+  after: unknown;
+}
+
+export function createAvroCodec(): MessageCodec {
+  const writers = new WeakMap<TableSchema, Writer>();
+  const writersByIdentity = new BoundedCache<Writer>(1024);
+  const readers = new BoundedCache<{ type: avro.Type; meta: TableMetadata }>(256);
+
+  function writerFor(table: TableSchema): Writer {
+    let writer = writers.get(table);
+    if (!writer) {
+      writer = writersByIdentity.get(schemaIdentity(table), () => {
+        const schema = avroSchemaFor(table);
+        const text = JSON.stringify(schema);
+        return { type: forSchema(schema), prefix: framePrefix(FRAME_AVRO, text), meta: schema.nanosync as TableMetadata };
+      });
+      writers.set(table, writer);
+    }
+    return writer;
+  }
+
+  return {
+    format: 'avro',
+    encode(event: ChangeEvent) {
+      try {
+        const writer = writerFor(event.table);
+        const before = beforeImage(event);
+        const committed = committedAtMicros(event);
+        const unchanged = new Set(event.unchanged ?? []);
+        const envelope: AvroEnvelope = {
+          _ns_op: OP_NAMES[event.op],
+          _ns_table: qualifiedName(event.table),
+          _ns_committed_at: committed === null ? null : { long: BigInt(committed) },
+          _ns_lsn: event.position,
+          _ns_unchanged: [...unchanged],
+          _ns_before_absent: absentColumns(writer.meta, before),
+          before: rowToAvro(writer.meta, before),
+          after: rowToAvro(writer.meta, event.after),
+        };
+        return { value: Buffer.concat([writer.prefix, writer.type.toBuffer(envelope)]) };
+      } catch (err) {
+        throw encodeError('avro', event, err);
+      }
+    },
+    decode(value: Uint8Array, _options?: DecodeOptions): DecodedChange {
+      const framed = unframe(value, FRAME_AVRO);
+      const reader = readers.get(framed.fingerprint, () => {
+        const schema = JSON.parse(framed.schemaText) as { nanosync: TableMetadata };
+        return { type: forSchema(schema), meta: schema.nanosync };
+      });
+      const env = reader.type.fromBuffer(Buffer.from(framed.payload)) as AvroEnvelope;
+      const decoded: DecodedChange = { op: opFromName(env._ns_op), table: env._ns_table, position: env._ns_lsn };
+      const commitTime = commitTimeFromMicros(env._ns_committed_at?.long);
+      if (commitTime !== undefined) decoded.commitTime = commitTime;
+      if (env._ns_unchanged.length) decoded.unchanged = env._ns_unchanged;
+      const before = rowFromAvro(reader.meta, env.before, env._ns_before_absent);
+      const after = rowFromAvro(reader.meta, env.after, env._ns_unchanged);
+      if (before) decoded.before = before;
+      if (after) decoded.after = after;
+      return decoded;
+    },
+  };
+}
+
+export const avroCodec = createAvroCodec();
+
+/** Read an Avro-format record value (schema embedded) back into a change with canonical values. */
+export function decodeAvroMessage(value: Uint8Array): DecodedChange {
+  return avroCodec.decode(value);
+}
+
+/** The Avro schema embedded in a record value, for consumers that want to use their own Avro library. */
+export function avroSchemaOf(value: Uint8Array): Record<string, unknown> {
+  return JSON.parse(unframe(value, FRAME_AVRO).schemaText) as Record<string, unknown>;
+}

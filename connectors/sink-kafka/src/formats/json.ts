@@ -1,0 +1,101 @@
+import { type ChangeEvent, ErrorCode, NanosyncError, qualifiedName } from '@nanosync/core';
+import { type DecodeOptions, type DecodedChange, type MessageCodec, OP_NAMES, beforeImage, encodeError, opFromName } from './codec.js';
+import { type JsonValue, rowFromJson, rowToJson } from './json-values.js';
+import { commitTimeToMicros, microsToTimestamp } from './temporal.js';
+
+/**
+ * The JSON envelope:
+ *
+ *   { "_ns_op": "INSERT" | "UPDATE" | "DELETE" | "READ",
+ *     "_ns_table": "schema.table",
+ *     "_ns_committed_at": <microseconds since the epoch> | null,
+ *     "_ns_lsn": "<source position>",
+ *     "_ns_unchanged": ["col", …],          only when the source left columns out
+ *     "before": { … } | null,
+ *     "after":  { … } | null }
+ *
+ * Values follow json-values.ts: int64 and decimal as strings, bytes as base64, float
+ * specials as strings, everything temporal in its canonical text.
+ */
+export interface JsonEnvelope {
+  _ns_op: string;
+  _ns_table: string;
+  _ns_committed_at: number | string | null;
+  _ns_lsn: string;
+  _ns_unchanged?: string[];
+  before: Record<string, JsonValue> | null;
+  after: Record<string, JsonValue> | null;
+}
+
+/** Microseconds as a JSON number while exact (until the year 2255), else as a string. */
+export function committedAtMicros(event: ChangeEvent): number | string | null {
+  if (!event.commitTime) return null;
+  const micros = commitTimeToMicros(event.commitTime);
+  if (micros === undefined) return null;
+  const asNumber = Number(micros);
+  return Number.isSafeInteger(asNumber) ? asNumber : micros.toString();
+}
+
+export function commitTimeFromMicros(value: unknown): string | undefined {
+  if (value === null || value === undefined || value === '') return undefined;
+  return microsToTimestamp(BigInt(value as string | number), true);
+}
+
+export function toEnvelope(event: ChangeEvent): JsonEnvelope {
+  const envelope: JsonEnvelope = {
+    _ns_op: OP_NAMES[event.op],
+    _ns_table: qualifiedName(event.table),
+    _ns_committed_at: committedAtMicros(event),
+    _ns_lsn: event.position,
+    before: rowToJson(event.table, beforeImage(event)),
+    after: rowToJson(event.table, event.after),
+  };
+  if (event.unchanged?.length) {
+    const { before, after, ...head } = envelope;
+    return { ...head, _ns_unchanged: [...event.unchanged], before, after };
+  }
+  return envelope;
+}
+
+export function fromEnvelope(envelope: JsonEnvelope, options: DecodeOptions = {}): DecodedChange {
+  const decoded: DecodedChange = {
+    op: opFromName(envelope._ns_op),
+    table: envelope._ns_table,
+    position: envelope._ns_lsn,
+  };
+  const commitTime = commitTimeFromMicros(envelope._ns_committed_at);
+  if (commitTime !== undefined) decoded.commitTime = commitTime;
+  if (envelope._ns_unchanged?.length) decoded.unchanged = envelope._ns_unchanged;
+  const before = rowFromJson(options.table, envelope.before);
+  const after = rowFromJson(options.table, envelope.after);
+  if (before) decoded.before = before;
+  if (after) decoded.after = after;
+  return decoded;
+}
+
+export function parseJson(value: Uint8Array, what: string): unknown {
+  try {
+    return JSON.parse(Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8'));
+  } catch (err) {
+    throw new NanosyncError(ErrorCode.KafkaEncode, `not a nanosync ${what} message: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+export const jsonCodec: MessageCodec = {
+  format: 'json',
+  encode(event) {
+    try {
+      return { value: Buffer.from(JSON.stringify(toEnvelope(event)), 'utf8') };
+    } catch (err) {
+      throw encodeError('json', event, err);
+    }
+  },
+  decode(value, options) {
+    return fromEnvelope(parseJson(value, 'json') as JsonEnvelope, options);
+  },
+};
+
+/** Read a JSON-format record value back into a change; pass the table schema for exact values. */
+export function decodeJsonMessage(value: Uint8Array, options?: DecodeOptions): DecodedChange {
+  return jsonCodec.decode(value, options);
+}

@@ -1,0 +1,33 @@
+import { defineSink } from '@nanosync/core';
+import { type KafkaSinkConfig, kafkaSinkPropertiesSchema } from './config.js';
+import { KafkaSink } from './sink.js';
+
+/** `type: kafka` sinks: change events to Kafka topics as JSON, Avro, Protobuf or CloudEvents. */
+export default defineSink<KafkaSinkConfig>({
+  type: 'kafka',
+  configSchema: kafkaSinkPropertiesSchema,
+  secretProperties: ['sasl_password'],
+  create: (config, context) => new KafkaSink(config, context),
+});
+
+export { KafkaSink, HEADER_OP, HEADER_POSITION, HEADER_TABLE } from './sink.js';
+export { type KafkaSinkConfig, type Compression, type SaslMechanism, kafkaSinkPropertiesSchema, parseKafkaSinkConfig, DEFAULT_TOPIC_PREFIX } from './config.js';
+export { topicFor, messageKey, keyColumnsFor } from './routing.js';
+export { registerCompressionCodecs, COMPRESSIONS } from './compression.js';
+export {
+  codecFor,
+  decodeAvroMessage,
+  decodeProtobufMessage,
+  decodeJsonMessage,
+  decodeCloudEventMessage,
+  avroSchemaOf,
+  protobufDescriptorOf,
+  MESSAGE_FORMATS,
+  type DecodedChange,
+  type DecodeOptions,
+  type EncodedMessage,
+  type MessageCodec,
+  type MessageFormat,
+} from './formats/index.js';
+export { avroSchemaFor } from './formats/avro.js';
+export { protobufDescriptorFor } from './formats/protobuf.js';

@@ -1,0 +1,310 @@
+import { readFileSync } from 'node:fs';
+import { ErrorCode, type Logger, NanosyncError } from '@nanosync/core';
+import kafkajs, { type Admin, type IHeaders, type Kafka, type KafkaConfig, type Producer, type SASLOptions } from 'kafkajs';
+import { COMPRESSION_TYPES, registerCompressionCodecs } from './compression.js';
+import type { KafkaSinkConfig } from './config.js';
+import { authError, classifyKafkaError, errorChain, rootMessage, tlsError } from './errors.js';
+
+const { Kafka: KafkaClient, logLevel } = kafkajs;
+
+/** One record on its way to the broker, with what an error message needs to name it. */
+export interface OutgoingMessage {
+  topic: string;
+  key: Buffer | null;
+  value: Buffer | null;
+  headers: IHeaders;
+  /** `schema.table` and the key as text, for errors. */
+  table: string;
+  keyText: string;
+  /** Bytes counted against `max_bytes_in_flight`. */
+  size: number;
+}
+
+/** Rough wire size of a record: key, value, headers and the per-record framing. */
+export function recordSize(key: Buffer | null, value: Buffer | null, headers: IHeaders): number {
+  let size = 24 + (key?.length ?? 0) + (value?.length ?? 0);
+  for (const [name, v] of Object.entries(headers)) size += 8 + name.length + (typeof v === 'string' ? Buffer.byteLength(v) : (v as Buffer | undefined)?.length ?? 0);
+  return size;
+}
+
+export function kafkaClientConfig(config: KafkaSinkConfig, logger: Logger): KafkaConfig {
+  const client: KafkaConfig = {
+    clientId: config.clientId,
+    brokers: config.brokers,
+    connectionTimeout: 10_000,
+    authenticationTimeout: 10_000,
+    requestTimeout: config.requestTimeoutMs,
+    // Short in-request retries: the sink's own loop (max_retries, backoff) decides when to give up.
+    retry: { retries: 2, initialRetryTime: 250, maxRetryTime: 2_000 },
+    logLevel: logLevel.WARN,
+    // kafkajs reports every failed attempt loudly; the sink logs its own retries, so these go to debug.
+    logCreator: () => (entry) => {
+      const { message, ...rest } = entry.log;
+      const fields: Record<string, string | number | boolean | undefined> = {};
+      for (const key of ['broker', 'topic', 'retryCount', 'retryTime', 'error'] as const) {
+        const v = (rest as Record<string, unknown>)[key];
+        if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') fields[key] = v;
+      }
+      logger.debug(`kafkajs ${entry.namespace}: ${message}`, fields);
+    },
+  };
+  if (config.tls) {
+    client.ssl = {
+      rejectUnauthorized: true,
+      ...(config.tls.caFile ? { ca: [readFileSync(config.tls.caFile, 'utf8')] } : {}),
+      ...(config.tls.certFile ? { cert: readFileSync(config.tls.certFile, 'utf8') } : {}),
+      ...(config.tls.keyFile ? { key: readFileSync(config.tls.keyFile, 'utf8') } : {}),
+    };
+  }
+  if (config.sasl) {
+    const mechanism = config.sasl.mechanism.toLowerCase() as 'plain' | 'scram-sha-256' | 'scram-sha-512';
+    client.sasl = { mechanism, username: config.sasl.username, password: config.sasl.password } as SASLOptions;
+  }
+  return client;
+}
+
+export interface ProducerOptions {
+  config: KafkaSinkConfig;
+  logger: Logger;
+  signal: AbortSignal;
+  /** Test seam: replaces the real sleep between retries (never used by the sink itself). */
+  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+}
+
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(stopped(signal));
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(stopped(signal));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function stopped(signal: AbortSignal): NanosyncError {
+  return new NanosyncError(ErrorCode.PipelineStopped, 'Kafka sink stopped while waiting to retry', { cause: signal.reason, retriable: true });
+}
+
+/**
+ * The sink's connection to Kafka: an idempotent producer (acks=all, at most one request
+ * in flight per broker, which kafkajs' idempotent mode serialises anyway) and an admin
+ * client for topics. `send` resolves only when the broker acknowledged every record.
+ */
+export class KafkaProducer {
+  private readonly kafka: Kafka;
+  private producer: Producer | undefined;
+  private admin: Admin | undefined;
+  private readonly config: KafkaSinkConfig;
+  private readonly logger: Logger;
+  private readonly signal: AbortSignal;
+  private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  private readonly knownTopics = new Set<string>();
+
+  constructor(options: ProducerOptions) {
+    registerCompressionCodecs();
+    this.config = options.config;
+    this.logger = options.logger;
+    this.signal = options.signal;
+    this.sleep = options.sleep ?? abortableSleep;
+    this.kafka = new KafkaClient(kafkaClientConfig(this.config, this.logger));
+  }
+
+  private newProducer(): Producer {
+    return this.kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      retry: { retries: 2, initialRetryTime: 250, maxRetryTime: 2_000 },
+    });
+  }
+
+  /** Connect producer and admin client, retrying transient failures like a send does. */
+  async connect(): Promise<void> {
+    await this.withRetries('connect to Kafka', async () => {
+      this.admin ??= this.kafka.admin({ retry: { retries: 2, initialRetryTime: 250, maxRetryTime: 2_000 } });
+      await this.admin.connect();
+      this.producer ??= this.newProducer();
+      await this.producer.connect();
+    });
+  }
+
+  /**
+   * Make sure every topic exists: create the missing ones when `auto_create_topics` is on,
+   * else fail naming them. Topics confirmed once are not asked about again.
+   */
+  async ensureTopics(topics: Iterable<string>): Promise<void> {
+    const wanted = [...new Set(topics)].filter((t) => !this.knownTopics.has(t));
+    if (wanted.length === 0) return;
+    const admin = this.requireAdmin();
+    const existing = new Set(await this.withRetries('list topics', () => admin.listTopics()));
+    const missing = wanted.filter((t) => !existing.has(t));
+    if (missing.length > 0) {
+      if (!this.config.autoCreateTopics) throw topicMissingError(missing);
+      await this.withRetries('create topics', async () => {
+        await admin.createTopics({
+          waitForLeaders: true,
+          topics: missing.map((topic) => ({ topic, numPartitions: this.config.numPartitions, replicationFactor: this.config.replicationFactor })),
+        });
+      });
+      this.logger.info('kafka topics created', { topics: missing.join(','), partitions: this.config.numPartitions, replication: this.config.replicationFactor });
+    }
+    for (const t of wanted) this.knownTopics.add(t);
+  }
+
+  /**
+   * Send records in order and resolve once all are acknowledged (acks=all). The caller
+   * keeps `messages` within `max_bytes_in_flight`. A batch the broker refuses as too
+   * large is split in halves, in order, until the offending record stands alone; that
+   * record fails the write with an error naming its table and key.
+   */
+  async send(messages: OutgoingMessage[]): Promise<void> {
+    if (messages.length === 0) return;
+    try {
+      await this.withRetries('produce', () => this.sendOnce(messages), messages);
+    } catch (err) {
+      if (classifyKafkaError(err) !== 'too-large' || NanosyncError.is(err)) throw err;
+      const split = splitForRetry(messages);
+      if (!split) throw tooLargeError(messages[0]!, err);
+      await this.send(split[0]);
+      await this.send(split[1]);
+    }
+  }
+
+  private async sendOnce(messages: OutgoingMessage[]): Promise<void> {
+    const byTopic = new Map<string, { key: Buffer | null; value: Buffer | null; headers: IHeaders }[]>();
+    for (const m of messages) {
+      let list = byTopic.get(m.topic);
+      if (!list) byTopic.set(m.topic, (list = []));
+      list.push({ key: m.key, value: m.value, headers: m.headers });
+    }
+    await this.requireProducer().sendBatch({
+      acks: -1,
+      timeout: this.config.requestTimeoutMs,
+      compression: COMPRESSION_TYPES[this.config.compression],
+      topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })),
+    });
+  }
+
+  /**
+   * Run `operation`, retrying transient failures up to `max_retries` times with
+   * exponential backoff (`retry_backoff_ms` doubling up to `retry_backoff_max_ms`, ±20%).
+   * Authentication, TLS and too-large failures are not retried; a lost producer id gets a
+   * fresh producer. When retries run out the error is non-retriable: the pipeline goes
+   * ERRORED with the cause instead of spinning.
+   */
+  private async withRetries<T>(what: string, operation: () => Promise<T>, messages?: OutgoingMessage[]): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await operation();
+      } catch (err) {
+        if (err instanceof NanosyncError) throw err;
+        const kind = classifyKafkaError(err);
+        if (kind === 'too-large') throw err;
+        if (kind === 'auth') throw authError(err, this.config.brokers, what);
+        if (kind === 'tls') throw tlsError(err, this.config.brokers);
+        if (kind === 'topic-missing' && messages) throw topicMissingError([...new Set(messages.map((m) => m.topic))], err);
+        if (kind === 'fatal') {
+          throw new NanosyncError(ErrorCode.KafkaProduce, `Kafka ${what} failed: ${rootMessage(err)}`, { cause: err, retriable: false });
+        }
+        if (attempt >= this.config.maxRetries) throw this.gaveUp(what, attempt, err, messages);
+        if (kind === 'producer-state') await this.resetProducer(err);
+        const delay = this.backoff(attempt);
+        this.logger.warn(`kafka ${what} failed, retrying`, {
+          attempt: attempt + 1,
+          max_retries: this.config.maxRetries,
+          delay_ms: delay,
+          error: rootMessage(err),
+        });
+        await this.sleep(delay, this.signal);
+      }
+    }
+  }
+
+  private backoff(attempt: number): number {
+    const base = Math.min(this.config.retryBackoffMaxMs, this.config.retryBackoffMs * 2 ** attempt);
+    return Math.round(base * (0.8 + Math.random() * 0.4));
+  }
+
+  private gaveUp(what: string, attempts: number, err: unknown, messages?: OutgoingMessage[]): NanosyncError {
+    const topics = messages ? [...new Set(messages.map((m) => m.topic))] : [];
+    if (errorChain(err).some((e) => e.type === 'UNKNOWN_TOPIC_OR_PARTITION') && topics.length) return topicMissingError(topics, err);
+    const where = topics.length ? ` to topic ${topics.map((t) => `"${t}"`).join(', ')}` : '';
+    return new NanosyncError(
+      ErrorCode.KafkaConnection,
+      `Kafka ${what}${where} at ${this.config.brokers.join(',')} still failing after ${attempts} retries (max_retries): ${rootMessage(err)}`,
+      { cause: err, retriable: false, details: { attempts } },
+    );
+  }
+
+  /** The broker forgot or fenced our producer id: a new producer gets a new id and fresh sequences. */
+  private async resetProducer(err: unknown): Promise<void> {
+    this.logger.warn('kafka idempotent producer state lost, starting a new producer', { error: rootMessage(err) });
+    const old = this.producer;
+    this.producer = this.newProducer();
+    await old?.disconnect().catch(() => undefined);
+    await this.producer.connect();
+  }
+
+  /**
+   * One attempt, no retries: reach the cluster and list its topics. For preflight checks,
+   * which should answer quickly rather than wait out a retry budget.
+   */
+  async probe(): Promise<{ brokers: number; topics: Set<string> }> {
+    const admin = this.kafka.admin({ retry: { retries: 0 } });
+    try {
+      await admin.connect();
+      const cluster = await admin.describeCluster();
+      return { brokers: cluster.brokers.length, topics: new Set(await admin.listTopics()) };
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
+  }
+
+  async disconnect(): Promise<void> {
+    const producer = this.producer;
+    const admin = this.admin;
+    this.producer = undefined;
+    this.admin = undefined;
+    await Promise.allSettled([producer?.disconnect(), admin?.disconnect()]);
+  }
+
+  private requireProducer(): Producer {
+    if (!this.producer) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink used before open()');
+    return this.producer;
+  }
+
+  private requireAdmin(): Admin {
+    if (!this.admin) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink used before open()');
+    return this.admin;
+  }
+}
+
+/** Two halves in the original order, or undefined for a single record. */
+export function splitForRetry(messages: OutgoingMessage[]): [OutgoingMessage[], OutgoingMessage[]] | undefined {
+  if (messages.length < 2) return undefined;
+  const mid = Math.ceil(messages.length / 2);
+  return [messages.slice(0, mid), messages.slice(mid)];
+}
+
+export function topicMissingError(topics: string[], cause?: unknown): NanosyncError {
+  const list = topics.map((t) => `"${t}"`).join(', ');
+  return new NanosyncError(
+    ErrorCode.KafkaTopicMissing,
+    `Kafka topic ${list} does not exist and auto_create_topics is false: create it (kafka-topics.sh --create --topic ${topics[0]}) or set auto_create_topics: true`,
+    { cause, retriable: false, details: { topic: topics.join(',') } },
+  );
+}
+
+export function tooLargeError(message: OutgoingMessage, cause: unknown): NanosyncError {
+  return new NanosyncError(
+    ErrorCode.KafkaMessageTooLarge,
+    `Kafka refused the message for table "${message.table}" key ${message.keyText} on topic "${message.topic}" as too large ` +
+      `(${message.size} bytes before compression): raise the topic's max.message.bytes (and the broker's), or use a more compact message_format (avro, protobuf) or compression`,
+    { cause, retriable: false, details: { table: message.table, key: message.keyText, topic: message.topic, bytes: message.size } },
+  );
+}

@@ -1,0 +1,126 @@
+import { type ChangeEvent, type CheckResult, type ConnectorContext, ErrorCode, type Logger, NanosyncError, type Sink, type TableSchema, qualifiedName } from '@nanosync/core';
+import type { IHeaders } from 'kafkajs';
+import type { KafkaSinkConfig } from './config.js';
+import { authError, classifyKafkaError, rootMessage, tlsError } from './errors.js';
+import { keyText } from './formats/codec.js';
+import { codecFor } from './formats/index.js';
+import { KafkaProducer, type OutgoingMessage, recordSize } from './producer.js';
+import { keyColumnsFor, messageKey, topicFor } from './routing.js';
+
+/** Headers on every record, so consumers can route and order without decoding the value. */
+export const HEADER_TABLE = 'ns-table';
+export const HEADER_OP = 'ns-op';
+export const HEADER_POSITION = 'ns-position';
+
+/**
+ * The Kafka sink. Each `write` turns events into records (one per event, plus a tombstone
+ * after each delete when enabled), sends them in order in chunks of at most
+ * `max_bytes_in_flight` bytes, and resolves only when the broker acknowledged all of them
+ * with acks=all. Events of one row share a message key, hence a partition, hence their
+ * order. A failed write leaves nothing to clean up: core retries the batch (retriable
+ * errors) or marks the pipeline ERRORED, and a replay only repeats records, never skips.
+ */
+export class KafkaSink implements Sink {
+  private readonly producer: KafkaProducer;
+  private readonly codec;
+  private readonly logger: Logger;
+  private readonly keyColumns = new WeakMap<TableSchema, string[]>();
+  private opened = false;
+
+  constructor(
+    private readonly config: KafkaSinkConfig,
+    context: ConnectorContext,
+    producer?: KafkaProducer,
+  ) {
+    this.logger = context.logger.child({ sink: 'kafka' });
+    this.codec = codecFor(config.messageFormat);
+    this.producer = producer ?? new KafkaProducer({ config, logger: this.logger, signal: context.signal });
+  }
+
+  async open(tables: TableSchema[]): Promise<void> {
+    for (const table of tables) this.checkKeyColumns(table);
+    await this.producer.connect();
+    await this.producer.ensureTopics(tables.map((t) => topicFor(t, this.config)));
+    this.opened = true;
+    this.logger.info('kafka sink open', {
+      brokers: this.config.brokers.join(','),
+      format: this.config.messageFormat,
+      compression: this.config.compression,
+      topics: [...new Set(tables.map((t) => topicFor(t, this.config)))].join(','),
+    });
+  }
+
+  async write(events: ChangeEvent[]): Promise<void> {
+    if (!this.opened) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink write() before open()');
+    let chunk: OutgoingMessage[] = [];
+    let chunkBytes = 0;
+    const push = async (message: OutgoingMessage) => {
+      if (chunk.length > 0 && chunkBytes + message.size > this.config.maxBytesInFlight) {
+        await this.producer.send(chunk);
+        chunk = [];
+        chunkBytes = 0;
+      }
+      chunk.push(message);
+      chunkBytes += message.size;
+    };
+
+    for (const event of events) {
+      const topic = topicFor(event.table, this.config);
+      await this.producer.ensureTopics([topic]);
+      const table = qualifiedName(event.table);
+      const key = messageKey(event, this.keyColumnsOf(event.table));
+      const encoded = this.codec.encode(event);
+      const headers: IHeaders = { ...encoded.headers, [HEADER_TABLE]: table, [HEADER_OP]: event.op, [HEADER_POSITION]: event.position };
+      const text = key ? key.toString('utf8') : keyText(event);
+      await push({ topic, key, value: encoded.value, headers, table, keyText: text, size: recordSize(key, encoded.value, headers) });
+      if (event.op === 'delete' && this.config.tombstones && key) {
+        const tombstoneHeaders: IHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
+        await push({ topic, key, value: null, headers: tombstoneHeaders, table, keyText: text, size: recordSize(key, null, tombstoneHeaders) });
+      }
+    }
+    await this.producer.send(chunk);
+  }
+
+  async close(): Promise<void> {
+    this.opened = false;
+    await this.producer.disconnect();
+  }
+
+  async check(): Promise<CheckResult[]> {
+    const brokers = this.config.brokers.join(',');
+    try {
+      const probe = await this.producer.probe();
+      return [{ name: 'kafka reachable', ok: true, message: `connected to ${brokers} (${probe.brokers} broker(s))` }];
+    } catch (err) {
+      const kind = classifyKafkaError(err);
+      const message = kind === 'auth' ? authError(err, this.config.brokers, 'the connection').message : kind === 'tls' ? tlsError(err, this.config.brokers).message : `cannot reach Kafka at ${brokers}: ${rootMessage(err)}`;
+      return [{ name: 'kafka reachable', ok: false, message, fix: kind === 'retriable' ? 'check brokers, the network path and tls_enabled' : undefined }];
+    }
+  }
+
+  private keyColumnsOf(table: TableSchema): string[] {
+    let columns = this.keyColumns.get(table);
+    if (!columns) {
+      columns = keyColumnsFor(table, this.config);
+      this.keyColumns.set(table, columns);
+    }
+    return columns;
+  }
+
+  private checkKeyColumns(table: TableSchema): void {
+    const columns = keyColumnsFor(table, this.config);
+    const name = qualifiedName(table);
+    for (const column of columns) {
+      if (!table.columns.some((c) => c.name === column)) {
+        throw new NanosyncError(
+          ErrorCode.ConfigInvalid,
+          `primary_keys names column "${column}", which table "${name}" does not have (columns: ${table.columns.map((c) => c.name).join(', ')})`,
+          { retriable: false, details: { table: name, column } },
+        );
+      }
+    }
+    if (columns.length === 0) {
+      this.logger.warn('table has no key and primary_keys is not set: its messages have no key, so per-row order is not kept across partitions', { table: name });
+    }
+  }
+}

@@ -1,0 +1,166 @@
+import { randomBytes } from 'node:crypto';
+import type { ConnectorContext, LogFields, Logger } from '@nanosync/core';
+import kafkajs, { type IHeaders } from 'kafkajs';
+import { registerCompressionCodecs } from '../../src/compression.js';
+import { type KafkaSinkConfig, kafkaSinkPropertiesSchema } from '../../src/config.js';
+import { KafkaSink } from '../../src/sink.js';
+
+const { Kafka, CompressionCodecs, CompressionTypes, logLevel } = kafkajs;
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+}
+
+/** Keeps log lines in memory so a test can look at them (a stand-in for core's logger). */
+export function inMemoryLogger(lines: string[] = [], fields: LogFields = {}): Logger & { lines: string[] } {
+  const write = (level: string) => (message: string, extra?: LogFields) => {
+    lines.push(`${level} ${message} ${JSON.stringify({ ...fields, ...extra }, (_, v) => (typeof v === 'bigint' ? v.toString() : v))}`);
+  };
+  return {
+    lines,
+    debug: () => undefined,
+    info: write('INF'),
+    warn: write('WRN'),
+    error: write('ERR'),
+    child: (more) => inMemoryLogger(lines, { ...fields, ...more }),
+  };
+}
+
+export interface SinkHandle extends AsyncDisposable {
+  sink: KafkaSink;
+  config: KafkaSinkConfig;
+  logger: ReturnType<typeof inMemoryLogger>;
+  abort: AbortController;
+}
+
+export function createSink(properties: Record<string, unknown>): SinkHandle {
+  const config = kafkaSinkPropertiesSchema.parse(properties);
+  const logger = inMemoryLogger();
+  const abort = new AbortController();
+  const context: ConnectorContext = { pipeline: 'it', logger, signal: abort.signal };
+  const sink = new KafkaSink(config, context);
+  return {
+    sink,
+    config,
+    logger,
+    abort,
+    async [Symbol.asyncDispose]() {
+      abort.abort();
+      await sink.close();
+    },
+  };
+}
+
+export interface ConsumedRecord {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: Buffer | null;
+  headers: Record<string, string>;
+}
+
+/**
+ * Every record of `topic` from offset 0 up to the current high watermark of each
+ * partition, read with a kafkajs consumer (which decompresses with the registered codecs).
+ */
+export async function consumeAll(brokers: string[], topic: string, kafkaConfig: Partial<kafkajs.KafkaConfig> = {}): Promise<ConsumedRecord[]> {
+  registerCompressionCodecs();
+  countingCodecs();
+  const kafka = new Kafka({ clientId: 'ns-test-reader', brokers, logLevel: logLevel.NOTHING, ...kafkaConfig });
+  const admin = kafka.admin();
+  await admin.connect();
+  const offsets = await admin.fetchTopicOffsets(topic);
+  await admin.disconnect();
+  const remaining = new Map(offsets.map((o) => [o.partition, BigInt(o.high) - BigInt(o.low)]));
+  let left = [...remaining.values()].reduce((a, b) => a + b, 0n);
+  const records: ConsumedRecord[] = [];
+  if (left === 0n) return records;
+  const consumer = kafka.consumer({ groupId: uniqueName('ns-test-group'), maxWaitTimeInMs: 200 });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out reading ${topic}: ${left} records missing`)), 90_000);
+      consumer
+        .run({
+          autoCommit: false,
+          eachMessage: async ({ partition, message }) => {
+            records.push({
+              topic,
+              partition,
+              offset: message.offset,
+              key: message.key ? message.key.toString('utf8') : null,
+              value: message.value,
+              headers: headerText(message.headers ?? {}),
+            });
+            left -= 1n;
+            if (left === 0n) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return records.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+}
+
+function headerText(headers: IHeaders): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined) out[k] = v.toString();
+  return out;
+}
+
+/** How many record batches each codec decompressed while consuming, by kafkajs compression type. */
+export const decompressedBatches = new Map<number, number>();
+
+/**
+ * Wrap the installed codecs so consuming counts decompressions per type: proof that the
+ * records on the wire really were compressed with the configured codec.
+ */
+function countingCodecs(): void {
+  const table = CompressionCodecs as unknown as Record<number, (() => { compress: unknown; decompress(b: Buffer): Promise<Buffer> }) & { counting?: true }>;
+  for (const type of [CompressionTypes.GZIP, CompressionTypes.Snappy, CompressionTypes.LZ4, CompressionTypes.ZSTD]) {
+    const original = table[type];
+    if (!original || original.counting) continue;
+    const wrapped = Object.assign(
+      () => {
+        const codec = original();
+        return {
+          compress: codec.compress,
+          decompress: async (buffer: Buffer) => {
+            decompressedBatches.set(type, (decompressedBatches.get(type) ?? 0) + 1);
+            return codec.decompress(buffer);
+          },
+        };
+      },
+      { counting: true as const },
+    );
+    table[type] = wrapped;
+  }
+}
+
+export async function topicPartitions(brokers: string[], topic: string): Promise<number> {
+  const admin = new Kafka({ clientId: 'ns-test-admin', brokers, logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+    return meta.topics[0]?.partitions.length ?? 0;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+export async function createTopic(brokers: string[], topic: string, partitions = 1): Promise<void> {
+  const admin = new Kafka({ clientId: 'ns-test-admin', brokers, logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+}

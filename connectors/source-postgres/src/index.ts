@@ -1,0 +1,20 @@
+import { defineSource } from '@nanosync/core';
+import { configSchema, type PostgresSourceConfig, secretProperties } from './config.js';
+import { PostgresSource } from './source.js';
+
+/**
+ * `type: postgres` as a pipeline source: a CTID-partitioned snapshot read through the
+ * replication slot's exported snapshot, then pgoutput logical replication from the slot's
+ * consistent point.
+ */
+export default defineSource<PostgresSourceConfig>({
+  type: 'postgres',
+  configSchema,
+  secretProperties,
+  create: (config, context) => new PostgresSource(config, context),
+});
+
+export { PostgresSource, type PostgresSourceOptions } from './source.js';
+export { configSchema, type PostgresSourceConfig, type SslMode } from './config.js';
+export { buildConnectionConfig, SESSION_SETTINGS, type PgConnectionConfig } from './connection.js';
+export { publicationNameFor, sanitizeName, slotNameFor } from './slot/names.js';

@@ -1,0 +1,171 @@
+/**
+ * `COPY … TO STDOUT` on a `pg` client, as an async iterator of rows.
+ *
+ * Message flow after the simple Query: CopyOutResponse ('H'), one CopyData ('d') per row,
+ * CopyDone ('c'), CommandComplete ('C'), ReadyForQuery ('Z'); an ErrorResponse ('E') may
+ * replace anything after the query. The server sends exactly one row per CopyData
+ * message, so each chunk handed to `handleCopyData` is one complete line.
+ *
+ * The object is a pg "submittable": `client.query(copyOut)` queues it and pg routes the
+ * protocol messages to the `handle…` methods. When more than `highWaterMark` rows wait
+ * unread, the socket is paused (TCP backpressure reaches the server), and resumed once the
+ * reader caught up.
+ *
+ * COPY text format (what `parseCopyTextRow` reads): columns separated by TAB, the line ends
+ * with LF, `\N` is NULL, and backslash escapes `\b \f \n \r \t \v \\` (plus octal `\123`
+ * and hex `\x41`, which the server does not produce on output but the format allows).
+ */
+interface PgConnectionLike {
+  query(text: string): void;
+  stream: { pause(): void; resume(): void };
+}
+
+export class CopyOutQuery {
+  readonly text: string;
+  callback?: (err: Error | null) => void;
+  readonly #highWaterMark: number;
+  #connection: PgConnectionLike | undefined;
+  #rows: Buffer[] = [];
+  #head = 0;
+  #paused = false;
+  #finished = false;
+  #error: Error | undefined;
+  #wake: (() => void) | undefined;
+  readonly #done: Promise<void>;
+  #resolveDone!: () => void;
+
+  constructor(text: string, highWaterMark = 4096) {
+    this.text = text;
+    this.#highWaterMark = highWaterMark;
+    this.#done = new Promise((resolve) => {
+      this.#resolveDone = resolve;
+    });
+  }
+
+  /** Resolves when the server sent ReadyForQuery (the connection is usable again). */
+  get done(): Promise<void> {
+    return this.#done;
+  }
+
+  submit(connection: PgConnectionLike): void {
+    this.#connection = connection;
+    connection.query(this.text);
+  }
+
+  handleCopyData(message: { chunk: Buffer }): void {
+    this.#rows.push(message.chunk);
+    if (!this.#paused && this.#rows.length - this.#head >= this.#highWaterMark) {
+      this.#paused = true;
+      this.#connection?.stream.pause();
+    }
+    this.#notify();
+  }
+
+  handleError(err: Error): void {
+    this.#error ??= err;
+    this.#notify();
+  }
+
+  handleReadyForQuery(): void {
+    this.#finished = true;
+    this.#notify();
+    this.#resolveDone();
+    this.callback?.(this.#error ?? null);
+  }
+
+  handleCommandComplete(): void {}
+  handleEmptyQuery(): void {}
+  handleRowDescription(): void {}
+  handleDataRow(): void {}
+  handlePortalSuspended(): void {}
+  handleCopyInResponse(connection: { sendCopyFail(message: string): void }): void {
+    connection.sendCopyFail('nanosync only reads with COPY TO');
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  /**
+   * Up to `max` rows (each a Buffer holding one COPY text line), waiting for at least one;
+   * an empty array means the COPY finished. Throws the server's error.
+   */
+  async next(max: number): Promise<Buffer[]> {
+    for (;;) {
+      if (this.#error) throw this.#error;
+      const available = this.#rows.length - this.#head;
+      if (available > 0) {
+        const take = Math.min(max, available);
+        const out = this.#rows.slice(this.#head, this.#head + take);
+        this.#head += take;
+        if (this.#head === this.#rows.length) {
+          this.#rows = [];
+          this.#head = 0;
+        } else if (this.#head > 65536) {
+          this.#rows = this.#rows.slice(this.#head);
+          this.#head = 0;
+        }
+        if (this.#paused && this.#rows.length - this.#head < this.#highWaterMark / 2) {
+          this.#paused = false;
+          this.#connection?.stream.resume();
+        }
+        return out;
+      }
+      if (this.#finished) return [];
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+      });
+    }
+  }
+}
+
+const ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };
+
+function unescapeCopyField(field: string): string {
+  let out = '';
+  let start = 0;
+  for (let i = field.indexOf('\\'); i >= 0; i = field.indexOf('\\', start)) {
+    out += field.slice(start, i);
+    const c = field.charAt(i + 1);
+    const simple = ESCAPES[c];
+    if (simple !== undefined) {
+      out += simple;
+      start = i + 2;
+    } else if (c >= '0' && c <= '7') {
+      const m = /^[0-7]{1,3}/.exec(field.slice(i + 1, i + 4))!;
+      out += String.fromCharCode(Number.parseInt(m[0], 8));
+      start = i + 1 + m[0].length;
+    } else if (c === 'x' && /^[0-9a-fA-F]/.test(field.charAt(i + 2))) {
+      const m = /^[0-9a-fA-F]{1,2}/.exec(field.slice(i + 2, i + 4))!;
+      out += String.fromCharCode(Number.parseInt(m[0], 16));
+      start = i + 2 + m[0].length;
+    } else {
+      out += c;
+      start = i + 2;
+    }
+  }
+  return out + field.slice(start);
+}
+
+/** One COPY text line → field texts (null for `\N`). */
+export function parseCopyTextRow(line: Buffer | string, expectedColumns: number): (string | null)[] {
+  let text = typeof line === 'string' ? line : line.toString('utf8');
+  if (text.endsWith('\n')) text = text.slice(0, -1);
+  if (expectedColumns === 0) return [];
+  const fields: (string | null)[] = new Array(expectedColumns);
+  let start = 0;
+  for (let col = 0; col < expectedColumns; col++) {
+    let end = text.indexOf('\t', start);
+    if (end < 0) end = text.length;
+    const raw = text.slice(start, end);
+    fields[col] = raw === '\\N' ? null : raw.includes('\\') ? unescapeCopyField(raw) : raw;
+    start = end + 1;
+    if (end === text.length && col < expectedColumns - 1) {
+      throw new Error(`COPY row has ${col + 1} columns, expected ${expectedColumns}`);
+    }
+  }
+  if (start <= text.length) throw new Error(`COPY row has more than ${expectedColumns} columns`);
+  return fields;
+}

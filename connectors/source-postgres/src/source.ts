@@ -1,0 +1,379 @@
+import type {
+  ChangeBatch,
+  CheckResult,
+  ConnectorContext,
+  Logger,
+  OpenOptions,
+  OpenResult,
+  PartitionSpec,
+  Position,
+  ReadPartitionOptions,
+  Row,
+  Source,
+  SourceMetrics,
+  TableRef,
+  TableSchema,
+} from '@nanosync/core';
+import { ErrorCode, NanosyncError } from '@nanosync/core';
+import type pg from 'pg';
+import type { PostgresSourceConfig } from './config.js';
+import { buildConnectionConfig, connectClient, type PgConnectionConfig } from './connection.js';
+import { type PgColumn, type PgTable, describeTables } from './describe.js';
+import { connectionError, isTransientPgError, quoteTable, tableNotFound } from './errors.js';
+import { comparePositions, encodePosition, formatPosition, parseLsn } from './position.js';
+import { runChecks } from './slot/check.js';
+import { publicationNameFor, slotNameFor } from './slot/names.js';
+import { dropPublication, ensurePublication } from './slot/publication.js';
+import { createSlot, dropSlot, readSlot, verifySlot } from './slot/replication-slot.js';
+import { isCtidBounds, planCtidPartitions } from './snapshot/ctid-partitions.js';
+import { estimateTableSize } from './snapshot/estimate.js';
+import { DEFAULT_READ_PATH, type ReadPath, readCtidPartition, rowDecoder } from './snapshot/read-partition.js';
+import { createAcknowledger, streamChanges } from './stream/index.js';
+import { TypeCatalog } from './types/index.js';
+
+export interface PostgresSourceOptions {
+  /** Snapshot read path; the default is the measured faster one (see read-partition.ts). */
+  readPath?: ReadPath;
+}
+
+/**
+ * The PostgreSQL source of one pipeline. Connections:
+ * - one admin connection (catalog queries, publication, checks, metrics), opened lazily and
+ *   replaced when it breaks;
+ * - a small pool of reader connections for snapshot partitions and `query`, one per
+ *   concurrent `readPartition`;
+ * - on a first run, the replication connection that created the slot, kept idle until the
+ *   exported snapshot is released;
+ * - the stream's own replication connection (stream/).
+ */
+export class PostgresSource implements Source {
+  readonly #connection: PgConnectionConfig;
+  readonly #logger: Logger;
+  readonly #pipeline: string;
+  readonly #slot: string;
+  readonly #publication: string;
+  readonly #catalog = new TypeCatalog();
+  readonly #acknowledger;
+  readonly #readPath: ReadPath;
+  #admin: Promise<pg.Client> | undefined;
+  readonly #idleReaders: pg.Client[] = [];
+  readonly #busyReaders = new Set<pg.Client>();
+  readonly #tables = new Map<string, PgTable>();
+  #releaseSnapshot: (() => Promise<void>) | undefined;
+  #closed = false;
+
+  constructor(config: PostgresSourceConfig, context: ConnectorContext, options: PostgresSourceOptions = {}) {
+    this.#connection = buildConnectionConfig(config);
+    this.#logger = context.logger;
+    this.#pipeline = context.pipeline;
+    this.#slot = slotNameFor(context.pipeline);
+    this.#publication = publicationNameFor(context.pipeline);
+    this.#acknowledger = createAcknowledger({ logger: context.logger });
+    this.#readPath = options.readPath ?? DEFAULT_READ_PATH;
+  }
+
+  get slotName(): string {
+    return this.#slot;
+  }
+
+  get publicationName(): string {
+    return this.#publication;
+  }
+
+  /** Run `fn` on the admin connection; a broken connection is dropped so the next call reconnects. */
+  async #withAdmin<T>(doing: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new NanosyncError(ErrorCode.PipelineStopped, `source of pipeline "${this.#pipeline}" is closed`);
+    if (!this.#admin) {
+      const connecting = connectClient(this.#connection).then((client) => {
+        client.on('error', () => {
+          if (this.#admin === connecting) this.#admin = undefined;
+        });
+        return client;
+      });
+      this.#admin = connecting;
+      connecting.catch(() => {
+        if (this.#admin === connecting) this.#admin = undefined;
+      });
+    }
+    const current = this.#admin;
+    const client = await current;
+    try {
+      return await fn(client);
+    } catch (err) {
+      if (isTransientPgError(err)) {
+        if (this.#admin === current) this.#admin = undefined;
+        await client.end().catch(() => {});
+        throw connectionError(err, this.#connection, doing);
+      }
+      throw err;
+    }
+  }
+
+  async check(tables: TableRef[]): Promise<CheckResult[]> {
+    try {
+      return await this.#withAdmin('checking', (client) =>
+        runChecks(client, { tables, slot: this.#slot, publication: this.#publication }),
+      );
+    } catch (err) {
+      const wrapped = connectionError(err, this.#connection, 'connecting');
+      return [{ name: 'connection', ok: false, message: wrapped.message, severity: 'error' }];
+    }
+  }
+
+  async open(tables: TableRef[], options: OpenOptions): Promise<OpenResult> {
+    if (tables.length === 0) throw new NanosyncError(ErrorCode.ConfigInvalid, `pipeline "${this.#pipeline}" lists no tables`);
+    await this.#describe(tables);
+    await this.#withAdmin('preparing the publication', async (client) => {
+      const outcome = await ensurePublication(client, this.#publication, tables);
+      if (outcome !== 'unchanged') this.#logger.info(`publication ${outcome}`, { publication: this.#publication, tables: tables.length });
+    });
+
+    if (options.existingStartPosition !== undefined) {
+      const info = await this.#withAdmin('verifying the replication slot', (client) =>
+        verifySlot(client, this.#slot, {
+          database: this.#connection.database,
+          ...(options.checkpoint !== undefined ? { checkpoint: formatPosition(options.checkpoint) } : {}),
+        }),
+      );
+      this.#logger.info('reusing replication slot', { slot: this.#slot, wal_status: info.wal_status ?? undefined, start: formatPosition(options.existingStartPosition) });
+      return { startPosition: options.existingStartPosition };
+    }
+
+    // First run: a slot left by an attempt whose start position was never persisted holds
+    // nothing anyone depends on; replace it so the new snapshot and slot agree.
+    await this.#withAdmin('checking for a leftover slot', async (client) => {
+      const leftover = await readSlot(client, this.#slot);
+      if (!leftover) return;
+      if (leftover.active) {
+        throw new NanosyncError(
+          ErrorCode.PgCheck,
+          `replication slot "${this.#slot}" is in use by another process (pid ${leftover.active_pid}); is the pipeline running elsewhere?`,
+        );
+      }
+      this.#logger.warn('dropping a replication slot left by an earlier attempt that never recorded its start position', { slot: this.#slot });
+      await dropSlot(client, this.#slot);
+    });
+
+    const created = await createSlot(this.#connection, this.#slot, { exportSnapshot: options.wantSnapshot, logger: this.#logger });
+    const startPosition = encodePosition(created.consistentPoint, 0);
+    this.#logger.info('replication slot created', { slot: this.#slot, start: formatPosition(startPosition) });
+    if (!created.snapshotName) return { startPosition };
+    this.#releaseSnapshot = created.release;
+    return {
+      startPosition,
+      snapshot: {
+        token: created.snapshotName,
+        release: async () => {
+          this.#releaseSnapshot = undefined;
+          await created.release();
+        },
+      },
+    };
+  }
+
+  async #describe(tables: TableRef[]): Promise<PgTable[]> {
+    const described = await this.#withAdmin('reading table definitions', (client) =>
+      describeTables(client, tables, this.#catalog, this.#connection.database),
+    );
+    for (const t of described) this.#tables.set(tableKey(t), t);
+    return described;
+  }
+
+  async describe(tables: TableRef[]): Promise<TableSchema[]> {
+    return (await this.#describe(tables)).map((t) => t.schemaInfo);
+  }
+
+  async #table(table: TableRef): Promise<PgTable> {
+    return this.#tables.get(tableKey(table)) ?? (await this.#describe([table]))[0]!;
+  }
+
+  async planPartitions(table: TableSchema, options: { targetRowsPerPartition: number }): Promise<PartitionSpec[]> {
+    const pgTable = await this.#table(table);
+    const size = await this.#withAdmin('estimating the table size', (client) => estimateTableSize(client, pgTable));
+    const partitions = planCtidPartitions(size, options.targetRowsPerPartition);
+    this.#logger.debug('planned snapshot partitions', { table: `${table.schema}.${table.name}`, pages: size.pages, rows: size.estimatedRows, partitions: partitions.length });
+    return partitions;
+  }
+
+  async #acquireReader(): Promise<pg.Client> {
+    const client = this.#idleReaders.pop() ?? (await connectClient(this.#connection));
+    this.#busyReaders.add(client);
+    return client;
+  }
+
+  async #releaseReader(client: pg.Client, reusable: boolean): Promise<void> {
+    this.#busyReaders.delete(client);
+    if (reusable && !this.#closed) this.#idleReaders.push(client);
+    else await client.end().catch(() => {});
+  }
+
+  /** The columns to read: the ones in `table` (core's view), typed from the catalog. */
+  async #columnsFor(table: TableSchema): Promise<PgColumn[]> {
+    let pgTable = await this.#table(table);
+    const byName = () => new Map(pgTable.columns.map((c) => [c.name, c]));
+    let known = byName();
+    if (table.columns.some((c) => !known.has(c.name))) {
+      pgTable = (await this.#describe([table]))[0]!;
+      known = byName();
+    }
+    return table.columns.map((c) => {
+      const column = known.get(c.name);
+      if (!column) {
+        throw new NanosyncError(ErrorCode.PgCheck, `column "${c.name}" of table ${quoteTable(table)} no longer exists; re-snapshot the pipeline`);
+      }
+      return column;
+    });
+  }
+
+  async *readPartition(table: TableSchema, partition: PartitionSpec, options: ReadPartitionOptions): AsyncIterable<Row[]> {
+    if (!isCtidBounds(partition.bounds)) {
+      throw new NanosyncError(ErrorCode.StateCorrupt, `partition ${partition.id} of ${quoteTable(table)} has bounds ${JSON.stringify(partition.bounds)}, not a CTID page range`);
+    }
+    const columns = await this.#columnsFor(table);
+    const client = await this.#acquireReader();
+    const state = { clientReusable: false };
+    try {
+      yield* readCtidPartition(
+        {
+          client,
+          table,
+          columns,
+          keyColumns: table.keyColumns,
+          bounds: partition.bounds,
+          maxRowsPerChunk: options.maxRowsPerChunk,
+          signal: options.signal,
+          path: this.#readPath,
+          ...(options.snapshotToken !== undefined ? { snapshotToken: options.snapshotToken } : {}),
+        },
+        state,
+      );
+    } catch (err) {
+      if (err instanceof NanosyncError) throw err;
+      if ((err as { code?: string }).code === '42P01') throw tableNotFound(table, this.#connection.database);
+      if (options.signal.aborted) throw err;
+      throw connectionError(err, this.#connection, `reading partition ${partition.id} of ${quoteTable(table)}`);
+    } finally {
+      await this.#releaseReader(client, state.clientReusable);
+    }
+  }
+
+  stream(from: Position, options: { signal: AbortSignal; tables: TableRef[] }): AsyncIterable<ChangeBatch> {
+    return streamChanges({
+      connection: this.#connection,
+      slot: this.#slot,
+      publication: this.#publication,
+      from,
+      signal: options.signal,
+      logger: this.#logger,
+      tables: options.tables,
+      acknowledger: this.#acknowledger,
+    });
+  }
+
+  acknowledge(position: Position): Promise<void> {
+    return this.#acknowledger.acknowledge(position);
+  }
+
+  comparePositions(a: Position, b: Position): number {
+    return comparePositions(a, b);
+  }
+
+  formatPosition(position: Position): string {
+    return formatPosition(position);
+  }
+
+  /**
+   * A `query` pipeline's SQL, through a cursor in a READ ONLY transaction; values decoded
+   * like snapshot rows (result column types resolved through the catalog).
+   */
+  async *query(sql: string, options: { signal: AbortSignal; maxRowsPerChunk: number }): AsyncIterable<Row[]> {
+    const client = await this.#acquireReader();
+    let reusable = false;
+    const maxRows = Math.max(1, Math.floor(options.maxRowsPerChunk));
+    try {
+      await client.query('BEGIN READ ONLY');
+      await client.query(`DECLARE nanosync_query NO SCROLL CURSOR FOR ${sql.trim().replace(/;\s*$/, '')}`);
+      let decode: ((fields: (string | null)[]) => Row) | undefined;
+      for (;;) {
+        options.signal.throwIfAborted();
+        const result = await client.query({ text: `FETCH FORWARD ${maxRows} FROM nanosync_query`, rowMode: 'array' });
+        if (!decode) {
+          await this.#catalog.resolve(client, result.fields.map((f) => f.dataTypeID));
+          const columns: PgColumn[] = result.fields.map((f) => ({
+            name: f.name,
+            type: this.#catalog.get(f.dataTypeID),
+            typmod: f.dataTypeModifier,
+            notNull: false,
+          }));
+          decode = rowDecoder({ table: { schema: 'query', name: this.#pipeline }, columns, keyColumns: [] });
+        }
+        const rows = result.rows as unknown as (string | null)[][];
+        if (rows.length > 0) yield rows.map(decode);
+        if (rows.length < maxRows) break;
+      }
+      await client.query('COMMIT');
+      reusable = true;
+    } catch (err) {
+      if (err instanceof NanosyncError || options.signal.aborted) throw err;
+      throw new NanosyncError(ErrorCode.PgCheck, `query of pipeline "${this.#pipeline}" failed: ${(err as Error).message}`, {
+        cause: err,
+        retriable: isTransientPgError(err),
+      });
+    } finally {
+      if (!reusable) await client.query('ROLLBACK').then(() => (reusable = true), () => {});
+      await this.#releaseReader(client, reusable);
+    }
+  }
+
+  /**
+   * Retained WAL = head − restart_lsn (what the server keeps for this slot); safe bytes =
+   * `safe_wal_size` (null when max_slot_wal_keep_size is unlimited).
+   */
+  async metrics(): Promise<SourceMetrics> {
+    return this.#withAdmin('reading slot metrics', async (client) => {
+      const { rows } = await client.query(
+        `SELECT pg_catalog.pg_current_wal_lsn()::text AS head,
+                s.restart_lsn::text AS restart_lsn, s.confirmed_flush_lsn::text AS confirmed_flush_lsn,
+                s.safe_wal_size::text AS safe_wal_size,
+                pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn)::text AS retained
+           FROM (SELECT 1) one LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1`,
+        [this.#slot],
+      );
+      const row = rows[0] ?? {};
+      const metrics: SourceMetrics = { headPosition: encodePosition(parseLsn(String(row.head)), 0) };
+      if (row.retained !== null && row.retained !== undefined) metrics.retainedBytes = Number(row.retained);
+      if (row.restart_lsn !== null && row.restart_lsn !== undefined) metrics.safeBytes = row.safe_wal_size === null ? null : Number(row.safe_wal_size);
+      if (row.confirmed_flush_lsn !== null && row.confirmed_flush_lsn !== undefined) {
+        metrics.confirmedPosition = encodePosition(parseLsn(String(row.confirmed_flush_lsn)), 0);
+      }
+      return metrics;
+    });
+  }
+
+  async drop(): Promise<void> {
+    await this.#releaseSnapshot?.();
+    await this.#withAdmin('dropping the slot and publication', async (client) => {
+      const dropped = await dropSlot(client, this.#slot);
+      await dropPublication(client, this.#publication);
+      this.#logger.info('dropped replication slot and publication', { slot: this.#slot, slotExisted: dropped, publication: this.#publication });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#releaseSnapshot?.();
+    this.#releaseSnapshot = undefined;
+    const admin = this.#admin;
+    this.#admin = undefined;
+    const clients = [...this.#idleReaders.splice(0), ...this.#busyReaders];
+    this.#busyReaders.clear();
+    await Promise.all([
+      admin?.then((c) => c.end()).catch(() => {}),
+      ...clients.map((c) => c.end().catch(() => {})),
+    ]);
+  }
+}
+
+function tableKey(t: { schema: string; name: string }): string {
+  return `${t.schema}\u0000${t.name}`;
+}

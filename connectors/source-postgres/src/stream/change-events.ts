@@ -1,0 +1,120 @@
+import { type ChangeEvent, ErrorCode, NanosyncError, type Position, type Row, type Value } from '@nanosync/core';
+import { formatPosition } from '../position.js';
+import { decodeValue } from '../types/index.js';
+import { type DeleteMessage, type InsertMessage, type TupleValue, UNCHANGED_TOAST, type UpdateMessage } from './pgoutput.js';
+import type { StreamRelation } from './relations.js';
+
+/** Where an event sits: its position and its transaction's commit time. */
+export interface EventContext {
+  position: Position;
+  commitTime: string;
+}
+
+function setField(row: Row, name: string, value: Value): void {
+  // A column may be called "__proto__": define it instead of assigning the prototype.
+  if (name === '__proto__') Object.defineProperty(row, name, { value, enumerable: true, writable: true, configurable: true });
+  else row[name] = value;
+}
+
+interface DecodedTuple {
+  row: Row;
+  /** Columns sent as 'u' (unchanged TOAST): absent from `row`. */
+  unchanged: string[];
+}
+
+/**
+ * Text values → canonical values. With `identityOnly` (a 'K' tuple) only the identity
+ * columns are read: the server sends the others as NULL placeholders.
+ */
+function decodeTuple(relation: StreamRelation, tuple: TupleValue[], context: EventContext, identityOnly: boolean): DecodedTuple {
+  const { columns, table } = relation;
+  if (tuple.length !== columns.length) {
+    throw new NanosyncError(
+      ErrorCode.PgProtocol,
+      `pgoutput: a tuple of "${table.schema}"."${table.name}" has ${tuple.length} columns, its Relation message announced ${columns.length} (at ${formatPosition(context.position)})`,
+    );
+  }
+  const row: Row = {};
+  const unchanged: string[] = [];
+  for (let i = 0; i < columns.length; i++) {
+    const column = columns[i] as StreamRelation['columns'][number];
+    if (identityOnly && !column.isIdentity) continue;
+    const value = tuple[i] as TupleValue;
+    if (value === UNCHANGED_TOAST) {
+      unchanged.push(column.name);
+    } else if (value === null) {
+      setField(row, column.name, null);
+    } else {
+      try {
+        setField(row, column.name, decodeValue(column.type, value));
+      } catch (err) {
+        throw valueAt(err, relation, column.name, context);
+      }
+    }
+  }
+  return { row, unchanged };
+}
+
+function valueAt(err: unknown, relation: StreamRelation, column: string, context: EventContext): NanosyncError {
+  const table = `${relation.table.schema}.${relation.table.name}`;
+  const reason = err instanceof Error ? err.message.replace(/^\[NS_P\d+\] /, '') : String(err);
+  return new NanosyncError(ErrorCode.PgValue, `table "${table}" column "${column}" at position ${formatPosition(context.position)}: ${reason}`, {
+    cause: err,
+    details: { table, column, position: context.position },
+  });
+}
+
+function keyOf(relation: StreamRelation, ...images: (Row | undefined)[]): Row {
+  const key: Row = {};
+  for (const name of relation.table.keyColumns) {
+    for (const image of images) {
+      if (image && Object.hasOwn(image, name)) {
+        setField(key, name, image[name] as Value);
+        break;
+      }
+    }
+  }
+  return key;
+}
+
+function baseEvent(op: ChangeEvent['op'], relation: StreamRelation, context: EventContext): ChangeEvent {
+  return { op, table: relation.table, key: {}, position: context.position, commitTime: context.commitTime };
+}
+
+export function insertEvent(relation: StreamRelation, message: InsertMessage, context: EventContext): ChangeEvent {
+  const event = baseEvent('insert', relation, context);
+  const { row } = decodeTuple(relation, message.newTuple, context, false);
+  event.after = row;
+  event.key = keyOf(relation, row);
+  return event;
+}
+
+/**
+ * An update. `before` is the key-only image ('K', sent when the identity changed) or the
+ * full old row ('O', REPLICA IDENTITY FULL); absent when the server sent neither. Columns
+ * the server did not resend (unchanged TOAST) are listed in `unchanged` and left out of
+ * `after`, never turned into NULL. The key is taken from the new row, falling back to the
+ * old image for a key column that was not resent.
+ */
+export function updateEvent(relation: StreamRelation, message: UpdateMessage, context: EventContext): ChangeEvent {
+  const event = baseEvent('update', relation, context);
+  const after = decodeTuple(relation, message.newTuple, context, false);
+  let before: Row | undefined;
+  if (message.oldTuple) {
+    before = decodeTuple(relation, message.oldTuple, context, message.oldKind === 'key').row;
+    event.before = before;
+  }
+  event.after = after.row;
+  if (after.unchanged.length > 0) event.unchanged = after.unchanged;
+  event.key = keyOf(relation, after.row, before);
+  return event;
+}
+
+/** A delete: `before` is the identity columns ('K') or the whole old row ('O'). */
+export function deleteEvent(relation: StreamRelation, message: DeleteMessage, context: EventContext): ChangeEvent {
+  const event = baseEvent('delete', relation, context);
+  const before = decodeTuple(relation, message.oldTuple, context, message.oldKind === 'key').row;
+  event.before = before;
+  event.key = keyOf(relation, before);
+  return event;
+}

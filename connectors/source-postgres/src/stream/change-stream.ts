@@ -1,0 +1,388 @@
+import { type ChangeBatch, ErrorCode, type Logger, NanosyncError, type Position, type TableRef } from '@nanosync/core';
+import type pg from 'pg';
+import { connectClient, type PgConnectionConfig, resolveClientConfig } from '../connection.js';
+import { decodePosition, encodePosition, formatLsn, formatPosition, parseLsn } from '../position.js';
+import { verifySlot } from '../slot/replication-slot.js';
+import { TypeCatalog } from '../types/index.js';
+import { type Acknowledger, type AcknowledgerInternals, createAcknowledger, internalsOf } from './acknowledger.js';
+import { type BatchLimits, BatchQueue } from './batch-queue.js';
+import { deleteEvent, insertEvent, updateEvent } from './change-events.js';
+import { classifySessionFailure } from './failures.js';
+import { type PgOutputMessage, formatPgTimestamp } from './pgoutput.js';
+import { RelationCache } from './relations.js';
+import { runReplicationSession } from './replication-session.js';
+
+export interface ReconnectPolicy {
+  /** First wait after a failure (default 250 ms); doubles up to `maxDelayMs`. */
+  initialDelayMs: number;
+  /** Longest wait between attempts (default 30 s). */
+  maxDelayMs: number;
+  /** Consecutive failed attempts before the stream gives up with the last (retriable) error (default: never). */
+  maxAttempts: number;
+}
+
+export const DEFAULT_RECONNECT: ReconnectPolicy = { initialDelayMs: 250, maxDelayMs: 30_000, maxAttempts: Number.POSITIVE_INFINITY };
+
+export interface StreamChangesOptions {
+  connection: PgConnectionConfig;
+  slot: string;
+  publication: string;
+  /** Start position or the last acknowledged `safePosition`: nothing at or before it is delivered. */
+  from: Position;
+  signal: AbortSignal;
+  logger: Logger;
+  /** When given, events of other tables (still in the publication's history) are skipped. */
+  tables?: TableRef[];
+  /** Shared with `Source.acknowledge`; see {@link createAcknowledger}. One is made when absent. */
+  acknowledger?: Acknowledger;
+  batchLimits?: Partial<BatchLimits>;
+  reconnect?: Partial<ReconnectPolicy>;
+  /** Type cache shared with the snapshot reader (optional; saves catalog queries for custom types). */
+  catalog?: TypeCatalog;
+  /** Standby status update interval (default 10 s, well under the usual wal_sender_timeout of 60 s). */
+  statusIntervalMs?: number;
+}
+
+/**
+ * The PostgreSQL change stream: pgoutput over a replication connection, as bounded batches
+ * in commit order (see `ChangeBatch` in core).
+ *
+ * - Positions: every change gets (commit LSN from Begin, 1-based index in its transaction).
+ *   The server replays the same transactions with the same messages after a reconnect, so
+ *   positions are stable and anything at or before the last delivered position is dropped:
+ *   a transaction cut by a connection loss continues exactly after its last delivered event.
+ * - `safePosition` is set on batches that end at a commit (the transaction's last event).
+ * - Keepalive batches (no events) carry `(server WAL position, 0)`, only when no transaction
+ *   is open, no delivered event lacks a boundary, and core acknowledged the last boundary.
+ *   The server sends a keepalive's position only after every transaction committed before
+ *   it, so the keepalive sorts after all delivered commits and before every commit still to
+ *   come (including transactions already running).
+ * - Resume: START_REPLICATION at 0/0 (the slot's confirmed_flush_lsn), dropping events at
+ *   or before `from`.
+ * - Connection loss, server restart, a terminated walsender: reconnect with exponential
+ *   backoff. A slot that is missing or invalidated ends the stream with a non-retriable
+ *   error naming the slot, the checkpoint and wal_status.
+ * - TRUNCATE has no counterpart in the event model: it is logged as a warning and skipped.
+ */
+export function streamChanges(options: StreamChangesOptions): AsyncIterable<ChangeBatch> {
+  return {
+    [Symbol.asyncIterator]() {
+      return new ChangeStream(options).start();
+    },
+  };
+}
+
+interface OpenTransaction {
+  commitLsn: bigint;
+  /** Index of the last change message seen in this transaction. */
+  index: number;
+  commitTime: string;
+  xid: number;
+}
+
+/** Position as numbers, to compare without parsing strings per event. */
+interface Mark {
+  lsn: bigint;
+  index: number;
+}
+
+function compareMarks(a: Mark, b: Mark): number {
+  if (a.lsn !== b.lsn) return a.lsn < b.lsn ? -1 : 1;
+  return a.index - b.index;
+}
+
+class ChangeStream {
+  readonly #options: StreamChangesOptions;
+  readonly #logger: Logger;
+  readonly #queue: BatchQueue;
+  readonly #acknowledger: AcknowledgerInternals;
+  readonly #catalog: TypeCatalog;
+  readonly #reconnect: ReconnectPolicy;
+  readonly #stop = new AbortController();
+  readonly #tables: Set<string> | undefined;
+
+  /** Highest position handed to the queue: an event, a commit boundary or a keepalive. */
+  #delivered: Mark;
+  /** Highest boundary handed to the queue (commit or keepalive); ≤ #delivered. */
+  #boundary: Mark;
+  /** Server WAL position known to be past every delivered commit, not yet sent as a keepalive. */
+  #keepaliveLsn: bigint | undefined;
+
+  // Per connection.
+  #transaction: OpenTransaction | undefined;
+  #relations: RelationCache | undefined;
+  #catalogClient: pg.Client | undefined;
+  #sessionProgress = false;
+  #truncateWarned = new Set<string>();
+
+  constructor(options: StreamChangesOptions) {
+    this.#options = options;
+    this.#logger = options.logger.child({ slot: options.slot });
+    this.#queue = new BatchQueue(options.batchLimits);
+    this.#acknowledger = internalsOf(options.acknowledger ?? createAcknowledger({ logger: this.#logger }));
+    this.#reconnect = { ...DEFAULT_RECONNECT, ...options.reconnect };
+    this.#catalog = options.catalog ?? new TypeCatalog();
+    this.#tables = options.tables && options.tables.length > 0 ? new Set(options.tables.map((t) => `${t.schema}\u0000${t.name}`)) : undefined;
+    const from = decodePosition(options.from);
+    this.#delivered = from;
+    this.#boundary = from;
+    this.#queue.onSafePosition = (position, flushLsn) => this.#acknowledger.register(position, flushLsn);
+  }
+
+  start(): AsyncIterator<ChangeBatch> {
+    this.#acknowledger.assumeConfirmed(this.#options.from);
+    const stopListening = this.#acknowledger.onChange(() => this.#maybeKeepalive());
+    const onAbort = () => this.#stop.abort();
+    if (this.#options.signal.aborted) this.#stop.abort();
+    else this.#options.signal.addEventListener('abort', onAbort, { once: true });
+    this.#stop.signal.addEventListener('abort', () => this.#queue.close(), { once: true });
+    void this.#run().finally(() => {
+      stopListening();
+      this.#options.signal.removeEventListener('abort', onAbort);
+    });
+    return {
+      next: () => this.#queue.next(),
+      return: async () => {
+        this.#stop.abort();
+        return { done: true, value: undefined };
+      },
+    };
+  }
+
+  get #checkpoint(): string {
+    return formatPosition(this.#acknowledger.confirmedPosition ?? this.#options.from);
+  }
+
+  async #run(): Promise<void> {
+    let failures = 0;
+    while (!this.#stop.signal.aborted) {
+      const startedAt = Date.now();
+      let started = false;
+      this.#sessionProgress = false;
+      try {
+        await this.#session(() => {
+          started = true;
+        });
+        break;
+      } catch (error) {
+        if (this.#stop.signal.aborted) break;
+        const failure = await classifySessionFailure(error, {
+          connection: this.#options.connection,
+          slot: this.#options.slot,
+          publication: this.#options.publication,
+          checkpoint: this.#checkpoint,
+        });
+        if (!failure.retriable) {
+          this.#logger.error('replication stream failed', { error: failure.message });
+          this.#queue.fail(failure);
+          return;
+        }
+        if (started && (this.#sessionProgress || Date.now() - startedAt > 10_000)) failures = 0;
+        failures++;
+        if (failures > this.#reconnect.maxAttempts) {
+          this.#queue.fail(failure);
+          return;
+        }
+        const base = Math.min(this.#reconnect.maxDelayMs, this.#reconnect.initialDelayMs * 2 ** (failures - 1));
+        const delayMs = Math.round(base * (0.8 + Math.random() * 0.4));
+        this.#logger.warn('replication connection lost; reconnecting', {
+          attempt: failures,
+          delayMs,
+          resumeAfter: formatPosition(encodePosition(this.#delivered.lsn, this.#delivered.index)),
+          error: failure.message,
+        });
+        await sleep(delayMs, this.#stop.signal);
+      }
+    }
+    this.#queue.close();
+  }
+
+  async #session(onStarted: () => void): Promise<void> {
+    const { connection, slot, publication } = this.#options;
+    const catalogClient = await connectClient(connection);
+    catalogClient.on('error', (err) => this.#logger.debug('catalog connection error', { error: err.message }));
+    this.#catalogClient = catalogClient;
+    try {
+      const info = await verifySlot(catalogClient, slot, { checkpoint: this.#checkpoint, database: connection.database });
+      if (info.confirmed_flush_lsn) this.#acknowledger.observeSlotFlush(parseLsn(info.confirmed_flush_lsn));
+      if (info.wal_status === 'unreserved') {
+        this.#logger.warn('replication slot is about to lose WAL it still needs (wal_status unreserved)', { checkpoint: this.#checkpoint });
+      }
+      this.#transaction = undefined;
+      this.#keepaliveLsn = undefined;
+      this.#relations = new RelationCache(this.#catalog, () => catalogClient);
+      const clientConfig = await resolveClientConfig(connection, { replication: true });
+      await runReplicationSession({
+        clientConfig,
+        slot,
+        publication,
+        acknowledger: this.#acknowledger,
+        logger: this.#logger,
+        statusIntervalMs: this.#options.statusIntervalMs ?? 10_000,
+        signal: this.#stop.signal,
+        callbacks: {
+          started: () => {
+            onStarted();
+            this.#logger.info('replication stream started', {
+              publication,
+              resumeAfter: formatPosition(encodePosition(this.#delivered.lsn, this.#delivered.index)),
+              confirmedFlush: formatLsn(this.#acknowledger.flushLsn),
+            });
+          },
+          message: (message, bytes) => this.#handle(message, bytes),
+          keepalive: (walEnd) => this.#onKeepalive(walEnd),
+        },
+      });
+    } finally {
+      this.#transaction = undefined;
+      this.#catalogClient = undefined;
+      await catalogClient.end().catch(() => {});
+    }
+  }
+
+  async #handle(message: PgOutputMessage, bytes: number): Promise<void> {
+    this.#sessionProgress = true;
+    switch (message.tag) {
+      case 'begin':
+        if (this.#transaction) throw protocolError(`Begin of xid ${message.xid} inside transaction ${this.#transaction.xid}`);
+        this.#transaction = { commitLsn: message.finalLsn, index: 0, commitTime: formatPgTimestamp(message.commitTime), xid: message.xid };
+        return;
+      case 'commit':
+        return this.#onCommit(message.commitLsn, message.endLsn);
+      case 'insert':
+      case 'update':
+      case 'delete':
+        return this.#onChange(message, bytes);
+      case 'relation': {
+        const relation = await this.#relationCache().apply(message);
+        this.#logger.debug('relation', {
+          table: `${relation.table.schema}.${relation.table.name}`,
+          columns: relation.columns.length,
+          replicaIdentity: relation.replicaIdentity,
+        });
+        return;
+      }
+      case 'type':
+        this.#catalog.forget(message.typeOid);
+        return;
+      case 'truncate':
+        this.#onTruncate(message.relationIds);
+        return;
+      case 'origin':
+        this.#logger.debug('transaction replicated from another origin', { origin: message.name, originLsn: formatLsn(message.originLsn) });
+        return;
+      case 'message':
+        return;
+    }
+  }
+
+  #relationCache(): RelationCache {
+    if (!this.#relations) throw new NanosyncError(ErrorCode.Internal, 'relation cache used outside a replication session');
+    return this.#relations;
+  }
+
+  #openTransaction(what: string): OpenTransaction {
+    if (!this.#transaction) throw protocolError(`${what} outside a transaction`);
+    return this.#transaction;
+  }
+
+  async #onChange(message: Extract<PgOutputMessage, { tag: 'insert' | 'update' | 'delete' }>, bytes: number): Promise<void> {
+    const transaction = this.#openTransaction(message.tag);
+    transaction.index++;
+    const mark: Mark = { lsn: transaction.commitLsn, index: transaction.index };
+    if (compareMarks(mark, this.#delivered) <= 0) return;
+    const relation = this.#relationCache().get(message.relationId);
+    if (!relation) throw protocolError(`${message.tag} for relation ${message.relationId} before its Relation message`);
+    if (this.#tables && !this.#tables.has(`${relation.table.schema}\u0000${relation.table.name}`)) return;
+    const context = { position: encodePosition(mark.lsn, mark.index), commitTime: transaction.commitTime };
+    const event =
+      message.tag === 'insert'
+        ? insertEvent(relation, message, context)
+        : message.tag === 'update'
+          ? updateEvent(relation, message, context)
+          : deleteEvent(relation, message, context);
+    this.#delivered = mark;
+    await this.#queue.push(event, bytes);
+  }
+
+  #onCommit(commitLsn: bigint, endLsn: bigint): void {
+    const transaction = this.#openTransaction('Commit');
+    if (commitLsn !== transaction.commitLsn) {
+      throw protocolError(`Commit at ${formatLsn(commitLsn)} closes the transaction that began for ${formatLsn(transaction.commitLsn)}`);
+    }
+    this.#transaction = undefined;
+    const boundary: Mark = { lsn: commitLsn, index: transaction.index };
+    if (compareMarks(boundary, this.#boundary) <= 0) return;
+    if (compareMarks(this.#delivered, this.#boundary) > 0) {
+      if (this.#delivered.lsn !== commitLsn) {
+        throw new NanosyncError(
+          ErrorCode.Internal,
+          `events up to ${formatPosition(encodePosition(this.#delivered.lsn, this.#delivered.index))} were delivered without a commit, but the next commit is ${formatLsn(commitLsn)}`,
+        );
+      }
+      this.#boundary = boundary;
+      this.#delivered = boundary;
+      this.#queue.commit(encodePosition(boundary.lsn, boundary.index), endLsn);
+      return;
+    }
+    // Nothing of this transaction was delivered (empty, other tables only, TRUNCATE only):
+    // its end is as good as a keepalive.
+    this.#onKeepalive(endLsn);
+  }
+
+  #onKeepalive(walEnd: bigint): void {
+    if (this.#keepaliveLsn === undefined || walEnd > this.#keepaliveLsn) this.#keepaliveLsn = walEnd;
+    this.#maybeKeepalive();
+  }
+
+  /** Emit a keepalive batch when nothing is in flight (see streamChanges). */
+  #maybeKeepalive(): void {
+    const lsn = this.#keepaliveLsn;
+    if (lsn === undefined || this.#transaction || this.#queue.closed) return;
+    const mark: Mark = { lsn, index: 0 };
+    if (compareMarks(mark, this.#delivered) <= 0) {
+      this.#keepaliveLsn = undefined;
+      return;
+    }
+    if (compareMarks(this.#delivered, this.#boundary) > 0) return;
+    if (!this.#acknowledger.isConfirmed(encodePosition(this.#boundary.lsn, this.#boundary.index))) return;
+    this.#keepaliveLsn = undefined;
+    this.#boundary = mark;
+    this.#delivered = mark;
+    this.#queue.keepalive(encodePosition(lsn, 0), lsn);
+  }
+
+  #onTruncate(relationIds: number[]): void {
+    const transaction = this.#openTransaction('Truncate');
+    const tables = relationIds.map((id) => {
+      const table = this.#relations?.get(id)?.table;
+      return table ? `${table.schema}.${table.name}` : `oid ${id}`;
+    });
+    const position = formatPosition(encodePosition(transaction.commitLsn, transaction.index));
+    const key = tables.join(',');
+    const fields = { tables: key, position, xid: transaction.xid };
+    if (this.#truncateWarned.has(key)) {
+      this.#logger.debug('TRUNCATE not replicated', fields);
+      return;
+    }
+    this.#truncateWarned.add(key);
+    this.#logger.warn('TRUNCATE is not replicated (the event model has no truncate); sinks keep the rows that were removed', fields);
+  }
+}
+
+function protocolError(message: string): NanosyncError {
+  return new NanosyncError(ErrorCode.PgProtocol, `pgoutput: ${message}`);
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

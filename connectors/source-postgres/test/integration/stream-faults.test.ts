@@ -1,0 +1,117 @@
+import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { startPostgres } from '@nanosync/testcontainers';
+import { describe, expect, it } from 'vitest';
+import { decodePosition, formatPosition } from '../../src/position.js';
+import { ids, streamPipeline, terminateWalsender } from './stream-helpers.js';
+
+const items = { schema: 'public', name: 'items' };
+const ITEMS_DDL = ['CREATE TABLE public.items (id int PRIMARY KEY, label text)'];
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+describe('streamChanges: faults', () => {
+  it('a crash in the middle of a multi-row group (nothing acknowledged) loses nothing after restarting from the last acknowledgement', async () => {
+    await using p = await streamPipeline({ ddl: ITEMS_DDL, tables: [items] });
+    const first = p.open(p.startPosition, { batchLimits: { maxEvents: 10 } });
+    await p.fx.admin.query(`INSERT INTO public.items SELECT g, 'a' FROM generate_series(1, 5) g`);
+    await first.waitFor(() => first.lastSafePosition !== undefined, 'the first transaction');
+    const acknowledged = first.lastSafePosition as string;
+
+    // One INSERT of 200 rows: one commit LSN for all; the "process" dies after 3 batches.
+    let seen = 0;
+    first.onBatch = (batch) => {
+      if (batch.events.length > 0 && ++seen > 3) throw new Error('simulated crash');
+    };
+    await p.fx.admin.query(`INSERT INTO public.items SELECT g, 'b' FROM generate_series(6, 205) g`);
+    await first.finished();
+    expect((first.error as Error).message).toBe('simulated crash');
+    const delivered = ids(first.events);
+    expect(delivered).toEqual(range(1, 35));
+    expect(first.batches.filter((b) => b.safePosition !== undefined).map((b) => b.safePosition)).toEqual([acknowledged]);
+
+    // A new process: new acknowledger, stream from the checkpoint.
+    const second = p.open(acknowledged, { batchLimits: { maxEvents: 10 } });
+    await second.waitFor(() => second.events.length >= 200 && second.lastSafePosition !== undefined, 'the whole group again');
+    expect(ids(second.events)).toEqual(range(6, 205));
+    const indexes = second.events.map((e) => decodePosition(e.position).index);
+    expect(indexes).toEqual(range(1, 200));
+    // Replayed events have exactly the positions they had before the crash.
+    expect(second.events.slice(0, 30).map((e) => e.position)).toEqual(first.events.slice(5).map((e) => e.position));
+    expect(second.lastSafePosition).toBe(second.events.at(-1)?.position);
+  });
+
+  it('the walsender terminated in the middle of a large transaction: the stream reconnects and continues without gaps or repeats', async () => {
+    await using p = await streamPipeline({ ddl: ITEMS_DDL, tables: [items] });
+    const stream = p.open(p.startPosition, { batchLimits: { maxEvents: 100 } });
+    stream.onBatch = () => new Promise((resolve) => setImmediate(resolve));
+    await p.fx.admin.query(`INSERT INTO public.items SELECT g, 'x' FROM generate_series(1, 20000) g`);
+    await stream.waitFor(() => stream.events.length >= 3000, 'part of the transaction');
+    const firstPid = await terminateWalsender(p.fx.admin, p.slot);
+    await stream.waitFor(async () => {
+      const pid = await p.walsenderPid();
+      return pid !== undefined && pid !== firstPid;
+    }, 'a new walsender');
+    await stream.waitFor(() => stream.lastSafePosition !== undefined, 'the commit');
+    expect(ids(stream.events)).toEqual(range(1, 20000));
+    expect(stream.events.map((e) => decodePosition(e.position).index)).toEqual(range(1, 20000));
+    expect(p.logLines.some((line) => line.startsWith('WRN replication connection lost; reconnecting'))).toBe(true);
+  });
+
+  it('the walsender terminated between small transactions, repeatedly: every row arrives once, in order', async () => {
+    await using p = await streamPipeline({ ddl: ITEMS_DDL, tables: [items] });
+    const stream = p.open(p.startPosition);
+    for (let id = 1; id <= 150; id++) {
+      await p.fx.admin.query('INSERT INTO public.items VALUES ($1, $2)', [id, 'r']);
+      if (id % 50 === 0) await terminateWalsender(p.fx.admin, p.slot);
+    }
+    await stream.waitFor(() => stream.events.length >= 150, 'all rows');
+    expect(ids(stream.events)).toEqual(range(1, 150));
+    await stream.waitFor(async () => (await p.confirmedFlushLsn()) > decodePosition(stream.events.at(-1)?.position ?? '').lsn, 'the slot to follow');
+  });
+
+  it('PostgreSQL restarted (pg_ctl -m fast restart) while streaming: reconnects and resumes', async () => {
+    await using service = await startPostgres({ fresh: true });
+    await using p = await streamPipeline({ ddl: ITEMS_DDL, tables: [items], service });
+    const stream = p.open(p.startPosition);
+    await p.fx.admin.query(`INSERT INTO public.items SELECT g, 'before' FROM generate_series(1, 50) g`);
+    await stream.waitFor(() => stream.events.length >= 50, 'rows before the restart');
+    await service.restart();
+    await p.fx.admin.end().catch(() => {});
+    const pg = await import('pg');
+    const admin = new pg.default.Client({ connectionString: p.fx.adminUrl });
+    await admin.connect();
+    p.fx.admin = admin;
+    for (let id = 51; id <= 100; id++) await admin.query('INSERT INTO public.items VALUES ($1, $2)', [id, 'after']);
+    await stream.waitFor(() => stream.events.length >= 100, 'rows after the restart');
+    expect(ids(stream.events)).toEqual(range(1, 100));
+    expect(stream.events.slice(50).every((e) => e.after?.label === 'after')).toBe(true);
+  });
+
+  it('the slot dropped while streaming ends the stream with a non-retriable error naming the slot, the checkpoint and wal_status', async () => {
+    await using p = await streamPipeline({ ddl: ITEMS_DDL, tables: [items] });
+    const stream = p.open(p.startPosition, { reconnect: { initialDelayMs: 300, maxDelayMs: 1000 } });
+    await p.fx.admin.query(`INSERT INTO public.items VALUES (1, 'one')`);
+    await stream.waitFor(() => stream.lastSafePosition !== undefined, 'the first transaction');
+    await stream.waitFor(() => stream.acknowledger.confirmedPosition === stream.lastSafePosition, 'the acknowledgement');
+    for (let attempt = 0; ; attempt++) {
+      await terminateWalsender(p.fx.admin, p.slot).catch(() => 0);
+      const dropped = await p.fx.admin.query('SELECT pg_drop_replication_slot($1)', [p.slot]).then(
+        () => true,
+        () => false,
+      );
+      if (dropped) break;
+      if (attempt > 50) throw new Error('could not drop the slot');
+    }
+    await stream.finished();
+    expect(stream.error).toBeInstanceOf(NanosyncError);
+    const error = stream.error as NanosyncError;
+    expect(error.code).toBe(ErrorCode.PgSlotMissing);
+    expect(error.retriable).toBe(false);
+    expect(error.message).toContain(`replication slot "${p.slot}"`);
+    expect(error.message).toContain(`checkpoint ${formatPosition(stream.lastSafePosition as string)}`);
+    expect(error.message).toContain('wal_status: missing');
+    expect(error.details).toMatchObject({ slot: p.slot, walStatus: 'missing' });
+  });
+});

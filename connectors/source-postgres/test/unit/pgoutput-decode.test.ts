@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest';
+import { UNCHANGED_TOAST, decodePgOutput, formatPgTimestamp } from '../../src/stream/pgoutput.js';
+import * as fx from './fixtures/pgoutput-messages.js';
+
+describe('pgoutput decoding (golden bytes)', () => {
+  it('Begin: final LSN, commit time, xid', () => {
+    expect(decodePgOutput(fx.BEGIN)).toEqual({ tag: 'begin', finalLsn: 0x16b3c4d8n, commitTime: 0x0002ba61fea33240n, xid: 742 });
+  });
+
+  it('Commit: commit LSN and end LSN', () => {
+    expect(decodePgOutput(fx.COMMIT)).toEqual({
+      tag: 'commit',
+      flags: 0,
+      commitLsn: 0x16b3c4d8n,
+      endLsn: 0x16b3c508n,
+      commitTime: 0x0002ba61fea33240n,
+    });
+  });
+
+  it('commit times become ISO 8601 UTC with microseconds', () => {
+    expect(formatPgTimestamp(0x0002ba61fea33240n)).toBe('2024-05-01T12:00:00.123456Z');
+    expect(formatPgTimestamp(0n)).toBe('2000-01-01T00:00:00.000000Z');
+    expect(formatPgTimestamp(-1n)).toBe('1999-12-31T23:59:59.999999Z');
+  });
+
+  it('Relation: columns, types, modifiers, identity flags and replica identity', () => {
+    expect(decodePgOutput(fx.RELATION_ORDERS)).toEqual({
+      tag: 'relation',
+      relationId: 16385,
+      schema: 'public',
+      name: 'orders',
+      replicaIdentity: 'default',
+      columns: [
+        { name: 'id', typeOid: 20, typeModifier: -1, isKey: true },
+        { name: 'note', typeOid: 25, typeModifier: -1, isKey: false },
+        { name: 'payload', typeOid: 17, typeModifier: -1, isKey: false },
+      ],
+    });
+    const full = decodePgOutput(fx.RELATION_ORDERS_FULL);
+    expect(full).toMatchObject({ replicaIdentity: 'full' });
+    expect(full.tag === 'relation' && full.columns.every((c) => c.isKey)).toBe(true);
+  });
+
+  it('Insert keeps values as the server text, UTF-8 decoded', () => {
+    expect(decodePgOutput(fx.INSERT)).toEqual({ tag: 'insert', relationId: 16385, newTuple: ['42', 'héllo', '\\x00ff'] });
+    expect(decodePgOutput(fx.INSERT_NULL)).toEqual({ tag: 'insert', relationId: 16385, newTuple: ['43', null, '\\x'] });
+  });
+
+  it("Update: 'u' columns are marked unchanged, not NULL", () => {
+    const message = decodePgOutput(fx.UPDATE_TOAST_UNCHANGED);
+    expect(message).toEqual({ tag: 'update', relationId: 16385, newTuple: ['42', 'new', UNCHANGED_TOAST] });
+    expect(message).not.toHaveProperty('oldTuple');
+  });
+
+  it("Update: 'K' key tuple and 'O' old tuple", () => {
+    expect(decodePgOutput(fx.UPDATE_KEY_CHANGED)).toEqual({
+      tag: 'update',
+      relationId: 16385,
+      oldKind: 'key',
+      oldTuple: ['42', null, null],
+      newTuple: ['43', 'x', UNCHANGED_TOAST],
+    });
+    expect(decodePgOutput(fx.UPDATE_FULL)).toEqual({
+      tag: 'update',
+      relationId: 16385,
+      oldKind: 'old',
+      oldTuple: ['42', 'old', '\\xab'],
+      newTuple: ['42', 'new', UNCHANGED_TOAST],
+    });
+  });
+
+  it('Delete with key or old tuple', () => {
+    expect(decodePgOutput(fx.DELETE_KEY)).toEqual({ tag: 'delete', relationId: 16385, oldKind: 'key', oldTuple: ['42', null, null] });
+    expect(decodePgOutput(fx.DELETE_FULL)).toEqual({ tag: 'delete', relationId: 16385, oldKind: 'old', oldTuple: ['42', 'old', null] });
+  });
+
+  it('Truncate, Type, Origin and logical decoding messages', () => {
+    expect(decodePgOutput(fx.TRUNCATE)).toEqual({ tag: 'truncate', relationIds: [16385, 16386], cascade: true, restartIdentity: true });
+    expect(decodePgOutput(fx.TYPE_MOOD)).toEqual({ tag: 'type', typeOid: 16640, schema: 'public', name: 'mood' });
+    expect(decodePgOutput(fx.ORIGIN)).toEqual({ tag: 'origin', originLsn: 0xa000010n, name: 'shop' });
+    const message = decodePgOutput(fx.LOGICAL_MESSAGE);
+    expect(message).toMatchObject({ tag: 'message', transactional: true, lsn: 0x16b3c4e0n, prefix: 'nanosync' });
+    expect(message.tag === 'message' && Buffer.from(message.content).toString()).toBe('abc');
+  });
+
+  it('binary column values are copied out of the receive buffer', () => {
+    const payload = fx.bytes('49 00004001 4e 0001', '62 00000002 beef');
+    const message = decodePgOutput(payload);
+    payload.fill(0);
+    expect(message.tag === 'insert' && Buffer.from(message.newTuple[0] as Uint8Array).toString('hex')).toBe('beef');
+  });
+
+  it('namespace "" stands for pg_catalog', () => {
+    const message = decodePgOutput(fx.bytes('59 00000019 00 7465787400'));
+    expect(message).toEqual({ tag: 'type', typeOid: 25, schema: 'pg_catalog', name: 'text' });
+  });
+
+  it('rejects truncated, over-long and unknown messages with a protocol error', () => {
+    expect(() => decodePgOutput(fx.INSERT.subarray(0, fx.INSERT.length - 1))).toThrow(/NS_P4009.*ends early/);
+    expect(() => decodePgOutput(Buffer.concat([fx.COMMIT, Buffer.from([0])]))).toThrow(/trailing bytes/);
+    expect(() => decodePgOutput(fx.bytes('53 000002e6 01'))).toThrow(/unexpected message type 'S'/);
+    expect(() => decodePgOutput(fx.bytes('49 00004001 4e 0001 78'))).toThrow(/unknown tuple column kind 0x78/);
+    expect(() => decodePgOutput(fx.bytes('49 00004001 4b 0000'))).toThrow(/expected 'N'/);
+    expect(() => decodePgOutput(fx.bytes('52 00004001 7000 7400 7a 0000'))).toThrow(/unknown replica identity/);
+    expect(() => decodePgOutput(Buffer.alloc(0))).toThrow(/empty message/);
+  });
+});

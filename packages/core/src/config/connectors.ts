@@ -1,0 +1,222 @@
+import type { ConnectorDefinition, SinkDefinition, SourceDefinition } from '../contract/connector.js';
+import type { ConnectorKind } from '../discovery/candidates.js';
+import type { ConnectorResolver } from '../discovery/resolver.js';
+import { ErrorCode, NanosyncError } from '../errors.js';
+import { collectSecretStrings, scrubSecrets } from '../secrets/secret-fields.js';
+import { type ConfigIssue, formatPath, type PathSegment } from './issues.js';
+import { configLocator } from './load.js';
+import type { ConnectionConfig, NanosyncConfig, PipelineConfig } from './types.js';
+import { writtenWithSingleSink } from './validate.js';
+import type { Locator } from './yaml-document.js';
+
+/** A connector's config object and where each of its top-level keys was written. */
+export interface ConnectorInput {
+  value: Record<string, unknown>;
+  /** Top-level key → YAML path of the field that supplied it (the pipeline's properties win). */
+  origins: Map<string, PathSegment[]>;
+  /** Where issues about the object as a whole (or a missing key) are reported. */
+  basePath: PathSegment[];
+  /** Where a missing key could be set, for the hint. */
+  connectionPropertiesPath: PathSegment[];
+}
+
+/**
+ * `{ dsn?, ...connection.properties, ...pipeline properties }`, the object a connector's
+ * `configSchema` validates, with every key's origin.
+ */
+export function buildConnectorInput(
+  connection: ConnectionConfig,
+  connectionIndex: number,
+  properties: Record<string, unknown>,
+  propertiesPath: PathSegment[],
+): ConnectorInput {
+  const value: Record<string, unknown> = {};
+  const origins = new Map<string, PathSegment[]>();
+  const connectionPath: PathSegment[] = ['connections', connectionIndex];
+  if (connection.dsn !== undefined) {
+    value.dsn = connection.dsn;
+    origins.set('dsn', [...connectionPath, 'dsn']);
+  }
+  for (const [key, item] of Object.entries(connection.properties)) {
+    value[key] = item;
+    origins.set(key, [...connectionPath, 'properties', key]);
+  }
+  for (const [key, item] of Object.entries(properties)) {
+    value[key] = item;
+    origins.set(key, [...propertiesPath, key]);
+  }
+  return { value, origins, basePath: propertiesPath, connectionPropertiesPath: [...connectionPath, 'properties'] };
+}
+
+export interface ResolvedPipelineConnectors {
+  source?: { definition: SourceDefinition<unknown>; config: unknown };
+  sinks: ({ definition: SinkDefinition<unknown>; config: unknown } | undefined)[];
+}
+
+interface ConnectorCheckResult {
+  issues: ConfigIssue[];
+  /** Per pipeline (same order as `config.pipelines`); entries are missing where something failed. */
+  pipelines: ResolvedPipelineConnectors[];
+}
+
+/**
+ * Resolve the connector of every connection in the role it is used in, and run each
+ * connector's `configSchema` on the object built for each pipeline. Issue paths point at
+ * the YAML field that supplied the offending key.
+ */
+export async function validateConnectors(
+  config: NanosyncConfig,
+  options: { resolve: ConnectorResolver },
+): Promise<ConfigIssue[]> {
+  return (await checkConnectors(config, options.resolve)).issues;
+}
+
+export async function checkConnectors(
+  config: NanosyncConfig,
+  resolve: ConnectorResolver,
+): Promise<ConnectorCheckResult> {
+  const locate = configLocator(config);
+  const issues: ConfigIssue[] = [];
+  const connectionIndex = new Map(config.connections.map((c, i) => [c.name, i]));
+
+  const definitions = new Map<string, ConnectorDefinition | undefined>();
+  const resolveFor = async (kind: ConnectorKind, connectionName: string): Promise<ConnectorDefinition | undefined> => {
+    const key = `${kind}:${connectionName}`;
+    if (definitions.has(key)) return definitions.get(key);
+    const index = connectionIndex.get(connectionName)!;
+    const connection = config.connections[index]!;
+    let definition: ConnectorDefinition | undefined;
+    try {
+      definition = await resolve(kind, connection.type, config.configDir);
+      if (definition.kind !== kind) {
+        throw new NanosyncError(
+          ErrorCode.ConnectorInvalid,
+          `connector for type "${connection.type}" is a ${definition.kind} connector, but the connection is used as a ${kind}`,
+        );
+      }
+    } catch (err) {
+      definition = undefined;
+      const message = err instanceof Error ? err.message.replace(/^\[[A-Z0-9_]+\] /, '') : String(err);
+      issues.push(
+        located(
+          locate,
+          ['connections', index, 'type'],
+          `connection "${connectionName}" used as a ${kind}: ${message}`,
+          {
+            code: NanosyncError.is(err) ? err.code : ErrorCode.ConnectorInvalid,
+          },
+        ),
+      );
+    }
+    definitions.set(key, definition);
+    return definition;
+  };
+
+  const pipelines: ResolvedPipelineConnectors[] = [];
+  for (const [i, pipeline] of config.pipelines.entries()) {
+    const resolved: ResolvedPipelineConnectors = { sinks: [] };
+    const sourceDefinition = await resolveFor('source', pipeline.source.connection);
+    if (sourceDefinition !== undefined) {
+      const input = inputFor(config, connectionIndex, pipeline.source.connection, pipeline.source.properties, [
+        'pipelines',
+        i,
+        'source',
+        'properties',
+      ]);
+      const parsed = parseConnectorConfig(
+        sourceDefinition,
+        input,
+        locate,
+        `source connection "${pipeline.source.connection}"`,
+      );
+      issues.push(...parsed.issues);
+      if (parsed.issues.length === 0)
+        resolved.source = { definition: sourceDefinition as SourceDefinition<unknown>, config: parsed.config };
+    }
+    for (const [k, sink] of pipeline.sinks.entries()) {
+      const sinkDefinition = await resolveFor('sink', sink.connection);
+      if (sinkDefinition === undefined) {
+        resolved.sinks.push(undefined);
+        continue;
+      }
+      const input = inputFor(config, connectionIndex, sink.connection, sink.properties, [
+        ...sinkPath(pipeline, i, k),
+        'properties',
+      ]);
+      const parsed = parseConnectorConfig(sinkDefinition, input, locate, `sink connection "${sink.connection}"`);
+      issues.push(...parsed.issues);
+      resolved.sinks.push(
+        parsed.issues.length === 0
+          ? { definition: sinkDefinition as SinkDefinition<unknown>, config: parsed.config }
+          : undefined,
+      );
+    }
+    pipelines.push(resolved);
+  }
+  return { issues, pipelines };
+}
+
+/** `pipelines[i].sink` when the pipeline was written with `sink`, `pipelines[i].sinks[k]` otherwise. */
+function sinkPath(pipeline: PipelineConfig, i: number, k: number): PathSegment[] {
+  return writtenWithSingleSink(pipeline) ? ['pipelines', i, 'sink'] : ['pipelines', i, 'sinks', k];
+}
+
+function inputFor(
+  config: NanosyncConfig,
+  connectionIndex: Map<string, number>,
+  connectionName: string,
+  properties: Record<string, unknown>,
+  propertiesPath: PathSegment[],
+): ConnectorInput {
+  const index = connectionIndex.get(connectionName)!;
+  return buildConnectorInput(config.connections[index]!, index, properties, propertiesPath);
+}
+
+function parseConnectorConfig(
+  definition: ConnectorDefinition,
+  input: ConnectorInput,
+  locate: Locator | undefined,
+  role: string,
+): { config?: unknown; issues: ConfigIssue[] } {
+  let result: ReturnType<ConnectorDefinition['configSchema']['safeParse']>;
+  const secrets = collectSecretStrings(input.value, definition.secretProperties ?? []);
+  try {
+    result = definition.configSchema.safeParse(input.value);
+  } catch (err) {
+    const message = scrubSecrets(err instanceof Error ? err.message : String(err), secrets);
+    return { issues: [located(locate, input.basePath, `${role}: the connector's configSchema threw: ${message}`)] };
+  }
+  if (result.success) return { config: result.data, issues: [] };
+  const issues = result.error.issues.map((issue) => {
+    const [first, ...rest] = issue.path;
+    const message = scrubSecrets(issue.message, secrets);
+    const tail = rest.map((s) => (typeof s === 'number' ? s : String(s)));
+    if (typeof first === 'string' && input.origins.has(first)) {
+      return located(locate, [...input.origins.get(first)!, ...tail], message);
+    }
+    if (first === undefined) return located(locate, input.basePath, `${role}: ${message}`);
+    const key = String(first);
+    const hint = ` (set ${key} under ${formatPath(input.connectionPropertiesPath)} or ${formatPath(input.basePath)})`;
+    return located(locate, [...input.basePath, key, ...tail], `${message}${hint}`);
+  });
+  return { issues };
+}
+
+/** An issue at `path`, with line:column of the nearest located ancestor. */
+function located(
+  locate: Locator | undefined,
+  path: PathSegment[],
+  message: string,
+  extra: { code?: ErrorCode } = {},
+): ConfigIssue {
+  let position: { line: number; column: number } | undefined;
+  for (let n = path.length; n >= 0 && position === undefined && locate !== undefined; n--) {
+    position = locate(path.slice(0, n));
+  }
+  return {
+    path: formatPath(path),
+    message,
+    ...(position === undefined ? {} : { line: position.line, column: position.column }),
+    ...(extra.code === undefined ? {} : { code: extra.code }),
+  };
+}

@@ -1,0 +1,72 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { ConfigError, type ConfigIssue } from './issues.js';
+import type { NanosyncConfig } from './types.js';
+import { validateConfigValue } from './validate.js';
+import { type Locator, parseYaml } from './yaml-document.js';
+
+const LOCATOR = Symbol.for('nanosync.config.locator');
+
+/** The source-position finder of a config that came from YAML text, for later checks (connectors). */
+export function configLocator(config: NanosyncConfig): Locator | undefined {
+  return (config as unknown as { [LOCATOR]?: Locator })[LOCATOR];
+}
+
+export interface LoadedConfig {
+  config: NanosyncConfig;
+  /** The parsed YAML as plain data with `${env:…}` left as written: input for `toStoredDefinitions`. */
+  raw: unknown;
+  /** Non-fatal findings (ignored `sink`, unused connections), each with its YAML path. */
+  warnings: string[];
+}
+
+export interface ParseConfigOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Shown in messages; also the base of `configDir` when that is not given. */
+  file?: string;
+  configDir?: string;
+}
+
+/** Validate YAML text. Throws {@link ConfigError} listing every issue. */
+export function parseConfig(text: string, options: ParseConfigOptions = {}): LoadedConfig {
+  const configDir = options.configDir ?? (options.file === undefined ? process.cwd() : dirname(resolve(options.file)));
+  const parsed = parseYaml(text);
+  if (parsed.issues.length > 0) throw new ConfigError(parsed.issues, fileOption(options.file));
+  const result = validateConfigValue(parsed.value, {
+    env: options.env ?? process.env,
+    configDir,
+    locate: parsed.locate,
+    ...fileOption(options.file),
+  });
+  if (result.config === undefined) throw new ConfigError(result.issues, fileOption(options.file));
+  Object.defineProperty(result.config, LOCATOR, { value: parsed.locate, enumerable: false });
+  return {
+    config: result.config,
+    raw: parsed.value,
+    warnings: result.warnings.map((warning) => formatWarning(warning, options.file)),
+  };
+}
+
+/** Read and validate a config file. Throws {@link ConfigError} (with the file name) listing every issue. */
+export async function loadConfigFile(file: string, options: { env?: NodeJS.ProcessEnv } = {}): Promise<LoadedConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const reason =
+      (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'the file does not exist' : (err as Error).message;
+    throw new ConfigError([{ path: '', message: `cannot read the config: ${reason}` }], { file, cause: err });
+  }
+  return parseConfig(text, { file, ...(options.env === undefined ? {} : { env: options.env }) });
+}
+
+function fileOption(file: string | undefined): { file?: string } {
+  return file === undefined ? {} : { file };
+}
+
+export function formatWarning(warning: ConfigIssue, file?: string): string {
+  const where = [file, warning.line, warning.line === undefined ? undefined : warning.column].filter(
+    (p) => p !== undefined,
+  );
+  return `${where.length > 0 ? `${where.join(':')} ` : ''}${warning.path === '' ? '' : `${warning.path}: `}${warning.message}`;
+}

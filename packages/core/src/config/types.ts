@@ -1,0 +1,79 @@
+import type { TableRef } from '../contract/connector.js';
+
+export const REPLICATION_TYPES = ['cdc_backfill', 'cdc', 'snapshot', 'query'] as const;
+export type ReplicationType = (typeof REPLICATION_TYPES)[number];
+
+export const FILTER_OPS = ['eq', 'ne', 'gt', 'gte', 'lt', 'lte', 'in', 'not_in', 'is_null', 'not_null'] as const;
+export type FilterOp = (typeof FILTER_OPS)[number];
+
+export interface ConnectionConfig {
+  name: string;
+  /** Connector type: a short name (`postgres`), a package name, or a `./path` relative to the config folder. */
+  type: string;
+  dsn?: string;
+  properties: Record<string, unknown>;
+}
+
+export interface TargetMappingFilter {
+  column: string;
+  op: FilterOp;
+  /** Absent for `is_null` / `not_null`; an array for `in` / `not_in`. */
+  value?: unknown;
+}
+
+/** Per-sink projection and row filter for one source table. */
+export interface TargetMapping {
+  /** Source table, canonical spelling (see `formatTableName`). */
+  table: string;
+  tableRef: TableRef;
+  /** Columns to keep, in this order; absent = all columns. */
+  columns?: string[];
+  /** Rows are kept when every condition holds. */
+  filter?: TargetMappingFilter[];
+}
+
+export interface SinkConfig {
+  /** Stable id within the pipeline: `${index}:${connection}` (index in `sinks`, 0 for `sink`). */
+  name: string;
+  connection: string;
+  properties: Record<string, unknown>;
+  target_mappings: TargetMapping[];
+}
+
+export interface PipelineConfig {
+  /** `[A-Za-z0-9_-]{1,40}`; it becomes part of replication slot names. */
+  name: string;
+  replication_type: ReplicationType;
+  source: {
+    connection: string;
+    /** Canonical spellings (`public."order.items"`), in config order. */
+    tables: string[];
+    tableRefs: TableRef[];
+    properties: Record<string, unknown>;
+  };
+  /** `sink` is normalised into a one-element `sinks`. */
+  sinks: SinkConfig[];
+  snapshot: { concurrency: number; target_rows_per_partition: number };
+  /** Only for `query` pipelines. */
+  query?: { sql: string; interval_seconds: number };
+}
+
+export interface NanosyncConfig {
+  connections: ConnectionConfig[];
+  pipelines: PipelineConfig[];
+  /** Folder connectors are resolved from (the config file's folder). */
+  configDir: string;
+  /** The file the config came from, when there is one. */
+  file?: string;
+}
+
+/** A pipeline as stored: self-contained, `${env:…}` kept as references, literal secrets encrypted. */
+export interface StoredPipelineDefinition {
+  version: 1;
+  /** The pipeline's YAML node as plain data (an ignored `sink` next to `sinks` is dropped). */
+  pipeline: unknown;
+  /** The YAML nodes of the connections the pipeline uses, by name. */
+  connections: Record<string, unknown>;
+  /** Folder connectors are resolved from. */
+  configDir: string;
+}

@@ -1,0 +1,673 @@
+import { EventEmitter } from 'node:events';
+import { formatTableName, parseTableName } from '../config/table-name.js';
+import type { StoredPipelineDefinition } from '../config/types.js';
+import type { Source } from '../contract/connector.js';
+import type { Logger } from '../contract/logger.js';
+import { ErrorCode, NanosyncError } from '../errors.js';
+import { describeError } from '../log/logger.js';
+import type { Position } from '../model.js';
+import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from '../state/store.js';
+import { within } from './backoff.js';
+import { PipelineRunner, type StopReason } from './pipeline-runner.js';
+import { compareQueryPositions } from './query-runner.js';
+import { PipelineStats, type PipelineStatus, type SinkStatus, type TableStatus } from './stats.js';
+import { type MaterializedPipeline, type RuntimeOptions, type RuntimeOverrides, runtimeOptions } from './types.js';
+
+export interface EngineOptions {
+  store: StateStore;
+  logger: Logger;
+  /** This server's identity in leases (shown to other servers as the holder). */
+  holderId: string;
+  /** Turns a stored definition into connectors and config (resolving `${env:…}` now). */
+  materialize: (definition: StoredPipelineDefinition) => Promise<MaterializedPipeline>;
+  /** Lease lifetime; renewed every third of it. Default 30 s. */
+  leaseTtlMs?: number;
+  /** How often leases are renewed and the store is re-read for changes made by other servers. Default: a third of the lease. */
+  reconcileIntervalMs?: number;
+  runtime?: RuntimeOverrides;
+}
+
+export interface EngineStateEvent {
+  pipeline: string;
+  state: PipelineState;
+  error?: string;
+}
+
+export interface EngineWarningEvent {
+  pipeline: string;
+  message: string;
+}
+
+interface EngineEvents {
+  state: [EngineStateEvent];
+  warning: [EngineWarningEvent];
+}
+
+/** What the engine knows of one pipeline beyond the store. */
+interface Entry {
+  name: string;
+  stats: PipelineStats;
+  /** The runner of this server, current or last (kept for status after it ended). */
+  runner?: PipelineRunner;
+  runnerDone: boolean;
+  /** Definition hash and config the runner was started with. */
+  hash?: string;
+  materialized?: MaterializedPipeline;
+  /** Lease of another server, as last seen. */
+  heldBy?: LeaseInfo;
+  /** Metrics-only source of a paused pipeline (retained WAL keeps growing while paused). */
+  monitor?: { source: Source; timer: NodeJS.Timeout; abort: AbortController };
+  monitorFailed?: boolean;
+}
+
+/**
+ * Runs the pipelines of one server.
+ *
+ * Each pipeline runs in at most one process: before running one, the engine takes its lease
+ * in the state store and renews it every `reconcileIntervalMs`; a pipeline whose lease
+ * another server holds is reported with `heldBy` and left alone, and taken over once that
+ * lease expires. The same periodic pass picks up changes other servers made through the
+ * store (a new definition, pause, resume, delete).
+ *
+ * `start()` also retries pipelines left ERRORED by a previous run of the server (a restart
+ * is the usual moment to have fixed the cause); afterwards an ERRORED pipeline stays so
+ * until `resume` or an `apply` that changes it.
+ */
+export class Engine extends EventEmitter<EngineEvents> {
+  private readonly store: StateStore;
+  private readonly logger: Logger;
+  private readonly holderId: string;
+  private readonly leaseTtlMs: number;
+  private readonly reconcileIntervalMs: number;
+  private readonly runtime: RuntimeOptions;
+  private readonly entries = new Map<string, Entry>();
+  private readonly locks = new Map<string, Promise<void>>();
+  private started = false;
+  private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+  private reconciling: Promise<void> | undefined;
+
+  constructor(private readonly options: EngineOptions) {
+    super();
+    this.store = options.store;
+    this.logger = options.logger;
+    this.holderId = options.holderId;
+    this.leaseTtlMs = options.leaseTtlMs ?? 30_000;
+    this.reconcileIntervalMs = options.reconcileIntervalMs ?? Math.max(50, Math.floor(this.leaseTtlMs / 3));
+    this.runtime = runtimeOptions(options.runtime);
+  }
+
+  /** Start every pipeline that is not paused or completed and whose lease this server gets. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await this.reconcile(true);
+    this.timer = setInterval(() => void this.reconcile(false), this.reconcileIntervalMs);
+    this.timer.unref();
+  }
+
+  /**
+   * Store a pipeline definition. Unchanged hash → nothing happens. New → created and
+   * started. Changed → the running pipeline is stopped at a checkpoint and started again
+   * with the new definition, from that checkpoint. A `cdc` → `cdc_backfill` switch asks for
+   * a re-snapshot (see {@link PipelineRunner} on how it overlaps with the stream);
+   * `cdc_backfill` → `cdc` keeps everything (a finished snapshot stays finished). A changed
+   * `snapshot` pipeline runs its snapshot again.
+   */
+  async apply(name: string, definition: StoredPipelineDefinition, hash: string, replicationType: string): Promise<'created' | 'updated' | 'unchanged'> {
+    return this.withLock(name, async () => {
+      const existing = await this.store.getPipeline(name);
+      if (existing === undefined) {
+        await this.store.upsertPipeline({ name, definition, definitionHash: hash, replicationType, state: 'CREATED', snapshotDone: false, paused: false });
+        this.logger.info('pipeline created', { name, type: replicationType });
+        if (this.started && !this.stopped) await this.startIfLeased(name, true);
+        return 'created';
+      }
+      if (existing.definitionHash === hash && (existing.replicationType ?? replicationType) === replicationType) return 'unchanged';
+
+      const entry = this.entry(name);
+      if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'restart');
+      const previousType = existing.replicationType;
+      let snapshotDone = existing.snapshotDone;
+      let clearStart = false;
+      if (previousType === 'cdc' && replicationType === 'cdc_backfill') {
+        await this.store.clearPartitions(name);
+        snapshotDone = false;
+        this.logger.info('replication type changed from cdc to cdc_backfill: the tables will be snapshotted again', { name });
+      } else if (replicationType === 'snapshot') {
+        await this.store.clearPartitions(name);
+        await this.store.clearCheckpoints(name);
+        snapshotDone = false;
+        // A completed snapshot pipeline dropped its slot: the next run opens a new one.
+        clearStart = existing.state === 'COMPLETED';
+      }
+      await this.store.upsertPipeline({
+        name,
+        definition,
+        definitionHash: hash,
+        replicationType,
+        state: existing.paused ? 'PAUSED' : 'CREATED',
+        snapshotDone,
+        paused: existing.paused,
+      });
+      if (clearStart) await this.store.updatePipeline(name, { startPosition: undefined });
+      this.logger.info('pipeline updated', { name, type: replicationType });
+      if (!existing.paused && this.started && !this.stopped) await this.startIfLeased(name, true);
+      return 'updated';
+    });
+  }
+
+  /** Checkpoint and stop the pipeline; it stays stopped (across restarts) until `resume`. */
+  async pause(name: string): Promise<void> {
+    await this.withLock(name, async () => {
+      await this.mustGet(name);
+      await this.store.updatePipeline(name, { paused: true });
+      const entry = this.entry(name);
+      if (entry.runner && !entry.runnerDone) {
+        await this.stopRunner(entry, 'pause');
+      } else if (entry.heldBy === undefined || Date.parse(entry.heldBy.expiresAt) < Date.now()) {
+        // Not running anywhere (or nowhere that renews): pausing is just the flag and the state.
+        await this.store.updatePipeline(name, { state: 'PAUSED', error: undefined });
+        this.emit('state', { pipeline: name, state: 'PAUSED' });
+      }
+      // Otherwise the server holding it sees the flag on its next pass and pauses it there.
+      this.logger.info('pipeline pause requested', { name });
+      if (!this.stopped) await this.startMonitor(entry);
+    });
+  }
+
+  /** Clear the pause (or an error) and start the pipeline from its checkpoint. */
+  async resume(name: string): Promise<void> {
+    await this.withLock(name, async () => {
+      const record = await this.mustGet(name);
+      const entry = this.entry(name);
+      this.stopMonitor(entry);
+      const running = entry.runner !== undefined && !entry.runnerDone;
+      if (running && !record.paused && entry.runner!.state !== 'ERRORED') return;
+      if (running) await this.stopRunner(entry, 'restart');
+      const state: PipelineState = record.state === 'PAUSED' || record.state === 'ERRORED' ? 'CREATED' : record.state;
+      await this.store.updatePipeline(name, { paused: false, state, error: undefined });
+      this.logger.info('pipeline resumed', { name });
+      if (this.started && !this.stopped) await this.startIfLeased(name, true);
+    });
+  }
+
+  /**
+   * Stop the pipeline, remove what its source created (`drop()`: slot, publication) and
+   * forget its state. Refused while another server holds the pipeline: that server would
+   * keep the slot busy.
+   */
+  async delete(name: string): Promise<void> {
+    await this.withLock(name, async () => {
+      const record = await this.mustGet(name);
+      const entry = this.entry(name);
+      const lease = await this.store.acquireLease(name, this.holderId, this.leaseTtlMs);
+      if (!lease.acquired) {
+        throw new NanosyncError(
+          ErrorCode.PipelineLeaseHeld,
+          `pipeline ${name} is running on ${lease.lease.holder} (lease until ${lease.lease.expiresAt}); delete it through that server, or stop it and try again`,
+        );
+      }
+      if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'delete');
+      this.stopMonitor(entry);
+      if (record.replicationType !== 'query') {
+        try {
+          await this.dropSource(name, record);
+        } catch (err) {
+          await this.store.updatePipeline(name, { paused: true, state: 'PAUSED' }).catch(() => {});
+          await this.store.releaseLease(name, this.holderId).catch(() => {});
+          throw new NanosyncError(
+            ErrorCode.PipelineStopped,
+            `pipeline ${name}: removing its replication slot and publication failed (${describeError(err)}); the pipeline is paused and kept — fix the cause and delete it again`,
+            { cause: err },
+          );
+        }
+      }
+      await this.store.deletePipeline(name);
+      this.entries.delete(name);
+      this.logger.info('pipeline deleted', { name });
+    });
+  }
+
+  async list(): Promise<PipelineStatus[]> {
+    let records: PipelineRecord[];
+    try {
+      records = await this.store.listPipelines();
+    } catch (err) {
+      // The store is down: report what this server knows, which is what an operator needs.
+      this.logger.debug('state store unreadable while listing', { error: describeError(err) });
+      return Promise.all([...this.entries.values()].filter((e) => e.runner).map((e) => this.statusOf(e.name, undefined)));
+    }
+    return Promise.all(records.map((r) => this.statusOf(r.name, r)));
+  }
+
+  async status(name: string): Promise<PipelineStatus> {
+    let record: PipelineRecord | undefined;
+    try {
+      record = await this.store.getPipeline(name);
+    } catch (err) {
+      if (this.entries.get(name)?.runner === undefined) throw err;
+    }
+    if (record === undefined && this.entries.get(name)?.runner === undefined) {
+      throw new NanosyncError(ErrorCode.PipelineNotFound, `pipeline ${name} does not exist`);
+    }
+    return this.statusOf(name, record);
+  }
+
+  /** Checkpoint and stop every pipeline, release the leases. Bounded by the runtime's stop budget (< 10 s). */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    const stopAll = () =>
+      Promise.all(
+        [...this.entries.values()].map(async (entry) => {
+          this.stopMonitor(entry);
+          if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'shutdown');
+        }),
+      );
+    await stopAll();
+    // A pass that was starting a pipeline when the stop came: wait for it, stop what it started.
+    if (await within(this.reconciling, 1_000)) await stopAll();
+  }
+
+  // ---------------------------------------------------------------------------------------
+
+  private entry(name: string): Entry {
+    let entry = this.entries.get(name);
+    if (entry === undefined) {
+      entry = { name, stats: new PipelineStats(), runnerDone: true };
+      this.entries.set(name, entry);
+    }
+    return entry;
+  }
+
+  private async mustGet(name: string): Promise<PipelineRecord> {
+    const record = await this.store.getPipeline(name);
+    if (record === undefined) throw new NanosyncError(ErrorCode.PipelineNotFound, `pipeline ${name} does not exist`);
+    return record;
+  }
+
+  private async withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(name) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const chained = previous.then(() => mine);
+    this.locks.set(name, chained);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.locks.get(name) === chained) this.locks.delete(name);
+    }
+  }
+
+  /** One pass: renew leases, follow changes made through the store, start what is free. */
+  private reconcile(retryErrored: boolean): Promise<void> {
+    if (this.reconciling) return this.reconciling;
+    this.reconciling = this.reconcilePass(retryErrored).finally(() => {
+      this.reconciling = undefined;
+    });
+    return this.reconciling;
+  }
+
+  private async reconcilePass(retryErrored: boolean): Promise<void> {
+    let records: PipelineRecord[];
+    try {
+      records = await this.store.listPipelines();
+    } catch (err) {
+      this.logger.warn('state store unreadable; leases not renewed on this pass', { error: describeError(err) });
+      return;
+    }
+    const present = new Set(records.map((r) => r.name));
+    for (const record of records) {
+      if (this.stopped) return;
+      try {
+        await this.withLock(record.name, () => this.reconcileOne(record.name, retryErrored));
+      } catch (err) {
+        this.logger.warn('could not reconcile pipeline', { name: record.name, error: describeError(err) });
+      }
+    }
+    for (const entry of [...this.entries.values()]) {
+      if (present.has(entry.name) || this.stopped) continue;
+      // Deleted through another server.
+      await this.withLock(entry.name, async () => {
+        if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'lease-lost');
+        this.stopMonitor(entry);
+        this.entries.delete(entry.name);
+      });
+    }
+  }
+
+  private async reconcileOne(name: string, retryErrored: boolean): Promise<void> {
+    if (this.stopped) return;
+    const record = await this.store.getPipeline(name);
+    if (record === undefined) return;
+    const entry = this.entry(name);
+    if (entry.runner && !entry.runnerDone) {
+      const lease = await this.store.acquireLease(name, this.holderId, this.leaseTtlMs);
+      if (!lease.acquired) {
+        this.logger.warn('lost the pipeline lease to another server; stopping here', { name, holder: lease.lease.holder });
+        entry.heldBy = lease.lease;
+        await this.stopRunner(entry, 'lease-lost', false);
+        return;
+      }
+      if (record.paused) {
+        await this.stopRunner(entry, 'pause');
+        await this.startMonitor(entry);
+      } else if (record.definitionHash !== entry.hash) {
+        this.logger.info('pipeline definition changed; restarting', { name });
+        await this.stopRunner(entry, 'restart', false);
+        await this.startRunner(entry, record);
+      }
+      return;
+    }
+    if (record.paused) {
+      entry.heldBy = undefined;
+      await this.startMonitor(entry);
+      return;
+    }
+    this.stopMonitor(entry);
+    if (record.state === 'COMPLETED') return;
+    if (record.state === 'ERRORED' && !retryErrored) return;
+    await this.startIfLeased(name, false, record);
+  }
+
+  private async startIfLeased(name: string, fresh: boolean, known?: PipelineRecord): Promise<void> {
+    const record = fresh || known === undefined ? await this.store.getPipeline(name) : known;
+    if (record === undefined || record.paused) return;
+    const entry = this.entry(name);
+    if (entry.runner && !entry.runnerDone) return;
+    const lease = await this.store.acquireLease(name, this.holderId, this.leaseTtlMs);
+    if (!lease.acquired) {
+      if (entry.heldBy?.holder !== lease.lease.holder) this.logger.info('pipeline is run by another server', { name, holder: lease.lease.holder });
+      entry.heldBy = lease.lease;
+      return;
+    }
+    entry.heldBy = undefined;
+    await this.startRunner(entry, record);
+  }
+
+  private async startRunner(entry: Entry, record: PipelineRecord): Promise<void> {
+    const name = entry.name;
+    this.stopMonitor(entry);
+    let materialized: MaterializedPipeline;
+    try {
+      materialized = await this.options.materialize(record.definition as StoredPipelineDefinition);
+    } catch (err) {
+      const message = describeError(err);
+      this.logger.error('pipeline cannot start', { name, error: message });
+      await this.store.updatePipeline(name, { state: 'ERRORED', error: message });
+      await this.store.releaseLease(name, this.holderId);
+      this.emit('state', { pipeline: name, state: 'ERRORED', error: message });
+      return;
+    }
+    if (this.stopped) {
+      await this.store.releaseLease(name, this.holderId).catch(() => {});
+      return;
+    }
+    const runner = new PipelineRunner({
+      name,
+      store: this.store,
+      logger: this.logger.child({ pipeline: name }),
+      materialized,
+      stats: entry.stats,
+      runtime: this.runtime,
+      onState: (state, error) => this.emit('state', error === undefined ? { pipeline: name, state } : { pipeline: name, state, error }),
+      onWarning: (message) => this.emit('warning', { pipeline: name, message }),
+    });
+    entry.runner = runner;
+    entry.runnerDone = false;
+    entry.hash = record.definitionHash;
+    entry.materialized = materialized;
+    runner.start();
+    void runner.done.then(async () => {
+      if (entry.runner !== runner) return;
+      entry.runnerDone = true;
+      // ERRORED or COMPLETED on its own: let go of the lease so it shows as free.
+      if (!runner.stopping) await this.store.releaseLease(name, this.holderId).catch(() => {});
+    });
+  }
+
+  private async stopRunner(entry: Entry, reason: StopReason, release = true): Promise<void> {
+    const runner = entry.runner;
+    if (runner === undefined) return;
+    await runner.stop(reason);
+    entry.runnerDone = true;
+    if (reason === 'pause' && runner.state !== 'PAUSED') {
+      await this.store.updatePipeline(entry.name, { state: 'PAUSED', error: undefined }).catch(() => {});
+      this.emit('state', { pipeline: entry.name, state: 'PAUSED' });
+    }
+    if (release && reason !== 'lease-lost') await this.store.releaseLease(entry.name, this.holderId).catch(() => {});
+  }
+
+  private async dropSource(name: string, record: PipelineRecord): Promise<void> {
+    const materialized = await this.options.materialize(record.definition as StoredPipelineDefinition);
+    const abort = new AbortController();
+    const source = await materialized.source.definition.create(materialized.source.config, {
+      pipeline: name,
+      logger: this.logger.child({ pipeline: name, connector: 'source' }),
+      signal: abort.signal,
+    });
+    try {
+      await source.drop();
+    } finally {
+      abort.abort();
+      await source.close().catch(() => {});
+    }
+  }
+
+  /**
+   * A paused pipeline still holds its slot, and the slot's retained WAL grows: poll the
+   * source's metrics so the status and the warnings keep showing it.
+   */
+  private async startMonitor(entry: Entry): Promise<void> {
+    if (entry.monitor || entry.monitorFailed || this.stopped) return;
+    try {
+      const record = await this.store.getPipeline(entry.name);
+      if (record === undefined || record.replicationType === 'query' || record.state === 'COMPLETED' || record.startPosition === undefined) return;
+      const materialized = entry.materialized ?? (await this.options.materialize(record.definition as StoredPipelineDefinition));
+      entry.materialized = materialized;
+      const abort = new AbortController();
+      const source = await materialized.source.definition.create(materialized.source.config, {
+        pipeline: entry.name,
+        logger: this.logger.child({ pipeline: entry.name, connector: 'source' }),
+        signal: abort.signal,
+      });
+      if (source.metrics === undefined) {
+        await source.close();
+        entry.monitorFailed = true;
+        return;
+      }
+      const poll = async () => {
+        try {
+          const metrics = await source.metrics!();
+          for (const warning of entry.stats.onSourceMetrics(metrics, { stallAfterMs: this.runtime.stallAfterMs }, false)) {
+            this.logger.warn(warning, { pipeline: entry.name });
+            this.emit('warning', { pipeline: entry.name, message: warning });
+          }
+        } catch (err) {
+          this.logger.debug('source metrics unavailable', { pipeline: entry.name, error: describeError(err) });
+        }
+      };
+      const timer = setInterval(() => void poll(), this.runtime.metricsIntervalMs);
+      timer.unref();
+      entry.monitor = { source, timer, abort };
+      void poll();
+    } catch (err) {
+      entry.monitorFailed = true;
+      this.logger.debug('cannot watch the paused pipeline', { pipeline: entry.name, error: describeError(err) });
+    }
+  }
+
+  private stopMonitor(entry: Entry): void {
+    const monitor = entry.monitor;
+    entry.monitorFailed = false;
+    if (monitor === undefined) return;
+    entry.monitor = undefined;
+    clearInterval(monitor.timer);
+    monitor.abort.abort();
+    void monitor.source.close().catch(() => {});
+  }
+
+  private async statusOf(name: string, record: PipelineRecord | undefined): Promise<PipelineStatus> {
+    const entry = this.entries.get(name) ?? { name, stats: new PipelineStats(), runnerDone: true };
+    const runner = entry.runner;
+    const live = runner !== undefined && !entry.runnerDone;
+    const stats = entry.stats;
+    const now = Date.now();
+
+    const state: PipelineState = live ? runner.state : (record?.state ?? runner?.state ?? 'CREATED');
+    const error = live ? runner.error : (record?.error ?? runner?.error);
+    const replicationType = record?.replicationType ?? entry.materialized?.pipeline.replication_type ?? 'cdc_backfill';
+
+    let checkpoints: Record<string, Position> = {};
+    let partitions: PartitionRecord[] = [];
+    try {
+      checkpoints = await this.store.getCheckpoints(name);
+      partitions = await this.store.listPartitions(name);
+    } catch {}
+
+    const source = live ? runner.source : undefined;
+    const compare = replicationType === 'query' ? compareQueryPositions : source ? (a: Position, b: Position) => source.comparePositions(a, b) : compareText;
+    const format = (p: Position | undefined) => (p === undefined ? undefined : live ? runner.format(p) : p);
+
+    const sinkNames = new Set<string>([...(entry.materialized?.sinks.map((s) => s.name) ?? []), ...stats.sinks.keys(), ...Object.keys(checkpoints)]);
+    const lanes = live ? runner.fanOut?.lanes : undefined;
+    const sinks: SinkStatus[] = [...sinkNames].map((sinkName) => {
+      const s = stats.sink(sinkName);
+      const lane = lanes?.find((l) => l.name === sinkName);
+      const checkpoint = lane?.checkpoint ?? checkpoints[sinkName];
+      const status: SinkStatus = {
+        name: sinkName,
+        rowsWritten: s.rowsWritten,
+        writeErrors: s.writeErrors,
+        queueDepth: lane?.queuedEvents ?? 0,
+        queueBytes: lane?.queuedBytes ?? 0,
+        writeLatency: s.latency.snapshot(),
+      };
+      if (checkpoint !== undefined) {
+        status.checkpoint = checkpoint;
+        const text = format(checkpoint);
+        if (text !== undefined && text !== checkpoint) status.checkpointText = text;
+      }
+      const lagMs = lane?.lagMs() ?? s.lagMs;
+      if (lagMs !== undefined) status.lagSeconds = lagMs / 1000;
+      return status;
+    });
+
+    const tableNames = this.tableNames(entry, record);
+    const partitionsByTable = new Map<string, PartitionRecord[]>();
+    for (const p of partitions) {
+      const list = partitionsByTable.get(p.table) ?? [];
+      list.push(p);
+      partitionsByTable.set(p.table, list);
+    }
+    for (const tableName of partitionsByTable.keys()) if (!tableNames.includes(tableName)) tableNames.push(tableName);
+    for (const tableName of stats.tables.keys()) if (!tableNames.includes(tableName)) tableNames.push(tableName);
+    const tables: TableStatus[] = tableNames.map((tableName) => {
+      const t = stats.tables.get(tableName);
+      const planned = partitionsByTable.get(tableName) ?? [];
+      const fromStore = {
+        total: planned.length,
+        done: planned.filter((p) => p.status === 'done').length,
+        rows: planned.reduce((n, p) => n + (p.status === 'done' ? (p.rowsRead ?? 0) : 0), 0),
+        estimated: planned.reduce((n, p) => n + (p.estimatedRows ?? 0), 0),
+      };
+      const useStats = t !== undefined && live && stats.snapshotActive;
+      const status: TableStatus = {
+        table: tableName,
+        rowsSnapshotted: useStats ? t.rowsSnapshotted : Math.max(fromStore.rows, t?.rowsSnapshotted ?? 0),
+        rowsEstimated: fromStore.estimated || (t?.rowsEstimated ?? 0),
+        events: t?.events ?? 0,
+        partitionsTotal: fromStore.total,
+        partitionsDone: useStats ? t.partitionsDone : fromStore.done,
+      };
+      if (t?.lagMs !== undefined) status.lagSeconds = t.lagMs / 1000;
+      return status;
+    });
+
+    const status: PipelineStatus = {
+      name,
+      state,
+      replicationType,
+      eventsPerSecond: round(stats.rate.rate(now)),
+      eventsTotal: stats.eventsTotal,
+      tables,
+      sinks,
+      warnings: stats.activeWarnings(),
+    };
+    if (error !== undefined) status.error = error;
+    const lag = stats.lagSeconds();
+    if (lag !== undefined) status.lagSeconds = round(lag);
+    if (record?.startPosition !== undefined) {
+      status.startPosition = record.startPosition;
+      const text = format(record.startPosition);
+      if (text !== undefined && text !== record.startPosition) status.startPositionText = text;
+    }
+    let min: Position | undefined;
+    let complete = sinks.length > 0;
+    for (const s of sinks) {
+      if (s.checkpoint === undefined) complete = false;
+      else if (min === undefined || compare(s.checkpoint, min) < 0) min = s.checkpoint;
+    }
+    if (complete && min !== undefined) {
+      status.checkpoint = min;
+      const text = format(min);
+      if (text !== undefined && text !== min) status.checkpointText = text;
+    }
+    if (stats.acknowledgedPosition !== undefined) status.acknowledgedPosition = stats.acknowledgedPosition;
+    if (!live && entry.heldBy !== undefined && Date.parse(entry.heldBy.expiresAt) > now) {
+      status.heldBy = entry.heldBy.holder;
+      status.heldUntil = entry.heldBy.expiresAt;
+    }
+    const progress = snapshotProgress(tables, stats, live);
+    if (progress !== undefined) status.snapshot = progress;
+    if (stats.source !== undefined) status.source = { ...stats.source };
+    if (record?.updatedAt !== undefined) status.updatedAt = record.updatedAt;
+    return status;
+  }
+
+  private tableNames(entry: Entry, record: PipelineRecord | undefined): string[] {
+    const fromConfig = entry.materialized?.pipeline.source.tableRefs.map(formatTableName);
+    if (fromConfig) return [...fromConfig];
+    // Not run here: read the table list from the stored YAML node, when it has the usual shape.
+    const raw = (record?.definition as { pipeline?: { source?: { tables?: unknown } } } | undefined)?.pipeline?.source?.tables;
+    if (!Array.isArray(raw)) return [];
+    const names: string[] = [];
+    for (const t of raw) {
+      if (typeof t !== 'string') continue;
+      const parsed = parseTableName(t);
+      names.push(parsed.ok ? formatTableName(parsed.ref) : t);
+    }
+    return names;
+  }
+}
+
+function snapshotProgress(tables: TableStatus[], stats: PipelineStats, live: boolean): PipelineStatus['snapshot'] {
+  const planned = tables.filter((t) => t.partitionsTotal > 0);
+  if (planned.length === 0) return undefined;
+  const fromStats = live ? stats.snapshotProgress(planned.map((t) => t.table)) : undefined;
+  const partitionsTotal = planned.reduce((n, t) => n + t.partitionsTotal, 0);
+  const partitionsDone = planned.reduce((n, t) => n + t.partitionsDone, 0);
+  const progress = {
+    partitionsTotal,
+    partitionsDone,
+    rowsRead: planned.reduce((n, t) => n + t.rowsSnapshotted, 0),
+    rowsEstimated: planned.reduce((n, t) => n + t.rowsEstimated, 0),
+    done: partitionsDone >= partitionsTotal,
+  } as NonNullable<PipelineStatus['snapshot']>;
+  if (fromStats?.etaSeconds !== undefined && !progress.done) progress.etaSeconds = fromStats.etaSeconds;
+  return progress;
+}
+
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function round(n: number): number {
+  return Math.round(n * 1000) / 1000;
+}

@@ -1,0 +1,519 @@
+import { formatTableName } from '../config/table-name.js';
+import type { ConnectorContext, OpenResult, Sink, Source, TableRef } from '../contract/connector.js';
+import type { Logger } from '../contract/logger.js';
+import { ErrorCode, NanosyncError, isRetriable } from '../errors.js';
+import { describeError } from '../log/logger.js';
+import type { ChangeEvent, Position, TableSchema } from '../model.js';
+import type { PipelineState, StateStore } from '../state/store.js';
+import { Acknowledger } from './acknowledger.js';
+import { backoffDelay, sleep, within } from './backoff.js';
+import { FanOut } from './fan-out.js';
+import { createEventMapper, type EventMapper, validateMappings } from './mappings.js';
+import { compareQueryPositions, runQueryPipeline } from './query-runner.js';
+import { SinkLane } from './sink-lane.js';
+import { SnapshotCoordinator } from './snapshot-coordinator.js';
+import type { PipelineStats, TableStats } from './stats.js';
+import type { MaterializedPipeline, MaterializedSink, RuntimeOptions } from './types.js';
+
+/**
+ * Why a runner stops. `pause` leaves the pipeline PAUSED; `shutdown` and `restart` leave the
+ * stored state as it was so the next start resumes; `lease-lost` writes nothing (another
+ * server owns the pipeline now); `delete` is followed by the source's `drop()`.
+ */
+export type StopReason = 'pause' | 'shutdown' | 'restart' | 'delete' | 'lease-lost';
+
+export interface PipelineRunnerOptions {
+  name: string;
+  store: StateStore;
+  /** Already bound to the pipeline (`pipeline=name`). */
+  logger: Logger;
+  materialized: MaterializedPipeline;
+  stats: PipelineStats;
+  runtime: RuntimeOptions;
+  onState: (state: PipelineState, error: string | undefined) => void;
+  onWarning: (message: string) => void;
+}
+
+/** What one attempt created, so that teardown closes exactly that. */
+interface AttemptResources {
+  source?: Source;
+  sinks: { def: MaterializedSink; sink: Sink }[];
+  fanOut?: FanOut;
+  acker?: Acknowledger;
+  coordinator?: SnapshotCoordinator;
+  snapshot?: OpenResult['snapshot'];
+  metricsTimer?: NodeJS.Timeout;
+}
+
+/**
+ * Runs one pipeline in this process: the order of the handoff, the lifecycle, retries.
+ *
+ * One run ("attempt"): create the source and sinks → `open` (before any snapshot read; the
+ * first run persists the start position L₀) → `describe` → snapshot of the tables that need
+ * one (see {@link SnapshotCoordinator}) → release the exported snapshot → stream from the
+ * minimum sink checkpoint (or L₀), each batch fanned out to the sink lanes, each durable
+ * checkpoint offered to the {@link Acknowledger} as the new minimum over the sinks.
+ *
+ * Failures: a retriable error from the source restarts the attempt with backoff (from the
+ * checkpoints, like a process restart); a sink write that stays failing after its own
+ * retries, or any other error, makes the pipeline ERRORED with the cause, stops everything
+ * and acknowledges nothing more. A failing state store also makes it ERRORED; the runner
+ * then keeps probing the store and resumes by itself once the store accepts writes again.
+ *
+ * Re-snapshot and added tables: a table with pending partitions, or without a stored plan,
+ * is snapshotted on the next run. On a pipeline that already streams (a `cdc` →
+ * `cdc_backfill` switch clears the plan; a table added to the config has none) the slot is
+ * kept: the snapshot is a fresh read (there is no exported snapshot after the first run)
+ * that starts after the sinks' checkpoint, so the stream resumed from that checkpoint
+ * re-applies every change the read may have missed or already contains — the same overlap
+ * rule as a restart mid-snapshot. Snapshot rows carry that resume position.
+ */
+export class PipelineRunner {
+  state: PipelineState = 'CREATED';
+  error: string | undefined;
+  /** The current attempt's source and sinks, for status (positions in human form, queues). */
+  source: Source | undefined;
+  fanOut: FanOut | undefined;
+  acknowledged: Position | undefined;
+  private stopReason: StopReason | undefined;
+  private readonly stopController = new AbortController();
+  private loopDone: Promise<void> | undefined;
+  private deadline = Number.POSITIVE_INFINITY;
+  private failures = 0;
+  private readonly logger: Logger;
+  private readonly tableStats = new WeakMap<TableSchema, TableStats>();
+
+  constructor(private readonly options: PipelineRunnerOptions) {
+    this.logger = options.logger;
+  }
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  get stopping(): boolean {
+    return this.stopReason !== undefined;
+  }
+
+  start(): void {
+    this.loopDone ??= this.loop();
+  }
+
+  /** Resolves when the runner has nothing left running (after a stop, COMPLETED or ERRORED). */
+  get done(): Promise<void> {
+    return this.loopDone ?? Promise.resolve();
+  }
+
+  /**
+   * Stop: reads end, queued events are written and checkpointed (within
+   * `runtime.stopTimeoutMs`; what does not make it is replayed on the next start), the
+   * source is acknowledged at the final checkpoint, and sinks and source are closed.
+   */
+  async stop(reason: StopReason): Promise<void> {
+    this.stopReason ??= reason;
+    this.deadline = Math.min(this.deadline, Date.now() + this.options.runtime.stopTimeoutMs);
+    this.stopController.abort();
+    if (this.loopDone === undefined) return;
+    // A safety net against a connector that ignores every signal: give up waiting.
+    await within(this.loopDone, this.options.runtime.stopTimeoutMs + 2_000);
+  }
+
+  private async loop(): Promise<void> {
+    const { runtime } = this.options;
+    while (!this.stopping) {
+      let outcome: 'completed' | 'stopped';
+      try {
+        outcome = await this.runOnce();
+      } catch (err) {
+        if (this.stopping) break;
+        const message = describeError(err);
+        if (isRetriable(err) && this.failures + 1 < runtime.retry.maxAttempts) {
+          this.failures++;
+          const delay = backoffDelay(this.failures, runtime.retry);
+          this.logger.warn('pipeline failed, restarting from its checkpoint', { attempt: this.failures, retry_in_ms: delay, error: message });
+          await sleep(delay, this.stopController.signal);
+          continue;
+        }
+        this.logger.error('pipeline stopped with an error', { error: message });
+        await this.setState('ERRORED', message);
+        if (NanosyncError.is(err, ErrorCode.StateUnavailable) && (await this.waitForStore(message))) {
+          this.failures = 0;
+          continue;
+        }
+        return;
+      }
+      if (outcome === 'completed') {
+        await this.setState('COMPLETED');
+        this.logger.info('pipeline completed');
+        return;
+      }
+    }
+    if (this.stopReason === 'pause') {
+      await this.setState('PAUSED');
+      this.logger.info('pipeline paused');
+    }
+    this.options.stats.clearRunWarnings();
+  }
+
+  /** After a store failure: probe until it accepts a write again (true) or the runner stops (false). */
+  private async waitForStore(message: string): Promise<boolean> {
+    const { store, name, runtime } = this.options;
+    this.logger.warn('waiting for the state store to accept writes again', { retry_every_ms: runtime.storeProbeIntervalMs });
+    while (!this.stopping) {
+      await sleep(runtime.storeProbeIntervalMs, this.stopController.signal);
+      if (this.stopping) return false;
+      try {
+        await store.updatePipeline(name, { state: 'ERRORED', error: message });
+        this.logger.info('state store is writable again; restarting from the checkpoint');
+        return true;
+      } catch {}
+    }
+    return false;
+  }
+
+  private async setState(state: PipelineState, error?: string): Promise<void> {
+    this.state = state;
+    this.error = error;
+    if (this.stopReason !== 'lease-lost' && this.stopReason !== 'delete') {
+      try {
+        await this.options.store.updatePipeline(this.options.name, { state, error });
+      } catch (err) {
+        this.logger.warn('could not record the pipeline state', { state, error: describeError(err) });
+      }
+    }
+    this.options.onState(state, error);
+  }
+
+  private async runOnce(): Promise<'completed' | 'stopped'> {
+    const attempt = new AbortController();
+    const stopSignal = this.stopController.signal;
+    const onStop = () => attempt.abort();
+    if (stopSignal.aborted) attempt.abort();
+    else stopSignal.addEventListener('abort', onStop, { once: true });
+
+    let failure: { error: unknown } | undefined;
+    let rejectFailed!: (err: unknown) => void;
+    const failed = new Promise<never>((_, reject) => {
+      rejectFailed = reject;
+    });
+    failed.catch(() => {});
+    const fail = (err: unknown) => {
+      if (failure !== undefined || this.stopping) return;
+      failure = { error: err };
+      attempt.abort();
+      rejectFailed(err);
+    };
+    const stopped = new Promise<'stopped'>((resolve) => {
+      if (stopSignal.aborted) resolve('stopped');
+      else stopSignal.addEventListener('abort', () => resolve('stopped'), { once: true });
+    });
+
+    const res: AttemptResources = { sinks: [] };
+    const body = this.body(attempt.signal, res, fail);
+    body.catch(() => {});
+    try {
+      const outcome = await Promise.race([body, failed, stopped]);
+      if (failure !== undefined) throw failure.error;
+      return outcome;
+    } catch (err) {
+      if (failure === undefined) failure = { error: err };
+      throw failure.error;
+    } finally {
+      stopSignal.removeEventListener('abort', onStop);
+      attempt.abort();
+      await this.teardown(res, failure === undefined);
+    }
+  }
+
+  private async body(signal: AbortSignal, res: AttemptResources, fail: (err: unknown) => void): Promise<'completed' | 'stopped'> {
+    const { store, name, materialized, stats, runtime } = this.options;
+    const { pipeline } = materialized;
+    const type = pipeline.replication_type;
+    const record = await store.getPipeline(name);
+    if (record === undefined) throw new NanosyncError(ErrorCode.PipelineNotFound, `pipeline ${name} is not in the state store`);
+
+    const context = (role: string): ConnectorContext => ({ pipeline: name, logger: this.logger.child({ connector: role }), signal });
+    const source = await materialized.source.definition.create(materialized.source.config, context('source'));
+    res.source = source;
+    this.source = source;
+    for (const def of materialized.sinks) {
+      res.sinks.push({ def, sink: await def.definition.create(def.config, context(`sink ${def.name}`)) });
+    }
+    const checkpoints = await store.getCheckpoints(name);
+    stats.resetInFlight();
+
+    if (type === 'query') {
+      const query = pipeline.query;
+      if (query === undefined) throw new NanosyncError(ErrorCode.ConfigInvalid, `pipeline ${name} is a query pipeline without query.sql`);
+      const mappers = res.sinks.map(({ def }) => createEventMapper(def.mappings));
+      const fanOut = this.createFanOut(res, checkpoints, mappers, compareQueryPositions, fail);
+      await this.setState('LIVE_CDC');
+      return runQueryPipeline({
+        pipeline: name,
+        source,
+        sql: query.sql,
+        intervalSeconds: query.interval_seconds,
+        fanOut,
+        openSinks: async (table) => {
+          for (const [i, { def, sink }] of res.sinks.entries()) {
+            const own = def.mappings.filter((m) => m.tableRef.schema === table.schema && m.tableRef.name === table.name);
+            validateMappings(def.name, own, [table]);
+            await sink.open([mappers[i]?.mapTable(table) ?? table]);
+          }
+        },
+        chunkRows: runtime.snapshotChunkRows,
+        signal,
+        logger: this.logger,
+        stats,
+        checkpoint: fanOut.minCheckpoint(compareQueryPositions),
+        onRunStart: () => {
+          this.failures = 0;
+        },
+      });
+    }
+
+    const compare = (a: Position, b: Position) => source.comparePositions(a, b);
+    const tables: TableRef[] = pipeline.source.tableRefs;
+    const wantsSnapshot = type === 'cdc_backfill' || type === 'snapshot';
+    let snapshotRefs: TableRef[] = [];
+    if (wantsSnapshot) {
+      const pending = new Map<string, number>();
+      for (const p of await store.listPartitions(name)) pending.set(p.table, (pending.get(p.table) ?? 0) + (p.status === 'pending' ? 1 : 0));
+      snapshotRefs = tables.filter((ref) => (pending.get(formatTableName(ref)) ?? 1) > 0);
+    }
+    if (type === 'snapshot' && snapshotRefs.length === 0 && record.snapshotDone) {
+      // Finished before a crash that came before the state was written: just finish.
+      await source.drop();
+      return 'completed';
+    }
+
+    let storedResume: Position | undefined;
+    for (const { def } of res.sinks) {
+      const p = checkpoints[def.name] ?? record.startPosition;
+      if (p !== undefined && (storedResume === undefined || compare(p, storedResume) < 0)) storedResume = p;
+    }
+    if (record.startPosition !== undefined) {
+      this.logger.info('pipeline resuming', { name, lsn: this.format(storedResume ?? record.startPosition) });
+    } else {
+      this.logger.info('pipeline starting', { name, type });
+    }
+
+    const opened = await source.open(tables, {
+      existingStartPosition: record.startPosition,
+      checkpoint: storedResume,
+      wantSnapshot: snapshotRefs.length > 0,
+    });
+    res.snapshot = opened.snapshot;
+    const startPosition = record.startPosition ?? opened.startPosition;
+    if (record.startPosition === undefined) {
+      await store.updatePipeline(name, { startPosition });
+      this.logger.info('start position recorded', { lsn: this.format(startPosition) });
+    }
+
+    const schemas = await source.describe(tables);
+    for (const schema of schemas) this.statsFor(schema);
+    const mappers = res.sinks.map(({ def }) => {
+      validateMappings(def.name, def.mappings, schemas);
+      return createEventMapper(def.mappings);
+    });
+    for (const [i, { sink }] of res.sinks.entries()) {
+      const mapper = mappers[i];
+      await sink.open(mapper ? schemas.map((t) => mapper.mapTable(t)) : schemas);
+    }
+    const fanOut = this.createFanOut(res, checkpoints, mappers, compare, fail);
+    res.acker = new Acknowledger(
+      source,
+      compare,
+      this.logger,
+      (position) => {
+        this.acknowledged = position;
+        stats.onAcknowledged(position, compare);
+      },
+      fail,
+    );
+    this.startMetrics(source, res);
+    const resumeFrom = fanOut.resumePosition(startPosition, compare);
+
+    if (snapshotRefs.length > 0) {
+      await this.setState('SNAPSHOTTING');
+      const byKey = new Map(schemas.map((s) => [formatTableName(s), s]));
+      const coordinator = new SnapshotCoordinator({
+        pipeline: name,
+        source,
+        store,
+        fanOut,
+        tables: snapshotRefs.map((ref) => byKey.get(formatTableName(ref))).filter((t): t is TableSchema => t !== undefined),
+        tableKey: (t) => formatTableName(t),
+        position: resumeFrom,
+        snapshotToken: opened.snapshot?.token,
+        concurrency: pipeline.snapshot.concurrency,
+        targetRowsPerPartition: pipeline.snapshot.target_rows_per_partition,
+        chunkRows: runtime.snapshotChunkRows,
+        retry: runtime.retry,
+        signal,
+        logger: this.logger,
+        stats,
+      });
+      res.coordinator = coordinator;
+      await coordinator.run();
+      if (signal.aborted) return 'stopped';
+      await store.updatePipeline(name, { snapshotDone: true });
+      this.logger.info('snapshot complete', { tables: snapshotRefs.length });
+    }
+    await this.releaseSnapshot(res);
+
+    if (type === 'snapshot') {
+      await fanOut.drain();
+      // A snapshot pipeline never streams: remove the slot so it retains no WAL.
+      await source.drop();
+      return 'completed';
+    }
+
+    await this.setState('LIVE_CDC');
+    for (const lane of fanOut.lanes) {
+      lane.skipUpTo(lane.checkpoint !== undefined && compare(lane.checkpoint, resumeFrom) > 0 ? lane.checkpoint : undefined, compare);
+    }
+    this.logger.info('cdc streaming', { lsn: this.format(resumeFrom) });
+    const tableOf = (event: ChangeEvent) => this.statsFor(event.table);
+    for await (const batch of source.stream(resumeFrom, { signal, tables })) {
+      if (signal.aborted) break;
+      const events = batch.events;
+      let commitMs: number | undefined;
+      if (events.length > 0) {
+        const commitTime = events[events.length - 1]!.commitTime;
+        if (commitTime !== undefined) commitMs = Date.parse(commitTime);
+      }
+      stats.onStreamBatch(batch, tableOf, commitMs);
+      if (fanOut.push(events, batch.safePosition, commitMs)) await fanOut.waitForRoom();
+    }
+    if (!signal.aborted) {
+      throw new NanosyncError(ErrorCode.Internal, `the source's change stream for pipeline ${name} ended on its own; restarting it`, { retriable: true });
+    }
+    return 'stopped';
+  }
+
+  private createFanOut(
+    res: AttemptResources,
+    checkpoints: Record<string, Position>,
+    mappers: (EventMapper | undefined)[],
+    compare: (a: Position, b: Position) => number,
+    fail: (err: unknown) => void,
+  ): FanOut {
+    const { store, name, runtime, stats } = this.options;
+    const lanes: SinkLane[] = res.sinks.map(
+      ({ def, sink }, i) =>
+        new SinkLane({
+          pipeline: name,
+          name: def.name,
+          sink,
+          store,
+          mapper: mappers[i],
+          maxEvents: runtime.queue.maxEvents,
+          maxBytes: runtime.queue.maxBytes,
+          maxWriteEvents: runtime.maxWriteEvents,
+          retry: runtime.retry,
+          stats: stats.sink(def.name),
+          logger: this.logger,
+          checkpoint: checkpoints[def.name],
+          onCheckpoint: () => {
+            this.failures = 0;
+            res.acker?.offer(fanOut.minCheckpoint(compare));
+          },
+          onFailure: fail,
+        }),
+    );
+    const fanOut = new FanOut(lanes);
+    res.fanOut = fanOut;
+    this.fanOut = fanOut;
+    fanOut.start();
+    return fanOut;
+  }
+
+  private startMetrics(source: Source, res: AttemptResources): void {
+    if (source.metrics === undefined) return;
+    const { stats, runtime } = this.options;
+    let busy = false;
+    const poll = async () => {
+      if (busy) return;
+      busy = true;
+      try {
+        const metrics = await source.metrics!();
+        for (const warning of stats.onSourceMetrics(metrics, { stallAfterMs: runtime.stallAfterMs }, true)) {
+          this.logger.warn(warning);
+          this.options.onWarning(warning);
+        }
+      } catch (err) {
+        this.logger.debug('source metrics unavailable', { error: describeError(err) });
+      } finally {
+        busy = false;
+      }
+    };
+    void poll();
+    res.metricsTimer = setInterval(poll, runtime.metricsIntervalMs);
+    res.metricsTimer.unref();
+  }
+
+  private async releaseSnapshot(res: AttemptResources): Promise<void> {
+    const snapshot = res.snapshot;
+    if (snapshot === undefined) return;
+    res.snapshot = undefined;
+    try {
+      await snapshot.release();
+    } catch (err) {
+      this.logger.warn('releasing the exported snapshot failed', { error: describeError(err) });
+    }
+  }
+
+  /**
+   * Close what the attempt opened. `graceful`: let the lanes write and checkpoint what is
+   * queued and acknowledge that, within the stop deadline. Otherwise (a failure) drop the
+   * queues and acknowledge nothing more.
+   */
+  private async teardown(res: AttemptResources, graceful: boolean): Promise<void> {
+    if (res.metricsTimer) clearInterval(res.metricsTimer);
+    const { fanOut, acker } = res;
+    if (graceful && fanOut) {
+      const remaining = () => Math.max(0, this.deadline - Date.now());
+      const drained = await within(fanOut.drain(), remaining());
+      if (!drained) this.logger.warn('sinks did not drain before the stop deadline; the rest is replayed on the next start');
+      if (res.coordinator) await within(res.coordinator.idle(), remaining());
+      if (acker) await within(acker.idle(), remaining());
+    }
+    acker?.stop();
+    fanOut?.stop();
+    await this.releaseSnapshot(res);
+    const closeTimeout = Math.max(1_000, Math.min(5_000, this.deadline - Date.now()));
+    for (const { def, sink } of res.sinks) {
+      await within(
+        sink.close().catch((err: unknown) => this.logger.warn('closing a sink failed', { sink: def.name, error: describeError(err) })),
+        closeTimeout,
+      );
+    }
+    if (res.source) {
+      await within(
+        res.source.close().catch((err: unknown) => this.logger.warn('closing the source failed', { error: describeError(err) })),
+        closeTimeout,
+      );
+    }
+    this.fanOut = undefined;
+  }
+
+  private statsFor(table: TableSchema): TableStats {
+    let t = this.tableStats.get(table);
+    if (t === undefined) {
+      t = this.options.stats.table(formatTableName(table));
+      this.tableStats.set(table, t);
+    }
+    return t;
+  }
+
+  /** A position in the source's human form (falls back to the raw string). */
+  format(position: Position | undefined): string | undefined {
+    if (position === undefined) return undefined;
+    try {
+      return this.source ? this.source.formatPosition(position) : position;
+    } catch {
+      return position;
+    }
+  }
+}

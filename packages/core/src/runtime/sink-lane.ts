@@ -1,0 +1,322 @@
+import type { Sink } from '../contract/connector.js';
+import type { Logger } from '../contract/logger.js';
+import { ErrorCode, NanosyncError, isRetriable } from '../errors.js';
+import { describeError } from '../log/logger.js';
+import type { ChangeEvent, Position } from '../model.js';
+import type { StateStore } from '../state/store.js';
+import { backoffDelay, type RetryPolicy, sleep } from './backoff.js';
+import type { EventMapper } from './mappings.js';
+import type { SinkStats } from './stats.js';
+
+/**
+ * Resolves once every lane has processed it, i.e. once everything queued before it in every
+ * lane is durable. The snapshot uses one per partition to know when it may mark it done.
+ */
+export class Barrier {
+  readonly promise: Promise<void>;
+  private remaining: number;
+  private resolve!: () => void;
+  private reject!: (err: unknown) => void;
+
+  constructor(lanes: number) {
+    this.remaining = lanes;
+    this.promise = new Promise<void>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    this.promise.catch(() => {});
+    if (lanes === 0) this.resolve();
+  }
+
+  arrive(): void {
+    if (--this.remaining === 0) this.resolve();
+  }
+
+  fail(err: unknown): void {
+    this.remaining = -1;
+    this.reject(err);
+  }
+}
+
+interface LaneItem {
+  events: ChangeEvent[];
+  safePosition: Position | undefined;
+  bytes: number;
+  /** Newest commit time in the item (ms), for this sink's lag. */
+  commitMs: number | undefined;
+  barrier: Barrier | undefined;
+}
+
+export interface SinkLaneOptions {
+  pipeline: string;
+  /** The sink's stable id, also its checkpoint key. */
+  name: string;
+  sink: Sink;
+  store: StateStore;
+  mapper: EventMapper | undefined;
+  /** Queue bounds: the lane reports `full` at either. */
+  maxEvents: number;
+  maxBytes: number;
+  /** Queued batches are merged into one `write()` up to this many events. */
+  maxWriteEvents: number;
+  retry: RetryPolicy;
+  stats: SinkStats;
+  logger: Logger;
+  /** This sink's checkpoint from the store, if it has one. */
+  checkpoint: Position | undefined;
+  /** After each durable checkpoint: the runner recomputes the acknowledgement. */
+  onCheckpoint: () => void;
+  /** The lane gave up (non-retriable error or retries exhausted, or the store failed). */
+  onFailure: (err: unknown) => void;
+  now?: () => number;
+}
+
+/**
+ * One sink's bounded queue and writer.
+ *
+ * Items are written strictly in order. After `sink.write()` resolves (the events are
+ * durable), the item's `safePosition`, when it has one, becomes this sink's checkpoint in
+ * the store; only then does the lane report it, so the source is never acknowledged past
+ * what the store holds. A keepalive (no events, a position) takes the same path, behind
+ * whatever is queued, which is what lets an idle pipeline release WAL.
+ *
+ * The queue never blocks the producer by itself: `push` always enqueues and `full` tells
+ * the producer to wait (`waitForRoom`) before reading more from the source. A slow sink
+ * therefore holds the others back only once its own queue is full. It may overshoot its
+ * bounds by one batch.
+ */
+export class SinkLane {
+  readonly name: string;
+  checkpoint: Position | undefined;
+  queuedEvents = 0;
+  queuedBytes = 0;
+  private readonly queue: LaneItem[] = [];
+  private head = 0;
+  private wake: (() => void) | undefined;
+  private roomWaiters: (() => void)[] = [];
+  private draining = false;
+  private stopped = false;
+  private readonly abort = new AbortController();
+  private loop: Promise<void> | undefined;
+  /** Skip stream events at or before this position (this sink already has them). */
+  private skipThrough: Position | undefined;
+  private compare: ((a: Position, b: Position) => number) | undefined;
+  private lastItemLagMs: number | undefined;
+  private readonly now: () => number;
+
+  constructor(private readonly options: SinkLaneOptions) {
+    this.name = options.name;
+    this.checkpoint = options.checkpoint;
+    this.now = options.now ?? Date.now;
+  }
+
+  get full(): boolean {
+    return this.queuedEvents >= this.options.maxEvents || this.queuedBytes >= this.options.maxBytes;
+  }
+
+  get closed(): boolean {
+    return this.draining || this.stopped;
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  /**
+   * Replays after a restart start at the minimum checkpoint over all sinks; a sink that is
+   * further ahead skips what it already has (whole batches up to its checkpoint).
+   */
+  skipUpTo(position: Position | undefined, compare: (a: Position, b: Position) => number): void {
+    this.skipThrough = position;
+    this.compare = compare;
+  }
+
+  /** Enqueue one batch (mapped for this sink). `bytes` is the batch's approximate size before mapping. */
+  push(events: ChangeEvent[], safePosition: Position | undefined, bytes: number, commitMs: number | undefined): void {
+    if (this.closed) return;
+    if (this.skipThrough !== undefined) {
+      const compare = this.compare!;
+      if (safePosition !== undefined && compare(safePosition, this.skipThrough) <= 0) return;
+      const through = this.skipThrough;
+      const firstNew = events.findIndex((e) => compare(e.position, through) > 0);
+      if (firstNew < 0 && safePosition === undefined) return;
+      this.skipThrough = undefined;
+      if (firstNew !== 0) events = firstNew < 0 ? [] : events.slice(firstNew);
+    }
+    const mapped = this.options.mapper && events.length > 0 ? this.options.mapper.mapEvents(events) : events;
+    if (mapped.length === 0 && safePosition === undefined) return;
+    const size = mapped === events || events.length === 0 ? bytes : Math.ceil((bytes * mapped.length) / events.length);
+    if (mapped.length === 0) {
+      const tail = this.queue.length > this.head ? this.queue[this.queue.length - 1]! : undefined;
+      if (tail !== undefined && tail.events.length === 0 && tail.barrier === undefined) {
+        // Merge consecutive keepalives: an idle stream behind a slow sink stays one item.
+        tail.safePosition = safePosition;
+        return;
+      }
+    }
+    this.queue.push({ events: mapped, safePosition, bytes: size, commitMs, barrier: undefined });
+    this.queuedEvents += mapped.length;
+    this.queuedBytes += size;
+    this.signal();
+  }
+
+  pushBarrier(barrier: Barrier): void {
+    if (this.closed) {
+      barrier.fail(new Error(`sink ${this.name} is stopping`));
+      return;
+    }
+    this.queue.push({ events: [], safePosition: undefined, bytes: 0, commitMs: undefined, barrier });
+    this.signal();
+  }
+
+  /** Resolves when the lane has room (or stopped). */
+  waitForRoom(): Promise<void> {
+    if (!this.full || this.stopped) return Promise.resolve();
+    return new Promise((resolve) => this.roomWaiters.push(resolve));
+  }
+
+  /** Stop accepting; resolve when everything queued is durable and checkpointed (or the lane failed). */
+  async drain(): Promise<void> {
+    this.draining = true;
+    this.signal();
+    await this.loop;
+  }
+
+  /** Stop now: queued items are dropped (not checkpointed, so a restart replays them). */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.abort.abort();
+    const err = new Error(`sink ${this.name} stopped`);
+    for (let i = this.head; i < this.queue.length; i++) this.queue[i]!.barrier?.fail(err);
+    this.queue.length = 0;
+    this.head = 0;
+    this.queuedEvents = 0;
+    this.queuedBytes = 0;
+    this.signal();
+    this.releaseRoomWaiters();
+  }
+
+  /** Seconds from commit to durable in this sink; see `PipelineStatus.lagSeconds`. */
+  lagMs(): number | undefined {
+    let lag = this.lastItemLagMs;
+    for (let i = this.head; i < this.queue.length; i++) {
+      const ms = this.queue[i]!.commitMs;
+      if (ms !== undefined) {
+        lag = Math.max(lag ?? 0, this.now() - ms);
+        break;
+      }
+    }
+    return lag;
+  }
+
+  private signal(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  private releaseRoomWaiters(): void {
+    if (this.roomWaiters.length === 0) return;
+    const waiters = this.roomWaiters;
+    this.roomWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (!this.stopped) {
+        if (this.head >= this.queue.length) {
+          if (this.draining) break;
+          await new Promise<void>((resolve) => {
+            this.wake = resolve;
+          });
+          continue;
+        }
+        await this.processNext();
+      }
+    } catch (err) {
+      if (this.stopped) return;
+      this.stop();
+      this.options.onFailure(err);
+    }
+  }
+
+  /** Take the next item, merging queued batches after it up to `maxWriteEvents`, and make it durable. */
+  private async processNext(): Promise<void> {
+    const first = this.queue[this.head++]!;
+    let events = first.events;
+    let safePosition = first.safePosition;
+    let bytes = first.bytes;
+    let commitMs = first.commitMs;
+    const barriers: Barrier[] = first.barrier ? [first.barrier] : [];
+    let merged: ChangeEvent[] | undefined;
+    while (this.head < this.queue.length) {
+      const next = this.queue[this.head]!;
+      if (events.length + next.events.length > this.options.maxWriteEvents && events.length > 0) break;
+      this.head++;
+      if (next.events.length > 0) {
+        if (events.length === 0) {
+          events = next.events;
+        } else {
+          if (merged === undefined) {
+            merged = events.slice();
+            events = merged;
+          }
+          for (let i = 0; i < next.events.length; i++) merged.push(next.events[i]!);
+        }
+      }
+      if (next.safePosition !== undefined) safePosition = next.safePosition;
+      if (next.commitMs !== undefined) commitMs = next.commitMs;
+      if (next.barrier) barriers.push(next.barrier);
+      bytes += next.bytes;
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue.splice(0, this.head);
+      this.head = 0;
+    }
+
+    if (events.length > 0) await this.write(events);
+    if (this.stopped) return;
+    if (safePosition !== undefined && safePosition !== this.checkpoint) {
+      await this.options.store.saveCheckpoint(this.options.pipeline, this.name, safePosition);
+      this.checkpoint = safePosition;
+    }
+    const stats = this.options.stats;
+    stats.rowsWritten += events.length;
+    if (commitMs !== undefined) this.lastItemLagMs = Math.max(0, this.now() - commitMs);
+    else if (events.length === 0 && safePosition !== undefined && this.head >= this.queue.length) this.lastItemLagMs = 0;
+    stats.lagMs = this.lagMs();
+    this.queuedEvents -= events.length;
+    this.queuedBytes -= bytes;
+    for (const b of barriers) b.arrive();
+    if (safePosition !== undefined) this.options.onCheckpoint();
+    if (!this.full) this.releaseRoomWaiters();
+  }
+
+  private async write(events: ChangeEvent[]): Promise<void> {
+    const { retry, stats, logger, sink } = this.options;
+    for (let attempt = 1; ; attempt++) {
+      const started = performance.now();
+      try {
+        await sink.write(events);
+        stats.latency.observe((performance.now() - started) / 1000);
+        return;
+      } catch (err) {
+        stats.writeErrors++;
+        if (this.stopped) return;
+        if (!isRetriable(err) || attempt >= retry.maxAttempts) {
+          const why = isRetriable(err) ? `still failing after ${attempt} attempts` : 'failed';
+          throw new NanosyncError(ErrorCode.SinkWriteFailed, `sink ${this.name}: writing ${events.length} events ${why}: ${describeError(err)}`, {
+            cause: err,
+            details: { sink: this.name },
+          });
+        }
+        const delay = backoffDelay(attempt, retry);
+        logger.warn('sink write failed, retrying', { sink: this.name, attempt, retry_in_ms: delay, error: describeError(err) });
+        await sleep(delay, this.abort.signal);
+        if (this.stopped) return;
+      }
+    }
+  }
+}

@@ -1,0 +1,230 @@
+import type { PartitionSpec, Source } from '../contract/connector.js';
+import type { Logger } from '../contract/logger.js';
+import { isRetriable } from '../errors.js';
+import { describeError } from '../log/logger.js';
+import type { ChangeEvent, Position, Row, TableSchema } from '../model.js';
+import type { PartitionRecord, StateStore } from '../state/store.js';
+import { backoffDelay, type RetryPolicy, sleep } from './backoff.js';
+import type { FanOut } from './fan-out.js';
+import type { PipelineStats, TableStats } from './stats.js';
+
+export interface SnapshotOptions {
+  pipeline: string;
+  source: Source;
+  store: StateStore;
+  fanOut: FanOut;
+  /** Tables to snapshot (those without a plan, or with pending partitions). */
+  tables: readonly TableSchema[];
+  /** The store key of a table (`schema.table`). */
+  tableKey: (table: TableSchema) => string;
+  /** Carried by every snapshot row: the position the stream resumes from after the snapshot. */
+  position: Position;
+  /** The exported snapshot from this run's `open()`, if it gave one. Never persisted. */
+  snapshotToken: string | undefined;
+  concurrency: number;
+  targetRowsPerPartition: number;
+  chunkRows: number;
+  retry: RetryPolicy;
+  signal: AbortSignal;
+  logger: Logger;
+  stats: PipelineStats;
+}
+
+/**
+ * Stored in place of a plan when the source planned no partition (an empty table), so the
+ * table counts as planned and is not planned again on the next run.
+ */
+const EMPTY_PLAN_ID = '__nanosync_empty__';
+const EMPTY_KEY: Row = Object.freeze({}) as Row;
+const PROGRESS_LOG_INTERVAL_MS = 10_000;
+
+interface WorkItem {
+  table: TableSchema;
+  key: string;
+  stats: TableStats;
+  record: PartitionRecord;
+  total: number;
+}
+
+/**
+ * The snapshot phase of one run.
+ *
+ * Each table is planned once (the plan is stored before any partition is read, and an
+ * existing plan is never replaced), then one pool of `concurrency` workers reads the
+ * pending partitions of all tables. Rows become `read` events at `position` and go to every
+ * sink; a partition is marked done only after a barrier behind its last row has passed
+ * every sink's queue, i.e. after every sink has written all of it durably. A partition
+ * interrupted by a crash or a pause is read again from its start on the next run.
+ */
+export class SnapshotCoordinator {
+  private readonly abort = new AbortController();
+  private failure: unknown;
+  private readonly completions = new Set<Promise<void>>();
+  private readonly lastProgressLog = new Map<string, number>();
+
+  constructor(private readonly options: SnapshotOptions) {}
+
+  /** Resolves when every partition is done; returns early (without error) when `signal` aborts. */
+  async run(): Promise<void> {
+    const { signal } = this.options;
+    const onAbort = () => this.abort.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      const work = await this.plan();
+      if (signal.aborted) return;
+      this.options.stats.startSnapshot();
+      let next = 0;
+      const worker = async () => {
+        while (!this.abort.signal.aborted && next < work.length) {
+          const item = work[next++]!;
+          try {
+            await this.readWithRetry(item);
+          } catch (err) {
+            this.fail(err);
+          }
+        }
+      };
+      const workers = Math.max(1, Math.min(this.options.concurrency, work.length));
+      await Promise.all(Array.from({ length: workers }, worker));
+      while (this.completions.size > 0) await Promise.allSettled([...this.completions]);
+      if (this.failure !== undefined) throw this.failure;
+    } finally {
+      this.options.stats.endSnapshot();
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Resolves when no partition is waiting to be marked done (used while stopping). */
+  async idle(): Promise<void> {
+    while (this.completions.size > 0) await Promise.allSettled([...this.completions]);
+  }
+
+  private fail(err: unknown): void {
+    if (this.failure === undefined && !this.options.signal.aborted) this.failure = err;
+    this.abort.abort();
+  }
+
+  private async plan(): Promise<WorkItem[]> {
+    const { pipeline, source, store, stats, logger } = this.options;
+    const work: WorkItem[] = [];
+    for (const table of this.options.tables) {
+      if (this.options.signal.aborted) return [];
+      const key = this.options.tableKey(table);
+      let records = await store.listPartitions(pipeline, key);
+      if (records.length === 0) {
+        const specs = await source.planPartitions(table, { targetRowsPerPartition: this.options.targetRowsPerPartition });
+        const plan =
+          specs.length === 0
+            ? [{ id: EMPTY_PLAN_ID, ordinal: 0, bounds: null, estimatedRows: 0 }]
+            : specs.map((spec, ordinal) => {
+                const p: { id: string; ordinal: number; bounds: unknown; estimatedRows?: number } = { id: spec.id, ordinal, bounds: spec.bounds ?? null };
+                if (spec.estimatedRows !== undefined) p.estimatedRows = spec.estimatedRows;
+                return p;
+              });
+        records = await store.savePartitions(pipeline, key, plan);
+        logger.info('snapshot planned', { table: key, partitions: records.length, estimated_rows: plan.reduce((n, p) => n + (p.estimatedRows ?? 0), 0) });
+      }
+      const t = stats.table(key);
+      t.partitionsTotal = records.length;
+      t.partitionsDone = 0;
+      t.rowsEstimated = 0;
+      t.rowsSnapshotted = 0;
+      for (const r of records) {
+        t.rowsEstimated += r.estimatedRows ?? 0;
+        if (r.status === 'done') {
+          t.partitionsDone++;
+          t.rowsSnapshotted += r.rowsRead ?? 0;
+        }
+      }
+      if (t.partitionsDone > 0) this.logProgress(key, t, true);
+      for (const record of records) {
+        if (record.status === 'done') continue;
+        if (record.id === EMPTY_PLAN_ID) {
+          await store.markPartitionDone(pipeline, key, record.id, 0);
+          t.partitionsDone++;
+          continue;
+        }
+        work.push({ table, key, stats: t, record, total: records.length });
+      }
+    }
+    return work;
+  }
+
+  private async readWithRetry(item: WorkItem): Promise<void> {
+    const { retry, logger } = this.options;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.readPartition(item);
+        return;
+      } catch (err) {
+        if (this.abort.signal.aborted || !isRetriable(err) || attempt >= retry.maxAttempts) throw err;
+        const delay = backoffDelay(attempt, retry);
+        logger.warn('snapshot read failed, retrying the partition', {
+          table: item.key,
+          partition: `${item.record.ordinal + 1}/${item.total}`,
+          attempt,
+          retry_in_ms: delay,
+          error: describeError(err),
+        });
+        await sleep(delay, this.abort.signal);
+      }
+    }
+  }
+
+  private async readPartition(item: WorkItem): Promise<void> {
+    const { source, fanOut, stats, position, logger } = this.options;
+    const { table, record } = item;
+    logger.info('snapshotting', { table: item.key, partition: `${record.ordinal + 1}/${item.total}` });
+    const spec: PartitionSpec = { id: record.id, bounds: record.bounds };
+    if (record.estimatedRows !== undefined) spec.estimatedRows = record.estimatedRows;
+    const readOptions: { snapshotToken?: string; maxRowsPerChunk: number; signal: AbortSignal } = {
+      maxRowsPerChunk: this.options.chunkRows,
+      signal: this.abort.signal,
+    };
+    if (this.options.snapshotToken !== undefined) readOptions.snapshotToken = this.options.snapshotToken;
+    const keyColumns = table.keyColumns;
+    let rowsRead = 0;
+    for await (const rows of source.readPartition(table, spec, readOptions)) {
+      if (this.abort.signal.aborted) return;
+      const events = new Array<ChangeEvent>(rows.length);
+      for (let i = 0; i < rows.length; i++) {
+        const row = rows[i]!;
+        let key = EMPTY_KEY;
+        if (keyColumns.length > 0) {
+          key = {};
+          for (const k of keyColumns) key[k] = row[k] ?? null;
+        }
+        events[i] = { op: 'read', table, key, after: row, position };
+      }
+      rowsRead += rows.length;
+      stats.onSnapshotRows(item.stats, rows.length);
+      if (fanOut.push(events, undefined)) await fanOut.waitForRoom();
+    }
+    if (this.abort.signal.aborted) return;
+    // Mark done once every sink has it, without holding this worker: it goes on reading.
+    const completion = fanOut
+      .barrier()
+      .then(async () => {
+        await this.options.store.markPartitionDone(this.options.pipeline, item.key, record.id, rowsRead);
+        item.stats.partitionsDone++;
+        this.logProgress(item.key, item.stats, false);
+      })
+      .catch((err: unknown) => {
+        if (!this.abort.signal.aborted) this.fail(err);
+      })
+      .finally(() => this.completions.delete(completion));
+    this.completions.add(completion);
+  }
+
+  private logProgress(key: string, t: TableStats, force: boolean): void {
+    const now = Date.now();
+    const done = t.partitionsDone >= t.partitionsTotal;
+    if (!force && !done && now - (this.lastProgressLog.get(key) ?? 0) < PROGRESS_LOG_INTERVAL_MS) return;
+    this.lastProgressLog.set(key, now);
+    if (done && !force) {
+      this.options.logger.info('snapshot of table complete', { table: key, partitions: t.partitionsTotal, rows: t.rowsSnapshotted });
+    } else {
+      this.options.logger.info('snapshot in progress', { table: key, completed_partitions: `${t.partitionsDone}/${t.partitionsTotal}` });
+    }
+  }
+}

@@ -1,0 +1,410 @@
+import { existsSync, mkdirSync, rmSync, rmdirSync } from 'node:fs';
+import path from 'node:path';
+import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
+import { ErrorCode, NanosyncError, redact } from '../errors.js';
+import type { Position } from '../model.js';
+import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from './store.js';
+
+/**
+ * The embedded state store: one SQLite file opened through `node:sqlite`.
+ *
+ * - WAL journal with `synchronous=FULL`: a write has reached the disk when its promise
+ *   resolves, which is what lets the runtime acknowledge the source right after a
+ *   checkpoint.
+ * - Several processes may open the same file (two servers pointed at one store): each
+ *   connection waits up to `busy_timeout` for another's write lock, and the lease is taken
+ *   inside `BEGIN IMMEDIATE`, so the check-then-write is atomic across processes.
+ * - The calls are synchronous underneath (a local file, microseconds to a few ms per fsync);
+ *   the async interface is for stores that talk to a server.
+ *
+ * Every failure is a `NanosyncError(StateUnavailable)` naming the file, so a pipeline that
+ * stops on it tells the operator which store to repair.
+ */
+export async function openSqliteStateStore(file: string): Promise<StateStore> {
+  const absolute = path.resolve(file);
+  const dir = path.dirname(absolute);
+  const createdDirs: string[] = [];
+  const fileExisted = existsSync(absolute);
+  try {
+    createDirs(dir, createdDirs);
+  } catch (err) {
+    throw unavailable(absolute, `cannot create the folder ${dir}`, err);
+  }
+  let db: DatabaseSync | undefined;
+  try {
+    db = new DatabaseSync(absolute, { timeout: BUSY_TIMEOUT_MS });
+    db.exec('PRAGMA journal_mode=WAL');
+    db.exec('PRAGMA synchronous=FULL');
+    db.exec(`PRAGMA busy_timeout=${BUSY_TIMEOUT_MS}`);
+    migrate(db);
+  } catch (err) {
+    try {
+      db?.close();
+    } catch {}
+    // Leave nothing behind that we created: no empty database, no folder.
+    if (!fileExisted) {
+      for (const suffix of ['', '-wal', '-shm', '-journal']) rmSync(absolute + suffix, { force: true });
+    }
+    for (const created of createdDirs.reverse()) {
+      try {
+        rmdirSync(created);
+      } catch {}
+    }
+    throw unavailable(absolute, 'cannot open it for writing', err);
+  }
+  return new SqliteStateStore(db, absolute);
+}
+
+const BUSY_TIMEOUT_MS = 5_000;
+const SCHEMA_VERSION = '1';
+
+function createDirs(dir: string, created: string[]): void {
+  const missing: string[] = [];
+  for (let d = dir; !existsSync(d); d = path.dirname(d)) {
+    missing.push(d);
+    if (path.dirname(d) === d) break;
+  }
+  mkdirSync(dir, { recursive: true });
+  created.push(...missing.reverse());
+}
+
+function unavailable(file: string, what: string, cause: unknown): NanosyncError {
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  return new NanosyncError(ErrorCode.StateUnavailable, `state store ${file}: ${what} (${redact(reason)}); check that the path is writable by this user`, {
+    cause,
+    details: { store: file },
+  });
+}
+
+function migrate(db: DatabaseSync): void {
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      );
+      CREATE TABLE IF NOT EXISTS pipelines (
+        name TEXT PRIMARY KEY,
+        definition TEXT NOT NULL,
+        definition_hash TEXT NOT NULL,
+        replication_type TEXT,
+        state TEXT NOT NULL,
+        error TEXT,
+        start_position TEXT,
+        snapshot_done INTEGER NOT NULL DEFAULT 0,
+        paused INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      );
+      CREATE TABLE IF NOT EXISTS partitions (
+        pipeline TEXT NOT NULL,
+        table_name TEXT NOT NULL,
+        id TEXT NOT NULL,
+        ordinal INTEGER NOT NULL,
+        bounds TEXT,
+        estimated_rows INTEGER,
+        status TEXT NOT NULL DEFAULT 'pending',
+        rows_read INTEGER,
+        PRIMARY KEY (pipeline, table_name, id)
+      );
+      CREATE TABLE IF NOT EXISTS checkpoints (
+        pipeline TEXT NOT NULL,
+        sink TEXT NOT NULL,
+        position TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, sink)
+      );
+      CREATE TABLE IF NOT EXISTS leases (
+        pipeline TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+    `);
+    const row = db.prepare('SELECT value FROM meta WHERE key = ?').get('schema_version') as { value: string } | undefined;
+    if (row === undefined) {
+      db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', SCHEMA_VERSION);
+    } else if (row.value !== SCHEMA_VERSION) {
+      throw new NanosyncError(ErrorCode.StateCorrupt, `state store schema version ${row.value} is not supported (expected ${SCHEMA_VERSION}); use the nanosync version that wrote it`);
+    }
+    // A real write, so a read-only file fails here rather than at the first checkpoint.
+    db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run('opened_at', new Date().toISOString());
+    db.exec('COMMIT');
+  } catch (err) {
+    if (db.isTransaction) db.exec('ROLLBACK');
+    throw err;
+  }
+}
+
+interface PipelineRow {
+  name: string;
+  definition: string;
+  definition_hash: string;
+  replication_type: string | null;
+  state: string;
+  error: string | null;
+  start_position: string | null;
+  snapshot_done: number;
+  paused: number;
+  created_at: string;
+  updated_at: string;
+}
+
+interface PartitionRow {
+  pipeline: string;
+  table_name: string;
+  id: string;
+  ordinal: number;
+  bounds: string | null;
+  estimated_rows: number | null;
+  status: string;
+  rows_read: number | null;
+}
+
+class SqliteStateStore implements StateStore {
+  private readonly statements = new Map<string, StatementSync>();
+  private closed = false;
+
+  constructor(
+    private readonly db: DatabaseSync,
+    readonly file: string,
+  ) {}
+
+  async getPipeline(name: string): Promise<PipelineRecord | undefined> {
+    return this.guard('read a pipeline', () => {
+      const row = this.stmt('SELECT * FROM pipelines WHERE name = ?').get(name) as PipelineRow | undefined;
+      return row && toPipeline(row);
+    });
+  }
+
+  async listPipelines(): Promise<PipelineRecord[]> {
+    return this.guard('list pipelines', () => (this.stmt('SELECT * FROM pipelines ORDER BY name').all() as unknown as PipelineRow[]).map(toPipeline));
+  }
+
+  async upsertPipeline(record: Omit<PipelineRecord, 'createdAt' | 'updatedAt'>): Promise<void> {
+    this.guard('save a pipeline', () => {
+      const now = new Date().toISOString();
+      this.stmt(
+        `INSERT INTO pipelines (name, definition, definition_hash, replication_type, state, error, start_position, snapshot_done, paused, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET
+           definition = excluded.definition, definition_hash = excluded.definition_hash,
+           replication_type = excluded.replication_type, state = excluded.state, error = excluded.error,
+           start_position = COALESCE(excluded.start_position, pipelines.start_position),
+           snapshot_done = excluded.snapshot_done, paused = excluded.paused, updated_at = excluded.updated_at`,
+      ).run(
+        record.name,
+        JSON.stringify(record.definition ?? null),
+        record.definitionHash,
+        record.replicationType ?? null,
+        record.state,
+        record.error ?? null,
+        record.startPosition ?? null,
+        record.snapshotDone ? 1 : 0,
+        record.paused ? 1 : 0,
+        now,
+        now,
+      );
+    });
+  }
+
+  async updatePipeline(
+    name: string,
+    patch: Partial<Pick<PipelineRecord, 'state' | 'error' | 'startPosition' | 'snapshotDone' | 'paused'>>,
+  ): Promise<void> {
+    this.guard('update a pipeline', () => {
+      const sets: string[] = [];
+      const values: SQLInputValue[] = [];
+      const column = { state: 'state', error: 'error', startPosition: 'start_position', snapshotDone: 'snapshot_done', paused: 'paused' } as const;
+      for (const key of Object.keys(patch) as (keyof typeof column)[]) {
+        if (!(key in column)) continue;
+        const value = patch[key];
+        sets.push(`${column[key]} = ?`);
+        values.push(typeof value === 'boolean' ? (value ? 1 : 0) : (value ?? null));
+      }
+      sets.push('updated_at = ?');
+      values.push(new Date().toISOString(), name);
+      // Not cached: the column list varies with the patch.
+      this.db.prepare(`UPDATE pipelines SET ${sets.join(', ')} WHERE name = ?`).run(...values);
+    });
+  }
+
+  async deletePipeline(name: string): Promise<void> {
+    this.transaction('delete a pipeline', () => {
+      for (const table of ['pipelines', 'partitions', 'checkpoints', 'leases']) {
+        this.stmt(`DELETE FROM ${table} WHERE ${table === 'pipelines' ? 'name' : 'pipeline'} = ?`).run(name);
+      }
+    });
+  }
+
+  async savePartitions(
+    pipeline: string,
+    table: string,
+    partitions: Omit<PartitionRecord, 'pipeline' | 'table' | 'status'>[],
+  ): Promise<PartitionRecord[]> {
+    return this.transaction('save snapshot partitions', () => {
+      const existing = this.stmt('SELECT COUNT(*) AS n FROM partitions WHERE pipeline = ? AND table_name = ?').get(pipeline, table) as { n: number };
+      if (existing.n === 0) {
+        const insert = this.stmt(
+          'INSERT INTO partitions (pipeline, table_name, id, ordinal, bounds, estimated_rows, status, rows_read) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+        );
+        for (const p of partitions) {
+          insert.run(pipeline, table, p.id, p.ordinal, JSON.stringify(p.bounds ?? null), p.estimatedRows ?? null, 'pending', p.rowsRead ?? null);
+        }
+      }
+      return this.selectPartitions(pipeline, table);
+    });
+  }
+
+  async listPartitions(pipeline: string, table?: string): Promise<PartitionRecord[]> {
+    return this.guard('read snapshot partitions', () => this.selectPartitions(pipeline, table));
+  }
+
+  async markPartitionDone(pipeline: string, table: string, id: string, rowsRead: number): Promise<void> {
+    this.guard('mark a partition done', () => {
+      this.stmt("UPDATE partitions SET status = 'done', rows_read = ? WHERE pipeline = ? AND table_name = ? AND id = ?").run(rowsRead, pipeline, table, id);
+    });
+  }
+
+  async clearPartitions(pipeline: string): Promise<void> {
+    this.guard('clear snapshot partitions', () => {
+      this.stmt('DELETE FROM partitions WHERE pipeline = ?').run(pipeline);
+    });
+  }
+
+  async saveCheckpoint(pipeline: string, sink: string, position: Position): Promise<void> {
+    this.guard('save a checkpoint', () => {
+      this.stmt(
+        `INSERT INTO checkpoints (pipeline, sink, position, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (pipeline, sink) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
+      ).run(pipeline, sink, position, new Date().toISOString());
+    });
+  }
+
+  async getCheckpoints(pipeline: string): Promise<Record<string, Position>> {
+    return this.guard('read checkpoints', () => {
+      const out: Record<string, Position> = {};
+      for (const row of this.stmt('SELECT sink, position FROM checkpoints WHERE pipeline = ?').all(pipeline) as { sink: string; position: string }[]) {
+        out[row.sink] = row.position;
+      }
+      return out;
+    });
+  }
+
+  async clearCheckpoints(pipeline: string): Promise<void> {
+    this.guard('clear checkpoints', () => {
+      this.stmt('DELETE FROM checkpoints WHERE pipeline = ?').run(pipeline);
+    });
+  }
+
+  async acquireLease(pipeline: string, holder: string, ttlMs: number): Promise<{ acquired: true } | { acquired: false; lease: LeaseInfo }> {
+    return this.transaction('take a pipeline lease', () => {
+      const now = Date.now();
+      const row = this.stmt('SELECT holder, expires_at FROM leases WHERE pipeline = ?').get(pipeline) as { holder: string; expires_at: number } | undefined;
+      if (row !== undefined && row.holder !== holder && row.expires_at > now) {
+        return { acquired: false as const, lease: { pipeline, holder: row.holder, expiresAt: new Date(row.expires_at).toISOString() } };
+      }
+      this.stmt(
+        `INSERT INTO leases (pipeline, holder, expires_at) VALUES (?, ?, ?)
+         ON CONFLICT (pipeline) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at`,
+      ).run(pipeline, holder, now + ttlMs);
+      return { acquired: true as const };
+    });
+  }
+
+  async releaseLease(pipeline: string, holder: string): Promise<void> {
+    this.guard('release a pipeline lease', () => {
+      this.stmt('DELETE FROM leases WHERE pipeline = ? AND holder = ?').run(pipeline, holder);
+    });
+  }
+
+  async getMeta(key: string): Promise<string | undefined> {
+    return this.guard('read a setting', () => (this.stmt('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value);
+  }
+
+  async setMeta(key: string, value: string): Promise<void> {
+    this.guard('save a setting', () => {
+      this.stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.statements.clear();
+    this.db.close();
+  }
+
+  private selectPartitions(pipeline: string, table?: string): PartitionRecord[] {
+    const rows = (
+      table === undefined
+        ? this.stmt('SELECT * FROM partitions WHERE pipeline = ? ORDER BY table_name, ordinal').all(pipeline)
+        : this.stmt('SELECT * FROM partitions WHERE pipeline = ? AND table_name = ? ORDER BY ordinal').all(pipeline, table)
+    ) as unknown as PartitionRow[];
+    return rows.map(toPartition);
+  }
+
+  private stmt(sql: string): StatementSync {
+    let statement = this.statements.get(sql);
+    if (statement === undefined) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  private guard<T>(what: string, fn: () => T): T {
+    if (this.closed) throw new NanosyncError(ErrorCode.StateUnavailable, `state store ${this.file}: cannot ${what}, the store is closed`, { details: { store: this.file } });
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof NanosyncError) throw err;
+      throw unavailable(this.file, `cannot ${what}`, err);
+    }
+  }
+
+  private transaction<T>(what: string, fn: () => T): T {
+    return this.guard(what, () => {
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        const result = fn();
+        this.db.exec('COMMIT');
+        return result;
+      } catch (err) {
+        if (this.db.isTransaction) this.db.exec('ROLLBACK');
+        throw err;
+      }
+    });
+  }
+}
+
+function toPipeline(row: PipelineRow): PipelineRecord {
+  const record: PipelineRecord = {
+    name: row.name,
+    definition: JSON.parse(row.definition) as unknown,
+    definitionHash: row.definition_hash,
+    state: row.state as PipelineState,
+    snapshotDone: row.snapshot_done === 1,
+    paused: row.paused === 1,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+  if (row.replication_type !== null) record.replicationType = row.replication_type;
+  if (row.error !== null) record.error = row.error;
+  if (row.start_position !== null) record.startPosition = row.start_position;
+  return record;
+}
+
+function toPartition(row: PartitionRow): PartitionRecord {
+  const record: PartitionRecord = {
+    pipeline: row.pipeline,
+    table: row.table_name,
+    id: row.id,
+    ordinal: row.ordinal,
+    bounds: row.bounds === null ? null : (JSON.parse(row.bounds) as unknown),
+    status: row.status === 'done' ? 'done' : 'pending',
+  };
+  if (row.estimated_rows !== null) record.estimatedRows = row.estimated_rows;
+  if (row.rows_read !== null) record.rowsRead = row.rows_read;
+  return record;
+}

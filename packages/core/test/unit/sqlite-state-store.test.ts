@@ -1,0 +1,173 @@
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ErrorCode, NanosyncError } from '../../src/errors.js';
+import { openSqliteStateStore } from '../../src/state/sqlite.js';
+import type { StateStore } from '../../src/state/store.js';
+
+const dirs: string[] = [];
+const stores: StateStore[] = [];
+afterEach(async () => {
+  for (const s of stores.splice(0)) await s.close();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ns-sqlite-'));
+  dirs.push(dir);
+  return dir;
+}
+
+async function open(file: string): Promise<StateStore> {
+  const store = await openSqliteStateStore(file);
+  stores.push(store);
+  return store;
+}
+
+const base = { definition: { a: 1 }, definitionHash: 'h1', state: 'CREATED' as const, snapshotDone: false, paused: false };
+
+describe('openSqliteStateStore', () => {
+  it('creates the folder and keeps everything across a reopen', async () => {
+    const file = path.join(tempDir(), 'nested', 'deeper', 'state.db');
+    const first = await openSqliteStateStore(file);
+    await first.upsertPipeline({ ...base, name: 'orders', replicationType: 'cdc_backfill' });
+    await first.updatePipeline('orders', { startPosition: '00000000000000A0:00000000', state: 'SNAPSHOTTING' });
+    await first.savePartitions('orders', 'public.orders', [
+      { id: '0', ordinal: 0, bounds: { from: 0, to: 10 }, estimatedRows: 100 },
+      { id: '1', ordinal: 1, bounds: { from: 10, to: 20 } },
+    ]);
+    await first.markPartitionDone('orders', 'public.orders', '0', 97);
+    await first.saveCheckpoint('orders', '0:kafka', '00000000000000B0:00000003');
+    await first.setMeta('server_id', 'abc');
+    await first.close();
+
+    const second = await open(file);
+    const record = await second.getPipeline('orders');
+    expect(record).toMatchObject({
+      name: 'orders',
+      definition: { a: 1 },
+      replicationType: 'cdc_backfill',
+      state: 'SNAPSHOTTING',
+      startPosition: '00000000000000A0:00000000',
+      snapshotDone: false,
+    });
+    expect(await second.listPartitions('orders')).toEqual([
+      { pipeline: 'orders', table: 'public.orders', id: '0', ordinal: 0, bounds: { from: 0, to: 10 }, estimatedRows: 100, status: 'done', rowsRead: 97 },
+      { pipeline: 'orders', table: 'public.orders', id: '1', ordinal: 1, bounds: { from: 10, to: 20 }, status: 'pending' },
+    ]);
+    expect(await second.getCheckpoints('orders')).toEqual({ '0:kafka': '00000000000000B0:00000003' });
+    expect(await second.getMeta('server_id')).toBe('abc');
+  });
+
+  it('uses WAL journaling with synchronous=FULL', async () => {
+    const file = path.join(tempDir(), 'state.db');
+    await open(file);
+    const { DatabaseSync } = await import('node:sqlite');
+    const probe = new DatabaseSync(file);
+    try {
+      expect(probe.prepare('PRAGMA journal_mode').get()).toEqual({ journal_mode: 'wal' });
+    } finally {
+      probe.close();
+    }
+    expect(existsSync(`${file}-wal`)).toBe(true);
+  });
+
+  it('plans partitions once: a second save returns the stored plan unchanged', async () => {
+    const store = await open(path.join(tempDir(), 's.db'));
+    await store.savePartitions('p', 't.a', [{ id: '0', ordinal: 0, bounds: [0, 5] }]);
+    const again = await store.savePartitions('p', 't.a', [
+      { id: 'x', ordinal: 0, bounds: [0, 1] },
+      { id: 'y', ordinal: 1, bounds: [1, 2] },
+    ]);
+    expect(again.map((p) => p.id)).toEqual(['0']);
+    await store.clearPartitions('p');
+    expect(await store.listPartitions('p')).toEqual([]);
+  });
+
+  it('keeps positions on upsert and clears a field set to undefined', async () => {
+    const store = await open(path.join(tempDir(), 's.db'));
+    await store.upsertPipeline({ ...base, name: 'p' });
+    await store.updatePipeline('p', { startPosition: 'L0', state: 'ERRORED', error: 'boom' });
+    await store.upsertPipeline({ ...base, name: 'p', definitionHash: 'h2', state: 'CREATED' });
+    const record = await store.getPipeline('p');
+    expect(record?.startPosition).toBe('L0');
+    expect(record?.definitionHash).toBe('h2');
+    expect(record?.error).toBeUndefined();
+    await store.updatePipeline('p', { startPosition: undefined });
+    expect((await store.getPipeline('p'))?.startPosition).toBeUndefined();
+  });
+
+  it('deletes a pipeline with its partitions, checkpoints and lease', async () => {
+    const store = await open(path.join(tempDir(), 's.db'));
+    await store.upsertPipeline({ ...base, name: 'p' });
+    await store.savePartitions('p', 't.a', [{ id: '0', ordinal: 0, bounds: null }]);
+    await store.saveCheckpoint('p', 's', 'X');
+    await store.acquireLease('p', 'me', 60_000);
+    await store.deletePipeline('p');
+    expect(await store.getPipeline('p')).toBeUndefined();
+    expect(await store.listPartitions('p')).toEqual([]);
+    expect(await store.getCheckpoints('p')).toEqual({});
+    expect(await store.acquireLease('p', 'other', 60_000)).toEqual({ acquired: true });
+  });
+
+  it('gives a lease to one holder at a time across two connections to one file', async () => {
+    const file = path.join(tempDir(), 's.db');
+    const a = await open(file);
+    const b = await open(file);
+    expect(await a.acquireLease('orders', 'server-a', 60_000)).toEqual({ acquired: true });
+    const lost = await b.acquireLease('orders', 'server-b', 60_000);
+    expect(lost.acquired).toBe(false);
+    if (!lost.acquired) expect(lost.lease).toMatchObject({ pipeline: 'orders', holder: 'server-a' });
+    // Renewal by the holder succeeds; after release the other side gets it.
+    expect(await a.acquireLease('orders', 'server-a', 60_000)).toEqual({ acquired: true });
+    await b.releaseLease('orders', 'server-b');
+    expect((await b.acquireLease('orders', 'server-b', 60_000)).acquired).toBe(false);
+    await a.releaseLease('orders', 'server-a');
+    expect(await b.acquireLease('orders', 'server-b', 60_000)).toEqual({ acquired: true });
+  });
+
+  it('lets another holder take an expired lease', async () => {
+    const store = await open(path.join(tempDir(), 's.db'));
+    expect(await store.acquireLease('p', 'a', -1)).toEqual({ acquired: true });
+    expect(await store.acquireLease('p', 'b', 60_000)).toEqual({ acquired: true });
+    expect((await store.acquireLease('p', 'a', 60_000)).acquired).toBe(false);
+  });
+
+  it('refuses an unwritable location with StateUnavailable naming the path, creating nothing', async () => {
+    const dir = tempDir();
+    // A regular file where a folder should be: unwritable for every user, root included.
+    writeFileSync(path.join(dir, 'blocker'), 'not a folder');
+    const file = path.join(dir, 'blocker', 'sub', 'state.db');
+    const err = await openSqliteStateStore(file).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(NanosyncError.is(err, ErrorCode.StateUnavailable)).toBe(true);
+    expect((err as Error).message).toContain(file);
+    expect(readdirSync(dir)).toEqual(['blocker']);
+  });
+
+  it('refuses a path that is a folder, and removes the folders it created for it', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'a', 'b');
+    // `b` exists as a folder inside a fresh `a`: SQLite cannot open a folder as a database.
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(file, { recursive: true });
+    const err = await openSqliteStateStore(file).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(NanosyncError.is(err, ErrorCode.StateUnavailable)).toBe(true);
+    expect((err as Error).message).toContain(file);
+    expect(readdirSync(path.join(dir, 'a'))).toEqual(['b']);
+  });
+
+  it('reports writes to a closed store as StateUnavailable naming the file', async () => {
+    const file = path.join(tempDir(), 's.db');
+    const store = await openSqliteStateStore(file);
+    await store.close();
+    await expect(store.saveCheckpoint('p', 's', 'X')).rejects.toThrow(file);
+    await expect(store.saveCheckpoint('p', 's', 'X')).rejects.toMatchObject({ code: ErrorCode.StateUnavailable });
+  });
+});
