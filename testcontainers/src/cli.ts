@@ -16,7 +16,7 @@ import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ENV_KAFKA_BROKERS, ENV_PG_URL, cacheRoot, log, sleep } from './env.js';
+import { cacheRoot, ENV_KAFKA_BROKERS, ENV_PG_URL, log, sleep } from './env.js';
 import { ENV_KAFKA_LIBDIR, type KafkaService, startKafka } from './kafka.js';
 import { type PostgresService, startPostgres } from './postgres.js';
 import { isAlive, trackedPids } from './processes.js';

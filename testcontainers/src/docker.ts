@@ -1,17 +1,17 @@
-import type { StartedTestContainer } from 'testcontainers';
 import pg from 'pg';
+import type { StartedTestContainer } from 'testcontainers';
 import { freePort, log, sleep } from './env.js';
 import { ServiceStartError } from './errors.js';
 import {
-  KAFKA_VERSION,
-  type KafkaService,
-  type StartKafkaOptions,
   clusterId,
   defaultKafkaProperties,
+  KAFKA_VERSION,
+  type KafkaService,
   propertiesText,
+  type StartKafkaOptions,
   waitForKafka,
 } from './kafka.js';
-import { DEFAULT_PG_SETTINGS, type PostgresService, type StartPostgresOptions, databaseManager } from './postgres.js';
+import { DEFAULT_PG_SETTINGS, databaseManager, type PostgresService, type StartPostgresOptions } from './postgres.js';
 
 /**
  * The Docker variants, used when a Docker engine answers. Host ports are fixed (a free host

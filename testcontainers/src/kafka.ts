@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
-import { ENV_KAFKA_BROKERS, cacheRoot, dockerAvailable, freePort, log, sleep } from './env.js';
+import { cacheRoot, dockerAvailable, ENV_KAFKA_BROKERS, freePort, log, sleep } from './env.js';
 import { ServiceStartError, ServiceUnavailableError } from './errors.js';
-import { type ServiceProcess, isAlive, run, spawnService } from './processes.js';
+import { isAlive, run, type ServiceProcess, spawnService } from './processes.js';
 
 /** Pinned Kafka version of the local (and Docker) broker; keep in sync with kafka/pom.xml. */
 export const KAFKA_VERSION = '3.9.2';
@@ -211,6 +211,10 @@ export function defaultKafkaProperties(ports: KafkaPorts, logDir: string): Recor
     'num.io.threads': '4',
     'num.recovery.threads.per.data.dir': '1',
     'log.retention.check.interval.ms': '300000',
+    // A lone voter has nobody to wait for: elect itself quickly after a restart.
+    'controller.quorum.election.timeout.ms': '250',
+    'controller.quorum.election.backoff.max.ms': '250',
+    'controller.quorum.fetch.timeout.ms': '500',
   };
 }
 
@@ -415,17 +419,25 @@ async function launchBroker(spec: LaunchSpec): Promise<ServiceProcess> {
   void broker.exited.then((code) => {
     exitedWith = code;
   });
-  const ready = await waitForKafka([`127.0.0.1:${spec.ports.plaintext}`], 120_000, async () => {
-    if (exitedWith === undefined) return undefined;
-    if (/ENOENT/.test(String(exitedWith))) {
-      return `could not run ${javaCommand()}: Java 17+ is needed for the local Kafka broker (Debian: apt-get install openjdk-17-jre-headless), or set NANOSYNC_TEST_KAFKA_BROKERS`;
-    }
-    const tail = async (file: string) =>
-      (await readFile(file, 'utf8').catch(() => '')).split('\n').slice(-20).join('\n');
-    return `kafka exited during startup (${exitedWith}); logs in ${spec.root}:\n${await tail(spec.outFile)}\n${await tail(join(spec.root, 'server.log'))}`;
-  });
+  let ready: boolean;
+  try {
+    ready = await waitForKafka([`127.0.0.1:${spec.ports.plaintext}`], 120_000, async () => {
+      if (exitedWith === undefined) return undefined;
+      if (/ENOENT/.test(String(exitedWith))) {
+        return `could not run ${javaCommand()}: Java 17+ is needed for the local Kafka broker (Debian: apt-get install openjdk-17-jre-headless), or set NANOSYNC_TEST_KAFKA_BROKERS`;
+      }
+      const tail = async (file: string) =>
+        (await readFile(file, 'utf8').catch(() => '')).split('\n').slice(-20).join('\n');
+      return `kafka exited during startup (${exitedWith}); logs in ${spec.root}:\n${await tail(spec.outFile)}\n${await tail(join(spec.root, 'server.log'))}`;
+    });
+  } catch (error) {
+    broker.dismissWatchdog();
+    throw error;
+  }
   if (ready) return broker;
   broker.child.kill('SIGKILL');
+  await broker.waitForExit();
+  broker.dismissWatchdog();
   throw new ServiceStartError(`kafka did not answer within 120 s; logs in ${spec.root}`);
 }
 
@@ -466,6 +478,8 @@ export async function waitForKafka(
 
 function localKafkaService(state: LaunchSpec & { lib: string; broker: ServiceProcess | undefined }): KafkaService {
   let running = state.broker;
+  /** The latest process; its watchdog guards the folder even while the broker is stopped. */
+  let latest = state.broker;
   let disposed = false;
   const halt = async (graceful: boolean) => {
     const current = running;
@@ -479,7 +493,6 @@ function localKafkaService(state: LaunchSpec & { lib: string; broker: ServicePro
       current.child.kill('SIGKILL');
       await current.waitForExit();
     }
-    current.release();
     running = undefined;
   };
   return {
@@ -493,6 +506,8 @@ function localKafkaService(state: LaunchSpec & { lib: string; broker: ServicePro
       if (running) return;
       const started = Date.now();
       running = await launchBroker(state);
+      latest?.dismissWatchdog();
+      latest = running;
       log(`kafka restarted at 127.0.0.1:${state.ports.plaintext} in ${Date.now() - started} ms`);
     },
     async [Symbol.asyncDispose]() {
@@ -500,6 +515,7 @@ function localKafkaService(state: LaunchSpec & { lib: string; broker: ServicePro
       disposed = true;
       await halt(false);
       await rm(state.root, { recursive: true, force: true });
+      latest?.dismissWatchdog();
     },
   };
 }

@@ -3,9 +3,9 @@ import { appendFile, chown, mkdir, mkdtemp, readFile, rename, rm } from 'node:fs
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import pg from 'pg';
-import { ENV_PG_URL, cacheRoot, dockerAvailable, freePort, log, randomSuffix, sleep } from './env.js';
+import { cacheRoot, dockerAvailable, ENV_PG_URL, freePort, log, randomSuffix, sleep } from './env.js';
 import { ServiceStartError } from './errors.js';
-import { type ServiceProcess, run, spawnService } from './processes.js';
+import { run, type ServiceProcess, spawnService } from './processes.js';
 
 export interface PostgresService extends AsyncDisposable {
   /** Superuser URL, e.g. postgres://postgres@127.0.0.1:54321/postgres */
@@ -312,6 +312,7 @@ async function launchPostmaster(
   const pidFile = join(data, 'postmaster.pid');
   while (Date.now() < deadline) {
     if (exitedWith !== undefined) {
+      service.dismissWatchdog();
       const tail = (await readFile(logFile, 'utf8').catch(() => '')).split('\n').slice(-15).join('\n');
       throw new ServiceStartError(`postgres exited during startup (${exitedWith}); log ${logFile}:\n${tail}`);
     }
@@ -321,6 +322,8 @@ async function launchPostmaster(
     await sleep(25);
   }
   service.child.kill('SIGQUIT');
+  await service.waitForExit();
+  service.dismissWatchdog();
   throw new ServiceStartError(`postgres did not become ready within 60 s; see ${logFile}`);
 }
 
@@ -336,6 +339,8 @@ function localPostgresService(state: {
 }): PostgresService {
   const databases = databaseManager(state.url);
   let running: ServiceProcess | undefined = state.process;
+  /** The latest process; its watchdog guards the folder even while the server is stopped. */
+  let latest: ServiceProcess | undefined = state.process;
   let disposed = false;
 
   const pgCtlStop = async (mode: 'fast' | 'immediate') => {
@@ -351,7 +356,6 @@ function localPostgresService(state: {
       if (!/server is not running|PID file .* does not exist/i.test(String(error))) throw error;
     });
     await current.waitForExit();
-    current.release();
     running = undefined;
   };
 
@@ -360,6 +364,8 @@ function localPostgresService(state: {
     if (running) return;
     const started = Date.now();
     running = await launchPostmaster(state.binaries, state.account, state.data, state.root, state.logFile);
+    latest?.dismissWatchdog();
+    latest = running;
     log(`postgres restarted at 127.0.0.1:${state.port} in ${Date.now() - started} ms`);
   };
 
@@ -382,6 +388,7 @@ function localPostgresService(state: {
       disposed = true;
       await pgCtlStop('immediate').catch(() => {});
       await rm(state.root, { recursive: true, force: true });
+      latest?.dismissWatchdog();
     },
   };
 }

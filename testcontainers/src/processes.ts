@@ -18,8 +18,12 @@ export interface ServiceProcess {
   readonly exited: Promise<number | string>;
   /** Like `exited`, but keeps the event loop alive meanwhile (the child is otherwise unref'd). */
   waitForExit(): Promise<number | string>;
-  /** Stop watching: the service is being stopped on purpose. */
-  release(): void;
+  /**
+   * Ends the watchdog: call once the service folder is gone (dispose) or a new process took
+   * over the folder (restart). Until then the watchdog removes the folder if we die, even
+   * after the service itself was stopped.
+   */
+  dismissWatchdog(): void;
 }
 
 interface Tracked {
@@ -33,19 +37,25 @@ const tracked = new Map<number, Tracked>();
 let hooksInstalled = false;
 
 // $1 parent pid, $2 service pid, $3 signal, $4 folder to remove (may be empty).
-// Runs until killed by us (normal stop) or until the parent disappears. A zombie counts as
-// gone: after the parent dies, nobody may reap the service promptly.
+// Runs until killed by us (dispose, or a restart hands the folder to a new watchdog) or until
+// the parent disappears. A zombie counts as gone: after the parent dies, nobody may reap the
+// service promptly. Once the service is seen gone its pid is forgotten, never signalled.
 const WATCHDOG = `
 alive() {
   if [ -r /proc/$1/status ]; then ! grep -q '^State:[[:space:]]*Z' /proc/$1/status 2>/dev/null
   else kill -0 "$1" 2>/dev/null; fi
 }
 p=$1; s=$2; sig=$3; dir=$4
-while alive "$p"; do sleep 0.5; done
-kill -s "$sig" "$s" 2>/dev/null
-i=0
-while alive "$s" && [ $i -lt 40 ]; do sleep 0.25; i=$((i+1)); done
-kill -s KILL "$s" 2>/dev/null
+while alive "$p"; do
+  if [ -n "$s" ] && ! alive "$s"; then s=; fi
+  sleep 0.5
+done
+if [ -n "$s" ]; then
+  kill -s "$sig" "$s" 2>/dev/null
+  i=0
+  while alive "$s" && [ $i -lt 40 ]; do sleep 0.25; i=$((i+1)); done
+  kill -s KILL "$s" 2>/dev/null
+fi
 [ -n "$dir" ] && rm -rf "$dir"
 exit 0
 `;
@@ -142,7 +152,7 @@ export function spawnService(options: SpawnServiceOptions): ServiceProcess {
   child.unref();
   const pid = child.pid;
   if (pid === undefined) {
-    return { pid: -1, child, exited, waitForExit: () => exited, release() {} };
+    return { pid: -1, child, exited, waitForExit: () => exited, dismissWatchdog() {} };
   }
   const entry: Tracked = {
     pid,
@@ -150,12 +160,13 @@ export function spawnService(options: SpawnServiceOptions): ServiceProcess {
     watchdogPid: startWatchdog(pid, options.emergencySignal, options.removeDirOnOrphan),
   };
   tracked.set(pid, entry);
-  const release = () => {
-    if (tracked.get(pid) !== entry) return;
-    tracked.delete(pid);
+  void exited.then(() => {
+    if (tracked.get(pid) === entry) tracked.delete(pid);
+  });
+  const dismissWatchdog = () => {
     killQuietly(entry.watchdogPid, 'SIGTERM');
+    entry.watchdogPid = undefined;
   };
-  void exited.then(release);
   const waitForExit = async () => {
     child.ref();
     try {
@@ -164,7 +175,7 @@ export function spawnService(options: SpawnServiceOptions): ServiceProcess {
       child.unref();
     }
   };
-  return { pid, child, exited, waitForExit, release };
+  return { pid, child, exited, waitForExit, dismissWatchdog };
 }
 
 export function isAlive(pid: number): boolean {

@@ -1,4 +1,4 @@
-import { ENV_MSSQL_URL, dockerAvailable } from './env.js';
+import { dockerAvailable, ENV_MSSQL_URL } from './env.js';
 import { ServiceUnavailableError } from './errors.js';
 
 export interface SqlServerService extends AsyncDisposable {

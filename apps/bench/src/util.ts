@@ -126,7 +126,7 @@ export function startTool(name: string, command: string, args: readonly string[]
 export function run(command: string, args: readonly string[], opts: SpawnOptions & { input?: string; timeoutMs?: number } = {}): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     installExitHooks();
-    const child = spawn(command, args, { ...opts, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { ...opts, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     live.add(child);
     let stdout = '';
     let stderr = '';
@@ -148,7 +148,10 @@ export function run(command: string, args: readonly string[], opts: SpawnOptions
       if (code === 0) resolve({ stdout, stderr });
       else reject(new Error(`${command} ${args.slice(0, 3).join(' ')} exited with ${code ?? signal}: ${(stderr || stdout).trim().split('\n').slice(-5).join(' | ')}`));
     });
-    child.stdin?.end(opts.input ?? '');
+    if (opts.input !== undefined) {
+      child.stdin?.on('error', () => {});
+      child.stdin?.end(opts.input);
+    }
   });
 }
 

@@ -64,7 +64,8 @@ function readTlsFile(property: 'sslrootcert' | 'sslcert' | 'sslkey', file: strin
  * - require: TLS, certificate not checked, except that with `sslrootcert` the chain is
  *   verified (libpq does the same: a root certificate turns require into verify-ca).
  * - verify-ca: the chain must lead to `sslrootcert` (or the system CAs for `system`),
- *   host name not checked. verify-full: chain and host name.
+ *   host name not checked. verify-full: chain and host name (Node's default identity check
+ *   against the host, which pg passes along).
  * `sslcert`/`sslkey` add a client certificate in every TLS mode.
  */
 export function tlsOptions(config: Pick<PostgresSourceConfig, 'host' | 'sslmode' | 'sslrootcert' | 'sslcert' | 'sslkey'>): {
@@ -80,7 +81,8 @@ export function tlsOptions(config: Pick<PostgresSourceConfig, 'host' | 'sslmode'
   const ca = config.sslrootcert && !systemRoots ? readTlsFile('sslrootcert', config.sslrootcert) : undefined;
   const unverified: ConnectionOptions = { ...base, rejectUnauthorized: false };
   const verifyCa: ConnectionOptions = { ...base, rejectUnauthorized: true, checkServerIdentity: () => undefined, ...(ca ? { ca } : {}) };
-  const verifyFull: ConnectionOptions = { ...base, rejectUnauthorized: true, servername: config.host, ...(ca ? { ca } : {}) };
+  // pg sets SNI to the host name itself (and checks IP hosts against the certificate's IP names).
+  const verifyFull: ConnectionOptions = { ...base, rejectUnauthorized: true, ...(ca ? { ca } : {}) };
   switch (mode) {
     case 'allow':
       return { ssl: false, sslFallback: unverified };

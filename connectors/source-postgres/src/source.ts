@@ -58,6 +58,7 @@ export class PostgresSource implements Source {
   #admin: Promise<pg.Client> | undefined;
   readonly #idleReaders: pg.Client[] = [];
   readonly #busyReaders = new Set<pg.Client>();
+  readonly #brokenReaders = new WeakSet<pg.Client>();
   readonly #tables = new Map<string, PgTable>();
   #releaseSnapshot: (() => Promise<void>) | undefined;
   #closed = false;
@@ -196,14 +197,24 @@ export class PostgresSource implements Source {
   }
 
   async #acquireReader(): Promise<pg.Client> {
-    const client = this.#idleReaders.pop() ?? (await connectClient(this.#connection));
+    let client = this.#idleReaders.pop();
+    while (client && this.#brokenReaders.has(client)) {
+      await client.end().catch(() => {});
+      client = this.#idleReaders.pop();
+    }
+    if (!client) {
+      const fresh = await connectClient(this.#connection);
+      // An idle pooled connection that dies (server restart) must not crash the process.
+      fresh.on('error', () => this.#brokenReaders.add(fresh));
+      client = fresh;
+    }
     this.#busyReaders.add(client);
     return client;
   }
 
   async #releaseReader(client: pg.Client, reusable: boolean): Promise<void> {
     this.#busyReaders.delete(client);
-    if (reusable && !this.#closed) this.#idleReaders.push(client);
+    if (reusable && !this.#closed && !this.#brokenReaders.has(client)) this.#idleReaders.push(client);
     else await client.end().catch(() => {});
   }
 
@@ -243,6 +254,7 @@ export class PostgresSource implements Source {
           maxRowsPerChunk: options.maxRowsPerChunk,
           signal: options.signal,
           path: this.#readPath,
+          logger: this.#logger,
           ...(options.snapshotToken !== undefined ? { snapshotToken: options.snapshotToken } : {}),
         },
         state,
@@ -320,7 +332,14 @@ export class PostgresSource implements Source {
         retriable: isTransientPgError(err),
       });
     } finally {
-      if (!reusable) await client.query('ROLLBACK').then(() => (reusable = true), () => {});
+      if (!reusable) {
+        try {
+          await client.query('ROLLBACK');
+          reusable = true;
+        } catch {
+          // connection unusable: released below as broken
+        }
+      }
       await this.#releaseReader(client, reusable);
     }
   }

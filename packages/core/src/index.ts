@@ -43,3 +43,4 @@ export { DEFAULT_RETRY_POLICY, backoffDelay } from './runtime/backoff.js';
 export type { RetryPolicy } from './runtime/backoff.js';
 export { WRITE_LATENCY_BUCKETS } from './runtime/stats.js';
 export type { LatencyHistogram, PipelineStatus, SinkStatus, SnapshotProgress, SourceStatus, TableStatus } from './runtime/stats.js';
+export { METRIC_NAMES, PIPELINE_STATES, PrometheusExporter } from './metrics/prometheus.js';

@@ -94,7 +94,11 @@ export interface ChangeEvent {
    * absent from `after`; a sink must leave the stored value alone and never write NULL.
    */
   unchanged?: string[];
-  /** Stream position; snapshot rows carry the pipeline's start position. */
+  /**
+   * Stream position. Snapshot rows carry the position the stream resumes from after the
+   * snapshot: the start position L₀, or the sinks' checkpoint when a pipeline that already
+   * streamed is snapshotted again (re-snapshot, added table).
+   */
   position: Position;
   /** Commit time of the source transaction, ISO 8601 UTC with microseconds. */
   commitTime?: string;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
-  SQLSERVER_UNAVAILABLE,
   ServiceUnavailableError,
+  SQLSERVER_UNAVAILABLE,
   sqlServerUnavailableReason,
   startSqlServer,
 } from '../../src/index.js';

@@ -116,7 +116,7 @@ export async function runCli(
   options: { env?: Record<string, string>; cwd?: string } = {},
 ): Promise<CliResult> {
   await using proc = new CliProcess(args, options);
-  return proc.exited;
+  return await proc.exited;
 }
 
 /** Start `serve` (or `run`) on a free port and wait until its admin API answers; returns the API address. */

@@ -1,4 +1,4 @@
-import type { Row, Value } from '@nanosync/core';
+import type { Logger, Row, Value } from '@nanosync/core';
 import { ErrorCode, NanosyncError } from '@nanosync/core';
 import type pg from 'pg';
 import type { PgColumn } from '../describe.js';
@@ -31,6 +31,7 @@ export interface ReadCtidPartitionOptions {
   maxRowsPerChunk: number;
   signal: AbortSignal;
   path?: ReadPath;
+  logger?: Logger;
 }
 
 /** `SELECT "a", "b" FROM "s"."t" WHERE ctid …`; every identifier quoted. */
@@ -53,7 +54,21 @@ export async function* readCtidPartition(opts: ReadCtidPartitionOptions, state: 
   }
   const maxRows = Math.max(1, Math.floor(opts.maxRowsPerChunk));
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-  if (opts.snapshotToken) await client.query(`SET TRANSACTION SNAPSHOT '${opts.snapshotToken}'`);
+  if (opts.snapshotToken) {
+    try {
+      await client.query(`SET TRANSACTION SNAPSHOT '${opts.snapshotToken}'`);
+    } catch (err) {
+      // The exported snapshot dies with the connection that exported it (server restart,
+      // connection loss). Reading the current state instead is what a restarted pipeline
+      // does anyway: the stream's replay from the start position covers the difference.
+      if ((err as { code?: string }).code !== '22023') throw err;
+      opts.logger?.warn('exported snapshot no longer available; reading this partition from a fresh snapshot', {
+        table: `${opts.table.schema}.${opts.table.name}`,
+      });
+      await client.query('ROLLBACK');
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    }
+  }
   await client.query('SET LOCAL statement_timeout = 0');
   const select = partitionSelect(opts.table, opts.columns, opts.bounds);
   const decodeRow = rowDecoder(opts);

@@ -176,6 +176,27 @@ describe('snapshot partitions', () => {
     await opened.snapshot!.release();
   });
 
+  it('a partition read after the exported snapshot died reads the current state instead of failing', async () => {
+    await using fx = await pgFixture();
+    await createOrders(fx.admin, 500);
+    await fx.grantRead([orders]);
+    const pipeline = uniqueName('gone');
+    await fx.preparePublication(pipeline, [orders]);
+    const source = await fx.source(pipeline);
+    const opened = await source.open([orders], { wantSnapshot: true });
+    const [schema] = await source.describe([orders]);
+    await fx.admin.query(`INSERT INTO public.orders VALUES (600, 'after', 1, now())`);
+    const killed = await fx.admin.query(
+      `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE backend_type = 'walsender' AND usename = $1`,
+      [fx.role],
+    );
+    expect(killed.rows).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const { rows } = await readAll(source, schema!, { snapshotToken: opened.snapshot!.token });
+    expect(rows).toHaveLength(501);
+    await opened.snapshot!.release();
+  });
+
   it('a transaction that held a transaction id when open() began delays slot creation and lands on one side of the start position', async () => {
     await using fx = await pgFixture();
     await createOrders(fx.admin, 100);

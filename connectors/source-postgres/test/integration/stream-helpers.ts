@@ -3,7 +3,7 @@ import type { PostgresService } from '@nanosync/testcontainers';
 import type pg from 'pg';
 import { configSchema } from '../../src/config.js';
 import { buildConnectionConfig, type PgConnectionConfig } from '../../src/connection.js';
-import { encodePosition, parseLsn } from '../../src/position.js';
+import { comparePositions, encodePosition, parseLsn } from '../../src/position.js';
 import { publicationNameFor, slotNameFor } from '../../src/slot/names.js';
 import { createSlot } from '../../src/slot/replication-slot.js';
 import { type Acknowledger, createAcknowledger, type StreamChangesOptions, streamChanges } from '../../src/stream/index.js';
@@ -156,6 +156,28 @@ export class ConsumedStream {
 
   async finished(): Promise<void> {
     await this.#finished;
+  }
+}
+
+/**
+ * The ChangeBatch contract as a consumer sees it: event positions strictly increase across
+ * batches, and every safePosition is at or after every event delivered before it and after
+ * the previous safePosition.
+ */
+export function expectOrderedBatches(batches: ChangeBatch[]): void {
+  let last: Position | undefined;
+  let lastSafe: Position | undefined;
+  for (const batch of batches) {
+    for (const event of batch.events) {
+      if (last !== undefined && comparePositions(event.position, last) <= 0) throw new Error(`position ${event.position} after ${last}`);
+      last = event.position;
+    }
+    if (batch.safePosition !== undefined) {
+      if (last !== undefined && comparePositions(batch.safePosition, last) < 0) throw new Error(`safePosition ${batch.safePosition} before event ${last}`);
+      if (lastSafe !== undefined && comparePositions(batch.safePosition, lastSafe) <= 0) throw new Error(`safePosition ${batch.safePosition} after ${lastSafe}`);
+      lastSafe = batch.safePosition;
+      last = last === undefined || comparePositions(batch.safePosition, last) > 0 ? batch.safePosition : last;
+    }
   }
 }
 

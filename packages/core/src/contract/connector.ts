@@ -159,7 +159,11 @@ export interface Source {
   /** Retained WAL and friends, for metrics and warnings. */
   metrics?(): Promise<SourceMetrics>;
 
-  /** Remove what `open` created (slot, publication). Called on pipeline delete only. */
+  /**
+   * Remove what `open` created (slot, publication). Called when the pipeline is deleted, and
+   * when a `snapshot` pipeline has finished (it never streams, so nothing may keep retaining
+   * WAL for it). Must succeed when there is nothing left to remove.
+   */
   drop(): Promise<void>;
 
   /** Release connections. Must not drop server-side state. */
@@ -179,7 +183,8 @@ export interface Sink {
    * Write events in order. Resolves only when every event is durable in the target (fsynced,
    * acknowledged by the broker with acks=all, committed). Core writes the sink's checkpoint
    * right after this resolves, so resolving early would lose data on a crash. Rejecting
-   * with a retriable error makes core retry the same batch with backoff.
+   * with a retriable error makes core retry the same batch with backoff. The events (and
+   * the array) are shared with the pipeline's other sinks: read them, never modify them.
    */
   write(events: ChangeEvent[]): Promise<void>;
 

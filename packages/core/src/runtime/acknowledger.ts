@@ -15,6 +15,8 @@ export class Acknowledger {
   acknowledged: Position | undefined;
   private wanted: Position | undefined;
   private running: Promise<void> | undefined;
+  /** True from the start of `run()` until it returns (set and cleared synchronously, unlike the promise). */
+  private busy = false;
   private stopped = false;
 
   constructor(
@@ -30,9 +32,10 @@ export class Acknowledger {
     if (this.acknowledged !== undefined && this.compare(position, this.acknowledged) <= 0) return;
     if (this.wanted !== undefined && this.compare(position, this.wanted) <= 0) return;
     this.wanted = position;
-    this.running ??= this.run().finally(() => {
-      this.running = undefined;
-    });
+    if (!this.busy) {
+      this.busy = true;
+      this.running = this.run();
+    }
   }
 
   /** No more acknowledgements after this (the pipeline failed or is being torn down). */
@@ -43,26 +46,34 @@ export class Acknowledger {
 
   /** Resolves when no call is in flight. */
   async idle(): Promise<void> {
-    while (this.running) await this.running;
+    while (this.busy) await this.running;
   }
 
   private async run(): Promise<void> {
-    while (!this.stopped && this.wanted !== undefined) {
-      const position = this.wanted;
-      this.wanted = undefined;
-      if (this.acknowledged !== undefined && this.compare(position, this.acknowledged) <= 0) continue;
-      try {
-        await this.source.acknowledge(position);
-        this.acknowledged = position;
-        this.onAcknowledged(position);
-      } catch (err) {
-        if (!isRetriable(err)) {
-          this.stopped = true;
-          this.onFailure(err);
-          return;
+    // The loop's exit test and `busy = false` run in one synchronous step, so an offer made
+    // while the last call was finishing is never left behind.
+    try {
+      while (!this.stopped && this.wanted !== undefined) {
+        const position = this.wanted;
+        this.wanted = undefined;
+        if (this.acknowledged !== undefined && this.compare(position, this.acknowledged) <= 0) continue;
+        try {
+          await this.source.acknowledge(position);
+          this.acknowledged = position;
+          this.onAcknowledged(position);
+        } catch (err) {
+          if (!isRetriable(err)) {
+            this.stopped = true;
+            this.onFailure(err);
+            return;
+          }
+          this.logger.warn('acknowledging the source failed; will acknowledge further with the next checkpoint', {
+            error: describeError(err),
+          });
         }
-        this.logger.warn('acknowledging the source failed; will acknowledge further with the next checkpoint', { error: describeError(err) });
       }
+    } finally {
+      this.busy = false;
     }
   }
 }

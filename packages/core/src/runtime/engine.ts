@@ -114,16 +114,30 @@ export class Engine extends EventEmitter<EngineEvents> {
    * `cdc_backfill` → `cdc` keeps everything (a finished snapshot stays finished). A changed
    * `snapshot` pipeline runs its snapshot again.
    */
-  async apply(name: string, definition: StoredPipelineDefinition, hash: string, replicationType: string): Promise<'created' | 'updated' | 'unchanged'> {
+  async apply(
+    name: string,
+    definition: StoredPipelineDefinition,
+    hash: string,
+    replicationType: string,
+  ): Promise<'created' | 'updated' | 'unchanged'> {
     return this.withLock(name, async () => {
       const existing = await this.store.getPipeline(name);
       if (existing === undefined) {
-        await this.store.upsertPipeline({ name, definition, definitionHash: hash, replicationType, state: 'CREATED', snapshotDone: false, paused: false });
+        await this.store.upsertPipeline({
+          name,
+          definition,
+          definitionHash: hash,
+          replicationType,
+          state: 'CREATED',
+          snapshotDone: false,
+          paused: false,
+        });
         this.logger.info('pipeline created', { name, type: replicationType });
         if (this.started && !this.stopped) await this.startIfLeased(name, true);
         return 'created';
       }
-      if (existing.definitionHash === hash && (existing.replicationType ?? replicationType) === replicationType) return 'unchanged';
+      if (existing.definitionHash === hash && (existing.replicationType ?? replicationType) === replicationType)
+        return 'unchanged';
 
       const entry = this.entry(name);
       if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'restart');
@@ -133,7 +147,9 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (previousType === 'cdc' && replicationType === 'cdc_backfill') {
         await this.store.clearPartitions(name);
         snapshotDone = false;
-        this.logger.info('replication type changed from cdc to cdc_backfill: the tables will be snapshotted again', { name });
+        this.logger.info('replication type changed from cdc to cdc_backfill: the tables will be snapshotted again', {
+          name,
+        });
       } else if (replicationType === 'snapshot') {
         await this.store.clearPartitions(name);
         await this.store.clearCheckpoints(name);
@@ -236,7 +252,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     } catch (err) {
       // The store is down: report what this server knows, which is what an operator needs.
       this.logger.debug('state store unreadable while listing', { error: describeError(err) });
-      return Promise.all([...this.entries.values()].filter((e) => e.runner).map((e) => this.statusOf(e.name, undefined)));
+      return Promise.all(
+        [...this.entries.values()].filter((e) => e.runner).map((e) => this.statusOf(e.name, undefined)),
+      );
     }
     return Promise.all(records.map((r) => this.statusOf(r.name, r)));
   }
@@ -268,7 +286,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       );
     await stopAll();
     // A pass that was starting a pipeline when the stop came: wait for it, stop what it started.
-    if (await within(this.reconciling, 1_000)) await stopAll();
+    if (await within(this.reconciling, 500)) await stopAll();
   }
 
   // ---------------------------------------------------------------------------------------
@@ -350,7 +368,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (entry.runner && !entry.runnerDone) {
       const lease = await this.store.acquireLease(name, this.holderId, this.leaseTtlMs);
       if (!lease.acquired) {
-        this.logger.warn('lost the pipeline lease to another server; stopping here', { name, holder: lease.lease.holder });
+        this.logger.warn('lost the pipeline lease to another server; stopping here', {
+          name,
+          holder: lease.lease.holder,
+        });
         entry.heldBy = lease.lease;
         await this.stopRunner(entry, 'lease-lost', false);
         return;
@@ -383,7 +404,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (entry.runner && !entry.runnerDone) return;
     const lease = await this.store.acquireLease(name, this.holderId, this.leaseTtlMs);
     if (!lease.acquired) {
-      if (entry.heldBy?.holder !== lease.lease.holder) this.logger.info('pipeline is run by another server', { name, holder: lease.lease.holder });
+      if (entry.heldBy?.holder !== lease.lease.holder)
+        this.logger.info('pipeline is run by another server', { name, holder: lease.lease.holder });
       entry.heldBy = lease.lease;
       return;
     }
@@ -413,10 +435,12 @@ export class Engine extends EventEmitter<EngineEvents> {
       name,
       store: this.store,
       logger: this.logger.child({ pipeline: name }),
+      announceLogger: this.logger,
       materialized,
       stats: entry.stats,
       runtime: this.runtime,
-      onState: (state, error) => this.emit('state', error === undefined ? { pipeline: name, state } : { pipeline: name, state, error }),
+      onState: (state, error) =>
+        this.emit('state', error === undefined ? { pipeline: name, state } : { pipeline: name, state, error }),
       onWarning: (message) => this.emit('warning', { pipeline: name, message }),
     });
     entry.runner = runner;
@@ -468,8 +492,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (entry.monitor || entry.monitorFailed || this.stopped) return;
     try {
       const record = await this.store.getPipeline(entry.name);
-      if (record === undefined || record.replicationType === 'query' || record.state === 'COMPLETED' || record.startPosition === undefined) return;
-      const materialized = entry.materialized ?? (await this.options.materialize(record.definition as StoredPipelineDefinition));
+      if (
+        record === undefined ||
+        record.replicationType === 'query' ||
+        record.state === 'COMPLETED' ||
+        record.startPosition === undefined
+      )
+        return;
+      const materialized =
+        entry.materialized ?? (await this.options.materialize(record.definition as StoredPipelineDefinition));
       entry.materialized = materialized;
       const abort = new AbortController();
       const source = await materialized.source.definition.create(materialized.source.config, {
@@ -485,7 +516,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       const poll = async () => {
         try {
           const metrics = await source.metrics!();
-          for (const warning of entry.stats.onSourceMetrics(metrics, { stallAfterMs: this.runtime.stallAfterMs }, false)) {
+          for (const warning of entry.stats.onSourceMetrics(
+            metrics,
+            { stallAfterMs: this.runtime.stallAfterMs },
+            false,
+          )) {
             this.logger.warn(warning, { pipeline: entry.name });
             this.emit('warning', { pipeline: entry.name, message: warning });
           }
@@ -532,10 +567,19 @@ export class Engine extends EventEmitter<EngineEvents> {
     } catch {}
 
     const source = live ? runner.source : undefined;
-    const compare = replicationType === 'query' ? compareQueryPositions : source ? (a: Position, b: Position) => source.comparePositions(a, b) : compareText;
+    const compare =
+      replicationType === 'query'
+        ? compareQueryPositions
+        : source
+          ? (a: Position, b: Position) => source.comparePositions(a, b)
+          : compareText;
     const format = (p: Position | undefined) => (p === undefined ? undefined : live ? runner.format(p) : p);
 
-    const sinkNames = new Set<string>([...(entry.materialized?.sinks.map((s) => s.name) ?? []), ...stats.sinks.keys(), ...Object.keys(checkpoints)]);
+    const sinkNames = new Set<string>([
+      ...(entry.materialized?.sinks.map((s) => s.name) ?? []),
+      ...stats.sinks.keys(),
+      ...Object.keys(checkpoints),
+    ]);
     const lanes = live ? runner.fanOut?.lanes : undefined;
     const sinks: SinkStatus[] = [...sinkNames].map((sinkName) => {
       const s = stats.sink(sinkName);
@@ -635,7 +679,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     const fromConfig = entry.materialized?.pipeline.source.tableRefs.map(formatTableName);
     if (fromConfig) return [...fromConfig];
     // Not run here: read the table list from the stored YAML node, when it has the usual shape.
-    const raw = (record?.definition as { pipeline?: { source?: { tables?: unknown } } } | undefined)?.pipeline?.source?.tables;
+    const raw = (record?.definition as { pipeline?: { source?: { tables?: unknown } } } | undefined)?.pipeline?.source
+      ?.tables;
     if (!Array.isArray(raw)) return [];
     const names: string[] = [];
     for (const t of raw) {

@@ -41,11 +41,18 @@ export function createEventMapper(mappings: readonly TargetMapping[]): EventMapp
  * Check a sink's mappings against the tables' real columns, so a misspelt column is an
  * error at start rather than a filter that silently drops every row.
  */
-export function validateMappings(sink: string, mappings: readonly TargetMapping[], tables: readonly TableSchema[]): void {
+export function validateMappings(
+  sink: string,
+  mappings: readonly TargetMapping[],
+  tables: readonly TableSchema[],
+): void {
   for (const m of mappings) {
     const table = tables.find((t) => t.schema === m.tableRef.schema && t.name === m.tableRef.name);
     if (table === undefined) {
-      throw new NanosyncError(ErrorCode.ConfigInvalid, `sink ${sink}: target_mappings names table ${m.table}, which is not one of the pipeline's source tables`);
+      throw new NanosyncError(
+        ErrorCode.ConfigInvalid,
+        `sink ${sink}: target_mappings names table ${m.table}, which is not one of the pipeline's source tables`,
+      );
     }
     const names = new Set(table.columns.map((c) => c.name));
     const referenced = [...(m.columns ?? []), ...(m.filter ?? []).map((f) => f.column)];
@@ -179,7 +186,9 @@ function matches(conditions: CompiledCondition[], row: Row | undefined): Verdict
 
 function compileTable(table: TableSchema, mapping: TargetMapping): CompiledTable {
   const compiled: CompiledTable = {
-    conditions: (mapping.filter ?? []).map((f) => compileCondition(f, table.columns.find((c) => c.name === f.column)?.type)),
+    conditions: (mapping.filter ?? []).map((f) =>
+      compileCondition(f, table.columns.find((c) => c.name === f.column)?.type),
+    ),
   };
   if (mapping.columns !== undefined) {
     const listed = mapping.columns.filter((c) => table.columns.some((col) => col.name === c));
@@ -198,7 +207,13 @@ function compileTable(table: TableSchema, mapping: TargetMapping): CompiledTable
 
 function compileCondition(filter: TargetMappingFilter, type: LogicalType | undefined): CompiledCondition {
   const { column, op } = filter;
-  const numeric = type?.kind === 'int64' || type?.kind === 'decimal' || type?.kind === 'int16' || type?.kind === 'int32' || type?.kind === 'float32' || type?.kind === 'float64';
+  const numeric =
+    type?.kind === 'int64' ||
+    type?.kind === 'decimal' ||
+    type?.kind === 'int16' ||
+    type?.kind === 'int32' ||
+    type?.kind === 'float32' ||
+    type?.kind === 'float64';
   const cmp = (value: Value, expected: unknown) => compareValues(value, expected, numeric);
   switch (op) {
     case 'is_null':
@@ -235,10 +250,21 @@ const DECIMAL = /^[+-]?(\d+)(\.\d+)?$/;
  * timestamps order correctly as text); NaN compares as text too.
  */
 export function compareValues(value: Value, expected: unknown, numericColumn = false): number {
-  if (typeof value === 'number' && typeof expected === 'number') return value < expected ? -1 : value > expected ? 1 : value === expected ? 0 : String(value).localeCompare(String(expected));
+  if (typeof value === 'number' && typeof expected === 'number')
+    return value < expected
+      ? -1
+      : value > expected
+        ? 1
+        : value === expected
+          ? 0
+          : String(value).localeCompare(String(expected));
   const a = textOf(value);
   const b = textOf(expected);
-  if ((numericColumn || typeof value === 'number' || typeof expected === 'number' || typeof expected === 'bigint') && DECIMAL.test(a) && DECIMAL.test(b)) {
+  if (
+    (numericColumn || typeof value === 'number' || typeof expected === 'number' || typeof expected === 'bigint') &&
+    DECIMAL.test(a) &&
+    DECIMAL.test(b)
+  ) {
     return compareDecimalText(a, b);
   }
   return a < b ? -1 : a > b ? 1 : 0;

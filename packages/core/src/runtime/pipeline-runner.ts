@@ -1,7 +1,7 @@
 import { formatTableName } from '../config/table-name.js';
 import type { ConnectorContext, OpenResult, Sink, Source, TableRef } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
-import { ErrorCode, NanosyncError, isRetriable } from '../errors.js';
+import { ErrorCode, isRetriable, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
 import type { ChangeEvent, Position, TableSchema } from '../model.js';
 import type { PipelineState, StateStore } from '../state/store.js';
@@ -27,6 +27,11 @@ export interface PipelineRunnerOptions {
   store: StateStore;
   /** Already bound to the pipeline (`pipeline=name`). */
   logger: Logger;
+  /**
+   * Unbound logger for the lines that name the pipeline themselves
+   * (`INF pipeline resuming name=orders lsn=0/3A1B2C4D`); defaults to `logger`.
+   */
+  announceLogger?: Logger;
   materialized: MaterializedPipeline;
   stats: PipelineStats;
   runtime: RuntimeOptions;
@@ -43,6 +48,8 @@ interface AttemptResources {
   coordinator?: SnapshotCoordinator;
   snapshot?: OpenResult['snapshot'];
   metricsTimer?: NodeJS.Timeout;
+  /** Set when teardown starts: a body still opening things closes them itself. */
+  torn?: boolean;
 }
 
 /**
@@ -115,7 +122,7 @@ export class PipelineRunner {
     this.stopController.abort();
     if (this.loopDone === undefined) return;
     // A safety net against a connector that ignores every signal: give up waiting.
-    await within(this.loopDone, this.options.runtime.stopTimeoutMs + 2_000);
+    await within(this.loopDone, this.options.runtime.stopTimeoutMs + 1_500);
   }
 
   private async loop(): Promise<void> {
@@ -130,7 +137,11 @@ export class PipelineRunner {
         if (isRetriable(err) && this.failures + 1 < runtime.retry.maxAttempts) {
           this.failures++;
           const delay = backoffDelay(this.failures, runtime.retry);
-          this.logger.warn('pipeline failed, restarting from its checkpoint', { attempt: this.failures, retry_in_ms: delay, error: message });
+          this.logger.warn('pipeline failed, restarting from its checkpoint', {
+            attempt: this.failures,
+            retry_in_ms: delay,
+            error: message,
+          });
           await sleep(delay, this.stopController.signal);
           continue;
         }
@@ -158,7 +169,9 @@ export class PipelineRunner {
   /** After a store failure: probe until it accepts a write again (true) or the runner stops (false). */
   private async waitForStore(message: string): Promise<boolean> {
     const { store, name, runtime } = this.options;
-    this.logger.warn('waiting for the state store to accept writes again', { retry_every_ms: runtime.storeProbeIntervalMs });
+    this.logger.warn('waiting for the state store to accept writes again', {
+      retry_every_ms: runtime.storeProbeIntervalMs,
+    });
     while (!this.stopping) {
       await sleep(runtime.storeProbeIntervalMs, this.stopController.signal);
       if (this.stopping) return false;
@@ -225,27 +238,47 @@ export class PipelineRunner {
     }
   }
 
-  private async body(signal: AbortSignal, res: AttemptResources, fail: (err: unknown) => void): Promise<'completed' | 'stopped'> {
+  private async body(
+    signal: AbortSignal,
+    res: AttemptResources,
+    fail: (err: unknown) => void,
+  ): Promise<'completed' | 'stopped'> {
     const { store, name, materialized, stats, runtime } = this.options;
     const { pipeline } = materialized;
     const type = pipeline.replication_type;
     const record = await store.getPipeline(name);
-    if (record === undefined) throw new NanosyncError(ErrorCode.PipelineNotFound, `pipeline ${name} is not in the state store`);
+    if (record === undefined)
+      throw new NanosyncError(ErrorCode.PipelineNotFound, `pipeline ${name} is not in the state store`);
 
-    const context = (role: string): ConnectorContext => ({ pipeline: name, logger: this.logger.child({ connector: role }), signal });
+    const context = (role: string): ConnectorContext => ({
+      pipeline: name,
+      logger: this.logger.child({ connector: role }),
+      signal,
+    });
     const source = await materialized.source.definition.create(materialized.source.config, context('source'));
     res.source = source;
     this.source = source;
+    if (res.torn) {
+      await source.close().catch(() => {});
+      return 'stopped';
+    }
     for (const def of materialized.sinks) {
-      res.sinks.push({ def, sink: await def.definition.create(def.config, context(`sink ${def.name}`)) });
+      const sink = await def.definition.create(def.config, context(`sink ${def.name}`));
+      if (res.torn) {
+        await sink.close().catch(() => {});
+        return 'stopped';
+      }
+      res.sinks.push({ def, sink });
     }
     const checkpoints = await store.getCheckpoints(name);
     stats.resetInFlight();
 
     if (type === 'query') {
       const query = pipeline.query;
-      if (query === undefined) throw new NanosyncError(ErrorCode.ConfigInvalid, `pipeline ${name} is a query pipeline without query.sql`);
+      if (query === undefined)
+        throw new NanosyncError(ErrorCode.ConfigInvalid, `pipeline ${name} is a query pipeline without query.sql`);
       const mappers = res.sinks.map(({ def }) => createEventMapper(def.mappings));
+      if (res.torn) return 'stopped';
       const fanOut = this.createFanOut(res, checkpoints, mappers, compareQueryPositions, fail);
       await this.setState('LIVE_CDC');
       return runQueryPipeline({
@@ -256,7 +289,9 @@ export class PipelineRunner {
         fanOut,
         openSinks: async (table) => {
           for (const [i, { def, sink }] of res.sinks.entries()) {
-            const own = def.mappings.filter((m) => m.tableRef.schema === table.schema && m.tableRef.name === table.name);
+            const own = def.mappings.filter(
+              (m) => m.tableRef.schema === table.schema && m.tableRef.name === table.name,
+            );
             validateMappings(def.name, own, [table]);
             await sink.open([mappers[i]?.mapTable(table) ?? table]);
           }
@@ -278,7 +313,8 @@ export class PipelineRunner {
     let snapshotRefs: TableRef[] = [];
     if (wantsSnapshot) {
       const pending = new Map<string, number>();
-      for (const p of await store.listPartitions(name)) pending.set(p.table, (pending.get(p.table) ?? 0) + (p.status === 'pending' ? 1 : 0));
+      for (const p of await store.listPartitions(name))
+        pending.set(p.table, (pending.get(p.table) ?? 0) + (p.status === 'pending' ? 1 : 0));
       snapshotRefs = tables.filter((ref) => (pending.get(formatTableName(ref)) ?? 1) > 0);
     }
     if (type === 'snapshot' && snapshotRefs.length === 0 && record.snapshotDone) {
@@ -292,10 +328,11 @@ export class PipelineRunner {
       const p = checkpoints[def.name] ?? record.startPosition;
       if (p !== undefined && (storedResume === undefined || compare(p, storedResume) < 0)) storedResume = p;
     }
+    const announce = this.options.announceLogger ?? this.logger;
     if (record.startPosition !== undefined) {
-      this.logger.info('pipeline resuming', { name, lsn: this.format(storedResume ?? record.startPosition) });
+      announce.info('pipeline resuming', { name, lsn: this.format(storedResume ?? record.startPosition) });
     } else {
-      this.logger.info('pipeline starting', { name, type });
+      announce.info('pipeline starting', { name, type });
     }
 
     const opened = await source.open(tables, {
@@ -320,6 +357,8 @@ export class PipelineRunner {
       const mapper = mappers[i];
       await sink.open(mapper ? schemas.map((t) => mapper.mapTable(t)) : schemas);
     }
+    // Stopped while opening: teardown has run, so start nothing it would not stop.
+    if (res.torn) return 'stopped';
     const fanOut = this.createFanOut(res, checkpoints, mappers, compare, fail);
     res.acker = new Acknowledger(
       source,
@@ -342,7 +381,9 @@ export class PipelineRunner {
         source,
         store,
         fanOut,
-        tables: snapshotRefs.map((ref) => byKey.get(formatTableName(ref))).filter((t): t is TableSchema => t !== undefined),
+        tables: snapshotRefs
+          .map((ref) => byKey.get(formatTableName(ref)))
+          .filter((t): t is TableSchema => t !== undefined),
         tableKey: (t) => formatTableName(t),
         position: resumeFrom,
         snapshotToken: opened.snapshot?.token,
@@ -371,10 +412,21 @@ export class PipelineRunner {
 
     await this.setState('LIVE_CDC');
     for (const lane of fanOut.lanes) {
-      lane.skipUpTo(lane.checkpoint !== undefined && compare(lane.checkpoint, resumeFrom) > 0 ? lane.checkpoint : undefined, compare);
+      lane.skipUpTo(
+        lane.checkpoint !== undefined && compare(lane.checkpoint, resumeFrom) > 0 ? lane.checkpoint : undefined,
+        compare,
+      );
     }
     this.logger.info('cdc streaming', { lsn: this.format(resumeFrom) });
-    const tableOf = (event: ChangeEvent) => this.statsFor(event.table);
+    let lastSchema: TableSchema | undefined;
+    let lastStats: TableStats | undefined;
+    const tableOf = (event: ChangeEvent) => {
+      if (event.table !== lastSchema) {
+        lastSchema = event.table;
+        lastStats = this.statsFor(event.table);
+      }
+      return lastStats!;
+    };
     for await (const batch of source.stream(resumeFrom, { signal, tables })) {
       if (signal.aborted) break;
       const events = batch.events;
@@ -387,7 +439,11 @@ export class PipelineRunner {
       if (fanOut.push(events, batch.safePosition, commitMs)) await fanOut.waitForRoom();
     }
     if (!signal.aborted) {
-      throw new NanosyncError(ErrorCode.Internal, `the source's change stream for pipeline ${name} ended on its own; restarting it`, { retriable: true });
+      throw new NanosyncError(
+        ErrorCode.Internal,
+        `the source's change stream for pipeline ${name} ended on its own; restarting it`,
+        { retriable: true },
+      );
     }
     return 'stopped';
   }
@@ -470,28 +526,40 @@ export class PipelineRunner {
    * queues and acknowledge nothing more.
    */
   private async teardown(res: AttemptResources, graceful: boolean): Promise<void> {
+    res.torn = true;
     if (res.metricsTimer) clearInterval(res.metricsTimer);
     const { fanOut, acker } = res;
+    // Finishing on its own (a completed snapshot pipeline) has no stop deadline: use the budget.
+    const deadline = Number.isFinite(this.deadline) ? this.deadline : Date.now() + this.options.runtime.stopTimeoutMs;
     if (graceful && fanOut) {
-      const remaining = () => Math.max(0, this.deadline - Date.now());
+      const remaining = () => Math.max(0, deadline - Date.now());
       const drained = await within(fanOut.drain(), remaining());
-      if (!drained) this.logger.warn('sinks did not drain before the stop deadline; the rest is replayed on the next start');
+      if (!drained)
+        this.logger.warn('sinks did not drain before the stop deadline; the rest is replayed on the next start');
       if (res.coordinator) await within(res.coordinator.idle(), remaining());
       if (acker) await within(acker.idle(), remaining());
     }
     acker?.stop();
     fanOut?.stop();
     await this.releaseSnapshot(res);
-    const closeTimeout = Math.max(1_000, Math.min(5_000, this.deadline - Date.now()));
-    for (const { def, sink } of res.sinks) {
-      await within(
-        sink.close().catch((err: unknown) => this.logger.warn('closing a sink failed', { sink: def.name, error: describeError(err) })),
-        closeTimeout,
-      );
-    }
+    const closeTimeout = Math.max(500, Math.min(5_000, deadline - Date.now()));
+    await Promise.all(
+      res.sinks.map(({ def, sink }) =>
+        within(
+          sink
+            .close()
+            .catch((err: unknown) =>
+              this.logger.warn('closing a sink failed', { sink: def.name, error: describeError(err) }),
+            ),
+          closeTimeout,
+        ),
+      ),
+    );
     if (res.source) {
       await within(
-        res.source.close().catch((err: unknown) => this.logger.warn('closing the source failed', { error: describeError(err) })),
+        res.source
+          .close()
+          .catch((err: unknown) => this.logger.warn('closing the source failed', { error: describeError(err) })),
         closeTimeout,
       );
     }

@@ -59,7 +59,10 @@ export interface QueryPipelineOptions {
 export async function runQueryPipeline(options: QueryPipelineOptions): Promise<'stopped'> {
   const { source, signal, logger, fanOut, stats } = options;
   if (source.query === undefined) {
-    throw new NanosyncError(ErrorCode.PipelineUnsupported, `pipeline ${options.pipeline}: its source cannot run SQL queries, so it cannot be a query pipeline`);
+    throw new NanosyncError(
+      ErrorCode.PipelineUnsupported,
+      `pipeline ${options.pipeline}: its source cannot run SQL queries, so it cannot be a query pipeline`,
+    );
   }
   const intervalMs = options.intervalSeconds * 1000;
   let lastRun = queryRunStart(options.checkpoint);
@@ -131,5 +134,10 @@ function typeOf(v: Value): LogicalType {
 }
 
 function sameColumns(a: TableSchema, b: TableSchema): boolean {
-  return a.columns.length === b.columns.length && a.columns.every((c, i) => c.name === b.columns[i]!.name && JSON.stringify(c.type) === JSON.stringify(b.columns[i]!.type));
+  return (
+    a.columns.length === b.columns.length &&
+    a.columns.every(
+      (c, i) => c.name === b.columns[i]!.name && JSON.stringify(c.type) === JSON.stringify(b.columns[i]!.type),
+    )
+  );
 }

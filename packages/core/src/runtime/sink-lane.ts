@@ -1,6 +1,6 @@
 import type { Sink } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
-import { ErrorCode, NanosyncError, isRetriable } from '../errors.js';
+import { ErrorCode, isRetriable, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
 import type { ChangeEvent, Position } from '../model.js';
 import type { StateStore } from '../state/store.js';
@@ -285,7 +285,8 @@ export class SinkLane {
     const stats = this.options.stats;
     stats.rowsWritten += events.length;
     if (commitMs !== undefined) this.lastItemLagMs = Math.max(0, this.now() - commitMs);
-    else if (events.length === 0 && safePosition !== undefined && this.head >= this.queue.length) this.lastItemLagMs = 0;
+    else if (events.length === 0 && safePosition !== undefined && this.head >= this.queue.length)
+      this.lastItemLagMs = 0;
     stats.lagMs = this.lagMs();
     this.queuedEvents -= events.length;
     this.queuedBytes -= bytes;
@@ -307,13 +308,22 @@ export class SinkLane {
         if (this.stopped) return;
         if (!isRetriable(err) || attempt >= retry.maxAttempts) {
           const why = isRetriable(err) ? `still failing after ${attempt} attempts` : 'failed';
-          throw new NanosyncError(ErrorCode.SinkWriteFailed, `sink ${this.name}: writing ${events.length} events ${why}: ${describeError(err)}`, {
-            cause: err,
-            details: { sink: this.name },
-          });
+          throw new NanosyncError(
+            ErrorCode.SinkWriteFailed,
+            `sink ${this.name}: writing ${events.length} events ${why}: ${describeError(err)}`,
+            {
+              cause: err,
+              details: { sink: this.name },
+            },
+          );
         }
         const delay = backoffDelay(attempt, retry);
-        logger.warn('sink write failed, retrying', { sink: this.name, attempt, retry_in_ms: delay, error: describeError(err) });
+        logger.warn('sink write failed, retrying', {
+          sink: this.name,
+          attempt,
+          retry_in_ms: delay,
+          error: describeError(err),
+        });
         await sleep(delay, this.abort.signal);
         if (this.stopped) return;
       }

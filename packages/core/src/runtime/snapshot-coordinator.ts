@@ -112,17 +112,27 @@ export class SnapshotCoordinator {
       const key = this.options.tableKey(table);
       let records = await store.listPartitions(pipeline, key);
       if (records.length === 0) {
-        const specs = await source.planPartitions(table, { targetRowsPerPartition: this.options.targetRowsPerPartition });
+        const specs = await source.planPartitions(table, {
+          targetRowsPerPartition: this.options.targetRowsPerPartition,
+        });
         const plan =
           specs.length === 0
             ? [{ id: EMPTY_PLAN_ID, ordinal: 0, bounds: null, estimatedRows: 0 }]
             : specs.map((spec, ordinal) => {
-                const p: { id: string; ordinal: number; bounds: unknown; estimatedRows?: number } = { id: spec.id, ordinal, bounds: spec.bounds ?? null };
+                const p: { id: string; ordinal: number; bounds: unknown; estimatedRows?: number } = {
+                  id: spec.id,
+                  ordinal,
+                  bounds: spec.bounds ?? null,
+                };
                 if (spec.estimatedRows !== undefined) p.estimatedRows = spec.estimatedRows;
                 return p;
               });
         records = await store.savePartitions(pipeline, key, plan);
-        logger.info('snapshot planned', { table: key, partitions: records.length, estimated_rows: plan.reduce((n, p) => n + (p.estimatedRows ?? 0), 0) });
+        logger.info('snapshot planned', {
+          table: key,
+          partitions: records.length,
+          estimated_rows: plan.reduce((n, p) => n + (p.estimatedRows ?? 0), 0),
+        });
       }
       const t = stats.table(key);
       t.partitionsTotal = records.length;
@@ -222,9 +232,16 @@ export class SnapshotCoordinator {
     if (!force && !done && now - (this.lastProgressLog.get(key) ?? 0) < PROGRESS_LOG_INTERVAL_MS) return;
     this.lastProgressLog.set(key, now);
     if (done && !force) {
-      this.options.logger.info('snapshot of table complete', { table: key, partitions: t.partitionsTotal, rows: t.rowsSnapshotted });
+      this.options.logger.info('snapshot of table complete', {
+        table: key,
+        partitions: t.partitionsTotal,
+        rows: t.rowsSnapshotted,
+      });
     } else {
-      this.options.logger.info('snapshot in progress', { table: key, completed_partitions: `${t.partitionsDone}/${t.partitionsTotal}` });
+      this.options.logger.info('snapshot in progress', {
+        table: key,
+        completed_partitions: `${t.partitionsDone}/${t.partitionsTotal}`,
+      });
     }
   }
 }

@@ -189,6 +189,9 @@ export class SinkStats {
   constructor(readonly name: string) {}
 }
 
+/** Unacknowledged stretches tracked one by one; beyond this they are merged. */
+const MAX_PENDING_ACKS = 4096;
+
 /** A stretch of the stream waiting to be acknowledged: its end position and newest commit time. */
 interface PendingAck {
   position: Position;
@@ -249,7 +252,11 @@ export class PipelineStats {
    * A stream batch left the source. `tableOf` maps an event to its table's stats (cached by
    * the caller); `commitMs` is the batch's newest commit time, parsed once by the caller.
    */
-  onStreamBatch(batch: ChangeBatch, tableOf: (event: ChangeBatch['events'][number]) => TableStats, commitMs: number | undefined): void {
+  onStreamBatch(
+    batch: ChangeBatch,
+    tableOf: (event: ChangeBatch['events'][number]) => TableStats,
+    commitMs: number | undefined,
+  ): void {
     const events = batch.events;
     const n = events.length;
     if (n > 0) {
@@ -262,7 +269,12 @@ export class PipelineStats {
         if (t !== last && !this.openTables.includes(t)) this.openTables.push(t);
         last = t;
       }
-      if (commitMs !== undefined && !Number.isNaN(commitMs) && (this.openCommitMs === undefined || commitMs > this.openCommitMs)) this.openCommitMs = commitMs;
+      if (
+        commitMs !== undefined &&
+        !Number.isNaN(commitMs) &&
+        (this.openCommitMs === undefined || commitMs > this.openCommitMs)
+      )
+        this.openCommitMs = commitMs;
     }
     if (batch.safePosition === undefined) return;
     const keepalive = this.openTables.length === 0 && this.openCommitMs === undefined;
@@ -270,6 +282,16 @@ export class PipelineStats {
     if (keepalive && tail !== undefined && tail.commitMs === undefined && tail.tables.length === 0) {
       // Consecutive keepalives: keep one entry, so an unacknowledged idle stretch stays O(1).
       tail.position = batch.safePosition;
+      return;
+    }
+    if (tail !== undefined && this.pending.length - this.pendingHead >= MAX_PENDING_ACKS) {
+      // Far behind (e.g. every event filtered away for a stuck sink): coarser lag, fixed memory.
+      tail.position = batch.safePosition;
+      if (this.openCommitMs !== undefined && (tail.commitMs === undefined || this.openCommitMs > tail.commitMs))
+        tail.commitMs = this.openCommitMs;
+      for (const t of this.openTables) if (!tail.tables.includes(t)) tail.tables.push(t);
+      this.openCommitMs = undefined;
+      this.openTables = [];
       return;
     }
     this.pending.push({ position: batch.safePosition, commitMs: this.openCommitMs, tables: this.openTables });
@@ -288,7 +310,11 @@ export class PipelineStats {
       if (entry.commitMs !== undefined) {
         this.lagMs = Math.max(0, now - entry.commitMs);
         for (const t of entry.tables) t.lagMs = this.lagMs;
-      } else if (entry.tables.length === 0 && this.pendingHead === this.pending.length && this.openTables.length === 0) {
+      } else if (
+        entry.tables.length === 0 &&
+        this.pendingHead === this.pending.length &&
+        this.openTables.length === 0
+      ) {
         // A keepalive with nothing after it: caught up.
         this.lagMs = 0;
         for (const t of this.tables.values()) if (t.lagMs !== undefined) t.lagMs = 0;
@@ -345,11 +371,18 @@ export class PipelineStats {
       rowsEstimated += t.rowsEstimated;
     }
     if (partitionsTotal === 0) return undefined;
-    const progress: SnapshotProgress = { partitionsTotal, partitionsDone, rowsRead, rowsEstimated, done: partitionsDone >= partitionsTotal };
+    const progress: SnapshotProgress = {
+      partitionsTotal,
+      partitionsDone,
+      rowsRead,
+      rowsEstimated,
+      done: partitionsDone >= partitionsTotal,
+    };
     if (this.snapshotActive && rowsEstimated > rowsRead) {
       const elapsed = (this.now() - this.snapshotStartedAt) / 1000;
       const readThisRun = rowsRead - this.snapshotRowsAtStart;
-      if (elapsed > 0 && readThisRun > 0) progress.etaSeconds = Math.round((rowsEstimated - rowsRead) / (readThisRun / elapsed));
+      if (elapsed > 0 && readThisRun > 0)
+        progress.etaSeconds = Math.round((rowsEstimated - rowsRead) / (readThisRun / elapsed));
     }
     return progress;
   }
@@ -388,7 +421,11 @@ export class PipelineStats {
       }
     }
     // Two keys so crossing 80% is a new warning even when 50% was already reported.
-    const over80 = walWarning !== undefined && retained !== undefined && typeof safe === 'number' && retained / (retained + Math.max(0, safe)) >= 0.8;
+    const over80 =
+      walWarning !== undefined &&
+      retained !== undefined &&
+      typeof safe === 'number' &&
+      retained / (retained + Math.max(0, safe)) >= 0.8;
     set('wal-80', over80 ? walWarning : undefined);
     set('wal-50', over80 ? undefined : walWarning);
 
@@ -402,7 +439,12 @@ export class PipelineStats {
     } else {
       this.confirmed.head ??= head;
       const idleMs = now - this.confirmed.since;
-      if (head !== undefined && this.confirmed.head !== undefined && head !== this.confirmed.head && idleMs >= thresholds.stallAfterMs) {
+      if (
+        head !== undefined &&
+        this.confirmed.head !== undefined &&
+        head !== this.confirmed.head &&
+        idleMs >= thresholds.stallAfterMs
+      ) {
         stalled = `stalled: the confirmed position has not moved for ${Math.round(idleMs / 1000)} s while the source kept writing`;
       }
     }
@@ -418,7 +460,9 @@ export class PipelineStats {
 
   activeWarnings(): string[] {
     const order = ['wal-80', 'stalled', 'wal-50'];
-    return [...this.warnings.entries()].sort((a, b) => order.indexOf(a[0]) - order.indexOf(b[0])).map(([, message]) => message);
+    return [...this.warnings.entries()]
+      .sort((a, b) => order.indexOf(a[0]) - order.indexOf(b[0]))
+      .map(([, message]) => message);
   }
 
   private snapshotRows(): number {

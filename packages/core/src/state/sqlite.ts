@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, rmSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { ErrorCode, NanosyncError, redact } from '../errors.js';
@@ -70,10 +70,14 @@ function createDirs(dir: string, created: string[]): void {
 
 function unavailable(file: string, what: string, cause: unknown): NanosyncError {
   const reason = cause instanceof Error ? cause.message : String(cause);
-  return new NanosyncError(ErrorCode.StateUnavailable, `state store ${file}: ${what} (${redact(reason)}); check that the path is writable by this user`, {
-    cause,
-    details: { store: file },
-  });
+  return new NanosyncError(
+    ErrorCode.StateUnavailable,
+    `state store ${file}: ${what} (${redact(reason)}); check that the path is writable by this user`,
+    {
+      cause,
+      details: { store: file },
+    },
+  );
 }
 
 function migrate(db: DatabaseSync): void {
@@ -121,14 +125,21 @@ function migrate(db: DatabaseSync): void {
         expires_at INTEGER NOT NULL
       );
     `);
-    const row = db.prepare('SELECT value FROM meta WHERE key = ?').get('schema_version') as { value: string } | undefined;
+    const row = db.prepare('SELECT value FROM meta WHERE key = ?').get('schema_version') as
+      | { value: string }
+      | undefined;
     if (row === undefined) {
       db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', SCHEMA_VERSION);
     } else if (row.value !== SCHEMA_VERSION) {
-      throw new NanosyncError(ErrorCode.StateCorrupt, `state store schema version ${row.value} is not supported (expected ${SCHEMA_VERSION}); use the nanosync version that wrote it`);
+      throw new NanosyncError(
+        ErrorCode.StateCorrupt,
+        `state store schema version ${row.value} is not supported (expected ${SCHEMA_VERSION}); use the nanosync version that wrote it`,
+      );
     }
     // A real write, so a read-only file fails here rather than at the first checkpoint.
-    db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run('opened_at', new Date().toISOString());
+    db.prepare(
+      'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+    ).run('opened_at', new Date().toISOString());
     db.exec('COMMIT');
   } catch (err) {
     if (db.isTransaction) db.exec('ROLLBACK');
@@ -178,7 +189,9 @@ class SqliteStateStore implements StateStore {
   }
 
   async listPipelines(): Promise<PipelineRecord[]> {
-    return this.guard('list pipelines', () => (this.stmt('SELECT * FROM pipelines ORDER BY name').all() as unknown as PipelineRow[]).map(toPipeline));
+    return this.guard('list pipelines', () =>
+      (this.stmt('SELECT * FROM pipelines ORDER BY name').all() as unknown as PipelineRow[]).map(toPipeline),
+    );
   }
 
   async upsertPipeline(record: Omit<PipelineRecord, 'createdAt' | 'updatedAt'>): Promise<void> {
@@ -215,7 +228,13 @@ class SqliteStateStore implements StateStore {
     this.guard('update a pipeline', () => {
       const sets: string[] = [];
       const values: SQLInputValue[] = [];
-      const column = { state: 'state', error: 'error', startPosition: 'start_position', snapshotDone: 'snapshot_done', paused: 'paused' } as const;
+      const column = {
+        state: 'state',
+        error: 'error',
+        startPosition: 'start_position',
+        snapshotDone: 'snapshot_done',
+        paused: 'paused',
+      } as const;
       for (const key of Object.keys(patch) as (keyof typeof column)[]) {
         if (!(key in column)) continue;
         const value = patch[key];
@@ -243,13 +262,25 @@ class SqliteStateStore implements StateStore {
     partitions: Omit<PartitionRecord, 'pipeline' | 'table' | 'status'>[],
   ): Promise<PartitionRecord[]> {
     return this.transaction('save snapshot partitions', () => {
-      const existing = this.stmt('SELECT COUNT(*) AS n FROM partitions WHERE pipeline = ? AND table_name = ?').get(pipeline, table) as { n: number };
+      const existing = this.stmt('SELECT COUNT(*) AS n FROM partitions WHERE pipeline = ? AND table_name = ?').get(
+        pipeline,
+        table,
+      ) as { n: number };
       if (existing.n === 0) {
         const insert = this.stmt(
           'INSERT INTO partitions (pipeline, table_name, id, ordinal, bounds, estimated_rows, status, rows_read) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
         );
         for (const p of partitions) {
-          insert.run(pipeline, table, p.id, p.ordinal, JSON.stringify(p.bounds ?? null), p.estimatedRows ?? null, 'pending', p.rowsRead ?? null);
+          insert.run(
+            pipeline,
+            table,
+            p.id,
+            p.ordinal,
+            JSON.stringify(p.bounds ?? null),
+            p.estimatedRows ?? null,
+            'pending',
+            p.rowsRead ?? null,
+          );
         }
       }
       return this.selectPartitions(pipeline, table);
@@ -262,7 +293,9 @@ class SqliteStateStore implements StateStore {
 
   async markPartitionDone(pipeline: string, table: string, id: string, rowsRead: number): Promise<void> {
     this.guard('mark a partition done', () => {
-      this.stmt("UPDATE partitions SET status = 'done', rows_read = ? WHERE pipeline = ? AND table_name = ? AND id = ?").run(rowsRead, pipeline, table, id);
+      this.stmt(
+        "UPDATE partitions SET status = 'done', rows_read = ? WHERE pipeline = ? AND table_name = ? AND id = ?",
+      ).run(rowsRead, pipeline, table, id);
     });
   }
 
@@ -284,7 +317,10 @@ class SqliteStateStore implements StateStore {
   async getCheckpoints(pipeline: string): Promise<Record<string, Position>> {
     return this.guard('read checkpoints', () => {
       const out: Record<string, Position> = {};
-      for (const row of this.stmt('SELECT sink, position FROM checkpoints WHERE pipeline = ?').all(pipeline) as { sink: string; position: string }[]) {
+      for (const row of this.stmt('SELECT sink, position FROM checkpoints WHERE pipeline = ?').all(pipeline) as {
+        sink: string;
+        position: string;
+      }[]) {
         out[row.sink] = row.position;
       }
       return out;
@@ -297,12 +333,21 @@ class SqliteStateStore implements StateStore {
     });
   }
 
-  async acquireLease(pipeline: string, holder: string, ttlMs: number): Promise<{ acquired: true } | { acquired: false; lease: LeaseInfo }> {
+  async acquireLease(
+    pipeline: string,
+    holder: string,
+    ttlMs: number,
+  ): Promise<{ acquired: true } | { acquired: false; lease: LeaseInfo }> {
     return this.transaction('take a pipeline lease', () => {
       const now = Date.now();
-      const row = this.stmt('SELECT holder, expires_at FROM leases WHERE pipeline = ?').get(pipeline) as { holder: string; expires_at: number } | undefined;
+      const row = this.stmt('SELECT holder, expires_at FROM leases WHERE pipeline = ?').get(pipeline) as
+        | { holder: string; expires_at: number }
+        | undefined;
       if (row !== undefined && row.holder !== holder && row.expires_at > now) {
-        return { acquired: false as const, lease: { pipeline, holder: row.holder, expiresAt: new Date(row.expires_at).toISOString() } };
+        return {
+          acquired: false as const,
+          lease: { pipeline, holder: row.holder, expiresAt: new Date(row.expires_at).toISOString() },
+        };
       }
       this.stmt(
         `INSERT INTO leases (pipeline, holder, expires_at) VALUES (?, ?, ?)
@@ -319,12 +364,17 @@ class SqliteStateStore implements StateStore {
   }
 
   async getMeta(key: string): Promise<string | undefined> {
-    return this.guard('read a setting', () => (this.stmt('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value);
+    return this.guard(
+      'read a setting',
+      () => (this.stmt('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value,
+    );
   }
 
   async setMeta(key: string, value: string): Promise<void> {
     this.guard('save a setting', () => {
-      this.stmt('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
+      this.stmt(
+        'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+      ).run(key, value);
     });
   }
 
@@ -336,11 +386,12 @@ class SqliteStateStore implements StateStore {
   }
 
   private selectPartitions(pipeline: string, table?: string): PartitionRecord[] {
-    const rows = (
-      table === undefined
-        ? this.stmt('SELECT * FROM partitions WHERE pipeline = ? ORDER BY table_name, ordinal').all(pipeline)
-        : this.stmt('SELECT * FROM partitions WHERE pipeline = ? AND table_name = ? ORDER BY ordinal').all(pipeline, table)
-    ) as unknown as PartitionRow[];
+    const rows = (table === undefined
+      ? this.stmt('SELECT * FROM partitions WHERE pipeline = ? ORDER BY table_name, ordinal').all(pipeline)
+      : this.stmt('SELECT * FROM partitions WHERE pipeline = ? AND table_name = ? ORDER BY ordinal').all(
+          pipeline,
+          table,
+        )) as unknown as PartitionRow[];
     return rows.map(toPartition);
   }
 
@@ -354,7 +405,12 @@ class SqliteStateStore implements StateStore {
   }
 
   private guard<T>(what: string, fn: () => T): T {
-    if (this.closed) throw new NanosyncError(ErrorCode.StateUnavailable, `state store ${this.file}: cannot ${what}, the store is closed`, { details: { store: this.file } });
+    if (this.closed)
+      throw new NanosyncError(
+        ErrorCode.StateUnavailable,
+        `state store ${this.file}: cannot ${what}, the store is closed`,
+        { details: { store: this.file } },
+      );
     try {
       return fn();
     } catch (err) {

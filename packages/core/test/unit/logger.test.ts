@@ -68,8 +68,13 @@ describe('createLogger', () => {
   });
 
   it('describes errors with their code and cause, redacted', () => {
-    const err = new NanosyncError(ErrorCode.PgConnection, 'cannot reach postgres://u:pw1@h/db', { cause: new Error('ECONNREFUSED') });
+    const err = new NanosyncError(ErrorCode.PgConnection, 'cannot reach postgres://u:pw1@h/db', {
+      cause: new Error('ECONNREFUSED'),
+    });
     expect(describeError(err)).toBe('[NS_P4001] cannot reach postgres://u:***@h/db: ECONNREFUSED');
-    expect(errorFields(err)).toEqual({ error: '[NS_P4001] cannot reach postgres://u:***@h/db: ECONNREFUSED', code: 'NS_P4001' });
+    expect(errorFields(err)).toEqual({
+      error: '[NS_P4001] cannot reach postgres://u:***@h/db: ECONNREFUSED',
+      code: 'NS_P4001',
+    });
   });
 });

@@ -1,7 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Harness, until, waitForState } from './fixtures/harness.js';
-import { InMemoryDatabase, fakeSlowSink, inMemorySink, testPipeline } from './fixtures/in-memory.js';
+import { fakeSlowSink, InMemoryDatabase, inMemorySink, testPipeline } from './fixtures/in-memory.js';
 
 let h: Harness;
 afterEach(async () => {
@@ -32,7 +32,13 @@ describe('fan-out, checkpoints and acknowledgement', () => {
     await cdcPipeline(db, [fast, slow]);
 
     // A five-event transaction arrives as three batches; only the last one is safe.
-    const t1 = db.commit([1, 2, 3, 4, 5].map((id) => ({ table: 'public.orders', op: 'insert' as const, row: { id: String(id), status: 'new' } })));
+    const t1 = db.commit(
+      [1, 2, 3, 4, 5].map((id) => ({
+        table: 'public.orders',
+        op: 'insert' as const,
+        row: { id: String(id), status: 'new' },
+      })),
+    );
     const t2 = db.insert('public.orders', 6);
     await until(() => fast.events.length === 6, 'fast sink has everything');
     await until(async () => (await h.store.getCheckpoints('fan'))['0:mem0'] === t2, 'fast checkpoint');
@@ -94,7 +100,7 @@ describe('fan-out, checkpoints and acknowledgement', () => {
     await until(() => db.acks.includes(t1), 'ack t1');
     const k1 = db.keepalive();
     const k2 = db.keepalive();
-    await until(() => db.acks.includes(k2), 'keepalive acknowledged').catch((e) => { console.log(db.calls, h.log.lines, k1, k2, db.log); throw e; });
+    await until(() => db.acks.includes(k2), 'keepalive acknowledged');
     expect(sink.events).toHaveLength(1);
     expect((await h.store.getCheckpoints('fan'))['0:mem0']).toBe(k2);
     expect(db.acks.every((a) => [t1, k1, k2].includes(a))).toBe(true);

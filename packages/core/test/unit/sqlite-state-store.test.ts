@@ -25,7 +25,13 @@ async function open(file: string): Promise<StateStore> {
   return store;
 }
 
-const base = { definition: { a: 1 }, definitionHash: 'h1', state: 'CREATED' as const, snapshotDone: false, paused: false };
+const base = {
+  definition: { a: 1 },
+  definitionHash: 'h1',
+  state: 'CREATED' as const,
+  snapshotDone: false,
+  paused: false,
+};
 
 describe('openSqliteStateStore', () => {
   it('creates the folder and keeps everything across a reopen', async () => {
@@ -53,8 +59,24 @@ describe('openSqliteStateStore', () => {
       snapshotDone: false,
     });
     expect(await second.listPartitions('orders')).toEqual([
-      { pipeline: 'orders', table: 'public.orders', id: '0', ordinal: 0, bounds: { from: 0, to: 10 }, estimatedRows: 100, status: 'done', rowsRead: 97 },
-      { pipeline: 'orders', table: 'public.orders', id: '1', ordinal: 1, bounds: { from: 10, to: 20 }, status: 'pending' },
+      {
+        pipeline: 'orders',
+        table: 'public.orders',
+        id: '0',
+        ordinal: 0,
+        bounds: { from: 0, to: 10 },
+        estimatedRows: 100,
+        status: 'done',
+        rowsRead: 97,
+      },
+      {
+        pipeline: 'orders',
+        table: 'public.orders',
+        id: '1',
+        ordinal: 1,
+        bounds: { from: 10, to: 20 },
+        status: 'pending',
+      },
     ]);
     expect(await second.getCheckpoints('orders')).toEqual({ '0:kafka': '00000000000000B0:00000003' });
     expect(await second.getMeta('server_id')).toBe('abc');

@@ -1,8 +1,42 @@
+import { PrometheusExporter } from '@nanosync/core';
+import type { AdminEngine } from '../admin-engine.js';
 import type { Route } from '../http.js';
 
 /**
- * Observability endpoints (`GET /metrics` in Prometheus text format). Owned by the
- * observability work; the table is empty until it lands, and the server picks up
- * whatever is listed here without further changes.
+ * `NANOSYNC_METRICS_AUTH=none` on the server lets `/metrics` answer without the bearer
+ * token. The default keeps the token: the figures name pipelines, tables and connections,
+ * and Prometheus can send a token from a file (`authorization: { credentials_file: … }`).
  */
-export const metricsRoutes: Route[] = [];
+export const METRICS_AUTH_ENV = 'NANOSYNC_METRICS_AUTH';
+
+export function metricsNeedToken(env: NodeJS.ProcessEnv): boolean {
+  return env[METRICS_AUTH_ENV]?.trim().toLowerCase() !== 'none';
+}
+
+/** One exporter (one prom-client Registry) per engine, that is per server. */
+const exporters = new WeakMap<AdminEngine, PrometheusExporter>();
+
+function exporterFor(engine: AdminEngine): PrometheusExporter {
+  let exporter = exporters.get(engine);
+  if (exporter === undefined) {
+    exporter = new PrometheusExporter(() => engine.list());
+    exporters.set(engine, exporter);
+  }
+  return exporter;
+}
+
+/** Observability endpoints: `GET /metrics` in the Prometheus text format. */
+export const metricsRoutes: Route[] = [
+  {
+    method: 'GET',
+    path: '/metrics',
+    // Read at every request: the server process's environment decides (see METRICS_AUTH_ENV).
+    get auth() {
+      return metricsNeedToken(process.env);
+    },
+    handle: async ({ engine }) => {
+      const exporter = exporterFor(engine);
+      return { text: await exporter.render(), contentType: exporter.contentType };
+    },
+  },
+];

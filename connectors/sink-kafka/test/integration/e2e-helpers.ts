@@ -1,0 +1,186 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import kafkajs from 'kafkajs';
+import type pg from 'pg';
+import { decodeJsonMessage } from '../../src/formats/json.js';
+import type { ConsumedRecord } from './helpers.js';
+
+const { Kafka, logLevel } = kafkajs;
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
+const CLI_ENTRY = join(REPO_ROOT, 'apps/cli/src/bin.ts');
+const TSX_LOADER = pathToFileURL(createRequire(join(REPO_ROOT, 'package.json')).resolve('tsx')).href;
+
+/** `nanosync …` run from source, as a separate process that a test may SIGKILL. */
+export class NanosyncProcess implements AsyncDisposable {
+  output = '';
+  readonly child: ChildProcess;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(args: string[]) {
+    const env: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('NANOSYNC_') && !k.startsWith('VITEST')) env[k] = v;
+    this.child = spawn(process.execPath, ['--conditions=@nanosync/source', '--import', TSX_LOADER, CLI_ENTRY, ...args], {
+      cwd: REPO_ROOT,
+      env: { ...env, FORCE_COLOR: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child.stdout!.setEncoding('utf8').on('data', (c: string) => (this.output += c));
+    this.child.stderr!.setEncoding('utf8').on('data', (c: string) => (this.output += c));
+    this.exited = new Promise((r) => this.child.on('close', (code, signal) => r({ code, signal })));
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  async kill(signal: NodeJS.Signals): Promise<void> {
+    if (this.running) this.child.kill(signal);
+    await this.exited;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.kill('SIGKILL');
+  }
+}
+
+/** Poll until `probe` returns something other than undefined (a wait, not a timed assertion). */
+export async function eventually<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 180_000, context?: () => string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}${last ? `: ${String(last)}` : ''}${context ? `\n${context()}` : ''}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+export async function topicSize(brokers: string[], topic: string): Promise<number> {
+  const admin = new Kafka({ clientId: 'ns-e2e-admin', brokers, logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    return offsets.reduce((sum, o) => sum + Number(o.high) - Number(o.low), 0);
+  } catch {
+    return 0;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+export interface WriterChange {
+  op: 'insert' | 'update' | 'delete';
+  id: string;
+  note?: string;
+}
+
+/**
+ * A concurrent writer: inserts, updates and deletes on random rows, one autocommitted
+ * statement at a time, recording every change that committed.
+ */
+export class ConcurrentWriter {
+  readonly changes: WriterChange[] = [];
+  private running = true;
+  private readonly done: Promise<void>;
+  private seq = 0;
+
+  constructor(
+    private readonly db: pg.Client,
+    private readonly table: string,
+    private nextId: number,
+    private readonly maxId: () => number,
+  ) {
+    this.done = this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      this.seq += 1;
+      const roll = Math.random();
+      const note = `w${this.seq}`;
+      if (roll < 0.3) {
+        const id = String(this.nextId++);
+        await this.db.query(`INSERT INTO ${this.table} (id, note, amount, qty, flag) VALUES ($1, $2, $3, $4, $5)`, [id, note, `${this.seq}.25`, this.seq, true]);
+        this.changes.push({ op: 'insert', id, note });
+      } else if (roll < 0.85) {
+        const id = String(1 + Math.floor(Math.random() * this.maxId()));
+        const r = await this.db.query(`UPDATE ${this.table} SET note = $2, amount = amount + 1, flag = NOT flag WHERE id = $1`, [id, note]);
+        if (r.rowCount) this.changes.push({ op: 'update', id, note });
+      } else {
+        const id = String(1 + Math.floor(Math.random() * this.maxId()));
+        const r = await this.db.query(`DELETE FROM ${this.table} WHERE id = $1`, [id]);
+        if (r.rowCount) this.changes.push({ op: 'delete', id });
+      }
+      await new Promise((r) => setTimeout(r, 15));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.done;
+  }
+}
+
+/**
+ * The oracle of RELIABILITY.md on a JSON-format topic:
+ * 1. the last record per key (a delete or tombstone removes it) equals the table;
+ * 2. per key, positions only go back to a position already seen (a replayed prefix);
+ * 3. every change the writer committed is present at least once.
+ * Returns a list of problems, empty when it passes.
+ */
+export function oracle(records: ConsumedRecord[], tableRows: Map<string, Record<string, unknown>>, changes: WriterChange[]): string[] {
+  const problems: string[] = [];
+  const last = new Map<string, Record<string, unknown> | undefined>();
+  const positions = new Map<string, string[]>();
+  const notes = new Map<string, Set<string>>();
+  const deletes = new Map<string, number>();
+  for (const record of records) {
+    const id = String((JSON.parse(record.key!) as { id: string }).id);
+    if (record.value === null) {
+      last.set(id, undefined);
+      continue;
+    }
+    const change = decodeJsonMessage(record.value);
+    if (change.op === 'delete') {
+      last.set(id, undefined);
+      deletes.set(id, (deletes.get(id) ?? 0) + 1);
+    } else {
+      last.set(id, change.after);
+      const note = change.after?.note;
+      if (typeof note === 'string') notes.set(id, (notes.get(id) ?? new Set()).add(note));
+    }
+    const seen = positions.get(id) ?? [];
+    const previous = seen[seen.length - 1];
+    if (previous !== undefined && change.position < previous && !seen.includes(change.position) && change.op !== 'read') {
+      problems.push(`key ${id}: position ${change.position} after ${previous} was never seen before`);
+    }
+    seen.push(change.position);
+    positions.set(id, seen);
+  }
+  const final = new Map([...last].filter(([, v]) => v !== undefined)) as Map<string, Record<string, unknown>>;
+  for (const [id, row] of tableRows) {
+    const got = final.get(id);
+    if (!got) problems.push(`key ${id}: in the table, missing from the topic`);
+    else if (JSON.stringify(got) !== JSON.stringify(row)) problems.push(`key ${id}: topic ${JSON.stringify(got)} ≠ table ${JSON.stringify(row)}`);
+  }
+  for (const id of final.keys()) if (!tableRows.has(id)) problems.push(`key ${id}: in the topic, not in the table`);
+  const expectedDeletes = new Map<string, number>();
+  for (const c of changes) {
+    if (c.op === 'delete') expectedDeletes.set(c.id, (expectedDeletes.get(c.id) ?? 0) + 1);
+    else if (!notes.get(c.id)?.has(c.note!)) problems.push(`change lost: ${c.op} id=${c.id} note=${c.note}`);
+  }
+  for (const [id, n] of expectedDeletes) if ((deletes.get(id) ?? 0) < n) problems.push(`delete lost: id=${id}`);
+  return problems.slice(0, 20);
+}
+
+export async function tableRows(db: pg.Client, table: string): Promise<Map<string, Record<string, unknown>>> {
+  const { rows } = await db.query(`SELECT id::text AS id, note, amount::text AS amount, qty, flag FROM ${table} ORDER BY id`);
+  return new Map(rows.map((r: Record<string, unknown>) => [String(r.id), r]));
+}

@@ -1,0 +1,128 @@
+import { NanosyncError } from '@nanosync/core';
+import { startPostgres } from '@nanosync/testcontainers';
+import { describe, expect, it } from 'vitest';
+import { formatPosition } from '../../src/position.js';
+import { pgFixture, uniqueName } from './fixture.js';
+
+const items = { schema: 'public', name: 'items' };
+
+async function prepared(options: Parameters<typeof pgFixture>[0] = {}) {
+  const fx = await pgFixture(options);
+  await fx.admin.query('CREATE TABLE public.items (id int PRIMARY KEY, v text)');
+  await fx.admin.query(`INSERT INTO public.items SELECT g, 'v' FROM generate_series(1, 100) g`);
+  await fx.grantRead([items]);
+  const pipeline = uniqueName('slot');
+  await fx.preparePublication(pipeline, [items]);
+  return { fx, pipeline };
+}
+
+describe('slot lifecycle', () => {
+  it('a later run reuses the slot and its start position; no new slot appears', async () => {
+    const { fx, pipeline } = await prepared();
+    await using _ = fx;
+    const first = await fx.source(pipeline);
+    const opened = await first.open([items], { wantSnapshot: true });
+    await opened.snapshot!.release();
+    await first.close();
+
+    const second = await fx.source(pipeline);
+    const reopened = await second.open([items], { wantSnapshot: true, existingStartPosition: opened.startPosition });
+    expect(reopened).toEqual({ startPosition: opened.startPosition });
+    const slots = await fx.admin.query('SELECT slot_name FROM pg_replication_slots WHERE database = $1', [fx.database]);
+    expect(slots.rows.map((r) => r.slot_name)).toEqual([second.slotName]);
+  });
+
+  it('a slot dropped behind our back is a PgSlotMissing error naming the slot and the checkpoint, never a new slot', async () => {
+    const { fx, pipeline } = await prepared();
+    await using _ = fx;
+    const source = await fx.source(pipeline);
+    const opened = await source.open([items], { wantSnapshot: false });
+    await fx.admin.query('SELECT pg_drop_replication_slot($1)', [source.slotName]);
+
+    const later = await fx.source(pipeline);
+    const error = await later
+      .open([items], { wantSnapshot: true, existingStartPosition: opened.startPosition, checkpoint: opened.startPosition })
+      .catch((e: unknown) => e);
+    expect(NanosyncError.is(error, 'NS_P4005')).toBe(true);
+    expect((error as Error).message).toContain(`replication slot "${source.slotName}" does not exist`);
+    expect((error as Error).message).toContain(`checkpoint ${formatPosition(opened.startPosition)}`);
+    expect((error as Error).message).toContain('wal_status: missing');
+    const slots = await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [source.slotName]);
+    expect(slots.rows[0].n).toBe(0);
+  });
+
+  it('a slot the server invalidated (max_slot_wal_keep_size) is a PgSlotInvalidated error with wal_status', async () => {
+    await using service = await startPostgres({ fresh: true, settings: { max_slot_wal_keep_size: '1MB', min_wal_size: '32MB', max_wal_size: '64MB' } });
+    const { fx, pipeline } = await prepared({ service });
+    await using _ = fx;
+    const source = await fx.source(pipeline);
+    const opened = await source.open([items], { wantSnapshot: false });
+    for (let round = 0; round < 20; round++) {
+      await fx.admin.query(`INSERT INTO public.items SELECT g, repeat('w', 1000) FROM generate_series(1000 + $1 * 5000, 1000 + $1 * 5000 + 4999) g`, [round]);
+      await fx.admin.query('SELECT pg_switch_wal()');
+      await fx.admin.query('CHECKPOINT');
+      const { rows } = await fx.admin.query('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [source.slotName]);
+      if (rows[0]?.wal_status === 'lost') break;
+    }
+    const status = await fx.admin.query('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [source.slotName]);
+    expect(status.rows[0].wal_status).toBe('lost');
+
+    const later = await fx.source(pipeline);
+    const error = await later
+      .open([items], { wantSnapshot: true, existingStartPosition: opened.startPosition, checkpoint: opened.startPosition })
+      .catch((e: unknown) => e);
+    expect(NanosyncError.is(error, 'NS_P4006')).toBe(true);
+    expect((error as Error).message).toContain(`replication slot "${source.slotName}" was invalidated`);
+    expect((error as Error).message).toContain('wal_status: lost');
+    expect((error as Error).message).toContain(`checkpoint ${formatPosition(opened.startPosition)}`);
+    const check = await later.check([items]);
+    expect(check.find((c) => c.name === 'replication_slot')).toMatchObject({ ok: false, message: expect.stringContaining('invalidated') });
+  });
+
+  it('a first run replaces a slot left by an attempt that never recorded its start position', async () => {
+    const { fx, pipeline } = await prepared();
+    await using _ = fx;
+    const crashed = await fx.source(pipeline);
+    const before = await crashed.open([items], { wantSnapshot: false });
+    await fx.admin.query(`INSERT INTO public.items VALUES (5000, 'between')`);
+    const retry = await fx.source(pipeline);
+    const after = await retry.open([items], { wantSnapshot: true });
+    expect(retry.comparePositions(after.startPosition, before.startPosition)).toBeGreaterThan(0);
+    await after.snapshot!.release();
+  });
+
+  it('metrics report retained WAL, safe size and positions', async () => {
+    const { fx, pipeline } = await prepared();
+    await using _ = fx;
+    const source = await fx.source(pipeline);
+    const opened = await source.open([items], { wantSnapshot: false });
+    await fx.admin.query(`INSERT INTO public.items SELECT g, repeat('m', 500) FROM generate_series(1000, 3000) g`);
+    const metrics = await source.metrics();
+    expect(metrics.retainedBytes).toBeGreaterThan(1_000_000);
+    expect(metrics.safeBytes).toBeNull();
+    expect(source.comparePositions(metrics.headPosition!, opened.startPosition)).toBeGreaterThan(0);
+    expect(metrics.confirmedPosition).toBe(opened.startPosition);
+  });
+
+  it('drop() removes the slot and the publication (and is idempotent)', async () => {
+    const { fx, pipeline } = await prepared();
+    await using _ = fx;
+    const source = await fx.source(pipeline);
+    const opened = await source.open([items], { wantSnapshot: true });
+    expect(opened.snapshot).toBeDefined();
+    await source.drop();
+    const slots = await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [source.slotName]);
+    const pubs = await fx.admin.query('SELECT count(*)::int AS n FROM pg_publication WHERE pubname = $1', [source.publicationName]);
+    expect([slots.rows[0].n, pubs.rows[0].n]).toEqual([0, 0]);
+    await source.drop();
+  });
+
+  it('describe() names a missing table', async () => {
+    const { fx, pipeline } = await prepared();
+    await using _ = fx;
+    const source = await fx.source(pipeline);
+    const error = await source.describe([items, { schema: 'public', name: 'Items' }]).catch((e: unknown) => e);
+    expect(NanosyncError.is(error, 'NS_P4003')).toBe(true);
+    expect((error as Error).message).toContain('table "public"."Items" not found');
+  });
+});
