@@ -1,6 +1,9 @@
+import { registerCompressionCodecs } from '@nanosync/sink-kafka';
 import { type Admin, type Consumer, Kafka, logLevel } from 'kafkajs';
 
 export function kafkaClient(brokers: string[], clientId = 'nanosync-bench'): Kafka {
+  // kafkajs reads only gzip by itself; the topics hold snappy/lz4/zstd batches from both tools.
+  registerCompressionCodecs();
   return new Kafka({ clientId, brokers, logLevel: logLevel.NOTHING, retry: { retries: 8 } });
 }
 
@@ -79,6 +82,8 @@ export function parseIsoMicros(text: string): number {
 export class LatencyCollector {
   readonly samples: LatencySample[] = [];
   unparsed = 0;
+  /** Set when the consumer crashed (it does not restart): the reason. */
+  crashed: string | undefined;
   private consumer: Consumer | undefined;
 
   constructor(
@@ -89,6 +94,9 @@ export class LatencyCollector {
   async start(): Promise<void> {
     const consumer = this.kafka.consumer({ groupId: `nanosync-bench-${this.topic}-${Date.now()}`, maxWaitTimeInMs: 100 });
     this.consumer = consumer;
+    consumer.on(consumer.events.CRASH, (event) => {
+      this.crashed = event.payload.error.message;
+    });
     await consumer.connect();
     await consumer.subscribe({ topic: this.topic, fromBeginning: true });
     await consumer.run({

@@ -33,7 +33,13 @@ try {
     [rows],
   );
   await admin.query('VACUUM ANALYZE bench');
-  const parsed = configSchema.safeParse({ host: service.host, port: service.port, user: service.user, database: dbName, sslmode: 'disable' });
+  const parsed = configSchema.safeParse({
+    host: service.host,
+    port: service.port,
+    user: service.user,
+    database: dbName,
+    sslmode: 'disable',
+  });
   if (!parsed.success) throw new Error('config');
   const conn = buildConnectionConfig(parsed.data);
   const client = await connectClient(conn);

@@ -59,23 +59,43 @@ export const configSchema = rawSchema.transform((raw, ctx): PostgresSourceConfig
     try {
       fromDsn = parseDsn(raw.dsn);
     } catch (err) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['dsn'], message: `invalid DSN: ${(err as DsnError).message}` });
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['dsn'],
+        message: `invalid DSN: ${(err as DsnError).message}`,
+      });
       return z.NEVER;
     }
   }
   const host = raw.host ?? fromDsn.host ?? fromDsn.hostaddr;
   const user = raw.user ?? fromDsn.user;
-  if (!host) ctx.addIssue({ code: z.ZodIssueCode.custom, path: raw.dsn ? ['dsn'] : ['host'], message: 'a host is required: set `dsn` or `host`' });
-  if (!user) ctx.addIssue({ code: z.ZodIssueCode.custom, path: raw.dsn ? ['dsn'] : ['user'], message: 'a user is required: set it in `dsn` or as `user`' });
+  if (!host)
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      path: raw.dsn ? ['dsn'] : ['host'],
+      message: 'a host is required: set `dsn` or `host`',
+    });
+  if (!user)
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      path: raw.dsn ? ['dsn'] : ['user'],
+      message: 'a user is required: set it in `dsn` or as `user`',
+    });
   let port = raw.port;
   if (port === undefined && fromDsn.port !== undefined) {
     port = Number(fromDsn.port);
-    if (!Number.isInteger(port) || port < 1 || port > 65535) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['dsn'], message: `invalid port "${fromDsn.port}"` });
+    if (!Number.isInteger(port) || port < 1 || port > 65535)
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['dsn'], message: `invalid port "${fromDsn.port}"` });
   }
   let sslmode: SslMode | undefined = raw.sslmode;
   if (sslmode === undefined && fromDsn.sslmode !== undefined) {
     if ((SSL_MODES as readonly string[]).includes(fromDsn.sslmode)) sslmode = fromDsn.sslmode as SslMode;
-    else ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['dsn'], message: `invalid sslmode "${fromDsn.sslmode}" (one of ${SSL_MODES.join(', ')})` });
+    else
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['dsn'],
+        message: `invalid sslmode "${fromDsn.sslmode}" (one of ${SSL_MODES.join(', ')})`,
+      });
   }
   const files: Record<'sslrootcert' | 'sslcert' | 'sslkey', string | undefined> = {
     sslrootcert: raw.sslrootcert ?? fromDsn.sslrootcert,
@@ -86,11 +106,19 @@ export const configSchema = rawSchema.transform((raw, ctx): PostgresSourceConfig
     if (file === undefined || (name === 'sslrootcert' && file === 'system')) continue;
     if (!existsSync(file)) {
       const inDsn = raw[name as keyof RawConfig] === undefined;
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: inDsn ? ['dsn'] : [name], message: `${name} file "${file}" does not exist` });
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: inDsn ? ['dsn'] : [name],
+        message: `${name} file "${file}" does not exist`,
+      });
     }
   }
   if ((files.sslcert === undefined) !== (files.sslkey === undefined)) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, path: [files.sslcert ? 'sslkey' : 'sslcert'], message: 'sslcert and sslkey must be given together' });
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      path: [files.sslcert ? 'sslkey' : 'sslcert'],
+      message: 'sslcert and sslkey must be given together',
+    });
   }
   let connectTimeoutSeconds = raw.connect_timeout_seconds;
   if (connectTimeoutSeconds === undefined && fromDsn.connect_timeout !== undefined) {

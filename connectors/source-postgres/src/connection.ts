@@ -51,8 +51,14 @@ function readTlsFile(property: 'sslrootcert' | 'sslcert' | 'sslkey', file: strin
   try {
     return readFileSync(file);
   } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read (${(err as Error).message})`;
-    throw new NanosyncError(ErrorCode.ConfigInvalid, `${property} file "${file}" ${reason}`, { cause: err, details: { property } });
+    const reason =
+      (err as NodeJS.ErrnoException).code === 'ENOENT'
+        ? 'does not exist'
+        : `cannot be read (${(err as Error).message})`;
+    throw new NanosyncError(ErrorCode.ConfigInvalid, `${property} file "${file}" ${reason}`, {
+      cause: err,
+      details: { property },
+    });
   }
 }
 
@@ -68,7 +74,9 @@ function readTlsFile(property: 'sslrootcert' | 'sslcert' | 'sslkey', file: strin
  *   against the host, which pg passes along).
  * `sslcert`/`sslkey` add a client certificate in every TLS mode.
  */
-export function tlsOptions(config: Pick<PostgresSourceConfig, 'host' | 'sslmode' | 'sslrootcert' | 'sslcert' | 'sslkey'>): {
+export function tlsOptions(
+  config: Pick<PostgresSourceConfig, 'host' | 'sslmode' | 'sslrootcert' | 'sslcert' | 'sslkey'>,
+): {
   ssl: false | ConnectionOptions;
   sslFallback?: false | ConnectionOptions;
 } {
@@ -80,7 +88,12 @@ export function tlsOptions(config: Pick<PostgresSourceConfig, 'host' | 'sslmode'
   const systemRoots = config.sslrootcert === 'system';
   const ca = config.sslrootcert && !systemRoots ? readTlsFile('sslrootcert', config.sslrootcert) : undefined;
   const unverified: ConnectionOptions = { ...base, rejectUnauthorized: false };
-  const verifyCa: ConnectionOptions = { ...base, rejectUnauthorized: true, checkServerIdentity: () => undefined, ...(ca ? { ca } : {}) };
+  const verifyCa: ConnectionOptions = {
+    ...base,
+    rejectUnauthorized: true,
+    checkServerIdentity: () => undefined,
+    ...(ca ? { ca } : {}),
+  };
   // pg sets SNI to the host name itself (and checks IP hosts against the certificate's IP names).
   const verifyFull: ConnectionOptions = { ...base, rejectUnauthorized: true, ...(ca ? { ca } : {}) };
   switch (mode) {
@@ -145,7 +158,10 @@ function attempts(conn: PgConnectionConfig): pg.ClientConfig[] {
  * Open a connection, trying libpq's order for `allow`/`prefer`. `replication: true` opens a
  * walsender connection in database mode (CREATE_REPLICATION_SLOT, START_REPLICATION).
  */
-export async function connectClient(conn: PgConnectionConfig, opts: { replication?: boolean } = {}): Promise<pg.Client> {
+export async function connectClient(
+  conn: PgConnectionConfig,
+  opts: { replication?: boolean } = {},
+): Promise<pg.Client> {
   const list = attempts(conn);
   let lastError: unknown;
   for (const attempt of list) {
@@ -166,7 +182,10 @@ export async function connectClient(conn: PgConnectionConfig, opts: { replicatio
  * The one ClientConfig that works for this server (probing `allow`/`prefer` with a short
  * connection when needed), for libraries that take a plain config (pg-logical-replication).
  */
-export async function resolveClientConfig(conn: PgConnectionConfig, opts: { replication?: boolean } = {}): Promise<ClientConfigWithReplication> {
+export async function resolveClientConfig(
+  conn: PgConnectionConfig,
+  opts: { replication?: boolean } = {},
+): Promise<ClientConfigWithReplication> {
   const list = attempts(conn);
   if (list.length === 1) return opts.replication ? { ...list[0], replication: 'database' } : list[0]!;
   let lastError: unknown;

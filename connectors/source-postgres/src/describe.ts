@@ -1,6 +1,6 @@
 import type { ColumnSchema, TableRef, TableSchema } from '@nanosync/core';
 import { tableNotFound } from './errors.js';
-import { type PgTypeInfo, type Queryable, type TypeCatalog, logicalTypeOf, sourceTypeName } from './types/index.js';
+import { logicalTypeOf, type PgTypeInfo, type Queryable, sourceTypeName, type TypeCatalog } from './types/index.js';
 
 /** A column with what the snapshot reader needs to decode it. */
 export interface PgColumn {
@@ -41,7 +41,12 @@ const REPLICA_IDENTITY = { d: 'default', n: 'nothing', f: 'full', i: 'index' } a
  *
  * A table that does not exist fails with PgTableNotFound naming it.
  */
-export async function describeTables(client: Queryable, tables: TableRef[], catalog: TypeCatalog, database: string): Promise<PgTable[]> {
+export async function describeTables(
+  client: Queryable,
+  tables: TableRef[],
+  catalog: TypeCatalog,
+  database: string,
+): Promise<PgTable[]> {
   const out: PgTable[] = [];
   for (const ref of tables) {
     const rel = await client.query(

@@ -28,7 +28,8 @@ export class DsnError extends Error {}
 const KNOWN = new Set<string>(DSN_KEYWORDS);
 
 function accept(out: DsnParams, key: string, value: string): void {
-  if (!KNOWN.has(key)) throw new DsnError(`unsupported connection parameter "${key}" (supported: ${DSN_KEYWORDS.join(', ')})`);
+  if (!KNOWN.has(key))
+    throw new DsnError(`unsupported connection parameter "${key}" (supported: ${DSN_KEYWORDS.join(', ')})`);
   out[key as DsnKeyword] = value;
 }
 

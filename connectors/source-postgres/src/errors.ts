@@ -29,7 +29,16 @@ export function sqlState(err: unknown): string | undefined {
   return pgError(err).code;
 }
 
-const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND']);
+const TRANSIENT_NODE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+]);
 
 /**
  * Whether a failure talking to the server may go away by itself: connection loss, server
@@ -40,7 +49,9 @@ export function isTransientPgError(err: unknown): boolean {
   const message = pgError(err).message ?? '';
   if (code && TRANSIENT_NODE_CODES.has(code)) return true;
   if (code && /^(08|53|57P0[1-4]|40001|40P01)/.test(code)) return true;
-  return /Connection terminated|connection ended|socket hang up|Client has encountered a connection error/i.test(message);
+  return /Connection terminated|connection ended|socket hang up|Client has encountered a connection error/i.test(
+    message,
+  );
 }
 
 export function describeEndpoint(target: { host?: string; port?: number; database?: string }): string {
@@ -48,17 +59,27 @@ export function describeEndpoint(target: { host?: string; port?: number; databas
 }
 
 /** Wrap a driver error from connecting or querying: retriable when transient, message redacted. */
-export function connectionError(err: unknown, target: { host?: string; port?: number; database?: string }, doing: string): NanosyncError {
+export function connectionError(
+  err: unknown,
+  target: { host?: string; port?: number; database?: string },
+  doing: string,
+): NanosyncError {
   if (err instanceof NanosyncError) return err;
   const code = sqlState(err);
   const message = redact(pgError(err).message ?? String(err));
   if (code === '28P01' || code === '28000') {
-    return new NanosyncError(ErrorCode.PgPermission, `${doing} on ${describeEndpoint(target)}: ${message}`, { cause: err });
+    return new NanosyncError(ErrorCode.PgPermission, `${doing} on ${describeEndpoint(target)}: ${message}`, {
+      cause: err,
+    });
   }
-  return new NanosyncError(ErrorCode.PgConnection, `${doing} on ${describeEndpoint(target)} failed: ${message}${code ? ` (${code})` : ''}`, {
-    cause: err,
-    retriable: isTransientPgError(err),
-  });
+  return new NanosyncError(
+    ErrorCode.PgConnection,
+    `${doing} on ${describeEndpoint(target)} failed: ${message}${code ? ` (${code})` : ''}`,
+    {
+      cause: err,
+      retriable: isTransientPgError(err),
+    },
+  );
 }
 
 export function tableNotFound(table: { schema: string; name: string }, database: string): NanosyncError {
@@ -70,7 +91,9 @@ export function tableNotFound(table: { schema: string; name: string }, database:
 }
 
 export function invalidName(kind: string, name: string, reason: string): NanosyncError {
-  return new NanosyncError(ErrorCode.PgInvalidName, `${kind} name "${name}" is invalid: ${reason}`, { details: { [kind]: name } });
+  return new NanosyncError(ErrorCode.PgInvalidName, `${kind} name "${name}" is invalid: ${reason}`, {
+    details: { [kind]: name },
+  });
 }
 
 export function slotMissing(slot: string, checkpoint: string | undefined): NanosyncError {
@@ -82,7 +105,12 @@ export function slotMissing(slot: string, checkpoint: string | undefined): Nanos
   );
 }
 
-export function slotInvalidated(slot: string, checkpoint: string | undefined, walStatus: string, detail = ''): NanosyncError {
+export function slotInvalidated(
+  slot: string,
+  checkpoint: string | undefined,
+  walStatus: string,
+  detail = '',
+): NanosyncError {
   return new NanosyncError(
     ErrorCode.PgSlotInvalidated,
     `replication slot "${slot}" was invalidated by the server (wal_status: ${walStatus}${detail}); the WAL after checkpoint ${checkpoint ?? '(none)'} was removed. ` +

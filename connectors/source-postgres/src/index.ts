@@ -14,7 +14,7 @@ export default defineSource<PostgresSourceConfig>({
   create: (config, context) => new PostgresSource(config, context),
 });
 
-export { PostgresSource, type PostgresSourceOptions } from './source.js';
 export { configSchema, type PostgresSourceConfig, type SslMode } from './config.js';
-export { buildConnectionConfig, SESSION_SETTINGS, type PgConnectionConfig } from './connection.js';
+export { buildConnectionConfig, type PgConnectionConfig, SESSION_SETTINGS } from './connection.js';
 export { publicationNameFor, sanitizeName, slotNameFor } from './slot/names.js';
+export { PostgresSource, type PostgresSourceOptions } from './source.js';

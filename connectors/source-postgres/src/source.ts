@@ -18,7 +18,7 @@ import { ErrorCode, NanosyncError } from '@nanosync/core';
 import type pg from 'pg';
 import type { PostgresSourceConfig } from './config.js';
 import { buildConnectionConfig, connectClient, type PgConnectionConfig } from './connection.js';
-import { type PgColumn, type PgTable, describeTables } from './describe.js';
+import { describeTables, type PgColumn, type PgTable } from './describe.js';
 import { connectionError, isTransientPgError, quoteTable, tableNotFound } from './errors.js';
 import { comparePositions, encodePosition, formatPosition, parseLsn } from './position.js';
 import { runChecks } from './slot/check.js';
@@ -83,7 +83,8 @@ export class PostgresSource implements Source {
 
   /** Run `fn` on the admin connection; a broken connection is dropped so the next call reconnects. */
   async #withAdmin<T>(doing: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-    if (this.#closed) throw new NanosyncError(ErrorCode.PipelineStopped, `source of pipeline "${this.#pipeline}" is closed`);
+    if (this.#closed)
+      throw new NanosyncError(ErrorCode.PipelineStopped, `source of pipeline "${this.#pipeline}" is closed`);
     if (!this.#admin) {
       const connecting = connectClient(this.#connection).then((client) => {
         client.on('error', () => {
@@ -122,11 +123,13 @@ export class PostgresSource implements Source {
   }
 
   async open(tables: TableRef[], options: OpenOptions): Promise<OpenResult> {
-    if (tables.length === 0) throw new NanosyncError(ErrorCode.ConfigInvalid, `pipeline "${this.#pipeline}" lists no tables`);
+    if (tables.length === 0)
+      throw new NanosyncError(ErrorCode.ConfigInvalid, `pipeline "${this.#pipeline}" lists no tables`);
     await this.#describe(tables);
     await this.#withAdmin('preparing the publication', async (client) => {
       const outcome = await ensurePublication(client, this.#publication, tables);
-      if (outcome !== 'unchanged') this.#logger.info(`publication ${outcome}`, { publication: this.#publication, tables: tables.length });
+      if (outcome !== 'unchanged')
+        this.#logger.info(`publication ${outcome}`, { publication: this.#publication, tables: tables.length });
     });
 
     if (options.existingStartPosition !== undefined) {
@@ -136,7 +139,11 @@ export class PostgresSource implements Source {
           ...(options.checkpoint !== undefined ? { checkpoint: formatPosition(options.checkpoint) } : {}),
         }),
       );
-      this.#logger.info('reusing replication slot', { slot: this.#slot, wal_status: info.wal_status ?? undefined, start: formatPosition(options.existingStartPosition) });
+      this.#logger.info('reusing replication slot', {
+        slot: this.#slot,
+        wal_status: info.wal_status ?? undefined,
+        start: formatPosition(options.existingStartPosition),
+      });
       return { startPosition: options.existingStartPosition };
     }
 
@@ -151,11 +158,17 @@ export class PostgresSource implements Source {
           `replication slot "${this.#slot}" is in use by another process (pid ${leftover.active_pid}); is the pipeline running elsewhere?`,
         );
       }
-      this.#logger.warn('dropping a replication slot left by an earlier attempt that never recorded its start position', { slot: this.#slot });
+      this.#logger.warn(
+        'dropping a replication slot left by an earlier attempt that never recorded its start position',
+        { slot: this.#slot },
+      );
       await dropSlot(client, this.#slot);
     });
 
-    const created = await createSlot(this.#connection, this.#slot, { exportSnapshot: options.wantSnapshot, logger: this.#logger });
+    const created = await createSlot(this.#connection, this.#slot, {
+      exportSnapshot: options.wantSnapshot,
+      logger: this.#logger,
+    });
     const startPosition = encodePosition(created.consistentPoint, 0);
     this.#logger.info('replication slot created', { slot: this.#slot, start: formatPosition(startPosition) });
     if (!created.snapshotName) return { startPosition };
@@ -192,7 +205,12 @@ export class PostgresSource implements Source {
     const pgTable = await this.#table(table);
     const size = await this.#withAdmin('estimating the table size', (client) => estimateTableSize(client, pgTable));
     const partitions = planCtidPartitions(size, options.targetRowsPerPartition);
-    this.#logger.debug('planned snapshot partitions', { table: `${table.schema}.${table.name}`, pages: size.pages, rows: size.estimatedRows, partitions: partitions.length });
+    this.#logger.debug('planned snapshot partitions', {
+      table: `${table.schema}.${table.name}`,
+      pages: size.pages,
+      rows: size.estimatedRows,
+      partitions: partitions.length,
+    });
     return partitions;
   }
 
@@ -230,15 +248,25 @@ export class PostgresSource implements Source {
     return table.columns.map((c) => {
       const column = known.get(c.name);
       if (!column) {
-        throw new NanosyncError(ErrorCode.PgCheck, `column "${c.name}" of table ${quoteTable(table)} no longer exists; re-snapshot the pipeline`);
+        throw new NanosyncError(
+          ErrorCode.PgCheck,
+          `column "${c.name}" of table ${quoteTable(table)} no longer exists; re-snapshot the pipeline`,
+        );
       }
       return column;
     });
   }
 
-  async *readPartition(table: TableSchema, partition: PartitionSpec, options: ReadPartitionOptions): AsyncIterable<Row[]> {
+  async *readPartition(
+    table: TableSchema,
+    partition: PartitionSpec,
+    options: ReadPartitionOptions,
+  ): AsyncIterable<Row[]> {
     if (!isCtidBounds(partition.bounds)) {
-      throw new NanosyncError(ErrorCode.StateCorrupt, `partition ${partition.id} of ${quoteTable(table)} has bounds ${JSON.stringify(partition.bounds)}, not a CTID page range`);
+      throw new NanosyncError(
+        ErrorCode.StateCorrupt,
+        `partition ${partition.id} of ${quoteTable(table)} has bounds ${JSON.stringify(partition.bounds)}, not a CTID page range`,
+      );
     }
     const columns = await this.#columnsFor(table);
     const client = await this.#acquireReader();
@@ -310,7 +338,10 @@ export class PostgresSource implements Source {
         options.signal.throwIfAborted();
         const result = await client.query({ text: `FETCH FORWARD ${maxRows} FROM nanosync_query`, rowMode: 'array' });
         if (!decode) {
-          await this.#catalog.resolve(client, result.fields.map((f) => f.dataTypeID));
+          await this.#catalog.resolve(
+            client,
+            result.fields.map((f) => f.dataTypeID),
+          );
           const columns: PgColumn[] = result.fields.map((f) => ({
             name: f.name,
             type: this.#catalog.get(f.dataTypeID),
@@ -327,10 +358,14 @@ export class PostgresSource implements Source {
       reusable = true;
     } catch (err) {
       if (err instanceof NanosyncError || options.signal.aborted) throw err;
-      throw new NanosyncError(ErrorCode.PgCheck, `query of pipeline "${this.#pipeline}" failed: ${(err as Error).message}`, {
-        cause: err,
-        retriable: isTransientPgError(err),
-      });
+      throw new NanosyncError(
+        ErrorCode.PgCheck,
+        `query of pipeline "${this.#pipeline}" failed: ${(err as Error).message}`,
+        {
+          cause: err,
+          retriable: isTransientPgError(err),
+        },
+      );
     } finally {
       if (!reusable) {
         try {
@@ -361,7 +396,8 @@ export class PostgresSource implements Source {
       const row = rows[0] ?? {};
       const metrics: SourceMetrics = { headPosition: encodePosition(parseLsn(String(row.head)), 0) };
       if (row.retained !== null && row.retained !== undefined) metrics.retainedBytes = Number(row.retained);
-      if (row.restart_lsn !== null && row.restart_lsn !== undefined) metrics.safeBytes = row.safe_wal_size === null ? null : Number(row.safe_wal_size);
+      if (row.restart_lsn !== null && row.restart_lsn !== undefined)
+        metrics.safeBytes = row.safe_wal_size === null ? null : Number(row.safe_wal_size);
       if (row.confirmed_flush_lsn !== null && row.confirmed_flush_lsn !== undefined) {
         metrics.confirmedPosition = encodePosition(parseLsn(String(row.confirmed_flush_lsn)), 0);
       }
@@ -374,7 +410,11 @@ export class PostgresSource implements Source {
     await this.#withAdmin('dropping the slot and publication', async (client) => {
       const dropped = await dropSlot(client, this.#slot);
       await dropPublication(client, this.#publication);
-      this.#logger.info('dropped replication slot and publication', { slot: this.#slot, slotExisted: dropped, publication: this.#publication });
+      this.#logger.info('dropped replication slot and publication', {
+        slot: this.#slot,
+        slotExisted: dropped,
+        publication: this.#publication,
+      });
     });
   }
 
@@ -386,10 +426,7 @@ export class PostgresSource implements Source {
     this.#admin = undefined;
     const clients = [...this.#idleReaders.splice(0), ...this.#busyReaders];
     this.#busyReaders.clear();
-    await Promise.all([
-      admin?.then((c) => c.end()).catch(() => {}),
-      ...clients.map((c) => c.end().catch(() => {})),
-    ]);
+    await Promise.all([admin?.then((c) => c.end()).catch(() => {}), ...clients.map((c) => c.end().catch(() => {}))]);
   }
 }
 

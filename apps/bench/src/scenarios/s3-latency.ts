@@ -81,10 +81,14 @@ async function measureTool(ctx: BenchContext, runner: Runner, rates: number[], n
       delivered = expected;
       monitor.sample();
       const usage = monitor.usage();
-      await waitFor('the latency consumer to catch up', () => collector.samples.filter((s) => s.committedAtMs >= phase.startMs - 5 && s.committedAtMs <= phase.endMs + 5).length >= phase.events || undefined, {
+      const inPhase = () => collector.samples.filter((s) => s.committedAtMs >= phase.startMs - 5 && s.committedAtMs <= phase.endMs + 5);
+      await waitFor('the latency consumer to catch up', () => inPhase().length >= phase.events || undefined, {
         timeoutMs: 60_000,
-      }).catch(() => undefined);
-      const latencies = collector.samples.filter((s) => s.committedAtMs >= phase.startMs - 5 && s.committedAtMs <= phase.endMs + 5).map((s) => s.arrivedAtMs - s.committedAtMs);
+        abort: () => (collector.crashed ? `latency consumer crashed: ${collector.crashed}` : undefined),
+      }).catch((error) => {
+        if (collector.crashed) throw error;
+      });
+      const latencies = inPhase().map((s) => s.arrivedAtMs - s.committedAtMs);
       out.push({
         tool: runner.label,
         status: 'ok',
@@ -96,7 +100,7 @@ async function measureTool(ctx: BenchContext, runner: Runner, rates: number[], n
         peakRssBytes: usage.peakRssBytes,
         cpuSeconds: usage.cpuSeconds - cpuBefore,
         cpuSecondsPerMillion: cpuPerMillion(usage.cpuSeconds - cpuBefore, phase.events),
-        details: { unparsedMessages: collector.unparsed },
+        details: { unparsedMessages: collector.unparsed, missingSamples: phase.events - latencies.length },
       });
       log(`S3: ${runner.label} at ${rate}/s: p50 ${out.at(-1)?.latency?.p50Ms?.toFixed(1)} ms, p99 ${out.at(-1)?.latency?.p99Ms?.toFixed(1)} ms`);
     }

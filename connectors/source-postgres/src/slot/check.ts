@@ -40,7 +40,10 @@ const bad = (name: string, message: string, fix?: string, severity: 'error' | 'w
  * Preflight for a pipeline: read-only queries, one result per thing that can stop it,
  * each failure with the SQL that fixes it.
  */
-export async function runChecks(client: Queryable, opts: { tables: TableRef[]; slot: string; publication: string }): Promise<CheckResult[]> {
+export async function runChecks(
+  client: Queryable,
+  opts: { tables: TableRef[]; slot: string; publication: string },
+): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   const { rows } = await client.query(
     `SELECT current_user::text AS user, current_database()::text AS database,
@@ -61,21 +64,36 @@ export async function runChecks(client: Queryable, opts: { tables: TableRef[]; s
   results.push(
     role.wal_level === 'logical'
       ? ok('wal_level', 'wal_level is logical')
-      : bad('wal_level', `wal_level is ${role.wal_level}; logical decoding needs logical`, "ALTER SYSTEM SET wal_level = 'logical'; -- then restart PostgreSQL"),
+      : bad(
+          'wal_level',
+          `wal_level is ${role.wal_level}; logical decoding needs logical`,
+          "ALTER SYSTEM SET wal_level = 'logical'; -- then restart PostgreSQL",
+        ),
   );
 
   results.push(
     role.rolreplication === 'true' || superuser
       ? ok('replication_role', `role ${user} has the REPLICATION attribute`)
-      : bad('replication_role', `role ${user} lacks the REPLICATION attribute needed to create and read a replication slot`, `ALTER ROLE ${user} REPLICATION;`),
+      : bad(
+          'replication_role',
+          `role ${user} lacks the REPLICATION attribute needed to create and read a replication slot`,
+          `ALTER ROLE ${user} REPLICATION;`,
+        ),
   );
 
   const slotInfo = await readSlot(client, opts.slot);
   if (slotInfo) {
     results.push(
       slotInfo.wal_status === 'lost'
-        ? bad('replication_slot', `replication slot "${opts.slot}" exists but was invalidated (wal_status: lost); the pipeline must be re-snapshotted`, `SELECT pg_drop_replication_slot('${opts.slot}'); -- then delete and re-apply the pipeline`)
-        : ok('replication_slot', `replication slot "${opts.slot}" exists (wal_status: ${slotInfo.wal_status ?? 'unknown'})`),
+        ? bad(
+            'replication_slot',
+            `replication slot "${opts.slot}" exists but was invalidated (wal_status: lost); the pipeline must be re-snapshotted`,
+            `SELECT pg_drop_replication_slot('${opts.slot}'); -- then delete and re-apply the pipeline`,
+          )
+        : ok(
+            'replication_slot',
+            `replication slot "${opts.slot}" exists (wal_status: ${slotInfo.wal_status ?? 'unknown'})`,
+          ),
     );
   } else {
     const free = Number(role.max_slots) - Number(role.used_slots);
@@ -93,7 +111,11 @@ export async function runChecks(client: Queryable, opts: { tables: TableRef[]; s
   results.push(
     freeSenders > 0
       ? ok('wal_senders', `${freeSenders} of ${role.max_senders} WAL senders free`)
-      : bad('wal_senders', `no free WAL sender: max_wal_senders=${role.max_senders} are all in use`, `ALTER SYSTEM SET max_wal_senders = ${Number(role.max_senders) + 4}; -- then restart PostgreSQL`),
+      : bad(
+          'wal_senders',
+          `no free WAL sender: max_wal_senders=${role.max_senders} are all in use`,
+          `ALTER SYSTEM SET max_wal_senders = ${Number(role.max_senders) + 4}; -- then restart PostgreSQL`,
+        ),
   );
 
   results.push(
@@ -129,32 +151,53 @@ export async function runChecks(client: Queryable, opts: { tables: TableRef[]; s
     ).rows[0] as unknown as TableRow;
     if (t.exists !== 'true') {
       allTablesUsable = false;
-      results.push(bad(`table ${name}`, `table ${name} does not exist in database "${role.database}" (names are case-sensitive)`));
+      results.push(
+        bad(`table ${name}`, `table ${name} does not exist in database "${role.database}" (names are case-sensitive)`),
+      );
       continue;
     }
     ownsAll.push(t.is_owner === 'true');
     if (t.schema_usage !== 'true') {
       allTablesUsable = false;
-      results.push(bad(`usage ${quoteIdent(table.schema)}`, `role ${user} has no USAGE on schema ${quoteIdent(table.schema)}`, `GRANT USAGE ON SCHEMA ${quoteIdent(table.schema)} TO ${user};`));
+      results.push(
+        bad(
+          `usage ${quoteIdent(table.schema)}`,
+          `role ${user} has no USAGE on schema ${quoteIdent(table.schema)}`,
+          `GRANT USAGE ON SCHEMA ${quoteIdent(table.schema)} TO ${user};`,
+        ),
+      );
     }
     results.push(
       t.can_select === 'true'
         ? ok(`select ${name}`, `role ${user} may SELECT from ${name}`)
-        : bad(`select ${name}`, `role ${user} has no SELECT privilege on ${name}`, `GRANT SELECT ON ${name} TO ${user};`),
+        : bad(
+            `select ${name}`,
+            `role ${user} has no SELECT privilege on ${name}`,
+            `GRANT SELECT ON ${name} TO ${user};`,
+          ),
     );
     if (t.can_select !== 'true') allTablesUsable = false;
     const identityOk =
-      t.replident === 'f' || (t.replident === 'd' && t.has_pk === 'true') || (t.replident === 'i' && t.has_replident_index === 'true');
+      t.replident === 'f' ||
+      (t.replident === 'd' && t.has_pk === 'true') ||
+      (t.replident === 'i' && t.has_replident_index === 'true');
     results.push(
       identityOk
-        ? ok(`replica_identity ${name}`, `${name} has ${t.replident === 'f' ? 'REPLICA IDENTITY FULL' : t.replident === 'i' ? 'a replica identity index' : 'a primary key'}`)
+        ? ok(
+            `replica_identity ${name}`,
+            `${name} has ${t.replident === 'f' ? 'REPLICA IDENTITY FULL' : t.replident === 'i' ? 'a replica identity index' : 'a primary key'}`,
+          )
         : bad(
             `replica_identity ${name}`,
             `${name} has no primary key and no REPLICA IDENTITY FULL (replica identity: ${t.replident === 'n' ? 'NOTHING' : t.replident === 'i' ? 'INDEX (missing)' : 'DEFAULT'}): updates and deletes could not be identified`,
             `ALTER TABLE ${name} ADD PRIMARY KEY (<key columns>); -- or: ALTER TABLE ${name} REPLICA IDENTITY FULL;`,
           ),
     );
-    const rlsApplies = t.rls === 'true' && !superuser && role.rolbypassrls !== 'true' && (t.is_owner !== 'true' || t.rls_forced === 'true');
+    const rlsApplies =
+      t.rls === 'true' &&
+      !superuser &&
+      role.rolbypassrls !== 'true' &&
+      (t.is_owner !== 'true' || t.rls_forced === 'true');
     results.push(
       rlsApplies
         ? bad(
@@ -162,14 +205,25 @@ export async function runChecks(client: Queryable, opts: { tables: TableRef[]; s
             `row-level security is enabled on ${name} and role ${user} does not bypass it: the snapshot would silently miss rows the policies hide`,
             `ALTER ROLE ${user} BYPASSRLS;`,
           )
-        : ok(`row_security ${name}`, t.rls === 'true' ? `row-level security on ${name} is bypassed by role ${user}` : `no row-level security on ${name}`),
+        : ok(
+            `row_security ${name}`,
+            t.rls === 'true'
+              ? `row-level security on ${name} is bypassed by role ${user}`
+              : `no row-level security on ${name}`,
+          ),
     );
   }
 
   const pub = await readPublication(client, opts.publication);
   const wanted = createPublicationSql(opts.publication, opts.tables);
   if (pub.allTables) {
-    results.push(bad('publication', `publication "${opts.publication}" is FOR ALL TABLES; nanosync needs a FOR TABLE publication`, `DROP PUBLICATION ${quoteIdent(opts.publication)}; ${wanted};`));
+    results.push(
+      bad(
+        'publication',
+        `publication "${opts.publication}" is FOR ALL TABLES; nanosync needs a FOR TABLE publication`,
+        `DROP PUBLICATION ${quoteIdent(opts.publication)}; ${wanted};`,
+      ),
+    );
   } else if (allTablesUsable) {
     const same =
       pub.exists &&
@@ -177,9 +231,14 @@ export async function runChecks(client: Queryable, opts: { tables: TableRef[]; s
       opts.tables.every((t) => pub.tables.some((p) => p.schema === t.schema && p.name === t.name));
     const canManage = superuser || (ownsAll.every(Boolean) && (pub.exists || role.can_create === 'true'));
     if (same) results.push(ok('publication', `publication "${opts.publication}" lists exactly the pipeline's tables`));
-    else if (canManage) results.push(ok('publication', `publication "${opts.publication}" will be ${pub.exists ? 'altered' : 'created'} at start`));
+    else if (canManage)
+      results.push(
+        ok('publication', `publication "${opts.publication}" will be ${pub.exists ? 'altered' : 'created'} at start`),
+      );
     else {
-      const sql = pub.exists ? `${alterPublicationSql(opts.publication, opts.tables)};` : `${wanted}; ALTER PUBLICATION ${quoteIdent(opts.publication)} OWNER TO ${user};`;
+      const sql = pub.exists
+        ? `${alterPublicationSql(opts.publication, opts.tables)};`
+        : `${wanted}; ALTER PUBLICATION ${quoteIdent(opts.publication)} OWNER TO ${user};`;
       results.push(
         bad(
           'publication',

@@ -1,7 +1,7 @@
 import type { TableRef } from '@nanosync/core';
 import { ErrorCode, NanosyncError } from '@nanosync/core';
-import type { Queryable } from '../types/index.js';
 import { permissionError, quoteIdent, quoteTable, sqlState } from '../errors.js';
+import type { Queryable } from '../types/index.js';
 
 export interface PublicationState {
   exists: boolean;
@@ -10,7 +10,10 @@ export interface PublicationState {
 }
 
 export async function readPublication(client: Queryable, publication: string): Promise<PublicationState> {
-  const pub = await client.query('SELECT puballtables::text AS all_tables FROM pg_catalog.pg_publication WHERE pubname = $1', [publication]);
+  const pub = await client.query(
+    'SELECT puballtables::text AS all_tables FROM pg_catalog.pg_publication WHERE pubname = $1',
+    [publication],
+  );
   const row = pub.rows[0];
   if (!row) return { exists: false, allTables: false, tables: [] };
   const rel = await client.query(
@@ -51,7 +54,11 @@ const key = (t: TableRef) => `${t.schema}\u0000${t.name}`;
  * Adding a table to a publication needs ownership of the table; a least-privilege role
  * therefore gets the publication prepared by an owner (the error says the SQL to run).
  */
-export async function ensurePublication(client: Queryable, publication: string, tables: TableRef[]): Promise<'created' | 'altered' | 'unchanged'> {
+export async function ensurePublication(
+  client: Queryable,
+  publication: string,
+  tables: TableRef[],
+): Promise<'created' | 'altered' | 'unchanged'> {
   const state = await readPublication(client, publication);
   if (state.allTables) {
     throw new NanosyncError(

@@ -25,7 +25,10 @@ export interface SlotInfo {
 
 /** The slot's row of pg_replication_slots as JSON, so columns that only newer versions have are simply absent. */
 export async function readSlot(client: Queryable, slot: string): Promise<SlotInfo | undefined> {
-  const { rows } = await client.query('SELECT to_jsonb(s)::text AS info FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = $1', [slot]);
+  const { rows } = await client.query(
+    'SELECT to_jsonb(s)::text AS info FROM pg_catalog.pg_replication_slots s WHERE s.slot_name = $1',
+    [slot],
+  );
   const row = rows[0];
   return row ? (JSON.parse(String(row.info)) as SlotInfo) : undefined;
 }
@@ -34,7 +37,11 @@ export async function readSlot(client: Queryable, slot: string): Promise<SlotInf
  * A later run: the slot must still be there and usable. Missing or invalidated is an error
  * naming the slot, the checkpoint and wal_status; we never create a replacement here.
  */
-export async function verifySlot(client: Queryable, slot: string, opts: { checkpoint?: string; database: string }): Promise<SlotInfo> {
+export async function verifySlot(
+  client: Queryable,
+  slot: string,
+  opts: { checkpoint?: string; database: string },
+): Promise<SlotInfo> {
   const info = await readSlot(client, slot);
   if (!info) throw slotMissing(slot, opts.checkpoint);
   const reason = info.invalidation_reason ? `, invalidation_reason: ${info.invalidation_reason}` : '';
@@ -76,7 +83,8 @@ export async function createSlot(
   const client = await connectClient(conn, { replication: true });
   let released = false;
   client.on('error', (err) => {
-    if (!released) opts.logger.warn('replication connection holding the exported snapshot failed', { slot, error: err.message });
+    if (!released)
+      opts.logger.warn('replication connection holding the exported snapshot failed', { slot, error: err.message });
   });
   const release = async () => {
     if (released) return;
@@ -116,7 +124,11 @@ export async function createSlot(
  * Drop the slot if it exists. An active slot (a walsender still attached, e.g. a stream that
  * is shutting down) is retried for a few seconds, then its walsender is terminated.
  */
-export async function dropSlot(client: pg.Client | Queryable, slot: string, opts: { waitMs?: number } = {}): Promise<boolean> {
+export async function dropSlot(
+  client: pg.Client | Queryable,
+  slot: string,
+  opts: { waitMs?: number } = {},
+): Promise<boolean> {
   const deadline = Date.now() + (opts.waitMs ?? 5000);
   for (let attempt = 0; ; attempt++) {
     const info = await readSlot(client, slot);

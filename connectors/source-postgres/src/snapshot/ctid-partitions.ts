@@ -38,7 +38,11 @@ export function planCtidPartitions(size: TableSizeEstimate, targetRowsPerPartiti
     const last = i === count - 1;
     const endPage = last ? null : startPage + pagesPerPartition;
     const spanPages = (endPage ?? pages) - startPage;
-    partitions.push({ id: String(i), bounds: { startPage, endPage } satisfies CtidBounds, estimatedRows: Math.round(spanPages * rowsPerPage) });
+    partitions.push({
+      id: String(i),
+      bounds: { startPage, endPage } satisfies CtidBounds,
+      estimatedRows: Math.round(spanPages * rowsPerPage),
+    });
   }
   return partitions;
 }
@@ -47,7 +51,9 @@ export function isCtidBounds(value: unknown): value is CtidBounds {
   if (typeof value !== 'object' || value === null) return false;
   const b = value as Record<string, unknown>;
   const page = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= 0xffffffff;
-  return page(b.startPage) && (b.endPage === null || (page(b.endPage) && (b.endPage as number) > (b.startPage as number)));
+  return (
+    page(b.startPage) && (b.endPage === null || (page(b.endPage) && (b.endPage as number) > (b.startPage as number)))
+  );
 }
 
 /** The WHERE clause for a partition (numbers only, validated: safe to inline). */

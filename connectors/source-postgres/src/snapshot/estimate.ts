@@ -16,7 +16,10 @@ const SAMPLE_PAGES = 2000;
  * a block sample (`TABLESAMPLE SYSTEM`) when large. For a partitioned table, pages is the
  * largest leaf (CTID ranges apply to each leaf) and rows the sum.
  */
-export async function estimateTableSize(client: Queryable, table: { oid: number; schema: string; name: string; kind: string }): Promise<TableSizeEstimate> {
+export async function estimateTableSize(
+  client: Queryable,
+  table: { oid: number; schema: string; name: string; kind: string },
+): Promise<TableSizeEstimate> {
   const { rows } = await client.query(
     table.kind === 'p'
       ? `SELECT coalesce(max(pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8), 0)::text AS pages,
@@ -46,6 +49,8 @@ export async function estimateTableSize(client: Queryable, table: { oid: number;
     return { pages, estimatedRows: Number(counted.rows[0]?.n ?? 0) };
   }
   const percent = Math.min(100, (SAMPLE_PAGES / totalPages) * 100);
-  const sampled = await client.query(`SELECT count(*)::text AS n FROM ${name} TABLESAMPLE SYSTEM ($1) REPEATABLE (7)`, [percent]);
+  const sampled = await client.query(`SELECT count(*)::text AS n FROM ${name} TABLESAMPLE SYSTEM ($1) REPEATABLE (7)`, [
+    percent,
+  ]);
   return { pages, estimatedRows: Math.round((Number(sampled.rows[0]?.n ?? 0) * 100) / percent) };
 }

@@ -35,7 +35,11 @@ export interface ReadCtidPartitionOptions {
 }
 
 /** `SELECT "a", "b" FROM "s"."t" WHERE ctid …`; every identifier quoted. */
-export function partitionSelect(table: { schema: string; name: string }, columns: PgColumn[], bounds: CtidBounds): string {
+export function partitionSelect(
+  table: { schema: string; name: string },
+  columns: PgColumn[],
+  bounds: CtidBounds,
+): string {
   return `SELECT ${columns.map((c) => quoteIdent(c.name)).join(', ')} FROM ${quoteTable(table)}${ctidPredicate(bounds)}`;
 }
 
@@ -46,11 +50,17 @@ export function partitionSelect(table: { schema: string; name: string }, columns
  * `maxRowsPerChunk` rows. If the caller stops early or an error occurs the client is left
  * mid-protocol: the caller must discard it (`clientReusable` tells).
  */
-export async function* readCtidPartition(opts: ReadCtidPartitionOptions, state: { clientReusable: boolean }): AsyncGenerator<Row[]> {
+export async function* readCtidPartition(
+  opts: ReadCtidPartitionOptions,
+  state: { clientReusable: boolean },
+): AsyncGenerator<Row[]> {
   const { client, signal } = opts;
   state.clientReusable = false;
   if (opts.snapshotToken !== undefined && !SNAPSHOT_TOKEN.test(opts.snapshotToken)) {
-    throw new NanosyncError(ErrorCode.Internal, `malformed snapshot token ${JSON.stringify(opts.snapshotToken.slice(0, 40))}`);
+    throw new NanosyncError(
+      ErrorCode.Internal,
+      `malformed snapshot token ${JSON.stringify(opts.snapshotToken.slice(0, 40))}`,
+    );
   }
   const maxRows = Math.max(1, Math.floor(opts.maxRowsPerChunk));
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -101,7 +111,11 @@ export async function* readCtidPartition(opts: ReadCtidPartitionOptions, state: 
 }
 
 /** Field texts in column order → Row, errors naming table, column and key. */
-export function rowDecoder(opts: { table: { schema: string; name: string }; columns: PgColumn[]; keyColumns: string[] }): (fields: (string | null)[]) => Row {
+export function rowDecoder(opts: {
+  table: { schema: string; name: string };
+  columns: PgColumn[];
+  keyColumns: string[];
+}): (fields: (string | null)[]) => Row {
   const columns = opts.columns;
   const n = columns.length;
   return (fields) => {
@@ -115,7 +129,9 @@ export function rowDecoder(opts: { table: { schema: string; name: string }; colu
         try {
           value = decodeValue(column.type, text);
         } catch (err) {
-          const key = opts.keyColumns.map((k) => `${k}=${fields[columns.findIndex((c) => c.name === k)] ?? 'NULL'}`).join(',');
+          const key = opts.keyColumns
+            .map((k) => `${k}=${fields[columns.findIndex((c) => c.name === k)] ?? 'NULL'}`)
+            .join(',');
           throw valueError(err, { table: `${opts.table.schema}.${opts.table.name}`, column: column.name, key });
         }
       }

@@ -118,7 +118,11 @@ class ArrayParser<T> {
   }
 }
 
-export function parseArrayLiteral<T>(text: string, delimiter: string, decodeElement: (text: string) => T): ArrayItem<T>[] {
+export function parseArrayLiteral<T>(
+  text: string,
+  delimiter: string,
+  decodeElement: (text: string) => T,
+): ArrayItem<T>[] {
   const parser = new ArrayParser(text, delimiter, decodeElement);
   if (text.charCodeAt(0) === LBRACKET) {
     const eq = text.indexOf('=');

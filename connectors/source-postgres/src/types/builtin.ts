@@ -67,7 +67,14 @@ export const BUILTIN_TYPES: ReadonlyMap<number, PgTypeInfo> = (() => {
   for (const [oid, name, codec, arrayOid] of SCALARS) {
     const scalar: PgTypeInfo = { oid, schema: 'pg_catalog', name, codec };
     map.set(oid, scalar);
-    map.set(arrayOid, { oid: arrayOid, schema: 'pg_catalog', name: `_${name}`, codec: 'array', element: scalar, delimiter: ',' });
+    map.set(arrayOid, {
+      oid: arrayOid,
+      schema: 'pg_catalog',
+      name: `_${name}`,
+      codec: 'array',
+      element: scalar,
+      delimiter: ',',
+    });
   }
   map.set(BOX.oid, BOX);
   map.set(1020, { oid: 1020, schema: 'pg_catalog', name: '_box', codec: 'array', element: BOX, delimiter: ';' });

@@ -61,7 +61,10 @@ export class TypeCatalog {
       }
       for (const oid of pending) {
         if (!this.#raw.has(oid)) {
-          throw new NanosyncError(ErrorCode.PgProtocol, `type with OID ${oid} does not exist in pg_type (dropped while in use?)`);
+          throw new NanosyncError(
+            ErrorCode.PgProtocol,
+            `type with OID ${oid} does not exist in pg_type (dropped while in use?)`,
+          );
         }
       }
       pending = [...next];
@@ -113,7 +116,12 @@ export class TypeCatalog {
         return { ...base, codec: 'enum', enumLabels: row.labels ? (JSON.parse(row.labels) as string[]) : [] };
       case 'b':
         if (row.category === 'A' && Number(row.elem) !== 0) {
-          return { ...base, codec: 'array', element: this.get(Number(row.elem)), delimiter: this.#delimiterOf(Number(row.elem)) };
+          return {
+            ...base,
+            codec: 'array',
+            element: this.get(Number(row.elem)),
+            delimiter: this.#delimiterOf(Number(row.elem)),
+          };
         }
         return { ...base, codec: extensionCodec(row.name) };
       default:
@@ -134,7 +142,11 @@ function extensionCodec(name: string): PgCodec {
 }
 
 /** Convenience for one-off lookups: resolve `oids` into `catalog` and return their infos. */
-export async function resolveTypes(client: Queryable, oids: number[], catalog = new TypeCatalog()): Promise<Map<number, PgTypeInfo>> {
+export async function resolveTypes(
+  client: Queryable,
+  oids: number[],
+  catalog = new TypeCatalog(),
+): Promise<Map<number, PgTypeInfo>> {
   await catalog.resolve(client, oids);
   return new Map(oids.map((oid) => [oid, catalog.get(oid)]));
 }

@@ -1,4 +1,4 @@
-import { ErrorCode, NanosyncError, type LogicalType, type Value } from '@nanosync/core';
+import { ErrorCode, type LogicalType, NanosyncError, type Value } from '@nanosync/core';
 import { parseArrayLiteral } from './array-literal.js';
 import type { PgTypeInfo } from './pg-type.js';
 import { decodeDate, decodeTime, decodeTimestamp, decodeTimestamptz, decodeTimetz } from './temporal.js';
@@ -20,9 +20,13 @@ export function decodeValue(type: PgTypeInfo, text: string | Uint8Array): Value 
     return decodeText(type, s);
   } catch (err) {
     if (err instanceof NanosyncError) throw err;
-    throw new NanosyncError(ErrorCode.PgValue, `cannot decode a value of type ${type.schema}.${type.name}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    throw new NanosyncError(
+      ErrorCode.PgValue,
+      `cannot decode a value of type ${type.schema}.${type.name}: ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
   }
 }
 

@@ -29,9 +29,10 @@
  * function builtinType(oid: number): PgTypeInfo | undefined;
  * ```
  */
+
+export { ArrayLiteralError, parseArrayLiteral } from './array-literal.js';
+export { BUILTIN_TYPES, builtinType } from './builtin.js';
+export { type Queryable, resolveTypes, TypeCatalog } from './catalog.js';
+export { decodeBytea, decodeValue, logicalTypeOf, numericTypmod, sourceTypeName } from './decode.js';
 export type { PgCodec, PgTypeInfo } from './pg-type.js';
-export { builtinType, BUILTIN_TYPES } from './builtin.js';
-export { TypeCatalog, resolveTypes, type Queryable } from './catalog.js';
-export { decodeValue, decodeBytea, logicalTypeOf, numericTypmod, sourceTypeName } from './decode.js';
-export { parseArrayLiteral, ArrayLiteralError } from './array-literal.js';
 export { formatYear } from './temporal.js';

@@ -50,12 +50,20 @@ function fail(kind: string, text: string): never {
 
 /** `YYYY-MM-DD` with a year in 1000–9999: already canonical. */
 function isPlainDate(text: string): boolean {
-  return text.length === 10 && text.charCodeAt(4) === 0x2d && text.charCodeAt(7) === 0x2d && text.charCodeAt(0) !== 0x30;
+  return (
+    text.length === 10 && text.charCodeAt(4) === 0x2d && text.charCodeAt(7) === 0x2d && text.charCodeAt(0) !== 0x30
+  );
 }
 
 /** `YYYY-MM-DD HH:MM:SS` + optional fraction, year 1000–9999, no BC: the common case, sliced instead of matched. */
 function plainDateTimeLength(text: string): number {
-  if (text.length < 19 || text.charCodeAt(10) !== 0x20 || !isPlainDate(text.slice(0, 10)) || text.charCodeAt(13) !== 0x3a) return -1;
+  if (
+    text.length < 19 ||
+    text.charCodeAt(10) !== 0x20 ||
+    !isPlainDate(text.slice(0, 10)) ||
+    text.charCodeAt(13) !== 0x3a
+  )
+    return -1;
   let end = 19;
   if (text.charCodeAt(19) === 0x2e) {
     end = 20;
@@ -91,7 +99,8 @@ export function decodeTimetz(text: string): string {
 
 export function decodeTimestamp(text: string): string {
   const end = plainDateTimeLength(text);
-  if (end === text.length) return `${text.slice(0, 10)}T${text.slice(11, 19)}.${fraction(end > 20 ? text.slice(20, end) : undefined)}`;
+  if (end === text.length)
+    return `${text.slice(0, 10)}T${text.slice(11, 19)}.${fraction(end > 20 ? text.slice(20, end) : undefined)}`;
   if (text === 'infinity' || text === '-infinity') return text;
   const m = TIMESTAMP.exec(text);
   if (!m) fail('timestamp', text);

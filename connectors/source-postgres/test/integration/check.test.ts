@@ -16,11 +16,23 @@ describe('check()', () => {
     const source = await fx.source(pipeline);
     const results = await source.check([t('good')]);
     expect(failures(results).map((r) => r.name)).toEqual(['max_slot_wal_keep_size']);
-    expect(byName(results, 'max_slot_wal_keep_size')).toMatchObject({ severity: 'warning', fix: expect.stringContaining('ALTER SYSTEM SET max_slot_wal_keep_size') });
-    for (const name of ['wal_level', 'replication_role', 'replication_slot', 'publication', 'select "public"."good"', 'replica_identity "public"."good"']) {
+    expect(byName(results, 'max_slot_wal_keep_size')).toMatchObject({
+      severity: 'warning',
+      fix: expect.stringContaining('ALTER SYSTEM SET max_slot_wal_keep_size'),
+    });
+    for (const name of [
+      'wal_level',
+      'replication_role',
+      'replication_slot',
+      'publication',
+      'select "public"."good"',
+      'replica_identity "public"."good"',
+    ]) {
       expect(byName(results, name)?.ok).toBe(true);
     }
-    const slots = await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [source.slotName]);
+    const slots = await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [
+      source.slotName,
+    ]);
     expect(slots.rows[0].n).toBe(0);
   });
 
@@ -48,8 +60,14 @@ describe('check()', () => {
       fix: expect.stringContaining('ALTER TABLE "public"."nokey" REPLICA IDENTITY FULL;'),
     });
     expect(byName(results, 'replica_identity "public"."fullid"')?.ok).toBe(true);
-    expect(byName(results, 'row_security "public"."secret"')).toMatchObject({ ok: false, fix: `ALTER ROLE ${role} BYPASSRLS;` });
-    expect(byName(results, 'table "public"."ghost"')).toMatchObject({ ok: false, message: expect.stringContaining('"public"."ghost" does not exist') });
+    expect(byName(results, 'row_security "public"."secret"')).toMatchObject({
+      ok: false,
+      fix: `ALTER ROLE ${role} BYPASSRLS;`,
+    });
+    expect(byName(results, 'table "public"."ghost"')).toMatchObject({
+      ok: false,
+      message: expect.stringContaining('"public"."ghost" does not exist'),
+    });
     for (const failure of failures(results)) {
       if (failure.name.startsWith('table ') || failure.name === 'publication') continue;
       expect(failure.fix, failure.name).toBeTruthy();

@@ -1,17 +1,17 @@
-import { comparePositions, decodePosition, parseLsn } from '../../src/position.js';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { comparePositions, decodePosition, parseLsn } from '../../src/position.js';
 import {
-  PipelineProcess,
-  type SinkLine,
-  type WriterTxn,
   fileSize,
   latestState,
+  PipelineProcess,
   partitions,
   pipelineRow,
   readSinkFile,
+  type SinkLine,
   sleep,
   startWriter,
+  type WriterTxn,
   workDir,
 } from './e2e/harness.js';
 import { type PgFixture, pgFixture, uniqueName } from './fixture.js';
@@ -29,7 +29,12 @@ async function prepare(rows: number): Promise<{ fx: PgFixture; pipeline: string 
   return { fx, pipeline };
 }
 
-function yaml(fx: PgFixture, pipeline: string, sinkFile: string, snapshot: { concurrency: number; rows: number }): string {
+function yaml(
+  fx: PgFixture,
+  pipeline: string,
+  sinkFile: string,
+  snapshot: { concurrency: number; rows: number },
+): string {
   const dsn = `postgres://${fx.role}:${fx.rolePassword}@${fx.service.host}:${fx.service.port}/${fx.database}?sslmode=disable`;
   return `connections:
   - name: source-db
@@ -64,7 +69,10 @@ function sampleFlush(admin: pg.Client, slot: string, sinkFile: string) {
   let stopped = false;
   const done = (async () => {
     while (!stopped) {
-      const { rows } = await admin.query('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+      const { rows } = await admin.query(
+        'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1',
+        [slot],
+      );
       if (rows[0]?.lsn) samples.push({ confirmedFlush: parseLsn(rows[0].lsn), fileBytes: await fileSize(sinkFile) });
       await sleep(100);
     }
@@ -85,7 +93,11 @@ function sampleFlush(admin: pg.Client, slot: string, sinkFile: string) {
  * 3. every writer transaction that began after the start position is present;
  * 4. the slot never confirmed a transaction the sink did not yet have.
  */
-async function oracle(fx: PgFixture, lines: SinkLine[], opts: { startPosition: string; txns: WriterTxn[]; samples: FlushSample[] }) {
+async function oracle(
+  fx: PgFixture,
+  lines: SinkLine[],
+  opts: { startPosition: string; txns: WriterTxn[]; samples: FlushSample[] },
+) {
   const table = await fx.admin.query('SELECT id, balance::text AS balance, note FROM public.accounts ORDER BY id');
   const state = latestState(lines);
   const fromSink = [...state.values()].sort((a, b) => (a.id as number) - (b.id as number));
@@ -114,7 +126,8 @@ async function oracle(fx: PgFixture, lines: SinkLine[], opts: { startPosition: s
   expect(afterStart.length).toBeGreaterThan(10);
   for (const txn of afterStart) {
     expect(inserted.has(txn.insertedId), `insert ${txn.insertedId} missing`).toBe(true);
-    if (txn.updated) expect(updates.has(`${txn.updated.id}:${txn.updated.note}`), `update ${txn.updated.note} missing`).toBe(true);
+    if (txn.updated)
+      expect(updates.has(`${txn.updated.id}:${txn.updated.note}`), `update ${txn.updated.note} missing`).toBe(true);
   }
 
   let confirmedChecks = 0;
@@ -123,14 +136,21 @@ async function oracle(fx: PgFixture, lines: SinkLine[], opts: { startPosition: s
     for (const txn of afterStart) {
       if (txn.lsnAfter <= sample.confirmedFlush) {
         confirmedChecks++;
-        expect(durable.has(txn.insertedId), `slot confirmed past txn ${txn.insertedId} before the sink had it`).toBe(true);
+        expect(durable.has(txn.insertedId), `slot confirmed past txn ${txn.insertedId} before the sink had it`).toBe(
+          true,
+        );
       }
     }
   }
   expect(confirmedChecks).toBeGreaterThan(0);
 }
 
-async function waitFor(condition: () => boolean | Promise<boolean>, what: string, proc?: PipelineProcess, timeoutMs = 120_000) {
+async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  proc?: PipelineProcess,
+  timeoutMs = 120_000,
+) {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${proc ? `\n${proc.stderr}` : ''}`);
@@ -153,7 +173,11 @@ describe('end to end: Engine + PostgreSQL source + file sink, in a child process
       await sleep(1500);
       await writer.stop();
       await writerClient.query(`INSERT INTO public.accounts VALUES (9999999, 0, 'marker')`);
-      await waitFor(async () => (await readSinkFile(work.sinkFile)).some((l) => l.key.id === 9999999), 'the marker row in the sink', proc);
+      await waitFor(
+        async () => (await readSinkFile(work.sinkFile)).some((l) => l.key.id === 9999999),
+        'the marker row in the sink',
+        proc,
+      );
       await sleep(500);
       await sampler.stop();
       const row = pipelineRow(work.stateFile, pipeline)!;
@@ -179,7 +203,11 @@ describe('end to end: Engine + PostgreSQL source + file sink, in a child process
     const sampler = sampleFlush(fx.admin, `nanosync_slot_${pipeline}`, work.sinkFile);
     let proc = new PipelineProcess(work.configFile, work.stateFile, work.secretKey);
     try {
-      await waitFor(() => partitions(work.stateFile, pipeline).filter((p) => p.status === 'done').length >= 3, 'three partitions done', proc);
+      await waitFor(
+        () => partitions(work.stateFile, pipeline).filter((p) => p.status === 'done').length >= 3,
+        'three partitions done',
+        proc,
+      );
       proc.kill('SIGKILL');
       await proc.exited;
       const atKill = partitions(work.stateFile, pipeline);
@@ -192,7 +220,11 @@ describe('end to end: Engine + PostgreSQL source + file sink, in a child process
       await sleep(1000);
       await writer.stop();
       await writerClient.query(`INSERT INTO public.accounts VALUES (9999999, 0, 'marker')`);
-      await waitFor(async () => (await readSinkFile(work.sinkFile)).some((l) => l.key.id === 9999999), 'the marker row in the sink', proc);
+      await waitFor(
+        async () => (await readSinkFile(work.sinkFile)).some((l) => l.key.id === 9999999),
+        'the marker row in the sink',
+        proc,
+      );
       await sleep(500);
       await sampler.stop();
 
@@ -202,7 +234,9 @@ describe('end to end: Engine + PostgreSQL source + file sink, in a child process
       const lines = await readSinkFile(work.sinkFile);
       const readsAfterRestart = lines.filter((l) => l.op === 'read' && l.end > bytesAtKill).length;
       const pendingAtKill = new Set(atKill.filter((p) => p.status !== 'done').map((p) => p.id));
-      const expectedRereads = after.filter((p) => pendingAtKill.has(p.id)).reduce((sum, p) => sum + (p.rows_read ?? 0), 0);
+      const expectedRereads = after
+        .filter((p) => pendingAtKill.has(p.id))
+        .reduce((sum, p) => sum + (p.rows_read ?? 0), 0);
       expect(readsAfterRestart).toBe(expectedRereads);
       expect(readsAfterRestart).toBeLessThan(40_000);
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { ConnectorContext, Logger, LogFields, Row, Source, TableRef, TableSchema } from '@nanosync/core';
+import type { ConnectorContext, LogFields, Logger, Row, Source, TableRef, TableSchema } from '@nanosync/core';
 import { type PostgresService, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import definition from '../../src/index.js';
@@ -47,7 +47,9 @@ export interface PgFixture extends AsyncDisposable {
   roleClient(): Promise<pg.Client>;
 }
 
-export async function pgFixture(options: { service?: PostgresService; roleAttributes?: string } = {}): Promise<PgFixture> {
+export async function pgFixture(
+  options: { service?: PostgresService; roleAttributes?: string } = {},
+): Promise<PgFixture> {
   const service = options.service ?? (await startPostgres());
   const database = uniqueName('ns_src');
   const adminUrl = await service.createDatabase(database);
@@ -55,7 +57,9 @@ export async function pgFixture(options: { service?: PostgresService; roleAttrib
   await admin.connect();
   const role = uniqueName('ns_role');
   const rolePassword = `pw_${randomBytes(6).toString('hex')}`;
-  await admin.query(`CREATE ROLE ${quoteIdent(role)} LOGIN ${options.roleAttributes ?? 'REPLICATION'} PASSWORD '${rolePassword}'`);
+  await admin.query(
+    `CREATE ROLE ${quoteIdent(role)} LOGIN ${options.roleAttributes ?? 'REPLICATION'} PASSWORD '${rolePassword}'`,
+  );
   const sources: Source[] = [];
   const clients: pg.Client[] = [];
   const roleProperties = (extra: Record<string, unknown> = {}) => ({
@@ -76,7 +80,8 @@ export async function pgFixture(options: { service?: PostgresService; roleAttrib
     rolePassword,
     roleProperties,
     async grantRead(tables) {
-      for (const schema of new Set(tables.map((t) => t.schema))) await admin.query(`GRANT USAGE ON SCHEMA ${quoteIdent(schema)} TO ${quoteIdent(role)}`);
+      for (const schema of new Set(tables.map((t) => t.schema)))
+        await admin.query(`GRANT USAGE ON SCHEMA ${quoteIdent(schema)} TO ${quoteIdent(role)}`);
       for (const t of tables) await admin.query(`GRANT SELECT ON ${quoteTable(t)} TO ${quoteIdent(role)}`);
     },
     async preparePublication(pipeline, tables) {
@@ -93,7 +98,13 @@ export async function pgFixture(options: { service?: PostgresService; roleAttrib
       return source;
     },
     async roleClient() {
-      const client = new pg.Client({ host: service.host, port: service.port, user: role, password: rolePassword, database });
+      const client = new pg.Client({
+        host: service.host,
+        port: service.port,
+        user: role,
+        password: rolePassword,
+        database,
+      });
       await client.connect();
       clients.push(client);
       return client;

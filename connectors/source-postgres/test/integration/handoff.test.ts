@@ -5,7 +5,12 @@ import { pgFixture, readAll, uniqueName } from './fixture.js';
 
 const accounts: TableRef = { schema: 'public', name: 'accounts' };
 
-async function collectStream(source: Source, from: string, until: (events: ChangeEvent[]) => boolean, tables: TableRef[]): Promise<ChangeEvent[]> {
+async function collectStream(
+  source: Source,
+  from: string,
+  until: (events: ChangeEvent[]) => boolean,
+  tables: TableRef[],
+): Promise<ChangeEvent[]> {
   const controller = new AbortController();
   const events: ChangeEvent[] = [];
   const timer = setTimeout(() => controller.abort(new Error('stream did not deliver in time')), 90_000);
@@ -113,7 +118,10 @@ describe('snapshot → stream handoff at the slot consistent point', () => {
       const source = await fx.source(pipeline);
       const opened = await source.open([accounts], { wantSnapshot: true });
       const [schema] = await source.describe([accounts]);
-      const snap = await readAll(source, schema!, { snapshotToken: opened.snapshot!.token, targetRowsPerPartition: 700 });
+      const snap = await readAll(source, schema!, {
+        snapshotToken: opened.snapshot!.token,
+        targetRowsPerPartition: 700,
+      });
       await opened.snapshot!.release();
       await waitForWrites(200);
       stop = true;
@@ -121,17 +129,21 @@ describe('snapshot → stream handoff at the slot consistent point', () => {
       if (writerError) throw writerError;
       await writer.query(`INSERT INTO public.accounts VALUES (999999, 0, 'marker')`);
 
-      const events = await collectStream(source, opened.startPosition, (ev) => ev.some((e) => e.key.id === 999999), [accounts]);
+      const events = await collectStream(source, opened.startPosition, (ev) => ev.some((e) => e.key.id === 999999), [
+        accounts,
+      ]);
       const state = new Map<unknown, Row>(snap.rows.map((r) => [r.id, r]));
       const snapshotIds = new Set(state.keys());
       for (const e of events) {
-        if (e.op === 'insert') expect(snapshotIds.has(e.key.id), `insert ${String(e.key.id)} also in the snapshot`).toBe(false);
+        if (e.op === 'insert')
+          expect(snapshotIds.has(e.key.id), `insert ${String(e.key.id)} also in the snapshot`).toBe(false);
         if (e.op === 'delete') state.delete(e.key.id);
         else state.set(e.key.id, e.after!);
       }
       const table = await fx.admin.query('SELECT id, balance::text AS balance, note FROM public.accounts ORDER BY id');
       expect([...state.values()].sort((a, b) => (a.id as number) - (b.id as number))).toEqual(table.rows);
-      for (let i = 1; i < events.length; i++) expect(source.comparePositions(events[i - 1]!.position, events[i]!.position)).toBeLessThan(0);
+      for (let i = 1; i < events.length; i++)
+        expect(source.comparePositions(events[i - 1]!.position, events[i]!.position)).toBeLessThan(0);
     } finally {
       stop = true;
       await writing.catch(() => {});

@@ -21,7 +21,9 @@ describe('identifiers are always quoted', () => {
     await fx.admin.query(`CREATE SCHEMA ${quoteIdent(SCHEMA)}`);
     await fx.admin.query('CREATE TABLE public.victims (id int)');
     for (const [i, t] of TABLES.entries()) {
-      await fx.admin.query(`CREATE TABLE ${quoteTable(t)} (${quoteIdent(COLUMN_ID)} int PRIMARY KEY, ${quoteIdent(COLUMN_VALUE)} text)`);
+      await fx.admin.query(
+        `CREATE TABLE ${quoteTable(t)} (${quoteIdent(COLUMN_ID)} int PRIMARY KEY, ${quoteIdent(COLUMN_VALUE)} text)`,
+      );
       await fx.admin.query(`INSERT INTO ${quoteTable(t)} SELECT g, $1 || g FROM generate_series(1, 50) g`, [`t${i}-`]);
     }
     await fx.grantRead(TABLES);
@@ -37,13 +39,20 @@ describe('identifiers are always quoted', () => {
     expect(schemas.map((s) => [s.schema, s.name])).toEqual(TABLES.map((t) => [t.schema, t.name]));
     for (const [i, schema] of schemas.entries()) {
       expect(schema.keyColumns).toEqual([COLUMN_ID]);
-      const { rows } = await readAll(source, schema, { snapshotToken: opened.snapshot!.token, targetRowsPerPartition: 10 });
+      const { rows } = await readAll(source, schema, {
+        snapshotToken: opened.snapshot!.token,
+        targetRowsPerPartition: 10,
+      });
       expect(rows).toHaveLength(50);
       expect(rows.find((r) => r[COLUMN_ID] === 7)).toEqual({ [COLUMN_ID]: 7, [COLUMN_VALUE]: `t${i}-7` });
     }
     await opened.snapshot!.release();
 
-    for (const [i, t] of TABLES.entries()) await fx.admin.query(`UPDATE ${quoteTable(t)} SET ${quoteIdent(COLUMN_VALUE)} = $1 WHERE ${quoteIdent(COLUMN_ID)} = 1`, [`u${i}`]);
+    for (const [i, t] of TABLES.entries())
+      await fx.admin.query(
+        `UPDATE ${quoteTable(t)} SET ${quoteIdent(COLUMN_VALUE)} = $1 WHERE ${quoteIdent(COLUMN_ID)} = 1`,
+        [`u${i}`],
+      );
     const controller = new AbortController();
     const events: ChangeEvent[] = [];
     const timer = setTimeout(() => controller.abort(new Error('stream timed out')), 60_000);
@@ -56,11 +65,17 @@ describe('identifiers are always quoted', () => {
       clearTimeout(timer);
       controller.abort();
     }
-    expect(events.map((e) => [e.table.schema, e.table.name, e.after?.[COLUMN_VALUE]])).toEqual(TABLES.map((t, i) => [t.schema, t.name, `u${i}`]));
+    expect(events.map((e) => [e.table.schema, e.table.name, e.after?.[COLUMN_VALUE]])).toEqual(
+      TABLES.map((t, i) => [t.schema, t.name, `u${i}`]),
+    );
 
-    const victims = await fx.admin.query(`SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public' AND tablename = 'victims'`);
+    const victims = await fx.admin.query(
+      `SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public' AND tablename = 'victims'`,
+    );
     expect(victims.rows[0].n).toBe(1);
-    const members = await fx.admin.query('SELECT count(*)::int AS n FROM pg_publication_tables WHERE pubname = $1', [source.publicationName]);
+    const members = await fx.admin.query('SELECT count(*)::int AS n FROM pg_publication_tables WHERE pubname = $1', [
+      source.publicationName,
+    ]);
     expect(members.rows[0].n).toBe(TABLES.length);
   });
 });

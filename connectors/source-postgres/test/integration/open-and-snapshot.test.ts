@@ -7,7 +7,9 @@ import { pgFixture, readAll, uniqueName } from './fixture.js';
 const orders = { schema: 'public', name: 'orders' };
 
 async function createOrders(admin: pg.Client, rows: number): Promise<void> {
-  await admin.query('CREATE TABLE public.orders (id bigint PRIMARY KEY, note text, amount numeric(12,2), at timestamptz)');
+  await admin.query(
+    'CREATE TABLE public.orders (id bigint PRIMARY KEY, note text, amount numeric(12,2), at timestamptz)',
+  );
   await admin.query(
     `INSERT INTO public.orders SELECT g, repeat('x', 40 + g % 50), g * 1.25, timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second'
        FROM generate_series(1, $1) g`,
@@ -25,9 +27,10 @@ describe('open(): publication and slot', () => {
     const source = await fx.source(pipeline);
 
     const opened = await source.open([orders], { wantSnapshot: true });
-    const slot = await fx.admin.query('SELECT plugin, slot_type, database, confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [
-      source.slotName,
-    ]);
+    const slot = await fx.admin.query(
+      'SELECT plugin, slot_type, database, confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1',
+      [source.slotName],
+    );
     expect(source.slotName).toBe(`nanosync_slot_${pipeline.toLowerCase().replace(/-/g, '_')}`);
     expect(slot.rows[0]).toMatchObject({ plugin: 'pgoutput', slot_type: 'logical', database: fx.database });
     expect(opened.startPosition).toMatch(/^[0-9A-F]{16}:00000000$/);
@@ -43,7 +46,9 @@ describe('open(): publication and slot', () => {
       await probe.query('ROLLBACK');
       await opened.snapshot!.release();
       await probe.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
-      await expect(probe.query(`SET TRANSACTION SNAPSHOT '${opened.snapshot!.token}'`)).rejects.toThrow(/invalid snapshot identifier/);
+      await expect(probe.query(`SET TRANSACTION SNAPSHOT '${opened.snapshot!.token}'`)).rejects.toThrow(
+        /invalid snapshot identifier/,
+      );
       await probe.query('ROLLBACK');
     } finally {
       await probe.end();
@@ -62,12 +67,18 @@ describe('open(): publication and slot', () => {
     const pipeline = uniqueName('pub');
     const source = await fx.source(pipeline);
     const members = async () =>
-      (await fx.admin.query('SELECT tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1', [source.publicationName])).rows.map((r) => r.tablename);
+      (
+        await fx.admin.query('SELECT tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1', [
+          source.publicationName,
+        ])
+      ).rows.map((r) => r.tablename);
 
     const first = await source.open([a], { wantSnapshot: false });
     expect(first.snapshot).toBeUndefined();
     expect(await members()).toEqual(['a']);
-    const all = await fx.admin.query('SELECT puballtables FROM pg_publication WHERE pubname = $1', [source.publicationName]);
+    const all = await fx.admin.query('SELECT puballtables FROM pg_publication WHERE pubname = $1', [
+      source.publicationName,
+    ]);
     expect(all.rows[0].puballtables).toBe(false);
 
     await source.open([a, b], { wantSnapshot: false, existingStartPosition: first.startPosition });
@@ -83,17 +94,33 @@ describe('open(): publication and slot', () => {
     const source = await fx.source(uniqueName('nopub'));
     const error = await source.open([orders], { wantSnapshot: true }).catch((e: unknown) => e);
     expect(NanosyncError.is(error, 'NS_P4002')).toBe(true);
-    expect((error as Error).message).toContain(`CREATE PUBLICATION "${source.publicationName}" FOR TABLE "public"."orders"`);
-    expect((await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [source.slotName])).rows[0].n).toBe(0);
+    expect((error as Error).message).toContain(
+      `CREATE PUBLICATION "${source.publicationName}" FOR TABLE "public"."orders"`,
+    );
+    expect(
+      (
+        await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [
+          source.slotName,
+        ])
+      ).rows[0].n,
+    ).toBe(0);
   });
 
   it('fails naming a missing table before creating anything', async () => {
     await using fx = await pgFixture();
     const source = await fx.source(uniqueName('missing'));
-    const error = await source.open([{ schema: 'public', name: 'ordrs' }], { wantSnapshot: true }).catch((e: unknown) => e);
+    const error = await source
+      .open([{ schema: 'public', name: 'ordrs' }], { wantSnapshot: true })
+      .catch((e: unknown) => e);
     expect(NanosyncError.is(error, 'NS_P4003')).toBe(true);
     expect((error as Error).message).toContain(`table "public"."ordrs" not found in database "${fx.database}"`);
-    expect((await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [source.slotName])).rows[0].n).toBe(0);
+    expect(
+      (
+        await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [
+          source.slotName,
+        ])
+      ).rows[0].n,
+    ).toBe(0);
   });
 });
 
@@ -122,7 +149,12 @@ describe('snapshot partitions', () => {
     expect(rows).toHaveLength(expected);
     expect(new Set(ids).size).toBe(expected);
     expect(Math.max(...chunkSizes)).toBeLessThanOrEqual(400);
-    expect(rows.find((r) => r.id === '3')).toEqual({ id: '3', note: 'x'.repeat(43), amount: '3.75', at: '2024-01-01T00:00:03.000000Z' });
+    expect(rows.find((r) => r.id === '3')).toEqual({
+      id: '3',
+      note: 'x'.repeat(43),
+      amount: '3.75',
+      at: '2024-01-01T00:00:03.000000Z',
+    });
     await opened.snapshot!.release();
   });
 
@@ -142,7 +174,10 @@ describe('snapshot partitions', () => {
     const ids = new Set<string>();
     let total = 0;
     for (const partition of plan) {
-      for await (const chunk of source.readPartition(schema!, partition, { maxRowsPerChunk: 1000, signal: new AbortController().signal })) {
+      for await (const chunk of source.readPartition(schema!, partition, {
+        maxRowsPerChunk: 1000,
+        signal: new AbortController().signal,
+      })) {
         for (const row of chunk) ids.add(row.id as string);
         total += chunk.length;
       }

@@ -41,42 +41,65 @@ describe('slot lifecycle', () => {
 
     const later = await fx.source(pipeline);
     const error = await later
-      .open([items], { wantSnapshot: true, existingStartPosition: opened.startPosition, checkpoint: opened.startPosition })
+      .open([items], {
+        wantSnapshot: true,
+        existingStartPosition: opened.startPosition,
+        checkpoint: opened.startPosition,
+      })
       .catch((e: unknown) => e);
     expect(NanosyncError.is(error, 'NS_P4005')).toBe(true);
     expect((error as Error).message).toContain(`replication slot "${source.slotName}" does not exist`);
     expect((error as Error).message).toContain(`checkpoint ${formatPosition(opened.startPosition)}`);
     expect((error as Error).message).toContain('wal_status: missing');
-    const slots = await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [source.slotName]);
+    const slots = await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [
+      source.slotName,
+    ]);
     expect(slots.rows[0].n).toBe(0);
   });
 
   it('a slot the server invalidated (max_slot_wal_keep_size) is a PgSlotInvalidated error with wal_status', async () => {
-    await using service = await startPostgres({ fresh: true, settings: { max_slot_wal_keep_size: '1MB', min_wal_size: '32MB', max_wal_size: '64MB' } });
+    await using service = await startPostgres({
+      fresh: true,
+      settings: { max_slot_wal_keep_size: '1MB', min_wal_size: '32MB', max_wal_size: '64MB' },
+    });
     const { fx, pipeline } = await prepared({ service });
     await using _ = fx;
     const source = await fx.source(pipeline);
     const opened = await source.open([items], { wantSnapshot: false });
     for (let round = 0; round < 20; round++) {
-      await fx.admin.query(`INSERT INTO public.items SELECT g, repeat('w', 1000) FROM generate_series(1000 + $1 * 5000, 1000 + $1 * 5000 + 4999) g`, [round]);
+      await fx.admin.query(
+        `INSERT INTO public.items SELECT g, repeat('w', 1000) FROM generate_series(1000 + $1 * 5000, 1000 + $1 * 5000 + 4999) g`,
+        [round],
+      );
       await fx.admin.query('SELECT pg_switch_wal()');
       await fx.admin.query('CHECKPOINT');
-      const { rows } = await fx.admin.query('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [source.slotName]);
+      const { rows } = await fx.admin.query('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [
+        source.slotName,
+      ]);
       if (rows[0]?.wal_status === 'lost') break;
     }
-    const status = await fx.admin.query('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [source.slotName]);
+    const status = await fx.admin.query('SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1', [
+      source.slotName,
+    ]);
     expect(status.rows[0].wal_status).toBe('lost');
 
     const later = await fx.source(pipeline);
     const error = await later
-      .open([items], { wantSnapshot: true, existingStartPosition: opened.startPosition, checkpoint: opened.startPosition })
+      .open([items], {
+        wantSnapshot: true,
+        existingStartPosition: opened.startPosition,
+        checkpoint: opened.startPosition,
+      })
       .catch((e: unknown) => e);
     expect(NanosyncError.is(error, 'NS_P4006')).toBe(true);
     expect((error as Error).message).toContain(`replication slot "${source.slotName}" was invalidated`);
     expect((error as Error).message).toContain('wal_status: lost');
     expect((error as Error).message).toContain(`checkpoint ${formatPosition(opened.startPosition)}`);
     const check = await later.check([items]);
-    expect(check.find((c) => c.name === 'replication_slot')).toMatchObject({ ok: false, message: expect.stringContaining('invalidated') });
+    expect(check.find((c) => c.name === 'replication_slot')).toMatchObject({
+      ok: false,
+      message: expect.stringContaining('invalidated'),
+    });
   });
 
   it('a first run replaces a slot left by an attempt that never recorded its start position', async () => {
@@ -111,8 +134,12 @@ describe('slot lifecycle', () => {
     const opened = await source.open([items], { wantSnapshot: true });
     expect(opened.snapshot).toBeDefined();
     await source.drop();
-    const slots = await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [source.slotName]);
-    const pubs = await fx.admin.query('SELECT count(*)::int AS n FROM pg_publication WHERE pubname = $1', [source.publicationName]);
+    const slots = await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [
+      source.slotName,
+    ]);
+    const pubs = await fx.admin.query('SELECT count(*)::int AS n FROM pg_publication WHERE pubname = $1', [
+      source.publicationName,
+    ]);
     expect([slots.rows[0].n, pubs.rows[0].n]).toEqual([0, 0]);
     await source.drop();
   });

@@ -6,7 +6,7 @@ import { NanosyncError } from '@nanosync/core';
 import { type PostgresService, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type PostgresSourceConfig, configSchema } from '../../src/config.js';
+import { configSchema, type PostgresSourceConfig } from '../../src/config.js';
 import { buildConnectionConfig, connectClient } from '../../src/connection.js';
 
 /**
@@ -24,13 +24,93 @@ function openssl(...args: string[]): void {
 }
 
 function makeCertificates(): void {
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=nanosync test CA', '-keyout', 'ca.key', '-out', 'ca.crt');
-  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=other CA', '-keyout', 'other-ca.key', '-out', 'other-ca.crt');
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=nanosync test CA',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+  );
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=other CA',
+    '-keyout',
+    'other-ca.key',
+    '-out',
+    'other-ca.crt',
+  );
   writeFileSync(join(dir, 'server.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.2\n');
-  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', 'server.key', '-out', 'server.csr');
-  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', 'server.ext', '-out', 'server.crt');
-  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=certuser', '-keyout', 'client.key', '-out', 'client.csr');
-  openssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-out', 'client.crt');
+  openssl(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    '/CN=localhost',
+    '-keyout',
+    'server.key',
+    '-out',
+    'server.csr',
+  );
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    'server.csr',
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    'server.ext',
+    '-out',
+    'server.crt',
+  );
+  openssl(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-subj',
+    '/CN=certuser',
+    '-keyout',
+    'client.key',
+    '-out',
+    'client.csr',
+  );
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    'client.csr',
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-out',
+    'client.crt',
+  );
   writeFileSync(
     join(dir, 'pg_hba.conf'),
     [
@@ -43,9 +123,12 @@ function makeCertificates(): void {
     ].join('\n'),
   );
   if (process.getuid?.() === 0) {
-    const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'));
+    const line = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('postgres:'));
     const [, , uid, gid] = line!.split(':');
-    for (const file of ['server.key', 'server.crt', 'ca.crt', 'pg_hba.conf']) chownSync(join(dir, file), Number(uid), Number(gid));
+    for (const file of ['server.key', 'server.crt', 'ca.crt', 'pg_hba.conf'])
+      chownSync(join(dir, file), Number(uid), Number(gid));
     chownSync(dir, Number(uid), Number(gid));
   }
   execFileSync('chmod', ['0600', join(dir, 'server.key')]);
@@ -83,15 +166,25 @@ function config(props: Record<string, unknown>): PostgresSourceConfig {
 }
 
 /** Connects like the source does and reports whether the session is encrypted and with which client certificate. */
-async function session(props: Record<string, unknown>, replication = false): Promise<{ ssl: boolean; clientDn: string | null }> {
+async function session(
+  props: Record<string, unknown>,
+  replication = false,
+): Promise<{ ssl: boolean; clientDn: string | null }> {
   const client = await connectClient(buildConnectionConfig(config(props)), { replication });
   try {
     if (replication) {
       const { rows } = await client.query('IDENTIFY_SYSTEM');
       expect(rows).toHaveLength(1);
-      return { ssl: (client as unknown as { connection: { stream: { encrypted?: boolean } } }).connection.stream.encrypted === true, clientDn: null };
+      return {
+        ssl:
+          (client as unknown as { connection: { stream: { encrypted?: boolean } } }).connection.stream.encrypted ===
+          true,
+        clientDn: null,
+      };
     }
-    const { rows } = await client.query('SELECT ssl::text AS ssl, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
+    const { rows } = await client.query(
+      'SELECT ssl::text AS ssl, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
+    );
     return { ssl: rows[0].ssl === 'true', clientDn: rows[0].client_dn };
   } finally {
     await client.end();
@@ -136,7 +229,9 @@ describe('TLS through every libpq sslmode against a real server', () => {
   });
 
   it('verify-full: chain and host name checked', async () => {
-    expect((await session({ user: 'sslonly', host: 'localhost', sslmode: 'verify-full', sslrootcert: ca() })).ssl).toBe(true);
+    expect((await session({ user: 'sslonly', host: 'localhost', sslmode: 'verify-full', sslrootcert: ca() })).ssl).toBe(
+      true,
+    );
     const error = await failure({ user: 'sslonly', host: '127.0.0.1', sslmode: 'verify-full', sslrootcert: ca() });
     expect(error.message).toMatch(/127\.0\.0\.1|altnames|host/i);
   });
@@ -156,13 +251,17 @@ describe('TLS through every libpq sslmode against a real server', () => {
   });
 
   it('replication connections use the same TLS settings', async () => {
-    expect((await session({ user: 'sslonly', host: 'localhost', sslmode: 'verify-full', sslrootcert: ca() }, true)).ssl).toBe(true);
+    expect(
+      (await session({ user: 'sslonly', host: 'localhost', sslmode: 'verify-full', sslrootcert: ca() }, true)).ssl,
+    ).toBe(true);
   });
 
   it('require against a server without TLS fails; prefer falls back to plain', async () => {
     const plainServer = await startPostgres();
     const props = { host: plainServer.host, port: plainServer.port, user: 'postgres', database: 'postgres' };
-    const required = await connectClient(buildConnectionConfig(configSchema.parse({ ...props, sslmode: 'require' }))).catch((e: unknown) => e);
+    const required = await connectClient(
+      buildConnectionConfig(configSchema.parse({ ...props, sslmode: 'require' })),
+    ).catch((e: unknown) => e);
     expect(NanosyncError.is(required, 'NS_P4001')).toBe(true);
     expect((required as Error).message).toMatch(/does not support SSL/);
     const preferred = await connectClient(buildConnectionConfig(configSchema.parse({ ...props, sslmode: 'prefer' })));

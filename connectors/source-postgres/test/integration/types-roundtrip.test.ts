@@ -2,7 +2,7 @@ import type { ChangeEvent, Row } from '@nanosync/core';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../src/config.js';
-import { SESSION_SETTINGS, buildConnectionConfig, connectClient } from '../../src/connection.js';
+import { buildConnectionConfig, connectClient, SESSION_SETTINGS } from '../../src/connection.js';
 import { PostgresSource } from '../../src/source.js';
 import { BUILTIN_TYPES } from '../../src/types/index.js';
 import { memoryLogger, pgFixture, readAll, uniqueName } from './fixture.js';
@@ -191,7 +191,10 @@ async function insertRows(url: string, idOffset: number): Promise<void> {
   try {
     const { rows } = await client.query('SHOW TimeZone');
     expect(rows[0].TimeZone).toBe('Pacific/Chatham');
-    for (const row of ROWS) await client.query(`INSERT INTO public.all_types (${COLUMNS}) VALUES (${row.sql.replace(/^(\s*)(\d+)/, (_m, ws, id) => `${ws}${Number(id) + idOffset}`)})`);
+    for (const row of ROWS)
+      await client.query(
+        `INSERT INTO public.all_types (${COLUMNS}) VALUES (${row.sql.replace(/^(\s*)(\d+)/, (_m, ws, id) => `${ws}${Number(id) + idOffset}`)})`,
+      );
   } finally {
     await client.end();
   }
@@ -275,7 +278,11 @@ describe('every type round-trips, whatever the server session defaults', () => {
         for (const [name, value] of Object.entries(SESSION_SETTINGS)) {
           const { rows } = await client.query(`SHOW ${name}`);
           const shown = String(Object.values(rows[0] as object)[0]);
-          expect({ replication, name, value: name === 'DateStyle' ? shown.split(',')[0] : shown }).toEqual({ replication, name, value });
+          expect({ replication, name, value: name === 'DateStyle' ? shown.split(',')[0] : shown }).toEqual({
+            replication,
+            name,
+            value,
+          });
         }
       } finally {
         await client.end();
@@ -286,11 +293,15 @@ describe('every type round-trips, whatever the server session defaults', () => {
   it('the built-in OID table agrees with the server catalog', async () => {
     await using fx = await pgFixture();
     const oids = [...BUILTIN_TYPES.keys()];
-    const { rows } = await fx.admin.query('SELECT oid::int AS oid, typname, typelem::int AS elem FROM pg_type WHERE oid = ANY($1::oid[])', [oids]);
+    const { rows } = await fx.admin.query(
+      'SELECT oid::int AS oid, typname, typelem::int AS elem FROM pg_type WHERE oid = ANY($1::oid[])',
+      [oids],
+    );
     const server = new Map(rows.map((r) => [r.oid as number, r]));
     for (const [oid, info] of BUILTIN_TYPES) {
       expect({ oid, name: server.get(oid)?.typname }).toEqual({ oid, name: info.name });
-      if (info.codec === 'array') expect({ oid, elem: server.get(oid)?.elem }).toEqual({ oid, elem: info.element!.oid });
+      if (info.codec === 'array')
+        expect({ oid, elem: server.get(oid)?.elem }).toEqual({ oid, elem: info.element!.oid });
     }
   });
 });

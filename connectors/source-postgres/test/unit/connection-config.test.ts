@@ -2,8 +2,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type PostgresSourceConfig, configSchema } from '../../src/config.js';
-import { SESSION_SETTINGS, buildConnectionConfig, sessionOptions, tlsOptions } from '../../src/connection.js';
+import { configSchema, type PostgresSourceConfig } from '../../src/config.js';
+import { buildConnectionConfig, SESSION_SETTINGS, sessionOptions, tlsOptions } from '../../src/connection.js';
 import { parseDsn } from '../../src/dsn.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ns-pg-tls-'));
@@ -28,7 +28,9 @@ function issues(input: unknown): { path: (string | number)[]; message: string }[
 
 describe('DSN parsing', () => {
   it('reads a URI with percent-encoding and query parameters', () => {
-    expect(parseDsn('postgresql://app%40corp:p%40ss%2Fw@db.example:6543/my%20db?sslmode=verify-full&application_name=x')).toEqual({
+    expect(
+      parseDsn('postgresql://app%40corp:p%40ss%2Fw@db.example:6543/my%20db?sslmode=verify-full&application_name=x'),
+    ).toEqual({
       user: 'app@corp',
       password: 'p@ss/w',
       host: 'db.example',
@@ -53,7 +55,9 @@ describe('DSN parsing', () => {
     });
   });
   it('names unknown parameters and several hosts', () => {
-    expect(() => parseDsn('postgres://h/db?gssencmode=disable')).toThrow(/unsupported connection parameter "gssencmode"/);
+    expect(() => parseDsn('postgres://h/db?gssencmode=disable')).toThrow(
+      /unsupported connection parameter "gssencmode"/,
+    );
     expect(() => parseDsn('postgres://h1,h2/db')).toThrow(/several hosts/);
     expect(() => parseDsn('mysql://h/db')).toThrow(/postgres:\/\//);
   });
@@ -81,7 +85,14 @@ describe('config schema', () => {
     });
   });
   it('lets discrete properties override the DSN (a password from an environment reference next to a DSN)', () => {
-    expect(parse({ dsn: 'postgres://u@h/db?sslmode=require', password: 'from-env', sslmode: 'verify-full', sslrootcert: ca })).toMatchObject({
+    expect(
+      parse({
+        dsn: 'postgres://u@h/db?sslmode=require',
+        password: 'from-env',
+        sslmode: 'verify-full',
+        sslrootcert: ca,
+      }),
+    ).toMatchObject({
       password: 'from-env',
       sslmode: 'verify-full',
       sslrootcert: ca,
@@ -90,7 +101,10 @@ describe('config schema', () => {
   it('rejects unknown keys, bad sslmodes and missing host/user with the property path', () => {
     expect(issues({ host: 'h', user: 'u', hostname: 'x' })[0]!.message).toMatch(/hostname/);
     expect(issues({ host: 'h', user: 'u', sslmode: 'verify' })[0]!.path).toEqual(['sslmode']);
-    expect(issues({ dsn: 'postgres://u@h/db?sslmode=maybe' })[0]).toMatchObject({ path: ['dsn'], message: expect.stringMatching(/invalid sslmode "maybe"/) });
+    expect(issues({ dsn: 'postgres://u@h/db?sslmode=maybe' })[0]).toMatchObject({
+      path: ['dsn'],
+      message: expect.stringMatching(/invalid sslmode "maybe"/),
+    });
     expect(issues({ user: 'u' })[0]).toMatchObject({ path: ['host'] });
     expect(issues({ host: 'h' })[0]).toMatchObject({ path: ['user'] });
     expect(issues({ dsn: 'host=h user' })[0]!.message).toMatch(/invalid DSN/);
@@ -101,7 +115,9 @@ describe('config schema', () => {
       path: ['sslrootcert'],
       message: `sslrootcert file "${missing}" does not exist`,
     });
-    expect(issues({ dsn: `postgres://u@h/db?sslcert=${encodeURIComponent(missing)}&sslkey=${encodeURIComponent(key)}` })[0]).toMatchObject({
+    expect(
+      issues({ dsn: `postgres://u@h/db?sslcert=${encodeURIComponent(missing)}&sslkey=${encodeURIComponent(key)}` })[0],
+    ).toMatchObject({
       path: ['dsn'],
       message: expect.stringMatching(/sslcert file/),
     });
@@ -115,10 +131,16 @@ describe('sslmode → TLS options', () => {
     expect(tlsOptions({ ...base, sslmode: 'disable' })).toEqual({ ssl: false });
   });
   it('allow: plain first, TLS without verification second', () => {
-    expect(tlsOptions({ ...base, sslmode: 'allow' })).toEqual({ ssl: false, sslFallback: { rejectUnauthorized: false } });
+    expect(tlsOptions({ ...base, sslmode: 'allow' })).toEqual({
+      ssl: false,
+      sslFallback: { rejectUnauthorized: false },
+    });
   });
   it('prefer: TLS without verification first, plain second', () => {
-    expect(tlsOptions({ ...base, sslmode: 'prefer' })).toEqual({ ssl: { rejectUnauthorized: false }, sslFallback: false });
+    expect(tlsOptions({ ...base, sslmode: 'prefer' })).toEqual({
+      ssl: { rejectUnauthorized: false },
+      sslFallback: false,
+    });
   });
   it('require: TLS without verification, unless a root certificate is given (then like verify-ca)', () => {
     expect(tlsOptions({ ...base, sslmode: 'require' })).toEqual({ ssl: { rejectUnauthorized: false } });
@@ -138,7 +160,9 @@ describe('sslmode → TLS options', () => {
   });
   it('verify modes without a root certificate are refused; "system" uses the system CAs', () => {
     expect(() => tlsOptions({ ...base, sslmode: 'verify-full' })).toThrow(/needs sslrootcert/);
-    expect(tlsOptions({ ...base, sslmode: 'verify-full', sslrootcert: 'system' }).ssl).toEqual({ rejectUnauthorized: true });
+    expect(tlsOptions({ ...base, sslmode: 'verify-full', sslrootcert: 'system' }).ssl).toEqual({
+      rejectUnauthorized: true,
+    });
   });
   it('client certificate and key in every TLS mode', () => {
     for (const sslmode of ['require', 'verify-ca', 'verify-full'] as const) {
@@ -149,7 +173,9 @@ describe('sslmode → TLS options', () => {
     }
   });
   it('a TLS file that disappeared after validation is an error naming the property', () => {
-    expect(() => tlsOptions({ ...base, sslmode: 'require', sslcert: join(dir, 'gone.pem'), sslkey: key })).toThrow(/sslcert file ".*gone.pem" does not exist/);
+    expect(() => tlsOptions({ ...base, sslmode: 'require', sslcert: join(dir, 'gone.pem'), sslkey: key })).toThrow(
+      /sslcert file ".*gone.pem" does not exist/,
+    );
   });
 });
 
@@ -169,8 +195,18 @@ describe('session settings', () => {
     expect(sessionOptions('-c work_mem=64MB')).toMatch(/^-c work_mem=64MB -c TimeZone=UTC /);
   });
   it('builds a pg ClientConfig carrying the options and TLS', () => {
-    const conn = buildConnectionConfig(parse({ dsn: 'postgres://u:pw@h:6000/db?options=-c%20work_mem%3D64MB', sslmode: 'require' }));
-    expect(conn).toMatchObject({ host: 'h', port: 6000, user: 'u', password: 'pw', database: 'db', ssl: { rejectUnauthorized: false }, sslmode: 'require' });
+    const conn = buildConnectionConfig(
+      parse({ dsn: 'postgres://u:pw@h:6000/db?options=-c%20work_mem%3D64MB', sslmode: 'require' }),
+    );
+    expect(conn).toMatchObject({
+      host: 'h',
+      port: 6000,
+      user: 'u',
+      password: 'pw',
+      database: 'db',
+      ssl: { rejectUnauthorized: false },
+      sslmode: 'require',
+    });
     expect(conn.options).toBe(`-c work_mem=64MB ${sessionOptions()}`);
   });
 });

@@ -6,7 +6,10 @@ describe('COPY text rows', () => {
     expect(parseCopyTextRow(Buffer.from('1\tabc\t\\N\t\n'), 4)).toEqual(['1', 'abc', null, '']);
   });
   it('undoes the backslash escapes', () => {
-    expect(parseCopyTextRow(Buffer.from('a\\tb\\nc\\\\d\\re\\bf\\fg\\vh\t\\101\\x42\n'), 2)).toEqual(['a\tb\nc\\d\re\bf\fg\vh', 'AB']);
+    expect(parseCopyTextRow(Buffer.from('a\\tb\\nc\\\\d\\re\\bf\\fg\\vh\t\\101\\x42\n'), 2)).toEqual([
+      'a\tb\nc\\d\re\bf\fg\vh',
+      'AB',
+    ]);
     expect(parseCopyTextRow('\\\\N\n', 1)).toEqual(['\\N']);
     expect(parseCopyTextRow('\\\\x00ff\n', 1)).toEqual(['\\x00ff']);
   });
@@ -25,7 +28,11 @@ describe('COPY text rows', () => {
 describe('CopyOutQuery flow control (fakeConnection stands in for pg internals)', () => {
   function fakeConnection() {
     const calls: string[] = [];
-    return { calls, query: (text: string) => calls.push(`query ${text}`), stream: { pause: () => calls.push('pause'), resume: () => calls.push('resume') } };
+    return {
+      calls,
+      query: (text: string) => calls.push(`query ${text}`),
+      stream: { pause: () => calls.push('pause'), resume: () => calls.push('resume') },
+    };
   }
   it('pauses the socket above the high-water mark and resumes once drained', async () => {
     const conn = fakeConnection();

@@ -1,6 +1,6 @@
 import { NanosyncError } from '@nanosync/core';
 import { describe, expect, it } from 'vitest';
-import { type PgTypeInfo, builtinType, decodeValue, logicalTypeOf, sourceTypeName } from '../../src/types/index.js';
+import { builtinType, decodeValue, logicalTypeOf, type PgTypeInfo, sourceTypeName } from '../../src/types/index.js';
 
 const t = (oid: number): PgTypeInfo => {
   const info = builtinType(oid);
@@ -8,16 +8,74 @@ const t = (oid: number): PgTypeInfo => {
   return info;
 };
 const OID = {
-  bool: 16, bytea: 17, char: 18, name: 19, int8: 20, int2: 21, int4: 23, text: 25, oid: 26, json: 114, cidr: 650, float4: 700,
-  float8: 701, money: 790, macaddr: 829, inet: 869, bpchar: 1042, varchar: 1043, date: 1082, time: 1083, timestamp: 1114,
-  timestamptz: 1184, interval: 1186, timetz: 1266, numeric: 1700, uuid: 2950, jsonb: 3802,
-  _int4: 1007, _text: 1009, _bytea: 1001, _numeric: 1231, _timestamptz: 1185, _box: 1020, _float8: 1022, _bool: 1000,
+  bool: 16,
+  bytea: 17,
+  char: 18,
+  name: 19,
+  int8: 20,
+  int2: 21,
+  int4: 23,
+  text: 25,
+  oid: 26,
+  json: 114,
+  cidr: 650,
+  float4: 700,
+  float8: 701,
+  money: 790,
+  macaddr: 829,
+  inet: 869,
+  bpchar: 1042,
+  varchar: 1043,
+  date: 1082,
+  time: 1083,
+  timestamp: 1114,
+  timestamptz: 1184,
+  interval: 1186,
+  timetz: 1266,
+  numeric: 1700,
+  uuid: 2950,
+  jsonb: 3802,
+  _int4: 1007,
+  _text: 1009,
+  _bytea: 1001,
+  _numeric: 1231,
+  _timestamptz: 1185,
+  _box: 1020,
+  _float8: 1022,
+  _bool: 1000,
 } as const;
 
-const mood: PgTypeInfo = { oid: 90001, schema: 'public', name: 'mood', codec: 'enum', enumLabels: ['sad', 'ok', 'happy'] };
-const moodArray: PgTypeInfo = { oid: 90002, schema: 'public', name: '_mood', codec: 'array', element: mood, delimiter: ',' };
-const priceDomain: PgTypeInfo = { oid: 90003, schema: 'shop', name: 'price', codec: 'domain', base: t(OID.numeric), baseTypmod: ((12 << 16) | 2) + 4 };
-const tsDomain: PgTypeInfo = { oid: 90004, schema: 'public', name: 'event_time', codec: 'domain', base: t(OID.timestamptz), baseTypmod: -1 };
+const mood: PgTypeInfo = {
+  oid: 90001,
+  schema: 'public',
+  name: 'mood',
+  codec: 'enum',
+  enumLabels: ['sad', 'ok', 'happy'],
+};
+const moodArray: PgTypeInfo = {
+  oid: 90002,
+  schema: 'public',
+  name: '_mood',
+  codec: 'array',
+  element: mood,
+  delimiter: ',',
+};
+const priceDomain: PgTypeInfo = {
+  oid: 90003,
+  schema: 'shop',
+  name: 'price',
+  codec: 'domain',
+  base: t(OID.numeric),
+  baseTypmod: ((12 << 16) | 2) + 4,
+};
+const tsDomain: PgTypeInfo = {
+  oid: 90004,
+  schema: 'public',
+  name: 'event_time',
+  codec: 'domain',
+  base: t(OID.timestamptz),
+  baseTypmod: -1,
+};
 
 describe('decodeValue: integers', () => {
   it('int2 and int4 are numbers', () => {
@@ -42,7 +100,9 @@ describe('decodeValue: numeric and floats', () => {
   it('numeric keeps every digit of a 40-digit value in plain notation', () => {
     const v = '1234567890123456789012345678901234567890.0123456789';
     expect(decodeValue(t(OID.numeric), v)).toBe(v);
-    expect(decodeValue(t(OID.numeric), '-0.000000000000000000000000000000000000001')).toBe('-0.000000000000000000000000000000000000001');
+    expect(decodeValue(t(OID.numeric), '-0.000000000000000000000000000000000000001')).toBe(
+      '-0.000000000000000000000000000000000000001',
+    );
   });
   it('numeric NaN and ±Infinity are the canonical words', () => {
     expect(decodeValue(t(OID.numeric), 'NaN')).toBe('NaN');
@@ -92,7 +152,9 @@ describe('decodeValue: scalars', () => {
     expect(decodeValue(t(OID.jsonb), doc)).toBe(doc);
   });
   it('uuid is lowercase', () => {
-    expect(decodeValue(t(OID.uuid), 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11')).toBe('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11');
+    expect(decodeValue(t(OID.uuid), 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11')).toBe(
+      'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+    );
   });
   it('money, inet, cidr, macaddr stay in their text form', () => {
     expect(decodeValue(t(OID.money), '-$1,234.56')).toBe('-$1,234.56');
@@ -176,17 +238,9 @@ describe('decodeValue: arrays', () => {
     expect(decodeValue(t(OID._int4), '[0:2]={7,8,9}')).toEqual([7, 8, 9]);
   });
   it('text arrays: quotes, escapes, the string "NULL", blanks and unicode', () => {
-    expect(decodeValue(t(OID._text), '{"a,b","say \\"hi\\"","back\\\\slash","NULL",NULL,"",plain,"  spaced  ",ü✓}')).toEqual([
-      'a,b',
-      'say "hi"',
-      'back\\slash',
-      'NULL',
-      null,
-      '',
-      'plain',
-      '  spaced  ',
-      'ü✓',
-    ]);
+    expect(
+      decodeValue(t(OID._text), '{"a,b","say \\"hi\\"","back\\\\slash","NULL",NULL,"",plain,"  spaced  ",ü✓}'),
+    ).toEqual(['a,b', 'say "hi"', 'back\\slash', 'NULL', null, '', 'plain', '  spaced  ', 'ü✓']);
     expect(decodeValue(t(OID._text), '{{a,b},{"{c}",d}}')).toEqual([
       ['a', 'b'],
       ['{c}', 'd'],
@@ -197,7 +251,10 @@ describe('decodeValue: arrays', () => {
     expect([...(bytes[0] as Uint8Array)]).toEqual([1, 2]);
     expect(bytes[1]).toBeNull();
     expect(decodeValue(t(OID._numeric), '{1.50,NaN,-Infinity}')).toEqual(['1.50', 'NaN', '-Infinity']);
-    expect(decodeValue(t(OID._timestamptz), '{"2024-01-01 00:00:00+00",infinity}')).toEqual(['2024-01-01T00:00:00.000000Z', 'infinity']);
+    expect(decodeValue(t(OID._timestamptz), '{"2024-01-01 00:00:00+00",infinity}')).toEqual([
+      '2024-01-01T00:00:00.000000Z',
+      'infinity',
+    ]);
     expect(decodeValue(t(OID._float8), '{NaN,Infinity,1.5}')).toEqual([Number.NaN, Number.POSITIVE_INFINITY, 1.5]);
     expect(decodeValue(t(OID._bool), '{t,f,NULL}')).toEqual([true, false, null]);
   });
@@ -223,13 +280,37 @@ describe('logical types and source type names', () => {
   it('maps every built-in kind the event model names', () => {
     const kinds = Object.fromEntries(Object.entries(OID).map(([name, oid]) => [name, logicalTypeOf(t(oid)).kind]));
     expect(kinds).toMatchObject({
-      bool: 'bool', bytea: 'bytes', int8: 'int64', int2: 'int16', int4: 'int32', text: 'string', json: 'json', jsonb: 'json',
-      cidr: 'cidr', inet: 'inet', macaddr: 'macaddr', money: 'money', float4: 'float32', float8: 'float64', bpchar: 'string',
-      varchar: 'string', date: 'date', time: 'time', timetz: 'timetz', timestamp: 'timestamp', timestamptz: 'timestamptz',
-      interval: 'interval', numeric: 'decimal', uuid: 'uuid', _int4: 'array',
+      bool: 'bool',
+      bytea: 'bytes',
+      int8: 'int64',
+      int2: 'int16',
+      int4: 'int32',
+      text: 'string',
+      json: 'json',
+      jsonb: 'json',
+      cidr: 'cidr',
+      inet: 'inet',
+      macaddr: 'macaddr',
+      money: 'money',
+      float4: 'float32',
+      float8: 'float64',
+      bpchar: 'string',
+      varchar: 'string',
+      date: 'date',
+      time: 'time',
+      timetz: 'timetz',
+      timestamp: 'timestamp',
+      timestamptz: 'timestamptz',
+      interval: 'interval',
+      numeric: 'decimal',
+      uuid: 'uuid',
+      _int4: 'array',
     });
     expect(logicalTypeOf(t(OID._text))).toEqual({ kind: 'array', items: { kind: 'string' } });
-    expect(logicalTypeOf(moodArray)).toEqual({ kind: 'array', items: { kind: 'enum', values: ['sad', 'ok', 'happy'] } });
+    expect(logicalTypeOf(moodArray)).toEqual({
+      kind: 'array',
+      items: { kind: 'enum', values: ['sad', 'ok', 'happy'] },
+    });
     expect(logicalTypeOf(t(142))).toEqual({ kind: 'other', sourceType: 'xml' });
   });
   it('names types with their modifiers', () => {

@@ -1,7 +1,12 @@
 import { NanosyncError } from '@nanosync/core';
 import { describe, expect, it } from 'vitest';
 import { publicationNameFor, sanitizeName, slotNameFor } from '../../src/slot/names.js';
-import { type CtidBounds, ctidPredicate, isCtidBounds, planCtidPartitions } from '../../src/snapshot/ctid-partitions.js';
+import {
+  type CtidBounds,
+  ctidPredicate,
+  isCtidBounds,
+  planCtidPartitions,
+} from '../../src/snapshot/ctid-partitions.js';
 
 describe('slot and publication names', () => {
   it('lowercases and replaces everything outside [a-z0-9_]', () => {

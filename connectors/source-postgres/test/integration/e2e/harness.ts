@@ -21,7 +21,15 @@ export class PipelineProcess {
   constructor(configFile: string, stateFile: string, secretKey: string) {
     this.#child = spawn(
       process.execPath,
-      ['--conditions=@nanosync/source', '--import', 'tsx', join(here, 'run-pipeline.ts'), configFile, stateFile, secretKey],
+      [
+        '--conditions=@nanosync/source',
+        '--import',
+        'tsx',
+        join(here, 'run-pipeline.ts'),
+        configFile,
+        stateFile,
+        secretKey,
+      ],
       { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NS_LOG_LEVEL: 'info' } },
     );
     let partial = '';
@@ -46,7 +54,8 @@ export class PipelineProcess {
     for (;;) {
       const line = this.stdout.find(predicate);
       if (line) return line;
-      if (this.#child.exitCode !== null || this.#child.signalCode !== null) throw new Error(`pipeline process exited while waiting for ${what}\n${this.stderr}`);
+      if (this.#child.exitCode !== null || this.#child.signalCode !== null)
+        throw new Error(`pipeline process exited while waiting for ${what}\n${this.stderr}`);
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${this.stderr}`);
       await sleep(25);
     }
@@ -110,11 +119,28 @@ export interface PartitionRow {
 }
 
 export function partitions(stateFile: string, pipeline: string): PartitionRow[] {
-  return readStore(stateFile, (db) => db.prepare('SELECT id, status, rows_read FROM partitions WHERE pipeline = ? ORDER BY ordinal').all(pipeline) as unknown as PartitionRow[]) ?? [];
+  return (
+    readStore(
+      stateFile,
+      (db) =>
+        db
+          .prepare('SELECT id, status, rows_read FROM partitions WHERE pipeline = ? ORDER BY ordinal')
+          .all(pipeline) as unknown as PartitionRow[],
+    ) ?? []
+  );
 }
 
-export function pipelineRow(stateFile: string, pipeline: string): { state: string; start_position: string | null; snapshot_done: number; error: string | null } | undefined {
-  return readStore(stateFile, (db) => db.prepare('SELECT state, start_position, snapshot_done, error FROM pipelines WHERE name = ?').get(pipeline) as never);
+export function pipelineRow(
+  stateFile: string,
+  pipeline: string,
+): { state: string; start_position: string | null; snapshot_done: number; error: string | null } | undefined {
+  return readStore(
+    stateFile,
+    (db) =>
+      db
+        .prepare('SELECT state, start_position, snapshot_done, error FROM pipelines WHERE name = ?')
+        .get(pipeline) as never,
+  );
 }
 
 export interface SinkLine {
@@ -141,7 +167,10 @@ export async function readSinkFile(file: string): Promise<SinkLine[]> {
 }
 
 export async function fileSize(file: string): Promise<number> {
-  return stat(file).then((s) => s.size, () => 0);
+  return stat(file).then(
+    (s) => s.size,
+    () => 0,
+  );
 }
 
 /** One writer transaction: what it did, and LSNs bracketing it. */
@@ -172,7 +201,10 @@ export function startWriter(client: pg.Client, opts: { table: string; existingRo
       await client.query(`INSERT INTO ${opts.table} (id, balance, note) VALUES ($1, $2, 'new')`, [id, id * 3]);
       const target = (id % opts.existingRows) + 1;
       const note = `u${id}`;
-      const updated = await client.query(`UPDATE ${opts.table} SET note = $1, balance = balance + 1 WHERE id = $2`, [note, target]);
+      const updated = await client.query(`UPDATE ${opts.table} SET note = $1, balance = balance + 1 WHERE id = $2`, [
+        note,
+        target,
+      ]);
       if (updated.rowCount === 1) txn.updated = { id: target, note };
       if (id % 3 === 0) {
         const victim = ((id * 7) % opts.existingRows) + 1;

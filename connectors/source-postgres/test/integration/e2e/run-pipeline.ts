@@ -8,9 +8,9 @@
  */
 import { dirname } from 'node:path';
 import {
-  Engine,
   createConnectorResolver,
   createLogger,
+  Engine,
   loadConfigFile,
   materializePipeline,
   openSqliteStateStore,
@@ -41,8 +41,11 @@ const engine = new Engine({
   materialize: (definition) => materializePipeline(definition, { secretKey, resolve }),
   runtime: { metricsIntervalMs: 500, retry: { baseDelayMs: 100, maxDelayMs: 1000 } },
 });
-engine.on('state', (event) => process.stdout.write(`STATE ${event.pipeline} ${event.state}${event.error ? ` ${event.error}` : ''}\n`));
-for (const [name, pipeline] of stored) await engine.apply(name, pipeline.definition, pipeline.hash, pipeline.replicationType);
+engine.on('state', (event) =>
+  process.stdout.write(`STATE ${event.pipeline} ${event.state}${event.error ? ` ${event.error}` : ''}\n`),
+);
+for (const [name, pipeline] of stored)
+  await engine.apply(name, pipeline.definition, pipeline.hash, pipeline.replicationType);
 await engine.start();
 process.stdout.write('READY\n');
 // The engine's own timers do not hold the process open (a server has its HTTP listener for that).
