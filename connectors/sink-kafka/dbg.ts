@@ -7,7 +7,7 @@ const table: TableSchema = { schema: 'public', name: 'e2e_orders', keyColumns: [
   { name: 'amount', type: { kind: 'decimal' }, nullable: true }, { name: 'qty', type: { kind: 'int32' }, nullable: true }, { name: 'flag', type: { kind: 'bool' }, nullable: true }] };
 const kafka = await startKafka({ fresh: true });
 try {
-  for (const compression of ['lz4']) {
+  for (const compression of ['lz4', 'snappy', 'zstd']) {
     const h = createSink({ brokers: kafka.brokers.join(','), topic: 'dbg-' + compression, compression, max_retries: 0 });
     await h.sink.open([table]);
     const events: ChangeEvent[] = [];

@@ -34,7 +34,8 @@ function positiveInt(flag: string, value: string | undefined): number {
   const cleaned = (value ?? '').replaceAll('_', '').replaceAll(',', '');
   const multiplier = /[kK]$/.test(cleaned) ? 1_000 : /[mM]$/.test(cleaned) ? 1_000_000 : 1;
   const number = Number(cleaned.replace(/[kKmM]$/, '')) * multiplier;
-  if (!Number.isInteger(number) || number <= 0) throw new Error(`${flag} needs a positive whole number, got ${JSON.stringify(value)}`);
+  if (!Number.isInteger(number) || number <= 0)
+    throw new Error(`${flag} needs a positive whole number, got ${JSON.stringify(value)}`);
   return number;
 }
 
@@ -66,8 +67,12 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
   const onlyValue = flags.get('only');
   if (typeof onlyValue === 'string') {
     only = new Set();
-    for (const part of onlyValue.split(',').map((s) => s.trim().toUpperCase()).filter(Boolean)) {
-      if (!(ALL_SCENARIOS as readonly string[]).includes(part)) throw new Error(`--only: unknown scenario ${part} (known: ${ALL_SCENARIOS.join(', ')})`);
+    for (const part of onlyValue
+      .split(',')
+      .map((s) => s.trim().toUpperCase())
+      .filter(Boolean)) {
+      if (!(ALL_SCENARIOS as readonly string[]).includes(part))
+        throw new Error(`--only: unknown scenario ${part} (known: ${ALL_SCENARIOS.join(', ')})`);
       only.add(part as ScenarioId);
     }
   }

@@ -39,6 +39,18 @@ export interface LatencySample {
   committedAtMs: number;
   /** Broker arrival time (LogAppendTime), epoch ms. */
   arrivedAtMs: number;
+  /** When the tool itself handled the event, if the message says (Debezium's envelope `ts_us`). */
+  processedAtMs?: number;
+}
+
+/** Debezium's envelope-level `ts_us`/`ts_ms`: when the connector processed the event (not in nanosync's envelope). */
+export function processedTimeOf(value: unknown): number | undefined {
+  if (!value || typeof value !== 'object') return undefined;
+  const record = value as Record<string, unknown>;
+  if (!record.source) return undefined;
+  if (typeof record.ts_us === 'number') return record.ts_us / 1000;
+  if (typeof record.ts_ms === 'number') return record.ts_ms;
+  return undefined;
 }
 
 /**
@@ -92,7 +104,10 @@ export class LatencyCollector {
   ) {}
 
   async start(): Promise<void> {
-    const consumer = this.kafka.consumer({ groupId: `nanosync-bench-${this.topic}-${Date.now()}`, maxWaitTimeInMs: 100 });
+    const consumer = this.kafka.consumer({
+      groupId: `nanosync-bench-${this.topic}-${Date.now()}`,
+      maxWaitTimeInMs: 100,
+    });
     this.consumer = consumer;
     consumer.on(consumer.events.CRASH, (event) => {
       this.crashed = event.payload.error.message;
@@ -105,13 +120,21 @@ export class LatencyCollector {
         for (const message of batch.messages) {
           const arrivedAtMs = Number(message.timestamp);
           let committedAtMs: number | undefined;
+          let processedAtMs: number | undefined;
           try {
-            committedAtMs = commitTimeOf(message.value ? JSON.parse(message.value.toString('utf8')) : undefined);
+            const value: unknown = message.value ? JSON.parse(message.value.toString('utf8')) : undefined;
+            committedAtMs = commitTimeOf(value);
+            processedAtMs = processedTimeOf(value);
           } catch {
             committedAtMs = undefined;
           }
           if (committedAtMs === undefined || !Number.isFinite(arrivedAtMs)) this.unparsed++;
-          else this.samples.push({ committedAtMs, arrivedAtMs });
+          else
+            this.samples.push(
+              processedAtMs === undefined
+                ? { committedAtMs, arrivedAtMs }
+                : { committedAtMs, arrivedAtMs, processedAtMs },
+            );
         }
       },
     });

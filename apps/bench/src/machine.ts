@@ -15,6 +15,21 @@ export interface MachineInfo {
   java?: string;
   debezium?: string;
   kafkajs?: string;
+  /** The nanosync tree that was measured: commit, with "+changes" when the work tree differs from it. */
+  nanosyncCommit?: string;
+}
+
+async function gitCommit(cwd: string): Promise<string | undefined> {
+  try {
+    const { stdout: head } = await run('git', ['rev-parse', '--short', 'HEAD'], { cwd, timeoutMs: 10_000 });
+    const { stdout: status } = await run('git', ['status', '--porcelain', '--untracked-files=no'], {
+      cwd,
+      timeoutMs: 10_000,
+    });
+    return `${head.trim()}${status.trim() ? '+changes' : ''}`;
+  } catch {
+    return undefined;
+  }
 }
 
 export async function javaVersion(): Promise<string | undefined> {
@@ -24,7 +39,9 @@ export async function javaVersion(): Promise<string | undefined> {
     const text = `${stderr}\n${stdout}`;
     const runtime = /^(openjdk|java) version "([^"]+)"/m.exec(text);
     const vendor = /^(.*Runtime Environment.*)$/m.exec(text);
-    return runtime ? `${runtime[2]}${vendor?.[1] ? ` (${vendor[1].replace(/\s*\(build.*$/, '').trim()})` : ''}` : text.trim().split('\n')[0];
+    return runtime
+      ? `${runtime[2]}${vendor?.[1] ? ` (${vendor[1].replace(/\s*\(build.*$/, '').trim()})` : ''}`
+      : text.trim().split('\n')[0];
   } catch {
     return undefined;
   }
@@ -41,10 +58,12 @@ async function cpuModel(): Promise<string> {
   }
 }
 
-export async function machineInfo(): Promise<MachineInfo> {
+export async function machineInfo(repoRoot: string): Promise<MachineInfo> {
   let kafkajs: string | undefined;
   try {
-    const pkg = JSON.parse(await readFile(new URL('../node_modules/kafkajs/package.json', import.meta.url), 'utf8')) as { version?: string };
+    const pkg = JSON.parse(
+      await readFile(new URL('../node_modules/kafkajs/package.json', import.meta.url), 'utf8'),
+    ) as { version?: string };
     kafkajs = pkg.version;
   } catch {
     kafkajs = undefined;
@@ -58,5 +77,6 @@ export async function machineInfo(): Promise<MachineInfo> {
     node: process.version,
     java: await javaVersion(),
     kafkajs,
+    nanosyncCommit: await gitCommit(repoRoot),
   };
 }

@@ -14,7 +14,14 @@ import { runS1 } from './scenarios/s1-snapshot.js';
 import { runS2 } from './scenarios/s2-backlog.js';
 import { runS3 } from './scenarios/s3-latency.js';
 import { runS4 } from './scenarios/s4-kafka.js';
-import { type BenchKafka, type BenchPostgres, benchKafkaLibDir, PG_SETTINGS, startBenchKafka, startBenchPostgres } from './services.js';
+import {
+  type BenchKafka,
+  type BenchPostgres,
+  benchKafkaLibDir,
+  PG_SETTINGS,
+  startBenchKafka,
+  startBenchPostgres,
+} from './services.js';
 import { errorMessage, log, randomSuffix, run } from './util.js';
 
 const TITLES: Record<string, string> = {
@@ -25,7 +32,14 @@ const TITLES: Record<string, string> = {
 };
 
 function failedScenario(id: string, reason: string): ScenarioResult {
-  return { id, title: TITLES[id] ?? id, parameters: {}, measurements: [notAvailable('all', reason)], ratios: [], notes: [] };
+  return {
+    id,
+    title: TITLES[id] ?? id,
+    parameters: {},
+    measurements: [notAvailable('all', reason)],
+    ratios: [],
+    notes: [],
+  };
 }
 
 async function clockTicks(): Promise<void> {
@@ -40,7 +54,7 @@ async function clockTicks(): Promise<void> {
 async function main(options: BenchOptions): Promise<number> {
   const startedAt = new Date().toISOString();
   const errors: string[] = [];
-  const machine: Record<string, unknown> = { ...(await machineInfo()) };
+  const machine: Record<string, unknown> = { ...(await machineInfo(REPO_ROOT)) };
   await clockTicks();
   if (!ProcessTreeMonitor.supported()) errors.push('no /proc here: peak RSS and CPU are not measured');
 
@@ -78,7 +92,8 @@ async function main(options: BenchOptions): Promise<number> {
     } catch (error) {
       kafkaLib = { unavailable: `Kafka jars unavailable: ${errorMessage(error)}` };
     }
-    const kafkaVersion = 'dir' in kafkaLib ? ((await kafkaVersionOf(kafkaLib.dir)) ?? FALLBACK_KAFKA_VERSION) : FALLBACK_KAFKA_VERSION;
+    const kafkaVersion =
+      'dir' in kafkaLib ? ((await kafkaVersionOf(kafkaLib.dir)) ?? FALLBACK_KAFKA_VERSION) : FALLBACK_KAFKA_VERSION;
     machine.kafka = kafkaVersion;
 
     let debezium: BenchContext['debezium'] = { unavailable: 'skipped (--skip-debezium)' };
@@ -164,8 +179,11 @@ async function main(options: BenchOptions): Promise<number> {
   const file = join(options.outDir, `bench-${startedAt.replace(/[:.]/g, '-')}${options.quick ? '-quick' : ''}.json`);
   await writeFile(file, `${JSON.stringify(report, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
   log(`results: ${file}`);
-  const failed = errors.length > 0 || scenarios.some((s) => s.measurements.some((m) => m.status === 'n/a' && !m.reason?.startsWith('skipped')));
-  if (process.env.NANOSYNC_BENCH_KEEP === '1' || failed) log(`work folder kept (configs and logs of every tool): ${workRoot}`);
+  const failed =
+    errors.length > 0 ||
+    scenarios.some((s) => s.measurements.some((m) => m.status === 'n/a' && !m.reason?.startsWith('skipped')));
+  if (process.env.NANOSYNC_BENCH_KEEP === '1' || failed)
+    log(`work folder kept (configs and logs of every tool): ${workRoot}`);
   else await rm(workRoot, { recursive: true, force: true });
   return 0;
 }

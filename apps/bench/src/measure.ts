@@ -38,7 +38,8 @@ export async function measureUntil(opts: {
   let startupSeconds: number | undefined;
   try {
     for (;;) {
-      if (startupSeconds === undefined && opts.started && (await opts.started())) startupSeconds = (performance.now() - tool.startedAt) / 1000;
+      if (startupSeconds === undefined && opts.started && (await opts.started()))
+        startupSeconds = (performance.now() - tool.startedAt) / 1000;
       const state = await opts.check();
       if (state.done) {
         const seconds = (performance.now() - tool.startedAt) / 1000;
@@ -46,13 +47,17 @@ export async function measureUntil(opts: {
         return { seconds, startupSeconds, usage: monitor.usage(), progress: state.progress };
       }
       if (tool.exit) {
-        throw new Error(`${tool.name} exited (${tool.exit.code ?? tool.exit.signal}) before finishing: ${await failureLine(tool.logFile)}`);
+        throw new Error(
+          `${tool.name} exited (${tool.exit.code ?? tool.exit.signal}) before finishing: ${await failureLine(tool.logFile)}`,
+        );
       }
       if (state.progress !== lastProgress) {
         lastProgress = state.progress;
         lastChange = performance.now();
       } else if (performance.now() - lastChange > stallMs) {
-        throw new Error(`${tool.name} made no progress for ${Math.round(stallMs / 1000)} s (stuck at ${state.progress}); log ${tool.logFile}`);
+        throw new Error(
+          `${tool.name} made no progress for ${Math.round(stallMs / 1000)} s (stuck at ${state.progress}); log ${tool.logFile}`,
+        );
       }
       await sleep(opts.intervalMs ?? 100);
     }
@@ -67,7 +72,11 @@ const GNU_TIME = '/usr/bin/time';
 export function parseGnuTime(text: string): { seconds: number; cpuSeconds: number; maxRssBytes: number } | undefined {
   const match = /NSBENCH (\S+) (\S+) (\S+) (\d+)/.exec(text);
   if (!match) return undefined;
-  return { seconds: Number(match[1]), cpuSeconds: Number(match[2]) + Number(match[3]), maxRssBytes: Number(match[4]) * 1024 };
+  return {
+    seconds: Number(match[1]),
+    cpuSeconds: Number(match[2]) + Number(match[3]),
+    maxRssBytes: Number(match[4]) * 1024,
+  };
 }
 
 /**

@@ -7,7 +7,9 @@ import { freePort, startTool, type Tool } from './util.js';
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const CLI_BIN = join(REPO_ROOT, 'apps/cli/src/bin.ts');
 
-export type NanosyncSinkSpec = { kind: 'kafka'; brokers: string[]; topic: string; compression: string } | { kind: 'file'; file: string };
+export type NanosyncSinkSpec =
+  | { kind: 'kafka'; brokers: string[]; topic: string; compression: string }
+  | { kind: 'file'; file: string };
 
 export interface NanosyncPipelineSpec {
   name: string;
@@ -23,7 +25,11 @@ export interface NanosyncPipelineSpec {
 
 /** Why nanosync cannot run a pipeline into `sink` here, or undefined when the parts it needs are in the tree. */
 export function nanosyncUnavailableReason(sink: NanosyncSinkSpec['kind']): string | undefined {
-  const parts = ['apps/cli/src/bin.ts', 'connectors/source-postgres/src/index.ts', `connectors/sink-${sink}/src/index.ts`];
+  const parts = [
+    'apps/cli/src/bin.ts',
+    'connectors/source-postgres/src/index.ts',
+    `connectors/sink-${sink}/src/index.ts`,
+  ];
   for (const part of parts) {
     if (!existsSync(join(REPO_ROOT, part))) return `nanosync is not complete in this tree (${part} missing)`;
   }
@@ -35,7 +41,12 @@ const q = (value: string) => JSON.stringify(value);
 export function nanosyncConfigYaml(spec: NanosyncPipelineSpec): string {
   const lines = ['connections:', '  - name: source', '    type: postgres', `    dsn: ${q(spec.pgUrl)}`];
   if (spec.sink.kind === 'kafka') {
-    lines.push('  - name: sink', '    type: kafka', '    properties:', `      brokers: ${q(spec.sink.brokers.join(','))}`);
+    lines.push(
+      '  - name: sink',
+      '    type: kafka',
+      '    properties:',
+      `      brokers: ${q(spec.sink.brokers.join(','))}`,
+    );
   } else {
     lines.push('  - name: sink', '    type: file');
   }
@@ -50,7 +61,13 @@ export function nanosyncConfigYaml(spec: NanosyncPipelineSpec): string {
   if (spec.snapshotConcurrency) lines.push('    snapshot:', `      concurrency: ${spec.snapshotConcurrency}`);
   lines.push('    sink:', '      connection: sink', '      properties:');
   if (spec.sink.kind === 'kafka') {
-    lines.push(`        topic: ${q(spec.sink.topic)}`, '        message_format: json', `        compression: ${spec.sink.compression}`, '        primary_keys: id', '        tombstones: false');
+    lines.push(
+      `        topic: ${q(spec.sink.topic)}`,
+      '        message_format: json',
+      `        compression: ${spec.sink.compression}`,
+      '        primary_keys: id',
+      '        tombstones: false',
+    );
   } else {
     lines.push(`        file: ${q(spec.sink.file)}`);
   }

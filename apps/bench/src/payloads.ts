@@ -10,7 +10,10 @@ export function makePayloads(count: number, seed = 42): string[] {
   };
   const hex = (length: number) => {
     let out = '';
-    while (out.length < length) out += Math.floor(next() * 2 ** 32).toString(16).padStart(8, '0');
+    while (out.length < length)
+      out += Math.floor(next() * 2 ** 32)
+        .toString(16)
+        .padStart(8, '0');
     return out.slice(0, length);
   };
   const date = () => new Date(Date.UTC(2000, 0, 1) + Math.floor(next() * 9000) * 86_400_000).toISOString().slice(0, 10);
@@ -54,10 +57,17 @@ export function averageBytes(payloads: readonly string[]): number {
 }
 
 /** Parses ProducerPerformance's closing summary line. */
-export function parseProducerPerformance(output: string): { records: number; recordsPerSecond: number; mbPerSecond: number; avgLatencyMs: number; maxLatencyMs: number } | undefined {
+export function parseProducerPerformance(
+  output: string,
+):
+  | { records: number; recordsPerSecond: number; mbPerSecond: number; avgLatencyMs: number; maxLatencyMs: number }
+  | undefined {
   const lines = output.trim().split('\n').reverse();
   for (const line of lines) {
-    const match = /^(\d+) records sent, ([\d.]+) records\/sec \(([\d.]+) MB\/sec\), ([\d.]+) ms avg latency, ([\d.]+) ms max latency/.exec(line.trim());
+    const match =
+      /^(\d+) records sent, ([\d.]+) records\/sec \(([\d.]+) MB\/sec\), ([\d.]+) ms avg latency, ([\d.]+) ms max latency/.exec(
+        line.trim(),
+      );
     if (match) {
       return {
         records: Number(match[1]),

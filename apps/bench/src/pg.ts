@@ -99,7 +99,13 @@ export async function installChangeGenerator(client: pg.Client, table: string): 
 }
 
 /** Runs the generator with synchronous_commit off: the backlog is what is measured, not how fast it was written. */
-export async function generateChanges(url: string, procedure: string, changes: number, txSize: number, firstId: number): Promise<void> {
+export async function generateChanges(
+  url: string,
+  procedure: string,
+  changes: number,
+  txSize: number,
+  firstId: number,
+): Promise<void> {
   const client = await connect(url);
   try {
     await client.query('SET synchronous_commit = off');
@@ -129,14 +135,21 @@ export async function slots(client: pg.Client): Promise<SlotState[]> {
   const { rows } = await client.query<{ slot_name: string; active: boolean; lsn: string | null }>(
     `SELECT slot_name, active, confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE database = current_database()`,
   );
-  return rows.map((r) => ({ slotName: r.slot_name, active: r.active, confirmedFlushLsn: r.lsn ? parseLsn(r.lsn) : undefined }));
+  return rows.map((r) => ({
+    slotName: r.slot_name,
+    active: r.active,
+    confirmedFlushLsn: r.lsn ? parseLsn(r.lsn) : undefined,
+  }));
 }
 
 /** Drops a slot once its reader has gone (a stopped tool's walsender may linger a moment); gives up quietly after ~10 s. */
 export async function dropSlotQuietly(client: pg.Client, slot: string): Promise<void> {
   for (let attempt = 0; attempt < 40; attempt++) {
     try {
-      const { rows } = await client.query<{ active: boolean }>('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+      const { rows } = await client.query<{ active: boolean }>(
+        'SELECT active FROM pg_replication_slots WHERE slot_name = $1',
+        [slot],
+      );
       if (rows.length === 0) return;
       if (!rows[0]?.active) {
         await client.query('SELECT pg_drop_replication_slot($1)', [slot]);
@@ -151,7 +164,10 @@ export async function dropSlotQuietly(client: pg.Client, slot: string): Promise<
 
 /** Inserts rows id first..first+count-1 in one statement (one transaction). */
 export async function insertRows(client: pg.Client, table: string, first: number, count: number): Promise<void> {
-  await client.query(`INSERT INTO ${table} SELECT g, ${rowValues('g')} FROM generate_series($1::bigint, $2::bigint) g`, [first, first + count - 1]);
+  await client.query(
+    `INSERT INTO ${table} SELECT g, ${rowValues('g')} FROM generate_series($1::bigint, $2::bigint) g`,
+    [first, first + count - 1],
+  );
 }
 
 /** Server version like "15.14". */

@@ -26,7 +26,10 @@ export function parseProcStat(text: string): ProcStat {
   if (open < 0 || close < open) throw new Error(`unexpected /proc stat line: ${text.slice(0, 80)}`);
   const pid = Number(text.slice(0, open).trim());
   // After ") ": state(3) ppid(4) pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15) cutime(16) cstime(17)
-  const rest = text.slice(close + 2).trim().split(/\s+/);
+  const rest = text
+    .slice(close + 2)
+    .trim()
+    .split(/\s+/);
   const field = (n: number) => Number(rest[n - 3]);
   return { pid, ppid: field(4), cpuTicks: field(14) + field(15) + field(16) + field(17) };
 }

@@ -56,7 +56,9 @@ export function scenarioMarkdown(result: ScenarioResult): string {
   if (params) lines.push(`_${params}_`, '');
   const hasLatency = result.measurements.some((m) => m.latency || m.targetRate !== undefined);
   if (hasLatency) {
-    lines.push(row(['tool', 'target ev/s', 'events', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'peak RSS MB', 'CPU s / M events']));
+    lines.push(
+      row(['tool', 'target ev/s', 'events', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'peak RSS MB', 'CPU s / M events']),
+    );
     lines.push(row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:']));
     for (const m of result.measurements) {
       if (m.status === 'n/a') {
@@ -102,7 +104,9 @@ export function scenarioMarkdown(result: ScenarioResult): string {
   if (result.ratios.length > 0) {
     lines.push('');
     for (const r of result.ratios) {
-      lines.push(`- **${r.name}** = ${r.value === undefined ? `n/a${r.reason ? `: ${r.reason}` : ''}` : `${fmt(r.value, 2)}×`} — ${r.meaning}`);
+      lines.push(
+        `- **${r.name}** = ${r.value === undefined ? `n/a${r.reason ? `: ${r.reason}` : ''}` : `${fmt(r.value, 2)}×`} — ${r.meaning}`,
+      );
     }
   }
   for (const note of result.notes) lines.push(`- ${note}`);
@@ -125,7 +129,7 @@ export function reportMarkdown(report: BenchReport): string {
     `## nanosync bench — ${report.startedAt.slice(0, 19).replace('T', ' ')} UTC${report.options.quick ? ' (--quick: harness check, sizes too small to mean much)' : ''}`,
     '',
     `Machine: ${m.cores} cores (${m.cpuModel}), ${gib(m.memoryBytes)} RAM, ${m.os}. ` +
-      `Node ${m.node}, PostgreSQL ${m.postgres ?? '?'}, Kafka ${m.kafka ?? '?'}, Java ${m.java ?? '?'}, Debezium ${m.debezium ?? 'n/a'}, kafkajs ${m.kafkajs ?? '?'}.`,
+      `nanosync ${m.nanosyncCommit ?? '?'}, Node ${m.node}, PostgreSQL ${m.postgres ?? '?'}, Kafka ${m.kafka ?? '?'}, Java ${m.java ?? '?'}, Debezium ${m.debezium ?? 'n/a'}, kafkajs ${m.kafkajs ?? '?'}.`,
     '',
   ];
   const body = report.scenarios.map(scenarioMarkdown).join('\n\n');

@@ -46,7 +46,10 @@ export async function startBenchPostgres(): Promise<BenchPostgres> {
         const client = new pg.default.Client({ connectionString: external });
         try {
           await client.connect();
-          await client.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`, [name]);
+          await client.query(
+            `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active`,
+            [name],
+          );
           await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
         } catch (error) {
           log(`could not drop database ${name}: ${errorMessage(error)}`);

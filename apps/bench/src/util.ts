@@ -36,14 +36,19 @@ export function freePort(): Promise<number> {
 }
 
 /** Polls `check` until it returns a value other than undefined/false, or throws after `timeoutMs`. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, opts: { timeoutMs: number; intervalMs?: number; abort?: () => string | undefined }): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  opts: { timeoutMs: number; intervalMs?: number; abort?: () => string | undefined },
+): Promise<T> {
   const deadline = Date.now() + opts.timeoutMs;
   for (;;) {
     const value = await check();
     if (value !== undefined && value !== false) return value as T;
     const reason = opts.abort?.();
     if (reason) throw new Error(`${what}: ${reason}`);
-    if (Date.now() > deadline) throw new Error(`timed out after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${what}`);
     await sleep(opts.intervalMs ?? 100);
   }
 }
@@ -81,7 +86,12 @@ function installExitHooks(): void {
   process.on('exit', killAllSync);
 }
 
-export function startTool(name: string, command: string, args: readonly string[], opts: SpawnOptions & { logFile: string }): Tool {
+export function startTool(
+  name: string,
+  command: string,
+  args: readonly string[],
+  opts: SpawnOptions & { logFile: string },
+): Tool {
   installExitHooks();
   const out = createWriteStream(opts.logFile, { flags: 'a' });
   const child = spawn(command, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -123,10 +133,17 @@ export function startTool(name: string, command: string, args: readonly string[]
 }
 
 /** Runs a command to completion and returns its output; rejects with stderr on a non-zero exit. */
-export function run(command: string, args: readonly string[], opts: SpawnOptions & { input?: string; timeoutMs?: number } = {}): Promise<{ stdout: string; stderr: string }> {
+export function run(
+  command: string,
+  args: readonly string[],
+  opts: SpawnOptions & { input?: string; timeoutMs?: number } = {},
+): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     installExitHooks();
-    const child = spawn(command, args, { ...opts, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const child = spawn(command, args, {
+      ...opts,
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
     live.add(child);
     let stdout = '';
     let stderr = '';
@@ -146,7 +163,12 @@ export function run(command: string, args: readonly string[], opts: SpawnOptions
       live.delete(child);
       if (timer) clearTimeout(timer);
       if (code === 0) resolve({ stdout, stderr });
-      else reject(new Error(`${command} ${args.slice(0, 3).join(' ')} exited with ${code ?? signal}: ${(stderr || stdout).trim().split('\n').slice(-5).join(' | ')}`));
+      else
+        reject(
+          new Error(
+            `${command} ${args.slice(0, 3).join(' ')} exited with ${code ?? signal}: ${(stderr || stdout).trim().split('\n').slice(-5).join(' | ')}`,
+          ),
+        );
     });
     if (opts.input !== undefined) {
       child.stdin?.on('error', () => {});
@@ -160,7 +182,10 @@ export function run(command: string, args: readonly string[], opts: SpawnOptions
  * that looks like an error (stack frames skipped), else the last line; at most 300 characters.
  */
 export async function failureLine(file: string): Promise<string> {
-  const lines = (await tailOf(file, 80)).split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('at ') && !/^Node\.js v/.test(l));
+  const lines = (await tailOf(file, 80))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('at ') && !/^Node\.js v/.test(l));
   const line = [...lines].reverse().find((l) => /error|exception|fatal|ERR\b|\[NS_/i.test(l)) ?? lines.at(-1) ?? '';
   return line.length > 300 ? `${line.slice(0, 297)}...` : line;
 }

@@ -21,9 +21,11 @@ import { type CliIo, processIo } from './io.js';
 import { SERVING_BANNER, STOP_DEADLINE_MS } from './server/foreground.js';
 import { serverLogger } from './server/logger.js';
 import { type RunningServer, startServer } from './server/start.js';
+import { onStopSignals } from './signals.js';
 import { statePaths } from './state-paths.js';
 
 const PIPELINE = 'quickstart-orders';
+const KAFKA_TOPIC = 'quickstart.orders';
 const HELP = `Usage: pnpm quickstart [--kafka] [--rows N] [--dir PATH]
 
 Starts a local PostgreSQL with a demo table public.orders, a writer that keeps
@@ -72,32 +74,33 @@ export async function quickstart(argv: string[], io: CliIo): Promise<number> {
     const changes = await demo.writer?.stop().catch(() => 0);
     if (changes !== undefined) io.out(`writer stopped after ${changes} changes`);
     await demo.server?.stop().catch((err) => logger.warn('stopping the pipeline failed', { error: String(err) }));
-    await demo.kafka?.stop().catch(() => undefined);
-    await demo.postgres?.stop().catch(() => undefined);
+    for (const service of [demo.kafka, demo.postgres]) {
+      if (service) await Promise.resolve(service[Symbol.asyncDispose]()).catch(() => undefined);
+    }
   };
   const stopped = new Promise<void>((resolveStop) => {
-    const onSignal = () => {
-      if (stopping) {
+    onStopSignals(
+      () => {
+        stopping = true;
+        io.out('\nstopping: checkpointing the pipeline and tearing down the demo services…');
+        const deadline = setTimeout(() => {
+          io.err(`quickstart: could not stop within ${(STOP_DEADLINE_MS * 2) / 1000} s, exiting`);
+          process.exit(1);
+        }, STOP_DEADLINE_MS * 2);
+        deadline.unref();
+        void teardown().finally(resolveStop);
+      },
+      () => {
         io.err('quickstart: second signal, exiting now');
         process.exit(1);
-      }
-      stopping = true;
-      io.out('\nstopping: checkpointing the pipeline and tearing down the demo services…');
-      const deadline = setTimeout(() => {
-        io.err(`quickstart: could not stop within ${STOP_DEADLINE_MS / 1000} s, exiting`);
-        process.exit(1);
-      }, STOP_DEADLINE_MS * 2);
-      deadline.unref();
-      void teardown().finally(resolveStop);
-    };
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+      },
+    );
   });
 
   try {
     await prepareWorkDir(workDir);
     io.out('starting a local PostgreSQL (first run may take a while)…');
-    demo.postgres = await startPostgres({ fresh: true });
+    demo.postgres = await keepingSignalsOurs(() => startPostgres({ fresh: true }));
     const databaseUrl = await demo.postgres.createDatabase('nanosync_demo');
     await seedDemoTable(databaseUrl, rows);
     io.out(`PostgreSQL ready on ${demo.postgres.host}:${demo.postgres.port}; public.orders has ${rows} rows`);
@@ -106,9 +109,9 @@ export async function quickstart(argv: string[], io: CliIo): Promise<number> {
     let outputHint: string;
     if (values.kafka) {
       io.out('starting a local Kafka broker (first run downloads its jars)…');
-      demo.kafka = await startKafka({ fresh: true });
+      demo.kafka = await keepingSignalsOurs(() => startKafka({ fresh: true }));
       sinkConnection = kafkaConnection(demo.kafka.brokers);
-      outputHint = `Kafka topic quickstart.public.orders on ${demo.kafka.brokers.join(',')}`;
+      outputHint = `Kafka topic ${KAFKA_TOPIC} on ${demo.kafka.brokers.join(',')}`;
     } else {
       const outDir = join(workDir, 'output');
       sinkConnection = fileConnection(outDir);
@@ -147,6 +150,27 @@ export async function quickstart(argv: string[], io: CliIo): Promise<number> {
       await teardown();
     }
     throw err;
+  }
+}
+
+/**
+ * The test-service helpers kill their services the moment SIGINT/SIGTERM arrives, which is
+ * right for a test run but would pull PostgreSQL away before the pipeline checkpointed.
+ * The quickstart stops things in order itself (pipeline, then Kafka, then PostgreSQL), so
+ * their signal listeners are taken off again; their exit hook and orphan watchdog stay in
+ * place in case the quickstart dies without cleaning up.
+ */
+async function keepingSignalsOurs<T>(start: () => Promise<T>): Promise<T> {
+  const signals = ['SIGINT', 'SIGTERM'] as const;
+  const before = new Map(signals.map((signal) => [signal, new Set(process.listeners(signal))]));
+  try {
+    return await start();
+  } finally {
+    for (const signal of signals) {
+      for (const listener of process.listeners(signal)) {
+        if (!before.get(signal)!.has(listener)) process.off(signal, listener);
+      }
+    }
   }
 }
 
@@ -211,21 +235,22 @@ function startWriter(url: string, logger: Logger): { stop(): Promise<number> } {
     while (running) {
       const roll = Math.random();
       try {
+        let result: pg.QueryResult;
         if (roll < 0.5) {
-          await client.query(
+          result = await client.query(
             `INSERT INTO public.orders (customer, amount) VALUES ('customer-' || floor(random() * 500), round((random() * 1000)::numeric, 2))`,
           );
         } else if (roll < 0.9) {
-          await client.query(
+          result = await client.query(
             `UPDATE public.orders SET status = (ARRAY['paid','shipped','returned'])[1 + floor(random() * 3)::int], updated_at = now()
-             WHERE id = (SELECT id FROM public.orders TABLESAMPLE SYSTEM (1) LIMIT 1)`,
+             WHERE id = (SELECT id FROM public.orders ORDER BY random() LIMIT 1)`,
           );
         } else {
-          await client.query(
-            'DELETE FROM public.orders WHERE id = (SELECT id FROM public.orders TABLESAMPLE SYSTEM (1) LIMIT 1)',
+          result = await client.query(
+            'DELETE FROM public.orders WHERE id = (SELECT id FROM public.orders ORDER BY random() LIMIT 1)',
           );
         }
-        changes++;
+        changes += result.rowCount ?? 0;
       } catch (err) {
         if (running) logger.warn('demo writer: statement failed', { error: (err as Error).message });
       }
@@ -290,7 +315,7 @@ pipelines:
         - public.orders
     sink:
       connection: demo-output
-${sinkConnection.includes('type: kafka') ? '      properties:\n        topic_prefix: "quickstart."\n' : ''}`;
+${sinkConnection.includes('type: kafka') ? `      properties:\n        topic: ${KAFKA_TOPIC}\n` : ''}`;
 }
 
 const isMain = process.argv[1] !== undefined && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname);

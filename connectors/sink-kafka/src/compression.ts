@@ -12,9 +12,10 @@ const { CompressionCodecs, CompressionTypes } = kafkajs;
  * - snappy: `snappyjs` (pure JavaScript). Written in the xerial framing the Java client
  *   uses; read in that framing or as a raw Snappy block (what kafkajs-snappy and some
  *   other clients write).
- * - lz4: the LZ4 frame format Kafka expects, written here around `lz4js`' block
- *   compressor (pure JavaScript) with 64 KiB independent blocks, so the broker's
- *   block-at-a-time reader can decode it; read with `lz4js`.
+ * - lz4: the LZ4 frame format Kafka expects, with 64 KiB independent blocks from the
+ *   small block compressor below (pure JavaScript; it follows the format's end-of-block
+ *   rules, which the broker's liblz4 checks and `lz4js`' own compressor does not);
+ *   frames from any producer are read with `lz4js`.
  * - zstd: Node's own `zlib` Zstandard (Node ≥ 22.15 / 23.8), nothing to install.
  *
  * Registration is process-wide (kafkajs keeps one table) and idempotent.
@@ -75,12 +76,10 @@ export function snappyDecompress(data: Buffer): Buffer {
 // --- lz4 -----------------------------------------------------------------------------
 
 interface Lz4js {
-  compressBound(n: number): number;
-  compressBlock(src: Uint8Array, dst: Uint8Array, sIndex: number, sLength: number, hashTable: Uint32Array): number;
   decompress(src: Uint8Array, maxSize?: number): Uint8Array;
 }
 const require = createRequire(import.meta.url);
-const lz4 = require('lz4js') as Lz4js;
+const lz4js = require('lz4js') as Lz4js;
 const xxh32 = (require('lz4js/xxh32.js') as { hash(seed: number, src: Uint8Array, index: number, length: number): number }).hash;
 
 const LZ4_MAGIC = 0x184d2204;
@@ -88,6 +87,66 @@ const LZ4_FLG = 0x60; // version 01, blocks independent, no checksums, no conten
 const LZ4_BD = 0x40; // 64 KiB maximum block size
 const LZ4_BLOCK = 64 * 1024;
 const LZ4_UNCOMPRESSED = 0x80000000;
+const MIN_MATCH = 4;
+const MF_LIMIT = 12; // the last match starts at least 12 bytes before the end of the block
+const LAST_LITERALS = 5; // the last 5 bytes of a block are always literals
+const HASH_BITS = 16;
+const MAX_OFFSET = 65535;
+
+function writeLength(dst: Uint8Array, at: number, rest: number): number {
+  let i = at;
+  let n = rest;
+  for (; n >= 255; n -= 255) dst[i++] = 255;
+  dst[i++] = n;
+  return i;
+}
+
+/**
+ * One LZ4 block (greedy, 4-byte hash of positions), honouring the end-of-block rules of
+ * the LZ4 block format that strict decoders such as liblz4 (used by the broker) enforce.
+ * Returns the compressed length; the caller stores the block raw when that is not smaller.
+ */
+export function lz4CompressBlock(src: Uint8Array, dst: Uint8Array, table: Int32Array): number {
+  const n = src.length;
+  let d = 0;
+  let anchor = 0;
+  if (n > MF_LIMIT) {
+    table.fill(-1);
+    const view = new DataView(src.buffer, src.byteOffset, src.byteLength);
+    const lastMatchStart = n - MF_LIMIT;
+    const matchEnd = n - LAST_LITERALS;
+    let i = 0;
+    while (i <= lastMatchStart) {
+      const sequence = view.getUint32(i, true);
+      const h = Math.imul(sequence, 2654435761) >>> (32 - HASH_BITS);
+      const candidate = table[h]!;
+      table[h] = i;
+      if (candidate < 0 || i - candidate > MAX_OFFSET || view.getUint32(candidate, true) !== sequence) {
+        i++;
+        continue;
+      }
+      let length = MIN_MATCH;
+      while (i + length < matchEnd && src[i + length] === src[candidate + length]) length++;
+      const literals = i - anchor;
+      const extra = length - MIN_MATCH;
+      dst[d++] = (Math.min(literals, 15) << 4) | Math.min(extra, 15);
+      if (literals >= 15) d = writeLength(dst, d, literals - 15);
+      dst.set(src.subarray(anchor, i), d);
+      d += literals;
+      const offset = i - candidate;
+      dst[d++] = offset & 0xff;
+      dst[d++] = offset >>> 8;
+      if (extra >= 15) d = writeLength(dst, d, extra - 15);
+      i += length;
+      anchor = i;
+    }
+  }
+  const literals = n - anchor;
+  dst[d++] = Math.min(literals, 15) << 4;
+  if (literals >= 15) d = writeLength(dst, d, literals - 15);
+  dst.set(src.subarray(anchor, n), d);
+  return d + literals;
+}
 
 export function lz4Compress(data: Buffer): Buffer {
   const parts: Buffer[] = [];
@@ -97,14 +156,13 @@ export function lz4Compress(data: Buffer): Buffer {
   header[5] = LZ4_BD;
   header[6] = (xxh32(0, header, 4, 2) >>> 8) & 0xff;
   parts.push(header);
-  const hashTable = new Uint32Array(1 << 16);
-  const scratch = Buffer.alloc(lz4.compressBound(LZ4_BLOCK));
+  const table = new Int32Array(1 << HASH_BITS);
+  const scratch = Buffer.alloc(LZ4_BLOCK + Math.ceil(LZ4_BLOCK / 255) + 16);
   for (let offset = 0; offset < data.length; offset += LZ4_BLOCK) {
     const block = data.subarray(offset, offset + LZ4_BLOCK);
-    hashTable.fill(0);
-    const size = lz4.compressBlock(block, scratch, 0, block.length, hashTable);
+    const size = lz4CompressBlock(block, scratch, table);
     const length = Buffer.alloc(4);
-    if (size > 0 && size < block.length) {
+    if (size < block.length) {
       length.writeUInt32LE(size, 0);
       parts.push(length, Buffer.from(scratch.subarray(0, size)));
     } else {
@@ -117,7 +175,7 @@ export function lz4Compress(data: Buffer): Buffer {
 }
 
 export function lz4Decompress(data: Buffer): Buffer {
-  return Buffer.from(lz4.decompress(data));
+  return Buffer.from(lz4js.decompress(data));
 }
 
 // --- registration --------------------------------------------------------------------

@@ -110,7 +110,16 @@ export async function startDebezium(jars: DebeziumJars, spec: DebeziumConnectorS
   return startTool(
     'debezium',
     javaBinary(),
-    ['-Xms256m', '-Xmx2g', `-Dlog4j.configuration=file:${log4j}`, '-cp', `${jars.libDir}/*`, 'org.apache.kafka.connect.cli.ConnectStandalone', worker, connector],
+    [
+      '-Xms256m',
+      '-Xmx2g',
+      `-Dlog4j.configuration=file:${log4j}`,
+      '-cp',
+      `${jars.libDir}/*`,
+      'org.apache.kafka.connect.cli.ConnectStandalone',
+      worker,
+      connector,
+    ],
     { cwd: spec.workDir, logFile: join(spec.workDir, 'stdout.log') },
   );
 }

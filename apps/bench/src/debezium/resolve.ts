@@ -79,9 +79,17 @@ async function withLock<T>(lockDir: string, timeoutMs: number, body: () => Promi
  * Concurrent callers wait on a lock; a half-finished resolution never becomes visible because
  * it is built in a temporary folder and renamed into place.
  */
-export async function resolveDebezium(kafkaVersion: string = FALLBACK_KAFKA_VERSION, debeziumVersion: string = DEBEZIUM_VERSION): Promise<DebeziumJars> {
+export async function resolveDebezium(
+  kafkaVersion: string = FALLBACK_KAFKA_VERSION,
+  debeziumVersion: string = DEBEZIUM_VERSION,
+): Promise<DebeziumJars> {
   const dir = join(cacheRoot(), `debezium-${debeziumVersion}-connect-${kafkaVersion}`);
-  const jars: DebeziumJars = { debeziumVersion, kafkaVersion, libDir: join(dir, 'lib'), pluginDir: join(dir, 'plugin') };
+  const jars: DebeziumJars = {
+    debeziumVersion,
+    kafkaVersion,
+    libDir: join(dir, 'lib'),
+    pluginDir: join(dir, 'plugin'),
+  };
   if (existsSync(join(dir, '.complete'))) return jars;
   return withLock(`${dir}.lock`, 15 * 60_000, async () => {
     if (existsSync(join(dir, '.complete'))) return jars;
@@ -91,19 +99,46 @@ export async function resolveDebezium(kafkaVersion: string = FALLBACK_KAFKA_VERS
     await copyFile(POM, join(tmp, 'pom.xml'));
     log(`resolving Kafka Connect ${kafkaVersion} + Debezium ${debeziumVersion} from Maven Central into ${dir} (once)`);
     const started = Date.now();
-    const common = ['-q', '-B', '-f', join(tmp, 'pom.xml'), `-Dkafka.version=${kafkaVersion}`, `-Ddebezium.version=${debeziumVersion}`];
+    const common = [
+      '-q',
+      '-B',
+      '-f',
+      join(tmp, 'pom.xml'),
+      `-Dkafka.version=${kafkaVersion}`,
+      `-Ddebezium.version=${debeziumVersion}`,
+    ];
     try {
-      await run('mvn', [...common, 'dependency:copy-dependencies', `-DoutputDirectory=${join(tmp, 'lib')}`, '-DincludeScope=runtime', '-DexcludeTypes=tar.gz'], {
-        cwd: tmp,
-        timeoutMs: 15 * 60_000,
-      });
-      await run('mvn', [...common, 'dependency:unpack-dependencies', `-DoutputDirectory=${join(tmp, 'plugin')}`, '-DincludeTypes=tar.gz'], {
-        cwd: tmp,
-        timeoutMs: 15 * 60_000,
-      });
+      await run(
+        'mvn',
+        [
+          ...common,
+          'dependency:copy-dependencies',
+          `-DoutputDirectory=${join(tmp, 'lib')}`,
+          '-DincludeScope=runtime',
+          '-DexcludeTypes=tar.gz',
+        ],
+        {
+          cwd: tmp,
+          timeoutMs: 15 * 60_000,
+        },
+      );
+      await run(
+        'mvn',
+        [
+          ...common,
+          'dependency:unpack-dependencies',
+          `-DoutputDirectory=${join(tmp, 'plugin')}`,
+          '-DincludeTypes=tar.gz',
+        ],
+        {
+          cwd: tmp,
+          timeoutMs: 15 * 60_000,
+        },
+      );
     } catch (error) {
       await rm(tmp, { recursive: true, force: true });
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new Error('mvn not found on PATH (Maven resolves the Debezium jars)');
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new Error('mvn not found on PATH (Maven resolves the Debezium jars)');
       throw error;
     }
     if (!existsSync(join(tmp, 'plugin', 'debezium-connector-postgres'))) {
@@ -111,7 +146,10 @@ export async function resolveDebezium(kafkaVersion: string = FALLBACK_KAFKA_VERS
       throw new Error('the Debezium plugin archive did not unpack to plugin/debezium-connector-postgres');
     }
     await rm(join(tmp, 'target'), { recursive: true, force: true });
-    await writeFile(join(tmp, '.complete'), JSON.stringify({ debeziumVersion, kafkaVersion, resolvedAt: new Date().toISOString() }));
+    await writeFile(
+      join(tmp, '.complete'),
+      JSON.stringify({ debeziumVersion, kafkaVersion, resolvedAt: new Date().toISOString() }),
+    );
     await rm(dir, { recursive: true, force: true });
     await rename(tmp, dir);
     log(`resolved in ${Math.round((Date.now() - started) / 1000)} s`);

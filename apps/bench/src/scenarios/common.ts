@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import type { BenchContext } from '../context.js';
-import { debeziumTopic, type DebeziumConnectorSpec, startDebezium } from '../debezium/connect.js';
-import type { DebeziumJars } from '../debezium/resolve.js';
+import { type DebeziumConnectorSpec, debeziumTopic, startDebezium } from '../debezium/connect.js';
 import { createTopic } from '../kafka.js';
 import { measureUntil, type Progress } from '../measure.js';
 import { type NanosyncPipelineSpec, type NanosyncProcess, startNanosync } from '../nanosync.js';
@@ -10,7 +9,12 @@ import type { Measurement } from '../report.js';
 import { cpuPerMillion } from '../stats.js';
 import { errorMessage, log, type Tool } from '../util.js';
 
-export function toMeasurement(tool: string, events: number, run: Awaited<ReturnType<typeof measureUntil>>, details?: Record<string, unknown>): Measurement {
+export function toMeasurement(
+  tool: string,
+  events: number,
+  run: Awaited<ReturnType<typeof measureUntil>>,
+  details?: Record<string, unknown>,
+): Measurement {
   return {
     tool,
     status: 'ok',
@@ -52,7 +56,12 @@ export async function stopTool(tool: Tool | undefined): Promise<void> {
   await tool.stop(20_000).catch((error) => log(`stopping ${tool.name}: ${errorMessage(error)}`));
 }
 
-export function debeziumSpec(ctx: BenchContext, jars: DebeziumJars, name: string, table: string, snapshotMode: DebeziumConnectorSpec['snapshotMode']): DebeziumConnectorSpec {
+export function debeziumSpec(
+  ctx: BenchContext,
+  name: string,
+  table: string,
+  snapshotMode: DebeziumConnectorSpec['snapshotMode'],
+): DebeziumConnectorSpec {
   const id = `${name}_${ctx.runId}`.replaceAll('-', '_');
   return {
     name: id,
@@ -76,7 +85,10 @@ export async function runNanosyncMeasured(
   spec: NanosyncPipelineSpec,
   events: number,
   check: (client: PgClient, ns: NanosyncProcess) => Promise<Progress>,
-  opts: { started?: (client: PgClient, slotsBefore: Set<string>) => Promise<boolean>; details?: Record<string, unknown> } = {},
+  opts: {
+    started?: (client: PgClient, slotsBefore: Set<string>) => Promise<boolean>;
+    details?: Record<string, unknown>;
+  } = {},
 ): Promise<Measurement> {
   const client = await connect(ctx.pgUrl);
   const before = await slotNames(client);
@@ -105,7 +117,11 @@ export async function runDebeziumMeasured(
   spec: DebeziumConnectorSpec,
   events: number,
   check: (client: PgClient) => Promise<Progress>,
-  opts: { keepSlot?: boolean; details?: Record<string, unknown>; started?: (client: PgClient) => Promise<boolean> } = {},
+  opts: {
+    keepSlot?: boolean;
+    details?: Record<string, unknown>;
+    started?: (client: PgClient) => Promise<boolean>;
+  } = {},
 ): Promise<Measurement> {
   if ('unavailable' in ctx.debezium) throw new Error(ctx.debezium.unavailable);
   const client = await connect(ctx.pgUrl);

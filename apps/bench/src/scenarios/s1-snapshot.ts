@@ -17,8 +17,12 @@ async function copyBaseline(ctx: BenchContext, rows: number): Promise<Measuremen
   const psql = pgBinary(ctx, 'psql');
   const script = `exec "$0" -X -q -d "$1" -c "COPY (SELECT * FROM ${TABLE}) TO STDOUT" > /dev/null`;
   // One untimed pass so both the baseline and the tools read a table that is in the page cache.
-  await runToExit('psql COPY (warm-up)', 'sh', ['-c', script, psql, ctx.pgUrl], { logFile: join(ctx.workRoot, 's1-copy-warmup.log') });
-  const run = await runToExit('psql COPY', 'sh', ['-c', script, psql, ctx.pgUrl], { logFile: join(ctx.workRoot, 's1-copy.log') });
+  await runToExit('psql COPY (warm-up)', 'sh', ['-c', script, psql, ctx.pgUrl], {
+    logFile: join(ctx.workRoot, 's1-copy-warmup.log'),
+  });
+  const run = await runToExit('psql COPY', 'sh', ['-c', script, psql, ctx.pgUrl], {
+    logFile: join(ctx.workRoot, 's1-copy.log'),
+  });
   if (run.code !== 0) throw new Error(`psql COPY exited with ${run.code}; see ${run.tool.logFile}`);
   return {
     tool: 'COPY TO STDOUT (psql > /dev/null)',
@@ -56,7 +60,9 @@ export async function runS1(ctx: BenchContext): Promise<ScenarioResult> {
     await client.end();
   }
 
-  const copy = await copyBaseline(ctx, rows).catch((error) => notAvailable('COPY TO STDOUT (psql > /dev/null)', errorMessage(error)));
+  const copy = await copyBaseline(ctx, rows).catch((error) =>
+    notAvailable('COPY TO STDOUT (psql > /dev/null)', errorMessage(error)),
+  );
   result.measurements.push(copy);
 
   const kafkaTopic = `ns_s1_${ctx.runId}`;
@@ -126,13 +132,20 @@ export async function runS1(ctx: BenchContext): Promise<ScenarioResult> {
     const reason = debeziumReason(ctx);
     if (reason) return notAvailable(label, reason);
     try {
-      const spec = debeziumSpec(ctx, ctx.debezium as never, 's1', `public.${TABLE}`, 'initial');
+      const spec = debeziumSpec(ctx, 's1', `public.${TABLE}`, 'initial');
       const topic = debeziumTopic(spec);
       await createTopics(ctx, topic);
-      return await runDebeziumMeasured(ctx, label, spec, rows, async () => {
-        const count = await countMessages(ctx.admin, topic);
-        return { progress: count, done: count >= rows };
-      }, { details: { topic }, started: async () => (await countMessages(ctx.admin, topic)) > 0 });
+      return await runDebeziumMeasured(
+        ctx,
+        label,
+        spec,
+        rows,
+        async () => {
+          const count = await countMessages(ctx.admin, topic);
+          return { progress: count, done: count >= rows };
+        },
+        { details: { topic }, started: async () => (await countMessages(ctx.admin, topic)) > 0 },
+      );
     } catch (error) {
       return notAvailable(label, errorMessage(error));
     }
@@ -142,9 +155,26 @@ export async function runS1(ctx: BenchContext): Promise<ScenarioResult> {
   const rate = (m: Measurement) => (m.status === 'ok' ? m.eventsPerSecond : undefined);
   const why = (...ms: Measurement[]) => ms.find((m) => m.status === 'n/a')?.reason;
   result.ratios.push(
-    { name: 'nanosync→Kafka ÷ COPY', value: ratio(rate(nsKafka), rate(copy)), reason: why(nsKafka, copy), meaning: 'share of the raw COPY read speed that nanosync reaches end to end into Kafka (1.0 = as fast as the server can hand the rows out)' },
-    { name: 'nanosync→file ÷ COPY', value: ratio(rate(nsFile), rate(copy)), reason: why(nsFile, copy), meaning: 'the same into local JSON-lines files, without the broker' },
-    { name: 'nanosync→Kafka ÷ Debezium', value: ratio(rate(nsKafka), rate(dbz)), reason: why(nsKafka, dbz), meaning: 'snapshot rows/s of nanosync over Debezium’s, same table, broker and producer settings (>1 = nanosync faster)' },
+    {
+      name: 'nanosync→Kafka ÷ COPY',
+      value: ratio(rate(nsKafka), rate(copy)),
+      reason: why(nsKafka, copy),
+      meaning:
+        'share of the raw COPY read speed that nanosync reaches end to end into Kafka (1.0 = as fast as the server can hand the rows out)',
+    },
+    {
+      name: 'nanosync→file ÷ COPY',
+      value: ratio(rate(nsFile), rate(copy)),
+      reason: why(nsFile, copy),
+      meaning: 'the same into local JSON-lines files, without the broker',
+    },
+    {
+      name: 'nanosync→Kafka ÷ Debezium',
+      value: ratio(rate(nsKafka), rate(dbz)),
+      reason: why(nsKafka, dbz),
+      meaning:
+        'snapshot rows/s of nanosync over Debezium’s, same table, broker and producer settings (>1 = nanosync faster)',
+    },
   );
   return result;
 }

@@ -6,11 +6,31 @@ import { countMessages } from '../kafka.js';
 import { formatLsn } from '../lsn.js';
 import { runToExit } from '../measure.js';
 import { type NanosyncPipelineSpec, nanosyncUnavailableReason, startNanosync } from '../nanosync.js';
-import { connect, createChangeTable, currentWalLsn, fenceTransaction, generateChanges, installChangeGenerator, type PgClient, slots } from '../pg.js';
+import {
+  connect,
+  createChangeTable,
+  currentWalLsn,
+  fenceTransaction,
+  generateChanges,
+  installChangeGenerator,
+  type PgClient,
+  slots,
+} from '../pg.js';
 import { type Measurement, notAvailable, type Ratio, type ScenarioResult } from '../report.js';
 import { cpuPerMillion, ratio } from '../stats.js';
 import { errorMessage, log, waitFor } from '../util.js';
-import { createTopics, debeziumSpec, debeziumTopic, dropNewSlots, newSlot, runDebeziumMeasured, runNanosyncMeasured, slotActive, slotNames, stopTool } from './common.js';
+import {
+  createTopics,
+  debeziumSpec,
+  debeziumTopic,
+  dropNewSlots,
+  newSlot,
+  runDebeziumMeasured,
+  runNanosyncMeasured,
+  slotActive,
+  slotNames,
+  stopTool,
+} from './common.js';
 
 interface Backlog {
   /** Events each tool must deliver: the generated changes plus two fence updates. */
@@ -32,7 +52,14 @@ async function confirmedFlush(client: PgClient, slot: string): Promise<bigint | 
  * one they saw (Debezium confirms the previous commit until new events arrive) still pass
  * the target once they have read the fences.
  */
-async function generateBacklog(ctx: BenchContext, client: PgClient, procedure: string, table: string, changes: number, txSize: number): Promise<Backlog> {
+async function generateBacklog(
+  ctx: BenchContext,
+  client: PgClient,
+  procedure: string,
+  table: string,
+  changes: number,
+  txSize: number,
+): Promise<Backlog> {
   log(`S2: generating ${changes.toLocaleString('en-US')} changes in ${txSize}-change transactions`);
   const started = performance.now();
   await generateChanges(ctx.pgUrl, procedure, changes, txSize, 1);
@@ -43,7 +70,10 @@ async function generateBacklog(ctx: BenchContext, client: PgClient, procedure: s
   return { events: changes + 2, targetLsn, endLsn, generateSeconds: (performance.now() - started) / 1000 };
 }
 
-async function runVariant(ctx: BenchContext, txSize: number): Promise<{ result: ScenarioResult; nanosyncRate?: number }> {
+async function runVariant(
+  ctx: BenchContext,
+  txSize: number,
+): Promise<{ result: ScenarioResult; nanosyncRate?: number }> {
   const changes = ctx.options.changes;
   const table = `bench_s2_tx${txSize}`;
   const qualified = `public.${table}`;
@@ -85,14 +115,28 @@ async function runVariant(ctx: BenchContext, txSize: number): Promise<{ result: 
         const before = await slotNames(client);
         const ns = await startNanosync(nsSpec);
         try {
-          const slot = await waitFor('nanosync to create and use its slot', async () => {
-            const name = await newSlot(client, before);
-            return name && (await slotActive(client, name)) ? name : undefined;
-          }, { timeoutMs: 120_000, abort: () => (ns.tool.exit ? `nanosync exited (${ns.tool.exit.code ?? ns.tool.exit.signal}); log ${ns.tool.logFile}` : undefined) });
-          await waitFor('nanosync to report its pipeline live', async () => {
-            const status = await ns.status();
-            return status === undefined || /live|cdc|stream/i.test(String(status.state ?? '')) ? true : undefined;
-          }, { timeoutMs: 60_000 });
+          const slot = await waitFor(
+            'nanosync to create and use its slot',
+            async () => {
+              const name = await newSlot(client, before);
+              return name && (await slotActive(client, name)) ? name : undefined;
+            },
+            {
+              timeoutMs: 120_000,
+              abort: () =>
+                ns.tool.exit
+                  ? `nanosync exited (${ns.tool.exit.code ?? ns.tool.exit.signal}); log ${ns.tool.logFile}`
+                  : undefined,
+            },
+          );
+          await waitFor(
+            'nanosync to report its pipeline live',
+            async () => {
+              const status = await ns.status();
+              return status === undefined || /live|cdc|stream/i.test(String(status.state ?? '')) ? true : undefined;
+            },
+            { timeoutMs: 60_000 },
+          );
           nsPrepared = { slot };
         } finally {
           await stopTool(ns.tool);
@@ -102,12 +146,14 @@ async function runVariant(ctx: BenchContext, txSize: number): Promise<{ result: 
       }
     }
 
-    let dbzPrepared: { jars: DebeziumJars; spec: ReturnType<typeof debeziumSpec>; topic: string } | { unavailable: string };
+    let dbzPrepared:
+      | { jars: DebeziumJars; spec: ReturnType<typeof debeziumSpec>; topic: string }
+      | { unavailable: string };
     const dbzReason = debeziumReason(ctx);
     if (dbzReason) dbzPrepared = { unavailable: dbzReason };
     else {
       const jars = ctx.debezium as DebeziumJars;
-      const spec = debeziumSpec(ctx, jars, `s2_tx${txSize}`, qualified, 'no_data');
+      const spec = debeziumSpec(ctx, `s2_tx${txSize}`, qualified, 'no_data');
       const topic = debeziumTopic(spec);
       try {
         await createTopics(ctx, topic);
@@ -115,7 +161,10 @@ async function runVariant(ctx: BenchContext, txSize: number): Promise<{ result: 
         try {
           await waitFor('Debezium to create and use its slot', () => slotActive(client, spec.slot), {
             timeoutMs: 120_000,
-            abort: () => (tool.exit ? `Kafka Connect exited (${tool.exit.code ?? tool.exit.signal}); log ${join(spec.workDir, 'connect.log')}` : undefined),
+            abort: () =>
+              tool.exit
+                ? `Kafka Connect exited (${tool.exit.code ?? tool.exit.signal}); log ${join(spec.workDir, 'connect.log')}`
+                : undefined,
           });
         } finally {
           await stopTool(tool);
@@ -129,7 +178,14 @@ async function runVariant(ctx: BenchContext, txSize: number): Promise<{ result: 
     // 2. The backlog.
     const backlog = await generateBacklog(ctx, client, procedure, table, changes, txSize);
     result.parameters.generateSeconds = Math.round(backlog.generateSeconds * 10) / 10;
-    result.parameters.walMB = Math.round(Number(backlog.endLsn - ((await slots(client)).find((s) => s.slotName === recvSlot)?.confirmedFlushLsn ?? backlog.endLsn)) / 1024 / 1024);
+    result.parameters.walMB = Math.round(
+      Number(
+        backlog.endLsn -
+          ((await slots(client)).find((s) => s.slotName === recvSlot)?.confirmedFlushLsn ?? backlog.endLsn),
+      ) /
+        1024 /
+        1024,
+    );
     const events = backlog.events;
 
     // 3. Each reader drains it alone.
@@ -139,7 +195,21 @@ async function runVariant(ctx: BenchContext, txSize: number): Promise<{ result: 
         const run = await runToExit(
           label,
           pgBinary(ctx, 'pg_recvlogical'),
-          ['-d', ctx.pgUrl, '--slot', recvSlot, '--start', '--no-loop', '-f', '/dev/null', '-o', 'proto_version=1', '-o', `publication_names=${recvPublication}`, `--endpos=${formatLsn(backlog.endLsn)}`],
+          [
+            '-d',
+            ctx.pgUrl,
+            '--slot',
+            recvSlot,
+            '--start',
+            '--no-loop',
+            '-f',
+            '/dev/null',
+            '-o',
+            'proto_version=1',
+            '-o',
+            `publication_names=${recvPublication}`,
+            `--endpos=${formatLsn(backlog.endLsn)}`,
+          ],
           { logFile: join(ctx.workRoot, `s2-tx${txSize}-recvlogical.log`) },
         );
         if (run.code !== 0) throw new Error(`pg_recvlogical exited with ${run.code}; see ${run.tool.logFile}`);
@@ -161,7 +231,10 @@ async function runVariant(ctx: BenchContext, txSize: number): Promise<{ result: 
 
     const acknowledged = (slot: string, topic: string) => async (c: PgClient) => {
       const [count, flushed] = [await countMessages(ctx.admin, topic), await confirmedFlush(c, slot)];
-      return { progress: count + Number(flushed ?? 0n), done: count >= events && flushed !== undefined && flushed >= backlog.targetLsn };
+      return {
+        progress: count + Number(flushed ?? 0n),
+        done: count >= events && flushed !== undefined && flushed >= backlog.targetLsn,
+      };
     };
 
     const ns = await (async (): Promise<Measurement> => {
@@ -184,7 +257,9 @@ async function runVariant(ctx: BenchContext, txSize: number): Promise<{ result: 
       if ('unavailable' in dbzPrepared) return notAvailable(label, dbzPrepared.unavailable);
       const { spec, topic } = dbzPrepared;
       try {
-        return await runDebeziumMeasured(ctx, label, spec, events, acknowledged(spec.slot, topic), { details: { topic, slot: spec.slot } });
+        return await runDebeziumMeasured(ctx, label, spec, events, acknowledged(spec.slot, topic), {
+          details: { topic, slot: spec.slot },
+        });
       } catch (error) {
         return notAvailable(label, errorMessage(error));
       }
@@ -194,11 +269,24 @@ async function runVariant(ctx: BenchContext, txSize: number): Promise<{ result: 
     const rate = (m: Measurement) => (m.status === 'ok' ? m.eventsPerSecond : undefined);
     const why = (...ms: Measurement[]) => ms.find((m) => m.status === 'n/a')?.reason;
     const ratios: Ratio[] = [
-      { name: 'nanosync ÷ pg_recvlogical', value: ratio(rate(ns), rate(recv)), reason: why(ns, recv), meaning: 'share of the bare decoding speed (the server producing pgoutput into /dev/null) that nanosync reaches with Kafka writes and acknowledgements' },
-      { name: 'nanosync ÷ Debezium', value: ratio(rate(ns), rate(dbz)), reason: why(ns, dbz), meaning: 'backlog events/s of nanosync over Debezium’s (>1 = nanosync drains faster)' },
+      {
+        name: 'nanosync ÷ pg_recvlogical',
+        value: ratio(rate(ns), rate(recv)),
+        reason: why(ns, recv),
+        meaning:
+          'share of the bare decoding speed (the server producing pgoutput into /dev/null) that nanosync reaches with Kafka writes and acknowledgements',
+      },
+      {
+        name: 'nanosync ÷ Debezium',
+        value: ratio(rate(ns), rate(dbz)),
+        reason: why(ns, dbz),
+        meaning: 'backlog events/s of nanosync over Debezium’s (>1 = nanosync drains faster)',
+      },
     ];
     result.ratios.push(...ratios);
-    result.notes.push('Done = every event in the topic and the slot’s confirmed_flush_lsn at or past the last generated commit; seconds run from process start, startup s = start → slot active.');
+    result.notes.push(
+      'Done = every event in the topic and the slot’s confirmed_flush_lsn at or past the last generated commit; seconds run from process start, startup s = start → slot active.',
+    );
     return { result, nanosyncRate: rate(ns) };
   } finally {
     await dropNewSlots(client, slotsBefore).catch(() => {});

@@ -7,9 +7,18 @@ import { nanosyncUnavailableReason, startNanosync } from '../nanosync.js';
 import { connect, createChangeTable, insertRows, type PgClient } from '../pg.js';
 import { ProcessTreeMonitor } from '../proc.js';
 import { type Measurement, notAvailable, type Ratio, type ScenarioResult } from '../report.js';
-import { cpuPerMillion, ratio, summarizeLatencies } from '../stats.js';
+import { cpuPerMillion, percentile, ratio, summarizeLatencies } from '../stats.js';
 import { errorMessage, log, sleep, type Tool, waitFor } from '../util.js';
-import { createTopics, debeziumSpec, debeziumTopic, dropNewSlots, newSlot, slotActive, slotNames, stopTool } from './common.js';
+import {
+  createTopics,
+  debeziumSpec,
+  debeziumTopic,
+  dropNewSlots,
+  newSlot,
+  slotActive,
+  slotNames,
+  stopTool,
+} from './common.js';
 
 const TABLE = 'bench_s3';
 const TICKS_PER_SECOND = 50;
@@ -47,7 +56,12 @@ interface Runner {
   start(): Promise<Tool>;
 }
 
-async function measureTool(ctx: BenchContext, runner: Runner, rates: number[], nextId: { value: number }): Promise<Measurement[]> {
+async function measureTool(
+  ctx: BenchContext,
+  runner: Runner,
+  rates: number[],
+  nextId: { value: number },
+): Promise<Measurement[]> {
   const client = await connect(ctx.pgUrl);
   const before = await slotNames(client);
   let tool: Tool | undefined;
@@ -57,10 +71,18 @@ async function measureTool(ctx: BenchContext, runner: Runner, rates: number[], n
     log(`S3: starting ${runner.label}`);
     tool = await runner.start();
     const running = tool;
-    await waitFor(`${runner.label} to create and use its slot`, async () => {
-      const slot = await newSlot(client, before);
-      return slot !== undefined && (await slotActive(client, slot));
-    }, { timeoutMs: 120_000, abort: () => (running.exit ? `exited (${running.exit.code ?? running.exit.signal}); log ${running.logFile}` : undefined) });
+    await waitFor(
+      `${runner.label} to create and use its slot`,
+      async () => {
+        const slot = await newSlot(client, before);
+        return slot !== undefined && (await slotActive(client, slot));
+      },
+      {
+        timeoutMs: 120_000,
+        abort: () =>
+          running.exit ? `exited (${running.exit.code ?? running.exit.signal}); log ${running.logFile}` : undefined,
+      },
+    );
     // Let it settle (JIT, connection pools) before the first measured phase.
     await sleep(ctx.options.quick ? 1_000 : 3_000);
     await collector.start();
@@ -73,22 +95,43 @@ async function measureTool(ctx: BenchContext, runner: Runner, rates: number[], n
       const phase = await steadyLoad(client, rate, ctx.options.latencySeconds, nextId.value);
       nextId.value += phase.events;
       const expected = delivered + phase.events;
-      await waitFor(`${runner.label} to deliver the ${rate}/s phase`, async () => (await countMessages(ctx.admin, runner.topic)) >= expected, {
-        timeoutMs: 120_000,
-        intervalMs: 50,
-        abort: () => (running.exit ? `exited (${running.exit.code ?? running.exit.signal})` : undefined),
-      });
+      await waitFor(
+        `${runner.label} to deliver the ${rate}/s phase`,
+        async () => (await countMessages(ctx.admin, runner.topic)) >= expected,
+        {
+          timeoutMs: 120_000,
+          intervalMs: 50,
+          abort: () => (running.exit ? `exited (${running.exit.code ?? running.exit.signal})` : undefined),
+        },
+      );
       delivered = expected;
       monitor.sample();
       const usage = monitor.usage();
-      const inPhase = () => collector.samples.filter((s) => s.committedAtMs >= phase.startMs - 5 && s.committedAtMs <= phase.endMs + 5);
+      const inPhase = () =>
+        collector.samples.filter((s) => s.committedAtMs >= phase.startMs - 5 && s.committedAtMs <= phase.endMs + 5);
       await waitFor('the latency consumer to catch up', () => inPhase().length >= phase.events || undefined, {
         timeoutMs: 60_000,
         abort: () => (collector.crashed ? `latency consumer crashed: ${collector.crashed}` : undefined),
       }).catch((error) => {
         if (collector.crashed) throw error;
       });
-      const latencies = inPhase().map((s) => s.arrivedAtMs - s.committedAtMs);
+      const samples = inPhase();
+      const latencies = samples.map((s) => s.arrivedAtMs - s.committedAtMs);
+      // Where the time goes, when the tool stamps its own processing time (Debezium): commit → connector → broker.
+      const processed = samples.filter((s) => s.processedAtMs !== undefined);
+      const breakdown =
+        processed.length > 0
+          ? {
+              commitToToolP50Ms: percentile(
+                processed.map((s) => (s.processedAtMs as number) - s.committedAtMs),
+                50,
+              ),
+              toolToBrokerP50Ms: percentile(
+                processed.map((s) => s.arrivedAtMs - (s.processedAtMs as number)),
+                50,
+              ),
+            }
+          : {};
       out.push({
         tool: runner.label,
         status: 'ok',
@@ -100,9 +143,18 @@ async function measureTool(ctx: BenchContext, runner: Runner, rates: number[], n
         peakRssBytes: usage.peakRssBytes,
         cpuSeconds: usage.cpuSeconds - cpuBefore,
         cpuSecondsPerMillion: cpuPerMillion(usage.cpuSeconds - cpuBefore, phase.events),
-        details: { unparsedMessages: collector.unparsed, missingSamples: phase.events - latencies.length },
+        details: {
+          unparsedMessages: collector.unparsed,
+          missingSamples: phase.events - latencies.length,
+          ...breakdown,
+        },
       });
-      log(`S3: ${runner.label} at ${rate}/s: p50 ${out.at(-1)?.latency?.p50Ms?.toFixed(1)} ms, p99 ${out.at(-1)?.latency?.p99Ms?.toFixed(1)} ms`);
+      log(
+        `S3: ${runner.label} at ${rate}/s: p50 ${out.at(-1)?.latency?.p50Ms?.toFixed(1)} ms, p99 ${out.at(-1)?.latency?.p99Ms?.toFixed(1)} ms` +
+          ('commitToToolP50Ms' in breakdown
+            ? ` (p50 commit → connector ${breakdown.commitToToolP50Ms?.toFixed(1)} ms, connector → broker ${breakdown.toolToBrokerP50Ms?.toFixed(1)} ms)`
+            : ''),
+      );
     }
     monitor.stop();
     return out;
@@ -125,7 +177,9 @@ export async function runS3(ctx: BenchContext): Promise<ScenarioResult> {
     measurements: [],
     ratios: [],
     notes: [
-      ctx.s2Rate ? 'Rates are 25/50/75% of nanosync’s S2 drain rate (100-change transactions), the same for both tools.' : `S2 did not give a rate: loads are 25/50/75% of ${fallback}/s.`,
+      ctx.s2Rate
+        ? 'Rates are 25/50/75% of nanosync’s S2 drain rate (100-change transactions), the same for both tools.'
+        : `S2 did not give a rate: loads are 25/50/75% of ${fallback}/s.`,
       'Latency = broker append time (topic with message.timestamp.type=LogAppendTime) − commit time carried in the event (nanosync `_ns_committed_at`, Debezium `source.ts_us`); ms resolution on the broker side. CPU s / M events is the phase’s own.',
     ],
   };
@@ -158,7 +212,9 @@ export async function runS3(ctx: BenchContext): Promise<ScenarioResult> {
           })
         ).tool,
     };
-    nsResults = await measureTool(ctx, runner, rates, nextId).catch((error) => rates.map((rate) => notAvailable(nsLabel, errorMessage(error), { targetRate: rate })));
+    nsResults = await measureTool(ctx, runner, rates, nextId).catch((error) =>
+      rates.map((rate) => notAvailable(nsLabel, errorMessage(error), { targetRate: rate })),
+    );
   }
   result.measurements.push(...nsResults);
 
@@ -168,9 +224,11 @@ export async function runS3(ctx: BenchContext): Promise<ScenarioResult> {
   if (dbzReason) dbzResults = rates.map((rate) => notAvailable(dbzLabel, dbzReason, { targetRate: rate }));
   else {
     const jars = ctx.debezium as DebeziumJars;
-    const spec = debeziumSpec(ctx, jars, 's3', `public.${TABLE}`, 'no_data');
+    const spec = debeziumSpec(ctx, 's3', `public.${TABLE}`, 'no_data');
     const runner: Runner = { label: dbzLabel, topic: debeziumTopic(spec), start: () => startDebezium(jars, spec) };
-    dbzResults = await measureTool(ctx, runner, rates, nextId).catch((error) => rates.map((rate) => notAvailable(dbzLabel, errorMessage(error), { targetRate: rate })));
+    dbzResults = await measureTool(ctx, runner, rates, nextId).catch((error) =>
+      rates.map((rate) => notAvailable(dbzLabel, errorMessage(error), { targetRate: rate })),
+    );
   }
   result.measurements.push(...dbzResults);
 
@@ -185,5 +243,12 @@ export async function runS3(ctx: BenchContext): Promise<ScenarioResult> {
     };
   });
   result.ratios.push(...ratios);
+  const split = dbzResults.filter((m) => m.details?.commitToToolP50Ms !== undefined);
+  if (split.length > 0) {
+    const fmt = (v: unknown) => (typeof v === 'number' ? `${Math.round(v)}` : '?');
+    result.notes.push(
+      `Debezium p50 split (its envelope ts_us): commit → connector ${split.map((m) => fmt(m.details?.commitToToolP50Ms)).join('/')} ms, connector → broker ${split.map((m) => fmt(m.details?.toolToBrokerP50Ms)).join('/')} ms per rate; it runs with its defaults (poll.interval.ms 500, max.batch.size 2048).`,
+    );
+  }
   return result;
 }

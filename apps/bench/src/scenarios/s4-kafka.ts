@@ -30,10 +30,20 @@ async function kafkajsRun(ctx: BenchContext, payloadFile: string, records: numbe
     };
     const logFile = join(ctx.workRoot, 's4-kafkajs.log');
     log(`S4: kafkajs producer, ${records.toLocaleString('en-US')} records`);
-    const run = await runToExit(label, process.execPath, ['--conditions=@nanosync/source', '--import', 'tsx', WORKER, JSON.stringify(options)], { logFile, cwd: REPO_ROOT });
+    const run = await runToExit(
+      label,
+      process.execPath,
+      ['--conditions=@nanosync/source', '--import', 'tsx', WORKER, JSON.stringify(options)],
+      { logFile, cwd: REPO_ROOT },
+    );
     const output = await readFile(logFile, 'utf8');
-    if (run.code !== 0) throw new Error(`worker exited with ${run.code}: ${output.trim().split('\n').slice(-3).join(' | ')}`);
-    const line = output.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+    if (run.code !== 0)
+      throw new Error(`worker exited with ${run.code}: ${output.trim().split('\n').slice(-3).join(' | ')}`);
+    const line = output
+      .trim()
+      .split('\n')
+      .reverse()
+      .find((l) => l.startsWith('{'));
     const summary = line ? (JSON.parse(line) as { records: number; seconds: number; bytes: number }) : undefined;
     if (!summary) throw new Error(`no summary from the worker; see ${logFile}`);
     const stored = await countMessages(ctx.admin, topic);
@@ -61,7 +71,10 @@ async function producerPerformanceRun(ctx: BenchContext, payloadFile: string, re
   try {
     await createTopics(ctx, topic);
     const log4j = join(ctx.workRoot, 's4-log4j.properties');
-    await writeFile(log4j, 'log4j.rootLogger=WARN, stderr\nlog4j.appender.stderr=org.apache.log4j.ConsoleAppender\nlog4j.appender.stderr.Target=System.err\nlog4j.appender.stderr.layout=org.apache.log4j.PatternLayout\nlog4j.appender.stderr.layout.ConversionPattern=%p %m%n\n');
+    await writeFile(
+      log4j,
+      'log4j.rootLogger=WARN, stderr\nlog4j.appender.stderr=org.apache.log4j.ConsoleAppender\nlog4j.appender.stderr.Target=System.err\nlog4j.appender.stderr.layout=org.apache.log4j.PatternLayout\nlog4j.appender.stderr.layout.ConversionPattern=%p %m%n\n',
+    );
     const logFile = join(ctx.workRoot, 's4-producer-performance.log');
     log(`S4: ProducerPerformance, ${records.toLocaleString('en-US')} records`);
     const java = process.env.JAVA_HOME ? join(process.env.JAVA_HOME, 'bin', 'java') : 'java';
@@ -92,7 +105,10 @@ async function producerPerformanceRun(ctx: BenchContext, payloadFile: string, re
       { logFile },
     );
     const output = await readFile(logFile, 'utf8');
-    if (run.code !== 0) throw new Error(`ProducerPerformance exited with ${run.code}: ${output.trim().split('\n').slice(-3).join(' | ')}`);
+    if (run.code !== 0)
+      throw new Error(
+        `ProducerPerformance exited with ${run.code}: ${output.trim().split('\n').slice(-3).join(' | ')}`,
+      );
     const summary = parseProducerPerformance(output);
     if (!summary) throw new Error(`no summary line from ProducerPerformance; see ${logFile}`);
     const seconds = summary.records / summary.recordsPerSecond;
@@ -106,7 +122,12 @@ async function producerPerformanceRun(ctx: BenchContext, payloadFile: string, re
       peakRssBytes: run.usage.peakRssBytes,
       cpuSeconds: run.usage.cpuSeconds,
       cpuSecondsPerMillion: cpuPerMillion(run.usage.cpuSeconds, summary.records),
-      details: { topic, mbPerSecond: summary.mbPerSecond, avgLatencyMs: summary.avgLatencyMs, maxLatencyMs: summary.maxLatencyMs },
+      details: {
+        topic,
+        mbPerSecond: summary.mbPerSecond,
+        avgLatencyMs: summary.avgLatencyMs,
+        maxLatencyMs: summary.maxLatencyMs,
+      },
     };
   } catch (error) {
     return notAvailable(label, errorMessage(error));
@@ -121,10 +142,18 @@ export async function runS4(ctx: BenchContext): Promise<ScenarioResult> {
   const result: ScenarioResult = {
     id: 'S4',
     title: 'Kafka ceiling: the same records through kafkajs and through the Java client',
-    parameters: { records, recordBytes: Math.round(averageBytes(payloads)), acks: 'all', compression: ctx.producer.compression, lingerMs: ctx.producer.lingerMs },
+    parameters: {
+      records,
+      recordBytes: Math.round(averageBytes(payloads)),
+      acks: 'all',
+      compression: ctx.producer.compression,
+      lingerMs: ctx.producer.lingerMs,
+    },
     measurements: [],
     ratios: [],
-    notes: ['Both send the same 1,000 JSON envelopes of S1-shaped rows in turn; seconds are each client’s own send time (process startup excluded, shown as startup s); CPU includes startup.'],
+    notes: [
+      'Both send the same 1,000 JSON envelopes of S1-shaped rows in turn; seconds are each client’s own send time (process startup excluded, shown as startup s); CPU includes startup.',
+    ],
   };
   const js = await kafkajsRun(ctx, payloadFile, records);
   const java = await producerPerformanceRun(ctx, payloadFile, records);
@@ -133,7 +162,8 @@ export async function runS4(ctx: BenchContext): Promise<ScenarioResult> {
     name: 'kafkajs ÷ ProducerPerformance',
     value: ratio(js.eventsPerSecond, java.eventsPerSecond),
     reason: [js, java].find((m) => m.status === 'n/a')?.reason,
-    meaning: 'records/s of the Node client over the Java client: the ceiling the client library puts on the sink (1.0 = no cost)',
+    meaning:
+      'records/s of the Node client over the Java client: the ceiling the client library puts on the sink (1.0 = no cost)',
   });
   return result;
 }

@@ -38,7 +38,11 @@ async function main(): Promise<void> {
     .split('\n')
     .filter(Boolean)
     .map((line) => Buffer.from(line));
-  const kafka = new kafkajs.Kafka({ clientId: 'nanosync-bench-s4', brokers: options.brokers, logLevel: kafkajs.logLevel.NOTHING });
+  const kafka = new kafkajs.Kafka({
+    clientId: 'nanosync-bench-s4',
+    brokers: options.brokers,
+    logLevel: kafkajs.logLevel.NOTHING,
+  });
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
   await producer.connect();
   const started = performance.now();
@@ -51,14 +55,22 @@ async function main(): Promise<void> {
       const i = sent + messages.length;
       const value = payloads[i % payloads.length] as Buffer;
       const key = Buffer.from(`{"id":"${i + 1}"}`);
-      const headers: IHeaders = { [HEADER_TABLE]: 'public.bench_s1', [HEADER_OP]: 'read', [HEADER_POSITION]: `0000000001A2B3C4:${i.toString(16).padStart(8, '0')}` };
+      const headers: IHeaders = {
+        [HEADER_TABLE]: 'public.bench_s1',
+        [HEADER_OP]: 'read',
+        [HEADER_POSITION]: `0000000001A2B3C4:${i.toString(16).padStart(8, '0')}`,
+      };
       const size = recordSize(key, value, headers);
       if (messages.length > 0 && batchBytes + size > options.maxBytesInFlight) break;
       messages.push({ key, value, headers });
       batchBytes += size;
       bytes += value.length;
     }
-    await producer.sendBatch({ acks: -1, compression: COMPRESSION_CODES[options.compression], topicMessages: [{ topic: options.topic, messages }] });
+    await producer.sendBatch({
+      acks: -1,
+      compression: COMPRESSION_CODES[options.compression],
+      topicMessages: [{ topic: options.topic, messages }],
+    });
     sent += messages.length;
   }
   const seconds = (performance.now() - started) / 1000;

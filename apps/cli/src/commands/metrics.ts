@@ -27,7 +27,12 @@ Options:
 ${CLIENT_OPTIONS_HELP.join('\n')}
   -h, --help          show this help`,
   async run(argv: string[], io: CliIo): Promise<number> {
-    const args = parseCommandArgs('metrics', argv, { json: { type: 'boolean' }, ...clientOptions }, { maxPositionals: 2 });
+    const args = parseCommandArgs(
+      'metrics',
+      argv,
+      { json: { type: 'boolean' }, ...clientOptions },
+      { maxPositionals: 2 },
+    );
     if (args.help) {
       io.out(this.help);
       return ExitCode.Ok;
@@ -35,13 +40,18 @@ ${CLIENT_OPTIONS_HELP.join('\n')}
     const [what, name] = args.positionals;
     if (what !== 'pipeline') {
       throw new UsageError(
-        what === undefined ? "say which pipeline: 'nanosync metrics pipeline NAME'" : `unknown metrics subject '${what}' (try 'pipeline NAME')`,
+        what === undefined
+          ? "say which pipeline: 'nanosync metrics pipeline NAME'"
+          : `unknown metrics subject '${what}' (try 'pipeline NAME')`,
         'metrics',
       );
     }
     if (name === undefined) throw new UsageError("missing pipeline name: 'nanosync metrics pipeline NAME'", 'metrics');
     const client = await connectClient(args.values, io);
-    const { pipeline } = await client.request<{ pipeline: PipelineStatus }>('GET', `/v1/pipelines/${encodeURIComponent(name)}`);
+    const { pipeline } = await client.request<{ pipeline: PipelineStatus }>(
+      'GET',
+      `/v1/pipelines/${encodeURIComponent(name)}`,
+    );
     io.out(args.values.json ? JSON.stringify(pipeline, null, 2) : renderPipelineReport(pipeline));
     return ExitCode.Ok;
   },

@@ -40,7 +40,10 @@ ${CLIENT_OPTIONS_HELP.join('\n')}
     }
     const interval = Number(args.values.interval ?? '1');
     if (!Number.isFinite(interval) || interval < 0.2 || interval > 3600) {
-      throw new UsageError(`--interval must be a number of seconds between 0.2 and 3600 (got '${args.values.interval}')`, 'monitor');
+      throw new UsageError(
+        `--interval must be a number of seconds between 0.2 and 3600 (got '${args.values.interval}')`,
+        'monitor',
+      );
     }
     if (!process.stdin.isTTY || !process.stdout.isTTY) {
       throw new UsageError(
@@ -55,7 +58,8 @@ ${CLIENT_OPTIONS_HELP.join('\n')}
         return (await client.request<{ pipelines: PipelineStatus[] }>('GET', '/v1/pipelines')).pipelines;
       } catch (err) {
         // A restarted server may have a new token file: read it again before the next try.
-        if (NanosyncError.is(err, ErrorCode.ServerAuth)) client = await connectClient(args.values, io).catch(() => client);
+        if (NanosyncError.is(err, ErrorCode.ServerAuth))
+          client = await connectClient(args.values, io).catch(() => client);
         throw err;
       }
     };

@@ -4,8 +4,24 @@ import type { PipelineStatus } from '@nanosync/core';
 import { Box, Text, useApp, useInput } from 'ink';
 import { useEffect, useState, useSyncExternalStore } from 'react';
 import { formatLag, formatRate } from '../format.js';
-import { formatCount, progressBar, snapshotFraction, snapshotSummary, tableSnapshotFraction, walShare, walSummary } from './format.js';
-import { effectiveView, INITIAL_NAVIGATION, keyOf, type Navigation, navigate, selectedName, sortPipelines } from './navigation.js';
+import {
+  formatCount,
+  progressBar,
+  snapshotFraction,
+  snapshotSummary,
+  tableSnapshotFraction,
+  walShare,
+  walSummary,
+} from './format.js';
+import {
+  effectiveView,
+  INITIAL_NAVIGATION,
+  keyOf,
+  type Navigation,
+  navigate,
+  selectedName,
+  sortPipelines,
+} from './navigation.js';
 import type { MonitorState, StatusPoller } from './poller.js';
 
 const BAR_WIDTH = 20;
@@ -53,7 +69,17 @@ export function DashboardView({ state, navigation, server, intervalMs }: Dashboa
   );
 }
 
-function Header({ state, server, intervalMs, pipeline }: { state: MonitorState; server: string; intervalMs: number; pipeline?: PipelineStatus | undefined }) {
+function Header({
+  state,
+  server,
+  intervalMs,
+  pipeline,
+}: {
+  state: MonitorState;
+  server: string;
+  intervalMs: number;
+  pipeline?: PipelineStatus | undefined;
+}) {
   const every = `${formatSecondsShort(intervalMs)}`;
   return (
     <Box flexDirection="column">
@@ -81,7 +107,9 @@ function Header({ state, server, intervalMs, pipeline }: { state: MonitorState; 
       ) : (
         <Text dimColor>connecting…</Text>
       )}
-      {state.down && state.updatedAt ? <Text dimColor>{`showing the last figures received, from ${clock(state.updatedAt)}`}</Text> : null}
+      {state.down && state.updatedAt ? (
+        <Text dimColor>{`showing the last figures received, from ${clock(state.updatedAt)}`}</Text>
+      ) : null}
     </Box>
   );
 }
@@ -110,7 +138,9 @@ function PipelineList({ pipelines, selected }: { pipelines: PipelineStatus[]; se
             {'  '}
             {cells[3]!.padEnd(widths[3]!)}
             {'  '}
-            {p.snapshot ? `${progressBar(snapshotFraction(p.snapshot), BAR_WIDTH)} ${snapshotSummary(p.snapshot)}` : '-'}
+            {p.snapshot
+              ? `${progressBar(snapshotFraction(p.snapshot), BAR_WIDTH)} ${snapshotSummary(p.snapshot)}`
+              : '-'}
           </Text>
         );
       })}
@@ -129,7 +159,13 @@ function TableView({ pipeline }: { pipeline: PipelineStatus }) {
       fraction === undefined ? '-' : `${progressBar(fraction, 10)} ${t.partitionsDone}/${t.partitionsTotal}`,
     ];
   });
-  const sinkRows = pipeline.sinks.map((s) => [s.name, formatCount(s.rowsWritten), formatCount(s.writeErrors), formatCount(s.queueDepth), formatLag(s.lagSeconds)]);
+  const sinkRows = pipeline.sinks.map((s) => [
+    s.name,
+    formatCount(s.rowsWritten),
+    formatCount(s.writeErrors),
+    formatCount(s.queueDepth),
+    formatLag(s.lagSeconds),
+  ]);
   const share = walShare(pipeline.source);
   return (
     <Box flexDirection="column">
@@ -147,7 +183,11 @@ function TableView({ pipeline }: { pipeline: PipelineStatus }) {
         </Box>
       ) : null}
       <Box marginTop={1}>
-        <Text color={share !== undefined && share >= 0.8 ? 'red' : share !== undefined && share >= 0.5 ? 'yellow' : undefined}>
+        <Text
+          color={
+            share !== undefined && share >= 0.8 ? 'red' : share !== undefined && share >= 0.5 ? 'yellow' : undefined
+          }
+        >
           {`WAL retained ${walSummary(pipeline.source)}`}
         </Text>
       </Box>
@@ -157,7 +197,8 @@ function TableView({ pipeline }: { pipeline: PipelineStatus }) {
 
 function Columns({ header, rows }: { header: string[]; rows: string[][] }) {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => `  ${cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}`;
+  const line = (cells: string[]) =>
+    `  ${cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}`;
   return (
     <Box flexDirection="column">
       <Text bold>{line(header)}</Text>
@@ -176,7 +217,8 @@ function Notes({ pipelines }: { pipelines: PipelineStatus[] }) {
   for (const p of pipelines) {
     if (p.error) notes.push({ key: `${p.name}:error`, color: 'red', text: `✖ ${p.name}: ${p.error}` });
     for (const w of p.warnings) notes.push({ key: `${p.name}:${w}`, color: 'yellow', text: `⚠ ${p.name}: ${w}` });
-    if (p.heldBy) notes.push({ key: `${p.name}:held`, color: 'gray', text: `${p.name}: run by another server (${p.heldBy})` });
+    if (p.heldBy)
+      notes.push({ key: `${p.name}:held`, color: 'gray', text: `${p.name}: run by another server (${p.heldBy})` });
   }
   if (notes.length === 0) return null;
   return (

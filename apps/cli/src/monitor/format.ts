@@ -39,7 +39,9 @@ export function formatPercent(fraction: number): string {
  * How far a snapshot is, 0..1: by rows when the source estimated them (finer), else by
  * partitions. Estimates can be low, so an unfinished snapshot never shows 100%.
  */
-export function snapshotFraction(p: Pick<SnapshotProgress, 'partitionsTotal' | 'partitionsDone' | 'rowsRead' | 'rowsEstimated' | 'done'>): number {
+export function snapshotFraction(
+  p: Pick<SnapshotProgress, 'partitionsTotal' | 'partitionsDone' | 'rowsRead' | 'rowsEstimated' | 'done'>,
+): number {
   if (p.done) return 1;
   const byPartitions = p.partitionsTotal > 0 ? p.partitionsDone / p.partitionsTotal : 0;
   const byRows = p.rowsEstimated > 0 ? p.rowsRead / p.rowsEstimated : byPartitions;
@@ -87,7 +89,12 @@ export function latencySummary(h: LatencyHistogram): string {
   if (h.count === 0) return 'no writes yet';
   const p99 = latencyQuantileBound(h, 0.99);
   const largest = h.buckets.at(-1)?.le;
-  const tail = p99 === undefined ? (largest === undefined ? '' : `, p99 > ${formatSeconds(largest)}`) : `, p99 ≤ ${formatSeconds(p99)}`;
+  const tail =
+    p99 === undefined
+      ? largest === undefined
+        ? ''
+        : `, p99 > ${formatSeconds(largest)}`
+      : `, p99 ≤ ${formatSeconds(p99)}`;
   return `avg ${formatSeconds(h.sum / h.count)}${tail} over ${formatCount(h.count)} write${h.count === 1 ? '' : 's'}`;
 }
 

@@ -46,13 +46,22 @@ export function navigate(nav: Navigation, key: NavigationKey, names: readonly st
 
 /** The view actually shown: the per-table view falls back to the list when its pipeline is gone. */
 export function effectiveView(nav: Navigation, names: readonly string[]): Navigation['view'] {
-  return nav.view === 'tables' && (nav.selected === undefined || !names.includes(nav.selected)) ? 'pipelines' : nav.view;
+  return nav.view === 'tables' && (nav.selected === undefined || !names.includes(nav.selected))
+    ? 'pipelines'
+    : nav.view;
 }
 
 /** Terminal input (ink's `useInput` arguments) → a dashboard key. */
 export function keyOf(
   input: string,
-  key: { upArrow?: boolean; downArrow?: boolean; return?: boolean; escape?: boolean; backspace?: boolean; leftArrow?: boolean },
+  key: {
+    upArrow?: boolean;
+    downArrow?: boolean;
+    return?: boolean;
+    escape?: boolean;
+    backspace?: boolean;
+    leftArrow?: boolean;
+  },
 ): NavigationKey | undefined {
   if (key.upArrow || input === 'k') return 'up';
   if (key.downArrow || input === 'j') return 'down';

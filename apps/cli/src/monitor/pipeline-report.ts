@@ -33,14 +33,22 @@ export function renderPipelineReport(p: PipelineStatus): string {
   const snap = p.snapshot;
   if (snap !== undefined) {
     const fields: [string, string][] = [
-      ['progress', `${progressBar(snapshotFraction(snap))} ${formatPercent(snapshotFraction(snap))}${snap.done ? ' done' : ''}`],
+      [
+        'progress',
+        `${progressBar(snapshotFraction(snap))} ${formatPercent(snapshotFraction(snap))}${snap.done ? ' done' : ''}`,
+      ],
       ['partitions', `${formatCount(snap.partitionsDone)} of ${formatCount(snap.partitionsTotal)} done`],
-      ['rows', `${formatCount(snap.rowsRead)} read${snap.rowsEstimated > 0 ? ` of about ${formatCount(snap.rowsEstimated)}` : ''}`],
+      [
+        'rows',
+        `${formatCount(snap.rowsRead)} read${snap.rowsEstimated > 0 ? ` of about ${formatCount(snap.rowsEstimated)}` : ''}`,
+      ],
     ];
     if (!snap.done) fields.push(['ETA', snap.etaSeconds === undefined ? 'not known yet' : formatLag(snap.etaSeconds)]);
     sections.push(`Snapshot\n${formatFields(fields)}`);
   } else {
-    sections.push(`Snapshot\n${formatFields([['progress', p.replicationType === 'cdc' ? 'none (cdc pipelines skip the snapshot)' : 'not planned yet']])}`);
+    sections.push(
+      `Snapshot\n${formatFields([['progress', p.replicationType === 'cdc' ? 'none (cdc pipelines skip the snapshot)' : 'not planned yet']])}`,
+    );
   }
 
   if (p.tables.length > 0) {
@@ -63,7 +71,9 @@ export function renderPipelineReport(p: PipelineStatus): string {
       formatLag(s.lagSeconds),
       latencySummary(s.writeLatency),
     ]);
-    sections.push(`Sinks\n${indent(formatTable(['SINK', 'ROWS WRITTEN', 'ERRORS', 'QUEUE', 'LAG', 'WRITE LATENCY'], rows))}`);
+    sections.push(
+      `Sinks\n${indent(formatTable(['SINK', 'ROWS WRITTEN', 'ERRORS', 'QUEUE', 'LAG', 'WRITE LATENCY'], rows))}`,
+    );
   }
 
   const source = p.source;

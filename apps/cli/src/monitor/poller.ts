@@ -94,7 +94,10 @@ function describe(err: unknown): string {
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the server did not answer within ${Math.round(ms / 1000)} s`)), ms);
+    const timer = setTimeout(
+      () => reject(new Error(`the server did not answer within ${Math.round(ms / 1000)} s`)),
+      ms,
+    );
     promise.then(
       (value) => {
         clearTimeout(timer);

@@ -1,5 +1,6 @@
 import type { Logger } from '@nanosync/core';
 import type { CliIo } from '../io.js';
+import { onStopSignals, type SignalName } from '../signals.js';
 import type { RunningServer } from './start.js';
 
 /** How long a clean stop may take before the process exits anyway. */
@@ -9,8 +10,8 @@ export const SERVING_BANNER = 'nanosync serving — Ctrl-C to stop';
 
 /**
  * Keep the server running until SIGINT or SIGTERM, then stop it cleanly (checkpoint,
- * release leases). If that takes longer than {@link STOP_DEADLINE_MS}, or a second signal
- * arrives, the process exits at once with code 1.
+ * release leases). If that takes longer than {@link STOP_DEADLINE_MS}, or the user signals
+ * again (see {@link onStopSignals}), the process exits at once with code 1.
  */
 export async function serveUntilSignal(
   server: RunningServer,
@@ -19,24 +20,17 @@ export async function serveUntilSignal(
   options: { banner?: boolean; onStopping?: () => Promise<void> | void } = {},
 ): Promise<number> {
   if (options.banner !== false) io.out(SERVING_BANNER);
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    const onSignal = (name: NodeJS.Signals) => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      resolve(name);
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
-  logger.info('shutting down', { signal });
   const forceExit = (why: string) => {
     io.err(`nanosync: ${why}; exiting without a clean stop`);
     process.exit(1);
   };
+  // The listeners stay installed until the process exits: a relayed duplicate of the
+  // signal arriving after the stop must not fall back to the default (kill) action.
+  const signal = await new Promise<SignalName>((resolve) => {
+    onStopSignals(resolve, () => forceExit('second signal'));
+  });
+  logger.info('shutting down', { signal });
   const deadline = setTimeout(() => forceExit(`could not stop within ${STOP_DEADLINE_MS / 1000} s`), STOP_DEADLINE_MS);
-  const again = () => forceExit('second signal');
-  process.once('SIGINT', again);
-  process.once('SIGTERM', again);
   try {
     await options.onStopping?.();
     await server.stop();
@@ -44,7 +38,5 @@ export async function serveUntilSignal(
     return 0;
   } finally {
     clearTimeout(deadline);
-    process.off('SIGINT', again);
-    process.off('SIGTERM', again);
   }
 }

@@ -20,7 +20,11 @@ describe('/metrics and `metrics pipeline` after a known workload (real PostgreSQ
     expect(applied.code, applied.stderr).toBe(0);
 
     const snapshotRows = ORDERS + CUSTOMERS;
-    await ctx.waitForStatus(name, 'snapshot done and streaming', (p) => p.state === 'LIVE_CDC' && p.snapshot?.done === true && p.sinks[0]?.rowsWritten === snapshotRows);
+    await ctx.waitForStatus(
+      name,
+      'snapshot done and streaming',
+      (p) => p.state === 'LIVE_CDC' && p.snapshot?.done === true && p.sinks[0]?.rowsWritten === snapshotRows,
+    );
 
     // The workload: 25 inserts and 10 updates on orders; 5 deletes and 3 inserts on customers.
     await ctx.db.query("INSERT INTO public.orders SELECT g, 'new ' || g FROM generate_series(1001, 1025) g");
@@ -35,7 +39,11 @@ describe('/metrics and `metrics pipeline` after a known workload (real PostgreSQ
     const drained = await ctx.waitForStatus(
       name,
       'workload drained',
-      (p) => p.sinks[0]?.rowsWritten === written && p.sinks[0].queueDepth === 0 && p.lagSeconds !== undefined && p.source?.retainedWalBytes !== undefined,
+      (p) =>
+        p.sinks[0]?.rowsWritten === written &&
+        p.sinks[0].queueDepth === 0 &&
+        p.lagSeconds !== undefined &&
+        p.source?.retainedWalBytes !== undefined,
     );
     expect(drained.state).toBe('LIVE_CDC');
 
@@ -54,7 +62,11 @@ describe('/metrics and `metrics pipeline` after a known workload (real PostgreSQ
     const orders = { pipeline: name, table: 'public.orders' };
     const customers = { pipeline: name, table: 'public.customers' };
 
-    for (const state of PIPELINE_STATES) expect([state, metricValue(text, 'ns_pipeline_state', { ...p, state })]).toEqual([state, state === 'LIVE_CDC' ? 1 : 0]);
+    for (const state of PIPELINE_STATES)
+      expect([state, metricValue(text, 'ns_pipeline_state', { ...p, state })]).toEqual([
+        state,
+        state === 'LIVE_CDC' ? 1 : 0,
+      ]);
     expect(metricValue(text, 'ns_sink_rows_written_total', sink)).toBe(written);
     expect(metricValue(text, 'ns_sink_write_errors_total', sink)).toBe(0);
     expect(metricValue(text, 'ns_source_events_total', orders)).toBe(orderChanges);
@@ -76,7 +88,8 @@ describe('/metrics and `metrics pipeline` after a known workload (real PostgreSQ
     expect(metricValue(text, 'ns_pipeline_replication_lag_seconds', p)).toBeGreaterThanOrEqual(0);
     expect(metricValue(text, 'ns_sink_queue_events', sink)).toBe(0);
     expect(metricValue(text, 'ns_slot_retained_wal_bytes', p)).toBeGreaterThanOrEqual(0);
-    const limit = (await ctx.db.query<{ max_slot_wal_keep_size: string }>('SHOW max_slot_wal_keep_size')).rows[0]!.max_slot_wal_keep_size;
+    const limit = (await ctx.db.query<{ max_slot_wal_keep_size: string }>('SHOW max_slot_wal_keep_size')).rows[0]!
+      .max_slot_wal_keep_size;
     if (limit === '-1') expect(metricValue(text, 'ns_slot_safe_wal_bytes', p)).toBeUndefined();
     else expect(metricValue(text, 'ns_slot_safe_wal_bytes', p)).toBeGreaterThan(0);
 

@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 import type { PipelineStatus } from '@nanosync/core';
 import { type PostgresService, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
-import { CliProcess, cliCommand, eventually, REPO_ROOT, startServing } from './cli-process.js';
+import { type CliProcess, cliCommand, eventually, REPO_ROOT, startServing } from './cli-process.js';
 
 const run = promisify(execFile);
 
@@ -35,8 +35,9 @@ export class ObservabilityContext implements AsyncDisposable {
     readonly db: pg.Client,
   ) {}
 
-  static async create(): Promise<ObservabilityContext> {
-    const postgres = await startPostgres();
+  /** `settings` start a PostgreSQL of the test's own with those server settings. */
+  static async create(settings?: Record<string, string>): Promise<ObservabilityContext> {
+    const postgres = await startPostgres(settings ? { fresh: true, settings } : {});
     const databaseUrl = await postgres.createDatabase();
     const dir = await mkdtemp(join(tmpdir(), 'ns-obs-it-'));
     const db = new pg.Client({ connectionString: databaseUrl });
@@ -58,7 +59,11 @@ export class ObservabilityContext implements AsyncDisposable {
     await this.db.query(`INSERT INTO public.${name} SELECT g, 'row ' || g FROM generate_series(1, $1) g`, [rows]);
   }
 
-  async writeConfig(pipelines: PipelineSpec[], rowsPerPartition = 100): Promise<string> {
+  async writeConfig(
+    pipelines: PipelineSpec[],
+    rowsPerPartition = 100,
+    replicationType = 'cdc_backfill',
+  ): Promise<string> {
     const text = `connections:
   - name: pg
     type: postgres
@@ -71,10 +76,8 @@ pipelines:
 ${pipelines
   .map(
     (p) => `  - name: ${p.name}
-    replication_type: cdc_backfill
-    snapshot:
-      target_rows_per_partition: ${rowsPerPartition}
-    source:
+    replication_type: ${replicationType}
+${replicationType === 'cdc_backfill' ? `    snapshot:\n      target_rows_per_partition: ${rowsPerPartition}\n` : ''}    source:
       connection: pg
       tables: [${p.tables.join(', ')}]
     sink:
@@ -95,7 +98,10 @@ ${pipelines
     return { url: server, token };
   }
 
-  async api<T>(path: string, init: { method?: string; body?: unknown; token?: string | null } = {}): Promise<{ status: number; body: T; text: string }> {
+  async api<T>(
+    path: string,
+    init: { method?: string; body?: unknown; token?: string | null } = {},
+  ): Promise<{ status: number; body: T; text: string }> {
     const server = this.mustServer();
     const token = init.token === undefined ? server.token : init.token;
     const response = await fetch(`${server.url}${path}`, {
@@ -123,11 +129,20 @@ ${pipelines
   }
 
   /** Wait until `check` holds for the pipeline's status; returns that status. */
-  waitForStatus(name: string, what: string, check: (p: PipelineStatus) => boolean, timeoutMs = 150_000): Promise<PipelineStatus> {
-    return eventually(async () => {
-      const p = await this.status(name);
-      return check(p) ? p : undefined;
-    }, `${name}: ${what}`, timeoutMs);
+  waitForStatus(
+    name: string,
+    what: string,
+    check: (p: PipelineStatus) => boolean,
+    timeoutMs = 150_000,
+  ): Promise<PipelineStatus> {
+    return eventually(
+      async () => {
+        const p = await this.status(name);
+        return check(p) ? p : undefined;
+      },
+      `${name}: ${what}`,
+      timeoutMs,
+    );
   }
 
   private mustServer() {
@@ -142,7 +157,10 @@ ${pipelines
       .catch(() => ({ rows: [] as { slot_name: string }[] }));
     for (const { slot_name } of slots.rows) {
       await this.db
-        .query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL', [slot_name])
+        .query(
+          'SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL',
+          [slot_name],
+        )
         .catch(() => undefined);
       await this.db.query('SELECT pg_drop_replication_slot($1)', [slot_name]).catch(() => undefined);
     }
@@ -158,7 +176,8 @@ export function metricValue(text: string, name: string, labels: Record<string, s
     const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!match || match[1] !== name) continue;
     const found: Record<string, string> = {};
-    for (const pair of (match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) found[pair[1]!] = pair[2]!;
+    for (const pair of (match[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g))
+      found[pair[1]!] = pair[2]!;
     const keys = Object.keys(labels);
     if (Object.keys(found).length === keys.length && keys.every((k) => found[k] === labels[k])) return Number(match[3]);
   }
@@ -189,7 +208,10 @@ export class TmuxSession implements AsyncDisposable {
   }
 
   /** Run the CLI with `args` in a new `columns`×`rows` terminal. Only `env` (plus PATH/HOME/locale) reaches it. */
-  static async start(args: string[], options: { env?: Record<string, string>; columns?: number; rows?: number } = {}): Promise<TmuxSession> {
+  static async start(
+    args: string[],
+    options: { env?: Record<string, string>; columns?: number; rows?: number } = {},
+  ): Promise<TmuxSession> {
     await TmuxSession.assertAvailable();
     const socket = uniqueName('nsmon');
     const confFile = join(tmpdir(), `${socket}.conf`);
@@ -203,8 +225,27 @@ export class TmuxSession implements AsyncDisposable {
       TERM: 'xterm-256color',
       ...options.env,
     };
-    const line = ['exec', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), command, ...argv].map(shellQuote).join(' ');
-    await run('tmux', ['-L', socket, '-u', '-f', confFile, 'new-session', '-d', '-s', 'main', '-x', String(options.columns ?? 150), '-y', String(options.rows ?? 40), '-c', REPO_ROOT, line]);
+    const line = ['exec', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), command, ...argv]
+      .map(shellQuote)
+      .join(' ');
+    await run('tmux', [
+      '-L',
+      socket,
+      '-u',
+      '-f',
+      confFile,
+      'new-session',
+      '-d',
+      '-s',
+      'main',
+      '-x',
+      String(options.columns ?? 150),
+      '-y',
+      String(options.rows ?? 40),
+      '-c',
+      REPO_ROOT,
+      line,
+    ]);
     return session;
   }
 
@@ -231,10 +272,14 @@ export class TmuxSession implements AsyncDisposable {
   async waitForScreen(what: string, check: (screen: string) => boolean, timeoutMs = 60_000): Promise<string> {
     let last = '';
     try {
-      return await eventually(async () => {
-        last = await this.capture();
-        return check(last) ? last : undefined;
-      }, what, timeoutMs);
+      return await eventually(
+        async () => {
+          last = await this.capture();
+          return check(last) ? last : undefined;
+        },
+        what,
+        timeoutMs,
+      );
     } catch (err) {
       throw new Error(`${(err as Error).message}\n--- screen ---\n${last}`);
     }

@@ -22,7 +22,16 @@ beforeEach(async () => {
       lagSeconds: 0.4,
       eventsPerSecond: 3,
       eventsTotal: 130,
-      tables: [{ table: 'public.orders', rowsSnapshotted: 100, rowsEstimated: 100, events: 30, partitionsTotal: 2, partitionsDone: 2 }],
+      tables: [
+        {
+          table: 'public.orders',
+          rowsSnapshotted: 100,
+          rowsEstimated: 100,
+          events: 30,
+          partitionsTotal: 2,
+          partitionsDone: 2,
+        },
+      ],
       sinks: [{ name: '0:out', rowsWritten: 130, writeErrors: 0, queueDepth: 0, queueBytes: 0, writeLatency: latency }],
       snapshot: { partitionsTotal: 2, partitionsDone: 2, rowsRead: 100, rowsEstimated: 100, done: true },
       source: { retainedWalBytes: 2048, safeWalBytes: null },
@@ -93,7 +102,9 @@ describe('nanosync metrics pipeline NAME', () => {
     const io = captureIo(env());
     expect(await metricsCommand.run(['pipeline', 'orders'], io)).toBe(0);
     const text = io.stdout.join('\n');
-    expect(text).toMatch(/^Pipeline orders\n {2}state\s+LIVE_CDC \(cdc_backfill\)\n {2}lag\s+0\.4s\n {2}events\/s\s+3\.0\n/);
+    expect(text).toMatch(
+      /^Pipeline orders\n {2}state\s+LIVE_CDC \(cdc_backfill\)\n {2}lag\s+0\.4s\n {2}events\/s\s+3\.0\n/,
+    );
     expect(text).toMatch(/public\.orders\s+100\s+2\/2\s+30\s+-/);
     expect(text).toMatch(/0:out\s+130\s+0\s+0\s+-\s+avg 125ms, p99 > 5\.0ms over 4 writes/);
     expect(text).toContain('retained  2.0 KiB');
@@ -111,8 +122,11 @@ describe('nanosync metrics pipeline NAME', () => {
     expect(exitCodeFor(err)).toBe(1);
   });
 
-  it.each([[[]], [['pipelines']], [['pipeline']], [['pipeline', 'a', 'b']]])('rejects %j as usage (exit 2)', async (argv) => {
-    const err = await metricsCommand.run(argv, captureIo(env())).catch((e: unknown) => e);
-    expect(exitCodeFor(err)).toBe(2);
-  });
+  it.each([[[]], [['pipelines']], [['pipeline']], [['pipeline', 'a', 'b']]])(
+    'rejects %j as usage (exit 2)',
+    async (argv) => {
+      const err = await metricsCommand.run(argv, captureIo(env())).catch((e: unknown) => e);
+      expect(exitCodeFor(err)).toBe(2);
+    },
+  );
 });

@@ -9,7 +9,16 @@ import { type MonitorState, StatusPoller } from '../../src/monitor/poller.js';
 const noLatency = { buckets: [], count: 0, sum: 0 };
 
 function pipeline(p: Partial<PipelineStatus> & { name: string }): PipelineStatus {
-  return { state: 'LIVE_CDC', replicationType: 'cdc_backfill', eventsPerSecond: 0, eventsTotal: 0, tables: [], sinks: [], warnings: [], ...p };
+  return {
+    state: 'LIVE_CDC',
+    replicationType: 'cdc_backfill',
+    eventsPerSecond: 0,
+    eventsTotal: 0,
+    tables: [],
+    sinks: [],
+    warnings: [],
+    ...p,
+  };
 }
 
 const orders = pipeline({
@@ -18,20 +27,43 @@ const orders = pipeline({
   eventsPerSecond: 1520,
   snapshot: { partitionsTotal: 10, partitionsDone: 3, rowsRead: 310, rowsEstimated: 1000, etaSeconds: 65, done: false },
   tables: [
-    { table: 'public.orders', rowsSnapshotted: 300, rowsEstimated: 900, events: 7, lagSeconds: 1.5, partitionsTotal: 9, partitionsDone: 3 },
-    { table: 'public.items', rowsSnapshotted: 10, rowsEstimated: 100, events: 0, partitionsTotal: 1, partitionsDone: 0 },
+    {
+      table: 'public.orders',
+      rowsSnapshotted: 300,
+      rowsEstimated: 900,
+      events: 7,
+      lagSeconds: 1.5,
+      partitionsTotal: 9,
+      partitionsDone: 3,
+    },
+    {
+      table: 'public.items',
+      rowsSnapshotted: 10,
+      rowsEstimated: 100,
+      events: 0,
+      partitionsTotal: 1,
+      partitionsDone: 0,
+    },
   ],
   sinks: [{ name: '0:out', rowsWritten: 305, writeErrors: 1, queueDepth: 12, queueBytes: 0, writeLatency: noLatency }],
   source: { retainedWalBytes: 60 * 1024 * 1024, safeWalBytes: 4 * 1024 * 1024 },
   warnings: ["retained WAL is 93% of the slot's limit"],
 });
-const billing = pipeline({ name: 'billing', lagSeconds: 0.4, eventsPerSecond: 12, snapshot: { partitionsTotal: 2, partitionsDone: 2, rowsRead: 50, rowsEstimated: 50, done: true } });
+const billing = pipeline({
+  name: 'billing',
+  lagSeconds: 0.4,
+  eventsPerSecond: 12,
+  snapshot: { partitionsTotal: 2, partitionsDone: 2, rowsRead: 50, rowsEstimated: 50, done: true },
+});
 const broken = pipeline({ name: 'zeta', state: 'ERRORED', error: 'table "public"."zeta" not found' });
 
 const at = new Date(2026, 0, 2, 14, 3, 27);
 
 function frame(state: MonitorState, navigation: Navigation = INITIAL_NAVIGATION): string {
-  return renderToString(createElement(DashboardView, { state, navigation, server: 'http://127.0.0.1:7654', intervalMs: 1000 }), { columns: 140 });
+  return renderToString(
+    createElement(DashboardView, { state, navigation, server: 'http://127.0.0.1:7654', intervalMs: 1000 }),
+    { columns: 140 },
+  );
 }
 
 describe('dashboard view', () => {
@@ -53,7 +85,10 @@ describe('dashboard view', () => {
   });
 
   it('the per-table view shows rows snapshotted, events and lag of each table, and the sinks', () => {
-    const text = frame({ pipelines: [orders, billing], updatedAt: at }, { view: 'tables', selected: 'orders', quit: false });
+    const text = frame(
+      { pipelines: [orders, billing], updatedAt: at },
+      { view: 'tables', selected: 'orders', quit: false },
+    );
     expect(text).toContain('nanosync monitor › orders SNAPSHOTTING  lag -  1520 events/s  cdc_backfill');
     expect(text).toMatch(/ {2}TABLE\s+ROWS SNAPSHOTTED\s+EVENTS\s+LAG\s+SNAPSHOT/);
     expect(text).toMatch(/ {2}public\.orders\s+300\s+7\s+1\.5s\s+███░░░░░░░ 3\/9/);
@@ -66,9 +101,15 @@ describe('dashboard view', () => {
   });
 
   it('says plainly when the server is down, and keeps the last figures', () => {
-    const down = { message: 'no nanosync server answers at http://127.0.0.1:7654 (connection refused)', since: at, attempts: 3 };
+    const down = {
+      message: 'no nanosync server answers at http://127.0.0.1:7654 (connection refused)',
+      since: at,
+      attempts: 3,
+    };
     const stale = frame({ pipelines: [billing], updatedAt: at, down });
-    expect(stale).toContain('✖ server unreachable (3 tries since 14:03:27, retrying every 1s): no nanosync server answers at');
+    expect(stale).toContain(
+      '✖ server unreachable (3 tries since 14:03:27, retrying every 1s): no nanosync server answers at',
+    );
     expect(stale).toContain('showing the last figures received, from 14:03:27');
     expect(stale).toContain('billing');
     const never = frame({ down });
@@ -77,7 +118,9 @@ describe('dashboard view', () => {
   });
 
   it('says when there are no pipelines', () => {
-    expect(frame({ pipelines: [], updatedAt: at })).toContain('no pipelines (create some with: nanosync apply --file FILE)');
+    expect(frame({ pipelines: [], updatedAt: at })).toContain(
+      'no pipelines (create some with: nanosync apply --file FILE)',
+    );
   });
 });
 
@@ -143,7 +186,11 @@ describe('status poller', () => {
     clock += 1000;
     await poller.poll();
     expect(poller.state.pipelines).toEqual([billing]);
-    expect(poller.state.down).toEqual({ message: 'no nanosync server answers at http://x (connection refused)', since: new Date(at.getTime() + 1000), attempts: 2 });
+    expect(poller.state.down).toEqual({
+      message: 'no nanosync server answers at http://x (connection refused)',
+      since: new Date(at.getTime() + 1000),
+      attempts: 2,
+    });
 
     answer = [billing, orders];
     await poller.poll();

@@ -45,16 +45,29 @@ describe('number formatting', () => {
   });
 
   it('aligns label/value fields', () => {
-    expect(formatFields([['state', 'LIVE_CDC'], ['events/s', '1.0']])).toBe('  state     LIVE_CDC\n  events/s  1.0');
+    expect(
+      formatFields([
+        ['state', 'LIVE_CDC'],
+        ['events/s', '1.0'],
+      ]),
+    ).toBe('  state     LIVE_CDC\n  events/s  1.0');
   });
 });
 
 describe('snapshot progress', () => {
   it('uses rows when estimated, partitions otherwise, and never shows 100% before done', () => {
-    expect(snapshotFraction({ partitionsTotal: 4, partitionsDone: 1, rowsRead: 500, rowsEstimated: 1000, done: false })).toBe(0.5);
-    expect(snapshotFraction({ partitionsTotal: 4, partitionsDone: 1, rowsRead: 500, rowsEstimated: 0, done: false })).toBe(0.25);
-    expect(snapshotFraction({ partitionsTotal: 4, partitionsDone: 3, rowsRead: 1500, rowsEstimated: 1000, done: false })).toBe(0.99);
-    expect(snapshotFraction({ partitionsTotal: 4, partitionsDone: 4, rowsRead: 900, rowsEstimated: 1000, done: true })).toBe(1);
+    expect(
+      snapshotFraction({ partitionsTotal: 4, partitionsDone: 1, rowsRead: 500, rowsEstimated: 1000, done: false }),
+    ).toBe(0.5);
+    expect(
+      snapshotFraction({ partitionsTotal: 4, partitionsDone: 1, rowsRead: 500, rowsEstimated: 0, done: false }),
+    ).toBe(0.25);
+    expect(
+      snapshotFraction({ partitionsTotal: 4, partitionsDone: 3, rowsRead: 1500, rowsEstimated: 1000, done: false }),
+    ).toBe(0.99);
+    expect(
+      snapshotFraction({ partitionsTotal: 4, partitionsDone: 4, rowsRead: 900, rowsEstimated: 1000, done: true }),
+    ).toBe(1);
   });
 
   it('draws a bar of fixed width', () => {
@@ -67,9 +80,22 @@ describe('snapshot progress', () => {
 
   it('summarises with an ETA while running', () => {
     expect(snapshotSummary(undefined)).toBe('-');
-    expect(snapshotSummary({ partitionsTotal: 10, partitionsDone: 3, rowsRead: 310, rowsEstimated: 1000, etaSeconds: 65, done: false })).toBe('31% ETA 1m05s');
-    expect(snapshotSummary({ partitionsTotal: 10, partitionsDone: 3, rowsRead: 310, rowsEstimated: 1000, done: false })).toBe('31%');
-    expect(snapshotSummary({ partitionsTotal: 10, partitionsDone: 10, rowsRead: 1000, rowsEstimated: 1000, done: true })).toBe('100% done');
+    expect(
+      snapshotSummary({
+        partitionsTotal: 10,
+        partitionsDone: 3,
+        rowsRead: 310,
+        rowsEstimated: 1000,
+        etaSeconds: 65,
+        done: false,
+      }),
+    ).toBe('31% ETA 1m05s');
+    expect(
+      snapshotSummary({ partitionsTotal: 10, partitionsDone: 3, rowsRead: 310, rowsEstimated: 1000, done: false }),
+    ).toBe('31%');
+    expect(
+      snapshotSummary({ partitionsTotal: 10, partitionsDone: 10, rowsRead: 1000, rowsEstimated: 1000, done: true }),
+    ).toBe('100% done');
   });
 });
 
@@ -94,7 +120,9 @@ describe('write latency summary', () => {
     expect(latencySummary(h)).toBe('avg 4.0ms, p99 ≤ 10ms over 100 writes');
     expect(latencySummary(histogram([[10, 0]], 0))).toBe('no writes yet');
     // Slower than every bucket: only "+Inf" holds them.
-    expect(latencySummary({ buckets: [{ le: 10, count: 0 }], count: 1, sum: 12 })).toBe('avg 12.0s, p99 > 10.0s over 1 write');
+    expect(latencySummary({ buckets: [{ le: 10, count: 0 }], count: 1, sum: 12 })).toBe(
+      'avg 12.0s, p99 > 10.0s over 1 write',
+    );
   });
 });
 
@@ -120,7 +148,15 @@ const live: PipelineStatus = {
   checkpointText: '0/16B3A28',
   snapshot: { partitionsTotal: 4, partitionsDone: 4, rowsRead: 1000, rowsEstimated: 990, done: true },
   tables: [
-    { table: 'public.orders', rowsSnapshotted: 1000, rowsEstimated: 990, events: 40, lagSeconds: 0.4, partitionsTotal: 4, partitionsDone: 4 },
+    {
+      table: 'public.orders',
+      rowsSnapshotted: 1000,
+      rowsEstimated: 990,
+      events: 40,
+      lagSeconds: 0.4,
+      partitionsTotal: 4,
+      partitionsDone: 4,
+    },
     { table: 'public.notes', rowsSnapshotted: 0, rowsEstimated: 0, events: 5, partitionsTotal: 0, partitionsDone: 0 },
   ],
   sinks: [
@@ -141,7 +177,9 @@ const live: PipelineStatus = {
     },
   ],
   source: { retainedWalBytes: 48 * 1024 * 1024, safeWalBytes: 16 * 1024 * 1024, polledAt: '2026-01-02T03:04:05.000Z' },
-  warnings: ["retained WAL is 75% of the slot's limit (48.0 MiB of 64.0 MiB, over 50%); the slot is invalidated when it reaches 100%"],
+  warnings: [
+    "retained WAL is 75% of the slot's limit (48.0 MiB of 64.0 MiB, over 50%); the slot is invalidated when it reaches 100%",
+  ],
 };
 
 describe('metrics pipeline report', () => {
@@ -184,13 +222,22 @@ Warnings
       state: 'ERRORED',
       error: 'sink 0:out: disk full',
       lagSeconds: undefined,
-      snapshot: { partitionsTotal: 4, partitionsDone: 1, rowsRead: 250, rowsEstimated: 1000, etaSeconds: 30, done: false },
+      snapshot: {
+        partitionsTotal: 4,
+        partitionsDone: 1,
+        rowsRead: 250,
+        rowsEstimated: 1000,
+        etaSeconds: 30,
+        done: false,
+      },
       source: { retainedWalBytes: 1024, safeWalBytes: null },
       warnings: [],
     });
     expect(text).toContain('  state       ERRORED (cdc_backfill)\n  lag         -\n');
     expect(text).toContain('  error       sink 0:out: disk full');
-    expect(text).toContain('  progress    █████░░░░░░░░░░░░░░░ 25%\n  partitions  1 of 4 done\n  rows        250 read of about 1,000\n  ETA         30s');
+    expect(text).toContain(
+      '  progress    █████░░░░░░░░░░░░░░░ 25%\n  partitions  1 of 4 done\n  rows        250 read of about 1,000\n  ETA         30s',
+    );
     expect(text).toContain('  safe      no limit on the server (max_slot_wal_keep_size = -1)');
     expect(text).toMatch(/Warnings\n {2}none$/);
   });

@@ -30,7 +30,8 @@ test('the Java consumer reads records written with snappy, lz4 and zstd', async 
   }
   const prefix = uniqueName('ns-it-java');
   const compressions = ['snappy', 'lz4', 'zstd'] as const;
-  const notes = Array.from({ length: 50 }, (_, i) => `note ${i} ${'repeat '.repeat(20)}`);
+  // Enough data for several full 64 KiB lz4 blocks per batch.
+  const notes = Array.from({ length: 2000 }, (_, i) => `note ${i} ${'repeat '.repeat(20)}${'x'.repeat(i % 97)}`);
   for (const compression of compressions) {
     await using handle = createSink({ brokers: kafka.brokers.join(','), topic: `${prefix}-${compression}`, compression });
     await handle.sink.open([table]);

@@ -37,6 +37,26 @@ describe('lz4 (frame format)', () => {
     expect(lz4Decompress(out)).toEqual(data);
   });
 
+  test('full 64 KiB blocks end in literals, as strict decoders require', () => {
+    // A 4-byte repeat whose second copy starts 10 bytes before the end of a full block: a
+    // naive compressor emits a match there, which the broker's liblz4 rejects.
+    const lateRepeat = randomBytes(65536);
+    lateRepeat.write('WXYZ', 65536 - 40, 'latin1');
+    lateRepeat.write('WXYZ', 65536 - 10, 'latin1');
+    for (const data of [repetitive, Buffer.alloc(200_000, 0x78), Buffer.concat([randomBytes(70_000), repetitive]), lateRepeat]) {
+      const out = lz4Compress(data);
+      let offset = 7;
+      for (;;) {
+        const size = out.readUInt32LE(offset);
+        offset += 4;
+        if (size === 0) break;
+        if (!(size & 0x80000000)) expect(lastSequenceIsLiteralsOnly(out.subarray(offset, offset + size))).toBe(true);
+        offset += size & 0x7fffffff;
+      }
+      expect(lz4Decompress(out)).toEqual(data);
+    }
+  });
+
   test('blocks decode independently (what the broker does), one block at a time', () => {
     const out = lz4Compress(repetitive);
     const lz4 = require('lz4js') as { decompressBlock(src: Uint8Array, dst: Uint8Array, s: number, len: number, d: number): number };
@@ -70,3 +90,24 @@ describe('kafkajs registration', () => {
     }
   });
 });
+
+/**
+ * Walk an LZ4 block's sequences and check the end-of-block rules: the block ends with at
+ * least 5 literals, and the last match starts at least 12 bytes before the end.
+ */
+function lastSequenceIsLiteralsOnly(block: Buffer): boolean {
+  let i = 0;
+  let lastMatch = Number.POSITIVE_INFINITY;
+  for (;;) {
+    const token = block[i++]!;
+    let literals = token >> 4;
+    if (literals === 15) for (let b = 255; b === 255; ) literals += b = block[i++]!;
+    i += literals;
+    if (i === block.length) return literals >= 5 && literals + lastMatch >= 12;
+    i += 2;
+    let match = token & 15;
+    if (match === 15) for (let b = 255; b === 255; ) match += b = block[i++]!;
+    lastMatch = match + 4;
+    if (i >= block.length) return false;
+  }
+}

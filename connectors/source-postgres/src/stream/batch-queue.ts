@@ -24,9 +24,9 @@ interface Boundary {
  *
  * Events accumulate in a pending batch. A transaction's commit marks a boundary inside it;
  * a batch is cut
- * - when the pending batch reaches `maxEvents` or `maxBytes`: up to the last boundary when
- *   there is one (that batch gets the boundary as `safePosition`), otherwise all of it,
- *   without `safePosition` (the middle of a large transaction);
+ * - when the next event would take the pending batch past `maxEvents` or `maxBytes`: up to
+ *   the last boundary when there is one (that batch gets the boundary as `safePosition`),
+ *   otherwise all of it, without `safePosition` (the middle of a large transaction);
  * - when the consumer asks for a batch and none is queued: up to the last boundary, so a
  *   quiet stream delivers each commit at once while a busy one fills its batches.
  * `safePosition` is therefore set exactly on batches that end at a commit.
@@ -66,9 +66,12 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
   /** Add an event; resolves when the producer may continue (there is room in the queue). */
   async push(event: ChangeEvent, bytes: number): Promise<void> {
     if (this.#closed) return;
+    // A full batch is cut when the next event arrives, not when it fills up: if the commit
+    // comes first, the batch still gets its safePosition.
+    const full = this.#pending.length >= this.#limits.maxEvents || (this.#pending.length > 0 && this.#pendingBytes + bytes > this.#limits.maxBytes);
+    if (full) this.#cutFull();
     this.#pending.push(event);
     this.#pendingBytes += bytes;
-    if (this.#pending.length >= this.#limits.maxEvents || this.#pendingBytes >= this.#limits.maxBytes) this.#cutFull();
     while (this.#queue.length >= this.#limits.maxQueuedBatches && !this.#closed) {
       await new Promise<void>((resolve) => this.#producerWaiting.push(resolve));
     }

@@ -37,6 +37,24 @@ describe('BatchQueue', () => {
     );
   });
 
+  it('a transaction whose last batch is full still gets safePosition on that batch', async () => {
+    const queue = new BatchQueue({ maxEvents: 2, maxQueuedBatches: 100 });
+    const received: ChangeBatch[] = [];
+    const consumer = (async () => {
+      while (received.reduce((n, b) => n + b.events.length, 0) < 4) received.push(await take(queue));
+    })();
+    for (let i = 1; i <= 4; i++) {
+      await queue.push(event(0x100, i), 1);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    queue.commit(encodePosition(0x100n, 4), 0x180n);
+    await consumer;
+    expect(received.map((b) => [b.events.length, b.safePosition])).toEqual([
+      [2, undefined],
+      [2, encodePosition(0x100n, 4)],
+    ]);
+  });
+
   it('a transaction that fills a batch exactly marks that batch at its commit', async () => {
     const queue = new BatchQueue({ maxEvents: 2, maxQueuedBatches: 100 });
     await queue.push(event(0x100, 1), 1);
@@ -91,7 +109,8 @@ describe('BatchQueue', () => {
   it('push blocks while maxQueuedBatches are waiting, and resumes when the consumer takes one', async () => {
     const queue = new BatchQueue({ maxEvents: 1, maxQueuedBatches: 2 });
     expect(await settles(queue.push(event(0x100, 1), 1))).toBe(true);
-    const blocked = queue.push(event(0x100, 2), 1);
+    expect(await settles(queue.push(event(0x100, 2), 1))).toBe(true);
+    const blocked = queue.push(event(0x100, 3), 1);
     expect(await settles(blocked)).toBe(false);
     expect(queue.depth.queuedBatches).toBe(2);
     await take(queue);
@@ -129,12 +148,14 @@ describe('BatchQueue', () => {
   it('cuts by bytes as well as by count', async () => {
     const queue = new BatchQueue({ maxEvents: 1000, maxBytes: 250, maxQueuedBatches: 100 });
     for (let i = 1; i <= 5; i++) await queue.push(event(0x100, i), 100);
-    expect((await take(queue)).events).toHaveLength(3);
+    expect((await take(queue)).events).toHaveLength(2);
+    expect((await take(queue)).events).toHaveLength(2);
   });
 
   it('a failure reaches the consumer after the batches already queued; close ends the iteration', async () => {
     const queue = new BatchQueue({ maxEvents: 1 });
     await queue.push(event(0x100, 1), 1);
+    await queue.push(event(0x100, 2), 1);
     queue.fail(new Error('boom'));
     expect((await take(queue)).events).toHaveLength(1);
     await expect(queue.next()).rejects.toThrow('boom');

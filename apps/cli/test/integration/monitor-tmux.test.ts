@@ -1,0 +1,124 @@
+import { createServer } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { CliProcess, runCli } from './cli-process.js';
+import { ObservabilityContext, TmuxSession, uniqueName } from './observability-fixtures.js';
+
+/** The screen line of a pipeline in the list (selected or not). */
+function listLine(screen: string, name: string): string | undefined {
+  return screen.split('\n').find((l) => new RegExp(`^[› ] ${name}\\s`).test(l));
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe('nanosync monitor in a real terminal (tmux)', () => {
+  it('shows both pipelines, opens the per-table view with Enter, goes back with Esc, quits with q', async () => {
+    await using ctx = await ObservabilityContext.create();
+    await ctx.createTable('orders', 120);
+    await ctx.createTable('items', 30);
+    await ctx.createTable('notes', 7);
+    const alpha = uniqueName('mon_a');
+    const beta = uniqueName('mon_b');
+    const config = await ctx.writeConfig([
+      { name: alpha, tables: ['public.orders'] },
+      { name: beta, tables: ['public.items', 'public.notes'] },
+    ]);
+    const { url } = await ctx.serve();
+    const applied = await runCli(['apply', '--file', config, '--server', url, '--state', ctx.stateFile]);
+    expect(applied.code, applied.stderr).toBe(0);
+    for (const name of [alpha, beta])
+      await ctx.waitForStatus(name, 'snapshot done', (p) => p.state === 'LIVE_CDC' && p.snapshot?.done === true);
+    await ctx.db.query("INSERT INTO public.notes VALUES (100, 'live')");
+    await ctx.waitForStatus(
+      beta,
+      'the live insert',
+      (p) => p.tables.find((t) => t.table === 'public.notes')?.events === 1,
+    );
+
+    // The monitor finds the token the way every client command does: the file next to --state.
+    await using term = await TmuxSession.start(['monitor', '--server', url, '--state', ctx.stateFile]);
+    const list = await term.waitForScreen(
+      'both pipelines listed',
+      (s) => /LIVE_CDC/.test(listLine(s, alpha) ?? '') && /LIVE_CDC/.test(listLine(s, beta) ?? ''),
+    );
+    expect(list).toContain('● connected');
+    expect(list).toMatch(/PIPELINE\s+STATE\s+LAG\s+EVENTS\/S\s+SNAPSHOT/);
+    expect(listLine(list, alpha)).toMatch(/^› /);
+    expect(listLine(list, alpha)).toContain('100% done');
+
+    await term.sendKeys('Down');
+    await term.waitForScreen('the second pipeline selected', (s) => /^› /.test(listLine(s, beta) ?? ''));
+    await term.sendKeys('Enter');
+    const tables = await term.waitForScreen(
+      'the per-table view',
+      (s) => s.includes(`nanosync monitor › ${beta}`) && s.includes('public.notes'),
+    );
+    expect(tables).toMatch(/TABLE\s+ROWS SNAPSHOTTED\s+EVENTS\s+LAG\s+SNAPSHOT/);
+    expect(tables).toMatch(/public\.items\s+30\s+0\s/);
+    expect(tables).toMatch(/public\.notes\s+7\s+1\s/);
+    expect(tables).toMatch(/SINK\s+ROWS WRITTEN/);
+    expect(tables).not.toContain('public.orders');
+    expect(tables).toContain('Esc back');
+
+    await term.sendKeys('Escape');
+    const back = await term.waitForScreen(
+      'the list again',
+      (s) => s.includes('Enter tables') && listLine(s, alpha) !== undefined,
+    );
+    expect(listLine(back, beta)).toMatch(/^› /);
+
+    await term.sendKeys('q');
+    const code = await waitForExit(term);
+    expect(code).toBe(0);
+  });
+
+  it('says when the server is down, connects when it comes up, and notices when it goes away', async () => {
+    await using ctx = await ObservabilityContext.create();
+    const port = await freePort();
+    const token = 'monitor-test-token-0123456789';
+    const server = `127.0.0.1:${port}`;
+    await using term = await TmuxSession.start(['monitor', '--server', server], { env: { NANOSYNC_TOKEN: token } });
+    const down = await term.waitForScreen('the server reported down', (s) => s.includes('server unreachable'));
+    expect(down).toContain(`no nanosync server answers at http://${server}`);
+    expect(down).toContain('no data yet');
+
+    const { proc } = await startOnPort(ctx, port, token);
+    const up = await term.waitForScreen('connected once the server is up', (s) => s.includes('● connected'));
+    expect(up).toContain('no pipelines');
+    expect(up).not.toContain('server unreachable');
+
+    proc.kill('SIGTERM');
+    await proc.exited;
+    const again = await term.waitForScreen('down again', (s) => s.includes('server unreachable'));
+    expect(again).toContain('showing the last figures received');
+    expect(await term.exitStatus()).toBeUndefined();
+
+    await term.sendKeys('q');
+    expect(await waitForExit(term)).toBe(0);
+  });
+});
+
+/** `serve` on a given port (the monitor was pointed at it before it existed). */
+async function startOnPort(ctx: ObservabilityContext, port: number, token: string) {
+  const proc = new CliProcess(['serve', '--state', ctx.stateFile, '--listen', `127.0.0.1:${port}`], {
+    env: { NANOSYNC_TOKEN: token },
+  });
+  ctx.server = { proc, url: `http://127.0.0.1:${port}`, token };
+  await proc.waitFor(/nanosync serving — Ctrl-C to stop/);
+  return ctx.server;
+}
+
+async function waitForExit(term: TmuxSession): Promise<number> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const code = await term.exitStatus();
+    if (code !== undefined) return code;
+    if (Date.now() > deadline) throw new Error(`the monitor did not exit:\n${await term.capture()}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

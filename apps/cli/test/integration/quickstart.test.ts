@@ -1,0 +1,45 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { latestByKey, readJsonLines } from '@nanosync/sink-file';
+import { describe, expect, it } from 'vitest';
+import { cliEnv, eventually, REPO_ROOT } from './cli-process.js';
+
+describe('pnpm quickstart', () => {
+  it('snapshots the demo table, streams live changes into files, and stops cleanly on Ctrl-C', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ns-quickstart-'));
+    const child = spawn(
+      process.execPath,
+      ['--conditions=@nanosync/source', '--import', 'tsx', 'apps/cli/src/quickstart.ts', '--rows', '300', '--dir', dir],
+      { cwd: REPO_ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    try {
+      const file = join(dir, 'output', 'public.orders.jsonl');
+      await eventually(async () => {
+        if (child.exitCode !== null) throw new Error(`quickstart exited early:\n${output}`);
+        const records = await readJsonLines(file).catch(() => []);
+        const snapshotted = records.filter((r) => r.op === 'read').length;
+        const streamed = records.filter((r) => r.op !== 'read').length;
+        return snapshotted >= 300 && streamed >= 3 ? true : undefined;
+      }, 'the snapshot and some streamed changes in the output file');
+      expect(output).toContain('nanosync serving — Ctrl-C to stop');
+      expect(output).toMatch(/LIVE_CDC/);
+      const postgresPid = Number(output.match(/PostgreSQL ready on 127\.0\.0\.1:(\d+)/)?.[1]);
+      expect(postgresPid).toBeGreaterThan(0);
+
+      child.kill('SIGINT');
+      expect(await exited).toBe(0);
+      expect(output).toMatch(/writer stopped after \d+ changes/);
+      expect(latestByKey(await readJsonLines(file)).size).toBeGreaterThan(0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await exited;
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
