@@ -188,6 +188,12 @@ async function main(options: BenchOptions): Promise<number> {
   return 0;
 }
 
+// kafkajs schedules timers with negative delays on Node ≥ 24 (a harmless warning per timer): keep stderr readable.
+process.removeAllListeners('warning');
+process.on('warning', (warning) => {
+  if (warning.name !== 'TimeoutNegativeWarning') process.stderr.write(`${warning.name}: ${warning.message}\n`);
+});
+
 let options: BenchOptions;
 try {
   options = parseArgs(process.argv.slice(2), join(REPO_ROOT, 'bench-results'));

@@ -28,7 +28,8 @@ export interface DecodedPosition {
 
 export function encodePosition(lsn: bigint, index: number): Position {
   if (lsn < 0n || lsn > MAX_LSN) throw new RangeError(`LSN out of range: ${lsn}`);
-  if (!Number.isInteger(index) || index < 0 || index > MAX_INDEX) throw new RangeError(`position index out of range: ${index}`);
+  if (!Number.isInteger(index) || index < 0 || index > MAX_INDEX)
+    throw new RangeError(`position index out of range: ${index}`);
   return `${lsn.toString(16).toUpperCase().padStart(16, '0')}:${index.toString(16).toUpperCase().padStart(8, '0')}`;
 }
 
@@ -59,7 +60,8 @@ export function formatLsn(lsn: bigint): string {
 /** Parses PostgreSQL's `X/Y` LSN text (as returned by `pg_lsn` columns). */
 export function parseLsn(text: string): bigint {
   const match = LSN_PATTERN.exec(text.trim());
-  if (!match) throw new NanosyncError(ErrorCode.PgProtocol, `"${text.slice(0, 40)}" is not an LSN (expected X/Y in hex)`);
+  if (!match)
+    throw new NanosyncError(ErrorCode.PgProtocol, `"${text.slice(0, 40)}" is not an LSN (expected X/Y in hex)`);
   return (BigInt(`0x${match[1]}`) << 32n) | BigInt(`0x${match[2]}`);
 }
 

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { BenchContext } from '../context.js';
 import { type DebeziumConnectorSpec, debeziumTopic, startDebezium } from '../debezium/connect.js';
-import { createTopic } from '../kafka.js';
+import { countMessages, createTopic } from '../kafka.js';
 import { measureUntil, type Progress } from '../measure.js';
 import { type NanosyncPipelineSpec, type NanosyncProcess, startNanosync } from '../nanosync.js';
 import { connect, dropSlotQuietly, type PgClient, slots } from '../pg.js';
@@ -27,6 +27,15 @@ export function toMeasurement(
     cpuSecondsPerMillion: cpuPerMillion(run.usage.cpuSeconds, events),
     ...(details ? { details } : {}),
   };
+}
+
+/** Messages in the measured topic at completion (more than the events = duplicates were written). */
+async function topicCount(
+  ctx: BenchContext,
+  details: Record<string, unknown> | undefined,
+): Promise<{ messagesInTopic?: number }> {
+  const topic = details?.topic;
+  return typeof topic === 'string' ? { messagesInTopic: await countMessages(ctx.admin, topic) } : {};
 }
 
 /** Names of replication slots in the bench database right now. */
@@ -103,7 +112,11 @@ export async function runNanosyncMeasured(
       started: opts.started ? () => opts.started!(client, before) : undefined,
     });
     log(`${label}: nanosync done in ${run.seconds.toFixed(2)} s`);
-    return toMeasurement(label, events, run, { ...opts.details, log: running.tool.logFile });
+    return toMeasurement(label, events, run, {
+      ...opts.details,
+      ...(await topicCount(ctx, opts.details)),
+      log: running.tool.logFile,
+    });
   } finally {
     await stopTool(ns?.tool);
     await dropNewSlots(client, before).catch(() => {});
@@ -134,7 +147,11 @@ export async function runDebeziumMeasured(
     const started = opts.started ?? ((c: PgClient) => slotActive(c, spec.slot));
     const run = await measureUntil({ tool: running, check: () => check(client), started: () => started(client) });
     log(`${label}: Debezium done in ${run.seconds.toFixed(2)} s`);
-    return toMeasurement(label, events, run, { ...opts.details, log: join(spec.workDir, 'connect.log') });
+    return toMeasurement(label, events, run, {
+      ...opts.details,
+      ...(await topicCount(ctx, opts.details)),
+      log: join(spec.workDir, 'connect.log'),
+    });
   } finally {
     await stopTool(tool);
     if (!opts.keepSlot) await dropNewSlots(client, before).catch(() => {});

@@ -1,10 +1,22 @@
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { latestByKey, readJsonLines } from '@nanosync/sink-file';
 import { describe, expect, it } from 'vitest';
 import { cliEnv, eventually, REPO_ROOT } from './cli-process.js';
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
 
 describe('pnpm quickstart', () => {
   it('snapshots the demo table, streams live changes into files, and stops cleanly on Ctrl-C', async () => {
@@ -15,8 +27,11 @@ describe('pnpm quickstart', () => {
       { cwd: REPO_ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let output = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
+    const collect = (chunk: string) => {
+      output += chunk;
+    };
+    child.stdout.setEncoding('utf8').on('data', collect);
+    child.stderr.setEncoding('utf8').on('data', collect);
     const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
     try {
       const file = join(dir, 'output', 'public.orders.jsonl');
@@ -26,16 +41,22 @@ describe('pnpm quickstart', () => {
         const snapshotted = records.filter((r) => r.op === 'read').length;
         const streamed = records.filter((r) => r.op !== 'read').length;
         return snapshotted >= 300 && streamed >= 3 ? true : undefined;
-      }, 'the snapshot and some streamed changes in the output file');
+      }, 'the snapshot and some streamed changes in the output file').catch((err: Error) => {
+        throw new Error(`${err.message}\n--- quickstart output ---\n${output}`);
+      });
       expect(output).toContain('nanosync serving — Ctrl-C to stop');
-      expect(output).toMatch(/LIVE_CDC/);
-      const postgresPid = Number(output.match(/PostgreSQL ready on 127\.0\.0\.1:(\d+)/)?.[1]);
-      expect(postgresPid).toBeGreaterThan(0);
+      await eventually(
+        async () => (/^LIVE_CDC\s+snapshot rows \d+, events streamed \d+/m.test(output) ? true : undefined),
+        'a progress line',
+      );
+      const postgresPort = Number(output.match(/PostgreSQL ready on 127\.0\.0\.1:(\d+)/)?.[1]);
+      expect(postgresPort).toBeGreaterThan(0);
 
       child.kill('SIGINT');
       expect(await exited).toBe(0);
       expect(output).toMatch(/writer stopped after \d+ changes/);
       expect(latestByKey(await readJsonLines(file)).size).toBeGreaterThan(0);
+      expect(await accepts(postgresPort), 'the demo PostgreSQL is torn down').toBe(false);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
       await exited;

@@ -15,15 +15,7 @@ describe('retained-WAL warnings of a paused pipeline (real PostgreSQL with max_s
     const { url } = await ctx.serve();
     const applied = await runCli(['apply', '--file', config, '--server', url, '--state', ctx.stateFile]);
     expect(applied.code, applied.stderr).toBe(0);
-    await ctx.waitForStatus(
-      name,
-      'streaming',
-      (p) => {
-        console.log('S1', p.state, p.startPosition);
-        return p.state === 'LIVE_CDC' && p.startPosition !== undefined;
-      },
-      30000,
-    );
+    await ctx.waitForStatus(name, 'streaming', (p) => p.state === 'LIVE_CDC' && p.startPosition !== undefined);
     const paused = await runCli(['pipeline', 'pause', name, '--server', url, '--state', ctx.stateFile]);
     expect(paused.code, paused.stderr).toBe(0);
 
@@ -64,7 +56,9 @@ describe('retained-WAL warnings of a paused pipeline (real PostgreSQL with max_s
     );
     expect(report.stdout).toMatch(/Warnings\n {2}! retained WAL is \d+% of the slot's limit .*over 50%/);
 
+    console.log('TERM');
     await using term = await TmuxSession.start(['monitor', '--server', url, '--state', ctx.stateFile]);
+    console.log('TERM-STARTED');
     const screen = await term.waitForScreen('the warning on the dashboard', (s) =>
       s.includes(`⚠ ${name}: retained WAL`),
     );

@@ -103,7 +103,7 @@ function lastSequenceIsLiteralsOnly(block: Buffer): boolean {
     let literals = token >> 4;
     if (literals === 15) for (let b = 255; b === 255; ) literals += b = block[i++]!;
     i += literals;
-    if (i === block.length) return literals >= 5 && literals + lastMatch >= 12;
+    if (i >= block.length) return i === block.length && literals >= 5 && literals + lastMatch >= 12;
     i += 2;
     let match = token & 15;
     if (match === 15) for (let b = 255; b === 255; ) match += b = block[i++]!;

@@ -145,7 +145,10 @@ class SlotAcknowledger implements AcknowledgerInternals {
     this.#confirmed = position;
     if (flush > this.#flushLsn) {
       this.#flushLsn = flush;
-      this.logger?.debug('slot flush position advanced', { flush: formatLsn(flush), position: formatPosition(position) });
+      this.logger?.debug('slot flush position advanced', {
+        flush: formatLsn(flush),
+        position: formatPosition(position),
+      });
     }
     for (const listener of this.#listeners) listener();
   }

@@ -68,7 +68,9 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
     if (this.#closed) return;
     // A full batch is cut when the next event arrives, not when it fills up: if the commit
     // comes first, the batch still gets its safePosition.
-    const full = this.#pending.length >= this.#limits.maxEvents || (this.#pending.length > 0 && this.#pendingBytes + bytes > this.#limits.maxBytes);
+    const full =
+      this.#pending.length >= this.#limits.maxEvents ||
+      (this.#pending.length > 0 && this.#pendingBytes + bytes > this.#limits.maxBytes);
     if (full) this.#cutFull();
     this.#pending.push(event);
     this.#pendingBytes += bytes;
@@ -156,7 +158,8 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
     const events = count === this.#pending.length ? this.#pending : this.#pending.slice(0, count);
     const rest = count === this.#pending.length ? [] : this.#pending.slice(count);
     // Bytes are not tracked per event; the remainder is charged proportionally.
-    const restBytes = this.#pending.length === 0 ? 0 : Math.round((this.#pendingBytes * rest.length) / this.#pending.length);
+    const restBytes =
+      this.#pending.length === 0 ? 0 : Math.round((this.#pendingBytes * rest.length) / this.#pending.length);
     this.#pending = rest;
     this.#pendingBytes = restBytes;
     if (boundary) this.#boundary = undefined;

@@ -1,7 +1,13 @@
 import { type ChangeEvent, ErrorCode, NanosyncError, type Position, type Row, type Value } from '@nanosync/core';
 import { formatPosition } from '../position.js';
 import { decodeValue } from '../types/index.js';
-import { type DeleteMessage, type InsertMessage, type TupleValue, UNCHANGED_TOAST, type UpdateMessage } from './pgoutput.js';
+import {
+  type DeleteMessage,
+  type InsertMessage,
+  type TupleValue,
+  UNCHANGED_TOAST,
+  type UpdateMessage,
+} from './pgoutput.js';
 import type { StreamRelation } from './relations.js';
 
 /** Where an event sits: its position and its transaction's commit time. */
@@ -12,7 +18,8 @@ export interface EventContext {
 
 function setField(row: Row, name: string, value: Value): void {
   // A column may be called "__proto__": define it instead of assigning the prototype.
-  if (name === '__proto__') Object.defineProperty(row, name, { value, enumerable: true, writable: true, configurable: true });
+  if (name === '__proto__')
+    Object.defineProperty(row, name, { value, enumerable: true, writable: true, configurable: true });
   else row[name] = value;
 }
 
@@ -26,7 +33,12 @@ interface DecodedTuple {
  * Text values → canonical values. With `identityOnly` (a 'K' tuple) only the identity
  * columns are read: the server sends the others as NULL placeholders.
  */
-function decodeTuple(relation: StreamRelation, tuple: TupleValue[], context: EventContext, identityOnly: boolean): DecodedTuple {
+function decodeTuple(
+  relation: StreamRelation,
+  tuple: TupleValue[],
+  context: EventContext,
+  identityOnly: boolean,
+): DecodedTuple {
   const { columns, table } = relation;
   if (tuple.length !== columns.length) {
     throw new NanosyncError(
@@ -58,10 +70,14 @@ function decodeTuple(relation: StreamRelation, tuple: TupleValue[], context: Eve
 function valueAt(err: unknown, relation: StreamRelation, column: string, context: EventContext): NanosyncError {
   const table = `${relation.table.schema}.${relation.table.name}`;
   const reason = err instanceof Error ? err.message.replace(/^\[NS_P\d+\] /, '') : String(err);
-  return new NanosyncError(ErrorCode.PgValue, `table "${table}" column "${column}" at position ${formatPosition(context.position)}: ${reason}`, {
-    cause: err,
-    details: { table, column, position: context.position },
-  });
+  return new NanosyncError(
+    ErrorCode.PgValue,
+    `table "${table}" column "${column}" at position ${formatPosition(context.position)}: ${reason}`,
+    {
+      cause: err,
+      details: { table, column, position: context.position },
+    },
+  );
 }
 
 function keyOf(relation: StreamRelation, ...images: (Row | undefined)[]): Row {

@@ -1,5 +1,4 @@
 import { type ChangeBatch, ErrorCode, type Logger, NanosyncError, type Position, type TableRef } from '@nanosync/core';
-import type pg from 'pg';
 import { connectClient, type PgConnectionConfig, resolveClientConfig } from '../connection.js';
 import { decodePosition, encodePosition, formatLsn, formatPosition, parseLsn } from '../position.js';
 import { verifySlot } from '../slot/replication-slot.js';
@@ -21,7 +20,11 @@ export interface ReconnectPolicy {
   maxAttempts: number;
 }
 
-export const DEFAULT_RECONNECT: ReconnectPolicy = { initialDelayMs: 250, maxDelayMs: 30_000, maxAttempts: Number.POSITIVE_INFINITY };
+export const DEFAULT_RECONNECT: ReconnectPolicy = {
+  initialDelayMs: 250,
+  maxDelayMs: 30_000,
+  maxAttempts: Number.POSITIVE_INFINITY,
+};
 
 export interface StreamChangesOptions {
   connection: PgConnectionConfig;
@@ -111,7 +114,6 @@ class ChangeStream {
   // Per connection.
   #transaction: OpenTransaction | undefined;
   #relations: RelationCache | undefined;
-  #catalogClient: pg.Client | undefined;
   #sessionProgress = false;
   #truncateWarned = new Set<string>();
 
@@ -122,7 +124,10 @@ class ChangeStream {
     this.#acknowledger = internalsOf(options.acknowledger ?? createAcknowledger({ logger: this.#logger }));
     this.#reconnect = { ...DEFAULT_RECONNECT, ...options.reconnect };
     this.#catalog = options.catalog ?? new TypeCatalog();
-    this.#tables = options.tables && options.tables.length > 0 ? new Set(options.tables.map((t) => `${t.schema}\u0000${t.name}`)) : undefined;
+    this.#tables =
+      options.tables && options.tables.length > 0
+        ? new Set(options.tables.map((t) => `${t.schema}\u0000${t.name}`))
+        : undefined;
     const from = decodePosition(options.from);
     this.#delivered = from;
     this.#boundary = from;
@@ -136,14 +141,18 @@ class ChangeStream {
     if (this.#options.signal.aborted) this.#stop.abort();
     else this.#options.signal.addEventListener('abort', onAbort, { once: true });
     this.#stop.signal.addEventListener('abort', () => this.#queue.close(), { once: true });
-    void this.#run().finally(() => {
-      stopListening();
-      this.#options.signal.removeEventListener('abort', onAbort);
-    });
+    const running = this.#run()
+      .catch((error: unknown) => this.#queue.fail(error))
+      .finally(() => {
+        stopListening();
+        this.#options.signal.removeEventListener('abort', onAbort);
+      });
     return {
       next: () => this.#queue.next(),
+      // Breaking out of `for await` closes the replication connection before it returns.
       return: async () => {
         this.#stop.abort();
+        await running;
         return { done: true, value: undefined };
       },
     };
@@ -201,12 +210,16 @@ class ChangeStream {
     const { connection, slot, publication } = this.#options;
     const catalogClient = await connectClient(connection);
     catalogClient.on('error', (err) => this.#logger.debug('catalog connection error', { error: err.message }));
-    this.#catalogClient = catalogClient;
     try {
-      const info = await verifySlot(catalogClient, slot, { checkpoint: this.#checkpoint, database: connection.database });
+      const info = await verifySlot(catalogClient, slot, {
+        checkpoint: this.#checkpoint,
+        database: connection.database,
+      });
       if (info.confirmed_flush_lsn) this.#acknowledger.observeSlotFlush(parseLsn(info.confirmed_flush_lsn));
       if (info.wal_status === 'unreserved') {
-        this.#logger.warn('replication slot is about to lose WAL it still needs (wal_status unreserved)', { checkpoint: this.#checkpoint });
+        this.#logger.warn('replication slot is about to lose WAL it still needs (wal_status unreserved)', {
+          checkpoint: this.#checkpoint,
+        });
       }
       this.#transaction = undefined;
       this.#keepaliveLsn = undefined;
@@ -235,7 +248,6 @@ class ChangeStream {
       });
     } finally {
       this.#transaction = undefined;
-      this.#catalogClient = undefined;
       await catalogClient.end().catch(() => {});
     }
   }
@@ -244,8 +256,14 @@ class ChangeStream {
     this.#sessionProgress = true;
     switch (message.tag) {
       case 'begin':
-        if (this.#transaction) throw protocolError(`Begin of xid ${message.xid} inside transaction ${this.#transaction.xid}`);
-        this.#transaction = { commitLsn: message.finalLsn, index: 0, commitTime: formatPgTimestamp(message.commitTime), xid: message.xid };
+        if (this.#transaction)
+          throw protocolError(`Begin of xid ${message.xid} inside transaction ${this.#transaction.xid}`);
+        this.#transaction = {
+          commitLsn: message.finalLsn,
+          index: 0,
+          commitTime: formatPgTimestamp(message.commitTime),
+          xid: message.xid,
+        };
         return;
       case 'commit':
         return this.#onCommit(message.commitLsn, message.endLsn);
@@ -269,7 +287,10 @@ class ChangeStream {
         this.#onTruncate(message.relationIds);
         return;
       case 'origin':
-        this.#logger.debug('transaction replicated from another origin', { origin: message.name, originLsn: formatLsn(message.originLsn) });
+        this.#logger.debug('transaction replicated from another origin', {
+          origin: message.name,
+          originLsn: formatLsn(message.originLsn),
+        });
         return;
       case 'message':
         return;
@@ -277,7 +298,8 @@ class ChangeStream {
   }
 
   #relationCache(): RelationCache {
-    if (!this.#relations) throw new NanosyncError(ErrorCode.Internal, 'relation cache used outside a replication session');
+    if (!this.#relations)
+      throw new NanosyncError(ErrorCode.Internal, 'relation cache used outside a replication session');
     return this.#relations;
   }
 
@@ -286,7 +308,10 @@ class ChangeStream {
     return this.#transaction;
   }
 
-  async #onChange(message: Extract<PgOutputMessage, { tag: 'insert' | 'update' | 'delete' }>, bytes: number): Promise<void> {
+  async #onChange(
+    message: Extract<PgOutputMessage, { tag: 'insert' | 'update' | 'delete' }>,
+    bytes: number,
+  ): Promise<void> {
     const transaction = this.#openTransaction(message.tag);
     transaction.index++;
     const mark: Mark = { lsn: transaction.commitLsn, index: transaction.index };
@@ -308,7 +333,9 @@ class ChangeStream {
   #onCommit(commitLsn: bigint, endLsn: bigint): void {
     const transaction = this.#openTransaction('Commit');
     if (commitLsn !== transaction.commitLsn) {
-      throw protocolError(`Commit at ${formatLsn(commitLsn)} closes the transaction that began for ${formatLsn(transaction.commitLsn)}`);
+      throw protocolError(
+        `Commit at ${formatLsn(commitLsn)} closes the transaction that began for ${formatLsn(transaction.commitLsn)}`,
+      );
     }
     this.#transaction = undefined;
     const boundary: Mark = { lsn: commitLsn, index: transaction.index };
@@ -366,7 +393,10 @@ class ChangeStream {
       return;
     }
     this.#truncateWarned.add(key);
-    this.#logger.warn('TRUNCATE is not replicated (the event model has no truncate); sinks keep the rows that were removed', fields);
+    this.#logger.warn(
+      'TRUNCATE is not replicated (the event model has no truncate); sinks keep the rows that were removed',
+      fields,
+    );
   }
 }
 

@@ -1,6 +1,14 @@
 import { ErrorCode, NanosyncError, redact } from '@nanosync/core';
 import { connectClient, type PgConnectionConfig } from '../connection.js';
-import { describeEndpoint, isTransientPgError, permissionError, quoteIdent, slotInvalidated, slotMissing, sqlState } from '../errors.js';
+import {
+  describeEndpoint,
+  isTransientPgError,
+  permissionError,
+  quoteIdent,
+  slotInvalidated,
+  slotMissing,
+  sqlState,
+} from '../errors.js';
 import { readSlot } from '../slot/replication-slot.js';
 
 /** SQLSTATEs of a replication stream that are worth a reconnect besides the generic transient ones. */
@@ -34,10 +42,14 @@ export async function classifySessionFailure(error: unknown, context: FailureCon
   if (code === '42704' || code === '55000') {
     const slotError = await slotProblem(context);
     if (slotError) return slotError;
-    return new NanosyncError(ErrorCode.PgCheck, `replication of slot "${context.slot}" on ${where} failed: ${message} (${code})`, {
-      cause: error,
-      details: { slot: context.slot, publication: context.publication },
-    });
+    return new NanosyncError(
+      ErrorCode.PgCheck,
+      `replication of slot "${context.slot}" on ${where} failed: ${message} (${code})`,
+      {
+        cause: error,
+        details: { slot: context.slot, publication: context.publication },
+      },
+    );
   }
   if (code === '42501' || code === '28000' || code === '28P01') {
     return permissionError(
@@ -47,11 +59,15 @@ export async function classifySessionFailure(error: unknown, context: FailureCon
     );
   }
   const retriable = isTransientPgError(error) || (code !== undefined && RETRY_STATES.has(code));
-  return new NanosyncError(ErrorCode.PgConnection, `replication connection to ${where} (slot "${context.slot}") failed: ${message}${code ? ` (${code})` : ''}`, {
-    cause: error,
-    retriable,
-    details: { slot: context.slot },
-  });
+  return new NanosyncError(
+    ErrorCode.PgConnection,
+    `replication connection to ${where} (slot "${context.slot}") failed: ${message}${code ? ` (${code})` : ''}`,
+    {
+      cause: error,
+      retriable,
+      details: { slot: context.slot },
+    },
+  );
 }
 
 /** The slot's state as the reason a stream failed, or undefined when the slot looks fine. */

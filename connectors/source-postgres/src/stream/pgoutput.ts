@@ -26,6 +26,12 @@
  *
  * Values stay as the server's text: turning text into canonical values is the job of
  * `decodeValue` (src/types/), shared with the snapshot, so both paths agree byte for byte.
+ * That is why we do not use pg-logical-replication's own pgoutput parser: it runs pg's
+ * global type parsers on every value (timestamptz becomes a Date and loses its
+ * microseconds, json is parsed and loses digits of large numbers, an unchanged TOAST column
+ * becomes `undefined`), and overriding them would change every pg client in the process.
+ * Measured on 200,000 eight-column inserts: its parser ~258k messages/s; this decoder
+ * ~1.58M/s, and ~380k/s including decodeValue and building the ChangeEvent.
  */
 import { ErrorCode, NanosyncError } from '@nanosync/core';
 
@@ -155,12 +161,25 @@ const KIND_UNCHANGED = 0x75; // 'u'
 const KIND_TEXT = 0x74; // 't'
 const KIND_BINARY = 0x62; // 'b'
 
-const REPLICA_IDENTITY: Record<number, ReplicaIdentity> = {
-  0x64: 'default', // 'd'
-  0x6e: 'nothing', // 'n'
-  0x66: 'full', // 'f'
-  0x69: 'index', // 'i'
-};
+const IDENTITY_DEFAULT = 0x64; // 'd'
+const IDENTITY_NOTHING = 0x6e; // 'n'
+const IDENTITY_FULL = 0x66; // 'f'
+const IDENTITY_INDEX = 0x69; // 'i'
+
+function replicaIdentityOf(byte: number): ReplicaIdentity | undefined {
+  switch (byte) {
+    case IDENTITY_DEFAULT:
+      return 'default';
+    case IDENTITY_NOTHING:
+      return 'nothing';
+    case IDENTITY_FULL:
+      return 'full';
+    case IDENTITY_INDEX:
+      return 'index';
+    default:
+      return undefined;
+  }
+}
 
 function protocolError(message: string): NanosyncError {
   return new NanosyncError(ErrorCode.PgProtocol, `pgoutput: ${message}`);
@@ -287,7 +306,12 @@ export function decodePgOutput(buffer: Buffer): PgOutputMessage {
   const tag = reader.byte();
   switch (tag) {
     case TAG_BEGIN: {
-      const message: BeginMessage = { tag: 'begin', finalLsn: reader.uint64(), commitTime: reader.int64(), xid: reader.uint32() };
+      const message: BeginMessage = {
+        tag: 'begin',
+        finalLsn: reader.uint64(),
+        commitTime: reader.int64(),
+        xid: reader.uint32(),
+      };
       reader.end('Begin');
       return message;
     }
@@ -312,21 +336,39 @@ export function decodePgOutput(buffer: Buffer): PgOutputMessage {
       const namespace = reader.cString();
       const name = reader.cString();
       const identityByte = reader.byte();
-      const replicaIdentity = REPLICA_IDENTITY[identityByte];
-      if (!replicaIdentity) throw protocolError(`unknown replica identity 0x${identityByte.toString(16)} for relation ${name}`);
+      const replicaIdentity = replicaIdentityOf(identityByte);
+      if (!replicaIdentity)
+        throw protocolError(`unknown replica identity 0x${identityByte.toString(16)} for relation ${name}`);
       const count = reader.int16();
       const columns: RelationColumn[] = [];
       for (let i = 0; i < count; i++) {
         const flags = reader.byte();
-        columns.push({ isKey: (flags & 1) === 1, name: reader.cString(), typeOid: reader.uint32(), typeModifier: reader.int32() });
+        columns.push({
+          isKey: (flags & 1) === 1,
+          name: reader.cString(),
+          typeOid: reader.uint32(),
+          typeModifier: reader.int32(),
+        });
       }
       reader.end('Relation');
-      return { tag: 'relation', relationId, schema: namespace === '' ? 'pg_catalog' : namespace, name, replicaIdentity, columns };
+      return {
+        tag: 'relation',
+        relationId,
+        schema: namespace === '' ? 'pg_catalog' : namespace,
+        name,
+        replicaIdentity,
+        columns,
+      };
     }
     case TAG_TYPE: {
       const typeOid = reader.uint32();
       const namespace = reader.cString();
-      const message: TypeMessage = { tag: 'type', typeOid, schema: namespace === '' ? 'pg_catalog' : namespace, name: reader.cString() };
+      const message: TypeMessage = {
+        tag: 'type',
+        typeOid,
+        schema: namespace === '' ? 'pg_catalog' : namespace,
+        name: reader.cString(),
+      };
       reader.end('Type');
       return message;
     }
@@ -346,7 +388,8 @@ export function decodePgOutput(buffer: Buffer): PgOutputMessage {
         message.oldTuple = readTuple(reader);
         kind = reader.byte();
       }
-      if (kind !== TUPLE_NEW) throw protocolError(`expected 'N' before the new tuple of an Update, got 0x${kind.toString(16)}`);
+      if (kind !== TUPLE_NEW)
+        throw protocolError(`expected 'N' before the new tuple of an Update, got 0x${kind.toString(16)}`);
       message.newTuple = readTuple(reader);
       reader.end('Update');
       return message;
@@ -357,7 +400,12 @@ export function decodePgOutput(buffer: Buffer): PgOutputMessage {
       if (kind !== TUPLE_KEY && kind !== TUPLE_OLD) {
         throw protocolError(`expected 'K' or 'O' in a Delete, got 0x${kind.toString(16)}`);
       }
-      const message: DeleteMessage = { tag: 'delete', relationId, oldKind: kind === TUPLE_KEY ? 'key' : 'old', oldTuple: readTuple(reader) };
+      const message: DeleteMessage = {
+        tag: 'delete',
+        relationId,
+        oldKind: kind === TUPLE_KEY ? 'key' : 'old',
+        oldTuple: readTuple(reader),
+      };
       reader.end('Delete');
       return message;
     }

@@ -38,7 +38,11 @@ export interface RelationCatalogInfo {
  * carry those columns); under FULL without a primary key every column; otherwise the
  * columns the server flags as identity (none for REPLICA IDENTITY NOTHING).
  */
-export function buildRelation(message: RelationMessage, catalog: TypeCatalog, info: RelationCatalogInfo | undefined): StreamRelation {
+export function buildRelation(
+  message: RelationMessage,
+  catalog: TypeCatalog,
+  info: RelationCatalogInfo | undefined,
+): StreamRelation {
   const columns: StreamColumn[] = message.columns.map((column) => ({
     name: column.name,
     type: catalog.get(column.typeOid),
@@ -68,7 +72,10 @@ export function buildRelation(message: RelationMessage, catalog: TypeCatalog, in
 }
 
 /** NOT NULL flags and primary key of a relation by OID (undefined once the relation is gone). */
-export async function readRelationCatalogInfo(client: Queryable, relationId: number): Promise<RelationCatalogInfo | undefined> {
+export async function readRelationCatalogInfo(
+  client: Queryable,
+  relationId: number,
+): Promise<RelationCatalogInfo | undefined> {
   const { rows } = await client.query(
     `SELECT a.attname::text AS name, a.attnotnull::text AS not_null,
             array_position(i.indkey::int2[], a.attnum)::text AS pk_position
@@ -83,7 +90,8 @@ export async function readRelationCatalogInfo(client: Queryable, relationId: num
   for (const row of rows) {
     const name = String(row.name);
     if (String(row.not_null) === 'true') notNull.add(name);
-    if (row.pk_position !== null && row.pk_position !== undefined) keyed.push({ name, position: Number(row.pk_position) });
+    if (row.pk_position !== null && row.pk_position !== undefined)
+      keyed.push({ name, position: Number(row.pk_position) });
   }
   keyed.sort((a, b) => a.position - b.position);
   return { notNull, primaryKey: keyed.map((k) => k.name) };

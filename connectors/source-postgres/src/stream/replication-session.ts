@@ -45,7 +45,9 @@ class PgoutputTextPlugin {
    */
   start(client: pg.Client, slotName: string): Promise<unknown> {
     const publications = quoteLiteral(quoteIdent(this.options.publication));
-    return client.query(`START_REPLICATION SLOT ${quoteIdent(slotName)} LOGICAL 0/0 (proto_version '1', publication_names ${publications})`);
+    return client.query(
+      `START_REPLICATION SLOT ${quoteIdent(slotName)} LOGICAL 0/0 (proto_version '1', publication_names ${publications})`,
+    );
   }
 
   parse(payload: Buffer): ReceivedMessage {
@@ -203,7 +205,11 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
     service.subscribe(plugin satisfies ReplicationPlugin, options.slot).then(
       () =>
         finish(
-          new NanosyncError(ErrorCode.PgConnection, `the server ended the replication stream of slot "${options.slot}"`, { retriable: true }),
+          new NanosyncError(
+            ErrorCode.PgConnection,
+            `the server ended the replication stream of slot "${options.slot}"`,
+            { retriable: true },
+          ),
         ),
       (error: unknown) => finish(error),
     );

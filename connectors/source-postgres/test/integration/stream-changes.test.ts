@@ -32,13 +32,18 @@ describe('streamChanges: events, positions and batches', () => {
 
     // Acknowledging the transaction moves the slot to the commit's end LSN, past its commit LSN.
     const commitLsn = decoded[0]?.lsn ?? 0n;
-    await stream.waitFor(async () => (await p.confirmedFlushLsn()) > commitLsn, 'confirmed_flush_lsn to pass the commit');
+    await stream.waitFor(
+      async () => (await p.confirmedFlushLsn()) > commitLsn,
+      'confirmed_flush_lsn to pass the commit',
+    );
   });
 
   it('updates and deletes under REPLICA IDENTITY DEFAULT; unchanged TOAST values are reported, never NULL', async () => {
     await using p = await streamPipeline({ ddl: ITEMS_DDL, tables: [items] });
     // Incompressible and large: stored out of line in the TOAST table.
-    await p.fx.admin.query(`INSERT INTO public.items SELECT 1, 'a', string_agg(md5(g::text), '') FROM generate_series(1, 400) g`);
+    await p.fx.admin.query(
+      `INSERT INTO public.items SELECT 1, 'a', string_agg(md5(g::text), '') FROM generate_series(1, 400) g`,
+    );
     const big = (await p.fx.admin.query('SELECT big FROM public.items WHERE id = 1')).rows[0].big as string;
     const stream = p.open(p.startPosition);
     await p.fx.admin.query(`UPDATE public.items SET label = 'b' WHERE id = 1`);
@@ -52,14 +57,24 @@ describe('streamChanges: events, positions and batches', () => {
     expect(update?.after).toEqual({ id: 1, label: 'b' });
     expect(update?.unchanged).toEqual(['big']);
     expect(update?.before).toBeUndefined();
-    expect(rekey).toMatchObject({ op: 'update', key: { id: 2 }, before: { id: 1 }, after: { id: 2, label: 'b' }, unchanged: ['big'] });
+    expect(rekey).toMatchObject({
+      op: 'update',
+      key: { id: 2 },
+      before: { id: 1 },
+      after: { id: 2, label: 'b' },
+      unchanged: ['big'],
+    });
     expect(remove).toMatchObject({ op: 'delete', key: { id: 2 }, before: { id: 2 } });
     expect(Object.keys(remove?.before ?? {})).toEqual(['id']);
   });
 
   it('REPLICA IDENTITY FULL: before images of updates and deletes are whole rows', async () => {
     await using p = await streamPipeline({
-      ddl: [...ITEMS_DDL, 'ALTER TABLE public.items REPLICA IDENTITY FULL', `INSERT INTO public.items VALUES (1, 'one', 'x')`],
+      ddl: [
+        ...ITEMS_DDL,
+        'ALTER TABLE public.items REPLICA IDENTITY FULL',
+        `INSERT INTO public.items VALUES (1, 'one', 'x')`,
+      ],
       tables: [items],
     });
     const stream = p.open(p.startPosition);
@@ -109,7 +124,12 @@ describe('streamChanges: events, positions and batches', () => {
       ['id', 'label', 'big', 'qty'],
       ['id', 'label', 'qty'],
     ]);
-    expect(stream.events[1]?.table.columns[3]).toEqual({ name: 'qty', type: { kind: 'decimal', precision: 10, scale: 2 }, nullable: false, sourceType: 'numeric(10,2)' });
+    expect(stream.events[1]?.table.columns[3]).toEqual({
+      name: 'qty',
+      type: { kind: 'decimal', precision: 10, scale: 2 },
+      nullable: false,
+      sourceType: 'numeric(10,2)',
+    });
     expect(stream.events.map((e) => e.after)).toEqual([
       { id: 1, label: 'one', big: null },
       { id: 2, label: 'two', big: null, qty: '7.25' },
@@ -118,7 +138,10 @@ describe('streamChanges: events, positions and batches', () => {
   });
 
   it('an idle captured table while another table is busy: keepalives advance confirmed_flush_lsn', async () => {
-    await using p = await streamPipeline({ ddl: [...ITEMS_DDL, 'CREATE TABLE public.busy (id serial PRIMARY KEY, pad text)'], tables: [items] });
+    await using p = await streamPipeline({
+      ddl: [...ITEMS_DDL, 'CREATE TABLE public.busy (id serial PRIMARY KEY, pad text)'],
+      tables: [items],
+    });
     const stream = p.open(p.startPosition, { statusIntervalMs: 500 });
     const before = await p.confirmedFlushLsn();
     let walAfterWrites = 0n;
@@ -126,7 +149,10 @@ describe('streamChanges: events, positions and batches', () => {
       await p.fx.admin.query(`INSERT INTO public.busy (pad) SELECT repeat('p', 200) FROM generate_series(1, 2000)`);
     }
     walAfterWrites = parseLsn(String((await p.fx.admin.query('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn));
-    await stream.waitFor(async () => (await p.confirmedFlushLsn()) >= walAfterWrites, 'confirmed_flush_lsn to pass the busy writes');
+    await stream.waitFor(
+      async () => (await p.confirmedFlushLsn()) >= walAfterWrites,
+      'confirmed_flush_lsn to pass the busy writes',
+    );
 
     expect(await p.confirmedFlushLsn()).toBeGreaterThan(before);
     expect(stream.events).toEqual([]);
@@ -173,6 +199,7 @@ describe('streamChanges: events, positions and batches', () => {
     await first.waitFor(() => first.events.length === 2, 'two inserts');
     const checkpoint = first.batches.find((b) => b.events.some((e) => e.after?.id === 1))?.safePosition as string;
     await first.stop();
+    await first.waitFor(async () => (await p.walsenderPid()) === undefined, 'the replication connection to close');
     // Nothing was acknowledged to the slot: the server replays both transactions, and the
     // stream drops the one at the checkpoint.
     const second = p.open(checkpoint);
@@ -190,7 +217,9 @@ describe('streamChanges: events, positions and batches', () => {
     await p.fx.admin.query(`INSERT INTO public.items VALUES (2, 'two', NULL)`);
     await stream.waitFor(() => stream.events.length >= 2, 'both inserts');
     expect(ids(stream.events)).toEqual([1, 2]);
-    expect(p.logLines.some((line) => line.startsWith('WRN TRUNCATE is not replicated') && line.includes('public.items'))).toBe(true);
+    expect(
+      p.logLines.some((line) => line.startsWith('WRN TRUNCATE is not replicated') && line.includes('public.items')),
+    ).toBe(true);
   });
 
   it('a missing slot is a non-retriable error naming the slot, the checkpoint and wal_status', async () => {

@@ -38,7 +38,10 @@ describe('streamChanges: faults', () => {
 
     // A new process: new acknowledger, stream from the last acknowledged position.
     const second = p.open(acknowledged, { batchLimits: { maxEvents: 10 } });
-    await second.waitFor(() => second.events.length >= 200 && second.lastSafePosition !== undefined, 'the whole group again');
+    await second.waitFor(
+      () => second.events.length >= 200 && second.lastSafePosition !== undefined,
+      'the whole group again',
+    );
     expect(ids(second.events)).toEqual(range(6, 205));
     const indexes = second.events.map((e) => decodePosition(e.position).index);
     expect(indexes).toEqual(range(1, 200));
@@ -61,7 +64,9 @@ describe('streamChanges: faults', () => {
       return pid !== undefined && pid !== firstPid;
     }, 'a new walsender');
     await stream.waitFor(
-      () => stream.events.length >= 20000 && stream.batches.some((b) => b.safePosition !== undefined && b.safePosition === stream.events.at(-1)?.position),
+      () =>
+        stream.events.length >= 20000 &&
+        stream.batches.some((b) => b.safePosition !== undefined && b.safePosition === stream.events.at(-1)?.position),
       'the commit',
     );
     expect(ids(stream.events)).toEqual(range(1, 20000));
@@ -83,7 +88,10 @@ describe('streamChanges: faults', () => {
     await stream.waitFor(() => stream.events.length >= 150, 'all rows');
     expect(ids(stream.events)).toEqual(range(1, 150));
     expectOrderedBatches(stream.batches);
-    await stream.waitFor(async () => (await p.confirmedFlushLsn()) > decodePosition(stream.events.at(-1)?.position ?? '').lsn, 'the slot to follow');
+    await stream.waitFor(
+      async () => (await p.confirmedFlushLsn()) > decodePosition(stream.events.at(-1)?.position ?? '').lsn,
+      'the slot to follow',
+    );
   });
 
   it('PostgreSQL restarted (pg_ctl -m fast restart) while streaming: reconnects and resumes', async () => {
@@ -113,7 +121,10 @@ describe('streamChanges: faults', () => {
     const stream = p.open(p.startPosition, { reconnect: { initialDelayMs: 300, maxDelayMs: 1000 } });
     await p.fx.admin.query(`INSERT INTO public.items VALUES (1, 'one')`);
     await stream.waitFor(() => stream.lastSafePosition !== undefined, 'the first transaction');
-    await stream.waitFor(() => stream.acknowledger.confirmedPosition === stream.lastSafePosition, 'the acknowledgement');
+    await stream.waitFor(
+      () => stream.acknowledger.confirmedPosition === stream.lastSafePosition,
+      'the acknowledgement',
+    );
     for (let attempt = 0; ; attempt++) {
       await terminateWalsender(p.fx.admin, p.slot).catch(() => 0);
       const dropped = await p.fx.admin.query('SELECT pg_drop_replication_slot($1)', [p.slot]).then(
@@ -132,5 +143,32 @@ describe('streamChanges: faults', () => {
     expect(error.message).toContain(`checkpoint ${formatPosition(stream.lastSafePosition as string)}`);
     expect(error.message).toContain('wal_status: missing');
     expect(error.details).toMatchObject({ slot: p.slot, walStatus: 'missing' });
+  });
+
+  it('the slot invalidated while streaming (max_slot_wal_keep_size) ends the stream with a non-retriable error naming the slot, the checkpoint and wal_status', async () => {
+    await using service = await startPostgres({ fresh: true, settings: { max_slot_wal_keep_size: '1MB', wal_keep_size: '0' } });
+    await using p = await streamPipeline({
+      ddl: [...ITEMS_DDL, 'CREATE TABLE public.filler (id serial PRIMARY KEY, pad text)'],
+      tables: [items],
+      service,
+    });
+    const stream = p.open(p.startPosition);
+    stream.autoAcknowledge = false;
+    await p.fx.admin.query(`INSERT INTO public.items VALUES (1, 'one')`);
+    await stream.waitFor(() => stream.events.length === 1, 'the first insert');
+    // Nothing is acknowledged, so the slot holds its WAL; write far more than it may keep.
+    for (let round = 0; round < 6; round++) {
+      await p.fx.admin.query(`INSERT INTO public.filler (pad) SELECT repeat(md5(g::text), 20) FROM generate_series(1, 20000) g`);
+      await p.fx.admin.query('SELECT pg_switch_wal()');
+    }
+    await p.fx.admin.query('CHECKPOINT');
+    await stream.finished();
+    expect(stream.error).toBeInstanceOf(NanosyncError);
+    const error = stream.error as NanosyncError;
+    expect(error.code).toBe(ErrorCode.PgSlotInvalidated);
+    expect(error.retriable).toBe(false);
+    expect(error.message).toContain(`replication slot "${p.slot}"`);
+    expect(error.message).toContain('wal_status: lost');
+    expect(error.message).toContain(`checkpoint ${formatPosition(p.startPosition)}`);
   });
 });

@@ -6,7 +6,12 @@ import { buildConnectionConfig, type PgConnectionConfig } from '../../src/connec
 import { comparePositions, encodePosition, parseLsn } from '../../src/position.js';
 import { publicationNameFor, slotNameFor } from '../../src/slot/names.js';
 import { createSlot } from '../../src/slot/replication-slot.js';
-import { type Acknowledger, createAcknowledger, type StreamChangesOptions, streamChanges } from '../../src/stream/index.js';
+import {
+  type Acknowledger,
+  createAcknowledger,
+  type StreamChangesOptions,
+  streamChanges,
+} from '../../src/stream/index.js';
 import { memoryLogger, type PgFixture, pgFixture, quoteIdent, uniqueName } from './fixture.js';
 
 export interface StreamPipeline {
@@ -29,7 +34,11 @@ export interface StreamPipeline {
  * publication owned by that role, and the slot created by the role through the replication
  * protocol (src/slot/). Streams consume as the role.
  */
-export async function streamPipeline(options: { ddl: string[]; tables: TableRef[]; service?: PostgresService }): Promise<StreamPipeline & AsyncDisposable> {
+export async function streamPipeline(options: {
+  ddl: string[];
+  tables: TableRef[];
+  service?: PostgresService;
+}): Promise<StreamPipeline & AsyncDisposable> {
   const fx = await pgFixture(options.service ? { service: options.service } : {});
   const streams: ConsumedStream[] = [];
   try {
@@ -68,11 +77,16 @@ export async function streamPipeline(options: { ddl: string[]; tables: TableRef[
         return stream;
       },
       async confirmedFlushLsn() {
-        const { rows } = await fx.admin.query('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+        const { rows } = await fx.admin.query(
+          'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1',
+          [slot],
+        );
         return parseLsn(String(rows[0]?.lsn));
       },
       async walsenderPid() {
-        const { rows } = await fx.admin.query('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+        const { rows } = await fx.admin.query('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [
+          slot,
+        ]);
         const pid = rows[0]?.active_pid;
         return pid === null || pid === undefined ? undefined : Number(pid);
       },
@@ -108,7 +122,8 @@ export class ConsumedStream {
   readonly #finished: Promise<void>;
 
   constructor(options: Omit<StreamChangesOptions, 'signal'> & { acknowledger: Acknowledger }) {
-    this.acknowledger = options.acknowledger;
+    const acknowledger = options.acknowledger;
+    this.acknowledger = acknowledger;
     const stream = streamChanges({ ...options, signal: this.#controller.signal });
     this.#finished = (async () => {
       try {
@@ -121,7 +136,8 @@ export class ConsumedStream {
           } else if (batch.safePosition !== undefined) {
             this.batches.push({ events: [], safePosition: batch.safePosition });
           }
-          if (this.autoAcknowledge && batch.safePosition !== undefined) await this.acknowledger.acknowledge(batch.safePosition);
+          if (this.autoAcknowledge && batch.safePosition !== undefined)
+            await acknowledger.acknowledge(batch.safePosition);
         }
       } catch (error) {
         this.error = error;
@@ -169,12 +185,15 @@ export function expectOrderedBatches(batches: ChangeBatch[]): void {
   let lastSafe: Position | undefined;
   for (const batch of batches) {
     for (const event of batch.events) {
-      if (last !== undefined && comparePositions(event.position, last) <= 0) throw new Error(`position ${event.position} after ${last}`);
+      if (last !== undefined && comparePositions(event.position, last) <= 0)
+        throw new Error(`position ${event.position} after ${last}`);
       last = event.position;
     }
     if (batch.safePosition !== undefined) {
-      if (last !== undefined && comparePositions(batch.safePosition, last) < 0) throw new Error(`safePosition ${batch.safePosition} before event ${last}`);
-      if (lastSafe !== undefined && comparePositions(batch.safePosition, lastSafe) <= 0) throw new Error(`safePosition ${batch.safePosition} after ${lastSafe}`);
+      if (last !== undefined && comparePositions(batch.safePosition, last) < 0)
+        throw new Error(`safePosition ${batch.safePosition} before event ${last}`);
+      if (lastSafe !== undefined && comparePositions(batch.safePosition, lastSafe) <= 0)
+        throw new Error(`safePosition ${batch.safePosition} after ${lastSafe}`);
       lastSafe = batch.safePosition;
       last = last === undefined || comparePositions(batch.safePosition, last) > 0 ? batch.safePosition : last;
     }
@@ -187,7 +206,10 @@ export function ids(events: ChangeEvent[]): number[] {
 
 export async function terminateWalsender(admin: pg.Client, slot: string): Promise<number> {
   for (let i = 0; i < 200; i++) {
-    const { rows } = await admin.query('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL', [slot]);
+    const { rows } = await admin.query(
+      'SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL',
+      [slot],
+    );
     const pid = rows[0]?.active_pid;
     if (pid) {
       await admin.query('SELECT pg_terminate_backend($1)', [pid]);

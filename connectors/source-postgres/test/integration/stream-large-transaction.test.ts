@@ -8,7 +8,10 @@ const RSS_LIMIT = 512 * 1024 * 1024;
 describe('streamChanges: a 1,000,000-row transaction', () => {
   it('is delivered whole, in bounded batches, with peak RSS under 512 MB', async () => {
     const bulk = { schema: 'public', name: 'bulk' };
-    await using p = await streamPipeline({ ddl: ['CREATE TABLE public.bulk (id int PRIMARY KEY, payload text)'], tables: [bulk] });
+    await using p = await streamPipeline({
+      ddl: ['CREATE TABLE public.bulk (id int PRIMARY KEY, payload text)'],
+      tables: [bulk],
+    });
     let peakRss = process.memoryUsage().rss;
     const sampler = setInterval(() => {
       peakRss = Math.max(peakRss, process.memoryUsage().rss);
@@ -21,6 +24,7 @@ describe('streamChanges: a 1,000,000-row transaction', () => {
       let largestBatch = 0;
       let safeBatches = 0;
       let batchesSeen = 0;
+      let stalled = false;
       stream.onBatch = async (batch) => {
         batchesSeen++;
         largestBatch = Math.max(largestBatch, batch.events.length);
@@ -38,16 +42,24 @@ describe('streamChanges: a 1,000,000-row transaction', () => {
         if (batch.safePosition !== undefined && expectedIndex > 1 && !keepaliveOutside) {
           safeBatches++;
           if (expectedIndex - 1 !== ROWS || batch.events.length === 0) {
-            throw new Error(`safePosition ${batch.safePosition} on a batch of ${batch.events.length} after ${expectedIndex - 1} of ${ROWS} events`);
+            throw new Error(
+              `safePosition ${batch.safePosition} on a batch of ${batch.events.length} after ${expectedIndex - 1} of ${ROWS} events`,
+            );
           }
-          if (batch.safePosition !== batch.events.at(-1)?.position) throw new Error(`safePosition ${batch.safePosition} is not the last event`);
+          if (batch.safePosition !== batch.events.at(-1)?.position)
+            throw new Error(`safePosition ${batch.safePosition} is not the last event`);
         }
         peakRss = Math.max(peakRss, process.memoryUsage().rss);
         // A consumer that stalls for a while: without backpressure the producer would
         // read the whole transaction into memory meanwhile.
-        if (batchesSeen === 2) await new Promise((resolve) => setTimeout(resolve, 3000));
+        if (!stalled && expectedIndex > 1) {
+          stalled = true;
+          await new Promise((resolve) => setTimeout(resolve, 5000));
+        }
       };
-      await p.fx.admin.query(`INSERT INTO public.bulk SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, ${ROWS}) g`);
+      await p.fx.admin.query(
+        `INSERT INTO public.bulk SELECT g, md5(g::text) || md5((g + 1)::text) FROM generate_series(1, ${ROWS}) g`,
+      );
       await stream.waitFor(() => stream.eventCount >= ROWS && safeBatches === 1, 'the whole transaction', 170_000);
 
       expect(stream.eventCount).toBe(ROWS);

@@ -4,7 +4,12 @@ import * as fx from './fixtures/pgoutput-messages.js';
 
 describe('pgoutput decoding (golden bytes)', () => {
   it('Begin: final LSN, commit time, xid', () => {
-    expect(decodePgOutput(fx.BEGIN)).toEqual({ tag: 'begin', finalLsn: 0x16b3c4d8n, commitTime: 0x0002ba61fea33240n, xid: 742 });
+    expect(decodePgOutput(fx.BEGIN)).toEqual({
+      tag: 'begin',
+      finalLsn: 0x16b3c4d8n,
+      commitTime: 0x0002ba61fea33240n,
+      xid: 742,
+    });
   });
 
   it('Commit: commit LSN and end LSN', () => {
@@ -42,7 +47,11 @@ describe('pgoutput decoding (golden bytes)', () => {
   });
 
   it('Insert keeps values as the server text, UTF-8 decoded', () => {
-    expect(decodePgOutput(fx.INSERT)).toEqual({ tag: 'insert', relationId: 16385, newTuple: ['42', 'héllo', '\\x00ff'] });
+    expect(decodePgOutput(fx.INSERT)).toEqual({
+      tag: 'insert',
+      relationId: 16385,
+      newTuple: ['42', 'héllo', '\\x00ff'],
+    });
     expect(decodePgOutput(fx.INSERT_NULL)).toEqual({ tag: 'insert', relationId: 16385, newTuple: ['43', null, '\\x'] });
   });
 
@@ -70,12 +79,27 @@ describe('pgoutput decoding (golden bytes)', () => {
   });
 
   it('Delete with key or old tuple', () => {
-    expect(decodePgOutput(fx.DELETE_KEY)).toEqual({ tag: 'delete', relationId: 16385, oldKind: 'key', oldTuple: ['42', null, null] });
-    expect(decodePgOutput(fx.DELETE_FULL)).toEqual({ tag: 'delete', relationId: 16385, oldKind: 'old', oldTuple: ['42', 'old', null] });
+    expect(decodePgOutput(fx.DELETE_KEY)).toEqual({
+      tag: 'delete',
+      relationId: 16385,
+      oldKind: 'key',
+      oldTuple: ['42', null, null],
+    });
+    expect(decodePgOutput(fx.DELETE_FULL)).toEqual({
+      tag: 'delete',
+      relationId: 16385,
+      oldKind: 'old',
+      oldTuple: ['42', 'old', null],
+    });
   });
 
   it('Truncate, Type, Origin and logical decoding messages', () => {
-    expect(decodePgOutput(fx.TRUNCATE)).toEqual({ tag: 'truncate', relationIds: [16385, 16386], cascade: true, restartIdentity: true });
+    expect(decodePgOutput(fx.TRUNCATE)).toEqual({
+      tag: 'truncate',
+      relationIds: [16385, 16386],
+      cascade: true,
+      restartIdentity: true,
+    });
     expect(decodePgOutput(fx.TYPE_MOOD)).toEqual({ tag: 'type', typeOid: 16640, schema: 'public', name: 'mood' });
     expect(decodePgOutput(fx.ORIGIN)).toEqual({ tag: 'origin', originLsn: 0xa000010n, name: 'shop' });
     const message = decodePgOutput(fx.LOGICAL_MESSAGE);

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { comparePositions, decodePosition, encodePosition, formatLsn, formatPosition, parseLsn } from '../../src/position.js';
+import {
+  comparePositions,
+  decodePosition,
+  encodePosition,
+  formatLsn,
+  formatPosition,
+  parseLsn,
+} from '../../src/position.js';
 
 describe('positions', () => {
   it('encode as 16 + 8 hex digits and decode back', () => {

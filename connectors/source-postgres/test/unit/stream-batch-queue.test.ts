@@ -60,7 +60,10 @@ describe('BatchQueue', () => {
     await queue.push(event(0x100, 1), 1);
     await queue.push(event(0x100, 2), 1);
     queue.commit(encodePosition(0x100n, 2), 0x180n);
-    expect(await take(queue)).toEqual({ events: [event(0x100, 1), event(0x100, 2)], safePosition: encodePosition(0x100n, 2) });
+    expect(await take(queue)).toEqual({
+      events: [event(0x100, 1), event(0x100, 2)],
+      safePosition: encodePosition(0x100n, 2),
+    });
     expect(queue.depth).toEqual({ pendingEvents: 0, queuedBatches: 0 });
   });
 
@@ -88,7 +91,9 @@ describe('BatchQueue', () => {
     }
     await queue.push(event(0x500, 1), 1);
     const batch = await take(queue);
-    expect(batch.events.map((e) => e.position)).toEqual([0x200, 0x300, 0x400].map((lsn) => encodePosition(BigInt(lsn), 1)));
+    expect(batch.events.map((e) => e.position)).toEqual(
+      [0x200, 0x300, 0x400].map((lsn) => encodePosition(BigInt(lsn), 1)),
+    );
     expect(batch.safePosition).toBe(encodePosition(0x400n, 1));
   });
 

@@ -47,7 +47,11 @@ describe('stream relations and events', () => {
       position: '0000000016B3C4D8:00000001',
       commitTime: '2024-05-01T12:00:00.123456Z',
     });
-    expect(insertEvent(relation, as(fx.INSERT_NULL, 'insert'), context).after).toEqual({ id: '43', note: null, payload: new Uint8Array() });
+    expect(insertEvent(relation, as(fx.INSERT_NULL, 'insert'), context).after).toEqual({
+      id: '43',
+      note: null,
+      payload: new Uint8Array(),
+    });
   });
 
   it('update with unchanged TOAST: the column is listed in unchanged and absent from after', () => {
@@ -77,7 +81,11 @@ describe('stream relations and events', () => {
     expect(update.after).toEqual({ id: '42', note: 'new' });
     expect(update.unchanged).toEqual(['payload']);
     const removed = deleteEvent(relation, as(fx.DELETE_FULL, 'delete'), context);
-    expect(removed).toMatchObject({ op: 'delete', key: { id: '42' }, before: { id: '42', note: 'old', payload: null } });
+    expect(removed).toMatchObject({
+      op: 'delete',
+      key: { id: '42' },
+      before: { id: '42', note: 'old', payload: null },
+    });
     expect(removed.after).toBeUndefined();
   });
 
@@ -89,7 +97,11 @@ describe('stream relations and events', () => {
   it('REPLICA IDENTITY INDEX: the identity index is the key (deletes carry nothing else)', () => {
     const message = as(fx.RELATION_ORDERS, 'relation');
     const indexed = buildRelation(
-      { ...message, replicaIdentity: 'index', columns: message.columns.map((c) => ({ ...c, isKey: c.name === 'note' })) },
+      {
+        ...message,
+        replicaIdentity: 'index',
+        columns: message.columns.map((c) => ({ ...c, isKey: c.name === 'note' })),
+      },
       new TypeCatalog(),
       catalogInfo,
     );
@@ -110,7 +122,12 @@ describe('stream relations and events', () => {
     const before = relationFrom(fx.RELATION_ORDERS);
     const after = relationFrom(fx.RELATION_ORDERS_ALTERED, { notNull: new Set(['id', 'qty']), primaryKey: ['id'] });
     expect(after.table.columns.map((c) => c.name)).toEqual(['id', 'note', 'qty']);
-    expect(after.table.columns[2]).toEqual({ name: 'qty', type: { kind: 'int32' }, nullable: false, sourceType: 'int4' });
+    expect(after.table.columns[2]).toEqual({
+      name: 'qty',
+      type: { kind: 'int32' },
+      nullable: false,
+      sourceType: 'int4',
+    });
     const event = insertEvent(after, as(fx.INSERT_ALTERED, 'insert'), context);
     expect(event.after).toEqual({ id: '7', note: null, qty: 1 });
     expect(event.table).toBe(after.table);
@@ -118,7 +135,10 @@ describe('stream relations and events', () => {
   });
 
   it('a column called __proto__ is an ordinary field', () => {
-    const message = as(fx.bytes('52 00004001 7000 7400 64 0001', '01 5f5f70726f746f5f5f00 00000019 ffffffff'), 'relation');
+    const message = as(
+      fx.bytes('52 00004001 7000 7400 64 0001', '01 5f5f70726f746f5f5f00 00000019 ffffffff'),
+      'relation',
+    );
     const relation = buildRelation(message, new TypeCatalog(), undefined);
     const event = insertEvent(relation, as(fx.bytes('49 00004001 4e 0001 74 00000001 78'), 'insert'), context);
     expect(Object.keys(event.after ?? {})).toEqual(['__proto__']);
@@ -129,7 +149,9 @@ describe('stream relations and events', () => {
   it('a value that does not fit its type names the table, column and position', () => {
     const relation = relationFrom(fx.RELATION_ORDERS);
     const bad = fx.bytes('49 00004001 4e 0003', '74 00000003 616263', '6e', '6e');
-    expect(() => insertEvent(relation, as(bad, 'insert'), context)).toThrow(/NS_P4010.*public\.orders.*column "id".*0\/16B3C4D8#1/);
+    expect(() => insertEvent(relation, as(bad, 'insert'), context)).toThrow(
+      /NS_P4010.*public\.orders.*column "id".*0\/16B3C4D8#1/,
+    );
   });
 
   it('a tuple whose width differs from its Relation message is a protocol error', () => {
