@@ -27,6 +27,8 @@ export async function measureUntil(opts: {
   tool: Tool;
   check: () => Promise<Progress>;
   started?: () => Promise<boolean>;
+  /** A reason to give up now (e.g. the tool reports a fatal error while its process lives on). */
+  abort?: () => string | undefined;
   stallMs?: number;
   intervalMs?: number;
 }): Promise<RunMeasurement> {
@@ -46,6 +48,8 @@ export async function measureUntil(opts: {
         monitor.sample();
         return { seconds, startupSeconds, usage: monitor.usage(), progress: state.progress };
       }
+      const abort = opts.abort?.();
+      if (abort) throw new Error(`${tool.name}: ${abort}`);
       if (tool.exit) {
         throw new Error(
           `${tool.name} exited (${tool.exit.code ?? tool.exit.signal}) before finishing: ${await failureLine(tool.logFile)}`,

@@ -79,6 +79,8 @@ export const ADMIN_TOKEN = 'nanosync-bench-token';
 export interface NanosyncProcess {
   tool: Tool;
   adminUrl: string;
+  /** The pipeline's error once the admin API reports it errored (polled every second), else undefined. */
+  failure(): string | undefined;
   /** GET /v1/pipelines/:name from the admin API; undefined while it is not answering. */
   status(): Promise<Record<string, unknown> | undefined>;
 }
@@ -117,9 +119,11 @@ export async function startNanosync(spec: NanosyncPipelineSpec): Promise<Nanosyn
     },
   );
   const adminUrl = `http://127.0.0.1:${port}`;
-  return {
+  let failure: string | undefined;
+  const process_: NanosyncProcess = {
     tool,
     adminUrl,
+    failure: () => failure,
     async status() {
       try {
         const response = await fetch(`${adminUrl}/v1/pipelines/${spec.name}`, {
@@ -134,4 +138,19 @@ export async function startNanosync(spec: NanosyncPipelineSpec): Promise<Nanosyn
       }
     },
   };
+  // A pipeline that errored keeps its process serving: notice it instead of waiting for a stall.
+  const poller = setInterval(async () => {
+    if (tool.exit) return clearInterval(poller);
+    const status = await process_.status();
+    if (status && /error/i.test(String(status.state ?? ''))) {
+      failure =
+        `pipeline ${String(status.state)}: ${typeof status.error === 'string' ? status.error : JSON.stringify(status.error ?? '')}`.slice(
+          0,
+          400,
+        );
+    }
+  }, 1_000);
+  poller.unref();
+  void tool.exited.then(() => clearInterval(poller));
+  return process_;
 }

@@ -110,6 +110,7 @@ export async function runNanosyncMeasured(
       tool: running.tool,
       check: () => check(client, running),
       started: opts.started ? () => opts.started!(client, before) : undefined,
+      abort: running.failure,
     });
     log(`${label}: nanosync done in ${run.seconds.toFixed(2)} s`);
     return toMeasurement(label, events, run, {

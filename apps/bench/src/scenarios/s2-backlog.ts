@@ -124,9 +124,10 @@ async function runVariant(
             {
               timeoutMs: 120_000,
               abort: () =>
-                ns.tool.exit
+                ns.failure() ??
+                (ns.tool.exit
                   ? `nanosync exited (${ns.tool.exit.code ?? ns.tool.exit.signal}); log ${ns.tool.logFile}`
-                  : undefined,
+                  : undefined),
             },
           );
           await waitFor(

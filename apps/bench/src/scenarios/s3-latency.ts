@@ -53,7 +53,14 @@ async function steadyLoad(client: PgClient, rate: number, seconds: number, first
 interface Runner {
   label: string;
   topic: string;
-  start(): Promise<Tool>;
+  /** The tool's process, and a way to learn that it failed while its process lives on. */
+  start(): Promise<{ tool: Tool; failure?: () => string | undefined }>;
+}
+
+/** Why waiting on a tool is pointless now: it exited, or reported a fatal error. */
+function gone(tool: Tool, failure: (() => string | undefined) | undefined): string | undefined {
+  if (tool.exit) return `exited (${tool.exit.code ?? tool.exit.signal}); log ${tool.logFile}`;
+  return failure?.();
 }
 
 async function measureTool(
@@ -69,8 +76,10 @@ async function measureTool(
   try {
     await createTopics(ctx, runner.topic);
     log(`S3: starting ${runner.label}`);
-    tool = await runner.start();
+    const started = await runner.start();
+    tool = started.tool;
     const running = tool;
+    const stopped = () => gone(running, started.failure);
     await waitFor(
       `${runner.label} to create and use its slot`,
       async () => {
@@ -79,8 +88,7 @@ async function measureTool(
       },
       {
         timeoutMs: 120_000,
-        abort: () =>
-          running.exit ? `exited (${running.exit.code ?? running.exit.signal}); log ${running.logFile}` : undefined,
+        abort: stopped,
       },
     );
     // Warm-up at the lowest rate, not measured (JIT, connection pools, first topic metadata),
@@ -92,8 +100,7 @@ async function measureTool(
       async () => (await countMessages(ctx.admin, runner.topic)) >= warmup.events,
       {
         timeoutMs: 180_000,
-        abort: () =>
-          running.exit ? `exited (${running.exit.code ?? running.exit.signal}); log ${running.logFile}` : undefined,
+        abort: stopped,
       },
     );
     await collector.start();
@@ -123,11 +130,10 @@ async function measureTool(
           timeoutMs: 30 * 60_000,
           intervalMs: 50,
           abort: () =>
-            running.exit
-              ? `exited (${running.exit.code ?? running.exit.signal})`
-              : performance.now() - lastMove > 60_000
-                ? `no progress for 60 s at ${seen} of ${expected} messages`
-                : undefined,
+            stopped() ??
+            (performance.now() - lastMove > 60_000
+              ? `no progress for 60 s at ${seen} of ${expected} messages`
+              : undefined),
         },
       );
       delivered = expected;
@@ -226,17 +232,17 @@ export async function runS3(ctx: BenchContext): Promise<ScenarioResult> {
     const runner: Runner = {
       label: nsLabel,
       topic,
-      start: async () =>
-        (
-          await startNanosync({
-            name: `bench-s3-${ctx.runId}`,
-            pgUrl: ctx.pgUrl,
-            table: `public.${TABLE}`,
-            replicationType: 'cdc',
-            sink: { kind: 'kafka', brokers: ctx.brokers, topic, compression: ctx.producer.compression },
-            workDir: join(ctx.workRoot, 'ns-s3'),
-          })
-        ).tool,
+      start: async () => {
+        const ns = await startNanosync({
+          name: `bench-s3-${ctx.runId}`,
+          pgUrl: ctx.pgUrl,
+          table: `public.${TABLE}`,
+          replicationType: 'cdc',
+          sink: { kind: 'kafka', brokers: ctx.brokers, topic, compression: ctx.producer.compression },
+          workDir: join(ctx.workRoot, 'ns-s3'),
+        });
+        return { tool: ns.tool, failure: ns.failure };
+      },
     };
     nsResults = await measureTool(ctx, runner, rates, nextId).catch((error) =>
       rates.map((rate) => notAvailable(nsLabel, errorMessage(error), { targetRate: rate })),
@@ -251,7 +257,11 @@ export async function runS3(ctx: BenchContext): Promise<ScenarioResult> {
   else {
     const jars = ctx.debezium as DebeziumJars;
     const spec = debeziumSpec(ctx, 's3', `public.${TABLE}`, 'no_data');
-    const runner: Runner = { label: dbzLabel, topic: debeziumTopic(spec), start: () => startDebezium(jars, spec) };
+    const runner: Runner = {
+      label: dbzLabel,
+      topic: debeziumTopic(spec),
+      start: async () => ({ tool: await startDebezium(jars, spec) }),
+    };
     dbzResults = await measureTool(ctx, runner, rates, nextId).catch((error) =>
       rates.map((rate) => notAvailable(dbzLabel, errorMessage(error), { targetRate: rate })),
     );

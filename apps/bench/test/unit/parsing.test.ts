@@ -1,7 +1,10 @@
+import { appendFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseArgs } from '../../src/args.js';
 import { commitTimeOf, parseIsoMicros } from '../../src/kafka.js';
-import { countNewlines } from '../../src/line-counter.js';
+import { countNewlines, LineCounter } from '../../src/line-counter.js';
 import { formatLsn, parseLsn } from '../../src/lsn.js';
 import { parseGnuTime } from '../../src/measure.js';
 import { averageBytes, makePayloads, parseProducerPerformance } from '../../src/payloads.js';
@@ -123,5 +126,23 @@ describe('S4 payloads', () => {
     const size = averageBytes(a);
     expect(size).toBeGreaterThan(300);
     expect(size).toBeLessThan(700);
+  });
+});
+
+describe('LineCounter', () => {
+  it('counts complete lines of a growing file, reading each byte once', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bench-lines-'));
+    try {
+      const file = join(dir, 'out.jsonl');
+      const counter = new LineCounter(file);
+      expect(await counter.count()).toBe(0);
+      await appendFile(file, '{"a":1}\n{"a":2}\n{"a":');
+      expect(await counter.count()).toBe(2);
+      await appendFile(file, '3}\n');
+      expect(await counter.count()).toBe(3);
+      expect(await counter.count()).toBe(3);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -104,7 +104,6 @@ ${replicationType === 'cdc_backfill' ? `    snapshot:\n      target_rows_per_par
   ): Promise<{ status: number; body: T; text: string }> {
     const server = this.mustServer();
     const token = init.token === undefined ? server.token : init.token;
-    console.log('API>', path, Date.now());
     const response = await fetch(`${server.url}${path}`, {
       method: init.method ?? 'GET',
       headers: {
@@ -113,7 +112,6 @@ ${replicationType === 'cdc_backfill' ? `    snapshot:\n      target_rows_per_par
       },
       ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
     });
-    console.log('API<', path, response.status, Date.now());
     const text = await response.text();
     let body: unknown;
     try {

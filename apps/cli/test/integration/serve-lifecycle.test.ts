@@ -85,9 +85,13 @@ describe('serve + client commands against a real PostgreSQL', () => {
     await using firstProc = first.proc;
     const applied = await runCli(['apply', '--file', config, '--server', first.server, '--state', ctx.stateFile]);
     expect(applied.code, applied.stderr).toBe(0);
+    await eventually(
+      async () => ((await records(file)).filter((r) => r.op === 'read').length === 50 ? true : undefined),
+      'the snapshot',
+    );
     for (let id = 2001; id <= 2010; id++) await ctx.db.query("INSERT INTO public.orders VALUES ($1, 'live', 1)", [id]);
     await eventually(
-      async () => ((await records(file)).some((r) => r.key.id === '2010') ? true : undefined),
+      async () => ((await records(file)).some((r) => r.op === 'insert' && r.key.id === '2010') ? true : undefined),
       'the live rows',
     );
 
@@ -105,7 +109,7 @@ describe('serve + client commands against a real PostgreSQL', () => {
     const store = await openSqliteStateStore(ctx.stateFile);
     const checkpoints = Object.values(await store.getCheckpoints(name));
     await store.close();
-    expect(checkpoints.length).toBeGreaterThan(0);
+    expect(checkpoints.length, `no checkpoint after SIGTERM; server log:\n${exit.stderr}`).toBeGreaterThan(0);
     for (const checkpoint of checkpoints)
       expect(checkpoint >= lastPosition, `${checkpoint} >= ${lastPosition}`).toBe(true);
 

@@ -184,3 +184,16 @@ export async function tableRows(db: pg.Client, table: string): Promise<Map<strin
   const { rows } = await db.query(`SELECT id::text AS id, note, amount::text AS amount, qty, flag FROM ${table} ORDER BY id`);
   return new Map(rows.map((r: Record<string, unknown>) => [String(r.id), r]));
 }
+
+/** Replication slots pin WAL on the shared server: drop this database's, whatever the test left. */
+export async function dropSlots(db: pg.Client): Promise<void> {
+  const { rows } = await db
+    .query<{ slot_name: string }>('SELECT slot_name FROM pg_replication_slots WHERE database = current_database()')
+    .catch(() => ({ rows: [] as { slot_name: string }[] }));
+  for (const { slot_name: slot } of rows) {
+    await db
+      .query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL', [slot])
+      .catch(() => undefined);
+    await db.query('SELECT pg_drop_replication_slot($1)', [slot]).catch(() => undefined);
+  }
+}

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { expect, test } from 'vitest';
-import { ConcurrentWriter, NanosyncProcess, eventually, oracle, tableRows, topicSize } from './e2e-helpers.js';
+import { ConcurrentWriter, NanosyncProcess, dropSlots, eventually, oracle, tableRows, topicSize } from './e2e-helpers.js';
 import { consumeAll, uniqueName } from './helpers.js';
 
 const ROWS = 20_000;
@@ -94,7 +94,7 @@ pipelines:
     await second.kill('SIGTERM');
   } finally {
     await writer?.stop().catch(() => undefined);
-    await db.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database() AND NOT active").catch(() => undefined);
+    await dropSlots(db);
     await db.end();
     await rm(dir, { recursive: true, force: true });
   }

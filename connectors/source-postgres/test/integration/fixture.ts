@@ -30,8 +30,10 @@ export interface PgFixture extends AsyncDisposable {
   /** Superuser URL of the fresh database. */
   adminUrl: string;
   database: string;
-  /** Superuser client on the fresh database. */
+  /** Superuser client on the fresh database (replaced by `reconnectAdmin`). */
   admin: pg.Client;
+  /** A new `admin` client, e.g. after the server restarted under the old one. */
+  reconnectAdmin(): Promise<pg.Client>;
   /** The least-privilege role: LOGIN REPLICATION, nothing else until granted. */
   role: string;
   rolePassword: string;
@@ -53,8 +55,14 @@ export async function pgFixture(
   const service = options.service ?? (await startPostgres());
   const database = uniqueName('ns_src');
   const adminUrl = await service.createDatabase(database);
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
+  const connectAdmin = async () => {
+    const client = new pg.Client({ connectionString: adminUrl });
+    // A server restart (fault tests) breaks the connection: that must not crash the test process.
+    client.on('error', () => {});
+    await client.connect();
+    return client;
+  };
+  const admin = await connectAdmin();
   const role = uniqueName('ns_role');
   const rolePassword = `pw_${randomBytes(6).toString('hex')}`;
   await admin.query(
@@ -79,15 +87,21 @@ export async function pgFixture(
     role,
     rolePassword,
     roleProperties,
+    async reconnectAdmin() {
+      const old = fixture.admin;
+      fixture.admin = await connectAdmin();
+      await old.end().catch(() => {});
+      return fixture.admin;
+    },
     async grantRead(tables) {
       for (const schema of new Set(tables.map((t) => t.schema)))
-        await admin.query(`GRANT USAGE ON SCHEMA ${quoteIdent(schema)} TO ${quoteIdent(role)}`);
-      for (const t of tables) await admin.query(`GRANT SELECT ON ${quoteTable(t)} TO ${quoteIdent(role)}`);
+        await fixture.admin.query(`GRANT USAGE ON SCHEMA ${quoteIdent(schema)} TO ${quoteIdent(role)}`);
+      for (const t of tables) await fixture.admin.query(`GRANT SELECT ON ${quoteTable(t)} TO ${quoteIdent(role)}`);
     },
     async preparePublication(pipeline, tables) {
       const name = `nanosync_pub_${pipeline.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`;
-      await admin.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tables.map(quoteTable).join(', ')}`);
-      await admin.query(`ALTER PUBLICATION ${quoteIdent(name)} OWNER TO ${quoteIdent(role)}`);
+      await fixture.admin.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tables.map(quoteTable).join(', ')}`);
+      await fixture.admin.query(`ALTER PUBLICATION ${quoteIdent(name)} OWNER TO ${quoteIdent(role)}`);
     },
     async source(pipeline, extra) {
       const parsed = definition.configSchema.safeParse(roleProperties(extra));
@@ -112,6 +126,10 @@ export async function pgFixture(
     async [Symbol.asyncDispose]() {
       await Promise.allSettled(sources.map((s) => s.close()));
       await Promise.allSettled(clients.map((c) => c.end()));
+      const admin = await fixture.admin.query('SELECT 1').then(
+        () => fixture.admin,
+        () => fixture.reconnectAdmin(),
+      );
       // Slots keep a database alive (DROP DATABASE refuses): remove the ones made here.
       await admin
         .query(

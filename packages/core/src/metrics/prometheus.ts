@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { WRITE_LATENCY_BUCKETS, type LatencyHistogram, type PipelineStatus } from '../runtime/stats.js';
+import { type LatencyHistogram, type PipelineStatus, WRITE_LATENCY_BUCKETS } from '../runtime/stats.js';
 import type { PipelineState } from '../state/store.js';
 
 /**
@@ -7,7 +7,14 @@ import type { PipelineState } from '../state/store.js';
  * per pipeline and state: 1 for the current one, 0 for the others (the Prometheus "state
  * set" idiom, so `ns_pipeline_state{state="ERRORED"} == 1` is an alert rule as it is).
  */
-export const PIPELINE_STATES: readonly PipelineState[] = ['CREATED', 'SNAPSHOTTING', 'LIVE_CDC', 'PAUSED', 'ERRORED', 'COMPLETED'];
+export const PIPELINE_STATES: readonly PipelineState[] = [
+  'CREATED',
+  'SNAPSHOTTING',
+  'LIVE_CDC',
+  'PAUSED',
+  'ERRORED',
+  'COMPLETED',
+];
 
 /** Names of the series this exporter writes, for dashboards and tests. */
 export const METRIC_NAMES = {
@@ -55,45 +62,86 @@ export class PrometheusExporter {
       for (const p of this.current) fn(p);
     };
 
-    gauge(registers, METRIC_NAMES.pipelineState, `1 for the state the pipeline is in, 0 for the other states (${PIPELINE_STATES.join(', ')}).`, ['pipeline', 'state'], (set) =>
-      each((p) => {
-        const states = PIPELINE_STATES.includes(p.state) ? PIPELINE_STATES : [...PIPELINE_STATES, p.state];
-        for (const state of states) set({ pipeline: p.name, state }, state === p.state ? 1 : 0);
-      }),
+    gauge(
+      registers,
+      METRIC_NAMES.pipelineState,
+      `1 for the state the pipeline is in, 0 for the other states (${PIPELINE_STATES.join(', ')}).`,
+      ['pipeline', 'state'],
+      (set) =>
+        each((p) => {
+          const states = PIPELINE_STATES.includes(p.state) ? PIPELINE_STATES : [...PIPELINE_STATES, p.state];
+          for (const state of states) set({ pipeline: p.name, state }, state === p.state ? 1 : 0);
+        }),
     );
 
-    gauge(registers, METRIC_NAMES.replicationLag, 'Seconds from a change being committed in the source to every sink having it durably. Absent until the stream delivered something.', ['pipeline'], (set) =>
-      each((p) => {
-        if (p.lagSeconds !== undefined) set({ pipeline: p.name }, p.lagSeconds);
-      }),
+    gauge(
+      registers,
+      METRIC_NAMES.replicationLag,
+      'Seconds from a change being committed in the source to every sink having it durably. Absent until the stream delivered something.',
+      ['pipeline'],
+      (set) =>
+        each((p) => {
+          if (p.lagSeconds !== undefined) set({ pipeline: p.name }, p.lagSeconds);
+        }),
     );
-    gauge(registers, METRIC_NAMES.pipelineWarnings, 'Active warnings of the pipeline (retained WAL past 50% or 80% of the limit, stalled slot); the texts are in the admin API and the log.', ['pipeline'], (set) =>
-      each((p) => set({ pipeline: p.name }, p.warnings.length)),
+    gauge(
+      registers,
+      METRIC_NAMES.pipelineWarnings,
+      'Active warnings of the pipeline (retained WAL past 50% or 80% of the limit, stalled slot); the texts are in the admin API and the log.',
+      ['pipeline'],
+      (set) => each((p) => set({ pipeline: p.name }, p.warnings.length)),
     );
-    counter(registers, METRIC_NAMES.sourceEvents, 'Changes (inserts, updates, deletes) read from the source stream since the server started, per table. Snapshot rows are counted in ns_snapshot_rows_total.', ['pipeline', 'table'], (inc) =>
-      each((p) => {
-        for (const t of p.tables) inc({ pipeline: p.name, table: t.table }, t.events);
-      }),
+    counter(
+      registers,
+      METRIC_NAMES.sourceEvents,
+      'Changes (inserts, updates, deletes) read from the source stream since the server started, per table. Snapshot rows are counted in ns_snapshot_rows_total.',
+      ['pipeline', 'table'],
+      (inc) =>
+        each((p) => {
+          for (const t of p.tables) inc({ pipeline: p.name, table: t.table }, t.events);
+        }),
     );
-    gauge(registers, METRIC_NAMES.tableLag, "Replication lag of the table's latest change when every sink had it.", ['pipeline', 'table'], (set) =>
-      each((p) => {
-        for (const t of p.tables) if (t.lagSeconds !== undefined) set({ pipeline: p.name, table: t.table }, t.lagSeconds);
-      }),
+    gauge(
+      registers,
+      METRIC_NAMES.tableLag,
+      "Replication lag of the table's latest change when every sink had it.",
+      ['pipeline', 'table'],
+      (set) =>
+        each((p) => {
+          for (const t of p.tables)
+            if (t.lagSeconds !== undefined) set({ pipeline: p.name, table: t.table }, t.lagSeconds);
+        }),
     );
-    counter(registers, METRIC_NAMES.sinkRowsWritten, 'Events written durably by the sink since the server started (snapshot rows and changes, after target_mappings).', ['pipeline', 'sink'], (inc) =>
-      each((p) => {
-        for (const s of p.sinks) inc({ pipeline: p.name, sink: s.name }, s.rowsWritten);
-      }),
+    counter(
+      registers,
+      METRIC_NAMES.sinkRowsWritten,
+      'Events written durably by the sink since the server started (snapshot rows and changes, after target_mappings).',
+      ['pipeline', 'sink'],
+      (inc) =>
+        each((p) => {
+          for (const s of p.sinks) inc({ pipeline: p.name, sink: s.name }, s.rowsWritten);
+        }),
     );
-    counter(registers, METRIC_NAMES.sinkWriteErrors, 'Failed write attempts of the sink since the server started (every retry counts).', ['pipeline', 'sink'], (inc) =>
-      each((p) => {
-        for (const s of p.sinks) inc({ pipeline: p.name, sink: s.name }, s.writeErrors);
-      }),
+    counter(
+      registers,
+      METRIC_NAMES.sinkWriteErrors,
+      'Failed write attempts of the sink since the server started (every retry counts).',
+      ['pipeline', 'sink'],
+      (inc) =>
+        each((p) => {
+          for (const s of p.sinks) inc({ pipeline: p.name, sink: s.name }, s.writeErrors);
+        }),
     );
-    gauge(registers, METRIC_NAMES.sinkLag, 'Seconds from commit in the source to durable in this sink.', ['pipeline', 'sink'], (set) =>
-      each((p) => {
-        for (const s of p.sinks) if (s.lagSeconds !== undefined) set({ pipeline: p.name, sink: s.name }, s.lagSeconds);
-      }),
+    gauge(
+      registers,
+      METRIC_NAMES.sinkLag,
+      'Seconds from commit in the source to durable in this sink.',
+      ['pipeline', 'sink'],
+      (set) =>
+        each((p) => {
+          for (const s of p.sinks)
+            if (s.lagSeconds !== undefined) set({ pipeline: p.name, sink: s.name }, s.lagSeconds);
+        }),
     );
     gauge(registers, METRIC_NAMES.sinkQueueEvents, "Events waiting in the sink's queue.", ['pipeline', 'sink'], (set) =>
       each((p) => {
@@ -109,41 +157,73 @@ export class PrometheusExporter {
       registers,
       collect: () => {
         latency.reset();
-        for (const p of this.current) for (const s of p.sinks) fillHistogram(latency, { pipeline: p.name, sink: s.name }, s.writeLatency);
+        for (const p of this.current)
+          for (const s of p.sinks) fillHistogram(latency, { pipeline: p.name, sink: s.name }, s.writeLatency);
       },
     });
 
-    const snapshotTables = (p: PipelineStatus) => p.tables.filter((t) => t.partitionsTotal > 0 || t.rowsSnapshotted > 0);
-    counter(registers, METRIC_NAMES.snapshotPartitions, 'Snapshot partitions planned for the table (a new snapshot starts again from zero).', ['pipeline', 'table'], (inc) =>
-      each((p) => {
-        for (const t of snapshotTables(p)) inc({ pipeline: p.name, table: t.table }, t.partitionsTotal);
-      }),
+    const snapshotTables = (p: PipelineStatus) =>
+      p.tables.filter((t) => t.partitionsTotal > 0 || t.rowsSnapshotted > 0);
+    counter(
+      registers,
+      METRIC_NAMES.snapshotPartitions,
+      'Snapshot partitions planned for the table (a new snapshot starts again from zero).',
+      ['pipeline', 'table'],
+      (inc) =>
+        each((p) => {
+          for (const t of snapshotTables(p)) inc({ pipeline: p.name, table: t.table }, t.partitionsTotal);
+        }),
     );
-    counter(registers, METRIC_NAMES.snapshotPartitionsCompleted, 'Snapshot partitions whose rows every sink has.', ['pipeline', 'table'], (inc) =>
-      each((p) => {
-        for (const t of snapshotTables(p)) inc({ pipeline: p.name, table: t.table }, t.partitionsDone);
-      }),
+    counter(
+      registers,
+      METRIC_NAMES.snapshotPartitionsCompleted,
+      'Snapshot partitions whose rows every sink has.',
+      ['pipeline', 'table'],
+      (inc) =>
+        each((p) => {
+          for (const t of snapshotTables(p)) inc({ pipeline: p.name, table: t.table }, t.partitionsDone);
+        }),
     );
-    counter(registers, METRIC_NAMES.snapshotRows, 'Rows read by the snapshot of the table (completed partitions, plus partitions in progress in this run).', ['pipeline', 'table'], (inc) =>
-      each((p) => {
-        for (const t of snapshotTables(p)) inc({ pipeline: p.name, table: t.table }, t.rowsSnapshotted);
-      }),
+    counter(
+      registers,
+      METRIC_NAMES.snapshotRows,
+      'Rows read by the snapshot of the table (completed partitions, plus partitions in progress in this run).',
+      ['pipeline', 'table'],
+      (inc) =>
+        each((p) => {
+          for (const t of snapshotTables(p)) inc({ pipeline: p.name, table: t.table }, t.rowsSnapshotted);
+        }),
     );
-    gauge(registers, METRIC_NAMES.snapshotRowsEstimated, "The source's estimate of the table's rows when the snapshot was planned (0 when it gives none).", ['pipeline', 'table'], (set) =>
-      each((p) => {
-        for (const t of snapshotTables(p)) set({ pipeline: p.name, table: t.table }, t.rowsEstimated);
-      }),
+    gauge(
+      registers,
+      METRIC_NAMES.snapshotRowsEstimated,
+      "The source's estimate of the table's rows when the snapshot was planned (0 when it gives none).",
+      ['pipeline', 'table'],
+      (set) =>
+        each((p) => {
+          for (const t of snapshotTables(p)) set({ pipeline: p.name, table: t.table }, t.rowsEstimated);
+        }),
     );
-    gauge(registers, METRIC_NAMES.slotRetainedWal, "WAL the source server keeps for the pipeline's replication slot, in bytes.", ['pipeline'], (set) =>
-      each((p) => {
-        if (p.source?.retainedWalBytes !== undefined) set({ pipeline: p.name }, p.source.retainedWalBytes);
-      }),
+    gauge(
+      registers,
+      METRIC_NAMES.slotRetainedWal,
+      "WAL the source server keeps for the pipeline's replication slot, in bytes.",
+      ['pipeline'],
+      (set) =>
+        each((p) => {
+          if (p.source?.retainedWalBytes !== undefined) set({ pipeline: p.name }, p.source.retainedWalBytes);
+        }),
     );
-    gauge(registers, METRIC_NAMES.slotSafeWal, 'WAL that can still be written before the source server may invalidate the slot, in bytes. Absent when the server sets no limit (max_slot_wal_keep_size = -1).', ['pipeline'], (set) =>
-      each((p) => {
-        const safe = p.source?.safeWalBytes;
-        if (typeof safe === 'number') set({ pipeline: p.name }, safe);
-      }),
+    gauge(
+      registers,
+      METRIC_NAMES.slotSafeWal,
+      'WAL that can still be written before the source server may invalidate the slot, in bytes. Absent when the server sets no limit (max_slot_wal_keep_size = -1).',
+      ['pipeline'],
+      (set) =>
+        each((p) => {
+          const safe = p.source?.safeWalBytes;
+          if (typeof safe === 'number') set({ pipeline: p.name }, safe);
+        }),
     );
   }
 
@@ -224,7 +304,9 @@ interface HistogramSeries {
  */
 function fillHistogram(histogram: Histogram<string>, labels: Labels, source: LatencyHistogram): void {
   histogram.zero(labels);
-  const series = Object.values((histogram as unknown as { hashMap: Record<string, HistogramSeries> }).hashMap).find((s) => sameLabels(s.labels, labels));
+  const series = Object.values((histogram as unknown as { hashMap: Record<string, HistogramSeries> }).hashMap).find(
+    (s) => sameLabels(s.labels, labels),
+  );
   if (series === undefined) return;
   const bounds = Object.keys(series.bucketValues)
     .map(Number)

@@ -3,7 +3,16 @@ import { PIPELINE_STATES, PrometheusExporter } from '../../src/metrics/prometheu
 import { LatencyRecorder, type PipelineStatus } from '../../src/runtime/stats.js';
 
 function status(p: Partial<PipelineStatus> & { name: string }): PipelineStatus {
-  return { state: 'LIVE_CDC', replicationType: 'cdc_backfill', eventsPerSecond: 0, eventsTotal: 0, tables: [], sinks: [], warnings: [], ...p };
+  return {
+    state: 'LIVE_CDC',
+    replicationType: 'cdc_backfill',
+    eventsPerSecond: 0,
+    eventsTotal: 0,
+    tables: [],
+    sinks: [],
+    warnings: [],
+    ...p,
+  };
 }
 
 function latency(...seconds: number[]) {
@@ -23,11 +32,27 @@ const orders = status({
   lagSeconds: 0.25,
   eventsTotal: 1045,
   tables: [
-    { table: 'public.orders', rowsSnapshotted: 1000, rowsEstimated: 990, events: 40, lagSeconds: 0.25, partitionsTotal: 4, partitionsDone: 4 },
+    {
+      table: 'public.orders',
+      rowsSnapshotted: 1000,
+      rowsEstimated: 990,
+      events: 40,
+      lagSeconds: 0.25,
+      partitionsTotal: 4,
+      partitionsDone: 4,
+    },
     { table: 'public.notes', rowsSnapshotted: 0, rowsEstimated: 0, events: 5, partitionsTotal: 0, partitionsDone: 0 },
   ],
   sinks: [
-    { name: '0:out', rowsWritten: 1045, writeErrors: 2, queueDepth: 3, queueBytes: 100, lagSeconds: 0.3, writeLatency: latency(0.003, 0.004, 0.02, 0.7, 30) },
+    {
+      name: '0:out',
+      rowsWritten: 1045,
+      writeErrors: 2,
+      queueDepth: 3,
+      queueBytes: 100,
+      lagSeconds: 0.3,
+      writeLatency: latency(0.003, 0.004, 0.02, 0.7, 30),
+    },
   ],
   source: { retainedWalBytes: 4096, safeWalBytes: 1_000_000 },
   warnings: ['retained WAL is 55% of the slot limit'],
@@ -35,7 +60,16 @@ const orders = status({
 const billing = status({
   name: 'billing',
   state: 'SNAPSHOTTING',
-  tables: [{ table: 'public.invoices', rowsSnapshotted: 10, rowsEstimated: 100, events: 0, partitionsTotal: 5, partitionsDone: 1 }],
+  tables: [
+    {
+      table: 'public.invoices',
+      rowsSnapshotted: 10,
+      rowsEstimated: 100,
+      events: 0,
+      partitionsTotal: 5,
+      partitionsDone: 1,
+    },
+  ],
   sinks: [{ name: '0:kafka', rowsWritten: 10, writeErrors: 0, queueDepth: 0, queueBytes: 0, writeLatency: latency() }],
   source: { retainedWalBytes: 123, safeWalBytes: null },
 });
@@ -52,16 +86,27 @@ describe('Prometheus exposition of pipeline status', () => {
       'ns_source_events_total{pipeline="orders",table="public.notes"} 5',
       'ns_source_events_total{pipeline="billing",table="public.invoices"} 0',
     ]);
-    expect(series(text, 'ns_pipeline_replication_lag_seconds')).toEqual(['ns_pipeline_replication_lag_seconds{pipeline="orders"} 0.25']);
+    expect(series(text, 'ns_pipeline_replication_lag_seconds')).toEqual([
+      'ns_pipeline_replication_lag_seconds{pipeline="orders"} 0.25',
+    ]);
     expect(series(text, 'ns_sink_rows_written_total')).toEqual([
       'ns_sink_rows_written_total{pipeline="orders",sink="0:out"} 1045',
       'ns_sink_rows_written_total{pipeline="billing",sink="0:kafka"} 10',
     ]);
-    expect(series(text, 'ns_sink_write_errors_total')).toContain('ns_sink_write_errors_total{pipeline="orders",sink="0:out"} 2');
+    expect(series(text, 'ns_sink_write_errors_total')).toContain(
+      'ns_sink_write_errors_total{pipeline="orders",sink="0:out"} 2',
+    );
     expect(series(text, 'ns_sink_queue_events')).toContain('ns_sink_queue_events{pipeline="orders",sink="0:out"} 3');
-    expect(series(text, 'ns_sink_replication_lag_seconds')).toEqual(['ns_sink_replication_lag_seconds{pipeline="orders",sink="0:out"} 0.3']);
-    expect(series(text, 'ns_table_replication_lag_seconds')).toEqual(['ns_table_replication_lag_seconds{pipeline="orders",table="public.orders"} 0.25']);
-    expect(series(text, 'ns_pipeline_warnings')).toEqual(['ns_pipeline_warnings{pipeline="orders"} 1', 'ns_pipeline_warnings{pipeline="billing"} 0']);
+    expect(series(text, 'ns_sink_replication_lag_seconds')).toEqual([
+      'ns_sink_replication_lag_seconds{pipeline="orders",sink="0:out"} 0.3',
+    ]);
+    expect(series(text, 'ns_table_replication_lag_seconds')).toEqual([
+      'ns_table_replication_lag_seconds{pipeline="orders",table="public.orders"} 0.25',
+    ]);
+    expect(series(text, 'ns_pipeline_warnings')).toEqual([
+      'ns_pipeline_warnings{pipeline="orders"} 1',
+      'ns_pipeline_warnings{pipeline="billing"} 0',
+    ]);
 
     // Only tables that have a snapshot get snapshot series.
     expect(series(text, 'ns_snapshot_partitions_total')).toEqual([
@@ -76,10 +121,15 @@ describe('Prometheus exposition of pipeline status', () => {
       'ns_snapshot_rows_total{pipeline="orders",table="public.orders"} 1000',
       'ns_snapshot_rows_total{pipeline="billing",table="public.invoices"} 10',
     ]);
-    expect(series(text, 'ns_snapshot_rows_estimated')).toContain('ns_snapshot_rows_estimated{pipeline="billing",table="public.invoices"} 100');
+    expect(series(text, 'ns_snapshot_rows_estimated')).toContain(
+      'ns_snapshot_rows_estimated{pipeline="billing",table="public.invoices"} 100',
+    );
 
     // No limit on the server (safeWalBytes null): no safe-bytes series rather than a made-up number.
-    expect(series(text, 'ns_slot_retained_wal_bytes')).toEqual(['ns_slot_retained_wal_bytes{pipeline="orders"} 4096', 'ns_slot_retained_wal_bytes{pipeline="billing"} 123']);
+    expect(series(text, 'ns_slot_retained_wal_bytes')).toEqual([
+      'ns_slot_retained_wal_bytes{pipeline="orders"} 4096',
+      'ns_slot_retained_wal_bytes{pipeline="billing"} 123',
+    ]);
     expect(series(text, 'ns_slot_safe_wal_bytes')).toEqual(['ns_slot_safe_wal_bytes{pipeline="orders"} 1000000']);
   });
 
@@ -107,7 +157,9 @@ describe('Prometheus exposition of pipeline status', () => {
     expect(bucket('1')).toBe('4');
     expect(bucket('10')).toBe('4');
     expect(bucket('+Inf')).toBe('5');
-    expect(series(text, 'ns_sink_write_latency_seconds_count')).toEqual(['ns_sink_write_latency_seconds_count{pipeline="orders",sink="0:out"} 5']);
+    expect(series(text, 'ns_sink_write_latency_seconds_count')).toEqual([
+      'ns_sink_write_latency_seconds_count{pipeline="orders",sink="0:out"} 5',
+    ]);
     expect(Number(series(text, 'ns_sink_write_latency_seconds_sum')[0]!.split(' ')[1])).toBeCloseTo(30.727, 6);
   });
 
@@ -122,7 +174,9 @@ describe('Prometheus exposition of pipeline status', () => {
     current = [{ ...orders, sinks: [{ ...orders.sinks[0]!, rowsWritten: 2000 }] }];
     const text = await exporter.render();
     expect(calls).toBe(2);
-    expect(series(text, 'ns_sink_rows_written_total')).toEqual(['ns_sink_rows_written_total{pipeline="orders",sink="0:out"} 2000']);
+    expect(series(text, 'ns_sink_rows_written_total')).toEqual([
+      'ns_sink_rows_written_total{pipeline="orders",sink="0:out"} 2000',
+    ]);
     expect(text).not.toContain('billing');
   });
 

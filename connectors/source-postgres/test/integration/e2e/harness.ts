@@ -11,6 +11,24 @@ import { parseLsn } from '../../../src/position.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = resolve(here, '../../../../..');
 
+/** Kept of a child's stderr (its log): enough for a whole test's log lines. */
+const STDERR_KEEP = 4_000_000;
+
+/**
+ * A crash point run-pipeline.ts arranges for itself (env `NS_TEST_KILL`): it prints
+ * `HOOK <what>` and SIGKILLs itself
+ * - `afterEvent`: inside the sink write that holds the stream event with this key `id` (and
+ *   `op`, when given): the events up to and including it are written and fsynced, the rest
+ *   of that write is not, and no checkpoint follows;
+ * - `afterStreamEvents`: once the sink write holding this process's n-th stream event is
+ *   durable, before its checkpoint is stored;
+ * - `afterCheckpoints`: once the n-th checkpoint is stored, before the source is acknowledged.
+ */
+export type KillHook =
+  | { afterEvent: { id: number; op?: 'insert' | 'update' | 'delete' } }
+  | { afterStreamEvents: number }
+  | { afterCheckpoints: number };
+
 /** A pipeline server in a child process (run-pipeline.ts). */
 export class PipelineProcess {
   readonly stdout: string[] = [];
@@ -18,7 +36,7 @@ export class PipelineProcess {
   readonly exited: Promise<number | string | null>;
   readonly #child: ChildProcess;
 
-  constructor(configFile: string, stateFile: string, secretKey: string) {
+  constructor(configFile: string, stateFile: string, secretKey: string, options: { kill?: KillHook } = {}) {
     this.#child = spawn(
       process.execPath,
       [
@@ -30,7 +48,15 @@ export class PipelineProcess {
         stateFile,
         secretKey,
       ],
-      { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NS_LOG_LEVEL: 'info' } },
+      {
+        cwd: repoRoot,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: {
+          ...process.env,
+          NS_LOG_LEVEL: 'info',
+          ...(options.kill ? { NS_TEST_KILL: JSON.stringify(options.kill) } : {}),
+        },
+      },
     );
     let partial = '';
     this.#child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
@@ -40,9 +66,23 @@ export class PipelineProcess {
       this.stdout.push(...lines);
     });
     this.#child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
-      this.stderr = (this.stderr + chunk).slice(-20_000);
+      this.stderr = (this.stderr + chunk).slice(-STDERR_KEEP);
     });
     this.exited = new Promise((resolveExit) => this.#child.on('exit', (code, signal) => resolveExit(code ?? signal)));
+  }
+
+  /** The end of the child's log, for failure messages. */
+  get logTail(): string {
+    return this.stderr.slice(-20_000);
+  }
+
+  /** The child's log lines that contain `text`. */
+  logLines(text: string): string[] {
+    return this.stderr.split('\n').filter((line) => line.includes(text));
+  }
+
+  get running(): boolean {
+    return this.#child.exitCode === null && this.#child.signalCode === null;
   }
 
   get pid(): number | undefined {
@@ -54,9 +94,9 @@ export class PipelineProcess {
     for (;;) {
       const line = this.stdout.find(predicate);
       if (line) return line;
-      if (this.#child.exitCode !== null || this.#child.signalCode !== null)
-        throw new Error(`pipeline process exited while waiting for ${what}\n${this.stderr}`);
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${this.stderr}`);
+      if (!this.running)
+        throw new Error(`pipeline process exited while waiting for ${what}\n${this.logTail}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${this.logTail}`);
       await sleep(25);
     }
   }
@@ -66,7 +106,7 @@ export class PipelineProcess {
   }
 
   async stop(): Promise<void> {
-    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
+    if (!this.running) return;
     this.#child.kill('SIGTERM');
     const timer = setTimeout(() => this.#child.kill('SIGKILL'), 15_000);
     await this.exited;
@@ -143,6 +183,16 @@ export function pipelineRow(
   );
 }
 
+/** The pipeline's checkpoint: the minimum over its sinks, or undefined while some sink has none. */
+export function storedCheckpoint(stateFile: string, pipeline: string): string | undefined {
+  return readStore(stateFile, (db) => {
+    const rows = db.prepare('SELECT position FROM checkpoints WHERE pipeline = ?').all(pipeline) as {
+      position: string;
+    }[];
+    return rows.map((r) => r.position).sort()[0];
+  });
+}
+
 export interface SinkLine {
   op: string;
   table: string;
@@ -186,43 +236,82 @@ export interface WriterTxn {
  * Inserts, updates and deletes in small transactions until stopped. Every transaction
  * inserts one new id, updates another row's note to a unique value, and every third one
  * deletes a row.
+ *
+ * With `reconnect`, a failed transaction (the server restarting under it) is left out of
+ * `txns` (it may or may not have committed) and the writer carries on with a new
+ * connection; clients it opened itself are closed by `stop()`.
  */
-export function startWriter(client: pg.Client, opts: { table: string; existingRows: number; firstId: number }) {
+export function startWriter(
+  client: pg.Client,
+  opts: { table: string; existingRows: number; firstId: number; reconnect?: () => Promise<pg.Client> },
+) {
   const txns: WriterTxn[] = [];
   let stopped = false;
   let failure: unknown;
   let nextId = opts.firstId;
+  let current = client;
+  let failedTxns = 0;
+  const currentLsn = async () =>
+    parseLsn((await current.query('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l);
+  const one = async (id: number) => {
+    const txn: WriterTxn = { lsnBefore: await currentLsn(), lsnAfter: 0n, insertedId: id };
+    await current.query('BEGIN');
+    await current.query(`INSERT INTO ${opts.table} (id, balance, note) VALUES ($1, $2, 'new')`, [id, id * 3]);
+    const target = (id % opts.existingRows) + 1;
+    const note = `u${id}`;
+    const updated = await current.query(`UPDATE ${opts.table} SET note = $1, balance = balance + 1 WHERE id = $2`, [
+      note,
+      target,
+    ]);
+    if (updated.rowCount === 1) txn.updated = { id: target, note };
+    if (id % 3 === 0) {
+      const victim = ((id * 7) % opts.existingRows) + 1;
+      const deleted = await current.query(`DELETE FROM ${opts.table} WHERE id = $1`, [victim]);
+      if (deleted.rowCount === 1) txn.deletedId = victim;
+    }
+    await current.query('COMMIT');
+    txn.lsnAfter = await currentLsn();
+    txns.push(txn);
+  };
+  const reconnect = async (reconnectWith: () => Promise<pg.Client>) => {
+    if (current !== client) await current.end().catch(() => {});
+    while (!stopped) {
+      try {
+        const fresh = await reconnectWith();
+        fresh.on('error', () => {});
+        current = fresh;
+        return;
+      } catch {
+        await sleep(100);
+      }
+    }
+  };
   const done = (async () => {
     while (!stopped) {
-      const id = nextId++;
-      const lsnBefore = parseLsn((await client.query('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l);
-      const txn: WriterTxn = { lsnBefore, lsnAfter: 0n, insertedId: id };
-      await client.query('BEGIN');
-      await client.query(`INSERT INTO ${opts.table} (id, balance, note) VALUES ($1, $2, 'new')`, [id, id * 3]);
-      const target = (id % opts.existingRows) + 1;
-      const note = `u${id}`;
-      const updated = await client.query(`UPDATE ${opts.table} SET note = $1, balance = balance + 1 WHERE id = $2`, [
-        note,
-        target,
-      ]);
-      if (updated.rowCount === 1) txn.updated = { id: target, note };
-      if (id % 3 === 0) {
-        const victim = ((id * 7) % opts.existingRows) + 1;
-        const deleted = await client.query(`DELETE FROM ${opts.table} WHERE id = $1`, [victim]);
-        if (deleted.rowCount === 1) txn.deletedId = victim;
+      try {
+        await one(nextId++);
+      } catch (error) {
+        if (!opts.reconnect || stopped) throw error;
+        failedTxns++;
+        await reconnect(opts.reconnect);
       }
-      await client.query('COMMIT');
-      txn.lsnAfter = parseLsn((await client.query('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l);
-      txns.push(txn);
       await sleep(5);
     }
-  })().catch((error: unknown) => {
-    failure = error;
-  });
+  })()
+    .catch((error: unknown) => {
+      failure = error;
+    })
+    .finally(async () => {
+      if (current !== client) await current.end().catch(() => {});
+    });
   return {
     txns,
     get failure() {
       return failure;
+    },
+    /** Transactions that failed (and were retried on a new connection). */
+    get failedTxns() {
+      return failedTxns;
     },
     async stop() {
       stopped = true;
@@ -231,6 +320,8 @@ export function startWriter(client: pg.Client, opts: { table: string; existingRo
     },
   };
 }
+
+export type Writer = ReturnType<typeof startWriter>;
 
 /** The last line per key wins; deletes remove the key. */
 export function latestState(lines: SinkLine[]): Map<string, Record<string, unknown>> {

@@ -4,18 +4,27 @@
  * stop) or SIGKILL (the crash under test). Prints `READY` once the engine started and one
  * `STATE <pipeline> <state>` line per state change.
  *
+ * `NS_TEST_KILL` (JSON, see `KillHook` in harness.ts) makes it SIGKILL itself at an exact
+ * point: inside a sink write, after a write but before its checkpoint, or after a
+ * checkpoint but before the source is acknowledged. It prints `HOOK <what>` first.
+ *
  *   node --conditions=@nanosync/source --import tsx run-pipeline.ts <config.yaml> <state.sqlite> <secret-key-hex>
  */
 import { dirname } from 'node:path';
 import {
+  type ChangeEvent,
   createConnectorResolver,
   createLogger,
   Engine,
   loadConfigFile,
   materializePipeline,
   openSqliteStateStore,
+  type Sink,
+  type SinkDefinition,
+  type StateStore,
   toStoredDefinitions,
 } from '@nanosync/core';
+import type { KillHook } from './harness.js';
 
 const [configFile, stateFile, keyHex] = process.argv.slice(2);
 if (!configFile || !stateFile || !keyHex) {
@@ -23,10 +32,67 @@ if (!configFile || !stateFile || !keyHex) {
   process.exit(2);
 }
 const secretKey = Buffer.from(keyHex, 'hex');
+const hook = process.env.NS_TEST_KILL ? (JSON.parse(process.env.NS_TEST_KILL) as KillHook) : undefined;
+
+/** The crash under test. Pipes to the parent are written synchronously, so the line gets out first. */
+function die(what: string): Promise<never> {
+  process.stdout.write(`HOOK ${what}\n`);
+  process.kill(process.pid, 'SIGKILL');
+  return new Promise<never>(() => {});
+}
+
+/** The file sink, with the sink-side crash points of `hook`. */
+function withSinkHook(definition: SinkDefinition): SinkDefinition {
+  if (hook === undefined || 'afterCheckpoints' in hook) return definition;
+  let streamEvents = 0;
+  const isStream = (e: ChangeEvent) => e.op !== 'read';
+  const write = async (sink: Sink, events: ChangeEvent[]): Promise<void> => {
+    if ('afterEvent' in hook) {
+      const { id, op } = hook.afterEvent;
+      const at = events.findIndex((e) => isStream(e) && Number(e.key.id) === id && (op === undefined || e.op === op));
+      if (at < 0) return sink.write(events);
+      await sink.write(events.slice(0, at + 1));
+      return die(`after event ${events[at]!.position}, ${events.length - at - 1} events of the write left out`);
+    }
+    const before = streamEvents;
+    streamEvents += events.filter(isStream).length;
+    await sink.write(events);
+    if (before < hook.afterStreamEvents && streamEvents >= hook.afterStreamEvents)
+      await die(`after a write ending at ${events.at(-1)?.position}, before its checkpoint`);
+  };
+  return {
+    ...definition,
+    async create(config, context) {
+      const sink = await definition.create(config, context);
+      return { open: (tables) => sink.open(tables), close: () => sink.close(), write: (events) => write(sink, events) };
+    },
+  };
+}
+
+/** The state store, with the crash point between a stored checkpoint and the acknowledgement. */
+function withStoreHook(store: StateStore): StateStore {
+  if (hook === undefined || !('afterCheckpoints' in hook)) return store;
+  let saved = 0;
+  return new Proxy(store, {
+    get(target, property) {
+      if (property === 'saveCheckpoint') {
+        return async (pipeline: string, sink: string, position: string) => {
+          await target.saveCheckpoint(pipeline, sink, position);
+          if (++saved === hook.afterCheckpoints) await die(`after checkpoint ${position}, before the acknowledgement`);
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
 const resolve = createConnectorResolver({
   builtins: {
     '@nanosync/source-postgres': () => import('../../../src/index.js'),
-    '@nanosync/sink-file': () => import('@nanosync/sink-file'),
+    '@nanosync/sink-file': async () => ({
+      default: withSinkHook((await import('@nanosync/sink-file')).default as SinkDefinition),
+    }),
   },
 });
 const logger = createLogger({ level: (process.env.NS_LOG_LEVEL as 'info' | undefined) ?? 'info' });
@@ -34,7 +100,7 @@ const { config, raw } = await loadConfigFile(configFile);
 const stored = await toStoredDefinitions(raw, config, { secretKey, resolve, configDir: dirname(configFile) });
 const store = await openSqliteStateStore(stateFile);
 const engine = new Engine({
-  store,
+  store: withStoreHook(store),
   logger,
   holderId: `test-${process.pid}`,
   leaseTtlMs: 3000,
