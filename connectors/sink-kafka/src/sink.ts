@@ -25,6 +25,7 @@ export class KafkaSink implements Sink {
   private readonly codec;
   private readonly logger: Logger;
   private readonly keyColumns = new WeakMap<TableSchema, string[]>();
+  private readonly topics = new WeakMap<TableSchema, string>();
   private opened = false;
 
   constructor(
@@ -65,8 +66,7 @@ export class KafkaSink implements Sink {
     };
 
     for (const event of events) {
-      const topic = topicFor(event.table, this.config);
-      await this.producer.ensureTopics([topic]);
+      const topic = await this.topicOf(event.table);
       const table = qualifiedName(event.table);
       const key = messageKey(event, this.keyColumnsOf(event.table));
       const encoded = this.codec.encode(event);
@@ -96,6 +96,17 @@ export class KafkaSink implements Sink {
       const message = kind === 'auth' ? authError(err, this.config.brokers, 'the connection').message : kind === 'tls' ? tlsError(err, this.config.brokers).message : `cannot reach Kafka at ${brokers}: ${rootMessage(err)}`;
       return [{ name: 'kafka reachable', ok: false, message, fix: kind === 'retriable' ? 'check brokers, the network path and tls_enabled' : undefined }];
     }
+  }
+
+  /** The table's topic, created (or checked) the first time a table shows up. */
+  private async topicOf(table: TableSchema): Promise<string> {
+    let topic = this.topics.get(table);
+    if (topic === undefined) {
+      topic = topicFor(table, this.config);
+      await this.producer.ensureTopics([topic]);
+      this.topics.set(table, topic);
+    }
+    return topic;
   }
 
   private keyColumnsOf(table: TableSchema): string[] {

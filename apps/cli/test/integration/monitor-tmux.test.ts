@@ -113,12 +113,12 @@ async function startOnPort(ctx: ObservabilityContext, port: number, token: strin
   return ctx.server;
 }
 
-async function waitForExit(term: TmuxSession): Promise<number> {
+async function waitForExit(term: TmuxSession): Promise<number | string> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     const code = await term.exitStatus();
     if (code !== undefined) return code;
-    if (Date.now() > deadline) throw new Error(`the monitor did not exit:\n${await term.capture()}`);
+    if (Date.now() > deadline) throw new Error(`the monitor did not exit (${await term.describePane()}):\n${await term.capture()}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }

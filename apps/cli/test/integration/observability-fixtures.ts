@@ -261,11 +261,28 @@ export class TmuxSession implements AsyncDisposable {
     await this.tmux('send-keys', '-t', 'main', ...keys);
   }
 
-  /** The pane's command has ended: its exit status; undefined while it runs. */
-  async exitStatus(): Promise<number | undefined> {
-    const { stdout } = await this.tmux('display-message', '-p', '-t', 'main', '#{pane_dead} #{pane_dead_status}');
-    const [dead, status] = stdout.trim().split(' ');
-    return dead === '1' ? Number(status) : undefined;
+  /** The pane's command has ended: its exit status (`signal SIGx` when a signal ended it); undefined while it runs. */
+  async exitStatus(): Promise<number | string | undefined> {
+    const { stdout } = await this.tmux(
+      'display-message',
+      '-p',
+      '-t',
+      'main',
+      '#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}',
+    );
+    const [dead, status, signal] = stdout.trim().split('|');
+    // tmux marks the pane dead when the terminal closes, and fills in status or signal once
+    // it has reaped the process: until both are known, the command has not finished.
+    if (dead !== '1' || (!status && !signal)) return undefined;
+    return status ? Number(status) : `signal ${signal}`;
+  }
+
+  /** tmux's view of the pane, for failure messages. */
+  async describePane(): Promise<string> {
+    const { stdout } = await this.tmux('display-message', '-p', '-t', 'main', 'dead=#{pane_dead} status=#{pane_dead_status} signal=#{pane_dead_signal} pid=#{pane_pid} command=#{pane_current_command}');
+    const pid = /pid=(\d+)/.exec(stdout)?.[1];
+    const proc = pid ? await readFile(`/proc/${pid}/status`, 'utf8').then((t) => t.split('\n').filter((l) => /^(Name|State|PPid):/.test(l)).join(' '), () => 'no such process') : '';
+    return `${stdout.trim()} proc: ${proc}`;
   }
 
   /** Poll the screen until `check` accepts it (a bounded wait, not a timing assertion). */

@@ -58,8 +58,15 @@ pipelines:
     );
     const args = ['run', '--file', config, '--state', join(dir, 'state', 'state.db'), '--listen', '127.0.0.1:0'];
 
-    writer = new ConcurrentWriter(db, 'public.e2e_orders', ROWS + 1, () => ROWS);
     const first = new NanosyncProcess(args);
+    // The test window opens when the slot exists: changes before it are in the snapshot only.
+    await eventually(
+      async () => ((await db.query('SELECT 1 FROM pg_replication_slots WHERE database = current_database()')).rowCount ? true : undefined),
+      'the replication slot',
+      180_000,
+      () => first.output,
+    );
+    writer = new ConcurrentWriter(db, 'public.e2e_orders', ROWS + 1, () => ROWS);
     const atKill = await eventually(
       async () => {
         const n = await topicSize(kafka.brokers, topic);

@@ -128,7 +128,8 @@ describe('cloudevents envelope', () => {
   test('is a valid structured CloudEvent 1.0 the SDK reads back', () => {
     const encoded = codec.encode(allTypesEvents[2]!);
     expect(encoded.headers).toEqual({ 'content-type': 'application/cloudevents+json; charset=utf-8' });
-    const event = Kafka.toEvent({ key: '', value: encoded.value.toString('utf8'), headers: encoded.headers! }) as CloudEvent<{ before: unknown; after: unknown }>;
+    const message = { key: '', value: encoded.value.toString('utf8'), body: encoded.value.toString('utf8'), headers: encoded.headers! };
+    const event = Kafka.toEvent(message as Parameters<typeof Kafka.toEvent>[0]) as CloudEvent<{ before: unknown; after: unknown }>;
     expect(event.specversion).toBe('1.0');
     expect(event.type).toBe('io.nanosync.cdc.UPDATE');
     expect(event.source).toBe('/nanosync/public/all.types');

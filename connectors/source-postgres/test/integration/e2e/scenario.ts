@@ -93,6 +93,7 @@ class AdminConnection {
 
   constructor(private readonly url: string) {}
 
+  /** Retries only when the connection failed (a restarting server), never after an SQL error. */
   async query(sql: string, params: unknown[] = []): Promise<pg.QueryResult> {
     for (let attempt = 1; ; attempt++) {
       try {
@@ -105,7 +106,7 @@ class AdminConnection {
         return await this.#client.query(sql, params);
       } catch (error) {
         await this.close();
-        if (attempt >= 50) throw error;
+        if (!connectionFailed(error) || attempt >= 50) throw error;
         await sleep(200);
       }
     }
@@ -116,6 +117,11 @@ class AdminConnection {
     this.#client = undefined;
     await client?.end().catch(() => {});
   }
+}
+
+/** Not an error the server answered with (socket errors), or one of the connection / shutdown classes. */
+function connectionFailed(error: unknown): boolean {
+  return !(error instanceof pg.DatabaseError) || /^(08|57P)/.test(error.code ?? '');
 }
 
 export interface FlushSample {
