@@ -179,7 +179,10 @@ export class KafkaProducer {
     const byTopic = new Map<string, { key: Buffer | null; value: Buffer | null; headers: IHeaders }[]>();
     for (const m of messages) {
       let list = byTopic.get(m.topic);
-      if (!list) byTopic.set(m.topic, (list = []));
+      if (!list) {
+        list = [];
+        byTopic.set(m.topic, list);
+      }
       list.push({ key: m.key, value: m.value, headers: m.headers });
     }
     await this.requireProducer().sendBatch({

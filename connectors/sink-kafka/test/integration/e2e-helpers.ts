@@ -27,8 +27,11 @@ export class NanosyncProcess implements AsyncDisposable {
       env: { ...env, FORCE_COLOR: '0' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    this.child.stdout!.setEncoding('utf8').on('data', (c: string) => (this.output += c));
-    this.child.stderr!.setEncoding('utf8').on('data', (c: string) => (this.output += c));
+    const append = (chunk: string) => {
+      this.output += chunk;
+    };
+    this.child.stdout!.setEncoding('utf8').on('data', append);
+    this.child.stderr!.setEncoding('utf8').on('data', append);
     this.exited = new Promise((r) => this.child.on('close', (code, signal) => r({ code, signal })));
   }
 

@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { type ChangeEvent, NanosyncError, qualifiedName } from '@nanosync/core';
 import avro from 'avsc';
-import { CloudEvent, Kafka } from 'cloudevents';
+import { type CloudEvent, Kafka } from 'cloudevents';
 import protobuf from 'protobufjs';
 import { describe, expect, test } from 'vitest';
 import { beforeImage } from '../../src/formats/codec.js';

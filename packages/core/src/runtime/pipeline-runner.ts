@@ -48,6 +48,13 @@ interface AttemptResources {
   coordinator?: SnapshotCoordinator;
   snapshot?: OpenResult['snapshot'];
   metricsTimer?: NodeJS.Timeout;
+  /**
+   * Ends the source's change stream. Not the attempt's signal: on a graceful stop the stream
+   * stays open (unread) until the final checkpoint is acknowledged, because a source may
+   * report acknowledgements over the stream's own connection (PostgreSQL's standby status
+   * updates). Teardown aborts it.
+   */
+  streamStop: AbortController;
   /** Set when teardown starts: a body still opening things closes them itself. */
   torn?: boolean;
 }
@@ -221,7 +228,7 @@ export class PipelineRunner {
       else stopSignal.addEventListener('abort', () => resolve('stopped'), { once: true });
     });
 
-    const res: AttemptResources = { sinks: [] };
+    const res: AttemptResources = { sinks: [], streamStop: new AbortController() };
     const body = this.body(attempt.signal, res, fail);
     body.catch(() => {});
     try {
@@ -427,8 +434,17 @@ export class PipelineRunner {
       }
       return lastStats!;
     };
-    for await (const batch of source.stream(resumeFrom, { signal, tables })) {
-      if (signal.aborted) break;
+    const streamStop = res.streamStop.signal;
+    for await (const batch of source.stream(resumeFrom, { signal: streamStop, tables })) {
+      if (signal.aborted) {
+        // Stopping: nothing more goes to the sinks (this batch is replayed on the next
+        // start); the stream stays open until teardown has acknowledged the final checkpoint.
+        await new Promise<void>((resolve) => {
+          if (streamStop.aborted) resolve();
+          else streamStop.addEventListener('abort', () => resolve(), { once: true });
+        });
+        break;
+      }
       const events = batch.events;
       let commitMs: number | undefined;
       if (events.length > 0) {
@@ -539,6 +555,7 @@ export class PipelineRunner {
       if (res.coordinator) await within(res.coordinator.idle(), remaining());
       if (acker) await within(acker.idle(), remaining());
     }
+    res.streamStop.abort();
     acker?.stop();
     fanOut?.stop();
     await this.releaseSnapshot(res);
