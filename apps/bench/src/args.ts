@@ -19,7 +19,7 @@ export interface BenchOptions {
 
 export const USAGE = `Usage: pnpm bench [options]
 
-  --quick             every scenario at a tiny size (about a minute): harness check, not a measurement
+  --quick             every scenario at a tiny size (a minute or few): harness check, not a measurement
   --rows N            S1 snapshot table rows (default 2000000; quick 20000)
   --changes N         S2 backlog changes per variant (default 1000000; quick 10000)
   --records N         S4 records per producer (default 1000000; quick 20000)

@@ -62,7 +62,8 @@ export async function startBenchPostgres(): Promise<BenchPostgres> {
   const { startPostgres } = await import('@nanosync/testcontainers');
   const service = await startPostgres({ fresh: true, settings: PG_SETTINGS });
   const url = await service.createDatabase('nanosync_bench');
-  return { url, close: () => service.stop() };
+  // Disposing (not just stopping) also removes the server's data folder.
+  return { url, close: async () => await service[Symbol.asyncDispose]() };
 }
 
 export async function startBenchKafka(): Promise<BenchKafka> {
@@ -73,7 +74,7 @@ export async function startBenchKafka(): Promise<BenchKafka> {
   }
   const { startKafka } = await import('@nanosync/testcontainers');
   const service = await startKafka({ fresh: true });
-  return { brokers: service.brokers, close: () => service.stop() };
+  return { brokers: service.brokers, close: async () => await service[Symbol.asyncDispose]() };
 }
 
 /** A folder with the Kafka jars (kafka-tools for ProducerPerformance, kafka-clients for the version). */

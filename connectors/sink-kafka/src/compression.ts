@@ -1,3 +1,4 @@
+/// <reference path="./vendor.d.ts" />
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';

@@ -111,5 +111,5 @@ describe('/metrics and `metrics pipeline` after a known workload (real PostgreSQ
     expect(out).toMatch(/Source WAL\n {2}retained\s+\d/);
     expect(out.trimEnd()).toMatch(/Warnings\n {2}none$/);
     expect(out).not.toContain(token);
-  });
+  }, 300_000);
 });

@@ -1,7 +1,7 @@
 import { createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { CliProcess, runCli } from './cli-process.js';
-import { ObservabilityContext, TmuxSession, uniqueName } from './observability-fixtures.js';
+import { killOnExit, ObservabilityContext, TmuxSession, uniqueName } from './observability-fixtures.js';
 
 /** The screen line of a pipeline in the list (selected or not). */
 function listLine(screen: string, name: string): string | undefined {
@@ -75,7 +75,7 @@ describe('nanosync monitor in a real terminal (tmux)', () => {
     await term.sendKeys('q');
     const code = await waitForExit(term);
     expect(code).toBe(0);
-  });
+  }, 300_000);
 
   it('says when the server is down, connects when it comes up, and notices when it goes away', async () => {
     await using ctx = await ObservabilityContext.create();
@@ -100,7 +100,7 @@ describe('nanosync monitor in a real terminal (tmux)', () => {
 
     await term.sendKeys('q');
     expect(await waitForExit(term)).toBe(0);
-  });
+  }, 300_000);
 });
 
 /** `serve` on a given port (the monitor was pointed at it before it existed). */
@@ -108,6 +108,7 @@ async function startOnPort(ctx: ObservabilityContext, port: number, token: strin
   const proc = new CliProcess(['serve', '--state', ctx.stateFile, '--listen', `127.0.0.1:${port}`], {
     env: { NANOSYNC_TOKEN: token },
   });
+  killOnExit(proc);
   ctx.server = { proc, url: `http://127.0.0.1:${port}`, token };
   await proc.waitFor(/nanosync serving — Ctrl-C to stop/);
   return ctx.server;
@@ -118,7 +119,8 @@ async function waitForExit(term: TmuxSession): Promise<number | string> {
   for (;;) {
     const code = await term.exitStatus();
     if (code !== undefined) return code;
-    if (Date.now() > deadline) throw new Error(`the monitor did not exit (${await term.describePane()}):\n${await term.capture()}`);
+    if (Date.now() > deadline)
+      throw new Error(`the monitor did not exit (${await term.describePane()}):\n${await term.capture()}`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }

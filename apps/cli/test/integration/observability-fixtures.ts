@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -93,6 +93,7 @@ ${replicationType === 'cdc_backfill' ? `    snapshot:\n      target_rows_per_par
   /** Start `nanosync serve` (token generated into the state folder) and wait for its API. */
   async serve(args: string[] = [], env: Record<string, string> = {}): Promise<{ url: string; token: string }> {
     const { proc, server } = await startServing(['serve', '--state', this.stateFile, ...args], { env });
+    killOnExit(proc);
     const token = env.NANOSYNC_TOKEN ?? (await readFile(join(dirname(this.stateFile), 'token'), 'utf8')).trim();
     this.server = { proc, url: server, token };
     return { url: server, token };
@@ -133,7 +134,7 @@ ${replicationType === 'cdc_backfill' ? `    snapshot:\n      target_rows_per_par
     name: string,
     what: string,
     check: (p: PipelineStatus) => boolean,
-    timeoutMs = 150_000,
+    timeoutMs = 90_000,
   ): Promise<PipelineStatus> {
     return eventually(
       async () => {
@@ -170,6 +171,13 @@ ${replicationType === 'cdc_backfill' ? `    snapshot:\n      target_rows_per_par
   }
 }
 
+/** SIGKILL a CLI child if the test worker exits first (a timed-out test skips its disposers). */
+export function killOnExit(proc: CliProcess): void {
+  const kill = () => proc.kill('SIGKILL');
+  process.once('exit', kill);
+  void proc.exited.then(() => process.off('exit', kill));
+}
+
 /** Value of one series in a Prometheus text exposition; labels must match exactly (order-free). */
 export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
   for (const line of text.split('\n')) {
@@ -194,6 +202,8 @@ function shellQuote(value: string): string {
  * (`remain-on-exit`), which is how a test sees that it exited and with which code.
  */
 export class TmuxSession implements AsyncDisposable {
+  private onDispose: () => void = () => {};
+
   private constructor(
     private readonly socket: string,
     private readonly confFile: string,
@@ -217,6 +227,14 @@ export class TmuxSession implements AsyncDisposable {
     const confFile = join(tmpdir(), `${socket}.conf`);
     await writeFile(confFile, 'set -g remain-on-exit on\nset -g history-limit 1000\n');
     const session = new TmuxSession(socket, confFile);
+    // A test that times out never reaches its disposer: take the tmux server down with the worker.
+    const cleanup = () => {
+      try {
+        execFileSync('tmux', ['-L', socket, 'kill-server'], { stdio: 'ignore' });
+      } catch {}
+    };
+    process.once('exit', cleanup);
+    session.onDispose = () => process.off('exit', cleanup);
     const { command, args: argv } = cliCommand(args);
     const env: Record<string, string> = {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
@@ -261,27 +279,48 @@ export class TmuxSession implements AsyncDisposable {
     await this.tmux('send-keys', '-t', 'main', ...keys);
   }
 
-  /** The pane's command has ended: its exit status (`signal SIGx` when a signal ended it); undefined while it runs. */
+  /** The pane's command has ended: its exit status (`signal N` when a signal ended it); undefined while it runs. */
   async exitStatus(): Promise<number | string | undefined> {
     const { stdout } = await this.tmux(
       'display-message',
       '-p',
       '-t',
       'main',
-      '#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}',
+      '#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}|#{pane_pid}',
     );
-    const [dead, status, signal] = stdout.trim().split('|');
-    // tmux marks the pane dead when the terminal closes, and fills in status or signal once
-    // it has reaped the process: until both are known, the command has not finished.
-    if (dead !== '1' || (!status && !signal)) return undefined;
-    return status ? Number(status) : `signal ${signal}`;
+    const [dead, status, signal, pid] = stdout.trim().split('|');
+    if (dead !== '1') return undefined;
+    if (status) return Number(status);
+    if (signal) return `signal ${signal}`;
+    // The terminal closed but tmux has not reaped the process yet (it can lag far behind):
+    // a zombie's wait status is the last field of /proc/PID/stat.
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] !== 'Z') return undefined;
+    const wait = Number(fields.at(-1));
+    return (wait & 0x7f) === 0 ? (wait >> 8) & 0xff : `signal ${wait & 0x7f}`;
   }
 
   /** tmux's view of the pane, for failure messages. */
   async describePane(): Promise<string> {
-    const { stdout } = await this.tmux('display-message', '-p', '-t', 'main', 'dead=#{pane_dead} status=#{pane_dead_status} signal=#{pane_dead_signal} pid=#{pane_pid} command=#{pane_current_command}');
+    const { stdout } = await this.tmux(
+      'display-message',
+      '-p',
+      '-t',
+      'main',
+      'dead=#{pane_dead} status=#{pane_dead_status} signal=#{pane_dead_signal} pid=#{pane_pid} command=#{pane_current_command}',
+    );
     const pid = /pid=(\d+)/.exec(stdout)?.[1];
-    const proc = pid ? await readFile(`/proc/${pid}/status`, 'utf8').then((t) => t.split('\n').filter((l) => /^(Name|State|PPid):/.test(l)).join(' '), () => 'no such process') : '';
+    const proc = pid
+      ? await readFile(`/proc/${pid}/status`, 'utf8').then(
+          (t) =>
+            t
+              .split('\n')
+              .filter((l) => /^(Name|State|PPid):/.test(l))
+              .join(' '),
+          () => 'no such process',
+        )
+      : '';
     return `${stdout.trim()} proc: ${proc}`;
   }
 
@@ -304,6 +343,7 @@ export class TmuxSession implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.tmux('kill-server').catch(() => undefined);
+    this.onDispose();
     await rm(this.confFile, { force: true });
   }
 }

@@ -53,7 +53,8 @@ export class CopyOutQuery {
   }
 
   handleCopyData(message: { chunk: Buffer }): void {
-    this.#rows.push(message.chunk);
+    // pg-protocol reuses its read buffer for later messages: keep a copy, not a view.
+    this.#rows.push(Buffer.from(message.chunk));
     if (!this.#paused && this.#rows.length - this.#head >= this.#highWaterMark) {
       this.#paused = true;
       this.#connection?.stream.pause();

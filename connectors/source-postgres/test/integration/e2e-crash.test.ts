@@ -162,7 +162,8 @@ describe('end to end: the pipeline process crashing while it streams', () => {
   it('SIGTERM: the process exits cleanly by itself with its checkpoint stored and acknowledged, and the restart delivers nothing twice', async () => {
     await using s = await E2eScenario.create({ rows: 1000 });
     await s.startWriter();
-    const first = s.spawn();
+    // A slow sink: the stop always finds batches queued in front of it, to write, checkpoint and acknowledge.
+    const first = s.spawn(undefined, { writeDelayMs: 200 });
     await s.waitLive(first);
     await s.waitForStreamEvents(60, first);
     first.kill('SIGTERM');

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { NanosyncError } from '@nanosync/core';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
@@ -156,6 +157,40 @@ describe('snapshot partitions', () => {
       at: '2024-01-01T00:00:03.000000Z',
     });
     await opened.snapshot!.release();
+  });
+
+  it('a slow reader gets every row intact although the driver reuses its read buffer (COPY rows are copied)', async () => {
+    await using fx = await pgFixture();
+    await fx.admin.query(
+      `CREATE TABLE public.wide (id bigint PRIMARY KEY, a text, b text, c double precision, d date)`,
+    );
+    await fx.admin.query(
+      `INSERT INTO public.wide SELECT g, md5(g::text), repeat('z', g % 50), g / 3.0, date '2020-01-01' + (g % 1000)
+         FROM generate_series(1, 120000) g`,
+    );
+    const wide = { schema: 'public', name: 'wide' };
+    await fx.grantRead([wide]);
+    const pipeline = uniqueName('slowread');
+    await fx.preparePublication(pipeline, [wide]);
+    const source = await fx.source(pipeline);
+    await source.open([wide], { wantSnapshot: false });
+    const [schema] = await source.describe([wide]);
+    const [partition] = await source.planPartitions(schema!, { targetRowsPerPartition: 1_000_000 });
+    let count = 0;
+    for await (const chunk of source.readPartition(schema!, partition!, {
+      maxRowsPerChunk: 500,
+      signal: new AbortController().signal,
+    })) {
+      // Fall behind the socket so the driver's buffer is refilled while rows wait in the queue.
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      for (const row of chunk) {
+        const id = Number(row.id);
+        expect(row.a).toBe(createHash('md5').update(String(id)).digest('hex'));
+        expect(row.b).toBe('z'.repeat(id % 50));
+        count++;
+      }
+    }
+    expect(count).toBe(120000);
   });
 
   it('estimates tables that were never analysed, and the open-ended last partition reads pages added after planning', async () => {

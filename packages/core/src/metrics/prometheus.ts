@@ -58,7 +58,7 @@ export class PrometheusExporter {
 
   constructor(private readonly list: () => Promise<PipelineStatus[]>) {
     const registers = [this.registry];
-    const each = (fn: (p: PipelineStatus) => void) => () => {
+    const each = (fn: (p: PipelineStatus) => void): void => {
       for (const p of this.current) fn(p);
     };
 
@@ -251,7 +251,7 @@ function gauge(
   name: string,
   help: string,
   labelNames: string[],
-  collector: (set: (labels: Labels, value: number) => void) => () => void,
+  collector: (set: (labels: Labels, value: number) => void) => void,
 ): Gauge<string> {
   const metric: Gauge<string> = new Gauge({
     name,
@@ -261,7 +261,7 @@ function gauge(
     // Start from an empty metric at every scrape, so a deleted pipeline's series disappear.
     collect: () => {
       metric.reset();
-      collector((labels, value) => metric.set(labels, value))();
+      collector((labels, value) => metric.set(labels, value));
     },
   });
   return metric;
@@ -273,7 +273,7 @@ function counter(
   name: string,
   help: string,
   labelNames: string[],
-  collector: (inc: (labels: Labels, value: number) => void) => () => void,
+  collector: (inc: (labels: Labels, value: number) => void) => void,
 ): Counter<string> {
   const metric: Counter<string> = new Counter({
     name,
@@ -282,7 +282,7 @@ function counter(
     registers,
     collect: () => {
       metric.reset();
-      collector((labels, value) => metric.inc(labels, Math.max(0, value)))();
+      collector((labels, value) => metric.inc(labels, Math.max(0, value)));
     },
   });
   return metric;

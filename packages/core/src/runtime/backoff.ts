@@ -27,11 +27,12 @@ export function backoffDelay(
   return Math.round(step / 2 + (random() * step) / 2);
 }
 
-/** Resolves after `ms`, or early (without throwing) when `signal` aborts. */
+/** Resolves after `ms` (never, for `Infinity`), or early (without throwing) when `signal` aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
+    // setTimeout clamps anything past 2^31-1 ms to 1 ms (with a warning): an endless wait has no timer.
+    const timer = Number.isFinite(ms) ? setTimeout(done, Math.min(ms, 2 ** 31 - 1)) : undefined;
     signal?.addEventListener('abort', done, { once: true });
     function done() {
       clearTimeout(timer);

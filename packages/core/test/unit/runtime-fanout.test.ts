@@ -123,4 +123,28 @@ describe('fan-out, checkpoints and acknowledgement', () => {
     sink.gate.release();
     await until(() => db.acks.includes(k), 'keepalive acknowledged after the write');
   });
+
+  it('a graceful stop acknowledges the final checkpoint while the change stream is still open, then closes it', async () => {
+    // PostgreSQL reports acknowledgements on the stream's own connection: closed first, the
+    // last acknowledgement would never reach the slot.
+    h = await Harness.create();
+    const db = new InMemoryDatabase();
+    db.createTable('public', 'orders');
+    const sink = fakeSlowSink();
+    const openAtAck: number[] = [];
+    db.onAcknowledge = () => {
+      openAtAck.push(db.openStreams);
+    };
+    const engine = await cdcPipeline(db, [sink]);
+    const t1 = db.insert('public.orders', 1);
+    await until(() => sink.waiting === 1, 'write in flight');
+    const stopped = engine.stop();
+    // Give a stream that would close at once the time to do so before the write finishes.
+    await delay(50);
+    sink.gate.release();
+    await stopped;
+    expect(db.acks).toEqual([t1]);
+    expect(openAtAck).toEqual([1]);
+    expect(db.openStreams).toBe(0);
+  });
 });

@@ -36,7 +36,16 @@ export class PipelineProcess {
   readonly exited: Promise<number | string | null>;
   readonly #child: ChildProcess;
 
-  constructor(configFile: string, stateFile: string, secretKey: string, options: { kill?: KillHook } = {}) {
+  /**
+   * `kill`: a crash point (see {@link KillHook}); `writeDelayMs`: every sink write waits this
+   * long first, so batches queue up in front of the sink (a slow sink).
+   */
+  constructor(
+    configFile: string,
+    stateFile: string,
+    secretKey: string,
+    options: { kill?: KillHook; writeDelayMs?: number } = {},
+  ) {
     this.#child = spawn(
       process.execPath,
       [
@@ -55,6 +64,7 @@ export class PipelineProcess {
           ...process.env,
           NS_LOG_LEVEL: 'info',
           ...(options.kill ? { NS_TEST_KILL: JSON.stringify(options.kill) } : {}),
+          ...(options.writeDelayMs ? { NS_TEST_WRITE_DELAY_MS: String(options.writeDelayMs) } : {}),
         },
       },
     );

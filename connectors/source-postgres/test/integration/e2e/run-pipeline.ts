@@ -7,6 +7,7 @@
  * `NS_TEST_KILL` (JSON, see `KillHook` in harness.ts) makes it SIGKILL itself at an exact
  * point: inside a sink write, after a write but before its checkpoint, or after a
  * checkpoint but before the source is acknowledged. It prints `HOOK <what>` first.
+ * `NS_TEST_WRITE_DELAY_MS` makes every sink write wait that long first (a slow sink).
  *
  *   node --conditions=@nanosync/source --import tsx run-pipeline.ts <config.yaml> <state.sqlite> <secret-key-hex>
  */
@@ -33,6 +34,7 @@ if (!configFile || !stateFile || !keyHex) {
 }
 const secretKey = Buffer.from(keyHex, 'hex');
 const hook = process.env.NS_TEST_KILL ? (JSON.parse(process.env.NS_TEST_KILL) as KillHook) : undefined;
+const writeDelayMs = Number(process.env.NS_TEST_WRITE_DELAY_MS ?? 0);
 
 /** The crash under test. Pipes to the parent are written synchronously, so the line gets out first. */
 function die(what: string): Promise<never> {
@@ -41,12 +43,13 @@ function die(what: string): Promise<never> {
   return new Promise<never>(() => {});
 }
 
-/** The file sink, with the sink-side crash points of `hook`. */
+/** The file sink, slowed down by `writeDelayMs` and with the sink-side crash points of `hook`. */
 function withSinkHook(definition: SinkDefinition): SinkDefinition {
-  if (hook === undefined || 'afterCheckpoints' in hook) return definition;
   let streamEvents = 0;
   const isStream = (e: ChangeEvent) => e.op !== 'read';
   const write = async (sink: Sink, events: ChangeEvent[]): Promise<void> => {
+    if (writeDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, writeDelayMs));
+    if (hook === undefined || 'afterCheckpoints' in hook) return sink.write(events);
     if ('afterEvent' in hook) {
       const { id, op } = hook.afterEvent;
       const at = events.findIndex((e) => isStream(e) && Number(e.key.id) === id && (op === undefined || e.op === op));

@@ -209,9 +209,12 @@ export class E2eScenario implements AsyncDisposable {
     }
   }
 
-  /** A pipeline server for this scenario's config (optionally with a crash point). */
-  spawn(kill?: KillHook): PipelineProcess {
-    const proc = new PipelineProcess(this.work.configFile, this.work.stateFile, this.work.secretKey, kill ? { kill } : {});
+  /** A pipeline server for this scenario's config (optionally with a crash point or a slow sink). */
+  spawn(kill?: KillHook, options: { writeDelayMs?: number } = {}): PipelineProcess {
+    const proc = new PipelineProcess(this.work.configFile, this.work.stateFile, this.work.secretKey, {
+      ...(kill ? { kill } : {}),
+      ...options,
+    });
     this.processes.push(proc);
     return proc;
   }
