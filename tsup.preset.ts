@@ -11,6 +11,8 @@ export function preset(entry: Record<string, string> | string[] = ['src/index.ts
     sourcemap: true,
     clean: true,
     splitting: false,
+    // Keep `node:` specifiers: `node:sqlite` exists only with the prefix.
+    removeNodeProtocol: false,
     ...extra,
   };
 }
