@@ -133,7 +133,7 @@ export async function quickstart(argv: string[], io: CliIo): Promise<number> {
     io.out(`  config   ${relative(io.cwd, configFile)}`);
     io.out(`  output   ${outputHint}`);
     io.out(
-      `  admin    nanosync list pipelines --server ${demo.server.url.replace('http://', '')} --state ${relative(io.cwd, paths.stateFile)}`,
+      `  admin    pnpm nanosync list pipelines --server ${demo.server.url.replace('http://', '')} --state ${relative(io.cwd, paths.stateFile)}`,
     );
     io.out('');
     demo.progress = setInterval(() => {

@@ -17,9 +17,10 @@ function group(lines: SinkLine[], from: number, to: number): SinkLine[] {
 
 /** The slot's confirmed_flush_lsn now. */
 async function confirmedFlush(s: E2eScenario): Promise<bigint> {
-  const { rows } = await s.query('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [
-    s.slot,
-  ]);
+  const { rows } = await s.query(
+    'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1',
+    [s.slot],
+  );
   return parseLsn(String(rows[0]?.lsn));
 }
 
@@ -125,9 +126,7 @@ describe('end to end: the pipeline process crashing while it streams', () => {
     const insertBeforeKill = group(await s.lines(), insertFrom, insertTo);
     expect(insertBeforeKill.map((l) => Number(l.key.id))).toEqual(range(insertFrom, insertFrom + 1299));
     const insertLsn = decodePosition(insertBeforeKill[0]!.position).lsn;
-    expect(insertBeforeKill.map((l) => l.position)).toEqual(
-      range(1, 1300).map((i) => encodePosition(insertLsn, i)),
-    );
+    expect(insertBeforeKill.map((l) => l.position)).toEqual(range(1, 1300).map((i) => encodePosition(insertLsn, i)));
     expect(decodePosition(s.checkpoint()!).lsn).toBeLessThan(insertLsn);
 
     // COPY writes its rows with multi-insert WAL records: a different decoding path.
@@ -166,8 +165,10 @@ describe('end to end: the pipeline process crashing while it streams', () => {
     const first = s.spawn(undefined, { writeDelayMs: 200 });
     await s.waitLive(first);
     await s.waitForStreamEvents(60, first);
+    const t0 = Date.now();
     first.kill('SIGTERM');
     expect(await first.exited, first.logTail).toBe(0);
+    console.log('SIGTERM exit ms', Date.now() - t0);
 
     const atStop = streamLines(await s.lines());
     const bytesAtStop = await fileSize(s.work.sinkFile);

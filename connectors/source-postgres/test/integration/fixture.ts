@@ -100,7 +100,9 @@ export async function pgFixture(
     },
     async preparePublication(pipeline, tables) {
       const name = `nanosync_pub_${pipeline.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`;
-      await fixture.admin.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tables.map(quoteTable).join(', ')}`);
+      await fixture.admin.query(
+        `CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${tables.map(quoteTable).join(', ')}`,
+      );
       await fixture.admin.query(`ALTER PUBLICATION ${quoteIdent(name)} OWNER TO ${quoteIdent(role)}`);
     },
     async source(pipeline, extra) {

@@ -104,8 +104,7 @@ export class PipelineProcess {
     for (;;) {
       const line = this.stdout.find(predicate);
       if (line) return line;
-      if (!this.running)
-        throw new Error(`pipeline process exited while waiting for ${what}\n${this.logTail}`);
+      if (!this.running) throw new Error(`pipeline process exited while waiting for ${what}\n${this.logTail}`);
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${this.logTail}`);
       await sleep(25);
     }

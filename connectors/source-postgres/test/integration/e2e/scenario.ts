@@ -13,8 +13,8 @@ import {
   fileSize,
   type KillHook,
   latestState,
-  PipelineProcess,
   type PartitionRow,
+  PipelineProcess,
   partitions,
   pipelineRow,
   readSinkFile,
@@ -150,7 +150,9 @@ function sampleFlush(url: string, slot: string, work: WorkDir, pipeline: string)
       if (row?.lsn) {
         const fileBytes = await fileSize(work.sinkFile);
         const checkpoint =
-          storedCheckpoint(work.stateFile, pipeline) ?? pipelineRow(work.stateFile, pipeline)?.start_position ?? undefined;
+          storedCheckpoint(work.stateFile, pipeline) ??
+          pipelineRow(work.stateFile, pipeline)?.start_position ??
+          undefined;
         samples.push({ confirmedFlush: parseLsn(row.lsn), fileBytes, checkpoint });
       }
       await sleep(100);
