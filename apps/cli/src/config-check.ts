@@ -8,6 +8,8 @@ import {
   NanosyncError,
   validateConnectors,
 } from '@nanosync/core';
+import { connectorResolver } from './connectors.js';
+import { ExitCode } from './exit-codes.js';
 import type { CliIo } from './io.js';
 
 export interface CheckedConfig {
@@ -43,6 +45,22 @@ export async function checkConfigFile(
   }
   if (issues.length > 0) throw new ConfigError(issues, { file: path });
   return { file: path, config: loaded.config, raw: loaded.raw, warnings: loaded.warnings };
+}
+
+/**
+ * `checkConfigFile` for commands that stop on a bad file: prints the errors (or the
+ * warnings of a good file) and returns the exit code to use instead of the config.
+ */
+export async function checkConfigOrExit(file: string, io: CliIo): Promise<CheckedConfig | ExitCode> {
+  try {
+    const checked = await checkConfigFile(file, io, connectorResolver());
+    printWarnings(checked.warnings, io);
+    return checked;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    printConfigError(err, io);
+    return ExitCode.Usage;
+  }
 }
 
 /** Print a config error the way `validate` and `apply` show it: the file, then one line per issue. */

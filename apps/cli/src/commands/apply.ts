@@ -1,7 +1,7 @@
 import { ConfigError, type NanosyncConfig, toStoredDefinitions } from '@nanosync/core';
 import { parseCommandArgs } from '../args.js';
 import { CLIENT_OPTIONS_HELP, clientOptions, connectClient } from '../client.js';
-import { checkConfigFile, printConfigError, printWarnings } from '../config-check.js';
+import { checkConfigOrExit } from '../config-check.js';
 import { connectorResolver } from '../connectors.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
@@ -64,17 +64,8 @@ wrong token or wrong arguments.`,
       return ExitCode.Ok;
     }
     if (!args.values.file) throw new UsageError('--file is required', 'apply');
-    let checked: Awaited<ReturnType<typeof checkConfigFile>>;
-    try {
-      checked = await checkConfigFile(args.values.file, io, connectorResolver());
-    } catch (err) {
-      if (err instanceof ConfigError) {
-        printConfigError(err, io);
-        return ExitCode.Usage;
-      }
-      throw err;
-    }
-    printWarnings(checked.warnings, io);
+    const checked = await checkConfigOrExit(args.values.file, io);
+    if (typeof checked === 'number') return checked;
     const client = await connectClient(args.values, io);
     const secretKey = await clientSecretKey(statePaths(args.values.state, io), io.env);
     const definitions = await storedEntries(checked, secretKey);

@@ -1,6 +1,6 @@
 import { ConfigError } from '@nanosync/core';
 import { parseCommandArgs, parseHostPort } from '../args.js';
-import { checkConfigFile, printConfigError, printWarnings } from '../config-check.js';
+import { checkConfigOrExit } from '../config-check.js';
 import { connectorResolver } from '../connectors.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
@@ -38,17 +38,8 @@ use, unusable state folder or wrong arguments.`,
     if (!args.values.file) throw new UsageError('--file is required', 'run');
     const listen = parseHostPort(args.values.listen || DEFAULT_LISTEN, '--listen');
     const logger = serverLogger(args.values['log-level'], io, 'run');
-    let checked: Awaited<ReturnType<typeof checkConfigFile>>;
-    try {
-      checked = await checkConfigFile(args.values.file, io, connectorResolver());
-    } catch (err) {
-      if (err instanceof ConfigError) {
-        printConfigError(err, io);
-        return ExitCode.Usage;
-      }
-      throw err;
-    }
-    printWarnings(checked.warnings, io);
+    const checked = await checkConfigOrExit(args.values.file, io);
+    if (typeof checked === 'number') return checked;
     const server = await startServer({ paths: statePaths(args.values.state, io), listen, io, logger });
     try {
       const entries = await storedEntries(checked, server.secretKey);
