@@ -70,8 +70,18 @@ export function latestByKey(records: Iterable<FileSinkRecord>): Map<string, File
   const latest = new Map<string, FileSinkRecord>();
   for (const record of records) {
     const id = `${record.table}\u0000${JSON.stringify(record.key)}`;
-    if (record.op === 'delete') latest.delete(id);
-    else latest.set(id, record);
+    if (record.op === 'delete') {
+      latest.delete(id);
+      continue;
+    }
+    if (record.op === 'update' && record.before) {
+      // An update that changed the key moved the row away from its old key.
+      const before = record.before;
+      const oldKey = Object.fromEntries(Object.keys(record.key).map((column) => [column, before[column] ?? null]));
+      const oldId = `${record.table}\u0000${JSON.stringify(oldKey)}`;
+      if (oldId !== id && Object.keys(record.key).every((column) => Object.hasOwn(before, column))) latest.delete(oldId);
+    }
+    latest.set(id, record);
   }
   return latest;
 }

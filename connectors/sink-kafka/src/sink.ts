@@ -68,7 +68,24 @@ export class KafkaSink implements Sink {
     for (const event of events) {
       const topic = await this.topicOf(event.table);
       const table = qualifiedName(event.table);
-      const key = messageKey(event, this.keyColumnsOf(event.table));
+      const keyColumns = this.keyColumnsOf(event.table);
+      const key = messageKey(event, keyColumns);
+      if (event.op === 'update' && event.before && key) {
+        // An update that changed the key moves the row: the old key must not keep its last
+        // value in a compacted topic, so it gets a delete (and tombstone) of its own first.
+        const oldKey = messageKey({ ...event, after: undefined }, keyColumns);
+        if (oldKey && !oldKey.equals(key)) {
+          const moved: ChangeEvent = { ...event, op: 'delete', after: undefined, unchanged: undefined };
+          const encodedDelete = this.codec.encode(moved);
+          const deleteHeaders: IHeaders = { ...encodedDelete.headers, [HEADER_TABLE]: table, [HEADER_OP]: 'delete', [HEADER_POSITION]: event.position };
+          const oldText = oldKey.toString('utf8');
+          await push({ topic, key: oldKey, value: encodedDelete.value, headers: deleteHeaders, table, keyText: oldText, size: recordSize(oldKey, encodedDelete.value, deleteHeaders) });
+          if (this.config.tombstones) {
+            const tombstoneHeaders: IHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
+            await push({ topic, key: oldKey, value: null, headers: tombstoneHeaders, table, keyText: oldText, size: recordSize(oldKey, null, tombstoneHeaders) });
+          }
+        }
+      }
       const encoded = this.codec.encode(event);
       const headers: IHeaders = { ...encoded.headers, [HEADER_TABLE]: table, [HEADER_OP]: event.op, [HEADER_POSITION]: event.position };
       const text = key ? key.toString('utf8') : keyText(event);

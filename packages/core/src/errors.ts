@@ -97,6 +97,11 @@ export function isRetriable(err: unknown): boolean {
 /** Replace the password in a URL/DSN (`postgres://u:secret@h/db` → `postgres://u:***@h/db`) and `password=` pairs. */
 export function redact(text: string): string {
   return text
-    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)([^@\s]*)(@)/gi, '$1***$3')
-    .replace(/\b(password|passwd|pwd|sasl_password|secret)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&;,]+)/gi, '$1$2***');
+    // user:password@ — up to the last `@` of the token, as URL parsers split an unencoded `@` in a password.
+    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)(\S*)(@)/gi, '$1***$3')
+    // password=…, ssl_key_password: …, sslpassword=…, "password":"…" (JSON)
+    .replace(
+      /\b([a-z0-9_]*(?:password|passwd|pwd|secret))("?\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&;,"]+)/gi,
+      '$1$2***',
+    );
 }

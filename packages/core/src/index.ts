@@ -31,7 +31,7 @@ export { checkDefinition, createConnectorResolver } from './discovery/resolver.j
 export type { ConnectorResolver, ConnectorResolverOptions } from './discovery/resolver.js';
 export { decryptSecret, encryptSecret, isEncryptedSecret } from './secrets/cipher.js';
 export { loadOrCreateSecretKey, parseSecretKey } from './secrets/secret-key.js';
-export { DEFAULT_SECRET_NAMES, isSecretName, redactConfig } from './secrets/secret-fields.js';
+export { DEFAULT_SECRET_NAMES, isSecretName, literalSecretPaths, redactConfig } from './secrets/secret-fields.js';
 export { openSqliteStateStore } from './state/sqlite.js';
 export { createLogger, describeError, errorFields } from './log/logger.js';
 export type { LoggerOptions, LogLevel } from './log/logger.js';

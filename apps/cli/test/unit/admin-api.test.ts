@@ -115,6 +115,42 @@ describe('endpoints', () => {
     expect(fake.calls).toEqual([]);
   });
 
+  it('refuses a definition that carries a literal secret, so none is stored unencrypted', async () => {
+    const definition = (connection: Record<string, unknown>) => ({
+      version: 1,
+      pipeline: { name: 'p1', source: { connection: 'c', tables: ['public.t'] }, sink: { connection: 'c' } },
+      connections: { c: { name: 'c', type: 'postgres', ...connection } },
+      configDir: '/x',
+    });
+    for (const connection of [
+      { dsn: 'postgres://app:hunter2@db/shop' },
+      { dsn: 'host=db user=app password=hunter2' },
+      { properties: { password: 'hunter2' } },
+      { properties: { tls: { ssl_key_password: 'hunter2' } } },
+    ]) {
+      const response = await call('POST', '/v1/apply', TOKEN, {
+        definitions: [{ name: 'p1', hash: 'h', replicationType: 'cdc', definition: definition(connection) }],
+      });
+      const text = await response.text();
+      expect([connection, response.status]).toEqual([connection, 400]);
+      expect(text).toContain('definitions[0]');
+      expect(text).not.toContain('hunter2');
+    }
+    expect(fake.calls).toEqual([]);
+    // Encrypted values and ${env:…} references are what a client sends: accepted.
+    const fine = await call('POST', '/v1/apply', TOKEN, {
+      definitions: [
+        {
+          name: 'p1',
+          hash: 'h',
+          replicationType: 'cdc',
+          definition: definition({ dsn: 'enc:v1:AAAA', properties: { password: '${env:PG_PASSWORD}' } }),
+        },
+      ],
+    });
+    expect(fine.status).toBe(200);
+  });
+
   it('pauses, resumes and deletes', async () => {
     expect((await call('POST', '/v1/pipelines/orders/pause')).status).toBe(200);
     expect(fake.pipelines.get('orders')?.state).toBe('PAUSED');

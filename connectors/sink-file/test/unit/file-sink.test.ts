@@ -253,4 +253,13 @@ describe('readers', () => {
     const latest = latestByKey(records);
     expect([...latest.values()].map((r) => r.after)).toEqual([{ id: 1, v: 2 }]);
   });
+
+  it('latestByKey moves a row whose update changed its key', () => {
+    const latest = latestByKey([
+      { op: 'insert', table: 't.a', key: { id: 1 }, after: { id: 1, v: 1 }, position: '1' },
+      { op: 'update', table: 't.a', key: { id: 5 }, before: { id: 1, v: 1 }, after: { id: 5, v: 1 }, position: '2' },
+      { op: 'update', table: 't.a', key: { id: 5 }, before: { id: 5 }, after: { id: 5, v: 2 }, position: '3' },
+    ] as FileSinkRecord[]);
+    expect([...latest.values()].map((r) => r.after)).toEqual([{ id: 5, v: 2 }]);
+  });
 });

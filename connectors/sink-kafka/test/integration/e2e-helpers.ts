@@ -1,9 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import kafkajs from 'kafkajs';
-import type pg from 'pg';
+import pg from 'pg';
 import { decodeJsonMessage } from '../../src/formats/json.js';
 import type { ConsumedRecord } from './helpers.js';
 
@@ -198,5 +199,121 @@ export async function dropSlots(db: pg.Client): Promise<void> {
       .query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL', [slot])
       .catch(() => undefined);
     await db.query('SELECT pg_drop_replication_slot($1)', [slot]).catch(() => undefined);
+  }
+}
+
+/** `X/Y` (pg_lsn text) → the 64-bit LSN. */
+const lsnOf = (text: string): bigint => {
+  const [hi, lo] = text.split('/');
+  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+};
+/** The LSN part of a PostgreSQL source position (`<16 hex LSN>:<8 hex index>`). */
+const positionLsn = (position: string): bigint => BigInt(`0x${position.split(':')[0]}`);
+
+/** SQLite's "database is locked" (SQLITE_BUSY), from node:sqlite. */
+const sqliteBusy = (err: unknown): boolean => (err as { errcode?: number }).errcode === 5;
+
+/**
+ * The pipeline's durable checkpoint as the server stored it: the lowest over its sinks, or
+ * the start position while no sink has one yet (`null` when there is neither). Read through
+ * a read-only connection (WAL lets it look while the server writes); a busy store is asked
+ * again. `undefined` when the store cannot be read yet (not created, not migrated).
+ */
+function storedCheckpoint(stateFile: string, pipeline: string): string | null | undefined {
+  for (let attempt = 1; ; attempt++) {
+    let store: DatabaseSync | undefined;
+    try {
+      store = new DatabaseSync(stateFile, { readOnly: true });
+      const sinks = store.prepare('SELECT position FROM checkpoints WHERE pipeline = ?').all(pipeline) as { position: string }[];
+      if (sinks.length > 0) return sinks.map((r) => r.position).sort()[0]!;
+      const row = store.prepare('SELECT start_position FROM pipelines WHERE name = ?').get(pipeline) as { start_position: string | null } | undefined;
+      return row?.start_position ?? null;
+    } catch (err) {
+      if (!sqliteBusy(err) || attempt >= 20) return undefined;
+    } finally {
+      store?.close();
+    }
+  }
+}
+
+/** One look at the slot, then at the store (which only moves forward, so reading it second is lenient). */
+export interface FlushSample {
+  confirmedFlush: bigint;
+  checkpoint: string;
+}
+
+/**
+ * RELIABILITY.md item 4: every 100 ms, the slot's confirmed_flush_lsn and the checkpoint in
+ * the pipeline's SQLite state store. A sample is dropped when either cannot be read (no slot
+ * yet, no store yet, a connection error).
+ */
+export class SlotFlushSampler {
+  readonly samples: FlushSample[] = [];
+  private running = true;
+  private readonly done: Promise<void>;
+
+  constructor(
+    private readonly url: string,
+    private readonly slot: string,
+    private readonly stateFile: string,
+    private readonly pipeline: string,
+  ) {
+    this.done = this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    const db = new pg.Client({ connectionString: this.url });
+    db.on('error', () => undefined);
+    await db.connect();
+    try {
+      while (this.running) {
+        const { rows } = await db
+          .query<{ lsn: string | null }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [this.slot])
+          .catch(() => ({ rows: [] as { lsn: string | null }[] }));
+        const lsn = rows[0]?.lsn;
+        const checkpoint = lsn ? storedCheckpoint(this.stateFile, this.pipeline) : undefined;
+        if (lsn && checkpoint) this.samples.push({ confirmedFlush: lsnOf(lsn), checkpoint });
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      await db.end().catch(() => undefined);
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.done;
+  }
+
+  /**
+   * Stops sampling and judges the samples against the stream positions in the topic, like
+   * `oracle` returning its problems (empty when item 4 holds). With a checkpoint at position
+   * P the source may confirm up to the commit end of P's transaction (P's LSN for a
+   * keepalive), which is at most the commit LSN of the next position in the stream; a sample
+   * with no later position in the topic cannot be judged, and at least one must be.
+   */
+  async stopAndCheck(records: ConsumedRecord[]): Promise<string[]> {
+    await this.stop();
+    const positions = [
+      ...new Set(
+        records.flatMap((r) => {
+          if (r.value === null) return [];
+          const change = decodeJsonMessage(r.value);
+          return change.op === 'read' ? [] : [change.position];
+        }),
+      ),
+    ].sort(); // fixed-width hex: sorts as strings
+    let judged = 0;
+    const problems: string[] = [];
+    for (const { confirmedFlush, checkpoint } of this.samples) {
+      const next = positions.find((p) => p > checkpoint);
+      if (next === undefined) continue;
+      judged++;
+      if (confirmedFlush > positionLsn(next)) {
+        problems.push(`confirmed_flush_lsn ${confirmedFlush.toString(16)} passed the stored checkpoint ${checkpoint} (next commit at ${next})`);
+      }
+    }
+    if (judged === 0) problems.push(`none of ${this.samples.length} samples had a later stream position to judge it by`);
+    return problems.slice(0, 20);
   }
 }

@@ -152,6 +152,29 @@ describe('delivery', () => {
     }
   });
 
+  test('an update that changes the key deletes the old key (message + tombstone) before writing the new one', async () => {
+    const topic = uniqueName('ns-it-key-change');
+    await using handle = createSink({ brokers, topic });
+    await handle.sink.open([orders]);
+    const moved: ChangeEvent = {
+      ...change(orders, 'update', 2, 'moved'),
+      before: { id: '1', status: 'old', amount: '1.50' },
+    };
+    await handle.sink.write([change(orders, 'insert', 1, 'old'), moved, change(orders, 'update', 3, 'same-key')]);
+    const records = await consumeAll(kafka.brokers, topic);
+    const summary = records.map((r) => [r.key, r.value === null ? null : JSON.parse(r.value.toString())._ns_op]);
+    expect(summary).toEqual([
+      ['{"id":"1"}', 'INSERT'],
+      ['{"id":"1"}', 'DELETE'],
+      ['{"id":"1"}', null],
+      ['{"id":"2"}', 'UPDATE'],
+      ['{"id":"3"}', 'UPDATE'],
+    ]);
+    // The last message of the old key is the tombstone: compaction (and the oracle) drop the row.
+    const lastByKey = new Map(records.map((r) => [r.key, r.value]));
+    expect(lastByKey.get('{"id":"1"}')).toBeNull();
+  });
+
   test('tombstones can be turned off', async () => {
     const topic = uniqueName('ns-it-no-tombstone');
     await using handle = createSink({ brokers, topic, tombstones: false });

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { expect, test } from 'vitest';
-import { ConcurrentWriter, NanosyncProcess, dropSlots, eventually, oracle, tableRows, topicSize } from './e2e-helpers.js';
-import { consumeAll, uniqueName } from './helpers.js';
+import { ConcurrentWriter, NanosyncProcess, SlotFlushSampler, dropSlots, eventually, oracle, tableRows, topicSize } from './e2e-helpers.js';
+import { type ConsumedRecord, consumeAll, uniqueName } from './helpers.js';
 
 const ROWS = 500;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -26,6 +26,7 @@ test('postgres → kafka: broker down for 30 s, slot not acknowledged meanwhile,
   const pipeline = uniqueName('kafka_outage').replace(/-/g, '_');
   const topic = uniqueName('ns-e2e-outage');
   let writer: ConcurrentWriter | undefined;
+  let sampler: SlotFlushSampler | undefined;
   try {
     await db.query('CREATE TABLE public.e2e_orders (id bigint PRIMARY KEY, note text, amount numeric(20,2), qty int, flag bool)');
     await db.query(`INSERT INTO public.e2e_orders SELECT g, 'row ' || g, g * 1.5, g, g % 2 = 0 FROM generate_series(1, $1) g`, [ROWS]);
@@ -52,7 +53,9 @@ pipelines:
         message_format: json
 `,
     );
-    await using proc = new NanosyncProcess(['run', '--file', config, '--state', join(dir, 'state', 'state.db'), '--listen', '127.0.0.1:0']);
+    const stateFile = join(dir, 'state', 'state.db');
+    sampler = new SlotFlushSampler(url, `nanosync_slot_${pipeline}`, stateFile, pipeline);
+    await using proc = new NanosyncProcess(['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0']);
     const context = () => proc.output.slice(-4000);
     await eventually(async () => ((await topicSize(kafka.brokers, topic)) >= ROWS ? true : undefined), 'the snapshot in Kafka', 180_000, context);
 
@@ -81,9 +84,11 @@ pipelines:
     writer = undefined;
     const expected = await tableRows(db, 'public.e2e_orders');
     let problems: string[] = [];
+    let records: ConsumedRecord[] = [];
     await eventually(
       async () => {
-        problems = oracle(await consumeAll(kafka.brokers, topic), expected, changes);
+        records = await consumeAll(kafka.brokers, topic);
+        problems = oracle(records, expected, changes);
         return problems.length === 0 ? true : undefined;
       },
       'the topic to converge on the table',
@@ -92,8 +97,11 @@ pipelines:
     );
     await eventually(async () => ((await slot()) !== heldAt ? true : undefined), 'the slot to advance again', 120_000, context);
     await proc.kill('SIGTERM');
+    // Item 4, sampled through the whole run, shutdown included.
+    expect(await sampler.stopAndCheck(records)).toEqual([]);
   } finally {
     await writer?.stop().catch(() => undefined);
+    await sampler?.stop().catch(() => undefined);
     await dropSlots(db);
     await db.end();
     await rm(dir, { recursive: true, force: true });

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { expect, test } from 'vitest';
-import { ConcurrentWriter, NanosyncProcess, dropSlots, eventually, oracle, tableRows, topicSize } from './e2e-helpers.js';
-import { consumeAll, uniqueName } from './helpers.js';
+import { ConcurrentWriter, NanosyncProcess, SlotFlushSampler, dropSlots, eventually, oracle, tableRows, topicSize } from './e2e-helpers.js';
+import { type ConsumedRecord, consumeAll, uniqueName } from './helpers.js';
 
 const ROWS = 20_000;
 
@@ -24,6 +24,7 @@ test('postgres → kafka: concurrent writer, SIGKILL mid-snapshot, restart, orac
   const pipeline = uniqueName('kafka_e2e').replace(/-/g, '_');
   const topic = uniqueName('ns-e2e');
   let writer: ConcurrentWriter | undefined;
+  let sampler: SlotFlushSampler | undefined;
   try {
     await db.query('CREATE TABLE public.e2e_orders (id bigint PRIMARY KEY, note text, amount numeric(20,2), qty int, flag bool)');
     await db.query(
@@ -56,7 +57,9 @@ pipelines:
         compression: lz4
 `,
     );
-    const args = ['run', '--file', config, '--state', join(dir, 'state', 'state.db'), '--listen', '127.0.0.1:0'];
+    const stateFile = join(dir, 'state', 'state.db');
+    const args = ['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0'];
+    sampler = new SlotFlushSampler(url, `nanosync_slot_${pipeline}`, stateFile, pipeline);
 
     const first = new NanosyncProcess(args);
     // The test window opens when the slot exists: changes before it are in the snapshot only.
@@ -87,9 +90,11 @@ pipelines:
 
     const expected = await tableRows(db, 'public.e2e_orders');
     let problems: string[] = [];
+    let records: ConsumedRecord[] = [];
     await eventually(
       async () => {
-        problems = oracle(await consumeAll(kafka.brokers, topic), expected, changes);
+        records = await consumeAll(kafka.brokers, topic);
+        problems = oracle(records, expected, changes);
         return problems.length === 0 ? true : undefined;
       },
       'the topic to converge on the table',
@@ -99,8 +104,11 @@ pipelines:
     expect(problems).toEqual([]);
     expect(changes.length).toBeGreaterThan(0);
     await second.kill('SIGTERM');
+    // Item 4, sampled through the whole run, shutdown included.
+    expect(await sampler.stopAndCheck(records)).toEqual([]);
   } finally {
     await writer?.stop().catch(() => undefined);
+    await sampler?.stop().catch(() => undefined);
     await dropSlots(db);
     await db.end();
     await rm(dir, { recursive: true, force: true });

@@ -1,3 +1,4 @@
+import { appendFileSync } from 'node:fs';
 import { ErrorCode, type Logger, NanosyncError } from '@nanosync/core';
 import type pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
@@ -115,6 +116,7 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
     const sendStatus = () => {
       if (settled) return;
       const flush = acknowledger.flushLsn;
+      if (process.env.NS_DEBUG_STATUS) appendFileSync(process.env.NS_DEBUG_STATUS, `${options.slot} status ${formatLsn(flush)} ${Date.now()} ${process.pid}\n`);
       if (flush === 0n) return;
       // The library reports "last byte received + 1": pass the byte before our flush LSN.
       service.acknowledge(formatLsn(flush - 1n)).catch((err: unknown) => {

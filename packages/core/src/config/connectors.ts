@@ -187,17 +187,31 @@ function parseConnectorConfig(
     return { issues: [located(locate, input.basePath, `${role}: the connector's configSchema threw: ${message}`)] };
   }
   if (result.success) return { config: result.data, issues: [] };
-  const issues = result.error.issues.map((issue) => {
+  const issues = result.error.issues.flatMap((issue): ConfigIssue[] => {
+    // zod reports every unknown key of an object in one issue at the object; split it so
+    // each key is reported where it was written (the connection's or the pipeline's properties).
+    const unknownKeys = (issue as { code?: unknown; keys?: unknown }).keys;
+    if (
+      (issue as { code?: unknown }).code === 'unrecognized_keys' &&
+      issue.path.length === 0 &&
+      Array.isArray(unknownKeys)
+    ) {
+      return unknownKeys.map((key) => {
+        const name = String(key);
+        const at = input.origins.get(name) ?? [...input.basePath, name];
+        return located(locate, at, `${role}: unknown property "${name}"`);
+      });
+    }
     const [first, ...rest] = issue.path;
     const message = scrubSecrets(issue.message, secrets);
     const tail = rest.map((s) => (typeof s === 'number' ? s : String(s)));
     if (typeof first === 'string' && input.origins.has(first)) {
-      return located(locate, [...input.origins.get(first)!, ...tail], message);
+      return [located(locate, [...input.origins.get(first)!, ...tail], message)];
     }
-    if (first === undefined) return located(locate, input.basePath, `${role}: ${message}`);
+    if (first === undefined) return [located(locate, input.basePath, `${role}: ${message}`)];
     const key = String(first);
     const hint = ` (set ${key} under ${formatPath(input.connectionPropertiesPath)} or ${formatPath(input.basePath)})`;
-    return located(locate, [...input.basePath, key, ...tail], `${message}${hint}`);
+    return [located(locate, [...input.basePath, key, ...tail], `${message}${hint}`)];
   });
   return { issues };
 }

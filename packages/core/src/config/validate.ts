@@ -58,6 +58,8 @@ type YamlMap = Record<string, unknown>;
 class Collector {
   readonly issues: ConfigIssue[] = [];
   readonly warnings: ConfigIssue[] = [];
+  /** Connections written in the file but rejected: references to them get no second issue. */
+  readonly invalidConnections = new Set<string>();
   constructor(private readonly locate: Locator | undefined) {}
 
   private make(
@@ -310,6 +312,7 @@ function readConnections(top: YamlMap, out: Collector): ReadConnection[] {
       );
       ok = false;
     }
+    if (!ok && name !== undefined) out.invalidConnections.add(name);
     if (ok) {
       result.push({
         config: { name: name!, type: type!, ...(dsn === undefined ? {} : { dsn }), properties },
@@ -365,6 +368,8 @@ function readConnectionRef(
   const name = readString(map, 'connection', path, out, true);
   if (name === undefined) return undefined;
   if (!connections.has(name)) {
+    // Already reported where the connection is written.
+    if (out.invalidConnections.has(name)) return undefined;
     out.issue(
       [...path, 'connection'],
       `connection "${name}" is not defined under connections${didYouMean(name, [...connections.keys()])}`,

@@ -348,6 +348,13 @@ export class PipelineRunner {
       wantSnapshot: snapshotRefs.length > 0,
     });
     res.snapshot = opened.snapshot;
+    // Stopped (or failed) while opening — slot creation can wait long for older transactions:
+    // teardown has already run, so release the exported snapshot here (on PostgreSQL a
+    // replication connection pinning the xmin horizon) and start nothing.
+    if (res.torn) {
+      await this.releaseSnapshot(res);
+      return 'stopped';
+    }
     const startPosition = record.startPosition ?? opened.startPosition;
     if (record.startPosition === undefined) {
       await store.updatePipeline(name, { startPosition });

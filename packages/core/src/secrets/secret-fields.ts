@@ -74,6 +74,31 @@ function redactValue(value: unknown, secretNames: readonly string[]): unknown {
   return value;
 }
 
+/**
+ * Paths (`connections.db.dsn`) of the secrets inside a stored definition that are still
+ * written literally: neither encrypted nor only `${env:…}` references. Mirrors what
+ * `toStoredDefinitions` encrypts (secret-named keys, and `dsn` strings with a password),
+ * so a definition it produced has none. Never returns the values themselves.
+ */
+export function literalSecretPaths(value: unknown, secretNames: readonly string[] = []): string[] {
+  const found: string[] = [];
+  const walk = (item: unknown, path: string) => {
+    if (Array.isArray(item)) item.forEach((child, i) => walk(child, `${path}[${i}]`));
+    else if (typeof item === 'object' && item !== null) {
+      for (const [key, child] of Object.entries(item)) {
+        const at = path === '' ? key : `${path}.${key}`;
+        if (isSecretName(key, secretNames)) {
+          if (isLiteralSecretValue(child)) found.push(at);
+        } else if (key === 'dsn' && typeof child === 'string' && dsnHasLiteralPassword(child)) {
+          found.push(at);
+        } else walk(child, at);
+      }
+    }
+  };
+  walk(value, '');
+  return found;
+}
+
 /** Every literal secret string inside a value (for scrubbing messages that might echo input). */
 export function collectSecretStrings(value: unknown, secretNames: readonly string[] = []): string[] {
   const found = new Set<string>();

@@ -64,8 +64,21 @@ describe('config: each connector validates its own properties', () => {
   it('reports an unknown connector property under the field that supplied it', async () => {
     const issues = await connectorIssues(baseConfig.replace('topic: orders-cdc', 'topik: orders-cdc'));
     expect(issues).toHaveLength(1);
-    expect(issues[0]!.path).toBe('pipelines[0].sink.properties');
+    expect(issues[0]!.path).toBe('pipelines[0].sink.properties.topik');
     expect(issues[0]!.message).toMatch(/topik/);
+  });
+
+  it('reports each unknown connector property at its own field, the connection\'s ones included', async () => {
+    const text = baseConfig
+      .replace('brokers: q1:9092', 'brokers: q1:9092\n      sasl_pasword: x')
+      .replace('topic: orders-cdc', 'topik: orders-cdc');
+    const issues = await connectorIssues(text);
+    expect(issues.map((i) => [i.path, i.line])).toEqual([
+      ['connections[1].properties.sasl_pasword', 9],
+      ['pipelines[0].sink.properties.topik', 18],
+    ]);
+    expect(issues[0]!.message).toMatch(/sasl_pasword/);
+    expect(issues[0]!.message).not.toMatch(/topik/);
   });
 
   it('reports a missing required property with where it can be set', async () => {

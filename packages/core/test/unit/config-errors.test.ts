@@ -392,6 +392,19 @@ describe('config: every problem is reported with its YAML path', () => {
     }
   });
 
+  it('does not call a connection that is defined but invalid "not defined"', () => {
+    const issues = issuesOf(yaml`
+      connections:
+        - name: db
+          dsn: testdb://app@db/shop
+      pipelines:
+        - name: orders
+          source: { connection: db, tables: [public.orders] }
+          sink: { connection: db }
+    `);
+    expect(issues.map((i) => i.path)).toEqual(['connections[0].type']);
+  });
+
   it('never substitutes an empty string for an unset variable', () => {
     const text = baseConfig.replace('topic: orders-cdc', 'topic: "${env:TOPIC}"');
     const issues = issuesOf(text, { TOPIC: undefined });

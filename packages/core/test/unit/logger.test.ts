@@ -67,6 +67,19 @@ describe('createLogger', () => {
     expect(line).toContain('dsn=postgres://app:***@db:5432/shop');
   });
 
+  it('redacts prefixed password keys, JSON pairs and DSN passwords containing @', () => {
+    const { logger, lines } = capture();
+    logger.error('connect failed', {
+      detail: 'host=db user=app sslpassword=hunter2a ssl_key_password=hunter2b',
+      json: '{"password":"hunter2c","user":"app"}',
+      url: 'postgres://app:hun@ter2d@db/shop',
+    });
+    const line = lines[0]!;
+    for (const secret of ['hunter2a', 'hunter2b', 'hunter2c', 'ter2d']) expect(line).not.toContain(secret);
+    expect(line).toContain('user=app');
+    expect(line).toContain('@db/shop');
+  });
+
   it('describes errors with their code and cause, redacted', () => {
     const err = new NanosyncError(ErrorCode.PgConnection, 'cannot reach postgres://u:pw1@h/db', {
       cause: new Error('ECONNREFUSED'),

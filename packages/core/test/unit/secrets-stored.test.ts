@@ -5,6 +5,7 @@ import {
   ConfigError,
   ErrorCode,
   isEncryptedSecret,
+  literalSecretPaths,
   materializePipeline,
   NanosyncError,
   parseConfig,
@@ -92,6 +93,19 @@ describe('secrets: stored pipeline definitions', () => {
     expect(audit.connections['db-env'].dsn).toBe('testdb://app:${env:DB_PASSWORD}@db.internal/shop');
     expect(audit.pipeline.sinks[0].properties.sasl_password).toBe('${env:AUDIT_SASL}');
     expect(audit.pipeline.sink).toBeUndefined();
+  });
+
+  it('literalSecretPaths finds clear-text secrets in a definition, and none in a stored one', async () => {
+    for (const { definition } of (await stored()).values()) expect(literalSecretPaths(definition)).toEqual([]);
+    const plain = parseConfig(text, { env, configDir: '/srv/nanosync' }).raw as any;
+    expect(literalSecretPaths({ connections: { db: plain.connections[0], queue: plain.connections[2] } })).toEqual([
+      'connections.db.dsn',
+      'connections.queue.properties.sasl_password',
+    ]);
+    expect(literalSecretPaths({ c: { dsn: 'host=h password=x' }, n: [{ api_token: 7 }] })).toEqual([
+      'c.dsn',
+      'n[0].api_token',
+    ]);
   });
 
   it('hashes the unencrypted definition: the same file gives the same hash despite random IVs', async () => {

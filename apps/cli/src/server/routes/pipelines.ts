@@ -1,4 +1,4 @@
-import { ErrorCode, NanosyncError, redact } from '@nanosync/core';
+import { ErrorCode, literalSecretPaths, NanosyncError, redact } from '@nanosync/core';
 import type { ApplyEntry, ApplyResult } from '../admin-engine.js';
 import type { Route } from '../http.js';
 
@@ -38,6 +38,16 @@ function parseApplyBody(body: unknown): ApplyEntry[] {
       throw new NanosyncError(
         ErrorCode.CliUsage,
         `definitions[${index}] must have name, definition, hash and replicationType`,
+      );
+    }
+    // The client encrypts literal secrets with the server's key (`toStoredDefinitions`);
+    // a definition that still carries one would be stored in clear text, so refuse it.
+    const literal = literalSecretPaths(e.definition);
+    if (literal.length > 0) {
+      throw new NanosyncError(
+        ErrorCode.CliUsage,
+        `definitions[${index}] (pipeline "${e.name}") holds unencrypted secrets at ${literal.join(', ')}: ` +
+          "encrypt them with the server's key (nanosync apply does) or use ${env:…} references",
       );
     }
     return e as ApplyEntry;

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { appendFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -68,14 +69,19 @@ export class PipelineProcess {
         },
       },
     );
+    // NS_E2E_LOG_DIR: keep every child's output (state lines and log) in a file there, for triage.
+    const logDir = process.env.NS_E2E_LOG_DIR;
+    const logFile = logDir ? join(logDir, `pipeline-${Date.now()}-${this.#child.pid}.log`) : undefined;
     let partial = '';
     this.#child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      if (logFile) appendFileSync(logFile, chunk);
       partial += chunk;
       const lines = partial.split('\n');
       partial = lines.pop()!;
       this.stdout.push(...lines);
     });
     this.#child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      if (logFile) appendFileSync(logFile, chunk);
       this.stderr = (this.stderr + chunk).slice(-STDERR_KEEP);
     });
     this.exited = new Promise((resolveExit) => this.#child.on('exit', (code, signal) => resolveExit(code ?? signal)));
