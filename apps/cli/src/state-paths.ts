@@ -94,6 +94,7 @@ export function errnoText(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   if (e?.code === 'EACCES' || e?.code === 'EPERM') return 'permission denied';
   if (e?.code === 'ENOTDIR') return 'a parent is not a folder';
+  if (e?.code === 'EEXIST') return 'it exists and is not a folder';
   if (e?.code === 'EROFS') return 'read-only file system';
   if (e?.code === 'ENOSPC') return 'disk full';
   return e?.code ?? (err instanceof Error ? err.message : String(err));

@@ -49,7 +49,7 @@ describe('serve refuses to start, with one line, exit code 2 and nothing created
       await main(['serve', '--listen', `127.0.0.1:${port}`, '--state', join(dir, 'plain-file', 'state.db')], io),
     ).toBe(2);
     expect(io.stderr).toHaveLength(1);
-    expect(io.stderr[0]).toMatch(/cannot use the state folder .*plain-file/);
+    expect(io.stderr[0]).toMatch(/cannot use the state folder .*plain-file: it exists and is not a folder/);
     expect(await readdir(dir)).toEqual(['plain-file']);
     const again = await listen(port);
     again.close();

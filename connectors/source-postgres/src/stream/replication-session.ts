@@ -1,4 +1,3 @@
-import { appendFileSync } from 'node:fs';
 import { ErrorCode, type Logger, NanosyncError } from '@nanosync/core';
 import type pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
@@ -116,7 +115,6 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
     const sendStatus = () => {
       if (settled) return;
       const flush = acknowledger.flushLsn;
-      if (process.env.NS_DEBUG_STATUS) appendFileSync(process.env.NS_DEBUG_STATUS, `${options.slot} status ${formatLsn(flush)} ${Date.now()} ${process.pid}\n`);
       if (flush === 0n) return;
       // The library reports "last byte received + 1": pass the byte before our flush LSN.
       service.acknowledge(formatLsn(flush - 1n)).catch((err: unknown) => {

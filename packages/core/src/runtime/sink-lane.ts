@@ -244,7 +244,7 @@ export class SinkLane {
 
   /** Take the next item, merging queued batches after it up to `maxWriteEvents`, and make it durable. */
   private async processNext(): Promise<void> {
-    const first = this.queue[this.head++]!;
+    const first = this.take();
     let events = first.events;
     let safePosition = first.safePosition;
     let bytes = first.bytes;
@@ -254,7 +254,7 @@ export class SinkLane {
     while (this.head < this.queue.length) {
       const next = this.queue[this.head]!;
       if (events.length + next.events.length > this.options.maxWriteEvents && events.length > 0) break;
-      this.head++;
+      this.take();
       if (next.events.length > 0) {
         if (events.length === 0) {
           events = next.events;
@@ -271,7 +271,10 @@ export class SinkLane {
       if (next.barrier) barriers.push(next.barrier);
       bytes += next.bytes;
     }
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+    if (this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue.splice(0, this.head);
       this.head = 0;
     }
@@ -293,6 +296,17 @@ export class SinkLane {
     for (const b of barriers) b.arrive();
     if (safePosition !== undefined) this.options.onCheckpoint();
     if (!this.full) this.releaseRoomWaiters();
+  }
+
+  /**
+   * The item at the head, its slot cleared: a consumed batch must not stay reachable from
+   * the queue array until the next compaction, or memory grows with every batch written.
+   */
+  private take(): LaneItem {
+    const item = this.queue[this.head]!;
+    (this.queue as (LaneItem | undefined)[])[this.head] = undefined;
+    this.head++;
+    return item;
   }
 
   private async write(events: ChangeEvent[]): Promise<void> {
