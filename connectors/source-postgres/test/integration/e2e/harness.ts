@@ -198,13 +198,28 @@ export function pipelineRow(
   );
 }
 
+function minCheckpoint(db: DatabaseSync, pipeline: string): string | undefined {
+  const rows = db.prepare('SELECT position FROM checkpoints WHERE pipeline = ?').all(pipeline) as {
+    position: string;
+  }[];
+  return rows.map((r) => r.position).sort()[0];
+}
+
 /** The pipeline's checkpoint: the minimum over its sinks, or undefined while some sink has none. */
 export function storedCheckpoint(stateFile: string, pipeline: string): string | undefined {
+  return readStore(stateFile, (db) => minCheckpoint(db, pipeline));
+}
+
+/**
+ * Where a restart would resume: the stored checkpoint, or the start position while there is
+ * none. Undefined when the store could not be read.
+ */
+export function storedResumePoint(stateFile: string, pipeline: string): string | undefined {
   return readStore(stateFile, (db) => {
-    const rows = db.prepare('SELECT position FROM checkpoints WHERE pipeline = ?').all(pipeline) as {
-      position: string;
-    }[];
-    return rows.map((r) => r.position).sort()[0];
+    const row = db.prepare('SELECT start_position FROM pipelines WHERE name = ?').get(pipeline) as
+      | { start_position: string | null }
+      | undefined;
+    return minCheckpoint(db, pipeline) ?? row?.start_position ?? undefined;
   });
 }
 

@@ -22,6 +22,7 @@ import {
   sleep,
   startWriter,
   storedCheckpoint,
+  storedResumePoint,
   type WorkDir,
   type Writer,
   type WriterTxn,
@@ -149,11 +150,11 @@ function sampleFlush(url: string, slot: string, work: WorkDir, pipeline: string)
         .catch(() => undefined);
       if (row?.lsn) {
         const fileBytes = await fileSize(work.sinkFile);
-        const checkpoint =
-          storedCheckpoint(work.stateFile, pipeline) ??
-          pipelineRow(work.stateFile, pipeline)?.start_position ??
-          undefined;
-        samples.push({ confirmedFlush: parseLsn(row.lsn), fileBytes, checkpoint });
+        samples.push({
+          confirmedFlush: parseLsn(row.lsn),
+          fileBytes,
+          checkpoint: storedResumePoint(work.stateFile, pipeline),
+        });
       }
       await sleep(100);
     }
