@@ -83,7 +83,9 @@ function redactValue(value: unknown, secretNames: readonly string[]): unknown {
 export function literalSecretPaths(value: unknown, secretNames: readonly string[] = []): string[] {
   const found: string[] = [];
   const walk = (item: unknown, path: string) => {
-    if (Array.isArray(item)) item.forEach((child, i) => walk(child, `${path}[${i}]`));
+    if (Array.isArray(item)) {
+      for (let i = 0; i < item.length; i++) walk(item[i], `${path}[${i}]`);
+    }
     else if (typeof item === 'object' && item !== null) {
       for (const [key, child] of Object.entries(item)) {
         const at = path === '' ? key : `${path}.${key}`;
