@@ -15,6 +15,7 @@ import { serverSecretKey } from '../secret-key.js';
 import { errnoText, loadOrCreateServerToken, type StatePaths } from '../state-paths.js';
 import { type AdminServer, createAdminHandler, listenAdmin } from './http.js';
 import { adminRoutes } from './routes/index.js';
+import { releaseLeasesOfDeadProcesses } from './stale-leases.js';
 
 export interface StartServerOptions {
   paths: StatePaths;
@@ -89,6 +90,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     cleanups.push(() => store.close());
     secretKey = await serverSecretKey(paths, io.env, (message) => logger.warn(message));
     token = await loadOrCreateServerToken(paths, io.env);
+    await releaseLeasesOfDeadProcesses(store, logger);
     engine = new Engine({
       store,
       logger,

@@ -357,6 +357,16 @@ class SqliteStateStore implements StateStore {
     });
   }
 
+  async getLease(pipeline: string): Promise<LeaseInfo | undefined> {
+    return this.guard('read a pipeline lease', () => {
+      const row = this.stmt('SELECT holder, expires_at FROM leases WHERE pipeline = ?').get(pipeline) as
+        | { holder: string; expires_at: number }
+        | undefined;
+      if (row === undefined || row.expires_at <= Date.now()) return undefined;
+      return { pipeline, holder: row.holder, expiresAt: new Date(row.expires_at).toISOString() };
+    });
+  }
+
   async releaseLease(pipeline: string, holder: string): Promise<void> {
     this.guard('release a pipeline lease', () => {
       this.stmt('DELETE FROM leases WHERE pipeline = ? AND holder = ?').run(pipeline, holder);

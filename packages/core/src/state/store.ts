@@ -86,6 +86,8 @@ export interface StateStore {
    * owns it until `now + ttlMs`, or the current holder when someone else does.
    */
   acquireLease(pipeline: string, holder: string, ttlMs: number): Promise<{ acquired: true } | { acquired: false; lease: LeaseInfo }>;
+  /** The unexpired lease of `pipeline`, if any. */
+  getLease(pipeline: string): Promise<LeaseInfo | undefined>;
   releaseLease(pipeline: string, holder: string): Promise<void>;
 
   /** Small key/value area for server-level settings (e.g. generated ids). */
