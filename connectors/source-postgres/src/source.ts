@@ -57,6 +57,8 @@ export class PostgresSource implements Source {
   readonly #readPath: ReadPath;
   #admin: Promise<pg.Client> | undefined;
   readonly #idleReaders: pg.Client[] = [];
+  /** Exported snapshots found gone (server restarted under them), so each is reported once. */
+  readonly #deadSnapshots = new Set<string>();
   readonly #busyReaders = new Set<pg.Client>();
   readonly #brokenReaders = new WeakSet<pg.Client>();
   readonly #tables = new Map<string, PgTable>();
@@ -283,6 +285,7 @@ export class PostgresSource implements Source {
           signal: options.signal,
           path: this.#readPath,
           logger: this.#logger,
+          deadSnapshots: this.#deadSnapshots,
           ...(options.snapshotToken !== undefined ? { snapshotToken: options.snapshotToken } : {}),
         },
         state,

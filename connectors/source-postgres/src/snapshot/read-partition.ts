@@ -36,6 +36,8 @@ export interface ReadCtidPartitionOptions {
   signal: AbortSignal;
   path?: ReadPath;
   logger?: Logger;
+  /** Exported snapshots already found gone: later partitions skip the attempt and the warning. */
+  deadSnapshots?: Set<string>;
 }
 
 /** `SELECT "a", "b" FROM "s"."t" WHERE ctid …`; every identifier quoted. */
@@ -68,7 +70,7 @@ export async function* readCtidPartition(
   }
   const maxRows = Math.max(1, Math.floor(opts.maxRowsPerChunk));
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-  if (opts.snapshotToken) {
+  if (opts.snapshotToken && !opts.deadSnapshots?.has(opts.snapshotToken)) {
     try {
       await client.query(`SET TRANSACTION SNAPSHOT '${opts.snapshotToken}'`);
     } catch (err) {
@@ -76,9 +78,13 @@ export async function* readCtidPartition(
       // connection loss). Reading the current state instead is what a restarted pipeline
       // does anyway: the stream's replay from the start position covers the difference.
       if ((err as { code?: string }).code !== '22023') throw err;
-      opts.logger?.warn('exported snapshot no longer available; reading this partition from a fresh snapshot', {
-        table: `${opts.table.schema}.${opts.table.name}`,
-      });
+      opts.deadSnapshots?.add(opts.snapshotToken);
+      opts.logger?.warn(
+        'exported snapshot no longer available; the remaining partitions are read from fresh snapshots',
+        {
+          table: `${opts.table.schema}.${opts.table.name}`,
+        },
+      );
       await client.query('ROLLBACK');
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     }

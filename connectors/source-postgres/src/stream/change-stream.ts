@@ -7,7 +7,7 @@ import { type Acknowledger, type AcknowledgerInternals, createAcknowledger, inte
 import { type BatchLimits, BatchQueue } from './batch-queue.js';
 import { deleteEvent, insertEvent, updateEvent } from './change-events.js';
 import { classifySessionFailure } from './failures.js';
-import { type PgOutputMessage, formatPgTimestamp } from './pgoutput.js';
+import { formatPgTimestamp, type PgOutputMessage } from './pgoutput.js';
 import { RelationCache } from './relations.js';
 import { runReplicationSession } from './replication-session.js';
 

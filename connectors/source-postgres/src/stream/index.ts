@@ -12,4 +12,4 @@
 export { type Acknowledger, createAcknowledger } from './acknowledger.js';
 export { type BatchLimits, DEFAULT_BATCH_LIMITS } from './batch-queue.js';
 export { DEFAULT_RECONNECT, type ReconnectPolicy, type StreamChangesOptions, streamChanges } from './change-stream.js';
-export { type PgOutputMessage, decodePgOutput, UNCHANGED_TOAST } from './pgoutput.js';
+export { decodePgOutput, type PgOutputMessage, UNCHANGED_TOAST } from './pgoutput.js';

@@ -1,5 +1,5 @@
 import type { ColumnSchema, TableSchema } from '@nanosync/core';
-import { type PgTypeInfo, type Queryable, type TypeCatalog, logicalTypeOf, sourceTypeName } from '../types/index.js';
+import { logicalTypeOf, type PgTypeInfo, type Queryable, sourceTypeName, type TypeCatalog } from '../types/index.js';
 import type { RelationMessage, ReplicaIdentity } from './pgoutput.js';
 
 /** A column as the stream decodes it: the Relation message's view plus its resolved type. */

@@ -5,7 +5,7 @@ import type { ClientConfigWithReplication } from '../connection.js';
 import { quoteIdent, quoteLiteral } from '../errors.js';
 import { formatLsn, parseLsn } from '../position.js';
 import type { AcknowledgerInternals } from './acknowledger.js';
-import { type PgOutputMessage, decodePgOutput } from './pgoutput.js';
+import { decodePgOutput, type PgOutputMessage } from './pgoutput.js';
 
 /** One XLogData payload, decoded where it arrived so that keepalives can be ordered after it. */
 interface ReceivedMessage {

@@ -45,6 +45,8 @@ export interface PgFixture extends AsyncDisposable {
   preparePublication(pipeline: string, tables: TableRef[]): Promise<void>;
   /** A source built through the connector definition (config schema included), closed at dispose. */
   source(pipeline: string, extra?: Record<string, unknown>): Promise<PostgresSource>;
+  /** Log lines of every source made by `source()`. */
+  logs: string[];
   /** A second client logged in as the role (for session-setting checks). */
   roleClient(): Promise<pg.Client>;
 }
@@ -105,10 +107,11 @@ export async function pgFixture(
       );
       await fixture.admin.query(`ALTER PUBLICATION ${quoteIdent(name)} OWNER TO ${quoteIdent(role)}`);
     },
+    logs: [],
     async source(pipeline, extra) {
       const parsed = definition.configSchema.safeParse(roleProperties(extra));
       if (!parsed.success) throw new Error(JSON.stringify(parsed.error.issues));
-      const context: ConnectorContext = { pipeline, logger: memoryLogger(), signal: new AbortController().signal };
+      const context: ConnectorContext = { pipeline, logger: memoryLogger(fixture.logs), signal: new AbortController().signal };
       const source = (await definition.create(parsed.data, context)) as PostgresSource;
       sources.push(source);
       return source;

@@ -262,8 +262,14 @@ describe('snapshot partitions', () => {
     );
     expect(killed.rows).toHaveLength(1);
     await new Promise((resolve) => setTimeout(resolve, 200));
-    const { rows } = await readAll(source, schema!, { snapshotToken: opened.snapshot!.token });
+    const { rows, partitions } = await readAll(source, schema!, {
+      snapshotToken: opened.snapshot!.token,
+      targetRowsPerPartition: 100,
+    });
     expect(rows).toHaveLength(501);
+    expect(partitions).toBeGreaterThan(1);
+    // Said once, not once per partition.
+    expect(fx.logs.filter((line) => line.includes('exported snapshot no longer available'))).toHaveLength(1);
     await opened.snapshot!.release();
   });
 
