@@ -1,4 +1,4 @@
-export { dockerAvailable, ENV_KAFKA_BROKERS, ENV_MSSQL_URL, ENV_PG_URL } from './env.js';
+export { dockerAvailable, ENV_KAFKA_BROKERS, ENV_MSSQL_URL, ENV_PG_URL, freePort } from './env.js';
 export { NanosyncTestUnavailable, ServiceStartError, ServiceUnavailableError } from './errors.js';
 export {
   defaultKafkaProperties,

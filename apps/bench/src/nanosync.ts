@@ -2,7 +2,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, startTool, type Tool } from './util.js';
+import { freePort } from '@nanosync/testcontainers';
+import { startTool, type Tool } from './util.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const CLI_BIN = join(REPO_ROOT, 'apps/cli/src/bin.ts');

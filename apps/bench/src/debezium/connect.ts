@@ -1,6 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freePort, startTool, type Tool } from '../util.js';
+import { freePort } from '@nanosync/testcontainers';
+import { startTool, type Tool } from '../util.js';
 import type { DebeziumJars } from './resolve.js';
 
 /** Producer settings shared by nanosync's Kafka sink and the Connect worker, so both pay the same broker-side cost. */
