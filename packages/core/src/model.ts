@@ -76,7 +76,13 @@ export type Row = Record<string, Value>;
  */
 export type Position = string;
 
-export type ChangeOp = 'insert' | 'update' | 'delete' | 'read';
+/**
+ * `truncate` removes every row of `table` at its position in commit order: it carries an
+ * empty `key` and neither `before` nor `after`. A statement naming several tables (or
+ * reaching more through `CASCADE`) yields one `truncate` event per table, in one
+ * transaction. Sinks that keep state delete the table's rows; log-shaped sinks record it.
+ */
+export type ChangeOp = 'insert' | 'update' | 'delete' | 'read' | 'truncate';
 
 export interface ChangeEvent {
   /** `read` marks a row that came from the snapshot rather than the change stream. */
@@ -102,6 +108,8 @@ export interface ChangeEvent {
   position: Position;
   /** Commit time of the source transaction, ISO 8601 UTC with microseconds. */
   commitTime?: string;
+  /** Only on `truncate`: what the statement asked for besides removing rows. */
+  truncate?: { cascade: boolean; restartIdentity: boolean };
 }
 
 /**
