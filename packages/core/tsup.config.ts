@@ -1,4 +1,10 @@
 import { defineConfig } from 'tsup';
 import { preset } from '../../tsup.preset.js';
 
-export default defineConfig(preset());
+export default defineConfig(
+  preset(
+    { index: 'src/index.ts', host: 'src/host.ts' },
+    // Shared chunks: both entries must see the same NanosyncError class for instanceof.
+    { splitting: true },
+  ),
+);

@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
-import { ConfigError, NanosyncError, redact } from '@nanosync/core';
+import { NanosyncError, redact } from '@nanosync/core';
+import { ConfigError } from '@nanosync/core/host';
 import { applyCommand } from './commands/apply.js';
 import type { Command } from './commands/command.js';
 import { listCommand } from './commands/list.js';

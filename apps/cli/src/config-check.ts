@@ -1,13 +1,6 @@
 import { resolve } from 'node:path';
-import {
-  ConfigError,
-  type ConfigIssue,
-  type ConnectorResolver,
-  loadConfigFile,
-  type NanosyncConfig,
-  NanosyncError,
-  validateConnectors,
-} from '@nanosync/core';
+import { NanosyncError } from '@nanosync/core';
+import { ConfigError, type ConfigIssue, type ConnectorResolver, loadConfigFile, type NanosyncConfig, validateConnectors } from '@nanosync/core/host';
 import { connectorResolver } from './connectors.js';
 import { ExitCode } from './exit-codes.js';
 import type { CliIo } from './io.js';

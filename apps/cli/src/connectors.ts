@@ -1,6 +1,6 @@
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type ConnectorResolver, createConnectorResolver } from '@nanosync/core';
+import { type ConnectorResolver, createConnectorResolver } from '@nanosync/core/host';
 
 /**
  * First-party connectors, imported only when a config names them. A static map (rather

@@ -10,7 +10,8 @@
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ErrorCode, type Logger, NanosyncError, type PipelineStatus } from '@nanosync/core';
+import { ErrorCode, type Logger, NanosyncError } from '@nanosync/core';
+import type { PipelineStatus } from '@nanosync/core/host';
 import { type KafkaService, type PostgresService, startKafka, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { storedEntries } from './commands/apply.js';

@@ -1,4 +1,5 @@
-import { ErrorCode, loadOrCreateSecretKey, NanosyncError } from '@nanosync/core';
+import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { loadOrCreateSecretKey } from '@nanosync/core/host';
 import { fileExists, type StatePaths } from './state-paths.js';
 
 /** The server's key: from `NANOSYNC_SECRET_KEY`, else the key file next to the state database (created 0600 when missing). */

@@ -1,46 +1,14 @@
+/**
+ * The connector API: what a source or sink needs to be written against nanosync — the
+ * contract, the event model, errors, and value helpers shared by connectors. It loads
+ * nothing heavy (no SQLite, Prometheus or YAML); the runtime that hosts connectors is
+ * `@nanosync/core/host`. A test checks that importing this entry stays that light.
+ */
 export * from './model.js';
 export * from './errors.js';
 export * from './contract/connector.js';
 export type * from './contract/logger.js';
-export type * from './state/store.js';
-export { ConfigError, formatPath } from './config/issues.js';
-export type { ConfigIssue, PathSegment } from './config/issues.js';
-export { loadConfigFile, parseConfig } from './config/load.js';
-export type { LoadedConfig, ParseConfigOptions } from './config/load.js';
-export { validateConnectors } from './config/connectors.js';
-export { materializePipeline, toStoredDefinitions, secretNamesOfDefinition, stableStringify } from './config/stored-definition.js';
-export type { MaterializedPipeline, StoredPipeline } from './config/stored-definition.js';
 export { parseTableName, formatTableName } from './config/table-name.js';
-export { parseSchedule } from './config/schedule.js';
-export { substituteEnv } from './config/env.js';
-export { REPLICATION_TYPES, FILTER_OPS } from './config/types.js';
-export type {
-  ConnectionConfig,
-  FilterOp,
-  NanosyncConfig,
-  PipelineConfig,
-  ReplicationType,
-  SinkConfig,
-  StoredPipelineDefinition,
-  TargetMapping,
-  TargetMappingFilter,
-} from './config/types.js';
-export { connectorCandidates } from './discovery/candidates.js';
-export type { ConnectorKind } from './discovery/candidates.js';
-export { checkDefinition, createConnectorResolver } from './discovery/resolver.js';
-export type { ConnectorResolver, ConnectorResolverOptions } from './discovery/resolver.js';
-export { decryptSecret, encryptSecret, isEncryptedSecret } from './secrets/cipher.js';
-export { loadOrCreateSecretKey, parseSecretKey } from './secrets/secret-key.js';
-export { DEFAULT_SECRET_NAMES, isSecretName, literalSecretPaths, redactConfig } from './secrets/secret-fields.js';
-export { openSqliteStateStore } from './state/sqlite.js';
-export { createLogger, describeError, errorFields } from './log/logger.js';
-export type { LoggerOptions, LogLevel } from './log/logger.js';
-export { Engine } from './runtime/engine.js';
-export type { EngineOptions, EngineStateEvent, EngineWarningEvent } from './runtime/engine.js';
-export { DEFAULT_RUNTIME_OPTIONS } from './runtime/types.js';
-export type { MaterializedSink, RuntimeOptions, RuntimeOverrides } from './runtime/types.js';
-export { DEFAULT_RETRY_POLICY, backoffDelay } from './runtime/backoff.js';
+export { DEFAULT_RETRY_POLICY, backoffDelay, sleep, within } from './runtime/backoff.js';
 export type { RetryPolicy } from './runtime/backoff.js';
-export { WRITE_LATENCY_BUCKETS } from './runtime/stats.js';
-export type { LatencyHistogram, PipelineStatus, SinkStatus, SnapshotProgress, SourceStatus, TableStatus } from './runtime/stats.js';
-export { METRIC_NAMES, PIPELINE_STATES, PrometheusExporter } from './metrics/prometheus.js';
+export { civilFromDays, daysFromCivil, formatYear } from './values/calendar.js';

@@ -1,4 +1,4 @@
-import { parseConfig } from '@nanosync/core';
+import { parseConfig } from '@nanosync/core/host';
 import { describe, expect, it } from 'vitest';
 import {
   connectorProperties,

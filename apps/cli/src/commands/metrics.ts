@@ -1,4 +1,4 @@
-import type { PipelineStatus } from '@nanosync/core';
+import type { PipelineStatus } from '@nanosync/core/host';
 import { parseCommandArgs } from '../args.js';
 import { CLIENT_OPTIONS_HELP, clientOptions, connectClient } from '../client.js';
 import { ExitCode, UsageError } from '../exit-codes.js';

@@ -1,6 +1,7 @@
 /** @jsxRuntime automatic */
 /** @jsxImportSource react */
-import { ErrorCode, NanosyncError, type PipelineStatus } from '@nanosync/core';
+import { ErrorCode, NanosyncError } from '@nanosync/core';
+import type { PipelineStatus } from '@nanosync/core/host';
 import { render } from 'ink';
 import { parseCommandArgs } from '../args.js';
 import { type AdminClient, CLIENT_OPTIONS_HELP, clientOptions, connectClient } from '../client.js';

@@ -1,4 +1,4 @@
-import { ConfigError } from '@nanosync/core';
+import { ConfigError } from '@nanosync/core/host';
 import { parseCommandArgs, parseHostPort } from '../args.js';
 import { checkConfigOrExit } from '../config-check.js';
 import { connectorResolver } from '../connectors.js';

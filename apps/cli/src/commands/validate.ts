@@ -1,4 +1,4 @@
-import { ConfigError } from '@nanosync/core';
+import { ConfigError } from '@nanosync/core/host';
 import { parseCommandArgs } from '../args.js';
 import { checkConfigFile, printConfigError, printWarnings } from '../config-check.js';
 import { connectorResolver } from '../connectors.js';

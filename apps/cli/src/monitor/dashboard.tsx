@@ -1,6 +1,6 @@
 /** @jsxRuntime automatic */
 /** @jsxImportSource react */
-import type { PipelineStatus } from '@nanosync/core';
+import type { PipelineStatus } from '@nanosync/core/host';
 import { Box, Text, useApp, useInput } from 'ink';
 import { useEffect, useState, useSyncExternalStore } from 'react';
 import { formatLag, formatRate } from '../format.js';

@@ -1,4 +1,4 @@
-import type { PipelineStatus } from '@nanosync/core';
+import type { PipelineStatus } from '@nanosync/core/host';
 
 /** Where the dashboard is: the pipeline list, or the per-table view of one pipeline. */
 export interface Navigation {

@@ -1,4 +1,4 @@
-import type { PipelineStatus } from '@nanosync/core';
+import type { PipelineStatus } from '@nanosync/core/host';
 import { formatLag, formatRate, formatTable } from '../format.js';
 import {
   checkpointText,

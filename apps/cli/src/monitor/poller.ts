@@ -1,4 +1,4 @@
-import type { PipelineStatus } from '@nanosync/core';
+import type { PipelineStatus } from '@nanosync/core/host';
 
 /** What the dashboard knows: the last answer, and whether the server is answering now. */
 export interface MonitorState {

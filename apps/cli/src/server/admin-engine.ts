@@ -1,4 +1,4 @@
-import type { PipelineStatus, StoredPipelineDefinition } from '@nanosync/core';
+import type { PipelineStatus, StoredPipelineDefinition } from '@nanosync/core/host';
 
 export type ApplyResult = 'created' | 'updated' | 'unchanged';
 

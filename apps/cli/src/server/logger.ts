@@ -1,4 +1,5 @@
-import { createLogger, type Logger } from '@nanosync/core';
+import type { Logger } from '@nanosync/core';
+import { createLogger } from '@nanosync/core/host';
 import { UsageError } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
 

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
-import type { Logger, StateStore } from '@nanosync/core';
+import type { Logger } from '@nanosync/core';
+import type { StateStore } from '@nanosync/core/host';
 
 /** Holder ids of servers started by this CLI: `host/pid-N` (see `defaultHolderId`). */
 const HOLDER = /^(.*)\/pid-(\d+)$/;

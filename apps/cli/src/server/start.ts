@@ -1,14 +1,7 @@
 import { access, constants, mkdir, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import {
-  Engine,
-  ErrorCode,
-  type Logger,
-  materializePipeline,
-  NanosyncError,
-  openSqliteStateStore,
-  type StateStore,
-} from '@nanosync/core';
+import { ErrorCode, type Logger, NanosyncError } from '@nanosync/core';
+import { Engine, materializePipeline, openSqliteStateStore, type StateStore } from '@nanosync/core/host';
 import { connectorResolver } from '../connectors.js';
 import type { CliIo } from '../io.js';
 import { serverSecretKey } from '../secret-key.js';

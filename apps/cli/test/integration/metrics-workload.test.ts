@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { PIPELINE_STATES } from '@nanosync/core';
+import { PIPELINE_STATES } from '@nanosync/core/host';
 import { readJsonLines } from '@nanosync/sink-file';
 import { describe, expect, it } from 'vitest';
 import { runCli } from './cli-process.js';

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import type { PipelineStatus } from '@nanosync/core';
+import type { PipelineStatus } from '@nanosync/core/host';
 import { type PostgresService, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { type CliProcess, cliCommand, eventually, REPO_ROOT, startServing } from './cli-process.js';

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { openSqliteStateStore } from '@nanosync/core';
+import { openSqliteStateStore } from '@nanosync/core/host';
 import { latestByKey, readJsonLines } from '@nanosync/sink-file';
 import { describe, expect, it } from 'vitest';
 import { eventually, runCli, startServing } from './cli-process.js';

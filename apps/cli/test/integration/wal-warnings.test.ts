@@ -1,4 +1,4 @@
-import type { PipelineStatus } from '@nanosync/core';
+import type { PipelineStatus } from '@nanosync/core/host';
 import { describe, expect, it } from 'vitest';
 import { eventually, runCli } from './cli-process.js';
 import { metricValue, ObservabilityContext, TmuxSession, uniqueName } from './observability-fixtures.js';

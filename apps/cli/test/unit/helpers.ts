@@ -1,4 +1,5 @@
-import { ErrorCode, NanosyncError, type PipelineStatus } from '@nanosync/core';
+import { ErrorCode, NanosyncError } from '@nanosync/core';
+import type { PipelineStatus } from '@nanosync/core/host';
 import type { CliIo } from '../../src/io.js';
 import type { AdminEngine, ApplyResult } from '../../src/server/admin-engine.js';
 

@@ -1,4 +1,4 @@
-import type { PipelineStatus } from '@nanosync/core';
+import type { PipelineStatus } from '@nanosync/core/host';
 import { renderToString } from 'ink';
 import { createElement } from 'react';
 import { describe, expect, it } from 'vitest';

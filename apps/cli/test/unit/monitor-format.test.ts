@@ -1,4 +1,4 @@
-import type { LatencyHistogram, PipelineStatus } from '@nanosync/core';
+import type { LatencyHistogram, PipelineStatus } from '@nanosync/core/host';
 import { describe, expect, it } from 'vitest';
 import {
   formatBytes,

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLogger, openSqliteStateStore, type StateStore } from '@nanosync/core';
+import { createLogger, openSqliteStateStore, type StateStore } from '@nanosync/core/host';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { releaseLeasesOfDeadProcesses } from '../../src/server/stale-leases.js';
 

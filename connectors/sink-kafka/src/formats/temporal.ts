@@ -13,6 +13,8 @@
  *   infinity    `infinity` / `-infinity` for date, timestamp and timestamptz
  */
 
+import { civilFromDays, daysFromCivil, formatYear } from '@nanosync/core';
+
 export const DATE_POS_INFINITY = 2147483647;
 export const DATE_NEG_INFINITY = -2147483648;
 export const TIMESTAMP_POS_INFINITY = 9223372036854775807n;
@@ -33,34 +35,6 @@ function fail(kind: string, value: unknown): never {
 
 function pad2(n: number): string {
   return n < 10 ? `0${n}` : String(n);
-}
-
-/** Astronomical year → `YYYY` inside 1..9999, else signed with at least four digits. */
-export function formatYear(year: number): string {
-  if (year >= 1 && year <= 9999) return String(year).padStart(4, '0');
-  return (year < 0 ? '-' : '+') + String(Math.abs(year)).padStart(4, '0');
-}
-
-/** Days since 1970-01-01 in the proleptic Gregorian calendar, for any astronomical year. */
-export function daysFromCivil(year: number, month: number, day: number): number {
-  const y = month <= 2 ? year - 1 : year;
-  const era = Math.floor(y / 400);
-  const yoe = y - era * 400;
-  const doy = Math.floor((153 * ((month + 9) % 12) + 2) / 5) + day - 1;
-  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
-  return era * 146097 + doe - 719468;
-}
-
-export function civilFromDays(days: number): [year: number, month: number, day: number] {
-  const z = days + 719468;
-  const era = Math.floor(z / 146097);
-  const doe = z - era * 146097;
-  const yoe = Math.floor((doe - Math.floor(doe / 1460) + Math.floor(doe / 36524) - Math.floor(doe / 146096)) / 365);
-  const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
-  const mp = Math.floor((5 * doy + 2) / 153);
-  const day = doy - Math.floor((153 * mp + 2) / 5) + 1;
-  const month = mp < 10 ? mp + 3 : mp - 9;
-  return [era * 400 + yoe + (month <= 2 ? 1 : 0), month, day];
 }
 
 function parseYear(sign: string, digits: string): number {

@@ -35,4 +35,4 @@ export { BUILTIN_TYPES, builtinType } from './builtin.js';
 export { type Queryable, resolveTypes, TypeCatalog } from './catalog.js';
 export { decodeBytea, decodeValue, logicalTypeOf, numericTypmod, sourceTypeName } from './decode.js';
 export type { PgCodec, PgTypeInfo } from './pg-type.js';
-export { formatYear } from './temporal.js';
+export { formatYear } from '@nanosync/core';

@@ -13,6 +13,8 @@
  * 0001–9999 are four digits, anything else gets a sign (`-0043`, `+0000`, `+10000`).
  */
 
+import { civilFromDays, daysFromCivil, formatYear } from '@nanosync/core';
+
 const DATE = /^(\d{4,})-(\d\d)-(\d\d)( BC)?$/;
 const TIME = /^(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?$/;
 const TIMETZ = /^(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?$/;
@@ -28,13 +30,6 @@ function fraction(f: string | undefined): string {
 
 function pad2(n: number): string {
   return n < 10 ? `0${n}` : String(n);
-}
-
-/** Astronomical year → `YYYY` inside 1..9999, else signed (`-0043`, `+0000`, `+10000`). */
-export function formatYear(year: number): string {
-  if (year >= 1 && year <= 9999) return String(year).padStart(4, '0');
-  const digits = String(Math.abs(year)).padStart(4, '0');
-  return (year < 0 ? '-' : '+') + digits;
 }
 
 function astronomicalYear(digits: string, bc: string | undefined): number {
@@ -142,27 +137,4 @@ export function decodeTimestamptz(text: string): string {
     second = rest - minute * 60;
   }
   return `${formatYear(year)}-${pad2(month)}-${pad2(day)}T${pad2(hour)}:${pad2(minute)}:${pad2(second)}.${fraction(m[7])}Z`;
-}
-
-/** Days since 1970-01-01 in the proleptic Gregorian calendar, any astronomical year. */
-export function daysFromCivil(year: number, month: number, day: number): number {
-  const y = month <= 2 ? year - 1 : year;
-  const era = Math.floor(y / 400);
-  const yoe = y - era * 400;
-  const mp = (month + 9) % 12;
-  const doy = Math.floor((153 * mp + 2) / 5) + day - 1;
-  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
-  return era * 146097 + doe - 719468;
-}
-
-export function civilFromDays(days: number): [number, number, number] {
-  const z = days + 719468;
-  const era = Math.floor(z / 146097);
-  const doe = z - era * 146097;
-  const yoe = Math.floor((doe - Math.floor(doe / 1460) + Math.floor(doe / 36524) - Math.floor(doe / 146096)) / 365);
-  const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
-  const mp = Math.floor((5 * doy + 2) / 153);
-  const day = doy - Math.floor((153 * mp + 2) / 5) + 1;
-  const month = mp < 10 ? mp + 3 : mp - 9;
-  return [era * 400 + yoe + (month <= 2 ? 1 : 0), month, day];
 }

@@ -1,6 +1,7 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: `${env:…}` is the config syntax under test
 import { describe, expect, it } from 'vitest';
-import { ErrorCode, parseConfig, validateConnectors } from '../../src/index.js';
+import { ErrorCode } from '../../src/index.js';
+import { parseConfig, validateConnectors } from '../../src/host.js';
 import { baseConfig, testResolver, yaml } from './config-fixtures.js';
 
 async function connectorIssues(text: string, env: NodeJS.ProcessEnv = {}) {

@@ -1,6 +1,7 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: `${env:…}` is the config syntax under test
 import { describe, expect, it } from 'vitest';
-import { type ConfigError, ErrorCode, parseConfig, substituteEnv } from '../../src/index.js';
+import { ErrorCode } from '../../src/index.js';
+import { type ConfigError, parseConfig, substituteEnv } from '../../src/host.js';
 import { baseConfig } from './config-fixtures.js';
 
 const withDsn = (dsn: string) => baseConfig.replace('dsn: testdb://app@db.internal/shop', `dsn: ${dsn}`);

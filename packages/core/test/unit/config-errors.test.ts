@@ -1,6 +1,7 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: `${env:…}` is the config syntax under test
 import { describe, expect, it } from 'vitest';
-import { ConfigError, type ConfigIssue, ErrorCode, parseConfig } from '../../src/index.js';
+import { ErrorCode } from '../../src/index.js';
+import { ConfigError, type ConfigIssue, parseConfig } from '../../src/host.js';
 import { baseConfig, yaml } from './config-fixtures.js';
 
 function issuesOf(text: string, env: NodeJS.ProcessEnv = {}): ConfigIssue[] {

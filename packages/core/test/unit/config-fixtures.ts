@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { createConnectorResolver, defineSink, defineSource } from '../../src/index.js';
+import { defineSink, defineSource } from '../../src/index.js';
+import { createConnectorResolver } from '../../src/host.js';
 
 /**
  * Connector definitions written for the config tests: real definitions with zod schemas,

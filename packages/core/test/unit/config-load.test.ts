@@ -3,14 +3,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import {
-  ConfigError,
-  formatTableName,
-  loadConfigFile,
-  parseConfig,
-  parseSchedule,
-  parseTableName,
-} from '../../src/index.js';
+import { formatTableName, parseTableName } from '../../src/index.js';
+import { ConfigError, loadConfigFile, parseConfig, parseSchedule } from '../../src/host.js';
 import { baseConfig, yaml } from './config-fixtures.js';
 
 const specExample = yaml`

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { connectorCandidates } from '../../src/index.js';
+import { connectorCandidates } from '../../src/host.js';
 
 describe('discovery: candidate package names', () => {
   it.each([

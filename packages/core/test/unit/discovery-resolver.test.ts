@@ -2,13 +2,8 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createConnectorResolver,
-  ErrorCode,
-  loadConfigFile,
-  NanosyncError,
-  validateConnectors,
-} from '../../src/index.js';
+import { ErrorCode, NanosyncError } from '../../src/index.js';
+import { createConnectorResolver, loadConfigFile, validateConnectors } from '../../src/host.js';
 import { testSinkDefinition } from './config-fixtures.js';
 
 /** A connector package as a third party would publish it: plain ESM, nothing imported from nanosync. */

@@ -3,15 +3,8 @@ import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import {
-  decryptSecret,
-  ErrorCode,
-  encryptSecret,
-  isEncryptedSecret,
-  loadOrCreateSecretKey,
-  NanosyncError,
-  parseSecretKey,
-} from '../../src/index.js';
+import { ErrorCode, NanosyncError } from '../../src/index.js';
+import { decryptSecret, encryptSecret, isEncryptedSecret, loadOrCreateSecretKey, parseSecretKey } from '../../src/host.js';
 
 let dir: string;
 beforeEach(async () => {

@@ -1,18 +1,8 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: `${env:…}` is the config syntax under test
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import {
-  ConfigError,
-  ErrorCode,
-  isEncryptedSecret,
-  literalSecretPaths,
-  materializePipeline,
-  NanosyncError,
-  parseConfig,
-  redactConfig,
-  secretNamesOfDefinition,
-  toStoredDefinitions,
-} from '../../src/index.js';
+import { ErrorCode, NanosyncError } from '../../src/index.js';
+import { ConfigError, isEncryptedSecret, literalSecretPaths, materializePipeline, parseConfig, redactConfig, secretNamesOfDefinition, toStoredDefinitions } from '../../src/host.js';
 import { testResolver, testSinkDefinition, testSourceDefinition, yaml } from './config-fixtures.js';
 
 const secretKey = randomBytes(32);

@@ -5,7 +5,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterEach, expect, it } from 'vitest';
 import type { ChangeEvent, Sink, TableSchema } from '../../src/index.js';
-import { createLogger, openSqliteStateStore } from '../../src/index.js';
+import { createLogger, openSqliteStateStore } from '../../src/host.js';
 import { DEFAULT_RETRY_POLICY } from '../../src/runtime/backoff.js';
 import { SinkLane } from '../../src/runtime/sink-lane.js';
 import { SinkStats } from '../../src/runtime/stats.js';

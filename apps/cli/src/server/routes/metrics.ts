@@ -1,4 +1,4 @@
-import { PrometheusExporter } from '@nanosync/core';
+import { PrometheusExporter } from '@nanosync/core/host';
 import type { AdminEngine } from '../admin-engine.js';
 import type { Route } from '../http.js';
 

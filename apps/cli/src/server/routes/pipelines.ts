@@ -1,4 +1,5 @@
-import { ErrorCode, literalSecretPaths, NanosyncError, redact } from '@nanosync/core';
+import { ErrorCode, NanosyncError, redact } from '@nanosync/core';
+import { literalSecretPaths } from '@nanosync/core/host';
 import type { ApplyEntry, ApplyResult } from '../admin-engine.js';
 import type { Route } from '../http.js';
 

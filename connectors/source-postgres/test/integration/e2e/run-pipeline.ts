@@ -12,19 +12,8 @@
  *   node --conditions=@nanosync/source --import tsx run-pipeline.ts <config.yaml> <state.sqlite> <secret-key-hex>
  */
 import { dirname } from 'node:path';
-import {
-  type ChangeEvent,
-  createConnectorResolver,
-  createLogger,
-  Engine,
-  loadConfigFile,
-  materializePipeline,
-  openSqliteStateStore,
-  type Sink,
-  type SinkDefinition,
-  type StateStore,
-  toStoredDefinitions,
-} from '@nanosync/core';
+import type { ChangeEvent, Sink, SinkDefinition } from '@nanosync/core';
+import { createConnectorResolver, createLogger, Engine, loadConfigFile, materializePipeline, openSqliteStateStore, type StateStore, toStoredDefinitions } from '@nanosync/core/host';
 import type { KillHook } from './harness.js';
 
 const [configFile, stateFile, keyHex] = process.argv.slice(2);
