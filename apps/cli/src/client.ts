@@ -1,7 +1,7 @@
 import { ErrorCode, NanosyncError } from '@nanosync/core';
 import { parseHostPort } from './args.js';
 import type { CliIo } from './io.js';
-import { DEFAULT_LISTEN, readClientToken, statePaths } from './state-paths.js';
+import { DEFAULT_LISTEN, DEFAULT_STATE_HELP, readClientToken, statePaths } from './state-paths.js';
 
 /** Options every client command accepts to find the server and its token. */
 export const clientOptions = {
@@ -12,7 +12,8 @@ export const clientOptions = {
 export const CLIENT_OPTIONS_HELP = [
   '  --server HOST:PORT  admin API of the server (default: NANOSYNC_SERVER or 127.0.0.1:7654)',
   '  --state PATH        state database of the server; its token file is read from the same',
-  '                      folder unless NANOSYNC_TOKEN is set (default: NANOSYNC_STATE or ./.nanosync/state.db)',
+  '                      folder unless NANOSYNC_TOKEN is set (default: NANOSYNC_STATE, else',
+  `                      ${DEFAULT_STATE_HELP})`,
 ];
 
 /** A small JSON client for the admin API. */

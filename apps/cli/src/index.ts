@@ -18,3 +18,11 @@ export {
 } from './server/http.js';
 export { adminRoutes } from './server/routes/index.js';
 export { type RunningServer, type StartServerOptions, startServer } from './server/start.js';
+// Building blocks the private quickstart package (apps/quickstart) runs a server with.
+export { storedEntries } from './commands/apply.js';
+export { type CheckedConfig, checkConfigFile } from './config-check.js';
+export { formatLag, formatRate } from './format.js';
+export { SERVING_BANNER, STOP_DEADLINE_MS } from './server/foreground.js';
+export { serverLogger } from './server/logger.js';
+export { onStopSignals } from './signals.js';
+export { defaultStateFile, type StatePaths, statePaths } from './state-paths.js';

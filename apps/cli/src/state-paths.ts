@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { ErrorCode, NanosyncError } from '@nanosync/core';
 import type { CliIo } from './io.js';
 
-export const DEFAULT_STATE_FILE = '.nanosync/state.db';
+/** How the default is described in help texts. */
+export const DEFAULT_STATE_HELP = '$XDG_STATE_HOME/nanosync/state.db, else ~/.local/state/nanosync/state.db';
 export const DEFAULT_LISTEN = '127.0.0.1:7654';
 
 /** The state database and the files the server keeps next to it. */
@@ -17,9 +19,21 @@ export interface StatePaths {
   keyFile: string;
 }
 
-/** `--state`, else `NANOSYNC_STATE`, else `./.nanosync/state.db`. */
+/**
+ * The per-user default (XDG base directories): `$XDG_STATE_HOME/nanosync/state.db`, else
+ * `~/.local/state/nanosync/state.db`. The same wherever a command is started, so a client
+ * run from any folder finds the server's token.
+ */
+export function defaultStateFile(env: NodeJS.ProcessEnv): string {
+  const xdg = env.XDG_STATE_HOME?.trim();
+  // The spec says a relative XDG_STATE_HOME is invalid and is to be ignored.
+  const stateHome = xdg?.startsWith('/') ? xdg : join(env.HOME?.trim() || homedir(), '.local', 'state');
+  return join(stateHome, 'nanosync', 'state.db');
+}
+
+/** `--state`, else `NANOSYNC_STATE`, else {@link defaultStateFile}. */
 export function statePaths(option: string | undefined, io: Pick<CliIo, 'env' | 'cwd'>): StatePaths {
-  const stateFile = resolve(io.cwd, option || io.env.NANOSYNC_STATE || DEFAULT_STATE_FILE);
+  const stateFile = resolve(io.cwd, option || io.env.NANOSYNC_STATE || defaultStateFile(io.env));
   const dir = dirname(stateFile);
   return { stateFile, dir, tokenFile: join(dir, 'token'), keyFile: join(dir, 'secret.key') };
 }

@@ -4,7 +4,7 @@ import type { CliIo } from '../io.js';
 import { serveUntilSignal } from '../server/foreground.js';
 import { LOG_LEVEL_HELP, logLevelOption, serverLogger } from '../server/logger.js';
 import { startServer } from '../server/start.js';
-import { DEFAULT_LISTEN, statePaths } from '../state-paths.js';
+import { DEFAULT_LISTEN, DEFAULT_STATE_HELP, statePaths } from '../state-paths.js';
 import type { Command } from './command.js';
 
 export const serverOptions = {
@@ -14,7 +14,8 @@ export const serverOptions = {
 } as const;
 
 export const SERVER_OPTIONS_HELP = [
-  '      --state PATH        SQLite state database (default: NANOSYNC_STATE or ./.nanosync/state.db);',
+  '      --state PATH        SQLite state database (default: NANOSYNC_STATE, else',
+  `                          ${DEFAULT_STATE_HELP});`,
   '                          the secret key and admin token files are kept in the same folder',
   `      --listen HOST:PORT  admin API address (default: ${DEFAULT_LISTEN}; port 0 picks a free one)`,
   LOG_LEVEL_HELP,

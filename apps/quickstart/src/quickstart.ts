@@ -1,42 +1,52 @@
 /**
- * `pnpm quickstart`: a real pipeline on this machine with nothing configured.
+ * `bash scripts/ns quickstart`: a real pipeline on this machine with nothing configured.
  *
  * Starts a throw-away PostgreSQL (and Kafka with `--kafka`) through @nanosync/testcontainers,
- * fills a demo table, keeps writing to it, and runs a `cdc_backfill` pipeline in this
- * process exactly as `nanosync run` would, printing progress until Ctrl-C. Everything it
- * writes lives under ./.nanosync/quickstart (config, state, output); the databases it
- * started are torn down on exit.
+ * fills a demo table, runs a `cdc_backfill` pipeline in this process exactly as
+ * `nanosync run` would, and once the snapshot is done keeps changing the table, printing
+ * progress until Ctrl-C. Everything it writes lives in one folder (config, state, output);
+ * the services it started are torn down on exit. This package is private: the published
+ * CLI does not carry the test-service helpers.
  */
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ErrorCode, type Logger, NanosyncError } from '@nanosync/core';
 import type { PipelineStatus } from '@nanosync/core/host';
 import { type KafkaService, type PostgresService, startKafka, startPostgres } from '@nanosync/testcontainers';
+import {
+  type CliIo,
+  checkConfigFile,
+  connectorResolver,
+  defaultStateFile,
+  formatLag,
+  formatRate,
+  onStopSignals,
+  type RunningServer,
+  STOP_DEADLINE_MS,
+  serverLogger,
+  startServer,
+  statePaths,
+  storedEntries,
+} from 'nanosync';
 import pg from 'pg';
-import { storedEntries } from './commands/apply.js';
-import { checkConfigFile } from './config-check.js';
-import { connectorResolver } from './connectors.js';
-import { formatLag, formatRate } from './format.js';
-import { type CliIo, processIo } from './io.js';
-import { SERVING_BANNER, STOP_DEADLINE_MS } from './server/foreground.js';
-import { serverLogger } from './server/logger.js';
-import { type RunningServer, startServer } from './server/start.js';
-import { onStopSignals } from './signals.js';
-import { statePaths } from './state-paths.js';
 
 const PIPELINE = 'quickstart-orders';
 const KAFKA_TOPIC = 'quickstart.orders';
-const HELP = `Usage: pnpm quickstart [--kafka] [--rows N] [--dir PATH]
+const HELP = `Usage: bash scripts/ns quickstart [--kafka] [--rows N] [--dir PATH]
 
-Starts a local PostgreSQL with a demo table public.orders, a writer that keeps
-inserting, updating and deleting rows, and a cdc_backfill pipeline that copies the
-table and then streams every change. Stop with Ctrl-C.
+Starts a local PostgreSQL with a demo table public.orders, and a cdc_backfill
+pipeline that copies the table and then streams every change. Once the copy is
+done, a writer keeps inserting, updating and deleting a few rows per second.
+Stop with Ctrl-C.
 
 Options:
   --kafka       write to a local Kafka topic instead of JSON-lines files
+                (needs Java 17+ and Maven)
   --rows N      rows in the demo table before the pipeline starts (default 5000)
-  --dir PATH    working folder (default ./.nanosync/quickstart; wiped at start)
+  --dir PATH    working folder (default: $XDG_STATE_HOME/nanosync/quickstart, else
+                ~/.local/state/nanosync/quickstart); its state and config are replaced
+                at start, and its output too unless --kafka
   -h, --help    show this help`;
 
 interface Demo {
@@ -45,6 +55,22 @@ interface Demo {
   server?: RunningServer;
   writer?: { stop(): Promise<number> };
   progress?: NodeJS.Timeout;
+}
+
+/** The default working folder: next to the CLI's default state, per user, outside any checkout. */
+export function defaultQuickstartDir(env: NodeJS.ProcessEnv): string {
+  return join(dirname(defaultStateFile(env)), 'quickstart');
+}
+
+/** The CLI as the user can type it: `nanosync`, or what scripts/ns says it is called. */
+function cliName(env: NodeJS.ProcessEnv): string {
+  return env.NANOSYNC_COMMAND?.trim() || 'nanosync';
+}
+
+/** A path as short as it can be shown: relative to the user's folder when inside it. */
+function shown(io: CliIo, path: string): string {
+  const rel = relative(io.cwd, path);
+  return rel !== '' && !rel.startsWith('..') ? rel : path;
 }
 
 export async function quickstart(argv: string[], io: CliIo): Promise<number> {
@@ -65,16 +91,25 @@ export async function quickstart(argv: string[], io: CliIo): Promise<number> {
   const rows = Number(values.rows ?? 5000);
   if (!Number.isInteger(rows) || rows < 0 || rows > 10_000_000)
     throw new NanosyncError(ErrorCode.CliUsage, '--rows must be a whole number up to 10000000');
-  const workDir = resolve(io.cwd, values.dir ?? '.nanosync/quickstart');
+  const workDir = values.dir ? resolve(io.cwd, values.dir) : defaultQuickstartDir(io.env);
   const logger = serverLogger(undefined, io, 'quickstart');
+  const nanosync = cliName(io.env);
   const demo: Demo = {};
   let stopping = false;
+  let delivered = { snapshotted: 0, streamed: 0 };
 
   const teardown = async () => {
     if (demo.progress) clearInterval(demo.progress);
     const changes = await demo.writer?.stop().catch(() => 0);
     if (changes !== undefined) io.out(`writer stopped after ${changes} changes`);
+    const final = await demo.server?.engine.status(PIPELINE).catch(() => undefined);
     await demo.server?.stop().catch((err) => logger.warn('stopping the pipeline failed', { error: String(err) }));
+    if (final) delivered = totals(final);
+    if (demo.server) {
+      io.out(
+        `delivered ${delivered.snapshotted} snapshot rows and ${delivered.streamed} changes; the output stays in ${shown(io, workDir)}`,
+      );
+    }
     for (const service of [demo.kafka, demo.postgres]) {
       if (service) await Promise.resolve(service[Symbol.asyncDispose]()).catch(() => undefined);
     }
@@ -99,7 +134,7 @@ export async function quickstart(argv: string[], io: CliIo): Promise<number> {
   });
 
   try {
-    await prepareWorkDir(workDir);
+    await prepareWorkDir(workDir, { keepOutput: values.kafka === true });
     io.out('starting a local PostgreSQL (first run may take a while)…');
     demo.postgres = await keepingSignalsOurs(() => startPostgres({ fresh: true }));
     const databaseUrl = await demo.postgres.createDatabase('nanosync_demo');
@@ -107,40 +142,71 @@ export async function quickstart(argv: string[], io: CliIo): Promise<number> {
     io.out(`PostgreSQL ready on ${demo.postgres.host}:${demo.postgres.port}; public.orders has ${rows} rows`);
 
     let sinkConnection: string;
+    const look: string[] = [];
     let outputHint: string;
     if (values.kafka) {
       io.out('starting a local Kafka broker (first run downloads its jars)…');
       demo.kafka = await keepingSignalsOurs(() => startKafka({ fresh: true }));
-      sinkConnection = kafkaConnection(demo.kafka.brokers);
-      outputHint = `Kafka topic ${KAFKA_TOPIC} on ${demo.kafka.brokers.join(',')}`;
+      const brokers = demo.kafka.brokers.join(',');
+      sinkConnection = kafkaConnection(brokers);
+      outputHint = `Kafka topic ${KAFKA_TOPIC} on ${brokers}`;
+      if (demo.kafka.libDir) {
+        look.push(
+          `java -cp '${demo.kafka.libDir}/*' kafka.tools.ConsoleConsumer --bootstrap-server ${brokers} --topic ${KAFKA_TOPIC} --from-beginning --property print.key=true`,
+        );
+      }
+      look.push(`kcat -C -b ${brokers} -t ${KAFKA_TOPIC} -K '\t'    (if you have kcat)`);
     } else {
       const outDir = join(workDir, 'output');
       sinkConnection = fileConnection(outDir);
-      outputHint = `${relative(io.cwd, join(outDir, 'public.orders.jsonl')) || '.'} (one JSON line per event)`;
+      const file = shown(io, join(outDir, 'public.orders.jsonl'));
+      outputHint = `${file} (one JSON line per event)`;
+      look.push(`tail -f ${file}`);
     }
 
     const configFile = join(workDir, 'nanosync.yaml');
-    await writeFile(configFile, configYaml(databaseUrl, sinkConnection));
+    await writeFile(configFile, configYaml(databaseUrl, sinkConnection, nanosync));
     const checked = await checkConfigFile(configFile, io, connectorResolver());
     const paths = statePaths(join(workDir, 'state.db'), io);
     demo.server = await startQuickstartServer(paths, io, logger);
     for (const entry of await storedEntries(checked, demo.server.secretKey)) {
       await demo.server.engine.apply(entry.name, entry.definition, entry.hash, entry.replicationType);
     }
-    demo.writer = startWriter(databaseUrl, logger);
+    const client = `--server ${demo.server.url.replace('http://', '')} --state ${shown(io, paths.stateFile)}`;
 
     io.out('');
-    io.out(SERVING_BANNER);
-    io.out(`  config   ${relative(io.cwd, configFile)}`);
+    io.out('nanosync quickstart running — Ctrl-C to stop');
+    io.out(`  config   ${shown(io, configFile)}`);
     io.out(`  output   ${outputHint}`);
-    io.out(
-      `  admin    pnpm nanosync list pipelines --server ${demo.server.url.replace('http://', '')} --state ${relative(io.cwd, paths.stateFile)}`,
-    );
     io.out('');
+    io.out('Look at the data (in another terminal):');
+    for (const line of look) io.out(`  ${line}`);
+    io.out('Watch and steer the pipeline:');
+    io.out(`  ${nanosync} list pipelines ${client}`);
+    io.out(`  ${nanosync} monitor ${client}`);
+    io.out(`  ${nanosync} metrics pipeline ${PIPELINE} ${client}`);
+    io.out(`  ${nanosync} pipeline pause ${PIPELINE} ${client}`);
+    io.out('Try a change: edit the config (e.g. add a filter), then');
+    io.out(`  ${nanosync} apply --file ${shown(io, configFile)} ${client}`);
+    io.out('');
+
+    let last: { at: number; streamed: number } | undefined;
     demo.progress = setInterval(() => {
       void demo.server?.engine
         .status(PIPELINE)
-        .then((status) => io.out(progressLine(status)))
+        .then((status) => {
+          const now = totals(status);
+          const at = Date.now();
+          const rate = last && at > last.at ? ((now.streamed - last.streamed) * 1000) / (at - last.at) : undefined;
+          last = { at, streamed: now.streamed };
+          io.out(progressLine(status, now, rate));
+          // The writer starts once the copy is done, so the snapshot holds exactly the rows
+          // announced above and every later change arrives as a streamed event.
+          if (!demo.writer && !stopping && status.state === 'LIVE_CDC') {
+            demo.writer = startWriter(databaseUrl, logger);
+            io.out(`snapshot done: ${now.snapshotted} rows copied; now changing a few rows per second`);
+          }
+        })
         .catch(() => undefined);
     }, 2000);
     await stopped;
@@ -152,6 +218,13 @@ export async function quickstart(argv: string[], io: CliIo): Promise<number> {
     }
     throw err;
   }
+}
+
+function totals(status: PipelineStatus): { snapshotted: number; streamed: number } {
+  return {
+    snapshotted: status.tables.reduce((sum, t) => sum + t.rowsSnapshotted, 0),
+    streamed: status.tables.reduce((sum, t) => sum + t.events, 0),
+  };
 }
 
 /**
@@ -175,14 +248,15 @@ async function keepingSignalsOurs<T>(start: () => Promise<T>): Promise<T> {
   }
 }
 
-async function prepareWorkDir(dir: string): Promise<void> {
+async function prepareWorkDir(dir: string, { keepOutput }: { keepOutput: boolean }): Promise<void> {
   // A previous run's state points at a PostgreSQL that no longer exists: start clean.
   const exists = await stat(dir).then(
     () => true,
     () => false,
   );
   if (exists) {
-    for (const name of ['state.db', 'state.db-wal', 'state.db-shm', 'output', 'nanosync.yaml']) {
+    const names = ['state.db', 'state.db-wal', 'state.db-shm', 'nanosync.yaml'];
+    for (const name of keepOutput ? names : [...names, 'output']) {
       await rm(join(dir, name), { recursive: true, force: true });
     }
   }
@@ -268,7 +342,11 @@ function startWriter(url: string, logger: Logger): { stop(): Promise<number> } {
   };
 }
 
-function progressLine(status: PipelineStatus): string {
+function progressLine(
+  status: PipelineStatus,
+  done: { snapshotted: number; streamed: number },
+  changesPerSecond: number | undefined,
+): string {
   const parts = [status.state.padEnd(12)];
   if (status.snapshot && status.state === 'SNAPSHOTTING') {
     const s = status.snapshot;
@@ -276,10 +354,10 @@ function progressLine(status: PipelineStatus): string {
       `snapshot ${s.rowsRead}/${s.rowsEstimated ?? '?'} rows, partitions ${s.partitionsDone}/${s.partitionsTotal}`,
     );
   } else {
-    const snapshotted = status.tables.reduce((sum, t) => sum + t.rowsSnapshotted, 0);
-    const streamed = status.tables.reduce((sum, t) => sum + t.events, 0);
+    // The rate is measured here between two progress lines, over streamed changes only, so
+    // it matches what the writer does (the server's events/s also counts snapshot rows).
     parts.push(
-      `snapshot rows ${snapshotted}, events streamed ${streamed}, ${formatRate(status.eventsPerSecond)} events/s, lag ${formatLag(status.lagSeconds)}`,
+      `${done.snapshotted} rows snapshotted, ${done.streamed} changes streamed, ${formatRate(changesPerSecond)} changes/s, lag ${formatLag(status.lagSeconds)}`,
     );
   }
   if (status.error) parts.push(`error: ${status.error}`);
@@ -293,15 +371,16 @@ function fileConnection(outDir: string): string {
       path: ${JSON.stringify(outDir)}`;
 }
 
-function kafkaConnection(brokers: string[]): string {
+function kafkaConnection(brokers: string): string {
   return `  - name: demo-output
     type: kafka
     properties:
-      brokers: ${JSON.stringify(brokers.join(','))}`;
+      brokers: ${JSON.stringify(brokers)}`;
 }
 
-function configYaml(databaseUrl: string, sinkConnection: string): string {
-  return `# Written by 'pnpm quickstart'. Run it yourself with: nanosync run --file <this file>
+function configYaml(databaseUrl: string, sinkConnection: string, nanosync: string): string {
+  return `# Written by the nanosync quickstart. The PostgreSQL it names runs only while the
+# quickstart does. Check this file offline with: ${nanosync} validate --file <this file>
 connections:
   - name: demo-postgres
     type: postgres
@@ -317,17 +396,4 @@ pipelines:
     sink:
       connection: demo-output
 ${sinkConnection.includes('type: kafka') ? `      properties:\n        topic: ${KAFKA_TOPIC}\n` : ''}`;
-}
-
-const isMain = process.argv[1] !== undefined && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname);
-if (isMain) {
-  const io = processIo();
-  const baseIo: CliIo = { ...io, cwd: process.env.INIT_CWD ?? io.cwd };
-  quickstart(process.argv.slice(2), baseIo).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      io.err(`quickstart: ${err instanceof Error ? err.message : String(err)}`);
-      process.exit(NanosyncError.is(err) && err.code === ErrorCode.CliUsage ? 2 : 1);
-    },
-  );
 }
