@@ -111,7 +111,7 @@ export class KafkaSink implements Sink {
     } catch (err) {
       const kind = classifyKafkaError(err);
       const message = kind === 'auth' ? authError(err, this.config.brokers, 'the connection').message : kind === 'tls' ? tlsError(err, this.config.brokers).message : `cannot reach Kafka at ${brokers}: ${rootMessage(err)}`;
-      return [{ name: 'kafka reachable', ok: false, message, fix: kind === 'retriable' ? 'check brokers, the network path and tls_enabled' : undefined }];
+      return [{ name: 'kafka reachable', ok: false, message, fix: kind === 'retriable' ? 'check brokers, the network path and tls_enabled' : undefined, retriable: kind === 'retriable' }];
     }
   }
 

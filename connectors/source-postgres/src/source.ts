@@ -120,7 +120,9 @@ export class PostgresSource implements Source {
       );
     } catch (err) {
       const wrapped = connectionError(err, this.#connection, 'connecting');
-      return [{ name: 'connection', ok: false, message: wrapped.message, severity: 'error' }];
+      return [
+        { name: 'connection', ok: false, message: wrapped.message, severity: 'error', retriable: wrapped.retriable },
+      ];
     }
   }
 

@@ -20,6 +20,8 @@ export const ErrorCode = {
   PipelineUnsupported: 'NS_R2004',
   /** A sink's write failed and was not retriable, or retries ran out. */
   SinkWriteFailed: 'NS_R2005',
+  /** A preflight `check()` of the source or a sink failed at start; nothing was created. */
+  PreflightFailed: 'NS_R2006',
   Internal: 'NS_R2099',
   // 3xxx state
   StateUnavailable: 'NS_S3001',

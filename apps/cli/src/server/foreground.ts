@@ -17,7 +17,14 @@ export async function serveUntilSignal(
   server: RunningServer,
   io: CliIo,
   logger: Logger,
-  options: { banner?: boolean; onStopping?: () => Promise<void> | void } = {},
+  options: {
+    banner?: boolean;
+    onStopping?: () => Promise<void> | void;
+    /** Resolves with a reason to stop without a signal (`nanosync run`: its pipelines all ended). */
+    until?: Promise<string>;
+    /** The exit code of a clean stop (`nanosync run`: 1 when one of its pipelines is ERRORED). */
+    exitCode?: () => number;
+  } = {},
 ): Promise<number> {
   if (options.banner !== false) io.out(SERVING_BANNER);
   const forceExit = (why: string) => {
@@ -26,8 +33,9 @@ export async function serveUntilSignal(
   };
   // The listeners stay installed until the process exits: a relayed duplicate of the
   // signal arriving after the stop must not fall back to the default (kill) action.
-  const signal = await new Promise<SignalName>((resolve) => {
+  const signal = await new Promise<SignalName | string>((resolve) => {
     onStopSignals(resolve, () => forceExit('second signal'));
+    void options.until?.then(resolve);
   });
   logger.info('shutting down', { signal });
   const deadline = setTimeout(() => forceExit(`could not stop within ${STOP_DEADLINE_MS / 1000} s`), STOP_DEADLINE_MS);
@@ -35,7 +43,7 @@ export async function serveUntilSignal(
     await options.onStopping?.();
     await server.stop();
     logger.info('stopped cleanly');
-    return 0;
+    return options.exitCode?.() ?? 0;
   } finally {
     clearTimeout(deadline);
   }

@@ -37,6 +37,11 @@ export interface CheckResult {
   fix?: string;
   /** A warning does not stop the pipeline from starting. */
   severity?: 'error' | 'warning';
+  /**
+   * The failure may go away by itself (a service not reachable yet): core retries the start
+   * with backoff instead of stopping the pipeline at once.
+   */
+  retriable?: boolean;
 }
 
 export interface OpenOptions {
@@ -96,11 +101,15 @@ export interface SourceMetrics {
 
 /**
  * A running source for one pipeline. Core calls the methods in this order:
- * `check?` → `open` → `describe` → (`planPartitions` → `readPartition`…) → `stream` →
+ * `check` → `open` → `describe` → (`planPartitions` → `readPartition`…) → `stream` →
  * `acknowledge`… → `close`. `drop` is called only when the pipeline is deleted.
  */
 export interface Source {
-  /** Preflight diagnostics; never changes anything on the server. */
+  /**
+   * Preflight diagnostics; never changes anything on the server. Core calls it (and every
+   * sink's `check`) on every start before `open`: a failed result with severity `error`
+   * stops the start before anything is created, a `warning` is logged.
+   */
   check(tables: TableRef[]): Promise<CheckResult[]>;
 
   /**
@@ -166,6 +175,15 @@ export interface Source {
    */
   drop(): Promise<void>;
 
+  /**
+   * The pipeline's first start failed before any sink checkpoint and before any snapshot
+   * partition was done: remove what `open` created for this pipeline (the slot; a
+   * publication only when the connector created it, not one an owner prepared), so the
+   * source is left as it was found. Called on a fresh instance after the failed attempt's
+   * `close()`; must succeed when there is nothing to remove.
+   */
+  abandon?(): Promise<void>;
+
   /** Release connections. Must not drop server-side state. */
   close(): Promise<void>;
 }
@@ -191,7 +209,7 @@ export interface Sink {
   /** Flush and release resources. */
   close(): Promise<void>;
 
-  /** Optional preflight (reachability, permissions). */
+  /** Optional preflight (reachability, permissions); called on every start before `open`, like the source's. */
   check?(): Promise<CheckResult[]>;
 }
 

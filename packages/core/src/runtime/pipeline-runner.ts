@@ -1,5 +1,5 @@
 import { formatTableName } from '../config/table-name.js';
-import type { ConnectorContext, OpenResult, Sink, Source, TableRef } from '../contract/connector.js';
+import type { CheckResult, ConnectorContext, OpenResult, Sink, Source, TableRef } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
 import { ErrorCode, isRetriable, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
@@ -153,6 +153,7 @@ export class PipelineRunner {
           continue;
         }
         this.logger.error('pipeline stopped with an error', { error: message });
+        if (!NanosyncError.is(err, ErrorCode.StateUnavailable)) await this.abandonFreshStart();
         await this.setState('ERRORED', message);
         if (NanosyncError.is(err, ErrorCode.StateUnavailable) && (await this.waitForStore(message))) {
           this.failures = 0;
@@ -171,6 +172,85 @@ export class PipelineRunner {
       this.logger.info('pipeline paused');
     }
     this.options.stats.clearRunWarnings();
+  }
+
+  /**
+   * Every start: the source's and every sink's `check()` before anything is opened. Errors
+   * stop the start (retried with backoff when every failure says it may pass by itself),
+   * warnings are logged. `tables` undefined: a query pipeline, whose source needs no
+   * replication set-up, so only the sinks are checked.
+   */
+  private async preflight(tables: TableRef[] | undefined, res: AttemptResources): Promise<void> {
+    const checks: { who: string; run: () => Promise<CheckResult[]> }[] = [];
+    if (tables !== undefined && res.source) {
+      const source = res.source;
+      checks.push({ who: 'source', run: () => source.check(tables) });
+    }
+    for (const { def, sink } of res.sinks) {
+      if (sink.check === undefined) continue;
+      const check = sink.check.bind(sink);
+      checks.push({ who: `sink ${def.name}`, run: check });
+    }
+    const failed: { who: string; result: CheckResult }[] = [];
+    for (const { who, run } of checks) {
+      for (const result of await run()) {
+        if (result.ok) continue;
+        if (result.severity === 'warning') {
+          const warning = `${who} check ${result.name}: ${result.message}${result.fix ? ` Fix: ${result.fix}` : ''}`;
+          this.logger.warn(warning);
+          this.options.onWarning(warning);
+          continue;
+        }
+        failed.push({ who, result });
+      }
+    }
+    if (failed.length === 0) return;
+    const lines = failed.map(
+      ({ who, result }) => `${who}: ${result.message}${result.fix ? ` Fix: ${result.fix}` : ''}`,
+    );
+    throw new NanosyncError(
+      ErrorCode.PreflightFailed,
+      `pipeline ${this.options.name} cannot start; nothing was created. ${lines.join(' | ')}`,
+      { retriable: failed.every(({ result }) => result.retriable === true) },
+    );
+  }
+
+  /**
+   * The pipeline stops with an error and never got anywhere (no sink checkpoint, no snapshot
+   * partition done): remove what its start created on the source (slot, the publication it
+   * made) and forget the start position, so the source is as it was and the next start is a
+   * first start again.
+   */
+  private async abandonFreshStart(): Promise<void> {
+    const { store, name, materialized } = this.options;
+    if (materialized.pipeline.replication_type === 'query') return;
+    try {
+      const record = await store.getPipeline(name);
+      if (record === undefined) return;
+      if (Object.keys(await store.getCheckpoints(name)).length > 0) return;
+      if ((await store.listPartitions(name)).some((p) => p.status === 'done')) return;
+      const source = await materialized.source.definition.create(materialized.source.config, {
+        pipeline: name,
+        logger: this.logger.child({ connector: 'source' }),
+        signal: new AbortController().signal,
+      });
+      try {
+        if (source.abandon !== undefined) {
+          await source.abandon();
+          this.logger.info('removed what the failed first start created on the source');
+        }
+      } finally {
+        await source.close().catch(() => {});
+      }
+      if (record.startPosition !== undefined || record.snapshotDone) {
+        await store.clearPartitions(name);
+        await store.updatePipeline(name, { startPosition: undefined, snapshotDone: false });
+      }
+    } catch (err) {
+      this.logger.warn('could not remove what the failed start created on the source', {
+        error: describeError(err),
+      });
+    }
   }
 
   /** After a store failure: probe until it accepts a write again (true) or the runner stops (false). */
@@ -277,6 +357,8 @@ export class PipelineRunner {
       }
       res.sinks.push({ def, sink });
     }
+    await this.preflight(type === 'query' ? undefined : pipeline.source.tableRefs, res);
+    if (res.torn) return 'stopped';
     const checkpoints = await store.getCheckpoints(name);
     stats.resetInFlight();
 

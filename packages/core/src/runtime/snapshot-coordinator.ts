@@ -51,7 +51,8 @@ interface WorkItem {
  *
  * Each table is planned once (the plan is stored before any partition is read, and an
  * existing plan is never replaced), then one pool of `concurrency` workers reads the
- * pending partitions of all tables. Rows become `read` events at `position` and go to every
+ * pending partitions of all tables, taking them from the tables in turn (so every table is
+ * being read from the start, not one after the other). Rows become `read` events at `position` and go to every
  * sink; a partition is marked done only after a barrier behind its last row has passed
  * every sink's queue, i.e. after every sink has written all of it durably. A partition
  * interrupted by a crash or a pause is read again from its start on the next run.
@@ -104,10 +105,30 @@ export class SnapshotCoordinator {
     this.abort.abort();
   }
 
+  /**
+   * The pending partitions of every table, interleaved: the first partition of each table,
+   * then the second of each, and so on, so that the pool reads all tables at once instead of
+   * finishing one table before it starts the next.
+   */
   private async plan(): Promise<WorkItem[]> {
-    const { pipeline, source, store, stats, logger } = this.options;
+    const perTable = await this.planTables();
+    const total = perTable.reduce((n, items) => n + items.length, 0);
     const work: WorkItem[] = [];
+    for (let round = 0; work.length < total; round++) {
+      for (const items of perTable) {
+        const item = items[round];
+        if (item !== undefined) work.push(item);
+      }
+    }
+    return work;
+  }
+
+  private async planTables(): Promise<WorkItem[][]> {
+    const { pipeline, source, store, stats, logger } = this.options;
+    const perTable: WorkItem[][] = [];
     for (const table of this.options.tables) {
+      const work: WorkItem[] = [];
+      perTable.push(work);
       if (this.options.signal.aborted) return [];
       const key = this.options.tableKey(table);
       let records = await store.listPartitions(pipeline, key);
@@ -157,7 +178,7 @@ export class SnapshotCoordinator {
         work.push({ table, key, stats: t, record, total: records.length });
       }
     }
-    return work;
+    return perTable;
   }
 
   private async readWithRetry(item: WorkItem): Promise<void> {
