@@ -112,3 +112,20 @@ export async function describeTables(
   }
   return out;
 }
+
+/** The leaf partitions under a partitioned table (any depth), in name order. */
+export async function listLeafPartitions(
+  client: Queryable,
+  oid: number,
+): Promise<{ oid: number; schema: string; name: string }[]> {
+  const { rows } = await client.query(
+    `SELECT c.oid::text AS oid, n.nspname::text AS schema, c.relname::text AS name
+       FROM pg_catalog.pg_partition_tree($1::oid) t
+       JOIN pg_catalog.pg_class c ON c.oid = t.relid
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE t.isleaf AND c.relkind = 'r'
+      ORDER BY n.nspname, c.relname`,
+    [oid],
+  );
+  return rows.map((r) => ({ oid: Number(r.oid), schema: String(r.schema), name: String(r.name) }));
+}

@@ -18,14 +18,15 @@ import { ErrorCode, NanosyncError } from '@nanosync/core';
 import type pg from 'pg';
 import type { PostgresSourceConfig } from './config.js';
 import { buildConnectionConfig, connectClient, type PgConnectionConfig } from './connection.js';
-import { describeTables, type PgColumn, type PgTable } from './describe.js';
+import { describeTables, listLeafPartitions, type PgColumn, type PgTable } from './describe.js';
 import { connectionError, isTransientPgError, quoteTable, tableNotFound } from './errors.js';
 import { comparePositions, encodePosition, formatPosition, parseLsn } from './position.js';
 import { runChecks } from './slot/check.js';
 import { publicationNameFor, slotNameFor } from './slot/names.js';
-import { dropPublication, ensurePublication } from './slot/publication.js';
+import { dropOwnPublication, dropPublication, ensurePublication } from './slot/publication.js';
+import { findMissingIdentity, missingIdentityError } from './slot/replica-identity.js';
 import { createSlot, dropSlot, readSlot, verifySlot } from './slot/replication-slot.js';
-import { isCtidBounds, planCtidPartitions } from './snapshot/ctid-partitions.js';
+import { type CtidBounds, isCtidBounds, planCtidPartitions } from './snapshot/ctid-partitions.js';
 import { estimateTableSize } from './snapshot/estimate.js';
 import { DEFAULT_READ_PATH, type ReadPath, readCtidPartition, rowDecoder } from './snapshot/read-partition.js';
 import { createAcknowledger, streamChanges } from './stream/index.js';
@@ -130,6 +131,11 @@ export class PostgresSource implements Source {
     if (tables.length === 0)
       throw new NanosyncError(ErrorCode.ConfigInvalid, `pipeline "${this.#pipeline}" lists no tables`);
     await this.#describe(tables);
+    await this.#withAdmin('checking replica identities', async (client) => {
+      const missing = await findMissingIdentity(client, tables);
+      if (missing.length > 0)
+        throw missingIdentityError(missing, `pipeline "${this.#pipeline}" cannot start; nothing was created`);
+    });
     await this.#withAdmin('preparing the publication', async (client) => {
       const outcome = await ensurePublication(client, this.#publication, tables);
       if (outcome !== 'unchanged')
@@ -205,16 +211,42 @@ export class PostgresSource implements Source {
     return this.#tables.get(tableKey(table)) ?? (await this.#describe([table]))[0]!;
   }
 
+  /**
+   * CTID page ranges of the table; for a partitioned table, of each leaf partition (every
+   * range names its leaf and is read from it directly, so the leaves are read in parallel
+   * and the rows still carry the partitioned table's schema and name).
+   */
   async planPartitions(table: TableSchema, options: { targetRowsPerPartition: number }): Promise<PartitionSpec[]> {
     const pgTable = await this.#table(table);
-    const size = await this.#withAdmin('estimating the table size', (client) => estimateTableSize(client, pgTable));
-    const partitions = planCtidPartitions(size, options.targetRowsPerPartition);
-    this.#logger.debug('planned snapshot partitions', {
-      table: `${table.schema}.${table.name}`,
-      pages: size.pages,
-      rows: size.estimatedRows,
-      partitions: partitions.length,
-    });
+    const targets: { oid: number; schema: string; name: string; leaf?: TableRef }[] =
+      pgTable.kind === 'p'
+        ? (await this.#withAdmin('listing the partitions', (client) => listLeafPartitions(client, pgTable.oid))).map(
+            (leaf) => ({ ...leaf, leaf: { schema: leaf.schema, name: leaf.name } }),
+          )
+        : [pgTable];
+    const partitions: PartitionSpec[] = [];
+    for (const target of targets) {
+      const size = await this.#withAdmin('estimating the table size', (client) =>
+        estimateTableSize(client, { ...target, kind: 'r' }),
+      );
+      const ranges = planCtidPartitions(size, options.targetRowsPerPartition);
+      for (const range of ranges) {
+        if (target.leaf === undefined) partitions.push(range);
+        else
+          partitions.push({
+            ...range,
+            id: `${target.leaf.schema}.${target.leaf.name}#${range.id}`,
+            bounds: { ...(range.bounds as CtidBounds), leaf: target.leaf },
+          });
+      }
+      this.#logger.debug('planned snapshot partitions', {
+        table: `${table.schema}.${table.name}`,
+        ...(target.leaf ? { partition: `${target.leaf.schema}.${target.leaf.name}` } : {}),
+        pages: size.pages,
+        rows: size.estimatedRows,
+        partitions: ranges.length,
+      });
+    }
     return partitions;
   }
 
@@ -273,13 +305,24 @@ export class PostgresSource implements Source {
       );
     }
     const columns = await this.#columnsFor(table);
+    const leaf = partition.bounds.leaf;
+    if (leaf !== undefined && options.snapshotToken === undefined && !(await this.#stillPartitionOf(leaf, table))) {
+      this.#logger.info(
+        'partition detached or dropped since the snapshot was planned; its rows are no longer part of the table',
+        {
+          table: `${table.schema}.${table.name}`,
+          partition: `${leaf.schema}.${leaf.name}`,
+        },
+      );
+      return;
+    }
     const client = await this.#acquireReader();
     const state = { clientReusable: false };
     try {
       yield* readCtidPartition(
         {
           client,
-          table,
+          table: leaf ?? table,
           columns,
           keyColumns: table.keyColumns,
           bounds: partition.bounds,
@@ -300,6 +343,15 @@ export class PostgresSource implements Source {
     } finally {
       await this.#releaseReader(client, state.clientReusable);
     }
+  }
+
+  /** Whether `leaf` is (still) a partition somewhere under `table`. */
+  async #stillPartitionOf(leaf: TableRef, table: TableRef): Promise<boolean> {
+    const pgTable = await this.#table(table);
+    return this.#withAdmin('checking a partition', async (client) => {
+      const leaves = await listLeafPartitions(client, pgTable.oid);
+      return leaves.some((l) => l.schema === leaf.schema && l.name === leaf.name);
+    });
   }
 
   stream(from: Position, options: { signal: AbortSignal; tables: TableRef[] }): AsyncIterable<ChangeBatch> {
@@ -419,6 +471,22 @@ export class PostgresSource implements Source {
         slot: this.#slot,
         slotExisted: dropped,
         publication: this.#publication,
+      });
+    });
+  }
+
+  /**
+   * A first start failed: drop the slot, and the publication only when nanosync created it
+   * (an owner-prepared one stays, as found).
+   */
+  async abandon(): Promise<void> {
+    await this.#releaseSnapshot?.();
+    await this.#withAdmin('removing what the failed start created', async (client) => {
+      const slotDropped = await dropSlot(client, this.#slot);
+      const publicationDropped = await dropOwnPublication(client, this.#publication);
+      this.#logger.info('removed what the failed first start created', {
+        slot: slotDropped ? this.#slot : undefined,
+        publication: publicationDropped ? this.#publication : undefined,
       });
     });
   }

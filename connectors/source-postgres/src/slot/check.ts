@@ -1,7 +1,8 @@
 import type { CheckResult, TableRef } from '@nanosync/core';
 import { quoteIdent, quoteTable } from '../errors.js';
 import type { Queryable } from '../types/index.js';
-import { alterPublicationSql, createPublicationSql, readPublication } from './publication.js';
+import { createPublicationSql, publicationChanges, readPublication } from './publication.js';
+import { describeMissingIdentity, findMissingIdentity } from './replica-identity.js';
 import { readSlot } from './replication-slot.js';
 
 interface RoleRow {
@@ -177,22 +178,21 @@ export async function runChecks(
           ),
     );
     if (t.can_select !== 'true') allTablesUsable = false;
-    const identityOk =
-      t.replident === 'f' ||
-      (t.replident === 'd' && t.has_pk === 'true') ||
-      (t.replident === 'i' && t.has_replident_index === 'true');
-    results.push(
-      identityOk
-        ? ok(
-            `replica_identity ${name}`,
-            `${name} has ${t.replident === 'f' ? 'REPLICA IDENTITY FULL' : t.replident === 'i' ? 'a replica identity index' : 'a primary key'}`,
-          )
-        : bad(
-            `replica_identity ${name}`,
-            `${name} has no primary key and no REPLICA IDENTITY FULL (replica identity: ${t.replident === 'n' ? 'NOTHING' : t.replident === 'i' ? 'INDEX (missing)' : 'DEFAULT'}): updates and deletes could not be identified`,
-            `ALTER TABLE ${name} ADD PRIMARY KEY (<key columns>); -- or: ALTER TABLE ${name} REPLICA IDENTITY FULL;`,
-          ),
-    );
+    const missing = await findMissingIdentity(client, [table]);
+    if (missing.length === 0) {
+      results.push(
+        ok(
+          `replica_identity ${name}`,
+          `${name} has ${t.replident === 'f' ? 'REPLICA IDENTITY FULL' : t.replident === 'i' ? 'a replica identity index' : 'a primary key'}${t.kind === 'p' ? ', and so do its partitions' : ''}`,
+        ),
+      );
+    } else {
+      allTablesUsable = false;
+      for (const m of missing) {
+        const { message, fix } = describeMissingIdentity(m);
+        results.push(bad(`replica_identity ${quoteTable(m.relation)}`, message, fix));
+      }
+    }
     const rlsApplies =
       t.rls === 'true' &&
       !superuser &&
@@ -225,19 +225,22 @@ export async function runChecks(
       ),
     );
   } else if (allTablesUsable) {
-    const same =
-      pub.exists &&
-      pub.tables.length === opts.tables.length &&
-      opts.tables.every((t) => pub.tables.some((p) => p.schema === t.schema && p.name === t.name));
-    const canManage = superuser || (ownsAll.every(Boolean) && (pub.exists || role.can_create === 'true'));
-    if (same) results.push(ok('publication', `publication "${opts.publication}" lists exactly the pipeline's tables`));
+    const changes = publicationChanges(opts.publication, opts.tables, pub);
+    const membershipChanges = changes.filter((sql) => !sql.includes(' SET ('));
+    const ownsPublication = pub.exists && pub.owned;
+    const canManage =
+      superuser ||
+      (membershipChanges.length === 0 && ownsPublication) ||
+      (ownsAll.every(Boolean) && (pub.exists || role.can_create === 'true'));
+    if (changes.length === 0)
+      results.push(ok('publication', `publication "${opts.publication}" lists exactly the pipeline's tables`));
     else if (canManage)
       results.push(
         ok('publication', `publication "${opts.publication}" will be ${pub.exists ? 'altered' : 'created'} at start`),
       );
     else {
       const sql = pub.exists
-        ? `${alterPublicationSql(opts.publication, opts.tables)};`
+        ? `${changes.join('; ')};`
         : `${wanted}; ALTER PUBLICATION ${quoteIdent(opts.publication)} OWNER TO ${user};`;
       results.push(
         bad(

@@ -7,15 +7,38 @@ export interface PublicationState {
   exists: boolean;
   allTables: boolean;
   tables: TableRef[];
+  /**
+   * It publishes inserts, updates, deletes and truncates, and changes of partitions under
+   * their root's name (`publish_via_partition_root`): what nanosync needs.
+   */
+  optionsOk: boolean;
+  /** Its comment says nanosync created it (so a failed first start may remove it again). */
+  createdByNanosync: boolean;
+  /** The connection's role owns it (or is a member of its owner): it may change it. */
+  owned: boolean;
 }
+
+/** Marks a publication nanosync created itself (see {@link PublicationState.createdByNanosync}). */
+const CREATED_COMMENT = 'created by nanosync';
+
+/**
+ * What nanosync asks of a publication: every operation, TRUNCATE included, and partitions
+ * published as their root, so a partitioned table's changes carry the table's own name.
+ */
+export const PUBLICATION_OPTIONS = "publish = 'insert, update, delete, truncate', publish_via_partition_root = true";
 
 export async function readPublication(client: Queryable, publication: string): Promise<PublicationState> {
   const pub = await client.query(
-    'SELECT puballtables::text AS all_tables FROM pg_catalog.pg_publication WHERE pubname = $1',
+    `SELECT puballtables::text AS all_tables,
+            (pubinsert AND pubupdate AND pubdelete AND pubtruncate AND pubviaroot)::text AS options_ok,
+            coalesce(pg_catalog.obj_description(oid, 'pg_publication'), '') AS comment,
+            pg_catalog.pg_has_role(pubowner, 'USAGE')::text AS owned
+       FROM pg_catalog.pg_publication WHERE pubname = $1`,
     [publication],
   );
   const row = pub.rows[0];
-  if (!row) return { exists: false, allTables: false, tables: [] };
+  if (!row)
+    return { exists: false, allTables: false, tables: [], optionsOk: false, createdByNanosync: false, owned: false };
   const rel = await client.query(
     `SELECT n.nspname::text AS schema, c.relname::text AS name
        FROM pg_catalog.pg_publication p
@@ -29,6 +52,9 @@ export async function readPublication(client: Queryable, publication: string): P
     exists: true,
     allTables: row.all_tables === 'true',
     tables: rel.rows.map((r) => ({ schema: String(r.schema), name: String(r.name) })),
+    optionsOk: row.options_ok === 'true',
+    createdByNanosync: String(row.comment).startsWith(CREATED_COMMENT),
+    owned: row.owned === 'true',
   };
 }
 
@@ -37,11 +63,27 @@ function tableList(tables: TableRef[]): string {
 }
 
 export function createPublicationSql(publication: string, tables: TableRef[]): string {
-  return `CREATE PUBLICATION ${quoteIdent(publication)} FOR TABLE ${tableList(tables)}`;
+  return `CREATE PUBLICATION ${quoteIdent(publication)} FOR TABLE ${tableList(tables)} WITH (${PUBLICATION_OPTIONS})`;
 }
 
 export function alterPublicationSql(publication: string, tables: TableRef[]): string {
   return `ALTER PUBLICATION ${quoteIdent(publication)} SET TABLE ${tableList(tables)}`;
+}
+
+export function alterPublicationOptionsSql(publication: string): string {
+  return `ALTER PUBLICATION ${quoteIdent(publication)} SET (${PUBLICATION_OPTIONS})`;
+}
+
+/** The statements that turn `state` into the publication nanosync needs (none when it already is). */
+export function publicationChanges(publication: string, tables: TableRef[], state: PublicationState): string[] {
+  if (!state.exists) return [createPublicationSql(publication, tables)];
+  const statements: string[] = [];
+  const want = new Set(tables.map(key));
+  const have = new Set(state.tables.map(key));
+  if (want.size !== have.size || [...want].some((k) => !have.has(k)))
+    statements.push(alterPublicationSql(publication, tables));
+  if (!state.optionsOk) statements.push(alterPublicationOptionsSql(publication));
+  return statements;
 }
 
 const key = (t: TableRef) => `${t.schema}\u0000${t.name}`;
@@ -66,15 +108,16 @@ export async function ensurePublication(
       `publication "${publication}" exists and is FOR ALL TABLES; nanosync only uses FOR TABLE publications. Fix: DROP PUBLICATION ${quoteIdent(publication)}; ${createPublicationSql(publication, tables)};`,
     );
   }
-  if (state.exists) {
-    const want = new Set(tables.map(key));
-    const have = new Set(state.tables.map(key));
-    if (want.size === have.size && [...want].every((k) => have.has(k))) return 'unchanged';
-  }
-  const sql = state.exists ? alterPublicationSql(publication, tables) : createPublicationSql(publication, tables);
+  const statements = publicationChanges(publication, tables, state);
+  if (statements.length === 0) return 'unchanged';
+  const sql = statements.join('; ');
   try {
-    await client.query(sql);
+    await client.query('BEGIN');
+    for (const statement of statements) await client.query(statement);
+    if (!state.exists) await client.query(`COMMENT ON PUBLICATION ${quoteIdent(publication)} IS '${CREATED_COMMENT}'`);
+    await client.query('COMMIT');
   } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
     const code = sqlState(err);
     if (code === '42501') {
       throw permissionError(
@@ -90,4 +133,12 @@ export async function ensurePublication(
 
 export async function dropPublication(client: Queryable, publication: string): Promise<void> {
   await client.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(publication)}`);
+}
+
+/** Drop the publication only if nanosync created it (an owner-prepared one stays). */
+export async function dropOwnPublication(client: Queryable, publication: string): Promise<boolean> {
+  const state = await readPublication(client, publication);
+  if (!state.exists || !state.createdByNanosync) return false;
+  await dropPublication(client, publication);
+  return true;
 }

@@ -8,6 +8,8 @@ import type { PartitionSpec } from '@nanosync/core';
 export interface CtidBounds {
   startPage: number;
   endPage: number | null;
+  /** For a partitioned table: the leaf partition the range belongs to (read directly). */
+  leaf?: { schema: string; name: string };
 }
 
 export interface TableSizeEstimate {
@@ -51,8 +53,12 @@ export function isCtidBounds(value: unknown): value is CtidBounds {
   if (typeof value !== 'object' || value === null) return false;
   const b = value as Record<string, unknown>;
   const page = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= 0xffffffff;
+  const leaf = b.leaf as Record<string, unknown> | undefined;
   return (
-    page(b.startPage) && (b.endPage === null || (page(b.endPage) && (b.endPage as number) > (b.startPage as number)))
+    page(b.startPage) &&
+    (b.endPage === null || (page(b.endPage) && (b.endPage as number) > (b.startPage as number))) &&
+    (leaf === undefined ||
+      (typeof leaf === 'object' && leaf !== null && typeof leaf.schema === 'string' && typeof leaf.name === 'string'))
   );
 }
 

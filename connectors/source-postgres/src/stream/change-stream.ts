@@ -1,14 +1,23 @@
-import { type ChangeBatch, ErrorCode, type Logger, NanosyncError, type Position, type TableRef } from '@nanosync/core';
+import {
+  type ChangeBatch,
+  type ChangeEvent,
+  ErrorCode,
+  type Logger,
+  NanosyncError,
+  type Position,
+  type TableRef,
+} from '@nanosync/core';
 import { connectClient, type PgConnectionConfig, resolveClientConfig } from '../connection.js';
 import { decodePosition, encodePosition, formatLsn, formatPosition, parseLsn } from '../position.js';
+import { findMissingIdentity, missingIdentityError } from '../slot/replica-identity.js';
 import { verifySlot } from '../slot/replication-slot.js';
-import { TypeCatalog } from '../types/index.js';
+import { type Queryable, TypeCatalog } from '../types/index.js';
 import { type Acknowledger, type AcknowledgerInternals, createAcknowledger, internalsOf } from './acknowledger.js';
 import { type BatchLimits, BatchQueue } from './batch-queue.js';
 import { deleteEvent, insertEvent, updateEvent } from './change-events.js';
 import { classifySessionFailure } from './failures.js';
 import { formatPgTimestamp, type PgOutputMessage } from './pgoutput.js';
-import { RelationCache } from './relations.js';
+import { RelationCache, type StreamRelation } from './relations.js';
 import { runReplicationSession } from './replication-session.js';
 
 export interface ReconnectPolicy {
@@ -44,6 +53,11 @@ export interface StreamChangesOptions {
   catalog?: TypeCatalog;
   /** Standby status update interval (default 10 s, well under the usual wal_sender_timeout of 60 s). */
   statusIntervalMs?: number;
+  /**
+   * How often the captured tables (and their partitions) are checked for a replica
+   * identity and for partitions attached or detached (default 30 s; needs `tables`).
+   */
+  catalogCheckIntervalMs?: number;
 }
 
 /**
@@ -65,7 +79,16 @@ export interface StreamChangesOptions {
  * - Connection loss, server restart, a terminated walsender: reconnect with exponential
  *   backoff. A slot that is missing or invalidated ends the stream with a non-retriable
  *   error naming the slot, the checkpoint and wal_status.
- * - TRUNCATE has no counterpart in the event model: it is logged as a warning and skipped.
+ * - TRUNCATE: one `truncate` event per captured table the statement names, at its place in
+ *   the transaction (each table takes one index), with the CASCADE / RESTART IDENTITY flags.
+ * - Partitioned tables: the publication sends partitions' changes under the root's name
+ *   (`publish_via_partition_root`); a change decoded under a partition's own name (WAL
+ *   written before the publication said so) is renamed to the captured ancestor.
+ * - Replica identity: a Relation message of a captured table without a usable identity, or
+ *   the periodic catalog check finding one (a partition included), ends the stream with an
+ *   error naming the table and both fixes: PostgreSQL refuses the application's UPDATE and
+ *   DELETE on such a table while it is published. The periodic check also logs partitions
+ *   attached (their rows from before the attach are not in the WAL) or detached.
  */
 export function streamChanges(options: StreamChangesOptions): AsyncIterable<ChangeBatch> {
   return {
@@ -115,7 +138,10 @@ class ChangeStream {
   #transaction: OpenTransaction | undefined;
   #relations: RelationCache | undefined;
   #sessionProgress = false;
-  #truncateWarned = new Set<string>();
+  /** Leaf partitions of the captured tables at the last catalog check (`schema.name` by table). */
+  #leaves: Map<string, Set<string>> | undefined;
+  /** The session's catalog connection, for checks prompted by Relation messages. */
+  #relationCatalogClient: Queryable | undefined;
 
   constructor(options: StreamChangesOptions) {
     this.#options = options;
@@ -223,29 +249,34 @@ class ChangeStream {
       }
       this.#transaction = undefined;
       this.#keepaliveLsn = undefined;
-      this.#relations = new RelationCache(this.#catalog, () => catalogClient);
+      this.#relations = new RelationCache(this.#catalog, () => catalogClient, this.#tables);
       const clientConfig = await resolveClientConfig(connection, { replication: true });
-      await runReplicationSession({
-        clientConfig,
-        slot,
-        publication,
-        acknowledger: this.#acknowledger,
-        logger: this.#logger,
-        statusIntervalMs: this.#options.statusIntervalMs ?? 10_000,
-        signal: this.#stop.signal,
-        callbacks: {
-          started: () => {
-            onStarted();
-            this.#logger.info('replication stream started', {
-              publication,
-              resumeAfter: formatPosition(encodePosition(this.#delivered.lsn, this.#delivered.index)),
-              confirmedFlush: formatLsn(this.#acknowledger.flushLsn),
-            });
+      const stopChecks = this.#startCatalogChecks(catalogClient);
+      try {
+        await runReplicationSession({
+          clientConfig,
+          slot,
+          publication,
+          acknowledger: this.#acknowledger,
+          logger: this.#logger,
+          statusIntervalMs: this.#options.statusIntervalMs ?? 10_000,
+          signal: this.#stop.signal,
+          callbacks: {
+            started: () => {
+              onStarted();
+              this.#logger.info('replication stream started', {
+                publication,
+                resumeAfter: formatPosition(encodePosition(this.#delivered.lsn, this.#delivered.index)),
+                confirmedFlush: formatLsn(this.#acknowledger.flushLsn),
+              });
+            },
+            message: (message, bytes) => this.#handle(message, bytes),
+            keepalive: (walEnd) => this.#onKeepalive(walEnd),
           },
-          message: (message, bytes) => this.#handle(message, bytes),
-          keepalive: (walEnd) => this.#onKeepalive(walEnd),
-        },
-      });
+        });
+      } finally {
+        stopChecks();
+      }
     } finally {
       this.#transaction = undefined;
       await catalogClient.end().catch(() => {});
@@ -278,14 +309,14 @@ class ChangeStream {
           columns: relation.columns.length,
           replicaIdentity: relation.replicaIdentity,
         });
+        if (this.#captures(relation) && !hasUsableIdentity(relation)) await this.#identityLost(relation);
         return;
       }
       case 'type':
         this.#catalog.forget(message.typeOid);
         return;
       case 'truncate':
-        this.#onTruncate(message.relationIds);
-        return;
+        return this.#onTruncate(message, bytes);
       case 'origin':
         this.#logger.debug('transaction replicated from another origin', {
           origin: message.name,
@@ -318,7 +349,7 @@ class ChangeStream {
     if (compareMarks(mark, this.#delivered) <= 0) return;
     const relation = this.#relationCache().get(message.relationId);
     if (!relation) throw protocolError(`${message.tag} for relation ${message.relationId} before its Relation message`);
-    if (this.#tables && !this.#tables.has(`${relation.table.schema}\u0000${relation.table.name}`)) return;
+    if (!this.#captures(relation)) return;
     const context = { position: encodePosition(mark.lsn, mark.index), commitTime: transaction.commitTime };
     const event =
       message.tag === 'insert'
@@ -352,7 +383,7 @@ class ChangeStream {
       this.#queue.commit(encodePosition(boundary.lsn, boundary.index), endLsn);
       return;
     }
-    // Nothing of this transaction was delivered (empty, other tables only, TRUNCATE only):
+    // Nothing of this transaction was delivered (empty, or other tables only):
     // its end is as good as a keepalive.
     this.#onKeepalive(endLsn);
   }
@@ -379,25 +410,133 @@ class ChangeStream {
     this.#queue.keepalive(encodePosition(lsn, 0), lsn);
   }
 
-  #onTruncate(relationIds: number[]): void {
-    const transaction = this.#openTransaction('Truncate');
-    const tables = relationIds.map((id) => {
-      const table = this.#relations?.get(id)?.table;
-      return table ? `${table.schema}.${table.name}` : `oid ${id}`;
-    });
-    const position = formatPosition(encodePosition(transaction.commitLsn, transaction.index));
-    const key = tables.join(',');
-    const fields = { tables: key, position, xid: transaction.xid };
-    if (this.#truncateWarned.has(key)) {
-      this.#logger.debug('TRUNCATE not replicated', fields);
-      return;
-    }
-    this.#truncateWarned.add(key);
-    this.#logger.warn(
-      'TRUNCATE is not replicated (the event model has no truncate); sinks keep the rows that were removed',
-      fields,
-    );
+  #captures(relation: StreamRelation): boolean {
+    return !this.#tables || this.#tables.has(`${relation.table.schema}\u0000${relation.table.name}`);
   }
+
+  /**
+   * One `truncate` event per captured table of the message. Every relation of the message
+   * takes one index in the transaction (captured or not), so positions do not depend on the
+   * table filter and stay the same on a replay.
+   */
+  async #onTruncate(message: Extract<PgOutputMessage, { tag: 'truncate' }>, bytes: number): Promise<void> {
+    const transaction = this.#openTransaction('Truncate');
+    const seen = new Set<string>();
+    for (const relationId of message.relationIds) {
+      transaction.index++;
+      const mark: Mark = { lsn: transaction.commitLsn, index: transaction.index };
+      if (compareMarks(mark, this.#delivered) <= 0) continue;
+      const relation = this.#relationCache().get(relationId);
+      if (!relation) throw protocolError(`Truncate of relation ${relationId} before its Relation message`);
+      if (!this.#captures(relation)) continue;
+      const name = `${relation.table.schema}.${relation.table.name}`;
+      if (relation.partition) {
+        throw new NanosyncError(
+          ErrorCode.PgCheck,
+          `TRUNCATE of partition "${relation.partition.schema}"."${relation.partition.name}" of captured table "${relation.table.schema}"."${relation.table.name}" at ${formatPosition(encodePosition(mark.lsn, mark.index))} removes only that partition's rows, which no event can say; re-snapshot the table (delete and apply the pipeline again)`,
+        );
+      }
+      if (seen.has(name)) continue;
+      seen.add(name);
+      const event: ChangeEvent = {
+        op: 'truncate',
+        table: relation.table,
+        key: {},
+        position: encodePosition(mark.lsn, mark.index),
+        commitTime: transaction.commitTime,
+        truncate: { cascade: message.cascade, restartIdentity: message.restartIdentity },
+      };
+      this.#delivered = mark;
+      await this.#queue.push(event, bytes);
+    }
+  }
+
+  /** A Relation message without identity: an error unless the catalog has one again by now. */
+  async #identityLost(relation: StreamRelation): Promise<void> {
+    const table = { schema: relation.table.schema, name: relation.table.name };
+    const client = this.#relationCatalogClient;
+    const missing = client ? await findMissingIdentity(client, [table]) : [];
+    if (missing.length > 0) throw missingIdentityError(missing, 'replica identity lost while streaming');
+    this.#logger.warn('a captured table was without replica identity for a while (it has one again)', {
+      table: `${table.schema}.${table.name}`,
+    });
+  }
+
+  /**
+   * Every `catalogCheckIntervalMs`: the captured tables' replica identities (an error ends
+   * the stream) and their leaf partitions (attached or detached ones are logged).
+   */
+  #startCatalogChecks(client: Queryable): () => void {
+    this.#relationCatalogClient = client;
+    const refs = this.#options.tables;
+    if (!refs || refs.length === 0) return () => {};
+    let running = false;
+    const run = async () => {
+      if (running || this.#stop.signal.aborted) return;
+      running = true;
+      try {
+        const missing = await findMissingIdentity(client, refs);
+        if (missing.length > 0) {
+          const error = missingIdentityError(missing, 'replica identity lost while streaming');
+          this.#logger.error('replication stream failed', { error: error.message });
+          this.#queue.fail(error);
+          this.#stop.abort();
+          return;
+        }
+        await this.#checkPartitions(client, refs);
+      } catch (err) {
+        this.#logger.debug('catalog check failed', { error: (err as Error).message });
+      } finally {
+        running = false;
+      }
+    };
+    void run();
+    const timer = setInterval(() => void run(), this.#options.catalogCheckIntervalMs ?? 30_000);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  async #checkPartitions(client: Queryable, refs: TableRef[]): Promise<void> {
+    const now = new Map<string, Set<string>>();
+    for (const ref of refs) {
+      const { rows } = await client.query(
+        `SELECT n.nspname::text || '.' || c.relname::text AS leaf
+           FROM pg_catalog.pg_class p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+           CROSS JOIN LATERAL pg_catalog.pg_partition_tree(p.oid) t
+           JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE pn.nspname = $1 AND p.relname = $2 AND p.relkind = 'p' AND t.isleaf`,
+        [ref.schema, ref.name],
+      );
+      now.set(`${ref.schema}.${ref.name}`, new Set(rows.map((r) => String(r.leaf))));
+    }
+    const before = this.#leaves;
+    this.#leaves = now;
+    if (!before) return;
+    for (const [table, leaves] of now) {
+      const old = before.get(table) ?? new Set<string>();
+      for (const leaf of leaves) {
+        if (!old.has(leaf))
+          this.#logger.warn(
+            'partition attached to a captured table: its changes are captured from now on; rows it held before the attach are not in the WAL (re-snapshot the table to include them)',
+            { table, partition: leaf },
+          );
+      }
+      for (const leaf of old) {
+        if (!leaves.has(leaf))
+          this.#logger.info('partition detached from a captured table: its later changes are not captured', {
+            table,
+            partition: leaf,
+          });
+      }
+    }
+  }
+}
+
+/** Whether updates and deletes of this relation can be published (see slot/replica-identity.ts). */
+function hasUsableIdentity(relation: StreamRelation): boolean {
+  if (relation.replicaIdentity === 'full') return true;
+  if (relation.replicaIdentity === 'nothing') return false;
+  return relation.columns.some((column) => column.isIdentity);
 }
 
 function protocolError(message: string): NanosyncError {

@@ -18,6 +18,29 @@ export interface StreamRelation {
   columns: StreamColumn[];
   /** Shared by every event of this relation until the next Relation message. */
   table: TableSchema;
+  /** Set when the relation is a partition whose changes are carried as its captured ancestor (`table`). */
+  partition?: { schema: string; name: string };
+}
+
+/** The nearest ancestor of a partition that the pipeline captures, if any. */
+async function capturedAncestor(
+  client: Queryable,
+  relationId: number,
+  captured: ReadonlySet<string>,
+): Promise<{ schema: string; name: string } | undefined> {
+  const { rows } = await client.query(
+    `SELECT n.nspname::text AS schema, c.relname::text AS name
+       FROM pg_catalog.pg_partition_ancestors($1::oid) WITH ORDINALITY a(relid, depth)
+       JOIN pg_catalog.pg_class c ON c.oid = a.relid
+       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      ORDER BY a.depth`,
+    [String(relationId)],
+  );
+  for (const row of rows) {
+    const name = { schema: String(row.schema), name: String(row.name) };
+    if (captured.has(`${name.schema}\u0000${name.name}`)) return name;
+  }
+  return undefined;
 }
 
 /** What the catalog says about a relation now: NOT NULL flags and the primary key. */
@@ -33,10 +56,14 @@ export interface RelationCatalogInfo {
  * the catalog (current state, matched by name: a column the catalog no longer has is
  * reported nullable).
  *
- * Key columns follow `describe()` so snapshot rows and stream events key a row the same way:
- * the primary key; under REPLICA IDENTITY INDEX the identity index instead (deletes only
- * carry those columns); under FULL without a primary key every column; otherwise the
- * columns the server flags as identity (none for REPLICA IDENTITY NOTHING).
+ * Key columns are the key *as it was when the change was made*: the message is decoded
+ * with the catalog of its WAL position, so under REPLICA IDENTITY DEFAULT its identity
+ * flags are the primary key of that time (and under USING INDEX that index's columns),
+ * which is also what the old-key image ('K') of an update or delete carries. A key changed
+ * later (column renamed, key redefined) therefore never re-keys older changes. Only under
+ * REPLICA IDENTITY FULL, where every column is flagged, the catalog's primary key is used
+ * when the table has one (else every column); the same rules as `describe()`, so snapshot
+ * rows and stream events key a row alike.
  */
 export function buildRelation(
   message: RelationMessage,
@@ -54,7 +81,7 @@ export function buildRelation(
   const primaryKey = info?.primaryKey ?? [];
   const primaryKeyUsable = primaryKey.length > 0 && primaryKey.every((name) => names.has(name));
   let keyColumns: string[];
-  if (message.replicaIdentity === 'index' && identity.length > 0) keyColumns = identity;
+  if (message.replicaIdentity !== 'full' && identity.length > 0) keyColumns = identity;
   else if (primaryKeyUsable) keyColumns = [...primaryKey];
   else keyColumns = identity;
   const schemaColumns: ColumnSchema[] = columns.map((column) => ({
@@ -105,9 +132,16 @@ export async function readRelationCatalogInfo(
 export class RelationCache {
   readonly #relations = new Map<number, StreamRelation>();
 
+  /**
+   * `captured`: `schema NUL name` of the pipeline's tables. A relation outside it that is a
+   * partition of a captured table (its changes were decoded before the publication
+   * published partitions via their root) is renamed to that table, so no change is lost to
+   * the stream's table filter.
+   */
   constructor(
     private readonly catalog: TypeCatalog,
     private readonly catalogClient: () => Queryable,
+    private readonly captured?: ReadonlySet<string>,
   ) {}
 
   async apply(message: RelationMessage): Promise<StreamRelation> {
@@ -117,7 +151,14 @@ export class RelationCache {
       message.columns.map((column) => column.typeOid),
     );
     const info = await readRelationCatalogInfo(client, message.relationId);
-    const relation = buildRelation(message, this.catalog, info);
+    let named = message;
+    let partitionOf: { schema: string; name: string } | undefined;
+    if (this.captured && !this.captured.has(`${message.schema}\u0000${message.name}`)) {
+      partitionOf = await capturedAncestor(client, message.relationId, this.captured);
+      if (partitionOf) named = { ...message, schema: partitionOf.schema, name: partitionOf.name };
+    }
+    const relation = buildRelation(named, this.catalog, info);
+    if (partitionOf) relation.partition = { schema: message.schema, name: message.name };
     this.#relations.set(message.relationId, relation);
     return relation;
   }

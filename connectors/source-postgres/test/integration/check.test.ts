@@ -82,7 +82,7 @@ describe('check()', () => {
     const results = await source.check([t('good')]);
     expect(byName(results, 'publication')).toMatchObject({
       ok: false,
-      fix: `CREATE PUBLICATION "${source.publicationName}" FOR TABLE "public"."good"; ALTER PUBLICATION "${source.publicationName}" OWNER TO "${fx.role}";`,
+      fix: `CREATE PUBLICATION "${source.publicationName}" FOR TABLE "public"."good" WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true); ALTER PUBLICATION "${source.publicationName}" OWNER TO "${fx.role}";`,
     });
   });
 

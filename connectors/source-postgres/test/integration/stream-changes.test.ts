@@ -209,17 +209,52 @@ describe('streamChanges: events, positions and batches', () => {
     expect(ids(second.events)).toEqual([2, 3]);
   });
 
-  it('TRUNCATE is logged as not replicated and does not break the stream', async () => {
-    await using p = await streamPipeline({ ddl: ITEMS_DDL, tables: [items] });
+  it('TRUNCATE is an event per captured table, in commit order, with its CASCADE and RESTART IDENTITY flags', async () => {
+    const parent = { schema: 'public', name: 'parent' };
+    const child = { schema: 'public', name: 'child' };
+    await using p = await streamPipeline({
+      ddl: [
+        ...ITEMS_DDL,
+        'CREATE TABLE public.parent (id int PRIMARY KEY)',
+        'CREATE TABLE public.child (id serial PRIMARY KEY, parent_id int REFERENCES public.parent (id))',
+        'CREATE TABLE public.other (id int PRIMARY KEY)',
+      ],
+      tables: [items, parent, child],
+    });
     const stream = p.open(p.startPosition);
     await p.fx.admin.query(`INSERT INTO public.items VALUES (1, 'one', NULL)`);
     await p.fx.admin.query('TRUNCATE public.items');
     await p.fx.admin.query(`INSERT INTO public.items VALUES (2, 'two', NULL)`);
-    await stream.waitFor(() => stream.events.length >= 2, 'both inserts');
-    expect(ids(stream.events)).toEqual([1, 2]);
-    expect(
-      p.logLines.some((line) => line.startsWith('WRN TRUNCATE is not replicated') && line.includes('public.items')),
-    ).toBe(true);
+    await p.fx.admin.query('INSERT INTO public.parent VALUES (1); INSERT INTO public.child (parent_id) VALUES (1)');
+    await p.fx.admin.query('TRUNCATE public.items, public.other');
+    await p.fx.admin.query('TRUNCATE public.parent RESTART IDENTITY CASCADE');
+    await p.fx.admin.query(`INSERT INTO public.items VALUES (3, 'three', NULL)`);
+    await stream.waitFor(() => stream.events.some((e) => e.after?.id === 3), 'the last insert');
+    const summary = stream.events.map((e) =>
+      e.op === 'truncate'
+        ? `truncate ${e.table.name}${e.truncate?.cascade ? ' cascade' : ''}${e.truncate?.restartIdentity ? ' restart' : ''}`
+        : `${e.op} ${e.table.name} ${e.after?.id}`,
+    );
+    expect(summary).toEqual([
+      'insert items 1',
+      'truncate items',
+      'insert items 2',
+      'insert parent 1',
+      'insert child 1',
+      'truncate items',
+      'truncate parent cascade restart',
+      'truncate child cascade restart',
+      'insert items 3',
+    ]);
+    for (const e of stream.events.filter((e) => e.op === 'truncate')) {
+      expect(e.key).toEqual({});
+      expect(e.before).toBeUndefined();
+      expect(e.after).toBeUndefined();
+      expect(e.commitTime).toBeDefined();
+    }
+    const positions = stream.events.map((e) => e.position);
+    expect([...positions].sort(comparePositions)).toEqual(positions);
+    expect(new Set(positions).size).toBe(positions.length);
   });
 
   it('a missing slot is a non-retriable error naming the slot, the checkpoint and wal_status', async () => {
