@@ -17,6 +17,8 @@ export interface FileSinkRecord {
   unchanged?: string[];
   position: string;
   commitTime?: string;
+  /** Only on `truncate` (which has an empty key and no images): what the statement asked for. */
+  truncate?: { cascade: boolean; restartIdentity: boolean };
 }
 
 /**
@@ -62,6 +64,14 @@ export function toRecord(event: ChangeEvent): FileSinkRecord {
     ...(event.unchanged && event.unchanged.length > 0 ? { unchanged: [...event.unchanged] } : {}),
     position: event.position,
     ...(event.commitTime !== undefined ? { commitTime: event.commitTime } : {}),
+    ...(event.op === 'truncate'
+      ? {
+          truncate: {
+            cascade: event.truncate?.cascade ?? false,
+            restartIdentity: event.truncate?.restartIdentity ?? false,
+          },
+        }
+      : {}),
   };
 }
 

@@ -63,12 +63,17 @@ export async function readJsonLines<T = FileSinkRecord>(
 
 /**
  * Replay records in order and keep the latest row image per (table, key); a delete removes
- * the key. The result is what a key-upserting consumer would hold. The map key is
- * `table` + NUL + the JSON of the key object.
+ * the key and a truncate every key of its table. The result is what a key-upserting
+ * consumer would hold. The map key is `table` + NUL + the JSON of the key object.
  */
 export function latestByKey(records: Iterable<FileSinkRecord>): Map<string, FileSinkRecord> {
   const latest = new Map<string, FileSinkRecord>();
   for (const record of records) {
+    if (record.op === 'truncate') {
+      const prefix = `${record.table}\u0000`;
+      for (const id of [...latest.keys()]) if (id.startsWith(prefix)) latest.delete(id);
+      continue;
+    }
     const id = `${record.table}\u0000${JSON.stringify(record.key)}`;
     if (record.op === 'delete') {
       latest.delete(id);
@@ -79,7 +84,8 @@ export function latestByKey(records: Iterable<FileSinkRecord>): Map<string, File
       const before = record.before;
       const oldKey = Object.fromEntries(Object.keys(record.key).map((column) => [column, before[column] ?? null]));
       const oldId = `${record.table}\u0000${JSON.stringify(oldKey)}`;
-      if (oldId !== id && Object.keys(record.key).every((column) => Object.hasOwn(before, column))) latest.delete(oldId);
+      if (oldId !== id && Object.keys(record.key).every((column) => Object.hasOwn(before, column)))
+        latest.delete(oldId);
     }
     latest.set(id, record);
   }

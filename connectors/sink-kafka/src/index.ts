@@ -11,7 +11,14 @@ export default defineSink<KafkaSinkConfig>({
 });
 
 export { KafkaSink, HEADER_OP, HEADER_POSITION, HEADER_TABLE } from './sink.js';
-export { type KafkaSinkConfig, type Compression, type SaslMechanism, kafkaSinkPropertiesSchema, parseKafkaSinkConfig, DEFAULT_TOPIC_PREFIX } from './config.js';
+export {
+  type KafkaSinkConfig,
+  type Compression,
+  type SaslMechanism,
+  kafkaSinkPropertiesSchema,
+  parseKafkaSinkConfig,
+  DEFAULT_TOPIC_PREFIX,
+} from './config.js';
 export { topicFor, messageKey, keyColumnsFor } from './routing.js';
 export { registerCompressionCodecs, COMPRESSIONS } from './compression.js';
 export {
@@ -30,4 +37,5 @@ export {
   type MessageFormat,
 } from './formats/index.js';
 export { avroSchemaFor } from './formats/avro.js';
-export { protobufDescriptorFor } from './formats/protobuf.js';
+export { protobufDescriptorFor, protobufSchemaText, columnFieldNumbers } from './formats/protobuf.js';
+export { canonicalKeyValue } from './formats/key.js';

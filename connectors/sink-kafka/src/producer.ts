@@ -1,6 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { ErrorCode, type Logger, NanosyncError } from '@nanosync/core';
-import kafkajs, { type Admin, type IHeaders, type Kafka, type KafkaConfig, type Producer, type SASLOptions } from 'kafkajs';
+import kafkajs, {
+  type Admin,
+  type IHeaders,
+  type Kafka,
+  type KafkaConfig,
+  type Producer,
+  type SASLOptions,
+} from 'kafkajs';
 import { COMPRESSION_TYPES, registerCompressionCodecs } from './compression.js';
 import type { KafkaSinkConfig } from './config.js';
 import { authError, classifyKafkaError, errorChain, rootMessage, tlsError } from './errors.js';
@@ -23,7 +30,8 @@ export interface OutgoingMessage {
 /** Rough wire size of a record: key, value, headers and the per-record framing. */
 export function recordSize(key: Buffer | null, value: Buffer | null, headers: IHeaders): number {
   let size = 24 + (key?.length ?? 0) + (value?.length ?? 0);
-  for (const [name, v] of Object.entries(headers)) size += 8 + name.length + (typeof v === 'string' ? Buffer.byteLength(v) : (v as Buffer | undefined)?.length ?? 0);
+  for (const [name, v] of Object.entries(headers))
+    size += 8 + name.length + (typeof v === 'string' ? Buffer.byteLength(v) : ((v as Buffer | undefined)?.length ?? 0));
   return size;
 }
 
@@ -87,7 +95,10 @@ function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 function stopped(signal: AbortSignal): NanosyncError {
-  return new NanosyncError(ErrorCode.PipelineStopped, 'Kafka sink stopped while waiting to retry', { cause: signal.reason, retriable: true });
+  return new NanosyncError(ErrorCode.PipelineStopped, 'Kafka sink stopped while waiting to retry', {
+    cause: signal.reason,
+    retriable: true,
+  });
 }
 
 /**
@@ -104,6 +115,7 @@ export class KafkaProducer {
   private readonly signal: AbortSignal;
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   private readonly knownTopics = new Set<string>();
+  private readonly compactedTopics = new Set<string>();
 
   constructor(options: ProducerOptions) {
     registerCompressionCodecs();
@@ -148,12 +160,42 @@ export class KafkaProducer {
       await this.withRetries('create topics', async () => {
         await admin.createTopics({
           waitForLeaders: true,
-          topics: missing.map((topic) => ({ topic, numPartitions: this.config.numPartitions, replicationFactor: this.config.replicationFactor })),
+          topics: missing.map((topic) => ({
+            topic,
+            numPartitions: this.config.numPartitions,
+            replicationFactor: this.config.replicationFactor,
+          })),
         });
       });
-      this.logger.info('kafka topics created', { topics: missing.join(','), partitions: this.config.numPartitions, replication: this.config.replicationFactor });
+      this.logger.info('kafka topics created', {
+        topics: missing.join(','),
+        partitions: this.config.numPartitions,
+        replication: this.config.replicationFactor,
+      });
+    }
+    const present = wanted.filter((t) => existing.has(t));
+    if (present.length > 0) {
+      const described = await this.withRetries('describe topic configs', () =>
+        admin.describeConfigs({
+          includeSynonyms: false,
+          resources: present.map((name) => ({
+            type: kafkajs.ConfigResourceTypes.TOPIC,
+            name,
+            configNames: ['cleanup.policy'],
+          })),
+        }),
+      );
+      for (const resource of described.resources) {
+        const policy = resource.configEntries.find((e) => e.configName === 'cleanup.policy')?.configValue ?? '';
+        if (policy.split(',').includes('compact')) this.compactedTopics.add(resource.resourceName);
+      }
     }
     for (const t of wanted) this.knownTopics.add(t);
+  }
+
+  /** Whether the topic (seen by `ensureTopics`) compacts: such a topic refuses records without a key. */
+  isCompacted(topic: string): boolean {
+    return this.compactedTopics.has(topic);
   }
 
   /**
@@ -210,9 +252,13 @@ export class KafkaProducer {
         if (kind === 'too-large') throw err;
         if (kind === 'auth') throw authError(err, this.config.brokers, what);
         if (kind === 'tls') throw tlsError(err, this.config.brokers);
-        if (kind === 'topic-missing' && messages) throw topicMissingError([...new Set(messages.map((m) => m.topic))], err);
+        if (kind === 'topic-missing' && messages)
+          throw topicMissingError([...new Set(messages.map((m) => m.topic))], err);
         if (kind === 'fatal') {
-          throw new NanosyncError(ErrorCode.KafkaProduce, `Kafka ${what} failed: ${rootMessage(err)}`, { cause: err, retriable: false });
+          throw new NanosyncError(ErrorCode.KafkaProduce, `Kafka ${what} failed: ${rootMessage(err)}`, {
+            cause: err,
+            retriable: false,
+          });
         }
         if (attempt >= this.config.maxRetries) throw this.gaveUp(what, attempt, err, messages);
         if (kind === 'producer-state') await this.resetProducer(err);
@@ -235,7 +281,8 @@ export class KafkaProducer {
 
   private gaveUp(what: string, attempts: number, err: unknown, messages?: OutgoingMessage[]): NanosyncError {
     const topics = messages ? [...new Set(messages.map((m) => m.topic))] : [];
-    if (errorChain(err).some((e) => e.type === 'UNKNOWN_TOPIC_OR_PARTITION') && topics.length) return topicMissingError(topics, err);
+    if (errorChain(err).some((e) => e.type === 'UNKNOWN_TOPIC_OR_PARTITION') && topics.length)
+      return topicMissingError(topics, err);
     const where = topics.length ? ` to topic ${topics.map((t) => `"${t}"`).join(', ')}` : '';
     return new NanosyncError(
       ErrorCode.KafkaConnection,
@@ -308,6 +355,10 @@ export function tooLargeError(message: OutgoingMessage, cause: unknown): Nanosyn
     ErrorCode.KafkaMessageTooLarge,
     `Kafka refused the message for table "${message.table}" key ${message.keyText} on topic "${message.topic}" as too large ` +
       `(${message.size} bytes before compression): raise the topic's max.message.bytes (and the broker's), or use a more compact message_format (avro, protobuf) or compression`,
-    { cause, retriable: false, details: { table: message.table, key: message.keyText, topic: message.topic, bytes: message.size } },
+    {
+      cause,
+      retriable: false,
+      details: { table: message.table, key: message.keyText, topic: message.topic, bytes: message.size },
+    },
   );
 }

@@ -1,4 +1,14 @@
-import { type ChangeEvent, type CheckResult, type ConnectorContext, ErrorCode, type Logger, NanosyncError, type Sink, type TableSchema, qualifiedName } from '@nanosync/core';
+import {
+  type ChangeEvent,
+  type CheckResult,
+  type ConnectorContext,
+  ErrorCode,
+  type Logger,
+  NanosyncError,
+  type Sink,
+  type TableSchema,
+  qualifiedName,
+} from '@nanosync/core';
 import type { IHeaders } from 'kafkajs';
 import type { KafkaSinkConfig } from './config.js';
 import { authError, classifyKafkaError, rootMessage, tlsError } from './errors.js';
@@ -69,7 +79,7 @@ export class KafkaSink implements Sink {
       const topic = await this.topicOf(event.table);
       const table = qualifiedName(event.table);
       const keyColumns = this.keyColumnsOf(event.table);
-      const key = messageKey(event, keyColumns);
+      const key = event.op === 'truncate' ? this.truncateKey(topic, table) : messageKey(event, keyColumns);
       if (event.op === 'update' && event.before && key) {
         // An update that changed the key moves the row: the old key must not keep its last
         // value in a compacted topic, so it gets a delete (and tombstone) of its own first.
@@ -77,22 +87,64 @@ export class KafkaSink implements Sink {
         if (oldKey && !oldKey.equals(key)) {
           const moved: ChangeEvent = { ...event, op: 'delete', after: undefined, unchanged: undefined };
           const encodedDelete = this.codec.encode(moved);
-          const deleteHeaders: IHeaders = { ...encodedDelete.headers, [HEADER_TABLE]: table, [HEADER_OP]: 'delete', [HEADER_POSITION]: event.position };
+          const deleteHeaders: IHeaders = {
+            ...encodedDelete.headers,
+            [HEADER_TABLE]: table,
+            [HEADER_OP]: 'delete',
+            [HEADER_POSITION]: event.position,
+          };
           const oldText = oldKey.toString('utf8');
-          await push({ topic, key: oldKey, value: encodedDelete.value, headers: deleteHeaders, table, keyText: oldText, size: recordSize(oldKey, encodedDelete.value, deleteHeaders) });
+          await push({
+            topic,
+            key: oldKey,
+            value: encodedDelete.value,
+            headers: deleteHeaders,
+            table,
+            keyText: oldText,
+            size: recordSize(oldKey, encodedDelete.value, deleteHeaders),
+          });
           if (this.config.tombstones) {
             const tombstoneHeaders: IHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
-            await push({ topic, key: oldKey, value: null, headers: tombstoneHeaders, table, keyText: oldText, size: recordSize(oldKey, null, tombstoneHeaders) });
+            await push({
+              topic,
+              key: oldKey,
+              value: null,
+              headers: tombstoneHeaders,
+              table,
+              keyText: oldText,
+              size: recordSize(oldKey, null, tombstoneHeaders),
+            });
           }
         }
       }
       const encoded = this.codec.encode(event);
-      const headers: IHeaders = { ...encoded.headers, [HEADER_TABLE]: table, [HEADER_OP]: event.op, [HEADER_POSITION]: event.position };
+      const headers: IHeaders = {
+        ...encoded.headers,
+        [HEADER_TABLE]: table,
+        [HEADER_OP]: event.op,
+        [HEADER_POSITION]: event.position,
+      };
       const text = key ? key.toString('utf8') : keyText(event);
-      await push({ topic, key, value: encoded.value, headers, table, keyText: text, size: recordSize(key, encoded.value, headers) });
+      await push({
+        topic,
+        key,
+        value: encoded.value,
+        headers,
+        table,
+        keyText: text,
+        size: recordSize(key, encoded.value, headers),
+      });
       if (event.op === 'delete' && this.config.tombstones && key) {
         const tombstoneHeaders: IHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
-        await push({ topic, key, value: null, headers: tombstoneHeaders, table, keyText: text, size: recordSize(key, null, tombstoneHeaders) });
+        await push({
+          topic,
+          key,
+          value: null,
+          headers: tombstoneHeaders,
+          table,
+          keyText: text,
+          size: recordSize(key, null, tombstoneHeaders),
+        });
       }
     }
     await this.producer.send(chunk);
@@ -115,6 +167,15 @@ export class KafkaSink implements Sink {
     }
   }
 
+  /**
+   * A truncate has no row, hence no key. A compacted topic refuses records without a key,
+   * so there it is keyed `{"_ns_truncate":"<schema.table>"}`: an object, which no row key
+   * (always a JSON array) can equal, and one per table, so compaction keeps the latest.
+   */
+  private truncateKey(topic: string, table: string): Buffer | null {
+    return this.producer.isCompacted(topic) ? Buffer.from(JSON.stringify({ _ns_truncate: table }), 'utf8') : null;
+  }
+
   /** The table's topic, created (or checked) the first time a table shows up. */
   private async topicOf(table: TableSchema): Promise<string> {
     let topic = this.topics.get(table);
@@ -129,6 +190,9 @@ export class KafkaSink implements Sink {
   private keyColumnsOf(table: TableSchema): string[] {
     let columns = this.keyColumns.get(table);
     if (!columns) {
+      // Each new shape of a table (after DDL) is checked again: a renamed or dropped
+      // `primary_keys` column must stop the pipeline, not turn every key into [null].
+      this.checkKeyColumns(table);
       columns = keyColumnsFor(table, this.config);
       this.keyColumns.set(table, columns);
     }
@@ -148,7 +212,10 @@ export class KafkaSink implements Sink {
       }
     }
     if (columns.length === 0) {
-      this.logger.warn('table has no key and primary_keys is not set: its messages have no key, so per-row order is not kept across partitions', { table: name });
+      this.logger.warn(
+        'table has no key and primary_keys is not set: its messages have no key, so per-row order is not kept across partitions',
+        { table: name },
+      );
     }
   }
 }

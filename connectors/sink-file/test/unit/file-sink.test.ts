@@ -80,6 +80,45 @@ describe('config', () => {
 });
 
 describe('output format', () => {
+  it('writes a truncate as one line with its flags, no key values and no images', async () => {
+    const sink = await createSink({ path: dir });
+    await sink.open([orders, items]);
+    await sink.write([
+      insert(orders, '1'),
+      {
+        op: 'truncate',
+        table: orders,
+        key: {},
+        truncate: { cascade: true, restartIdentity: true },
+        position: 'p2',
+        commitTime: '2024-01-02T03:04:06.000000Z',
+      },
+      { op: 'truncate', table: items, key: {}, position: 'p2' },
+      insert(orders, '2', {}, 'p3'),
+    ]);
+    await sink.close();
+    const lines = await readJsonLines(join(dir, 'public.orders.jsonl'));
+    expect(lines).toHaveLength(3);
+    expect(lines[1]).toEqual({
+      op: 'truncate',
+      table: 'public.orders',
+      key: {},
+      position: 'p2',
+      commitTime: '2024-01-02T03:04:06.000000Z',
+      truncate: { cascade: true, restartIdentity: true },
+    });
+    const [itemsTruncate] = await readJsonLines(join(dir, 'public.order_items.jsonl'));
+    expect(itemsTruncate).toEqual({
+      op: 'truncate',
+      table: 'public.order_items',
+      key: {},
+      position: 'p2',
+      truncate: { cascade: false, restartIdentity: false },
+    });
+    // A reader folding by key drops every row the truncate removed, and keeps later ones.
+    expect([...latestByKey(lines).values()].map((r) => r.key)).toEqual([{ id: '2' }]);
+  });
+
   it('writes one line per event with lossless values', async () => {
     const sink = await createSink({ path: dir });
     await sink.open([orders]);

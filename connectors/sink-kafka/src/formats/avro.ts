@@ -1,22 +1,48 @@
-import { type ChangeEvent, type LogicalType, type Row, type TableSchema, type Value, qualifiedName } from '@nanosync/core';
+import {
+  type ChangeEvent,
+  type LogicalType,
+  type Row,
+  type TableSchema,
+  type Value,
+  qualifiedName,
+} from '@nanosync/core';
 import avro from 'avsc';
-import { type DecodeOptions, type DecodedChange, type MessageCodec, OP_NAMES, beforeImage, encodeError, opFromName } from './codec.js';
+import {
+  type DecodeOptions,
+  type DecodedChange,
+  type MessageCodec,
+  OP_NAMES,
+  beforeImage,
+  encodeError,
+  opFromName,
+  truncateFlags,
+} from './codec.js';
 import { setColumn } from './json-values.js';
 import { commitTimeFromMicros, committedAtMicros } from './json.js';
 import { BoundedCache, FRAME_AVRO, framePrefix, unframe } from './framing.js';
 import { type TableMetadata, leafType, schemaIdentity, tableMetadata } from './table-metadata.js';
-import { type ArrayItem, type WireKind, type WireScalar, arrayToWire, scalarFromWire, scalarToWire, wireKind } from './wire-values.js';
+import {
+  type ArrayItem,
+  type WireKind,
+  type WireScalar,
+  arrayToWire,
+  scalarFromWire,
+  scalarToWire,
+  wireKind,
+} from './wire-values.js';
 
 /**
  * Avro: one record `io.nanosync.Envelope` per message, generated from the table schema.
  *
- *   _ns_op            enum Op { INSERT, UPDATE, DELETE, READ }
+ *   _ns_op            enum Op { INSERT, UPDATE, DELETE, READ, TRUNCATE }
  *   _ns_table         string
  *   _ns_committed_at  null | long (timestamp-micros)
  *   _ns_lsn           string
  *   _ns_unchanged     array<string>   columns the source did not send in `after`
  *   _ns_before_absent array<string>   columns missing from a partial `before` image
  *   before, after     null | Row
+ *   _ns_truncate      null | Truncate { cascade: boolean, restart_identity: boolean }
+ *                     (only on TRUNCATE; last, with a default, so older readers skip it)
  *
  * `Row` has one field per column, every one `["null", T]` (a partial image may lack even
  * a NOT NULL column), T per wire-values.ts with Avro's logical type annotations
@@ -44,12 +70,17 @@ const bigintLong = avro.types.LongType.__with({
 
 /** Every `long`, annotated with a logical type or not, is read and written as BigInt. */
 function longAsBigint(schema: unknown): avro.Type | undefined {
-  const isLong = schema === 'long' || (typeof schema === 'object' && schema !== null && (schema as { type?: unknown }).type === 'long');
+  const isLong =
+    schema === 'long' ||
+    (typeof schema === 'object' && schema !== null && (schema as { type?: unknown }).type === 'long');
   return isLong ? bigintLong : undefined;
 }
 
 function forSchema(schema: unknown): avro.Type {
-  return avro.Type.forSchema(schema as avro.Schema, { typeHook: longAsBigint, wrapUnions: true } as unknown as Partial<avro.ForSchemaOptions>);
+  return avro.Type.forSchema(
+    schema as avro.Schema,
+    { typeHook: longAsBigint, wrapUnions: true } as unknown as Partial<avro.ForSchemaOptions>,
+  );
 }
 
 const PRIMITIVE: Record<WireKind, { type: string; logicalType?: string }> = {
@@ -84,7 +115,15 @@ function columnSchema(type: LogicalType, field: string): unknown {
     'null',
     {
       type: 'array',
-      items: ['null', leaf, { type: 'record', name: nestedName, fields: [{ name: 'items', type: { type: 'array', items: ['null', leaf, nestedName] } }] }],
+      items: [
+        'null',
+        leaf,
+        {
+          type: 'record',
+          name: nestedName,
+          fields: [{ name: 'items', type: { type: 'array', items: ['null', leaf, nestedName] } }],
+        },
+      ],
     },
   ];
 }
@@ -94,7 +133,12 @@ export function avroSchemaFor(table: TableSchema): Record<string, unknown> {
   const row = {
     type: 'record',
     name: 'Row',
-    fields: meta.columns.map((c) => ({ name: c.field, type: columnSchema(c.type, c.field), default: null })),
+    fields: meta.columns.map((c) => ({
+      name: c.field,
+      ...(c.field === c.name ? {} : { doc: `column ${JSON.stringify(c.name)}` }),
+      type: columnSchema(c.type, c.field),
+      default: null,
+    })),
   };
   return {
     type: 'record',
@@ -103,7 +147,10 @@ export function avroSchemaFor(table: TableSchema): Record<string, unknown> {
     doc: `nanosync change event for ${qualifiedName(table)}`,
     nanosync: meta,
     fields: [
-      { name: '_ns_op', type: { type: 'enum', name: 'Op', symbols: ['INSERT', 'UPDATE', 'DELETE', 'READ'] } },
+      {
+        name: '_ns_op',
+        type: { type: 'enum', name: 'Op', symbols: ['INSERT', 'UPDATE', 'DELETE', 'READ', 'TRUNCATE'] },
+      },
       { name: '_ns_table', type: 'string' },
       { name: '_ns_committed_at', type: ['null', { type: 'long', logicalType: 'timestamp-micros' }], default: null },
       { name: '_ns_lsn', type: 'string' },
@@ -111,6 +158,21 @@ export function avroSchemaFor(table: TableSchema): Record<string, unknown> {
       { name: '_ns_before_absent', type: { type: 'array', items: 'string' }, default: [] },
       { name: 'before', type: ['null', row], default: null },
       { name: 'after', type: ['null', 'Row'], default: null },
+      {
+        name: '_ns_truncate',
+        type: [
+          'null',
+          {
+            type: 'record',
+            name: 'Truncate',
+            fields: [
+              { name: 'cascade', type: 'boolean' },
+              { name: 'restart_identity', type: 'boolean' },
+            ],
+          },
+        ],
+        default: null,
+      },
     ],
   };
 }
@@ -123,7 +185,9 @@ interface Writer {
 
 /** avsc writes bytes only from a Buffer; a view over the same memory does. */
 function avroScalar(value: WireScalar): WireScalar {
-  return value instanceof Uint8Array && !Buffer.isBuffer(value) ? Buffer.from(value.buffer, value.byteOffset, value.byteLength) : value;
+  return value instanceof Uint8Array && !Buffer.isBuffer(value)
+    ? Buffer.from(value.buffer, value.byteOffset, value.byteLength)
+    : value;
 }
 
 function wrapItem(type: LogicalType, field: string) {
@@ -169,7 +233,8 @@ function arrayFromAvro(type: LogicalType, items: unknown[], column: string): Val
     if (item === null) return null;
     const [branch] = Object.keys(item as object);
     const inner = (item as Record<string, unknown>)[branch!];
-    if (branch!.startsWith(`${NAMESPACE}.Array_`)) return arrayFromAvro(type, (inner as { items: unknown[] }).items, column);
+    if (branch!.startsWith(`${NAMESPACE}.Array_`))
+      return arrayFromAvro(type, (inner as { items: unknown[] }).items, column);
     return scalarFromWire(leaf, inner, column);
   });
 }
@@ -203,7 +268,10 @@ interface AvroEnvelope {
   _ns_before_absent: string[];
   before: unknown;
   after: unknown;
+  _ns_truncate: { [NAMESPACE_TRUNCATE]: { cascade: boolean; restart_identity: boolean } } | null;
 }
+
+const NAMESPACE_TRUNCATE = 'io.nanosync.Truncate';
 
 export function createAvroCodec(): MessageCodec {
   const writers = new WeakMap<TableSchema, Writer>();
@@ -216,7 +284,11 @@ export function createAvroCodec(): MessageCodec {
       writer = writersByIdentity.get(schemaIdentity(table), () => {
         const schema = avroSchemaFor(table);
         const text = JSON.stringify(schema);
-        return { type: forSchema(schema), prefix: framePrefix(FRAME_AVRO, text), meta: schema.nanosync as TableMetadata };
+        return {
+          type: forSchema(schema),
+          prefix: framePrefix(FRAME_AVRO, text),
+          meta: schema.nanosync as TableMetadata,
+        };
       });
       writers.set(table, writer);
     }
@@ -240,7 +312,12 @@ export function createAvroCodec(): MessageCodec {
           _ns_before_absent: absentColumns(writer.meta, before),
           before: rowToAvro(writer.meta, before),
           after: rowToAvro(writer.meta, event.after),
+          _ns_truncate: null,
         };
+        if (event.op === 'truncate') {
+          const { cascade, restartIdentity } = truncateFlags(event);
+          envelope._ns_truncate = { [NAMESPACE_TRUNCATE]: { cascade, restart_identity: restartIdentity } };
+        }
         return { value: Buffer.concat([writer.prefix, writer.type.toBuffer(envelope)]) };
       } catch (err) {
         throw encodeError('avro', event, err);
@@ -257,6 +334,10 @@ export function createAvroCodec(): MessageCodec {
       const commitTime = commitTimeFromMicros(env._ns_committed_at?.long);
       if (commitTime !== undefined) decoded.commitTime = commitTime;
       if (env._ns_unchanged.length) decoded.unchanged = env._ns_unchanged;
+      if (decoded.op === 'truncate') {
+        const flags = env._ns_truncate?.[NAMESPACE_TRUNCATE];
+        decoded.truncate = { cascade: flags?.cascade === true, restartIdentity: flags?.restart_identity === true };
+      }
       const before = rowFromAvro(reader.meta, env.before, env._ns_before_absent);
       const after = rowFromAvro(reader.meta, env.after, env._ns_unchanged);
       if (before) decoded.before = before;

@@ -1,5 +1,14 @@
-import { type ChangeEvent, type ChangeOp, ErrorCode, NanosyncError, type Row, type TableSchema, qualifiedName } from '@nanosync/core';
-import { ValueError, toJsonValue } from './json-values.js';
+import {
+  type ChangeEvent,
+  type ChangeOp,
+  ErrorCode,
+  NanosyncError,
+  type Row,
+  type TableSchema,
+  qualifiedName,
+} from '@nanosync/core';
+import { ValueError } from './json-values.js';
+import { canonicalKeyValue } from './key.js';
 
 export const MESSAGE_FORMATS = ['json', 'avro', 'protobuf', 'cloudevents'] as const;
 export type MessageFormat = (typeof MESSAGE_FORMATS)[number];
@@ -23,6 +32,8 @@ export interface DecodedChange {
   unchanged?: string[];
   before?: Row;
   after?: Row;
+  /** Only for `truncate`: the statement's CASCADE and RESTART IDENTITY. */
+  truncate?: { cascade: boolean; restartIdentity: boolean };
 }
 
 export interface DecodeOptions {
@@ -46,12 +57,24 @@ export interface MessageCodec {
   decode(value: Uint8Array, options?: DecodeOptions): DecodedChange;
 }
 
-export const OP_NAMES: Record<ChangeOp, string> = { insert: 'INSERT', update: 'UPDATE', delete: 'DELETE', read: 'READ' };
+export const OP_NAMES: Record<ChangeOp, string> = {
+  insert: 'INSERT',
+  update: 'UPDATE',
+  delete: 'DELETE',
+  read: 'READ',
+  truncate: 'TRUNCATE',
+};
+
+/** A truncate's flags, false when the source did not say. */
+export function truncateFlags(event: ChangeEvent): { cascade: boolean; restartIdentity: boolean } {
+  return { cascade: event.truncate?.cascade ?? false, restartIdentity: event.truncate?.restartIdentity ?? false };
+}
 const OPS_BY_NAME = new Map(Object.entries(OP_NAMES).map(([op, name]) => [name, op as ChangeOp]));
 
 export function opFromName(name: unknown): ChangeOp {
   const op = typeof name === 'string' ? OPS_BY_NAME.get(name) : undefined;
-  if (!op) throw new NanosyncError(ErrorCode.KafkaEncode, `not a nanosync message: unknown operation ${JSON.stringify(name)}`);
+  if (!op)
+    throw new NanosyncError(ErrorCode.KafkaEncode, `not a nanosync message: unknown operation ${JSON.stringify(name)}`);
   return op;
 }
 
@@ -60,18 +83,23 @@ export function beforeImage(event: ChangeEvent): Row | undefined {
   return event.before ?? (event.op === 'delete' ? event.key : undefined);
 }
 
-/** The key as compact JSON text, for error messages and ids. */
+/**
+ * The event's key as compact JSON text with column names and canonical key values
+ * (`{"id":10}`), for error messages, the CloudEvents `subject` and ids.
+ */
 export function keyText(event: ChangeEvent): string {
-  const out: Record<string, unknown> = {};
+  const parts: string[] = [];
   for (const [name, value] of Object.entries(event.key)) {
     const column = event.table.columns.find((c) => c.name === name);
+    let text: string;
     try {
-      out[name] = column ? toJsonValue(column.type, value, name) : String(value);
+      text = canonicalKeyValue(column?.type, value, name);
     } catch {
-      out[name] = String(value);
+      text = JSON.stringify(String(value));
     }
+    parts.push(`${JSON.stringify(name)}:${text}`);
   }
-  return JSON.stringify(out);
+  return `{${parts.join(',')}}`;
 }
 
 /** Wrap anything thrown while encoding into the error core shows for the pipeline. */

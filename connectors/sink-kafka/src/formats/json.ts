@@ -1,16 +1,26 @@
 import { type ChangeEvent, ErrorCode, NanosyncError, qualifiedName } from '@nanosync/core';
-import { type DecodeOptions, type DecodedChange, type MessageCodec, OP_NAMES, beforeImage, encodeError, opFromName } from './codec.js';
+import {
+  type DecodeOptions,
+  type DecodedChange,
+  type MessageCodec,
+  OP_NAMES,
+  beforeImage,
+  encodeError,
+  opFromName,
+  truncateFlags,
+} from './codec.js';
 import { type JsonValue, rowFromJson, rowToJson } from './json-values.js';
 import { commitTimeToMicros, microsToTimestamp } from './temporal.js';
 
 /**
  * The JSON envelope:
  *
- *   { "_ns_op": "INSERT" | "UPDATE" | "DELETE" | "READ",
+ *   { "_ns_op": "INSERT" | "UPDATE" | "DELETE" | "READ" | "TRUNCATE",
  *     "_ns_table": "schema.table",
  *     "_ns_committed_at": <microseconds since the epoch> | null,
  *     "_ns_lsn": "<source position>",
  *     "_ns_unchanged": ["col", …],          only when the source left columns out
+ *     "_ns_truncate": { "cascade": bool, "restart_identity": bool },   only on TRUNCATE
  *     "before": { … } | null,
  *     "after":  { … } | null }
  *
@@ -23,6 +33,7 @@ export interface JsonEnvelope {
   _ns_committed_at: number | string | null;
   _ns_lsn: string;
   _ns_unchanged?: string[];
+  _ns_truncate?: { cascade: boolean; restart_identity: boolean };
   before: Record<string, JsonValue> | null;
   after: Record<string, JsonValue> | null;
 }
@@ -54,6 +65,11 @@ export function toEnvelope(event: ChangeEvent): JsonEnvelope {
     const { before, after, ...head } = envelope;
     return { ...head, _ns_unchanged: [...event.unchanged], before, after };
   }
+  if (event.op === 'truncate') {
+    const { cascade, restartIdentity } = truncateFlags(event);
+    const { before, after, ...head } = envelope;
+    return { ...head, _ns_truncate: { cascade, restart_identity: restartIdentity }, before, after };
+  }
   return envelope;
 }
 
@@ -66,6 +82,12 @@ export function fromEnvelope(envelope: JsonEnvelope, options: DecodeOptions = {}
   const commitTime = commitTimeFromMicros(envelope._ns_committed_at);
   if (commitTime !== undefined) decoded.commitTime = commitTime;
   if (envelope._ns_unchanged?.length) decoded.unchanged = envelope._ns_unchanged;
+  if (decoded.op === 'truncate') {
+    decoded.truncate = {
+      cascade: envelope._ns_truncate?.cascade === true,
+      restartIdentity: envelope._ns_truncate?.restart_identity === true,
+    };
+  }
   const before = rowFromJson(options.table, envelope.before);
   const after = rowFromJson(options.table, envelope.after);
   if (before) decoded.before = before;
@@ -77,7 +99,9 @@ export function parseJson(value: Uint8Array, what: string): unknown {
   try {
     return JSON.parse(Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8'));
   } catch (err) {
-    throw new NanosyncError(ErrorCode.KafkaEncode, `not a nanosync ${what} message: ${(err as Error).message}`, { cause: err });
+    throw new NanosyncError(ErrorCode.KafkaEncode, `not a nanosync ${what} message: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 

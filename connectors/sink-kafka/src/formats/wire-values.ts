@@ -1,6 +1,14 @@
 import type { LogicalType, Value } from '@nanosync/core';
 import { ValueError, describe, int64Text, itemType } from './json-values.js';
-import { TemporalValueError, dateToDays, daysToDate, microsToTime, microsToTimestamp, timeToMicros, timestampToMicros } from './temporal.js';
+import {
+  TemporalValueError,
+  dateToDays,
+  daysToDate,
+  microsToTime,
+  microsToTimestamp,
+  timeToMicros,
+  timestampToMicros,
+} from './temporal.js';
 
 /**
  * The value shapes the binary formats (Avro, Protobuf) carry, one per logical kind:
@@ -22,7 +30,17 @@ import { TemporalValueError, dateToDays, daysToDate, microsToTime, microsToTimes
  *                             enum, inet, cidr, macaddr, money, other)
  *   array                     repeated items, each null, a value, or a nested array
  */
-export type WireKind = 'int' | 'long' | 'double' | 'bool' | 'bytes' | 'date' | 'time' | 'timestamp' | 'timestamptz' | 'string';
+export type WireKind =
+  | 'int'
+  | 'long'
+  | 'double'
+  | 'bool'
+  | 'bytes'
+  | 'date'
+  | 'time'
+  | 'timestamp'
+  | 'timestamptz'
+  | 'string';
 
 export function wireKind(type: LogicalType): WireKind {
   switch (type.kind) {
@@ -62,7 +80,8 @@ export function scalarToWire(type: LogicalType, value: Value, column: string): W
   try {
     switch (wireKind(type)) {
       case 'int':
-        if (typeof value !== 'number' || !Number.isInteger(value) || value < -2147483648 || value > 2147483647) mismatch(column, type, value);
+        if (typeof value !== 'number' || !Number.isInteger(value) || value < -2147483648 || value > 2147483647)
+          mismatch(column, type, value);
         return value;
       case 'long':
         return BigInt(int64Text(value, column));
@@ -98,6 +117,8 @@ export function scalarToWire(type: LogicalType, value: Value, column: string): W
 /** Wire scalar → canonical scalar. 64-bit integers may arrive as BigInt, Long-like or decimal text. */
 export function scalarFromWire(type: LogicalType, value: unknown, column: string): Value {
   switch (wireKind(type)) {
+    case 'int':
+      return Number(value);
     case 'long':
       return BigInt(String(value)).toString();
     case 'date':

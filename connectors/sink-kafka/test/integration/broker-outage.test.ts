@@ -17,11 +17,23 @@ const table: TableSchema = {
 let seq = 0;
 const upsert = (id: number, version: number): ChangeEvent => {
   seq += 1;
-  return { table, op: version === 0 ? 'insert' : 'update', key: { id }, after: { id, version }, position: `${seq.toString(16).padStart(16, '0')}:00000000` };
+  return {
+    table,
+    op: version === 0 ? 'insert' : 'update',
+    key: { id },
+    after: { id, version },
+    position: `${seq.toString(16).padStart(16, '0')}:00000000`,
+  };
 };
 const remove = (id: number): ChangeEvent => {
   seq += 1;
-  return { table, op: 'delete', key: { id }, before: { id }, position: `${seq.toString(16).padStart(16, '0')}:00000000` };
+  return {
+    table,
+    op: 'delete',
+    key: { id },
+    before: { id },
+    position: `${seq.toString(16).padStart(16, '0')}:00000000`,
+  };
 };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -74,7 +86,7 @@ test('broker stopped for 30 s mid-stream: write waits, then delivers everything'
   const records = await consumeAll(kafka.brokers, topic);
   const last = new Map<number, number | undefined>();
   for (const record of records) {
-    const id = (JSON.parse(record.key!) as { id: number }).id;
+    const [id] = JSON.parse(record.key!) as [number];
     if (record.value === null) {
       last.set(id, undefined);
       continue;
@@ -91,7 +103,12 @@ test('broker stopped for 30 s mid-stream: write waits, then delivers everything'
 
   // A broker that stays away longer than the retry budget fails the write for good, so
   // core marks the pipeline ERRORED with the cause instead of retrying forever.
-  await using impatient = createSink({ brokers: kafka.brokers.join(','), topic, max_retries: 1, retry_backoff_ms: 200 });
+  await using impatient = createSink({
+    brokers: kafka.brokers.join(','),
+    topic,
+    max_retries: 1,
+    retry_backoff_ms: 200,
+  });
   await impatient.sink.open([table]);
   await kafka.stop();
   const error = await impatient.sink.write([upsert(1, 5)]).catch((e: unknown) => e);

@@ -22,12 +22,17 @@ export class NanosyncProcess implements AsyncDisposable {
 
   constructor(args: string[]) {
     const env: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('NANOSYNC_') && !k.startsWith('VITEST')) env[k] = v;
-    this.child = spawn(process.execPath, ['--conditions=@nanosync/source', '--import', TSX_LOADER, CLI_ENTRY, ...args], {
-      cwd: REPO_ROOT,
-      env: { ...env, FORCE_COLOR: '0' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    for (const [k, v] of Object.entries(process.env))
+      if (!k.startsWith('NANOSYNC_') && !k.startsWith('VITEST')) env[k] = v;
+    this.child = spawn(
+      process.execPath,
+      ['--conditions=@nanosync/source', '--import', TSX_LOADER, CLI_ENTRY, ...args],
+      {
+        cwd: REPO_ROOT,
+        env: { ...env, FORCE_COLOR: '0' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const append = (chunk: string) => {
       this.output += chunk;
     };
@@ -51,7 +56,12 @@ export class NanosyncProcess implements AsyncDisposable {
 }
 
 /** Poll until `probe` returns something other than undefined (a wait, not a timed assertion). */
-export async function eventually<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 180_000, context?: () => string): Promise<T> {
+export async function eventually<T>(
+  probe: () => Promise<T | undefined>,
+  what: string,
+  timeoutMs = 180_000,
+  context?: () => string,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -61,7 +71,10 @@ export async function eventually<T>(probe: () => Promise<T | undefined>, what: s
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}${last ? `: ${String(last)}` : ''}${context ? `\n${context()}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `gave up waiting for ${what}${last ? `: ${String(last)}` : ''}${context ? `\n${context()}` : ''}`,
+      );
     await new Promise((r) => setTimeout(r, 250));
   }
 }
@@ -111,11 +124,20 @@ export class ConcurrentWriter {
       const note = `w${this.seq}`;
       if (roll < 0.3) {
         const id = String(this.nextId++);
-        await this.db.query(`INSERT INTO ${this.table} (id, note, amount, qty, flag) VALUES ($1, $2, $3, $4, $5)`, [id, note, `${this.seq}.25`, this.seq, true]);
+        await this.db.query(`INSERT INTO ${this.table} (id, note, amount, qty, flag) VALUES ($1, $2, $3, $4, $5)`, [
+          id,
+          note,
+          `${this.seq}.25`,
+          this.seq,
+          true,
+        ]);
         this.changes.push({ op: 'insert', id, note });
       } else if (roll < 0.85) {
         const id = String(1 + Math.floor(Math.random() * this.maxId()));
-        const r = await this.db.query(`UPDATE ${this.table} SET note = $2, amount = amount + 1, flag = NOT flag WHERE id = $1`, [id, note]);
+        const r = await this.db.query(
+          `UPDATE ${this.table} SET note = $2, amount = amount + 1, flag = NOT flag WHERE id = $1`,
+          [id, note],
+        );
         if (r.rowCount) this.changes.push({ op: 'update', id, note });
       } else {
         const id = String(1 + Math.floor(Math.random() * this.maxId()));
@@ -139,14 +161,18 @@ export class ConcurrentWriter {
  * 3. every change the writer committed is present at least once.
  * Returns a list of problems, empty when it passes.
  */
-export function oracle(records: ConsumedRecord[], tableRows: Map<string, Record<string, unknown>>, changes: WriterChange[]): string[] {
+export function oracle(
+  records: ConsumedRecord[],
+  tableRows: Map<string, Record<string, unknown>>,
+  changes: WriterChange[],
+): string[] {
   const problems: string[] = [];
   const last = new Map<string, Record<string, unknown> | undefined>();
   const positions = new Map<string, string[]>();
   const notes = new Map<string, Set<string>>();
   const deletes = new Map<string, number>();
   for (const record of records) {
-    const id = String((JSON.parse(record.key!) as { id: string }).id);
+    const id = String((JSON.parse(record.key!) as [number | string])[0]);
     if (record.value === null) {
       last.set(id, undefined);
       continue;
@@ -162,7 +188,12 @@ export function oracle(records: ConsumedRecord[], tableRows: Map<string, Record<
     }
     const seen = positions.get(id) ?? [];
     const previous = seen[seen.length - 1];
-    if (previous !== undefined && change.position < previous && !seen.includes(change.position) && change.op !== 'read') {
+    if (
+      previous !== undefined &&
+      change.position < previous &&
+      !seen.includes(change.position) &&
+      change.op !== 'read'
+    ) {
       problems.push(`key ${id}: position ${change.position} after ${previous} was never seen before`);
     }
     seen.push(change.position);
@@ -172,7 +203,8 @@ export function oracle(records: ConsumedRecord[], tableRows: Map<string, Record<
   for (const [id, row] of tableRows) {
     const got = final.get(id);
     if (!got) problems.push(`key ${id}: in the table, missing from the topic`);
-    else if (JSON.stringify(got) !== JSON.stringify(row)) problems.push(`key ${id}: topic ${JSON.stringify(got)} ≠ table ${JSON.stringify(row)}`);
+    else if (JSON.stringify(got) !== JSON.stringify(row))
+      problems.push(`key ${id}: topic ${JSON.stringify(got)} ≠ table ${JSON.stringify(row)}`);
   }
   for (const id of final.keys()) if (!tableRows.has(id)) problems.push(`key ${id}: in the topic, not in the table`);
   const expectedDeletes = new Map<string, number>();
@@ -185,7 +217,9 @@ export function oracle(records: ConsumedRecord[], tableRows: Map<string, Record<
 }
 
 export async function tableRows(db: pg.Client, table: string): Promise<Map<string, Record<string, unknown>>> {
-  const { rows } = await db.query(`SELECT id::text AS id, note, amount::text AS amount, qty, flag FROM ${table} ORDER BY id`);
+  const { rows } = await db.query(
+    `SELECT id::text AS id, note, amount::text AS amount, qty, flag FROM ${table} ORDER BY id`,
+  );
   return new Map(rows.map((r: Record<string, unknown>) => [String(r.id), r]));
 }
 
@@ -196,7 +230,10 @@ export async function dropSlots(db: pg.Client): Promise<void> {
     .catch(() => ({ rows: [] as { slot_name: string }[] }));
   for (const { slot_name: slot } of rows) {
     await db
-      .query('SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL', [slot])
+      .query(
+        'SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL',
+        [slot],
+      )
       .catch(() => undefined);
     await db.query('SELECT pg_drop_replication_slot($1)', [slot]).catch(() => undefined);
   }
@@ -224,9 +261,13 @@ function storedCheckpoint(stateFile: string, pipeline: string): string | null | 
     let store: DatabaseSync | undefined;
     try {
       store = new DatabaseSync(stateFile, { readOnly: true });
-      const sinks = store.prepare('SELECT position FROM checkpoints WHERE pipeline = ?').all(pipeline) as { position: string }[];
+      const sinks = store.prepare('SELECT position FROM checkpoints WHERE pipeline = ?').all(pipeline) as {
+        position: string;
+      }[];
       if (sinks.length > 0) return sinks.map((r) => r.position).sort()[0]!;
-      const row = store.prepare('SELECT start_position FROM pipelines WHERE name = ?').get(pipeline) as { start_position: string | null } | undefined;
+      const row = store.prepare('SELECT start_position FROM pipelines WHERE name = ?').get(pipeline) as
+        | { start_position: string | null }
+        | undefined;
       return row?.start_position ?? null;
     } catch (err) {
       if (!sqliteBusy(err) || attempt >= 20) return undefined;
@@ -268,7 +309,10 @@ export class SlotFlushSampler {
     try {
       while (this.running) {
         const { rows } = await db
-          .query<{ lsn: string | null }>('SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1', [this.slot])
+          .query<{ lsn: string | null }>(
+            'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1',
+            [this.slot],
+          )
           .catch(() => ({ rows: [] as { lsn: string | null }[] }));
         const lsn = rows[0]?.lsn;
         const checkpoint = lsn ? storedCheckpoint(this.stateFile, this.pipeline) : undefined;
@@ -310,10 +354,13 @@ export class SlotFlushSampler {
       if (next === undefined) continue;
       judged++;
       if (confirmedFlush > positionLsn(next)) {
-        problems.push(`confirmed_flush_lsn ${confirmedFlush.toString(16)} passed the stored checkpoint ${checkpoint} (next commit at ${next})`);
+        problems.push(
+          `confirmed_flush_lsn ${confirmedFlush.toString(16)} passed the stored checkpoint ${checkpoint} (next commit at ${next})`,
+        );
       }
     }
-    if (judged === 0) problems.push(`none of ${this.samples.length} samples had a later stream position to judge it by`);
+    if (judged === 0)
+      problems.push(`none of ${this.samples.length} samples had a later stream position to judge it by`);
     return problems.slice(0, 20);
   }
 }

@@ -27,6 +27,11 @@ function expected(event: ChangeEvent) {
   const before = beforeImage(event);
   if (before) out.before = before;
   if (event.after) out.after = event.after;
+  if (event.op === 'truncate')
+    out.truncate = {
+      cascade: event.truncate?.cascade ?? false,
+      restartIdentity: event.truncate?.restartIdentity ?? false,
+    };
   return out;
 }
 
@@ -40,10 +45,13 @@ const decoders: Record<MessageFormat, (value: Uint8Array) => unknown> = {
 describe.each(MESSAGE_FORMATS)('%s format', (format) => {
   const codec = codecFor(format);
 
-  test.each(allTypesEvents.map((e, i) => [`${i}:${e.op}`, e] as const))('round-trips every logical type (%s)', (_, event) => {
-    const decoded = decoders[format](codec.encode(event).value);
-    expect(decoded).toEqual(expected(event));
-  });
+  test.each(allTypesEvents.map((e, i) => [`${i}:${e.op}`, e] as const))(
+    'round-trips every logical type (%s)',
+    (_, event) => {
+      const decoded = decoders[format](codec.encode(event).value);
+      expect(decoded).toEqual(expected(event));
+    },
+  );
 
   test('keeps the sign of zero and every float special', () => {
     const row = { ...richRow, f32: -0, f64: Number.NaN };
@@ -71,7 +79,7 @@ describe.each(MESSAGE_FORMATS)('%s format', (format) => {
     expect(NanosyncError.is(error, 'NS_K6006')).toBe(true);
     expect((error as Error).message).toContain('"public.all.types"');
     expect((error as Error).message).toContain('column "i64"');
-    expect((error as Error).message).toContain('{"id":"9223372036854775807"}');
+    expect((error as Error).message).toContain('{"id":9223372036854775807}');
   });
 });
 
@@ -84,8 +92,83 @@ function goldenForm(format: MessageFormat, value: Buffer, event: ChangeEvent): u
     return ce;
   }
   const framed = unframe(value, format === 'avro' ? FRAME_AVRO : FRAME_PROTOBUF);
-  return { fingerprint: framed.fingerprint, schema: JSON.parse(framed.schemaText), payload: Buffer.from(framed.payload).toString('hex') };
+  return {
+    fingerprint: framed.fingerprint,
+    schema: JSON.parse(framed.schemaText),
+    payload: Buffer.from(framed.payload).toString('hex'),
+  };
 }
+
+describe('truncate', () => {
+  const truncate: ChangeEvent = {
+    table: allTypesTable,
+    op: 'truncate',
+    key: {},
+    truncate: { cascade: false, restartIdentity: true },
+    position: '0000000003000000:00000001',
+    commitTime: '2026-05-01T00:00:00.000000Z',
+  };
+
+  test.each(MESSAGE_FORMATS)('%s: one message with the TRUNCATE operation, its flags and no row images', (format) => {
+    const decoded = decoders[format](codecFor(format).encode(truncate).value) as Record<string, unknown>;
+    expect(decoded).toEqual({
+      op: 'truncate',
+      table: 'public.all.types',
+      position: truncate.position,
+      commitTime: truncate.commitTime,
+      truncate: { cascade: false, restartIdentity: true },
+    });
+  });
+
+  test('json: _ns_op TRUNCATE and _ns_truncate, before and after null', () => {
+    const env = JSON.parse(codecFor('json').encode(truncate).value.toString('utf8'));
+    expect(env).toEqual({
+      _ns_op: 'TRUNCATE',
+      _ns_table: 'public.all.types',
+      _ns_committed_at: Date.UTC(2026, 4, 1) * 1000,
+      _ns_lsn: truncate.position,
+      _ns_truncate: { cascade: false, restart_identity: true },
+      before: null,
+      after: null,
+    });
+  });
+
+  test('cloudevents: type …TRUNCATE, no subject, flags in data', () => {
+    const ce = JSON.parse(codecFor('cloudevents').encode(truncate).value.toString('utf8'));
+    expect(ce.type).toBe('io.nanosync.cdc.TRUNCATE');
+    expect(ce).not.toHaveProperty('subject');
+    expect(ce.data).toEqual({ before: null, after: null, truncate: { cascade: false, restart_identity: true } });
+  });
+
+  test('avro: the Op enum gains TRUNCATE at its end, so older symbols keep their index', () => {
+    const schema = avroSchemaOf(codecFor('avro').encode(truncate).value) as {
+      fields: { name: string; type: { symbols?: string[] } }[];
+    };
+    expect(schema.fields[0]!.type.symbols).toEqual(['INSERT', 'UPDATE', 'DELETE', 'READ', 'TRUNCATE']);
+    expect(schema.fields.at(-1)!.name).toBe('_ns_truncate');
+    // Bytes written for any other operation are what the schema before TRUNCATE wrote:
+    // a reader compiled from it decodes them (the trailing null `_ns_truncate` is one byte it ignores).
+    const old = structuredClone(schema) as { fields: { name: string; type: unknown }[] };
+    old.fields = old.fields.filter((f) => f.name !== '_ns_truncate');
+    (old.fields[0]!.type as { symbols: string[] }).symbols = ['INSERT', 'UPDATE', 'DELETE', 'READ'];
+    const reader = avro.Type.forSchema(old as avro.Schema, { wrapUnions: true });
+    const payload = Buffer.from(unframe(codecFor('avro').encode(allTypesEvents[3]!).value, FRAME_AVRO).payload);
+    const { value, offset } = reader.decode(payload, 0) as {
+      value: { _ns_op: string; _ns_lsn: string };
+      offset: number;
+    };
+    expect(value._ns_op).toBe('INSERT');
+    expect(value._ns_lsn).toBe(allTypesEvents[3]!.position);
+    expect(offset).toBe(payload.length - 1);
+  });
+
+  test('protobuf: Op value 5 and the Truncate message', () => {
+    const descriptor = protobufDescriptorOf(codecFor('protobuf').encode(truncate).value);
+    const root = protobuf.Root.fromJSON(descriptor as protobuf.INamespace);
+    expect(root.lookupEnum('nanosync.Op').values.TRUNCATE).toBe(5);
+    expect(root.lookupType('nanosync.Envelope').fields._ns_truncate?.id).toBe(9);
+  });
+});
 
 describe('json envelope', () => {
   test('uses the documented field names and lossless value forms', () => {
@@ -116,7 +199,12 @@ describe('json envelope', () => {
   });
 
   test('a delete without an old image still carries the key as before', () => {
-    const event: ChangeEvent = { table: allTypesTable, op: 'delete', key: { id: '5' }, position: '0000000002000000:00000000' };
+    const event: ChangeEvent = {
+      table: allTypesTable,
+      op: 'delete',
+      key: { id: '5' },
+      position: '0000000002000000:00000000',
+    };
     const env = JSON.parse(codecFor('json').encode(event).value.toString('utf8'));
     expect(env).toMatchObject({ _ns_op: 'DELETE', before: { id: '5' }, after: null });
   });
@@ -128,14 +216,22 @@ describe('cloudevents envelope', () => {
   test('is a valid structured CloudEvent 1.0 the SDK reads back', () => {
     const encoded = codec.encode(allTypesEvents[2]!);
     expect(encoded.headers).toEqual({ 'content-type': 'application/cloudevents+json; charset=utf-8' });
-    const message = { key: '', value: encoded.value.toString('utf8'), body: encoded.value.toString('utf8'), headers: encoded.headers! };
-    const event = Kafka.toEvent(message as Parameters<typeof Kafka.toEvent>[0]) as CloudEvent<{ before: unknown; after: unknown }>;
+    const message = {
+      key: '',
+      value: encoded.value.toString('utf8'),
+      body: encoded.value.toString('utf8'),
+      headers: encoded.headers!,
+    };
+    const event = Kafka.toEvent(message as Parameters<typeof Kafka.toEvent>[0]) as CloudEvent<{
+      before: unknown;
+      after: unknown;
+    }>;
     expect(event.specversion).toBe('1.0');
     expect(event.type).toBe('io.nanosync.cdc.UPDATE');
     expect(event.source).toBe('/nanosync/public/all.types');
     expect(event.datacontenttype).toBe('application/json');
     expect(event.time).toBe('1999-12-31T23:59:59.000Z');
-    expect(event.subject).toBe('{"id":"2"}');
+    expect(event.subject).toBe('{"id":2}');
     expect(event.data?.before).toEqual({ id: '2' });
     expect(event.validate()).toBe(true);
   });
@@ -154,13 +250,27 @@ describe('cloudevents envelope', () => {
 describe('avro format', () => {
   test('embeds a standard Avro schema a plain avsc reader decodes', () => {
     const value = codecFor('avro').encode(allTypesEvents[1]!).value;
-    const schema = avroSchemaOf(value) as { fields: { name: string }[]; nanosync: { columns: { name: string; field: string }[] } };
-    expect(schema.fields.map((f) => f.name)).toEqual(['_ns_op', '_ns_table', '_ns_committed_at', '_ns_lsn', '_ns_unchanged', '_ns_before_absent', 'before', 'after']);
+    const schema = avroSchemaOf(value) as {
+      fields: { name: string }[];
+      nanosync: { columns: { name: string; field: string }[] };
+    };
+    expect(schema.fields.map((f) => f.name)).toEqual([
+      '_ns_op',
+      '_ns_table',
+      '_ns_committed_at',
+      '_ns_lsn',
+      '_ns_unchanged',
+      '_ns_before_absent',
+      'before',
+      'after',
+      '_ns_truncate',
+    ]);
     const byName = Object.fromEntries(schema.nanosync.columns.map((c) => [c.name, c.field]));
     expect(byName['Odd "Name".x']).toBe('c_Odd__Name__x');
     expect(byName.constructor).toBe('c_constructor');
     const text = JSON.stringify(schema);
-    for (const logical of ['"date"', '"time-micros"', '"timestamp-micros"', '"local-timestamp-micros"', '"uuid"']) expect(text).toContain(logical);
+    for (const logical of ['"date"', '"time-micros"', '"timestamp-micros"', '"local-timestamp-micros"', '"uuid"'])
+      expect(text).toContain(logical);
     // A consumer with only avsc (JS numbers for longs, fine below 2^53) reads the envelope.
     const small = codecFor('avro').encode(allTypesEvents[3]!).value;
     const plain = avro.Type.forSchema(avroSchemaOf(small) as avro.Schema, { wrapUnions: true });
@@ -181,7 +291,10 @@ describe('avro format', () => {
     const b = unframe(codec.encode({ ...allTypesEvents[0]!, table: structuredClone(allTypesTable) }).value, FRAME_AVRO);
     expect(a.fingerprint).toBe(b.fingerprint);
     const changed = { ...allTypesTable, columns: allTypesTable.columns.slice(0, 3) };
-    const c = unframe(codec.encode({ table: changed, op: 'insert', key: { id: '1' }, after: { id: '1' }, position: 'p' }).value, FRAME_AVRO);
+    const c = unframe(
+      codec.encode({ table: changed, op: 'insert', key: { id: '1' }, after: { id: '1' }, position: 'p' }).value,
+      FRAME_AVRO,
+    );
     expect(c.fingerprint).not.toBe(a.fingerprint);
   });
 
@@ -201,15 +314,19 @@ describe('protobuf format', () => {
     expect(row.fieldsArray.every((f) => f.options?.proto3_optional === true)).toBe(true);
     expect(row.fields.id?.type).toBe('int64');
     expect(row.fields.day?.type).toBe('int32');
+    expect(row.fields.i16?.type).toBe('int64');
     expect(row.fields.ts_tz?.type).toBe('int64');
     expect(row.fields.dec?.type).toBe('string');
     const envelope = root.lookupType('nanosync.Envelope');
-    const message = envelope.toObject(envelope.decode(unframe(value, FRAME_PROTOBUF).payload), { longs: String, enums: String }) as {
+    const message = envelope.toObject(envelope.decode(unframe(value, FRAME_PROTOBUF).payload), {
+      longs: String,
+      enums: String,
+    }) as {
       _ns_op: string;
       after: { i32: number; id: string };
     };
     expect(message._ns_op).toBe('INSERT');
     expect(message.after.id).toBe('2');
-    expect(message.after.i32).toBe(-2147483648);
+    expect(message.after.i32).toBe('-2147483648'); // every integer column is int64
   });
 });
