@@ -14,7 +14,9 @@ export function uniqueName(prefix: string): string {
 /** Keeps log lines in memory so a test can look at them (a stand-in for core's logger). */
 export function inMemoryLogger(lines: string[] = [], fields: LogFields = {}): Logger & { lines: string[] } {
   const write = (level: string) => (message: string, extra?: LogFields) => {
-    lines.push(`${level} ${message} ${JSON.stringify({ ...fields, ...extra }, (_, v) => (typeof v === 'bigint' ? v.toString() : v))}`);
+    lines.push(
+      `${level} ${message} ${JSON.stringify({ ...fields, ...extra }, (_, v) => (typeof v === 'bigint' ? v.toString() : v))}`,
+    );
   };
   return {
     lines,
@@ -64,7 +66,11 @@ export interface ConsumedRecord {
  * Every record of `topic` from offset 0 up to the current high watermark of each
  * partition, read with a kafkajs consumer (which decompresses with the registered codecs).
  */
-export async function consumeAll(brokers: string[], topic: string, kafkaConfig: Partial<kafkajs.KafkaConfig> = {}): Promise<ConsumedRecord[]> {
+export async function consumeAll(
+  brokers: string[],
+  topic: string,
+  kafkaConfig: Partial<kafkajs.KafkaConfig> = {},
+): Promise<ConsumedRecord[]> {
   registerCompressionCodecs();
   countingCodecs();
   const kafka = new Kafka({ clientId: 'ns-test-reader', brokers, logLevel: logLevel.NOTHING, ...kafkaConfig });
@@ -123,7 +129,10 @@ export const decompressedBatches = new Map<number, number>();
  * records on the wire really were compressed with the configured codec.
  */
 function countingCodecs(): void {
-  const table = CompressionCodecs as unknown as Record<number, (() => { compress: unknown; decompress(b: Buffer): Promise<Buffer> }) & { counting?: true }>;
+  const table = CompressionCodecs as unknown as Record<
+    number,
+    (() => { compress: unknown; decompress(b: Buffer): Promise<Buffer> }) & { counting?: true }
+  >;
   for (const type of [CompressionTypes.GZIP, CompressionTypes.Snappy, CompressionTypes.LZ4, CompressionTypes.ZSTD]) {
     const original = table[type];
     if (!original || original.counting) continue;
@@ -155,11 +164,16 @@ export async function topicPartitions(brokers: string[], topic: string): Promise
   }
 }
 
-export async function createTopic(brokers: string[], topic: string, partitions = 1): Promise<void> {
+export async function createTopic(
+  brokers: string[],
+  topic: string,
+  partitions = 1,
+  configEntries: { name: string; value: string }[] = [],
+): Promise<void> {
   const admin = new Kafka({ clientId: 'ns-test-admin', brokers, logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
   try {
-    await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
+    await admin.createTopics({ topics: [{ topic, numPartitions: partitions, configEntries }], waitForLeaders: true });
   } finally {
     await admin.disconnect();
   }
