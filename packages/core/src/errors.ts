@@ -43,6 +43,14 @@ export const ErrorCode = {
   MssqlConnection: 'NS_M5001',
   MssqlCdcDisabled: 'NS_M5002',
   MssqlChangesLost: 'NS_M5003',
+  MssqlPermission: 'NS_M5004',
+  MssqlTableNotFound: 'NS_M5005',
+  /** A table without primary key and without a usable unique index. */
+  MssqlNoKey: 'NS_M5006',
+  MssqlValue: 'NS_M5007',
+  MssqlCheck: 'NS_M5008',
+  /** A stored position or partition bound that is not this source's. */
+  MssqlProtocol: 'NS_M5009',
   // 6xxx kafka sink
   KafkaConnection: 'NS_K6001',
   KafkaTopicMissing: 'NS_K6002',
@@ -98,12 +106,11 @@ export function isRetriable(err: unknown): boolean {
 
 /** Replace the password in a URL/DSN (`postgres://u:secret@h/db` → `postgres://u:***@h/db`) and `password=` pairs. */
 export function redact(text: string): string {
-  return text
-    // user:password@ — up to the last `@` of the token, as URL parsers split an unencoded `@` in a password.
-    .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)(\S*)(@)/gi, '$1***$3')
-    // password=…, ssl_key_password: …, sslpassword=…, "password":"…" (JSON)
-    .replace(
-      /\b([a-z0-9_]*(?:password|passwd|pwd|secret))("?\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&;,"]+)/gi,
-      '$1$2***',
-    );
+  return (
+    text
+      // user:password@ — up to the last `@` of the token, as URL parsers split an unencoded `@` in a password.
+      .replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)(\S*)(@)/gi, '$1***$3')
+      // password=…, ssl_key_password: …, sslpassword=…, "password":"…" (JSON)
+      .replace(/\b([a-z0-9_]*(?:password|passwd|pwd|secret))("?\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s&;,"]+)/gi, '$1$2***')
+  );
 }

@@ -1,0 +1,138 @@
+import { ErrorCode, NanosyncError, redact } from '@nanosync/core';
+
+/**
+ * `[name]` with `]` doubled: the only way an identifier enters SQL text. Names with dots,
+ * spaces, quotes, brackets or unicode stay one identifier; a name shaped like SQL is only
+ * ever a name.
+ */
+export function quoteIdent(name: string): string {
+  return `[${name.replace(/]/g, ']]')}]`;
+}
+
+export function quoteTable(table: { schema: string; name: string }): string {
+  return `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+}
+
+/** An N'…' literal with `'` doubled: for printed fix SQL and for names passed as values. */
+export function quoteLiteral(value: string): string {
+  return `N'${value.replace(/'/g, "''")}'`;
+}
+
+export function tableLabel(table: { schema: string; name: string }): string {
+  return `${table.schema}.${table.name}`;
+}
+
+interface MssqlErrorLike {
+  code?: string;
+  number?: number;
+  message?: string;
+  originalError?: { code?: string; message?: string; cause?: unknown };
+}
+
+function shape(err: unknown): MssqlErrorLike {
+  return typeof err === 'object' && err !== null ? (err as MssqlErrorLike) : {};
+}
+
+/** Server error numbers that a retry may cure: deadlock victim, snapshot update conflict, failover, throttling. */
+const TRANSIENT_NUMBERS = new Set([
+  1205, // deadlock victim
+  3960, // snapshot isolation update conflict
+  4060, // cannot open database (failover in progress)
+  40197,
+  40501,
+  40613,
+  49918,
+  49919,
+  49920, // Azure SQL: service busy / database unavailable
+  10928,
+  10929, // resource limits
+  233,
+  10053,
+  10054,
+  10060,
+  64, // connection-level errors surfaced as server numbers
+]);
+
+const TRANSIENT_CODES = new Set([
+  'ESOCKET',
+  'ECONNCLOSED',
+  'ETIMEOUT',
+  'ENOCONN',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+]);
+
+/** Whether a failure talking to the server may go away by itself. */
+export function isTransientMssqlError(err: unknown): boolean {
+  const e = shape(err);
+  if (e.code && TRANSIENT_CODES.has(e.code)) return true;
+  if (e.originalError?.code && TRANSIENT_CODES.has(e.originalError.code)) return true;
+  if (typeof e.number === 'number' && TRANSIENT_NUMBERS.has(e.number)) return true;
+  return /Connection lost|socket hang up|Connection is closed|read ECONNRESET/i.test(e.message ?? '');
+}
+
+export function describeEndpoint(target: { host: string; port: number; database: string }): string {
+  return `${target.host}:${target.port}/${target.database}`;
+}
+
+/** Wrap a driver error: retriable when transient, message redacted, login failures as permission errors. */
+export function connectionError(
+  err: unknown,
+  target: { host: string; port: number; database: string },
+  doing: string,
+): NanosyncError {
+  if (err instanceof NanosyncError) return err;
+  const e = shape(err);
+  const message = redact(e.message ?? String(err));
+  if (e.code === 'ELOGIN' || e.number === 18456 || e.number === 4060) {
+    return new NanosyncError(ErrorCode.MssqlPermission, `${doing} on ${describeEndpoint(target)}: ${message}`, {
+      cause: err,
+      retriable: e.number === 4060,
+    });
+  }
+  return new NanosyncError(
+    ErrorCode.MssqlConnection,
+    `${doing} on ${describeEndpoint(target)} failed: ${message}${e.number ? ` (error ${e.number})` : ''}`,
+    { cause: err, retriable: isTransientMssqlError(err) },
+  );
+}
+
+export function tableNotFound(table: { schema: string; name: string }, database: string): NanosyncError {
+  return new NanosyncError(
+    ErrorCode.MssqlTableNotFound,
+    `table ${quoteTable(table)} not found in database ${quoteIdent(database)} (check the schema part; under a case-sensitive collation names are case-sensitive)`,
+    { details: { table: tableLabel(table), database } },
+  );
+}
+
+export function noKey(table: { schema: string; name: string }): NanosyncError {
+  return new NanosyncError(
+    ErrorCode.MssqlNoKey,
+    `table ${quoteTable(table)} has no primary key and no unique index on non-nullable columns. ${noKeyFix(table)}`,
+    {
+      details: { table: tableLabel(table) },
+    },
+  );
+}
+
+export function noKeyFix(table: { schema: string; name: string }): string {
+  return `Add one, e.g. ALTER TABLE ${quoteTable(table)} ADD CONSTRAINT ${quoteIdent(`PK_${table.name}`)} PRIMARY KEY (<columns>); or CREATE UNIQUE INDEX ${quoteIdent(`UX_${table.name}`)} ON ${quoteTable(table)} (<non-nullable columns>);`;
+}
+
+export function valueError(err: unknown, where: { table: string; column: string; key?: string }): NanosyncError {
+  const message = err instanceof Error ? err.message : String(err);
+  return new NanosyncError(
+    ErrorCode.MssqlValue,
+    `table "${where.table}" column "${where.column}"${where.key ? ` key ${where.key}` : ''}: ${message}`,
+    { cause: err, details: { table: where.table, column: where.column, key: where.key } },
+  );
+}
+
+export function protocolError(message: string): NanosyncError {
+  return new NanosyncError(ErrorCode.MssqlProtocol, message);
+}
