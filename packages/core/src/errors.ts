@@ -59,7 +59,16 @@ export const ErrorCode = {
   KafkaAuth: 'NS_K6005',
   KafkaEncode: 'NS_K6006',
   // 7xxx bigquery sink
+  /** An append or MERGE failed permanently, or retries ran out. */
   BigQueryWrite: 'NS_B7001',
+  /** Credentials missing, unreadable or refused; project or dataset unreachable. */
+  BigQueryAuth: 'NS_B7002',
+  /** A source table's schema cannot be mapped onto (or evolved into) its BigQuery table. */
+  BigQuerySchema: 'NS_B7003',
+  /** A value BigQuery cannot hold (out-of-range date, NaN in NUMERIC…); names table, column, key. */
+  BigQueryValue: 'NS_B7004',
+  /** An event the chosen write method cannot apply (unchanged columns on a CDC table, TRUNCATE by policy). */
+  BigQueryUnsupported: 'NS_B7005',
   // 8xxx file sink
   FileSinkWrite: 'NS_F8001',
   // 9xxx cli / server
