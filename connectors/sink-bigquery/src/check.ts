@@ -168,6 +168,8 @@ function failed(name: string, message: string, err: unknown, config: BigQuerySin
       `grant roles/bigquery.dataEditor on the dataset and roles/bigquery.jobUser on the project: ` +
       `bq add-iam-policy-binding --member=serviceAccount:SA_EMAIL --role=roles/bigquery.dataEditor ${config.projectId}:${config.datasetId}; ` +
       `gcloud projects add-iam-policy-binding ${config.projectId} --member=serviceAccount:SA_EMAIL --role=roles/bigquery.jobUser`;
-  } else if (kind === 'retriable') fix = 'a transient error: run the check again';
+  } else if (kind === 'retriable') {
+    return { name, ok: false, message, fix: 'a transient error: it is retried', retriable: true };
+  }
   return fix ? { name, ok: false, message, fix } : { name, ok: false, message };
 }
