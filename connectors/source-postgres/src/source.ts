@@ -63,6 +63,8 @@ export class PostgresSource implements Source {
   readonly #busyReaders = new Set<pg.Client>();
   readonly #brokenReaders = new WeakSet<pg.Client>();
   readonly #tables = new Map<string, PgTable>();
+  /** Partitions the role may SELECT from directly, by `tableKey`. */
+  readonly #leafSelect = new Map<string, boolean>();
   #releaseSnapshot: (() => Promise<void>) | undefined;
   #closed = false;
 
@@ -323,6 +325,7 @@ export class PostgresSource implements Source {
         {
           client,
           table: leaf ?? table,
+          ...(leaf !== undefined && !(await this.#maySelect(leaf)) ? { through: table } : {}),
           columns,
           keyColumns: table.keyColumns,
           bounds: partition.bounds,
@@ -343,6 +346,25 @@ export class PostgresSource implements Source {
     } finally {
       await this.#releaseReader(client, state.clientReusable);
     }
+  }
+
+  /** Whether the role may SELECT from a partition directly (else it is read through its partitioned table). */
+  async #maySelect(leaf: TableRef): Promise<boolean> {
+    const key = tableKey(leaf);
+    let may = this.#leafSelect.get(key);
+    if (may === undefined) {
+      may = await this.#withAdmin('checking privileges', async (client) => {
+        const { rows } = await client.query(
+          `SELECT has_table_privilege(c.oid, 'SELECT')::text AS may
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = $1 AND c.relname = $2`,
+          [leaf.schema, leaf.name],
+        );
+        return rows[0]?.may === 'true';
+      });
+      this.#leafSelect.set(key, may);
+    }
+    return may;
   }
 
   /** Whether `leaf` is (still) a partition somewhere under `table`. */

@@ -28,6 +28,8 @@ const SNAPSHOT_TOKEN = /^[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+$/;
 export interface ReadCtidPartitionOptions {
   client: pg.Client;
   table: { schema: string; name: string };
+  /** Read the leaf `table` through this partitioned table (see {@link partitionSelect}). */
+  through?: { schema: string; name: string };
   columns: PgColumn[];
   keyColumns: string[];
   bounds: CtidBounds;
@@ -40,13 +42,23 @@ export interface ReadCtidPartitionOptions {
   deadSnapshots?: Set<string>;
 }
 
-/** `SELECT "a", "b" FROM "s"."t" WHERE ctid …`; every identifier quoted. */
+/**
+ * `SELECT "a", "b" FROM "s"."t" WHERE ctid …`; every identifier quoted. With `through`
+ * (the partitioned table of the leaf `table`, for a role that may read the partitioned
+ * table but not its partitions directly) the leaf's rows are selected through it by
+ * `tableoid`.
+ */
 export function partitionSelect(
   table: { schema: string; name: string },
   columns: PgColumn[],
   bounds: CtidBounds,
+  through?: { schema: string; name: string },
 ): string {
-  return `SELECT ${columns.map((c) => quoteIdent(c.name)).join(', ')} FROM ${quoteTable(table)}${ctidPredicate(bounds)}`;
+  const list = columns.map((c) => quoteIdent(c.name)).join(', ');
+  if (through === undefined) return `SELECT ${list} FROM ${quoteTable(table)}${ctidPredicate(bounds)}`;
+  const where = ctidPredicate(bounds);
+  const leaf = `tableoid = '${quoteTable(table).replace(/'/g, "''")}'::regclass`;
+  return `SELECT ${list} FROM ${quoteTable(through)} WHERE ${leaf}${where === '' ? '' : ` AND ${where.slice(' WHERE '.length)}`}`;
 }
 
 /**
@@ -90,7 +102,7 @@ export async function* readCtidPartition(
     }
   }
   await client.query('SET LOCAL statement_timeout = 0');
-  const select = partitionSelect(opts.table, opts.columns, opts.bounds);
+  const select = partitionSelect(opts.table, opts.columns, opts.bounds, opts.through);
   const decodeRow = rowDecoder(opts);
   if ((opts.path ?? DEFAULT_READ_PATH) === 'copy') {
     const copy = new CopyOutQuery(`COPY (${select}) TO STDOUT`, maxRows * 2);

@@ -111,7 +111,11 @@ export async function pgFixture(
     async source(pipeline, extra) {
       const parsed = definition.configSchema.safeParse(roleProperties(extra));
       if (!parsed.success) throw new Error(JSON.stringify(parsed.error.issues));
-      const context: ConnectorContext = { pipeline, logger: memoryLogger(fixture.logs), signal: new AbortController().signal };
+      const context: ConnectorContext = {
+        pipeline,
+        logger: memoryLogger(fixture.logs),
+        signal: new AbortController().signal,
+      };
       const source = (await definition.create(parsed.data, context)) as PostgresSource;
       sources.push(source);
       return source;

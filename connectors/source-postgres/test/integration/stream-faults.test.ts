@@ -146,7 +146,10 @@ describe('streamChanges: faults', () => {
   });
 
   it('the slot invalidated while streaming (max_slot_wal_keep_size) ends the stream with a non-retriable error naming the slot, the checkpoint and wal_status', async () => {
-    await using service = await startPostgres({ fresh: true, settings: { max_slot_wal_keep_size: '1MB', wal_keep_size: '0' } });
+    await using service = await startPostgres({
+      fresh: true,
+      settings: { max_slot_wal_keep_size: '1MB', wal_keep_size: '0' },
+    });
     await using p = await streamPipeline({
       ddl: [...ITEMS_DDL, 'CREATE TABLE public.filler (id serial PRIMARY KEY, pad text)'],
       tables: [items],
@@ -158,7 +161,9 @@ describe('streamChanges: faults', () => {
     await stream.waitFor(() => stream.events.length === 1, 'the first insert');
     // Nothing is acknowledged, so the slot holds its WAL; write far more than it may keep.
     for (let round = 0; round < 6; round++) {
-      await p.fx.admin.query(`INSERT INTO public.filler (pad) SELECT repeat(md5(g::text), 20) FROM generate_series(1, 20000) g`);
+      await p.fx.admin.query(
+        `INSERT INTO public.filler (pad) SELECT repeat(md5(g::text), 20) FROM generate_series(1, 20000) g`,
+      );
       await p.fx.admin.query('SELECT pg_switch_wal()');
     }
     await p.fx.admin.query('CHECKPOINT');

@@ -13,7 +13,16 @@
  */
 import { dirname } from 'node:path';
 import type { ChangeEvent, Sink, SinkDefinition } from '@nanosync/core';
-import { createConnectorResolver, createLogger, Engine, loadConfigFile, materializePipeline, openSqliteStateStore, type StateStore, toStoredDefinitions } from '@nanosync/core/host';
+import {
+  createConnectorResolver,
+  createLogger,
+  Engine,
+  loadConfigFile,
+  materializePipeline,
+  openSqliteStateStore,
+  type StateStore,
+  toStoredDefinitions,
+} from '@nanosync/core/host';
 import type { KillHook } from './harness.js';
 
 const [configFile, stateFile, keyHex] = process.argv.slice(2);
