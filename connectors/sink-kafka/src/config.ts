@@ -25,6 +25,8 @@ export interface KafkaSinkConfig {
   topic?: string;
   /** Otherwise one topic per table: `<topicPrefix><schema>_<table>`. */
   topicPrefix: string;
+  /** Per-table topic names (`schema.table` → topic), ahead of `topicPrefix`. */
+  tableTopics?: Record<string, string>;
   /** Message-key columns; undefined = each table's own key columns. */
   primaryKeys?: string[];
   messageFormat: MessageFormat;
@@ -42,7 +44,14 @@ export interface KafkaSinkConfig {
 }
 
 const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]);
-const int = z.union([z.number().int(), z.string().trim().regex(/^-?\d+$/, 'expected an integer').transform(Number)]);
+const int = z.union([
+  z.number().int(),
+  z
+    .string()
+    .trim()
+    .regex(/^-?\d+$/, 'expected an integer')
+    .transform(Number),
+]);
 const commaList = z
   .union([z.string(), z.array(z.string())])
   .transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter((s) => s.length > 0));
@@ -62,7 +71,11 @@ export const kafkaSinkPropertiesSchema = z
       .string()
       .optional()
       .transform((v) => v?.trim().toUpperCase() || undefined)
-      .pipe(z.enum(SASL_MECHANISMS, { errorMap: () => ({ message: `must be one of ${SASL_MECHANISMS.join(', ')}` }) }).optional()),
+      .pipe(
+        z
+          .enum(SASL_MECHANISMS, { errorMap: () => ({ message: `must be one of ${SASL_MECHANISMS.join(', ')}` }) })
+          .optional(),
+      ),
     sasl_username: z.string().optional(),
     sasl_password: z.string().optional(),
     tls_enabled: bool.default(false),
@@ -73,6 +86,7 @@ export const kafkaSinkPropertiesSchema = z
 
     topic: z.string().trim().optional(),
     topic_prefix: z.string().optional(),
+    table_topics: z.record(z.string(), z.string().trim()).optional(),
     primary_keys: commaList.optional(),
     message_format: z.enum(MESSAGE_FORMATS).default('json'),
     compression: z.enum(COMPRESSIONS).default('snappy'),
@@ -88,7 +102,8 @@ export const kafkaSinkPropertiesSchema = z
   })
   .strict()
   .superRefine((p, ctx) => {
-    const issue = (path: string, message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, path: [path], message });
+    const issue = (path: string, message: string) =>
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: [path], message });
 
     const brokers = p.brokers ?? brokersFromDsn(p.dsn);
     if (!brokers || brokers.length === 0) issue('brokers', 'brokers is required: a comma-separated list of host:port');
@@ -98,7 +113,8 @@ export const kafkaSinkPropertiesSchema = z
 
     if (p.sasl_mechanism) {
       if (!p.sasl_username) issue('sasl_username', `sasl_username is required with sasl_mechanism ${p.sasl_mechanism}`);
-      if (p.sasl_password === undefined || p.sasl_password === '') issue('sasl_password', `sasl_password is required with sasl_mechanism ${p.sasl_mechanism}`);
+      if (p.sasl_password === undefined || p.sasl_password === '')
+        issue('sasl_password', `sasl_password is required with sasl_mechanism ${p.sasl_mechanism}`);
       if (p.sasl_mechanism === 'PLAIN' && !p.tls_enabled && !p.allow_insecure_plain) {
         issue(
           'sasl_mechanism',
@@ -121,7 +137,10 @@ export const kafkaSinkPropertiesSchema = z
     }
 
     if (p.topic !== undefined && p.topic_prefix !== undefined) {
-      issue('topic', 'topic and topic_prefix are mutually exclusive: set topic for one topic, or topic_prefix for one topic per table');
+      issue(
+        'topic',
+        'topic and topic_prefix are mutually exclusive: set topic for one topic, or topic_prefix for one topic per table',
+      );
     }
     if (p.topic !== undefined && !TOPIC_NAME.test(p.topic)) {
       issue('topic', 'a topic name is 1 to 249 characters among letters, digits, ".", "_" and "-"');
@@ -129,11 +148,33 @@ export const kafkaSinkPropertiesSchema = z
     if (p.topic_prefix !== undefined && !/^[A-Za-z0-9._-]{0,200}$/.test(p.topic_prefix)) {
       issue('topic_prefix', 'a topic prefix may use only letters, digits, ".", "_" and "-"');
     }
-    if (p.primary_keys !== undefined && p.primary_keys.length === 0) issue('primary_keys', 'primary_keys lists no column');
+    if (p.table_topics !== undefined) {
+      if (p.topic !== undefined)
+        issue('table_topics', 'table_topics has no effect with topic, which sends every table to one topic');
+      for (const [table, topic] of Object.entries(p.table_topics)) {
+        if (!/^[^.]+\..+$/.test(table)) {
+          ctx.addIssue({
+            code: z.ZodIssueCode.custom,
+            path: ['table_topics', table],
+            message: `"${table}" is not schema.table`,
+          });
+        }
+        if (!TOPIC_NAME.test(topic)) {
+          ctx.addIssue({
+            code: z.ZodIssueCode.custom,
+            path: ['table_topics', table],
+            message: 'a topic name is 1 to 249 characters among letters, digits, ".", "_" and "-"',
+          });
+        }
+      }
+    }
+    if (p.primary_keys !== undefined && p.primary_keys.length === 0)
+      issue('primary_keys', 'primary_keys lists no column');
 
     const unavailable = compressionUnavailable(p.compression);
     if (unavailable) issue('compression', unavailable);
-    if (p.retry_backoff_max_ms < p.retry_backoff_ms) issue('retry_backoff_max_ms', 'retry_backoff_max_ms must not be below retry_backoff_ms');
+    if (p.retry_backoff_max_ms < p.retry_backoff_ms)
+      issue('retry_backoff_max_ms', 'retry_backoff_max_ms must not be below retry_backoff_ms');
   })
   .transform((p): KafkaSinkConfig => {
     const config: KafkaSinkConfig = {
@@ -153,8 +194,10 @@ export const kafkaSinkPropertiesSchema = z
       requestTimeoutMs: p.request_timeout_ms,
     };
     if (p.topic !== undefined) config.topic = p.topic;
+    if (p.table_topics !== undefined) config.tableTopics = p.table_topics;
     if (p.primary_keys !== undefined) config.primaryKeys = p.primary_keys;
-    if (p.sasl_mechanism) config.sasl = { mechanism: p.sasl_mechanism, username: p.sasl_username ?? '', password: p.sasl_password ?? '' };
+    if (p.sasl_mechanism)
+      config.sasl = { mechanism: p.sasl_mechanism, username: p.sasl_username ?? '', password: p.sasl_password ?? '' };
     if (p.tls_enabled) {
       config.tls = {};
       if (p.tls_ca_cert) config.tls.caFile = p.tls_ca_cert;

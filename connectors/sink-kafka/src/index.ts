@@ -19,7 +19,7 @@ export {
   parseKafkaSinkConfig,
   DEFAULT_TOPIC_PREFIX,
 } from './config.js';
-export { topicFor, messageKey, keyColumnsFor } from './routing.js';
+export { topicFor, messageKey, keyColumnsFor, checkTopicCollisions } from './routing.js';
 export { registerCompressionCodecs, COMPRESSIONS } from './compression.js';
 export {
   codecFor,

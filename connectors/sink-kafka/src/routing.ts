@@ -1,19 +1,58 @@
-import type { ChangeEvent, Row, TableSchema } from '@nanosync/core';
+import { type ChangeEvent, ErrorCode, NanosyncError, type Row, type TableSchema, qualifiedName } from '@nanosync/core';
 import type { KafkaSinkConfig } from './config.js';
 import { canonicalKeyValue } from './formats/key.js';
 
 /**
- * Where a table's events go: the configured `topic`, or `<prefix><schema>_<table>`. Dots
- * in the schema or table name become `_` (so `public.orders` never reads as a hierarchy),
- * and so does any other character Kafka does not allow in a topic name.
+ * Where a table's events go: the configured `topic`, the table's entry in `table_topics`,
+ * or `<prefix><schema>_<table>`. Dots in the schema or table name become `_` (so
+ * `public.orders` never reads as a hierarchy), and so does any other character Kafka does
+ * not allow in a topic name — which is why two tables can map to one name (see
+ * `checkTopicCollisions`).
  */
 export function topicFor(
   table: Pick<TableSchema, 'schema' | 'name'>,
-  config: Pick<KafkaSinkConfig, 'topic' | 'topicPrefix'>,
+  config: Pick<KafkaSinkConfig, 'topic' | 'topicPrefix' | 'tableTopics'>,
 ): string {
   if (config.topic !== undefined) return config.topic;
+  const mapped = config.tableTopics?.[qualifiedName(table)];
+  if (mapped !== undefined) return mapped;
   const part = (s: string) => s.replace(/[^A-Za-z0-9_-]/g, '_');
   return `${config.topicPrefix}${part(table.schema)}_${part(table.name)}`.slice(0, 249);
+}
+
+/**
+ * Tables sent to one topic on purpose (`topic`) share it; otherwise two tables whose names
+ * map to the same topic (`public."order.items"` and `public.order_items` both give
+ * `<prefix>public_order_items`) would mix their rows under one name without a word. Throws
+ * naming both tables, the topic and the ways out. `known` holds the tables already routed
+ * and is updated.
+ */
+export function checkTopicCollisions(
+  tables: readonly Pick<TableSchema, 'schema' | 'name'>[],
+  config: Pick<KafkaSinkConfig, 'topic' | 'topicPrefix' | 'tableTopics'>,
+  known: Map<string, { table: string; topic: string }> = new Map(),
+): Map<string, { table: string; topic: string }> {
+  if (config.topic !== undefined) return known;
+  for (const table of tables) {
+    const name = qualifiedName(table);
+    const topic = topicFor(table, config);
+    // Kafka itself refuses topics that differ only in '.' versus '_' (their metric names collide).
+    const slot = topic.replace(/\./g, '_');
+    const other = known.get(slot);
+    if (other !== undefined && other.table !== name) {
+      const topics =
+        other.topic === topic
+          ? `Kafka topic "${topic}"`
+          : `Kafka topics "${other.topic}" and "${topic}", which Kafka treats as one name`;
+      throw new NanosyncError(
+        ErrorCode.ConfigInvalid,
+        `tables "${other.table}" and "${name}" both map to ${topics}: give one of them its own topic in the sink's table_topics (table_topics: {"${name}": "<topic>"}), or send every table to one topic with topic`,
+        { retriable: false, details: { topic, tables: `${other.table},${name}` } },
+      );
+    }
+    known.set(slot, { table: name, topic });
+  }
+  return known;
 }
 
 /**

@@ -15,7 +15,7 @@ import { authError, classifyKafkaError, rootMessage, tlsError } from './errors.j
 import { keyText } from './formats/codec.js';
 import { codecFor } from './formats/index.js';
 import { KafkaProducer, type OutgoingMessage, recordSize } from './producer.js';
-import { keyColumnsFor, messageKey, topicFor } from './routing.js';
+import { checkTopicCollisions, keyColumnsFor, messageKey, topicFor } from './routing.js';
 
 /** Headers on every record, so consumers can route and order without decoding the value. */
 export const HEADER_TABLE = 'ns-table';
@@ -36,6 +36,8 @@ export class KafkaSink implements Sink {
   private readonly logger: Logger;
   private readonly keyColumns = new WeakMap<TableSchema, string[]>();
   private readonly topics = new WeakMap<TableSchema, string>();
+  /** Every table routed so far and its topic, to refuse two tables on one topic. */
+  private readonly routedTables = new Map<string, { table: string; topic: string }>();
   private opened = false;
 
   constructor(
@@ -49,6 +51,7 @@ export class KafkaSink implements Sink {
   }
 
   async open(tables: TableSchema[]): Promise<void> {
+    checkTopicCollisions(tables, this.config, this.routedTables);
     for (const table of tables) this.checkKeyColumns(table);
     await this.producer.connect();
     await this.producer.ensureTopics(tables.map((t) => topicFor(t, this.config)));
@@ -162,8 +165,21 @@ export class KafkaSink implements Sink {
       return [{ name: 'kafka reachable', ok: true, message: `connected to ${brokers} (${probe.brokers} broker(s))` }];
     } catch (err) {
       const kind = classifyKafkaError(err);
-      const message = kind === 'auth' ? authError(err, this.config.brokers, 'the connection').message : kind === 'tls' ? tlsError(err, this.config.brokers).message : `cannot reach Kafka at ${brokers}: ${rootMessage(err)}`;
-      return [{ name: 'kafka reachable', ok: false, message, fix: kind === 'retriable' ? 'check brokers, the network path and tls_enabled' : undefined, retriable: kind === 'retriable' }];
+      const message =
+        kind === 'auth'
+          ? authError(err, this.config.brokers, 'the connection').message
+          : kind === 'tls'
+            ? tlsError(err, this.config.brokers).message
+            : `cannot reach Kafka at ${brokers}: ${rootMessage(err)}`;
+      return [
+        {
+          name: 'kafka reachable',
+          ok: false,
+          message,
+          fix: kind === 'retriable' ? 'check brokers, the network path and tls_enabled' : undefined,
+          retriable: kind === 'retriable',
+        },
+      ];
     }
   }
 
@@ -180,6 +196,7 @@ export class KafkaSink implements Sink {
   private async topicOf(table: TableSchema): Promise<string> {
     let topic = this.topics.get(table);
     if (topic === undefined) {
+      checkTopicCollisions([table], this.config, this.routedTables);
       topic = topicFor(table, this.config);
       await this.producer.ensureTopics([topic]);
       this.topics.set(table, topic);

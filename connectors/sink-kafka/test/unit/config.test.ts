@@ -5,7 +5,8 @@ import { describe, expect, test } from 'vitest';
 import sinkDefinition from '../../src/index.js';
 import { kafkaSinkPropertiesSchema } from '../../src/config.js';
 
-const parse = (input: Record<string, unknown>) => kafkaSinkPropertiesSchema.safeParse({ brokers: '127.0.0.1:9092', ...input });
+const parse = (input: Record<string, unknown>) =>
+  kafkaSinkPropertiesSchema.safeParse({ brokers: '127.0.0.1:9092', ...input });
 const issues = (input: Record<string, unknown>) => {
   const result = parse(input);
   return result.success ? [] : result.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
@@ -33,7 +34,12 @@ describe('kafka sink properties', () => {
   });
 
   test('the definition is a kafka sink whose password is secret', () => {
-    expect(sinkDefinition).toMatchObject({ kind: 'sink', type: 'kafka', apiVersion: 1, secretProperties: ['sasl_password'] });
+    expect(sinkDefinition).toMatchObject({
+      kind: 'sink',
+      type: 'kafka',
+      apiVersion: 1,
+      secretProperties: ['sasl_password'],
+    });
   });
 
   test('accepts YAML-quoted booleans and numbers and comma lists', () => {
@@ -64,8 +70,22 @@ describe('kafka sink properties', () => {
     });
   });
 
+  test('table_topics maps tables to topics; bad names are issues at their own path', () => {
+    const result = parse({ table_topics: { 'public.order.items': 'dotted-items' } });
+    expect(result.success && result.data.tableTopics).toEqual({ 'public.order.items': 'dotted-items' });
+    expect(issues({ table_topics: { orders: 'x', 'public.a': 'bad topic!' } })).toEqual([
+      { path: 'table_topics.orders', message: '"orders" is not schema.table' },
+      {
+        path: 'table_topics.public.a',
+        message: 'a topic name is 1 to 249 characters among letters, digits, ".", "_" and "-"',
+      },
+    ]);
+  });
+
   test('topic and topic_prefix together is an issue on topic', () => {
-    expect(issues({ topic: 'a', topic_prefix: 'p.' })).toEqual([{ path: 'topic', message: expect.stringContaining('mutually exclusive') }]);
+    expect(issues({ topic: 'a', topic_prefix: 'p.' })).toEqual([
+      { path: 'topic', message: expect.stringContaining('mutually exclusive') },
+    ]);
   });
 
   test('brokers are required and must be host:port', () => {
@@ -76,17 +96,27 @@ describe('kafka sink properties', () => {
 
   test('SASL PLAIN without TLS is refused unless explicitly allowed as insecure', () => {
     const plain = { sasl_mechanism: 'PLAIN', sasl_username: 'u', sasl_password: 'p' };
-    expect(issues(plain)).toEqual([{ path: 'sasl_mechanism', message: expect.stringContaining('allow_insecure_plain') }]);
+    expect(issues(plain)).toEqual([
+      { path: 'sasl_mechanism', message: expect.stringContaining('allow_insecure_plain') },
+    ]);
     expect(issues({ ...plain, tls_enabled: 'true' })).toEqual([]);
     expect(issues({ ...plain, allow_insecure_plain: true })).toEqual([]);
     expect(issues({ ...plain, sasl_mechanism: 'SCRAM-SHA-512' })).toEqual([]);
-    expect(parse({ ...plain, sasl_mechanism: 'scram-sha-256' }).data?.sasl).toEqual({ mechanism: 'SCRAM-SHA-256', username: 'u', password: 'p' });
+    expect(parse({ ...plain, sasl_mechanism: 'scram-sha-256' }).data?.sasl).toEqual({
+      mechanism: 'SCRAM-SHA-256',
+      username: 'u',
+      password: 'p',
+    });
   });
 
   test('SASL needs its credentials, and credentials need a mechanism', () => {
-    expect(issues({ sasl_mechanism: 'SCRAM-SHA-256', sasl_username: 'u' }).map((i) => i.path)).toEqual(['sasl_password']);
+    expect(issues({ sasl_mechanism: 'SCRAM-SHA-256', sasl_username: 'u' }).map((i) => i.path)).toEqual([
+      'sasl_password',
+    ]);
     expect(issues({ sasl_username: 'u' }).map((i) => i.path)).toEqual(['sasl_username']);
-    expect(issues({ sasl_mechanism: 'GSSAPI', sasl_username: 'u', sasl_password: 'p' }).map((i) => i.path)).toEqual(['sasl_mechanism']);
+    expect(issues({ sasl_mechanism: 'GSSAPI', sasl_username: 'u', sasl_password: 'p' }).map((i) => i.path)).toEqual([
+      'sasl_mechanism',
+    ]);
   });
 
   test('TLS files must exist and need tls_enabled', () => {

@@ -1,7 +1,7 @@
-import type { ChangeEvent, LogicalType, TableSchema } from '@nanosync/core';
+import { type ChangeEvent, type LogicalType, NanosyncError, type TableSchema } from '@nanosync/core';
 import { describe, expect, test } from 'vitest';
 import { canonicalKeyValue } from '../../src/formats/key.js';
-import { keyColumnsFor, messageKey, topicFor } from '../../src/routing.js';
+import { checkTopicCollisions, keyColumnsFor, messageKey, topicFor } from '../../src/routing.js';
 
 const orders: TableSchema = {
   schema: 'public',
@@ -119,5 +119,66 @@ describe('message keys', () => {
     expect(canonicalKeyValue({ kind: 'bytes' }, new Uint8Array([255]), 'c')).toBe('"/w=="');
     expect(canonicalKeyValue({ kind: 'array', items: { kind: 'int32' } }, [1, null], 'c')).toBe('[1,null]');
     expect(() => canonicalKeyValue({ kind: 'int64' }, 'ten', 'c')).toThrow(/not a number/);
+  });
+});
+
+describe('topic collisions', () => {
+  const dotted = { schema: 'public', name: 'order.items' };
+  const underscored = { schema: 'public', name: 'order_items' };
+
+  test('two tables mapping to one topic are refused, naming both and the ways out', () => {
+    let error: unknown;
+    try {
+      checkTopicCollisions([dotted, underscored], { topicPrefix: 'nanosync.' });
+    } catch (err) {
+      error = err;
+    }
+    expect(NanosyncError.is(error, 'NS_C1001')).toBe(true);
+    const message = (error as Error).message;
+    expect(message).toContain('"public.order.items"');
+    expect(message).toContain('"public.order_items"');
+    expect(message).toContain('"nanosync.public_order_items"');
+    expect(message).toContain('table_topics');
+    expect(message).toContain('topic');
+  });
+
+  test("topics differing only in '.' and '_' collide too (Kafka refuses the second)", () => {
+    expect(() =>
+      checkTopicCollisions(
+        [
+          { schema: 'a', name: 'b' },
+          { schema: 'a', name: 'c' },
+        ],
+        { topicPrefix: 'x.' },
+      ),
+    ).not.toThrow();
+    expect(() =>
+      checkTopicCollisions([{ schema: 'a', name: 'b' }], { topicPrefix: 'x.', tableTopics: { 'a.c': 'x_a_b' } }),
+    ).not.toThrow();
+    expect(() =>
+      checkTopicCollisions(
+        [
+          { schema: 'a', name: 'b' },
+          { schema: 'a', name: 'c' },
+        ],
+        { topicPrefix: 'x.', tableTopics: { 'a.c': 'x_a_b' } },
+      ),
+    ).toThrow(/"x.a_b" and "x_a_b", which Kafka treats as one name/);
+  });
+
+  test('table_topics or topic are the ways out; a table seen again is not a collision', () => {
+    expect(() =>
+      checkTopicCollisions([dotted, underscored], {
+        topicPrefix: 'nanosync.',
+        tableTopics: { 'public.order.items': 'dotted-items' },
+      }),
+    ).not.toThrow();
+    expect(topicFor(dotted, { topicPrefix: 'nanosync.', tableTopics: { 'public.order.items': 'dotted-items' } })).toBe(
+      'dotted-items',
+    );
+    expect(() => checkTopicCollisions([dotted, underscored], { topic: 'all', topicPrefix: 'nanosync.' })).not.toThrow();
+    const known = checkTopicCollisions([dotted], { topicPrefix: 'nanosync.' });
+    expect(() => checkTopicCollisions([dotted], { topicPrefix: 'nanosync.' }, known)).not.toThrow();
+    expect(() => checkTopicCollisions([underscored], { topicPrefix: 'nanosync.' }, known)).toThrow(/both map/);
   });
 });
