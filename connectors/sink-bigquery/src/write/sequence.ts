@@ -11,10 +11,11 @@ import { ErrorCode, NanosyncError, type ChangeEvent } from '@nanosync/core';
  *
  * Positions are opaque to core, but a source's positions have a fixed shape: PostgreSQL
  * writes `<commit LSN, 16 hex>:<index in transaction, 8 hex>`, so its string order is its
- * order. The rule here serves every source whose positions are fixed-width hexadecimal
- * fields (separators `:`, `/`, `-`, `.`) that compare left to right: the hex digits, in
- * order, are split into sections of 16 (at most three sections, 48 digits), and a last
- * section tells a snapshot row (`0`) from a change (`1`) at the same position.
+ * order; SQL Server writes `<start LSN, 20>:<command id, 8>:<seqval, 20>:<operation, 1>`.
+ * The rule here serves every source whose positions are fixed-width hexadecimal fields
+ * (separators `:`, `/`, `-`, `.`) that compare left to right: the hex digits in order,
+ * followed by one digit that tells a snapshot row (`0`) from a change (`1`) at the same
+ * position, split into sections of 16 digits (so positions of up to 63 digits fit).
  *
  * Several events of one transaction share the commit LSN but not the index, so they get
  * distinct, increasing numbers (a multi-row INSERT, or UPDATE then DELETE of one row).
@@ -25,7 +26,7 @@ import { ErrorCode, NanosyncError, type ChangeEvent } from '@nanosync/core';
  * change at exactly that position win, which is right because the change is a fact at
  * that position while the snapshot row is only known to be no older than it.
  *
- * A position of any other shape (not hex, longer than 48 digits, or a width that changes
+ * A position of any other shape (not hex, longer than 63 digits, or a width that changes
  * between events) cannot be ordered by the sink: the event is refused with an error that
  * points to `upsert_method: merge`, which applies changes in delivery order instead.
  */
@@ -36,14 +37,14 @@ export class SequenceNumbers {
     const position = event.position;
     const shape = position.replace(/[0-9A-Fa-f]/g, 'x');
     const digits = position.replace(/[:/.-]/g, '');
-    if (!/^[0-9A-Fa-f]{1,48}$/.test(digits))
-      throw unorderable(position, 'it is not fixed-width hexadecimal fields of at most 48 digits in all');
+    if (!/^[0-9A-Fa-f]{1,63}$/.test(digits))
+      throw unorderable(position, 'it is not fixed-width hexadecimal fields of at most 63 digits in all');
     if (this.shape === undefined) this.shape = shape;
     else if (this.shape !== shape)
       throw unorderable(position, `its shape differs from earlier positions (${this.shape})`);
+    const all = `${digits.toUpperCase()}${event.op === 'read' ? '0' : '1'}`;
     const sections: string[] = [];
-    for (let i = 0; i < digits.length; i += 16) sections.push(digits.slice(i, i + 16).toUpperCase());
-    sections.push(event.op === 'read' ? '0' : '1');
+    for (let i = 0; i < all.length; i += 16) sections.push(all.slice(i, i + 16));
     return sections.join('/');
   }
 }

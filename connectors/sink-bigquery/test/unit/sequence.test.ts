@@ -5,11 +5,9 @@ const pg = (lsn: bigint, index: number) =>
   `${lsn.toString(16).toUpperCase().padStart(16, '0')}:${index.toString(16).toUpperCase().padStart(8, '0')}`;
 
 describe('_CHANGE_SEQUENCE_NUMBER', () => {
-  test('PostgreSQL positions: LSN section, index section, snapshot/change section', () => {
-    expect(new SequenceNumbers().of({ position: pg(0x16b3f2a8n, 2), op: 'update' })).toBe(
-      '0000000016B3F2A8/00000002/1',
-    );
-    expect(new SequenceNumbers().of({ position: pg(0x16b3f2a8n, 0), op: 'read' })).toBe('0000000016B3F2A8/00000000/0');
+  test('PostgreSQL positions: the LSN, then the index and a snapshot/change digit', () => {
+    expect(new SequenceNumbers().of({ position: pg(0x16b3f2a8n, 2), op: 'update' })).toBe('0000000016B3F2A8/000000021');
+    expect(new SequenceNumbers().of({ position: pg(0x16b3f2a8n, 0), op: 'read' })).toBe('0000000016B3F2A8/000000000');
   });
 
   test('strictly increasing along a stream, including many events sharing one commit LSN', () => {
@@ -45,8 +43,18 @@ describe('_CHANGE_SEQUENCE_NUMBER', () => {
     expect(() => seq.of({ position: 'ABC:01', op: 'insert' })).toThrow(/shape differs/);
   });
 
-  test('SQL Server-like positions (two 10-byte LSNs) fit in three sections', () => {
-    const a = new SequenceNumbers().of({ position: '0000002A000001F00003:0000002A000001F00002', op: 'insert' });
+  test('SQL Server positions (LSN, command id, seqval, operation) fit in four sections and keep their order', () => {
+    const mssql = (lsn: string, command: number, seqval: string, op: number) =>
+      `${lsn}:${command.toString(16).toUpperCase().padStart(8, '0')}:${seqval}:${op}`;
+    const seq = new SequenceNumbers();
+    const a = seq.of({ position: mssql('0000002A000001F00003', 1, '0000002A000001F00002', 3), op: 'update' });
+    const b = seq.of({ position: mssql('0000002A000001F00003', 1, '0000002A000001F00002', 4), op: 'update' });
+    const c = seq.of({ position: mssql('0000002A000001F00003', 2, '0000002A000001F00001', 2), op: 'insert' });
+    const d = seq.of({ position: mssql('0000002A000001F10000', 1, '00000000000000000000', 1), op: 'delete' });
     expect(a.split('/')).toHaveLength(4);
+    expect([compareSequenceNumbers(a, b), compareSequenceNumbers(b, c), compareSequenceNumbers(c, d)]).toEqual([
+      -1, -1, -1,
+    ]);
+    expect(() => new SequenceNumbers().of({ position: 'F'.repeat(64), op: 'insert' })).toThrow(/at most 63 digits/);
   });
 });
