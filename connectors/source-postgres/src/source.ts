@@ -506,10 +506,11 @@ export class PostgresSource implements Source {
     await this.#withAdmin('removing what the failed start created', async (client) => {
       const slotDropped = await dropSlot(client, this.#slot);
       const publicationDropped = await dropOwnPublication(client, this.#publication);
-      this.#logger.info('removed what the failed first start created', {
-        slot: slotDropped ? this.#slot : undefined,
-        publication: publicationDropped ? this.#publication : undefined,
-      });
+      if (slotDropped || publicationDropped)
+        this.#logger.info('removed what the failed first start created', {
+          slot: slotDropped ? this.#slot : undefined,
+          publication: publicationDropped ? this.#publication : undefined,
+        });
     });
   }
 

@@ -237,7 +237,7 @@ export class PipelineRunner {
       try {
         if (source.abandon !== undefined) {
           await source.abandon();
-          this.logger.info('removed what the failed first start created on the source');
+          this.logger.debug('the source removed what the failed first start created');
         }
       } finally {
         await source.close().catch(() => {});

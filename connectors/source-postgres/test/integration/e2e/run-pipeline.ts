@@ -91,6 +91,8 @@ function withStoreHook(store: StateStore): StateStore {
 const resolve = createConnectorResolver({
   builtins: {
     '@nanosync/source-postgres': () => import('../../../src/index.js'),
+    // Only for start-up failure tests (a closed broker); this connector's tests use the file sink.
+    '@nanosync/sink-kafka': () => import('../../../../sink-kafka/src/index.js'),
     '@nanosync/sink-file': async () => ({
       default: withSinkHook((await import('@nanosync/sink-file')).default as SinkDefinition),
     }),

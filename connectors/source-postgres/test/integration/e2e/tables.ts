@@ -28,6 +28,8 @@ export interface TablesOptions {
    */
   preparePublication?: boolean;
   roleAttributes?: string;
+  /** Write to Kafka at these brokers instead of the file sink. */
+  kafkaBrokers?: string;
 }
 
 export function tablesYaml(fx: PgFixture, pipeline: string, sinkFile: string, options: TablesOptions): string {
@@ -39,9 +41,15 @@ export function tablesYaml(fx: PgFixture, pipeline: string, sinkFile: string, op
     type: postgres
     dsn: ${JSON.stringify(dsn)}
   - name: out
-    type: file
+${
+  options.kafkaBrokers
+    ? `    type: kafka
     properties:
-      file: ${JSON.stringify(sinkFile)}
+      brokers: ${JSON.stringify(options.kafkaBrokers)}`
+    : `    type: file
+    properties:
+      file: ${JSON.stringify(sinkFile)}`
+}
 pipelines:
   - name: ${pipeline}
     replication_type: cdc_backfill
@@ -189,7 +197,15 @@ export function reduceByKey(lines: SinkLine[]): Map<string, Map<string, Record<s
     const rows = of(line.table);
     if (line.op === 'truncate') rows.clear();
     else if (line.op === 'delete') rows.delete(JSON.stringify(line.key));
-    else rows.set(JSON.stringify(line.key), line.after!);
+    else {
+      const before = (line as { before?: Record<string, unknown> }).before;
+      if (line.op === 'update' && before) {
+        // A key-changing update moves the row away from its old key.
+        const oldKey = Object.fromEntries(Object.keys(line.key).map((k) => [k, before[k] ?? null]));
+        if (Object.keys(line.key).every((k) => Object.hasOwn(before, k))) rows.delete(JSON.stringify(oldKey));
+      }
+      rows.set(JSON.stringify(line.key), line.after!);
+    }
   }
   return tables;
 }
