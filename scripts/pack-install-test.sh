@@ -5,7 +5,7 @@
 #   2. installs the tarballs with plain npm into an empty folder, with a fresh npm cache;
 #   3. from there: `npx nanosync --version`, `npx nanosync validate`, the runtime dependency
 #      tree (no test infrastructure), and a real PostgreSQL -> file pipeline run with
-#      `npx nanosync run` until LIVE_CDC, with one change delivered after the snapshot;
+#      `nanosync run` until LIVE_CDC, with one change delivered after the snapshot;
 #      then SIGTERM, which must exit 0.
 # Needs the npm registry (for the packages' own dependencies) and PostgreSQL server binaries.
 #   bash scripts/pack-install-test.sh [--keep]     (--keep leaves the work folder for a look)
@@ -36,39 +36,9 @@ if [ ! -d "$NS_ROOT/node_modules/.pnpm" ] || [ "$NS_ROOT/pnpm-lock.yaml" -nt "$N
   pnpm --dir "$NS_ROOT" install --frozen-lockfile --reporter=silent
 fi
 
-step "public packages"
-mapfile -t packages < <(cd "$NS_ROOT" && node -e '
-  const { readFileSync, existsSync } = require("node:fs");
-  const { globSync } = require("node:fs");
-  const dirs = ["packages", "connectors", "apps"].flatMap((root) => globSync(`${root}/*/package.json`));
-  for (const file of dirs.sort()) {
-    const pkg = JSON.parse(readFileSync(file, "utf8"));
-    if (!pkg.private) console.log(`${file.replace(/\/package\.json$/, "")}\t${pkg.name}\t${pkg.version}`);
-  }')
-[ "${#packages[@]}" -gt 0 ] || fail "no public packages found"
-printf '  %s\n' "${packages[@]}" >&2
-
-step "build"
-filters=()
-for line in "${packages[@]}"; do filters+=("--filter=$(cut -f2 <<<"$line")"); done
-(cd "$NS_ROOT" && pnpm exec turbo run build "${filters[@]}" --output-logs=errors-only) || fail "build"
-
-step "pack"
-mkdir -p "$work/tarballs"
-for line in "${packages[@]}"; do
-  dir="$(cut -f1 <<<"$line")"
-  (cd "$NS_ROOT/$dir" && pnpm pack --pack-destination "$work/tarballs" >/dev/null) || fail "pnpm pack in $dir"
-done
-for tarball in "$work"/tarballs/*.tgz; do
-  manifest="$(tar -xzOf "$tarball" package/package.json)"
-  if grep -nE '"(workspace|catalog):' <<<"$manifest" >&2; then fail "$(basename "$tarball") still has workspace:/catalog: ranges"; fi
-  files="$(tar -tzf "$tarball")"
-  for must in package/LICENSE package/README.md; do
-    grep -qx "$must" <<<"$files" || fail "$(basename "$tarball") has no ${must#package/}"
-  done
-  grep -qx package/CHANGELOG.md <<<"$files" || echo "  warning: $(basename "$tarball") has no CHANGELOG.md" >&2
-  echo "  $(basename "$tarball")  $(du -k "$tarball" | cut -f1) kB" >&2
-done
+step "build and pack every public package"
+bash "$NS_ROOT/scripts/pack.sh" "$work/tarballs" >"$work/packages.tsv" || fail "scripts/pack.sh"
+mapfile -t packages <"$work/packages.tsv"
 
 step "npm install (fresh cache) into an empty folder"
 app="$work/app"
@@ -86,10 +56,17 @@ echo "  $got" >&2
 
 step "runtime dependencies of the installed CLI"
 npm ls --omit=dev --all >"$work/deps.txt" 2>&1 || true
-if grep -nE 'testcontainers|dockerode|ssh2|cpu-features|vitest' "$work/deps.txt" >&2; then
-  fail "test infrastructure in the installed dependency tree"
+npm ls --omit=dev --all --json 2>/dev/null | node -e '
+  // Every package the CLI pulls in at run time (the tree under "nanosync"), one per line.
+  const tree = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
+  const names = new Set();
+  const walk = (deps) => { for (const [name, node] of Object.entries(deps ?? {})) { if (!names.has(name)) { names.add(name); walk(node.dependencies); } } };
+  walk({ nanosync: tree.dependencies.nanosync });
+  console.log([...names].sort().join("\n"));' >"$work/cli-deps.txt"
+if grep -nxE '@nanosync/testcontainers|testcontainers|dockerode|docker-modem|ssh2|cpu-features|vitest|tsx|typescript' "$work/cli-deps.txt" >&2; then
+  fail "test infrastructure in the CLI's runtime dependencies"
 fi
-echo "  $(grep -c '' "$work/deps.txt") lines in 'npm ls --omit=dev --all'; node_modules is $(du -sh "$app/node_modules" | cut -f1)" >&2
+echo "  the CLI pulls in $(grep -c '' "$work/cli-deps.txt") packages at run time; node_modules is $(du -sh "$app/node_modules" | cut -f1)" >&2
 
 step "a PostgreSQL for the pipeline"
 eval "$(NANOSYNC_TESTENV_DIR="$testenv_dir" bash "$NS_ROOT/scripts/ns" testenv up postgres)"
@@ -125,7 +102,8 @@ npx --no-install nanosync validate --file pipelines.yaml >&2 || fail "validate"
 
 step "npx nanosync run: PostgreSQL -> file until LIVE_CDC, then one change"
 state="$work/state/state.db"
-npx --no-install nanosync run --file pipelines.yaml --state "$state" --listen 127.0.0.1:0 >"$work/run.out" 2>"$work/run.err" &
+# The installed bin itself rather than npx, so SIGTERM reaches nanosync and not a wrapper.
+./node_modules/.bin/nanosync run --file pipelines.yaml --state "$state" --listen 127.0.0.1:0 >"$work/run.out" 2>"$work/run.err" &
 run_pid=$!
 wait_for() { # wait_for SECONDS WHAT COMMAND…
   local deadline=$((SECONDS + $1)) what=$2; shift 2
