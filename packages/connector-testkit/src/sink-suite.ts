@@ -14,9 +14,9 @@ import { suite } from './skip.js';
 /** One durable record of a log-shaped target (a topic message, a file line), as the reader decoded it. */
 export interface ReadBackRecord {
   op: string;
-  /** The key columns; empty for `truncate`. */
-  key: Row;
-  after?: Row | null;
+  /** The key columns (values as the target decoded them); empty for `truncate`. */
+  key: Record<string, unknown>;
+  after?: Record<string, unknown> | null;
   unchanged?: string[];
   /** The event's position, when the target keeps it. */
   position?: Position;
@@ -28,7 +28,7 @@ export interface ReadBackRecord {
  *   target keeps them per key (offset order). The kit reduces them by key.
  * - `rows`: a state-shaped target (a warehouse table): its current rows.
  */
-export type ReadBack = { records: ReadBackRecord[] } | { rows: Row[] };
+export type ReadBack = { records: ReadBackRecord[] } | { rows: Record<string, unknown>[] };
 
 /** What the factory returns once per suite. */
 export interface SinkTestHarness {
@@ -44,7 +44,7 @@ export interface SinkTestHarness {
    */
   read(target: string, table: TableSchema): Promise<ReadBack>;
   /** Called after the last test. */
-  dispose?(): Promise<void>;
+  dispose?(): PromiseLike<void> | void;
 }
 
 /** A value the sink can never write for a column of this type. */
@@ -162,7 +162,7 @@ export function registerSinkTests(factory: () => Promise<SinkTestHarness>, optio
     const verify = async (target: string, table: TableSchema, written: ChangeEvent[], context: string) => {
       const back = await harness.read(target, table);
       const problems: string[] = [];
-      let held: Row[];
+      let held: Record<string, unknown>[];
       if ('records' in back) {
         const records = asOracleRecords(back.records, table);
         const reduced = reduceByKey(records);
@@ -240,7 +240,9 @@ export function registerSinkTests(factory: () => Promise<SinkTestHarness>, optio
       const written = [...first, ...second];
       const back = await verify(target, table, written, 'after two batches of interleaved changes');
       if ('records' in back) {
-        const perKey = (list: { op: string; key: Row; after?: Row | null }[]) => {
+        const perKey = (
+          list: { op: string; key: Record<string, unknown>; after?: Record<string, unknown> | null }[],
+        ) => {
           const out = new Map<number, string[]>();
           for (const r of list) {
             const id = Number(r.key.id);

@@ -35,7 +35,7 @@ export interface SourceTestDriver {
    */
   transaction(changes: DriverChange[]): Promise<void>;
   /** The table's current rows, any order (values are compared after {@link kitRow}). */
-  rows(table: TableRef): Promise<Row[]>;
+  rows(table: TableRef): Promise<Record<string, unknown>[]>;
 }
 
 /** What the factory returns once per suite (before the first test). */
@@ -57,7 +57,7 @@ export interface SourceTestHarness {
    */
   crash?(source: Source): Promise<void>;
   /** Called after the last test. */
-  dispose?(): Promise<void>;
+  dispose?(): PromiseLike<void> | void;
 }
 
 export interface SourceSuiteOptions {
