@@ -136,3 +136,35 @@ export function valueError(err: unknown, where: { table: string; column: string;
 export function protocolError(message: string): NanosyncError {
   return new NanosyncError(ErrorCode.MssqlProtocol, message);
 }
+
+export function cdcNotEnabledOnTable(table: { schema: string; name: string }): NanosyncError {
+  return new NanosyncError(
+    ErrorCode.MssqlCdcDisabled,
+    `table ${quoteTable(table)} has no CDC capture instance (CDC is not enabled on it, or it was disabled). Fix: EXEC sys.sp_cdc_enable_table @source_schema = ${quoteLiteral(table.schema)}, @source_name = ${quoteLiteral(table.name)}, @role_name = NULL; — or set manage_cdc: true — then re-snapshot the pipeline, because changes made while CDC was off were not recorded`,
+    { details: { table: tableLabel(table) } },
+  );
+}
+
+/**
+ * The cleanup job removed change rows the pipeline had not read. Names the table, the
+ * capture instance, the LSN range that may be lost, and both ways out.
+ */
+export function changesLost(
+  table: { schema: string; name: string },
+  gap: { instance: string; lostAfter: string; lostBefore: string },
+  pipeline: string,
+): NanosyncError {
+  return new NanosyncError(
+    ErrorCode.MssqlChangesLost,
+    `changes to table ${quoteTable(table)} after LSN ${gap.lostAfter} and before LSN ${gap.lostBefore} are gone from capture instance ${quoteIdent(gap.instance)}: the CDC cleanup job removed them before pipeline "${pipeline}" read them (the pipeline was stopped or behind for longer than the retention). ` +
+      `Fix: raise the retention (EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = <minutes>;) and re-snapshot the pipeline (nanosync pipeline resnapshot ${pipeline}), or set on_retention_gap: resnapshot to have the table re-read automatically`,
+    {
+      details: {
+        table: tableLabel(table),
+        captureInstance: gap.instance,
+        lostAfter: gap.lostAfter,
+        lostBefore: gap.lostBefore,
+      },
+    },
+  );
+}
