@@ -47,6 +47,8 @@ export interface BigQuerySinkConfig {
   autoCreateTables: boolean;
   maxRequestBytes: number;
   maxRetries: number;
+  /** How long one AppendRows request may wait for its acknowledgement before it counts as failed (and is retried). */
+  requestTimeoutMs: number;
   retryBackoffMs: number;
   retryBackoffMaxMs: number;
 }
@@ -107,6 +109,7 @@ export const bigQuerySinkPropertiesSchema = z
       )
       .default(DEFAULT_MAX_REQUEST_BYTES),
     max_retries: int.refine((n) => n >= 0, 'max_retries must be 0 or more').default(8),
+    request_timeout_ms: int.refine((n) => n >= 1000, 'request_timeout_ms must be at least 1000').default(120_000),
     retry_backoff_ms: int.refine((n) => n >= 1, 'retry_backoff_ms must be at least 1').default(1000),
     retry_backoff_max_ms: int.refine((n) => n >= 1, 'retry_backoff_max_ms must be at least 1').default(60_000),
   })
@@ -181,6 +184,7 @@ export const bigQuerySinkPropertiesSchema = z
       autoCreateTables: p.auto_create_tables,
       maxRequestBytes: p.max_request_bytes,
       maxRetries: p.max_retries,
+      requestTimeoutMs: p.request_timeout_ms,
       retryBackoffMs: p.retry_backoff_ms,
       retryBackoffMaxMs: p.retry_backoff_max_ms,
     };

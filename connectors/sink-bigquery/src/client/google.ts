@@ -86,7 +86,16 @@ export class GoogleBigQuery implements BigQueryPort {
   async append(tableId: string, descriptor: RowDescriptor, rows: Uint8Array[]): Promise<AppendOutcome> {
     const writer = await this.writerFor(tableId, descriptor);
     const pending = writer.appendRows({ serializedRows: rows });
-    const response = await pending.getResult();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        // The connection may be wedged: the retry opens a new one. A late acknowledgement of
+        // this request only repeats rows, which every write method tolerates.
+        this.dropWriter(tableId);
+        reject(Object.assign(new Error(`no acknowledgement within ${this.config.requestTimeoutMs} ms`), { code: 4 }));
+      }, this.config.requestTimeoutMs);
+    });
+    const response = await Promise.race([pending.getResult(), timeout]).finally(() => clearTimeout(timer));
     const rowErrors = (response.rowErrors ?? []).map((e) => ({
       index: Number(e.index ?? 0),
       message: String(e.message ?? ''),
@@ -101,6 +110,17 @@ export class GoogleBigQuery implements BigQueryPort {
     for (const { writer } of this.writers.values()) writer.close();
     this.writers.clear();
     this.writerClient.close();
+  }
+
+  private dropWriter(tableId: string): void {
+    const entry = this.writers.get(tableId);
+    if (!entry) return;
+    this.writers.delete(tableId);
+    try {
+      entry.writer.close();
+    } catch {
+      // already closed
+    }
   }
 
   private async writerFor(tableId: string, descriptor: RowDescriptor): Promise<Writer> {

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import {
@@ -21,8 +22,9 @@ import { LIVE_SKIP, LiveDataset } from './live-env.js';
  * updates that leave a TOASTed column unchanged, deletes), SIGKILL during the snapshot, a
  * restart, then the oracle on both sinks of the pipeline — the CDC mirror must equal the
  * source table value by value, and the append-mode changelog must hold every change with
- * positions that only go back as replays. The config file sits in this package so that
- * `type: bigquery` is found by name, as a user's install would find it.
+ * positions that only go back as replays. The CLI does not bundle this package, so the
+ * connection names it by path (its TypeScript entry, run from source like the CLI itself);
+ * an installed, built package is found by `type: bigquery`.
  */
 const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const REPO_ROOT = resolve(PACKAGE_DIR, '../..');
@@ -37,7 +39,7 @@ test.skipIf(LIVE_SKIP !== false)(
     const url = await postgres.createDatabase();
     const db = new pg.Client({ connectionString: url });
     await db.connect();
-    const dir = await mkdtemp(join(PACKAGE_DIR, 'test', '.e2e-'));
+    const dir = await mkdtemp(join(tmpdir(), 'ns-bq-e2e-'));
     let writer: Writer | undefined;
     try {
       await db.query(
@@ -61,7 +63,7 @@ test.skipIf(LIVE_SKIP !== false)(
     type: postgres
     dsn: ${JSON.stringify(url)}
   - name: bq
-    type: bigquery
+    type: ${JSON.stringify(join(PACKAGE_DIR, 'src', 'index.ts'))}
 pipelines:
   - name: bq_e2e
     source:

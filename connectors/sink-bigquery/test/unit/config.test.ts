@@ -30,6 +30,7 @@ describe('bigquery sink properties', () => {
       autoCreateTables: true,
       maxRequestBytes: 9 * 1024 * 1024,
       maxRetries: 8,
+      requestTimeoutMs: 120000,
       retryBackoffMs: 1000,
       retryBackoffMaxMs: 60000,
     });
