@@ -3,6 +3,7 @@ import { NanosyncError, redact } from '@nanosync/core';
 import { ConfigError } from '@nanosync/core/host';
 import { applyCommand } from './commands/apply.js';
 import type { Command } from './commands/command.js';
+import { doctorCommand } from './commands/doctor.js';
 import { listCommand } from './commands/list.js';
 import { metricsCommand } from './commands/metrics.js';
 import { monitorCommand } from './commands/monitor.js';
@@ -19,6 +20,7 @@ export const commands: readonly Command[] = [
   runCommand,
   applyCommand,
   validateCommand,
+  doctorCommand,
   listCommand,
   pipelineCommand,
   metricsCommand,
