@@ -408,7 +408,10 @@ export class BigQuerySink implements Sink {
       );
     });
     await this.appendAll(staging.tableId, state.layout, rows, name);
-    await this.mergeBudget(state);
+    await this.mergeBudget(
+      state,
+      events.every((e) => e.op === 'read'),
+    );
     const sql = mergeSql(state.target, {
       targetPath: state.path,
       stagingPath: staging.path,
@@ -423,11 +426,13 @@ export class BigQuerySink implements Sink {
    * than `merge_daily_budget` in 24 hours — the write waits instead (the source keeps the
    * changes meanwhile, and core batches what queues up into the next write).
    */
-  private async mergeBudget(state: TableState): Promise<void> {
+  private async mergeBudget(state: TableState, snapshotOnly: boolean): Promise<void> {
     const now = this.now();
     state.merges = state.merges.filter((t) => t > now - DAY_MS);
     const last = state.merges[state.merges.length - 1];
-    let wait = last === undefined ? 0 : last + this.config.mergeIntervalMs - now;
+    // Snapshot rows are not held back by the interval (a large table would take days);
+    // they still count against the daily budget.
+    let wait = last === undefined || snapshotOnly ? 0 : last + this.config.mergeIntervalMs - now;
     if (state.merges.length >= this.config.mergeDailyBudget) {
       const free = (state.merges[state.merges.length - this.config.mergeDailyBudget] as number) + DAY_MS - now;
       this.logger.warn('daily MERGE budget reached: waiting', {
@@ -460,7 +465,9 @@ export class BigQuerySink implements Sink {
       );
     }
     if (state.method === 'merge') {
+      await this.mergeBudget(state, false);
       await this.retry('TRUNCATE', name, () => this.port.query(`TRUNCATE TABLE ${state.path}`));
+      state.merges.push(this.now());
       this.logger.info('truncated BigQuery table', { table: name });
       return;
     }

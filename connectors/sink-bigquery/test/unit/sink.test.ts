@@ -232,6 +232,16 @@ describe('BigQuery sink write path (FakeBigQuery)', () => {
     expect(slept).toEqual([45_000]);
   });
 
+  test('merge budget: writes of snapshot rows only are not held back by the interval, but count against the daily budget', async () => {
+    const { sink, slept } = setup({ merge_tables: 'public.orders', merge_interval_ms: 60000, merge_daily_budget: 3 });
+    await sink.open([orders]);
+    for (let i = 1; i <= 3; i++) await sink.write([ev('read', String(i), i)]);
+    expect(slept).toEqual([]);
+    await sink.write([ev('read', '4', 4)]);
+    expect(slept).toHaveLength(1);
+    expect(slept[0]).toBeGreaterThan(86_000_000);
+  });
+
   test('merge tables: TRUNCATE runs TRUNCATE TABLE after the earlier changes are merged', async () => {
     const { fake, sink } = setup({ merge_tables: 'public.orders', merge_interval_ms: 0 });
     await sink.open([orders]);
