@@ -26,8 +26,10 @@ import {
   type WireKind,
   type WireScalar,
   arrayToWire,
+  isTemporal,
   scalarFromWire,
   scalarToWire,
+  temporalAsText,
   wireKind,
 } from './wire-values.js';
 
@@ -107,9 +109,14 @@ function scalarSchema(type: LogicalType): unknown {
   return p.logicalType ? { ...p } : p.type;
 }
 
+/** The value branches of a scalar: temporal kinds add `string` for values their logical type cannot hold. */
+function scalarBranches(type: LogicalType): unknown[] {
+  return isTemporal(type) ? [scalarSchema(type), 'string'] : [scalarSchema(type)];
+}
+
 function columnSchema(type: LogicalType, field: string): unknown {
-  if (type.kind !== 'array') return ['null', scalarSchema(type)];
-  const leaf = scalarSchema(leafType(type));
+  if (type.kind !== 'array') return ['null', ...scalarBranches(type)];
+  const leaf = scalarBranches(leafType(type));
   const nestedName = `Array_${field}`;
   return [
     'null',
@@ -117,11 +124,11 @@ function columnSchema(type: LogicalType, field: string): unknown {
       type: 'array',
       items: [
         'null',
-        leaf,
+        ...leaf,
         {
           type: 'record',
           name: nestedName,
-          fields: [{ name: 'items', type: { type: 'array', items: ['null', leaf, nestedName] } }],
+          fields: [{ name: 'items', type: { type: 'array', items: ['null', ...leaf, nestedName] } }],
         },
       ],
     },
@@ -198,6 +205,8 @@ function wrapItem(type: LogicalType, field: string) {
         return null;
       case 'value':
         return { [branch]: avroScalar(item.value) };
+      case 'text':
+        return { string: item.value };
       case 'nested':
         return { [`${NAMESPACE}.Array_${field}`]: { items: item.items } };
     }
@@ -213,7 +222,9 @@ function rowToAvro(meta: TableMetadata, row: Row | undefined): unknown {
     if (value === null || value === undefined) {
       out[c.field] = null;
     } else if (c.type.kind === 'array') {
-      out[c.field] = { array: arrayToWire(c.type, value, c.name, wrapItem(c.type, c.field)) };
+      out[c.field] = { array: arrayToWire(c.type, value, c.name, wrapItem(c.type, c.field), temporalAsText) };
+    } else if (temporalAsText(c.type, value)) {
+      out[c.field] = { string: value };
     } else {
       out[c.field] = { [branchOf(wireKind(c.type))]: avroScalar(scalarToWire(c.type, value, c.name)) };
     }
@@ -227,6 +238,13 @@ function unwrap(value: unknown): unknown {
   return (value as Record<string, unknown>)[keys[0]!];
 }
 
+/** A wrapped union value of a column: its branch name and the value inside. */
+function branchValue(value: unknown): { branch: string; inner: unknown } | null {
+  if (value === null || value === undefined || typeof value !== 'object') return null;
+  const [branch] = Object.keys(value);
+  return { branch: branch!, inner: (value as Record<string, unknown>)[branch!] };
+}
+
 function arrayFromAvro(type: LogicalType, items: unknown[], column: string): Value[] {
   const leaf = leafType(type);
   return items.map((item) => {
@@ -235,6 +253,7 @@ function arrayFromAvro(type: LogicalType, items: unknown[], column: string): Val
     const inner = (item as Record<string, unknown>)[branch!];
     if (branch!.startsWith(`${NAMESPACE}.Array_`))
       return arrayFromAvro(type, (inner as { items: unknown[] }).items, column);
+    if (branch === 'string' && isTemporal(leaf)) return inner as string;
     return scalarFromWire(leaf, inner, column);
   });
 }
@@ -246,10 +265,13 @@ function rowFromAvro(meta: TableMetadata, wrapped: unknown, absent: readonly str
   const row: Row = {};
   for (const c of meta.columns) {
     if (skip.has(c.name)) continue;
-    const value = unwrap(record[c.field]);
-    if (value === null || value === undefined) setColumn(row, c.name, null);
-    else if (c.type.kind === 'array') setColumn(row, c.name, arrayFromAvro(c.type, value as unknown[], c.name));
-    else setColumn(row, c.name, scalarFromWire(c.type, value, c.name));
+    const wrappedValue = branchValue(record[c.field]);
+    if (wrappedValue === null) setColumn(row, c.name, null);
+    else if (c.type.kind === 'array')
+      setColumn(row, c.name, arrayFromAvro(c.type, wrappedValue.inner as unknown[], c.name));
+    else if (wrappedValue.branch === 'string' && isTemporal(c.type))
+      setColumn(row, c.name, wrappedValue.inner as string);
+    else setColumn(row, c.name, scalarFromWire(c.type, wrappedValue.inner, c.name));
   }
   return row;
 }

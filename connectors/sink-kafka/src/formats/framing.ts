@@ -54,14 +54,23 @@ export function unframe(value: Uint8Array, expected: FramedFormat): Unframed {
     throw new NanosyncError(ErrorCode.KafkaEncode, `not a nanosync ${name} message: missing the 'N' magic byte`);
   }
   if (buf[1] !== FRAME_VERSION) {
-    throw new NanosyncError(ErrorCode.KafkaEncode, `nanosync ${name} message uses framing version ${buf[1]}; this reader knows ${FRAME_VERSION}`);
+    throw new NanosyncError(
+      ErrorCode.KafkaEncode,
+      `nanosync ${name} message uses framing version ${buf[1]}; this reader knows ${FRAME_VERSION}`,
+    );
   }
   if (buf[2] !== expected) {
-    throw new NanosyncError(ErrorCode.KafkaEncode, `message is framed as format ${String.fromCharCode(buf[2] ?? 0)}, expected ${name}`);
+    throw new NanosyncError(
+      ErrorCode.KafkaEncode,
+      `message is framed as format ${String.fromCharCode(buf[2] ?? 0)}, expected ${name}`,
+    );
   }
   const length = buf.readUInt32BE(11);
   if (HEADER_BYTES + length > buf.length) {
-    throw new NanosyncError(ErrorCode.KafkaEncode, `nanosync ${name} message is truncated: schema of ${length} bytes does not fit`);
+    throw new NanosyncError(
+      ErrorCode.KafkaEncode,
+      `nanosync ${name} message is truncated: schema of ${length} bytes does not fit`,
+    );
   }
   return {
     format: expected,

@@ -80,7 +80,11 @@ export function toJsonValue(type: LogicalType, value: Value | undefined, column:
       return value as boolean;
     case 'bytes':
       expect(value instanceof Uint8Array, column, type, value);
-      return Buffer.from((value as Uint8Array).buffer, (value as Uint8Array).byteOffset, (value as Uint8Array).byteLength).toString('base64');
+      return Buffer.from(
+        (value as Uint8Array).buffer,
+        (value as Uint8Array).byteOffset,
+        (value as Uint8Array).byteLength,
+      ).toString('base64');
     case 'array':
       expect(Array.isArray(value), column, type, value);
       return (value as Value[]).map((item) => toJsonValue(itemType(type, item), item, column));
@@ -122,7 +126,8 @@ export function rowToJson(table: TableSchema, row: Row | undefined): Record<stri
   if (!row) return null;
   const out: Record<string, JsonValue> = {};
   for (const column of table.columns) {
-    if (Object.hasOwn(row, column.name)) setColumn(out, column.name, toJsonValue(column.type, row[column.name], column.name));
+    if (Object.hasOwn(row, column.name))
+      setColumn(out, column.name, toJsonValue(column.type, row[column.name], column.name));
   }
   return out;
 }
@@ -140,6 +145,7 @@ export function rowFromJson(table: TableSchema | undefined, json: JsonValue | un
 
 /** Assign a column even when its name is `__proto__`, which plain assignment would not store. */
 export function setColumn<T>(row: Record<string, T>, name: string, value: NoInfer<T>): void {
-  if (name === '__proto__') Object.defineProperty(row, name, { value, enumerable: true, writable: true, configurable: true });
+  if (name === '__proto__')
+    Object.defineProperty(row, name, { value, enumerable: true, writable: true, configurable: true });
   else row[name] = value;
 }

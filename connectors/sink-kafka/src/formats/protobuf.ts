@@ -198,9 +198,9 @@ function rowToProto(meta: TableMetadata, row: Row | undefined): Record<string, u
       const build = (item: ArrayItem<unknown>): unknown =>
         item.kind === 'null'
           ? {}
-          : item.kind === 'value'
-            ? { value: toProtoScalar(item.value) }
-            : { nested: { items: item.items } };
+          : item.kind === 'nested'
+            ? { nested: { items: item.items } }
+            : { value: toProtoScalar(item.value) };
       out[c.field] = { items: arrayToWire(c.type, value, c.name, build) };
     } else {
       out[c.field] = toProtoScalar(scalarToWire(c.type, value, c.name));

@@ -71,6 +71,43 @@ export function wireKind(type: LogicalType): WireKind {
 
 export type WireScalar = number | bigint | boolean | string | Uint8Array;
 
+const INT64_MAX = 9223372036854775807n;
+const INT64_MIN = -9223372036854775808n;
+const TIME_DAY_END = /^24:/;
+
+/**
+ * Whether a temporal value lies outside what the standard logical types of other readers
+ * accept, so Avro carries it as its canonical text instead: the infinities of date and
+ * timestamps, `24:00:00` (Java's LocalTime ends at 23:59:59.999999999), and timestamps
+ * whose microseconds since 1970 do not fit 64 bits (PostgreSQL reaches 294276 AD).
+ */
+export function temporalAsText(type: LogicalType, value: Value): value is string {
+  if (typeof value !== 'string') return false;
+  switch (wireKind(type)) {
+    case 'date':
+      return value === 'infinity' || value === '-infinity';
+    case 'time':
+      return TIME_DAY_END.test(value);
+    case 'timestamp':
+    case 'timestamptz': {
+      if (value === 'infinity' || value === '-infinity') return true;
+      try {
+        const micros = timestampToMicros(value, type.kind === 'timestamptz');
+        return micros > INT64_MAX || micros < INT64_MIN;
+      } catch {
+        return false;
+      }
+    }
+    default:
+      return false;
+  }
+}
+
+export function isTemporal(type: LogicalType): boolean {
+  const kind = wireKind(type);
+  return kind === 'date' || kind === 'time' || kind === 'timestamp' || kind === 'timestamptz';
+}
+
 function mismatch(column: string, type: LogicalType, value: unknown): never {
   throw new ValueError(column, `value ${describe(value)} does not fit logical type ${type.kind}`);
 }
@@ -101,9 +138,17 @@ export function scalarToWire(type: LogicalType, value: Value, column: string): W
         if (typeof value !== 'string') mismatch(column, type, value);
         return timeToMicros(value);
       case 'timestamp':
-      case 'timestamptz':
+      case 'timestamptz': {
         if (typeof value !== 'string') mismatch(column, type, value);
-        return timestampToMicros(value, type.kind === 'timestamptz');
+        const micros = timestampToMicros(value, type.kind === 'timestamptz');
+        if (micros > INT64_MAX || micros < INT64_MIN) {
+          throw new ValueError(
+            column,
+            `${type.kind} ${JSON.stringify(value)} is beyond what 64-bit microseconds since 1970 can hold (years about 290308 BC to 294247 AD)`,
+          );
+        }
+        return micros;
+      }
       case 'string':
         if (typeof value !== 'string') mismatch(column, type, value);
         return value;
@@ -137,19 +182,25 @@ export function scalarFromWire(type: LogicalType, value: unknown, column: string
 }
 
 /** Visit an array value: each item is null, a nested array (same element kind) or a scalar. */
-export type ArrayItem<T> = { kind: 'null' } | { kind: 'nested'; items: T[] } | { kind: 'value'; value: WireScalar };
+export type ArrayItem<T> =
+  | { kind: 'null' }
+  | { kind: 'nested'; items: T[] }
+  | { kind: 'value'; value: WireScalar }
+  | { kind: 'text'; value: string };
 
 export function arrayToWire<T>(
   type: LogicalType & { kind: 'array' },
   value: Value,
   column: string,
   build: (item: ArrayItem<T>) => T,
+  asText?: (type: LogicalType, value: Value) => value is string,
 ): T[] {
   if (!Array.isArray(value)) mismatch(column, type, value);
   return value.map((item) => {
     if (item === null) return build({ kind: 'null' });
     const t = itemType(type, item);
-    if (t.kind === 'array') return build({ kind: 'nested', items: arrayToWire(t, item, column, build) });
+    if (t.kind === 'array') return build({ kind: 'nested', items: arrayToWire(t, item, column, build, asText) });
+    if (asText?.(t, item)) return build({ kind: 'text', value: item });
     return build({ kind: 'value', value: scalarToWire(t, item, column) });
   });
 }
