@@ -30,6 +30,8 @@ export interface TablesOptions {
   roleAttributes?: string;
   /** Write to Kafka at these brokers instead of the file sink. */
   kafkaBrokers?: string;
+  /** Runs after `ddl`, before the role is granted anything (e.g. `pgbench -i`). */
+  setup?: (fx: PgFixture) => Promise<void>;
 }
 
 export function tablesYaml(fx: PgFixture, pipeline: string, sinkFile: string, options: TablesOptions): string {
@@ -85,6 +87,7 @@ export class TablesScenario implements AsyncDisposable {
     const fx = await pgFixture(options.roleAttributes ? { roleAttributes: options.roleAttributes } : {});
     try {
       for (const statement of options.ddl) await fx.admin.query(statement);
+      await options.setup?.(fx);
       await fx.grantRead([...options.tables, ...(options.readable ?? [])]);
       const pipeline = uniqueName('schemas');
       if (options.preparePublication !== false) await fx.preparePublication(pipeline, options.tables);
