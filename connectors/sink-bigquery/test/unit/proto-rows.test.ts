@@ -36,6 +36,24 @@ describe('Storage Write API rows', () => {
     expect(JSON.parse(JSON.stringify(actual))).toEqual(golden);
   });
 
+  test('per type: a row holding only that column matches its golden bytes', () => {
+    const perType: Record<string, { type: string; hex: string }> = {};
+    for (const column of allTypesTable.columns) {
+      const field = layout.bySource.get(column.name);
+      const value = richRow[column.name];
+      if (!field || value === undefined) continue;
+      const image = column.name === 'id' ? { id: richRow.id as string } : { [column.name]: value };
+      perType[column.name] = {
+        type: `${column.type.kind} → ${field.field.type}${field.field.mode === 'REPEATED' ? '[]' : ''}`,
+        hex: Buffer.from(encodeRow(layout, image)).toString('hex'),
+      };
+    }
+    const path = goldenPath.replace('storage-write.json', 'storage-write-per-type.json');
+    if (process.env.UPDATE_GOLDEN) writeFileSync(path, `${JSON.stringify(perType, null, 2)}\n`);
+    expect(perType).toEqual(JSON.parse(readFileSync(path, 'utf8')));
+    expect(Object.keys(perType)).toHaveLength(allTypesTable.columns.length);
+  });
+
   test('per type: the value BigQuery receives', () => {
     const d = decodeRow(layout, row);
     const by = (column: string) => d[layout.fields.find((f) => f.column === column)?.protoName as string];
