@@ -22,6 +22,11 @@ export interface MssqlTable {
   keyIsPrimary: boolean;
   /** The index's statistics (same id as the index), for histogram planning. */
   keyStatsId: number;
+  /**
+   * Computed columns, left out of `columns`: CDC records them as NULL, so streaming them
+   * would contradict the snapshot. Their change-table columns are skipped too.
+   */
+  computedColumns: string[];
 }
 
 /**
@@ -85,7 +90,8 @@ export async function findTable(db: Queryable, table: TableRef): Promise<number 
 export async function describeTable(db: Queryable, table: TableRef, database: string): Promise<MssqlTable> {
   const objectId = await findTable(db, table);
   if (objectId === undefined) throw tableNotFound(table, database);
-  const columns = await readColumns(db, objectId);
+  const all = await readColumns(db, objectId, true);
+  const columns = all.filter((c) => !c.computed).map(({ computed: _computed, ...c }) => c);
   const keys = await db.request().input('object_id', objectId).query<KeyRow>(KEYS_SQL);
   const key = chooseKey(keys.recordset);
   if (!key) throw noKey(table);
@@ -98,6 +104,7 @@ export async function describeTable(db: Queryable, table: TableRef, database: st
     keyIndex: key.indexName,
     keyIsPrimary: key.primary,
     keyStatsId: key.indexId,
+    computedColumns: all.filter((c) => c.computed).map((c) => c.name),
   };
 }
 
@@ -113,7 +120,17 @@ interface ColumnRow {
 }
 
 /** Columns of a table (or of a change table, whose `__$` columns are left out). */
-export async function readColumns(db: Queryable, objectId: number): Promise<MssqlColumn[]> {
+export async function readColumns(db: Queryable, objectId: number): Promise<MssqlColumn[]>;
+export async function readColumns(
+  db: Queryable,
+  objectId: number,
+  withComputed: true,
+): Promise<(MssqlColumn & { computed: boolean })[]>;
+export async function readColumns(
+  db: Queryable,
+  objectId: number,
+  withComputed = false,
+): Promise<(MssqlColumn & { computed?: boolean })[]> {
   const result = await db.request().input('object_id', objectId).query<ColumnRow>(COLUMNS_SQL);
   return result.recordset
     .filter((r) => !r.name.startsWith('__$'))
@@ -125,6 +142,7 @@ export async function readColumns(db: Queryable, objectId: number): Promise<Mssq
       scale: r.scale,
       nullable: r.is_nullable,
       collation: r.collation_name,
+      ...(withComputed ? { computed: r.is_computed } : {}),
     }));
 }
 

@@ -41,7 +41,7 @@ export async function runChecks(
        CAST(SERVERPROPERTY('ProductMajorVersion') AS int) AS major, CAST(SERVERPROPERTY('EngineEdition') AS int) AS engine_edition,
        d.is_cdc_enabled, d.snapshot_isolation_state_desc AS snapshot_isolation,
        IS_SRVROLEMEMBER('sysadmin') AS is_sysadmin, IS_MEMBER('db_owner') AS is_db_owner,
-       HAS_PERMS_BY_NAME(NULL, 'DATABASE', 'VIEW DATABASE STATE') AS view_db_state
+       HAS_PERMS_BY_NAME(DB_NAME(), 'DATABASE', 'VIEW DATABASE STATE') AS view_db_state
   FROM sys.databases d WHERE d.database_id = DB_ID()`)
   ).recordset[0]!;
   const user = quoteIdent(server.db_user);

@@ -14,7 +14,7 @@ import type {
   TableRef,
   TableSchema,
 } from '@nanosync/core';
-import { ErrorCode, NanosyncError, sleep } from '@nanosync/core';
+import { ErrorCode, isRetriable, NanosyncError, sleep } from '@nanosync/core';
 import type sql from 'mssql';
 import { describeTable, type MssqlTable, readCaptureInstances, toTableSchema } from './catalog.js';
 import { planInstanceReads } from './cdc/instances.js';
@@ -24,15 +24,7 @@ import { MAX_LSN_SQL } from './cdc/change-query.js';
 import { runChecks } from './check.js';
 import type { SqlServerSourceConfig } from './config.js';
 import { buildMssqlConfig, connectPool } from './connection.js';
-import {
-  cdcNotEnabledOnTable,
-  changesLost,
-  connectionError,
-  isTransientMssqlError,
-  protocolError,
-  quoteTable,
-  tableLabel,
-} from './errors.js';
+import { cdcNotEnabledOnTable, changesLost, connectionError, protocolError, quoteTable, tableLabel } from './errors.js';
 import {
   boundaryPosition,
   comparePositions,
@@ -378,7 +370,7 @@ export class SqlServerSource implements Source {
 
   async metrics(): Promise<SourceMetrics> {
     const head = await this.#withAdmin('reading the max LSN', (pool) => readMaxLsn(pool)).catch((err) => {
-      if (isTransientMssqlError(err)) return this.#head;
+      if (isRetriable(err)) return this.#head;
       throw err;
     });
     const metrics: SourceMetrics = {};

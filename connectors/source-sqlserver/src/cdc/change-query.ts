@@ -38,9 +38,7 @@ export const CHANGE_META_COLUMNS = 5;
  * then one per captured column in `columns` order.
  */
 export function changePageSql(o: ChangeQueryOptions): string {
-  const values = o.columns.map(
-    (c) => `${selectExpression(c, `c.${quoteIdent(c.name)}`)} AS ${quoteIdent(`v_${c.name}`)}`,
-  );
+  const values = o.columns.map((c, i) => `${selectExpression(c, `c.${quoteIdent(c.name)}`)} AS [v${i}]`);
   const source =
     o.path === 'function'
       ? `cdc.${quoteIdent(`fn_cdc_get_all_changes_${o.instance}`)}(@from, @to, ${o.beforeImages ? "N'all update old'" : "N'all'"}) c`
@@ -84,5 +82,5 @@ export function maxLsnPerInstanceSql(instances: { instance: string; changeTable:
  */
 export const MAX_LSN_SQL = 'SELECT sys.fn_cdc_get_max_lsn() AS max_lsn';
 export const MAX_TRANSACTION_LSN_SQL = `SELECT MAX(start_lsn) AS max_lsn,
-       DATEDIFF(minute, SYSUTCDATETIME(), SYSDATETIME()) AS utc_offset_minutes
+       DATEPART(TZOFFSET, SYSDATETIMEOFFSET()) AS utc_offset_minutes
   FROM cdc.lsn_time_mapping WHERE tran_id <> 0x00`;

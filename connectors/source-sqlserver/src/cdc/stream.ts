@@ -300,7 +300,8 @@ async function instanceShape(
   const cacheKey = `${instance.name}:${instance.changeTableObjectId}`;
   const cached = state.shapes.get(cacheKey);
   if (cached) return cached;
-  const captured = await readColumns(o.pool, instance.changeTableObjectId);
+  const computed = new Set(table.computedColumns);
+  const captured = (await readColumns(o.pool, instance.changeTableObjectId)).filter((c) => !computed.has(c.name));
   // Types and collations as the source table declares them, for columns it still has.
   const current = new Map(table.columns.map((c) => [c.name, c]));
   const columns = captured.map((c) => current.get(c.name) ?? c);

@@ -37,11 +37,14 @@ export function quantileSql(table: { schema: string; name: string }, keys: Mssql
  ORDER BY ${keyList(keys, (c) => `q.${quoteIdent(c.name)}`)}`;
 }
 
-/** Keys of a page sample, sorted by the server. `percent` is a number we computed, never input. */
+/**
+ * Keys of a page sample, sorted by the server; `REPEATABLE` so that planning twice gives the
+ * same plan while the table is unchanged. `percent` is a number we computed, never input.
+ */
 export function sampleSql(table: { schema: string; name: string }, keys: MssqlColumn[], percent: number): string {
   if (!Number.isFinite(percent) || percent <= 0 || percent > 100) throw new RangeError(`sample percent ${percent}`);
   const aliased = keys.map((c, i) => `${selectExpression(c)} AS ${quoteIdent(`k${i}`)}`);
-  return `SELECT ${aliased.join(', ')} FROM ${quoteTable(table)} TABLESAMPLE SYSTEM (${percent} PERCENT)
+  return `SELECT ${aliased.join(', ')} FROM ${quoteTable(table)} TABLESAMPLE SYSTEM (${percent} PERCENT) REPEATABLE (7)
  ORDER BY ${keyList(keys)}`;
 }
 
@@ -78,7 +81,11 @@ export async function planTablePartitions(
       rangeRows: Number(r.range_rows),
       equalRows: Number(r.equal_rows),
     }));
-    if (steps.length >= Math.min(wanted, 2)) {
+    // A histogram of a table that grew or shrank a lot since its last statistics update
+    // would put most rows in one range: only a fresh-enough one is used.
+    const histogramRows = steps.reduce((n, st) => n + st.rangeRows + st.equalRows, 0);
+    const fresh = histogramRows >= estimatedRows / 2 && histogramRows <= estimatedRows * 2;
+    if (fresh && steps.length >= Math.min(wanted, 2)) {
       const partitions = planKeyRanges(
         names,
         scaleBoundaries(histogramBoundaries(steps), estimatedRows),

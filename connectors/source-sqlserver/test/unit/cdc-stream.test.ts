@@ -235,7 +235,7 @@ describe('change page SQL', () => {
       afterTuple: true,
     });
     expect(sql).toContain("FROM cdc.[fn_cdc_get_all_changes_dbo_o'rd]]ers](@from, @to, N'all update old') c");
-    expect(sql).toContain('CONVERT(varchar(32), c.[amo]]unt], 2) AS [v_amo]]unt]');
+    expect(sql).toContain('CONVERT(varchar(32), c.[amo]]unt], 2) AS [v1]');
     expect(sql).toContain('c.__$command_id > @after_cmd');
     expect(sql).toContain('ORDER BY c.__$start_lsn, c.__$command_id, c.__$seqval, c.__$operation');
     expect(sql).toContain('LEFT JOIN cdc.lsn_time_mapping m ON m.start_lsn = c.__$start_lsn');
