@@ -33,6 +33,7 @@ import {
   CHANGELOG_FIELDS,
   type TargetTable,
   createTableSql,
+  intervalLiteral,
   planSchemaChange,
   targetTableFor,
 } from './schema/target-table.js';
@@ -266,6 +267,13 @@ export class BigQuerySink implements Sink {
         table: name,
         columns: change.kept.join(','),
       });
+    if (stalenessSeconds(existing.maxStaleness) !== maxStalenessSeconds) {
+      const value = maxStalenessSeconds > 0 ? intervalLiteral(maxStalenessSeconds) : 'NULL';
+      await this.retry('setting max_staleness', name, () =>
+        this.port.query(`ALTER TABLE ${path} SET OPTIONS (max_staleness = ${value})`),
+      );
+      this.logger.info('changed max_staleness', { table: name, seconds: maxStalenessSeconds });
+    }
     const haveKey = existing.primaryKey.map((c) => c.toLowerCase());
     const wantKey = target.primaryKey.map((c) => c.toLowerCase());
     if (haveKey.length === 0) {
@@ -626,6 +634,13 @@ export function eventId(table: string, position: string, op: string, key: Row): 
     .update(`${table}\u0000${position}\u0000${op}\u0000${keyText(key)}`)
     .digest('hex')
     .slice(0, 32);
+}
+
+/** `max_staleness` as the tables API reports it (`0-0 0 0:15:0`, Y-M D H:M:S) → seconds; unset = 0. */
+export function stalenessSeconds(text: string | undefined): number {
+  const match = /^\s*\d+-\d+\s+(\d+)\s+(\d+):(\d+):(\d+)(?:\.\d+)?\s*$/.exec(text ?? '');
+  if (!match) return 0;
+  return Number(match[1]) * 86_400 + Number(match[2]) * 3600 + Number(match[3]) * 60 + Number(match[4]);
 }
 
 function signatureOf(table: TableSchema): string {

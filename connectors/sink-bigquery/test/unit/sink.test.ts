@@ -300,6 +300,24 @@ describe('BigQuery sink write path (FakeBigQuery)', () => {
     expect(fake.appends[0]?.rows[0]).toMatchObject({ id: '4', qty: '3' });
   });
 
+  test('a changed max_staleness is applied to an existing table; an unchanged one is left alone', async () => {
+    const fields = [
+      { name: 'id', type: 'INTEGER', mode: 'REQUIRED' },
+      { name: 'note', type: 'STRING' },
+      { name: 'body', type: 'STRING' },
+    ];
+    const changed = setup({ max_staleness: '15m' });
+    changed.fake.tables.set('public_orders', { fields, primaryKey: ['id'], maxStaleness: '0-0 0 0:5:0' });
+    await changed.sink.open([orders]);
+    expect(changed.fake.queries.map((q) => q.sql)).toEqual([
+      "ALTER TABLE `my-project.ds.public_orders` SET OPTIONS (max_staleness = INTERVAL '0-0 0 0:15:0' YEAR TO SECOND)",
+    ]);
+    const same = setup({ max_staleness: '15m' });
+    same.fake.tables.set('public_orders', { fields, primaryKey: ['id'], maxStaleness: '0-0 0 0:15:0' });
+    await same.sink.open([orders]);
+    expect(same.fake.queries).toEqual([]);
+  });
+
   test('an existing table without a declared key gets one; a different key stops', async () => {
     const { fake, sink } = setup();
     fake.tables.set('public_orders', {
