@@ -1,8 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
 const resolve = { conditions: ['@nanosync/source'] };
-const roots = ['packages', 'connectors', 'apps', 'testcontainers'];
-const glob = (kind: string) => roots.flatMap((r) => [`${r}/*/test/${kind}/**/*.test.ts`, `${r}/test/${kind}/**/*.test.ts`]);
+const roots = ['packages', 'connectors', 'apps', 'testcontainers', 'examples'];
+const glob = (kind: string) =>
+  roots.flatMap((r) => [`${r}/*/test/${kind}/**/*.test.ts`, `${r}/test/${kind}/**/*.test.ts`]);
 
 export default defineConfig({
   test: {
