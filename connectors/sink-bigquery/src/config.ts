@@ -13,6 +13,8 @@ export const UPSERT_METHODS = ['cdc', 'merge'] as const;
 export type UpsertMethod = (typeof UPSERT_METHODS)[number];
 export const TRUNCATE_POLICIES = ['delete', 'fail'] as const;
 export type TruncatePolicy = (typeof TRUNCATE_POLICIES)[number];
+export const INVALID_ROW_POLICIES = ['fail', 'skip'] as const;
+export type InvalidRowPolicy = (typeof INVALID_ROW_POLICIES)[number];
 
 /** BigQuery refuses an AppendRows request above 10 MB; the default leaves room for the request envelope. */
 export const APPEND_REQUEST_LIMIT_BYTES = 10 * 1024 * 1024;
@@ -40,6 +42,8 @@ export interface BigQuerySinkConfig {
   /** `max_staleness` of CDC tables in seconds; 0 = no option (queries always see every applied change). */
   maxStalenessSeconds: number;
   onTruncate: TruncatePolicy;
+  /** A row BigQuery cannot hold: stop the pipeline (`fail`), or leave it out and log it (`skip`). */
+  invalidRows: InvalidRowPolicy;
   /** Minimum time between two MERGE statements on one table (DML budget guard). */
   mergeIntervalMs: number;
   /** Stop (rather than exceed) after this many MERGE statements per table in 24 hours. */
@@ -99,6 +103,7 @@ export const bigQuerySinkPropertiesSchema = z
     merge_tables: commaList.default([]),
     max_staleness: z.union([z.number().int(), z.string()]).default('0'),
     on_truncate: z.enum(TRUNCATE_POLICIES).default('delete'),
+    invalid_rows: z.enum(INVALID_ROW_POLICIES).default('fail'),
     merge_interval_ms: int.refine((n) => n >= 0, 'merge_interval_ms must be 0 or more').default(60_000),
     merge_daily_budget: int.refine((n) => n >= 1, 'merge_daily_budget must be at least 1').default(1_400),
     auto_create_tables: bool.default(true),
@@ -179,6 +184,7 @@ export const bigQuerySinkPropertiesSchema = z
       maxStalenessSeconds:
         typeof p.max_staleness === 'number' ? p.max_staleness : (parseDurationSeconds(p.max_staleness) ?? 0),
       onTruncate: p.on_truncate,
+      invalidRows: p.invalid_rows,
       mergeIntervalMs: p.merge_interval_ms,
       mergeDailyBudget: p.merge_daily_budget,
       autoCreateTables: p.auto_create_tables,

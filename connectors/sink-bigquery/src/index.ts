@@ -16,6 +16,7 @@ export {
   type WriteMode,
   type UpsertMethod,
   type TruncatePolicy,
+  type InvalidRowPolicy,
   bigQuerySinkPropertiesSchema,
   parseBigQuerySinkConfig,
 } from './config.js';

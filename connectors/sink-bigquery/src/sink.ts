@@ -38,7 +38,7 @@ import {
   targetTableFor,
 } from './schema/target-table.js';
 import type { BigQueryField } from './schema/types.js';
-import { type EncodedRow, RowTooLarge, splitIntoRequests } from './write/batching.js';
+import { type EncodedRow, RowTooLarge, framedSize, splitIntoRequests } from './write/batching.js';
 import { keyFromResult, keySelectSql } from './write/key-projection.js';
 import {
   CHANGE_SEQUENCE_NUMBER,
@@ -82,6 +82,8 @@ interface Origin {
   table: string;
   key: Row;
   position: string;
+  /** `invalid_rows: skip` left this row out (logged); it is never sent. */
+  skipped?: true;
 }
 
 export interface BigQuerySinkOptions {
@@ -512,6 +514,16 @@ export class BigQuerySink implements Sink {
     try {
       return { bytes: encodeRow(state.layout, image, extras), origin };
     } catch (err) {
+      if (err instanceof RowRejected && this.config.invalidRows === 'skip') {
+        this.logger.warn('row skipped: BigQuery cannot hold a value (invalid_rows: skip)', {
+          table: origin.table,
+          column: err.column,
+          key: keyText(origin.key),
+          position: origin.position,
+          reason: err.reason,
+        });
+        return { bytes: new Uint8Array(0), origin: { ...origin, skipped: true } };
+      }
       if (err instanceof RowRejected) {
         throw new NanosyncError(
           ErrorCode.BigQueryValue,
@@ -527,43 +539,50 @@ export class BigQuerySink implements Sink {
     }
   }
 
-  private async appendAll(
-    tableId: string,
-    layout: RowLayout,
-    rows: EncodedRow<Origin>[],
-    table: string,
-  ): Promise<void> {
-    if (rows.length === 0) return;
+  private async appendAll(tableId: string, layout: RowLayout, all: EncodedRow<Origin>[], table: string): Promise<void> {
+    const skip = this.config.invalidRows === 'skip';
     const reserve = REQUEST_RESERVE_BYTES + Buffer.byteLength(JSON.stringify(layout.descriptor));
+    const budget = this.config.maxRequestBytes - reserve;
+    const rows = all.filter((r) => {
+      if (r.origin.skipped) return false;
+      if (skip && framedSize(r.bytes) > budget) {
+        this.logger.warn('row skipped: larger than one AppendRows request (invalid_rows: skip)', {
+          table,
+          key: keyText(r.origin.key),
+          position: r.origin.position,
+          bytes: r.bytes.length,
+        });
+        return false;
+      }
+      return true;
+    });
+    if (rows.length === 0) return;
     try {
       for (const request of splitIntoRequests(rows, this.config.maxRequestBytes, reserve)) {
-        const outcome = await this.retry('append', table, () =>
-          this.port.append(
-            tableId,
-            layout.descriptor,
-            request.map((r) => r.bytes),
-          ),
-        );
-        if (outcome.rowErrors.length > 0) {
-          const lines = outcome.rowErrors.slice(0, 5).map((e) => {
-            const origin = request[e.index]?.origin;
-            return origin
-              ? `key ${keyText(origin.key)} at position ${origin.position}: ${e.message}`
-              : `row ${e.index}: ${e.message}`;
-          });
-          const firstOrigin = request[outcome.rowErrors[0]?.index ?? 0]?.origin;
-          throw new NanosyncError(
-            ErrorCode.BigQueryValue,
-            `BigQuery refused ${outcome.rowErrors.length} row(s) of table ${table} (nothing of that request was written): ${lines.join('; ')}`,
-            {
-              retriable: false,
-              details: {
-                table,
-                key: firstOrigin ? keyText(firstOrigin.key) : undefined,
-                position: firstOrigin?.position,
-              },
-            },
+        let pending = request;
+        for (let round = 0; pending.length > 0; round++) {
+          const sent = pending;
+          const outcome = await this.retry('append', table, () =>
+            this.port.append(
+              tableId,
+              layout.descriptor,
+              sent.map((r) => r.bytes),
+            ),
           );
+          if (outcome.rowErrors.length === 0) break;
+          if (!skip || round > 0) throw this.refused(table, sent, outcome.rowErrors);
+          // BigQuery wrote nothing of the request: send it again without the refused rows.
+          const refused = new Set(outcome.rowErrors.map((e) => e.index));
+          for (const e of outcome.rowErrors) {
+            const origin = sent[e.index]?.origin;
+            this.logger.warn('row skipped: BigQuery refused it (invalid_rows: skip)', {
+              table,
+              key: origin ? keyText(origin.key) : undefined,
+              position: origin?.position,
+              reason: e.message,
+            });
+          }
+          pending = sent.filter((_, index) => !refused.has(index));
         }
       }
     } catch (err) {
@@ -577,6 +596,28 @@ export class BigQuerySink implements Sink {
       }
       throw err;
     }
+  }
+
+  private refused(
+    table: string,
+    request: EncodedRow<Origin>[],
+    rowErrors: { index: number; message: string }[],
+  ): NanosyncError {
+    const lines = rowErrors.slice(0, 5).map((e) => {
+      const origin = request[e.index]?.origin;
+      return origin
+        ? `key ${keyText(origin.key)} at position ${origin.position}: ${e.message}`
+        : `row ${e.index}: ${e.message}`;
+    });
+    const firstOrigin = request[rowErrors[0]?.index ?? 0]?.origin;
+    return new NanosyncError(
+      ErrorCode.BigQueryValue,
+      `BigQuery refused ${rowErrors.length} row(s) of table ${table} (nothing of that request was written): ${lines.join('; ')}`,
+      {
+        retriable: false,
+        details: { table, key: firstOrigin ? keyText(firstOrigin.key) : undefined, position: firstOrigin?.position },
+      },
+    );
   }
 
   private async retry<T>(what: string, table: string, fn: () => Promise<T>): Promise<T> {

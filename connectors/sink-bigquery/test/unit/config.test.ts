@@ -25,6 +25,7 @@ describe('bigquery sink properties', () => {
       mergeTables: [],
       maxStalenessSeconds: 0,
       onTruncate: 'delete',
+      invalidRows: 'fail',
       mergeIntervalMs: 60000,
       mergeDailyBudget: 1400,
       autoCreateTables: true,

@@ -121,6 +121,31 @@ describe('BigQuery sink write path (FakeBigQuery)', () => {
     );
   });
 
+  test('invalid_rows: skip leaves out (and logs) a row BigQuery cannot hold or refuses; the rest is written', async () => {
+    const dated: TableSchema = {
+      ...orders,
+      columns: [...orders.columns, { name: 'due', type: { kind: 'date' }, nullable: true }],
+    };
+    const { fake, sink } = setup({ invalid_rows: 'skip' });
+    await sink.open([dated]);
+    logs.length = 0;
+    const bad: ChangeEvent = {
+      op: 'insert',
+      table: dated,
+      key: { id: '9' },
+      position: pos(0x100, 9),
+      after: { id: '9', due: 'infinity' },
+    };
+    await sink.write([ev('insert', '1', 1, { table: dated }), bad, ev('insert', '2', 2, { table: dated })]);
+    expect(fake.appends.flatMap((a) => a.rows.map((r) => r.id))).toEqual(['1', '2']);
+    expect(logs).toContain('row skipped: BigQuery cannot hold a value (invalid_rows: skip)');
+
+    fake.rowErrorsOnce = [{ index: 0, message: 'Field note: too long' }];
+    await sink.write([ev('insert', '3', 3, { table: dated }), ev('insert', '4', 4, { table: dated })]);
+    expect(fake.appends.slice(-1)[0]?.rows.map((r) => r.id)).toEqual(['4']);
+    expect(logs).toContain('row skipped: BigQuery refused it (invalid_rows: skip)');
+  });
+
   test('an update without its TOAST column stops on a CDC table, naming table, column, key and both fixes', async () => {
     const { sink } = setup();
     await sink.open([orders]);
