@@ -12,9 +12,9 @@
  * A deferred update (SQL Server logs some updates, e.g. of a unique key, as a delete and an
  * insert) stays a delete followed by an insert, in that order, which is what it did.
  */
-import type { ChangeEvent, Row, TableSchema } from '@nanosync/core';
+import type { ChangeBatch, ChangeEvent, Row, TableSchema } from '@nanosync/core';
 import { protocolError } from '../errors.js';
-import { compareRowPositions, encodePosition, type RowPosition } from '../position.js';
+import { boundaryPosition, compareRowPositions, encodePosition, type Lsn, type RowPosition } from '../position.js';
 
 export interface ChangeRow {
   /** Index of the capture instance read (into the assembler's `sources`). */
@@ -166,4 +166,73 @@ export function estimateRowBytes(row: Row): number {
     else bytes += 8;
   }
   return bytes;
+}
+
+export interface BatchLimits {
+  /** A batch is cut once it holds this many events … */
+  batchRows: number;
+  /** … or this many bytes. */
+  batchBytes: number;
+  /** The poll stops at the first transaction boundary after this many rows … */
+  pollRows: number;
+  /** … or bytes. */
+  pollBytes: number;
+}
+
+export interface BatchingResult {
+  /** The poll stopped at its bound with rows still waiting. */
+  backlog: boolean;
+  /** Start LSN of the last row consumed (the transaction the poll ended in or after). */
+  lastLsn: Lsn | undefined;
+  /** Events not yet yielded: they end exactly at a transaction boundary. */
+  rest: ChangeEvent[];
+}
+
+/**
+ * Commit-ordered rows → bounded batches. A batch that ends between two transactions carries
+ * the first one's end as `safePosition`; a batch cut inside a large transaction carries
+ * none, so a checkpoint never lands mid-transaction. The poll ends at the first boundary
+ * past its row or byte bound (`backlog`), or when the rows run out; what is left for the
+ * caller's last batch is returned.
+ */
+export async function* commitOrderBatches(
+  next: () => Promise<ChangeRow | undefined>,
+  assembler: ChangeAssembler,
+  limits: BatchLimits,
+  signal?: AbortSignal,
+): AsyncGenerator<ChangeBatch, BatchingResult> {
+  let batch: ChangeEvent[] = [];
+  let bytes = 0;
+  let polledRows = 0;
+  let polledBytes = 0;
+  let lastLsn: Lsn | undefined;
+  const take = (): ChangeEvent[] => {
+    const out = batch;
+    batch = [];
+    bytes = 0;
+    return out;
+  };
+  const full = () => batch.length >= limits.batchRows || bytes >= limits.batchBytes;
+  for (;;) {
+    signal?.throwIfAborted();
+    const change = await next();
+    if (!change) break;
+    if (lastLsn !== undefined && change.position.startLsn !== lastLsn) {
+      // Between two transactions: the only place a poll may stop or a batch carry a safe position.
+      if (polledRows >= limits.pollRows || polledBytes >= limits.pollBytes)
+        return { backlog: true, lastLsn, rest: take() };
+      if (full()) yield { events: take(), safePosition: boundaryPosition(lastLsn) };
+    } else if (full() && !assembler.pending) {
+      yield { events: take() };
+    }
+    const event = assembler.push(change);
+    lastLsn = change.position.startLsn;
+    polledRows++;
+    polledBytes += change.bytes;
+    if (event) {
+      batch.push(event);
+      bytes += change.bytes;
+    }
+  }
+  return { backlog: false, lastLsn, rest: take() };
 }

@@ -31,10 +31,12 @@ import {
 import { type InstanceRead, planInstanceReads, type RetentionGap } from './instances.js';
 import {
   type AssemblerSource,
+  type BatchingResult,
   ChangeAssembler,
   type ChangeCursor,
   ChangeMerger,
   type ChangeRow,
+  commitOrderBatches,
   estimateRowBytes,
 } from './merge.js';
 import { nextPollDelay, type PollOutcome } from './poll-delay.js';
@@ -207,55 +209,37 @@ async function* poll(o: StreamOptions, state: StreamState): AsyncGenerator<Chang
   for (const table of resnapshotTables) delivered += yield* resnapshot(o, state, table);
 
   const merger = new ChangeMerger(cursors);
-  const assembler = new ChangeAssembler(sources);
-  const batchRows = Math.min(1000, config.maxPollRows);
-  const batchBytes = Math.min(4 * 1024 * 1024, config.maxPollBytes);
-  let batch: ChangeEvent[] = [];
-  let bytes = 0;
-  let polledRows = 0;
-  let polledBytes = 0;
-  let lastLsn: Lsn | undefined;
-  let backlog = false;
-  const flush = (safe: Lsn | undefined): ChangeBatch => {
-    const out: ChangeBatch = { events: batch };
-    if (safe !== undefined) {
-      out.safePosition = boundaryPosition(safe);
-      state.position = boundaryRow(safe);
+  const limits = {
+    batchRows: Math.min(1000, config.maxPollRows),
+    batchBytes: Math.min(4 * 1024 * 1024, config.maxPollBytes),
+    pollRows: config.maxPollRows,
+    pollBytes: config.maxPollBytes,
+  };
+  const track = (batch: ChangeBatch): ChangeBatch => {
+    if (batch.safePosition !== undefined) {
+      state.position = decodePosition(batch.safePosition);
       state.boundary = true;
-    } else if (batch.length > 0) {
-      state.position = decodePosition(batch.at(-1)!.position);
+    } else if (batch.events.length > 0) {
+      state.position = decodePosition(batch.events.at(-1)!.position);
       state.boundary = false;
     }
-    delivered += batch.length;
-    batch = [];
-    bytes = 0;
-    return out;
+    delivered += batch.events.length;
+    return batch;
   };
+  const batches = commitOrderBatches(() => merger.next(), new ChangeAssembler(sources), limits, o.signal);
+  let result: BatchingResult;
   for (;;) {
-    o.signal.throwIfAborted();
-    const change = await merger.next();
-    if (!change) break;
-    if (lastLsn !== undefined && change.position.startLsn !== lastLsn) {
-      // Between two transactions: the only place a poll may stop or a batch may carry a safe position.
-      if (polledRows >= config.maxPollRows || polledBytes >= config.maxPollBytes) {
-        backlog = true;
-        break;
-      }
-      if (batch.length >= batchRows || bytes >= batchBytes) yield flush(lastLsn);
-    } else if ((batch.length >= batchRows || bytes >= batchBytes) && !assembler.pending) {
-      yield flush(undefined); // inside a large transaction: bounded, no safe position yet
+    const step = await batches.next();
+    if (step.done) {
+      result = step.value;
+      break;
     }
-    const event = assembler.push(change);
-    lastLsn = change.position.startLsn;
-    polledRows++;
-    polledBytes += change.bytes;
-    if (event) {
-      batch.push(event);
-      bytes += change.bytes;
-    }
+    yield track(step.value);
   }
-  const end = backlog ? lastLsn! : maxLsn(hi, head);
-  if (batch.length > 0 || !state.boundary || compareLsn(end, state.position.startLsn) > 0) yield flush(end);
+  const backlog = result.backlog;
+  const end = backlog ? result.lastLsn! : maxLsn(hi, head);
+  if (result.rest.length > 0 || !state.boundary || compareLsn(end, state.position.startLsn) > 0)
+    yield track({ events: result.rest, safePosition: boundaryPosition(end) });
   return { changes: delivered, backlog };
 }
 

@@ -4,7 +4,13 @@ import type { CaptureInstance } from '../../src/catalog.js';
 import { changePageSql, maxLsnPerInstanceSql } from '../../src/cdc/change-query.js';
 import { planInstanceReads } from '../../src/cdc/instances.js';
 import { managedInstanceName } from '../../src/cdc/manage.js';
-import { ChangeAssembler, type ChangeCursor, ChangeMerger, type ChangeRow } from '../../src/cdc/merge.js';
+import {
+  ChangeAssembler,
+  type ChangeCursor,
+  ChangeMerger,
+  type ChangeRow,
+  commitOrderBatches,
+} from '../../src/cdc/merge.js';
 import { nextPollDelay } from '../../src/cdc/poll-delay.js';
 import { commitTimeUtc } from '../../src/cdc/stream.js';
 import { chooseKey } from '../../src/catalog.js';
@@ -300,5 +306,86 @@ describe('polling, commit times, keys, names', () => {
     expect(odd).toMatch(/^nanosync_p_dbo_na_me__[0-9a-f]{8}$/);
     expect(odd).not.toBe(managedInstanceName('p', { schema: 'dbo', name: 'na_me_' }));
     expect(managedInstanceName('p', { schema: 'dbo', name: 'x'.repeat(300) }).length).toBeLessThanOrEqual(100);
+  });
+});
+
+describe('batching in commit order', () => {
+  const schema: TableSchema = {
+    schema: 'dbo',
+    name: 't',
+    keyColumns: ['id'],
+    columns: [{ name: 'id', type: { kind: 'int32' }, nullable: false }],
+  };
+  const source = () => new ChangeAssembler([{ schema, lobColumns: new Set() }]);
+  /** `sizes[i]` rows in transaction i (start LSN 100 + i), inserts with increasing ids. */
+  function transactions(sizes: number[]): ChangeRow[] {
+    const rows: ChangeRow[] = [];
+    let id = 0;
+    sizes.forEach((size, tx) => {
+      for (let n = 0; n < size; n++) rows.push(row(0, 100 + tx, 1, n + 1, 2, { id: id++ }));
+    });
+    return rows;
+  }
+  async function run(rows: ChangeRow[], limits: { batchRows: number; batchBytes?: number; pollRows: number }) {
+    const queue = [...rows];
+    const batches = commitOrderBatches(async () => queue.shift(), source(), {
+      batchRows: limits.batchRows,
+      batchBytes: limits.batchBytes ?? 1 << 30,
+      pollRows: limits.pollRows,
+      pollBytes: 1 << 30,
+    });
+    const yielded = [];
+    for (;;) {
+      const step = await batches.next();
+      if (step.done) return { yielded, result: step.value, left: queue.length };
+      yielded.push(step.value);
+    }
+  }
+  const lsnOf = (p: string | undefined) => (p === undefined ? undefined : parseInt(decodePosition(p).startLsn, 16));
+
+  it('puts a safe position only between transactions, at the end of the earlier one', async () => {
+    const { yielded, result } = await run(transactions([3, 3, 3]), { batchRows: 2, pollRows: 1000 });
+    for (const batch of yielded) {
+      if (batch.safePosition === undefined) continue;
+      const last = batch.events.at(-1)!;
+      expect(lsnOf(batch.safePosition)).toBe(lsnOf(last.position));
+    }
+    // [0,1] and [2,3] are cut inside transactions (no safe position); [4,5] ends transaction 101.
+    expect(yielded.map((b) => [b.events.map((e) => e.key.id), lsnOf(b.safePosition)])).toEqual([
+      [[0, 1], undefined],
+      [[2, 3], undefined],
+      [[4, 5], 101],
+      [[6, 7], undefined],
+    ]);
+    expect(result).toMatchObject({ backlog: false, lastLsn: L(102) });
+    expect([...yielded.flatMap((b) => b.events), ...result.rest].map((e) => e.key.id)).toEqual([
+      0, 1, 2, 3, 4, 5, 6, 7, 8,
+    ]);
+  });
+
+  it('streams a large transaction in bounded batches without a safe position', async () => {
+    const { yielded, result } = await run(transactions([2500]), { batchRows: 1000, pollRows: 100 });
+    expect(yielded.map((b) => [b.events.length, b.safePosition])).toEqual([
+      [1000, undefined],
+      [1000, undefined],
+    ]);
+    expect(result.rest).toHaveLength(500);
+    expect(result.backlog).toBe(false); // a poll never stops inside a transaction
+  });
+
+  it('stops a poll at the first transaction boundary after its row bound', async () => {
+    const { result, left } = await run(transactions([4, 4, 4]), { batchRows: 100, pollRows: 5 });
+    expect(result.backlog).toBe(true);
+    expect(result.lastLsn).toBe(L(101));
+    expect(result.rest.map((e) => e.key.id)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    // The first row of the third transaction was looked at and is read again by the next poll.
+    expect(left).toBe(3);
+  });
+
+  it('never separates an update pair across batches', async () => {
+    const rows = [row(0, 100, 1, 1, 2, { id: 1 }), row(0, 100, 2, 2, 3, { id: 1 }), row(0, 100, 2, 2, 4, { id: 1 })];
+    const { yielded, result } = await run(rows, { batchRows: 1, pollRows: 1000 });
+    const all = [...yielded.flatMap((b) => b.events), ...result.rest];
+    expect(all.map((e) => e.op)).toEqual(['insert', 'update']);
   });
 });
