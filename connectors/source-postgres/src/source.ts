@@ -19,7 +19,7 @@ import type pg from 'pg';
 import type { PostgresSourceConfig } from './config.js';
 import { buildConnectionConfig, connectClient, type PgConnectionConfig } from './connection.js';
 import { describeTables, listLeafPartitions, type PgColumn, type PgTable } from './describe.js';
-import { connectionError, isTransientPgError, quoteTable, tableNotFound } from './errors.js';
+import { connectionError, isTransientPgError, quoteIdent, quoteTable, tableNotFound } from './errors.js';
 import { comparePositions, encodePosition, formatPosition, parseLsn } from './position.js';
 import { runChecks } from './slot/check.js';
 import { publicationNameFor, slotNameFor } from './slot/names.js';
@@ -495,6 +495,18 @@ export class PostgresSource implements Source {
         publication: this.#publication,
       });
     });
+  }
+
+  /** `drop()` by hand: what an operator runs on the source database when nanosync could not. */
+  manualDropSteps(): string[] {
+    const { host, port, database } = this.#connection;
+    const slot = this.#slot.replace(/'/g, "''");
+    return [
+      `-- on database ${quoteIdent(database)} at ${host}:${port}, as a superuser or the replication role:`,
+      `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '${slot}' AND active_pid IS NOT NULL;`,
+      `SELECT pg_drop_replication_slot('${slot}') FROM pg_replication_slots WHERE slot_name = '${slot}';`,
+      `DROP PUBLICATION IF EXISTS ${quoteIdent(this.#publication)};`,
+    ];
   }
 
   /**

@@ -41,7 +41,7 @@ export { openSqliteStateStore } from './state/sqlite.js';
 export { createLogger, describeError, errorFields } from './log/logger.js';
 export type { LoggerOptions, LogLevel } from './log/logger.js';
 export { Engine } from './runtime/engine.js';
-export type { EngineOptions, EngineStateEvent, EngineWarningEvent } from './runtime/engine.js';
+export type { DeleteResult, EngineOptions, EngineStateEvent, EngineWarningEvent } from './runtime/engine.js';
 export { DEFAULT_RUNTIME_OPTIONS } from './runtime/types.js';
 export type { MaterializedSink, RuntimeOptions, RuntimeOverrides } from './runtime/types.js';
 export { WRITE_LATENCY_BUCKETS } from './runtime/stats.js';

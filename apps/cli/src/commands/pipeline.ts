@@ -14,21 +14,43 @@ const ACTIONS = {
   delete: { method: 'DELETE', path: (name: string) => `/v1/pipelines/${encodeURIComponent(name)}`, done: 'deleted' },
 } as const;
 
+interface DeleteResponse {
+  leftBehind?: { error: string; steps: string[] };
+}
+
+/** What `delete --force` prints when the source could not be cleaned up. */
+export function renderLeftBehind(name: string, left: NonNullable<DeleteResponse['leftBehind']>): string[] {
+  return [
+    `${name} deleted: its state is removed, but the source could not be cleaned up (${left.error}).`,
+    ...(left.steps.length > 0
+      ? ['Remove what the pipeline left on the source by hand:', ...left.steps.map((step) => `  ${step}`)]
+      : ['The source connector did not say what to remove; look for what the pipeline created there.']),
+  ];
+}
+
 export const pipelineCommand: Command = {
   name: 'pipeline',
   summary: 'pause, resume or delete one pipeline',
-  help: `Usage: nanosync pipeline pause|resume|delete NAME [--server HOST:PORT] [--state PATH]
+  help: `Usage: nanosync pipeline pause|resume|delete NAME [--force] [--server HOST:PORT] [--state PATH]
 
   pause NAME    checkpoint, then stop the pipeline; it stays stopped across restarts
   resume NAME   continue from the last checkpoint
   delete NAME   stop the pipeline and remove everything it owns: its state and, on the
-                source, its replication slot and publication
+                source, its replication slot and publication. When the source cannot
+                be reached the pipeline is kept (paused) and the command fails;
+      --force   with delete: remove the pipeline's state even when the source cannot be
+                cleaned up, and print what was left there with the SQL to remove it
 
 Options:
 ${CLIENT_OPTIONS_HELP.join('\n')}
   -h, --help          show this help`,
   async run(argv: string[], io: CliIo): Promise<number> {
-    const args = parseCommandArgs('pipeline', argv, clientOptions, { maxPositionals: 2 });
+    const args = parseCommandArgs(
+      'pipeline',
+      argv,
+      { force: { type: 'boolean' }, ...clientOptions },
+      { maxPositionals: 2 },
+    );
     if (args.help) {
       io.out(this.help);
       return ExitCode.Ok;
@@ -43,9 +65,15 @@ ${CLIENT_OPTIONS_HELP.join('\n')}
       );
     }
     if (name === undefined) throw new UsageError(`missing pipeline name: nanosync pipeline ${action} NAME`, 'pipeline');
+    if (args.values.force && action !== 'delete') throw new UsageError('--force goes with delete only', 'pipeline');
     const spec = ACTIONS[action as keyof typeof ACTIONS];
     const client = await connectClient(args.values, io);
-    await client.request(spec.method, spec.path(name));
+    const path = args.values.force ? `${spec.path(name)}?force=true` : spec.path(name);
+    const response = await client.request<DeleteResponse | undefined>(spec.method, path);
+    if (response?.leftBehind) {
+      for (const line of renderLeftBehind(name, response.leftBehind)) io.out(line);
+      return ExitCode.Ok;
+    }
     io.out(`${name} ${spec.done}`);
     return ExitCode.Ok;
   },

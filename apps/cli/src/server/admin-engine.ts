@@ -15,7 +15,11 @@ export interface AdminEngine {
   ): Promise<ApplyResult>;
   pause(name: string): Promise<void>;
   resume(name: string): Promise<void>;
-  delete(name: string): Promise<void>;
+  /** With `force`, state goes even when the source cannot be cleaned up; the result says what was left. */
+  delete(
+    name: string,
+    options?: { force?: boolean },
+  ): Promise<{ leftBehind?: { error: string; steps: string[] } } | undefined | void>;
   list(): Promise<PipelineStatus[]>;
   status(name: string): Promise<PipelineStatus>;
 }

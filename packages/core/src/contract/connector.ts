@@ -176,6 +176,13 @@ export interface Source {
   drop(): Promise<void>;
 
   /**
+   * What `drop()` removes, as steps an operator can run by hand (SQL statements, commands),
+   * for when the source cannot be reached: `nanosync pipeline delete --force` prints them
+   * after removing the pipeline's state. Must not connect to anything.
+   */
+  manualDropSteps?(): string[];
+
+  /**
    * The pipeline's first start failed before any sink checkpoint and before any snapshot
    * partition was done: remove what `open` created for this pipeline (the slot; a
    * publication only when the connector created it, not one an owner prepared), so the

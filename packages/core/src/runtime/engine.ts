@@ -73,6 +73,14 @@ interface Entry {
  * is the usual moment to have fixed the cause); afterwards an ERRORED pipeline stays so
  * until `resume` or an `apply` that changes it.
  */
+/** How long `delete --force` waits for the source to drop its slot and publication. */
+const FORCED_DROP_TIMEOUT_MS = 15_000;
+
+/** What `Engine.delete` could not clean up (only with `force`). */
+export interface DeleteResult {
+  leftBehind?: { error: string; steps: string[] };
+}
+
 export class Engine extends EventEmitter<EngineEvents> {
   private readonly store: StateStore;
   private readonly logger: Logger;
@@ -213,7 +221,14 @@ export class Engine extends EventEmitter<EngineEvents> {
    * forget its state. Refused while another server holds the pipeline: that server would
    * keep the slot busy.
    */
-  async delete(name: string): Promise<void> {
+  /**
+   * Stop the pipeline, drop what it owns on the source, remove its state. With `force`, a
+   * source that cannot be cleaned up (unreachable, refusing) does not keep the pipeline:
+   * its state goes anyway and the result says what was left behind and how to remove it
+   * by hand.
+   */
+  async delete(name: string, options: { force?: boolean } = {}): Promise<DeleteResult> {
+    let result: DeleteResult = {};
     await this.withLock(name, async () => {
       const record = await this.mustGet(name);
       const entry = this.entry(name);
@@ -228,21 +243,35 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.stopMonitor(entry);
       if (record.replicationType !== 'query') {
         try {
-          await this.dropSource(name, record);
+          await this.dropSource(name, record, options.force === true);
         } catch (err) {
-          await this.store.updatePipeline(name, { paused: true, state: 'PAUSED' }).catch(() => {});
-          await this.store.releaseLease(name, this.holderId).catch(() => {});
-          throw new NanosyncError(
-            ErrorCode.PipelineStopped,
-            `pipeline ${name}: removing its replication slot and publication failed (${describeError(err)}); the pipeline is paused and kept — fix the cause and delete it again`,
-            { cause: err },
-          );
+          if (options.force) {
+            result = {
+              leftBehind: {
+                error: describeError(err),
+                steps: (err as { manualDropSteps?: string[] }).manualDropSteps ?? [],
+              },
+            };
+            this.logger.warn('pipeline deleted with --force; the source was not cleaned up', {
+              name,
+              error: describeError(err),
+            });
+          } else {
+            await this.store.updatePipeline(name, { paused: true, state: 'PAUSED' }).catch(() => {});
+            await this.store.releaseLease(name, this.holderId).catch(() => {});
+            throw new NanosyncError(
+              ErrorCode.PipelineStopped,
+              `pipeline ${name}: removing its replication slot and publication failed (${describeError(err)}); the pipeline is paused and kept — fix the cause and delete it again`,
+              { cause: err },
+            );
+          }
         }
       }
       await this.store.deletePipeline(name);
       this.entries.delete(name);
       this.logger.info('pipeline deleted', { name });
     });
+    return result;
   }
 
   async list(): Promise<PipelineStatus[]> {
@@ -468,7 +497,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (release && reason !== 'lease-lost') await this.store.releaseLease(entry.name, this.holderId).catch(() => {});
   }
 
-  private async dropSource(name: string, record: PipelineRecord): Promise<void> {
+  /**
+   * `force`: give up after {@link FORCED_DROP_TIMEOUT_MS} (an unreachable host may not
+   * answer at all), and attach the source's manual steps to the error.
+   */
+  private async dropSource(name: string, record: PipelineRecord, force = false): Promise<void> {
     const materialized = await this.options.materialize(record.definition as StoredPipelineDefinition);
     const abort = new AbortController();
     const source = await materialized.source.definition.create(materialized.source.config, {
@@ -477,7 +510,25 @@ export class Engine extends EventEmitter<EngineEvents> {
       signal: abort.signal,
     });
     try {
-      await source.drop();
+      if (!force) {
+        await source.drop();
+        return;
+      }
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`no answer within ${FORCED_DROP_TIMEOUT_MS / 1000} s`)),
+          FORCED_DROP_TIMEOUT_MS,
+        );
+      });
+      try {
+        await Promise.race([source.drop(), timeout]);
+      } catch (err) {
+        const steps = source.manualDropSteps?.() ?? [];
+        throw Object.assign(err instanceof Error ? err : new Error(String(err)), { manualDropSteps: steps });
+      } finally {
+        clearTimeout(timer);
+      }
     } finally {
       abort.abort();
       await source.close().catch(() => {});

@@ -118,10 +118,12 @@ export const pipelineRoutes: Route[] = [
   {
     method: 'DELETE',
     path: '/v1/pipelines/:name',
-    handle: async ({ engine, params }) => {
+    handle: async ({ engine, params, query }) => {
       const name = pipelineName(params);
-      await engine.delete(name);
-      return { json: { name, action: 'deleted' } };
+      const force = query.get('force') === 'true';
+      const result = await engine.delete(name, force ? { force } : undefined);
+      const leftBehind = result ? result.leftBehind : undefined;
+      return { json: { name, action: 'deleted', ...(leftBehind ? { leftBehind: redactDeep(leftBehind) } : {}) } };
     },
   },
 ];
