@@ -1,0 +1,253 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startKafka, startPostgres } from '@nanosync/testcontainers';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { DecodedChange, MessageFormat } from '../../src/formats/index.js';
+import {
+  MESSAGE_FORMATS,
+  decodeAvroMessage,
+  decodeCloudEventMessage,
+  decodeJsonMessage,
+  decodeProtobufMessage,
+} from '../../src/formats/index.js';
+import { NanosyncProcess, dropSlots, eventually } from './e2e-helpers.js';
+import { type ConsumedRecord, consumeAll, uniqueName } from './helpers.js';
+
+const decoders: Record<MessageFormat, (value: Buffer) => DecodedChange> = {
+  json: (v) => decodeJsonMessage(v),
+  cloudevents: (v) => decodeCloudEventMessage(v),
+  avro: (v) => decodeAvroMessage(v),
+  protobuf: (v) => decodeProtobufMessage(v),
+};
+
+let postgres: Awaited<ReturnType<typeof startPostgres>>;
+let kafka: Awaited<ReturnType<typeof startKafka>>;
+beforeAll(async () => {
+  postgres = await startPostgres();
+  kafka = await startKafka();
+}, 300_000);
+afterAll(async () => {
+  await kafka?.[Symbol.asyncDispose]();
+  await postgres?.[Symbol.asyncDispose]();
+});
+
+/**
+ * A writer that keeps inserting, updating and deleting rows while DDL runs beside it. It
+ * addresses the key column by its current name (the test renames it) and simply tries
+ * again when a statement meets a change of shape halfway.
+ */
+class Writer {
+  keyColumn = 'id';
+  private running = true;
+  private readonly done: Promise<void>;
+  private next = 1000;
+  writes = 0;
+
+  constructor(private readonly db: pg.Client) {
+    this.done = this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      const roll = Math.random();
+      const k = `"${this.keyColumn}"`;
+      try {
+        if (roll < 0.4)
+          await this.db.query(`INSERT INTO ddl_t (${k}, note) VALUES ($1, $2)`, [this.next++, `w${this.writes}`]);
+        else if (roll < 0.8)
+          await this.db.query(`UPDATE ddl_t SET note = $2 WHERE ${k} = $1`, [
+            1 + Math.floor(Math.random() * 60),
+            `u${this.writes}`,
+          ]);
+        else await this.db.query(`DELETE FROM ddl_t WHERE ${k} = $1`, [1 + Math.floor(Math.random() * 60)]);
+        this.writes++;
+      } catch {
+        // A statement that met the table mid-DDL (renamed column, lock timeout): try another.
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.done;
+  }
+}
+
+/** The topic reduced by key, in offset order (one partition): a delete or tombstone removes a key, a truncate every key. */
+function reduce(records: ConsumedRecord[], decode: (v: Buffer) => DecodedChange): Map<string, Record<string, unknown>> {
+  const live = new Map<string, Record<string, unknown>>();
+  for (const record of records) {
+    if (record.value === null) {
+      live.delete(record.key!);
+      continue;
+    }
+    const change = decode(record.value);
+    if (change.op === 'truncate') live.clear();
+    else if (change.op === 'delete') live.delete(record.key!);
+    else live.set(record.key!, change.after!);
+  }
+  return live;
+}
+
+describe.each(MESSAGE_FORMATS)('postgres → kafka (%s): DDL on the key column and beside it, under writes', (format) => {
+  test(
+    'the topic reduced by key equals the table; every message decodes with its own schema; new shapes flow',
+    { timeout: 400_000 },
+    async () => {
+      const url = await postgres.createDatabase();
+      const db = new pg.Client({ connectionString: url });
+      await db.connect();
+      const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-ddl-'));
+      const pipeline = uniqueName(`ddl_${format}`).replace(/-/g, '_');
+      const topic = uniqueName(`ns-ddl-${format}`);
+      let writer: Writer | undefined;
+      let nanosync: NanosyncProcess | undefined;
+      try {
+        await db.query(`CREATE TYPE mood AS ENUM ('sad', 'ok')`);
+        await db.query('CREATE TABLE ddl_t (id int PRIMARY KEY, note text, drop_me text, mood mood)');
+        await db.query(`INSERT INTO ddl_t SELECT g, 'row ' || g, 'x', 'ok' FROM generate_series(1, 70) g`);
+        const config = join(dir, 'nanosync.yaml');
+        await writeFile(
+          config,
+          `connections:
+  - name: pg
+    type: postgres
+    dsn: ${JSON.stringify(url)}
+  - name: kafka
+    type: kafka
+    properties:
+      brokers: ${JSON.stringify(kafka.brokers.join(','))}
+pipelines:
+  - name: ${pipeline}
+    source:
+      connection: pg
+      tables: [public.ddl_t]
+    sink:
+      connection: kafka
+      properties:
+        topic: ${topic}
+        num_partitions: 1
+        message_format: ${format}
+`,
+        );
+        nanosync = new NanosyncProcess([
+          'run',
+          '--file',
+          config,
+          '--state',
+          join(dir, 'state', 'state.db'),
+          '--listen',
+          '127.0.0.1:0',
+        ]);
+        const running = nanosync;
+        await eventually(
+          async () => ((await consumeAll(kafka.brokers, topic).catch(() => [])).length >= 70 ? true : undefined),
+          'the snapshot in Kafka',
+          180_000,
+          () => running.output.slice(-3000),
+        );
+
+        writer = new Writer(db);
+        const pause = () => new Promise((r) => setTimeout(r, 400));
+        await pause();
+        // A delete committed just before the key column changes type, streamed after it.
+        await db.query('DELETE FROM ddl_t WHERE id = 62');
+        await db.query('ALTER TABLE ddl_t ALTER COLUMN id TYPE bigint');
+        await pause();
+        await db.query('ALTER TABLE ddl_t ADD COLUMN with_default int NOT NULL DEFAULT 5');
+        await db.query('ALTER TABLE ddl_t ADD COLUMN without_default text');
+        await pause();
+        await db.query('ALTER TABLE ddl_t DROP COLUMN drop_me');
+        await pause();
+        await db.query('ALTER TABLE ddl_t ALTER COLUMN with_default TYPE bigint');
+        await db.query(`ALTER TYPE mood ADD VALUE 'happy'`);
+        await db.query(`UPDATE ddl_t SET mood = 'happy', without_default = 'set' WHERE id = 63`);
+        await db.query('DELETE FROM ddl_t WHERE id = 64');
+        await db.query('ALTER TABLE ddl_t RENAME COLUMN id TO key_id');
+        writer.keyColumn = 'key_id';
+        await pause();
+        await writer.stop();
+        writer = undefined;
+        // The table as the truncate will find it: the topic up to the truncate must reduce to this.
+        const beforeTruncate = await db.query<{ key_id: string; note: string }>(
+          'SELECT key_id::text AS key_id, note FROM ddl_t',
+        );
+        await db.query('TRUNCATE ddl_t');
+        await db.query(
+          `INSERT INTO ddl_t (key_id, note, mood) VALUES (5000, 'after truncate', 'happy'), (5001, 'after truncate', 'sad')`,
+        );
+        await db.query(`UPDATE ddl_t SET note = 'last' WHERE key_id = 5001`);
+
+        const { rows } = await db.query<{ key_id: string; note: string }>(
+          'SELECT key_id::text AS key_id, note FROM ddl_t ORDER BY key_id',
+        );
+        const expected = new Map(rows.map((r) => [`[${r.key_id}]`, r.note]));
+        let records: ConsumedRecord[] = [];
+        let problems: string[] = [];
+        await eventually(
+          async () => {
+            records = await consumeAll(kafka.brokers, topic);
+            const live = reduce(records, decoders[format]);
+            problems = [];
+            for (const [key, note] of expected)
+              if (live.get(key)?.note !== note)
+                problems.push(`key ${key}: table ${note}, topic ${JSON.stringify(live.get(key))}`);
+            for (const key of live.keys())
+              if (!expected.has(key)) problems.push(`key ${key}: in the topic, not in the table`);
+            return problems.length === 0 ? true : undefined;
+          },
+          'the topic to converge on the table',
+          180_000,
+          () => `${problems.slice(0, 10).join('\n')}\n--- nanosync ---\n${running.output.slice(-3000)}`,
+        );
+
+        // Every message decodes with the schema it carries, and the shapes follow the DDL in order.
+        const changes = records
+          .filter((r) => r.value !== null)
+          .map((r) => ({ key: r.key, change: decoders[format](r.value!) }));
+        const ops = changes.map((c) => c.change.op);
+        expect(ops).toContain('truncate');
+        const truncateAt = ops.indexOf('truncate');
+        expect(changes[truncateAt]!.key).toBeNull();
+        // Before the truncate, across the type change and the rename: one live key per row, none stale.
+        const untilTruncate = reduce(
+          records.slice(
+            0,
+            records.findIndex((r) => r.value !== null && r.headers['ns-op'] === 'truncate'),
+          ),
+          decoders[format],
+        );
+        const stateBefore = new Map(beforeTruncate.rows.map((r) => [`[${r.key_id}]`, r.note]));
+        expect(new Map([...untilTruncate].map(([k, v]) => [k, v.note]))).toEqual(stateBefore);
+        expect(stateBefore.size).toBeGreaterThan(20);
+        const afterTruncate = changes.slice(truncateAt + 1).filter((c) => c.change.after);
+        expect(afterTruncate.length).toBeGreaterThan(0);
+        for (const { change } of afterTruncate) {
+          expect(Object.keys(change.after!)).toContain('key_id');
+          expect(Object.keys(change.after!)).not.toContain('drop_me');
+          expect(String(change.after!.with_default)).toBe('5');
+        }
+        const happy = changes.find(
+          (c) => c.change.after?.mood === 'happy' && c.change.after?.without_default === 'set',
+        );
+        expect(happy?.key).toBe('[63]');
+        const snapshotRow = changes.find((c) => c.change.op === 'read');
+        expect(Object.keys(snapshotRow!.change.after!)).toContain('drop_me');
+        // The delete of 62 (before the type change) and of 64 (before the rename) are keyed as the rows were written.
+        expect(changes.some((c) => c.change.op === 'delete' && c.key === '[62]')).toBe(true);
+        expect(changes.some((c) => c.change.op === 'delete' && c.key === '[64]')).toBe(true);
+        // One key per row across the type change and the rename: no key was ever spelled another way.
+        for (const { key } of changes) if (key !== null) expect(key).toMatch(/^\[\d+\]$/);
+      } finally {
+        await writer?.stop().catch(() => undefined);
+        await nanosync?.kill('SIGTERM').catch(() => undefined);
+        await dropSlots(db);
+        await db.end();
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+});
