@@ -684,8 +684,16 @@ export function stalenessSeconds(text: string | undefined): number {
   return Number(match[1]) * 86_400 + Number(match[2]) * 3600 + Number(match[3]) * 60 + Number(match[4]);
 }
 
+const signatures = new WeakMap<TableSchema, string>();
+
+/** What identifies a table's shape; cached per schema object (sources reuse them across events). */
 function signatureOf(table: TableSchema): string {
-  return JSON.stringify([table.keyColumns, table.columns.map((c) => [c.name, c.type])]);
+  let signature = signatures.get(table);
+  if (signature === undefined) {
+    signature = JSON.stringify([table.keyColumns, table.columns.map((c) => [c.name, c.type])]);
+    signatures.set(table, signature);
+  }
+  return signature;
 }
 
 function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
