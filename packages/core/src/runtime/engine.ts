@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { formatTableName, parseTableName } from '../config/table-name.js';
 import type { StoredPipelineDefinition } from '../config/types.js';
-import type { Source } from '../contract/connector.js';
+import type { Sink, Source } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
 import { ErrorCode, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
@@ -9,6 +9,7 @@ import type { Position } from '../model.js';
 import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from '../state/store.js';
 import { within } from './backoff.js';
 import { PipelineRunner, type StopReason } from './pipeline-runner.js';
+import { runPreflight } from './preflight.js';
 import { compareQueryPositions } from './query-runner.js';
 import { PipelineStats, type PipelineStatus, type SinkStatus, type TableStatus } from './stats.js';
 import { type MaterializedPipeline, type RuntimeOptions, type RuntimeOverrides, runtimeOptions } from './types.js';
@@ -130,6 +131,11 @@ export class Engine extends EventEmitter<EngineEvents> {
   ): Promise<'created' | 'updated' | 'unchanged'> {
     return this.withLock(name, async () => {
       const existing = await this.store.getPipeline(name);
+      const changed =
+        existing === undefined ||
+        existing.definitionHash !== hash ||
+        (existing.replicationType ?? replicationType) !== replicationType;
+      if (changed) await this.checkBeforeApply(name, definition);
       if (existing === undefined) {
         await this.store.upsertPipeline({
           name,
@@ -179,6 +185,59 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (!existing.paused && this.started && !this.stopped) await this.startIfLeased(name, true);
       return 'updated';
     });
+  }
+
+  /**
+   * A new or changed definition is checked against the real source and sinks before it is
+   * stored (their `check()`, creating nothing): a table without replica identity, a missing
+   * privilege or a bad sink setting refuses the `apply` itself, naming each fix. Failures
+   * that may pass by themselves (a service not reachable yet) do not refuse it; the
+   * pipeline's own start retries them. A definition that cannot be materialized is left to
+   * the start to report, as before.
+   */
+  private async checkBeforeApply(name: string, definition: StoredPipelineDefinition): Promise<void> {
+    let materialized: MaterializedPipeline;
+    try {
+      materialized = await this.options.materialize(definition);
+    } catch {
+      return;
+    }
+    const logger = this.logger.child({ pipeline: name });
+    const context = (role: string) => ({
+      pipeline: name,
+      logger: logger.child({ connector: role }),
+      signal: new AbortController().signal,
+    });
+    const sinks: { name: string; sink: Sink }[] = [];
+    let source: Source | undefined;
+    try {
+      source = await materialized.source.definition.create(materialized.source.config, context('source'));
+      for (const def of materialized.sinks)
+        sinks.push({ name: def.name, sink: await def.definition.create(def.config, context(`sink ${def.name}`)) });
+      const { pipeline } = materialized;
+      await runPreflight({
+        pipeline: name,
+        source: pipeline.replication_type === 'query' ? undefined : { source, tables: pipeline.source.tableRefs },
+        sinks,
+        logger,
+        ignoreRetriable: true,
+      });
+    } finally {
+      await Promise.all([
+        ...sinks.map(({ sink }) =>
+          within(
+            sink.close().catch(() => {}),
+            5_000,
+          ),
+        ),
+        source
+          ? within(
+              source.close().catch(() => {}),
+              5_000,
+            )
+          : Promise.resolve(),
+      ]);
+    }
   }
 
   /** Checkpoint and stop the pipeline; it stays stopped (across restarts) until `resume`. */

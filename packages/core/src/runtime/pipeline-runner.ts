@@ -1,5 +1,5 @@
 import { formatTableName } from '../config/table-name.js';
-import type { CheckResult, ConnectorContext, OpenResult, Sink, Source, TableRef } from '../contract/connector.js';
+import type { ConnectorContext, OpenResult, Sink, Source, TableRef } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
 import { ErrorCode, isRetriable, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
@@ -8,6 +8,7 @@ import type { PipelineState, StateStore } from '../state/store.js';
 import { Acknowledger } from './acknowledger.js';
 import { backoffDelay, sleep, within } from './backoff.js';
 import { FanOut } from './fan-out.js';
+import { runPreflight } from './preflight.js';
 import { createEventMapper, type EventMapper, validateMappings } from './mappings.js';
 import { compareQueryPositions, runQueryPipeline } from './query-runner.js';
 import { SinkLane } from './sink-lane.js';
@@ -175,44 +176,18 @@ export class PipelineRunner {
   }
 
   /**
-   * Every start: the source's and every sink's `check()` before anything is opened. Errors
-   * stop the start (retried with backoff when every failure says it may pass by itself),
-   * warnings are logged. `tables` undefined: a query pipeline, whose source needs no
+   * Every start: the source's and every sink's `check()` before anything is opened (see
+   * {@link runPreflight}). `tables` undefined: a query pipeline, whose source needs no
    * replication set-up, so only the sinks are checked.
    */
   private async preflight(tables: TableRef[] | undefined, res: AttemptResources): Promise<void> {
-    const checks: { who: string; run: () => Promise<CheckResult[]> }[] = [];
-    if (tables !== undefined && res.source) {
-      const source = res.source;
-      checks.push({ who: 'source', run: () => source.check(tables) });
-    }
-    for (const { def, sink } of res.sinks) {
-      if (sink.check === undefined) continue;
-      const check = sink.check.bind(sink);
-      checks.push({ who: `sink ${def.name}`, run: check });
-    }
-    const failed: { who: string; result: CheckResult }[] = [];
-    for (const { who, run } of checks) {
-      for (const result of await run()) {
-        if (result.ok) continue;
-        if (result.severity === 'warning') {
-          const warning = `${who} check ${result.name}: ${result.message}${result.fix ? ` Fix: ${result.fix}` : ''}`;
-          this.logger.warn(warning);
-          this.options.onWarning(warning);
-          continue;
-        }
-        failed.push({ who, result });
-      }
-    }
-    if (failed.length === 0) return;
-    const lines = failed.map(
-      ({ who, result }) => `${who}: ${result.message}${result.fix ? ` Fix: ${result.fix}` : ''}`,
-    );
-    throw new NanosyncError(
-      ErrorCode.PreflightFailed,
-      `pipeline ${this.options.name} cannot start; nothing was created. ${lines.join(' | ')}`,
-      { retriable: failed.every(({ result }) => result.retriable === true) },
-    );
+    await runPreflight({
+      pipeline: this.options.name,
+      source: tables !== undefined && res.source ? { source: res.source, tables } : undefined,
+      sinks: res.sinks.map(({ def, sink }) => ({ name: def.name, sink })),
+      logger: this.logger,
+      onWarning: (warning) => this.options.onWarning(warning),
+    });
   }
 
   /**

@@ -77,7 +77,8 @@ describe('failures', () => {
     expect(db.acks).toEqual([t1]);
     expect((await h.store.getCheckpoints('f'))['1:mem1']).toBe(t1);
     expect((await h.store.getPipeline('f'))?.state).toBe('ERRORED');
-    await until(() => db.calls.includes('close') && good.closed === 1 && bad.closed === 1, 'closed');
+    // 2: the instance checked at apply, and the running one.
+    await until(() => db.calls.includes('close') && good.closed === 2 && bad.closed === 2, 'closed');
     void t2;
   });
 

@@ -21,7 +21,7 @@ async function apply(
 }
 
 describe('start-up checks and a failed first start', () => {
-  it("stops before open when the source's check fails, naming the failure and its fix; warnings are only logged", async () => {
+  it('refuses an apply whose source check fails, naming the failure and its fix: nothing is stored or opened', async () => {
     h = await Harness.create();
     const db = new InMemoryDatabase();
     db.createTable('public', 'orders', 3);
@@ -29,13 +29,33 @@ describe('start-up checks and a failed first start', () => {
       { name: 'wal', ok: false, message: 'wal_level is replica', fix: 'ALTER SYSTEM …', severity: 'warning' },
       { name: 'identity', ok: false, message: 'table "public"."orders" has no key', fix: 'ADD PRIMARY KEY' },
     ];
-    const engine = await apply(db);
+    const p = h.registry.add(testPipeline(db, { name: 'p', sinks: [{ sink: inMemorySink() }] }));
+    const engine = h.engine();
+    await engine.start();
+    await expect(engine.apply('p', p.definition, p.hash, p.type)).rejects.toThrow(
+      /NS_R2006.*table "public"."orders" has no key Fix: ADD PRIMARY KEY/,
+    );
+    expect(await h.store.getPipeline('p')).toBeUndefined();
+    expect(db.calls.filter((c) => c.startsWith('open'))).toEqual([]);
+    expect(h.log.lines.some((l) => l.includes('wal_level is replica'))).toBe(true);
+  });
+
+  it("stops a start before open when the source's check fails at start (the database changed since apply)", async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase();
+    db.createTable('public', 'orders', 3);
+    const p = h.registry.add(testPipeline(db, { name: 'p', sinks: [{ sink: inMemorySink() }] }));
+    const engine = h.engine();
+    await engine.apply('p', p.definition, p.hash, p.type);
+    db.checkResults = [
+      { name: 'identity', ok: false, message: 'table "public"."orders" has no key', fix: 'ADD PRIMARY KEY' },
+    ];
+    await engine.start();
     const status = await waitForState(engine, 'p', 'ERRORED');
     expect(status.error).toContain(ErrorCode.PreflightFailed);
     expect(status.error).toContain('table "public"."orders" has no key Fix: ADD PRIMARY KEY');
     expect(db.calls.filter((c) => c.startsWith('open'))).toEqual([]);
     expect(db.slot).toBeUndefined();
-    expect(h.log.lines.some((l) => l.includes('wal_level is replica'))).toBe(true);
   });
 
   it("stops before open when a sink's check fails; a failure that may pass by itself is retried first", async () => {
@@ -47,7 +67,8 @@ describe('start-up checks and a failed first start', () => {
     const engine = await apply(db, sink);
     const status = await waitForState(engine, 'p', 'ERRORED');
     expect(status.error).toContain('sink 0:mem0: cannot reach Kafka');
-    expect(db.checks).toBe(5);
+    // Once at apply (not refused: it may pass by itself), then once per start attempt.
+    expect(db.checks).toBe(6);
     expect(db.calls.filter((c) => c.startsWith('open'))).toEqual([]);
   });
 
