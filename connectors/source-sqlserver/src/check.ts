@@ -99,7 +99,21 @@ export async function runChecks(
         ),
   );
 
-  if (server.is_cdc_enabled) results.push(...(await agentChecks(pool, db)));
+  if (server.is_cdc_enabled) {
+    const cdcSelect = (
+      await pool.request().query<{ ok: number | null }>("SELECT HAS_PERMS_BY_NAME(N'cdc', 'SCHEMA', 'SELECT') AS ok")
+    ).recordset[0]?.ok;
+    results.push(
+      cdcSelect === 1
+        ? ok('cdc_schema', `${user} can read the cdc schema (capture instances, change tables, LSN time mapping)`)
+        : bad(
+            'cdc_schema',
+            `${user} cannot SELECT from the cdc schema, where the capture instances, change tables and LSN time mapping are`,
+            `GRANT SELECT ON SCHEMA::cdc TO ${user};`,
+          ),
+    );
+    results.push(...(await agentChecks(pool, db)));
+  }
 
   const instances = server.is_cdc_enabled ? await readCaptureInstances(pool) : [];
   for (const ref of o.tables) {

@@ -46,8 +46,8 @@ export interface SqlServerSourceConfig {
   /** `all update old`: updates carry the old row image as `before`. */
   beforeImages: boolean;
   manageCdc: boolean;
-  /** Gating role for capture instances nanosync creates (`manage_cdc`); null = no role. */
-  cdcRole: string | null;
+  /** Gating role for capture instances nanosync creates (`manage_cdc`); null = no role, absent = `nanosync_<pipeline>`. */
+  cdcRole?: string | null;
   onRetentionGap: 'error' | 'resnapshot';
   changeReadPath: ChangeReadPath;
   /** `exact` keeps the 7th fractional digit of datetime2(7)/time(7)/datetimeoffset(7) as text. */
@@ -222,11 +222,11 @@ export const configSchema = rawSchema.transform((raw, ctx): SqlServerSourceConfi
     maxPollBytes: raw.max_poll_bytes ?? 16 * 1024 * 1024,
     beforeImages: raw.before_images ?? true,
     manageCdc: raw.manage_cdc ?? false,
-    cdcRole: raw.cdc_role === undefined ? null : raw.cdc_role,
     onRetentionGap: raw.on_retention_gap ?? 'error',
     changeReadPath: raw.change_read_path ?? 'function',
     timePrecision: raw.time_precision ?? 'exact',
   };
+  if (raw.cdc_role !== undefined) config.cdcRole = raw.cdc_role;
   if (user !== undefined) config.user = user;
   if (password !== undefined) config.password = password;
   if (raw.access_token !== undefined) config.accessToken = raw.access_token;

@@ -122,9 +122,8 @@ export class SqlServerSource implements Source {
   }
 
   #cdcRole(): string | null {
-    return this.#config.cdcRole === null && !this.#config.manageCdc
-      ? null
-      : (this.#config.cdcRole ?? managedRoleName(this.#pipeline));
+    if (this.#config.cdcRole !== undefined) return this.#config.cdcRole;
+    return this.#config.manageCdc ? managedRoleName(this.#pipeline) : null;
   }
 
   async open(tables: TableRef[], options: OpenOptions): Promise<OpenResult> {

@@ -106,6 +106,11 @@ describe('connection config', () => {
       options: { token: 'tok' },
     });
   });
+  it('tells an explicit cdc_role: null (no gating role) from an absent one (the default role)', () => {
+    expect(parse({ host: 'h', user: 'u', database: 'd', manage_cdc: true, cdc_role: null }).cdcRole).toBeNull();
+    expect(parse({ host: 'h', user: 'u', database: 'd', manage_cdc: true }).cdcRole).toBeUndefined();
+    expect(parse({ host: 'h', user: 'u', database: 'd', cdc_role: 'cdc_reader' }).cdcRole).toBe('cdc_reader');
+  });
   it('reads poll_interval as a duration', () => {
     expect(parseDuration('500ms')).toBe(500);
     expect(parseDuration('2s')).toBe(2000);
