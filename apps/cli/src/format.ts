@@ -27,3 +27,14 @@ export function formatRate(perSecond: number | undefined | null): string {
   if (perSecond === undefined || perSecond === null || !Number.isFinite(perSecond)) return '-';
   return perSecond < 100 ? perSecond.toFixed(1) : String(Math.round(perSecond));
 }
+
+/** `attempt 3 of 10, next in 8s (15:04:05)` for a RETRYING pipeline. */
+export function retryText(
+  retry: { attempt: number; maxAttempts: number; nextRetryAt: string },
+  now = Date.now(),
+): string {
+  const at = Date.parse(retry.nextRetryAt);
+  const inSeconds = Math.max(0, (at - now) / 1000);
+  const clock = new Date(at).toISOString().slice(11, 19);
+  return `attempt ${retry.attempt} of ${retry.maxAttempts} failed, next in ${formatLag(inSeconds)} (${clock} UTC)`;
+}

@@ -48,6 +48,7 @@ export { WRITE_LATENCY_BUCKETS } from './runtime/stats.js';
 export type {
   LatencyHistogram,
   PipelineStatus,
+  RetryStatus,
   SinkStatus,
   SnapshotProgress,
   SourceStatus,

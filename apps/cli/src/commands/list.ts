@@ -2,7 +2,7 @@ import type { PipelineStatus } from '@nanosync/core/host';
 import { parseCommandArgs } from '../args.js';
 import { CLIENT_OPTIONS_HELP, clientOptions, connectClient } from '../client.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
-import { formatLag, formatRate, formatTable } from '../format.js';
+import { formatLag, formatRate, formatTable, retryText } from '../format.js';
 import type { CliIo } from '../io.js';
 import type { Command } from './command.js';
 
@@ -16,7 +16,8 @@ export function renderPipelineList(pipelines: PipelineStatus[]): string {
   );
   const notes: string[] = [];
   for (const p of sorted) {
-    if (p.error) notes.push(`${p.name}: ${p.error}`);
+    if (p.retry) notes.push(`${p.name}: retrying, ${retryText(p.retry)}: ${p.retry.lastError}`);
+    else if (p.error) notes.push(`${p.name}: ${p.error}`);
     if (p.heldBy) notes.push(`${p.name}: run by another server (${p.heldBy})`);
   }
   return notes.length === 0 ? table : `${table}\n\n${notes.join('\n')}`;
@@ -28,8 +29,9 @@ export const listCommand: Command = {
   help: `Usage: nanosync list pipelines [--json] [--server HOST:PORT] [--state PATH]
 
 Shows every pipeline the server knows: NAME, STATE, TYPE (replication type),
-LAG (how far behind the source) and EVENTS/S. Errored pipelines and pipelines
-run by another server are explained below the table.
+LAG (how far behind the source) and EVENTS/S. Errored and retrying pipelines
+(with the attempt, the next retry and the last error) and pipelines run by
+another server are explained below the table.
 
 Options:
       --json          print the server's status objects as JSON

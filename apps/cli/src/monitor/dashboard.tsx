@@ -3,7 +3,7 @@
 import type { PipelineStatus } from '@nanosync/core/host';
 import { Box, Text, useApp, useInput } from 'ink';
 import { useEffect, useState, useSyncExternalStore } from 'react';
-import { formatLag, formatRate } from '../format.js';
+import { formatLag, formatRate, retryText } from '../format.js';
 import {
   formatCount,
   progressBar,
@@ -30,6 +30,7 @@ const STATE_COLORS: Record<string, string> = {
   CREATED: 'gray',
   SNAPSHOTTING: 'cyan',
   LIVE_CDC: 'green',
+  RETRYING: 'magenta',
   PAUSED: 'yellow',
   ERRORED: 'red',
   COMPLETED: 'blue',
@@ -215,7 +216,13 @@ function Columns({ header, rows }: { header: string[]; rows: string[][] }) {
 function Notes({ pipelines }: { pipelines: PipelineStatus[] }) {
   const notes: { key: string; color: string; text: string }[] = [];
   for (const p of pipelines) {
-    if (p.error) notes.push({ key: `${p.name}:error`, color: 'red', text: `✖ ${p.name}: ${p.error}` });
+    if (p.retry)
+      notes.push({
+        key: `${p.name}:retry`,
+        color: 'magenta',
+        text: `↻ ${p.name}: retrying, ${retryText(p.retry)}: ${p.retry.lastError}`,
+      });
+    else if (p.error) notes.push({ key: `${p.name}:error`, color: 'red', text: `✖ ${p.name}: ${p.error}` });
     for (const w of p.warnings) notes.push({ key: `${p.name}:${w}`, color: 'yellow', text: `⚠ ${p.name}: ${w}` });
     if (p.heldBy)
       notes.push({ key: `${p.name}:held`, color: 'gray', text: `${p.name}: run by another server (${p.heldBy})` });

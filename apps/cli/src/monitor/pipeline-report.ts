@@ -1,5 +1,5 @@
 import type { PipelineStatus } from '@nanosync/core/host';
-import { formatLag, formatRate, formatTable } from '../format.js';
+import { formatLag, formatRate, formatTable, retryText } from '../format.js';
 import {
   checkpointText,
   formatBytes,
@@ -26,7 +26,8 @@ export function renderPipelineReport(p: PipelineStatus): string {
     ['events', `${formatCount(p.eventsTotal)} since the server started (snapshot rows and changes)`],
     ['checkpoint', checkpointText(p)],
   ];
-  if (p.error) overview.push(['error', p.error]);
+  if (p.retry) overview.push(['retrying', retryText(p.retry)]);
+  if (p.error) overview.push([p.retry ? 'last error' : 'error', p.error]);
   if (p.heldBy) overview.push(['run by', `${p.heldBy} (lease until ${p.heldUntil ?? '?'}); figures are that server's`]);
   sections.push(`Pipeline ${p.name}\n${formatFields(overview)}`);
 

@@ -11,6 +11,7 @@ export const PIPELINE_STATES: readonly PipelineState[] = [
   'CREATED',
   'SNAPSHOTTING',
   'LIVE_CDC',
+  'RETRYING',
   'PAUSED',
   'ERRORED',
   'COMPLETED',
@@ -19,6 +20,9 @@ export const PIPELINE_STATES: readonly PipelineState[] = [
 /** Names of the series this exporter writes, for dashboards and tests. */
 export const METRIC_NAMES = {
   pipelineState: 'ns_pipeline_state',
+  pipelineLastError: 'ns_pipeline_last_error',
+  pipelineRetryAttempt: 'ns_pipeline_retry_attempt',
+  pipelineNextRetry: 'ns_pipeline_next_retry_timestamp_seconds',
   replicationLag: 'ns_pipeline_replication_lag_seconds',
   pipelineWarnings: 'ns_pipeline_warnings',
   sourceEvents: 'ns_source_events_total',
@@ -71,6 +75,38 @@ export class PrometheusExporter {
         each((p) => {
           const states = PIPELINE_STATES.includes(p.state) ? PIPELINE_STATES : [...PIPELINE_STATES, p.state];
           for (const state of states) set({ pipeline: p.name, state }, state === p.state ? 1 : 0);
+        }),
+    );
+
+    gauge(
+      registers,
+      METRIC_NAMES.pipelineLastError,
+      'Info metric: 1, with the error text (first 200 characters) as a label, while the pipeline is ERRORED or RETRYING.',
+      ['pipeline', 'state', 'error'],
+      (set) =>
+        each((p) => {
+          if (p.error !== undefined && (p.state === 'ERRORED' || p.state === 'RETRYING'))
+            set({ pipeline: p.name, state: p.state, error: p.error.slice(0, 200) }, 1);
+        }),
+    );
+    gauge(
+      registers,
+      METRIC_NAMES.pipelineRetryAttempt,
+      'Failed attempts in a row while the pipeline is RETRYING (absent otherwise).',
+      ['pipeline'],
+      (set) =>
+        each((p) => {
+          if (p.retry !== undefined) set({ pipeline: p.name }, p.retry.attempt);
+        }),
+    );
+    gauge(
+      registers,
+      METRIC_NAMES.pipelineNextRetry,
+      'Unix time of the next attempt while the pipeline is RETRYING (absent otherwise).',
+      ['pipeline'],
+      (set) =>
+        each((p) => {
+          if (p.retry !== undefined) set({ pipeline: p.name }, Date.parse(p.retry.nextRetryAt) / 1000);
         }),
     );
 

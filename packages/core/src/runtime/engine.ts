@@ -667,6 +667,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
     const state: PipelineState = live ? runner.state : (record?.state ?? runner?.state ?? 'CREATED');
     const error = live ? runner.error : (record?.error ?? runner?.error);
+    const retry = live && runner.state === 'RETRYING' ? runner.retry : undefined;
     const replicationType = record?.replicationType ?? entry.materialized?.pipeline.replication_type ?? 'cdc_backfill';
 
     let checkpoints: Record<string, Position> = {};
@@ -755,6 +756,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       warnings: stats.activeWarnings(),
     };
     if (error !== undefined) status.error = error;
+    if (retry !== undefined) status.retry = { ...retry };
     const lag = stats.lagSeconds();
     if (lag !== undefined) status.lagSeconds = round(lag);
     if (record?.startPosition !== undefined) {

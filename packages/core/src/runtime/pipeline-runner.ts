@@ -7,6 +7,7 @@ import type { ChangeEvent, Position, TableSchema } from '../model.js';
 import type { PipelineState, StateStore } from '../state/store.js';
 import { Acknowledger } from './acknowledger.js';
 import { backoffDelay, sleep, within } from './backoff.js';
+import type { RetryStatus } from './stats.js';
 import { FanOut } from './fan-out.js';
 import { runPreflight } from './preflight.js';
 import { createEventMapper, type EventMapper, validateMappings } from './mappings.js';
@@ -86,6 +87,8 @@ interface AttemptResources {
 export class PipelineRunner {
   state: PipelineState = 'CREATED';
   error: string | undefined;
+  /** Set while RETRYING: which attempt failed, when the next starts, and why. */
+  retry: RetryStatus | undefined;
   /** The current attempt's source and sinks, for status (positions in human form, queues). */
   source: Source | undefined;
   fanOut: FanOut | undefined;
@@ -150,6 +153,16 @@ export class PipelineRunner {
             retry_in_ms: delay,
             error: message,
           });
+          // In memory only: the stored state stays what the pipeline last reached.
+          this.state = 'RETRYING';
+          this.error = message;
+          this.retry = {
+            attempt: this.failures,
+            maxAttempts: runtime.retry.maxAttempts,
+            nextRetryAt: new Date(Date.now() + delay).toISOString(),
+            lastError: message,
+          };
+          this.options.onState('RETRYING', message);
           await sleep(delay, this.stopController.signal);
           continue;
         }
@@ -249,6 +262,7 @@ export class PipelineRunner {
   private async setState(state: PipelineState, error?: string): Promise<void> {
     this.state = state;
     this.error = error;
+    this.retry = undefined;
     if (this.stopReason !== 'lease-lost' && this.stopReason !== 'delete') {
       try {
         await this.options.store.updatePipeline(this.options.name, { state, error });

@@ -7,12 +7,25 @@ import type { PipelineState } from '../state/store.js';
  * served as JSON by the admin API and turned into Prometheus metrics and the dashboard.
  * Plain data only (numbers, strings, arrays): `JSON.stringify` round-trips it.
  */
+/** A pipeline waiting to start again after an error that may pass by itself. */
+export interface RetryStatus {
+  /** Failed attempts in a row so far (1 after the first failure). */
+  attempt: number;
+  /** After this many, the pipeline stops as ERRORED. */
+  maxAttempts: number;
+  /** When the next attempt starts (ISO 8601). */
+  nextRetryAt: string;
+  lastError: string;
+}
+
 export interface PipelineStatus {
   name: string;
   state: PipelineState;
   replicationType: string;
-  /** Cause of ERRORED, redacted. */
+  /** Cause of ERRORED, or the last error while RETRYING; redacted. */
   error?: string;
+  /** Set while the state is RETRYING. */
+  retry?: RetryStatus;
   /**
    * Seconds from a change's commit in the source to the moment every sink had it durably
    * (and the source was acknowledged). 0 once an idle pipeline is caught up; grows while

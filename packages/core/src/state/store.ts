@@ -1,6 +1,18 @@
 import type { Position } from '../model.js';
 
-export type PipelineState = 'CREATED' | 'SNAPSHOTTING' | 'LIVE_CDC' | 'PAUSED' | 'ERRORED' | 'COMPLETED';
+/**
+ * `RETRYING`: the last attempt failed with an error that may pass by itself, and the next
+ * one is scheduled (see `PipelineStatus.retry`). Kept in memory only: a restarted server
+ * starts the pipeline afresh.
+ */
+export type PipelineState =
+  | 'CREATED'
+  | 'SNAPSHOTTING'
+  | 'LIVE_CDC'
+  | 'RETRYING'
+  | 'PAUSED'
+  | 'ERRORED'
+  | 'COMPLETED';
 
 export interface PipelineRecord {
   name: string;
