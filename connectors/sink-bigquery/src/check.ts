@@ -169,7 +169,11 @@ function failed(name: string, message: string, err: unknown, config: BigQuerySin
       `bq add-iam-policy-binding --member=serviceAccount:SA_EMAIL --role=roles/bigquery.dataEditor ${config.projectId}:${config.datasetId}; ` +
       `gcloud projects add-iam-policy-binding ${config.projectId} --member=serviceAccount:SA_EMAIL --role=roles/bigquery.jobUser`;
   } else if (kind === 'retriable') {
-    return { name, ok: false, message, fix: 'a transient error: it is retried', retriable: true };
+    const unreachable = /ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|ENETUNREACH|getaddrinfo/i.test(message);
+    const hint = unreachable
+      ? 'BigQuery is not reachable from here: check DNS, firewall and proxy (HTTPS_PROXY) for bigquery.googleapis.com and bigquerystorage.googleapis.com'
+      : 'a transient error: the start is retried';
+    return { name, ok: false, message, fix: hint, retriable: true };
   }
   return fix ? { name, ok: false, message, fix } : { name, ok: false, message };
 }

@@ -400,6 +400,21 @@ describe('BigQuery sink write path (FakeBigQuery)', () => {
     );
   });
 
+  test('check(): an unreachable BigQuery is retriable and says what to look at', async () => {
+    const { sink } = setup();
+    (sink as unknown as { port: FakeBigQuery }).port.getDataset = async () => {
+      throw Object.assign(new Error('request failed, reason: getaddrinfo ENOTFOUND bigquery.googleapis.com'), {
+        code: 'ENOTFOUND',
+      });
+    };
+    const [result] = await sink.check();
+    expect(result).toMatchObject({
+      ok: false,
+      retriable: true,
+      fix: expect.stringContaining('not reachable from here'),
+    });
+  });
+
   test('check(): a denied table creation names the IAM roles to grant', async () => {
     const { fake, sink } = setup();
     fake.failNext(
