@@ -72,7 +72,7 @@ export type Row = Record<string, Value>;
  * A position in the source's change stream. Opaque to core: only the source that made it
  * can order it (`SourceConnector.comparePositions`) or print it. It serialises as-is into
  * the state store. For PostgreSQL it encodes (commit LSN, index inside the transaction),
- * for SQL Server (start_lsn, seqval). Several events may share an LSN; never a Position.
+ * for SQL Server (start_lsn, command_id, seqval, operation). Several events may share an LSN; never a Position.
  */
 export type Position = string;
 
