@@ -40,7 +40,7 @@ ERRORED, 2 invalid config, port in use, unusable state folder or wrong arguments
     }
     if (!args.values.file) throw new UsageError('--file is required', 'run');
     const listen = parseHostPort(args.values.listen || DEFAULT_LISTEN, '--listen');
-    const logger = serverLogger(args.values['log-level'], io, 'run');
+    const logger = serverLogger(args.values['log-level'], io, 'run', args.values['log-format']);
     const checked = await checkConfigOrExit(args.values.file, io);
     if (typeof checked === 'number') return checked;
     const server = await startServer({ paths: statePaths(args.values.state, io), listen, io, logger });

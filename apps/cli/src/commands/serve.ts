@@ -50,7 +50,7 @@ state folder or wrong arguments.`,
       return ExitCode.Ok;
     }
     const listen = parseHostPort(args.values.listen || DEFAULT_LISTEN, '--listen');
-    const logger = serverLogger(args.values['log-level'], io, 'serve');
+    const logger = serverLogger(args.values['log-level'], io, 'serve', args.values['log-format']);
     const server = await startServer({ paths: statePaths(args.values.state, io), listen, io, logger });
     return serveUntilSignal(server, io, logger);
   },

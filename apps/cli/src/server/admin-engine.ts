@@ -16,10 +16,7 @@ export interface AdminEngine {
   pause(name: string): Promise<void>;
   resume(name: string): Promise<void>;
   /** With `force`, state goes even when the source cannot be cleaned up; the result says what was left. */
-  delete(
-    name: string,
-    options?: { force?: boolean },
-  ): Promise<{ leftBehind?: { error: string; steps: string[] } } | undefined | void>;
+  delete(name: string, options?: { force?: boolean }): Promise<unknown>;
   list(): Promise<PipelineStatus[]>;
   status(name: string): Promise<PipelineStatus>;
 }

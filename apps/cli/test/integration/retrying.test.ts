@@ -40,6 +40,11 @@ pipelines:
       await using _server = proc;
       const client = (...args: string[]) => runCli([...args, '--server', server, '--state', state]);
       expect((await client('apply', '--file', config)).code).toBe(0);
+      // One log line per event, each starting with its time.
+      await eventually(async () => (proc.stderr.includes('pipeline created') ? true : undefined), 'the log line');
+      const created = proc.stderr.split('\n').filter((line) => line.includes('pipeline created'));
+      expect(created).toHaveLength(1);
+      expect(created[0]).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INF pipeline created name=/);
 
       const listed = await eventually(async () => {
         const out = (await client('list', 'pipelines')).stdout;

@@ -85,7 +85,6 @@ export const pipelineRoutes: Route[] = [
         try {
           const result = await engine.apply(entry.name, entry.definition, entry.hash, entry.replicationType);
           results.push({ name: entry.name, result });
-          if (result !== 'unchanged') logger.info(`pipeline ${result}`, { name: entry.name });
         } catch (err) {
           // Report what was applied before the failure along with the error itself.
           const message = err instanceof Error ? err.message : String(err);
@@ -122,7 +121,7 @@ export const pipelineRoutes: Route[] = [
       const name = pipelineName(params);
       const force = query.get('force') === 'true';
       const result = await engine.delete(name, force ? { force } : undefined);
-      const leftBehind = result ? result.leftBehind : undefined;
+      const leftBehind = (result as { leftBehind?: { error: string; steps: string[] } } | undefined)?.leftBehind;
       return { json: { name, action: 'deleted', ...(leftBehind ? { leftBehind: redactDeep(leftBehind) } : {}) } };
     },
   },
