@@ -38,3 +38,15 @@ export {
   runOracle,
 } from './oracle.js';
 export { describeEvents, StreamReader } from './stream-reader.js';
+export {
+  eventually,
+  type ExitResult,
+  NanosyncProcess,
+  NanosyncServer,
+  type NanosyncServerOptions,
+  nanosyncCommand,
+  runNanosync,
+  sourceScriptCommand,
+  TestProcess,
+  type TestProcessOptions,
+} from './process.js';

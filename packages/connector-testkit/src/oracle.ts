@@ -19,6 +19,8 @@ export interface OracleRecord {
   key: Row;
   /** The new row image (absent for delete and truncate). */
   after?: Row | null;
+  /** The old row image, when kept: an update whose old key differs moves the row. */
+  before?: Row | null;
   /** Columns the source did not send: their previous value stays. */
   unchanged?: string[];
   /** The source position, when the target keeps it. Needed for truncates across partitions and for the order check. */
@@ -72,7 +74,8 @@ export type ReducedState = Map<string, Map<string, Row>>;
 /**
  * What a key-upserting consumer would hold after reading `records` in order: the last
  * record per (table, key) wins; a delete removes the key; unchanged columns keep their
- * previous value. A truncate removes every row of its table written before it: by position
+ * previous value; an update whose `before` holds another key moves the row. A truncate
+ * removes every row of its table written before it: by position
  * when records carry positions (so a truncate in another topic partition still applies to
  * the right rows, and a replayed older row stays removed), otherwise by read order.
  */
@@ -111,6 +114,17 @@ export function reduceByKey(
       rows.delete(id);
       positions.set(id, record.position);
       continue;
+    }
+    if (record.op === 'update' && record.before) {
+      const columns = Object.keys(record.key);
+      const before = record.before;
+      if (columns.every((c) => Object.hasOwn(before, c))) {
+        const oldId = keyId(Object.fromEntries(columns.map((c) => [c, before[c] as Value])));
+        if (oldId !== id) {
+          rows.delete(oldId);
+          positions.set(oldId, record.position);
+        }
+      }
     }
     let row = record.after;
     const previous = rows.get(id);

@@ -1,8 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+import { type OracleRecord, runOracle } from '@nanosync/connector-testkit';
+import type { Row } from '@nanosync/core';
 import kafkajs from 'kafkajs';
 import pg from 'pg';
 import { decodeJsonMessage } from '../../src/formats/json.js';
@@ -11,73 +11,9 @@ import type { ConsumedRecord } from './helpers.js';
 const { Kafka, logLevel } = kafkajs;
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
-const CLI_ENTRY = join(REPO_ROOT, 'apps/cli/src/bin.ts');
-const TSX_LOADER = pathToFileURL(createRequire(join(REPO_ROOT, 'package.json')).resolve('tsx')).href;
 
-/** `nanosync …` run from source, as a separate process that a test may SIGKILL. */
-export class NanosyncProcess implements AsyncDisposable {
-  output = '';
-  readonly child: ChildProcess;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-
-  constructor(args: string[]) {
-    const env: NodeJS.ProcessEnv = {};
-    for (const [k, v] of Object.entries(process.env))
-      if (!k.startsWith('NANOSYNC_') && !k.startsWith('VITEST')) env[k] = v;
-    this.child = spawn(
-      process.execPath,
-      ['--conditions=@nanosync/source', '--import', TSX_LOADER, CLI_ENTRY, ...args],
-      {
-        cwd: REPO_ROOT,
-        env: { ...env, FORCE_COLOR: '0' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    const append = (chunk: string) => {
-      this.output += chunk;
-    };
-    this.child.stdout!.setEncoding('utf8').on('data', append);
-    this.child.stderr!.setEncoding('utf8').on('data', append);
-    this.exited = new Promise((r) => this.child.on('close', (code, signal) => r({ code, signal })));
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  async kill(signal: NodeJS.Signals): Promise<void> {
-    if (this.running) this.child.kill(signal);
-    await this.exited;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.kill('SIGKILL');
-  }
-}
-
-/** Poll until `probe` returns something other than undefined (a wait, not a timed assertion). */
-export async function eventually<T>(
-  probe: () => Promise<T | undefined>,
-  what: string,
-  timeoutMs = 180_000,
-  context?: () => string,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(
-        `gave up waiting for ${what}${last ? `: ${String(last)}` : ''}${context ? `\n${context()}` : ''}`,
-      );
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+// The shared child-process harness and wait helper of the test kit.
+export { eventually, NanosyncProcess } from '@nanosync/connector-testkit';
 
 export async function topicSize(brokers: string[], topic: string): Promise<number> {
   const admin = new Kafka({ clientId: 'ns-e2e-admin', brokers, logLevel: logLevel.NOTHING }).admin();
@@ -155,7 +91,7 @@ export class ConcurrentWriter {
 }
 
 /**
- * The oracle of RELIABILITY.md on a JSON-format topic:
+ * The oracle of RELIABILITY.md (the test kit's `runOracle`) on a JSON-format topic:
  * 1. the last record per key (a delete or tombstone removes it) equals the table;
  * 2. per key, positions only go back to a position already seen (a replayed prefix);
  * 3. every change the writer committed is present at least once.
@@ -166,54 +102,23 @@ export function oracle(
   tableRows: Map<string, Record<string, unknown>>,
   changes: WriterChange[],
 ): string[] {
-  const problems: string[] = [];
-  const last = new Map<string, Record<string, unknown> | undefined>();
-  const positions = new Map<string, string[]>();
-  const notes = new Map<string, Set<string>>();
-  const deletes = new Map<string, number>();
-  for (const record of records) {
+  const table = 'table';
+  const read: OracleRecord[] = records.map((record) => {
     const id = String((JSON.parse(record.key!) as [number | string])[0]);
-    if (record.value === null) {
-      last.set(id, undefined);
-      continue;
-    }
+    if (record.value === null) return { table, op: 'delete', key: { id } };
     const change = decodeJsonMessage(record.value);
-    if (change.op === 'delete') {
-      last.set(id, undefined);
-      deletes.set(id, (deletes.get(id) ?? 0) + 1);
-    } else {
-      last.set(id, change.after);
-      const note = change.after?.note;
-      if (typeof note === 'string') notes.set(id, (notes.get(id) ?? new Set()).add(note));
-    }
-    const seen = positions.get(id) ?? [];
-    const previous = seen[seen.length - 1];
-    if (
-      previous !== undefined &&
-      change.position < previous &&
-      !seen.includes(change.position) &&
-      change.op !== 'read'
-    ) {
-      problems.push(`key ${id}: position ${change.position} after ${previous} was never seen before`);
-    }
-    seen.push(change.position);
-    positions.set(id, seen);
-  }
-  const final = new Map([...last].filter(([, v]) => v !== undefined)) as Map<string, Record<string, unknown>>;
-  for (const [id, row] of tableRows) {
-    const got = final.get(id);
-    if (!got) problems.push(`key ${id}: in the table, missing from the topic`);
-    else if (JSON.stringify(got) !== JSON.stringify(row))
-      problems.push(`key ${id}: topic ${JSON.stringify(got)} ≠ table ${JSON.stringify(row)}`);
-  }
-  for (const id of final.keys()) if (!tableRows.has(id)) problems.push(`key ${id}: in the topic, not in the table`);
-  const expectedDeletes = new Map<string, number>();
-  for (const c of changes) {
-    if (c.op === 'delete') expectedDeletes.set(c.id, (expectedDeletes.get(c.id) ?? 0) + 1);
-    else if (!notes.get(c.id)?.has(c.note!)) problems.push(`change lost: ${c.op} id=${c.id} note=${c.note}`);
-  }
-  for (const [id, n] of expectedDeletes) if ((deletes.get(id) ?? 0) < n) problems.push(`delete lost: id=${id}`);
-  return problems.slice(0, 20);
+    return { table, op: change.op, key: { id }, after: change.after ?? null, position: change.position };
+  });
+  return runOracle({
+    records: read,
+    expected: { [table]: [...tableRows.values()] as Row[] },
+    keyColumns: ['id'],
+    changes: changes.map((c) =>
+      c.op === 'delete'
+        ? { table, op: 'delete', key: { id: c.id } }
+        : { table, op: c.op, key: { id: c.id }, after: { note: c.note! } },
+    ),
+  }).slice(0, 20);
 }
 
 export async function tableRows(db: pg.Client, table: string): Promise<Map<string, Record<string, unknown>>> {

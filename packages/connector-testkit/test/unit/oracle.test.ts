@@ -42,6 +42,21 @@ describe('reduceByKey', () => {
     expect([...state.get(t)!.values()]).toEqual([{ id: 3, note: 'c' }]);
   });
 
+  it('an update that changed the key moves the row', () => {
+    const state = reduceByKey([
+      rec('insert', 1, '01', 'a'),
+      {
+        table: t,
+        op: 'update',
+        key: { id: 2 },
+        before: { id: 1, note: 'a' },
+        after: { id: 2, note: 'a' },
+        position: '02',
+      },
+    ]);
+    expect([...state.get(t)!.values()]).toEqual([{ id: 2, note: 'a' }]);
+  });
+
   it('without positions a truncate applies in read order', () => {
     const state = reduceByKey([
       { table: t, op: 'insert', key: { id: 1 }, after: { id: 1 } },

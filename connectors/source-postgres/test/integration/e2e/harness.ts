@@ -1,11 +1,11 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
+import { reduceByKey, sourceScriptCommand, TestProcess } from '@nanosync/connector-testkit';
+import type { Row } from '@nanosync/core';
 import type pg from 'pg';
 import { parseLsn } from '../../../src/position.js';
 
@@ -30,12 +30,10 @@ export type KillHook =
   | { afterStreamEvents: number }
   | { afterCheckpoints: number };
 
-/** A pipeline server in a child process (run-pipeline.ts). */
+/** A pipeline server in a child process (run-pipeline.ts), on the test kit's shared `TestProcess`. */
 export class PipelineProcess {
-  readonly stdout: string[] = [];
-  stderr = '';
   readonly exited: Promise<number | string | null>;
-  readonly #child: ChildProcess;
+  readonly #proc: TestProcess;
 
   /**
    * `kill`: a crash point (see {@link KillHook}); `writeDelayMs`: every sink write waits this
@@ -47,44 +45,30 @@ export class PipelineProcess {
     secretKey: string,
     options: { kill?: KillHook; writeDelayMs?: number } = {},
   ) {
-    this.#child = spawn(
-      process.execPath,
-      [
-        '--conditions=@nanosync/source',
-        '--import',
-        'tsx',
-        join(here, 'run-pipeline.ts'),
-        configFile,
-        stateFile,
-        secretKey,
-      ],
-      {
-        cwd: repoRoot,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: {
-          ...process.env,
-          NS_LOG_LEVEL: 'info',
-          ...(options.kill ? { NS_TEST_KILL: JSON.stringify(options.kill) } : {}),
-          ...(options.writeDelayMs ? { NS_TEST_WRITE_DELAY_MS: String(options.writeDelayMs) } : {}),
-        },
-      },
-    );
+    const { command, args } = sourceScriptCommand(join(here, 'run-pipeline.ts'), [configFile, stateFile, secretKey]);
     // NS_E2E_LOG_DIR: keep every child's output (state lines and log) in a file there, for triage.
     const logDir = process.env.NS_E2E_LOG_DIR;
-    const logFile = logDir ? join(logDir, `pipeline-${Date.now()}-${this.#child.pid}.log`) : undefined;
-    let partial = '';
-    this.#child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      if (logFile) appendFileSync(logFile, chunk);
-      partial += chunk;
-      const lines = partial.split('\n');
-      partial = lines.pop()!;
-      this.stdout.push(...lines);
+    this.#proc = new TestProcess(command, args, {
+      cwd: repoRoot,
+      keepChars: STDERR_KEEP,
+      ...(logDir ? { logFile: join(logDir, `pipeline-${Date.now()}-${randomBytes(3).toString('hex')}.log`) } : {}),
+      env: {
+        NS_LOG_LEVEL: 'info',
+        ...(options.kill ? { NS_TEST_KILL: JSON.stringify(options.kill) } : {}),
+        ...(options.writeDelayMs ? { NS_TEST_WRITE_DELAY_MS: String(options.writeDelayMs) } : {}),
+      },
     });
-    this.#child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
-      if (logFile) appendFileSync(logFile, chunk);
-      this.stderr = (this.stderr + chunk).slice(-STDERR_KEEP);
-    });
-    this.exited = new Promise((resolveExit) => this.#child.on('exit', (code, signal) => resolveExit(code ?? signal)));
+    this.exited = this.#proc.exited.then((r) => r.code ?? r.signal);
+  }
+
+  /** Complete lines the child printed on stdout (`READY`, `STATE …`, `HOOK …`). */
+  get stdout(): string[] {
+    return this.#proc.stdoutLines;
+  }
+
+  /** The child's log (the tail of it). */
+  get stderr(): string {
+    return this.#proc.stderr;
   }
 
   /** The end of the child's log, for failure messages. */
@@ -94,38 +78,27 @@ export class PipelineProcess {
 
   /** The child's log lines that contain `text`. */
   logLines(text: string): string[] {
-    return this.stderr.split('\n').filter((line) => line.includes(text));
+    return this.#proc.logLines(text);
   }
 
   get running(): boolean {
-    return this.#child.exitCode === null && this.#child.signalCode === null;
+    return this.#proc.running;
   }
 
   get pid(): number | undefined {
-    return this.#child.pid;
+    return this.#proc.pid;
   }
 
-  async waitForLine(predicate: (line: string) => boolean, what: string, timeoutMs = 60_000): Promise<string> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const line = this.stdout.find(predicate);
-      if (line) return line;
-      if (!this.running) throw new Error(`pipeline process exited while waiting for ${what}\n${this.logTail}`);
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${this.logTail}`);
-      await sleep(25);
-    }
+  waitForLine(predicate: (line: string) => boolean, what: string, timeoutMs = 60_000): Promise<string> {
+    return this.#proc.waitForLine(predicate, what, timeoutMs);
   }
 
   kill(signal: NodeJS.Signals): void {
-    this.#child.kill(signal);
+    void this.#proc.kill(signal);
   }
 
   async stop(): Promise<void> {
-    if (!this.running) return;
-    this.#child.kill('SIGTERM');
-    const timer = setTimeout(() => this.#child.kill('SIGKILL'), 15_000);
-    await this.exited;
-    clearTimeout(timer);
+    await this.#proc.stop(15_000);
   }
 }
 
@@ -353,13 +326,18 @@ export function startWriter(
 
 export type Writer = ReturnType<typeof startWriter>;
 
-/** The last line per key wins; deletes remove the key. */
+/** The test kit's reduceByKey, keyed `table|key`: the last line per key wins, deletes remove the key, a truncate empties its table. */
 export function latestState(lines: SinkLine[]): Map<string, Record<string, unknown>> {
+  const reduced = reduceByKey(
+    lines.map((l) => ({
+      table: l.table,
+      op: l.op,
+      key: l.key as Row,
+      after: (l.after as Row) ?? null,
+      position: l.position,
+    })),
+  );
   const state = new Map<string, Record<string, unknown>>();
-  for (const line of lines) {
-    const key = `${line.table}|${JSON.stringify(line.key)}`;
-    if (line.op === 'delete') state.delete(key);
-    else state.set(key, line.after!);
-  }
+  for (const [table, rows] of reduced) for (const [key, row] of rows) state.set(`${table}|${key}`, row);
   return state;
 }

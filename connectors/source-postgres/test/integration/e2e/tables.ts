@@ -4,9 +4,9 @@
  * pipeline server in a child process (run-pipeline.ts), and the sink reduced the way a
  * key-upserting consumer would hold it (a `truncate` line empties its table).
  */
-import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NanosyncProcess } from '@nanosync/connector-testkit';
 import type { TableRef } from '@nanosync/core';
 import type pg from 'pg';
 import { type PgFixture, pgFixture, quoteIdent, quoteTable, uniqueName } from '../fixture.js';
@@ -140,42 +140,16 @@ export class TablesScenario implements AsyncDisposable {
   }
 
   /** `nanosync run --file` of this scenario's config, as a user runs it; resolves with its exit and output. */
-  runCli(timeoutMs = 120_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    return new Promise((resolveRun, reject) => {
-      const child = spawn(
-        process.execPath,
-        [
-          '--conditions=@nanosync/source',
-          '--import',
-          'tsx',
-          join(repoRoot, 'apps/cli/src/bin.ts'),
-          'run',
-          '--file',
-          this.work.configFile,
-          '--state',
-          join(this.work.dir, 'cli-state'),
-          '--listen',
-          '127.0.0.1:0',
-        ],
-        { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } },
-      );
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (c: string) => {
-        stdout += c;
-      });
-      child.stderr.setEncoding('utf8').on('data', (c: string) => {
-        stderr += c;
-      });
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error(`nanosync run did not end within ${timeoutMs} ms\n${stderr.slice(-5000)}`));
-      }, timeoutMs);
-      child.on('exit', (code) => {
-        clearTimeout(timer);
-        resolveRun({ code, stdout, stderr });
-      });
-    });
+  async runCli(timeoutMs = 120_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    await using run = new NanosyncProcess(
+      ['run', '--file', this.work.configFile, '--state', join(this.work.dir, 'cli-state'), '--listen', '127.0.0.1:0'],
+      { cwd: repoRoot },
+    );
+    const timer = setTimeout(() => void run.kill('SIGKILL'), timeoutMs);
+    const result = await run.exited.finally(() => clearTimeout(timer));
+    if (result.signal === 'SIGKILL')
+      throw new Error(`nanosync run did not end within ${timeoutMs} ms\n${result.stderr.slice(-5000)}`);
+    return result;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
