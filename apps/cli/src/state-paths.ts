@@ -12,6 +12,12 @@ export const DEFAULT_LISTEN = '127.0.0.1:7654';
 /** The state database and the files the server keeps next to it. */
 export interface StatePaths {
   stateFile: string;
+  /**
+   * Set when `--state` / `NANOSYNC_STATE` is a `postgres://` URL: the state then lives in
+   * that database (@nanosync/state-postgres), and `stateFile`/`dir` are the per-user default
+   * place for the token and the secret key.
+   */
+  stateUrl?: string;
   dir: string;
   /** Admin API bearer token (0600), read by the client commands when NANOSYNC_TOKEN is not set. */
   tokenFile: string;
@@ -33,10 +39,16 @@ export function defaultStateFile(env: NodeJS.ProcessEnv): string {
 
 /** `--state`, else `NANOSYNC_STATE`, else {@link defaultStateFile}. */
 export function statePaths(option: string | undefined, io: Pick<CliIo, 'env' | 'cwd'>): StatePaths {
-  const stateFile = resolve(io.cwd, option || io.env.NANOSYNC_STATE || defaultStateFile(io.env));
+  const chosen = option || io.env.NANOSYNC_STATE;
+  const stateUrl = chosen && POSTGRES_URL.test(chosen) ? chosen : undefined;
+  const stateFile = resolve(io.cwd, (stateUrl ? undefined : chosen) || defaultStateFile(io.env));
   const dir = dirname(stateFile);
-  return { stateFile, dir, tokenFile: join(dir, 'token'), keyFile: join(dir, 'secret.key') };
+  const paths: StatePaths = { stateFile, dir, tokenFile: join(dir, 'token'), keyFile: join(dir, 'secret.key') };
+  if (stateUrl) paths.stateUrl = stateUrl;
+  return paths;
 }
+
+const POSTGRES_URL = /^postgres(ql)?:\/\//i;
 
 /**
  * The token the server accepts: `NANOSYNC_TOKEN`, else the token file next to the state

@@ -16,7 +16,9 @@ export const serverOptions = {
 export const SERVER_OPTIONS_HELP = [
   '      --state PATH        SQLite state database (default: NANOSYNC_STATE, else',
   `                          ${DEFAULT_STATE_HELP});`,
-  '                          the secret key and admin token files are kept in the same folder',
+  '                          the secret key and admin token files are kept in the same folder.',
+  '                          A postgres://… URL keeps the state in PostgreSQL instead',
+  '                          (@nanosync/state-postgres; ?schema=NAME, default nanosync)',
   `      --listen HOST:PORT  admin API address (default: ${DEFAULT_LISTEN}; port 0 picks a free one)`,
   LOG_LEVEL_HELP,
 ];

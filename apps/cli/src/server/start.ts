@@ -1,6 +1,6 @@
 import { access, constants, mkdir, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { ErrorCode, type Logger, NanosyncError } from '@nanosync/core';
+import { ErrorCode, type Logger, NanosyncError, redact } from '@nanosync/core';
 import { Engine, materializePipeline, openSqliteStateStore, type StateStore } from '@nanosync/core/host';
 import { connectorResolver } from '../connectors.js';
 import type { CliIo } from '../io.js';
@@ -29,6 +29,15 @@ export interface RunningServer {
   holderId: string;
   /** Stop the API, checkpoint and stop every pipeline, release leases, close the store. Idempotent. */
   stop(): Promise<void>;
+}
+
+/**
+ * `--state postgres://…`: @nanosync/state-postgres, loaded only then, so a server on SQLite
+ * does not load it.
+ */
+async function openPostgresStore(url: string): Promise<StateStore> {
+  const { openPostgresStateStore } = await import('@nanosync/state-postgres');
+  return openPostgresStateStore(url);
 }
 
 /** `host/pid-N`: unique per process, and tells an operator where to look. */
@@ -71,7 +80,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     }
     if (createdDir !== undefined) cleanups.push(() => rm(createdDir, { recursive: true, force: true }));
     try {
-      store = await openSqliteStateStore(paths.stateFile);
+      store = paths.stateUrl ? await openPostgresStore(paths.stateUrl) : await openSqliteStateStore(paths.stateFile);
     } catch (err) {
       if (NanosyncError.is(err)) throw err;
       throw new NanosyncError(
@@ -98,7 +107,10 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   }
 
   admin.setHandler(createAdminHandler({ engine, token, routes: adminRoutes, logger }));
-  logger.info('admin api listening', { url: admin.url, state: paths.stateFile });
+  logger.info('admin api listening', {
+    url: admin.url,
+    state: paths.stateUrl ? redact(paths.stateUrl) : paths.stateFile,
+  });
 
   let stopping: Promise<void> | undefined;
   const stop = () => {

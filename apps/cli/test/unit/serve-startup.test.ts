@@ -55,6 +55,20 @@ describe('serve refuses to start, with one line, exit code 2 and nothing created
     again.close();
   });
 
+  it('when the postgres:// state store cannot be reached, naming it without the password', async () => {
+    const probe = await listen();
+    const port = (probe.address() as { port: number }).port;
+    await new Promise((r) => probe.close(r));
+    const io = captureIo({ XDG_STATE_HOME: join(dir, 'xdg') }, dir);
+    const url = 'postgres://keeper:hunter2@127.0.0.1:1/ops?schema=fleet';
+    expect(await main(['serve', '--listen', `127.0.0.1:${port}`, '--state', url], io)).toBe(2);
+    expect(io.stderr).toHaveLength(1);
+    expect(io.stderr[0]).toContain('state store postgres://keeper@127.0.0.1:1/ops (schema fleet)');
+    expect(io.stderr[0]).not.toContain('hunter2');
+    // Not taken for a file path: no folder named after the URL, and the token folder is removed again.
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   it('run with an invalid config starts nothing', async () => {
     const config = join(dir, 'bad.yaml');
     await writeFile(config, 'connections: []\npipelines:\n  - name: x\n    bogus: 1\n');

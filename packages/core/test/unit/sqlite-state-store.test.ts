@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode, NanosyncError } from '../../src/errors.js';
 import { openSqliteStateStore } from '../../src/state/sqlite.js';
 import type { StateStore } from '../../src/state/store.js';
+import { registerStateStoreContract } from '../state-store-contract.js';
 
 const dirs: string[] = [];
 const stores: StateStore[] = [];
@@ -95,67 +96,6 @@ describe('openSqliteStateStore', () => {
     expect(existsSync(`${file}-wal`)).toBe(true);
   });
 
-  it('plans partitions once: a second save returns the stored plan unchanged', async () => {
-    const store = await open(path.join(tempDir(), 's.db'));
-    await store.savePartitions('p', 't.a', [{ id: '0', ordinal: 0, bounds: [0, 5] }]);
-    const again = await store.savePartitions('p', 't.a', [
-      { id: 'x', ordinal: 0, bounds: [0, 1] },
-      { id: 'y', ordinal: 1, bounds: [1, 2] },
-    ]);
-    expect(again.map((p) => p.id)).toEqual(['0']);
-    await store.clearPartitions('p');
-    expect(await store.listPartitions('p')).toEqual([]);
-  });
-
-  it('keeps positions on upsert and clears a field set to undefined', async () => {
-    const store = await open(path.join(tempDir(), 's.db'));
-    await store.upsertPipeline({ ...base, name: 'p' });
-    await store.updatePipeline('p', { startPosition: 'L0', state: 'ERRORED', error: 'boom' });
-    await store.upsertPipeline({ ...base, name: 'p', definitionHash: 'h2', state: 'CREATED' });
-    const record = await store.getPipeline('p');
-    expect(record?.startPosition).toBe('L0');
-    expect(record?.definitionHash).toBe('h2');
-    expect(record?.error).toBeUndefined();
-    await store.updatePipeline('p', { startPosition: undefined });
-    expect((await store.getPipeline('p'))?.startPosition).toBeUndefined();
-  });
-
-  it('deletes a pipeline with its partitions, checkpoints and lease', async () => {
-    const store = await open(path.join(tempDir(), 's.db'));
-    await store.upsertPipeline({ ...base, name: 'p' });
-    await store.savePartitions('p', 't.a', [{ id: '0', ordinal: 0, bounds: null }]);
-    await store.saveCheckpoint('p', 's', 'X');
-    await store.acquireLease('p', 'me', 60_000);
-    await store.deletePipeline('p');
-    expect(await store.getPipeline('p')).toBeUndefined();
-    expect(await store.listPartitions('p')).toEqual([]);
-    expect(await store.getCheckpoints('p')).toEqual({});
-    expect(await store.acquireLease('p', 'other', 60_000)).toEqual({ acquired: true });
-  });
-
-  it('gives a lease to one holder at a time across two connections to one file', async () => {
-    const file = path.join(tempDir(), 's.db');
-    const a = await open(file);
-    const b = await open(file);
-    expect(await a.acquireLease('orders', 'server-a', 60_000)).toEqual({ acquired: true });
-    const lost = await b.acquireLease('orders', 'server-b', 60_000);
-    expect(lost.acquired).toBe(false);
-    if (!lost.acquired) expect(lost.lease).toMatchObject({ pipeline: 'orders', holder: 'server-a' });
-    // Renewal by the holder succeeds; after release the other side gets it.
-    expect(await a.acquireLease('orders', 'server-a', 60_000)).toEqual({ acquired: true });
-    await b.releaseLease('orders', 'server-b');
-    expect((await b.acquireLease('orders', 'server-b', 60_000)).acquired).toBe(false);
-    await a.releaseLease('orders', 'server-a');
-    expect(await b.acquireLease('orders', 'server-b', 60_000)).toEqual({ acquired: true });
-  });
-
-  it('lets another holder take an expired lease', async () => {
-    const store = await open(path.join(tempDir(), 's.db'));
-    expect(await store.acquireLease('p', 'a', -1)).toEqual({ acquired: true });
-    expect(await store.acquireLease('p', 'b', 60_000)).toEqual({ acquired: true });
-    expect((await store.acquireLease('p', 'a', 60_000)).acquired).toBe(false);
-  });
-
   it('refuses an unwritable location with StateUnavailable naming the path, creating nothing', async () => {
     const dir = tempDir();
     // A regular file where a folder should be: unwritable for every user, root included.
@@ -184,12 +124,9 @@ describe('openSqliteStateStore', () => {
     expect((err as Error).message).toContain(file);
     expect(readdirSync(path.join(dir, 'a'))).toEqual(['b']);
   });
+});
 
-  it('reports writes to a closed store as StateUnavailable naming the file', async () => {
-    const file = path.join(tempDir(), 's.db');
-    const store = await openSqliteStateStore(file);
-    await store.close();
-    await expect(store.saveCheckpoint('p', 's', 'X')).rejects.toThrow(file);
-    await expect(store.saveCheckpoint('p', 's', 'X')).rejects.toMatchObject({ code: ErrorCode.StateUnavailable });
-  });
+registerStateStoreContract('SQLite', async () => {
+  const file = path.join(tempDir(), 'state.db');
+  return { open: () => openSqliteStateStore(file), label: file };
 });

@@ -1,0 +1,221 @@
+/**
+ * The contract every `StateStore` keeps, as one vitest suite run against each store
+ * (SQLite here in core's unit tests, PostgreSQL in @nanosync/state-postgres). A store's
+ * own tests add only what is specific to it (files, schemas, TLS).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { ErrorCode, NanosyncError } from '../src/errors.js';
+import type { StateStore } from '../src/state/store.js';
+
+export interface StateStoreLocation {
+  /** A new connection to this (initially empty) store; several may be open at once. */
+  open(): Promise<StateStore>;
+  /** Text every StateUnavailable message of this store contains (file path, host). */
+  label: string;
+  /** Remove what the location holds, after every connection was closed. */
+  dispose?(): Promise<void>;
+}
+
+/** `newLocation` gives an empty store for each test. */
+export function registerStateStoreContract(name: string, newLocation: () => Promise<StateStoreLocation>): void {
+  describe(`StateStore contract: ${name}`, () => {
+    const opened: StateStore[] = [];
+    const locations: StateStoreLocation[] = [];
+    afterEach(async () => {
+      for (const s of opened.splice(0)) await s.close();
+      for (const l of locations.splice(0)) await l.dispose?.();
+    });
+
+    async function location(): Promise<StateStoreLocation & { connect(): Promise<StateStore> }> {
+      const loc = await newLocation();
+      locations.push(loc);
+      return {
+        ...loc,
+        connect: async () => {
+          const store = await loc.open();
+          opened.push(store);
+          return store;
+        },
+      };
+    }
+
+    const base = {
+      definition: { a: 1, nested: { list: [1, 'two', null] } },
+      definitionHash: 'h1',
+      state: 'CREATED' as const,
+      snapshotDone: false,
+      paused: false,
+    };
+
+    it('keeps pipelines, partitions, checkpoints and settings across a reopen', async () => {
+      const loc = await location();
+      const first = await loc.open();
+      await first.upsertPipeline({ ...base, name: 'orders', replicationType: 'cdc_backfill' });
+      await first.updatePipeline('orders', { startPosition: '00000000000000A0:00000000', state: 'SNAPSHOTTING' });
+      await first.savePartitions('orders', 'public.orders', [
+        { id: '0', ordinal: 0, bounds: { from: 0, to: 10 }, estimatedRows: 100 },
+        { id: '1', ordinal: 1, bounds: { from: 10, to: 20 } },
+      ]);
+      await first.markPartitionDone('orders', 'public.orders', '0', 97);
+      await first.saveCheckpoint('orders', '0:kafka', '00000000000000B0:00000003');
+      await first.saveCheckpoint('orders', '0:kafka', '00000000000000C0:00000001');
+      await first.saveCheckpoint('orders', '1:file', '00000000000000B0:00000003');
+      await first.setMeta('server_id', 'abc');
+      await first.setMeta('server_id', 'def');
+      await first.close();
+
+      const second = await loc.connect();
+      const record = await second.getPipeline('orders');
+      expect(record).toMatchObject({
+        name: 'orders',
+        definition: base.definition,
+        definitionHash: 'h1',
+        replicationType: 'cdc_backfill',
+        state: 'SNAPSHOTTING',
+        startPosition: '00000000000000A0:00000000',
+        snapshotDone: false,
+        paused: false,
+      });
+      expect(record?.error).toBeUndefined();
+      expect(Number.isNaN(Date.parse(record?.createdAt ?? ''))).toBe(false);
+      expect(await second.listPartitions('orders')).toEqual([
+        {
+          pipeline: 'orders',
+          table: 'public.orders',
+          id: '0',
+          ordinal: 0,
+          bounds: { from: 0, to: 10 },
+          estimatedRows: 100,
+          status: 'done',
+          rowsRead: 97,
+        },
+        {
+          pipeline: 'orders',
+          table: 'public.orders',
+          id: '1',
+          ordinal: 1,
+          bounds: { from: 10, to: 20 },
+          status: 'pending',
+        },
+      ]);
+      expect(await second.getCheckpoints('orders')).toEqual({
+        '0:kafka': '00000000000000C0:00000001',
+        '1:file': '00000000000000B0:00000003',
+      });
+      expect(await second.getMeta('server_id')).toBe('def');
+      expect(await second.getMeta('missing')).toBeUndefined();
+      expect(await second.getPipeline('missing')).toBeUndefined();
+    });
+
+    it('lists pipelines by name, byte order', async () => {
+      const store = await (await location()).connect();
+      for (const name of ['b', 'a', 'B', 'a_2']) await store.upsertPipeline({ ...base, name });
+      expect((await store.listPipelines()).map((p) => p.name)).toEqual(['B', 'a', 'a_2', 'b']);
+    });
+
+    it('plans partitions once: a second save returns the stored plan unchanged', async () => {
+      const store = await (await location()).connect();
+      await store.savePartitions('p', 't.a', [{ id: '0', ordinal: 0, bounds: [0, 5] }]);
+      const again = await store.savePartitions('p', 't.a', [
+        { id: 'x', ordinal: 0, bounds: [0, 1] },
+        { id: 'y', ordinal: 1, bounds: [1, 2] },
+      ]);
+      expect(again.map((p) => p.id)).toEqual(['0']);
+      await store.savePartitions('p', 't.b', [
+        { id: '1', ordinal: 1, bounds: null },
+        { id: '0', ordinal: 0, bounds: null },
+      ]);
+      expect((await store.listPartitions('p')).map((p) => `${p.table}/${p.id}`)).toEqual(['t.a/0', 't.b/0', 't.b/1']);
+      expect((await store.listPartitions('p', 't.b')).map((p) => p.bounds)).toEqual([null, null]);
+      await store.clearPartitions('p');
+      expect(await store.listPartitions('p')).toEqual([]);
+    });
+
+    it('keeps the start position on upsert and clears a field set to undefined', async () => {
+      const store = await (await location()).connect();
+      await store.upsertPipeline({ ...base, name: 'p' });
+      await store.updatePipeline('p', { startPosition: 'L0', state: 'ERRORED', error: 'boom' });
+      expect(await store.getPipeline('p')).toMatchObject({ state: 'ERRORED', error: 'boom' });
+      await store.upsertPipeline({ ...base, name: 'p', definitionHash: 'h2', state: 'CREATED' });
+      const record = await store.getPipeline('p');
+      expect(record?.startPosition).toBe('L0');
+      expect(record?.definitionHash).toBe('h2');
+      expect(record?.error).toBeUndefined();
+      await store.updatePipeline('p', { startPosition: undefined, paused: true, snapshotDone: true });
+      expect(await store.getPipeline('p')).toMatchObject({ paused: true, snapshotDone: true });
+      expect((await store.getPipeline('p'))?.startPosition).toBeUndefined();
+    });
+
+    it('clears checkpoints of one pipeline only', async () => {
+      const store = await (await location()).connect();
+      await store.saveCheckpoint('p', 's', 'X');
+      await store.saveCheckpoint('q', 's', 'Y');
+      await store.clearCheckpoints('p');
+      expect(await store.getCheckpoints('p')).toEqual({});
+      expect(await store.getCheckpoints('q')).toEqual({ s: 'Y' });
+    });
+
+    it('deletes a pipeline with its partitions, checkpoints and lease', async () => {
+      const store = await (await location()).connect();
+      await store.upsertPipeline({ ...base, name: 'p' });
+      await store.savePartitions('p', 't.a', [{ id: '0', ordinal: 0, bounds: null }]);
+      await store.saveCheckpoint('p', 's', 'X');
+      await store.acquireLease('p', 'me', 60_000);
+      await store.deletePipeline('p');
+      expect(await store.getPipeline('p')).toBeUndefined();
+      expect(await store.listPartitions('p')).toEqual([]);
+      expect(await store.getCheckpoints('p')).toEqual({});
+      expect(await store.getLease('p')).toBeUndefined();
+      expect((await store.acquireLease('p', 'other', 60_000)).acquired).toBe(true);
+    });
+
+    it('gives a lease to one holder at a time across two connections', async () => {
+      const loc = await location();
+      const a = await loc.connect();
+      const b = await loc.connect();
+      expect((await a.acquireLease('orders', 'server-a', 60_000)).acquired).toBe(true);
+      const lost = await b.acquireLease('orders', 'server-b', 60_000);
+      expect(lost.acquired).toBe(false);
+      if (!lost.acquired) expect(lost.lease).toMatchObject({ pipeline: 'orders', holder: 'server-a' });
+      expect(await b.getLease('orders')).toMatchObject({ pipeline: 'orders', holder: 'server-a' });
+      // Renewal by the holder succeeds; a release by someone else changes nothing.
+      expect((await a.acquireLease('orders', 'server-a', 60_000)).acquired).toBe(true);
+      await b.releaseLease('orders', 'server-b');
+      expect((await b.acquireLease('orders', 'server-b', 60_000)).acquired).toBe(false);
+      await a.releaseLease('orders', 'server-a');
+      expect(await b.getLease('orders')).toBeUndefined();
+      expect((await b.acquireLease('orders', 'server-b', 60_000)).acquired).toBe(true);
+    });
+
+    it('gives a contended lease to exactly one of many concurrent takers', async () => {
+      const loc = await location();
+      const a = await loc.connect();
+      const b = await loc.connect();
+      const results = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => (i % 2 ? a : b).acquireLease('hot', `server-${i}`, 60_000)),
+      );
+      expect(results.filter((r) => r.acquired)).toHaveLength(1);
+    });
+
+    it('lets another holder take an expired lease', async () => {
+      const store = await (await location()).connect();
+      expect((await store.acquireLease('p', 'a', -1)).acquired).toBe(true);
+      expect(await store.getLease('p')).toBeUndefined();
+      expect((await store.acquireLease('p', 'b', 60_000)).acquired).toBe(true);
+      expect((await store.acquireLease('p', 'a', 60_000)).acquired).toBe(false);
+    });
+
+    it('reports calls on a closed store as StateUnavailable naming the store', async () => {
+      const loc = await location();
+      const store = await loc.open();
+      await store.close();
+      const err = await store.saveCheckpoint('p', 's', 'X').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(NanosyncError.is(err, ErrorCode.StateUnavailable)).toBe(true);
+      expect((err as Error).message).toContain(loc.label);
+      await expect(store.getPipeline('p')).rejects.toMatchObject({ code: ErrorCode.StateUnavailable });
+    });
+  });
+}

@@ -1,0 +1,546 @@
+import { ErrorCode, NanosyncError, type Position, redact } from '@nanosync/core';
+import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from '@nanosync/core/host';
+import pg from 'pg';
+
+export interface PostgresStateStoreOptions {
+  /** Schema holding the store's tables; created when missing. Default `nanosync`, or `?schema=` in the URL. */
+  schema?: string;
+  /** Connections kept open at most (default 4). */
+  maxConnections?: number;
+  /** `application_name` shown in pg_stat_activity (default `nanosync-state`). */
+  applicationName?: string;
+}
+
+export const DEFAULT_SCHEMA = 'nanosync';
+
+/**
+ * Versioned migrations, applied in order at open. Each runs once, in the transaction that
+ * holds the schema's advisory lock and records it in `schema_migrations`; never edit one that
+ * shipped — add the next.
+ */
+const MIGRATIONS: readonly { version: number; sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+      CREATE TABLE meta (
+        key text PRIMARY KEY,
+        value text NOT NULL
+      );
+      CREATE TABLE pipelines (
+        name text PRIMARY KEY,
+        definition text NOT NULL,
+        definition_hash text NOT NULL,
+        replication_type text,
+        state text NOT NULL,
+        error text,
+        start_position text,
+        snapshot_done boolean NOT NULL DEFAULT false,
+        paused boolean NOT NULL DEFAULT false,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL
+      );
+      CREATE TABLE partitions (
+        pipeline text NOT NULL,
+        table_name text NOT NULL,
+        id text NOT NULL,
+        ordinal integer NOT NULL,
+        bounds text,
+        estimated_rows bigint,
+        status text NOT NULL DEFAULT 'pending',
+        rows_read bigint,
+        PRIMARY KEY (pipeline, table_name, id)
+      );
+      CREATE TABLE checkpoints (
+        pipeline text NOT NULL,
+        sink text NOT NULL,
+        position text NOT NULL,
+        updated_at timestamptz NOT NULL,
+        PRIMARY KEY (pipeline, sink)
+      );
+      CREATE TABLE leases (
+        pipeline text PRIMARY KEY,
+        holder text NOT NULL,
+        expires_at timestamptz NOT NULL,
+        epoch bigint NOT NULL DEFAULT 1
+      );
+    `,
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+/**
+ * Open the PostgreSQL state store at `url` (`postgres://user:password@host:5432/db`).
+ *
+ * TLS comes from the URL: `sslmode` (libpq's meanings), `sslrootcert`, `sslcert`, `sslkey`. The store creates its schema and applies its migrations at open, under a
+ * transaction-scoped advisory lock, so several servers starting at once migrate once. A
+ * store written by a newer nanosync (a migration this build does not know) is refused.
+ */
+export async function openPostgresStateStore(
+  url: string,
+  options: PostgresStateStoreOptions = {},
+): Promise<StateStore> {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch (err) {
+    throw new NanosyncError(ErrorCode.ConfigInvalid, `state store URL is not a valid URL (${redact(String(err))})`, {
+      cause: err,
+    });
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new NanosyncError(
+      ErrorCode.ConfigInvalid,
+      `state store URL must start with postgres:// or postgresql:// (got ${parsed.protocol}//)`,
+    );
+  }
+  const schema = options.schema ?? parsed.searchParams.get('schema') ?? DEFAULT_SCHEMA;
+  parsed.searchParams.delete('schema');
+  if (!IDENTIFIER.test(schema)) {
+    throw new NanosyncError(
+      ErrorCode.ConfigInvalid,
+      `state store schema "${schema}" is not a plain identifier (letters, digits, _; at most 63 characters)`,
+    );
+  }
+  // sslmode with libpq's meanings, as for a Postgres source (pg alone reads require as verify-full).
+  if (parsed.searchParams.has('sslmode') && !parsed.searchParams.has('uselibpqcompat')) {
+    parsed.searchParams.set('uselibpqcompat', 'true');
+  }
+  const label = describeUrl(parsed, schema);
+  const pool = new pg.Pool({
+    connectionString: parsed.toString(),
+    max: options.maxConnections ?? 4,
+    application_name: options.applicationName ?? 'nanosync-state',
+    keepAlive: true,
+  });
+  // An idle connection dropped by the server must not crash the process; the next query
+  // reconnects or fails with an error naming the store.
+  pool.on('error', () => {});
+  const store = new PostgresStateStore(pool, quoteIdent(schema), schema, label);
+  try {
+    await store.migrate();
+  } catch (err) {
+    await pool.end().catch(() => {});
+    if (err instanceof NanosyncError) throw err;
+    throw unavailable(label, 'cannot open it', err);
+  }
+  return store;
+}
+
+/** `user@host:port/db (schema nanosync)`: enough to find the store, no password. */
+function describeUrl(url: URL, schema: string): string {
+  const user = url.username ? `${decodeURIComponent(url.username)}@` : '';
+  const port = url.port ? `:${url.port}` : '';
+  return `postgres://${user}${url.hostname}${port}${url.pathname} (schema ${schema})`;
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+function unavailable(label: string, what: string, cause: unknown): NanosyncError {
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  return new NanosyncError(ErrorCode.StateUnavailable, `state store ${label}: ${what} (${redact(reason)})`, {
+    cause,
+    details: { store: label },
+  });
+}
+
+interface PipelineRow {
+  name: string;
+  definition: string;
+  definition_hash: string;
+  replication_type: string | null;
+  state: string;
+  error: string | null;
+  start_position: string | null;
+  snapshot_done: boolean;
+  paused: boolean;
+  created_at: Date;
+  updated_at: Date;
+}
+
+interface PartitionRow {
+  pipeline: string;
+  table_name: string;
+  id: string;
+  ordinal: number;
+  bounds: string | null;
+  estimated_rows: string | null;
+  status: string;
+  rows_read: string | null;
+}
+
+type Queryable = Pick<pg.PoolClient, 'query'>;
+
+class PostgresStateStore implements StateStore {
+  private closed = false;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    /** Quoted schema name, safe to splice into SQL. */
+    private readonly s: string,
+    private readonly schema: string,
+    readonly label: string,
+  ) {}
+
+  async migrate(): Promise<void> {
+    await this.transaction('apply its migrations', async (c) => {
+      // Serialises concurrent openers (several servers starting together) per schema; the
+      // lock goes with the transaction.
+      await c.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`nanosync.state:${this.schema}`]);
+      // CREATE … IF NOT EXISTS checks the CREATE privilege even when the object exists, so
+      // look first: a role that only owns a schema made for it by an administrator can open it.
+      const { rows: found } = await c.query<{ schema: boolean; table: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS schema,
+                to_regclass($2) IS NOT NULL AS table`,
+        [this.schema, `${this.s}.schema_migrations`],
+      );
+      if (!found[0]?.schema) await c.query(`CREATE SCHEMA ${this.s}`);
+      if (!found[0]?.table) {
+        await c.query(
+          `CREATE TABLE ${this.s}.schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+        );
+      }
+      const { rows } = await c.query<{ version: number }>(
+        `SELECT max(version) AS version FROM ${this.s}.schema_migrations`,
+      );
+      const current = rows[0]?.version ?? 0;
+      if (current > SCHEMA_VERSION) {
+        throw new NanosyncError(
+          ErrorCode.StateCorrupt,
+          `state store ${this.label}: schema version ${current} is newer than this nanosync understands (${SCHEMA_VERSION}); use the nanosync version that wrote it`,
+          { details: { store: this.label } },
+        );
+      }
+      for (const migration of MIGRATIONS) {
+        if (migration.version <= current) continue;
+        await c.query(`SET LOCAL search_path TO ${this.s}`);
+        await c.query(migration.sql);
+        await c.query(`INSERT INTO ${this.s}.schema_migrations (version) VALUES ($1)`, [migration.version]);
+      }
+      // A real write, so a read-only role or server fails here rather than at the first checkpoint.
+      await c.query(
+        `INSERT INTO ${this.s}.meta (key, value) VALUES ('opened_at', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+        [new Date().toISOString()],
+      );
+    });
+  }
+
+  async getPipeline(name: string): Promise<PipelineRecord | undefined> {
+    const { rows } = await this.query<PipelineRow>(
+      'read a pipeline',
+      `SELECT * FROM ${this.s}.pipelines WHERE name = $1`,
+      [name],
+    );
+    return rows[0] && toPipeline(rows[0]);
+  }
+
+  async listPipelines(): Promise<PipelineRecord[]> {
+    const { rows } = await this.query<PipelineRow>(
+      'list pipelines',
+      `SELECT * FROM ${this.s}.pipelines ORDER BY name COLLATE "C"`,
+    );
+    return rows.map(toPipeline);
+  }
+
+  async upsertPipeline(record: Omit<PipelineRecord, 'createdAt' | 'updatedAt'>): Promise<void> {
+    await this.query(
+      'save a pipeline',
+      `INSERT INTO ${this.s}.pipelines (name, definition, definition_hash, replication_type, state, error, start_position, snapshot_done, paused, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+       ON CONFLICT (name) DO UPDATE SET
+         definition = excluded.definition, definition_hash = excluded.definition_hash,
+         replication_type = excluded.replication_type, state = excluded.state, error = excluded.error,
+         start_position = COALESCE(excluded.start_position, pipelines.start_position),
+         snapshot_done = excluded.snapshot_done, paused = excluded.paused, updated_at = excluded.updated_at`,
+      [
+        record.name,
+        JSON.stringify(record.definition ?? null),
+        record.definitionHash,
+        record.replicationType ?? null,
+        record.state,
+        record.error ?? null,
+        record.startPosition ?? null,
+        record.snapshotDone,
+        record.paused,
+        new Date(),
+      ],
+    );
+  }
+
+  async updatePipeline(
+    name: string,
+    patch: Partial<Pick<PipelineRecord, 'state' | 'error' | 'startPosition' | 'snapshotDone' | 'paused'>>,
+  ): Promise<void> {
+    const column = {
+      state: 'state',
+      error: 'error',
+      startPosition: 'start_position',
+      snapshotDone: 'snapshot_done',
+      paused: 'paused',
+    } as const;
+    const sets: string[] = [];
+    const values: unknown[] = [];
+    for (const key of Object.keys(patch) as (keyof typeof column)[]) {
+      if (!(key in column)) continue;
+      values.push(patch[key] ?? null);
+      sets.push(`${column[key]} = $${values.length}`);
+    }
+    values.push(new Date());
+    sets.push(`updated_at = $${values.length}`);
+    values.push(name);
+    await this.query(
+      'update a pipeline',
+      `UPDATE ${this.s}.pipelines SET ${sets.join(', ')} WHERE name = $${values.length}`,
+      values,
+    );
+  }
+
+  async deletePipeline(name: string): Promise<void> {
+    await this.transaction('delete a pipeline', async (c) => {
+      await c.query(`DELETE FROM ${this.s}.pipelines WHERE name = $1`, [name]);
+      await c.query(`DELETE FROM ${this.s}.partitions WHERE pipeline = $1`, [name]);
+      await c.query(`DELETE FROM ${this.s}.checkpoints WHERE pipeline = $1`, [name]);
+      await c.query(`DELETE FROM ${this.s}.leases WHERE pipeline = $1`, [name]);
+    });
+  }
+
+  async savePartitions(
+    pipeline: string,
+    table: string,
+    partitions: Omit<PartitionRecord, 'pipeline' | 'table' | 'status'>[],
+  ): Promise<PartitionRecord[]> {
+    return this.transaction('save snapshot partitions', async (c) => {
+      // Two servers planning the same table at once: the second waits here and then sees the first's plan.
+      await c.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [
+        `nanosync.partitions:${this.schema}:${pipeline}:${table}`,
+      ]);
+      const { rows } = await c.query<{ n: string }>(
+        `SELECT count(*) AS n FROM ${this.s}.partitions WHERE pipeline = $1 AND table_name = $2`,
+        [pipeline, table],
+      );
+      if (Number(rows[0]?.n ?? 0) === 0 && partitions.length > 0) {
+        await c.query(
+          `INSERT INTO ${this.s}.partitions (pipeline, table_name, id, ordinal, bounds, estimated_rows, status, rows_read)
+           SELECT $1, $2, p.id, p.ordinal, p.bounds, p.estimated_rows, 'pending', p.rows_read
+           FROM unnest($3::text[], $4::integer[], $5::text[], $6::bigint[], $7::bigint[])
+             AS p(id, ordinal, bounds, estimated_rows, rows_read)`,
+          [
+            pipeline,
+            table,
+            partitions.map((p) => p.id),
+            partitions.map((p) => p.ordinal),
+            partitions.map((p) => JSON.stringify(p.bounds ?? null)),
+            partitions.map((p) => p.estimatedRows ?? null),
+            partitions.map((p) => p.rowsRead ?? null),
+          ],
+        );
+      }
+      return this.selectPartitions(c, pipeline, table);
+    });
+  }
+
+  async listPartitions(pipeline: string, table?: string): Promise<PartitionRecord[]> {
+    return this.guard('read snapshot partitions', () => this.selectPartitions(this.pool, pipeline, table));
+  }
+
+  async markPartitionDone(pipeline: string, table: string, id: string, rowsRead: number): Promise<void> {
+    await this.query(
+      'mark a partition done',
+      `UPDATE ${this.s}.partitions SET status = 'done', rows_read = $1 WHERE pipeline = $2 AND table_name = $3 AND id = $4`,
+      [rowsRead, pipeline, table, id],
+    );
+  }
+
+  async clearPartitions(pipeline: string): Promise<void> {
+    await this.query('clear snapshot partitions', `DELETE FROM ${this.s}.partitions WHERE pipeline = $1`, [pipeline]);
+  }
+
+  async saveCheckpoint(pipeline: string, sink: string, position: Position): Promise<void> {
+    await this.query(
+      'save a checkpoint',
+      `INSERT INTO ${this.s}.checkpoints (pipeline, sink, position, updated_at) VALUES ($1, $2, $3, now())
+       ON CONFLICT (pipeline, sink) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
+      [pipeline, sink, position],
+    );
+  }
+
+  async getCheckpoints(pipeline: string): Promise<Record<string, Position>> {
+    const { rows } = await this.query<{ sink: string; position: string }>(
+      'read checkpoints',
+      `SELECT sink, position FROM ${this.s}.checkpoints WHERE pipeline = $1`,
+      [pipeline],
+    );
+    const out: Record<string, Position> = {};
+    for (const row of rows) out[row.sink] = row.position;
+    return out;
+  }
+
+  async clearCheckpoints(pipeline: string): Promise<void> {
+    await this.query('clear checkpoints', `DELETE FROM ${this.s}.checkpoints WHERE pipeline = $1`, [pipeline]);
+  }
+
+  /**
+   * One statement: insert, renew (same holder) or take over (expired) — or nothing when
+   * another holder's lease is still valid. Expiry uses the database clock, so servers whose
+   * clocks disagree still agree on who holds a lease. The epoch goes up whenever the lease
+   * is taken rather than renewed.
+   */
+  async acquireLease(
+    pipeline: string,
+    holder: string,
+    ttlMs: number,
+  ): Promise<{ acquired: true } | { acquired: false; lease: LeaseInfo }> {
+    const { rows } = await this.query<{ epoch: string }>(
+      'take a pipeline lease',
+      `INSERT INTO ${this.s}.leases AS l (pipeline, holder, expires_at, epoch)
+       VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond', 1)
+       ON CONFLICT (pipeline) DO UPDATE SET
+         holder = excluded.holder,
+         expires_at = excluded.expires_at,
+         epoch = CASE WHEN l.holder = excluded.holder AND l.expires_at > clock_timestamp() THEN l.epoch ELSE l.epoch + 1 END
+       WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp()
+       RETURNING epoch`,
+      [pipeline, holder, ttlMs],
+    );
+    if (rows.length > 0) return { acquired: true };
+    const lease = await this.getLease(pipeline);
+    if (lease !== undefined) return { acquired: false, lease };
+    // Expired between the two statements: try once more.
+    return this.acquireLease(pipeline, holder, ttlMs);
+  }
+
+  async getLease(pipeline: string): Promise<LeaseInfo | undefined> {
+    const { rows } = await this.query<{ holder: string; expires_at: Date }>(
+      'read a pipeline lease',
+      `SELECT holder, expires_at FROM ${this.s}.leases WHERE pipeline = $1 AND expires_at > clock_timestamp()`,
+      [pipeline],
+    );
+    const row = rows[0];
+    return row && { pipeline, holder: row.holder, expiresAt: row.expires_at.toISOString() };
+  }
+
+  async releaseLease(pipeline: string, holder: string): Promise<void> {
+    await this.query('release a pipeline lease', `DELETE FROM ${this.s}.leases WHERE pipeline = $1 AND holder = $2`, [
+      pipeline,
+      holder,
+    ]);
+  }
+
+  async getMeta(key: string): Promise<string | undefined> {
+    const { rows } = await this.query<{ value: string }>(
+      'read a setting',
+      `SELECT value FROM ${this.s}.meta WHERE key = $1`,
+      [key],
+    );
+    return rows[0]?.value;
+  }
+
+  async setMeta(key: string, value: string): Promise<void> {
+    await this.query(
+      'save a setting',
+      `INSERT INTO ${this.s}.meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+      [key, value],
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+
+  private async selectPartitions(c: Queryable, pipeline: string, table?: string): Promise<PartitionRecord[]> {
+    const { rows } =
+      table === undefined
+        ? await c.query<PartitionRow>(
+            `SELECT * FROM ${this.s}.partitions WHERE pipeline = $1 ORDER BY table_name COLLATE "C", ordinal`,
+            [pipeline],
+          )
+        : await c.query<PartitionRow>(
+            `SELECT * FROM ${this.s}.partitions WHERE pipeline = $1 AND table_name = $2 ORDER BY ordinal`,
+            [pipeline, table],
+          );
+    return rows.map(toPartition);
+  }
+
+  private query<R extends pg.QueryResultRow>(
+    what: string,
+    sql: string,
+    values?: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    return this.guard(what, () => this.pool.query<R>(sql, values));
+  }
+
+  private async guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.closed) {
+      throw new NanosyncError(
+        ErrorCode.StateUnavailable,
+        `state store ${this.label}: cannot ${what}, the store is closed`,
+        {
+          details: { store: this.label },
+        },
+      );
+    }
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof NanosyncError) throw err;
+      throw unavailable(this.label, `cannot ${what}`, err);
+    }
+  }
+
+  private transaction<T>(what: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.guard(what, async () => {
+      const client = await this.pool.connect();
+      let broken = false;
+      try {
+        await client.query('BEGIN');
+        const result = await fn(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {
+          broken = true;
+        });
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    });
+  }
+}
+
+function toPipeline(row: PipelineRow): PipelineRecord {
+  const record: PipelineRecord = {
+    name: row.name,
+    definition: JSON.parse(row.definition) as unknown,
+    definitionHash: row.definition_hash,
+    state: row.state as PipelineState,
+    snapshotDone: row.snapshot_done,
+    paused: row.paused,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+  };
+  if (row.replication_type !== null) record.replicationType = row.replication_type;
+  if (row.error !== null) record.error = row.error;
+  if (row.start_position !== null) record.startPosition = row.start_position;
+  return record;
+}
+
+function toPartition(row: PartitionRow): PartitionRecord {
+  const record: PartitionRecord = {
+    pipeline: row.pipeline,
+    table: row.table_name,
+    id: row.id,
+    ordinal: row.ordinal,
+    bounds: row.bounds === null ? null : (JSON.parse(row.bounds) as unknown),
+    status: row.status === 'done' ? 'done' : 'pending',
+  };
+  if (row.estimated_rows !== null) record.estimatedRows = Number(row.estimated_rows);
+  if (row.rows_read !== null) record.rowsRead = Number(row.rows_read);
+  return record;
+}

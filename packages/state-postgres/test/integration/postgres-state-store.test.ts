@@ -1,0 +1,136 @@
+import { randomUUID } from 'node:crypto';
+import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { type PostgresService, startPostgres } from '@nanosync/testcontainers';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { registerStateStoreContract } from '../../../core/test/state-store-contract.js';
+import { openPostgresStateStore, SCHEMA_VERSION } from '../../src/index.js';
+
+let postgres: PostgresService;
+let url: string;
+beforeAll(async () => {
+  postgres = await startPostgres();
+  url = await postgres.createDatabase();
+});
+afterAll(async () => {
+  await postgres?.[Symbol.asyncDispose]();
+});
+
+async function sql<R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<R[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<R>(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+function schemaName(): string {
+  return `ns_${randomUUID().replace(/-/g, '').slice(0, 12)}`;
+}
+
+// Every contract test gets its own schema in one database.
+registerStateStoreContract('PostgreSQL', async () => {
+  const schema = schemaName();
+  return {
+    open: () => openPostgresStateStore(url, { schema }),
+    label: `${postgres.host}:${postgres.port}`,
+    dispose: async () => {
+      await sql(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    },
+  };
+});
+
+describe('openPostgresStateStore', () => {
+  it('creates the nanosync schema by default and migrates once when many servers open at once', async () => {
+    const db = await postgres.createDatabase();
+    const stores = await Promise.all(Array.from({ length: 5 }, () => openPostgresStateStore(db)));
+    try {
+      const client = new pg.Client({ connectionString: db });
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ version: number }>('SELECT version FROM nanosync.schema_migrations');
+        expect(rows.map((r) => r.version)).toEqual([SCHEMA_VERSION]);
+        const tables = await client.query<{ table_name: string }>(
+          "SELECT table_name FROM information_schema.tables WHERE table_schema = 'nanosync' ORDER BY table_name",
+        );
+        expect(tables.rows.map((r) => r.table_name)).toEqual([
+          'checkpoints',
+          'leases',
+          'meta',
+          'partitions',
+          'pipelines',
+          'schema_migrations',
+        ]);
+      } finally {
+        await client.end();
+      }
+    } finally {
+      for (const s of stores) await s.close();
+    }
+  });
+
+  it('takes the schema from ?schema= in the URL', async () => {
+    const schema = schemaName();
+    const store = await openPostgresStateStore(`${url}?schema=${schema}`);
+    try {
+      await store.setMeta('k', 'v');
+      expect(await sql(`SELECT value FROM ${schema}.meta WHERE key = 'k'`)).toEqual([{ value: 'v' }]);
+    } finally {
+      await store.close();
+      await sql(`DROP SCHEMA ${schema} CASCADE`);
+    }
+  });
+
+  it('refuses a store migrated by a newer nanosync, naming the versions', async () => {
+    const schema = schemaName();
+    await (await openPostgresStateStore(url, { schema })).close();
+    await sql(`INSERT INTO ${schema}.schema_migrations (version) VALUES ($1)`, [SCHEMA_VERSION + 1]);
+    const err = await openPostgresStateStore(url, { schema }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(NanosyncError.is(err, ErrorCode.StateCorrupt)).toBe(true);
+    expect((err as Error).message).toContain(`schema version ${SCHEMA_VERSION + 1}`);
+    await sql(`DROP SCHEMA ${schema} CASCADE`);
+  });
+
+  it('fails at open with StateUnavailable for a role that may not write, without the password', async () => {
+    const schema = schemaName();
+    await (await openPostgresStateStore(url, { schema })).close();
+    const role = `ro_${randomUUID().replace(/-/g, '').slice(0, 8)}`;
+    await sql(`CREATE ROLE ${role} LOGIN PASSWORD 'sekret-pw'`);
+    await sql(`GRANT USAGE ON SCHEMA ${schema} TO ${role}`);
+    await sql(`GRANT SELECT ON ALL TABLES IN SCHEMA ${schema} TO ${role}`);
+    const roUrl = new URL(url);
+    roUrl.username = role;
+    roUrl.password = 'sekret-pw';
+    const err = await openPostgresStateStore(roUrl.toString(), { schema }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(NanosyncError.is(err, ErrorCode.StateUnavailable)).toBe(true);
+    expect((err as Error).message).toContain(`${role}@${postgres.host}:${postgres.port}`);
+    expect((err as Error).message).toContain('permission denied');
+    expect((err as Error).message).not.toContain('sekret-pw');
+  });
+
+  it('names the server when it cannot be reached', async () => {
+    const dead = new URL(url);
+    dead.port = '1';
+    const err = await openPostgresStateStore(dead.toString()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(NanosyncError.is(err, ErrorCode.StateUnavailable)).toBe(true);
+    expect((err as Error).message).toContain(`${postgres.host}:1`);
+  });
+
+  it('refuses a schema name that is not a plain identifier', async () => {
+    await expect(openPostgresStateStore(url, { schema: 'a"; DROP TABLE x; --' })).rejects.toMatchObject({
+      code: ErrorCode.ConfigInvalid,
+    });
+    await expect(openPostgresStateStore('mysql://x/y')).rejects.toThrow(/postgres:\/\//);
+  });
+});
