@@ -73,6 +73,5 @@ registerSourceTests(
       dispose: () => fx[Symbol.asyncDispose](),
     };
   },
-  // TRUNCATE is decoded but not yet streamed as an event (issue 17): turn `truncate` on with it.
-  { name: 'postgres', exportsSnapshot: true, truncate: false },
+  { name: 'postgres', exportsSnapshot: true, truncate: true },
 );
