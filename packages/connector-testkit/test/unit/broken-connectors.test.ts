@@ -79,7 +79,7 @@ describe('the kit fails deliberately broken connectors', () => {
     } finally {
       await rm(out, { recursive: true, force: true });
     }
-  }, 120_000);
+  }, 300_000);
 
   const of = (connector: string) => results.filter((r) => r.ancestorTitles.some((t) => t.startsWith(`${connector} `)));
 
