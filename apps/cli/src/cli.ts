@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { NanosyncError, redact } from '@nanosync/core';
+import { formatError, NanosyncError, redact } from '@nanosync/core';
 import { ConfigError } from '@nanosync/core/host';
 import { applyCommand } from './commands/apply.js';
 import type { Command } from './commands/command.js';
@@ -88,7 +88,7 @@ function reportError(err: unknown, command: string, io: CliIo): void {
     return;
   }
   if (err instanceof NanosyncError) {
-    io.err(`nanosync ${command}: ${redact(err.message)}`);
+    io.err(`nanosync ${command}: ${redact(formatError(err))}`);
     return;
   }
   const message = err instanceof Error ? (err.stack ?? err.message) : String(err);

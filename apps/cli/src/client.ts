@@ -62,10 +62,8 @@ export class AdminClient {
     }
     if (!response.ok) {
       const error = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
-      const code = (Object.values(ErrorCode) as string[]).includes(error?.code ?? '')
-        ? (error!.code as ErrorCode)
-        : ErrorCode.Internal;
-      const message = (error?.message ?? `HTTP ${response.status}`).replace(/^\[NS_[A-Z]\d+\]\s*/, '');
+      const code = typeof error?.code === 'string' ? error.code : ErrorCode.Internal;
+      const message = error?.message ?? `HTTP ${response.status}`;
       throw Object.assign(new NanosyncError(code, message), { response: json });
     }
     return json as T;

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { NanosyncError } from '@nanosync/core';
+import { configErrors, NanosyncError } from '@nanosync/core';
 import { ConfigError, type ConfigIssue, type ConnectorResolver, loadConfigFile, type NanosyncConfig, validateConnectors } from '@nanosync/core/host';
 import { connectorResolver } from './connectors.js';
 import { ExitCode } from './exit-codes.js';
@@ -28,8 +28,8 @@ export async function checkConfigFile(
     issues = await validateConnectors(loaded.config, { resolve: resolveConnector });
   } catch (err) {
     // A connector that cannot be found or loaded is a config problem like any other.
-    if (err instanceof NanosyncError && err.code.startsWith('NS_C') && !(err instanceof ConfigError)) {
-      throw new ConfigError([{ path: '', message: err.message.replace(/^\[NS_C\d+\]\s*/, ''), code: err.code }], {
+    if (err instanceof NanosyncError && configErrors.has(err.code) && !(err instanceof ConfigError)) {
+      throw new ConfigError([{ path: '', message: err.message, code: err.code }], {
         file: path,
         cause: err,
       });

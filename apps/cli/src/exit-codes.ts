@@ -1,4 +1,4 @@
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { configErrors, ErrorCode, NanosyncError } from '@nanosync/core';
 
 /** Exit codes of every command. */
 export const ExitCode = {
@@ -33,7 +33,7 @@ const USAGE_CODES = new Set<string>([
 export function exitCodeFor(err: unknown): ExitCode {
   if (err instanceof UsageError) return ExitCode.Usage;
   if (err instanceof NanosyncError) {
-    if (err.code.startsWith('NS_C') || USAGE_CODES.has(err.code)) return ExitCode.Usage;
+    if (configErrors.has(err.code) || USAGE_CODES.has(err.code)) return ExitCode.Usage;
   }
   return ExitCode.Failure;
 }

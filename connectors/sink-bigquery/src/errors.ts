@@ -1,4 +1,4 @@
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { NanosyncError } from '@nanosync/core';
 
 /**
  * What a failure from Google's clients means for the sink. The Storage Write API speaks
@@ -123,13 +123,13 @@ export function bigQueryFailure(
   switch (kind) {
     case 'auth':
       return new NanosyncError(
-        ErrorCode.BigQueryAuth,
+        BigQueryErrorCode.BigQueryAuth,
         `${message}. Fix: ${authFix(context.projectId, context.datasetId)}`,
         { cause: err, retriable: false, details },
       );
     case 'retriable':
-      return new NanosyncError(ErrorCode.BigQueryWrite, message, { cause: err, retriable: true, details });
+      return new NanosyncError(BigQueryErrorCode.BigQueryWrite, message, { cause: err, retriable: true, details });
     default:
-      return new NanosyncError(ErrorCode.BigQueryWrite, message, { cause: err, retriable: false, details });
+      return new NanosyncError(BigQueryErrorCode.BigQueryWrite, message, { cause: err, retriable: false, details });
   }
 }

@@ -1,5 +1,6 @@
 import { ErrorCode, NanosyncError, type TableSchema, qualifiedName } from '@nanosync/core';
 import type { BigQuerySinkConfig } from './config.js';
+import { BigQueryErrorCode } from './errors.js';
 
 /**
  * Names on the BigQuery side.
@@ -88,7 +89,7 @@ export function columnNamesFor(table: TableSchema, reserved: readonly string[] =
     const owner = owners.get(target.toLowerCase());
     if (owner !== undefined) {
       throw new NanosyncError(
-        ErrorCode.BigQuerySchema,
+        BigQueryErrorCode.BigQuerySchema,
         `table ${qualifiedName(table)}: column "${column.name}" becomes BigQuery column "${target}", which ${owner.startsWith('(') ? `is taken ${owner}` : `column "${owner}" becomes too`} ` +
           '(BigQuery compares column names without case); rename one of them at the source or leave it out with target_mappings',
         { retriable: false, details: { table: qualifiedName(table), column: column.name } },

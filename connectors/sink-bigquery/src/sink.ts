@@ -16,7 +16,7 @@ import { checkBigQuery } from './check.js';
 import { GoogleBigQuery } from './client/google.js';
 import type { BigQueryPort } from './client/port.js';
 import type { BigQuerySinkConfig } from './config.js';
-import { bigQueryFailure, classifyBigQueryError } from './errors.js';
+import { bigQueryFailure, classifyBigQueryError, BigQueryErrorCode } from './errors.js';
 import { foldEvents } from './merge/fold.js';
 import {
   STAGING_FIELDS,
@@ -245,7 +245,7 @@ export class BigQuerySink implements Sink {
       });
       if (!this.config.autoCreateTables) {
         throw new NanosyncError(
-          ErrorCode.BigQuerySchema,
+          BigQueryErrorCode.BigQuerySchema,
           `BigQuery table ${this.config.projectId}.${this.config.datasetId}.${tableId} (for ${name}) does not exist and auto_create_tables is false; create it with:\n${sql}`,
           { retriable: false, details: { table: name } },
         );
@@ -286,7 +286,7 @@ export class BigQuerySink implements Sink {
       );
     } else if (haveKey.join(',') !== wantKey.join(',')) {
       throw new NanosyncError(
-        ErrorCode.BigQuerySchema,
+        BigQueryErrorCode.BigQuerySchema,
         `BigQuery table ${tableId} (for ${name}) has primary key (${existing.primaryKey.join(', ')}) but the source key maps to (${target.primaryKey.join(', ')}); ` +
           'drop the table (it is recreated and filled by a re-snapshot) or name another one in table_names',
         { retriable: false, details: { table: name } },
@@ -468,7 +468,7 @@ export class BigQuerySink implements Sink {
     }
     if (this.config.onTruncate === 'fail') {
       throw new NanosyncError(
-        ErrorCode.BigQueryUnsupported,
+        BigQueryErrorCode.BigQueryUnsupported,
         `TRUNCATE of ${name} at position ${event.position}: on_truncate is fail. Empty BigQuery table ${state.tableId} yourself ` +
           `(or set on_truncate: delete) and resume; the pipeline replays from its checkpoint`,
         { retriable: false, details: { table: name, position: event.position } },
@@ -526,7 +526,7 @@ export class BigQuerySink implements Sink {
       }
       if (err instanceof RowRejected) {
         throw new NanosyncError(
-          ErrorCode.BigQueryValue,
+          BigQueryErrorCode.BigQueryValue,
           `table ${origin.table}, column "${err.column}", key ${keyText(origin.key)}, position ${origin.position}: ${err.reason}`,
           {
             retriable: false,
@@ -589,7 +589,7 @@ export class BigQuerySink implements Sink {
       if (err instanceof RowTooLarge) {
         const origin = (err as RowTooLarge<Origin>).row.origin;
         throw new NanosyncError(
-          ErrorCode.BigQueryValue,
+          BigQueryErrorCode.BigQueryValue,
           `table ${origin.table}, key ${keyText(origin.key)}, position ${origin.position}: the row is ${err.row.bytes.length} bytes, more than one AppendRows request may carry (${err.limit} bytes of max_request_bytes)`,
           { retriable: false, details: { table: origin.table, key: keyText(origin.key), position: origin.position } },
         );
@@ -611,7 +611,7 @@ export class BigQuerySink implements Sink {
     });
     const firstOrigin = request[rowErrors[0]?.index ?? 0]?.origin;
     return new NanosyncError(
-      ErrorCode.BigQueryValue,
+      BigQueryErrorCode.BigQueryValue,
       `BigQuery refused ${rowErrors.length} row(s) of table ${table} (nothing of that request was written): ${lines.join('; ')}`,
       {
         retriable: false,
@@ -660,7 +660,7 @@ export class BigQuerySink implements Sink {
 
 function unchangedOnCdc(table: string, columns: string[], key: Row, position: string): NanosyncError {
   return new NanosyncError(
-    ErrorCode.BigQueryUnsupported,
+    BigQueryErrorCode.BigQueryUnsupported,
     `table ${table}, key ${keyText(key)}, position ${position}: the source did not send column(s) ${columns.map((c) => `"${c}"`).join(', ')} ` +
       '(unchanged TOAST), and a CDC UPSERT replaces the whole row, so it would write NULL. Fix one of: ' +
       `(1) ALTER TABLE ${table} REPLICA IDENTITY FULL at the source (the old row then carries the value) and re-snapshot this table; ` +

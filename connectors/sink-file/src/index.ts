@@ -1,6 +1,7 @@
 import { defineSink } from '@nanosync/core';
 import { type FileSinkConfig, fileSinkConfigSchema } from './config.js';
 import { FileSink } from './writer.js';
+import { fileSinkErrors } from './errors.js';
 
 /**
  * The file sink: change events as JSON lines, one file per table (`path:`) or one file
@@ -10,6 +11,7 @@ import { FileSink } from './writer.js';
 export default defineSink<FileSinkConfig>({
   type: 'file',
   configSchema: fileSinkConfigSchema,
+  errorCodes: fileSinkErrors,
   create(config) {
     return new FileSink(config);
   },

@@ -1,4 +1,44 @@
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { defineErrorArea, NanosyncError } from '@nanosync/core';
+
+/** The Kafka sink's error codes (block NS_K6000–NS_K6999). */
+export const kafkaErrors = defineErrorArea({
+  area: 'Kafka sink',
+  letter: 'K',
+  range: [6000, 6999],
+  codes: {
+    KafkaConnection: {
+      code: 'NS_K6001',
+      meaning: 'The brokers cannot be reached, the TLS handshake failed, or sends kept failing until `max_retries` ran out.',
+      fix: 'Check `brokers`, the network path and the TLS settings (`tls_ca_cert`, the name the certificate is issued for); resume the pipeline once Kafka answers.',
+    },
+    KafkaTopicMissing: {
+      code: 'NS_K6002',
+      meaning: 'A target topic does not exist and the sink may not create it.',
+      fix: 'Create the topic (the message prints the command) or set `auto_create_topics: true`.',
+    },
+    KafkaMessageTooLarge: {
+      code: 'NS_K6003',
+      meaning: 'The broker refused a message as larger than it accepts; the message names the table, key and topic.',
+      fix: "Raise the topic's `max.message.bytes` (and the broker's `message.max.bytes`), or use a more compact `message_format` (avro, protobuf) or compression.",
+    },
+    KafkaProduce: {
+      code: 'NS_K6004',
+      meaning: 'The broker refused a send with an error that retrying will not change.',
+      fix: "Read the broker's reason in the message; fix the topic or broker setting it names, then resume the pipeline.",
+    },
+    KafkaAuth: {
+      code: 'NS_K6005',
+      meaning: 'SASL authentication failed, or an ACL denies the sink an operation it needs.',
+      fix: 'Check `sasl_mechanism`, `sasl_username` and `sasl_password`, and grant the user Write (plus Describe/Create to create topics).',
+    },
+    KafkaEncode: {
+      code: 'NS_K6006',
+      meaning: 'A row could not be encoded in the chosen message format, or a message read back is not a nanosync message; the message names the table, column, key and position.',
+      fix: 'Check the column type against the format (see the Kafka sink README); report it if the value is valid at the source.',
+    },
+  },
+});
+export const KafkaErrorCode = kafkaErrors.code;
 
 /**
  * What a kafkajs failure means for the sink. kafkajs wraps errors (retries exceeded,
@@ -91,7 +131,7 @@ export function rootMessage(err: unknown): string {
 
 export function authError(err: unknown, brokers: string[], what: string): NanosyncError {
   return new NanosyncError(
-    ErrorCode.KafkaAuth,
+    KafkaErrorCode.KafkaAuth,
     `Kafka refused ${what} at ${brokers.join(',')}: ${rootMessage(err)}. ` +
       'Check sasl_mechanism, sasl_username and sasl_password against the broker, and that the user has Write (and Describe/Create for topic creation) ACLs.',
     { cause: err, retriable: false },
@@ -100,7 +140,7 @@ export function authError(err: unknown, brokers: string[], what: string): Nanosy
 
 export function tlsError(err: unknown, brokers: string[]): NanosyncError {
   return new NanosyncError(
-    ErrorCode.KafkaConnection,
+    KafkaErrorCode.KafkaConnection,
     `TLS handshake with ${brokers.join(',')} failed: ${rootMessage(err)}. Set tls_ca_cert to the CA that signed the broker certificate, and connect by the name the certificate is issued for.`,
     { cause: err, retriable: false },
   );

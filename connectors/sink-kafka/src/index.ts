@@ -1,12 +1,14 @@
 import { defineSink } from '@nanosync/core';
 import { type KafkaSinkConfig, kafkaSinkPropertiesSchema } from './config.js';
 import { KafkaSink } from './sink.js';
+import { kafkaErrors } from './errors.js';
 
 /** `type: kafka` sinks: change events to Kafka topics as JSON, Avro, Protobuf or CloudEvents. */
 export default defineSink<KafkaSinkConfig>({
   type: 'kafka',
   configSchema: kafkaSinkPropertiesSchema,
   secretProperties: ['sasl_password'],
+  errorCodes: kafkaErrors,
   create: (config, context) => new KafkaSink(config, context),
 });
 

@@ -10,7 +10,7 @@ import kafkajs, {
 } from 'kafkajs';
 import { COMPRESSION_TYPES, registerCompressionCodecs } from './compression.js';
 import type { KafkaSinkConfig } from './config.js';
-import { authError, classifyKafkaError, errorChain, rootMessage, tlsError } from './errors.js';
+import { authError, classifyKafkaError, errorChain, rootMessage, tlsError, KafkaErrorCode } from './errors.js';
 
 const { Kafka: KafkaClient, logLevel } = kafkajs;
 
@@ -255,7 +255,7 @@ export class KafkaProducer {
         if (kind === 'topic-missing' && messages)
           throw topicMissingError([...new Set(messages.map((m) => m.topic))], err);
         if (kind === 'fatal') {
-          throw new NanosyncError(ErrorCode.KafkaProduce, `Kafka ${what} failed: ${rootMessage(err)}`, {
+          throw new NanosyncError(KafkaErrorCode.KafkaProduce, `Kafka ${what} failed: ${rootMessage(err)}`, {
             cause: err,
             retriable: false,
           });
@@ -285,7 +285,7 @@ export class KafkaProducer {
       return topicMissingError(topics, err);
     const where = topics.length ? ` to topic ${topics.map((t) => `"${t}"`).join(', ')}` : '';
     return new NanosyncError(
-      ErrorCode.KafkaConnection,
+      KafkaErrorCode.KafkaConnection,
       `Kafka ${what}${where} at ${this.config.brokers.join(',')} still failing after ${attempts} retries (max_retries): ${rootMessage(err)}`,
       { cause: err, retriable: false, details: { attempts } },
     );
@@ -344,7 +344,7 @@ export function splitForRetry(messages: OutgoingMessage[]): [OutgoingMessage[], 
 export function topicMissingError(topics: string[], cause?: unknown): NanosyncError {
   const list = topics.map((t) => `"${t}"`).join(', ');
   return new NanosyncError(
-    ErrorCode.KafkaTopicMissing,
+    KafkaErrorCode.KafkaTopicMissing,
     `Kafka topic ${list} does not exist and auto_create_topics is false: create it (kafka-topics.sh --create --topic ${topics[0]}) or set auto_create_topics: true`,
     { cause, retriable: false, details: { topic: topics.join(',') } },
   );
@@ -352,7 +352,7 @@ export function topicMissingError(topics: string[], cause?: unknown): NanosyncEr
 
 export function tooLargeError(message: OutgoingMessage, cause: unknown): NanosyncError {
   return new NanosyncError(
-    ErrorCode.KafkaMessageTooLarge,
+    KafkaErrorCode.KafkaMessageTooLarge,
     `Kafka refused the message for table "${message.table}" key ${message.keyText} on topic "${message.topic}" as too large ` +
       `(${message.size} bytes before compression): raise the topic's max.message.bytes (and the broker's), or use a more compact message_format (avro, protobuf) or compression`,
     {

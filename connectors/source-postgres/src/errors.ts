@@ -1,4 +1,69 @@
-import { ErrorCode, NanosyncError, redact } from '@nanosync/core';
+import { defineErrorArea, NanosyncError, redact } from '@nanosync/core';
+
+/** The PostgreSQL source's error codes (block NS_P4000–NS_P4999). */
+export const postgresErrors = defineErrorArea({
+  area: 'PostgreSQL source',
+  letter: 'P',
+  range: [4000, 4999],
+  codes: {
+    PgConnection: {
+      code: 'NS_P4001',
+      meaning: 'PostgreSQL cannot be reached, refused the connection, or dropped it. Retried while the cause looks temporary.',
+      fix: 'Check the host, port, database and TLS settings of the connection (`dsn`) and that the server accepts connections from this machine (pg_hba.conf).',
+    },
+    PgPermission: {
+      code: 'NS_P4002',
+      meaning: 'The login failed, or the user lacks a privilege nanosync needs (REPLICATION, SELECT on a table, CREATE on the database for the publication).',
+      fix: 'Run the GRANT/ALTER ROLE the message prints, or correct the user and password.',
+    },
+    PgTableNotFound: {
+      code: 'NS_P4003',
+      meaning: 'A table the pipeline names does not exist in the database.',
+      fix: 'Correct the `tables` entry; names are case-sensitive and the schema part counts (`public.orders`).',
+    },
+    PgNoReplicaIdentity: {
+      code: 'NS_P4004',
+      meaning: 'A table has no primary key and no replica identity, so its updates and deletes cannot be identified.',
+      fix: 'Add a primary key, or `ALTER TABLE … REPLICA IDENTITY USING INDEX …` (or `FULL`).',
+    },
+    PgSlotMissing: {
+      code: 'NS_P4005',
+      meaning: "The pipeline's replication slot is gone, so the changes since its checkpoint can no longer be read.",
+      fix: 'Re-snapshot the pipeline (delete it and apply it again); nanosync never creates a new slot silently, as that would skip changes.',
+    },
+    PgSlotInvalidated: {
+      code: 'NS_P4006',
+      meaning: "PostgreSQL invalidated the pipeline's replication slot (it held back more WAL than max_slot_wal_keep_size allows); the WAL after the checkpoint is gone.",
+      fix: 'Raise max_slot_wal_keep_size, then re-snapshot the pipeline (delete it and apply it again).',
+    },
+    PgWalLevel: {
+      code: 'NS_P4007',
+      meaning: 'The server is not configured for logical replication.',
+      fix: 'Set `wal_level = logical` (and enough max_replication_slots / max_wal_senders) and restart PostgreSQL.',
+    },
+    PgInvalidName: {
+      code: 'NS_P4008',
+      meaning: 'A slot, publication or table name derived from the config is not a valid PostgreSQL identifier.',
+      fix: 'Rename the pipeline or set the `slot_name` / `publication_name` property to a valid name (the message says why).',
+    },
+    PgProtocol: {
+      code: 'NS_P4009',
+      meaning: 'A replication message or a stored position could not be decoded: a message out of order or cut short, or a position that is not this source\'s.',
+      fix: 'Report it with the log lines around it; restarting resumes from the last checkpoint.',
+    },
+    PgValue: {
+      code: 'NS_P4010',
+      meaning: 'A column value could not be converted into the event model; the message names the table, column and key.',
+      fix: 'Correct the row, or leave the column out of the pipeline; report it if the value is valid PostgreSQL.',
+    },
+    PgCheck: {
+      code: 'NS_P4011',
+      meaning: 'The source is in a state nanosync will not replicate from: a slot used by another process or of the wrong kind, no free slot, a FOR ALL TABLES publication, a dropped column, a failed query.',
+      fix: 'Apply the fix the message prints (drop the slot, raise max_replication_slots, recreate the publication, re-snapshot).',
+    },
+  },
+});
+export const PgErrorCode = postgresErrors.code;
 
 /** `"schema"."table"`: how tables appear in our messages (and in SQL). */
 export function quoteIdent(name: string): string {
@@ -68,12 +133,12 @@ export function connectionError(
   const code = sqlState(err);
   const message = redact(pgError(err).message ?? String(err));
   if (code === '28P01' || code === '28000') {
-    return new NanosyncError(ErrorCode.PgPermission, `${doing} on ${describeEndpoint(target)}: ${message}`, {
+    return new NanosyncError(PgErrorCode.PgPermission, `${doing} on ${describeEndpoint(target)}: ${message}`, {
       cause: err,
     });
   }
   return new NanosyncError(
-    ErrorCode.PgConnection,
+    PgErrorCode.PgConnection,
     `${doing} on ${describeEndpoint(target)} failed: ${message}${code ? ` (${code})` : ''}`,
     {
       cause: err,
@@ -84,21 +149,21 @@ export function connectionError(
 
 export function tableNotFound(table: { schema: string; name: string }, database: string): NanosyncError {
   return new NanosyncError(
-    ErrorCode.PgTableNotFound,
+    PgErrorCode.PgTableNotFound,
     `table ${quoteTable(table)} not found in database "${database}" (names are case-sensitive; check the schema part too)`,
     { details: { table: `${table.schema}.${table.name}`, database } },
   );
 }
 
 export function invalidName(kind: string, name: string, reason: string): NanosyncError {
-  return new NanosyncError(ErrorCode.PgInvalidName, `${kind} name "${name}" is invalid: ${reason}`, {
+  return new NanosyncError(PgErrorCode.PgInvalidName, `${kind} name "${name}" is invalid: ${reason}`, {
     details: { [kind]: name },
   });
 }
 
 export function slotMissing(slot: string, checkpoint: string | undefined): NanosyncError {
   return new NanosyncError(
-    ErrorCode.PgSlotMissing,
+    PgErrorCode.PgSlotMissing,
     `replication slot "${slot}" does not exist any more (wal_status: missing); changes after checkpoint ${checkpoint ?? '(none)'} can no longer be read. ` +
       'nanosync does not create a new slot on its own, because changes made while the slot was gone would be skipped: re-snapshot the pipeline (delete and apply it again) to continue.',
     { details: { slot, checkpoint, walStatus: 'missing' } },
@@ -112,7 +177,7 @@ export function slotInvalidated(
   detail = '',
 ): NanosyncError {
   return new NanosyncError(
-    ErrorCode.PgSlotInvalidated,
+    PgErrorCode.PgSlotInvalidated,
     `replication slot "${slot}" was invalidated by the server (wal_status: ${walStatus}${detail}); the WAL after checkpoint ${checkpoint ?? '(none)'} was removed. ` +
       'Raise max_slot_wal_keep_size to keep this from happening again, and re-snapshot the pipeline (delete and apply it again) to continue.',
     { details: { slot, checkpoint, walStatus } },
@@ -120,14 +185,14 @@ export function slotInvalidated(
 }
 
 export function valueError(err: unknown, where: { table: string; column: string; key?: string }): NanosyncError {
-  const message = err instanceof Error ? err.message.replace(/^\[NS_P4010\] /, '') : String(err);
+  const message = err instanceof Error ? err.message : String(err);
   return new NanosyncError(
-    ErrorCode.PgValue,
+    PgErrorCode.PgValue,
     `table "${where.table}" column "${where.column}"${where.key ? ` key ${where.key}` : ''}: ${message}`,
     { cause: err, details: { table: where.table, column: where.column, key: where.key } },
   );
 }
 
 export function permissionError(message: string, fix: string | undefined, cause?: unknown): NanosyncError {
-  return new NanosyncError(ErrorCode.PgPermission, fix ? `${message}. Fix: ${fix}` : message, { cause });
+  return new NanosyncError(PgErrorCode.PgPermission, fix ? `${message}. Fix: ${fix}` : message, { cause });
 }

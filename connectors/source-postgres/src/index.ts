@@ -1,6 +1,7 @@
 import { defineSource } from '@nanosync/core';
 import { configSchema, type PostgresSourceConfig, secretProperties } from './config.js';
 import { PostgresSource } from './source.js';
+import { postgresErrors } from './errors.js';
 
 /**
  * `type: postgres` as a pipeline source: a CTID-partitioned snapshot read through the
@@ -11,6 +12,7 @@ export default defineSource<PostgresSourceConfig>({
   type: 'postgres',
   configSchema,
   secretProperties,
+  errorCodes: postgresErrors,
   create: (config, context) => new PostgresSource(config, context),
 });
 

@@ -14,7 +14,8 @@
  * The string form is `${lsn as 16 hex digits}:${index as 8 hex digits}`, upper case, so the
  * positions of one pipeline also sort as plain strings. Parsing accepts either case.
  */
-import { ErrorCode, NanosyncError, type Position } from '@nanosync/core';
+import { NanosyncError, type Position } from '@nanosync/core';
+import { PgErrorCode } from './errors.js';
 
 const MAX_LSN = 0xffff_ffff_ffff_ffffn;
 const MAX_INDEX = 0xffff_ffff;
@@ -37,7 +38,7 @@ export function decodePosition(position: Position): DecodedPosition {
   const match = POSITION_PATTERN.exec(position);
   if (!match) {
     throw new NanosyncError(
-      ErrorCode.PgProtocol,
+      PgErrorCode.PgProtocol,
       `"${position.slice(0, 40)}" is not a PostgreSQL source position (expected 16 hex digits, ':', 8 hex digits)`,
     );
   }
@@ -61,7 +62,7 @@ export function formatLsn(lsn: bigint): string {
 export function parseLsn(text: string): bigint {
   const match = LSN_PATTERN.exec(text.trim());
   if (!match)
-    throw new NanosyncError(ErrorCode.PgProtocol, `"${text.slice(0, 40)}" is not an LSN (expected X/Y in hex)`);
+    throw new NanosyncError(PgErrorCode.PgProtocol, `"${text.slice(0, 40)}" is not an LSN (expected X/Y in hex)`);
   return (BigInt(`0x${match[1]}`) << 32n) | BigInt(`0x${match[2]}`);
 }
 

@@ -19,7 +19,7 @@ import type pg from 'pg';
 import type { PostgresSourceConfig } from './config.js';
 import { buildConnectionConfig, connectClient, type PgConnectionConfig } from './connection.js';
 import { describeTables, listLeafPartitions, type PgColumn, type PgTable } from './describe.js';
-import { connectionError, isTransientPgError, quoteIdent, quoteTable, tableNotFound } from './errors.js';
+import { connectionError, isTransientPgError, quoteIdent, quoteTable, tableNotFound, PgErrorCode } from './errors.js';
 import { comparePositions, encodePosition, formatPosition, parseLsn } from './position.js';
 import { runChecks } from './slot/check.js';
 import { publicationNameFor, slotNameFor } from './slot/names.js';
@@ -166,7 +166,7 @@ export class PostgresSource implements Source {
       if (!leftover) return;
       if (leftover.active) {
         throw new NanosyncError(
-          ErrorCode.PgCheck,
+          PgErrorCode.PgCheck,
           `replication slot "${this.#slot}" is in use by another process (pid ${leftover.active_pid}); is the pipeline running elsewhere?`,
         );
       }
@@ -287,7 +287,7 @@ export class PostgresSource implements Source {
       const column = known.get(c.name);
       if (!column) {
         throw new NanosyncError(
-          ErrorCode.PgCheck,
+          PgErrorCode.PgCheck,
           `column "${c.name}" of table ${quoteTable(table)} no longer exists; re-snapshot the pipeline`,
         );
       }
@@ -438,7 +438,7 @@ export class PostgresSource implements Source {
     } catch (err) {
       if (err instanceof NanosyncError || options.signal.aborted) throw err;
       throw new NanosyncError(
-        ErrorCode.PgCheck,
+        PgErrorCode.PgCheck,
         `query of pipeline "${this.#pipeline}" failed: ${(err as Error).message}`,
         {
           cause: err,

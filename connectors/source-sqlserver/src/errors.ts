@@ -1,4 +1,4 @@
-import { ErrorCode, NanosyncError, redact } from '@nanosync/core';
+import { NanosyncError, redact } from '@nanosync/core';
 
 /**
  * `[name]` with `]` doubled: the only way an identifier enters SQL text. Names with dots,
@@ -90,13 +90,13 @@ export function connectionError(
   const e = shape(err);
   const message = redact(e.message ?? String(err));
   if (e.code === 'ELOGIN' || e.number === 18456 || e.number === 4060) {
-    return new NanosyncError(ErrorCode.MssqlPermission, `${doing} on ${describeEndpoint(target)}: ${message}`, {
+    return new NanosyncError(MssqlErrorCode.MssqlPermission, `${doing} on ${describeEndpoint(target)}: ${message}`, {
       cause: err,
       retriable: e.number === 4060,
     });
   }
   return new NanosyncError(
-    ErrorCode.MssqlConnection,
+    MssqlErrorCode.MssqlConnection,
     `${doing} on ${describeEndpoint(target)} failed: ${message}${e.number ? ` (error ${e.number})` : ''}`,
     { cause: err, retriable: isTransientMssqlError(err) },
   );
@@ -104,7 +104,7 @@ export function connectionError(
 
 export function tableNotFound(table: { schema: string; name: string }, database: string): NanosyncError {
   return new NanosyncError(
-    ErrorCode.MssqlTableNotFound,
+    MssqlErrorCode.MssqlTableNotFound,
     `table ${quoteTable(table)} not found in database ${quoteIdent(database)} (check the schema part; under a case-sensitive collation names are case-sensitive)`,
     { details: { table: tableLabel(table), database } },
   );
@@ -112,7 +112,7 @@ export function tableNotFound(table: { schema: string; name: string }, database:
 
 export function noKey(table: { schema: string; name: string }): NanosyncError {
   return new NanosyncError(
-    ErrorCode.MssqlNoKey,
+    MssqlErrorCode.MssqlNoKey,
     `table ${quoteTable(table)} has no primary key and no unique index on non-nullable columns. ${noKeyFix(table)}`,
     {
       details: { table: tableLabel(table) },
@@ -127,19 +127,19 @@ export function noKeyFix(table: { schema: string; name: string }): string {
 export function valueError(err: unknown, where: { table: string; column: string; key?: string }): NanosyncError {
   const message = err instanceof Error ? err.message : String(err);
   return new NanosyncError(
-    ErrorCode.MssqlValue,
+    MssqlErrorCode.MssqlValue,
     `table "${where.table}" column "${where.column}"${where.key ? ` key ${where.key}` : ''}: ${message}`,
     { cause: err, details: { table: where.table, column: where.column, key: where.key } },
   );
 }
 
 export function protocolError(message: string): NanosyncError {
-  return new NanosyncError(ErrorCode.MssqlProtocol, message);
+  return new NanosyncError(MssqlErrorCode.MssqlProtocol, message);
 }
 
 export function cdcNotEnabledOnTable(table: { schema: string; name: string }): NanosyncError {
   return new NanosyncError(
-    ErrorCode.MssqlCdcDisabled,
+    MssqlErrorCode.MssqlCdcDisabled,
     `table ${quoteTable(table)} has no CDC capture instance (CDC is not enabled on it, or it was disabled). Fix: EXEC sys.sp_cdc_enable_table @source_schema = ${quoteLiteral(table.schema)}, @source_name = ${quoteLiteral(table.name)}, @role_name = NULL; — or set manage_cdc: true — then re-snapshot the pipeline, because changes made while CDC was off were not recorded`,
     { details: { table: tableLabel(table) } },
   );
@@ -155,7 +155,7 @@ export function changesLost(
   pipeline: string,
 ): NanosyncError {
   return new NanosyncError(
-    ErrorCode.MssqlChangesLost,
+    MssqlErrorCode.MssqlChangesLost,
     `changes to table ${quoteTable(table)} after LSN ${gap.lostAfter} and before LSN ${gap.lostBefore} are gone from capture instance ${quoteIdent(gap.instance)}: the CDC cleanup job removed them before pipeline "${pipeline}" read them (the pipeline was stopped or behind for longer than the retention). ` +
       `Fix: raise the retention (EXEC sys.sp_cdc_change_job @job_type = N'cleanup', @retention = <minutes>;) and re-snapshot the pipeline (nanosync pipeline resnapshot ${pipeline}), or set on_retention_gap: resnapshot to have the table re-read automatically`,
     {

@@ -24,7 +24,7 @@ import { MAX_LSN_SQL } from './cdc/change-query.js';
 import { runChecks } from './check.js';
 import type { SqlServerSourceConfig } from './config.js';
 import { buildMssqlConfig, connectPool } from './connection.js';
-import { cdcNotEnabledOnTable, changesLost, connectionError, protocolError, quoteTable, tableLabel } from './errors.js';
+import { cdcNotEnabledOnTable, changesLost, connectionError, protocolError, quoteTable, tableLabel, MssqlErrorCode } from './errors.js';
 import {
   boundaryPosition,
   comparePositions,
@@ -179,7 +179,7 @@ export class SqlServerSource implements Source {
       if (!pending && compareLsn(start, ZERO_LSN) > 0) return start;
       if (Date.now() > deadline)
         throw new NanosyncError(
-          ErrorCode.MssqlCdcDisabled,
+          MssqlErrorCode.MssqlCdcDisabled,
           `the CDC capture job has not processed ${pending ? `the capture instance of ${quoteTable(pending)}` : 'anything'} after ${INSTANCE_READY_TIMEOUT_MS / 1000} s: is SQL Server Agent running and the capture job enabled? (EXEC sys.sp_cdc_help_jobs; EXEC sys.sp_cdc_start_job @job_type = N'capture';)`,
           { retriable: true },
         );
@@ -294,7 +294,7 @@ export class SqlServerSource implements Source {
       const column = byName.get(name);
       if (!column)
         throw new NanosyncError(
-          ErrorCode.MssqlCheck,
+          MssqlErrorCode.MssqlCheck,
           `column "${name}" of table ${quoteTable(described)} no longer exists; re-snapshot the pipeline`,
         );
       return column;

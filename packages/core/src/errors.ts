@@ -1,83 +1,229 @@
 /**
- * One error type for the whole project, with a closed set of codes ranged by area.
- * Retry loops read `retriable`, never the message. Messages name the pipeline, table,
- * column, key and position that matter, and the fix when there is one. They never
- * contain secrets: pass values through `redact()` before building a message from input.
+ * One error type for the whole project. The code is a field, the message only the
+ * description: the CLI and the logger print `[NS_P4003] table "public"."ordrs" not found…`,
+ * nothing ever parses a message. Retry loops read `retriable`.
+ *
+ * Codes are grouped in areas, each owning a letter and a block of numbers it declares
+ * (`NS_P4000`–`NS_P4999` for the PostgreSQL source). Core owns the config, runtime, state
+ * and CLI areas below; every connector declares its own area with `defineErrorArea` in its
+ * own `errors.ts` and hands it over as `errorCodes` in its definition, so adding a
+ * connector never touches this file. Every code carries what it means and what the
+ * operator can do; docs/errors.md is generated from these tables.
+ *
+ * Messages name the pipeline, table, column, key and position that matter, and the fix
+ * when there is one. They never contain secrets: pass input through `redact()` first.
  */
+
+/** What one code means and how an operator gets past it (both end up in docs/errors.md). */
+export interface ErrorCodeEntry {
+  /** `NS_` + the area's letter + four digits inside the area's block. */
+  code: string;
+  /** What happened, in a sentence an operator understands. */
+  meaning: string;
+  /** What to do about it. */
+  fix: string;
+}
+
+/** The codes of one area (a connector, or a part of core) and the block they live in. */
+export interface ErrorArea<Codes extends Record<string, string> = Record<string, string>> {
+  /** Who owns the codes, as a reader would name it: "PostgreSQL source", "Kafka sink". */
+  readonly area: string;
+  /** The letter after `NS_` (`P` for `NS_P4001`). */
+  readonly letter: string;
+  /** First and last number of the block this area owns (`[4000, 4999]`). */
+  readonly range: readonly [first: number, last: number];
+  /** The codes by name, for `new NanosyncError(area.code.PgConnection, …)`. */
+  readonly code: Codes;
+  /** Every code with its name, meaning and fix, in declaration order. */
+  readonly entries: readonly (ErrorCodeEntry & { name: string })[];
+  /** True for a code of this area (use it instead of looking at a code's letters). */
+  has(code: string): boolean;
+}
+
+const CODE_FORMAT = /^NS_([A-Z])(\d{4})$/;
+
+/**
+ * Declare an area's codes. Fails at import time (so in the connector's first test) when
+ * a code is malformed, outside the declared block, repeated, or lacks a meaning or fix.
+ */
+export function defineErrorArea<const T extends Record<string, ErrorCodeEntry>>(spec: {
+  area: string;
+  letter: string;
+  range: readonly [first: number, last: number];
+  codes: T;
+}): ErrorArea<{ readonly [K in keyof T]: T[K]['code'] }> {
+  const [first, last] = spec.range;
+  const seen = new Set<string>();
+  for (const [name, entry] of Object.entries(spec.codes)) {
+    const m = CODE_FORMAT.exec(entry.code);
+    const where = `error code ${name} (${entry.code}) of the ${spec.area} area`;
+    if (!m || m[1] !== spec.letter || Number(m[2]) < first || Number(m[2]) > last) {
+      throw new Error(`${where} is outside its block NS_${spec.letter}${first}–NS_${spec.letter}${last}`);
+    }
+    if (seen.has(entry.code)) throw new Error(`${where} is declared twice`);
+    if (entry.meaning.trim() === '' || entry.fix.trim() === '') throw new Error(`${where} needs a meaning and a fix`);
+    seen.add(entry.code);
+  }
+  const code = Object.fromEntries(Object.entries(spec.codes).map(([name, entry]) => [name, entry.code]));
+  return {
+    area: spec.area,
+    letter: spec.letter,
+    range: spec.range,
+    code: code as { readonly [K in keyof T]: T[K]['code'] },
+    entries: Object.entries(spec.codes).map(([name, entry]) => ({ name, ...entry })),
+    has: (c) => seen.has(c),
+  };
+}
+
+export const configErrors = defineErrorArea({
+  area: 'configuration',
+  letter: 'C',
+  range: [1000, 1999],
+  codes: {
+    ConfigInvalid: {
+      code: 'NS_C1001',
+      meaning: 'The pipelines file has a value of the wrong type or shape, or names something that does not exist.',
+      fix: 'Correct the value at the YAML path and line the message names; `nanosync validate --file …` checks the file without a server.',
+    },
+    ConfigUnknownKey: {
+      code: 'NS_C1002',
+      meaning: 'The pipelines file has a key nanosync does not know (often a typo).',
+      fix: 'Rename it to the key the message suggests ("did you mean …"), or remove it.',
+    },
+    ConfigMissingEnv: {
+      code: 'NS_C1003',
+      meaning: `A \`\${env:NAME}\` reference names a variable that is not set where it is resolved (the server, for applied pipelines).`,
+      fix: "Set the variable in the server's environment (or the shell of `nanosync run`) and apply again.",
+    },
+    ConfigYaml: {
+      code: 'NS_C1004',
+      meaning: 'The pipelines file is not valid YAML.',
+      fix: 'Fix the syntax at the line and column the message names (indentation and unquoted `:` are the usual causes).',
+    },
+    ConnectorNotFound: {
+      code: 'NS_C1101',
+      meaning: 'No connector package was found for a connection `type`.',
+      fix: "Install the package the message names in the config file's folder (`npm i …`), or correct the `type`.",
+    },
+    ConnectorInvalid: {
+      code: 'NS_C1102',
+      meaning:
+        'A connector package was found but failed to load, or its default export is not a connector definition of the right kind and API version.',
+      fix: 'Install a release of the connector built for this nanosync; the message lists what was expected and what was found.',
+    },
+  },
+});
+
+export const runtimeErrors = defineErrorArea({
+  area: 'pipeline runtime',
+  letter: 'R',
+  range: [2000, 2999],
+  codes: {
+    PipelineNotFound: {
+      code: 'NS_R2001',
+      meaning: 'No pipeline of that name is applied on this server.',
+      fix: 'Check the name with `nanosync list pipelines`, or apply the file that defines it.',
+    },
+    PipelineLeaseHeld: {
+      code: 'NS_R2002',
+      meaning:
+        'Another nanosync process holds the lease on this pipeline, so this one will not run it (two writers would duplicate and reorder changes).',
+      fix: 'Stop the other process, or wait: a lease of a process that died runs out on its own.',
+    },
+    PipelineStopped: {
+      code: 'NS_R2003',
+      meaning:
+        'The pipeline was stopped (paused, deleted or the server shut down) while an operation was running, or a delete could not clean up the source and paused the pipeline instead.',
+      fix: 'After a stop nothing needs fixing: resuming carries on from the last checkpoint. After a failed delete, fix the cause the message names and delete again.',
+    },
+    PipelineUnsupported: {
+      code: 'NS_R2004',
+      meaning:
+        'The pipeline asks for something its source cannot do, such as a `query` pipeline on a source without SQL.',
+      fix: 'Use a replication type the source supports (see the connector README).',
+    },
+    SinkWriteFailed: {
+      code: 'NS_R2005',
+      meaning: "A sink's write failed with an error that is not retriable, or retries ran out.",
+      fix: "Read the cause in the message (the sink's own code follows it), fix the target, then resume the pipeline; it replays from its checkpoint.",
+    },
+    PreflightFailed: {
+      code: 'NS_R2006',
+      meaning: 'A preflight `check()` of the source or a sink failed when the pipeline started; nothing was created.',
+      fix: 'Apply the fix each failed check prints (privileges, server settings), then resume the pipeline.',
+    },
+    Internal: {
+      code: 'NS_R2099',
+      meaning: 'nanosync reached a state it should never be in (a bug).',
+      fix: 'Report it with the log lines around it; restarting the pipeline resumes from the last checkpoint.',
+    },
+  },
+});
+
+export const stateErrors = defineErrorArea({
+  area: 'state store',
+  letter: 'S',
+  range: [3000, 3999],
+  codes: {
+    StateUnavailable: {
+      code: 'NS_S3001',
+      meaning: 'The state database (checkpoints, leases, applied pipelines) cannot be opened or written.',
+      fix: "Check that the state database's folder exists, is writable by the server and the disk is not full; `--state PATH` (or `NANOSYNC_STATE`) chooses another one.",
+    },
+    StateCorrupt: {
+      code: 'NS_S3002',
+      meaning:
+        'The state database holds something this nanosync cannot read (damaged, or written by an incompatible version).',
+      fix: 'Restore the state folder from a backup or run the matching nanosync version; as a last resort remove it and re-snapshot every pipeline.',
+    },
+    SecretKey: {
+      code: 'NS_S3003',
+      meaning:
+        'The key that encrypts stored secrets is missing, malformed or not the one the secrets were stored with.',
+      fix: 'Give the server its original key (`NANOSYNC_SECRET_KEY`, or `secret.key` next to the state database), or apply the pipelines again so their secrets are stored with the current key.',
+    },
+  },
+});
+
+export const cliErrors = defineErrorArea({
+  area: 'CLI and server',
+  letter: 'X',
+  range: [9000, 9999],
+  codes: {
+    CliUsage: {
+      code: 'NS_X9001',
+      meaning: 'A command was called with an unknown option, a missing argument or a bad value.',
+      fix: 'Run the command with `--help` for its options.',
+    },
+    ServerUnavailable: {
+      code: 'NS_X9002',
+      meaning: 'No nanosync server answers at the admin address.',
+      fix: 'Start one with `nanosync serve`, or pass its address with `--server HOST:PORT` (or `NANOSYNC_SERVER`).',
+    },
+    ServerAuth: {
+      code: 'NS_X9003',
+      meaning: 'The admin API refused the bearer token, or the token file cannot be read.',
+      fix: 'Run the command with the same `--state` as the server (its `token` file is read from there), or set the same `NANOSYNC_TOKEN` the server has.',
+    },
+    PortInUse: {
+      code: 'NS_X9004',
+      meaning: 'The admin or metrics address is already taken (often by another nanosync server) or not permitted.',
+      fix: 'Stop the other process or choose another address with `--listen`.',
+    },
+  },
+});
+
+/** Core's own codes by name. Connectors' codes live in the connectors. */
 export const ErrorCode = {
-  // 1xxx config
-  ConfigInvalid: 'NS_C1001',
-  ConfigUnknownKey: 'NS_C1002',
-  ConfigMissingEnv: 'NS_C1003',
-  ConfigYaml: 'NS_C1004',
-  ConnectorNotFound: 'NS_C1101',
-  ConnectorInvalid: 'NS_C1102',
-  // 2xxx runtime / core
-  PipelineNotFound: 'NS_R2001',
-  PipelineLeaseHeld: 'NS_R2002',
-  PipelineStopped: 'NS_R2003',
-  /** The pipeline asks for something its source cannot do (a `query` pipeline on a source without SQL). */
-  PipelineUnsupported: 'NS_R2004',
-  /** A sink's write failed and was not retriable, or retries ran out. */
-  SinkWriteFailed: 'NS_R2005',
-  /** A preflight `check()` of the source or a sink failed at start; nothing was created. */
-  PreflightFailed: 'NS_R2006',
-  Internal: 'NS_R2099',
-  // 3xxx state
-  StateUnavailable: 'NS_S3001',
-  StateCorrupt: 'NS_S3002',
-  SecretKey: 'NS_S3003',
-  // 4xxx postgres source
-  PgConnection: 'NS_P4001',
-  PgPermission: 'NS_P4002',
-  PgTableNotFound: 'NS_P4003',
-  PgNoReplicaIdentity: 'NS_P4004',
-  PgSlotMissing: 'NS_P4005',
-  PgSlotInvalidated: 'NS_P4006',
-  PgWalLevel: 'NS_P4007',
-  PgInvalidName: 'NS_P4008',
-  PgProtocol: 'NS_P4009',
-  PgValue: 'NS_P4010',
-  PgCheck: 'NS_P4011',
-  // 5xxx sqlserver source
-  MssqlConnection: 'NS_M5001',
-  MssqlCdcDisabled: 'NS_M5002',
-  MssqlChangesLost: 'NS_M5003',
-  MssqlPermission: 'NS_M5004',
-  MssqlTableNotFound: 'NS_M5005',
-  /** A table without primary key and without a usable unique index. */
-  MssqlNoKey: 'NS_M5006',
-  MssqlValue: 'NS_M5007',
-  MssqlCheck: 'NS_M5008',
-  /** A stored position or partition bound that is not this source's. */
-  MssqlProtocol: 'NS_M5009',
-  // 6xxx kafka sink
-  KafkaConnection: 'NS_K6001',
-  KafkaTopicMissing: 'NS_K6002',
-  KafkaMessageTooLarge: 'NS_K6003',
-  KafkaProduce: 'NS_K6004',
-  KafkaAuth: 'NS_K6005',
-  KafkaEncode: 'NS_K6006',
-  // 7xxx bigquery sink
-  /** An append or MERGE failed permanently, or retries ran out. */
-  BigQueryWrite: 'NS_B7001',
-  /** Credentials missing, unreadable or refused; project or dataset unreachable. */
-  BigQueryAuth: 'NS_B7002',
-  /** A source table's schema cannot be mapped onto (or evolved into) its BigQuery table. */
-  BigQuerySchema: 'NS_B7003',
-  /** A value BigQuery cannot hold (out-of-range date, NaN in NUMERIC…); names table, column, key. */
-  BigQueryValue: 'NS_B7004',
-  /** An event the chosen write method cannot apply (unchanged columns on a CDC table, TRUNCATE by policy). */
-  BigQueryUnsupported: 'NS_B7005',
-  // 8xxx file sink
-  FileSinkWrite: 'NS_F8001',
-  // 9xxx cli / server
-  CliUsage: 'NS_X9001',
-  ServerUnavailable: 'NS_X9002',
-  ServerAuth: 'NS_X9003',
-  PortInUse: 'NS_X9004',
+  ...configErrors.code,
+  ...runtimeErrors.code,
+  ...stateErrors.code,
+  ...cliErrors.code,
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Core's areas, for docs/errors.md and for checks such as "is this a config error". */
+export const CORE_ERROR_AREAS: readonly ErrorArea[] = [configErrors, runtimeErrors, stateErrors, cliErrors];
 
 export interface NanosyncErrorOptions {
   retriable?: boolean;
@@ -88,20 +234,27 @@ export interface NanosyncErrorOptions {
 
 export class NanosyncError extends Error {
   override readonly name = 'NanosyncError';
-  readonly code: ErrorCode;
+  /** `NS_` + area letter + four digits; see the area tables (core's above, each connector's own). */
+  readonly code: string;
   readonly retriable: boolean;
   readonly details: Record<string, string | number | boolean | undefined>;
 
-  constructor(code: ErrorCode, message: string, options: NanosyncErrorOptions = {}) {
-    super(`[${code}] ${message}`, options.cause === undefined ? undefined : { cause: options.cause });
+  /** `message` is the description only; the code is printed next to it by whoever shows the error. */
+  constructor(code: string, message: string, options: NanosyncErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.retriable = options.retriable ?? false;
     this.details = options.details ?? {};
   }
 
-  static is(err: unknown, code?: ErrorCode): err is NanosyncError {
+  static is(err: unknown, code?: string): err is NanosyncError {
     return err instanceof NanosyncError && (code === undefined || err.code === code);
   }
+}
+
+/** How an error is shown to people: `[NS_P4003] table … not found`, or the plain message without a code. */
+export function formatError(err: { code?: unknown; message: string }): string {
+  return typeof err.code === 'string' && CODE_FORMAT.test(err.code) ? `[${err.code}] ${err.message}` : err.message;
 }
 
 /** True when an error (or its cause chain) says a retry may succeed. Unknown errors are not retriable. */

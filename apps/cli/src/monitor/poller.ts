@@ -88,8 +88,7 @@ export class StatusPoller {
 }
 
 function describe(err: unknown): string {
-  const message = err instanceof Error ? err.message : String(err);
-  return message.replace(/^\[NS_[A-Z]\d+\]\s*/, '');
+  return err instanceof Error ? err.message : String(err);
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ErrorCode, type Logger, NanosyncError, redact } from '@nanosync/core';
+import { configErrors, ErrorCode, type Logger, NanosyncError, redact } from '@nanosync/core';
 import type { AdminEngine } from './admin-engine.js';
 
 /**
@@ -48,7 +48,7 @@ export function errorResponse(err: unknown): { status: number; json: { error: { 
           ? 401
           : err.code === ErrorCode.PipelineLeaseHeld
             ? 409
-            : err.code.startsWith('NS_C') || err.code === ErrorCode.CliUsage
+            : configErrors.has(err.code) || err.code === ErrorCode.CliUsage
               ? 400
               : 500;
     return { status, json: { error: { code: err.code, message: redact(err.message) } } };

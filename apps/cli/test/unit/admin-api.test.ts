@@ -177,7 +177,7 @@ describe('endpoints', () => {
       warnings: ['password=hunter2 rejected'],
     });
     fake.engine.pause = async () => {
-      throw new NanosyncError(ErrorCode.PgConnection, 'could not connect to postgres://app:hunter2@db/shop');
+      throw new NanosyncError('NS_P4001', 'could not connect to postgres://app:hunter2@db/shop');
     };
     const texts = [
       await (await call('GET', '/v1/pipelines')).text(),

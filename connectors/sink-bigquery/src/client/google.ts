@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { BigQuery } from '@google-cloud/bigquery';
 import { managedwriter } from '@google-cloud/bigquery-storage';
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { NanosyncError } from '@nanosync/core';
 import type { BigQuerySinkConfig } from '../config.js';
 import type { RowDescriptor } from '../write/proto-rows.js';
 import type { AppendOutcome, BigQueryPort, DatasetInfo, QueryOptions, TableInfo } from './port.js';
+import { BigQueryErrorCode } from '../errors.js';
 
 type Writer = InstanceType<typeof managedwriter.Writer>;
 type StreamConnection = Awaited<ReturnType<InstanceType<typeof managedwriter.WriterClient>['createStreamConnection']>>;
@@ -153,7 +154,7 @@ function authOptions(config: BigQuerySinkConfig): { keyFilename?: string; creden
       JSON.parse(readFileSync(config.credentialsFile, 'utf8'));
     } catch (err) {
       throw new NanosyncError(
-        ErrorCode.BigQueryAuth,
+        BigQueryErrorCode.BigQueryAuth,
         `credentials_file ${config.credentialsFile} is not readable JSON (${(err as NodeJS.ErrnoException).code ?? 'parse error'}); ` +
           'create a key with: gcloud iam service-accounts keys create KEY.json --iam-account=SA_EMAIL',
         { retriable: false },

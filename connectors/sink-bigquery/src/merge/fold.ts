@@ -1,5 +1,6 @@
-import { type ChangeEvent, ErrorCode, NanosyncError, type Row, qualifiedName } from '@nanosync/core';
+import { type ChangeEvent, NanosyncError, type Row, qualifiedName } from '@nanosync/core';
 import { keyChanged, keyOf, keyText, resolveUnchanged } from '../write/unchanged.js';
+import { BigQueryErrorCode } from '../errors.js';
 
 /**
  * Folds a run of events of one table into one change per key, in delivery order, for a
@@ -48,7 +49,7 @@ export function foldEvents(events: readonly ChangeEvent[], keyColumns: readonly 
     if (moved) {
       if (unchanged.length > 0) {
         throw new NanosyncError(
-          ErrorCode.BigQueryUnsupported,
+          BigQueryErrorCode.BigQueryUnsupported,
           `table ${qualifiedName(event.table)}: an update moved key ${keyText(oldKey)} to ${keyText(newKey)} at position ${event.position} ` +
             `without sending column(s) ${unchanged.map((c) => `"${c}"`).join(', ')}; the new row cannot copy them from the old one. ` +
             `Set REPLICA IDENTITY FULL on the source table (ALTER TABLE ${qualifiedName(event.table)} REPLICA IDENTITY FULL) so the old row travels with the update`,

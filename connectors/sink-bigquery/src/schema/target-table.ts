@@ -1,4 +1,4 @@
-import { ErrorCode, NanosyncError, type TableSchema, qualifiedName } from '@nanosync/core';
+import { NanosyncError, type TableSchema, qualifiedName } from '@nanosync/core';
 import { columnNamesFor, quoteIdentifier, quoteTablePath } from '../naming.js';
 import {
   type BigQueryField,
@@ -9,6 +9,7 @@ import {
   keyable,
   normalizeApiType,
 } from './types.js';
+import { BigQueryErrorCode } from '../errors.js';
 
 /** The changelog columns of append mode. `_ns_event_id` is the changelog's primary key. */
 export const CHANGELOG_FIELDS: BigQueryField[] = [
@@ -67,7 +68,7 @@ export function targetTableFor(source: TableSchema, kind: TableKind): TargetTabl
   }
   if (source.keyColumns.length === 0) {
     throw new NanosyncError(
-      ErrorCode.BigQuerySchema,
+      BigQueryErrorCode.BigQuerySchema,
       `table ${table} has no primary key (and no replica identity columns): write_mode upsert needs a key to apply updates and deletes. ` +
         'Add a primary key at the source, or use write_mode: append',
       { retriable: false, details: { table } },
@@ -75,7 +76,7 @@ export function targetTableFor(source: TableSchema, kind: TableKind): TargetTabl
   }
   if (source.keyColumns.length > MAX_KEY_COLUMNS) {
     throw new NanosyncError(
-      ErrorCode.BigQuerySchema,
+      BigQueryErrorCode.BigQuerySchema,
       `table ${table} has ${source.keyColumns.length} key columns; BigQuery primary keys allow at most ${MAX_KEY_COLUMNS}. Use write_mode: append for this table`,
       { retriable: false, details: { table } },
     );
@@ -87,14 +88,14 @@ export function targetTableFor(source: TableSchema, kind: TableKind): TargetTabl
     const mapping = columns.get(key);
     if (!mapping) {
       throw new NanosyncError(
-        ErrorCode.BigQuerySchema,
+        BigQueryErrorCode.BigQuerySchema,
         `table ${table}: key column "${key}" is not among its columns`,
         { retriable: false, details: { table, column: key } },
       );
     }
     if (!keyable(mapping.field)) {
       throw new NanosyncError(
-        ErrorCode.BigQuerySchema,
+        BigQueryErrorCode.BigQuerySchema,
         `table ${table}: key column "${key}" maps to BigQuery ${ddlType(mapping.field)}, which cannot be part of a primary key`,
         { retriable: false, details: { table, column: key } },
       );
@@ -256,7 +257,7 @@ function widens(
 
 function incompatible(table: string, column: string, have: string, want: string): NanosyncError {
   return new NanosyncError(
-    ErrorCode.BigQuerySchema,
+    BigQueryErrorCode.BigQuerySchema,
     `table ${table}: column "${column}" is ${have} in BigQuery but the source now has a type that maps to ${want}; ` +
       'BigQuery cannot change it without a cast that may lose values. Create a new table (table_names) or convert the column yourself, then resume',
     { retriable: false, details: { table, column, bigqueryType: have, sourceType: want } },

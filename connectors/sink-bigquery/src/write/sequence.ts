@@ -1,4 +1,5 @@
-import { ErrorCode, NanosyncError, type ChangeEvent } from '@nanosync/core';
+import { NanosyncError, type ChangeEvent } from '@nanosync/core';
+import { BigQueryErrorCode } from '../errors.js';
 
 /**
  * `_CHANGE_SEQUENCE_NUMBER` from an event's position.
@@ -63,7 +64,7 @@ export function compareSequenceNumbers(a: string, b: string): number {
 
 function unorderable(position: string, why: string): NanosyncError {
   return new NanosyncError(
-    ErrorCode.BigQueryUnsupported,
+    BigQueryErrorCode.BigQueryUnsupported,
     `position "${position.slice(0, 80)}" cannot be turned into a BigQuery _CHANGE_SEQUENCE_NUMBER: ${why}. ` +
       'Use upsert_method: merge for this source (changes are then applied in delivery order)',
     { retriable: false },

@@ -1,7 +1,6 @@
 import {
   type ChangeEvent,
   type ChangeOp,
-  ErrorCode,
   NanosyncError,
   type Row,
   type TableSchema,
@@ -9,6 +8,7 @@ import {
 } from '@nanosync/core';
 import { ValueError } from './json-values.js';
 import { canonicalKeyValue } from './key.js';
+import { KafkaErrorCode } from '../errors.js';
 
 export const MESSAGE_FORMATS = ['json', 'avro', 'protobuf', 'cloudevents'] as const;
 export type MessageFormat = (typeof MESSAGE_FORMATS)[number];
@@ -74,7 +74,7 @@ const OPS_BY_NAME = new Map(Object.entries(OP_NAMES).map(([op, name]) => [name, 
 export function opFromName(name: unknown): ChangeOp {
   const op = typeof name === 'string' ? OPS_BY_NAME.get(name) : undefined;
   if (!op)
-    throw new NanosyncError(ErrorCode.KafkaEncode, `not a nanosync message: unknown operation ${JSON.stringify(name)}`);
+    throw new NanosyncError(KafkaErrorCode.KafkaEncode, `not a nanosync message: unknown operation ${JSON.stringify(name)}`);
   return op;
 }
 
@@ -110,7 +110,7 @@ export function encodeError(format: MessageFormat, event: ChangeEvent, err: unkn
   const key = keyText(event);
   const where = column === undefined ? '' : ` column "${column}"`;
   return new NanosyncError(
-    ErrorCode.KafkaEncode,
+    KafkaErrorCode.KafkaEncode,
     `cannot encode ${format} message for table "${table}"${where} key ${key} at position ${event.position}: ${(err as Error)?.message ?? String(err)}`,
     { cause: err, retriable: false, details: { table, column, key, position: event.position } },
   );

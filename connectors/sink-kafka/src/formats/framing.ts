@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { NanosyncError } from '@nanosync/core';
+import { KafkaErrorCode } from '../errors.js';
 
 /**
  * Avro and Protobuf record values carry the writer's schema in front of the payload, so a
@@ -51,24 +52,24 @@ export function unframe(value: Uint8Array, expected: FramedFormat): Unframed {
   const buf = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   const name = expected === FRAME_AVRO ? 'avro' : 'protobuf';
   if (buf.length < HEADER_BYTES || buf[0] !== FRAME_MAGIC) {
-    throw new NanosyncError(ErrorCode.KafkaEncode, `not a nanosync ${name} message: missing the 'N' magic byte`);
+    throw new NanosyncError(KafkaErrorCode.KafkaEncode, `not a nanosync ${name} message: missing the 'N' magic byte`);
   }
   if (buf[1] !== FRAME_VERSION) {
     throw new NanosyncError(
-      ErrorCode.KafkaEncode,
+      KafkaErrorCode.KafkaEncode,
       `nanosync ${name} message uses framing version ${buf[1]}; this reader knows ${FRAME_VERSION}`,
     );
   }
   if (buf[2] !== expected) {
     throw new NanosyncError(
-      ErrorCode.KafkaEncode,
+      KafkaErrorCode.KafkaEncode,
       `message is framed as format ${String.fromCharCode(buf[2] ?? 0)}, expected ${name}`,
     );
   }
   const length = buf.readUInt32BE(11);
   if (HEADER_BYTES + length > buf.length) {
     throw new NanosyncError(
-      ErrorCode.KafkaEncode,
+      KafkaErrorCode.KafkaEncode,
       `nanosync ${name} message is truncated: schema of ${length} bytes does not fit`,
     );
   }

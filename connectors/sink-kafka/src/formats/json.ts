@@ -1,4 +1,4 @@
-import { type ChangeEvent, ErrorCode, NanosyncError, qualifiedName } from '@nanosync/core';
+import { type ChangeEvent, NanosyncError, qualifiedName } from '@nanosync/core';
 import {
   type DecodeOptions,
   type DecodedChange,
@@ -11,6 +11,7 @@ import {
 } from './codec.js';
 import { type JsonValue, rowFromJson, rowToJson } from './json-values.js';
 import { commitTimeToMicros, microsToTimestamp } from './temporal.js';
+import { KafkaErrorCode } from '../errors.js';
 
 /**
  * The JSON envelope:
@@ -99,7 +100,7 @@ export function parseJson(value: Uint8Array, what: string): unknown {
   try {
     return JSON.parse(Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('utf8'));
   } catch (err) {
-    throw new NanosyncError(ErrorCode.KafkaEncode, `not a nanosync ${what} message: ${(err as Error).message}`, {
+    throw new NanosyncError(KafkaErrorCode.KafkaEncode, `not a nanosync ${what} message: ${(err as Error).message}`, {
       cause: err,
     });
   }

@@ -1,6 +1,6 @@
 import type { TableRef } from '@nanosync/core';
-import { ErrorCode, NanosyncError } from '@nanosync/core';
-import { permissionError, quoteIdent, quoteTable, sqlState } from '../errors.js';
+import { NanosyncError } from '@nanosync/core';
+import { permissionError, quoteIdent, quoteTable, sqlState, PgErrorCode } from '../errors.js';
 import type { Queryable } from '../types/index.js';
 
 export interface PublicationState {
@@ -104,7 +104,7 @@ export async function ensurePublication(
   const state = await readPublication(client, publication);
   if (state.allTables) {
     throw new NanosyncError(
-      ErrorCode.PgCheck,
+      PgErrorCode.PgCheck,
       `publication "${publication}" exists and is FOR ALL TABLES; nanosync only uses FOR TABLE publications. Fix: DROP PUBLICATION ${quoteIdent(publication)}; ${createPublicationSql(publication, tables)};`,
     );
   }

@@ -1,6 +1,6 @@
 import type { TableRef } from '@nanosync/core';
-import { ErrorCode, NanosyncError } from '@nanosync/core';
-import { quoteTable } from '../errors.js';
+import { NanosyncError } from '@nanosync/core';
+import { quoteTable, PgErrorCode } from '../errors.js';
 import type { Queryable } from '../types/index.js';
 
 /**
@@ -82,7 +82,7 @@ export function missingIdentityError(missing: MissingIdentity[], context: string
     const { message, fix } = describeMissingIdentity(m);
     return `${message}. Fix: ${fix}`;
   });
-  return new NanosyncError(ErrorCode.PgNoReplicaIdentity, `${context}: ${parts.join(' | ')}`, {
+  return new NanosyncError(PgErrorCode.PgNoReplicaIdentity, `${context}: ${parts.join(' | ')}`, {
     details: { tables: missing.map((m) => `${m.relation.schema}.${m.relation.name}`).join(',') },
   });
 }

@@ -1,8 +1,8 @@
 import type { Logger } from '@nanosync/core';
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { NanosyncError } from '@nanosync/core';
 import type pg from 'pg';
 import { connectClient, type PgConnectionConfig } from '../connection.js';
-import { quoteIdent, slotInvalidated, slotMissing, sqlState } from '../errors.js';
+import { quoteIdent, slotInvalidated, slotMissing, sqlState, PgErrorCode } from '../errors.js';
 import { parseLsn } from '../position.js';
 import type { Queryable } from '../types/index.js';
 
@@ -50,7 +50,7 @@ export async function verifySlot(
   }
   if (info.slot_type !== 'logical' || info.plugin !== 'pgoutput' || info.database !== opts.database) {
     throw new NanosyncError(
-      ErrorCode.PgCheck,
+      PgErrorCode.PgCheck,
       `replication slot "${slot}" is not a pgoutput logical slot of database "${opts.database}" (type ${info.slot_type}, plugin ${info.plugin}, database ${info.database}); drop it or rename the pipeline`,
     );
   }
@@ -95,7 +95,7 @@ export async function createSlot(
     const mode = opts.exportSnapshot ? 'EXPORT_SNAPSHOT' : 'NOEXPORT_SNAPSHOT';
     const result = await client.query(`CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput ${mode}`);
     const row = result.rows[0] as { consistent_point: string; snapshot_name: string | null } | undefined;
-    if (!row) throw new NanosyncError(ErrorCode.PgProtocol, `CREATE_REPLICATION_SLOT "${slot}" returned no row`);
+    if (!row) throw new NanosyncError(PgErrorCode.PgProtocol, `CREATE_REPLICATION_SLOT "${slot}" returned no row`);
     const created: CreatedSlot = { consistentPoint: parseLsn(row.consistent_point), release };
     if (opts.exportSnapshot && row.snapshot_name) created.snapshotName = row.snapshot_name;
     if (!opts.exportSnapshot) await release();
@@ -104,14 +104,14 @@ export async function createSlot(
     await release();
     if (sqlState(err) === '42501') {
       throw new NanosyncError(
-        ErrorCode.PgPermission,
+        PgErrorCode.PgPermission,
         `role "${conn.user}" may not create replication slot "${slot}": it needs the REPLICATION attribute. Fix: ALTER ROLE ${quoteIdent(conn.user)} REPLICATION;`,
         { cause: err },
       );
     }
     if (sqlState(err) === '53400') {
       throw new NanosyncError(
-        ErrorCode.PgCheck,
+        PgErrorCode.PgCheck,
         `no free replication slot for "${slot}" (max_replication_slots reached). Fix: drop unused slots (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active AND …) or raise max_replication_slots and restart PostgreSQL`,
         { cause: err },
       );

@@ -1,4 +1,4 @@
-import { type ChangeEvent, ErrorCode, NanosyncError, type Position, type Row, type Value } from '@nanosync/core';
+import { type ChangeEvent, NanosyncError, type Position, type Row, type Value } from '@nanosync/core';
 import { formatPosition } from '../position.js';
 import { decodeValue } from '../types/index.js';
 import {
@@ -9,6 +9,7 @@ import {
   type UpdateMessage,
 } from './pgoutput.js';
 import type { StreamRelation } from './relations.js';
+import { PgErrorCode } from '../errors.js';
 
 /** Where an event sits: its position and its transaction's commit time. */
 export interface EventContext {
@@ -42,7 +43,7 @@ function decodeTuple(
   const { columns, table } = relation;
   if (tuple.length !== columns.length) {
     throw new NanosyncError(
-      ErrorCode.PgProtocol,
+      PgErrorCode.PgProtocol,
       `pgoutput: a tuple of "${table.schema}"."${table.name}" has ${tuple.length} columns, its Relation message announced ${columns.length} (at ${formatPosition(context.position)})`,
     );
   }
@@ -69,9 +70,9 @@ function decodeTuple(
 
 function valueAt(err: unknown, relation: StreamRelation, column: string, context: EventContext): NanosyncError {
   const table = `${relation.table.schema}.${relation.table.name}`;
-  const reason = err instanceof Error ? err.message.replace(/^\[NS_P\d+\] /, '') : String(err);
+  const reason = err instanceof Error ? err.message : String(err);
   return new NanosyncError(
-    ErrorCode.PgValue,
+    PgErrorCode.PgValue,
     `table "${table}" column "${column}" at position ${formatPosition(context.position)}: ${reason}`,
     {
       cause: err,

@@ -19,6 +19,7 @@ import { classifySessionFailure } from './failures.js';
 import { formatPgTimestamp, type PgOutputMessage } from './pgoutput.js';
 import { RelationCache, type StreamRelation } from './relations.js';
 import { runReplicationSession } from './replication-session.js';
+import { PgErrorCode } from '../errors.js';
 
 export interface ReconnectPolicy {
   /** First wait after a failure (default 250 ms); doubles up to `maxDelayMs`. */
@@ -432,7 +433,7 @@ class ChangeStream {
       const name = `${relation.table.schema}.${relation.table.name}`;
       if (relation.partition) {
         throw new NanosyncError(
-          ErrorCode.PgCheck,
+          PgErrorCode.PgCheck,
           `TRUNCATE of partition "${relation.partition.schema}"."${relation.partition.name}" of captured table "${relation.table.schema}"."${relation.table.name}" at ${formatPosition(encodePosition(mark.lsn, mark.index))} removes only that partition's rows, which no event can say; re-snapshot the table (delete and apply the pipeline again)`,
         );
       }
@@ -540,7 +541,7 @@ function hasUsableIdentity(relation: StreamRelation): boolean {
 }
 
 function protocolError(message: string): NanosyncError {
-  return new NanosyncError(ErrorCode.PgProtocol, `pgoutput: ${message}`);
+  return new NanosyncError(PgErrorCode.PgProtocol, `pgoutput: ${message}`);
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

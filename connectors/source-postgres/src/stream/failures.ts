@@ -1,14 +1,6 @@
-import { ErrorCode, NanosyncError, redact } from '@nanosync/core';
+import { NanosyncError, redact } from '@nanosync/core';
 import { connectClient, type PgConnectionConfig } from '../connection.js';
-import {
-  describeEndpoint,
-  isTransientPgError,
-  permissionError,
-  quoteIdent,
-  slotInvalidated,
-  slotMissing,
-  sqlState,
-} from '../errors.js';
+import { describeEndpoint, isTransientPgError, permissionError, quoteIdent, slotInvalidated, slotMissing, sqlState, PgErrorCode } from '../errors.js';
 import { readSlot } from '../slot/replication-slot.js';
 
 /** SQLSTATEs of a replication stream that are worth a reconnect besides the generic transient ones. */
@@ -43,7 +35,7 @@ export async function classifySessionFailure(error: unknown, context: FailureCon
     const slotError = await slotProblem(context);
     if (slotError) return slotError;
     return new NanosyncError(
-      ErrorCode.PgCheck,
+      PgErrorCode.PgCheck,
       `replication of slot "${context.slot}" on ${where} failed: ${message} (${code})`,
       {
         cause: error,
@@ -60,7 +52,7 @@ export async function classifySessionFailure(error: unknown, context: FailureCon
   }
   const retriable = isTransientPgError(error) || (code !== undefined && RETRY_STATES.has(code));
   return new NanosyncError(
-    ErrorCode.PgConnection,
+    PgErrorCode.PgConnection,
     `replication connection to ${where} (slot "${context.slot}") failed: ${message}${code ? ` (${code})` : ''}`,
     {
       cause: error,

@@ -33,7 +33,8 @@
  * Measured on 200,000 eight-column inserts: its parser ~258k messages/s; this decoder
  * ~1.58M/s, and ~380k/s including decodeValue and building the ChangeEvent.
  */
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { NanosyncError } from '@nanosync/core';
+import { PgErrorCode } from '../errors.js';
 
 /** Marks a column whose unchanged TOASTed value the server did not send (kind 'u'). */
 export const UNCHANGED_TOAST: unique symbol = Symbol('unchanged-toast');
@@ -182,7 +183,7 @@ function replicaIdentityOf(byte: number): ReplicaIdentity | undefined {
 }
 
 function protocolError(message: string): NanosyncError {
-  return new NanosyncError(ErrorCode.PgProtocol, `pgoutput: ${message}`);
+  return new NanosyncError(PgErrorCode.PgProtocol, `pgoutput: ${message}`);
 }
 
 /** Sequential reader over one message; every read checks the remaining length. */

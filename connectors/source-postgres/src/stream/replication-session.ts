@@ -1,8 +1,8 @@
-import { ErrorCode, type Logger, NanosyncError } from '@nanosync/core';
+import { type Logger, NanosyncError } from '@nanosync/core';
 import type pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import type { ClientConfigWithReplication } from '../connection.js';
-import { quoteIdent, quoteLiteral } from '../errors.js';
+import { quoteIdent, quoteLiteral, PgErrorCode } from '../errors.js';
 import { formatLsn, parseLsn } from '../position.js';
 import type { AcknowledgerInternals } from './acknowledger.js';
 import { decodePgOutput, type PgOutputMessage } from './pgoutput.js';
@@ -206,7 +206,7 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
       () =>
         finish(
           new NanosyncError(
-            ErrorCode.PgConnection,
+            PgErrorCode.PgConnection,
             `the server ended the replication stream of slot "${options.slot}"`,
             { retriable: true },
           ),

@@ -1,6 +1,7 @@
 import { ErrorCode, NanosyncError } from '@nanosync/core';
 import { builtinType } from './builtin.js';
 import type { PgCodec, PgTypeInfo } from './pg-type.js';
+import { PgErrorCode } from '../errors.js';
 
 /** Anything that runs a parameterised query: a `pg` Client, Pool or PoolClient. */
 export interface Queryable {
@@ -62,7 +63,7 @@ export class TypeCatalog {
       for (const oid of pending) {
         if (!this.#raw.has(oid)) {
           throw new NanosyncError(
-            ErrorCode.PgProtocol,
+            PgErrorCode.PgProtocol,
             `type with OID ${oid} does not exist in pg_type (dropped while in use?)`,
           );
         }

@@ -1,7 +1,8 @@
-import { ErrorCode, type LogicalType, NanosyncError, type Value } from '@nanosync/core';
+import { type LogicalType, NanosyncError, type Value } from '@nanosync/core';
 import { parseArrayLiteral } from './array-literal.js';
 import type { PgTypeInfo } from './pg-type.js';
 import { decodeDate, decodeTime, decodeTimestamp, decodeTimestamptz, decodeTimetz } from './temporal.js';
+import { PgErrorCode } from '../errors.js';
 
 const VARHDRSZ = 4;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -21,7 +22,7 @@ export function decodeValue(type: PgTypeInfo, text: string | Uint8Array): Value 
   } catch (err) {
     if (err instanceof NanosyncError) throw err;
     throw new NanosyncError(
-      ErrorCode.PgValue,
+      PgErrorCode.PgValue,
       `cannot decode a value of type ${type.schema}.${type.name}: ${(err as Error).message}`,
       {
         cause: err,

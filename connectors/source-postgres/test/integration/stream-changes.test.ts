@@ -1,7 +1,8 @@
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { NanosyncError } from '@nanosync/core';
 import { describe, expect, it } from 'vitest';
 import { comparePositions, decodePosition, encodePosition, parseLsn } from '../../src/position.js';
 import { ids, streamPipeline } from './stream-helpers.js';
+import { PgErrorCode } from '../../src/errors.js';
 
 const items = { schema: 'public', name: 'items' };
 const ITEMS_DDL = ['CREATE TABLE public.items (id int PRIMARY KEY, label text, big text)'];
@@ -264,7 +265,7 @@ describe('streamChanges: events, positions and batches', () => {
     await stream.finished();
     expect(stream.error).toBeInstanceOf(NanosyncError);
     const error = stream.error as NanosyncError;
-    expect(error.code).toBe(ErrorCode.PgSlotMissing);
+    expect(error.code).toBe(PgErrorCode.PgSlotMissing);
     expect(error.retriable).toBe(false);
     expect(error.message).toContain(`"${p.slot}"`);
     expect(error.message).toContain('wal_status: missing');

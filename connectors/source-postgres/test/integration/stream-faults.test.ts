@@ -1,9 +1,10 @@
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { NanosyncError } from '@nanosync/core';
 import { startPostgres } from '@nanosync/testcontainers';
 import { describe, expect, it } from 'vitest';
 import { decodePosition, formatPosition } from '../../src/position.js';
 import pg from 'pg';
 import { expectOrderedBatches, ids, streamPipeline, terminateWalsender } from './stream-helpers.js';
+import { PgErrorCode } from '../../src/errors.js';
 
 const items = { schema: 'public', name: 'items' };
 const ITEMS_DDL = ['CREATE TABLE public.items (id int PRIMARY KEY, label text)'];
@@ -137,7 +138,7 @@ describe('streamChanges: faults', () => {
     await stream.finished();
     expect(stream.error).toBeInstanceOf(NanosyncError);
     const error = stream.error as NanosyncError;
-    expect(error.code).toBe(ErrorCode.PgSlotMissing);
+    expect(error.code).toBe(PgErrorCode.PgSlotMissing);
     expect(error.retriable).toBe(false);
     expect(error.message).toContain(`replication slot "${p.slot}"`);
     expect(error.message).toContain(`checkpoint ${formatPosition(stream.lastSafePosition as string)}`);
@@ -170,7 +171,7 @@ describe('streamChanges: faults', () => {
     await stream.finished();
     expect(stream.error).toBeInstanceOf(NanosyncError);
     const error = stream.error as NanosyncError;
-    expect(error.code).toBe(ErrorCode.PgSlotInvalidated);
+    expect(error.code).toBe(PgErrorCode.PgSlotInvalidated);
     expect(error.retriable).toBe(false);
     expect(error.message).toContain(`replication slot "${p.slot}"`);
     expect(error.message).toContain('wal_status: lost');

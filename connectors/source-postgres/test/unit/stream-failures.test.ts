@@ -1,7 +1,8 @@
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { NanosyncError } from '@nanosync/core';
 import { describe, expect, it } from 'vitest';
 import type { PgConnectionConfig } from '../../src/connection.js';
 import { classifySessionFailure } from '../../src/stream/failures.js';
+import { PgErrorCode } from '../../src/errors.js';
 
 const context = {
   connection: {
@@ -32,7 +33,7 @@ describe('classifying the end of a replication session', () => {
       new Error('Connection terminated unexpectedly'),
     ]) {
       const failure = await classifySessionFailure(error, context);
-      expect(failure.code).toBe(ErrorCode.PgConnection);
+      expect(failure.code).toBe(PgErrorCode.PgConnection);
       expect(failure.retriable).toBe(true);
       expect(failure.message).toContain('nanosync_slot_orders');
     }
@@ -43,7 +44,7 @@ describe('classifying the end of a replication session', () => {
       serverError('42501', 'permission denied to start WAL sender'),
       context,
     );
-    expect(failure.code).toBe(ErrorCode.PgPermission);
+    expect(failure.code).toBe(PgErrorCode.PgPermission);
     expect(failure.retriable).toBe(false);
     expect(failure.message).toContain('ALTER ROLE "ns_reader" REPLICATION;');
   });
@@ -51,7 +52,7 @@ describe('classifying the end of a replication session', () => {
   it('bugs and unknown server errors are not retried; NanosyncErrors pass through', async () => {
     expect((await classifySessionFailure(new TypeError('x is undefined'), context)).retriable).toBe(false);
     expect((await classifySessionFailure(serverError('XX000', 'internal'), context)).retriable).toBe(false);
-    const own = new NanosyncError(ErrorCode.PgProtocol, 'pgoutput: bad');
+    const own = new NanosyncError(PgErrorCode.PgProtocol, 'pgoutput: bad');
     expect(await classifySessionFailure(own, context)).toBe(own);
   });
 
@@ -60,7 +61,7 @@ describe('classifying the end of a replication session', () => {
       serverError('42704', 'publication "nanosync_pub_orders" does not exist'),
       context,
     );
-    expect(failure.code).toBe(ErrorCode.PgCheck);
+    expect(failure.code).toBe(PgErrorCode.PgCheck);
     expect(failure.retriable).toBe(false);
     expect(failure.message).toContain('publication "nanosync_pub_orders" does not exist');
   });

@@ -96,7 +96,7 @@ export async function checkConnectors(
       }
     } catch (err) {
       definition = undefined;
-      const message = err instanceof Error ? err.message.replace(/^\[[A-Z0-9_]+\] /, '') : String(err);
+      const message = err instanceof Error ? err.message : String(err);
       issues.push(
         located(
           locate,
@@ -221,7 +221,7 @@ function located(
   locate: Locator | undefined,
   path: PathSegment[],
   message: string,
-  extra: { code?: ErrorCode } = {},
+  extra: { code?: string } = {},
 ): ConfigIssue {
   let position: { line: number; column: number } | undefined;
   for (let n = path.length; n >= 0 && position === undefined && locate !== undefined; n--) {

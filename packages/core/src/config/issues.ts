@@ -11,7 +11,7 @@ export interface ConfigIssue {
   line?: number;
   column?: number;
   /** The error code that fits this issue best (unknown key, missing variable, YAML syntax…). */
-  code?: ErrorCode;
+  code?: string;
 }
 
 export type PathSegment = string | number;
@@ -43,7 +43,7 @@ export class ConfigError extends NanosyncError {
   readonly issues: ConfigIssue[];
   readonly file: string | undefined;
 
-  constructor(issues: ConfigIssue[], options: { file?: string; cause?: unknown; code?: ErrorCode } = {}) {
+  constructor(issues: ConfigIssue[], options: { file?: string; cause?: unknown; code?: string } = {}) {
     const codes = new Set(issues.map((issue) => issue.code ?? ErrorCode.ConfigInvalid));
     const code = options.code ?? (codes.size === 1 ? [...codes][0]! : ErrorCode.ConfigInvalid);
     const subject = options.file ?? 'config';

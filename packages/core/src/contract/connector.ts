@@ -1,3 +1,4 @@
+import type { ErrorArea } from '../errors.js';
 import type { Logger } from './logger.js';
 import type { ChangeBatch, ChangeEvent, Position, Row, TableSchema } from '../model.js';
 
@@ -233,6 +234,11 @@ export interface SourceDefinition<C = unknown> {
   configSchema: PropertySchema<C>;
   /** Property names whose literal values are secrets (encrypted at rest, redacted in output). */
   secretProperties?: readonly string[];
+  /**
+   * The connector's own error codes (`defineErrorArea`), listed in docs/errors.md. Codes
+   * the connector raises must come from here or from core's areas.
+   */
+  errorCodes?: ErrorArea;
   create(config: C, context: ConnectorContext): Source | Promise<Source>;
 }
 
@@ -243,6 +249,11 @@ export interface SinkDefinition<C = unknown> {
   /** Validates `{ dsn?, ...connection.properties, ...pipeline sink properties }`, env already resolved. */
   configSchema: PropertySchema<C>;
   secretProperties?: readonly string[];
+  /**
+   * The connector's own error codes (`defineErrorArea`), listed in docs/errors.md. Codes
+   * the connector raises must come from here or from core's areas.
+   */
+  errorCodes?: ErrorArea;
   create(config: C, context: ConnectorContext): Sink | Promise<Sink>;
 }
 

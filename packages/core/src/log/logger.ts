@@ -1,5 +1,5 @@
 import type { LogFields, Logger } from '../contract/logger.js';
-import { NanosyncError, redact } from '../errors.js';
+import { formatError, NanosyncError, redact } from '../errors.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -46,11 +46,14 @@ export function errorFields(err: unknown): LogFields {
   return fields;
 }
 
-/** The error's message (with its cause's when that adds something), redacted, on one line. */
+/**
+ * The error as people read it — `[NS_P4001] message`, with its cause's message when that
+ * adds something — redacted, on one line.
+ */
 export function describeError(err: unknown): string {
-  let text = err instanceof Error ? err.message : String(err);
+  let text = err instanceof Error ? formatError(err) : String(err);
   const cause = err instanceof Error ? (err as { cause?: unknown }).cause : undefined;
-  if (cause instanceof Error && cause.message && !text.includes(cause.message)) text += `: ${cause.message}`;
+  if (cause instanceof Error && cause.message && !text.includes(cause.message)) text += `: ${formatError(cause)}`;
   return redact(text).replace(/\s*\n\s*/g, ' ');
 }
 

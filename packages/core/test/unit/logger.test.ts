@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ErrorCode, NanosyncError } from '../../src/errors.js';
+import { NanosyncError } from '../../src/errors.js';
 import { createLogger, describeError, errorFields } from '../../src/log/logger.js';
 
 function capture(options: Parameters<typeof createLogger>[0] = {}) {
@@ -81,7 +81,7 @@ describe('createLogger', () => {
   });
 
   it('describes errors with their code and cause, redacted', () => {
-    const err = new NanosyncError(ErrorCode.PgConnection, 'cannot reach postgres://u:pw1@h/db', {
+    const err = new NanosyncError('NS_P4001', 'cannot reach postgres://u:pw1@h/db', {
       cause: new Error('ECONNREFUSED'),
     });
     expect(describeError(err)).toBe('[NS_P4001] cannot reach postgres://u:***@h/db: ECONNREFUSED');

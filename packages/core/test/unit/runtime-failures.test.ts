@@ -67,7 +67,7 @@ describe('failures', () => {
     const t1 = db.insert('public.orders', 1);
     await until(() => db.acks.includes(t1), 'ack t1');
 
-    bad.failures.push(new NanosyncError(ErrorCode.KafkaMessageTooLarge, 'message of 2 MB is over max.message.bytes'));
+    bad.failures.push(new NanosyncError('NS_K6003', 'message of 2 MB is over max.message.bytes'));
     const t2 = db.insert('public.orders', 2);
     const status = await waitForState(engine, 'f', 'ERRORED');
     expect(status.error).toContain('[NS_K6003] message of 2 MB is over max.message.bytes');
@@ -146,7 +146,7 @@ describe('failures', () => {
     const db = new InMemoryDatabase();
     db.createTable('public', 'orders');
     const sink = inMemorySink();
-    db.streamFailures.push(new NanosyncError(ErrorCode.PgConnection, 'connection reset', { retriable: true }));
+    db.streamFailures.push(new NanosyncError('NS_P4001', 'connection reset', { retriable: true }));
     const engine = await startCdc(db, [sink]);
     const t1 = db.insert('public.orders', 1);
     await until(() => db.acks.includes(t1), 'ack');

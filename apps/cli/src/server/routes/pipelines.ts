@@ -1,4 +1,4 @@
-import { ErrorCode, NanosyncError, redact } from '@nanosync/core';
+import { configErrors, ErrorCode, NanosyncError, redact } from '@nanosync/core';
 import { literalSecretPaths } from '@nanosync/core/host';
 import type { ApplyEntry, ApplyResult } from '../admin-engine.js';
 import type { Route } from '../http.js';
@@ -89,7 +89,7 @@ export const pipelineRoutes: Route[] = [
           // Report what was applied before the failure along with the error itself.
           const message = err instanceof Error ? err.message : String(err);
           const code = err instanceof NanosyncError ? err.code : ErrorCode.Internal;
-          const status = err instanceof NanosyncError && err.code.startsWith('NS_C') ? 400 : 500;
+          const status = err instanceof NanosyncError && configErrors.has(err.code) ? 400 : 500;
           return { status, json: { results, error: { code, message: redact(message), pipeline: entry.name } } };
         }
       }
