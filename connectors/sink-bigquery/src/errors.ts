@@ -1,4 +1,43 @@
-import { NanosyncError } from '@nanosync/core';
+import { defineErrorArea, NanosyncError } from '@nanosync/core';
+
+/** The BigQuery sink's error codes (block NS_B7000–NS_B7999). */
+export const bigQueryErrors = defineErrorArea({
+  area: 'BigQuery sink',
+  letter: 'B',
+  range: [7000, 7999],
+  codes: {
+    BigQueryWrite: {
+      code: 'NS_B7001',
+      meaning: 'An append or MERGE failed with an error retrying will not change, or retries ran out.',
+      fix: "Read BigQuery's reason in the message, fix the table or quota it names, then resume the pipeline; it replays from its checkpoint.",
+    },
+    BigQueryAuth: {
+      code: 'NS_B7002',
+      meaning:
+        'The credentials are missing, unreadable or refused, or the project or dataset cannot be reached with them.',
+      fix: 'Check `credentials_file` / `credentials_json` and grant the service account the roles the message names on the dataset.',
+    },
+    BigQuerySchema: {
+      code: 'NS_B7003',
+      meaning:
+        "A source table's schema cannot be mapped onto, or evolved into, its BigQuery table (no key for upserts, a column type change, a name clash, a missing table).",
+      fix: 'Apply the fix the message prints: add a key, use `write_mode: append`, create or recreate the table, or rename the column.',
+    },
+    BigQueryValue: {
+      code: 'NS_B7004',
+      meaning:
+        'BigQuery cannot hold a value (an out-of-range date, NaN in NUMERIC, a row too large); the message names the table, column and key.',
+      fix: 'Correct the row at the source, or leave the column out with `target_mappings`.',
+    },
+    BigQueryUnsupported: {
+      code: 'NS_B7005',
+      meaning:
+        'An event the chosen write method cannot apply (unchanged columns on a CDC table, a TRUNCATE with `on_truncate: fail`, a position without a change sequence number).',
+      fix: 'Apply the fix the message prints, usually another `upsert_method` or `on_truncate` setting, then resume.',
+    },
+  },
+});
+export const BigQueryErrorCode = bigQueryErrors.code;
 
 /**
  * What a failure from Google's clients means for the sink. The Storage Write API speaks

@@ -1,5 +1,6 @@
 import { defineSink } from '@nanosync/core';
 import { type BigQuerySinkConfig, bigQuerySinkPropertiesSchema } from './config.js';
+import { bigQueryErrors } from './errors.js';
 import { BigQuerySink } from './sink.js';
 
 /** `type: bigquery` sinks: tables mirrored (CDC upserts or MERGE) or logged (append) in BigQuery. */
@@ -7,6 +8,7 @@ export default defineSink<BigQuerySinkConfig>({
   type: 'bigquery',
   configSchema: bigQuerySinkPropertiesSchema,
   secretProperties: ['credentials_json'],
+  errorCodes: bigQueryErrors,
   create: (config, context) => new BigQuerySink(config, context),
 });
 

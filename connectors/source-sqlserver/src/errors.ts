@@ -1,4 +1,63 @@
-import { NanosyncError, redact } from '@nanosync/core';
+import { defineErrorArea, NanosyncError, redact } from '@nanosync/core';
+
+/** The SQL Server source's error codes (block NS_M5000–NS_M5999). */
+export const sqlServerErrors = defineErrorArea({
+  area: 'SQL Server source',
+  letter: 'M',
+  range: [5000, 5999],
+  codes: {
+    MssqlConnection: {
+      code: 'NS_M5001',
+      meaning:
+        'SQL Server cannot be reached, refused the connection, or dropped it. Retried while the cause looks temporary.',
+      fix: 'Check the host, port, database and TLS settings of the connection and that the server accepts TCP connections from this machine.',
+    },
+    MssqlCdcDisabled: {
+      code: 'NS_M5002',
+      meaning: 'Change data capture is not enabled on the database or on a table the pipeline reads.',
+      fix: 'Enable it with `EXEC sys.sp_cdc_enable_db` and `EXEC sys.sp_cdc_enable_table …` (the message prints the statement), and make sure SQL Server Agent runs.',
+    },
+    MssqlChangesLost: {
+      code: 'NS_M5003',
+      meaning:
+        "The change tables no longer hold the changes after the pipeline's checkpoint (the CDC cleanup job removed them).",
+      fix: 'Lengthen the CDC retention (`sys.sp_cdc_change_job @retention`), then re-snapshot the pipeline (delete it and apply it again).',
+    },
+    MssqlPermission: {
+      code: 'NS_M5004',
+      meaning:
+        'The login failed, or the user lacks a permission nanosync needs (SELECT on the tables or the cdc schema).',
+      fix: 'Run the GRANT the message prints, or correct the user and password.',
+    },
+    MssqlTableNotFound: {
+      code: 'NS_M5005',
+      meaning: 'A table the pipeline names does not exist in the database.',
+      fix: 'Correct the `tables` entry (`schema.table`).',
+    },
+    MssqlNoKey: {
+      code: 'NS_M5006',
+      meaning: 'A table has no primary key and no usable unique index, so its changes cannot be keyed.',
+      fix: 'Add a primary key, or a unique index on non-null columns.',
+    },
+    MssqlValue: {
+      code: 'NS_M5007',
+      meaning:
+        'A column value could not be converted into the event model; the message names the table, column and key.',
+      fix: 'Correct the row, or leave the column out of the pipeline; report it if the value is valid SQL Server data.',
+    },
+    MssqlCheck: {
+      code: 'NS_M5008',
+      meaning: 'The source is in a state nanosync will not replicate from; the message says which.',
+      fix: 'Apply the fix the message prints.',
+    },
+    MssqlProtocol: {
+      code: 'NS_M5009',
+      meaning: 'A stored position or partition bound is not one this source wrote.',
+      fix: 'Report it with the log lines around it; if the state database was copied between pipelines, re-snapshot this one.',
+    },
+  },
+});
+export const MssqlErrorCode = sqlServerErrors.code;
 
 /**
  * `[name]` with `]` doubled: the only way an identifier enters SQL text. Names with dots,

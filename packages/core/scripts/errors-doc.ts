@@ -40,10 +40,26 @@ export async function collectErrorAreas(root = REPO_ROOT): Promise<{ owner: stri
     const loaded = (await import(pathToFileURL(join(pkg.dir, 'src/index.ts')).href)) as {
       default?: { errorCodes?: ErrorArea };
     };
-    const area = loaded.default?.errorCodes;
-    if (area !== undefined) areas.push({ owner: pkg.name, area });
+    // The definition's `errorCodes`; for a connector without a definition yet, the areas its errors.ts exports.
+    let found = loaded.default?.errorCodes === undefined ? [] : [loaded.default.errorCodes];
+    if (found.length === 0 && existsSync(join(pkg.dir, 'src/errors.ts'))) {
+      const errors = (await import(pathToFileURL(join(pkg.dir, 'src/errors.ts')).href)) as Record<string, unknown>;
+      found = Object.values(errors).filter(isErrorArea);
+    }
+    for (const area of found) areas.push({ owner: pkg.name, area });
   }
   return areas;
+}
+
+function isErrorArea(value: unknown): value is ErrorArea {
+  const v = value as Partial<ErrorArea> | null;
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof v.letter === 'string' &&
+    Array.isArray(v.entries) &&
+    typeof v.has === 'function'
+  );
 }
 
 function cell(text: string): string {

@@ -77,7 +77,7 @@ describe('start-up checks and a failed first start', () => {
     h = await Harness.create();
     const db = new InMemoryDatabase();
     db.createTable('public', 'orders', 3);
-    db.openFailures.push(new NanosyncError(PgErrorCode.PgPermission, 'no REPLICATION'));
+    db.openFailures.push(new NanosyncError('NS_P4002', 'no REPLICATION'));
     const engine = await apply(db);
     await waitForState(engine, 'p', 'ERRORED');
     await until(() => db.calls.includes('abandon'), 'abandon called');
@@ -98,7 +98,7 @@ describe('start-up checks and a failed first start', () => {
     await waitForState(engine, 'p', 'LIVE_CDC');
     const t1 = db.insert('public.orders', 10);
     await until(() => db.acks.includes(t1), 'acknowledged');
-    sink.failures.push(new NanosyncError(KafkaErrorCode.KafkaMessageTooLarge, 'too large'));
+    sink.failures.push(new NanosyncError('NS_K6003', 'too large'));
     db.insert('public.orders', 11);
     await waitForState(engine, 'p', 'ERRORED');
     expect(db.calls).not.toContain('abandon');
