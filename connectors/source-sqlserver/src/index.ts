@@ -1,5 +1,6 @@
 import { defineSource } from '@nanosync/core';
 import { configSchema, type SqlServerSourceConfig, secretProperties } from './config.js';
+import { sqlServerErrors } from './errors.js';
 import { SqlServerSource } from './source.js';
 
 /**
@@ -10,6 +11,7 @@ export default defineSource<SqlServerSourceConfig>({
   type: 'sqlserver',
   configSchema,
   secretProperties,
+  errorCodes: sqlServerErrors,
   create: (config, context) => new SqlServerSource(config, context),
 });
 

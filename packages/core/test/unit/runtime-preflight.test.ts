@@ -2,7 +2,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode, NanosyncError } from '../../src/errors.js';
 import { Harness, until, waitForState } from './fixtures/harness.js';
 import { InMemoryDatabase, inMemorySink, testPipeline } from './fixtures/in-memory.js';
-import { PgErrorCode, KafkaErrorCode } from '../../../../../../../../src/errors.js';
 
 let h: Harness;
 afterEach(async () => {
