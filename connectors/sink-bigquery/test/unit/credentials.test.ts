@@ -13,12 +13,15 @@ describe('credentials', () => {
     writeFileSync(file, '-----BEGIN PRIVATE KEY-----\nMIIEsecretsecret\n-----END PRIVATE KEY-----');
     const config = parseBigQuerySinkConfig({ project_id: 'my-project', dataset_id: 'ds', credentials_file: file });
     let message = '';
+    let code: unknown;
     try {
       new GoogleBigQuery(config);
     } catch (err) {
       message = (err as Error).message;
+      code = (err as { code?: unknown }).code;
     }
-    expect(message).toMatch(/NS_B7002.*broken\.json is not readable JSON.*gcloud iam service-accounts keys create/);
+    expect(code).toBe('NS_B7002');
+    expect(message).toMatch(/broken\.json is not readable JSON.*gcloud iam service-accounts keys create/);
     expect(message).not.toMatch(/MIIE|secret/);
   });
 
