@@ -205,6 +205,83 @@ export function registerStateStoreContract(name: string, newLocation: () => Prom
       expect((await store.acquireLease('p', 'a', 60_000)).acquired).toBe(false);
     });
 
+    it('raises the lease epoch at every taking, not at renewal', async () => {
+      const store = await (await location()).connect();
+      const epochOf = async (holder: string, ttl = 60_000) => {
+        const r = await store.acquireLease('p', holder, ttl);
+        if (!r.acquired) throw new Error(`${holder} did not get the lease`);
+        return r.epoch;
+      };
+      const first = await epochOf('a');
+      expect(await epochOf('a')).toBe(first);
+      expect((await store.getLease('p'))?.epoch).toBe(first);
+      await store.releaseLease('p', 'a');
+      const afterRelease = await epochOf('a', -1);
+      expect(afterRelease).toBeGreaterThan(first);
+      const takeover = await epochOf('b');
+      expect(takeover).toBeGreaterThan(afterRelease);
+      await store.deletePipeline('p');
+      expect(await epochOf('c')).toBeGreaterThan(takeover);
+    });
+
+    it("refuses the old holder's fenced writes after a takeover, and keeps the new holder's", async () => {
+      const loc = await location();
+      const oldServer = await loc.connect();
+      const newServer = await loc.connect();
+      await oldServer.upsertPipeline({ ...base, name: 'p', state: 'LIVE_CDC' });
+      await oldServer.savePartitions('p', 't.a', [
+        { id: '0', ordinal: 0, bounds: null },
+        { id: '1', ordinal: 1, bounds: null },
+      ]);
+      const a = await oldServer.acquireLease('p', 'server-a', 60_000);
+      if (!a.acquired) throw new Error('server-a did not get the lease');
+      const oldFence = { holder: 'server-a', epoch: a.epoch };
+      // While it holds the lease, the fenced writes go through.
+      await oldServer.saveCheckpoint('p', 'sink', 'A1', oldFence);
+      await oldServer.markPartitionDone('p', 't.a', '0', 5, oldFence);
+      await oldServer.updatePipeline('p', { state: 'LIVE_CDC' }, oldFence);
+
+      // server-a freezes past its lease; server-b takes over and writes.
+      await oldServer.acquireLease('p', 'server-a', -1);
+      const b = await newServer.acquireLease('p', 'server-b', 60_000);
+      if (!b.acquired) throw new Error('server-b did not get the expired lease');
+      expect(b.epoch).toBeGreaterThan(a.epoch);
+      const newFence = { holder: 'server-b', epoch: b.epoch };
+      await newServer.saveCheckpoint('p', 'sink', 'B1', newFence);
+
+      // server-a wakes up: each of its writes is refused, naming the pipeline and both holders.
+      const refused = await oldServer.saveCheckpoint('p', 'sink', 'A2', oldFence).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(NanosyncError.is(refused, ErrorCode.PipelineLeaseHeld)).toBe(true);
+      expect((refused as NanosyncError).retriable).toBe(false);
+      expect((refused as Error).message).toContain('pipeline "p"');
+      expect((refused as Error).message).toContain(`server-b at epoch ${b.epoch}`);
+      await expect(oldServer.markPartitionDone('p', 't.a', '1', 9, oldFence)).rejects.toMatchObject({
+        code: ErrorCode.PipelineLeaseHeld,
+      });
+      await expect(oldServer.updatePipeline('p', { state: 'ERRORED', error: 'x' }, oldFence)).rejects.toMatchObject({
+        code: ErrorCode.PipelineLeaseHeld,
+      });
+      // Even renewing does not revive the old fence: server-b holds the lease.
+      expect((await oldServer.acquireLease('p', 'server-a', 60_000)).acquired).toBe(false);
+
+      expect(await newServer.getCheckpoints('p')).toEqual({ sink: 'B1' });
+      expect((await newServer.listPartitions('p')).map((x) => x.status)).toEqual(['done', 'pending']);
+      expect(await newServer.getPipeline('p')).toMatchObject({ state: 'LIVE_CDC' });
+      expect((await newServer.getPipeline('p'))?.error).toBeUndefined();
+      await newServer.markPartitionDone('p', 't.a', '1', 9, newFence);
+      await newServer.updatePipeline('p', { snapshotDone: true }, newFence);
+      expect(await newServer.getPipeline('p')).toMatchObject({ snapshotDone: true });
+    });
+
+    it('refuses a fenced write for a pipeline without a lease', async () => {
+      const store = await (await location()).connect();
+      await expect(store.saveCheckpoint('p', 's', 'X', { holder: 'a', epoch: 1 })).rejects.toThrow(/no lease any more/);
+      expect(await store.getCheckpoints('p')).toEqual({});
+    });
+
     it('reports calls on a closed store as StateUnavailable naming the store', async () => {
       const loc = await location();
       const store = await loc.open();

@@ -1,5 +1,14 @@
 import { ErrorCode, NanosyncError, type Position, redact } from '@nanosync/core';
-import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from '@nanosync/core/host';
+import {
+  fenceHolds,
+  type LeaseFence,
+  type LeaseInfo,
+  leaseFenceError,
+  type PartitionRecord,
+  type PipelineRecord,
+  type PipelineState,
+  type StateStore,
+} from '@nanosync/core/host';
 import pg from 'pg';
 
 export interface PostgresStateStoreOptions {
@@ -274,6 +283,7 @@ class PostgresStateStore implements StateStore {
   async updatePipeline(
     name: string,
     patch: Partial<Pick<PipelineRecord, 'state' | 'error' | 'startPosition' | 'snapshotDone' | 'paused'>>,
+    fence?: LeaseFence,
   ): Promise<void> {
     const column = {
       state: 'state',
@@ -292,8 +302,10 @@ class PostgresStateStore implements StateStore {
     values.push(new Date());
     sets.push(`updated_at = $${values.length}`);
     values.push(name);
-    await this.query(
+    await this.fenced(
       'update a pipeline',
+      name,
+      fence,
       `UPDATE ${this.s}.pipelines SET ${sets.join(', ')} WHERE name = $${values.length}`,
       values,
     );
@@ -304,7 +316,9 @@ class PostgresStateStore implements StateStore {
       await c.query(`DELETE FROM ${this.s}.pipelines WHERE name = $1`, [name]);
       await c.query(`DELETE FROM ${this.s}.partitions WHERE pipeline = $1`, [name]);
       await c.query(`DELETE FROM ${this.s}.checkpoints WHERE pipeline = $1`, [name]);
-      await c.query(`DELETE FROM ${this.s}.leases WHERE pipeline = $1`, [name]);
+      // The lease row stays, expired and without holder: the epoch keeps growing, so a runner
+      // of the deleted pipeline cannot write into a new pipeline of the same name.
+      await c.query(`UPDATE ${this.s}.leases SET holder = '', expires_at = '-infinity' WHERE pipeline = $1`, [name]);
     });
   }
 
@@ -347,9 +361,17 @@ class PostgresStateStore implements StateStore {
     return this.guard('read snapshot partitions', () => this.selectPartitions(this.pool, pipeline, table));
   }
 
-  async markPartitionDone(pipeline: string, table: string, id: string, rowsRead: number): Promise<void> {
-    await this.query(
+  async markPartitionDone(
+    pipeline: string,
+    table: string,
+    id: string,
+    rowsRead: number,
+    fence?: LeaseFence,
+  ): Promise<void> {
+    await this.fenced(
       'mark a partition done',
+      pipeline,
+      fence,
       `UPDATE ${this.s}.partitions SET status = 'done', rows_read = $1 WHERE pipeline = $2 AND table_name = $3 AND id = $4`,
       [rowsRead, pipeline, table, id],
     );
@@ -359,9 +381,11 @@ class PostgresStateStore implements StateStore {
     await this.query('clear snapshot partitions', `DELETE FROM ${this.s}.partitions WHERE pipeline = $1`, [pipeline]);
   }
 
-  async saveCheckpoint(pipeline: string, sink: string, position: Position): Promise<void> {
-    await this.query(
+  async saveCheckpoint(pipeline: string, sink: string, position: Position, fence?: LeaseFence): Promise<void> {
+    await this.fenced(
       'save a checkpoint',
+      pipeline,
+      fence,
       `INSERT INTO ${this.s}.checkpoints (pipeline, sink, position, updated_at) VALUES ($1, $2, $3, now())
        ON CONFLICT (pipeline, sink) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
       [pipeline, sink, position],
@@ -393,7 +417,7 @@ class PostgresStateStore implements StateStore {
     pipeline: string,
     holder: string,
     ttlMs: number,
-  ): Promise<{ acquired: true } | { acquired: false; lease: LeaseInfo }> {
+  ): Promise<{ acquired: true; epoch: number } | { acquired: false; lease: LeaseInfo }> {
     const { rows } = await this.query<{ epoch: string }>(
       'take a pipeline lease',
       `INSERT INTO ${this.s}.leases AS l (pipeline, holder, expires_at, epoch)
@@ -406,7 +430,7 @@ class PostgresStateStore implements StateStore {
        RETURNING epoch`,
       [pipeline, holder, ttlMs],
     );
-    if (rows.length > 0) return { acquired: true };
+    if (rows[0] !== undefined) return { acquired: true, epoch: Number(rows[0].epoch) };
     const lease = await this.getLease(pipeline);
     if (lease !== undefined) return { acquired: false, lease };
     // Expired between the two statements: try once more.
@@ -414,20 +438,21 @@ class PostgresStateStore implements StateStore {
   }
 
   async getLease(pipeline: string): Promise<LeaseInfo | undefined> {
-    const { rows } = await this.query<{ holder: string; expires_at: Date }>(
+    const { rows } = await this.query<{ holder: string; expires_at: Date; epoch: string }>(
       'read a pipeline lease',
-      `SELECT holder, expires_at FROM ${this.s}.leases WHERE pipeline = $1 AND expires_at > clock_timestamp()`,
+      `SELECT holder, expires_at, epoch FROM ${this.s}.leases WHERE pipeline = $1 AND expires_at > clock_timestamp()`,
       [pipeline],
     );
     const row = rows[0];
-    return row && { pipeline, holder: row.holder, expiresAt: row.expires_at.toISOString() };
+    return row && { pipeline, holder: row.holder, expiresAt: row.expires_at.toISOString(), epoch: Number(row.epoch) };
   }
 
   async releaseLease(pipeline: string, holder: string): Promise<void> {
-    await this.query('release a pipeline lease', `DELETE FROM ${this.s}.leases WHERE pipeline = $1 AND holder = $2`, [
-      pipeline,
-      holder,
-    ]);
+    await this.query(
+      'release a pipeline lease',
+      `UPDATE ${this.s}.leases SET expires_at = '-infinity' WHERE pipeline = $1 AND holder = $2`,
+      [pipeline, holder],
+    );
   }
 
   async getMeta(key: string): Promise<string | undefined> {
@@ -465,6 +490,33 @@ class PostgresStateStore implements StateStore {
             [pipeline, table],
           );
     return rows.map(toPartition);
+  }
+
+  /**
+   * Without a fence, one statement. With one, a transaction that locks the lease row
+   * (FOR SHARE: a takeover waits for this write, and a write after a takeover sees the new
+   * epoch) and makes the write only while the fence holds.
+   */
+  private async fenced(
+    what: string,
+    pipeline: string,
+    fence: LeaseFence | undefined,
+    sql: string,
+    values: unknown[],
+  ): Promise<void> {
+    if (fence === undefined) {
+      await this.query(what, sql, values);
+      return;
+    }
+    await this.transaction(what, async (c) => {
+      const { rows } = await c.query<{ holder: string; epoch: string }>(
+        `SELECT holder, epoch FROM ${this.s}.leases WHERE pipeline = $1 FOR SHARE`,
+        [pipeline],
+      );
+      const current = rows[0] && { holder: rows[0].holder, epoch: Number(rows[0].epoch) };
+      if (!fenceHolds(fence, current)) throw leaseFenceError(pipeline, what, fence, current);
+      await c.query(sql, values);
+    });
   }
 
   private query<R extends pg.QueryResultRow>(

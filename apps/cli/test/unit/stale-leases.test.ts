@@ -39,7 +39,7 @@ it('a restarted server takes over at once the leases of a killed server on this 
 
   expect(await releaseLeasesOfDeadProcesses(store, logger)).toEqual(['dead']);
 
-  expect(await store.acquireLease('dead', 'new-server', hour)).toEqual({ acquired: true });
+  expect(await store.acquireLease('dead', 'new-server', hour)).toMatchObject({ acquired: true });
   expect((await store.acquireLease('alive', 'new-server', hour)).acquired).toBe(false);
   expect((await store.acquireLease('remote', 'new-server', hour)).acquired).toBe(false);
 });

@@ -3,7 +3,8 @@ import path from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { ErrorCode, NanosyncError, redact } from '../errors.js';
 import type { Position } from '../model.js';
-import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from './store.js';
+import { fenceHolds, leaseFenceError } from './fence.js';
+import type { LeaseFence, LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from './store.js';
 
 /**
  * The embedded state store: one SQLite file opened through `node:sqlite`.
@@ -56,7 +57,8 @@ export async function openSqliteStateStore(file: string): Promise<StateStore> {
 }
 
 const BUSY_TIMEOUT_MS = 5_000;
-const SCHEMA_VERSION = '1';
+/** 1: first layout. 2: `leases.epoch` (fencing). */
+const SCHEMA_VERSION = 2;
 
 function createDirs(dir: string, created: string[]): void {
   const missing: string[] = [];
@@ -128,14 +130,18 @@ function migrate(db: DatabaseSync): void {
     const row = db.prepare('SELECT value FROM meta WHERE key = ?').get('schema_version') as
       | { value: string }
       | undefined;
-    if (row === undefined) {
-      db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', SCHEMA_VERSION);
-    } else if (row.value !== SCHEMA_VERSION) {
+    // A new file has the version-1 tables just created above.
+    const version = row === undefined ? 1 : Number(row.value);
+    if (!Number.isInteger(version) || version < 1 || version > SCHEMA_VERSION) {
       throw new NanosyncError(
         ErrorCode.StateCorrupt,
-        `state store schema version ${row.value} is not supported (expected ${SCHEMA_VERSION}); use the nanosync version that wrote it`,
+        `state store schema version ${row?.value} is not supported (this nanosync knows 1 to ${SCHEMA_VERSION}); use the nanosync version that wrote it`,
       );
     }
+    if (version < 2) db.exec('ALTER TABLE leases ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1');
+    db.prepare(
+      'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+    ).run('schema_version', String(SCHEMA_VERSION));
     // A real write, so a read-only file fails here rather than at the first checkpoint.
     db.prepare(
       'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
@@ -224,8 +230,9 @@ class SqliteStateStore implements StateStore {
   async updatePipeline(
     name: string,
     patch: Partial<Pick<PipelineRecord, 'state' | 'error' | 'startPosition' | 'snapshotDone' | 'paused'>>,
+    fence?: LeaseFence,
   ): Promise<void> {
-    this.guard('update a pipeline', () => {
+    this.fenced('update a pipeline', name, fence, () => {
       const sets: string[] = [];
       const values: SQLInputValue[] = [];
       const column = {
@@ -250,9 +257,12 @@ class SqliteStateStore implements StateStore {
 
   async deletePipeline(name: string): Promise<void> {
     this.transaction('delete a pipeline', () => {
-      for (const table of ['pipelines', 'partitions', 'checkpoints', 'leases']) {
+      for (const table of ['pipelines', 'partitions', 'checkpoints']) {
         this.stmt(`DELETE FROM ${table} WHERE ${table === 'pipelines' ? 'name' : 'pipeline'} = ?`).run(name);
       }
+      // The lease row stays, expired and without holder, so a runner of the deleted pipeline
+      // cannot write into a new pipeline of the same name with its old epoch.
+      this.stmt("UPDATE leases SET holder = '', expires_at = 0 WHERE pipeline = ?").run(name);
     });
   }
 
@@ -291,8 +301,14 @@ class SqliteStateStore implements StateStore {
     return this.guard('read snapshot partitions', () => this.selectPartitions(pipeline, table));
   }
 
-  async markPartitionDone(pipeline: string, table: string, id: string, rowsRead: number): Promise<void> {
-    this.guard('mark a partition done', () => {
+  async markPartitionDone(
+    pipeline: string,
+    table: string,
+    id: string,
+    rowsRead: number,
+    fence?: LeaseFence,
+  ): Promise<void> {
+    this.fenced('mark a partition done', pipeline, fence, () => {
       this.stmt(
         "UPDATE partitions SET status = 'done', rows_read = ? WHERE pipeline = ? AND table_name = ? AND id = ?",
       ).run(rowsRead, pipeline, table, id);
@@ -305,8 +321,8 @@ class SqliteStateStore implements StateStore {
     });
   }
 
-  async saveCheckpoint(pipeline: string, sink: string, position: Position): Promise<void> {
-    this.guard('save a checkpoint', () => {
+  async saveCheckpoint(pipeline: string, sink: string, position: Position, fence?: LeaseFence): Promise<void> {
+    this.fenced('save a checkpoint', pipeline, fence, () => {
       this.stmt(
         `INSERT INTO checkpoints (pipeline, sink, position, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (pipeline, sink) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`,
@@ -337,39 +353,43 @@ class SqliteStateStore implements StateStore {
     pipeline: string,
     holder: string,
     ttlMs: number,
-  ): Promise<{ acquired: true } | { acquired: false; lease: LeaseInfo }> {
+  ): Promise<{ acquired: true; epoch: number } | { acquired: false; lease: LeaseInfo }> {
     return this.transaction('take a pipeline lease', () => {
       const now = Date.now();
-      const row = this.stmt('SELECT holder, expires_at FROM leases WHERE pipeline = ?').get(pipeline) as
-        | { holder: string; expires_at: number }
+      const row = this.stmt('SELECT holder, expires_at, epoch FROM leases WHERE pipeline = ?').get(pipeline) as
+        | { holder: string; expires_at: number; epoch: number }
         | undefined;
-      if (row !== undefined && row.holder !== holder && row.expires_at > now) {
+      const held = row !== undefined && row.expires_at > now;
+      if (row !== undefined && held && row.holder !== holder) {
         return {
           acquired: false as const,
-          lease: { pipeline, holder: row.holder, expiresAt: new Date(row.expires_at).toISOString() },
+          lease: { pipeline, holder: row.holder, expiresAt: new Date(row.expires_at).toISOString(), epoch: row.epoch },
         };
       }
+      // Renewal keeps the epoch; any other taking raises it.
+      const epoch = row === undefined ? 1 : held ? row.epoch : row.epoch + 1;
       this.stmt(
-        `INSERT INTO leases (pipeline, holder, expires_at) VALUES (?, ?, ?)
-         ON CONFLICT (pipeline) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at`,
-      ).run(pipeline, holder, now + ttlMs);
-      return { acquired: true as const };
+        `INSERT INTO leases (pipeline, holder, expires_at, epoch) VALUES (?, ?, ?, ?)
+         ON CONFLICT (pipeline) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at, epoch = excluded.epoch`,
+      ).run(pipeline, holder, now + ttlMs, epoch);
+      return { acquired: true as const, epoch };
     });
   }
 
   async getLease(pipeline: string): Promise<LeaseInfo | undefined> {
     return this.guard('read a pipeline lease', () => {
-      const row = this.stmt('SELECT holder, expires_at FROM leases WHERE pipeline = ?').get(pipeline) as
-        | { holder: string; expires_at: number }
+      const row = this.stmt('SELECT holder, expires_at, epoch FROM leases WHERE pipeline = ?').get(pipeline) as
+        | { holder: string; expires_at: number; epoch: number }
         | undefined;
       if (row === undefined || row.expires_at <= Date.now()) return undefined;
-      return { pipeline, holder: row.holder, expiresAt: new Date(row.expires_at).toISOString() };
+      return { pipeline, holder: row.holder, expiresAt: new Date(row.expires_at).toISOString(), epoch: row.epoch };
     });
   }
 
   async releaseLease(pipeline: string, holder: string): Promise<void> {
     this.guard('release a pipeline lease', () => {
-      this.stmt('DELETE FROM leases WHERE pipeline = ? AND holder = ?').run(pipeline, holder);
+      // Expire rather than delete: the epoch must keep growing for the next holder.
+      this.stmt('UPDATE leases SET expires_at = 0 WHERE pipeline = ? AND holder = ?').run(pipeline, holder);
     });
   }
 
@@ -427,6 +447,18 @@ class SqliteStateStore implements StateStore {
       if (err instanceof NanosyncError) throw err;
       throw unavailable(this.file, `cannot ${what}`, err);
     }
+  }
+
+  /** `fn` alone without a fence; with one, in a transaction that first checks the lease. */
+  private fenced<T>(what: string, pipeline: string, fence: LeaseFence | undefined, fn: () => T): T {
+    if (fence === undefined) return this.guard(what, fn);
+    return this.transaction(what, () => {
+      const current = this.stmt('SELECT holder, epoch FROM leases WHERE pipeline = ?').get(pipeline) as
+        | { holder: string; epoch: number }
+        | undefined;
+      if (!fenceHolds(fence, current)) throw leaseFenceError(pipeline, what, fence, current);
+      return fn();
+    });
   }
 
   private transaction<T>(what: string, fn: () => T): T {

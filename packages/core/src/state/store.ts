@@ -5,14 +5,7 @@ import type { Position } from '../model.js';
  * one is scheduled (see `PipelineStatus.retry`). Kept in memory only: a restarted server
  * starts the pipeline afresh.
  */
-export type PipelineState =
-  | 'CREATED'
-  | 'SNAPSHOTTING'
-  | 'LIVE_CDC'
-  | 'RETRYING'
-  | 'PAUSED'
-  | 'ERRORED'
-  | 'COMPLETED';
+export type PipelineState = 'CREATED' | 'SNAPSHOTTING' | 'LIVE_CDC' | 'RETRYING' | 'PAUSED' | 'ERRORED' | 'COMPLETED';
 
 export interface PipelineRecord {
   name: string;
@@ -57,6 +50,21 @@ export interface LeaseInfo {
   pipeline: string;
   holder: string;
   expiresAt: string;
+  /** Fencing epoch of this lease (see {@link LeaseFence}). */
+  epoch?: number;
+}
+
+/**
+ * Proof of holding a pipeline's lease: the holder and the epoch `acquireLease` returned.
+ * The epoch goes up every time the lease is taken (first time, after expiry or release, by
+ * another holder), never on renewal while held. A write given a fence is made only if the
+ * lease still has that holder and epoch, checked in the same transaction; otherwise it is
+ * refused with `PipelineLeaseHeld`, so a server that lost its lease (frozen past the lease
+ * time, partitioned away) cannot overwrite what the new holder wrote.
+ */
+export interface LeaseFence {
+  holder: string;
+  epoch: number;
 }
 
 /**
@@ -77,29 +85,40 @@ export interface StateStore {
   updatePipeline(
     name: string,
     patch: Partial<Pick<PipelineRecord, 'state' | 'error' | 'startPosition' | 'snapshotDone' | 'paused'>>,
+    fence?: LeaseFence,
   ): Promise<void>;
   /** Remove the pipeline and everything it owns (partitions, checkpoints, lease). */
   deletePipeline(name: string): Promise<void>;
 
   /** Persist a table's plan once; a second call for the same table is a no-op returning the stored plan. */
-  savePartitions(pipeline: string, table: string, partitions: Omit<PartitionRecord, 'pipeline' | 'table' | 'status'>[]): Promise<PartitionRecord[]>;
+  savePartitions(
+    pipeline: string,
+    table: string,
+    partitions: Omit<PartitionRecord, 'pipeline' | 'table' | 'status'>[],
+  ): Promise<PartitionRecord[]>;
   listPartitions(pipeline: string, table?: string): Promise<PartitionRecord[]>;
-  markPartitionDone(pipeline: string, table: string, id: string, rowsRead: number): Promise<void>;
+  markPartitionDone(pipeline: string, table: string, id: string, rowsRead: number, fence?: LeaseFence): Promise<void>;
   /** Forget every partition of the pipeline (re-snapshot). */
   clearPartitions(pipeline: string): Promise<void>;
 
   /** Per-sink checkpoint: the last `safePosition` durable in that sink. Key = sink index/name. */
-  saveCheckpoint(pipeline: string, sink: string, position: Position): Promise<void>;
+  saveCheckpoint(pipeline: string, sink: string, position: Position, fence?: LeaseFence): Promise<void>;
   getCheckpoints(pipeline: string): Promise<Record<string, Position>>;
   clearCheckpoints(pipeline: string): Promise<void>;
 
   /**
-   * Take or renew the lease for `pipeline`. Returns `{ acquired: true }` when `holder` now
-   * owns it until `now + ttlMs`, or the current holder when someone else does.
+   * Take or renew the lease for `pipeline`. Returns `{ acquired: true, epoch }` when `holder`
+   * now owns it until `now + ttlMs`, or the current holder when someone else does. The epoch
+   * is the fence for this holding (see {@link LeaseFence}).
    */
-  acquireLease(pipeline: string, holder: string, ttlMs: number): Promise<{ acquired: true } | { acquired: false; lease: LeaseInfo }>;
+  acquireLease(
+    pipeline: string,
+    holder: string,
+    ttlMs: number,
+  ): Promise<{ acquired: true; epoch: number } | { acquired: false; lease: LeaseInfo }>;
   /** The unexpired lease of `pipeline`, if any. */
   getLease(pipeline: string): Promise<LeaseInfo | undefined>;
+  /** Give the lease up (it expires at once); its epoch is kept, so the next holder's is higher. */
   releaseLease(pipeline: string, holder: string): Promise<void>;
 
   /** Small key/value area for server-level settings (e.g. generated ids). */

@@ -335,8 +335,8 @@ describe('Engine', () => {
     expect(s1.closed).toBe(2);
     expect(s2.closed).toBe(2);
     expect(await h.store.getCheckpoints('one')).toEqual({ '0:mem0': t });
-    expect(await h.store.acquireLease('one', 'someone-else', 1_000)).toEqual({ acquired: true });
-    expect(await h.store.acquireLease('two', 'someone-else', 1_000)).toEqual({ acquired: true });
+    expect(await h.store.acquireLease('one', 'someone-else', 1_000)).toMatchObject({ acquired: true });
+    expect(await h.store.acquireLease('two', 'someone-else', 1_000)).toMatchObject({ acquired: true });
     // The stored state is left as it was, so the next start resumes streaming.
     expect((await h.store.getPipeline('one'))?.state).toBe('LIVE_CDC');
   });
