@@ -6,6 +6,7 @@ import type { Logger } from '../contract/logger.js';
 import { ErrorCode, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
 import type { Position } from '../model.js';
+import { fencedStore } from '../state/fence.js';
 import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from '../state/store.js';
 import { within } from './backoff.js';
 import { PipelineRunner, type StopReason } from './pipeline-runner.js';
@@ -56,6 +57,8 @@ interface Entry {
   materialized?: MaterializedPipeline;
   /** Lease of another server, as last seen. */
   heldBy?: LeaseInfo;
+  /** Epoch of this server's lease the current runner writes with (see LeaseFence). */
+  epoch?: number;
   /** Metrics-only source of a paused pipeline (retained WAL keeps growing while paused). */
   monitor?: { source: Source; timer: NodeJS.Timeout; abort: AbortController };
   monitorFailed?: boolean;
@@ -464,13 +467,20 @@ export class Engine extends EventEmitter<EngineEvents> {
         await this.stopRunner(entry, 'lease-lost', false);
         return;
       }
+      if (entry.epoch !== undefined && lease.epoch !== entry.epoch) {
+        // Ours again, but it expired in between and may have been someone else's: the runner's
+        // writes are fenced off by now; start over from the store on the next pass.
+        this.logger.warn('the pipeline lease expired and was taken again; restarting from the checkpoint', { name });
+        await this.stopRunner(entry, 'lease-lost', false);
+        return;
+      }
       if (record.paused) {
         await this.stopRunner(entry, 'pause');
         await this.startMonitor(entry);
       } else if (record.definitionHash !== entry.hash) {
         this.logger.info('pipeline definition changed; restarting', { name });
         await this.stopRunner(entry, 'restart', false);
-        await this.startRunner(entry, record);
+        await this.startRunner(entry, record, lease.epoch);
       }
       return;
     }
@@ -498,10 +508,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       return;
     }
     entry.heldBy = undefined;
-    await this.startRunner(entry, record);
+    await this.startRunner(entry, record, lease.epoch);
   }
 
-  private async startRunner(entry: Entry, record: PipelineRecord): Promise<void> {
+  /** `epoch`: of the lease just taken; the runner's state writes are fenced with it. */
+  private async startRunner(entry: Entry, record: PipelineRecord, epoch: number): Promise<void> {
     const name = entry.name;
     this.stopMonitor(entry);
     let materialized: MaterializedPipeline;
@@ -521,7 +532,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     const runner = new PipelineRunner({
       name,
-      store: this.store,
+      store: fencedStore(this.store, { holder: this.holderId, epoch }),
       logger: this.logger.child({ pipeline: name }),
       announceLogger: this.logger,
       materialized,
@@ -533,6 +544,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
     entry.runner = runner;
     entry.runnerDone = false;
+    entry.epoch = epoch;
     entry.hash = record.definitionHash;
     entry.materialized = materialized;
     runner.start();

@@ -167,7 +167,9 @@ export class PipelineRunner {
           continue;
         }
         this.logger.error('pipeline stopped with an error', { error: message });
-        if (!NanosyncError.is(err, ErrorCode.StateUnavailable)) await this.abandonFreshStart();
+        // Another server took the lease over: what is stored is its state now, leave it alone.
+        if (NanosyncError.is(err, ErrorCode.PipelineLeaseHeld)) this.stopReason = 'lease-lost';
+        else if (!NanosyncError.is(err, ErrorCode.StateUnavailable)) await this.abandonFreshStart();
         await this.setState('ERRORED', message);
         if (NanosyncError.is(err, ErrorCode.StateUnavailable) && (await this.waitForStore(message))) {
           this.failures = 0;

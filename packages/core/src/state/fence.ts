@@ -1,5 +1,5 @@
 import { ErrorCode, NanosyncError } from '../errors.js';
-import type { LeaseFence } from './store.js';
+import type { LeaseFence, StateStore } from './store.js';
 
 /**
  * The error a store raises when a fenced write finds the lease moved on: `current` is the
@@ -37,4 +37,33 @@ export function leaseFenceError(
 /** True when `current` (the lease row) still matches the fence. */
 export function fenceHolds(fence: LeaseFence, current: { holder: string; epoch: number } | undefined): boolean {
   return current !== undefined && current.holder === fence.holder && current.epoch === fence.epoch;
+}
+
+/**
+ * `store` as one lease holder sees it: checkpoints, finished partitions and pipeline state
+ * changes are written with `fence`, so they are refused once another server took the lease
+ * over. Everything else passes through unchanged.
+ */
+export function fencedStore(store: StateStore, fence: LeaseFence): StateStore {
+  return {
+    getPipeline: (name) => store.getPipeline(name),
+    listPipelines: () => store.listPipelines(),
+    upsertPipeline: (record) => store.upsertPipeline(record),
+    updatePipeline: (name, patch) => store.updatePipeline(name, patch, fence),
+    deletePipeline: (name) => store.deletePipeline(name),
+    savePartitions: (pipeline, table, partitions) => store.savePartitions(pipeline, table, partitions),
+    listPartitions: (pipeline, table) => store.listPartitions(pipeline, table),
+    markPartitionDone: (pipeline, table, id, rowsRead) => store.markPartitionDone(pipeline, table, id, rowsRead, fence),
+    clearPartitions: (pipeline) => store.clearPartitions(pipeline),
+    saveCheckpoint: (pipeline, sink, position) => store.saveCheckpoint(pipeline, sink, position, fence),
+    getCheckpoints: (pipeline) => store.getCheckpoints(pipeline),
+    clearCheckpoints: (pipeline) => store.clearCheckpoints(pipeline),
+    acquireLease: (pipeline, holder, ttlMs) => store.acquireLease(pipeline, holder, ttlMs),
+    getLease: (pipeline) => store.getLease(pipeline),
+    releaseLease: (pipeline, holder) => store.releaseLease(pipeline, holder),
+    getMeta: (key) => store.getMeta(key),
+    setMeta: (key, value) => store.setMeta(key, value),
+    // The engine owns the store; a runner's view must not close it.
+    close: async () => {},
+  };
 }

@@ -340,4 +340,39 @@ describe('Engine', () => {
     // The stored state is left as it was, so the next start resumes streaming.
     expect((await h.store.getPipeline('one'))?.state).toBe('LIVE_CDC');
   });
+  it('stops a runner whose lease was taken over: its checkpoint is refused, nothing acknowledged, the new holder state kept', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase();
+    db.createTable('public', 'orders');
+    const sink = inMemorySink();
+    const p = h.registry.add(testPipeline(db, { name: 'fz', type: 'cdc', sinks: [{ sink }] }));
+    // No reconcile pass during the test: like a server frozen past its lease, it does not notice.
+    const engine = h.engine({ holderId: 'frozen', reconcileIntervalMs: 600_000 });
+    await engine.start();
+    await engine.apply('fz', p.definition, p.hash, p.type);
+    await waitForState(engine, 'fz', 'LIVE_CDC');
+    const t1 = db.insert('public.orders', 1);
+    await until(() => db.acks.includes(t1), 'first change acknowledged');
+    expect(await h.store.getCheckpoints('fz')).toEqual({ '0:mem0': t1 });
+
+    // The lease expires and another server takes it over and records its own progress.
+    await h.store.acquireLease('fz', 'frozen', -1);
+    const taken = await h.store.acquireLease('fz', 'usurper', 60_000);
+    expect(taken.acquired).toBe(true);
+    await h.store.saveCheckpoint('fz', '0:mem0', t1);
+
+    const t2 = db.insert('public.orders', 2);
+    await until(() => sink.events.length === 2, 'second change written to the sink');
+    // The runner stops; this server reports the refusal next to the state the store holds.
+    await until(async () => (await engine.status('fz')).error?.includes('refused') === true, 'the refusal');
+    const status = await engine.status('fz');
+    expect(status.error).toMatch(/refused to save a checkpoint for frozen .* now held by usurper/);
+    expect(db.acks).not.toContain(t2);
+    // Stopped, not retrying: the source was closed and not opened again.
+    await until(() => db.calls[db.calls.length - 1] === 'close', 'the source closed');
+    expect(await h.store.getCheckpoints('fz')).toEqual({ '0:mem0': t1 });
+    expect(await h.store.getPipeline('fz')).toMatchObject({ state: 'LIVE_CDC' });
+    expect((await h.store.getPipeline('fz'))?.error).toBeUndefined();
+    expect(await h.store.getLease('fz')).toMatchObject({ holder: 'usurper' });
+  });
 });
