@@ -1,6 +1,13 @@
 import { resolve } from 'node:path';
 import { configErrors, NanosyncError } from '@nanosync/core';
-import { ConfigError, type ConfigIssue, type ConnectorResolver, loadConfigFile, type NanosyncConfig, validateConnectors } from '@nanosync/core/host';
+import {
+  ConfigError,
+  type ConfigIssue,
+  type ConnectorResolver,
+  loadConfigFile,
+  type NanosyncConfig,
+  validateConnectors,
+} from '@nanosync/core/host';
 import { connectorResolver } from './connectors.js';
 import { ExitCode } from './exit-codes.js';
 import type { CliIo } from './io.js';
@@ -20,9 +27,10 @@ export async function checkConfigFile(
   file: string,
   io: CliIo,
   resolveConnector: ConnectorResolver,
+  options: { deferEnv?: boolean } = {},
 ): Promise<CheckedConfig> {
   const path = resolve(io.cwd, file);
-  const loaded = await loadConfigFile(path, { env: io.env });
+  const loaded = await loadConfigFile(path, { env: io.env, deferEnv: options.deferEnv === true });
   let issues: ConfigIssue[];
   try {
     issues = await validateConnectors(loaded.config, { resolve: resolveConnector });
@@ -44,9 +52,13 @@ export async function checkConfigFile(
  * `checkConfigFile` for commands that stop on a bad file: prints the errors (or the
  * warnings of a good file) and returns the exit code to use instead of the config.
  */
-export async function checkConfigOrExit(file: string, io: CliIo): Promise<CheckedConfig | ExitCode> {
+export async function checkConfigOrExit(
+  file: string,
+  io: CliIo,
+  options: { deferEnv?: boolean } = {},
+): Promise<CheckedConfig | ExitCode> {
   try {
-    const checked = await checkConfigFile(file, io, connectorResolver());
+    const checked = await checkConfigFile(file, io, connectorResolver(), options);
     printWarnings(checked.warnings, io);
     return checked;
   } catch (err) {

@@ -64,7 +64,9 @@ wrong token or wrong arguments.`,
       return ExitCode.Ok;
     }
     if (!args.values.file) throw new UsageError('--file is required', 'apply');
-    const checked = await checkConfigOrExit(args.values.file, io);
+    // `${env:…}` references are resolved by the server, in its environment: a variable this
+    // shell lacks is no reason to refuse the file.
+    const checked = await checkConfigOrExit(args.values.file, io, { deferEnv: true });
     if (typeof checked === 'number') return checked;
     const client = await connectClient(args.values, io);
     const secretKey = await clientSecretKey(statePaths(args.values.state, io), io.env);

@@ -19,7 +19,12 @@ export interface EnvSubstitution {
   variables: string[];
 }
 
-export function substituteEnv(text: string, env: NodeJS.ProcessEnv): EnvSubstitution {
+/** `keepMissing`: an unset variable is no problem, its reference stays as written (resolved later, elsewhere). */
+export function substituteEnv(
+  text: string,
+  env: NodeJS.ProcessEnv,
+  options: { keepMissing?: boolean } = {},
+): EnvSubstitution {
   const problems: string[] = [];
   const variables: string[] = [];
   const value = text.replace(REFERENCE, (whole, dollar: string, name: string) => {
@@ -33,6 +38,7 @@ export function substituteEnv(text: string, env: NodeJS.ProcessEnv): EnvSubstitu
     variables.push(name);
     const found = env[name];
     if (found === undefined) {
+      if (options.keepMissing) return whole;
       problems.push(`environment variable ${name} is not set`);
       return whole;
     }

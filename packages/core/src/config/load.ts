@@ -22,6 +22,8 @@ export interface LoadedConfig {
 
 export interface ParseConfigOptions {
   env?: NodeJS.ProcessEnv;
+  /** Variables missing from `env` are resolved later elsewhere (the server, for `apply`): not an error here. */
+  deferEnv?: boolean;
   /** Shown in messages; also the base of `configDir` when that is not given. */
   file?: string;
   configDir?: string;
@@ -34,6 +36,7 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Loa
   if (parsed.issues.length > 0) throw new ConfigError(parsed.issues, fileOption(options.file));
   const result = validateConfigValue(parsed.value, {
     env: options.env ?? process.env,
+    deferEnv: options.deferEnv === true,
     configDir,
     locate: parsed.locate,
     ...fileOption(options.file),
@@ -48,7 +51,10 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Loa
 }
 
 /** Read and validate a config file. Throws {@link ConfigError} (with the file name) listing every issue. */
-export async function loadConfigFile(file: string, options: { env?: NodeJS.ProcessEnv } = {}): Promise<LoadedConfig> {
+export async function loadConfigFile(
+  file: string,
+  options: { env?: NodeJS.ProcessEnv; deferEnv?: boolean } = {},
+): Promise<LoadedConfig> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -57,7 +63,11 @@ export async function loadConfigFile(file: string, options: { env?: NodeJS.Proce
       (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'the file does not exist' : (err as Error).message;
     throw new ConfigError([{ path: '', message: `cannot read the config: ${reason}` }], { file, cause: err });
   }
-  return parseConfig(text, { file, ...(options.env === undefined ? {} : { env: options.env }) });
+  return parseConfig(text, {
+    file,
+    deferEnv: options.deferEnv === true,
+    ...(options.env === undefined ? {} : { env: options.env }),
+  });
 }
 
 function fileOption(file: string | undefined): { file?: string } {

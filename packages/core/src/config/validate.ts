@@ -41,6 +41,11 @@ const QUERY_KEYS = ['sql', 'schedule'];
 
 export interface ValidateOptions {
   env: NodeJS.ProcessEnv;
+  /**
+   * The variables are resolved elsewhere later (by the server, for `apply`): a variable
+   * missing from `env` is not a problem here and its reference stays as written.
+   */
+  deferEnv?: boolean;
   configDir: string;
   file?: string;
   locate?: Locator;
@@ -113,7 +118,13 @@ function isStructuralField(path: readonly PathSegment[]): boolean {
 }
 
 /** Copy of `value` with `${env:…}` resolved in every string scalar; problems become issues. */
-function resolveEnv(value: unknown, path: PathSegment[], env: NodeJS.ProcessEnv, out: Collector): unknown {
+function resolveEnv(
+  value: unknown,
+  path: PathSegment[],
+  env: NodeJS.ProcessEnv,
+  out: Collector,
+  deferEnv = false,
+): unknown {
   if (typeof value === 'string') {
     if (isStructuralField(path) && hasEnvReference(value)) {
       out.issue(
@@ -125,14 +136,14 @@ function resolveEnv(value: unknown, path: PathSegment[], env: NodeJS.ProcessEnv,
       );
       return value;
     }
-    const result = substituteEnv(value, env);
+    const result = substituteEnv(value, env, { keepMissing: deferEnv });
     for (const problem of result.problems) out.issue(path, problem, { code: ErrorCode.ConfigMissingEnv });
     return result.value;
   }
-  if (Array.isArray(value)) return value.map((item, i) => resolveEnv(item, [...path, i], env, out));
+  if (Array.isArray(value)) return value.map((item, i) => resolveEnv(item, [...path, i], env, out, deferEnv));
   if (isPlainMap(value)) {
     const copy: YamlMap = {};
-    for (const [key, item] of Object.entries(value)) copy[key] = resolveEnv(item, [...path, key], env, out);
+    for (const [key, item] of Object.entries(value)) copy[key] = resolveEnv(item, [...path, key], env, out, deferEnv);
     return copy;
   }
   return value;
@@ -155,7 +166,7 @@ function describe(value: unknown): string {
  */
 export function validateConfigValue(raw: unknown, options: ValidateOptions): ValidationResult {
   const out = new Collector(options.locate);
-  const root = resolveEnv(raw, [], options.env, out);
+  const root = resolveEnv(raw, [], options.env, out, options.deferEnv);
   const config = readRoot(root, out);
   const result: ValidationResult = { issues: byPosition(out.issues), warnings: byPosition(out.warnings) };
   if (out.issues.length === 0 && config !== undefined) {

@@ -124,3 +124,19 @@ describe('config: ${env:VAR} substitution', () => {
     });
   });
 });
+
+describe('deferred ${env:…} (apply: the server resolves them)', () => {
+  it('accepts a variable this process lacks and keeps its reference, in the config and in raw', () => {
+    const text = withDsn('"testdb://u:${env:SERVER_ONLY_PASSWORD}@db/shop"');
+    expect(() => parseConfig(text, { env: {} })).toThrow(/SERVER_ONLY_PASSWORD is not set/);
+    const loaded = parseConfig(text, { env: {}, deferEnv: true });
+    expect(loaded.config.connections[0]?.dsn).toBe('testdb://u:${env:SERVER_ONLY_PASSWORD}@db/shop');
+    expect(JSON.stringify(loaded.raw)).toContain('${env:SERVER_ONLY_PASSWORD}');
+  });
+
+  it('still refuses a malformed reference', () => {
+    expect(() => parseConfig(withDsn('"testdb://u:${env:NOT-A-NAME}@db/shop"'), { env: {}, deferEnv: true })).toThrow(
+      /not a valid environment variable reference/,
+    );
+  });
+});
