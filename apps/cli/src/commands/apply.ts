@@ -1,4 +1,4 @@
-import { ConfigError, type NanosyncConfig, toStoredDefinitions } from '@nanosync/core/host';
+import { type NanosyncConfig, toStoredDefinitions } from '@nanosync/core/host';
 import { parseCommandArgs } from '../args.js';
 import { CLIENT_OPTIONS_HELP, clientOptions, connectClient } from '../client.js';
 import { checkConfigOrExit } from '../config-check.js';
