@@ -375,4 +375,29 @@ describe('Engine', () => {
     expect((await h.store.getPipeline('fz'))?.error).toBeUndefined();
     expect(await h.store.getLease('fz')).toMatchObject({ holder: 'usurper' });
   });
+  it('restarts from the checkpoint when its own lease expired and was taken again (new epoch)', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase();
+    db.createTable('public', 'orders');
+    const sink = inMemorySink();
+    const p = h.registry.add(testPipeline(db, { name: 'ex', type: 'cdc', sinks: [{ sink }] }));
+    const engine = h.engine({ holderId: 'slow', reconcileIntervalMs: 20 });
+    await engine.start();
+    await engine.apply('ex', p.definition, p.hash, p.type);
+    await waitForState(engine, 'ex', 'LIVE_CDC');
+    const t1 = db.insert('public.orders', 1);
+    await until(() => db.acks.includes(t1), 'first change acknowledged');
+    const opens = db.calls.filter((c) => c.startsWith('open')).length;
+    const before = await h.store.getLease('ex');
+
+    // The lease lapses (a store too slow to renew it in time); the next pass takes it again.
+    await h.store.acquireLease('ex', 'slow', -1);
+    await until(() => db.calls.filter((c) => c.startsWith('open')).length > opens, 'the runner reopened');
+    await waitForState(engine, 'ex', 'LIVE_CDC');
+    expect((await h.store.getLease('ex'))?.epoch).toBeGreaterThan(before?.epoch ?? 0);
+    // The new runner writes with the new epoch: its checkpoints are accepted.
+    const t2 = db.insert('public.orders', 2);
+    await until(() => db.acks.includes(t2), 'the change after the restart acknowledged');
+    expect(await h.store.getCheckpoints('ex')).toEqual({ '0:mem0': t2 });
+  });
 });
