@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import { formatTableName, parseTableName } from '../config/table-name.js';
 import type { StoredPipelineDefinition } from '../config/types.js';
 import type { Sink, Source } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
@@ -11,8 +10,8 @@ import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateSt
 import { within } from './backoff.js';
 import { PipelineRunner, type StopReason } from './pipeline-runner.js';
 import { runPreflight } from './preflight.js';
-import { compareQueryPositions } from './query-runner.js';
-import { PipelineStats, type PipelineStatus, type SinkStatus, type TableStatus } from './stats.js';
+import { buildPipelineStatus } from './status.js';
+import { PipelineStats, type PipelineStatus } from './stats.js';
 import { type MaterializedPipeline, type RuntimeOptions, type RuntimeOverrides, runtimeOptions } from './types.js';
 
 export interface EngineOptions {
@@ -672,171 +671,12 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   private async statusOf(name: string, record: PipelineRecord | undefined): Promise<PipelineStatus> {
     const entry = this.entries.get(name) ?? { name, stats: new PipelineStats(), runnerDone: true };
-    const runner = entry.runner;
-    const live = runner !== undefined && !entry.runnerDone;
-    const stats = entry.stats;
-    const now = Date.now();
-
-    const state: PipelineState = live ? runner.state : (record?.state ?? runner?.state ?? 'CREATED');
-    const error = live ? runner.error : (record?.error ?? runner?.error);
-    const retry = live && runner.state === 'RETRYING' ? runner.retry : undefined;
-    const replicationType = record?.replicationType ?? entry.materialized?.pipeline.replication_type ?? 'cdc_backfill';
-
     let checkpoints: Record<string, Position> = {};
     let partitions: PartitionRecord[] = [];
     try {
       checkpoints = await this.store.getCheckpoints(name);
       partitions = await this.store.listPartitions(name);
     } catch {}
-
-    const source = live ? runner.source : undefined;
-    const compare =
-      replicationType === 'query'
-        ? compareQueryPositions
-        : source
-          ? (a: Position, b: Position) => source.comparePositions(a, b)
-          : compareText;
-    const format = (p: Position | undefined) => (p === undefined ? undefined : live ? runner.format(p) : p);
-
-    const sinkNames = new Set<string>([
-      ...(entry.materialized?.sinks.map((s) => s.name) ?? []),
-      ...stats.sinks.keys(),
-      ...Object.keys(checkpoints),
-    ]);
-    const lanes = live ? runner.fanOut?.lanes : undefined;
-    const sinks: SinkStatus[] = [...sinkNames].map((sinkName) => {
-      const s = stats.sink(sinkName);
-      const lane = lanes?.find((l) => l.name === sinkName);
-      const checkpoint = lane?.checkpoint ?? checkpoints[sinkName];
-      const status: SinkStatus = {
-        name: sinkName,
-        rowsWritten: s.rowsWritten,
-        writeErrors: s.writeErrors,
-        queueDepth: lane?.queuedEvents ?? 0,
-        queueBytes: lane?.queuedBytes ?? 0,
-        writeLatency: s.latency.snapshot(),
-      };
-      if (checkpoint !== undefined) {
-        status.checkpoint = checkpoint;
-        const text = format(checkpoint);
-        if (text !== undefined && text !== checkpoint) status.checkpointText = text;
-      }
-      const lagMs = lane?.lagMs() ?? s.lagMs;
-      if (lagMs !== undefined) status.lagSeconds = lagMs / 1000;
-      return status;
-    });
-
-    const tableNames = this.tableNames(entry, record);
-    const partitionsByTable = new Map<string, PartitionRecord[]>();
-    for (const p of partitions) {
-      const list = partitionsByTable.get(p.table) ?? [];
-      list.push(p);
-      partitionsByTable.set(p.table, list);
-    }
-    for (const tableName of partitionsByTable.keys()) if (!tableNames.includes(tableName)) tableNames.push(tableName);
-    for (const tableName of stats.tables.keys()) if (!tableNames.includes(tableName)) tableNames.push(tableName);
-    const tables: TableStatus[] = tableNames.map((tableName) => {
-      const t = stats.tables.get(tableName);
-      const planned = partitionsByTable.get(tableName) ?? [];
-      const fromStore = {
-        total: planned.length,
-        done: planned.filter((p) => p.status === 'done').length,
-        rows: planned.reduce((n, p) => n + (p.status === 'done' ? (p.rowsRead ?? 0) : 0), 0),
-        estimated: planned.reduce((n, p) => n + (p.estimatedRows ?? 0), 0),
-      };
-      const useStats = t !== undefined && live && stats.snapshotActive;
-      const status: TableStatus = {
-        table: tableName,
-        rowsSnapshotted: useStats ? t.rowsSnapshotted : Math.max(fromStore.rows, t?.rowsSnapshotted ?? 0),
-        rowsEstimated: fromStore.estimated || (t?.rowsEstimated ?? 0),
-        events: t?.events ?? 0,
-        partitionsTotal: fromStore.total,
-        partitionsDone: useStats ? t.partitionsDone : fromStore.done,
-      };
-      if (t?.lagMs !== undefined) status.lagSeconds = t.lagMs / 1000;
-      return status;
-    });
-
-    const status: PipelineStatus = {
-      name,
-      state,
-      replicationType,
-      eventsPerSecond: round(stats.rate.rate(now)),
-      eventsTotal: stats.eventsTotal,
-      tables,
-      sinks,
-      warnings: stats.activeWarnings(),
-    };
-    if (error !== undefined) status.error = error;
-    if (retry !== undefined) status.retry = { ...retry };
-    const lag = stats.lagSeconds();
-    if (lag !== undefined) status.lagSeconds = round(lag);
-    if (record?.startPosition !== undefined) {
-      status.startPosition = record.startPosition;
-      const text = format(record.startPosition);
-      if (text !== undefined && text !== record.startPosition) status.startPositionText = text;
-    }
-    let min: Position | undefined;
-    let complete = sinks.length > 0;
-    for (const s of sinks) {
-      if (s.checkpoint === undefined) complete = false;
-      else if (min === undefined || compare(s.checkpoint, min) < 0) min = s.checkpoint;
-    }
-    if (complete && min !== undefined) {
-      status.checkpoint = min;
-      const text = format(min);
-      if (text !== undefined && text !== min) status.checkpointText = text;
-    }
-    if (stats.acknowledgedPosition !== undefined) status.acknowledgedPosition = stats.acknowledgedPosition;
-    if (!live && entry.heldBy !== undefined && Date.parse(entry.heldBy.expiresAt) > now) {
-      status.heldBy = entry.heldBy.holder;
-      status.heldUntil = entry.heldBy.expiresAt;
-    }
-    const progress = snapshotProgress(tables, stats, live);
-    if (progress !== undefined) status.snapshot = progress;
-    if (stats.source !== undefined) status.source = { ...stats.source };
-    if (record?.updatedAt !== undefined) status.updatedAt = record.updatedAt;
-    return status;
+    return buildPipelineStatus({ ...entry, record, checkpoints, partitions, now: Date.now() });
   }
-
-  private tableNames(entry: Entry, record: PipelineRecord | undefined): string[] {
-    const fromConfig = entry.materialized?.pipeline.source.tableRefs.map(formatTableName);
-    if (fromConfig) return [...fromConfig];
-    // Not run here: read the table list from the stored YAML node, when it has the usual shape.
-    const raw = (record?.definition as { pipeline?: { source?: { tables?: unknown } } } | undefined)?.pipeline?.source
-      ?.tables;
-    if (!Array.isArray(raw)) return [];
-    const names: string[] = [];
-    for (const t of raw) {
-      if (typeof t !== 'string') continue;
-      const parsed = parseTableName(t);
-      names.push(parsed.ok ? formatTableName(parsed.ref) : t);
-    }
-    return names;
-  }
-}
-
-function snapshotProgress(tables: TableStatus[], stats: PipelineStats, live: boolean): PipelineStatus['snapshot'] {
-  const planned = tables.filter((t) => t.partitionsTotal > 0);
-  if (planned.length === 0) return undefined;
-  const fromStats = live ? stats.snapshotProgress(planned.map((t) => t.table)) : undefined;
-  const partitionsTotal = planned.reduce((n, t) => n + t.partitionsTotal, 0);
-  const partitionsDone = planned.reduce((n, t) => n + t.partitionsDone, 0);
-  const progress = {
-    partitionsTotal,
-    partitionsDone,
-    rowsRead: planned.reduce((n, t) => n + t.rowsSnapshotted, 0),
-    rowsEstimated: planned.reduce((n, t) => n + t.rowsEstimated, 0),
-    done: partitionsDone >= partitionsTotal,
-  } as NonNullable<PipelineStatus['snapshot']>;
-  if (fromStats?.etaSeconds !== undefined && !progress.done) progress.etaSeconds = fromStats.etaSeconds;
-  return progress;
-}
-
-function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-function round(n: number): number {
-  return Math.round(n * 1000) / 1000;
 }
