@@ -127,6 +127,43 @@ describe('openPostgresStateStore', () => {
     expect((err as Error).message).toContain(`${postgres.host}:1`);
   });
 
+  it('refuses a fenced checkpoint that raced with a takeover committed while it waited', async () => {
+    const schema = schemaName();
+    const store = await openPostgresStateStore(url, { schema, applicationName: `fence-${schema}` });
+    const takeover = new pg.Client({ connectionString: url });
+    await takeover.connect();
+    try {
+      const a = await store.acquireLease('p', 'server-a', 60_000);
+      if (!a.acquired) throw new Error('no lease');
+      // server-b's takeover is under way (row locked, not committed) when server-a writes.
+      await takeover.query('BEGIN');
+      await takeover.query(
+        `UPDATE ${schema}.leases SET holder = 'server-b', epoch = epoch + 1, expires_at = now() + interval '1 minute' WHERE pipeline = 'p'`,
+      );
+      const write = store.saveCheckpoint('p', 'sink', 'late', { holder: 'server-a', epoch: a.epoch }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      // Wait until the write is blocked on the lease row, then let the takeover commit.
+      for (;;) {
+        const waiting = await sql<{ n: string }>(
+          "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+          [`fence-${schema}`],
+        );
+        if (Number(waiting[0]?.n) > 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await takeover.query('COMMIT');
+      const err = await write;
+      expect(NanosyncError.is(err, ErrorCode.PipelineLeaseHeld)).toBe(true);
+      expect(await store.getCheckpoints('p')).toEqual({});
+    } finally {
+      await takeover.end();
+      await store.close();
+      await sql(`DROP SCHEMA ${schema} CASCADE`);
+    }
+  });
+
   it('refuses a schema name that is not a plain identifier', async () => {
     await expect(openPostgresStateStore(url, { schema: 'a"; DROP TABLE x; --' })).rejects.toMatchObject({
       code: ErrorCode.ConfigInvalid,
