@@ -353,39 +353,7 @@ export class PipelineRunner {
     const checkpoints = await store.getCheckpoints(name);
     stats.resetInFlight();
 
-    if (type === 'query') {
-      const query = pipeline.query;
-      if (query === undefined)
-        throw new NanosyncError(ErrorCode.ConfigInvalid, `pipeline ${name} is a query pipeline without query.sql`);
-      const mappers = res.sinks.map(({ def }) => createEventMapper(def.mappings));
-      if (res.torn) return 'stopped';
-      const fanOut = this.createFanOut(res, checkpoints, mappers, compareQueryPositions, fail);
-      await this.setState('LIVE_CDC');
-      return runQueryPipeline({
-        pipeline: name,
-        source,
-        sql: query.sql,
-        intervalSeconds: query.interval_seconds,
-        fanOut,
-        openSinks: async (table) => {
-          for (const [i, { def, sink }] of res.sinks.entries()) {
-            const own = def.mappings.filter(
-              (m) => m.tableRef.schema === table.schema && m.tableRef.name === table.name,
-            );
-            validateMappings(def.name, own, [table]);
-            await sink.open([mappers[i]?.mapTable(table) ?? table]);
-          }
-        },
-        chunkRows: runtime.snapshotChunkRows,
-        signal,
-        logger: this.logger,
-        stats,
-        checkpoint: fanOut.minCheckpoint(compareQueryPositions),
-        onRunStart: () => {
-          this.failures = 0;
-        },
-      });
-    }
+    if (type === 'query') return this.runQuery(source, res, checkpoints, signal, fail);
 
     const compare = (a: Position, b: Position) => source.comparePositions(a, b);
     const tables: TableRef[] = pipeline.source.tableRefs;
@@ -603,6 +571,50 @@ export class PipelineRunner {
     void poll();
     res.metricsTimer = setInterval(poll, runtime.metricsIntervalMs);
     res.metricsTimer.unref();
+  }
+
+  /**
+   * A `query` pipeline: no handoff, its SQL re-run on an interval (runtime/query-runner.ts),
+   * each result fanned out to the sinks like a stream batch.
+   */
+  private async runQuery(
+    source: Source,
+    res: AttemptResources,
+    checkpoints: Record<string, Position>,
+    signal: AbortSignal,
+    fail: (err: unknown) => void,
+  ): Promise<'completed' | 'stopped'> {
+    const { name, materialized, stats, runtime } = this.options;
+    const { pipeline } = materialized;
+    const query = pipeline.query;
+    if (query === undefined)
+      throw new NanosyncError(ErrorCode.ConfigInvalid, `pipeline ${name} is a query pipeline without query.sql`);
+    const mappers = res.sinks.map(({ def }) => createEventMapper(def.mappings));
+    if (res.torn) return 'stopped';
+    const fanOut = this.createFanOut(res, checkpoints, mappers, compareQueryPositions, fail);
+    await this.setState('LIVE_CDC');
+    return runQueryPipeline({
+      pipeline: name,
+      source,
+      sql: query.sql,
+      intervalSeconds: query.interval_seconds,
+      fanOut,
+      openSinks: async (table) => {
+        for (const [i, { def, sink }] of res.sinks.entries()) {
+          const own = def.mappings.filter((m) => m.tableRef.schema === table.schema && m.tableRef.name === table.name);
+          validateMappings(def.name, own, [table]);
+          await sink.open([mappers[i]?.mapTable(table) ?? table]);
+        }
+      },
+      chunkRows: runtime.snapshotChunkRows,
+      signal,
+      logger: this.logger,
+      stats,
+      checkpoint: fanOut.minCheckpoint(compareQueryPositions),
+      onRunStart: () => {
+        this.failures = 0;
+      },
+    });
   }
 
   private async releaseSnapshot(res: AttemptResources): Promise<void> {
