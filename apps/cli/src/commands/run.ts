@@ -1,7 +1,6 @@
-import { ConfigError, type Engine } from '@nanosync/core/host';
+import type { Engine } from '@nanosync/core/host';
 import { parseCommandArgs, parseHostPort } from '../args.js';
 import { checkConfigOrExit } from '../config-check.js';
-import { connectorResolver } from '../connectors.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
 import { serveUntilSignal } from '../server/foreground.js';

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { eventually, runCli, startServing } from './cli-process.js';
+import { runCli, startServing } from './cli-process.js';
 import { CliTestContext, LITERAL_SECRET, uniqueName } from './fixtures.js';
 
 const lines = (text: string) => text.split('\n').filter((l) => l.trim() !== '');

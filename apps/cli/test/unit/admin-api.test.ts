@@ -144,6 +144,7 @@ describe('endpoints', () => {
           name: 'p1',
           hash: 'h',
           replicationType: 'cdc',
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${env:…} reference, as users write it
           definition: definition({ dsn: 'enc:v1:AAAA', properties: { password: '${env:PG_PASSWORD}' } }),
         },
       ],

@@ -48,7 +48,7 @@ function parseApplyBody(body: unknown): ApplyEntry[] {
       throw new NanosyncError(
         ErrorCode.CliUsage,
         `definitions[${index}] (pipeline "${e.name}") holds unencrypted secrets at ${literal.join(', ')}: ` +
-          "encrypt them with the server's key (nanosync apply does) or use ${env:…} references",
+          "encrypt them with the server's key (nanosync apply does) or use $" + '{env:…} references',
       );
     }
     return e as ApplyEntry;
@@ -78,7 +78,7 @@ export const pipelineRoutes: Route[] = [
   {
     method: 'POST',
     path: '/v1/apply',
-    handle: async ({ engine, body, logger }) => {
+    handle: async ({ engine, body }) => {
       const entries = parseApplyBody(body);
       const results: { name: string; result: ApplyResult }[] = [];
       for (const entry of entries) {

@@ -167,7 +167,10 @@ export function reduceByKey(lines: SinkLine[]): Map<string, Map<string, Record<s
   const tables = new Map<string, Map<string, Record<string, unknown>>>();
   const of = (table: string) => {
     let rows = tables.get(table);
-    if (!rows) tables.set(table, (rows = new Map()));
+    if (!rows) {
+      rows = new Map();
+      tables.set(table, rows);
+    }
     return rows;
   };
   for (const line of lines) {
