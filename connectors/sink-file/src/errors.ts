@@ -8,7 +8,8 @@ export const fileSinkErrors = defineErrorArea({
   codes: {
     FileSinkWrite: {
       code: 'NS_F8001',
-      meaning: 'The file sink cannot create, write or sync a file in its folder. Retried when the cause may pass (disk full, I/O error).',
+      meaning:
+        'The file sink cannot create, write or sync a file in its folder. Retried when the cause may pass (disk full, I/O error).',
       fix: 'Check that the folder exists, the server may write to it, and the disk has room.',
     },
   },
@@ -26,9 +27,13 @@ export function fileSinkError(action: string, file: string, cause: unknown): Nan
       : code === 'ENOSPC'
         ? ' (the disk is full)'
         : '';
-  return new NanosyncError(fileSinkErrors.code.FileSinkWrite, `file sink cannot ${action} "${file}": ${reason}${hint}`, {
-    retriable: code !== undefined && RETRIABLE_CODES.has(code),
-    cause,
-    details: { file },
-  });
+  return new NanosyncError(
+    fileSinkErrors.code.FileSinkWrite,
+    `file sink cannot ${action} "${file}": ${reason}${hint}`,
+    {
+      retriable: code !== undefined && RETRIABLE_CODES.has(code),
+      cause,
+      details: { file },
+    },
+  );
 }

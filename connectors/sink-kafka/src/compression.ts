@@ -81,7 +81,9 @@ interface Lz4js {
 }
 const require = createRequire(import.meta.url);
 const lz4js = require('lz4js') as Lz4js;
-const xxh32 = (require('lz4js/xxh32.js') as { hash(seed: number, src: Uint8Array, index: number, length: number): number }).hash;
+const xxh32 = (
+  require('lz4js/xxh32.js') as { hash(seed: number, src: Uint8Array, index: number, length: number): number }
+).hash;
 
 const LZ4_MAGIC = 0x184d2204;
 const LZ4_FLG = 0x60; // version 01, blocks independent, no checksums, no content size

@@ -8,7 +8,8 @@ export const kafkaErrors = defineErrorArea({
   codes: {
     KafkaConnection: {
       code: 'NS_K6001',
-      meaning: 'The brokers cannot be reached, the TLS handshake failed, or sends kept failing until `max_retries` ran out.',
+      meaning:
+        'The brokers cannot be reached, the TLS handshake failed, or sends kept failing until `max_retries` ran out.',
       fix: 'Check `brokers`, the network path and the TLS settings (`tls_ca_cert`, the name the certificate is issued for); resume the pipeline once Kafka answers.',
     },
     KafkaTopicMissing: {
@@ -33,7 +34,8 @@ export const kafkaErrors = defineErrorArea({
     },
     KafkaEncode: {
       code: 'NS_K6006',
-      meaning: 'A row could not be encoded in the chosen message format, or a message read back is not a nanosync message; the message names the table, column, key and position.',
+      meaning:
+        'A row could not be encoded in the chosen message format, or a message read back is not a nanosync message; the message names the table, column, key and position.',
       fix: 'Check the column type against the format (see the Kafka sink README); report it if the value is valid at the source.',
     },
   },
@@ -64,7 +66,12 @@ const AUTH = new Set([
   'ILLEGAL_SASL_STATE',
   'UNSUPPORTED_SASL_MECHANISM',
 ]);
-const PRODUCER_STATE = new Set(['OUT_OF_ORDER_SEQUENCE_NUMBER', 'UNKNOWN_PRODUCER_ID', 'INVALID_PRODUCER_EPOCH', 'INVALID_PRODUCER_ID_MAPPING']);
+const PRODUCER_STATE = new Set([
+  'OUT_OF_ORDER_SEQUENCE_NUMBER',
+  'UNKNOWN_PRODUCER_ID',
+  'INVALID_PRODUCER_EPOCH',
+  'INVALID_PRODUCER_ID_MAPPING',
+]);
 const TLS_CODES = new Set([
   'SELF_SIGNED_CERT_IN_CHAIN',
   'DEPTH_ZERO_SELF_SIGNED_CERT',
@@ -106,7 +113,8 @@ export function errorChain(err: unknown): KafkaLikeError[] {
 export function classifyKafkaError(err: unknown): FailureKind {
   const chain = errorChain(err);
   if (chain.some((e) => e.type !== undefined && TOO_LARGE.has(e.type))) return 'too-large';
-  if (chain.some((e) => e.name === 'KafkaJSSASLAuthenticationError' || (e.type !== undefined && AUTH.has(e.type)))) return 'auth';
+  if (chain.some((e) => e.name === 'KafkaJSSASLAuthenticationError' || (e.type !== undefined && AUTH.has(e.type))))
+    return 'auth';
   if (chain.some((e) => typeof e.code === 'string' && TLS_CODES.has(e.code))) return 'tls';
   if (chain.some((e) => e.type !== undefined && PRODUCER_STATE.has(e.type))) return 'producer-state';
   if (chain.some((e) => e.type === 'UNKNOWN_TOPIC_OR_PARTITION' && e.retriable === false)) return 'topic-missing';
@@ -117,7 +125,8 @@ export function classifyKafkaError(err: unknown): FailureKind {
       /^KafkaJS(Connection|ConnectionClosed|RequestTimeout|BrokerNotFound|MetadataNotLoaded|TopicMetadataNotLoaded|StaleTopicMetadataAssignment|LockTimeout)Error?$/.test(
         e.name ?? '',
       ) ||
-      (typeof e.code === 'string' && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|ENOTFOUND)$/.test(e.code)),
+      (typeof e.code === 'string' &&
+        /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|ENOTFOUND)$/.test(e.code)),
   );
   return transient ? 'retriable' : 'fatal';
 }

@@ -8,12 +8,14 @@ export const postgresErrors = defineErrorArea({
   codes: {
     PgConnection: {
       code: 'NS_P4001',
-      meaning: 'PostgreSQL cannot be reached, refused the connection, or dropped it. Retried while the cause looks temporary.',
+      meaning:
+        'PostgreSQL cannot be reached, refused the connection, or dropped it. Retried while the cause looks temporary.',
       fix: 'Check the host, port, database and TLS settings of the connection (`dsn`) and that the server accepts connections from this machine (pg_hba.conf).',
     },
     PgPermission: {
       code: 'NS_P4002',
-      meaning: 'The login failed, or the user lacks a privilege nanosync needs (REPLICATION, SELECT on a table, CREATE on the database for the publication).',
+      meaning:
+        'The login failed, or the user lacks a privilege nanosync needs (REPLICATION, SELECT on a table, CREATE on the database for the publication).',
       fix: 'Run the GRANT/ALTER ROLE the message prints, or correct the user and password.',
     },
     PgTableNotFound: {
@@ -33,7 +35,8 @@ export const postgresErrors = defineErrorArea({
     },
     PgSlotInvalidated: {
       code: 'NS_P4006',
-      meaning: "PostgreSQL invalidated the pipeline's replication slot (it held back more WAL than max_slot_wal_keep_size allows); the WAL after the checkpoint is gone.",
+      meaning:
+        "PostgreSQL invalidated the pipeline's replication slot (it held back more WAL than max_slot_wal_keep_size allows); the WAL after the checkpoint is gone.",
       fix: 'Raise max_slot_wal_keep_size, then re-snapshot the pipeline (delete it and apply it again).',
     },
     PgWalLevel: {
@@ -48,17 +51,20 @@ export const postgresErrors = defineErrorArea({
     },
     PgProtocol: {
       code: 'NS_P4009',
-      meaning: 'A replication message or a stored position could not be decoded: a message out of order or cut short, or a position that is not this source\'s.',
+      meaning:
+        "A replication message or a stored position could not be decoded: a message out of order or cut short, or a position that is not this source's.",
       fix: 'Report it with the log lines around it; restarting resumes from the last checkpoint.',
     },
     PgValue: {
       code: 'NS_P4010',
-      meaning: 'A column value could not be converted into the event model; the message names the table, column and key.',
+      meaning:
+        'A column value could not be converted into the event model; the message names the table, column and key.',
       fix: 'Correct the row, or leave the column out of the pipeline; report it if the value is valid PostgreSQL.',
     },
     PgCheck: {
       code: 'NS_P4011',
-      meaning: 'The source is in a state nanosync will not replicate from: a slot used by another process or of the wrong kind, no free slot, a FOR ALL TABLES publication, a dropped column, a failed query.',
+      meaning:
+        'The source is in a state nanosync will not replicate from: a slot used by another process or of the wrong kind, no free slot, a FOR ALL TABLES publication, a dropped column, a failed query.',
       fix: 'Apply the fix the message prints (drop the slot, raise max_replication_slots, recreate the publication, re-snapshot).',
     },
   },

@@ -24,7 +24,15 @@ import { MAX_LSN_SQL } from './cdc/change-query.js';
 import { runChecks } from './check.js';
 import type { SqlServerSourceConfig } from './config.js';
 import { buildMssqlConfig, connectPool } from './connection.js';
-import { cdcNotEnabledOnTable, changesLost, connectionError, protocolError, quoteTable, tableLabel, MssqlErrorCode } from './errors.js';
+import {
+  cdcNotEnabledOnTable,
+  changesLost,
+  connectionError,
+  protocolError,
+  quoteTable,
+  tableLabel,
+  MssqlErrorCode,
+} from './errors.js';
 import {
   boundaryPosition,
   comparePositions,

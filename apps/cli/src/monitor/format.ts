@@ -1,4 +1,10 @@
-import type { LatencyHistogram, PipelineStatus, SnapshotProgress, SourceStatus, TableStatus } from '@nanosync/core/host';
+import type {
+  LatencyHistogram,
+  PipelineStatus,
+  SnapshotProgress,
+  SourceStatus,
+  TableStatus,
+} from '@nanosync/core/host';
 import { formatLag } from '../format.js';
 
 /** `1,234,567` (grouped for reading; never abbreviated, so figures can be compared exactly). */

@@ -180,7 +180,9 @@ describe('status poller', () => {
     await poller.poll();
     expect(poller.state).toEqual({ pipelines: [billing], updatedAt: at });
 
-    answer = Object.assign(new Error('no nanosync server answers at http://x (connection refused)'), { code: 'NS_X9002' });
+    answer = Object.assign(new Error('no nanosync server answers at http://x (connection refused)'), {
+      code: 'NS_X9002',
+    });
     clock += 1000;
     await poller.poll();
     clock += 1000;

@@ -269,7 +269,9 @@ describe('durability', () => {
     const blocker = join(dir, 'not-a-folder');
     await writeFile(blocker, 'x');
     const sink = await createSink({ path: join(blocker, 'out') });
-    await expect(sink.open([orders])).rejects.toThrow(expect.objectContaining({ code: 'NS_F8001', message: expect.stringMatching(/not-a-folder/) }));
+    await expect(sink.open([orders])).rejects.toThrow(
+      expect.objectContaining({ code: 'NS_F8001', message: expect.stringMatching(/not-a-folder/) }),
+    );
   });
 });
 

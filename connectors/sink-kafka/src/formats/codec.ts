@@ -74,7 +74,10 @@ const OPS_BY_NAME = new Map(Object.entries(OP_NAMES).map(([op, name]) => [name, 
 export function opFromName(name: unknown): ChangeOp {
   const op = typeof name === 'string' ? OPS_BY_NAME.get(name) : undefined;
   if (!op)
-    throw new NanosyncError(KafkaErrorCode.KafkaEncode, `not a nanosync message: unknown operation ${JSON.stringify(name)}`);
+    throw new NanosyncError(
+      KafkaErrorCode.KafkaEncode,
+      `not a nanosync message: unknown operation ${JSON.stringify(name)}`,
+    );
   return op;
 }
 

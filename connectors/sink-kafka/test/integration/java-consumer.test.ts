@@ -33,9 +33,19 @@ test('the Java consumer reads records written with snappy, lz4 and zstd', async 
   // Enough data for several full 64 KiB lz4 blocks per batch.
   const notes = Array.from({ length: 2000 }, (_, i) => `note ${i} ${'repeat '.repeat(20)}${'x'.repeat(i % 97)}`);
   for (const compression of compressions) {
-    await using handle = createSink({ brokers: kafka.brokers.join(','), topic: `${prefix}-${compression}`, compression });
+    await using handle = createSink({
+      brokers: kafka.brokers.join(','),
+      topic: `${prefix}-${compression}`,
+      compression,
+    });
     await handle.sink.open([table]);
-    const events: ChangeEvent[] = notes.map((note, i) => ({ table, op: 'insert', key: { id: i }, after: { id: i, note }, position: `p${i}` }));
+    const events: ChangeEvent[] = notes.map((note, i) => ({
+      table,
+      op: 'insert',
+      key: { id: i },
+      after: { id: i, note },
+      position: `p${i}`,
+    }));
     await handle.sink.write(events);
   }
   const { stdout } = await run(
@@ -56,7 +66,10 @@ test('the Java consumer reads records written with snappy, lz4 and zstd', async 
     ],
     { maxBuffer: 16 * 1024 * 1024, timeout: 120_000 },
   );
-  const lines = stdout.trim().split('\n').map((line) => JSON.parse(line) as { after: { note: string } });
+  const lines = stdout
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { after: { note: string } });
   expect(lines).toHaveLength(notes.length * compressions.length);
   expect(lines.map((l) => l.after.note).sort()).toEqual([...notes, ...notes, ...notes].sort());
 });

@@ -4,7 +4,16 @@ import { join } from 'node:path';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { expect, test } from 'vitest';
-import { ConcurrentWriter, NanosyncProcess, SlotFlushSampler, dropSlots, eventually, oracle, tableRows, topicSize } from './e2e-helpers.js';
+import {
+  ConcurrentWriter,
+  NanosyncProcess,
+  SlotFlushSampler,
+  dropSlots,
+  eventually,
+  oracle,
+  tableRows,
+  topicSize,
+} from './e2e-helpers.js';
 import { type ConsumedRecord, consumeAll, uniqueName } from './helpers.js';
 
 const ROWS = 20_000;
@@ -14,27 +23,32 @@ const ROWS = 20_000;
  * the table the whole time and the pipeline process SIGKILLed in the middle of the
  * snapshot. After a restart and drain, the topic passes the oracle of RELIABILITY.md.
  */
-test('postgres → kafka: concurrent writer, SIGKILL mid-snapshot, restart, oracle passes', { timeout: 600_000 }, async () => {
-  await using postgres = await startPostgres();
-  await using kafka = await startKafka();
-  const url = await postgres.createDatabase();
-  const db = new pg.Client({ connectionString: url });
-  await db.connect();
-  const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-e2e-'));
-  const pipeline = uniqueName('kafka_e2e').replace(/-/g, '_');
-  const topic = uniqueName('ns-e2e');
-  let writer: ConcurrentWriter | undefined;
-  let sampler: SlotFlushSampler | undefined;
-  try {
-    await db.query('CREATE TABLE public.e2e_orders (id bigint PRIMARY KEY, note text, amount numeric(20,2), qty int, flag bool)');
-    await db.query(
-      `INSERT INTO public.e2e_orders SELECT g, 'row ' || g || repeat('x', 200), g * 1.5, g, g % 2 = 0 FROM generate_series(1, $1) g`,
-      [ROWS],
-    );
-    const config = join(dir, 'nanosync.yaml');
-    await writeFile(
-      config,
-      `connections:
+test(
+  'postgres → kafka: concurrent writer, SIGKILL mid-snapshot, restart, oracle passes',
+  { timeout: 600_000 },
+  async () => {
+    await using postgres = await startPostgres();
+    await using kafka = await startKafka();
+    const url = await postgres.createDatabase();
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-e2e-'));
+    const pipeline = uniqueName('kafka_e2e').replace(/-/g, '_');
+    const topic = uniqueName('ns-e2e');
+    let writer: ConcurrentWriter | undefined;
+    let sampler: SlotFlushSampler | undefined;
+    try {
+      await db.query(
+        'CREATE TABLE public.e2e_orders (id bigint PRIMARY KEY, note text, amount numeric(20,2), qty int, flag bool)',
+      );
+      await db.query(
+        `INSERT INTO public.e2e_orders SELECT g, 'row ' || g || repeat('x', 200), g * 1.5, g, g % 2 = 0 FROM generate_series(1, $1) g`,
+        [ROWS],
+      );
+      const config = join(dir, 'nanosync.yaml');
+      await writeFile(
+        config,
+        `connections:
   - name: pg
     type: postgres
     dsn: ${JSON.stringify(url)}
@@ -56,61 +70,65 @@ pipelines:
         topic: ${topic}
         compression: lz4
 `,
-    );
-    const stateFile = join(dir, 'state', 'state.db');
-    const args = ['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0'];
-    sampler = new SlotFlushSampler(url, `nanosync_slot_${pipeline}`, stateFile, pipeline);
+      );
+      const stateFile = join(dir, 'state', 'state.db');
+      const args = ['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0'];
+      sampler = new SlotFlushSampler(url, `nanosync_slot_${pipeline}`, stateFile, pipeline);
 
-    const first = new NanosyncProcess(args);
-    // The test window opens when the slot exists: changes before it are in the snapshot only.
-    await eventually(
-      async () => ((await db.query('SELECT 1 FROM pg_replication_slots WHERE database = current_database()')).rowCount ? true : undefined),
-      'the replication slot',
-      180_000,
-      () => first.output,
-    );
-    writer = new ConcurrentWriter(db, 'public.e2e_orders', ROWS + 1, () => ROWS);
-    const atKill = await eventually(
-      async () => {
-        const n = await topicSize(kafka.brokers, topic);
-        return n > 0 ? n : undefined;
-      },
-      'the first snapshot records in Kafka',
-      180_000,
-      () => first.output,
-    );
-    await first.kill('SIGKILL');
-    expect(atKill, 'the kill landed before the snapshot finished').toBeLessThan(ROWS);
+      const first = new NanosyncProcess(args);
+      // The test window opens when the slot exists: changes before it are in the snapshot only.
+      await eventually(
+        async () =>
+          (await db.query('SELECT 1 FROM pg_replication_slots WHERE database = current_database()')).rowCount
+            ? true
+            : undefined,
+        'the replication slot',
+        180_000,
+        () => first.output,
+      );
+      writer = new ConcurrentWriter(db, 'public.e2e_orders', ROWS + 1, () => ROWS);
+      const atKill = await eventually(
+        async () => {
+          const n = await topicSize(kafka.brokers, topic);
+          return n > 0 ? n : undefined;
+        },
+        'the first snapshot records in Kafka',
+        180_000,
+        () => first.output,
+      );
+      await first.kill('SIGKILL');
+      expect(atKill, 'the kill landed before the snapshot finished').toBeLessThan(ROWS);
 
-    await using second = new NanosyncProcess(args);
-    await new Promise((r) => setTimeout(r, 5_000));
-    await writer.stop();
-    const changes = writer.changes;
-    writer = undefined;
+      await using second = new NanosyncProcess(args);
+      await new Promise((r) => setTimeout(r, 5_000));
+      await writer.stop();
+      const changes = writer.changes;
+      writer = undefined;
 
-    const expected = await tableRows(db, 'public.e2e_orders');
-    let problems: string[] = [];
-    let records: ConsumedRecord[] = [];
-    await eventually(
-      async () => {
-        records = await consumeAll(kafka.brokers, topic);
-        problems = oracle(records, expected, changes);
-        return problems.length === 0 ? true : undefined;
-      },
-      'the topic to converge on the table',
-      240_000,
-      () => `${problems.join('\n')}\n--- nanosync output ---\n${second.output.slice(-4000)}`,
-    );
-    expect(problems).toEqual([]);
-    expect(changes.length).toBeGreaterThan(0);
-    await second.kill('SIGTERM');
-    // Item 4, sampled through the whole run, shutdown included.
-    expect(await sampler.stopAndCheck(records)).toEqual([]);
-  } finally {
-    await writer?.stop().catch(() => undefined);
-    await sampler?.stop().catch(() => undefined);
-    await dropSlots(db);
-    await db.end();
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+      const expected = await tableRows(db, 'public.e2e_orders');
+      let problems: string[] = [];
+      let records: ConsumedRecord[] = [];
+      await eventually(
+        async () => {
+          records = await consumeAll(kafka.brokers, topic);
+          problems = oracle(records, expected, changes);
+          return problems.length === 0 ? true : undefined;
+        },
+        'the topic to converge on the table',
+        240_000,
+        () => `${problems.join('\n')}\n--- nanosync output ---\n${second.output.slice(-4000)}`,
+      );
+      expect(problems).toEqual([]);
+      expect(changes.length).toBeGreaterThan(0);
+      await second.kill('SIGTERM');
+      // Item 4, sampled through the whole run, shutdown included.
+      expect(await sampler.stopAndCheck(records)).toEqual([]);
+    } finally {
+      await writer?.stop().catch(() => undefined);
+      await sampler?.stop().catch(() => undefined);
+      await dropSlots(db);
+      await db.end();
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);

@@ -28,11 +28,67 @@ let caFile: string;
 /** A throwaway CA and a broker certificate for 127.0.0.1 / localhost, in a PKCS12 keystore. */
 async function makeCertificates(folder: string): Promise<{ ca: string; keystore: string }> {
   const openssl = (...args: string[]) => run('openssl', args, { cwd: folder });
-  await openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=nanosync test CA');
-  await openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'broker.key', '-out', 'broker.csr', '-subj', '/CN=localhost');
+  await openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=nanosync test CA',
+  );
+  await openssl(
+    'req',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'broker.key',
+    '-out',
+    'broker.csr',
+    '-subj',
+    '/CN=localhost',
+  );
   await writeFile(join(folder, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  await openssl('x509', '-req', '-in', 'broker.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'broker.crt', '-days', '2', '-extfile', 'san.ext');
-  await openssl('pkcs12', '-export', '-in', 'broker.crt', '-inkey', 'broker.key', '-certfile', 'ca.crt', '-name', 'broker', '-out', 'broker.p12', '-passout', `pass:${STORE_PASSWORD}`);
+  await openssl(
+    'x509',
+    '-req',
+    '-in',
+    'broker.csr',
+    '-CA',
+    'ca.crt',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    'broker.crt',
+    '-days',
+    '2',
+    '-extfile',
+    'san.ext',
+  );
+  await openssl(
+    'pkcs12',
+    '-export',
+    '-in',
+    'broker.crt',
+    '-inkey',
+    'broker.key',
+    '-certfile',
+    'ca.crt',
+    '-name',
+    'broker',
+    '-out',
+    'broker.p12',
+    '-passout',
+    `pass:${STORE_PASSWORD}`,
+  );
   return { ca: join(folder, 'ca.crt'), keystore: join(folder, 'broker.p12') };
 }
 
@@ -50,7 +106,8 @@ beforeAll(async () => {
       'listener.security.protocol.map': 'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,EXTRA:SASL_SSL',
       'sasl.enabled.mechanisms': 'SCRAM-SHA-256',
       'listener.name.extra.sasl.enabled.mechanisms': 'SCRAM-SHA-256',
-      'listener.name.extra.scram-sha-256.sasl.jaas.config': 'org.apache.kafka.common.security.scram.ScramLoginModule required;',
+      'listener.name.extra.scram-sha-256.sasl.jaas.config':
+        'org.apache.kafka.common.security.scram.ScramLoginModule required;',
       'ssl.keystore.type': 'PKCS12',
       'ssl.keystore.location': keystore,
       'ssl.keystore.password': STORE_PASSWORD,

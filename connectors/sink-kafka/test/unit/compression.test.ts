@@ -2,12 +2,20 @@ import { randomBytes } from 'node:crypto';
 import kafkajs from 'kafkajs';
 import { createRequire } from 'node:module';
 import { describe, expect, test } from 'vitest';
-import { lz4Compress, lz4Decompress, registerCompressionCodecs, snappyCompress, snappyDecompress } from '../../src/compression.js';
+import {
+  lz4Compress,
+  lz4Decompress,
+  registerCompressionCodecs,
+  snappyCompress,
+  snappyDecompress,
+} from '../../src/compression.js';
 
 const { CompressionCodecs, CompressionTypes } = kafkajs;
 const require = createRequire(import.meta.url);
 
-const repetitive = Buffer.from('{"_ns_op":"INSERT","_ns_table":"public.orders","after":{"id":"1","status":"pending"}}\n'.repeat(3000));
+const repetitive = Buffer.from(
+  '{"_ns_op":"INSERT","_ns_table":"public.orders","after":{"id":"1","status":"pending"}}\n'.repeat(3000),
+);
 const random = randomBytes(200_000);
 const inputs = { empty: Buffer.alloc(0), tiny: Buffer.from('abc'), repetitive, random };
 
@@ -43,7 +51,12 @@ describe('lz4 (frame format)', () => {
     const lateRepeat = randomBytes(65536);
     lateRepeat.write('WXYZ', 65536 - 40, 'latin1');
     lateRepeat.write('WXYZ', 65536 - 10, 'latin1');
-    for (const data of [repetitive, Buffer.alloc(200_000, 0x78), Buffer.concat([randomBytes(70_000), repetitive]), lateRepeat]) {
+    for (const data of [
+      repetitive,
+      Buffer.alloc(200_000, 0x78),
+      Buffer.concat([randomBytes(70_000), repetitive]),
+      lateRepeat,
+    ]) {
       const out = lz4Compress(data);
       let offset = 7;
       for (;;) {
@@ -59,7 +72,9 @@ describe('lz4 (frame format)', () => {
 
   test('blocks decode independently (what the broker does), one block at a time', () => {
     const out = lz4Compress(repetitive);
-    const lz4 = require('lz4js') as { decompressBlock(src: Uint8Array, dst: Uint8Array, s: number, len: number, d: number): number };
+    const lz4 = require('lz4js') as {
+      decompressBlock(src: Uint8Array, dst: Uint8Array, s: number, len: number, d: number): number;
+    };
     let offset = 7;
     let total = 0;
     for (;;) {
@@ -81,7 +96,12 @@ describe('kafkajs registration', () => {
   test('snappy, lz4 and zstd codecs are installed and round-trip', async () => {
     registerCompressionCodecs();
     for (const type of [CompressionTypes.Snappy, CompressionTypes.LZ4, CompressionTypes.ZSTD]) {
-      const factory = (CompressionCodecs as unknown as Record<number, () => { compress(e: { buffer: Buffer }): Promise<Buffer>; decompress(b: Buffer): Promise<Buffer> }>)[type];
+      const factory = (
+        CompressionCodecs as unknown as Record<
+          number,
+          () => { compress(e: { buffer: Buffer }): Promise<Buffer>; decompress(b: Buffer): Promise<Buffer> }
+        >
+      )[type];
       expect(factory, `codec ${type}`).toBeTypeOf('function');
       const codec = factory!();
       const compressed = await codec.compress({ buffer: repetitive });

@@ -1,6 +1,15 @@
 import { NanosyncError, redact } from '@nanosync/core';
 import { connectClient, type PgConnectionConfig } from '../connection.js';
-import { describeEndpoint, isTransientPgError, permissionError, quoteIdent, slotInvalidated, slotMissing, sqlState, PgErrorCode } from '../errors.js';
+import {
+  describeEndpoint,
+  isTransientPgError,
+  permissionError,
+  quoteIdent,
+  slotInvalidated,
+  slotMissing,
+  sqlState,
+  PgErrorCode,
+} from '../errors.js';
 import { readSlot } from '../slot/replication-slot.js';
 
 /** SQLSTATEs of a replication stream that are worth a reconnect besides the generic transient ones. */

@@ -150,13 +150,18 @@ describe('stream relations and events', () => {
     const relation = relationFrom(fx.RELATION_ORDERS);
     const bad = fx.bytes('49 00004001 4e 0003', '74 00000003 616263', '6e', '6e');
     expect(() => insertEvent(relation, as(bad, 'insert'), context)).toThrow(
-      expect.objectContaining({ code: 'NS_P4010', message: expect.stringMatching(/public\.orders.*column "id".*0\/16B3C4D8#1/) }),
+      expect.objectContaining({
+        code: 'NS_P4010',
+        message: expect.stringMatching(/public\.orders.*column "id".*0\/16B3C4D8#1/),
+      }),
     );
   });
 
   it('a tuple whose width differs from its Relation message is a protocol error', () => {
     const relation = relationFrom(fx.RELATION_ORDERS);
     const narrow = as(fx.bytes('49 00004001 4e 0001 74 00000001 37'), 'insert');
-    expect(() => insertEvent(relation, narrow, context)).toThrow(expect.objectContaining({ code: 'NS_P4009', message: expect.stringMatching(/1 columns.*announced 3/) }));
+    expect(() => insertEvent(relation, narrow, context)).toThrow(
+      expect.objectContaining({ code: 'NS_P4009', message: expect.stringMatching(/1 columns.*announced 3/) }),
+    );
   });
 });

@@ -11,7 +11,9 @@ export const CONNECTOR_API_VERSION = 1 as const;
  * them into YAML paths (`pipelines[0].sink.properties.topic`).
  */
 export interface PropertySchema<T> {
-  safeParse(input: unknown):
+  safeParse(
+    input: unknown,
+  ):
     | { success: true; data: T }
     | { success: false; error: { issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }> } };
 }
@@ -259,11 +261,15 @@ export interface SinkDefinition<C = unknown> {
 
 export type ConnectorDefinition = SourceDefinition<any> | SinkDefinition<any>;
 
-export function defineSource<C>(definition: Omit<SourceDefinition<C>, 'kind' | 'apiVersion'> & { apiVersion?: 1 }): SourceDefinition<C> {
+export function defineSource<C>(
+  definition: Omit<SourceDefinition<C>, 'kind' | 'apiVersion'> & { apiVersion?: 1 },
+): SourceDefinition<C> {
   return { ...definition, apiVersion: CONNECTOR_API_VERSION, kind: 'source' };
 }
 
-export function defineSink<C>(definition: Omit<SinkDefinition<C>, 'kind' | 'apiVersion'> & { apiVersion?: 1 }): SinkDefinition<C> {
+export function defineSink<C>(
+  definition: Omit<SinkDefinition<C>, 'kind' | 'apiVersion'> & { apiVersion?: 1 },
+): SinkDefinition<C> {
   return { ...definition, apiVersion: CONNECTOR_API_VERSION, kind: 'sink' };
 }
 

@@ -85,8 +85,7 @@ export function literalSecretPaths(value: unknown, secretNames: readonly string[
   const walk = (item: unknown, path: string) => {
     if (Array.isArray(item)) {
       for (let i = 0; i < item.length; i++) walk(item[i], `${path}[${i}]`);
-    }
-    else if (typeof item === 'object' && item !== null) {
+    } else if (typeof item === 'object' && item !== null) {
       for (const [key, child] of Object.entries(item)) {
         const at = path === '' ? key : `${path}.${key}`;
         if (isSecretName(key, secretNames)) {

@@ -69,7 +69,7 @@ describe('config: each connector validates its own properties', () => {
     expect(issues[0]!.message).toMatch(/topik/);
   });
 
-  it('reports each unknown connector property at its own field, the connection\'s ones included', async () => {
+  it("reports each unknown connector property at its own field, the connection's ones included", async () => {
     const text = baseConfig
       .replace('brokers: q1:9092', 'brokers: q1:9092\n      sasl_pasword: x')
       .replace('topic: orders-cdc', 'topik: orders-cdc');

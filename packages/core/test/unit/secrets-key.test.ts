@@ -4,7 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode, NanosyncError } from '../../src/index.js';
-import { decryptSecret, encryptSecret, isEncryptedSecret, loadOrCreateSecretKey, parseSecretKey } from '../../src/host.js';
+import {
+  decryptSecret,
+  encryptSecret,
+  isEncryptedSecret,
+  loadOrCreateSecretKey,
+  parseSecretKey,
+} from '../../src/host.js';
 
 let dir: string;
 beforeEach(async () => {

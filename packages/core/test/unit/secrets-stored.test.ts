@@ -2,7 +2,16 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, NanosyncError } from '../../src/index.js';
-import { ConfigError, isEncryptedSecret, literalSecretPaths, materializePipeline, parseConfig, redactConfig, secretNamesOfDefinition, toStoredDefinitions } from '../../src/host.js';
+import {
+  ConfigError,
+  isEncryptedSecret,
+  literalSecretPaths,
+  materializePipeline,
+  parseConfig,
+  redactConfig,
+  secretNamesOfDefinition,
+  toStoredDefinitions,
+} from '../../src/host.js';
 import { testResolver, testSinkDefinition, testSourceDefinition, yaml } from './config-fixtures.js';
 
 const secretKey = randomBytes(32);

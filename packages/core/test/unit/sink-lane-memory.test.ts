@@ -53,7 +53,9 @@ it('a batch is no longer reachable from its lane once it was written (memory sta
   // Fewer batches than any compaction threshold: each must still be released once written.
   const refs: WeakRef<ChangeEvent[]>[] = [];
   for (let i = 0; i < 200; i++) {
-    const events: ChangeEvent[] = [{ op: 'read', table, key: { id: String(i) }, after: { id: String(i) }, position: '0' }];
+    const events: ChangeEvent[] = [
+      { op: 'read', table, key: { id: String(i) }, after: { id: String(i) }, position: '0' },
+    ];
     refs.push(new WeakRef(events));
     lane.push(events, undefined, 64, undefined);
   }

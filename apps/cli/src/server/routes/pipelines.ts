@@ -48,7 +48,8 @@ function parseApplyBody(body: unknown): ApplyEntry[] {
       throw new NanosyncError(
         ErrorCode.CliUsage,
         `definitions[${index}] (pipeline "${e.name}") holds unencrypted secrets at ${literal.join(', ')}: ` +
-          "encrypt them with the server's key (nanosync apply does) or use $" + '{env:…} references',
+          "encrypt them with the server's key (nanosync apply does) or use $" +
+          '{env:…} references',
       );
     }
     return e as ApplyEntry;
