@@ -8,6 +8,7 @@ import { listCommand } from './commands/list.js';
 import { metricsCommand } from './commands/metrics.js';
 import { monitorCommand } from './commands/monitor.js';
 import { pipelineCommand } from './commands/pipeline.js';
+import { planCommand } from './commands/plan.js';
 import { runCommand } from './commands/run.js';
 import { serveCommand } from './commands/serve.js';
 import { validateCommand } from './commands/validate.js';
@@ -18,6 +19,7 @@ import type { CliIo } from './io.js';
 export const commands: readonly Command[] = [
   serveCommand,
   runCommand,
+  planCommand,
   applyCommand,
   validateCommand,
   doctorCommand,

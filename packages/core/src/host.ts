@@ -42,7 +42,13 @@ export { fenceHolds, leaseFenceError } from './state/fence.js';
 export { createLogger, describeError, errorFields } from './log/logger.js';
 export type { LoggerOptions, LogLevel } from './log/logger.js';
 export { Engine } from './runtime/engine.js';
-export type { DeleteResult, EngineOptions, EngineStateEvent, EngineWarningEvent } from './runtime/engine.js';
+export type {
+  DeleteResult,
+  EngineOptions,
+  StoredDefinitionInfo,
+  EngineStateEvent,
+  EngineWarningEvent,
+} from './runtime/engine.js';
 export { DEFAULT_RUNTIME_OPTIONS } from './runtime/types.js';
 export type { MaterializedSink, RuntimeOptions, RuntimeOverrides } from './runtime/types.js';
 export { WRITE_LATENCY_BUCKETS } from './runtime/stats.js';

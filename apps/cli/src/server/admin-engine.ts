@@ -1,4 +1,4 @@
-import type { PipelineStatus, StoredPipelineDefinition } from '@nanosync/core/host';
+import type { PipelineStatus, StoredDefinitionInfo, StoredPipelineDefinition } from '@nanosync/core/host';
 
 export type ApplyResult = 'created' | 'updated' | 'unchanged';
 
@@ -19,6 +19,8 @@ export interface AdminEngine {
   delete(name: string, options?: { force?: boolean }): Promise<unknown>;
   list(): Promise<PipelineStatus[]>;
   status(name: string): Promise<PipelineStatus>;
+  /** The stored definitions, secrets as stored (for `nanosync plan`); absent on engines that cannot tell. */
+  definitions?(): Promise<StoredDefinitionInfo[]>;
 }
 
 /** One entry of `POST /v1/apply`: a stored definition as `toStoredDefinitions` made it. */

@@ -79,6 +79,19 @@ interface Entry {
 /** How long `delete --force` waits for the source to drop its slot and publication. */
 const FORCED_DROP_TIMEOUT_MS = 15_000;
 
+/** One stored definition as `Engine.definitions()` gives it (for `nanosync plan`). */
+export interface StoredDefinitionInfo {
+  name: string;
+  definition: StoredPipelineDefinition;
+  hash: string;
+  replicationType?: string;
+  state: PipelineState;
+  paused: boolean;
+  snapshotDone: boolean;
+  /** Whether the pipeline recorded its start position (its source set-up exists). */
+  started: boolean;
+}
+
 /** What `Engine.delete` could not clean up (only with `force`). */
 export interface DeleteResult {
   leftBehind?: { error: string; steps: string[] };
@@ -333,6 +346,23 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.logger.info('pipeline deleted', { name });
     });
     return result;
+  }
+
+  /**
+   * The stored definitions with what a plan needs to say what an apply would imply (state,
+   * pause, snapshot progress). Secrets stay as stored: encrypted or `${env:…}` references.
+   */
+  async definitions(): Promise<StoredDefinitionInfo[]> {
+    return (await this.store.listPipelines()).map((r) => ({
+      name: r.name,
+      definition: r.definition as StoredPipelineDefinition,
+      hash: r.definitionHash,
+      ...(r.replicationType !== undefined ? { replicationType: r.replicationType } : {}),
+      state: r.state,
+      paused: r.paused,
+      snapshotDone: r.snapshotDone,
+      started: r.startPosition !== undefined,
+    }));
   }
 
   async list(): Promise<PipelineStatus[]> {
