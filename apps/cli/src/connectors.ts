@@ -1,25 +1,35 @@
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type ConnectorResolver, createConnectorResolver } from '@nanosync/core/host';
+import { type ConnectorResolver, createConnectorResolver, findWorkspaceRoot } from '@nanosync/core/host';
 
 /**
- * First-party connectors, imported only when a config names them. A static map (rather
- * than a dynamic `import(name)`) keeps them visible to bundlers and lets the CLI work even
- * when the package manager did not hoist them next to the config file.
+ * The CLI has no list of connectors: first-party ones are found exactly like third-party
+ * ones, as packages. An installed CLI finds those it ships with in its own `node_modules`
+ * (its package.json dependencies); a checkout also finds every package of its workspace by
+ * name, so a connector folder added under `connectors/` or `examples/` is usable at once.
  */
-export const builtinConnectors: Record<string, () => Promise<unknown>> = {
-  '@nanosync/source-postgres': () => import('@nanosync/source-postgres'),
-  '@nanosync/sink-kafka': () => import('@nanosync/sink-kafka'),
-  '@nanosync/sink-file': () => import('@nanosync/sink-file'),
-};
 
-/** The CLI's own folder: third-party connectors installed next to the CLI are found from here. */
+/** The CLI's own folder: connectors installed with the CLI are found from here. */
 export const cliDir = dirname(fileURLToPath(import.meta.url));
+
+/**
+ * Running from the TypeScript sources (a checkout, under tsx or vitest): load the
+ * workspace's packages from their sources too, through the export condition the repository
+ * declares for them. A built CLI loads their built entries.
+ */
+const fromSources = import.meta.url.endsWith('.ts');
 
 let shared: ConnectorResolver | undefined;
 
-/** The resolver every command uses: config folder first, then built-ins and the CLI's install. */
+/** The resolver every command uses: the config's folder, then the CLI's install, then the checkout's workspace. */
 export function connectorResolver(): ConnectorResolver {
-  shared ??= createConnectorResolver({ builtins: builtinConnectors, fallbackDirs: [cliDir] });
+  if (shared === undefined) {
+    const workspace = findWorkspaceRoot(cliDir);
+    shared = createConnectorResolver({
+      fallbackDirs: [cliDir],
+      ...(workspace === undefined ? {} : { workspace }),
+      conditions: fromSources ? ['@nanosync/source'] : [],
+    });
+  }
   return shared;
 }

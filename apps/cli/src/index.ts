@@ -3,7 +3,7 @@
  */
 export { commands, main, overview, version } from './cli.js';
 export type { Command } from './commands/command.js';
-export { builtinConnectors, connectorResolver } from './connectors.js';
+export { connectorResolver } from './connectors.js';
 export { ExitCode, exitCodeFor, UsageError } from './exit-codes.js';
 export type { CliIo } from './io.js';
 export { processIo } from './io.js';

@@ -33,6 +33,7 @@ export type {
 export { connectorCandidates } from './discovery/candidates.js';
 export type { ConnectorKind } from './discovery/candidates.js';
 export { checkDefinition, createConnectorResolver } from './discovery/resolver.js';
+export { findWorkspaceRoot, readWorkspace, type Workspace } from './discovery/workspace.js';
 export type { ConnectorResolver, ConnectorResolverOptions } from './discovery/resolver.js';
 export { decryptSecret, encryptSecret, isEncryptedSecret } from './secrets/cipher.js';
 export { loadOrCreateSecretKey, parseSecretKey } from './secrets/secret-key.js';

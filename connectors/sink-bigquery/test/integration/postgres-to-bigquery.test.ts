@@ -22,9 +22,9 @@ import { LIVE_SKIP, LiveDataset } from './live-env.js';
  * updates that leave a TOASTed column unchanged, deletes), SIGKILL during the snapshot, a
  * restart, then the oracle on both sinks of the pipeline — the CDC mirror must equal the
  * source table value by value, and the append-mode changelog must hold every change with
- * positions that only go back as replays. The CLI does not bundle this package, so the
- * connection names it by path (its TypeScript entry, run from source like the CLI itself);
- * an installed, built package is found by `type: bigquery`.
+ * positions that only go back as replays. The connection names the package by path (its
+ * TypeScript entry, run from source like the CLI itself); `type: bigquery` finds the same
+ * package through discovery.
  */
 const PACKAGE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const REPO_ROOT = resolve(PACKAGE_DIR, '../..');

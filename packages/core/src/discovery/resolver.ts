@@ -4,7 +4,8 @@ import { pathToFileURL } from 'node:url';
 import { CONNECTOR_API_VERSION, type ConnectorDefinition } from '../contract/connector.js';
 import { ErrorCode, NanosyncError } from '../errors.js';
 import { type ConnectorKind, connectorCandidates, isPackageType, isPathType, packageNameOf } from './candidates.js';
-import { findPackage, nodeModulesFolders, packageEntry } from './package-entry.js';
+import { findPackage, importConditions, nodeModulesFolders, packageEntry, processConditions } from './package-entry.js';
+import { readWorkspace } from './workspace.js';
 
 /**
  * Finds the connector definition for a connection `type` used as `kind`, resolving
@@ -15,19 +16,32 @@ export type ConnectorResolver = (kind: ConnectorKind, type: string, fromDir: str
 
 export interface ConnectorResolverOptions {
   /**
-   * First-party connectors shipped with the CLI, by package name, as lazy imports
-   * (`{ '@nanosync/source-postgres': () => import('@nanosync/source-postgres') }`).
-   * Checked before anything on disk.
+   * Connectors a host embeds, by package name, as lazy imports
+   * (`{ '@nanosync/sink-memory': async () => ({ default: memorySink }) }`); checked before
+   * anything on disk. For embedding hosts and tests: the CLI has none, it finds its own
+   * connectors like any other package.
    */
   builtins?: Record<string, () => Promise<unknown>>;
   /** Folders searched after the config's folder, typically the CLI's own install. */
   fallbackDirs?: string[];
+  /**
+   * A pnpm workspace root whose packages are found by name, after every `node_modules`
+   * folder (see `findWorkspaceRoot`): how a checkout runs connectors that live in it.
+   */
+  workspace?: string;
+  /**
+   * Export conditions matched in packages' `exports` maps besides Node's import ones and
+   * those this process was started with (`--conditions`); e.g. `@nanosync/source` for a host
+   * running from TypeScript sources.
+   */
+  conditions?: string[];
 }
 
 /**
- * Resolution order for each candidate name: the built-in map, then `node_modules`
- * upwards from the config's folder, then from each fallback folder. Successful loads are
- * cached; failures are not, so installing the package and retrying works.
+ * Resolution order for each candidate name: the `builtins` map, then `node_modules`
+ * upwards from the config's folder, then from each fallback folder, then the workspace's
+ * packages. Successful loads are cached; failures are not, so installing the package and
+ * retrying works.
  */
 export function createConnectorResolver(options: ConnectorResolverOptions = {}): ConnectorResolver {
   const cache = new Map<string, Promise<ConnectorDefinition>>();
@@ -48,7 +62,8 @@ async function resolveConnector(
   fromDir: string,
   options: ConnectorResolverOptions,
 ): Promise<ConnectorDefinition> {
-  if (isPathType(type)) return loadPath(kind, type, fromDir);
+  const conditions = importConditions([...processConditions(), ...(options.conditions ?? [])]);
+  if (isPathType(type)) return loadPath(kind, type, fromDir, conditions);
   const candidates = connectorCandidates(kind, type);
   const dirs = [fromDir, ...(options.fallbackDirs ?? [])];
   const searched: string[] = [];
@@ -64,7 +79,7 @@ async function resolveConnector(
       return checkDefinition(loaded, kind, `built-in connector "${candidate}"`);
     }
     for (const dir of dirs) {
-      const found = findPackage(candidate, dir);
+      const found = findPackage(candidate, dir, conditions);
       if (found === undefined) {
         for (const folder of nodeModulesFolders(packageNameOf(candidate).name, dir)) {
           if (!searched.includes(folder)) searched.push(folder);
@@ -74,10 +89,26 @@ async function resolveConnector(
       return importAndCheck(found.entry, kind, `package "${candidate}" (${found.entry})`, candidate);
     }
   }
+  if (options.workspace !== undefined) {
+    const workspace = readWorkspace(options.workspace);
+    for (const candidate of candidates) {
+      const { name, subpath } = packageNameOf(candidate);
+      const packageDir = workspace.packages.get(name);
+      if (packageDir === undefined) continue;
+      const entry = packageEntry(packageDir, subpath, candidate, conditions);
+      return importAndCheck(entry, kind, `workspace package "${candidate}" (${entry})`, candidate);
+    }
+    searched.push(`the packages of the workspace at ${options.workspace}`);
+  }
   throw notFound(kind, type, fromDir, candidates, searched, options.builtins !== undefined);
 }
 
-async function loadPath(kind: ConnectorKind, type: string, fromDir: string): Promise<ConnectorDefinition> {
+async function loadPath(
+  kind: ConnectorKind,
+  type: string,
+  fromDir: string,
+  conditions: ReadonlySet<string>,
+): Promise<ConnectorDefinition> {
   const target = resolvePath(fromDir, type);
   if (!existsSync(target)) {
     throw new NanosyncError(
@@ -85,7 +116,7 @@ async function loadPath(kind: ConnectorKind, type: string, fromDir: string): Pro
       `no ${kind} connector at "${type}": ${target} does not exist (paths are relative to the config file's folder, ${fromDir})`,
     );
   }
-  const entry = statSync(target).isDirectory() ? packageEntry(target, '.', type) : target;
+  const entry = statSync(target).isDirectory() ? packageEntry(target, '.', type, conditions) : target;
   return importAndCheck(entry, kind, `connector "${type}" (${entry})`, type);
 }
 

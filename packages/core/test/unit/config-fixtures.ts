@@ -4,7 +4,7 @@ import { createConnectorResolver } from '../../src/host.js';
 
 /**
  * Connector definitions written for the config tests: real definitions with zod schemas,
- * resolved through the real resolver's built-in map. They are never started.
+ * resolved through the real resolver's `builtins` map. They are never started.
  */
 export const testSourceDefinition = defineSource({
   type: 'testdb',

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, NanosyncError } from '../../src/index.js';
-import { createConnectorResolver, loadConfigFile, validateConnectors } from '../../src/host.js';
+import { processConditions } from '../../src/discovery/package-entry.js';
+import { createConnectorResolver, findWorkspaceRoot, loadConfigFile, validateConnectors } from '../../src/host.js';
 import { testSinkDefinition } from './config-fixtures.js';
 
 /** A connector package as a third party would publish it: plain ESM, nothing imported from nanosync. */
@@ -244,5 +245,71 @@ describe('discovery: resolving connectors', () => {
       {},
     );
     expect((await resolve('sink', 'late', root)).type).toBe('late');
+  });
+});
+
+describe('discovery: export conditions and workspaces', () => {
+  /** A package exporting its sources under a custom condition and a dist entry that was never built. */
+  const sourceOnly = (type: string) => ({
+    files: { 'src/index.mjs': thirdPartySink.replace("type: 'acme'", `type: '${type}'`) },
+    manifest: { exports: { '.': { '@acme/source': './src/index.mjs', import: './dist/index.js' } } },
+  });
+
+  it('reads the conditions node was started with, from its arguments and NODE_OPTIONS', () => {
+    expect(processConditions(['--conditions=@nanosync/source', '--import', 'tsx'], undefined)).toEqual([
+      '@nanosync/source',
+    ]);
+    expect(processConditions(['-C', 'a'], '--max-old-space-size=100 --conditions b -C=c')).toEqual(['a', 'b', 'c']);
+    expect(processConditions([], undefined)).toEqual([]);
+  });
+
+  it('honours an extra export condition, and without it names the condition that would load the package', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ns-conditions-'));
+    try {
+      const { files, manifest } = sourceOnly('cond');
+      await writePackage(dir, 'nanosync-sink-cond', files, manifest);
+      const withCondition = createConnectorResolver({ conditions: ['@acme/source'] });
+      expect((await withCondition('sink', 'cond', dir)).type).toBe('cond');
+
+      const err = await rejection(createConnectorResolver()('sink', 'cond', dir));
+      expect(err.code).toBe(ErrorCode.ConnectorInvalid);
+      expect(err.message).toContain('has no ./dist/index.js (is it built?)');
+      expect(err.message).toContain('--conditions=@acme/source');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('finds a package of a pnpm workspace by name once its folder exists, with no other edit', async () => {
+    const workspace = await mkdtemp(join(tmpdir(), 'ns-workspace-'));
+    const elsewhere = await mkdtemp(join(tmpdir(), 'ns-elsewhere-'));
+    try {
+      await writeFile(join(workspace, 'pnpm-workspace.yaml'), 'packages:\n  - sinks/*\n  - "!sinks/retired"\n');
+      const resolve = createConnectorResolver({ workspace, conditions: ['@acme/source'] });
+      const before = await rejection(resolve('sink', 'fresh', elsewhere));
+      expect(before.code).toBe(ErrorCode.ConnectorNotFound);
+      expect(before.message).toContain(`the packages of the workspace at ${workspace}`);
+
+      for (const [folder, type] of [
+        ['fresh', 'fresh'],
+        ['retired', 'retired'],
+      ] as const) {
+        const dir = join(workspace, 'sinks', folder);
+        const { files, manifest } = sourceOnly(type);
+        await mkdir(join(dir, 'src'), { recursive: true });
+        await writeFile(join(dir, 'package.json'), JSON.stringify({ name: `nanosync-sink-${type}`, ...manifest }));
+        for (const [file, text] of Object.entries(files)) await writeFile(join(dir, file), text);
+      }
+      expect((await resolve('sink', 'fresh', elsewhere)).type).toBe('fresh');
+      // Excluded by the workspace file: not a package of the workspace.
+      expect((await rejection(resolve('sink', 'retired', elsewhere))).code).toBe(ErrorCode.ConnectorNotFound);
+
+      expect(findWorkspaceRoot(join(workspace, 'sinks', 'fresh', 'src'))).toBe(workspace);
+      // An installed copy is not a checkout, even inside someone's workspace.
+      expect(findWorkspaceRoot(join(workspace, 'node_modules', 'nanosync', 'dist'))).toBeUndefined();
+    } finally {
+      await rm(workspace, { recursive: true, force: true });
+      await rm(elsewhere, { recursive: true, force: true });
+    }
   });
 });
