@@ -105,8 +105,9 @@ export class TablesScenario implements AsyncDisposable {
     }
   }
 
-  spawn(): PipelineProcess {
-    const proc = new PipelineProcess(this.work.configFile, this.work.stateFile, this.work.secretKey);
+  /** A pipeline server for this scenario; `writeDelayMs` makes its every sink write wait that long (a slow sink). */
+  spawn(options: { writeDelayMs?: number } = {}): PipelineProcess {
+    const proc = new PipelineProcess(this.work.configFile, this.work.stateFile, this.work.secretKey, options);
     this.processes.push(proc);
     return proc;
   }
