@@ -3,7 +3,7 @@ import { formatError, NanosyncError, redact } from '@nanosync/core';
 import { ConfigError } from '@nanosync/core/host';
 import { applyCommand } from './commands/apply.js';
 import type { Command } from './commands/command.js';
-import { doctorCommand } from './commands/doctor.js';
+import { doctorCommand, preflightFailures, renderPreflightFailures } from './commands/doctor.js';
 import { listCommand } from './commands/list.js';
 import { metricsCommand } from './commands/metrics.js';
 import { monitorCommand } from './commands/monitor.js';
@@ -87,6 +87,11 @@ function reportError(err: unknown, command: string, io: CliIo): void {
   }
   if (err instanceof ConfigError) {
     printConfigError(err, io);
+    return;
+  }
+  const refused = preflightFailures(err);
+  if (refused !== undefined) {
+    for (const line of renderPreflightFailures(refused, command)) io.err(redact(line));
     return;
   }
   if (err instanceof NanosyncError) {

@@ -51,6 +51,8 @@ export type {
   EngineWarningEvent,
 } from './runtime/engine.js';
 export { DEFAULT_RUNTIME_OPTIONS } from './runtime/types.js';
+export { PreflightError } from './runtime/preflight.js';
+export type { PreflightFailure } from './runtime/preflight.js';
 export type { MaterializedSink, RuntimeOptions, RuntimeOverrides } from './runtime/types.js';
 export { WRITE_LATENCY_BUCKETS } from './runtime/stats.js';
 export type {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { CheckResult, Sink, Source } from '@nanosync/core';
+import { type CheckResult, ErrorCode, type Sink, type Source } from '@nanosync/core';
 import { createLogger, describeError, materializePipeline } from '@nanosync/core/host';
 import { parseCommandArgs } from '../args.js';
 import { type CheckedConfig, checkConfigOrExit } from '../config-check.js';
@@ -52,6 +52,40 @@ export function renderDoctor(sections: DoctorSection[]): string {
       : `${errors} problem${errors === 1 ? '' : 's'} to fix${warnings > 0 ? `, ${warnings} warning${warnings === 1 ? '' : 's'}` : ''}`,
   );
   return lines.join('\n');
+}
+
+/** The failed checks of a refused `apply`/`run` (a preflight), from the error or the server's answer. */
+export function preflightFailures(
+  err: unknown,
+): { pipeline: string; failures: { who: string; check: string; message: string; fix?: string }[] } | undefined {
+  const local = err as { pipeline?: unknown; failures?: unknown };
+  const remote = (err as { response?: { error?: { pipeline?: unknown; failures?: unknown } } }).response?.error;
+  const found = Array.isArray(local.failures) ? local : Array.isArray(remote?.failures) ? remote : undefined;
+  if (found === undefined || !Array.isArray(found.failures)) return undefined;
+  return { pipeline: String(found.pipeline ?? '?'), failures: found.failures };
+}
+
+/** A refused preflight the way `doctor` prints failures: one ✗ line per check, its fix below. */
+export function renderPreflightFailures(
+  refused: NonNullable<ReturnType<typeof preflightFailures>>,
+  command: string,
+): string[] {
+  const lines = [
+    `nanosync ${command}: [${ErrorCode.PreflightFailed}] pipeline ${refused.pipeline} cannot start; nothing was created:`,
+  ];
+  let who: string | undefined;
+  for (const failure of refused.failures) {
+    if (failure.who !== who) {
+      who = failure.who;
+      lines.push(`  ${who}`);
+    }
+    lines.push(`    ${MARK.error} ${failure.check}: ${failure.message}`);
+    if (failure.fix)
+      for (const [i, fixLine] of failure.fix.split('\n').entries())
+        lines.push(`      ${i === 0 ? 'fix: ' : '     '}${fixLine}`);
+  }
+  lines.push(`Fix these and run 'nanosync ${command}' again ('nanosync doctor --file FILE' shows every check).`);
+  return lines;
 }
 
 /** A check that threw instead of answering is a failed check, not a crash of `doctor`. */

@@ -2,6 +2,27 @@ import type { CheckResult, Sink, Source, TableRef } from '../contract/connector.
 import type { Logger } from '../contract/logger.js';
 import { ErrorCode, NanosyncError } from '../errors.js';
 
+/** One failed check of a preflight, as `doctor` would show it. */
+export interface PreflightFailure {
+  /** `source`, `sink 0:events`. */
+  who: string;
+  check: string;
+  message: string;
+  fix?: string;
+}
+
+/** A preflight that refused: the message lists every failure; `failures` keeps them apart for display. */
+export class PreflightError extends NanosyncError {
+  constructor(
+    readonly pipeline: string,
+    readonly failures: PreflightFailure[],
+    message: string,
+    options: { retriable: boolean },
+  ) {
+    super(ErrorCode.PreflightFailed, message, options);
+  }
+}
+
 export interface PreflightOptions {
   pipeline: string;
   /** Undefined for a query pipeline: its source needs no replication set-up. */
@@ -48,8 +69,14 @@ export async function runPreflight(options: PreflightOptions): Promise<void> {
   const retriable = failed.every(({ result }) => result.retriable === true);
   if (retriable && options.ignoreRetriable) return;
   const lines = failed.map(({ who, result }) => `${who}: ${result.message}${result.fix ? ` Fix: ${result.fix}` : ''}`);
-  throw new NanosyncError(
-    ErrorCode.PreflightFailed,
+  throw new PreflightError(
+    options.pipeline,
+    failed.map(({ who, result }) => ({
+      who,
+      check: result.name,
+      message: result.message,
+      ...(result.fix ? { fix: result.fix } : {}),
+    })),
     `pipeline ${options.pipeline} cannot start; nothing was created. ${lines.join(' | ')}`,
     { retriable },
   );

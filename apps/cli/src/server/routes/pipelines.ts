@@ -90,8 +90,26 @@ export const pipelineRoutes: Route[] = [
           // Report what was applied before the failure along with the error itself.
           const message = err instanceof Error ? err.message : String(err);
           const code = err instanceof NanosyncError ? err.code : ErrorCode.Internal;
-          const status = err instanceof NanosyncError && configErrors.has(err.code) ? 400 : 500;
-          return { status, json: { results, error: { code, message: redact(message), pipeline: entry.name } } };
+          const status =
+            err instanceof NanosyncError && configErrors.has(err.code)
+              ? 400
+              : NanosyncError.is(err, ErrorCode.PreflightFailed)
+                ? 422
+                : 500;
+          // A refused preflight also sends its failed checks one by one, for the client to show like `doctor`.
+          const failures = (err as { failures?: unknown }).failures;
+          return {
+            status,
+            json: {
+              results,
+              error: {
+                code,
+                message: redact(message),
+                pipeline: entry.name,
+                ...(Array.isArray(failures) ? { failures: redactDeep(failures) } : {}),
+              },
+            },
+          };
         }
       }
       return { json: { results } };
