@@ -1,0 +1,335 @@
+import { availableParallelism } from 'node:os';
+import type { TableRef } from '../contract/connector.js';
+import { didYouMean, formatPath, type PathSegment } from './issues.js';
+import type { ReadConnection } from './read-connections.js';
+import { readTargetMappings } from './read-target-mappings.js';
+import { parseSchedule } from './schedule.js';
+import {
+  type Collector,
+  checkKeys,
+  describe,
+  readMap,
+  readPositiveInteger,
+  readProperties,
+  readString,
+  type YamlMap,
+} from './structure.js';
+import { formatTableName, parseTableName } from './table-name.js';
+import { type PipelineConfig, REPLICATION_TYPES, type ReplicationType, type SinkConfig } from './types.js';
+
+/**
+ * The `pipelines:` list, the semantics of a pipeline: names that can become replication
+ * slot names, connections that exist, source tables, one or more sinks, and the options
+ * that depend on the replication type (snapshot, query).
+ */
+
+export const PIPELINE_NAME = /^[A-Za-z0-9_-]{1,40}$/;
+export const DEFAULT_TARGET_ROWS_PER_PARTITION = 100_000;
+
+export function defaultSnapshotConcurrency(): number {
+  return Math.max(4, availableParallelism());
+}
+
+const PIPELINE_KEYS = ['name', 'replication_type', 'source', 'sink', 'sinks', 'snapshot', 'query'];
+const SOURCE_KEYS = ['connection', 'tables', 'properties'];
+const SINK_KEYS = ['connection', 'properties', 'target_mappings'];
+const SNAPSHOT_KEYS = ['concurrency', 'target_rows_per_partition'];
+const QUERY_KEYS = ['sql', 'schedule'];
+
+export function readPipelines(
+  top: YamlMap,
+  connections: Map<string, ReadConnection>,
+  out: Collector,
+): PipelineConfig[] {
+  const list = top.pipelines;
+  if (list === undefined || list === null) {
+    out.missing([], 'pipelines', 'pipelines is required: a list of pipelines');
+    return [];
+  }
+  if (!Array.isArray(list)) {
+    out.issue(['pipelines'], `pipelines must be a list, found ${describe(list)}`);
+    return [];
+  }
+  if (list.length === 0) {
+    out.issue(['pipelines'], 'pipelines is empty; define at least one pipeline');
+    return [];
+  }
+  const result: PipelineConfig[] = [];
+  const seen = new Map<string, string>();
+  list.forEach((item, i) => {
+    const path: PathSegment[] = ['pipelines', i];
+    const pipeline = readPipeline(item, path, connections, out);
+    if (pipeline === undefined) return;
+    const slotKey = pipeline.name.toLowerCase().replaceAll('-', '_');
+    const clash = seen.get(slotKey);
+    if (clash !== undefined) {
+      const message =
+        clash === pipeline.name
+          ? `pipeline name "${pipeline.name}" is used more than once`
+          : `pipeline name "${pipeline.name}" clashes with "${clash}": names become replication slot names, so they must differ by more than letter case or "-" versus "_"`;
+      out.issue([...path, 'name'], message);
+      return;
+    }
+    seen.set(slotKey, pipeline.name);
+    result.push(pipeline);
+  });
+  return result;
+}
+
+function readConnectionRef(
+  map: YamlMap,
+  path: PathSegment[],
+  connections: Map<string, ReadConnection>,
+  out: Collector,
+): string | undefined {
+  const name = readString(map, 'connection', path, out, true);
+  if (name === undefined) return undefined;
+  if (!connections.has(name)) {
+    // Already reported where the connection is written.
+    if (out.invalidConnections.has(name)) return undefined;
+    out.issue(
+      [...path, 'connection'],
+      `connection "${name}" is not defined under connections${didYouMean(name, [...connections.keys()])}`,
+    );
+    return undefined;
+  }
+  return name;
+}
+
+function readPipeline(
+  item: unknown,
+  path: PathSegment[],
+  connections: Map<string, ReadConnection>,
+  out: Collector,
+): PipelineConfig | undefined {
+  const map = readMap(item, path, 'a pipeline', out);
+  if (map === undefined) return undefined;
+  checkKeys(map, PIPELINE_KEYS, path, out, 'a pipeline');
+  const before = out.issues.length;
+
+  const name = readString(map, 'name', path, out, true);
+  if (name !== undefined && !PIPELINE_NAME.test(name)) {
+    out.issue(
+      [...path, 'name'],
+      `pipeline name "${name}" must be 1-40 letters, digits, "_" or "-" (it becomes part of the replication slot name)`,
+    );
+  }
+
+  let replicationType: ReplicationType = 'cdc_backfill';
+  if (map.replication_type !== undefined && map.replication_type !== null) {
+    const value = map.replication_type;
+    if (typeof value === 'string' && (REPLICATION_TYPES as readonly string[]).includes(value)) {
+      replicationType = value as ReplicationType;
+    } else {
+      const hint = typeof value === 'string' ? didYouMean(value, REPLICATION_TYPES) : '';
+      out.issue(
+        [...path, 'replication_type'],
+        `replication_type must be one of ${REPLICATION_TYPES.join(', ')}, found ${typeof value === 'string' ? `"${value}"` : describe(value)}${hint}`,
+      );
+    }
+  }
+
+  const source = readSource(map, path, replicationType, connections, out);
+  const sinks = readSinks(map, path, name, source?.tableRefs, connections, out);
+  const snapshot = readSnapshot(map, path, replicationType, out);
+  const query = readQuery(map, path, replicationType, out);
+
+  if (out.issues.length > before || name === undefined || source === undefined || sinks === undefined) return undefined;
+  const pipeline: PipelineConfig = {
+    name,
+    replication_type: replicationType,
+    source,
+    sinks,
+    snapshot,
+    ...(query === undefined ? {} : { query }),
+  };
+  if (map.sinks === undefined) Object.defineProperty(pipeline, SINGLE_SINK, { value: true, enumerable: false });
+  return pipeline;
+}
+
+const SINGLE_SINK = Symbol.for('nanosync.config.singleSink');
+
+/** True when the pipeline was written with the singular `sink:` (its YAML path is `pipelines[i].sink`). */
+export function writtenWithSingleSink(pipeline: PipelineConfig): boolean {
+  return (pipeline as unknown as { [SINGLE_SINK]?: boolean })[SINGLE_SINK] === true;
+}
+
+function readSource(
+  pipeline: YamlMap,
+  pipelinePath: PathSegment[],
+  replicationType: ReplicationType,
+  connections: Map<string, ReadConnection>,
+  out: Collector,
+): PipelineConfig['source'] | undefined {
+  const path = [...pipelinePath, 'source'];
+  if (pipeline.source === undefined || pipeline.source === null) {
+    out.missing(pipelinePath, 'source', 'source is required: { connection, tables }');
+    return undefined;
+  }
+  const map = readMap(pipeline.source, path, 'source', out);
+  if (map === undefined) return undefined;
+  checkKeys(map, SOURCE_KEYS, path, out, 'source');
+  const connection = readConnectionRef(map, path, connections, out);
+  const properties = readProperties(map, path, out);
+  const tables: string[] = [];
+  const tableRefs: TableRef[] = [];
+  const tablesPath = [...path, 'tables'];
+  const list = map.tables;
+  if (list === undefined || list === null) {
+    if (replicationType !== 'query') out.missing(path, 'tables', 'tables is required: a list like [public.orders]');
+  } else if (!Array.isArray(list)) {
+    out.issue(tablesPath, `tables must be a list, found ${describe(list)}`);
+  } else if (list.length === 0 && replicationType !== 'query') {
+    out.issue(tablesPath, 'tables is empty; list at least one table');
+  } else {
+    list.forEach((entry, j) => {
+      if (typeof entry !== 'string') {
+        out.issue([...tablesPath, j], `a table must be a string like public.orders, found ${describe(entry)}`);
+        return;
+      }
+      const parsed = parseTableName(entry);
+      if (!parsed.ok) {
+        out.issue([...tablesPath, j], parsed.message);
+        return;
+      }
+      const canonical = formatTableName(parsed.ref);
+      if (tables.includes(canonical)) {
+        out.issue([...tablesPath, j], `table ${canonical} is listed more than once`);
+        return;
+      }
+      tables.push(canonical);
+      tableRefs.push(parsed.ref);
+    });
+  }
+  if (connection === undefined) return undefined;
+  return { connection, tables, tableRefs, properties };
+}
+
+function readSinks(
+  pipeline: YamlMap,
+  pipelinePath: PathSegment[],
+  pipelineName: string | undefined,
+  tableRefs: TableRef[] | undefined,
+  connections: Map<string, ReadConnection>,
+  out: Collector,
+): SinkConfig[] | undefined {
+  const hasSink = pipeline.sink !== undefined;
+  const hasSinks = pipeline.sinks !== undefined;
+  if (hasSinks) {
+    if (hasSink) {
+      out.warn(
+        [...pipelinePath, 'sink'],
+        `pipeline "${pipelineName ?? formatPath(pipelinePath)}" has both sink and sinks; sink is ignored and only sinks are used`,
+      );
+    }
+    const list = pipeline.sinks;
+    const path = [...pipelinePath, 'sinks'];
+    if (!Array.isArray(list)) {
+      out.issue(path, `sinks must be a list, found ${describe(list)}`);
+      return undefined;
+    }
+    if (list.length === 0) {
+      out.issue(path, 'sinks is empty; list at least one sink');
+      return undefined;
+    }
+    const sinks = list.map((item, i) => readSink(item, [...path, i], i, tableRefs, connections, out));
+    return sinks.every((s) => s !== undefined) ? (sinks as SinkConfig[]) : undefined;
+  }
+  if (!hasSink || pipeline.sink === null) {
+    const message = 'a pipeline needs sink: { connection } or sinks: [ … ]';
+    if (hasSink) out.issue([...pipelinePath, 'sink'], message, { target: 'key' });
+    else out.issue(pipelinePath, message);
+    return undefined;
+  }
+  const sink = readSink(pipeline.sink, [...pipelinePath, 'sink'], 0, tableRefs, connections, out);
+  return sink === undefined ? undefined : [sink];
+}
+
+function readSink(
+  item: unknown,
+  path: PathSegment[],
+  index: number,
+  tableRefs: TableRef[] | undefined,
+  connections: Map<string, ReadConnection>,
+  out: Collector,
+): SinkConfig | undefined {
+  const map = readMap(item, path, 'a sink', out);
+  if (map === undefined) return undefined;
+  checkKeys(map, SINK_KEYS, path, out, 'a sink');
+  const connection = readConnectionRef(map, path, connections, out);
+  const properties = readProperties(map, path, out);
+  const mappings = readTargetMappings(map, path, tableRefs, out);
+  if (connection === undefined || mappings === undefined) return undefined;
+  return { name: `${index}:${connection}`, connection, properties, target_mappings: mappings };
+}
+
+function readSnapshot(
+  pipeline: YamlMap,
+  pipelinePath: PathSegment[],
+  replicationType: ReplicationType,
+  out: Collector,
+): PipelineConfig['snapshot'] {
+  const snapshot = {
+    concurrency: defaultSnapshotConcurrency(),
+    target_rows_per_partition: DEFAULT_TARGET_ROWS_PER_PARTITION,
+  };
+  const value = pipeline.snapshot;
+  if (value === undefined || value === null) return snapshot;
+  const path = [...pipelinePath, 'snapshot'];
+  const map = readMap(value, path, 'snapshot', out);
+  if (map === undefined) return snapshot;
+  checkKeys(map, SNAPSHOT_KEYS, path, out, 'snapshot');
+  if (replicationType === 'cdc' || replicationType === 'query') {
+    out.warn(path, `snapshot options have no effect on a ${replicationType} pipeline`);
+  }
+  if (map.concurrency !== undefined) {
+    const n = readPositiveInteger(map.concurrency, [...path, 'concurrency'], out, 1024);
+    if (n !== undefined) snapshot.concurrency = n;
+  }
+  if (map.target_rows_per_partition !== undefined) {
+    const n = readPositiveInteger(
+      map.target_rows_per_partition,
+      [...path, 'target_rows_per_partition'],
+      out,
+      1_000_000_000,
+    );
+    if (n !== undefined) snapshot.target_rows_per_partition = n;
+  }
+  return snapshot;
+}
+
+function readQuery(
+  pipeline: YamlMap,
+  pipelinePath: PathSegment[],
+  replicationType: ReplicationType,
+  out: Collector,
+): PipelineConfig['query'] | undefined {
+  const path = [...pipelinePath, 'query'];
+  const value = pipeline.query;
+  if (replicationType !== 'query') {
+    if (value !== undefined) {
+      out.issue(path, `query is only allowed when replication_type is query (this pipeline is ${replicationType})`, {
+        target: 'key',
+      });
+    }
+    return undefined;
+  }
+  if (value === undefined || value === null) {
+    out.missing(pipelinePath, 'query', 'a query pipeline needs query: { sql, schedule }');
+    return undefined;
+  }
+  const map = readMap(value, path, 'query', out);
+  if (map === undefined) return undefined;
+  checkKeys(map, QUERY_KEYS, path, out, 'query');
+  const sql = readString(map, 'sql', path, out, true);
+  let intervalSeconds: number | undefined;
+  if (map.schedule === undefined || map.schedule === null) {
+    out.missing(path, 'schedule', 'schedule is required, e.g. "30s", "5m", "1h" or "1d"');
+  } else {
+    const parsed = parseSchedule(map.schedule);
+    if (typeof parsed === 'string') out.issue([...path, 'schedule'], parsed);
+    else intervalSeconds = parsed;
+  }
+  if (sql === undefined || intervalSeconds === undefined) return undefined;
+  return { sql, interval_seconds: intervalSeconds };
+}
