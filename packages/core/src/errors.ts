@@ -152,6 +152,18 @@ export const runtimeErrors = defineErrorArea({
       meaning: 'A preflight `check()` of the source or a sink failed when the pipeline started; nothing was created.',
       fix: 'Apply the fix each failed check prints (privileges, server settings), then resume the pipeline.',
     },
+    SchemaChangePaused: {
+      code: 'NS_R2010',
+      meaning:
+        'A streamed table changed shape (a column added, dropped, renamed or retyped, or its key redefined) and the pipeline has `schema_changes: pause`: it stopped in PAUSED before writing anything of the new shape.',
+      fix: 'Check that the consumers can take the new shape (the message names the table and the change), then `nanosync resume <pipeline>`: the change is accepted and streaming carries on from the checkpoint.',
+    },
+    SchemaChanged: {
+      code: 'NS_R2011',
+      meaning:
+        'A streamed table changed shape and the pipeline has `schema_changes: fail`: it stopped in ERRORED before writing anything of the new shape.',
+      fix: 'To carry on with the new shape, set `schema_changes: propagate` (or `pause`) on the pipeline, apply it and resume the pipeline; it replays from its checkpoint.',
+    },
     Internal: {
       code: 'NS_R2099',
       meaning: 'nanosync reached a state it should never be in (a bug).',

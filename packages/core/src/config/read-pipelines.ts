@@ -15,7 +15,14 @@ import {
   type YamlMap,
 } from './structure.js';
 import { formatTableName, parseTableName } from './table-name.js';
-import { type PipelineConfig, REPLICATION_TYPES, type ReplicationType, type SinkConfig } from './types.js';
+import {
+  type PipelineConfig,
+  REPLICATION_TYPES,
+  type ReplicationType,
+  SCHEMA_CHANGE_POLICIES,
+  type SchemaChangePolicy,
+  type SinkConfig,
+} from './types.js';
 
 /**
  * The `pipelines:` list, the semantics of a pipeline: names that can become replication
@@ -30,7 +37,7 @@ export function defaultSnapshotConcurrency(): number {
   return Math.max(4, availableParallelism());
 }
 
-const PIPELINE_KEYS = ['name', 'replication_type', 'source', 'sink', 'sinks', 'snapshot', 'query'];
+const PIPELINE_KEYS = ['name', 'replication_type', 'source', 'sink', 'sinks', 'snapshot', 'query', 'schema_changes'];
 const SOURCE_KEYS = ['connection', 'tables', 'properties'];
 const SINK_KEYS = ['connection', 'properties', 'target_mappings'];
 const SNAPSHOT_KEYS = ['concurrency', 'target_rows_per_partition'];
@@ -133,6 +140,7 @@ function readPipeline(
   const sinks = readSinks(map, path, name, source?.tableRefs, connections, out);
   const snapshot = readSnapshot(map, path, replicationType, out);
   const query = readQuery(map, path, replicationType, out);
+  const schemaChanges = readSchemaChanges(map, path, replicationType, out);
 
   if (out.issues.length > before || name === undefined || source === undefined || sinks === undefined) return undefined;
   const pipeline: PipelineConfig = {
@@ -141,6 +149,7 @@ function readPipeline(
     source,
     sinks,
     snapshot,
+    schema_changes: schemaChanges,
     ...(query === undefined ? {} : { query }),
   };
   if (map.sinks === undefined) Object.defineProperty(pipeline, SINGLE_SINK, { value: true, enumerable: false });
@@ -296,6 +305,29 @@ function readSnapshot(
     if (n !== undefined) snapshot.target_rows_per_partition = n;
   }
   return snapshot;
+}
+
+function readSchemaChanges(
+  pipeline: YamlMap,
+  pipelinePath: PathSegment[],
+  replicationType: ReplicationType,
+  out: Collector,
+): SchemaChangePolicy {
+  const value = pipeline.schema_changes;
+  if (value === undefined || value === null) return 'propagate';
+  const path = [...pipelinePath, 'schema_changes'];
+  if (typeof value !== 'string' || !(SCHEMA_CHANGE_POLICIES as readonly string[]).includes(value)) {
+    const hint = typeof value === 'string' ? didYouMean(value, SCHEMA_CHANGE_POLICIES) : '';
+    out.issue(
+      path,
+      `schema_changes must be one of ${SCHEMA_CHANGE_POLICIES.join(', ')}, found ${typeof value === 'string' ? `"${value}"` : describe(value)}${hint}`,
+    );
+    return 'propagate';
+  }
+  if (replicationType === 'snapshot' || replicationType === 'query') {
+    out.warn(path, `schema_changes has no effect on a ${replicationType} pipeline (it applies to streamed changes)`);
+  }
+  return value as SchemaChangePolicy;
 }
 
 function readQuery(

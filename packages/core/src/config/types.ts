@@ -54,9 +54,19 @@ export interface PipelineConfig {
   /** `sink` is normalised into a one-element `sinks`. */
   sinks: SinkConfig[];
   snapshot: { concurrency: number; target_rows_per_partition: number };
+  /**
+   * What the pipeline does when a streamed table's shape changes (a column added, dropped,
+   * renamed or retyped, the key redefined): carry on with the new shape (`propagate`, the
+   * default), stop in PAUSED until `resume` accepts it (`pause`), or stop in ERRORED (`fail`).
+   * Absent: `propagate`.
+   */
+  schema_changes?: SchemaChangePolicy;
   /** Only for `query` pipelines. */
   query?: { sql: string; interval_seconds: number };
 }
+
+export const SCHEMA_CHANGE_POLICIES = ['propagate', 'pause', 'fail'] as const;
+export type SchemaChangePolicy = (typeof SCHEMA_CHANGE_POLICIES)[number];
 
 export interface NanosyncConfig {
   connections: ConnectionConfig[];

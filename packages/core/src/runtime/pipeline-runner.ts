@@ -10,6 +10,7 @@ import { backoffDelay, sleep, within } from './backoff.js';
 import type { RetryStatus } from './stats.js';
 import { FanOut } from './fan-out.js';
 import { runPreflight } from './preflight.js';
+import { SchemaGuard } from './schema-changes.js';
 import { createEventMapper, type EventMapper, validateMappings } from './mappings.js';
 import { compareQueryPositions, runQueryPipeline } from './query-runner.js';
 import { SinkLane } from './sink-lane.js';
@@ -166,10 +167,20 @@ export class PipelineRunner {
           await sleep(delay, this.stopController.signal);
           continue;
         }
+        if (NanosyncError.is(err, ErrorCode.SchemaChangePaused)) {
+          // `schema_changes: pause`: stays paused (across restarts) until `resume` accepts the change.
+          this.logger.warn('pipeline paused on a schema change', { error: message });
+          await this.options.store.updatePipeline(this.options.name, { paused: true }).catch((e: unknown) => {
+            this.logger.warn('could not record the pause', { error: describeError(e) });
+          });
+          await this.setState('PAUSED', message);
+          return;
+        }
         this.logger.error('pipeline stopped with an error', { error: message });
         // Another server took the lease over: what is stored is its state now, leave it alone.
         if (NanosyncError.is(err, ErrorCode.PipelineLeaseHeld)) this.stopReason = 'lease-lost';
-        else if (!NanosyncError.is(err, ErrorCode.StateUnavailable)) await this.abandonFreshStart();
+        else if (!NanosyncError.is(err, ErrorCode.StateUnavailable) && !NanosyncError.is(err, ErrorCode.SchemaChanged))
+          await this.abandonFreshStart();
         await this.setState('ERRORED', message);
         if (NanosyncError.is(err, ErrorCode.StateUnavailable) && (await this.waitForStore(message))) {
           this.failures = 0;
@@ -465,6 +476,17 @@ export class PipelineRunner {
       return 'completed';
     }
 
+    const guard = await SchemaGuard.load(
+      {
+        pipeline: name,
+        policy: pipeline.schema_changes ?? 'propagate',
+        store,
+        startPosition,
+        logger: this.logger,
+        formatPosition: (p) => this.format(p),
+      },
+      schemas,
+    );
     await this.setState('LIVE_CDC');
     for (const lane of fanOut.lanes) {
       lane.skipUpTo(
@@ -494,6 +516,9 @@ export class PipelineRunner {
         break;
       }
       const events = batch.events;
+      // A table whose shape changed: logged (`propagate`) or the end of this run, before
+      // any of the batch reaches a sink (`pause`, `fail`).
+      if (guard.needsReview(events)) await guard.review(events);
       let commitMs: number | undefined;
       if (events.length > 0) {
         const commitTime = events[events.length - 1]!.commitTime;

@@ -30,6 +30,8 @@ export interface TablesOptions {
   roleAttributes?: string;
   /** Write to Kafka at these brokers instead of the file sink. */
   kafkaBrokers?: string;
+  /** The pipeline's `schema_changes` option (absent: not written, the default). */
+  schemaChanges?: 'propagate' | 'pause' | 'fail';
   /** Runs after `ddl`, before the role is granted anything (e.g. `pgbench -i`). */
   setup?: (fx: PgFixture) => Promise<void>;
 }
@@ -54,7 +56,7 @@ ${
 }
 pipelines:
   - name: ${pipeline}
-    replication_type: cdc_backfill
+    replication_type: cdc_backfill${options.schemaChanges ? `\n    schema_changes: ${options.schemaChanges}` : ''}
     source:
       connection: source-db
       tables: [${tables}]
