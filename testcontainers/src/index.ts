@@ -17,3 +17,10 @@ export {
   sqlServerUnavailableReason,
   startSqlServer,
 } from './sqlserver.js';
+export {
+  APICURIO_VERSION,
+  apicurioDir,
+  ENV_SCHEMA_REGISTRY_URL,
+  type SchemaRegistryService,
+  startSchemaRegistry,
+} from './schema-registry.js';

@@ -2,6 +2,8 @@ import { statSync } from 'node:fs';
 import { z } from 'zod';
 import { COMPRESSIONS, compressionUnavailable } from './compression.js';
 import { MESSAGE_FORMATS, type MessageFormat } from './formats/codec.js';
+import type { SchemaRegistryConfig } from './registry/client.js';
+import { SUBJECT_STRATEGIES, type SubjectStrategy } from './registry/codec.js';
 
 /**
  * Properties of a `type: kafka` sink. Core hands the connection's properties and the
@@ -14,6 +16,9 @@ export type SaslMechanism = (typeof SASL_MECHANISMS)[number];
 export type Compression = (typeof COMPRESSIONS)[number];
 
 export const DEFAULT_TOPIC_PREFIX = 'nanosync.';
+
+export const DELIVERY_MODES = ['at_least_once', 'exactly_once'] as const;
+export type Delivery = (typeof DELIVERY_MODES)[number];
 
 export interface KafkaSinkConfig {
   brokers: string[];
@@ -41,6 +46,11 @@ export interface KafkaSinkConfig {
   tombstones: boolean;
   maxBytesInFlight: number;
   requestTimeoutMs: number;
+  /** Avro / Protobuf in the Confluent wire format with schemas in this registry; absent = schema embedded in each record. */
+  schemaRegistry?: SchemaRegistryConfig & { subjectStrategy: SubjectStrategy };
+  delivery: Delivery;
+  /** Transactional id for `exactly_once`; undefined = derived from the pipeline and the sink's target. */
+  transactionalId?: string;
 }
 
 const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]);
@@ -99,6 +109,20 @@ export const kafkaSinkPropertiesSchema = z
     tombstones: bool.default(true),
     max_bytes_in_flight: int.refine((n) => n >= 1024, 'max_bytes_in_flight must be at least 1024').default(1024 * 1024),
     request_timeout_ms: int.refine((n) => n >= 1000, 'request_timeout_ms must be at least 1000').default(30_000),
+    schema_registry_url: z.string().trim().optional(),
+    schema_registry_username: z.string().optional(),
+    schema_registry_password: z.string().optional(),
+    schema_registry_token: z.string().optional(),
+    schema_registry_ca_cert: z.string().optional(),
+    schema_registry_client_cert: z.string().optional(),
+    schema_registry_client_key: z.string().optional(),
+    subject_name_strategy: z.enum(SUBJECT_STRATEGIES).optional(),
+    delivery: z.enum(DELIVERY_MODES).default('at_least_once'),
+    transactional_id: z
+      .string()
+      .trim()
+      .regex(/^[A-Za-z0-9._-]{1,200}$/, 'a transactional id is 1 to 200 letters, digits, ".", "_" or "-"')
+      .optional(),
   })
   .strict()
   .superRefine((p, ctx) => {
@@ -171,6 +195,62 @@ export const kafkaSinkPropertiesSchema = z
     if (p.primary_keys !== undefined && p.primary_keys.length === 0)
       issue('primary_keys', 'primary_keys lists no column');
 
+    const registry = p.schema_registry_url;
+    if (registry !== undefined) {
+      let url: URL | undefined;
+      try {
+        url = new URL(registry);
+      } catch {
+        issue('schema_registry_url', `"${registry}" is not a URL (e.g. http://registry:8081)`);
+      }
+      if (url && url.protocol !== 'http:' && url.protocol !== 'https:')
+        issue('schema_registry_url', 'schema_registry_url must start with http:// or https://');
+      if (p.message_format !== 'avro' && p.message_format !== 'protobuf')
+        issue(
+          'schema_registry_url',
+          `schema_registry_url applies to message_format avro or protobuf, not ${p.message_format}`,
+        );
+      if (Boolean(p.schema_registry_username) !== Boolean(p.schema_registry_password))
+        issue(
+          p.schema_registry_username ? 'schema_registry_password' : 'schema_registry_username',
+          'schema_registry_username and schema_registry_password go together',
+        );
+      if (p.schema_registry_token && p.schema_registry_username)
+        issue(
+          'schema_registry_token',
+          'use either schema_registry_token (bearer) or schema_registry_username/password (basic), not both',
+        );
+      for (const key of [
+        'schema_registry_ca_cert',
+        'schema_registry_client_cert',
+        'schema_registry_client_key',
+      ] as const) {
+        const file = p[key];
+        if (file === undefined) continue;
+        if (url && url.protocol !== 'https:') issue(key, `${key} is set but schema_registry_url is not https://`);
+        else if (!isFile(file)) issue(key, `file not found: ${file}`);
+      }
+      if (Boolean(p.schema_registry_client_cert) !== Boolean(p.schema_registry_client_key))
+        issue(
+          p.schema_registry_client_cert ? 'schema_registry_client_key' : 'schema_registry_client_cert',
+          'schema_registry_client_cert and schema_registry_client_key go together',
+        );
+    } else {
+      for (const key of [
+        'schema_registry_username',
+        'schema_registry_password',
+        'schema_registry_token',
+        'schema_registry_ca_cert',
+        'schema_registry_client_cert',
+        'schema_registry_client_key',
+        'subject_name_strategy',
+      ] as const) {
+        if (p[key] !== undefined) issue(key, `${key} is set but schema_registry_url is not`);
+      }
+    }
+    if (p.transactional_id !== undefined && p.delivery !== 'exactly_once')
+      issue('transactional_id', 'transactional_id is used only with delivery: exactly_once');
+
     const unavailable = compressionUnavailable(p.compression);
     if (unavailable) issue('compression', unavailable);
     if (p.retry_backoff_max_ms < p.retry_backoff_ms)
@@ -192,7 +272,28 @@ export const kafkaSinkPropertiesSchema = z
       tombstones: p.tombstones,
       maxBytesInFlight: p.max_bytes_in_flight,
       requestTimeoutMs: p.request_timeout_ms,
+      delivery: p.delivery,
     };
+    if (p.transactional_id !== undefined) config.transactionalId = p.transactional_id;
+    if (p.schema_registry_url !== undefined) {
+      config.schemaRegistry = {
+        url: p.schema_registry_url,
+        subjectStrategy: p.subject_name_strategy ?? 'topic_name',
+        requestTimeoutMs: p.request_timeout_ms,
+      };
+      if (p.schema_registry_username)
+        config.schemaRegistry.basic = {
+          username: p.schema_registry_username,
+          password: p.schema_registry_password ?? '',
+        };
+      if (p.schema_registry_token) config.schemaRegistry.bearerToken = p.schema_registry_token;
+      if (p.schema_registry_ca_cert || p.schema_registry_client_cert) {
+        config.schemaRegistry.tls = {};
+        if (p.schema_registry_ca_cert) config.schemaRegistry.tls.caFile = p.schema_registry_ca_cert;
+        if (p.schema_registry_client_cert) config.schemaRegistry.tls.certFile = p.schema_registry_client_cert;
+        if (p.schema_registry_client_key) config.schemaRegistry.tls.keyFile = p.schema_registry_client_key;
+      }
+    }
     if (p.topic !== undefined) config.topic = p.topic;
     if (p.table_topics !== undefined) config.tableTopics = p.table_topics;
     if (p.primary_keys !== undefined) config.primaryKeys = p.primary_keys;

@@ -38,6 +38,24 @@ export const kafkaErrors = defineErrorArea({
         'A row could not be encoded in the chosen message format, or a message read back is not a nanosync message; the message names the table, column, key and position.',
       fix: 'Check the column type against the format (see the Kafka sink README); report it if the value is valid at the source.',
     },
+    KafkaSchemaRegistry: {
+      code: 'NS_K6007',
+      meaning:
+        'The Schema Registry could not be reached, refused the credentials, or answered with an error while the sink registered a schema.',
+      fix: 'Check `schema_registry_url`, the credentials (`schema_registry_username` / `schema_registry_password` or `schema_registry_token`) and `schema_registry_ca_cert`; outages are retried.',
+    },
+    KafkaSchemaIncompatible: {
+      code: 'NS_K6008',
+      meaning:
+        "A table's new schema breaks the compatibility rule of its registry subject; the message names the subject, the rule and the columns that changed.",
+      fix: "Revert the column change, or relax the subject's compatibility (`PUT /config/<subject>`), or send the table to a new topic (`table_topics`); then resume the pipeline.",
+    },
+    KafkaTransaction: {
+      code: 'NS_K6009',
+      meaning:
+        'With `delivery: exactly_once`, a Kafka transaction could not be started or committed, or another producer with the same transactional id fenced this one.',
+      fix: 'Check that the brokers allow transactions (`transaction.state.log.replication.factor` <= brokers) and that no second copy of the pipeline runs; resume the pipeline.',
+    },
   },
 });
 export const KafkaErrorCode = kafkaErrors.code;

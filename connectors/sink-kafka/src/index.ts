@@ -7,7 +7,7 @@ import { kafkaErrors } from './errors.js';
 export default defineSink<KafkaSinkConfig>({
   type: 'kafka',
   configSchema: kafkaSinkPropertiesSchema,
-  secretProperties: ['sasl_password'],
+  secretProperties: ['sasl_password', 'schema_registry_password', 'schema_registry_token'],
   errorCodes: kafkaErrors,
   create: (config, context) => new KafkaSink(config, context),
 });

@@ -16,6 +16,8 @@ import { keyText } from './formats/codec.js';
 import { codecFor } from './formats/index.js';
 import { KafkaProducer, type OutgoingMessage, recordSize } from './producer.js';
 import { checkTopicCollisions, keyColumnsFor, messageKey, topicFor } from './routing.js';
+import { SchemaRegistryClient, registryError } from './registry/client.js';
+import { RegistryCodec } from './registry/codec.js';
 
 /** Headers on every record, so consumers can route and order without decoding the value. */
 export const HEADER_TABLE = 'ns-table';
@@ -39,6 +41,9 @@ export class KafkaSink implements Sink {
   /** Every table routed so far and its topic, to refuse two tables on one topic. */
   private readonly routedTables = new Map<string, { table: string; topic: string }>();
   private opened = false;
+  /** Set with `schema_registry_url`: Avro / Protobuf in the Confluent wire format. */
+  private readonly registryClient: SchemaRegistryClient | undefined;
+  private readonly registry: RegistryCodec | undefined;
 
   constructor(
     private readonly config: KafkaSinkConfig,
@@ -47,6 +52,14 @@ export class KafkaSink implements Sink {
   ) {
     this.logger = context.logger.child({ sink: 'kafka' });
     this.codec = codecFor(config.messageFormat);
+    if (config.schemaRegistry && (config.messageFormat === 'avro' || config.messageFormat === 'protobuf')) {
+      this.registryClient = new SchemaRegistryClient(config.schemaRegistry);
+      this.registry = new RegistryCodec(
+        config.messageFormat,
+        this.registryClient,
+        config.schemaRegistry.subjectStrategy,
+      );
+    }
     this.producer = producer ?? new KafkaProducer({ config, logger: this.logger, signal: context.signal });
   }
 
@@ -78,25 +91,29 @@ export class KafkaSink implements Sink {
       chunkBytes += message.size;
     };
 
+    const registry = this.registry;
     for (const event of events) {
       const topic = await this.topicOf(event.table);
       const table = qualifiedName(event.table);
       const keyColumns = this.keyColumnsOf(event.table);
-      const key = event.op === 'truncate' ? this.truncateKey(topic, table) : messageKey(event, keyColumns);
+      if (registry && !registry.isReady(event.table, topic)) await registry.prepare(event.table, topic, keyColumns);
+      const keyOf = (e: ChangeEvent) => (registry ? registry.encodeKey(e, topic) : messageKey(e, keyColumns));
+      const encode = (e: ChangeEvent) => (registry ? { value: registry.encodeValue(e, topic) } : this.codec.encode(e));
+      const key = event.op === 'truncate' ? this.truncateKey(topic, table) : keyOf(event);
       if (event.op === 'update' && event.before && key) {
         // An update that changed the key moves the row: the old key must not keep its last
         // value in a compacted topic, so it gets a delete (and tombstone) of its own first.
-        const oldKey = messageKey({ ...event, after: undefined }, keyColumns);
+        const oldKey = keyOf({ ...event, after: undefined });
         if (oldKey && !oldKey.equals(key)) {
           const moved: ChangeEvent = { ...event, op: 'delete', after: undefined, unchanged: undefined };
-          const encodedDelete = this.codec.encode(moved);
+          const encodedDelete = encode(moved);
           const deleteHeaders: IHeaders = {
             ...encodedDelete.headers,
             [HEADER_TABLE]: table,
             [HEADER_OP]: 'delete',
             [HEADER_POSITION]: event.position,
           };
-          const oldText = oldKey.toString('utf8');
+          const oldText = registry ? keyText({ ...event, after: undefined }) : oldKey.toString('utf8');
           await push({
             topic,
             key: oldKey,
@@ -120,14 +137,14 @@ export class KafkaSink implements Sink {
           }
         }
       }
-      const encoded = this.codec.encode(event);
+      const encoded = encode(event);
       const headers: IHeaders = {
         ...encoded.headers,
         [HEADER_TABLE]: table,
         [HEADER_OP]: event.op,
         [HEADER_POSITION]: event.position,
       };
-      const text = key ? key.toString('utf8') : keyText(event);
+      const text = key && !registry ? key.toString('utf8') : keyText(event);
       await push({
         topic,
         key,
@@ -155,14 +172,40 @@ export class KafkaSink implements Sink {
 
   async close(): Promise<void> {
     this.opened = false;
+    this.registryClient?.close();
     await this.producer.disconnect();
   }
 
   async check(): Promise<CheckResult[]> {
+    const results = [await this.checkKafka()];
+    if (this.registryClient) {
+      const url = this.registryClient.url;
+      try {
+        const subjects = await this.registryClient.probe();
+        results.push({
+          name: 'schema registry reachable',
+          ok: true,
+          message: `${url} answers (${subjects} subject(s))`,
+        });
+      } catch (err) {
+        const error = registryError(err, url, 'list subjects');
+        results.push({
+          name: 'schema registry reachable',
+          ok: false,
+          message: error.message,
+          fix: 'check schema_registry_url, its credentials and schema_registry_ca_cert',
+          retriable: error.retriable,
+        });
+      }
+    }
+    return results;
+  }
+
+  private async checkKafka(): Promise<CheckResult> {
     const brokers = this.config.brokers.join(',');
     try {
       const probe = await this.producer.probe();
-      return [{ name: 'kafka reachable', ok: true, message: `connected to ${brokers} (${probe.brokers} broker(s))` }];
+      return { name: 'kafka reachable', ok: true, message: `connected to ${brokers} (${probe.brokers} broker(s))` };
     } catch (err) {
       const kind = classifyKafkaError(err);
       const message =
@@ -171,15 +214,13 @@ export class KafkaSink implements Sink {
           : kind === 'tls'
             ? tlsError(err, this.config.brokers).message
             : `cannot reach Kafka at ${brokers}: ${rootMessage(err)}`;
-      return [
-        {
-          name: 'kafka reachable',
-          ok: false,
-          message,
-          fix: kind === 'retriable' ? 'check brokers, the network path and tls_enabled' : undefined,
-          retriable: kind === 'retriable',
-        },
-      ];
+      return {
+        name: 'kafka reachable',
+        ok: false,
+        message,
+        fix: kind === 'retriable' ? 'check brokers, the network path and tls_enabled' : undefined,
+        retriable: kind === 'retriable',
+      };
     }
   }
 

@@ -54,7 +54,7 @@ import {
  * The schema also carries the attribute `nanosync` (table-metadata.ts).
  */
 
-const NAMESPACE = 'io.nanosync';
+export const NAMESPACE = 'io.nanosync';
 
 /** Avro `long` as BigInt: 8-byte little-endian two's complement, as avsc's `__with` expects. */
 const bigintLong = avro.types.LongType.__with({
@@ -135,7 +135,7 @@ function columnSchema(type: LogicalType, field: string): unknown {
   ];
 }
 
-export function avroSchemaFor(table: TableSchema): Record<string, unknown> {
+export function avroSchemaFor(table: TableSchema, namespace = NAMESPACE): Record<string, unknown> {
   const meta = tableMetadata(table);
   const row = {
     type: 'record',
@@ -150,7 +150,7 @@ export function avroSchemaFor(table: TableSchema): Record<string, unknown> {
   return {
     type: 'record',
     name: 'Envelope',
-    namespace: NAMESPACE,
+    namespace,
     doc: `nanosync change event for ${qualifiedName(table)}`,
     nanosync: meta,
     fields: [
@@ -188,6 +188,9 @@ interface Writer {
   type: avro.Type;
   prefix: Buffer;
   meta: TableMetadata;
+  namespace: string;
+  /** The schema as registered / embedded. */
+  text: string;
 }
 
 /** avsc writes bytes only from a Buffer; a view over the same memory does. */
@@ -197,7 +200,7 @@ function avroScalar(value: WireScalar): WireScalar {
     : value;
 }
 
-function wrapItem(type: LogicalType, field: string) {
+function wrapItem(type: LogicalType, field: string, namespace: string) {
   const branch = branchOf(wireKind(leafType(type)));
   const build = (item: ArrayItem<unknown>): unknown => {
     switch (item.kind) {
@@ -208,28 +211,35 @@ function wrapItem(type: LogicalType, field: string) {
       case 'text':
         return { string: item.value };
       case 'nested':
-        return { [`${NAMESPACE}.Array_${field}`]: { items: item.items } };
+        return { [`${namespace}.Array_${field}`]: { items: item.items } };
     }
   };
   return build;
 }
 
-function rowToAvro(meta: TableMetadata, row: Row | undefined): unknown {
+function rowToAvro(meta: TableMetadata, row: Row | undefined, namespace: string): unknown {
   if (!row) return null;
+  return { [`${namespace}.Row`]: rowFields(meta.columns, row, namespace) };
+}
+
+/** The record fields of a row (or key) image: one wrapped union value per column. */
+function rowFields(columns: TableMetadata['columns'], row: Row, namespace: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const c of meta.columns) {
+  for (const c of columns) {
     const value = Object.hasOwn(row, c.name) ? row[c.name] : null;
     if (value === null || value === undefined) {
       out[c.field] = null;
     } else if (c.type.kind === 'array') {
-      out[c.field] = { array: arrayToWire(c.type, value, c.name, wrapItem(c.type, c.field), temporalAsText) };
+      out[c.field] = {
+        array: arrayToWire(c.type, value, c.name, wrapItem(c.type, c.field, namespace), temporalAsText),
+      };
     } else if (temporalAsText(c.type, value)) {
       out[c.field] = { string: value };
     } else {
       out[c.field] = { [branchOf(wireKind(c.type))]: avroScalar(scalarToWire(c.type, value, c.name)) };
     }
   }
-  return { [`${NAMESPACE}.Row`]: out };
+  return out;
 }
 
 function unwrap(value: unknown): unknown {
@@ -245,20 +255,25 @@ function branchValue(value: unknown): { branch: string; inner: unknown } | null 
   return { branch: branch!, inner: (value as Record<string, unknown>)[branch!] };
 }
 
-function arrayFromAvro(type: LogicalType, items: unknown[], column: string): Value[] {
+function arrayFromAvro(type: LogicalType, items: unknown[], column: string, namespace: string): Value[] {
   const leaf = leafType(type);
   return items.map((item) => {
     if (item === null) return null;
     const [branch] = Object.keys(item as object);
     const inner = (item as Record<string, unknown>)[branch!];
-    if (branch!.startsWith(`${NAMESPACE}.Array_`))
-      return arrayFromAvro(type, (inner as { items: unknown[] }).items, column);
+    if (branch!.startsWith(`${namespace}.Array_`))
+      return arrayFromAvro(type, (inner as { items: unknown[] }).items, column, namespace);
     if (branch === 'string' && isTemporal(leaf)) return inner as string;
     return scalarFromWire(leaf, inner, column);
   });
 }
 
-function rowFromAvro(meta: TableMetadata, wrapped: unknown, absent: readonly string[]): Row | undefined {
+function rowFromAvro(
+  meta: TableMetadata,
+  wrapped: unknown,
+  absent: readonly string[],
+  namespace: string,
+): Row | undefined {
   const record = unwrap(wrapped) as Record<string, unknown> | null;
   if (!record) return undefined;
   const skip = new Set(absent);
@@ -268,7 +283,7 @@ function rowFromAvro(meta: TableMetadata, wrapped: unknown, absent: readonly str
     const wrappedValue = branchValue(record[c.field]);
     if (wrappedValue === null) setColumn(row, c.name, null);
     else if (c.type.kind === 'array')
-      setColumn(row, c.name, arrayFromAvro(c.type, wrappedValue.inner as unknown[], c.name));
+      setColumn(row, c.name, arrayFromAvro(c.type, wrappedValue.inner as unknown[], c.name, namespace));
     else if (wrappedValue.branch === 'string' && isTemporal(c.type))
       setColumn(row, c.name, wrappedValue.inner as string);
     else setColumn(row, c.name, scalarFromWire(c.type, wrappedValue.inner, c.name));
@@ -290,81 +305,150 @@ interface AvroEnvelope {
   _ns_before_absent: string[];
   before: unknown;
   after: unknown;
-  _ns_truncate: { [NAMESPACE_TRUNCATE]: { cascade: boolean; restart_identity: boolean } } | null;
+  _ns_truncate: Record<string, { cascade: boolean; restart_identity: boolean }> | null;
 }
 
-const NAMESPACE_TRUNCATE = 'io.nanosync.Truncate';
-
-export function createAvroCodec(): MessageCodec {
+/**
+ * Compiled Avro writers per table schema, in one namespace per table (`namespaceOf`):
+ * the embedded format uses `io.nanosync` for every table, the registry format a namespace
+ * per table so that record-name subject strategies give each table its own subject.
+ */
+export function avroWriters(namespaceOf: (table: TableSchema) => string = () => NAMESPACE) {
   const writers = new WeakMap<TableSchema, Writer>();
   const writersByIdentity = new BoundedCache<Writer>(1024);
-  const readers = new BoundedCache<{ type: avro.Type; meta: TableMetadata }>(256);
-
-  function writerFor(table: TableSchema): Writer {
+  return function writerFor(table: TableSchema): Writer {
     let writer = writers.get(table);
     if (!writer) {
-      writer = writersByIdentity.get(schemaIdentity(table), () => {
-        const schema = avroSchemaFor(table);
+      const namespace = namespaceOf(table);
+      writer = writersByIdentity.get(`${namespace}\u0000${schemaIdentity(table)}`, () => {
+        const schema = avroSchemaFor(table, namespace);
         const text = JSON.stringify(schema);
         return {
           type: forSchema(schema),
           prefix: framePrefix(FRAME_AVRO, text),
           meta: schema.nanosync as TableMetadata,
+          namespace,
+          text,
         };
       });
       writers.set(table, writer);
     }
     return writer;
-  }
+  };
+}
 
+/** The Avro binary datum of an event's envelope, written with `writer`. */
+export function avroPayload(writer: Writer, event: ChangeEvent): Buffer {
+  const ns = writer.namespace;
+  const before = beforeImage(event);
+  const committed = committedAtMicros(event);
+  const unchanged = new Set(event.unchanged ?? []);
+  const envelope: AvroEnvelope = {
+    _ns_op: OP_NAMES[event.op],
+    _ns_table: qualifiedName(event.table),
+    _ns_committed_at: committed === null ? null : { long: BigInt(committed) },
+    _ns_lsn: event.position,
+    _ns_unchanged: [...unchanged],
+    _ns_before_absent: absentColumns(writer.meta, before),
+    before: rowToAvro(writer.meta, before, ns),
+    after: rowToAvro(writer.meta, event.after, ns),
+    _ns_truncate: null,
+  };
+  if (event.op === 'truncate') {
+    const { cascade, restartIdentity } = truncateFlags(event);
+    envelope._ns_truncate = { [`${ns}.Truncate`]: { cascade, restart_identity: restartIdentity } };
+  }
+  return writer.type.toBuffer(envelope);
+}
+
+/**
+ * The Avro schema of a table's message key: a record `Key` (in the table's namespace) with
+ * the key columns, each typed as in `Row`.
+ */
+export function avroKeySchemaFor(table: TableSchema, keyColumns: readonly string[], namespace: string) {
+  const meta = tableMetadata(table);
+  const columns = keyColumns.map((name) => meta.columns.find((c) => c.name === name)!);
+  return {
+    schema: {
+      type: 'record',
+      name: 'Key',
+      namespace,
+      doc: `nanosync message key for ${qualifiedName(table)}`,
+      fields: columns.map((c) => ({
+        name: c.field,
+        ...(c.field === c.name ? {} : { doc: `column ${JSON.stringify(c.name)}` }),
+        type: columnSchema(c.type, c.field),
+      })),
+    },
+    columns,
+  };
+}
+
+/** A key writer: the key columns' values of an event (after, else before, else key image) as an Avro `Key` datum. */
+export function avroKeyWriter(table: TableSchema, keyColumns: readonly string[], namespace: string) {
+  const { schema, columns } = avroKeySchemaFor(table, keyColumns, namespace);
+  const type = forSchema(schema);
+  return {
+    text: JSON.stringify(schema),
+    encode(event: ChangeEvent): Buffer {
+      const images: (Row | undefined)[] = [event.after, event.before, event.key];
+      const row: Row = {};
+      for (const c of columns) {
+        const image = images.find((r) => r !== undefined && Object.hasOwn(r, c.name));
+        row[c.name] = image ? (image[c.name] ?? null) : null;
+      }
+      return type.toBuffer(rowFields(columns, row, namespace));
+    },
+  };
+}
+
+/** Decode an Avro envelope datum written with `schemaText` (embedded or fetched from a registry by id). */
+export function decodeAvroPayload(
+  schemaText: string,
+  payload: Uint8Array,
+  cache?: BoundedCache<{ type: avro.Type; meta: TableMetadata; namespace: string }>,
+  cacheKey?: string,
+): DecodedChange {
+  const build = () => {
+    const schema = JSON.parse(schemaText) as { nanosync: TableMetadata; namespace?: string };
+    return { type: forSchema(schema), meta: schema.nanosync, namespace: schema.namespace ?? NAMESPACE };
+  };
+  const reader = cache && cacheKey !== undefined ? cache.get(cacheKey, build) : build();
+  const ns = reader.namespace;
+  const env = reader.type.fromBuffer(
+    Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength),
+  ) as AvroEnvelope;
+  const decoded: DecodedChange = { op: opFromName(env._ns_op), table: env._ns_table, position: env._ns_lsn };
+  const commitTime = commitTimeFromMicros(env._ns_committed_at?.long);
+  if (commitTime !== undefined) decoded.commitTime = commitTime;
+  if (env._ns_unchanged.length) decoded.unchanged = env._ns_unchanged;
+  if (decoded.op === 'truncate') {
+    const flags = env._ns_truncate?.[`${ns}.Truncate`];
+    decoded.truncate = { cascade: flags?.cascade === true, restartIdentity: flags?.restart_identity === true };
+  }
+  const before = rowFromAvro(reader.meta, env.before, env._ns_before_absent, ns);
+  const after = rowFromAvro(reader.meta, env.after, env._ns_unchanged, ns);
+  if (before) decoded.before = before;
+  if (after) decoded.after = after;
+  return decoded;
+}
+
+export function createAvroCodec(): MessageCodec {
+  const writerFor = avroWriters();
+  const readers = new BoundedCache<{ type: avro.Type; meta: TableMetadata; namespace: string }>(256);
   return {
     format: 'avro',
     encode(event: ChangeEvent) {
       try {
         const writer = writerFor(event.table);
-        const before = beforeImage(event);
-        const committed = committedAtMicros(event);
-        const unchanged = new Set(event.unchanged ?? []);
-        const envelope: AvroEnvelope = {
-          _ns_op: OP_NAMES[event.op],
-          _ns_table: qualifiedName(event.table),
-          _ns_committed_at: committed === null ? null : { long: BigInt(committed) },
-          _ns_lsn: event.position,
-          _ns_unchanged: [...unchanged],
-          _ns_before_absent: absentColumns(writer.meta, before),
-          before: rowToAvro(writer.meta, before),
-          after: rowToAvro(writer.meta, event.after),
-          _ns_truncate: null,
-        };
-        if (event.op === 'truncate') {
-          const { cascade, restartIdentity } = truncateFlags(event);
-          envelope._ns_truncate = { [NAMESPACE_TRUNCATE]: { cascade, restart_identity: restartIdentity } };
-        }
-        return { value: Buffer.concat([writer.prefix, writer.type.toBuffer(envelope)]) };
+        return { value: Buffer.concat([writer.prefix, avroPayload(writer, event)]) };
       } catch (err) {
         throw encodeError('avro', event, err);
       }
     },
     decode(value: Uint8Array, _options?: DecodeOptions): DecodedChange {
       const framed = unframe(value, FRAME_AVRO);
-      const reader = readers.get(framed.fingerprint, () => {
-        const schema = JSON.parse(framed.schemaText) as { nanosync: TableMetadata };
-        return { type: forSchema(schema), meta: schema.nanosync };
-      });
-      const env = reader.type.fromBuffer(Buffer.from(framed.payload)) as AvroEnvelope;
-      const decoded: DecodedChange = { op: opFromName(env._ns_op), table: env._ns_table, position: env._ns_lsn };
-      const commitTime = commitTimeFromMicros(env._ns_committed_at?.long);
-      if (commitTime !== undefined) decoded.commitTime = commitTime;
-      if (env._ns_unchanged.length) decoded.unchanged = env._ns_unchanged;
-      if (decoded.op === 'truncate') {
-        const flags = env._ns_truncate?.[NAMESPACE_TRUNCATE];
-        decoded.truncate = { cascade: flags?.cascade === true, restartIdentity: flags?.restart_identity === true };
-      }
-      const before = rowFromAvro(reader.meta, env.before, env._ns_before_absent);
-      const after = rowFromAvro(reader.meta, env.after, env._ns_unchanged);
-      if (before) decoded.before = before;
-      if (after) decoded.after = after;
-      return decoded;
+      return decodeAvroPayload(framed.schemaText, framed.payload, readers, framed.fingerprint);
     },
   };
 }

@@ -246,6 +246,7 @@ interface Compiled {
   envelope: protobuf.Type;
   prefix: Buffer;
   meta: TableMetadata;
+  descriptor: Record<string, unknown>;
 }
 
 function compile(descriptor: Record<string, unknown>): { envelope: protobuf.Type; meta: TableMetadata } {
@@ -261,50 +262,101 @@ const TO_OBJECT: protobuf.IConversionOptions = {
   oneofs: false,
 };
 
-export function createProtobufCodec(): MessageCodec {
+/** Compiled Protobuf writers per table schema (the descriptor is kept for the registry's `.proto` text). */
+export function protobufWriters() {
   const writers = new WeakMap<TableSchema, Compiled>();
   const writersByIdentity = new BoundedCache<Compiled>(1024);
-  const readers = new BoundedCache<{ envelope: protobuf.Type; meta: TableMetadata }>(256);
-
-  function writerFor(table: TableSchema): Compiled {
+  return function writerFor(table: TableSchema): Compiled {
     let writer = writers.get(table);
     if (!writer) {
       writer = writersByIdentity.get(schemaIdentity(table), () => {
         const descriptor = protobufDescriptorFor(table);
-        return { ...compile(descriptor), prefix: framePrefix(FRAME_PROTOBUF, JSON.stringify(descriptor)) };
+        return {
+          ...compile(descriptor),
+          prefix: framePrefix(FRAME_PROTOBUF, JSON.stringify(descriptor)),
+          descriptor,
+        };
       });
       writers.set(table, writer);
     }
     return writer;
-  }
+  };
+}
 
+/** The Protobuf encoding of an event's envelope, written with `writer`. */
+export function protobufPayload(writer: Compiled, event: ChangeEvent): Uint8Array {
+  const before = beforeImage(event);
+  const committed = committedAtMicros(event);
+  const message: Record<string, unknown> = {
+    _ns_op: OP_NAMES[event.op],
+    _ns_table: qualifiedName(event.table),
+    _ns_lsn: event.position,
+    _ns_unchanged: event.unchanged ?? [],
+    _ns_before_absent: before
+      ? writer.meta.columns.filter((c) => !Object.hasOwn(before, c.name)).map((c) => c.name)
+      : [],
+  };
+  if (committed !== null) message._ns_committed_at = String(committed);
+  if (event.op === 'truncate') {
+    const { cascade, restartIdentity } = truncateFlags(event);
+    message._ns_truncate = { cascade, restart_identity: restartIdentity };
+  }
+  const beforeRow = rowToProto(writer.meta, before);
+  const afterRow = rowToProto(writer.meta, event.after);
+  if (beforeRow) message.before = beforeRow;
+  if (afterRow) message.after = afterRow;
+  return writer.envelope.encode(writer.envelope.fromObject(message)).finish();
+}
+
+/**
+ * The message key as Protobuf: a `.proto` of its own with one message `Key` holding the key
+ * columns, typed and numbered as in `Row`.
+ */
+export function protobufKeyWriter(table: TableSchema, keyColumns: readonly string[], packageName: string) {
+  const columns = keyColumns.map((name) => table.columns.find((c) => c.name === name)!);
+  const descriptor = protobufDescriptorFor({ ...table, columns, keyColumns: [...keyColumns] });
+  const nested = (descriptor as { nested: { nanosync: { nested: Record<string, unknown> } } }).nested.nanosync.nested;
+  const { Row: row, Envelope: _e, Op: _o, Truncate: _t, ...arrays } = nested;
+  const keyDescriptor = { nanosync: descriptor.nanosync, nested: { nanosync: { nested: { ...arrays, Key: row } } } };
+  const root = protobuf.Root.fromJSON(keyDescriptor as protobuf.INamespace);
+  const type = root.lookupType('nanosync.Key');
+  const meta = descriptor.nanosync as TableMetadata;
+  return {
+    text: protobufSchemaText(keyDescriptor, packageName),
+    messageIndex: protobufMessageIndex(keyDescriptor, 'Key'),
+    encode(event: ChangeEvent): Uint8Array {
+      const images: (Row | undefined)[] = [event.after, event.before, event.key];
+      const keyRow: Row = {};
+      for (const c of columns) {
+        const image = images.find((r) => r !== undefined && Object.hasOwn(r, c.name));
+        keyRow[c.name] = image ? (image[c.name] ?? null) : null;
+      }
+      return type.encode(type.fromObject(rowToProto(meta, keyRow) ?? {})).finish();
+    },
+  };
+}
+
+/** The position of a top-level message among the messages (not enums) of a descriptor's `.proto` text. */
+export function protobufMessageIndex(descriptor: Record<string, unknown>, message: string): number {
+  const types = (descriptor as { nested: { nanosync: { nested: Record<string, DescriptorMessage> } } }).nested.nanosync
+    .nested;
+  let index = 0;
+  for (const [name, type] of Object.entries(types)) {
+    if (name === message) return index;
+    if (!type.values) index++;
+  }
+  throw new Error(`message ${message} not in descriptor`);
+}
+
+export function createProtobufCodec(): MessageCodec {
+  const writerFor = protobufWriters();
+  const readers = new BoundedCache<{ envelope: protobuf.Type; meta: TableMetadata }>(256);
   return {
     format: 'protobuf',
     encode(event: ChangeEvent) {
       try {
         const writer = writerFor(event.table);
-        const before = beforeImage(event);
-        const committed = committedAtMicros(event);
-        const message: Record<string, unknown> = {
-          _ns_op: OP_NAMES[event.op],
-          _ns_table: qualifiedName(event.table),
-          _ns_lsn: event.position,
-          _ns_unchanged: event.unchanged ?? [],
-          _ns_before_absent: before
-            ? writer.meta.columns.filter((c) => !Object.hasOwn(before, c.name)).map((c) => c.name)
-            : [],
-        };
-        if (committed !== null) message._ns_committed_at = String(committed);
-        if (event.op === 'truncate') {
-          const { cascade, restartIdentity } = truncateFlags(event);
-          message._ns_truncate = { cascade, restart_identity: restartIdentity };
-        }
-        const beforeRow = rowToProto(writer.meta, before);
-        const afterRow = rowToProto(writer.meta, event.after);
-        if (beforeRow) message.before = beforeRow;
-        if (afterRow) message.after = afterRow;
-        const payload = writer.envelope.encode(writer.envelope.fromObject(message)).finish();
-        return { value: Buffer.concat([writer.prefix, payload]) };
+        return { value: Buffer.concat([writer.prefix, protobufPayload(writer, event)]) };
       } catch (err) {
         throw encodeError('protobuf', event, err);
       }
@@ -378,10 +430,10 @@ interface DescriptorMessage {
  * of other languages: `protoc --decode nanosync.Envelope schema.proto < payload`. Escaped
  * field names carry the column they stand for in a comment.
  */
-export function protobufSchemaText(descriptor: Record<string, unknown>): string {
+export function protobufSchemaText(descriptor: Record<string, unknown>, packageName = 'nanosync'): string {
   const types = (descriptor as { nested: { nanosync: { nested: Record<string, DescriptorMessage> } } }).nested.nanosync
     .nested;
-  const lines = ['syntax = "proto3";', '', 'package nanosync;', ''];
+  const lines = ['syntax = "proto3";', '', `package ${packageName};`, ''];
   for (const [name, type] of Object.entries(types)) {
     if (type.values) {
       lines.push(`enum ${name} {`);

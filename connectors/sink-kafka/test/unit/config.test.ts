@@ -30,15 +30,16 @@ describe('kafka sink properties', () => {
       tombstones: true,
       maxBytesInFlight: 1048576,
       requestTimeoutMs: 30000,
+      delivery: 'at_least_once',
     });
   });
 
-  test('the definition is a kafka sink whose password is secret', () => {
+  test('the definition is a kafka sink whose passwords and tokens are secret', () => {
     expect(sinkDefinition).toMatchObject({
       kind: 'sink',
       type: 'kafka',
       apiVersion: 1,
-      secretProperties: ['sasl_password'],
+      secretProperties: ['sasl_password', 'schema_registry_password', 'schema_registry_token'],
     });
   });
 

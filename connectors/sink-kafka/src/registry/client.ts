@@ -1,0 +1,228 @@
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import { NanosyncError } from '@nanosync/core';
+import { KafkaErrorCode } from '../errors.js';
+
+/** How the sink reaches a Confluent-compatible Schema Registry (Confluent, Apicurio's ccompat API, Redpanda, Karapace). */
+export interface SchemaRegistryConfig {
+  /** Base URL, e.g. `https://registry:8081` or `http://apicurio:8080/apis/ccompat/v7`. */
+  url: string;
+  /** Basic authentication (Confluent Cloud: API key and secret). */
+  basic?: { username: string; password: string };
+  /** Bearer token (`Authorization: Bearer …`). */
+  bearerToken?: string;
+  /** PEM files: CA for the registry's certificate, client certificate and key for mutual TLS. */
+  tls?: { caFile?: string; certFile?: string; keyFile?: string };
+  requestTimeoutMs?: number;
+}
+
+export type SchemaType = 'AVRO' | 'PROTOBUF';
+
+/** A registry answer other than 2xx: the HTTP status and the registry's own `error_code` and message. */
+export class RegistryHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly errorCode: number | undefined,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RegistryHttpError';
+  }
+}
+
+/**
+ * A small client for the Confluent Schema Registry REST API: just what the sink needs to
+ * register subjects, read their compatibility rule and latest version, and fetch a schema
+ * by id (for readers). Node's own http/https, so TLS takes the same PEM files as the
+ * broker connection.
+ */
+export class SchemaRegistryClient {
+  private readonly base: URL;
+  private readonly agent: http.Agent;
+  private readonly headers: Record<string, string>;
+  private readonly timeoutMs: number;
+
+  constructor(private readonly config: SchemaRegistryConfig) {
+    this.base = new URL(config.url.endsWith('/') ? config.url : `${config.url}/`);
+    const secure = this.base.protocol === 'https:';
+    this.agent = secure
+      ? new https.Agent({
+          keepAlive: true,
+          ...(config.tls?.caFile ? { ca: readFileSync(config.tls.caFile, 'utf8') } : {}),
+          ...(config.tls?.certFile ? { cert: readFileSync(config.tls.certFile, 'utf8') } : {}),
+          ...(config.tls?.keyFile ? { key: readFileSync(config.tls.keyFile, 'utf8') } : {}),
+        })
+      : new http.Agent({ keepAlive: true });
+    this.headers = {
+      accept: 'application/vnd.schemaregistry.v1+json, application/json',
+      'content-type': 'application/vnd.schemaregistry.v1+json',
+    };
+    if (config.basic) {
+      const token = Buffer.from(`${config.basic.username}:${config.basic.password}`, 'utf8').toString('base64');
+      this.headers.authorization = `Basic ${token}`;
+    } else if (config.bearerToken) {
+      this.headers.authorization = `Bearer ${config.bearerToken}`;
+    }
+    this.timeoutMs = config.requestTimeoutMs ?? 30_000;
+  }
+
+  get url(): string {
+    return this.config.url;
+  }
+
+  /** Register `schema` under `subject` (a no-op returning the existing id when already there). */
+  async register(subject: string, schema: string, schemaType: SchemaType): Promise<number> {
+    const body: Record<string, unknown> = { schema };
+    if (schemaType !== 'AVRO') body.schemaType = schemaType;
+    const answer = (await this.request('POST', `subjects/${encodeURIComponent(subject)}/versions`, body)) as {
+      id?: number;
+    };
+    if (typeof answer?.id !== 'number')
+      throw new RegistryHttpError(200, undefined, `registry answered without an id: ${JSON.stringify(answer)}`);
+    return answer.id;
+  }
+
+  /** The subject's compatibility rule, falling back to the registry-wide one. */
+  async compatibility(subject: string): Promise<string> {
+    try {
+      const own = (await this.request('GET', `config/${encodeURIComponent(subject)}`)) as {
+        compatibilityLevel?: string;
+        compatibility?: string;
+      };
+      const level = own?.compatibilityLevel ?? own?.compatibility;
+      if (level) return level;
+    } catch (err) {
+      if (!(err instanceof RegistryHttpError) || err.status !== 404) throw err;
+    }
+    const global = (await this.request('GET', 'config')) as { compatibilityLevel?: string; compatibility?: string };
+    return global?.compatibilityLevel ?? global?.compatibility ?? 'BACKWARD';
+  }
+
+  /** Set a subject's compatibility rule (for tests and tooling; the sink never changes rules). */
+  async setCompatibility(subject: string | undefined, level: string): Promise<void> {
+    await this.request('PUT', subject === undefined ? 'config' : `config/${encodeURIComponent(subject)}`, {
+      compatibility: level,
+    });
+  }
+
+  /** The latest version of a subject, or undefined when the subject does not exist. */
+  async latest(subject: string): Promise<{ id: number; version: number; schema: string } | undefined> {
+    try {
+      return (await this.request('GET', `subjects/${encodeURIComponent(subject)}/versions/latest`)) as {
+        id: number;
+        version: number;
+        schema: string;
+      };
+    } catch (err) {
+      if (err instanceof RegistryHttpError && err.status === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /** Version numbers of a subject (empty when it does not exist). */
+  async versions(subject: string): Promise<number[]> {
+    try {
+      return (await this.request('GET', `subjects/${encodeURIComponent(subject)}/versions`)) as number[];
+    } catch (err) {
+      if (err instanceof RegistryHttpError && err.status === 404) return [];
+      throw err;
+    }
+  }
+
+  /** The schema text registered with `id` (what a consumer's deserializer fetches). */
+  async schemaById(id: number): Promise<{ schema: string; schemaType: SchemaType }> {
+    const answer = (await this.request('GET', `schemas/ids/${id}`)) as { schema: string; schemaType?: SchemaType };
+    return { schema: answer.schema, schemaType: answer.schemaType ?? 'AVRO' };
+  }
+
+  /** Reachability and credentials: list subjects. */
+  async probe(): Promise<number> {
+    const subjects = (await this.request('GET', 'subjects')) as unknown[];
+    return Array.isArray(subjects) ? subjects.length : 0;
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private request(method: string, path: string, body?: unknown): Promise<unknown> {
+    const url = new URL(path, this.base);
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body), 'utf8');
+    const transport = url.protocol === 'https:' ? https : http;
+    return new Promise((resolve, reject) => {
+      const req = transport.request(
+        url,
+        {
+          method,
+          agent: this.agent,
+          headers: { ...this.headers, ...(payload ? { 'content-length': String(payload.length) } : {}) },
+          timeout: this.timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', reject);
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            let parsed: unknown = text;
+            try {
+              parsed = text ? JSON.parse(text) : undefined;
+            } catch {
+              // not JSON: keep the text for the error message
+            }
+            const status = res.statusCode ?? 0;
+            if (status >= 200 && status < 300) return resolve(parsed);
+            const info = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as {
+              error_code?: number;
+              message?: string;
+            };
+            const message = info.message ?? (typeof parsed === 'string' && parsed ? parsed.slice(0, 300) : '');
+            reject(
+              new RegistryHttpError(
+                status,
+                info.error_code,
+                `${method} ${url.pathname} answered ${status}${message ? `: ${message}` : ''}`,
+              ),
+            );
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
+      req.on('error', reject);
+      req.end(payload);
+    });
+  }
+}
+
+/** A registry failure as the error the pipeline shows: auth and TLS are not retried, outages are. */
+export function registryError(err: unknown, url: string, what: string): NanosyncError {
+  if (err instanceof NanosyncError) return err;
+  if (err instanceof RegistryHttpError) {
+    if (err.status === 401 || err.status === 403) {
+      return new NanosyncError(
+        KafkaErrorCode.KafkaSchemaRegistry,
+        `Schema Registry at ${url} refused to ${what} (${err.status}): check schema_registry_username / schema_registry_password or schema_registry_token, and the account's permissions`,
+        { cause: err, retriable: false, details: { url, status: err.status } },
+      );
+    }
+    return new NanosyncError(
+      KafkaErrorCode.KafkaSchemaRegistry,
+      `Schema Registry at ${url} could not ${what}: ${err.message}`,
+      {
+        cause: err,
+        retriable: err.status >= 500 || err.status === 429,
+        details: { url, status: err.status },
+      },
+    );
+  }
+  const code = (err as NodeJS.ErrnoException)?.code;
+  const tls = typeof code === 'string' && /CERT|SSL|SELF_SIGNED|ALTNAME/.test(code);
+  return new NanosyncError(
+    KafkaErrorCode.KafkaSchemaRegistry,
+    tls
+      ? `TLS handshake with the Schema Registry at ${url} failed: ${(err as Error).message}. Set schema_registry_ca_cert to the CA that signed its certificate`
+      : `cannot reach the Schema Registry at ${url} to ${what}: ${(err as Error)?.message ?? String(err)}`,
+    { cause: err, retriable: !tls, details: { url } },
+  );
+}

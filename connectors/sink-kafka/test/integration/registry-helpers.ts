@@ -1,0 +1,135 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const AVRO_VERSION = '1.12.0';
+const PROTOBUF_VERSION = '4.28.3';
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+export interface RegistryReaders {
+  /** Apache Avro, protobuf-java (+ util) and their dependencies (classpath `<lib>/*`). */
+  lib: string;
+  protoc: string;
+}
+
+/**
+ * The Java side of the registry tests, from Maven Central once (mvn), cached under
+ * ~/.cache/nanosync/registry-readers-<versions>. Undefined when mvn is missing.
+ */
+export async function registryReaders(): Promise<RegistryReaders | undefined> {
+  const root = join(
+    process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'),
+    'nanosync',
+    `registry-readers-avro${AVRO_VERSION}-protobuf${PROTOBUF_VERSION}`,
+  );
+  const lib = join(root, 'lib');
+  const protoc = join(root, 'bin', `protoc-${PROTOBUF_VERSION}-linux-x86_64.exe`);
+  if (existsSync(join(root, 'ready'))) return { lib, protoc };
+  await mkdir(root, { recursive: true });
+  await writeFile(
+    join(root, 'pom.xml'),
+    `<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+<groupId>io.nanosync.test</groupId><artifactId>registry-readers</artifactId><version>1</version>
+<dependencies>
+<dependency><groupId>org.apache.avro</groupId><artifactId>avro</artifactId><version>${AVRO_VERSION}</version></dependency>
+<dependency><groupId>com.google.protobuf</groupId><artifactId>protobuf-java</artifactId><version>${PROTOBUF_VERSION}</version></dependency>
+</dependencies>
+</project>`,
+  );
+  try {
+    await run('mvn', [
+      '-q',
+      '-B',
+      '-f',
+      join(root, 'pom.xml'),
+      'dependency:copy-dependencies',
+      `-DoutputDirectory=${lib}`,
+      '-DincludeScope=runtime',
+    ]);
+    await run('mvn', [
+      '-q',
+      '-B',
+      '-f',
+      join(root, 'pom.xml'),
+      'dependency:copy',
+      `-Dartifact=com.google.protobuf:protoc:${PROTOBUF_VERSION}:exe:linux-x86_64`,
+      `-DoutputDirectory=${join(root, 'bin')}`,
+    ]);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  await chmod(protoc, 0o755);
+  await writeFile(join(root, 'ready'), '');
+  return { lib, protoc };
+}
+
+export interface JavaRecord {
+  topic: string;
+  partition: number;
+  offset: number;
+  valueId: number | undefined;
+  key: string;
+  op: string;
+  lsn: string;
+  fields: { field: string; cls: string; number: string; text: string }[];
+}
+
+/**
+ * Read `expected` records of `topics` with the Java Kafka client and decode each key and
+ * value through the registry (RegistryConsume.java), as a consumer in another language would.
+ */
+export async function javaConsume(options: {
+  readers: RegistryReaders;
+  kafkaLib: string;
+  brokers: string[];
+  registryUrl: string;
+  topics: string[];
+  expected: number;
+  isolation?: 'read_committed' | 'read_uncommitted';
+  timeoutMs?: number;
+}): Promise<JavaRecord[]> {
+  const { stdout } = await run(
+    'java',
+    [
+      '-Xmx256m',
+      '-cp',
+      `${options.readers.lib}/*:${options.kafkaLib}/*`,
+      join(HERE, 'foreign', 'RegistryConsume.java'),
+      options.brokers.join(','),
+      options.registryUrl,
+      options.isolation ?? 'read_committed',
+      String(options.expected),
+      String(options.timeoutMs ?? 60_000),
+      options.readers.protoc,
+      options.topics.join(','),
+    ],
+    { maxBuffer: 256 * 1024 * 1024, timeout: 240_000 },
+  );
+  const records: JavaRecord[] = [];
+  for (const line of stdout.split('\n')) {
+    const parts = line.split('\t');
+    if (parts[0] === 'R') {
+      const record: JavaRecord = {
+        topic: parts[1]!,
+        partition: Number(parts[2]),
+        offset: Number(parts[3]),
+        valueId: parts[4] ? Number(parts[4]) : undefined,
+        key: parts[5] ?? '',
+        op: parts[6] ?? '',
+        lsn: parts[7] ?? '',
+        fields: [],
+      };
+      records.push(record);
+    } else if (parts[0] === 'F') {
+      const last = records[records.length - 1]!;
+      last.fields.push({ field: parts[2]!, cls: parts[3]!, number: parts[4]!, text: parts[5] ?? '' });
+    }
+  }
+  return records;
+}
