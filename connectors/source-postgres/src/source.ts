@@ -11,6 +11,7 @@ import type {
   Row,
   Source,
   SourceMetrics,
+  SourceMetricsOptions,
   TableRef,
   TableSchema,
 } from '@nanosync/core';
@@ -23,6 +24,7 @@ import { connectionError, isTransientPgError, quoteIdent, quoteTable, tableNotFo
 import { comparePositions, encodePosition, formatPosition, parseLsn } from './position.js';
 import { runChecks } from './slot/check.js';
 import { publicationNameFor, slotNameFor } from './slot/names.js';
+import { oldestPendingCommit } from './slot/pending.js';
 import { dropOwnPublication, dropPublication, ensurePublication } from './slot/publication.js';
 import { findMissingIdentity, missingIdentityError } from './slot/replica-identity.js';
 import { createSlot, dropSlot, readSlot, verifySlot } from './slot/replication-slot.js';
@@ -462,10 +464,10 @@ export class PostgresSource implements Source {
    * Retained WAL = head − restart_lsn (what the server keeps for this slot); safe bytes =
    * `safe_wal_size` (null when max_slot_wal_keep_size is unlimited).
    */
-  async metrics(): Promise<SourceMetrics> {
+  async metrics(options: SourceMetricsOptions = {}): Promise<SourceMetrics> {
     return this.#withAdmin('reading slot metrics', async (client) => {
       const { rows } = await client.query(
-        `SELECT pg_catalog.pg_current_wal_lsn()::text AS head,
+        `SELECT pg_catalog.pg_current_wal_lsn()::text AS head, s.active::text AS active,
                 s.restart_lsn::text AS restart_lsn, s.confirmed_flush_lsn::text AS confirmed_flush_lsn,
                 s.safe_wal_size::text AS safe_wal_size,
                 pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn)::text AS retained
@@ -479,6 +481,11 @@ export class PostgresSource implements Source {
         metrics.safeBytes = row.safe_wal_size === null ? null : Number(row.safe_wal_size);
       if (row.confirmed_flush_lsn !== null && row.confirmed_flush_lsn !== undefined) {
         metrics.confirmedPosition = encodePosition(parseLsn(String(row.confirmed_flush_lsn)), 0);
+      }
+      // Paused pipeline: the slot is idle, so it can be peeked for the oldest change it holds.
+      if (options.pending && row.active === 'false') {
+        const oldest = await oldestPendingCommit(client, this.#slot, this.#publication);
+        if (oldest !== undefined) metrics.oldestPendingCommitAt = oldest;
       }
       return metrics;
     });

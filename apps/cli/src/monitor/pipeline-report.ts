@@ -26,6 +26,12 @@ export function renderPipelineReport(p: PipelineStatus): string {
     ['events', `${formatCount(p.eventsTotal)} since the server started (snapshot rows and changes)`],
     ['checkpoint', checkpointText(p)],
   ];
+  const waiting = p.source?.oldestPendingCommitAt;
+  if (waiting !== undefined)
+    overview.push([
+      'waiting',
+      waiting === null ? 'no change waiting for the sinks' : `oldest change not delivered yet committed ${waiting}`,
+    ]);
   if (p.retry) overview.push(['retrying', retryText(p.retry)]);
   if (p.error) overview.push([p.retry ? 'last error' : 'error', p.error]);
   if (p.heldBy) overview.push(['run by', `${p.heldBy} (lease until ${p.heldUntil ?? '?'}); figures are that server's`]);

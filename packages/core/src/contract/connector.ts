@@ -100,6 +100,20 @@ export interface SourceMetrics {
   /** The source's own latest position (server WAL head), for "stalled" detection. */
   headPosition?: Position;
   confirmedPosition?: Position;
+  /**
+   * Commit time (ISO 8601) of the oldest change the pipeline has not acknowledged yet;
+   * `null` when there is none. Only given when asked with `{ pending: true }`.
+   */
+  oldestPendingCommitAt?: string | null;
+}
+
+export interface SourceMetricsOptions {
+  /**
+   * Also find the commit time of the oldest change not acknowledged yet. Asked only while the
+   * pipeline is paused (nothing streams then), so the lag of a paused pipeline is real. A
+   * source that cannot tell, or not cheaply, leaves `oldestPendingCommitAt` out.
+   */
+  pending?: boolean;
 }
 
 /**
@@ -169,7 +183,7 @@ export interface Source {
   query?(sql: string, options: { signal: AbortSignal; maxRowsPerChunk: number }): AsyncIterable<Row[]>;
 
   /** Retained WAL and friends, for metrics and warnings. */
-  metrics?(): Promise<SourceMetrics>;
+  metrics?(options?: SourceMetricsOptions): Promise<SourceMetrics>;
 
   /**
    * Remove what `open` created (slot, publication). Called when the pipeline is deleted, and

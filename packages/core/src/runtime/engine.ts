@@ -59,7 +59,7 @@ interface Entry {
   /** Epoch of this server's lease the current runner writes with (see LeaseFence). */
   epoch?: number;
   /** Metrics-only source of a paused pipeline (retained WAL keeps growing while paused). */
-  monitor?: { source: Source; timer: NodeJS.Timeout; abort: AbortController };
+  monitor?: { source: Source; timer: NodeJS.Timeout; abort: AbortController; idle: () => Promise<void> };
   monitorFailed?: boolean;
 }
 
@@ -279,7 +279,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.withLock(name, async () => {
       const record = await this.mustGet(name);
       const entry = this.entry(name);
-      this.stopMonitor(entry);
+      await this.stopMonitor(entry);
       const running = entry.runner !== undefined && !entry.runnerDone;
       if (running && !record.paused && entry.runner!.state !== 'ERRORED') return;
       if (running) await this.stopRunner(entry, 'restart');
@@ -314,7 +314,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         );
       }
       if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'delete');
-      this.stopMonitor(entry);
+      await this.stopMonitor(entry);
       if (record.replicationType !== 'query') {
         try {
           await this.dropSource(name, record, options.force === true);
@@ -400,7 +400,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const stopAll = () =>
       Promise.all(
         [...this.entries.values()].map(async (entry) => {
-          this.stopMonitor(entry);
+          void this.stopMonitor(entry);
           if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'shutdown');
         }),
       );
@@ -474,7 +474,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       // Deleted through another server.
       await this.withLock(entry.name, async () => {
         if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'lease-lost');
-        this.stopMonitor(entry);
+        void this.stopMonitor(entry);
         this.entries.delete(entry.name);
       });
     }
@@ -518,7 +518,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       await this.startMonitor(entry);
       return;
     }
-    this.stopMonitor(entry);
+    await this.stopMonitor(entry);
     if (record.state === 'COMPLETED') return;
     if (record.state === 'ERRORED' && !retryErrored) return;
     await this.startIfLeased(name, false, record);
@@ -543,7 +543,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** `epoch`: of the lease just taken; the runner's state writes are fenced with it. */
   private async startRunner(entry: Entry, record: PipelineRecord, epoch: number): Promise<void> {
     const name = entry.name;
-    this.stopMonitor(entry);
+    await this.stopMonitor(entry);
     let materialized: MaterializedPipeline;
     try {
       materialized = await this.options.materialize(record.definition as StoredPipelineDefinition);
@@ -664,9 +664,12 @@ export class Engine extends EventEmitter<EngineEvents> {
         entry.monitorFailed = true;
         return;
       }
+      let inFlight: Promise<void> | undefined;
       const poll = async () => {
         try {
-          const metrics = await source.metrics!();
+          const metrics = await source.metrics!({ pending: true });
+          // Resumed or deleted meanwhile: these figures are of a pipeline that moved on.
+          if (entry.monitor?.source !== source) return;
           for (const warning of entry.stats.onSourceMetrics(
             metrics,
             { stallAfterMs: this.runtime.stallAfterMs },
@@ -679,24 +682,33 @@ export class Engine extends EventEmitter<EngineEvents> {
           this.logger.debug('source metrics unavailable', { pipeline: entry.name, error: describeError(err) });
         }
       };
-      const timer = setInterval(() => void poll(), this.runtime.metricsIntervalMs);
+      // One poll at a time; stopping waits for it (the source may be peeking the slot, which
+      // would keep a resumed stream or a delete from taking it).
+      const tick = () => {
+        inFlight ??= poll().finally(() => {
+          inFlight = undefined;
+        });
+      };
+      const timer = setInterval(tick, this.runtime.metricsIntervalMs);
       timer.unref();
-      entry.monitor = { source, timer, abort };
-      void poll();
+      entry.monitor = { source, timer, abort, idle: () => inFlight ?? Promise.resolve() };
+      tick();
     } catch (err) {
       entry.monitorFailed = true;
       this.logger.debug('cannot watch the paused pipeline', { pipeline: entry.name, error: describeError(err) });
     }
   }
 
-  private stopMonitor(entry: Entry): void {
+  /** Stop watching a paused pipeline; resolves once its last poll ended and the source is closed. */
+  private async stopMonitor(entry: Entry): Promise<void> {
     const monitor = entry.monitor;
     entry.monitorFailed = false;
     if (monitor === undefined) return;
     entry.monitor = undefined;
     clearInterval(monitor.timer);
     monitor.abort.abort();
-    void monitor.source.close().catch(() => {});
+    await within(monitor.idle(), 15_000);
+    await monitor.source.close().catch(() => {});
   }
 
   private async statusOf(name: string, record: PipelineRecord | undefined): Promise<PipelineStatus> {

@@ -115,6 +115,11 @@ export interface SourceStatus {
   confirmedPosition?: string;
   /** When the source was last asked (ISO 8601). */
   polledAt?: string;
+  /**
+   * Paused pipeline: commit time (ISO 8601) of the oldest change not delivered yet, `null`
+   * when nothing is waiting. The pipeline's lag is counted from it while it is paused.
+   */
+  oldestPendingCommitAt?: string | null;
 }
 
 /** Seconds; the prom-client default buckets, so the exported histogram needs no re-bucketing. */
@@ -341,6 +346,8 @@ export class PipelineStats {
 
   /** Forget in-flight lag bookkeeping (a new run starts from the checkpoint). */
   resetInFlight(): void {
+    // A new run streams again: the paused figure no longer stands for the lag.
+    if (this.source !== undefined) delete this.source.oldestPendingCommitAt;
     this.pending.length = 0;
     this.pendingHead = 0;
     this.openCommitMs = undefined;
@@ -364,6 +371,11 @@ export class PipelineStats {
   }
 
   lagSeconds(): number | undefined {
+    const pending = this.source?.oldestPendingCommitAt;
+    if (pending !== undefined) {
+      // Paused: nothing is acknowledged any more; the lag is the age of the oldest change waiting.
+      return pending === null ? 0 : Math.max(0, this.now() - Date.parse(pending)) / 1000;
+    }
     let lag = this.lagMs;
     const oldest = this.oldestPendingCommitMs();
     if (oldest !== undefined) lag = Math.max(lag ?? 0, this.now() - oldest);
@@ -412,6 +424,7 @@ export class PipelineStats {
     if (metrics.safeBytes !== undefined) this.source.safeWalBytes = metrics.safeBytes;
     if (metrics.headPosition !== undefined) this.source.headPosition = metrics.headPosition;
     if (metrics.confirmedPosition !== undefined) this.source.confirmedPosition = metrics.confirmedPosition;
+    if (metrics.oldestPendingCommitAt !== undefined) this.source.oldestPendingCommitAt = metrics.oldestPendingCommitAt;
     const added: string[] = [];
     const set = (key: string, message: string | undefined) => {
       if (message === undefined) {
