@@ -5,8 +5,9 @@ import {
   type ConfigIssue,
   type ConnectorResolver,
   loadConfigFile,
+  type MaterializedPipeline,
   type NanosyncConfig,
-  validateConnectors,
+  resolvePipelines,
 } from '@nanosync/core/host';
 import { connectorResolver } from './connectors.js';
 import { ExitCode } from './exit-codes.js';
@@ -15,7 +16,8 @@ import type { CliIo } from './io.js';
 export interface CheckedConfig {
   file: string;
   config: NanosyncConfig;
-  raw: unknown;
+  /** One per pipeline, connectors resolved (once, here) and their properties parsed. */
+  pipelines: MaterializedPipeline[];
   warnings: string[];
 }
 
@@ -31,9 +33,9 @@ export async function checkConfigFile(
 ): Promise<CheckedConfig> {
   const path = resolve(io.cwd, file);
   const loaded = await loadConfigFile(path, { env: io.env, deferEnv: options.deferEnv === true });
-  let issues: ConfigIssue[];
+  let resolved: { issues: ConfigIssue[]; pipelines: MaterializedPipeline[] };
   try {
-    issues = await validateConnectors(loaded.config, { resolve: resolveConnector });
+    resolved = await resolvePipelines(loaded.config, resolveConnector);
   } catch (err) {
     // A connector that cannot be found or loaded is a config problem like any other.
     if (err instanceof NanosyncError && configErrors.has(err.code) && !(err instanceof ConfigError)) {
@@ -44,8 +46,8 @@ export async function checkConfigFile(
     }
     throw err;
   }
-  if (issues.length > 0) throw new ConfigError(issues, { file: path });
-  return { file: path, config: loaded.config, raw: loaded.raw, warnings: loaded.warnings };
+  if (resolved.issues.length > 0) throw new ConfigError(resolved.issues, { file: path });
+  return { file: path, config: loaded.config, pipelines: resolved.pipelines, warnings: loaded.warnings };
 }
 
 /**

@@ -8,7 +8,8 @@ export { ConfigError, formatPath } from './config/issues.js';
 export type { ConfigIssue, PathSegment } from './config/issues.js';
 export { loadConfigFile, parseConfig } from './config/load.js';
 export type { LoadedConfig, ParseConfigOptions } from './config/load.js';
-export { validateConnectors } from './config/connectors.js';
+export { resolveConfig, resolvePipelines, validateConnectors } from './config/connectors.js';
+export type { ResolvedConfig } from './config/connectors.js';
 export {
   materializePipeline,
   toStoredDefinitions,

@@ -1,8 +1,7 @@
-import { type NanosyncConfig, toStoredDefinitions } from '@nanosync/core/host';
+import { type ResolvedConfig, toStoredDefinitions } from '@nanosync/core/host';
 import { parseCommandArgs } from '../args.js';
 import { CLIENT_OPTIONS_HELP, clientOptions, connectClient } from '../client.js';
 import { checkConfigOrExit } from '../config-check.js';
-import { connectorResolver } from '../connectors.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
 import { clientSecretKey } from '../secret-key.js';
@@ -15,15 +14,8 @@ interface ApplyResponse {
 }
 
 /** Turn a checked config into the entries `POST /v1/apply` takes (literal secrets encrypted). */
-export async function storedEntries(
-  checked: { raw: unknown; config: NanosyncConfig },
-  secretKey: Buffer,
-): Promise<ApplyEntry[]> {
-  const stored = await toStoredDefinitions(checked.raw, checked.config, {
-    secretKey,
-    resolve: connectorResolver(),
-    configDir: checked.config.configDir,
-  });
+export async function storedEntries(checked: ResolvedConfig, secretKey: Buffer): Promise<ApplyEntry[]> {
+  const stored = await toStoredDefinitions(checked, { secretKey });
   return [...stored].map(([name, entry]) => ({
     name,
     definition: entry.definition,

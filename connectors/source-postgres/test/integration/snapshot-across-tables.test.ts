@@ -10,6 +10,7 @@ import {
   loadConfigFile,
   materializePipeline,
   openSqliteStateStore,
+  resolveConfig,
   toStoredDefinitions,
 } from '@nanosync/core/host';
 import { describe, expect, it } from 'vitest';
@@ -86,8 +87,8 @@ pipelines:
         '@nanosync/sink-recording': async () => ({ default: recording }),
       },
     });
-    const { config, raw } = await loadConfigFile(configFile);
-    const stored = await toStoredDefinitions(raw, config, { secretKey, resolve, configDir: dir });
+    const { config } = await loadConfigFile(configFile);
+    const stored = await toStoredDefinitions(await resolveConfig(config, resolve), { secretKey, configDir: dir });
     const store = await openSqliteStateStore(join(dir, 'state.sqlite'));
     const engine = new Engine({
       store,

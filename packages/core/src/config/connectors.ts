@@ -3,10 +3,10 @@ import type { ConnectorKind } from '../discovery/candidates.js';
 import type { ConnectorResolver } from '../discovery/resolver.js';
 import { ErrorCode, NanosyncError } from '../errors.js';
 import { collectSecretStrings, scrubSecrets } from '../secrets/secret-fields.js';
-import { type ConfigIssue, formatPath, type PathSegment } from './issues.js';
-import { configLocator } from './load.js';
+import { ConfigError, type ConfigIssue, formatPath, type PathSegment } from './issues.js';
+import { writtenWithSingleSink } from './read-pipelines.js';
+import type { MaterializedPipeline } from './stored-definition.js';
 import type { ConnectionConfig, NanosyncConfig, PipelineConfig } from './types.js';
-import { writtenWithSingleSink } from './validate.js';
 import type { Locator } from './yaml-document.js';
 
 /** A connector's config object and where each of its top-level keys was written. */
@@ -48,34 +48,28 @@ export function buildConnectorInput(
   return { value, origins, basePath: propertiesPath, connectionPropertiesPath: [...connectionPath, 'properties'] };
 }
 
-export interface ResolvedPipelineConnectors {
-  source?: { definition: SourceDefinition<unknown>; config: unknown };
-  sinks: ({ definition: SinkDefinition<unknown>; config: unknown } | undefined)[];
-}
-
-interface ConnectorCheckResult {
-  issues: ConfigIssue[];
-  /** Per pipeline (same order as `config.pipelines`); entries are missing where something failed. */
-  pipelines: ResolvedPipelineConnectors[];
+/** A validated config whose connectors are loaded, once, for every pipeline. */
+export interface ResolvedConfig {
+  config: NanosyncConfig;
+  /**
+   * One object per pipeline, in the config's order: the pipeline, its source and its sinks,
+   * each with the connector definition and the connector's parsed config. This is what the
+   * engine runs and what `toStoredDefinitions` stores (secret property names included).
+   */
+  pipelines: MaterializedPipeline[];
 }
 
 /**
- * Resolve the connector of every connection in the role it is used in, and run each
- * connector's `configSchema` on the object built for each pipeline. Issue paths point at
- * the YAML field that supplied the offending key.
+ * Resolve the connector of every connection in the role it is used in (each connection and
+ * role once), and run each connector's `configSchema` on the object built for each
+ * pipeline. Issue paths point at the YAML field that supplied the offending key. The
+ * pipelines are returned only when there are no issues.
  */
-export async function validateConnectors(
-  config: NanosyncConfig,
-  options: { resolve: ConnectorResolver },
-): Promise<ConfigIssue[]> {
-  return (await checkConnectors(config, options.resolve)).issues;
-}
-
-export async function checkConnectors(
+export async function resolvePipelines(
   config: NanosyncConfig,
   resolve: ConnectorResolver,
-): Promise<ConnectorCheckResult> {
-  const locate = configLocator(config);
+): Promise<{ issues: ConfigIssue[]; pipelines: MaterializedPipeline[] }> {
+  const locate = config.locate;
   const issues: ConfigIssue[] = [];
   const connectionIndex = new Map(config.connections.map((c, i) => [c.name, i]));
 
@@ -112,9 +106,10 @@ export async function checkConnectors(
     return definition;
   };
 
-  const pipelines: ResolvedPipelineConnectors[] = [];
+  const pipelines: MaterializedPipeline[] = [];
   for (const [i, pipeline] of config.pipelines.entries()) {
-    const resolved: ResolvedPipelineConnectors = { sinks: [] };
+    let complete = true;
+    let source: MaterializedPipeline['source'] | undefined;
     const sourceDefinition = await resolveFor('source', pipeline.source.connection);
     if (sourceDefinition !== undefined) {
       const input = inputFor(config, connectionIndex, pipeline.source.connection, pipeline.source.properties, [
@@ -130,13 +125,19 @@ export async function checkConnectors(
         `source connection "${pipeline.source.connection}"`,
       );
       issues.push(...parsed.issues);
-      if (parsed.issues.length === 0)
-        resolved.source = { definition: sourceDefinition as SourceDefinition<unknown>, config: parsed.config };
+      if (parsed.issues.length === 0) {
+        source = {
+          definition: sourceDefinition as SourceDefinition<unknown>,
+          config: parsed.config,
+          connection: pipeline.source.connection,
+        };
+      }
     }
+    const sinks: MaterializedPipeline['sinks'] = [];
     for (const [k, sink] of pipeline.sinks.entries()) {
       const sinkDefinition = await resolveFor('sink', sink.connection);
       if (sinkDefinition === undefined) {
-        resolved.sinks.push(undefined);
+        complete = false;
         continue;
       }
       const input = inputFor(config, connectionIndex, sink.connection, sink.properties, [
@@ -145,15 +146,35 @@ export async function checkConnectors(
       ]);
       const parsed = parseConnectorConfig(sinkDefinition, input, locate, `sink connection "${sink.connection}"`);
       issues.push(...parsed.issues);
-      resolved.sinks.push(
-        parsed.issues.length === 0
-          ? { definition: sinkDefinition as SinkDefinition<unknown>, config: parsed.config }
-          : undefined,
-      );
+      if (parsed.issues.length > 0) {
+        complete = false;
+        continue;
+      }
+      sinks.push({
+        name: sink.name,
+        definition: sinkDefinition as SinkDefinition<unknown>,
+        config: parsed.config,
+        mappings: sink.target_mappings,
+      });
     }
-    pipelines.push(resolved);
+    if (complete && source !== undefined) pipelines.push({ pipeline, source, sinks });
   }
-  return { issues, pipelines };
+  return { issues, pipelines: issues.length === 0 ? pipelines : [] };
+}
+
+/** The issues {@link resolvePipelines} finds (none: every connector loads and accepts its properties). */
+export async function validateConnectors(
+  config: NanosyncConfig,
+  options: { resolve: ConnectorResolver },
+): Promise<ConfigIssue[]> {
+  return (await resolvePipelines(config, options.resolve)).issues;
+}
+
+/** {@link resolvePipelines}, throwing a {@link ConfigError} (naming the config's file) that lists every issue. */
+export async function resolveConfig(config: NanosyncConfig, resolve: ConnectorResolver): Promise<ResolvedConfig> {
+  const { issues, pipelines } = await resolvePipelines(config, resolve);
+  if (issues.length > 0) throw new ConfigError(issues, config.file === undefined ? {} : { file: config.file });
+  return { config, pipelines };
 }
 
 /** `pipelines[i].sink` when the pipeline was written with `sink`, `pipelines[i].sinks[k]` otherwise. */

@@ -3,19 +3,15 @@ import { dirname, resolve } from 'node:path';
 import { ConfigError, type ConfigIssue } from './issues.js';
 import type { NanosyncConfig } from './types.js';
 import { validateConfigValue } from './validate.js';
-import { type Locator, parseYaml } from './yaml-document.js';
-
-const LOCATOR = Symbol.for('nanosync.config.locator');
-
-/** The source-position finder of a config that came from YAML text, for later checks (connectors). */
-export function configLocator(config: NanosyncConfig): Locator | undefined {
-  return (config as unknown as { [LOCATOR]?: Locator })[LOCATOR];
-}
+import { parseYaml } from './yaml-document.js';
 
 export interface LoadedConfig {
+  /**
+   * The validated config. It carries what later steps need as fields of its own: `locate`
+   * (line and column of a YAML path) and each connection's and pipeline's YAML node as
+   * written (`written`, `${env:…}` kept, what `toStoredDefinitions` stores).
+   */
   config: NanosyncConfig;
-  /** The parsed YAML as plain data with `${env:…}` left as written: input for `toStoredDefinitions`. */
-  raw: unknown;
   /** Non-fatal findings (ignored `sink`, unused connections), each with its YAML path. */
   warnings: string[];
 }
@@ -42,10 +38,8 @@ export function parseConfig(text: string, options: ParseConfigOptions = {}): Loa
     ...fileOption(options.file),
   });
   if (result.config === undefined) throw new ConfigError(result.issues, fileOption(options.file));
-  Object.defineProperty(result.config, LOCATOR, { value: parsed.locate, enumerable: false });
   return {
     config: result.config,
-    raw: parsed.value,
     warnings: result.warnings.map((warning) => formatWarning(warning, options.file)),
   };
 }

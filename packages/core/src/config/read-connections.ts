@@ -59,10 +59,20 @@ export function readConnections(top: YamlMap, out: Collector): ReadConnection[] 
     if (!ok && name !== undefined) out.invalidConnections.add(name);
     if (ok) {
       result.push({
-        config: { name: name!, type: type!, ...(dsn === undefined ? {} : { dsn }), properties },
+        config: {
+          name: name!,
+          type: type!,
+          ...(dsn === undefined ? {} : { dsn }),
+          properties,
+          ...writtenField(out.writtenAt(path)),
+        },
         path,
       });
     }
   });
   return result;
+}
+
+function writtenField(node: Record<string, unknown> | undefined): { written?: Record<string, unknown> } {
+  return node === undefined ? {} : { written: node };
 }

@@ -152,15 +152,14 @@ function readPipeline(
     schema_changes: schemaChanges,
     ...(query === undefined ? {} : { query }),
   };
-  if (map.sinks === undefined) Object.defineProperty(pipeline, SINGLE_SINK, { value: true, enumerable: false });
+  const written = out.writtenAt(path);
+  if (written !== undefined) pipeline.written = written;
   return pipeline;
 }
 
-const SINGLE_SINK = Symbol.for('nanosync.config.singleSink');
-
 /** True when the pipeline was written with the singular `sink:` (its YAML path is `pipelines[i].sink`). */
 export function writtenWithSingleSink(pipeline: PipelineConfig): boolean {
-  return (pipeline as unknown as { [SINGLE_SINK]?: boolean })[SINGLE_SINK] === true;
+  return pipeline.written !== undefined && pipeline.written.sinks === undefined;
 }
 
 function readSource(

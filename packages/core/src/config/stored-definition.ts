@@ -1,11 +1,11 @@
-import type { ConnectorDefinition, SinkDefinition, SourceDefinition } from '../contract/connector.js';
+import type { SinkDefinition, SourceDefinition } from '../contract/connector.js';
 import type { ConnectorResolver } from '../discovery/resolver.js';
 import { ErrorCode, NanosyncError } from '../errors.js';
 import { decryptSecret, encryptSecret, isEncryptedSecret, keyedDigest } from '../secrets/cipher.js';
 import { dsnHasLiteralPassword, isLiteralSecretValue, isSecretName } from '../secrets/secret-fields.js';
-import { checkConnectors } from './connectors.js';
+import { type ResolvedConfig, resolvePipelines } from './connectors.js';
 import { ConfigError, type ConfigIssue } from './issues.js';
-import type { NanosyncConfig, PipelineConfig, StoredPipelineDefinition, TargetMapping } from './types.js';
+import type { PipelineConfig, StoredPipelineDefinition, TargetMapping } from './types.js';
 import { validateConfigValue } from './validate.js';
 
 export interface StoredPipeline {
@@ -43,37 +43,43 @@ export function stableStringify(value: unknown): string {
 
 /**
  * One self-contained stored definition per pipeline: the pipeline's YAML node and the
- * nodes of the connections it uses, with `${env:…}` references kept as written and
- * literal secrets encrypted (DSNs with a literal password as a whole; properties named
- * secret by the connector or by their name). `config` must be the validated form of
- * `raw` (from `loadConfigFile`).
+ * nodes of the connections it uses, as written (`written`: `${env:…}` references kept),
+ * with literal secrets encrypted (DSNs with a literal password as a whole; properties named
+ * secret by the connector or by their name). The connectors were resolved once, by
+ * `resolveConfig`; their secret property names come from there.
  */
 export async function toStoredDefinitions(
-  raw: unknown,
-  config: NanosyncConfig,
-  options: { secretKey: Buffer; resolve: ConnectorResolver; configDir?: string },
+  resolved: ResolvedConfig,
+  options: { secretKey: Buffer; configDir?: string },
 ): Promise<Map<string, StoredPipeline>> {
+  const { config } = resolved;
   const configDir = options.configDir ?? config.configDir;
-  const rawRoot = raw as { connections?: unknown[]; pipelines?: unknown[] };
-  const rawConnections = new Map<string, Node>();
-  for (const node of rawRoot.connections ?? []) if (isNode(node)) rawConnections.set(String(node.name), node);
-
   const result = new Map<string, StoredPipeline>();
-  for (const [i, pipeline] of config.pipelines.entries()) {
-    const rawPipeline = rawRoot.pipelines?.[i];
-    if (!isNode(rawPipeline) || rawPipeline.name !== pipeline.name) {
-      throw new NanosyncError(ErrorCode.Internal, `raw config does not match the validated config at pipelines[${i}]`);
+  for (const materialized of resolved.pipelines) {
+    const { pipeline } = materialized;
+    if (pipeline.written === undefined) {
+      throw new NanosyncError(
+        ErrorCode.Internal,
+        `pipeline "${pipeline.name}" has no YAML node as written: only a config read by parseConfig/loadConfigFile can be stored`,
+      );
     }
-    const pipelineNode = structuredClone(rawPipeline);
+    const pipelineNode = structuredClone(pipeline.written);
     if (pipelineNode.sinks !== undefined) delete pipelineNode.sink;
     const connections: Record<string, unknown> = {};
     for (const name of [pipeline.source.connection, ...pipeline.sinks.map((s) => s.connection)]) {
-      connections[name] = structuredClone(rawConnections.get(name));
+      const connection = config.connections.find((c) => c.name === name);
+      if (connection?.written === undefined) {
+        throw new NanosyncError(
+          ErrorCode.Internal,
+          `connection "${name}" of pipeline "${pipeline.name}" has no YAML node as written`,
+        );
+      }
+      connections[name] = structuredClone(connection.written);
     }
     const plain: StoredPipelineDefinition = { version: 1, pipeline: pipelineNode, connections, configDir };
     const hash = keyedDigest(stableStringify(plain), options.secretKey);
 
-    const secretNames = await secretNamesFor(pipeline, config, options.resolve);
+    const secretNames = secretNamesFor(materialized);
     const definition = structuredClone(plain);
     const encrypt = (value: unknown) => encryptSecret(JSON.stringify(value), options.secretKey);
     for (const [name, node] of Object.entries(definition.connections)) {
@@ -108,22 +114,21 @@ function encryptTree(node: Node, secretNames: readonly string[], encrypt: (value
   }
 }
 
-async function secretNamesFor(
-  pipeline: PipelineConfig,
-  config: NanosyncConfig,
-  resolve: ConnectorResolver,
-): Promise<{ connections: Map<string, string[]>; source: string[]; sinks: string[][] }> {
+/** The secret property names of a pipeline's connectors: per connection (every role it has here), source, sinks. */
+function secretNamesFor(materialized: MaterializedPipeline): {
+  connections: Map<string, string[]>;
+  source: string[];
+  sinks: string[][];
+} {
   const connections = new Map<string, string[]>();
-  const lookup = async (kind: 'source' | 'sink', connectionName: string): Promise<string[]> => {
-    const connection = config.connections.find((c) => c.name === connectionName)!;
-    const definition: ConnectorDefinition = await resolve(kind, connection.type, config.configDir);
-    const names = [...(definition.secretProperties ?? [])];
+  const add = (connectionName: string, names: readonly string[] = []): string[] => {
     connections.set(connectionName, [...new Set([...(connections.get(connectionName) ?? []), ...names])]);
-    return names;
+    return [...names];
   };
-  const source = await lookup('source', pipeline.source.connection);
-  const sinks: string[][] = [];
-  for (const sink of pipeline.sinks) sinks.push(await lookup('sink', sink.connection));
+  const source = add(materialized.source.connection, materialized.source.definition.secretProperties);
+  const sinks = materialized.pipeline.sinks.map((sink, k) =>
+    add(sink.connection, materialized.sinks[k]?.definition.secretProperties),
+  );
   return { connections, source, sinks };
 }
 
@@ -170,22 +175,13 @@ export async function materializePipeline(
     configDir: definition.configDir,
   });
   if (validated.config === undefined) throw new ConfigError(renamePaths(validated.issues), { file: subject });
-  const config = validated.config;
-  const checked = await checkConnectors(config, options.resolve);
-  if (checked.issues.length > 0) throw new ConfigError(renamePaths(checked.issues), { file: subject });
-
-  const pipeline = config.pipelines[0]!;
-  const connectors = checked.pipelines[0]!;
-  return {
-    pipeline,
-    source: { ...connectors.source!, connection: pipeline.source.connection },
-    sinks: pipeline.sinks.map((sink, k) => ({
-      name: sink.name,
-      definition: connectors.sinks[k]!.definition,
-      config: connectors.sinks[k]!.config,
-      mappings: sink.target_mappings,
-    })),
-  };
+  const resolved = await resolvePipelines(validated.config, options.resolve);
+  if (resolved.issues.length > 0) throw new ConfigError(renamePaths(resolved.issues), { file: subject });
+  const [materialized] = resolved.pipelines;
+  if (materialized === undefined || resolved.pipelines.length !== 1) {
+    throw new NanosyncError(ErrorCode.Internal, `${subject} holds ${resolved.pipelines.length} pipelines, not 1`);
+  }
+  return materialized;
 }
 
 /** The secret property names that apply to a stored definition's connectors, for `redactConfig`. */

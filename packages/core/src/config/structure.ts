@@ -18,7 +18,20 @@ export class Collector {
   readonly warnings: ConfigIssue[] = [];
   /** Connections written in the file but rejected: references to them get no second issue. */
   readonly invalidConnections = new Set<string>();
-  constructor(private readonly locate: Locator | undefined) {}
+  constructor(
+    private readonly locate: Locator | undefined,
+    private readonly document: unknown,
+  ) {}
+
+  /** The node at `path` in the document as written (before `${env:…}` resolution), when it is a mapping. */
+  writtenAt(path: readonly PathSegment[]): Record<string, unknown> | undefined {
+    let node: unknown = this.document;
+    for (const segment of path) {
+      if (typeof node !== 'object' || node === null) return undefined;
+      node = (node as Record<PathSegment, unknown>)[segment];
+    }
+    return isPlainMap(node) ? structuredClone(node) : undefined;
+  }
 
   private make(
     path: readonly PathSegment[],

@@ -1,4 +1,5 @@
 import type { TableRef } from '../contract/connector.js';
+import type { Locator } from './yaml-document.js';
 
 export const REPLICATION_TYPES = ['cdc_backfill', 'cdc', 'snapshot', 'query'] as const;
 export type ReplicationType = (typeof REPLICATION_TYPES)[number];
@@ -12,6 +13,11 @@ export interface ConnectionConfig {
   type: string;
   dsn?: string;
   properties: Record<string, unknown>;
+  /**
+   * The connection's YAML node as written, `${env:…}` references kept: what a stored
+   * definition holds. Present when the config was read from YAML (`parseConfig`).
+   */
+  written?: Record<string, unknown>;
 }
 
 export interface TargetMappingFilter {
@@ -63,6 +69,12 @@ export interface PipelineConfig {
   schema_changes?: SchemaChangePolicy;
   /** Only for `query` pipelines. */
   query?: { sql: string; interval_seconds: number };
+  /**
+   * The pipeline's YAML node as written, `${env:…}` references kept: what a stored
+   * definition holds (and whether it used `sink:` or `sinks:`). Present when the config
+   * was read from YAML (`parseConfig`).
+   */
+  written?: Record<string, unknown>;
 }
 
 export const SCHEMA_CHANGE_POLICIES = ['propagate', 'pause', 'fail'] as const;
@@ -75,6 +87,8 @@ export interface NanosyncConfig {
   configDir: string;
   /** The file the config came from, when there is one. */
   file?: string;
+  /** Line and column of a YAML path, for issues found after validation (connector properties). */
+  locate?: Locator;
 }
 
 /** A pipeline as stored: self-contained, `${env:…}` kept as references, literal secrets encrypted. */

@@ -95,7 +95,7 @@ function resolveEnv(
  * collected with its YAML path; the config is returned only when there are none.
  */
 export function validateConfigValue(raw: unknown, options: ValidateOptions): ValidationResult {
-  const out = new Collector(options.locate);
+  const out = new Collector(options.locate, raw);
   const root = resolveEnv(raw, [], options.env, out, options.deferEnv);
   const config = readRoot(root, out);
   const result: ValidationResult = { issues: byPosition(out.issues), warnings: byPosition(out.warnings) };
@@ -104,6 +104,7 @@ export function validateConfigValue(raw: unknown, options: ValidateOptions): Val
       ...config,
       configDir: options.configDir,
       ...(options.file === undefined ? {} : { file: options.file }),
+      ...(options.locate === undefined ? {} : { locate: options.locate }),
     };
   }
   return result;

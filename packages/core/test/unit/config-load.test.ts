@@ -34,7 +34,7 @@ const specExample = yaml`
 
 describe('config: loading', () => {
   it('reads connections and pipelines, resolving ${env:…} only in the validated config', () => {
-    const { config, raw } = parseConfig(specExample, { env: { PG_PASSWORD: 'pw-from-env' } });
+    const { config } = parseConfig(specExample, { env: { PG_PASSWORD: 'pw-from-env' } });
     expect(config.connections.map((c) => [c.name, c.type])).toEqual([
       ['prod-postgres', 'postgres'],
       ['prod-bigquery', 'bigquery'],
@@ -60,7 +60,7 @@ describe('config: loading', () => {
     expect(pipeline.sinks).toEqual([
       { name: '0:prod-bigquery', connection: 'prod-bigquery', properties: { table_id: 'orders' }, target_mappings: [] },
     ]);
-    expect((raw as any).connections[0].dsn).toContain('${env:PG_PASSWORD}');
+    expect(config.connections[0]!.written!.dsn).toContain('${env:PG_PASSWORD}');
   });
 
   it('fills in defaults: cdc_backfill, snapshot concurrency max(4, cores), 100000 rows per partition', () => {

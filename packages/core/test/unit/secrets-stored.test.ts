@@ -8,7 +8,10 @@ import {
   literalSecretPaths,
   materializePipeline,
   parseConfig,
+  type NanosyncConfig,
   redactConfig,
+  type ResolvedConfig,
+  resolveConfig,
   secretNamesOfDefinition,
   toStoredDefinitions,
 } from '../../src/host.js';
@@ -58,9 +61,30 @@ const text = yaml`
 const literalSecrets = ['LiteralDbPass1', 'PassphraseLiteral2', 'SaslLiteral3', 'CertLiteral4'];
 const env = { DB_PASSWORD: 'EnvDbPass5', AUDIT_SASL: 'EnvSasl6' };
 
+/**
+ * A config paired with the test connectors without running their schemas: storing does not
+ * validate properties (the server does when it materializes), so these tests can store
+ * definitions the connectors would refuse.
+ */
+function withoutConnectorCheck(config: NanosyncConfig): ResolvedConfig {
+  return {
+    config,
+    pipelines: config.pipelines.map((pipeline) => ({
+      pipeline,
+      source: { definition: testSourceDefinition, config: {}, connection: pipeline.source.connection },
+      sinks: pipeline.sinks.map((sink) => ({
+        name: sink.name,
+        definition: testSinkDefinition,
+        config: {},
+        mappings: sink.target_mappings,
+      })),
+    })),
+  };
+}
+
 async function stored(source = text, key = secretKey) {
-  const { config, raw } = parseConfig(source, { env, configDir: '/srv/nanosync' });
-  return toStoredDefinitions(raw, config, { secretKey: key, resolve });
+  const { config } = parseConfig(source, { env, configDir: '/srv/nanosync' });
+  return toStoredDefinitions(await resolveConfig(config, resolve), { secretKey: key });
 }
 
 describe('secrets: stored pipeline definitions', () => {
@@ -96,11 +120,10 @@ describe('secrets: stored pipeline definitions', () => {
 
   it('literalSecretPaths finds clear-text secrets in a definition, and none in a stored one', async () => {
     for (const { definition } of (await stored()).values()) expect(literalSecretPaths(definition)).toEqual([]);
-    const plain = parseConfig(text, { env, configDir: '/srv/nanosync' }).raw as any;
-    expect(literalSecretPaths({ connections: { db: plain.connections[0], queue: plain.connections[2] } })).toEqual([
-      'connections.db.dsn',
-      'connections.queue.properties.sasl_password',
-    ]);
+    const plain = parseConfig(text, { env, configDir: '/srv/nanosync' }).config;
+    expect(
+      literalSecretPaths({ connections: { db: plain.connections[0]!.written, queue: plain.connections[2]!.written } }),
+    ).toEqual(['connections.db.dsn', 'connections.queue.properties.sasl_password']);
     expect(literalSecretPaths({ c: { dsn: 'host=h password=x' }, n: [{ api_token: 7 }] })).toEqual([
       'c.dsn',
       'n[0].api_token',
@@ -201,8 +224,8 @@ describe('secrets: stored pipeline definitions', () => {
       '"testdb://app:LiteralDbPass1@db.internal/shop"',
       '"mysql://app:LiteralDbPass1@db.internal/shop"',
     );
-    const { config, raw } = parseConfig(broken, { env, configDir: '/srv/nanosync' });
-    const definitions = await toStoredDefinitions(raw, config, { secretKey, resolve });
+    const { config } = parseConfig(broken, { env, configDir: '/srv/nanosync' });
+    const definitions = await toStoredDefinitions(withoutConnectorCheck(config), { secretKey });
     const err = (await materializePipeline(definitions.get('orders')!.definition, { env, secretKey, resolve }).catch(
       (e: unknown) => e,
     )) as ConfigError;
@@ -221,7 +244,11 @@ describe('secrets: stored pipeline definitions', () => {
     expect(shown).toContain('"sasl_password":"***"');
     expect(shown).toContain('"topic":"orders-cdc"');
 
-    const { raw } = parseConfig(text, { env });
+    const { config } = parseConfig(text, { env });
+    const raw = {
+      connections: config.connections.map((c) => c.written),
+      pipelines: config.pipelines.map((p) => p.written),
+    };
     const rawShown = redactConfig(raw, names) as any;
     const rawJson = JSON.stringify(rawShown);
     for (const secret of literalSecrets) expect(rawJson).not.toContain(secret);
@@ -260,8 +287,8 @@ describe('secrets: stored pipeline definitions', () => {
           source: { connection: db, tables: [public.t] }
           sink: { connection: queue }
     `;
-    const { config, raw } = parseConfig(kv, { env: {} });
-    const definitions = await toStoredDefinitions(raw, config, { secretKey, resolve });
+    const { config } = parseConfig(kv, { env: {} });
+    const definitions = await toStoredDefinitions(withoutConnectorCheck(config), { secretKey });
     const p = definitions.get('p')!.definition as any;
     expect(p.connections.db.dsn).toBe('testdb://x');
     expect(isEncryptedSecret(p.connections.db.properties.dsn)).toBe(true);

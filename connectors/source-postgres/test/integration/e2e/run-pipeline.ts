@@ -21,6 +21,7 @@ import {
   loadConfigFile,
   materializePipeline,
   openSqliteStateStore,
+  resolveConfig,
   type StateStore,
   toStoredDefinitions,
 } from '@nanosync/core/host';
@@ -100,8 +101,11 @@ const resolve = createConnectorResolver({
   },
 });
 const logger = createLogger({ level: (process.env.NS_LOG_LEVEL as 'info' | undefined) ?? 'info' });
-const { config, raw } = await loadConfigFile(configFile);
-const stored = await toStoredDefinitions(raw, config, { secretKey, resolve, configDir: dirname(configFile) });
+const { config } = await loadConfigFile(configFile);
+const stored = await toStoredDefinitions(await resolveConfig(config, resolve), {
+  secretKey,
+  configDir: dirname(configFile),
+});
 const store = await openSqliteStateStore(stateFile);
 const engine = new Engine({
   store: withStoreHook(store),

@@ -13,6 +13,7 @@ import {
   loadConfigFile,
   materializePipeline,
   openSqliteStateStore,
+  resolveConfig,
   toStoredDefinitions,
 } from '@nanosync/core/host';
 
@@ -29,8 +30,11 @@ const resolve = createConnectorResolver({
   },
 });
 const logger = createLogger({ level: 'info' });
-const { config, raw } = await loadConfigFile(configFile);
-const stored = await toStoredDefinitions(raw, config, { secretKey, resolve, configDir: dirname(configFile) });
+const { config } = await loadConfigFile(configFile);
+const stored = await toStoredDefinitions(await resolveConfig(config, resolve), {
+  secretKey,
+  configDir: dirname(configFile),
+});
 const store = await openSqliteStateStore(stateFile);
 const engine = new Engine({
   store,
