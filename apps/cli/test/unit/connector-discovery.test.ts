@@ -59,11 +59,17 @@ describe('the CLI finds connectors without a list of its own', () => {
     expect(definition.type).toBe(connector.type);
   });
 
-  it('`nanosync validate` accepts a config whose sink is the example package, found by `type: sqlite`', async () => {
-    const config = join(elsewhere, 'nanosync.yaml');
-    await writeFile(
-      config,
-      `connections:
+  // Two CLI processes started from the TypeScript sources: generous time on a loaded machine.
+  it(
+    '`nanosync validate` accepts a config whose sink is the example package, found by `type: sqlite`',
+    {
+      timeout: 120_000,
+    },
+    async () => {
+      const config = join(elsewhere, 'nanosync.yaml');
+      await writeFile(
+        config,
+        `connections:
   - name: pg
     type: postgres
     dsn: postgres://app@127.0.0.1:5432/shop
@@ -79,15 +85,16 @@ pipelines:
     sink:
       connection: local
 `,
-    );
-    const result = await runNanosync(['validate', '--file', config], { cwd: elsewhere });
-    expect(result.stderr).toBe('');
-    expect(result.code).toBe(0);
+      );
+      const result = await runNanosync(['validate', '--file', config], { cwd: elsewhere });
+      expect(result.stderr).toBe('');
+      expect(result.code).toBe(0);
 
-    // The same file with a property the example sink does not know: its own schema ran.
-    await writeFile(config, readFileSync(config, 'utf8').replace('path:', 'pathh:'));
-    const bad = await runNanosync(['validate', '--file', config], { cwd: elsewhere });
-    expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain('connections[1].properties.pathh');
-  });
+      // The same file with a property the example sink does not know: its own schema ran.
+      await writeFile(config, readFileSync(config, 'utf8').replace('path:', 'pathh:'));
+      const bad = await runNanosync(['validate', '--file', config], { cwd: elsewhere });
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toContain('connections[1].properties.pathh');
+    },
+  );
 });
