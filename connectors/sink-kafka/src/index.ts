@@ -2,6 +2,7 @@ import { defineSink } from '@nanosync/core';
 import { type KafkaSinkConfig, kafkaSinkPropertiesSchema } from './config.js';
 import { KafkaSink } from './sink.js';
 import { kafkaErrors } from './errors.js';
+import { checkTopicCollisions } from './routing.js';
 
 /** `type: kafka` sinks: change events to Kafka topics as JSON, Avro, Protobuf or CloudEvents. */
 export default defineSink<KafkaSinkConfig>({
@@ -9,6 +10,20 @@ export default defineSink<KafkaSinkConfig>({
   configSchema: kafkaSinkPropertiesSchema,
   secretProperties: ['sasl_password', 'schema_registry_password', 'schema_registry_token'],
   errorCodes: kafkaErrors,
+  // Offline (`nanosync validate`): two listed tables routed to one topic name.
+  checkTables(config, tables) {
+    try {
+      checkTopicCollisions(tables, config);
+      return [];
+    } catch (err) {
+      return [
+        {
+          message: (err as Error).message,
+          ...(config.tableTopics !== undefined ? { property: 'table_topics' } : {}),
+        },
+      ];
+    }
+  },
   create: (config, context) => new KafkaSink(config, context),
 });
 

@@ -85,6 +85,48 @@ describe('nanosync validate', () => {
     expect(io.stderr.join('\n')).toMatch(/pipelines\[0\]\.sink\.properties\.file: .*either "path"/);
   });
 
+  it('refuses two listed tables that map to one Kafka topic, naming both and the way out, before anything connects', async () => {
+    const kafka = (properties: string) => `
+connections:
+  - name: pg
+    type: postgres
+    dsn: "postgres://app:x@127.0.0.1:5432/shop"
+  - name: bus
+    type: kafka
+    properties:
+      brokers: 127.0.0.1:9
+pipelines:
+  - name: orders
+    source:
+      connection: pg
+      tables: [public.order_items, 'public."order.items"']
+    sink:
+      connection: bus
+${properties}`;
+    const io = captureIo({}, dir);
+    expect(await main(['validate', '--file', await file('clash.yaml', kafka(''))], io)).toBe(2);
+    const text = io.stderr.join('\n');
+    expect(text).toContain('clash.yaml: 1 problem');
+    expect(text).toMatch(/\d+:\d+ pipelines\[0\]\.sink: sink connection "bus": /);
+    expect(text).toContain(
+      'tables "public.order_items" and "public.order.items" both map to Kafka topic "nanosync.public_order_items"',
+    );
+    expect(text).toContain('table_topics');
+    expect(io.stdout).toEqual([]);
+
+    // A mapping that still collides is reported where table_topics was written.
+    const still = '      properties:\n        table_topics: { "public.order.items": nanosync.public_order_items }\n';
+    const io2 = captureIo({}, dir);
+    expect(await main(['validate', '--file', await file('still.yaml', kafka(still))], io2)).toBe(2);
+    expect(io2.stderr.join('\n')).toMatch(/pipelines\[0\]\.sink\.properties\.table_topics: .*both map to/);
+
+    // The way out the message names: one of them gets its own topic.
+    const fixed = '      properties:\n        table_topics: { "public.order.items": order-items-dotted }\n';
+    const io3 = captureIo({}, dir);
+    expect(await main(['validate', '--file', await file('fixed.yaml', kafka(fixed))], io3)).toBe(0);
+    expect(io3.stdout.join('\n')).toContain('fixed.yaml: ok');
+  });
+
   it('stops at the first file with errors', async () => {
     const io = captureIo({ PG_PASSWORD: 'x' }, dir);
     const files = [await file('a.yaml', good), await file('b.yaml', bad), await file('c.yaml', good)];

@@ -1,4 +1,10 @@
-import type { ConnectorDefinition, SinkDefinition, SourceDefinition } from '../contract/connector.js';
+import type {
+  ConnectorDefinition,
+  SinkDefinition,
+  SinkTableProblem,
+  SourceDefinition,
+  TableRef,
+} from '../contract/connector.js';
 import type { ConnectorKind } from '../discovery/candidates.js';
 import type { ConnectorResolver } from '../discovery/resolver.js';
 import { ErrorCode, NanosyncError } from '../errors.js';
@@ -145,6 +151,17 @@ export async function resolvePipelines(
         'properties',
       ]);
       const parsed = parseConnectorConfig(sinkDefinition, input, locate, `sink connection "${sink.connection}"`);
+      const asSink = sinkDefinition as SinkDefinition<unknown>;
+      if (parsed.issues.length === 0 && asSink.checkTables !== undefined) {
+        parsed.issues.push(
+          ...checkSinkTables(asSink, parsed.config, pipeline.source.tableRefs, {
+            locate,
+            input,
+            sinkPath: sinkPath(pipeline, i, k),
+            role: `sink connection "${sink.connection}"`,
+          }),
+        );
+      }
       issues.push(...parsed.issues);
       if (parsed.issues.length > 0) {
         complete = false;
@@ -175,6 +192,30 @@ export async function resolveConfig(config: NanosyncConfig, resolve: ConnectorRe
   const { issues, pipelines } = await resolvePipelines(config, resolve);
   if (issues.length > 0) throw new ConfigError(issues, config.file === undefined ? {} : { file: config.file });
   return { config, pipelines };
+}
+
+/** The sink's own offline check against the pipeline's tables (see `SinkDefinition.checkTables`). */
+function checkSinkTables(
+  definition: SinkDefinition<unknown>,
+  config: unknown,
+  tables: readonly TableRef[],
+  where: { locate: Locator | undefined; input: ConnectorInput; sinkPath: PathSegment[]; role: string },
+): ConfigIssue[] {
+  if (tables.length === 0) return [];
+  let problems: SinkTableProblem[];
+  try {
+    problems = definition.checkTables!(config, tables);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    return [located(where.locate, where.sinkPath, `${where.role}: the connector's checkTables threw: ${message}`)];
+  }
+  return problems.map((problem) => {
+    const at =
+      problem.property === undefined
+        ? where.sinkPath
+        : (where.input.origins.get(problem.property) ?? [...where.input.basePath, problem.property]);
+    return located(where.locate, at, `${where.role}: ${problem.message}`, { code: ErrorCode.ConfigInvalid });
+  });
 }
 
 /** `pipelines[i].sink` when the pipeline was written with `sink`, `pipelines[i].sinks[k]` otherwise. */

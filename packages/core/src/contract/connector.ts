@@ -264,6 +264,13 @@ export interface SinkDefinition<C = unknown> {
   type: string;
   /** Validates `{ dsn?, ...connection.properties, ...pipeline sink properties }`, env already resolved. */
   configSchema: PropertySchema<C>;
+  /**
+   * Optional offline check of the validated config against the tables the pipeline lists,
+   * run by `nanosync validate`, `apply` and `run` before anything connects (e.g. two tables
+   * whose names map to one topic). One problem per entry; `property` names the property it
+   * is about (the issue points where that property was written), else it points at the sink.
+   */
+  checkTables?(config: C, tables: readonly TableRef[]): SinkTableProblem[];
   secretProperties?: readonly string[];
   /**
    * The connector's own error codes (`defineErrorArea`), listed in docs/errors.md. Codes
@@ -271,6 +278,12 @@ export interface SinkDefinition<C = unknown> {
    */
   errorCodes?: ErrorArea;
   create(config: C, context: ConnectorContext): Sink | Promise<Sink>;
+}
+
+/** What {@link SinkDefinition.checkTables} found wrong with the config for the listed tables. */
+export interface SinkTableProblem {
+  message: string;
+  property?: string;
 }
 
 export type ConnectorDefinition = SourceDefinition<any> | SinkDefinition<any>;
