@@ -1,3 +1,5 @@
+import { type ConnectionUrl, ConnectionUrlError, hasUrlScheme, parseConnectionUrl } from '@nanosync/core';
+
 /**
  * libpq connection strings, both forms:
  *   URI           postgres[ql]://[user[:password]@][host][:port][/dbname][?key=value&…]
@@ -36,51 +38,26 @@ function accept(out: DsnParams, key: string, value: string): void {
 export function parseDsn(dsn: string): DsnParams {
   const text = dsn.trim();
   if (/^postgres(ql)?:\/\//i.test(text)) return parseUri(text);
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) throw new DsnError('the URI scheme must be postgres:// or postgresql://');
+  if (hasUrlScheme(text)) throw new DsnError('the URI scheme must be postgres:// or postgresql://');
   return parseKeywords(text);
 }
 
+/** The URL form, read by core's shared parser; the query keys are libpq keywords. */
 function parseUri(text: string): DsnParams {
-  const out: DsnParams = {};
-  const rest = text.replace(/^postgres(ql)?:\/\//i, '');
-  const slash = rest.search(/[/?]/);
-  const authority = slash < 0 ? rest : rest.slice(0, slash);
-  const pathAndQuery = slash < 0 ? '' : rest.slice(slash);
-  const at = authority.lastIndexOf('@');
-  const userinfo = at < 0 ? '' : authority.slice(0, at);
-  const hostport = at < 0 ? authority : authority.slice(at + 1);
-  if (userinfo) {
-    const colon = userinfo.indexOf(':');
-    out.user = decode(colon < 0 ? userinfo : userinfo.slice(0, colon));
-    if (colon >= 0) out.password = decode(userinfo.slice(colon + 1));
-  }
-  if (hostport.includes(',')) throw new DsnError('several hosts in one DSN are not supported');
-  if (hostport) {
-    const m = /^(\[[^\]]*\]|[^:]*)(?::(\d*))?$/.exec(hostport);
-    if (!m) throw new DsnError('cannot read host and port');
-    const host = m[1]!.startsWith('[') ? m[1]!.slice(1, -1) : decode(m[1]!);
-    if (host) out.host = host;
-    if (m[2]) out.port = m[2];
-  }
-  const q = pathAndQuery.indexOf('?');
-  const path = q < 0 ? pathAndQuery : pathAndQuery.slice(0, q);
-  const query = q < 0 ? '' : pathAndQuery.slice(q + 1);
-  if (path.length > 1) out.dbname = decode(path.slice(1));
-  for (const pair of query.split('&')) {
-    if (!pair) continue;
-    const eq = pair.indexOf('=');
-    if (eq < 0) throw new DsnError(`parameter "${decode(pair)}" has no value`);
-    accept(out, decode(pair.slice(0, eq)), decode(pair.slice(eq + 1)));
-  }
-  return out;
-}
-
-function decode(s: string): string {
+  let url: ConnectionUrl;
   try {
-    return decodeURIComponent(s.replace(/\+/g, '%20'));
-  } catch {
-    throw new DsnError('invalid percent-encoding');
+    url = parseConnectionUrl(text, ['postgres', 'postgresql']);
+  } catch (err) {
+    throw err instanceof ConnectionUrlError ? new DsnError(err.message) : err;
   }
+  const out: DsnParams = {};
+  if (url.user !== undefined) out.user = url.user;
+  if (url.password !== undefined) out.password = url.password;
+  if (url.host !== undefined) out.host = url.host;
+  if (url.port !== undefined) out.port = url.port;
+  if (url.database !== undefined) out.dbname = url.database;
+  for (const [key, value] of url.params) accept(out, key, value);
+  return out;
 }
 
 function parseKeywords(text: string): DsnParams {

@@ -12,3 +12,5 @@ export { parseTableName, formatTableName } from './config/table-name.js';
 export { DEFAULT_RETRY_POLICY, backoffDelay, sleep, within } from './runtime/backoff.js';
 export type { RetryPolicy } from './runtime/backoff.js';
 export { civilFromDays, daysFromCivil, formatYear } from './values/calendar.js';
+export { ConnectionUrlError, hasUrlScheme, parseConnectionUrl } from './values/connection-url.js';
+export type { ConnectionUrl } from './values/connection-url.js';
