@@ -315,6 +315,17 @@ export class KafkaProducer {
     }
   }
 
+  /** A short-lived admin client of its own (no retries), for checks; disconnected afterwards. */
+  async withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T> {
+    const admin = this.kafka.admin({ retry: { retries: 0 } });
+    try {
+      await admin.connect();
+      return await fn(admin);
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
+  }
+
   async disconnect(): Promise<void> {
     const producer = this.producer;
     const admin = this.admin;

@@ -6,14 +6,15 @@ import {
   type Logger,
   NanosyncError,
   type Sink,
+  type TableRef,
   type TableSchema,
   qualifiedName,
 } from '@nanosync/core';
 import type { IHeaders } from 'kafkajs';
 import type { KafkaSinkConfig } from './config.js';
-import { authError, classifyKafkaError, rootMessage, tlsError } from './errors.js';
 import { keyText } from './formats/codec.js';
 import { codecFor } from './formats/index.js';
+import { kafkaChecks } from './check.js';
 import { KafkaProducer, type OutgoingMessage, recordSize } from './producer.js';
 import { checkTopicCollisions, keyColumnsFor, messageKey, topicFor } from './routing.js';
 import { SchemaRegistryClient, registryError } from './registry/client.js';
@@ -176,8 +177,8 @@ export class KafkaSink implements Sink {
     await this.producer.disconnect();
   }
 
-  async check(): Promise<CheckResult[]> {
-    const results = [await this.checkKafka()];
+  async check(tables?: TableRef[]): Promise<CheckResult[]> {
+    const results = await kafkaChecks((fn) => this.producer.withAdmin(fn), this.config, tables);
     if (this.registryClient) {
       const url = this.registryClient.url;
       try {
@@ -199,29 +200,6 @@ export class KafkaSink implements Sink {
       }
     }
     return results;
-  }
-
-  private async checkKafka(): Promise<CheckResult> {
-    const brokers = this.config.brokers.join(',');
-    try {
-      const probe = await this.producer.probe();
-      return { name: 'kafka reachable', ok: true, message: `connected to ${brokers} (${probe.brokers} broker(s))` };
-    } catch (err) {
-      const kind = classifyKafkaError(err);
-      const message =
-        kind === 'auth'
-          ? authError(err, this.config.brokers, 'the connection').message
-          : kind === 'tls'
-            ? tlsError(err, this.config.brokers).message
-            : `cannot reach Kafka at ${brokers}: ${rootMessage(err)}`;
-      return {
-        name: 'kafka reachable',
-        ok: false,
-        message,
-        fix: kind === 'retriable' ? 'check brokers, the network path and tls_enabled' : undefined,
-        retriable: kind === 'retriable',
-      };
-    }
   }
 
   /**

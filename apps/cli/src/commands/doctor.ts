@@ -147,7 +147,7 @@ export async function runDoctor(checked: CheckedConfig, io: CliIo, only?: string
           () => sink.definition.create(sink.config, context(`sink ${sink.name}`)),
           async (created: Sink) =>
             created.check
-              ? created.check()
+              ? created.check(pipeline.source.tableRefs)
               : [{ name: 'checks', ok: true, severity: 'warning', message: 'this sink has no checks' }],
         ),
       });
@@ -196,7 +196,9 @@ connector's own checks, without creating anything. Each check is one line:
 PostgreSQL sources check wal_level, the REPLICATION and SELECT privileges,
 replica identity, row-level security, free replication slots,
 max_slot_wal_keep_size and publication ownership. Kafka sinks check that the
-brokers answer and accept the credentials.
+brokers answer and accept the credentials, that each topic the pipeline writes
+to exists and is visible (or, when missing, may be created: a dry run), and that
+its max.message.bytes takes the sink's batches (max_bytes_in_flight).
 
 Options:
   -f, --file FILE       config file

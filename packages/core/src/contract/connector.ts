@@ -233,8 +233,12 @@ export interface Sink {
   /** Flush and release resources. */
   close(): Promise<void>;
 
-  /** Optional preflight (reachability, permissions); called on every start before `open`, like the source's. */
-  check?(): Promise<CheckResult[]>;
+  /**
+   * Optional preflight (reachability, permissions); called on every start before `open`, like
+   * the source's. `tables` are the pipeline's source tables (for a sink whose targets follow
+   * from them, such as one topic per table); older hosts call it without.
+   */
+  check?(tables?: TableRef[]): Promise<CheckResult[]>;
 }
 
 export interface SourceDefinition<C = unknown> {

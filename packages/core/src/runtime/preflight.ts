@@ -28,6 +28,8 @@ export interface PreflightOptions {
   /** Undefined for a query pipeline: its source needs no replication set-up. */
   source: { source: Source; tables: TableRef[] } | undefined;
   sinks: { name: string; sink: Sink }[];
+  /** The pipeline's tables for the sinks' checks when there is no source check (query pipelines). */
+  tables?: TableRef[];
   logger: Logger;
   onWarning?: (warning: string) => void;
   /**
@@ -50,7 +52,8 @@ export async function runPreflight(options: PreflightOptions): Promise<void> {
   }
   for (const { name, sink } of options.sinks) {
     if (sink.check === undefined) continue;
-    checks.push({ who: `sink ${name}`, run: sink.check.bind(sink) });
+    const tables = options.source?.tables ?? options.tables;
+    checks.push({ who: `sink ${name}`, run: () => sink.check!(tables) });
   }
   const failed: { who: string; result: CheckResult }[] = [];
   for (const { who, run } of checks) {
