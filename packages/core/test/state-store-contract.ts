@@ -276,6 +276,79 @@ export function registerStateStoreContract(name: string, newLocation: () => Prom
       expect(await newServer.getPipeline('p')).toMatchObject({ snapshotDone: true });
     });
 
+    it("refuses the old holder's fenced partition plans and clears after a takeover", async () => {
+      const loc = await location();
+      const oldServer = await loc.connect();
+      const newServer = await loc.connect();
+      await oldServer.upsertPipeline({ ...base, name: 'p', state: 'SNAPSHOTTING' });
+      const a = await oldServer.acquireLease('p', 'server-a', 60_000);
+      if (!a.acquired) throw new Error('server-a did not get the lease');
+      const oldFence = { holder: 'server-a', epoch: a.epoch };
+      await oldServer.savePartitions('p', 't.a', [{ id: '0', ordinal: 0, bounds: null }], oldFence);
+      await oldServer.saveCheckpoint('p', 'sink', 'A1', oldFence);
+      await oldServer.acquireLease('p', 'server-a', -1);
+      const b = await newServer.acquireLease('p', 'server-b', 60_000);
+      if (!b.acquired) throw new Error('server-b did not get the expired lease');
+      const newFence = { holder: 'server-b', epoch: b.epoch };
+
+      for (const write of [
+        () => oldServer.savePartitions('p', 't.b', [{ id: '0', ordinal: 0, bounds: null }], oldFence),
+        () => oldServer.clearPartitions('p', oldFence),
+        () => oldServer.clearCheckpoints('p', oldFence),
+      ]) {
+        await expect(write()).rejects.toMatchObject({ code: ErrorCode.PipelineLeaseHeld, retriable: false });
+      }
+      // Nothing of the refused writes landed.
+      expect((await newServer.listPartitions('p')).map((x) => x.table)).toEqual(['t.a']);
+      expect(await newServer.getCheckpoints('p')).toEqual({ sink: 'A1' });
+
+      // The holder's fenced writes go through.
+      expect(
+        await newServer.savePartitions('p', 't.b', [{ id: '0', ordinal: 0, bounds: null }], newFence),
+      ).toHaveLength(1);
+      await newServer.clearCheckpoints('p', newFence);
+      await newServer.clearPartitions('p', newFence);
+      expect(await newServer.getCheckpoints('p')).toEqual({});
+      expect(await newServer.listPartitions('p')).toEqual([]);
+    });
+
+    it('lists the unexpired leases', async () => {
+      const store = await (await location()).connect();
+      await store.acquireLease('b', 'server-1', 60_000);
+      await store.acquireLease('a', 'server-2', 60_000);
+      await store.acquireLease('c', 'server-1', 60_000);
+      await store.releaseLease('c', 'server-1');
+      await store.acquireLease('d', 'server-2', -1);
+      const leases = await store.listLeases();
+      expect(leases.map((l) => [l.pipeline, l.holder])).toEqual([
+        ['a', 'server-2'],
+        ['b', 'server-1'],
+      ]);
+      expect(leases[0]!.epoch).toBe(1);
+      expect(Date.parse(leases[0]!.expiresAt)).toBeGreaterThan(Date.now());
+    });
+
+    it('registers servers: renewed with new details, expired ones and removed ones not listed', async () => {
+      const loc = await location();
+      const one = await loc.connect();
+      const two = await loc.connect();
+      await one.registerServer('server-1', 60_000, { capacity: 4 });
+      await two.registerServer('server-2', 60_000, { capacity: null });
+      await two.registerServer('server-3', -1, {});
+      expect((await one.listServers()).map((s) => s.id)).toEqual(['server-1', 'server-2']);
+      const before = (await two.listServers())[0]!;
+      await one.registerServer('server-1', 120_000, { capacity: 8, url: 'http://h:1' });
+      const after = (await two.listServers())[0]!;
+      expect(after.details).toEqual({ capacity: 8, url: 'http://h:1' });
+      expect(after.startedAt).toBe(before.startedAt);
+      expect(Date.parse(after.expiresAt)).toBeGreaterThan(Date.parse(before.expiresAt));
+      await two.removeServer('server-1');
+      expect((await one.listServers()).map((s) => s.id)).toEqual(['server-2']);
+      // An expired server registering again is live again.
+      await two.registerServer('server-3', 60_000, {});
+      expect((await one.listServers()).map((s) => s.id)).toEqual(['server-2', 'server-3']);
+    });
+
     it('refuses a fenced write for a pipeline without a lease', async () => {
       const store = await (await location()).connect();
       await expect(store.saveCheckpoint('p', 's', 'X', { holder: 'a', epoch: 1 })).rejects.toThrow(/no lease any more/);

@@ -7,6 +7,7 @@ import {
   type PartitionRecord,
   type PipelineRecord,
   type PipelineState,
+  type ServerRecord,
   type StateStore,
 } from '@nanosync/core/host';
 import pg from 'pg';
@@ -74,6 +75,17 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 2,
+    sql: `
+      CREATE TABLE servers (
+        id text PRIMARY KEY,
+        details text NOT NULL,
+        started_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL
+      );
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
@@ -123,6 +135,10 @@ export async function openPostgresStateStore(
     max: options.maxConnections ?? 4,
     application_name: options.applicationName ?? 'nanosync-state',
     keepAlive: true,
+    // A store host that does not answer (network gone, server frozen) must fail the call,
+    // not hang it: the pipeline then waits for the store instead of for a socket.
+    connectionTimeoutMillis: 10_000,
+    query_timeout: 60_000,
   });
   // An idle connection dropped by the server must not crash the process; the next query
   // reconnects or fails with an error naming the store.
@@ -326,8 +342,10 @@ class PostgresStateStore implements StateStore {
     pipeline: string,
     table: string,
     partitions: Omit<PartitionRecord, 'pipeline' | 'table' | 'status'>[],
+    fence?: LeaseFence,
   ): Promise<PartitionRecord[]> {
     return this.transaction('save snapshot partitions', async (c) => {
+      if (fence !== undefined) await this.checkFence(c, 'save snapshot partitions', pipeline, fence);
       // Two servers planning the same table at once: the second waits here and then sees the first's plan.
       await c.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [
         `nanosync.partitions:${this.schema}:${pipeline}:${table}`,
@@ -377,8 +395,14 @@ class PostgresStateStore implements StateStore {
     );
   }
 
-  async clearPartitions(pipeline: string): Promise<void> {
-    await this.query('clear snapshot partitions', `DELETE FROM ${this.s}.partitions WHERE pipeline = $1`, [pipeline]);
+  async clearPartitions(pipeline: string, fence?: LeaseFence): Promise<void> {
+    await this.fenced(
+      'clear snapshot partitions',
+      pipeline,
+      fence,
+      `DELETE FROM ${this.s}.partitions WHERE pipeline = $1`,
+      [pipeline],
+    );
   }
 
   async saveCheckpoint(pipeline: string, sink: string, position: Position, fence?: LeaseFence): Promise<void> {
@@ -403,8 +427,10 @@ class PostgresStateStore implements StateStore {
     return out;
   }
 
-  async clearCheckpoints(pipeline: string): Promise<void> {
-    await this.query('clear checkpoints', `DELETE FROM ${this.s}.checkpoints WHERE pipeline = $1`, [pipeline]);
+  async clearCheckpoints(pipeline: string, fence?: LeaseFence): Promise<void> {
+    await this.fenced('clear checkpoints', pipeline, fence, `DELETE FROM ${this.s}.checkpoints WHERE pipeline = $1`, [
+      pipeline,
+    ]);
   }
 
   /**
@@ -453,6 +479,49 @@ class PostgresStateStore implements StateStore {
       `UPDATE ${this.s}.leases SET expires_at = '-infinity' WHERE pipeline = $1 AND holder = $2`,
       [pipeline, holder],
     );
+  }
+
+  async listLeases(): Promise<LeaseInfo[]> {
+    const { rows } = await this.query<{ pipeline: string; holder: string; expires_at: Date; epoch: string }>(
+      'list pipeline leases',
+      `SELECT pipeline, holder, expires_at, epoch FROM ${this.s}.leases
+       WHERE expires_at > clock_timestamp() ORDER BY pipeline COLLATE "C"`,
+    );
+    return rows.map((row) => ({
+      pipeline: row.pipeline,
+      holder: row.holder,
+      expiresAt: row.expires_at.toISOString(),
+      epoch: Number(row.epoch),
+    }));
+  }
+
+  /** Expiry on the database clock, like the leases. */
+  async registerServer(id: string, ttlMs: number, details: Record<string, unknown>): Promise<void> {
+    await this.query(
+      'register this server',
+      `INSERT INTO ${this.s}.servers (id, details, started_at, expires_at)
+       VALUES ($1, $2, clock_timestamp(), clock_timestamp() + $3 * interval '1 millisecond')
+       ON CONFLICT (id) DO UPDATE SET details = excluded.details, expires_at = excluded.expires_at`,
+      [id, JSON.stringify(details), ttlMs],
+    );
+  }
+
+  async listServers(): Promise<ServerRecord[]> {
+    const { rows } = await this.query<{ id: string; details: string; started_at: Date; expires_at: Date }>(
+      'list servers',
+      `SELECT id, details, started_at, expires_at FROM ${this.s}.servers
+       WHERE expires_at > clock_timestamp() ORDER BY id COLLATE "C"`,
+    );
+    return rows.map((row) => ({
+      id: row.id,
+      details: JSON.parse(row.details) as Record<string, unknown>,
+      startedAt: row.started_at.toISOString(),
+      expiresAt: row.expires_at.toISOString(),
+    }));
+  }
+
+  async removeServer(id: string): Promise<void> {
+    await this.query('unregister a server', `DELETE FROM ${this.s}.servers WHERE id = $1`, [id]);
   }
 
   async getMeta(key: string): Promise<string | undefined> {
@@ -509,14 +578,22 @@ class PostgresStateStore implements StateStore {
       return;
     }
     await this.transaction(what, async (c) => {
-      const { rows } = await c.query<{ holder: string; epoch: string }>(
-        `SELECT holder, epoch FROM ${this.s}.leases WHERE pipeline = $1 FOR SHARE`,
-        [pipeline],
-      );
-      const current = rows[0] && { holder: rows[0].holder, epoch: Number(rows[0].epoch) };
-      if (!fenceHolds(fence, current)) throw leaseFenceError(pipeline, what, fence, current);
+      await this.checkFence(c, what, pipeline, fence);
       await c.query(sql, values);
     });
+  }
+
+  /**
+   * Inside a transaction: lock the lease row (FOR SHARE: a takeover waits for this write,
+   * and a write after a takeover sees the new epoch) and throw unless the fence holds.
+   */
+  private async checkFence(c: Queryable, what: string, pipeline: string, fence: LeaseFence): Promise<void> {
+    const { rows } = await c.query<{ holder: string; epoch: string }>(
+      `SELECT holder, epoch FROM ${this.s}.leases WHERE pipeline = $1 FOR SHARE`,
+      [pipeline],
+    );
+    const current = rows[0] && { holder: rows[0].holder, epoch: Number(rows[0].epoch) };
+    if (!fenceHolds(fence, current)) throw leaseFenceError(pipeline, what, fence, current);
   }
 
   private query<R extends pg.QueryResultRow>(

@@ -40,27 +40,44 @@ export function fenceHolds(fence: LeaseFence, current: { holder: string; epoch: 
 }
 
 /**
- * `store` as one lease holder sees it: checkpoints, finished partitions and pipeline state
- * changes are written with `fence`, so they are refused once another server took the lease
- * over. Everything else passes through unchanged.
+ * `store` as one lease holder sees it: every write of a pipeline's progress (checkpoints,
+ * partition plans and completions, clearing them, state changes) is made with `fence`, so
+ * it is refused once another server took the lease over (and `onRefused` is told, whoever
+ * catches the error). Everything else passes through.
  */
-export function fencedStore(store: StateStore, fence: LeaseFence): StateStore {
+export function fencedStore(
+  store: StateStore,
+  fence: LeaseFence,
+  onRefused?: (error: NanosyncError) => void,
+): StateStore {
+  const watch = <T>(write: Promise<T>): Promise<T> =>
+    onRefused === undefined
+      ? write
+      : write.catch((err: unknown) => {
+          if (NanosyncError.is(err, ErrorCode.PipelineLeaseHeld)) onRefused(err as NanosyncError);
+          throw err;
+        });
   return {
     getPipeline: (name) => store.getPipeline(name),
     listPipelines: () => store.listPipelines(),
     upsertPipeline: (record) => store.upsertPipeline(record),
-    updatePipeline: (name, patch) => store.updatePipeline(name, patch, fence),
+    updatePipeline: (name, patch) => watch(store.updatePipeline(name, patch, fence)),
     deletePipeline: (name) => store.deletePipeline(name),
-    savePartitions: (pipeline, table, partitions) => store.savePartitions(pipeline, table, partitions),
+    savePartitions: (pipeline, table, partitions) => watch(store.savePartitions(pipeline, table, partitions, fence)),
     listPartitions: (pipeline, table) => store.listPartitions(pipeline, table),
-    markPartitionDone: (pipeline, table, id, rowsRead) => store.markPartitionDone(pipeline, table, id, rowsRead, fence),
-    clearPartitions: (pipeline) => store.clearPartitions(pipeline),
-    saveCheckpoint: (pipeline, sink, position) => store.saveCheckpoint(pipeline, sink, position, fence),
+    markPartitionDone: (pipeline, table, id, rowsRead) =>
+      watch(store.markPartitionDone(pipeline, table, id, rowsRead, fence)),
+    clearPartitions: (pipeline) => watch(store.clearPartitions(pipeline, fence)),
+    saveCheckpoint: (pipeline, sink, position) => watch(store.saveCheckpoint(pipeline, sink, position, fence)),
     getCheckpoints: (pipeline) => store.getCheckpoints(pipeline),
-    clearCheckpoints: (pipeline) => store.clearCheckpoints(pipeline),
+    clearCheckpoints: (pipeline) => watch(store.clearCheckpoints(pipeline, fence)),
     acquireLease: (pipeline, holder, ttlMs) => store.acquireLease(pipeline, holder, ttlMs),
     getLease: (pipeline) => store.getLease(pipeline),
     releaseLease: (pipeline, holder) => store.releaseLease(pipeline, holder),
+    listLeases: () => store.listLeases(),
+    registerServer: (id, ttlMs, details) => store.registerServer(id, ttlMs, details),
+    listServers: () => store.listServers(),
+    removeServer: (id) => store.removeServer(id),
     getMeta: (key) => store.getMeta(key),
     setMeta: (key, value) => store.setMeta(key, value),
     // The engine owns the store; a runner's view must not close it.

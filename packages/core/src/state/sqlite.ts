@@ -4,7 +4,15 @@ import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlit
 import { ErrorCode, NanosyncError, redact } from '../errors.js';
 import type { Position } from '../model.js';
 import { fenceHolds, leaseFenceError } from './fence.js';
-import type { LeaseFence, LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from './store.js';
+import type {
+  LeaseFence,
+  LeaseInfo,
+  PartitionRecord,
+  PipelineRecord,
+  PipelineState,
+  ServerRecord,
+  StateStore,
+} from './store.js';
 
 /**
  * The embedded state store: one SQLite file opened through `node:sqlite`.
@@ -57,8 +65,8 @@ export async function openSqliteStateStore(file: string): Promise<StateStore> {
 }
 
 const BUSY_TIMEOUT_MS = 5_000;
-/** 1: first layout. 2: `leases.epoch` (fencing). */
-const SCHEMA_VERSION = 2;
+/** 1: first layout. 2: `leases.epoch` (fencing). 3: `servers` (a fleet's members). */
+const SCHEMA_VERSION = 3;
 
 function createDirs(dir: string, created: string[]): void {
   const missing: string[] = [];
@@ -139,6 +147,14 @@ function migrate(db: DatabaseSync): void {
       );
     }
     if (version < 2) db.exec('ALTER TABLE leases ADD COLUMN epoch INTEGER NOT NULL DEFAULT 1');
+    if (version < 3) {
+      db.exec(`CREATE TABLE IF NOT EXISTS servers (
+        id TEXT PRIMARY KEY,
+        details TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      )`);
+    }
     db.prepare(
       'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
     ).run('schema_version', String(SCHEMA_VERSION));
@@ -270,8 +286,10 @@ class SqliteStateStore implements StateStore {
     pipeline: string,
     table: string,
     partitions: Omit<PartitionRecord, 'pipeline' | 'table' | 'status'>[],
+    fence?: LeaseFence,
   ): Promise<PartitionRecord[]> {
     return this.transaction('save snapshot partitions', () => {
+      if (fence !== undefined) this.checkFence('save snapshot partitions', pipeline, fence);
       const existing = this.stmt('SELECT COUNT(*) AS n FROM partitions WHERE pipeline = ? AND table_name = ?').get(
         pipeline,
         table,
@@ -315,8 +333,8 @@ class SqliteStateStore implements StateStore {
     });
   }
 
-  async clearPartitions(pipeline: string): Promise<void> {
-    this.guard('clear snapshot partitions', () => {
+  async clearPartitions(pipeline: string, fence?: LeaseFence): Promise<void> {
+    this.fenced('clear snapshot partitions', pipeline, fence, () => {
       this.stmt('DELETE FROM partitions WHERE pipeline = ?').run(pipeline);
     });
   }
@@ -343,8 +361,8 @@ class SqliteStateStore implements StateStore {
     });
   }
 
-  async clearCheckpoints(pipeline: string): Promise<void> {
-    this.guard('clear checkpoints', () => {
+  async clearCheckpoints(pipeline: string, fence?: LeaseFence): Promise<void> {
+    this.fenced('clear checkpoints', pipeline, fence, () => {
       this.stmt('DELETE FROM checkpoints WHERE pipeline = ?').run(pipeline);
     });
   }
@@ -390,6 +408,52 @@ class SqliteStateStore implements StateStore {
     this.guard('release a pipeline lease', () => {
       // Expire rather than delete: the epoch must keep growing for the next holder.
       this.stmt('UPDATE leases SET expires_at = 0 WHERE pipeline = ? AND holder = ?').run(pipeline, holder);
+    });
+  }
+
+  async listLeases(): Promise<LeaseInfo[]> {
+    return this.guard('list pipeline leases', () =>
+      (
+        this.stmt('SELECT pipeline, holder, expires_at, epoch FROM leases WHERE expires_at > ? ORDER BY pipeline').all(
+          Date.now(),
+        ) as { pipeline: string; holder: string; expires_at: number; epoch: number }[]
+      ).map((row) => ({
+        pipeline: row.pipeline,
+        holder: row.holder,
+        expiresAt: new Date(row.expires_at).toISOString(),
+        epoch: row.epoch,
+      })),
+    );
+  }
+
+  async registerServer(id: string, ttlMs: number, details: Record<string, unknown>): Promise<void> {
+    this.guard('register this server', () => {
+      const now = Date.now();
+      this.stmt(
+        `INSERT INTO servers (id, details, started_at, expires_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET details = excluded.details, expires_at = excluded.expires_at`,
+      ).run(id, JSON.stringify(details), new Date(now).toISOString(), now + ttlMs);
+    });
+  }
+
+  async listServers(): Promise<ServerRecord[]> {
+    return this.guard('list servers', () =>
+      (
+        this.stmt('SELECT id, details, started_at, expires_at FROM servers WHERE expires_at > ? ORDER BY id').all(
+          Date.now(),
+        ) as { id: string; details: string; started_at: string; expires_at: number }[]
+      ).map((row) => ({
+        id: row.id,
+        details: JSON.parse(row.details) as Record<string, unknown>,
+        startedAt: row.started_at,
+        expiresAt: new Date(row.expires_at).toISOString(),
+      })),
+    );
+  }
+
+  async removeServer(id: string): Promise<void> {
+    this.guard('unregister a server', () => {
+      this.stmt('DELETE FROM servers WHERE id = ?').run(id);
     });
   }
 
@@ -453,12 +517,17 @@ class SqliteStateStore implements StateStore {
   private fenced<T>(what: string, pipeline: string, fence: LeaseFence | undefined, fn: () => T): T {
     if (fence === undefined) return this.guard(what, fn);
     return this.transaction(what, () => {
-      const current = this.stmt('SELECT holder, epoch FROM leases WHERE pipeline = ?').get(pipeline) as
-        | { holder: string; epoch: number }
-        | undefined;
-      if (!fenceHolds(fence, current)) throw leaseFenceError(pipeline, what, fence, current);
+      this.checkFence(what, pipeline, fence);
       return fn();
     });
+  }
+
+  /** Inside a transaction: throw unless the lease still has the fence's holder and epoch. */
+  private checkFence(what: string, pipeline: string, fence: LeaseFence): void {
+    const current = this.stmt('SELECT holder, epoch FROM leases WHERE pipeline = ?').get(pipeline) as
+      | { holder: string; epoch: number }
+      | undefined;
+    if (!fenceHolds(fence, current)) throw leaseFenceError(pipeline, what, fence, current);
   }
 
   private transaction<T>(what: string, fn: () => T): T {

@@ -68,6 +68,20 @@ export interface LeaseFence {
 }
 
 /**
+ * A server of a fleet sharing one store, as it announced itself: registered at start,
+ * renewed with its leases, gone when it stops cleanly or stops renewing. The engine uses
+ * the live ones to spread pipelines (fewest running first).
+ */
+export interface ServerRecord {
+  /** The server's lease holder id. */
+  id: string;
+  /** Whatever the server tells about itself (admin URL, capacity, version). */
+  details: Record<string, unknown>;
+  startedAt: string;
+  expiresAt: string;
+}
+
+/**
  * Durable pipeline state. Every write is committed (fsynced) before the promise resolves:
  * the runtime acknowledges the source only after `saveCheckpoint` resolved, so a store that
  * returns early could let the source release changes the sinks never got.
@@ -95,16 +109,17 @@ export interface StateStore {
     pipeline: string,
     table: string,
     partitions: Omit<PartitionRecord, 'pipeline' | 'table' | 'status'>[],
+    fence?: LeaseFence,
   ): Promise<PartitionRecord[]>;
   listPartitions(pipeline: string, table?: string): Promise<PartitionRecord[]>;
   markPartitionDone(pipeline: string, table: string, id: string, rowsRead: number, fence?: LeaseFence): Promise<void>;
   /** Forget every partition of the pipeline (re-snapshot). */
-  clearPartitions(pipeline: string): Promise<void>;
+  clearPartitions(pipeline: string, fence?: LeaseFence): Promise<void>;
 
   /** Per-sink checkpoint: the last `safePosition` durable in that sink. Key = sink index/name. */
   saveCheckpoint(pipeline: string, sink: string, position: Position, fence?: LeaseFence): Promise<void>;
   getCheckpoints(pipeline: string): Promise<Record<string, Position>>;
-  clearCheckpoints(pipeline: string): Promise<void>;
+  clearCheckpoints(pipeline: string, fence?: LeaseFence): Promise<void>;
 
   /**
    * Take or renew the lease for `pipeline`. Returns `{ acquired: true, epoch }` when `holder`
@@ -120,6 +135,15 @@ export interface StateStore {
   getLease(pipeline: string): Promise<LeaseInfo | undefined>;
   /** Give the lease up (it expires at once); its epoch is kept, so the next holder's is higher. */
   releaseLease(pipeline: string, holder: string): Promise<void>;
+  /** Every unexpired lease, by pipeline name. */
+  listLeases(): Promise<LeaseInfo[]>;
+
+  /** Register the server `id`, or renew its registration, until `now + ttlMs`; `details` replace the stored ones. */
+  registerServer(id: string, ttlMs: number, details: Record<string, unknown>): Promise<void>;
+  /** The servers whose registration has not expired, by id. */
+  listServers(): Promise<ServerRecord[]>;
+  /** Forget a server at once (a clean stop). */
+  removeServer(id: string): Promise<void>;
 
   /** Small key/value area for server-level settings (e.g. generated ids). */
   getMeta(key: string): Promise<string | undefined>;

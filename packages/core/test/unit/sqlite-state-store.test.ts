@@ -96,27 +96,30 @@ describe('openSqliteStateStore', () => {
     expect(existsSync(`${file}-wal`)).toBe(true);
   });
 
-  it('upgrades a version-1 file: leases get epoch 1 and keep their holder', async () => {
+  it('upgrades a version-1 file: leases get epoch 1 and keep their holder, servers can register', async () => {
     const file = path.join(tempDir(), 's.db');
     await (await openSqliteStateStore(file)).close();
     const { DatabaseSync } = await import('node:sqlite');
     const v1 = new DatabaseSync(file);
     v1.exec('ALTER TABLE leases DROP COLUMN epoch');
+    v1.exec('DROP TABLE servers');
     v1.exec("UPDATE meta SET value = '1' WHERE key = 'schema_version'");
     v1.exec(`INSERT INTO leases (pipeline, holder, expires_at) VALUES ('p', 'old-server', ${Date.now() + 60_000})`);
     v1.close();
     const store = await open(file);
     expect(await store.getLease('p')).toMatchObject({ holder: 'old-server', epoch: 1 });
     expect(await store.acquireLease('p', 'old-server', 60_000)).toEqual({ acquired: true, epoch: 1 });
-    expect(await store.getMeta('schema_version')).toBe('2');
+    expect(await store.getMeta('schema_version')).toBe('3');
+    await store.registerServer('s1', 60_000, {});
+    expect((await store.listServers()).map((s) => s.id)).toEqual(['s1']);
   });
 
   it('refuses a file written by a newer nanosync', async () => {
     const file = path.join(tempDir(), 's.db');
     const store = await openSqliteStateStore(file);
-    await store.setMeta('schema_version', '3');
+    await store.setMeta('schema_version', '4');
     await store.close();
-    await expect(openSqliteStateStore(file)).rejects.toThrow(/schema version 3 is not supported/);
+    await expect(openSqliteStateStore(file)).rejects.toThrow(/schema version 4 is not supported/);
   });
 
   it('refuses an unwritable location with StateUnavailable naming the path, creating nothing', async () => {

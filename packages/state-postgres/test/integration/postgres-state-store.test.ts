@@ -51,7 +51,8 @@ describe('openPostgresStateStore', () => {
       await client.connect();
       try {
         const { rows } = await client.query<{ version: number }>('SELECT version FROM nanosync.schema_migrations');
-        expect(rows.map((r) => r.version)).toEqual([SCHEMA_VERSION]);
+        // Every migration applied once, in order.
+        expect(rows.map((r) => r.version)).toEqual(Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1));
         const tables = await client.query<{ table_name: string }>(
           "SELECT table_name FROM information_schema.tables WHERE table_schema = 'nanosync' ORDER BY table_name",
         );
@@ -62,6 +63,7 @@ describe('openPostgresStateStore', () => {
           'partitions',
           'pipelines',
           'schema_migrations',
+          'servers',
         ]);
       } finally {
         await client.end();
@@ -161,6 +163,58 @@ describe('openPostgresStateStore', () => {
       await takeover.end();
       await store.close();
       await sql(`DROP SCHEMA ${schema} CASCADE`);
+    }
+  });
+
+  it('turned read-only (as after a failover to a standby): writes fail as StateUnavailable naming the store, and work again once writable', async () => {
+    const db = await postgres.createDatabase();
+    const dbName = new URL(db).pathname.slice(1);
+    const app = `ro-${randomUUID().slice(0, 8)}`;
+    const store = await openPostgresStateStore(db, { applicationName: app });
+    // From another database of the server: sessions of `db` itself turn read-only too.
+    const admin = async (text: string) => {
+      const client = new pg.Client({ connectionString: postgres.url });
+      await client.connect();
+      try {
+        await client.query(text);
+      } finally {
+        await client.end();
+      }
+    };
+    // New sessions of this database are read-only; the store's open ones are cut, so it reconnects.
+    const cut = () => admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '${app}'`);
+    try {
+      const lease = await store.acquireLease('p', 'server-a', 60_000);
+      if (!lease.acquired) throw new Error('no lease');
+      const fence = { holder: 'server-a', epoch: lease.epoch };
+      await store.saveCheckpoint('p', 'sink', 'A1', fence);
+      await admin(`ALTER DATABASE "${dbName}" SET default_transaction_read_only = on`);
+      await cut();
+      let err: unknown;
+      // The first call after the cut may meet a dead pooled connection; either way it fails.
+      for (let i = 0; i < 3 && !String((err as Error | undefined)?.message).includes('read-only'); i++) {
+        err = await store.saveCheckpoint('p', 'sink', 'A2', fence).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(NanosyncError.is(err, ErrorCode.StateUnavailable)).toBe(true);
+      }
+      expect((err as Error).message).toContain(`state store postgres://`);
+      expect((err as Error).message).toContain(`${postgres.host}:${postgres.port}/${dbName}`);
+      expect((err as Error).message).toContain('read-only transaction');
+      await admin(`ALTER DATABASE "${dbName}" RESET default_transaction_read_only`);
+      await cut();
+      for (let i = 0; ; i++) {
+        const again = await store.saveCheckpoint('p', 'sink', 'A3', fence).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        if (again === undefined) break;
+        if (i >= 2) throw again;
+      }
+      expect(await store.getCheckpoints('p')).toEqual({ sink: 'A3' });
+    } finally {
+      await store.close();
     }
   });
 
