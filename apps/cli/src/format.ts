@@ -36,5 +36,6 @@ export function retryText(
   const at = Date.parse(retry.nextRetryAt);
   const inSeconds = Math.max(0, (at - now) / 1000);
   const clock = new Date(at).toISOString().slice(11, 19);
-  return `attempt ${retry.attempt} of ${retry.maxAttempts} failed, next in ${formatLag(inSeconds)} (${clock} UTC)`;
+  const of = retry.maxAttempts > 0 ? ` of ${retry.maxAttempts}` : '';
+  return `attempt ${retry.attempt}${of} failed, next in ${formatLag(inSeconds)} (${clock} UTC)`;
 }

@@ -11,8 +11,15 @@ export function renderPipelineList(pipelines: PipelineStatus[]): string {
   if (pipelines.length === 0) return 'no pipelines (create some with: nanosync apply --file FILE)';
   const sorted = [...pipelines].sort((a, b) => a.name.localeCompare(b.name));
   const table = formatTable(
-    ['NAME', 'STATE', 'TYPE', 'LAG', 'EVENTS/S'],
-    sorted.map((p) => [p.name, p.state, p.replicationType, formatLag(p.lagSeconds), formatRate(p.eventsPerSecond)]),
+    ['NAME', 'STATE', 'TYPE', 'LAG', 'EVENTS/S', 'SERVER'],
+    sorted.map((p) => [
+      p.name,
+      p.state,
+      p.replicationType,
+      formatLag(p.lagSeconds),
+      formatRate(p.eventsPerSecond),
+      p.server ?? '-',
+    ]),
   );
   const notes: string[] = [];
   for (const p of sorted) {
@@ -29,7 +36,9 @@ export const listCommand: Command = {
   help: `Usage: nanosync list pipelines [--json] [--server HOST:PORT] [--state PATH]
 
 Shows every pipeline the server knows: NAME, STATE, TYPE (replication type),
-LAG (how far behind the source) and EVENTS/S. Errored and retrying pipelines
+LAG (how far behind the source), EVENTS/S and SERVER (the server running it,
+'-' when none does; with a shared PostgreSQL state every server of the fleet
+lists every pipeline). Errored and retrying pipelines
 (with the attempt, the next retry and the last error) and pipelines run by
 another server are explained below the table.
 

@@ -17,6 +17,10 @@ export interface StartServerOptions {
   logger: Logger;
   /** Who holds the pipelines' leases; shown to a second server that finds them taken. */
   holderId?: string;
+  /** Lease lifetime (default 30 s): how long a killed server's pipelines wait before another server takes them. */
+  leaseTtlMs?: number;
+  /** Most pipelines this server runs at once (default: no limit). */
+  maxPipelines?: number;
 }
 
 export interface RunningServer {
@@ -97,6 +101,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       store,
       logger,
       holderId,
+      ...(options.leaseTtlMs !== undefined ? { leaseTtlMs: options.leaseTtlMs } : {}),
+      ...(options.maxPipelines !== undefined ? { maxPipelines: options.maxPipelines } : {}),
+      serverDetails: { url: admin.url, host: hostname(), pid: process.pid },
       materialize: (definition) =>
         materializePipeline(definition, { env: io.env, secretKey, resolve: connectorResolver() }),
     });

@@ -21,7 +21,14 @@ let dir: string;
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'ns-cli-api-'));
   fake = fakeEngine([
-    { name: 'orders', state: 'LIVE_CDC', replicationType: 'cdc_backfill', lagSeconds: 0.4, eventsPerSecond: 12.34 },
+    {
+      name: 'orders',
+      state: 'LIVE_CDC',
+      replicationType: 'cdc_backfill',
+      lagSeconds: 0.4,
+      eventsPerSecond: 12.34,
+      server: 'host-a/pid-7',
+    },
   ]);
   admin = await listenAdmin('127.0.0.1', 0);
   admin.setHandler(createAdminHandler({ engine: fake.engine, token: TOKEN, routes: adminRoutes, logger: silent }));
@@ -197,7 +204,7 @@ describe('client commands', () => {
     const io = captureIo(env(TOKEN));
     expect(await listCommand.run(['pipelines'], io)).toBe(0);
     expect(io.stdout.join('\n')).toMatch(
-      /^NAME\s+STATE\s+TYPE\s+LAG\s+EVENTS\/S\norders\s+LIVE_CDC\s+cdc_backfill\s+0\.4s\s+12\.3$/,
+      /^NAME\s+STATE\s+TYPE\s+LAG\s+EVENTS\/S\s+SERVER\norders\s+LIVE_CDC\s+cdc_backfill\s+0\.4s\s+12\.3\s+host-a\/pid-7$/,
     );
   });
 

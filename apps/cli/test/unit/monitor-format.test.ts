@@ -14,6 +14,7 @@ import {
   walSummary,
 } from '../../src/monitor/format.js';
 import { renderPipelineReport } from '../../src/monitor/pipeline-report.js';
+import { retryText } from '../../src/format.js';
 
 function histogram(counts: [number, number][], sum: number): LatencyHistogram {
   const buckets = counts.map(([le, count]) => ({ le, count }));
@@ -51,6 +52,18 @@ describe('number formatting', () => {
         ['events/s', '1.0'],
       ]),
     ).toBe('  state     LIVE_CDC\n  events/s  1.0');
+  });
+});
+
+describe('retry text', () => {
+  it('names the attempt and its limit, or no limit while the state store is waited for', () => {
+    const now = Date.parse('2026-12-04T10:00:00Z');
+    expect(retryText({ attempt: 2, maxAttempts: 20, nextRetryAt: '2026-12-04T10:00:05Z' }, now)).toBe(
+      'attempt 2 of 20 failed, next in 5.0s (10:00:05 UTC)',
+    );
+    expect(retryText({ attempt: 7, maxAttempts: 0, nextRetryAt: '2026-12-04T10:00:05Z' }, now)).toBe(
+      'attempt 7 failed, next in 5.0s (10:00:05 UTC)',
+    );
   });
 });
 

@@ -7,6 +7,7 @@ import { describeError } from '../log/logger.js';
 import type { Position } from '../model.js';
 import { fencedStore } from '../state/fence.js';
 import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from '../state/store.js';
+import { type FleetView, loadFleetView, mayTakeAnother } from './fleet.js';
 import { within } from './backoff.js';
 import { PipelineRunner, type StopReason } from './pipeline-runner.js';
 import { runPreflight } from './preflight.js';
@@ -25,6 +26,10 @@ export interface EngineOptions {
   leaseTtlMs?: number;
   /** How often leases are renewed and the store is re-read for changes made by other servers. Default: a third of the lease. */
   reconcileIntervalMs?: number;
+  /** Most pipelines this server runs at once (its capacity in a fleet). Default: no limit. */
+  maxPipelines?: number;
+  /** What this server tells the other servers of a fleet about itself (e.g. its admin URL), kept in the store. */
+  serverDetails?: Record<string, unknown>;
   runtime?: RuntimeOverrides;
 }
 
@@ -103,7 +108,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly holderId: string;
   private readonly leaseTtlMs: number;
   private readonly reconcileIntervalMs: number;
+  private readonly maxPipelines: number;
   private readonly runtime: RuntimeOptions;
+  /** The other servers' loads as read at the start of the current pass (see {@link mayTakeAnother}). */
+  private fleet: FleetView | undefined;
   private readonly entries = new Map<string, Entry>();
   private readonly locks = new Map<string, Promise<void>>();
   private started = false;
@@ -118,6 +126,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.holderId = options.holderId;
     this.leaseTtlMs = options.leaseTtlMs ?? 30_000;
     this.reconcileIntervalMs = options.reconcileIntervalMs ?? Math.max(50, Math.floor(this.leaseTtlMs / 3));
+    this.maxPipelines = options.maxPipelines ?? Number.POSITIVE_INFINITY;
     this.runtime = runtimeOptions(options.runtime);
   }
 
@@ -304,14 +313,29 @@ export class Engine extends EventEmitter<EngineEvents> {
   async delete(name: string, options: { force?: boolean } = {}): Promise<DeleteResult> {
     let result: DeleteResult = {};
     await this.withLock(name, async () => {
-      const record = await this.mustGet(name);
+      let record = await this.mustGet(name);
       const entry = this.entry(name);
-      const lease = await this.store.acquireLease(name, this.holderId, this.leaseTtlMs);
+      let lease = await this.store.acquireLease(name, this.holderId, this.leaseTtlMs);
       if (!lease.acquired) {
-        throw new NanosyncError(
-          ErrorCode.PipelineLeaseHeld,
-          `pipeline ${name} is running on ${lease.lease.holder} (lease until ${lease.lease.expiresAt}); delete it through that server, or stop it and try again`,
-        );
+        // Run by another server: pause it through the store, which that server follows on
+        // its next pass (stopping at a checkpoint and letting the lease go), then take the
+        // lease here. A holder that is gone lets it expire instead; either way the wait is
+        // bounded by the lease time.
+        const holder = lease.lease.holder;
+        this.logger.info('pipeline is run by another server; pausing it there before deleting', { name, holder });
+        await this.store.updatePipeline(name, { paused: true });
+        const deadline = Date.now() + this.leaseTtlMs + 2 * this.reconcileIntervalMs;
+        while (!lease.acquired && Date.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, Math.max(25, Math.floor(this.reconcileIntervalMs / 4))));
+          lease = await this.store.acquireLease(name, this.holderId, this.leaseTtlMs);
+        }
+        if (!lease.acquired) {
+          throw new NanosyncError(
+            ErrorCode.PipelineLeaseHeld,
+            `pipeline ${name} is running on ${lease.lease.holder} (lease until ${lease.lease.expiresAt}) and did not stop within the lease time; it is marked paused — delete it again once it shows PAUSED`,
+          );
+        }
+        record = await this.mustGet(name);
       }
       if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'delete');
       await this.stopMonitor(entry);
@@ -367,8 +391,10 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   async list(): Promise<PipelineStatus[]> {
     let records: PipelineRecord[];
+    let leases: Map<string, LeaseInfo>;
     try {
       records = await this.store.listPipelines();
+      leases = new Map((await this.store.listLeases()).map((l) => [l.pipeline, l]));
     } catch (err) {
       // The store is down: report what this server knows, which is what an operator needs.
       this.logger.debug('state store unreadable while listing', { error: describeError(err) });
@@ -376,23 +402,29 @@ export class Engine extends EventEmitter<EngineEvents> {
         [...this.entries.values()].filter((e) => e.runner).map((e) => this.statusOf(e.name, undefined)),
       );
     }
-    return Promise.all(records.map((r) => this.statusOf(r.name, r)));
+    return Promise.all(records.map((r) => this.statusOf(r.name, r, leases.get(r.name) ?? null)));
   }
 
   async status(name: string): Promise<PipelineStatus> {
     let record: PipelineRecord | undefined;
+    let lease: LeaseInfo | null | undefined;
     try {
       record = await this.store.getPipeline(name);
+      lease = (await this.store.getLease(name)) ?? null;
     } catch (err) {
       if (this.entries.get(name)?.runner === undefined) throw err;
     }
     if (record === undefined && this.entries.get(name)?.runner === undefined) {
       throw new NanosyncError(ErrorCode.PipelineNotFound, `pipeline ${name} does not exist`);
     }
-    return this.statusOf(name, record);
+    return this.statusOf(name, record, lease);
   }
 
-  /** Checkpoint and stop every pipeline, release the leases. Bounded by the runtime's stop budget (< 10 s). */
+  /**
+   * Checkpoint and stop every pipeline, release the leases, leave the fleet: the other
+   * servers sharing the store take the pipelines on their next pass. Bounded by the
+   * runtime's stop budget (< 10 s).
+   */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
@@ -407,9 +439,25 @@ export class Engine extends EventEmitter<EngineEvents> {
     await stopAll();
     // A pass that was starting a pipeline when the stop came: wait for it, stop what it started.
     if (await within(this.reconciling, 500)) await stopAll();
+    await this.store.removeServer(this.holderId).catch(() => {});
   }
 
   // ---------------------------------------------------------------------------------------
+
+  /** Pipelines this server runs now (a retrying one included). */
+  private runningCount(): number {
+    let n = 0;
+    for (const entry of this.entries.values()) if (entry.runner && !entry.runnerDone) n++;
+    return n;
+  }
+
+  private serverDetails(): Record<string, unknown> {
+    return {
+      ...this.options.serverDetails,
+      capacity: Number.isFinite(this.maxPipelines) ? this.maxPipelines : null,
+      running: this.runningCount(),
+    };
+  }
 
   private entry(name: string): Entry {
     let entry = this.entries.get(name);
@@ -455,19 +503,25 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async reconcilePass(retryErrored: boolean): Promise<void> {
     let records: PipelineRecord[];
     try {
+      await this.store.registerServer(this.holderId, this.leaseTtlMs, this.serverDetails());
       records = await this.store.listPipelines();
+      this.fleet = await loadFleetView(this.store, this.holderId);
     } catch (err) {
       this.logger.warn('state store unreadable; leases not renewed on this pass', { error: describeError(err) });
       return;
     }
     const present = new Set(records.map((r) => r.name));
-    for (const record of records) {
-      if (this.stopped) return;
-      try {
-        await this.withLock(record.name, () => this.reconcileOne(record.name, retryErrored));
-      } catch (err) {
-        this.logger.warn('could not reconcile pipeline', { name: record.name, error: describeError(err) });
+    try {
+      for (const record of records) {
+        if (this.stopped) return;
+        try {
+          await this.withLock(record.name, () => this.reconcileOne(record.name, retryErrored));
+        } catch (err) {
+          this.logger.warn('could not reconcile pipeline', { name: record.name, error: describeError(err) });
+        }
       }
+    } finally {
+      this.fleet = undefined;
     }
     for (const entry of [...this.entries.values()]) {
       if (present.has(entry.name) || this.stopped) continue;
@@ -529,6 +583,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (record === undefined || record.paused) return;
     const entry = this.entry(name);
     if (entry.runner && !entry.runnerDone) return;
+    if ((await this.store.getLease(name)) === undefined) {
+      // Free (new, orphaned, handed over): taken only by a server with capacity and no more
+      // pipelines than any other that has room, so a fleet fills up evenly.
+      const fleet = this.fleet ?? (await loadFleetView(this.store, this.holderId));
+      if (!mayTakeAnother(fleet, this.runningCount(), this.maxPipelines)) {
+        entry.heldBy = undefined;
+        return;
+      }
+    }
     const lease = await this.store.acquireLease(name, this.holderId, this.leaseTtlMs);
     if (!lease.acquired) {
       if (entry.heldBy?.holder !== lease.lease.holder)
@@ -561,7 +624,12 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     const runner = new PipelineRunner({
       name,
-      store: fencedStore(this.store, { holder: this.holderId, epoch }),
+      store: fencedStore(this.store, { holder: this.holderId, epoch }, (refused) =>
+        this.logger.warn('a write of this server was refused: the pipeline lease moved on', {
+          name,
+          error: refused.message,
+        }),
+      ),
       logger: this.logger.child({ pipeline: name }),
       announceLogger: this.logger,
       materialized,
@@ -711,7 +779,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     await monitor.source.close().catch(() => {});
   }
 
-  private async statusOf(name: string, record: PipelineRecord | undefined): Promise<PipelineStatus> {
+  /**
+   * `lease`: the pipeline's current lease as just read (null: none), undefined when the
+   * store could not be read; it names the server that runs the pipeline.
+   */
+  private async statusOf(
+    name: string,
+    record: PipelineRecord | undefined,
+    lease?: LeaseInfo | null,
+  ): Promise<PipelineStatus> {
     const entry = this.entries.get(name) ?? { name, stats: new PipelineStats(), runnerDone: true };
     let checkpoints: Record<string, Position> = {};
     let partitions: PartitionRecord[] = [];
@@ -719,6 +795,15 @@ export class Engine extends EventEmitter<EngineEvents> {
       checkpoints = await this.store.getCheckpoints(name);
       partitions = await this.store.listPartitions(name);
     } catch {}
-    return buildPipelineStatus({ ...entry, record, checkpoints, partitions, now: Date.now() });
+    const runsHere = entry.runner !== undefined && !entry.runnerDone;
+    const heldBy = lease
+      ? lease.holder === this.holderId
+        ? undefined
+        : lease
+      : lease === null
+        ? undefined
+        : entry.heldBy;
+    const server = runsHere ? this.holderId : lease ? lease.holder : lease === null ? undefined : heldBy?.holder;
+    return buildPipelineStatus({ ...entry, heldBy, server, record, checkpoints, partitions, now: Date.now() });
   }
 }

@@ -74,8 +74,9 @@ interface AttemptResources {
  * Failures: a retriable error from the source restarts the attempt with backoff (from the
  * checkpoints, like a process restart); a sink write that stays failing after its own
  * retries, or any other error, makes the pipeline ERRORED with the cause, stops everything
- * and acknowledges nothing more. A failing state store also makes it ERRORED; the runner
- * then keeps probing the store and resumes by itself once the store accepts writes again.
+ * and acknowledges nothing more. A failing state store (down, read-only) makes it RETRYING
+ * with the store's error: nothing is acknowledged while no checkpoint can be written; the
+ * runner probes the store and resumes from the checkpoint by itself once it accepts writes.
  *
  * Re-snapshot and added tables: a table with pending partitions, or without a stored plan,
  * is snapshotted on the next run. On a pipeline that already streams (a `cdc` →
@@ -167,6 +168,16 @@ export class PipelineRunner {
           await sleep(delay, this.stopController.signal);
           continue;
         }
+        if (NanosyncError.is(err, ErrorCode.StateUnavailable)) {
+          // The state store is down or read-only: no checkpoint can be written, so nothing
+          // more is acknowledged and the source keeps everything after the last checkpoint.
+          // RETRYING (naming the store) until it accepts writes again, then from the checkpoint.
+          if (await this.waitForStore(message)) {
+            this.failures = 0;
+            continue;
+          }
+          return;
+        }
         if (NanosyncError.is(err, ErrorCode.SchemaChangePaused)) {
           // `schema_changes: pause`: stays paused (across restarts) until `resume` accepts the change.
           this.logger.warn('pipeline paused on a schema change', { error: message });
@@ -179,13 +190,8 @@ export class PipelineRunner {
         this.logger.error('pipeline stopped with an error', { error: message });
         // Another server took the lease over: what is stored is its state now, leave it alone.
         if (NanosyncError.is(err, ErrorCode.PipelineLeaseHeld)) this.stopReason = 'lease-lost';
-        else if (!NanosyncError.is(err, ErrorCode.StateUnavailable) && !NanosyncError.is(err, ErrorCode.SchemaChanged))
-          await this.abandonFreshStart();
+        else if (!NanosyncError.is(err, ErrorCode.SchemaChanged)) await this.abandonFreshStart();
         await this.setState('ERRORED', message);
-        if (NanosyncError.is(err, ErrorCode.StateUnavailable) && (await this.waitForStore(message))) {
-          this.failures = 0;
-          continue;
-        }
         return;
       }
       if (outcome === 'completed') {
@@ -255,19 +261,48 @@ export class PipelineRunner {
   }
 
   /** After a store failure: probe until it accepts a write again (true) or the runner stops (false). */
+  /**
+   * Probe the store every `storeProbeIntervalMs` with a fenced write that changes nothing but
+   * the record's time, RETRYING meanwhile (in memory: the store cannot take it). True once
+   * the probe is written; false on a stop, or when the probe is refused because another
+   * server took the lease while the store was away (this runner then stops: lease-lost).
+   */
   private async waitForStore(message: string): Promise<boolean> {
     const { store, name, runtime } = this.options;
-    this.logger.warn('waiting for the state store to accept writes again', {
+    this.logger.warn('the state store cannot be written; nothing more is acknowledged until it can', {
+      error: message,
       retry_every_ms: runtime.storeProbeIntervalMs,
     });
-    while (!this.stopping) {
+    for (let attempt = 1; !this.stopping; attempt++) {
+      this.state = 'RETRYING';
+      this.error = message;
+      this.retry = {
+        attempt,
+        maxAttempts: 0,
+        nextRetryAt: new Date(Date.now() + runtime.storeProbeIntervalMs).toISOString(),
+        lastError: message,
+      };
+      this.options.onState('RETRYING', message);
       await sleep(runtime.storeProbeIntervalMs, this.stopController.signal);
       if (this.stopping) return false;
       try {
-        await store.updatePipeline(name, { state: 'ERRORED', error: message });
+        await store.updatePipeline(name, {});
         this.logger.info('state store is writable again; restarting from the checkpoint');
         return true;
-      } catch {}
+      } catch (err) {
+        if (NanosyncError.is(err, ErrorCode.PipelineLeaseHeld)) {
+          this.logger.warn('the pipeline was taken over while the state store was away; stopping here', {
+            error: describeError(err),
+          });
+          this.stopReason = 'lease-lost';
+          this.state = 'ERRORED';
+          this.error = describeError(err);
+          this.retry = undefined;
+          this.options.onState('ERRORED', this.error);
+          return false;
+        }
+        message = describeError(err);
+      }
     }
     return false;
   }

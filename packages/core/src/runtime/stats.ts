@@ -11,7 +11,7 @@ import type { PipelineState } from '../state/store.js';
 export interface RetryStatus {
   /** Failed attempts in a row so far (1 after the first failure). */
   attempt: number;
-  /** After this many, the pipeline stops as ERRORED. */
+  /** After this many, the pipeline stops as ERRORED; 0: no limit (waiting for the state store to come back). */
   maxAttempts: number;
   /** When the next attempt starts (ISO 8601). */
   nextRetryAt: string;
@@ -44,6 +44,11 @@ export interface PipelineStatus {
   checkpointText?: string;
   /** Position last acknowledged to the source by this server. */
   acknowledgedPosition?: string;
+  /**
+   * The server that runs the pipeline (the holder of its lease: `host/pid-N` or the name it
+   * was started with), this one or another of the fleet; absent while no server runs it.
+   */
+  server?: string;
   /** Set when another server holds the pipeline's lease and runs it; this server does not. */
   heldBy?: string;
   /** When that lease runs out unless renewed (ISO 8601). */

@@ -25,6 +25,8 @@ export interface StatusInput {
   materialized?: MaterializedPipeline;
   /** Lease of another server, as last seen. */
   heldBy?: LeaseInfo;
+  /** The server that runs the pipeline (holder of its lease), if any. */
+  server?: string;
   now: number;
 }
 
@@ -139,6 +141,7 @@ export function buildPipelineStatus(input: StatusInput): PipelineStatus {
     if (text !== undefined && text !== min) status.checkpointText = text;
   }
   if (stats.acknowledgedPosition !== undefined) status.acknowledgedPosition = stats.acknowledgedPosition;
+  if (input.server !== undefined) status.server = input.server;
   if (!live && entry.heldBy !== undefined && Date.parse(entry.heldBy.expiresAt) > now) {
     status.heldBy = entry.heldBy.holder;
     status.heldUntil = entry.heldBy.expiresAt;

@@ -107,17 +107,18 @@ describe('Engine', () => {
     await delay(150);
     const statusB = await b.status('shared');
     expect(statusB.heldBy).toBe('server-a');
+    expect(statusB.server).toBe('server-a');
     expect(statusB.state).toBe('LIVE_CDC');
+    expect(await a.status('shared')).toMatchObject({ server: 'server-a' });
     expect((await a.status('shared')).heldBy).toBeUndefined();
     expect(db.calls.filter((c) => c.startsWith('open:'))).toHaveLength(1);
     expect(h.log.lines).toContain('INF pipeline is run by another server name=shared holder=server-a');
-    // B refuses to delete what A runs, and says who has it.
-    await expect(b.delete('shared')).rejects.toThrow(/running on server-a/);
 
     await a.stop();
     await until(() => db.calls.filter((c) => c.startsWith('open:')).length === 2, 'B took over');
     await waitForState(b, 'shared', 'LIVE_CDC');
     expect((await b.status('shared')).heldBy).toBeUndefined();
+    expect((await b.status('shared')).server).toBe('server-b');
     const t = db.insert('public.orders', 5);
     await until(() => db.acks.includes(t), 'B acknowledges');
   });

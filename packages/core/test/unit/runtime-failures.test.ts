@@ -82,7 +82,7 @@ describe('failures', () => {
     void t2;
   });
 
-  it('makes the pipeline ERRORED naming the store when checkpoints cannot be written, and acknowledges nothing more', async () => {
+  it('makes the pipeline RETRYING naming the store when checkpoints cannot be written, and acknowledges nothing more', async () => {
     h = await Harness.create();
     const db = new InMemoryDatabase();
     db.createTable('public', 'orders');
@@ -94,16 +94,20 @@ describe('failures', () => {
     // The store goes away under the running pipeline (like a disk that turned read-only).
     await h.store.close();
     db.insert('public.orders', 2);
-    const status = await waitForState(engine, 'f', 'ERRORED');
+    const status = await waitForState(engine, 'f', 'RETRYING');
     expect(status.error).toContain(h.file);
     expect(status.error).toContain('NS_S3001');
+    // Waited out without a limit: no number of attempts makes it give up.
+    expect(status.retry).toMatchObject({ maxAttempts: 0 });
+    expect(status.retry?.lastError).toContain(h.file);
     await until(() => sink.events.length === 2, 'written');
     await delay(50);
     expect(db.acks).toEqual([t1]);
     expect(db.ackViolations).toEqual([]);
-    expect(h.log.lines.some((l) => l.startsWith('ERR pipeline stopped with an error') && l.includes(h.file))).toBe(
+    expect(h.log.lines.some((l) => l.startsWith('WRN the state store cannot be written') && l.includes(h.file))).toBe(
       true,
     );
+    expect(h.log.lines.some((l) => l.startsWith('ERR'))).toBe(false);
   });
 
   it('resumes by itself once the state store accepts writes again', async () => {
@@ -131,7 +135,7 @@ describe('failures', () => {
     const engine = await startCdc(db, [sink]);
     failing = true;
     db.insert('public.orders', 1);
-    await waitForState(engine, 'f', 'ERRORED');
+    await waitForState(engine, 'f', 'RETRYING');
     expect(db.acks).toEqual([]);
     failing = false;
     const t2 = db.insert('public.orders', 2);
