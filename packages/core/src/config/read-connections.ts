@@ -7,7 +7,7 @@ import type { ConnectionConfig } from './types.js';
 
 export const CONNECTION_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const SHORT_TYPE = /^[a-z0-9][a-z0-9._-]*$/;
-const CONNECTION_KEYS = ['name', 'type', 'dsn', 'properties'];
+export const CONNECTION_KEYS = ['name', 'type', 'dsn', 'properties'];
 
 export interface ReadConnection {
   config: ConnectionConfig;

@@ -37,11 +37,20 @@ export function defaultSnapshotConcurrency(): number {
   return Math.max(4, availableParallelism());
 }
 
-const PIPELINE_KEYS = ['name', 'replication_type', 'source', 'sink', 'sinks', 'snapshot', 'query', 'schema_changes'];
-const SOURCE_KEYS = ['connection', 'tables', 'properties'];
-const SINK_KEYS = ['connection', 'properties', 'target_mappings'];
-const SNAPSHOT_KEYS = ['concurrency', 'target_rows_per_partition'];
-const QUERY_KEYS = ['sql', 'schedule'];
+export const PIPELINE_KEYS = [
+  'name',
+  'replication_type',
+  'source',
+  'sink',
+  'sinks',
+  'snapshot',
+  'query',
+  'schema_changes',
+];
+export const SOURCE_KEYS = ['connection', 'tables', 'properties'];
+export const SINK_KEYS = ['connection', 'properties', 'target_mappings'];
+export const SNAPSHOT_KEYS = ['concurrency', 'target_rows_per_partition'];
+export const QUERY_KEYS = ['sql', 'schedule'];
 
 export function readPipelines(
   top: YamlMap,

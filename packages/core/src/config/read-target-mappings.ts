@@ -6,8 +6,8 @@ import { FILTER_OPS, type FilterOp, type TargetMapping, type TargetMappingFilter
 
 /** A sink's `target_mappings`: which source tables it keeps, which columns, which rows. */
 
-const MAPPING_KEYS = ['table', 'columns', 'filter'];
-const FILTER_KEYS = ['column', 'op', 'value'];
+export const MAPPING_KEYS = ['table', 'columns', 'filter'];
+export const FILTER_KEYS = ['column', 'op', 'value'];
 
 export function readTargetMappings(
   sink: YamlMap,

@@ -23,7 +23,7 @@ export {
   writtenWithSingleSink,
 } from './read-pipelines.js';
 
-const TOP_KEYS = ['connections', 'pipelines'];
+export const TOP_KEYS = ['connections', 'pipelines'];
 
 export interface ValidateOptions {
   env: NodeJS.ProcessEnv;
