@@ -161,6 +161,7 @@ export async function renderConfigSchema(): Promise<string> {
     if (Array.isArray(props.required)) props.required = (props.required as string[]).filter((r) => r !== 'dsn');
     return {
       if: { properties: { type: { enum: [c.type, c.pkg] } }, required: ['type'] },
+      // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then keyword, not a thenable.
       then: { properties: { properties: { ...props, description: `${c.pkg} (${c.kind}) properties` } } },
     };
   });
@@ -209,7 +210,7 @@ export async function renderConfigSchema(): Promise<string> {
                 description: 'connector: a short name, a package name or a ./path to a connector',
                 anyOf: [{ enum: types }, { type: 'string' }],
               },
-              dsn: { type: 'string', description: 'connection string; may hold ${env:VAR} references' },
+              dsn: { type: 'string', description: 'connection string; may hold $' + '{env:VAR} references' },
               properties: { type: 'object' },
             },
             ['name', 'type'],

@@ -25,7 +25,7 @@ describe('the JSON Schema of the pipelines file', () => {
     expect(pipeline.required).toEqual(['name', 'source']);
   });
 
-  it('turns zod into JSON Schema from the input side: defaults, strictness, numbers that may be ${env:…}', () => {
+  it('turns zod into JSON Schema from the input side: defaults, strictness, numbers that may be env references', () => {
     const schema = z
       .object({
         port: z.coerce.number().int().min(1),
