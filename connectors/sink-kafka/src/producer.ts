@@ -1,5 +1,4 @@
-import { readFileSync } from 'node:fs';
-import { ErrorCode, type Logger, NanosyncError } from '@nanosync/core';
+import { ErrorCode, type Logger, NanosyncError, readTlsFile } from '@nanosync/core';
 import kafkajs, {
   type Admin,
   type IHeaders,
@@ -59,9 +58,9 @@ export function kafkaClientConfig(config: KafkaSinkConfig, logger: Logger): Kafk
   if (config.tls) {
     client.ssl = {
       rejectUnauthorized: true,
-      ...(config.tls.caFile ? { ca: [readFileSync(config.tls.caFile, 'utf8')] } : {}),
-      ...(config.tls.certFile ? { cert: readFileSync(config.tls.certFile, 'utf8') } : {}),
-      ...(config.tls.keyFile ? { key: readFileSync(config.tls.keyFile, 'utf8') } : {}),
+      ...(config.tls.caFile ? { ca: [readTlsFile('tls_ca_cert', config.tls.caFile)] } : {}),
+      ...(config.tls.certFile ? { cert: readTlsFile('tls_client_cert', config.tls.certFile) } : {}),
+      ...(config.tls.keyFile ? { key: readTlsFile('tls_client_key', config.tls.keyFile) } : {}),
     };
   }
   if (config.sasl) {

@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { ErrorCode, NanosyncError, readTlsFile } from '@nanosync/core';
 import pg from 'pg';
 import type { PostgresSourceConfig, SslMode } from './config.js';
 import { connectionError } from './errors.js';
@@ -45,21 +44,6 @@ export interface PgConnectionConfig extends pg.ClientConfig {
   ssl: false | ConnectionOptions;
   sslFallback?: false | ConnectionOptions;
   options: string;
-}
-
-function readTlsFile(property: 'sslrootcert' | 'sslcert' | 'sslkey', file: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (err) {
-    const reason =
-      (err as NodeJS.ErrnoException).code === 'ENOENT'
-        ? 'does not exist'
-        : `cannot be read (${(err as Error).message})`;
-    throw new NanosyncError(ErrorCode.ConfigInvalid, `${property} file "${file}" ${reason}`, {
-      cause: err,
-      details: { property },
-    });
-  }
 }
 
 /**

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readTlsFile } from '@nanosync/core';
 import sql from 'mssql';
 import type { SqlServerSourceConfig } from './config.js';
 import { connectionError } from './errors.js';
@@ -15,7 +15,7 @@ export function buildMssqlConfig(
   config: SqlServerSourceConfig,
   options: { poolMax: number; requestTimeoutMs: number; readFile?: (path: string) => Buffer },
 ): MssqlConfig {
-  const readFile = options.readFile ?? ((path: string) => readFileSync(path));
+  const readFile = options.readFile ?? ((path: string) => readTlsFile('ca_file', path));
   const tls: sql.IOptions = {
     encrypt: config.encrypt === 'strict' ? 'strict' : config.encrypt,
     trustServerCertificate: config.trustServerCertificate,

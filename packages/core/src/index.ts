@@ -14,3 +14,4 @@ export type { RetryPolicy } from './runtime/backoff.js';
 export { civilFromDays, daysFromCivil, formatYear } from './values/calendar.js';
 export { ConnectionUrlError, hasUrlScheme, parseConnectionUrl } from './values/connection-url.js';
 export type { ConnectionUrl } from './values/connection-url.js';
+export { readTlsFile } from './values/tls-file.js';

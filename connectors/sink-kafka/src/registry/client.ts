@@ -1,7 +1,6 @@
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { NanosyncError } from '@nanosync/core';
+import { NanosyncError, readTlsFile } from '@nanosync/core';
 import { KafkaErrorCode } from '../errors.js';
 
 /** How the sink reaches a Confluent-compatible Schema Registry (Confluent, Apicurio's ccompat API, Redpanda, Karapace). */
@@ -49,9 +48,9 @@ export class SchemaRegistryClient {
     this.agent = secure
       ? new https.Agent({
           keepAlive: true,
-          ...(config.tls?.caFile ? { ca: readFileSync(config.tls.caFile, 'utf8') } : {}),
-          ...(config.tls?.certFile ? { cert: readFileSync(config.tls.certFile, 'utf8') } : {}),
-          ...(config.tls?.keyFile ? { key: readFileSync(config.tls.keyFile, 'utf8') } : {}),
+          ...(config.tls?.caFile ? { ca: readTlsFile('schema_registry_ca_cert', config.tls.caFile) } : {}),
+          ...(config.tls?.certFile ? { cert: readTlsFile('schema_registry_client_cert', config.tls.certFile) } : {}),
+          ...(config.tls?.keyFile ? { key: readTlsFile('schema_registry_client_key', config.tls.keyFile) } : {}),
         })
       : new http.Agent({ keepAlive: true });
     this.headers = {
