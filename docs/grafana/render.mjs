@@ -16,7 +16,7 @@ const scrapes = readdirSync(dir)
   .filter((f) => f.endsWith('.txt'))
   .sort()
   .map((f) => ({
-    t: Number(readFileSync(join(dir, f.replace('.txt', '.time')), 'utf8')),
+    t: Number.parseInt(readFileSync(join(dir, f.replace('.txt', '.time')), 'utf8'), 10),
     samples: parse(readFileSync(join(dir, f), 'utf8')),
   }));
 
