@@ -9,7 +9,7 @@ export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..
 const CLI_BIN = join(REPO_ROOT, 'apps/cli/src/bin.ts');
 
 export type NanosyncSinkSpec =
-  | { kind: 'kafka'; brokers: string[]; topic: string; compression: string }
+  | { kind: 'kafka'; brokers: string[]; topic: string; compression: string; delivery?: 'exactly_once' }
   | { kind: 'file'; file: string };
 
 export interface NanosyncPipelineSpec {
@@ -69,6 +69,7 @@ export function nanosyncConfigYaml(spec: NanosyncPipelineSpec): string {
       '        primary_keys: id',
       '        tombstones: false',
     );
+    if (spec.sink.delivery) lines.push(`        delivery: ${spec.sink.delivery}`);
   } else {
     lines.push(`        file: ${q(spec.sink.file)}`);
   }

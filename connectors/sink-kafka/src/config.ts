@@ -51,6 +51,8 @@ export interface KafkaSinkConfig {
   delivery: Delivery;
   /** Transactional id for `exactly_once`; undefined = derived from the pipeline and the sink's target. */
   transactionalId?: string;
+  /** Topic whose consumer-group offset records each transaction's position (`exactly_once`). */
+  checkpointTopic: string;
 }
 
 const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')]);
@@ -123,6 +125,11 @@ export const kafkaSinkPropertiesSchema = z
       .trim()
       .regex(/^[A-Za-z0-9._-]{1,200}$/, 'a transactional id is 1 to 200 letters, digits, ".", "_" or "-"')
       .optional(),
+    checkpoint_topic: z
+      .string()
+      .trim()
+      .regex(TOPIC_NAME, 'a topic name is 1 to 249 characters among letters, digits, ".", "_" and "-"')
+      .default('nanosync.checkpoints'),
   })
   .strict()
   .superRefine((p, ctx) => {
@@ -273,6 +280,7 @@ export const kafkaSinkPropertiesSchema = z
       maxBytesInFlight: p.max_bytes_in_flight,
       requestTimeoutMs: p.request_timeout_ms,
       delivery: p.delivery,
+      checkpointTopic: p.checkpoint_topic,
     };
     if (p.transactional_id !== undefined) config.transactionalId = p.transactional_id;
     if (p.schema_registry_url !== undefined) {

@@ -6,6 +6,7 @@ import kafkajs, {
   type KafkaConfig,
   type Producer,
   type SASLOptions,
+  type Transaction,
 } from 'kafkajs';
 import { COMPRESSION_TYPES, registerCompressionCodecs } from './compression.js';
 import type { KafkaSinkConfig } from './config.js';
@@ -70,8 +71,24 @@ export function kafkaClientConfig(config: KafkaSinkConfig, logger: Logger): Kafk
   return client;
 }
 
+/**
+ * `delivery: exactly_once`: the transactional id, and where each transaction records the
+ * position it wrote up to: the consumer-group offset of `checkpointTopic` partition 0 for
+ * `groupId`, committed inside the transaction (its metadata holds the position).
+ */
+export interface TransactionSettings {
+  transactionalId: string;
+  groupId: string;
+  checkpointTopic: string;
+}
+
+/** Errors after which this producer may not write again: another one took its transactional id. */
+const FENCED = new Set(['INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED']);
+
 export interface ProducerOptions {
   config: KafkaSinkConfig;
+  /** Set for `delivery: exactly_once`. */
+  transaction?: TransactionSettings;
   logger: Logger;
   signal: AbortSignal;
   /** Test seam: replaces the real sleep between retries (never used by the sink itself). */
@@ -115,6 +132,13 @@ export class KafkaProducer {
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   private readonly knownTopics = new Set<string>();
   private readonly compactedTopics = new Set<string>();
+  private readonly txSettings: TransactionSettings | undefined;
+  private tx: Transaction | undefined;
+  /** The position the last committed transaction wrote up to (read back at start). */
+  private committed: string | undefined;
+  private sequence = 0;
+  /** A transaction failed: start a new producer and read the checkpoint again before the next one. */
+  private recover = true;
 
   constructor(options: ProducerOptions) {
     registerCompressionCodecs();
@@ -122,10 +146,21 @@ export class KafkaProducer {
     this.logger = options.logger;
     this.signal = options.signal;
     this.sleep = options.sleep ?? abortableSleep;
+    this.txSettings = options.transaction;
     this.kafka = new KafkaClient(kafkaClientConfig(this.config, this.logger));
   }
 
   private newProducer(): Producer {
+    if (this.txSettings) {
+      return this.kafka.producer({
+        transactionalId: this.txSettings.transactionalId,
+        idempotent: true,
+        maxInFlightRequests: 1,
+        transactionTimeout: 60_000,
+        allowAutoTopicCreation: false,
+        retry: { retries: 2, initialRetryTime: 250, maxRetryTime: 2_000 },
+      });
+    }
     return this.kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
@@ -205,6 +240,21 @@ export class KafkaProducer {
    */
   async send(messages: OutgoingMessage[]): Promise<void> {
     if (messages.length === 0) return;
+    if (this.tx) {
+      try {
+        await this.sendOnce(messages, this.tx);
+      } catch (err) {
+        if (classifyKafkaError(err) === 'too-large' && !NanosyncError.is(err)) {
+          const split = splitForRetry(messages);
+          if (!split) throw tooLargeError(messages[0]!, err);
+          await this.send(split[0]);
+          await this.send(split[1]);
+          return;
+        }
+        throw this.transactionError('produce', err, messages);
+      }
+      return;
+    }
     try {
       await this.withRetries('produce', () => this.sendOnce(messages), messages);
     } catch (err) {
@@ -216,7 +266,120 @@ export class KafkaProducer {
     }
   }
 
-  private async sendOnce(messages: OutgoingMessage[]): Promise<void> {
+  // -------------------------------------------------------------------------------------------
+  // exactly_once
+
+  /**
+   * Start a transaction and return the position the last committed one wrote up to. The
+   * first call (and the first after a failed transaction) starts the producer's
+   * transactional id: the broker then finishes whatever transaction a predecessor with
+   * the same id left open (aborts it, or completes a commit it had begun) and fences that
+   * predecessor; only after that is the checkpoint read, so it is final.
+   */
+  async beginTransaction(): Promise<string | undefined> {
+    const settings = this.requireTxSettings();
+    if (this.recover) {
+      await this.withRetries('start the transactional producer', async () => {
+        if (this.tx?.isActive()) await this.tx.abort().catch(() => undefined);
+        this.tx = undefined;
+        const old = this.producer;
+        this.producer = this.newProducer();
+        await old?.disconnect().catch(() => undefined);
+        await this.producer.connect();
+        const init = await this.producer.transaction();
+        await init.abort();
+      });
+      const groups = await this.withRetries('read the exactly-once checkpoint', () =>
+        this.requireAdmin().fetchOffsets({ groupId: settings.groupId, topics: [settings.checkpointTopic] }),
+      );
+      const partition = groups
+        .find((g) => g.topic === settings.checkpointTopic)
+        ?.partitions.find((p) => p.partition === 0) as { offset: string; metadata?: string | null } | undefined;
+      if (partition?.metadata && Number(partition.offset) >= 0) {
+        this.sequence = Number(partition.offset);
+        this.committed = (JSON.parse(partition.metadata) as { position?: string }).position;
+      }
+      this.recover = false;
+      this.logger.info('kafka exactly-once producer ready', {
+        transactional_id: settings.transactionalId,
+        committed_position: this.committed ?? 'none',
+      });
+    }
+    try {
+      this.tx = await this.requireProducer().transaction();
+    } catch (err) {
+      throw this.transactionError('begin a transaction', err);
+    }
+    return this.committed;
+  }
+
+  /** Record `position` in the transaction and commit it: the records and the position become visible together. */
+  async commitTransaction(position: string): Promise<void> {
+    const settings = this.requireTxSettings();
+    const tx = this.tx;
+    if (!tx) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink commit without a transaction');
+    try {
+      await tx.sendOffsets({
+        consumerGroupId: settings.groupId,
+        topics: [
+          {
+            topic: settings.checkpointTopic,
+            // kafkajs passes the metadata through to TxnOffsetCommit.
+            partitions: [
+              { partition: 0, offset: String(this.sequence + 1), metadata: JSON.stringify({ position }) } as {
+                partition: number;
+                offset: string;
+              },
+            ],
+          },
+        ],
+      });
+      await tx.commit();
+    } catch (err) {
+      throw this.transactionError('commit', err);
+    } finally {
+      this.tx = undefined;
+    }
+    this.sequence += 1;
+    this.committed = position;
+  }
+
+  /** Abort the open transaction (after a failed write); the next one starts from a fresh producer. */
+  async abortTransaction(): Promise<void> {
+    const tx = this.tx;
+    this.tx = undefined;
+    this.recover = true;
+    if (tx?.isActive()) await tx.abort().catch(() => undefined);
+  }
+
+  private transactionError(what: string, err: unknown, messages?: OutgoingMessage[]): NanosyncError {
+    this.recover = true;
+    if (err instanceof NanosyncError) return err;
+    const id = this.txSettings?.transactionalId;
+    if (errorChain(err).some((e) => e.type !== undefined && FENCED.has(e.type))) {
+      return new NanosyncError(
+        KafkaErrorCode.KafkaTransaction,
+        `another producer took over transactional id "${id}" (is a second copy of this pipeline running?): ${rootMessage(err)}`,
+        { cause: err, retriable: false, details: { transactional_id: id } },
+      );
+    }
+    const kind = classifyKafkaError(err);
+    if (kind === 'auth') return authError(err, this.config.brokers, `the transaction (${what})`);
+    if (kind === 'tls') return tlsError(err, this.config.brokers);
+    if (kind === 'topic-missing' && messages) return topicMissingError([...new Set(messages.map((m) => m.topic))], err);
+    return new NanosyncError(
+      KafkaErrorCode.KafkaTransaction,
+      `Kafka transaction failed to ${what} (transactional id "${id}"): ${rootMessage(err)}; nothing of it is visible to read_committed consumers, the batch is written again`,
+      { cause: err, retriable: true, details: { transactional_id: id } },
+    );
+  }
+
+  private requireTxSettings(): TransactionSettings {
+    if (!this.txSettings) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink transaction without exactly_once');
+    return this.txSettings;
+  }
+
+  private async sendOnce(messages: OutgoingMessage[], via?: Transaction): Promise<void> {
     const byTopic = new Map<string, { key: Buffer | null; value: Buffer | null; headers: IHeaders }[]>();
     for (const m of messages) {
       let list = byTopic.get(m.topic);
@@ -226,7 +389,7 @@ export class KafkaProducer {
       }
       list.push({ key: m.key, value: m.value, headers: m.headers });
     }
-    await this.requireProducer().sendBatch({
+    await (via ?? this.requireProducer()).sendBatch({
       acks: -1,
       timeout: this.config.requestTimeoutMs,
       compression: COMPRESSION_TYPES[this.config.compression],

@@ -14,8 +14,9 @@ import type { IHeaders } from 'kafkajs';
 import type { KafkaSinkConfig } from './config.js';
 import { keyText } from './formats/codec.js';
 import { codecFor } from './formats/index.js';
+import { createHash } from 'node:crypto';
 import { kafkaChecks } from './check.js';
-import { KafkaProducer, type OutgoingMessage, recordSize } from './producer.js';
+import { KafkaProducer, type OutgoingMessage, type TransactionSettings, recordSize } from './producer.js';
 import { checkTopicCollisions, keyColumnsFor, messageKey, topicFor } from './routing.js';
 import { SchemaRegistryClient, registryError } from './registry/client.js';
 import { RegistryCodec } from './registry/codec.js';
@@ -42,6 +43,7 @@ export class KafkaSink implements Sink {
   /** Every table routed so far and its topic, to refuse two tables on one topic. */
   private readonly routedTables = new Map<string, { table: string; topic: string }>();
   private opened = false;
+  private readonly exactlyOnce: boolean;
   /** Set with `schema_registry_url`: Avro / Protobuf in the Confluent wire format. */
   private readonly registryClient: SchemaRegistryClient | undefined;
   private readonly registry: RegistryCodec | undefined;
@@ -61,7 +63,15 @@ export class KafkaSink implements Sink {
         config.schemaRegistry.subjectStrategy,
       );
     }
-    this.producer = producer ?? new KafkaProducer({ config, logger: this.logger, signal: context.signal });
+    this.exactlyOnce = config.delivery === 'exactly_once';
+    this.producer =
+      producer ??
+      new KafkaProducer({
+        config,
+        logger: this.logger,
+        signal: context.signal,
+        ...(this.exactlyOnce ? { transaction: transactionSettings(config, context.pipeline) } : {}),
+      });
   }
 
   async open(tables: TableSchema[]): Promise<void> {
@@ -69,6 +79,7 @@ export class KafkaSink implements Sink {
     for (const table of tables) this.checkKeyColumns(table);
     await this.producer.connect();
     await this.producer.ensureTopics(tables.map((t) => topicFor(t, this.config)));
+    if (this.exactlyOnce) await this.producer.ensureTopics([this.config.checkpointTopic]);
     this.opened = true;
     this.logger.info('kafka sink open', {
       brokers: this.config.brokers.join(','),
@@ -80,6 +91,35 @@ export class KafkaSink implements Sink {
 
   async write(events: ChangeEvent[]): Promise<void> {
     if (!this.opened) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink write() before open()');
+    if (events.length === 0) return;
+    if (!this.exactlyOnce) return this.writeEvents(events);
+    // exactly_once: one transaction per batch, committed together with the position it wrote
+    // up to. Events a committed transaction already holds (a replay after a crash between
+    // Kafka's commit and nanosync's checkpoint) are skipped; positions of one pipeline sort
+    // as strings. Snapshot rows share one position and are never skipped.
+    const committed = await this.producer.beginTransaction();
+    let last = committed;
+    const fresh: ChangeEvent[] = [];
+    for (const event of events) {
+      if (event.op !== 'read' && committed !== undefined && event.position <= committed) continue;
+      fresh.push(event);
+      if (last === undefined || event.position > last) last = event.position;
+    }
+    if (fresh.length < events.length)
+      this.logger.info('kafka exactly-once: skipped events an earlier transaction committed', {
+        skipped: events.length - fresh.length,
+        committed_position: committed ?? '',
+      });
+    try {
+      if (fresh.length > 0) await this.writeEvents(fresh);
+      await this.producer.commitTransaction(last ?? events[events.length - 1]!.position);
+    } catch (err) {
+      await this.producer.abortTransaction();
+      throw err;
+    }
+  }
+
+  private async writeEvents(events: ChangeEvent[]): Promise<void> {
     let chunk: OutgoingMessage[] = [];
     let chunkBytes = 0;
     const push = async (message: OutgoingMessage) => {
@@ -254,4 +294,17 @@ export class KafkaSink implements Sink {
       );
     }
   }
+}
+
+/**
+ * The transactional id (unless `transactional_id` is set) is derived from the pipeline and
+ * the sink's target, so it survives restarts and two sinks of one pipeline do not share it.
+ */
+export function transactionSettings(config: KafkaSinkConfig, pipeline: string): TransactionSettings {
+  const target = createHash('sha256')
+    .update(JSON.stringify([config.topic ?? null, config.topicPrefix, config.tableTopics ?? null]))
+    .digest('hex')
+    .slice(0, 10);
+  const transactionalId = config.transactionalId ?? `nanosync.${pipeline}.${target}`;
+  return { transactionalId, groupId: `nanosync-eos.${transactionalId}`, checkpointTopic: config.checkpointTopic };
 }

@@ -97,23 +97,37 @@ async function runVariant(
     await client.query(`CREATE PUBLICATION ${recvPublication} FOR TABLE ${qualified}`);
     await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [recvSlot]);
 
-    const nsTopic = `ns_s2_tx${txSize}_${ctx.runId}`;
-    const nsSpec: NanosyncPipelineSpec = {
-      name: `bench-s2-tx${txSize}-${ctx.runId}`,
-      pgUrl: ctx.pgUrl,
-      table: qualified,
-      replicationType: 'cdc',
-      sink: { kind: 'kafka', brokers: ctx.brokers, topic: nsTopic, compression: ctx.producer.compression },
-      workDir: join(ctx.workRoot, `ns-s2-tx${txSize}`),
+    const nsSpecFor = (delivery?: 'exactly_once'): NanosyncPipelineSpec => {
+      const suffix = delivery ? '_eos' : '';
+      return {
+        name: `bench-s2-tx${txSize}${suffix.replace('_', '-')}-${ctx.runId}`,
+        pgUrl: ctx.pgUrl,
+        table: qualified,
+        replicationType: 'cdc',
+        sink: {
+          kind: 'kafka',
+          brokers: ctx.brokers,
+          topic: `ns_s2_tx${txSize}${suffix}_${ctx.runId}`,
+          compression: ctx.producer.compression,
+          ...(delivery ? { delivery } : {}),
+        },
+        workDir: join(ctx.workRoot, `ns-s2-tx${txSize}${suffix}`),
+      };
     };
-    let nsPrepared: { slot: string } | { unavailable: string };
-    const nsReason = nanosyncUnavailableReason('kafka');
-    if (nsReason) nsPrepared = { unavailable: nsReason };
-    else {
+    const nsSpec = nsSpecFor();
+    const nsEosSpec = nsSpecFor('exactly_once');
+    const nsTopic = (nsSpec.sink as { topic: string }).topic;
+    const nsEosTopic = (nsEosSpec.sink as { topic: string }).topic;
+    const prepareNanosync = async (
+      spec: NanosyncPipelineSpec,
+      topic: string,
+    ): Promise<{ slot: string } | { unavailable: string }> => {
+      const nsReason = nanosyncUnavailableReason('kafka');
+      if (nsReason) return { unavailable: nsReason };
       try {
-        await createTopics(ctx, nsTopic);
+        await createTopics(ctx, topic);
         const before = await slotNames(client);
-        const ns = await startNanosync(nsSpec);
+        const ns = await startNanosync(spec);
         try {
           const slot = await waitFor(
             'nanosync to create and use its slot',
@@ -138,14 +152,16 @@ async function runVariant(
             },
             { timeoutMs: 60_000 },
           );
-          nsPrepared = { slot };
+          return { slot };
         } finally {
           await stopTool(ns.tool);
         }
       } catch (error) {
-        nsPrepared = { unavailable: errorMessage(error) };
+        return { unavailable: errorMessage(error) };
       }
-    }
+    };
+    const nsPrepared = await prepareNanosync(nsSpec, nsTopic);
+    const nsEosPrepared = await prepareNanosync(nsEosSpec, nsEosTopic);
 
     let dbzPrepared:
       | { jars: DebeziumJars; spec: ReturnType<typeof debeziumSpec>; topic: string }
@@ -238,20 +254,27 @@ async function runVariant(
       };
     };
 
-    const ns = await (async (): Promise<Measurement> => {
-      const label = 'nanosync → Kafka (json)';
-      if ('unavailable' in nsPrepared) return notAvailable(label, nsPrepared.unavailable);
-      const slot = nsPrepared.slot;
+    const nsRun = async (
+      label: string,
+      prepared: { slot: string } | { unavailable: string },
+      spec: NanosyncPipelineSpec,
+      topic: string,
+    ): Promise<Measurement> => {
+      if ('unavailable' in prepared) return notAvailable(label, prepared.unavailable);
+      const slot = prepared.slot;
       try {
-        return await runNanosyncMeasured(ctx, label, nsSpec, events, acknowledged(slot, nsTopic), {
+        return await runNanosyncMeasured(ctx, label, spec, events, acknowledged(slot, topic), {
           started: (c) => slotActive(c, slot),
-          details: { topic: nsTopic, slot },
+          details: { topic, slot },
         });
       } catch (error) {
         return notAvailable(label, errorMessage(error));
       }
-    })();
+    };
+    const ns = await nsRun('nanosync → Kafka (json)', nsPrepared, nsSpec, nsTopic);
     result.measurements.push(ns);
+    const nsEos = await nsRun('nanosync → Kafka (json, exactly_once)', nsEosPrepared, nsEosSpec, nsEosTopic);
+    result.measurements.push(nsEos);
 
     const dbz = await (async (): Promise<Measurement> => {
       const label = 'Debezium → Kafka (json)';
@@ -276,6 +299,13 @@ async function runVariant(
         reason: why(ns, recv),
         meaning:
           'share of the bare decoding speed (the server producing pgoutput into /dev/null) that nanosync reaches with Kafka writes and acknowledgements',
+      },
+      {
+        name: 'nanosync exactly_once ÷ at-least-once',
+        value: ratio(rate(nsEos), rate(ns)),
+        reason: why(nsEos, ns),
+        meaning:
+          'backlog events/s kept with delivery: exactly_once (one transaction per batch) against the default at-least-once',
       },
       {
         name: 'nanosync ÷ Debezium',

@@ -31,6 +31,7 @@ describe('kafka sink properties', () => {
       maxBytesInFlight: 1048576,
       requestTimeoutMs: 30000,
       delivery: 'at_least_once',
+      checkpointTopic: 'nanosync.checkpoints',
     });
   });
 

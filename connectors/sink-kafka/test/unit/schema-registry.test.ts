@@ -7,6 +7,7 @@ import { parseKafkaSinkConfig } from '../../src/config.js';
 import { avroSchemaFor } from '../../src/formats/avro.js';
 import { protobufDescriptorFor, protobufSchemaText } from '../../src/formats/protobuf.js';
 import { SchemaRegistryClient } from '../../src/registry/client.js';
+import { transactionSettings } from '../../src/sink.js';
 import {
   changedColumns,
   readWireHeader,
@@ -217,5 +218,34 @@ describe('registry client credentials (header capture, no real registry)', () =>
   test('a 401 names the status', async () => {
     const { outcome } = await capture(undefined);
     expect(outcome).toMatch(/answered 401: Unauthorized/);
+  });
+});
+
+describe('exactly_once settings', () => {
+  test('the transactional id is stable per pipeline and target, and can be set', () => {
+    const a = transactionSettings(parseKafkaSinkConfig({ ...base, topic: 'orders', delivery: 'exactly_once' }), 'p1');
+    const again = transactionSettings(
+      parseKafkaSinkConfig({ ...base, topic: 'orders', delivery: 'exactly_once' }),
+      'p1',
+    );
+    const other = transactionSettings(
+      parseKafkaSinkConfig({ ...base, topic: 'other', delivery: 'exactly_once' }),
+      'p1',
+    );
+    expect(a.transactionalId).toMatch(/^nanosync\.p1\.[0-9a-f]{10}$/);
+    expect(again).toEqual(a);
+    expect(other.transactionalId).not.toBe(a.transactionalId);
+    expect(a.groupId).toBe(`nanosync-eos.${a.transactionalId}`);
+    expect(a.checkpointTopic).toBe('nanosync.checkpoints');
+    const set = transactionSettings(
+      parseKafkaSinkConfig({
+        ...base,
+        delivery: 'exactly_once',
+        transactional_id: 'shop-eos',
+        checkpoint_topic: 'ops.ckpt',
+      }),
+      'p1',
+    );
+    expect(set).toEqual({ transactionalId: 'shop-eos', groupId: 'nanosync-eos.shop-eos', checkpointTopic: 'ops.ckpt' });
   });
 });

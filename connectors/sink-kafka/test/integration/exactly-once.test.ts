@@ -1,0 +1,250 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startKafka, startPostgres } from '@nanosync/testcontainers';
+import kafkajs from 'kafkajs';
+import pg from 'pg';
+import { expect, test } from 'vitest';
+import { decodeJsonMessage } from '../../src/formats/json.js';
+import { ConcurrentWriter, NanosyncProcess, dropSlots, eventually, oracle, tableRows } from './e2e-helpers.js';
+import { type ConsumedRecord, createSink, uniqueName } from './helpers.js';
+import type { ChangeEvent, TableSchema } from '@nanosync/core';
+import { NanosyncError } from '@nanosync/core';
+import { registerCompressionCodecs } from '../../src/compression.js';
+import { KafkaErrorCode } from '../../src/errors.js';
+
+const { Kafka, logLevel } = kafkajs;
+
+const ROWS = 200;
+const KILLS = Number(process.env.NANOSYNC_EOS_KILLS ?? 6);
+const SEED = Number(process.env.NANOSYNC_EOS_SEED ?? 20261204);
+/** `at_least_once` here shows what the test catches without transactions (it should then fail). */
+const DELIVERY = process.env.NANOSYNC_EOS_DELIVERY ?? 'exactly_once';
+
+/** mulberry32: a small seeded generator, so a failing run's kill points can be replayed. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Every record of `topic` a read_committed consumer sees: read from the start until nothing
+ * new has arrived for `idleMs`. (Offsets cannot tell the end here: commit markers and
+ * aborted records take offsets a consumer never sees.)
+ */
+async function consumeCommitted(brokers: string[], topic: string, idleMs = 4000): Promise<ConsumedRecord[]> {
+  registerCompressionCodecs(); // the pipeline's records are snappy-compressed
+  const kafka = new Kafka({ clientId: 'ns-eos-reader', brokers, logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({
+    groupId: uniqueName('ns-eos-group'),
+    maxWaitTimeInMs: 200,
+    readUncommitted: false,
+  });
+  const records: ConsumedRecord[] = [];
+  let crashed: unknown;
+  consumer.on(consumer.events.CRASH, (event) => {
+    crashed = event.payload.error;
+  });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    let last = Date.now();
+    await consumer.run({
+      autoCommit: false,
+      eachMessage: async ({ partition, message }) => {
+        last = Date.now();
+        records.push({
+          topic,
+          partition,
+          offset: message.offset,
+          key: message.key ? message.key.toString('utf8') : null,
+          value: message.value,
+          headers: Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)])),
+        });
+      },
+    });
+    const started = Date.now();
+    while (Date.now() - last < idleMs || (records.length === 0 && Date.now() - started < 30_000)) {
+      if (crashed) throw crashed;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  } finally {
+    await consumer.disconnect();
+  }
+  return records.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+}
+
+/** (key, position, record kind) that occur more than once: what exactly-once forbids. */
+function duplicates(records: ConsumedRecord[]): string[] {
+  const counts = new Map<string, number>();
+  for (const r of records) {
+    const position = r.headers['ns-position'];
+    const id = `${r.key} @ ${position} ${r.value === null ? 'tombstone' : (r.headers['ns-op'] ?? '')}`;
+    counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
+  return [...counts].filter(([, n]) => n > 1).map(([id, n]) => `${id} ×${n}`);
+}
+
+const table: TableSchema = {
+  schema: 'public',
+  name: 'eos',
+  keyColumns: ['id'],
+  columns: [
+    { name: 'id', type: { kind: 'int32' }, nullable: false },
+    { name: 'note', type: { kind: 'string' }, nullable: true },
+  ],
+};
+const change = (n: number): ChangeEvent => ({
+  table,
+  op: 'insert',
+  key: { id: n },
+  after: { id: n, note: `n${n}` },
+  position: `0000000003000000:${n.toString(16).toUpperCase().padStart(8, '0')}`,
+});
+
+test('exactly_once: a replayed batch is skipped after a restart, a new producer fences the old one', async () => {
+  await using kafka = await startKafka();
+  const topic = uniqueName('ns-eos-sink');
+  const props = { brokers: kafka.brokers.join(','), topic, delivery: 'exactly_once' };
+  const batch1 = [1, 2, 3].map(change);
+  const batch2 = [4, 5].map(change);
+  {
+    await using first = createSink(props);
+    await first.sink.open([table]);
+    await first.sink.write(batch1);
+  }
+  // A restart whose state store missed the checkpoint replays batch 1 before batch 2.
+  await using second = createSink(props);
+  await second.sink.open([table]);
+  await second.sink.write([...batch1.slice(1), ...batch2]);
+  await second.sink.write(batch1);
+  const seen = await consumeCommitted(kafka.brokers, topic, 2000);
+  expect(seen.map((r) => r.headers['ns-position'])).toEqual([...batch1, ...batch2].map((e) => e.position));
+  expect(second.logger.lines.some((l) => l.includes('skipped events an earlier transaction committed'))).toBe(true);
+
+  // A third producer with the same transactional id takes over: the second may not write again.
+  await using third = createSink(props);
+  await third.sink.open([table]);
+  await third.sink.write([change(6)]);
+  const fenced = await second.sink.write([change(7)]).catch((e: unknown) => e);
+  expect(fenced).toBeInstanceOf(NanosyncError);
+  expect((fenced as NanosyncError).code).toBe(KafkaErrorCode.KafkaTransaction);
+  expect((fenced as NanosyncError).retriable).toBe(false);
+  const after = await consumeCommitted(kafka.brokers, topic, 2000);
+  expect(after.map((r) => r.headers['ns-position'])).toEqual([1, 2, 3, 4, 5, 6].map((n) => change(n).position));
+}, 180_000);
+
+/**
+ * `delivery: exactly_once` through the real CLI: a writer changes the table the whole time
+ * while the pipeline process is SIGKILLed at seeded random moments and restarted. A
+ * read_committed consumer must then see every change exactly once (no (key, position)
+ * twice) and the topic must pass the oracle of RELIABILITY.md.
+ */
+test(
+  `exactly_once: ${KILLS} SIGKILLs at seeded random points (seed ${SEED}) under a concurrent writer; read_committed sees each change once`,
+  { timeout: 900_000 },
+  async () => {
+    await using postgres = await startPostgres();
+    await using kafka = await startKafka();
+    const url = await postgres.createDatabase();
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-eos-'));
+    const pipeline = uniqueName('kafka_eos').replace(/-/g, '_');
+    const topic = uniqueName('ns-eos');
+    const random = rng(SEED);
+    let writer: ConcurrentWriter | undefined;
+    const outputs: string[] = [];
+    try {
+      await db.query(
+        'CREATE TABLE public.eos_orders (id bigint PRIMARY KEY, note text, amount numeric(20,2), qty int, flag bool)',
+      );
+      await db.query(
+        `INSERT INTO public.eos_orders SELECT g, 'row ' || g, g * 1.5, g, g % 2 = 0 FROM generate_series(1, $1) g`,
+        [ROWS],
+      );
+      const config = join(dir, 'nanosync.yaml');
+      await writeFile(
+        config,
+        `connections:
+  - name: pg
+    type: postgres
+    dsn: ${JSON.stringify(url)}
+  - name: kafka
+    type: kafka
+    properties:
+      brokers: ${JSON.stringify(kafka.brokers.join(','))}
+pipelines:
+  - name: ${pipeline}
+    source:
+      connection: pg
+      tables: [public.eos_orders]
+    sink:
+      connection: kafka
+      properties:
+        topic: ${topic}
+        delivery: ${DELIVERY}
+`,
+      );
+      const stateFile = join(dir, 'state', 'state.db');
+      const args = ['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0'];
+
+      // The snapshot (at-least-once, see the README) completes before the first kill.
+      const first = new NanosyncProcess(args);
+      await eventually(
+        async () => {
+          const seen = await consumeCommitted(kafka.brokers, topic, 1500).catch(() => []);
+          return seen.filter((r) => r.headers['ns-op'] === 'read').length >= ROWS ? true : undefined;
+        },
+        'the snapshot committed',
+        240_000,
+        () => first.output,
+      );
+      writer = new ConcurrentWriter(db, 'public.eos_orders', ROWS + 1, () => ROWS);
+      let current = first;
+      for (let kill = 0; kill < KILLS; kill++) {
+        await new Promise((r) => setTimeout(r, 1500 + Math.floor(random() * 4000)));
+        await current.kill('SIGKILL');
+        outputs.push(current.output);
+        current = new NanosyncProcess(args);
+      }
+      await using last = current;
+      await new Promise((r) => setTimeout(r, 3000));
+      await writer.stop();
+      const changes = writer.changes;
+      writer = undefined;
+
+      const expected = await tableRows(db, 'public.eos_orders');
+      let problems: string[] = [];
+      let records: ConsumedRecord[] = [];
+      await eventually(
+        async () => {
+          records = await consumeCommitted(kafka.brokers, topic);
+          problems = oracle(records, expected, changes);
+          return problems.length === 0 ? true : undefined;
+        },
+        'the topic to converge on the table',
+        300_000,
+        () => `${problems.join('\n')}\n--- nanosync output ---\n${last.output.slice(-4000)}`,
+      );
+      expect(problems).toEqual([]);
+      expect(duplicates(records)).toEqual([]);
+      const streamed = records.filter((r) => r.value !== null && decodeJsonMessage(r.value).op !== 'read');
+      expect(streamed.length).toBeGreaterThan(KILLS);
+      expect(changes.length).toBeGreaterThan(0);
+      outputs.push(last.output);
+      await last.kill('SIGTERM');
+    } finally {
+      await writer?.stop().catch(() => undefined);
+      await dropSlots(db);
+      await db.end();
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
