@@ -94,4 +94,70 @@ pipelines:
       await rm(dir, { recursive: true, force: true });
     }
   });
+  it('a table without a replica identity: apply refuses naming it and both fixes, stores and creates nothing, and the application can still update it', async () => {
+    await using postgres: PostgresService = await startPostgres();
+    const url = await postgres.createDatabase();
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    const role = uniqueName('keyless');
+    const dir = await mkdtemp(join(tmpdir(), 'ns-apply-keyless-'));
+    try {
+      await admin.query('CREATE TABLE public.accounts (id int PRIMARY KEY, balance int)');
+      await admin.query('CREATE TABLE public.history (aid int, note text)');
+      await admin.query(`INSERT INTO public.history SELECT g, 'seed' FROM generate_series(1, 10) g`);
+      // A role that could create the publication itself: the refusal is about the table, not privileges.
+      await admin.query(`CREATE ROLE ${role} LOGIN REPLICATION PASSWORD 'pw'`);
+      await admin.query(`ALTER TABLE public.accounts OWNER TO ${role}`);
+      await admin.query(`ALTER TABLE public.history OWNER TO ${role}`);
+      await admin.query(`GRANT CREATE ON DATABASE "${new URL(url).pathname.slice(1)}" TO ${role}`);
+      const dsn = new URL(url);
+      dsn.username = role;
+      dsn.password = 'pw';
+      const name = uniqueName('keyless');
+      await writeFile(
+        join(dir, 'pipelines.yaml'),
+        `connections:
+  - name: db
+    type: postgres
+    dsn: ${JSON.stringify(dsn.toString())}
+  - name: out
+    type: file
+    properties:
+      path: ./out
+pipelines:
+  - name: ${name}
+    source:
+      connection: db
+      tables: [public.accounts, public.history]
+    sink:
+      connection: out
+`,
+      );
+      const state = join(dir, 'state', 'state.db');
+      const { proc, server } = await startServing(['serve', '--state', state], { cwd: dir });
+      await using _server = proc;
+      const applied = await runCli(['apply', '--file', 'pipelines.yaml', '--server', server, '--state', state], {
+        cwd: dir,
+      });
+      expect(applied.code, applied.stdout + applied.stderr).toBe(1);
+      expect(applied.stderr).toContain(`[NS_R2006] pipeline ${name} cannot start; nothing was created:`);
+      expect(applied.stderr).toMatch(/✗ replica_identity "public"\."history"/);
+      expect(applied.stderr).toContain('ALTER TABLE "public"."history" ADD PRIMARY KEY');
+      expect(applied.stderr).toContain('ALTER TABLE "public"."history" REPLICA IDENTITY FULL');
+      expect(applied.stderr).not.toMatch(/✗ replica_identity "public"\."accounts"/);
+      const listed = await runCli(['list', 'pipelines', '--json', '--server', server, '--state', state], { cwd: dir });
+      expect(JSON.parse(listed.stdout)).toEqual([]);
+      const slots = await admin.query('SELECT slot_name FROM pg_replication_slots WHERE database = current_database()');
+      const publications = await admin.query('SELECT pubname FROM pg_publication');
+      expect({ slots: slots.rows, publications: publications.rows }).toEqual({ slots: [], publications: [] });
+      // The table was never published, so the application's own writes still work.
+      expect((await admin.query(`UPDATE public.history SET note = 'app' WHERE aid <= 3`)).rowCount).toBe(3);
+      expect((await admin.query('DELETE FROM public.history WHERE aid = 4')).rowCount).toBe(1);
+    } finally {
+      await admin.query(`DROP OWNED BY ${role}`).catch(() => undefined);
+      await admin.query(`DROP ROLE IF EXISTS ${role}`).catch(() => undefined);
+      await admin.end();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });
