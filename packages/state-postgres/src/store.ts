@@ -139,6 +139,11 @@ export async function openPostgresStateStore(
     // not hang it: the pipeline then waits for the store instead of for a socket.
     connectionTimeoutMillis: 10_000,
     query_timeout: 60_000,
+    // A fenced write holds the lease row (FOR SHARE) until it commits. A server frozen in
+    // the middle of one (SIGSTOP, a VM paused) would keep that lock, and with it every other
+    // server's takeover of the pipeline, for as long as its connection lives: the database
+    // ends such a transaction after 10 s idle instead.
+    idle_in_transaction_session_timeout: 10_000,
   });
   // An idle connection dropped by the server must not crash the process; the next query
   // reconnects or fails with an error naming the store.
