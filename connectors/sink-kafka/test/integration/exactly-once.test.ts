@@ -16,7 +16,7 @@ import { KafkaErrorCode } from '../../src/errors.js';
 const { Kafka, logLevel } = kafkajs;
 
 const ROWS = 200;
-const KILLS = Number(process.env.NANOSYNC_EOS_KILLS ?? 6);
+const KILLS = Number(process.env.NANOSYNC_EOS_KILLS ?? 10);
 const SEED = Number(process.env.NANOSYNC_EOS_SEED ?? 20261204);
 /** `at_least_once` here shows what the test catches without transactions (it should then fail). */
 const DELIVERY = process.env.NANOSYNC_EOS_DELIVERY ?? 'exactly_once';
@@ -190,6 +190,7 @@ pipelines:
       properties:
         topic: ${topic}
         delivery: ${DELIVERY}
+        max_bytes_in_flight: 2048
 `,
       );
       const stateFile = join(dir, 'state', 'state.db');
@@ -209,7 +210,11 @@ pipelines:
       writer = new ConcurrentWriter(db, 'public.eos_orders', ROWS + 1, () => ROWS);
       let current = first;
       for (let kill = 0; kill < KILLS; kill++) {
-        await new Promise((r) => setTimeout(r, 1500 + Math.floor(random() * 4000)));
+        await new Promise((r) => setTimeout(r, 500 + Math.floor(random() * 2000)));
+        // One transaction touching every row: a batch of hundreds of records, sent in many
+        // small requests (max_bytes_in_flight 2048), so a kill is likely to land mid-batch.
+        await db.query('UPDATE public.eos_orders SET qty = qty + 1');
+        await new Promise((r) => setTimeout(r, Math.floor(random() * 800)));
         await current.kill('SIGKILL');
         outputs.push(current.output);
         current = new NanosyncProcess(args);
