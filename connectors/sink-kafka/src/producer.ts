@@ -25,6 +25,8 @@ export interface OutgoingMessage {
   keyText: string;
   /** Bytes counted against `max_bytes_in_flight`. */
   size: number;
+  /** Index of the event it came from in the `write()` batch, so a refusal can name that event. */
+  event?: number;
 }
 
 /** Rough wire size of a record: key, value, headers and the per-record framing. */
@@ -531,7 +533,13 @@ export function tooLargeError(message: OutgoingMessage, cause: unknown): Nanosyn
     {
       cause,
       retriable: false,
-      details: { table: message.table, key: message.keyText, topic: message.topic, bytes: message.size },
+      details: {
+        table: message.table,
+        key: message.keyText,
+        topic: message.topic,
+        bytes: message.size,
+        eventIndex: message.event,
+      },
     },
   );
 }

@@ -2,7 +2,12 @@ import {
   type ChangeEvent,
   type CheckResult,
   type ConnectorContext,
+  type DeadLetter,
+  type DeadLetterTarget,
+  deadLetterJson,
   ErrorCode,
+  eventError,
+  eventIndexOf,
   type Logger,
   NanosyncError,
   type Sink,
@@ -16,6 +21,7 @@ import { keyText } from './formats/codec.js';
 import { codecFor } from './formats/index.js';
 import { createHash } from 'node:crypto';
 import { kafkaChecks } from './check.js';
+import { KafkaErrorCode } from './errors.js';
 import { KafkaProducer, type OutgoingMessage, type TransactionSettings, recordSize } from './producer.js';
 import { checkTopicCollisions, keyColumnsFor, messageKey, topicFor } from './routing.js';
 import { SchemaRegistryClient, registryError } from './registry/client.js';
@@ -115,6 +121,10 @@ export class KafkaSink implements Sink {
       await this.producer.commitTransaction(last ?? events[events.length - 1]!.position);
     } catch (err) {
       await this.producer.abortTransaction();
+      // An event refused alone is named by its index in `events`, not in `fresh`.
+      const index = eventIndexOf(err);
+      if (index !== undefined && fresh.length < events.length && NanosyncError.is(err))
+        eventError(err, events.indexOf(fresh[index]!));
       throw err;
     }
   }
@@ -122,7 +132,7 @@ export class KafkaSink implements Sink {
   private async writeEvents(events: ChangeEvent[]): Promise<void> {
     let chunk: OutgoingMessage[] = [];
     let chunkBytes = 0;
-    const push = async (message: OutgoingMessage) => {
+    const pushAny = async (message: OutgoingMessage) => {
       if (chunk.length > 0 && chunkBytes + message.size > this.config.maxBytesInFlight) {
         await this.producer.send(chunk);
         chunk = [];
@@ -133,82 +143,136 @@ export class KafkaSink implements Sink {
     };
 
     const registry = this.registry;
-    for (const event of events) {
-      const topic = await this.topicOf(event.table);
-      const table = qualifiedName(event.table);
-      const keyColumns = this.keyColumnsOf(event.table);
-      if (registry && !registry.isReady(event.table, topic)) await registry.prepare(event.table, topic, keyColumns);
-      const keyOf = (e: ChangeEvent) => (registry ? registry.encodeKey(e, topic) : messageKey(e, keyColumns));
-      const encode = (e: ChangeEvent) => (registry ? { value: registry.encodeValue(e, topic) } : this.codec.encode(e));
-      const key = event.op === 'truncate' ? this.truncateKey(topic, table) : keyOf(event);
-      if (event.op === 'update' && event.before && key) {
-        // An update that changed the key moves the row: the old key must not keep its last
-        // value in a compacted topic, so it gets a delete (and tombstone) of its own first.
-        const oldKey = keyOf({ ...event, after: undefined });
-        if (oldKey && !oldKey.equals(key)) {
-          const moved: ChangeEvent = { ...event, op: 'delete', after: undefined, unchanged: undefined };
-          const encodedDelete = encode(moved);
-          const deleteHeaders: IHeaders = {
-            ...encodedDelete.headers,
-            [HEADER_TABLE]: table,
-            [HEADER_OP]: 'delete',
-            [HEADER_POSITION]: event.position,
-          };
-          const oldText = registry ? keyText({ ...event, after: undefined }) : oldKey.toString('utf8');
-          await push({
-            topic,
-            key: oldKey,
-            value: encodedDelete.value,
-            headers: deleteHeaders,
-            table,
-            keyText: oldText,
-            size: recordSize(oldKey, encodedDelete.value, deleteHeaders),
-          });
-          if (this.config.tombstones) {
-            const tombstoneHeaders: IHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
+    for (let index = 0; index < events.length; index++) {
+      const event = events[index]!;
+      const push = (message: OutgoingMessage) => pushAny({ ...message, event: index });
+      try {
+        const topic = await this.topicOf(event.table);
+        const table = qualifiedName(event.table);
+        const keyColumns = this.keyColumnsOf(event.table);
+        if (registry && !registry.isReady(event.table, topic)) await registry.prepare(event.table, topic, keyColumns);
+        const keyOf = (e: ChangeEvent) => (registry ? registry.encodeKey(e, topic) : messageKey(e, keyColumns));
+        const encode = (e: ChangeEvent) =>
+          registry ? { value: registry.encodeValue(e, topic) } : this.codec.encode(e);
+        const key = event.op === 'truncate' ? this.truncateKey(topic, table) : keyOf(event);
+        if (event.op === 'update' && event.before && key) {
+          // An update that changed the key moves the row: the old key must not keep its last
+          // value in a compacted topic, so it gets a delete (and tombstone) of its own first.
+          const oldKey = keyOf({ ...event, after: undefined });
+          if (oldKey && !oldKey.equals(key)) {
+            const moved: ChangeEvent = { ...event, op: 'delete', after: undefined, unchanged: undefined };
+            const encodedDelete = encode(moved);
+            const deleteHeaders: IHeaders = {
+              ...encodedDelete.headers,
+              [HEADER_TABLE]: table,
+              [HEADER_OP]: 'delete',
+              [HEADER_POSITION]: event.position,
+            };
+            const oldText = registry ? keyText({ ...event, after: undefined }) : oldKey.toString('utf8');
             await push({
               topic,
               key: oldKey,
-              value: null,
-              headers: tombstoneHeaders,
+              value: encodedDelete.value,
+              headers: deleteHeaders,
               table,
               keyText: oldText,
-              size: recordSize(oldKey, null, tombstoneHeaders),
+              size: recordSize(oldKey, encodedDelete.value, deleteHeaders),
             });
+            if (this.config.tombstones) {
+              const tombstoneHeaders: IHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
+              await push({
+                topic,
+                key: oldKey,
+                value: null,
+                headers: tombstoneHeaders,
+                table,
+                keyText: oldText,
+                size: recordSize(oldKey, null, tombstoneHeaders),
+              });
+            }
           }
         }
-      }
-      const encoded = encode(event);
-      const headers: IHeaders = {
-        ...encoded.headers,
-        [HEADER_TABLE]: table,
-        [HEADER_OP]: event.op,
-        [HEADER_POSITION]: event.position,
-      };
-      const text = key && !registry ? key.toString('utf8') : keyText(event);
-      await push({
-        topic,
-        key,
-        value: encoded.value,
-        headers,
-        table,
-        keyText: text,
-        size: recordSize(key, encoded.value, headers),
-      });
-      if (event.op === 'delete' && this.config.tombstones && key) {
-        const tombstoneHeaders: IHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
+        const encoded = encode(event);
+        const headers: IHeaders = {
+          ...encoded.headers,
+          [HEADER_TABLE]: table,
+          [HEADER_OP]: event.op,
+          [HEADER_POSITION]: event.position,
+        };
+        const text = key && !registry ? key.toString('utf8') : keyText(event);
         await push({
           topic,
           key,
-          value: null,
-          headers: tombstoneHeaders,
+          value: encoded.value,
+          headers,
           table,
           keyText: text,
-          size: recordSize(key, null, tombstoneHeaders),
+          size: recordSize(key, encoded.value, headers),
         });
+        if (event.op === 'delete' && this.config.tombstones && key) {
+          const tombstoneHeaders: IHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
+          await push({
+            topic,
+            key,
+            value: null,
+            headers: tombstoneHeaders,
+            table,
+            keyText: text,
+            size: recordSize(key, null, tombstoneHeaders),
+          });
+        }
+      } catch (err) {
+        // A value this format cannot carry belongs to this event alone: core's on_error decides.
+        if (NanosyncError.is(err) && err.code === KafkaErrorCode.KafkaEncode) throw eventError(err, index);
+        throw err;
       }
     }
     await this.producer.send(chunk);
+  }
+
+  /**
+   * Dead letters go to the topic `<topic_prefix>dlq` (`nanosync.dlq` by default), keyed like
+   * the event's row, the value one JSON object (see `DeadLetter`). A letter too large for
+   * that topic is sent again without the row images (`imagesOmitted: true`), so the key,
+   * position and error are always recorded.
+   */
+  deadLetters(): DeadLetterTarget {
+    const topic = `${this.config.topicPrefix}dlq`.slice(0, 249);
+    return {
+      write: async (letters: DeadLetter[]) => {
+        await this.producer.ensureTopics([topic]);
+        for (const letter of letters) {
+          try {
+            await this.producer.send([this.deadLetterMessage(topic, letter)]);
+          } catch (err) {
+            if (!NanosyncError.is(err, KafkaErrorCode.KafkaMessageTooLarge)) throw err;
+            const { before: _before, after: _after, ...rest } = letter;
+            await this.producer.send([this.deadLetterMessage(topic, { ...rest, imagesOmitted: true } as DeadLetter)]);
+          }
+        }
+      },
+    };
+  }
+
+  private deadLetterMessage(topic: string, letter: DeadLetter): OutgoingMessage {
+    const key = Buffer.from(JSON.stringify(letter.key), 'utf8');
+    const value = Buffer.from(deadLetterJson(letter), 'utf8');
+    const headers: IHeaders = {
+      [HEADER_TABLE]: letter.table,
+      [HEADER_OP]: letter.op,
+      [HEADER_POSITION]: letter.position,
+      'ns-sink': letter.sink,
+      ...(letter.error.code !== undefined ? { 'ns-error-code': letter.error.code } : {}),
+    };
+    return {
+      topic,
+      key,
+      value,
+      headers,
+      table: letter.table,
+      keyText: key.toString('utf8'),
+      size: recordSize(key, value, headers),
+    };
   }
 
   async close(): Promise<void> {

@@ -10,6 +10,7 @@ export * from './contract/connector.js';
 export type * from './contract/logger.js';
 export { parseTableName, formatTableName } from './config/table-name.js';
 export { DEFAULT_RETRY_POLICY, backoffDelay, sleep, within } from './runtime/backoff.js';
+export { deadLetterJson } from './runtime/dead-letters.js';
 export type { RetryPolicy } from './runtime/backoff.js';
 export { civilFromDays, daysFromCivil, formatYear } from './values/calendar.js';
 export { ConnectionUrlError, hasUrlScheme, parseConnectionUrl } from './values/connection-url.js';

@@ -104,6 +104,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       ...(options.leaseTtlMs !== undefined ? { leaseTtlMs: options.leaseTtlMs } : {}),
       ...(options.maxPipelines !== undefined ? { maxPipelines: options.maxPipelines } : {}),
       serverDetails: { url: admin.url, host: hostname(), pid: process.pid },
+      runtime: { dataDir: paths.dir },
       materialize: (definition) =>
         materializePipeline(definition, { env: io.env, secretKey, resolve: connectorResolver() }),
     });

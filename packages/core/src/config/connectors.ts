@@ -1,3 +1,4 @@
+import { resolve as resolvePath } from 'node:path';
 import type {
   ConnectorDefinition,
   SinkDefinition,
@@ -172,6 +173,11 @@ export async function resolvePipelines(
         definition: sinkDefinition as SinkDefinition<unknown>,
         config: parsed.config,
         mappings: sink.target_mappings,
+        onError: sink.on_error,
+        ...(sink.dead_letter_path !== undefined
+          ? { deadLetterPath: resolvePath(config.configDir, sink.dead_letter_path) }
+          : {}),
+        maxSpillBytes: sink.max_spill_bytes,
       });
     }
     if (complete && source !== undefined) pipelines.push({ pipeline, source, sinks });

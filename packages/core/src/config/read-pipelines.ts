@@ -16,12 +16,14 @@ import {
 } from './structure.js';
 import { formatTableName, parseTableName } from './table-name.js';
 import {
+  DEFAULT_MAX_SPILL_BYTES,
   type PipelineConfig,
   REPLICATION_TYPES,
   type ReplicationType,
   SCHEMA_CHANGE_POLICIES,
   type SchemaChangePolicy,
   type SinkConfig,
+  type SinkErrorPolicy,
 } from './types.js';
 
 /**
@@ -48,7 +50,15 @@ export const PIPELINE_KEYS = [
   'schema_changes',
 ];
 export const SOURCE_KEYS = ['connection', 'tables', 'properties'];
-export const SINK_KEYS = ['connection', 'properties', 'target_mappings'];
+export const SINK_KEYS = [
+  'connection',
+  'properties',
+  'target_mappings',
+  'on_error',
+  'dead_letter_path',
+  'max_spill_bytes',
+];
+export const ON_ERROR_POLICIES = ['fail', 'dead_letter', 'skip'] as const;
 export const SNAPSHOT_KEYS = ['concurrency', 'target_rows_per_partition'];
 export const QUERY_KEYS = ['sql', 'schedule'];
 
@@ -276,8 +286,63 @@ function readSink(
   const connection = readConnectionRef(map, path, connections, out);
   const properties = readProperties(map, path, out);
   const mappings = readTargetMappings(map, path, tableRefs, out);
-  if (connection === undefined || mappings === undefined) return undefined;
-  return { name: `${index}:${connection}`, connection, properties, target_mappings: mappings };
+  const before = out.issues.length;
+  let onError: SinkErrorPolicy = 'fail';
+  if (map.on_error !== undefined && map.on_error !== null) {
+    const value = map.on_error;
+    if (typeof value === 'string' && (ON_ERROR_POLICIES as readonly string[]).includes(value)) {
+      onError = value as SinkErrorPolicy;
+    } else {
+      out.issue(
+        [...path, 'on_error'],
+        `on_error must be one of ${ON_ERROR_POLICIES.join(', ')}, found ${describe(value)}${typeof value === 'string' ? didYouMean(value, ON_ERROR_POLICIES) : ''}`,
+      );
+    }
+  }
+  const deadLetterPath = readString(map, 'dead_letter_path', path, out, false);
+  let maxSpillBytes = DEFAULT_MAX_SPILL_BYTES;
+  if (map.max_spill_bytes !== undefined && map.max_spill_bytes !== null) {
+    const n = readByteSize(map.max_spill_bytes, [...path, 'max_spill_bytes'], out);
+    if (n !== undefined) maxSpillBytes = n;
+  }
+  if (connection === undefined || mappings === undefined || out.issues.length > before) return undefined;
+  const sink: SinkConfig = {
+    name: `${index}:${connection}`,
+    connection,
+    properties,
+    target_mappings: mappings,
+    on_error: onError,
+    max_spill_bytes: maxSpillBytes,
+  };
+  if (deadLetterPath !== undefined) sink.dead_letter_path = deadLetterPath;
+  return sink;
+}
+
+/** A byte count: a whole number, or a number with a unit (`512MB`, `4GiB`, `10 GB`). 0 turns spilling off. */
+function readByteSize(value: unknown, path: PathSegment[], out: Collector): number | undefined {
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return value;
+  if (typeof value === 'string') {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$/i.exec(value);
+    if (m) {
+      const scale: Record<string, number> = {
+        b: 1,
+        kb: 1e3,
+        kib: 1024,
+        mb: 1e6,
+        mib: 1024 ** 2,
+        gb: 1e9,
+        gib: 1024 ** 3,
+        tb: 1e12,
+        tib: 1024 ** 4,
+      };
+      return Math.floor(Number(m[1]) * scale[(m[2] ?? 'B').toLowerCase()]!);
+    }
+  }
+  out.issue(
+    path,
+    `max_spill_bytes must be a number of bytes (0 or more) or a size such as 512MB or 4GiB, found ${typeof value === 'string' ? JSON.stringify(value) : describe(value)}`,
+  );
+  return undefined;
 }
 
 function readSnapshot(

@@ -5,7 +5,7 @@ import { decryptSecret, encryptSecret, isEncryptedSecret, keyedDigest } from '..
 import { dsnHasLiteralPassword, isLiteralSecretValue, isSecretName } from '../secrets/secret-fields.js';
 import { type ResolvedConfig, resolvePipelines } from './connectors.js';
 import { ConfigError, type ConfigIssue } from './issues.js';
-import type { PipelineConfig, StoredPipelineDefinition, TargetMapping } from './types.js';
+import type { PipelineConfig, SinkErrorPolicy, StoredPipelineDefinition, TargetMapping } from './types.js';
 import { validateConfigValue } from './validate.js';
 
 export interface StoredPipeline {
@@ -18,7 +18,18 @@ export interface StoredPipeline {
 export interface MaterializedPipeline {
   pipeline: PipelineConfig;
   source: { definition: SourceDefinition<unknown>; config: unknown; connection: string };
-  sinks: { name: string; definition: SinkDefinition<unknown>; config: unknown; mappings: TargetMapping[] }[];
+  sinks: {
+    name: string;
+    definition: SinkDefinition<unknown>;
+    config: unknown;
+    mappings: TargetMapping[];
+    /** Absent: `fail`. */
+    onError?: SinkErrorPolicy;
+    /** Absolute (resolved against the config's folder). */
+    deadLetterPath?: string;
+    /** Absent: the default budget. */
+    maxSpillBytes?: number;
+  }[];
 }
 
 type Node = Record<string, unknown>;

@@ -44,7 +44,22 @@ export interface SinkConfig {
   connection: string;
   properties: Record<string, unknown>;
   target_mappings: TargetMapping[];
+  /**
+   * What happens to an event this sink can never write (too large for the target, a value
+   * the format cannot carry): stop the pipeline (`fail`, the default), write it to the
+   * dead-letter target and go on (`dead_letter`), or count, log and go on (`skip`).
+   */
+  on_error: SinkErrorPolicy;
+  /** Where dead letters go for a sink without its own dead-letter target (a JSON-lines file). */
+  dead_letter_path?: string;
+  /** Bytes this sink's backlog may occupy in its spill log before its lane pauses. */
+  max_spill_bytes: number;
 }
+
+export type SinkErrorPolicy = 'fail' | 'dead_letter' | 'skip';
+
+/** Default spill budget per sink: 4 GiB. */
+export const DEFAULT_MAX_SPILL_BYTES = 4 * 1024 ** 3;
 
 export interface PipelineConfig {
   /** `[A-Za-z0-9_-]{1,40}`; it becomes part of replication slot names. */

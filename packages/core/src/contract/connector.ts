@@ -239,6 +239,68 @@ export interface Sink {
    * from them, such as one topic per table); older hosts call it without.
    */
   check?(tables?: TableRef[]): Promise<CheckResult[]>;
+
+  /**
+   * The sink's own dead-letter target (the Kafka sink: a topic `<prefix>dlq`), used when the
+   * sink's `on_error` is `dead_letter`. Without it core appends dead letters to a JSON-lines
+   * file. Called after `open`.
+   */
+  deadLetters?(): DeadLetterTarget;
+}
+
+/**
+ * One event a sink could never write, as recorded by `on_error: dead_letter`.
+ *
+ * A sink says that one event (not the sink, the target or the connection) is at fault by
+ * rejecting `write()` with a non-retriable error whose `details.eventIndex` is that event's
+ * index in the `events` array it was given ({@link eventError}): too large for the target, a
+ * value the format cannot carry. Core then applies the sink's policy. The events before it
+ * are written again (they may or may not have reached the target: replays are allowed), the
+ * event is dead-lettered or skipped, and the write goes on with the rest. Any other
+ * non-retriable error fails the sink as a whole.
+ */
+export interface DeadLetter {
+  pipeline: string;
+  /** The sink's id in the pipeline (`${index}:${connection}`). */
+  sink: string;
+  /** `schema.table` */
+  table: string;
+  op: ChangeEvent['op'];
+  key: Row;
+  position: Position;
+  commitTime?: string;
+  before?: Row;
+  after?: Row;
+  error: { code?: string; message: string };
+  /** When it was dead-lettered (ISO 8601). */
+  at: string;
+}
+
+export interface DeadLetterTarget {
+  /** Resolves when the letters are durable (like `Sink.write`). */
+  write(letters: DeadLetter[]): Promise<void>;
+  close?(): Promise<void>;
+}
+
+/**
+ * Mark an error as caused by one event of a write (see {@link DeadLetter}): sets
+ * `details.eventIndex` on a NanosyncError (returned as is) so core's `on_error` policy applies.
+ */
+export function eventError<E extends { details: Record<string, string | number | boolean | undefined> }>(
+  err: E,
+  eventIndex: number,
+): E {
+  err.details.eventIndex = eventIndex;
+  return err;
+}
+
+/** The index of the event an error blames (set by {@link eventError}), looking through causes. */
+export function eventIndexOf(err: unknown): number | undefined {
+  for (let e: unknown = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const details = (e as { details?: Record<string, unknown> }).details;
+    if (details && typeof details.eventIndex === 'number') return details.eventIndex;
+  }
+  return undefined;
 }
 
 export interface SourceDefinition<C = unknown> {

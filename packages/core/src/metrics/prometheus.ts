@@ -29,6 +29,8 @@ export const METRIC_NAMES = {
   tableLag: 'ns_table_replication_lag_seconds',
   sinkRowsWritten: 'ns_sink_rows_written_total',
   sinkWriteErrors: 'ns_sink_write_errors_total',
+  sinkDeadLetters: 'ns_sink_dead_letters_total',
+  sinkSkippedEvents: 'ns_sink_skipped_events_total',
   sinkWriteLatency: 'ns_sink_write_latency_seconds',
   sinkLag: 'ns_sink_replication_lag_seconds',
   sinkQueueEvents: 'ns_sink_queue_events',
@@ -166,6 +168,26 @@ export class PrometheusExporter {
       (inc) =>
         each((p) => {
           for (const s of p.sinks) inc({ pipeline: p.name, sink: s.name }, s.writeErrors);
+        }),
+    );
+    counter(
+      registers,
+      METRIC_NAMES.sinkDeadLetters,
+      'Events the sink could never write that went to its dead-letter target (on_error: dead_letter), since the server started.',
+      ['pipeline', 'sink'],
+      (inc) =>
+        each((p) => {
+          for (const s of p.sinks) inc({ pipeline: p.name, sink: s.name }, s.deadLetters ?? 0);
+        }),
+    );
+    counter(
+      registers,
+      METRIC_NAMES.sinkSkippedEvents,
+      'Events the sink could never write that were dropped (on_error: skip), since the server started.',
+      ['pipeline', 'sink'],
+      (inc) =>
+        each((p) => {
+          for (const s of p.sinks) inc({ pipeline: p.name, sink: s.name }, s.skippedEvents ?? 0);
         }),
     );
     gauge(

@@ -1,5 +1,5 @@
 import { formatTableName } from '../config/table-name.js';
-import type { ConnectorContext, OpenResult, Sink, Source, TableRef } from '../contract/connector.js';
+import type { ConnectorContext, DeadLetterTarget, OpenResult, Sink, Source, TableRef } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
 import { ErrorCode, isRetriable, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
@@ -7,6 +7,7 @@ import type { ChangeEvent, Position, TableSchema } from '../model.js';
 import type { PipelineState, StateStore } from '../state/store.js';
 import { Acknowledger } from './acknowledger.js';
 import { backoffDelay, sleep, within } from './backoff.js';
+import { defaultDeadLetterFile, JsonLinesDeadLetters } from './dead-letters.js';
 import type { RetryStatus } from './stats.js';
 import { FanOut } from './fan-out.js';
 import { runPreflight } from './preflight.js';
@@ -592,6 +593,8 @@ export class PipelineRunner {
           maxBytes: runtime.queue.maxBytes,
           maxWriteEvents: runtime.maxWriteEvents,
           retry: runtime.retry,
+          onError: def.onError,
+          deadLetters: () => this.deadLetterTarget(def, sink),
           stats: stats.sink(def.name),
           logger: this.logger,
           checkpoint: checkpoints[def.name],
@@ -607,6 +610,22 @@ export class PipelineRunner {
     this.fanOut = fanOut;
     fanOut.start();
     return fanOut;
+  }
+
+  /** The sink's own dead-letter target, else a JSON-lines file (`dead_letter_path` or under the state folder). */
+  private deadLetterTarget(def: MaterializedSink, sink: Sink): DeadLetterTarget {
+    const own = sink.deadLetters?.();
+    if (own !== undefined) return own;
+    const dataDir = this.options.runtime.dataDir;
+    const file =
+      def.deadLetterPath ??
+      (dataDir !== undefined ? defaultDeadLetterFile(dataDir, this.options.name, def.name) : undefined);
+    if (file === undefined)
+      throw new NanosyncError(
+        ErrorCode.ConfigInvalid,
+        `sink ${def.name} has on_error: dead_letter, but no dead_letter_path and this server has no state folder to put dead letters in: set dead_letter_path`,
+      );
+    return new JsonLinesDeadLetters(file);
   }
 
   private startMetrics(source: Source, res: AttemptResources): void {
@@ -710,6 +729,15 @@ export class PipelineRunner {
     res.streamStop.abort();
     acker?.stop();
     fanOut?.stop();
+    if (fanOut)
+      await Promise.all(
+        fanOut.lanes.map((lane) =>
+          within(
+            lane.closeDeadLetters().catch(() => {}),
+            2_000,
+          ),
+        ),
+      );
     await this.releaseSnapshot(res);
     const closeTimeout = Math.max(500, Math.min(5_000, deadline - Date.now()));
     await Promise.all(

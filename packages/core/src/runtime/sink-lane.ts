@@ -1,10 +1,12 @@
-import type { Sink } from '../contract/connector.js';
+import { type DeadLetterTarget, eventIndexOf, type Sink } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
 import { ErrorCode, isRetriable, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
 import type { ChangeEvent, Position } from '../model.js';
 import type { StateStore } from '../state/store.js';
 import { backoffDelay, type RetryPolicy, sleep } from './backoff.js';
+import type { SinkErrorPolicy } from '../config/types.js';
+import { deadLetterOf, deadLetterReason } from './dead-letters.js';
 import type { EventMapper } from './mappings.js';
 import type { SinkStats } from './stats.js';
 
@@ -60,6 +62,10 @@ export interface SinkLaneOptions {
   /** Queued batches are merged into one `write()` up to this many events. */
   maxWriteEvents: number;
   retry: RetryPolicy;
+  /** What to do with an event the sink can never write (see `DeadLetter`). Default `fail`. */
+  onError?: SinkErrorPolicy;
+  /** The dead-letter target, asked for the first time a letter is written (`on_error: dead_letter`). */
+  deadLetters?: () => DeadLetterTarget;
   stats: SinkStats;
   logger: Logger;
   /** This sink's checkpoint from the store, if it has one. */
@@ -103,6 +109,7 @@ export class SinkLane {
   private compare: ((a: Position, b: Position) => number) | undefined;
   private lastItemLagMs: number | undefined;
   private readonly now: () => number;
+  private deadLetterTarget: DeadLetterTarget | undefined;
 
   constructor(private readonly options: SinkLaneOptions) {
     this.name = options.name;
@@ -309,22 +316,49 @@ export class SinkLane {
     return item;
   }
 
+  /**
+   * Write events durably. An event the sink blames alone (`eventIndexOf`) under `on_error:
+   * dead_letter` or `skip`: the events before it are written (again), it is dead-lettered
+   * or skipped, and the write goes on with the rest.
+   */
   private async write(events: ChangeEvent[]): Promise<void> {
+    let rest = events;
+    while (rest.length > 0) {
+      const poisoned = await this.writeWithRetries(rest);
+      if (poisoned === undefined || this.stopped) return;
+      if (poisoned.index > 0) await this.write(rest.slice(0, poisoned.index));
+      if (this.stopped) return;
+      await this.setAside(rest[poisoned.index]!, poisoned.error);
+      rest = rest.slice(poisoned.index + 1);
+    }
+  }
+
+  private async writeWithRetries(events: ChangeEvent[]): Promise<{ index: number; error: unknown } | undefined> {
     const { retry, stats, logger, sink } = this.options;
+    const policy = this.options.onError ?? 'fail';
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
       try {
         await sink.write(events);
         stats.latency.observe((performance.now() - started) / 1000);
-        return;
+        return undefined;
       } catch (err) {
         stats.writeErrors++;
-        if (this.stopped) return;
+        if (this.stopped) return undefined;
+        if (!isRetriable(err)) {
+          const index = eventIndexOf(err);
+          if (index !== undefined && index >= 0 && index < events.length && policy !== 'fail')
+            return { index, error: err };
+        }
         if (!isRetriable(err) || attempt >= retry.maxAttempts) {
           const why = isRetriable(err) ? `still failing after ${attempt} attempts` : 'failed';
+          const hint =
+            !isRetriable(err) && eventIndexOf(err) !== undefined
+              ? " (one event cannot be written by this sink: set the sink's on_error to dead_letter or skip to get past it)"
+              : '';
           throw new NanosyncError(
             ErrorCode.SinkWriteFailed,
-            `sink ${this.name}: writing ${events.length} events ${why}: ${describeError(err)}`,
+            `sink ${this.name}: writing ${events.length} events ${why}: ${describeError(err)}${hint}`,
             {
               cause: err,
               details: { sink: this.name },
@@ -339,8 +373,52 @@ export class SinkLane {
           error: describeError(err),
         });
         await sleep(delay, this.abort.signal);
-        if (this.stopped) return;
+        if (this.stopped) return undefined;
       }
     }
+  }
+
+  /** `on_error` for one event: into the dead-letter target (durably) or skipped; counted and logged. */
+  private async setAside(event: ChangeEvent, error: unknown): Promise<void> {
+    const { stats, logger, retry, pipeline } = this.options;
+    const letter = deadLetterOf(pipeline, this.name, event, error);
+    const fields = {
+      sink: this.name,
+      table: letter.table,
+      key: JSON.stringify(letter.key),
+      position: letter.position,
+      error: deadLetterReason(letter),
+    };
+    if (this.options.onError === 'skip') {
+      stats.skippedEvents++;
+      logger.warn('event skipped: the sink cannot write it (on_error: skip)', fields);
+      return;
+    }
+    this.deadLetterTarget ??= this.options.deadLetters!();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.deadLetterTarget.write([letter]);
+        break;
+      } catch (err) {
+        if (this.stopped) return;
+        if (!isRetriable(err) || attempt >= retry.maxAttempts) {
+          throw new NanosyncError(
+            ErrorCode.SinkWriteFailed,
+            `sink ${this.name}: the event of table ${letter.table} at ${letter.position} cannot be written and writing its dead letter failed: ${describeError(err)}`,
+            { cause: err, details: { sink: this.name, table: letter.table, position: letter.position } },
+          );
+        }
+        await sleep(backoffDelay(attempt, retry), this.abort.signal);
+      }
+    }
+    stats.deadLetters++;
+    logger.warn('event dead-lettered: the sink cannot write it (on_error: dead_letter)', fields);
+  }
+
+  /** Close the dead-letter target, if one was opened. */
+  async closeDeadLetters(): Promise<void> {
+    const target = this.deadLetterTarget;
+    this.deadLetterTarget = undefined;
+    await target?.close?.();
   }
 }

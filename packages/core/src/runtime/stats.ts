@@ -102,6 +102,9 @@ export interface SinkStatus {
   rowsWritten: number;
   /** Failed write attempts (each retry counts). */
   writeErrors: number;
+  /** Events the sink could not write, put in its dead-letter target / skipped, since this server started. */
+  deadLetters?: number;
+  skippedEvents?: number;
   checkpoint?: string;
   checkpointText?: string;
   /** Events waiting in this sink's queue, and their approximate size. */
@@ -206,6 +209,10 @@ export class TableStats {
 export class SinkStats {
   rowsWritten = 0;
   writeErrors = 0;
+  /** Events this sink could not write, put in its dead-letter target (`on_error: dead_letter`). */
+  deadLetters = 0;
+  /** Events this sink could not write, dropped (`on_error: skip`). */
+  skippedEvents = 0;
   lagMs: number | undefined;
   readonly latency = new LatencyRecorder();
 

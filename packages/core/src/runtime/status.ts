@@ -65,6 +65,8 @@ export function buildPipelineStatus(input: StatusInput): PipelineStatus {
       name: sinkName,
       rowsWritten: s.rowsWritten,
       writeErrors: s.writeErrors,
+      deadLetters: s.deadLetters,
+      skippedEvents: s.skippedEvents,
       queueDepth: lane?.queuedEvents ?? 0,
       queueBytes: lane?.queuedBytes ?? 0,
       writeLatency: s.latency.snapshot(),

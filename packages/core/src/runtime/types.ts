@@ -30,6 +30,12 @@ export interface RuntimeOptions {
   stopTimeoutMs: number;
   /** While the state store is failing, how often an ERRORED pipeline checks whether it is back. */
   storeProbeIntervalMs: number;
+  /**
+   * The server's state folder: sinks' spill logs (`spill/`) and default dead-letter files
+   * (`dead-letters/`) live under it. Without one a slow sink holds the others back once its
+   * queue is full (no spilling), and `on_error: dead_letter` needs `dead_letter_path`.
+   */
+  dataDir?: string;
 }
 
 export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {

@@ -58,7 +58,14 @@ describe('config: loading', () => {
       properties: {},
     });
     expect(pipeline.sinks).toEqual([
-      { name: '0:prod-bigquery', connection: 'prod-bigquery', properties: { table_id: 'orders' }, target_mappings: [] },
+      {
+        name: '0:prod-bigquery',
+        connection: 'prod-bigquery',
+        properties: { table_id: 'orders' },
+        target_mappings: [],
+        on_error: 'fail',
+        max_spill_bytes: 4 * 1024 ** 3,
+      },
     ]);
     expect(config.connections[0]!.written!.dsn).toContain('${env:PG_PASSWORD}');
   });

@@ -176,6 +176,8 @@ describe('secrets: stored pipeline definitions', () => {
           client_cert_passphrase: 'CertLiteral4',
         },
         mappings: [],
+        onError: 'fail',
+        maxSpillBytes: 4 * 1024 ** 3,
       },
     ]);
 
