@@ -152,6 +152,12 @@ export const runtimeErrors = defineErrorArea({
       meaning: 'A preflight `check()` of the source or a sink failed when the pipeline started; nothing was created.',
       fix: 'Apply the fix each failed check prints (privileges, server settings), then resume the pipeline.',
     },
+    SinkSpillFull: {
+      code: 'NS_R2007',
+      meaning:
+        'A sink fell so far behind the others that its spill log reached `max_spill_bytes`: it stopped taking events, holds the replication slot at its checkpoint, and the pipeline reads the stream again from there once it has caught up.',
+      fix: "Nothing, if the sink was only slow for a while. Otherwise make the sink faster, raise the sink's `max_spill_bytes` (the disk under the state folder must hold it), or give the slow target a pipeline of its own.",
+    },
     SchemaChangePaused: {
       code: 'NS_R2010',
       meaning:

@@ -290,9 +290,14 @@ export class Engine extends EventEmitter<EngineEvents> {
       const entry = this.entry(name);
       await this.stopMonitor(entry);
       const running = entry.runner !== undefined && !entry.runnerDone;
-      if (running && !record.paused && entry.runner!.state !== 'ERRORED') return;
+      // A DEGRADED pipeline runs, but one sink stopped: restarting brings that sink back from its checkpoint.
+      const failed = entry.runner?.state === 'ERRORED' || entry.runner?.state === 'DEGRADED';
+      if (running && !record.paused && !failed) return;
       if (running) await this.stopRunner(entry, 'restart');
-      const state: PipelineState = record.state === 'PAUSED' || record.state === 'ERRORED' ? 'CREATED' : record.state;
+      const state: PipelineState =
+        record.state === 'PAUSED' || record.state === 'ERRORED' || record.state === 'DEGRADED'
+          ? 'CREATED'
+          : record.state;
       await this.store.updatePipeline(name, { paused: false, state, error: undefined });
       this.logger.info('pipeline resumed', { name });
       if (this.started && !this.stopped) await this.startIfLeased(name, true);

@@ -8,13 +8,15 @@ import type { PipelineState, StateStore } from '../state/store.js';
 import { Acknowledger } from './acknowledger.js';
 import { backoffDelay, sleep, within } from './backoff.js';
 import { defaultDeadLetterFile, JsonLinesDeadLetters } from './dead-letters.js';
+import { spillDir } from './spill-log.js';
+import { DEFAULT_MAX_SPILL_BYTES } from '../config/types.js';
 import type { RetryStatus } from './stats.js';
 import { FanOut } from './fan-out.js';
 import { runPreflight } from './preflight.js';
 import { SchemaGuard } from './schema-changes.js';
 import { createEventMapper, type EventMapper, validateMappings } from './mappings.js';
 import { compareQueryPositions, runQueryPipeline } from './query-runner.js';
-import { SinkLane } from './sink-lane.js';
+import { type LaneState, SinkLane } from './sink-lane.js';
 import { SnapshotCoordinator } from './snapshot-coordinator.js';
 import type { PipelineStats, TableStats } from './stats.js';
 import type { MaterializedPipeline, MaterializedSink, RuntimeOptions } from './types.js';
@@ -507,6 +509,8 @@ export class PipelineRunner {
 
     if (type === 'snapshot') {
       await fanOut.drain();
+      const errored = fanOut.lanes.find((lane) => lane.state === 'errored');
+      if (errored !== undefined) throw errored.error;
       // A snapshot pipeline never streams: remove the slot so it retains no WAL.
       await source.drop();
       return 'completed';
@@ -603,6 +607,19 @@ export class PipelineRunner {
             res.acker?.offer(fanOut.minCheckpoint(compare));
           },
           onFailure: fail,
+          ...(res.sinks.length > 1
+            ? { onSinkErrored: (err: unknown) => this.sinkErrored(def.name, err, fanOut, fail) }
+            : {}),
+          ...this.spillOptions(def),
+          onPausedDrained: () =>
+            fail(
+              new NanosyncError(
+                ErrorCode.SinkSpillFull,
+                `sink ${def.name} caught up with what it took before its spill log filled (max_spill_bytes); reading the stream again from its checkpoint`,
+                { retriable: true, details: { sink: def.name } },
+              ),
+            ),
+          onStateChange: (state) => this.laneStateChanged(def, state),
         }),
     );
     const fanOut = new FanOut(lanes);
@@ -610,6 +627,45 @@ export class PipelineRunner {
     this.fanOut = fanOut;
     fanOut.start();
     return fanOut;
+  }
+
+  /** Spilling needs a state folder and a budget above 0; the log lives in `<state>/spill/<pipeline>/<sink>`. */
+  private spillOptions(def: MaterializedSink): { spill?: { dir: string; maxBytes: number } } {
+    const dataDir = this.options.runtime.dataDir;
+    const maxBytes = def.maxSpillBytes ?? DEFAULT_MAX_SPILL_BYTES;
+    if (dataDir === undefined || maxBytes <= 0) return {};
+    return { spill: { dir: spillDir(dataDir, this.options.name, def.name), maxBytes } };
+  }
+
+  private laneStateChanged(def: MaterializedSink, state: LaneState): void {
+    if (state === 'spilling') {
+      this.logger.info('sink is behind: its backlog goes to the spill log', { sink: def.name });
+    } else if (state === 'running') {
+      this.logger.info('sink caught up with its spill log', { sink: def.name });
+    } else if (state === 'paused') {
+      const message = `sink ${def.name} is paused: its spill log reached max_spill_bytes (${def.maxSpillBytes ?? DEFAULT_MAX_SPILL_BYTES} bytes); it holds the replication slot back at its checkpoint while the other sinks continue, and is read again from there once it has written its backlog`;
+      this.logger.warn(message);
+      this.options.onWarning(message);
+    }
+  }
+
+  /**
+   * One sink of several failed for good: it stops alone, the pipeline is DEGRADED and the
+   * others go on. Its checkpoint stays where it was, so the acknowledged position (the
+   * minimum over the sinks) does not pass it; `resume` or a changed `apply` restarts it from
+   * there. When no sink is left running, the pipeline fails as a whole.
+   */
+  private sinkErrored(sink: string, err: unknown, fanOut: FanOut, fail: (err: unknown) => void): void {
+    if (fanOut.lanes.every((lane) => lane.state === 'errored')) {
+      fail(err);
+      return;
+    }
+    const message = `sink ${sink} stopped with an error; the other sinks continue: ${describeError(err)}`;
+    this.logger.error('sink stopped with an error; the pipeline is DEGRADED and the other sinks continue', {
+      sink,
+      error: describeError(err),
+    });
+    void this.setState('DEGRADED', message);
   }
 
   /** The sink's own dead-letter target, else a JSON-lines file (`dead_letter_path` or under the state folder). */

@@ -8,6 +8,7 @@ import { backoffDelay, type RetryPolicy, sleep } from './backoff.js';
 import type { SinkErrorPolicy } from '../config/types.js';
 import { deadLetterOf, deadLetterReason } from './dead-letters.js';
 import type { EventMapper } from './mappings.js';
+import { SpillLog } from './spill-log.js';
 import type { SinkStats } from './stats.js';
 
 /**
@@ -74,6 +75,21 @@ export interface SinkLaneOptions {
   onCheckpoint: () => void;
   /** The lane gave up (non-retriable error or retries exhausted, or the store failed). */
   onFailure: (err: unknown) => void;
+  /**
+   * Set when the pipeline has other sinks: a sink that fails for good (its own write error,
+   * not the store) stops alone and reports here instead of `onFailure`; the others go on.
+   */
+  onSinkErrored?: (err: unknown) => void;
+  /**
+   * Spill instead of holding the source back: once the memory queue is full, batches go to
+   * a spill log in `dir` up to `maxBytes`. When that is full too, the lane stops taking
+   * events (it `paused`) and, once it has written everything it took, calls `onCaughtUp`:
+   * the stream must be read again from this lane's checkpoint.
+   */
+  spill?: { dir: string; maxBytes: number };
+  onPausedDrained?: () => void;
+  /** The lane's state changed (spilling, paused, errored): for logs and warnings. */
+  onStateChange?: (state: LaneState) => void;
   now?: () => number;
 }
 
@@ -91,11 +107,20 @@ export interface SinkLaneOptions {
  * therefore holds the others back only once its own queue is full. It may overshoot its
  * bounds by one batch.
  */
+export type LaneState = 'running' | 'spilling' | 'paused' | 'errored';
+
 export class SinkLane {
   readonly name: string;
   checkpoint: Position | undefined;
   queuedEvents = 0;
   queuedBytes = 0;
+  /** `running`; `spilling` (backlog in the spill log); `paused` (spill full: takes no events); `errored`. */
+  state: LaneState = 'running';
+  /** Why the lane is `errored`. */
+  error: unknown;
+  private spillLog: SpillLog | undefined;
+  private readonly spillBarriers = new Map<number, Barrier>();
+  private nextBarrierId = 0;
   private readonly queue: LaneItem[] = [];
   private head = 0;
   private wake: (() => void) | undefined;
@@ -117,12 +142,27 @@ export class SinkLane {
     this.now = options.now ?? Date.now;
   }
 
+  /** True while the producer must wait for this lane; a lane that can spill never makes it wait. */
   get full(): boolean {
+    if (this.options.spill !== undefined || this.state === 'errored') return false;
+    return this.memoryFull;
+  }
+
+  private get memoryFull(): boolean {
     return this.queuedEvents >= this.options.maxEvents || this.queuedBytes >= this.options.maxBytes;
   }
 
   get closed(): boolean {
     return this.draining || this.stopped;
+  }
+
+  /** Bytes and events in the spill log. */
+  get spilledBytes(): number {
+    return this.spillLog?.bytes ?? 0;
+  }
+
+  get spilledEvents(): number {
+    return this.spillLog?.events ?? 0;
   }
 
   start(): void {
@@ -153,6 +193,14 @@ export class SinkLane {
     const mapped = this.options.mapper && events.length > 0 ? this.options.mapper.mapEvents(events) : events;
     if (mapped.length === 0 && safePosition === undefined) return;
     const size = mapped === events || events.length === 0 ? bytes : Math.ceil((bytes * mapped.length) / events.length);
+    if (this.state === 'paused') return;
+    if (
+      this.options.spill !== undefined &&
+      (this.memoryFull || (this.spillLog !== undefined && !this.spillLog.empty))
+    ) {
+      this.spillItem({ events: mapped, safePosition, bytes: size, commitMs, barrier: undefined });
+      return;
+    }
     if (mapped.length === 0) {
       const tail = this.queue.length > this.head ? this.queue[this.queue.length - 1]! : undefined;
       if (tail !== undefined && tail.events.length === 0 && tail.barrier === undefined) {
@@ -169,7 +217,17 @@ export class SinkLane {
 
   pushBarrier(barrier: Barrier): void {
     if (this.closed) {
-      barrier.fail(new Error(`sink ${this.name} is stopping`));
+      barrier.fail(this.state === 'errored' ? this.error : new Error(`sink ${this.name} is stopping`));
+      return;
+    }
+    if (this.state === 'paused') {
+      barrier.fail(this.pausedError());
+      return;
+    }
+    if (this.spillLog !== undefined && !this.spillLog.empty) {
+      const id = this.nextBarrierId++;
+      this.spillBarriers.set(id, barrier);
+      this.spillItem({ events: [], safePosition: undefined, bytes: 0, commitMs: undefined, barrier: id });
       return;
     }
     this.queue.push({ events: [], safePosition: undefined, bytes: 0, commitMs: undefined, barrier });
@@ -194,8 +252,12 @@ export class SinkLane {
     if (this.stopped) return;
     this.stopped = true;
     this.abort.abort();
-    const err = new Error(`sink ${this.name} stopped`);
+    const err = this.state === 'errored' ? this.error : new Error(`sink ${this.name} stopped`);
     for (let i = this.head; i < this.queue.length; i++) this.queue[i]!.barrier?.fail(err);
+    for (const b of this.spillBarriers.values()) b.fail(err);
+    this.spillBarriers.clear();
+    this.spillLog?.close();
+    this.spillLog = undefined;
     this.queue.length = 0;
     this.head = 0;
     this.queuedEvents = 0;
@@ -233,7 +295,13 @@ export class SinkLane {
   private async run(): Promise<void> {
     try {
       while (!this.stopped) {
+        this.refill();
         if (this.head >= this.queue.length) {
+          if (this.state === 'paused') {
+            // Everything taken before the pause is durable: the rest must be read again.
+            this.options.onPausedDrained?.();
+            break;
+          }
           if (this.draining) break;
           await new Promise<void>((resolve) => {
             this.wake = resolve;
@@ -244,9 +312,78 @@ export class SinkLane {
       }
     } catch (err) {
       if (this.stopped) return;
+      const own = NanosyncError.is(err, ErrorCode.SinkWriteFailed) && !isRetriable(err);
+      if (own && this.options.onSinkErrored !== undefined) {
+        this.state = 'errored';
+        this.error = err;
+        this.stop();
+        this.options.onStateChange?.('errored');
+        this.options.onSinkErrored(err);
+        return;
+      }
       this.stop();
       this.options.onFailure(err);
     }
+  }
+
+  /** Append to the spill log, or pause the lane when its budget is spent. */
+  private spillItem(item: {
+    events: ChangeEvent[];
+    safePosition: Position | undefined;
+    bytes: number;
+    commitMs: number | undefined;
+    barrier: number | undefined;
+  }): void {
+    const spill = this.options.spill!;
+    if (this.spillLog !== undefined && this.spillLog.bytes >= spill.maxBytes) {
+      this.state = 'paused';
+      this.options.onStateChange?.('paused');
+      if (item.barrier !== undefined) {
+        this.spillBarriers.get(item.barrier)?.fail(this.pausedError());
+        this.spillBarriers.delete(item.barrier);
+      }
+      this.signal();
+      return;
+    }
+    this.spillLog ??= new SpillLog(spill.dir, Math.max(1024 * 1024, Math.min(64 * 1024 * 1024, spill.maxBytes / 4)));
+    this.spillLog.append(item);
+    if (this.state === 'running') {
+      this.state = 'spilling';
+      this.options.onStateChange?.('spilling');
+    }
+    this.signal();
+  }
+
+  /** Move spilled items back into memory while there is room, oldest first. */
+  private refill(): void {
+    const log = this.spillLog;
+    if (log === undefined) return;
+    while (!log.empty && !this.memoryFull) {
+      const item = log.shift()!;
+      const barrier = item.barrier === undefined ? undefined : this.spillBarriers.get(item.barrier);
+      if (item.barrier !== undefined) this.spillBarriers.delete(item.barrier);
+      this.queue.push({
+        events: item.events,
+        safePosition: item.safePosition,
+        bytes: item.bytes,
+        commitMs: item.commitMs,
+        barrier,
+      });
+      this.queuedEvents += item.events.length;
+      this.queuedBytes += item.bytes;
+    }
+    if (log.empty && this.state === 'spilling') {
+      this.state = 'running';
+      this.options.onStateChange?.('running');
+    }
+  }
+
+  private pausedError(): NanosyncError {
+    return new NanosyncError(
+      ErrorCode.SinkSpillFull,
+      `sink ${this.name} fell so far behind that its spill log reached max_spill_bytes (${this.options.spill?.maxBytes} bytes); it is read again from its checkpoint`,
+      { retriable: true, details: { sink: this.name } },
+    );
   }
 
   /** Take the next item, merging queued batches after it up to `maxWriteEvents`, and make it durable. */

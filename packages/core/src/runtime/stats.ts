@@ -110,6 +110,16 @@ export interface SinkStatus {
   /** Events waiting in this sink's queue, and their approximate size. */
   queueDepth: number;
   queueBytes: number;
+  /**
+   * While the pipeline runs here: `running`, `spilling` (its backlog is in the spill log),
+   * `paused` (the spill log is full: it takes no events and holds the slot back) or
+   * `errored` (it stopped with `error`; the other sinks continue, the pipeline is DEGRADED).
+   */
+  state?: 'running' | 'spilling' | 'paused' | 'errored';
+  error?: string;
+  /** Events and bytes in the spill log. */
+  spillEvents?: number;
+  spillBytes?: number;
   /** Commit → durable-in-this-sink lag, like the pipeline's but for this sink alone. */
   lagSeconds?: number;
   writeLatency: LatencyHistogram;

@@ -1,4 +1,6 @@
 import { formatTableName, parseTableName } from '../config/table-name.js';
+import { redact } from '../errors.js';
+import { describeError } from '../log/logger.js';
 import type { Position } from '../model.js';
 import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState } from '../state/store.js';
 import type { PipelineRunner } from './pipeline-runner.js';
@@ -76,6 +78,12 @@ export function buildPipelineStatus(input: StatusInput): PipelineStatus {
       const text = format(checkpoint);
       if (text !== undefined && text !== checkpoint) status.checkpointText = text;
     }
+    if (lane !== undefined) {
+      status.state = lane.state;
+      status.spillEvents = lane.spilledEvents;
+      status.spillBytes = lane.spilledBytes;
+      if (lane.state === 'errored') status.error = redact(describeError(lane.error));
+    }
     const lagMs = lane?.lagMs() ?? s.lagMs;
     if (lagMs !== undefined) status.lagSeconds = lagMs / 1000;
     return status;
@@ -120,7 +128,7 @@ export function buildPipelineStatus(input: StatusInput): PipelineStatus {
     eventsTotal: stats.eventsTotal,
     tables,
     sinks,
-    warnings: stats.activeWarnings(),
+    warnings: [...laneWarnings(sinks), ...stats.activeWarnings()],
   };
   if (error !== undefined) status.error = error;
   if (retry !== undefined) status.retry = { ...retry };
@@ -194,4 +202,21 @@ function compareText(a: string, b: string): number {
 
 function round(n: number): number {
   return Math.round(n * 1000) / 1000;
+}
+
+/** Which sink holds the replication slot back, while one is paused or errored. */
+function laneWarnings(sinks: SinkStatus[]): string[] {
+  const out: string[] = [];
+  for (const s of sinks) {
+    const at = s.checkpointText ?? s.checkpoint ?? 'its first event';
+    if (s.state === 'paused')
+      out.push(
+        `sink ${s.name} holds the replication slot back at ${at}: its spill log is full (max_spill_bytes), so it takes no new events until it has written its backlog; the other sinks continue`,
+      );
+    else if (s.state === 'errored')
+      out.push(
+        `sink ${s.name} stopped with an error and holds the replication slot back at ${at}; the other sinks continue. Fix it, then \`nanosync pipeline resume\` restarts it from there`,
+      );
+  }
+  return out;
 }

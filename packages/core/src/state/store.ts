@@ -5,7 +5,16 @@ import type { Position } from '../model.js';
  * one is scheduled (see `PipelineStatus.retry`). Kept in memory only: a restarted server
  * starts the pipeline afresh.
  */
-export type PipelineState = 'CREATED' | 'SNAPSHOTTING' | 'LIVE_CDC' | 'RETRYING' | 'PAUSED' | 'ERRORED' | 'COMPLETED';
+/** `DEGRADED`: streaming, but one or more of several sinks stopped with an error (the others continue). */
+export type PipelineState =
+  | 'CREATED'
+  | 'SNAPSHOTTING'
+  | 'LIVE_CDC'
+  | 'DEGRADED'
+  | 'RETRYING'
+  | 'PAUSED'
+  | 'ERRORED'
+  | 'COMPLETED';
 
 export interface PipelineRecord {
   name: string;

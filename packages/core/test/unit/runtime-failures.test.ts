@@ -57,7 +57,7 @@ describe('failures', () => {
     expect(db.acks).toEqual([]);
   });
 
-  it('stops at a non-retriable sink error: ERRORED, everything closed, nothing acknowledged past the durable checkpoints', async () => {
+  it('stops when every sink failed for good: ERRORED, everything closed, nothing acknowledged past the durable checkpoints', async () => {
     h = await Harness.create();
     const db = new InMemoryDatabase();
     db.createTable('public', 'orders');
@@ -67,15 +67,18 @@ describe('failures', () => {
     const t1 = db.insert('public.orders', 1);
     await until(() => db.acks.includes(t1), 'ack t1');
 
-    bad.failures.push(new NanosyncError('NS_K6003', 'message of 2 MB is over max.message.bytes'));
+    // One failed sink alone leaves the pipeline DEGRADED (runtime-isolation.test.ts); both: ERRORED.
+    bad.failures.push(new NanosyncError('NS_K6004', 'the broker refused the send'));
+    good.failures.push(new NanosyncError('NS_K6004', 'the broker refused the send'));
     const t2 = db.insert('public.orders', 2);
     const status = await waitForState(engine, 'f', 'ERRORED');
-    expect(status.error).toContain('[NS_K6003] message of 2 MB is over max.message.bytes');
-    expect(status.error).toContain('sink 1:mem1');
+    expect(status.error).toContain('[NS_K6004] the broker refused the send');
+    expect(status.error).toMatch(/sink [01]:mem[01]/);
     expect(bad.attempts).toHaveLength(2);
-    // The healthy sink may have t2, but the source is not told: the other sink does not.
+    // Neither sink has t2: the source is not told.
     expect(db.acks).toEqual([t1]);
     expect((await h.store.getCheckpoints('f'))['1:mem1']).toBe(t1);
+    expect((await h.store.getCheckpoints('f'))['0:mem0']).toBe(t1);
     expect((await h.store.getPipeline('f'))?.state).toBe('ERRORED');
     // 2: the instance checked at apply, and the running one.
     await until(() => db.calls.includes('close') && good.closed === 2 && bad.closed === 2, 'closed');

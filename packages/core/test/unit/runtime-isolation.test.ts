@@ -1,0 +1,146 @@
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { NanosyncError } from '../../src/errors.js';
+import { Harness, until, waitForState } from './fixtures/harness.js';
+import { fakeSlowSink, InMemoryDatabase, inMemorySink, testPipeline } from './fixtures/in-memory.js';
+
+let h: Harness;
+afterEach(async () => {
+  await h.dispose();
+});
+
+type Sinks = { sink: ReturnType<typeof inMemorySink>; maxSpillBytes?: number }[];
+
+async function fanPipeline(db: InMemoryDatabase, sinks: Sinks, runtime: Record<string, unknown> = {}) {
+  const p = h.registry.add(testPipeline(db, { name: 'iso', type: 'cdc', sinks }));
+  const engine = h.engine({ runtime: { dataDir: h.dir, ...runtime } });
+  await engine.start();
+  await engine.apply('iso', p.definition, p.hash, p.type);
+  await waitForState(engine, 'iso', 'LIVE_CDC');
+  await until(() => db.calls.some((c) => c.startsWith('stream:')), 'stream started');
+  return engine;
+}
+
+const ids = (s: ReturnType<typeof inMemorySink>) => s.events.map((e) => Number(e.key.id));
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+/** Each id once, in order: replays of a prefix (after a re-read) are allowed, gaps and reordering are not. */
+const distinctInOrder = (list: number[]) => list.filter((id, i) => list.indexOf(id) === i);
+
+describe('sink isolation', () => {
+  it('a slow sink spills its backlog to disk instead of holding the others back; memory stays at the queue bound', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase();
+    db.createTable('public', 'orders');
+    const fast = inMemorySink();
+    const slow = fakeSlowSink();
+    const engine = await fanPipeline(db, [{ sink: fast }, { sink: slow }], {
+      queue: { maxEvents: 10 },
+      maxWriteEvents: 3,
+    });
+    for (let id = 1; id <= 200; id++) db.insert('public.orders', id);
+    const last = db.insert('public.orders', 201);
+    await until(() => fast.events.length === 201, 'the fast sink has everything while the slow one is stuck');
+    const status = await engine.status('iso');
+    const slowStatus = status.sinks.find((s) => s.name === '1:mem1')!;
+    expect(slowStatus.state).toBe('spilling');
+    expect(slowStatus.queueDepth).toBeLessThanOrEqual(11);
+    expect(slowStatus.spillEvents! + slowStatus.queueDepth).toBeGreaterThanOrEqual(200);
+    expect(slowStatus.spillBytes).toBeGreaterThan(0);
+    const spillFolder = path.join(h.dir, 'spill', 'iso', '1_mem1');
+    expect(readdirSync(spillFolder).length).toBeGreaterThan(0);
+    // The fast sink's checkpoint moved; the slow one has none, so nothing is acknowledged.
+    expect((await h.store.getCheckpoints('iso'))['0:mem0']).toBe(last);
+    expect(db.acks).toEqual([]);
+
+    slow.gate.release();
+    await until(() => slow.events.length === 201, 'the slow sink wrote its backlog from the spill log');
+    expect(ids(slow)).toEqual(range(1, 201));
+    expect(slow.events.map((e) => e.after)).toEqual(fast.events.map((e) => e.after));
+    await until(() => db.acks.includes(last), 'acknowledged once both have it');
+    expect((await engine.status('iso')).sinks.find((s) => s.name === '1:mem1')).toMatchObject({
+      state: 'running',
+      spillEvents: 0,
+      spillBytes: 0,
+    });
+    expect(readdirSync(spillFolder)).toEqual([]);
+    expect(db.ackViolations).toEqual([]);
+  });
+
+  it('a full spill log pauses that sink (the others go on, the status names it), then it is read again from its checkpoint', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase();
+    db.createTable('public', 'orders');
+    const fast = inMemorySink();
+    const slow = fakeSlowSink();
+    const engine = await fanPipeline(db, [{ sink: fast }, { sink: slow, maxSpillBytes: 2_000 }], {
+      queue: { maxEvents: 5 },
+      maxWriteEvents: 2,
+    });
+    for (let id = 1; id <= 100; id++) db.insert('public.orders', id);
+    await until(() => fast.events.length === 100, 'the fast sink has everything');
+    const paused = await engine.status('iso');
+    expect(paused.sinks.find((s) => s.name === '1:mem1')?.state).toBe('paused');
+    expect(paused.warnings.some((w) => w.includes('sink 1:mem1 holds the replication slot back'))).toBe(true);
+    expect(db.acks).toEqual([]);
+
+    slow.gate.release();
+    await until(() => distinctInOrder(ids(slow)).length === 100, 'the slow sink has everything after the re-read');
+    expect(distinctInOrder(ids(slow))).toEqual(range(1, 100));
+    expect(distinctInOrder(ids(fast))).toEqual(range(1, 100));
+    expect(db.calls.filter((c) => c.startsWith('stream:')).length).toBeGreaterThanOrEqual(2);
+    expect(h.log.lines.some((l) => l.includes('spill log reached max_spill_bytes'))).toBe(true);
+    await until(async () => (await engine.status('iso')).state === 'LIVE_CDC', 'live again');
+    expect(db.ackViolations).toEqual([]);
+  });
+
+  it('a sink that fails for good stops alone: the pipeline is DEGRADED, the other sink delivers, the slot stays at the failed checkpoint; resume restarts it from there', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase();
+    db.createTable('public', 'orders');
+    const good = inMemorySink();
+    const bad = inMemorySink();
+    const engine = await fanPipeline(db, [{ sink: good }, { sink: bad }]);
+    const t1 = db.insert('public.orders', 1);
+    await until(() => db.acks.includes(t1), 'both sinks have t1');
+    bad.failures.push(new NanosyncError('NS_K6005', 'topic authorization failed'));
+    for (let id = 2; id <= 20; id++) db.insert('public.orders', id);
+    const status = await waitForState(engine, 'iso', 'DEGRADED');
+    await until(() => good.events.length === 20, 'the healthy sink delivers everything');
+    expect(status.error).toContain('sink 1:mem1');
+    expect(status.error).toContain('topic authorization failed');
+    const badStatus = (await engine.status('iso')).sinks.find((s) => s.name === '1:mem1')!;
+    expect(badStatus.state).toBe('errored');
+    expect(badStatus.error).toContain('topic authorization failed');
+    expect((await engine.status('iso')).warnings.some((w) => w.includes('sink 1:mem1 stopped with an error'))).toBe(
+      true,
+    );
+    // The slot never passes what the failed sink has durably.
+    expect((await h.store.getCheckpoints('iso'))['1:mem1']).toBe(t1);
+    expect(db.acks.every((a) => a <= t1)).toBe(true);
+
+    const t21 = db.insert('public.orders', 21);
+    await until(() => good.events.length === 21, 'still delivering');
+    expect(db.acks.every((a) => a <= t1)).toBe(true);
+
+    // Repaired: resume brings the failed sink back from its own checkpoint.
+    await engine.resume('iso');
+    await waitForState(engine, 'iso', 'LIVE_CDC');
+    await until(() => db.acks.includes(t21), 'acknowledged once the repaired sink caught up');
+    expect(ids(bad)).toEqual(range(1, 21));
+    expect(distinctInOrder(ids(good))).toEqual(range(1, 21));
+    expect(db.ackViolations).toEqual([]);
+  });
+
+  it('with one sink, a failure is the pipeline’s: ERRORED, not DEGRADED', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase();
+    db.createTable('public', 'orders');
+    const only = inMemorySink();
+    only.failures.push(new NanosyncError('NS_K6005', 'denied'));
+    const engine = await fanPipeline(db, [{ sink: only }]);
+    db.insert('public.orders', 1);
+    await waitForState(engine, 'iso', 'ERRORED');
+    expect(existsSync(path.join(h.dir, 'spill', 'iso', '0_mem0'))).toBe(false);
+  });
+});
