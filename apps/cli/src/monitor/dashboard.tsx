@@ -5,6 +5,7 @@ import { Box, Text, useApp, useInput } from 'ink';
 import { useEffect, useState, useSyncExternalStore } from 'react';
 import { formatLag, formatRate, retryText } from '../format.js';
 import {
+  formatBytes,
   formatCount,
   progressBar,
   snapshotFraction,
@@ -30,6 +31,7 @@ const STATE_COLORS: Record<string, string> = {
   CREATED: 'gray',
   SNAPSHOTTING: 'cyan',
   LIVE_CDC: 'green',
+  DEGRADED: 'yellow',
   RETRYING: 'magenta',
   PAUSED: 'yellow',
   ERRORED: 'red',
@@ -162,9 +164,12 @@ function TableView({ pipeline }: { pipeline: PipelineStatus }) {
   });
   const sinkRows = pipeline.sinks.map((s) => [
     s.name,
+    s.state ?? '-',
     formatCount(s.rowsWritten),
     formatCount(s.writeErrors),
+    formatCount((s.deadLetters ?? 0) + (s.skippedEvents ?? 0)),
     formatCount(s.queueDepth),
+    s.spillBytes ? formatBytes(s.spillBytes) : '-',
     formatLag(s.lagSeconds),
   ]);
   const share = walShare(pipeline.source);
@@ -180,7 +185,10 @@ function TableView({ pipeline }: { pipeline: PipelineStatus }) {
       ) : null}
       {sinkRows.length > 0 ? (
         <Box marginTop={1}>
-          <Columns header={['SINK', 'ROWS WRITTEN', 'ERRORS', 'QUEUE', 'LAG']} rows={sinkRows} />
+          <Columns
+            header={['SINK', 'STATE', 'ROWS WRITTEN', 'ERRORS', 'DEAD LETTERS', 'QUEUE', 'SPILLED', 'LAG']}
+            rows={sinkRows}
+          />
         </Box>
       ) : null}
       <Box marginTop={1}>

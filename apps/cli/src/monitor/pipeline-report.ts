@@ -72,15 +72,19 @@ export function renderPipelineReport(p: PipelineStatus): string {
   if (p.sinks.length > 0) {
     const rows = p.sinks.map((s) => [
       s.name,
+      s.state ?? '-',
       formatCount(s.rowsWritten),
       formatCount(s.writeErrors),
+      formatCount((s.deadLetters ?? 0) + (s.skippedEvents ?? 0)),
       formatCount(s.queueDepth),
+      s.spillBytes ? formatBytes(s.spillBytes) : '-',
       formatLag(s.lagSeconds),
       latencySummary(s.writeLatency),
     ]);
     sections.push(
-      `Sinks\n${indent(formatTable(['SINK', 'ROWS WRITTEN', 'ERRORS', 'QUEUE', 'LAG', 'WRITE LATENCY'], rows))}`,
+      `Sinks\n${indent(formatTable(['SINK', 'STATE', 'ROWS WRITTEN', 'ERRORS', 'DEAD LETTERS', 'QUEUE', 'SPILLED', 'LAG', 'WRITE LATENCY'], rows))}`,
     );
+    for (const s of p.sinks) if (s.error) sections.push(`Sink ${s.name} error\n  ${s.error}`);
   }
 
   const source = p.source;

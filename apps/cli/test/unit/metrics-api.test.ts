@@ -32,7 +32,17 @@ beforeEach(async () => {
           partitionsDone: 2,
         },
       ],
-      sinks: [{ name: '0:out', rowsWritten: 130, writeErrors: 0, queueDepth: 0, queueBytes: 0, writeLatency: latency }],
+      sinks: [
+        {
+          name: '0:out',
+          rowsWritten: 130,
+          writeErrors: 0,
+          deadLetters: 2,
+          queueDepth: 0,
+          queueBytes: 0,
+          writeLatency: latency,
+        },
+      ],
       snapshot: { partitionsTotal: 2, partitionsDone: 2, rowsRead: 100, rowsEstimated: 100, done: true },
       source: { retainedWalBytes: 2048, safeWalBytes: null },
     },
@@ -56,6 +66,7 @@ describe('GET /metrics', () => {
     expect(response.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
     const text = await response.text();
     expect(text).toContain('ns_sink_rows_written_total{pipeline="orders",sink="0:out"} 130');
+    expect(text).toContain('ns_sink_dead_letters_total{pipeline="orders",sink="0:out"} 2');
     expect(text).toContain('ns_source_events_total{pipeline="orders",table="public.orders"} 30');
     expect(text).toContain('ns_snapshot_partitions_completed_total{pipeline="orders",table="public.orders"} 2');
     expect(text).toContain('ns_pipeline_state{pipeline="billing",state="PAUSED"} 1');
@@ -106,7 +117,7 @@ describe('nanosync metrics pipeline NAME', () => {
       /^Pipeline orders\n {2}state\s+LIVE_CDC \(cdc_backfill\)\n {2}lag\s+0\.4s\n {2}events\/s\s+3\.0\n/,
     );
     expect(text).toMatch(/public\.orders\s+100\s+2\/2\s+30\s+-/);
-    expect(text).toMatch(/0:out\s+130\s+0\s+0\s+-\s+avg 125ms, p99 > 5\.0ms over 4 writes/);
+    expect(text).toMatch(/0:out\s+-\s+130\s+0\s+2\s+0\s+-\s+-\s+avg 125ms, p99 > 5\.0ms over 4 writes/);
     expect(text).toContain('retained  2.0 KiB');
   });
 

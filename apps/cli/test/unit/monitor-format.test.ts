@@ -177,8 +177,13 @@ const live: PipelineStatus = {
       name: '0:out',
       rowsWritten: 1045,
       writeErrors: 2,
+      deadLetters: 3,
+      skippedEvents: 0,
       queueDepth: 0,
       queueBytes: 0,
+      state: 'spilling',
+      spillBytes: 3 * 1024 * 1024,
+      spillEvents: 1200,
       lagSeconds: 0.4,
       writeLatency: histogram(
         [
@@ -216,8 +221,8 @@ Tables
   public.notes   0              -           5       -
 
 Sinks
-  SINK   ROWS WRITTEN  ERRORS  QUEUE  LAG   WRITE LATENCY
-  0:out  1,045         2       0      0.4s  avg 3.0ms, p99 ≤ 10ms over 10 writes
+  SINK   STATE     ROWS WRITTEN  ERRORS  DEAD LETTERS  QUEUE  SPILLED  LAG   WRITE LATENCY
+  0:out  spilling  1,045         2       3             0      3.0 MiB  0.4s  avg 3.0ms, p99 ≤ 10ms over 10 writes
 
 Source WAL
   retained  48.0 MiB
