@@ -295,7 +295,7 @@ function readSink(
     } else {
       out.issue(
         [...path, 'on_error'],
-        `on_error must be one of ${ON_ERROR_POLICIES.join(', ')}, found ${describe(value)}${typeof value === 'string' ? didYouMean(value, ON_ERROR_POLICIES) : ''}`,
+        `on_error must be one of ${ON_ERROR_POLICIES.join(', ')}, found ${typeof value === 'string' ? `"${value}"${didYouMean(value, ON_ERROR_POLICIES)}` : describe(value)}`,
       );
     }
   }

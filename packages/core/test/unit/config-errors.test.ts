@@ -348,6 +348,18 @@ const cases: Case[] = [
     line: 4,
     code: ErrorCode.ConfigYaml,
   },
+  {
+    name: 'an unknown on_error policy, with a suggestion',
+    text: withPipeline(`name: p\n${source}\nsink:\n  connection: queue\n  on_error: deadletter`),
+    path: 'pipelines[0].sink.on_error',
+    message: /on_error must be one of fail, dead_letter, skip, found "deadletter".*did you mean "dead_letter"/,
+  },
+  {
+    name: 'a max_spill_bytes that is not a size',
+    text: withPipeline(`name: p\n${source}\nsink:\n  connection: queue\n  max_spill_bytes: lots`),
+    path: 'pipelines[0].sink.max_spill_bytes',
+    message: /max_spill_bytes must be a number of bytes.*such as 512MB or 4GiB, found "lots"/,
+  },
 ];
 
 describe('config: every problem is reported with its YAML path', () => {
@@ -415,5 +427,19 @@ describe('config: every problem is reported with its YAML path', () => {
         message: 'environment variable TOPIC is not set',
       }),
     ]);
+  });
+});
+
+describe('sink error policy and spill budget', () => {
+  it('reads on_error, dead_letter_path and max_spill_bytes with units', () => {
+    const { config } = parseConfig(
+      withPipeline(
+        `name: p\n${source}\nsinks:\n  - connection: queue\n    on_error: dead_letter\n    dead_letter_path: dlq/p.jsonl\n    max_spill_bytes: 512MB\n  - connection: queue\n    max_spill_bytes: 0`,
+      ),
+      { env: {}, file: 'pipelines.yaml' },
+    );
+    const [first, second] = config.pipelines[0]!.sinks;
+    expect(first).toMatchObject({ on_error: 'dead_letter', dead_letter_path: 'dlq/p.jsonl', max_spill_bytes: 512e6 });
+    expect(second).toMatchObject({ on_error: 'fail', max_spill_bytes: 0 });
   });
 });
