@@ -11,7 +11,14 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { CONNECTION_KEYS } from '../src/config/read-connections.js';
-import { PIPELINE_KEYS, QUERY_KEYS, SINK_KEYS, SNAPSHOT_KEYS, SOURCE_KEYS } from '../src/config/read-pipelines.js';
+import {
+  ON_ERROR_POLICIES,
+  PIPELINE_KEYS,
+  QUERY_KEYS,
+  SINK_KEYS,
+  SNAPSHOT_KEYS,
+  SOURCE_KEYS,
+} from '../src/config/read-pipelines.js';
 import { FILTER_KEYS, MAPPING_KEYS } from '../src/config/read-target-mappings.js';
 import { FILTER_OPS, REPLICATION_TYPES, SCHEMA_CHANGE_POLICIES } from '../src/config/types.js';
 import { TOP_KEYS } from '../src/config/validate.js';
@@ -170,6 +177,23 @@ export async function renderConfigSchema(): Promise<string> {
     {
       connection: { type: 'string', description: 'name of a connection' },
       properties: { type: 'object', description: "the sink connector's properties, over the connection's" },
+      on_error: {
+        type: 'string',
+        enum: [...ON_ERROR_POLICIES],
+        description:
+          'an event the sink can never write: stop (fail, default), record it (dead_letter) or drop it (skip)',
+      },
+      dead_letter_path: {
+        type: 'string',
+        description: 'JSON-lines file for dead letters (sinks without their own target)',
+      },
+      max_spill_bytes: {
+        anyOf: [
+          { type: 'integer', minimum: 0 },
+          { type: 'string', pattern: '^\\s*\\d+(\\.\\d+)?\\s*([KMGT]i?B|B)?\\s*$' },
+        ],
+        description: 'spill budget of a sink that falls behind (default 4GiB; 0: no spilling)',
+      },
       target_mappings: {
         type: 'array',
         items: only(
