@@ -26,6 +26,8 @@ export interface KafkaService extends AsyncDisposable {
   libDir?: string;
   /** Port of the additional listener, when `extraListener` was asked for. */
   extraPort?: number;
+  /** Folder of the broker's own log (`server.log`), for a broker started locally by this process. */
+  logDir?: string;
   /** Stops the broker (controlled shutdown); clients see an outage. */
   stop(): Promise<void>;
   /** Starts it again on the same ports with the same data. */
@@ -49,11 +51,21 @@ export interface StartKafkaOptions {
   formatArgs?: string[];
   /** Extra JVM arguments for the broker. */
   jvmArgs?: string[];
+  /**
+   * Log4j levels added to the broker's quiet defaults, written to `<logDir>/server.log`, e.g.
+   * `{ 'kafka.request.logger': 'DEBUG' }` for the request log (each request with its client id).
+   * Honoured by the local broker only.
+   */
+  logLevels?: Record<string, string>;
 }
 
 export async function startKafka(options: StartKafkaOptions = {}): Promise<KafkaService> {
   const customised = Boolean(
-    options.extraListener || options.serverProperties || options.formatArgs?.length || options.jvmArgs?.length,
+    options.extraListener ||
+      options.serverProperties ||
+      options.formatArgs?.length ||
+      options.jvmArgs?.length ||
+      Object.keys(options.logLevels ?? {}).length,
   );
   const reuse = process.env[ENV_KAFKA_BROKERS];
   if (reuse && !options.fresh && !customised) return reuseKafka(reuse);
@@ -254,7 +266,10 @@ async function startLocalKafka(options: StartKafkaOptions): Promise<KafkaService
   const outFile = join(root, 'kafka.out');
   const classpath = `${lib}/*`;
   try {
-    await writeFile(log4jFile, QUIET_LOG4J);
+    const levels = Object.entries(options.logLevels ?? {}).map(
+      ([logger, level]) => `log4j.logger.${logger}=${level}\n`,
+    );
+    await writeFile(log4jFile, QUIET_LOG4J + levels.join(''));
     let ports!: KafkaPorts;
     let broker: ServiceProcess | undefined;
     let formatted = false;
@@ -499,6 +514,7 @@ function localKafkaService(state: LaunchSpec & { lib: string; broker: ServicePro
     brokers: [`127.0.0.1:${state.ports.plaintext}`],
     owned: true,
     libDir: state.lib,
+    logDir: state.root,
     ...(state.ports.extra !== undefined ? { extraPort: state.ports.extra } : {}),
     stop: () => halt(true),
     async start() {

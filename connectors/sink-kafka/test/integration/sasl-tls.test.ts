@@ -1,16 +1,21 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { type ChangeEvent, NanosyncError, type TableSchema } from '@nanosync/core';
 import { type KafkaService, startKafka } from '@nanosync/testcontainers';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import kafkajs from 'kafkajs';
 import { consumeAll, createSink, uniqueName } from './helpers.js';
 
 const run = promisify(execFile);
 const USER = 'nanosync';
 const PASSWORD = 'Sup3r-s3cret-pw';
+const USER512 = 'nanosync512';
+const PASSWORD512 = 'An0ther-s3cret-pw';
+const PLAIN_USER = 'plainuser';
+const PLAIN_PASSWORD = 'Pl41n-s3cret-pw';
 const STORE_PASSWORD = 'changeit';
 
 const table: TableSchema = {
@@ -24,6 +29,7 @@ let dir: string;
 let kafka: KafkaService;
 let secureBroker: string;
 let caFile: string;
+let otherCaFile: string;
 
 /** A throwaway CA and a broker certificate for 127.0.0.1 / localhost, in a PKCS12 keystore. */
 async function makeCertificates(folder: string): Promise<{ ca: string; keystore: string }> {
@@ -92,22 +98,58 @@ async function makeCertificates(folder: string): Promise<{ ca: string; keystore:
   return { ca: join(folder, 'ca.crt'), keystore: join(folder, 'broker.p12') };
 }
 
+/** Another throwaway CA, which signed nothing the broker presents. */
+async function makeOtherCa(folder: string): Promise<string> {
+  await mkdir(folder, { recursive: true });
+  await run(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'other.key',
+      '-out',
+      'other.crt',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=some other CA',
+    ],
+    { cwd: folder },
+  );
+  return join(folder, 'other.crt');
+}
+
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'ns-kafka-tls-'));
   const { ca, keystore } = await makeCertificates(dir);
   caFile = ca;
+  otherCaFile = await makeOtherCa(join(dir, 'other'));
   kafka = await startKafka({
     fresh: true,
     extraListener: true,
-    formatArgs: ['--add-scram', `SCRAM-SHA-256=[name=${USER},password=${PASSWORD}]`],
+    formatArgs: [
+      '--add-scram',
+      `SCRAM-SHA-256=[name=${USER},password=${PASSWORD}]`,
+      '--add-scram',
+      `SCRAM-SHA-512=[name=${USER512},password=${PASSWORD512}]`,
+    ],
+    // The request log shows each request with its client id; failed logins are logged by the Selector.
+    logLevels: { 'kafka.request.logger': 'DEBUG', 'org.apache.kafka.common.network.Selector': 'INFO' },
     serverProperties: (ports) => ({
       listeners: `PLAINTEXT://127.0.0.1:${ports.plaintext},CONTROLLER://127.0.0.1:${ports.controller},EXTRA://127.0.0.1:${ports.extra}`,
       'advertised.listeners': `PLAINTEXT://127.0.0.1:${ports.plaintext},EXTRA://127.0.0.1:${ports.extra}`,
       'listener.security.protocol.map': 'CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,EXTRA:SASL_SSL',
-      'sasl.enabled.mechanisms': 'SCRAM-SHA-256',
-      'listener.name.extra.sasl.enabled.mechanisms': 'SCRAM-SHA-256',
+      'sasl.enabled.mechanisms': 'PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
+      'listener.name.extra.sasl.enabled.mechanisms': 'PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
       'listener.name.extra.scram-sha-256.sasl.jaas.config':
         'org.apache.kafka.common.security.scram.ScramLoginModule required;',
+      'listener.name.extra.scram-sha-512.sasl.jaas.config':
+        'org.apache.kafka.common.security.scram.ScramLoginModule required;',
+      'listener.name.extra.plain.sasl.jaas.config': `org.apache.kafka.common.security.plain.PlainLoginModule required user_${PLAIN_USER}="${PLAIN_PASSWORD}";`,
       'ssl.keystore.type': 'PKCS12',
       'ssl.keystore.location': keystore,
       'ssl.keystore.password': STORE_PASSWORD,
@@ -125,40 +167,145 @@ afterAll(async () => {
 
 const insert = (id: number): ChangeEvent => ({ table, op: 'insert', key: { id }, after: { id }, position: `p${id}` });
 
-describe('SASL/SCRAM over TLS', () => {
-  test('writes through a SASL_SSL listener with the CA from tls_ca_cert', async () => {
-    const topic = uniqueName('ns-it-scram');
-    await using handle = createSink({
-      brokers: secureBroker,
-      topic,
-      sasl_mechanism: 'SCRAM-SHA-256',
-      sasl_username: USER,
-      sasl_password: PASSWORD,
-      tls_enabled: 'true',
-      tls_ca_cert: caFile,
-    });
-    await handle.sink.open([table]);
-    await handle.sink.write([insert(1), insert(2)]);
-    const records = await consumeAll(kafka.brokers, topic);
-    expect(records.map((r) => r.key)).toEqual(['[1]', '[2]']);
-  });
+/** The broker's own log so far. */
+const brokerLog = async (): Promise<string> => readFile(join(kafka.logDir as string, 'server.log'), 'utf8');
 
-  test('a wrong password is a clear, non-retriable auth error without the password in it', async () => {
+/** Failed logins the broker logged so far (tests in this file run one at a time). */
+const failedLogins = async (): Promise<number> =>
+  (await brokerLog()).split('\n').filter((line) => line.includes('Failed authentication')).length;
+
+/** Partitions and replicas per partition of `topic`, as the broker reports them. */
+async function describeTopic(topic: string): Promise<{ partitions: number; replicas: number[] }> {
+  const admin = new kafkajs.Kafka({ brokers: kafka.brokers, logLevel: kafkajs.logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+    const partitions = topics[0]?.partitions ?? [];
+    return { partitions: partitions.length, replicas: partitions.map((p) => p.replicas.length) };
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+const credentials = {
+  PLAIN: { sasl_username: PLAIN_USER, sasl_password: PLAIN_PASSWORD },
+  'SCRAM-SHA-256': { sasl_username: USER, sasl_password: PASSWORD },
+  'SCRAM-SHA-512': { sasl_username: USER512, sasl_password: PASSWORD512 },
+} as const;
+
+describe('SASL over TLS', () => {
+  test.each(Object.keys(credentials) as (keyof typeof credentials)[])(
+    'writes with SASL %s through a SASL_SSL listener with the CA from tls_ca_cert',
+    async (mechanism) => {
+      const topic = uniqueName(`ns-it-${mechanism.toLowerCase()}`);
+      await using handle = createSink({
+        brokers: secureBroker,
+        topic,
+        sasl_mechanism: mechanism,
+        ...credentials[mechanism],
+        tls_enabled: 'true',
+        tls_ca_cert: caFile,
+      });
+      await handle.sink.open([table]);
+      await handle.sink.write([insert(1), insert(2)]);
+      const records = await consumeAll(kafka.brokers, topic);
+      expect(records.map((r) => r.key)).toEqual(['[1]', '[2]']);
+    },
+  );
+
+  test('the broker sees the configured client_id on the sink requests', async () => {
+    const clientId = uniqueName('ns-it-client');
     await using handle = createSink({
       brokers: secureBroker,
-      topic: uniqueName('ns-it-scram-bad'),
-      sasl_mechanism: 'SCRAM-SHA-256',
-      sasl_username: USER,
-      sasl_password: 'not-the-password',
+      topic: uniqueName('ns-it-client-id'),
+      client_id: clientId,
+      ...credentials['SCRAM-SHA-512'],
+      sasl_mechanism: 'SCRAM-SHA-512',
       tls_enabled: true,
       tls_ca_cert: caFile,
     });
-    const error = await handle.sink.open([table]).catch((e: unknown) => e);
-    expect(NanosyncError.is(error, 'NS_K6005')).toBe(true);
-    expect((error as NanosyncError).retriable).toBe(false);
-    expect((error as Error).message).toMatch(/sasl_password/);
-    expect((error as Error).message).not.toContain('not-the-password');
+    await handle.sink.open([table]);
+    await handle.sink.write([insert(1)]);
+    // The broker writes its request log line after it sent the response: wait for it to appear.
+    await expect
+      .poll(async () => (await brokerLog()).match(new RegExp(`"clientId":"${clientId}"`, 'g'))?.length ?? 0, {
+        timeout: 30_000,
+        interval: 200,
+      })
+      .toBeGreaterThan(0);
+    const produce = (await brokerLog())
+      .split('\n')
+      .filter((line) => line.includes(`"clientId":"${clientId}"`) && /"requestApiKey":0,/.test(line));
+    expect(produce.length).toBeGreaterThan(0);
   });
+
+  test('num_partitions and replication_factor are applied to the topics the sink creates', async () => {
+    const topic = uniqueName('ns-it-create');
+    await using handle = createSink({
+      brokers: secureBroker,
+      topic,
+      num_partitions: 3,
+      replication_factor: 1,
+      ...credentials['SCRAM-SHA-256'],
+      sasl_mechanism: 'SCRAM-SHA-256',
+      tls_enabled: true,
+      tls_ca_cert: caFile,
+    });
+    await handle.sink.open([table]);
+    await handle.sink.write([insert(1), insert(2), insert(3)]);
+    // The broker's own default is one partition.
+    expect(await describeTopic(topic)).toEqual({ partitions: 3, replicas: [1, 1, 1] });
+  });
+
+  test('a replication_factor the cluster cannot meet reaches the broker and fails clearly', async () => {
+    const topic = uniqueName('ns-it-create-rf');
+    await using handle = createSink({
+      brokers: secureBroker,
+      topic,
+      replication_factor: 3,
+      ...credentials['SCRAM-SHA-256'],
+      sasl_mechanism: 'SCRAM-SHA-256',
+      tls_enabled: true,
+      tls_ca_cert: caFile,
+    });
+    const error = await handle.sink
+      .open([table])
+      .then(() => handle.sink.write([insert(1)]))
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(NanosyncError);
+    expect((error as Error).message).toMatch(/replication/i);
+  });
+
+  test.each([
+    ['SCRAM-SHA-256', USER],
+    ['SCRAM-SHA-512', USER512],
+    ['PLAIN', PLAIN_USER],
+  ] as const)(
+    'a wrong %s password is a clear, non-retriable auth error, with no retry storm',
+    async (mechanism, user) => {
+      const before = await failedLogins();
+      await using handle = createSink({
+        brokers: secureBroker,
+        topic: uniqueName('ns-it-sasl-bad'),
+        sasl_mechanism: mechanism,
+        sasl_username: user,
+        sasl_password: 'not-the-password',
+        tls_enabled: true,
+        tls_ca_cert: caFile,
+      });
+      const error = await handle.sink.open([table]).catch((e: unknown) => e);
+      expect(NanosyncError.is(error, 'NS_K6005')).toBe(true);
+      expect((error as NanosyncError).retriable).toBe(false);
+      expect((error as Error).message).toMatch(/sasl_mechanism/);
+      expect((error as Error).message).toMatch(/sasl_password/);
+      expect((error as Error).message).not.toContain('not-the-password');
+      await handle[Symbol.asyncDispose]();
+      // The broker saw the failed login for this mechanism, and only a handful of attempts.
+      await expect.poll(() => failedLogins(), { timeout: 30_000, interval: 200 }).toBeGreaterThan(before);
+      console.log(`failed ${mechanism} logins seen by the broker: ${(await failedLogins()) - before}`);
+      expect((await failedLogins()) - before).toBeLessThanOrEqual(3);
+    },
+  );
 
   test('a broker certificate from an unknown CA is a clear, non-retriable TLS error', async () => {
     await using handle = createSink({
@@ -173,5 +320,21 @@ describe('SASL/SCRAM over TLS', () => {
     expect(NanosyncError.is(error, 'NS_K6001')).toBe(true);
     expect((error as NanosyncError).retriable).toBe(false);
     expect((error as Error).message).toContain('tls_ca_cert');
+  });
+
+  test('a tls_ca_cert that did not sign the broker certificate is a clear, non-retriable TLS error', async () => {
+    await using handle = createSink({
+      brokers: secureBroker,
+      topic: uniqueName('ns-it-tls-other-ca'),
+      ...credentials['SCRAM-SHA-256'],
+      sasl_mechanism: 'SCRAM-SHA-256',
+      tls_enabled: true,
+      tls_ca_cert: otherCaFile,
+    });
+    const error = await handle.sink.open([table]).catch((e: unknown) => e);
+    expect(NanosyncError.is(error, 'NS_K6001')).toBe(true);
+    expect((error as NanosyncError).retriable).toBe(false);
+    expect((error as Error).message).toContain('tls_ca_cert');
+    expect((error as Error).message).toMatch(/TLS/);
   });
 });
