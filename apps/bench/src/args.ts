@@ -9,6 +9,8 @@ export interface BenchOptions {
   changes: number;
   /** S4 records per producer. */
   records: number;
+  /** S4 compressions, each run through every client (default snappy, the sink's default). */
+  s4Compressions: string[];
   /** S3 seconds of steady load per rate. */
   latencySeconds: number;
   only: ReadonlySet<ScenarioId>;
@@ -23,6 +25,7 @@ export const USAGE = `Usage: pnpm bench [options]
   --rows N            S1 snapshot table rows (default 2000000; quick 20000)
   --changes N         S2 backlog changes per variant (default 1000000; quick 10000)
   --records N         S4 records per producer (default 1000000; quick 20000)
+  --s4-compressions L S4 compressions, comma-separated (default snappy; any of none,gzip,snappy,lz4,zstd)
   --latency-seconds N S3 seconds of load per rate (default 20; quick 3)
   --only S1,S2        run only these scenarios (S1 snapshot, S2 backlog drain, S3 latency, S4 Kafka ceiling)
   --skip-debezium     do not run Debezium (no Maven resolution, no JVM)
@@ -51,7 +54,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
       flags.set(name, true);
       continue;
     }
-    if (!['rows', 'changes', 'records', 'latency-seconds', 'only', 'out'].includes(name)) {
+    if (!['rows', 'changes', 'records', 's4-compressions', 'latency-seconds', 'only', 'out'].includes(name)) {
       throw new Error(`unknown option --${name}\n\n${USAGE}`);
     }
     const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
@@ -76,12 +79,25 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
       only.add(part as ScenarioId);
     }
   }
+  const compressionsValue = flags.get('s4-compressions');
+  const s4Compressions =
+    typeof compressionsValue === 'string'
+      ? compressionsValue
+          .split(',')
+          .map((s) => s.trim().toLowerCase())
+          .filter(Boolean)
+      : ['snappy'];
+  for (const c of s4Compressions) {
+    if (!['none', 'gzip', 'snappy', 'lz4', 'zstd'].includes(c))
+      throw new Error(`--s4-compressions: unknown compression ${c} (known: none, gzip, snappy, lz4, zstd)`);
+  }
   const out = flags.get('out');
   return {
     quick,
     rows: num('rows', 2_000_000, 20_000),
     changes: num('changes', 1_000_000, 10_000),
     records: num('records', 1_000_000, 20_000),
+    s4Compressions,
     latencySeconds: num('latency-seconds', 20, 3),
     only,
     skipDebezium: flags.get('skip-debezium') === true,

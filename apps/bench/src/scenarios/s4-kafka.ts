@@ -11,13 +11,26 @@ import { cpuPerMillion, ratio } from '../stats.js';
 import { errorMessage, log } from '../util.js';
 import { createTopics } from './common.js';
 
-const WORKER = join(dirname(fileURLToPath(import.meta.url)), '../workers/kafkajs-producer.ts');
-/** The sink's default max_bytes_in_flight: the most message bytes it hands kafkajs in one send. */
+const WORKERS = join(dirname(fileURLToPath(import.meta.url)), '../workers');
+/** The sink's default max_bytes_in_flight: the most message bytes it hands its client in one send. */
 const SINK_BYTES_PER_SEND = 1024 * 1024;
 
-async function kafkajsRun(ctx: BenchContext, payloadFile: string, records: number): Promise<Measurement> {
-  const label = 'kafkajs (as the sink drives it)';
-  const topic = `s4_kafkajs_${ctx.runId}`;
+/** The Node clients S4 compares, each driven by its own worker the way the sink drives its client. */
+export const NODE_CLIENTS = [
+  { id: 'kafkajs', label: 'kafkajs 2.2.4', worker: 'kafkajs-producer.ts' },
+  { id: 'platformatic', label: '@platformatic/kafka 2.12.1', worker: 'platformatic-producer.ts' },
+] as const;
+type NodeClient = (typeof NODE_CLIENTS)[number];
+
+async function nodeClientRun(
+  ctx: BenchContext,
+  client: NodeClient,
+  payloadFile: string,
+  records: number,
+  compression: string,
+): Promise<Measurement> {
+  const label = `${client.label} (as the sink drives it), ${compression}`;
+  const topic = `s4_${client.id}_${compression}_${ctx.runId}`;
   try {
     await createTopics(ctx, topic);
     const options = {
@@ -25,15 +38,15 @@ async function kafkajsRun(ctx: BenchContext, payloadFile: string, records: numbe
       topic,
       records,
       payloadFile,
-      compression: ctx.producer.compression,
+      compression,
       maxBytesInFlight: SINK_BYTES_PER_SEND,
     };
-    const logFile = join(ctx.workRoot, 's4-kafkajs.log');
-    log(`S4: kafkajs producer, ${records.toLocaleString('en-US')} records`);
+    const logFile = join(ctx.workRoot, `s4-${client.id}-${compression}.log`);
+    log(`S4: ${client.label} producer, ${compression}, ${records.toLocaleString('en-US')} records`);
     const run = await runToExit(
       label,
       process.execPath,
-      ['--conditions=@nanosync/source', '--import', 'tsx', WORKER, JSON.stringify(options)],
+      ['--conditions=@nanosync/source', '--import', 'tsx', join(WORKERS, client.worker), JSON.stringify(options)],
       { logFile, cwd: REPO_ROOT },
     );
     const output = await readFile(logFile, 'utf8');
@@ -64,10 +77,15 @@ async function kafkajsRun(ctx: BenchContext, payloadFile: string, records: numbe
   }
 }
 
-async function producerPerformanceRun(ctx: BenchContext, payloadFile: string, records: number): Promise<Measurement> {
-  const label = 'Java ProducerPerformance';
+async function producerPerformanceRun(
+  ctx: BenchContext,
+  payloadFile: string,
+  records: number,
+  compression: string,
+): Promise<Measurement> {
+  const label = `Java ProducerPerformance, ${compression}`;
   if ('unavailable' in ctx.kafkaLib) return notAvailable(label, ctx.kafkaLib.unavailable);
-  const topic = `s4_java_${ctx.runId}`;
+  const topic = `s4_java_${compression}_${ctx.runId}`;
   try {
     await createTopics(ctx, topic);
     const log4j = join(ctx.workRoot, 's4-log4j.properties');
@@ -75,8 +93,8 @@ async function producerPerformanceRun(ctx: BenchContext, payloadFile: string, re
       log4j,
       'log4j.rootLogger=WARN, stderr\nlog4j.appender.stderr=org.apache.log4j.ConsoleAppender\nlog4j.appender.stderr.Target=System.err\nlog4j.appender.stderr.layout=org.apache.log4j.PatternLayout\nlog4j.appender.stderr.layout.ConversionPattern=%p %m%n\n',
     );
-    const logFile = join(ctx.workRoot, 's4-producer-performance.log');
-    log(`S4: ProducerPerformance, ${records.toLocaleString('en-US')} records`);
+    const logFile = join(ctx.workRoot, `s4-producer-performance-${compression}.log`);
+    log(`S4: ProducerPerformance, ${compression}, ${records.toLocaleString('en-US')} records`);
     const java = process.env.JAVA_HOME ? join(process.env.JAVA_HOME, 'bin', 'java') : 'java';
     // Heap as kafka-producer-perf-test.sh sets it.
     const run = await runToExit(
@@ -99,7 +117,7 @@ async function producerPerformanceRun(ctx: BenchContext, payloadFile: string, re
         '--producer-props',
         `bootstrap.servers=${ctx.brokers.join(',')}`,
         'acks=all',
-        `compression.type=${ctx.producer.compression}`,
+        `compression.type=${compression}`,
         `linger.ms=${ctx.producer.lingerMs}`,
       ],
       { logFile },
@@ -141,29 +159,37 @@ export async function runS4(ctx: BenchContext): Promise<ScenarioResult> {
   await writeFile(payloadFile, `${payloads.join('\n')}\n`);
   const result: ScenarioResult = {
     id: 'S4',
-    title: 'Kafka ceiling: the same records through kafkajs and through the Java client',
+    title: 'Kafka ceiling: the same records through each Node client and through the Java client',
     parameters: {
       records,
       recordBytes: Math.round(averageBytes(payloads)),
       acks: 'all',
-      compression: ctx.producer.compression,
+      compressions: ctx.options.s4Compressions.join(','),
       lingerMs: ctx.producer.lingerMs,
     },
     measurements: [],
     ratios: [],
     notes: [
-      'Both send the same 1,000 JSON envelopes of S1-shaped rows in turn; seconds are each client’s own send time (process startup excluded, shown as startup s); CPU includes startup.',
+      'Every client sends the same 1,000 JSON envelopes of S1-shaped rows in turn; seconds are each client’s own send time (process startup excluded, shown as startup s); CPU includes startup.',
+      'The Node clients run as the sink drives its client: idempotent, acks=all, one request in flight, keyed records with the three ns-* headers, awaited sends of at most 1 MiB.',
+      'Native clients (node-rdkafka, @confluentinc/kafka-javascript) are not measured here: on a machine that reaches only the package registries they install only through a minutes-long C++ build, which a user’s npm install would not do.',
     ],
   };
-  const js = await kafkajsRun(ctx, payloadFile, records);
-  const java = await producerPerformanceRun(ctx, payloadFile, records);
-  result.measurements.push(js, java);
-  result.ratios.push({
-    name: 'kafkajs ÷ ProducerPerformance',
-    value: ratio(js.eventsPerSecond, java.eventsPerSecond),
-    reason: [js, java].find((m) => m.status === 'n/a')?.reason,
-    meaning:
-      'records/s of the Node client over the Java client: the ceiling the client library puts on the sink (1.0 = no cost)',
-  });
+  for (const compression of ctx.options.s4Compressions) {
+    const node: Measurement[] = [];
+    for (const client of NODE_CLIENTS) node.push(await nodeClientRun(ctx, client, payloadFile, records, compression));
+    const java = await producerPerformanceRun(ctx, payloadFile, records, compression);
+    result.measurements.push(...node, java);
+    NODE_CLIENTS.forEach((client, i) => {
+      const m = node[i] as Measurement;
+      result.ratios.push({
+        name: `${client.id} ÷ ProducerPerformance, ${compression}`,
+        value: ratio(m.eventsPerSecond, java.eventsPerSecond),
+        reason: [m, java].find((x) => x.status === 'n/a')?.reason,
+        meaning:
+          'records/s of the Node client over the Java client: the ceiling the client library puts on the sink (1.0 = no cost)',
+      });
+    });
+  }
   return result;
 }

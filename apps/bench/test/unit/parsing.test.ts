@@ -30,6 +30,9 @@ describe('command line', () => {
       outDir: '/out',
     });
     expect([...full.only]).toEqual(['S1', 'S2', 'S3', 'S4']);
+    expect(full.s4Compressions).toEqual(['snappy']);
+    expect(parseArgs(['--s4-compressions', 'lz4,ZSTD'], '/out').s4Compressions).toEqual(['lz4', 'zstd']);
+    expect(() => parseArgs(['--s4-compressions', 'brotli'], '/out')).toThrow(/unknown compression brotli/);
     const quick = parseArgs(['--quick'], '/out');
     expect(quick.rows).toBeLessThan(100_000);
     expect(quick.changes).toBeLessThan(100_000);
