@@ -20,7 +20,15 @@ import type pg from 'pg';
 import type { PostgresSourceConfig } from './config.js';
 import { buildConnectionConfig, connectClient, type PgConnectionConfig } from './connection.js';
 import { describeTables, listLeafPartitions, type PgColumn, type PgTable } from './describe.js';
-import { connectionError, isTransientPgError, quoteIdent, quoteTable, tableNotFound, PgErrorCode } from './errors.js';
+import {
+  connectionError,
+  isTransientPgError,
+  PgErrorCode,
+  quoteIdent,
+  quoteLiteral,
+  quoteTable,
+  tableNotFound,
+} from './errors.js';
 import { comparePositions, encodePosition, formatPosition, parseLsn } from './position.js';
 import { runChecks } from './slot/check.js';
 import { publicationNameFor, slotNameFor } from './slot/names.js';
@@ -68,6 +76,7 @@ export class PostgresSource implements Source {
   /** Partitions the role may SELECT from directly, by `tableKey`. */
   readonly #leafSelect = new Map<string, boolean>();
   #releaseSnapshot: (() => Promise<void>) | undefined;
+  #serverVersion: number | undefined;
   #closed = false;
 
   constructor(config: PostgresSourceConfig, context: ConnectorContext, options: PostgresSourceOptions = {}) {
@@ -158,7 +167,7 @@ export class PostgresSource implements Source {
         wal_status: info.wal_status ?? undefined,
         start: formatPosition(options.existingStartPosition),
       });
-      return { startPosition: options.existingStartPosition };
+      return { startPosition: options.existingStartPosition, watermarks: await this.#watermarksSupported() };
     }
 
     // First run: a slot left by an attempt whose start position was never persisted holds
@@ -185,10 +194,12 @@ export class PostgresSource implements Source {
     });
     const startPosition = encodePosition(created.consistentPoint, 0);
     this.#logger.info('replication slot created', { slot: this.#slot, start: formatPosition(startPosition) });
-    if (!created.snapshotName) return { startPosition };
+    const watermarks = await this.#watermarksSupported();
+    if (!created.snapshotName) return { startPosition, watermarks };
     this.#releaseSnapshot = created.release;
     return {
       startPosition,
+      watermarks,
       snapshot: {
         token: created.snapshotName,
         release: async () => {
@@ -197,6 +208,49 @@ export class PostgresSource implements Source {
         },
       },
     };
+  }
+
+  /** Logical messages reach pgoutput from PostgreSQL 14 on (its `messages` option). */
+  async #watermarksSupported(): Promise<boolean> {
+    this.#serverVersion ??= await this.#withAdmin('reading the server version', async (client) => {
+      const { rows } = await client.query('SHOW server_version_num');
+      return Number(rows[0]?.server_version_num ?? 0);
+    });
+    return this.#serverVersion >= 140000;
+  }
+
+  /** Prefix of this pipeline's watermark messages: the slot name makes them its own. */
+  get watermarkPrefix(): string {
+    return `nanosync.watermark.${this.#slot}`;
+  }
+
+  /**
+   * A non-transactional logical message (`pg_logical_emit_message`), which needs no table
+   * and is decoded where it lies in the WAL. It is written inside a transaction that takes
+   * an xid only so that its commit flushes the WAL up to the message (PostgreSQL before 17
+   * does not flush non-transactional messages), so the stream sees it without waiting for
+   * the WAL writer; that transaction changes nothing and pgoutput does not send it.
+   * Takes the admin connection for one round trip (one simple query, so no other query
+   * can run inside the transaction).
+   */
+  async writeWatermark(id: string): Promise<void> {
+    if (!/^[A-Za-z0-9_.-]{1,100}$/.test(id))
+      throw new NanosyncError(ErrorCode.Internal, `watermark id ${JSON.stringify(id.slice(0, 40))} is malformed`);
+    await this.#withAdmin('writing a snapshot watermark', async (client) => {
+      try {
+        await client.query(
+          `BEGIN; SELECT pg_catalog.pg_logical_emit_message(false, ${quoteLiteral(this.watermarkPrefix)}, ${quoteLiteral(id)}); SELECT pg_catalog.txid_current(); COMMIT`,
+        );
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        if (isTransientPgError(err)) throw err;
+        throw new NanosyncError(
+          PgErrorCode.PgCheck,
+          `pipeline "${this.#pipeline}" could not write a snapshot watermark with pg_logical_emit_message: ${(err as Error).message}; grant EXECUTE on it, or set snapshot.mode: blocking`,
+          { cause: err },
+        );
+      }
+    });
   }
 
   async #describe(tables: TableRef[]): Promise<PgTable[]> {
@@ -388,6 +442,9 @@ export class PostgresSource implements Source {
       logger: this.#logger,
       tables: options.tables,
       acknowledger: this.#acknowledger,
+      ...(this.#serverVersion !== undefined && this.#serverVersion >= 140000
+        ? { watermarkPrefix: this.watermarkPrefix }
+        : {}),
     });
   }
 

@@ -22,6 +22,7 @@ export { KIT_COLUMNS, type KitRow, kitRow, kitTableSchema, seedRows } from './ki
 export {
   assertOracle,
   canonicalJson,
+  checkHistoryOrder,
   checkNothingLost,
   checkPositionOrder,
   type ComparePositions,

@@ -225,6 +225,100 @@ export function checkPositionOrder(
   return problems;
 }
 
+/**
+ * The strict history check (RELIABILITY.md, check 5): per (table, key), in read order, a
+ * version older than one already delivered may appear only as a replay of a version that
+ * was itself delivered earlier; a version never appears for the first time after a newer one.
+ *
+ * A key's versions are ordered by the positions of its stream records (insert, update,
+ * delete; a delete is the version "absent"). A snapshot row (`read`) carries no usable
+ * order of its own (a blocking snapshot read after a restart carries the resume position
+ * whatever it read), so it is placed by its content: it is the newest stream version whose
+ * columns it matches, or, matching none, the version from before the stream (older than
+ * every stream version). This is what fails for a blocking snapshot after a restart: the
+ * fresh read delivers the newest version, then the stream's replay delivers, for the first
+ * time, the versions in between.
+ */
+export function checkHistoryOrder(
+  records: Iterable<OracleRecord>,
+  options: { comparePositions?: ComparePositions } = {},
+): string[] {
+  const compare = options.comparePositions ?? compareAsStrings;
+  const list = [...records].filter((r) => r.op !== 'truncate');
+  // Every key's stream versions: position → content, ranked by position.
+  const versions = new Map<string, Map<Position, string | null>>();
+  for (const record of list) {
+    if (record.op === 'read' || record.position === undefined) continue;
+    const id = `${record.table} ${keyId(record.key)}`;
+    let byPosition = versions.get(id);
+    if (!byPosition) {
+      byPosition = new Map();
+      versions.set(id, byPosition);
+    }
+    byPosition.set(record.position, record.op === 'delete' || !record.after ? null : versionContent(record));
+  }
+  const ranks = new Map<string, { rank: Map<Position, number>; contents: (string | null)[] }>();
+  for (const [id, byPosition] of versions) {
+    const ordered = [...byPosition.keys()].sort(compare);
+    ranks.set(id, {
+      rank: new Map(ordered.map((p, i) => [p, i])),
+      contents: ordered.map((p) => byPosition.get(p)!),
+    });
+  }
+  const seen = new Map<string, { highest: number; delivered: Set<number> }>();
+  const problems: string[] = [];
+  for (const record of list) {
+    const id = `${record.table} ${keyId(record.key)}`;
+    const history = ranks.get(id);
+    let candidates: number[];
+    if (record.op === 'read') {
+      candidates = [];
+      if (history && record.after) {
+        history.contents.forEach((content, i) => {
+          if (content !== null && matchesVersion(record.after!, content)) candidates.push(i);
+        });
+      }
+      if (candidates.length === 0) candidates = [-1];
+    } else {
+      if (record.position === undefined) continue;
+      candidates = [history?.rank.get(record.position) ?? -1];
+    }
+    let state = seen.get(id);
+    if (!state) {
+      state = { highest: Number.NEGATIVE_INFINITY, delivered: new Set() };
+      seen.set(id, state);
+    }
+    const newest = Math.max(...candidates);
+    if (newest >= state.highest) {
+      state.highest = newest;
+      state.delivered.add(newest);
+    } else if (!candidates.some((c) => state.delivered.has(c))) {
+      const what = newest === -1 ? 'the version from before the stream' : `the version of ${record.position}`;
+      problems.push(
+        `${record.table} key ${keyId(record.key)}: ${record.op} delivers ${what} for the first time after a newer version`,
+      );
+      state.delivered.add(newest);
+    }
+  }
+  return problems;
+}
+
+/** A stream record's row image as comparable text (columns it did not send left out). */
+function versionContent(record: OracleRecord): string {
+  const after = { ...record.after! };
+  for (const column of record.unchanged ?? []) delete after[column];
+  return canonicalJson(after);
+}
+
+/** Whether a snapshot row holds the values of a version (every column the version sent). */
+function matchesVersion(row: Row, content: string): boolean {
+  const version = JSON.parse(content) as Record<string, unknown>;
+  for (const [column, value] of Object.entries(version)) {
+    if (JSON.stringify(canonical(row[column])) !== JSON.stringify(value)) return false;
+  }
+  return true;
+}
+
 /** Every expected change is present at least once (zero lost). */
 export function checkNothingLost(records: Iterable<OracleRecord>, changes: Iterable<ExpectedChange>): string[] {
   const byKey = new Map<string, OracleRecord[]>();
@@ -264,6 +358,8 @@ export interface OracleInput {
   /** Changes the test made; each must be present at least once. */
   changes?: Iterable<ExpectedChange>;
   normalize?: (row: Row) => Row;
+  /** Also run the strict history check ({@link checkHistoryOrder}). */
+  strict?: boolean;
 }
 
 /** Checks 1–3 (and 5) of RELIABILITY.md's oracle together. Returns the problems, empty when it passes. */
@@ -285,6 +381,7 @@ export function runOracle(input: OracleInput): string[] {
       problems.push(`${table}: the sink holds rows of a table the test did not expect`);
   }
   problems.push(...checkPositionOrder(records, { comparePositions: input.comparePositions }));
+  if (input.strict) problems.push(...checkHistoryOrder(records, { comparePositions: input.comparePositions }));
   if (input.changes) problems.push(...checkNothingLost(records, input.changes));
   return problems;
 }

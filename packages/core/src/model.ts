@@ -101,9 +101,11 @@ export interface ChangeEvent {
    */
   unchanged?: string[];
   /**
-   * Stream position. Snapshot rows carry the position the stream resumes from after the
-   * snapshot: the start position L₀, or the sinks' checkpoint when a pipeline that already
-   * streamed is snapshotted again (re-snapshot, added table).
+   * Stream position. Snapshot rows of a concurrent snapshot carry the position of the
+   * watermark written after their chunk was read (after every change the chunk may reflect,
+   * before every change it cannot). In blocking mode they carry the position the stream
+   * resumes from after the snapshot: the start position L₀, or the sinks' checkpoint when a
+   * pipeline that already streamed is snapshotted again (added table).
    */
   position: Position;
   /** Commit time of the source transaction, ISO 8601 UTC with microseconds. */
@@ -128,4 +130,12 @@ export interface ChangeEvent {
 export interface ChangeBatch {
   events: ChangeEvent[];
   safePosition?: Position;
+  /**
+   * Set on an empty batch that marks the place in the stream of a watermark written with
+   * `Source.writeWatermark(id)`: every change committed before the watermark was in an
+   * earlier batch, every change committed after it comes in a later one. `position` sorts
+   * after the former and before the latter (PostgreSQL: the message's LSN, index 0); it is
+   * not a transaction boundary the source may be acknowledged at unless `safePosition` says so.
+   */
+  watermark?: { id: string; position: Position };
 }

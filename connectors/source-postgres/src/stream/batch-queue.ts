@@ -83,7 +83,12 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
   commit(position: Position, flushLsn: bigint): void {
     if (this.#closed) return;
     const lastQueued = this.#queue.at(-1);
-    if (this.#pending.length === 0 && lastQueued && lastQueued.safePosition === undefined) {
+    if (
+      this.#pending.length === 0 &&
+      lastQueued &&
+      lastQueued.safePosition === undefined &&
+      lastQueued.watermark === undefined
+    ) {
       // The transaction's last events filled a batch exactly; that batch now ends at the commit.
       lastQueued.safePosition = position;
       this.onSafePosition(position, flushLsn);
@@ -101,6 +106,21 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
     if (this.#closed) return;
     if (this.#pending.length > 0 || this.#boundary) throw new Error('keepalive while events are pending');
     this.#enqueue({ events: [], safePosition: position }, flushLsn);
+  }
+
+  /**
+   * A watermark between two transactions: what is pending goes out first (it all belongs to
+   * committed transactions), then an empty batch carrying the watermark. Resolves when the
+   * producer may continue.
+   */
+  async watermark(id: string, position: Position): Promise<void> {
+    if (this.#closed) return;
+    if (this.#boundary) this.#cutAtBoundary();
+    if (this.#pending.length > 0) throw new Error('watermark while events of an open transaction are pending');
+    this.#enqueue({ events: [], watermark: { id, position } }, undefined);
+    while (this.#queue.length >= this.#limits.maxQueuedBatches && !this.#closed) {
+      await new Promise<void>((resolve) => this.#producerWaiting.push(resolve));
+    }
   }
 
   /** Stop: the consumer sees the end after the batches already queued. */

@@ -46,6 +46,12 @@ export interface StreamChangesOptions {
   logger: Logger;
   /** When given, events of other tables (still in the publication's history) are skipped. */
   tables?: TableRef[];
+  /**
+   * Watermarks: non-transactional logical messages with exactly this prefix become
+   * `ChangeBatch.watermark` batches (their content is the id); other messages are ignored.
+   * Needs PostgreSQL 14 or later (the pgoutput `messages` option).
+   */
+  watermarkPrefix?: string;
   /** Shared with `Source.acknowledge`; see {@link createAcknowledger}. One is made when absent. */
   acknowledger?: Acknowledger;
   batchLimits?: Partial<BatchLimits>;
@@ -134,6 +140,8 @@ class ChangeStream {
   #boundary: Mark;
   /** Server WAL position known to be past every delivered commit, not yet sent as a keepalive. */
   #keepaliveLsn: bigint | undefined;
+  /** LSN of the last watermark delivered: the server sends it again after a reconnect. */
+  #watermarkLsn = 0n;
 
   // Per connection.
   #transaction: OpenTransaction | undefined;
@@ -258,6 +266,7 @@ class ChangeStream {
           clientConfig,
           slot,
           publication,
+          messages: this.#options.watermarkPrefix !== undefined,
           acknowledger: this.#acknowledger,
           logger: this.#logger,
           statusIntervalMs: this.#options.statusIntervalMs ?? 10_000,
@@ -325,8 +334,23 @@ class ChangeStream {
         });
         return;
       case 'message':
-        return;
+        return this.#onMessage(message);
     }
+  }
+
+  /**
+   * A logical message. Only our own non-transactional watermarks count: a non-transactional
+   * message is decoded where it lies in the WAL, so it arrives between transactions, after
+   * every transaction that committed before it and before every one that commits after.
+   */
+  async #onMessage(message: Extract<PgOutputMessage, { tag: 'message' }>): Promise<void> {
+    const prefix = this.#options.watermarkPrefix;
+    if (prefix === undefined || message.transactional || message.prefix !== prefix) return;
+    if (message.lsn <= this.#watermarkLsn) return;
+    if (this.#transaction) throw protocolError(`watermark message inside transaction ${this.#transaction.xid}`);
+    this.#watermarkLsn = message.lsn;
+    const id = new TextDecoder().decode(message.content);
+    await this.#queue.watermark(id, encodePosition(message.lsn, 0));
   }
 
   #relationCache(): RelationCache {

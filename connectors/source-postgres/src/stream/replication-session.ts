@@ -23,13 +23,14 @@ type ReplicationPlugin = Parameters<LogicalReplicationService['subscribe']>[0];
  * which keeps column values as the server's text (see pgoutput.ts for why).
  */
 class PgoutputTextPlugin {
-  readonly options: { publication: string };
+  readonly options: { publication: string; messages: boolean };
 
   constructor(
     publication: string,
+    messages: boolean,
     private readonly receive: (payload: Buffer) => ReceivedMessage,
   ) {
-    this.options = { publication };
+    this.options = { publication, messages };
   }
 
   get name(): string {
@@ -46,7 +47,7 @@ class PgoutputTextPlugin {
   start(client: pg.Client, slotName: string): Promise<unknown> {
     const publications = quoteLiteral(quoteIdent(this.options.publication));
     return client.query(
-      `START_REPLICATION SLOT ${quoteIdent(slotName)} LOGICAL 0/0 (proto_version '1', publication_names ${publications})`,
+      `START_REPLICATION SLOT ${quoteIdent(slotName)} LOGICAL 0/0 (proto_version '1', publication_names ${publications}${this.options.messages ? ", messages 'true'" : ''})`,
     );
   }
 
@@ -77,6 +78,8 @@ export interface SessionOptions {
   clientConfig: ClientConfigWithReplication;
   slot: string;
   publication: string;
+  /** Ask for logical decoding messages (`pg_logical_emit_message`; PostgreSQL 14 and later). */
+  messages?: boolean;
   acknowledger: AcknowledgerInternals;
   logger: Logger;
   /** Standby status updates at least this often, even while reading is paused (default 10 s). */
@@ -161,7 +164,7 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
       });
     }
 
-    const plugin = new PgoutputTextPlugin(options.publication, (payload) => {
+    const plugin = new PgoutputTextPlugin(options.publication, options.messages === true, (payload) => {
       const sequence = ++receivedSequence;
       try {
         return { sequence, bytes: payload.length, message: decodePgOutput(payload) };

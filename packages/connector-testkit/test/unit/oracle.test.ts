@@ -1,6 +1,7 @@
 import type { Row } from '@nanosync/core';
 import { describe, expect, it } from 'vitest';
 import {
+  checkHistoryOrder,
   checkNothingLost,
   checkPositionOrder,
   compareWithSnapshot,
@@ -130,5 +131,57 @@ describe('compareWithSnapshot and runOracle', () => {
       runOracle({ records, expected: { [t]: [{ id: 1, note: 'c' }] }, keyColumns: ['id'] }),
       'the state alone passes',
     ).toEqual([]);
+  });
+});
+
+describe('checkHistoryOrder (strict)', () => {
+  it('passes a concurrent-snapshot history: snapshot rows at their newest version, stream before and after, replays after a crash', () => {
+    expect(
+      checkHistoryOrder([
+        rec('update', 1, '05', 'u5'),
+        rec('read', 1, '06', 'u5'),
+        rec('read', 2, '06', 'seed'),
+        rec('update', 1, '07', 'u7'),
+        // crash: the stream replays from 05, the partition is read again
+        rec('update', 1, '05', 'u5'),
+        rec('update', 1, '07', 'u7'),
+        rec('read', 1, '09', 'u7'),
+        rec('read', 2, '09', 'seed'),
+        rec('update', 2, '10', 'u10'),
+      ]),
+    ).toEqual([]);
+  });
+
+  it('fails the blocking history after a restart: the fresh read delivers the newest version, then the replay delivers an older one for the first time', () => {
+    const problems = checkHistoryOrder([
+      rec('read', 1, '01', 'seed'),
+      // crash; the partition of key 2 is read fresh (its newest version), then the stream replays from 01
+      rec('read', 2, '01', 'u7'),
+      rec('update', 2, '05', 'u5'),
+      rec('update', 2, '07', 'u7'),
+    ]);
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toContain('key {"id":2}');
+  });
+
+  it('fails a snapshot row of the version from before the stream delivered after a stream version', () => {
+    expect(checkHistoryOrder([rec('update', 1, '05', 'u5'), rec('read', 1, '06', 'seed')])).toHaveLength(1);
+    // ... unless it was delivered before (a replay)
+    expect(
+      checkHistoryOrder([rec('read', 1, '02', 'seed'), rec('update', 1, '05', 'u5'), rec('read', 1, '02', 'seed')]),
+    ).toEqual([]);
+  });
+
+  it('a delete is a version: the row from before the stream, delivered first after the delete, fails', () => {
+    expect(
+      checkHistoryOrder([rec('update', 1, '03', 'a'), rec('delete', 1, '04'), rec('read', 1, '05', 'seed')]),
+    ).toHaveLength(1);
+  });
+
+  it('runOracle runs it when asked (strict)', () => {
+    const records = [rec('read', 2, '01', 'u7'), rec('update', 2, '05', 'u5'), rec('update', 2, '07', 'u7')];
+    const input = { records, expected: { [t]: [{ id: 2, note: 'u7' }] }, keyColumns: ['id'] };
+    expect(runOracle(input)).toEqual([]);
+    expect(runOracle({ ...input, strict: true })).toHaveLength(1);
   });
 });

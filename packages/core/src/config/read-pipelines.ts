@@ -21,9 +21,11 @@ import {
   REPLICATION_TYPES,
   type ReplicationType,
   SCHEMA_CHANGE_POLICIES,
+  SNAPSHOT_MODES,
   type SchemaChangePolicy,
   type SinkConfig,
   type SinkErrorPolicy,
+  type SnapshotMode,
 } from './types.js';
 
 /**
@@ -34,6 +36,8 @@ import {
 
 export const PIPELINE_NAME = /^[A-Za-z0-9_-]{1,40}$/;
 export const DEFAULT_TARGET_ROWS_PER_PARTITION = 100_000;
+/** Concurrent snapshot: rows read between two watermarks (buffered until the high one is streamed). */
+export const DEFAULT_SNAPSHOT_CHUNK_ROWS = 10_000;
 
 export function defaultSnapshotConcurrency(): number {
   return Math.max(4, availableParallelism());
@@ -59,7 +63,7 @@ export const SINK_KEYS = [
   'max_spill_bytes',
 ];
 export const ON_ERROR_POLICIES = ['fail', 'dead_letter', 'skip'] as const;
-export const SNAPSHOT_KEYS = ['concurrency', 'target_rows_per_partition'];
+export const SNAPSHOT_KEYS = ['concurrency', 'target_rows_per_partition', 'mode', 'chunk_rows'];
 export const QUERY_KEYS = ['sql', 'schedule'];
 
 export function readPipelines(
@@ -351,7 +355,7 @@ function readSnapshot(
   replicationType: ReplicationType,
   out: Collector,
 ): PipelineConfig['snapshot'] {
-  const snapshot = {
+  const snapshot: PipelineConfig['snapshot'] = {
     concurrency: defaultSnapshotConcurrency(),
     target_rows_per_partition: DEFAULT_TARGET_ROWS_PER_PARTITION,
   };
@@ -376,6 +380,22 @@ function readSnapshot(
       1_000_000_000,
     );
     if (n !== undefined) snapshot.target_rows_per_partition = n;
+  }
+  if (map.mode !== undefined) {
+    const value = map.mode;
+    if (typeof value === 'string' && (SNAPSHOT_MODES as readonly string[]).includes(value)) {
+      snapshot.mode = value as SnapshotMode;
+    } else {
+      const hint = typeof value === 'string' ? didYouMean(value, SNAPSHOT_MODES) : '';
+      out.issue(
+        [...path, 'mode'],
+        `snapshot.mode must be one of ${SNAPSHOT_MODES.join(', ')}, found ${typeof value === 'string' ? `"${value}"` : describe(value)}${hint}`,
+      );
+    }
+  }
+  if (map.chunk_rows !== undefined) {
+    const n = readPositiveInteger(map.chunk_rows, [...path, 'chunk_rows'], out, 10_000_000);
+    if (n !== undefined) snapshot.chunk_rows = n;
   }
   return snapshot;
 }

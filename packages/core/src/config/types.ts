@@ -61,6 +61,9 @@ export type SinkErrorPolicy = 'fail' | 'dead_letter' | 'skip';
 /** Default spill budget per sink: 4 GiB. */
 export const DEFAULT_MAX_SPILL_BYTES = 4 * 1024 ** 3;
 
+export const SNAPSHOT_MODES = ['concurrent', 'blocking'] as const;
+export type SnapshotMode = (typeof SNAPSHOT_MODES)[number];
+
 export interface PipelineConfig {
   /** `[A-Za-z0-9_-]{1,40}`; it becomes part of replication slot names. */
   name: string;
@@ -74,7 +77,18 @@ export interface PipelineConfig {
   };
   /** `sink` is normalised into a one-element `sinks`. */
   sinks: SinkConfig[];
-  snapshot: { concurrency: number; target_rows_per_partition: number };
+  snapshot: {
+    concurrency: number;
+    target_rows_per_partition: number;
+    /**
+     * `concurrent` (default): the stream starts at once and snapshot chunks are merged into it
+     * with watermarks; `blocking`: the whole snapshot (from the exported snapshot) first, then
+     * the stream from L₀. Absent in definitions stored before the option existed.
+     */
+    mode?: SnapshotMode;
+    /** Concurrent mode: rows per chunk read between two watermarks (the memory bound per worker). */
+    chunk_rows?: number;
+  };
   /**
    * What the pipeline does when a streamed table's shape changes (a column added, dropped,
    * renamed or retyped, the key redefined): carry on with the new shape (`propagate`, the

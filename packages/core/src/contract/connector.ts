@@ -73,6 +73,13 @@ export interface OpenResult {
    * core calls `release()` once all partitions are read, before `stream()`.
    */
   snapshot?: { token: string; release(): Promise<void> };
+  /**
+   * The source can bracket snapshot reads with watermarks in its change stream: after
+   * `writeWatermark(id)` resolves, `stream()` yields (once, in order) a batch whose
+   * `watermark.id` is `id`. Core then snapshots concurrently with streaming (see
+   * `writeWatermark`); without it core falls back to the blocking snapshot.
+   */
+  watermarks?: boolean;
 }
 
 /** A unit of snapshot work, planned once and persisted. `bounds` must be JSON-serialisable. */
@@ -172,6 +179,22 @@ export interface Source {
    * boundary; calls are monotonic.
    */
   acknowledge(position: Position): Promise<void>;
+
+  /**
+   * Write a watermark into the change stream, for the concurrent snapshot (only called when
+   * `open()` returned `watermarks: true`). When the promise resolves the watermark is in the
+   * source's log after every change committed so far and before every change committed
+   * later, and a snapshot read started afterwards sees at least everything before it.
+   * `stream()` reports it as a `ChangeBatch.watermark` with this `id`, exactly where it lies
+   * in commit order, and never reports a watermark written by another pipeline (the
+   * PostgreSQL source marks its messages with the pipeline's slot name).
+   *
+   * Core reads each snapshot chunk between a low and a high watermark: a chunk row whose key
+   * changed in the stream before the high watermark is dropped (the stream carries that key),
+   * and the rest are emitted at the high watermark's place in the stream, so no snapshot row
+   * ever overrides a newer change. Must be safe to call concurrently.
+   */
+  writeWatermark?(id: string): Promise<void>;
 
   /** Total order of this source's positions: negative, zero, positive like `Array.sort`. */
   comparePositions(a: Position, b: Position): number;

@@ -18,6 +18,9 @@ import { createEventMapper, type EventMapper, validateMappings } from './mapping
 import { compareQueryPositions, runQueryPipeline } from './query-runner.js';
 import { type LaneState, SinkLane } from './sink-lane.js';
 import { SnapshotCoordinator } from './snapshot-coordinator.js';
+import { runStreamLoop } from './stream-loop.js';
+import { WatermarkMerge } from './watermark-merge.js';
+import { DEFAULT_SNAPSHOT_CHUNK_ROWS } from '../config/validate.js';
 import type { PipelineStats, TableStats } from './stats.js';
 import type { MaterializedPipeline, MaterializedSink, RuntimeOptions } from './types.js';
 
@@ -432,10 +435,16 @@ export class PipelineRunner {
       announce.info('pipeline starting', { name, type });
     }
 
+    // Concurrent snapshot (the default for cdc_backfill) needs no exported snapshot: every
+    // chunk is its own fresh read between two watermarks.
+    const wantsConcurrent =
+      type === 'cdc_backfill' &&
+      (pipeline.snapshot.mode ?? 'concurrent') === 'concurrent' &&
+      source.writeWatermark !== undefined;
     const opened = await source.open(tables, {
       existingStartPosition: record.startPosition,
       checkpoint: storedResume,
-      wantSnapshot: snapshotRefs.length > 0,
+      wantSnapshot: snapshotRefs.length > 0 && !wantsConcurrent,
     });
     res.snapshot = opened.snapshot;
     // Stopped (or failed) while opening — slot creation can wait long for older transactions:
@@ -476,11 +485,9 @@ export class PipelineRunner {
     );
     this.startMetrics(source, res);
     const resumeFrom = fanOut.resumePosition(startPosition, compare);
-
-    if (snapshotRefs.length > 0) {
-      await this.setState('SNAPSHOTTING');
-      const byKey = new Map(schemas.map((s) => [formatTableName(s), s]));
-      const coordinator = new SnapshotCoordinator({
+    const byKey = new Map(schemas.map((s) => [formatTableName(s), s]));
+    const coordinatorFor = (merge: WatermarkMerge | undefined) =>
+      new SnapshotCoordinator({
         pipeline: name,
         source,
         store,
@@ -492,13 +499,94 @@ export class PipelineRunner {
         position: resumeFrom,
         snapshotToken: opened.snapshot?.token,
         concurrency: pipeline.snapshot.concurrency,
-        targetRowsPerPartition: pipeline.snapshot.target_rows_per_partition,
+        targetRowsPerPartition:
+          merge === undefined
+            ? pipeline.snapshot.target_rows_per_partition
+            : Math.min(
+                pipeline.snapshot.target_rows_per_partition,
+                pipeline.snapshot.chunk_rows ?? DEFAULT_SNAPSHOT_CHUNK_ROWS,
+              ),
         chunkRows: runtime.snapshotChunkRows,
         retry: runtime.retry,
         signal,
         logger: this.logger,
         stats,
+        ...(merge !== undefined ? { merge } : {}),
       });
+    const skipWhatSinksHave = () => {
+      for (const lane of fanOut.lanes) {
+        lane.skipUpTo(
+          lane.checkpoint !== undefined && compare(lane.checkpoint, resumeFrom) > 0 ? lane.checkpoint : undefined,
+          compare,
+        );
+      }
+    };
+    const loadGuard = () =>
+      SchemaGuard.load(
+        {
+          pipeline: name,
+          policy: pipeline.schema_changes ?? 'propagate',
+          store,
+          startPosition,
+          logger: this.logger,
+          formatPosition: (p) => this.format(p),
+        },
+        schemas,
+      );
+    const stream = (merge: WatermarkMerge | undefined, schemaGuard: SchemaGuard) =>
+      runStreamLoop({
+        schemaGuard,
+        pipeline: name,
+        source,
+        from: resumeFrom,
+        tables,
+        fanOut,
+        merge,
+        stats,
+        tableStats: (table) => this.statsFor(table),
+        signal,
+        streamStop: res.streamStop.signal,
+      });
+
+    if (wantsConcurrent && opened.watermarks === true) {
+      // Concurrent: the stream starts now; chunks are merged into it (runtime/watermark-merge.ts).
+      await this.releaseSnapshot(res);
+      const guard = await loadGuard();
+      const merge = new WatermarkMerge();
+      const onStop = () => merge.abort(new Error('pipeline stopping'));
+      signal.addEventListener('abort', onStop, { once: true });
+      skipWhatSinksHave();
+      const snapshotting = snapshotRefs.length > 0;
+      await this.setState(snapshotting ? 'SNAPSHOTTING' : 'LIVE_CDC');
+      this.logger.info('cdc streaming', {
+        lsn: this.format(resumeFrom),
+        ...(snapshotting ? { snapshot: 'concurrent' } : {}),
+      });
+      const streaming = stream(merge, guard);
+      const snapshot = async () => {
+        if (!snapshotting) return;
+        const coordinator = coordinatorFor(merge);
+        res.coordinator = coordinator;
+        await coordinator.run();
+        if (signal.aborted) return;
+        await store.updatePipeline(name, { snapshotDone: true });
+        this.logger.info('snapshot complete', { tables: snapshotRefs.length, mode: 'concurrent' });
+        await this.setState('LIVE_CDC');
+      };
+      try {
+        const [outcome] = await Promise.all([streaming, snapshot()]);
+        return outcome;
+      } finally {
+        signal.removeEventListener('abort', onStop);
+      }
+    }
+    if (wantsConcurrent && snapshotRefs.length > 0) {
+      this.logger.info('the source cannot write watermarks; snapshotting in blocking mode');
+    }
+
+    if (snapshotRefs.length > 0) {
+      await this.setState('SNAPSHOTTING');
+      const coordinator = coordinatorFor(undefined);
       res.coordinator = coordinator;
       await coordinator.run();
       if (signal.aborted) return 'stopped';
@@ -516,65 +604,11 @@ export class PipelineRunner {
       return 'completed';
     }
 
-    const guard = await SchemaGuard.load(
-      {
-        pipeline: name,
-        policy: pipeline.schema_changes ?? 'propagate',
-        store,
-        startPosition,
-        logger: this.logger,
-        formatPosition: (p) => this.format(p),
-      },
-      schemas,
-    );
+    const guard = await loadGuard();
     await this.setState('LIVE_CDC');
-    for (const lane of fanOut.lanes) {
-      lane.skipUpTo(
-        lane.checkpoint !== undefined && compare(lane.checkpoint, resumeFrom) > 0 ? lane.checkpoint : undefined,
-        compare,
-      );
-    }
+    skipWhatSinksHave();
     this.logger.info('cdc streaming', { lsn: this.format(resumeFrom) });
-    let lastSchema: TableSchema | undefined;
-    let lastStats: TableStats | undefined;
-    const tableOf = (event: ChangeEvent) => {
-      if (event.table !== lastSchema) {
-        lastSchema = event.table;
-        lastStats = this.statsFor(event.table);
-      }
-      return lastStats!;
-    };
-    const streamStop = res.streamStop.signal;
-    for await (const batch of source.stream(resumeFrom, { signal: streamStop, tables })) {
-      if (signal.aborted) {
-        // Stopping: nothing more goes to the sinks (this batch is replayed on the next
-        // start); the stream stays open until teardown has acknowledged the final checkpoint.
-        await new Promise<void>((resolve) => {
-          if (streamStop.aborted) resolve();
-          else streamStop.addEventListener('abort', () => resolve(), { once: true });
-        });
-        break;
-      }
-      const events = batch.events;
-      // A table whose shape changed: logged (`propagate`) or the end of this run, before
-      // any of the batch reaches a sink (`pause`, `fail`).
-      if (guard.needsReview(events)) await guard.review(events);
-      let commitMs: number | undefined;
-      if (events.length > 0) {
-        const commitTime = events[events.length - 1]!.commitTime;
-        if (commitTime !== undefined) commitMs = Date.parse(commitTime);
-      }
-      stats.onStreamBatch(batch, tableOf, commitMs);
-      if (fanOut.push(events, batch.safePosition, commitMs)) await fanOut.waitForRoom();
-    }
-    if (!signal.aborted) {
-      throw new NanosyncError(
-        ErrorCode.Internal,
-        `the source's change stream for pipeline ${name} ended on its own; restarting it`,
-        { retriable: true },
-      );
-    }
-    return 'stopped';
+    return stream(undefined, guard);
   }
 
   private createFanOut(

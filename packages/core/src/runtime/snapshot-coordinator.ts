@@ -7,6 +7,7 @@ import type { PartitionRecord, StateStore } from '../state/store.js';
 import { backoffDelay, type RetryPolicy, sleep } from './backoff.js';
 import type { FanOut } from './fan-out.js';
 import type { PipelineStats, TableStats } from './stats.js';
+import type { WatermarkMerge } from './watermark-merge.js';
 
 export interface SnapshotOptions {
   pipeline: string;
@@ -17,8 +18,13 @@ export interface SnapshotOptions {
   tables: readonly TableSchema[];
   /** The store key of a table (`schema.table`). */
   tableKey: (table: TableSchema) => string;
-  /** Carried by every snapshot row: the position the stream resumes from after the snapshot. */
+  /** Blocking mode: carried by every snapshot row, the position the stream resumes from after the snapshot. */
   position: Position;
+  /**
+   * Concurrent mode: each partition is one chunk read between two watermarks and merged into
+   * the running stream (see {@link WatermarkMerge}); `position` is then unused.
+   */
+  merge?: WatermarkMerge;
   /** The exported snapshot from this run's `open()`, if it gave one. Never persisted. */
   snapshotToken: string | undefined;
   concurrency: number;
@@ -208,6 +214,7 @@ export class SnapshotCoordinator {
     logger.info('snapshotting', { table: item.key, partition: `${record.ordinal + 1}/${item.total}` });
     const spec: PartitionSpec = { id: record.id, bounds: record.bounds };
     if (record.estimatedRows !== undefined) spec.estimatedRows = record.estimatedRows;
+    if (this.options.merge !== undefined) return this.readChunk(item, spec, this.options.merge);
     const readOptions: { snapshotToken?: string; maxRowsPerChunk: number; signal: AbortSignal } = {
       maxRowsPerChunk: this.options.chunkRows,
       signal: this.abort.signal,
@@ -232,7 +239,49 @@ export class SnapshotCoordinator {
       if (fanOut.push(events, undefined)) await fanOut.waitForRoom();
     }
     if (this.abort.signal.aborted) return;
-    // Mark done once every sink has it, without holding this worker: it goes on reading.
+    this.markDoneWhenDurable(item, rowsRead);
+  }
+
+  /**
+   * Concurrent mode: low watermark, one consistent read of the whole partition (buffered:
+   * partitions are planned at `chunkRows`), high watermark, then wait until the stream loop
+   * reached the high watermark and emitted what the merge kept of the rows.
+   */
+  private async readChunk(item: WorkItem, spec: PartitionSpec, merge: WatermarkMerge): Promise<void> {
+    const { source, stats } = this.options;
+    const writeWatermark = source.writeWatermark;
+    if (writeWatermark === undefined) throw new Error('concurrent snapshot needs Source.writeWatermark');
+    const chunk = merge.open(item.table);
+    try {
+      await writeWatermark.call(source, chunk.lowId);
+      const rows: Row[] = [];
+      for await (const part of source.readPartition(item.table, spec, {
+        maxRowsPerChunk: this.options.chunkRows,
+        signal: this.abort.signal,
+      })) {
+        if (this.abort.signal.aborted) break;
+        for (const row of part) rows.push(row);
+      }
+      if (this.abort.signal.aborted) {
+        merge.discard(chunk, new Error('snapshot stopped'));
+        return;
+      }
+      chunk.rows = rows;
+      stats.onSnapshotRows(item.stats, rows.length);
+      await writeWatermark.call(source, chunk.highId);
+      const emitted = await abortable(chunk.emitted, this.abort.signal);
+      if (this.abort.signal.aborted || emitted === undefined) return;
+      this.markDoneWhenDurable(item, emitted);
+    } catch (err) {
+      merge.discard(chunk, err);
+      throw err;
+    }
+  }
+
+  /** Mark the partition done once every sink has it, without holding the worker: it goes on reading. */
+  private markDoneWhenDurable(item: WorkItem, rowsRead: number): void {
+    const { fanOut } = this.options;
+    const { record } = item;
     const completion = fanOut
       .barrier()
       .then(async () => {
@@ -265,4 +314,23 @@ export class SnapshotCoordinator {
       });
     }
   }
+}
+
+/** Resolves with `promise`, or (to undefined) as soon as `signal` aborts. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise<T | undefined>((resolve, reject) => {
+    const onAbort = () => resolve(undefined);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }

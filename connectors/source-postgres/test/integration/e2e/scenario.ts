@@ -40,18 +40,20 @@ export const BULK_FIRST_ID = 5_000_000;
 export interface ScenarioOptions {
   /** Rows seeded into public.accounts (ids 1..rows). */
   rows: number;
-  /** Snapshot settings of the pipeline (default: 2 workers, 1000 rows per partition). */
-  snapshot?: { concurrency: number; rows: number };
+  /** Snapshot settings of the pipeline (default: 2 workers, 1000 rows per partition, the default mode). */
+  snapshot?: SnapshotSettings;
   /** A server of the test's own (restart tests); default the shared one. */
   service?: PostgresService;
 }
 
-export function pipelineYaml(
-  fx: PgFixture,
-  pipeline: string,
-  sinkFile: string,
-  snapshot: { concurrency: number; rows: number },
-): string {
+export interface SnapshotSettings {
+  concurrency: number;
+  rows: number;
+  mode?: 'concurrent' | 'blocking';
+  chunkRows?: number;
+}
+
+export function pipelineYaml(fx: PgFixture, pipeline: string, sinkFile: string, snapshot: SnapshotSettings): string {
   const dsn = `postgres://${fx.role}:${fx.rolePassword}@${fx.service.host}:${fx.service.port}/${fx.database}?sslmode=disable`;
   return `connections:
   - name: source-db
@@ -72,7 +74,7 @@ pipelines:
     snapshot:
       concurrency: ${snapshot.concurrency}
       target_rows_per_partition: ${snapshot.rows}
-`;
+${snapshot.mode ? `      mode: ${snapshot.mode}\n` : ''}${snapshot.chunkRows ? `      chunk_rows: ${snapshot.chunkRows}\n` : ''}`;
 }
 
 export async function waitFor(
