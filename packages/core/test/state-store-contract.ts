@@ -127,6 +127,8 @@ export function registerStateStoreContract(name: string, newLocation: () => Prom
       ]);
       expect((await store.listPartitions('p')).map((p) => `${p.table}/${p.id}`)).toEqual(['t.a/0', 't.b/0', 't.b/1']);
       expect((await store.listPartitions('p', 't.b')).map((p) => p.bounds)).toEqual([null, null]);
+      await store.clearPartitions('p', undefined, 't.b');
+      expect((await store.listPartitions('p')).map((p) => `${p.table}/${p.id}`)).toEqual(['t.a/0']);
       await store.clearPartitions('p');
       expect(await store.listPartitions('p')).toEqual([]);
     });

@@ -400,13 +400,13 @@ class PostgresStateStore implements StateStore {
     );
   }
 
-  async clearPartitions(pipeline: string, fence?: LeaseFence): Promise<void> {
+  async clearPartitions(pipeline: string, fence?: LeaseFence, table?: string): Promise<void> {
     await this.fenced(
       'clear snapshot partitions',
       pipeline,
       fence,
-      `DELETE FROM ${this.s}.partitions WHERE pipeline = $1`,
-      [pipeline],
+      `DELETE FROM ${this.s}.partitions WHERE pipeline = $1${table === undefined ? '' : ' AND table_name = $2'}`,
+      table === undefined ? [pipeline] : [pipeline, table],
     );
   }
 

@@ -12,6 +12,11 @@ const ACTIONS = {
     done: 'resumed',
   },
   delete: { method: 'DELETE', path: (name: string) => `/v1/pipelines/${encodeURIComponent(name)}`, done: 'deleted' },
+  resnapshot: {
+    method: 'POST',
+    path: (name: string) => `/v1/pipelines/${encodeURIComponent(name)}/resnapshot`,
+    done: 're-snapshotting',
+  },
 } as const;
 
 interface DeleteResponse {
@@ -30,11 +35,18 @@ export function renderLeftBehind(name: string, left: NonNullable<DeleteResponse[
 
 export const pipelineCommand: Command = {
   name: 'pipeline',
-  summary: 'pause, resume or delete one pipeline',
-  help: `Usage: nanosync pipeline pause|resume|delete NAME [--force] [--server HOST:PORT] [--state PATH]
+  summary: 'pause, resume, re-snapshot or delete one pipeline',
+  help: `Usage: nanosync pipeline pause|resume|resnapshot|delete NAME [--table schema.table …] [--force] [--server HOST:PORT] [--state PATH]
 
   pause NAME    checkpoint, then stop the pipeline; it stays stopped across restarts
   resume NAME   continue from the last checkpoint
+  resnapshot NAME
+                read the pipeline's tables again (or only those given with --table),
+                while it keeps streaming (snapshot.mode: concurrent) or before it
+                streams on (blocking); the stream is not interrupted for long and
+                nothing is lost. Progress shows in monitor and metrics like the first
+                snapshot
+      --table   with resnapshot: one table of the pipeline (schema.table); repeat for more
   delete NAME   stop the pipeline and remove everything it owns: its state and, on the
                 source, its replication slot and publication. When the source cannot
                 be reached the pipeline is kept (paused) and the command fails;
@@ -48,7 +60,7 @@ ${CLIENT_OPTIONS_HELP.join('\n')}
     const args = parseCommandArgs(
       'pipeline',
       argv,
-      { force: { type: 'boolean' }, ...clientOptions },
+      { force: { type: 'boolean' }, table: { type: 'string', multiple: true }, ...clientOptions },
       { maxPositionals: 2 },
     );
     if (args.help) {
@@ -59,17 +71,28 @@ ${CLIENT_OPTIONS_HELP.join('\n')}
     if (action === undefined || !(action in ACTIONS)) {
       throw new UsageError(
         action === undefined
-          ? 'missing action: pause, resume or delete'
-          : `unknown action '${action}' (pause, resume or delete)`,
+          ? 'missing action: pause, resume, resnapshot or delete'
+          : `unknown action '${action}' (pause, resume, resnapshot or delete)`,
         'pipeline',
       );
     }
     if (name === undefined) throw new UsageError(`missing pipeline name: nanosync pipeline ${action} NAME`, 'pipeline');
     if (args.values.force && action !== 'delete') throw new UsageError('--force goes with delete only', 'pipeline');
+    const tables = args.values.table ?? [];
+    if (tables.length > 0 && action !== 'resnapshot')
+      throw new UsageError('--table goes with resnapshot only', 'pipeline');
     const spec = ACTIONS[action as keyof typeof ACTIONS];
     const client = await connectClient(args.values, io);
     const path = args.values.force ? `${spec.path(name)}?force=true` : spec.path(name);
-    const response = await client.request<DeleteResponse | undefined>(spec.method, path);
+    const response = await client.request<(DeleteResponse & { tables?: string[] }) | undefined>(
+      spec.method,
+      path,
+      action === 'resnapshot' ? { tables } : undefined,
+    );
+    if (action === 'resnapshot' && response?.tables) {
+      io.out(`${name} re-snapshotting ${response.tables.join(', ')}`);
+      return ExitCode.Ok;
+    }
     if (response?.leftBehind) {
       for (const line of renderLeftBehind(name, response.leftBehind)) io.out(line);
       return ExitCode.Ok;

@@ -15,6 +15,8 @@ export interface AdminEngine {
   ): Promise<ApplyResult>;
   pause(name: string): Promise<void>;
   resume(name: string): Promise<void>;
+  /** Read these tables (default: all of the pipeline's) again; returns their canonical names. */
+  resnapshot(name: string, tables: string[]): Promise<string[]>;
   /** With `force`, state goes even when the source cannot be cleaned up; the result says what was left. */
   delete(name: string, options?: { force?: boolean }): Promise<unknown>;
   list(): Promise<PipelineStatus[]>;

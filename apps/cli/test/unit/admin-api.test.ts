@@ -254,6 +254,18 @@ describe('client commands', () => {
     expect(exitCodeFor(err)).toBe(1);
     expect((err as NanosyncError).code).toBe(ErrorCode.PipelineNotFound);
   });
+
+  it('pipeline resnapshot sends the --table list (none: every table) and prints what is read again', async () => {
+    const io = captureIo(env(TOKEN));
+    expect(await pipelineCommand.run(['resnapshot', 'orders', '--table', 'public.a', '--table', 'public.b'], io)).toBe(
+      0,
+    );
+    expect(await pipelineCommand.run(['resnapshot', 'orders'], io)).toBe(0);
+    expect(fake.calls).toEqual(['resnapshot orders public.a,public.b', 'resnapshot orders ']);
+    expect(io.stdout).toEqual(['orders re-snapshotting public.a, public.b', 'orders re-snapshotting public.all']);
+    const misuse = await pipelineCommand.run(['pause', 'orders', '--table', 'public.a'], io).catch((e: unknown) => e);
+    expect(exitCodeFor(misuse)).toBe(2);
+  });
 });
 
 describe('listen', () => {

@@ -46,6 +46,11 @@ export function fakeEngine(initial: Partial<PipelineStatus>[] = []) {
       calls.push(`resume ${name}`);
       get(name).state = 'LIVE_CDC';
     },
+    async resnapshot(name, tables) {
+      calls.push(`resnapshot ${name} ${tables.join(',')}`);
+      get(name).state = 'SNAPSHOTTING';
+      return tables.length > 0 ? tables : ['public.all'];
+    },
     async delete(name) {
       calls.push(`delete ${name}`);
       get(name);

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { formatTableName, parseTableName } from '../config/table-name.js';
 import type { StoredPipelineDefinition } from '../config/types.js';
 import type { Sink, Source } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
@@ -302,6 +303,62 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.logger.info('pipeline resumed', { name });
       if (this.started && !this.stopped) await this.startIfLeased(name, true);
     });
+  }
+
+  /**
+   * Read some of a pipeline's tables again (every one of them when `tables` is empty): their
+   * snapshot plans are removed and the pipeline restarts from its checkpoint, so the next
+   * run snapshots exactly those tables — concurrently with the stream in `snapshot.mode:
+   * concurrent`, with the same guarantees and progress reporting as the first snapshot. The
+   * slot and the sinks' checkpoints stay. Returns the tables, spelled canonically. Refused for
+   * `cdc` and `query` pipelines, for a table the pipeline does not capture, and while another
+   * server holds the pipeline.
+   */
+  async resnapshot(name: string, tables: readonly string[]): Promise<string[]> {
+    let chosen: string[] = [];
+    await this.withLock(name, async () => {
+      const record = await this.mustGet(name);
+      const materialized = await this.options.materialize(record.definition as StoredPipelineDefinition);
+      const pipeline = materialized.pipeline;
+      if (pipeline.replication_type !== 'cdc_backfill' && pipeline.replication_type !== 'snapshot') {
+        throw new NanosyncError(
+          ErrorCode.ConfigInvalid,
+          `pipeline ${name} is a ${pipeline.replication_type} pipeline; only cdc_backfill and snapshot pipelines take snapshots`,
+        );
+      }
+      const captured = pipeline.source.tables;
+      chosen = [];
+      for (const text of tables) {
+        const parsed = parseTableName(text);
+        const canonical = parsed.ok ? formatTableName(parsed.ref) : undefined;
+        if (canonical === undefined || !captured.includes(canonical)) {
+          throw new NanosyncError(
+            ErrorCode.ConfigInvalid,
+            `pipeline ${name} does not capture table ${text}${parsed.ok ? '' : ` (${parsed.message})`}; its tables are ${captured.join(', ')}`,
+          );
+        }
+        if (!chosen.includes(canonical)) chosen.push(canonical);
+      }
+      if (chosen.length === 0) chosen = [...captured];
+      const lease = await this.store.acquireLease(name, this.holderId, this.leaseTtlMs);
+      if (!lease.acquired) {
+        throw new NanosyncError(
+          ErrorCode.PipelineLeaseHeld,
+          `pipeline ${name} is running on ${lease.lease.holder} (lease until ${lease.lease.expiresAt}); ask that server to re-snapshot it`,
+        );
+      }
+      const entry = this.entry(name);
+      if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'restart');
+      for (const table of chosen) await this.store.clearPartitions(name, undefined, table);
+      await this.store.updatePipeline(name, {
+        snapshotDone: false,
+        ...(record.paused ? {} : { state: 'CREATED' as const, error: undefined }),
+      });
+      this.logger.info('re-snapshot requested', { name, tables: chosen.join(', ') });
+      if (!record.paused && this.started && !this.stopped) await this.startIfLeased(name, true);
+      else await this.store.releaseLease(name, this.holderId).catch(() => {});
+    });
+    return chosen;
   }
 
   /**

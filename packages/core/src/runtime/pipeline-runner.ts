@@ -3,7 +3,7 @@ import type { ConnectorContext, DeadLetterTarget, OpenResult, Sink, Source, Tabl
 import type { Logger } from '../contract/logger.js';
 import { ErrorCode, isRetriable, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
-import type { ChangeEvent, Position, TableSchema } from '../model.js';
+import type { Position, TableSchema } from '../model.js';
 import type { PipelineState, StateStore } from '../state/store.js';
 import { Acknowledger } from './acknowledger.js';
 import { backoffDelay, sleep, within } from './backoff.js';
@@ -570,7 +570,11 @@ export class PipelineRunner {
         await coordinator.run();
         if (signal.aborted) return;
         await store.updatePipeline(name, { snapshotDone: true });
-        this.logger.info('snapshot complete', { tables: snapshotRefs.length, mode: 'concurrent' });
+        this.logger.info('snapshot complete', {
+          tables: snapshotRefs.length,
+          mode: 'concurrent',
+          rows_dropped: merge.droppedRows,
+        });
         await this.setState('LIVE_CDC');
       };
       try {

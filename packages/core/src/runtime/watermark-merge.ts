@@ -78,6 +78,8 @@ export class WatermarkMerge {
   private readonly prefix = randomBytes(6).toString('hex');
   private counter = 0;
   private failure: unknown;
+  /** Chunk rows dropped because the stream changed their key (since this merge was made). */
+  droppedRows = 0;
 
   /** Chunks registered and not yet emitted. */
   get openChunks(): number {
@@ -175,8 +177,8 @@ export class WatermarkMerge {
       chunk.lowSeen = true;
       return undefined;
     }
-    this.close(chunk);
     if (!chunk.lowSeen || chunk.rows === undefined) {
+      this.close(chunk);
       chunk.reject(
         new Error(
           `snapshot chunk of ${chunk.tableKey}: the stream reached its high watermark ${chunk.lowSeen ? 'before its rows were read' : 'without its low watermark'}`,
@@ -185,6 +187,7 @@ export class WatermarkMerge {
       return undefined;
     }
     const events = this.merge(chunk, watermark.position);
+    this.close(chunk);
     chunk.rows = undefined;
     let rows = 0;
     for (const e of events) if (e.op === 'read') rows++;
@@ -195,7 +198,10 @@ export class WatermarkMerge {
   private merge(chunk: ChunkState, position: Position): ChangeEvent[] {
     const rows = chunk.rows!;
     const changes = this.tables.get(chunk.tableKey);
-    if (changes !== undefined && changes.truncatedSeq > chunk.startSeq) return [];
+    if (changes !== undefined && changes.truncatedSeq > chunk.startSeq) {
+      this.droppedRows += rows.length;
+      return [];
+    }
     const table = chunk.table;
     const keyColumns = table.keyColumns;
     const out: ChangeEvent[] = [];
@@ -207,6 +213,7 @@ export class WatermarkMerge {
         out.push({ op: 'read', table, key: keyRow, after: row, position });
         continue;
       }
+      this.droppedRows++;
       const last = change.last;
       const fill = change.neverCarried;
       if (last.op !== 'update' || fill === undefined || fill.length === 0 || last.after === undefined) continue;

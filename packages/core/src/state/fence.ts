@@ -67,7 +67,7 @@ export function fencedStore(
     listPartitions: (pipeline, table) => store.listPartitions(pipeline, table),
     markPartitionDone: (pipeline, table, id, rowsRead) =>
       watch(store.markPartitionDone(pipeline, table, id, rowsRead, fence)),
-    clearPartitions: (pipeline) => watch(store.clearPartitions(pipeline, fence)),
+    clearPartitions: (pipeline, _fence, table) => watch(store.clearPartitions(pipeline, fence, table)),
     saveCheckpoint: (pipeline, sink, position) => watch(store.saveCheckpoint(pipeline, sink, position, fence)),
     getCheckpoints: (pipeline) => store.getCheckpoints(pipeline),
     clearCheckpoints: (pipeline) => watch(store.clearCheckpoints(pipeline, fence)),

@@ -333,9 +333,10 @@ class SqliteStateStore implements StateStore {
     });
   }
 
-  async clearPartitions(pipeline: string, fence?: LeaseFence): Promise<void> {
+  async clearPartitions(pipeline: string, fence?: LeaseFence, table?: string): Promise<void> {
     this.fenced('clear snapshot partitions', pipeline, fence, () => {
-      this.stmt('DELETE FROM partitions WHERE pipeline = ?').run(pipeline);
+      if (table === undefined) this.stmt('DELETE FROM partitions WHERE pipeline = ?').run(pipeline);
+      else this.stmt('DELETE FROM partitions WHERE pipeline = ? AND table_name = ?').run(pipeline, table);
     });
   }
 

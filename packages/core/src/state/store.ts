@@ -122,8 +122,8 @@ export interface StateStore {
   ): Promise<PartitionRecord[]>;
   listPartitions(pipeline: string, table?: string): Promise<PartitionRecord[]>;
   markPartitionDone(pipeline: string, table: string, id: string, rowsRead: number, fence?: LeaseFence): Promise<void>;
-  /** Forget every partition of the pipeline (re-snapshot). */
-  clearPartitions(pipeline: string, fence?: LeaseFence): Promise<void>;
+  /** Forget every partition of the pipeline, or only those of `table` (`schema.table`): re-snapshot. */
+  clearPartitions(pipeline: string, fence?: LeaseFence, table?: string): Promise<void>;
 
   /** Per-sink checkpoint: the last `safePosition` durable in that sink. Key = sink index/name. */
   saveCheckpoint(pipeline: string, sink: string, position: Position, fence?: LeaseFence): Promise<void>;

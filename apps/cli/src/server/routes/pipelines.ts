@@ -134,6 +134,22 @@ export const pipelineRoutes: Route[] = [
     },
   },
   {
+    method: 'POST',
+    path: '/v1/pipelines/:name/resnapshot',
+    handle: async ({ engine, params, body }) => {
+      const name = pipelineName(params);
+      const requested = (body as { tables?: unknown } | undefined)?.tables;
+      if (requested !== undefined && (!Array.isArray(requested) || requested.some((t) => typeof t !== 'string'))) {
+        return {
+          status: 400,
+          json: { error: { code: ErrorCode.ConfigInvalid, message: 'tables must be a list of schema.table names' } },
+        };
+      }
+      const tables = await engine.resnapshot(name, (requested as string[] | undefined) ?? []);
+      return { json: { name, action: 'resnapshot', tables } };
+    },
+  },
+  {
     method: 'DELETE',
     path: '/v1/pipelines/:name',
     handle: async ({ engine, params, query }) => {

@@ -43,7 +43,7 @@ export class PipelineProcess {
     configFile: string,
     stateFile: string,
     secretKey: string,
-    options: { kill?: KillHook; writeDelayMs?: number } = {},
+    options: { kill?: KillHook; writeDelayMs?: number; env?: Record<string, string> } = {},
   ) {
     const { command, args } = sourceScriptCommand(join(here, 'run-pipeline.ts'), [configFile, stateFile, secretKey]);
     // NS_E2E_LOG_DIR: keep every child's output (state lines and log) in a file there, for triage.
@@ -56,6 +56,7 @@ export class PipelineProcess {
         NS_LOG_LEVEL: 'info',
         ...(options.kill ? { NS_TEST_KILL: JSON.stringify(options.kill) } : {}),
         ...(options.writeDelayMs ? { NS_TEST_WRITE_DELAY_MS: String(options.writeDelayMs) } : {}),
+        ...options.env,
       },
     });
     this.exited = this.#proc.exited.then((r) => r.code ?? r.signal);

@@ -9,6 +9,7 @@
  * checkpoint but before the source is acknowledged. It prints `HOOK <what>` first.
  * `NS_TEST_WRITE_DELAY_MS` makes every sink write wait that long first (a slow sink).
  * SIGUSR2 resumes every pipeline (what `nanosync resume` does).
+ * SIGHUP re-snapshots the tables named in `NS_TEST_RESNAPSHOT` and prints `RESNAPSHOT …`.
  *
  *   node --conditions=@nanosync/source --import tsx run-pipeline.ts <config.yaml> <state.sqlite> <secret-key-hex>
  */
@@ -134,6 +135,14 @@ const stop = async () => {
   await store.close();
   process.exit(0);
 };
+// SIGHUP: `engine.resnapshot` of the tables in NS_TEST_RESNAPSHOT (`pipeline:schema.table,…`).
+process.on('SIGHUP', () => {
+  const [pipeline = '', tables = ''] = (process.env.NS_TEST_RESNAPSHOT ?? '').split(':');
+  engine.resnapshot(pipeline, tables === '' ? [] : tables.split(',')).then(
+    (chosen) => process.stdout.write(`RESNAPSHOT ${pipeline} ${chosen.join(',')}\n`),
+    (err: unknown) => process.stdout.write(`RESNAPSHOT-FAILED ${pipeline} ${(err as Error).message}\n`),
+  );
+});
 process.on('SIGTERM', () => void stop());
 // `nanosync resume` of every pipeline, for tests of a pipeline that paused itself.
 process.on('SIGUSR2', () => {

@@ -44,6 +44,8 @@ export interface ScenarioOptions {
   snapshot?: SnapshotSettings;
   /** A server of the test's own (restart tests); default the shared one. */
   service?: PostgresService;
+  /** More tables in the pipeline (`public.<name>`, each `id int PRIMARY KEY, note text` with `rows` rows). */
+  extraTables?: { name: string; rows: number }[];
 }
 
 export interface SnapshotSettings {
@@ -53,7 +55,13 @@ export interface SnapshotSettings {
   chunkRows?: number;
 }
 
-export function pipelineYaml(fx: PgFixture, pipeline: string, sinkFile: string, snapshot: SnapshotSettings): string {
+export function pipelineYaml(
+  fx: PgFixture,
+  pipeline: string,
+  sinkFile: string,
+  snapshot: SnapshotSettings,
+  extraTables: string[] = [],
+): string {
   const dsn = `postgres://${fx.role}:${fx.rolePassword}@${fx.service.host}:${fx.service.port}/${fx.database}?sslmode=disable`;
   return `connections:
   - name: source-db
@@ -68,7 +76,7 @@ pipelines:
     replication_type: cdc_backfill
     source:
       connection: source-db
-      tables: [${TABLE}]
+      tables: [${[TABLE, ...extraTables].join(', ')}]
     sink:
       connection: out
     snapshot:
@@ -202,11 +210,26 @@ export class E2eScenario implements AsyncDisposable {
         options.rows,
       ]);
       await fx.admin.query('ANALYZE public.accounts');
-      await fx.grantRead([{ schema: 'public', name: 'accounts' }]);
+      const extra = options.extraTables ?? [];
+      for (const t of extra) {
+        await fx.admin.query(`CREATE TABLE public.${t.name} (id int PRIMARY KEY, note text)`);
+        await fx.admin.query(`INSERT INTO public.${t.name} SELECT g, 'seed' FROM generate_series(1, $1) g`, [t.rows]);
+        await fx.admin.query(`ANALYZE public.${t.name}`);
+      }
+      const refs = [{ schema: 'public', name: 'accounts' }, ...extra.map((t) => ({ schema: 'public', name: t.name }))];
+      await fx.grantRead(refs);
       const pipeline = uniqueName('e2e');
-      await fx.preparePublication(pipeline, [{ schema: 'public', name: 'accounts' }]);
+      await fx.preparePublication(pipeline, refs);
       const snapshot = options.snapshot ?? { concurrency: 2, rows: 1000 };
-      const work = await workDir((sinkFile) => pipelineYaml(fx, pipeline, sinkFile, snapshot));
+      const work = await workDir((sinkFile) =>
+        pipelineYaml(
+          fx,
+          pipeline,
+          sinkFile,
+          snapshot,
+          extra.map((t) => `public.${t.name}`),
+        ),
+      );
       return new E2eScenario(fx, pipeline, work, options.rows);
     } catch (error) {
       await fx[Symbol.asyncDispose]();
@@ -215,7 +238,7 @@ export class E2eScenario implements AsyncDisposable {
   }
 
   /** A pipeline server for this scenario's config (optionally with a crash point or a slow sink). */
-  spawn(kill?: KillHook, options: { writeDelayMs?: number } = {}): PipelineProcess {
+  spawn(kill?: KillHook, options: { writeDelayMs?: number; env?: Record<string, string> } = {}): PipelineProcess {
     const proc = new PipelineProcess(this.work.configFile, this.work.stateFile, this.work.secretKey, {
       ...(kill ? { kill } : {}),
       ...options,
@@ -352,6 +375,7 @@ export async function oracle(
   opts: { startPosition: string; txns: WriterTxn[]; samples: FlushSample[] },
 ): Promise<void> {
   const table = await scenario.query('SELECT id, balance::text AS balance, note FROM public.accounts ORDER BY id');
+  lines = lines.filter((l) => l.table === TABLE);
   const state = latestState(lines);
   const fromSink = [...state.values()].sort((a, b) => (a.id as number) - (b.id as number));
   expect(fromSink.length).toBe(table.rows.length);

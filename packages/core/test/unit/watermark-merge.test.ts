@@ -1,0 +1,156 @@
+import { describe, expect, it } from 'vitest';
+import type { ChangeEvent, Row, TableSchema } from '../../src/model.js';
+import { keyString, WatermarkMerge } from '../../src/runtime/watermark-merge.js';
+
+const table: TableSchema = {
+  schema: 'public',
+  name: 't',
+  columns: [
+    { name: 'id', type: { kind: 'int32' }, nullable: false },
+    { name: 'note', type: { kind: 'string' }, nullable: true },
+    { name: 'doc', type: { kind: 'string' }, nullable: true },
+  ],
+  keyColumns: ['id'],
+};
+const other: TableSchema = { ...table, name: 'other' };
+
+const row = (id: number, note: string, doc = 'big'): Row => ({ id, note, doc });
+const change = (op: ChangeEvent['op'], id: number, note?: string, extra: Partial<ChangeEvent> = {}): ChangeEvent => ({
+  op,
+  table,
+  key: { id },
+  ...(note !== undefined ? { after: { id, note } } : {}),
+  position: `p${id}`,
+  ...extra,
+});
+
+/** low watermark seen, rows read, then the high watermark: what the merge emits there. */
+function chunk(merge: WatermarkMerge, rows: Row[], during: ChangeEvent[][] = [], of = table) {
+  const c = merge.open(of);
+  merge.onWatermark({ id: c.lowId, position: 'L' });
+  for (const batch of during) merge.observe(batch);
+  c.rows = rows;
+  return { c, emit: () => merge.onWatermark({ id: c.highId, position: 'H' }) };
+}
+
+describe('WatermarkMerge', () => {
+  it('emits the rows of keys the stream did not change, at the high watermark, as reads', async () => {
+    const merge = new WatermarkMerge();
+    const { c, emit } = chunk(merge, [row(1, 'a'), row(2, 'b')]);
+    const out = emit()!;
+    expect(out.map((e) => [e.op, e.key.id, e.position])).toEqual([
+      ['read', 1, 'H'],
+      ['read', 2, 'H'],
+    ]);
+    expect(await c.emitted).toBe(2);
+    expect(merge.openChunks).toBe(0);
+  });
+
+  it('drops rows whose key was inserted, updated or deleted in the stream after the chunk opened (deletes win)', async () => {
+    const merge = new WatermarkMerge();
+    const { c, emit } = chunk(
+      merge,
+      [row(1, 'a'), row(2, 'b'), row(3, 'c'), row(4, 'd')],
+      [
+        [change('update', 1, 'a2'), change('delete', 2)],
+        [change('insert', 3, 'c')],
+        [{ ...change('update', 9, 'x'), table: other }],
+      ],
+    );
+    expect(emit()!.map((e) => e.key.id)).toEqual([4]);
+    expect(await c.emitted).toBe(1);
+  });
+
+  it('a change seen before the chunk opened does not drop its row (the read is newer)', () => {
+    const merge = new WatermarkMerge();
+    const earlier = merge.open(table);
+    merge.observe([change('update', 1, 'a2')]);
+    const { emit } = chunk(merge, [row(1, 'a2')]);
+    expect(emit()!.map((e) => e.key.id)).toEqual([1]);
+    merge.discard(earlier, new Error('gone'));
+  });
+
+  it('a key change drops the rows of both the old and the new key', () => {
+    const merge = new WatermarkMerge();
+    const { emit } = chunk(
+      merge,
+      [row(1, 'a'), row(5, 'e'), row(6, 'f')],
+      [[change('update', 5, 'e', { before: { id: 1 } })]],
+    );
+    expect(emit()!.map((e) => e.key.id)).toEqual([6]);
+  });
+
+  it('a TRUNCATE of the table drops the whole chunk', () => {
+    const merge = new WatermarkMerge();
+    const { emit } = chunk(merge, [row(1, 'a')], [[{ op: 'truncate', table, key: {}, position: 'p' }]]);
+    expect(emit()).toEqual([]);
+  });
+
+  it('several chunks in flight: each drops only what changed while it was open', () => {
+    const merge = new WatermarkMerge();
+    const a = merge.open(table);
+    merge.onWatermark({ id: a.lowId, position: 'L1' });
+    merge.observe([change('update', 1, 'x')]);
+    const b = merge.open(table);
+    merge.onWatermark({ id: b.lowId, position: 'L2' });
+    merge.observe([change('update', 2, 'y')]);
+    a.rows = [row(1, 'x'), row(2, 'b'), row(3, 'c')];
+    b.rows = [row(1, 'x'), row(2, 'y'), row(4, 'd')];
+    expect(merge.onWatermark({ id: a.highId, position: 'H1' })!.map((e) => e.key.id)).toEqual([3]);
+    expect(merge.onWatermark({ id: b.highId, position: 'H2' })!.map((e) => e.key.id)).toEqual([1, 4]);
+  });
+
+  it('an evicting update that left a TOAST column unchanged is completed from the chunk row', () => {
+    const merge = new WatermarkMerge();
+    const { emit } = chunk(
+      merge,
+      [row(1, 'a', 'the big document')],
+      [[change('update', 1, 'a2', { unchanged: ['doc'], commitTime: 'T' })]],
+    );
+    const out = emit()!;
+    expect(out).toHaveLength(1);
+    expect(out[0]).toMatchObject({
+      op: 'update',
+      key: { id: 1 },
+      after: { id: 1, note: 'a2', doc: 'the big document' },
+      position: 'H',
+    });
+    expect(out[0]!.unchanged).toBeUndefined();
+  });
+
+  it('no completion when a change of the key carried the column (the sink has it)', () => {
+    const merge = new WatermarkMerge();
+    const { emit } = chunk(
+      merge,
+      [row(1, 'a', 'v1')],
+      [
+        [{ ...change('update', 1, 'a1'), after: { id: 1, note: 'a1', doc: 'v2' } }],
+        [change('update', 1, 'a2', { unchanged: ['doc'] })],
+      ],
+    );
+    expect(emit()).toEqual([]);
+  });
+
+  it('the high watermark without the low one, and watermarks of other runs, are not taken for a chunk', async () => {
+    const merge = new WatermarkMerge();
+    expect(merge.onWatermark({ id: 'someone-else-1-high', position: 'X' })).toBeUndefined();
+    const c = merge.open(table);
+    c.rows = [row(1, 'a')];
+    expect(merge.onWatermark({ id: c.highId, position: 'H' })).toBeUndefined();
+    await expect(c.emitted).rejects.toThrow(/without its low watermark/);
+  });
+
+  it('abort fails every open chunk and every later open', async () => {
+    const merge = new WatermarkMerge();
+    const c = merge.open(table);
+    merge.abort(new Error('stream ended'));
+    await expect(c.emitted).rejects.toThrow('stream ended');
+    expect(() => merge.open(table)).toThrow('stream ended');
+  });
+
+  it('keyString tells values of different types and composite keys apart', () => {
+    expect(keyString(['id'], { id: 1 })).not.toBe(keyString(['id'], { id: '1' }));
+    expect(keyString(['a', 'b'], { a: 'x', b: 'y' })).not.toBe(keyString(['a', 'b'], { a: 'xy', b: '' }));
+    expect(keyString(['id'], { id: new Uint8Array([1, 2]) })).toBe(keyString(['id'], { id: new Uint8Array([1, 2]) }));
+  });
+});
