@@ -20,7 +20,7 @@ import {
   SOURCE_KEYS,
 } from '../src/config/read-pipelines.js';
 import { FILTER_KEYS, MAPPING_KEYS } from '../src/config/read-target-mappings.js';
-import { FILTER_OPS, REPLICATION_TYPES, SCHEMA_CHANGE_POLICIES } from '../src/config/types.js';
+import { FILTER_OPS, REPLICATION_TYPES, SCHEMA_CHANGE_POLICIES, SNAPSHOT_MODES } from '../src/config/types.js';
 import { TOP_KEYS } from '../src/config/validate.js';
 import { connectorPackages, REPO_ROOT } from './errors-doc.js';
 
@@ -263,6 +263,8 @@ export async function renderConfigSchema(): Promise<string> {
             snapshot: only(SNAPSHOT_KEYS, {
               concurrency: orEnv({ type: 'integer', minimum: 1 }),
               target_rows_per_partition: orEnv({ type: 'integer', minimum: 1 }),
+              mode: { type: 'string', enum: [...SNAPSHOT_MODES], default: 'concurrent' },
+              chunk_rows: orEnv({ type: 'integer', minimum: 1 }),
             }),
             query: only(
               QUERY_KEYS,
