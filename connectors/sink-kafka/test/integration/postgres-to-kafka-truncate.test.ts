@@ -1,0 +1,208 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startKafka, startPostgres } from '@nanosync/testcontainers';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { DecodedChange, MessageFormat } from '../../src/formats/index.js';
+import {
+  MESSAGE_FORMATS,
+  decodeAvroMessage,
+  decodeCloudEventMessage,
+  decodeJsonMessage,
+  decodeProtobufMessage,
+} from '../../src/formats/index.js';
+import { NanosyncProcess, dropSlots, eventually } from './e2e-helpers.js';
+import { type ConsumedRecord, consumeAll, uniqueName } from './helpers.js';
+
+const decoders: Record<MessageFormat, (value: Buffer) => DecodedChange> = {
+  json: (v) => decodeJsonMessage(v),
+  cloudevents: (v) => decodeCloudEventMessage(v),
+  avro: (v) => decodeAvroMessage(v),
+  protobuf: (v) => decodeProtobufMessage(v),
+};
+
+let postgres: Awaited<ReturnType<typeof startPostgres>>;
+let kafka: Awaited<ReturnType<typeof startKafka>>;
+beforeAll(async () => {
+  postgres = await startPostgres();
+  kafka = await startKafka();
+}, 300_000);
+afterAll(async () => {
+  await kafka?.[Symbol.asyncDispose]();
+  await postgres?.[Symbol.asyncDispose]();
+});
+
+const DDL = [
+  'CREATE TABLE items (id int PRIMARY KEY, label text)',
+  `INSERT INTO items SELECT g, 'seed' FROM generate_series(1, 2000) g`,
+  'CREATE TABLE tags (id int PRIMARY KEY, label text)',
+  `INSERT INTO tags SELECT g, 'seed' FROM generate_series(1, 100) g`,
+  'CREATE TABLE parents (id int PRIMARY KEY)',
+  'CREATE TABLE children (id serial PRIMARY KEY, parent_id int NOT NULL REFERENCES parents (id))',
+  'INSERT INTO parents SELECT generate_series(1, 10)',
+  'INSERT INTO children (parent_id) SELECT 1 + g % 10 FROM generate_series(1, 50) g',
+];
+/** Seeded rows per table: the snapshot is in Kafka once every topic holds at least these. */
+const SEEDED: Record<string, number> = { items: 2000, tags: 100, parents: 10, children: 50 };
+const TABLES = Object.keys(SEEDED);
+/**
+ * Inserted last. Its id is outside every seeded range, so the topic holds its insert only once
+ * the stream has delivered everything committed before it (a seeded id is already there as a
+ * snapshot row).
+ */
+const MARKER = 1_000_000;
+
+/** A row as text by column, so the four formats' number and string spellings compare alike. */
+function asText(row: Record<string, unknown>): Record<string, string | null> {
+  return Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v === null || v === undefined ? null : String(v)]));
+}
+
+/**
+ * One table's topic reduced by key, in offset order (one partition): a delete or tombstone
+ * removes a key, a truncate every key seen so far.
+ */
+function reduce(records: ConsumedRecord[], decode: (v: Buffer) => DecodedChange): Map<string, Record<string, unknown>> {
+  const live = new Map<string, Record<string, unknown>>();
+  for (const record of records) {
+    if (record.value === null) {
+      live.delete(record.key!);
+      continue;
+    }
+    const change = decode(record.value);
+    if (change.op === 'truncate') live.clear();
+    else if (change.op === 'delete') live.delete(record.key!);
+    else live.set(record.key!, asText(change.after!));
+  }
+  return live;
+}
+
+async function tableRows(db: pg.Client, table: string): Promise<Map<string, Record<string, string | null>>> {
+  const { rows } = await db.query<Record<string, unknown>>(`SELECT * FROM ${table} ORDER BY id`);
+  return new Map(rows.map((r) => [`[${r.id}]`, asText(r)]));
+}
+
+describe.each(MESSAGE_FORMATS)('postgres → kafka (%s): TRUNCATE while streaming', (format) => {
+  test(
+    'single, multi-table and CASCADE truncates, then inserts: every topic reduced by key with truncates applied equals its table',
+    { timeout: 400_000 },
+    async () => {
+      const url = await postgres.createDatabase();
+      const db = new pg.Client({ connectionString: url });
+      await db.connect();
+      const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-truncate-'));
+      const pipeline = uniqueName(`truncate_${format}`).replace(/-/g, '_');
+      const prefix = `${uniqueName(`ns-tr-${format}`)}.`;
+      const topicOf = (table: string) => `${prefix}public_${table}`;
+      let nanosync: NanosyncProcess | undefined;
+      try {
+        for (const statement of DDL) await db.query(statement);
+        const config = join(dir, 'nanosync.yaml');
+        await writeFile(
+          config,
+          `connections:
+  - name: pg
+    type: postgres
+    dsn: ${JSON.stringify(url)}
+  - name: kafka
+    type: kafka
+    properties:
+      brokers: ${JSON.stringify(kafka.brokers.join(','))}
+pipelines:
+  - name: ${pipeline}
+    source:
+      connection: pg
+      tables: [${TABLES.map((t) => `public.${t}`).join(', ')}]
+    sink:
+      connection: kafka
+      properties:
+        topic_prefix: ${JSON.stringify(prefix)}
+        num_partitions: 1
+        message_format: ${format}
+`,
+        );
+        nanosync = new NanosyncProcess([
+          'run',
+          '--file',
+          config,
+          '--state',
+          join(dir, 'state', 'state.db'),
+          '--listen',
+          '127.0.0.1:0',
+        ]);
+        const running = nanosync;
+        for (const table of TABLES)
+          await eventually(
+            async () =>
+              (await consumeAll(kafka.brokers, topicOf(table)).catch(() => [])).length >= SEEDED[table]!
+                ? true
+                : undefined,
+            `the snapshot of ${table} in Kafka`,
+            180_000,
+            () => running.output.slice(-3000),
+          );
+
+        await db.query('TRUNCATE items');
+        await db.query(`INSERT INTO items VALUES (1, 'one'), (2, 'two')`);
+        await db.query('TRUNCATE items, tags');
+        await db.query(`INSERT INTO tags VALUES (7, 'seven')`);
+        await db.query('BEGIN');
+        await db.query(`INSERT INTO items VALUES (3, 'three')`);
+        await db.query('TRUNCATE parents RESTART IDENTITY CASCADE');
+        await db.query('INSERT INTO parents VALUES (100)');
+        await db.query('INSERT INTO children (parent_id) VALUES (100), (100)');
+        await db.query('COMMIT');
+        await db.query(`UPDATE tags SET label = 'seven again' WHERE id = 7`);
+        await db.query(`INSERT INTO items VALUES (${MARKER}, 'marker')`);
+        await eventually(
+          async () => {
+            const records = await consumeAll(kafka.brokers, topicOf('items'));
+            return records.some(
+              (r) => r.key === `[${MARKER}]` && r.value !== null && decoders[format](r.value).op === 'insert',
+            )
+              ? true
+              : undefined;
+          },
+          'the marker insert in Kafka',
+          180_000,
+          () => running.output.slice(-3000),
+        );
+
+        const truncates: Record<string, DecodedChange[]> = {};
+        for (const table of TABLES) {
+          const records = await consumeAll(kafka.brokers, topicOf(table));
+          const live = reduce(records, decoders[format]);
+          const expected = await tableRows(db, table);
+          expect(Object.fromEntries(live), table).toEqual(Object.fromEntries(expected));
+          const changes = records.filter((r) => r.value !== null).map((r) => decoders[format](r.value!));
+          truncates[table] = changes.filter((c) => c.op === 'truncate');
+          for (const c of truncates[table]!) expect(c.table).toBe(`public.${table}`);
+          // Nothing of the snapshot comes after a truncate of its table.
+          const first = changes.findIndex((c) => c.op === 'truncate');
+          expect(
+            changes.slice(first + 1).some((c) => c.op === 'read'),
+            table,
+          ).toBe(false);
+        }
+        // One truncate message per table per statement: the single and the multi-table one on
+        // items, the multi-table one on tags, the CASCADE on parents and on the child it reached.
+        expect(Object.fromEntries(TABLES.map((t) => [t, truncates[t]!.length]))).toEqual({
+          items: 2,
+          tags: 1,
+          parents: 1,
+          children: 1,
+        });
+        expect(truncates.parents![0]!.truncate).toEqual({ cascade: true, restartIdentity: true });
+        expect(truncates.items![0]!.truncate).toEqual({ cascade: false, restartIdentity: false });
+        // The tables are not trivially empty: the comparison above saw the post-truncate rows.
+        expect((await tableRows(db, 'children')).size).toBe(2);
+        expect([...(await tableRows(db, 'items')).keys()]).toEqual(['[3]', `[${MARKER}]`]);
+      } finally {
+        await nanosync?.kill('SIGTERM').catch(() => undefined);
+        await dropSlots(db);
+        await db.end();
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  );
+});
