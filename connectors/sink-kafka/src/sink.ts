@@ -31,6 +31,8 @@ import { RegistryCodec } from './registry/codec.js';
 export const HEADER_TABLE = 'ns-table';
 export const HEADER_OP = 'ns-op';
 export const HEADER_POSITION = 'ns-position';
+/** Attempts of one exactly-once transaction before its retriable error goes to core. */
+const TRANSACTION_ATTEMPTS = 5;
 
 /**
  * The Kafka sink. Each `write` turns events into records (one per event, plus a tombstone
@@ -99,10 +101,33 @@ export class KafkaSink implements Sink {
     if (!this.opened) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink write() before open()');
     if (events.length === 0) return;
     if (!this.exactlyOnce) return this.writeEvents(events);
-    // exactly_once: one transaction per batch, committed together with the position it wrote
-    // up to. Events a committed transaction already holds (a replay after a crash between
-    // Kafka's commit and nanosync's checkpoint) are skipped; positions of one pipeline sort
-    // as strings. Snapshot rows share one position and are never skipped.
+    // A transaction the coordinator refuses for a while (CONCURRENT_TRANSACTIONS while it
+    // still completes the previous transaction of this id, a coordinator moving) is tried
+    // again here, as Kafka's own clients do; each attempt restarts from the checkpoint the
+    // broker holds, so a commit that did land before its answer was lost is not repeated.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.writeTransaction(events);
+      } catch (err) {
+        const transient =
+          NanosyncError.is(err, KafkaErrorCode.KafkaTransaction) && err.retriable && eventIndexOf(err) === undefined;
+        if (!transient || attempt >= TRANSACTION_ATTEMPTS) throw err;
+        this.logger.warn('kafka transaction failed, trying it again', {
+          attempt,
+          error: (err as Error).message,
+        });
+        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+      }
+    }
+  }
+
+  /**
+   * exactly_once: one transaction per batch, committed together with the position it wrote
+   * up to. Events a committed transaction already holds (a replay after a crash between
+   * Kafka's commit and nanosync's checkpoint) are skipped; positions of one pipeline sort
+   * as strings. Snapshot rows share one position and are never skipped.
+   */
+  private async writeTransaction(events: ChangeEvent[]): Promise<void> {
     const committed = await this.producer.beginTransaction();
     let last = committed;
     const fresh: ChangeEvent[] = [];

@@ -160,7 +160,9 @@ describe('concurrent snapshot', () => {
     const lagDuringSnapshot = async (mode: 'concurrent' | 'blocking') => {
       await using s = await E2eScenario.create({ rows: 300_000, snapshot: { concurrency: 2, rows: 5000, mode } });
       await s.query('CREATE TABLE public.filler (x text)');
-      const proc = s.spawn();
+      // A slow sink (every write waits) makes the snapshot outlast the filler loop below on
+      // any machine: on a fast one the 300k rows were read before enough WAL was written.
+      const proc = s.spawn(undefined, { writeDelayMs: 100 });
       await waitFor(() => done(s) >= 1, 'the snapshot under way', proc);
       let max = 0;
       let written = 0;

@@ -27,7 +27,7 @@ describe('slot lifecycle', () => {
 
     const second = await fx.source(pipeline);
     const reopened = await second.open([items], { wantSnapshot: true, existingStartPosition: opened.startPosition });
-    expect(reopened).toEqual({ startPosition: opened.startPosition });
+    expect(reopened).toEqual({ startPosition: opened.startPosition, watermarks: true });
     const slots = await fx.admin.query('SELECT slot_name FROM pg_replication_slots WHERE database = $1', [fx.database]);
     expect(slots.rows.map((r) => r.slot_name)).toEqual([second.slotName]);
   });
