@@ -631,6 +631,13 @@ class PostgresStateStore implements StateStore {
     return this.guard(what, async () => {
       const client = await this.pool.connect();
       let broken = false;
+      // A checked-out client has no listener of the pool's: a connection the store server
+      // ends in the middle of this transaction (shutdown, failover) would otherwise be an
+      // unhandled 'error' event and end the whole process. The query fails on its own.
+      const onError = () => {
+        broken = true;
+      };
+      client.on('error', onError);
       try {
         await client.query('BEGIN');
         const result = await fn(client);
@@ -642,6 +649,7 @@ class PostgresStateStore implements StateStore {
         });
         throw err;
       } finally {
+        client.removeListener('error', onError);
         client.release(broken);
       }
     });
