@@ -53,13 +53,15 @@ describe('a fleet of servers on one PostgreSQL state store', () => {
       }
     })();
     a.proc.child.kill('SIGCONT');
-    // A wakes up with changes in its socket and writes them: its next fenced write (the
-    // checkpoint, or when it was frozen inside a store transaction the database ended, the
-    // probe that follows) is refused.
-    const refusal = await a.proc.waitFor(
-      /refused to (?:save a checkpoint|update a pipeline|mark a partition done) for frozen-a at lease epoch (\d+)/,
+    // A wakes up with changes in its socket. Either it tries to write them and its next
+    // fenced write (the checkpoint, or when it was frozen inside a store transaction the
+    // database ended, the probe that follows) is refused at its old epoch; or its lease
+    // check runs first and stops the pipeline without writing (seen on a fast machine).
+    // Either way nothing of A's lands after the takeover, which the samples below check.
+    const woke = await a.proc.waitFor(
+      /refused to (?:save a checkpoint|update a pipeline|mark a partition done) for frozen-a at lease epoch (\d+)|lost the pipeline lease to another server; stopping here/,
     );
-    expect(Number(refusal[1])).toBe(first.epoch);
+    if (woke[1] !== undefined) expect(Number(woke[1])).toBe(first.epoch);
     await eventually(async () => ((await fleet.slotOwner(pipeline)) === 'standby-b' ? true : undefined), 'B streaming');
     await fleet.writer.more(20);
     await fleet.writer.stop();

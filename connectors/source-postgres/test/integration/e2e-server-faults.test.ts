@@ -23,7 +23,14 @@ async function moreStreamEvents(s: E2eScenario, proc: PipelineProcess, more: num
 describe('end to end: the database failing under a running pipeline', () => {
   it('PostgreSQL restarted (pg_ctl -m fast) during the snapshot: the pipeline reconnects, completes the snapshot and streams; the oracle passes', async () => {
     await using service = await startPostgres({ fresh: true });
-    await using s = await E2eScenario.create({ rows: 40_000, service });
+    // Blocking mode: this is the path that reads from an exported snapshot held by the
+    // replication connection (concurrent mode has none; its restart is covered by the kills
+    // of concurrent-snapshot.test.ts).
+    await using s = await E2eScenario.create({
+      rows: 40_000,
+      service,
+      snapshot: { concurrency: 2, rows: 1000, mode: 'blocking' },
+    });
     await s.startWriter();
     const proc = s.spawn();
     await waitFor(() => s.partitions().filter((p) => p.status === 'done').length >= 3, 'three partitions done', proc);
