@@ -426,16 +426,31 @@ export class KafkaProducer {
         }
         if (attempt >= this.config.maxRetries) throw this.gaveUp(what, attempt, err, messages);
         if (kind === 'producer-state') await this.resetProducer(err);
-        const delay = this.backoff(attempt);
-        this.logger.warn(`kafka ${what} failed, retrying`, {
-          attempt: attempt + 1,
-          max_retries: this.config.maxRetries,
-          delay_ms: delay,
-          error: rootMessage(err),
-        });
-        await this.sleep(delay, this.signal);
+        await this.pauseBeforeRetry(what, attempt, err);
       }
     }
+  }
+
+  /**
+   * Wait before attempt `attempt + 1` of `what` (backoff with jitter, cut short by close)
+   * and log why; false once `max_retries` attempts are spent. For retries outside this
+   * class, e.g. the sink's whole exactly-once transaction.
+   */
+  async retryAfter(what: string, attempt: number, err: unknown): Promise<boolean> {
+    if (attempt >= this.config.maxRetries) return false;
+    await this.pauseBeforeRetry(what, attempt, err);
+    return true;
+  }
+
+  private async pauseBeforeRetry(what: string, attempt: number, err: unknown): Promise<void> {
+    const delay = this.backoff(attempt);
+    this.logger.warn(`kafka ${what} failed, retrying`, {
+      attempt: attempt + 1,
+      max_retries: this.config.maxRetries,
+      delay_ms: delay,
+      error: rootMessage(err),
+    });
+    await this.sleep(delay, this.signal);
   }
 
   private backoff(attempt: number): number {

@@ -31,8 +31,6 @@ import { RegistryCodec } from './registry/codec.js';
 export const HEADER_TABLE = 'ns-table';
 export const HEADER_OP = 'ns-op';
 export const HEADER_POSITION = 'ns-position';
-/** Attempts of one exactly-once transaction before its retriable error goes to core. */
-const TRANSACTION_ATTEMPTS = 5;
 
 /**
  * The Kafka sink. Each `write` turns events into records (one per event, plus a tombstone
@@ -103,20 +101,16 @@ export class KafkaSink implements Sink {
     if (!this.exactlyOnce) return this.writeEvents(events);
     // A transaction the coordinator refuses for a while (CONCURRENT_TRANSACTIONS while it
     // still completes the previous transaction of this id, a coordinator moving) is tried
-    // again here, as Kafka's own clients do; each attempt restarts from the checkpoint the
-    // broker holds, so a commit that did land before its answer was lost is not repeated.
-    for (let attempt = 1; ; attempt++) {
+    // again under the sink's retry settings, as Kafka's own clients do; each attempt restarts
+    // from the checkpoint the broker holds, so a commit that did land before its answer was
+    // lost is not repeated.
+    for (let attempt = 0; ; attempt++) {
       try {
         return await this.writeTransaction(events);
       } catch (err) {
         const transient =
           NanosyncError.is(err, KafkaErrorCode.KafkaTransaction) && err.retriable && eventIndexOf(err) === undefined;
-        if (!transient || attempt >= TRANSACTION_ATTEMPTS) throw err;
-        this.logger.warn('kafka transaction failed, trying it again', {
-          attempt,
-          error: (err as Error).message,
-        });
-        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+        if (!transient || !(await this.producer.retryAfter('transaction', attempt, err))) throw err;
       }
     }
   }
