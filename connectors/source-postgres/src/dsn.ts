@@ -37,9 +37,8 @@ function accept(out: DsnParams, key: string, value: string): void {
 
 export function parseDsn(dsn: string): DsnParams {
   const text = dsn.trim();
-  if (/^postgres(ql)?:\/\//i.test(text)) return parseUri(text);
-  if (hasUrlScheme(text)) throw new DsnError('the URI scheme must be postgres:// or postgresql://');
-  return parseKeywords(text);
+  // Any scheme goes to the URL parser, which refuses all but postgres:// and postgresql://.
+  return hasUrlScheme(text) ? parseUri(text) : parseKeywords(text);
 }
 
 /** The URL form, read by core's shared parser; the query keys are libpq keywords. */

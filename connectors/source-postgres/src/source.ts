@@ -15,24 +15,26 @@ import type {
   TableRef,
   TableSchema,
 } from '@nanosync/core';
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { ErrorCode, NanosyncError, redact } from '@nanosync/core';
 import type pg from 'pg';
 import type { PostgresSourceConfig } from './config.js';
 import { buildConnectionConfig, connectClient, type PgConnectionConfig } from './connection.js';
 import { describeTables, listLeafPartitions, type PgColumn, type PgTable } from './describe.js';
 import {
   connectionError,
+  describeEndpoint,
   isTransientPgError,
   PgErrorCode,
   quoteIdent,
   quoteLiteral,
   quoteTable,
+  sqlState,
   tableNotFound,
 } from './errors.js';
 import { comparePositions, encodePosition, formatPosition, parseLsn } from './position.js';
 import { runChecks } from './slot/check.js';
 import { publicationNameFor, slotNameFor } from './slot/names.js';
-import { oldestPendingCommit } from './slot/pending.js';
+import { oldestPendingCommit, type PendingCommitCache } from './slot/pending.js';
 import { dropOwnPublication, dropPublication, ensurePublication } from './slot/publication.js';
 import { findMissingIdentity, missingIdentityError } from './slot/replica-identity.js';
 import { createSlot, dropSlot, readSlot, verifySlot } from './slot/replication-slot.js';
@@ -76,7 +78,8 @@ export class PostgresSource implements Source {
   /** Partitions the role may SELECT from directly, by `tableKey`. */
   readonly #leafSelect = new Map<string, boolean>();
   #releaseSnapshot: (() => Promise<void>) | undefined;
-  #serverVersion: number | undefined;
+  /** The paused slot's oldest pending commit, by confirmed_flush_lsn (see slot/pending.ts). */
+  readonly #pendingCache: PendingCommitCache = {};
   #closed = false;
 
   constructor(config: PostgresSourceConfig, context: ConnectorContext, options: PostgresSourceOptions = {}) {
@@ -167,7 +170,7 @@ export class PostgresSource implements Source {
         wal_status: info.wal_status ?? undefined,
         start: formatPosition(options.existingStartPosition),
       });
-      return { startPosition: options.existingStartPosition, watermarks: await this.#watermarksSupported() };
+      return { startPosition: options.existingStartPosition, watermarks: true };
     }
 
     // First run: a slot left by an attempt whose start position was never persisted holds
@@ -194,7 +197,8 @@ export class PostgresSource implements Source {
     });
     const startPosition = encodePosition(created.consistentPoint, 0);
     this.#logger.info('replication slot created', { slot: this.#slot, start: formatPosition(startPosition) });
-    const watermarks = await this.#watermarksSupported();
+    // check() refused servers before 14, so logical messages (watermarks) reach pgoutput.
+    const watermarks = true;
     if (!created.snapshotName) return { startPosition, watermarks };
     this.#releaseSnapshot = created.release;
     return {
@@ -208,15 +212,6 @@ export class PostgresSource implements Source {
         },
       },
     };
-  }
-
-  /** Logical messages reach pgoutput from PostgreSQL 14 on (its `messages` option). */
-  async #watermarksSupported(): Promise<boolean> {
-    this.#serverVersion ??= await this.#withAdmin('reading the server version', async (client) => {
-      const { rows } = await client.query('SHOW server_version_num');
-      return Number(rows[0]?.server_version_num ?? 0);
-    });
-    return this.#serverVersion >= 140000;
   }
 
   /** Prefix of this pipeline's watermark messages: the slot name makes them its own. */
@@ -244,11 +239,7 @@ export class PostgresSource implements Source {
       } catch (err) {
         await client.query('ROLLBACK').catch(() => {});
         if (isTransientPgError(err)) throw err;
-        throw new NanosyncError(
-          PgErrorCode.PgCheck,
-          `pipeline "${this.#pipeline}" could not write a snapshot watermark with pg_logical_emit_message: ${(err as Error).message}; grant EXECUTE on it, or set snapshot.mode: blocking`,
-          { cause: err },
-        );
+        throw watermarkWriteError(err, this.#pipeline, this.#connection);
       }
     });
   }
@@ -442,9 +433,7 @@ export class PostgresSource implements Source {
       logger: this.#logger,
       tables: options.tables,
       acknowledger: this.#acknowledger,
-      ...(this.#serverVersion !== undefined && this.#serverVersion >= 140000
-        ? { watermarkPrefix: this.watermarkPrefix }
-        : {}),
+      watermarkPrefix: this.watermarkPrefix,
     });
   }
 
@@ -541,7 +530,12 @@ export class PostgresSource implements Source {
       }
       // Paused pipeline: the slot is idle, so it can be peeked for the oldest change it holds.
       if (options.pending && row.active === 'false') {
-        const oldest = await oldestPendingCommit(client, this.#slot, this.#publication);
+        const oldest = await oldestPendingCommit(client, this.#slot, this.#publication, {
+          ...(this.#tables.size > 0 ? { tables: new Set(this.#tables.keys()) } : {}),
+          ...(row.confirmed_flush_lsn !== null && row.confirmed_flush_lsn !== undefined
+            ? { confirmedFlush: String(row.confirmed_flush_lsn), cache: this.#pendingCache }
+            : {}),
+        });
         if (oldest !== undefined) metrics.oldestPendingCommitAt = oldest;
       }
       return metrics;
@@ -600,6 +594,28 @@ export class PostgresSource implements Source {
     this.#busyReaders.clear();
     await Promise.all([admin?.then((c) => c.end()).catch(() => {}), ...clients.map((c) => c.end().catch(() => {}))]);
   }
+}
+
+/**
+ * A watermark that could not be written: names the server and the SQLSTATE; the GRANT is
+ * advised only when the server said the privilege is missing (42501).
+ */
+export function watermarkWriteError(
+  err: unknown,
+  pipeline: string,
+  target: { host?: string; port?: number; database?: string; user?: string },
+): NanosyncError {
+  const code = sqlState(err);
+  const denied = code === '42501';
+  const role = target.user !== undefined ? quoteIdent(target.user) : '<role>';
+  return new NanosyncError(
+    denied ? PgErrorCode.PgPermission : PgErrorCode.PgCheck,
+    `pipeline "${pipeline}" could not write a snapshot watermark with pg_logical_emit_message on ${describeEndpoint(target)}: ${redact((err as Error).message ?? String(err))}${code !== undefined ? ` (SQLSTATE ${code})` : ''}` +
+      (denied
+        ? `; grant it (GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) TO ${role};), or set snapshot.mode: blocking`
+        : ''),
+    { cause: err },
+  );
 }
 
 function tableKey(t: { schema: string; name: string }): string {

@@ -18,6 +18,8 @@ interface RoleRow {
   max_senders: string;
   used_senders: string;
   keep_size: string;
+  version_num: string;
+  version: string;
 }
 
 interface TableRow {
@@ -37,6 +39,23 @@ const ok = (name: string, message: string): CheckResult => ({ name, ok: true, me
 const bad = (name: string, message: string, fix?: string, severity: 'error' | 'warning' = 'error'): CheckResult =>
   fix === undefined ? { name, ok: false, message, severity } : { name, ok: false, message, fix, severity };
 
+/** The oldest PostgreSQL release the source supports (`server_version_num`). */
+export const MIN_SERVER_VERSION_NUM = 140000;
+
+/**
+ * PostgreSQL 14 or later: the snapshot's watermarks are logical messages, which pgoutput
+ * sends from 14 on (its `messages` option), and streaming relies on 14's pgoutput.
+ */
+export function serverVersionCheck(versionNum: number, version: string): CheckResult {
+  if (Number.isFinite(versionNum) && versionNum >= MIN_SERVER_VERSION_NUM)
+    return ok('server_version', `PostgreSQL ${version} (14 or later is required)`);
+  return bad(
+    'server_version',
+    `PostgreSQL ${version} is not supported: nanosync needs PostgreSQL 14 or later (pgoutput sends the logical messages its snapshot watermarks are made of only from 14 on)`,
+    'upgrade the server to PostgreSQL 14 or later (pg_upgrade, or logical replication into a newer server)',
+  );
+}
+
 /**
  * Preflight for a pipeline: read-only queries, one result per thing that can stop it,
  * each failure with the SQL that fixes it.
@@ -55,12 +74,15 @@ export async function runChecks(
             (SELECT count(*) FROM pg_catalog.pg_replication_slots)::text AS used_slots,
             current_setting('max_wal_senders') AS max_senders,
             (SELECT count(*) FROM pg_catalog.pg_stat_replication)::text AS used_senders,
-            current_setting('max_slot_wal_keep_size') AS keep_size
+            current_setting('max_slot_wal_keep_size') AS keep_size,
+            current_setting('server_version_num') AS version_num, current_setting('server_version') AS version
        FROM pg_catalog.pg_roles r WHERE r.rolname = current_user`,
   );
   const role = rows[0] as unknown as RoleRow;
   const user = quoteIdent(role.user);
   const superuser = role.rolsuper === 'true';
+
+  results.push(serverVersionCheck(Number(role.version_num), role.version));
 
   results.push(
     role.wal_level === 'logical'

@@ -1,4 +1,4 @@
-import type { ChangeBatch, ChangeEvent, Position } from '@nanosync/core';
+import { type ChangeBatch, type ChangeEvent, ErrorCode, NanosyncError, type Position } from '@nanosync/core';
 
 export interface BatchLimits {
   /** Events per batch (default 1000). */
@@ -74,9 +74,7 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
     if (full) this.#cutFull();
     this.#pending.push(event);
     this.#pendingBytes += bytes;
-    while (this.#queue.length >= this.#limits.maxQueuedBatches && !this.#closed) {
-      await new Promise<void>((resolve) => this.#producerWaiting.push(resolve));
-    }
+    await this.#waitForRoom();
   }
 
   /** Every pending event so far belongs to committed transactions; `position` is the last one's boundary. */
@@ -104,7 +102,8 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
    */
   keepalive(position: Position, flushLsn: bigint): void {
     if (this.#closed) return;
-    if (this.#pending.length > 0 || this.#boundary) throw new Error('keepalive while events are pending');
+    if (this.#pending.length > 0 || this.#boundary)
+      throw new NanosyncError(ErrorCode.Internal, 'keepalive while events are pending');
     this.#enqueue({ events: [], safePosition: position }, flushLsn);
   }
 
@@ -116,11 +115,10 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
   async watermark(id: string, position: Position): Promise<void> {
     if (this.#closed) return;
     if (this.#boundary) this.#cutAtBoundary();
-    if (this.#pending.length > 0) throw new Error('watermark while events of an open transaction are pending');
+    if (this.#pending.length > 0)
+      throw new NanosyncError(ErrorCode.Internal, 'watermark while events of an open transaction are pending');
     this.#enqueue({ events: [], watermark: { id, position } }, undefined);
-    while (this.#queue.length >= this.#limits.maxQueuedBatches && !this.#closed) {
-      await new Promise<void>((resolve) => this.#producerWaiting.push(resolve));
-    }
+    await this.#waitForRoom();
   }
 
   /** Stop: the consumer sees the end after the batches already queued. */
@@ -157,6 +155,13 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
 
   [Symbol.asyncIterator](): AsyncIterator<ChangeBatch> {
     return { next: () => this.next() };
+  }
+
+  /** Resolves once fewer than `maxQueuedBatches` batches wait (or the queue is closed). */
+  async #waitForRoom(): Promise<void> {
+    while (this.#queue.length >= this.#limits.maxQueuedBatches && !this.#closed) {
+      await new Promise<void>((resolve) => this.#producerWaiting.push(resolve));
+    }
   }
 
   #cutFull(): void {

@@ -267,6 +267,7 @@ class ChangeStream {
           slot,
           publication,
           messages: this.#options.watermarkPrefix !== undefined,
+          ...(this.#options.watermarkPrefix !== undefined ? { keepMessagePrefix: this.#options.watermarkPrefix } : {}),
           acknowledger: this.#acknowledger,
           logger: this.#logger,
           statusIntervalMs: this.#options.statusIntervalMs ?? 10_000,
@@ -345,7 +346,7 @@ class ChangeStream {
    */
   async #onMessage(message: Extract<PgOutputMessage, { tag: 'message' }>): Promise<void> {
     const prefix = this.#options.watermarkPrefix;
-    if (prefix === undefined || message.transactional || message.prefix !== prefix) return;
+    if (prefix === undefined || message.transactional || message.prefix !== prefix || message.contentSkipped) return;
     if (message.lsn <= this.#watermarkLsn) return;
     if (this.#transaction) throw protocolError(`watermark message inside transaction ${this.#transaction.xid}`);
     this.#watermarkLsn = message.lsn;

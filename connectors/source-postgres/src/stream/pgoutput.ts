@@ -127,8 +127,22 @@ export interface LogicalMessage {
   transactional: boolean;
   lsn: bigint;
   prefix: string;
+  /** Empty when the decoder was told to keep only another prefix's content (`contentSkipped`). */
   content: Uint8Array;
+  /** The payload was not copied: its prefix is not the one the caller asked to keep. */
+  contentSkipped?: true;
 }
+
+export interface DecodeOptions {
+  /**
+   * Copy a logical message's payload only when its prefix is exactly this (the stream's
+   * watermark prefix); other messages (another pipeline's watermarks, an application's
+   * own messages, which may be large) come back with an empty `content`.
+   */
+  keepMessagePrefix?: string;
+}
+
+const NO_CONTENT = new Uint8Array(0);
 
 export type PgOutputMessage =
   | BeginMessage
@@ -261,6 +275,11 @@ class Reader {
     return bytes;
   }
 
+  skip(length: number): void {
+    this.need(length);
+    this.offset += length;
+  }
+
   end(tag: string): void {
     if (this.offset !== this.buffer.length) {
       throw protocolError(`${tag} message has ${this.buffer.length - this.offset} unexpected trailing bytes`);
@@ -301,7 +320,7 @@ function expectByte(reader: Reader, expected: number, what: string): void {
 }
 
 /** Decodes one pgoutput message (the payload of an XLogData message). */
-export function decodePgOutput(buffer: Buffer): PgOutputMessage {
+export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}): PgOutputMessage {
   if (buffer.length === 0) throw protocolError('empty message');
   const reader = new Reader(buffer);
   const tag = reader.byte();
@@ -422,9 +441,16 @@ export function decodePgOutput(buffer: Buffer): PgOutputMessage {
       const flags = reader.byte();
       const lsn = reader.uint64();
       const prefix = reader.cString();
-      const content = reader.bytes(reader.uint32());
+      const length = reader.uint32();
+      const transactional = (flags & 1) !== 0;
+      if (options.keepMessagePrefix !== undefined && prefix !== options.keepMessagePrefix) {
+        reader.skip(length);
+        reader.end('Message');
+        return { tag: 'message', transactional, lsn, prefix, content: NO_CONTENT, contentSkipped: true };
+      }
+      const content = reader.bytes(length);
       reader.end('Message');
-      return { tag: 'message', transactional: (flags & 1) !== 0, lsn, prefix, content };
+      return { tag: 'message', transactional, lsn, prefix, content };
     }
     default:
       throw protocolError(

@@ -80,6 +80,8 @@ export interface SessionOptions {
   publication: string;
   /** Ask for logical decoding messages (`pg_logical_emit_message`; PostgreSQL 14 and later). */
   messages?: boolean;
+  /** Payloads of logical messages with another prefix are not copied (see `decodePgOutput`). */
+  keepMessagePrefix?: string;
   acknowledger: AcknowledgerInternals;
   logger: Logger;
   /** Standby status updates at least this often, even while reading is paused (default 10 s). */
@@ -164,10 +166,12 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
       });
     }
 
+    const decodeOptions =
+      options.keepMessagePrefix !== undefined ? { keepMessagePrefix: options.keepMessagePrefix } : {};
     const plugin = new PgoutputTextPlugin(options.publication, options.messages === true, (payload) => {
       const sequence = ++receivedSequence;
       try {
-        return { sequence, bytes: payload.length, message: decodePgOutput(payload) };
+        return { sequence, bytes: payload.length, message: decodePgOutput(payload, decodeOptions) };
       } catch (error) {
         return { sequence, bytes: payload.length, error };
       }

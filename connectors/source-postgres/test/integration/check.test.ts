@@ -21,6 +21,7 @@ describe('check()', () => {
       fix: expect.stringContaining('ALTER SYSTEM SET max_slot_wal_keep_size'),
     });
     for (const name of [
+      'server_version',
       'wal_level',
       'replication_role',
       'replication_slot',

@@ -182,8 +182,10 @@ describe('concurrent snapshot', () => {
     };
     const blocking = await lagDuringSnapshot('blocking');
     const concurrent = await lagDuringSnapshot('concurrent');
-    expect(blocking.written, 'enough WAL written during the blocking snapshot').toBeGreaterThan(25);
-    expect(concurrent.written, 'enough WAL written during the concurrent snapshot').toBeGreaterThan(25);
+    // The comparison means something only with well over `bound` of WAL written during each
+    // snapshot: 40 inserts of ~0.5 MB are ~20 MB.
+    expect(blocking.written, 'enough WAL written during the blocking snapshot').toBeGreaterThanOrEqual(40);
+    expect(concurrent.written, 'enough WAL written during the concurrent snapshot').toBeGreaterThanOrEqual(40);
     console.log(`confirmed-flush lag during the snapshot: blocking ${blocking.max} B, concurrent ${concurrent.max} B`);
     // Blocking: everything written since the snapshot began. Concurrent: what is in flight,
     // whatever the snapshot's length (a few MB here; half the blocking figure is a wide margin).

@@ -1,7 +1,9 @@
 import { NanosyncError } from '@nanosync/core';
 import { startPostgres } from '@nanosync/testcontainers';
 import { describe, expect, it } from 'vitest';
+import pg from 'pg';
 import { formatPosition } from '../../src/position.js';
+import { oldestPendingCommit, type PendingCommitCache } from '../../src/slot/pending.js';
 import { pgFixture, uniqueName } from './fixture.js';
 
 const items = { schema: 'public', name: 'items' };
@@ -125,6 +127,77 @@ describe('slot lifecycle', () => {
     expect(metrics.safeBytes).toBeNull();
     expect(source.comparePositions(metrics.headPosition!, opened.startPosition)).toBeGreaterThan(0);
     expect(metrics.confirmedPosition).toBe(opened.startPosition);
+  });
+
+  it('the idle slot peek finds the first commit changing a captured table, and answers again from its cache until the slot moves', async () => {
+    const { fx, pipeline } = await prepared();
+    await using _ = fx;
+    const source = await fx.source(pipeline);
+    await source.open([items], { wantSnapshot: false });
+    expect((await source.metrics({ pending: true })).oldestPendingCommitAt).toBeNull();
+    // A published table the pipeline does not capture (left in the publication, as by an
+    // earlier definition), changed first.
+    await fx.admin.query('CREATE TABLE public.other (id int PRIMARY KEY)');
+    await fx.admin.query(`ALTER PUBLICATION ${JSON.stringify(source.publicationName)} ADD TABLE public.other`);
+    const serverNow = async () =>
+      Number((await fx.admin.query('SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS ms')).rows[0].ms);
+    const beforeOther = await serverNow();
+    await fx.admin.query('INSERT INTO public.other VALUES (1)');
+    const beforeItems = await serverNow();
+    await fx.admin.query("INSERT INTO public.items VALUES (5000, 'pending')");
+    const afterItems = await serverNow();
+
+    const pending = (await source.metrics({ pending: true })).oldestPendingCommitAt;
+    expect(pending).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    expect(Date.parse(pending!)).toBeGreaterThanOrEqual(Math.floor(beforeItems));
+    expect(Date.parse(pending!)).toBeLessThanOrEqual(Math.ceil(afterItems));
+
+    // A source that knows no captured tables (a monitor's) counts every published relation.
+    const monitor = await fx.source(pipeline);
+    const anyPublished = (await monitor.metrics({ pending: true })).oldestPendingCommitAt;
+    expect(Date.parse(anyPublished!)).toBeGreaterThanOrEqual(Math.floor(beforeOther));
+    // Microsecond ISO strings of the same day sort like the times they name.
+    expect(anyPublished! < pending!).toBe(true);
+
+    // Same confirmed_flush_lsn: the answer comes from the cache, without a query (the client is closed).
+    const cache: PendingCommitCache = {};
+    const client = new pg.Client({ connectionString: fx.adminUrl });
+    await client.connect();
+    const tables = new Set(['public\u0000items']);
+    const peek = (c: pg.Client, slot: string) =>
+      oldestPendingCommit(c, slot, source.publicationName, { tables, confirmedFlush: '0/1', cache });
+    expect(await peek(client, source.slotName)).toBe(pending);
+    expect(cache).toEqual({ confirmedFlush: '0/1', commitAt: pending });
+    // Any failure but the timeout is an error, not "unknown".
+    await expect(oldestPendingCommit(client, `${source.slotName}_gone`, source.publicationName)).rejects.toThrow(
+      /does not exist/,
+    );
+    await client.end();
+    expect(await peek(client, source.slotName)).toBe(pending);
+  });
+
+  it('a watermark the role may not write names the server and SQLSTATE 42501, with the GRANT that fixes it', async () => {
+    const { fx, pipeline } = await prepared();
+    await using _ = fx;
+    // Function privileges are per database: this one is the fixture's own.
+    await fx.admin.query(
+      'REVOKE EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) FROM PUBLIC',
+    );
+    const source = await fx.source(pipeline);
+    await source.open([items], { wantSnapshot: false });
+    const error = await source.writeWatermark('w-1').catch((e: unknown) => e);
+    expect(NanosyncError.is(error, 'NS_P4002')).toBe(true);
+    const message = (error as Error).message;
+    expect(message).toContain(`${fx.service.host}:${fx.service.port}/${fx.database}`);
+    expect(message).toContain('(SQLSTATE 42501)');
+    expect(message).toContain(
+      `GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) TO "${fx.role}";`,
+    );
+    // The admin connection is still usable afterwards (the transaction was rolled back).
+    await fx.admin.query(
+      `GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) TO ${JSON.stringify(fx.role)}`,
+    );
+    await source.writeWatermark('w-2');
   });
 
   it('drop() removes the slot and the publication (and is idempotent)', async () => {

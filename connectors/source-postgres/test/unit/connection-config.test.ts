@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { configSchema, type PostgresSourceConfig } from '../../src/config.js';
 import { buildConnectionConfig, SESSION_SETTINGS, sessionOptions, tlsOptions } from '../../src/connection.js';
-import { parseDsn } from '../../src/dsn.js';
+import { DsnError, parseDsn } from '../../src/dsn.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ns-pg-tls-'));
 const ca = join(dir, 'ca.pem');
@@ -59,7 +59,10 @@ describe('DSN parsing', () => {
       /unsupported connection parameter "gssencmode"/,
     );
     expect(() => parseDsn('postgres://h1,h2/db')).toThrow(/several hosts/);
-    expect(() => parseDsn('mysql://h/db')).toThrow(/postgres:\/\//);
+    expect(() => parseDsn('mysql://h/db')).toThrow(/the URL scheme must be postgres:\/\/ or postgresql:\/\//);
+    expect(() => parseDsn('mysql://h/db')).toThrow(DsnError);
+    // One scheme check (core's URL parser), case-insensitive like libpq.
+    expect(parseDsn('PostgreSQL://h:1/d')).toEqual({ host: 'h', port: '1', dbname: 'd' });
   });
 });
 

@@ -107,6 +107,19 @@ describe('pgoutput decoding (golden bytes)', () => {
     expect(message.tag === 'message' && Buffer.from(message.content).toString()).toBe('abc');
   });
 
+  it('copies a logical message payload only for the prefix it is asked to keep', () => {
+    const kept = decodePgOutput(fx.LOGICAL_MESSAGE, { keepMessagePrefix: 'nanosync' });
+    expect(kept.tag === 'message' && Buffer.from(kept.content).toString()).toBe('abc');
+    expect(kept).not.toHaveProperty('contentSkipped');
+    const other = decodePgOutput(fx.LOGICAL_MESSAGE, { keepMessagePrefix: 'nanosync.watermark.other' });
+    expect(other).toMatchObject({ tag: 'message', prefix: 'nanosync', lsn: 0x16b3c4e0n, contentSkipped: true });
+    expect(other.tag === 'message' && other.content.length).toBe(0);
+    // A skipped payload is still length-checked.
+    expect(() =>
+      decodePgOutput(fx.LOGICAL_MESSAGE.subarray(0, fx.LOGICAL_MESSAGE.length - 1), { keepMessagePrefix: 'x' }),
+    ).toThrow(/ends early/);
+  });
+
   it('binary column values are copied out of the receive buffer', () => {
     const payload = fx.bytes('49 00004001 4e 0001', '62 00000002 beef');
     const message = decodePgOutput(payload);

@@ -1,4 +1,4 @@
-import type { ChangeBatch, ChangeEvent } from '@nanosync/core';
+import { type ChangeBatch, type ChangeEvent, ErrorCode, NanosyncError } from '@nanosync/core';
 import { describe, expect, it } from 'vitest';
 import { encodePosition } from '../../src/position.js';
 import { BatchQueue } from '../../src/stream/batch-queue.js';
@@ -174,5 +174,32 @@ describe('BatchQueue', () => {
     const queue = new BatchQueue();
     await queue.push(event(0x100, 1), 1);
     expect(() => queue.keepalive(encodePosition(0x900n, 0), 0x900n)).toThrow(/pending/);
+    try {
+      queue.keepalive(encodePosition(0x900n, 0), 0x900n);
+    } catch (err) {
+      expect(err).toBeInstanceOf(NanosyncError);
+      expect((err as NanosyncError).code).toBe(ErrorCode.Internal);
+    }
+  });
+
+  it('refuses a watermark inside an open transaction, as a NanosyncError', async () => {
+    const queue = new BatchQueue();
+    await queue.push(event(0x100, 1), 1);
+    const refused = queue.watermark('w1', encodePosition(0x200n, 0));
+    await expect(refused).rejects.toBeInstanceOf(NanosyncError);
+    await expect(refused).rejects.toThrow(/open transaction/);
+  });
+
+  it('a watermark waits for room in the queue like an event does', async () => {
+    const queue = new BatchQueue({ maxEvents: 1, maxQueuedBatches: 1 });
+    await queue.push(event(0x100, 1), 1);
+    queue.commit(encodePosition(0x100n, 1), 0x180n);
+    const watermark = queue.watermark('w1', encodePosition(0x200n, 0));
+    // The committed batch was queued, then the watermark batch: two waiting, room for one.
+    expect(await settles(watermark)).toBe(false);
+    expect((await take(queue)).safePosition).toBe(encodePosition(0x100n, 1));
+    expect(await settles(watermark)).toBe(false);
+    expect((await take(queue)).watermark).toEqual({ id: 'w1', position: encodePosition(0x200n, 0) });
+    expect(await settles(watermark)).toBe(true);
   });
 });
