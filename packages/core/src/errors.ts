@@ -158,11 +158,17 @@ export const runtimeErrors = defineErrorArea({
         'A sink fell so far behind the others that its spill log reached `max_spill_bytes`: it stopped taking events, holds the replication slot at its checkpoint, and the pipeline reads the stream again from there once it has caught up.',
       fix: "Nothing, if the sink was only slow for a while. Otherwise make the sink faster, raise the sink's `max_spill_bytes` (the disk under the state folder must hold it), or give the slow target a pipeline of its own.",
     },
+    SinkSpillFailed: {
+      code: 'NS_R2008',
+      meaning:
+        "A sink's spill log (its backlog on disk under the state folder, while it is behind the other sinks) could not be written or read back, or a record in it is damaged. Nothing damaged is written to the sink: the pipeline restarts from the sinks' checkpoints.",
+      fix: 'Read the cause in the message (it names the sink and the spill folder): usually the disk under the state folder is full or not writable. Free space or fix the permissions; the pipeline retries by itself.',
+    },
     SchemaChangePaused: {
       code: 'NS_R2010',
       meaning:
         'A streamed table changed shape (a column added, dropped, renamed or retyped, or its key redefined) and the pipeline has `schema_changes: pause`: it stopped in PAUSED before writing anything of the new shape.',
-      fix: 'Check that the consumers can take the new shape (the message names the table and the change), then `nanosync resume <pipeline>`: the change is accepted and streaming carries on from the checkpoint.',
+      fix: 'Check that the consumers can take the new shape (the message names the table and the change), then `nanosync pipeline resume <pipeline>`: the change is accepted and streaming carries on from the checkpoint.',
     },
     SchemaChanged: {
       code: 'NS_R2011',
@@ -275,9 +281,17 @@ export function formatError(err: { code?: unknown; message: string }): string {
   return typeof err.code === 'string' && CODE_FORMAT.test(err.code) ? `[${err.code}] ${err.message}` : err.message;
 }
 
+/**
+ * An error and the errors in its `cause` chain, outermost first. Stops after 8 (a chain that
+ * loops back on itself ends there) and at the first missing cause.
+ */
+export function* causeChain(err: unknown): Generator<unknown> {
+  for (let e: unknown = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++) yield e;
+}
+
 /** True when an error (or its cause chain) says a retry may succeed. Unknown errors are not retriable. */
 export function isRetriable(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+  for (const e of causeChain(err)) {
     if (e instanceof NanosyncError) return e.retriable;
     if (typeof e === 'object' && e !== null && (e as { retriable?: unknown }).retriable === true) return true;
   }

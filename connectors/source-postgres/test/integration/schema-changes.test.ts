@@ -23,7 +23,7 @@ describe('schema_changes', () => {
     await admin.query(`INSERT INTO public.items VALUES (101, 'after', 'x')`);
     const paused = await s.waitState(proc, 'PAUSED');
     expect(paused).toMatch(/table public\.items changed shape at [0-9A-F]+\/[0-9A-F]+.*: column "note" added \(text\)/);
-    expect(paused).toContain(`nanosync resume ${s.pipeline}`);
+    expect(paused).toContain(`nanosync pipeline resume ${s.pipeline}`);
     expect(pipelineRow(s.work.stateFile, s.pipeline)?.state).toBe('PAUSED');
     // Committed while paused, in the new shape.
     await admin.query(`UPDATE public.items SET note = 'changed' WHERE id = 100`);
@@ -32,7 +32,7 @@ describe('schema_changes', () => {
     expect(atPause.some((l) => l.key.id === 101 || l.key.id === 102)).toBe(false);
     expect(atPause.some((l) => l.after !== undefined && 'note' in l.after)).toBe(false);
 
-    proc.kill('SIGUSR2'); // nanosync resume
+    proc.kill('SIGUSR2'); // nanosync pipeline resume
     await waitFor(async () => (await s.lines()).some((l) => l.op === 'insert' && l.key.id === 102), 'row 102', proc);
     const lines = await s.lines();
     expect(lines.find((l) => l.op === 'insert' && l.key.id === 101)?.after).toEqual({
@@ -63,7 +63,7 @@ describe('schema_changes', () => {
     await admin.query('INSERT INTO public.items VALUES (101)');
     const errored = await s.waitState(proc, 'ERRORED');
     expect(errored).toMatch(/table public\.items changed shape at .*: column "label" dropped/);
-    expect(errored).toMatch(/set schema_changes: propagate \(or pause\).*apply, then nanosync resume/);
+    expect(errored).toMatch(/set schema_changes: propagate \(or pause\).*apply, then nanosync pipeline resume/);
     expect((await s.lines()).some((l) => l.key.id === 101)).toBe(false);
     // Not a failed first start: what the pipeline created stays, so it can carry on from its checkpoint.
     expect((await s.leftovers()).sort()).toEqual([`publication ${s.publication}`, `slot ${s.slot}`]);

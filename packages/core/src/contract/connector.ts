@@ -1,4 +1,4 @@
-import type { ErrorArea } from '../errors.js';
+import { causeChain, type ErrorArea } from '../errors.js';
 import type { Logger } from './logger.js';
 import type { ChangeBatch, ChangeEvent, Position, Row, TableSchema } from '../model.js';
 
@@ -319,9 +319,15 @@ export function eventError<E extends { details: Record<string, string | number |
 
 /** The index of the event an error blames (set by {@link eventError}), looking through causes. */
 export function eventIndexOf(err: unknown): number | undefined {
-  for (let e: unknown = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+  const blamed = blamingError(err);
+  return blamed === undefined ? undefined : (blamed.details.eventIndex as number);
+}
+
+/** The error in `err`'s cause chain that blames one event (set by {@link eventError}), if any. */
+export function blamingError(err: unknown): { details: Record<string, unknown> } | undefined {
+  for (const e of causeChain(err)) {
     const details = (e as { details?: Record<string, unknown> }).details;
-    if (details && typeof details.eventIndex === 'number') return details.eventIndex;
+    if (details && typeof details.eventIndex === 'number') return e as { details: Record<string, unknown> };
   }
   return undefined;
 }

@@ -11,6 +11,7 @@ export const PIPELINE_STATES: readonly PipelineState[] = [
   'CREATED',
   'SNAPSHOTTING',
   'LIVE_CDC',
+  'DEGRADED',
   'RETRYING',
   'PAUSED',
   'ERRORED',

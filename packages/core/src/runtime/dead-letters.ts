@@ -1,10 +1,11 @@
 import { mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
-import type { DeadLetter, DeadLetterTarget } from '../contract/connector.js';
+import { blamingError, type DeadLetter, type DeadLetterTarget } from '../contract/connector.js';
 import { ErrorCode, formatError, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
 import type { ChangeEvent } from '../model.js';
 import { qualifiedName } from '../model.js';
+import { sinkFileName } from './sink-file-name.js';
 
 /** The dead letter of one event: everything needed to find it again and to see why. */
 export function deadLetterOf(pipeline: string, sink: string, event: ChangeEvent, err: unknown): DeadLetter {
@@ -26,12 +27,10 @@ export function deadLetterOf(pipeline: string, sink: string, event: ChangeEvent,
 
 /** The error that names the event (the sink's own, not core's wrapper around it). */
 function errorOf(err: unknown): DeadLetter['error'] {
-  for (let e: unknown = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
-    const details = (e as { details?: Record<string, unknown> }).details;
-    if (details && typeof details.eventIndex === 'number' && e instanceof Error) {
-      const code = (e as { code?: unknown }).code;
-      return typeof code === 'string' ? { code, message: e.message } : { message: e.message };
-    }
+  const own = blamingError(err);
+  if (own instanceof Error) {
+    const code = (own as { code?: unknown }).code;
+    return typeof code === 'string' ? { code, message: own.message } : { message: own.message };
   }
   return NanosyncError.is(err) ? { code: err.code, message: err.message } : { message: describeError(err) };
 }
@@ -86,5 +85,5 @@ export class JsonLinesDeadLetters implements DeadLetterTarget {
 
 /** Where a sink's dead letters go by default: `<state folder>/dead-letters/<pipeline>/<sink>.jsonl`. */
 export function defaultDeadLetterFile(dataDir: string, pipeline: string, sink: string): string {
-  return path.join(dataDir, 'dead-letters', pipeline, `${sink.replace(/[^A-Za-z0-9_.-]/g, '_')}.jsonl`);
+  return path.join(dataDir, 'dead-letters', pipeline, `${sinkFileName(sink)}.jsonl`);
 }

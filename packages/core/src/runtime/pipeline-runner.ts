@@ -8,7 +8,7 @@ import type { PipelineState, StateStore } from '../state/store.js';
 import { Acknowledger } from './acknowledger.js';
 import { backoffDelay, sleep, within } from './backoff.js';
 import { defaultDeadLetterFile, JsonLinesDeadLetters } from './dead-letters.js';
-import { spillDir } from './spill-log.js';
+import { removeSpillFolder, spillDir } from './spill-log.js';
 import { DEFAULT_MAX_SPILL_BYTES } from '../config/types.js';
 import type { RetryStatus } from './stats.js';
 import { FanOut } from './fan-out.js';
@@ -266,7 +266,6 @@ export class PipelineRunner {
     }
   }
 
-  /** After a store failure: probe until it accepts a write again (true) or the runner stops (false). */
   /**
    * Probe the store every `storeProbeIntervalMs` with a fenced write that changes nothing but
    * the record's time, RETRYING meanwhile (in memory: the store cannot take it). True once
@@ -648,7 +647,7 @@ export class PipelineRunner {
           ...(res.sinks.length > 1
             ? { onSinkErrored: (err: unknown) => this.sinkErrored(def.name, err, fanOut, fail) }
             : {}),
-          ...this.spillOptions(def),
+          ...this.spillOptions(def, res.sinks.length > 1),
           onPausedDrained: () =>
             fail(
               new NanosyncError(
@@ -667,12 +666,22 @@ export class PipelineRunner {
     return fanOut;
   }
 
-  /** Spilling needs a state folder and a budget above 0; the log lives in `<state>/spill/<pipeline>/<sink>`. */
-  private spillOptions(def: MaterializedSink): { spill?: { dir: string; maxBytes: number } } {
+  /**
+   * Spilling needs other sinks to keep going (a single sink holds the source back instead:
+   * plain backpressure), a state folder and a budget above 0; the log lives in
+   * `<state>/spill/<pipeline>/<sink>`. A sink that does not spill has what an earlier run
+   * may have left there removed (the lane does that itself when it spills).
+   */
+  private spillOptions(def: MaterializedSink, severalSinks: boolean): { spill?: { dir: string; maxBytes: number } } {
     const dataDir = this.options.runtime.dataDir;
     const maxBytes = def.maxSpillBytes ?? DEFAULT_MAX_SPILL_BYTES;
-    if (dataDir === undefined || maxBytes <= 0) return {};
-    return { spill: { dir: spillDir(dataDir, this.options.name, def.name), maxBytes } };
+    if (dataDir === undefined) return {};
+    const dir = spillDir(dataDir, this.options.name, def.name);
+    if (!severalSinks || maxBytes <= 0) {
+      removeSpillFolder(dir, def.name);
+      return {};
+    }
+    return { spill: { dir, maxBytes } };
   }
 
   private laneStateChanged(def: MaterializedSink, state: LaneState): void {

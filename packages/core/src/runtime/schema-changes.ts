@@ -187,13 +187,13 @@ export class SchemaGuard {
         await this.save();
         throw new NanosyncError(
           ErrorCode.SchemaChangePaused,
-          `${what}. Pipeline ${pipeline} is paused (schema_changes: pause); nothing of the new shape was written. Once the consumers can take it: nanosync resume ${pipeline} (accepts the change and carries on from the checkpoint)`,
+          `${what}. Pipeline ${pipeline} is paused (schema_changes: pause); nothing of the new shape was written. Once the consumers can take it: nanosync pipeline resume ${pipeline} (accepts the change and carries on from the checkpoint)`,
           { details: { table: name, change } },
         );
       }
       throw new NanosyncError(
         ErrorCode.SchemaChanged,
-        `${what}. Pipeline ${pipeline} stopped (schema_changes: fail); nothing of the new shape was written. To carry on with it: set schema_changes: propagate (or pause) on the pipeline, apply, then nanosync resume ${pipeline}`,
+        `${what}. Pipeline ${pipeline} stopped (schema_changes: fail); nothing of the new shape was written. To carry on with it: set schema_changes: propagate (or pause) on the pipeline, apply, then nanosync pipeline resume ${pipeline}`,
         { details: { table: name, change } },
       );
     }

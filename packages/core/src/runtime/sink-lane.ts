@@ -8,7 +8,7 @@ import { backoffDelay, type RetryPolicy, sleep } from './backoff.js';
 import type { SinkErrorPolicy } from '../config/types.js';
 import { deadLetterOf, deadLetterReason } from './dead-letters.js';
 import type { EventMapper } from './mappings.js';
-import { SpillLog } from './spill-log.js';
+import { removeSpillFolder, SpillLog } from './spill-log.js';
 import type { SinkStats } from './stats.js';
 
 /**
@@ -165,8 +165,14 @@ export class SinkLane {
     return this.spillLog?.events ?? 0;
   }
 
+  /**
+   * Start writing. A lane that may spill first removes what an earlier run left in its spill
+   * folder: a spill log is never replayed (the stream is read again from the checkpoints).
+   */
   start(): void {
-    this.loop ??= this.run();
+    if (this.loop !== undefined) return;
+    if (this.options.spill !== undefined) removeSpillFolder(this.options.spill.dir, this.name);
+    this.loop = this.run();
   }
 
   /**
@@ -180,7 +186,8 @@ export class SinkLane {
 
   /** Enqueue one batch (mapped for this sink). `bytes` is the batch's approximate size before mapping. */
   push(events: ChangeEvent[], safePosition: Position | undefined, bytes: number, commitMs: number | undefined): void {
-    if (this.closed) return;
+    // A paused lane takes nothing (it is read again from its checkpoint): not even mapped.
+    if (this.closed || this.state === 'paused') return;
     if (this.skipThrough !== undefined) {
       const compare = this.compare!;
       if (safePosition !== undefined && compare(safePosition, this.skipThrough) <= 0) return;
@@ -193,7 +200,6 @@ export class SinkLane {
     const mapped = this.options.mapper && events.length > 0 ? this.options.mapper.mapEvents(events) : events;
     if (mapped.length === 0 && safePosition === undefined) return;
     const size = mapped === events || events.length === 0 ? bytes : Math.ceil((bytes * mapped.length) / events.length);
-    if (this.state === 'paused') return;
     if (
       this.options.spill !== undefined &&
       (this.memoryFull || (this.spillLog !== undefined && !this.spillLog.empty))
@@ -256,7 +262,14 @@ export class SinkLane {
     for (let i = this.head; i < this.queue.length; i++) this.queue[i]!.barrier?.fail(err);
     for (const b of this.spillBarriers.values()) b.fail(err);
     this.spillBarriers.clear();
-    this.spillLog?.close();
+    try {
+      this.spillLog?.close();
+    } catch (err) {
+      this.options.logger.warn('could not remove the spill log of a stopped sink', {
+        sink: this.name,
+        error: describeError(err),
+      });
+    }
     this.spillLog = undefined;
     this.queue.length = 0;
     this.head = 0;
@@ -345,7 +358,11 @@ export class SinkLane {
       this.signal();
       return;
     }
-    this.spillLog ??= new SpillLog(spill.dir, Math.max(1024 * 1024, Math.min(64 * 1024 * 1024, spill.maxBytes / 4)));
+    this.spillLog ??= new SpillLog(
+      spill.dir,
+      this.name,
+      Math.max(1024 * 1024, Math.min(64 * 1024 * 1024, spill.maxBytes / 4)),
+    );
     this.spillLog.append(item);
     if (this.state === 'running') {
       this.state = 'spilling';

@@ -128,7 +128,7 @@ export function buildPipelineStatus(input: StatusInput): PipelineStatus {
     eventsTotal: stats.eventsTotal,
     tables,
     sinks,
-    warnings: [...laneWarnings(sinks), ...stats.activeWarnings()],
+    warnings: [...laneWarnings(name, sinks), ...stats.activeWarnings()],
   };
   if (error !== undefined) status.error = error;
   if (retry !== undefined) status.retry = { ...retry };
@@ -205,7 +205,7 @@ function round(n: number): number {
 }
 
 /** Which sink holds the replication slot back, while one is paused or errored. */
-function laneWarnings(sinks: SinkStatus[]): string[] {
+function laneWarnings(pipeline: string, sinks: SinkStatus[]): string[] {
   const out: string[] = [];
   for (const s of sinks) {
     const at = s.checkpointText ?? s.checkpoint ?? 'its first event';
@@ -215,7 +215,7 @@ function laneWarnings(sinks: SinkStatus[]): string[] {
       );
     else if (s.state === 'errored')
       out.push(
-        `sink ${s.name} stopped with an error and holds the replication slot back at ${at}; the other sinks continue. Fix it, then \`nanosync pipeline resume\` restarts it from there`,
+        `sink ${s.name} stopped with an error and holds the replication slot back at ${at}; the other sinks continue. Fix it, then \`nanosync pipeline resume ${pipeline}\` restarts it from there`,
       );
   }
   return out;

@@ -40,6 +40,12 @@ interface TableChanges {
   keys: Map<string, KeyChange>;
   /** Sequence of the last TRUNCATE seen (-1: none). */
   truncatedSeq: number;
+  /**
+   * Sequence of the last change of a table without key columns that did not carry its whole
+   * old row (an update or delete without a before image, or with unchanged columns): which
+   * row it changed is unknown, so no chunk open across it can be merged (-1: none).
+   */
+  unidentifiedSeq: number;
   open: Set<ChunkState>;
 }
 
@@ -61,6 +67,10 @@ const PRUNE_AT = 4096;
  * every change they cannot. A TRUNCATE of the table drops the whole chunk. Keys are matched
  * by value, never by a range of the read (CTID order is not key order, and updates move rows
  * between pages).
+ *
+ * A table without key columns has its rows matched by all of their values, never as one key
+ * for every row (which would drop the whole chunk on any change). A change there that does
+ * not carry the old row whole cannot be matched: a chunk open across it fails and is read again.
  *
  * Unchanged TOAST: when a dropped row's key was last changed by an update that did not send
  * some columns, and no change of that key ever carried them, the sink may not have them at
@@ -92,7 +102,7 @@ export class WatermarkMerge {
     const tableKey = qualifiedName(table);
     let changes = this.tables.get(tableKey);
     if (changes === undefined) {
-      changes = { keys: new Map(), truncatedSeq: -1, open: new Set() };
+      changes = { keys: new Map(), truncatedSeq: -1, unidentifiedSeq: -1, open: new Set() };
       this.tables.set(tableKey, changes);
     }
     let resolve!: (rows: number) => void;
@@ -155,6 +165,10 @@ export class WatermarkMerge {
         continue;
       }
       const keyColumns = event.table.keyColumns;
+      if (keyColumns.length === 0) {
+        observeKeyless(changes, event, seq);
+        continue;
+      }
       const key = keyString(keyColumns, event.key);
       record(changes.keys, key, event, seq);
       // A key change: the old key's row is gone as well.
@@ -186,7 +200,15 @@ export class WatermarkMerge {
       );
       return undefined;
     }
-    const events = this.merge(chunk, watermark.position);
+    let events: ChangeEvent[];
+    try {
+      events = this.merge(chunk, watermark.position);
+    } catch (err) {
+      this.close(chunk);
+      chunk.rows = undefined;
+      chunk.reject(err);
+      return undefined;
+    }
     this.close(chunk);
     chunk.rows = undefined;
     let rows = 0;
@@ -204,11 +226,17 @@ export class WatermarkMerge {
     }
     const table = chunk.table;
     const keyColumns = table.keyColumns;
+    const keyless = keyColumns.length === 0;
+    if (keyless && changes !== undefined && changes.unidentifiedSeq > chunk.startSeq)
+      throw new Error(
+        `snapshot chunk of ${chunk.tableKey}: the table has no key columns and a change the stream carried during the chunk's read does not say which row it changed, so the chunk cannot be merged with the stream; it is read again (or use snapshot.mode: blocking for this pipeline)`,
+      );
     const out: ChangeEvent[] = [];
     for (const row of rows) {
       const keyRow: Row = {};
       for (const k of keyColumns) keyRow[k] = row[k] ?? null;
-      const change = changes?.keys.get(keyString(keyColumns, keyRow));
+      // Without key columns, a row is known by all of its values (never all rows as one key).
+      const change = changes?.keys.get(keyless ? rowIdentity(row) : keyString(keyColumns, keyRow));
       if (change === undefined || change.seq <= chunk.startSeq) {
         out.push({ op: 'read', table, key: keyRow, after: row, position });
         continue;
@@ -244,6 +272,30 @@ export class WatermarkMerge {
     for (const c of changes.open) oldest = Math.min(oldest, c.startSeq);
     for (const [key, change] of changes.keys) if (change.seq <= oldest) changes.keys.delete(key);
   }
+}
+
+/**
+ * A change of a table without key columns: the rows it touched are known by their whole
+ * values (the after image of an insert or update, the before image of a delete or update).
+ * One whose old row is not fully known marks the table: chunks open across it cannot be merged.
+ */
+function observeKeyless(changes: TableChanges, event: ChangeEvent, seq: number): void {
+  if (event.op === 'insert') {
+    if (event.after !== undefined) record(changes.keys, rowIdentity(event.after), event, seq);
+    return;
+  }
+  const complete = event.before !== undefined && (event.unchanged === undefined || event.unchanged.length === 0);
+  if (!complete) {
+    changes.unidentifiedSeq = seq;
+    return;
+  }
+  record(changes.keys, rowIdentity(event.before!), { ...event, op: 'delete' }, seq);
+  if (event.op === 'update' && event.after !== undefined) record(changes.keys, rowIdentity(event.after), event, seq);
+}
+
+/** A row of a table without key columns known by all of its values, whatever order its columns come in. */
+function rowIdentity(row: Row): string {
+  return keyString(Object.keys(row).sort(), row);
 }
 
 function record(keys: Map<string, KeyChange>, key: string, event: ChangeEvent, seq: number): void {

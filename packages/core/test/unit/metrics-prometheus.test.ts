@@ -144,6 +144,15 @@ describe('Prometheus exposition of pipeline status', () => {
     expect(lines).toContain('ns_pipeline_state{pipeline="orders",state="ERRORED"} 0');
   });
 
+  it('exports DEGRADED (one sink of several stopped) like every other state', async () => {
+    const degraded = { ...billing, state: 'DEGRADED' as const };
+    const lines = series(await new PrometheusExporter(async () => [orders, degraded]).render(), 'ns_pipeline_state');
+    expect(PIPELINE_STATES).toContain('DEGRADED');
+    expect(lines).toContain('ns_pipeline_state{pipeline="billing",state="DEGRADED"} 1');
+    // A pipeline that is not degraded has its DEGRADED series at 0, so an alert rule sees it go up.
+    expect(lines).toContain('ns_pipeline_state{pipeline="orders",state="DEGRADED"} 0');
+  });
+
   it("exposes the runtime's write-latency histogram bucket for bucket", async () => {
     const text = await new PrometheusExporter(async () => [orders]).render();
     expect(text).toContain('# TYPE ns_sink_write_latency_seconds histogram');

@@ -141,7 +141,7 @@ describe('SchemaGuard', () => {
     const error = await guard.review([event(copy, 'c'), event(V2, 'd')]).catch((e: unknown) => e);
     expect(NanosyncError.is(error, ErrorCode.SchemaChangePaused)).toBe(true);
     expect((error as Error).message).toMatch(
-      /table public\.items changed shape at pos d: column "note" added \(text\)\. Pipeline p is paused.*nanosync resume p/,
+      /table public\.items changed shape at pos d: column "note" added \(text\)\. Pipeline p is paused.*nanosync pipeline resume p/,
     );
     // Still unknown on a start without resume… (a server restart with the paused flag never starts it; this is the guard alone)
     // …and accepted on the next start, which only `resume` allows.
@@ -157,7 +157,7 @@ describe('SchemaGuard', () => {
     const error = await failing.review([event(V2, 'd')]).catch((e: unknown) => e);
     expect(NanosyncError.is(error, ErrorCode.SchemaChanged)).toBe(true);
     expect((error as Error).message).toMatch(
-      /set schema_changes: propagate \(or pause\).*apply, then nanosync resume p/,
+      /set schema_changes: propagate \(or pause\).*apply, then nanosync pipeline resume p/,
     );
 
     const propagating = await SchemaGuard.load(options(s, 'propagate'), [V1]);

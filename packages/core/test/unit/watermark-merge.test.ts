@@ -148,6 +148,53 @@ describe('WatermarkMerge', () => {
     expect(() => merge.open(table)).toThrow('stream ended');
   });
 
+  describe('a table without key columns', () => {
+    const keyless: TableSchema = { ...table, name: 'log', keyColumns: [] };
+    const line = (id: number, note: string): Row => ({ id, note });
+    const ev = (op: ChangeEvent['op'], extra: Partial<ChangeEvent>): ChangeEvent => ({
+      op,
+      table: keyless,
+      key: {},
+      position: 'p',
+      ...extra,
+    });
+
+    it('drops only the rows the stream changed, matched by all their values (not every row as one key)', async () => {
+      const merge = new WatermarkMerge();
+      const { c, emit } = chunk(
+        merge,
+        [line(1, 'a'), line(2, 'b'), line(3, 'c'), line(4, 'd')],
+        [
+          [ev('insert', { after: line(2, 'b') })],
+          [ev('delete', { before: line(3, 'c') })],
+          [ev('update', { before: line(4, 'd'), after: line(4, 'd2') })],
+        ],
+        keyless,
+      );
+      expect(emit()!.map((e) => e.after)).toEqual([line(1, 'a')]);
+      expect(await c.emitted).toBe(1);
+    });
+
+    it('a row read after its update (the new values) is dropped too; an unrelated insert drops nothing', () => {
+      const merge = new WatermarkMerge();
+      const { emit } = chunk(
+        merge,
+        [line(1, 'a2'), line(2, 'b')],
+        [[ev('update', { before: line(1, 'a'), after: line(1, 'a2') })], [ev('insert', { after: line(9, 'z') })]],
+        keyless,
+      );
+      expect(emit()!.map((e) => e.after)).toEqual([line(2, 'b')]);
+    });
+
+    it('a change that does not say which row it changed fails the chunk instead of guessing', async () => {
+      const merge = new WatermarkMerge();
+      const { c, emit } = chunk(merge, [line(1, 'a'), line(2, 'b')], [[ev('delete', {})]], keyless);
+      expect(emit()).toBeUndefined();
+      await expect(c.emitted).rejects.toThrow(/public\.log.*no key columns/);
+      expect(merge.openChunks).toBe(0);
+    });
+  });
+
   it('keyString tells values of different types and composite keys apart', () => {
     expect(keyString(['id'], { id: 1 })).not.toBe(keyString(['id'], { id: '1' }));
     expect(keyString(['a', 'b'], { a: 'x', b: 'y' })).not.toBe(keyString(['a', 'b'], { a: 'xy', b: '' }));

@@ -8,7 +8,7 @@
  * point: inside a sink write, after a write but before its checkpoint, or after a
  * checkpoint but before the source is acknowledged. It prints `HOOK <what>` first.
  * `NS_TEST_WRITE_DELAY_MS` makes every sink write wait that long first (a slow sink).
- * SIGUSR2 resumes every pipeline (what `nanosync resume` does).
+ * SIGUSR2 resumes every pipeline (what `nanosync pipeline resume` does).
  * SIGHUP re-snapshots the tables named in `NS_TEST_RESNAPSHOT` and prints `RESNAPSHOT …`.
  *
  *   node --conditions=@nanosync/source --import tsx run-pipeline.ts <config.yaml> <state.sqlite> <secret-key-hex>
@@ -144,7 +144,7 @@ process.on('SIGHUP', () => {
   );
 });
 process.on('SIGTERM', () => void stop());
-// `nanosync resume` of every pipeline, for tests of a pipeline that paused itself.
+// `nanosync pipeline resume` of every pipeline, for tests of a pipeline that paused itself.
 process.on('SIGUSR2', () => {
   for (const name of stored.keys()) void engine.resume(name);
 });
