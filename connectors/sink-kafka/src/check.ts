@@ -67,6 +67,16 @@ export async function kafkaChecks(
         if (result.ok) creatable.push(topic);
         results.push(result);
       }
+      // exactly_once records each transaction's position as an offset of this topic: it must
+      // exist (or be creatable) like the data topics; nothing is written to it, so its message
+      // size does not matter.
+      const checkpoint = config.delivery === 'exactly_once' ? config.checkpointTopic : undefined;
+      if (checkpoint !== undefined && !topics.includes(checkpoint)) {
+        const result = visible.has(checkpoint)
+          ? { name: `topic ${checkpoint}`, ok: true, message: 'exists and is visible to this client' }
+          : await missingTopic(admin, config, checkpoint);
+        results.push({ ...result, name: `checkpoint_topic ${checkpoint}` });
+      }
       results.push(...(await messageSizes(admin, config, existing, creatable, cluster.brokers[0]?.nodeId)));
     });
   } catch (err) {
@@ -78,7 +88,7 @@ export async function kafkaChecks(
           name: 'kafka auth',
           ok: false,
           severity: 'error',
-          message: authError(err, config.brokers, 'the connection').message,
+          message: authError(err, config, 'the connection').message,
           fix: config.sasl
             ? `check sasl_username, sasl_password and sasl_mechanism (${config.sasl.mechanism}) against the user on the brokers, e.g.\nkafka-configs.sh --bootstrap-server ${brokers} --describe --entity-type users --entity-name ${config.sasl.username}`
             : 'the brokers want credentials: set sasl_mechanism, sasl_username and sasl_password',

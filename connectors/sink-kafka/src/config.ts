@@ -316,6 +316,38 @@ export const kafkaSinkPropertiesSchema = z
     return config;
   });
 
+/**
+ * With `topic` every table writes to one topic, and the `topic_name` subject strategy names
+ * subjects after the topic only: all tables' schemas would land in one subject, where each
+ * table's schema reads as an incompatible change of the other's. A problem once the pipeline
+ * lists more than one table (one table on its own topic is fine); undefined when there is none.
+ */
+export function sharedSubjectProblem(config: KafkaSinkConfig, tables: number): string | undefined {
+  if (config.topic === undefined || config.schemaRegistry?.subjectStrategy !== 'topic_name' || tables < 2)
+    return undefined;
+  return (
+    `with topic "${config.topic}" the ${tables} tables of this pipeline share one topic, so subject_name_strategy topic_name ` +
+    `would register all their schemas under the one subject "${config.topic}-value", where each table's schema is an ` +
+    "incompatible change of another's: set subject_name_strategy to record_name or topic_record_name (one subject per table), " +
+    'or drop topic for one topic per table'
+  );
+}
+
+/**
+ * The transaction timeout the exactly-once producer asks the broker for. A transaction spans
+ * at least five requests (a send, adding its partitions, adding the offsets, committing them,
+ * ending the transaction); each may take up to three attempts of \`request_timeout_ms\` with
+ * up to 2 s of backoff between them. The timeout is five such worst cases (470 s with the
+ * default 30 s), so a slow but progressing batch is not aborted by the coordinator, capped at
+ * 15 minutes, the brokers' default \`transaction.max.timeout.ms\`. The cost of a long timeout:
+ * a transaction left open by a pipeline that never comes back holds read_committed consumers
+ * until it expires (a restarted pipeline aborts it at once).
+ */
+export function transactionTimeoutMs(config: Pick<KafkaSinkConfig, 'requestTimeoutMs'>): number {
+  const request = 3 * config.requestTimeoutMs + 2 * 2_000;
+  return Math.min(15 * 60_000, 5 * request);
+}
+
 /** `kafka://host1:9092,host2:9092` (or a bare list) as a DSN, for connections that prefer one string. */
 function brokersFromDsn(dsn: string | undefined): string[] | undefined {
   if (!dsn) return undefined;

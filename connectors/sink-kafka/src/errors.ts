@@ -1,4 +1,5 @@
 import { defineErrorArea, NanosyncError } from '@nanosync/core';
+import type { KafkaSinkConfig } from './config.js';
 
 /** The Kafka sink's error codes (block NS_K6000–NS_K6999). */
 export const kafkaErrors = defineErrorArea({
@@ -29,8 +30,9 @@ export const kafkaErrors = defineErrorArea({
     },
     KafkaAuth: {
       code: 'NS_K6005',
-      meaning: 'SASL authentication failed, or an ACL denies the sink an operation it needs.',
-      fix: 'Check `sasl_mechanism`, `sasl_username` and `sasl_password`, and grant the user Write (plus Describe/Create to create topics).',
+      meaning:
+        'SASL authentication failed (the message names the mechanism and the user), or an ACL denies the sink an operation it needs.',
+      fix: 'Check `sasl_mechanism`, `sasl_username` and `sasl_password`, and grant the user Write (plus Describe/Create to create topics; Write/Describe on the transactional id with `exactly_once`).',
     },
     KafkaEncode: {
       code: 'NS_K6006',
@@ -53,8 +55,8 @@ export const kafkaErrors = defineErrorArea({
     KafkaTransaction: {
       code: 'NS_K6009',
       meaning:
-        'With `delivery: exactly_once`, a Kafka transaction could not be started or committed, or another producer with the same transactional id fenced this one.',
-      fix: 'Check that the brokers allow transactions (`transaction.state.log.replication.factor` <= brokers) and that no second copy of the pipeline runs; resume the pipeline.',
+        'With `delivery: exactly_once`, a Kafka transaction could not be started or committed, another producer with the same transactional id fenced this one, or the transaction outlived its timeout.',
+      fix: 'Check that the brokers allow transactions (`transaction.state.log.replication.factor` <= brokers), that no second copy of the pipeline runs, and that `transaction.max.timeout.ms` allows the timeout the message names; resume the pipeline.',
     },
   },
 });
@@ -75,15 +77,19 @@ export type FailureKind =
   | 'fatal';
 
 const TOO_LARGE = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE']);
-const AUTH = new Set([
-  'SASL_AUTHENTICATION_FAILED',
+/** The login failed: wrong credentials, or a mechanism the broker does not offer. */
+const SASL = new Set(['SASL_AUTHENTICATION_FAILED', 'ILLEGAL_SASL_STATE', 'UNSUPPORTED_SASL_MECHANISM']);
+/**
+ * The login worked but an ACL denies the operation. TRANSACTIONAL_ID_AUTHORIZATION_FAILED is
+ * one of these (the user lacks Write/Describe on the transactional id), not a fencing.
+ */
+const DENIED = new Set([
   'TOPIC_AUTHORIZATION_FAILED',
   'CLUSTER_AUTHORIZATION_FAILED',
   'TRANSACTIONAL_ID_AUTHORIZATION_FAILED',
   'GROUP_AUTHORIZATION_FAILED',
-  'ILLEGAL_SASL_STATE',
-  'UNSUPPORTED_SASL_MECHANISM',
 ]);
+const AUTH = new Set([...SASL, ...DENIED]);
 const PRODUCER_STATE = new Set([
   'OUT_OF_ORDER_SEQUENCE_NUMBER',
   'UNKNOWN_PRODUCER_ID',
@@ -156,19 +162,156 @@ export function rootMessage(err: unknown): string {
   return (specific?.message ?? String(err)).replace(/\s+/g, ' ').trim();
 }
 
-export function authError(err: unknown, brokers: string[], what: string): NanosyncError {
+/** The brokers an error names (kafkajs connection errors carry the one they were talking to), else all configured. */
+function brokersOf(err: unknown, brokers: readonly string[]): string {
+  const named = errorChain(err).find((e) => typeof (e as { broker?: unknown }).broker === 'string') as
+    | { broker: string }
+    | undefined;
+  return named?.broker ?? brokers.join(',');
+}
+
+function typesOf(err: unknown): Set<string> {
+  return new Set(errorChain(err).flatMap((e) => (typeof e.type === 'string' ? [e.type] : [])));
+}
+
+/**
+ * An `auth` failure as the user should read it: a failed login names the SASL mechanism and
+ * the user (never the password); a denied operation names the principal and the ACL to grant.
+ */
+export function authError(
+  err: unknown,
+  config: Pick<KafkaSinkConfig, 'brokers' | 'sasl' | 'transactionalId'>,
+  what: string,
+  transactionalId?: string,
+): NanosyncError {
+  const brokers = brokersOf(err, config.brokers);
+  const types = typesOf(err);
+  const login =
+    errorChain(err).some((e) => e.name === 'KafkaJSSASLAuthenticationError') || [...types].some((t) => SASL.has(t));
+  const sasl = config.sasl;
+  const user = sasl ? `User:${sasl.username}` : 'User:ANONYMOUS';
+  let message: string;
+  if (login && sasl) {
+    message =
+      `SASL ${sasl.mechanism} authentication as user "${sasl.username}" failed at ${brokers} (${what}): ${rootMessage(err)}. ` +
+      `Check sasl_password, and that the user exists on the brokers for sasl_mechanism ${sasl.mechanism} (SCRAM users are created per mechanism); not retried.`;
+  } else if (login) {
+    message = `The brokers at ${brokers} asked for SASL authentication (${what}) but no sasl_mechanism is set: ${rootMessage(err)}. Set sasl_mechanism, sasl_username and sasl_password.`;
+  } else if (types.has('TRANSACTIONAL_ID_AUTHORIZATION_FAILED')) {
+    const id = transactionalId ?? config.transactionalId ?? '<transactional id>';
+    message =
+      `Kafka denied ${user} the transactional id "${id}" at ${brokers} (${what}): ${rootMessage(err)}. ` +
+      `This is a missing ACL, not a fencing: grant Write and Describe on it (kafka-acls.sh --add --allow-principal ${user} --operation Write --operation Describe --transactional-id ${id}).`;
+  } else {
+    message =
+      `Kafka denied ${user} ${what} at ${brokers}: ${rootMessage(err)}. ` +
+      'Grant the user Write on the topics (and Describe/Create to create topics; Read on the group with exactly_once).';
+  }
+  return new NanosyncError(KafkaErrorCode.KafkaAuth, message, {
+    cause: err,
+    retriable: false,
+    details: { mechanism: sasl?.mechanism ?? 'none', username: sasl?.username ?? '', broker: brokers },
+  });
+}
+
+export function tlsError(err: unknown, brokers: readonly string[]): NanosyncError {
+  const at = brokersOf(err, brokers);
+  const code = errorChain(err).find((e) => typeof e.code === 'string' && TLS_CODES.has(e.code))?.code;
   return new NanosyncError(
-    KafkaErrorCode.KafkaAuth,
-    `Kafka refused ${what} at ${brokers.join(',')}: ${rootMessage(err)}. ` +
-      'Check sasl_mechanism, sasl_username and sasl_password against the broker, and that the user has Write (and Describe/Create for topic creation) ACLs.',
-    { cause: err, retriable: false },
+    KafkaErrorCode.KafkaConnection,
+    `TLS verification of the broker certificate at ${at} failed${code ? ` (${code})` : ''}: ${rootMessage(err)}. ` +
+      'Set tls_ca_cert to the CA that signed the broker certificate, and connect by the name the certificate is issued for; not retried.',
+    { cause: err, retriable: false, details: { broker: at, ...(code ? { tls_error: String(code) } : {}) } },
   );
 }
 
-export function tlsError(err: unknown, brokers: string[]): NanosyncError {
+export function topicMissingError(topics: string[], cause?: unknown): NanosyncError {
+  const list = topics.map((t) => `"${t}"`).join(', ');
   return new NanosyncError(
-    KafkaErrorCode.KafkaConnection,
-    `TLS handshake with ${brokers.join(',')} failed: ${rootMessage(err)}. Set tls_ca_cert to the CA that signed the broker certificate, and connect by the name the certificate is issued for.`,
-    { cause: err, retriable: false },
+    KafkaErrorCode.KafkaTopicMissing,
+    `Kafka topic ${list} does not exist and auto_create_topics is false: create it (kafka-topics.sh --create --topic ${topics[0]}) or set auto_create_topics: true`,
+    { cause, retriable: false, details: { topic: topics.join(',') } },
+  );
+}
+
+/**
+ * Errors after which this producer may not write again. kafkajs speaks a protocol version
+ * whose brokers answer a fencing with INVALID_PRODUCER_EPOCH (newer clients get
+ * PRODUCER_FENCED instead, which kafkajs does not know).
+ */
+const FENCED = new Set(['INVALID_PRODUCER_EPOCH']);
+
+/** What `transactionFailure` needs to know about the failed step. */
+export interface TransactionStep {
+  /** The step, in words: "begin a transaction", "produce", "commit". */
+  what: string;
+  transactionalId: string | undefined;
+  /** The transaction timeout the producer asked for, for the message. */
+  timeoutMs: number;
+  /** Topics of the records being sent, when the step was a send. */
+  topics?: string[];
+}
+
+/**
+ * A failed step of an exactly-once transaction, as the error the sink throws: a fencing or an
+ * epoch bump is fatal and names both possible causes, auth and TLS read as elsewhere, a
+ * failure retrying cannot change is non-retriable, and a transient one is retried from the
+ * broker's checkpoint (the caller aborts the transaction and starts a new producer).
+ */
+export function transactionFailure(
+  err: unknown,
+  step: TransactionStep,
+  config: Pick<KafkaSinkConfig, 'brokers' | 'sasl' | 'transactionalId'>,
+): NanosyncError {
+  if (err instanceof NanosyncError) return err;
+  const id = step.transactionalId;
+  const details = { transactional_id: id ?? '' };
+  const types = typesOf(err);
+  if ([...types].some((t) => FENCED.has(t))) {
+    return new NanosyncError(
+      KafkaErrorCode.KafkaTransaction,
+      `Kafka refused the transaction (${step.what}) of transactional id "${id}": this producer's epoch is no longer current. ` +
+        `Either another producer started with the same transactional id and fenced this one (is a second copy of this pipeline running?), ` +
+        `or the transaction ran longer than its timeout (${step.timeoutMs} ms) and the coordinator aborted it: ${rootMessage(err)}`,
+      { cause: err, retriable: false, details },
+    );
+  }
+  if (types.has('INVALID_TRANSACTION_TIMEOUT')) {
+    return new NanosyncError(
+      KafkaErrorCode.KafkaTransaction,
+      `Kafka refused the transaction timeout of ${step.timeoutMs} ms for transactional id "${id}" (${rootMessage(err)}): ` +
+        "raise the brokers' transaction.max.timeout.ms to at least that, or lower request_timeout_ms (the timeout is derived from it)",
+      { cause: err, retriable: false, details },
+    );
+  }
+  const kind = classifyKafkaError(err);
+  if (kind === 'auth') return authError(err, config, `the transaction (${step.what})`, id);
+  if (kind === 'tls') return tlsError(err, config.brokers);
+  if (kind === 'topic-missing' && step.topics?.length) return topicMissingError(step.topics, err);
+  if (kind === 'fatal' || kind === 'too-large') {
+    return new NanosyncError(
+      KafkaErrorCode.KafkaTransaction,
+      `Kafka transaction failed to ${step.what} (transactional id "${id}") with an error retrying cannot change: ${rootMessage(err)}; ` +
+        'the transaction is aborted, nothing of it is visible to read_committed consumers',
+      { cause: err, retriable: false, details },
+    );
+  }
+  const outcome =
+    step.what === 'commit'
+      ? 'whether the commit reached the broker is unknown: the next attempt reads the committed position back, skips the events if it did, and writes them in a new transaction if it did not'
+      : 'the transaction is aborted, nothing of it is visible to read_committed consumers, and the batch is written again in a new transaction';
+  return new NanosyncError(
+    KafkaErrorCode.KafkaTransaction,
+    `Kafka transaction failed to ${step.what} (transactional id "${id}"): ${rootMessage(err)}; ${outcome}`,
+    { cause: err, retriable: true, details },
+  );
+}
+
+/** The sink's transaction retries (`max_retries`) ran out: the pipeline stops with the last failure. */
+export function transactionRetriesExhausted(err: NanosyncError, attempts: number): NanosyncError {
+  return new NanosyncError(
+    KafkaErrorCode.KafkaTransaction,
+    `Kafka transaction still failing after ${attempts} retries (max_retries): ${err.message}`,
+    { cause: err, retriable: false, details: { ...(err.details ?? {}), attempts } },
   );
 }

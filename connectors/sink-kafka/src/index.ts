@@ -1,5 +1,5 @@
 import { defineSink } from '@nanosync/core';
-import { type KafkaSinkConfig, kafkaSinkPropertiesSchema } from './config.js';
+import { type KafkaSinkConfig, kafkaSinkPropertiesSchema, sharedSubjectProblem } from './config.js';
 import { KafkaSink } from './sink.js';
 import { kafkaErrors } from './errors.js';
 import { checkTopicCollisions } from './routing.js';
@@ -10,8 +10,11 @@ export default defineSink<KafkaSinkConfig>({
   configSchema: kafkaSinkPropertiesSchema,
   secretProperties: ['sasl_password', 'schema_registry_password', 'schema_registry_token'],
   errorCodes: kafkaErrors,
-  // Offline (`nanosync validate`): two listed tables routed to one topic name.
+  // Offline (`nanosync validate`): two listed tables routed to one topic name, or sharing one
+  // registry subject through `topic` and the `topic_name` strategy.
   checkTables(config, tables) {
+    const shared = sharedSubjectProblem(config, tables.length);
+    if (shared !== undefined) return [{ message: shared, property: 'subject_name_strategy' }];
     try {
       checkTopicCollisions(tables, config);
       return [];

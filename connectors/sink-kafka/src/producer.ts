@@ -9,8 +9,19 @@ import kafkajs, {
   type Transaction,
 } from 'kafkajs';
 import { COMPRESSION_TYPES, registerCompressionCodecs } from './compression.js';
-import type { KafkaSinkConfig } from './config.js';
-import { authError, classifyKafkaError, errorChain, rootMessage, tlsError, KafkaErrorCode } from './errors.js';
+import { type KafkaSinkConfig, transactionTimeoutMs } from './config.js';
+import {
+  authError,
+  classifyKafkaError,
+  errorChain,
+  KafkaErrorCode,
+  rootMessage,
+  tlsError,
+  topicMissingError,
+  transactionFailure,
+} from './errors.js';
+
+export { topicMissingError };
 
 const { Kafka: KafkaClient, logLevel } = kafkajs;
 
@@ -84,9 +95,6 @@ export interface TransactionSettings {
   checkpointTopic: string;
 }
 
-/** Errors after which this producer may not write again: another one took its transactional id. */
-const FENCED = new Set(['INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED', 'TRANSACTIONAL_ID_AUTHORIZATION_FAILED']);
-
 export interface ProducerOptions {
   config: KafkaSinkConfig;
   /** Set for `delivery: exactly_once`. */
@@ -158,7 +166,7 @@ export class KafkaProducer {
         transactionalId: this.txSettings.transactionalId,
         idempotent: true,
         maxInFlightRequests: 1,
-        transactionTimeout: 60_000,
+        transactionTimeout: transactionTimeoutMs(this.config),
         allowAutoTopicCreation: false,
         retry: { retries: 2, initialRetryTime: 250, maxRetryTime: 2_000 },
       });
@@ -193,7 +201,7 @@ export class KafkaProducer {
     const missing = wanted.filter((t) => !existing.has(t));
     if (missing.length > 0) {
       if (!this.config.autoCreateTopics) throw topicMissingError(missing);
-      await this.withRetries('create topics', async () => {
+      await this.withRetries(createTopicsWhat(missing, this.config), async () => {
         await admin.createTopics({
           waitForLeaders: true,
           topics: missing.map((topic) => ({
@@ -356,23 +364,15 @@ export class KafkaProducer {
 
   private transactionError(what: string, err: unknown, messages?: OutgoingMessage[]): NanosyncError {
     this.recover = true;
-    if (err instanceof NanosyncError) return err;
-    const id = this.txSettings?.transactionalId;
-    if (errorChain(err).some((e) => e.type !== undefined && FENCED.has(e.type))) {
-      return new NanosyncError(
-        KafkaErrorCode.KafkaTransaction,
-        `another producer took over transactional id "${id}" (is a second copy of this pipeline running?): ${rootMessage(err)}`,
-        { cause: err, retriable: false, details: { transactional_id: id } },
-      );
-    }
-    const kind = classifyKafkaError(err);
-    if (kind === 'auth') return authError(err, this.config.brokers, `the transaction (${what})`);
-    if (kind === 'tls') return tlsError(err, this.config.brokers);
-    if (kind === 'topic-missing' && messages) return topicMissingError([...new Set(messages.map((m) => m.topic))], err);
-    return new NanosyncError(
-      KafkaErrorCode.KafkaTransaction,
-      `Kafka transaction failed to ${what} (transactional id "${id}"): ${rootMessage(err)}; nothing of it is visible to read_committed consumers, the batch is written again`,
-      { cause: err, retriable: true, details: { transactional_id: id } },
+    return transactionFailure(
+      err,
+      {
+        what,
+        transactionalId: this.txSettings?.transactionalId,
+        timeoutMs: transactionTimeoutMs(this.config),
+        ...(messages ? { topics: [...new Set(messages.map((m) => m.topic))] } : {}),
+      },
+      this.config,
     );
   }
 
@@ -414,7 +414,7 @@ export class KafkaProducer {
         if (err instanceof NanosyncError) throw err;
         const kind = classifyKafkaError(err);
         if (kind === 'too-large') throw err;
-        if (kind === 'auth') throw authError(err, this.config.brokers, what);
+        if (kind === 'auth') throw authError(err, this.config, what);
         if (kind === 'tls') throw tlsError(err, this.config.brokers);
         if (kind === 'topic-missing' && messages)
           throw topicMissingError([...new Set(messages.map((m) => m.topic))], err);
@@ -479,21 +479,6 @@ export class KafkaProducer {
     await this.producer.connect();
   }
 
-  /**
-   * One attempt, no retries: reach the cluster and list its topics. For preflight checks,
-   * which should answer quickly rather than wait out a retry budget.
-   */
-  async probe(): Promise<{ brokers: number; topics: Set<string> }> {
-    const admin = this.kafka.admin({ retry: { retries: 0 } });
-    try {
-      await admin.connect();
-      const cluster = await admin.describeCluster();
-      return { brokers: cluster.brokers.length, topics: new Set(await admin.listTopics()) };
-    } finally {
-      await admin.disconnect().catch(() => undefined);
-    }
-  }
-
   /** A short-lived admin client of its own (no retries), for checks; disconnected afterwards. */
   async withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T> {
     const admin = this.kafka.admin({ retry: { retries: 0 } });
@@ -524,20 +509,17 @@ export class KafkaProducer {
   }
 }
 
+/** The create-topics step as errors name it: the topics and the settings asked for. */
+export function createTopicsWhat(topics: string[], config: KafkaSinkConfig): string {
+  const setting = (name: string, n: number) => `${name} ${n > 0 ? n : "-1 (the broker's default)"}`;
+  return `create topic ${topics.map((t) => `"${t}"`).join(', ')} with ${setting('num_partitions', config.numPartitions)} and ${setting('replication_factor', config.replicationFactor)}`;
+}
+
 /** Two halves in the original order, or undefined for a single record. */
 export function splitForRetry(messages: OutgoingMessage[]): [OutgoingMessage[], OutgoingMessage[]] | undefined {
   if (messages.length < 2) return undefined;
   const mid = Math.ceil(messages.length / 2);
   return [messages.slice(0, mid), messages.slice(mid)];
-}
-
-export function topicMissingError(topics: string[], cause?: unknown): NanosyncError {
-  const list = topics.map((t) => `"${t}"`).join(', ');
-  return new NanosyncError(
-    KafkaErrorCode.KafkaTopicMissing,
-    `Kafka topic ${list} does not exist and auto_create_topics is false: create it (kafka-topics.sh --create --topic ${topics[0]}) or set auto_create_topics: true`,
-    { cause, retriable: false, details: { topic: topics.join(',') } },
-  );
 }
 
 export function tooLargeError(message: OutgoingMessage, cause: unknown): NanosyncError {

@@ -21,7 +21,7 @@ import { keyText } from './formats/codec.js';
 import { codecFor } from './formats/index.js';
 import { createHash } from 'node:crypto';
 import { kafkaChecks } from './check.js';
-import { KafkaErrorCode } from './errors.js';
+import { KafkaErrorCode, transactionRetriesExhausted } from './errors.js';
 import { KafkaProducer, type OutgoingMessage, type TransactionSettings, recordSize } from './producer.js';
 import { checkTopicCollisions, keyColumnsFor, messageKey, topicFor } from './routing.js';
 import { SchemaRegistryClient, registryError } from './registry/client.js';
@@ -110,7 +110,9 @@ export class KafkaSink implements Sink {
       } catch (err) {
         const transient =
           NanosyncError.is(err, KafkaErrorCode.KafkaTransaction) && err.retriable && eventIndexOf(err) === undefined;
-        if (!transient || !(await this.producer.retryAfter('transaction', attempt, err))) throw err;
+        if (!transient) throw err;
+        if (!(await this.producer.retryAfter('transaction', attempt, err)))
+          throw transactionRetriesExhausted(err, attempt);
       }
     }
   }
@@ -119,7 +121,10 @@ export class KafkaSink implements Sink {
    * exactly_once: one transaction per batch, committed together with the position it wrote
    * up to. Events a committed transaction already holds (a replay after a crash between
    * Kafka's commit and nanosync's checkpoint) are skipped; positions of one pipeline sort
-   * as strings. Snapshot rows share one position and are never skipped.
+   * as strings. Snapshot rows (`read`) are never skipped: their position does not identify
+   * them (in blocking mode they all carry the stream's resume position; in concurrent mode
+   * a chunk's rows share its high watermark, and a chunk read again after a crash gets a
+   * new one), so a row read again is written again.
    */
   private async writeTransaction(events: ChangeEvent[]): Promise<void> {
     const committed = await this.producer.beginTransaction();
@@ -131,7 +136,7 @@ export class KafkaSink implements Sink {
       if (last === undefined || event.position > last) last = event.position;
     }
     if (fresh.length < events.length)
-      this.logger.info('kafka exactly-once: skipped events an earlier transaction committed', {
+      this.logger.warn('kafka exactly-once: skipped replayed events an earlier transaction already committed', {
         skipped: events.length - fresh.length,
         committed_position: committed ?? '',
       });

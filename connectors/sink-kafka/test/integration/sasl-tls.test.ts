@@ -273,7 +273,40 @@ describe('SASL over TLS', () => {
       .then(() => handle.sink.write([insert(1)]))
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(NanosyncError);
+    // The error names the topic and the settings asked for, then the broker's reason.
+    expect((error as Error).message).toContain(
+      `create topic "${topic}" with num_partitions -1 (the broker's default) and replication_factor 3`,
+    );
     expect((error as Error).message).toMatch(/replication/i);
+  });
+
+  test('doctor checks the checkpoint_topic of exactly_once, which the sink then creates', async () => {
+    const topic = uniqueName('ns-it-eos-data');
+    const checkpoint = uniqueName('ns-it-eos-ckpt');
+    await using handle = createSink({
+      brokers: secureBroker,
+      topic,
+      delivery: 'exactly_once',
+      checkpoint_topic: checkpoint,
+      ...credentials['SCRAM-SHA-512'],
+      sasl_mechanism: 'SCRAM-SHA-512',
+      tls_enabled: true,
+      tls_ca_cert: caFile,
+    });
+    const before = await handle.sink.check([table]);
+    expect(before.find((r) => r.name === `checkpoint_topic ${checkpoint}`)).toEqual({
+      name: `checkpoint_topic ${checkpoint}`,
+      ok: true,
+      message: 'does not exist yet; the sink creates it (creating it is allowed)',
+    });
+    await handle.sink.open([table]);
+    await handle.sink.write([insert(1)]);
+    const after = await handle.sink.check([table]);
+    expect(after.find((r) => r.name === `checkpoint_topic ${checkpoint}`)).toMatchObject({
+      ok: true,
+      message: 'exists and is visible to this client',
+    });
+    expect(after.every((r) => r.ok)).toBe(true);
   });
 
   test.each([
@@ -296,6 +329,10 @@ describe('SASL over TLS', () => {
       const error = await handle.sink.open([table]).catch((e: unknown) => e);
       expect(NanosyncError.is(error, 'NS_K6005')).toBe(true);
       expect((error as NanosyncError).retriable).toBe(false);
+      // The message names the mechanism, the user and the broker; never the password.
+      expect((error as Error).message).toContain(
+        `SASL ${mechanism} authentication as user "${user}" failed at ${secureBroker}`,
+      );
       expect((error as Error).message).toMatch(/sasl_mechanism/);
       expect((error as Error).message).toMatch(/sasl_password/);
       expect((error as Error).message).not.toContain('not-the-password');
@@ -319,6 +356,9 @@ describe('SASL over TLS', () => {
     const error = await handle.sink.open([table]).catch((e: unknown) => e);
     expect(NanosyncError.is(error, 'NS_K6001')).toBe(true);
     expect((error as NanosyncError).retriable).toBe(false);
+    expect((error as Error).message).toContain(
+      `TLS verification of the broker certificate at ${secureBroker} failed (`,
+    );
     expect((error as Error).message).toContain('tls_ca_cert');
   });
 
@@ -335,6 +375,11 @@ describe('SASL over TLS', () => {
     expect(NanosyncError.is(error, 'NS_K6001')).toBe(true);
     expect((error as NanosyncError).retriable).toBe(false);
     expect((error as Error).message).toContain('tls_ca_cert');
-    expect((error as Error).message).toMatch(/TLS/);
+    // Names the broker and the verification failure (Node's code for an untrusted issuer).
+    expect((error as Error).message).toMatch(
+      new RegExp(
+        `^TLS verification of the broker certificate at ${secureBroker.replace(/\./g, '\\.')} failed \\((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\\)`,
+      ),
+    );
   });
 });

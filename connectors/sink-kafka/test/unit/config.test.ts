@@ -143,4 +143,35 @@ describe('kafka sink properties', () => {
     expect(issues({ topic: 'has space' }).map((i) => i.path)).toEqual(['topic']);
     expect(issues({ primary_keys: ' , ' }).map((i) => i.path)).toEqual(['primary_keys']);
   });
+
+  test('validate refuses one shared topic with the topic_name subject strategy once two tables share it', () => {
+    const tables = [
+      { schema: 'public', name: 'orders' },
+      { schema: 'public', name: 'customers' },
+    ];
+    const registry = { message_format: 'avro', schema_registry_url: 'http://registry:8081', topic: 'cdc' };
+    const check = (props: Record<string, unknown>, listed = tables) => {
+      const config = parse(props);
+      if (!config.success) throw config.error;
+      return sinkDefinition.checkTables!(config.data, listed);
+    };
+    // The default strategy is topic_name.
+    for (const props of [registry, { ...registry, subject_name_strategy: 'topic_name' }]) {
+      expect(check(props)).toEqual([
+        {
+          property: 'subject_name_strategy',
+          message: expect.stringMatching(
+            /^with topic "cdc" the 2 tables of this pipeline share one topic, so subject_name_strategy topic_name would register all their schemas under the one subject "cdc-value".*set subject_name_strategy to record_name or topic_record_name/,
+          ),
+        },
+      ]);
+    }
+    expect(check({ ...registry, subject_name_strategy: 'record_name' })).toEqual([]);
+    expect(check({ ...registry, subject_name_strategy: 'topic_record_name' })).toEqual([]);
+    // One table on its own topic, one topic per table, or no registry: one subject per table anyway.
+    expect(check(registry, tables.slice(0, 1))).toEqual([]);
+    const { topic: _topic, ...perTable } = registry;
+    expect(check(perTable)).toEqual([]);
+    expect(check({ topic: 'cdc', message_format: 'avro' })).toEqual([]);
+  });
 });
