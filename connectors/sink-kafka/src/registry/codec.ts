@@ -172,19 +172,6 @@ export class RegistryCodec {
     }
   }
 
-  /** Subjects and ids a table uses on a topic (for logs and tests). */
-  subjectsOf(
-    table: TableSchema,
-    topic: string,
-  ): { valueSubject: string; valueId: number; keySubject?: string; keyId?: number } {
-    const r = this.require(table, topic);
-    return {
-      valueSubject: r.valueSubject,
-      valueId: r.valueId,
-      ...(r.keySubject !== undefined ? { keySubject: r.keySubject, keyId: r.keyId! } : {}),
-    };
-  }
-
   private require(table: TableSchema, topic: string): Registered {
     const r = this.registered.get(table)?.get(topic);
     if (!r)
