@@ -5,13 +5,14 @@ import { homedir, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import type { ChangeEvent, ColumnSchema, LogicalType, TableSchema } from '@nanosync/core';
+import type { ColumnSchema, LogicalType, TableSchema } from '@nanosync/core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { FRAME_PROTOBUF, unframe } from '../../src/formats/framing.js';
 import { codecFor, protobufDescriptorOf } from '../../src/formats/index.js';
 import { protobufSchemaText } from '../../src/formats/protobuf.js';
-import { dateToDays, timeToMicros, timestampToMicros } from '../../src/formats/temporal.js';
+import { timestampToMicros } from '../../src/formats/temporal.js';
 import { allTypesEvents, allTypesTable } from '../fixtures/all-types.js';
+import { expectedNumber, insertRow as insert } from '../fixtures/events.js';
 import { extremeRows, extremesTable } from '../fixtures/extremes.js';
 
 const run = promisify(execFile);
@@ -84,36 +85,6 @@ beforeAll(async () => {
 afterAll(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
-
-const insert = (table: TableSchema, after: Record<string, unknown>, id: number): ChangeEvent => ({
-  table,
-  op: 'insert',
-  key: { id: after.id as never },
-  after: after as never,
-  position: `0000000000000001:${String(id).padStart(8, '0')}`,
-});
-
-/** The number Java should report for a canonical temporal value (days or microseconds), or undefined for text. */
-function expectedNumber(type: LogicalType, value: unknown): string | undefined {
-  if (typeof value !== 'string') return undefined;
-  try {
-    switch (type.kind) {
-      case 'date':
-        return value.endsWith('infinity') ? undefined : String(dateToDays(value));
-      case 'time':
-        return value.startsWith('24:') ? undefined : String(timeToMicros(value));
-      case 'timestamp':
-      case 'timestamptz': {
-        if (value.endsWith('infinity')) return undefined;
-        const micros = timestampToMicros(value, type.kind === 'timestamptz');
-        return micros > 9223372036854775807n ? undefined : String(micros);
-      }
-    }
-  } catch {
-    return undefined;
-  }
-  return undefined;
-}
 
 describe('Apache Avro (Java) reads our Avro records with standard logical types', () => {
   test('every logical type and every extreme value', async (context) => {

@@ -3,6 +3,7 @@ import type { ConnectorContext, LogFields, Logger } from '@nanosync/core';
 import kafkajs, { type IHeaders } from 'kafkajs';
 import { registerCompressionCodecs } from '../../src/compression.js';
 import { type KafkaSinkConfig, kafkaSinkPropertiesSchema } from '../../src/config.js';
+import type { DecodedChange } from '../../src/formats/index.js';
 import { KafkaSink } from '../../src/sink.js';
 
 const { Kafka, CompressionCodecs, CompressionTypes, logLevel } = kafkajs;
@@ -177,4 +178,27 @@ export async function createTopic(
   } finally {
     await admin.disconnect();
   }
+}
+
+/**
+ * A topic reduced by key, in offset order (one partition): a delete or a tombstone removes its
+ * key, a truncate every key seen so far, anything else keeps its after image (through `row`).
+ */
+export function reduceByKey<R = Record<string, unknown>>(
+  records: ConsumedRecord[],
+  decode: (value: Buffer) => DecodedChange,
+  row: (after: Record<string, unknown>) => R = (after) => after as R,
+): Map<string, R> {
+  const live = new Map<string, R>();
+  for (const record of records) {
+    if (record.value === null) {
+      live.delete(record.key!);
+      continue;
+    }
+    const change = decode(record.value);
+    if (change.op === 'truncate') live.clear();
+    else if (change.op === 'delete') live.delete(record.key!);
+    else live.set(record.key!, row(change.after!));
+  }
+  return live;
 }

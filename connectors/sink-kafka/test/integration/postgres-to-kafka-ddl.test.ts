@@ -4,23 +4,9 @@ import { join } from 'node:path';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { DecodedChange, MessageFormat } from '../../src/formats/index.js';
-import {
-  MESSAGE_FORMATS,
-  decodeAvroMessage,
-  decodeCloudEventMessage,
-  decodeJsonMessage,
-  decodeProtobufMessage,
-} from '../../src/formats/index.js';
+import { codecFor, MESSAGE_FORMATS } from '../../src/formats/index.js';
 import { NanosyncProcess, dropSlots, eventually } from './e2e-helpers.js';
-import { type ConsumedRecord, consumeAll, uniqueName } from './helpers.js';
-
-const decoders: Record<MessageFormat, (value: Buffer) => DecodedChange> = {
-  json: (v) => decodeJsonMessage(v),
-  cloudevents: (v) => decodeCloudEventMessage(v),
-  avro: (v) => decodeAvroMessage(v),
-  protobuf: (v) => decodeProtobufMessage(v),
-};
+import { type ConsumedRecord, consumeAll, reduceByKey, uniqueName } from './helpers.js';
 
 let postgres: Awaited<ReturnType<typeof startPostgres>>;
 let kafka: Awaited<ReturnType<typeof startKafka>>;
@@ -76,23 +62,8 @@ class Writer {
   }
 }
 
-/** The topic reduced by key, in offset order (one partition): a delete or tombstone removes a key, a truncate every key. */
-function reduce(records: ConsumedRecord[], decode: (v: Buffer) => DecodedChange): Map<string, Record<string, unknown>> {
-  const live = new Map<string, Record<string, unknown>>();
-  for (const record of records) {
-    if (record.value === null) {
-      live.delete(record.key!);
-      continue;
-    }
-    const change = decode(record.value);
-    if (change.op === 'truncate') live.clear();
-    else if (change.op === 'delete') live.delete(record.key!);
-    else live.set(record.key!, change.after!);
-  }
-  return live;
-}
-
 describe.each(MESSAGE_FORMATS)('postgres → kafka (%s): DDL on the key column and beside it, under writes', (format) => {
+  const decode = (value: Buffer) => codecFor(format).decode(value);
   test(
     'the topic reduced by key equals the table; every message decodes with its own schema; new shapes flow',
     { timeout: 400_000 },
@@ -190,7 +161,7 @@ pipelines:
         await eventually(
           async () => {
             records = await consumeAll(kafka.brokers, topic);
-            const live = reduce(records, decoders[format]);
+            const live = reduceByKey(records, decode);
             problems = [];
             for (const [key, note] of expected)
               if (live.get(key)?.note !== note)
@@ -205,20 +176,18 @@ pipelines:
         );
 
         // Every message decodes with the schema it carries, and the shapes follow the DDL in order.
-        const changes = records
-          .filter((r) => r.value !== null)
-          .map((r) => ({ key: r.key, change: decoders[format](r.value!) }));
+        const changes = records.filter((r) => r.value !== null).map((r) => ({ key: r.key, change: decode(r.value!) }));
         const ops = changes.map((c) => c.change.op);
         expect(ops).toContain('truncate');
         const truncateAt = ops.indexOf('truncate');
         expect(changes[truncateAt]!.key).toBeNull();
         // Before the truncate, across the type change and the rename: one live key per row, none stale.
-        const untilTruncate = reduce(
+        const untilTruncate = reduceByKey(
           records.slice(
             0,
             records.findIndex((r) => r.value !== null && r.headers['ns-op'] === 'truncate'),
           ),
-          decoders[format],
+          decode,
         );
         const stateBefore = new Map(beforeTruncate.rows.map((r) => [`[${r.key_id}]`, r.note]));
         expect(new Map([...untilTruncate].map(([k, v]) => [k, v.note]))).toEqual(stateBefore);

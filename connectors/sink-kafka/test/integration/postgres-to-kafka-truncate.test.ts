@@ -4,23 +4,9 @@ import { join } from 'node:path';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { DecodedChange, MessageFormat } from '../../src/formats/index.js';
-import {
-  MESSAGE_FORMATS,
-  decodeAvroMessage,
-  decodeCloudEventMessage,
-  decodeJsonMessage,
-  decodeProtobufMessage,
-} from '../../src/formats/index.js';
+import { codecFor, type DecodedChange, MESSAGE_FORMATS } from '../../src/formats/index.js';
 import { NanosyncProcess, dropSlots, eventually } from './e2e-helpers.js';
-import { type ConsumedRecord, consumeAll, uniqueName } from './helpers.js';
-
-const decoders: Record<MessageFormat, (value: Buffer) => DecodedChange> = {
-  json: (v) => decodeJsonMessage(v),
-  cloudevents: (v) => decodeCloudEventMessage(v),
-  avro: (v) => decodeAvroMessage(v),
-  protobuf: (v) => decodeProtobufMessage(v),
-};
+import { consumeAll, reduceByKey, uniqueName } from './helpers.js';
 
 let postgres: Awaited<ReturnType<typeof startPostgres>>;
 let kafka: Awaited<ReturnType<typeof startKafka>>;
@@ -58,31 +44,13 @@ function asText(row: Record<string, unknown>): Record<string, string | null> {
   return Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v === null || v === undefined ? null : String(v)]));
 }
 
-/**
- * One table's topic reduced by key, in offset order (one partition): a delete or tombstone
- * removes a key, a truncate every key seen so far.
- */
-function reduce(records: ConsumedRecord[], decode: (v: Buffer) => DecodedChange): Map<string, Record<string, unknown>> {
-  const live = new Map<string, Record<string, unknown>>();
-  for (const record of records) {
-    if (record.value === null) {
-      live.delete(record.key!);
-      continue;
-    }
-    const change = decode(record.value);
-    if (change.op === 'truncate') live.clear();
-    else if (change.op === 'delete') live.delete(record.key!);
-    else live.set(record.key!, asText(change.after!));
-  }
-  return live;
-}
-
 async function tableRows(db: pg.Client, table: string): Promise<Map<string, Record<string, string | null>>> {
   const { rows } = await db.query<Record<string, unknown>>(`SELECT * FROM ${table} ORDER BY id`);
   return new Map(rows.map((r) => [`[${r.id}]`, asText(r)]));
 }
 
 describe.each(MESSAGE_FORMATS)('postgres → kafka (%s): TRUNCATE while streaming', (format) => {
+  const decode = (value: Buffer) => codecFor(format).decode(value);
   test(
     'single, multi-table and CASCADE truncates, then inserts: every topic reduced by key with truncates applied equals its table',
     { timeout: 400_000 },
@@ -157,9 +125,7 @@ pipelines:
         await eventually(
           async () => {
             const records = await consumeAll(kafka.brokers, topicOf('items'));
-            return records.some(
-              (r) => r.key === `[${MARKER}]` && r.value !== null && decoders[format](r.value).op === 'insert',
-            )
+            return records.some((r) => r.key === `[${MARKER}]` && r.value !== null && decode(r.value).op === 'insert')
               ? true
               : undefined;
           },
@@ -171,10 +137,10 @@ pipelines:
         const truncates: Record<string, DecodedChange[]> = {};
         for (const table of TABLES) {
           const records = await consumeAll(kafka.brokers, topicOf(table));
-          const live = reduce(records, decoders[format]);
+          const live = reduceByKey(records, decode, asText);
           const expected = await tableRows(db, table);
           expect(Object.fromEntries(live), table).toEqual(Object.fromEntries(expected));
-          const changes = records.filter((r) => r.value !== null).map((r) => decoders[format](r.value!));
+          const changes = records.filter((r) => r.value !== null).map((r) => decode(r.value!));
           truncates[table] = changes.filter((c) => c.op === 'truncate');
           for (const c of truncates[table]!) expect(c.table).toBe(`public.${table}`);
           // Nothing of the snapshot comes after a truncate of its table.

@@ -1,4 +1,4 @@
-import type { ChangeEvent, LogicalType, TableSchema } from '@nanosync/core';
+import type { ChangeEvent, TableSchema } from '@nanosync/core';
 import { NanosyncError } from '@nanosync/core';
 import {
   type KafkaService,
@@ -9,11 +9,11 @@ import {
 } from '@nanosync/testcontainers';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { KafkaErrorCode } from '../../src/errors.js';
-import { dateToDays, timeToMicros, timestampToMicros } from '../../src/formats/temporal.js';
 import { SchemaRegistryClient } from '../../src/registry/client.js';
 import { readWireHeader } from '../../src/registry/codec.js';
 import { decodeAvroPayload } from '../../src/formats/avro.js';
 import { allTypesEvents, allTypesTable } from '../fixtures/all-types.js';
+import { expectedNumber, insertRow as insert, testPosition } from '../fixtures/events.js';
 import { extremeRows, extremesTable } from '../fixtures/extremes.js';
 import { consumeAll, createSink, uniqueName } from './helpers.js';
 import { type RegistryReaders, javaConsume, registryReaders } from './registry-helpers.js';
@@ -46,36 +46,6 @@ afterAll(async () => {
   await registry?.[Symbol.asyncDispose]();
   await kafka?.[Symbol.asyncDispose]();
 });
-
-const insert = (table: TableSchema, after: Record<string, unknown>, n: number): ChangeEvent => ({
-  table,
-  op: 'insert',
-  key: { id: after.id as never },
-  after: after as never,
-  position: `0000000002000000:${String(n).padStart(8, '0')}`,
-});
-
-/** The number Java reports for a canonical temporal value (days or microseconds), or undefined for text. */
-function expectedNumber(type: LogicalType, value: unknown): string | undefined {
-  if (typeof value !== 'string') return undefined;
-  try {
-    switch (type.kind) {
-      case 'date':
-        return value.endsWith('infinity') ? undefined : String(dateToDays(value));
-      case 'time':
-        return value.startsWith('24:') ? undefined : String(timeToMicros(value));
-      case 'timestamp':
-      case 'timestamptz': {
-        if (value.endsWith('infinity')) return undefined;
-        const micros = timestampToMicros(value, type.kind === 'timestamptz');
-        return micros > 9223372036854775807n ? undefined : String(micros);
-      }
-    }
-  } catch {
-    return undefined;
-  }
-  return undefined;
-}
 
 describe.each(['avro', 'protobuf'] as const)('%s in the registry wire format', (format) => {
   test('every type and extreme value: keys and values decoded by a Java consumer through the registry', async (context) => {
@@ -211,7 +181,7 @@ describe.each(['avro', 'protobuf'] as const)('%s in the registry wire format', (
       topics: [topic],
       expected: 3,
     });
-    expect(records.map((r) => r.lsn)).toEqual([1, 2, 3].map((n) => `0000000002000000:${String(n).padStart(8, '0')}`));
+    expect(records.map((r) => r.lsn)).toEqual([1, 2, 3].map(testPosition));
     const fieldsOf = (i: number) => Object.fromEntries(records[i]!.fields.map((f) => [f.field, f.text]));
     expect(fieldsOf(0)).toMatchObject({ id: '1', qty: '5' });
     expect(fieldsOf(1)).toMatchObject({ id: '2', qty: '6', note: 'added' });
