@@ -1,7 +1,8 @@
 import { createServer } from 'node:net';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { CliProcess, runCli } from './cli-process.js';
-import { killOnExit, ObservabilityContext, TmuxSession, uniqueName } from './observability-fixtures.js';
+import { killOnExit, metricValue, ObservabilityContext, TmuxSession, uniqueName } from './observability-fixtures.js';
 
 /** The screen line of a pipeline in the list (selected or not). */
 function listLine(screen: string, name: string): string | undefined {
@@ -75,6 +76,122 @@ describe('nanosync monitor in a real terminal (tmux)', () => {
     await term.sendKeys('q');
     const code = await waitForExit(term);
     expect(code).toBe(0);
+  }, 300_000);
+
+  it('shows a re-snapshot of one table like a first snapshot, after a server restart: its own progress, the other table as it was; /metrics agrees', async () => {
+    await using ctx = await ObservabilityContext.create();
+    await ctx.createTable('orders', 120);
+    // Hundreds of one-page partitions read one at a time: the re-snapshot is still under way
+    // when the test sees its first partition done and kills the server.
+    await ctx.createTable('big', 60_000);
+    await ctx.db.query('ANALYZE public.orders, public.big');
+    const name = uniqueName('mon_rs');
+    const config = await ctx.writeConfig([{ name, tables: ['public.orders', 'public.big'] }], 100, 'cdc_backfill', 1);
+    let { url } = await ctx.serve();
+    const applied = await runCli(['apply', '--file', config, '--server', url, '--state', ctx.stateFile]);
+    expect(applied.code, applied.stderr).toBe(0);
+    await ctx.waitForStatus(name, 'snapshot done', (p) => p.state === 'LIVE_CDC' && p.snapshot?.done === true);
+    const ordersPlan = (await ctx.status(name)).tables.find((t) => t.table === 'public.orders')!;
+    expect(ordersPlan.partitionsDone).toBe(ordersPlan.partitionsTotal);
+
+    const resnap = await runCli([
+      'pipeline',
+      'resnapshot',
+      name,
+      '--table',
+      'public.big',
+      '--server',
+      url,
+      '--state',
+      ctx.stateFile,
+    ]);
+    expect(resnap.code, resnap.stderr).toBe(0);
+    await ctx.waitForStatus(
+      name,
+      'the re-snapshot under way',
+      (p) => (p.tables.find((t) => t.table === 'public.big')?.partitionsDone ?? 0) >= 1,
+    );
+    // Killed mid-way, then started again with the table locked: the new server process (its
+    // figures start empty) loads the stored plan and its next chunk read waits for the lock,
+    // so the re-snapshot stays where it is while the monitor and /metrics are read.
+    ctx.server!.proc.kill('SIGKILL');
+    await ctx.server!.proc.exited;
+    const holder = new pg.Client({ connectionString: ctx.databaseUrl });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE public.big IN ACCESS EXCLUSIVE MODE');
+      ({ url } = await ctx.serve());
+      await ctx.waitForStatus(
+        name,
+        're-snapshot resumed',
+        (p) =>
+          p.state === 'SNAPSHOTTING' && p.snapshot?.partitionsTotal !== undefined && p.snapshot.partitionsTotal > 0,
+      );
+      const during = await ctx.status(name);
+      const big = during.tables.find((t) => t.table === 'public.big')!;
+      const orders = during.tables.find((t) => t.table === 'public.orders')!;
+      expect(during.state).toBe('SNAPSHOTTING');
+      expect(big.partitionsDone).toBeGreaterThanOrEqual(1);
+      expect(big.partitionsDone).toBeLessThan(big.partitionsTotal);
+      // The table not read again keeps its finished snapshot's figures.
+      expect(orders).toMatchObject({
+        rowsSnapshotted: 120,
+        partitionsDone: ordersPlan.partitionsTotal,
+        partitionsTotal: ordersPlan.partitionsTotal,
+      });
+      // The pipeline's progress is the re-snapshot's own.
+      expect(during.snapshot).toMatchObject({
+        partitionsTotal: big.partitionsTotal,
+        partitionsDone: big.partitionsDone,
+        rowsRead: big.rowsSnapshotted,
+        done: false,
+      });
+
+      const prom = (await ctx.api('/metrics')).text;
+      const labels = (table: string) => ({ pipeline: name, table });
+      expect(metricValue(prom, 'ns_snapshot_partitions_total', labels('public.big'))).toBe(big.partitionsTotal);
+      expect(metricValue(prom, 'ns_snapshot_partitions_completed_total', labels('public.big'))).toBe(
+        big.partitionsDone,
+      );
+      expect(metricValue(prom, 'ns_snapshot_rows_total', labels('public.big'))).toBe(big.rowsSnapshotted);
+      expect(metricValue(prom, 'ns_snapshot_partitions_completed_total', labels('public.orders'))).toBe(
+        ordersPlan.partitionsTotal,
+      );
+      expect(metricValue(prom, 'ns_snapshot_rows_total', labels('public.orders'))).toBe(120);
+
+      await using term = await TmuxSession.start(['monitor', '--server', url, '--state', ctx.stateFile]);
+      const list = await term.waitForScreen('the pipeline listed', (s) => /SNAPSHOTTING/.test(listLine(s, name) ?? ''));
+      expect(listLine(list, name)).toMatch(/\d+%/);
+      expect(listLine(list, name)).not.toContain('100% done');
+      await term.sendKeys('Enter');
+      const tables = await term.waitForScreen('the per-table view', (s) => s.includes(`nanosync monitor › ${name}`));
+      const row = (table: string) => tables.split('\n').find((l) => l.trimStart().startsWith(table)) ?? '';
+      expect(row('public.orders')).toMatch(
+        new RegExp(`public\\.orders\\s+120\\s.*\\s${ordersPlan.partitionsTotal}/${ordersPlan.partitionsTotal}$`),
+      );
+      const bigCells = /\s(\d+)\/(\d+)$/.exec(row('public.big').trimEnd());
+      expect(bigCells, tables).not.toBeNull();
+      expect(Number(bigCells![2])).toBe(big.partitionsTotal);
+      expect(Number(bigCells![1])).toBe(big.partitionsDone);
+      expect(tables).toMatch(/snapshot \d+%.* of about [\d,]+ rows/);
+      await term.sendKeys('q');
+      expect(await waitForExit(term)).toBe(0);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await holder.end().catch(() => undefined);
+    }
+    const after = await ctx.waitForStatus(
+      name,
+      're-snapshot done',
+      (p) => p.state === 'LIVE_CDC' && p.snapshot?.done === true,
+    );
+    const big = after.tables.find((t) => t.table === 'public.big')!;
+    expect(big.partitionsDone).toBe(big.partitionsTotal);
+    const prom = (await ctx.api('/metrics')).text;
+    expect(metricValue(prom, 'ns_snapshot_partitions_completed_total', { pipeline: name, table: 'public.big' })).toBe(
+      big.partitionsTotal,
+    );
   }, 300_000);
 
   it('says when the server is down, connects when it comes up, and notices when it goes away', async () => {

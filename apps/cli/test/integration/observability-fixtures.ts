@@ -63,6 +63,8 @@ export class ObservabilityContext implements AsyncDisposable {
     pipelines: PipelineSpec[],
     rowsPerPartition = 100,
     replicationType = 'cdc_backfill',
+    /** `snapshot.concurrency`; the default when undefined. */
+    snapshotConcurrency?: number,
   ): Promise<string> {
     const text = `connections:
   - name: pg
@@ -77,7 +79,7 @@ ${pipelines
   .map(
     (p) => `  - name: ${p.name}
     replication_type: ${replicationType}
-${replicationType === 'cdc_backfill' ? `    snapshot:\n      target_rows_per_partition: ${rowsPerPartition}\n` : ''}    source:
+${replicationType === 'cdc_backfill' ? `    snapshot:\n      target_rows_per_partition: ${rowsPerPartition}\n${snapshotConcurrency === undefined ? '' : `      concurrency: ${snapshotConcurrency}\n`}` : ''}    source:
       connection: pg
       tables: [${p.tables.join(', ')}]
     sink:

@@ -76,10 +76,11 @@ export class SnapshotCoordinator {
     const { signal } = this.options;
     const onAbort = () => this.abort.abort();
     signal.addEventListener('abort', onAbort, { once: true });
+    this.options.stats.startSnapshot(this.options.tables.map((t) => this.options.tableKey(t)));
     try {
       const work = await this.plan();
       if (signal.aborted) return;
-      this.options.stats.startSnapshot();
+      this.options.stats.snapshotPlanned();
       let next = 0;
       const worker = async () => {
         while (!this.abort.signal.aborted && next < work.length) {

@@ -257,6 +257,8 @@ export class PipelineStats {
   source: SourceStatus | undefined;
   acknowledgedPosition: Position | undefined;
   snapshotActive = false;
+  /** The tables of the snapshot run in progress (see {@link startSnapshot}). */
+  private snapshotTables: ReadonlySet<string> = new Set();
   private snapshotStartedAt = 0;
   private snapshotRowsAtStart = 0;
   private lagMs: number | undefined;
@@ -382,14 +384,39 @@ export class PipelineStats {
     table.rowsSnapshotted += n;
   }
 
-  startSnapshot(): void {
+  /**
+   * A snapshot run begins, of `tables` only (a re-snapshot or a table added later reads some
+   * tables; the others keep the figures of their finished snapshot). Their figures start from
+   * zero until the run has loaded or made their plans ({@link snapshotPlanned}).
+   */
+  startSnapshot(tables: readonly string[]): void {
     this.snapshotActive = true;
+    this.snapshotTables = new Set(tables);
+    for (const name of tables) {
+      const t = this.table(name);
+      t.partitionsTotal = 0;
+      t.partitionsDone = 0;
+      t.rowsSnapshotted = 0;
+      t.rowsEstimated = 0;
+    }
+    this.snapshotStartedAt = this.now();
+    this.snapshotRowsAtStart = 0;
+  }
+
+  /** The run's plans are loaded (partitions done earlier counted): the read rate is measured from here. */
+  snapshotPlanned(): void {
     this.snapshotStartedAt = this.now();
     this.snapshotRowsAtStart = this.snapshotRows();
   }
 
   endSnapshot(): void {
     this.snapshotActive = false;
+    this.snapshotTables = new Set();
+  }
+
+  /** Whether a snapshot run of this server is reading `table` now. */
+  snapshotting(table: string): boolean {
+    return this.snapshotActive && this.snapshotTables.has(table);
   }
 
   lagSeconds(): number | undefined {
@@ -515,7 +542,7 @@ export class PipelineStats {
 
   private snapshotRows(): number {
     let n = 0;
-    for (const t of this.tables.values()) n += t.rowsSnapshotted;
+    for (const name of this.snapshotTables) n += this.tables.get(name)?.rowsSnapshotted ?? 0;
     return n;
   }
 

@@ -107,7 +107,9 @@ export function buildPipelineStatus(input: StatusInput): PipelineStatus {
       rows: planned.reduce((n, p) => n + (p.status === 'done' ? (p.rowsRead ?? 0) : 0), 0),
       estimated: planned.reduce((n, p) => n + (p.estimatedRows ?? 0), 0),
     };
-    const useStats = t !== undefined && live && stats.snapshotActive;
+    // A table the running snapshot reads: this run's live figures. Any other table: its plan
+    // as stored (a re-snapshot of one table leaves the others' finished figures as they are).
+    const useStats = t !== undefined && live && stats.snapshotting(tableName);
     const status: TableStatus = {
       table: tableName,
       rowsSnapshotted: useStats ? t.rowsSnapshotted : Math.max(fromStore.rows, t?.rowsSnapshotted ?? 0),
@@ -179,9 +181,21 @@ function tableNamesOf(entry: Pick<StatusInput, 'materialized'>, record: Pipeline
   return names;
 }
 
+/**
+ * The pipeline's snapshot progress: while a snapshot runs here, that run's tables only (a
+ * re-snapshot of one table, or a table added to the list, shows its own progress from 0%,
+ * not the finished tables'); otherwise every planned table.
+ */
 function snapshotProgress(tables: TableStatus[], stats: PipelineStats, live: boolean): PipelineStatus['snapshot'] {
-  const planned = tables.filter((t) => t.partitionsTotal > 0);
-  if (planned.length === 0) return undefined;
+  const running = live ? tables.filter((t) => stats.snapshotting(t.table)) : [];
+  const planned =
+    running.length > 0 ? running.filter((t) => t.partitionsTotal > 0) : tables.filter((t) => t.partitionsTotal > 0);
+  if (planned.length === 0) {
+    // Being planned: not done, nothing read yet.
+    if (running.length > 0)
+      return { partitionsTotal: 0, partitionsDone: 0, rowsRead: 0, rowsEstimated: 0, done: false };
+    return undefined;
+  }
   const fromStats = live ? stats.snapshotProgress(planned.map((t) => t.table)) : undefined;
   const partitionsTotal = planned.reduce((n, t) => n + t.partitionsTotal, 0);
   const partitionsDone = planned.reduce((n, t) => n + t.partitionsDone, 0);
@@ -190,7 +204,8 @@ function snapshotProgress(tables: TableStatus[], stats: PipelineStats, live: boo
     partitionsDone,
     rowsRead: planned.reduce((n, t) => n + t.rowsSnapshotted, 0),
     rowsEstimated: planned.reduce((n, t) => n + t.rowsEstimated, 0),
-    done: partitionsDone >= partitionsTotal,
+    // A run with a table still being planned is not done, whatever the others say.
+    done: partitionsDone >= partitionsTotal && planned.length >= running.length,
   } as NonNullable<PipelineStatus['snapshot']>;
   if (fromStats?.etaSeconds !== undefined && !progress.done) progress.etaSeconds = fromStats.etaSeconds;
   return progress;

@@ -129,6 +129,68 @@ describe('pipeline status', () => {
     expect(status!.sinks[0]!.writeLatency.buckets[10]!.count).toBe(status!.sinks[0]!.writeLatency.count);
   });
 
+  it('shows a re-snapshot of one table like a first snapshot: its own progress, the other tables as they were (after a server restart too)', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase({ partitionSize: 5 });
+    db.createTable('public', 'orders', 12);
+    db.createTable('public', 'items', 30);
+    const sink = inMemorySink();
+    const p = h.registry.add(
+      testPipeline(db, { name: 'rs', tables: ['public.orders', 'public.items'], sinks: [{ sink }], concurrency: 1 }),
+    );
+    const first = h.engine();
+    await first.start();
+    await first.apply('rs', p.definition, p.hash, p.type);
+    await until(async () => (await first.status('rs')).snapshot?.done === true, 'the first snapshot');
+    await first.stop();
+
+    // A new server process: its figures start empty, the plans are in the store.
+    const engine = h.engine();
+    await engine.start();
+    await waitForState(engine, 'rs', 'LIVE_CDC');
+    const gate = db.gate('public.items', '3');
+    expect(await engine.resnapshot('rs', ['public.items'])).toEqual(['public.items']);
+    await until(async () => {
+      const items = (await engine.status('rs')).tables.find((t) => t.table === 'public.items');
+      return items?.partitionsDone === 3 && db.calls.some((c) => c.startsWith('read:public.items:3:'));
+    }, 'three partitions of items read again, the fourth held');
+
+    const during = await engine.status('rs');
+    expect(during.state).toBe('SNAPSHOTTING');
+    expect(during.tables).toEqual([
+      // Not read again: as its finished snapshot left it.
+      {
+        table: 'public.orders',
+        rowsSnapshotted: 12,
+        rowsEstimated: 15,
+        events: 0,
+        partitionsTotal: 3,
+        partitionsDone: 3,
+      },
+      {
+        table: 'public.items',
+        rowsSnapshotted: 15,
+        rowsEstimated: 30,
+        events: 0,
+        partitionsTotal: 6,
+        partitionsDone: 3,
+      },
+    ]);
+    // The pipeline's progress is the re-snapshot's: items only.
+    expect(during.snapshot).toMatchObject({
+      partitionsTotal: 6,
+      partitionsDone: 3,
+      rowsRead: 15,
+      rowsEstimated: 30,
+      done: false,
+    });
+
+    gate.release();
+    await until(async () => (await engine.status('rs')).snapshot?.done === true, 'the re-snapshot done');
+    const after = await engine.status('rs');
+    expect(after.snapshot).toMatchObject({ partitionsTotal: 9, partitionsDone: 9, rowsRead: 42, done: true });
+  });
+
   it('warns about retained WAL at 50% and 80% of the limit, and about a stalled slot', async () => {
     h = await Harness.create();
     const db = new InMemoryDatabase();
