@@ -226,17 +226,13 @@ describe('SASL over TLS', () => {
     });
     await handle.sink.open([table]);
     await handle.sink.write([insert(1)]);
-    // The broker writes its request log line after it sent the response: wait for it to appear.
-    await expect
-      .poll(async () => (await brokerLog()).match(new RegExp(`"clientId":"${clientId}"`, 'g'))?.length ?? 0, {
-        timeout: 30_000,
-        interval: 200,
-      })
-      .toBeGreaterThan(0);
-    const produce = (await brokerLog())
-      .split('\n')
-      .filter((line) => line.includes(`"clientId":"${clientId}"`) && /"requestApiKey":0,/.test(line));
-    expect(produce.length).toBeGreaterThan(0);
+    // The broker logs a request after it sent the response, so the produce request's line
+    // may follow the write's return (and the lines of earlier requests): wait for it.
+    const produceLines = async () =>
+      (await brokerLog())
+        .split('\n')
+        .filter((line) => line.includes(`"clientId":"${clientId}"`) && /"requestApiKey":0,/.test(line)).length;
+    await expect.poll(produceLines, { timeout: 30_000, interval: 200 }).toBeGreaterThan(0);
   });
 
   test('num_partitions and replication_factor are applied to the topics the sink creates', async () => {
@@ -343,6 +339,40 @@ describe('SASL over TLS', () => {
       expect((await failedLogins()) - before).toBeLessThanOrEqual(3);
     },
   );
+
+  test('doctor reports a wrong password and an untrusted certificate with the same clear messages', async () => {
+    await using wrongPassword = createSink({
+      brokers: secureBroker,
+      topic: uniqueName('ns-it-doctor-bad'),
+      sasl_mechanism: 'SCRAM-SHA-512',
+      sasl_username: USER512,
+      sasl_password: 'not-the-password',
+      tls_enabled: true,
+      tls_ca_cert: caFile,
+    });
+    const auth = await wrongPassword.sink.check([table]);
+    expect(auth.map((r) => [r.name, r.ok])).toEqual([
+      ['kafka reachable', true],
+      ['kafka auth', false],
+    ]);
+    expect(auth[1]!.message).toContain(
+      `SASL SCRAM-SHA-512 authentication as user "${USER512}" failed at ${secureBroker}`,
+    );
+    expect(JSON.stringify(auth)).not.toContain('not-the-password');
+
+    await using otherCa = createSink({
+      brokers: secureBroker,
+      topic: uniqueName('ns-it-doctor-tls'),
+      ...credentials['SCRAM-SHA-256'],
+      sasl_mechanism: 'SCRAM-SHA-256',
+      tls_enabled: true,
+      tls_ca_cert: otherCaFile,
+    });
+    const tls = await otherCa.sink.check([table]);
+    expect(tls).toHaveLength(1);
+    expect(tls[0]).toMatchObject({ name: 'kafka reachable', ok: false, retriable: false });
+    expect(tls[0]!.message).toContain(`TLS verification of the broker certificate at ${secureBroker} failed (`);
+  });
 
   test('a broker certificate from an unknown CA is a clear, non-retriable TLS error', async () => {
     await using handle = createSink({
