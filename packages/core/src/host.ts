@@ -11,6 +11,7 @@ export type { LoadedConfig, ParseConfigOptions } from './config/load.js';
 export { resolveConfig, resolvePipelines, validateConnectors } from './config/connectors.js';
 export type { ResolvedConfig } from './config/connectors.js';
 export {
+  decryptTree,
   materializePipeline,
   toStoredDefinitions,
   secretNamesOfDefinition,
@@ -43,6 +44,7 @@ export { openSqliteStateStore } from './state/sqlite.js';
 export { fenceHolds, leaseFenceError } from './state/fence.js';
 export { createLogger, describeError, errorFields } from './log/logger.js';
 export type { LoggerOptions, LogLevel } from './log/logger.js';
+export { type AppliedPipeline, type ApplyEffects, applyEffects } from './runtime/apply-effects.js';
 export { Engine } from './runtime/engine.js';
 export type {
   DeleteResult,

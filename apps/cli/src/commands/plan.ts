@@ -1,13 +1,7 @@
 import { basename } from 'node:path';
 import { redact } from '@nanosync/core';
 import type { StoredDefinitionInfo, StoredPipelineDefinition } from '@nanosync/core/host';
-import {
-  decryptSecret,
-  isEncryptedSecret,
-  redactConfig,
-  secretNamesOfDefinition,
-  stableStringify,
-} from '@nanosync/core/host';
+import { applyEffects, decryptTree, redactConfig, secretNamesOfDefinition, stableStringify } from '@nanosync/core/host';
 import { parseCommandArgs } from '../args.js';
 import { CLIENT_OPTIONS_HELP, clientOptions, connectClient } from '../client.js';
 import { checkConfigOrExit } from '../config-check.js';
@@ -52,14 +46,6 @@ interface Readable {
   shown: Node;
 }
 
-function decryptAll(value: unknown, key: Buffer, where: string): unknown {
-  if (isEncryptedSecret(value)) return JSON.parse(decryptSecret(value, key, where));
-  if (Array.isArray(value)) return value.map((item, i) => decryptAll(item, key, `${where}[${i}]`));
-  if (isNode(value))
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, decryptAll(v, key, `${where}.${k}`)]));
-  return value;
-}
-
 async function readable(definition: StoredPipelineDefinition, key: Buffer, name: string): Promise<Readable> {
   const names = await secretNamesOfDefinition(definition, connectorResolver());
   // The fields a plan compares: the pipeline node at the top, its connections under `connections`.
@@ -68,7 +54,7 @@ async function readable(definition: StoredPipelineDefinition, key: Buffer, name:
   const whole = { ...rest, connections: definition.connections, config_folder: definition.configDir };
   // Encrypted values are masked whatever their key is called (a DSN with a password is encrypted whole).
   const shown = redactConfig(whole, names) as Node;
-  const plain = decryptAll(whole, key, `the stored definition of pipeline "${name}"`) as Node;
+  const plain = decryptTree(whole, key, `the stored definition of pipeline "${name}"`) as Node;
   return { plain, shown: maskDecryptedDsns(shown, plain) };
 }
 
@@ -203,27 +189,42 @@ function createImplications(def: Node, type: string): string[] {
   }
 }
 
-/** What an update of a stored pipeline means, from the changed fields and the pipeline's state. */
+/**
+ * What an update of a stored pipeline means, from the changed fields and the pipeline's
+ * state. What happens to the snapshot, the slot and the checkpoints is what the engine's
+ * `apply` does: both take it from core's `applyEffects`.
+ */
 export function updateImplications(
   before: Node,
   after: Node,
-  info: { replicationType?: string; state: string; paused: boolean; snapshotDone: boolean; started: boolean },
+  info: {
+    replicationType?: string;
+    state: StoredDefinitionInfo['state'];
+    paused: boolean;
+    snapshotDone: boolean;
+    started: boolean;
+  },
   newType: string,
   changes: FieldChange[],
 ): string[] {
   const implies: string[] = [];
   const oldType = info.replicationType ?? newType;
+  const effects = applyEffects(info, newType);
   const changed = (prefix: string) =>
     changes.some((c) => c.path === prefix || c.path.startsWith(`${prefix}.`) || c.path.startsWith(`${prefix}[`));
   const allTables = tablesOf(after);
 
-  if (oldType !== newType) {
+  if (effects.resnapshotAll) {
     if (newType === 'snapshot') {
-      implies.push(`re-snapshot: every table (${list(allTables)}) is read again from the start`);
-      if (info.state === 'COMPLETED') implies.push('a new replication slot: the completed snapshot removed its own');
-    } else if (oldType === 'cdc' && newType === 'cdc_backfill') {
+      implies.push(
+        `re-snapshot: every table (${list(allTables)}) is read again from the start and written to every sink again`,
+      );
+      if (effects.newSlot) implies.push('a new replication slot: the completed snapshot removed its own');
+    } else {
       implies.push(`re-snapshot of ${list(allTables)}; the slot is kept and the stream goes on`);
-    } else if (oldType === 'cdc_backfill' && newType === 'cdc') {
+    }
+  } else if (oldType !== newType) {
+    if (oldType === 'cdc_backfill' && newType === 'cdc') {
       implies.push(
         info.snapshotDone
           ? 'nothing is read again: the finished snapshot stays finished'
@@ -239,9 +240,11 @@ export function updateImplications(
   const tablesBefore = tablesOf(before);
   const added = allTables.filter((t) => !tablesBefore.includes(t));
   const removed = tablesBefore.filter((t) => !allTables.includes(t));
-  if (added.length > 0) {
-    if (newType === 'cdc_backfill' || newType === 'snapshot')
-      implies.push(`snapshot of ${list(added)} (new tables); the slot is kept`);
+  if (added.length > 0 && !effects.resnapshotAll) {
+    if (effects.snapshotsNewTables)
+      implies.push(
+        `snapshot of ${list(added)} (new tables) while the stream goes on; the other tables are not read again and the slot is kept`,
+      );
     else if (newType === 'cdc')
       implies.push(`${list(added)} join the publication: their changes from now on, existing rows are not sent`);
   }
@@ -268,17 +271,25 @@ export function updateImplications(
     const label = `sink ${sink.connection}`;
     if (old === undefined || old.connection !== sink.connection) {
       implies.push(
-        `${label} is new: it starts without a checkpoint and receives the stream from the pipeline's start position; ` +
-          'rows snapshotted earlier are not read again for it',
+        effects.resnapshotAll
+          ? `${label} is new: it receives the rows of the re-snapshot like the other sinks`
+          : `${label} is new: it starts without a checkpoint and receives the stream from the pipeline's start position; ` +
+              'rows snapshotted earlier are not read again for it',
       );
       return;
     }
     const prefix = Array.isArray(after.sinks) ? `sinks[${i}]` : 'sink';
     if (changed(`connections.${sink.connection}`) || changed(`${prefix}.properties`))
-      implies.push(`${label} restarts with its new settings from its checkpoint; nothing is sent again`);
+      implies.push(
+        effects.resnapshotAll
+          ? `${label} restarts with its new settings`
+          : `${label} restarts with its new settings from its checkpoint; nothing is sent again`,
+      );
     if (changed(`${prefix}.target_mappings`))
       implies.push(
-        `${label}: the new mappings apply to changes from its checkpoint on; rows already written stay as they are`,
+        effects.resnapshotAll
+          ? `${label}: the new mappings apply to every row, the re-snapshot's included`
+          : `${label}: the new mappings apply to changes from its checkpoint on; rows already written stay as they are`,
       );
   });
   for (const [i, old] of sinksBefore.entries()) {

@@ -13,13 +13,18 @@ const base = {
 };
 const running = {
   replicationType: 'cdc_backfill',
-  state: 'LIVE_CDC',
+  state: 'LIVE_CDC' as const,
   paused: false,
   snapshotDone: true,
   started: true,
 };
 
-function withChanges(after: Record<string, unknown>, paths: string[], info = running, type = 'cdc_backfill') {
+function withChanges(
+  after: Record<string, unknown>,
+  paths: string[],
+  info: Parameters<typeof updateImplications>[2] = running,
+  type = 'cdc_backfill',
+) {
   return updateImplications(
     base,
     after,
@@ -47,7 +52,9 @@ describe('plan: what an update implies', () => {
   it('snapshot again on a completed pipeline means a new slot; cdc_backfill → cdc abandons an unfinished snapshot', () => {
     const snapshot = { ...base, replication_type: 'snapshot' };
     const implies = withChanges(snapshot, ['replication_type'], { ...running, state: 'COMPLETED' }, 'snapshot');
-    expect(implies).toContain('re-snapshot: every table (public.orders) is read again from the start');
+    expect(implies).toContain(
+      're-snapshot: every table (public.orders) is read again from the start and written to every sink again',
+    );
     expect(implies).toContain('a new replication slot: the completed snapshot removed its own');
     const cdc = { ...base, replication_type: 'cdc' };
     expect(withChanges(cdc, ['replication_type'], { ...running, snapshotDone: false }, 'cdc')).toContain(
@@ -66,5 +73,41 @@ describe('plan: what an update implies', () => {
       'the pipeline stops at a checkpoint and starts again with the new definition',
       'nothing is read again and no slot is created',
     ]);
+  });
+
+  it('a snapshot pipeline: any change runs its snapshot again for every sink, as apply does (core applyEffects)', () => {
+    const snapshot = { ...base, replication_type: 'snapshot' };
+    const completed = { ...running, replicationType: 'snapshot', state: 'COMPLETED' as const };
+    // A sink setting only: apply clears the plans and the checkpoints; the completed run dropped its slot.
+    const props = {
+      ...snapshot,
+      connections: { ...base.connections, out: { ...base.connections.out, properties: { path: '/tmp/other' } } },
+    };
+    expect(withChanges({ ...props }, ['connections.out.properties.path'], completed, 'snapshot')).toEqual([
+      'the pipeline stops at a checkpoint and starts again with the new definition',
+      're-snapshot: every table (public.orders) is read again from the start and written to every sink again',
+      'a new replication slot: the completed snapshot removed its own',
+      'sink out restarts with its new settings',
+    ]);
+    // A table added: not just that table, every table again (nothing said of a snapshot of the new table only).
+    const added = { ...snapshot, source: { ...base.source, tables: ['public.orders', 'public.items'] } };
+    const implies = withChanges(added, ['source.tables'], { ...completed, state: 'SNAPSHOTTING' }, 'snapshot');
+    expect(implies).toContain(
+      're-snapshot: every table (public.orders, public.items) is read again from the start and written to every sink again',
+    );
+    expect(implies.join('\n')).not.toContain('new tables');
+    expect(implies.join('\n')).not.toContain('new replication slot');
+    // A new sink of a snapshot pipeline receives the re-snapshot, not "only the stream".
+    const twoSinks = { ...snapshot, sink: undefined, sinks: [{ connection: 'out' }, { connection: 'more' }] };
+    expect(withChanges(twoSinks, ['sinks[1].connection'], completed, 'snapshot')).toContain(
+      'sink more is new: it receives the rows of the re-snapshot like the other sinks',
+    );
+  });
+
+  it('a table added to a cdc_backfill pipeline is snapshotted alone, concurrently with the stream', () => {
+    const added = { ...base, source: { ...base.source, tables: ['public.orders', 'public.items'] } };
+    expect(withChanges(added, ['source.tables'])).toContain(
+      'snapshot of public.items (new tables) while the stream goes on; the other tables are not read again and the slot is kept',
+    );
   });
 });

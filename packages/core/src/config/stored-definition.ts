@@ -143,7 +143,11 @@ function secretNamesFor(materialized: MaterializedPipeline): {
   return { connections, source, sinks };
 }
 
-function decryptTree(value: unknown, key: Buffer, where: string): unknown {
+/**
+ * A copy of `value` with every encrypted secret in it decrypted (anywhere in the tree);
+ * `where` names the place in errors (a wrong key names the field that failed).
+ */
+export function decryptTree(value: unknown, key: Buffer, where: string): unknown {
   if (isEncryptedSecret(value)) return JSON.parse(decryptSecret(value, key, where));
   if (Array.isArray(value)) return value.map((item, i) => decryptTree(item, key, `${where}[${i}]`));
   if (isNode(value)) {

@@ -9,6 +9,7 @@ import type { Position } from '../model.js';
 import { fencedStore } from '../state/fence.js';
 import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from '../state/store.js';
 import { type FleetView, loadFleetView, mayTakeAnother } from './fleet.js';
+import { applyEffects } from './apply-effects.js';
 import { within } from './backoff.js';
 import { PipelineRunner, type StopReason } from './pipeline-runner.js';
 import { runPreflight } from './preflight.js';
@@ -143,10 +144,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   /**
    * Store a pipeline definition. Unchanged hash → nothing happens. New → created and
    * started. Changed → the running pipeline is stopped at a checkpoint and started again
-   * with the new definition, from that checkpoint. A `cdc` → `cdc_backfill` switch asks for
-   * a re-snapshot (see {@link PipelineRunner} on how it overlaps with the stream);
-   * `cdc_backfill` → `cdc` keeps everything (a finished snapshot stays finished). A changed
-   * `snapshot` pipeline runs its snapshot again.
+   * with the new definition, from that checkpoint. What else changes (a re-snapshot, a new
+   * slot, a snapshot of added tables) is decided by {@link applyEffects}, which `nanosync
+   * plan` uses to describe it.
    */
   async apply(
     name: string,
@@ -180,32 +180,26 @@ export class Engine extends EventEmitter<EngineEvents> {
 
       const entry = this.entry(name);
       if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'restart');
-      const previousType = existing.replicationType;
-      let snapshotDone = existing.snapshotDone;
-      let clearStart = false;
-      if (previousType === 'cdc' && replicationType === 'cdc_backfill') {
+      const effects = applyEffects(existing, replicationType);
+      if (effects.resnapshotAll) {
         await this.store.clearPartitions(name);
-        snapshotDone = false;
-        this.logger.info('replication type changed from cdc to cdc_backfill: the tables will be snapshotted again', {
-          name,
-        });
-      } else if (replicationType === 'snapshot') {
-        await this.store.clearPartitions(name);
-        await this.store.clearCheckpoints(name);
-        snapshotDone = false;
-        // A completed snapshot pipeline dropped its slot: the next run opens a new one.
-        clearStart = existing.state === 'COMPLETED';
+        if (replicationType !== 'snapshot')
+          this.logger.info('replication type changed from cdc to cdc_backfill: the tables will be snapshotted again', {
+            name,
+          });
       }
+      if (effects.clearCheckpoints) await this.store.clearCheckpoints(name);
       await this.store.upsertPipeline({
         name,
         definition,
         definitionHash: hash,
         replicationType,
         state: existing.paused ? 'PAUSED' : 'CREATED',
-        snapshotDone,
+        snapshotDone: effects.snapshotDone,
         paused: existing.paused,
       });
-      if (clearStart) await this.store.updatePipeline(name, { startPosition: undefined });
+      // A completed snapshot pipeline dropped its slot: the next run opens a new one.
+      if (effects.newSlot) await this.store.updatePipeline(name, { startPosition: undefined });
       this.logger.info('pipeline updated', { name, type: replicationType });
       if (!existing.paused && this.started && !this.stopped) await this.startIfLeased(name, true);
       return 'updated';
