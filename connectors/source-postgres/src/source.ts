@@ -7,6 +7,8 @@ import type {
   OpenResult,
   PartitionSpec,
   Position,
+  PartitionChunk,
+  ReadPartitionChunkOptions,
   ReadPartitionOptions,
   Row,
   Source,
@@ -40,6 +42,7 @@ import { findMissingIdentity, missingIdentityError } from './slot/replica-identi
 import { createSlot, dropSlot, readSlot, verifySlot } from './slot/replication-slot.js';
 import { type CtidBounds, isCtidBounds, planCtidPartitions } from './snapshot/ctid-partitions.js';
 import { estimateTableSize } from './snapshot/estimate.js';
+import { isChunkCursor, readCtidChunk } from './snapshot/read-chunk.js';
 import { DEFAULT_READ_PATH, type ReadPath, readCtidPartition, rowDecoder } from './snapshot/read-partition.js';
 import { createAcknowledger, streamChanges } from './stream/index.js';
 import { TypeCatalog } from './types/index.js';
@@ -382,6 +385,56 @@ export class PostgresSource implements Source {
           logger: this.#logger,
           deadSnapshots: this.#deadSnapshots,
           ...(options.snapshotToken !== undefined ? { snapshotToken: options.snapshotToken } : {}),
+        },
+        state,
+      );
+    } catch (err) {
+      if (err instanceof NanosyncError) throw err;
+      if ((err as { code?: string }).code === '42P01') throw tableNotFound(table, this.#connection.database);
+      if (options.signal.aborted) throw err;
+      throw connectionError(err, this.#connection, `reading partition ${partition.id} of ${quoteTable(table)}`);
+    } finally {
+      await this.#releaseReader(client, state.clientReusable);
+    }
+  }
+
+  async readPartitionChunk(
+    table: TableSchema,
+    partition: PartitionSpec,
+    options: ReadPartitionChunkOptions,
+  ): Promise<PartitionChunk> {
+    if (!isCtidBounds(partition.bounds)) {
+      throw new NanosyncError(
+        ErrorCode.StateCorrupt,
+        `partition ${partition.id} of ${quoteTable(table)} has bounds ${JSON.stringify(partition.bounds)}, not a CTID page range`,
+      );
+    }
+    if (options.after !== undefined && !isChunkCursor(options.after))
+      throw new NanosyncError(ErrorCode.Internal, `malformed snapshot chunk cursor ${JSON.stringify(options.after)}`);
+    const columns = await this.#columnsFor(table);
+    const leaf = partition.bounds.leaf;
+    if (leaf !== undefined && options.after === undefined && !(await this.#stillPartitionOf(leaf, table))) {
+      this.#logger.info(
+        'partition detached or dropped since the snapshot was planned; its rows are no longer part of the table',
+        { table: `${table.schema}.${table.name}`, partition: `${leaf.schema}.${leaf.name}` },
+      );
+      return { rows: [], bytes: 0, next: undefined };
+    }
+    const client = await this.#acquireReader();
+    const state = { clientReusable: false };
+    try {
+      return await readCtidChunk(
+        {
+          client,
+          table: leaf ?? table,
+          ...(leaf !== undefined && !(await this.#maySelect(leaf)) ? { through: table } : {}),
+          columns,
+          keyColumns: table.keyColumns,
+          bounds: partition.bounds,
+          after: options.after as Parameters<typeof readCtidChunk>[0]['after'],
+          maxRows: options.maxRows,
+          maxBytes: options.maxBytes,
+          signal: options.signal,
         },
         state,
       );

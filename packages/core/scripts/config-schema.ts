@@ -265,6 +265,14 @@ export async function renderConfigSchema(): Promise<string> {
               target_rows_per_partition: orEnv({ type: 'integer', minimum: 1 }),
               mode: { type: 'string', enum: [...SNAPSHOT_MODES], default: 'concurrent' },
               chunk_rows: orEnv({ type: 'integer', minimum: 1 }),
+              chunk_bytes: {
+                anyOf: [
+                  { type: 'integer', minimum: 1024 },
+                  { type: 'string', pattern: '^\\s*\\d+(\\.\\d+)?\\s*([KMGT]i?B|B)?\\s*$' },
+                ],
+                description:
+                  'concurrent mode: bytes of rows read between two watermarks, per worker (default 8MiB); with chunk_rows the bound on buffered rows',
+              },
             }),
             query: only(
               QUERY_KEYS,

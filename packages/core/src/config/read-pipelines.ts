@@ -38,6 +38,11 @@ export const PIPELINE_NAME = /^[A-Za-z0-9_-]{1,40}$/;
 export const DEFAULT_TARGET_ROWS_PER_PARTITION = 100_000;
 /** Concurrent snapshot: rows read between two watermarks (buffered until the high one is streamed). */
 export const DEFAULT_SNAPSHOT_CHUNK_ROWS = 10_000;
+/**
+ * Concurrent snapshot: bytes of rows (as the source sends them) read between two watermarks.
+ * Binds before `chunk_rows` only for rows wider than about 800 bytes.
+ */
+export const DEFAULT_SNAPSHOT_CHUNK_BYTES = 8 * 1024 * 1024;
 
 export function defaultSnapshotConcurrency(): number {
   return Math.max(4, availableParallelism());
@@ -63,7 +68,7 @@ export const SINK_KEYS = [
   'max_spill_bytes',
 ];
 export const ON_ERROR_POLICIES = ['fail', 'dead_letter', 'skip'] as const;
-export const SNAPSHOT_KEYS = ['concurrency', 'target_rows_per_partition', 'mode', 'chunk_rows'];
+export const SNAPSHOT_KEYS = ['concurrency', 'target_rows_per_partition', 'mode', 'chunk_rows', 'chunk_bytes'];
 export const QUERY_KEYS = ['sql', 'schedule'];
 
 export function readPipelines(
@@ -323,8 +328,9 @@ function readSink(
 }
 
 /** A byte count: a whole number, or a number with a unit (`512MB`, `4GiB`, `10 GB`). 0 turns spilling off. */
-function readByteSize(value: unknown, path: PathSegment[], out: Collector): number | undefined {
-  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return value;
+function readByteSize(value: unknown, path: PathSegment[], out: Collector, min = 0): number | undefined {
+  const name = String(path[path.length - 1]);
+  if (typeof value === 'number' && Number.isInteger(value) && value >= min) return value;
   if (typeof value === 'string') {
     const m = /^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB)?\s*$/i.exec(value);
     if (m) {
@@ -339,12 +345,13 @@ function readByteSize(value: unknown, path: PathSegment[], out: Collector): numb
         tb: 1e12,
         tib: 1024 ** 4,
       };
-      return Math.floor(Number(m[1]) * scale[(m[2] ?? 'B').toLowerCase()]!);
+      const n = Math.floor(Number(m[1]) * scale[(m[2] ?? 'B').toLowerCase()]!);
+      if (n >= min) return n;
     }
   }
   out.issue(
     path,
-    `max_spill_bytes must be a number of bytes (0 or more) or a size such as 512MB or 4GiB, found ${typeof value === 'string' ? JSON.stringify(value) : describe(value)}`,
+    `${name} must be a number of bytes (${min} or more) or a size such as ${min > 0 ? '16MiB or 64MB' : '512MB or 4GiB'}, found ${typeof value === 'string' ? JSON.stringify(value) : describe(value)}`,
   );
   return undefined;
 }
@@ -396,6 +403,10 @@ function readSnapshot(
   if (map.chunk_rows !== undefined) {
     const n = readPositiveInteger(map.chunk_rows, [...path, 'chunk_rows'], out, 10_000_000);
     if (n !== undefined) snapshot.chunk_rows = n;
+  }
+  if (map.chunk_bytes !== undefined) {
+    const n = readByteSize(map.chunk_bytes, [...path, 'chunk_bytes'], out, 1024);
+    if (n !== undefined) snapshot.chunk_bytes = n;
   }
   return snapshot;
 }

@@ -88,6 +88,8 @@ export interface PipelineConfig {
     mode?: SnapshotMode;
     /** Concurrent mode: rows per chunk read between two watermarks (the memory bound per worker). */
     chunk_rows?: number;
+    /** Concurrent mode: bytes of rows per chunk (as the source sends them), the other half of the bound. */
+    chunk_bytes?: number;
   };
   /**
    * What the pipeline does when a streamed table's shape changes (a column added, dropped,

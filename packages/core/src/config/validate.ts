@@ -17,6 +17,7 @@ import type { Locator } from './yaml-document.js';
 
 export { CONNECTION_NAME } from './read-connections.js';
 export {
+  DEFAULT_SNAPSHOT_CHUNK_BYTES,
   DEFAULT_SNAPSHOT_CHUNK_ROWS,
   DEFAULT_TARGET_ROWS_PER_PARTITION,
   defaultSnapshotConcurrency,

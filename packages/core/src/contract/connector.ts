@@ -99,6 +99,29 @@ export interface ReadPartitionOptions {
   signal: AbortSignal;
 }
 
+/** Options of {@link Source.readPartitionChunk}. */
+export interface ReadPartitionChunkOptions {
+  /** Where the previous chunk of this partition ended (its `next`); undefined for the partition's start. */
+  after: unknown;
+  /** At most this many rows. */
+  maxRows: number;
+  /**
+   * Stop once the rows read reach this many bytes (their size as the source sent them);
+   * at least one row is returned while the partition has rows left.
+   */
+  maxBytes: number;
+  signal: AbortSignal;
+}
+
+/** One bounded chunk of a partition. */
+export interface PartitionChunk {
+  rows: Row[];
+  /** Size of `rows` as the source sent them (the measure `maxBytes` bounds). */
+  bytes: number;
+  /** Pass as `after` to read the next chunk; undefined when the partition has no rows left. */
+  next: unknown;
+}
+
 export interface SourceMetrics {
   /** WAL (or equivalent) the source keeps for this pipeline, in bytes. */
   retainedBytes?: number;
@@ -195,6 +218,20 @@ export interface Source {
    * ever overrides a newer change. Must be safe to call concurrently.
    */
   writeWatermark?(id: string): Promise<void>;
+
+  /**
+   * Concurrent snapshot: read the next chunk of a partition in one consistent read that
+   * starts when it is called (after the chunk's low watermark), bounded by rows and bytes,
+   * so that a partition of any size (the open-ended last one of a growing table, or one
+   * planned by an older version with a larger target) is buffered a bounded chunk at a time.
+   * Chunks follow the partition's own order, so a row that stays put is read exactly once;
+   * a row that moves meanwhile is carried by the stream. Required with `writeWatermark`.
+   */
+  readPartitionChunk?(
+    table: TableSchema,
+    partition: PartitionSpec,
+    options: ReadPartitionChunkOptions,
+  ): Promise<PartitionChunk>;
 
   /** Total order of this source's positions: negative, zero, positive like `Array.sort`. */
   comparePositions(a: Position, b: Position): number;

@@ -20,7 +20,7 @@ import { type LaneState, SinkLane } from './sink-lane.js';
 import { SnapshotCoordinator } from './snapshot-coordinator.js';
 import { runStreamLoop } from './stream-loop.js';
 import { WatermarkMerge } from './watermark-merge.js';
-import { DEFAULT_SNAPSHOT_CHUNK_ROWS } from '../config/validate.js';
+import { DEFAULT_SNAPSHOT_CHUNK_BYTES, DEFAULT_SNAPSHOT_CHUNK_ROWS } from '../config/validate.js';
 import type { PipelineStats, TableStats } from './stats.js';
 import type { MaterializedPipeline, MaterializedSink, RuntimeOptions } from './types.js';
 
@@ -506,6 +506,10 @@ export class PipelineRunner {
                 pipeline.snapshot.chunk_rows ?? DEFAULT_SNAPSHOT_CHUNK_ROWS,
               ),
         chunkRows: runtime.snapshotChunkRows,
+        concurrentChunk: {
+          rows: pipeline.snapshot.chunk_rows ?? DEFAULT_SNAPSHOT_CHUNK_ROWS,
+          bytes: pipeline.snapshot.chunk_bytes ?? DEFAULT_SNAPSHOT_CHUNK_BYTES,
+        },
         retry: runtime.retry,
         signal,
         logger: this.logger,

@@ -1,3 +1,4 @@
+import { DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../config/validate.js';
 import type { PartitionSpec, Source } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
 import { isRetriable } from '../errors.js';
@@ -29,7 +30,13 @@ export interface SnapshotOptions {
   snapshotToken: string | undefined;
   concurrency: number;
   targetRowsPerPartition: number;
+  /** Blocking mode: rows per batch handed to the sinks. */
   chunkRows: number;
+  /**
+   * Concurrent mode: the bounds of one chunk read between two watermarks (`snapshot.chunk_rows`
+   * and `snapshot.chunk_bytes`); a partition larger than that is read as several chunks.
+   */
+  concurrentChunk?: { rows: number; bytes: number };
   retry: RetryPolicy;
   signal: AbortSignal;
   logger: Logger;
@@ -244,39 +251,52 @@ export class SnapshotCoordinator {
   }
 
   /**
-   * Concurrent mode: low watermark, one consistent read of the whole partition (buffered:
-   * partitions are planned at `chunkRows`), high watermark, then wait until the stream loop
-   * reached the high watermark and emitted what the merge kept of the rows.
+   * Concurrent mode: the partition is read as a series of bounded chunks, each one a low
+   * watermark, one consistent read of at most `snapshot.chunk_rows` rows and
+   * `snapshot.chunk_bytes` bytes (buffered), a high watermark, then a wait until the stream
+   * loop reached the high watermark and emitted what the merge kept of the rows. The bound
+   * holds whatever the partition's size: the open-ended last partition of a table that grew,
+   * or a plan persisted by a version that planned larger partitions.
    */
   private async readChunk(item: WorkItem, spec: PartitionSpec, merge: WatermarkMerge): Promise<void> {
     const { source, stats } = this.options;
     const writeWatermark = source.writeWatermark;
-    if (writeWatermark === undefined) throw new Error('concurrent snapshot needs Source.writeWatermark');
-    const chunk = merge.open(item.table);
-    try {
-      await writeWatermark.call(source, chunk.lowId);
-      const rows: Row[] = [];
-      for await (const part of source.readPartition(item.table, spec, {
-        maxRowsPerChunk: this.options.chunkRows,
-        signal: this.abort.signal,
-      })) {
-        if (this.abort.signal.aborted) break;
-        for (const row of part) rows.push(row);
+    const readPartitionChunk = source.readPartitionChunk;
+    if (writeWatermark === undefined || readPartitionChunk === undefined)
+      throw new Error('concurrent snapshot needs Source.writeWatermark and Source.readPartitionChunk');
+    const bound = this.options.concurrentChunk ?? { rows: this.options.chunkRows, bytes: DEFAULT_SNAPSHOT_CHUNK_BYTES };
+    let after: unknown;
+    let emittedTotal = 0;
+    for (;;) {
+      const chunk = merge.open(item.table);
+      let next: unknown;
+      try {
+        await writeWatermark.call(source, chunk.lowId);
+        const read = await readPartitionChunk.call(source, item.table, spec, {
+          after,
+          maxRows: bound.rows,
+          maxBytes: bound.bytes,
+          signal: this.abort.signal,
+        });
+        if (this.abort.signal.aborted) {
+          merge.discard(chunk, new Error('snapshot stopped'));
+          return;
+        }
+        next = read.next;
+        merge.deliver(chunk, read.rows);
+        stats.onSnapshotRows(item.stats, read.rows.length);
+        await writeWatermark.call(source, chunk.highId);
+      } catch (err) {
+        merge.discard(chunk, err);
+        throw err;
       }
-      if (this.abort.signal.aborted) {
-        merge.discard(chunk, new Error('snapshot stopped'));
-        return;
-      }
-      chunk.rows = rows;
-      stats.onSnapshotRows(item.stats, rows.length);
-      await writeWatermark.call(source, chunk.highId);
       const emitted = await abortable(chunk.emitted, this.abort.signal);
       if (this.abort.signal.aborted || emitted === undefined) return;
-      this.markDoneWhenDurable(item, emitted);
-    } catch (err) {
-      merge.discard(chunk, err);
-      throw err;
+      emittedTotal += emitted;
+      if (next === undefined) break;
+      after = next;
     }
+    this.markDoneWhenDurable(item, emittedTotal);
   }
 
   /** Mark the partition done once every sink has it, without holding the worker: it goes on reading. */

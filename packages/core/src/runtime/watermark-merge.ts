@@ -10,10 +10,16 @@ export interface OpenChunk {
   readonly lowId: string;
   readonly highId: string;
   readonly table: TableSchema;
-  /** Set by the reader once every row is read, before it writes the high watermark. */
-  rows: Row[] | undefined;
   /** Resolves with the number of rows emitted (those not dropped) once the stream reached the high watermark. */
   readonly emitted: Promise<number>;
+}
+
+/** An evicting update that left columns unchanged no change of its key ever carried. */
+interface Repair {
+  last: ChangeEvent;
+  neverCarried: readonly string[];
+  /** The chunk's row of that key: where the missing values come from. */
+  row: Row;
 }
 
 interface ChunkState extends OpenChunk {
@@ -21,19 +27,31 @@ interface ChunkState extends OpenChunk {
   /** Changes observed after this sequence number count against the chunk. */
   startSeq: number;
   lowSeen: boolean;
+  /** Set by {@link WatermarkMerge.deliver}: the rows not evicted yet, by key (keyed tables). */
+  rows: Map<string, Row> | undefined;
+  /** Delivered rows of a table without key columns, by all their values (equal rows share an entry). */
+  keyless: Map<string, Row[]> | undefined;
+  /** A change that does not say which row it changed reached this keyless chunk: it cannot be merged. */
+  unidentified: boolean;
+  repairs: Map<string, Repair> | undefined;
   resolve: (rows: number) => void;
   reject: (err: unknown) => void;
 }
 
-/** The last change the stream delivered for one key, while some chunk of its table is open. */
+/**
+ * The last change the stream delivered for one key while some chunk of its table was being
+ * read. Small on purpose (a sequence number): the event is kept only when it may have to be
+ * completed from a chunk row (unchanged TOAST columns).
+ */
 interface KeyChange {
   seq: number;
-  last: ChangeEvent;
   /**
    * Columns no change of this key carried a value for since it was first seen (each was
    * unchanged TOAST in every update): the sink may never have received them.
    */
   neverCarried: readonly string[] | undefined;
+  /** The change itself, only while `neverCarried` is not empty. */
+  last: ChangeEvent | undefined;
 }
 
 interface TableChanges {
@@ -47,9 +65,13 @@ interface TableChanges {
    */
   unidentifiedSeq: number;
   open: Set<ChunkState>;
+  /** Open chunks whose rows are not delivered yet: only they need `keys`. */
+  reading: number;
+  /** `keys` is pruned when it reaches this size (twice what survived the last pruning). */
+  pruneAt: number;
 }
 
-/** Keys kept per table before the ones no open chunk can need any more are pruned. */
+/** Keys kept per table before the ones no chunk being read can need any more are pruned. */
 const PRUNE_AT = 4096;
 
 /**
@@ -57,29 +79,30 @@ const PRUNE_AT = 4096;
  * several chunks in flight).
  *
  * A reader registers a chunk with {@link open}, writes its low watermark, reads the chunk
- * (one consistent read, started after the low watermark), hands the rows over and writes
- * its high watermark. The stream loop calls {@link observe} with every batch before it
- * goes to the sinks and {@link onWatermark} for every watermark batch. From registration on,
- * every key the stream changes in the chunk's table is remembered; at the high watermark
- * the chunk's rows whose key changed (insert, update, delete, either side of a key change)
- * are dropped, because the stream already carried a version at least as new, and the rest
- * are returned to be emitted right there, after every change they may reflect and before
- * every change they cannot. A TRUNCATE of the table drops the whole chunk. Keys are matched
- * by value, never by a range of the read (CTID order is not key order, and updates move rows
- * between pages).
- *
- * A table without key columns has its rows matched by all of their values, never as one key
- * for every row (which would drop the whole chunk on any change). A change there that does
- * not carry the old row whole cannot be matched: a chunk open across it fails and is read again.
+ * (one consistent read, started after the low watermark), hands the rows over with
+ * {@link deliver} and writes its high watermark. The stream loop calls {@link observe} with
+ * every batch before it goes to the sinks and {@link onWatermark} for every watermark batch.
+ * From registration on, every key the stream changes in the chunk's table counts against
+ * the chunk; at the high watermark the chunk's rows whose key changed (insert, update,
+ * delete, either side of a key change) are dropped, because the stream already carried a
+ * version at least as new, and the rest are emitted right there, after every change they
+ * may reflect and before every change they cannot. A TRUNCATE of the table drops the whole
+ * chunk. Keys are matched by value, never by a range of the read (CTID order is not key
+ * order, and updates move rows between pages).
  *
  * Unchanged TOAST: when a dropped row's key was last changed by an update that did not send
  * some columns, and no change of that key ever carried them, the sink may not have them at
  * all; a completed copy of that update (the missing columns taken from the chunk's row,
  * which cannot differ from them) is emitted in place of the row.
  *
- * Memory: the chunks' rows (bounded by `snapshot.chunk_rows` × workers) and one entry per key
- * changed in a table while one of its chunks is open; entries no open chunk can need are
- * pruned, and a table's are dropped when its last chunk closes.
+ * Memory: a chunk's rows are bounded by the reader (`snapshot.chunk_rows` and
+ * `snapshot.chunk_bytes`, one chunk per worker). Changes seen while a chunk is still being
+ * read are remembered by key (a sequence number each, the event only when it left TOAST
+ * columns unchanged); once the rows are delivered, those keys evict their rows at once and
+ * later changes evict directly from the delivered rows, so nothing is remembered for a
+ * chunk that waits for its high watermark however busy the table is. Keys only chunks
+ * already delivered could need are pruned, and a table's are dropped when its last chunk
+ * closes.
  */
 export class WatermarkMerge {
   private seq = 0;
@@ -96,13 +119,27 @@ export class WatermarkMerge {
     return this.chunks.size / 2;
   }
 
+  /** Change entries remembered for chunks being read, over all tables (for tests and metrics). */
+  get rememberedKeys(): number {
+    let n = 0;
+    for (const t of this.tables.values()) n += t.keys.size;
+    return n;
+  }
+
   open(table: TableSchema): OpenChunk {
     if (this.failure !== undefined) throw this.failure;
     const n = ++this.counter;
     const tableKey = qualifiedName(table);
     let changes = this.tables.get(tableKey);
     if (changes === undefined) {
-      changes = { keys: new Map(), truncatedSeq: -1, unidentifiedSeq: -1, open: new Set() };
+      changes = {
+        keys: new Map(),
+        truncatedSeq: -1,
+        unidentifiedSeq: -1,
+        open: new Set(),
+        reading: 0,
+        pruneAt: PRUNE_AT,
+      };
       this.tables.set(tableKey, changes);
     }
     let resolve!: (rows: number) => void;
@@ -117,6 +154,9 @@ export class WatermarkMerge {
       highId: `${this.prefix}-${n}-high`,
       table,
       rows: undefined,
+      keyless: undefined,
+      unidentified: false,
+      repairs: undefined,
       emitted,
       tableKey,
       startSeq: this.seq,
@@ -125,9 +165,56 @@ export class WatermarkMerge {
       reject,
     };
     changes.open.add(chunk);
+    changes.reading++;
     this.chunks.set(chunk.lowId, chunk);
     this.chunks.set(chunk.highId, chunk);
     return chunk;
+  }
+
+  /**
+   * The reader has read the chunk (before it writes the high watermark): the rows whose key
+   * changed since the chunk opened are evicted now, the others wait for the high watermark.
+   */
+  deliver(chunk: OpenChunk, rows: readonly Row[]): void {
+    const state = this.chunks.get(chunk.highId);
+    if (state === undefined || state.rows !== undefined) return;
+    const changes = this.tables.get(state.tableKey)!;
+    changes.reading--;
+    state.rows = new Map();
+    const keyColumns = state.table.keyColumns;
+    if (changes.truncatedSeq > state.startSeq) {
+      this.droppedRows += rows.length;
+    } else if (keyColumns.length === 0) {
+      // Without key columns, a row is known by all of its values (never all rows as one key).
+      if (changes.unidentifiedSeq > state.startSeq) state.unidentified = true;
+      state.keyless = new Map();
+      for (const row of rows) {
+        const identity = rowIdentity(row);
+        const change = changes.keys.get(identity);
+        if (change !== undefined && change.seq > state.startSeq) {
+          this.droppedRows++;
+          continue;
+        }
+        const same = state.keyless.get(identity);
+        if (same === undefined) state.keyless.set(identity, [row]);
+        else same.push(row);
+      }
+    } else {
+      for (const row of rows) {
+        const key = keyString(keyColumns, row);
+        const change = changes.keys.get(key);
+        if (change === undefined || change.seq <= state.startSeq) {
+          state.rows.set(key, row);
+          continue;
+        }
+        this.droppedRows++;
+        if (change.last !== undefined && change.neverCarried !== undefined && change.neverCarried.length > 0) {
+          state.repairs ??= new Map();
+          state.repairs.set(key, { last: change.last, neverCarried: change.neverCarried, row });
+        }
+      }
+    }
+    this.prune(changes);
   }
 
   /** The reader gave up on a chunk (error, stop): forget it without emitting anything. */
@@ -162,21 +249,88 @@ export class WatermarkMerge {
       if (event.op === 'truncate') {
         changes.truncatedSeq = seq;
         changes.keys.clear();
+        for (const chunk of changes.open) {
+          if (chunk.rows === undefined) continue;
+          this.droppedRows += chunk.rows.size;
+          for (const same of chunk.keyless?.values() ?? []) this.droppedRows += same.length;
+          chunk.rows.clear();
+          chunk.keyless?.clear();
+          chunk.repairs = undefined;
+        }
         continue;
       }
       const keyColumns = event.table.keyColumns;
       if (keyColumns.length === 0) {
-        observeKeyless(changes, event, seq);
+        this.changedKeyless(changes, event, seq);
         continue;
       }
       const key = keyString(keyColumns, event.key);
-      record(changes.keys, key, event, seq);
+      this.changed(changes, key, event, seq);
       // A key change: the old key's row is gone as well.
       if (event.before !== undefined && keyColumns.length > 0 && keyColumns.every((k) => k in event.before!)) {
         const old = keyString(keyColumns, event.before);
-        if (old !== key) record(changes.keys, old, { ...event, op: 'delete' }, seq);
+        if (old !== key) this.changed(changes, old, { ...event, op: 'delete' }, seq);
       }
     }
+    for (const changes of this.tables.values()) if (changes.keys.size >= changes.pruneAt) this.prune(changes);
+  }
+
+  /** One key changed in the stream: remembered for the chunks being read, evicted from the delivered ones. */
+  private changed(changes: TableChanges, key: string, event: ChangeEvent, seq: number): void {
+    if (changes.reading > 0) record(changes.keys, key, event, seq);
+    if (changes.open.size === changes.reading) return;
+    for (const chunk of changes.open) {
+      if (chunk.rows === undefined) continue;
+      if (chunk.keyless !== undefined) {
+        const same = chunk.keyless.get(key);
+        if (same !== undefined) {
+          chunk.keyless.delete(key);
+          this.droppedRows += same.length;
+        }
+        continue;
+      }
+      const row = chunk.rows.get(key);
+      if (row !== undefined) {
+        chunk.rows.delete(key);
+        this.droppedRows++;
+        if (event.op === 'update' && event.unchanged !== undefined && event.unchanged.length > 0) {
+          chunk.repairs ??= new Map();
+          chunk.repairs.set(key, { last: event, neverCarried: event.unchanged, row });
+        }
+        continue;
+      }
+      const repair = chunk.repairs?.get(key);
+      if (repair === undefined) continue;
+      const still =
+        event.op === 'update' && event.unchanged !== undefined
+          ? repair.neverCarried.filter((c) => event.unchanged!.includes(c))
+          : [];
+      if (still.length === 0) chunk.repairs!.delete(key);
+      else {
+        repair.last = event;
+        repair.neverCarried = still;
+      }
+    }
+  }
+
+  /**
+   * A change of a table without key columns: the rows it touched are known by their whole
+   * values (the after image of an insert or update, the before image of a delete or update).
+   * One whose old row is not fully known marks the table: chunks open across it cannot be merged.
+   */
+  private changedKeyless(changes: TableChanges, event: ChangeEvent, seq: number): void {
+    if (event.op === 'insert') {
+      if (event.after !== undefined) this.changed(changes, rowIdentity(event.after), event, seq);
+      return;
+    }
+    const complete = event.before !== undefined && (event.unchanged === undefined || event.unchanged.length === 0);
+    if (!complete) {
+      changes.unidentifiedSeq = seq;
+      for (const chunk of changes.open) if (chunk.keyless !== undefined) chunk.unidentified = true;
+      return;
+    }
+    this.changed(changes, rowIdentity(event.before!), { ...event, op: 'delete' }, seq);
+    if (event.op === 'update' && event.after !== undefined) this.changed(changes, rowIdentity(event.after), event, seq);
   }
 
   /**
@@ -200,61 +354,62 @@ export class WatermarkMerge {
       );
       return undefined;
     }
-    let events: ChangeEvent[];
-    try {
-      events = this.merge(chunk, watermark.position);
-    } catch (err) {
+    if (chunk.unidentified) {
       this.close(chunk);
       chunk.rows = undefined;
-      chunk.reject(err);
+      chunk.keyless = undefined;
+      chunk.reject(
+        new Error(
+          `snapshot chunk of ${chunk.tableKey}: the table has no key columns and a change the stream carried during the chunk's read does not say which row it changed, so the chunk cannot be merged with the stream; it is read again (or use snapshot.mode: blocking for this pipeline)`,
+        ),
+      );
       return undefined;
     }
+    const events = this.emit(chunk, watermark.position);
     this.close(chunk);
     chunk.rows = undefined;
+    chunk.keyless = undefined;
+    chunk.repairs = undefined;
     let rows = 0;
     for (const e of events) if (e.op === 'read') rows++;
     chunk.resolve(rows);
     return events;
   }
 
-  private merge(chunk: ChunkState, position: Position): ChangeEvent[] {
-    const rows = chunk.rows!;
-    const changes = this.tables.get(chunk.tableKey);
-    if (changes !== undefined && changes.truncatedSeq > chunk.startSeq) {
-      this.droppedRows += rows.length;
-      return [];
-    }
+  private emit(chunk: ChunkState, position: Position): ChangeEvent[] {
     const table = chunk.table;
     const keyColumns = table.keyColumns;
-    const keyless = keyColumns.length === 0;
-    if (keyless && changes !== undefined && changes.unidentifiedSeq > chunk.startSeq)
-      throw new Error(
-        `snapshot chunk of ${chunk.tableKey}: the table has no key columns and a change the stream carried during the chunk's read does not say which row it changed, so the chunk cannot be merged with the stream; it is read again (or use snapshot.mode: blocking for this pipeline)`,
-      );
     const out: ChangeEvent[] = [];
-    for (const row of rows) {
+    for (const same of chunk.keyless?.values() ?? [])
+      for (const row of same) out.push({ op: 'read', table, key: {}, after: row, position });
+    for (const row of chunk.rows!.values()) {
       const keyRow: Row = {};
       for (const k of keyColumns) keyRow[k] = row[k] ?? null;
-      // Without key columns, a row is known by all of its values (never all rows as one key).
-      const change = changes?.keys.get(keyless ? rowIdentity(row) : keyString(keyColumns, keyRow));
-      if (change === undefined || change.seq <= chunk.startSeq) {
-        out.push({ op: 'read', table, key: keyRow, after: row, position });
-        continue;
-      }
-      this.droppedRows++;
-      const last = change.last;
-      const fill = change.neverCarried;
-      if (last.op !== 'update' || fill === undefined || fill.length === 0 || last.after === undefined) continue;
+      out.push({ op: 'read', table, key: keyRow, after: row, position });
+    }
+    for (const { last, neverCarried, row } of chunk.repairs?.values() ?? []) {
+      if (last.op !== 'update' || last.after === undefined) continue;
       const after: Row = { ...last.after };
-      for (const column of fill) if (column in row) after[column] = row[column] as Value;
+      for (const column of neverCarried) if (column in row) after[column] = row[column] as Value;
       const repaired: ChangeEvent = { op: 'update', table: last.table, key: last.key, after, position };
       if (last.commitTime !== undefined) repaired.commitTime = last.commitTime;
       const stillMissing = (last.unchanged ?? []).filter((c) => !(c in after));
       if (stillMissing.length > 0) repaired.unchanged = stillMissing;
       out.push(repaired);
-      change.neverCarried = undefined;
     }
     return out;
+  }
+
+  /** Drops the remembered changes no chunk still being read can need. */
+  private prune(changes: TableChanges): void {
+    if (changes.reading === 0) {
+      changes.keys.clear();
+      return;
+    }
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const c of changes.open) if (c.rows === undefined) oldest = Math.min(oldest, c.startSeq);
+    for (const [key, change] of changes.keys) if (change.seq <= oldest) changes.keys.delete(key);
+    changes.pruneAt = Math.max(PRUNE_AT, changes.keys.size * 2);
   }
 
   private close(chunk: ChunkState): void {
@@ -262,35 +417,14 @@ export class WatermarkMerge {
     this.chunks.delete(chunk.highId);
     const changes = this.tables.get(chunk.tableKey);
     if (changes === undefined) return;
-    changes.open.delete(chunk);
+    if (!changes.open.delete(chunk)) return;
+    if (chunk.rows === undefined) changes.reading--;
     if (changes.open.size === 0) {
       this.tables.delete(chunk.tableKey);
       return;
     }
-    if (changes.keys.size < PRUNE_AT) return;
-    let oldest = Number.POSITIVE_INFINITY;
-    for (const c of changes.open) oldest = Math.min(oldest, c.startSeq);
-    for (const [key, change] of changes.keys) if (change.seq <= oldest) changes.keys.delete(key);
+    if (changes.keys.size >= changes.pruneAt || changes.reading === 0) this.prune(changes);
   }
-}
-
-/**
- * A change of a table without key columns: the rows it touched are known by their whole
- * values (the after image of an insert or update, the before image of a delete or update).
- * One whose old row is not fully known marks the table: chunks open across it cannot be merged.
- */
-function observeKeyless(changes: TableChanges, event: ChangeEvent, seq: number): void {
-  if (event.op === 'insert') {
-    if (event.after !== undefined) record(changes.keys, rowIdentity(event.after), event, seq);
-    return;
-  }
-  const complete = event.before !== undefined && (event.unchanged === undefined || event.unchanged.length === 0);
-  if (!complete) {
-    changes.unidentifiedSeq = seq;
-    return;
-  }
-  record(changes.keys, rowIdentity(event.before!), { ...event, op: 'delete' }, seq);
-  if (event.op === 'update' && event.after !== undefined) record(changes.keys, rowIdentity(event.after), event, seq);
 }
 
 /** A row of a table without key columns known by all of its values, whatever order its columns come in. */
@@ -306,12 +440,14 @@ function record(keys: Map<string, KeyChange>, key: string, event: ChangeEvent, s
       previous === undefined
         ? event.unchanged
         : (previous.neverCarried ?? []).filter((c) => event.unchanged!.includes(c));
+    if (neverCarried.length === 0) neverCarried = undefined;
   }
-  if (previous === undefined) keys.set(key, { seq, last: event, neverCarried });
+  const last = neverCarried === undefined ? undefined : event;
+  if (previous === undefined) keys.set(key, { seq, neverCarried, last });
   else {
     previous.seq = seq;
-    previous.last = event;
     previous.neverCarried = neverCarried;
+    previous.last = last;
   }
 }
 

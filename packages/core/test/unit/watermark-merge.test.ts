@@ -29,7 +29,7 @@ function chunk(merge: WatermarkMerge, rows: Row[], during: ChangeEvent[][] = [],
   const c = merge.open(of);
   merge.onWatermark({ id: c.lowId, position: 'L' });
   for (const batch of during) merge.observe(batch);
-  c.rows = rows;
+  merge.deliver(c, rows);
   return { c, emit: () => merge.onWatermark({ id: c.highId, position: 'H' }) };
 }
 
@@ -94,8 +94,8 @@ describe('WatermarkMerge', () => {
     const b = merge.open(table);
     merge.onWatermark({ id: b.lowId, position: 'L2' });
     merge.observe([change('update', 2, 'y')]);
-    a.rows = [row(1, 'x'), row(2, 'b'), row(3, 'c')];
-    b.rows = [row(1, 'x'), row(2, 'y'), row(4, 'd')];
+    merge.deliver(a, [row(1, 'x'), row(2, 'b'), row(3, 'c')]);
+    merge.deliver(b, [row(1, 'x'), row(2, 'y'), row(4, 'd')]);
     expect(merge.onWatermark({ id: a.highId, position: 'H1' })!.map((e) => e.key.id)).toEqual([3]);
     expect(merge.onWatermark({ id: b.highId, position: 'H2' })!.map((e) => e.key.id)).toEqual([1, 4]);
   });
@@ -135,7 +135,7 @@ describe('WatermarkMerge', () => {
     const merge = new WatermarkMerge();
     expect(merge.onWatermark({ id: 'someone-else-1-high', position: 'X' })).toBeUndefined();
     const c = merge.open(table);
-    c.rows = [row(1, 'a')];
+    merge.deliver(c, [row(1, 'a')]);
     expect(merge.onWatermark({ id: c.highId, position: 'H' })).toBeUndefined();
     await expect(c.emitted).rejects.toThrow(/without its low watermark/);
   });
@@ -146,6 +146,66 @@ describe('WatermarkMerge', () => {
     merge.abort(new Error('stream ended'));
     await expect(c.emitted).rejects.toThrow('stream ended');
     expect(() => merge.open(table)).toThrow('stream ended');
+  });
+
+  it('remembers nothing for a chunk whose rows are delivered, however many keys the stream changes before its high watermark', async () => {
+    const merge = new WatermarkMerge();
+    const c = merge.open(table);
+    merge.onWatermark({ id: c.lowId, position: 'L' });
+    merge.observe([change('update', 2, 'b0')]);
+    merge.deliver(
+      c,
+      Array.from({ length: 100 }, (_, i) => row(i + 1, 'r')),
+    );
+    // A heavy writer: 50,000 changes of other keys (and a few of the chunk's) while the stream
+    // has not reached the high watermark yet.
+    for (let i = 0; i < 50; i++) {
+      merge.observe(Array.from({ length: 1000 }, (_, j) => change('update', 1000 + i * 1000 + j, 'x')));
+      expect(merge.rememberedKeys).toBe(0);
+    }
+    merge.observe([change('delete', 3), change('update', 4, 'd2')]);
+    const out = merge.onWatermark({ id: c.highId, position: 'H' })!;
+    expect(out.map((e) => e.key.id)).toEqual(
+      Array.from({ length: 100 }, (_, i) => i + 1).filter((id) => ![2, 3, 4].includes(id)),
+    );
+    expect(await c.emitted).toBe(97);
+  });
+
+  it('keys changed while a chunk is read are pruned once no chunk being read can need them', () => {
+    const merge = new WatermarkMerge();
+    const a = merge.open(table);
+    merge.onWatermark({ id: a.lowId, position: 'L1' });
+    for (let i = 0; i < 10; i++)
+      merge.observe(Array.from({ length: 1000 }, (_, j) => change('update', i * 1000 + j, 'x')));
+    expect(merge.rememberedKeys).toBe(10_000);
+    const b = merge.open(table);
+    merge.onWatermark({ id: b.lowId, position: 'L2' });
+    merge.deliver(a, [row(5, 'x'), row(20_000, 'y')]);
+    // Only b is being read: changes older than b's start go.
+    expect(merge.rememberedKeys).toBe(0);
+    merge.observe([change('update', 7, 'z'), change('update', 20_000, 'y2')]);
+    expect(merge.rememberedKeys).toBe(2);
+    merge.deliver(b, [row(7, 'z'), row(8, 'w')]);
+    expect(merge.rememberedKeys).toBe(0);
+    expect(merge.onWatermark({ id: a.highId, position: 'H1' })!.map((e) => e.key.id)).toEqual([]);
+    expect(merge.onWatermark({ id: b.highId, position: 'H2' })!.map((e) => e.key.id)).toEqual([8]);
+  });
+
+  it('an update after delivery that left a TOAST column unchanged is completed from the chunk row', () => {
+    const merge = new WatermarkMerge();
+    const c = merge.open(table);
+    merge.onWatermark({ id: c.lowId, position: 'L' });
+    merge.deliver(c, [row(1, 'a', 'the big document'), row(2, 'b', 'doc2')]);
+    merge.observe([change('update', 1, 'a2', { unchanged: ['doc'] })]);
+    merge.observe([change('update', 2, 'b2', { unchanged: ['doc'] })]);
+    merge.observe([{ ...change('update', 2, 'b3'), after: { id: 2, note: 'b3', doc: 'doc3' } }]);
+    const out = merge.onWatermark({ id: c.highId, position: 'H' })!;
+    expect(out).toHaveLength(1);
+    expect(out[0]).toMatchObject({
+      op: 'update',
+      key: { id: 1 },
+      after: { id: 1, note: 'a2', doc: 'the big document' },
+    });
   });
 
   describe('a table without key columns', () => {

@@ -1,0 +1,162 @@
+import type { PartitionChunk, Row } from '@nanosync/core';
+import type pg from 'pg';
+import type { PgColumn } from '../describe.js';
+import { quoteIdent, quoteTable } from '../errors.js';
+import { CopyOutQuery, parseCopyTextRow } from './copy-out.js';
+import type { CtidBounds } from './ctid-partitions.js';
+import { rowDecoder } from './read-partition.js';
+
+/**
+ * Where the next chunk of a CTID partition starts (`ctid >= (page,offset)`), and what the
+ * chunks so far taught about the table: how many pages one chunk should scan and how wide a
+ * row is. Lives in memory only (core hands it back for the next chunk of the same run); a
+ * partition interrupted by a restart is read again from its start.
+ */
+export interface CtidChunkCursor {
+  page: number;
+  offset: number;
+  /** Pages the next read scans (at most), sized so the read holds about one chunk of rows. */
+  span: number;
+  /** Average size of a row as read (COPY text), once known. */
+  rowBytes?: number;
+}
+
+/** Rows per heap page assumed before the first chunk measured it (narrow rows fit ~100, wide ones ~20). */
+const ROWS_PER_PAGE_GUESS = 60;
+const MAX_SPAN = 1 << 22;
+
+export interface ReadCtidChunkOptions {
+  client: pg.Client;
+  table: { schema: string; name: string };
+  /** Read the leaf `table` through this partitioned table (a role that may not read the leaf directly). */
+  through?: { schema: string; name: string };
+  columns: PgColumn[];
+  keyColumns: string[];
+  bounds: CtidBounds;
+  after: CtidChunkCursor | undefined;
+  maxRows: number;
+  maxBytes: number;
+  signal: AbortSignal;
+}
+
+export function isChunkCursor(value: unknown): value is CtidChunkCursor {
+  if (typeof value !== 'object' || value === null) return false;
+  const c = value as Record<string, unknown>;
+  const int = (v: unknown, max: number) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max;
+  return int(c.page, 0xffffffff) && int(c.offset, 0xffff) && int(c.span, MAX_SPAN) && (c.span as number) > 0;
+}
+
+/** `(12,3)` → [12, 3]. */
+function parseTid(text: string | null): [number, number] {
+  const m = text === null ? null : /^\((\d+),(\d+)\)$/.exec(text);
+  if (m === null) throw new Error(`unexpected ctid ${JSON.stringify(text)} in a snapshot chunk`);
+  return [Number(m[1]), Number(m[2])];
+}
+
+/**
+ * One bounded chunk of a CTID partition, in one statement (its own snapshot, taken now:
+ * after the chunk's low watermark): the rows from the cursor on in ctid order, at most
+ * `maxRows` of them and stopping at `maxBytes` (COPY text bytes; at least one row). The scan
+ * covers at most `span` pages (a TID range scan, sorted by ctid, with a LIMIT), so a chunk
+ * never scans or sorts more than about a chunk's worth of the table, however large the
+ * partition: the open-ended last partition (read up to the table's end as it is when the
+ * chunk is read) and partitions planned larger by an earlier version alike. Rows the LIMIT
+ * let through beyond the byte bound are read and dropped, and the next chunk starts right
+ * after the last row kept. On error or abort the client is left mid-protocol
+ * (`state.clientReusable` stays false).
+ */
+export async function readCtidChunk(
+  opts: ReadCtidChunkOptions,
+  state: { clientReusable: boolean },
+): Promise<PartitionChunk> {
+  const { client, bounds, signal } = opts;
+  state.clientReusable = false;
+  const maxRows = Math.max(1, Math.floor(opts.maxRows));
+  const maxBytes = Math.max(1, Math.floor(opts.maxBytes));
+  const cursor: CtidChunkCursor = opts.after ?? {
+    page: bounds.startPage,
+    offset: 0,
+    span: Math.min(MAX_SPAN, Math.max(1, Math.ceil(maxRows / ROWS_PER_PAGE_GUESS))),
+  };
+  await client.query('BEGIN READ ONLY');
+  await client.query('SET LOCAL statement_timeout = 0');
+  let stop = bounds.endPage;
+  if (stop === null) {
+    // The open-ended last partition ends where the table ends now.
+    const { rows } = await client.query<{ pages: string }>(
+      `SELECT (pg_catalog.pg_relation_size($1::regclass) / current_setting('block_size')::int8)::text AS pages`,
+      [quoteTable(opts.table)],
+    );
+    stop = Number(rows[0]?.pages ?? 0);
+  }
+  if (cursor.page >= stop) {
+    await client.query('COMMIT');
+    state.clientReusable = true;
+    return { rows: [], bytes: 0, next: undefined };
+  }
+  const scanEnd = Math.min(cursor.page + cursor.span, stop);
+  // The last stretch of an open-ended partition has no upper bound: pages added since the size was read are included.
+  const toTableEnd = bounds.endPage === null && scanEnd >= stop;
+  const targetRows =
+    cursor.rowBytes === undefined ? maxRows : Math.max(1, Math.min(maxRows, Math.ceil(maxBytes / cursor.rowBytes)));
+  const limit = cursor.rowBytes === undefined ? maxRows : Math.min(maxRows, targetRows + 1);
+
+  const where = [`ctid >= '(${cursor.page},${cursor.offset})'::tid`];
+  if (!toTableEnd) where.push(`ctid < '(${scanEnd},0)'::tid`);
+  const list = ['ctid', ...opts.columns.map((c) => quoteIdent(c.name))].join(', ');
+  let from = quoteTable(opts.table);
+  if (opts.through !== undefined) {
+    from = quoteTable(opts.through);
+    where.unshift(`tableoid = '${quoteTable(opts.table).replace(/'/g, "''")}'::regclass`);
+  }
+  const select = `SELECT ${list} FROM ${from} WHERE ${where.join(' AND ')} ORDER BY ctid LIMIT ${limit}`;
+
+  const decodeRow = rowDecoder(opts);
+  const width = opts.columns.length + 1;
+  const rows: Row[] = [];
+  let bytes = 0;
+  let returned = 0;
+  let last: [number, number] | undefined;
+  let full = false;
+  const copy = new CopyOutQuery(`COPY (${select}) TO STDOUT`, 1024);
+  client.query(copy as unknown as pg.QueryConfig);
+  for (;;) {
+    signal.throwIfAborted();
+    const lines = await copy.next(512);
+    if (lines.length === 0) break;
+    for (const line of lines) {
+      returned++;
+      if (full) continue;
+      const fields = parseCopyTextRow(line, width);
+      last = parseTid(fields[0] ?? null);
+      rows.push(decodeRow(fields.slice(1)));
+      bytes += line.length;
+      if (rows.length >= maxRows || bytes >= maxBytes) full = true;
+    }
+  }
+  await copy.done;
+  await client.query('COMMIT');
+  state.clientReusable = true;
+
+  const rowBytes = rows.length > 0 ? Math.max(1, Math.ceil(bytes / rows.length)) : cursor.rowBytes;
+  const wanted = rowBytes === undefined ? maxRows : Math.max(1, Math.min(maxRows, Math.floor(maxBytes / rowBytes)));
+  const more = last !== undefined && (returned > rows.length || returned >= limit);
+  let next: CtidChunkCursor | undefined;
+  if (more) {
+    // Stopped inside the scanned range: go on right after the last row kept, scanning fewer pages.
+    const [page, offset] = last!;
+    const covered = Math.max(1, page - cursor.page + 1);
+    const span = Math.max(1, Math.min(cursor.span, Math.ceil((wanted * covered) / Math.max(1, rows.length))));
+    next = { page, offset: offset + 1, span };
+  } else if (!toTableEnd && !(bounds.endPage !== null && scanEnd >= bounds.endPage)) {
+    // The scanned range is exhausted: the next one starts at its end, sized by the density seen.
+    const scanned = scanEnd - cursor.page;
+    const span =
+      returned === 0
+        ? Math.min(MAX_SPAN, cursor.span * 2)
+        : Math.max(1, Math.min(MAX_SPAN, cursor.span * 4, Math.ceil((wanted * scanned) / returned)));
+    next = { page: scanEnd, offset: 0, span };
+  }
+  if (next !== undefined && rowBytes !== undefined) next.rowBytes = rowBytes;
+  return { rows, bytes, next };
+}
