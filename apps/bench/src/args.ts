@@ -1,5 +1,7 @@
-export type ScenarioId = 'S1' | 'S2' | 'S3' | 'S4';
-export const ALL_SCENARIOS: readonly ScenarioId[] = ['S1', 'S2', 'S3', 'S4'];
+export type ScenarioId = 'S1' | 'S2' | 'S3' | 'S4' | 'S5';
+export const ALL_SCENARIOS: readonly ScenarioId[] = ['S1', 'S2', 'S3', 'S4', 'S5'];
+export type S5Tool = 'concurrent' | 'blocking' | 'debezium';
+const S5_TOOLS: readonly S5Tool[] = ['concurrent', 'blocking', 'debezium'];
 
 export interface BenchOptions {
   quick: boolean;
@@ -13,6 +15,10 @@ export interface BenchOptions {
   s4Compressions: string[];
   /** S3 seconds of steady load per rate. */
   latencySeconds: number;
+  /** S5 writer rate, changes per second. */
+  s5Rate: number;
+  /** S5 runs, in order. */
+  s5Tools: S5Tool[];
   only: ReadonlySet<ScenarioId>;
   skipDebezium: boolean;
   outDir: string;
@@ -22,12 +28,15 @@ export interface BenchOptions {
 export const USAGE = `Usage: pnpm bench [options]
 
   --quick             every scenario at a tiny size (a minute or few): harness check, not a measurement
-  --rows N            S1 snapshot table rows (default 2000000; quick 20000)
+  --rows N            S1 and S5 snapshot table rows (default 2000000; quick 20000)
   --changes N         S2 backlog changes per variant (default 1000000; quick 10000)
   --records N         S4 records per producer (default 1000000; quick 20000)
   --s4-compressions L S4 compressions, comma-separated (default snappy; any of none,gzip,snappy,lz4,zstd)
   --latency-seconds N S3 seconds of load per rate (default 20; quick 3)
-  --only S1,S2        run only these scenarios (S1 snapshot, S2 backlog drain, S3 latency, S4 Kafka ceiling)
+  --s5-rate N         S5 writer, changes per second during the snapshots (default 1000; quick 200)
+  --s5-tools L        S5 runs, comma-separated (default concurrent,blocking,debezium)
+  --only S1,S2        run only these scenarios (S1 snapshot, S2 backlog drain, S3 latency, S4 Kafka ceiling,
+                      S5 snapshot under a writer)
   --skip-debezium     do not run Debezium (no Maven resolution, no JVM)
   --out DIR           where the JSON result goes (default bench-results/ at the repository root)
   --help              this text
@@ -54,7 +63,19 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
       flags.set(name, true);
       continue;
     }
-    if (!['rows', 'changes', 'records', 's4-compressions', 'latency-seconds', 'only', 'out'].includes(name)) {
+    if (
+      ![
+        'rows',
+        'changes',
+        'records',
+        's4-compressions',
+        'latency-seconds',
+        's5-rate',
+        's5-tools',
+        'only',
+        'out',
+      ].includes(name)
+    ) {
       throw new Error(`unknown option --${name}\n\n${USAGE}`);
     }
     const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
@@ -91,6 +112,18 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
     if (!['none', 'gzip', 'snappy', 'lz4', 'zstd'].includes(c))
       throw new Error(`--s4-compressions: unknown compression ${c} (known: none, gzip, snappy, lz4, zstd)`);
   }
+  const toolsValue = flags.get('s5-tools');
+  const s5Tools =
+    typeof toolsValue === 'string'
+      ? toolsValue
+          .split(',')
+          .map((s) => s.trim().toLowerCase())
+          .filter(Boolean)
+      : [...S5_TOOLS];
+  for (const t of s5Tools) {
+    if (!(S5_TOOLS as readonly string[]).includes(t))
+      throw new Error(`--s5-tools: unknown run ${t} (known: ${S5_TOOLS.join(', ')})`);
+  }
   const out = flags.get('out');
   return {
     quick,
@@ -99,6 +132,8 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
     records: num('records', 1_000_000, 20_000),
     s4Compressions,
     latencySeconds: num('latency-seconds', 20, 3),
+    s5Rate: num('s5-rate', 1_000, 200),
+    s5Tools: s5Tools as S5Tool[],
     only,
     skipDebezium: flags.get('skip-debezium') === true,
     outDir: typeof out === 'string' ? out : defaultOutDir,

@@ -14,6 +14,7 @@ import { runS1 } from './scenarios/s1-snapshot.js';
 import { runS2 } from './scenarios/s2-backlog.js';
 import { runS3 } from './scenarios/s3-latency.js';
 import { runS4 } from './scenarios/s4-kafka.js';
+import { runS5 } from './scenarios/s5-concurrent-snapshot.js';
 import {
   type BenchKafka,
   type BenchPostgres,
@@ -29,6 +30,7 @@ const TITLES: Record<string, string> = {
   S2: 'CDC backlog drain',
   S3: 'Latency under steady load',
   S4: 'Kafka ceiling',
+  S5: 'Snapshot under a writer',
 };
 
 function failedScenario(id: string, reason: string): ScenarioResult {
@@ -153,6 +155,7 @@ async function main(options: BenchOptions): Promise<number> {
         if (id === 'S2') scenarios.push(...(await runS2(ctx)));
         if (id === 'S3') scenarios.push(await runS3(ctx));
         if (id === 'S4') scenarios.push(await runS4(ctx));
+        if (id === 'S5') scenarios.push(await runS5(ctx));
       } catch (error) {
         const reason = errorMessage(error);
         errors.push(`${id}: ${reason}`);

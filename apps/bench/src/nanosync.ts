@@ -7,6 +7,7 @@ import { startTool, type Tool } from './util.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const CLI_BIN = join(REPO_ROOT, 'apps/cli/src/bin.ts');
+const HEAP_SAMPLER = join(REPO_ROOT, 'apps/bench/src/workers/heap-sampler.mjs');
 
 export type NanosyncSinkSpec =
   | { kind: 'kafka'; brokers: string[]; topic: string; compression: string; delivery?: 'exactly_once' }
@@ -22,6 +23,12 @@ export interface NanosyncPipelineSpec {
   /** State database, config and logs. Reuse it to resume from the stored checkpoint. */
   workDir: string;
   snapshotConcurrency?: number;
+  /** snapshot.mode of a cdc_backfill pipeline (nanosync's default: concurrent). */
+  snapshotMode?: 'concurrent' | 'blocking';
+  snapshotChunkRows?: number;
+  snapshotChunkBytes?: number;
+  /** JSON lines of the process's own memory (heap, RSS) every 500 ms (workers/heap-sampler.mjs). */
+  heapFile?: string;
 }
 
 /** Why nanosync cannot run a pipeline into `sink` here, or undefined when the parts it needs are in the tree. */
@@ -59,7 +66,12 @@ export function nanosyncConfigYaml(spec: NanosyncPipelineSpec): string {
     '      connection: source',
     `      tables: [${spec.table}]`,
   );
-  if (spec.snapshotConcurrency) lines.push('    snapshot:', `      concurrency: ${spec.snapshotConcurrency}`);
+  const snapshot: string[] = [];
+  if (spec.snapshotConcurrency) snapshot.push(`      concurrency: ${spec.snapshotConcurrency}`);
+  if (spec.snapshotMode) snapshot.push(`      mode: ${spec.snapshotMode}`);
+  if (spec.snapshotChunkRows) snapshot.push(`      chunk_rows: ${spec.snapshotChunkRows}`);
+  if (spec.snapshotChunkBytes) snapshot.push(`      chunk_bytes: ${spec.snapshotChunkBytes}`);
+  if (snapshot.length > 0) lines.push('    snapshot:', ...snapshot);
   lines.push('    sink:', '      connection: sink', '      properties:');
   if (spec.sink.kind === 'kafka') {
     lines.push(
@@ -103,6 +115,7 @@ export async function startNanosync(spec: NanosyncPipelineSpec): Promise<Nanosyn
       '--conditions=@nanosync/source',
       '--import',
       'tsx',
+      ...(spec.heapFile ? ['--import', HEAP_SAMPLER] : []),
       CLI_BIN,
       'run',
       '--file',
@@ -117,7 +130,11 @@ export async function startNanosync(spec: NanosyncPipelineSpec): Promise<Nanosyn
     {
       cwd: REPO_ROOT,
       logFile: join(spec.workDir, 'nanosync.log'),
-      env: { ...process.env, NANOSYNC_TOKEN: ADMIN_TOKEN },
+      env: {
+        ...process.env,
+        NANOSYNC_TOKEN: ADMIN_TOKEN,
+        ...(spec.heapFile ? { NANOSYNC_BENCH_HEAP_FILE: spec.heapFile } : {}),
+      },
     },
   );
   const adminUrl = `http://127.0.0.1:${port}`;

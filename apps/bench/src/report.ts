@@ -16,6 +16,16 @@ export interface Measurement {
   /** S3 only. */
   targetRate?: number;
   latency?: LatencySummary;
+  /** S5: process start → snapshot over, seconds. */
+  snapshotSeconds?: number;
+  /** S5: highest WAL the tool's slot retained (current LSN − restart_lsn), sampled. */
+  peakRetainedWalBytes?: number;
+  /** S5: WAL the slot had not confirmed when the snapshot ended. */
+  walBehindAtEndBytes?: number;
+  /** S5: snapshot over → the slot confirmed everything written up to that moment, seconds. */
+  catchUpSeconds?: number;
+  /** S5 (nanosync): highest V8 heapUsed of the process, sampled every 500 ms. */
+  peakHeapBytes?: number;
   details?: Record<string, unknown>;
 }
 
@@ -44,6 +54,8 @@ const fmtInt = (n: number | undefined) => (n === undefined ? '–' : Math.round(
 const fmt = (n: number | undefined, digits = 2) => (n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(digits));
 const mb = (bytes: number | undefined) => (bytes === undefined || bytes === 0 ? '–' : (bytes / 1024 / 1024).toFixed(0));
 
+const mb1 = (bytes: number | undefined) => (bytes === undefined ? '–' : (bytes / 1024 / 1024).toFixed(1));
+
 function row(cells: string[]): string {
   return `| ${cells.map((c) => c.replaceAll('|', '\\|')).join(' | ')} |`;
 }
@@ -55,7 +67,40 @@ export function scenarioMarkdown(result: ScenarioResult): string {
     .join(', ');
   if (params) lines.push(`_${params}_`, '');
   const hasLatency = result.measurements.some((m) => m.latency || m.targetRate !== undefined);
-  if (hasLatency) {
+  const isSnapshotUnderLoad = result.measurements.some((m) => m.snapshotSeconds !== undefined);
+  if (isSnapshotUnderLoad) {
+    lines.push(
+      row([
+        'tool',
+        'snapshot s',
+        'peak retained WAL MB',
+        'WAL behind at end MB',
+        'catch-up s',
+        'peak RSS MB',
+        'peak heap MB',
+        'CPU s',
+      ]),
+    );
+    lines.push(row(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:']));
+    for (const m of result.measurements) {
+      if (m.status === 'n/a') {
+        lines.push(row([m.tool, `n/a: ${m.reason ?? ''}`, '', '', '', '', '', '']));
+        continue;
+      }
+      lines.push(
+        row([
+          m.tool,
+          fmt(m.snapshotSeconds, 1),
+          mb1(m.peakRetainedWalBytes),
+          mb1(m.walBehindAtEndBytes),
+          fmt(m.catchUpSeconds, 1),
+          mb(m.peakRssBytes),
+          mb(m.peakHeapBytes),
+          fmt(m.cpuSeconds, 1),
+        ]),
+      );
+    }
+  } else if (hasLatency) {
     lines.push(
       row(['tool', 'target ev/s', 'events', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'peak RSS MB', 'CPU s / M events']),
     );

@@ -23,6 +23,11 @@ export interface DebeziumConnectorSpec {
   publication: string;
   snapshotMode: 'initial' | 'no_data';
   snapshotThreads: number;
+  /**
+   * schema.table of a signal table (id, type, data): enables ad-hoc incremental snapshots
+   * requested by inserting a row into it; the table is added to the connector's tables.
+   */
+  signalTable?: string;
   producer: ProducerSettings;
   /** Worker folder: properties, offsets file and logs. Reuse it to resume from the stored offsets. */
   workDir: string;
@@ -75,7 +80,9 @@ export function connectorProperties(spec: DebeziumConnectorSpec): string {
     'slot.name': spec.slot,
     'publication.name': spec.publication,
     'publication.autocreate.mode': 'filtered',
-    'table.include.list': spec.table,
+    'table.include.list': spec.signalTable ? `${spec.table},${spec.signalTable}` : spec.table,
+    // PostgreSQL: schema.table.
+    'signal.data.collection': spec.signalTable,
     'snapshot.mode': spec.snapshotMode,
     'snapshot.max.threads': spec.snapshotThreads,
     // One message per change, like nanosync: no tombstone after each delete.

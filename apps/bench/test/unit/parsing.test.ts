@@ -29,7 +29,14 @@ describe('command line', () => {
       skipDebezium: false,
       outDir: '/out',
     });
-    expect([...full.only]).toEqual(['S1', 'S2', 'S3', 'S4']);
+    expect([...full.only]).toEqual(['S1', 'S2', 'S3', 'S4', 'S5']);
+    expect(full.s5Rate).toBe(1_000);
+    expect(full.s5Tools).toEqual(['concurrent', 'blocking', 'debezium']);
+    expect(parseArgs(['--s5-tools', 'concurrent', '--s5-rate', '2k'], '/out')).toMatchObject({
+      s5Tools: ['concurrent'],
+      s5Rate: 2_000,
+    });
+    expect(() => parseArgs(['--s5-tools', 'snapshot'], '/out')).toThrow(/unknown run snapshot/);
     expect(full.s4Compressions).toEqual(['snappy']);
     expect(parseArgs(['--s4-compressions', 'lz4,ZSTD'], '/out').s4Compressions).toEqual(['lz4', 'zstd']);
     expect(() => parseArgs(['--s4-compressions', 'brotli'], '/out')).toThrow(/unknown compression brotli/);
