@@ -360,6 +360,12 @@ const cases: Case[] = [
     path: 'pipelines[0].sink.max_spill_bytes',
     message: /max_spill_bytes must be a number of bytes.*such as 512MB or 4GiB, found "lots"/,
   },
+  {
+    name: 'a snapshot.chunk_bytes below 1024 bytes',
+    text: withPipeline(`name: p\n${source}\nsink:\n  connection: queue\nsnapshot:\n  chunk_bytes: 100B`),
+    path: 'pipelines[0].snapshot.chunk_bytes',
+    message: /chunk_bytes must be a number of bytes \(1024 or more\).*found "100B"/,
+  },
 ];
 
 describe('config: every problem is reported with its YAML path', () => {
