@@ -162,6 +162,7 @@ async function watchRun(ctx: BenchContext, tool: Tool, watch: Watch, abort?: () 
   let behindAtEnd = 0n;
   let caughtUpAt: number | undefined;
   let lastSample = 0;
+  let confirmed = 0;
   const timeline: [number, number][] = [];
   try {
     const run = await measureUntil({
@@ -178,6 +179,7 @@ async function watchRun(ctx: BenchContext, tool: Tool, watch: Watch, abort?: () 
           lastSample = now;
           sample = await slotSample(client, slot);
           if (sample) {
+            confirmed = Number(sample.confirmed);
             if (sample.retained > peak) peak = sample.retained;
             timeline.push([Math.round((now - tool.startedAt) / 100) / 10, Number(sample.retained)]);
           }
@@ -203,7 +205,7 @@ async function watchRun(ctx: BenchContext, tool: Tool, watch: Watch, abort?: () 
           if (s && endLsn !== undefined && s.confirmed >= endLsn) caughtUpAt = performance.now();
         }
         const p = (await watch.progress()) + (snapshotAt === undefined ? 0 : 1);
-        return { progress: p + timeline.length, done: caughtUpAt !== undefined };
+        return { progress: p + confirmed, done: caughtUpAt !== undefined };
       },
     });
     return {
