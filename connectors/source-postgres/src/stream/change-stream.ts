@@ -5,7 +5,10 @@ import {
   type Logger,
   NanosyncError,
   type Position,
+  type Row,
   type TableRef,
+  type TableSchema,
+  type Value,
 } from '@nanosync/core';
 import { connectClient, type PgConnectionConfig, resolveClientConfig } from '../connection.js';
 import { decodePosition, encodePosition, formatLsn, formatPosition, parseLsn } from '../position.js';
@@ -14,6 +17,15 @@ import { verifySlot } from '../slot/replication-slot.js';
 import { type Queryable, TypeCatalog } from '../types/index.js';
 import { type Acknowledger, type AcknowledgerInternals, createAcknowledger, internalsOf } from './acknowledger.js';
 import { type BatchLimits, BatchQueue } from './batch-queue.js';
+import {
+  ATTACH_PREFIX_SUFFIX,
+  keyText,
+  newChunkId,
+  parseAttachMessage,
+  readChunkRows,
+  relationOf,
+  writeAttachMessage,
+} from './attach-snapshot.js';
 import { deleteEvent, insertEvent, updateEvent } from './change-events.js';
 import { classifySessionFailure } from './failures.js';
 import { formatPgTimestamp, type PgOutputMessage } from './pgoutput.js';
@@ -94,8 +106,13 @@ export interface StreamChangesOptions {
  * - Replica identity: a Relation message of a captured table without a usable identity, or
  *   the periodic catalog check finding one (a partition included), ends the stream with an
  *   error naming the table and both fixes: PostgreSQL refuses the application's UPDATE and
- *   DELETE on such a table while it is published. The periodic check also logs partitions
- *   attached (their rows from before the attach are not in the WAL) or detached.
+ *   DELETE on such a table while it is published.
+ * - Partitions attached while streaming (found by the periodic check, and at once by the
+ *   Relation message the parent's next change brings): their rows from before the attach are
+ *   not in the WAL, so the stream reads them as one chunk between two logical messages of its
+ *   own and delivers them as `read` events at the high message (see attach-snapshot.ts); a
+ *   detached partition's later changes are simply not published any more (its rows stay
+ *   downstream as they were).
  */
 export function streamChanges(options: StreamChangesOptions): AsyncIterable<ChangeBatch> {
   return {
@@ -133,6 +150,8 @@ class ChangeStream {
   readonly #reconnect: ReconnectPolicy;
   readonly #stop = new AbortController();
   readonly #tables: Set<string> | undefined;
+  /** Prefix of the attached-partition chunk messages; undefined without watermarks. */
+  readonly #attachPrefix: string | undefined;
 
   /** Highest position handed to the queue: an event, a commit boundary or a keepalive. */
   #delivered: Mark;
@@ -151,6 +170,14 @@ class ChangeStream {
   #leaves: Map<string, Set<string>> | undefined;
   /** The session's catalog connection, for checks prompted by Relation messages. */
   #relationCatalogClient: Queryable | undefined;
+  /** Leaf checks run one at a time (timer and Relation messages). */
+  #leafCheck: Promise<void> = Promise.resolve();
+  /** Chunks of attached partitions this process reads, by id (see attach-snapshot.ts). */
+  readonly #chunks = new Map<string, AttachChunk>();
+  /** Leaves (`schema NUL name`) with a chunk being read or waiting for its high message. */
+  readonly #attaching = new Set<string>();
+  /** Key and all columns of each captured table as last announced, across reconnects. */
+  readonly #keyColumns = new Map<string, KeyShape>();
 
   constructor(options: StreamChangesOptions) {
     this.#options = options;
@@ -162,6 +189,10 @@ class ChangeStream {
     this.#tables =
       options.tables && options.tables.length > 0
         ? new Set(options.tables.map((t) => `${t.schema}\u0000${t.name}`))
+        : undefined;
+    this.#attachPrefix =
+      options.watermarkPrefix !== undefined && this.#tables !== undefined
+        ? `${options.watermarkPrefix}${ATTACH_PREFIX_SUFFIX}`
         : undefined;
     const from = decodePosition(options.from);
     this.#delivered = from;
@@ -321,6 +352,14 @@ class ChangeStream {
           replicaIdentity: relation.replicaIdentity,
         });
         if (this.#captures(relation) && !hasUsableIdentity(relation)) await this.#identityLost(relation);
+        if (this.#captures(relation)) this.#noteKeyColumns(relation);
+        // A partitioned captured table announced again: perhaps a partition was just attached.
+        const name = `${relation.table.schema}.${relation.table.name}`;
+        if (this.#captures(relation) && this.#leaves?.has(name) && this.#relationCatalogClient) {
+          await this.#checkLeaves(this.#relationCatalogClient, [
+            { schema: relation.table.schema, name: relation.table.name },
+          ]);
+        }
         return;
       }
       case 'type':
@@ -345,6 +384,8 @@ class ChangeStream {
    * every transaction that committed before it and before every one that commits after.
    */
   async #onMessage(message: Extract<PgOutputMessage, { tag: 'message' }>): Promise<void> {
+    if (this.#attachPrefix !== undefined && message.prefix === this.#attachPrefix && !message.transactional)
+      return this.#onAttachMessage(message);
     const prefix = this.#options.watermarkPrefix;
     if (prefix === undefined || message.transactional || message.prefix !== prefix || message.contentSkipped) return;
     if (message.lsn <= this.#watermarkLsn) return;
@@ -383,6 +424,7 @@ class ChangeStream {
         : message.tag === 'update'
           ? updateEvent(relation, message, context)
           : deleteEvent(relation, message, context);
+    if (this.#chunks.size > 0) this.#noteChange(event);
     this.#delivered = mark;
     await this.#queue.push(event, bytes);
   }
@@ -464,6 +506,8 @@ class ChangeStream {
       }
       if (seen.has(name)) continue;
       seen.add(name);
+      for (const chunk of this.#chunks.values())
+        if (chunk.lowSeen && sameTable(chunk.table, relation.table)) chunk.truncated = true;
       const event: ChangeEvent = {
         op: 'truncate',
         table: relation.table,
@@ -509,7 +553,7 @@ class ChangeStream {
           this.#stop.abort();
           return;
         }
-        await this.#checkPartitions(client, refs);
+        await this.#checkLeaves(client, refs);
       } catch (err) {
         this.#logger.debug('catalog check failed', { error: (err as Error).message });
       } finally {
@@ -522,33 +566,55 @@ class ChangeStream {
     return () => clearInterval(timer);
   }
 
+  /** {@link #checkPartitions}, one at a time. */
+  #checkLeaves(client: Queryable, refs: TableRef[]): Promise<void> {
+    const run = this.#leafCheck.then(() => this.#checkPartitions(client, refs));
+    this.#leafCheck = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * The leaf partitions of `refs` now, against the last check: a new leaf (attached or
+   * created) has its rows read as a chunk (see attach-snapshot.ts); a leaf gone is logged.
+   * The first check of a table only records its leaves.
+   */
   async #checkPartitions(client: Queryable, refs: TableRef[]): Promise<void> {
-    const now = new Map<string, Set<string>>();
+    this.#leaves ??= new Map();
+    const leaves = this.#leaves;
     for (const ref of refs) {
       const { rows } = await client.query(
-        `SELECT n.nspname::text || '.' || c.relname::text AS leaf
+        `SELECT n.nspname::text AS schema, c.relname::text AS name
            FROM pg_catalog.pg_class p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
            CROSS JOIN LATERAL pg_catalog.pg_partition_tree(p.oid) t
            JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE pn.nspname = $1 AND p.relname = $2 AND p.relkind = 'p' AND t.isleaf`,
         [ref.schema, ref.name],
       );
-      now.set(`${ref.schema}.${ref.name}`, new Set(rows.map((r) => String(r.leaf))));
-    }
-    const before = this.#leaves;
-    this.#leaves = now;
-    if (!before) return;
-    for (const [table, leaves] of now) {
-      const old = before.get(table) ?? new Set<string>();
-      for (const leaf of leaves) {
-        if (!old.has(leaf))
+      if (rows.length === 0 && !leaves.has(`${ref.schema}.${ref.name}`)) continue;
+      const table = `${ref.schema}.${ref.name}`;
+      const now = new Map(
+        rows.map((r) => [`${r.schema}.${r.name}`, { schema: String(r.schema), name: String(r.name) }]),
+      );
+      const old = leaves.get(table);
+      leaves.set(table, new Set(now.keys()));
+      if (!old) continue;
+      for (const [leaf, leafRef] of now) {
+        if (old.has(leaf)) continue;
+        if (this.#attachPrefix === undefined) {
           this.#logger.warn(
             'partition attached to a captured table: its changes are captured from now on; rows it held before the attach are not in the WAL (re-snapshot the table to include them)',
             { table, partition: leaf },
           );
+        } else {
+          this.#logger.info('partition attached to a captured table: reading the rows it brought', {
+            table,
+            partition: leaf,
+          });
+          this.#startAttach(ref, leafRef);
+        }
       }
       for (const leaf of old) {
-        if (!leaves.has(leaf))
+        if (!now.has(leaf))
           this.#logger.info('partition detached from a captured table: its later changes are not captured', {
             table,
             partition: leaf,
@@ -556,6 +622,215 @@ class ChangeStream {
       }
     }
   }
+
+  /**
+   * Read an attached leaf's rows between a low and a high message (in the background; the
+   * stream delivers them when it decodes the high message). Retried a few times; a leaf
+   * whose rows cannot be read ends the stream.
+   */
+  #startAttach(table: TableRef, leaf: TableRef, rekey = false): void {
+    const prefix = this.#attachPrefix;
+    const leafKey = rekey ? `${table.schema}\u0000${table.name}\u0000rekey` : `${leaf.schema}\u0000${leaf.name}`;
+    if (prefix === undefined || this.#attaching.has(leafKey) || this.#stop.signal.aborted) return;
+    this.#attaching.add(leafKey);
+    // Known from now on: a later leaf check does not take it for a new attach.
+    if (!rekey) this.#leaves?.get(`${table.schema}.${table.name}`)?.add(`${leaf.schema}.${leaf.name}`);
+    void (async () => {
+      for (let attempt = 1; !this.#stop.signal.aborted; attempt++) {
+        const chunk: AttachChunk = {
+          id: newChunkId(),
+          table,
+          leaf,
+          leafKey,
+          rekey,
+          lowSeen: false,
+          changed: new Set(),
+          truncated: false,
+        };
+        const client = await connectClient(this.#options.connection).catch((error: unknown) => error as Error);
+        try {
+          if (client instanceof Error) throw client;
+          client.on('error', () => {});
+          const relation = await relationOf(client, table, this.#catalog);
+          chunk.schema = relation.table;
+          this.#chunks.set(chunk.id, chunk);
+          const message = { id: chunk.id, table, leaf, ...(rekey ? { rekey: true as const } : {}) };
+          await writeAttachMessage(client, prefix, { attach: 'low', ...message });
+          chunk.rows = await readChunkRows(client, relation, table, rekey ? undefined : leaf);
+          await writeAttachMessage(client, prefix, { attach: 'high', ...message });
+          return;
+        } catch (error) {
+          this.#chunks.delete(chunk.id);
+          if (this.#stop.signal.aborted) return;
+          if (attempt >= 5) {
+            const what = rekey
+              ? `the rows of captured table ${JSON.stringify(table.schema)}.${JSON.stringify(table.name)}, whose key columns changed,`
+              : `partition ${JSON.stringify(leaf.schema)}.${JSON.stringify(leaf.name)} attached to captured table ${JSON.stringify(table.schema)}.${JSON.stringify(table.name)}: its rows`;
+            const failure = new NanosyncError(
+              PgErrorCode.PgCheck,
+              `${what} could not be read (${(error as Error).message}); fix the cause and resume the pipeline, or re-snapshot the table (nanosync pipeline resnapshot <pipeline> --table ${table.schema}.${table.name})`,
+              { cause: error },
+            );
+            this.#logger.error('replication stream failed', { error: failure.message });
+            this.#queue.fail(failure);
+            this.#stop.abort();
+            return;
+          }
+          this.#logger.warn('reading a chunk of rows for the stream failed; retrying', {
+            table: `${table.schema}.${table.name}`,
+            ...(rekey ? { reason: 'key columns changed' } : { partition: `${leaf.schema}.${leaf.name}` }),
+            attempt,
+            error: (error as Error).message,
+          });
+          await sleep(500 * 2 ** attempt, this.#stop.signal);
+        } finally {
+          if (!(client instanceof Error)) await client.end().catch(() => {});
+        }
+      }
+    })();
+  }
+
+  /**
+   * A captured table announced with other key columns than before (primary key dropped and
+   * added on other columns, another replica identity index): its rows under the old key
+   * would stay live for a consumer that upserts by key, so the table is read again as a
+   * chunk whose low message also carries a `truncate` of the table.
+   */
+  #noteKeyColumns(relation: StreamRelation): void {
+    const name = `${relation.table.schema}\u0000${relation.table.name}`;
+    const now = { keys: relation.table.keyColumns, columns: relation.columns.map((c) => c.name) };
+    const before = this.#keyColumns.get(name);
+    this.#keyColumns.set(name, now);
+    if (before === undefined || now.keys.length === 0 || !keyRedefined(before, now)) return;
+    const table = { schema: relation.table.schema, name: relation.table.name };
+    this.#logger.warn(
+      'the key columns of a captured table changed: its rows are sent again under the new key, after a truncate',
+      { table: `${table.schema}.${table.name}`, before: before.keys.join(', '), after: now.keys.join(', ') },
+    );
+    this.#startAttach(table, table, true);
+  }
+
+  /** A change to a table with a chunk between its messages: its key's chunk row is stale. */
+  #noteChange(event: ChangeEvent): void {
+    for (const chunk of this.#chunks.values()) {
+      if (!chunk.lowSeen || !sameTable(chunk.table, event.table)) continue;
+      chunk.changed.add(keyText(event.key));
+      if (event.before) {
+        const old: Row = {};
+        for (const column of event.table.keyColumns)
+          if (Object.hasOwn(event.before, column)) old[column] = event.before[column] as Value;
+        chunk.changed.add(keyText(old));
+      }
+    }
+  }
+
+  /**
+   * A message of an attached-partition chunk. Low: changes to its table are noted from here
+   * on. High: the chunk's rows whose key did not change go out as `read` events at this
+   * position, as one committed unit. One this process does not hold (written before a
+   * restart, its rows never acknowledged): the leaf is read again.
+   */
+  async #onAttachMessage(message: Extract<PgOutputMessage, { tag: 'message' }>): Promise<void> {
+    if (compareMarks({ lsn: message.lsn, index: 0 }, this.#delivered) <= 0) return;
+    const parsed = parseAttachMessage(message.content);
+    if (!parsed) return;
+    if (this.#transaction) throw protocolError(`chunk message inside transaction ${this.#transaction.xid}`);
+    const chunk = this.#chunks.get(parsed.id);
+    if (!chunk) {
+      if (this.#tables?.has(`${parsed.table.schema}\u0000${parsed.table.name}`)) {
+        this.#logger.info('reading again a chunk of rows whose delivery a restart interrupted', {
+          table: `${parsed.table.schema}.${parsed.table.name}`,
+          ...(parsed.rekey
+            ? { reason: 'key columns changed' }
+            : { partition: `${parsed.leaf.schema}.${parsed.leaf.name}` }),
+        });
+        this.#startAttach(parsed.table, parsed.leaf, parsed.rekey === true);
+      }
+      return;
+    }
+    if (parsed.attach === 'low') {
+      chunk.lowSeen = true;
+      if (chunk.rekey && chunk.schema) {
+        // Every row under the old key goes: the table's rows come back with the new key at the high message.
+        const mark: Mark = { lsn: message.lsn, index: 1 };
+        const event: ChangeEvent = {
+          op: 'truncate',
+          table: chunk.schema,
+          key: {},
+          position: encodePosition(mark.lsn, mark.index),
+          truncate: { cascade: false, restartIdentity: false },
+        };
+        this.#delivered = mark;
+        await this.#queue.push(event, 64);
+        this.#boundary = mark;
+        this.#queue.commit(event.position, message.lsn);
+      }
+      return;
+    }
+    this.#chunks.delete(chunk.id);
+    this.#attaching.delete(chunk.leafKey);
+    const rows = chunk.rows ?? [];
+    const events = chunk.truncated ? [] : rows.filter((event) => !chunk.changed.has(keyText(event.key)));
+    this.#logger.info(
+      chunk.rekey ? 'rows of a table whose key changed delivered again' : 'rows of an attached partition delivered',
+      {
+        table: `${chunk.table.schema}.${chunk.table.name}`,
+        ...(chunk.rekey ? {} : { partition: `${chunk.leaf.schema}.${chunk.leaf.name}` }),
+        rows: events.length,
+        dropped: rows.length - events.length,
+      },
+    );
+    if (events.length === 0) return;
+    for (const [i, event] of events.entries()) {
+      const mark: Mark = { lsn: message.lsn, index: i + 1 };
+      event.position = encodePosition(mark.lsn, mark.index);
+      this.#delivered = mark;
+      await this.#queue.push(event, 64);
+    }
+    const boundary: Mark = { lsn: message.lsn, index: events.length };
+    this.#boundary = boundary;
+    this.#queue.commit(encodePosition(boundary.lsn, boundary.index), message.lsn);
+  }
+}
+
+interface AttachChunk {
+  id: string;
+  table: TableRef;
+  leaf: TableRef;
+  /** What `#attaching` holds while this chunk is read or waits for its high message. */
+  leafKey: string;
+  /** The whole table, read again because its key columns changed. */
+  rekey: boolean;
+  /** The table's shape when the chunk was read (the truncate event of a rekey carries it). */
+  schema?: TableSchema;
+  /** The low message was decoded: changes to `table` are noted in `changed`. */
+  lowSeen: boolean;
+  /** `keyText` of every key changed since the low message. */
+  changed: Set<string>;
+  truncated: boolean;
+  /** The leaf's rows, set before the high message is written. */
+  rows?: ChangeEvent[];
+}
+
+interface KeyShape {
+  keys: readonly string[];
+  columns: readonly string[];
+}
+
+/**
+ * Whether the key is made of other columns now. A renamed key column is not a new key (the
+ * same values, and a Kafka key carries values only): a key name that changed counts as a
+ * rename when the new name did not exist before and the old name is gone.
+ */
+export function keyRedefined(before: KeyShape, now: KeyShape): boolean {
+  if (before.keys.length !== now.keys.length) return true;
+  return now.keys.some(
+    (key, i) => key !== before.keys[i] && (before.columns.includes(key) || now.columns.includes(before.keys[i] ?? '')),
+  );
+}
+
+function sameTable(a: TableRef, b: TableRef): boolean {
+  return a.schema === b.schema && a.name === b.name;
 }
 
 /** Whether updates and deletes of this relation can be published (see slot/replica-identity.ts). */

@@ -135,8 +135,8 @@ export interface LogicalMessage {
 
 export interface DecodeOptions {
   /**
-   * Copy a logical message's payload only when its prefix is exactly this (the stream's
-   * watermark prefix); other messages (another pipeline's watermarks, an application's
+   * Copy a logical message's payload only when its prefix is this (the stream's watermark
+   * prefix) or starts with it and a dot (its sub-prefixes); other messages (another pipeline's watermarks, an application's
    * own messages, which may be large) come back with an empty `content`.
    */
   keepMessagePrefix?: string;
@@ -443,7 +443,8 @@ export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}): PgO
       const prefix = reader.cString();
       const length = reader.uint32();
       const transactional = (flags & 1) !== 0;
-      if (options.keepMessagePrefix !== undefined && prefix !== options.keepMessagePrefix) {
+      const keep = options.keepMessagePrefix;
+      if (keep !== undefined && prefix !== keep && !prefix.startsWith(`${keep}.`)) {
         reader.skip(length);
         reader.end('Message');
         return { tag: 'message', transactional, lsn, prefix, content: NO_CONTENT, contentSkipped: true };

@@ -10,6 +10,9 @@ const orders = { schema: 'public', name: 'orders' };
 const leaf = (name: string) => ({ schema: 'public', name });
 const KEY = ['id', 'created'];
 const MARKER = 9_999_999;
+/** Rows the attached table holds before it is attached. */
+const ATTACHED_FIRST_ID = 500_000;
+const ATTACHED_ROWS = 3000;
 
 const ORDERS_DDL = [
   `CREATE TABLE public.orders (id int NOT NULL, created date NOT NULL, amount int NOT NULL, note text,
@@ -119,12 +122,29 @@ describe('partitioned tables', () => {
       `CREATE TABLE public.orders_2024_04 PARTITION OF public.orders FOR VALUES FROM ('2024-04-01') TO ('2024-05-01')`,
     );
     months = [...months, '2024-04-01'];
+    // A table with rows of its own, attached: those rows were never in the WAL under orders.
     await s.fx.admin.query('CREATE TABLE public.orders_2024_05 (LIKE public.orders INCLUDING ALL)');
+    await s.fx.admin.query(
+      `INSERT INTO public.orders_2024_05 SELECT g, date '2024-05-01' + (g % 31), g % 100, 'brought' FROM generate_series(${ATTACHED_FIRST_ID}, ${ATTACHED_FIRST_ID + ATTACHED_ROWS - 1}) g`,
+    );
     await s.fx.admin.query(
       `ALTER TABLE public.orders ATTACH PARTITION public.orders_2024_05 FOR VALUES FROM ('2024-05-01') TO ('2024-06-01')`,
     );
     months = [...months, '2024-05-01'];
-    await sleep(1500);
+    // Changes to rows it brought, while its rows are being read.
+    for (let i = 0; i < 20; i++) {
+      await s.fx.admin.query(`UPDATE public.orders SET note = 'changed ' || $1 WHERE id = $2`, [
+        i,
+        ATTACHED_FIRST_ID + i * 7,
+      ]);
+      await s.fx.admin.query('DELETE FROM public.orders WHERE id = $1', [ATTACHED_FIRST_ID + i * 7 + 1]);
+    }
+    await waitFor(
+      () => second.logLines('rows of an attached partition delivered').some((l) => l.includes('orders_2024_05')),
+      'the attached partition read',
+      second,
+    );
+    await sleep(500);
     months = months.filter((m) => m !== '2024-01-01');
     await sleep(200);
     await s.fx.admin.query('ALTER TABLE public.orders DETACH PARTITION public.orders_2024_01');
@@ -147,6 +167,14 @@ describe('partitioned tables', () => {
         `inserts into ${month}`,
       ).toBe(true);
     expect(lines.some((l) => l.op === 'delete')).toBe(true);
+    // The attached table's own rows reached the sink as reads (those not changed meanwhile).
+    const brought = lines.filter(
+      (l) =>
+        l.op === 'read' &&
+        Number(l.key.id) >= ATTACHED_FIRST_ID &&
+        Number(l.key.id) < ATTACHED_FIRST_ID + ATTACHED_ROWS,
+    );
+    expect(new Set(brought.map((l) => l.key.id)).size).toBeGreaterThan(ATTACHED_ROWS - 100);
 
     // The rest of RELIABILITY.md's oracle: no insert lost through the attach, the detach and
     // the SIGKILL while streaming, and per key no version first seen after a newer one.

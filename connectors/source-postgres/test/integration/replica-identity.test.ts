@@ -1,3 +1,6 @@
+import { type OracleRecord, runOracle } from '@nanosync/connector-testkit';
+import type { Row } from '@nanosync/core';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { sleep } from './e2e/harness.js';
 import { waitFor } from './e2e/scenario.js';
@@ -53,6 +56,89 @@ describe('replica identity', () => {
     );
     const streamedUpdate = lines.find((l) => l.table === 'public.history' && l.op === 'update');
     expect(Object.keys(streamedUpdate?.key ?? {})).toEqual(columns);
+  });
+
+  it('a keyless table with REPLICA IDENTITY FULL passes the oracle under a writer inserting, updating and deleting, with SIGKILLs during the snapshot and while streaming', async () => {
+    const columns = ['tid', 'aid', 'delta', 'note'];
+    await using s = await TablesScenario.create({
+      ddl: [
+        'CREATE TABLE public.history (tid int, aid int, delta int, note text)',
+        `INSERT INTO public.history SELECT g % 10, g, g * 3, 'seed ' || g FROM generate_series(1, 20000) g`,
+        'ALTER TABLE public.history REPLICA IDENTITY FULL',
+        'ANALYZE public.history',
+      ],
+      tables: [history],
+      snapshot: { concurrency: 2, rows: 2000 },
+    });
+    // Every row stays unique (aid is never repeated), so every column together is a key.
+    let stopped = false;
+    let recording = false;
+    let failure: unknown;
+    const inserted: Row[] = [];
+    const writing = (async () => {
+      const client = new pg.Client({ connectionString: s.fx.adminUrl });
+      await client.connect();
+      try {
+        for (let aid = 100_000; !stopped; aid++) {
+          const record = recording;
+          await client.query('BEGIN');
+          await client.query(`INSERT INTO public.history VALUES ($1 % 10, $1, 1, 'new')`, [aid]);
+          await client.query(
+            `UPDATE public.history SET delta = delta + 1, note = 'u' || $1 WHERE aid = ($1 * 7919) % 20000 + 1`,
+            [aid],
+          );
+          if (aid % 3 === 0)
+            await client.query('DELETE FROM public.history WHERE aid = ($1 * 104729) % 20000 + 1', [aid]);
+          await client.query('COMMIT');
+          if (record) inserted.push({ tid: aid % 10, aid, delta: 1, note: 'new' });
+          await sleep(3);
+        }
+      } finally {
+        await client.end().catch(() => {});
+      }
+    })().catch((error: unknown) => {
+      failure = error;
+    });
+
+    const first = s.spawn();
+    await waitFor(() => s.partitionsDone() >= 2, 'two snapshot partitions done', first);
+    first.kill('SIGKILL');
+    await first.exited;
+    const second = s.spawn();
+    await s.waitState(second, 'LIVE_CDC');
+    recording = true;
+    await sleep(1500);
+    second.kill('SIGKILL');
+    await second.exited;
+    const third = s.spawn();
+    await s.waitState(third, 'LIVE_CDC');
+    await sleep(1000);
+    stopped = true;
+    await writing;
+    expect(failure).toBeUndefined();
+    await s.fx.admin.query(`INSERT INTO public.history VALUES (0, 9999999, 0, 'marker')`);
+    await waitFor(async () => (await s.lines()).some((l) => l.key.aid === 9999999), 'the marker row', third);
+
+    const lines = await s.lines();
+    const records: OracleRecord[] = lines.map((l) => ({
+      ...l,
+      key: l.key as Row,
+      after: (l.after as Row | undefined) ?? null,
+      before: ((l as { before?: Row }).before as Row | undefined) ?? null,
+    }));
+    const updates = lines.filter((l) => l.op === 'update');
+    expect(updates.length).toBeGreaterThan(50);
+    expect(Object.keys(updates[0]!.key)).toEqual(columns);
+    expect(inserted.length).toBeGreaterThan(50);
+    const expected = [...(await tableState(s.fx.admin, history, columns)).values()] as Row[];
+    expect(
+      runOracle({
+        records,
+        expected: { 'public.history': expected },
+        keyColumns: columns,
+        changes: inserted.map((key) => ({ table: 'public.history', op: 'insert' as const, key })),
+      }),
+    ).toEqual([]);
   });
 
   it('a replica identity dropped while streaming stops the pipeline with the table and both fixes', async () => {

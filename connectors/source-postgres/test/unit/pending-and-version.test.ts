@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { MIN_SERVER_VERSION_NUM, serverVersionCheck } from '../../src/slot/check.js';
 import { firstCapturedCommit } from '../../src/slot/pending.js';
 import { watermarkWriteError } from '../../src/source.js';
+import { keyRedefined } from '../../src/stream/change-stream.js';
 import * as fx from './fixtures/pgoutput-messages.js';
 
 /** A Begin of another transaction: final LSN 0/16B3C000, committed 2024-05-01T11:00:00Z, xid 700. */
@@ -84,5 +85,18 @@ describe('watermark write errors', () => {
     expect(other.message).toContain('on db.example:6543/shop');
     expect(other.message).toContain('(SQLSTATE 55000)');
     expect(other.message).not.toContain('GRANT');
+  });
+});
+
+describe('key redefinition', () => {
+  it('a renamed key column is not a new key; other columns or another count are', () => {
+    const shape = (keys: string[], columns: string[]) => ({ keys, columns });
+    const before = shape(['id'], ['id', 'code', 'note']);
+    expect(keyRedefined(before, shape(['key_id'], ['key_id', 'code', 'note']))).toBe(false);
+    expect(keyRedefined(before, shape(['id'], ['id', 'code']))).toBe(false);
+    expect(keyRedefined(before, shape(['code'], ['id', 'code', 'note']))).toBe(true);
+    expect(keyRedefined(before, shape(['id', 'code'], ['id', 'code', 'note']))).toBe(true);
+    // The old key column still there under its name, a new column as the key: redefined.
+    expect(keyRedefined(before, shape(['other'], ['id', 'other', 'code', 'note']))).toBe(true);
   });
 });

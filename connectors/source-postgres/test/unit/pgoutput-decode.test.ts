@@ -111,6 +111,16 @@ describe('pgoutput decoding (golden bytes)', () => {
     const kept = decodePgOutput(fx.LOGICAL_MESSAGE, { keepMessagePrefix: 'nanosync' });
     expect(kept.tag === 'message' && Buffer.from(kept.content).toString()).toBe('abc');
     expect(kept).not.toHaveProperty('contentSkipped');
+    expect(decodePgOutput(fx.LOGICAL_MESSAGE, { keepMessagePrefix: 'nanosync' })).not.toHaveProperty('contentSkipped');
+    // A sub-prefix ("<prefix>.<part>") is kept too; a longer name is not.
+    expect(decodePgOutput(fx.LOGICAL_MESSAGE, { keepMessagePrefix: 'nano' })).toHaveProperty('contentSkipped', true);
+    const sub = fx.bytes(
+      '4d 00 00000000 16B3C4E0',
+      Buffer.from('nanosync.attach\0').toString('hex'),
+      '00000003 616263',
+    );
+    const kept2 = decodePgOutput(sub, { keepMessagePrefix: 'nanosync' });
+    expect(kept2.tag === 'message' && Buffer.from(kept2.content).toString()).toBe('abc');
     const other = decodePgOutput(fx.LOGICAL_MESSAGE, { keepMessagePrefix: 'nanosync.watermark.other' });
     expect(other).toMatchObject({ tag: 'message', prefix: 'nanosync', lsn: 0x16b3c4e0n, contentSkipped: true });
     expect(other.tag === 'message' && other.content.length).toBe(0);
