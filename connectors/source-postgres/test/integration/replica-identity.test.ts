@@ -84,11 +84,11 @@ describe('replica identity', () => {
           await client.query('BEGIN');
           await client.query(`INSERT INTO public.history VALUES ($1 % 10, $1, 1, 'new')`, [aid]);
           await client.query(
-            `UPDATE public.history SET delta = delta + 1, note = 'u' || $1 WHERE aid = ($1 * 7919) % 20000 + 1`,
+            `UPDATE public.history SET delta = delta + 1, note = 'u' || $1 WHERE aid = ($1::bigint * 7919) % 20000 + 1`,
             [aid],
           );
           if (aid % 3 === 0)
-            await client.query('DELETE FROM public.history WHERE aid = ($1 * 104729) % 20000 + 1', [aid]);
+            await client.query('DELETE FROM public.history WHERE aid = ($1::bigint * 104729) % 20000 + 1', [aid]);
           await client.query('COMMIT');
           if (record) inserted.push({ tid: aid % 10, aid, delta: 1, note: 'new' });
           await sleep(3);
