@@ -77,7 +77,8 @@ export interface JavaRecord {
   key: string;
   op: string;
   lsn: string;
-  fields: { field: string; cls: string; number: string; text: string }[];
+  /** Each field of `after` (else `before`); `value` in RegistryConsume's normal form (see its `norm`). */
+  fields: { field: string; cls: string; number: string; text: string; value: string }[];
 }
 
 /**
@@ -128,7 +129,13 @@ export async function javaConsume(options: {
       records.push(record);
     } else if (parts[0] === 'F') {
       const last = records[records.length - 1]!;
-      last.fields.push({ field: parts[2]!, cls: parts[3]!, number: parts[4]!, text: parts[5] ?? '' });
+      last.fields.push({
+        field: parts[2]!,
+        cls: parts[3]!,
+        number: parts[4]!,
+        text: parts[5] ?? '',
+        value: parts[6] ?? '',
+      });
     }
   }
   return records;

@@ -2,37 +2,9 @@ import type { Row } from '@nanosync/core';
 import { describe, expect, it } from 'vitest';
 import { readAll } from './fixture.js';
 import { streamPipeline } from './stream-helpers.js';
+import { ARRAYS, SCALARS } from './types-data.js';
 
 const table = { schema: 'public', name: 'more_types' };
-const SCALARS = [
-  ['r4', 'int4range', `'[1,10)'`],
-  ['rts', 'tstzrange', `'[2024-01-01 00:00:00+00,infinity)'`],
-  ['mr', 'int4multirange', `'{[1,3),[5,8)}'`],
-  ['hs', 'hstore', `'a=>1, "b c"=>"x,y", n=>NULL'`],
-  ['ci', 'citext', `'MiXeD Case'`],
-  ['lt', 'ltree', `'top.science.astronomy'`],
-  ['bt', 'bit(4)', `B'1010'`],
-  ['vb', 'varbit', `B'110'`],
-  ['x', 'xml', `'<a href="q">t &amp; u</a>'`],
-  ['tv', 'tsvector', `'a fat cat sat on a mat'`],
-  ['tq', 'tsquery', `'fat & (rat | cat)'`],
-  ['pt', 'point', `'(1.5,-2)'`],
-  ['bx', 'box', `'((0,0),(1,1))'`],
-  ['pg', 'polygon', `'((0,0),(1,0),(0,1))'`],
-  ['cr', 'circle', `'<(0,0),2>'`],
-  ['o', 'oid', '4294967295'],
-  ['rc', 'regclass', `'pg_class'`],
-  ['cp', 'pair', `ROW(1, 'x "y", z')`],
-  ['ch', 'char(5)', `'ab'`],
-] as const;
-const ARRAYS = [
-  ['ra', 'int4range[]', `ARRAY['[1,2)'::int4range, NULL]`],
-  ['pa', 'pair[]', `ARRAY[ROW(2, 'a,b')::pair]`],
-  ['da', 'int_list', `'{1,2,NULL}'`],
-  ['ca', 'char(3)[]', `'{a,bb}'`],
-  ['cia', 'citext[]', `'{X,y}'`],
-] as const;
-
 describe('types beyond the common ones', () => {
   it('ranges, multiranges, hstore, citext, ltree, bit strings, xml, text search, geometry, oid/regclass, composites, domains over arrays and char(n): the snapshot and the stream give the same value, and scalars equal the server’s text form', async () => {
     const columns = [...SCALARS, ...ARRAYS];

@@ -48,10 +48,11 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * indexes). Prints, per record:
  *
  *   R <tab> topic <tab> partition <tab> offset <tab> value schema id <tab> key <tab> op <tab> lsn
- *   F <tab> offset <tab> field <tab> class <tab> number <tab> text       (each field of after, else before)
+ *   F <tab> offset <tab> field <tab> class <tab> number <tab> text <tab> value  (each field of after, else before)
  *
  * number is days for dates, microseconds for times and timestamps (Avro logical types or
- * the Protobuf integers), else empty. Tombstones print op "TOMBSTONE".
+ * the Protobuf integers), else empty. value is the decoded value in one normal form (see
+ * norm) that a test can build from the source's values. Tombstones print op "TOMBSTONE".
  *
  * args: bootstrap registryUrl isolationLevel expectedCount timeoutMs protoc topic[,topic...]
  */
@@ -136,7 +137,55 @@ public class RegistryConsume {
     return v == null ? "" : v.toString().replace('\t', ' ').replace('\n', ' ');
   }
 
-  static void printFields(long offset, Object image) {
+  static final com.fasterxml.jackson.databind.ObjectMapper JSON = new com.fasterxml.jackson.databind.ObjectMapper();
+
+  /**
+   * One decoded value in a normal form: null; integers in decimal; doubles as "d:" and the
+   * 16 hex digits of their IEEE bits; strings JSON-quoted; bytes "b64:" and base64; Avro's
+   * logical dates "days:" epoch days, times and timestamps "us:" microseconds; UUIDs quoted;
+   * lists "[a,b]"; the array wrappers (Avro record Array_*, Protobuf Array_* and its _Item)
+   * unwrapped to the list or the item they hold.
+   */
+  static String norm(Object v) throws Exception {
+    if (v == null) return "null";
+    if (v instanceof CharSequence || v instanceof java.util.UUID || v instanceof GenericData.EnumSymbol)
+      return JSON.writeValueAsString(v.toString());
+    if (v instanceof Integer || v instanceof Long || v instanceof Boolean) return v.toString();
+    if (v instanceof Double d) return "d:" + String.format("%016x", Double.doubleToRawLongBits(d));
+    if (v instanceof Float f) return "d:" + String.format("%016x", Double.doubleToRawLongBits(f.doubleValue()));
+    if (v instanceof ByteBuffer b) {
+      ByteBuffer copy = b.duplicate();
+      byte[] bytes = new byte[copy.remaining()];
+      copy.get(bytes);
+      return "b64:" + java.util.Base64.getEncoder().encodeToString(bytes);
+    }
+    if (v instanceof com.google.protobuf.ByteString b) return "b64:" + java.util.Base64.getEncoder().encodeToString(b.toByteArray());
+    if (v instanceof LocalDate d) return "days:" + d.toEpochDay();
+    if (v instanceof LocalTime t) return "us:" + (t.toNanoOfDay() / 1000);
+    if (v instanceof LocalDateTime t) return "us:" + micros(t.toInstant(ZoneOffset.UTC));
+    if (v instanceof Instant t) return "us:" + micros(t);
+    if (v instanceof com.google.protobuf.Descriptors.EnumValueDescriptor e) return JSON.writeValueAsString(e.getName());
+    if (v instanceof List<?> list) {
+      StringBuilder out = new StringBuilder("[");
+      for (int i = 0; i < list.size(); i++) {
+        if (i > 0) out.append(',');
+        out.append(norm(list.get(i)));
+      }
+      return out.append(']').toString();
+    }
+    if (v instanceof GenericRecord r && r.getSchema().getName().startsWith("Array_")) return norm(r.get("items"));
+    if (v instanceof DynamicMessage m) {
+      String name = m.getDescriptorForType().getName();
+      if (name.startsWith("Array_") && name.endsWith("_Item")) {
+        for (FieldDescriptor f : m.getDescriptorForType().getFields()) if (m.hasField(f)) return norm(m.getField(f));
+        return "null";
+      }
+      if (name.startsWith("Array_")) return norm(m.getField(m.getDescriptorForType().findFieldByName("items")));
+    }
+    return "?" + v.getClass().getName() + ":" + clean(v);
+  }
+
+  static void printFields(long offset, Object image) throws Exception {
     if (image instanceof GenericRecord row) {
       for (Schema.Field field : row.getSchema().getFields()) {
         Object value = row.get(field.name());
@@ -146,18 +195,18 @@ public class RegistryConsume {
         else if (value instanceof LocalDateTime t) number = micros(t.toInstant(ZoneOffset.UTC));
         else if (value instanceof Instant t) number = micros(t);
         String cls = value == null ? "null" : value.getClass().getSimpleName();
-        System.out.println("F\t" + offset + "\t" + field.name() + "\t" + cls + "\t" + number + "\t" + clean(value));
+        System.out.println("F\t" + offset + "\t" + field.name() + "\t" + cls + "\t" + number + "\t" + clean(value) + "\t" + norm(value));
       }
     } else if (image instanceof DynamicMessage row) {
       for (FieldDescriptor field : row.getDescriptorForType().getFields()) {
         if (!row.hasField(field)) {
-          System.out.println("F\t" + offset + "\t" + field.getName() + "\tnull\t\t");
+          System.out.println("F\t" + offset + "\t" + field.getName() + "\tnull\t\t\tnull");
           continue;
         }
         Object value = row.getField(field);
         String number = (value instanceof Long || value instanceof Integer) ? value.toString() : "";
         String text = value instanceof com.google.protobuf.ByteString b ? java.util.Base64.getEncoder().encodeToString(b.toByteArray()) : clean(value);
-        System.out.println("F\t" + offset + "\t" + field.getName() + "\t" + value.getClass().getSimpleName() + "\t" + number + "\t" + text);
+        System.out.println("F\t" + offset + "\t" + field.getName() + "\t" + value.getClass().getSimpleName() + "\t" + number + "\t" + text + "\t" + norm(value));
       }
     }
   }
