@@ -1,6 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { type CheckResult, ErrorCode, type Sink, type Source } from '@nanosync/core';
-import { createLogger, describeError, materializePipeline } from '@nanosync/core/host';
+import {
+  createLogger,
+  describeError,
+  materializePipeline,
+  PreflightError,
+  type PreflightFailure,
+} from '@nanosync/core/host';
 import { parseCommandArgs } from '../args.js';
 import { type CheckedConfig, checkConfigOrExit } from '../config-check.js';
 import { connectorResolver } from '../connectors.js';
@@ -24,6 +30,12 @@ function markOf(result: CheckResult): string {
   return result.severity === 'warning' ? MARK.warning : MARK.error;
 }
 
+/** A failed check's fix under its line: `fix: ` before the first line, the others aligned with it. */
+function fixLines(fix: string | undefined): string[] {
+  if (!fix) return [];
+  return fix.split('\n').map((line, i) => `      ${i === 0 ? 'fix: ' : '     '}${line}`);
+}
+
 /** The report: one block per pipeline, one line per check, the fix indented below a failure. */
 export function renderDoctor(sections: DoctorSection[]): string {
   const lines: string[] = [];
@@ -37,10 +49,7 @@ export function renderDoctor(sections: DoctorSection[]): string {
     lines.push(`  ${section.title}`);
     for (const result of section.results) {
       lines.push(`    ${markOf(result)} ${result.name}: ${result.message}`);
-      if (!result.ok && result.fix) {
-        for (const [i, fixLine] of result.fix.split('\n').entries())
-          lines.push(`      ${i === 0 ? 'fix: ' : '     '}${fixLine}`);
-      }
+      if (!result.ok) lines.push(...fixLines(result.fix));
     }
   }
   const errors = sections.flatMap((s) => s.results).filter((r) => !r.ok && r.severity !== 'warning').length;
@@ -54,15 +63,16 @@ export function renderDoctor(sections: DoctorSection[]): string {
   return lines.join('\n');
 }
 
-/** The failed checks of a refused `apply`/`run` (a preflight), from the error or the server's answer. */
-export function preflightFailures(
-  err: unknown,
-): { pipeline: string; failures: { who: string; check: string; message: string; fix?: string }[] } | undefined {
-  const local = err as { pipeline?: unknown; failures?: unknown };
+/**
+ * The failed checks of a refused `apply`/`run` (a preflight): from core's PreflightError
+ * (`run`, in this process) or from the admin API's answer (`apply`: a 422 whose error
+ * carries the failures).
+ */
+export function preflightFailures(err: unknown): { pipeline: string; failures: PreflightFailure[] } | undefined {
+  if (err instanceof PreflightError) return { pipeline: err.pipeline, failures: err.failures };
   const remote = (err as { response?: { error?: { pipeline?: unknown; failures?: unknown } } }).response?.error;
-  const found = Array.isArray(local.failures) ? local : Array.isArray(remote?.failures) ? remote : undefined;
-  if (found === undefined || !Array.isArray(found.failures)) return undefined;
-  return { pipeline: String(found.pipeline ?? '?'), failures: found.failures };
+  if (remote === undefined || !Array.isArray(remote.failures)) return undefined;
+  return { pipeline: String(remote.pipeline ?? '?'), failures: remote.failures as PreflightFailure[] };
 }
 
 /** A refused preflight the way `doctor` prints failures: one ✗ line per check, its fix below. */
@@ -80,9 +90,7 @@ export function renderPreflightFailures(
       lines.push(`  ${who}`);
     }
     lines.push(`    ${MARK.error} ${failure.check}: ${failure.message}`);
-    if (failure.fix)
-      for (const [i, fixLine] of failure.fix.split('\n').entries())
-        lines.push(`      ${i === 0 ? 'fix: ' : '     '}${fixLine}`);
+    lines.push(...fixLines(failure.fix));
   }
   lines.push(`Fix these and run 'nanosync ${command}' again ('nanosync doctor --file FILE' shows every check).`);
   return lines;

@@ -6,7 +6,10 @@ import { formatLag, formatRate, formatTable, retryText } from '../format.js';
 import type { CliIo } from '../io.js';
 import type { Command } from './command.js';
 
-/** The rows of `list pipelines`, plus one note per pipeline that is errored or run elsewhere. */
+/**
+ * The rows of `list pipelines`, plus one note per pipeline that is errored or retrying. A
+ * pipeline run by another server needs no note: its SERVER cell names that server.
+ */
 export function renderPipelineList(pipelines: PipelineStatus[]): string {
   if (pipelines.length === 0) return 'no pipelines (create some with: nanosync apply --file FILE)';
   const sorted = [...pipelines].sort((a, b) => a.name.localeCompare(b.name));
@@ -25,7 +28,6 @@ export function renderPipelineList(pipelines: PipelineStatus[]): string {
   for (const p of sorted) {
     if (p.retry) notes.push(`${p.name}: retrying, ${retryText(p.retry)}: ${p.retry.lastError}`);
     else if (p.error) notes.push(`${p.name}: ${p.error}`);
-    if (p.heldBy) notes.push(`${p.name}: run by another server (${p.heldBy})`);
   }
   return notes.length === 0 ? table : `${table}\n\n${notes.join('\n')}`;
 }
@@ -38,9 +40,8 @@ export const listCommand: Command = {
 Shows every pipeline the server knows: NAME, STATE, TYPE (replication type),
 LAG (how far behind the source), EVENTS/S and SERVER (the server running it,
 '-' when none does; with a shared PostgreSQL state every server of the fleet
-lists every pipeline). Errored and retrying pipelines
-(with the attempt, the next retry and the last error) and pipelines run by
-another server are explained below the table.
+lists every pipeline). Errored and retrying pipelines (with the attempt, the
+next retry and the last error) are explained below the table.
 
 Options:
       --json          print the server's status objects as JSON

@@ -5,9 +5,10 @@ import { Box, Text, useApp, useInput } from 'ink';
 import { useEffect, useState, useSyncExternalStore } from 'react';
 import { formatLag, formatRate, retryText } from '../format.js';
 import {
-  formatBytes,
   formatCount,
   progressBar,
+  SINK_HEADER,
+  sinkCells,
   snapshotFraction,
   snapshotSummary,
   tableSnapshotFraction,
@@ -162,16 +163,7 @@ function TableView({ pipeline }: { pipeline: PipelineStatus }) {
       fraction === undefined ? '-' : `${progressBar(fraction, 10)} ${t.partitionsDone}/${t.partitionsTotal}`,
     ];
   });
-  const sinkRows = pipeline.sinks.map((s) => [
-    s.name,
-    s.state ?? '-',
-    formatCount(s.rowsWritten),
-    formatCount(s.writeErrors),
-    formatCount((s.deadLetters ?? 0) + (s.skippedEvents ?? 0)),
-    formatCount(s.queueDepth),
-    s.spillBytes ? formatBytes(s.spillBytes) : '-',
-    formatLag(s.lagSeconds),
-  ]);
+  const sinkRows = pipeline.sinks.map(sinkCells);
   const share = walShare(pipeline.source);
   return (
     <Box flexDirection="column">
@@ -185,10 +177,7 @@ function TableView({ pipeline }: { pipeline: PipelineStatus }) {
       ) : null}
       {sinkRows.length > 0 ? (
         <Box marginTop={1}>
-          <Columns
-            header={['SINK', 'STATE', 'ROWS WRITTEN', 'ERRORS', 'DEAD LETTERS', 'QUEUE', 'SPILLED', 'LAG']}
-            rows={sinkRows}
-          />
+          <Columns header={SINK_HEADER} rows={sinkRows} />
         </Box>
       ) : null}
       <Box marginTop={1}>

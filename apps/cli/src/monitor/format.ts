@@ -1,6 +1,7 @@
 import type {
   LatencyHistogram,
   PipelineStatus,
+  SinkStatus,
   SnapshotProgress,
   SourceStatus,
   TableStatus,
@@ -132,4 +133,36 @@ export function checkpointText(p: PipelineStatus): string {
 export function formatFields(fields: [label: string, value: string][], indent = '  '): string {
   const width = Math.max(0, ...fields.map(([label]) => label.length));
   return fields.map(([label, value]) => `${indent}${label.padEnd(width)}  ${value}`.trimEnd()).join('\n');
+}
+
+/**
+ * The sink columns of `monitor` (table view) and `metrics pipeline`. DEAD LETTERS: events the
+ * sink could not write, kept in its dead-letter target (`on_error: dead_letter`); SKIPPED:
+ * such events dropped (`on_error: skip`); SPILLED: bytes waiting in its spill log.
+ */
+export const SINK_HEADER = [
+  'SINK',
+  'STATE',
+  'ROWS WRITTEN',
+  'ERRORS',
+  'DEAD LETTERS',
+  'SKIPPED',
+  'QUEUE',
+  'SPILLED',
+  'LAG',
+];
+
+/** One sink's cells under {@link SINK_HEADER}. */
+export function sinkCells(s: SinkStatus): string[] {
+  return [
+    s.name,
+    s.state ?? '-',
+    formatCount(s.rowsWritten),
+    formatCount(s.writeErrors),
+    formatCount(s.deadLetters ?? 0),
+    formatCount(s.skippedEvents ?? 0),
+    formatCount(s.queueDepth),
+    s.spillBytes ? formatBytes(s.spillBytes) : '-',
+    formatLag(s.lagSeconds),
+  ];
 }

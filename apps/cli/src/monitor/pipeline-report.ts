@@ -8,6 +8,8 @@ import {
   formatPercent,
   latencySummary,
   progressBar,
+  SINK_HEADER,
+  sinkCells,
   snapshotFraction,
   walShare,
 } from './format.js';
@@ -70,20 +72,8 @@ export function renderPipelineReport(p: PipelineStatus): string {
   }
 
   if (p.sinks.length > 0) {
-    const rows = p.sinks.map((s) => [
-      s.name,
-      s.state ?? '-',
-      formatCount(s.rowsWritten),
-      formatCount(s.writeErrors),
-      formatCount((s.deadLetters ?? 0) + (s.skippedEvents ?? 0)),
-      formatCount(s.queueDepth),
-      s.spillBytes ? formatBytes(s.spillBytes) : '-',
-      formatLag(s.lagSeconds),
-      latencySummary(s.writeLatency),
-    ]);
-    sections.push(
-      `Sinks\n${indent(formatTable(['SINK', 'STATE', 'ROWS WRITTEN', 'ERRORS', 'DEAD LETTERS', 'QUEUE', 'SPILLED', 'LAG', 'WRITE LATENCY'], rows))}`,
-    );
+    const rows = p.sinks.map((s) => [...sinkCells(s), latencySummary(s.writeLatency)]);
+    sections.push(`Sinks\n${indent(formatTable([...SINK_HEADER, 'WRITE LATENCY'], rows))}`);
     for (const s of p.sinks) if (s.error) sections.push(`Sink ${s.name} error\n  ${s.error}`);
   }
 

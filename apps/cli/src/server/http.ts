@@ -50,7 +50,9 @@ export function errorResponse(err: unknown): { status: number; json: { error: { 
             ? 409
             : configErrors.has(err.code) || err.code === ErrorCode.CliUsage
               ? 400
-              : 500;
+              : err.code === ErrorCode.PreflightFailed
+                ? 422
+                : 500;
     return { status, json: { error: { code: err.code, message: redact(err.message) } } };
   }
   const message = err instanceof Error ? err.message : String(err);

@@ -107,8 +107,8 @@ describe('/metrics and `metrics pipeline` after a known workload (real PostgreSQ
     expect(out).toMatch(new RegExp(`\\n {2}rows\\s+${snapshotRows} read`));
     expect(out).toMatch(new RegExp(`\\n {2}public\\.orders\\s+${ORDERS}\\s+(\\d+)/\\1\\s+${orderChanges}\\s`));
     expect(out).toMatch(new RegExp(`\\n {2}public\\.customers\\s+${CUSTOMERS}\\s+(\\d+)/\\1\\s+${customerChanges}\\s`));
-    // SINK STATE ROWS-WRITTEN ERRORS DEAD-LETTERS QUEUE SPILLED LAG WRITE-LATENCY
-    expect(out).toMatch(new RegExp(`\\n {2}0:out\\s+\\S+\\s+${written}\\s+0\\s+0\\s+0\\s+-\\s+\\S+\\s+avg `));
+    // SINK STATE ROWS-WRITTEN ERRORS DEAD-LETTERS SKIPPED QUEUE SPILLED LAG WRITE-LATENCY
+    expect(out).toMatch(new RegExp(`\\n {2}0:out\\s+\\S+\\s+${written}\\s+0\\s+0\\s+0\\s+0\\s+-\\s+\\S+\\s+avg `));
     expect(out).toMatch(/Source WAL\n {2}retained\s+\d/);
     expect(out.trimEnd()).toMatch(/Warnings\n {2}none$/);
     expect(out).not.toContain(token);

@@ -62,7 +62,7 @@ describe('nanosync monitor in a real terminal (tmux)', () => {
     expect(tables).toMatch(/TABLE\s+ROWS SNAPSHOTTED\s+EVENTS\s+LAG\s+SNAPSHOT/);
     expect(tables).toMatch(/public\.items\s+30\s+0\s/);
     expect(tables).toMatch(/public\.notes\s+7\s+1\s/);
-    expect(tables).toMatch(/SINK\s+STATE\s+ROWS WRITTEN\s+ERRORS\s+DEAD LETTERS/);
+    expect(tables).toMatch(/SINK\s+STATE\s+ROWS WRITTEN\s+ERRORS\s+DEAD LETTERS\s+SKIPPED\s+QUEUE\s+SPILLED\s+LAG/);
     expect(tables).not.toContain('public.orders');
     expect(tables).toContain('Esc back');
 

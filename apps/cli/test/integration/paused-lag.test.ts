@@ -53,7 +53,10 @@ describe('a paused pipeline reports its real lag (real PostgreSQL)', () => {
     const listed = await cli('list', 'pipelines');
     const line = listed.stdout.split('\n').find((l) => l.startsWith(name));
     expect(line).toMatch(/PAUSED/);
-    expect(line).not.toMatch(/ 0\.0 s/);
+    // The LAG cell (formatLag: `0.4s`, `12s`, `1m05s`) is the paused lag, not zero.
+    const lagCell = line!.trim().split(/\s+/)[3]!;
+    expect(lagCell).toMatch(/^(\d+(\.\d)?s|\d+m\d\ds|\d+h\d\dm)$/);
+    expect(lagCell).not.toBe('0.0s');
     const report = await cli('metrics', 'pipeline', name);
     expect(report.stdout).toContain(
       `oldest change not delivered yet committed ${waiting.source!.oldestPendingCommitAt}`,

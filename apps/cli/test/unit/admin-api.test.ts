@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { PreflightError } from '@nanosync/core/host';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { listCommand } from '../../src/commands/list.js';
 import { pipelineCommand } from '../../src/commands/pipeline.js';
@@ -103,6 +104,42 @@ describe('endpoints', () => {
     expect(await results('h1')).toEqual([{ name: 'p1', result: 'created' }]);
     expect(await results('h1')).toEqual([{ name: 'p1', result: 'unchanged' }]);
     expect(await results('h2')).toEqual([{ name: 'p1', result: 'updated' }]);
+  });
+
+  it('a refused preflight is 422 with its failed checks, after the results applied before it; a held lease is 409', async () => {
+    const definition = { version: 1, pipeline: {}, connections: {}, configDir: '/x' };
+    const apply = fake.engine.apply;
+    fake.engine.apply = async (name, ...rest) => {
+      if (name === 'p2')
+        throw new PreflightError(
+          'p2',
+          [{ who: 'source', check: 'replica identity', message: 'public.t has none', fix: 'ALTER TABLE public.t …' }],
+          'pipeline p2 cannot start: source: public.t has none',
+          { retriable: false },
+        );
+      if (name === 'p3') throw new NanosyncError(ErrorCode.PipelineLeaseHeld, 'pipeline p3 is running on host-b');
+      return apply(name, ...rest);
+    };
+    const entry = (name: string) => ({ name, definition, hash: 'h', replicationType: 'cdc' });
+    const refused = await call('POST', '/v1/apply', TOKEN, { definitions: [entry('p1'), entry('p2'), entry('p3')] });
+    expect(refused.status).toBe(422);
+    expect(await refused.json()).toEqual({
+      results: [{ name: 'p1', result: 'created' }],
+      error: {
+        code: ErrorCode.PreflightFailed,
+        message: 'pipeline p2 cannot start: source: public.t has none',
+        pipeline: 'p2',
+        failures: [
+          { who: 'source', check: 'replica identity', message: 'public.t has none', fix: 'ALTER TABLE public.t …' },
+        ],
+      },
+    });
+    const held = await call('POST', '/v1/apply', TOKEN, { definitions: [entry('p3')] });
+    expect(held.status).toBe(409);
+    expect(((await held.json()) as { error: { code: string; pipeline: string } }).error).toMatchObject({
+      code: ErrorCode.PipelineLeaseHeld,
+      pipeline: 'p3',
+    });
   });
 
   it('rejects malformed apply bodies with 400', async () => {
@@ -265,6 +302,12 @@ describe('client commands', () => {
     expect(io.stdout).toEqual(['orders re-snapshotting public.a, public.b', 'orders re-snapshotting public.all']);
     const misuse = await pipelineCommand.run(['pause', 'orders', '--table', 'public.a'], io).catch((e: unknown) => e);
     expect(exitCodeFor(misuse)).toBe(2);
+    // A malformed body through the API: 400, saying what the body must be.
+    const bad = await call('POST', '/v1/pipelines/orders/resnapshot', TOKEN, { tables: 'public.a' });
+    expect(bad.status).toBe(400);
+    const { error } = (await bad.json()) as { error: { code: string; message: string } };
+    expect(error.code).toBe(ErrorCode.CliUsage);
+    expect(error.message).toContain('body must be { "tables": ["schema.table", …] }');
   });
 });
 

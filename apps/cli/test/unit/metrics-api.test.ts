@@ -38,6 +38,7 @@ beforeEach(async () => {
           rowsWritten: 130,
           writeErrors: 0,
           deadLetters: 2,
+          skippedEvents: 5,
           queueDepth: 0,
           queueBytes: 0,
           writeLatency: latency,
@@ -117,7 +118,8 @@ describe('nanosync metrics pipeline NAME', () => {
       /^Pipeline orders\n {2}state\s+LIVE_CDC \(cdc_backfill\)\n {2}lag\s+0\.4s\n {2}events\/s\s+3\.0\n/,
     );
     expect(text).toMatch(/public\.orders\s+100\s+2\/2\s+30\s+-/);
-    expect(text).toMatch(/0:out\s+-\s+130\s+0\s+2\s+0\s+-\s+-\s+avg 125ms, p99 > 5\.0ms over 4 writes/);
+    // SINK STATE ROWS-WRITTEN ERRORS DEAD-LETTERS SKIPPED QUEUE SPILLED LAG WRITE-LATENCY: dead letters and skipped events apart.
+    expect(text).toMatch(/0:out\s+-\s+130\s+0\s+2\s+5\s+0\s+-\s+-\s+avg 125ms, p99 > 5\.0ms over 4 writes/);
     expect(text).toContain('retained  2.0 KiB');
   });
 

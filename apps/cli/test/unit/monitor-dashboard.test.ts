@@ -94,7 +94,8 @@ describe('dashboard view', () => {
     expect(text).toMatch(/ {2}public\.orders\s+300\s+7\s+1\.5s\s+███░░░░░░░ 3\/9/);
     // 10 of about 100 rows: the bar follows the rows, finer than the partition count.
     expect(text).toMatch(/ {2}public\.items\s+10\s+0\s+-\s+█░░░░░░░░░ 0\/1/);
-    expect(text).toMatch(/ {2}0:out\s+-\s+305\s+1\s+0\s+12\s+-\s+-/);
+    // SINK STATE ROWS-WRITTEN ERRORS DEAD-LETTERS SKIPPED QUEUE SPILLED LAG
+    expect(text).toMatch(/ {2}0:out\s+-\s+305\s+1\s+0\s+0\s+12\s+-\s+-/);
     expect(text).toContain('WAL retained 60.0 MiB of 64.0 MiB (93%)');
     expect(text).toContain('Esc back · q quit');
     expect(text).not.toContain('billing');

@@ -221,8 +221,8 @@ Tables
   public.notes   0              -           5       -
 
 Sinks
-  SINK   STATE     ROWS WRITTEN  ERRORS  DEAD LETTERS  QUEUE  SPILLED  LAG   WRITE LATENCY
-  0:out  spilling  1,045         2       3             0      3.0 MiB  0.4s  avg 3.0ms, p99 ≤ 10ms over 10 writes
+  SINK   STATE     ROWS WRITTEN  ERRORS  DEAD LETTERS  SKIPPED  QUEUE  SPILLED  LAG   WRITE LATENCY
+  0:out  spilling  1,045         2       3             0        0      3.0 MiB  0.4s  avg 3.0ms, p99 ≤ 10ms over 10 writes
 
 Source WAL
   retained  48.0 MiB

@@ -1,7 +1,7 @@
-import { configErrors, ErrorCode, NanosyncError, redact } from '@nanosync/core';
-import { literalSecretPaths } from '@nanosync/core/host';
+import { ErrorCode, NanosyncError, redact } from '@nanosync/core';
+import { literalSecretPaths, PreflightError } from '@nanosync/core/host';
 import type { ApplyEntry, ApplyResult } from '../admin-engine.js';
-import type { Route } from '../http.js';
+import { errorResponse, type Route } from '../http.js';
 
 const PIPELINE_NAME = /^[A-Za-z0-9_-]{1,40}$/;
 
@@ -87,26 +87,18 @@ export const pipelineRoutes: Route[] = [
           const result = await engine.apply(entry.name, entry.definition, entry.hash, entry.replicationType);
           results.push({ name: entry.name, result });
         } catch (err) {
-          // Report what was applied before the failure along with the error itself.
-          const message = err instanceof Error ? err.message : String(err);
-          const code = err instanceof NanosyncError ? err.code : ErrorCode.Internal;
-          const status =
-            err instanceof NanosyncError && configErrors.has(err.code)
-              ? 400
-              : NanosyncError.is(err, ErrorCode.PreflightFailed)
-                ? 422
-                : 500;
-          // A refused preflight also sends its failed checks one by one, for the client to show like `doctor`.
-          const failures = (err as { failures?: unknown }).failures;
+          // Report what was applied before the failure along with the error itself (a refused
+          // preflight is 422 and also sends its failed checks one by one, for the client to show like `doctor`).
+          const { status, json } = errorResponse(err);
+          const failures = err instanceof PreflightError ? err.failures : undefined;
           return {
             status,
             json: {
               results,
               error: {
-                code,
-                message: redact(message),
+                ...json.error,
                 pipeline: entry.name,
-                ...(Array.isArray(failures) ? { failures: redactDeep(failures) } : {}),
+                ...(failures !== undefined ? { failures: redactDeep(failures) } : {}),
               },
             },
           };
@@ -140,10 +132,10 @@ export const pipelineRoutes: Route[] = [
       const name = pipelineName(params);
       const requested = (body as { tables?: unknown } | undefined)?.tables;
       if (requested !== undefined && (!Array.isArray(requested) || requested.some((t) => typeof t !== 'string'))) {
-        return {
-          status: 400,
-          json: { error: { code: ErrorCode.ConfigInvalid, message: 'tables must be a list of schema.table names' } },
-        };
+        throw new NanosyncError(
+          ErrorCode.CliUsage,
+          'body must be { "tables": ["schema.table", …] }: the tables to read again, or no "tables" for all of the pipeline\'s tables',
+        );
       }
       const tables = await engine.resnapshot(name, (requested as string[] | undefined) ?? []);
       return { json: { name, action: 'resnapshot', tables } };
