@@ -3,6 +3,7 @@
 // the time of each in NN.time), then a screenshot with headless Chromium.
 //   node docs/grafana/render.mjs && chromium --headless --screenshot=docs/grafana/dashboard.png \
 //     --window-size=1400,1080 docs/grafana/dashboard.html
+// dashboard.html is an intermediate page, ignored by git; only dashboard.png is committed.
 // Not Grafana: each panel plots the series of the first metric its query names — counters
 // as per-second rates, the latency histogram as p95 — which is what the panel shows in Grafana.
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';

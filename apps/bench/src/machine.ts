@@ -58,16 +58,20 @@ async function cpuModel(): Promise<string> {
   }
 }
 
-export async function machineInfo(repoRoot: string): Promise<MachineInfo> {
-  let kafkajs: string | undefined;
+/** The version of a package the bench depends on, as installed (undefined when it is not). */
+export async function packageVersion(name: string): Promise<string | undefined> {
   try {
     const pkg = JSON.parse(
-      await readFile(new URL('../node_modules/kafkajs/package.json', import.meta.url), 'utf8'),
+      await readFile(new URL(`../node_modules/${name}/package.json`, import.meta.url), 'utf8'),
     ) as { version?: string };
-    kafkajs = pkg.version;
+    return pkg.version;
   } catch {
-    kafkajs = undefined;
+    return undefined;
   }
+}
+
+export async function machineInfo(repoRoot: string): Promise<MachineInfo> {
+  const kafkajs = await packageVersion('kafkajs');
   return {
     cores: cpus().length,
     cpuModel: await cpuModel(),

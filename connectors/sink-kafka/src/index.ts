@@ -41,6 +41,8 @@ export {
 } from './config.js';
 export { topicFor, messageKey, keyColumnsFor, checkTopicCollisions } from './routing.js';
 export { registerCompressionCodecs, COMPRESSIONS } from './compression.js';
+/** The size the sink counts a record at against max_bytes_in_flight (the bench drives clients the same way). */
+export { recordSize } from './producer.js';
 export {
   codecFor,
   decodeAvroMessage,

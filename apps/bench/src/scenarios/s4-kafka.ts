@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BenchContext } from '../context.js';
 import { countMessages } from '../kafka.js';
+import { packageVersion } from '../machine.js';
 import { runToExit } from '../measure.js';
 import { REPO_ROOT } from '../nanosync.js';
 import { averageBytes, makePayloads, parseProducerPerformance } from '../payloads.js';
@@ -17,10 +18,15 @@ const SINK_BYTES_PER_SEND = 1024 * 1024;
 
 /** The Node clients S4 compares, each driven by its own worker the way the sink drives its client. */
 export const NODE_CLIENTS = [
-  { id: 'kafkajs', label: 'kafkajs 2.2.4', worker: 'kafkajs-producer.ts' },
-  { id: 'platformatic', label: '@platformatic/kafka 2.12.1', worker: 'platformatic-producer.ts' },
+  { id: 'kafkajs', pkg: 'kafkajs', worker: 'kafkajs-producer.ts' },
+  { id: 'platformatic', pkg: '@platformatic/kafka', worker: 'platformatic-producer.ts' },
 ] as const;
-type NodeClient = (typeof NODE_CLIENTS)[number];
+type NodeClient = (typeof NODE_CLIENTS)[number] & { label: string };
+
+/** `kafkajs 2.2.4`: the client with the version installed, so a report names what really ran. */
+async function withLabel(client: (typeof NODE_CLIENTS)[number]): Promise<NodeClient> {
+  return { ...client, label: `${client.pkg} ${(await packageVersion(client.pkg)) ?? '(version unknown)'}` };
+}
 
 async function nodeClientRun(
   ctx: BenchContext,
@@ -177,7 +183,8 @@ export async function runS4(ctx: BenchContext): Promise<ScenarioResult> {
   };
   for (const compression of ctx.options.s4Compressions) {
     const node: Measurement[] = [];
-    for (const client of NODE_CLIENTS) node.push(await nodeClientRun(ctx, client, payloadFile, records, compression));
+    for (const client of NODE_CLIENTS)
+      node.push(await nodeClientRun(ctx, await withLabel(client), payloadFile, records, compression));
     const java = await producerPerformanceRun(ctx, payloadFile, records, compression);
     result.measurements.push(...node, java);
     NODE_CLIENTS.forEach((client, i) => {

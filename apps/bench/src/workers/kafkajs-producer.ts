@@ -9,7 +9,7 @@
  * argv: <json options>
  */
 import { readFile } from 'node:fs/promises';
-import { HEADER_OP, HEADER_POSITION, HEADER_TABLE, registerCompressionCodecs } from '@nanosync/sink-kafka';
+import { HEADER_OP, HEADER_POSITION, HEADER_TABLE, recordSize, registerCompressionCodecs } from '@nanosync/sink-kafka';
 import kafkajs, { type IHeaders, type Message } from 'kafkajs';
 
 interface Options {
@@ -23,13 +23,6 @@ interface Options {
 }
 
 const COMPRESSION_CODES = { none: 0, gzip: 1, snappy: 2, lz4: 3, zstd: 4 } as const;
-
-/** The sink's per-record size estimate (producer.ts recordSize): key, value, headers and framing. */
-function recordSize(key: Buffer, value: Buffer, headers: IHeaders): number {
-  let size = 24 + key.length + value.length;
-  for (const [name, v] of Object.entries(headers)) size += 8 + name.length + Buffer.byteLength(String(v));
-  return size;
-}
 
 async function main(): Promise<void> {
   const options = JSON.parse(process.argv[2] ?? '{}') as Options;

@@ -10,7 +10,7 @@
  * argv: <json options>
  */
 import { readFile } from 'node:fs/promises';
-import { HEADER_OP, HEADER_POSITION, HEADER_TABLE } from '@nanosync/sink-kafka';
+import { HEADER_OP, HEADER_POSITION, HEADER_TABLE, recordSize } from '@nanosync/sink-kafka';
 import { compatibilityPartitioner, type MessageToProduce, Producer } from '@platformatic/kafka';
 
 interface Options {
@@ -21,13 +21,6 @@ interface Options {
   compression: 'none' | 'gzip' | 'snappy' | 'lz4' | 'zstd';
   /** The sink's max_bytes_in_flight: bytes handed to one send. */
   maxBytesInFlight: number;
-}
-
-/** The sink's per-record size estimate (producer.ts recordSize): key, value, headers and framing. */
-function recordSize(key: Buffer, value: Buffer, headers: Map<Buffer, Buffer>): number {
-  let size = 24 + key.length + value.length;
-  for (const [name, v] of headers) size += 8 + name.length + v.length;
-  return size;
 }
 
 // Header names and values go to the wire as given: this client wants bytes, not strings.
@@ -63,12 +56,14 @@ async function main(): Promise<void> {
       const i = sent + messages.length;
       const value = payloads[i % payloads.length] as Buffer;
       const key = Buffer.from(`{"id":"${i + 1}"}`);
+      const position = Buffer.from(`0000000001A2B3C4:${i.toString(16).padStart(8, '0')}`);
       const headers = new Map<Buffer, Buffer>([
         [TABLE, table],
         [OP, op],
-        [POSITION, Buffer.from(`0000000001A2B3C4:${i.toString(16).padStart(8, '0')}`)],
+        [POSITION, position],
       ]);
-      const size = recordSize(key, value, headers);
+      // Counted by the sink's own function, with the same names and bytes.
+      const size = recordSize(key, value, { [HEADER_TABLE]: table, [HEADER_OP]: op, [HEADER_POSITION]: position });
       if (messages.length > 0 && batchBytes + size > options.maxBytesInFlight) break;
       messages.push({ topic: options.topic, key, value, headers });
       batchBytes += size;

@@ -20,7 +20,7 @@ function positionLsn(position: string): bigint {
 }
 
 describe('a fleet of servers on one PostgreSQL state store', () => {
-  it('a frozen server (SIGSTOP past its lease, then SIGCONT) has its checkpoint refused after the takeover; the slot never passes the new holder’s checkpoint', async () => {
+  it('a server frozen past its lease (SIGSTOP, then SIGCONT) lands nothing after the standby took over at a higher epoch (its fenced write refused, or it stops on its lease check first); the slot never passes the stored checkpoint; nothing lost', async () => {
     await using fleet = await Fleet.create({ pipelines: 1, rows: 100 });
     const [pipeline] = fleet.pipelines as [string];
     const a = await fleet.startServer('frozen-a');
