@@ -15,7 +15,8 @@ Prints what the server measures for one pipeline, in sections:
   Pipeline    state, lag, events/s, events since the server started, checkpoint
   Snapshot    progress bar, partitions done, rows read vs estimated, ETA
   Tables      per table: snapshot rows, partitions, stream changes, lag
-  Sinks       per sink: rows written, write errors, queue, lag, write latency
+  Sinks       per sink: state, rows written, write errors, dead letters and
+              skipped events (on_error), queue, spilled bytes, lag, write latency
   Source WAL  WAL retained by the replication slot and how much more is safe
   Warnings    retained WAL past 50% / 80% of the limit, stalled pipeline
 
