@@ -7,12 +7,21 @@
  * `NS_TEST_KILL` (JSON, see `KillHook` in harness.ts) makes it SIGKILL itself at an exact
  * point: inside a sink write, after a write but before its checkpoint, or after a
  * checkpoint but before the source is acknowledged. It prints `HOOK <what>` first.
- * `NS_TEST_WRITE_DELAY_MS` makes every sink write wait that long first (a slow sink).
+ * `NS_TEST_WRITE_DELAY_MS` makes every sink write wait that long first (a slow sink); with
+ * `NS_TEST_SLOW_SINK` only the file sinks whose `file`/`path` contains that text are slowed,
+ * and `NS_TEST_MS_PER_EVENT_FILE` names a file holding milliseconds per event, read at every
+ * write: the write waits that long times its events first (a throttle in events per second,
+ * whatever the batch size), which a test can change or lift (0) while the pipeline runs.
+ * `NS_TEST_QUEUE_MAX_EVENTS`: each sink's in-memory queue bound (default 20,000 events).
+ * `NS_TEST_STATUS_FILE`: the engine's status of every pipeline (what the admin API serves) is
+ * written there as JSON every 200 ms.
+ * The state folder (spill logs, dead letters) is the state store's folder, as with `serve`.
  * SIGUSR2 resumes every pipeline (what `nanosync pipeline resume` does).
  * SIGHUP re-snapshots the tables named in `NS_TEST_RESNAPSHOT` and prints `RESNAPSHOT …`.
  *
  *   node --conditions=@nanosync/source --import tsx run-pipeline.ts <config.yaml> <state.sqlite> <secret-key-hex>
  */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { ChangeEvent, Sink, SinkDefinition } from '@nanosync/core';
 import {
@@ -36,6 +45,20 @@ if (!configFile || !stateFile || !keyHex) {
 const secretKey = Buffer.from(keyHex, 'hex');
 const hook = process.env.NS_TEST_KILL ? (JSON.parse(process.env.NS_TEST_KILL) as KillHook) : undefined;
 const writeDelayMs = Number(process.env.NS_TEST_WRITE_DELAY_MS ?? 0);
+const slowSink = process.env.NS_TEST_SLOW_SINK;
+const perEventFile = process.env.NS_TEST_MS_PER_EVENT_FILE;
+const statusFile = process.env.NS_TEST_STATUS_FILE;
+const queueMaxEvents = process.env.NS_TEST_QUEUE_MAX_EVENTS ? Number(process.env.NS_TEST_QUEUE_MAX_EVENTS) : undefined;
+
+/** How long a write of `events` events waits first: `NS_TEST_WRITE_DELAY_MS` plus the per-event throttle. */
+function currentDelay(events: number): number {
+  if (perEventFile === undefined) return writeDelayMs;
+  let perEvent = 0;
+  try {
+    perEvent = Number(readFileSync(perEventFile, 'utf8').trim()) || 0;
+  } catch {}
+  return writeDelayMs + perEvent * events;
+}
 
 /** The crash under test. Pipes to the parent are written synchronously, so the line gets out first. */
 function die(what: string): Promise<never> {
@@ -48,8 +71,9 @@ function die(what: string): Promise<never> {
 function withSinkHook(definition: SinkDefinition): SinkDefinition {
   let streamEvents = 0;
   const isStream = (e: ChangeEvent) => e.op !== 'read';
-  const write = async (sink: Sink, events: ChangeEvent[]): Promise<void> => {
-    if (writeDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, writeDelayMs));
+  const write = async (sink: Sink, events: ChangeEvent[], slow: boolean): Promise<void> => {
+    const delay = slow ? currentDelay(events.length) : 0;
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
     if (hook === undefined || 'afterCheckpoints' in hook) return sink.write(events);
     if ('afterEvent' in hook) {
       const { id, op } = hook.afterEvent;
@@ -68,7 +92,13 @@ function withSinkHook(definition: SinkDefinition): SinkDefinition {
     ...definition,
     async create(config, context) {
       const sink = await definition.create(config, context);
-      return { open: (tables) => sink.open(tables), close: () => sink.close(), write: (events) => write(sink, events) };
+      const target = String((config as { file?: string; path?: string }).file ?? (config as { path?: string }).path);
+      const slow = slowSink === undefined || target.includes(slowSink);
+      return {
+        open: (tables) => sink.open(tables),
+        close: () => sink.close(),
+        write: (events) => write(sink, events, slow),
+      };
     },
   };
 }
@@ -114,7 +144,12 @@ const engine = new Engine({
   holderId: `test-${process.pid}`,
   leaseTtlMs: 3000,
   materialize: (definition) => materializePipeline(definition, { secretKey, resolve }),
-  runtime: { metricsIntervalMs: 500, retry: { baseDelayMs: 100, maxDelayMs: 1000 } },
+  runtime: {
+    metricsIntervalMs: 500,
+    retry: { baseDelayMs: 100, maxDelayMs: 1000 },
+    dataDir: dirname(stateFile),
+    ...(queueMaxEvents ? { queue: { maxEvents: queueMaxEvents } } : {}),
+  },
 });
 engine.on('state', (event) =>
   process.stdout.write(`STATE ${event.pipeline} ${event.state}${event.error ? ` ${event.error}` : ''}\n`),
@@ -125,12 +160,25 @@ await engine.start();
 process.stdout.write('READY\n');
 // The engine's own timers do not hold the process open (a server has its HTTP listener for that).
 const keepAlive = setInterval(() => {}, 60_000);
+const statusTimer =
+  statusFile === undefined
+    ? undefined
+    : setInterval(() => {
+        void Promise.all([...stored.keys()].map(async (name) => [name, await engine.status(name)] as const)).then(
+          (all) => {
+            writeFileSync(`${statusFile}.tmp`, JSON.stringify(Object.fromEntries(all)));
+            renameSync(`${statusFile}.tmp`, statusFile);
+          },
+          () => {},
+        );
+      }, 200);
 
 let stopping = false;
 const stop = async () => {
   if (stopping) return;
   stopping = true;
   clearInterval(keepAlive);
+  if (statusTimer) clearInterval(statusTimer);
   await engine.stop();
   await store.close();
   process.exit(0);

@@ -5,6 +5,7 @@
  * Everything it started is stopped when it is disposed.
  */
 import type { PostgresService } from '@nanosync/testcontainers';
+import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { expect } from 'vitest';
 import { comparePositions, decodePosition, parseLsn } from '../../../src/position.js';
@@ -46,6 +47,17 @@ export interface ScenarioOptions {
   service?: PostgresService;
   /** More tables in the pipeline (`public.<name>`, each `id int PRIMARY KEY, note text` with `rows` rows). */
   extraTables?: { name: string; rows: number }[];
+  /** A second file sink (`1:out2`), see {@link SecondSink}; the first one is `0:out`. */
+  secondSink?: SecondSink;
+}
+
+/**
+ * A second file sink: one file `out2.jsonl`, or with `folder` one file per table under
+ * `out2/` (a table's file is opened at its first event); `maxSpillBytes` is its `max_spill_bytes`.
+ */
+export interface SecondSink {
+  folder?: boolean;
+  maxSpillBytes?: string;
 }
 
 export interface SnapshotSettings {
@@ -61,6 +73,7 @@ export function pipelineYaml(
   sinkFile: string,
   snapshot: SnapshotSettings,
   extraTables: string[] = [],
+  second?: SecondSink & { target: string },
 ): string {
   const dsn = `postgres://${fx.role}:${fx.rolePassword}@${fx.service.host}:${fx.service.port}/${fx.database}?sslmode=disable`;
   return `connections:
@@ -71,15 +84,30 @@ export function pipelineYaml(
     type: file
     properties:
       file: ${JSON.stringify(sinkFile)}
-pipelines:
+${
+  second
+    ? `  - name: out2
+    type: file
+    properties:
+      ${second.folder ? 'path' : 'file'}: ${JSON.stringify(second.target)}
+`
+    : ''
+}pipelines:
   - name: ${pipeline}
     replication_type: cdc_backfill
     source:
       connection: source-db
       tables: [${[TABLE, ...extraTables].join(', ')}]
-    sink:
+${
+  second
+    ? `    sinks:
+      - connection: out
+      - connection: out2
+${second.maxSpillBytes ? `        max_spill_bytes: ${second.maxSpillBytes}\n` : ''}`
+    : `    sink:
       connection: out
-    snapshot:
+`
+}    snapshot:
       concurrency: ${snapshot.concurrency}
       target_rows_per_partition: ${snapshot.rows}
 ${snapshot.mode ? `      mode: ${snapshot.mode}\n` : ''}${snapshot.chunkRows ? `      chunk_rows: ${snapshot.chunkRows}\n` : ''}`;
@@ -137,8 +165,8 @@ function connectionFailed(error: unknown): boolean {
 
 export interface FlushSample {
   confirmedFlush: bigint;
-  /** Size of the sink file, read after `confirmedFlush`. */
-  fileBytes: number;
+  /** Size of the sink file (of each sink, in order), read after `confirmedFlush`. */
+  fileBytes: number[];
   /** The stored checkpoint (or, before the first one, the start position), read after `confirmedFlush`. */
   checkpoint: string | undefined;
 }
@@ -148,7 +176,7 @@ export interface FlushSample {
  * checkpoint. Both only grow, so reading them later can only make the check more lenient,
  * never fail a correct pipeline. Survives server restarts (samples are skipped meanwhile).
  */
-function sampleFlush(url: string, slot: string, work: WorkDir, pipeline: string) {
+function sampleFlush(url: string, slot: string, files: string[], work: WorkDir, pipeline: string) {
   const samples: FlushSample[] = [];
   const connection = new AdminConnection(url);
   let stopped = false;
@@ -159,7 +187,7 @@ function sampleFlush(url: string, slot: string, work: WorkDir, pipeline: string)
         .then((r) => r.rows[0] as { lsn: string | null } | undefined)
         .catch(() => undefined);
       if (row?.lsn) {
-        const fileBytes = await fileSize(work.sinkFile);
+        const fileBytes = await Promise.all(files.map(fileSize));
         samples.push({
           confirmedFlush: parseLsn(row.lsn),
           fileBytes,
@@ -191,15 +219,21 @@ export class E2eScenario implements AsyncDisposable {
   #writersStarted = 0;
   readonly #txns: WriterTxn[] = [];
 
+  /** The file of `public.accounts` in each sink (the second one's only with `secondSink`). */
+  readonly sinkFiles: string[];
+
   private constructor(
     readonly fx: PgFixture,
     readonly pipeline: string,
     readonly work: WorkDir,
     readonly rows: number,
+    second?: SecondSink,
   ) {
     this.slot = `nanosync_slot_${pipeline}`;
     this.#admin = new AdminConnection(fx.adminUrl);
-    this.#sampler = sampleFlush(fx.adminUrl, this.slot, work, pipeline);
+    this.sinkFiles = [work.sinkFile];
+    if (second) this.sinkFiles.push(secondSinkTarget(work.dir, second, true));
+    this.#sampler = sampleFlush(fx.adminUrl, this.slot, this.sinkFiles, work, pipeline);
   }
 
   static async create(options: ScenarioOptions): Promise<E2eScenario> {
@@ -228,9 +262,12 @@ export class E2eScenario implements AsyncDisposable {
           sinkFile,
           snapshot,
           extra.map((t) => `public.${t.name}`),
+          options.secondSink
+            ? { ...options.secondSink, target: secondSinkTarget(dirname(sinkFile), options.secondSink, false) }
+            : undefined,
         ),
       );
-      return new E2eScenario(fx, pipeline, work, options.rows);
+      return new E2eScenario(fx, pipeline, work, options.rows, options.secondSink);
     } catch (error) {
       await fx[Symbol.asyncDispose]();
       throw error;
@@ -306,8 +343,9 @@ export class E2eScenario implements AsyncDisposable {
     return this.#admin.query(sql, params);
   }
 
-  lines(): Promise<SinkLine[]> {
-    return readSinkFile(this.work.sinkFile);
+  /** The lines of `public.accounts` in sink `sink` (0 or 1). */
+  lines(sink = 0): Promise<SinkLine[]> {
+    return readSinkFile(this.sinkFiles[sink]!);
   }
 
   checkpoint(): string | undefined {
@@ -327,25 +365,36 @@ export class E2eScenario implements AsyncDisposable {
    * The end of a test: stop the writer, insert the marker row, wait until the running
    * pipeline delivered it (so everything before it too), then stop sampling.
    */
-  async finish(proc: PipelineProcess): Promise<void> {
+  async finish(proc?: PipelineProcess): Promise<void> {
     await this.stopWriter();
     await this.query(`INSERT INTO public.accounts VALUES (${MARKER_ID}, 0, 'marker')`);
-    await waitFor(
-      async () => (await this.lines()).some((l) => l.key.id === MARKER_ID),
-      'the marker row in the sink',
-      proc,
-    );
+    for (let sink = 0; sink < this.sinkFiles.length; sink++)
+      await waitFor(
+        async () => (await this.lines(sink)).some((l) => l.key.id === MARKER_ID),
+        `the marker row in sink ${sink}`,
+        proc,
+      );
     await sleep(500);
     await this.#sampler.stop();
   }
 
-  /** The RELIABILITY.md oracle over the whole sink file; call after `finish`. */
-  async check(): Promise<SinkLine[]> {
+  /** The RELIABILITY.md oracle over the whole file of sink `sink`; call after `finish`. */
+  async check(sink = 0): Promise<SinkLine[]> {
     const row = pipelineRow(this.work.stateFile, this.pipeline);
     expect(row?.start_position).toBeTruthy();
-    const lines = await this.lines();
-    await oracle(this, lines, { startPosition: row!.start_position!, txns: this.txns, samples: this.#sampler.samples });
+    const lines = await this.lines(sink);
+    await oracle(this, lines, {
+      startPosition: row!.start_position!,
+      txns: this.txns,
+      samples: this.#sampler.samples,
+      sink,
+    });
     return lines;
+  }
+
+  /** The flush samples so far (slot's confirmed_flush_lsn, sink file sizes, stored checkpoint). */
+  get samples(): readonly FlushSample[] {
+    return this.#sampler.samples;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -372,7 +421,7 @@ export class E2eScenario implements AsyncDisposable {
 export async function oracle(
   scenario: E2eScenario,
   lines: SinkLine[],
-  opts: { startPosition: string; txns: WriterTxn[]; samples: FlushSample[] },
+  opts: { startPosition: string; txns: WriterTxn[]; samples: FlushSample[]; sink?: number },
 ): Promise<void> {
   const table = await scenario.query('SELECT id, balance::text AS balance, note FROM public.accounts ORDER BY id');
   lines = lines.filter((l) => l.table === TABLE);
@@ -411,7 +460,8 @@ export async function oracle(
 
   let confirmedChecks = 0;
   for (const sample of opts.samples) {
-    const durable = new Set(lines.filter((l) => l.end <= sample.fileBytes && l.op === 'insert').map((l) => l.key.id));
+    const fileBytes = sample.fileBytes[opts.sink ?? 0]!;
+    const durable = new Set(lines.filter((l) => l.end <= fileBytes && l.op === 'insert').map((l) => l.key.id));
     for (const txn of afterStart) {
       if (txn.lsnAfter <= sample.confirmedFlush) {
         confirmedChecks++;
@@ -438,6 +488,12 @@ export async function oracle(
     ).toBe(true);
   }
   expect(checkpointChecks).toBeGreaterThan(0);
+}
+
+/** Where the second sink writes (`full`: the file of `public.accounts` in it). */
+function secondSinkTarget(dir: string, second: SecondSink, full: boolean): string {
+  if (!second.folder) return join(dir, 'out2.jsonl');
+  return full ? join(dir, 'out2', 'public.accounts.jsonl') : join(dir, 'out2');
 }
 
 /** The first of the sorted `positions` after `position`. */
