@@ -35,6 +35,8 @@ export const METRIC_NAMES = {
   sinkWriteLatency: 'ns_sink_write_latency_seconds',
   sinkLag: 'ns_sink_replication_lag_seconds',
   sinkQueueEvents: 'ns_sink_queue_events',
+  sinkSpillBytes: 'ns_sink_spill_bytes',
+  sinkSpillEvents: 'ns_sink_spill_events',
   snapshotPartitions: 'ns_snapshot_partitions_total',
   snapshotPartitionsCompleted: 'ns_snapshot_partitions_completed_total',
   snapshotRows: 'ns_snapshot_rows_total',
@@ -206,6 +208,26 @@ export class PrometheusExporter {
       each((p) => {
         for (const s of p.sinks) set({ pipeline: p.name, sink: s.name }, s.queueDepth);
       }),
+    );
+    gauge(
+      registers,
+      METRIC_NAMES.sinkSpillBytes,
+      "Bytes of the sink's backlog in its spill log on disk (a sink behind the others of its pipeline; bounded by max_spill_bytes).",
+      ['pipeline', 'sink'],
+      (set) =>
+        each((p) => {
+          for (const s of p.sinks) set({ pipeline: p.name, sink: s.name }, s.spillBytes ?? 0);
+        }),
+    );
+    gauge(
+      registers,
+      METRIC_NAMES.sinkSpillEvents,
+      "Events of the sink's backlog in its spill log on disk.",
+      ['pipeline', 'sink'],
+      (set) =>
+        each((p) => {
+          for (const s of p.sinks) set({ pipeline: p.name, sink: s.name }, s.spillEvents ?? 0);
+        }),
     );
 
     const latency: Histogram<string> = new Histogram({

@@ -50,6 +50,8 @@ const orders = status({
       writeErrors: 2,
       queueDepth: 3,
       queueBytes: 100,
+      spillBytes: 65_536,
+      spillEvents: 120,
       lagSeconds: 0.3,
       writeLatency: latency(0.003, 0.004, 0.02, 0.7, 30),
     },
@@ -97,6 +99,11 @@ describe('Prometheus exposition of pipeline status', () => {
       'ns_sink_write_errors_total{pipeline="orders",sink="0:out"} 2',
     );
     expect(series(text, 'ns_sink_queue_events')).toContain('ns_sink_queue_events{pipeline="orders",sink="0:out"} 3');
+    expect(series(text, 'ns_sink_spill_bytes')).toEqual([
+      'ns_sink_spill_bytes{pipeline="orders",sink="0:out"} 65536',
+      'ns_sink_spill_bytes{pipeline="billing",sink="0:kafka"} 0',
+    ]);
+    expect(series(text, 'ns_sink_spill_events')).toContain('ns_sink_spill_events{pipeline="orders",sink="0:out"} 120');
     expect(series(text, 'ns_sink_replication_lag_seconds')).toEqual([
       'ns_sink_replication_lag_seconds{pipeline="orders",sink="0:out"} 0.3',
     ]);
