@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NanosyncError } from '../../src/errors.js';
@@ -153,6 +153,37 @@ describe('sink isolation', () => {
     only.gate.release();
     await until(() => only.events.length === 200, 'the sink has everything once it is fast again');
     expect(ids(only)).toEqual(range(1, 200));
+  });
+
+  it('a spill folder that cannot be written fails the attempt with NS_R2008 naming the sink and the folder; the pipeline retries and recovers', async () => {
+    h = await Harness.create();
+    // A regular file where the spill folders must go: a real file-system failure.
+    const blocker = path.join(h.dir, 'spill');
+    writeFileSync(blocker, 'in the way');
+    const db = new InMemoryDatabase();
+    db.createTable('public', 'orders');
+    const fast = inMemorySink();
+    const slow = fakeSlowSink();
+    const engine = await fanPipeline(db, [{ sink: fast }, { sink: slow }], {
+      queue: { maxEvents: 5 },
+      maxWriteEvents: 2,
+      retry: { baseDelayMs: 5, maxDelayMs: 20 },
+    });
+    for (let id = 1; id <= 50; id++) db.insert('public.orders', id);
+    await until(() => h.log.lines.some((l) => l.includes('NS_R2008')), 'the spill failure in the log');
+    const line = h.log.lines.find((l) => l.includes('NS_R2008'))!;
+    expect(line).toContain('sink 1:mem1');
+    expect(line).toContain(path.join(h.dir, 'spill', 'iso', '1_mem1'));
+    expect(db.acks).toEqual([]);
+
+    rmSync(blocker);
+    slow.gate.release();
+    await until(() => distinctInOrder(ids(slow)).length === 50, 'the slow sink has everything after the retry');
+    expect(distinctInOrder(ids(slow))).toEqual(range(1, 50));
+    await until(() => distinctInOrder(ids(fast)).length === 50, 'the fast sink too');
+    expect(distinctInOrder(ids(fast))).toEqual(range(1, 50));
+    await waitForState(engine, 'iso', 'LIVE_CDC');
+    expect(db.ackViolations).toEqual([]);
   });
 
   it('with one sink, a failure is the pipeline’s: ERRORED, not DEGRADED', async () => {
