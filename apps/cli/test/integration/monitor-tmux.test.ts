@@ -160,6 +160,19 @@ describe('nanosync monitor in a real terminal (tmux)', () => {
       );
       expect(metricValue(prom, 'ns_snapshot_rows_total', labels('public.orders'))).toBe(120);
 
+      // `metrics pipeline`: the re-snapshot's own progress, the other table as it was.
+      const report = await runCli(['metrics', 'pipeline', name, '--server', url, '--state', ctx.stateFile]);
+      expect(report.code, report.stderr).toBe(0);
+      expect(report.stdout).toMatch(
+        new RegExp(`\\n {2}partitions\\s+${big.partitionsDone} of ${big.partitionsTotal} done\\n`),
+      );
+      expect(report.stdout).toMatch(
+        new RegExp(`\\n {2}public\\.orders\\s+120\\s+${ordersPlan.partitionsTotal}/${ordersPlan.partitionsTotal}\\s`),
+      );
+      expect(report.stdout).toMatch(
+        new RegExp(`\\n {2}public\\.big\\s+[\\d,]+\\s+${big.partitionsDone}/${big.partitionsTotal}\\s`),
+      );
+
       await using term = await TmuxSession.start(['monitor', '--server', url, '--state', ctx.stateFile]);
       const list = await term.waitForScreen('the pipeline listed', (s) => /SNAPSHOTTING/.test(listLine(s, name) ?? ''));
       expect(listLine(list, name)).toMatch(/\d+%/);
