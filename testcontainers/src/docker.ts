@@ -31,6 +31,12 @@ async function stopContainer(container: StartedTestContainer): Promise<void> {
   await client.container.stop(client.container.getById(container.getId()), { timeout: 10 });
 }
 
+/** SIGKILL the container's main process (a crash); `startContainer` brings it back on the same data. */
+async function killContainer(container: StartedTestContainer): Promise<void> {
+  const { client } = await runtime();
+  await client.container.getById(container.getId()).kill({ signal: 'SIGKILL' });
+}
+
 async function startContainer(container: StartedTestContainer): Promise<void> {
   const { client } = await runtime();
   await client.container.start(client.container.getById(container.getId()));
@@ -163,6 +169,7 @@ export async function startDockerKafka(options: StartKafkaOptions): Promise<Kafk
     owned: true,
     ...(ports.extra !== undefined ? { extraPort: ports.extra } : {}),
     stop: () => stopContainer(container),
+    kill: () => killContainer(container),
     async start() {
       await startContainer(container);
       await waitReady();

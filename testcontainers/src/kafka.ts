@@ -32,6 +32,8 @@ export interface KafkaService extends AsyncDisposable {
   stop(): Promise<void>;
   /** Starts it again on the same ports with the same data. */
   start(): Promise<void>;
+  /** SIGKILLs the broker (a crash, no controlled shutdown); `start()` brings it back on the same data. */
+  kill(): Promise<void>;
 }
 
 export interface KafkaPorts {
@@ -96,6 +98,7 @@ function reuseKafka(brokers: string): KafkaService {
     ...(libDir ? { libDir } : {}),
     stop: refuse,
     start: refuse,
+    kill: refuse,
     async [Symbol.asyncDispose]() {},
   };
 }
@@ -517,6 +520,7 @@ function localKafkaService(state: LaunchSpec & { lib: string; broker: ServicePro
     logDir: state.root,
     ...(state.ports.extra !== undefined ? { extraPort: state.ports.extra } : {}),
     stop: () => halt(true),
+    kill: () => halt(false),
     async start() {
       if (disposed) throw new Error('this Kafka broker has been disposed');
       if (running) return;

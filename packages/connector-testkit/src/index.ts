@@ -51,3 +51,4 @@ export {
   TestProcess,
   type TestProcessOptions,
 } from './process.js';
+export { checkFlushSamples, type FlushSample, FlushSampler, type FlushSamplerOptions } from './flush-sampler.js';

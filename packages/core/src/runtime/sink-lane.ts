@@ -10,6 +10,7 @@ import { deadLetterOf, deadLetterReason } from './dead-letters.js';
 import type { EventMapper } from './mappings.js';
 import { removeSpillFolder, SpillLog } from './spill-log.js';
 import type { SinkStats } from './stats.js';
+import { dieForTest, type TestFaults, testFaults } from './test-faults.js';
 
 /**
  * Resolves once every lane has processed it, i.e. once everything queued before it in every
@@ -135,6 +136,9 @@ export class SinkLane {
   private lastItemLagMs: number | undefined;
   private readonly now: () => number;
   private deadLetterTarget: DeadLetterTarget | undefined;
+  /** Test-only fault points (NANOSYNC_TEST_FAULT with NODE_ENV=test; see test-faults.ts). */
+  private readonly faults: TestFaults | undefined = testFaults();
+  private streamWrites = 0;
 
   constructor(private readonly options: SinkLaneOptions) {
     this.name = options.name;
@@ -440,12 +444,15 @@ export class SinkLane {
       this.head = 0;
     }
 
-    if (events.length > 0) await this.write(events);
-    if (this.stopped) return;
-    if (safePosition !== undefined && safePosition !== this.checkpoint) {
-      await this.options.store.saveCheckpoint(this.options.pipeline, this.name, safePosition);
-      this.checkpoint = safePosition;
-    }
+    const faults = this.faults;
+    if (faults === undefined) {
+      if (events.length > 0) await this.write(events);
+      if (this.stopped) return;
+      if (safePosition !== undefined && safePosition !== this.checkpoint) {
+        await this.options.store.saveCheckpoint(this.options.pipeline, this.name, safePosition);
+        this.checkpoint = safePosition;
+      }
+    } else if (!(await this.writeWithTestFaults(faults, events, safePosition))) return;
     const stats = this.options.stats;
     stats.rowsWritten += events.length;
     if (commitMs !== undefined) this.lastItemLagMs = Math.max(0, this.now() - commitMs);
@@ -457,6 +464,41 @@ export class SinkLane {
     for (const b of barriers) b.arrive();
     if (safePosition !== undefined) this.options.onCheckpoint();
     if (!this.full) this.releaseRoomWaiters();
+  }
+
+  /**
+   * processNext's write-then-checkpoint under test-only faults: the SIGKILL between a durable
+   * write and its checkpoint, and the deliberately broken order (checkpoint and acknowledge
+   * first, write after). Returns false when the lane stopped meanwhile.
+   */
+  private async writeWithTestFaults(
+    faults: TestFaults,
+    events: ChangeEvent[],
+    safePosition: Position | undefined,
+  ): Promise<boolean> {
+    const checkpointFollows = safePosition !== undefined && safePosition !== this.checkpoint;
+    const killHere =
+      checkpointFollows &&
+      faults.killAfterWrite !== undefined &&
+      events.some((e) => e.op !== 'read') &&
+      ++this.streamWrites === faults.killAfterWrite;
+    const checkpoint = async () => {
+      if (!checkpointFollows) return;
+      await this.options.store.saveCheckpoint(this.options.pipeline, this.name, safePosition!);
+      this.checkpoint = safePosition;
+    };
+    if (faults.ackBeforeWrite) {
+      await checkpoint();
+      this.options.onCheckpoint();
+      if (killHere) await dieForTest(`after checkpoint ${safePosition} of sink ${this.name}, before its write`);
+      if (events.length > 0) await this.write(events);
+      return !this.stopped;
+    }
+    if (events.length > 0) await this.write(events);
+    if (this.stopped) return false;
+    if (killHere) await dieForTest(`after a durable write to sink ${this.name}, before checkpoint ${safePosition}`);
+    await checkpoint();
+    return true;
   }
 
   /**

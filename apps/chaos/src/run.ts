@@ -1,0 +1,683 @@
+/**
+ * One chaos run: a fresh database with `public.accounts` on the runner's PostgreSQL, a
+ * seeded pipeline config (Kafka or file sink), real `nanosync` processes (the test kit's
+ * NanosyncServer), a seeded concurrent writer, the 100 ms flush sampler, and at the end the
+ * test kit's oracle over everything the sink holds.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import {
+  checkFlushSamples,
+  eventually,
+  type ExpectedChange,
+  FlushSampler,
+  NanosyncServer,
+  type OracleRecord,
+  runOracle,
+} from '@nanosync/connector-testkit/harness';
+import type { Row } from '@nanosync/core';
+import { readJsonLines } from '@nanosync/sink-file';
+import { decodeJsonMessage, registerCompressionCodecs } from '@nanosync/sink-kafka';
+import type { KafkaService, PostgresService } from '@nanosync/testcontainers';
+import kafkajs from 'kafkajs';
+import pg from 'pg';
+import type { Random } from './random.js';
+
+const { Kafka, logLevel } = kafkajs;
+
+export const TABLE = 'public.accounts';
+const MARKER_ID = 9_999_999;
+const FIRST_INSERT_ID = 1_000_000;
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export interface Services {
+  postgres: PostgresService;
+  kafka: KafkaService;
+}
+
+/** `XXXXXXXX/YYYYYYYY` (pg_lsn text) → the 64-bit LSN. */
+export function parsePgLsn(text: string): bigint {
+  const [hi, lo] = text.split('/');
+  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+}
+
+/** The LSN of a PostgreSQL source position (`<16 hex LSN>:<8 hex index>`). */
+export const positionLsn = (position: string): bigint => BigInt(`0x${position.split(':')[0]}`);
+
+/** A superuser connection that opens again after the server restarted under it. */
+export class AdminDb {
+  #client: pg.Client | undefined;
+
+  constructor(readonly url: string) {}
+
+  async query<R extends pg.QueryResultRow = Record<string, unknown>>(
+    sql: string,
+    params: unknown[] = [],
+  ): Promise<pg.QueryResult<R>> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        if (!this.#client) {
+          const client = new pg.Client({ connectionString: this.url });
+          client.on('error', () => {});
+          this.#client = client;
+          await client.connect();
+        }
+        return await this.#client.query<R>(sql, params);
+      } catch (error) {
+        await this.close();
+        const lost = !(error instanceof pg.DatabaseError) || /^(08|57P)/.test(error.code ?? '');
+        if (!lost || attempt >= 100) throw error;
+        await sleep(200);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    const client = this.#client;
+    this.#client = undefined;
+    await client?.end().catch(() => {});
+  }
+}
+
+/** What a seed chose for the writer: the mix of operations, statements per transaction, pauses, bulk inserts. */
+export interface WriterMix {
+  insert: number;
+  update: number;
+  delete: number;
+  /** Statements per transaction, at most. */
+  maxStatements: number;
+  pauseMs: number;
+  /** Chance that a transaction is one multi-row INSERT of 50–400 rows (one commit LSN for all). */
+  bulkChance: number;
+}
+
+export function drawWriterMix(rng: Random): WriterMix {
+  return {
+    insert: rng.int(1, 6),
+    update: rng.int(1, 6),
+    delete: rng.int(0, 3),
+    maxStatements: rng.int(1, 6),
+    pauseMs: rng.int(2, 25),
+    bulkChance: rng.pick([0, 0.01, 0.03]),
+  };
+}
+
+interface WriterTxn {
+  lsnBefore: bigint;
+  changes: ExpectedChange[];
+}
+
+/**
+ * Inserts, updates and deletes in seeded transactions until stopped. Every committed change
+ * is recorded with the WAL insert position taken before its transaction began, so the oracle
+ * can expect exactly the changes that began after the pipeline's start position. A
+ * transaction whose connection failed (a server restart) is not recorded (it may or may not
+ * have committed); the writer carries on with a new connection.
+ */
+export class SeededWriter {
+  readonly txns: WriterTxn[] = [];
+  failedTxns = 0;
+  #live: number[];
+  #nextId = FIRST_INSERT_ID;
+  #seq = 0;
+  #stopping = false;
+  #done: Promise<void> | undefined;
+  #failure: unknown;
+
+  constructor(
+    private readonly db: AdminDb,
+    private readonly rng: Random,
+    private readonly mix: WriterMix,
+    seededRows: number,
+  ) {
+    this.#live = Array.from({ length: seededRows }, (_, i) => i + 1);
+  }
+
+  get committed(): number {
+    return this.txns.length;
+  }
+
+  start(): void {
+    this.#done ??= this.#loop();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#done;
+    if (this.#failure) throw this.#failure;
+  }
+
+  async #loop(): Promise<void> {
+    const db = new AdminDb(this.db.url);
+    try {
+      while (!this.#stopping) {
+        try {
+          await this.#one(db);
+        } catch (error) {
+          if (error instanceof pg.DatabaseError && !/^(08|57P|40)/.test(error.code ?? '')) throw error;
+          this.failedTxns++;
+          await db.close();
+          await sleep(100);
+        }
+        await sleep(this.mix.pauseMs);
+      }
+    } catch (error) {
+      this.#failure = error;
+    } finally {
+      await db.close();
+    }
+  }
+
+  async #one(db: AdminDb): Promise<void> {
+    const rng = this.rng;
+    const lsnBefore = parsePgLsn(
+      (await db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l,
+    );
+    const changes: ExpectedChange[] = [];
+    const live = [...this.#live];
+    let nextId = this.#nextId;
+    await db.query('BEGIN');
+    try {
+      if (rng.chance(this.mix.bulkChance)) {
+        const n = rng.int(50, 400);
+        const first = nextId;
+        nextId += n;
+        await db.query(`INSERT INTO ${TABLE} (id, v, note) SELECT g, 0, 'bulk' FROM generate_series($1::int, $2::int) g`, [
+          first,
+          first + n - 1,
+        ]);
+        for (let id = first; id < first + n; id++) {
+          changes.push({ table: TABLE, op: 'insert', key: { id }, after: { id, v: 0, note: 'bulk' } });
+          live.push(id);
+        }
+      } else {
+        const statements = rng.int(1, this.mix.maxStatements);
+        const total = this.mix.insert + this.mix.update + this.mix.delete;
+        for (let s = 0; s < statements; s++) {
+          const roll = rng.next() * total;
+          const note = `w${++this.#seq}`;
+          if (roll < this.mix.insert || live.length === 0) {
+            const id = nextId++;
+            await db.query(`INSERT INTO ${TABLE} (id, v, note) VALUES ($1, 1, $2)`, [id, note]);
+            changes.push({ table: TABLE, op: 'insert', key: { id }, after: { id, v: 1, note } });
+            live.push(id);
+          } else if (roll < this.mix.insert + this.mix.update) {
+            const id = live[rng.int(0, live.length - 1)]!;
+            const r = await db.query(`UPDATE ${TABLE} SET v = v + 1, note = $2 WHERE id = $1`, [id, note]);
+            if (r.rowCount === 1) changes.push({ table: TABLE, op: 'update', key: { id }, after: { note } });
+          } else {
+            const at = rng.int(0, live.length - 1);
+            const id = live[at]!;
+            live.splice(at, 1);
+            const r = await db.query(`DELETE FROM ${TABLE} WHERE id = $1`, [id]);
+            if (r.rowCount === 1) changes.push({ table: TABLE, op: 'delete', key: { id } });
+          }
+        }
+      }
+      await db.query('COMMIT');
+    } catch (error) {
+      await db.query('ROLLBACK').catch(() => {});
+      this.#nextId = nextId; // never reuse an id that may have committed
+      throw error;
+    }
+    this.#nextId = nextId;
+    this.#live = live;
+    this.txns.push({ lsnBefore, changes });
+  }
+}
+
+/** What a seed chose for the pipeline. */
+export interface PipelineSettings {
+  rows: number;
+  concurrency: number;
+  rowsPerPartition: number;
+  chunkRows: number;
+  /** Kafka sink only. */
+  partitions: number;
+  compression: string;
+  maxBytesInFlight: number;
+}
+
+export function drawPipelineSettings(rng: Random, maxRows: number): PipelineSettings {
+  return {
+    rows: rng.int(Math.max(500, Math.floor(maxRows / 3)), maxRows),
+    concurrency: rng.int(1, 3),
+    rowsPerPartition: rng.pick([200, 500, 1000, 2500]),
+    chunkRows: rng.pick([100, 500, 2000]),
+    partitions: rng.int(1, 3),
+    compression: rng.pick(['none', 'snappy', 'gzip', 'lz4']),
+    maxBytesInFlight: rng.pick([16 * 1024, 256 * 1024, 1024 * 1024]),
+  };
+}
+
+export interface RunOptions {
+  sink: 'kafka' | 'file';
+  settings: PipelineSettings;
+  /** The file sink's folder (e.g. a small filesystem); default inside the run's folder. */
+  fileDir?: string;
+  /** `--state` for the servers: default a SQLite file in the run's folder; a postgres:// URL for an external store. */
+  state?: string;
+  /** Added to every server's environment (e.g. NANOSYNC_TEST_FAULT for the broken-build check). */
+  env?: Record<string, string>;
+}
+
+/** The outcome of a run that passed the oracle. */
+export interface RunStats {
+  /** Records read back from the sink and checked. */
+  events: number;
+  /** Stream records delivered again (same key and position as an earlier one): at-least-once replays. */
+  replays: number;
+  /** Writer changes the oracle required to be present. */
+  changes: number;
+}
+
+export class ChaosRun implements AsyncDisposable {
+  readonly pipeline: string;
+  readonly slot: string;
+  readonly topic: string;
+  readonly configFile: string;
+  readonly servers: NanosyncServer[] = [];
+  readonly db: AdminDb;
+  writer: SeededWriter | undefined;
+  #sampler: FlushSampler | undefined;
+  #stateDb: pg.Client | undefined;
+  readonly #cleanups: (() => Promise<void>)[] = [];
+  /** One admin token for every server of the run (a client may talk to any of them). */
+  readonly #token = randomBytes(16).toString('hex');
+
+  private constructor(
+    readonly services: Services,
+    readonly databaseUrl: string,
+    readonly dir: string,
+    readonly options: RunOptions & { fileDir: string; state: string },
+    readonly log: (line: string) => void,
+  ) {
+    const id = randomBytes(4).toString('hex');
+    this.pipeline = `chaos_${id}`;
+    this.slot = `nanosync_slot_${this.pipeline}`;
+    this.topic = `chaos-${id}`;
+    this.configFile = join(dir, 'nanosync.yaml');
+    this.db = new AdminDb(databaseUrl);
+  }
+
+  static async create(
+    services: Services,
+    options: RunOptions,
+    log: (line: string) => void,
+    prepare?: (dir: string) => Promise<Partial<RunOptions>>,
+  ): Promise<ChaosRun> {
+    const dir = await mkdtemp(join(tmpdir(), 'ns-chaos-'));
+    const extra = prepare ? await prepare(dir) : {};
+    const merged = { ...options, ...extra };
+    const url = await services.postgres.createDatabase();
+    const run = new ChaosRun(
+      services,
+      url,
+      dir,
+      {
+        ...merged,
+        fileDir: merged.fileDir ?? join(dir, 'out'),
+        state: merged.state ?? join(dir, 'state', 'state.db'),
+      },
+      log,
+    );
+    await run.db.query(`CREATE TABLE ${TABLE} (id int PRIMARY KEY, v int NOT NULL, note text)`);
+    await run.db.query(`INSERT INTO ${TABLE} SELECT g, 0, 'seed' FROM generate_series(1, $1::int) g`, [
+      options.settings.rows,
+    ]);
+    await run.db.query(`ANALYZE ${TABLE}`);
+    await mkdir(run.options.fileDir, { recursive: true });
+    await writeFile(run.configFile, run.#yaml());
+    return run;
+  }
+
+  /** Register something to undo when the run is disposed (a mount, a store setting). */
+  onDispose(cleanup: () => Promise<void>): void {
+    this.#cleanups.push(cleanup);
+  }
+
+  #yaml(): string {
+    const s = this.options.settings;
+    const sink =
+      this.options.sink === 'kafka'
+        ? `  - name: out
+    type: kafka
+    properties:
+      brokers: ${JSON.stringify(this.services.kafka.brokers.join(','))}
+      retry_backoff_ms: 200
+      retry_backoff_max_ms: 2000
+      num_partitions: ${s.partitions}
+      compression: ${s.compression}
+      max_bytes_in_flight: ${s.maxBytesInFlight}`
+        : `  - name: out
+    type: file
+    properties:
+      path: ${JSON.stringify(this.options.fileDir)}`;
+    return `connections:
+  - name: pg
+    type: postgres
+    dsn: ${JSON.stringify(this.databaseUrl)}
+${sink}
+pipelines:
+  - name: ${this.pipeline}
+    replication_type: cdc_backfill
+    source:
+      connection: pg
+      tables: [${TABLE}]
+    sink:
+      connection: out
+${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topic}\n        message_format: json\n` : ''}    snapshot:
+      concurrency: ${s.concurrency}
+      target_rows_per_partition: ${s.rowsPerPartition}
+      chunk_rows: ${s.chunkRows}
+`;
+  }
+
+  /** The environment every nanosync process of this run shares (its own token and secret key folder). */
+  get env(): Record<string, string> {
+    return { XDG_STATE_HOME: join(this.dir, 'xdg'), NANOSYNC_LOG_LEVEL: 'info', ...this.options.env };
+  }
+
+  /** `nanosync run --file <config> --state <state>` (a new process), waiting for its admin API. */
+  async startRun(env: Record<string, string> = {}): Promise<NanosyncServer> {
+    return this.#start(['run', '--file', this.configFile, '--state', this.options.state], env);
+  }
+
+  /** `nanosync serve --state <state>` (no pipelines of its own until `apply`). */
+  async startServe(extraArgs: string[] = [], env: Record<string, string> = {}): Promise<NanosyncServer> {
+    return this.#start(['serve', '--state', this.options.state, ...extraArgs], env);
+  }
+
+  async #start(args: string[], env: Record<string, string>): Promise<NanosyncServer> {
+    const logFile = join(this.dir, `server-${this.servers.length + 1}.log`);
+    // Fault hooks of the run (--fault) and of the scenario (a kill point) add up.
+    const faults = [this.env.NANOSYNC_TEST_FAULT, env.NANOSYNC_TEST_FAULT].filter(Boolean).join(',');
+    const server = await NanosyncServer.start(args, {
+      env: { ...this.env, ...env, ...(faults ? { NANOSYNC_TEST_FAULT: faults } : {}) },
+      logFile,
+      token: this.#token,
+    });
+    this.servers.push(server);
+    this.log(`started ${args[0]} pid ${server.process.pid}`);
+    return server;
+  }
+
+  /** The samplers and the writer start once the first server runs. */
+  startWatching(mix: WriterMix, rng: Random): void {
+    this.#sampler ??= new FlushSampler({
+      confirmedFlush: async () => {
+        const { rows } = await this.db.query<{ lsn: string | null }>(
+          'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1',
+          [this.slot],
+        );
+        return rows[0]?.lsn ? parsePgLsn(rows[0].lsn) : undefined;
+      },
+      checkpoint: () => this.resumePoint(),
+    });
+    this.writer ??= new SeededWriter(this.db, rng, mix, this.options.settings.rows);
+    this.writer.start();
+  }
+
+  /** The pipeline row and checkpoints from the state store (SQLite file or PostgreSQL). */
+  async #storeRead(): Promise<{ start: string | undefined; checkpoint: string | undefined } | undefined> {
+    const state = this.options.state;
+    if (state.startsWith('postgres')) {
+      const url = new URL(state);
+      const schema = url.searchParams.get('schema') ?? 'public';
+      url.search = '';
+      if (!this.#stateDb) {
+        const client = new pg.Client({ connectionString: url.toString() });
+        client.on('error', () => {});
+        this.#stateDb = client;
+        await client.connect().catch((error) => {
+          this.#stateDb = undefined;
+          throw error;
+        });
+      }
+      try {
+        const p = await this.#stateDb.query<{ start_position: string | null }>(
+          `SELECT start_position FROM "${schema}".pipelines WHERE name = $1`,
+          [this.pipeline],
+        );
+        const c = await this.#stateDb.query<{ position: string }>(
+          `SELECT position FROM "${schema}".checkpoints WHERE pipeline = $1`,
+          [this.pipeline],
+        );
+        return {
+          start: p.rows[0]?.start_position ?? undefined,
+          checkpoint: c.rows.map((r) => r.position).sort()[0],
+        };
+      } catch (error) {
+        await this.#stateDb?.end().catch(() => {});
+        this.#stateDb = undefined;
+        throw error;
+      }
+    }
+    let db: DatabaseSync | undefined;
+    try {
+      db = new DatabaseSync(state, { readOnly: true });
+      const p = db.prepare('SELECT start_position FROM pipelines WHERE name = ?').get(this.pipeline) as
+        | { start_position: string | null }
+        | undefined;
+      const c = db.prepare('SELECT position FROM checkpoints WHERE pipeline = ?').all(this.pipeline) as {
+        position: string;
+      }[];
+      return { start: p?.start_position ?? undefined, checkpoint: c.map((r) => r.position).sort()[0] };
+    } catch {
+      return undefined;
+    } finally {
+      db?.close();
+    }
+  }
+
+  /** Where a restart resumes: the stored checkpoint, else the start position. */
+  async resumePoint(): Promise<string | undefined> {
+    const read = await this.#storeRead().catch(() => undefined);
+    return read?.checkpoint ?? read?.start;
+  }
+
+  async checkpoint(): Promise<string | undefined> {
+    return (await this.#storeRead().catch(() => undefined))?.checkpoint;
+  }
+
+  async startPosition(): Promise<string | undefined> {
+    return (await this.#storeRead().catch(() => undefined))?.start;
+  }
+
+  async confirmedFlush(): Promise<bigint | undefined> {
+    const { rows } = await this.db.query<{ lsn: string | null }>(
+      'SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1',
+      [this.slot],
+    );
+    return rows[0]?.lsn ? parsePgLsn(rows[0].lsn) : undefined;
+  }
+
+  /** Messages (Kafka) or lines (file) the sink holds now: a cheap progress count. */
+  async delivered(): Promise<number> {
+    if (this.options.sink === 'file') return (await this.#fileRecords()).length;
+    const admin = new Kafka({ clientId: 'ns-chaos-admin', brokers: this.services.kafka.brokers, logLevel: logLevel.NOTHING }).admin();
+    try {
+      await admin.connect();
+      const offsets = await admin.fetchTopicOffsets(this.topic);
+      return offsets.reduce((sum, o) => sum + Number(o.high) - Number(o.low), 0);
+    } catch {
+      return 0;
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+  }
+
+  /** Waits until the sink holds at least `n` messages (a progress point for a kill). */
+  async waitDelivered(n: number, what: string, timeoutMs = 180_000): Promise<void> {
+    await eventually(async () => ((await this.delivered()) >= n ? true : undefined), what, timeoutMs, () =>
+      this.logTail(),
+    );
+  }
+
+  /** Waits until the pipeline streams with the snapshot done (every seeded row delivered). */
+  async waitSnapshotDone(): Promise<void> {
+    await this.waitDelivered(this.options.settings.rows, 'the snapshot in the sink');
+  }
+
+  logTail(): string {
+    const last = this.servers.at(-1);
+    return last ? last.process.logTail.slice(-6000) : '';
+  }
+
+  /** Waits until the writer committed `n` more transactions. */
+  async writerProgress(n: number): Promise<void> {
+    const writer = this.writer!;
+    const target = writer.committed + n;
+    await eventually(async () => (writer.committed >= target ? true : undefined), `${n} writer transactions`, 120_000);
+  }
+
+  /**
+   * The end of a run: stop the writer, insert a marker row and wait until the stored
+   * checkpoint passes it (so the sink durably holds everything before it).
+   */
+  async drain(): Promise<void> {
+    await this.writer?.stop();
+    const before = parsePgLsn(
+      (await this.db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l,
+    );
+    await this.db.query(`INSERT INTO ${TABLE} VALUES ($1, 0, 'marker')`, [MARKER_ID]);
+    await eventually(
+      async () => {
+        const checkpoint = await this.checkpoint();
+        return checkpoint !== undefined && positionLsn(checkpoint) > before ? true : undefined;
+      },
+      'the checkpoint to pass the marker row',
+      180_000,
+      () => this.logTail(),
+    );
+  }
+
+  async #fileRecords(): Promise<OracleRecord[]> {
+    const records = await readJsonLines(join(this.options.fileDir, `${TABLE}.jsonl`)).catch(() => []);
+    return records.map((r) => ({
+      table: r.table,
+      op: r.op,
+      key: r.key as Row,
+      after: (r.after as Row | undefined) ?? null,
+      position: r.position,
+    }));
+  }
+
+  async #kafkaRecords(): Promise<OracleRecord[]> {
+    registerCompressionCodecs();
+    const kafka = new Kafka({ clientId: 'ns-chaos-reader', brokers: this.services.kafka.brokers, logLevel: logLevel.NOTHING });
+    const admin = kafka.admin();
+    await admin.connect();
+    const offsets = await admin.fetchTopicOffsets(this.topic).finally(() => admin.disconnect());
+    let left = offsets.reduce((sum, o) => sum + Number(o.high) - Number(o.low), 0);
+    const read: { partition: number; offset: bigint; record: OracleRecord }[] = [];
+    if (left === 0) return [];
+    const consumer = kafka.consumer({ groupId: `ns-chaos-${randomBytes(4).toString('hex')}`, maxWaitTimeInMs: 200 });
+    await consumer.connect();
+    try {
+      await consumer.subscribe({ topic: this.topic, fromBeginning: true });
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out reading ${this.topic}: ${left} missing`)), 60_000);
+        consumer
+          .run({
+            autoCommit: false,
+            eachMessage: async ({ partition, message }) => {
+              const key = JSON.parse(message.key!.toString('utf8')) as unknown;
+              const id = Array.isArray(key) ? key[0] : (key as { id: unknown }).id;
+              let record: OracleRecord;
+              if (message.value === null) record = { table: TABLE, op: 'delete', key: { id: Number(id) } };
+              else {
+                const change = decodeJsonMessage(message.value);
+                record = {
+                  table: TABLE,
+                  op: change.op,
+                  key: { id: Number(id) },
+                  after: change.after ?? null,
+                  position: change.position,
+                };
+              }
+              read.push({ partition, offset: BigInt(message.offset), record });
+              if (--left === 0) {
+                clearTimeout(timer);
+                resolve();
+              }
+            },
+          })
+          .catch(reject);
+      });
+    } finally {
+      await consumer.disconnect();
+    }
+    read.sort((a, b) => a.partition - b.partition || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0));
+    return read.map((r) => r.record);
+  }
+
+  /**
+   * The oracle of RELIABILITY.md over everything the sink holds (call after `drain`): the
+   * last version per key equals the table; positions only go back as replays; the strict
+   * history order; every writer change that began after the start position present; and
+   * the slot never acknowledged past the stored checkpoint. Returns the problems.
+   */
+  async check(): Promise<{ problems: string[]; stats: RunStats }> {
+    await this.#sampler?.stop();
+    const start = await this.startPosition();
+    if (start === undefined) return { problems: ['no start position in the state store'], stats: emptyStats() };
+    const records = this.options.sink === 'kafka' ? await this.#kafkaRecords() : await this.#fileRecords();
+    const { rows } = await this.db.query<Row>(`SELECT id, v, note FROM ${TABLE} ORDER BY id`);
+    const startLsn = positionLsn(start);
+    const changes = (this.writer?.txns ?? []).filter((t) => t.lsnBefore > startLsn).flatMap((t) => t.changes);
+    const problems = runOracle({
+      records,
+      expected: { [TABLE]: rows },
+      keyColumns: ['id'],
+      changes,
+      strict: true,
+    });
+    if (changes.length < 10) problems.push(`only ${changes.length} writer changes fell inside the test window`);
+    const streamPositions = records.filter((r) => r.op !== 'read' && r.position).map((r) => r.position!);
+    problems.push(...checkFlushSamples(this.#sampler?.samples ?? [], streamPositions, positionLsn).problems);
+    const seen = new Set<string>();
+    let replays = 0;
+    for (const r of records) {
+      if (r.op === 'read' || r.position === undefined || r.after === null) continue;
+      const id = `${r.key.id}@${r.position}`;
+      if (seen.has(id)) replays++;
+      seen.add(id);
+    }
+    return { problems, stats: { events: records.length, replays, changes: changes.length } };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.#sampler?.stop().catch(() => {});
+    await this.writer?.stop().catch(() => {});
+    for (const server of this.servers) {
+      for (const p of server.processes) p.child.kill('SIGCONT');
+      await server[Symbol.asyncDispose]().catch(() => {});
+    }
+    for (const cleanup of this.#cleanups.reverse()) await cleanup().catch(() => {});
+    await this.#stateDb?.end().catch(() => {});
+    // Slots pin WAL on the shared server: drop this database's.
+    await this.db
+      .query(
+        'SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = current_database() AND active_pid IS NOT NULL',
+      )
+      .catch(() => {});
+    await this.db
+      .query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()')
+      .catch(() => {});
+    await this.db.close();
+    const name = new URL(this.databaseUrl).pathname.slice(1);
+    const admin = new AdminDb(this.services.postgres.url);
+    await admin.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`).catch(() => {});
+    await admin.close();
+    if (!process.env.NS_CHAOS_KEEP) await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+function emptyStats(): RunStats {
+  return { events: 0, replays: 0, changes: 0 };
+}
