@@ -20,9 +20,10 @@ interface OpenFile {
  * Appends events as JSON lines. `write()` resolves only after every file it touched has
  * been fsynced, so the checkpoint core writes next never runs ahead of the data.
  *
- * A crash can leave half a line at the end of a file (that batch never resolved, so it
- * will be replayed). The first time a file is opened, anything after its last newline
- * is cut off before new lines are appended.
+ * A crash or a failed write (e.g. ENOSPC) can leave half a line at the end of a file (that
+ * batch never resolved, so it will be replayed). Each time a file is opened, anything after
+ * its last newline is cut off before new lines are appended; a failed write closes every file
+ * so the retry opens them afresh.
  */
 export class FileSink implements Sink {
   private readonly files = new Map<string, OpenFile>();
@@ -59,7 +60,7 @@ export class FileSink implements Sink {
   }
 
   write(events: ChangeEvent[]): Promise<void> {
-    const next = this.queue.then(() => this.writeNow(events));
+    const next = this.queue.then(() => this.writeNow(events).catch((err) => this.forgetFiles(err)));
     this.queue = next.catch(() => undefined);
     return next;
   }
@@ -113,6 +114,18 @@ export class FileSink implements Sink {
         throw fileSinkError('append to', file, err);
       }
     }
+  }
+
+  /**
+   * After a failed write (a full disk, an I/O error) a file may end in half a line, and lines
+   * of the batch may still be pending. Drop them all and close every file: the retried batch
+   * opens them again, which cuts the partial line before anything is appended after it.
+   */
+  private async forgetFiles(err: unknown): Promise<never> {
+    const files = [...this.files.values()];
+    this.files.clear();
+    await Promise.all(files.map((f) => f.handle.close().catch(() => undefined)));
+    throw err;
   }
 
   private async handleFor(file: string): Promise<OpenFile> {
