@@ -48,7 +48,7 @@ export async function runMatrix(options: MatrixOptions): Promise<RunResult[]> {
   const owned: AsyncDisposable[] = [];
   let services = options.services;
   if (!services) {
-    const postgres = await startPostgres({ fresh: true, settings: { max_wal_senders: '20', max_replication_slots: '20' } });
+    const postgres = await startPostgres({ fresh: true });
     owned.push(postgres);
     const kafka = await startKafka({ fresh: true });
     owned.push(kafka);

@@ -5,13 +5,12 @@
  * test kit's oracle over everything the sink holds.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import {
   checkFlushSamples,
-  eventually,
   type ExpectedChange,
   FlushSampler,
   NanosyncServer,
@@ -348,6 +347,7 @@ export class ChaosRun implements AsyncDisposable {
     type: kafka
     properties:
       brokers: ${JSON.stringify(this.services.kafka.brokers.join(','))}
+      max_retries: 60
       retry_backoff_ms: 200
       retry_backoff_max_ms: 2000
       num_partitions: ${s.partitions}
@@ -498,7 +498,12 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
 
   /** Messages (Kafka) or lines (file) the sink holds now: a cheap progress count. */
   async delivered(): Promise<number> {
-    if (this.options.sink === 'file') return (await this.#fileRecords()).length;
+    if (this.options.sink === 'file') {
+      const text = await readFile(this.#sinkFile).catch(() => Buffer.alloc(0));
+      let lines = 0;
+      for (let i = text.indexOf(10); i !== -1; i = text.indexOf(10, i + 1)) lines++;
+      return lines;
+    }
     const admin = new Kafka({ clientId: 'ns-chaos-admin', brokers: this.services.kafka.brokers, logLevel: logLevel.NOTHING }).admin();
     try {
       await admin.connect();
@@ -511,11 +516,30 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     }
   }
 
+  /**
+   * Polls `probe` until it returns a value. Fails at once when the newest server exited (a
+   * pipeline that stopped with an error), with its log, rather than waiting out the timeout.
+   */
+  async until<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 180_000): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const value = await probe().catch(() => undefined);
+      if (value !== undefined) return value;
+      const current = this.servers.at(-1);
+      if (current && !current.process.running) {
+        const exit = await current.process.exited;
+        throw new Error(
+          `while waiting for ${what}, the nanosync server (pid ${current.process.pid}) exited (${exit.code ?? exit.signal})\n${this.logTail()}`,
+        );
+      }
+      if (Date.now() > deadline) throw new Error(`gave up after ${timeoutMs} ms waiting for ${what}\n${this.logTail()}`);
+      await sleep(200);
+    }
+  }
+
   /** Waits until the sink holds at least `n` messages (a progress point for a kill). */
   async waitDelivered(n: number, what: string, timeoutMs = 180_000): Promise<void> {
-    await eventually(async () => ((await this.delivered()) >= n ? true : undefined), what, timeoutMs, () =>
-      this.logTail(),
-    );
+    await this.until(async () => ((await this.delivered()) >= n ? true : undefined), what, timeoutMs);
   }
 
   /** Waits until the pipeline streams with the snapshot done (every seeded row delivered). */
@@ -532,7 +556,7 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
   async writerProgress(n: number): Promise<void> {
     const writer = this.writer!;
     const target = writer.committed + n;
-    await eventually(async () => (writer.committed >= target ? true : undefined), `${n} writer transactions`, 120_000);
+    await this.until(async () => (writer.committed >= target ? true : undefined), `${n} writer transactions`, 120_000);
   }
 
   /**
@@ -545,19 +569,22 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
       (await this.db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l,
     );
     await this.db.query(`INSERT INTO ${TABLE} VALUES ($1, 0, 'marker')`, [MARKER_ID]);
-    await eventually(
+    await this.until(
       async () => {
         const checkpoint = await this.checkpoint();
         return checkpoint !== undefined && positionLsn(checkpoint) > before ? true : undefined;
       },
       'the checkpoint to pass the marker row',
-      180_000,
-      () => this.logTail(),
     );
   }
 
+  get #sinkFile(): string {
+    return join(this.options.fileDir, `${TABLE}.jsonl`);
+  }
+
   async #fileRecords(): Promise<OracleRecord[]> {
-    const records = await readJsonLines(join(this.options.fileDir, `${TABLE}.jsonl`)).catch(() => []);
+    // Strict: a torn or garbled line anywhere but at the very end is a failure of the sink.
+    const records = await readJsonLines(this.#sinkFile);
     return records.map((r) => ({
       table: r.table,
       op: r.op,

@@ -279,31 +279,29 @@ export const SCENARIOS: Scenario[] = [
               await admin.query(`ALTER DATABASE "${stateDb}" SET default_transaction_read_only = on`);
               await cut();
               ctx.log(`state store read-only ${k + 1}/${times} for ${downMs} ms`);
-              const seen = await eventually(
+              const seen = await run.until(
                 async () => {
-                  const status = await server.pipeline<{ state: string; error?: string }>(run.pipeline).catch(() => undefined);
-                  return status && /state store/i.test(status.error ?? '') ? status : undefined;
+                  const status = await server.pipeline<{ state: string; error?: string }>(run.pipeline);
+                  return /state store/i.test(status.error ?? '') ? status : undefined;
                 },
                 'the pipeline to report the state store',
                 60_000,
-                () => server.process.logTail.slice(-4000),
               );
               ctx.log(`pipeline ${seen.state}: ${String(seen.error).slice(0, 160)}`);
               await sleep(downMs);
               await admin.query(`ALTER DATABASE "${stateDb}" RESET default_transaction_read_only`);
               await cut();
               ctx.log('state store writable again');
-              await eventually(
+              await run.until(
                 async () => {
-                  const status = await server.pipeline<{ state: string }>(run.pipeline).catch(() => undefined);
-                  if (status?.state === 'LIVE_CDC') return true;
-                  if (status?.state === 'ERRORED')
+                  const status = await server.pipeline<{ state: string }>(run.pipeline);
+                  if (status.state === 'LIVE_CDC') return true;
+                  if (status.state === 'ERRORED')
                     await server.api(`/v1/pipelines/${run.pipeline}/resume`, { method: 'POST' }).catch(() => {});
                   return undefined;
                 },
                 'the pipeline to stream again after the repair',
                 120_000,
-                () => server.process.logTail.slice(-4000),
               );
             }
             return server;
@@ -355,14 +353,13 @@ export const SCENARIOS: Scenario[] = [
           else await streamPoint(run, ctx.rng.int(3, 40));
           await a.kill('SIGKILL');
           ctx.log(`SIGKILLed the lease holder pid ${a.process.pid}; the other takes over after ${ttl} s`);
-          await eventually(
+          await run.until(
             async () => {
-              const status = await b.pipeline<{ state: string; heldBy?: string }>(run.pipeline).catch(() => undefined);
-              return status?.state === 'LIVE_CDC' && !status.heldBy ? true : undefined;
+              const status = await b.pipeline<{ state: string; heldBy?: string }>(run.pipeline);
+              return status.state === 'LIVE_CDC' && !status.heldBy ? true : undefined;
             },
             'the second server to take the pipeline over',
             120_000,
-            () => b.process.logTail.slice(-4000),
           );
           return b;
         },
@@ -391,11 +388,10 @@ export const SCENARIOS: Scenario[] = [
           cleanup: (run) => run.onDispose(async () => void (await tryCommand('umount', ['-l', mountPoint]))),
         },
         async (run, server) => {
-          await eventually(
+          await run.until(
             async () => (server.process.output.match(/ENOSPC|no space left/i) ? true : undefined),
             'the file sink to run out of space',
             120_000,
-            () => server.process.logTail.slice(-4000),
           );
           const fullMs = ctx.rng.int(500, 4000);
           ctx.log(`disk full seen; room made after ${fullMs} ms`);
