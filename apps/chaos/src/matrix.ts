@@ -94,7 +94,8 @@ export async function runMatrix(options: MatrixOptions): Promise<RunResult[]> {
           else {
             print(`FAIL ${scenario.name} seed ${seed}: ${reason.split('\n').slice(0, 20).join('\n  ')}`);
             if (!options.verbose) for (const line of detail) print(`    ${line}`);
-            if (error instanceof ScenarioFailure && error.logTail) print(`  --- nanosync log (tail) ---\n${error.logTail.slice(-3000)}`);
+            if (error instanceof ScenarioFailure && error.logTail)
+              print(`  --- nanosync log (tail) ---\n${error.logTail.slice(-3000)}`);
             else if (!(error instanceof ScenarioFailure) && error instanceof Error && error.stack)
               print(`  ${error.stack.split('\n').slice(1, 6).join('\n  ')}`);
             print(`  replay: ${replay}`);

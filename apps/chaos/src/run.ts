@@ -185,10 +185,10 @@ export class SeededWriter {
         const n = rng.int(50, 400);
         const first = nextId;
         nextId += n;
-        await db.query(`INSERT INTO ${TABLE} (id, v, note) SELECT g, 0, 'bulk' FROM generate_series($1::int, $2::int) g`, [
-          first,
-          first + n - 1,
-        ]);
+        await db.query(
+          `INSERT INTO ${TABLE} (id, v, note) SELECT g, 0, 'bulk' FROM generate_series($1::int, $2::int) g`,
+          [first, first + n - 1],
+        );
         for (let id = first; id < first + n; id++) {
           changes.push({ table: TABLE, op: 'insert', key: { id }, after: { id, v: 0, note: 'bulk' } });
           live.push(id);
@@ -504,7 +504,11 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
       for (let i = text.indexOf(10); i !== -1; i = text.indexOf(10, i + 1)) lines++;
       return lines;
     }
-    const admin = new Kafka({ clientId: 'ns-chaos-admin', brokers: this.services.kafka.brokers, logLevel: logLevel.NOTHING }).admin();
+    const admin = new Kafka({
+      clientId: 'ns-chaos-admin',
+      brokers: this.services.kafka.brokers,
+      logLevel: logLevel.NOTHING,
+    }).admin();
     try {
       await admin.connect();
       const offsets = await admin.fetchTopicOffsets(this.topic);
@@ -532,7 +536,8 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
           `while waiting for ${what}, the nanosync server (pid ${current.process.pid}) exited (${exit.code ?? exit.signal})\n${this.logTail()}`,
         );
       }
-      if (Date.now() > deadline) throw new Error(`gave up after ${timeoutMs} ms waiting for ${what}\n${this.logTail()}`);
+      if (Date.now() > deadline)
+        throw new Error(`gave up after ${timeoutMs} ms waiting for ${what}\n${this.logTail()}`);
       await sleep(200);
     }
   }
@@ -569,13 +574,10 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
       (await this.db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l,
     );
     await this.db.query(`INSERT INTO ${TABLE} VALUES ($1, 0, 'marker')`, [MARKER_ID]);
-    await this.until(
-      async () => {
-        const checkpoint = await this.checkpoint();
-        return checkpoint !== undefined && positionLsn(checkpoint) > before ? true : undefined;
-      },
-      'the checkpoint to pass the marker row',
-    );
+    await this.until(async () => {
+      const checkpoint = await this.checkpoint();
+      return checkpoint !== undefined && positionLsn(checkpoint) > before ? true : undefined;
+    }, 'the checkpoint to pass the marker row');
   }
 
   get #sinkFile(): string {
@@ -596,7 +598,11 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
 
   async #kafkaRecords(): Promise<OracleRecord[]> {
     registerCompressionCodecs();
-    const kafka = new Kafka({ clientId: 'ns-chaos-reader', brokers: this.services.kafka.brokers, logLevel: logLevel.NOTHING });
+    const kafka = new Kafka({
+      clientId: 'ns-chaos-reader',
+      brokers: this.services.kafka.brokers,
+      logLevel: logLevel.NOTHING,
+    });
     const admin = kafka.admin();
     await admin.connect();
     const offsets = await admin.fetchTopicOffsets(this.topic).finally(() => admin.disconnect());

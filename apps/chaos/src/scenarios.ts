@@ -28,7 +28,9 @@ export class ScenarioFailure extends Error {
     readonly problems: string[],
     readonly logTail = '',
   ) {
-    super(`${problems.length} problem(s):\n  ${problems.slice(0, 15).join('\n  ')}${problems.length > 15 ? '\n  …' : ''}`);
+    super(
+      `${problems.length} problem(s):\n  ${problems.slice(0, 15).join('\n  ')}${problems.length > 15 ? '\n  …' : ''}`,
+    );
     this.name = 'ScenarioFailure';
   }
 }
@@ -106,7 +108,11 @@ async function frame(
 }
 
 /** SIGKILL the server and start a new `nanosync run` on the same state. */
-async function crashAndRestart(run: ChaosRun, server: NanosyncServer, log: (l: string) => void): Promise<NanosyncServer> {
+async function crashAndRestart(
+  run: ChaosRun,
+  server: NanosyncServer,
+  log: (l: string) => void,
+): Promise<NanosyncServer> {
   await server.kill('SIGKILL');
   log(`SIGKILLed pid ${server.process.pid}`);
   return run.startRun();
@@ -249,7 +255,9 @@ export const SCENARIOS: Scenario[] = [
           await sleep(downMs);
           const after = await run.confirmedFlush();
           if (held !== after)
-            problems.push(`the slot moved from ${held?.toString(16)} to ${after?.toString(16)} while the broker was down`);
+            problems.push(
+              `the slot moved from ${held?.toString(16)} to ${after?.toString(16)} while the broker was down`,
+            );
           await ctx.services.kafka.start();
         }
         if (problems.length > 0) throw new ScenarioFailure(problems, run.logTail());
@@ -264,9 +272,10 @@ export const SCENARIOS: Scenario[] = [
       const stateDb = new URL(stateUrl).pathname.slice(1);
       const admin = new AdminDb(ctx.services.postgres.url);
       const cut = () =>
-        admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [
-          stateDb,
-        ]);
+        admin.query(
+          'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+          [stateDb],
+        );
       try {
         return await frame(
           ctx,
@@ -315,7 +324,8 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: 'two-servers',
-    fault: 'two servers started for the same pipeline: one runs it (lease), the other says why and takes over when it dies',
+    fault:
+      'two servers started for the same pipeline: one runs it (lease), the other says why and takes over when it dies',
     run: (ctx) => {
       let second: NanosyncServer | undefined;
       const ttl = String(ctx.rng.pick([2, 3, 5]));
@@ -348,7 +358,12 @@ export const SCENARIOS: Scenario[] = [
           );
           if (!listed.includes(`${run.pipeline}: run by another server`))
             throw new ScenarioFailure([`the second server did not say why it does not run the pipeline:\n${listed}`]);
-          ctx.log(`second server: ${listed.split('\n').find((l) => l.includes('another server'))?.trim()}`);
+          ctx.log(
+            `second server: ${listed
+              .split('\n')
+              .find((l) => l.includes('another server'))
+              ?.trim()}`,
+          );
           if (ctx.rng.chance(0.5)) await snapshotPoint(run, ctx.rng.int(10, 80) / 100);
           else await streamPoint(run, ctx.rng.int(3, 40));
           await a.kill('SIGKILL');
@@ -410,7 +425,10 @@ export const SCENARIOS: Scenario[] = [
     run: (ctx) =>
       frame(
         ctx,
-        { after: (_run, stats) => (stats.replays > 0 ? [`${stats.replays} events delivered twice after clean stops`] : []) },
+        {
+          after: (_run, stats) =>
+            stats.replays > 0 ? [`${stats.replays} events delivered twice after clean stops`] : [],
+        },
         async (run, server) => {
           const stops = ctx.rng.int(1, 2);
           for (let k = 0; k < stops; k++) {

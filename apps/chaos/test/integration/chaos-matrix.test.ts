@@ -25,10 +25,7 @@ afterAll(async () => {
   await postgres?.[Symbol.asyncDispose]();
 });
 
-async function matrix(
-  names: string[],
-  fault?: string,
-): Promise<{ results: RunResult[]; output: string }> {
+async function matrix(names: string[], fault?: string): Promise<{ results: RunResult[]; output: string }> {
   const lines: string[] = [];
   const results = await runMatrix({
     scenarios: names.map(scenarioNamed),
@@ -54,13 +51,17 @@ describe(`the fault matrix, seeds ${SEEDS.join(', ')}`, () => {
     });
   }
 
-  it('catches a deliberately broken build (checkpoint and acknowledgement before the sink write, NANOSYNC_TEST_FAULT=ack-before-write) within those seeds, naming the lost changes and the replay command', { timeout: 400_000 }, async () => {
-    const { results, output } = await matrix(['kill-write-checkpoint'], 'ack-before-write');
-    const failed = results.filter((r) => r.outcome === 'failed');
-    expect(failed.length, output).toBeGreaterThan(0);
-    expect(failed.map((r) => r.reason).join('\n'), output).toMatch(/change lost|missing from the sink/);
-    expect(output).toContain(
-      `replay: pnpm chaos --scenario kill-write-checkpoint --seed ${failed[0]!.seed} --max-rows ${MAX_ROWS} --fault ack-before-write`,
-    );
-  });
+  it(
+    'catches a deliberately broken build (checkpoint and acknowledgement before the sink write, NANOSYNC_TEST_FAULT=ack-before-write) within those seeds, naming the lost changes and the replay command',
+    { timeout: 400_000 },
+    async () => {
+      const { results, output } = await matrix(['kill-write-checkpoint'], 'ack-before-write');
+      const failed = results.filter((r) => r.outcome === 'failed');
+      expect(failed.length, output).toBeGreaterThan(0);
+      expect(failed.map((r) => r.reason).join('\n'), output).toMatch(/change lost|missing from the sink/);
+      expect(output).toContain(
+        `replay: pnpm chaos --scenario kill-write-checkpoint --seed ${failed[0]!.seed} --max-rows ${MAX_ROWS} --fault ack-before-write`,
+      );
+    },
+  );
 });
