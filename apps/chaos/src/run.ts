@@ -151,15 +151,23 @@ export class SeededWriter {
   }
 
   async #loop(): Promise<void> {
-    const db = new AdminDb(this.db.url);
+    // Its own plain connection, never retried inside a transaction: a statement that failed
+    // with the connection leaves the whole transaction unrecorded, and a new one is opened.
+    let client: pg.Client | undefined;
     try {
       while (!this.#stopping) {
         try {
-          await this.#one(db);
+          if (!client) {
+            client = new pg.Client({ connectionString: this.db.url });
+            client.on('error', () => {});
+            await client.connect();
+          }
+          await this.#one(client);
         } catch (error) {
           if (error instanceof pg.DatabaseError && !/^(08|57P|40)/.test(error.code ?? '')) throw error;
           this.failedTxns++;
-          await db.close();
+          await client?.end().catch(() => {});
+          client = undefined;
           await sleep(100);
         }
         await sleep(this.mix.pauseMs);
@@ -167,11 +175,11 @@ export class SeededWriter {
     } catch (error) {
       this.#failure = error;
     } finally {
-      await db.close();
+      await client?.end().catch(() => {});
     }
   }
 
-  async #one(db: AdminDb): Promise<void> {
+  async #one(db: pg.Client): Promise<void> {
     const rng = this.rng;
     const lsnBefore = parsePgLsn(
       (await db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l,
