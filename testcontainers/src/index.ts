@@ -21,6 +21,7 @@ export {
   APICURIO_VERSION,
   apicurioDir,
   ENV_SCHEMA_REGISTRY_URL,
+  type SchemaRegistryOptions,
   type SchemaRegistryService,
   startSchemaRegistry,
 } from './schema-registry.js';

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cacheRoot, freePort, log, sleep } from './env.js';
@@ -99,9 +100,11 @@ async function resolveDist(): Promise<string> {
   }
 }
 
-function get(url: string): Promise<number> {
+/** The HTTP status of a GET (0 when nothing answers); over https trusting `ca` when given. */
+function get(url: string, ca?: Buffer): Promise<number> {
   return new Promise((resolve) => {
-    const req = http.get(url, { timeout: 2000 }, (res) => {
+    const options = { timeout: 2000, ...(ca ? { ca } : {}) };
+    const req = (url.startsWith('https:') ? https : http).get(url, options, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode ?? 0));
     });
@@ -110,19 +113,65 @@ function get(url: string): Promise<number> {
   });
 }
 
+export interface SchemaRegistryOptions {
+  /** Start a registry of its own even when `NANOSYNC_TEST_SCHEMA_REGISTRY_URL` is set. */
+  fresh?: boolean;
+  /**
+   * Serve HTTPS only (Quarkus `quarkus.http.ssl.*`) with this PEM certificate and key;
+   * `caFile` is the CA that signed it (used to wait for the registry to answer).
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string };
+  /**
+   * Require HTTP basic authentication on the API (Quarkus's embedded users, each with
+   * Apicurio's admin role): user name → password.
+   */
+  users?: Record<string, string>;
+}
+
 /**
  * A Confluent-compatible Schema Registry for tests: Apicurio Registry on a free loopback
  * port with in-memory (H2) storage, so every start is empty. Java 17 is enough. Reuses
- * `NANOSYNC_TEST_SCHEMA_REGISTRY_URL` when set.
+ * `NANOSYNC_TEST_SCHEMA_REGISTRY_URL` when set (not with `tls` or `users`). With `tls` it
+ * serves HTTPS only, with `users` it answers 401 to requests without valid credentials.
  */
-export async function startSchemaRegistry(options: { fresh?: boolean } = {}): Promise<SchemaRegistryService> {
+export async function startSchemaRegistry(options: SchemaRegistryOptions = {}): Promise<SchemaRegistryService> {
   const reuse = process.env[ENV_SCHEMA_REGISTRY_URL];
-  if (reuse && !options.fresh) return { url: reuse, owned: false, async [Symbol.asyncDispose]() {} };
+  if (reuse && !options.fresh && !options.tls && !options.users)
+    return { url: reuse, owned: false, async [Symbol.asyncDispose]() {} };
   const started = Date.now();
   const app = await apicurioDir();
   const root = await mkdtemp(join(tmpdir(), 'nanosync-registry-'));
   const port = await freePort();
   const logFile = join(root, 'registry.out');
+  const { tls, users } = options;
+  const security: string[] = [];
+  if (tls) {
+    security.push(
+      '-Dquarkus.http.port=0',
+      `-Dquarkus.http.ssl-port=${port}`,
+      '-Dquarkus.http.insecure-requests=disabled',
+      `-Dquarkus.http.ssl.certificate.files=${tls.certFile}`,
+      `-Dquarkus.http.ssl.certificate.key-files=${tls.keyFile}`,
+    );
+  } else {
+    security.push(`-Dquarkus.http.port=${port}`);
+  }
+  if (users) {
+    // The properties-file identity provider is built into Apicurio's Quarkus application
+    // (quarkus.security.users.embedded.enabled=true); the users and the rule are runtime settings.
+    security.push(
+      '-Dquarkus.http.auth.basic=true',
+      '-Dquarkus.security.users.embedded.plain-text=true',
+      '-Dquarkus.http.auth.permission.registry-api.paths=/apis/*',
+      '-Dquarkus.http.auth.permission.registry-api.policy=authenticated',
+    );
+    for (const [user, password] of Object.entries(users)) {
+      security.push(
+        `-Dquarkus.security.users.embedded.users.${user}=${password}`,
+        `-Dquarkus.security.users.embedded.roles.${user}=sr-admin`,
+      );
+    }
+  }
   const service = spawnService({
     command: javaCommand(),
     args: [
@@ -130,7 +179,7 @@ export async function startSchemaRegistry(options: { fresh?: boolean } = {}): Pr
       '-Xmx384m',
       '-XX:TieredStopAtLevel=1',
       '-XX:+UseSerialGC',
-      `-Dquarkus.http.port=${port}`,
+      ...security,
       '-Dquarkus.http.host=127.0.0.1',
       '-Dquarkus.management.enabled=false',
       '-Dquarkus.log.level=WARN',
@@ -149,7 +198,8 @@ export async function startSchemaRegistry(options: { fresh?: boolean } = {}): Pr
   void service.exited.then((code) => {
     exited = code;
   });
-  const url = `http://127.0.0.1:${port}/apis/ccompat/v7`;
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}/apis/ccompat/v7`;
+  const ca = tls ? await readFile(tls.caFile) : undefined;
   const deadline = Date.now() + 180_000;
   try {
     for (;;) {
@@ -157,7 +207,9 @@ export async function startSchemaRegistry(options: { fresh?: boolean } = {}): Pr
         const tail = (await readFile(logFile, 'utf8').catch(() => '')).split('\n').slice(-20).join('\n');
         throw new ServiceStartError(`Apicurio Registry exited during startup (${exited}):\n${tail}`);
       }
-      if ((await get(`${url}/subjects`)) === 200) break;
+      // 401: up, and asking for the credentials it was told to require.
+      const status = await get(`${url}/subjects`, ca);
+      if (status === 200 || (users && status === 401)) break;
       if (Date.now() > deadline)
         throw new ServiceStartError(`Apicurio Registry did not answer within 180 s; log ${logFile}`);
       await sleep(300);

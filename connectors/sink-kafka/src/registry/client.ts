@@ -216,7 +216,9 @@ export function registryError(err: unknown, url: string, what: string): Nanosync
     );
   }
   const code = (err as NodeJS.ErrnoException)?.code;
-  const tls = typeof code === 'string' && /CERT|SSL|SELF_SIGNED|ALTNAME/.test(code);
+  // Node's codes for a certificate it does not trust, e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE for
+  // one signed by a CA other than schema_registry_ca_cert, or a plain-text answer on https.
+  const tls = typeof code === 'string' && /CERT|SSL|SELF_SIGNED|ALTNAME|VERIFY|ISSUER/.test(code);
   return new NanosyncError(
     KafkaErrorCode.KafkaSchemaRegistry,
     tls
