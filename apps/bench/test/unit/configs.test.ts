@@ -50,6 +50,13 @@ describe('Debezium properties', () => {
     expect(p.get('snapshot.max.threads')).toBe('2');
     expect(p.get('tombstones.on.delete')).toBe('false');
     expect(debeziumTopic(spec)).toBe('dbz_s2_tx100_abc.public.bench_s2_tx100');
+    expect(p.has('signal.data.collection')).toBe(false);
+  });
+
+  it('with a signal table (S5): the table is captured too and named as the signal collection (schema.table)', () => {
+    const p = props(connectorProperties({ ...spec, signalTable: 'public.bench_s5_dbz_signal' }));
+    expect(p.get('table.include.list')).toBe('public.bench_s2_tx100,public.bench_s5_dbz_signal');
+    expect(p.get('signal.data.collection')).toBe('public.bench_s5_dbz_signal');
   });
 
   it('give the worker schemaless JSON, file offsets and the same producer settings as the sink', () => {
@@ -110,5 +117,25 @@ describe('nanosync config', () => {
     expect(config.pipelines[0]?.replication_type).toBe('snapshot');
     expect(config.pipelines[0]?.snapshot.concurrency).toBe(4);
     expect(config.pipelines[0]?.sinks[0]?.properties).toEqual({ file: '/tmp/work/out/bench_s1.jsonl' });
+  });
+
+  it('carries the S5 snapshot settings (mode, chunk bounds) into a valid cdc_backfill config', () => {
+    const yaml = nanosyncConfigYaml({
+      name: 'bench-s5-blocking-abc',
+      pgUrl: 'postgres://postgres@127.0.0.1:54321/nanosync_bench',
+      table: 'public.bench_s5',
+      replicationType: 'cdc_backfill',
+      snapshotMode: 'blocking',
+      snapshotChunkRows: 5000,
+      snapshotChunkBytes: 4 * 1024 * 1024,
+      sink: { kind: 'kafka', brokers: ['127.0.0.1:39092'], topic: 'ns_s5', compression: 'snappy' },
+      workDir: '/tmp/work',
+    });
+    const { config } = parseConfig(yaml, { env: {} });
+    expect(config.pipelines[0]?.snapshot).toMatchObject({
+      mode: 'blocking',
+      chunk_rows: 5000,
+      chunk_bytes: 4 * 1024 * 1024,
+    });
   });
 });
