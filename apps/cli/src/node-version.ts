@@ -1,5 +1,12 @@
-/** The oldest Node with `node:sqlite` available without a flag. Keep in step with package.json `engines`. */
-export const MIN_NODE = { major: 22, minor: 13 } as const;
+/**
+ * The oldest Node per release line that runs nanosync: 22.22 on the 22 line, 24.6 on 24 and
+ * anything newer. `node:sqlite` needs 22.13; the Kafka client (@platformatic/kafka) needs
+ * 22.22 / 24.6. Keep in step with package.json `engines` (">=22.22.0 <23 || >=24.6.0").
+ */
+export const MIN_NODE = [
+  { major: 22, minor: 22 },
+  { major: 24, minor: 6 },
+] as const;
 
 /**
  * Undefined when `version` (e.g. `process.versions.node`) can run nanosync, else the message
@@ -8,9 +15,9 @@ export const MIN_NODE = { major: 22, minor: 13 } as const;
  */
 export function nodeVersionProblem(version: string, execPath: string): string | undefined {
   const [major = 0, minor = 0] = version.split('.').map((part) => Number.parseInt(part, 10));
-  if (major > MIN_NODE.major || (major === MIN_NODE.major && minor >= MIN_NODE.minor)) return undefined;
+  if (major > 24 || (major === 24 && minor >= 6) || (major === 22 && minor >= 22)) return undefined;
   return [
-    `nanosync needs Node.js ${MIN_NODE.major}.${MIN_NODE.minor} or newer (for its built-in node:sqlite);`,
+    'nanosync needs Node.js 22.22 or newer on the 22 line, or 24.6 or newer (for node:sqlite and its Kafka client);',
     `this is Node.js ${version} (${execPath}).`,
     'Get a current one, for example:',
     '  nvm install 24 && nvm use 24          (https://github.com/nvm-sh/nvm)',

@@ -1,7 +1,8 @@
 import type { CheckResult, TableRef } from '@nanosync/core';
-import kafkajs, { type Admin } from 'kafkajs';
+import { type Admin, ConfigResourceTypes } from '@platformatic/kafka';
 import type { KafkaSinkConfig } from './config.js';
 import { authError, classifyKafkaError, errorChain, rootMessage, tlsError } from './errors.js';
+import { rawRequest } from './producer.js';
 import { topicFor } from './routing.js';
 
 /** The kafka CLI tools' way of naming the brokers, for the printed fixes. */
@@ -42,11 +43,11 @@ export async function kafkaChecks(
   let results: CheckResult[] = [];
   try {
     await withAdmin(async (admin) => {
-      const cluster = await admin.describeCluster();
+      const cluster = await admin.metadata({ topics: [] });
       results.push({
         name: 'kafka reachable',
         ok: true,
-        message: `connected to ${brokers} (${cluster.brokers.length} broker(s))`,
+        message: `connected to ${brokers} (${cluster.brokers.size} broker(s))`,
       });
       results.push({
         name: 'kafka auth',
@@ -77,7 +78,7 @@ export async function kafkaChecks(
           : await missingTopic(admin, config, checkpoint);
         results.push({ ...result, name: `checkpoint_topic ${checkpoint}` });
       }
-      results.push(...(await messageSizes(admin, config, existing, creatable, cluster.brokers[0]?.nodeId)));
+      results.push(...(await messageSizes(admin, config, existing, creatable, [...cluster.brokers.keys()][0])));
     });
   } catch (err) {
     const kind = classifyKafkaError(err);
@@ -131,11 +132,26 @@ async function missingTopic(admin: Admin, config: KafkaSinkConfig, topic: string
     `${config.numPartitions > 0 ? ` --partitions ${config.numPartitions}` : ''}` +
     `${config.replicationFactor > 0 ? ` --replication-factor ${config.replicationFactor}` : ''}`;
   try {
-    await admin.createTopics({
-      validateOnly: true,
-      waitForLeaders: false,
-      topics: [{ topic, numPartitions: config.numPartitions, replicationFactor: config.replicationFactor }],
-    });
+    // CreateTopics with validate_only, sent to the controller (the client's createTopics has no dry run).
+    const cluster = await admin.metadata({ topics: [] });
+    const controller = cluster.brokers.get(cluster.controllerId) ?? [...cluster.brokers.values()][0];
+    if (!controller) throw new Error('the cluster named no broker');
+    await rawRequest(
+      admin,
+      controller,
+      'CreateTopics',
+      [
+        {
+          name: topic,
+          numPartitions: config.numPartitions > 0 ? config.numPartitions : -1,
+          replicationFactor: config.replicationFactor > 0 ? config.replicationFactor : -1,
+          assignments: [],
+          configs: [],
+        },
+      ],
+      config.requestTimeoutMs,
+      true,
+    );
   } catch (err) {
     const type = errorType(err);
     if (type === 'TOPIC_ALREADY_EXISTS')
@@ -195,14 +211,14 @@ async function messageSizes(
       const described = await admin.describeConfigs({
         includeSynonyms: false,
         resources: existing.map((name) => ({
-          type: kafkajs.ConfigResourceTypes.TOPIC,
-          name,
-          configNames: ['max.message.bytes'],
+          resourceType: ConfigResourceTypes.TOPIC,
+          resourceName: name,
+          configurationKeys: ['max.message.bytes'],
         })),
       });
-      for (const r of described.resources) {
-        const value = r.configEntries.find((e) => e.configName === 'max.message.bytes')?.configValue;
-        if (value !== undefined) limits.set(r.resourceName, Number(value));
+      for (const r of described) {
+        const value = r.configs.find((e) => e.name === 'max.message.bytes')?.value;
+        if (value !== undefined && value !== null) limits.set(r.resourceName, Number(value));
       }
     } catch (err) {
       results.push(unreadable(`the message size limit of ${existing.join(', ')}`, err, `--topic ${existing[0]}`));
@@ -213,13 +229,15 @@ async function messageSizes(
       const described = await admin.describeConfigs({
         includeSynonyms: false,
         resources: [
-          { type: kafkajs.ConfigResourceTypes.BROKER, name: String(brokerId), configNames: ['message.max.bytes'] },
+          {
+            resourceType: ConfigResourceTypes.BROKER,
+            resourceName: String(brokerId),
+            configurationKeys: ['message.max.bytes'],
+          },
         ],
       });
-      const value = described.resources[0]?.configEntries.find(
-        (e) => e.configName === 'message.max.bytes',
-      )?.configValue;
-      if (value !== undefined) for (const t of toCreate) limits.set(t, Number(value));
+      const value = described[0]?.configs.find((e) => e.name === 'message.max.bytes')?.value;
+      if (value !== undefined && value !== null) for (const t of toCreate) limits.set(t, Number(value));
     } catch (err) {
       results.push(unreadable("the brokers' message.max.bytes (for the topics to create)", err, '--cluster'));
     }

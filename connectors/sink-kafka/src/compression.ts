@@ -2,13 +2,12 @@
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
-import kafkajs from 'kafkajs';
 import snappy from 'snappyjs';
 
-const { CompressionCodecs, CompressionTypes } = kafkajs;
-
 /**
- * Kafka record-batch compression codecs for kafkajs, which ships only gzip.
+ * Kafka record-batch compression codecs in pure JavaScript. The sink's client
+ * (@platformatic/kafka) compresses with its own codecs; these are for readers built on
+ * kafkajs, which ships only gzip (`registerCompressionCodecs(kafkajs)`), and for tests.
  *
  * - snappy: `snappyjs` (pure JavaScript). Written in the xerial framing the Java client
  *   uses; read in that framing or as a raw Snappy block (what kafkajs-snappy and some
@@ -19,18 +18,13 @@ const { CompressionCodecs, CompressionTypes } = kafkajs;
  *   frames from any producer are read with `lz4js`.
  * - zstd: Node's own `zlib` Zstandard (Node ≥ 22.15 / 23.8), nothing to install.
  *
- * Registration is process-wide (kafkajs keeps one table) and idempotent.
+ * Registration into kafkajs is process-wide (kafkajs keeps one table) and idempotent.
  */
 
 export const COMPRESSIONS = ['none', 'gzip', 'snappy', 'lz4', 'zstd'] as const;
 
-export const COMPRESSION_TYPES = {
-  none: CompressionTypes.None,
-  gzip: CompressionTypes.GZIP,
-  snappy: CompressionTypes.Snappy,
-  lz4: CompressionTypes.LZ4,
-  zstd: CompressionTypes.ZSTD,
-} as const;
+/** Kafka's compression type ids (the record batch attribute bits), as kafkajs numbers them. */
+export const COMPRESSION_TYPES = { none: 0, gzip: 1, snappy: 2, lz4: 3, zstd: 4 } as const;
 
 type Codec = { compress(encoder: { buffer: Buffer }): Promise<Buffer>; decompress(buffer: Buffer): Promise<Buffer> };
 
@@ -187,24 +181,28 @@ const zstdCompress = typeof zlib.zstdCompress === 'function' ? promisify(zlib.zs
 const zstdDecompress = typeof zlib.zstdDecompress === 'function' ? promisify(zlib.zstdDecompress) : undefined;
 
 const codecs: Partial<Record<number, () => Codec>> = {
-  [CompressionTypes.Snappy]: () => ({
+  [COMPRESSION_TYPES.snappy]: () => ({
     compress: async (encoder) => snappyCompress(encoder.buffer),
     decompress: async (buffer) => snappyDecompress(buffer),
   }),
-  [CompressionTypes.LZ4]: () => ({
+  [COMPRESSION_TYPES.lz4]: () => ({
     compress: async (encoder) => lz4Compress(encoder.buffer),
     decompress: async (buffer) => lz4Decompress(buffer),
   }),
 };
 if (zstdCompress && zstdDecompress) {
-  codecs[CompressionTypes.ZSTD] = () => ({
+  codecs[COMPRESSION_TYPES.zstd] = () => ({
     compress: async (encoder) => zstdCompress(encoder.buffer),
     decompress: async (buffer) => zstdDecompress(buffer),
   });
 }
 
-/** Install the snappy, lz4 and zstd codecs into kafkajs (producer and consumer side alike). */
-export function registerCompressionCodecs(): void {
-  const table = CompressionCodecs as unknown as Record<number, unknown>;
+/**
+ * Install the snappy, lz4 and zstd codecs into a kafkajs module (the caller's own: this
+ * package does not depend on kafkajs), e.g. `registerCompressionCodecs(kafkajs)`, so its
+ * consumers read batches in every compression the sink writes.
+ */
+export function registerCompressionCodecs(kafkajs: { CompressionCodecs: unknown }): void {
+  const table = kafkajs.CompressionCodecs as Record<number, unknown>;
   for (const [type, codec] of Object.entries(codecs)) table[Number(type)] = codec;
 }

@@ -63,9 +63,12 @@ export const kafkaErrors = defineErrorArea({
 export const KafkaErrorCode = kafkaErrors.code;
 
 /**
- * What a kafkajs failure means for the sink. kafkajs wraps errors (retries exceeded,
- * non-retriable wrappers) around the one that matters, so the chain is walked through
- * `cause` / `originalError` and the most specific meaning wins.
+ * What a Kafka client failure means for the sink. The client (@platformatic/kafka) wraps the
+ * error that matters: a failed request after its retries arrives as `MultipleErrors` holding
+ * one error per attempt, a broker's refusal as a `ResponseError` holding one `ProtocolError`
+ * per partition (`apiId` is Kafka's error name), a network failure as a `NetworkError` whose
+ * `cause` is Node's socket or TLS error. The chain is walked through `cause` and `errors`
+ * and the most specific meaning wins.
  */
 export type FailureKind =
   | 'too-large' // the broker refused a record (batch) as larger than it accepts
@@ -108,27 +111,45 @@ const TLS_CODES = new Set([
   'CERT_SIGNATURE_FAILURE',
   'ERR_SSL_WRONG_VERSION_NUMBER',
 ]);
+const NETWORK_CODES = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|ENOTFOUND)$/;
+/** The client's own wrappers: their messages ("produce failed 3 times.") say nothing about the cause. */
+const WRAPPER_CODES = new Set(['PLT_KFK_MULTIPLE', 'PLT_KFK_RESPONSE']);
 
 interface KafkaLikeError {
   name?: string;
+  /** Kafka's error name (a `ProtocolError`'s `apiId`, e.g. MESSAGE_TOO_LARGE). */
   type?: string;
   code?: string | number;
   message?: string;
   retriable?: boolean;
+  serverErrorMessage?: string | null;
+  closed?: boolean;
   cause?: unknown;
-  originalError?: unknown;
 }
 
+/** The error and everything it wraps (`cause`, `errors` of an AggregateError), outermost first. */
 export function errorChain(err: unknown): KafkaLikeError[] {
   const chain: KafkaLikeError[] = [];
   const seen = new Set<unknown>();
   const queue: unknown[] = [err];
-  while (queue.length && chain.length < 16) {
+  while (queue.length && chain.length < 32) {
     const e = queue.shift();
     if (!e || typeof e !== 'object' || seen.has(e)) continue;
     seen.add(e);
-    const k = e as KafkaLikeError & { errors?: unknown[] };
-    chain.push(k);
+    const k = e as Record<string, unknown>;
+    const apiId = typeof k.apiId === 'string' ? k.apiId : undefined;
+    const canRetry = typeof k.canRetry === 'boolean' ? k.canRetry : undefined;
+    chain.push({
+      name: typeof k.name === 'string' ? k.name : undefined,
+      type: apiId ?? (typeof k.type === 'string' ? k.type : undefined),
+      code: typeof k.code === 'string' || typeof k.code === 'number' ? k.code : undefined,
+      message: typeof k.message === 'string' ? k.message : undefined,
+      retriable: canRetry ?? (typeof k.retriable === 'boolean' ? k.retriable : undefined),
+      serverErrorMessage: typeof k.serverErrorMessage === 'string' ? k.serverErrorMessage : undefined,
+      closed: k.closed === true,
+      cause: k.cause,
+    });
+    if (e instanceof NanosyncError) (chain[chain.length - 1] as { nanosync?: boolean }).nanosync = true;
     queue.push(k.cause, k.originalError, ...(Array.isArray(k.errors) ? k.errors : []));
   }
   return chain;
@@ -136,38 +157,54 @@ export function errorChain(err: unknown): KafkaLikeError[] {
 
 export function classifyKafkaError(err: unknown): FailureKind {
   const chain = errorChain(err);
-  if (chain.some((e) => e.type !== undefined && TOO_LARGE.has(e.type))) return 'too-large';
-  if (chain.some((e) => e.name === 'KafkaJSSASLAuthenticationError' || (e.type !== undefined && AUTH.has(e.type))))
-    return 'auth';
+  const has = (set: Set<string>) => chain.some((e) => e.type !== undefined && set.has(e.type));
+  if (has(TOO_LARGE)) return 'too-large';
+  if (chain.some((e) => e.code === 'PLT_KFK_AUTHENTICATION') || has(AUTH)) return 'auth';
   if (chain.some((e) => typeof e.code === 'string' && TLS_CODES.has(e.code))) return 'tls';
-  if (chain.some((e) => e.type !== undefined && PRODUCER_STATE.has(e.type))) return 'producer-state';
+  if (has(PRODUCER_STATE)) return 'producer-state';
   if (chain.some((e) => e.type === 'UNKNOWN_TOPIC_OR_PARTITION' && e.retriable === false)) return 'topic-missing';
-  if (chain.some((e) => e instanceof NanosyncError)) return 'fatal';
+  if (chain.some((e) => (e as { nanosync?: boolean }).nanosync)) return 'fatal';
   const transient = chain.some(
     (e) =>
-      e.retriable === true ||
-      /^KafkaJS(Connection|ConnectionClosed|RequestTimeout|BrokerNotFound|MetadataNotLoaded|TopicMetadataNotLoaded|StaleTopicMetadataAssignment|LockTimeout)Error?$/.test(
-        e.name ?? '',
-      ) ||
-      (typeof e.code === 'string' &&
-        /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|ENOTFOUND)$/.test(e.code)),
+      (e.type !== undefined && e.retriable === true) ||
+      // Network errors, request timeouts included (the client marks a timeout as not
+      // retriable for itself; for the sink a broker that does not answer is an outage).
+      (e.code === 'PLT_KFK_NETWORK' && !e.closed) ||
+      (typeof e.code === 'string' && NETWORK_CODES.test(e.code)),
   );
   return transient ? 'retriable' : 'fatal';
 }
 
-/** The innermost message, which is usually the useful one ("Connection error: connect ECONNREFUSED …"). */
+/**
+ * The message of the error that caused the failure, not of the wrappers around it: for a
+ * broker's refusal its Kafka error name and reason ("MESSAGE_TOO_LARGE: The request included
+ * a message larger than…"), for a network failure Node's message ("connect ECONNREFUSED …").
+ */
 export function rootMessage(err: unknown): string {
   const chain = errorChain(err);
-  const specific = [...chain].reverse().find((e) => e.message && !/^KafkaJSNumberOfRetriesExceeded/.test(e.name ?? ''));
-  return (specific?.message ?? String(err)).replace(/\s+/g, ' ').trim();
+  const protocol = [...chain].reverse().find((e) => e.type !== undefined && e.message);
+  const cause =
+    protocol ??
+    [...chain]
+      .reverse()
+      .find((e) => e.message && !(typeof e.code === 'string' && WRAPPER_CODES.has(e.code)) && !/ failed \d+ times\.$/.test(e.message));
+  if (!cause?.message) return String(err).replace(/\s+/g, ' ').trim();
+  let text = cause.message;
+  if (cause.type !== undefined && !text.includes(cause.type)) text = `${cause.type}: ${text}`;
+  if (cause.serverErrorMessage) text += ` (${cause.serverErrorMessage})`;
+  // A wrapper that names the broker ("Connection to host:port failed.") adds where it happened.
+  const where = chain.find((e) => e.message && /^Connection to \S+ failed\.$/.test(e.message));
+  if (where && where !== cause && !text.includes(where.message as string)) text = `${where.message} ${text}`;
+  return text.replace(/\s+/g, ' ').trim();
 }
 
-/** The brokers an error names (kafkajs connection errors carry the one they were talking to), else all configured. */
+/** The broker an error names (the client's "Connection to host:port failed."), else all configured. */
 function brokersOf(err: unknown, brokers: readonly string[]): string {
-  const named = errorChain(err).find((e) => typeof (e as { broker?: unknown }).broker === 'string') as
-    | { broker: string }
-    | undefined;
-  return named?.broker ?? brokers.join(',');
+  for (const e of errorChain(err)) {
+    const named = e.message?.match(/^Connection to (\S+) failed\.$/);
+    if (named) return named[1] as string;
+  }
+  return brokers.join(',');
 }
 
 function typesOf(err: unknown): Set<string> {
@@ -187,7 +224,7 @@ export function authError(
   const brokers = brokersOf(err, config.brokers);
   const types = typesOf(err);
   const login =
-    errorChain(err).some((e) => e.name === 'KafkaJSSASLAuthenticationError') || [...types].some((t) => SASL.has(t));
+    errorChain(err).some((e) => e.code === 'PLT_KFK_AUTHENTICATION') || [...types].some((t) => SASL.has(t));
   const sasl = config.sasl;
   const user = sasl ? `User:${sasl.username}` : 'User:ANONYMOUS';
   let message: string;
@@ -235,11 +272,11 @@ export function topicMissingError(topics: string[], cause?: unknown): NanosyncEr
 }
 
 /**
- * Errors after which this producer may not write again. kafkajs speaks a protocol version
- * whose brokers answer a fencing with INVALID_PRODUCER_EPOCH (newer clients get
- * PRODUCER_FENCED instead, which kafkajs does not know).
+ * Errors after which this producer may not write again: its epoch is no longer current.
+ * Brokers answer older protocol versions with INVALID_PRODUCER_EPOCH and the versions this
+ * client speaks (Produce v9+, EndTxn v3+, TxnOffsetCommit v3+) with PRODUCER_FENCED.
  */
-const FENCED = new Set(['INVALID_PRODUCER_EPOCH']);
+const FENCED = new Set(['INVALID_PRODUCER_EPOCH', 'PRODUCER_FENCED']);
 
 /** What `transactionFailure` needs to know about the failed step. */
 export interface TransactionStep {

@@ -1,14 +1,17 @@
 import { ErrorCode, type Logger, NanosyncError, readTlsFile } from '@nanosync/core';
-import kafkajs, {
-  type Admin,
-  type IHeaders,
-  type Kafka,
-  type KafkaConfig,
-  type Producer,
-  type SASLOptions,
-  type Transaction,
-} from 'kafkajs';
-import { COMPRESSION_TYPES, registerCompressionCodecs } from './compression.js';
+import {
+  Admin,
+  type BaseOptions,
+  type ClusterMetadata,
+  ConfigResourceTypes,
+  type Consumer,
+  compatibilityPartitioner,
+  FindCoordinatorKeyTypes,
+  kGetApi,
+  kGetConnection,
+  type MessageToProduce,
+  Producer,
+} from '@platformatic/kafka';
 import { type KafkaSinkConfig, transactionTimeoutMs } from './config.js';
 import {
   authError,
@@ -23,14 +26,18 @@ import {
 
 export { topicMissingError };
 
-const { Kafka: KafkaClient, logLevel } = kafkajs;
+/** An open transaction of the producer (the client does not export its class). */
+type Transaction = Awaited<ReturnType<Producer['beginTransaction']>>;
+
+/** Record headers as the sink builds them; sent as bytes. */
+export type RecordHeaders = Record<string, string | Buffer | undefined>;
 
 /** One record on its way to the broker, with what an error message needs to name it. */
 export interface OutgoingMessage {
   topic: string;
   key: Buffer | null;
   value: Buffer | null;
-  headers: IHeaders;
+  headers: RecordHeaders;
   /** `schema.table` and the key as text, for errors. */
   table: string;
   keyText: string;
@@ -41,47 +48,77 @@ export interface OutgoingMessage {
 }
 
 /** Rough wire size of a record: key, value, headers and the per-record framing. */
-export function recordSize(key: Buffer | null, value: Buffer | null, headers: IHeaders): number {
+export function recordSize(key: Buffer | null, value: Buffer | null, headers: RecordHeaders): number {
   let size = 24 + (key?.length ?? 0) + (value?.length ?? 0);
   for (const [name, v] of Object.entries(headers))
-    size += 8 + name.length + (typeof v === 'string' ? Buffer.byteLength(v) : ((v as Buffer | undefined)?.length ?? 0));
+    size += 8 + name.length + (typeof v === 'string' ? Buffer.byteLength(v) : (v?.length ?? 0));
   return size;
 }
 
-export function kafkaClientConfig(config: KafkaSinkConfig, logger: Logger): KafkaConfig {
-  const client: KafkaConfig = {
+/**
+ * The client's in-request retries: a few, short (250 ms doubling to 2 s). The sink's own loop
+ * (max_retries, backoff) decides when to give up. At least 2: the client turns an idempotent
+ * producer's `retries` of 0 or 1 into "retry forever", which would make a wrong password or an
+ * untrusted CA hang instead of failing.
+ */
+const CLIENT_RETRIES = 2;
+const clientRetryDelay = (_client: unknown, _operation: string, attempt: number): number =>
+  Math.min(2_000, 250 * 2 ** Math.max(0, attempt - 1));
+
+/** Connection, TLS, SASL and retry options shared by the sink's producer and admin clients. */
+export function kafkaClientOptions(config: KafkaSinkConfig, retries = CLIENT_RETRIES): BaseOptions {
+  const options: BaseOptions = {
     clientId: config.clientId,
-    brokers: config.brokers,
-    connectionTimeout: 10_000,
-    authenticationTimeout: 10_000,
+    bootstrapBrokers: config.brokers,
+    connectTimeout: 10_000,
     requestTimeout: config.requestTimeoutMs,
-    // Short in-request retries: the sink's own loop (max_retries, backoff) decides when to give up.
-    retry: { retries: 2, initialRetryTime: 250, maxRetryTime: 2_000 },
-    logLevel: logLevel.WARN,
-    // kafkajs reports every failed attempt loudly; the sink logs its own retries, so these go to debug.
-    logCreator: () => (entry) => {
-      const { message, ...rest } = entry.log;
-      const fields: Record<string, string | number | boolean | undefined> = {};
-      for (const key of ['broker', 'topic', 'retryCount', 'retryTime', 'error'] as const) {
-        const v = (rest as Record<string, unknown>)[key];
-        if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') fields[key] = v;
-      }
-      logger.debug(`kafkajs ${entry.namespace}: ${message}`, fields);
-    },
+    timeout: config.requestTimeoutMs,
+    retries,
+    retryDelay: clientRetryDelay,
   };
   if (config.tls) {
-    client.ssl = {
+    options.tls = {
       rejectUnauthorized: true,
       ...(config.tls.caFile ? { ca: [readTlsFile('tls_ca_cert', config.tls.caFile)] } : {}),
       ...(config.tls.certFile ? { cert: readTlsFile('tls_client_cert', config.tls.certFile) } : {}),
       ...(config.tls.keyFile ? { key: readTlsFile('tls_client_key', config.tls.keyFile) } : {}),
     };
+    // SNI with the broker's host name, as the Java client sends it.
+    options.tlsServerName = true;
   }
   if (config.sasl) {
-    const mechanism = config.sasl.mechanism.toLowerCase() as 'plain' | 'scram-sha-256' | 'scram-sha-512';
-    client.sasl = { mechanism, username: config.sasl.username, password: config.sasl.password } as SASLOptions;
+    options.sasl = {
+      mechanism: config.sasl.mechanism,
+      username: config.sasl.username,
+      password: config.sasl.password,
+    };
   }
-  return client;
+  return options;
+}
+
+/**
+ * One request of a Kafka API the client has no method for (or none that sends every field),
+ * over the client's own authenticated connection to `broker`, in the highest version both
+ * sides speak. Uses the client's documented extension points (`kGetConnection`, `kGetApi`).
+ */
+export async function rawRequest<T>(
+  client: Producer | Admin,
+  broker: { host: string; port: number },
+  api: string,
+  ...args: unknown[]
+): Promise<T> {
+  const internals = client as unknown as {
+    [kGetConnection]: (broker: { host: string; port: number }, cb: (err: Error | null, c: unknown) => void) => void;
+    [kGetApi]: (
+      name: string,
+      cb: (err: Error | null, api: (connection: unknown, ...args: unknown[]) => void) => void,
+    ) => void;
+  };
+  const call = <V>(fn: (cb: (err: Error | null, value: V) => void) => void) =>
+    new Promise<V>((resolve, reject) => fn((err, value) => (err ? reject(err) : resolve(value))));
+  const connection = await call<unknown>((cb) => internals[kGetConnection](broker, cb));
+  const send = await call<(connection: unknown, ...args: unknown[]) => void>((cb) => internals[kGetApi](api, cb));
+  return call<T>((cb) => send(connection, ...args, cb));
 }
 
 /**
@@ -94,6 +131,7 @@ export interface TransactionSettings {
   groupId: string;
   checkpointTopic: string;
 }
+
 
 export interface ProducerOptions {
   config: KafkaSinkConfig;
@@ -128,12 +166,13 @@ function stopped(signal: AbortSignal): NanosyncError {
 }
 
 /**
- * The sink's connection to Kafka: an idempotent producer (acks=all, at most one request
- * in flight per broker, which kafkajs' idempotent mode serialises anyway) and an admin
- * client for topics. `send` resolves only when the broker acknowledged every record.
+ * The sink's connection to Kafka (@platformatic/kafka): an idempotent producer (acks=all,
+ * one request in flight per broker — the client's idempotent mode allows no more, and the
+ * sink awaits each send before the next) placing keys on partitions like the Java client
+ * (murmur2, `compatibilityPartitioner`), and an admin client for topics. `send` resolves
+ * only when the broker acknowledged every record.
  */
 export class KafkaProducer {
-  private readonly kafka: Kafka;
   private producer: Producer | undefined;
   private admin: Admin | undefined;
   private readonly config: KafkaSinkConfig;
@@ -149,43 +188,44 @@ export class KafkaProducer {
   private sequence = 0;
   /** A transaction failed: start a new producer and read the checkpoint again before the next one. */
   private recover = true;
+  /**
+   * A send inside a transaction was refused as too large: the client has counted that
+   * request's records into its sequence numbers, so the transaction is aborted and the next
+   * attempt sends record by record, which names the record that is too large.
+   */
+  private singleRecordSends = false;
 
   constructor(options: ProducerOptions) {
-    registerCompressionCodecs();
     this.config = options.config;
     this.logger = options.logger;
     this.signal = options.signal;
     this.sleep = options.sleep ?? abortableSleep;
     this.txSettings = options.transaction;
-    this.kafka = new KafkaClient(kafkaClientConfig(this.config, this.logger));
   }
 
   private newProducer(): Producer {
-    if (this.txSettings) {
-      return this.kafka.producer({
-        transactionalId: this.txSettings.transactionalId,
-        idempotent: true,
-        maxInFlightRequests: 1,
-        transactionTimeout: transactionTimeoutMs(this.config),
-        allowAutoTopicCreation: false,
-        retry: { retries: 2, initialRetryTime: 250, maxRetryTime: 2_000 },
-      });
-    }
-    return this.kafka.producer({
+    return new Producer({
+      ...kafkaClientOptions(this.config),
       idempotent: true,
-      maxInFlightRequests: 1,
-      allowAutoTopicCreation: false,
-      retry: { retries: 2, initialRetryTime: 250, maxRetryTime: 2_000 },
+      acks: -1,
+      compression: this.config.compression,
+      partitioner: compatibilityPartitioner,
+      autocreateTopics: false,
+      ...(this.txSettings ? { transactionalId: this.txSettings.transactionalId } : {}),
     });
+  }
+
+  private newAdmin(retries = CLIENT_RETRIES): Admin {
+    return new Admin(kafkaClientOptions(this.config, retries));
   }
 
   /** Connect producer and admin client, retrying transient failures like a send does. */
   async connect(): Promise<void> {
     await this.withRetries('connect to Kafka', async () => {
-      this.admin ??= this.kafka.admin({ retry: { retries: 2, initialRetryTime: 250, maxRetryTime: 2_000 } });
-      await this.admin.connect();
+      this.admin ??= this.newAdmin();
+      await this.admin.metadata({ topics: [] });
       this.producer ??= this.newProducer();
-      await this.producer.connect();
+      await this.producer.metadata({ topics: [] });
     });
   }
 
@@ -202,14 +242,17 @@ export class KafkaProducer {
     if (missing.length > 0) {
       if (!this.config.autoCreateTopics) throw topicMissingError(missing);
       await this.withRetries(createTopicsWhat(missing, this.config), async () => {
-        await admin.createTopics({
-          waitForLeaders: true,
-          topics: missing.map((topic) => ({
-            topic,
-            numPartitions: this.config.numPartitions,
-            replicationFactor: this.config.replicationFactor,
-          })),
-        });
+        const present = new Set(await admin.listTopics());
+        const toCreate = missing.filter((t) => !present.has(t));
+        if (toCreate.length > 0)
+          await admin.createTopics({
+            topics: toCreate.map((topic) => ({
+              topic,
+              partitions: this.config.numPartitions > 0 ? this.config.numPartitions : -1,
+              replicas: this.config.replicationFactor > 0 ? this.config.replicationFactor : -1,
+            })),
+          });
+        await this.waitForLeaders(admin, missing);
       });
       this.logger.info('kafka topics created', {
         topics: missing.join(','),
@@ -223,18 +266,38 @@ export class KafkaProducer {
         admin.describeConfigs({
           includeSynonyms: false,
           resources: present.map((name) => ({
-            type: kafkajs.ConfigResourceTypes.TOPIC,
-            name,
-            configNames: ['cleanup.policy'],
+            resourceType: ConfigResourceTypes.TOPIC,
+            resourceName: name,
+            configurationKeys: ['cleanup.policy'],
           })),
         }),
       );
-      for (const resource of described.resources) {
-        const policy = resource.configEntries.find((e) => e.configName === 'cleanup.policy')?.configValue ?? '';
+      for (const resource of described) {
+        const policy = resource.configs.find((e) => e.name === 'cleanup.policy')?.value ?? '';
         if (policy.split(',').includes('compact')) this.compactedTopics.add(resource.resourceName);
       }
     }
     for (const t of wanted) this.knownTopics.add(t);
+  }
+
+  /** Created topics have no leaders for a moment; the first send should not meet that. */
+  private async waitForLeaders(admin: Admin, topics: string[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      let metadata: ClusterMetadata | undefined;
+      try {
+        metadata = await admin.metadata({ topics, forceUpdate: true });
+      } catch (err) {
+        if (attempt >= 50 || classifyKafkaError(err) !== 'retriable') throw err;
+      }
+      const ready =
+        metadata !== undefined &&
+        topics.every((t) => {
+          const topic = metadata.topics.get(t);
+          return topic !== undefined && topic.partitions.length > 0 && topic.partitions.every((p) => p.leader >= 0);
+        });
+      if (ready || attempt >= 50) return;
+      await this.sleep(100, this.signal);
+    }
   }
 
   /** Whether the topic (seen by `ensureTopics`) compacts: such a topic refuses records without a key. */
@@ -251,15 +314,20 @@ export class KafkaProducer {
   async send(messages: OutgoingMessage[]): Promise<void> {
     if (messages.length === 0) return;
     if (this.tx) {
+      const tx = this.tx;
+      if (this.singleRecordSends && messages.length > 1) {
+        for (const m of messages) await this.send([m]);
+        return;
+      }
       try {
-        await this.sendOnce(messages, this.tx);
+        await this.sendOnce(messages, tx);
       } catch (err) {
         if (classifyKafkaError(err) === 'too-large' && !NanosyncError.is(err)) {
-          const split = splitForRetry(messages);
-          if (!split) throw tooLargeError(messages[0]!, err);
-          await this.send(split[0]);
-          await this.send(split[1]);
-          return;
+          this.recover = true;
+          if (messages.length === 1) throw tooLargeError(messages[0]!, err);
+          // The client's sequence numbers now count the refused records: this transaction
+          // cannot go on. The next attempt sends record by record.
+          this.singleRecordSends = true;
         }
         throw this.transactionError('produce', err, messages);
       }
@@ -281,32 +349,36 @@ export class KafkaProducer {
 
   /**
    * Start a transaction and return the position the last committed one wrote up to. The
-   * first call (and the first after a failed transaction) starts the producer's
-   * transactional id: the broker then finishes whatever transaction a predecessor with
-   * the same id left open (aborts it, or completes a commit it had begun) and fences that
+   * first call (and the first after a failed transaction) starts a new producer with the
+   * transactional id: the broker then finishes whatever transaction a predecessor with the
+   * same id left open (aborts it, or completes a commit it had begun) and fences that
    * predecessor; only after that is the checkpoint read, so it is final.
    */
   async beginTransaction(): Promise<string | undefined> {
     const settings = this.requireTxSettings();
     if (this.recover) {
       await this.withRetries('start the transactional producer', async () => {
-        if (this.tx?.isActive()) await this.tx.abort().catch(() => undefined);
+        const open = this.tx;
         this.tx = undefined;
+        if (open && !open.completed) await open.abort().catch(() => undefined);
         const old = this.producer;
         this.producer = this.newProducer();
-        await old?.disconnect().catch(() => undefined);
-        await this.producer.connect();
-        const init = await this.producer.transaction();
-        await init.abort();
+        await old?.close(true).catch(() => undefined);
+        // InitProducerId under the transactional id: fences the predecessor and finishes its transaction.
+        this.tx = await this.producer.beginTransaction();
       });
       const groups = await this.withRetries('read the exactly-once checkpoint', () =>
-        this.requireAdmin().fetchOffsets({ groupId: settings.groupId, topics: [settings.checkpointTopic] }),
+        this.requireAdmin().listConsumerGroupOffsets({
+          groups: [{ groupId: settings.groupId, topics: [{ name: settings.checkpointTopic, partitionIndexes: [0] }] }],
+          requireStable: true,
+        }),
       );
       const partition = groups
-        .find((g) => g.topic === settings.checkpointTopic)
-        ?.partitions.find((p) => p.partition === 0) as { offset: string; metadata?: string | null } | undefined;
-      if (partition?.metadata && Number(partition.offset) >= 0) {
-        this.sequence = Number(partition.offset);
+        .find((g) => g.groupId === settings.groupId)
+        ?.topics.find((t) => t.name === settings.checkpointTopic)
+        ?.partitions.find((p) => p.partitionIndex === 0);
+      if (partition?.metadata && partition.committedOffset >= 0n) {
+        this.sequence = Number(partition.committedOffset);
         this.committed = (JSON.parse(partition.metadata) as { position?: string }).position;
       }
       this.recover = false;
@@ -314,9 +386,10 @@ export class KafkaProducer {
         transactional_id: settings.transactionalId,
         committed_position: this.committed ?? 'none',
       });
+      return this.committed;
     }
     try {
-      this.tx = await this.requireProducer().transaction();
+      this.tx = await this.requireProducer().beginTransaction();
     } catch (err) {
       throw this.transactionError('begin a transaction', err);
     }
@@ -329,21 +402,10 @@ export class KafkaProducer {
     const tx = this.tx;
     if (!tx) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink commit without a transaction');
     try {
-      await tx.sendOffsets({
-        consumerGroupId: settings.groupId,
-        topics: [
-          {
-            topic: settings.checkpointTopic,
-            // kafkajs passes the metadata through to TxnOffsetCommit.
-            partitions: [
-              { partition: 0, offset: String(this.sequence + 1), metadata: JSON.stringify({ position }) } as {
-                partition: number;
-                offset: string;
-              },
-            ],
-          },
-        ],
-      });
+      // AddOffsetsToTxn: the group's offsets become part of the transaction. The client
+      // reads only the group id from the consumer it is given.
+      await tx.addConsumer({ groupId: settings.groupId } as unknown as Consumer);
+      await this.commitOffsetInTransaction(tx, settings, BigInt(this.sequence + 1), JSON.stringify({ position }));
       await tx.commit();
     } catch (err) {
       throw this.transactionError('commit', err);
@@ -352,6 +414,63 @@ export class KafkaProducer {
     }
     this.sequence += 1;
     this.committed = position;
+    this.singleRecordSends = false;
+  }
+
+  /**
+   * TxnOffsetCommit of `checkpointTopic` partition 0 for `groupId`, with the position as the
+   * offset's metadata (the client's own `addOffset` takes a consumed message and sends no
+   * metadata). No consumer group member: generation -1 and an empty member id, as the Java
+   * client's `sendOffsetsToTransaction(offsets, groupId)` sends them.
+   */
+  private async commitOffsetInTransaction(
+    tx: Transaction,
+    settings: TransactionSettings,
+    offset: bigint,
+    metadata: string,
+  ): Promise<void> {
+    const producer = this.requireProducer();
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const [coordinator] = await this.requireAdmin().findCoordinator({
+          keyType: FindCoordinatorKeyTypes.GROUP,
+          keys: [settings.groupId],
+        });
+        if (!coordinator) throw new Error(`no coordinator for group ${settings.groupId}`);
+        await rawRequest(
+          producer,
+          { host: coordinator.host, port: coordinator.port },
+          'TxnOffsetCommit',
+          tx.id,
+          settings.groupId,
+          producer.producerId,
+          producer.producerEpoch,
+          -1,
+          '',
+          null,
+          [
+            {
+              name: settings.checkpointTopic,
+              partitions: [
+                { partitionIndex: 0, committedOffset: offset, committedLeaderEpoch: -1, committedMetadata: metadata },
+              ],
+            },
+          ],
+        );
+        return;
+      } catch (err) {
+        // The group coordinator moved or is loading: ask again (the client's own retry count).
+        const moving = errorChain(err).some(
+          (e) =>
+            e.type === 'NOT_COORDINATOR' ||
+            e.type === 'COORDINATOR_NOT_AVAILABLE' ||
+            e.type === 'COORDINATOR_LOAD_IN_PROGRESS' ||
+            e.type === 'CONCURRENT_TRANSACTIONS',
+        );
+        if (!moving || attempt >= CLIENT_RETRIES) throw err;
+        await this.sleep(clientRetryDelay(undefined, 'TxnOffsetCommit', attempt + 1), this.signal);
+      }
+    }
   }
 
   /** Abort the open transaction (after a failed write); the next one starts from a fresh producer. */
@@ -359,7 +478,7 @@ export class KafkaProducer {
     const tx = this.tx;
     this.tx = undefined;
     this.recover = true;
-    if (tx?.isActive()) await tx.abort().catch(() => undefined);
+    if (tx && !tx.completed) await tx.abort().catch(() => undefined);
   }
 
   private transactionError(what: string, err: unknown, messages?: OutgoingMessage[]): NanosyncError {
@@ -382,21 +501,17 @@ export class KafkaProducer {
   }
 
   private async sendOnce(messages: OutgoingMessage[], via?: Transaction): Promise<void> {
-    const byTopic = new Map<string, { key: Buffer | null; value: Buffer | null; headers: IHeaders }[]>();
-    for (const m of messages) {
-      let list = byTopic.get(m.topic);
-      if (!list) {
-        list = [];
-        byTopic.set(m.topic, list);
+    const records: MessageToProduce[] = new Array(messages.length);
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i]!;
+      const headers = new Map<Buffer, Buffer>();
+      for (const name in m.headers) {
+        const v = m.headers[name];
+        if (v !== undefined) headers.set(Buffer.from(name), typeof v === 'string' ? Buffer.from(v) : v);
       }
-      list.push({ key: m.key, value: m.value, headers: m.headers });
+      records[i] = { topic: m.topic, key: m.key ?? undefined, value: m.value as Buffer, headers };
     }
-    await (via ?? this.requireProducer()).sendBatch({
-      acks: -1,
-      timeout: this.config.requestTimeoutMs,
-      compression: COMPRESSION_TYPES[this.config.compression],
-      topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })),
-    });
+    await (via ?? this.requireProducer()).send({ messages: records });
   }
 
   /**
@@ -425,7 +540,7 @@ export class KafkaProducer {
           });
         }
         if (attempt >= this.config.maxRetries) throw this.gaveUp(what, attempt, err, messages);
-        if (kind === 'producer-state') await this.resetProducer(err);
+        if (kind === 'producer-state' && !this.txSettings) await this.resetProducer(err);
         await this.pauseBeforeRetry(what, attempt, err);
       }
     }
@@ -475,18 +590,16 @@ export class KafkaProducer {
     this.logger.warn('kafka idempotent producer state lost, starting a new producer', { error: rootMessage(err) });
     const old = this.producer;
     this.producer = this.newProducer();
-    await old?.disconnect().catch(() => undefined);
-    await this.producer.connect();
+    await old?.close(true).catch(() => undefined);
   }
 
-  /** A short-lived admin client of its own (no retries), for checks; disconnected afterwards. */
+  /** A short-lived admin client of its own (no retries), for checks; closed afterwards. */
   async withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T> {
-    const admin = this.kafka.admin({ retry: { retries: 0 } });
+    const admin = this.newAdmin(0);
     try {
-      await admin.connect();
       return await fn(admin);
     } finally {
-      await admin.disconnect().catch(() => undefined);
+      await admin.close().catch(() => undefined);
     }
   }
 
@@ -495,7 +608,8 @@ export class KafkaProducer {
     const admin = this.admin;
     this.producer = undefined;
     this.admin = undefined;
-    await Promise.allSettled([producer?.disconnect(), admin?.disconnect()]);
+    this.tx = undefined;
+    await Promise.allSettled([producer?.close(true), admin?.close()]);
   }
 
   private requireProducer(): Producer {

@@ -15,14 +15,19 @@ import {
   type TableSchema,
   qualifiedName,
 } from '@nanosync/core';
-import type { IHeaders } from 'kafkajs';
 import type { KafkaSinkConfig } from './config.js';
 import { keyText } from './formats/codec.js';
 import { codecFor } from './formats/index.js';
 import { createHash } from 'node:crypto';
 import { kafkaChecks } from './check.js';
 import { KafkaErrorCode, transactionRetriesExhausted } from './errors.js';
-import { KafkaProducer, type OutgoingMessage, type TransactionSettings, recordSize } from './producer.js';
+import {
+  KafkaProducer,
+  type OutgoingMessage,
+  type RecordHeaders,
+  type TransactionSettings,
+  recordSize,
+} from './producer.js';
 import { checkTopicCollisions, keyColumnsFor, messageKey, topicFor } from './routing.js';
 import { SchemaRegistryClient, registryError } from './registry/client.js';
 import { RegistryCodec } from './registry/codec.js';
@@ -186,7 +191,7 @@ export class KafkaSink implements Sink {
           if (oldKey && !oldKey.equals(key)) {
             const moved: ChangeEvent = { ...event, op: 'delete', after: undefined, unchanged: undefined };
             const encodedDelete = encode(moved);
-            const deleteHeaders: IHeaders = {
+            const deleteHeaders: RecordHeaders = {
               ...encodedDelete.headers,
               [HEADER_TABLE]: table,
               [HEADER_OP]: 'delete',
@@ -203,7 +208,7 @@ export class KafkaSink implements Sink {
               size: recordSize(oldKey, encodedDelete.value, deleteHeaders),
             });
             if (this.config.tombstones) {
-              const tombstoneHeaders: IHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
+              const tombstoneHeaders: RecordHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
               await push({
                 topic,
                 key: oldKey,
@@ -217,7 +222,7 @@ export class KafkaSink implements Sink {
           }
         }
         const encoded = encode(event);
-        const headers: IHeaders = {
+        const headers: RecordHeaders = {
           ...encoded.headers,
           [HEADER_TABLE]: table,
           [HEADER_OP]: event.op,
@@ -234,7 +239,7 @@ export class KafkaSink implements Sink {
           size: recordSize(key, encoded.value, headers),
         });
         if (event.op === 'delete' && this.config.tombstones && key) {
-          const tombstoneHeaders: IHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
+          const tombstoneHeaders: RecordHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
           await push({
             topic,
             key,
@@ -281,7 +286,7 @@ export class KafkaSink implements Sink {
   private deadLetterMessage(topic: string, letter: DeadLetter): OutgoingMessage {
     const key = Buffer.from(JSON.stringify(letter.key), 'utf8');
     const value = Buffer.from(deadLetterJson(letter), 'utf8');
-    const headers: IHeaders = {
+    const headers: RecordHeaders = {
       [HEADER_TABLE]: letter.table,
       [HEADER_OP]: letter.op,
       [HEADER_POSITION]: letter.position,

@@ -26,7 +26,7 @@ const COMPRESSION_CODES = { none: 0, gzip: 1, snappy: 2, lz4: 3, zstd: 4 } as co
 
 async function main(): Promise<void> {
   const options = JSON.parse(process.argv[2] ?? '{}') as Options;
-  registerCompressionCodecs();
+  registerCompressionCodecs(kafkajs);
   const payloads = (await readFile(options.payloadFile, 'utf8'))
     .split('\n')
     .filter(Boolean)

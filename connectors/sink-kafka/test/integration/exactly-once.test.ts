@@ -39,7 +39,7 @@ function rng(seed: number): () => number {
  * aborted records take offsets a consumer never sees.)
  */
 async function consumeCommitted(brokers: string[], topic: string, idleMs = 4000): Promise<ConsumedRecord[]> {
-  registerCompressionCodecs(); // the pipeline's records are snappy-compressed
+  registerCompressionCodecs(kafkajs); // the pipeline's records are snappy-compressed
   const kafka = new Kafka({ clientId: 'ns-eos-reader', brokers, logLevel: logLevel.NOTHING });
   const consumer = kafka.consumer({
     groupId: uniqueName('ns-eos-group'),

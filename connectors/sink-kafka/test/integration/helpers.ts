@@ -72,7 +72,7 @@ export async function consumeAll(
   topic: string,
   kafkaConfig: Partial<kafkajs.KafkaConfig> = {},
 ): Promise<ConsumedRecord[]> {
-  registerCompressionCodecs();
+  registerCompressionCodecs(kafkajs);
   countingCodecs();
   const kafka = new Kafka({ clientId: 'ns-test-reader', brokers, logLevel: logLevel.NOTHING, ...kafkaConfig });
   const admin = kafka.admin();

@@ -94,7 +94,7 @@ describe('lz4 (frame format)', () => {
 
 describe('kafkajs registration', () => {
   test('snappy, lz4 and zstd codecs are installed and round-trip', async () => {
-    registerCompressionCodecs();
+    registerCompressionCodecs(kafkajs);
     for (const type of [CompressionTypes.Snappy, CompressionTypes.LZ4, CompressionTypes.ZSTD]) {
       const factory = (
         CompressionCodecs as unknown as Record<

@@ -1,28 +1,46 @@
 import { NanosyncError } from '@nanosync/core';
-import kafkajs from 'kafkajs';
+import {
+  AuthenticationError,
+  MultipleErrors,
+  NetworkError,
+  ProtocolError,
+  ResponseError,
+  TimeoutError,
+  UserError,
+} from '@platformatic/kafka';
 import { describe, expect, test } from 'vitest';
 import { parseKafkaSinkConfig, transactionTimeoutMs } from '../../src/config.js';
 import {
   authError,
   classifyKafkaError,
   KafkaErrorCode,
+  rootMessage,
   tlsError,
   transactionFailure,
   transactionRetriesExhausted,
 } from '../../src/errors.js';
 
-const {
-  KafkaJSProtocolError,
-  KafkaJSConnectionError,
-  KafkaJSNumberOfRetriesExceeded,
-  KafkaJSSASLAuthenticationError,
-  KafkaJSNonRetriableError,
-} = kafkajs as unknown as Record<string, new (...args: unknown[]) => Error>;
+// Errors built with the client's own classes, shaped as it delivers them: a broker's refusal
+// is a ResponseError holding one ProtocolError per partition, a request that failed after its
+// retries is a MultipleErrors holding one error per attempt.
+const PRODUCE = 0;
+const refusal = (code: string, server: string | null = null) =>
+  new ResponseError(PRODUCE, 11, { '/topics/0/partitions/0': [errorId(code), server] }, {});
+const attempts = (...errors: Error[]) => new MultipleErrors(`produce failed ${errors.length} times.`, errors);
+const socket = (code: string, message: string) => Object.assign(new Error(message), { code });
+const unreachable = () =>
+  new NetworkError('Connection to localhost:1 failed.', {
+    cause: socket('ECONNREFUSED', 'connect ECONNREFUSED 127.0.0.1:1'),
+  });
+/** A topic the broker does not know, after the client's retries (it retries UNKNOWN_TOPIC_OR_PARTITION itself). */
+const unknownTopic = () => attempts(Object.assign(refusal('UNKNOWN_TOPIC_OR_PARTITION'), {}), notRetriable('UNKNOWN_TOPIC_OR_PARTITION'));
+/** A ProtocolError the broker marks as final (canRetry false), as metadata answers carry it. */
+const notRetriable = (code: string) => new ProtocolError(code, null, { canRetry: false });
 
-const protocol = (type: string, retriable: boolean) =>
-  new KafkaJSProtocolError!({ message: type, type, code: 1, retriable });
-const exceeded = (cause: Error) => new KafkaJSNumberOfRetriesExceeded!(cause, { retryCount: 2, retryTime: 100 });
-const nonRetriable = (cause: Error) => new KafkaJSNonRetriableError!(cause, { cause });
+/** Kafka's numeric error code for a name, from the client's own table. */
+function errorId(name: string): number {
+  return new ProtocolError(name).apiCode as number;
+}
 
 const PASSWORD = 'Sup3r-s3cret';
 const config = parseKafkaSinkConfig({
@@ -39,42 +57,75 @@ const step = (what: string, topics?: string[]) => ({
   ...(topics ? { topics } : {}),
 });
 
-describe('kafkajs failure classification', () => {
+describe('@platformatic/kafka failure classification', () => {
   test.each([
-    ['message too large', protocol('MESSAGE_TOO_LARGE', false), 'too-large'],
-    ['record list too large', nonRetriable(protocol('RECORD_LIST_TOO_LARGE', false)), 'too-large'],
-    ['SASL failure', new KafkaJSSASLAuthenticationError!('SASL SCRAM SHA256 authentication failed'), 'auth'],
-    ['SASL mechanism not offered', protocol('UNSUPPORTED_SASL_MECHANISM', false), 'auth'],
-    ['topic ACL', protocol('TOPIC_AUTHORIZATION_FAILED', false), 'auth'],
-    ['transactional id ACL', protocol('TRANSACTIONAL_ID_AUTHORIZATION_FAILED', false), 'auth'],
+    ['message too large', attempts(refusal('MESSAGE_TOO_LARGE')), 'too-large'],
+    ['record list too large', refusal('RECORD_LIST_TOO_LARGE'), 'too-large'],
+    [
+      'SASL failure',
+      new AuthenticationError('SASL authentication failed.', { cause: refusal('SASL_AUTHENTICATION_FAILED') }),
+      'auth',
+    ],
+    ['SASL mechanism not offered', refusal('UNSUPPORTED_SASL_MECHANISM'), 'auth'],
+    ['topic ACL', attempts(refusal('TOPIC_AUTHORIZATION_FAILED')), 'auth'],
+    ['transactional id ACL', refusal('TRANSACTIONAL_ID_AUTHORIZATION_FAILED'), 'auth'],
     [
       'untrusted certificate',
-      new KafkaJSConnectionError!('Connection error: self-signed certificate in certificate chain', {
-        code: 'SELF_SIGNED_CERT_IN_CHAIN',
+      new NetworkError('Connection to broker:9093 failed.', {
+        cause: socket('SELF_SIGNED_CERT_IN_CHAIN', 'self-signed certificate in certificate chain'),
       }),
       'tls',
     ],
     [
       'certificate from another CA',
-      new KafkaJSConnectionError!('Connection error: unable to get local issuer certificate', {
-        code: 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+      new NetworkError('Connection to broker:9093 failed.', {
+        cause: socket('UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'unable to get local issuer certificate'),
       }),
       'tls',
     ],
-    ['lost producer id', protocol('UNKNOWN_PRODUCER_ID', false), 'producer-state'],
-    ['fenced or timed-out epoch', protocol('INVALID_PRODUCER_EPOCH', false), 'producer-state'],
-    [
-      'broker down, retries exhausted',
-      exceeded(new KafkaJSConnectionError!('Connection error: connect ECONNREFUSED', { code: 'ECONNREFUSED' })),
-      'retriable',
-    ],
-    ['leader moved', protocol('NOT_LEADER_OR_FOLLOWER', true), 'retriable'],
-    ['coordinator busy', protocol('CONCURRENT_TRANSACTIONS', true), 'retriable'],
-    ['unknown topic, not retriable', protocol('UNKNOWN_TOPIC_OR_PARTITION', false), 'topic-missing'],
-    ['invalid record', protocol('INVALID_RECORD', false), 'fatal'],
-    ['invalid transaction state', protocol('INVALID_TXN_STATE', false), 'fatal'],
+    ['lost producer id', attempts(refusal('UNKNOWN_PRODUCER_ID')), 'producer-state'],
+    ['out of order sequence', refusal('OUT_OF_ORDER_SEQUENCE_NUMBER'), 'producer-state'],
+    ['fenced or timed-out epoch', refusal('INVALID_PRODUCER_EPOCH'), 'producer-state'],
+    ['broker down, retries exhausted', attempts(unreachable(), unreachable(), unreachable()), 'retriable'],
+    ['request timeout', attempts(new TimeoutError('Request timed out.')), 'retriable'],
+    ['leader moved', attempts(refusal('NOT_LEADER_OR_FOLLOWER')), 'retriable'],
+    ['not enough replicas', refusal('NOT_ENOUGH_REPLICAS'), 'retriable'],
+    ['coordinator busy', refusal('CONCURRENT_TRANSACTIONS'), 'retriable'],
+    ['unknown topic, not retriable', unknownTopic(), 'topic-missing'],
+    ['invalid record', refusal('INVALID_RECORD'), 'fatal'],
+    ['invalid transaction state', refusal('INVALID_TXN_STATE'), 'fatal'],
+    ['closed client', new NetworkError('Client is closed.', { canRetry: false, closed: true }), 'fatal'],
+    ['misuse', new UserError('Cannot produce to an already completed transaction.'), 'fatal'],
   ])('%s → %s', (_, error, kind) => {
     expect(classifyKafkaError(error)).toBe(kind);
+  });
+});
+
+describe('rootMessage: the cause, not the wrappers', () => {
+  test("a broker's refusal names Kafka's error and the broker's reason", () => {
+    const message = rootMessage(attempts(refusal('MESSAGE_TOO_LARGE', 'batch of 2000000 bytes')));
+    expect(message).toMatch(/^MESSAGE_TOO_LARGE: /);
+    expect(message).toContain('(batch of 2000000 bytes)');
+    expect(message).not.toMatch(/failed \d times|Received response with error/);
+  });
+
+  test('a network failure names the broker and the socket error', () => {
+    expect(rootMessage(attempts(unreachable(), unreachable()))).toBe(
+      'Connection to localhost:1 failed. connect ECONNREFUSED 127.0.0.1:1',
+    );
+  });
+
+  test('a SASL failure nested in MultipleErrors surfaces the broker reason', () => {
+    const error = attempts(
+      new AuthenticationError('SASL authentication failed.', {
+        cause: refusal(
+          'SASL_AUTHENTICATION_FAILED',
+          'Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-256',
+        ),
+      }),
+    );
+    expect(rootMessage(error)).toContain('SASL_AUTHENTICATION_FAILED');
+    expect(rootMessage(error)).toContain('invalid credentials with SASL mechanism SCRAM-SHA-256');
   });
 });
 
@@ -83,7 +134,7 @@ describe('exactly-once transaction failures', () => {
   test.each([
     [
       'an epoch no longer current: fenced, or timed out',
-      protocol('INVALID_PRODUCER_EPOCH', false),
+      refusal('INVALID_PRODUCER_EPOCH'),
       'produce',
       KafkaErrorCode.KafkaTransaction,
       false,
@@ -91,7 +142,7 @@ describe('exactly-once transaction failures', () => {
     ],
     [
       'a transactional id ACL is an auth failure, not a fencing',
-      protocol('TRANSACTIONAL_ID_AUTHORIZATION_FAILED', false),
+      refusal('TRANSACTIONAL_ID_AUTHORIZATION_FAILED'),
       'begin a transaction',
       KafkaErrorCode.KafkaAuth,
       false,
@@ -99,7 +150,7 @@ describe('exactly-once transaction failures', () => {
     ],
     [
       'a timeout the broker does not allow',
-      protocol('INVALID_TRANSACTION_TIMEOUT', false),
+      refusal('INVALID_TRANSACTION_TIMEOUT'),
       'begin a transaction',
       KafkaErrorCode.KafkaTransaction,
       false,
@@ -107,7 +158,7 @@ describe('exactly-once transaction failures', () => {
     ],
     [
       'a permanent failure is not retried',
-      nonRetriable(protocol('INVALID_TXN_STATE', false)),
+      attempts(refusal('INVALID_TXN_STATE')),
       'commit',
       KafkaErrorCode.KafkaTransaction,
       false,
@@ -115,7 +166,7 @@ describe('exactly-once transaction failures', () => {
     ],
     [
       'a busy coordinator is retried',
-      protocol('CONCURRENT_TRANSACTIONS', true),
+      refusal('CONCURRENT_TRANSACTIONS'),
       'begin a transaction',
       KafkaErrorCode.KafkaTransaction,
       true,
@@ -123,7 +174,7 @@ describe('exactly-once transaction failures', () => {
     ],
     [
       'a commit cut off has an unknown outcome, which the retry settles',
-      new KafkaJSConnectionError!('Connection closed', { code: 'ECONNRESET' }),
+      new NetworkError('Connection closed'),
       'commit',
       KafkaErrorCode.KafkaTransaction,
       true,
@@ -131,7 +182,7 @@ describe('exactly-once transaction failures', () => {
     ],
     [
       'a lost producer id is retried with a new producer',
-      protocol('UNKNOWN_PRODUCER_ID', false),
+      refusal('UNKNOWN_PRODUCER_ID'),
       'produce',
       KafkaErrorCode.KafkaTransaction,
       true,
@@ -139,7 +190,7 @@ describe('exactly-once transaction failures', () => {
     ],
     [
       'a missing topic names it',
-      protocol('UNKNOWN_TOPIC_OR_PARTITION', false),
+      unknownTopic(),
       'produce',
       KafkaErrorCode.KafkaTopicMissing,
       false,
@@ -154,7 +205,7 @@ describe('exactly-once transaction failures', () => {
   });
 
   test('exhausted retries are not retriable and keep the last failure', () => {
-    const last = transactionFailure(protocol('CONCURRENT_TRANSACTIONS', true), step('begin a transaction'), config);
+    const last = transactionFailure(refusal('CONCURRENT_TRANSACTIONS'), step('begin a transaction'), config);
     const error = transactionRetriesExhausted(last, 5);
     expect(error.code).toBe(KafkaErrorCode.KafkaTransaction);
     expect(error.retriable).toBe(false);
@@ -173,7 +224,11 @@ describe('exactly-once transaction failures', () => {
 describe('auth and TLS errors', () => {
   test('a failed login names the mechanism, the user and the broker, never the password', () => {
     const error = authError(
-      new KafkaJSSASLAuthenticationError!('SASL SCRAM SHA512 authentication failed: invalid credentials'),
+      attempts(
+        new AuthenticationError('SASL authentication failed.', {
+          cause: refusal('SASL_AUTHENTICATION_FAILED', 'invalid credentials with SASL mechanism SCRAM-SHA-512'),
+        }),
+      ),
       config,
       'connect to Kafka',
     );
@@ -187,27 +242,28 @@ describe('auth and TLS errors', () => {
 
   test('a broker wanting a login the config does not give says so', () => {
     const plain = parseKafkaSinkConfig({ brokers: 'b1:9093' });
-    const error = authError(protocol('ILLEGAL_SASL_STATE', false), plain, 'connect to Kafka');
+    const error = authError(refusal('ILLEGAL_SASL_STATE'), plain, 'connect to Kafka');
     expect(error.message).toMatch(/asked for SASL authentication .* no sasl_mechanism is set/);
   });
 
   test('a denied topic names the principal', () => {
-    const error = authError(protocol('TOPIC_AUTHORIZATION_FAILED', false), config, 'produce');
+    const error = authError(attempts(refusal('TOPIC_AUTHORIZATION_FAILED')), config, 'produce');
     expect(error.message).toMatch(/^Kafka denied User:cdc produce at b1:9093,b2:9093/);
   });
 
   test('a TLS verification failure names the broker it talked to and the failure', () => {
     const error = tlsError(
-      new KafkaJSConnectionError!('Connection error: self-signed certificate in certificate chain', {
-        broker: 'b2:9093',
-        code: 'SELF_SIGNED_CERT_IN_CHAIN',
-      }),
+      attempts(
+        new NetworkError('Connection to b2:9093 failed.', {
+          cause: socket('SELF_SIGNED_CERT_IN_CHAIN', 'self-signed certificate in certificate chain'),
+        }),
+      ),
       config.brokers,
     );
     expect(error.code).toBe(KafkaErrorCode.KafkaConnection);
     expect(error.retriable).toBe(false);
     expect(error.message).toMatch(
-      /^TLS verification of the broker certificate at b2:9093 failed \(SELF_SIGNED_CERT_IN_CHAIN\): Connection error: self-signed certificate in certificate chain\. Set tls_ca_cert/,
+      /^TLS verification of the broker certificate at b2:9093 failed \(SELF_SIGNED_CERT_IN_CHAIN\): Connection to b2:9093 failed\. self-signed certificate in certificate chain\. Set tls_ca_cert/,
     );
   });
 });

@@ -1,12 +1,14 @@
 import type { ChangeEvent, ConnectorContext, TableSchema } from '@nanosync/core';
-import kafkajs from 'kafkajs';
+import { ProtocolError, ResponseError } from '@platformatic/kafka';
 import { describe, expect, test } from 'vitest';
 import { parseKafkaSinkConfig, transactionTimeoutMs } from '../../src/config.js';
 import { KafkaErrorCode, transactionFailure } from '../../src/errors.js';
 import type { KafkaProducer } from '../../src/producer.js';
 import { KafkaSink } from '../../src/sink.js';
 
-const { KafkaJSProtocolError } = kafkajs as unknown as Record<string, new (...args: unknown[]) => Error>;
+/** A coordinator's refusal as the client delivers it (a ResponseError holding the ProtocolError). */
+const refusal = (code: string) =>
+  new ResponseError(26, 3, { '/': [new ProtocolError(code).apiCode as number, null] }, {});
 
 const table: TableSchema = {
   schema: 'public',
@@ -55,7 +57,7 @@ describe('exactly_once transaction retries', () => {
   test('a transient refusal is retried max_retries times, then stops the pipeline (not retriable)', async () => {
     const { sink, calls } = fakeProducer(
       3,
-      () => new KafkaJSProtocolError!({ message: 'busy', type: 'CONCURRENT_TRANSACTIONS', code: 51, retriable: true }),
+      () => refusal('CONCURRENT_TRANSACTIONS'),
     );
     await sink.open([table]);
     const error = await sink.write([insert(1)]).catch((e: unknown) => e);
@@ -67,7 +69,7 @@ describe('exactly_once transaction retries', () => {
   test('a fatal refusal is not retried at all', async () => {
     const { sink, calls } = fakeProducer(
       3,
-      () => new KafkaJSProtocolError!({ message: 'bad state', type: 'INVALID_TXN_STATE', code: 48, retriable: false }),
+      () => refusal('INVALID_TXN_STATE'),
     );
     await sink.open([table]);
     const error = await sink.write([insert(1)]).catch((e: unknown) => e);
