@@ -187,7 +187,12 @@ export function rootMessage(err: unknown): string {
     protocol ??
     [...chain]
       .reverse()
-      .find((e) => e.message && !(typeof e.code === 'string' && WRAPPER_CODES.has(e.code)) && !/ failed \d+ times\.$/.test(e.message));
+      .find(
+        (e) =>
+          e.message &&
+          !(typeof e.code === 'string' && WRAPPER_CODES.has(e.code)) &&
+          !/ failed \d+ times\.$/.test(e.message),
+      );
   if (!cause?.message) return String(err).replace(/\s+/g, ' ').trim();
   let text = cause.message;
   if (cause.type !== undefined && !text.includes(cause.type)) text = `${cause.type}: ${text}`;
@@ -223,8 +228,7 @@ export function authError(
 ): NanosyncError {
   const brokers = brokersOf(err, config.brokers);
   const types = typesOf(err);
-  const login =
-    errorChain(err).some((e) => e.code === 'PLT_KFK_AUTHENTICATION') || [...types].some((t) => SASL.has(t));
+  const login = errorChain(err).some((e) => e.code === 'PLT_KFK_AUTHENTICATION') || [...types].some((t) => SASL.has(t));
   const sasl = config.sasl;
   const user = sasl ? `User:${sasl.username}` : 'User:ANONYMOUS';
   let message: string;

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { ErrorCode, type Logger, NanosyncError, readTlsFile } from '@nanosync/core';
 import {
   Admin,
@@ -83,8 +84,10 @@ export function kafkaClientOptions(config: KafkaSinkConfig, retries = CLIENT_RET
       ...(config.tls.certFile ? { cert: readTlsFile('tls_client_cert', config.tls.certFile) } : {}),
       ...(config.tls.keyFile ? { key: readTlsFile('tls_client_key', config.tls.keyFile) } : {}),
     };
-    // SNI with the broker's host name, as the Java client sends it.
-    options.tlsServerName = true;
+    // SNI with the broker's host name, as the Java client sends it (not for IP addresses,
+    // which SNI does not carry).
+    if (config.brokers.some((b) => isIP(b.replace(/:\d+$/, '').replace(/^\[|\]$/g, '')) === 0))
+      options.tlsServerName = true;
   }
   if (config.sasl) {
     options.sasl = {
@@ -131,7 +134,6 @@ export interface TransactionSettings {
   groupId: string;
   checkpointTopic: string;
 }
-
 
 export interface ProducerOptions {
   config: KafkaSinkConfig;
@@ -211,7 +213,21 @@ export class KafkaProducer {
       compression: this.config.compression,
       partitioner: compatibilityPartitioner,
       autocreateTopics: false,
-      ...(this.txSettings ? { transactionalId: this.txSettings.transactionalId } : {}),
+      // InitProducerId without a known producer: "none" is -1/-1. The client would send 0/0
+      // otherwise, which the transaction coordinator reads as "the producer 0 at epoch 0
+      // retrying": a restarted transactional producer then gets its predecessor's epoch
+      // back instead of a new one, and neither is fenced (OUT_OF_ORDER_SEQUENCE_NUMBER).
+      producerId: -1n,
+      producerEpoch: -1,
+      ...(this.txSettings
+        ? {
+            transactionalId: this.txSettings.transactionalId,
+            // The client sends `timeout` as the transaction timeout (and as the produce
+            // request's ack timeout): the coordinator aborts a transaction open longer than
+            // this, so it is the sink's worst-case transaction time (transactionTimeoutMs).
+            timeout: transactionTimeoutMs(this.config),
+          }
+        : {}),
     });
   }
 

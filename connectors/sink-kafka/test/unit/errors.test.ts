@@ -33,7 +33,8 @@ const unreachable = () =>
     cause: socket('ECONNREFUSED', 'connect ECONNREFUSED 127.0.0.1:1'),
   });
 /** A topic the broker does not know, after the client's retries (it retries UNKNOWN_TOPIC_OR_PARTITION itself). */
-const unknownTopic = () => attempts(Object.assign(refusal('UNKNOWN_TOPIC_OR_PARTITION'), {}), notRetriable('UNKNOWN_TOPIC_OR_PARTITION'));
+const unknownTopic = () =>
+  attempts(Object.assign(refusal('UNKNOWN_TOPIC_OR_PARTITION'), {}), notRetriable('UNKNOWN_TOPIC_OR_PARTITION'));
 /** A ProtocolError the broker marks as final (canRetry false), as metadata answers carry it. */
 const notRetriable = (code: string) => new ProtocolError(code, null, { canRetry: false });
 
@@ -188,14 +189,7 @@ describe('exactly-once transaction failures', () => {
       true,
       /UNKNOWN_PRODUCER_ID/,
     ],
-    [
-      'a missing topic names it',
-      unknownTopic(),
-      'produce',
-      KafkaErrorCode.KafkaTopicMissing,
-      false,
-      /"orders"/,
-    ],
+    ['a missing topic names it', unknownTopic(), 'produce', KafkaErrorCode.KafkaTopicMissing, false, /"orders"/],
   ] as const)('%s', (_, error, what, code, retriable, message) => {
     const failure = transactionFailure(error, step(what, ['orders']), config);
     expect(failure.code).toBe(code);

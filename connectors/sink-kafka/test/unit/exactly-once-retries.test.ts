@@ -55,10 +55,7 @@ function fakeProducer(maxRetries: number, failure: () => Error) {
 
 describe('exactly_once transaction retries', () => {
   test('a transient refusal is retried max_retries times, then stops the pipeline (not retriable)', async () => {
-    const { sink, calls } = fakeProducer(
-      3,
-      () => refusal('CONCURRENT_TRANSACTIONS'),
-    );
+    const { sink, calls } = fakeProducer(3, () => refusal('CONCURRENT_TRANSACTIONS'));
     await sink.open([table]);
     const error = await sink.write([insert(1)]).catch((e: unknown) => e);
     expect(calls).toEqual({ begin: 4, abort: 0, retries: 3 });
@@ -67,10 +64,7 @@ describe('exactly_once transaction retries', () => {
   });
 
   test('a fatal refusal is not retried at all', async () => {
-    const { sink, calls } = fakeProducer(
-      3,
-      () => refusal('INVALID_TXN_STATE'),
-    );
+    const { sink, calls } = fakeProducer(3, () => refusal('INVALID_TXN_STATE'));
     await sink.open([table]);
     const error = await sink.write([insert(1)]).catch((e: unknown) => e);
     expect(calls.begin).toBe(1);

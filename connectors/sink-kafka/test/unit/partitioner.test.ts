@@ -36,7 +36,8 @@ function kafkajsPartition(key: Buffer, partitions: number): number {
 
 describe('key → partition', () => {
   test.each([1, 3, 6, 7, 12, 100])('matches the Java client on its murmur2 test vectors (%i partitions)', (n) => {
-    for (const [key, murmur2] of JAVA_MURMUR2) expect(platformatic(Buffer.from(key), n)).toBe(javaPartition(murmur2, n));
+    for (const [key, murmur2] of JAVA_MURMUR2)
+      expect(platformatic(Buffer.from(key), n)).toBe(javaPartition(murmur2, n));
   });
 
   test('matches kafkajs for the keys the sink writes (JSON arrays, registry keys, binary)', () => {
