@@ -4,9 +4,9 @@
 #      `workspace:` or `catalog:` range is left in the packed manifests;
 #   2. installs the tarballs with plain npm into an empty folder, with a fresh npm cache;
 #   3. from there: `npx nanosync --version`, `npx nanosync validate`, the runtime dependency
-#      tree (no test infrastructure), and a real PostgreSQL -> file pipeline run with
-#      `nanosync run` until LIVE_CDC, with one change delivered after the snapshot;
-#      then SIGTERM, which must exit 0.
+#      tree (no test infrastructure; the Kafka client is @platformatic/kafka, not kafkajs),
+#      and a real PostgreSQL -> file pipeline run with `nanosync run` until LIVE_CDC, with
+#      one change delivered after the snapshot; then SIGTERM, which must exit 0.
 # Needs the npm registry (for the packages' own dependencies) and PostgreSQL server binaries.
 #   bash scripts/pack-install-test.sh [--keep]     (--keep leaves the work folder for a look)
 set -euo pipefail
@@ -65,6 +65,11 @@ npm ls --omit=dev --all --json 2>/dev/null | node -e '
   console.log([...names].sort().join("\n"));' >"$work/cli-deps.txt"
 if grep -nxE '@nanosync/testcontainers|testcontainers|dockerode|docker-modem|ssh2|cpu-features|vitest|tsx|typescript' "$work/cli-deps.txt" >&2; then
   fail "test infrastructure in the CLI's runtime dependencies"
+fi
+# The Kafka sink produces with @platformatic/kafka; kafkajs is only a test dependency.
+grep -qx '@platformatic/kafka' "$work/cli-deps.txt" || fail "@platformatic/kafka missing from the CLI's runtime dependencies"
+if grep -nx 'kafkajs' "$work/cli-deps.txt" >&2; then
+  fail "kafkajs in the CLI's runtime dependencies"
 fi
 echo "  the CLI pulls in $(grep -c '' "$work/cli-deps.txt") packages at run time; node_modules is $(du -sh "$app/node_modules" | cut -f1)" >&2
 
