@@ -1,9 +1,9 @@
 import { registerCompressionCodecs } from '@nanosync/sink-kafka';
-import { type Admin, CompressionCodecs, type Consumer, Kafka, logLevel } from 'kafkajs';
+import kafkajs, { type Admin, type Consumer, Kafka, logLevel } from 'kafkajs';
 
 export function kafkaClient(brokers: string[], clientId = 'nanosync-bench'): Kafka {
   // kafkajs reads only gzip by itself; the topics hold snappy/lz4/zstd batches from both tools.
-  registerCompressionCodecs({ CompressionCodecs });
+  registerCompressionCodecs(kafkajs);
   return new Kafka({ clientId, brokers, logLevel: logLevel.NOTHING, retry: { retries: 8 } });
 }
 
