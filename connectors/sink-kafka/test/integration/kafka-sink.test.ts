@@ -166,6 +166,30 @@ describe('delivery', () => {
     }
   });
 
+  test("each key lands on the Java client's partition (murmur2), as kafkajs placed it", async () => {
+    const topic = uniqueName('ns-it-placement');
+    await using handle = createSink({ brokers, topic, num_partitions: 6 });
+    await handle.sink.open([orders]);
+    const events = Array.from({ length: 300 }, (_, i) => change(orders, 'insert', i + 1, 'placed'));
+    await handle.sink.write(events);
+    const records = await consumeAll(kafka.brokers, topic);
+    expect(records).toHaveLength(events.length);
+    // kafkajs' default partitioner is the Java client's: toPositive(murmur2(key)) % partitions.
+    const java = kafkajs.Partitioners.DefaultPartitioner();
+    const partitionMetadata = Array.from({ length: 6 }, (_, i) => ({
+      partitionId: i,
+      leader: 0,
+      partitionErrorCode: 0,
+      replicas: [0],
+      isr: [0],
+    }));
+    const misplaced = records.filter(
+      (r) => r.partition !== java({ topic, partitionMetadata, message: { key: r.key, value: null } }),
+    );
+    expect(misplaced).toEqual([]);
+    expect(new Set(records.map((r) => r.partition)).size).toBe(6);
+  });
+
   test('an update that changes the key deletes the old key (message + tombstone) before writing the new one', async () => {
     const topic = uniqueName('ns-it-key-change');
     await using handle = createSink({ brokers, topic });
