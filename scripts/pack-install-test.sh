@@ -66,11 +66,15 @@ npm ls --omit=dev --all --json 2>/dev/null | node -e '
 if grep -nxE '@nanosync/testcontainers|testcontainers|dockerode|docker-modem|ssh2|cpu-features|vitest|tsx|typescript' "$work/cli-deps.txt" >&2; then
   fail "test infrastructure in the CLI's runtime dependencies"
 fi
-# The Kafka sink produces with @platformatic/kafka; kafkajs is only a test dependency.
-grep -qx '@platformatic/kafka' "$work/cli-deps.txt" || fail "@platformatic/kafka missing from the CLI's runtime dependencies"
-if grep -nx 'kafkajs' "$work/cli-deps.txt" >&2; then
-  fail "kafkajs in the CLI's runtime dependencies"
-fi
+# The Kafka sink produces with @platformatic/kafka (installed); kafkajs is only a test dependency.
+node -e '
+  const pkg = require(process.argv[1] + "/node_modules/@nanosync/sink-kafka/package.json");
+  const deps = pkg.dependencies ?? {};
+  if (!deps["@platformatic/kafka"]) { console.error("@nanosync/sink-kafka does not depend on @platformatic/kafka"); process.exit(1); }
+  if (deps.kafkajs) { console.error("@nanosync/sink-kafka depends on kafkajs"); process.exit(1); }
+  const installed = require(process.argv[1] + "/node_modules/@platformatic/kafka/package.json").version;
+  if (installed !== deps["@platformatic/kafka"]) { console.error(`@platformatic/kafka ${installed} installed, ${deps["@platformatic/kafka"]} pinned`); process.exit(1); }
+' "$app" >&2 || fail "the Kafka sink's client dependency"
 echo "  the CLI pulls in $(grep -c '' "$work/cli-deps.txt") packages at run time; node_modules is $(du -sh "$app/node_modules" | cut -f1)" >&2
 
 step "a PostgreSQL for the pipeline"
