@@ -49,10 +49,19 @@ export interface OutgoingMessage {
 }
 
 /** Rough wire size of a record: key, value, headers and the per-record framing. */
-export function recordSize(key: Buffer | null, value: Buffer | null, headers: RecordHeaders): number {
+export function recordSize(
+  key: Buffer | null,
+  value: Buffer | null,
+  headers: Readonly<Record<string, string | Buffer | readonly (string | Buffer)[] | undefined>>,
+): number {
+  const bytes = (v: string | Buffer) => (typeof v === 'string' ? Buffer.byteLength(v) : v.length);
   let size = 24 + (key?.length ?? 0) + (value?.length ?? 0);
-  for (const [name, v] of Object.entries(headers))
-    size += 8 + name.length + (typeof v === 'string' ? Buffer.byteLength(v) : (v?.length ?? 0));
+  for (const [name, v] of Object.entries(headers)) {
+    if (v === undefined) size += 8 + name.length;
+    else if (Array.isArray(v))
+      for (const item of v as readonly (string | Buffer)[]) size += 8 + name.length + bytes(item);
+    else size += 8 + name.length + bytes(v as string | Buffer);
+  }
   return size;
 }
 
