@@ -605,7 +605,7 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
   }
 
   async #kafkaRecords(): Promise<OracleRecord[]> {
-    registerCompressionCodecs();
+    registerCompressionCodecs(kafkajs);
     const kafka = new Kafka({
       clientId: 'ns-chaos-reader',
       brokers: this.services.kafka.brokers,
