@@ -582,13 +582,22 @@ class ChangeStream {
     this.#leaves ??= new Map();
     const leaves = this.#leaves;
     for (const ref of refs) {
+      // `recent`: a link on the way from the leaf up to the table (a pg_inherits row) was
+      // written by a transaction the slot may not have streamed yet (not older than its
+      // catalog_xmin): attached while no stream ran, or just before a crash.
       const { rows } = await client.query(
-        `SELECT n.nspname::text AS schema, c.relname::text AS name
+        `SELECT n.nspname::text AS schema, c.relname::text AS name,
+                EXISTS (SELECT 1 FROM pg_catalog.pg_partition_ancestors(c.oid) a(relid)
+                          JOIN pg_catalog.pg_inherits i ON i.inhrelid = a.relid
+                          JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $3 AND s.catalog_xmin IS NOT NULL
+                         WHERE a.relid <> p.oid
+                           AND a.relid IN (SELECT relid FROM pg_catalog.pg_partition_tree(p.oid))
+                           AND pg_catalog.age(i.xmin) <= pg_catalog.age(s.catalog_xmin))::text AS recent
            FROM pg_catalog.pg_class p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
            CROSS JOIN LATERAL pg_catalog.pg_partition_tree(p.oid) t
            JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE pn.nspname = $1 AND p.relname = $2 AND p.relkind = 'p' AND t.isleaf`,
-        [ref.schema, ref.name],
+        [ref.schema, ref.name, this.#options.slot],
       );
       if (rows.length === 0 && !leaves.has(`${ref.schema}.${ref.name}`)) continue;
       const table = `${ref.schema}.${ref.name}`;
@@ -597,7 +606,23 @@ class ChangeStream {
       );
       const old = leaves.get(table);
       leaves.set(table, new Set(now.keys()));
-      if (!old) continue;
+      if (!old) {
+        // The first look in this process: a leaf linked after the slot's catalog_xmin may
+        // hold rows the stream never saw; read it (a leaf the snapshot also read is only
+        // read twice).
+        for (const r of rows) {
+          if (String(r.recent) !== 'true' || this.#attachPrefix === undefined) continue;
+          this.#logger.info(
+            'partition attached to a captured table recently (perhaps while the pipeline was stopped): reading its rows',
+            {
+              table,
+              partition: `${r.schema}.${r.name}`,
+            },
+          );
+          this.#startAttach(ref, { schema: String(r.schema), name: String(r.name) });
+        }
+        continue;
+      }
       for (const [leaf, leafRef] of now) {
         if (old.has(leaf)) continue;
         if (this.#attachPrefix === undefined) {

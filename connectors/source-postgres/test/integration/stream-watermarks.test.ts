@@ -155,3 +155,42 @@ describe('streamChanges: a primary key redefined while streaming', () => {
     expectOrderedBatches(stream.batches);
   });
 });
+
+describe('streamChanges: a partition attached while no stream runs', () => {
+  const DDL = [
+    `CREATE TABLE public.orders (id int NOT NULL, created date NOT NULL, note text, PRIMARY KEY (id, created))
+       PARTITION BY RANGE (created)`,
+    `CREATE TABLE public.orders_01 PARTITION OF public.orders FOR VALUES FROM ('2024-01-01') TO ('2024-02-01')`,
+    `INSERT INTO public.orders SELECT g, '2024-01-05', 'seed' FROM generate_series(1, 10) g`,
+  ];
+  const orders = { schema: 'public', name: 'orders' };
+
+  it('the next stream finds it (linked after the slot’s catalog_xmin) and reads its rows; older partitions are not read', async () => {
+    await using p = await streamPipeline({ ddl: DDL, tables: [orders] });
+    const prefix = `nanosync.watermark.${p.slot}`;
+    const options = { watermarkPrefix: prefix, catalogCheckIntervalMs: 3_600_000 };
+    const first = p.open(p.startPosition, options);
+    await p.fx.admin.query(`INSERT INTO public.orders VALUES (100, '2024-01-06', 'streamed')`);
+    await first.waitFor(() => first.lastSafePosition !== undefined, 'the first change acknowledged');
+    const acknowledged = first.lastSafePosition!;
+    await first.stop();
+
+    // While no stream runs: a table with rows attached.
+    await p.fx.admin.query('CREATE TABLE public.orders_02 (LIKE public.orders INCLUDING ALL)');
+    await p.fx.admin.query(
+      `INSERT INTO public.orders_02 SELECT g, '2024-02-03', 'brought' FROM generate_series(1000, 1199) g`,
+    );
+    await p.fx.admin.query(
+      `ALTER TABLE public.orders ATTACH PARTITION public.orders_02 FOR VALUES FROM ('2024-02-01') TO ('2024-03-01')`,
+    );
+
+    const second = p.open(acknowledged, options);
+    await second.waitFor(() => second.events.filter((e) => e.op === 'read').length >= 200, 'the attached rows');
+    await p.fx.admin.query(`INSERT INTO public.orders VALUES (101, '2024-01-07', 'after')`);
+    await second.waitFor(() => second.events.some((e) => e.after?.id === 101), 'a change after them');
+    const reads = second.events.filter((e) => e.op === 'read');
+    expect(ids(reads).sort((a, b) => a - b)).toEqual(Array.from({ length: 200 }, (_, i) => 1000 + i));
+    expect(p.logLines.some((l) => l.includes('attached to a captured table recently'))).toBe(true);
+    expectOrderedBatches(second.batches);
+  });
+});
