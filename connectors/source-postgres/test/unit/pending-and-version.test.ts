@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { MIN_SERVER_VERSION_NUM, serverVersionCheck } from '../../src/slot/check.js';
 import { firstCapturedCommit } from '../../src/slot/pending.js';
 import { watermarkWriteError } from '../../src/source.js';
+import { keyText, parseAttachMessage } from '../../src/stream/attach-snapshot.js';
 import { keyRedefined } from '../../src/stream/change-stream.js';
 import * as fx from './fixtures/pgoutput-messages.js';
 
@@ -98,5 +99,24 @@ describe('key redefinition', () => {
     expect(keyRedefined(before, shape(['id', 'code'], ['id', 'code', 'note']))).toBe(true);
     // The old key column still there under its name, a new column as the key: redefined.
     expect(keyRedefined(before, shape(['other'], ['id', 'other', 'code', 'note']))).toBe(true);
+  });
+});
+
+describe('attached-partition chunk messages', () => {
+  const bytes = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+  const ref = { schema: 'public', name: 'orders' };
+  it('reads only well-formed messages', () => {
+    const low = { attach: 'low', id: 'a1', table: ref, leaf: { schema: 'public', name: 'orders_05' } };
+    expect(parseAttachMessage(bytes(low))).toEqual(low);
+    expect(parseAttachMessage(bytes({ ...low, attach: 'high', rekey: true }))).toMatchObject({ rekey: true });
+    expect(parseAttachMessage(bytes({ ...low, attach: 'middle' }))).toBeUndefined();
+    expect(parseAttachMessage(bytes({ ...low, leaf: 'orders_05' }))).toBeUndefined();
+    expect(parseAttachMessage(new TextEncoder().encode('w-17'))).toBeUndefined();
+  });
+
+  it('keys compare by column and value, whatever the order of the columns', () => {
+    expect(keyText({ id: 1n, created: '2024-01-01' })).toBe(keyText({ created: '2024-01-01', id: 1n }));
+    expect(keyText({ id: 1n })).not.toBe(keyText({ id: '1' }));
+    expect(keyText({ b: new Uint8Array([1, 2]) })).toBe(keyText({ b: new Uint8Array([1, 2]) }));
   });
 });
