@@ -115,8 +115,8 @@ describe('attached-partition chunk messages', () => {
   });
 
   it('keys compare by column and value, whatever the order of the columns', () => {
-    expect(keyText({ id: 1n, created: '2024-01-01' })).toBe(keyText({ created: '2024-01-01', id: 1n }));
-    expect(keyText({ id: 1n })).not.toBe(keyText({ id: '1' }));
+    expect(keyText({ id: 1, created: '2024-01-01' })).toBe(keyText({ created: '2024-01-01', id: 1 }));
+    expect(keyText({ id: 1 })).not.toBe(keyText({ id: '1' }));
     expect(keyText({ b: new Uint8Array([1, 2]) })).toBe(keyText({ b: new Uint8Array([1, 2]) }));
   });
 });
