@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { type RunResult, replayCommand, reportMarkdown } from '../../src/matrix.js';
+import { Random } from '../../src/random.js';
+import { SCENARIOS, scenarioNamed } from '../../src/scenarios.js';
+
+describe('the chaos runner', () => {
+  it('draws the same schedule for the same seed and scenario, another for another', () => {
+    const draws = (seed: number, salt: string) => {
+      const rng = new Random(seed, salt);
+      return Array.from({ length: 20 }, () => rng.int(0, 1000));
+    };
+    expect(draws(7, 'kill-stream')).toEqual(draws(7, 'kill-stream'));
+    expect(draws(7, 'kill-stream')).not.toEqual(draws(8, 'kill-stream'));
+    expect(draws(7, 'kill-stream')).not.toEqual(draws(7, 'kill-snapshot'));
+    const rng = new Random(1);
+    for (let i = 0; i < 1000; i++) {
+      const n = rng.int(3, 5);
+      expect(n >= 3 && n <= 5).toBe(true);
+    }
+  });
+
+  it('prints a replay command that selects exactly the failed run', () => {
+    expect(replayCommand('kill-stream', 13, { maxRows: 3000 })).toBe(
+      'pnpm chaos --scenario kill-stream --seed 13 --max-rows 3000',
+    );
+    expect(replayCommand('kill-write-checkpoint', 2, { maxRows: 1500, fault: 'ack-before-write' })).toBe(
+      'pnpm chaos --scenario kill-write-checkpoint --seed 2 --max-rows 1500 --fault ack-before-write',
+    );
+  });
+
+  it('knows every scenario by name and refuses an unknown one', () => {
+    expect(new Set(SCENARIOS.map((s) => s.name)).size).toBe(SCENARIOS.length);
+    expect(scenarioNamed('two-servers').name).toBe('two-servers');
+    expect(() => scenarioNamed('nope')).toThrow(/unknown scenario 'nope'/);
+  });
+
+  it('reports scenario × seeds passed, events checked and replays seen, with the failed seeds and their replay', () => {
+    const result = (scenario: string, seed: number, outcome: RunResult['outcome'], events = 0): RunResult => ({
+      scenario,
+      seed,
+      outcome,
+      events,
+      replays: outcome === 'passed' ? 2 : 0,
+      changes: 10,
+      ms: 4000,
+      replay: replayCommand(scenario, seed, { maxRows: 3000 }),
+      ...(outcome === 'failed' ? { reason: '1 problem(s):\n  change lost: insert …' } : {}),
+    });
+    const table = reportMarkdown(
+      [result('kill-stream', 1, 'passed', 100), result('kill-stream', 2, 'failed'), result('sigterm', 1, 'passed', 50)],
+      { scenarios: SCENARIOS, seeds: [1, 2], maxRows: 3000 },
+      new Date('2026-12-04T22:00:00Z'),
+    );
+    expect(table).toContain('| kill-stream | 1/2 | 100 | 2 | 4.0 s | 2 |');
+    expect(table).toContain('| sigterm | 1/1 | 50 | 2 | 4.0 s | — |');
+    expect(table).not.toContain('| kill-snapshot |');
+    expect(table).toContain('`pnpm chaos --scenario kill-stream --seed 2 --max-rows 3000` — 1 problem(s):');
+  });
+});
