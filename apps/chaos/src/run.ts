@@ -431,7 +431,9 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
   }
 
   /** The pipeline row and checkpoints from the state store (SQLite file or PostgreSQL). */
-  async #storeRead(): Promise<{ start: string | undefined; checkpoint: string | undefined } | undefined> {
+  async #storeRead(): Promise<
+    { start: string | undefined; checkpoint: string | undefined; snapshotDone: boolean } | undefined
+  > {
     const state = this.options.state;
     if (state.startsWith('postgres')) {
       const url = new URL(state);
@@ -447,8 +449,8 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
         });
       }
       try {
-        const p = await this.#stateDb.query<{ start_position: string | null }>(
-          `SELECT start_position FROM "${schema}".pipelines WHERE name = $1`,
+        const p = await this.#stateDb.query<{ start_position: string | null; snapshot_done: boolean }>(
+          `SELECT start_position, snapshot_done FROM "${schema}".pipelines WHERE name = $1`,
           [this.pipeline],
         );
         const c = await this.#stateDb.query<{ position: string }>(
@@ -458,6 +460,7 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
         return {
           start: p.rows[0]?.start_position ?? undefined,
           checkpoint: c.rows.map((r) => r.position).sort()[0],
+          snapshotDone: p.rows[0]?.snapshot_done === true,
         };
       } catch (error) {
         await this.#stateDb?.end().catch(() => {});
@@ -468,13 +471,17 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     let db: DatabaseSync | undefined;
     try {
       db = new DatabaseSync(state, { readOnly: true });
-      const p = db.prepare('SELECT start_position FROM pipelines WHERE name = ?').get(this.pipeline) as
-        | { start_position: string | null }
+      const p = db.prepare('SELECT start_position, snapshot_done FROM pipelines WHERE name = ?').get(this.pipeline) as
+        | { start_position: string | null; snapshot_done: number }
         | undefined;
       const c = db.prepare('SELECT position FROM checkpoints WHERE pipeline = ?').all(this.pipeline) as {
         position: string;
       }[];
-      return { start: p?.start_position ?? undefined, checkpoint: c.map((r) => r.position).sort()[0] };
+      return {
+        start: p?.start_position ?? undefined,
+        checkpoint: c.map((r) => r.position).sort()[0],
+        snapshotDone: Number(p?.snapshot_done ?? 0) === 1,
+      };
     } catch {
       return undefined;
     } finally {
@@ -555,9 +562,13 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     await this.until(async () => ((await this.delivered()) >= n ? true : undefined), what, timeoutMs);
   }
 
-  /** Waits until the pipeline streams with the snapshot done (every seeded row delivered). */
-  async waitSnapshotDone(): Promise<void> {
-    await this.waitDelivered(this.options.settings.rows, 'the snapshot in the sink');
+  /** Waits until the state store says the snapshot is done (every partition durable in the sink). */
+  async waitSnapshotDone(timeoutMs = 180_000): Promise<void> {
+    await this.until(
+      async () => ((await this.#storeRead().catch(() => undefined))?.snapshotDone ? true : undefined),
+      'the snapshot to complete',
+      timeoutMs,
+    );
   }
 
   logTail(): string {
@@ -573,10 +584,12 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
   }
 
   /**
-   * The end of a run: stop the writer, insert a marker row and wait until the stored
-   * checkpoint passes it (so the sink durably holds everything before it).
+   * The end of a run: wait for the snapshot to complete, stop the writer, insert a marker
+   * row and wait until the stored checkpoint passes it (so the sink durably holds everything
+   * before it, snapshot rows included).
    */
   async drain(): Promise<void> {
+    await this.waitSnapshotDone();
     await this.writer?.stop();
     const before = parsePgLsn(
       (await this.db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l,
