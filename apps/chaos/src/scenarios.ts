@@ -356,14 +356,11 @@ export const SCENARIOS: Scenario[] = [
             'the second server to say who runs the pipeline',
             60_000,
           );
-          if (!listed.includes(`${run.pipeline}: run by another server`))
-            throw new ScenarioFailure([`the second server did not say why it does not run the pipeline:\n${listed}`]);
-          ctx.log(
-            `second server: ${listed
-              .split('\n')
-              .find((l) => l.includes('another server'))
-              ?.trim()}`,
-          );
+          // The second server names the holder in the pipeline's SERVER cell (`list pipelines`).
+          const row = listed.split('\n').find((l) => l.trim().startsWith(run.pipeline));
+          if (!row?.trim().endsWith(holder))
+            throw new ScenarioFailure([`the second server did not name the server running the pipeline:\n${listed}`]);
+          ctx.log(`second server lists: ${row.trim()}`);
           if (ctx.rng.chance(0.5)) await snapshotPoint(run, ctx.rng.int(10, 80) / 100);
           else await streamPoint(run, ctx.rng.int(3, 40));
           await a.kill('SIGKILL');
