@@ -352,7 +352,7 @@ class ChangeStream {
           replicaIdentity: relation.replicaIdentity,
         });
         if (this.#captures(relation) && !hasUsableIdentity(relation)) await this.#identityLost(relation);
-        if (this.#captures(relation)) this.#noteKeyColumns(relation);
+        if (this.#captures(relation)) await this.#noteKeyColumns(relation);
         // A partitioned captured table announced again: perhaps a partition was just attached.
         const name = `${relation.table.schema}.${relation.table.name}`;
         if (this.#captures(relation) && this.#leaves?.has(name) && this.#relationCatalogClient) {
@@ -721,18 +721,48 @@ class ChangeStream {
    * would stay live for a consumer that upserts by key, so the table is read again as a
    * chunk whose low message also carries a `truncate` of the table.
    */
-  #noteKeyColumns(relation: StreamRelation): void {
+  async #noteKeyColumns(relation: StreamRelation): Promise<void> {
     const name = `${relation.table.schema}\u0000${relation.table.name}`;
     const now = { keys: relation.table.keyColumns, columns: relation.columns.map((c) => c.name) };
     const before = this.#keyColumns.get(name);
     this.#keyColumns.set(name, now);
-    if (before === undefined || now.keys.length === 0 || !keyRedefined(before, now)) return;
+    if (now.keys.length === 0 || this.#attachPrefix === undefined) return;
     const table = { schema: relation.table.schema, name: relation.table.name };
-    this.#logger.warn(
-      'the key columns of a captured table changed: its rows are sent again under the new key, after a truncate',
-      { table: `${table.schema}.${table.name}`, before: before.keys.join(', '), after: now.keys.join(', ') },
-    );
+    if (before === undefined) {
+      // First sight in this process: a key index not older than the slot's catalog_xmin may
+      // have replaced another key while no stream ran (or just before a crash).
+      if (!(await this.#keyIndexRecent(relation.relationId))) return;
+      this.#logger.warn(
+        'the key of a captured table was (re)defined since the slot last streamed: its rows are sent again under the key, after a truncate',
+        { table: `${table.schema}.${table.name}`, key: now.keys.join(', ') },
+      );
+    } else {
+      if (!keyRedefined(before, now)) return;
+      this.#logger.warn(
+        'the key columns of a captured table changed: its rows are sent again under the new key, after a truncate',
+        { table: `${table.schema}.${table.name}`, before: before.keys.join(', '), after: now.keys.join(', ') },
+      );
+    }
     this.#startAttach(table, table, true);
+  }
+
+  /** Whether the table's primary key or replica identity index was created after the slot's catalog_xmin. */
+  async #keyIndexRecent(relationId: number): Promise<boolean> {
+    const client = this.#relationCatalogClient;
+    if (!client) return false;
+    try {
+      const { rows } = await client.query(
+        `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                          JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $2 AND s.catalog_xmin IS NOT NULL
+                         WHERE i.indrelid = $1::oid AND (i.indisprimary OR i.indisreplident)
+                           AND pg_catalog.age(i.xmin) <= pg_catalog.age(s.catalog_xmin))::text AS recent`,
+        [String(relationId), this.#options.slot],
+      );
+      return String(rows[0]?.recent) === 'true';
+    } catch (err) {
+      this.#logger.debug('key index check failed', { error: (err as Error).message });
+      return false;
+    }
   }
 
   /** A change to a table with a chunk between its messages: its key's chunk row is stale. */

@@ -194,3 +194,36 @@ describe('streamChanges: a partition attached while no stream runs', () => {
     expectOrderedBatches(second.batches);
   });
 });
+
+describe('streamChanges: a primary key redefined while no stream runs', () => {
+  const DDL = [
+    'CREATE TABLE public.items (id int PRIMARY KEY, code text NOT NULL UNIQUE, note text)',
+    `INSERT INTO public.items SELECT g, 'c' || g, 'seed' FROM generate_series(1, 50) g`,
+  ];
+
+  it('the next stream sees a key index newer than the slot’s catalog_xmin: a truncate, then the rows under the new key; an unchanged key reads nothing', async () => {
+    await using p = await streamPipeline({ ddl: DDL, tables: [items] });
+    const options = { watermarkPrefix: `nanosync.watermark.${p.slot}`, catalogCheckIntervalMs: 3_600_000 };
+    const first = p.open(p.startPosition, options);
+    await p.fx.admin.query(`UPDATE public.items SET note = 'old key' WHERE id = 1`);
+    await first.waitFor(() => first.lastSafePosition !== undefined, 'a change under the old key');
+    expect(first.events.some((e) => e.op === 'read' || e.op === 'truncate')).toBe(false);
+    const acknowledged = first.lastSafePosition!;
+    await first.stop();
+
+    await p.fx.admin.query('BEGIN');
+    await p.fx.admin.query('ALTER TABLE public.items DROP CONSTRAINT items_pkey');
+    await p.fx.admin.query('ALTER TABLE public.items ADD PRIMARY KEY (code)');
+    await p.fx.admin.query('COMMIT');
+    await p.fx.admin.query(`UPDATE public.items SET note = 'new key' WHERE id = 2`);
+
+    const second = p.open(acknowledged, options);
+    await second.waitFor(() => second.events.filter((e) => e.op === 'read').length >= 49, 'the rows again');
+    const truncateAt = second.events.findIndex((e) => e.op === 'truncate');
+    expect(truncateAt).toBeGreaterThanOrEqual(0);
+    const reads = second.events.filter((e) => e.op === 'read');
+    expect(reads.every((e) => Object.keys(e.key).join() === 'code')).toBe(true);
+    expect(second.events.indexOf(reads[0]!)).toBeGreaterThan(truncateAt);
+    expectOrderedBatches(second.batches);
+  });
+});
