@@ -15,6 +15,8 @@ export interface BenchOptions {
   s4Compressions: string[];
   /** S3 seconds of steady load per rate. */
   latencySeconds: number;
+  /** S3 base rate (events/s) when S2 does not run before it; its loads are 25/50/75% of it. */
+  s3BaseRate: number | undefined;
   /** S5 writer rate, changes per second. */
   s5Rate: number;
   /** S5 runs, in order. */
@@ -33,6 +35,8 @@ export const USAGE = `Usage: pnpm bench [options]
   --records N         S4 records per producer (default 1000000; quick 20000)
   --s4-compressions L S4 compressions, comma-separated (default snappy; any of none,gzip,snappy,lz4,zstd)
   --latency-seconds N S3 seconds of load per rate (default 20; quick 3)
+  --s3-base-rate N    S3 loads are 25/50/75% of this many events/s when S2 does not run first
+                      (default: S2's rate, or 5000; quick 2000)
   --s5-rate N         S5 writer, changes per second during the snapshots (default 1000; quick 200)
   --s5-tools L        S5 runs, comma-separated (default concurrent,blocking,debezium)
   --only S1,S2        run only these scenarios (S1 snapshot, S2 backlog drain, S3 latency, S4 Kafka ceiling,
@@ -70,6 +74,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
         'records',
         's4-compressions',
         'latency-seconds',
+        's3-base-rate',
         's5-rate',
         's5-tools',
         'only',
@@ -132,6 +137,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
     records: num('records', 1_000_000, 20_000),
     s4Compressions,
     latencySeconds: num('latency-seconds', 20, 3),
+    s3BaseRate: typeof flags.get('s3-base-rate') === 'string' ? num('s3-base-rate', 0, 0) : undefined,
     s5Rate: num('s5-rate', 1_000, 200),
     s5Tools: s5Tools as S5Tool[],
     only,

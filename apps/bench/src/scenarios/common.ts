@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BenchContext } from '../context.js';
 import { type DebeziumConnectorSpec, debeziumTopic, startDebezium } from '../debezium/connect.js';
@@ -36,6 +37,39 @@ async function topicCount(
 ): Promise<{ messagesInTopic?: number }> {
   const topic = details?.topic;
   return typeof topic === 'string' ? { messagesInTopic: await countMessages(ctx.admin, topic) } : {};
+}
+
+/**
+ * The highest V8 heap (used and reserved), off-heap (`external`, of which `arrayBuffers`:
+ * Buffers) and RSS the process itself reported (workers/heap-sampler.mjs, every 500 ms): what
+ * the peak RSS of the run is made of. Empty when the sampler wrote nothing.
+ */
+export async function memoryPeaks(file: string): Promise<Record<string, number>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    return {};
+  }
+  const peak = { heapUsed: 0, heapTotal: 0, external: 0, arrayBuffers: 0, rss: 0 };
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    try {
+      const s = JSON.parse(line) as Partial<typeof peak>;
+      for (const k of Object.keys(peak) as (keyof typeof peak)[]) peak[k] = Math.max(peak[k], s[k] ?? 0);
+    } catch {
+      // a line cut by the process's end
+    }
+  }
+  if (peak.rss === 0) return {};
+  const mb = (n: number) => Math.round(n / 1024 / 1024);
+  return {
+    peakHeapUsedMB: mb(peak.heapUsed),
+    peakHeapTotalMB: mb(peak.heapTotal),
+    peakExternalMB: mb(peak.external),
+    peakArrayBuffersMB: mb(peak.arrayBuffers),
+    peakOwnRssMB: mb(peak.rss),
+  };
 }
 
 /** Names of replication slots in the bench database right now. */
@@ -104,7 +138,8 @@ export async function runNanosyncMeasured(
   let ns: NanosyncProcess | undefined;
   try {
     log(`${label}: starting nanosync (${spec.name})`);
-    ns = await startNanosync(spec);
+    const heapFile = spec.heapFile ?? join(spec.workDir, 'heap.jsonl');
+    ns = await startNanosync({ ...spec, heapFile });
     const running = ns;
     const run = await measureUntil({
       tool: running.tool,
@@ -116,6 +151,7 @@ export async function runNanosyncMeasured(
     return toMeasurement(label, events, run, {
       ...opts.details,
       ...(await topicCount(ctx, opts.details)),
+      ...(await memoryPeaks(heapFile)),
       log: running.tool.logFile,
     });
   } finally {

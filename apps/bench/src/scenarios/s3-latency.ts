@@ -200,7 +200,7 @@ async function measureTool(
 
 export async function runS3(ctx: BenchContext): Promise<ScenarioResult> {
   const fallback = ctx.options.quick ? 2_000 : 5_000;
-  const base = ctx.s2Rate ?? fallback;
+  const base = ctx.s2Rate ?? ctx.options.s3BaseRate ?? fallback;
   const rates = FRACTIONS.map((f) => Math.max(10, Math.round(base * f)));
   const result: ScenarioResult = {
     id: 'S3',
@@ -211,7 +211,9 @@ export async function runS3(ctx: BenchContext): Promise<ScenarioResult> {
     notes: [
       ctx.s2Rate
         ? 'Rates are 25/50/75% of nanosync’s S2 drain rate (100-change transactions), the same for both tools.'
-        : `S2 did not give a rate: loads are 25/50/75% of ${fallback}/s.`,
+        : ctx.options.s3BaseRate
+          ? `S2 did not run: loads are 25/50/75% of ${ctx.options.s3BaseRate}/s (--s3-base-rate).`
+          : `S2 did not give a rate: loads are 25/50/75% of ${fallback}/s.`,
       'Latency = broker append time (topic with message.timestamp.type=LogAppendTime) − commit time carried in the event (nanosync `_ns_committed_at`, Debezium `source.ts_us`); ms resolution on the broker side. CPU s / M events is the phase’s own.',
     ],
   };
