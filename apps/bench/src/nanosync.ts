@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +8,16 @@ import { startTool, type Tool } from './util.js';
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const CLI_BIN = join(REPO_ROOT, 'apps/cli/src/bin.ts');
 const HEAP_SAMPLER = join(REPO_ROOT, 'apps/bench/src/workers/heap-sampler.mjs');
+
+/**
+ * The Node options the `nanosync` binary starts with: those on its `#!/usr/bin/env -S node …`
+ * line (apps/cli/src/bin.ts), so the bench measures nanosync as it runs when installed.
+ */
+export function binNodeOptions(binSource: string = readFileSync(CLI_BIN, 'utf8')): string[] {
+  const first = binSource.split('\n', 1)[0] ?? '';
+  const match = /^#!\/usr\/bin\/env\s+-S\s+node\s+(.*)$/.exec(first.trim());
+  return match ? match[1]!.split(/\s+/).filter((arg) => arg.startsWith('--')) : [];
+}
 
 export type NanosyncSinkSpec =
   | { kind: 'kafka'; brokers: string[]; topic: string; compression: string; delivery?: 'exactly_once' }
@@ -112,6 +122,7 @@ export async function startNanosync(spec: NanosyncPipelineSpec): Promise<Nanosyn
     'nanosync',
     process.execPath,
     [
+      ...binNodeOptions(),
       '--conditions=@nanosync/source',
       '--import',
       'tsx',

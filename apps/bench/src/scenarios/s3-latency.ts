@@ -57,6 +57,29 @@ interface Runner {
   start(): Promise<{ tool: Tool; failure?: () => string | undefined }>;
 }
 
+/**
+ * Whether the tail comes from a few stalls or from steady queueing: the highest latency per
+ * second of the phase (by commit time), the five worst seconds as `second:ms`, and how many
+ * seconds had any event over 100 ms.
+ */
+export function stallSeconds(
+  samples: readonly { committedAtMs: number; arrivedAtMs: number }[],
+  startMs: number,
+): { worstSeconds: string[]; secondsOver100Ms: number; seconds: number } {
+  const worst = new Map<number, number>();
+  for (const s of samples) {
+    const second = Math.floor((s.committedAtMs - startMs) / 1000);
+    const ms = s.arrivedAtMs - s.committedAtMs;
+    if (ms > (worst.get(second) ?? Number.NEGATIVE_INFINITY)) worst.set(second, ms);
+  }
+  const sorted = [...worst].sort((a, b) => b[1] - a[1]);
+  return {
+    worstSeconds: sorted.slice(0, 5).map(([second, ms]) => `${second}:${Math.round(ms)}`),
+    secondsOver100Ms: sorted.filter(([, ms]) => ms > 100).length,
+    seconds: worst.size,
+  };
+}
+
 /** Why waiting on a tool is pointless now: it exited, or reported a fatal error. */
 function gone(tool: Tool, failure: (() => string | undefined) | undefined): string | undefined {
   if (tool.exit) return `exited (${tool.exit.code ?? tool.exit.signal}); log ${tool.logFile}`;
@@ -179,6 +202,7 @@ async function measureTool(
           unparsedMessages: collector.unparsed,
           missingSamples: phase.events - latencies.length,
           ...breakdown,
+          ...stallSeconds(samples, phase.startMs),
         },
       });
       log(

@@ -1,0 +1,23 @@
+import { describe, expect, it } from 'vitest';
+import { binNodeOptions } from '../../src/nanosync.js';
+import { stallSeconds } from '../../src/scenarios/s3-latency.js';
+
+describe('the Node options nanosync is measured with', () => {
+  it('are those of the nanosync binary’s #! line', () => {
+    expect(binNodeOptions()).toContain('--max-semi-space-size=16');
+  });
+
+  it('are read from an env -S line only', () => {
+    expect(binNodeOptions('#!/usr/bin/env -S node --a=1 --b\nrest')).toEqual(['--a=1', '--b']);
+    expect(binNodeOptions('#!/usr/bin/env node\n')).toEqual([]);
+    expect(binNodeOptions('// no shebang\n')).toEqual([]);
+  });
+});
+
+describe('S3 stall seconds', () => {
+  it('name the worst seconds of a phase and count those over 100 ms', () => {
+    const at = (commit: number, latency: number) => ({ committedAtMs: commit, arrivedAtMs: commit + latency });
+    const result = stallSeconds([at(1000, 5), at(1500, 300), at(2100, 20), at(3900, 150), at(3950, 2)], 1000);
+    expect(result).toEqual({ worstSeconds: ['0:300', '2:150', '1:20'], secondsOver100Ms: 2, seconds: 3 });
+  });
+});
