@@ -476,7 +476,10 @@ export class PostgresSource implements Source {
     });
   }
 
-  stream(from: Position, options: { signal: AbortSignal; tables: TableRef[] }): AsyncIterable<ChangeBatch> {
+  stream(
+    from: Position,
+    options: { signal: AbortSignal; tables: TableRef[]; chunk?: { rows: number; bytes: number } },
+  ): AsyncIterable<ChangeBatch> {
     return streamChanges({
       connection: this.#connection,
       slot: this.#slot,
@@ -487,6 +490,7 @@ export class PostgresSource implements Source {
       tables: options.tables,
       acknowledger: this.#acknowledger,
       watermarkPrefix: this.watermarkPrefix,
+      ...(options.chunk ? { chunk: options.chunk } : {}),
     });
   }
 

@@ -1,4 +1,4 @@
-import type { PartitionChunk, Row } from '@nanosync/core';
+import type { PartitionChunk } from '@nanosync/core';
 import type pg from 'pg';
 import type { PgColumn } from '../describe.js';
 import { quoteIdent, quoteTable } from '../errors.js';
@@ -69,6 +69,55 @@ export async function readCtidChunk(
   opts: ReadCtidChunkOptions,
   state: { clientReusable: boolean },
 ): Promise<PartitionChunk> {
+  return readCtidRows(
+    { ...opts, columnNames: opts.columns.map((c) => c.name) },
+    rowDecoder(opts),
+    state,
+  ) as Promise<PartitionChunk>;
+}
+
+/**
+ * Rows of one bounded chunk as they accumulate (the only buffer of a chunk read): at most
+ * `maxRows` rows, and it stops taking rows once `maxBytes` (COPY text bytes) is reached, so
+ * it holds at most `maxBytes` plus one row (at least one row, however wide). Rows past the
+ * bound are counted (`returned`) and dropped.
+ */
+export class ChunkBuffer<T> {
+  readonly rows: T[] = [];
+  bytes = 0;
+  /** Rows offered, kept or not. */
+  returned = 0;
+  full = false;
+  readonly #maxRows: number;
+  readonly #maxBytes: number;
+
+  constructor(maxRows: number, maxBytes: number) {
+    this.#maxRows = Math.max(1, Math.floor(maxRows));
+    this.#maxBytes = Math.max(1, Math.floor(maxBytes));
+  }
+
+  /** Offer a row of `bytes` bytes; `make` is called only when it is kept. Whether it was kept. */
+  offer(bytes: number, make: () => T): boolean {
+    this.returned++;
+    if (this.full) return false;
+    this.rows.push(make());
+    this.bytes += bytes;
+    if (this.rows.length >= this.#maxRows || this.bytes >= this.#maxBytes) this.full = true;
+    return true;
+  }
+}
+
+/**
+ * {@link readCtidChunk} with the decoding left to the caller: `decode` turns a row's fields
+ * (the server's text form of `columnNames`, null for NULL) into what the chunk holds. The
+ * change stream reads the rows of a partition attached while streaming with it, decoding
+ * them as it decodes pgoutput.
+ */
+export async function readCtidRows<T>(
+  opts: Omit<ReadCtidChunkOptions, 'columns' | 'keyColumns'> & { columnNames: string[] },
+  decode: (fields: (string | null)[]) => T,
+  state: { clientReusable: boolean },
+): Promise<{ rows: T[]; bytes: number; next: CtidChunkCursor | undefined }> {
   const { client, bounds, signal } = opts;
   state.clientReusable = false;
   const maxRows = Math.max(1, Math.floor(opts.maxRows));
@@ -103,7 +152,7 @@ export async function readCtidChunk(
 
   const where = [`ctid >= '(${cursor.page},${cursor.offset})'::tid`];
   if (!toTableEnd) where.push(`ctid < '(${scanEnd},0)'::tid`);
-  const list = ['ctid', ...opts.columns.map((c) => quoteIdent(c.name))].join(', ');
+  const list = ['ctid', ...opts.columnNames.map((name) => quoteIdent(name))].join(', ');
   let from = quoteTable(opts.table);
   if (opts.through !== undefined) {
     from = quoteTable(opts.through);
@@ -111,13 +160,9 @@ export async function readCtidChunk(
   }
   const select = `SELECT ${list} FROM ${from} WHERE ${where.join(' AND ')} ORDER BY ctid LIMIT ${limit}`;
 
-  const decodeRow = rowDecoder(opts);
-  const width = opts.columns.length + 1;
-  const rows: Row[] = [];
-  let bytes = 0;
-  let returned = 0;
+  const width = opts.columnNames.length + 1;
+  const buffer = new ChunkBuffer<T>(maxRows, maxBytes);
   let last: [number, number] | undefined;
-  let full = false;
   const copy = new CopyOutQuery(`COPY (${select}) TO STDOUT`, 1024);
   client.query(copy as unknown as pg.QueryConfig);
   for (;;) {
@@ -125,15 +170,14 @@ export async function readCtidChunk(
     const lines = await copy.next(512);
     if (lines.length === 0) break;
     for (const line of lines) {
-      returned++;
-      if (full) continue;
-      const fields = parseCopyTextRow(line, width);
-      last = parseTid(fields[0] ?? null);
-      rows.push(decodeRow(fields.slice(1)));
-      bytes += line.length;
-      if (rows.length >= maxRows || bytes >= maxBytes) full = true;
+      buffer.offer(line.length, () => {
+        const fields = parseCopyTextRow(line, width);
+        last = parseTid(fields[0] ?? null);
+        return decode(fields.slice(1));
+      });
     }
   }
+  const { rows, bytes, returned } = buffer;
   await copy.done;
   await client.query('COMMIT');
   state.clientReusable = true;

@@ -19,13 +19,17 @@ import { type Acknowledger, type AcknowledgerInternals, createAcknowledger, inte
 import { type BatchLimits, BatchQueue } from './batch-queue.js';
 import {
   ATTACH_PREFIX_SUFFIX,
+  type AttachMessage,
+  cursorOf,
   keyText,
+  leavesToRead,
   newChunkId,
   parseAttachMessage,
-  readChunkRows,
+  readAttachChunk,
   relationOf,
-  writeAttachMessage,
+  writeAttachMessages,
 } from './attach-snapshot.js';
+import type { CtidChunkCursor } from '../snapshot/read-chunk.js';
 import { deleteEvent, insertEvent, updateEvent } from './change-events.js';
 import { classifySessionFailure } from './failures.js';
 import { formatPgTimestamp, type PgOutputMessage } from './pgoutput.js';
@@ -77,7 +81,15 @@ export interface StreamChangesOptions {
    * identity and for partitions attached or detached (default 30 s; needs `tables`).
    */
   catalogCheckIntervalMs?: number;
+  /**
+   * Bounds of one chunk when the stream reads rows itself (a partition attached while
+   * streaming, a table whose key was redefined): the pipeline's `snapshot.chunk_rows` and
+   * `snapshot.chunk_bytes` (default 10 000 rows, 8 MiB).
+   */
+  chunk?: { rows: number; bytes: number };
 }
+
+const DEFAULT_CHUNK = { rows: 10_000, bytes: 8 * 1024 * 1024 };
 
 /**
  * The PostgreSQL change stream: pgoutput over a replication connection, as bounded batches
@@ -109,8 +121,9 @@ export interface StreamChangesOptions {
  *   DELETE on such a table while it is published.
  * - Partitions attached while streaming (found by the periodic check, and at once by the
  *   Relation message the parent's next change brings): their rows from before the attach are
- *   not in the WAL, so the stream reads them as one chunk between two logical messages of its
- *   own and delivers them as `read` events at the high message (see attach-snapshot.ts); a
+ *   not in the WAL, so the stream reads them in bounded chunks, each between two logical
+ *   messages of its own, and delivers each chunk's rows as `read` events at its high
+ *   message (see attach-snapshot.ts); a
  *   detached partition's later changes are simply not published any more (its rows stay
  *   downstream as they were).
  */
@@ -174,8 +187,26 @@ class ChangeStream {
   #leafCheck: Promise<void> = Promise.resolve();
   /** Chunks of attached partitions this process reads, by id (see attach-snapshot.ts). */
   readonly #chunks = new Map<string, AttachChunk>();
-  /** Leaves (`schema NUL name`) with a chunk being read or waiting for its high message. */
-  readonly #attaching = new Set<string>();
+  /** Leaves (`schema NUL name`, or the table's for a rekey) being read; `restart`: a rekey asked again. */
+  readonly #attaching = new Map<string, { restart: boolean }>();
+  /** Ids of chunks this process delivered or dropped: their messages, decoded again after a reconnect, are ignored. */
+  readonly #finishedChunks = new Set<string>();
+  /** Aborted when the stream stops or ends: chunk readers give up. */
+  readonly #readers = new AbortController();
+  /**
+   * Per leaf being read (`leafKey`): the slot's flush LSN may not pass this while a chunk's
+   * low message was decoded and its rows are not delivered yet (see attach-snapshot.ts).
+   */
+  readonly #holds = new Map<string, bigint>();
+  /** Flush LSN of the last boundary handed to the queue (a commit, a keepalive, a chunk). */
+  #lastFlush = 0n;
+  /** The stream's `from`: chunk messages of another process at or before it were partly acknowledged. */
+  readonly #from: Mark;
+  /**
+   * Per leaf, the chunk of another process to resume at, from messages at or before `from`
+   * (a high there was acknowledged with its rows); started once the stream passes `from`.
+   */
+  readonly #resumeAt = new Map<string, AttachMessage>();
   /** Key and all columns of each captured table as last announced, across reconnects. */
   readonly #keyColumns = new Map<string, KeyShape>();
 
@@ -195,9 +226,13 @@ class ChangeStream {
         ? `${options.watermarkPrefix}${ATTACH_PREFIX_SUFFIX}`
         : undefined;
     const from = decodePosition(options.from);
+    this.#from = from;
     this.#delivered = from;
     this.#boundary = from;
-    this.#queue.onSafePosition = (position, flushLsn) => this.#acknowledger.register(position, flushLsn);
+    this.#queue.onSafePosition = (position, flushLsn) => {
+      for (const hold of this.#holds.values()) if (hold < flushLsn) flushLsn = hold;
+      this.#acknowledger.register(position, flushLsn);
+    };
   }
 
   start(): AsyncIterator<ChangeBatch> {
@@ -207,9 +242,11 @@ class ChangeStream {
     if (this.#options.signal.aborted) this.#stop.abort();
     else this.#options.signal.addEventListener('abort', onAbort, { once: true });
     this.#stop.signal.addEventListener('abort', () => this.#queue.close(), { once: true });
+    this.#stop.signal.addEventListener('abort', () => this.#readers.abort(), { once: true });
     const running = this.#run()
       .catch((error: unknown) => this.#queue.fail(error))
       .finally(() => {
+        this.#readers.abort();
         stopListening();
         this.#options.signal.removeEventListener('abort', onAbort);
       });
@@ -281,7 +318,11 @@ class ChangeStream {
         checkpoint: this.#checkpoint,
         database: connection.database,
       });
-      if (info.confirmed_flush_lsn) this.#acknowledger.observeSlotFlush(parseLsn(info.confirmed_flush_lsn));
+      if (info.confirmed_flush_lsn) {
+        const flush = parseLsn(info.confirmed_flush_lsn);
+        this.#acknowledger.observeSlotFlush(flush);
+        if (flush > this.#lastFlush) this.#lastFlush = flush;
+      }
       if (info.wal_status === 'unreserved') {
         this.#logger.warn('replication slot is about to lose WAL it still needs (wal_status unreserved)', {
           checkpoint: this.#checkpoint,
@@ -329,6 +370,7 @@ class ChangeStream {
     this.#sessionProgress = true;
     switch (message.tag) {
       case 'begin':
+        if (this.#resumeAt.size > 0 && message.finalLsn > this.#from.lsn) this.#resumePending();
         if (this.#transaction)
           throw protocolError(`Begin of xid ${message.xid} inside transaction ${this.#transaction.xid}`);
         this.#transaction = {
@@ -449,6 +491,7 @@ class ChangeStream {
       this.#boundary = boundary;
       this.#delivered = boundary;
       this.#queue.commit(encodePosition(boundary.lsn, boundary.index), endLsn);
+      this.#noteFlush(endLsn);
       return;
     }
     // Nothing of this transaction was delivered (empty, or other tables only):
@@ -457,6 +500,7 @@ class ChangeStream {
   }
 
   #onKeepalive(walEnd: bigint): void {
+    if (this.#resumeAt.size > 0 && walEnd > this.#from.lsn) this.#resumePending();
     if (this.#keepaliveLsn === undefined || walEnd > this.#keepaliveLsn) this.#keepaliveLsn = walEnd;
     this.#maybeKeepalive();
   }
@@ -476,6 +520,34 @@ class ChangeStream {
     this.#boundary = mark;
     this.#delivered = mark;
     this.#queue.keepalive(encodePosition(lsn, 0), lsn);
+    this.#noteFlush(lsn);
+  }
+
+  /** The stream passed `from`: read again what the chunk messages before it left unacknowledged. */
+  #resumePending(): void {
+    const pending = [...this.#resumeAt.values()];
+    this.#resumeAt.clear();
+    for (const parsed of pending) {
+      this.#logger.info('reading again a chunk of rows whose delivery a restart interrupted', {
+        table: `${parsed.table.schema}.${parsed.table.name}`,
+        ...(parsed.rekey ? { reason: 'key columns changed' } : {}),
+        partition: `${parsed.leaf.schema}.${parsed.leaf.name}`,
+        chunk: parsed.chunk ?? 0,
+      });
+      this.#startAttach(parsed.table, parsed.leaf, parsed.rekey === true, parsed);
+    }
+  }
+
+  #noteFlush(lsn: bigint): void {
+    if (lsn > this.#lastFlush) this.#lastFlush = lsn;
+  }
+
+  /**
+   * From the first chunk message of a leaf on, until a chunk of it is delivered: the slot
+   * stays before that message (a crash re-decodes it; see attach-snapshot.ts).
+   */
+  #hold(leafKey: string): void {
+    if (!this.#holds.has(leafKey)) this.#holds.set(leafKey, this.#lastFlush);
   }
 
   #captures(relation: StreamRelation): boolean {
@@ -649,45 +721,113 @@ class ChangeStream {
   }
 
   /**
-   * Read an attached leaf's rows between a low and a high message (in the background; the
-   * stream delivers them when it decodes the high message). Retried a few times; a leaf
-   * whose rows cannot be read ends the stream.
+   * Read an attached leaf's rows (or, `rekey`, every leaf of the table) in bounded chunks,
+   * each between a low and a high message, in the background; the stream delivers a chunk
+   * when it decodes its high message (see attach-snapshot.ts for the order of things).
+   * `resume`: a chunk message of a process that died; the read starts at that chunk. A
+   * failed chunk is retried a few times under a new id; one that cannot be read ends the
+   * stream.
    */
-  #startAttach(table: TableRef, leaf: TableRef, rekey = false): void {
+  #startAttach(table: TableRef, leaf: TableRef, rekey = false, resume?: AttachMessage): void {
     const prefix = this.#attachPrefix;
-    const leafKey = rekey ? `${table.schema}\u0000${table.name}\u0000rekey` : `${leaf.schema}\u0000${leaf.name}`;
-    if (prefix === undefined || this.#attaching.has(leafKey) || this.#stop.signal.aborted) return;
-    this.#attaching.add(leafKey);
+    const leafKey = leafKeyOf(table, leaf, rekey);
+    if (prefix === undefined || this.#readers.signal.aborted) return;
+    const running = this.#attaching.get(leafKey);
+    if (running) {
+      // The key changed again while the table is read: start over (truncate included) after the chunk being read.
+      if (rekey && resume === undefined) running.restart = true;
+      return;
+    }
+    const read = { restart: false };
+    this.#attaching.set(leafKey, read);
     // Known from now on: a later leaf check does not take it for a new attach.
     if (!rekey) this.#leaves?.get(`${table.schema}.${table.name}`)?.add(`${leaf.schema}.${leaf.name}`);
+    const bound = this.#options.chunk ?? DEFAULT_CHUNK;
+    const signal = this.#readers.signal;
     void (async () => {
-      for (let attempt = 1; !this.#stop.signal.aborted; attempt++) {
-        const chunk: AttachChunk = {
-          id: newChunkId(),
-          table,
-          leaf,
-          leafKey,
-          rekey,
-          lowSeen: false,
-          changed: new Set(),
-          truncated: false,
-        };
+      // Where the next chunk starts: leaves[at] from `cursor` on, the chunk's index.
+      let leaves: TableRef[] | undefined;
+      let at = 0;
+      let cursor = cursorOf(resume?.after, bound);
+      let index = resume?.chunk ?? 0;
+      let truncate = rekey && index === 0;
+      for (let attempt = 1; !signal.aborted; attempt++) {
+        let chunk: AttachChunk | undefined;
+        let next: AttachChunk | undefined;
         const client = await connectClient(this.#options.connection).catch((error: unknown) => error as Error);
         try {
           if (client instanceof Error) throw client;
           client.on('error', () => {});
-          const relation = await relationOf(client, table, this.#catalog);
-          chunk.schema = relation.table;
-          this.#chunks.set(chunk.id, chunk);
-          const message = { id: chunk.id, table, leaf, ...(rekey ? { rekey: true as const } : {}) };
-          await writeAttachMessage(client, prefix, { attach: 'low', ...message });
-          chunk.rows = await readChunkRows(client, relation, table, rekey ? undefined : leaf);
-          await writeAttachMessage(client, prefix, { attach: 'high', ...message });
-          return;
+          if (leaves === undefined) {
+            leaves = rekey ? await leavesToRead(client, table, resume?.leaf) : [leaf];
+            // The leaf to resume in is gone: its chunk's start means nothing in the next one.
+            if (rekey && resume !== undefined && !sameTable(leaves[0] ?? table, resume.leaf)) cursor = undefined;
+          }
+          chunk = this.#newChunk({ table, leaf: leaves[at] ?? table, leafKey, rekey, index, cursor, truncate });
+          chunk.schema = (await relationOf(client, table, this.#catalog)).table;
+          await writeAttachMessages(client, prefix, [attachMessage(chunk, 'low')]);
+          for (;;) {
+            // The table's columns now (a column added between chunks is read from then on).
+            const relation = await relationOf(client, table, this.#catalog);
+            const rows = await readAttachChunk(client, relation, table, chunk.leaf, cursor, bound, signal);
+            chunk.rows = rows.rows;
+            let nextAt = rows.next === undefined ? at + 1 : at;
+            let nextCursor = rows.next;
+            let nextIndex = index + 1;
+            let nextTruncate = false;
+            if (read.restart) {
+              read.restart = false;
+              leaves = await leavesToRead(client, table);
+              nextAt = 0;
+              nextCursor = undefined;
+              nextIndex = 0;
+              nextTruncate = true;
+            }
+            const leafNext = leaves[nextAt];
+            next =
+              leafNext === undefined
+                ? undefined
+                : this.#newChunk({
+                    table,
+                    leaf: leafNext,
+                    leafKey,
+                    rekey,
+                    index: nextIndex,
+                    cursor: nextCursor,
+                    truncate: nextTruncate,
+                  });
+            if (next) next.schema = relation.table;
+            // Chunk k's high and chunk k+1's low in one transaction: the low is durable (and
+            // after the rows in the WAL) before the stream lets chunk k's rows out.
+            await writeAttachMessages(client, prefix, [
+              attachMessage(chunk, 'high', next === undefined),
+              ...(next ? [attachMessage(next, 'low')] : []),
+            ]);
+            chunk.follow(true);
+            // One chunk's rows held at a time: the next read waits until the stream took these.
+            await chunk.handled;
+            attempt = 1;
+            at = nextAt;
+            cursor = nextCursor;
+            index = nextIndex;
+            truncate = nextTruncate;
+            if (next === undefined) {
+              this.#attaching.delete(leafKey);
+              return;
+            }
+            chunk = next;
+            next = undefined;
+          }
         } catch (error) {
-          this.#chunks.delete(chunk.id);
-          if (this.#stop.signal.aborted) return;
+          for (const dropped of [chunk, next]) {
+            if (dropped === undefined) continue;
+            this.#chunks.delete(dropped.id);
+            this.#finishedChunks.add(dropped.id);
+            dropped.follow(false);
+          }
+          if (signal.aborted) return;
           if (attempt >= 5) {
+            this.#attaching.delete(leafKey);
             const what = rekey
               ? `the rows of captured table ${JSON.stringify(table.schema)}.${JSON.stringify(table.name)}, whose key columns changed,`
               : `partition ${JSON.stringify(leaf.schema)}.${JSON.stringify(leaf.name)} attached to captured table ${JSON.stringify(table.schema)}.${JSON.stringify(table.name)}: its rows`;
@@ -707,12 +847,52 @@ class ChangeStream {
             attempt,
             error: (error as Error).message,
           });
-          await sleep(500 * 2 ** attempt, this.#stop.signal);
+          await sleep(500 * 2 ** attempt, signal);
         } finally {
           if (!(client instanceof Error)) await client.end().catch(() => {});
         }
       }
     })();
+  }
+
+  /** A chunk the stream will see the messages of, registered before its low message is written. */
+  #newChunk(spec: {
+    table: TableRef;
+    leaf: TableRef;
+    leafKey: string;
+    rekey: boolean;
+    index: number;
+    cursor: CtidChunkCursor | undefined;
+    truncate: boolean;
+  }): AttachChunk {
+    let follow: (ok: boolean) => void = () => {};
+    let handle: () => void = () => {};
+    const followed = new Promise<boolean>((resolve) => {
+      follow = resolve;
+    });
+    const handled = new Promise<void>((resolve) => {
+      handle = resolve;
+      this.#readers.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    const chunk: AttachChunk = {
+      id: newChunkId(),
+      table: spec.table,
+      leaf: spec.leaf,
+      leafKey: spec.leafKey,
+      rekey: spec.rekey,
+      index: spec.index,
+      ...(spec.cursor ? { after: { page: spec.cursor.page, offset: spec.cursor.offset } } : {}),
+      truncates: spec.truncate,
+      lowSeen: false,
+      changed: new Set(),
+      truncated: false,
+      followed,
+      follow,
+      handled,
+      handle,
+    };
+    this.#chunks.set(chunk.id, chunk);
+    return chunk;
   }
 
   /**
@@ -781,32 +961,49 @@ class ChangeStream {
 
   /**
    * A message of an attached-partition chunk. Low: changes to its table are noted from here
-   * on. High: the chunk's rows whose key did not change go out as `read` events at this
-   * position, as one committed unit. One this process does not hold (written before a
-   * restart, its rows never acknowledged): the leaf is read again.
+   * on. High: once the next chunk's low message is durable (see attach-snapshot.ts), the
+   * chunk's rows whose key did not change go out as `read` events at this position, as one
+   * committed unit. One this process does not hold (written before a restart, its rows
+   * never acknowledged): the leaf is read again from that chunk on.
    */
   async #onAttachMessage(message: Extract<PgOutputMessage, { tag: 'message' }>): Promise<void> {
-    if (compareMarks({ lsn: message.lsn, index: 0 }, this.#delivered) <= 0) return;
     const parsed = parseAttachMessage(message.content);
     if (!parsed) return;
     if (this.#transaction) throw protocolError(`chunk message inside transaction ${this.#transaction.xid}`);
+    if (this.#finishedChunks.has(parsed.id)) return;
     const chunk = this.#chunks.get(parsed.id);
     if (!chunk) {
+      // Another process's (or a dropped read's) chunk, at or before `from` too: the slot was
+      // held before it, so its rows were not all acknowledged.
+      this.#finishedChunks.add(parsed.id);
       if (this.#tables?.has(`${parsed.table.schema}\u0000${parsed.table.name}`)) {
+        const leafKey = leafKeyOf(parsed.table, parsed.leaf, parsed.rekey === true);
+        this.#hold(leafKey);
+        if (compareMarks({ lsn: message.lsn, index: 0 }, this.#from) <= 0) {
+          // Acknowledged up to `from`: a high message there was delivered with its rows (the
+          // next chunk's low follows it), a low one names a chunk that may not have been.
+          if (parsed.attach === 'low') this.#resumeAt.set(leafKey, parsed);
+          else this.#resumeAt.delete(leafKey);
+          if (parsed.attach === 'high' && parsed.last === true) this.#holds.delete(leafKey);
+          return;
+        }
+        this.#resumeAt.delete(leafKey);
         this.#logger.info('reading again a chunk of rows whose delivery a restart interrupted', {
           table: `${parsed.table.schema}.${parsed.table.name}`,
-          ...(parsed.rekey
-            ? { reason: 'key columns changed' }
-            : { partition: `${parsed.leaf.schema}.${parsed.leaf.name}` }),
+          ...(parsed.rekey ? { reason: 'key columns changed' } : {}),
+          partition: `${parsed.leaf.schema}.${parsed.leaf.name}`,
+          chunk: parsed.chunk ?? 0,
         });
-        this.#startAttach(parsed.table, parsed.leaf, parsed.rekey === true);
+        this.#startAttach(parsed.table, parsed.leaf, parsed.rekey === true, parsed);
       }
       return;
     }
+    if (compareMarks({ lsn: message.lsn, index: 0 }, this.#delivered) <= 0) return;
     if (parsed.attach === 'low') {
       chunk.lowSeen = true;
-      if (chunk.rekey && chunk.schema) {
-        // Every row under the old key goes: the table's rows come back with the new key at the high message.
+      this.#hold(chunk.leafKey);
+      if (chunk.truncates && chunk.schema) {
+        // Every row under the old key goes: the table's rows come back with the new key at the high messages.
         const mark: Mark = { lsn: message.lsn, index: 1 };
         const event: ChangeEvent = {
           op: 'truncate',
@@ -819,32 +1016,47 @@ class ChangeStream {
         await this.#queue.push(event, 64);
         this.#boundary = mark;
         this.#queue.commit(event.position, message.lsn);
+        this.#noteFlush(message.lsn);
       }
       return;
     }
+    // Not before the next chunk's low message is durable: otherwise a crash right after these
+    // rows are acknowledged would leave no trace of the rest of the leaf.
+    const followed = await chunk.followed;
     this.#chunks.delete(chunk.id);
-    this.#attaching.delete(chunk.leafKey);
+    this.#finishedChunks.add(chunk.id);
     const rows = chunk.rows ?? [];
-    const events = chunk.truncated ? [] : rows.filter((event) => !chunk.changed.has(keyText(event.key)));
-    this.#logger.info(
-      chunk.rekey ? 'rows of a table whose key changed delivered again' : 'rows of an attached partition delivered',
-      {
-        table: `${chunk.table.schema}.${chunk.table.name}`,
-        ...(chunk.rekey ? {} : { partition: `${chunk.leaf.schema}.${chunk.leaf.name}` }),
-        rows: events.length,
-        dropped: rows.length - events.length,
-      },
-    );
-    if (events.length === 0) return;
-    for (const [i, event] of events.entries()) {
-      const mark: Mark = { lsn: message.lsn, index: i + 1 };
-      event.position = encodePosition(mark.lsn, mark.index);
-      this.#delivered = mark;
-      await this.#queue.push(event, 64);
+    chunk.rows = undefined;
+    try {
+      if (!followed) return;
+      // Delivered: the next chunk's low message (durable, after these rows) holds the slot from here.
+      this.#holds.delete(chunk.leafKey);
+      const events = chunk.truncated ? [] : rows.filter((event) => !chunk.changed.has(keyText(event.key)));
+      this.#logger.info(
+        chunk.rekey ? 'rows of a table whose key changed delivered again' : 'rows of an attached partition delivered',
+        {
+          table: `${chunk.table.schema}.${chunk.table.name}`,
+          partition: `${chunk.leaf.schema}.${chunk.leaf.name}`,
+          chunk: chunk.index,
+          last: parsed.last === true,
+          rows: events.length,
+          dropped: rows.length - events.length,
+        },
+      );
+      if (events.length === 0) return;
+      for (const [i, event] of events.entries()) {
+        const mark: Mark = { lsn: message.lsn, index: i + 1 };
+        event.position = encodePosition(mark.lsn, mark.index);
+        this.#delivered = mark;
+        await this.#queue.push(event, 64);
+      }
+      const boundary: Mark = { lsn: message.lsn, index: events.length };
+      this.#boundary = boundary;
+      this.#queue.commit(encodePosition(boundary.lsn, boundary.index), message.lsn);
+      this.#noteFlush(message.lsn);
+    } finally {
+      chunk.handle();
     }
-    const boundary: Mark = { lsn: message.lsn, index: events.length };
-    this.#boundary = boundary;
-    this.#queue.commit(encodePosition(boundary.lsn, boundary.index), message.lsn);
   }
 }
 
@@ -856,6 +1068,11 @@ interface AttachChunk {
   leafKey: string;
   /** The whole table, read again because its key columns changed. */
   rekey: boolean;
+  /** The chunk's index in this read, and where it starts (absent: the leaf's first row). */
+  index: number;
+  after?: { page: number; offset: number };
+  /** Its low message is where the table's `truncate` goes (a rekey's first chunk). */
+  truncates: boolean;
   /** The table's shape when the chunk was read (the truncate event of a rekey carries it). */
   schema?: TableSchema;
   /** The low message was decoded: changes to `table` are noted in `changed`. */
@@ -863,8 +1080,28 @@ interface AttachChunk {
   /** `keyText` of every key changed since the low message. */
   changed: Set<string>;
   truncated: boolean;
-  /** The leaf's rows, set before the high message is written. */
+  /** The chunk's rows, set before the high message is written. */
   rows?: ChangeEvent[];
+  /** True once the messages after the high one are durable (chunk k+1's low, or none: last); false: dropped. */
+  followed: Promise<boolean>;
+  follow(ok: boolean): void;
+  /** Resolved once the stream handled the high message (rows delivered or dropped). */
+  handled: Promise<void>;
+  handle(): void;
+}
+
+function attachMessage(chunk: AttachChunk, attach: 'low' | 'high', last = false): AttachMessage {
+  return {
+    attach,
+    id: chunk.id,
+    table: chunk.table,
+    leaf: chunk.leaf,
+    ...(chunk.rekey ? { rekey: true as const } : {}),
+    chunk: chunk.index,
+    ...(chunk.after ? { after: chunk.after } : {}),
+    ...(attach === 'high' && last ? { last: true as const } : {}),
+    ...(attach === 'low' && chunk.truncates ? { truncate: true as const } : {}),
+  };
 }
 
 interface KeyShape {
@@ -882,6 +1119,11 @@ export function keyRedefined(before: KeyShape, now: KeyShape): boolean {
   return now.keys.some(
     (key, i) => key !== before.keys[i] && (before.columns.includes(key) || now.columns.includes(before.keys[i] ?? '')),
   );
+}
+
+/** What `#attaching` and `#holds` know a read by: the leaf, or the table for a rekey. */
+function leafKeyOf(table: TableRef, leaf: TableRef, rekey: boolean): string {
+  return rekey ? `${table.schema}\u0000${table.name}\u0000rekey` : `${leaf.schema}\u0000${leaf.name}`;
 }
 
 function sameTable(a: TableRef, b: TableRef): boolean {

@@ -2,6 +2,7 @@ import { checkNothingLost, checkPositionOrder } from '@nanosync/connector-testki
 import type { Row } from '@nanosync/core';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { decodePosition } from '../../src/position.js';
 import { sleep } from './e2e/harness.js';
 import { waitFor } from './e2e/scenario.js';
 import { reduceByKey, TablesScenario, tableState } from './e2e/tables.js';
@@ -12,7 +13,9 @@ const KEY = ['id', 'created'];
 const MARKER = 9_999_999;
 /** Rows the attached table holds before it is attached. */
 const ATTACHED_FIRST_ID = 500_000;
-const ATTACHED_ROWS = 3000;
+const ATTACHED_ROWS = 6000;
+/** `snapshot.chunk_rows`: the attached table is read in six chunks or more. */
+const CHUNK_ROWS = 1000;
 
 const ORDERS_DDL = [
   `CREATE TABLE public.orders (id int NOT NULL, created date NOT NULL, amount int NOT NULL, note text,
@@ -94,7 +97,7 @@ describe('partitioned tables', () => {
     await using s = await TablesScenario.create({
       ddl: ORDERS_DDL,
       tables: [orders],
-      snapshot: { concurrency: 3, rows: 1500 },
+      snapshot: { concurrency: 3, rows: 1500, chunkRows: CHUNK_ROWS },
       preparePublication: true,
     });
     let months = ['2024-01-01', '2024-02-01', '2024-03-01', '2031-01-01'];
@@ -175,6 +178,14 @@ describe('partitioned tables', () => {
         Number(l.key.id) < ATTACHED_FIRST_ID + ATTACHED_ROWS,
     );
     expect(new Set(brought.map((l) => l.key.id)).size).toBeGreaterThan(ATTACHED_ROWS - 100);
+    // In bounded chunks (snapshot.chunk_rows), each delivered at its own high message.
+    const chunks = new Map<bigint, Set<unknown>>();
+    for (const l of brought) {
+      const lsn = decodePosition(l.position).lsn;
+      chunks.set(lsn, (chunks.get(lsn) ?? new Set()).add(l.key.id));
+    }
+    expect(chunks.size).toBeGreaterThanOrEqual(ATTACHED_ROWS / CHUNK_ROWS);
+    expect(Math.max(...[...chunks.values()].map((ids) => ids.size))).toBeLessThanOrEqual(CHUNK_ROWS);
 
     // The rest of RELIABILITY.md's oracle: no insert lost through the attach, the detach and
     // the SIGKILL while streaming, and per key no version first seen after a newer one.

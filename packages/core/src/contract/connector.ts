@@ -192,8 +192,13 @@ export interface Source {
    * resumes at that transaction boundary. The source decides nothing about the handoff:
    * it never skips events it thinks the snapshot already covered. The iterable ends only
    * when `signal` aborts or on error; transient connection loss is retried inside with backoff.
+   * `chunk`: the pipeline's `snapshot.chunk_rows` / `snapshot.chunk_bytes`, for rows the
+   * source reads itself while streaming (a PostgreSQL partition attached meanwhile).
    */
-  stream(from: Position, options: { signal: AbortSignal; tables: TableRef[] }): AsyncIterable<ChangeBatch>;
+  stream(
+    from: Position,
+    options: { signal: AbortSignal; tables: TableRef[]; chunk?: { rows: number; bytes: number } },
+  ): AsyncIterable<ChangeBatch>;
 
   /**
    * Everything up to and including `position` (a `safePosition` from a batch, or the start

@@ -549,6 +549,10 @@ export class PipelineRunner {
         tableStats: (table) => this.statsFor(table),
         signal,
         streamStop: res.streamStop.signal,
+        chunk: {
+          rows: pipeline.snapshot.chunk_rows ?? DEFAULT_SNAPSHOT_CHUNK_ROWS,
+          bytes: pipeline.snapshot.chunk_bytes ?? DEFAULT_SNAPSHOT_CHUNK_BYTES,
+        },
       });
 
     if (wantsConcurrent && opened.watermarks === true) {

@@ -23,6 +23,8 @@ export interface StreamLoopOptions {
   signal: AbortSignal;
   /** Ends the source's stream (teardown aborts it after the final acknowledgement). */
   streamStop: AbortSignal;
+  /** Bounds of a chunk the source reads while streaming (`snapshot.chunk_rows` / `chunk_bytes`). */
+  chunk?: { rows: number; bytes: number };
 }
 
 /**
@@ -45,7 +47,11 @@ export async function runStreamLoop(options: StreamLoopOptions): Promise<'stoppe
     return lastStats!;
   };
   try {
-    for await (const batch of source.stream(options.from, { signal: streamStop, tables: options.tables })) {
+    for await (const batch of source.stream(options.from, {
+      signal: streamStop,
+      tables: options.tables,
+      ...(options.chunk ? { chunk: options.chunk } : {}),
+    })) {
       if (signal.aborted) {
         // Stopping: nothing more goes to the sinks (this batch is replayed on the next
         // start); the stream stays open until teardown has acknowledged the final checkpoint.

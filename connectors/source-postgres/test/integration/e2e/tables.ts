@@ -21,7 +21,8 @@ export interface TablesOptions {
   tables: TableRef[];
   /** Extra tables the role may read (e.g. partitions) besides `tables`. */
   readable?: TableRef[];
-  snapshot?: { concurrency: number; rows: number };
+  /** `chunkRows`: `snapshot.chunk_rows` (also the chunk size of an attached partition's read). */
+  snapshot?: { concurrency: number; rows: number; chunkRows?: number };
   /**
    * An owner prepares the publication and hands it to the least-privilege role (default);
    * `false`: the role owns the tables and creates the publication itself.
@@ -64,7 +65,7 @@ pipelines:
       connection: out
     snapshot:
       concurrency: ${snapshot.concurrency}
-      target_rows_per_partition: ${snapshot.rows}
+      target_rows_per_partition: ${snapshot.rows}${snapshot.chunkRows !== undefined ? `\n      chunk_rows: ${snapshot.chunkRows}` : ''}
 `;
 }
 
