@@ -796,7 +796,9 @@ class ChangeStream {
                     cursor: nextCursor,
                     truncate: nextTruncate,
                   });
-            if (next) next.schema = relation.table;
+            // A restart's truncate carries the table as it is now (keyed the newest way).
+            if (next)
+              next.schema = nextTruncate ? (await relationOf(client, table, this.#catalog)).table : relation.table;
             // Chunk k's high and chunk k+1's low in one transaction: the low is durable (and
             // after the rows in the WAL) before the stream lets chunk k's rows out.
             await writeAttachMessages(client, prefix, [

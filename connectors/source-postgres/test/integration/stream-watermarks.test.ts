@@ -331,6 +331,56 @@ describe('streamChanges: a primary key redefined while streaming', () => {
   });
 });
 
+describe('streamChanges: a key redefined twice in a row while streaming, the table read in small chunks', () => {
+  const DDL = [
+    'CREATE TABLE public.items (id int PRIMARY KEY, code text NOT NULL UNIQUE, code2 text NOT NULL UNIQUE, note text)',
+    `INSERT INTO public.items SELECT g, 'c' || g, 'd' || g, 'seed' FROM generate_series(1, 300) g`,
+  ];
+
+  it('ends with the table under the last key: after the last truncate, every row once under it (the read in progress starts over)', async () => {
+    await using p = await streamPipeline({ ddl: DDL, tables: [items] });
+    const prefix = `nanosync.watermark.${p.slot}`;
+    const stream = p.open(p.startPosition, {
+      watermarkPrefix: prefix,
+      catalogCheckIntervalMs: 3_600_000,
+      chunk: { rows: 20, bytes: 1 << 20 },
+    });
+    await p.fx.admin.query(`UPDATE public.items SET note = 'old key' WHERE id = 1`);
+    await stream.waitFor(() => stream.events.length >= 1, 'the update under the old key');
+    for (const key of ['code', 'code2']) {
+      await p.fx.admin.query('BEGIN');
+      await p.fx.admin.query('ALTER TABLE public.items DROP CONSTRAINT items_pkey');
+      await p.fx.admin.query(`ALTER TABLE public.items ADD CONSTRAINT items_pkey PRIMARY KEY (${key})`);
+      await p.fx.admin.query('COMMIT');
+      await p.fx.admin.query(`UPDATE public.items SET note = 'under ${key}' WHERE id = 5`);
+    }
+    const { rows } = await p.fx.admin.query('SELECT code2, note FROM public.items');
+    const table = Object.fromEntries(rows.map((r) => [r.code2, r.note]));
+    const afterLastTruncate = () => {
+      const at = stream.events.findLastIndex((e) => e.op === 'truncate' && e.table.keyColumns.join() === 'code2');
+      if (at < 0) return undefined;
+      const live = new Map<string, unknown>();
+      for (const e of stream.events.slice(at + 1)) {
+        if (e.op === 'delete') live.delete(String(e.key.code2));
+        else live.set(String(e.key.code2), e.after?.note);
+      }
+      return { at, live };
+    };
+    await stream.waitFor(() => afterLastTruncate()?.live.size === rows.length, 'the rows under the last key');
+    await p.fx.admin.query(`UPDATE public.items SET note = 'after' WHERE id = 6`);
+    await stream.waitFor(() => stream.events.some((e) => e.after?.note === 'after'), 'a change after it');
+    expect(stream.error).toBeUndefined();
+    const { at, live } = afterLastTruncate()!;
+    table.d6 = 'after';
+    expect(Object.fromEntries(live)).toEqual(table);
+    const later = stream.events.slice(at + 1);
+    expect(later.every((e) => Object.keys(e.key).join() === 'code2')).toBe(true);
+    const reads = later.filter((e) => e.op === 'read');
+    expect(new Set(reads.map((e) => e.key.code2)).size).toBe(reads.length);
+    expectOrderedBatches(stream.batches);
+  });
+});
+
 describe('streamChanges: a partition attached while no stream runs', () => {
   const DDL = [
     `CREATE TABLE public.orders (id int NOT NULL, created date NOT NULL, note text, PRIMARY KEY (id, created))
