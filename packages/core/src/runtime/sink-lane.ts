@@ -13,6 +13,11 @@ import type { SinkStats } from './stats.js';
 import { dieForTest, type TestFaults, testFaults } from './test-faults.js';
 
 /**
+ * Longest a lane under a continuous load defers saving its checkpoint (see `checkpointNow`).
+ */
+export const CHECKPOINT_MAX_DEFER_MS = 1_000;
+
+/**
  * Resolves once every lane has processed it, i.e. once everything queued before it in every
  * lane is durable. The snapshot uses one per partition to know when it may mark it done.
  */
@@ -139,6 +144,10 @@ export class SinkLane {
   /** Test-only fault points (NANOSYNC_TEST_FAULT with NODE_ENV=test; see test-faults.ts). */
   private readonly faults: TestFaults | undefined = testFaults();
   private streamWrites = 0;
+  /** Position of the last durable write whose checkpoint is not saved yet (see `checkpointNow`). */
+  private unsaved: Position | undefined;
+  /** When the last checkpoint was saved (lane clock). */
+  private savedAt = 0;
 
   constructor(private readonly options: SinkLaneOptions) {
     this.name = options.name;
@@ -445,14 +454,23 @@ export class SinkLane {
     }
 
     const faults = this.faults;
+    let checkpointed = false;
     if (faults === undefined) {
       if (events.length > 0) await this.write(events);
       if (this.stopped) return;
-      if (safePosition !== undefined && safePosition !== this.checkpoint) {
-        await this.options.store.saveCheckpoint(this.options.pipeline, this.name, safePosition);
-        this.checkpoint = safePosition;
+      if (safePosition !== undefined) this.unsaved = safePosition;
+      if (this.unsaved !== undefined && this.unsaved !== this.checkpoint && this.checkpointNow(barriers.length > 0)) {
+        const position = this.unsaved;
+        await this.options.store.saveCheckpoint(this.options.pipeline, this.name, position);
+        this.checkpoint = position;
+        this.unsaved = undefined;
+        this.savedAt = this.now();
+        checkpointed = true;
       }
-    } else if (!(await this.writeWithTestFaults(faults, events, safePosition))) return;
+    } else {
+      if (!(await this.writeWithTestFaults(faults, events, safePosition))) return;
+      checkpointed = safePosition !== undefined;
+    }
     const stats = this.options.stats;
     stats.rowsWritten += events.length;
     if (commitMs !== undefined) this.lastItemLagMs = Math.max(0, this.now() - commitMs);
@@ -462,8 +480,25 @@ export class SinkLane {
     this.queuedEvents -= events.length;
     this.queuedBytes -= bytes;
     for (const b of barriers) b.arrive();
-    if (safePosition !== undefined) this.options.onCheckpoint();
+    if (checkpointed) this.options.onCheckpoint();
     if (!this.full) this.releaseRoomWaiters();
+  }
+
+  /**
+   * Whether the checkpoint of what was just written is saved now or after the next write.
+   * Saving it costs a synchronous fsync of the state store on the one JavaScript thread; with
+   * more batches already waiting, that would delay them (and everything else the process does)
+   * for a checkpoint the next write supersedes anyway. So it is saved once the queue is empty
+   * (an idle or lightly loaded pipe: every transaction's checkpoint, right after its write),
+   * before a barrier is released, when draining, and at least every
+   * {@link CHECKPOINT_MAX_DEFER_MS} under a continuous load — checked after each write, no
+   * timer. A checkpoint not yet saved only means a longer replay after a crash; the source is
+   * acknowledged from saved checkpoints only.
+   */
+  private checkpointNow(barrier: boolean): boolean {
+    if (barrier || this.draining || this.state !== 'running') return true;
+    if (this.head < this.queue.length) return this.now() - this.savedAt >= CHECKPOINT_MAX_DEFER_MS;
+    return true;
   }
 
   /**
