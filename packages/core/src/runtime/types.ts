@@ -40,7 +40,10 @@ export interface RuntimeOptions {
 
 export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {
   retry: DEFAULT_RETRY_POLICY,
-  queue: { maxEvents: 20_000, maxBytes: 64 * 1024 * 1024 },
+  // Bytes bound the queue (events only for very small ones): 8 MiB of estimated event size
+  // holds a sink's next writes while one is in flight (maxWriteEvents of S1-sized rows is
+  // about 4.5 MiB); more only raises the pipeline's live heap, which V8 then doubles.
+  queue: { maxEvents: 20_000, maxBytes: 8 * 1024 * 1024 },
   maxWriteEvents: 5_000,
   snapshotChunkRows: 2_000,
   metricsIntervalMs: 15_000,
