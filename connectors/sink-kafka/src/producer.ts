@@ -532,7 +532,11 @@ export class KafkaProducer {
       const headers = new Map<Buffer, Buffer>();
       for (const name in m.headers) {
         const v = m.headers[name];
-        if (v !== undefined) headers.set(Buffer.from(name), typeof v === 'string' ? Buffer.from(v) : v);
+        if (v !== undefined)
+          headers.set(
+            headerBytes(name),
+            typeof v === 'string' ? (REPEATED_VALUES.has(name) ? headerBytes(v) : Buffer.from(v)) : v,
+          );
       }
       records[i] = { topic: m.topic, key: m.key ?? undefined, value: m.value as Buffer, headers };
     }
@@ -646,6 +650,23 @@ export class KafkaProducer {
     if (!this.admin) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink used before open()');
     return this.admin;
   }
+}
+
+/** Headers whose values repeat from record to record (the table, the operation). */
+const REPEATED_VALUES = new Set(['ns-table', 'ns-op']);
+const headerCache = new Map<string, Buffer>();
+
+/**
+ * The bytes of a header name, or of a value that repeats: made once, not per record (the
+ * client only copies them into the request). The cache stops growing at 4,096 entries.
+ */
+function headerBytes(text: string): Buffer {
+  let bytes = headerCache.get(text);
+  if (bytes === undefined) {
+    bytes = Buffer.from(text);
+    if (headerCache.size < 4096) headerCache.set(text, bytes);
+  }
+  return bytes;
 }
 
 /** The create-topics step as errors name it: the topics and the settings asked for. */
