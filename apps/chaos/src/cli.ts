@@ -66,6 +66,10 @@ async function main(): Promise<number> {
   return failed.length > 0 ? 1 : 0;
 }
 
+// Interrupted: exit through process.exit so the harness's exit hooks SIGKILL the nanosync
+// children (PostgreSQL and Kafka stop by themselves once this process is gone).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => process.exit(130));
+
 main().then(
   (code) => process.exit(code),
   (error: unknown) => {
