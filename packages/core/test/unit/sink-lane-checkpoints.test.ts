@@ -64,7 +64,10 @@ function harness() {
     now: () => clock.ms,
   });
   /** Resolves once the sink's next write has started. */
-  const nextWrite = () => new Promise<void>((resolve) => (writing = resolve));
+  const nextWrite = () =>
+    new Promise<void>((resolve) => {
+      writing = resolve;
+    });
   /** Let the oldest pending write finish and the lane go on until its next write or idle. */
   const finishWrite = async () => {
     releases.shift()!();
