@@ -692,6 +692,13 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
       strict: true,
     });
     if (changes.length < 10) problems.push(`only ${changes.length} writer changes fell inside the test window`);
+    const missing = classifyMissing(records, rows, this.writer?.txns ?? [], startLsn);
+    if (missing.total > 0) {
+      const read = await this.#storeRead().catch(() => undefined);
+      this.log(
+        `the sink lacks ${missing.total} keys of the table: ${missing.seeded} seeded, ${missing.beforeStart} inserted by the writer before the start position (only the snapshot carries them), ${missing.afterStart} inserted after it (the stream carries them), ${missing.other} other; snapshot done in the store: ${read === undefined ? 'unknown' : read.snapshotDone ? 'yes' : 'no'}`,
+      );
+    }
     const streamPositions = records.filter((r) => r.op !== 'read' && r.position).map((r) => r.position!);
     problems.push(...checkFlushSamples(this.#sampler?.samples ?? [], streamPositions, positionLsn).problems);
     const seen = new Set<string>();
@@ -730,6 +737,50 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     await admin.close();
     if (!process.env.NS_CHAOS_KEEP) await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Keys of the table the sink never received, by where they came from (see {@link classifyMissing}). */
+export interface MissingKeys {
+  total: number;
+  /** Rows of the seeded table (ids below the writer's first). */
+  seeded: number;
+  /** Writer inserts whose transaction began at or before the start position: in the table before the slot, so only the snapshot delivers them. */
+  beforeStart: number;
+  /** Writer inserts whose transaction began after the start position: the change stream delivers them. */
+  afterStart: number;
+  /** Any other key (the marker, an id the writer did not record). */
+  other: number;
+}
+
+/**
+ * Which rows of the table no sink record mentions at all, told apart by how they should
+ * have arrived: a row that was in the table before the slot's start position arrives only
+ * with the snapshot (so an incomplete snapshot leaves it out), one inserted after it arrives
+ * with the change stream (so leaving it out is a lost change).
+ */
+export function classifyMissing(
+  records: readonly OracleRecord[],
+  rows: readonly Row[],
+  txns: readonly { lsnBefore: bigint; changes: readonly ExpectedChange[] }[],
+  startLsn: bigint,
+): MissingKeys {
+  const seen = new Set<number>();
+  for (const r of records) seen.add(Number(r.key.id));
+  const insertedBefore = new Map<number, boolean>();
+  for (const t of txns)
+    for (const c of t.changes) if (c.op === 'insert') insertedBefore.set(Number(c.key.id), t.lsnBefore <= startLsn);
+  const out: MissingKeys = { total: 0, seeded: 0, beforeStart: 0, afterStart: 0, other: 0 };
+  for (const row of rows) {
+    const id = Number(row.id);
+    if (seen.has(id)) continue;
+    out.total++;
+    const before = insertedBefore.get(id);
+    if (id < FIRST_INSERT_ID) out.seeded++;
+    else if (before === true) out.beforeStart++;
+    else if (before === false) out.afterStart++;
+    else out.other++;
+  }
+  return out;
 }
 
 function emptyStats(): RunStats {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { type RunResult, replayCommand, reportMarkdown } from '../../src/matrix.js';
 import { Random } from '../../src/random.js';
+import { classifyMissing } from '../../src/run.js';
 import { SCENARIOS, scenarioNamed } from '../../src/scenarios.js';
 
 describe('the chaos runner', () => {
@@ -55,5 +56,26 @@ describe('the chaos runner', () => {
     expect(table).toContain('| sigterm | 1/1 | 50 | 2 | 4.0 s | — |');
     expect(table).not.toContain('| kill-snapshot |');
     expect(table).toContain('`pnpm chaos --scenario kill-stream --seed 2 --max-rows 3000` — 1 problem(s):');
+  });
+
+  it('tells a row only the snapshot carries from a streamed insert when the sink lacks it', () => {
+    const insert = (id: number) => ({ table: 'public.accounts', op: 'insert' as const, key: { id } });
+    const txns = [
+      { lsnBefore: 100n, changes: [insert(1_000_000), insert(1_000_001)] },
+      { lsnBefore: 300n, changes: [insert(1_000_002), insert(1_000_003)] },
+    ];
+    const rows = [1, 2, 1_000_000, 1_000_001, 1_000_002, 1_000_003, 9_999_999].map((id) => ({ id, v: 0, note: 'x' }));
+    const records = [
+      { table: 'public.accounts', op: 'read' as const, key: { id: 1 }, after: null },
+      { table: 'public.accounts', op: 'update' as const, key: { id: 1_000_001 }, after: null },
+      { table: 'public.accounts', op: 'insert' as const, key: { id: 1_000_003 }, after: null },
+    ];
+    expect(classifyMissing(records, rows, txns, 200n)).toEqual({
+      total: 4,
+      seeded: 1,
+      beforeStart: 1,
+      afterStart: 1,
+      other: 1,
+    });
   });
 });
