@@ -2,12 +2,10 @@
 /** @jsxImportSource react */
 import { ErrorCode, NanosyncError } from '@nanosync/core';
 import type { PipelineStatus } from '@nanosync/core/host';
-import { render } from 'ink';
 import { parseCommandArgs } from '../args.js';
 import { type AdminClient, CLIENT_OPTIONS_HELP, clientOptions, connectClient } from '../client.js';
 import { ExitCode, UsageError } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
-import { Dashboard } from '../monitor/dashboard.js';
 import { StatusPoller } from '../monitor/poller.js';
 import type { Command } from './command.js';
 
@@ -65,6 +63,9 @@ ${CLIENT_OPTIONS_HELP.join('\n')}
       }
     };
     const intervalMs = Math.round(interval * 1000);
+    // Ink (React, and Yoga's WebAssembly) is loaded only here: every other command, the
+    // server above all, would carry it in memory for nothing.
+    const [{ render }, { Dashboard }] = await Promise.all([import('ink'), import('../monitor/dashboard.js')]);
     const poller = new StatusPoller({ fetch, intervalMs });
     poller.start();
     const app = render(<Dashboard poller={poller} server={client.baseUrl} intervalMs={intervalMs} />, {
