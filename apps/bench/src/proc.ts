@@ -170,3 +170,19 @@ export class ProcessTreeMonitor {
     return this.usage();
   }
 }
+
+/**
+ * The whole machine's CPU time so far from /proc/stat's `cpu` line, in clock ticks: busy
+ * (everything but idle and iowait) and total. Two readings give the share of all cores in use
+ * between them; undefined where /proc/stat is not readable.
+ */
+export function machineCpuTicks(
+  text: string | undefined = readText('/proc/stat'),
+): { busy: number; total: number } | undefined {
+  const line = text?.split('\n').find((l) => l.startsWith('cpu '));
+  if (!line) return undefined;
+  const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = ticks.reduce((a, b) => a + b, 0);
+  const idle = (ticks[3] ?? 0) + (ticks[4] ?? 0);
+  return { busy: total - idle, total };
+}

@@ -72,6 +72,54 @@ export async function memoryPeaks(file: string): Promise<Record<string, number>>
   };
 }
 
+/**
+ * Where the nanosync process's time went between `startMs` and `endMs` (wall clock), from the
+ * heap sampler's lines: per second of the interval, its main thread's CPU, the time it was
+ * runnable but waited for a core (run queue, from schedstat: CPU starvation), and V8's
+ * collection pauses; the longest event-loop delay and collection pause; and the worst
+ * 500 ms sample's run-queue wait. Empty without samples.
+ */
+export async function timeBudget(file: string, startMs: number, endMs: number): Promise<Record<string, number>> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    return {};
+  }
+  const sum = { cpuMs: 0, waitMs: 0, gcMs: 0 };
+  let loopMaxMs = 0;
+  let gcMaxMs = 0;
+  let worstWaitMs = 0;
+  let samples = 0;
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    let s: Partial<Record<'at' | 'cpuMs' | 'waitMs' | 'gcMs' | 'gcMaxMs' | 'loopMaxMs', number>>;
+    try {
+      s = JSON.parse(line);
+    } catch {
+      continue; // a line cut by the process's end
+    }
+    if (s.at === undefined || s.at < startMs || s.at > endMs || s.waitMs === undefined) continue;
+    samples++;
+    sum.cpuMs += s.cpuMs ?? 0;
+    sum.waitMs += s.waitMs;
+    sum.gcMs += s.gcMs ?? 0;
+    loopMaxMs = Math.max(loopMaxMs, s.loopMaxMs ?? 0);
+    gcMaxMs = Math.max(gcMaxMs, s.gcMaxMs ?? 0);
+    worstWaitMs = Math.max(worstWaitMs, s.waitMs);
+  }
+  if (samples === 0) return {};
+  const perSecond = (ms: number) => Math.round((ms / (endMs - startMs)) * 1000);
+  return {
+    mainThreadCpuMsPerS: perSecond(sum.cpuMs),
+    runQueueWaitMsPerS: perSecond(sum.waitMs),
+    gcPauseMsPerS: perSecond(sum.gcMs),
+    worstRunQueueWaitMsIn500Ms: Math.round(worstWaitMs),
+    longestGcPauseMs: Math.round(gcMaxMs),
+    longestLoopDelayMs: Math.round(loopMaxMs),
+  };
+}
+
 /** Names of replication slots in the bench database right now. */
 export async function slotNames(client: PgClient): Promise<Set<string>> {
   return new Set((await slots(client)).map((s) => s.slotName));

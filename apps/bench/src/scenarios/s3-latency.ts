@@ -1,3 +1,4 @@
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { type BenchContext, debeziumReason } from '../context.js';
 import { startDebezium } from '../debezium/connect.js';
@@ -5,7 +6,7 @@ import type { DebeziumJars } from '../debezium/resolve.js';
 import { countMessages, LatencyCollector } from '../kafka.js';
 import { nanosyncUnavailableReason, startNanosync } from '../nanosync.js';
 import { connect, createChangeTable, insertRows, type PgClient } from '../pg.js';
-import { ProcessTreeMonitor } from '../proc.js';
+import { machineCpuTicks, ProcessTreeMonitor } from '../proc.js';
 import { type Measurement, notAvailable, type Ratio, type ScenarioResult } from '../report.js';
 import { cpuPerMillion, percentile, ratio, summarizeLatencies } from '../stats.js';
 import { errorMessage, log, sleep, type Tool, waitFor } from '../util.js';
@@ -18,6 +19,7 @@ import {
   slotActive,
   slotNames,
   stopTool,
+  timeBudget,
 } from './common.js';
 
 const TABLE = 'bench_s3';
@@ -53,8 +55,11 @@ async function steadyLoad(client: PgClient, rate: number, seconds: number, first
 interface Runner {
   label: string;
   topic: string;
-  /** The tool's process, and a way to learn that it failed while its process lives on. */
-  start(): Promise<{ tool: Tool; failure?: () => string | undefined }>;
+  /**
+   * The tool's process, a way to learn that it failed while its process lives on, and (nanosync)
+   * the heap sampler's file, which says where its main thread's time went.
+   */
+  start(): Promise<{ tool: Tool; failure?: () => string | undefined; heapFile?: string }>;
 }
 
 /**
@@ -133,6 +138,7 @@ async function measureTool(
     for (const rate of rates) {
       monitor.sample();
       const cpuBefore = monitor.usage().cpuSeconds;
+      const machineBefore = machineCpuTicks();
       const phase = await steadyLoad(client, rate, ctx.options.latencySeconds, nextId.value);
       nextId.value += phase.events;
       const expected = delivered + phase.events;
@@ -160,6 +166,8 @@ async function measureTool(
         },
       );
       delivered = expected;
+      const deliveredAtMs = Date.now();
+      const machineAfter = machineCpuTicks();
       monitor.sample();
       const usage = monitor.usage();
       const inPhase = () =>
@@ -203,12 +211,26 @@ async function measureTool(
           missingSamples: phase.events - latencies.length,
           ...breakdown,
           ...stallSeconds(samples, phase.startMs),
+          // Load start → last event delivered: is the tail CPU starvation (the run-queue wait
+          // of nanosync's main thread, every core busy), collection pauses or our own code?
+          ...(machineBefore && machineAfter
+            ? {
+                machineBusyPercent: Math.round(
+                  (100 * (machineAfter.busy - machineBefore.busy)) / (machineAfter.total - machineBefore.total),
+                ),
+              }
+            : {}),
+          loadAverage: Math.round(loadavg()[0]! * 10) / 10,
+          ...(started.heapFile ? await timeBudget(started.heapFile, phase.startMs, deliveredAtMs) : {}),
         },
       });
       log(
         `S3: ${runner.label} at ${rate}/s: p50 ${out.at(-1)?.latency?.p50Ms?.toFixed(1)} ms, p99 ${out.at(-1)?.latency?.p99Ms?.toFixed(1)} ms` +
           ('commitToToolP50Ms' in breakdown
             ? ` (p50 commit → connector ${breakdown.commitToToolP50Ms?.toFixed(1)} ms, connector → broker ${breakdown.toolToBrokerP50Ms?.toFixed(1)} ms)`
+            : '') +
+          (out.at(-1)?.details?.runQueueWaitMsPerS !== undefined
+            ? `; main thread per s: ${out.at(-1)?.details?.mainThreadCpuMsPerS} ms CPU, ${out.at(-1)?.details?.runQueueWaitMsPerS} ms waiting for a core, ${out.at(-1)?.details?.gcPauseMsPerS} ms GC; machine ${out.at(-1)?.details?.machineBusyPercent}% busy`
             : ''),
       );
     }
@@ -259,7 +281,9 @@ export async function runS3(ctx: BenchContext): Promise<ScenarioResult> {
       label: nsLabel,
       topic,
       start: async () => {
+        const heapFile = join(ctx.workRoot, 'ns-s3', 'heap.jsonl');
         const ns = await startNanosync({
+          heapFile,
           name: `bench-s3-${ctx.runId}`,
           pgUrl: ctx.pgUrl,
           table: `public.${TABLE}`,
@@ -267,7 +291,7 @@ export async function runS3(ctx: BenchContext): Promise<ScenarioResult> {
           sink: { kind: 'kafka', brokers: ctx.brokers, topic, compression: ctx.producer.compression },
           workDir: join(ctx.workRoot, 'ns-s3'),
         });
-        return { tool: ns.tool, failure: ns.failure };
+        return { tool: ns.tool, failure: ns.failure, heapFile };
       },
     };
     nsResults = await measureTool(ctx, runner, rates, nextId).catch((error) =>
