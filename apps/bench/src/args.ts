@@ -1,10 +1,12 @@
-export type ScenarioId = 'S1' | 'S2' | 'S3' | 'S4' | 'S5';
-export const ALL_SCENARIOS: readonly ScenarioId[] = ['S1', 'S2', 'S3', 'S4', 'S5'];
+export type ScenarioId = 'S0' | 'S1' | 'S2' | 'S3' | 'S4' | 'S5';
+export const ALL_SCENARIOS: readonly ScenarioId[] = ['S0', 'S1', 'S2', 'S3', 'S4', 'S5'];
 export type S5Tool = 'concurrent' | 'blocking' | 'debezium';
 const S5_TOOLS: readonly S5Tool[] = ['concurrent', 'blocking', 'debezium'];
 
 export interface BenchOptions {
   quick: boolean;
+  /** S0 rows per run (each format, design and worker count). */
+  s0Rows: number;
   /** S1 table size. */
   rows: number;
   /** S2 backlog size (per variant: 100-row and 1-row transactions). */
@@ -30,6 +32,7 @@ export interface BenchOptions {
 export const USAGE = `Usage: pnpm bench [options]
 
   --quick             every scenario at a tiny size (a minute or few): harness check, not a measurement
+  --s0-rows N         S0 rows encoded per run, per format, design and worker count (default 500000; quick 5000)
   --rows N            S1 and S5 snapshot table rows (default 2000000; quick 20000)
   --changes N         S2 backlog changes per variant (default 1000000; quick 10000)
   --records N         S4 records per producer (default 1000000; quick 20000)
@@ -39,7 +42,7 @@ export const USAGE = `Usage: pnpm bench [options]
                       (default: S2's rate, or 5000; quick 2000)
   --s5-rate N         S5 writer, changes per second during the snapshots (default 1000; quick 200)
   --s5-tools L        S5 runs, comma-separated (default concurrent,blocking,debezium)
-  --only S1,S2        run only these scenarios (S1 snapshot, S2 backlog drain, S3 latency, S4 Kafka ceiling,
+  --only S1,S2        run only these scenarios (S0 in-process encoding ceiling, S1 snapshot, S2 backlog drain, S3 latency, S4 Kafka ceiling,
                       S5 snapshot under a writer)
   --skip-debezium     do not run Debezium (no Maven resolution, no JVM)
   --out DIR           where the JSON result goes (default bench-results/ at the repository root)
@@ -69,6 +72,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
     }
     if (
       ![
+        's0-rows',
         'rows',
         'changes',
         'records',
@@ -132,6 +136,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
   const out = flags.get('out');
   return {
     quick,
+    s0Rows: num('s0-rows', 500_000, 5_000),
     rows: num('rows', 2_000_000, 20_000),
     changes: num('changes', 1_000_000, 10_000),
     records: num('records', 1_000_000, 20_000),

@@ -10,6 +10,7 @@ import { REPO_ROOT } from './nanosync.js';
 import { connect, serverVersion } from './pg.js';
 import { ProcessTreeMonitor, setClockTicks } from './proc.js';
 import { type BenchReport, notAvailable, reportMarkdown, type ScenarioResult } from './report.js';
+import { runS0 } from './scenarios/s0-encode.js';
 import { runS1 } from './scenarios/s1-snapshot.js';
 import { runS2 } from './scenarios/s2-backlog.js';
 import { runS3 } from './scenarios/s3-latency.js';
@@ -26,6 +27,7 @@ import {
 import { errorMessage, log, randomSuffix, run } from './util.js';
 
 const TITLES: Record<string, string> = {
+  S0: 'In-process encoding ceiling',
   S1: 'Snapshot',
   S2: 'CDC backlog drain',
   S3: 'Latency under steady load',
@@ -66,7 +68,21 @@ async function main(options: BenchOptions): Promise<number> {
   let postgres: BenchPostgres | undefined;
   let broker: BenchKafka | undefined;
   let ctx: BenchContext | undefined;
-  const needsPg = [...options.only].some((s) => s !== 'S4');
+  const needsPg = [...options.only].some((s) => s !== 'S4' && s !== 'S0');
+  const needsKafka = [...options.only].some((s) => s !== 'S0');
+  // S0 needs no service and runs first, alone on the machine's cores.
+  if (options.only.has('S0')) {
+    log(`— S0 ${TITLES.S0}`);
+    const started = performance.now();
+    try {
+      scenarios.push(await runS0(options, cpus().length));
+    } catch (error) {
+      const reason = errorMessage(error);
+      errors.push(`S0: ${reason}`);
+      scenarios.push(failedScenario('S0', reason));
+    }
+    log(`— S0 took ${Math.round((performance.now() - started) / 1000)} s`);
+  }
   try {
     // Services first; a scenario that cannot have them reports n/a instead of stopping the run.
     let pgProblem: string | undefined;
@@ -80,17 +96,19 @@ async function main(options: BenchOptions): Promise<number> {
       }
     }
     let kafkaProblem: string | undefined;
-    try {
-      log('starting Kafka');
-      broker = await startBenchKafka();
-    } catch (error) {
-      kafkaProblem = `Kafka unavailable: ${errorMessage(error)}`;
-      errors.push(kafkaProblem);
+    if (needsKafka) {
+      try {
+        log('starting Kafka');
+        broker = await startBenchKafka();
+      } catch (error) {
+        kafkaProblem = `Kafka unavailable: ${errorMessage(error)}`;
+        errors.push(kafkaProblem);
+      }
     }
 
-    let kafkaLib: BenchContext['kafkaLib'];
+    let kafkaLib: BenchContext['kafkaLib'] = { unavailable: 'no scenario needs Kafka' };
     try {
-      kafkaLib = { dir: await benchKafkaLibDir() };
+      if (needsKafka) kafkaLib = { dir: await benchKafkaLibDir() };
     } catch (error) {
       kafkaLib = { unavailable: `Kafka jars unavailable: ${errorMessage(error)}` };
     }
@@ -99,7 +117,7 @@ async function main(options: BenchOptions): Promise<number> {
     machine.kafka = kafkaVersion;
 
     let debezium: BenchContext['debezium'] = { unavailable: 'skipped (--skip-debezium)' };
-    const debeziumScenarios = [...options.only].some((s) => s !== 'S4');
+    const debeziumScenarios = [...options.only].some((s) => s !== 'S4' && s !== 'S0');
     if (!options.skipDebezium && debeziumScenarios) {
       try {
         debezium = await resolveDebezium(kafkaVersion);
@@ -128,7 +146,7 @@ async function main(options: BenchOptions): Promise<number> {
     await admin?.connect();
 
     for (const id of ALL_SCENARIOS) {
-      if (!options.only.has(id)) continue;
+      if (!options.only.has(id) || id === 'S0') continue;
       const blocker = id === 'S4' ? kafkaProblem : (pgProblem ?? kafkaProblem);
       if (blocker || !kafka || !admin || !broker) {
         scenarios.push(failedScenario(id, blocker ?? 'services unavailable'));

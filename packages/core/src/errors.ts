@@ -176,6 +176,12 @@ export const runtimeErrors = defineErrorArea({
         'A streamed table changed shape and the pipeline has `schema_changes: fail`: it stopped in ERRORED before writing anything of the new shape.',
       fix: 'To carry on with the new shape, set `schema_changes: propagate` (or `pause`) on the pipeline, apply it and resume the pipeline; it replays from its checkpoint.',
     },
+    WorkerFailed: {
+      code: 'NS_R2012',
+      meaning:
+        'A worker thread of the pipeline (encoding or decoding in parallel) died: an uncaught error, out of memory, or it was stopped. Nothing it had not handed back was written or acknowledged.',
+      fix: 'Read the cause in the message (it names the pool and the worker). Resuming the pipeline replays from its checkpoint; if it keeps failing, set `workers: 0` on the pipeline to run inline and report the cause.',
+    },
     Internal: {
       code: 'NS_R2099',
       meaning: 'nanosync reached a state it should never be in (a bug).',

@@ -58,6 +58,8 @@ export { PreflightError } from './runtime/preflight.js';
 export type { PreflightFailure } from './runtime/preflight.js';
 export type { MaterializedSink, RuntimeOptions, RuntimeOverrides } from './runtime/types.js';
 export { WRITE_LATENCY_BUCKETS } from './runtime/stats.js';
+export { OrderedWorkerPool } from './runtime/worker-pool.js';
+export type { OrderedWorkerPoolOptions, PoolTask } from './runtime/worker-pool.js';
 export type {
   LatencyHistogram,
   PipelineStatus,

@@ -12,6 +12,8 @@ export { parseTableName, formatTableName } from './config/table-name.js';
 export { DEFAULT_RETRY_POLICY, backoffDelay, sleep, within } from './runtime/backoff.js';
 export { deadLetterJson } from './runtime/dead-letters.js';
 export type { RetryPolicy } from './runtime/backoff.js';
+export { serveTasks } from './runtime/worker-task.js';
+export type { TaskHandler, TaskResult, WorkerSetup } from './runtime/worker-task.js';
 export { civilFromDays, daysFromCivil, formatYear } from './values/calendar.js';
 export { ConnectionUrlError, hasUrlScheme, parseConnectionUrl } from './values/connection-url.js';
 export type { ConnectionUrl } from './values/connection-url.js';

@@ -29,7 +29,8 @@ describe('command line', () => {
       skipDebezium: false,
       outDir: '/out',
     });
-    expect([...full.only]).toEqual(['S1', 'S2', 'S3', 'S4', 'S5']);
+    expect([...full.only]).toEqual(['S0', 'S1', 'S2', 'S3', 'S4', 'S5']);
+    expect(full.s0Rows).toBe(500_000);
     expect(full.s5Rate).toBe(1_000);
     expect(full.s5Tools).toEqual(['concurrent', 'blocking', 'debezium']);
     expect(parseArgs(['--s5-tools', 'concurrent', '--s5-rate', '2k'], '/out')).toMatchObject({
@@ -43,6 +44,8 @@ describe('command line', () => {
     const quick = parseArgs(['--quick'], '/out');
     expect(quick.rows).toBeLessThan(100_000);
     expect(quick.changes).toBeLessThan(100_000);
+    expect(quick.s0Rows).toBeLessThan(100_000);
+    expect(parseArgs(['--s0-rows', '50k'], '/out').s0Rows).toBe(50_000);
   });
 
   it('reads sizes, --only and --skip-debezium; explicit sizes win over --quick', () => {

@@ -1,0 +1,281 @@
+import { OrderedWorkerPool, type PoolTask } from '@nanosync/core/host';
+import type { MessageFormat } from '@nanosync/sink-kafka';
+import type { BenchOptions } from '../args.js';
+import { type Measurement, notAvailable, type ScenarioResult } from '../report.js';
+import {
+  type BareEvent,
+  consumeFramed,
+  copyChunk,
+  decodeChunk,
+  encodeFramed,
+  type S0Design,
+  type S0Task,
+  s0Position,
+  s1Table,
+} from '../s0-rows.js';
+import { cpuPerMillion, ratio } from '../stats.js';
+import { errorMessage, log } from '../util.js';
+
+const WORKER = new URL('../workers/s0-encode-worker.ts', import.meta.url);
+const ROWS_PER_CHUNK = 1_000;
+/** Bytes of chunks one worker may hold (the pool's bound): a few chunks of about 150 KB each. */
+const BYTES_PER_WORKER = 1024 * 1024;
+const FORMATS: readonly MessageFormat[] = ['json', 'avro'];
+const DESIGNS: readonly S0Design[] = ['clone', 'transfer', 'own'];
+const WORKER_COUNTS = [1, 2, 4] as const;
+/** Chunks each timed run sends through first, untimed: the workers' code compiles on first use. */
+const WARM_UP_CHUNKS = 20;
+
+const DESIGN_WORDS: Record<S0Design, string> = {
+  clone: 'main decodes, events cloned to workers, workers encode',
+  transfer: 'COPY bytes moved to workers, workers decode and encode',
+  own: 'workers have their own rows, decode and encode',
+};
+
+interface RunResult {
+  records: number;
+  bytes: number;
+  seconds: number;
+  cpuSeconds: number;
+  mainCpuSeconds: number;
+}
+
+/** CPU of the calling thread only (Node ≥ 23.9), else undefined. */
+function threadCpuSeconds(): number | undefined {
+  const fn = (process as { threadCpuUsage?: () => { user: number; system: number } }).threadCpuUsage;
+  if (!fn) return undefined;
+  const usage = fn.call(process);
+  return (usage.user + usage.system) / 1e6;
+}
+
+async function timed(work: () => Promise<{ records: number; bytes: number }>): Promise<RunResult> {
+  const cpu0 = process.cpuUsage();
+  const main0 = threadCpuSeconds() ?? Number.NaN;
+  const t0 = performance.now();
+  const { records, bytes } = await work();
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const main1 = threadCpuSeconds() ?? Number.NaN;
+  return { records, bytes, seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, mainCpuSeconds: main1 - main0 };
+}
+
+function inline(chunks: readonly Buffer[], format: MessageFormat): Promise<{ records: number; bytes: number }> {
+  const table = s1Table();
+  let records = 0;
+  let bytes = 0;
+  for (let i = 0; i < chunks.length; i++) {
+    const sunk = consumeFramed(encodeFramed(decodeChunk(chunks[i]!, table, s0Position(i)), format));
+    records += sunk.records;
+    bytes += sunk.bytes;
+  }
+  return Promise.resolve({ records, bytes });
+}
+
+function* tasksFor(
+  design: S0Design,
+  format: MessageFormat,
+  chunks: readonly Buffer[],
+  moved: ArrayBuffer[],
+): Generator<PoolTask<S0Task>> {
+  const table = design === 'clone' ? s1Table() : undefined;
+  for (let i = 0; i < chunks.length; i++) {
+    const bytes = chunks[i]!.length;
+    if (design === 'clone') {
+      const events: BareEvent[] = decodeChunk(chunks[i]!, table!, s0Position(i)).map(({ op, key, after, position }) =>
+        after ? { op, key, after, position } : { op, key, position },
+      );
+      yield { task: { format, events }, bytes };
+    } else if (design === 'transfer') {
+      const copy = moved[i]!;
+      yield { task: { format, copy, position: s0Position(i) }, transfer: [copy], bytes };
+    } else yield { task: { format, chunk: i }, bytes, shard: i };
+  }
+}
+
+type S0Pool = OrderedWorkerPool<S0Task, ArrayBuffer, undefined>;
+
+/** One pool per worker count, its workers holding their own chunks for the `own` design. */
+async function startPool(workers: number, chunks: number): Promise<S0Pool> {
+  const pool = await OrderedWorkerPool.start<S0Task, ArrayBuffer, undefined>({
+    name: 's0-encode',
+    module: WORKER,
+    size: workers,
+    data: undefined,
+    maxBytesPerWorker: BYTES_PER_WORKER,
+  });
+  const prepare = Array.from({ length: workers }, (_, shard) => ({
+    task: { prepare: { chunks, rowsPerChunk: ROWS_PER_CHUNK } },
+    bytes: 0,
+    shard,
+  }));
+  for await (const _ of pool.map(prepare));
+  return pool;
+}
+
+async function pooled(
+  pool: S0Pool,
+  design: S0Design,
+  format: MessageFormat,
+  chunks: readonly Buffer[],
+): Promise<RunResult> {
+  // The bytes a transfer run moves stand for what arrives from the socket: made before the clock starts.
+  const movable = (list: readonly Buffer[]) =>
+    design === 'transfer'
+      ? list.map((c) => {
+          const copy = new ArrayBuffer(c.length);
+          new Uint8Array(copy).set(c);
+          return copy;
+        })
+      : [];
+  const run = async (list: readonly Buffer[], moved: ArrayBuffer[]) => {
+    let records = 0;
+    let bytes = 0;
+    for await (const framed of pool.map(tasksFor(design, format, list, moved))) {
+      const sunk = consumeFramed(new Uint8Array(framed));
+      records += sunk.records;
+      bytes += sunk.bytes;
+    }
+    return { records, bytes };
+  };
+  // Warm-up in the workers (their code compiles on first use), not timed.
+  const warm = chunks.slice(0, Math.min(WARM_UP_CHUNKS, chunks.length));
+  await run(warm, movable(warm));
+  const moved = movable(chunks);
+  return timed(() => run(chunks, moved));
+}
+
+function measurement(label: string, run: RunResult, details: Record<string, unknown>): Measurement {
+  return {
+    tool: label,
+    status: 'ok',
+    events: run.records,
+    seconds: run.seconds,
+    eventsPerSecond: run.records / run.seconds,
+    cpuSeconds: run.cpuSeconds,
+    cpuSecondsPerMillion: cpuPerMillion(run.cpuSeconds, run.records),
+    details: { ...details, mainThreadCpuSecondsPerMillion: cpuPerMillion(run.mainCpuSeconds, run.records) },
+  };
+}
+
+/**
+ * S0: the in-process ceiling of encoding. S1-shaped rows as COPY text, decoded by the
+ * PostgreSQL source's row decoder, encoded by the Kafka sink's key and message codecs, into
+ * a null sink; no database, no broker. Inline (0 workers) and through core's worker pool at
+ * 1, 2 and 4 workers, for three ways of handing the work to the workers.
+ */
+export async function runS0(options: BenchOptions, cores: number): Promise<ScenarioResult> {
+  const rows = options.s0Rows;
+  const chunkCount = Math.max(1, Math.ceil(rows / ROWS_PER_CHUNK));
+  log(`S0: making ${(chunkCount * ROWS_PER_CHUNK).toLocaleString('en-US')} S1 rows as COPY text`);
+  const chunks = Array.from({ length: chunkCount }, (_, i) => copyChunk(1 + i * ROWS_PER_CHUNK, ROWS_PER_CHUNK));
+  const events = chunkCount * ROWS_PER_CHUNK;
+  const textBytes = chunks.reduce((sum, c) => sum + c.length, 0);
+  const result: ScenarioResult = {
+    id: 'S0',
+    title: 'In-process encoding ceiling',
+    parameters: {
+      rows: events,
+      rowsPerChunk: ROWS_PER_CHUNK,
+      copyTextMB: Math.round(textBytes / 1024 / 1024),
+      cores,
+      bytesPerWorker: BYTES_PER_WORKER,
+    },
+    measurements: [],
+    ratios: [],
+    notes: [],
+  };
+  // Warm-up: the codecs' first calls compile; not measured.
+  for (const format of FORMATS) await inline(chunks.slice(0, Math.min(20, chunks.length)), format);
+
+  const mainCpu = new Map<MessageFormat, string[]>();
+  const rates = new Map<string, number>();
+  const mains = new Map<string, string>();
+  const bases = new Map<MessageFormat, RunResult>();
+  for (const format of FORMATS) {
+    log(`S0: ${format} inline`);
+    const base = await timed(() => inline(chunks, format));
+    bases.set(format, base);
+    result.measurements.push(
+      measurement(`${format} · inline (0 workers)`, base, { format, design: 'inline', workers: 0 }),
+    );
+    mainCpu.set(format, [`inline ${fmt(cpuPerMillion(base.mainCpuSeconds, base.records))}`]);
+  }
+  for (const workers of WORKER_COUNTS) {
+    let pool: S0Pool | undefined;
+    let startProblem: string | undefined;
+    try {
+      log(`S0: starting ${workers} worker${workers === 1 ? '' : 's'}`);
+      pool = await startPool(workers, chunkCount);
+    } catch (error) {
+      startProblem = `the pool did not start: ${errorMessage(error)}`;
+    }
+    try {
+      for (const format of FORMATS) {
+        const base = bases.get(format)!;
+        for (const design of DESIGNS) {
+          const label = `${format} · ${design} · ${workers} worker${workers === 1 ? '' : 's'}`;
+          const key = `${format} ${design} ${workers}`;
+          log(`S0: ${label}`);
+          try {
+            if (!pool) throw new Error(startProblem);
+            const run = await pooled(pool, design, format, chunks);
+            if (run.records !== base.records || run.bytes !== base.bytes)
+              throw new Error(
+                `the sink got ${run.records} records in ${run.bytes} bytes, inline ${base.records} in ${base.bytes}`,
+              );
+            result.measurements.push(measurement(label, run, { format, design, workers }));
+            rates.set(key, run.records / run.seconds);
+            mains.set(key, fmt(cpuPerMillion(run.mainCpuSeconds, run.records)));
+          } catch (error) {
+            result.measurements.push(notAvailable(label, errorMessage(error)));
+          }
+        }
+      }
+    } finally {
+      await pool?.close();
+    }
+  }
+  // Listed by format, then inline, then design and worker count.
+  const order = (m: Measurement) => {
+    const d = m.details ?? {};
+    const [format, design, workers] = m.status === 'ok' ? [d.format, d.design, d.workers] : m.tool.split(' · ');
+    return `${FORMATS.indexOf(format as MessageFormat)} ${design === 'inline' ? -1 : DESIGNS.indexOf(design as S0Design)} ${String(workers).padStart(2)}`;
+  };
+  result.measurements.sort((a, b) => order(a).localeCompare(order(b)));
+  for (const format of FORMATS) {
+    const base = bases.get(format)!;
+    for (const design of DESIGNS) {
+      const rate = (workers: number) => rates.get(`${format} ${design} ${workers}`);
+      mainCpu
+        .get(format)!
+        .push(`${design} ${WORKER_COUNTS.map((w) => mains.get(`${format} ${design} ${w}`) ?? '–').join('/')}`);
+      result.ratios.push(
+        {
+          name: `${format} ${design}: 1 worker ÷ inline`,
+          value: ratio(rate(1), base.records / base.seconds),
+          meaning: `${DESIGN_WORDS[design]}; events/s with one worker over inline`,
+        },
+        {
+          name: `${format} ${design}: 2 ÷ 1 workers`,
+          value: ratio(rate(2), rate(1)),
+          meaning: 'scaling from one worker to two (target ≥ 1.7)',
+        },
+        {
+          name: `${format} ${design}: 4 ÷ 1 workers`,
+          value: ratio(rate(4), rate(1)),
+          meaning: `scaling from one worker to four (${cores} cores here)`,
+        },
+      );
+    }
+  }
+  result.notes.push(
+    'Designs: clone = the main thread decodes the COPY text into events and the pool copies them to the workers (structured clone), which encode; transfer = the COPY bytes are moved to the workers (no copy), which decode and encode; own = each worker has its own rows (as one reading its own snapshot partition through its own connection) and decodes and encodes them. Every design hands back one framed buffer per 1,000-row chunk, moved, in order; the null sink walks every record.',
+    `Main-thread CPU-s per million events (inline · 1/2/4 workers): ${[...mainCpu].map(([format, parts]) => `${format}: ${parts.join(' · ')}`).join('; ')}. What the main thread pays per event bounds the scaling: it is the part no worker takes.`,
+    'CPU s counts every thread of the bench process. The pool start (workers loading the codecs) is not timed. In one process on a shared machine: compare ratios within one run.',
+  );
+  return result;
+}
+
+function fmt(n: number | undefined): string {
+  return n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(1);
+}
