@@ -144,6 +144,8 @@ export class SinkLane {
   /** Test-only fault points (NANOSYNC_TEST_FAULT with NODE_ENV=test; see test-faults.ts). */
   private readonly faults: TestFaults | undefined = testFaults();
   private streamWrites = 0;
+  /** Stream events written by this lane (for `kill-after-events:N`). */
+  private streamEventsWritten = 0;
   /** Position of the last durable write whose checkpoint is not saved yet (see `checkpointNow`). */
   private unsaved: Position | undefined;
   /** When the last checkpoint was saved (lane clock). */
@@ -531,6 +533,14 @@ export class SinkLane {
     }
     if (events.length > 0) await this.write(events);
     if (this.stopped) return false;
+    if (faults.killAfterEvents !== undefined) {
+      const before = this.streamEventsWritten;
+      for (const e of events) if (e.op !== 'read') this.streamEventsWritten++;
+      if (before < faults.killAfterEvents && this.streamEventsWritten >= faults.killAfterEvents)
+        await dieForTest(
+          `after a durable write to sink ${this.name} brought its stream events to ${this.streamEventsWritten}${safePosition === undefined ? ' (in the middle of a transaction)' : ''}`,
+        );
+    }
     if (killHere) await dieForTest(`after a durable write to sink ${this.name}, before checkpoint ${safePosition}`);
     await checkpoint();
     return true;

@@ -11,12 +11,17 @@ import { writeSync } from 'node:fs';
  *   source acknowledged) BEFORE the sink's write. Exists only so the chaos runner can prove
  *   it catches a build that loses data; combined with `kill-after-write:N` the kill lands
  *   between that early checkpoint and the write.
+ * - `kill-after-events:N` — once a durable sink write brings the stream events this process
+ *   has written to that sink to N or more, the process SIGKILLs itself, whether or not the
+ *   write ends at a commit: the crash with part of a large transaction (events sharing one
+ *   commit LSN) in the sink and the rest not.
  *
  * It cannot be switched on by accident: the variable is read only when `NODE_ENV=test`, and
  * a process that has it set without `NODE_ENV=test` refuses to run pipelines at all.
  */
 export interface TestFaults {
   killAfterWrite?: number;
+  killAfterEvents?: number;
   ackBeforeWrite: boolean;
 }
 
@@ -33,9 +38,14 @@ export function testFaults(env: NodeJS.ProcessEnv = process.env): TestFaults | u
   const faults: TestFaults = { ackBeforeWrite: false };
   for (const part of spec.split(',').map((p) => p.trim())) {
     const kill = /^kill-after-write:(\d+)$/.exec(part);
+    const events = /^kill-after-events:(\d+)$/.exec(part);
     if (kill) faults.killAfterWrite = Number(kill[1]);
+    else if (events) faults.killAfterEvents = Number(events[1]);
     else if (part === 'ack-before-write') faults.ackBeforeWrite = true;
-    else throw new Error(`${TEST_FAULT_ENV}: unknown fault '${part}' (known: kill-after-write:N, ack-before-write)`);
+    else
+      throw new Error(
+        `${TEST_FAULT_ENV}: unknown fault '${part}' (known: kill-after-write:N, kill-after-events:N, ack-before-write)`,
+      );
   }
   return faults;
 }

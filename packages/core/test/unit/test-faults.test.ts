@@ -24,6 +24,10 @@ describe('NANOSYNC_TEST_FAULT (the chaos runner’s test-only fault hook)', () =
       killAfterWrite: 2,
       ackBeforeWrite: true,
     });
+    expect(testFaults({ NANOSYNC_TEST_FAULT: 'kill-after-events:250', NODE_ENV: 'test' })).toEqual({
+      killAfterEvents: 250,
+      ackBeforeWrite: false,
+    });
     expect(() => testFaults({ NANOSYNC_TEST_FAULT: 'lose-everything', NODE_ENV: 'test' })).toThrow(/unknown fault/);
   });
 });
