@@ -30,13 +30,14 @@ export const postgresErrors = defineErrorArea({
     },
     PgSlotMissing: {
       code: 'NS_P4005',
-      meaning: "The pipeline's replication slot is gone, so the changes since its checkpoint can no longer be read.",
+      meaning:
+        "The pipeline's replication slot is gone, so the changes since its checkpoint can no longer be read; the message names the lost range (from the checkpoint up to the server's WAL position when the loss was found).",
       fix: 'Re-snapshot the pipeline (delete it and apply it again); nanosync never creates a new slot silently, as that would skip changes.',
     },
     PgSlotInvalidated: {
       code: 'NS_P4006',
       meaning:
-        "PostgreSQL invalidated the pipeline's replication slot (it held back more WAL than max_slot_wal_keep_size allows); the WAL after the checkpoint is gone.",
+        "PostgreSQL invalidated the pipeline's replication slot (it held back more WAL than max_slot_wal_keep_size allows); the WAL after the checkpoint is gone, and the message names the lost range (from the checkpoint up to the server's WAL position when the loss was found).",
       fix: 'Raise max_slot_wal_keep_size, then re-snapshot the pipeline (delete it and apply it again).',
     },
     PgWalLevel: {
@@ -167,12 +168,21 @@ export function invalidName(kind: string, name: string, reason: string): Nanosyn
   });
 }
 
-export function slotMissing(slot: string, checkpoint: string | undefined): NanosyncError {
+/**
+ * The range a lost slot can no longer deliver: from the checkpoint to the server's WAL
+ * position when the loss was found (`head`; unknown when it could not be read). A new slot
+ * would start after `head`, so every change in between reaches the sinks only by a re-snapshot.
+ */
+function lostRange(checkpoint: string | undefined, head: string | undefined): string {
+  return `the changes from checkpoint ${checkpoint ?? '(none)'} up to ${head ? `the server's WAL position ${head}` : 'now'}`;
+}
+
+export function slotMissing(slot: string, checkpoint: string | undefined, head?: string): NanosyncError {
   return new NanosyncError(
     PgErrorCode.PgSlotMissing,
-    `replication slot "${slot}" does not exist any more (wal_status: missing); changes after checkpoint ${checkpoint ?? '(none)'} can no longer be read. ` +
+    `replication slot "${slot}" does not exist any more (wal_status: missing); ${lostRange(checkpoint, head)} can no longer be read. ` +
       'nanosync does not create a new slot on its own, because changes made while the slot was gone would be skipped: re-snapshot the pipeline (delete and apply it again) to continue.',
-    { details: { slot, checkpoint, walStatus: 'missing' } },
+    { details: { slot, checkpoint, walStatus: 'missing', lostTo: head } },
   );
 }
 
@@ -181,12 +191,13 @@ export function slotInvalidated(
   checkpoint: string | undefined,
   walStatus: string,
   detail = '',
+  head?: string,
 ): NanosyncError {
   return new NanosyncError(
     PgErrorCode.PgSlotInvalidated,
-    `replication slot "${slot}" was invalidated by the server (wal_status: ${walStatus}${detail}); the WAL after checkpoint ${checkpoint ?? '(none)'} was removed. ` +
+    `replication slot "${slot}" was invalidated by the server (wal_status: ${walStatus}${detail}); WAL it still needed was removed, so ${lostRange(checkpoint, head)} can no longer be read. ` +
       'Raise max_slot_wal_keep_size to keep this from happening again, and re-snapshot the pipeline (delete and apply it again) to continue.',
-    { details: { slot, checkpoint, walStatus } },
+    { details: { slot, checkpoint, walStatus, lostTo: head } },
   );
 }
 

@@ -34,6 +34,21 @@ export async function readSlot(client: Queryable, slot: string): Promise<SlotInf
 }
 
 /**
+ * The server's WAL position now (replayed position on a standby) as `X/Y` text, for the end
+ * of the range a lost slot can no longer deliver; undefined when it cannot be read.
+ */
+export async function serverWalPosition(client: Queryable): Promise<string | undefined> {
+  try {
+    const { rows } = await client.query(
+      'SELECT (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END)::text AS head',
+    );
+    return rows[0]?.head == null ? undefined : String(rows[0].head);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * A later run: the slot must still be there and usable. Missing or invalidated is an error
  * naming the slot, the checkpoint and wal_status; we never create a replacement here.
  */
@@ -43,10 +58,10 @@ export async function verifySlot(
   opts: { checkpoint?: string; database: string },
 ): Promise<SlotInfo> {
   const info = await readSlot(client, slot);
-  if (!info) throw slotMissing(slot, opts.checkpoint);
+  if (!info) throw slotMissing(slot, opts.checkpoint, await serverWalPosition(client));
   const reason = info.invalidation_reason ? `, invalidation_reason: ${info.invalidation_reason}` : '';
   if (info.wal_status === 'lost' || info.conflicting === true || (info.invalidation_reason ?? null) !== null) {
-    throw slotInvalidated(slot, opts.checkpoint, info.wal_status ?? 'unknown', reason);
+    throw slotInvalidated(slot, opts.checkpoint, info.wal_status ?? 'unknown', reason, await serverWalPosition(client));
   }
   if (info.slot_type !== 'logical' || info.plugin !== 'pgoutput' || info.database !== opts.database) {
     throw new NanosyncError(

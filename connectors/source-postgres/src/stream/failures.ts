@@ -10,7 +10,7 @@ import {
   sqlState,
   PgErrorCode,
 } from '../errors.js';
-import { readSlot } from '../slot/replication-slot.js';
+import { readSlot, serverWalPosition } from '../slot/replication-slot.js';
 
 /** SQLSTATEs of a replication stream that are worth a reconnect besides the generic transient ones. */
 const RETRY_STATES = new Set([
@@ -78,10 +78,16 @@ async function slotProblem(context: FailureContext): Promise<NanosyncError | und
     client = await connectClient(context.connection);
     client.on('error', () => {});
     const info = await readSlot(client, context.slot);
-    if (!info) return slotMissing(context.slot, context.checkpoint);
+    if (!info) return slotMissing(context.slot, context.checkpoint, await serverWalPosition(client));
     if (info.wal_status === 'lost' || info.conflicting === true || (info.invalidation_reason ?? null) !== null) {
       const reason = info.invalidation_reason ? `, invalidation_reason: ${info.invalidation_reason}` : '';
-      return slotInvalidated(context.slot, context.checkpoint, info.wal_status ?? 'unknown', reason);
+      return slotInvalidated(
+        context.slot,
+        context.checkpoint,
+        info.wal_status ?? 'unknown',
+        reason,
+        await serverWalPosition(client),
+      );
     }
     return undefined;
   } catch {

@@ -2,7 +2,7 @@ import { NanosyncError } from '@nanosync/core';
 import { startPostgres } from '@nanosync/testcontainers';
 import { describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { formatPosition } from '../../src/position.js';
+import { formatPosition, parseLsn } from '../../src/position.js';
 import { oldestPendingCommit, type PendingCommitCache } from '../../src/slot/pending.js';
 import { pgFixture, uniqueName } from './fixture.js';
 
@@ -40,6 +40,7 @@ describe('slot lifecycle', () => {
     const source = await fx.source(pipeline);
     const opened = await source.open([items], { wantSnapshot: false });
     await fx.admin.query('SELECT pg_drop_replication_slot($1)', [source.slotName]);
+    const head = parseLsn((await fx.admin.query('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn);
 
     const later = await fx.source(pipeline);
     const error = await later
@@ -53,6 +54,12 @@ describe('slot lifecycle', () => {
     expect((error as Error).message).toContain(`replication slot "${source.slotName}" does not exist`);
     expect((error as Error).message).toContain(`checkpoint ${formatPosition(opened.startPosition)}`);
     expect((error as Error).message).toContain('wal_status: missing');
+    // The lost range: from the checkpoint up to the server's WAL position when the loss was found.
+    const end = / up to the server's WAL position ([0-9A-F]+\/[0-9A-F]+) can no longer be read/.exec(
+      (error as Error).message,
+    );
+    expect(end, (error as Error).message).not.toBeNull();
+    expect(parseLsn(end![1]!)).toBeGreaterThanOrEqual(head);
     const slots = await fx.admin.query('SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = $1', [
       source.slotName,
     ]);
@@ -84,6 +91,7 @@ describe('slot lifecycle', () => {
       source.slotName,
     ]);
     expect(status.rows[0].wal_status).toBe('lost');
+    const head = parseLsn((await fx.admin.query('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn);
 
     const later = await fx.source(pipeline);
     const error = await later
@@ -97,6 +105,12 @@ describe('slot lifecycle', () => {
     expect((error as Error).message).toContain(`replication slot "${source.slotName}" was invalidated`);
     expect((error as Error).message).toContain('wal_status: lost');
     expect((error as Error).message).toContain(`checkpoint ${formatPosition(opened.startPosition)}`);
+    const end = / up to the server's WAL position ([0-9A-F]+\/[0-9A-F]+) can no longer be read/.exec(
+      (error as Error).message,
+    );
+    expect(end, (error as Error).message).not.toBeNull();
+    expect(parseLsn(end![1]!)).toBeGreaterThanOrEqual(head);
+    expect((error as NanosyncError).details).toMatchObject({ lostTo: end![1] });
     const check = await later.check([items]);
     expect(check.find((c) => c.name === 'replication_slot')).toMatchObject({
       ok: false,

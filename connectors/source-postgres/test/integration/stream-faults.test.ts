@@ -1,7 +1,7 @@
 import { NanosyncError } from '@nanosync/core';
 import { startPostgres } from '@nanosync/testcontainers';
 import { describe, expect, it } from 'vitest';
-import { decodePosition, formatPosition } from '../../src/position.js';
+import { decodePosition, formatPosition, parseLsn } from '../../src/position.js';
 import pg from 'pg';
 import { expectOrderedBatches, ids, streamPipeline, terminateWalsender } from './stream-helpers.js';
 import { PgErrorCode } from '../../src/errors.js';
@@ -135,6 +135,7 @@ describe('streamChanges: faults', () => {
       if (dropped) break;
       if (attempt > 50) throw new Error('could not drop the slot');
     }
+    const headAfterDrop = await walPosition(p.fx.admin);
     await stream.finished();
     expect(stream.error).toBeInstanceOf(NanosyncError);
     const error = stream.error as NanosyncError;
@@ -144,6 +145,8 @@ describe('streamChanges: faults', () => {
     expect(error.message).toContain(`checkpoint ${formatPosition(stream.lastSafePosition as string)}`);
     expect(error.message).toContain('wal_status: missing');
     expect(error.details).toMatchObject({ slot: p.slot, walStatus: 'missing' });
+    // The lost range: from the checkpoint up to the server's WAL position when the loss was found.
+    expectLostRangeEnd(error, headAfterDrop);
   });
 
   it('the slot invalidated while streaming (max_slot_wal_keep_size) ends the stream with a non-retriable error naming the slot, the checkpoint and wal_status', async () => {
@@ -168,6 +171,7 @@ describe('streamChanges: faults', () => {
       await p.fx.admin.query('SELECT pg_switch_wal()');
     }
     await p.fx.admin.query('CHECKPOINT');
+    const headAfterLoss = await walPosition(p.fx.admin);
     await stream.finished();
     expect(stream.error).toBeInstanceOf(NanosyncError);
     const error = stream.error as NanosyncError;
@@ -176,5 +180,18 @@ describe('streamChanges: faults', () => {
     expect(error.message).toContain(`replication slot "${p.slot}"`);
     expect(error.message).toContain('wal_status: lost');
     expect(error.message).toContain(`checkpoint ${formatPosition(p.startPosition)}`);
+    expectLostRangeEnd(error, headAfterLoss);
   });
 });
+
+async function walPosition(admin: { query: (sql: string) => Promise<{ rows: { lsn: string }[] }> }): Promise<bigint> {
+  return parseLsn((await admin.query('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn);
+}
+
+/** The message ends the lost range at a WAL position at or after `atLeast` (read once the slot was lost). */
+function expectLostRangeEnd(error: NanosyncError, atLeast: bigint): void {
+  const end = / up to the server's WAL position ([0-9A-F]+\/[0-9A-F]+) can no longer be read/.exec(error.message);
+  expect(end, error.message).not.toBeNull();
+  expect(parseLsn(end![1]!)).toBeGreaterThanOrEqual(atLeast);
+  expect(error.details?.lostTo).toBe(end![1]);
+}
