@@ -124,6 +124,9 @@ export class SeededWriter {
   #nextId = FIRST_INSERT_ID;
   #seq = 0;
   #stopping = false;
+  /** Set by {@link pause}: the loop waits between transactions until {@link resume}. */
+  #paused: { idle: () => void; resumed: Promise<void>; resume: () => void } | undefined;
+  #idle: Promise<void> | undefined;
   #done: Promise<void> | undefined;
   #failure: unknown;
 
@@ -144,8 +147,30 @@ export class SeededWriter {
     this.#done ??= this.#loop();
   }
 
+  /** Stop between transactions (none is left open) until {@link resume}; resolves once idle. */
+  async pause(): Promise<void> {
+    if (this.#paused || !this.#done) return;
+    let idle!: () => void;
+    let resume!: () => void;
+    this.#idle = new Promise<void>((r) => {
+      idle = r;
+    });
+    const resumed = new Promise<void>((r) => {
+      resume = r;
+    });
+    this.#paused = { idle, resumed, resume };
+    await this.#idle;
+  }
+
+  resume(): void {
+    const paused = this.#paused;
+    this.#paused = undefined;
+    paused?.resume();
+  }
+
   async stop(): Promise<void> {
     this.#stopping = true;
+    this.resume();
     await this.#done;
     if (this.#failure) throw this.#failure;
   }
@@ -156,6 +181,12 @@ export class SeededWriter {
     let client: pg.Client | undefined;
     try {
       while (!this.#stopping) {
+        const paused = this.#paused;
+        if (paused) {
+          paused.idle();
+          await paused.resumed;
+          continue;
+        }
         try {
           if (!client) {
             client = new pg.Client({ connectionString: this.db.url });
@@ -290,6 +321,10 @@ export class ChaosRun implements AsyncDisposable {
   readonly servers: NanosyncServer[] = [];
   readonly db: AdminDb;
   writer: SeededWriter | undefined;
+  /** What the sink held when {@link check} last read it (after the {@link markSink} mark). */
+  records: OracleRecord[] = [];
+  /** Set by {@link markSink}: per Kafka partition its next offset, or the file sink's line count. */
+  #mark: { partitions: Map<number, bigint> } | { lines: number } | undefined;
   #sampler: FlushSampler | undefined;
   #stateDb: pg.Client | undefined;
   readonly #cleanups: (() => Promise<void>)[] = [];
@@ -495,6 +530,42 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     return read?.checkpoint ?? read?.start;
   }
 
+  async snapshotDone(): Promise<boolean> {
+    return (await this.#storeRead().catch(() => undefined))?.snapshotDone === true;
+  }
+
+  /**
+   * From now on {@link check} judges only what the sink receives after this point: for a
+   * pipeline deleted and applied again, whose new generation (a new slot, a full snapshot)
+   * goes to the same topic or file as the old one.
+   */
+  async markSink(): Promise<void> {
+    if (this.options.sink === 'file') {
+      this.#mark = { lines: (await this.#fileRecords()).length };
+      return;
+    }
+    const admin = new Kafka({
+      clientId: 'ns-chaos-admin',
+      brokers: this.services.kafka.brokers,
+      logLevel: logLevel.NOTHING,
+    }).admin();
+    await admin.connect();
+    try {
+      const offsets = await admin.fetchTopicOffsets(this.topic);
+      this.#mark = { partitions: new Map(offsets.map((o) => [o.partition, BigInt(o.high)])) };
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+  }
+
+  /** Everything the sink holds now (after the {@link markSink} mark), in the order a consumer reads it. */
+  async sinkRecords(): Promise<OracleRecord[]> {
+    const mark = this.#mark;
+    if (this.options.sink === 'file')
+      return (await this.#fileRecords()).slice(mark && 'lines' in mark ? mark.lines : 0);
+    return this.#kafkaRecords(mark && 'partitions' in mark ? mark.partitions : undefined);
+  }
+
   async checkpoint(): Promise<string | undefined> {
     return (await this.#storeRead().catch(() => undefined))?.checkpoint;
   }
@@ -617,7 +688,7 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     }));
   }
 
-  async #kafkaRecords(): Promise<OracleRecord[]> {
+  async #kafkaRecords(from?: Map<number, bigint>): Promise<OracleRecord[]> {
     registerCompressionCodecs(kafkajs);
     const kafka = new Kafka({
       clientId: 'ns-chaos-reader',
@@ -667,7 +738,7 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
       await consumer.disconnect();
     }
     read.sort((a, b) => a.partition - b.partition || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0));
-    return read.map((r) => r.record);
+    return read.filter((r) => r.offset >= (from?.get(r.partition) ?? 0n)).map((r) => r.record);
   }
 
   /**
@@ -680,7 +751,8 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     await this.#sampler?.stop();
     const start = await this.startPosition();
     if (start === undefined) return { problems: ['no start position in the state store'], stats: emptyStats() };
-    const records = this.options.sink === 'kafka' ? await this.#kafkaRecords() : await this.#fileRecords();
+    const records = await this.sinkRecords();
+    this.records = records;
     const { rows } = await this.db.query<Row>(`SELECT id, v, note FROM ${TABLE} ORDER BY id`);
     const startLsn = positionLsn(start);
     const changes = (this.writer?.txns ?? []).filter((t) => t.lsnBefore > startLsn).flatMap((t) => t.changes);

@@ -10,11 +10,13 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { eventually, type NanosyncServer, runNanosync } from '@nanosync/connector-testkit/harness';
 import { Random } from './random.js';
+import { SOURCE_SCENARIOS } from './scenarios-chaos-src.js';
 import {
   AdminDb,
   ChaosRun,
   drawPipelineSettings,
   drawWriterMix,
+  type PipelineSettings,
   type RunOptions,
   type RunStats,
   type Services,
@@ -60,8 +62,10 @@ export interface Scenario {
   run(ctx: ScenarioContext): Promise<RunStats>;
 }
 
-interface Setup {
+export interface Setup {
   sink?: 'kafka' | 'file';
+  /** Adjust the seed's pipeline settings (e.g. a small max_bytes_in_flight). */
+  tune?: (settings: PipelineSettings) => PipelineSettings;
   /** Prepare the run's folder (mount a filesystem…) and choose options; `run.onDispose` undoes it. */
   prepare?: (dir: string, ctx: ScenarioContext) => Promise<Partial<RunOptions>>;
   cleanup?: (run: ChaosRun) => void;
@@ -75,12 +79,13 @@ interface Setup {
  * The frame every scenario shares: create the run, start a server and the writer, let `body`
  * stage the fault (returning the server that runs at the end), drain, stop, oracle.
  */
-async function frame(
+export async function frame(
   ctx: ScenarioContext,
   setup: Setup,
   body: (run: ChaosRun, server: NanosyncServer) => Promise<NanosyncServer>,
 ): Promise<RunStats> {
-  const settings = drawPipelineSettings(ctx.rng, ctx.maxRows);
+  const drawn = drawPipelineSettings(ctx.rng, ctx.maxRows);
+  const settings = setup.tune ? setup.tune(drawn) : drawn;
   const mix = drawWriterMix(ctx.rng);
   ctx.log(`settings ${JSON.stringify(settings)} writer ${JSON.stringify(mix)}`);
   await using run = await ChaosRun.create(
@@ -119,14 +124,14 @@ async function crashAndRestart(
 }
 
 /** A point in the snapshot: `fraction` of the seeded rows in the sink. */
-async function snapshotPoint(run: ChaosRun, fraction: number): Promise<number> {
+export async function snapshotPoint(run: ChaosRun, fraction: number): Promise<number> {
   const n = Math.max(1, Math.ceil(run.options.settings.rows * fraction));
   await run.waitDelivered(n, `${n} snapshot rows in the sink`);
   return n;
 }
 
 /** A point in the stream: the snapshot done, then `txns` more writer transactions. */
-async function streamPoint(run: ChaosRun, txns: number): Promise<void> {
+export async function streamPoint(run: ChaosRun, txns: number): Promise<void> {
   await run.waitSnapshotDone();
   await run.writerProgress(txns);
 }
@@ -445,6 +450,9 @@ export const SCENARIOS: Scenario[] = [
         },
       ),
   },
+  // Scenarios kept in their own files (scenarios-*.ts) import `frame` from this module, an
+  // import cycle that works because this module is loaded first (matrix.ts, cli.ts, the tests).
+  ...SOURCE_SCENARIOS,
 ];
 
 export function scenarioNamed(name: string): Scenario {
