@@ -173,7 +173,7 @@ export function invalidName(kind: string, name: string, reason: string): Nanosyn
  * position when the loss was found (`head`; unknown when it could not be read). A new slot
  * would start after `head`, so every change in between reaches the sinks only by a re-snapshot.
  */
-function lostRange(checkpoint: string | undefined, head: string | undefined): string {
+export function lostRange(checkpoint: string | undefined, head: string | undefined): string {
   return `the changes from checkpoint ${checkpoint ?? '(none)'} up to ${head ? `the server's WAL position ${head}` : 'now'}`;
 }
 

@@ -1,9 +1,9 @@
 import type { CheckResult, TableRef } from '@nanosync/core';
-import { quoteIdent, quoteTable } from '../errors.js';
+import { lostRange, quoteIdent, quoteTable } from '../errors.js';
 import type { Queryable } from '../types/index.js';
 import { createPublicationSql, publicationChanges, readPublication } from './publication.js';
 import { describeMissingIdentity, findMissingIdentity } from './replica-identity.js';
-import { readSlot } from './replication-slot.js';
+import { readSlot, serverWalPosition } from './replication-slot.js';
 
 interface RoleRow {
   user: string;
@@ -110,7 +110,8 @@ export async function runChecks(
       slotInfo.wal_status === 'lost'
         ? bad(
             'replication_slot',
-            `replication slot "${opts.slot}" exists but was invalidated (wal_status: lost); the pipeline must be re-snapshotted`,
+            // The slot's confirmed position is the checkpoint it was last told of.
+            `replication slot "${opts.slot}" exists but was invalidated (wal_status: lost); ${lostRange(slotInfo.confirmed_flush_lsn ?? undefined, await serverWalPosition(client))} can no longer be read; the pipeline must be re-snapshotted`,
             `SELECT pg_drop_replication_slot('${opts.slot}'); -- then delete and re-apply the pipeline`,
           )
         : ok(

@@ -116,6 +116,13 @@ describe('slot lifecycle', () => {
       ok: false,
       message: expect.stringContaining('invalidated'),
     });
+    // The check, which runs before the pipeline starts, names the lost range too.
+    const checked = check.find((c) => c.name === 'replication_slot')!.message;
+    const range = /from checkpoint ([0-9A-F]+\/[0-9A-F]+) up to the server's WAL position ([0-9A-F]+\/[0-9A-F]+)/.exec(
+      checked,
+    );
+    expect(range, checked).not.toBeNull();
+    expect(parseLsn(range![2]!)).toBeGreaterThanOrEqual(head);
   });
 
   it('a first run replaces a slot left by an attempt that never recorded its start position', async () => {
