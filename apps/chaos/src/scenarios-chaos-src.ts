@@ -18,6 +18,8 @@ const MiB = 1024 * 1024;
 const OWN_FIRST_ID = 5_000_000;
 /** A sink write holds at most this many events (the runtime's maxWriteEvents). */
 const MAX_WRITE_EVENTS = 5_000;
+/** How far past a checkpoint's commit LSN the end of its commit record (a slot's confirmed position) may lie. */
+const COMMIT_RECORD_SLACK = 64n * 1024n;
 
 interface SlotRow {
   wal_status: string | null;
@@ -413,7 +415,9 @@ export const SOURCE_SCENARIOS: Scenario[] = [
             problems.push(`${attempt}: the error does not name the lost range (checkpoint … up to …): ${line}`);
           else {
             const [, from, to] = range;
-            if (checkpoint !== undefined && parsePgLsn(from!) > positionLsn(checkpoint))
+            // The slot's own confirmed position (what the check before a start reports) is
+            // the end of the checkpoint's commit record, a little past its commit LSN.
+            if (checkpoint !== undefined && parsePgLsn(from!) > positionLsn(checkpoint) + COMMIT_RECORD_SLACK)
               problems.push(`${attempt}: the lost range starts at ${from}, after the stored checkpoint ${checkpoint}`);
             if (parsePgLsn(to!) < headAtLoss)
               problems.push(
