@@ -133,6 +133,125 @@ export function registerStateStoreContract(name: string, newLocation: () => Prom
       expect(await store.listPartitions('p')).toEqual([]);
     });
 
+    it('keeps snapshot chunk records with their bounds: replaced by ordinal, listed in order, dropped with their partition', async () => {
+      const loc = await location();
+      const first = await loc.open();
+      await first.savePartitions('p', 't.a', [
+        { id: '0', ordinal: 0, bounds: null },
+        { id: '1', ordinal: 1, bounds: null },
+      ]);
+      await first.savePartitions('p', 't.b', [{ id: '0', ordinal: 0, bounds: null }]);
+      const cursor = (page: number, offset: number) => ({ page, offset, span: 4, rowBytes: 57 });
+      await first.saveChunk('p', {
+        table: 't.a',
+        partition: '0',
+        ordinal: 1,
+        id: 'c1',
+        after: cursor(3, 9),
+        next: null,
+        status: 'read',
+      });
+      await first.saveChunk('p', {
+        table: 't.a',
+        partition: '0',
+        ordinal: 0,
+        id: 'c0',
+        after: null,
+        next: cursor(3, 9),
+        status: 'read',
+      });
+      await first.saveChunk('p', {
+        table: 't.a',
+        partition: '0',
+        ordinal: 0,
+        id: 'c0',
+        after: null,
+        next: cursor(3, 9),
+        status: 'done',
+        position: '00000000000000B0:00000000',
+        rows: 250,
+      });
+      await first.saveChunk('p', {
+        table: 't.a',
+        partition: '1',
+        ordinal: 0,
+        id: 'd0',
+        after: null,
+        next: cursor(9, 1),
+        status: 'read',
+      });
+      await first.saveChunk('p', {
+        table: 't.b',
+        partition: '0',
+        ordinal: 0,
+        id: 'e0',
+        after: null,
+        next: null,
+        status: 'read',
+      });
+      await first.saveChunk('q', {
+        table: 't.a',
+        partition: '0',
+        ordinal: 0,
+        id: 'other',
+        after: null,
+        next: null,
+        status: 'read',
+      });
+      await first.close();
+
+      // Kept across a reopen, with the cursors as given (JSON), null for the partition's ends.
+      const store = await loc.connect();
+      expect(await store.listChunks('p', 't.a')).toEqual([
+        {
+          pipeline: 'p',
+          table: 't.a',
+          partition: '0',
+          ordinal: 0,
+          id: 'c0',
+          after: null,
+          next: cursor(3, 9),
+          status: 'done',
+          position: '00000000000000B0:00000000',
+          rows: 250,
+        },
+        {
+          pipeline: 'p',
+          table: 't.a',
+          partition: '0',
+          ordinal: 1,
+          id: 'c1',
+          after: cursor(3, 9),
+          next: null,
+          status: 'read',
+        },
+        {
+          pipeline: 'p',
+          table: 't.a',
+          partition: '1',
+          ordinal: 0,
+          id: 'd0',
+          after: null,
+          next: cursor(9, 1),
+          status: 'read',
+        },
+      ]);
+      expect((await store.listChunks('p')).map((c) => c.id)).toEqual(['c0', 'c1', 'd0', 'e0']);
+
+      // Marking a partition done forgets its chunks, and only its chunks.
+      await store.markPartitionDone('p', 't.a', '0', 250);
+      expect((await store.listChunks('p')).map((c) => c.id)).toEqual(['d0', 'e0']);
+      expect((await store.listPartitions('p', 't.a')).map((x) => x.status)).toEqual(['done', 'pending']);
+      // A re-snapshot of one table forgets that table's chunks; deleting the pipeline, all of them.
+      await store.clearPartitions('p', undefined, 't.b');
+      expect((await store.listChunks('p')).map((c) => c.id)).toEqual(['d0']);
+      await store.deletePipeline('p');
+      expect(await store.listChunks('p')).toEqual([]);
+      expect((await store.listChunks('q')).map((c) => c.id)).toEqual(['other']);
+      await store.clearPartitions('q');
+      expect(await store.listChunks('q')).toEqual([]);
+    });
+
     it('keeps the start position on upsert and clears a field set to undefined', async () => {
       const store = await (await location()).connect();
       await store.upsertPipeline({ ...base, name: 'p' });
@@ -278,7 +397,7 @@ export function registerStateStoreContract(name: string, newLocation: () => Prom
       expect(await newServer.getPipeline('p')).toMatchObject({ snapshotDone: true });
     });
 
-    it("refuses the old holder's fenced partition plans and clears after a takeover", async () => {
+    it("refuses the old holder's fenced partition plans, chunk records and clears after a takeover", async () => {
       const loc = await location();
       const oldServer = await loc.connect();
       const newServer = await loc.connect();
@@ -293,21 +412,28 @@ export function registerStateStoreContract(name: string, newLocation: () => Prom
       if (!b.acquired) throw new Error('server-b did not get the expired lease');
       const newFence = { holder: 'server-b', epoch: b.epoch };
 
+      const chunk = { table: 't.a', partition: '0', ordinal: 0, id: 'c0', after: null, next: null };
+      await newServer.saveChunk('p', { ...chunk, status: 'read' }, newFence);
       for (const write of [
         () => oldServer.savePartitions('p', 't.b', [{ id: '0', ordinal: 0, bounds: null }], oldFence),
+        () => oldServer.saveChunk('p', { ...chunk, status: 'done', position: 'X', rows: 1 }, oldFence),
+        () => oldServer.markPartitionDone('p', 't.a', '0', 1, oldFence),
         () => oldServer.clearPartitions('p', oldFence),
         () => oldServer.clearCheckpoints('p', oldFence),
       ]) {
         await expect(write()).rejects.toMatchObject({ code: ErrorCode.PipelineLeaseHeld, retriable: false });
       }
       // Nothing of the refused writes landed.
-      expect((await newServer.listPartitions('p')).map((x) => x.table)).toEqual(['t.a']);
+      expect((await newServer.listPartitions('p')).map((x) => `${x.table}:${x.status}`)).toEqual(['t.a:pending']);
+      expect((await newServer.listChunks('p')).map((c) => `${c.id}:${c.status}`)).toEqual(['c0:read']);
       expect(await newServer.getCheckpoints('p')).toEqual({ sink: 'A1' });
 
       // The holder's fenced writes go through.
       expect(
         await newServer.savePartitions('p', 't.b', [{ id: '0', ordinal: 0, bounds: null }], newFence),
       ).toHaveLength(1);
+      await newServer.saveChunk('p', { ...chunk, status: 'done', position: 'Y', rows: 2 }, newFence);
+      expect((await newServer.listChunks('p')).map((c) => `${c.id}:${c.status}:${c.position}`)).toEqual(['c0:done:Y']);
       await newServer.clearCheckpoints('p', newFence);
       await newServer.clearPartitions('p', newFence);
       expect(await newServer.getCheckpoints('p')).toEqual({});

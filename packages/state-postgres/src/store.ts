@@ -1,5 +1,6 @@
 import { ErrorCode, NanosyncError, type Position, redact } from '@nanosync/core';
 import {
+  type ChunkRecord,
   fenceHolds,
   type LeaseFence,
   type LeaseInfo,
@@ -83,6 +84,25 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
         details text NOT NULL,
         started_at timestamptz NOT NULL,
         expires_at timestamptz NOT NULL
+      );
+    `,
+  },
+  {
+    // Per-chunk snapshot progress. A store without chunk rows reads its partitions in progress from their start once.
+    version: 3,
+    sql: `
+      CREATE TABLE snapshot_chunks (
+        pipeline text NOT NULL,
+        table_name text NOT NULL,
+        partition_id text NOT NULL,
+        ordinal integer NOT NULL,
+        id text NOT NULL,
+        start_cursor text,
+        end_cursor text,
+        status text NOT NULL,
+        position text,
+        row_count bigint,
+        PRIMARY KEY (pipeline, table_name, partition_id, ordinal)
       );
     `,
   },
@@ -336,6 +356,7 @@ class PostgresStateStore implements StateStore {
     await this.transaction('delete a pipeline', async (c) => {
       await c.query(`DELETE FROM ${this.s}.pipelines WHERE name = $1`, [name]);
       await c.query(`DELETE FROM ${this.s}.partitions WHERE pipeline = $1`, [name]);
+      await c.query(`DELETE FROM ${this.s}.snapshot_chunks WHERE pipeline = $1`, [name]);
       await c.query(`DELETE FROM ${this.s}.checkpoints WHERE pipeline = $1`, [name]);
       // The lease row stays, expired and without holder: the epoch keeps growing, so a runner
       // of the deleted pipeline cannot write into a new pipeline of the same name.
@@ -391,23 +412,65 @@ class PostgresStateStore implements StateStore {
     rowsRead: number,
     fence?: LeaseFence,
   ): Promise<void> {
+    await this.transaction('mark a partition done', async (c) => {
+      if (fence !== undefined) await this.checkFence(c, 'mark a partition done', pipeline, fence);
+      await c.query(
+        `UPDATE ${this.s}.partitions SET status = 'done', rows_read = $1 WHERE pipeline = $2 AND table_name = $3 AND id = $4`,
+        [rowsRead, pipeline, table, id],
+      );
+      await c.query(
+        `DELETE FROM ${this.s}.snapshot_chunks WHERE pipeline = $1 AND table_name = $2 AND partition_id = $3`,
+        [pipeline, table, id],
+      );
+    });
+  }
+
+  async saveChunk(pipeline: string, chunk: Omit<ChunkRecord, 'pipeline'>, fence?: LeaseFence): Promise<void> {
     await this.fenced(
-      'mark a partition done',
+      'save a snapshot chunk',
       pipeline,
       fence,
-      `UPDATE ${this.s}.partitions SET status = 'done', rows_read = $1 WHERE pipeline = $2 AND table_name = $3 AND id = $4`,
-      [rowsRead, pipeline, table, id],
+      `INSERT INTO ${this.s}.snapshot_chunks
+         (pipeline, table_name, partition_id, ordinal, id, start_cursor, end_cursor, status, position, row_count)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+       ON CONFLICT (pipeline, table_name, partition_id, ordinal) DO UPDATE SET
+         id = excluded.id, start_cursor = excluded.start_cursor, end_cursor = excluded.end_cursor,
+         status = excluded.status, position = excluded.position, row_count = excluded.row_count`,
+      [
+        pipeline,
+        chunk.table,
+        chunk.partition,
+        chunk.ordinal,
+        chunk.id,
+        JSON.stringify(chunk.after ?? null),
+        JSON.stringify(chunk.next ?? null),
+        chunk.status,
+        chunk.position ?? null,
+        chunk.rows ?? null,
+      ],
     );
   }
 
-  async clearPartitions(pipeline: string, fence?: LeaseFence, table?: string): Promise<void> {
-    await this.fenced(
-      'clear snapshot partitions',
-      pipeline,
-      fence,
-      `DELETE FROM ${this.s}.partitions WHERE pipeline = $1${table === undefined ? '' : ' AND table_name = $2'}`,
+  async listChunks(pipeline: string, table?: string): Promise<ChunkRecord[]> {
+    const { rows } = await this.query<ChunkRow>(
+      'read snapshot chunks',
+      table === undefined
+        ? `SELECT * FROM ${this.s}.snapshot_chunks WHERE pipeline = $1 ORDER BY table_name COLLATE "C", partition_id COLLATE "C", ordinal`
+        : `SELECT * FROM ${this.s}.snapshot_chunks WHERE pipeline = $1 AND table_name = $2 ORDER BY partition_id COLLATE "C", ordinal`,
       table === undefined ? [pipeline] : [pipeline, table],
     );
+    return rows.map(toChunk);
+  }
+
+  async clearPartitions(pipeline: string, fence?: LeaseFence, table?: string): Promise<void> {
+    await this.transaction('clear snapshot partitions', async (c) => {
+      if (fence !== undefined) await this.checkFence(c, 'clear snapshot partitions', pipeline, fence);
+      for (const name of ['partitions', 'snapshot_chunks'])
+        await c.query(
+          `DELETE FROM ${this.s}.${name} WHERE pipeline = $1${table === undefined ? '' : ' AND table_name = $2'}`,
+          table === undefined ? [pipeline] : [pipeline, table],
+        );
+    });
   }
 
   async saveCheckpoint(pipeline: string, sink: string, position: Position, fence?: LeaseFence): Promise<void> {
@@ -670,6 +733,35 @@ function toPipeline(row: PipelineRow): PipelineRecord {
   if (row.replication_type !== null) record.replicationType = row.replication_type;
   if (row.error !== null) record.error = row.error;
   if (row.start_position !== null) record.startPosition = row.start_position;
+  return record;
+}
+
+interface ChunkRow {
+  pipeline: string;
+  table_name: string;
+  partition_id: string;
+  ordinal: number;
+  id: string;
+  start_cursor: string | null;
+  end_cursor: string | null;
+  status: string;
+  position: string | null;
+  row_count: string | null;
+}
+
+function toChunk(row: ChunkRow): ChunkRecord {
+  const record: ChunkRecord = {
+    pipeline: row.pipeline,
+    table: row.table_name,
+    partition: row.partition_id,
+    ordinal: row.ordinal,
+    id: row.id,
+    after: row.start_cursor === null ? null : (JSON.parse(row.start_cursor) as unknown),
+    next: row.end_cursor === null ? null : (JSON.parse(row.end_cursor) as unknown),
+    status: row.status === 'done' ? 'done' : 'read',
+  };
+  if (row.position !== null) record.position = row.position;
+  if (row.row_count !== null) record.rows = Number(row.row_count);
   return record;
 }
 

@@ -41,7 +41,7 @@ export function fenceHolds(fence: LeaseFence, current: { holder: string; epoch: 
 
 /**
  * `store` as one lease holder sees it: every write of a pipeline's progress (checkpoints,
- * partition plans and completions, clearing them, state changes) is made with `fence`, so
+ * partition plans, chunks and completions, clearing them, state changes) is made with `fence`, so
  * it is refused once another server took the lease over (and `onRefused` is told, whoever
  * catches the error). Everything else passes through.
  */
@@ -67,6 +67,8 @@ export function fencedStore(
     listPartitions: (pipeline, table) => store.listPartitions(pipeline, table),
     markPartitionDone: (pipeline, table, id, rowsRead) =>
       watch(store.markPartitionDone(pipeline, table, id, rowsRead, fence)),
+    saveChunk: (pipeline, chunk) => watch(store.saveChunk(pipeline, chunk, fence)),
+    listChunks: (pipeline, table) => store.listChunks(pipeline, table),
     clearPartitions: (pipeline, _fence, table) => watch(store.clearPartitions(pipeline, fence, table)),
     saveCheckpoint: (pipeline, sink, position) => watch(store.saveCheckpoint(pipeline, sink, position, fence)),
     getCheckpoints: (pipeline) => store.getCheckpoints(pipeline),

@@ -5,6 +5,7 @@ import { ErrorCode, NanosyncError, redact } from '../errors.js';
 import type { Position } from '../model.js';
 import { fenceHolds, leaseFenceError } from './fence.js';
 import type {
+  ChunkRecord,
   LeaseFence,
   LeaseInfo,
   PartitionRecord,
@@ -65,8 +66,11 @@ export async function openSqliteStateStore(file: string): Promise<StateStore> {
 }
 
 const BUSY_TIMEOUT_MS = 5_000;
-/** 1: first layout. 2: `leases.epoch` (fencing). 3: `servers` (a fleet's members). */
-const SCHEMA_VERSION = 3;
+/**
+ * 1: first layout. 2: `leases.epoch` (fencing). 3: `servers` (a fleet's members).
+ * 4: `snapshot_chunks` (per-chunk snapshot progress).
+ */
+const SCHEMA_VERSION = 4;
 
 function createDirs(dir: string, created: string[]): void {
   const missing: string[] = [];
@@ -155,6 +159,22 @@ function migrate(db: DatabaseSync): void {
         expires_at INTEGER NOT NULL
       )`);
     }
+    if (version < 4) {
+      // An older store has no chunk records: its partitions in progress are read from their start once.
+      db.exec(`CREATE TABLE IF NOT EXISTS snapshot_chunks (
+        pipeline TEXT NOT NULL,
+        table_name TEXT NOT NULL,
+        partition_id TEXT NOT NULL,
+        ordinal INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        start_cursor TEXT,
+        end_cursor TEXT,
+        status TEXT NOT NULL,
+        position TEXT,
+        row_count INTEGER,
+        PRIMARY KEY (pipeline, table_name, partition_id, ordinal)
+      )`);
+    }
     db.prepare(
       'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
     ).run('schema_version', String(SCHEMA_VERSION));
@@ -192,6 +212,19 @@ interface PartitionRow {
   estimated_rows: number | null;
   status: string;
   rows_read: number | null;
+}
+
+interface ChunkRow {
+  pipeline: string;
+  table_name: string;
+  partition_id: string;
+  ordinal: number;
+  id: string;
+  start_cursor: string | null;
+  end_cursor: string | null;
+  status: string;
+  position: string | null;
+  row_count: number | null;
 }
 
 class SqliteStateStore implements StateStore {
@@ -273,7 +306,7 @@ class SqliteStateStore implements StateStore {
 
   async deletePipeline(name: string): Promise<void> {
     this.transaction('delete a pipeline', () => {
-      for (const table of ['pipelines', 'partitions', 'checkpoints']) {
+      for (const table of ['pipelines', 'partitions', 'snapshot_chunks', 'checkpoints']) {
         this.stmt(`DELETE FROM ${table} WHERE ${table === 'pipelines' ? 'name' : 'pipeline'} = ?`).run(name);
       }
       // The lease row stays, expired and without holder, so a runner of the deleted pipeline
@@ -326,17 +359,60 @@ class SqliteStateStore implements StateStore {
     rowsRead: number,
     fence?: LeaseFence,
   ): Promise<void> {
-    this.fenced('mark a partition done', pipeline, fence, () => {
+    this.fencedTransaction('mark a partition done', pipeline, fence, () => {
       this.stmt(
         "UPDATE partitions SET status = 'done', rows_read = ? WHERE pipeline = ? AND table_name = ? AND id = ?",
       ).run(rowsRead, pipeline, table, id);
+      this.stmt('DELETE FROM snapshot_chunks WHERE pipeline = ? AND table_name = ? AND partition_id = ?').run(
+        pipeline,
+        table,
+        id,
+      );
+    });
+  }
+
+  async saveChunk(pipeline: string, chunk: Omit<ChunkRecord, 'pipeline'>, fence?: LeaseFence): Promise<void> {
+    this.fenced('save a snapshot chunk', pipeline, fence, () => {
+      this.stmt(
+        `INSERT INTO snapshot_chunks (pipeline, table_name, partition_id, ordinal, id, start_cursor, end_cursor, status, position, row_count)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (pipeline, table_name, partition_id, ordinal) DO UPDATE SET
+           id = excluded.id, start_cursor = excluded.start_cursor, end_cursor = excluded.end_cursor,
+           status = excluded.status, position = excluded.position, row_count = excluded.row_count`,
+      ).run(
+        pipeline,
+        chunk.table,
+        chunk.partition,
+        chunk.ordinal,
+        chunk.id,
+        JSON.stringify(chunk.after ?? null),
+        JSON.stringify(chunk.next ?? null),
+        chunk.status,
+        chunk.position ?? null,
+        chunk.rows ?? null,
+      );
+    });
+  }
+
+  async listChunks(pipeline: string, table?: string): Promise<ChunkRecord[]> {
+    return this.guard('read snapshot chunks', () => {
+      const rows = (table === undefined
+        ? this.stmt('SELECT * FROM snapshot_chunks WHERE pipeline = ? ORDER BY table_name, partition_id, ordinal').all(
+            pipeline,
+          )
+        : this.stmt(
+            'SELECT * FROM snapshot_chunks WHERE pipeline = ? AND table_name = ? ORDER BY partition_id, ordinal',
+          ).all(pipeline, table)) as unknown as ChunkRow[];
+      return rows.map(toChunk);
     });
   }
 
   async clearPartitions(pipeline: string, fence?: LeaseFence, table?: string): Promise<void> {
-    this.fenced('clear snapshot partitions', pipeline, fence, () => {
-      if (table === undefined) this.stmt('DELETE FROM partitions WHERE pipeline = ?').run(pipeline);
-      else this.stmt('DELETE FROM partitions WHERE pipeline = ? AND table_name = ?').run(pipeline, table);
+    this.fencedTransaction('clear snapshot partitions', pipeline, fence, () => {
+      for (const name of ['partitions', 'snapshot_chunks']) {
+        if (table === undefined) this.stmt(`DELETE FROM ${name} WHERE pipeline = ?`).run(pipeline);
+        else this.stmt(`DELETE FROM ${name} WHERE pipeline = ? AND table_name = ?`).run(pipeline, table);
+      }
     });
   }
 
@@ -523,6 +599,14 @@ class SqliteStateStore implements StateStore {
     });
   }
 
+  /** `fn` in a transaction, which first checks the lease when given a fence. */
+  private fencedTransaction<T>(what: string, pipeline: string, fence: LeaseFence | undefined, fn: () => T): T {
+    return this.transaction(what, () => {
+      if (fence !== undefined) this.checkFence(what, pipeline, fence);
+      return fn();
+    });
+  }
+
   /** Inside a transaction: throw unless the lease still has the fence's holder and epoch. */
   private checkFence(what: string, pipeline: string, fence: LeaseFence): void {
     const current = this.stmt('SELECT holder, epoch FROM leases WHERE pipeline = ?').get(pipeline) as
@@ -574,5 +658,21 @@ function toPartition(row: PartitionRow): PartitionRecord {
   };
   if (row.estimated_rows !== null) record.estimatedRows = row.estimated_rows;
   if (row.rows_read !== null) record.rowsRead = row.rows_read;
+  return record;
+}
+
+function toChunk(row: ChunkRow): ChunkRecord {
+  const record: ChunkRecord = {
+    pipeline: row.pipeline,
+    table: row.table_name,
+    partition: row.partition_id,
+    ordinal: row.ordinal,
+    id: row.id,
+    after: row.start_cursor === null ? null : (JSON.parse(row.start_cursor) as unknown),
+    next: row.end_cursor === null ? null : (JSON.parse(row.end_cursor) as unknown),
+    status: row.status === 'done' ? 'done' : 'read',
+  };
+  if (row.position !== null) record.position = row.position;
+  if (row.row_count !== null) record.rows = row.row_count;
   return record;
 }

@@ -55,6 +55,35 @@ export interface PartitionRecord {
   rowsRead?: number;
 }
 
+/**
+ * One chunk of a snapshot partition (the concurrent snapshot's watermark-bracketed reads, and
+ * the blocking snapshot's reads when the source reads bounded chunks): recorded with its exact
+ * bounds as `read` before its rows go to any sink, and as `done` once every sink holds them. A
+ * restart resumes the partition after its last `done` chunk and reads a `read` chunk again
+ * only within the bounds it had, under the same id. A partition's chunks are forgotten when
+ * the partition is marked done.
+ */
+export interface ChunkRecord {
+  pipeline: string;
+  /** `schema.table` */
+  table: string;
+  /** The id of the partition ({@link PartitionRecord.id}). */
+  partition: string;
+  /** 0-based position of the chunk in its partition. */
+  ordinal: number;
+  /** Unique id, carried by the chunk's events (`ChangeEvent.chunk`); the same when the chunk is read again. */
+  id: string;
+  /** Where the chunk starts: the source's cursor (the `next` of the chunk before); null at the partition's start. */
+  after: unknown;
+  /** Where it ends: the `next` its read returned; null when it reached the partition's end. */
+  next: unknown;
+  status: 'read' | 'done';
+  /** Once done: the position its rows carry (the high watermark in concurrent mode). */
+  position?: Position;
+  /** Once done: the rows it gave the sinks. */
+  rows?: number;
+}
+
 export interface LeaseInfo {
   pipeline: string;
   holder: string;
@@ -121,7 +150,15 @@ export interface StateStore {
     fence?: LeaseFence,
   ): Promise<PartitionRecord[]>;
   listPartitions(pipeline: string, table?: string): Promise<PartitionRecord[]>;
+  /** Mark the partition done and forget its chunk records, in one transaction. */
   markPartitionDone(pipeline: string, table: string, id: string, rowsRead: number, fence?: LeaseFence): Promise<void>;
+  /**
+   * Insert or replace one chunk record (keyed by pipeline, table, partition and ordinal).
+   * Marking its partition done, clearing partitions and deleting the pipeline remove it.
+   */
+  saveChunk(pipeline: string, chunk: Omit<ChunkRecord, 'pipeline'>, fence?: LeaseFence): Promise<void>;
+  /** The chunk records of the pipeline (or of one table), by table, partition and ordinal. */
+  listChunks(pipeline: string, table?: string): Promise<ChunkRecord[]>;
   /** Forget every partition of the pipeline, or only those of `table` (`schema.table`): re-snapshot. */
   clearPartitions(pipeline: string, fence?: LeaseFence, table?: string): Promise<void>;
 

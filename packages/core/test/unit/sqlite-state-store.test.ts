@@ -103,23 +103,50 @@ describe('openSqliteStateStore', () => {
     const v1 = new DatabaseSync(file);
     v1.exec('ALTER TABLE leases DROP COLUMN epoch');
     v1.exec('DROP TABLE servers');
+    v1.exec('DROP TABLE snapshot_chunks');
     v1.exec("UPDATE meta SET value = '1' WHERE key = 'schema_version'");
     v1.exec(`INSERT INTO leases (pipeline, holder, expires_at) VALUES ('p', 'old-server', ${Date.now() + 60_000})`);
     v1.close();
     const store = await open(file);
     expect(await store.getLease('p')).toMatchObject({ holder: 'old-server', epoch: 1 });
     expect(await store.acquireLease('p', 'old-server', 60_000)).toEqual({ acquired: true, epoch: 1 });
-    expect(await store.getMeta('schema_version')).toBe('3');
+    expect(await store.getMeta('schema_version')).toBe('4');
     await store.registerServer('s1', 60_000, {});
     expect((await store.listServers()).map((s) => s.id)).toEqual(['s1']);
+  });
+
+  it('upgrades a version-3 file (no chunk records): a partition in progress has no chunks, and chunks can be recorded', async () => {
+    const file = path.join(tempDir(), 's.db');
+    const before = await openSqliteStateStore(file);
+    await before.savePartitions('p', 't.a', [{ id: '0', ordinal: 0, bounds: { startPage: 0, endPage: null } }]);
+    await before.close();
+    const { DatabaseSync } = await import('node:sqlite');
+    const v3 = new DatabaseSync(file);
+    v3.exec('DROP TABLE snapshot_chunks');
+    v3.exec("UPDATE meta SET value = '3' WHERE key = 'schema_version'");
+    v3.close();
+    const store = await open(file);
+    expect(await store.getMeta('schema_version')).toBe('4');
+    expect((await store.listPartitions('p')).map((x) => `${x.id}:${x.status}`)).toEqual(['0:pending']);
+    expect(await store.listChunks('p')).toEqual([]);
+    await store.saveChunk('p', {
+      table: 't.a',
+      partition: '0',
+      ordinal: 0,
+      id: 'c0',
+      after: null,
+      next: null,
+      status: 'read',
+    });
+    expect((await store.listChunks('p')).map((c) => c.id)).toEqual(['c0']);
   });
 
   it('refuses a file written by a newer nanosync', async () => {
     const file = path.join(tempDir(), 's.db');
     const store = await openSqliteStateStore(file);
-    await store.setMeta('schema_version', '4');
+    await store.setMeta('schema_version', '5');
     await store.close();
-    await expect(openSqliteStateStore(file)).rejects.toThrow(/schema version 4 is not supported/);
+    await expect(openSqliteStateStore(file)).rejects.toThrow(/schema version 5 is not supported/);
   });
 
   it('refuses an unwritable location with StateUnavailable naming the path, creating nothing', async () => {

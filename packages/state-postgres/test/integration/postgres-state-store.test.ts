@@ -64,6 +64,7 @@ describe('openPostgresStateStore', () => {
           'pipelines',
           'schema_migrations',
           'servers',
+          'snapshot_chunks',
         ]);
       } finally {
         await client.end();
@@ -79,6 +80,34 @@ describe('openPostgresStateStore', () => {
     try {
       await store.setMeta('k', 'v');
       expect(await sql(`SELECT value FROM ${schema}.meta WHERE key = 'k'`)).toEqual([{ value: 'v' }]);
+    } finally {
+      await store.close();
+      await sql(`DROP SCHEMA ${schema} CASCADE`);
+    }
+  });
+
+  it('migrates a store of version 2 (no chunk records): its partitions stay, chunks can be recorded', async () => {
+    const schema = schemaName();
+    const before = await openPostgresStateStore(url, { schema });
+    await before.savePartitions('p', 't.a', [{ id: '0', ordinal: 0, bounds: null }]);
+    await before.close();
+    await sql(`DROP TABLE ${schema}.snapshot_chunks`);
+    await sql(`DELETE FROM ${schema}.schema_migrations WHERE version > 2`);
+    const store = await openPostgresStateStore(url, { schema });
+    try {
+      expect(await sql(`SELECT max(version) AS v FROM ${schema}.schema_migrations`)).toEqual([{ v: SCHEMA_VERSION }]);
+      expect((await store.listPartitions('p')).map((x) => `${x.id}:${x.status}`)).toEqual(['0:pending']);
+      expect(await store.listChunks('p')).toEqual([]);
+      await store.saveChunk('p', {
+        table: 't.a',
+        partition: '0',
+        ordinal: 0,
+        id: 'c0',
+        after: null,
+        next: null,
+        status: 'read',
+      });
+      expect((await store.listChunks('p')).map((c) => c.id)).toEqual(['c0']);
     } finally {
       await store.close();
       await sql(`DROP SCHEMA ${schema} CASCADE`);
