@@ -19,6 +19,8 @@ export interface FileSinkRecord {
   commitTime?: string;
   /** Only on `truncate` (which has an empty key and no images): what the statement asked for. */
   truncate?: { cascade: boolean; restartIdentity: boolean };
+  /** Only on snapshot events: the id of the chunk they were read in (the same when a chunk is read again after a crash). */
+  chunk?: string;
 }
 
 /**
@@ -64,6 +66,7 @@ export function toRecord(event: ChangeEvent): FileSinkRecord {
     ...(event.unchanged && event.unchanged.length > 0 ? { unchanged: [...event.unchanged] } : {}),
     position: event.position,
     ...(event.commitTime !== undefined ? { commitTime: event.commitTime } : {}),
+    ...(event.chunk !== undefined ? { chunk: event.chunk } : {}),
     ...(event.op === 'truncate'
       ? {
           truncate: {

@@ -42,8 +42,14 @@ import { findMissingIdentity, missingIdentityError } from './slot/replica-identi
 import { createSlot, dropSlot, readSlot, verifySlot } from './slot/replication-slot.js';
 import { type CtidBounds, isCtidBounds, planCtidPartitions } from './snapshot/ctid-partitions.js';
 import { estimateTableSize } from './snapshot/estimate.js';
-import { isChunkCursor, readCtidChunk } from './snapshot/read-chunk.js';
-import { DEFAULT_READ_PATH, type ReadPath, readCtidPartition, rowDecoder } from './snapshot/read-partition.js';
+import { type CtidChunkCursor, isChunkCursor, readCtidChunk } from './snapshot/read-chunk.js';
+import {
+  beginSnapshotRead,
+  DEFAULT_READ_PATH,
+  type ReadPath,
+  readCtidPartition,
+  rowDecoder,
+} from './snapshot/read-partition.js';
 import { createAcknowledger, streamChanges } from './stream/index.js';
 import { TypeCatalog } from './types/index.js';
 
@@ -409,11 +415,17 @@ export class PostgresSource implements Source {
         `partition ${partition.id} of ${quoteTable(table)} has bounds ${JSON.stringify(partition.bounds)}, not a CTID page range`,
       );
     }
-    if (options.after !== undefined && !isChunkCursor(options.after))
-      throw new NanosyncError(ErrorCode.Internal, `malformed snapshot chunk cursor ${JSON.stringify(options.after)}`);
+    for (const cursor of [options.after, options.upTo?.next])
+      if (cursor !== undefined && !isChunkCursor(cursor))
+        throw new NanosyncError(ErrorCode.StateCorrupt, `malformed snapshot chunk cursor ${JSON.stringify(cursor)}`);
     const columns = await this.#columnsFor(table);
     const leaf = partition.bounds.leaf;
-    if (leaf !== undefined && options.after === undefined && !(await this.#stillPartitionOf(leaf, table))) {
+    if (
+      leaf !== undefined &&
+      options.after === undefined &&
+      options.snapshotToken === undefined &&
+      !(await this.#stillPartitionOf(leaf, table))
+    ) {
       this.#logger.info(
         'partition detached or dropped since the snapshot was planned; its rows are no longer part of the table',
         { table: `${table.schema}.${table.name}`, partition: `${leaf.schema}.${leaf.name}` },
@@ -431,9 +443,21 @@ export class PostgresSource implements Source {
           columns,
           keyColumns: table.keyColumns,
           bounds: partition.bounds,
-          after: options.after as Parameters<typeof readCtidChunk>[0]['after'],
+          after: options.after as CtidChunkCursor | undefined,
           maxRows: options.maxRows,
           maxBytes: options.maxBytes,
+          ...(options.upTo !== undefined ? { upTo: { next: options.upTo.next as CtidChunkCursor | undefined } } : {}),
+          ...(options.snapshotToken !== undefined
+            ? {
+                begin: (c: pg.Client) =>
+                  beginSnapshotRead(c, {
+                    table: leaf ?? table,
+                    snapshotToken: options.snapshotToken,
+                    deadSnapshots: this.#deadSnapshots,
+                    logger: this.#logger,
+                  }),
+              }
+            : {}),
           signal: options.signal,
         },
         state,

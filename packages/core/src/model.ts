@@ -112,6 +112,14 @@ export interface ChangeEvent {
   commitTime?: string;
   /** Only on `truncate`: what the statement asked for besides removing rows. */
   truncate?: { cascade: boolean; restartIdentity: boolean };
+  /**
+   * Snapshot events (`read` rows, and the completed updates a concurrent chunk emits in place
+   * of rows it dropped): the id of the snapshot chunk they come from. A chunk's events reach
+   * each sink in one `write()`, contiguous, and a chunk read again after a crash is read within
+   * the bounds it had and keeps its id, so a sink that stores the last chunk id it committed
+   * (atomically with the rows) can recognise that chunk and skip it (`Sink.skipsCommittedChunk`).
+   */
+  chunk?: string;
 }
 
 /**

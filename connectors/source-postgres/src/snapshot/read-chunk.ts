@@ -9,8 +9,9 @@ import { rowDecoder } from './read-partition.js';
 /**
  * Where the next chunk of a CTID partition starts (`ctid >= (page,offset)`), and what the
  * chunks so far taught about the table: how many pages one chunk should scan and how wide a
- * row is. Lives in memory only (core hands it back for the next chunk of the same run); a
- * partition interrupted by a restart is read again from its start.
+ * row is. Core records it with each chunk (the chunk's end is the next one's start), so a
+ * partition interrupted by a restart resumes after its last recorded chunk, and a chunk read
+ * again is read over the same ctid range (`upTo`).
  */
 export interface CtidChunkCursor {
   page: number;
@@ -36,6 +37,13 @@ export interface ReadCtidChunkOptions {
   after: CtidChunkCursor | undefined;
   maxRows: number;
   maxBytes: number;
+  /**
+   * Read a recorded chunk again: every row from `after` up to this cursor (undefined: the
+   * partition's end), without the row and byte bounds; the chunk's `next` is this cursor.
+   */
+  upTo?: { next: CtidChunkCursor | undefined };
+  /** Opens the chunk's read-only transaction (blocking mode: one importing the exported snapshot). */
+  begin?: (client: pg.Client) => Promise<void>;
   signal: AbortSignal;
 }
 
@@ -127,8 +135,27 @@ export async function readCtidRows<T>(
     offset: 0,
     span: Math.min(MAX_SPAN, Math.max(1, Math.ceil(maxRows / ROWS_PER_PAGE_GUESS))),
   };
-  await client.query('BEGIN READ ONLY');
+  if (opts.begin !== undefined) await opts.begin(client);
+  else await client.query('BEGIN READ ONLY');
   await client.query('SET LOCAL statement_timeout = 0');
+  if (opts.upTo !== undefined) {
+    const until = opts.upTo.next;
+    const range = [`ctid >= '(${cursor.page},${cursor.offset})'::tid`];
+    if (until !== undefined) range.push(`ctid < '(${until.page},${until.offset})'::tid`);
+    else if (bounds.endPage !== null) range.push(`ctid < '(${bounds.endPage},0)'::tid`);
+    const unbounded = new ChunkBuffer<T>(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+    await copyChunkRows(
+      client,
+      chunkSelect(opts, range, undefined),
+      opts.columnNames.length + 1,
+      unbounded,
+      decode,
+      signal,
+    );
+    await client.query('COMMIT');
+    state.clientReusable = true;
+    return { rows: unbounded.rows, bytes: unbounded.bytes, next: until };
+  }
   let stop = bounds.endPage;
   if (stop === null) {
     // The open-ended last partition ends where the table ends now.
@@ -152,33 +179,16 @@ export async function readCtidRows<T>(
 
   const where = [`ctid >= '(${cursor.page},${cursor.offset})'::tid`];
   if (!toTableEnd) where.push(`ctid < '(${scanEnd},0)'::tid`);
-  const list = ['ctid', ...opts.columnNames.map((name) => quoteIdent(name))].join(', ');
-  let from = quoteTable(opts.table);
-  if (opts.through !== undefined) {
-    from = quoteTable(opts.through);
-    where.unshift(`tableoid = '${quoteTable(opts.table).replace(/'/g, "''")}'::regclass`);
-  }
-  const select = `SELECT ${list} FROM ${from} WHERE ${where.join(' AND ')} ORDER BY ctid LIMIT ${limit}`;
-
-  const width = opts.columnNames.length + 1;
   const buffer = new ChunkBuffer<T>(maxRows, maxBytes);
-  let last: [number, number] | undefined;
-  const copy = new CopyOutQuery(`COPY (${select}) TO STDOUT`, 1024);
-  client.query(copy as unknown as pg.QueryConfig);
-  for (;;) {
-    signal.throwIfAborted();
-    const lines = await copy.next(512);
-    if (lines.length === 0) break;
-    for (const line of lines) {
-      buffer.offer(line.length, () => {
-        const fields = parseCopyTextRow(line, width);
-        last = parseTid(fields[0] ?? null);
-        return decode(fields.slice(1));
-      });
-    }
-  }
+  const last = await copyChunkRows(
+    client,
+    chunkSelect(opts, where, limit),
+    opts.columnNames.length + 1,
+    buffer,
+    decode,
+    signal,
+  );
   const { rows, bytes, returned } = buffer;
-  await copy.done;
   await client.query('COMMIT');
   state.clientReusable = true;
 
@@ -203,4 +213,48 @@ export async function readCtidRows<T>(
   }
   if (next !== undefined && rowBytes !== undefined) next.rowBytes = rowBytes;
   return { rows, bytes, next };
+}
+
+/** `SELECT ctid, <columns>` of the chunk's table (through its partitioned table when asked) over `where`, in ctid order. */
+function chunkSelect(
+  opts: { table: { schema: string; name: string }; through?: { schema: string; name: string }; columnNames: string[] },
+  where: string[],
+  limit: number | undefined,
+): string {
+  const list = ['ctid', ...opts.columnNames.map((name) => quoteIdent(name))].join(', ');
+  let from = quoteTable(opts.table);
+  const conditions = [...where];
+  if (opts.through !== undefined) {
+    from = quoteTable(opts.through);
+    conditions.unshift(`tableoid = '${quoteTable(opts.table).replace(/'/g, "''")}'::regclass`);
+  }
+  return `SELECT ${list} FROM ${from} WHERE ${conditions.join(' AND ')} ORDER BY ctid${limit === undefined ? '' : ` LIMIT ${limit}`}`;
+}
+
+/** Runs `select` as COPY into `buffer`; returns the ctid of the last row kept. */
+async function copyChunkRows<T>(
+  client: pg.Client,
+  select: string,
+  width: number,
+  buffer: ChunkBuffer<T>,
+  decode: (fields: (string | null)[]) => T,
+  signal: AbortSignal,
+): Promise<[number, number] | undefined> {
+  let last: [number, number] | undefined;
+  const copy = new CopyOutQuery(`COPY (${select}) TO STDOUT`, 1024);
+  client.query(copy as unknown as pg.QueryConfig);
+  for (;;) {
+    signal.throwIfAborted();
+    const lines = await copy.next(512);
+    if (lines.length === 0) break;
+    for (const line of lines) {
+      buffer.offer(line.length, () => {
+        const fields = parseCopyTextRow(line, width);
+        last = parseTid(fields[0] ?? null);
+        return decode(fields.slice(1));
+      });
+    }
+  }
+  await copy.done;
+  return last;
 }

@@ -62,33 +62,32 @@ export function partitionSelect(
 }
 
 /**
- * Reads one CTID page range inside a REPEATABLE READ, READ ONLY transaction that imports
- * `snapshotToken` when given (the exported snapshot of slot creation), so every partition
- * sees the data exactly as of the start position. Yields chunks of at most
- * `maxRowsPerChunk` rows. If the caller stops early or an error occurs the client is left
- * mid-protocol: the caller must discard it (`clientReusable` tells).
+ * `BEGIN` of a snapshot read: REPEATABLE READ, READ ONLY, importing `snapshotToken` when given
+ * (and not already found gone). An exported snapshot that died with the connection that
+ * exported it (server restart, connection loss) is noted in `deadSnapshots` and the read
+ * takes the current state instead, which is what a restarted pipeline does anyway: the
+ * stream's replay from the start position covers the difference.
  */
-export async function* readCtidPartition(
-  opts: ReadCtidPartitionOptions,
-  state: { clientReusable: boolean },
-): AsyncGenerator<Row[]> {
-  const { client, signal } = opts;
-  state.clientReusable = false;
+export async function beginSnapshotRead(
+  client: pg.Client,
+  opts: {
+    table: { schema: string; name: string };
+    snapshotToken?: string;
+    deadSnapshots?: Set<string>;
+    logger?: Logger;
+  },
+): Promise<void> {
   if (opts.snapshotToken !== undefined && !SNAPSHOT_TOKEN.test(opts.snapshotToken)) {
     throw new NanosyncError(
       ErrorCode.Internal,
       `malformed snapshot token ${JSON.stringify(opts.snapshotToken.slice(0, 40))}`,
     );
   }
-  const maxRows = Math.max(1, Math.floor(opts.maxRowsPerChunk));
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   if (opts.snapshotToken && !opts.deadSnapshots?.has(opts.snapshotToken)) {
     try {
       await client.query(`SET TRANSACTION SNAPSHOT '${opts.snapshotToken}'`);
     } catch (err) {
-      // The exported snapshot dies with the connection that exported it (server restart,
-      // connection loss). Reading the current state instead is what a restarted pipeline
-      // does anyway: the stream's replay from the start position covers the difference.
       if ((err as { code?: string }).code !== '22023') throw err;
       opts.deadSnapshots?.add(opts.snapshotToken);
       opts.logger?.warn(
@@ -101,6 +100,23 @@ export async function* readCtidPartition(
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     }
   }
+}
+
+/**
+ * Reads one CTID page range inside a REPEATABLE READ, READ ONLY transaction that imports
+ * `snapshotToken` when given (the exported snapshot of slot creation), so every partition
+ * sees the data exactly as of the start position. Yields chunks of at most
+ * `maxRowsPerChunk` rows. If the caller stops early or an error occurs the client is left
+ * mid-protocol: the caller must discard it (`clientReusable` tells).
+ */
+export async function* readCtidPartition(
+  opts: ReadCtidPartitionOptions,
+  state: { clientReusable: boolean },
+): AsyncGenerator<Row[]> {
+  const { client, signal } = opts;
+  state.clientReusable = false;
+  const maxRows = Math.max(1, Math.floor(opts.maxRowsPerChunk));
+  await beginSnapshotRead(client, opts);
   await client.query('SET LOCAL statement_timeout = 0');
   const select = partitionSelect(opts.table, opts.columns, opts.bounds, opts.through);
   const decodeRow = rowDecoder(opts);

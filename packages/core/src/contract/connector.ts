@@ -110,6 +110,19 @@ export interface ReadPartitionChunkOptions {
    * at least one row is returned while the partition has rows left.
    */
   maxBytes: number;
+  /**
+   * Read a chunk again, exactly over the range it covered the first time: every row from
+   * `after` up to `upTo.next` (the `next` that first read returned; undefined: the partition's
+   * end), whatever `maxRows` and `maxBytes` say, and return `upTo.next` as `next`. Core asks
+   * for this when a chunk recorded before a crash is read again, so that it stands for the
+   * same stretch of the partition (and keeps its id).
+   */
+  upTo?: { next: unknown };
+  /**
+   * Blocking snapshot: the exported snapshot from `open()` while it is available (first run);
+   * the chunk is then read as of the start position. Absent in concurrent mode.
+   */
+  snapshotToken?: string;
   signal: AbortSignal;
 }
 
@@ -179,7 +192,8 @@ export interface Source {
   planPartitions(table: TableSchema, options: { targetRowsPerPartition: number }): Promise<PartitionSpec[]>;
 
   /**
-   * Read one partition as chunks of rows. With `snapshotToken` the rows are exactly the
+   * Read one partition as chunks of rows (a source with `readPartitionChunk` is read through
+   * that instead, in both snapshot modes). With `snapshotToken` the rows are exactly the
    * state at the start position (no duplicate or gap at the handoff). Without it (after a
    * restart) the rows are a fresh read; the stream's replay from the start position
    * repairs any overlap. Must be safe to call concurrently for different partitions.
@@ -230,7 +244,10 @@ export interface Source {
    * so that a partition of any size (the open-ended last one of a growing table, or one
    * planned by an older version with a larger target) is buffered a bounded chunk at a time.
    * Chunks follow the partition's own order, so a row that stays put is read exactly once;
-   * a row that moves meanwhile is carried by the stream. Required with `writeWatermark`.
+   * a row that moves meanwhile is carried by the stream. Required with `writeWatermark`; a
+   * source without watermarks that has it is read through it in blocking mode too (with
+   * `snapshotToken`), so a partition interrupted by a crash resumes after its last chunk.
+   * `next` must be JSON-serialisable: core records it (see `upTo`).
    */
   readPartitionChunk?(
     table: TableSchema,
@@ -297,6 +314,18 @@ export interface Sink {
 
   /** Flush and release resources. */
   close(): Promise<void>;
+
+  /**
+   * True for a sink that makes snapshot chunks exactly-once: with the events of each write it
+   * stores, in the same atomic commit, the id of the last snapshot chunk it wrote
+   * (`ChangeEvent.chunk`), reads that id back when it starts, and skips the events of that
+   * chunk when they come again. Core then lets at most one chunk be in the sinks without
+   * being recorded as done in the state store (the next chunk's rows wait for that record),
+   * so after a crash the only chunk a sink can already hold that is read again is the last
+   * one it committed — read again within the same bounds, under the same id. Without it
+   * chunks are emitted as soon as they are read.
+   */
+  readonly skipsCommittedChunk?: boolean;
 
   /**
    * Optional preflight (reachability, permissions); called on every start before `open`, like

@@ -149,6 +149,7 @@ class CompiledMapper implements EventMapper {
     if (table.keep === undefined && op === event.op) return event;
     const mapped: ChangeEvent = { op, table: table.projected ?? event.table, key: event.key, position: event.position };
     if (event.commitTime !== undefined) mapped.commitTime = event.commitTime;
+    if (event.chunk !== undefined) mapped.chunk = event.chunk;
     if (event.truncate !== undefined) mapped.truncate = event.truncate;
     if (event.before !== undefined) mapped.before = project(event.before, table);
     if (op !== 'delete') {

@@ -510,6 +510,7 @@ export class PipelineRunner {
           rows: pipeline.snapshot.chunk_rows ?? DEFAULT_SNAPSHOT_CHUNK_ROWS,
           bytes: pipeline.snapshot.chunk_bytes ?? DEFAULT_SNAPSHOT_CHUNK_BYTES,
         },
+        oneChunkInFlight: res.sinks.some(({ sink }) => sink.skipsCommittedChunk === true),
         retry: runtime.retry,
         signal,
         logger: this.logger,

@@ -1,10 +1,11 @@
+import { randomUUID } from 'node:crypto';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../config/validate.js';
-import type { PartitionSpec, Source } from '../contract/connector.js';
+import type { PartitionChunk, PartitionSpec, ReadPartitionChunkOptions, Source } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
 import { isRetriable } from '../errors.js';
 import { describeError } from '../log/logger.js';
 import type { ChangeEvent, Position, Row, TableSchema } from '../model.js';
-import type { PartitionRecord, StateStore } from '../state/store.js';
+import type { ChunkRecord, PartitionRecord, StateStore } from '../state/store.js';
 import { backoffDelay, type RetryPolicy, sleep } from './backoff.js';
 import type { FanOut } from './fan-out.js';
 import type { PipelineStats, TableStats } from './stats.js';
@@ -37,6 +38,12 @@ export interface SnapshotOptions {
    * and `snapshot.chunk_bytes`); a partition larger than that is read as several chunks.
    */
   concurrentChunk?: { rows: number; bytes: number };
+  /**
+   * Some sink skips the last snapshot chunk it committed (`Sink.skipsCommittedChunk`): at most
+   * one chunk may then be in the sinks without being recorded as done, so the next chunk's
+   * rows wait until the one before is recorded.
+   */
+  oneChunkInFlight?: boolean;
   retry: RetryPolicy;
   signal: AbortSignal;
   logger: Logger;
@@ -57,6 +64,47 @@ interface WorkItem {
   stats: TableStats;
   record: PartitionRecord;
   total: number;
+  /** The partition's chunk records from the store (a partition read in part before); undefined: read them. */
+  chunks: ChunkRecord[] | undefined;
+  /**
+   * The partition's chunk records being written, in chunk order: rejects once one failed (or
+   * its chunk never became durable), so no later chunk is recorded past a missing one.
+   */
+  recorded: Promise<void>;
+}
+
+/** Where a partition's read starts again, from its chunk records. */
+interface ResumePoint {
+  /** Ordinal of the first chunk not recorded as done. */
+  ordinal: number;
+  /** Where that chunk starts (undefined: the partition's start). */
+  after: unknown;
+  /** Rows the done chunks gave. */
+  rows: number;
+  /** Chunks recorded as read but not done, from `ordinal` on: read again within their bounds, under their ids. */
+  again: ChunkRecord[];
+  /** The last chunk is done: the partition only needs marking done. */
+  finished: boolean;
+}
+
+function resumePoint(chunks: readonly ChunkRecord[]): ResumePoint {
+  const sorted = [...chunks].sort((a, b) => a.ordinal - b.ordinal);
+  const point: ResumePoint = { ordinal: 0, after: undefined, rows: 0, again: [], finished: false };
+  let i = 0;
+  for (; i < sorted.length; i++) {
+    const c = sorted[i]!;
+    if (c.ordinal !== point.ordinal || c.status !== 'done') break;
+    point.rows += c.rows ?? 0;
+    point.after = c.next ?? undefined;
+    point.ordinal++;
+    if (c.next === null || c.next === undefined) {
+      point.finished = true;
+      return point;
+    }
+  }
+  for (; i < sorted.length && sorted[i]!.ordinal === point.ordinal + point.again.length; i++)
+    point.again.push(sorted[i]!);
+  return point;
 }
 
 /**
@@ -65,16 +113,25 @@ interface WorkItem {
  * Each table is planned once (the plan is stored before any partition is read, and an
  * existing plan is never replaced), then one pool of `concurrency` workers reads the
  * pending partitions of all tables, taking them from the tables in turn (so every table is
- * being read from the start, not one after the other). Rows become `read` events at `position` and go to every
- * sink; a partition is marked done only after a barrier behind its last row has passed
- * every sink's queue, i.e. after every sink has written all of it durably. A partition
- * interrupted by a crash or a pause is read again from its start on the next run.
+ * being read from the start, not one after the other). Rows become `read` events and go to
+ * every sink.
+ *
+ * With a source that reads bounded chunks (`Source.readPartitionChunk`), each chunk is
+ * recorded in the store with its exact bounds and a new id before its rows go to any sink,
+ * and recorded as done once a barrier behind its rows has passed every sink's queue; the
+ * partition is marked done (and its chunk records dropped) with its last chunk. A partition
+ * interrupted by a crash or a pause resumes after its last chunk recorded as done; a chunk
+ * recorded but not done is read again within the bounds it had, under its id, so the rows
+ * it gives again carry the same `ChangeEvent.chunk`. A source without chunk reads gives a
+ * partition in one read, read again from its start after a crash.
  */
 export class SnapshotCoordinator {
   private readonly abort = new AbortController();
   private failure: unknown;
   private readonly completions = new Set<Promise<void>>();
   private readonly lastProgressLog = new Map<string, number>();
+  /** `oneChunkInFlight`: settles once the chunk emitted last is recorded (or given up). */
+  private turn: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: SnapshotOptions) {}
 
@@ -182,6 +239,12 @@ export class SnapshotCoordinator {
         }
       }
       if (t.partitionsDone > 0) this.logProgress(key, t, true);
+      const chunks = new Map<string, ChunkRecord[]>();
+      for (const c of await store.listChunks(pipeline, key)) {
+        const list = chunks.get(c.partition);
+        if (list === undefined) chunks.set(c.partition, [c]);
+        else list.push(c);
+      }
       for (const record of records) {
         if (record.status === 'done') continue;
         if (record.id === EMPTY_PLAN_ID) {
@@ -189,7 +252,15 @@ export class SnapshotCoordinator {
           t.partitionsDone++;
           continue;
         }
-        work.push({ table, key, stats: t, record, total: records.length });
+        work.push({
+          table,
+          key,
+          stats: t,
+          record,
+          total: records.length,
+          chunks: chunks.get(record.id) ?? [],
+          recorded: Promise.resolve(),
+        });
       }
     }
     return perTable;
@@ -217,31 +288,22 @@ export class SnapshotCoordinator {
   }
 
   private async readPartition(item: WorkItem): Promise<void> {
-    const { source, fanOut, stats, position, logger } = this.options;
+    const { source, fanOut, stats, logger } = this.options;
     const { table, record } = item;
     logger.info('snapshotting', { table: item.key, partition: `${record.ordinal + 1}/${item.total}` });
     const spec: PartitionSpec = { id: record.id, bounds: record.bounds };
     if (record.estimatedRows !== undefined) spec.estimatedRows = record.estimatedRows;
-    if (this.options.merge !== undefined) return this.readChunk(item, spec, this.options.merge);
+    if (this.options.merge !== undefined || source.readPartitionChunk !== undefined)
+      return this.readChunks(item, spec, this.options.merge);
     const readOptions: { snapshotToken?: string; maxRowsPerChunk: number; signal: AbortSignal } = {
       maxRowsPerChunk: this.options.chunkRows,
       signal: this.abort.signal,
     };
     if (this.options.snapshotToken !== undefined) readOptions.snapshotToken = this.options.snapshotToken;
-    const keyColumns = table.keyColumns;
     let rowsRead = 0;
     for await (const rows of source.readPartition(table, spec, readOptions)) {
       if (this.abort.signal.aborted) return;
-      const events = new Array<ChangeEvent>(rows.length);
-      for (let i = 0; i < rows.length; i++) {
-        const row = rows[i]!;
-        let key = EMPTY_KEY;
-        if (keyColumns.length > 0) {
-          key = {};
-          for (const k of keyColumns) key[k] = row[k] ?? null;
-        }
-        events[i] = { op: 'read', table, key, after: row, position };
-      }
+      const events = this.readEvents(table, rows, undefined);
       rowsRead += rows.length;
       stats.onSnapshotRows(item.stats, rows.length);
       if (fanOut.push(events, undefined)) await fanOut.waitForRoom();
@@ -251,52 +313,212 @@ export class SnapshotCoordinator {
   }
 
   /**
-   * Concurrent mode: the partition is read as a series of bounded chunks, each one a low
-   * watermark, one consistent read of at most `snapshot.chunk_rows` rows and
-   * `snapshot.chunk_bytes` bytes (buffered), a high watermark, then a wait until the stream
-   * loop reached the high watermark and emitted what the merge kept of the rows. The bound
-   * holds whatever the partition's size: the open-ended last partition of a table that grew,
-   * or a plan persisted by a version that planned larger partitions.
+   * The partition as a series of bounded chunks, from where its chunk records say it stopped.
+   *
+   * Concurrent mode (`merge`): each chunk is a low watermark, one consistent read of at most
+   * `snapshot.chunk_rows` rows and `snapshot.chunk_bytes` bytes (buffered), a high watermark,
+   * then a wait until the stream loop reached the high watermark and emitted what the merge
+   * kept of the rows. The bound holds whatever the partition's size: the open-ended last
+   * partition of a table that grew, or a plan persisted by a version that planned larger
+   * partitions. Blocking mode: each chunk is read (in the exported snapshot while there is
+   * one) and handed to the sinks at `position`.
+   *
+   * Either way the chunk is recorded (bounds, id) before its rows can reach a sink, and as
+   * done once they are durable in every sink, without holding the worker.
    */
-  private async readChunk(item: WorkItem, spec: PartitionSpec, merge: WatermarkMerge): Promise<void> {
-    const { source, stats } = this.options;
+  private async readChunks(item: WorkItem, spec: PartitionSpec, merge: WatermarkMerge | undefined): Promise<void> {
+    const { source, stats, logger, store, pipeline } = this.options;
     const writeWatermark = source.writeWatermark;
     const readPartitionChunk = source.readPartitionChunk;
-    if (writeWatermark === undefined || readPartitionChunk === undefined)
+    if ((merge !== undefined && writeWatermark === undefined) || readPartitionChunk === undefined)
       throw new Error('concurrent snapshot needs Source.writeWatermark and Source.readPartitionChunk');
     const bound = this.options.concurrentChunk ?? { rows: this.options.chunkRows, bytes: DEFAULT_SNAPSHOT_CHUNK_BYTES };
-    let after: unknown;
-    let emittedTotal = 0;
+    if (item.chunks === undefined) {
+      // Another attempt in this run: from what the store holds once the records under way are written.
+      await item.recorded.catch(() => {});
+      item.recorded = Promise.resolve();
+      item.chunks = (await store.listChunks(pipeline, item.key)).filter((c) => c.partition === item.record.id);
+    }
+    const resume = resumePoint(item.chunks);
+    item.chunks = undefined;
+    if (resume.finished) {
+      await store.markPartitionDone(pipeline, item.key, item.record.id, resume.rows);
+      item.stats.partitionsDone++;
+      this.logProgress(item.key, item.stats, false);
+      return;
+    }
+    if (resume.ordinal > 0 || resume.again.length > 0) {
+      logger.info('snapshot partition resumed', {
+        table: item.key,
+        partition: `${item.record.ordinal + 1}/${item.total}`,
+        chunks_done: resume.ordinal,
+        chunks_read_again: resume.again.length,
+      });
+    }
+    let { ordinal, after } = resume;
+    let emittedTotal = resume.rows;
     for (;;) {
-      const chunk = merge.open(item.table);
+      const again = resume.again[0]?.ordinal === ordinal ? resume.again.shift() : undefined;
+      const base = {
+        table: item.key,
+        partition: item.record.id,
+        ordinal,
+        id: again?.id ?? randomUUID(),
+        after: after ?? null,
+      };
+      const options: ReadPartitionChunkOptions = {
+        after,
+        maxRows: bound.rows,
+        maxBytes: bound.bytes,
+        signal: this.abort.signal,
+      };
+      if (again !== undefined) options.upTo = { next: again.next ?? undefined };
+      if (merge === undefined && this.options.snapshotToken !== undefined)
+        options.snapshotToken = this.options.snapshotToken;
       let next: unknown;
-      try {
-        await writeWatermark.call(source, chunk.lowId);
-        const read = await readPartitionChunk.call(source, item.table, spec, {
-          after,
-          maxRows: bound.rows,
-          maxBytes: bound.bytes,
-          signal: this.abort.signal,
-        });
-        if (this.abort.signal.aborted) {
-          merge.discard(chunk, new Error('snapshot stopped'));
+      let emitted: number;
+      let position: Position;
+      let endTurn: (() => void) | undefined;
+      if (merge !== undefined) {
+        const chunk = merge.open(item.table, base.id);
+        try {
+          await writeWatermark!.call(source, chunk.lowId);
+          const read = await readPartitionChunk.call(source, item.table, spec, options);
+          if (this.abort.signal.aborted) {
+            merge.discard(chunk, new Error('snapshot stopped'));
+            return;
+          }
+          next = again !== undefined ? (again.next ?? undefined) : read.next;
+          merge.deliver(chunk, read.rows);
+          stats.onSnapshotRows(item.stats, read.rows.length);
+          endTurn = await this.takeTurn();
+          if (endTurn === undefined) {
+            merge.discard(chunk, new Error('snapshot stopped'));
+            return;
+          }
+          if (again === undefined) await store.saveChunk(pipeline, { ...base, next: next ?? null, status: 'read' });
+          await writeWatermark!.call(source, chunk.highId);
+        } catch (err) {
+          merge.discard(chunk, err);
+          endTurn?.();
+          throw err;
+        }
+        const count = await abortable(chunk.emitted, this.abort.signal);
+        if (this.abort.signal.aborted || count === undefined) {
+          endTurn();
           return;
         }
-        next = read.next;
-        merge.deliver(chunk, read.rows);
+        emitted = count;
+        position = chunk.position!;
+      } else {
+        let read: PartitionChunk;
+        try {
+          read = await readPartitionChunk.call(source, item.table, spec, options);
+          if (this.abort.signal.aborted) return;
+          next = again !== undefined ? (again.next ?? undefined) : read.next;
+          endTurn = await this.takeTurn();
+          if (endTurn === undefined) return;
+          if (again === undefined) await store.saveChunk(pipeline, { ...base, next: next ?? null, status: 'read' });
+        } catch (err) {
+          endTurn?.();
+          throw err;
+        }
+        position = this.options.position;
+        emitted = read.rows.length;
         stats.onSnapshotRows(item.stats, read.rows.length);
-        await writeWatermark.call(source, chunk.highId);
-      } catch (err) {
-        merge.discard(chunk, err);
-        throw err;
+        const events = this.readEvents(item.table, read.rows, base.id);
+        if (events.length > 0 && this.options.fanOut.push(events, undefined)) await this.options.fanOut.waitForRoom();
+        if (this.abort.signal.aborted) {
+          endTurn();
+          return;
+        }
       }
-      const emitted = await abortable(chunk.emitted, this.abort.signal);
-      if (this.abort.signal.aborted || emitted === undefined) return;
       emittedTotal += emitted;
-      if (next === undefined) break;
+      const last = next === undefined;
+      this.recordWhenDurable(
+        item,
+        { ...base, next: next ?? null, status: 'done', position, rows: emitted },
+        last ? emittedTotal : undefined,
+        endTurn,
+      );
+      if (last) return;
       after = next;
+      ordinal++;
     }
-    this.markDoneWhenDurable(item, emittedTotal);
+  }
+
+  /** Rows of a blocking-mode chunk as `read` events at the snapshot's position. */
+  private readEvents(table: TableSchema, rows: readonly Row[], chunk: string | undefined): ChangeEvent[] {
+    const { position } = this.options;
+    const keyColumns = table.keyColumns;
+    const events = new Array<ChangeEvent>(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i]!;
+      let key = EMPTY_KEY;
+      if (keyColumns.length > 0) {
+        key = {};
+        for (const k of keyColumns) key[k] = row[k] ?? null;
+      }
+      events[i] =
+        chunk === undefined
+          ? { op: 'read', table, key, after: row, position }
+          : { op: 'read', table, key, after: row, position, chunk };
+    }
+    return events;
+  }
+
+  /**
+   * `oneChunkInFlight`: wait until the chunk emitted before this one is recorded as done,
+   * then hold the turn until this one is. Returns the function that ends the turn, or
+   * undefined when the snapshot stopped meanwhile. Without it, a no-op turn.
+   */
+  private async takeTurn(): Promise<(() => void) | undefined> {
+    if (this.options.oneChunkInFlight !== true) return () => {};
+    const previous = this.turn;
+    let end!: () => void;
+    this.turn = new Promise<void>((resolve) => {
+      end = resolve;
+    });
+    await abortable(previous, this.abort.signal);
+    if (this.abort.signal.aborted) {
+      end();
+      return undefined;
+    }
+    return end;
+  }
+
+  /**
+   * Record the chunk as done (or, with `partitionRows`, its partition) once every sink has
+   * it, without holding the worker: it goes on reading. Records follow chunk order within
+   * the partition; one whose chunk did not become durable stops the later ones.
+   */
+  private recordWhenDurable(
+    item: WorkItem,
+    chunk: Omit<ChunkRecord, 'pipeline'>,
+    partitionRows: number | undefined,
+    endTurn: () => void,
+  ): void {
+    const { fanOut, store, pipeline } = this.options;
+    const durable = fanOut.barrier();
+    const write = Promise.all([durable, item.recorded]).then(async () => {
+      if (partitionRows === undefined) {
+        await store.saveChunk(pipeline, chunk);
+        return;
+      }
+      await store.markPartitionDone(pipeline, item.key, item.record.id, partitionRows);
+      item.stats.partitionsDone++;
+      this.logProgress(item.key, item.stats, false);
+    });
+    item.recorded = write;
+    const completion = write
+      .catch((err: unknown) => {
+        if (!this.abort.signal.aborted) this.fail(err);
+      })
+      .finally(() => {
+        endTurn();
+        this.completions.delete(completion);
+      });
+    this.completions.add(completion);
   }
 
   /** Mark the partition done once every sink has it, without holding the worker: it goes on reading. */

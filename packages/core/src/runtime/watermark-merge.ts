@@ -12,6 +12,10 @@ export interface OpenChunk {
   readonly table: TableSchema;
   /** Resolves with the number of rows emitted (those not dropped) once the stream reached the high watermark. */
   readonly emitted: Promise<number>;
+  /** The chunk's id, carried by every event it emits (`ChangeEvent.chunk`), if it was given one. */
+  readonly id: string | undefined;
+  /** The high watermark's position (what the emitted events carry), once the stream reached it. */
+  readonly position: Position | undefined;
 }
 
 /** An evicting update that left columns unchanged no change of its key ever carried. */
@@ -23,6 +27,7 @@ interface Repair {
 }
 
 interface ChunkState extends OpenChunk {
+  position: Position | undefined;
   tableKey: string;
   /** Changes observed after this sequence number count against the chunk. */
   startSeq: number;
@@ -126,7 +131,8 @@ export class WatermarkMerge {
     return n;
   }
 
-  open(table: TableSchema): OpenChunk {
+  /** `id`: the chunk's id, set as `chunk` on the events it emits. */
+  open(table: TableSchema, id?: string): OpenChunk {
     if (this.failure !== undefined) throw this.failure;
     const n = ++this.counter;
     const tableKey = qualifiedName(table);
@@ -158,6 +164,8 @@ export class WatermarkMerge {
       unidentified: false,
       repairs: undefined,
       emitted,
+      id,
+      position: undefined,
       tableKey,
       startSeq: this.seq,
       lowSeen: false,
@@ -366,6 +374,7 @@ export class WatermarkMerge {
       return undefined;
     }
     const events = this.emit(chunk, watermark.position);
+    chunk.position = watermark.position;
     this.close(chunk);
     chunk.rows = undefined;
     chunk.keyless = undefined;
@@ -379,13 +388,17 @@ export class WatermarkMerge {
   private emit(chunk: ChunkState, position: Position): ChangeEvent[] {
     const table = chunk.table;
     const keyColumns = table.keyColumns;
+    const id = chunk.id;
     const out: ChangeEvent[] = [];
-    for (const same of chunk.keyless?.values() ?? [])
-      for (const row of same) out.push({ op: 'read', table, key: {}, after: row, position });
+    const read = (key: Row, row: Row): ChangeEvent =>
+      id === undefined
+        ? { op: 'read', table, key, after: row, position }
+        : { op: 'read', table, key, after: row, position, chunk: id };
+    for (const same of chunk.keyless?.values() ?? []) for (const row of same) out.push(read({}, row));
     for (const row of chunk.rows!.values()) {
       const keyRow: Row = {};
       for (const k of keyColumns) keyRow[k] = row[k] ?? null;
-      out.push({ op: 'read', table, key: keyRow, after: row, position });
+      out.push(read(keyRow, row));
     }
     for (const { last, neverCarried, row } of chunk.repairs?.values() ?? []) {
       if (last.op !== 'update' || last.after === undefined) continue;
@@ -393,6 +406,7 @@ export class WatermarkMerge {
       for (const column of neverCarried) if (column in row) after[column] = row[column] as Value;
       const repaired: ChangeEvent = { op: 'update', table: last.table, key: last.key, after, position };
       if (last.commitTime !== undefined) repaired.commitTime = last.commitTime;
+      if (id !== undefined) repaired.chunk = id;
       const stillMissing = (last.unchanged ?? []).filter((c) => !(c in after));
       if (stillMissing.length > 0) repaired.unchanged = stillMissing;
       out.push(repaired);

@@ -38,25 +38,39 @@ interface Delivered {
   bytes: number;
 }
 
+interface Read extends Delivered {
+  after: number | undefined;
+  /** Set when the chunk was read again within recorded bounds. */
+  upTo?: number | undefined;
+}
+
 function stubChunkSource(merge: WatermarkMerge, emitted: ChangeEvent[], width: number) {
   const rows = Array.from({ length: ROWS }, (_, i) => rowOf(i + 1, width));
   const size = (r: Row) => JSON.stringify(r).length;
-  const reads: Delivered[] = [];
+  const reads: Read[] = [];
   const source = {
     // The whole partition at once: what a reader without the bound buffers.
     async *readPartition() {
       yield rows;
     },
     async readPartitionChunk(_t: TableSchema, _p: PartitionSpec, options: ReadPartitionChunkOptions) {
-      let i = (options.after as number | undefined) ?? 0;
+      const after = options.after as number | undefined;
+      let i = after ?? 0;
       const out: Row[] = [];
       let bytes = 0;
+      if (options.upTo !== undefined) {
+        // Read again over the recorded range, whatever the bounds.
+        const end = (options.upTo.next as number | undefined) ?? rows.length;
+        while (i < end) out.push(rows[i++]!);
+        reads.push({ rows: out.length, bytes, after, upTo: options.upTo.next as number | undefined });
+        return { rows: out, bytes, next: options.upTo.next };
+      }
       while (i < rows.length && out.length < options.maxRows && bytes < options.maxBytes) {
         const r = rows[i++]!;
         out.push(r);
         bytes += size(r);
       }
-      reads.push({ rows: out.length, bytes });
+      reads.push({ rows: out.length, bytes, after });
       return { rows: out, bytes, next: i < rows.length ? i : undefined };
     },
     async writeWatermark(id: string) {
@@ -85,13 +99,24 @@ afterEach(async () => {
   dir = undefined;
 });
 
-async function snapshotOnePartition(bound: { rows: number; bytes: number }, width: number) {
+async function snapshotOnePartition(
+  bound: { rows: number; bytes: number },
+  width: number,
+  extra: {
+    /** Runs on the store before the snapshot (chunk records of an earlier run). */
+    prepare?: (store: StateStore) => Promise<void>;
+    oneChunkInFlight?: boolean;
+    fanOut?: FanOut;
+    wrapStore?: (store: StateStore) => StateStore;
+  } = {},
+) {
   dir = await mkdtemp(join(tmpdir(), 'ns-chunks-'));
   store = await openSqliteStateStore(join(dir, 'state.db'));
   // One partition for the whole table, as stored by a version that planned larger partitions.
   await store.savePartitions('p', 'public.big', [
     { id: '0', ordinal: 0, bounds: { from: 1, to: null }, estimatedRows: ROWS },
   ]);
+  await extra.prepare?.(store);
   const merge = new WatermarkMerge();
   const emitted: ChangeEvent[] = [];
   const { source, reads } = stubChunkSource(merge, emitted, width);
@@ -104,8 +129,8 @@ async function snapshotOnePartition(bound: { rows: number; bytes: number }, widt
   const coordinator = new SnapshotCoordinator({
     pipeline: 'p',
     source,
-    store,
-    fanOut,
+    store: extra.wrapStore ? extra.wrapStore(store) : store,
+    fanOut: extra.fanOut ?? fanOut,
     tables: [table],
     tableKey: () => 'public.big',
     position: 'start',
@@ -116,13 +141,14 @@ async function snapshotOnePartition(bound: { rows: number; bytes: number }, widt
     chunkRows: 2_000,
     concurrentChunk: bound,
     retry: { maxAttempts: 1, baseDelayMs: 1, maxDelayMs: 1 },
+    ...(extra.oneChunkInFlight ? { oneChunkInFlight: true } : {}),
     signal: new AbortController().signal,
     logger: createLogger({ level: 'error' }),
     stats: new PipelineStats(),
   });
   await coordinator.run();
   const [record] = await store.listPartitions('p', 'public.big');
-  return { delivered, reads, emitted, record };
+  return { delivered, reads, emitted, record, chunks: await store.listChunks('p') };
 }
 
 describe('concurrent snapshot: a partition larger than the chunk bound', () => {
@@ -143,5 +169,131 @@ describe('concurrent snapshot: a partition larger than the chunk bound', () => {
     expect(reads.length).toBeGreaterThan(ROWS / 70);
     for (const d of delivered) expect(d.bytes).toBeLessThan(64 * 1024 + rowBytes);
     expect(new Set(emitted.map((e) => e.key.id)).size).toBe(ROWS);
+  });
+});
+
+/** `store` with some methods replaced (the others still the store's own). */
+function overriding(store: StateStore, methods: Partial<StateStore>): StateStore {
+  return Object.assign(Object.create(store) as StateStore, methods);
+}
+
+describe('snapshot chunk progress', () => {
+  it('resumes a partition after its last chunk recorded as done, and reads a recorded chunk again only within its bounds, under its id', async () => {
+    const { reads, emitted, record, chunks } = await snapshotOnePartition(
+      { rows: 1_000, bytes: 64 * 1024 * 1024 },
+      10,
+      {
+        prepare: async (s) => {
+          // An earlier run: chunks 0 and 1 done, chunk 2 read (with an odd end) but not done.
+          const base = { table: 'public.big', partition: '0' };
+          await s.saveChunk('p', {
+            ...base,
+            ordinal: 0,
+            id: 'c0',
+            after: null,
+            next: 1_000,
+            status: 'done',
+            position: 'wm-a',
+            rows: 1_000,
+          });
+          await s.saveChunk('p', {
+            ...base,
+            ordinal: 1,
+            id: 'c1',
+            after: 1_000,
+            next: 2_000,
+            status: 'done',
+            position: 'wm-b',
+            rows: 1_000,
+          });
+          await s.saveChunk('p', { ...base, ordinal: 2, id: 'c2', after: 2_000, next: 2_700, status: 'read' });
+        },
+      },
+    );
+    // No acknowledged chunk is read again; chunk 2 exactly over [2000, 2700); then new chunks from 2700.
+    expect(reads[0]).toMatchObject({ after: 2_000, upTo: 2_700, rows: 700 });
+    expect(reads.slice(1).every((r) => r.upTo === undefined && (r.after ?? 0) >= 2_700)).toBe(true);
+    expect(reads[1]?.after).toBe(2_700);
+    const ids = emitted.map((e) => Number(e.key.id));
+    expect(Math.min(...ids)).toBe(2_001);
+    expect(new Set(ids).size).toBe(ROWS - 2_000);
+    expect(ids.length).toBe(ROWS - 2_000);
+    // The chunk read again keeps its id; every new chunk has its own.
+    expect(new Set(emitted.filter((e) => Number(e.key.id) <= 2_700).map((e) => e.chunk))).toEqual(new Set(['c2']));
+    const newIds = new Set(emitted.filter((e) => Number(e.key.id) > 2_700).map((e) => e.chunk));
+    expect(newIds.size).toBe(reads.length - 1);
+    expect(newIds.has(undefined)).toBe(false);
+    // The partition's rows count the done chunks of the earlier run; its chunk records are gone.
+    expect(record).toMatchObject({ status: 'done', rowsRead: ROWS });
+    expect(chunks).toEqual([]);
+  });
+
+  it('records each chunk with its bounds before its rows go out, and as done with its position once durable', async () => {
+    const saved: string[] = [];
+    await snapshotOnePartition({ rows: 10_000, bytes: 64 * 1024 * 1024 }, 10, {
+      wrapStore: (s) =>
+        overriding(s, {
+          saveChunk: async (pipeline, chunk, fence) => {
+            saved.push(
+              `${chunk.ordinal}:${chunk.status}:${JSON.stringify(chunk.after)}-${JSON.stringify(chunk.next)}:${chunk.position ?? ''}`,
+            );
+            await s.saveChunk(pipeline, chunk, fence);
+          },
+        }),
+    });
+    // 3 chunks: each recorded as read, then done at its high watermark; the last one's done is the partition's.
+    expect(saved.filter((x) => x.includes(':read:'))).toEqual([
+      '0:read:null-10000:',
+      '1:read:10000-20000:',
+      '2:read:20000-null:',
+    ]);
+    expect(saved.filter((x) => x.includes(':done:')).map((x) => x.replace(/wm-.*/, 'wm'))).toEqual([
+      '0:done:null-10000:wm',
+      '1:done:10000-20000:wm',
+    ]);
+  });
+
+  it('with a sink that skips its last committed chunk, no chunk goes out while the one before is not recorded', async () => {
+    const run = async (oneChunkInFlight: boolean) => {
+      let unrecorded = 0;
+      let most = 0;
+      const slowFanOut = {
+        push: () => false,
+        waitForRoom: async () => {},
+        // Durable a little later, so a chunk may be emitted while the one before is not recorded.
+        barrier: () => new Promise<void>((resolve) => setTimeout(resolve, 5)),
+      } as unknown as FanOut;
+      await snapshotOnePartition({ rows: 500, bytes: 64 * 1024 * 1024 }, 10, {
+        oneChunkInFlight,
+        fanOut: slowFanOut,
+        prepare: async (s) => {
+          await s.clearPartitions('p');
+          await s.savePartitions('p', 'public.big', [
+            { id: '0', ordinal: 0, bounds: null },
+            { id: '1', ordinal: 1, bounds: null },
+          ]);
+        },
+        wrapStore: (s) =>
+          overriding(s, {
+            saveChunk: async (pipeline, chunk, fence) => {
+              if (chunk.status === 'read') most = Math.max(most, ++unrecorded);
+              else unrecorded--;
+              await s.saveChunk(pipeline, chunk, fence);
+            },
+            markPartitionDone: async (pipeline, t, id, rows, fence) => {
+              unrecorded--;
+              await s.markPartitionDone(pipeline, t, id, rows, fence);
+            },
+          }),
+      });
+      await store?.close();
+      if (dir) await rm(dir, { recursive: true, force: true });
+      store = undefined;
+      dir = undefined;
+      return most;
+    };
+    expect(await run(true)).toBe(1);
+    // Without it two workers (and a worker's next chunk) overlap: what the gate prevents.
+    expect(await run(false)).toBeGreaterThan(1);
   });
 });

@@ -159,6 +159,30 @@ export function partitions(stateFile: string, pipeline: string): PartitionRow[] 
   );
 }
 
+export interface ChunkRow {
+  partition_id: string;
+  ordinal: number;
+  id: string;
+  status: string;
+  position: string | null;
+  row_count: number | null;
+}
+
+/** The snapshot chunk records of the pipeline (none with a store that has not recorded any). */
+export function chunks(stateFile: string, pipeline: string): ChunkRow[] {
+  return (
+    readStore(
+      stateFile,
+      (db) =>
+        db
+          .prepare(
+            'SELECT partition_id, ordinal, id, status, position, row_count FROM snapshot_chunks WHERE pipeline = ? ORDER BY partition_id, ordinal',
+          )
+          .all(pipeline) as unknown as ChunkRow[],
+    ) ?? []
+  );
+}
+
 export function pipelineRow(
   stateFile: string,
   pipeline: string,
@@ -203,6 +227,8 @@ export interface SinkLine {
   key: Record<string, unknown>;
   after?: Record<string, unknown>;
   position: string;
+  /** Snapshot lines: the chunk they were read in. */
+  chunk?: string;
   /** Byte offset just past this line. */
   end: number;
 }

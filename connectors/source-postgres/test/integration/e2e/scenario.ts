@@ -11,6 +11,8 @@ import { expect } from 'vitest';
 import { comparePositions, decodePosition, parseLsn } from '../../../src/position.js';
 import { type PgFixture, pgFixture, uniqueName } from '../fixture.js';
 import {
+  type ChunkRow,
+  chunks,
   fileSize,
   type KillHook,
   latestState,
@@ -354,6 +356,10 @@ export class E2eScenario implements AsyncDisposable {
 
   partitions(): PartitionRow[] {
     return partitions(this.work.stateFile, this.pipeline);
+  }
+
+  chunks(): ChunkRow[] {
+    return chunks(this.work.stateFile, this.pipeline);
   }
 
   /** Waits until the sink holds at least `count` stream events. */
