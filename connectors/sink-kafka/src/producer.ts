@@ -196,6 +196,8 @@ export class KafkaProducer {
   private tx: Transaction | undefined;
   /** The position the last committed transaction wrote up to (read back at start). */
   private committed: string | undefined;
+  /** The id of the last snapshot chunk a committed transaction holds (read back at start). */
+  private chunk: string | undefined;
   private sequence = 0;
   /** A transaction failed: start a new producer and read the checkpoint again before the next one. */
   private recover = true;
@@ -404,12 +406,15 @@ export class KafkaProducer {
         ?.partitions.find((p) => p.partitionIndex === 0);
       if (partition?.metadata && partition.committedOffset >= 0n) {
         this.sequence = Number(partition.committedOffset);
-        this.committed = (JSON.parse(partition.metadata) as { position?: string }).position;
+        const metadata = JSON.parse(partition.metadata) as { position?: string; chunk?: string };
+        this.committed = metadata.position;
+        this.chunk = metadata.chunk;
       }
       this.recover = false;
       this.logger.info('kafka exactly-once producer ready', {
         transactional_id: settings.transactionalId,
         committed_position: this.committed ?? 'none',
+        ...(this.chunk !== undefined ? { committed_snapshot_chunk: this.chunk } : {}),
       });
       return this.committed;
     }
@@ -421,8 +426,17 @@ export class KafkaProducer {
     return this.committed;
   }
 
-  /** Record `position` in the transaction and commit it: the records and the position become visible together. */
-  async commitTransaction(position: string): Promise<void> {
+  /** The id of the last snapshot chunk a committed transaction holds, as of the last `beginTransaction`. */
+  get committedChunk(): string | undefined {
+    return this.chunk;
+  }
+
+  /**
+   * Record `position` (and `chunk`, the last snapshot chunk committed so far, this
+   * transaction's or an earlier one's) in the transaction and commit it: the records and the
+   * checkpoint become visible together.
+   */
+  async commitTransaction(position: string, chunk?: string): Promise<void> {
     const settings = this.requireTxSettings();
     const tx = this.tx;
     if (!tx) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink commit without a transaction');
@@ -430,7 +444,8 @@ export class KafkaProducer {
       // AddOffsetsToTxn: the group's offsets become part of the transaction. The client
       // reads only the group id from the consumer it is given.
       await tx.addConsumer({ groupId: settings.groupId } as unknown as Consumer);
-      await this.commitOffsetInTransaction(tx, settings, BigInt(this.sequence + 1), JSON.stringify({ position }));
+      const metadata = chunk === undefined ? { position } : { position, chunk };
+      await this.commitOffsetInTransaction(tx, settings, BigInt(this.sequence + 1), JSON.stringify(metadata));
       await tx.commit();
     } catch (err) {
       throw this.transactionError('commit', err);
@@ -439,6 +454,7 @@ export class KafkaProducer {
     }
     this.sequence += 1;
     this.committed = position;
+    this.chunk = chunk;
     this.singleRecordSends = false;
   }
 

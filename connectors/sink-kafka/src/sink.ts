@@ -36,6 +36,8 @@ import { RegistryCodec } from './registry/codec.js';
 export const HEADER_TABLE = 'ns-table';
 export const HEADER_OP = 'ns-op';
 export const HEADER_POSITION = 'ns-position';
+/** On snapshot records: the id of the chunk they were read in (the same when a chunk is read again after a crash). */
+export const HEADER_CHUNK = 'ns-chunk';
 
 /**
  * The Kafka sink. Each `write` turns events into records (one per event, plus a tombstone
@@ -55,6 +57,8 @@ export class KafkaSink implements Sink {
   private readonly routedTables = new Map<string, { table: string; topic: string }>();
   private opened = false;
   private readonly exactlyOnce: boolean;
+  /** With exactly_once: the last snapshot chunk committed is kept in the transaction and skipped when read again. */
+  readonly skipsCommittedChunk: boolean;
   /** Set with `schema_registry_url`: Avro / Protobuf in the Confluent wire format. */
   private readonly registryClient: SchemaRegistryClient | undefined;
   private readonly registry: RegistryCodec | undefined;
@@ -75,6 +79,7 @@ export class KafkaSink implements Sink {
       );
     }
     this.exactlyOnce = config.delivery === 'exactly_once';
+    this.skipsCommittedChunk = this.exactlyOnce;
     this.producer =
       producer ??
       new KafkaProducer({
@@ -124,30 +129,46 @@ export class KafkaSink implements Sink {
 
   /**
    * exactly_once: one transaction per batch, committed together with the position it wrote
-   * up to. Events a committed transaction already holds (a replay after a crash between
-   * Kafka's commit and nanosync's checkpoint) are skipped; positions of one pipeline sort
-   * as strings. Snapshot rows (`read`) are never skipped: their position does not identify
-   * them (in blocking mode they all carry the stream's resume position; in concurrent mode
-   * a chunk's rows share its high watermark, and a chunk read again after a crash gets a
-   * new one), so a row read again is written again.
+   * up to and the id of the last snapshot chunk committed so far. Events a committed
+   * transaction already holds (a replay after a crash between Kafka's commit and nanosync's
+   * checkpoint) are skipped: stream events by position (positions of one pipeline sort as
+   * strings), snapshot events by chunk — the events of the chunk the last committed
+   * transaction names. Core keeps at most one chunk in the sinks that is not recorded as done
+   * (`skipsCommittedChunk`) and reads such a chunk again within its bounds under its id, so
+   * that is the only chunk a restart can repeat. Snapshot rows without a chunk id (a source
+   * that reads partitions whole) are never skipped: their position does not identify them.
    */
   private async writeTransaction(events: ChangeEvent[]): Promise<void> {
     const committed = await this.producer.beginTransaction();
+    const committedChunk = this.producer.committedChunk;
     let last = committed;
+    let lastChunk = committedChunk;
+    let skippedChunk = 0;
     const fresh: ChangeEvent[] = [];
     for (const event of events) {
-      if (event.op !== 'read' && committed !== undefined && event.position <= committed) continue;
+      if (event.chunk !== undefined) {
+        if (event.chunk === committedChunk) {
+          skippedChunk++;
+          continue;
+        }
+        lastChunk = event.chunk;
+      } else if (event.op !== 'read' && committed !== undefined && event.position <= committed) continue;
       fresh.push(event);
       if (last === undefined || event.position > last) last = event.position;
     }
-    if (fresh.length < events.length)
+    if (skippedChunk > 0)
+      this.logger.warn('kafka exactly-once: skipped a snapshot chunk an earlier transaction already committed', {
+        skipped: skippedChunk,
+        chunk: committedChunk ?? '',
+      });
+    if (fresh.length + skippedChunk < events.length)
       this.logger.warn('kafka exactly-once: skipped replayed events an earlier transaction already committed', {
-        skipped: events.length - fresh.length,
+        skipped: events.length - fresh.length - skippedChunk,
         committed_position: committed ?? '',
       });
     try {
       if (fresh.length > 0) await this.writeEvents(fresh);
-      await this.producer.commitTransaction(last ?? events[events.length - 1]!.position);
+      await this.producer.commitTransaction(last ?? events[events.length - 1]!.position, lastChunk);
     } catch (err) {
       await this.producer.abortTransaction();
       // An event refused alone is named by its index in `events`, not in `fresh`.
@@ -228,6 +249,7 @@ export class KafkaSink implements Sink {
           [HEADER_OP]: event.op,
           [HEADER_POSITION]: event.position,
         };
+        if (event.chunk !== undefined) headers[HEADER_CHUNK] = event.chunk;
         const text = key && !registry ? key.toString('utf8') : keyText(event);
         await push({
           topic,

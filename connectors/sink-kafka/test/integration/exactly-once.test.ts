@@ -1,6 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import kafkajs from 'kafkajs';
 import pg from 'pg';
@@ -15,8 +16,9 @@ import { KafkaErrorCode } from '../../src/errors.js';
 
 const { Kafka, logLevel } = kafkajs;
 
-const ROWS = 200;
+const ROWS = 4000;
 const KILLS = Number(process.env.NANOSYNC_EOS_KILLS ?? 10);
+const SNAPSHOT_KILLS = Number(process.env.NANOSYNC_EOS_SNAPSHOT_KILLS ?? 4);
 const SEED = Number(process.env.NANOSYNC_EOS_SEED ?? 20261204);
 /** `at_least_once` here shows what the test catches without transactions (it should then fail). */
 const DELIVERY = process.env.NANOSYNC_EOS_DELIVERY ?? 'exactly_once';
@@ -143,40 +145,114 @@ test('exactly_once: a replayed batch is skipped after a restart, a new producer 
   expect((fenced as Error).message).toMatch(/ran longer than its timeout \(\d+ ms\)/);
   const after = await consumeCommitted(kafka.brokers, topic, 2000);
   expect(after.map((r) => r.headers['ns-position'])).toEqual([1, 2, 3, 4, 5, 6].map((n) => change(n).position));
+
+  // Snapshot chunks: the transaction names the last chunk it committed (carried over by
+  // transactions without one); after a restart that chunk, read again with a new position,
+  // is skipped, and the next chunk is written.
+  const snapTopic = uniqueName('ns-eos-snap');
+  const snapProps = { brokers: kafka.brokers.join(','), topic: snapTopic, delivery: 'exactly_once' };
+  const read = (id: number, chunk: string, position: string): ChangeEvent => ({
+    table,
+    op: 'read',
+    key: { id },
+    after: { id, note: `s${id}` },
+    position,
+    chunk,
+  });
+  {
+    await using before = createSink(snapProps);
+    expect(before.sink.skipsCommittedChunk).toBe(true);
+    await before.sink.open([table]);
+    await before.sink.write([read(10, 'chunk-a', 'P1'), read(11, 'chunk-a', 'P1')]);
+    await before.sink.write([change(20)]);
+  }
+  await using restarted = createSink(snapProps);
+  await restarted.sink.open([table]);
+  await restarted.sink.write([read(10, 'chunk-a', 'P9'), read(11, 'chunk-a', 'P9'), read(12, 'chunk-b', 'P9')]);
+  const snapSeen = await consumeCommitted(kafka.brokers, snapTopic, 2000);
+  expect(snapSeen.map((r) => `${r.key}/${r.headers['ns-chunk'] ?? '-'}/${r.headers['ns-position']}`).sort()).toEqual(
+    ['[10]/chunk-a/P1', '[11]/chunk-a/P1', '[12]/chunk-b/P9', `[20]/-/${change(20).position}`].sort(),
+  );
+  expect(
+    restarted.logger.lines.some((l) => l.includes('skipped a snapshot chunk an earlier transaction already committed')),
+  ).toBe(true);
+  // An at-least-once sink neither keeps nor skips chunks.
+  await using plain = createSink({ brokers: kafka.brokers.join(','), topic: snapTopic });
+  expect(plain.sink.skipsCommittedChunk).toBe(false);
 }, 180_000);
 
 /**
- * `delivery: exactly_once` through the real CLI: a writer changes the table the whole time
- * while the pipeline process is SIGKILLed at seeded random moments and restarted. A
- * read_committed consumer must then see every change exactly once (no (key, position)
- * twice) and the topic must pass the oracle of RELIABILITY.md.
+ * How far the snapshot got, from the state store (read-only; undefined while it cannot be
+ * read): chunks and partitions recorded as done, and whether the snapshot is complete.
  */
-test(
-  `exactly_once: ${KILLS} SIGKILLs at seeded random points (seed ${SEED}) under a concurrent writer; read_committed sees each change once`,
-  { timeout: 900_000 },
-  async () => {
-    await using postgres = await startPostgres();
-    await using kafka = await startKafka();
-    const url = await postgres.createDatabase();
-    const db = new pg.Client({ connectionString: url });
-    await db.connect();
-    const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-eos-'));
-    const pipeline = uniqueName('kafka_eos').replace(/-/g, '_');
-    const topic = uniqueName('ns-eos');
-    const random = rng(SEED);
-    let writer: ConcurrentWriter | undefined;
-    try {
-      await db.query(
-        'CREATE TABLE public.eos_orders (id bigint PRIMARY KEY, note text, amount numeric(20,2), qty int, flag bool)',
-      );
-      await db.query(
-        `INSERT INTO public.eos_orders SELECT g, 'row ' || g, g * 1.5, g, g % 2 = 0 FROM generate_series(1, $1) g`,
-        [ROWS],
-      );
-      const config = join(dir, 'nanosync.yaml');
-      await writeFile(
-        config,
-        `connections:
+function snapshotProgress(stateFile: string): { progress: number; done: boolean } {
+  let db: DatabaseSync | undefined;
+  try {
+    db = new DatabaseSync(stateFile, { readOnly: true });
+    const chunks = db.prepare("SELECT count(*) AS n FROM snapshot_chunks WHERE status = 'done'").get() as { n: number };
+    const partitions = db.prepare("SELECT count(*) AS n FROM partitions WHERE status = 'done'").get() as { n: number };
+    const pipeline = db.prepare('SELECT snapshot_done FROM pipelines').get() as { snapshot_done: number } | undefined;
+    return { progress: chunks.n + 1000 * partitions.n, done: pipeline?.snapshot_done === 1 };
+  } catch {
+    return { progress: -1, done: false };
+  } finally {
+    db?.close();
+  }
+}
+
+/** Snapshot records (op `read`) of one key in one chunk seen more than once: a chunk written twice. */
+function snapshotRepeats(records: ConsumedRecord[]): string[] {
+  const counts = new Map<string, number>();
+  for (const r of records) {
+    if (r.headers['ns-op'] !== 'read') continue;
+    const id = `${r.key} in chunk ${r.headers['ns-chunk']}`;
+    counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
+  return [...counts].filter(([, n]) => n > 1).map(([id, n]) => `${id} ×${n}`);
+}
+
+interface KillRun {
+  records: ConsumedRecord[];
+  problems: string[];
+  changes: number;
+  /** SIGKILLs that landed while the snapshot was under way. */
+  snapshotKills: number;
+  output: string;
+}
+
+/**
+ * The pipeline through the real CLI (PostgreSQL → Kafka, `delivery`) while a writer changes
+ * the table: SIGKILLed `snapshotKills` times during the snapshot (each a seeded moment after
+ * the snapshot made progress, so partitions are killed between and inside chunks), then
+ * `streamKills` times while streaming, each shortly after a statement that changes a few
+ * hundred rows (a batch of hundreds of records sent in small requests, so kills land
+ * mid-batch). Returns what a read_committed consumer sees once the topic converged on the
+ * table under the oracle of RELIABILITY.md.
+ */
+async function runWithKills(delivery: string, snapshotKills: number, streamKills: number): Promise<KillRun> {
+  await using postgres = await startPostgres();
+  await using kafka = await startKafka();
+  const url = await postgres.createDatabase();
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-eos-'));
+  const pipeline = uniqueName('kafka_eos').replace(/-/g, '_');
+  const topic = uniqueName('ns-eos');
+  const random = rng(SEED);
+  let writer: ConcurrentWriter | undefined;
+  try {
+    await db.query(
+      'CREATE TABLE public.eos_orders (id bigint PRIMARY KEY, note text, amount numeric(20,2), qty int, flag bool)',
+    );
+    await db.query(
+      `INSERT INTO public.eos_orders SELECT g, 'row ' || g, g * 1.5, g, g % 2 = 0 FROM generate_series(1, $1) g`,
+      [ROWS],
+    );
+    const config = join(dir, 'nanosync.yaml');
+    // Partitions of 1,000 rows read in chunks of 100: the snapshot is many chunks and transactions.
+    await writeFile(
+      config,
+      `connections:
   - name: pg
     type: postgres
     dsn: ${JSON.stringify(url)}
@@ -189,69 +265,119 @@ pipelines:
     source:
       connection: pg
       tables: [public.eos_orders]
+    snapshot:
+      concurrency: 2
+      target_rows_per_partition: 1000
+      chunk_rows: 100
     sink:
       connection: kafka
       properties:
         topic: ${topic}
-        delivery: ${DELIVERY}
+        delivery: ${delivery}
         max_bytes_in_flight: 2048
 `,
-      );
-      const stateFile = join(dir, 'state', 'state.db');
-      const args = ['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0'];
+    );
+    const stateFile = join(dir, 'state', 'state.db');
+    const args = ['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0'];
 
-      // The snapshot (at-least-once, see the README) completes before the first kill.
-      const first = new NanosyncProcess(args);
-      await eventually(
+    writer = new ConcurrentWriter(db, 'public.eos_orders', ROWS + 1, () => ROWS);
+    let current = new NanosyncProcess(args);
+    let killedMidSnapshot = 0;
+    for (let kill = 0; kill < snapshotKills; kill++) {
+      const before = Math.max(0, snapshotProgress(stateFile).progress);
+      const progressed = await eventually(
         async () => {
-          const seen = await consumeCommitted(kafka.brokers, topic, 1500).catch(() => []);
-          return seen.filter((r) => r.headers['ns-op'] === 'read').length >= ROWS ? true : undefined;
+          const now = snapshotProgress(stateFile);
+          return now.done || now.progress > before ? now : undefined;
         },
-        'the snapshot committed',
+        'the snapshot to make progress',
         240_000,
-        () => first.output,
+        () => current.output,
       );
-      writer = new ConcurrentWriter(db, 'public.eos_orders', ROWS + 1, () => ROWS);
-      let current = first;
-      for (let kill = 0; kill < KILLS; kill++) {
-        await new Promise((r) => setTimeout(r, 500 + Math.floor(random() * 2000)));
-        // One transaction touching every row: a batch of hundreds of records, sent in many
-        // small requests (max_bytes_in_flight 2048), so a kill is likely to land mid-batch.
-        await db.query('UPDATE public.eos_orders SET qty = qty + 1');
-        await new Promise((r) => setTimeout(r, Math.floor(random() * 800)));
-        await current.kill('SIGKILL');
-        current = new NanosyncProcess(args);
-      }
-      await using last = current;
-      await new Promise((r) => setTimeout(r, 3000));
-      await writer.stop();
-      const changes = writer.changes;
-      writer = undefined;
-
-      const expected = await tableRows(db, 'public.eos_orders');
-      let problems: string[] = [];
-      let records: ConsumedRecord[] = [];
-      await eventually(
-        async () => {
-          records = await consumeCommitted(kafka.brokers, topic);
-          problems = oracle(records, expected, changes);
-          return problems.length === 0 ? true : undefined;
-        },
-        'the topic to converge on the table',
-        300_000,
-        () => `${problems.join('\n')}\n--- nanosync output ---\n${last.output.slice(-4000)}`,
-      );
-      expect(problems).toEqual([]);
-      expect(duplicates(records)).toEqual([]);
-      const streamed = records.filter((r) => r.value !== null && decodeJsonMessage(r.value).op !== 'read');
-      expect(streamed.length).toBeGreaterThan(KILLS);
-      expect(changes.length).toBeGreaterThan(0);
-      await last.kill('SIGTERM');
-    } finally {
-      await writer?.stop().catch(() => undefined);
-      await dropSlots(db);
-      await db.end();
-      await rm(dir, { recursive: true, force: true });
+      if (progressed.done) break;
+      await new Promise((r) => setTimeout(r, Math.floor(random() * 600)));
+      await current.kill('SIGKILL');
+      if (!snapshotProgress(stateFile).done) killedMidSnapshot++;
+      current = new NanosyncProcess(args);
     }
+    await eventually(
+      async () => (snapshotProgress(stateFile).done ? true : undefined),
+      'the snapshot to complete',
+      300_000,
+      () => current.output,
+    );
+    for (let kill = 0; kill < streamKills; kill++) {
+      await new Promise((r) => setTimeout(r, 500 + Math.floor(random() * 2000)));
+      // One transaction touching a few hundred rows: a batch of hundreds of records, sent in
+      // many small requests (max_bytes_in_flight 2048), so a kill is likely to land mid-batch.
+      await db.query('UPDATE public.eos_orders SET qty = qty + 1 WHERE id <= 300');
+      await new Promise((r) => setTimeout(r, Math.floor(random() * 800)));
+      await current.kill('SIGKILL');
+      current = new NanosyncProcess(args);
+    }
+    await using last = current;
+    await new Promise((r) => setTimeout(r, 3000));
+    await writer.stop();
+    const changes = writer.changes;
+    writer = undefined;
+
+    const expected = await tableRows(db, 'public.eos_orders');
+    let problems: string[] = [];
+    let records: ConsumedRecord[] = [];
+    await eventually(
+      async () => {
+        records = await consumeCommitted(kafka.brokers, topic);
+        problems = oracle(records, expected, changes);
+        return problems.length === 0 ? true : undefined;
+      },
+      'the topic to converge on the table',
+      300_000,
+      () => `${problems.join('\n')}\n--- nanosync output ---\n${last.output.slice(-4000)}`,
+    ).catch(() => undefined);
+    const output = last.output;
+    await last.kill('SIGTERM');
+    return { records, problems, changes: changes.length, snapshotKills: killedMidSnapshot, output };
+  } finally {
+    await writer?.stop().catch(() => undefined);
+    await dropSlots(db);
+    await db.end();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * `delivery: exactly_once` through the real CLI: a writer changes the table the whole time
+ * while the pipeline process is SIGKILLed at seeded random moments during the snapshot and
+ * while streaming, and restarted. A read_committed consumer must then see every change
+ * exactly once (no (key, position) twice), no snapshot row of a key twice in one chunk, and
+ * the topic must pass the oracle of RELIABILITY.md.
+ */
+test(
+  `${DELIVERY}: ${SNAPSHOT_KILLS} SIGKILLs during the snapshot and ${KILLS} while streaming (seed ${SEED}) under a concurrent writer; read_committed sees each change and each snapshot row once`,
+  { timeout: 1_200_000 },
+  async () => {
+    const run = await runWithKills(DELIVERY, SNAPSHOT_KILLS, KILLS);
+    expect(run.problems, run.output.slice(-4000)).toEqual([]);
+    expect(run.snapshotKills).toBeGreaterThanOrEqual(2);
+    expect(duplicates(run.records)).toEqual([]);
+    expect(snapshotRepeats(run.records)).toEqual([]);
+    const reads = run.records.filter((r) => r.headers['ns-op'] === 'read');
+    expect(reads.length).toBeGreaterThanOrEqual(ROWS / 2);
+    expect(reads.filter((r) => r.headers['ns-chunk'] === undefined)).toEqual([]);
+    const streamed = run.records.filter((r) => r.value !== null && decodeJsonMessage(r.value).op !== 'read');
+    expect(streamed.length).toBeGreaterThan(KILLS);
+    expect(run.changes).toBeGreaterThan(0);
+  },
+);
+
+/** The same snapshot kills with `at_least_once`: chunks read again are written again, which the checks above catch. */
+test(
+  `at_least_once: the same SIGKILLs during the snapshot repeat snapshot rows of a chunk (the exactly_once checks can fail)`,
+  { timeout: 900_000 },
+  async () => {
+    const run = await runWithKills('at_least_once', SNAPSHOT_KILLS, 0);
+    expect(run.problems, run.output.slice(-4000)).toEqual([]);
+    expect(run.snapshotKills).toBeGreaterThanOrEqual(2);
+    expect(snapshotRepeats(run.records).length).toBeGreaterThan(0);
   },
 );
