@@ -198,6 +198,11 @@ export class KafkaProducer {
   private committed: string | undefined;
   /** The id of the last snapshot chunk a committed transaction holds (read back at start). */
   private chunk: string | undefined;
+  /**
+   * `chunk` was read back from the broker and no transaction of this producer has named
+   * another since: events of it that come now are a replay of a committed chunk.
+   */
+  private chunkRecovered = false;
   private sequence = 0;
   /** A transaction failed: start a new producer and read the checkpoint again before the next one. */
   private recover = true;
@@ -409,6 +414,7 @@ export class KafkaProducer {
         const metadata = JSON.parse(partition.metadata) as { position?: string; chunk?: string };
         this.committed = metadata.position;
         this.chunk = metadata.chunk;
+        this.chunkRecovered = metadata.chunk !== undefined;
       }
       this.recover = false;
       this.logger.info('kafka exactly-once producer ready', {
@@ -429,6 +435,15 @@ export class KafkaProducer {
   /** The id of the last snapshot chunk a committed transaction holds, as of the last `beginTransaction`. */
   get committedChunk(): string | undefined {
     return this.chunk;
+  }
+
+  /**
+   * The committed chunk whose events are replays: the one read back from the broker, until
+   * a transaction names another. A chunk this producer committed itself in this run is not
+   * one (its events may come in two writes when core set an event of it aside).
+   */
+  get replayedChunk(): string | undefined {
+    return this.chunkRecovered ? this.chunk : undefined;
   }
 
   /**
@@ -454,6 +469,7 @@ export class KafkaProducer {
     }
     this.sequence += 1;
     this.committed = position;
+    if (chunk !== this.chunk) this.chunkRecovered = false;
     this.chunk = chunk;
     this.singleRecordSends = false;
   }

@@ -140,9 +140,9 @@ export class KafkaSink implements Sink {
    */
   private async writeTransaction(events: ChangeEvent[]): Promise<void> {
     const committed = await this.producer.beginTransaction();
-    const committedChunk = this.producer.committedChunk;
+    const committedChunk = this.producer.replayedChunk;
     let last = committed;
-    let lastChunk = committedChunk;
+    let lastChunk = this.producer.committedChunk;
     let skippedChunk = 0;
     const fresh: ChangeEvent[] = [];
     for (const event of events) {

@@ -560,16 +560,25 @@ export class SinkLane {
   /**
    * Write events durably. An event the sink blames alone (`eventIndexOf`) under `on_error:
    * dead_letter` or `skip`: the events before it are written (again), it is dead-lettered
-   * or skipped, and the write goes on with the rest.
+   * or skipped, and the write goes on with the rest. A snapshot event, for a sink with
+   * `skipsCommittedChunk`: it is set aside and the others are written again in one write.
    */
   private async write(events: ChangeEvent[]): Promise<void> {
     let rest = events;
     while (rest.length > 0) {
       const poisoned = await this.writeWithRetries(rest);
       if (poisoned === undefined || this.stopped) return;
+      const event = rest[poisoned.index]!;
+      if (event.chunk !== undefined && this.options.sink.skipsCommittedChunk === true) {
+        // A sink that skips its last committed chunk must get a chunk in one write: the
+        // event is set aside first and the others are written together.
+        await this.setAside(event, poisoned.error);
+        rest = [...rest.slice(0, poisoned.index), ...rest.slice(poisoned.index + 1)];
+        continue;
+      }
       if (poisoned.index > 0) await this.write(rest.slice(0, poisoned.index));
       if (this.stopped) return;
-      await this.setAside(rest[poisoned.index]!, poisoned.error);
+      await this.setAside(event, poisoned.error);
       rest = rest.slice(poisoned.index + 1);
     }
   }

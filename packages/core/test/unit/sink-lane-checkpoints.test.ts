@@ -1,5 +1,12 @@
 import { expect, it } from 'vitest';
-import type { ChangeEvent, Sink, TableSchema } from '../../src/index.js';
+import {
+  type ChangeEvent,
+  ErrorCode,
+  eventError,
+  NanosyncError,
+  type Sink,
+  type TableSchema,
+} from '../../src/index.js';
 import { createLogger } from '../../src/host.js';
 import type { StateStore } from '../../src/state/store.js';
 import { DEFAULT_RETRY_POLICY } from '../../src/runtime/backoff.js';
@@ -160,4 +167,54 @@ it('draining saves the last durable position', async () => {
   await drained;
   expect(h.saves.at(-1)).toBe('0002');
   expect(h.lane.checkpoint).toBe('0002');
+});
+
+it('an event set aside from a snapshot chunk keeps the rest of the chunk in one write for a sink that skips its last committed chunk', async () => {
+  const run = async (skipsCommittedChunk: boolean) => {
+    const writes: string[][] = [];
+    const read = (i: number): ChangeEvent => ({ ...event(i), op: 'read', chunk: 'c1' });
+    const sink: Sink = {
+      skipsCommittedChunk,
+      open: async () => {},
+      write: async (events) => {
+        writes.push(events.map((e) => e.position));
+        const bad = events.findIndex((e) => e.position === '0002');
+        if (bad >= 0)
+          throw eventError(
+            new NanosyncError(ErrorCode.SinkWriteFailed, 'cannot write event 2', { retriable: false }),
+            bad,
+          );
+      },
+      close: async () => {},
+    };
+    const lane = new SinkLane({
+      pipeline: 'p',
+      name: '0:s',
+      sink,
+      store: { saveCheckpoint: async () => {} } as unknown as StateStore,
+      mapper: undefined,
+      maxEvents: 1_000,
+      maxBytes: 1 << 30,
+      maxWriteEvents: 100,
+      retry: DEFAULT_RETRY_POLICY,
+      onError: 'skip',
+      stats: new SinkStats('0:s'),
+      logger: createLogger({ write: () => {} }),
+      checkpoint: undefined,
+      onCheckpoint: () => {},
+      onFailure: (err) => {
+        throw err;
+      },
+    });
+    lane.start();
+    lane.push([1, 2, 3, 4].map(read), '0004', 0, undefined);
+    await lane.drain();
+    return writes;
+  };
+  expect(await run(true)).toEqual([
+    ['0001', '0002', '0003', '0004'],
+    ['0001', '0003', '0004'],
+  ]);
+  // Other sinks: the events before it, then the rest (as for stream events).
+  expect(await run(false)).toEqual([['0001', '0002', '0003', '0004'], ['0001'], ['0003', '0004']]);
 });

@@ -67,6 +67,8 @@ export interface SnapshotSettings {
   rows: number;
   mode?: 'concurrent' | 'blocking';
   chunkRows?: number;
+  /** `snapshot.chunk_bytes` (at least 1024). */
+  chunkBytes?: number;
 }
 
 export function pipelineYaml(
@@ -112,7 +114,7 @@ ${second.maxSpillBytes ? `        max_spill_bytes: ${second.maxSpillBytes}\n` : 
 }    snapshot:
       concurrency: ${snapshot.concurrency}
       target_rows_per_partition: ${snapshot.rows}
-${snapshot.mode ? `      mode: ${snapshot.mode}\n` : ''}${snapshot.chunkRows ? `      chunk_rows: ${snapshot.chunkRows}\n` : ''}`;
+${snapshot.mode ? `      mode: ${snapshot.mode}\n` : ''}${snapshot.chunkRows ? `      chunk_rows: ${snapshot.chunkRows}\n` : ''}${snapshot.chunkBytes ? `      chunk_bytes: ${snapshot.chunkBytes}\n` : ''}`;
 }
 
 export async function waitFor(
