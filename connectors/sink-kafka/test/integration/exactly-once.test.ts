@@ -151,33 +151,34 @@ test('exactly_once: a replayed batch is skipped after a restart, a new producer 
   // is skipped, and the next chunk is written.
   const snapTopic = uniqueName('ns-eos-snap');
   const snapProps = { brokers: kafka.brokers.join(','), topic: snapTopic, delivery: 'exactly_once' };
-  const read = (id: number, chunk: string, position: string): ChangeEvent => ({
+  // Positions as a concurrent snapshot gives them: a chunk's rows share its high watermark's.
+  const read = (id: number, chunk: string, at: number): ChangeEvent => ({
     table,
     op: 'read',
     key: { id },
     after: { id, note: `s${id}` },
-    position,
+    position: change(at).position,
     chunk,
   });
   {
     await using before = createSink(snapProps);
     expect(before.sink.skipsCommittedChunk).toBe(true);
     await before.sink.open([table]);
-    await before.sink.write([read(10, 'chunk-a', 'P1'), read(11, 'chunk-a', 'P1')]);
+    await before.sink.write([read(10, 'chunk-a', 15), read(11, 'chunk-a', 15)]);
     await before.sink.write([change(20)]);
   }
   await using restarted = createSink(snapProps);
   await restarted.sink.open([table]);
-  await restarted.sink.write([read(10, 'chunk-a', 'P9'), read(11, 'chunk-a', 'P9'), read(12, 'chunk-b', 'P9')]);
+  await restarted.sink.write([read(10, 'chunk-a', 30), read(11, 'chunk-a', 30), read(12, 'chunk-b', 30)]);
   // The rest of a chunk this producer committed itself (core set an event of it aside) is written.
-  await restarted.sink.write([read(13, 'chunk-b', 'P9')]);
+  await restarted.sink.write([read(13, 'chunk-b', 30)]);
   const snapSeen = await consumeCommitted(kafka.brokers, snapTopic, 2000);
   expect(snapSeen.map((r) => `${r.key}/${r.headers['ns-chunk'] ?? '-'}/${r.headers['ns-position']}`).sort()).toEqual(
     [
-      '[10]/chunk-a/P1',
-      '[11]/chunk-a/P1',
-      '[12]/chunk-b/P9',
-      '[13]/chunk-b/P9',
+      `[10]/chunk-a/${change(15).position}`,
+      `[11]/chunk-a/${change(15).position}`,
+      `[12]/chunk-b/${change(30).position}`,
+      `[13]/chunk-b/${change(30).position}`,
       `[20]/-/${change(20).position}`,
     ].sort(),
   );
@@ -288,8 +289,16 @@ pipelines:
     const stateFile = join(dir, 'state', 'state.db');
     const args = ['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0'];
 
-    writer = new ConcurrentWriter(db, 'public.eos_orders', ROWS + 1, () => ROWS);
     let current = new NanosyncProcess(args);
+    // The writer starts once the pipeline streams (a chunk is done): its changes all come after
+    // the start position, so each must reach the topic as a change.
+    await eventually(
+      async () => (snapshotProgress(stateFile).progress > 0 ? true : undefined),
+      'the first snapshot chunk',
+      240_000,
+      () => current.output,
+    );
+    writer = new ConcurrentWriter(db, 'public.eos_orders', ROWS + 1, () => ROWS);
     let killedMidSnapshot = 0;
     for (let kill = 0; kill < snapshotKills; kill++) {
       const before = Math.max(0, snapshotProgress(stateFile).progress);
