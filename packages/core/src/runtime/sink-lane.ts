@@ -10,7 +10,7 @@ import { deadLetterOf, deadLetterReason } from './dead-letters.js';
 import type { EventMapper } from './mappings.js';
 import { removeSpillFolder, SpillLog } from './spill-log.js';
 import type { SinkStats } from './stats.js';
-import { dieForTest, type TestFaults, testFaults } from './test-faults.js';
+import { dieForTest, type SinkThrottle, sinkThrottle, type TestFaults, testFaults } from './test-faults.js';
 
 /**
  * Longest a lane under a continuous load defers saving its checkpoint (see `checkpointNow`).
@@ -143,6 +143,9 @@ export class SinkLane {
   private deadLetterTarget: DeadLetterTarget | undefined;
   /** Test-only fault points (NANOSYNC_TEST_FAULT with NODE_ENV=test; see test-faults.ts). */
   private readonly faults: TestFaults | undefined = testFaults();
+  /** Test-only: this sink slowed to a share of the others' speed (`throttle:FILE`). */
+  private readonly throttle: SinkThrottle | undefined =
+    this.faults?.throttleFile === undefined ? undefined : sinkThrottle(this.faults.throttleFile);
   private streamWrites = 0;
   /** Stream events written by this lane (for `kill-after-events:N`). */
   private streamEventsWritten = 0;
@@ -457,7 +460,12 @@ export class SinkLane {
 
     const faults = this.faults;
     let checkpointed = false;
-    if (faults === undefined) {
+    // Only the kill points and the broken order change how a write and its checkpoint follow
+    // each other; the throttle (in `writeWithRetries`) leaves it as it is.
+    const reorders =
+      faults !== undefined &&
+      (faults.ackBeforeWrite || faults.killAfterWrite !== undefined || faults.killAfterEvents !== undefined);
+    if (!reorders) {
       if (events.length > 0) await this.write(events);
       if (this.stopped) return;
       if (safePosition !== undefined) this.unsaved = safePosition;
@@ -470,7 +478,7 @@ export class SinkLane {
         checkpointed = true;
       }
     } else {
-      if (!(await this.writeWithTestFaults(faults, events, safePosition))) return;
+      if (!(await this.writeWithTestFaults(faults!, events, safePosition))) return;
       checkpointed = safePosition !== undefined;
     }
     const stats = this.options.stats;
@@ -586,11 +594,16 @@ export class SinkLane {
   private async writeWithRetries(events: ChangeEvent[]): Promise<{ index: number; error: unknown } | undefined> {
     const { retry, stats, logger, sink } = this.options;
     const policy = this.options.onError ?? 'fail';
+    if (this.throttle !== undefined) {
+      await this.throttle.wait(this.options.pipeline, this.name, events.length, this.abort.signal);
+      if (this.stopped) return undefined;
+    }
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
       try {
         await sink.write(events);
         stats.latency.observe((performance.now() - started) / 1000);
+        this.throttle?.written(this.options.pipeline, this.name, events.length);
         return undefined;
       } catch (err) {
         stats.writeErrors++;
