@@ -32,7 +32,7 @@ export interface BenchOptions {
 export const USAGE = `Usage: pnpm bench [options]
 
   --quick             every scenario at a tiny size (a minute or few): harness check, not a measurement
-  --s0-rows N         S0 rows encoded per run, per format, design and worker count (default 500000; quick 5000)
+  --s0-rows N         S0 rows encoded per run, per format, design and worker count (default 200000; quick 5000)
   --rows N            S1 and S5 snapshot table rows (default 2000000; quick 20000)
   --changes N         S2 backlog changes per variant (default 1000000; quick 10000)
   --records N         S4 records per producer (default 1000000; quick 20000)
@@ -136,7 +136,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
   const out = flags.get('out');
   return {
     quick,
-    s0Rows: num('s0-rows', 500_000, 5_000),
+    s0Rows: num('s0-rows', 200_000, 5_000),
     rows: num('rows', 2_000_000, 20_000),
     changes: num('changes', 1_000_000, 10_000),
     records: num('records', 1_000_000, 20_000),

@@ -11,10 +11,13 @@ import type { ChangeEvent, Row, TableSchema } from '@nanosync/core';
 import { codecFor, type MessageFormat, messageKey } from '@nanosync/sink-kafka';
 import {
   builtinType,
+  decodePgOutput,
+  insertEvent,
   logicalTypeOf,
   type PgColumn,
   parseCopyTextRow,
   rowDecoder,
+  type StreamRelation,
   sourceTypeName,
 } from '@nanosync/source-postgres/internal';
 
@@ -121,6 +124,86 @@ export function decodeChunk(chunk: Uint8Array, table: S1Table, position: string)
   return events;
 }
 
+/** The S1 table as a Relation message announces it to the stream (replica identity default: the key is `id`). */
+export function s1Relation(table: S1Table): StreamRelation {
+  return {
+    relationId: 16_384,
+    replicaIdentity: 'default',
+    columns: table.columns.map((c) => ({
+      name: c.name,
+      type: c.type,
+      typeModifier: c.typmod,
+      isIdentity: c.name === 'id',
+    })),
+    table: table.schema,
+  };
+}
+
+/**
+ * The pgoutput Insert messages that carry the rows of a COPY text chunk, each its own
+ * buffer as the replication connection hands them over: `'I'`, relation oid, `'N'`, column
+ * count, then per column `'t'`, length, text.
+ */
+export function insertMessages(chunk: Buffer, relationId: number, width: number): Buffer[] {
+  const messages: Buffer[] = [];
+  let start = 0;
+  while (start < chunk.length) {
+    let end = chunk.indexOf(10, start);
+    if (end < 0) end = chunk.length;
+    const fields = parseCopyTextRow(chunk.subarray(start, end), width).map((f) => Buffer.from(f ?? '', 'utf8'));
+    const message = Buffer.allocUnsafe(8 + fields.reduce((sum, f) => sum + 5 + f.length, 0));
+    let offset = message.writeUInt8(0x49, 0); // 'I' Insert
+    offset = message.writeUInt32BE(relationId, offset);
+    offset = message.writeUInt8(0x4e, offset); // 'N' new tuple
+    offset = message.writeUInt16BE(width, offset);
+    for (const field of fields) {
+      offset = message.writeUInt8(0x74, offset); // 't' text value
+      offset = message.writeUInt32BE(field.length, offset);
+      offset += field.copy(message, offset);
+    }
+    messages.push(message);
+    start = end + 1;
+  }
+  return messages;
+}
+
+/** What a stream shard is handed: the messages of one batch, length-prefixed in one buffer of its own (movable). */
+export function packMessages(messages: readonly Buffer[]): ArrayBuffer {
+  const packed = new ArrayBuffer(messages.reduce((sum, m) => sum + 4 + m.length, 0));
+  const bytes = Buffer.from(packed);
+  let offset = 0;
+  for (const message of messages) {
+    offset = bytes.writeUInt32LE(message.length, offset);
+    offset += message.copy(bytes, offset);
+  }
+  return packed;
+}
+
+/** The messages of a buffer made by `packMessages`, as views into it. */
+export function unpackMessages(packed: Uint8Array): Buffer[] {
+  const bytes = Buffer.from(packed.buffer, packed.byteOffset, packed.byteLength);
+  const messages: Buffer[] = [];
+  let offset = 0;
+  while (offset < bytes.length) {
+    const length = bytes.readUInt32LE(offset);
+    messages.push(bytes.subarray(offset + 4, offset + 4 + length));
+    offset += 4 + length;
+  }
+  return messages;
+}
+
+/** The events the stream makes of Insert messages (one transaction, committed at a fixed time). */
+export function decodeMessages(messages: readonly Buffer[], relation: StreamRelation, position: string): ChangeEvent[] {
+  const context = { position, commitTime: '2026-12-05T01:00:00.000000Z' };
+  const events: ChangeEvent[] = new Array(messages.length);
+  for (let i = 0; i < messages.length; i++) {
+    const message = decodePgOutput(messages[i]!);
+    if (message.tag !== 'insert') throw new Error(`S0: expected an Insert message, got ${message.tag}`);
+    events[i] = insertEvent(relation, message, context);
+  }
+  return events;
+}
+
 /** Key and value of every event as the Kafka sink encodes them, framed into one buffer of its own (transferable). */
 export function encodeFramed(events: readonly ChangeEvent[], format: MessageFormat): Buffer {
   const codec = codecFor(format);
@@ -168,7 +251,7 @@ export interface BareEvent {
   position: string;
 }
 
-export type S0Design = 'clone' | 'transfer' | 'own';
+export type S0Design = 'clone' | 'transfer' | 'own' | 'stream';
 
 /**
  * One S0 task: a chunk as its design hands it over (decoded events; COPY bytes; the number
@@ -179,6 +262,7 @@ export type S0Task =
   | { format: MessageFormat; events: BareEvent[] }
   | { format: MessageFormat; copy: ArrayBuffer; position: string }
   | { format: MessageFormat; chunk: number }
+  | { format: MessageFormat; messages: ArrayBuffer; position: string }
   | { prepare: { chunks: number; rowsPerChunk: number } };
 
 /** The position every row of a chunk carries (a concurrent snapshot chunk's high watermark). */

@@ -7,3 +7,6 @@ export { parseCopyTextRow } from './snapshot/copy-out.js';
 export { rowDecoder } from './snapshot/read-partition.js';
 export { builtinType, logicalTypeOf, sourceTypeName } from './types/index.js';
 export type { PgColumn } from './describe.js';
+export { decodePgOutput } from './stream/pgoutput.js';
+export { insertEvent } from './stream/change-events.js';
+export type { StreamRelation } from './stream/relations.js';

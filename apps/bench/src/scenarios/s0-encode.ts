@@ -7,21 +7,29 @@ import {
   consumeFramed,
   copyChunk,
   decodeChunk,
+  decodeMessages,
   encodeFramed,
+  insertMessages,
+  packMessages,
   type S0Design,
   type S0Task,
   s0Position,
+  s1Relation,
   s1Table,
 } from '../s0-rows.js';
 import { cpuPerMillion, ratio } from '../stats.js';
 import { errorMessage, log } from '../util.js';
 
-const WORKER = new URL('../workers/s0-encode-worker.ts', import.meta.url);
+const WORKER = new URL('../workers/s0-encode-worker.js', import.meta.url);
 const ROWS_PER_CHUNK = 1_000;
 /** Bytes of chunks one worker may hold (the pool's bound): a few chunks of about 150 KB each. */
 const BYTES_PER_WORKER = 1024 * 1024;
 const FORMATS: readonly MessageFormat[] = ['json', 'avro'];
-const DESIGNS: readonly S0Design[] = ['clone', 'transfer', 'own'];
+const DESIGNS: readonly S0Design[] = ['clone', 'transfer', 'own', 'stream'];
+/** What a design's run is compared with: the snapshot path inline, or the stream path inline. */
+type Shape = 'snapshot' | 'stream';
+const shapeOf = (design: S0Design): Shape => (design === 'stream' ? 'stream' : 'snapshot');
+const SHAPES: readonly Shape[] = ['snapshot', 'stream'];
 const WORKER_COUNTS = [1, 2, 4] as const;
 /** Chunks each timed run sends through first, untimed: the workers' code compiles on first use. */
 const WARM_UP_CHUNKS = 20;
@@ -30,6 +38,7 @@ const DESIGN_WORDS: Record<S0Design, string> = {
   clone: 'main decodes, events cloned to workers, workers encode',
   transfer: 'COPY bytes moved to workers, workers decode and encode',
   own: 'workers have their own rows, decode and encode',
+  stream: 'pgoutput Insert messages packed and moved to workers, workers decode and encode',
 };
 
 interface RunResult {
@@ -59,12 +68,28 @@ async function timed(work: () => Promise<{ records: number; bytes: number }>): P
   return { records, bytes, seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6, mainCpuSeconds: main1 - main0 };
 }
 
-function inline(chunks: readonly Buffer[], format: MessageFormat): Promise<{ records: number; bytes: number }> {
+/** The rows of a run, made before any clock starts: COPY text per chunk, and the same rows as pgoutput Insert messages. */
+interface Input {
+  chunks: Buffer[];
+  messages: Buffer[][];
+}
+
+const slice = (input: Input, count: number): Input => ({
+  chunks: input.chunks.slice(0, count),
+  messages: input.messages.slice(0, count),
+});
+
+function inline(input: Input, format: MessageFormat, shape: Shape): Promise<{ records: number; bytes: number }> {
   const table = s1Table();
+  const relation = s1Relation(table);
   let records = 0;
   let bytes = 0;
-  for (let i = 0; i < chunks.length; i++) {
-    const sunk = consumeFramed(encodeFramed(decodeChunk(chunks[i]!, table, s0Position(i)), format));
+  for (let i = 0; i < input.chunks.length; i++) {
+    const events =
+      shape === 'stream'
+        ? decodeMessages(input.messages[i]!, relation, s0Position(i))
+        : decodeChunk(input.chunks[i]!, table, s0Position(i));
+    const sunk = consumeFramed(encodeFramed(events, format));
     records += sunk.records;
     bytes += sunk.bytes;
   }
@@ -74,20 +99,24 @@ function inline(chunks: readonly Buffer[], format: MessageFormat): Promise<{ rec
 function* tasksFor(
   design: S0Design,
   format: MessageFormat,
-  chunks: readonly Buffer[],
+  input: Input,
   moved: ArrayBuffer[],
 ): Generator<PoolTask<S0Task>> {
   const table = design === 'clone' ? s1Table() : undefined;
-  for (let i = 0; i < chunks.length; i++) {
-    const bytes = chunks[i]!.length;
+  for (let i = 0; i < input.chunks.length; i++) {
+    const bytes = input.chunks[i]!.length;
     if (design === 'clone') {
-      const events: BareEvent[] = decodeChunk(chunks[i]!, table!, s0Position(i)).map(({ op, key, after, position }) =>
-        after ? { op, key, after, position } : { op, key, position },
+      const events: BareEvent[] = decodeChunk(input.chunks[i]!, table!, s0Position(i)).map(
+        ({ op, key, after, position }) => (after ? { op, key, after, position } : { op, key, position }),
       );
       yield { task: { format, events }, bytes };
     } else if (design === 'transfer') {
       const copy = moved[i]!;
       yield { task: { format, copy, position: s0Position(i) }, transfer: [copy], bytes };
+    } else if (design === 'stream') {
+      // Packing the messages as they arrive is the main thread's share of the stream design: timed.
+      const packed = packMessages(input.messages[i]!);
+      yield { task: { format, messages: packed, position: s0Position(i) }, transfer: [packed], bytes };
     } else yield { task: { format, chunk: i }, bytes, shard: i };
   }
 }
@@ -112,12 +141,7 @@ async function startPool(workers: number, chunks: number): Promise<S0Pool> {
   return pool;
 }
 
-async function pooled(
-  pool: S0Pool,
-  design: S0Design,
-  format: MessageFormat,
-  chunks: readonly Buffer[],
-): Promise<RunResult> {
+async function pooled(pool: S0Pool, design: S0Design, format: MessageFormat, input: Input): Promise<RunResult> {
   // The bytes a transfer run moves stand for what arrives from the socket: made before the clock starts.
   const movable = (list: readonly Buffer[]) =>
     design === 'transfer'
@@ -127,10 +151,10 @@ async function pooled(
           return copy;
         })
       : [];
-  const run = async (list: readonly Buffer[], moved: ArrayBuffer[]) => {
+  const run = async (part: Input, moved: ArrayBuffer[]) => {
     let records = 0;
     let bytes = 0;
-    for await (const framed of pool.map(tasksFor(design, format, list, moved))) {
+    for await (const framed of pool.map(tasksFor(design, format, part, moved))) {
       const sunk = consumeFramed(new Uint8Array(framed));
       records += sunk.records;
       bytes += sunk.bytes;
@@ -138,10 +162,10 @@ async function pooled(
     return { records, bytes };
   };
   // Warm-up in the workers (their code compiles on first use), not timed.
-  const warm = chunks.slice(0, Math.min(WARM_UP_CHUNKS, chunks.length));
-  await run(warm, movable(warm));
-  const moved = movable(chunks);
-  return timed(() => run(chunks, moved));
+  const warm = slice(input, Math.min(WARM_UP_CHUNKS, input.chunks.length));
+  await run(warm, movable(warm.chunks));
+  const moved = movable(input.chunks);
+  return timed(() => run(input, moved));
 }
 
 function measurement(label: string, run: RunResult, details: Record<string, unknown>): Measurement {
@@ -166,8 +190,14 @@ function measurement(label: string, run: RunResult, details: Record<string, unkn
 export async function runS0(options: BenchOptions, cores: number): Promise<ScenarioResult> {
   const rows = options.s0Rows;
   const chunkCount = Math.max(1, Math.ceil(rows / ROWS_PER_CHUNK));
-  log(`S0: making ${(chunkCount * ROWS_PER_CHUNK).toLocaleString('en-US')} S1 rows as COPY text`);
+  log(`S0: making ${(chunkCount * ROWS_PER_CHUNK).toLocaleString('en-US')} S1 rows as COPY text and pgoutput messages`);
   const chunks = Array.from({ length: chunkCount }, (_, i) => copyChunk(1 + i * ROWS_PER_CHUNK, ROWS_PER_CHUNK));
+  const table = s1Table();
+  const relation = s1Relation(table);
+  const input: Input = {
+    chunks,
+    messages: chunks.map((c) => insertMessages(c, relation.relationId, table.columns.length)),
+  };
   const events = chunkCount * ROWS_PER_CHUNK;
   const textBytes = chunks.reduce((sum, c) => sum + c.length, 0);
   const result: ScenarioResult = {
@@ -185,20 +215,23 @@ export async function runS0(options: BenchOptions, cores: number): Promise<Scena
     notes: [],
   };
   // Warm-up: the codecs' first calls compile; not measured.
-  for (const format of FORMATS) await inline(chunks.slice(0, Math.min(20, chunks.length)), format);
+  for (const format of FORMATS)
+    for (const shape of SHAPES) await inline(slice(input, Math.min(WARM_UP_CHUNKS, chunkCount)), format, shape);
 
   const mainCpu = new Map<MessageFormat, string[]>();
   const rates = new Map<string, number>();
   const mains = new Map<string, string>();
-  const bases = new Map<MessageFormat, RunResult>();
+  const bases = new Map<string, RunResult>();
   for (const format of FORMATS) {
-    log(`S0: ${format} inline`);
-    const base = await timed(() => inline(chunks, format));
-    bases.set(format, base);
-    result.measurements.push(
-      measurement(`${format} · inline (0 workers)`, base, { format, design: 'inline', workers: 0 }),
-    );
-    mainCpu.set(format, [`inline ${fmt(cpuPerMillion(base.mainCpuSeconds, base.records))}`]);
+    mainCpu.set(format, []);
+    for (const shape of SHAPES) {
+      const design = shape === 'stream' ? 'stream inline' : 'inline';
+      log(`S0: ${format} ${design}`);
+      const base = await timed(() => inline(input, format, shape));
+      bases.set(`${format} ${shape}`, base);
+      result.measurements.push(measurement(`${format} · ${design} (0 workers)`, base, { format, design, workers: 0 }));
+      mainCpu.get(format)!.push(`${design} ${fmt(cpuPerMillion(base.mainCpuSeconds, base.records))}`);
+    }
   }
   for (const workers of WORKER_COUNTS) {
     let pool: S0Pool | undefined;
@@ -211,14 +244,14 @@ export async function runS0(options: BenchOptions, cores: number): Promise<Scena
     }
     try {
       for (const format of FORMATS) {
-        const base = bases.get(format)!;
         for (const design of DESIGNS) {
+          const base = bases.get(`${format} ${shapeOf(design)}`)!;
           const label = `${format} · ${design} · ${workers} worker${workers === 1 ? '' : 's'}`;
           const key = `${format} ${design} ${workers}`;
           log(`S0: ${label}`);
           try {
             if (!pool) throw new Error(startProblem);
-            const run = await pooled(pool, design, format, chunks);
+            const run = await pooled(pool, design, format, input);
             if (run.records !== base.records || run.bytes !== base.bytes)
               throw new Error(
                 `the sink got ${run.records} records in ${run.bytes} bytes, inline ${base.records} in ${base.bytes}`,
@@ -235,23 +268,29 @@ export async function runS0(options: BenchOptions, cores: number): Promise<Scena
       await pool?.close();
     }
   }
-  // Listed by format, then inline, then design and worker count.
-  const order = (m: Measurement) => {
+  // Listed by format, then design (each inline run before the designs compared with it), then worker count.
+  const rank = (design: string) =>
+    design === 'inline' ? -1 : design === 'stream inline' ? DESIGNS.length - 1.5 : DESIGNS.indexOf(design as S0Design);
+  const order = (m: Measurement): number[] => {
     const d = m.details ?? {};
-    const [format, design, workers] = m.status === 'ok' ? [d.format, d.design, d.workers] : m.tool.split(' · ');
-    return `${FORMATS.indexOf(format as MessageFormat)} ${design === 'inline' ? -1 : DESIGNS.indexOf(design as S0Design)} ${String(workers).padStart(2)}`;
+    const [format, design, workers] =
+      m.status === 'ok' ? [d.format, d.design, d.workers] : [...m.tool.split(' · '), ''].map((p) => p.split(' ')[0]);
+    return [FORMATS.indexOf(format as MessageFormat), rank(String(design)), Number.parseInt(String(workers), 10) || 0];
   };
-  result.measurements.sort((a, b) => order(a).localeCompare(order(b)));
+  result.measurements.sort((a, b) => {
+    const [x, y] = [order(a), order(b)];
+    return x[0]! - y[0]! || x[1]! - y[1]! || x[2]! - y[2]!;
+  });
   for (const format of FORMATS) {
-    const base = bases.get(format)!;
     for (const design of DESIGNS) {
+      const base = bases.get(`${format} ${shapeOf(design)}`)!;
       const rate = (workers: number) => rates.get(`${format} ${design} ${workers}`);
       mainCpu
         .get(format)!
         .push(`${design} ${WORKER_COUNTS.map((w) => mains.get(`${format} ${design} ${w}`) ?? '–').join('/')}`);
       result.ratios.push(
         {
-          name: `${format} ${design}: 1 worker ÷ inline`,
+          name: `${format} ${design}: 1 worker ÷ ${design === 'stream' ? 'stream inline' : 'inline'}`,
           value: ratio(rate(1), base.records / base.seconds),
           meaning: `${DESIGN_WORDS[design]}; events/s with one worker over inline`,
         },
@@ -269,7 +308,7 @@ export async function runS0(options: BenchOptions, cores: number): Promise<Scena
     }
   }
   result.notes.push(
-    'Designs: clone = the main thread decodes the COPY text into events and the pool copies them to the workers (structured clone), which encode; transfer = the COPY bytes are moved to the workers (no copy), which decode and encode; own = each worker has its own rows (as one reading its own snapshot partition through its own connection) and decodes and encodes them. Every design hands back one framed buffer per 1,000-row chunk, moved, in order; the null sink walks every record.',
+    'Designs: clone = the main thread decodes the COPY text into events and the pool copies them to the workers (structured clone), which encode; transfer = the COPY bytes are moved to the workers (no copy), which decode and encode; own = each worker has its own rows (as one reading its own snapshot partition through its own connection) and decodes and encodes them; stream = the same rows as pgoutput Insert messages, packed per 1,000 by the main thread and moved to the workers, which decode them with the stream decoder and encode (compared with the stream path inline: the main thread decoding the messages and encoding). Every design hands back one framed buffer per 1,000-row chunk, moved, in order; the null sink walks every record.',
     `Main-thread CPU-s per million events (inline · 1/2/4 workers): ${[...mainCpu].map(([format, parts]) => `${format}: ${parts.join(' · ')}`).join('; ')}. What the main thread pays per event bounds the scaling: it is the part no worker takes.`,
     'CPU s counts every thread of the bench process. The pool start (workers loading the codecs) is not timed. In one process on a shared machine: compare ratios within one run.',
   );

@@ -3,15 +3,28 @@
  * records of `s0-rows.ts`, from what its design hands it:
  * - `clone`: decoded events, copied to it by structured clone;
  * - `transfer`: the chunk's COPY text bytes, moved to it (it decodes and encodes);
+ * - `stream`: pgoutput Insert messages of a batch, packed into one buffer and moved to it (it
+ *   decodes them as the stream does and encodes);
  * - `own`: nothing but the chunk's number: it has the rows itself, as a worker reading its
  *   own snapshot partition through its own connection would (made by `prepare`, not timed).
  * The framed buffer goes back moved, not copied.
  */
 import { serveTasks } from '@nanosync/core';
-import { copyChunk, decodeChunk, encodeFramed, type S0Task, s0Position, s1Table } from '../s0-rows.js';
+import {
+  copyChunk,
+  decodeChunk,
+  decodeMessages,
+  encodeFramed,
+  type S0Task,
+  s0Position,
+  s1Relation,
+  s1Table,
+  unpackMessages,
+} from '../s0-rows.js';
 
 serveTasks<undefined, S0Task, ArrayBuffer>(({ index, size }) => {
   const table = s1Table();
+  const relation = s1Relation(table);
   const own = new Map<number, Buffer>();
   const reply = (framed: Buffer) => ({
     result: framed.buffer as ArrayBuffer,
@@ -28,6 +41,13 @@ serveTasks<undefined, S0Task, ArrayBuffer>(({ index, size }) => {
       return reply(
         encodeFramed(
           task.events.map((e) => ({ ...e, table: table.schema })),
+          task.format,
+        ),
+      );
+    if ('messages' in task)
+      return reply(
+        encodeFramed(
+          decodeMessages(unpackMessages(new Uint8Array(task.messages)), relation, task.position),
           task.format,
         ),
       );

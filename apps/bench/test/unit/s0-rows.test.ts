@@ -1,6 +1,18 @@
 import { decodeAvroMessage, decodeJsonMessage } from '@nanosync/sink-kafka';
 import { describe, expect, it } from 'vitest';
-import { consumeFramed, copyChunk, decodeChunk, encodeFramed, s0Position, s1Table } from '../../src/s0-rows.js';
+import {
+  consumeFramed,
+  copyChunk,
+  decodeChunk,
+  decodeMessages,
+  encodeFramed,
+  insertMessages,
+  packMessages,
+  s0Position,
+  s1Relation,
+  s1Table,
+  unpackMessages,
+} from '../../src/s0-rows.js';
 
 /** Key, value and position of every record of a framed buffer. */
 function records(framed: Buffer): { key: string; value: Buffer; position: string }[] {
@@ -51,5 +63,23 @@ describe('S0 rows', () => {
       expect(decoded).toMatchObject({ op: 'read', table: 'public.bench_s1', after: events[7]!.after });
     }
     expect(() => consumeFramed(encodeFramed(events, 'json').subarray(0, 30))).toThrow(/ends inside record 1/);
+  });
+
+  it('turns the rows into pgoutput Insert messages that the stream decoder reads back as the same rows', () => {
+    const table = s1Table();
+    const relation = s1Relation(table);
+    const chunk = copyChunk(1, 30);
+    const messages = insertMessages(chunk, relation.relationId, table.columns.length);
+    expect(messages).toHaveLength(30);
+    expect(String.fromCharCode(messages[0]![0]!)).toBe('I');
+    const packed = packMessages(messages);
+    const unpacked = unpackMessages(new Uint8Array(packed));
+    expect(unpacked.map((m) => m.toString('hex'))).toEqual(messages.map((m) => m.toString('hex')));
+    const streamed = decodeMessages(unpacked, relation, s0Position(1));
+    const snapshot = decodeChunk(chunk, table, s0Position(1));
+    expect(streamed.map((e) => e.op)).toEqual(new Array(30).fill('insert'));
+    expect(streamed.map((e) => e.after)).toEqual(snapshot.map((e) => e.after));
+    expect(streamed.map((e) => e.key)).toEqual(snapshot.map((e) => e.key));
+    expect(streamed[0]!.commitTime).toBeDefined();
   });
 });

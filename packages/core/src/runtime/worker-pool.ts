@@ -19,7 +19,11 @@ export interface PoolTask<T> {
 export interface OrderedWorkerPoolOptions<D> {
   /** Names the pool in errors and thread names: `kafka-encode`. */
   name: string;
-  /** The worker module (a file URL or path); it calls `serveTasks` from `@nanosync/core`. */
+  /**
+   * The worker module (a file URL or path); it calls `serveTasks` from `@nanosync/core`. Write
+   * it as `new URL('./x-worker.js', import.meta.url)`: run from sources through tsx that finds
+   * `x-worker.ts`, and a build that has `x-worker` as an entry (tsup) puts `x-worker.js` there.
+   */
   module: URL | string;
   /** Worker threads, at least 1. */
   size: number;
