@@ -153,7 +153,8 @@ export class OrderedWorkerPool<T, R, D = unknown> {
   /**
    * Run every task and yield each result in the order of `tasks`. At most
    * `maxBytesPerWorker` of tasks wait per worker between being taken from `tasks` and their
-   * result being yielded. An error (the task's own, or the pool's failure) is thrown at the
+   * result being yielded (the bound is per `map()` call: a caller that runs several at once
+   * on one pool, e.g. one per stream shard, holds up to that many times as much). An error (the task's own, or the pool's failure) is thrown at the
    * task's place: the results before it were yielded, none after it will be.
    */
   async *map(tasks: Iterable<PoolTask<T>> | AsyncIterable<PoolTask<T>>): AsyncGenerator<R, void, undefined> {
