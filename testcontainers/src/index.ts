@@ -10,6 +10,13 @@ export {
   type StartKafkaOptions,
   startKafka,
 } from './kafka.js';
+export {
+  OIDC_AUDIENCE,
+  type OidcProviderOptions,
+  type OidcProviderService,
+  type OidcTokenOptions,
+  startOidcProvider,
+} from './oidc.js';
 export { DEFAULT_PG_SETTINGS, type PostgresService, type StartPostgresOptions, startPostgres } from './postgres.js';
 export {
   SQLSERVER_UNAVAILABLE,

@@ -126,24 +126,31 @@ export interface SchemaRegistryOptions {
    * Apicurio's admin role): user name → password.
    */
   users?: Record<string, string>;
+  /**
+   * Require a bearer token on the API, checked by Apicurio's OpenID Connect support (Quarkus
+   * OIDC): signature from the issuer's JWKS (found through its discovery document), issuer,
+   * expiry. `issuer` is e.g. `startOidcProvider()`'s.
+   */
+  oidc?: { issuer: string };
 }
 
 /**
  * A Confluent-compatible Schema Registry for tests: Apicurio Registry on a free loopback
  * port with in-memory (H2) storage, so every start is empty. Java 17 is enough. Reuses
- * `NANOSYNC_TEST_SCHEMA_REGISTRY_URL` when set (not with `tls` or `users`). With `tls` it
- * serves HTTPS only, with `users` it answers 401 to requests without valid credentials.
+ * `NANOSYNC_TEST_SCHEMA_REGISTRY_URL` when set (not with `tls`, `users` or `oidc`). With
+ * `tls` it serves HTTPS only; with `users` or `oidc` it answers 401 to requests without
+ * valid credentials (basic, or a bearer token from the OpenID provider).
  */
 export async function startSchemaRegistry(options: SchemaRegistryOptions = {}): Promise<SchemaRegistryService> {
   const reuse = process.env[ENV_SCHEMA_REGISTRY_URL];
-  if (reuse && !options.fresh && !options.tls && !options.users)
+  if (reuse && !options.fresh && !options.tls && !options.users && !options.oidc)
     return { url: reuse, owned: false, async [Symbol.asyncDispose]() {} };
   const started = Date.now();
   const app = await apicurioDir();
   const root = await mkdtemp(join(tmpdir(), 'nanosync-registry-'));
   const port = await freePort();
   const logFile = join(root, 'registry.out');
-  const { tls, users } = options;
+  const { tls, users, oidc } = options;
   const security: string[] = [];
   if (tls) {
     security.push(
@@ -171,6 +178,18 @@ export async function startSchemaRegistry(options: SchemaRegistryOptions = {}): 
         `-Dquarkus.security.users.embedded.roles.${user}=sr-admin`,
       );
     }
+  }
+  if (oidc) {
+    // Apicurio's build includes Quarkus OIDC with the default tenant switched off
+    // (quarkus.oidc.tenant-enabled=false): on, every API call needs a bearer token that the
+    // issuer signed (keys from its JWKS, found through discovery) and that has not expired.
+    // Apicurio's own authorization then admits any authenticated caller (role checks off).
+    security.push(
+      '-Dquarkus.oidc.tenant-enabled=true',
+      `-Dquarkus.oidc.auth-server-url=${oidc.issuer}`,
+      '-Dquarkus.oidc.discovery-enabled=true',
+      '-Dquarkus.oidc.token.lifespan-grace=0',
+    );
   }
   const service = spawnService({
     command: javaCommand(),
@@ -209,7 +228,7 @@ export async function startSchemaRegistry(options: SchemaRegistryOptions = {}): 
       }
       // 401: up, and asking for the credentials it was told to require.
       const status = await get(`${url}/subjects`, ca);
-      if (status === 200 || (users && status === 401)) break;
+      if (status === 200 || ((users || oidc) && status === 401)) break;
       if (Date.now() > deadline)
         throw new ServiceStartError(`Apicurio Registry did not answer within 180 s; log ${logFile}`);
       await sleep(300);
