@@ -344,7 +344,7 @@ export class KafkaSink implements Sink {
           message: `${url} answers (${subjects} subject(s))`,
         });
       } catch (err) {
-        const error = registryError(err, url, 'list subjects');
+        const error = registryError(err, this.registryClient, 'list subjects');
         results.push({
           name: 'schema registry reachable',
           ok: false,

@@ -18,12 +18,20 @@ export interface SchemaRegistryConfig {
 
 export type SchemaType = 'AVRO' | 'PROTOBUF';
 
-/** A registry answer other than 2xx: the HTTP status and the registry's own `error_code` and message. */
+/** How the client authenticates: which settings to name when the registry refuses it. */
+export type RegistryAuth = 'basic' | 'bearer' | 'none';
+
+/**
+ * A registry answer other than 2xx: the HTTP status, the registry's own `error_code` and
+ * message, and on a 401 the `WWW-Authenticate` challenge (RFC 6750 puts why a bearer token
+ * was refused there, e.g. `error="invalid_token"`).
+ */
 export class RegistryHttpError extends Error {
   constructor(
     readonly status: number,
     readonly errorCode: number | undefined,
     message: string,
+    readonly challenge?: string,
   ) {
     super(message);
     this.name = 'RegistryHttpError';
@@ -68,6 +76,10 @@ export class SchemaRegistryClient {
 
   get url(): string {
     return this.config.url;
+  }
+
+  get auth(): RegistryAuth {
+    return this.config.basic ? 'basic' : this.config.bearerToken ? 'bearer' : 'none';
   }
 
   /** Register `schema` under `subject` (a no-op returning the existing id when already there). */
@@ -177,11 +189,13 @@ export class SchemaRegistryClient {
               message?: string;
             };
             const message = info.message ?? (typeof parsed === 'string' && parsed ? parsed.slice(0, 300) : '');
+            const challenge = res.headers['www-authenticate'];
             reject(
               new RegistryHttpError(
                 status,
                 info.error_code,
                 `${method} ${url.pathname} answered ${status}${message ? `: ${message}` : ''}`,
+                Array.isArray(challenge) ? challenge.join(', ') : challenge,
               ),
             );
           });
@@ -194,15 +208,45 @@ export class SchemaRegistryClient {
   }
 }
 
+/**
+ * Why a 401 happened, in the terms of the sink's settings. Never the secret itself: the
+ * user name at most (not a secret), and the registry's own reason from its challenge.
+ */
+function refusal(status: number, auth: RegistryAuth, challenge: string | undefined): string {
+  // RFC 6750: Bearer error="invalid_token", error_description="…" (quoted, no secrets).
+  const reason =
+    /error_description="([^"]*)"/.exec(challenge ?? '')?.[1] ?? /error="([^"]*)"/.exec(challenge ?? '')?.[1];
+  const because = reason ? `; the registry says: ${reason}` : '';
+  if (status === 403)
+    return `denied it (403): the credentials were accepted but lack the permission; give the account write access to its subjects${because}`;
+  if (auth === 'bearer')
+    return `refused the bearer token of schema_registry_token (401${because}): it has expired, was issued by an identity provider the registry does not trust, or is not meant for this registry; set a fresh token`;
+  if (auth === 'basic')
+    return `refused the user name and password (401${because}): check schema_registry_username / schema_registry_password`;
+  return `requires authentication (401${because}) and none is configured: set schema_registry_username / schema_registry_password or schema_registry_token`;
+}
+
+/**
+ * The TLS alerts a server sends when it wants a client certificate and got none, or one it
+ * does not trust (OpenSSL's names, as Node's error codes carry them).
+ */
+const CLIENT_CERT_ALERT =
+  /ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|HANDSHAKE_FAILURE)/;
+
 /** A registry failure as the error the pipeline shows: auth and TLS are not retried, outages are. */
-export function registryError(err: unknown, url: string, what: string): NanosyncError {
+export function registryError(
+  err: unknown,
+  registry: { readonly url: string; readonly auth: RegistryAuth },
+  what: string,
+): NanosyncError {
+  const { url } = registry;
   if (err instanceof NanosyncError) return err;
   if (err instanceof RegistryHttpError) {
     if (err.status === 401 || err.status === 403) {
       return new NanosyncError(
         KafkaErrorCode.KafkaSchemaRegistry,
-        `Schema Registry at ${url} refused to ${what} (${err.status}): check schema_registry_username / schema_registry_password or schema_registry_token, and the account's permissions`,
-        { cause: err, retriable: false, details: { url, status: err.status } },
+        `Schema Registry at ${url}, asked to ${what}, ${refusal(err.status, registry.auth, err.challenge)}`,
+        { cause: err, retriable: false, details: { url, status: err.status, auth: registry.auth } },
       );
     }
     return new NanosyncError(
@@ -216,6 +260,13 @@ export function registryError(err: unknown, url: string, what: string): Nanosync
     );
   }
   const code = (err as NodeJS.ErrnoException)?.code;
+  if (typeof code === 'string' && CLIENT_CERT_ALERT.test(code)) {
+    return new NanosyncError(
+      KafkaErrorCode.KafkaSchemaRegistry,
+      `Schema Registry at ${url} refused the TLS client certificate (${(err as Error).message.trim()}): it requires mutual TLS; set schema_registry_client_cert and schema_registry_client_key to a certificate signed by a CA it trusts`,
+      { cause: err, retriable: false, details: { url, code } },
+    );
+  }
   // Node's codes for a certificate it does not trust, e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE for
   // one signed by a CA other than schema_registry_ca_cert, or a plain-text answer on https.
   const tls = typeof code === 'string' && /CERT|SSL|SELF_SIGNED|ALTNAME|VERIFY|ISSUER/.test(code);

@@ -237,7 +237,7 @@ export class RegistryCodec {
           { cause: err, retriable: false, details: { subject, table: qualifiedName(table) } },
         );
       }
-      throw registryError(err, this.client.url, `register subject "${subject}"`);
+      throw registryError(err, this.client, `register subject "${subject}"`);
     }
   }
 

@@ -6,7 +6,7 @@ import { describe, expect, test } from 'vitest';
 import { parseKafkaSinkConfig } from '../../src/config.js';
 import { avroSchemaFor } from '../../src/formats/avro.js';
 import { protobufDescriptorFor, protobufSchemaText } from '../../src/formats/protobuf.js';
-import { SchemaRegistryClient } from '../../src/registry/client.js';
+import { RegistryHttpError, SchemaRegistryClient, registryError } from '../../src/registry/client.js';
 import { transactionSettings } from '../../src/sink.js';
 import {
   changedColumns,
@@ -218,6 +218,49 @@ describe('registry client credentials (header capture, no real registry)', () =>
   test('a 401 names the status', async () => {
     const { outcome } = await capture(undefined);
     expect(outcome).toMatch(/answered 401: Unauthorized/);
+  });
+});
+
+describe('registry refusals as the pipeline shows them', () => {
+  const url = 'https://registry:8081';
+  const unauthorized = (challenge?: string) =>
+    new RegistryHttpError(401, 40101, 'GET /subjects answered 401', challenge);
+
+  test('a refused bearer token: named with its setting and the registry reason, never the token, not retried', () => {
+    const error = registryError(
+      unauthorized('Bearer error="invalid_token", error_description="The token expired"'),
+      { url, auth: 'bearer' },
+      'list subjects',
+    );
+    expect(error.code).toBe('NS_K6007');
+    expect(error.retriable).toBe(false);
+    expect(error.message).toBe(
+      `Schema Registry at ${url}, asked to list subjects, refused the bearer token of schema_registry_token (401; the registry says: The token expired): it has expired, was issued by an identity provider the registry does not trust, or is not meant for this registry; set a fresh token`,
+    );
+  });
+
+  test('basic credentials refused, none configured, and a 403 each say which settings to look at', () => {
+    expect(
+      registryError(unauthorized('Basic realm="Quarkus"'), { url, auth: 'basic' }, 'list subjects').message,
+    ).toContain('refused the user name and password (401): check schema_registry_username / schema_registry_password');
+    expect(registryError(unauthorized('Bearer'), { url, auth: 'none' }, 'list subjects').message).toContain(
+      'requires authentication (401) and none is configured: set schema_registry_username / schema_registry_password or schema_registry_token',
+    );
+    const forbidden = registryError(new RegistryHttpError(403, 40301, 'no'), { url, auth: 'bearer' }, 'register');
+    expect(forbidden.message).toContain('denied it (403)');
+    expect(forbidden.retriable).toBe(false);
+  });
+
+  test('a TLS alert for the client certificate names schema_registry_client_cert; an outage stays retriable', () => {
+    const alert = Object.assign(new Error('tlsv13 alert certificate required'), {
+      code: 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED',
+    });
+    const refused = registryError(alert, { url, auth: 'none' }, 'list subjects');
+    expect(refused.message).toContain(`Schema Registry at ${url} refused the TLS client certificate`);
+    expect(refused.message).toContain('schema_registry_client_cert');
+    expect(refused.retriable).toBe(false);
+    const down = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+    expect(registryError(down, { url, auth: 'none' }, 'list subjects').retriable).toBe(true);
   });
 });
 
