@@ -1,10 +1,14 @@
-import { dirname, resolve } from 'node:path';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { type OracleRecord, runOracle } from '@nanosync/connector-testkit';
 import type { Row } from '@nanosync/core';
+import type { PostgresService } from '@nanosync/testcontainers';
 import kafkajs from 'kafkajs';
 import pg from 'pg';
+import { stringify } from 'yaml';
 import { decodeJsonMessage } from '../../src/formats/json.js';
 import type { ConsumedRecord } from './helpers.js';
 
@@ -14,6 +18,73 @@ export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..
 
 // The shared child-process harness and wait helper of the test kit.
 export { eventually, NanosyncProcess } from '@nanosync/connector-testkit';
+
+/**
+ * What an end-to-end test works in: a database of its own on the shared PostgreSQL, a client
+ * connected to it and a scratch folder. Disposing drops the database's replication slots,
+ * closes the client and removes the folder (declare it before the try whose finally stops
+ * writers and pipelines: it is disposed after them).
+ */
+export interface E2eWorkspace extends AsyncDisposable {
+  url: string;
+  db: pg.Client;
+  dir: string;
+}
+
+export async function e2eWorkspace(postgres: PostgresService, folderPrefix: string): Promise<E2eWorkspace> {
+  const url = await postgres.createDatabase();
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  const dir = await mkdtemp(join(tmpdir(), folderPrefix));
+  return {
+    url,
+    db,
+    dir,
+    async [Symbol.asyncDispose]() {
+      await dropSlots(db);
+      await db.end();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** One pipeline of `writePipelines`: PostgreSQL tables into the Kafka sink. */
+export interface E2ePipeline {
+  name: string;
+  tables: string[];
+  /** The Kafka sink's properties (topic, message_format, schema_registry_url…). */
+  sink: Record<string, string | number | boolean>;
+  /** The sink's on_error policy (dead_letter…). */
+  onError?: string;
+  snapshot?: { concurrency?: number; target_rows_per_partition?: number };
+}
+
+/**
+ * Writes `<dir>/nanosync.yaml`: a `pg` connection to `postgresUrl`, a `kafka` connection to
+ * `brokers` and the pipelines. Returns the file, the state database's path and the
+ * arguments of `nanosync run` on them (admin API on a free port).
+ */
+export async function writePipelines(
+  dir: string,
+  options: { postgresUrl: string; brokers: string[]; pipelines: E2ePipeline[] },
+): Promise<{ config: string; stateFile: string; args: string[] }> {
+  const config = join(dir, 'nanosync.yaml');
+  const stateFile = join(dir, 'state', 'state.db');
+  const document = {
+    connections: [
+      { name: 'pg', type: 'postgres', dsn: options.postgresUrl },
+      { name: 'kafka', type: 'kafka', properties: { brokers: options.brokers.join(',') } },
+    ],
+    pipelines: options.pipelines.map((p) => ({
+      name: p.name,
+      source: { connection: 'pg', tables: p.tables },
+      ...(p.snapshot ? { snapshot: p.snapshot } : {}),
+      sink: { connection: 'kafka', ...(p.onError ? { on_error: p.onError } : {}), properties: p.sink },
+    })),
+  };
+  await writeFile(config, stringify(document));
+  return { config, stateFile, args: ['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0'] };
+}
 
 export async function topicSize(brokers: string[], topic: string): Promise<number> {
   const admin = new Kafka({ clientId: 'ns-e2e-admin', brokers, logLevel: logLevel.NOTHING }).admin();

@@ -1,11 +1,8 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { codecFor, MESSAGE_FORMATS } from '../../src/formats/index.js';
-import { NanosyncProcess, dropSlots, eventually } from './e2e-helpers.js';
+import { NanosyncProcess, e2eWorkspace, eventually, writePipelines } from './e2e-helpers.js';
 import { type ConsumedRecord, consumeAll, reduceByKey, uniqueName } from './helpers.js';
 
 let postgres: Awaited<ReturnType<typeof startPostgres>>;
@@ -68,10 +65,8 @@ describe.each(MESSAGE_FORMATS)('postgres → kafka (%s): DDL on the key column a
     'the topic reduced by key equals the table; every message decodes with its own schema; new shapes flow',
     { timeout: 400_000 },
     async () => {
-      const url = await postgres.createDatabase();
-      const db = new pg.Client({ connectionString: url });
-      await db.connect();
-      const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-ddl-'));
+      await using workspace = await e2eWorkspace(postgres, 'ns-kafka-ddl-');
+      const { url, db, dir } = workspace;
       const pipeline = uniqueName(`ddl_${format}`).replace(/-/g, '_');
       const topic = uniqueName(`ns-ddl-${format}`);
       let writer: Writer | undefined;
@@ -80,39 +75,18 @@ describe.each(MESSAGE_FORMATS)('postgres → kafka (%s): DDL on the key column a
         await db.query(`CREATE TYPE mood AS ENUM ('sad', 'ok')`);
         await db.query('CREATE TABLE ddl_t (id int PRIMARY KEY, note text, drop_me text, mood mood)');
         await db.query(`INSERT INTO ddl_t SELECT g, 'row ' || g, 'x', 'ok' FROM generate_series(1, 70) g`);
-        const config = join(dir, 'nanosync.yaml');
-        await writeFile(
-          config,
-          `connections:
-  - name: pg
-    type: postgres
-    dsn: ${JSON.stringify(url)}
-  - name: kafka
-    type: kafka
-    properties:
-      brokers: ${JSON.stringify(kafka.brokers.join(','))}
-pipelines:
-  - name: ${pipeline}
-    source:
-      connection: pg
-      tables: [public.ddl_t]
-    sink:
-      connection: kafka
-      properties:
-        topic: ${topic}
-        num_partitions: 1
-        message_format: ${format}
-`,
-        );
-        nanosync = new NanosyncProcess([
-          'run',
-          '--file',
-          config,
-          '--state',
-          join(dir, 'state', 'state.db'),
-          '--listen',
-          '127.0.0.1:0',
-        ]);
+        const { args } = await writePipelines(dir, {
+          postgresUrl: url,
+          brokers: kafka.brokers,
+          pipelines: [
+            {
+              name: pipeline,
+              tables: ['public.ddl_t'],
+              sink: { topic, num_partitions: 1, message_format: format },
+            },
+          ],
+        });
+        nanosync = new NanosyncProcess(args);
         const running = nanosync;
         await eventually(
           async () => ((await consumeAll(kafka.brokers, topic).catch(() => [])).length >= 70 ? true : undefined),
@@ -213,9 +187,6 @@ pipelines:
       } finally {
         await writer?.stop().catch(() => undefined);
         await nanosync?.kill('SIGTERM').catch(() => undefined);
-        await dropSlots(db);
-        await db.end();
-        await rm(dir, { recursive: true, force: true });
       }
     },
   );
@@ -229,10 +200,8 @@ describe.each(['json', 'avro', 'protobuf'] as const)(
       'a truncate, then the rows under the new key: the topic reduced by key equals the table, no stale or resurrected key',
       { timeout: 400_000 },
       async () => {
-        const url = await postgres.createDatabase();
-        const db = new pg.Client({ connectionString: url });
-        await db.connect();
-        const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-pk-'));
+        await using workspace = await e2eWorkspace(postgres, 'ns-kafka-pk-');
+        const { url, db, dir } = workspace;
         const pipeline = uniqueName(`pk_${format}`).replace(/-/g, '_');
         const topic = uniqueName(`ns-pk-${format}`);
         let nanosync: NanosyncProcess | undefined;
@@ -262,39 +231,18 @@ describe.each(['json', 'avro', 'protobuf'] as const)(
         try {
           await db.query('CREATE TABLE pk_t (id int PRIMARY KEY, code text NOT NULL UNIQUE, note text)');
           await db.query(`INSERT INTO pk_t SELECT g, 'c' || g, 'row ' || g FROM generate_series(1, 70) g`);
-          const config = join(dir, 'nanosync.yaml');
-          await writeFile(
-            config,
-            `connections:
-  - name: pg
-    type: postgres
-    dsn: ${JSON.stringify(url)}
-  - name: kafka
-    type: kafka
-    properties:
-      brokers: ${JSON.stringify(kafka.brokers.join(','))}
-pipelines:
-  - name: ${pipeline}
-    source:
-      connection: pg
-      tables: [public.pk_t]
-    sink:
-      connection: kafka
-      properties:
-        topic: ${topic}
-        num_partitions: 1
-        message_format: ${format}
-`,
-          );
-          nanosync = new NanosyncProcess([
-            'run',
-            '--file',
-            config,
-            '--state',
-            join(dir, 'state', 'state.db'),
-            '--listen',
-            '127.0.0.1:0',
-          ]);
+          const { args } = await writePipelines(dir, {
+            postgresUrl: url,
+            brokers: kafka.brokers,
+            pipelines: [
+              {
+                name: pipeline,
+                tables: ['public.pk_t'],
+                sink: { topic, num_partitions: 1, message_format: format },
+              },
+            ],
+          });
+          nanosync = new NanosyncProcess(args);
           const proc = nanosync;
           await eventually(
             async () => ((await consumeAll(kafka.brokers, topic).catch(() => [])).length >= 70 ? true : undefined),
@@ -358,9 +306,6 @@ pipelines:
           running = false;
           await writer.catch(() => undefined);
           await nanosync?.kill('SIGTERM').catch(() => undefined);
-          await dropSlots(db);
-          await db.end();
-          await rm(dir, { recursive: true, force: true });
         }
       },
     );

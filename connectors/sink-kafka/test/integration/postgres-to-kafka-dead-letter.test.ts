@@ -1,19 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
-import pg from 'pg';
 import { expect, test } from 'vitest';
 import {
   ConcurrentWriter,
   NanosyncProcess,
   SlotFlushSampler,
-  dropSlots,
+  e2eWorkspace,
   eventually,
   oracle,
   tableRows,
   topicSize,
+  writePipelines,
 } from './e2e-helpers.js';
 import { type ConsumedRecord, consumeAll, createTopic, uniqueName } from './helpers.js';
 
@@ -36,10 +33,8 @@ test(
   async () => {
     await using postgres = await startPostgres();
     await using kafka = await startKafka();
-    const url = await postgres.createDatabase();
-    const db = new pg.Client({ connectionString: url });
-    await db.connect();
-    const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-e2e-dlq-'));
+    await using workspace = await e2eWorkspace(postgres, 'ns-kafka-e2e-dlq-');
+    const { url, db, dir } = workspace;
     const pipeline = uniqueName('kafka_dlq').replace(/-/g, '_');
     const prefix = `${uniqueName('ns-dlq')}.`;
     const topic = `${prefix}public_e2e_orders`;
@@ -58,41 +53,20 @@ test(
         [ROWS],
       );
       await db.query(`INSERT INTO public.e2e_orders VALUES ($1, $2, 1, 1, true)`, [BIG_IDS[0], big]);
-      const config = join(dir, 'nanosync.yaml');
-      await writeFile(
-        config,
-        `connections:
-  - name: pg
-    type: postgres
-    dsn: ${JSON.stringify(url)}
-  - name: kafka
-    type: kafka
-    properties:
-      brokers: ${JSON.stringify(kafka.brokers.join(','))}
-pipelines:
-  - name: ${pipeline}
-    source:
-      connection: pg
-      tables: [public.e2e_orders]
-    sink:
-      connection: kafka
-      on_error: dead_letter
-      properties:
-        topic_prefix: ${JSON.stringify(prefix)}
-        message_format: json
-`,
-      );
-      const stateFile = join(dir, 'state', 'state.db');
+      const { stateFile, args } = await writePipelines(dir, {
+        postgresUrl: url,
+        brokers: kafka.brokers,
+        pipelines: [
+          {
+            name: pipeline,
+            tables: ['public.e2e_orders'],
+            onError: 'dead_letter',
+            sink: { topic_prefix: prefix, message_format: 'json' },
+          },
+        ],
+      });
       sampler = new SlotFlushSampler(url, `nanosync_slot_${pipeline}`, stateFile, pipeline);
-      await using proc = new NanosyncProcess([
-        'run',
-        '--file',
-        config,
-        '--state',
-        stateFile,
-        '--listen',
-        '127.0.0.1:0',
-      ]);
+      await using proc = new NanosyncProcess(args);
       const context = () => proc.output.slice(-4000);
       await eventually(
         async () => ((await topicSize(kafka.brokers, topic)) >= ROWS ? true : undefined),
@@ -183,9 +157,6 @@ pipelines:
     } finally {
       await writer?.stop().catch(() => undefined);
       await sampler?.stop().catch(() => undefined);
-      await dropSlots(db);
-      await db.end();
-      await rm(dir, { recursive: true, force: true });
     }
   },
 );

@@ -1,18 +1,15 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
-import pg from 'pg';
 import { expect, test } from 'vitest';
 import {
   ConcurrentWriter,
   NanosyncProcess,
   SlotFlushSampler,
-  dropSlots,
+  e2eWorkspace,
   eventually,
   oracle,
   tableRows,
   topicSize,
+  writePipelines,
 } from './e2e-helpers.js';
 import { type ConsumedRecord, consumeAll, uniqueName } from './helpers.js';
 
@@ -31,10 +28,8 @@ test(
   async () => {
     await using postgres = await startPostgres();
     await using kafka = await startKafka({ fresh: true });
-    const url = await postgres.createDatabase();
-    const db = new pg.Client({ connectionString: url });
-    await db.connect();
-    const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-e2e-outage-'));
+    await using workspace = await e2eWorkspace(postgres, 'ns-kafka-e2e-outage-');
+    const { url, db, dir } = workspace;
     const pipeline = uniqueName('kafka_outage').replace(/-/g, '_');
     const topic = uniqueName('ns-e2e-outage');
     let writer: ConcurrentWriter | undefined;
@@ -47,40 +42,13 @@ test(
         `INSERT INTO public.e2e_orders SELECT g, 'row ' || g, g * 1.5, g, g % 2 = 0 FROM generate_series(1, $1) g`,
         [ROWS],
       );
-      const config = join(dir, 'nanosync.yaml');
-      await writeFile(
-        config,
-        `connections:
-  - name: pg
-    type: postgres
-    dsn: ${JSON.stringify(url)}
-  - name: kafka
-    type: kafka
-    properties:
-      brokers: ${JSON.stringify(kafka.brokers.join(','))}
-pipelines:
-  - name: ${pipeline}
-    source:
-      connection: pg
-      tables: [public.e2e_orders]
-    sink:
-      connection: kafka
-      properties:
-        topic: ${topic}
-        message_format: json
-`,
-      );
-      const stateFile = join(dir, 'state', 'state.db');
+      const { stateFile, args } = await writePipelines(dir, {
+        postgresUrl: url,
+        brokers: kafka.brokers,
+        pipelines: [{ name: pipeline, tables: ['public.e2e_orders'], sink: { topic, message_format: 'json' } }],
+      });
       sampler = new SlotFlushSampler(url, `nanosync_slot_${pipeline}`, stateFile, pipeline);
-      await using proc = new NanosyncProcess([
-        'run',
-        '--file',
-        config,
-        '--state',
-        stateFile,
-        '--listen',
-        '127.0.0.1:0',
-      ]);
+      await using proc = new NanosyncProcess(args);
       const context = () => proc.output.slice(-4000);
       await eventually(
         async () => ((await topicSize(kafka.brokers, topic)) >= ROWS ? true : undefined),
@@ -146,9 +114,6 @@ pipelines:
     } finally {
       await writer?.stop().catch(() => undefined);
       await sampler?.stop().catch(() => undefined);
-      await dropSlots(db);
-      await db.end();
-      await rm(dir, { recursive: true, force: true });
     }
   },
 );

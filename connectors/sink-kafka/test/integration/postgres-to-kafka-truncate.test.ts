@@ -1,11 +1,8 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { codecFor, type DecodedChange, MESSAGE_FORMATS } from '../../src/formats/index.js';
-import { NanosyncProcess, dropSlots, eventually } from './e2e-helpers.js';
+import { NanosyncProcess, e2eWorkspace, eventually, writePipelines } from './e2e-helpers.js';
 import { consumeAll, reduceByKey, uniqueName } from './helpers.js';
 
 let postgres: Awaited<ReturnType<typeof startPostgres>>;
@@ -55,49 +52,26 @@ describe.each(MESSAGE_FORMATS)('postgres → kafka (%s): TRUNCATE while streamin
     'single, multi-table and CASCADE truncates, then inserts: every topic reduced by key with truncates applied equals its table',
     { timeout: 400_000 },
     async () => {
-      const url = await postgres.createDatabase();
-      const db = new pg.Client({ connectionString: url });
-      await db.connect();
-      const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-truncate-'));
+      await using workspace = await e2eWorkspace(postgres, 'ns-kafka-truncate-');
+      const { url, db, dir } = workspace;
       const pipeline = uniqueName(`truncate_${format}`).replace(/-/g, '_');
       const prefix = `${uniqueName(`ns-tr-${format}`)}.`;
       const topicOf = (table: string) => `${prefix}public_${table}`;
       let nanosync: NanosyncProcess | undefined;
       try {
         for (const statement of DDL) await db.query(statement);
-        const config = join(dir, 'nanosync.yaml');
-        await writeFile(
-          config,
-          `connections:
-  - name: pg
-    type: postgres
-    dsn: ${JSON.stringify(url)}
-  - name: kafka
-    type: kafka
-    properties:
-      brokers: ${JSON.stringify(kafka.brokers.join(','))}
-pipelines:
-  - name: ${pipeline}
-    source:
-      connection: pg
-      tables: [${TABLES.map((t) => `public.${t}`).join(', ')}]
-    sink:
-      connection: kafka
-      properties:
-        topic_prefix: ${JSON.stringify(prefix)}
-        num_partitions: 1
-        message_format: ${format}
-`,
-        );
-        nanosync = new NanosyncProcess([
-          'run',
-          '--file',
-          config,
-          '--state',
-          join(dir, 'state', 'state.db'),
-          '--listen',
-          '127.0.0.1:0',
-        ]);
+        const { args } = await writePipelines(dir, {
+          postgresUrl: url,
+          brokers: kafka.brokers,
+          pipelines: [
+            {
+              name: pipeline,
+              tables: TABLES.map((t) => `public.${t}`),
+              sink: { topic_prefix: prefix, num_partitions: 1, message_format: format },
+            },
+          ],
+        });
+        nanosync = new NanosyncProcess(args);
         const running = nanosync;
         for (const table of TABLES)
           await eventually(
@@ -165,9 +139,6 @@ pipelines:
         expect([...(await tableRows(db, 'items')).keys()]).toEqual(['[3]', `[${MARKER}]`]);
       } finally {
         await nanosync?.kill('SIGTERM').catch(() => undefined);
-        await dropSlots(db);
-        await db.end();
-        await rm(dir, { recursive: true, force: true });
       }
     },
   );

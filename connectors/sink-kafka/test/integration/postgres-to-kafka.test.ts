@@ -1,18 +1,15 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
-import pg from 'pg';
 import { expect, test } from 'vitest';
 import {
   ConcurrentWriter,
   NanosyncProcess,
   SlotFlushSampler,
-  dropSlots,
+  e2eWorkspace,
   eventually,
   oracle,
   tableRows,
   topicSize,
+  writePipelines,
 } from './e2e-helpers.js';
 import { type ConsumedRecord, consumeAll, uniqueName } from './helpers.js';
 
@@ -29,10 +26,8 @@ test(
   async () => {
     await using postgres = await startPostgres();
     await using kafka = await startKafka();
-    const url = await postgres.createDatabase();
-    const db = new pg.Client({ connectionString: url });
-    await db.connect();
-    const dir = await mkdtemp(join(tmpdir(), 'ns-kafka-e2e-'));
+    await using workspace = await e2eWorkspace(postgres, 'ns-kafka-e2e-');
+    const { url, db, dir } = workspace;
     const pipeline = uniqueName('kafka_e2e').replace(/-/g, '_');
     const topic = uniqueName('ns-e2e');
     let writer: ConcurrentWriter | undefined;
@@ -45,34 +40,18 @@ test(
         `INSERT INTO public.e2e_orders SELECT g, 'row ' || g || repeat('x', 200), g * 1.5, g, g % 2 = 0 FROM generate_series(1, $1) g`,
         [ROWS],
       );
-      const config = join(dir, 'nanosync.yaml');
-      await writeFile(
-        config,
-        `connections:
-  - name: pg
-    type: postgres
-    dsn: ${JSON.stringify(url)}
-  - name: kafka
-    type: kafka
-    properties:
-      brokers: ${JSON.stringify(kafka.brokers.join(','))}
-pipelines:
-  - name: ${pipeline}
-    source:
-      connection: pg
-      tables: [public.e2e_orders]
-    snapshot:
-      concurrency: 2
-      target_rows_per_partition: 1000
-    sink:
-      connection: kafka
-      properties:
-        topic: ${topic}
-        compression: lz4
-`,
-      );
-      const stateFile = join(dir, 'state', 'state.db');
-      const args = ['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0'];
+      const { stateFile, args } = await writePipelines(dir, {
+        postgresUrl: url,
+        brokers: kafka.brokers,
+        pipelines: [
+          {
+            name: pipeline,
+            tables: ['public.e2e_orders'],
+            snapshot: { concurrency: 2, target_rows_per_partition: 1000 },
+            sink: { topic, compression: 'lz4' },
+          },
+        ],
+      });
       sampler = new SlotFlushSampler(url, `nanosync_slot_${pipeline}`, stateFile, pipeline);
 
       const first = new NanosyncProcess(args);
@@ -126,9 +105,6 @@ pipelines:
     } finally {
       await writer?.stop().catch(() => undefined);
       await sampler?.stop().catch(() => undefined);
-      await dropSlots(db);
-      await db.end();
-      await rm(dir, { recursive: true, force: true });
     }
   },
 );

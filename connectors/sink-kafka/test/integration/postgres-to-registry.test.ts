@@ -1,6 +1,3 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { LogicalType, Value } from '@nanosync/core';
 import {
   type KafkaService,
@@ -11,14 +8,14 @@ import {
   startPostgres,
   startSchemaRegistry,
 } from '@nanosync/testcontainers';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ARRAYS, COLUMNS, DDL, ROWS, SCALARS } from '../../../source-postgres/test/integration/types-data.js';
 import { dateToDays, timeToMicros, timestampToMicros } from '../../src/formats/temporal.js';
 import { SchemaRegistryClient } from '../../src/registry/client.js';
 import { readWireHeader } from '../../src/registry/codec.js';
 import { NanosyncServer } from '@nanosync/connector-testkit';
-import { NanosyncProcess, dropSlots, eventually } from './e2e-helpers.js';
+import { NanosyncProcess, e2eWorkspace, eventually, writePipelines } from './e2e-helpers.js';
 import { consumeAll, uniqueName } from './helpers.js';
 import { type JavaRecord, type RegistryReaders, javaConsume, registryReaders } from './registry-helpers.js';
 
@@ -149,36 +146,6 @@ function expectedNorm(format: Format, type: LogicalType, value: Value): string |
   }
 }
 
-function pipelineYaml(options: {
-  url: string;
-  pipelines: { name: string; tables: string[]; properties: Record<string, string>; onError?: string }[];
-}): string {
-  return `connections:
-  - name: pg
-    type: postgres
-    dsn: ${JSON.stringify(options.url)}
-  - name: kafka
-    type: kafka
-    properties:
-      brokers: ${JSON.stringify(kafka.brokers.join(','))}
-pipelines:
-${options.pipelines
-  .map(
-    (p) => `  - name: ${p.name}
-    source:
-      connection: pg
-      tables: [${p.tables.join(', ')}]
-    sink:
-      connection: kafka${p.onError ? `\n      on_error: ${p.onError}` : ''}
-      properties:
-${Object.entries(p.properties)
-  .map(([k, v]) => `        ${k}: ${JSON.stringify(v)}`)
-  .join('\n')}
-`,
-  )
-  .join('')}`;
-}
-
 /** The value of each field of a Java record, in RegistryConsume's normal form. */
 const fieldsOf = (record: JavaRecord) => new Map(record.fields.map((f) => [f.field, f.value]));
 
@@ -187,10 +154,8 @@ test(
   { timeout: 900_000 },
   async (context) => {
     if (!readers) return context.skip('mvn not found: cannot fetch Avro / protobuf-java from Maven Central');
-    const url = await postgres.createDatabase();
-    const db = new pg.Client({ connectionString: url });
-    await db.connect();
-    const dir = await mkdtemp(join(tmpdir(), 'ns-registry-types-'));
+    await using workspace = await e2eWorkspace(postgres, 'ns-registry-types-');
+    const { url, db, dir } = workspace;
     const run = uniqueName('sr-types');
     const moreColumns = [...SCALARS, ...ARRAYS];
     const insertMore = (id: number) =>
@@ -218,27 +183,24 @@ test(
 
       const formats: Format[] = ['avro', 'protobuf'];
       const prefix = (format: Format) => `${run}.${format}.`;
-      const config = join(dir, 'nanosync.yaml');
-      await writeFile(
-        config,
-        pipelineYaml({
-          url,
-          pipelines: formats.map((format) => ({
-            name: `types_${format}`,
-            tables: ['public.all_types', 'public.more_types'],
-            // Protobuf's int64 microseconds cannot hold a year-294276 timestamp: that row is
-            // refused alone (NS_K6006) and goes to the dead-letter topic.
-            onError: 'dead_letter',
-            properties: {
-              topic_prefix: prefix(format),
-              message_format: format,
-              schema_registry_url: registry.url,
-              num_partitions: '1',
-            },
-          })),
-        }),
-      );
-      nanosync = new NanosyncProcess(['run', '--file', config, '--state', join(dir, 'state', 'state.db')]);
+      const { args } = await writePipelines(dir, {
+        postgresUrl: url,
+        brokers: kafka.brokers,
+        pipelines: formats.map((format) => ({
+          name: `types_${format}`,
+          tables: ['public.all_types', 'public.more_types'],
+          // Protobuf's int64 microseconds cannot hold a year-294276 timestamp: that row is
+          // refused alone (NS_K6006) and goes to the dead-letter topic.
+          onError: 'dead_letter',
+          sink: {
+            topic_prefix: prefix(format),
+            message_format: format,
+            schema_registry_url: registry.url,
+            num_partitions: 1,
+          },
+        })),
+      });
+      nanosync = new NanosyncProcess(args);
       const running = nanosync;
       const topicsOf = (format: Format) => [`${prefix(format)}public_all_types`, `${prefix(format)}public_more_types`];
       const dlqOf = (format: Format) => `${prefix(format)}dlq`;
@@ -355,9 +317,6 @@ test(
       }
     } finally {
       await nanosync?.kill('SIGTERM').catch(() => undefined);
-      await dropSlots(db);
-      await db.end();
-      await rm(dir, { recursive: true, force: true });
     }
   },
 );
@@ -403,10 +362,8 @@ describe.each(['avro', 'protobuf'] as const)('schema evolution while streaming i
     { timeout: 900_000 },
     async (context) => {
       if (!readers) return context.skip('mvn not found: cannot fetch Avro / protobuf-java from Maven Central');
-      const url = await postgres.createDatabase();
-      const db = new pg.Client({ connectionString: url });
-      await db.connect();
-      const dir = await mkdtemp(join(tmpdir(), 'ns-registry-evo-'));
+      await using workspace = await e2eWorkspace(postgres, 'ns-registry-evo-');
+      const { url, db, dir } = workspace;
       const name = `evo_${format}`;
       const topic = uniqueName(`ns-sr-evo-${format}`);
       const subject = `${topic}-value`;
@@ -415,26 +372,23 @@ describe.each(['avro', 'protobuf'] as const)('schema evolution while streaming i
       try {
         await db.query('CREATE TABLE evo (id int PRIMARY KEY, qty int, note text)');
         await db.query(`INSERT INTO evo SELECT g, g, 'row ' || g FROM generate_series(1, 20) g`);
-        const config = join(dir, 'nanosync.yaml');
-        await writeFile(
-          config,
-          pipelineYaml({
-            url,
-            pipelines: [
-              {
-                name,
-                tables: ['public.evo'],
-                properties: {
-                  topic,
-                  message_format: format,
-                  schema_registry_url: registry.url,
-                  num_partitions: '1',
-                },
+        const { args } = await writePipelines(dir, {
+          postgresUrl: url,
+          brokers: kafka.brokers,
+          pipelines: [
+            {
+              name,
+              tables: ['public.evo'],
+              sink: {
+                topic,
+                message_format: format,
+                schema_registry_url: registry.url,
+                num_partitions: 1,
               },
-            ],
-          }),
-        );
-        server = await NanosyncServer.start(['run', '--file', config, '--state', join(dir, 'state', 'state.db')]);
+            },
+          ],
+        });
+        server = await NanosyncServer.start(args);
         const running = server;
         const records = async () => (await consumeAll(kafka.brokers, topic).catch(() => [])).length;
         await eventually(
@@ -531,9 +485,6 @@ describe.each(['avro', 'protobuf'] as const)('schema evolution while streaming i
       } finally {
         await writer?.stop().catch(() => undefined);
         await server?.kill('SIGTERM').catch(() => undefined);
-        await dropSlots(db);
-        await db.end();
-        await rm(dir, { recursive: true, force: true });
       }
     },
   );
