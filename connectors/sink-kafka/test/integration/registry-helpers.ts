@@ -94,6 +94,8 @@ export async function javaConsume(options: {
   expected: number;
   isolation?: 'read_committed' | 'read_uncommitted';
   timeoutMs?: number;
+  /** Sent as `Authorization: Bearer …` with every schema fetch. */
+  bearerToken?: string;
 }): Promise<JavaRecord[]> {
   const { stdout } = await run(
     'java',
@@ -110,7 +112,11 @@ export async function javaConsume(options: {
       options.readers.protoc,
       options.topics.join(','),
     ],
-    { maxBuffer: 256 * 1024 * 1024, timeout: 240_000 },
+    {
+      maxBuffer: 256 * 1024 * 1024,
+      timeout: 240_000,
+      env: { ...process.env, NS_REGISTRY_BEARER_TOKEN: options.bearerToken ?? '' },
+    },
   );
   const records: JavaRecord[] = [];
   for (const line of stdout.split('\n')) {

@@ -55,6 +55,8 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * norm) that a test can build from the source's values. Tombstones print op "TOMBSTONE".
  *
  * args: bootstrap registryUrl isolationLevel expectedCount timeoutMs protoc topic[,topic...]
+ * env: NS_REGISTRY_BEARER_TOKEN, when set, is sent as `Authorization: Bearer …` on every
+ * registry request (what Confluent's deserializers do with bearer.auth.token).
  */
 public class RegistryConsume {
   static final HttpClient HTTP = HttpClient.newHttpClient();
@@ -64,9 +66,10 @@ public class RegistryConsume {
   static GenericData avroData = new GenericData();
 
   static String fetch(int id, String[] type) throws Exception {
-    HttpResponse<String> res = HTTP.send(
-        HttpRequest.newBuilder(URI.create(registry + "/schemas/ids/" + id)).GET().build(),
-        HttpResponse.BodyHandlers.ofString());
+    HttpRequest.Builder request = HttpRequest.newBuilder(URI.create(registry + "/schemas/ids/" + id)).GET();
+    String token = System.getenv("NS_REGISTRY_BEARER_TOKEN");
+    if (token != null && !token.isEmpty()) request.header("Authorization", "Bearer " + token);
+    HttpResponse<String> res = HTTP.send(request.build(), HttpResponse.BodyHandlers.ofString());
     if (res.statusCode() != 200) throw new IllegalStateException("schema " + id + ": " + res.statusCode() + " " + res.body());
     // {"schema":"...","schemaType":"PROTOBUF",...}: the schema string is JSON-escaped.
     com.fasterxml.jackson.databind.JsonNode node = new com.fasterxml.jackson.databind.ObjectMapper().readTree(res.body());
