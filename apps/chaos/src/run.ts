@@ -301,6 +301,22 @@ export interface RunOptions {
   state?: string;
   /** Added to every server's environment (e.g. NANOSYNC_TEST_FAULT for the broken-build check). */
   env?: Record<string, string>;
+  /** Fan-out: further sinks after the first, each with its own topic or folder (`sinks:` in the config). */
+  moreSinks?: ('kafka' | 'file')[];
+  /** Extra keys of each sink's entry, by index in `sinks` (`on_error`, `max_spill_bytes`…). */
+  sinkKeys?: Record<string, string | number>[];
+}
+
+/** One sink of the run's pipeline. */
+export interface RunSink {
+  kind: 'kafka' | 'file';
+  /** Its id in the state store and the status: `<index in sinks>:<connection>`. */
+  id: string;
+  connection: string;
+  /** Kafka: the topic it writes. */
+  topic: string;
+  /** File sink: the folder it writes. */
+  fileDir: string;
 }
 
 /** The outcome of a run that passed the oracle. */
@@ -317,6 +333,10 @@ export class ChaosRun implements AsyncDisposable {
   readonly pipeline: string;
   readonly slot: string;
   readonly topic: string;
+  /** Every sink of the pipeline, in config order (the first is `options.sink`). */
+  readonly sinks: RunSink[];
+  /** Keys of rows no sink may hold (events the scenario made unwritable): left out of the oracle, and must be absent. */
+  readonly excludedKeys = new Set<number>();
   readonly configFile: string;
   readonly servers: NanosyncServer[] = [];
   readonly db: AdminDb;
@@ -342,6 +362,13 @@ export class ChaosRun implements AsyncDisposable {
     this.pipeline = `chaos_${id}`;
     this.slot = `nanosync_slot_${this.pipeline}`;
     this.topic = `chaos-${id}`;
+    this.sinks = [options.sink, ...(options.moreSinks ?? [])].map((kind, i) => ({
+      kind,
+      id: `${i}:${i === 0 ? 'out' : `out${i + 1}`}`,
+      connection: i === 0 ? 'out' : `out${i + 1}`,
+      topic: i === 0 ? this.topic : `${this.topic}-${i + 1}`,
+      fileDir: i === 0 ? options.fileDir : join(dir, `out${i + 1}`),
+    }));
     this.configFile = join(dir, 'nanosync.yaml');
     this.db = new AdminDb(databaseUrl);
   }
@@ -372,9 +399,14 @@ export class ChaosRun implements AsyncDisposable {
       options.settings.rows,
     ]);
     await run.db.query(`ANALYZE ${TABLE}`);
-    await mkdir(run.options.fileDir, { recursive: true });
-    await writeFile(run.configFile, run.#yaml());
+    for (const sink of run.sinks) if (sink.kind === 'file') await mkdir(sink.fileDir, { recursive: true });
+    await run.writeConfig();
     return run;
+  }
+
+  /** (Re)writes the config file from the options (a scenario may change `sinkKeys`, then restart). */
+  async writeConfig(): Promise<void> {
+    await writeFile(this.configFile, this.#yaml());
   }
 
   /** Register something to undo when the run is disposed (a mount, a store setting). */
@@ -384,9 +416,9 @@ export class ChaosRun implements AsyncDisposable {
 
   #yaml(): string {
     const s = this.options.settings;
-    const sink =
-      this.options.sink === 'kafka'
-        ? `  - name: out
+    const connection = (sink: RunSink) =>
+      sink.kind === 'kafka'
+        ? `  - name: ${sink.connection}
     type: kafka
     properties:
       brokers: ${JSON.stringify(this.services.kafka.brokers.join(','))}
@@ -396,24 +428,36 @@ export class ChaosRun implements AsyncDisposable {
       num_partitions: ${s.partitions}
       compression: ${s.compression}
       max_bytes_in_flight: ${s.maxBytesInFlight}`
-        : `  - name: out
+        : `  - name: ${sink.connection}
     type: file
     properties:
-      path: ${JSON.stringify(this.options.fileDir)}`;
+      path: ${JSON.stringify(sink.fileDir)}`;
+    // One sink: `sink:` as before; several: a `sinks:` list of the same entries.
+    const entry = (sink: RunSink, i: number, pad: string) =>
+      [
+        `connection: ${sink.connection}`,
+        ...(sink.kind === 'kafka' ? ['properties:', `  topic: ${sink.topic}`, '  message_format: json'] : []),
+        ...Object.entries(this.options.sinkKeys?.[i] ?? {}).map(([k, v]) => `${k}: ${JSON.stringify(v)}`),
+      ]
+        .map((line, n) => `${n === 0 && pad.endsWith('- ') ? pad : ' '.repeat(pad.length)}${line}`)
+        .join('\n');
+    const sinks =
+      this.sinks.length === 1
+        ? `    sink:\n${entry(this.sinks[0]!, 0, '      ')}`
+        : `    sinks:\n${this.sinks.map((sink, i) => entry(sink, i, '      - ')).join('\n')}`;
     return `connections:
   - name: pg
     type: postgres
     dsn: ${JSON.stringify(this.databaseUrl)}
-${sink}
+${this.sinks.map(connection).join('\n')}
 pipelines:
   - name: ${this.pipeline}
     replication_type: cdc_backfill
     source:
       connection: pg
       tables: [${TABLE}]
-    sink:
-      connection: out
-${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topic}\n        message_format: json\n` : ''}    snapshot:
+${sinks}
+    snapshot:
       concurrency: ${s.concurrency}
       target_rows_per_partition: ${s.rowsPerPartition}
       chunk_rows: ${s.chunkRows}
@@ -467,7 +511,14 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
 
   /** The pipeline row and checkpoints from the state store (SQLite file or PostgreSQL). */
   async #storeRead(): Promise<
-    { start: string | undefined; checkpoint: string | undefined; snapshotDone: boolean } | undefined
+    | {
+        start: string | undefined;
+        checkpoint: string | undefined;
+        snapshotDone: boolean;
+        /** Each sink's own checkpoint, by sink id. */
+        bySink: Record<string, string>;
+      }
+    | undefined
   > {
     const state = this.options.state;
     if (state.startsWith('postgres')) {
@@ -488,14 +539,15 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
           `SELECT start_position, snapshot_done FROM "${schema}".pipelines WHERE name = $1`,
           [this.pipeline],
         );
-        const c = await this.#stateDb.query<{ position: string }>(
-          `SELECT position FROM "${schema}".checkpoints WHERE pipeline = $1`,
+        const c = await this.#stateDb.query<{ sink: string; position: string }>(
+          `SELECT sink, position FROM "${schema}".checkpoints WHERE pipeline = $1`,
           [this.pipeline],
         );
         return {
           start: p.rows[0]?.start_position ?? undefined,
           checkpoint: c.rows.map((r) => r.position).sort()[0],
           snapshotDone: p.rows[0]?.snapshot_done === true,
+          bySink: Object.fromEntries(c.rows.map((r) => [r.sink, r.position])),
         };
       } catch (error) {
         await this.#stateDb?.end().catch(() => {});
@@ -509,13 +561,15 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
       const p = db.prepare('SELECT start_position, snapshot_done FROM pipelines WHERE name = ?').get(this.pipeline) as
         | { start_position: string | null; snapshot_done: number }
         | undefined;
-      const c = db.prepare('SELECT position FROM checkpoints WHERE pipeline = ?').all(this.pipeline) as {
+      const c = db.prepare('SELECT sink, position FROM checkpoints WHERE pipeline = ?').all(this.pipeline) as {
+        sink: string;
         position: string;
       }[];
       return {
         start: p?.start_position ?? undefined,
         checkpoint: c.map((r) => r.position).sort()[0],
         snapshotDone: Number(p?.snapshot_done ?? 0) === 1,
+        bySink: Object.fromEntries(c.map((r) => [r.sink, r.position])),
       };
     } catch {
       return undefined;
@@ -541,7 +595,7 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
    */
   async markSink(): Promise<void> {
     if (this.options.sink === 'file') {
-      this.#mark = { lines: (await this.#fileRecords()).length };
+      this.#mark = { lines: (await this.#fileRecords(this.sinks[0]!)).length };
       return;
     }
     const admin = new Kafka({
@@ -559,15 +613,21 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
   }
 
   /** Everything the sink holds now (after the {@link markSink} mark), in the order a consumer reads it. */
-  async sinkRecords(): Promise<OracleRecord[]> {
-    const mark = this.#mark;
-    if (this.options.sink === 'file')
-      return (await this.#fileRecords()).slice(mark && 'lines' in mark ? mark.lines : 0);
-    return this.#kafkaRecords(mark && 'partitions' in mark ? mark.partitions : undefined);
+  async sinkRecords(index = 0): Promise<OracleRecord[]> {
+    const sink = this.sinks[index]!;
+    // The mark is the first sink's (the scenarios that mark a sink run one).
+    const mark = index === 0 ? this.#mark : undefined;
+    if (sink.kind === 'file') return (await this.#fileRecords(sink)).slice(mark && 'lines' in mark ? mark.lines : 0);
+    return this.#kafkaRecords(sink.topic, mark && 'partitions' in mark ? mark.partitions : undefined);
   }
 
   async checkpoint(): Promise<string | undefined> {
     return (await this.#storeRead().catch(() => undefined))?.checkpoint;
+  }
+
+  /** Each sink's stored checkpoint, by sink id (`0:out`…). */
+  async sinkCheckpoints(): Promise<Record<string, string>> {
+    return (await this.#storeRead().catch(() => undefined))?.bySink ?? {};
   }
 
   async startPosition(): Promise<string | undefined> {
@@ -582,10 +642,11 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     return rows[0]?.lsn ? parsePgLsn(rows[0].lsn) : undefined;
   }
 
-  /** Messages (Kafka) or lines (file) the sink holds now: a cheap progress count. */
-  async delivered(): Promise<number> {
-    if (this.options.sink === 'file') {
-      const text = await readFile(this.#sinkFile).catch(() => Buffer.alloc(0));
+  /** Messages (Kafka) or lines (file) the sink (by index in `sinks`) holds now: a cheap progress count. */
+  async delivered(index = 0): Promise<number> {
+    const sink = this.sinks[index]!;
+    if (sink.kind === 'file') {
+      const text = await readFile(this.#sinkFile(sink)).catch(() => Buffer.alloc(0));
       let lines = 0;
       for (let i = text.indexOf(10); i !== -1; i = text.indexOf(10, i + 1)) lines++;
       return lines;
@@ -597,7 +658,7 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     }).admin();
     try {
       await admin.connect();
-      const offsets = await admin.fetchTopicOffsets(this.topic);
+      const offsets = await admin.fetchTopicOffsets(sink.topic);
       return offsets.reduce((sum, o) => sum + Number(o.high) - Number(o.low), 0);
     } catch {
       return 0;
@@ -672,13 +733,13 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     }, 'the checkpoint to pass the marker row');
   }
 
-  get #sinkFile(): string {
-    return join(this.options.fileDir, `${TABLE}.jsonl`);
+  #sinkFile(sink: RunSink): string {
+    return join(sink.fileDir, `${TABLE}.jsonl`);
   }
 
-  async #fileRecords(): Promise<OracleRecord[]> {
+  async #fileRecords(sink: RunSink): Promise<OracleRecord[]> {
     // Strict: a torn or garbled line anywhere but at the very end is a failure of the sink.
-    const records = await readJsonLines(this.#sinkFile);
+    const records = await readJsonLines(this.#sinkFile(sink));
     return records.map((r) => ({
       table: r.table,
       op: r.op,
@@ -688,7 +749,7 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     }));
   }
 
-  async #kafkaRecords(from?: Map<number, bigint>): Promise<OracleRecord[]> {
+  async #kafkaRecords(topic: string, from?: Map<number, bigint>): Promise<OracleRecord[]> {
     registerCompressionCodecs(kafkajs);
     const kafka = new Kafka({
       clientId: 'ns-chaos-reader',
@@ -697,16 +758,16 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
     });
     const admin = kafka.admin();
     await admin.connect();
-    const offsets = await admin.fetchTopicOffsets(this.topic).finally(() => admin.disconnect());
+    const offsets = await admin.fetchTopicOffsets(topic).finally(() => admin.disconnect());
     let left = offsets.reduce((sum, o) => sum + Number(o.high) - Number(o.low), 0);
     const read: { partition: number; offset: bigint; record: OracleRecord }[] = [];
     if (left === 0) return [];
     const consumer = kafka.consumer({ groupId: `ns-chaos-${randomBytes(4).toString('hex')}`, maxWaitTimeInMs: 200 });
     await consumer.connect();
     try {
-      await consumer.subscribe({ topic: this.topic, fromBeginning: true });
+      await consumer.subscribe({ topic, fromBeginning: true });
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`timed out reading ${this.topic}: ${left} missing`)), 60_000);
+        const timer = setTimeout(() => reject(new Error(`timed out reading ${topic}: ${left} missing`)), 60_000);
         consumer
           .run({
             autoCommit: false,
@@ -742,46 +803,61 @@ ${this.options.sink === 'kafka' ? `      properties:\n        topic: ${this.topi
   }
 
   /**
-   * The oracle of RELIABILITY.md over everything the sink holds (call after `drain`): the
+   * The oracle of RELIABILITY.md over everything each sink holds (call after `drain`): the
    * last version per key equals the table; positions only go back as replays; the strict
    * history order; every writer change that began after the start position present; and
-   * the slot never acknowledged past the stored checkpoint. Returns the problems.
+   * the slot never acknowledged past the stored checkpoint (the smallest over the sinks).
+   * With several sinks, each is checked on its own and its problems name it. Rows of
+   * `excludedKeys` are left out of the table, and no sink may hold them. Returns the problems.
    */
   async check(): Promise<{ problems: string[]; stats: RunStats }> {
     await this.#sampler?.stop();
     const start = await this.startPosition();
     if (start === undefined) return { problems: ['no start position in the state store'], stats: emptyStats() };
-    const records = await this.sinkRecords();
-    this.records = records;
+    const excluded = this.excludedKeys;
     const { rows } = await this.db.query<Row>(`SELECT id, v, note FROM ${TABLE} ORDER BY id`);
+    const expected = rows.filter((r) => !excluded.has(Number(r.id)));
     const startLsn = positionLsn(start);
     const changes = (this.writer?.txns ?? []).filter((t) => t.lsnBefore > startLsn).flatMap((t) => t.changes);
-    const problems = runOracle({
-      records,
-      expected: { [TABLE]: rows },
-      keyColumns: ['id'],
-      changes,
-      strict: true,
-    });
+    const problems: string[] = [];
     if (changes.length < 10) problems.push(`only ${changes.length} writer changes fell inside the test window`);
-    const missing = classifyMissing(records, rows, this.writer?.txns ?? [], startLsn);
-    if (missing.total > 0) {
-      const read = await this.#storeRead().catch(() => undefined);
-      this.log(
-        `the sink lacks ${missing.total} keys of the table: ${missing.seeded} seeded, ${missing.beforeStart} inserted by the writer before the start position (only the snapshot carries them), ${missing.afterStart} inserted after it (the stream carries them), ${missing.other} other; snapshot done in the store: ${read === undefined ? 'unknown' : read.snapshotDone ? 'yes' : 'no'}`,
+    const stats: RunStats = { events: 0, replays: 0, changes: changes.length };
+    for (const [i, sink] of this.sinks.entries()) {
+      const all = await this.sinkRecords(i);
+      const named = (problem: string) => (this.sinks.length > 1 ? `sink ${sink.id}: ${problem}` : problem);
+      const records = all.filter((r) => !excluded.has(Number(r.key.id)));
+      if (i === 0) this.records = records;
+      const unwritable = all.length - records.length;
+      if (unwritable > 0)
+        problems.push(named(`holds ${unwritable} records of keys it was never to get (${[...excluded].join(', ')})`));
+      problems.push(
+        ...runOracle({ records, expected: { [TABLE]: expected }, keyColumns: ['id'], changes, strict: true }).map(
+          named,
+        ),
       );
+      const missing = classifyMissing(records, expected, this.writer?.txns ?? [], startLsn);
+      if (missing.total > 0) {
+        const read = await this.#storeRead().catch(() => undefined);
+        this.log(
+          named(
+            `the sink lacks ${missing.total} keys of the table: ${missing.seeded} seeded, ${missing.beforeStart} inserted by the writer before the start position (only the snapshot carries them), ${missing.afterStart} inserted after it (the stream carries them), ${missing.other} other; snapshot done in the store: ${read === undefined ? 'unknown' : read.snapshotDone ? 'yes' : 'no'}`,
+          ),
+        );
+      }
+      const streamPositions = records.filter((r) => r.op !== 'read' && r.position).map((r) => r.position!);
+      problems.push(
+        ...checkFlushSamples(this.#sampler?.samples ?? [], streamPositions, positionLsn).problems.map(named),
+      );
+      const seen = new Set<string>();
+      for (const r of records) {
+        if (r.op === 'read' || r.position === undefined || r.after === null) continue;
+        const id = `${r.key.id}@${r.position}`;
+        if (seen.has(id)) stats.replays++;
+        seen.add(id);
+      }
+      stats.events += records.length;
     }
-    const streamPositions = records.filter((r) => r.op !== 'read' && r.position).map((r) => r.position!);
-    problems.push(...checkFlushSamples(this.#sampler?.samples ?? [], streamPositions, positionLsn).problems);
-    const seen = new Set<string>();
-    let replays = 0;
-    for (const r of records) {
-      if (r.op === 'read' || r.position === undefined || r.after === null) continue;
-      const id = `${r.key.id}@${r.position}`;
-      if (seen.has(id)) replays++;
-      seen.add(id);
-    }
-    return { problems, stats: { events: records.length, replays, changes: changes.length } };
+    return { problems, stats };
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { eventually, type NanosyncServer, runNanosync } from '@nanosync/connector-testkit/harness';
 import { Random } from './random.js';
+import { SINK_SCENARIOS } from './scenarios-chaos-sink.js';
 import { SOURCE_SCENARIOS } from './scenarios-chaos-src.js';
 import {
   AdminDb,
@@ -113,7 +114,7 @@ export async function frame(
 }
 
 /** SIGKILL the server and start a new `nanosync run` on the same state. */
-async function crashAndRestart(
+export async function crashAndRestart(
   run: ChaosRun,
   server: NanosyncServer,
   log: (l: string) => void,
@@ -137,7 +138,7 @@ export async function streamPoint(run: ChaosRun, txns: number): Promise<void> {
 }
 
 /** Run a command (mount…), returning false when it fails. */
-async function tryCommand(command: string, args: string[]): Promise<boolean> {
+export async function tryCommand(command: string, args: string[]): Promise<boolean> {
   return exec(command, args).then(
     () => true,
     () => false,
@@ -453,6 +454,7 @@ export const SCENARIOS: Scenario[] = [
   // Scenarios kept in their own files (scenarios-*.ts) import `frame` from this module, an
   // import cycle that works because this module is loaded first (matrix.ts, cli.ts, the tests).
   ...SOURCE_SCENARIOS,
+  ...SINK_SCENARIOS,
 ];
 
 export function scenarioNamed(name: string): Scenario {
