@@ -126,6 +126,13 @@ export class SinkLane {
   error: unknown;
   private spillLog: SpillLog | undefined;
   private readonly spillBarriers = new Map<number, Barrier>();
+  /**
+   * Whether the last batch the lane took ends a transaction (has a safe position). A full
+   * spill log pauses the lane only then: what it took ends where a checkpoint can be saved,
+   * so each re-read moves the checkpoint on, even past a transaction larger than the queue
+   * and the spill budget together (which is spilled whole, beyond the budget).
+   */
+  private tookToBoundary = true;
   private nextBarrierId = 0;
   private readonly queue: LaneItem[] = [];
   private head = 0;
@@ -223,8 +230,10 @@ export class SinkLane {
       (this.memoryFull || (this.spillLog !== undefined && !this.spillLog.empty))
     ) {
       this.spillItem({ events: mapped, safePosition, bytes: size, commitMs, barrier: undefined });
+      this.tookToBoundary = safePosition !== undefined;
       return;
     }
+    this.tookToBoundary = safePosition !== undefined;
     if (mapped.length === 0) {
       const tail = this.queue.length > this.head ? this.queue[this.queue.length - 1]! : undefined;
       if (tail !== undefined && tail.events.length === 0 && tail.barrier === undefined) {
@@ -366,7 +375,7 @@ export class SinkLane {
     barrier: number | undefined;
   }): void {
     const spill = this.options.spill!;
-    if (this.spillLog !== undefined && this.spillLog.bytes >= spill.maxBytes) {
+    if (this.spillLog !== undefined && this.spillLog.bytes >= spill.maxBytes && this.tookToBoundary) {
       this.state = 'paused';
       this.options.onStateChange?.('paused');
       if (item.barrier !== undefined) {

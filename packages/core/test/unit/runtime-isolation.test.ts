@@ -94,6 +94,45 @@ describe('sink isolation', () => {
     expect(db.ackViolations).toEqual([]);
   });
 
+  it('a transaction larger than the queue and the spill budget together still gets past a paused sink: it pauses only at a transaction end, so each re-read moves its checkpoint on', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase({ maxBatchEvents: 5 });
+    db.createTable('public', 'orders');
+    const fast = inMemorySink();
+    const slow = fakeSlowSink();
+    const engine = await fanPipeline(db, [{ sink: fast }, { sink: slow, maxSpillBytes: 2_000 }], {
+      queue: { maxEvents: 5 },
+      maxWriteEvents: 2,
+    });
+    // 100 events at one commit, in batches of 5 with only the last one safe to checkpoint.
+    const big = db.commit(
+      range(1, 100).map((id) => ({
+        table: 'public.orders',
+        op: 'insert' as const,
+        row: { id: String(id), status: 'new' },
+      })),
+    );
+    const after = db.insert('public.orders', 101);
+    await until(() => fast.events.length === 101, 'the fast sink has everything');
+    await until(
+      async () => (await engine.status('iso')).sinks.find((s) => s.name === '1:mem1')?.state === 'paused',
+      'the slow sink paused',
+    );
+    const paused = (await engine.status('iso')).sinks.find((s) => s.name === '1:mem1')!;
+    // The budget was crossed to reach the transaction's end, no further.
+    expect(paused.spillEvents! + paused.queueDepth).toBeGreaterThanOrEqual(100);
+    expect(paused.spillEvents! + paused.queueDepth).toBeLessThan(101);
+    slow.gate.release();
+    await until(
+      () => distinctInOrder(ids(slow)).length === 101,
+      'the slow sink has the whole transaction and the next',
+    );
+    expect(distinctInOrder(ids(slow))).toEqual(range(1, 101));
+    await until(() => db.acks.includes(after), 'acknowledged past the big transaction');
+    expect(db.acks).toContain(big);
+    expect(db.ackViolations).toEqual([]);
+  });
+
   it('a sink that fails for good stops alone: the pipeline is DEGRADED, the other sink delivers, the slot stays at the failed checkpoint; resume restarts it from there', async () => {
     h = await Harness.create();
     const db = new InMemoryDatabase();
