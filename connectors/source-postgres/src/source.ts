@@ -50,6 +50,7 @@ import {
   readCtidPartition,
   rowDecoder,
 } from './snapshot/read-partition.js';
+import { parseSnapshotView, RecentCommits, SNAPSHOT_VIEW_SQL } from './snapshot/visibility.js';
 import { createAcknowledger, streamChanges } from './stream/index.js';
 import { TypeCatalog } from './types/index.js';
 
@@ -89,6 +90,12 @@ export class PostgresSource implements Source {
   #releaseSnapshot: (() => Promise<void>) | undefined;
   /** The paused slot's oldest pending commit, by confirmed_flush_lsn (see slot/pending.ts). */
   readonly #pendingCache: PendingCommitCache = {};
+  /** Transactions the slot's streams decoded, for the chunk reads' snapshot check (snapshot/visibility.ts). */
+  readonly #commits: RecentCommits;
+  readonly #refreshCommits = () =>
+    this.#withAdmin('reading the running transactions', async (client) =>
+      parseSnapshotView((await client.query(SNAPSHOT_VIEW_SQL)).rows[0] ?? {}),
+    );
   #closed = false;
 
   constructor(config: PostgresSourceConfig, context: ConnectorContext, options: PostgresSourceOptions = {}) {
@@ -97,6 +104,8 @@ export class PostgresSource implements Source {
     this.#pipeline = context.pipeline;
     this.#slot = slotNameFor(context.pipeline);
     this.#publication = publicationNameFor(context.pipeline);
+    this.#commits = RecentCommits.forSlot(this.#slot);
+    this.#commits.refresh = this.#refreshCommits;
     this.#acknowledger = createAcknowledger({ logger: context.logger });
     this.#readPath = options.readPath ?? DEFAULT_READ_PATH;
   }
@@ -459,6 +468,8 @@ export class PostgresSource implements Source {
               }
             : {}),
           signal: options.signal,
+          commits: this.#commits,
+          logger: this.#logger,
         },
         state,
       );
@@ -513,6 +524,7 @@ export class PostgresSource implements Source {
       logger: this.#logger,
       tables: options.tables,
       acknowledger: this.#acknowledger,
+      commits: this.#commits,
       watermarkPrefix: this.watermarkPrefix,
       ...(options.chunk ? { chunk: options.chunk } : {}),
     });
@@ -627,6 +639,7 @@ export class PostgresSource implements Source {
     await this.#releaseSnapshot?.();
     await this.#withAdmin('dropping the slot and publication', async (client) => {
       const dropped = await dropSlot(client, this.#slot);
+      RecentCommits.dropSlot(this.#slot);
       await dropPublication(client, this.#publication);
       this.#logger.info('dropped replication slot and publication', {
         slot: this.#slot,
@@ -656,6 +669,7 @@ export class PostgresSource implements Source {
     await this.#releaseSnapshot?.();
     await this.#withAdmin('removing what the failed start created', async (client) => {
       const slotDropped = await dropSlot(client, this.#slot);
+      RecentCommits.dropSlot(this.#slot);
       const publicationDropped = await dropOwnPublication(client, this.#publication);
       if (slotDropped || publicationDropped)
         this.#logger.info('removed what the failed first start created', {
@@ -667,6 +681,7 @@ export class PostgresSource implements Source {
 
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#commits.refresh === this.#refreshCommits) this.#commits.refresh = undefined;
     await this.#releaseSnapshot?.();
     this.#releaseSnapshot = undefined;
     const admin = this.#admin;

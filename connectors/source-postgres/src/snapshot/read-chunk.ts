@@ -1,10 +1,17 @@
-import type { PartitionChunk } from '@nanosync/core';
+import { type Logger, type PartitionChunk, sleep } from '@nanosync/core';
 import type pg from 'pg';
 import type { PgColumn } from '../describe.js';
-import { quoteIdent, quoteTable } from '../errors.js';
+import { quoteIdent, quoteLiteral, quoteTable } from '../errors.js';
 import { CopyOutQuery, parseCopyTextRow } from './copy-out.js';
 import type { CtidBounds } from './ctid-partitions.js';
 import { rowDecoder } from './read-partition.js';
+import {
+  hiddenCommits,
+  parseSnapshotView,
+  type RecentCommits,
+  SNAPSHOT_VIEW_SQL,
+  type SnapshotView,
+} from './visibility.js';
 
 /**
  * Where the next chunk of a CTID partition starts (`ctid >= (page,offset)`), and what the
@@ -45,6 +52,10 @@ export interface ReadCtidChunkOptions {
   /** Opens the chunk's read-only transaction (blocking mode: one importing the exported snapshot). */
   begin?: (client: pg.Client) => Promise<void>;
   signal: AbortSignal;
+  /** Transactions this source's stream decoded (see visibility.ts); without it only the clog is asked. */
+  commits?: RecentCommits;
+  /** Says when a read waits for commits that are not visible yet. */
+  logger?: Logger;
 }
 
 export function isChunkCursor(value: unknown): value is CtidChunkCursor {
@@ -115,6 +126,66 @@ export class ChunkBuffer<T> {
   }
 }
 
+/** How long a read waits for hidden commits before it says so as a warning. */
+const HIDDEN_COMMITS_WARN_MS = 10_000;
+
+/**
+ * Opens the chunk's transaction, REPEATABLE READ so that every statement of the read uses
+ * the snapshot its first statement takes, once that snapshot hides no transaction the stream
+ * may already have carried (see visibility.ts): otherwise it rolls back and takes a new one
+ * after a short wait. One round trip per attempt. With `wantPages`, returns the table's size in
+ * pages now when the partition is open-ended (`bounds.endPage` null).
+ */
+async function beginChunkRead(
+  opts: Pick<ReadCtidChunkOptions, 'client' | 'table' | 'bounds' | 'signal' | 'commits' | 'logger'>,
+  wantPages: boolean,
+): Promise<number | undefined> {
+  const { client, commits, signal } = opts;
+  const pagesSql =
+    wantPages && opts.bounds.endPage === null
+      ? `; SELECT (pg_catalog.pg_relation_size(${quoteLiteral(quoteTable(opts.table))}::regclass) / current_setting('block_size')::int8)::text AS pages`
+      : '';
+  const sql = `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = 0; ${SNAPSHOT_VIEW_SQL}${pagesSql}`;
+  const started = Date.now();
+  let warned = false;
+  for (let wait = 1; ; wait = Math.min(100, wait * 2)) {
+    commits?.beginCheck();
+    let view: SnapshotView | undefined;
+    let hidden: number[];
+    let pages: number | undefined;
+    try {
+      const results = (await client.query(sql)) as unknown as pg.QueryResult[];
+      view = parseSnapshotView(results[2]?.rows[0] ?? {});
+      if (pagesSql !== '') pages = Number(results[3]?.rows[0]?.pages ?? 0);
+      hidden = hiddenCommits(view, commits);
+    } finally {
+      commits?.endCheck(view);
+    }
+    if (hidden.length === 0) return pages;
+    await client.query('ROLLBACK');
+    const waited = Date.now() - started;
+    const fields = {
+      table: `${opts.table.schema}.${opts.table.name}`,
+      transactions: hidden.join(', '),
+      waitedMs: waited,
+    };
+    if (wait === 1)
+      opts.logger?.debug(
+        'snapshot chunk: transactions committed in the WAL are not visible yet; taking a new snapshot',
+        fields,
+      );
+    if (!warned && waited >= HIDDEN_COMMITS_WARN_MS) {
+      warned = true;
+      opts.logger?.warn(
+        'snapshot chunk still waits for transactions whose commits are in the WAL but not visible to other sessions (a commit waiting for a synchronous standby? see synchronous_standby_names)',
+        fields,
+      );
+    }
+    await sleep(wait, signal);
+    signal.throwIfAborted();
+  }
+}
+
 /**
  * {@link readCtidChunk} with the decoding left to the caller: `decode` turns a row's fields
  * (the server's text form of `columnNames`, null for NULL) into what the chunk holds. The
@@ -135,9 +206,12 @@ export async function readCtidRows<T>(
     offset: 0,
     span: Math.min(MAX_SPAN, Math.max(1, Math.ceil(maxRows / ROWS_PER_PAGE_GUESS))),
   };
-  if (opts.begin !== undefined) await opts.begin(client);
-  else await client.query('BEGIN READ ONLY');
-  await client.query('SET LOCAL statement_timeout = 0');
+  // A concurrent chunk checks its own snapshot (see visibility.ts); an imported one (blocking mode) is the slot's.
+  const tableEnd = opts.begin === undefined ? await beginChunkRead(opts, opts.upTo === undefined) : undefined;
+  if (opts.begin !== undefined) {
+    await opts.begin(client);
+    await client.query('SET LOCAL statement_timeout = 0');
+  }
   if (opts.upTo !== undefined) {
     const until = opts.upTo.next;
     const range = [`ctid >= '(${cursor.page},${cursor.offset})'::tid`];
@@ -156,7 +230,7 @@ export async function readCtidRows<T>(
     state.clientReusable = true;
     return { rows: unbounded.rows, bytes: unbounded.bytes, next: until };
   }
-  let stop = bounds.endPage;
+  let stop = bounds.endPage ?? tableEnd ?? null;
   if (stop === null) {
     // The open-ended last partition ends where the table ends now.
     const { rows } = await client.query<{ pages: string }>(

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type { ChangeEvent, Row, TableRef, Value } from '@nanosync/core';
+import type { ChangeEvent, Logger, Row, TableRef, Value } from '@nanosync/core';
 import { quoteLiteral, quoteTable } from '../errors.js';
 import type pg from 'pg';
 import { type CtidChunkCursor, readCtidRows } from '../snapshot/read-chunk.js';
+import type { RecentCommits } from '../snapshot/visibility.js';
 import type { Queryable, TypeCatalog } from '../types/index.js';
 import { insertEvent } from './change-events.js';
 import type { RelationMessage, ReplicaIdentity, TupleValue } from './pgoutput.js';
@@ -222,6 +223,7 @@ export async function readAttachChunk(
   after: CtidChunkCursor | undefined,
   bound: { rows: number; bytes: number },
   signal: AbortSignal,
+  visibility: { commits: RecentCommits; logger: Logger },
 ): Promise<{ rows: ChangeEvent[]; next: CtidChunkCursor | undefined; missing?: true }> {
   const { rows: may } = await client.query(
     `SELECT has_table_privilege(c.oid, 'SELECT')::text AS may
@@ -245,6 +247,7 @@ export async function readAttachChunk(
       maxRows: bound.rows,
       maxBytes: bound.bytes,
       signal,
+      ...visibility,
     },
     (fields) => {
       const newTuple: TupleValue[] = relation.columns.map((_, i) => fields[i] ?? null);

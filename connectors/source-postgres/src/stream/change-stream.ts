@@ -30,6 +30,7 @@ import {
   writeAttachMessages,
 } from './attach-snapshot.js';
 import type { CtidChunkCursor } from '../snapshot/read-chunk.js';
+import { RecentCommits } from '../snapshot/visibility.js';
 import { deleteEvent, insertEvent, updateEvent } from './change-events.js';
 import { classifySessionFailure } from './failures.js';
 import { formatPgTimestamp, type PgOutputMessage } from './pgoutput.js';
@@ -72,6 +73,12 @@ export interface StreamChangesOptions {
   acknowledger?: Acknowledger;
   batchLimits?: Partial<BatchLimits>;
   reconnect?: Partial<ReconnectPolicy>;
+  /**
+   * Where the stream notes every transaction it decodes (xid, commit LSN) before any of its
+   * changes goes out, for the chunk reads' snapshot check (snapshot/visibility.ts); shared
+   * with the source's snapshot reader. One is made when absent.
+   */
+  commits?: RecentCommits;
   /** Type cache shared with the snapshot reader (optional; saves catalog queries for custom types). */
   catalog?: TypeCatalog;
   /** Standby status update interval (default 10 s, well under the usual wal_sender_timeout of 60 s). */
@@ -160,6 +167,7 @@ class ChangeStream {
   readonly #queue: BatchQueue;
   readonly #acknowledger: AcknowledgerInternals;
   readonly #catalog: TypeCatalog;
+  readonly #commits: RecentCommits;
   readonly #reconnect: ReconnectPolicy;
   readonly #stop = new AbortController();
   readonly #tables: Set<string> | undefined;
@@ -217,6 +225,7 @@ class ChangeStream {
     this.#acknowledger = internalsOf(options.acknowledger ?? createAcknowledger({ logger: this.#logger }));
     this.#reconnect = { ...DEFAULT_RECONNECT, ...options.reconnect };
     this.#catalog = options.catalog ?? new TypeCatalog();
+    this.#commits = options.commits ?? new RecentCommits();
     this.#tables =
       options.tables && options.tables.length > 0
         ? new Set(options.tables.map((t) => `${t.schema}\u0000${t.name}`))
@@ -373,6 +382,7 @@ class ChangeStream {
         if (this.#resumeAt.size > 0 && message.finalLsn > this.#from.lsn) this.#resumePending();
         if (this.#transaction)
           throw protocolError(`Begin of xid ${message.xid} inside transaction ${this.#transaction.xid}`);
+        this.#commits.decoded(message.xid, message.finalLsn);
         this.#transaction = {
           commitLsn: message.finalLsn,
           index: 0,
@@ -769,7 +779,10 @@ class ChangeStream {
           for (;;) {
             // The table's columns now (a column added between chunks is read from then on).
             const relation = await relationOf(client, table, this.#catalog);
-            const rows = await readAttachChunk(client, relation, table, chunk.leaf, cursor, bound, signal);
+            const rows = await readAttachChunk(client, relation, table, chunk.leaf, cursor, bound, signal, {
+              commits: this.#commits,
+              logger: this.#logger,
+            });
             chunk.rows = rows.rows;
             let nextAt = rows.next === undefined ? at + 1 : at;
             let nextCursor = rows.next;
