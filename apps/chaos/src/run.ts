@@ -12,14 +12,20 @@ import { DatabaseSync } from 'node:sqlite';
 import {
   checkFlushSamples,
   type ExpectedChange,
+  type FlushSample,
   FlushSampler,
   NanosyncServer,
   type OracleRecord,
   runOracle,
 } from '@nanosync/connector-testkit/harness';
-import type { Row } from '@nanosync/core';
+import type { Row, Value } from '@nanosync/core';
 import { readJsonLines } from '@nanosync/sink-file';
-import { decodeJsonMessage, registerCompressionCodecs } from '@nanosync/sink-kafka';
+import {
+  decodeAvroMessage,
+  decodeJsonMessage,
+  decodeProtobufMessage,
+  registerCompressionCodecs,
+} from '@nanosync/sink-kafka';
 import type { KafkaService, PostgresService } from '@nanosync/testcontainers';
 import kafkajs from 'kafkajs';
 import pg from 'pg';
@@ -117,10 +123,35 @@ interface WriterTxn {
  * transaction whose connection failed (a server restart) is not recorded (it may or may not
  * have committed); the writer carries on with a new connection.
  */
+/**
+ * Work a scenario runs on the writer's own connection between two of its transactions (a
+ * DDL statement, a TRUNCATE, an ATTACH PARTITION), so the writer's idea of the table (its
+ * live ids, its columns) always matches the table. `live` may be changed in place; the
+ * changes returned are recorded as one transaction the oracle expects.
+ */
+export type WriterAction = (db: pg.Client, live: number[]) => Promise<ExpectedChange[] | undefined>;
+
+/** Where an action ran in the WAL: everything the writer committed after it lies above `after`. */
+export interface ActionLsns {
+  before: bigint;
+  after: bigint;
+}
+
+interface QueuedAction {
+  action: WriterAction;
+  resolve: (lsns: ActionLsns) => void;
+  reject: (error: unknown) => void;
+}
+
 export class SeededWriter {
   readonly txns: WriterTxn[] = [];
   failedTxns = 0;
+  /** The text column the writer sets (a scenario renames it). */
+  noteColumn = 'note';
+  /** How a value of `v` reads in the sink (a scenario retypes it: int64 travels as a string). */
+  vValue: (v: number) => Value = (v) => v;
   #live: number[];
+  #actions: QueuedAction[] = [];
   #nextId = FIRST_INSERT_ID;
   #seq = 0;
   #stopping = false;
@@ -168,6 +199,12 @@ export class SeededWriter {
     paused?.resume();
   }
 
+  /** Runs `action` between two writer transactions (see {@link WriterAction}); resolves once it committed. */
+  between(action: WriterAction): Promise<ActionLsns> {
+    if (this.#done === undefined || this.#stopping) return Promise.reject(new Error('the writer is not running'));
+    return new Promise((resolve, reject) => this.#actions.push({ action, resolve, reject }));
+  }
+
   async stop(): Promise<void> {
     this.#stopping = true;
     this.resume();
@@ -193,7 +230,9 @@ export class SeededWriter {
             client.on('error', () => {});
             await client.connect();
           }
-          await this.#one(client);
+          const queued = this.#actions.shift();
+          if (queued) await this.#act(client, queued);
+          else await this.#one(client);
         } catch (error) {
           if (error instanceof pg.DatabaseError && !/^(08|57P|40)/.test(error.code ?? '')) throw error;
           this.failedTxns++;
@@ -207,6 +246,23 @@ export class SeededWriter {
       this.#failure = error;
     } finally {
       await client?.end().catch(() => {});
+      for (const queued of this.#actions.splice(0)) queued.reject(new Error('the writer stopped'));
+    }
+  }
+
+  async #act(db: pg.Client, queued: QueuedAction): Promise<void> {
+    const lsn = async () =>
+      parsePgLsn((await db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l);
+    try {
+      const before = await lsn();
+      const live = [...this.#live];
+      const changes = await queued.action(db, live);
+      this.#live = live;
+      if (changes?.length) this.txns.push({ lsnBefore: before, changes });
+      queued.resolve({ before, after: await lsn() });
+    } catch (error) {
+      await db.query('ROLLBACK').catch(() => {});
+      queued.reject(error);
     }
   }
 
@@ -224,12 +280,13 @@ export class SeededWriter {
         const n = rng.int(50, 400);
         const first = nextId;
         nextId += n;
+        const column = this.noteColumn;
         await db.query(
-          `INSERT INTO ${TABLE} (id, v, note) SELECT g, 0, 'bulk' FROM generate_series($1::int, $2::int) g`,
+          `INSERT INTO ${TABLE} (id, v, ${column}) SELECT g, 0, 'bulk' FROM generate_series($1::int, $2::int) g`,
           [first, first + n - 1],
         );
         for (let id = first; id < first + n; id++) {
-          changes.push({ table: TABLE, op: 'insert', key: { id }, after: { id, v: 0, note: 'bulk' } });
+          changes.push({ table: TABLE, op: 'insert', key: { id }, after: { id, v: this.vValue(0), [column]: 'bulk' } });
           live.push(id);
         }
       } else {
@@ -238,15 +295,16 @@ export class SeededWriter {
         for (let s = 0; s < statements; s++) {
           const roll = rng.next() * total;
           const note = `w${++this.#seq}`;
+          const column = this.noteColumn;
           if (roll < this.mix.insert || live.length === 0) {
             const id = nextId++;
-            await db.query(`INSERT INTO ${TABLE} (id, v, note) VALUES ($1, 1, $2)`, [id, note]);
-            changes.push({ table: TABLE, op: 'insert', key: { id }, after: { id, v: 1, note } });
+            await db.query(`INSERT INTO ${TABLE} (id, v, ${column}) VALUES ($1, 1, $2)`, [id, note]);
+            changes.push({ table: TABLE, op: 'insert', key: { id }, after: { id, v: this.vValue(1), [column]: note } });
             live.push(id);
           } else if (roll < this.mix.insert + this.mix.update) {
             const id = live[rng.int(0, live.length - 1)]!;
-            const r = await db.query(`UPDATE ${TABLE} SET v = v + 1, note = $2 WHERE id = $1`, [id, note]);
-            if (r.rowCount === 1) changes.push({ table: TABLE, op: 'update', key: { id }, after: { note } });
+            const r = await db.query(`UPDATE ${TABLE} SET v = v + 1, ${column} = $2 WHERE id = $1`, [id, note]);
+            if (r.rowCount === 1) changes.push({ table: TABLE, op: 'update', key: { id }, after: { [column]: note } });
           } else {
             const at = rng.int(0, live.length - 1);
             const id = live[at]!;
@@ -305,6 +363,14 @@ export interface RunOptions {
   moreSinks?: ('kafka' | 'file')[];
   /** Extra keys of each sink's entry, by index in `sinks` (`on_error`, `max_spill_bytes`…). */
   sinkKeys?: Record<string, string | number>[];
+  /**
+   * Creates the captured table ({@link TABLE}, with at least `id int` as its key, `v int` and
+   * a text column the writer sets) and fills it with the ids 1..rows. Default: a plain table
+   * `(id int PRIMARY KEY, v int NOT NULL, note text)`.
+   */
+  createTable?: (db: AdminDb, rows: number) => Promise<void>;
+  /** The Kafka sink's `message_format` (default json; avro and protobuf with the schema embedded in each record). */
+  messageFormat?: 'json' | 'avro' | 'protobuf';
 }
 
 /** One sink of the run's pipeline. */
@@ -345,6 +411,12 @@ export class ChaosRun implements AsyncDisposable {
   records: OracleRecord[] = [];
   /** Set by {@link markSink}: per Kafka partition its next offset, or the file sink's line count. */
   #mark: { partitions: Map<number, bigint> } | { lines: number } | undefined;
+  /** Rows the sink keeps although the table no longer has them (a detached partition's): the oracle expects them too. */
+  readonly keptRows: Row[] = [];
+  /** Applied to the sink's rows and the table's before they are compared (columns a DDL added, renamed, retyped). */
+  normalize: ((row: Row) => Row) | undefined;
+  /** Checks of a scenario over everything the sink holds (the shape of events after a DDL…), run by {@link check}. */
+  readonly recordChecks: ((records: readonly OracleRecord[]) => string[])[] = [];
   #sampler: FlushSampler | undefined;
   #stateDb: pg.Client | undefined;
   readonly #cleanups: (() => Promise<void>)[] = [];
@@ -394,10 +466,13 @@ export class ChaosRun implements AsyncDisposable {
       },
       log,
     );
-    await run.db.query(`CREATE TABLE ${TABLE} (id int PRIMARY KEY, v int NOT NULL, note text)`);
-    await run.db.query(`INSERT INTO ${TABLE} SELECT g, 0, 'seed' FROM generate_series(1, $1::int) g`, [
-      options.settings.rows,
-    ]);
+    if (merged.createTable) await merged.createTable(run.db, options.settings.rows);
+    else {
+      await run.db.query(`CREATE TABLE ${TABLE} (id int PRIMARY KEY, v int NOT NULL, note text)`);
+      await run.db.query(`INSERT INTO ${TABLE} SELECT g, 0, 'seed' FROM generate_series(1, $1::int) g`, [
+        options.settings.rows,
+      ]);
+    }
     await run.db.query(`ANALYZE ${TABLE}`);
     for (const sink of run.sinks) if (sink.kind === 'file') await mkdir(sink.fileDir, { recursive: true });
     await run.writeConfig();
@@ -436,7 +511,9 @@ export class ChaosRun implements AsyncDisposable {
     const entry = (sink: RunSink, i: number, pad: string) =>
       [
         `connection: ${sink.connection}`,
-        ...(sink.kind === 'kafka' ? ['properties:', `  topic: ${sink.topic}`, '  message_format: json'] : []),
+        ...(sink.kind === 'kafka'
+          ? ['properties:', `  topic: ${sink.topic}`, `  message_format: ${this.options.messageFormat ?? 'json'}`]
+          : []),
         ...Object.entries(this.options.sinkKeys?.[i] ?? {}).map(([k, v]) => `${k}: ${JSON.stringify(v)}`),
       ]
         .map((line, n) => `${n === 0 && pad.endsWith('- ') ? pad : ' '.repeat(pad.length)}${line}`)
@@ -491,6 +568,16 @@ ${sinks}
     this.servers.push(server);
     this.log(`started ${args[0]} pid ${server.process.pid}`);
     return server;
+  }
+
+  /** What the 100 ms flush sampler saw so far: the slot's confirmed_flush_lsn and the stored checkpoint. */
+  get flushSamples(): readonly FlushSample[] {
+    return this.#sampler?.samples ?? [];
+  }
+
+  /** Everything every server of the run printed (its log), oldest server first. */
+  get output(): string {
+    return this.servers.flatMap((s) => s.processes.map((p) => p.output)).join('\n');
   }
 
   /** The samplers and the writer start once the first server runs. */
@@ -726,7 +813,7 @@ ${sinks}
     const before = parsePgLsn(
       (await this.db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l,
     );
-    await this.db.query(`INSERT INTO ${TABLE} VALUES ($1, 0, 'marker')`, [MARKER_ID]);
+    await this.db.query(`INSERT INTO ${TABLE} (id, v) VALUES ($1, 0)`, [MARKER_ID]);
     await this.until(async () => {
       const checkpoint = await this.checkpoint();
       return checkpoint !== undefined && positionLsn(checkpoint) > before ? true : undefined;
@@ -751,6 +838,9 @@ ${sinks}
 
   async #kafkaRecords(topic: string, from?: Map<number, bigint>): Promise<OracleRecord[]> {
     registerCompressionCodecs(kafkajs);
+    const format = this.options.messageFormat ?? 'json';
+    const decode =
+      format === 'avro' ? decodeAvroMessage : format === 'protobuf' ? decodeProtobufMessage : decodeJsonMessage;
     const kafka = new Kafka({
       clientId: 'ns-chaos-reader',
       brokers: this.services.kafka.brokers,
@@ -772,19 +862,18 @@ ${sinks}
           .run({
             autoCommit: false,
             eachMessage: async ({ partition, message }) => {
-              const key = JSON.parse(message.key!.toString('utf8')) as unknown;
-              const id = Array.isArray(key) ? key[0] : (key as { id: unknown }).id;
+              const change = message.value === null ? undefined : decode(message.value);
               let record: OracleRecord;
-              if (message.value === null) record = { table: TABLE, op: 'delete', key: { id: Number(id) } };
+              if (change?.op === 'truncate')
+                record = { table: change.table, op: 'truncate', key: {}, position: change.position };
               else {
-                const change = decodeJsonMessage(message.value);
-                record = {
-                  table: TABLE,
-                  op: change.op,
-                  key: { id: Number(id) },
-                  after: change.after ?? null,
-                  position: change.position,
-                };
+                const key = JSON.parse(message.key!.toString('utf8')) as unknown;
+                const id = Number(Array.isArray(key) ? key[0] : (key as { id: unknown }).id);
+                const table = change?.table ?? message.headers?.['ns-table']?.toString() ?? TABLE;
+                record =
+                  change === undefined
+                    ? { table, op: 'delete', key: { id } }
+                    : { table, op: change.op, key: { id }, after: change.after ?? null, position: change.position };
               }
               read.push({ partition, offset: BigInt(message.offset), record });
               if (--left === 0) {
@@ -815,7 +904,7 @@ ${sinks}
     const start = await this.startPosition();
     if (start === undefined) return { problems: ['no start position in the state store'], stats: emptyStats() };
     const excluded = this.excludedKeys;
-    const { rows } = await this.db.query<Row>(`SELECT id, v, note FROM ${TABLE} ORDER BY id`);
+    const { rows } = await this.db.query<Row>(`SELECT * FROM ${TABLE} ORDER BY id`);
     const expected = rows.filter((r) => !excluded.has(Number(r.id)));
     const startLsn = positionLsn(start);
     const changes = (this.writer?.txns ?? []).filter((t) => t.lsnBefore > startLsn).flatMap((t) => t.changes);
@@ -831,10 +920,20 @@ ${sinks}
       if (unwritable > 0)
         problems.push(named(`holds ${unwritable} records of keys it was never to get (${[...excluded].join(', ')})`));
       problems.push(
-        ...runOracle({ records, expected: { [TABLE]: expected }, keyColumns: ['id'], changes, strict: true }).map(
-          named,
-        ),
+        ...runOracle({
+          records,
+          expected: { [TABLE]: [...expected, ...this.keptRows] },
+          keyColumns: ['id'],
+          ...(this.normalize ? { normalize: this.normalize } : {}),
+          changes,
+          strict: true,
+        }).map(named),
       );
+      for (const inspect of this.recordChecks) problems.push(...inspect(records).map(named));
+      const elsewhere = new Map<string, number>();
+      for (const r of records) if (r.table !== TABLE) elsewhere.set(r.table, (elsewhere.get(r.table) ?? 0) + 1);
+      for (const [table, n] of elsewhere)
+        problems.push(named(`${n} records under ${table}: every change belongs under ${TABLE}`));
       const missing = classifyMissing(records, expected, this.writer?.txns ?? [], startLsn);
       if (missing.total > 0) {
         const read = await this.#storeRead().catch(() => undefined);

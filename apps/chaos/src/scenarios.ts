@@ -12,6 +12,7 @@ import { eventually, type NanosyncServer, runNanosync } from '@nanosync/connecto
 import { Random } from './random.js';
 import { SINK_SCENARIOS } from './scenarios-chaos-sink.js';
 import { SOURCE_SCENARIOS } from './scenarios-chaos-src.js';
+import { CHAOS_DDL_SCENARIOS } from './scenarios-chaos-ddl.js';
 import {
   AdminDb,
   ChaosRun,
@@ -455,6 +456,7 @@ export const SCENARIOS: Scenario[] = [
   // import cycle that works because this module is loaded first (matrix.ts, cli.ts, the tests).
   ...SOURCE_SCENARIOS,
   ...SINK_SCENARIOS,
+  ...CHAOS_DDL_SCENARIOS,
 ];
 
 export function scenarioNamed(name: string): Scenario {

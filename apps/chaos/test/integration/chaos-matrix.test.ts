@@ -40,12 +40,15 @@ async function matrix(names: string[], fault?: string): Promise<{ results: RunRe
 
 describe(`the fault matrix, seeds ${SEEDS.join(', ')}`, () => {
   for (const scenario of SCENARIOS) {
-    it(`${scenario.name}: ${scenario.fault}`, { timeout: 400_000 }, async () => {
+    it(`${scenario.name}: ${scenario.fault}`, { timeout: 400_000 }, async (context) => {
       const { results, output } = await matrix([scenario.name]);
       expect(
         results.filter((r) => r.outcome === 'failed').map((r) => `seed ${r.seed}: ${r.reason}`),
         output,
       ).toEqual([]);
+      // A fault this machine cannot stage (no SQL Server, no mount rights) is reported as a skip, with its reason.
+      const skipped = results.filter((r) => r.outcome === 'skipped');
+      if (skipped.length === results.length) context.skip(skipped[0]!.reason);
       expect(results.filter((r) => r.outcome === 'passed').length, output).toBeGreaterThan(0);
       for (const r of results.filter((r) => r.outcome === 'passed')) expect(r.events).toBeGreaterThan(0);
     });
