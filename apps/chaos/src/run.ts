@@ -371,6 +371,8 @@ export interface RunOptions {
   createTable?: (db: AdminDb, rows: number) => Promise<void>;
   /** The Kafka sink's `message_format` (default json; avro and protobuf with the schema embedded in each record). */
   messageFormat?: 'json' | 'avro' | 'protobuf';
+  /** The Kafka topic's partitions instead of the drawn ones (a run with truncates reads one partition's order). */
+  partitions?: number;
 }
 
 /** One sink of the run's pipeline. */
@@ -500,7 +502,7 @@ export class ChaosRun implements AsyncDisposable {
       max_retries: 60
       retry_backoff_ms: 200
       retry_backoff_max_ms: 2000
-      num_partitions: ${s.partitions}
+      num_partitions: ${this.options.partitions ?? s.partitions}
       compression: ${s.compression}
       max_bytes_in_flight: ${s.maxBytesInFlight}`
         : `  - name: ${sink.connection}
