@@ -1,7 +1,7 @@
 /** @jsxRuntime automatic */
 /** @jsxImportSource react */
 import type { PipelineStatus } from '@nanosync/core/host';
-import { Box, Text, useApp, useInput } from 'ink';
+import { Box, render, Text, useApp, useInput } from 'ink';
 import { useEffect, useState, useSyncExternalStore } from 'react';
 import { formatLag, formatRate, retryText } from '../format.js';
 import {
@@ -266,4 +266,13 @@ export function clock(date: Date): string {
 
 function formatSecondsShort(ms: number): string {
   return ms % 1000 === 0 ? `${ms / 1000}s` : `${(ms / 1000).toFixed(1)}s`;
+}
+
+/** Draws the dashboard until the user quits (q or Ctrl-C). */
+export async function showDashboard(poller: StatusPoller, server: string, intervalMs: number): Promise<void> {
+  const app = render(<Dashboard poller={poller} server={server} intervalMs={intervalMs} />, {
+    exitOnCtrlC: true,
+    patchConsole: false,
+  });
+  await app.waitUntilExit();
 }

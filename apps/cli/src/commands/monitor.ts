@@ -1,5 +1,3 @@
-/** @jsxRuntime automatic */
-/** @jsxImportSource react */
 import { ErrorCode, NanosyncError } from '@nanosync/core';
 import type { PipelineStatus } from '@nanosync/core/host';
 import { parseCommandArgs } from '../args.js';
@@ -63,17 +61,13 @@ ${CLIENT_OPTIONS_HELP.join('\n')}
       }
     };
     const intervalMs = Math.round(interval * 1000);
-    // Ink (React, and Yoga's WebAssembly) is loaded only here: every other command, the
-    // server above all, would carry it in memory for nothing.
-    const [{ render }, { Dashboard }] = await Promise.all([import('ink'), import('../monitor/dashboard.js')]);
+    // The dashboard (Ink, React, Yoga's WebAssembly) is loaded only here: every other command,
+    // the server above all, would carry it in memory for nothing.
+    const { showDashboard } = await import('../monitor/dashboard.js');
     const poller = new StatusPoller({ fetch, intervalMs });
     poller.start();
-    const app = render(<Dashboard poller={poller} server={client.baseUrl} intervalMs={intervalMs} />, {
-      exitOnCtrlC: true,
-      patchConsole: false,
-    });
     try {
-      await app.waitUntilExit();
+      await showDashboard(poller, client.baseUrl, intervalMs);
     } finally {
       poller.stop();
     }
