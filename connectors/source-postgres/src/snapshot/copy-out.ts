@@ -25,7 +25,7 @@ export class CopyOutQuery {
   callback?: (err: Error | null) => void;
   readonly #highWaterMark: number;
   #connection: PgConnectionLike | undefined;
-  #rows: Buffer[] = [];
+  #rows: string[] = [];
   #head = 0;
   #paused = false;
   #finished = false;
@@ -53,8 +53,10 @@ export class CopyOutQuery {
   }
 
   handleCopyData(message: { chunk: Buffer }): void {
-    // pg-protocol reuses its read buffer for later messages: keep a copy, not a view.
-    this.#rows.push(Buffer.from(message.chunk));
+    // pg-protocol reuses its read buffer for later messages: keep a copy, not a view. As a
+    // string, which is what the row is parsed from anyway: a Buffer per row would be one more
+    // off-heap allocation per row for the collector to track and free.
+    this.#rows.push(message.chunk.toString('utf8'));
     if (!this.#paused && this.#rows.length - this.#head >= this.#highWaterMark) {
       this.#paused = true;
       this.#connection?.stream.pause();
@@ -90,10 +92,10 @@ export class CopyOutQuery {
   }
 
   /**
-   * Up to `max` rows (each a Buffer holding one COPY text line), waiting for at least one;
+   * Up to `max` rows (each one COPY text line), waiting for at least one;
    * an empty array means the COPY finished. Throws the server's error.
    */
-  async next(max: number): Promise<Buffer[]> {
+  async next(max: number): Promise<string[]> {
     for (;;) {
       if (this.#error) throw this.#error;
       const available = this.#rows.length - this.#head;

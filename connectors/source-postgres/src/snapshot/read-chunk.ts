@@ -322,7 +322,7 @@ async function copyChunkRows<T>(
     const lines = await copy.next(512);
     if (lines.length === 0) break;
     for (const line of lines) {
-      buffer.offer(line.length, () => {
+      buffer.offer(Buffer.byteLength(line), () => {
         const fields = parseCopyTextRow(line, width);
         last = parseTid(fields[0] ?? null);
         return decode(fields.slice(1));
