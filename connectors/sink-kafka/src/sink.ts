@@ -179,19 +179,43 @@ export class KafkaSink implements Sink {
     }
   }
 
+  /**
+   * Encode `events` and send them in chunks of at most `max_bytes_in_flight`, one request at a
+   * time (the idempotent producer keeps order only that way), while the next chunk is encoded:
+   * a chunk is handed to the client as soon as it is full and the one before it is
+   * acknowledged. Nothing is left in flight when this returns or throws.
+   */
   private async writeEvents(events: ChangeEvent[]): Promise<void> {
     let chunk: OutgoingMessage[] = [];
     let chunkBytes = 0;
+    let inFlight: Promise<void> | undefined;
+    const sendChunk = async () => {
+      const full = chunk;
+      chunk = [];
+      chunkBytes = 0;
+      if (inFlight) await inFlight;
+      inFlight = this.producer.send(full);
+      // Awaited before the next send or at the end; until then it must not count as unhandled.
+      inFlight.catch(() => {});
+    };
     const pushAny = async (message: OutgoingMessage) => {
-      if (chunk.length > 0 && chunkBytes + message.size > this.config.maxBytesInFlight) {
-        await this.producer.send(chunk);
-        chunk = [];
-        chunkBytes = 0;
-      }
+      if (chunk.length > 0 && chunkBytes + message.size > this.config.maxBytesInFlight) await sendChunk();
       chunk.push(message);
       chunkBytes += message.size;
     };
+    try {
+      await this.encodeInto(events, pushAny);
+      await sendChunk();
+      await inFlight;
+    } catch (err) {
+      // An encoding failure while a chunk is on its way: that send ends first, and its own
+      // failure (earlier records) is the one to report.
+      if (inFlight) await inFlight;
+      throw err;
+    }
+  }
 
+  private async encodeInto(events: ChangeEvent[], pushAny: (message: OutgoingMessage) => Promise<void>): Promise<void> {
     const registry = this.registry;
     for (let index = 0; index < events.length; index++) {
       const event = events[index]!;
@@ -278,7 +302,6 @@ export class KafkaSink implements Sink {
         throw err;
       }
     }
-    await this.producer.send(chunk);
   }
 
   /**
