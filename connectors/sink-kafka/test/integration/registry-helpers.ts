@@ -5,8 +5,56 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { type ChangeEvent, NanosyncError, type TableSchema } from '@nanosync/core';
+import { expect } from 'vitest';
+import { KafkaErrorCode } from '../../src/errors.js';
+import { createSink, uniqueName } from './helpers.js';
 
 const run = promisify(execFile);
+
+/** A two-column table for the registry's authentication tests, and its n-th insert. */
+export const securedTable: TableSchema = {
+  schema: 'public',
+  name: 'secured',
+  keyColumns: ['id'],
+  columns: [
+    { name: 'id', type: { kind: 'int32' }, nullable: false },
+    { name: 'note', type: { kind: 'string' }, nullable: true },
+  ],
+};
+export const securedInsert = (n: number): ChangeEvent => ({
+  table: securedTable,
+  op: 'insert',
+  key: { id: n },
+  after: { id: n, note: `n${n}` },
+  position: `0000000004000000:${String(n).padStart(8, '0')}`,
+});
+
+/**
+ * The error of a sink's first Avro write when the registry (or the TLS handshake with it)
+ * refuses it: asserted to be NS_K6007, not retried, naming the registry's URL.
+ */
+export async function registryRefusal(
+  brokers: string[],
+  registryUrl: string,
+  properties: Record<string, unknown>,
+): Promise<NanosyncError> {
+  await using handle = createSink({
+    brokers: brokers.join(','),
+    topic: uniqueName('ns-it-sr-refused'),
+    message_format: 'avro',
+    schema_registry_url: registryUrl,
+    ...properties,
+  });
+  await handle.sink.open([securedTable]);
+  const failure = await handle.sink.write([securedInsert(1)]).catch((e: unknown) => e);
+  expect(failure).toBeInstanceOf(NanosyncError);
+  const error = failure as NanosyncError;
+  expect(error.code).toBe(KafkaErrorCode.KafkaSchemaRegistry);
+  expect(error.retriable).toBe(false);
+  expect(error.message).toContain(registryUrl);
+  return error;
+}
 const AVRO_VERSION = '1.12.0';
 const PROTOBUF_VERSION = '4.28.3';
 const HERE = dirname(fileURLToPath(import.meta.url));

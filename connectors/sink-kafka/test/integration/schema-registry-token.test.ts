@@ -1,5 +1,3 @@
-import type { ChangeEvent, TableSchema } from '@nanosync/core';
-import { NanosyncError } from '@nanosync/core';
 import {
   type KafkaService,
   type OidcProviderService,
@@ -12,12 +10,11 @@ import {
   startSchemaRegistry,
 } from '@nanosync/testcontainers';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { KafkaErrorCode } from '../../src/errors.js';
 import { SchemaRegistryClient } from '../../src/registry/client.js';
 import { readWireHeader } from '../../src/registry/codec.js';
 import { NanosyncProcess, e2eWorkspace, eventually, writePipelines } from './e2e-helpers.js';
-import { consumeAll, createSink, uniqueName } from './helpers.js';
-import { type RegistryReaders, javaConsume, registryReaders } from './registry-helpers.js';
+import { consumeAll, uniqueName } from './helpers.js';
+import { type RegistryReaders, javaConsume, registryReaders, registryRefusal } from './registry-helpers.js';
 
 /**
  * Bearer tokens against a real registry: Apicurio Registry checking tokens through its
@@ -146,49 +143,13 @@ test(
   },
 );
 
-const table: TableSchema = {
-  schema: 'public',
-  name: 'secured',
-  keyColumns: ['id'],
-  columns: [
-    { name: 'id', type: { kind: 'int32' }, nullable: false },
-    { name: 'note', type: { kind: 'string' }, nullable: true },
-  ],
-};
-const insert = (n: number): ChangeEvent => ({
-  table,
-  op: 'insert',
-  key: { id: n },
-  after: { id: n, note: `n${n}` },
-  position: `0000000004000000:${String(n).padStart(8, '0')}`,
-});
-
-/** What the sink's first write says when the registry refuses it. */
-async function refusal(properties: Record<string, unknown>): Promise<NanosyncError> {
-  await using handle = createSink({
-    brokers: kafka.brokers.join(','),
-    topic: uniqueName('ns-it-sr-token-refused'),
-    message_format: 'avro',
-    schema_registry_url: registry.url,
-    ...properties,
-  });
-  await handle.sink.open([table]);
-  const failure = await handle.sink.write([insert(1)]).catch((e: unknown) => e);
-  expect(failure).toBeInstanceOf(NanosyncError);
-  const error = failure as NanosyncError;
-  expect(error.code).toBe(KafkaErrorCode.KafkaSchemaRegistry);
-  expect(error.retriable).toBe(false);
-  expect(error.message).toContain(`Schema Registry at ${registry.url}`);
-  return error;
-}
-
 test('an expired token: NS_K6007 naming the registry and the refused bearer token, not retried, the token not shown', async () => {
   const { accessToken, expiresIn } = await idp.clientCredentialsToken({ ttl: 1 });
   expect(expiresIn).toBe(1);
   // Past its exp claim (whole seconds) by a margin: no clock is compared with a deadline here.
   const exp = (JSON.parse(Buffer.from(accessToken.split('.')[1]!, 'base64url').toString()) as { exp: number }).exp;
   while (Date.now() / 1000 < exp + 2) await new Promise((r) => setTimeout(r, 250));
-  const error = await refusal({ schema_registry_token: accessToken });
+  const error = await registryRefusal(kafka.brokers, registry.url, { schema_registry_token: accessToken });
   expect(error.message).toContain('refused the bearer token of schema_registry_token (401');
   expect(error.message).not.toContain(accessToken);
   expect(error.message).not.toContain(accessToken.split('.')[2]!);
@@ -196,13 +157,13 @@ test('an expired token: NS_K6007 naming the registry and the refused bearer toke
 
 test('a token from an identity provider the registry does not trust: NS_K6007 naming the refused bearer token, not retried', async () => {
   const { accessToken } = await foreignIdp.clientCredentialsToken();
-  const error = await refusal({ schema_registry_token: accessToken });
+  const error = await registryRefusal(kafka.brokers, registry.url, { schema_registry_token: accessToken });
   expect(error.message).toContain('refused the bearer token of schema_registry_token (401');
   expect(error.message).not.toContain(accessToken.split('.')[2]!);
 }, 120_000);
 
 test('no token: NS_K6007 saying the registry requires authentication and which settings give it', async () => {
-  const error = await refusal({});
+  const error = await registryRefusal(kafka.brokers, registry.url, {});
   expect(error.message).toContain('requires authentication (401');
   expect(error.message).toContain('schema_registry_token');
 }, 120_000);
