@@ -5,8 +5,9 @@
  * the slot's confirmed_flush_lsn, the stored checkpoints), never on how long something took.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { eventually, NanosyncServer, runNanosync } from '@nanosync/connector-testkit';
 import type { PipelineStatus } from '@nanosync/core/host';
 import { describe, expect, it } from 'vitest';
@@ -15,10 +16,19 @@ import { type PipelineProcess, readSinkFile, readStore, sleep } from './e2e/harn
 import { BULK_FIRST_ID, E2eScenario, waitFor } from './e2e/scenario.js';
 
 /**
- * The slow sink's throttle, in milliseconds per event: at most 250 events a second, where
- * the fast file sink writes the same batches at many thousands a second.
+ * The issue's isolation test: the slow sink gets this share of the fast sink's speed
+ * (core's test-only `throttle:FILE` fault, relative to what the fast sink writes) during
+ * HEAVY_WRITES_MS of heavy writes (HEAVY_ROWS rows of ~300 bytes every HEAVY_TICK_MS, next
+ * to the concurrent writer), with a freshness marker every FRESHNESS_EVERY_MS.
  */
-const THROTTLE_MS_PER_EVENT = '4';
+const SLOW_SHARE_PERCENT = 10;
+const HEAVY_WRITES_MS = 120_000;
+const HEAVY_ROWS = 750;
+const HEAVY_TICK_MS = 500;
+const FRESHNESS_EVERY_MS = 15_000;
+const FRESH_FIRST_ID = 8_000_000;
+/** Core's largest single sink write (events): a write under way when the throttle took hold. */
+const MAX_WRITE_EVENTS = 5_000;
 /** During the snapshot test: at most 125 events a second (the snapshot itself takes a few seconds). */
 const SNAPSHOT_THROTTLE_MS_PER_EVENT = '8';
 /** Each sink's in-memory queue in these tests (events): small, so the slow sink's backlog must spill. */
@@ -26,7 +36,8 @@ const QUEUE_MAX_EVENTS = '500';
 /**
  * Resident memory the pipeline process may reach in the throttled run. A child running core
  * from TypeScript sources (tsx) starts at roughly 150–250 MB; the backlog the slow sink builds
- * is kept out of memory by the spill log, so the process stays well under this bound.
+ * (over a hundred thousand events) is kept out of memory by the spill log, so the process
+ * stays well under this bound.
  */
 const RSS_BOUND_BYTES = 600 * 1024 * 1024;
 
@@ -103,72 +114,165 @@ async function waitForText(file: string, text: string, what: string, proc?: Pipe
 
 const id = (l: { key: Record<string, unknown> }) => Number(l.key.id);
 
-describe('sink isolation with real PostgreSQL and two file sinks', () => {
-  it('a sink throttled far below the other during a burst of heavy writes: the fast one stays current, the slow one spills to disk, both pass the oracle once it drains, RSS stays bounded', async () => {
-    await using s = await E2eScenario.create({ rows: 1000, secondSink: {} });
-    await throttle(s, '0');
-    await s.startWriter();
-    const proc = s.spawn(undefined, { env: throttledEnv(s) });
-    await s.waitLive(proc);
-    const rss = sampleRss(proc.pid!);
-    await throttle(s, THROTTLE_MS_PER_EVENT);
+/**
+ * A sink file read as it grows: each `read()` parses only the bytes added since the last
+ * one, counting lines and keeping the ids seen (the files reach tens of MB here).
+ */
+class SinkTail {
+  lines = 0;
+  readonly ids = new Set<number>();
+  #offset = 0;
+  #carry = '';
+  readonly #decoder = new StringDecoder('utf8');
 
-    // The burst: 3,000 rows of ~2 KB in 6 transactions, then a marker row behind them.
-    const BURST = 3000;
-    for (let t = 0; t < 6; t++) {
-      const from = BULK_FIRST_ID + t * 500;
-      await s.query(
-        `INSERT INTO public.accounts SELECT g, g, repeat(md5(g::text), 64) FROM generate_series(${from}, ${from + 499}) g`,
-      );
+  constructor(readonly file: string) {}
+
+  async read(): Promise<void> {
+    const handle = await open(this.file, 'r').catch(() => undefined);
+    if (handle === undefined) return;
+    try {
+      const buffer = Buffer.alloc(4 * 1024 * 1024);
+      for (;;) {
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, this.#offset);
+        if (bytesRead === 0) return;
+        this.#offset += bytesRead;
+        const parts = (this.#carry + this.#decoder.write(buffer.subarray(0, bytesRead))).split('\n');
+        this.#carry = parts.pop()!;
+        for (const line of parts) {
+          if (line === '') continue;
+          this.lines++;
+          this.ids.add(Number((JSON.parse(line) as { key: { id: unknown } }).key.id));
+        }
+      }
+    } finally {
+      await handle.close();
     }
-    const markerId = BULK_FIRST_ID + 90_000;
-    // A writer transaction whose LSN after its commit is at or before this committed before the marker.
-    const beforeMarker = parseLsn((await s.query('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l);
-    await s.query(`INSERT INTO public.accounts VALUES (${markerId}, 0, 'burst marker')`);
+  }
+}
 
-    await waitForText(s.sinkFiles[0]!, 'burst marker', 'the burst marker in the fast sink', proc);
-    // At this moment: the slow sink is far behind, and what it has not written waits on disk.
-    const spilledNow = spillFiles(s);
-    const slowAtMarker = await s.lines(1);
-    const fastAtMarker = await s.lines(0);
-    expect(slowAtMarker.some((l) => id(l) === markerId)).toBe(false);
-    const burstIds = (lines: typeof fastAtMarker) =>
-      new Set(lines.filter((l) => l.op === 'insert' && id(l) >= BULK_FIRST_ID && id(l) < markerId).map(id));
-    expect(burstIds(fastAtMarker).size).toBe(BURST);
-    expect(burstIds(slowAtMarker).size).toBeLessThan(BURST / 2);
-    // The fast sink has every writer transaction committed before the marker.
-    // (a transaction from before the pipeline's start arrives as a snapshot row)
-    const fastInserts = new Set(fastAtMarker.filter((l) => l.op === 'insert' || l.op === 'read').map(id));
-    const before = s.txns.filter((t) => t.lsnAfter <= beforeMarker);
-    expect(before.length).toBeGreaterThan(0);
-    for (const t of before) expect(fastInserts.has(t.insertedId), `insert ${t.insertedId} in the fast sink`).toBe(true);
-    expect(spilledNow.length).toBeGreaterThan(0);
-    const spilling = await eventually(async () => {
-      const sink = statusOf(s)?.sinks.find((x) => x.name === '1:out2');
-      return sink !== undefined && (sink.spillBytes ?? 0) > 0 ? sink : undefined;
-    }, 'the slow sink reported as spilling');
-    expect(spilling.state).toBe('spilling');
-    expect(spilling.spillEvents).toBeGreaterThan(0);
+describe('sink isolation with real PostgreSQL and two file sinks', () => {
+  it(
+    'two minutes of heavy writes with one sink throttled to 10% of the other’s speed: the fast sink stays current, the slow one spills to disk, both pass the oracle once it drains, RSS stays bounded',
+    { timeout: 900_000 },
+    async () => {
+      await using s = await E2eScenario.create({ rows: 1000, secondSink: {} });
+      const throttleFile = join(s.work.dir, 'throttle');
+      await s.startWriter();
+      const proc = s.spawn(undefined, {
+        env: {
+          NODE_ENV: 'test',
+          NANOSYNC_TEST_FAULT: `throttle:${throttleFile}`,
+          NS_TEST_STATUS_FILE: join(s.work.dir, 'status.json'),
+        },
+      });
+      await s.waitLive(proc);
+      const rss = sampleRss(proc.pid!);
+      const fast = new SinkTail(s.sinkFiles[0]!);
+      const slow = new SinkTail(s.sinkFiles[1]!);
+      await fast.read();
+      await slow.read();
+      const fastAtStart = fast.lines;
+      const slowAtStart = slow.lines;
+      await writeFile(throttleFile, `1:out2 ${SLOW_SHARE_PERCENT}%\n`);
 
-    // The throttle lifts: the slow sink drains its spill log, both sinks pass the oracle.
-    await throttle(s, '0');
-    const txnsAtLift = s.txns.length;
-    await waitFor(() => s.txns.length >= txnsAtLift + 20, 'writer transactions after the throttle lifted', proc);
-    await s.finish(proc);
-    const { max, samples } = await rss.stop();
-    await eventually(async () => {
-      const sink = statusOf(s)?.sinks.find((x) => x.name === '1:out2');
-      return sink?.state === 'running' && sink.spillBytes === 0 ? true : undefined;
-    }, 'the slow sink caught up with its spill log');
-    expect(spillFiles(s)).toEqual([]);
-    await s.check(0);
-    await s.check(1);
-    expect(samples).toBeGreaterThan(10);
-    expect(max, `peak RSS ${Math.round(max / 1024 / 1024)} MB`).toBeLessThan(RSS_BOUND_BYTES);
-    console.log(
-      `sink isolation: peak RSS ${Math.round(max / 1024 / 1024)} MB over ${samples} samples; slow sink had ${burstIds(slowAtMarker).size} of ${BURST} burst rows when the fast one had the marker; ${spilledNow.length} spill segment(s)`,
-    );
-  });
+      // Heavy writes: HEAVY_ROWS rows every HEAVY_TICK_MS for HEAVY_WRITES_MS, next to the writer.
+      let heavyNext = BULK_FIRST_ID;
+      let stopHeavy = false;
+      const heavy = (async () => {
+        while (!stopHeavy) {
+          const began = Date.now();
+          await s.query(
+            `INSERT INTO public.accounts SELECT g, g, repeat(md5(g::text), 8) FROM generate_series($1::int, $2::int) g`,
+            [heavyNext, heavyNext + HEAVY_ROWS - 1],
+          );
+          heavyNext += HEAVY_ROWS;
+          await sleep(Math.max(0, HEAVY_TICK_MS - (Date.now() - began)));
+        }
+      })();
+      heavy.catch(() => {}); // awaited below, where a failed insert fails the test
+
+      // Every FRESHNESS_EVERY_MS a marker row: once the fast sink has it, it has everything
+      // written before it, while the slow one lacks it and is held to its share.
+      const writesEnd = Date.now() + HEAVY_WRITES_MS;
+      let checks = 0;
+      let sawSpill = false;
+      while (Date.now() < writesEnd) {
+        await sleep(FRESHNESS_EVERY_MS);
+        const markerId = FRESH_FIRST_ID + checks;
+        const heavyBefore = heavyNext;
+        const committedBefore = s.txns.length;
+        await s.query(`INSERT INTO public.accounts VALUES (${markerId}, 0, 'fresh ${checks}')`);
+        await waitFor(
+          async () => {
+            await fast.read();
+            return fast.ids.has(markerId);
+          },
+          `freshness marker ${checks} in the fast sink`,
+          proc,
+          180_000,
+        );
+        await slow.read();
+        for (let id = BULK_FIRST_ID; id < heavyBefore; id++)
+          if (!fast.ids.has(id)) expect.fail(`the fast sink has marker ${checks} but not heavy row ${id} before it`);
+        for (const t of s.txns.slice(0, committedBefore))
+          expect(fast.ids.has(t.insertedId), `writer insert ${t.insertedId} before marker ${checks}`).toBe(true);
+        expect(slow.ids.has(markerId), `the slow sink has marker ${checks} too`).toBe(false);
+        const heavyRows = heavyBefore - BULK_FIRST_ID;
+        let slowHeavy = 0;
+        for (let id = BULK_FIRST_ID; id < heavyBefore; id++) if (slow.ids.has(id)) slowHeavy++;
+        expect(slowHeavy, `slow sink: ${slowHeavy} of ${heavyRows} heavy rows at marker ${checks}`).toBeLessThan(
+          heavyRows / 2,
+        );
+        // The throttle: the slow sink wrote at most its share of what the fast one wrote (plus
+        // one write it may have begun before the throttle took hold).
+        const fastSince = fast.lines - fastAtStart;
+        const slowSince = slow.lines - slowAtStart;
+        expect(slowSince).toBeLessThanOrEqual((fastSince * SLOW_SHARE_PERCENT) / 100 + MAX_WRITE_EVENTS);
+        const sink = statusOf(s)?.sinks.find((x) => x.name === '1:out2');
+        if (sink?.state === 'spilling' && (sink.spillBytes ?? 0) > 0 && spillFiles(s).length > 0) sawSpill = true;
+        console.log(
+          `sink isolation: marker ${checks}: fast ${fastSince} events, slow ${slowSince} (${((100 * slowSince) / Math.max(1, fastSince)).toFixed(1)}%), ${slowHeavy}/${heavyRows} heavy rows; slow sink ${sink?.state} with ${sink?.spillEvents ?? 0} events spilled`,
+        );
+        checks++;
+      }
+      stopHeavy = true;
+      await heavy;
+      expect(checks).toBeGreaterThanOrEqual(4);
+      expect(sawSpill, 'the slow sink was seen spilling to disk').toBe(true);
+
+      // The throttle lifts: the slow sink drains its spill log; both pass the oracle.
+      await writeFile(throttleFile, '');
+      const txnsAtLift = s.txns.length;
+      await waitFor(() => s.txns.length >= txnsAtLift + 20, 'writer transactions after the throttle lifted', proc);
+      await eventually(
+        async () => {
+          const sink = statusOf(s)?.sinks.find((x) => x.name === '1:out2');
+          return sink?.state === 'running' && sink.spillBytes === 0 ? true : undefined;
+        },
+        'the slow sink caught up with its spill log',
+        600_000,
+      );
+      await waitFor(
+        async () => {
+          await slow.read();
+          return slow.ids.has(FRESH_FIRST_ID + checks - 1);
+        },
+        'the last freshness marker in the slow sink',
+        proc,
+        600_000,
+      );
+      await s.finish(proc);
+      const { max, samples } = await rss.stop();
+      expect(spillFiles(s)).toEqual([]);
+      await s.check(0);
+      await s.check(1);
+      expect(samples).toBeGreaterThan(100);
+      expect(max, `peak RSS ${Math.round(max / 1024 / 1024)} MB`).toBeLessThan(RSS_BOUND_BYTES);
+      console.log(
+        `sink isolation: ${heavyNext - BULK_FIRST_ID} heavy rows in ${HEAVY_WRITES_MS / 1000} s, ${checks} freshness markers; peak RSS ${Math.round(max / 1024 / 1024)} MB over ${samples} samples`,
+      );
+    },
+  );
 
   it('concurrent snapshot: a throttled second sink does not stop the fast one from getting every snapshot row', async () => {
     const ROWS = 4000;
