@@ -231,8 +231,9 @@ interface KillRun {
 
 /**
  * The pipeline through the real CLI (PostgreSQL → Kafka, `delivery`) while a writer changes
- * the table: SIGKILLed `snapshotKills` times during the snapshot (each a seeded moment after
- * the snapshot made progress, so partitions are killed between and inside chunks), then
+ * the table: SIGKILLed `snapshotKills` times during the snapshot (each by the test-only hook
+ * `kill-after-reads:N`, after a seeded number of snapshot rows are durable in Kafka and
+ * before their chunk is recorded as done), then
  * `streamKills` times while streaming, each shortly after a statement that changes a few
  * hundred rows (a batch of hundreds of records sent in small requests, so kills land
  * mid-batch). Returns what a read_committed consumer sees once the topic converged on the
@@ -289,34 +290,45 @@ pipelines:
     const stateFile = join(dir, 'state', 'state.db');
     const args = ['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0'];
 
-    let current = new NanosyncProcess(args);
-    // The writer starts once the pipeline streams (a chunk is done): its changes all come after
-    // the start position, so each must reach the topic as a change.
-    await eventually(
-      async () => (snapshotProgress(stateFile).progress > 0 ? true : undefined),
-      'the first snapshot chunk',
-      240_000,
-      () => current.output,
-    );
-    writer = new ConcurrentWriter(db, 'public.eos_orders', ROWS + 1, () => ROWS);
+    // Each process of the snapshot phase SIGKILLs itself (test-only hook, NODE_ENV=test) once a
+    // durable write brings the snapshot rows it wrote to a seeded 150–549: after a chunk's rows
+    // are in Kafka and before that chunk is recorded as done, the window exactly-once must
+    // cover. The kill point depends on rows, not on timing, so every kill lands mid-snapshot.
+    const hooked = (kill: number) =>
+      kill < snapshotKills
+        ? {
+            env: {
+              NODE_ENV: 'test',
+              NANOSYNC_TEST_FAULT: `kill-after-reads:${150 + Math.floor(random() * 400)}`,
+            },
+          }
+        : {};
+    let current = new NanosyncProcess(args, hooked(0));
     let killedMidSnapshot = 0;
     for (let kill = 0; kill < snapshotKills; kill++) {
-      const before = Math.max(0, snapshotProgress(stateFile).progress);
-      const progressed = await eventually(
-        async () => {
-          const now = snapshotProgress(stateFile);
-          return now.done || now.progress > before ? now : undefined;
-        },
-        'the snapshot to make progress',
+      let exited = false;
+      void current.exited.then(() => {
+        exited = true;
+      });
+      await eventually(
+        async () => (exited || snapshotProgress(stateFile).done ? true : undefined),
+        'the fault hook to kill the process during the snapshot',
         240_000,
         () => current.output,
       );
-      if (progressed.done) break;
-      await new Promise((r) => setTimeout(r, Math.floor(random() * 600)));
-      await current.kill('SIGKILL');
+      if (!exited) break;
+      const exit = await current.exited;
+      if (exit.signal !== 'SIGKILL' || !current.output.includes('nanosync test fault: SIGKILL'))
+        throw new Error(
+          `the process was not killed by its fault hook (exit ${exit.code ?? exit.signal})\n${current.output.slice(-3000)}`,
+        );
       if (!snapshotProgress(stateFile).done) killedMidSnapshot++;
-      current = new NanosyncProcess(args);
+      // The writer starts after the first kill: the slot (the start position) exists by then,
+      // so every change it makes comes after the start position and must reach the topic.
+      writer ??= new ConcurrentWriter(db, 'public.eos_orders', ROWS + 1, () => ROWS);
+      current = new NanosyncProcess(args, hooked(kill + 1));
     }
+    writer ??= new ConcurrentWriter(db, 'public.eos_orders', ROWS + 1, () => ROWS);
     await eventually(
       async () => (snapshotProgress(stateFile).done ? true : undefined),
       'the snapshot to complete',

@@ -156,6 +156,8 @@ export class SinkLane {
   private streamWrites = 0;
   /** Stream events written by this lane (for `kill-after-events:N`). */
   private streamEventsWritten = 0;
+  /** Snapshot events this lane wrote in this process (`kill-after-reads`). */
+  private readEventsWritten = 0;
   /** Position of the last durable write whose checkpoint is not saved yet (see `checkpointNow`). */
   private unsaved: Position | undefined;
   /** When the last checkpoint was saved (lane clock). */
@@ -473,7 +475,10 @@ export class SinkLane {
     // each other; the throttle (in `writeWithRetries`) leaves it as it is.
     const reorders =
       faults !== undefined &&
-      (faults.ackBeforeWrite || faults.killAfterWrite !== undefined || faults.killAfterEvents !== undefined);
+      (faults.ackBeforeWrite ||
+        faults.killAfterWrite !== undefined ||
+        faults.killAfterEvents !== undefined ||
+        faults.killAfterReads !== undefined);
     if (!reorders) {
       if (events.length > 0) await this.write(events);
       if (this.stopped) return;
@@ -556,6 +561,14 @@ export class SinkLane {
       if (before < faults.killAfterEvents && this.streamEventsWritten >= faults.killAfterEvents)
         await dieForTest(
           `after a durable write to sink ${this.name} brought its stream events to ${this.streamEventsWritten}${safePosition === undefined ? ' (in the middle of a transaction)' : ''}`,
+        );
+    }
+    if (faults.killAfterReads !== undefined) {
+      const before = this.readEventsWritten;
+      for (const e of events) if (e.op === 'read') this.readEventsWritten++;
+      if (before < faults.killAfterReads && this.readEventsWritten >= faults.killAfterReads)
+        await dieForTest(
+          `after a durable write to sink ${this.name} brought its snapshot events to ${this.readEventsWritten}, before the chunk is recorded`,
         );
     }
     if (killHere) await dieForTest(`after a durable write to sink ${this.name}, before checkpoint ${safePosition}`);

@@ -132,6 +132,14 @@ export class SnapshotCoordinator {
   private readonly lastProgressLog = new Map<string, number>();
   /** `oneChunkInFlight`: settles once the chunk emitted last is recorded (or given up). */
   private turn: Promise<void> = Promise.resolve();
+  /**
+   * `oneChunkInFlight` after a crash: chunks to read again that are not read yet. A new chunk
+   * waits for them: the sink skips only the chunk its last transaction named, so a new chunk
+   * written first would make it forget the one read again, and that chunk would be written twice.
+   */
+  private againLeft = 0;
+  private againGate: Promise<void> = Promise.resolve();
+  private openAgainGate: () => void = () => {};
 
   constructor(private readonly options: SnapshotOptions) {}
 
@@ -191,7 +199,15 @@ export class SnapshotCoordinator {
         if (item !== undefined) work.push(item);
       }
     }
-    return work;
+    if (this.options.oneChunkInFlight !== true) return work;
+    // Partitions with a chunk to read again go first, and new chunks wait for those reads.
+    const rereads = (item: WorkItem) => resumePoint(item.chunks ?? []).again.length;
+    this.againLeft = work.reduce((n, item) => n + rereads(item), 0);
+    if (this.againLeft > 0)
+      this.againGate = new Promise<void>((resolve) => {
+        this.openAgainGate = resolve;
+      });
+    return [...work.filter((item) => rereads(item) > 0), ...work.filter((item) => rereads(item) === 0)];
   }
 
   private async planTables(): Promise<WorkItem[][]> {
@@ -391,7 +407,7 @@ export class SnapshotCoordinator {
           next = again !== undefined ? (again.next ?? undefined) : read.next;
           merge.deliver(chunk, read.rows);
           stats.onSnapshotRows(item.stats, read.rows.length);
-          endTurn = await this.takeTurn();
+          endTurn = await this.takeTurn(again !== undefined);
           if (endTurn === undefined) {
             merge.discard(chunk, new Error('snapshot stopped'));
             return;
@@ -416,7 +432,7 @@ export class SnapshotCoordinator {
           read = await readPartitionChunk.call(source, item.table, spec, options);
           if (this.abort.signal.aborted) return;
           next = again !== undefined ? (again.next ?? undefined) : read.next;
-          endTurn = await this.takeTurn();
+          endTurn = await this.takeTurn(again !== undefined);
           if (endTurn === undefined) return;
           if (again === undefined) await store.saveChunk(pipeline, { ...base, next: next ?? null, status: 'read' });
         } catch (err) {
@@ -472,8 +488,12 @@ export class SnapshotCoordinator {
    * then hold the turn until this one is. Returns the function that ends the turn, or
    * undefined when the snapshot stopped meanwhile. Without it, a no-op turn.
    */
-  private async takeTurn(): Promise<(() => void) | undefined> {
+  private async takeTurn(again: boolean): Promise<(() => void) | undefined> {
     if (this.options.oneChunkInFlight !== true) return () => {};
+    if (!again) {
+      await abortable(this.againGate, this.abort.signal);
+      if (this.abort.signal.aborted) return undefined;
+    }
     const previous = this.turn;
     let end!: () => void;
     this.turn = new Promise<void>((resolve) => {
@@ -484,7 +504,14 @@ export class SnapshotCoordinator {
       end();
       return undefined;
     }
-    return end;
+    if (!again) return end;
+    let ended = false;
+    return () => {
+      end();
+      if (ended) return;
+      ended = true;
+      if (--this.againLeft <= 0) this.openAgainGate();
+    };
   }
 
   /**

@@ -16,6 +16,10 @@ import { sleep } from './backoff.js';
  *   has written to that sink to N or more, the process SIGKILLs itself, whether or not the
  *   write ends at a commit: the crash with part of a large transaction (events sharing one
  *   commit LSN) in the sink and the rest not.
+ * - `kill-after-reads:N` — once a durable sink write brings the snapshot events (op `read`)
+ *   this process has written to that sink to N or more, the process SIGKILLs itself, before
+ *   the chunk of that write can be recorded as done: the crash between a snapshot chunk's
+ *   durable write and its record, at a point that does not depend on timing.
  * - `throttle:FILE` — a slow sink whose speed is a share of the others' (see {@link SinkThrottle}):
  *   FILE holds lines `<sink> <percent>%`, read again while the process runs, so a test can
  *   throttle a sink, change the share or lift it (remove the line) at any point.
@@ -26,6 +30,7 @@ import { sleep } from './backoff.js';
 export interface TestFaults {
   killAfterWrite?: number;
   killAfterEvents?: number;
+  killAfterReads?: number;
   ackBeforeWrite: boolean;
   throttleFile?: string;
 }
@@ -44,14 +49,16 @@ export function testFaults(env: NodeJS.ProcessEnv = process.env): TestFaults | u
   for (const part of spec.split(',').map((p) => p.trim())) {
     const kill = /^kill-after-write:(\d+)$/.exec(part);
     const events = /^kill-after-events:(\d+)$/.exec(part);
+    const reads = /^kill-after-reads:(\d+)$/.exec(part);
     if (kill) faults.killAfterWrite = Number(kill[1]);
     else if (events) faults.killAfterEvents = Number(events[1]);
+    else if (reads) faults.killAfterReads = Number(reads[1]);
     else if (part === 'ack-before-write') faults.ackBeforeWrite = true;
     else if (part.startsWith('throttle:') && part.length > 'throttle:'.length)
       faults.throttleFile = part.slice('throttle:'.length);
     else
       throw new Error(
-        `${TEST_FAULT_ENV}: unknown fault '${part}' (known: kill-after-write:N, kill-after-events:N, ack-before-write, throttle:FILE)`,
+        `${TEST_FAULT_ENV}: unknown fault '${part}' (known: kill-after-write:N, kill-after-events:N, kill-after-reads:N, ack-before-write, throttle:FILE)`,
       );
   }
   return faults;

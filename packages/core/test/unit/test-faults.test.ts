@@ -31,6 +31,10 @@ describe('NANOSYNC_TEST_FAULT (the chaos runner’s test-only fault hook)', () =
       killAfterEvents: 250,
       ackBeforeWrite: false,
     });
+    expect(testFaults({ NANOSYNC_TEST_FAULT: 'kill-after-reads:120', NODE_ENV: 'test' })).toEqual({
+      killAfterReads: 120,
+      ackBeforeWrite: false,
+    });
     expect(testFaults({ NANOSYNC_TEST_FAULT: 'throttle:/tmp/x/throttle', NODE_ENV: 'test' })).toEqual({
       ackBeforeWrite: false,
       throttleFile: '/tmp/x/throttle',
