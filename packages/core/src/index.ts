@@ -18,3 +18,4 @@ export { civilFromDays, daysFromCivil, formatYear } from './values/calendar.js';
 export { ConnectionUrlError, hasUrlScheme, parseConnectionUrl } from './values/connection-url.js';
 export type { ConnectionUrl } from './values/connection-url.js';
 export { readTlsFile } from './values/tls-file.js';
+export { keyString, rowIdentity } from './values/key-string.js';

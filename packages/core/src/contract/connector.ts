@@ -124,15 +124,49 @@ export interface ReadPartitionChunkOptions {
    */
   snapshotToken?: string;
   signal: AbortSignal;
+  /**
+   * Hand the rows over undecoded, for a worker thread to decode (`PartitionChunk.raw`, with
+   * `rows` empty). Core asks only a source whose definition has a `workerModule`. The chunk
+   * covers exactly the rows the decoded read would (same bounds, `bytes` and `next`).
+   */
+  raw?: boolean;
+  /**
+   * With `raw`: also give each row's key (`RawRows.keys`). Core asks in concurrent mode,
+   * where the merge matches chunk rows against the stream's changes by key.
+   */
+  rawKeys?: boolean;
 }
 
 /** One bounded chunk of a partition. */
 export interface PartitionChunk {
+  /** The decoded rows; empty when the chunk was read with `raw` (see `raw`). */
   rows: Row[];
   /** Size of `rows` as the source sent them (the measure `maxBytes` bounds). */
   bytes: number;
   /** Pass as `after` to read the next chunk; undefined when the partition has no rows left. */
   next: unknown;
+  /** Set when read with `raw`: the rows in the source's own format, for its worker decoder. */
+  raw?: RawRows;
+}
+
+/**
+ * Rows of one chunk as the source read them, for {@link SourceWorkerModule.createRowDecoder}
+ * in a worker thread.
+ */
+export interface RawRows {
+  /**
+   * The rows in the source's own format (PostgreSQL: the COPY text lines), in order. A buffer
+   * of its own (not a view into a larger one): core moves it to a worker, detaching it here.
+   */
+  bytes: ArrayBuffer;
+  /** How many rows `bytes` holds. */
+  rows: number;
+  /**
+   * Only when asked (`rawKeys`): each row's key in row order, as `keyString(table.keyColumns,
+   * row)` would give for the decoded row (`rowIdentity(row)` for a table without key
+   * columns), so it equals what core computes for the same key arriving in the stream.
+   */
+  keys?: string[];
 }
 
 export interface SourceMetrics {
@@ -340,6 +374,25 @@ export interface Sink {
    * file. Called after `open`.
    */
   deadLetters?(): DeadLetterTarget;
+
+  /**
+   * Main thread, once per table schema version, after `open` and before any encoded write of
+   * those tables: what the worker's `createEncoder` needs, structured-cloneable (config,
+   * schema registry ids — registered here —, topic names). `undefined`: this sink cannot
+   * encode in a worker now; core then writes those tables inline. Only called on a sink whose
+   * definition has a `workerModule`.
+   */
+  encoderSetup?(tables: TableSchema[]): Promise<unknown | undefined>;
+
+  /**
+   * Write records a worker encoded (`SinkWorkerModule.createEncoder`). The same contract as
+   * `write()`: resolves only when every record is durable, in order, a retriable error makes
+   * core retry the same batch, exactly_once transactions and `skipsCommittedChunk` apply to
+   * `events.chunk`. When one record cannot be written (non-retriable, e.g. too large), it
+   * throws an error marked with {@link recordError}: core then decodes the batch's events
+   * inline and calls `write(events)`, so `on_error` (dead_letter, skip, fail) applies as ever.
+   */
+  writeEncoded?(batch: EncodedBatch, events: EncodedEvents): Promise<void>;
 }
 
 /**
@@ -403,6 +456,28 @@ export function blamingError(err: unknown): { details: Record<string, unknown> }
   return undefined;
 }
 
+/**
+ * Mark an error from `Sink.writeEncoded` as caused by one record of the batch (its index in
+ * the batch's records, `details.recordIndex`), so core falls back to `write(events)` for
+ * that batch (see {@link Sink.writeEncoded}). Returns `err`.
+ */
+export function recordError<E extends { details: Record<string, string | number | boolean | undefined> }>(
+  err: E,
+  recordIndex: number,
+): E {
+  err.details.recordIndex = recordIndex;
+  return err;
+}
+
+/** The record index an error from `writeEncoded` blames (set by {@link recordError}), looking through causes. */
+export function recordIndexOf(err: unknown): number | undefined {
+  for (const e of causeChain(err)) {
+    const details = (e as { details?: Record<string, unknown> }).details;
+    if (details && typeof details.recordIndex === 'number') return details.recordIndex;
+  }
+  return undefined;
+}
+
 export interface SourceDefinition<C = unknown> {
   apiVersion: typeof CONNECTOR_API_VERSION;
   kind: 'source';
@@ -422,6 +497,26 @@ export interface SourceDefinition<C = unknown> {
    */
   errorCodes?: ErrorArea;
   create(config: C, context: ConnectorContext): Source | Promise<Source>;
+  /**
+   * A module a worker thread can import to decode raw chunks (`ReadPartitionChunkOptions.raw`),
+   * as an absolute URL the connector resolves itself, e.g.
+   * `new URL('./worker.js', import.meta.url).href`. It exports {@link SourceWorkerModule}'s
+   * members. Without it the source's rows are always decoded on the main thread.
+   */
+  workerModule?: string;
+}
+
+/**
+ * What a source's `workerModule` exports. Runs in a worker thread: it may import the
+ * connector's own code and `@nanosync/core` (light), nothing that needs the main thread.
+ */
+export interface SourceWorkerModule {
+  /**
+   * A decoder for one table schema version. `config` is the source's validated config (as
+   * given to `create`, structured-cloned). The decoder turns `RawRows.bytes` into exactly
+   * the rows the decoded read (`readPartitionChunk` without `raw`) returns for them.
+   */
+  createRowDecoder(table: TableSchema, config: unknown): (raw: Uint8Array) => Row[];
 }
 
 export interface SinkDefinition<C = unknown> {
@@ -444,6 +539,49 @@ export interface SinkDefinition<C = unknown> {
    */
   errorCodes?: ErrorArea;
   create(config: C, context: ConnectorContext): Sink | Promise<Sink>;
+  /**
+   * A module a worker thread can import to encode events for this sink (see
+   * `Sink.encoderSetup` and `Sink.writeEncoded`), as an absolute URL the connector resolves
+   * itself (`new URL('./worker.js', import.meta.url).href`). It exports
+   * {@link SinkWorkerModule}'s members. Without it the sink always encodes on the main thread.
+   */
+  workerModule?: string;
+}
+
+/** What a sink's `workerModule` exports (runs in a worker thread, like {@link SourceWorkerModule}). */
+export interface SinkWorkerModule {
+  /**
+   * An encoder built from what `Sink.encoderSetup` returned (structured-cloned). It turns
+   * events into one {@link EncodedBatch} holding the same records `write()` would send for
+   * them. A value the format cannot carry is thrown as `write()` would throw it
+   * ({@link eventError} with the event's index): core then writes that batch inline.
+   */
+  createEncoder(setup: unknown): (events: ChangeEvent[]) => EncodedBatch;
+}
+
+/** Records encoded in a worker for one sink, in the sink's own framing. */
+export interface EncodedBatch {
+  /** The records, framed as the sink reads them back in `writeEncoded` (moved between threads). */
+  bytes: ArrayBuffer;
+  /** How many records (a Kafka delete with a tombstone is two). */
+  records: number;
+  /** Bytes the sink will send for them (what its batching by bytes counts). */
+  size: number;
+}
+
+/** What {@link Sink.writeEncoded} is told about the events behind an encoded batch. */
+export interface EncodedEvents {
+  /** How many events the batch was encoded from. */
+  count: number;
+  /** Position of the first and of the last of them. */
+  first: Position;
+  last: Position;
+  /**
+   * The snapshot chunk the events come from (`ChangeEvent.chunk`), when they do. One encoded
+   * batch never mixes chunks, nor chunk events with others, and holds a whole chunk's events
+   * (a chunk reaches a sink in one write, as with `write()`).
+   */
+  chunk?: string;
 }
 
 /** What {@link SinkDefinition.checkTables} found wrong with the config for the listed tables. */

@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { qualifiedName } from '../model.js';
 import type { ChangeEvent, Position, Row, TableSchema, Value } from '../model.js';
+import { keyString, rowIdentity } from '../values/key-string.js';
+
+export { keyString };
 
 /**
  * One snapshot chunk of the concurrent snapshot, from the moment it is registered (before
@@ -441,11 +444,6 @@ export class WatermarkMerge {
   }
 }
 
-/** A row of a table without key columns known by all of its values, whatever order its columns come in. */
-function rowIdentity(row: Row): string {
-  return keyString(Object.keys(row).sort(), row);
-}
-
 function record(keys: Map<string, KeyChange>, key: string, event: ChangeEvent, seq: number): void {
   const previous = keys.get(key);
   let neverCarried: readonly string[] | undefined;
@@ -462,28 +460,5 @@ function record(keys: Map<string, KeyChange>, key: string, event: ChangeEvent, s
     previous.seq = seq;
     previous.neverCarried = neverCarried;
     previous.last = last;
-  }
-}
-
-/** A key's values as one string, equal for equal values whatever path (stream or snapshot) decoded them. */
-export function keyString(keyColumns: readonly string[], row: Row): string {
-  if (keyColumns.length === 1) return valueString(row[keyColumns[0]!] ?? null);
-  let s = '';
-  for (const k of keyColumns) s += `${valueString(row[k] ?? null)}\u0000`;
-  return s;
-}
-
-function valueString(v: Value): string {
-  if (v === null) return 'n';
-  switch (typeof v) {
-    case 'string':
-      return `s${v}`;
-    case 'number':
-      return `d${v}`;
-    case 'boolean':
-      return v ? 'T' : 'F';
-    default:
-      if (v instanceof Uint8Array) return `b${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('hex')}`;
-      return `a${JSON.stringify(v, (_k, x) => (x instanceof Uint8Array ? Buffer.from(x).toString('hex') : x))}`;
   }
 }
