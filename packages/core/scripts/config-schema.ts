@@ -20,7 +20,14 @@ import {
   SOURCE_KEYS,
 } from '../src/config/read-pipelines.js';
 import { FILTER_KEYS, MAPPING_KEYS } from '../src/config/read-target-mappings.js';
-import { FILTER_OPS, REPLICATION_TYPES, SCHEMA_CHANGE_POLICIES, SNAPSHOT_MODES } from '../src/config/types.js';
+import {
+  DEFAULT_WORKERS,
+  FILTER_OPS,
+  MAX_WORKERS,
+  REPLICATION_TYPES,
+  SCHEMA_CHANGE_POLICIES,
+  SNAPSHOT_MODES,
+} from '../src/config/types.js';
 import { TOP_KEYS } from '../src/config/validate.js';
 import { connectorPackages, REPO_ROOT } from './errors-doc.js';
 
@@ -283,6 +290,12 @@ export async function renderConfigSchema(): Promise<string> {
               ['sql', 'schedule'],
             ),
             schema_changes: { type: 'string', enum: [...SCHEMA_CHANGE_POLICIES], default: 'propagate' },
+            workers: {
+              anyOf: [{ type: 'string', enum: ['auto'] }, orEnv({ type: 'integer', minimum: 0, maximum: MAX_WORKERS })],
+              default: DEFAULT_WORKERS,
+              description:
+                'worker threads that decode snapshot rows and encode sink records off the main thread: auto (CPUs - 1), a count, or 0 (none)',
+            },
           },
           ['name', 'source'],
         ),

@@ -20,7 +20,8 @@ export {
 export type { MaterializedPipeline, StoredPipeline } from './config/stored-definition.js';
 export { parseSchedule } from './config/schedule.js';
 export { substituteEnv } from './config/env.js';
-export { REPLICATION_TYPES, FILTER_OPS } from './config/types.js';
+export { REPLICATION_TYPES, FILTER_OPS, DEFAULT_WORKERS, MAX_WORKERS } from './config/types.js';
+export { resolveWorkerCount } from './config/read-pipelines.js';
 export type {
   ConnectionConfig,
   FilterOp,
@@ -31,6 +32,7 @@ export type {
   StoredPipelineDefinition,
   TargetMapping,
   TargetMappingFilter,
+  WorkersSetting,
 } from './config/types.js';
 export { connectorCandidates } from './discovery/candidates.js';
 export type { ConnectorKind } from './discovery/candidates.js';
@@ -66,6 +68,7 @@ export type {
   RetryStatus,
   SinkStatus,
   SnapshotProgress,
+  WorkersStatus,
   SourceStatus,
   TableStatus,
 } from './runtime/stats.js';

@@ -34,6 +34,13 @@ export function renderPipelineReport(p: PipelineStatus): string {
       'waiting',
       waiting === null ? 'no change waiting for the sinks' : `oldest change not delivered yet committed ${waiting}`,
     ]);
+  if (p.workers !== undefined)
+    overview.push([
+      'workers',
+      p.workers.threads === 0
+        ? `none: decoding and encoding run on the main thread (workers: ${p.workers.setting})`
+        : `${p.workers.threads} thread${p.workers.threads === 1 ? '' : 's'} (workers: ${p.workers.setting})`,
+    ]);
   if (p.retry) overview.push(['retrying', retryText(p.retry)]);
   if (p.error) overview.push([p.retry ? 'last error' : 'error', p.error]);
   if (p.heldBy) overview.push(['run by', `${p.heldBy} (lease until ${p.heldUntil ?? '?'}); figures are that server's`]);

@@ -17,6 +17,8 @@ import {
 import { formatTableName, parseTableName } from './table-name.js';
 import {
   DEFAULT_MAX_SPILL_BYTES,
+  DEFAULT_WORKERS,
+  MAX_WORKERS,
   type PipelineConfig,
   REPLICATION_TYPES,
   type ReplicationType,
@@ -26,6 +28,7 @@ import {
   type SinkConfig,
   type SinkErrorPolicy,
   type SnapshotMode,
+  type WorkersSetting,
 } from './types.js';
 
 /**
@@ -57,6 +60,7 @@ export const PIPELINE_KEYS = [
   'snapshot',
   'query',
   'schema_changes',
+  'workers',
 ];
 export const SOURCE_KEYS = ['connection', 'tables', 'properties'];
 export const SINK_KEYS = [
@@ -169,6 +173,7 @@ function readPipeline(
   const snapshot = readSnapshot(map, path, replicationType, out);
   const query = readQuery(map, path, replicationType, out);
   const schemaChanges = readSchemaChanges(map, path, replicationType, out);
+  const workers = readWorkers(map, path, name, out);
 
   if (out.issues.length > before || name === undefined || source === undefined || sinks === undefined) return undefined;
   const pipeline: PipelineConfig = {
@@ -179,6 +184,7 @@ function readPipeline(
     snapshot,
     schema_changes: schemaChanges,
     ...(query === undefined ? {} : { query }),
+    ...(workers === undefined ? {} : { workers }),
   };
   const written = out.writtenAt(path);
   if (written !== undefined) pipeline.written = written;
@@ -409,6 +415,43 @@ function readSnapshot(
     if (n !== undefined) snapshot.chunk_bytes = n;
   }
   return snapshot;
+}
+
+/**
+ * `workers: auto | N | 0`. Undefined when absent (the default applies) or invalid (reported,
+ * naming the pipeline and the value found).
+ */
+function readWorkers(
+  pipeline: YamlMap,
+  pipelinePath: PathSegment[],
+  pipelineName: string | undefined,
+  out: Collector,
+): WorkersSetting | undefined {
+  const value = pipeline.workers;
+  if (value === undefined || value === null) return undefined;
+  if (value === 'auto') return 'auto';
+  let n: number | undefined;
+  if (typeof value === 'number' && Number.isInteger(value)) n = value;
+  else if (typeof value === 'string' && /^\s*\d+\s*$/.test(value)) n = Number(value.trim());
+  if (n !== undefined && n >= 0 && n <= MAX_WORKERS) return n;
+  const found = typeof value === 'string' || typeof value === 'number' ? JSON.stringify(value) : describe(value);
+  const hint = typeof value === 'string' && !/^\s*-?\d/.test(value) ? didYouMean(value, ['auto']) : '';
+  out.issue(
+    [...pipelinePath, 'workers'],
+    `pipeline "${pipelineName ?? formatPath(pipelinePath)}": workers must be auto, 0 (no worker threads) or a whole number of worker threads up to ${MAX_WORKERS}, found ${found}${hint}`,
+  );
+  return undefined;
+}
+
+/**
+ * How many worker threads a pipeline with this `workers` setting runs on a machine with
+ * `cores` CPUs: `auto` is one less than the CPUs (so 0 on a single CPU), a number is taken as
+ * it is.
+ */
+export function resolveWorkerCount(setting: WorkersSetting | undefined, cores = availableParallelism()): number {
+  const value = setting ?? DEFAULT_WORKERS;
+  if (value === 'auto') return Math.max(0, cores - 1);
+  return value;
 }
 
 function readSchemaChanges(

@@ -61,6 +61,13 @@ export type SinkErrorPolicy = 'fail' | 'dead_letter' | 'skip';
 /** Default spill budget per sink: 4 GiB. */
 export const DEFAULT_MAX_SPILL_BYTES = 4 * 1024 ** 3;
 
+/** A pipeline's `workers`: `auto` or a thread count (0 = inline). */
+export type WorkersSetting = 'auto' | number;
+/** Until the oracle tests pass with workers on, pipelines run inline unless they ask for workers. */
+export const DEFAULT_WORKERS: WorkersSetting = 0;
+/** The most worker threads one pipeline may ask for. */
+export const MAX_WORKERS = 64;
+
 export const SNAPSHOT_MODES = ['concurrent', 'blocking'] as const;
 export type SnapshotMode = (typeof SNAPSHOT_MODES)[number];
 
@@ -100,6 +107,12 @@ export interface PipelineConfig {
   schema_changes?: SchemaChangePolicy;
   /** Only for `query` pipelines. */
   query?: { sql: string; interval_seconds: number };
+  /**
+   * Worker threads that decode snapshot rows and encode sink records off the main thread:
+   * `auto` (one less than the CPUs, none on a single CPU), a count, or 0 (everything on the
+   * main thread). Absent (definitions stored before the option existed): {@link DEFAULT_WORKERS}.
+   */
+  workers?: WorkersSetting;
   /**
    * The pipeline's YAML node as written, `${env:…}` references kept: what a stored
    * definition holds (and whether it used `sink:` or `sinks:`). Present when the config

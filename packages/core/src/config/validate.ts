@@ -22,6 +22,7 @@ export {
   DEFAULT_TARGET_ROWS_PER_PARTITION,
   defaultSnapshotConcurrency,
   PIPELINE_NAME,
+  resolveWorkerCount,
   writtenWithSingleSink,
 } from './read-pipelines.js';
 

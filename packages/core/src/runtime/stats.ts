@@ -60,6 +60,16 @@ export interface PipelineStatus {
   /** Active warnings, worst first (retained WAL, stalled). */
   warnings: string[];
   updatedAt?: string;
+  /** The `workers` setting, when the pipeline runs in this process. */
+  workers?: WorkersStatus;
+}
+
+/** A pipeline's worker threads (`workers: auto | N | 0`). */
+export interface WorkersStatus {
+  /** As configured: `auto` or a count (0: none). */
+  setting: 'auto' | number;
+  /** Threads that setting gives on this machine (0: everything runs on the main thread). */
+  threads: number;
 }
 
 export interface SnapshotProgress {

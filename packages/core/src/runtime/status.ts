@@ -1,4 +1,6 @@
+import { resolveWorkerCount } from '../config/read-pipelines.js';
 import { formatTableName, parseTableName } from '../config/table-name.js';
+import { DEFAULT_WORKERS } from '../config/types.js';
 import { redact } from '../errors.js';
 import { describeError } from '../log/logger.js';
 import type { Position } from '../model.js';
@@ -162,6 +164,11 @@ export function buildPipelineStatus(input: StatusInput): PipelineStatus {
   if (progress !== undefined) status.snapshot = progress;
   if (stats.source !== undefined) status.source = { ...stats.source };
   if (record?.updatedAt !== undefined) status.updatedAt = record.updatedAt;
+  const pipeline = entry.materialized?.pipeline;
+  if (pipeline !== undefined) {
+    const setting = pipeline.workers ?? DEFAULT_WORKERS;
+    status.workers = { setting, threads: resolveWorkerCount(setting) };
+  }
   return status;
 }
 

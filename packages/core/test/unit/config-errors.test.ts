@@ -366,6 +366,30 @@ const cases: Case[] = [
     path: 'pipelines[0].snapshot.chunk_bytes',
     message: /chunk_bytes must be a number of bytes \(1024 or more\).*found "100B"/,
   },
+  {
+    name: 'workers that is neither auto nor a count',
+    text: withPipeline(`name: orders\n${source}\n${sink}\nworkers: many`),
+    path: 'pipelines[0].workers',
+    message: /pipeline "orders": workers must be auto, 0 .*up to 64, found "many"/,
+  },
+  {
+    name: 'workers misspelt auto',
+    text: withPipeline(`name: orders\n${source}\n${sink}\nworkers: atuo`),
+    path: 'pipelines[0].workers',
+    message: /found "atuo" \(did you mean "auto"\?\)/,
+  },
+  {
+    name: 'a negative workers',
+    text: withPipeline(`name: orders\n${source}\n${sink}\nworkers: -1`),
+    path: 'pipelines[0].workers',
+    message: /pipeline "orders": workers must be .*found -1/,
+  },
+  {
+    name: 'more workers than allowed',
+    text: withPipeline(`name: orders\n${source}\n${sink}\nworkers: 65`),
+    path: 'pipelines[0].workers',
+    message: /workers must be .*up to 64, found 65/,
+  },
 ];
 
 describe('config: every problem is reported with its YAML path', () => {

@@ -4,7 +4,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatTableName, parseTableName } from '../../src/index.js';
-import { ConfigError, loadConfigFile, parseConfig, parseSchedule } from '../../src/host.js';
+import { ConfigError, loadConfigFile, parseConfig, parseSchedule, resolveWorkerCount } from '../../src/host.js';
 import { baseConfig, yaml } from './config-fixtures.js';
 
 const specExample = yaml`
@@ -88,6 +88,29 @@ describe('config: loading', () => {
     );
     const { config } = parseConfig(text, { env: {} });
     expect(config.pipelines[0]!.snapshot).toEqual({ concurrency: 8, target_rows_per_partition: 5000 });
+  });
+
+  it('reads workers: auto, a count, 0, a count from an env reference; absent means 0 (inline)', () => {
+    const workersOf = (value: string | undefined, env: NodeJS.ProcessEnv = {}) => {
+      const text =
+        value === undefined ? baseConfig : baseConfig.replace('    sink:\n', `    workers: ${value}\n    sink:\n`);
+      return parseConfig(text, { env }).config.pipelines[0]!.workers;
+    };
+    expect(workersOf(undefined)).toBeUndefined();
+    expect(resolveWorkerCount(workersOf(undefined))).toBe(0);
+    expect(workersOf('auto')).toBe('auto');
+    expect(workersOf('3')).toBe(3);
+    expect(workersOf('0')).toBe(0);
+    expect(workersOf('"${env:NS_WORKERS}"', { NS_WORKERS: '2' })).toBe(2);
+  });
+
+  it('resolves workers to threads: auto is one less than the CPUs (none on one CPU), a count as written', () => {
+    expect(resolveWorkerCount('auto', 1)).toBe(0);
+    expect(resolveWorkerCount('auto', 2)).toBe(1);
+    expect(resolveWorkerCount('auto', 8)).toBe(7);
+    expect(resolveWorkerCount(3, 2)).toBe(3);
+    expect(resolveWorkerCount(0, 8)).toBe(0);
+    expect(resolveWorkerCount(undefined, 8)).toBe(0);
   });
 
   it('uses sinks and ignores sink when both are present, with a warning naming the pipeline', () => {

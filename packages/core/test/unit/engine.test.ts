@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../src/errors.js';
@@ -30,6 +31,7 @@ describe('Engine', () => {
     await engine.pause('pr');
     const paused = await engine.status('pr');
     expect(paused.state).toBe('PAUSED');
+    expect(paused.workers).toEqual({ setting: 0, threads: 0 });
     expect(paused.checkpoint).toBe(t2);
     expect(await h.store.getPipeline('pr')).toMatchObject({ state: 'PAUSED', paused: true });
     expect(db.acks[db.acks.length - 1]).toBe(t2);
@@ -48,6 +50,21 @@ describe('Engine', () => {
     expect(db.calls.slice(resumeAt).some((c) => c.startsWith('read:'))).toBe(false);
     expect(sink.events.slice(3).map((e) => e.position)).toEqual([t1, t2, t3]);
     expect(states).toEqual(['SNAPSHOTTING', 'LIVE_CDC', 'PAUSED', 'LIVE_CDC']);
+  });
+
+  it("shows the pipeline's workers setting and the threads it gives on this machine in its status", async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase();
+    db.createTable('public', 'orders', 1);
+    const p = h.registry.add(testPipeline(db, { name: 'wk', sinks: [{ sink: inMemorySink() }], workers: 'auto' }));
+    const engine = h.engine();
+    await engine.start();
+    await engine.apply('wk', p.definition, p.hash, p.type);
+    await waitForState(engine, 'wk', 'LIVE_CDC');
+    expect((await engine.status('wk')).workers).toEqual({
+      setting: 'auto',
+      threads: Math.max(0, availableParallelism() - 1),
+    });
   });
 
   it('keeps a paused pipeline paused across a server restart', async () => {
