@@ -289,6 +289,15 @@ export interface Source {
     options: ReadPartitionChunkOptions,
   ): Promise<PartitionChunk>;
 
+  /**
+   * Main thread, once per table schema version, before raw chunks of it are decoded in a
+   * worker: what the worker's `createRowDecoder` needs to decode them (structured-cloneable;
+   * PostgreSQL: the columns' type details from the catalog, which `TableSchema` does not
+   * carry). `undefined`: this table's rows cannot be decoded in a worker (core reads it
+   * decoded). Only called on a source whose definition has a `workerModule`.
+   */
+  decoderSetup?(table: TableSchema): Promise<unknown | undefined>;
+
   /** Total order of this source's positions: negative, zero, positive like `Array.sort`. */
   comparePositions(a: Position, b: Position): number;
 
@@ -512,11 +521,12 @@ export interface SourceDefinition<C = unknown> {
  */
 export interface SourceWorkerModule {
   /**
-   * A decoder for one table schema version. `config` is the source's validated config (as
-   * given to `create`, structured-cloned). The decoder turns `RawRows.bytes` into exactly
-   * the rows the decoded read (`readPartitionChunk` without `raw`) returns for them.
+   * A decoder for one table schema version. `setup` is what `Source.decoderSetup(table)`
+   * returned on the main thread (structured-cloned). The decoder turns `RawRows.bytes` into
+   * exactly the rows the decoded read (`readPartitionChunk` without `raw`) returns for them,
+   * and throws what that read would throw for a value it cannot decode.
    */
-  createRowDecoder(table: TableSchema, config: unknown): (raw: Uint8Array) => Row[];
+  createRowDecoder(table: TableSchema, setup: unknown): (raw: Uint8Array) => Row[];
 }
 
 export interface SinkDefinition<C = unknown> {
