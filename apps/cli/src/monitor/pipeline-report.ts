@@ -39,7 +39,13 @@ export function renderPipelineReport(p: PipelineStatus): string {
       'workers',
       p.workers.threads === 0
         ? `none: decoding and encoding run on the main thread (workers: ${p.workers.setting})`
-        : `${p.workers.threads} thread${p.workers.threads === 1 ? '' : 's'} (workers: ${p.workers.setting})`,
+        : `${p.workers.threads} thread${p.workers.threads === 1 ? '' : 's'} (workers: ${p.workers.setting})${
+            p.workers.mode === 'workers'
+              ? `, ${p.workers.chunks ?? 0} snapshot chunks through them`
+              : p.workers.mode === 'inline'
+                ? `, unused: ${p.workers.inlineReason}`
+                : ''
+          }`,
     ]);
   if (p.retry) overview.push(['retrying', retryText(p.retry)]);
   if (p.error) overview.push([p.retry ? 'last error' : 'error', p.error]);

@@ -1,5 +1,5 @@
 import type { ChangeEvent, Position, Row } from '../model.js';
-import { Barrier, type SinkLane } from './sink-lane.js';
+import { Barrier, type EncodedPart, type SinkLane } from './sink-lane.js';
 
 /**
  * The pipeline's sinks seen as one: a batch goes to every lane, the producer waits only
@@ -24,6 +24,24 @@ export class FanOut {
       if (lane.full) full = true;
     }
     return full;
+  }
+
+  /**
+   * Hand a chunk a worker encoded to every lane: `parts[i]` to lane i (the lanes are in the
+   * order of the pipeline's sinks). Returns true when some lane is now full, like `push`.
+   */
+  pushEncoded(parts: readonly EncodedPart[]): boolean {
+    let full = false;
+    for (const [i, lane] of this.lanes.entries()) {
+      lane.pushEncoded(parts[i]!);
+      if (lane.full) full = true;
+    }
+    return full;
+  }
+
+  /** Some lane is full: the producer must wait (`waitForRoom`). */
+  get full(): boolean {
+    return this.lanes.some((lane) => lane.full);
   }
 
   async waitForRoom(): Promise<void> {

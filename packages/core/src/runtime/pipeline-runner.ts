@@ -18,6 +18,8 @@ import { createEventMapper, type EventMapper, validateMappings } from './mapping
 import { compareQueryPositions, runQueryPipeline } from './query-runner.js';
 import { type LaneState, SinkLane } from './sink-lane.js';
 import { SnapshotCoordinator } from './snapshot-coordinator.js';
+import { SnapshotWorkers, workersUnusable } from './snapshot-workers.js';
+import { resolveWorkerCount } from '../config/read-pipelines.js';
 import { runStreamLoop } from './stream-loop.js';
 import { WatermarkMerge } from './watermark-merge.js';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES, DEFAULT_SNAPSHOT_CHUNK_ROWS } from '../config/validate.js';
@@ -55,6 +57,8 @@ interface AttemptResources {
   fanOut?: FanOut;
   acker?: Acknowledger;
   coordinator?: SnapshotCoordinator;
+  /** The snapshot's worker threads, when it uses them. */
+  workers?: SnapshotWorkers;
   snapshot?: OpenResult['snapshot'];
   metricsTimer?: NodeJS.Timeout;
   /**
@@ -101,6 +105,13 @@ export class PipelineRunner {
   source: Source | undefined;
   fanOut: FanOut | undefined;
   acknowledged: Position | undefined;
+  /**
+   * Whether this run's snapshot goes through worker threads (`threads`), or why it runs on the
+   * main thread; undefined until a run decided it.
+   */
+  workers: { threads: number; chunks: () => number } | { inline: string } | undefined;
+  /** Reasons already logged for running inline (each once per runner). */
+  private readonly inlineLogged = new Set<string>();
   private stopReason: StopReason | undefined;
   private readonly stopController = new AbortController();
   private loopDone: Promise<void> | undefined;
@@ -511,12 +522,23 @@ export class PipelineRunner {
           bytes: pipeline.snapshot.chunk_bytes ?? DEFAULT_SNAPSHOT_CHUNK_BYTES,
         },
         oneChunkInFlight: res.sinks.some(({ sink }) => sink.skipsCommittedChunk === true),
+        ...(res.workers !== undefined ? { workers: res.workers } : {}),
         retry: runtime.retry,
         signal,
         logger: this.logger,
         stats,
         ...(merge !== undefined ? { merge } : {}),
       });
+    if (snapshotRefs.length > 0) {
+      await this.startWorkers(
+        res,
+        snapshotRefs.map((ref) => byKey.get(formatTableName(ref))).filter((t): t is TableSchema => t !== undefined),
+      );
+      if (res.torn) return 'stopped';
+    } else if (this.workers === undefined) {
+      const why = this.workersUnusable();
+      if (why !== undefined) this.runInline(why);
+    }
     const skipWhatSinksHave = () => {
       for (const lane of fanOut.lanes) {
         lane.skipUpTo(
@@ -621,6 +643,60 @@ export class PipelineRunner {
     skipWhatSinksHave();
     this.logger.info('cdc streaming', { lsn: this.format(resumeFrom) });
     return stream(undefined, guard);
+  }
+
+  /** Why this pipeline cannot use worker threads from its definition alone (undefined: it can). */
+  private workersUnusable(): string | undefined {
+    const { materialized } = this.options;
+    return workersUnusable({
+      threads: resolveWorkerCount(materialized.pipeline.workers),
+      replicationType: materialized.pipeline.replication_type,
+      source: materialized.source.definition,
+      sinks: materialized.sinks,
+    });
+  }
+
+  /** Runs on the main thread: said once per reason, at info, unless the setting asked for no workers. */
+  private runInline(why: string): void {
+    this.workers = { inline: why };
+    if (resolveWorkerCount(this.options.materialized.pipeline.workers) === 0) return;
+    if (this.inlineLogged.has(why)) return;
+    this.inlineLogged.add(why);
+    this.logger.info('the snapshot runs on the main thread, without worker threads', { reason: why });
+  }
+
+  /**
+   * The snapshot's worker threads for this run, when the pipeline asks for them and every
+   * part can do its share in a worker: their decoder and encoder setups are taken from the
+   * open connectors, then the pool starts (closed by teardown).
+   */
+  private async startWorkers(res: AttemptResources, tables: TableSchema[]): Promise<void> {
+    const { materialized, name, runtime } = this.options;
+    const why = this.workersUnusable();
+    if (why !== undefined) {
+      this.runInline(why);
+      return;
+    }
+    const threads = resolveWorkerCount(materialized.pipeline.workers);
+    const started = await SnapshotWorkers.start({
+      pipeline: name,
+      threads,
+      tables,
+      source: { definition: materialized.source.definition, source: res.source! },
+      sinks: res.sinks.map(({ def, sink }) => ({ name: def.name, definition: def.definition, sink })),
+      ...(runtime.workerExecArgv !== undefined ? { execArgv: runtime.workerExecArgv } : {}),
+    });
+    if (typeof started === 'string') {
+      this.runInline(started);
+      return;
+    }
+    res.workers = started;
+    if (res.torn) {
+      await started.close().catch(() => {});
+      return;
+    }
+    this.workers = { threads, chunks: () => started.chunks };
+    this.logger.info('snapshot rows are decoded and encoded in worker threads', { threads });
   }
 
   private createFanOut(
@@ -851,6 +927,11 @@ export class PipelineRunner {
         ),
       );
     await this.releaseSnapshot(res);
+    if (res.workers !== undefined) {
+      await res.workers
+        .close()
+        .catch((err: unknown) => this.logger.warn('stopping the worker threads failed', { error: describeError(err) }));
+    }
     const closeTimeout = Math.max(500, Math.min(5_000, deadline - Date.now()));
     await Promise.all(
       res.sinks.map(({ def, sink }) =>

@@ -1,4 +1,11 @@
-import { type DeadLetterTarget, eventIndexOf, type Sink } from '../contract/connector.js';
+import {
+  type DeadLetterTarget,
+  type EncodedBatch,
+  type EncodedEvents,
+  eventIndexOf,
+  recordIndexOf,
+  type Sink,
+} from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
 import { ErrorCode, isRetriable, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
@@ -47,8 +54,27 @@ export class Barrier {
   }
 }
 
+/**
+ * Snapshot rows a worker thread decodes and encodes for this sink (see `snapshot-workers.ts`):
+ * queued in order like any batch, written with `Sink.writeEncoded` once the worker is done.
+ */
+export interface EncodedPart {
+  /** The sink's records; undefined when its encoder refused the events (they are then written with `write`). */
+  batch: Promise<EncodedBatch | undefined>;
+  info: EncodedEvents;
+  /**
+   * The same events, decoded on this thread: written with `write()` when the sink refuses one
+   * record (so `on_error` applies) or its encoder refused them, and what goes to the spill log.
+   */
+  events: () => ChangeEvent[];
+  /** What the part weighs against the queue's byte bound. */
+  bytes: number;
+}
+
 interface LaneItem {
   events: ChangeEvent[];
+  /** Set for an encoded part (then `events` is empty). */
+  encoded?: EncodedPart;
   safePosition: Position | undefined;
   bytes: number;
   /** Newest commit time in the item (ms), for this sink's lag. */
@@ -250,6 +276,38 @@ export class SinkLane {
     this.signal();
   }
 
+  /**
+   * Enqueue snapshot rows encoded in a worker (a whole chunk, at one position). A lane that
+   * maps events (target_mappings) or must spill takes them decoded instead: the spill log
+   * holds events only, and a spilling sink is the slow one, not the main thread.
+   */
+  pushEncoded(part: EncodedPart): void {
+    if (this.closed || this.state === 'paused') return;
+    if (this.skipThrough !== undefined) {
+      if (this.compare!(part.info.last, this.skipThrough) <= 0) return;
+      this.skipThrough = undefined;
+    }
+    if (
+      this.options.mapper !== undefined ||
+      (this.options.spill !== undefined && (this.memoryFull || (this.spillLog !== undefined && !this.spillLog.empty)))
+    ) {
+      this.push(part.events(), undefined, part.bytes, undefined);
+      return;
+    }
+    this.tookToBoundary = false;
+    this.queue.push({
+      events: [],
+      encoded: part,
+      safePosition: undefined,
+      bytes: part.bytes,
+      commitMs: undefined,
+      barrier: undefined,
+    });
+    this.queuedEvents += part.info.count;
+    this.queuedBytes += part.bytes;
+    this.signal();
+  }
+
   pushBarrier(barrier: Barrier): void {
     if (this.closed) {
       barrier.fail(this.state === 'errored' ? this.error : new Error(`sink ${this.name} is stopping`));
@@ -435,14 +493,17 @@ export class SinkLane {
   /** Take the next item, merging queued batches after it up to `maxWriteEvents`, and make it durable. */
   private async processNext(): Promise<void> {
     const first = this.take();
+    const encoded = first.encoded;
     let events = first.events;
     let safePosition = first.safePosition;
     let bytes = first.bytes;
     let commitMs = first.commitMs;
     const barriers: Barrier[] = first.barrier ? [first.barrier] : [];
     let merged: ChangeEvent[] | undefined;
-    while (this.head < this.queue.length) {
+    while (encoded === undefined && this.head < this.queue.length) {
       const next = this.queue[this.head]!;
+      // An encoded part is written alone: one `writeEncoded` holds one whole chunk.
+      if (next.encoded !== undefined) break;
       if (events.length + next.events.length > this.options.maxWriteEvents && events.length > 0) break;
       this.take();
       if (next.events.length > 0) {
@@ -479,8 +540,10 @@ export class SinkLane {
         faults.killAfterWrite !== undefined ||
         faults.killAfterEvents !== undefined ||
         faults.killAfterReads !== undefined);
+    const count = encoded !== undefined ? encoded.info.count : events.length;
     if (!reorders) {
-      if (events.length > 0) await this.write(events);
+      if (encoded !== undefined) await this.writeEncoded(encoded);
+      else if (events.length > 0) await this.write(events);
       if (this.stopped) return;
       if (safePosition !== undefined) this.unsaved = safePosition;
       if (this.unsaved !== undefined && this.unsaved !== this.checkpoint && this.checkpointNow(barriers.length > 0)) {
@@ -492,16 +555,16 @@ export class SinkLane {
         checkpointed = true;
       }
     } else {
-      if (!(await this.writeWithTestFaults(faults!, events, safePosition))) return;
+      if (!(await this.writeWithTestFaults(faults!, events, safePosition, encoded))) return;
       checkpointed = safePosition !== undefined;
     }
     const stats = this.options.stats;
-    stats.rowsWritten += events.length;
+    stats.rowsWritten += count;
     if (commitMs !== undefined) this.lastItemLagMs = Math.max(0, this.now() - commitMs);
     else if (events.length === 0 && safePosition !== undefined && this.head >= this.queue.length)
       this.lastItemLagMs = 0;
     stats.lagMs = this.lagMs();
-    this.queuedEvents -= events.length;
+    this.queuedEvents -= count;
     this.queuedBytes -= bytes;
     for (const b of barriers) b.arrive();
     if (checkpointed) this.options.onCheckpoint();
@@ -534,6 +597,7 @@ export class SinkLane {
     faults: TestFaults,
     events: ChangeEvent[],
     safePosition: Position | undefined,
+    encoded?: EncodedPart,
   ): Promise<boolean> {
     const checkpointFollows = safePosition !== undefined && safePosition !== this.checkpoint;
     const killHere =
@@ -550,10 +614,12 @@ export class SinkLane {
       await checkpoint();
       this.options.onCheckpoint();
       if (killHere) await dieForTest(`after checkpoint ${safePosition} of sink ${this.name}, before its write`);
-      if (events.length > 0) await this.write(events);
+      if (encoded !== undefined) await this.writeEncoded(encoded);
+      else if (events.length > 0) await this.write(events);
       return !this.stopped;
     }
-    if (events.length > 0) await this.write(events);
+    if (encoded !== undefined) await this.writeEncoded(encoded);
+    else if (events.length > 0) await this.write(events);
     if (this.stopped) return false;
     if (faults.killAfterEvents !== undefined) {
       const before = this.streamEventsWritten;
@@ -565,6 +631,7 @@ export class SinkLane {
     }
     if (faults.killAfterReads !== undefined) {
       const before = this.readEventsWritten;
+      if (encoded !== undefined) this.readEventsWritten += encoded.info.count;
       for (const e of events) if (e.op === 'read') this.readEventsWritten++;
       if (before < faults.killAfterReads && this.readEventsWritten >= faults.killAfterReads)
         await dieForTest(
@@ -610,6 +677,64 @@ export class SinkLane {
       if (this.stopped) return;
       await this.setAside(event, poisoned.error);
       rest = rest.slice(poisoned.index + 1);
+    }
+  }
+
+  /**
+   * Write a part a worker encoded, with the retries of `write`. When the worker's encoder
+   * refused the events, or the sink refuses one record of the batch (`recordIndexOf`), the
+   * part's events are decoded here and written with `write()`, so on_error applies as ever.
+   */
+  private async writeEncoded(part: EncodedPart): Promise<void> {
+    const { retry, stats, logger, sink } = this.options;
+    const batch = await part.batch;
+    if (this.stopped) return;
+    if (batch === undefined) {
+      await this.write(part.events());
+      return;
+    }
+    if (this.throttle !== undefined) {
+      await this.throttle.wait(this.options.pipeline, this.name, part.info.count, this.abort.signal);
+      if (this.stopped) return;
+    }
+    for (let attempt = 1; ; attempt++) {
+      const started = performance.now();
+      try {
+        await sink.writeEncoded!(batch, part.info);
+        stats.latency.observe((performance.now() - started) / 1000);
+        stats.encodedWrites++;
+        this.throttle?.written(this.options.pipeline, this.name, part.info.count);
+        return;
+      } catch (err) {
+        stats.writeErrors++;
+        if (this.stopped) return;
+        if (!isRetriable(err) && recordIndexOf(err) !== undefined) {
+          logger.info('the sink refused a record of an encoded batch; writing its events one by one', {
+            sink: this.name,
+            events: part.info.count,
+            error: describeError(err),
+          });
+          await this.write(part.events());
+          return;
+        }
+        if (!isRetriable(err) || attempt >= retry.maxAttempts) {
+          const why = isRetriable(err) ? `still failing after ${attempt} attempts` : 'failed';
+          throw new NanosyncError(
+            ErrorCode.SinkWriteFailed,
+            `sink ${this.name}: writing ${part.info.count} encoded events ${why}: ${describeError(err)}`,
+            { cause: err, details: { sink: this.name } },
+          );
+        }
+        const delay = backoffDelay(attempt, retry);
+        logger.warn('sink write failed, retrying', {
+          sink: this.name,
+          attempt,
+          retry_in_ms: delay,
+          error: describeError(err),
+        });
+        await sleep(delay, this.abort.signal);
+        if (this.stopped) return;
+      }
     }
   }
 

@@ -2,12 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../config/validate.js';
 import type { PartitionChunk, PartitionSpec, ReadPartitionChunkOptions, Source } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
-import { isRetriable } from '../errors.js';
+import { ErrorCode, isRetriable, NanosyncError } from '../errors.js';
 import { describeError } from '../log/logger.js';
 import type { ChangeEvent, Position, Row, TableSchema } from '../model.js';
 import type { ChunkRecord, PartitionRecord, StateStore } from '../state/store.js';
 import { backoffDelay, type RetryPolicy, sleep } from './backoff.js';
 import type { FanOut } from './fan-out.js';
+import type { SnapshotWorkers } from './snapshot-workers.js';
 import type { PipelineStats, TableStats } from './stats.js';
 import type { WatermarkMerge } from './watermark-merge.js';
 
@@ -48,6 +49,11 @@ export interface SnapshotOptions {
   signal: AbortSignal;
   logger: Logger;
   stats: PipelineStats;
+  /**
+   * The run's worker threads: chunks of the tables they were set up for are read raw and
+   * decoded and encoded there (the chunk bookkeeping is the same either way).
+   */
+  workers?: SnapshotWorkers;
 }
 
 /**
@@ -389,6 +395,11 @@ export class SnapshotCoordinator {
         signal: this.abort.signal,
       };
       if (again !== undefined) options.upTo = { next: again.next ?? undefined };
+      const workers = this.options.workers?.handles(item.table) ? this.options.workers : undefined;
+      if (workers !== undefined) {
+        options.raw = true;
+        if (merge !== undefined) options.rawKeys = true;
+      }
       if (merge === undefined && this.options.snapshotToken !== undefined)
         options.snapshotToken = this.options.snapshotToken;
       let next: unknown;
@@ -405,8 +416,27 @@ export class SnapshotCoordinator {
             return;
           }
           next = again !== undefined ? (again.next ?? undefined) : read.next;
-          merge.deliver(chunk, read.rows);
-          stats.onSnapshotRows(item.stats, read.rows.length);
+          const raw = read.raw;
+          if (raw !== undefined && workers !== undefined) {
+            if (raw.keys === undefined || raw.keys.length !== raw.rows)
+              throw new NanosyncError(
+                ErrorCode.Internal,
+                `the source read a chunk of ${item.key} raw without a key for each of its ${raw.rows} rows`,
+              );
+            const { fanOut } = this.options;
+            const chunkId = base.id;
+            merge.deliverRaw(chunk, {
+              keys: raw.keys,
+              emit: (position, keep) => {
+                fanOut.pushEncoded(workers.encode(item.table, raw, position, chunkId, keep));
+              },
+              decode: () => workers.decode(item.table, raw.bytes),
+            });
+            stats.onSnapshotRows(item.stats, raw.rows);
+          } else {
+            merge.deliver(chunk, read.rows);
+            stats.onSnapshotRows(item.stats, read.rows.length);
+          }
           endTurn = await this.takeTurn(again !== undefined);
           if (endTurn === undefined) {
             merge.discard(chunk, new Error('snapshot stopped'));
@@ -440,10 +470,21 @@ export class SnapshotCoordinator {
           throw err;
         }
         position = this.options.position;
-        emitted = read.rows.length;
-        stats.onSnapshotRows(item.stats, read.rows.length);
-        const events = this.readEvents(item.table, read.rows, base.id);
-        if (events.length > 0 && this.options.fanOut.push(events, undefined)) await this.options.fanOut.waitForRoom();
+        const raw = read.raw;
+        if (raw !== undefined && workers !== undefined) {
+          emitted = raw.rows;
+          stats.onSnapshotRows(item.stats, raw.rows);
+          if (
+            raw.rows > 0 &&
+            this.options.fanOut.pushEncoded(workers.encode(item.table, raw, position, base.id, undefined))
+          )
+            await this.options.fanOut.waitForRoom();
+        } else {
+          emitted = read.rows.length;
+          stats.onSnapshotRows(item.stats, read.rows.length);
+          const events = this.readEvents(item.table, read.rows, base.id);
+          if (events.length > 0 && this.options.fanOut.push(events, undefined)) await this.options.fanOut.waitForRoom();
+        }
         if (this.abort.signal.aborted) {
           endTurn();
           return;

@@ -70,6 +70,15 @@ export interface WorkersStatus {
   setting: 'auto' | number;
   /** Threads that setting gives on this machine (0: everything runs on the main thread). */
   threads: number;
+  /**
+   * While the pipeline runs here, once its run decided: `workers` when its snapshot goes
+   * through the threads, `inline` when it runs on the main thread (`inlineReason` says why).
+   * The change stream always runs on the main thread.
+   */
+  mode?: 'workers' | 'inline';
+  inlineReason?: string;
+  /** Snapshot chunks the threads decoded and encoded in the current run. */
+  chunks?: number;
 }
 
 export interface SnapshotProgress {
@@ -115,6 +124,8 @@ export interface SinkStatus {
   /** Events the sink could not write, put in its dead-letter target / skipped, since this server started. */
   deadLetters?: number;
   skippedEvents?: number;
+  /** Batches encoded by the pipeline's worker threads that this sink wrote, since this server started (absent: none). */
+  encodedWrites?: number;
   checkpoint?: string;
   checkpointText?: string;
   /** Events waiting in this sink's queue, and their approximate size. */
@@ -233,6 +244,8 @@ export class SinkStats {
   deadLetters = 0;
   /** Events this sink could not write, dropped (`on_error: skip`). */
   skippedEvents = 0;
+  /** Batches a worker thread encoded that this sink wrote (`Sink.writeEncoded`). */
+  encodedWrites = 0;
   lagMs: number | undefined;
   readonly latency = new LatencyRecorder();
 

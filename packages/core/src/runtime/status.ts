@@ -75,6 +75,7 @@ export function buildPipelineStatus(input: StatusInput): PipelineStatus {
       queueBytes: lane?.queuedBytes ?? 0,
       writeLatency: s.latency.snapshot(),
     };
+    if (s.encodedWrites > 0) status.encodedWrites = s.encodedWrites;
     if (checkpoint !== undefined) {
       status.checkpoint = checkpoint;
       const text = format(checkpoint);
@@ -168,6 +169,16 @@ export function buildPipelineStatus(input: StatusInput): PipelineStatus {
   if (pipeline !== undefined) {
     const setting = pipeline.workers ?? DEFAULT_WORKERS;
     status.workers = { setting, threads: resolveWorkerCount(setting) };
+    const decided = live ? runner.workers : undefined;
+    if (decided !== undefined) {
+      if ('inline' in decided) {
+        status.workers.mode = 'inline';
+        status.workers.inlineReason = decided.inline;
+      } else {
+        status.workers.mode = 'workers';
+        status.workers.chunks = decided.chunks();
+      }
+    }
   }
   return status;
 }

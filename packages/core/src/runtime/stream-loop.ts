@@ -69,6 +69,9 @@ export async function runStreamLoop(options: StreamLoopOptions): Promise<'stoppe
           // Pushed in the same synchronous step as the chunk is resolved, so the reader's
           // barrier that follows is queued behind these rows.
           if (fanOut.push(rows, undefined)) await fanOut.waitForRoom();
+        } else if (rows !== undefined && fanOut.full) {
+          // A chunk read raw was handed to the lanes encoded (by the merge, in that same step).
+          await fanOut.waitForRoom();
         }
       }
       if (events.length === 0 && batch.safePosition === undefined) continue;

@@ -36,6 +36,8 @@ export interface RuntimeOptions {
    * queue is full (no spilling), and `on_error: dead_letter` needs `dead_letter_path`.
    */
   dataDir?: string;
+  /** Node options for a pipeline's worker threads; default: this process's (`process.execArgv`). */
+  workerExecArgv?: string[];
 }
 
 export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {

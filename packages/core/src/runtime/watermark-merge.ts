@@ -21,6 +21,31 @@ export interface OpenChunk {
   readonly position: Position | undefined;
 }
 
+/**
+ * A chunk read raw: its rows are decoded and encoded in a worker thread, so the merge works
+ * on their keys alone (see {@link WatermarkMerge.deliverRaw}).
+ */
+export interface RawChunkRows {
+  /** Each row's key (`keyString`, or `rowIdentity` for a table without key columns), in row order. */
+  keys: readonly string[];
+  /**
+   * Called at the high watermark, when no dropped row has to complete an update: emit the
+   * rows right there, at `position`, all of them (`keep` undefined) or those marked 1 in `keep`.
+   */
+  emit(position: Position, keep: Uint8Array | undefined): void;
+  /** The rows decoded on this thread: only when a dropped row must complete an update (unchanged TOAST). */
+  decode(): Row[];
+}
+
+/** Stands for row `i` of a raw chunk in the merge's maps, until (if ever) the rows are decoded. */
+const RAW_INDEX = Symbol('raw row');
+function rawRow(i: number): Row {
+  return { [RAW_INDEX]: i } as unknown as Row;
+}
+function rawIndex(row: Row): number {
+  return (row as unknown as { [RAW_INDEX]: number })[RAW_INDEX];
+}
+
 /** An evicting update that left columns unchanged no change of its key ever carried. */
 interface Repair {
   last: ChangeEvent;
@@ -42,6 +67,8 @@ interface ChunkState extends OpenChunk {
   /** A change that does not say which row it changed reached this keyless chunk: it cannot be merged. */
   unidentified: boolean;
   repairs: Map<string, Repair> | undefined;
+  /** Set by {@link WatermarkMerge.deliverRaw}: the rows in the maps stand for rows of this raw chunk. */
+  raw: { rows: RawChunkRows; count: number } | undefined;
   resolve: (rows: number) => void;
   reject: (err: unknown) => void;
 }
@@ -166,6 +193,7 @@ export class WatermarkMerge {
       keyless: undefined,
       unidentified: false,
       repairs: undefined,
+      raw: undefined,
       emitted,
       id,
       position: undefined,
@@ -186,7 +214,7 @@ export class WatermarkMerge {
    * The reader has read the chunk (before it writes the high watermark): the rows whose key
    * changed since the chunk opened are evicted now, the others wait for the high watermark.
    */
-  deliver(chunk: OpenChunk, rows: readonly Row[]): void {
+  deliver(chunk: OpenChunk, rows: readonly Row[], keys?: readonly string[]): void {
     const state = this.chunks.get(chunk.highId);
     if (state === undefined || state.rows !== undefined) return;
     const changes = this.tables.get(state.tableKey)!;
@@ -199,8 +227,9 @@ export class WatermarkMerge {
       // Without key columns, a row is known by all of its values (never all rows as one key).
       if (changes.unidentifiedSeq > state.startSeq) state.unidentified = true;
       state.keyless = new Map();
-      for (const row of rows) {
-        const identity = rowIdentity(row);
+      for (let i = 0; i < rows.length; i++) {
+        const row = rows[i]!;
+        const identity = keys !== undefined ? keys[i]! : rowIdentity(row);
         const change = changes.keys.get(identity);
         if (change !== undefined && change.seq > state.startSeq) {
           this.droppedRows++;
@@ -211,8 +240,9 @@ export class WatermarkMerge {
         else same.push(row);
       }
     } else {
-      for (const row of rows) {
-        const key = keyString(keyColumns, row);
+      for (let i = 0; i < rows.length; i++) {
+        const row = rows[i]!;
+        const key = keys !== undefined ? keys[i]! : keyString(keyColumns, row);
         const change = changes.keys.get(key);
         if (change === undefined || change.seq <= state.startSeq) {
           state.rows.set(key, row);
@@ -226,6 +256,20 @@ export class WatermarkMerge {
       }
     }
     this.prune(changes);
+  }
+
+  /**
+   * {@link deliver} for a chunk read raw: the merge matches its rows by the keys the source
+   * gave, and at the high watermark has `raw.emit` hand the kept rows to the workers (or, when
+   * a dropped row must complete an update, decodes them here and emits events as usual).
+   */
+  deliverRaw(chunk: OpenChunk, raw: RawChunkRows): void {
+    const state = this.chunks.get(chunk.highId);
+    if (state === undefined || state.rows !== undefined) return;
+    const stand = new Array<Row>(raw.keys.length);
+    for (let i = 0; i < stand.length; i++) stand[i] = rawRow(i);
+    state.raw = { rows: raw, count: raw.keys.length };
+    this.deliver(chunk, stand, raw.keys);
   }
 
   /** The reader gave up on a chunk (error, stop): forget it without emitting anything. */
@@ -375,6 +419,36 @@ export class WatermarkMerge {
         ),
       );
       return undefined;
+    }
+    if (chunk.raw !== undefined) {
+      const raw = chunk.raw;
+      chunk.raw = undefined;
+      if (chunk.repairs === undefined || chunk.repairs.size === 0) {
+        const keep = new Uint8Array(raw.count);
+        let kept = 0;
+        for (const row of chunk.rows!.values()) {
+          keep[rawIndex(row)] = 1;
+          kept++;
+        }
+        for (const same of chunk.keyless?.values() ?? [])
+          for (const row of same) {
+            keep[rawIndex(row)] = 1;
+            kept++;
+          }
+        chunk.position = watermark.position;
+        this.close(chunk);
+        chunk.rows = undefined;
+        chunk.keyless = undefined;
+        // Handed over in the same synchronous step as the chunk is resolved (see the stream loop).
+        if (kept > 0) raw.rows.emit(watermark.position, kept === raw.count ? undefined : keep);
+        chunk.resolve(kept);
+        return [];
+      }
+      const decoded = raw.rows.decode();
+      for (const [key, row] of chunk.rows!) chunk.rows!.set(key, decoded[rawIndex(row)]!);
+      for (const same of chunk.keyless?.values() ?? [])
+        for (let i = 0; i < same.length; i++) same[i] = decoded[rawIndex(same[i]!)]!;
+      for (const repair of chunk.repairs.values()) repair.row = decoded[rawIndex(repair.row)]!;
     }
     const events = this.emit(chunk, watermark.position);
     chunk.position = watermark.position;

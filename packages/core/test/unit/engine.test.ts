@@ -61,9 +61,13 @@ describe('Engine', () => {
     await engine.start();
     await engine.apply('wk', p.definition, p.hash, p.type);
     await waitForState(engine, 'wk', 'LIVE_CDC');
+    const threads = Math.max(0, availableParallelism() - 1);
     expect((await engine.status('wk')).workers).toEqual({
       setting: 'auto',
-      threads: Math.max(0, availableParallelism() - 1),
+      threads,
+      mode: 'inline',
+      inlineReason:
+        threads === 0 ? 'workers is 0' : 'the source connector in-memory cannot decode rows in a worker thread',
     });
   });
 

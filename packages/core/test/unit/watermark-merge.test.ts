@@ -261,3 +261,74 @@ describe('WatermarkMerge', () => {
     expect(keyString(['id'], { id: new Uint8Array([1, 2]) })).toBe(keyString(['id'], { id: new Uint8Array([1, 2]) }));
   });
 });
+
+describe('WatermarkMerge with chunks read raw (decoded and encoded in worker threads)', () => {
+  /** A raw chunk of `rows`: the merge sees their keys; what it asks to emit or decode is recorded. */
+  function rawChunk(merge: WatermarkMerge, rows: Row[], during: ChangeEvent[][] = [], after: ChangeEvent[][] = []) {
+    const c = merge.open(table);
+    merge.onWatermark({ id: c.lowId, position: 'L' });
+    for (const batch of during) merge.observe(batch);
+    const emitted: { position: string; keep: number[] | undefined }[] = [];
+    let decoded = 0;
+    merge.deliverRaw(c, {
+      keys: rows.map((r) => keyString(table.keyColumns, r)),
+      emit: (position, keep) => emitted.push({ position, keep: keep === undefined ? undefined : [...keep] }),
+      decode: () => {
+        decoded++;
+        return rows;
+      },
+    });
+    for (const batch of after) merge.observe(batch);
+    const out = merge.onWatermark({ id: c.highId, position: 'H' });
+    return { c, out, emitted, decoded: () => decoded };
+  }
+
+  it('nothing changed: all rows are handed over encoded at the high watermark, none decoded here', async () => {
+    const merge = new WatermarkMerge();
+    const { c, out, emitted, decoded } = rawChunk(merge, [row(1, 'a'), row(2, 'b'), row(3, 'c')]);
+    expect(out).toEqual([]);
+    expect(emitted).toEqual([{ position: 'H', keep: undefined }]);
+    expect(decoded()).toBe(0);
+    expect(await c.emitted).toBe(3);
+    expect(merge.openChunks).toBe(0);
+  });
+
+  it('rows whose key changed before or after delivery are left out by the mask the workers get', async () => {
+    const merge = new WatermarkMerge();
+    const { c, emitted, decoded } = rawChunk(
+      merge,
+      [row(1, 'a'), row(2, 'b'), row(3, 'c'), row(4, 'd'), row(5, 'e')],
+      [[change('update', 2, 'b2')]],
+      [[change('delete', 4), change('update', 5, 'e2', { before: { id: 1 } })]],
+    );
+    // 2 changed while reading, 4 deleted after, 5's key came from 1 (both rows gone).
+    expect(emitted).toEqual([{ position: 'H', keep: [0, 0, 1, 0, 0] }]);
+    expect(decoded()).toBe(0);
+    expect(await c.emitted).toBe(1);
+  });
+
+  it('a TRUNCATE leaves nothing to hand over', async () => {
+    const merge = new WatermarkMerge();
+    const { c, out, emitted } = rawChunk(merge, [row(1, 'a')], [[{ op: 'truncate', table, key: {}, position: 'p' }]]);
+    expect(out).toEqual([]);
+    expect(emitted).toEqual([]);
+    expect(await c.emitted).toBe(0);
+  });
+
+  it('an evicting update that left a TOAST column unchanged: the rows are decoded here and emitted as events, completed', () => {
+    const merge = new WatermarkMerge();
+    const { out, emitted, decoded } = rawChunk(
+      merge,
+      [row(1, 'a', 'the big document'), row(2, 'b')],
+      [[change('update', 1, 'a2', { unchanged: ['doc'] })]],
+    );
+    expect(emitted).toEqual([]);
+    expect(decoded()).toBe(1);
+    expect(out!.map((e) => [e.op, e.key.id])).toEqual([
+      ['read', 2],
+      ['update', 1],
+    ]);
+    expect(out![0]!.after).toEqual(row(2, 'b'));
+    expect(out![1]!.after).toEqual({ id: 1, note: 'a2', doc: 'the big document' });
+  });
+});

@@ -1,0 +1,267 @@
+import type {
+  EncodedBatch,
+  RawRows,
+  Sink,
+  SinkDefinition,
+  Source,
+  SourceDefinition,
+  SourceWorkerModule,
+} from '../contract/connector.js';
+import type { TargetMapping } from '../config/types.js';
+import { ErrorCode, NanosyncError } from '../errors.js';
+import type { ChangeEvent, Position, Row, TableSchema } from '../model.js';
+import type { EncodedPart } from './sink-lane.js';
+import type { PipelineWorkerData, PipelineWorkerResult, PipelineWorkerTask } from './pipeline-worker.js';
+import { OrderedWorkerPool } from './worker-pool.js';
+
+/** Bytes of chunks one worker may hold at once (a chunk is at most `snapshot.chunk_bytes`). */
+const MAX_BYTES_PER_WORKER = 64 * 1024 * 1024;
+const EMPTY_KEY: Row = Object.freeze({}) as Row;
+
+/**
+ * Whether a pipeline's snapshot can go through worker threads, from its definition alone:
+ * `undefined` when it can, otherwise why not (logged once, at info). The rest is decided when
+ * the connectors are open ({@link SnapshotWorkers.start}).
+ */
+export function workersUnusable(input: {
+  threads: number;
+  replicationType: string;
+  source: Pick<SourceDefinition, 'type' | 'workerModule'>;
+  sinks: { name: string; definition: Pick<SinkDefinition, 'type' | 'workerModule'>; mappings: TargetMapping[] }[];
+}): string | undefined {
+  if (input.threads <= 0) return 'workers is 0';
+  if (input.replicationType === 'cdc' || input.replicationType === 'query')
+    return `a ${input.replicationType} pipeline takes no snapshot, and the change stream is decoded and encoded on the main thread`;
+  if (input.source.workerModule === undefined)
+    return `the source connector ${input.source.type} cannot decode rows in a worker thread`;
+  for (const sink of input.sinks) {
+    if (sink.definition.workerModule === undefined)
+      return `sink ${sink.name} (connector ${sink.definition.type}) cannot encode records in a worker thread`;
+    if (sink.mappings.some((m) => m.columns !== undefined || (m.filter !== undefined && m.filter.length > 0)))
+      return `sink ${sink.name} has target_mappings with columns or filter, which are applied on the main thread`;
+  }
+  return undefined;
+}
+
+/** One chunk handed to the workers, shared by the lanes it goes to. */
+interface ChunkJob {
+  result: Promise<PipelineWorkerResult>;
+  events: () => ChangeEvent[];
+}
+
+/**
+ * The main thread's side of a pipeline's worker threads for one run: the pool (a core worker,
+ * `pipeline-worker.ts`, that imports the source's and the sinks' worker modules), what each
+ * chunk becomes for each sink, and the inline decoding a lane falls back to (a record the sink
+ * refuses, the spill log). Closed with the run.
+ */
+export class SnapshotWorkers {
+  /** Chunks decoded and encoded by the workers in this run. */
+  chunks = 0;
+  private readonly tableIndex = new Map<TableSchema, number>();
+  private readonly decoders = new Map<number, (raw: Uint8Array) => Row[]>();
+
+  private constructor(
+    private readonly pool: OrderedWorkerPool<PipelineWorkerTask, PipelineWorkerResult, PipelineWorkerData>,
+    private readonly data: PipelineWorkerData,
+    private readonly sourceModule: SourceWorkerModule,
+  ) {
+    for (const [i, t] of data.tables.entries()) this.tableIndex.set(t, i);
+  }
+
+  /**
+   * Ask the connectors what their workers need and start the pool. Returns why not instead
+   * when some part cannot work in a worker now (a connector without the calls, a table the
+   * source decodes only here, a sink that declines).
+   */
+  static async start(input: {
+    pipeline: string;
+    threads: number;
+    tables: readonly TableSchema[];
+    source: { definition: SourceDefinition<unknown>; source: Source };
+    sinks: { name: string; definition: SinkDefinition<unknown>; sink: Sink }[];
+    execArgv?: string[];
+  }): Promise<SnapshotWorkers | string> {
+    const { source } = input;
+    const module = source.definition.workerModule;
+    if (module === undefined)
+      return `the source connector ${source.definition.type} cannot decode rows in a worker thread`;
+    if (source.source.readPartitionChunk === undefined || source.source.decoderSetup === undefined)
+      return `the source connector ${source.definition.type} cannot hand over undecoded chunks`;
+    const setups: unknown[] = [];
+    for (const table of input.tables) {
+      const setup = await source.source.decoderSetup(table);
+      if (setup === undefined) return `the source decodes table ${table.schema}.${table.name} on the main thread only`;
+      setups.push(setup);
+    }
+    const sinks: PipelineWorkerData['sinks'] = [];
+    for (const s of input.sinks) {
+      const sinkModule = s.definition.workerModule;
+      if (sinkModule === undefined || s.sink.encoderSetup === undefined || s.sink.writeEncoded === undefined)
+        return `sink ${s.name} (connector ${s.definition.type}) cannot encode records in a worker thread`;
+      const setup = await s.sink.encoderSetup([...input.tables]);
+      if (setup === undefined) return `sink ${s.name} cannot encode these tables in a worker thread now`;
+      sinks.push({ module: sinkModule, setup });
+    }
+    const data: PipelineWorkerData = { tables: [...input.tables], source: { module, setups }, sinks };
+    const sourceModule = (await import(module)) as SourceWorkerModule;
+    const pool = await OrderedWorkerPool.start<PipelineWorkerTask, PipelineWorkerResult, PipelineWorkerData>({
+      name: `${input.pipeline} snapshot`,
+      module: workerModuleUrl(),
+      size: input.threads,
+      data,
+      maxBytesPerWorker: MAX_BYTES_PER_WORKER,
+      ...(input.execArgv !== undefined ? { execArgv: input.execArgv } : {}),
+    });
+    return new SnapshotWorkers(pool, data, sourceModule);
+  }
+
+  get threads(): number {
+    return this.pool.size;
+  }
+
+  /** Whether chunks of this table go through the workers (a table of the snapshot this run planned). */
+  handles(table: TableSchema): boolean {
+    return this.tableIndex.has(table);
+  }
+
+  /**
+   * Hand a raw chunk to the workers: one part per sink (in the order of the sinks), each
+   * resolving to its encoded batch, or undefined when that sink's encoder refused the events
+   * (it then writes `events()`, decoded here, so on_error applies). `keep`: only these rows
+   * (1 per row kept). The raw bytes are copied for the workers: this thread keeps them for
+   * the fallbacks.
+   */
+  encode(
+    table: TableSchema,
+    raw: RawRows,
+    position: Position,
+    chunk: string | undefined,
+    keep: Uint8Array | undefined,
+  ): EncodedPart[] {
+    const index = this.tableIndex.get(table);
+    if (index === undefined)
+      throw new Error(`table ${table.schema}.${table.name} is not one the workers were set up for`);
+    const copy = raw.bytes.slice(0);
+    const task: PipelineWorkerTask = { table: index, raw: copy, position };
+    if (chunk !== undefined) task.chunk = chunk;
+    if (keep !== undefined) task.keep = keep;
+    const job: ChunkJob = {
+      result: this.run(task, copy),
+      events: memo(() => this.readEvents(table, index, raw.bytes, position, chunk, keep)),
+    };
+    job.result.catch(() => {});
+    const count = keep === undefined ? raw.rows : countKept(keep);
+    this.chunks++;
+    return this.data.sinks.map((_, i) => {
+      const batch = job.result.then((r) => {
+        const b = r.batches[i]!;
+        return 'error' in b ? undefined : (b as EncodedBatch);
+      });
+      // A lane stopped before it reached this part never awaits it.
+      batch.catch(() => {});
+      return {
+        batch,
+        info:
+          chunk === undefined
+            ? { count, first: position, last: position }
+            : { count, first: position, last: position, chunk },
+        events: job.events,
+        bytes: raw.bytes.byteLength * 2,
+      };
+    });
+  }
+
+  /** The chunk's rows decoded on this thread (the merge's fallback when it must complete rows). */
+  decode(table: TableSchema, raw: ArrayBuffer): Row[] {
+    const index = this.tableIndex.get(table);
+    if (index === undefined)
+      throw new Error(`table ${table.schema}.${table.name} is not one the workers were set up for`);
+    return this.decoder(index)(new Uint8Array(raw));
+  }
+
+  private decoder(index: number): (raw: Uint8Array) => Row[] {
+    let decoder = this.decoders.get(index);
+    if (decoder === undefined) {
+      decoder = this.sourceModule.createRowDecoder(this.data.tables[index]!, this.data.source.setups[index]);
+      this.decoders.set(index, decoder);
+    }
+    return decoder;
+  }
+
+  private readEvents(
+    table: TableSchema,
+    index: number,
+    raw: ArrayBuffer,
+    position: Position,
+    chunk: string | undefined,
+    keep: Uint8Array | undefined,
+  ): ChangeEvent[] {
+    const rows = this.decoder(index)(new Uint8Array(raw));
+    const keyColumns = table.keyColumns;
+    const events: ChangeEvent[] = [];
+    for (let i = 0; i < rows.length; i++) {
+      if (keep !== undefined && keep[i] !== 1) continue;
+      const row = rows[i]!;
+      let key = EMPTY_KEY;
+      if (keyColumns.length > 0) {
+        key = {};
+        for (const k of keyColumns) key[k] = row[k] ?? null;
+      }
+      events.push(
+        chunk === undefined
+          ? { op: 'read', table, key, after: row, position }
+          : { op: 'read', table, key, after: row, position, chunk },
+      );
+    }
+    return events;
+  }
+
+  private async run(task: PipelineWorkerTask, copy: ArrayBuffer): Promise<PipelineWorkerResult> {
+    try {
+      for await (const result of this.pool.map([{ task, transfer: [copy], bytes: copy.byteLength }])) return result;
+    } catch (err) {
+      if (NanosyncError.is(err, ErrorCode.WorkerFailed)) {
+        // A dead worker ends the run; the pipeline restarts from its checkpoints like after any failure.
+        throw new NanosyncError(ErrorCode.WorkerFailed, (err as Error).message, {
+          retriable: true,
+          cause: err,
+          details: (err as NanosyncError).details,
+        });
+      }
+      throw err;
+    }
+    throw new NanosyncError(ErrorCode.Internal, 'the worker pool gave no result for a chunk');
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}
+
+function countKept(keep: Uint8Array): number {
+  let n = 0;
+  for (let i = 0; i < keep.length; i++) if (keep[i] === 1) n++;
+  return n;
+}
+
+function memo<T>(make: () => T): () => T {
+  let value: T | undefined;
+  let made = false;
+  return () => {
+    if (!made) {
+      value = make();
+      made = true;
+    }
+    return value as T;
+  };
+}
+
+/**
+ * The core worker module next to this file: `pipeline-worker.ts` when core runs from its
+ * sources (under tsx), `pipeline-worker.js` in a build (a tsup entry of its own).
+ */
+function workerModuleUrl(): URL {
+  const here = import.meta.url;
+  return new URL(here.endsWith('.ts') ? './pipeline-worker.ts' : './pipeline-worker.js', here);
+}

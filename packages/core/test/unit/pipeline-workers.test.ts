@@ -1,0 +1,337 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  defineSink,
+  defineSource,
+  type PartitionSpec,
+  type ReadPartitionChunkOptions,
+  recordError,
+  type Sink,
+} from '../../src/contract/connector.js';
+import { NanosyncError } from '../../src/errors.js';
+import type { ChangeEvent, Row, TableSchema } from '../../src/model.js';
+import { workersUnusable } from '../../src/runtime/snapshot-workers.js';
+import { Harness, until, waitForState } from './fixtures/harness.js';
+import { InMemoryDatabase, InMemorySink, inMemorySource, testPipeline } from './fixtures/in-memory.js';
+
+/**
+ * The snapshot through a pipeline's worker threads, with real threads: a test source whose
+ * raw chunks are JSON lines and a test sink whose encoded batches are JSON lines (their worker
+ * modules are fixtures/workers/*.mjs). What reaches the sink must be what the inline path
+ * gives, and the threads must actually have been used.
+ */
+
+const ACCEPT = { safeParse: (input: unknown) => ({ success: true as const, data: input }) };
+const SOURCE_WORKER = new URL('./fixtures/workers/source-worker.mjs', import.meta.url).href;
+const SINK_WORKER = new URL('./fixtures/workers/sink-worker.mjs', import.meta.url).href;
+// The pipeline's worker module is core's TypeScript: the threads load it through tsx, as a
+// process started from the sources does.
+const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+const WORKER_RUNTIME = { workerExecArgv: ['--import', TSX] };
+
+/** The in-memory source, with chunked reads that can hand rows over raw (JSON lines) and a worker module. */
+function workerSourceDefinition(db: InMemoryDatabase, options: { decoderSetup?: boolean } = {}) {
+  return defineSource<unknown>({
+    type: 'in-memory-raw',
+    configSchema: ACCEPT,
+    workerModule: SOURCE_WORKER,
+    create: () => {
+      const base = inMemorySource(db);
+      return {
+        ...base,
+        readPartitionChunk: async (table: TableSchema, spec: PartitionSpec, read: ReadPartitionChunkOptions) => {
+          const name = `${table.schema}.${table.name}`;
+          db.calls.push(`chunk:${name}:${spec.id}:${read.raw === true ? 'raw' : 'rows'}`);
+          const { from, to } = spec.bounds as { from: number; to: number | null };
+          const all = db
+            .snapshotRows(name, read.snapshotToken)
+            .filter((r) => Number(r.id) >= from && (to === null || Number(r.id) <= to))
+            .sort((a, b) => Number(a.id) - Number(b.id));
+          const start = (read.after as number | undefined) ?? 0;
+          const end =
+            read.upTo !== undefined
+              ? ((read.upTo.next as number | undefined) ?? all.length)
+              : Math.min(all.length, start + read.maxRows);
+          const rows = all.slice(start, end);
+          const next = end < all.length ? end : undefined;
+          if (read.raw !== true) return { rows, bytes: JSON.stringify(rows).length, next };
+          const text = rows.map((r) => `${JSON.stringify(r)}\n`).join('');
+          const bytes = new TextEncoder().encode(text);
+          const raw: { bytes: ArrayBuffer; rows: number; keys?: string[] } = {
+            bytes: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
+            rows: rows.length,
+          };
+          if (read.rawKeys === true) raw.keys = rows.map((r) => JSON.stringify([r.id]));
+          return { rows: [], bytes: bytes.byteLength, next, raw };
+        },
+        ...(options.decoderSetup === false
+          ? {}
+          : { decoderSetup: async (table: TableSchema) => ({ table: `${table.schema}.${table.name}` }) }),
+      };
+    },
+  });
+}
+
+/** An in-memory sink that can write what the workers encoded (JSON lines), counting those writes. */
+class WorkerSink extends InMemorySink {
+  encodedBatches = 0;
+  encodedEvents = 0;
+  /** What `encoderSetup` returns. */
+  setup: Record<string, unknown> | undefined = {};
+  /** A record `writeEncoded` refuses alone (marked with recordError). */
+  refuseRecord: ((record: { after?: Row }) => boolean) | undefined;
+  private tables: TableSchema[] = [];
+
+  override definition() {
+    return defineSink<unknown>({
+      type: 'in-memory-encoded',
+      configSchema: ACCEPT,
+      workerModule: SINK_WORKER,
+      create: () => this.instance(),
+    });
+  }
+
+  override instance(): Sink {
+    const base = super.instance();
+    return {
+      ...base,
+      open: async (tables) => {
+        this.tables = tables;
+        await base.open(tables);
+      },
+      encoderSetup: async () => this.setup,
+      writeEncoded: async (batch, info) => {
+        const records = new TextDecoder()
+          .decode(new Uint8Array(batch.bytes))
+          .split('\n')
+          .map((line) => JSON.parse(line) as Record<string, unknown> & { after?: Row });
+        expect(records).toHaveLength(info.count);
+        const refused = this.refuseRecord ? records.findIndex(this.refuseRecord) : -1;
+        if (refused >= 0)
+          throw recordError(new NanosyncError('NS_K6003', `record ${refused} refused as too large`), refused);
+        this.encodedBatches++;
+        for (const r of records) {
+          const table = this.tables.find((t) => `${t.schema}.${t.name}` === r.table)!;
+          const event = { op: r.op, table, key: r.key, after: r.after, position: r.position } as ChangeEvent;
+          if (r.chunk !== undefined) event.chunk = r.chunk as string;
+          expect(event.chunk).toBe(info.chunk);
+          this.events.push(event);
+          this.encodedEvents++;
+        }
+      },
+    };
+  }
+}
+
+/** What a sink holds, comparable between runs: chunk ids are random, so only whether there is one. */
+function comparable(events: readonly ChangeEvent[]) {
+  return events
+    .map((e) => ({
+      table: `${e.table.schema}.${e.table.name}`,
+      op: e.op,
+      key: e.key,
+      after: e.after,
+      chunked: e.chunk !== undefined,
+    }))
+    .sort((a, b) => Number(a.key.id) - Number(b.key.id) || a.op.localeCompare(b.op));
+}
+
+let h: Harness;
+afterEach(async () => {
+  await h?.dispose();
+});
+
+async function runSnapshot(
+  workers: number,
+  options: {
+    rows?: number;
+    onError?: 'fail' | 'skip';
+    prepare?: (sink: WorkerSink, db: InMemoryDatabase) => void;
+  } = {},
+) {
+  h = await Harness.create();
+  const db = new InMemoryDatabase({ partitionSize: 40 });
+  db.createTable('public', 'orders', options.rows ?? 130);
+  db.createTable('public', 'items', 25);
+  const sink = new WorkerSink();
+  options.prepare?.(sink, db);
+  const p = testPipeline(db, {
+    name: `wk${workers}`,
+    type: 'snapshot',
+    tables: ['public.orders', 'public.items'],
+    sinks: [{ sink, onError: options.onError ?? 'fail' }],
+    workers,
+  });
+  p.materialized.source.definition = workerSourceDefinition(db);
+  p.materialized.sinks[0]!.definition = sink.definition();
+  h.registry.add(p);
+  const engine = h.engine({ runtime: WORKER_RUNTIME });
+  await engine.start();
+  const name = `wk${workers}`;
+  await engine.apply(name, p.definition, p.hash, p.type);
+  const done = await waitForState(engine, name, 'COMPLETED');
+  return { sink, db, engine, status: done };
+}
+
+describe('snapshot through worker threads', () => {
+  it('gives the sink exactly what the inline path gives, written from encoded batches; status and log say so', async () => {
+    const inline = await runSnapshot(0);
+    expect(inline.sink.encodedBatches).toBe(0);
+    expect(inline.db.calls.filter((c) => c.startsWith('chunk:')).every((c) => c.endsWith(':rows'))).toBe(true);
+    const expected = comparable(inline.sink.events);
+    expect(expected).toHaveLength(155);
+    await h.dispose();
+
+    for (const workers of [1, 3]) {
+      const run = await runSnapshot(workers);
+      expect(comparable(run.sink.events), `workers: ${workers}`).toEqual(expected);
+      // Every snapshot row went through the workers: read raw, written encoded.
+      expect(run.db.calls.filter((c) => c.startsWith('chunk:')).every((c) => c.endsWith(':raw'))).toBe(true);
+      expect(run.sink.encodedEvents).toBe(155);
+      expect(run.sink.encodedBatches).toBeGreaterThanOrEqual(5);
+      expect(run.sink.events.every((e) => e.chunk !== undefined)).toBe(true);
+      expect(h.log.lines.some((l) => l.includes('snapshot rows are decoded and encoded in worker threads'))).toBe(true);
+      await h.dispose();
+    }
+  });
+
+  it('shows the workers in the status while the pipeline runs: threads, chunks through them, encoded writes per sink', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase({ partitionSize: 20 });
+    db.createTable('public', 'orders', 60);
+    const sink = new WorkerSink();
+    const p = testPipeline(db, { name: 'wks', type: 'cdc_backfill', sinks: [{ sink }], workers: 2 });
+    p.materialized.source.definition = workerSourceDefinition(db);
+    p.materialized.sinks[0]!.definition = sink.definition();
+    h.registry.add(p);
+    const engine = h.engine({ runtime: WORKER_RUNTIME });
+    await engine.start();
+    await engine.apply('wks', p.definition, p.hash, p.type);
+    await waitForState(engine, 'wks', 'LIVE_CDC');
+    db.insert('public.orders', 61);
+    await until(() => sink.events.length === 61, 'the snapshot and the streamed insert');
+    const status = await engine.status('wks');
+    expect(status.workers).toEqual({ setting: 2, threads: 2, mode: 'workers', chunks: 3 });
+    expect(status.sinks[0]!.encodedWrites).toBe(3);
+    // The stream stays on the main thread.
+    expect(sink.events.find((e) => e.op === 'insert')?.key).toEqual({ id: '61' });
+  });
+
+  it('a record the sink refuses: the batch is written again decoded, so on_error applies to that one event', async () => {
+    const run = await runSnapshot(2, {
+      onError: 'skip',
+      prepare: (sink) => {
+        sink.refuseRecord = (r) => r.after?.id === '77';
+        sink.refuse = (e) => e.table.name === 'orders' && e.after?.id === '77';
+      },
+    });
+    expect(run.sink.events.map((e) => `${e.table.name}:${e.key.id}`)).not.toContain('orders:77');
+    expect(new Set(run.sink.events.map((e) => `${e.table.name}:${e.key.id}`)).size).toBe(154);
+    expect(run.status.sinks[0]!.skippedEvents).toBe(1);
+  });
+
+  it('an event the worker cannot encode: that chunk is written decoded, so on_error applies', async () => {
+    const run = await runSnapshot(2, {
+      onError: 'skip',
+      prepare: (sink, db) => {
+        db.tables.get('public.orders')!.rows.get(12)!.status = 'huge';
+        sink.setup = { refuseStatus: 'huge' };
+        sink.refuse = (e) => e.after?.status === 'huge';
+      },
+    });
+    expect(run.sink.events.map((e) => `${e.table.name}:${e.key.id}`)).not.toContain('orders:12');
+    expect(new Set(run.sink.events.map((e) => `${e.table.name}:${e.key.id}`)).size).toBe(154);
+    expect(run.status.sinks[0]!.skippedEvents).toBe(1);
+    // The other chunks still went through the workers.
+    expect(run.sink.encodedEvents).toBe(155 - 40);
+  });
+
+  it('a worker that dies fails the run (NS_R2012, retriable): the pipeline restarts from its checkpoints and completes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ns-worker-crash-'));
+    try {
+      const marker = join(dir, 'crashed');
+      const run = await runSnapshot(2, {
+        prepare: (sink) => {
+          sink.setup = { crashMarker: marker };
+        },
+      });
+      expect(existsSync(marker)).toBe(true);
+      expect(h.log.lines.some((l) => l.includes('NS_R2012'))).toBe(true);
+      expect(new Set(run.sink.events.map((e) => `${e.table.name}:${e.key.id}`)).size).toBe(155);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('runs inline, saying once why, when a part cannot work in a worker at run time', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase({ partitionSize: 20 });
+    db.createTable('public', 'orders', 30);
+    const sink = new WorkerSink();
+    sink.setup = undefined;
+    const p = testPipeline(db, { name: 'wki', type: 'snapshot', sinks: [{ sink }], workers: 2 });
+    p.materialized.source.definition = workerSourceDefinition(db);
+    p.materialized.sinks[0]!.definition = sink.definition();
+    h.registry.add(p);
+    const engine = h.engine({ runtime: WORKER_RUNTIME });
+    await engine.start();
+    await engine.apply('wki', p.definition, p.hash, p.type);
+    await waitForState(engine, 'wki', 'COMPLETED');
+    expect(sink.events).toHaveLength(30);
+    expect(sink.encodedBatches).toBe(0);
+    const said = h.log.lines.filter((l) => l.includes('the snapshot runs on the main thread'));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toContain('sink 0:mem0 cannot encode these tables in a worker thread now');
+  });
+});
+
+describe('when a pipeline cannot use worker threads (decided from its definition)', () => {
+  const source = { type: 'postgres', workerModule: 'file:///source-worker.js' };
+  const sink = (extra: object = {}) => ({
+    name: '0:kafka',
+    definition: { type: 'kafka', workerModule: 'file:///sink-worker.js' },
+    mappings: [],
+    ...extra,
+  });
+  const input = (extra: object = {}) => ({
+    threads: 2,
+    replicationType: 'cdc_backfill',
+    source,
+    sinks: [sink()],
+    ...extra,
+  });
+
+  it('uses them when the source and every sink have worker modules and no mapping projects or filters', () => {
+    expect(workersUnusable(input())).toBeUndefined();
+    expect(
+      workersUnusable(
+        input({ sinks: [sink({ mappings: [{ table: 'public.t', tableRef: { schema: 'public', name: 't' } }] })] }),
+      ),
+    ).toBeUndefined();
+  });
+
+  it('names the part that keeps it on the main thread', () => {
+    expect(workersUnusable(input({ threads: 0 }))).toBe('workers is 0');
+    expect(workersUnusable(input({ replicationType: 'cdc' }))).toMatch(/a cdc pipeline takes no snapshot/);
+    expect(workersUnusable(input({ replicationType: 'query' }))).toMatch(/a query pipeline takes no snapshot/);
+    expect(workersUnusable(input({ source: { type: 'sqlserver' } }))).toBe(
+      'the source connector sqlserver cannot decode rows in a worker thread',
+    );
+    expect(workersUnusable(input({ sinks: [sink(), sink({ name: '1:bq', definition: { type: 'bigquery' } })] }))).toBe(
+      'sink 1:bq (connector bigquery) cannot encode records in a worker thread',
+    );
+    const table = { table: 'public.t', tableRef: { schema: 'public', name: 't' } };
+    expect(workersUnusable(input({ sinks: [sink({ mappings: [{ ...table, columns: ['id'] }] })] }))).toMatch(
+      /sink 0:kafka has target_mappings with columns or filter/,
+    );
+    expect(
+      workersUnusable(
+        input({ sinks: [sink({ mappings: [{ ...table, filter: [{ column: 'id', op: 'gt', value: 1 }] }] })] }),
+      ),
+    ).toMatch(/target_mappings with columns or filter/);
+  });
+});
