@@ -604,7 +604,9 @@ export class PipelineRunner {
           tables: snapshotRefs.length,
           mode: 'concurrent',
           rows_dropped: merge.droppedRows,
+          ...(res.workers !== undefined ? { worker_chunks: res.workers.chunks } : {}),
         });
+        await this.stopWorkers(res);
         await this.setState('LIVE_CDC');
       };
       try {
@@ -625,7 +627,11 @@ export class PipelineRunner {
       await coordinator.run();
       if (signal.aborted) return 'stopped';
       await store.updatePipeline(name, { snapshotDone: true });
-      this.logger.info('snapshot complete', { tables: snapshotRefs.length });
+      this.logger.info('snapshot complete', {
+        tables: snapshotRefs.length,
+        ...(res.workers !== undefined ? { worker_chunks: res.workers.chunks } : {}),
+      });
+      await this.stopWorkers(res);
     }
     await this.releaseSnapshot(res);
 
@@ -697,6 +703,19 @@ export class PipelineRunner {
     }
     this.workers = { threads, chunks: () => started.chunks };
     this.logger.info('snapshot rows are decoded and encoded in worker threads', { threads });
+  }
+
+  /**
+   * The snapshot is done (every chunk it handed to the workers is durable in every sink): its
+   * threads are not needed by the stream, so they stop now rather than with the run.
+   */
+  private async stopWorkers(res: AttemptResources): Promise<void> {
+    const workers = res.workers;
+    if (workers === undefined) return;
+    res.workers = undefined;
+    await workers
+      .close()
+      .catch((err: unknown) => this.logger.warn('stopping the worker threads failed', { error: describeError(err) }));
   }
 
   private createFanOut(

@@ -702,7 +702,11 @@ export class SinkLane {
       try {
         await sink.writeEncoded!(batch, part.info);
         stats.latency.observe((performance.now() - started) / 1000);
-        stats.encodedWrites++;
+        if (++stats.encodedWrites === 1)
+          logger.info('sink wrote its first batch encoded in a worker thread', {
+            sink: this.name,
+            records: part.info.count,
+          });
         this.throttle?.written(this.options.pipeline, this.name, part.info.count);
         return;
       } catch (err) {
