@@ -25,6 +25,8 @@ export interface BenchOptions {
   s5Tools: S5Tool[];
   only: ReadonlySet<ScenarioId>;
   skipDebezium: boolean;
+  /** The `workers` setting of S1's nanosync pipelines (default 0: inline). */
+  workers: number | 'auto';
   outDir: string;
   help: boolean;
 }
@@ -45,6 +47,7 @@ export const USAGE = `Usage: pnpm bench [options]
   --only S1,S2        run only these scenarios (S0 in-process encoding ceiling, S1 snapshot, S2 backlog drain, S3 latency, S4 Kafka ceiling,
                       S5 snapshot under a writer)
   --skip-debezium     do not run Debezium (no Maven resolution, no JVM)
+  --workers N|auto    the workers setting of S1's nanosync pipelines (default 0: no worker threads)
   --out DIR           where the JSON result goes (default bench-results/ at the repository root)
   --help              this text
 `;
@@ -56,6 +59,13 @@ function positiveInt(flag: string, value: string | undefined): number {
   if (!Number.isInteger(number) || number <= 0)
     throw new Error(`${flag} needs a positive whole number, got ${JSON.stringify(value)}`);
   return number;
+}
+
+function workersOption(value: string | true | undefined): number | 'auto' {
+  if (value === undefined || value === true) return 0;
+  if (value === 'auto') return 'auto';
+  if (value === '0') return 0;
+  return positiveInt('--workers', value);
 }
 
 export function parseArgs(argv: readonly string[], defaultOutDir: string): BenchOptions {
@@ -83,6 +93,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
         's5-tools',
         'only',
         'out',
+        'workers',
       ].includes(name)
     ) {
       throw new Error(`unknown option --${name}\n\n${USAGE}`);
@@ -147,6 +158,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
     s5Tools: s5Tools as S5Tool[],
     only,
     skipDebezium: flags.get('skip-debezium') === true,
+    workers: workersOption(flags.get('workers')),
     outDir: typeof out === 'string' ? out : defaultOutDir,
     help: flags.get('help') === true,
   };

@@ -37,6 +37,8 @@ export interface NanosyncPipelineSpec {
   snapshotMode?: 'concurrent' | 'blocking';
   snapshotChunkRows?: number;
   snapshotChunkBytes?: number;
+  /** The pipeline's `workers` setting (absent: nanosync's default). */
+  workers?: number | 'auto';
   /** JSON lines of the process's own memory (heap, RSS) every 500 ms (workers/heap-sampler.mjs). */
   heapFile?: string;
 }
@@ -82,6 +84,7 @@ export function nanosyncConfigYaml(spec: NanosyncPipelineSpec): string {
   if (spec.snapshotChunkRows) snapshot.push(`      chunk_rows: ${spec.snapshotChunkRows}`);
   if (spec.snapshotChunkBytes) snapshot.push(`      chunk_bytes: ${spec.snapshotChunkBytes}`);
   if (snapshot.length > 0) lines.push('    snapshot:', ...snapshot);
+  if (spec.workers !== undefined) lines.push(`    workers: ${spec.workers}`);
   lines.push('    sink:', '      connection: sink', '      properties:');
   if (spec.sink.kind === 'kafka') {
     lines.push(

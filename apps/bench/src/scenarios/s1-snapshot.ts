@@ -41,7 +41,7 @@ export async function runS1(ctx: BenchContext): Promise<ScenarioResult> {
   const result: ScenarioResult = {
     id: 'S1',
     title: 'Snapshot: a 16-column table read in full',
-    parameters: { rows },
+    parameters: { rows, workers: ctx.options.workers },
     measurements: [],
     ratios: [],
     notes: [
@@ -78,6 +78,7 @@ export async function runS1(ctx: BenchContext): Promise<ScenarioResult> {
           pgUrl: ctx.pgUrl,
           table: `public.${TABLE}`,
           replicationType: 'snapshot',
+          workers: ctx.options.workers,
           sink: {
             kind: 'kafka',
             brokers: ctx.brokers,
@@ -124,6 +125,7 @@ export async function runS1(ctx: BenchContext): Promise<ScenarioResult> {
           pgUrl: ctx.pgUrl,
           table: `public.${TABLE}`,
           replicationType: 'snapshot',
+          workers: ctx.options.workers,
           sink: { kind: 'file', file },
           workDir: join(ctx.workRoot, 'ns-s1-file'),
         },

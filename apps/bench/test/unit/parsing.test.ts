@@ -38,6 +38,10 @@ describe('command line', () => {
       s5Rate: 2_000,
     });
     expect(() => parseArgs(['--s5-tools', 'snapshot'], '/out')).toThrow(/unknown run snapshot/);
+    expect(full.workers).toBe(0);
+    expect(parseArgs(['--workers', '1'], '/out').workers).toBe(1);
+    expect(parseArgs(['--workers', 'auto'], '/out').workers).toBe('auto');
+    expect(() => parseArgs(['--workers', 'many'], '/out')).toThrow(/--workers needs a positive whole number/);
     expect(full.s4Compressions).toEqual(['snappy']);
     expect(parseArgs(['--s4-compressions', 'lz4,ZSTD'], '/out').s4Compressions).toEqual(['lz4', 'zstd']);
     expect(() => parseArgs(['--s4-compressions', 'brotli'], '/out')).toThrow(/unknown compression brotli/);
