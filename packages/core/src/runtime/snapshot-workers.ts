@@ -111,7 +111,7 @@ export class SnapshotWorkers {
       size: input.threads,
       data,
       maxBytesPerWorker: MAX_BYTES_PER_WORKER,
-      ...(input.execArgv !== undefined ? { execArgv: input.execArgv } : {}),
+      execArgv: input.execArgv ?? workerExecArgv(process.execArgv),
     });
     return new SnapshotWorkers(pool, data, sourceModule);
   }
@@ -237,6 +237,34 @@ export class SnapshotWorkers {
   async close(): Promise<void> {
     await this.pool.close();
   }
+}
+
+/** Options that take their value as the next argument when written without `=`. */
+const WITH_VALUE = new Set(['--conditions', '-C', '--import', '--require', '-r', '--loader', '--experimental-loader']);
+
+/**
+ * What of this process's Node options the worker threads get: only those that decide how
+ * modules load (conditions, `--import` / `--require` / loaders such as tsx, source maps,
+ * warnings). A worker refuses process-wide options (`--max-semi-space-size`, which the
+ * `nanosync` binary is started with, heap sizes): passed on, they would fail its start.
+ */
+export function workerExecArgv(execArgv: readonly string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const arg = execArgv[i]!;
+    const name = arg.includes('=') ? arg.slice(0, arg.indexOf('=')) : arg;
+    const loads =
+      WITH_VALUE.has(name) ||
+      name === '--enable-source-maps' ||
+      name === '--no-warnings' ||
+      name === '--experimental-strip-types' ||
+      name === '--no-experimental-strip-types';
+    // Anything else is left out (a value written apart from its option too: it matches nothing).
+    if (!loads) continue;
+    kept.push(arg);
+    if (WITH_VALUE.has(arg) && i + 1 < execArgv.length) kept.push(execArgv[++i]!);
+  }
+  return kept;
 }
 
 function countKept(keep: Uint8Array): number {

@@ -14,7 +14,7 @@ import {
 } from '../../src/contract/connector.js';
 import { NanosyncError } from '../../src/errors.js';
 import type { ChangeEvent, Row, TableSchema } from '../../src/model.js';
-import { workersUnusable } from '../../src/runtime/snapshot-workers.js';
+import { workerExecArgv, workersUnusable } from '../../src/runtime/snapshot-workers.js';
 import { Harness, until, waitForState } from './fixtures/harness.js';
 import { InMemoryDatabase, InMemorySink, inMemorySource, testPipeline } from './fixtures/in-memory.js';
 
@@ -333,5 +333,33 @@ describe('when a pipeline cannot use worker threads (decided from its definition
         input({ sinks: [sink({ mappings: [{ ...table, filter: [{ column: 'id', op: 'gt', value: 1 }] }] })] }),
       ),
     ).toMatch(/target_mappings with columns or filter/);
+  });
+});
+
+describe('the Node options worker threads get', () => {
+  it('keeps what decides how modules load and leaves out process-wide options a worker refuses', () => {
+    // The nanosync binary starts with --max-semi-space-size=16 (its shebang); a Worker given
+    // that option throws ERR_WORKER_INVALID_EXEC_ARGV.
+    expect(
+      workerExecArgv([
+        '--max-semi-space-size=16',
+        '--conditions=@nanosync/source',
+        '--import',
+        'file:///tsx/esm.mjs',
+        '--max-old-space-size=500',
+        '--enable-source-maps',
+        '-r',
+        './hook.cjs',
+        '--no-warnings',
+      ]),
+    ).toEqual([
+      '--conditions=@nanosync/source',
+      '--import',
+      'file:///tsx/esm.mjs',
+      '--enable-source-maps',
+      '-r',
+      './hook.cjs',
+      '--no-warnings',
+    ]);
   });
 });
