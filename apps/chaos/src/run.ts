@@ -21,6 +21,7 @@ import {
 import type { Row, Value } from '@nanosync/core';
 import { readJsonLines } from '@nanosync/sink-file';
 import {
+  type DecodedChange,
   decodeAvroMessage,
   decodeJsonMessage,
   decodeProtobufMessage,
@@ -141,6 +142,11 @@ interface QueuedAction {
   action: WriterAction;
   resolve: (lsns: ActionLsns) => void;
   reject: (error: unknown) => void;
+}
+
+/** How the runner reads a Kafka record value of the run's message format back into a change (canonical values). */
+export function kafkaDecoder(format: 'json' | 'avro' | 'protobuf'): (value: Uint8Array) => DecodedChange {
+  return format === 'avro' ? decodeAvroMessage : format === 'protobuf' ? decodeProtobufMessage : decodeJsonMessage;
 }
 
 export class SeededWriter {
@@ -840,9 +846,7 @@ ${sinks}
 
   async #kafkaRecords(topic: string, from?: Map<number, bigint>): Promise<OracleRecord[]> {
     registerCompressionCodecs(kafkajs);
-    const format = this.options.messageFormat ?? 'json';
-    const decode =
-      format === 'avro' ? decodeAvroMessage : format === 'protobuf' ? decodeProtobufMessage : decodeJsonMessage;
+    const decode = kafkaDecoder(this.options.messageFormat ?? 'json');
     const kafka = new Kafka({
       clientId: 'ns-chaos-reader',
       brokers: this.services.kafka.brokers,
