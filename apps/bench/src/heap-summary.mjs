@@ -1,24 +1,119 @@
 #!/usr/bin/env node
-// Summarises what workers/heap-sampler.mjs wrote in a dev run (see there for the options):
+// Summarises what workers/heap-sampler.mjs (or NANOSYNC_BENCH_CPU_PROF) wrote in a dev run:
 //   node apps/bench/src/heap-summary.mjs <file>.heapsnapshot   live objects: the biggest groups by
 //       their own size, and the biggest objects by what they keep alive (retained size, from the
 //       dominator tree) with the chain of objects that owns each
 //   node apps/bench/src/heap-summary.mjs <file>.heapprofile    allocations (garbage included), by
 //       function and by file
+//   node apps/bench/src/heap-summary.mjs <file>.cpuprofile [top N] [from s]   CPU time (`--cpu-prof`),
+//       skipping the first `from` seconds (start-up): self time by function, by file and by package,
+//       and inclusive time (the function or file anywhere on the stack) by function and by file
 // Plain text on stdout, for the bench README.
 import { readFileSync } from 'node:fs';
 
 const MB = (n) => (n / 1024 / 1024).toFixed(1);
 const file = process.argv[2];
 if (!file) {
-  console.error('usage: heap-summary.mjs <file.heapsnapshot | file.heapprofile> [top N]');
+  console.error('usage: heap-summary.mjs <file.heapsnapshot | file.heapprofile | file.cpuprofile> [top N] [from s]');
   process.exit(2);
 }
 const top = Number(process.argv[3] ?? 25);
 const data = JSON.parse(readFileSync(file, 'utf8'));
 if (data.snapshot) summariseSnapshot(data);
+else if (data.nodes && data.samples) summariseCpuProfile(data, Number(process.argv[4] ?? 0));
 else if (data.head) summariseProfile(data.head);
-else throw new Error(`${file}: neither a heap snapshot nor a sampling heap profile`);
+else throw new Error(`${file}: neither a heap snapshot, a sampling heap profile nor a CPU profile`);
+
+/** A script's URL without the checkout's or pnpm's prefix: `packages/core/src/…`, `pg/lib/…`. */
+function shortUrl(url) {
+  return url
+    .replace(/^.*\/node_modules\/\.pnpm\/[^/]+\/node_modules\//, '')
+    .replace(/^.*\/(apps|packages|connectors)\//, '$1/');
+}
+
+/** What a short URL belongs to: the workspace package (`connectors/sink-kafka`), the npm package or `node:…`. */
+function packageOf(short) {
+  if (!short) return '(native)';
+  const workspace = /^(apps|packages|connectors)\/[^/]+/.exec(short);
+  if (workspace) return workspace[0];
+  if (short.startsWith('node:')) return short.replace(/^(node:[^/]+).*$/, '$1');
+  const scoped = /^(@[^/]+\/[^/]+|[^/]+)\//.exec(short);
+  return scoped ? scoped[1] : short;
+}
+
+function summariseCpuProfile({ nodes, samples, timeDeltas }, fromSeconds) {
+  const byId = new Map();
+  const parent = new Map();
+  for (const node of nodes) byId.set(node.id, node);
+  for (const node of nodes) for (const child of node.children ?? []) parent.set(child, node.id);
+  const keyOf = (node) => {
+    const { functionName, url, lineNumber } = node.callFrame;
+    const short = shortUrl(url);
+    return short ? `${functionName || '(anonymous)'} ${short}:${lineNumber + 1}` : functionName || '(anonymous)';
+  };
+  const fileOf = (node) => shortUrl(node.callFrame.url) || `(${node.callFrame.functionName || 'native'})`;
+  // The distinct functions and files on the stack of each sampled node (its own first).
+  const stackCache = new Map();
+  const stackOf = (id) => {
+    let stack = stackCache.get(id);
+    if (!stack) {
+      const functions = new Set();
+      const files = new Set();
+      for (let n = id; n !== undefined; n = parent.get(n)) {
+        const node = byId.get(n);
+        if (node.callFrame.functionName === '(root)') break;
+        functions.add(keyOf(node));
+        files.add(fileOf(node));
+      }
+      stack = { functions, files };
+      stackCache.set(id, stack);
+    }
+    return stack;
+  };
+  const add = (map, key, us) => map.set(key, (map.get(key) ?? 0) + us);
+  const self = new Map();
+  const selfFile = new Map();
+  const selfPackage = new Map();
+  const inclusive = new Map();
+  const inclusiveFile = new Map();
+  let elapsed = 0;
+  let busy = 0;
+  let idle = 0;
+  for (let i = 0; i < samples.length; i++) {
+    // A sample stands for the time until the next one (as DevTools counts it).
+    const us = timeDeltas[i + 1] ?? 0;
+    elapsed += timeDeltas[i] ?? 0;
+    if (elapsed < fromSeconds * 1e6 || us <= 0) continue;
+    const node = byId.get(samples[i]);
+    const name = node.callFrame.functionName;
+    if (name === '(idle)') {
+      idle += us;
+      continue;
+    }
+    busy += us;
+    add(self, keyOf(node), us);
+    add(selfFile, fileOf(node), us);
+    add(selfPackage, name.startsWith('(') && !node.callFrame.url ? name : packageOf(fileOf(node)), us);
+    const stack = stackOf(node.id);
+    for (const key of stack.functions) add(inclusive, key, us);
+    for (const key of stack.files) add(inclusiveFile, key, us);
+  }
+  const s = (us) => (us / 1e6).toFixed(2);
+  console.log(
+    `CPU profile from ${fromSeconds} s: ${s(busy)} s busy, ${s(idle)} s idle (percentages are of the busy time)`,
+  );
+  for (const [title, map] of [
+    ['self time by function', self],
+    ['self time by file', selfFile],
+    ['self time by package', selfPackage],
+    ['inclusive time by function', inclusive],
+    ['inclusive time by file', inclusiveFile],
+  ]) {
+    console.log(`\n${title}:`);
+    for (const [key, us] of [...map].sort((a, b) => b[1] - a[1]).slice(0, top))
+      console.log(`${s(us).padStart(8)} s ${((100 * us) / busy).toFixed(1).padStart(5)}%  ${key}`);
+  }
+}
 
 function summariseProfile(head) {
   const byFunction = new Map();
@@ -26,9 +121,7 @@ function summariseProfile(head) {
   let total = 0;
   const walk = (node) => {
     const { functionName, url, lineNumber } = node.callFrame;
-    const short = url
-      .replace(/^.*\/node_modules\/\.pnpm\/[^/]+\/node_modules\//, '')
-      .replace(/^.*\/(apps|packages|connectors)\//, '$1/');
+    const short = shortUrl(url);
     if (node.selfSize > 0) {
       total += node.selfSize;
       const key = `${functionName || '(anonymous)'} ${short}:${lineNumber + 1}`;

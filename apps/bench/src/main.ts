@@ -203,7 +203,7 @@ async function main(options: BenchOptions): Promise<number> {
   const failed =
     errors.length > 0 ||
     scenarios.some((s) => s.measurements.some((m) => m.status === 'n/a' && !m.reason?.startsWith('skipped')));
-  if (process.env.NANOSYNC_BENCH_KEEP === '1' || failed)
+  if (process.env.NANOSYNC_BENCH_KEEP === '1' || process.env.NANOSYNC_BENCH_CPU_PROF === '1' || failed)
     log(`work folder kept (configs and logs of every tool): ${workRoot}`);
   else await rm(workRoot, { recursive: true, force: true });
   return 0;

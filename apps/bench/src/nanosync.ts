@@ -10,6 +10,23 @@ const CLI_BIN = join(REPO_ROOT, 'apps/cli/src/bin.ts');
 const HEAP_SAMPLER = join(REPO_ROOT, 'apps/bench/src/workers/heap-sampler.mjs');
 
 /**
+ * With NANOSYNC_BENCH_CPU_PROF=1 (dev runs): V8's CPU profiler for the whole run, one
+ * `.cpuprofile` per thread written into `<work dir>/cpu-prof` when the process exits
+ * (NANOSYNC_BENCH_CPU_PROF_INTERVAL_US sets the sampling interval, default 1000). The work
+ * folder is kept. Summarise with `node apps/bench/src/heap-summary.mjs <file>.cpuprofile`.
+ */
+export function cpuProfileOptions(workDir: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  if (env.NANOSYNC_BENCH_CPU_PROF !== '1') return [];
+  const interval = env.NANOSYNC_BENCH_CPU_PROF_INTERVAL_US;
+  return [
+    '--cpu-prof',
+    '--cpu-prof-dir',
+    join(workDir, 'cpu-prof'),
+    ...(interval ? ['--cpu-prof-interval', String(Number.parseInt(interval, 10))] : []),
+  ];
+}
+
+/**
  * The Node options the `nanosync` binary starts with: those on its `#!/usr/bin/env -S node …`
  * line (apps/cli/src/bin.ts), so the bench measures nanosync as it runs when installed.
  */
@@ -126,6 +143,7 @@ export async function startNanosync(spec: NanosyncPipelineSpec): Promise<Nanosyn
     process.execPath,
     [
       ...binNodeOptions(),
+      ...cpuProfileOptions(spec.workDir),
       '--conditions=@nanosync/source',
       '--import',
       'tsx',

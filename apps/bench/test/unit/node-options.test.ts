@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { binNodeOptions } from '../../src/nanosync.js';
+import { binNodeOptions, cpuProfileOptions } from '../../src/nanosync.js';
 import { stallSeconds } from '../../src/scenarios/s3-latency.js';
 
 describe('the Node options nanosync is measured with', () => {
@@ -11,6 +11,21 @@ describe('the Node options nanosync is measured with', () => {
     expect(binNodeOptions('#!/usr/bin/env -S node --a=1 --b\nrest')).toEqual(['--a=1', '--b']);
     expect(binNodeOptions('#!/usr/bin/env node\n')).toEqual([]);
     expect(binNodeOptions('// no shebang\n')).toEqual([]);
+  });
+});
+
+describe('the CPU profile switch', () => {
+  it('adds --cpu-prof into the work folder only when NANOSYNC_BENCH_CPU_PROF=1', () => {
+    expect(cpuProfileOptions('/w', {})).toEqual([]);
+    expect(cpuProfileOptions('/w', { NANOSYNC_BENCH_CPU_PROF: '0' })).toEqual([]);
+    expect(cpuProfileOptions('/w', { NANOSYNC_BENCH_CPU_PROF: '1' })).toEqual([
+      '--cpu-prof',
+      '--cpu-prof-dir',
+      '/w/cpu-prof',
+    ]);
+    expect(
+      cpuProfileOptions('/w', { NANOSYNC_BENCH_CPU_PROF: '1', NANOSYNC_BENCH_CPU_PROF_INTERVAL_US: '250' }),
+    ).toEqual(['--cpu-prof', '--cpu-prof-dir', '/w/cpu-prof', '--cpu-prof-interval', '250']);
   });
 });
 
