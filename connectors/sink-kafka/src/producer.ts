@@ -56,7 +56,9 @@ export function recordSize(
 ): number {
   const bytes = (v: string | Buffer) => (typeof v === 'string' ? Buffer.byteLength(v) : v.length);
   let size = 24 + (key?.length ?? 0) + (value?.length ?? 0);
-  for (const [name, v] of Object.entries(headers)) {
+  for (const name in headers) {
+    if (!Object.hasOwn(headers, name)) continue;
+    const v = headers[name];
     if (v === undefined) size += 8 + name.length;
     else if (Array.isArray(v))
       for (const item of v as readonly (string | Buffer)[]) size += 8 + name.length + bytes(item);
@@ -559,16 +561,32 @@ export class KafkaProducer {
 
   private async sendOnce(messages: OutgoingMessage[], via?: Transaction): Promise<void> {
     const records: MessageToProduce[] = new Array(messages.length);
+    // A value equal to the previous record's value of the same header (a snapshot's position
+    // and chunk, a transaction's table) reuses its bytes.
+    const previous = new Map<string, { text: string; bytes: Buffer }>();
     for (let i = 0; i < messages.length; i++) {
       const m = messages[i]!;
       const headers = new Map<Buffer, Buffer>();
       for (const name in m.headers) {
         const v = m.headers[name];
-        if (v !== undefined)
-          headers.set(
-            headerBytes(name),
-            typeof v === 'string' ? (REPEATED_VALUES.has(name) ? headerBytes(v) : Buffer.from(v)) : v,
-          );
+        if (v === undefined) continue;
+        if (typeof v !== 'string') {
+          headers.set(headerBytes(name), v);
+          continue;
+        }
+        if (REPEATED_VALUES.has(name)) {
+          headers.set(headerBytes(name), headerBytes(v));
+          continue;
+        }
+        let last = previous.get(name);
+        if (last === undefined) {
+          last = { text: v, bytes: Buffer.from(v) };
+          previous.set(name, last);
+        } else if (last.text !== v) {
+          last.text = v;
+          last.bytes = Buffer.from(v);
+        }
+        headers.set(headerBytes(name), last.bytes);
       }
       records[i] = { topic: m.topic, key: m.key ?? undefined, value: m.value as Buffer, headers };
     }

@@ -28,7 +28,7 @@ import {
   type TransactionSettings,
   recordSize,
 } from './producer.js';
-import { checkTopicCollisions, keyColumnsFor, messageKey, topicFor } from './routing.js';
+import { checkTopicCollisions, keyColumnsFor, messageKeyOf, topicFor } from './routing.js';
 import { SchemaRegistryClient, registryError } from './registry/client.js';
 import { RegistryCodec } from './registry/codec.js';
 
@@ -51,8 +51,8 @@ export class KafkaSink implements Sink {
   private readonly producer: KafkaProducer;
   private readonly codec;
   private readonly logger: Logger;
-  private readonly keyColumns = new WeakMap<TableSchema, string[]>();
-  private readonly topics = new WeakMap<TableSchema, string>();
+  /** Per table shape: its topic, name and key, worked out once (`routeOf`), not per event. */
+  private readonly routes = new WeakMap<TableSchema, TableRoute>();
   /** Every table routed so far and its topic, to refuse two tables on one topic. */
   private readonly routedTables = new Map<string, { table: string; topic: string }>();
   private opened = false;
@@ -189,6 +189,7 @@ export class KafkaSink implements Sink {
     let chunk: OutgoingMessage[] = [];
     let chunkBytes = 0;
     let inFlight: Promise<void> | undefined;
+    const maxBytes = this.config.maxBytesInFlight;
     const sendChunk = async () => {
       const full = chunk;
       chunk = [];
@@ -198,10 +199,17 @@ export class KafkaSink implements Sink {
       // Awaited before the next send or at the end; until then it must not count as unhandled.
       inFlight.catch(() => {});
     };
-    const pushAny = async (message: OutgoingMessage) => {
-      if (chunk.length > 0 && chunkBytes + message.size > this.config.maxBytesInFlight) await sendChunk();
+    // Only a full chunk makes the encoder wait (for the send before it): every other record
+    // is added without a promise.
+    const pushAny = (message: OutgoingMessage): Promise<void> | undefined => {
+      if (chunk.length > 0 && chunkBytes + message.size > maxBytes)
+        return sendChunk().then(() => {
+          chunk.push(message);
+          chunkBytes += message.size;
+        });
       chunk.push(message);
       chunkBytes += message.size;
+      return undefined;
     };
     try {
       await this.encodeInto(events, pushAny);
@@ -215,17 +223,20 @@ export class KafkaSink implements Sink {
     }
   }
 
-  private async encodeInto(events: ChangeEvent[], pushAny: (message: OutgoingMessage) => Promise<void>): Promise<void> {
+  private async encodeInto(
+    events: ChangeEvent[],
+    push: (message: OutgoingMessage) => Promise<void> | undefined,
+  ): Promise<void> {
     const registry = this.registry;
+    const tombstones = this.config.tombstones;
     for (let index = 0; index < events.length; index++) {
       const event = events[index]!;
-      const push = (message: OutgoingMessage) => pushAny({ ...message, event: index });
       try {
-        const topic = await this.topicOf(event.table);
-        const table = qualifiedName(event.table);
-        const keyColumns = this.keyColumnsOf(event.table);
-        if (registry && !registry.isReady(event.table, topic)) await registry.prepare(event.table, topic, keyColumns);
-        const keyOf = (e: ChangeEvent) => (registry ? registry.encodeKey(e, topic) : messageKey(e, keyColumns));
+        const route = this.routes.get(event.table) ?? (await this.routeOf(event.table));
+        const { topic, table } = route;
+        if (registry && !registry.isReady(event.table, topic))
+          await registry.prepare(event.table, topic, route.keyColumns);
+        const keyOf = (e: ChangeEvent) => (registry ? registry.encodeKey(e, topic) : route.key(e));
         const encode = (e: ChangeEvent) =>
           registry ? { value: registry.encodeValue(e, topic) } : this.codec.encode(e);
         const key = event.op === 'truncate' ? this.truncateKey(topic, table) : keyOf(event);
@@ -243,7 +254,7 @@ export class KafkaSink implements Sink {
               [HEADER_POSITION]: event.position,
             };
             const oldText = registry ? keyText({ ...event, after: undefined }) : oldKey.toString('utf8');
-            await push({
+            const waitDelete = push({
               topic,
               key: oldKey,
               value: encodedDelete.value,
@@ -251,10 +262,12 @@ export class KafkaSink implements Sink {
               table,
               keyText: oldText,
               size: recordSize(oldKey, encodedDelete.value, deleteHeaders),
+              event: index,
             });
-            if (this.config.tombstones) {
+            if (waitDelete) await waitDelete;
+            if (tombstones) {
               const tombstoneHeaders: RecordHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
-              await push({
+              const waitTombstone = push({
                 topic,
                 key: oldKey,
                 value: null,
@@ -262,20 +275,25 @@ export class KafkaSink implements Sink {
                 table,
                 keyText: oldText,
                 size: recordSize(oldKey, null, tombstoneHeaders),
+                event: index,
               });
+              if (waitTombstone) await waitTombstone;
             }
           }
         }
         const encoded = encode(event);
-        const headers: RecordHeaders = {
-          ...encoded.headers,
-          [HEADER_TABLE]: table,
-          [HEADER_OP]: event.op,
-          [HEADER_POSITION]: event.position,
-        };
+        const headers: RecordHeaders =
+          encoded.headers === undefined
+            ? { [HEADER_TABLE]: table, [HEADER_OP]: event.op, [HEADER_POSITION]: event.position }
+            : {
+                ...encoded.headers,
+                [HEADER_TABLE]: table,
+                [HEADER_OP]: event.op,
+                [HEADER_POSITION]: event.position,
+              };
         if (event.chunk !== undefined) headers[HEADER_CHUNK] = event.chunk;
         const text = key && !registry ? key.toString('utf8') : keyText(event);
-        await push({
+        const wait = push({
           topic,
           key,
           value: encoded.value,
@@ -283,10 +301,12 @@ export class KafkaSink implements Sink {
           table,
           keyText: text,
           size: recordSize(key, encoded.value, headers),
+          event: index,
         });
-        if (event.op === 'delete' && this.config.tombstones && key) {
+        if (wait) await wait;
+        if (event.op === 'delete' && tombstones && key) {
           const tombstoneHeaders: RecordHeaders = { [HEADER_TABLE]: table, [HEADER_POSITION]: event.position };
-          await push({
+          const waitTombstone = push({
             topic,
             key,
             value: null,
@@ -294,7 +314,9 @@ export class KafkaSink implements Sink {
             table,
             keyText: text,
             size: recordSize(key, null, tombstoneHeaders),
+            event: index,
           });
+          if (waitTombstone) await waitTombstone;
         }
       } catch (err) {
         // A value this format cannot carry belongs to this event alone: core's on_error decides.
@@ -389,28 +411,21 @@ export class KafkaSink implements Sink {
     return this.producer.isCompacted(topic) ? Buffer.from(JSON.stringify({ _ns_truncate: table }), 'utf8') : null;
   }
 
-  /** The table's topic, created (or checked) the first time a table shows up. */
-  private async topicOf(table: TableSchema): Promise<string> {
-    let topic = this.topics.get(table);
-    if (topic === undefined) {
-      checkTopicCollisions([table], this.config, this.routedTables);
-      topic = topicFor(table, this.config);
-      await this.producer.ensureTopics([topic]);
-      this.topics.set(table, topic);
-    }
-    return topic;
-  }
-
-  private keyColumnsOf(table: TableSchema): string[] {
-    let columns = this.keyColumns.get(table);
-    if (!columns) {
-      // Each new shape of a table (after DDL) is checked again: a renamed or dropped
-      // `primary_keys` column must stop the pipeline, not turn every key into [null].
-      this.checkKeyColumns(table);
-      columns = keyColumnsFor(table, this.config);
-      this.keyColumns.set(table, columns);
-    }
-    return columns;
+  /**
+   * The table's route: its topic (created or checked the first time the table shows up), its
+   * `schema.table` name and its key columns. Each new shape of a table (after DDL) is checked
+   * again: a renamed or dropped `primary_keys` column must stop the pipeline, not turn every
+   * key into [null].
+   */
+  private async routeOf(table: TableSchema): Promise<TableRoute> {
+    checkTopicCollisions([table], this.config, this.routedTables);
+    const topic = topicFor(table, this.config);
+    await this.producer.ensureTopics([topic]);
+    this.checkKeyColumns(table);
+    const keyColumns = keyColumnsFor(table, this.config);
+    const route: TableRoute = { topic, table: qualifiedName(table), keyColumns, key: messageKeyOf(table, keyColumns) };
+    this.routes.set(table, route);
+    return route;
   }
 
   private checkKeyColumns(table: TableSchema): void {
@@ -432,6 +447,16 @@ export class KafkaSink implements Sink {
       );
     }
   }
+}
+
+/** What the sink needs of a table for each of its events (see `KafkaSink.routeOf`). */
+interface TableRoute {
+  topic: string;
+  /** `schema.table` */
+  table: string;
+  keyColumns: string[];
+  /** The message key of an event of this table shape (see `messageKey`). */
+  key: (event: ChangeEvent) => Buffer | null;
 }
 
 /**

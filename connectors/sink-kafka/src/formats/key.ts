@@ -47,6 +47,8 @@ export function canonicalKeyValue(type: LogicalType | undefined, value: Value | 
   }
 }
 
+/** An integer with no sign other than `-`, no leading zero and not `-0`: its own canonical form. */
+const PLAIN_INTEGER = /^(?:0|-?[1-9]\d*)$/;
 const NUMBER = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/;
 const SPECIAL: Record<string, string> = {
   NaN: '"NaN"',
@@ -58,7 +60,10 @@ const SPECIAL: Record<string, string> = {
 /** A number (JS number, bigint or decimal text) as canonical JSON number text. */
 export function numberText(value: Value | bigint, column: string): string {
   if (typeof value === 'bigint') return value.toString();
+  // The common case, an integer already in canonical form, without the general parse below.
+  if (typeof value === 'string' && PLAIN_INTEGER.test(value)) return value;
   if (typeof value === 'number') {
+    if (Number.isSafeInteger(value)) return Object.is(value, -0) ? '0' : String(value);
     if (Number.isNaN(value)) return '"NaN"';
     if (!Number.isFinite(value)) return value > 0 ? '"Infinity"' : '"-Infinity"';
     if (Number.isInteger(value) && !Number.isSafeInteger(value)) return decimalText(BigInt(value).toString(), column);

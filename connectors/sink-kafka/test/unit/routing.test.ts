@@ -1,7 +1,7 @@
 import { type ChangeEvent, type LogicalType, NanosyncError, type TableSchema } from '@nanosync/core';
 import { describe, expect, test } from 'vitest';
 import { canonicalKeyValue } from '../../src/formats/key.js';
-import { checkTopicCollisions, keyColumnsFor, messageKey, topicFor } from '../../src/routing.js';
+import { checkTopicCollisions, keyColumnsFor, messageKey, messageKeyOf, topicFor } from '../../src/routing.js';
 
 const orders: TableSchema = {
   schema: 'public',
@@ -119,6 +119,39 @@ describe('message keys', () => {
     expect(canonicalKeyValue({ kind: 'bytes' }, new Uint8Array([255]), 'c')).toBe('"/w=="');
     expect(canonicalKeyValue({ kind: 'array', items: { kind: 'int32' } }, [1, null], 'c')).toBe('[1,null]');
     expect(() => canonicalKeyValue({ kind: 'int64' }, 'ten', 'c')).toThrow(/not a number/);
+  });
+
+  test('integers take the short way to the same canonical text', () => {
+    const int64 = { kind: 'int64' } as const;
+    expect(canonicalKeyValue(int64, '0', 'c')).toBe('0');
+    expect(canonicalKeyValue(int64, '-0', 'c')).toBe('0');
+    expect(canonicalKeyValue(int64, '-12', 'c')).toBe('-12');
+    expect(canonicalKeyValue(int64, '+12', 'c')).toBe('12');
+    expect(canonicalKeyValue(int64, '007', 'c')).toBe('7');
+    expect(canonicalKeyValue(int64, '9223372036854775807', 'c')).toBe('9223372036854775807');
+    expect(canonicalKeyValue({ kind: 'int32' }, 42, 'c')).toBe('42');
+    expect(canonicalKeyValue({ kind: 'int32' }, -0, 'c')).toBe('0');
+    expect(canonicalKeyValue({ kind: 'float64' }, 2 ** 53 + 2, 'c')).toBe('9007199254740994');
+    expect(canonicalKeyValue({ kind: 'decimal' }, '10', 'c')).toBe('10');
+    expect(canonicalKeyValue({ kind: 'decimal' }, '10.0', 'c')).toBe('10');
+  });
+
+  test("messageKeyOf, the per-table form the sink uses, gives messageKey's bytes for every image order", () => {
+    const cols = ['tenant', 'id'];
+    const keyOf = messageKeyOf(orders, cols);
+    const cases: ChangeEvent[] = [
+      event({ op: 'insert', after: { id: '7', tenant: 't' } }),
+      event({ op: 'update', before: { id: '6', tenant: 'u' }, after: { id: '7', tenant: 't' } }),
+      event({ op: 'update', before: { id: '6', tenant: 'u' }, after: { id: '7' } }),
+      event({ op: 'delete', before: { id: '7', tenant: 't' } }),
+      event({ op: 'delete', key: { id: '7', tenant: 't' } }),
+      event({ op: 'read', key: { id: '7' }, after: { status: 'x' } }),
+      event({ op: 'truncate', key: {} }),
+    ];
+    const keys = cases.map((e) => keyOf(e)?.toString() ?? null);
+    expect(keys).toEqual(cases.map((e) => messageKey(e, cols)?.toString() ?? null));
+    expect(keys).toEqual(['["t",7]', '["t",7]', '["u",7]', '["t",7]', '["t",7]', '[null,7]', null]);
+    expect(messageKeyOf(orders, [])(cases[0]!)).toBeNull();
   });
 });
 
