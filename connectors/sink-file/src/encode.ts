@@ -52,30 +52,29 @@ export function toJsonValue(value: unknown): JsonValue {
 
 function rowToJson(row: Row): Record<string, JsonValue> {
   const out: Record<string, JsonValue> = {};
-  for (const [column, value] of Object.entries(row)) out[column] = toJsonValue(value);
+  for (const column in row) if (Object.hasOwn(row, column)) out[column] = toJsonValue(row[column]);
   return out;
 }
 
 export function toRecord(event: ChangeEvent): FileSinkRecord {
-  return {
+  // Built field by field in the order of FileSinkRecord (which is the order of the JSON line).
+  const record = {
     op: event.op,
     table: `${event.table.schema}.${event.table.name}`,
     key: rowToJson(event.key),
-    ...(event.before ? { before: rowToJson(event.before) } : {}),
-    ...(event.after ? { after: rowToJson(event.after) } : {}),
-    ...(event.unchanged && event.unchanged.length > 0 ? { unchanged: [...event.unchanged] } : {}),
-    position: event.position,
-    ...(event.commitTime !== undefined ? { commitTime: event.commitTime } : {}),
-    ...(event.chunk !== undefined ? { chunk: event.chunk } : {}),
-    ...(event.op === 'truncate'
-      ? {
-          truncate: {
-            cascade: event.truncate?.cascade ?? false,
-            restartIdentity: event.truncate?.restartIdentity ?? false,
-          },
-        }
-      : {}),
-  };
+  } as FileSinkRecord;
+  if (event.before) record.before = rowToJson(event.before);
+  if (event.after) record.after = rowToJson(event.after);
+  if (event.unchanged && event.unchanged.length > 0) record.unchanged = [...event.unchanged];
+  record.position = event.position;
+  if (event.commitTime !== undefined) record.commitTime = event.commitTime;
+  if (event.chunk !== undefined) record.chunk = event.chunk;
+  if (event.op === 'truncate')
+    record.truncate = {
+      cascade: event.truncate?.cascade ?? false,
+      restartIdentity: event.truncate?.restartIdentity ?? false,
+    };
+  return record;
 }
 
 /** The event as one line of JSON, newline included. */

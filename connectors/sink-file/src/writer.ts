@@ -69,14 +69,20 @@ export class FileSink implements Sink {
     if (this.closed) throw fileSinkError('write to', this.singleFile ?? this.directory!, new Error('sink is closed'));
     const touched = new Set<string>();
     let pendingTotal = 0;
+    // Consecutive events of one table go to the file already looked up for the first of them.
+    let lastTable: ChangeEvent['table'] | undefined;
+    let target: OpenFile | undefined;
     for (const event of events) {
-      const file = this.fileFor(event.table);
-      const target = await this.handleFor(file);
+      if (event.table !== lastTable || target === undefined) {
+        const file = this.fileFor(event.table);
+        target = await this.handleFor(file);
+        lastTable = event.table;
+        touched.add(file);
+      }
       const line = toJsonLine(event);
       target.pending.push(line);
       target.pendingBytes += line.length;
       pendingTotal += line.length;
-      touched.add(file);
       if (pendingTotal >= FLUSH_BYTES) {
         await this.flushPending();
         pendingTotal = 0;

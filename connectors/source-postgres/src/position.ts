@@ -27,11 +27,19 @@ export interface DecodedPosition {
   index: number;
 }
 
+/** The LSN part of the last position encoded: every event of a transaction shares it. */
+let lastLsn = -1n;
+let lastLsnText = '';
+
 export function encodePosition(lsn: bigint, index: number): Position {
   if (lsn < 0n || lsn > MAX_LSN) throw new RangeError(`LSN out of range: ${lsn}`);
   if (!Number.isInteger(index) || index < 0 || index > MAX_INDEX)
     throw new RangeError(`position index out of range: ${index}`);
-  return `${lsn.toString(16).toUpperCase().padStart(16, '0')}:${index.toString(16).toUpperCase().padStart(8, '0')}`;
+  if (lsn !== lastLsn) {
+    lastLsnText = lsn.toString(16).toUpperCase().padStart(16, '0');
+    lastLsn = lsn;
+  }
+  return `${lastLsnText}:${index.toString(16).toUpperCase().padStart(8, '0')}`;
 }
 
 export function decodePosition(position: Position): DecodedPosition {

@@ -3,7 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChangeEvent, TableSchema } from '@nanosync/core';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import fileSink, { type FileSinkRecord, latestByKey, readJsonLines, tableFileName } from '../../src/index.js';
+import fileSink, {
+  type FileSinkRecord,
+  latestByKey,
+  readJsonLines,
+  tableFileName,
+  toJsonLine,
+} from '../../src/index.js';
 
 const orders: TableSchema = {
   schema: 'public',
@@ -161,6 +167,31 @@ describe('output format', () => {
       position: '0000000001A2B3C4:00000002',
       commitTime: '2024-01-02T03:04:05.123456Z',
     } satisfies FileSinkRecord);
+  });
+
+  it('writes the fields of a line in one fixed order', () => {
+    const line = toJsonLine({
+      op: 'update',
+      table: orders,
+      key: { id: '1' },
+      before: { id: '1', amount: '2.00' },
+      after: { amount: '3.00', id: '1' },
+      unchanged: ['note'],
+      position: 'p1',
+      commitTime: '2024-01-02T03:04:05.000000Z',
+      chunk: 'c1',
+    });
+    expect(line).toBe(
+      '{"op":"update","table":"public.orders","key":{"id":"1"},"before":{"id":"1","amount":"2.00"},' +
+        '"after":{"amount":"3.00","id":"1"},"unchanged":["note"],"position":"p1",' +
+        '"commitTime":"2024-01-02T03:04:05.000000Z","chunk":"c1"}\n',
+    );
+    expect(toJsonLine({ op: 'truncate', table: orders, key: {}, position: 'p2' })).toBe(
+      '{"op":"truncate","table":"public.orders","key":{},"position":"p2","truncate":{"cascade":false,"restartIdentity":false}}\n',
+    );
+    expect(toJsonLine({ op: 'read', table: orders, key: { id: '5' }, after: { id: '5' }, position: 'p3' })).toBe(
+      '{"op":"read","table":"public.orders","key":{"id":"5"},"after":{"id":"5"},"position":"p3"}\n',
+    );
   });
 
   it('leaves out fields the event does not carry', async () => {
