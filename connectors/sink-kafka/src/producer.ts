@@ -39,9 +39,12 @@ export interface OutgoingMessage {
   key: Buffer | null;
   value: Buffer | null;
   headers: RecordHeaders;
-  /** `schema.table` and the key as text, for errors. */
+  /**
+   * `schema.table` and the key as text, for errors. Without `keyText` the key's own bytes are
+   * its text (`messageKeyText`).
+   */
   table: string;
-  keyText: string;
+  keyText?: string | undefined;
   /** Bytes counted against `max_bytes_in_flight`. */
   size: number;
   /** Index of the event it came from in the `write()` batch, so a refusal can name that event. */
@@ -54,7 +57,6 @@ export function recordSize(
   value: Buffer | null,
   headers: Readonly<Record<string, string | Buffer | readonly (string | Buffer)[] | undefined>>,
 ): number {
-  const bytes = (v: string | Buffer) => (typeof v === 'string' ? Buffer.byteLength(v) : v.length);
   let size = 24 + (key?.length ?? 0) + (value?.length ?? 0);
   for (const name in headers) {
     if (!Object.hasOwn(headers, name)) continue;
@@ -65,6 +67,13 @@ export function recordSize(
     else size += 8 + name.length + bytes(v as string | Buffer);
   }
   return size;
+}
+
+const bytes = (v: string | Buffer): number => (typeof v === 'string' ? Buffer.byteLength(v) : v.length);
+
+/** The record's key as text, for error messages. */
+export function messageKeyText(message: Pick<OutgoingMessage, 'key' | 'keyText'>): string {
+  return message.keyText ?? message.key?.toString('utf8') ?? '{}';
 }
 
 /**
@@ -735,14 +744,14 @@ export function splitForRetry(messages: OutgoingMessage[]): [OutgoingMessage[], 
 export function tooLargeError(message: OutgoingMessage, cause: unknown): NanosyncError {
   return new NanosyncError(
     KafkaErrorCode.KafkaMessageTooLarge,
-    `Kafka refused the message for table "${message.table}" key ${message.keyText} on topic "${message.topic}" as too large ` +
+    `Kafka refused the message for table "${message.table}" key ${messageKeyText(message)} on topic "${message.topic}" as too large ` +
       `(${message.size} bytes before compression): raise the topic's max.message.bytes (and the broker's), or use a more compact message_format (avro, protobuf) or compression`,
     {
       cause,
       retriable: false,
       details: {
         table: message.table,
-        key: message.keyText,
+        key: messageKeyText(message),
         topic: message.topic,
         bytes: message.size,
         eventIndex: message.event,

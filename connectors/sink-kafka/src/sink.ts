@@ -16,7 +16,7 @@ import {
   qualifiedName,
 } from '@nanosync/core';
 import type { KafkaSinkConfig } from './config.js';
-import { keyText } from './formats/codec.js';
+import { type EncodedMessage, keyText } from './formats/codec.js';
 import { codecFor } from './formats/index.js';
 import { createHash } from 'node:crypto';
 import { kafkaChecks } from './check.js';
@@ -236,17 +236,15 @@ export class KafkaSink implements Sink {
         const { topic, table } = route;
         if (registry && !registry.isReady(event.table, topic))
           await registry.prepare(event.table, topic, route.keyColumns);
-        const keyOf = (e: ChangeEvent) => (registry ? registry.encodeKey(e, topic) : route.key(e));
-        const encode = (e: ChangeEvent) =>
-          registry ? { value: registry.encodeValue(e, topic) } : this.codec.encode(e);
-        const key = event.op === 'truncate' ? this.truncateKey(topic, table) : keyOf(event);
+        // No closures here: one per event is an allocation (and, under tsx, a __name call) per event.
+        const key = event.op === 'truncate' ? this.truncateKey(topic, table) : this.keyOf(event, route);
         if (event.op === 'update' && event.before && key) {
           // An update that changed the key moves the row: the old key must not keep its last
           // value in a compacted topic, so it gets a delete (and tombstone) of its own first.
-          const oldKey = keyOf({ ...event, after: undefined });
+          const oldKey = this.keyOf({ ...event, after: undefined }, route);
           if (oldKey && !oldKey.equals(key)) {
             const moved: ChangeEvent = { ...event, op: 'delete', after: undefined, unchanged: undefined };
-            const encodedDelete = encode(moved);
+            const encodedDelete = this.encode(moved, topic);
             const deleteHeaders: RecordHeaders = {
               ...encodedDelete.headers,
               [HEADER_TABLE]: table,
@@ -281,7 +279,7 @@ export class KafkaSink implements Sink {
             }
           }
         }
-        const encoded = encode(event);
+        const encoded = this.encode(event, topic);
         const headers: RecordHeaders =
           encoded.headers === undefined
             ? { [HEADER_TABLE]: table, [HEADER_OP]: event.op, [HEADER_POSITION]: event.position }
@@ -292,7 +290,9 @@ export class KafkaSink implements Sink {
                 [HEADER_POSITION]: event.position,
               };
         if (event.chunk !== undefined) headers[HEADER_CHUNK] = event.chunk;
-        const text = key && !registry ? key.toString('utf8') : keyText(event);
+        // The key's text is only for error messages: without a registry it is the key's own
+        // bytes, read when needed (`messageKeyText`), not decoded per record.
+        const text = key && !registry ? undefined : keyText(event);
         const wait = push({
           topic,
           key,
@@ -324,6 +324,14 @@ export class KafkaSink implements Sink {
         throw err;
       }
     }
+  }
+
+  private keyOf(event: ChangeEvent, route: TableRoute): Buffer | null {
+    return this.registry ? this.registry.encodeKey(event, route.topic) : route.key(event);
+  }
+
+  private encode(event: ChangeEvent, topic: string): EncodedMessage {
+    return this.registry ? { value: this.registry.encodeValue(event, topic) } : this.codec.encode(event);
   }
 
   /**

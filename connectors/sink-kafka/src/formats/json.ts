@@ -42,11 +42,17 @@ export interface JsonEnvelope {
 /** Microseconds as a JSON number while exact (until the year 2255), else as a string. */
 export function committedAtMicros(event: ChangeEvent): number | string | null {
   if (!event.commitTime) return null;
+  // Every event of a transaction carries the same commit time: parsed once, not per event.
+  if (event.commitTime === lastCommitTime) return lastCommittedAt;
   const micros = commitTimeToMicros(event.commitTime);
-  if (micros === undefined) return null;
-  const asNumber = Number(micros);
-  return Number.isSafeInteger(asNumber) ? asNumber : micros.toString();
+  const result =
+    micros === undefined ? null : Number.isSafeInteger(Number(micros)) ? Number(micros) : micros.toString();
+  lastCommitTime = event.commitTime;
+  lastCommittedAt = result;
+  return result;
 }
+let lastCommitTime: string | undefined;
+let lastCommittedAt: number | string | null = null;
 
 export function commitTimeFromMicros(value: unknown): string | undefined {
   if (value === null || value === undefined || value === '') return undefined;

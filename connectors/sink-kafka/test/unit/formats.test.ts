@@ -185,6 +185,34 @@ describe('json envelope', () => {
     expect(env.after.i32).toBe(-2147483648);
   });
 
+  test('each event gets its own commit time, however the commit times of consecutive events alternate', () => {
+    const at = (commitTime: string | undefined) =>
+      JSON.parse(
+        codecFor('json')
+          .encode({ ...allTypesEvents[1]!, commitTime })
+          .value.toString('utf8'),
+      )._ns_committed_at;
+    const times = [
+      '2026-03-14T10:22:01.456123Z',
+      '2026-03-14T10:22:01.456123Z',
+      '2026-03-14T10:22:02.000001Z',
+      undefined,
+      '2026-03-14T10:22:01.456123Z',
+      'not a time',
+      '2026-03-14T10:22:02.000001+00:00',
+    ];
+    const base = Date.UTC(2026, 2, 14, 10, 22, 1) * 1000;
+    expect(times.map(at)).toEqual([
+      base + 456123,
+      base + 456123,
+      base + 1_000_001,
+      null,
+      base + 456123,
+      null,
+      base + 1_000_001,
+    ]);
+  });
+
   test('int64 as string, bytes as base64, unchanged columns listed and left out', () => {
     const read = JSON.parse(codecFor('json').encode(allTypesEvents[0]!).value.toString('utf8'));
     expect(read._ns_op).toBe('READ');

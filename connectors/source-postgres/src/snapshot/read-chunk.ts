@@ -314,21 +314,26 @@ async function copyChunkRows<T>(
   decode: (fields: (string | null)[]) => T,
   signal: AbortSignal,
 ): Promise<[number, number] | undefined> {
-  let last: [number, number] | undefined;
+  // The ctid (the first column) matters for the last row kept only: kept as text, parsed at the end.
+  let last: string | null | undefined;
   const copy = new CopyOutQuery(`COPY (${select}) TO STDOUT`, 1024);
   client.query(copy as unknown as pg.QueryConfig);
+  const make = (line: string): T => {
+    const tab = line.indexOf('\t');
+    if (tab < 0) {
+      const fields = parseCopyTextRow(line, width);
+      last = fields[0] ?? null;
+      return decode(fields.slice(1));
+    }
+    last = line.slice(0, tab);
+    return decode(parseCopyTextRow(line.slice(tab + 1), width - 1));
+  };
   for (;;) {
     signal.throwIfAborted();
     const lines = await copy.next(512);
     if (lines.length === 0) break;
-    for (const line of lines) {
-      buffer.offer(Buffer.byteLength(line), () => {
-        const fields = parseCopyTextRow(line, width);
-        last = parseTid(fields[0] ?? null);
-        return decode(fields.slice(1));
-      });
-    }
+    for (const line of lines) buffer.offer(Buffer.byteLength(line), () => make(line));
   }
   await copy.done;
-  return last;
+  return last === undefined ? undefined : parseTid(last);
 }
