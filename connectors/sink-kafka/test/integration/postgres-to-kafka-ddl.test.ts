@@ -204,9 +204,17 @@ describe.each(['json', 'avro', 'protobuf'] as const)(
         const { url, db, dir } = workspace;
         const pipeline = uniqueName(`pk_${format}`).replace(/-/g, '_');
         const topic = uniqueName(`ns-pk-${format}`);
+        await db.query('CREATE TABLE pk_t (id int PRIMARY KEY, code text NOT NULL UNIQUE, note text)');
+        await db.query(`INSERT INTO pk_t SELECT g, 'c' || g, 'row ' || g FROM generate_series(1, 70) g`);
         let nanosync: NanosyncProcess | undefined;
         let running = true;
+        // Rows the writer's statements changed, and what they failed with. A writer that fails
+        // quietly tests nothing: while its INSERT failed (one parameter used as int and as
+        // text), its deletes emptied the table within seconds, and a pipeline that started
+        // late found too few rows for the test to go on.
         let writes = 0;
+        let inserts = 0;
+        const errors: string[] = [];
         const writer = (async () => {
           const w = new pg.Client({ connectionString: url });
           await w.connect();
@@ -215,12 +223,19 @@ describe.each(['json', 'avro', 'protobuf'] as const)(
               const id = 1 + Math.floor(Math.random() * 80);
               try {
                 const roll = Math.random();
-                if (roll < 0.3) await w.query(`INSERT INTO pk_t VALUES ($1, 'c' || $1, 'w')`, [next]);
-                else if (roll < 0.75) await w.query(`UPDATE pk_t SET note = $2 WHERE id = $1`, [id, `u${writes}`]);
-                else await w.query('DELETE FROM pk_t WHERE id = $1', [id]);
-                writes++;
-              } catch {
-                // met the table mid-DDL (lock): try another
+                if (roll < 0.3) {
+                  await w.query(`INSERT INTO pk_t VALUES ($1, $2, 'w')`, [next, `c${next}`]);
+                  inserts++;
+                  writes++;
+                } else {
+                  const { rowCount } =
+                    roll < 0.75
+                      ? await w.query(`UPDATE pk_t SET note = $2 WHERE id = $1`, [id, `u${writes}`])
+                      : await w.query('DELETE FROM pk_t WHERE id = $1', [id]);
+                  writes += rowCount ?? 0;
+                }
+              } catch (error) {
+                errors.push((error as Error).message);
               }
               await new Promise((r) => setTimeout(r, 5));
             }
@@ -229,8 +244,6 @@ describe.each(['json', 'avro', 'protobuf'] as const)(
           }
         })();
         try {
-          await db.query('CREATE TABLE pk_t (id int PRIMARY KEY, code text NOT NULL UNIQUE, note text)');
-          await db.query(`INSERT INTO pk_t SELECT g, 'c' || g, 'row ' || g FROM generate_series(1, 70) g`);
           const { args } = await writePipelines(dir, {
             postgresUrl: url,
             brokers: kafka.brokers,
@@ -244,12 +257,9 @@ describe.each(['json', 'avro', 'protobuf'] as const)(
           });
           nanosync = new NanosyncProcess(args);
           const proc = nanosync;
-          await eventually(
-            async () => ((await consumeAll(kafka.brokers, topic).catch(() => [])).length >= 70 ? true : undefined),
-            'the snapshot in Kafka',
-            180_000,
-            () => proc.output.slice(-3000),
-          );
+          // The initial snapshot merged into the stream before the key changes (a redefinition
+          // while it still reads the table is a known gap, see the source's README).
+          await proc.waitFor(/INF snapshot complete /, 180_000);
           const pause = () => new Promise((r) => setTimeout(r, 400));
           await pause();
           // Redefined in one transaction (between the two statements the table has no
@@ -258,6 +268,7 @@ describe.each(['json', 'avro', 'protobuf'] as const)(
           await db.query('ALTER TABLE pk_t DROP CONSTRAINT pk_t_pkey');
           await db.query('ALTER TABLE pk_t ADD PRIMARY KEY (code)');
           await db.query('COMMIT');
+          const writesBeforeRedefinition = writes;
           await pause();
           await pause();
           running = false;
@@ -284,7 +295,10 @@ describe.each(['json', 'avro', 'protobuf'] as const)(
             180_000,
             () => `${problems.slice(0, 10).join('\n')}\n--- nanosync ---\n${proc.output.slice(-3000)}`,
           );
+          expect(errors, "the writer's failed statements").toEqual([]);
           expect(writes).toBeGreaterThan(50);
+          expect(inserts).toBeGreaterThan(10);
+          expect(writes, 'rows changed under the new key').toBeGreaterThan(writesBeforeRedefinition);
           const changes = records
             .filter((r) => r.value !== null)
             .map((r) => ({ key: r.key, change: decode(r.value!) }));
