@@ -8,21 +8,109 @@
 //   node apps/bench/src/heap-summary.mjs <file>.cpuprofile [top N] [from s]   CPU time (`--cpu-prof`),
 //       skipping the first `from` seconds (start-up): self time by function, by file and by package,
 //       and inclusive time (the function or file anywhere on the stack) by function and by file
+//   node apps/bench/src/heap-summary.mjs <file>.smaps          resident memory by kind of mapping
+//       (malloc's heaps, the Node binary, libraries, V8's heap pages and other anonymous memory)
 // Plain text on stdout, for the bench README.
 import { readFileSync } from 'node:fs';
 
 const MB = (n) => (n / 1024 / 1024).toFixed(1);
 const file = process.argv[2];
 if (!file) {
-  console.error('usage: heap-summary.mjs <file.heapsnapshot | file.heapprofile | file.cpuprofile> [top N] [from s]');
+  console.error(
+    'usage: heap-summary.mjs <file.heapsnapshot | file.heapprofile | file.cpuprofile | file.smaps> [top N] [from s]',
+  );
   process.exit(2);
 }
 const top = Number(process.argv[3] ?? 25);
-const data = JSON.parse(readFileSync(file, 'utf8'));
-if (data.snapshot) summariseSnapshot(data);
-else if (data.nodes && data.samples) summariseCpuProfile(data, Number(process.argv[4] ?? 0));
-else if (data.head) summariseProfile(data.head);
-else throw new Error(`${file}: neither a heap snapshot, a sampling heap profile nor a CPU profile`);
+if (file.endsWith('.smaps')) summariseSmaps(readFileSync(file, 'utf8'));
+else {
+  const data = JSON.parse(readFileSync(file, 'utf8'));
+  if (data.snapshot) summariseSnapshot(data);
+  else if (data.nodes && data.samples) summariseCpuProfile(data, Number(process.argv[4] ?? 0));
+  else if (data.head) summariseProfile(data.head);
+  else throw new Error(`${file}: neither a heap snapshot, a sampling heap profile, a CPU profile nor an smaps copy`);
+}
+
+/**
+ * Resident memory by kind of mapping: glibc's main malloc heap (`[heap]`, brk), malloc's
+ * other arenas (a read-write mapping followed by its unused reserve, 64 MiB together), the
+ * Node binary, other files (libraries, ICU data), stacks, and the remaining anonymous
+ * mappings: V8's heap pages (256 KiB each, larger for big objects and code), big malloc
+ * blocks that got their own mmap (Buffers over the mmap threshold) and thread stacks.
+ */
+function summariseSmaps(text) {
+  const maps = [];
+  let current;
+  for (const line of text.split('\n')) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \d+\s*(.*)$/.exec(line);
+    if (head) {
+      current = {
+        start: Number.parseInt(head[1], 16),
+        end: Number.parseInt(head[2], 16),
+        perms: head[3],
+        path: head[4].trim(),
+        rss: 0,
+      };
+      maps.push(current);
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss && current) current.rss = Number(rss[1]) * 1024;
+  }
+  const groups = new Map();
+  const add = (name, m) => {
+    const g = groups.get(name) ?? { rss: 0, count: 0 };
+    g.rss += m.rss;
+    g.count += 1;
+    groups.set(name, g);
+  };
+  const anonymous = [];
+  for (let i = 0; i < maps.length; i++) {
+    const m = maps[i];
+    const next = maps[i + 1];
+    if (m.path === '[heap]') add('malloc main heap ([heap], brk)', m);
+    else if (m.path.startsWith('[stack')) add('main stack', m);
+    else if (m.path.startsWith('[')) add(`kernel ${m.path}`, m);
+    else if (/\/node$/.test(m.path)) add('Node binary', m);
+    else if (m.path) add('other files (libraries, data)', m);
+    else if (
+      m.perms.startsWith('rw') &&
+      next !== undefined &&
+      next.path === '' &&
+      next.perms.startsWith('---') &&
+      next.start === m.end &&
+      next.end - m.start === 64 * 1024 * 1024
+    )
+      add('malloc arenas of other threads', m);
+    else {
+      add('other anonymous (V8 heap pages, mmapped malloc blocks, thread stacks)', m);
+      anonymous.push(m);
+    }
+  }
+  const total = [...groups.values()].reduce((sum, g) => sum + g.rss, 0);
+  console.log(`resident: ${MB(total)} MB`);
+  for (const [name, g] of [...groups].sort((a, b) => b[1].rss - a[1].rss))
+    console.log(`${MB(g.rss).padStart(9)} MB ${String(g.count).padStart(5)} mappings  ${name}`);
+  const bySize = new Map();
+  for (const m of anonymous) {
+    const size = m.end - m.start;
+    const key =
+      size === 256 * 1024
+        ? '256 KiB (V8 page)'
+        : size < 1024 * 1024
+          ? '< 1 MiB'
+          : size < 16 * 1024 * 1024
+            ? '1–16 MiB'
+            : '>= 16 MiB';
+    const g = bySize.get(key) ?? { rss: 0, count: 0 };
+    g.rss += m.rss;
+    g.count += 1;
+    bySize.set(key, g);
+  }
+  console.log('\nother anonymous, by mapping size:');
+  for (const [key, g] of [...bySize].sort((a, b) => b[1].rss - a[1].rss))
+    console.log(`${MB(g.rss).padStart(9)} MB ${String(g.count).padStart(5)} mappings  ${key}`);
+}
 
 /** A script's URL without the checkout's or pnpm's prefix: `packages/core/src/…`, `pg/lib/…`. */
 function shortUrl(url) {

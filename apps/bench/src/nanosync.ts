@@ -9,6 +9,11 @@ export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..
 const CLI_BIN = join(REPO_ROOT, 'apps/cli/src/bin.ts');
 const HEAP_SAMPLER = join(REPO_ROOT, 'apps/bench/src/workers/heap-sampler.mjs');
 
+const binLine = (binSource: string) =>
+  /^#!\/usr\/bin\/env\s+-S\s+((?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*)node(?:\s+(.*))?$/.exec(
+    (binSource.split('\n', 1)[0] ?? '').trim(),
+  );
+
 /**
  * With NANOSYNC_BENCH_CPU_PROF=1 (dev runs): V8's CPU profiler for the whole run, one
  * `.cpuprofile` per thread written into `<work dir>/cpu-prof` when the process exits
@@ -27,13 +32,30 @@ export function cpuProfileOptions(workDir: string, env: NodeJS.ProcessEnv = proc
 }
 
 /**
- * The Node options the `nanosync` binary starts with: those on its `#!/usr/bin/env -S node …`
+ * The Node options the `nanosync` binary starts with: those on its `#!/usr/bin/env -S … node …`
  * line (apps/cli/src/bin.ts), so the bench measures nanosync as it runs when installed.
  */
 export function binNodeOptions(binSource: string = readFileSync(CLI_BIN, 'utf8')): string[] {
-  const first = binSource.split('\n', 1)[0] ?? '';
-  const match = /^#!\/usr\/bin\/env\s+-S\s+node\s+(.*)$/.exec(first.trim());
-  return match ? match[1]!.split(/\s+/).filter((arg) => arg.startsWith('--')) : [];
+  const options = binLine(binSource)?.[2] ?? '';
+  return options.split(/\s+/).filter((arg) => arg.startsWith('--'));
+}
+
+/** The environment the same line sets before Node starts (`NAME=value` before `node`). */
+export function binEnvironment(binSource: string = readFileSync(CLI_BIN, 'utf8')): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const pair of (binLine(binSource)?.[1] ?? '').split(/\s+/).filter(Boolean)) {
+    const at = pair.indexOf('=');
+    env[pair.slice(0, at)] = pair.slice(at + 1);
+  }
+  return env;
+}
+
+/**
+ * Dev runs only: `NANOSYNC_BENCH_NODE_OPTIONS` adds Node options after the binary's own (later
+ * ones win, e.g. `--max-semi-space-size=8`), to compare settings without editing the binary.
+ */
+function extraNodeOptions(): string[] {
+  return (process.env.NANOSYNC_BENCH_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean);
 }
 
 export type NanosyncSinkSpec =
@@ -144,6 +166,7 @@ export async function startNanosync(spec: NanosyncPipelineSpec): Promise<Nanosyn
     [
       ...binNodeOptions(),
       ...cpuProfileOptions(spec.workDir),
+      ...extraNodeOptions(),
       '--conditions=@nanosync/source',
       '--import',
       'tsx',
@@ -163,6 +186,9 @@ export async function startNanosync(spec: NanosyncPipelineSpec): Promise<Nanosyn
       cwd: REPO_ROOT,
       logFile: join(spec.workDir, 'nanosync.log'),
       env: {
+        // The binary's own settings first: a variable set for the bench (a dev run comparing
+        // malloc settings) wins, as it would not for the installed binary.
+        ...binEnvironment(),
         ...process.env,
         NANOSYNC_TOKEN: ADMIN_TOKEN,
         ...(spec.heapFile ? { NANOSYNC_BENCH_HEAP_FILE: spec.heapFile } : {}),

@@ -40,9 +40,10 @@ async function topicCount(
 }
 
 /**
- * The highest V8 heap (used and reserved), off-heap (`external`, of which `arrayBuffers`:
- * Buffers) and RSS the process itself reported (workers/heap-sampler.mjs, every 500 ms): what
- * the peak RSS of the run is made of. Empty when the sampler wrote nothing.
+ * The highest V8 heap (used, reserved and resident), off-heap (`external`, of which
+ * `arrayBuffers`: Buffers), RSS, its anonymous and file-backed parts and glibc's main malloc
+ * heap as the process itself reported them (workers/heap-sampler.mjs, every 500 ms): what the
+ * peak RSS of the run is made of. Empty when the sampler wrote nothing.
  */
 export async function memoryPeaks(file: string): Promise<Record<string, number>> {
   let text: string;
@@ -51,7 +52,17 @@ export async function memoryPeaks(file: string): Promise<Record<string, number>>
   } catch {
     return {};
   }
-  const peak = { heapUsed: 0, heapTotal: 0, external: 0, arrayBuffers: 0, rss: 0 };
+  const peak = {
+    heapUsed: 0,
+    heapTotal: 0,
+    external: 0,
+    arrayBuffers: 0,
+    rss: 0,
+    v8Physical: 0,
+    rssAnon: 0,
+    rssFile: 0,
+    brkHeap: 0,
+  };
   for (const line of text.split('\n')) {
     if (!line) continue;
     try {
@@ -69,6 +80,10 @@ export async function memoryPeaks(file: string): Promise<Record<string, number>>
     peakExternalMB: mb(peak.external),
     peakArrayBuffersMB: mb(peak.arrayBuffers),
     peakOwnRssMB: mb(peak.rss),
+    ...(peak.v8Physical > 0 ? { peakV8ResidentMB: mb(peak.v8Physical) } : {}),
+    ...(peak.rssAnon > 0
+      ? { peakRssAnonMB: mb(peak.rssAnon), peakRssFileMB: mb(peak.rssFile), peakMallocBrkHeapMB: mb(peak.brkHeap) }
+      : {}),
   };
 }
 

@@ -21,7 +21,7 @@
 import { Session } from 'node:inspector';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
-import { writeHeapSnapshot } from 'node:v8';
+import { getHeapStatistics, writeHeapSnapshot } from 'node:v8';
 
 const file = process.env.NANOSYNC_BENCH_HEAP_FILE;
 if (file) {
@@ -47,6 +47,26 @@ if (file) {
     }
   };
   let [cpuBefore, waitBefore] = schedstat();
+  // What the RSS is made of, cheaply (Linux only): anonymous (V8's heap, malloc, stacks) and
+  // file-backed pages (the Node binary, libraries) from /proc/self/status, and the size of
+  // glibc's main malloc heap (brk: the `[heap]` mapping in /proc/self/maps, nearly all of it
+  // resident since glibc returns only its top). 0 when not readable.
+  const kb = (text, name) => {
+    const match = new RegExp(`^${name}:\\s+(\\d+)\\s+kB`, 'm').exec(text);
+    return match ? Number(match[1]) * 1024 : 0;
+  };
+  const residency = () => {
+    let status = '';
+    let brk = 0;
+    try {
+      status = readFileSync('/proc/self/status', 'utf8');
+      const heap = /^([0-9a-f]+)-([0-9a-f]+) .*\[heap\]$/m.exec(readFileSync('/proc/self/maps', 'utf8'));
+      if (heap) brk = Number.parseInt(heap[2], 16) - Number.parseInt(heap[1], 16);
+    } catch {
+      // not Linux
+    }
+    return { rssAnon: kb(status, 'RssAnon'), rssFile: kb(status, 'RssFile'), brkHeap: brk };
+  };
   const sample = () => {
     const m = process.memoryUsage();
     const [cpu, wait] = schedstat();
@@ -59,6 +79,9 @@ if (file) {
       external: m.external,
       arrayBuffers: m.arrayBuffers,
       rss: m.rss,
+      // pages of V8's heap that are resident (what heapTotal reserves, less what was never touched)
+      v8Physical: getHeapStatistics().total_physical_size,
+      ...residency(),
       loopMaxMs: round(loop.max / 1e6),
       gcMs: round(gcMs),
       gcMaxMs: round(gcMaxMs),

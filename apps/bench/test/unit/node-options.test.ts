@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { binNodeOptions, cpuProfileOptions } from '../../src/nanosync.js';
+import { binEnvironment, binNodeOptions, cpuProfileOptions } from '../../src/nanosync.js';
 import { stallSeconds } from '../../src/scenarios/s3-latency.js';
 
 describe('the Node options nanosync is measured with', () => {
@@ -11,6 +11,14 @@ describe('the Node options nanosync is measured with', () => {
     expect(binNodeOptions('#!/usr/bin/env -S node --a=1 --b\nrest')).toEqual(['--a=1', '--b']);
     expect(binNodeOptions('#!/usr/bin/env node\n')).toEqual([]);
     expect(binNodeOptions('// no shebang\n')).toEqual([]);
+  });
+
+  it('and the environment the line sets before node', () => {
+    const line = '#!/usr/bin/env -S MALLOC_A=1 B_=x node --a=1\nrest';
+    expect(binNodeOptions(line)).toEqual(['--a=1']);
+    expect(binEnvironment(line)).toEqual({ MALLOC_A: '1', B_: 'x' });
+    expect(binEnvironment('#!/usr/bin/env -S node --a=1\n')).toEqual({});
+    expect(binNodeOptions('#!/usr/bin/env -S node\n')).toEqual([]);
   });
 });
 
