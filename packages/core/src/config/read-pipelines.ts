@@ -47,8 +47,15 @@ export const DEFAULT_SNAPSHOT_CHUNK_ROWS = 10_000;
  */
 export const DEFAULT_SNAPSHOT_CHUNK_BYTES = 8 * 1024 * 1024;
 
-export function defaultSnapshotConcurrency(): number {
-  return Math.max(4, availableParallelism());
+/**
+ * Partitions read at once unless `snapshot.concurrency` says otherwise: one per core, at least 2
+ * (one read while the other is handed on) and at most 4. Each partition being read holds a
+ * decoded chunk (`chunk_rows`) in memory, and one more may wait in the sink queue, so this is
+ * the largest part of a snapshot's memory; more readers do not make it faster while nanosync,
+ * not the database, is what bounds the speed (apps/bench/README.md, issue 19 memory).
+ */
+export function defaultSnapshotConcurrency(cores: number = availableParallelism()): number {
+  return Math.min(4, Math.max(2, cores));
 }
 
 export const PIPELINE_KEYS = [

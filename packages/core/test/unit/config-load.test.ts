@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatTableName, parseTableName } from '../../src/index.js';
 import { ConfigError, loadConfigFile, parseConfig, parseSchedule, resolveWorkerCount } from '../../src/host.js';
+import { defaultSnapshotConcurrency } from '../../src/config/read-pipelines.js';
 import { baseConfig, yaml } from './config-fixtures.js';
 
 const specExample = yaml`
@@ -70,15 +71,19 @@ describe('config: loading', () => {
     expect(config.connections[0]!.written!.dsn).toContain('${env:PG_PASSWORD}');
   });
 
-  it('fills in defaults: cdc_backfill, snapshot concurrency max(4, cores), 100000 rows per partition', () => {
+  it('fills in defaults: cdc_backfill, snapshot concurrency one per core within 2–4, 100000 rows per partition', () => {
     const { config } = parseConfig(baseConfig, { env: {} });
     const pipeline = config.pipelines[0]!;
     expect(pipeline.replication_type).toBe('cdc_backfill');
     expect(pipeline.snapshot).toEqual({
-      concurrency: Math.max(4, availableParallelism()),
+      concurrency: Math.min(4, Math.max(2, availableParallelism())),
       target_rows_per_partition: 100_000,
     });
     expect(pipeline.query).toBeUndefined();
+  });
+
+  it('snapshot concurrency defaults to one reader per core, at least 2 and at most 4', () => {
+    expect([1, 2, 3, 4, 16].map((cores) => defaultSnapshotConcurrency(cores))).toEqual([2, 2, 3, 4, 4]);
   });
 
   it('takes snapshot options as written', () => {
