@@ -4,7 +4,8 @@ import { stallSeconds } from '../../src/scenarios/s3-latency.js';
 
 describe('the Node options nanosync is measured with', () => {
   it('are those of the nanosync binary’s #! line', () => {
-    expect(binNodeOptions()).toContain('--max-semi-space-size=16');
+    expect(binNodeOptions()).toContain('--max-semi-space-size=8');
+    expect(binEnvironment()).toEqual({ MALLOC_ARENA_MAX: '2' });
   });
 
   it('are read from an env -S line only', () => {
