@@ -10,6 +10,7 @@ import { fencedStore } from '../state/fence.js';
 import type { LeaseInfo, PartitionRecord, PipelineRecord, PipelineState, StateStore } from '../state/store.js';
 import { type FleetView, loadFleetView, mayTakeAnother } from './fleet.js';
 import { applyEffects } from './apply-effects.js';
+import { LeaseKeeper, type LeaseLoss } from './lease-keeper.js';
 import { within } from './backoff.js';
 import { PipelineRunner, type StopReason } from './pipeline-runner.js';
 import { runPreflight } from './preflight.js';
@@ -26,7 +27,10 @@ export interface EngineOptions {
   materialize: (definition: StoredPipelineDefinition) => Promise<MaterializedPipeline>;
   /** Lease lifetime; renewed every third of it. Default 30 s. */
   leaseTtlMs?: number;
-  /** How often leases are renewed and the store is re-read for changes made by other servers. Default: a third of the lease. */
+  /**
+   * How often each held lease is renewed (on its own timer, whatever the pipeline is doing)
+   * and the store is re-read for changes made by other servers. Default: a third of the lease.
+   */
   reconcileIntervalMs?: number;
   /** Most pipelines this server runs at once (its capacity in a fleet). Default: no limit. */
   maxPipelines?: number;
@@ -65,6 +69,8 @@ interface Entry {
   heldBy?: LeaseInfo;
   /** Epoch of this server's lease the current runner writes with (see LeaseFence). */
   epoch?: number;
+  /** Renews this server's lease of the pipeline while it holds it (see {@link LeaseKeeper}). */
+  lease?: LeaseKeeper;
   /** Metrics-only source of a paused pipeline (retained WAL keeps growing while paused). */
   monitor?: { source: Source; timer: NodeJS.Timeout; abort: AbortController; idle: () => Promise<void> };
   monitorFailed?: boolean;
@@ -74,7 +80,9 @@ interface Entry {
  * Runs the pipelines of one server.
  *
  * Each pipeline runs in at most one process: before running one, the engine takes its lease
- * in the state store and renews it every `reconcileIntervalMs`; a pipeline whose lease
+ * in the state store and renews it every `reconcileIntervalMs` on a timer of its own (a
+ * {@link LeaseKeeper}: the start-up of the pipeline, a wait for its replication slot or
+ * another pipeline's slow stop never delays a renewal); a pipeline whose lease
  * another server holds is reported with `heldBy` and left alone, and taken over once that
  * lease expires. The same periodic pass picks up changes other servers made through the
  * store (a new definition, pause, resume, delete).
@@ -342,6 +350,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         );
       }
       const entry = this.entry(name);
+      this.holdLease(entry, lease.epoch);
       if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'restart');
       for (const table of chosen) await this.store.clearPartitions(name, undefined, table);
       await this.store.updatePipeline(name, {
@@ -350,7 +359,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       });
       this.logger.info('re-snapshot requested', { name, tables: chosen.join(', ') });
       if (!record.paused && this.started && !this.stopped) await this.startIfLeased(name, true);
-      else await this.store.releaseLease(name, this.holderId).catch(() => {});
+      else await this.letLeaseGo(entry, true);
     });
     return chosen;
   }
@@ -393,7 +402,9 @@ export class Engine extends EventEmitter<EngineEvents> {
         }
         record = await this.mustGet(name);
       }
-      if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'delete');
+      // Held until the pipeline is gone: dropping the slot can wait for a walsender.
+      this.holdLease(entry, lease.epoch);
+      if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'delete', false);
       await this.stopMonitor(entry);
       if (record.replicationType !== 'query') {
         try {
@@ -412,7 +423,7 @@ export class Engine extends EventEmitter<EngineEvents> {
             });
           } else {
             await this.store.updatePipeline(name, { paused: true, state: 'PAUSED' }).catch(() => {});
-            await this.store.releaseLease(name, this.holderId).catch(() => {});
+            await this.letLeaseGo(entry, true);
             throw new NanosyncError(
               ErrorCode.PipelineStopped,
               `pipeline ${name}: removing its replication slot and publication failed (${describeError(err)}); the pipeline is paused and kept — fix the cause and delete it again`,
@@ -421,6 +432,7 @@ export class Engine extends EventEmitter<EngineEvents> {
           }
         }
       }
+      await this.letLeaseGo(entry, false);
       await this.store.deletePipeline(name);
       this.entries.delete(name);
       this.logger.info('pipeline deleted', { name });
@@ -495,6 +507,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     await stopAll();
     // A pass that was starting a pipeline when the stop came: wait for it, stop what it started.
     if (await within(this.reconciling, 500)) await stopAll();
+    // A lease taken for something other than a runner (a delete or re-snapshot in progress).
+    await Promise.all(
+      [...this.entries.values()].filter((entry) => entry.lease).map((entry) => this.letLeaseGo(entry, true)),
+    );
     await this.store.removeServer(this.holderId).catch(() => {});
   }
 
@@ -547,7 +563,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
   }
 
-  /** One pass: renew leases, follow changes made through the store, start what is free. */
+  /**
+   * One pass: register this server, follow changes made through the store, start what is
+   * free. Leases this server holds are renewed by their keepers, not here: a pass can wait
+   * (a pipeline stopping, a start in progress under the same lock) without holding them up.
+   */
   private reconcile(retryErrored: boolean): Promise<void> {
     if (this.reconciling) return this.reconciling;
     this.reconciling = this.reconcilePass(retryErrored).finally(() => {
@@ -563,7 +583,9 @@ export class Engine extends EventEmitter<EngineEvents> {
       records = await this.store.listPipelines();
       this.fleet = await loadFleetView(this.store, this.holderId);
     } catch (err) {
-      this.logger.warn('state store unreadable; leases not renewed on this pass', { error: describeError(err) });
+      this.logger.warn('state store unreadable; changes of other servers not followed on this pass', {
+        error: describeError(err),
+      });
       return;
     }
     const present = new Set(records.map((r) => r.name));
@@ -584,6 +606,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       // Deleted through another server.
       await this.withLock(entry.name, async () => {
         if (entry.runner && !entry.runnerDone) await this.stopRunner(entry, 'lease-lost');
+        await this.letLeaseGo(entry, false);
         void this.stopMonitor(entry);
         this.entries.delete(entry.name);
       });
@@ -596,23 +619,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (record === undefined) return;
     const entry = this.entry(name);
     if (entry.runner && !entry.runnerDone) {
-      const lease = await this.store.acquireLease(name, this.holderId, this.leaseTtlMs);
-      if (!lease.acquired) {
-        this.logger.warn('lost the pipeline lease to another server; stopping here', {
-          name,
-          holder: lease.lease.holder,
-        });
-        entry.heldBy = lease.lease;
-        await this.stopRunner(entry, 'lease-lost', false);
-        return;
-      }
-      if (entry.epoch !== undefined && lease.epoch !== entry.epoch) {
-        // Ours again, but it expired in between and may have been someone else's: the runner's
-        // writes are fenced off by now; start over from the store on the next pass.
-        this.logger.warn('the pipeline lease expired and was taken again; restarting from the checkpoint', { name });
-        await this.stopRunner(entry, 'lease-lost', false);
-        return;
-      }
+      // The lease is renewed by its keeper; a loss it found is being handled (leaseLost).
+      const lease = entry.lease;
+      if (lease === undefined || lease.lost) return;
       if (record.paused) {
         await this.stopRunner(entry, 'pause');
         await this.startMonitor(entry);
@@ -656,7 +665,74 @@ export class Engine extends EventEmitter<EngineEvents> {
       return;
     }
     entry.heldBy = undefined;
+    this.holdLease(entry, lease.epoch);
     await this.startRunner(entry, record, lease.epoch);
+  }
+
+  /**
+   * This server took (or renewed) the pipeline's lease at `epoch`: keep it renewed from now
+   * on, on its own timer, until {@link letLeaseGo} or until the keeper finds it lost.
+   */
+  private holdLease(entry: Entry, epoch: number): void {
+    const current = entry.lease;
+    if (current !== undefined && !current.lost && current.epoch === epoch) return;
+    // A keeper of an older epoch: the lease lapsed and was taken again; it renews no more.
+    void current?.stop();
+    const keeper: LeaseKeeper = new LeaseKeeper({
+      store: this.store,
+      pipeline: entry.name,
+      holder: this.holderId,
+      epoch,
+      ttlMs: this.leaseTtlMs,
+      intervalMs: this.reconcileIntervalMs,
+      logger: this.logger,
+      onLost: (loss) => void this.leaseLost(entry, keeper, loss),
+    });
+    entry.lease = keeper;
+    keeper.start();
+  }
+
+  /**
+   * Stop renewing the pipeline's lease (waiting for a renewal in flight), then, with
+   * `release`, let it go at once so another server may take the pipeline now.
+   */
+  private async letLeaseGo(entry: Entry, release: boolean): Promise<void> {
+    const keeper = entry.lease;
+    entry.lease = undefined;
+    await keeper?.stop();
+    if (release && (keeper === undefined || !keeper.lost))
+      await this.store.releaseLease(entry.name, this.holderId).catch(() => {});
+  }
+
+  /**
+   * The keeper found the lease taken by another server, or lapsed and taken again by its
+   * renewal (at a newer epoch, which is kept renewed from now on): stop the runner, whose
+   * writes carry the old epoch, without writing anything; the next pass starts over from
+   * the store when the lease is still this server's.
+   */
+  private async leaseLost(entry: Entry, keeper: LeaseKeeper, loss: LeaseLoss): Promise<void> {
+    const name = entry.name;
+    if (entry.lease !== keeper) return;
+    const runner = entry.runner && !entry.runnerDone ? entry.runner : undefined;
+    if ('takenBy' in loss) {
+      this.logger.warn('lost the pipeline lease to another server; stopping here', {
+        name,
+        holder: loss.takenBy.holder,
+      });
+      entry.lease = undefined;
+      entry.heldBy = loss.takenBy;
+    } else {
+      this.logger.warn('the pipeline lease expired and was taken again; restarting from the checkpoint', { name });
+      this.holdLease(entry, loss.newEpoch);
+    }
+    if (runner === undefined) return;
+    try {
+      await this.withLock(name, async () => {
+        if (entry.runner === runner && !entry.runnerDone) await this.stopRunner(entry, 'lease-lost');
+      });
+    } catch (err) {
+      this.logger.warn('could not stop the pipeline after losing its lease', { name, error: describeError(err) });
+    }
   }
 
   /** `epoch`: of the lease just taken; the runner's state writes are fenced with it. */
@@ -670,12 +746,12 @@ export class Engine extends EventEmitter<EngineEvents> {
       const message = describeError(err);
       this.logger.error('pipeline cannot start', { name, error: message });
       await this.store.updatePipeline(name, { state: 'ERRORED', error: message });
-      await this.store.releaseLease(name, this.holderId);
+      await this.letLeaseGo(entry, true);
       this.emit('state', { pipeline: name, state: 'ERRORED', error: message });
       return;
     }
     if (this.stopped) {
-      await this.store.releaseLease(name, this.holderId).catch(() => {});
+      await this.letLeaseGo(entry, true);
       return;
     }
     const runner = new PipelineRunner({
@@ -704,8 +780,12 @@ export class Engine extends EventEmitter<EngineEvents> {
     void runner.done.then(async () => {
       if (entry.runner !== runner) return;
       entry.runnerDone = true;
-      // ERRORED or COMPLETED on its own: let go of the lease so it shows as free.
-      if (!runner.stopping) await this.store.releaseLease(name, this.holderId).catch(() => {});
+      // ERRORED or COMPLETED on its own: let go of the lease so it shows as free. Under the
+      // lock, so that a start that follows (resume) takes the lease after this release.
+      if (!runner.stopping)
+        await this.withLock(name, async () => {
+          if (entry.runner === runner && !runner.stopping) await this.letLeaseGo(entry, true);
+        }).catch(() => {});
     });
   }
 
@@ -718,7 +798,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       await this.store.updatePipeline(entry.name, { state: 'PAUSED', error: undefined }).catch(() => {});
       this.emit('state', { pipeline: entry.name, state: 'PAUSED' });
     }
-    if (release && reason !== 'lease-lost') await this.store.releaseLease(entry.name, this.holderId).catch(() => {});
+    // 'lease-lost': the caller decides what becomes of the keeper (see leaseLost).
+    if (release && reason !== 'lease-lost') await this.letLeaseGo(entry, true);
   }
 
   /**
