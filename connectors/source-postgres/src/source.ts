@@ -78,6 +78,7 @@ export class PostgresSource implements Source {
   readonly #catalog = new TypeCatalog();
   readonly #acknowledger;
   readonly #readPath: ReadPath;
+  readonly #reportWaiting: ConnectorContext['reportWaiting'];
   #admin: Promise<pg.Client> | undefined;
   readonly #idleReaders: pg.Client[] = [];
   /** Exported snapshots found gone (server restarted under them), so each is reported once. */
@@ -108,6 +109,7 @@ export class PostgresSource implements Source {
     this.#commits.refresh = this.#refreshCommits;
     this.#acknowledger = createAcknowledger({ logger: context.logger });
     this.#readPath = options.readPath ?? DEFAULT_READ_PATH;
+    this.#reportWaiting = context.reportWaiting;
   }
 
   get slotName(): string {
@@ -527,6 +529,7 @@ export class PostgresSource implements Source {
       commits: this.#commits,
       watermarkPrefix: this.watermarkPrefix,
       ...(options.chunk ? { chunk: options.chunk } : {}),
+      ...(this.#reportWaiting ? { reportWaiting: this.#reportWaiting } : {}),
     });
   }
 

@@ -47,6 +47,7 @@ export function renderPipelineReport(p: PipelineStatus): string {
                 : ''
           }`,
     ]);
+  if (p.waitingFor) overview.push(['waits for', p.waitingFor]);
   if (p.retry) overview.push(['retrying', retryText(p.retry)]);
   if (p.error) overview.push([p.retry ? 'last error' : 'error', p.error]);
   if (p.heldBy) overview.push(['run by', `${p.heldBy} (lease until ${p.heldUntil ?? '?'}); figures are that server's`]);

@@ -127,7 +127,9 @@ export class Fleet implements AsyncDisposable {
   }
 
   /** The pipelines as `server`'s admin API lists them (`GET /v1/pipelines`, what `list pipelines --json` prints). */
-  async list(server: FleetServer): Promise<{ name: string; state: string; server?: string; error?: string }[]> {
+  async list(
+    server: FleetServer,
+  ): Promise<{ name: string; state: string; server?: string; error?: string; waitingFor?: string }[]> {
     const token = (await readFile(join(this.env.XDG_STATE_HOME!, 'nanosync', 'token'), 'utf8')).trim();
     const response = await fetch(`${server.url}/v1/pipelines`, { headers: { authorization: `Bearer ${token}` } });
     if (!response.ok) throw new Error(`GET /v1/pipelines: ${response.status} ${await response.text()}`);
@@ -161,6 +163,23 @@ export class Fleet implements AsyncDisposable {
       `SELECT pipeline, holder, epoch FROM ${this.stateSchema}.leases WHERE expires_at > clock_timestamp()`,
     );
     return new Map(rows.map((r) => [r.pipeline, { holder: r.holder, epoch: Number(r.epoch) }]));
+  }
+
+  /** The pipeline's lease row as stored, expired or not (`valid`: unexpired on the store's clock). */
+  async leaseRow(
+    pipeline: string,
+  ): Promise<{ holder: string; epoch: number; expiresAt: Date; valid: boolean } | undefined> {
+    const { rows } = await (await this.stateClient()).query<{
+      holder: string;
+      epoch: string;
+      expires_at: Date;
+      valid: boolean;
+    }>(
+      `SELECT holder, epoch, expires_at, expires_at > clock_timestamp() AS valid FROM ${this.stateSchema}.leases WHERE pipeline = $1`,
+      [pipeline],
+    );
+    const row = rows[0];
+    return row && { holder: row.holder, epoch: Number(row.epoch), expiresAt: row.expires_at, valid: row.valid };
   }
 
   /** The stored checkpoint of the pipeline's (only) sink. */

@@ -260,6 +260,16 @@ Warnings
     expect(text).toMatch(/Warnings\n {2}none$/);
   });
 
+  it('says what a pipeline that cannot go on waits for', () => {
+    const text = renderPipelineReport({
+      ...live,
+      waitingFor: 'source: replication slot "nanosync_slot_orders" is in use by another process (pid 4711)',
+    });
+    expect(text).toContain(
+      '  checkpoint  0/16B3A28\n  waits for   source: replication slot "nanosync_slot_orders" is in use by another process (pid 4711)\n',
+    );
+  });
+
   it('a cdc pipeline has no snapshot, and a source that has not reported says so', () => {
     const text = renderPipelineReport({ ...live, replicationType: 'cdc', snapshot: undefined, source: undefined });
     expect(text).toContain('Snapshot\n  progress  none (cdc pipelines skip the snapshot)');

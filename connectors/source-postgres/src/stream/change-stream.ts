@@ -13,7 +13,7 @@ import {
 import { connectClient, type PgConnectionConfig, resolveClientConfig } from '../connection.js';
 import { decodePosition, encodePosition, formatLsn, formatPosition, parseLsn } from '../position.js';
 import { findMissingIdentity, missingIdentityError } from '../slot/replica-identity.js';
-import { verifySlot } from '../slot/replication-slot.js';
+import { readSlot, verifySlot } from '../slot/replication-slot.js';
 import { type Queryable, TypeCatalog } from '../types/index.js';
 import { type Acknowledger, type AcknowledgerInternals, createAcknowledger, internalsOf } from './acknowledger.js';
 import { type BatchLimits, BatchQueue } from './batch-queue.js';
@@ -36,7 +36,7 @@ import { classifySessionFailure } from './failures.js';
 import { formatPgTimestamp, type PgOutputMessage } from './pgoutput.js';
 import { RelationCache, type StreamRelation } from './relations.js';
 import { runReplicationSession } from './replication-session.js';
-import { PgErrorCode } from '../errors.js';
+import { PgErrorCode, sqlState } from '../errors.js';
 
 export interface ReconnectPolicy {
   /** First wait after a failure (default 250 ms); doubles up to `maxDelayMs`. */
@@ -81,6 +81,12 @@ export interface StreamChangesOptions {
   commits?: RecentCommits;
   /** Type cache shared with the snapshot reader (optional; saves catalog queries for custom types). */
   catalog?: TypeCatalog;
+  /**
+   * Told what the stream waits for while it cannot start (the slot is active for another
+   * process: `replication slot "x" is in use by another process (pid 4711)`), and undefined
+   * once replication started. Core shows it in the pipeline's status.
+   */
+  reportWaiting?: (what: string | undefined) => void;
   /** Standby status update interval (default 10 s, well under the usual wal_sender_timeout of 60 s). */
   statusIntervalMs?: number;
   /**
@@ -97,6 +103,9 @@ export interface StreamChangesOptions {
 }
 
 const DEFAULT_CHUNK = { rows: 10_000, bytes: 8 * 1024 * 1024 };
+
+/** Longest wait between two tries at a slot that another process has active. */
+const SLOT_BUSY_MAX_DELAY_MS = 5_000;
 
 /**
  * The PostgreSQL change stream: pgoutput over a replication connection, as bounded batches
@@ -276,6 +285,8 @@ class ChangeStream {
 
   async #run(): Promise<void> {
     let failures = 0;
+    /** Set while the slot is active for another process (what was said about it). */
+    let slotBusy: string | undefined;
     while (!this.#stop.signal.aborted) {
       const startedAt = Date.now();
       let started = false;
@@ -283,10 +294,36 @@ class ChangeStream {
       try {
         await this.#session(() => {
           started = true;
+          if (slotBusy !== undefined) {
+            this.#logger.info('replication slot is free again; streaming', { slot: this.#options.slot });
+            slotBusy = undefined;
+          }
+          this.#options.reportWaiting?.(undefined);
         });
         break;
       } catch (error) {
         if (this.#stop.signal.aborted) break;
+        if (!started && sqlState(error) === '55006') {
+          // object_in_use: another walsender still has the slot — a stream of this pipeline
+          // that is shutting down, or a process elsewhere (a server that froze, a tool).
+          // Wait for it, saying who holds it, and look again at most every few seconds.
+          const what = await this.#slotHolder();
+          if (what !== slotBusy) {
+            this.#logger.warn('waiting for the replication slot: another process holds it; retrying until it is free', {
+              slot: this.#options.slot,
+              holder: what,
+            });
+            slotBusy = what;
+          }
+          this.#options.reportWaiting?.(what);
+          failures = Math.min(failures + 1, 5);
+          const delayMs = Math.round(
+            Math.min(SLOT_BUSY_MAX_DELAY_MS, this.#reconnect.initialDelayMs * 2 ** (failures - 1)) *
+              (0.8 + Math.random() * 0.4),
+          );
+          await sleep(delayMs, this.#stop.signal);
+          continue;
+        }
         const failure = await classifySessionFailure(error, {
           connection: this.#options.connection,
           slot: this.#options.slot,
@@ -316,6 +353,29 @@ class ChangeStream {
       }
     }
     this.#queue.close();
+  }
+
+  /** Who has the slot now, as the operator should read it; the pid when the server tells it. */
+  async #slotHolder(): Promise<string> {
+    const slot = this.#options.slot;
+    try {
+      const client = await connectClient(this.#options.connection);
+      client.on('error', () => {});
+      try {
+        const info = await readSlot(client, slot);
+        if (info?.active_pid != null) {
+          const { rows } = await client.query<{ application_name: string | null; client_addr: string | null }>(
+            'SELECT application_name, client_addr::text AS client_addr FROM pg_catalog.pg_stat_activity WHERE pid = $1',
+            [info.active_pid],
+          );
+          const who = [rows[0]?.application_name, rows[0]?.client_addr].filter((v) => v);
+          return `replication slot "${slot}" is in use by another process (pid ${info.active_pid}${who.length > 0 ? `, ${who.join(' from ')}` : ''})`;
+        }
+      } finally {
+        await client.end().catch(() => {});
+      }
+    } catch {}
+    return `replication slot "${slot}" is in use by another process`;
   }
 
   async #session(onStarted: () => void): Promise<void> {

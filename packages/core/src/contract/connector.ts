@@ -30,6 +30,14 @@ export interface ConnectorContext {
   logger: Logger;
   /** Aborted when the pipeline stops; long operations should give up promptly. */
   signal: AbortSignal;
+  /**
+   * Say what the connector is waiting for right now when it cannot go on by itself (a
+   * resource another process holds: `replication slot "x" is in use by another process
+   * (pid 4711)`), and undefined once it goes on. Core shows it in the pipeline's status
+   * (`waitingFor`) so an operator sees why a start makes no progress. Optional: given by
+   * core to running pipelines only.
+   */
+  reportWaiting?: (what: string | undefined) => void;
 }
 
 /** One line of a preflight check: ok, or what is wrong and the SQL/command that fixes it. */

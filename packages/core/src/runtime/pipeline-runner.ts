@@ -112,6 +112,8 @@ export class PipelineRunner {
   workers: { threads: number; chunks: () => number } | { inline: string } | undefined;
   /** Reasons already logged for running inline (each once per runner). */
   private readonly inlineLogged = new Set<string>();
+  /** What the current attempt's connectors said they wait for (role → what); see `ConnectorContext.reportWaiting`. */
+  private readonly waiting = new Map<string, string>();
   private stopReason: StopReason | undefined;
   private readonly stopController = new AbortController();
   private loopDone: Promise<void> | undefined;
@@ -130,6 +132,12 @@ export class PipelineRunner {
 
   get stopping(): boolean {
     return this.stopReason !== undefined;
+  }
+
+  /** What the pipeline waits for now (`source: replication slot … is in use by …`), for status. */
+  get waitingFor(): string | undefined {
+    if (this.waiting.size === 0) return undefined;
+    return [...this.waiting].map(([role, what]) => `${role}: ${what}`).join('; ');
   }
 
   start(): void {
@@ -374,6 +382,7 @@ export class PipelineRunner {
     } finally {
       stopSignal.removeEventListener('abort', onStop);
       attempt.abort();
+      this.waiting.clear();
       await this.teardown(res, failure === undefined);
     }
   }
@@ -394,6 +403,11 @@ export class PipelineRunner {
       pipeline: name,
       logger: this.logger.child({ connector: role }),
       signal,
+      reportWaiting: (what) => {
+        if (signal.aborted) return;
+        if (what === undefined) this.waiting.delete(role);
+        else this.waiting.set(role, what);
+      },
     });
     const source = await materialized.source.definition.create(materialized.source.config, context('source'));
     res.source = source;

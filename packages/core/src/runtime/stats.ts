@@ -59,6 +59,12 @@ export interface PipelineStatus {
   source?: SourceStatus;
   /** Active warnings, worst first (retained WAL, stalled). */
   warnings: string[];
+  /**
+   * What the pipeline waits for while it cannot go on (its source or a sink said so), e.g.
+   * `source: replication slot "nanosync_slot_orders" is in use by another process (pid 4711)`;
+   * absent while nothing is waited for.
+   */
+  waitingFor?: string;
   updatedAt?: string;
   /** The `workers` setting, when the pipeline runs in this process. */
   workers?: WorkersStatus;

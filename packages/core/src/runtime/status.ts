@@ -137,6 +137,8 @@ export function buildPipelineStatus(input: StatusInput): PipelineStatus {
   };
   if (error !== undefined) status.error = error;
   if (retry !== undefined) status.retry = { ...retry };
+  const waitingFor = live ? runner.waitingFor : undefined;
+  if (waitingFor !== undefined) status.waitingFor = waitingFor;
   const lag = stats.lagSeconds();
   if (lag !== undefined) status.lagSeconds = round(lag);
   if (record?.startPosition !== undefined) {
