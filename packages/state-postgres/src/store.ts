@@ -506,6 +506,11 @@ class PostgresStateStore implements StateStore {
    * another holder's lease is still valid. Expiry uses the database clock, so servers whose
    * clocks disagree still agree on who holds a lease. The epoch goes up whenever the lease
    * is taken rather than renewed.
+   *
+   * The new expiry of an update is read from the clock when the row is updated, not from
+   * the inserted values: those are computed before the statement waits for the row (a
+   * fenced write holding it FOR SHARE), and a wait longer than the TTL would otherwise
+   * write a lease that has already run out.
    */
   async acquireLease(
     pipeline: string,
@@ -518,7 +523,7 @@ class PostgresStateStore implements StateStore {
        VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond', 1)
        ON CONFLICT (pipeline) DO UPDATE SET
          holder = excluded.holder,
-         expires_at = excluded.expires_at,
+         expires_at = clock_timestamp() + $3 * interval '1 millisecond',
          epoch = CASE WHEN l.holder = excluded.holder AND l.expires_at > clock_timestamp() THEN l.epoch ELSE l.epoch + 1 END
        WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp()
        RETURNING epoch`,

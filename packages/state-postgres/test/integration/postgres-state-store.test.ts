@@ -195,6 +195,52 @@ describe('openPostgresStateStore', () => {
     }
   });
 
+  it('a renewal that waited longer than the TTL for the lease row (held FOR SHARE by a fenced write) writes a lease that is still valid', async () => {
+    const schema = schemaName();
+    const store = await openPostgresStateStore(url, { schema, applicationName: `renew-${schema}` });
+    const writer = new pg.Client({ connectionString: url });
+    await writer.connect();
+    try {
+      const ttlMs = 400;
+      // Taken for long enough that the wait below does not outlast it: a renewal, not a new taking.
+      const taken = await store.acquireLease('p', 'server-a', 60_000);
+      if (!taken.acquired) throw new Error('no lease');
+      // A fenced write of the same server holds the lease row while its statement waits.
+      await writer.query('BEGIN');
+      await writer.query(`SELECT 1 FROM ${schema}.leases WHERE pipeline = 'p' FOR SHARE`);
+      const { rows } = await writer.query<{ at: Date }>('SELECT clock_timestamp() AS at');
+      const renewal = store.acquireLease('p', 'server-a', ttlMs);
+      for (;;) {
+        const waiting = await sql<{ n: string }>(
+          "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+          [`renew-${schema}`],
+        );
+        if (Number(waiting[0]?.n) > 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // Let more than a TTL pass (on the database clock) while the renewal waits.
+      for (;;) {
+        const [passed] = await sql<{ done: boolean }>(
+          `SELECT clock_timestamp() > $1::timestamptz + $2 * interval '2 millisecond' AS done`,
+          [rows[0]!.at, ttlMs],
+        );
+        if (passed?.done) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await writer.query('COMMIT');
+      const renewed = await renewal;
+      const [lease] = await sql<{ expires_at: Date }>(`SELECT expires_at FROM ${schema}.leases WHERE pipeline = 'p'`);
+      // Still the same lease (a renewal, not a new taking), running a TTL from when the row
+      // was written (after the wait), not from when the statement began.
+      expect(renewed).toEqual({ acquired: true, epoch: taken.epoch });
+      expect(lease?.expires_at.getTime()).toBeGreaterThan(rows[0]!.at.getTime() + 2 * ttlMs);
+    } finally {
+      await writer.end();
+      await store.close();
+      await sql(`DROP SCHEMA ${schema} CASCADE`);
+    }
+  });
+
   it('turned read-only (as after a failover to a standby): writes fail as StateUnavailable naming the store, and work again once writable', async () => {
     const db = await postgres.createDatabase();
     const dbName = new URL(db).pathname.slice(1);
