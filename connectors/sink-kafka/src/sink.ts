@@ -39,6 +39,16 @@ export const HEADER_POSITION = 'ns-position';
 /** On snapshot records: the id of the chunk they were read in (the same when a chunk is read again after a crash). */
 export const HEADER_CHUNK = 'ns-chunk';
 
+/** Test seams of the Kafka sink, never set by nanosync itself. */
+export interface KafkaSinkTestOptions {
+  /**
+   * Produce requests the sink keeps outstanding at once (default 1). More than one is not safe
+   * with @platformatic/kafka 2.12.1 (see *One request in flight* in the README); the soak test
+   * `inflight-soak.test.ts` sets it to show why. `delivery: exactly_once` always sends one at a time.
+   */
+  requestsInFlight?: number;
+}
+
 /**
  * The Kafka sink. Each `write` turns events into records (one per event, plus a tombstone
  * after each delete when enabled), sends them in order in chunks of at most
@@ -63,12 +73,23 @@ export class KafkaSink implements Sink {
   private readonly registryClient: SchemaRegistryClient | undefined;
   private readonly registry: RegistryCodec | undefined;
 
+  /** Produce requests `writeEvents` keeps outstanding; 1 outside tests (see *One request in flight* in the README). */
+  private readonly requestsInFlight: number;
+
   constructor(
     private readonly config: KafkaSinkConfig,
     context: ConnectorContext,
     producer?: KafkaProducer,
+    options: KafkaSinkTestOptions = {},
   ) {
     this.logger = context.logger.child({ sink: 'kafka' });
+    const inFlight = options.requestsInFlight ?? 1;
+    if (!Number.isInteger(inFlight) || inFlight < 1)
+      throw new NanosyncError(
+        ErrorCode.Internal,
+        `Kafka sink requestsInFlight must be a whole number ≥ 1, got ${inFlight}`,
+      );
+    this.requestsInFlight = inFlight;
     this.codec = codecFor(config.messageFormat);
     if (config.schemaRegistry && (config.messageFormat === 'avro' || config.messageFormat === 'protobuf')) {
       this.registryClient = new SchemaRegistryClient(config.schemaRegistry);
@@ -181,23 +202,36 @@ export class KafkaSink implements Sink {
 
   /**
    * Encode `events` and send them in chunks of at most `max_bytes_in_flight`, one request at a
-   * time (the idempotent producer keeps order only that way), while the next chunk is encoded:
-   * a chunk is handed to the client as soon as it is full and the one before it is
-   * acknowledged. Nothing is left in flight when this returns or throws.
+   * time (with @platformatic/kafka 2.12.1 the idempotent producer keeps order only that way), while
+   * the next chunk is encoded: a chunk is handed to the client as soon as it is full and the one
+   * before it is acknowledged. Nothing is left in flight when this returns or throws; when several
+   * sends fail, the earliest one's error is reported.
    */
   private async writeEvents(events: ChangeEvent[]): Promise<void> {
+    const limit = this.exactlyOnce ? 1 : this.requestsInFlight;
     let chunk: OutgoingMessage[] = [];
     let chunkBytes = 0;
-    let inFlight: Promise<void> | undefined;
     const maxBytes = this.config.maxBytesInFlight;
+    /** Sends not yet awaited, oldest first. */
+    const pending: Promise<void>[] = [];
+    let sendFailed = false;
+    const awaitOldest = async () => {
+      try {
+        await pending.shift();
+      } catch (err) {
+        sendFailed = true;
+        throw err;
+      }
+    };
     const sendChunk = async () => {
       const full = chunk;
       chunk = [];
       chunkBytes = 0;
-      if (inFlight) await inFlight;
-      inFlight = this.producer.send(full);
-      // Awaited before the next send or at the end; until then it must not count as unhandled.
-      inFlight.catch(() => {});
+      while (pending.length >= limit) await awaitOldest();
+      const sent = this.producer.send(full);
+      // Awaited before a later send or at the end; until then it must not count as unhandled.
+      sent.catch(() => {});
+      pending.push(sent);
     };
     // Only a full chunk makes the encoder wait (for the send before it): every other record
     // is added without a promise.
@@ -214,12 +248,14 @@ export class KafkaSink implements Sink {
     try {
       await this.encodeInto(events, pushAny);
       await sendChunk();
-      await inFlight;
+      while (pending.length > 0) await awaitOldest();
     } catch (err) {
-      // An encoding failure while a chunk is on its way: that send ends first, and its own
-      // failure (earlier records) is the one to report.
-      if (inFlight) await inFlight;
-      throw err;
+      // Every send still on its way ends first. A failed send wins over an encoding failure
+      // (its records come earlier), and the earliest failed send over later ones.
+      const outcomes = await Promise.allSettled(pending.splice(0));
+      if (sendFailed) throw err;
+      const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+      throw failed ? failed.reason : err;
     }
   }
 

@@ -42,7 +42,7 @@ function events(count: number, encoded: number[], failAt?: number): ChangeEvent[
  * it records how many sends were outstanding at once and which events were encoded by the
  * time each send was made.
  */
-function heldProducer(encoded: number[]) {
+function heldProducer(encoded: number[], requestsInFlight?: number, properties: Record<string, unknown> = {}) {
   const sends: { messages: OutgoingMessage[]; encodedWhenSent: number; settle: (err?: Error) => void }[] = [];
   let outstanding = 0;
   let mostOutstanding = 0;
@@ -51,6 +51,14 @@ function heldProducer(encoded: number[]) {
     async ensureTopics() {},
     async disconnect() {},
     isCompacted: () => false,
+    // exactly_once: transactions that always commit.
+    async beginTransaction() {
+      return undefined;
+    },
+    async commitTransaction() {},
+    async abortTransaction() {},
+    replayedChunk: undefined,
+    committedChunk: undefined,
     send(messages: OutgoingMessage[]): Promise<void> {
       if (messages.length === 0) return Promise.resolve();
       outstanding++;
@@ -68,9 +76,14 @@ function heldProducer(encoded: number[]) {
       });
     },
   };
-  const config = parseKafkaSinkConfig({ brokers: 'b:9092', topic: 't', max_bytes_in_flight: 4096 });
+  const config = parseKafkaSinkConfig({ brokers: 'b:9092', topic: 't', max_bytes_in_flight: 4096, ...properties });
   const context: ConnectorContext = { pipeline: 'p', logger: quiet, signal: new AbortController().signal };
-  const sink = new KafkaSink(config, context, producer as unknown as KafkaProducer);
+  const sink = new KafkaSink(
+    config,
+    context,
+    producer as unknown as KafkaProducer,
+    requestsInFlight === undefined ? {} : { requestsInFlight },
+  );
   return {
     sink,
     sends,
@@ -186,5 +199,73 @@ describe('Kafka sink: the next chunk is encoded while one is in flight', () => {
     expect(h.sends[0]!.messages.length).toBeLessThan(12);
     expect((outcome as { error: Error }).error.message).toBe('broker went away');
     expect(h.outstanding()).toBe(0);
+  });
+});
+
+describe('Kafka sink with several requests in flight (test seam requestsInFlight)', () => {
+  test('up to that many sends outstanding, handed over in order', async () => {
+    const encoded: number[] = [];
+    const h = heldProducer(encoded, 3);
+    await h.sink.open([table]);
+    const write = h.sink.write(events(100, encoded));
+    for (let i = 0; i < 20 && h.sends.length < 3; i++) await tick();
+    expect(h.sends).toHaveLength(3);
+    expect(h.outstanding()).toBe(3);
+    const outcome = await driveSends(h, write);
+    expect(outcome).toEqual({ value: undefined });
+    expect(h.mostOutstanding()).toBe(3);
+    const keys = h.sends.flatMap((s) => s.messages.map((m) => m.key?.toString()));
+    expect(keys).toEqual(Array.from({ length: 100 }, (_, i) => `[${i + 1}]`));
+  });
+
+  test('when two sends fail, the earliest failure is reported once every send has ended', async () => {
+    const encoded: number[] = [];
+    const h = heldProducer(encoded, 3);
+    await h.sink.open([table]);
+    let outstandingAtRejection: number | undefined;
+    const write = h.sink.write(events(100, encoded)).catch((error: unknown) => {
+      outstandingAtRejection = h.outstanding();
+      throw error;
+    });
+    for (let i = 0; i < 20 && h.sends.length < 3; i++) await tick();
+    // The third send fails first, then the second; the first succeeds last.
+    h.sends[2]!.settle(new Error('third failed'));
+    await tick();
+    h.sends[1]!.settle(new Error('second failed'));
+    await tick();
+    h.sends[0]!.settle();
+    // A send made meanwhile (the first one's place came free) succeeds.
+    let settled = 3;
+    let done = false;
+    const outcome = write.then(
+      () => ({}),
+      (error: Error) => ({ error }),
+    );
+    void outcome.then(() => {
+      done = true;
+    });
+    while (!done) {
+      await tick();
+      while (h.sends.length > settled) h.sends[settled++]!.settle();
+    }
+    expect(((await outcome) as { error: Error }).error.message).toBe('second failed');
+    expect(outstandingAtRejection).toBe(0);
+    expect(h.sends.length).toBeLessThan(10);
+  });
+
+  test('exactly_once sends one at a time whatever the seam says', async () => {
+    const encoded: number[] = [];
+    const h = heldProducer(encoded, 3, { delivery: 'exactly_once' });
+    await h.sink.open([table]);
+    const outcome = await driveSends(h, h.sink.write(events(100, encoded)));
+    expect(outcome).toEqual({ value: undefined });
+    expect(h.sends.length).toBeGreaterThan(3);
+    expect(h.mostOutstanding()).toBe(1);
+  });
+
+  test('a requestsInFlight below 1 is refused', () => {
+    const config = parseKafkaSinkConfig({ brokers: 'b:9092', topic: 't' });
+    const context: ConnectorContext = { pipeline: 'p', logger: quiet, signal: new AbortController().signal };
+    expect(() => new KafkaSink(config, context, undefined, { requestsInFlight: 0 })).toThrow(/requestsInFlight/);
   });
 });
