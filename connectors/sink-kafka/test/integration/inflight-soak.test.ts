@@ -145,6 +145,15 @@ for (const inFlight of inFlightRuns) {
           `${report.duplicates.length} duplicated, ${report.missing.length} missing, ${report.outOfOrder.length} out of order, ` +
           `${report.staleLast.length} keys with a stale last value`,
       );
+      // What the retried requests failed with, most frequent first.
+      const causes = new Map<string, number>();
+      for (const l of logger.lines.filter((l) => l.startsWith('WRN kafka'))) {
+        const fields = l.indexOf(' {');
+        const cause = `${l.slice(4, fields)}: ${(JSON.parse(l.slice(fields + 1)) as { error?: string }).error ?? ''}`;
+        causes.set(cause, (causes.get(cause) ?? 0) + 1);
+      }
+      for (const [cause, count] of [...causes].sort((a, b) => b[1] - a[1]).slice(0, 6))
+        console.log(`soak in-flight=${inFlight}: ${count}× ${cause}`);
       for (const line of [
         ...report.outOfOrder.slice(0, 10).map((l) => `out of order ${l}`),
         ...report.missing.slice(0, 10).map((l) => `missing ${l}`),
