@@ -1,4 +1,4 @@
 import { defineConfig } from 'tsup';
 import { preset } from '../../tsup.preset.js';
 
-export default defineConfig(preset(['src/index.ts', 'src/internal.ts']));
+export default defineConfig(preset(['src/index.ts', 'src/internal.ts', 'src/worker.ts']));

@@ -14,6 +14,8 @@ export default defineSource<PostgresSourceConfig>({
   secretProperties,
   errorCodes: postgresErrors,
   create: (config, context) => new PostgresSource(config, context),
+  // Raw snapshot chunks are decoded in worker threads by ./worker (src/worker.ts under tsx).
+  workerModule: new URL('./worker.js', import.meta.url).href,
 });
 
 export { configSchema, type PostgresSourceConfig, type SslMode } from './config.js';

@@ -7,6 +7,7 @@ import type {
   OpenResult,
   PartitionSpec,
   Position,
+  RawRows,
   PartitionChunk,
   ReadPartitionChunkOptions,
   ReadPartitionOptions,
@@ -42,7 +43,8 @@ import { findMissingIdentity, missingIdentityError } from './slot/replica-identi
 import { createSlot, dropSlot, readSlot, verifySlot } from './slot/replication-slot.js';
 import { type CtidBounds, isCtidBounds, planCtidPartitions } from './snapshot/ctid-partitions.js';
 import { estimateTableSize } from './snapshot/estimate.js';
-import { type CtidChunkCursor, isChunkCursor, readCtidChunk } from './snapshot/read-chunk.js';
+import { type CtidChunkCursor, isChunkCursor, readCtidChunk, readCtidRaw } from './snapshot/read-chunk.js';
+import { type RawDecoderSetup, rawRowKeys } from './snapshot/raw-rows.js';
 import {
   beginSnapshotRead,
   DEFAULT_READ_PATH,
@@ -441,40 +443,49 @@ export class PostgresSource implements Source {
         'partition detached or dropped since the snapshot was planned; its rows are no longer part of the table',
         { table: `${table.schema}.${table.name}`, partition: `${leaf.schema}.${leaf.name}` },
       );
-      return { rows: [], bytes: 0, next: undefined };
+      return {
+        rows: [],
+        bytes: 0,
+        next: undefined,
+        ...(options.raw
+          ? { raw: { bytes: new ArrayBuffer(0), rows: 0, ...(options.rawKeys ? { keys: [] } : {}) } }
+          : {}),
+      };
     }
     const client = await this.#acquireReader();
     const state = { clientReusable: false };
     try {
-      return await readCtidChunk(
-        {
-          client,
-          table: leaf ?? table,
-          ...(leaf !== undefined && !(await this.#maySelect(leaf)) ? { through: table } : {}),
-          columns,
-          keyColumns: table.keyColumns,
-          bounds: partition.bounds,
-          after: options.after as CtidChunkCursor | undefined,
-          maxRows: options.maxRows,
-          maxBytes: options.maxBytes,
-          ...(options.upTo !== undefined ? { upTo: { next: options.upTo.next as CtidChunkCursor | undefined } } : {}),
-          ...(options.snapshotToken !== undefined
-            ? {
-                begin: (c: pg.Client) =>
-                  beginSnapshotRead(c, {
-                    table: leaf ?? table,
-                    snapshotToken: options.snapshotToken,
-                    deadSnapshots: this.#deadSnapshots,
-                    logger: this.#logger,
-                  }),
-              }
-            : {}),
-          signal: options.signal,
-          commits: this.#commits,
-          logger: this.#logger,
-        },
-        state,
-      );
+      const read = {
+        client,
+        table: leaf ?? table,
+        ...(leaf !== undefined && !(await this.#maySelect(leaf)) ? { through: table } : {}),
+        columns,
+        keyColumns: table.keyColumns,
+        bounds: partition.bounds,
+        after: options.after as CtidChunkCursor | undefined,
+        maxRows: options.maxRows,
+        maxBytes: options.maxBytes,
+        ...(options.upTo !== undefined ? { upTo: { next: options.upTo.next as CtidChunkCursor | undefined } } : {}),
+        ...(options.snapshotToken !== undefined
+          ? {
+              begin: (c: pg.Client) =>
+                beginSnapshotRead(c, {
+                  table: leaf ?? table,
+                  snapshotToken: options.snapshotToken,
+                  deadSnapshots: this.#deadSnapshots,
+                  logger: this.#logger,
+                }),
+            }
+          : {}),
+        signal: options.signal,
+        commits: this.#commits,
+        logger: this.#logger,
+      };
+      if (!options.raw) return await readCtidChunk(read, state);
+      const chunk = await readCtidRaw({ ...read, columnNames: columns.map((c) => c.name) }, state);
+      const raw: RawRows = { bytes: chunk.raw, rows: chunk.rows };
+      if (options.rawKeys) raw.keys = rawRowKeys(new Uint8Array(chunk.raw), table, columns);
+      return { rows: [], bytes: chunk.bytes, next: chunk.next, raw };
     } catch (err) {
       if (err instanceof NanosyncError) throw err;
       if ((err as { code?: string }).code === '42P01') throw tableNotFound(table, this.#connection.database);
@@ -483,6 +494,14 @@ export class PostgresSource implements Source {
     } finally {
       await this.#releaseReader(client, state.clientReusable);
     }
+  }
+
+  /**
+   * What a worker needs to decode raw chunks of `table` (`@nanosync/source-postgres/worker`):
+   * the catalog details of its columns, the ones a raw read of it selects, in that order.
+   */
+  async decoderSetup(table: TableSchema): Promise<RawDecoderSetup> {
+    return { columns: await this.#columnsFor(table) };
   }
 
   /** Whether the role may SELECT from a partition directly (else it is read through its partitioned table). */

@@ -124,9 +124,115 @@ export class CopyOutQuery {
   }
 }
 
+/**
+ * `COPY … TO STDOUT` kept as bytes, for a chunk decoded in a worker thread: the lines are
+ * copied as they arrive into one growing buffer of its own (no object per row), the first
+ * ones only — at most `maxRows`, and none after the line that reached `maxBytes` (so at least
+ * one) — exactly the rows {@link ChunkBuffer} keeps; later lines are counted (`returned`) and
+ * dropped. No flow control is needed: nothing past the bound is held.
+ */
+export class CopyOutBytes {
+  readonly text: string;
+  callback?: (err: Error | null) => void;
+  /** Lines kept. */
+  rows = 0;
+  /** Lines received, kept or not. */
+  returned = 0;
+  readonly #maxRows: number;
+  readonly #maxBytes: number;
+  #buffer: Uint8Array;
+  #length = 0;
+  #lastStart = -1;
+  #error: Error | undefined;
+  readonly #done: Promise<void>;
+  #resolveDone!: () => void;
+
+  constructor(text: string, maxRows: number, maxBytes: number) {
+    this.text = text;
+    this.#maxRows = Math.max(1, Math.floor(maxRows));
+    this.#maxBytes = Math.max(1, Math.floor(maxBytes));
+    this.#buffer = new Uint8Array(new ArrayBuffer(Math.min(this.#maxBytes + 1024, 1 << 20)));
+    this.#done = new Promise((resolve) => {
+      this.#resolveDone = resolve;
+    });
+  }
+
+  /** Bytes kept (the lines with their LF). */
+  get bytes(): number {
+    return this.#length;
+  }
+
+  get full(): boolean {
+    return this.rows >= this.#maxRows || this.#length >= this.#maxBytes;
+  }
+
+  /** Resolves when the server sent ReadyForQuery; rejects with the server's error, if any. */
+  get done(): Promise<void> {
+    return this.#done.then(() => {
+      if (this.#error) throw this.#error;
+    });
+  }
+
+  submit(connection: PgConnectionLike): void {
+    connection.query(this.text);
+  }
+
+  handleCopyData(message: { chunk: Buffer }): void {
+    this.returned++;
+    if (this.full) return;
+    const chunk = message.chunk;
+    const end = this.#length + chunk.length;
+    if (end > this.#buffer.length) {
+      const grown = new Uint8Array(new ArrayBuffer(Math.max(end, this.#buffer.length * 2)));
+      grown.set(this.#buffer.subarray(0, this.#length));
+      this.#buffer = grown;
+    }
+    // pg-protocol reuses its read buffer for later messages: copied now.
+    this.#buffer.set(chunk, this.#length);
+    this.#lastStart = this.#length;
+    this.#length = end;
+    this.rows++;
+  }
+
+  handleError(err: Error): void {
+    this.#error ??= err;
+  }
+
+  handleReadyForQuery(): void {
+    this.#resolveDone();
+    this.callback?.(this.#error ?? null);
+  }
+
+  handleCommandComplete(): void {}
+  handleEmptyQuery(): void {}
+  handleRowDescription(): void {}
+  handleDataRow(): void {}
+  handlePortalSuspended(): void {}
+  handleCopyInResponse(connection: { sendCopyFail(message: string): void }): void {
+    connection.sendCopyFail('nanosync only reads with COPY TO');
+  }
+
+  /** The last line kept (a view, valid until `take()`), without its LF; undefined when none. */
+  lastLine(): Buffer | undefined {
+    if (this.#lastStart < 0) return undefined;
+    let end = this.#length;
+    if (end > this.#lastStart && this.#buffer[end - 1] === 10) end--;
+    return Buffer.from(this.#buffer.buffer, this.#buffer.byteOffset + this.#lastStart, end - this.#lastStart);
+  }
+
+  /** The kept lines as an ArrayBuffer of exactly their size, of its own (to move to a worker). */
+  take(): ArrayBuffer {
+    const whole = this.#buffer.buffer as ArrayBuffer;
+    const out = this.#length === whole.byteLength ? whole : whole.slice(0, this.#length);
+    this.#buffer = new Uint8Array(0);
+    this.#lastStart = -1;
+    return out;
+  }
+}
+
 const ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };
 
-function unescapeCopyField(field: string): string {
+export function unescapeCopyField(field: string): string {
   let out = '';
   let start = 0;
   for (let i = field.indexOf('\\'); i >= 0; i = field.indexOf('\\', start)) {

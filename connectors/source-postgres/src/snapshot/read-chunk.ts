@@ -2,7 +2,7 @@ import { type Logger, type PartitionChunk, sleep } from '@nanosync/core';
 import type pg from 'pg';
 import type { PgColumn } from '../describe.js';
 import { quoteIdent, quoteLiteral, quoteTable } from '../errors.js';
-import { CopyOutQuery, parseCopyTextRow } from './copy-out.js';
+import { CopyOutBytes, CopyOutQuery, parseCopyTextRow } from './copy-out.js';
 import type { CtidBounds } from './ctid-partitions.js';
 import { rowDecoder } from './read-partition.js';
 import {
@@ -197,7 +197,69 @@ export async function readCtidRows<T>(
   decode: (fields: (string | null)[]) => T,
   state: { clientReusable: boolean },
 ): Promise<{ rows: T[]; bytes: number; next: CtidChunkCursor | undefined }> {
-  const { client, bounds, signal } = opts;
+  let buffer: ChunkBuffer<T> | undefined;
+  const width = opts.columnNames.length + 1;
+  const { bytes, next } = await readCtidRange(
+    opts,
+    async (select, maxRows, maxBytes) => {
+      const kept = new ChunkBuffer<T>(maxRows, maxBytes);
+      buffer = kept;
+      const last = await copyChunkRows(opts.client, select, width, kept, decode, opts.signal);
+      return { rows: kept.rows.length, bytes: kept.bytes, returned: kept.returned, last };
+    },
+    state,
+  );
+  return { rows: buffer?.rows ?? [], bytes, next };
+}
+
+/**
+ * {@link readCtidChunk} without decoding, for a worker thread to decode: the same rows, bounds
+ * and `next`, as the COPY text lines of `SELECT ctid, <columns>` in one buffer of its own
+ * (see `raw-rows.ts` for their decoding). The main thread touches no field of them but the
+ * last row's ctid.
+ */
+export async function readCtidRaw(
+  opts: Omit<ReadCtidChunkOptions, 'columns' | 'keyColumns'> & { columnNames: string[] },
+  state: { clientReusable: boolean },
+): Promise<{ raw: ArrayBuffer; rows: number; bytes: number; next: CtidChunkCursor | undefined }> {
+  let copy: CopyOutBytes | undefined;
+  const { bytes, next } = await readCtidRange(
+    opts,
+    async (select, maxRows, maxBytes) => {
+      const lines = new CopyOutBytes(`COPY (${select}) TO STDOUT`, maxRows, maxBytes);
+      copy = lines;
+      opts.signal.throwIfAborted();
+      opts.client.query(lines as unknown as pg.QueryConfig);
+      await lines.done;
+      opts.signal.throwIfAborted();
+      const line = lines.lastLine();
+      const last = line === undefined ? undefined : parseTid(line.toString('latin1', 0, line.indexOf(9)));
+      return { rows: lines.rows, bytes: lines.bytes, returned: lines.returned, last };
+    },
+    state,
+  );
+  return { raw: copy?.take() ?? new ArrayBuffer(0), rows: copy?.rows ?? 0, bytes, next };
+}
+
+/** What one COPY of a chunk kept: rows and their bytes, rows received (kept or not), the last kept row's ctid. */
+interface Collected {
+  rows: number;
+  bytes: number;
+  returned: number;
+  last: [number, number] | undefined;
+}
+
+/**
+ * The range logic of a chunk read: which ctids to read, in which transaction, and where the
+ * next chunk starts. `collect` runs the chunk's SELECT as COPY, keeping at most `maxRows` rows
+ * and none after the row that reached `maxBytes`, and keeps the rows itself.
+ */
+async function readCtidRange(
+  opts: Omit<ReadCtidChunkOptions, 'columns' | 'keyColumns'> & { columnNames: string[] },
+  collect: (select: string, maxRows: number, maxBytes: number) => Promise<Collected>,
+  state: { clientReusable: boolean },
+): Promise<{ bytes: number; next: CtidChunkCursor | undefined }> {
+  const { client, bounds } = opts;
   state.clientReusable = false;
   const maxRows = Math.max(1, Math.floor(opts.maxRows));
   const maxBytes = Math.max(1, Math.floor(opts.maxBytes));
@@ -217,18 +279,10 @@ export async function readCtidRows<T>(
     const range = [`ctid >= '(${cursor.page},${cursor.offset})'::tid`];
     if (until !== undefined) range.push(`ctid < '(${until.page},${until.offset})'::tid`);
     else if (bounds.endPage !== null) range.push(`ctid < '(${bounds.endPage},0)'::tid`);
-    const unbounded = new ChunkBuffer<T>(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
-    await copyChunkRows(
-      client,
-      chunkSelect(opts, range, undefined),
-      opts.columnNames.length + 1,
-      unbounded,
-      decode,
-      signal,
-    );
+    const all = await collect(chunkSelect(opts, range, undefined), Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
     await client.query('COMMIT');
     state.clientReusable = true;
-    return { rows: unbounded.rows, bytes: unbounded.bytes, next: until };
+    return { bytes: all.bytes, next: until };
   }
   let stop = bounds.endPage ?? tableEnd ?? null;
   if (stop === null) {
@@ -242,7 +296,7 @@ export async function readCtidRows<T>(
   if (cursor.page >= stop) {
     await client.query('COMMIT');
     state.clientReusable = true;
-    return { rows: [], bytes: 0, next: undefined };
+    return { bytes: 0, next: undefined };
   }
   const scanEnd = Math.min(cursor.page + cursor.span, stop);
   // The last stretch of an open-ended partition has no upper bound: pages added since the size was read are included.
@@ -253,28 +307,19 @@ export async function readCtidRows<T>(
 
   const where = [`ctid >= '(${cursor.page},${cursor.offset})'::tid`];
   if (!toTableEnd) where.push(`ctid < '(${scanEnd},0)'::tid`);
-  const buffer = new ChunkBuffer<T>(maxRows, maxBytes);
-  const last = await copyChunkRows(
-    client,
-    chunkSelect(opts, where, limit),
-    opts.columnNames.length + 1,
-    buffer,
-    decode,
-    signal,
-  );
-  const { rows, bytes, returned } = buffer;
+  const { rows, bytes, returned, last } = await collect(chunkSelect(opts, where, limit), maxRows, maxBytes);
   await client.query('COMMIT');
   state.clientReusable = true;
 
-  const rowBytes = rows.length > 0 ? Math.max(1, Math.ceil(bytes / rows.length)) : cursor.rowBytes;
+  const rowBytes = rows > 0 ? Math.max(1, Math.ceil(bytes / rows)) : cursor.rowBytes;
   const wanted = rowBytes === undefined ? maxRows : Math.max(1, Math.min(maxRows, Math.floor(maxBytes / rowBytes)));
-  const more = last !== undefined && (returned > rows.length || returned >= limit);
+  const more = last !== undefined && (returned > rows || returned >= limit);
   let next: CtidChunkCursor | undefined;
   if (more) {
     // Stopped inside the scanned range: go on right after the last row kept, scanning fewer pages.
     const [page, offset] = last!;
     const covered = Math.max(1, page - cursor.page + 1);
-    const span = Math.max(1, Math.min(cursor.span, Math.ceil((wanted * covered) / Math.max(1, rows.length))));
+    const span = Math.max(1, Math.min(cursor.span, Math.ceil((wanted * covered) / Math.max(1, rows))));
     next = { page, offset: offset + 1, span };
   } else if (!toTableEnd && !(bounds.endPage !== null && scanEnd >= bounds.endPage)) {
     // The scanned range is exhausted: the next one starts at its end, sized by the density seen.
@@ -286,7 +331,7 @@ export async function readCtidRows<T>(
     next = { page: scanEnd, offset: 0, span };
   }
   if (next !== undefined && rowBytes !== undefined) next.rowBytes = rowBytes;
-  return { rows, bytes, next };
+  return { bytes, next };
 }
 
 /** `SELECT ctid, <columns>` of the chunk's table (through its partitioned table when asked) over `where`, in ctid order. */

@@ -1,0 +1,18 @@
+/**
+ * The source's worker module (`@nanosync/source-postgres/worker`, named by the definition's
+ * `workerModule`): what a worker thread of a pipeline imports to decode raw snapshot chunks.
+ * Loads no `pg` and nothing that needs the main thread.
+ */
+import type { Row, SourceWorkerModule, TableSchema } from '@nanosync/core';
+import { type RawDecoderSetup, rawRowsDecoder } from './snapshot/raw-rows.js';
+
+/** A decoder of raw chunks of `table`, from what the source's `decoderSetup(table)` returned. */
+export function createRowDecoder(table: TableSchema, setup: unknown): (raw: Uint8Array) => Row[] {
+  return rawRowsDecoder(table, setup as RawDecoderSetup);
+}
+
+export type { RawDecoderSetup };
+
+// Checked against the contract at compile time.
+const _module: SourceWorkerModule = { createRowDecoder };
+void _module;

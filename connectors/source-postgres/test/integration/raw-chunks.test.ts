@@ -1,0 +1,154 @@
+import { keyString, type PartitionSpec, type Row, type TableSchema } from '@nanosync/core';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { PostgresSource } from '../../src/source.js';
+import { startDecodePool } from '../fixtures/decode-pool.js';
+import { pgFixture, uniqueName } from './fixture.js';
+import { COLUMNS, DDL, ROWS } from './types-data.js';
+
+/**
+ * readPartitionChunk with `raw` against a real server: the same chunks (bytes, `next`) as
+ * the decoded read, and the rows a real worker pool decodes from them with the source's
+ * worker module equal the decoded read's rows, value for value — every type of the type
+ * test plus random rows with NULLs, escapes, arrays, numerics, bytea and timestamps. The
+ * keys given with `rawKeys` equal `keyString` of the decoded rows.
+ */
+
+const table = { schema: 'public', name: 'all_types' };
+const signal = new AbortController().signal;
+
+/** Random rows (ids from 1000): about one value in five NULL, text with the characters COPY escapes. */
+const RANDOM_ROWS = `
+  INSERT INTO public.all_types (id, i2, i4, i8, num, num_p, f4, f8, b, t, vc, by, d, ts, tstz, iv, u, jb, ia, ta, na, tsa, ba, e, dom)
+  SELECT g,
+    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 60000 - 30000)::int2 END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 2e9 - 1e9)::int4 END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 9e18 - 4.5e18)::int8 END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 1e12)::numeric / 7 END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 1e6)::numeric(12,2) END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 1e6)::float4 END,
+    CASE WHEN random() < 0.2 THEN NULL WHEN g % 17 = 0 THEN 'NaN'::float8 ELSE random() * 1e300 END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE random() < 0.5 END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE md5(g::text) || E'\\t' || chr(10) || E'\\\\' || 'ü✓𝄞' || repeat('x', (random() * 300)::int) END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE left(md5(g::text), 10) END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE decode(md5(g::text), 'hex') END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE date '2000-01-01' + (random() * 20000)::int END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE timestamp '2000-01-01' + random() * interval '9000 days' END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE timestamptz '2000-01-01 00:00:00+00' + random() * interval '9000 days' END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE random() * interval '400 days' END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE md5(g::text)::uuid END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE jsonb_build_object('g', g, 's', E'a\\tb"c', 'n', random()) END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE ARRAY[g, NULL, -g] END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE ARRAY['a,b', NULL, E'q"u\\\\ote', md5(g::text)] END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE ARRAY[g / 3.0, 'NaN'::numeric] END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE ARRAY[timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', NULL] END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE ARRAY[decode(md5(g::text), 'hex'), NULL] END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE (ARRAY['sad', 'ok', 'happy'])[1 + g % 3]::mood END,
+    CASE WHEN random() < 0.2 THEN NULL ELSE (g % 1000)::numeric(10,2) END
+  FROM generate_series(1000, 1000 + $1 - 1) g`;
+
+const pools: { close(): Promise<void> }[] = [];
+afterAll(async () => {
+  await Promise.all(pools.map((p) => p.close()));
+});
+
+interface Read {
+  rows: Row[];
+  bytes: number[];
+  nexts: unknown[];
+  keys: string[];
+}
+
+async function readAllChunks(
+  source: PostgresSource,
+  schema: TableSchema,
+  partition: PartitionSpec,
+  decodeRaw: ((raw: ArrayBuffer) => Promise<Row[]>) | undefined,
+): Promise<Read> {
+  const read: Read = { rows: [], bytes: [], nexts: [], keys: [] };
+  let after: unknown;
+  for (;;) {
+    const chunk = await source.readPartitionChunk(schema, partition, {
+      after,
+      maxRows: 700,
+      maxBytes: 64 << 10,
+      signal,
+      ...(decodeRaw ? { raw: true, rawKeys: true } : {}),
+    });
+    if (decodeRaw) {
+      expect(chunk.rows).toEqual([]);
+      expect(chunk.raw!.keys).toHaveLength(chunk.raw!.rows);
+      read.keys.push(...chunk.raw!.keys!);
+      const rows = await decodeRaw(chunk.raw!.bytes);
+      expect(rows).toHaveLength(chunk.raw!.rows);
+      read.rows.push(...rows);
+    } else read.rows.push(...chunk.rows);
+    read.bytes.push(chunk.bytes);
+    read.nexts.push(chunk.next);
+    if (chunk.next === undefined) break;
+    after = chunk.next;
+  }
+  return read;
+}
+
+describe('readPartitionChunk raw (rows decoded in worker threads)', () => {
+  it('gives the decoded read’s chunks, and a real worker pool decodes them into the same rows', async () => {
+    await using fx = await pgFixture();
+    for (const statement of DDL) await fx.admin.query(statement);
+    for (const row of ROWS) await fx.admin.query(`INSERT INTO public.all_types (${COLUMNS}) VALUES (${row.sql})`);
+    await fx.admin.query(RANDOM_ROWS, [3000]);
+    await fx.admin.query('ALTER TABLE public.all_types SET (autovacuum_enabled = false)');
+    await fx.grantRead([table]);
+    const pipeline = uniqueName('raw');
+    await fx.preparePublication(pipeline, [table]);
+    const source = await fx.source(pipeline);
+    await source.open([table], { wantSnapshot: false });
+    const [schema] = await source.describe([table]);
+    const partitions = await source.planPartitions(schema!, { targetRowsPerPartition: 1200 });
+    expect(partitions.length).toBeGreaterThan(1);
+
+    const setup = await source.decoderSetup(schema!);
+    // Structured clone, as core hands it to a worker: nothing in it may be lost on the way.
+    expect(structuredClone(setup)).toEqual(setup);
+    const pool = await startDecodePool(schema!, setup, 2);
+    pools.push(pool);
+    const decodeRaw = async (raw: ArrayBuffer) => {
+      const out: Row[][] = [];
+      for await (const rows of pool.map([{ task: raw, transfer: [raw], bytes: raw.byteLength }])) out.push(rows);
+      expect(raw.byteLength).toBe(0); // moved to the worker, not copied
+      return out[0]!;
+    };
+
+    let total = 0;
+    for (const partition of partitions) {
+      const decoded = await readAllChunks(source, schema!, partition, undefined);
+      const raw = await readAllChunks(source, schema!, partition, decodeRaw);
+      expect(raw.bytes).toEqual(decoded.bytes);
+      expect(raw.nexts).toEqual(decoded.nexts);
+      expect(raw.rows).toEqual(decoded.rows);
+      expect(raw.keys).toEqual(decoded.rows.map((row) => keyString(schema!.keyColumns, row)));
+      total += decoded.rows.length;
+    }
+    expect(total).toBe(ROWS.length + 3000);
+
+    // A chunk read again over its recorded range (upTo) gives the same raw rows.
+    const first = partitions[0]!;
+    const once = await source.readPartitionChunk(schema!, first, {
+      after: undefined,
+      maxRows: 500,
+      maxBytes: 1 << 20,
+      signal,
+    });
+    const again = await source.readPartitionChunk(schema!, first, {
+      after: undefined,
+      maxRows: 1,
+      maxBytes: 1,
+      upTo: { next: once.next },
+      raw: true,
+      signal,
+    });
+    expect(again.next).toEqual(once.next);
+    expect(again.bytes).toBe(once.bytes);
+    expect(again.raw!.keys).toBeUndefined();
+    expect(await decodeRaw(again.raw!.bytes)).toEqual(once.rows);
+  });
+});

@@ -1,0 +1,232 @@
+import { keyString, type Row, rowIdentity, type TableSchema } from '@nanosync/core';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { PgColumn } from '../../src/describe.js';
+import { CopyOutBytes, parseCopyTextRow } from '../../src/snapshot/copy-out.js';
+import { rawRowKeys } from '../../src/snapshot/raw-rows.js';
+import { ChunkBuffer } from '../../src/snapshot/read-chunk.js';
+import { rowDecoder } from '../../src/snapshot/read-partition.js';
+import type { PgTypeInfo } from '../../src/types/index.js';
+import { builtinType, logicalTypeOf, sourceTypeName } from '../../src/types/index.js';
+import { startDecodePool } from '../fixtures/decode-pool.js';
+
+/**
+ * Raw snapshot chunks (readPartitionChunk with `raw`): the bytes kept are exactly the rows the
+ * decoded read keeps, and the worker module, run in real worker threads, decodes them into
+ * exactly the rows the decoded read gives (every value kind, NULLs, COPY escapes). The key
+ * strings the main thread computes equal `keyString` of the decoded rows.
+ */
+
+let seed = 0x2545f491;
+function random(): number {
+  seed ^= seed << 13;
+  seed ^= seed >>> 17;
+  seed ^= seed << 5;
+  return (seed >>> 0) / 2 ** 32;
+}
+const int = (n: number) => Math.floor(random() * n);
+const pick = <T>(list: readonly T[]): T => list[int(list.length)]!;
+
+/** COPY text escaping of one field (what the server does on output). */
+function copyEscape(text: string): string {
+  return text.replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n').replace(/\r/g, '\\r');
+}
+/** An array literal element, quoted the way the server quotes it. */
+function arrayElement(text: string): string {
+  return /^[A-Za-z0-9._:+-]+$/.test(text) && text.toUpperCase() !== 'NULL'
+    ? text
+    : `"${text.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+}
+const TEXTS = ['plain', 'tab\there', 'new\nline', 'back\\slash', 'q"uote', 'ü✓𝄞', '', 'NULL', '\\N', 'a,b', ' sp '];
+
+const MOOD: PgTypeInfo = {
+  oid: 90_001,
+  schema: 'public',
+  name: 'mood',
+  codec: 'enum',
+  enumLabels: ['sad', 'ok', 'happy'],
+};
+const PRICE: PgTypeInfo = {
+  oid: 90_002,
+  schema: 'public',
+  name: 'price',
+  codec: 'domain',
+  base: builtinType(1700)!,
+  baseTypmod: (10 << 16) + 2 + 4,
+};
+
+/** Column name, type, and a generator of the server's text output for a non-NULL value. */
+const COLUMNS: [string, PgTypeInfo, () => string][] = [
+  ['id', builtinType(23)!, () => String(int(2 ** 31))],
+  ['i2', builtinType(21)!, () => String(int(65536) - 32768)],
+  ['i8', builtinType(20)!, () => pick(['9223372036854775807', '-9223372036854775808', String(int(1e9))])],
+  ['f4', builtinType(700)!, () => pick(['NaN', 'Infinity', '-Infinity', '1.5', '-0', '3.4028235e+38'])],
+  ['f8', builtinType(701)!, () => pick(['NaN', '1e-300', String(random() * 1e6), '-0.1'])],
+  ['num', builtinType(1700)!, () => pick(['NaN', '0.000', '123456789012345678901234567890.0123456789', '-1.50'])],
+  ['b', builtinType(16)!, () => pick(['t', 'f'])],
+  ['t', builtinType(25)!, () => copyEscape(pick(TEXTS))],
+  ['vc', builtinType(1043)!, () => copyEscape(pick(TEXTS))],
+  ['by', builtinType(17)!, () => `\\\\x${Buffer.from([int(256), int(256), 0, 255]).toString('hex')}`],
+  ['d', builtinType(1082)!, () => pick(['2024-01-02', '0044-03-15 BC', 'infinity', '-infinity'])],
+  ['ts', builtinType(1114)!, () => pick(['2024-01-02 03:04:05.123456', '1999-12-31 23:59:59', 'infinity'])],
+  ['tstz', builtinType(1184)!, () => pick(['2024-01-02 03:04:05.000001+00', '2000-01-01 00:00:00+00'])],
+  ['tm', builtinType(1083)!, () => pick(['24:00:00', '13:45:06.123456'])],
+  ['iv', builtinType(1186)!, () => pick(['P1Y2M3DT4H5M6.000007S', 'PT0S', 'P-1D'])],
+  ['u', builtinType(2950)!, () => 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'],
+  ['jb', builtinType(3802)!, () => copyEscape(pick(['{"a": [1, 2.50]}', '{"t": "x\\ty"}', '[]', 'null']))],
+  ['ia', builtinType(1007)!, () => pick(['{1,2,NULL}', '{{1,2},{NULL,4}}', '{}'])],
+  ['ta', builtinType(1009)!, () => copyEscape(`{${[pick(TEXTS), pick(TEXTS)].map(arrayElement).join(',')},NULL}`)],
+  ['na', builtinType(1231)!, () => pick(['{1.5,NaN,-Infinity}', '{}'])],
+  ['e', MOOD, () => pick(['sad', 'ok', 'happy'])],
+  ['dom', PRICE, () => pick(['99.95', '0.00'])],
+];
+
+function tableOf(keyColumns: string[]): { table: TableSchema; columns: PgColumn[] } {
+  const columns: PgColumn[] = COLUMNS.map(([name, type]) => ({ name, type, typmod: -1, notNull: name === 'id' }));
+  const table: TableSchema = {
+    schema: 'public',
+    name: 'raw_rows',
+    columns: columns.map((c) => ({
+      name: c.name,
+      type: logicalTypeOf(c.type, c.typmod),
+      nullable: !c.notNull,
+      sourceType: sourceTypeName(c.type, c.typmod),
+    })),
+    keyColumns,
+  };
+  return { table, columns };
+}
+
+/** `n` random COPY lines of `SELECT ctid, <COLUMNS>` (NULL in about one field out of six). */
+function copyLines(n: number): string[] {
+  const lines: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const fields = [`(${i >> 4},${(i & 15) + 1})`];
+    for (const [name, , make] of COLUMNS) fields.push(name !== 'id' && random() < 1 / 6 ? '\\N' : make());
+    lines.push(`${fields.join('\t')}\n`);
+  }
+  return lines;
+}
+
+/** What the decoded read gives for these lines (copyChunkRows: parse, drop the ctid, decode). */
+function inlineRows(lines: string[], table: TableSchema, columns: PgColumn[]): Row[] {
+  const decode = rowDecoder({ table, columns, keyColumns: table.keyColumns });
+  return lines.map((line) => decode(parseCopyTextRow(line, columns.length + 1).slice(1)));
+}
+
+function fakeConnection() {
+  return { query: () => {}, stream: { pause: () => {}, resume: () => {} } };
+}
+
+/** The lines through a CopyOutBytes bounded like a chunk read. */
+function collect(lines: string[], maxRows: number, maxBytes: number): CopyOutBytes {
+  const copy = new CopyOutBytes('COPY x TO STDOUT', maxRows, maxBytes);
+  copy.submit(fakeConnection());
+  for (const line of lines) copy.handleCopyData({ chunk: Buffer.from(line, 'utf8') });
+  copy.handleCommandComplete();
+  copy.handleReadyForQuery();
+  return copy;
+}
+
+const pools: { close(): Promise<void> }[] = [];
+afterAll(async () => {
+  await Promise.all(pools.map((p) => p.close()));
+});
+
+describe('raw snapshot chunks of PostgreSQL', () => {
+  it('CopyOutBytes keeps exactly the rows a ChunkBuffer keeps, for any bounds', async () => {
+    const lines = copyLines(300);
+    for (let round = 0; round < 200; round++) {
+      const maxRows = 1 + int(400);
+      const maxBytes = 1 + int(40_000);
+      const count = int(lines.length + 1);
+      const offered = lines.slice(0, count);
+      const reference = new ChunkBuffer<string>(maxRows, maxBytes);
+      for (const line of offered) reference.offer(Buffer.byteLength(line), () => line);
+      const copy = collect(offered, maxRows, maxBytes);
+      await copy.done;
+      expect([copy.rows, copy.bytes, copy.returned]).toEqual([
+        reference.rows.length,
+        reference.bytes,
+        reference.returned,
+      ]);
+      expect(copy.lastLine()?.toString('utf8')).toBe(reference.rows.at(-1)?.slice(0, -1));
+      const raw = copy.take();
+      expect(raw.byteLength).toBe(reference.bytes);
+      expect(Buffer.from(raw).toString('utf8')).toBe(reference.rows.join(''));
+    }
+  });
+
+  it('CopyOutBytes stops after the row that reaches maxBytes exactly, and keeps one row however wide', async () => {
+    const lines = ['a\tb\n', 'c\td\n', 'e\tf\n', 'g\th\n'];
+    const exact = collect(lines, 100, 8);
+    expect([exact.rows, exact.bytes, exact.returned]).toEqual([2, 8, 4]);
+    const wide = collect(lines, 100, 1);
+    expect([wide.rows, wide.bytes, wide.lastLine()?.toString()]).toEqual([1, 4, 'a\tb']);
+    expect(collect(lines, 3, 1000).rows).toBe(3);
+  });
+
+  it('CopyOutBytes passes the server error on', async () => {
+    const copy = new CopyOutBytes('COPY x TO STDOUT', 10, 100);
+    copy.submit(fakeConnection());
+    copy.handleError(new Error('permission denied for table x'));
+    copy.handleReadyForQuery();
+    await expect(copy.done).rejects.toThrow(/permission denied/);
+  });
+
+  it('the worker module, in real worker threads, decodes exactly the rows the decoded read gives', async () => {
+    const { table, columns } = tableOf(['id']);
+    const pool = await startDecodePool(table, { columns }, 2);
+    pools.push(pool);
+    const chunks: string[][] = [];
+    for (let c = 0; c < 12; c++) chunks.push(copyLines(1 + int(400)));
+    const tasks = chunks.map((lines) => {
+      const copy = collect(lines, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+      const raw = copy.take();
+      return { task: raw, transfer: [raw], bytes: raw.byteLength };
+    });
+    const decoded: Row[][] = [];
+    for await (const rows of pool.map(tasks)) decoded.push(rows);
+    expect(decoded).toHaveLength(chunks.length);
+    for (let c = 0; c < chunks.length; c++) expect(decoded[c]).toEqual(inlineRows(chunks[c]!, table, columns));
+    // Every kind of value really went through: NULLs, bytes, arrays, escaped text.
+    const all = decoded.flat();
+    expect(all.some((r) => r.t === null)).toBe(true);
+    expect(all.some((r) => r.by instanceof Uint8Array)).toBe(true);
+    expect(all.some((r) => typeof r.t === 'string' && r.t.includes('\t'))).toBe(true);
+    expect(all.some((r) => Array.isArray(r.ta))).toBe(true);
+  });
+
+  it('a value the worker cannot decode fails that task with the error the decoded read gives', async () => {
+    const { table, columns } = tableOf(['id']);
+    const pool = await startDecodePool(table, { columns }, 1);
+    pools.push(pool);
+    const lines = copyLines(3);
+    lines[1] = lines[1]!.replace(/^([^\t]*\t[^\t]*\t)[^\t]*/, '$1not-a-number');
+    let inline: unknown;
+    try {
+      inlineRows(lines, table, columns);
+    } catch (err) {
+      inline = err;
+    }
+    expect(inline).toBeInstanceOf(Error);
+    const raw = Buffer.from(lines.join(''));
+    const buffer = raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length);
+    const results = pool.map([{ task: buffer as ArrayBuffer, bytes: raw.length }]);
+    await expect(results.next()).rejects.toMatchObject({
+      message: (inline as Error).message,
+      code: (inline as { code: string }).code,
+    });
+  });
+
+  it('raw keys equal keyString of the decoded rows (one column, composite, and a table without key)', async () => {
+    const lines = copyLines(500);
+    const raw = new Uint8Array(collect(lines, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER).take());
+    for (const keyColumns of [['id'], ['t', 'by', 'id'], ['ta', 'tstz'], []]) {
+      const { table, columns } = tableOf(keyColumns);
+      const expected = inlineRows(lines, table, columns).map((row) =>
+        keyColumns.length === 0 ? rowIdentity(row) : keyString(keyColumns, row),
+      );
+      expect(rawRowKeys(raw, table, columns)).toEqual(expected);
+    }
+  });
+});
