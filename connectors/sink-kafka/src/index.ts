@@ -28,9 +28,11 @@ export default defineSink<KafkaSinkConfig>({
     }
   },
   create: (config, context) => new KafkaSink(config, context),
+  // Records can be encoded in worker threads by ./worker (src/worker.ts under tsx).
+  workerModule: new URL('./worker.js', import.meta.url).href,
 });
 
-export { KafkaSink, HEADER_OP, HEADER_POSITION, HEADER_TABLE } from './sink.js';
+export { KafkaSink, HEADER_OP, HEADER_POSITION, HEADER_TABLE, type KafkaEncoderSetup } from './sink.js';
 export {
   type KafkaSinkConfig,
   type Compression,

@@ -4,12 +4,16 @@ import {
   type ConnectorContext,
   type DeadLetter,
   type DeadLetterTarget,
+  blamingError,
   deadLetterJson,
+  type EncodedBatch,
+  type EncodedEvents,
   ErrorCode,
   eventError,
   eventIndexOf,
   type Logger,
   NanosyncError,
+  recordError,
   type Sink,
   type TableRef,
   type TableSchema,
@@ -31,6 +35,7 @@ import {
 import { checkTopicCollisions, keyColumnsFor, messageKeyOf, topicFor } from './routing.js';
 import { SchemaRegistryClient, registryError } from './registry/client.js';
 import { RegistryCodec } from './registry/codec.js';
+import { type FramedRecord, unframeRecords } from './encoded.js';
 
 /** Headers on every record, so consumers can route and order without decoding the value. */
 export const HEADER_TABLE = 'ns-table';
@@ -47,6 +52,11 @@ export interface KafkaSinkTestOptions {
    * `inflight-soak.test.ts` sets it to show why. `delivery: exactly_once` always sends one at a time.
    */
   requestsInFlight?: number;
+  /**
+   * Instead of a client of `schema_registry_url`: the worker encoder's, which answers from the
+   * ids the main thread registered (and the unit tests' in-memory registry).
+   */
+  registryClient?: SchemaRegistryClient;
 }
 
 /**
@@ -75,6 +85,8 @@ export class KafkaSink implements Sink {
 
   /** Produce requests `writeEvents` keeps outstanding; 1 outside tests (see *One request in flight* in the README). */
   private readonly requestsInFlight: number;
+  /** Schema ids this sink registered, by subject and schema text: what `encoderSetup` hands a worker. */
+  private readonly registeredIds = new Map<string, number>();
 
   constructor(
     private readonly config: KafkaSinkConfig,
@@ -92,7 +104,10 @@ export class KafkaSink implements Sink {
     this.requestsInFlight = inFlight;
     this.codec = codecFor(config.messageFormat);
     if (config.schemaRegistry && (config.messageFormat === 'avro' || config.messageFormat === 'protobuf')) {
-      this.registryClient = new SchemaRegistryClient(config.schemaRegistry);
+      this.registryClient = recordingIds(
+        options.registryClient ?? new SchemaRegistryClient(config.schemaRegistry),
+        this.registeredIds,
+      );
       this.registry = new RegistryCodec(
         config.messageFormat,
         this.registryClient,
@@ -371,6 +386,141 @@ export class KafkaSink implements Sink {
   }
 
   /**
+   * Encode `events` into `push` exactly as `write()` does (the worker encoder, `./worker`,
+   * runs this on a sink built for encoding only).
+   */
+  encodeEvents(events: ChangeEvent[], push: (message: OutgoingMessage) => Promise<void>): Promise<void> {
+    return this.encodeInto(events, push);
+  }
+
+  /**
+   * What the worker encoder needs for these tables (see `./worker`): the config, which topics
+   * compact, and the schema ids registered for them — registered here, on the main thread,
+   * the first time. Topics are created or checked and key columns checked, as the first
+   * `write()` of a table does.
+   */
+  async encoderSetup(tables: TableSchema[]): Promise<KafkaEncoderSetup> {
+    if (!this.opened) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink encoderSetup() before open()');
+    const compacted: string[] = [];
+    for (const table of tables) {
+      checkTopicCollisions([table], this.config, this.routedTables);
+      this.checkKeyColumns(table);
+      const topic = topicFor(table, this.config);
+      await this.producer.ensureTopics([topic]);
+      if (this.producer.isCompacted(topic)) compacted.push(topic);
+      if (this.registry) await this.registry.prepare(table, topic, keyColumnsFor(table, this.config));
+    }
+    return { config: this.config, compacted, registryIds: [...this.registeredIds] };
+  }
+
+  /**
+   * Write records a worker encoded (see `encoderSetup`): sent like `write()` sends what it
+   * encodes — in order, in requests of at most `max_bytes_in_flight`, one in flight — and with
+   * exactly_once in one transaction that skips what an earlier one committed. A record the
+   * broker refuses on its own (too large) is named by `recordError`; core then writes the
+   * batch's events with `write()`, where `on_error` applies.
+   */
+  async writeEncoded(batch: EncodedBatch, events: EncodedEvents): Promise<void> {
+    if (!this.opened) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink writeEncoded() before open()');
+    const records = unframeRecords(batch.bytes);
+    if (records.length !== batch.records)
+      throw new NanosyncError(
+        ErrorCode.Internal,
+        `Kafka sink: an encoded batch says ${batch.records} records but holds ${records.length}`,
+      );
+    try {
+      if (records.length === 0) return;
+      if (!this.exactlyOnce) return await this.sendRecords(records);
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await this.writeEncodedTransaction(records, events);
+        } catch (err) {
+          const transient =
+            NanosyncError.is(err, KafkaErrorCode.KafkaTransaction) && err.retriable && eventIndexOf(err) === undefined;
+          if (!transient) throw err;
+          if (!(await this.producer.retryAfter('transaction', attempt, err)))
+            throw transactionRetriesExhausted(err, attempt);
+        }
+      }
+    } catch (err) {
+      // The producer names the event a refused record came from; core wants the record here.
+      const blamed = blamingError(err) as
+        | { details: Record<string, string | number | boolean | undefined> }
+        | undefined;
+      if (blamed !== undefined) {
+        const event = blamed.details.eventIndex;
+        blamed.details.eventIndex = undefined;
+        recordError(
+          blamed,
+          records.findIndex((r) => r.event === event),
+        );
+      }
+      throw err;
+    }
+  }
+
+  /** {@link writeTransaction} for encoded records: the same skipping, per record of each event. */
+  private async writeEncodedTransaction(records: FramedRecord[], events: EncodedEvents): Promise<void> {
+    const committed = await this.producer.beginTransaction();
+    const committedChunk = this.producer.replayedChunk;
+    let last = committed;
+    let lastChunk = this.producer.committedChunk;
+    let skippedChunk = 0;
+    let skipped = 0;
+    const fresh: FramedRecord[] = [];
+    for (const record of records) {
+      if (record.chunk !== undefined) {
+        if (record.chunk === committedChunk) {
+          skippedChunk++;
+          continue;
+        }
+        lastChunk = record.chunk;
+      } else if (!record.read && committed !== undefined && record.position <= committed) {
+        skipped++;
+        continue;
+      }
+      fresh.push(record);
+      if (last === undefined || record.position > last) last = record.position;
+    }
+    if (skippedChunk > 0)
+      this.logger.warn('kafka exactly-once: skipped a snapshot chunk an earlier transaction already committed', {
+        skipped: skippedChunk,
+        chunk: committedChunk ?? '',
+      });
+    if (skipped > 0)
+      this.logger.warn('kafka exactly-once: skipped replayed events an earlier transaction already committed', {
+        skipped,
+        committed_position: committed ?? '',
+      });
+    try {
+      if (fresh.length > 0) await this.sendRecords(fresh);
+      await this.producer.commitTransaction(last ?? events.last, lastChunk);
+    } catch (err) {
+      await this.producer.abortTransaction();
+      throw err;
+    }
+  }
+
+  /** Send records in requests of at most `max_bytes_in_flight`, one in flight, the next one cut meanwhile. */
+  private async sendRecords(records: FramedRecord[]): Promise<void> {
+    const max = this.config.maxBytesInFlight;
+    let inFlight: Promise<void> | undefined;
+    let start = 0;
+    while (start < records.length) {
+      let end = start + 1;
+      let bytes = records[start]!.size;
+      while (end < records.length && bytes + records[end]!.size <= max) bytes += records[end++]!.size;
+      const request = records.slice(start, end);
+      start = end;
+      if (inFlight) await inFlight;
+      inFlight = this.producer.send(request);
+      // Awaited before the next send or at the end; until then it must not count as unhandled.
+      inFlight.catch(() => {});
+    }
+    await inFlight;
+  }
+
+  /**
    * Dead letters go to the topic `<topic_prefix>dlq` (`nanosync.dlq` by default), keyed like
    * the event's row, the value one JSON object (see `DeadLetter`). A letter too large for
    * that topic is sent again without the row images (`imagesOmitted: true`), so the key,
@@ -501,6 +651,31 @@ interface TableRoute {
   keyColumns: string[];
   /** The message key of an event of this table shape (see `messageKey`). */
   key: (event: ChangeEvent) => Buffer | null;
+}
+
+/** What `KafkaSink.encoderSetup` gives the worker encoder (structured-cloneable). */
+export interface KafkaEncoderSetup {
+  config: KafkaSinkConfig;
+  /** Topics that compact (a truncate is keyed there). */
+  compacted: string[];
+  /** `[subject + NUL + schema text, id]` of every schema this sink registered. */
+  registryIds: [string, number][];
+}
+
+/** The key of `registeredIds`. */
+export function registryIdKey(subject: string, schema: string): string {
+  return `${subject}\u0000${schema}`;
+}
+
+/** `client`, noting the id of every schema it registers in `ids`. */
+function recordingIds(client: SchemaRegistryClient, ids: Map<string, number>): SchemaRegistryClient {
+  const register = client.register.bind(client);
+  client.register = async (subject, schema, type) => {
+    const id = await register(subject, schema, type);
+    ids.set(registryIdKey(subject, schema), id);
+    return id;
+  };
+  return client;
 }
 
 /**

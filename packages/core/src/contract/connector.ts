@@ -571,10 +571,10 @@ export interface SinkWorkerModule {
   /**
    * An encoder built from what `Sink.encoderSetup` returned (structured-cloned). It turns
    * events into one {@link EncodedBatch} holding the same records `write()` would send for
-   * them. A value the format cannot carry is thrown as `write()` would throw it
+   * them (it may return a promise: await it). A value the format cannot carry is thrown as `write()` would throw it
    * ({@link eventError} with the event's index): core then writes that batch inline.
    */
-  createEncoder(setup: unknown): (events: ChangeEvent[]) => EncodedBatch;
+  createEncoder(setup: unknown): (events: ChangeEvent[]) => EncodedBatch | Promise<EncodedBatch>;
 }
 
 /** Records encoded in a worker for one sink, in the sink's own framing. */

@@ -39,7 +39,7 @@ serveTasks<PipelineWorkerData, PipelineWorkerTask, PipelineWorkerResult>(async (
   const encoders = await Promise.all(
     data.sinks.map(async (sink) => ((await import(sink.module)) as SinkWorkerModule).createEncoder(sink.setup)),
   );
-  return (task) => {
+  return async (task) => {
     const table = data.tables[task.table]!;
     const rows = decoders[task.table]!(new Uint8Array(task.raw));
     const events = readEvents(table, rows, task.position, task.chunk, task.keep);
@@ -47,7 +47,8 @@ serveTasks<PipelineWorkerData, PipelineWorkerTask, PipelineWorkerResult>(async (
     const transfer: ArrayBuffer[] = [];
     for (const encode of encoders) {
       try {
-        const batch = encode(events);
+        // An encoder may be async (the Kafka sink's runs the sink's own async encoding path).
+        const batch = await encode(events);
         batches.push(batch);
         transfer.push(batch.bytes);
       } catch (err) {

@@ -1,0 +1,243 @@
+/**
+ * Records encoded in a worker thread (`Sink.writeEncoded`): the framing between the worker
+ * encoder (`./worker`) and the sink on the main thread. Private to this sink; both sides are
+ * built from this file, so they always agree.
+ *
+ * One buffer per batch, little-endian:
+ *
+ *   u32 MAGIC, u32 string count, per string: u32 byte length + UTF-8
+ *   u32 record count, per record:
+ *     u32 event index (in the batch's events), u32 topic, u32 table, u32 position, u32 chunk
+ *       (string numbers; chunk NONE when the event has none), u8 flags (READ, NO_KEY, NO_VALUE, KEY_TEXT)
+ *     u32 key length + bytes, u32 value length + bytes, u32 key text length + UTF-8 (0 without KEY_TEXT)
+ *     u32 size (what the record counts against max_bytes_in_flight)
+ *     u16 header count, per header (in the record's order): u32 name (string number),
+ *       u8 kind (UNDEFINED, STRING: u32 string number, BYTES: u32 length + bytes)
+ *
+ * Strings that repeat from record to record (topics, table names, header names, ops, a
+ * snapshot's position and chunk) are stored once; on the main thread the records are views
+ * into the one buffer, their repeated strings shared, and a record's own key text (only the
+ * registry formats have one; it names a record in an error) is read only when asked for.
+ */
+import type { ChangeEvent } from '@nanosync/core';
+import type { OutgoingMessage, RecordHeaders } from './producer.js';
+
+const MAGIC = 0x314b534e; // "NSK1"
+const NONE = 0xffffffff;
+const READ = 1;
+const NO_KEY = 2;
+const NO_VALUE = 4;
+/** The record has a key text of its own (else its key bytes are its text, `messageKeyText`). */
+const KEY_TEXT = 8;
+const UNDEFINED = 0;
+const STRING = 1;
+const BYTES = 2;
+
+/** A record read back from a framed batch, with what exactly_once needs to skip replays. */
+export interface FramedRecord extends OutgoingMessage {
+  event: number;
+  /** The position of the event it came from. */
+  position: string;
+  /** The event was a snapshot row (`read`). */
+  read: boolean;
+  /** The event's snapshot chunk, if any. */
+  chunk: string | undefined;
+}
+
+/** The records `encode` produced for `events`, framed in one buffer of its own (movable between threads). */
+export function frameRecords(records: readonly OutgoingMessage[], events: readonly ChangeEvent[]): Buffer {
+  const strings = new Map<string, number>();
+  const list: string[] = [];
+  let stringBytes = 0;
+  const intern = (s: string): number => {
+    let n = strings.get(s);
+    if (n === undefined) {
+      n = list.length;
+      strings.set(s, n);
+      list.push(s);
+      stringBytes += 4 + Buffer.byteLength(s);
+    }
+    return n;
+  };
+  let total = 12;
+  for (const record of records) {
+    const event = events[record.event ?? 0]!;
+    intern(record.topic);
+    intern(record.table);
+    intern(event.position);
+    if (event.chunk !== undefined) intern(event.chunk);
+    total += 21 + 4 + (record.key?.length ?? 0) + 4 + (record.value?.length ?? 0) + 4;
+    total += (record.keyText === undefined ? 0 : Buffer.byteLength(record.keyText)) + 4 + 2;
+    const headers = record.headers;
+    for (const name in headers) {
+      intern(name);
+      const v = headers[name];
+      total += 5;
+      if (typeof v === 'string') {
+        intern(v);
+        total += 4;
+      } else if (v !== undefined) total += 4 + v.length;
+    }
+  }
+  total += stringBytes;
+  // allocUnsafeSlow: a buffer of its own, never a slice of Node's shared pool, so it can be moved.
+  const out = Buffer.allocUnsafeSlow(total);
+  let at = 0;
+  const u32 = (n: number) => {
+    out.writeUInt32LE(n, at);
+    at += 4;
+  };
+  const bytes = (b: Uint8Array) => {
+    u32(b.length);
+    out.set(b, at);
+    at += b.length;
+  };
+  const text = (s: string) => {
+    const length = out.write(s, at + 4, 'utf8');
+    u32(length);
+    at += length;
+  };
+  u32(MAGIC);
+  u32(list.length);
+  for (const s of list) text(s);
+  u32(records.length);
+  for (const record of records) {
+    const index = record.event ?? 0;
+    const event = events[index]!;
+    u32(index);
+    u32(strings.get(record.topic)!);
+    u32(strings.get(record.table)!);
+    u32(strings.get(event.position)!);
+    u32(event.chunk === undefined ? NONE : strings.get(event.chunk)!);
+    out[at++] =
+      (event.op === 'read' ? READ : 0) |
+      (record.key ? 0 : NO_KEY) |
+      (record.value ? 0 : NO_VALUE) |
+      (record.keyText === undefined ? 0 : KEY_TEXT);
+    bytes(record.key ?? EMPTY);
+    bytes(record.value ?? EMPTY);
+    if (record.keyText === undefined) u32(0);
+    else text(record.keyText);
+    u32(record.size);
+    const headers = record.headers;
+    const countAt = at;
+    at += 2;
+    let count = 0;
+    for (const name in headers) {
+      count++;
+      u32(strings.get(name)!);
+      const v = headers[name];
+      if (v === undefined) out[at++] = UNDEFINED;
+      else if (typeof v === 'string') {
+        out[at++] = STRING;
+        u32(strings.get(v)!);
+      } else {
+        out[at++] = BYTES;
+        bytes(v);
+      }
+    }
+    out.writeUInt16LE(count, countAt);
+  }
+  if (at !== total) throw new Error(`kafka framing: wrote ${at} bytes, expected ${total}`);
+  return out;
+}
+
+const EMPTY = new Uint8Array(0);
+
+class Framed implements FramedRecord {
+  constructor(
+    readonly topic: string,
+    readonly key: Buffer | null,
+    readonly value: Buffer | null,
+    readonly headers: RecordHeaders,
+    readonly table: string,
+    readonly size: number,
+    readonly event: number,
+    readonly position: string,
+    readonly read: boolean,
+    readonly chunk: string | undefined,
+    private readonly buffer: Buffer,
+    private readonly keyTextAt: number,
+    private readonly keyTextLength: number,
+  ) {}
+
+  get keyText(): string | undefined {
+    return this.keyTextAt < 0
+      ? undefined
+      : this.buffer.toString('utf8', this.keyTextAt, this.keyTextAt + this.keyTextLength);
+  }
+}
+
+/** The records of a framed batch (views into `bytes`, which must stay untouched while they are used). */
+export function unframeRecords(bytes: ArrayBuffer | Uint8Array): FramedRecord[] {
+  const buf =
+    bytes instanceof Uint8Array ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : Buffer.from(bytes);
+  let at = 0;
+  const fail = (what: string): never => {
+    throw new Error(`kafka framing: malformed encoded batch (${what} at byte ${at} of ${buf.length})`);
+  };
+  const u32 = () => {
+    if (at + 4 > buf.length) fail('ends early');
+    const n = buf.readUInt32LE(at);
+    at += 4;
+    return n;
+  };
+  const view = (length: number) => {
+    if (at + length > buf.length) fail('ends early');
+    const v = buf.subarray(at, at + length);
+    at += length;
+    return v;
+  };
+  if (u32() !== MAGIC) fail('not a framed batch of this sink');
+  const strings: string[] = new Array(u32());
+  for (let i = 0; i < strings.length; i++) {
+    const length = u32();
+    if (at + length > buf.length) fail('ends early');
+    strings[i] = buf.toString('utf8', at, at + length);
+    at += length;
+  }
+  const string = (n: number) => strings[n] ?? fail(`string ${n} of ${strings.length}`);
+  const records: FramedRecord[] = new Array(u32());
+  for (let r = 0; r < records.length; r++) {
+    const event = u32();
+    const topic = string(u32());
+    const table = string(u32());
+    const position = string(u32());
+    const chunkRef = u32();
+    const chunk = chunkRef === NONE ? undefined : string(chunkRef);
+    const flags = buf[at++]!;
+    const key = view(u32());
+    const value = view(u32());
+    const keyTextLength = u32();
+    const keyTextAt = at;
+    at += keyTextLength;
+    const size = u32();
+    const count = buf.readUInt16LE(at);
+    at += 2;
+    const headers: RecordHeaders = {};
+    for (let h = 0; h < count; h++) {
+      const name = string(u32());
+      const kind = buf[at++];
+      if (kind === STRING) headers[name] = string(u32());
+      else if (kind === BYTES) headers[name] = view(u32());
+      else headers[name] = undefined;
+    }
+    records[r] = new Framed(
+      topic,
+      flags & NO_KEY ? null : key,
+      flags & NO_VALUE ? null : value,
+      headers,
+      table,
+      size,
+      event,
+      position,
+      (flags & READ) !== 0,
+      chunk,
+      buf,
+      flags & KEY_TEXT ? keyTextAt : -1,
+      keyTextLength,
+    );
+  }
+  if (at !== buf.length) fail('trailing bytes');
+  return records;
+}
