@@ -15,6 +15,8 @@ export default defineSink<FileSinkConfig>({
   create(config) {
     return new FileSink(config);
   },
+  // Lines can be encoded in worker threads by ./worker (src/worker.ts under tsx).
+  workerModule: new URL('./worker.js', import.meta.url).href,
 });
 
 export { type FileSinkConfig, fileSinkConfigSchema } from './config.js';

@@ -1,8 +1,9 @@
 import { type FileHandle, mkdir, open, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import type { ChangeEvent, Sink, TableSchema } from '@nanosync/core';
+import type { ChangeEvent, EncodedBatch, EncodedEvents, Sink, TableSchema } from '@nanosync/core';
 import type { FileSinkConfig } from './config.js';
 import { tableFileName, toJsonLine } from './encode.js';
+import { decodeLineGroups } from './encoded.js';
 import { fileSinkError } from './errors.js';
 
 /** Pending output is written out once it grows past this, so a batch never sits whole in memory as text. */
@@ -89,6 +90,55 @@ export class FileSink implements Sink {
       }
     }
     await this.flushPending();
+    if (this.fsync) {
+      await Promise.all(
+        [...touched].map(async (file) => {
+          const target = this.files.get(file);
+          if (!target) return;
+          try {
+            await target.handle.datasync();
+          } catch (err) {
+            throw fileSinkError('fsync', file, err);
+          }
+        }),
+      );
+    }
+  }
+
+  /** Nothing to hand over: the worker encoder (`./worker`) needs no setup. */
+  async encoderSetup(_tables: TableSchema[]): Promise<unknown> {
+    return {};
+  }
+
+  /**
+   * Append lines a worker encoded (`./worker`): the same lines, in the same order per file,
+   * as `write()` of those events appends, fsynced the same way before this resolves.
+   */
+  writeEncoded(batch: EncodedBatch, _events: EncodedEvents): Promise<void> {
+    const next = this.queue.then(() => this.writeEncodedNow(batch).catch((err) => this.forgetFiles(err)));
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async writeEncodedNow(batch: EncodedBatch): Promise<void> {
+    if (this.closed) throw fileSinkError('write to', this.singleFile ?? this.directory!, new Error('sink is closed'));
+    const touched = new Set<string>();
+    for (const run of decodeLineGroups(batch.bytes)) {
+      const file = this.fileFor(run.table);
+      const target = await this.handleFor(file);
+      touched.add(file);
+      // Lines of an earlier write() still pending go first (there are none between writes).
+      if (target.pending.length > 0) await this.flushPending();
+      try {
+        let offset = 0;
+        while (offset < run.data.length) {
+          const { bytesWritten } = await target.handle.write(run.data, offset, run.data.length - offset);
+          offset += bytesWritten;
+        }
+      } catch (err) {
+        throw fileSinkError('append to', file, err);
+      }
+    }
     if (this.fsync) {
       await Promise.all(
         [...touched].map(async (file) => {
