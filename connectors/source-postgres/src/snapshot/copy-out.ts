@@ -140,7 +140,7 @@ export class CopyOutBytes {
   returned = 0;
   readonly #maxRows: number;
   readonly #maxBytes: number;
-  #buffer: Uint8Array;
+  #buffer: Buffer;
   #length = 0;
   #lastStart = -1;
   #error: Error | undefined;
@@ -151,7 +151,8 @@ export class CopyOutBytes {
     this.text = text;
     this.#maxRows = Math.max(1, Math.floor(maxRows));
     this.#maxBytes = Math.max(1, Math.floor(maxBytes));
-    this.#buffer = new Uint8Array(new ArrayBuffer(Math.min(this.#maxBytes + 1024, 1 << 20)));
+    // Not zero-filled, and of its own (not Node's shared pool): it is moved to a worker in the end.
+    this.#buffer = Buffer.allocUnsafeSlow(Math.min(this.#maxBytes + 1024, 256 << 10));
     this.#done = new Promise((resolve) => {
       this.#resolveDone = resolve;
     });
@@ -183,7 +184,7 @@ export class CopyOutBytes {
     const chunk = message.chunk;
     const end = this.#length + chunk.length;
     if (end > this.#buffer.length) {
-      const grown = new Uint8Array(new ArrayBuffer(Math.max(end, this.#buffer.length * 2)));
+      const grown = Buffer.allocUnsafeSlow(Math.max(end, this.#buffer.length * 2));
       grown.set(this.#buffer.subarray(0, this.#length));
       this.#buffer = grown;
     }
@@ -224,7 +225,7 @@ export class CopyOutBytes {
   take(): ArrayBuffer {
     const whole = this.#buffer.buffer as ArrayBuffer;
     const out = this.#length === whole.byteLength ? whole : whole.slice(0, this.#length);
-    this.#buffer = new Uint8Array(0);
+    this.#buffer = Buffer.alloc(0);
     this.#lastStart = -1;
     return out;
   }

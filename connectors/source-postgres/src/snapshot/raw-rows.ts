@@ -74,17 +74,23 @@ export function rawRowKeys(raw: Uint8Array, table: TableSchema, columns: PgColum
     if (index < 0) throw new Error(`key column "${name}" is not a column of ${table.schema}.${table.name}`);
     return index;
   });
-  const fieldOf = new Map(wanted.map((index, i) => [index + 1, i]));
   const lastField = Math.max(...wanted) + 1;
+  // Line field number → slot in `texts` (-1: not a key column).
+  const slotOf = new Int32Array(lastField + 1).fill(-1);
+  wanted.forEach((index, i) => {
+    slotOf[index + 1] = i;
+  });
   const texts: (string | null)[] = new Array(wanted.length);
+  // One object for every row: keyString only reads the key columns of it.
+  const key: Row = {};
   forEachLine(raw, (bytes, start, end) => {
     let field = 0;
     let from = start;
     while (field <= lastField) {
       let to = bytes.indexOf(9, from);
       if (to < 0 || to > end) to = end;
-      const slot = fieldOf.get(field);
-      if (slot !== undefined) {
+      const slot = slotOf[field]!;
+      if (slot >= 0) {
         const text = bytes.toString('utf8', from, to);
         texts[slot] = text === '\\N' ? null : text.includes('\\') ? unescapeCopyField(text) : text;
       }
@@ -93,7 +99,6 @@ export function rawRowKeys(raw: Uint8Array, table: TableSchema, columns: PgColum
       from = to + 1;
       field++;
     }
-    const key: Row = {};
     for (let i = 0; i < wanted.length; i++) {
       const column = columns[wanted[i]!]!;
       const text = texts[i];
