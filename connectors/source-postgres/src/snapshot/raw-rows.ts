@@ -47,7 +47,12 @@ export function rawRowsDecoder(table: TableSchema, setup: RawDecoderSetup): (raw
   return (raw) => {
     const rows: Row[] = [];
     forEachLine(raw, (bytes, start, end) => {
-      rows.push(decode(parseCopyTextRow(bytes.toString('utf8', start, end), width).slice(1)));
+      // As the decoded read does: the ctid (first field) is skipped, not parsed.
+      const line = bytes.toString('utf8', start, end);
+      const tab = line.indexOf('\t');
+      rows.push(
+        decode(tab < 0 ? parseCopyTextRow(line, width).slice(1) : parseCopyTextRow(line.slice(tab + 1), width - 1)),
+      );
     });
     return rows;
   };
