@@ -56,9 +56,11 @@ async function metricValue(server: NanosyncServer, name: string, pipeline: strin
 }
 
 /**
- * Inserts a marker row and waits until sink `index` durably holds it (its own checkpoint
- * passed the marker). Returns the WAL position taken just before the marker and how many
- * writer transactions had committed before it.
+ * Inserts a marker row and waits until sink `index` durably holds it: its own checkpoint is
+ * at or past the WAL position taken once the marker committed, so past the marker's commit.
+ * (Past the position taken before the insert is not enough: a writer transaction committing
+ * in between moves the checkpoint there without the marker.) Returns the WAL position taken
+ * just before the marker and how many writer transactions had committed before it.
  */
 async function markerIn(
   run: ChaosRun,
@@ -69,10 +71,11 @@ async function markerIn(
   const committed = run.writer?.committed ?? 0;
   const lsn = await walInsertLsn(run);
   await run.db.query(`INSERT INTO ${TABLE} VALUES ($1, 0, $2)`, [id, what]);
+  const committedAt = await walInsertLsn(run);
   const sink = run.sinks[index]!;
   await run.until(async () => {
     const at = (await run.sinkCheckpoints())[sink.id];
-    return at !== undefined && positionLsn(at) > lsn ? true : undefined;
+    return at !== undefined && positionLsn(at) >= committedAt ? true : undefined;
   }, `sink ${sink.id} to hold the ${what}`);
   return { lsn, committed };
 }
@@ -139,9 +142,12 @@ async function deadLetters(
   const admin = kafka.admin();
   await admin.connect();
   let left: number;
+  let ends: Map<number, bigint>;
   try {
     const offsets = await admin.fetchTopicOffsets(topic);
     left = offsets.reduce((sum, o) => sum + Number(o.high) - Number(o.low), 0);
+    // Up to each partition's end as it is now (see ChaosRun's topic reader).
+    ends = new Map(offsets.map((o) => [o.partition, BigInt(o.high)]));
   } finally {
     await admin.disconnect();
   }
@@ -155,7 +161,8 @@ async function deadLetters(
       const timer = setTimeout(() => reject(new Error(`timed out reading ${topic}: ${left} missing`)), 60_000);
       consumer
         .run({
-          eachMessage: async ({ message }) => {
+          eachMessage: async ({ partition, message }) => {
+            if (BigInt(message.offset) >= (ends.get(partition) ?? 0n)) return;
             const letter = JSON.parse(message.value!.toString('utf8')) as Record<string, unknown>;
             if (letter.pipeline === run.pipeline)
               out.push({
