@@ -17,7 +17,6 @@ import {
   frame,
   type Scenario,
   type ScenarioContext,
-  ScenarioFailure,
   snapshotPoint,
   streamPoint,
 } from './scenarios.js';
@@ -476,15 +475,25 @@ const frozenServer: Scenario = {
             `the other server's lease ran out; the resumed server took it back at epoch ${(await lease())?.epoch}`,
           );
         await run.writerProgress(ctx.rng.int(3, 20));
-        const status = await current.pipeline<{ state: string; heldBy?: unknown }>(run.pipeline);
-        if (status.state !== 'LIVE_CDC' || status.heldBy)
-          throw new ScenarioFailure(
-            [
-              `after the frozen server resumed, the holder is ${status.state}${status.heldBy ? ' (held elsewhere)' : ''}`,
-            ],
-            current.process.logTail,
-          );
-        return current;
+        // One server streams: the store's lease names it and its own runner is LIVE_CDC. Not
+        // always `current` at this instant: on a loaded machine the holder's own lease can run
+        // out between two renewals; it then takes the lease again (or the other server does)
+        // and restarts from the checkpoint, a moment not LIVE_CDC (seed 9: CREATED).
+        const last = await run.until(
+          async () => {
+            const holder = (await lease())?.holder;
+            for (const server of [current, current === a ? b : a]) {
+              if (!holder?.endsWith(`/pid-${server.process.pid}`)) continue;
+              const status = await server.pipeline<{ state: string; heldBy?: unknown }>(run.pipeline);
+              if (status.state === 'LIVE_CDC' && !status.heldBy) return server;
+            }
+            return undefined;
+          },
+          'after the frozen server resumed, the lease holder to stream',
+          60_000,
+        );
+        if (last !== current) ctx.log(`the lease moved again; pid ${last.process.pid} streams`);
+        return last;
       },
     );
   },
