@@ -57,6 +57,8 @@ export interface E2ePipeline {
   /** The sink's on_error policy (dead_letter…). */
   onError?: string;
   snapshot?: { concurrency?: number; target_rows_per_partition?: number };
+  /** The pipeline's `workers` setting (absent: the default). */
+  workers?: number | 'auto';
 }
 
 /**
@@ -79,12 +81,16 @@ export async function writePipelines(
       name: p.name,
       source: { connection: 'pg', tables: p.tables },
       ...(p.snapshot ? { snapshot: p.snapshot } : {}),
+      ...(p.workers !== undefined ? { workers: p.workers } : {}),
       sink: { connection: 'kafka', ...(p.onError ? { on_error: p.onError } : {}), properties: p.sink },
     })),
   };
   await writeFile(config, stringify(document));
   return { config, stateFile, args: ['run', '--file', config, '--state', stateFile, '--listen', '127.0.0.1:0'] };
 }
+
+/** The log line a process writes once a sink wrote a batch its worker threads encoded. */
+export const ENCODED_IN_WORKER = 'sink wrote its first batch encoded in a worker thread';
 
 export async function topicSize(brokers: string[], topic: string): Promise<number> {
   const admin = new Kafka({ clientId: 'ns-e2e-admin', brokers, logLevel: logLevel.NOTHING }).admin();

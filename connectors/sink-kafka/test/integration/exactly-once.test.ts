@@ -7,7 +7,15 @@ import kafkajs from 'kafkajs';
 import pg from 'pg';
 import { expect, test } from 'vitest';
 import { decodeJsonMessage } from '../../src/formats/json.js';
-import { ConcurrentWriter, NanosyncProcess, dropSlots, eventually, oracle, tableRows } from './e2e-helpers.js';
+import {
+  ConcurrentWriter,
+  ENCODED_IN_WORKER,
+  NanosyncProcess,
+  dropSlots,
+  eventually,
+  oracle,
+  tableRows,
+} from './e2e-helpers.js';
 import { type ConsumedRecord, createSink, uniqueName } from './helpers.js';
 import type { ChangeEvent, TableSchema } from '@nanosync/core';
 import { NanosyncError } from '@nanosync/core';
@@ -227,6 +235,8 @@ interface KillRun {
   /** SIGKILLs that landed while the snapshot was under way. */
   snapshotKills: number;
   output: string;
+  /** Processes of the run that wrote a batch their worker threads encoded. */
+  encodedInWorkers: number;
 }
 
 /**
@@ -239,7 +249,12 @@ interface KillRun {
  * mid-batch). Returns what a read_committed consumer sees once the topic converged on the
  * table under the oracle of RELIABILITY.md.
  */
-async function runWithKills(delivery: string, snapshotKills: number, streamKills: number): Promise<KillRun> {
+async function runWithKills(
+  delivery: string,
+  snapshotKills: number,
+  streamKills: number,
+  workers = 0,
+): Promise<KillRun> {
   await using postgres = await startPostgres();
   await using kafka = await startKafka();
   const url = await postgres.createDatabase();
@@ -272,6 +287,7 @@ async function runWithKills(delivery: string, snapshotKills: number, streamKills
       brokers: ${JSON.stringify(kafka.brokers.join(','))}
 pipelines:
   - name: ${pipeline}
+    workers: ${workers}
     source:
       connection: pg
       tables: [public.eos_orders]
@@ -304,6 +320,7 @@ pipelines:
           }
         : {};
     let current = new NanosyncProcess(args, hooked(0));
+    const outputs: string[] = [];
     let killedMidSnapshot = 0;
     for (let kill = 0; kill < snapshotKills; kill++) {
       let exited = false;
@@ -326,6 +343,7 @@ pipelines:
       // The writer starts after the first kill: the slot (the start position) exists by then,
       // so every change it makes comes after the start position and must reach the topic.
       writer ??= new ConcurrentWriter(db, 'public.eos_orders', ROWS + 1, () => ROWS);
+      outputs.push(current.output);
       current = new NanosyncProcess(args, hooked(kill + 1));
     }
     writer ??= new ConcurrentWriter(db, 'public.eos_orders', ROWS + 1, () => ROWS);
@@ -342,6 +360,7 @@ pipelines:
       await db.query('UPDATE public.eos_orders SET qty = qty + 1 WHERE id <= 300');
       await new Promise((r) => setTimeout(r, Math.floor(random() * 800)));
       await current.kill('SIGKILL');
+      outputs.push(current.output);
       current = new NanosyncProcess(args);
     }
     await using last = current;
@@ -364,8 +383,16 @@ pipelines:
       () => `${problems.join('\n')}\n--- nanosync output ---\n${last.output.slice(-4000)}`,
     ).catch(() => undefined);
     const output = last.output;
+    outputs.push(output);
     await last.kill('SIGTERM');
-    return { records, problems, changes: changes.length, snapshotKills: killedMidSnapshot, output };
+    return {
+      records,
+      problems,
+      changes: changes.length,
+      snapshotKills: killedMidSnapshot,
+      output,
+      encodedInWorkers: outputs.filter((o) => o.includes(ENCODED_IN_WORKER)).length,
+    };
   } finally {
     await writer?.stop().catch(() => undefined);
     await dropSlots(db);
@@ -395,6 +422,28 @@ test(
     expect(reads.filter((r) => r.headers['ns-chunk'] === undefined)).toEqual([]);
     const streamed = run.records.filter((r) => r.value !== null && decodeJsonMessage(r.value).op !== 'read');
     expect(streamed.length).toBeGreaterThan(KILLS);
+    expect(run.changes).toBeGreaterThan(0);
+  },
+);
+
+/**
+ * The same with the snapshot decoded and encoded in 3 worker threads: every chunk goes to
+ * Kafka as one encoded batch in the transaction that names it, so a chunk read again after a
+ * kill is still skipped once (no snapshot row twice) and the oracle holds.
+ */
+test(
+  `${DELIVERY} with workers: 3: ${SNAPSHOT_KILLS} SIGKILLs during the snapshot and ${KILLS} while streaming (seed ${SEED}); read_committed sees each change and each snapshot row once`,
+  { timeout: 1_200_000 },
+  async () => {
+    const run = await runWithKills(DELIVERY, SNAPSHOT_KILLS, KILLS, 3);
+    expect(run.problems, run.output.slice(-4000)).toEqual([]);
+    expect(run.snapshotKills).toBeGreaterThanOrEqual(2);
+    expect(run.encodedInWorkers).toBeGreaterThanOrEqual(run.snapshotKills);
+    expect(duplicates(run.records)).toEqual([]);
+    expect(snapshotRepeats(run.records)).toEqual([]);
+    const reads = run.records.filter((r) => r.headers['ns-op'] === 'read');
+    expect(reads.length).toBeGreaterThanOrEqual(ROWS / 2);
+    expect(reads.filter((r) => r.headers['ns-chunk'] === undefined)).toEqual([]);
     expect(run.changes).toBeGreaterThan(0);
   },
 );

@@ -2,6 +2,7 @@ import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import { expect, test } from 'vitest';
 import {
   ConcurrentWriter,
+  ENCODED_IN_WORKER,
   NanosyncProcess,
   SlotFlushSampler,
   e2eWorkspace,
@@ -18,12 +19,15 @@ const ROWS = 20_000;
 /**
  * PostgreSQL → Kafka through the real CLI (`nanosync run --file`), with a writer changing
  * the table the whole time and the pipeline process SIGKILLed in the middle of the
- * snapshot. After a restart and drain, the topic passes the oracle of RELIABILITY.md.
+ * snapshot. After a restart and drain, the topic passes the oracle of RELIABILITY.md. The
+ * same with the snapshot decoded and encoded in 1 and in 3 worker threads (concurrent mode:
+ * the merge drops rows by the keys of raw chunks); each such run must have written
+ * batches the workers encoded.
  */
-test(
-  'postgres → kafka: concurrent writer, SIGKILL mid-snapshot, restart, oracle passes',
+test.each([{ workers: 0 }, { workers: 1 }, { workers: 3 }])(
+  'postgres → kafka: concurrent writer, SIGKILL mid-snapshot, restart, oracle passes (workers: $workers)',
   { timeout: 600_000 },
-  async () => {
+  async ({ workers }) => {
     await using postgres = await startPostgres();
     await using kafka = await startKafka();
     await using workspace = await e2eWorkspace(postgres, 'ns-kafka-e2e-');
@@ -49,6 +53,7 @@ test(
             tables: ['public.e2e_orders'],
             snapshot: { concurrency: 2, target_rows_per_partition: 1000 },
             sink: { topic, compression: 'lz4' },
+            workers,
           },
         ],
       });
@@ -99,6 +104,11 @@ test(
       );
       expect(problems).toEqual([]);
       expect(changes.length).toBeGreaterThan(0);
+      // With workers, snapshot chunks reached Kafka as batches the worker threads encoded (the
+      // line may come from either process: the first one's log can be cut by the SIGKILL).
+      const outputs = first.output + second.output;
+      if (workers > 0) expect(outputs, outputs.slice(-3000)).toContain(ENCODED_IN_WORKER);
+      else expect(outputs).not.toContain(ENCODED_IN_WORKER);
       await second.kill('SIGTERM');
       // Item 4, sampled through the whole run, shutdown included.
       expect(await sampler.stopAndCheck(records)).toEqual([]);
