@@ -11,6 +11,7 @@
  */
 import type { EncodedBatch, SinkWorkerModule, SourceWorkerModule } from '../contract/connector.js';
 import type { ChangeEvent, Position, Row, TableSchema } from '../model.js';
+import { readEvents } from './read-events.js';
 import { errorData, serveTasks, type TaskErrorData } from './worker-task.js';
 
 export interface PipelineWorkerData {
@@ -30,8 +31,6 @@ export interface PipelineWorkerTask {
 }
 
 export type PipelineWorkerResult = { rows: number; batches: (EncodedBatch | { error: TaskErrorData })[] };
-
-const EMPTY_KEY: Row = Object.freeze({}) as Row;
 
 serveTasks<PipelineWorkerData, PipelineWorkerTask, PipelineWorkerResult>(async ({ data }) => {
   const source = (await import(data.source.module)) as SourceWorkerModule;
@@ -58,30 +57,3 @@ serveTasks<PipelineWorkerData, PipelineWorkerTask, PipelineWorkerResult>(async (
     return { result: { rows: events.length, batches }, transfer };
   };
 });
-
-/** The rows as `read` events, exactly as the snapshot builds them on the main thread. */
-function readEvents(
-  table: TableSchema,
-  rows: readonly Row[],
-  position: Position,
-  chunk: string | undefined,
-  keep: Uint8Array | undefined,
-): ChangeEvent[] {
-  const keyColumns = table.keyColumns;
-  const events: ChangeEvent[] = [];
-  for (let i = 0; i < rows.length; i++) {
-    if (keep !== undefined && keep[i] !== 1) continue;
-    const row = rows[i]!;
-    let key = EMPTY_KEY;
-    if (keyColumns.length > 0) {
-      key = {};
-      for (const k of keyColumns) key[k] = row[k] ?? null;
-    }
-    events.push(
-      chunk === undefined
-        ? { op: 'read', table, key, after: row, position }
-        : { op: 'read', table, key, after: row, position, chunk },
-    );
-  }
-  return events;
-}

@@ -8,6 +8,7 @@ import type { ChangeEvent, Position, Row, TableSchema } from '../model.js';
 import type { ChunkRecord, PartitionRecord, StateStore } from '../state/store.js';
 import { backoffDelay, type RetryPolicy, sleep } from './backoff.js';
 import type { FanOut } from './fan-out.js';
+import { readEvents } from './read-events.js';
 import type { SnapshotWorkers } from './snapshot-workers.js';
 import type { PipelineStats, TableStats } from './stats.js';
 import type { WatermarkMerge } from './watermark-merge.js';
@@ -61,7 +62,6 @@ export interface SnapshotOptions {
  * table counts as planned and is not planned again on the next run.
  */
 const EMPTY_PLAN_ID = '__nanosync_empty__';
-const EMPTY_KEY: Row = Object.freeze({}) as Row;
 const PROGRESS_LOG_INTERVAL_MS = 10_000;
 
 interface WorkItem {
@@ -506,22 +506,7 @@ export class SnapshotCoordinator {
 
   /** Rows of a blocking-mode chunk as `read` events at the snapshot's position. */
   private readEvents(table: TableSchema, rows: readonly Row[], chunk: string | undefined): ChangeEvent[] {
-    const { position } = this.options;
-    const keyColumns = table.keyColumns;
-    const events = new Array<ChangeEvent>(rows.length);
-    for (let i = 0; i < rows.length; i++) {
-      const row = rows[i]!;
-      let key = EMPTY_KEY;
-      if (keyColumns.length > 0) {
-        key = {};
-        for (const k of keyColumns) key[k] = row[k] ?? null;
-      }
-      events[i] =
-        chunk === undefined
-          ? { op: 'read', table, key, after: row, position }
-          : { op: 'read', table, key, after: row, position, chunk };
-    }
-    return events;
+    return readEvents(table, rows, this.options.position, chunk);
   }
 
   /**

@@ -12,11 +12,11 @@ import { ErrorCode, NanosyncError } from '../errors.js';
 import type { ChangeEvent, Position, Row, TableSchema } from '../model.js';
 import type { EncodedPart } from './sink-lane.js';
 import type { PipelineWorkerData, PipelineWorkerResult, PipelineWorkerTask } from './pipeline-worker.js';
+import { readEvents } from './read-events.js';
 import { OrderedWorkerPool } from './worker-pool.js';
 
 /** Bytes of chunks one worker may hold at once (a chunk is at most `snapshot.chunk_bytes`). */
 const MAX_BYTES_PER_WORKER = 64 * 1024 * 1024;
-const EMPTY_KEY: Row = Object.freeze({}) as Row;
 
 /**
  * Whether a pipeline's snapshot can go through worker threads, from its definition alone:
@@ -148,7 +148,7 @@ export class SnapshotWorkers {
     if (keep !== undefined) task.keep = keep;
     const job: ChunkJob = {
       result: this.run(task, copy),
-      events: memo(() => this.readEvents(table, index, raw.bytes, position, chunk, keep)),
+      events: memo(() => this.decodeEvents(table, index, raw.bytes, position, chunk, keep)),
     };
     job.result.catch(() => {});
     const count = keep === undefined ? raw.rows : countKept(keep);
@@ -189,7 +189,7 @@ export class SnapshotWorkers {
     return decoder;
   }
 
-  private readEvents(
+  private decodeEvents(
     table: TableSchema,
     index: number,
     raw: ArrayBuffer,
@@ -197,24 +197,7 @@ export class SnapshotWorkers {
     chunk: string | undefined,
     keep: Uint8Array | undefined,
   ): ChangeEvent[] {
-    const rows = this.decoder(index)(new Uint8Array(raw));
-    const keyColumns = table.keyColumns;
-    const events: ChangeEvent[] = [];
-    for (let i = 0; i < rows.length; i++) {
-      if (keep !== undefined && keep[i] !== 1) continue;
-      const row = rows[i]!;
-      let key = EMPTY_KEY;
-      if (keyColumns.length > 0) {
-        key = {};
-        for (const k of keyColumns) key[k] = row[k] ?? null;
-      }
-      events.push(
-        chunk === undefined
-          ? { op: 'read', table, key, after: row, position }
-          : { op: 'read', table, key, after: row, position, chunk },
-      );
-    }
-    return events;
+    return readEvents(table, this.decoder(index)(new Uint8Array(raw)), position, chunk, keep);
   }
 
   private async run(task: PipelineWorkerTask, copy: ArrayBuffer): Promise<PipelineWorkerResult> {

@@ -212,8 +212,3 @@ function taskError(data: TaskErrorData): Error {
   if (data.stack !== undefined) err.stack = data.stack;
   return err;
 }
-
-/** `auto` = the cores this process may use, less one for the main thread; a number as given. */
-export function resolveWorkerCount(setting: 'auto' | number, cores: number): number {
-  return setting === 'auto' ? Math.max(0, cores - 1) : setting;
-}
