@@ -754,8 +754,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       await this.letLeaseGo(entry, true);
       return;
     }
+    // Sink writes are fenced by this keeper's lease (of this epoch), not a later one's.
+    const keeper = entry.lease;
     const runner = new PipelineRunner({
       name,
+      ...(keeper !== undefined ? { leaseValid: () => keeper.epoch === epoch && keeper.mayWrite() } : {}),
       store: fencedStore(this.store, { holder: this.holderId, epoch }, (refused) =>
         this.logger.warn('a write of this server was refused: the pipeline lease moved on', {
           name,

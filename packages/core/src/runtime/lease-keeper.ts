@@ -17,7 +17,16 @@ export interface LeaseKeeperOptions {
   logger: Logger;
   /** Called once, from the renewal that found the lease gone; the keeper has stopped by then. */
   onLost: (loss: LeaseLoss) => void;
+  /** Monotonic clock in ms (tests); default `performance.now`. */
+  now?: () => number;
 }
+
+/**
+ * Part of the lease time the server gives up before writing to its sinks (see
+ * {@link LeaseKeeper.mayWrite}): covers a write handed to the sink just before the check
+ * and clocks that run at slightly different rates here and at the store.
+ */
+export const LEASE_WRITE_MARGIN = 1 / 5;
 
 /**
  * Renews one pipeline lease on its own timer, from the moment it is taken until it is let
@@ -35,6 +44,12 @@ export class LeaseKeeper {
   lost = false;
   /** Local time of the last renewal the store confirmed (the taking counts as the first). */
   renewedAt = Date.now();
+  /**
+   * Monotonic time a confirmed renewal was asked for (the taking counts as the first): the
+   * store's expiry is at least a TTL after it, whatever the wall clock or a freeze did.
+   */
+  private confirmedAskedAt: number;
+  private readonly now: () => number;
   private stopped = false;
   private failing = false;
   private timer: NodeJS.Timeout | undefined;
@@ -42,6 +57,21 @@ export class LeaseKeeper {
 
   constructor(private readonly options: LeaseKeeperOptions) {
     this.epoch = options.epoch;
+    this.now = options.now ?? (() => performance.now());
+    this.confirmedAskedAt = this.now();
+  }
+
+  /**
+   * Whether the lease is still this server's by the local monotonic clock, with a safety
+   * margin: not lost, and less than TTL × (1 − {@link LEASE_WRITE_MARGIN}) since the last
+   * confirmed renewal was asked for. A server that was frozen (SIGSTOP, a VM pause, a long
+   * GC) past that must not write to its sinks before a renewal confirms the lease again:
+   * another server may have taken the pipeline over and written newer changes meanwhile.
+   */
+  mayWrite(): boolean {
+    if (this.lost) return false;
+    const { ttlMs } = this.options;
+    return this.now() < this.confirmedAskedAt + ttlMs * (1 - LEASE_WRITE_MARGIN);
   }
 
   start(): void {
@@ -67,6 +97,7 @@ export class LeaseKeeper {
   private async renew(): Promise<void> {
     const { store, pipeline, holder, ttlMs, logger } = this.options;
     let result: Awaited<ReturnType<StateStore['acquireLease']>>;
+    const asked = this.now();
     try {
       result = await store.acquireLease(pipeline, holder, ttlMs);
     } catch (err) {
@@ -85,6 +116,7 @@ export class LeaseKeeper {
     if (!result.acquired) return this.lose({ takenBy: result.lease });
     if (result.epoch !== this.epoch) return this.lose({ newEpoch: result.epoch });
     this.renewedAt = Date.now();
+    this.confirmedAskedAt = asked;
   }
 
   private lose(loss: LeaseLoss): void {

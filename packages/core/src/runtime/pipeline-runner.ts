@@ -48,6 +48,11 @@ export interface PipelineRunnerOptions {
   runtime: RuntimeOptions;
   onState: (state: PipelineState, error: string | undefined) => void;
   onWarning: (message: string) => void;
+  /**
+   * Whether this server's lease of the pipeline is still valid by the local clock; every
+   * sink write checks it first (see `SinkLane`). Absent: the runner holds no lease.
+   */
+  leaseValid?: () => boolean;
 }
 
 /** What one attempt created, so that teardown closes exactly that. */
@@ -775,6 +780,7 @@ export class PipelineRunner {
               ),
             ),
           onStateChange: (state) => this.laneStateChanged(def, state),
+          ...(this.options.leaseValid !== undefined ? { leaseValid: this.options.leaseValid } : {}),
         }),
     );
     const fanOut = new FanOut(lanes);

@@ -122,6 +122,12 @@ export interface SinkLaneOptions {
   onPausedDrained?: () => void;
   /** The lane's state changed (spilling, paused, errored): for logs and warnings. */
   onStateChange?: (state: LaneState) => void;
+  /**
+   * Whether this server's lease of the pipeline is still valid by the local clock (see
+   * `LeaseKeeper.mayWrite`); checked before every sink and dead-letter write, retries
+   * included. Absent: no lease to check (a runner outside the engine).
+   */
+  leaseValid?: () => boolean;
   now?: () => number;
 }
 
@@ -698,6 +704,7 @@ export class SinkLane {
       if (this.stopped) return;
     }
     for (let attempt = 1; ; attempt++) {
+      this.checkLease(`${part.info.count} encoded events`);
       const started = performance.now();
       try {
         await sink.writeEncoded!(batch, part.info);
@@ -750,6 +757,7 @@ export class SinkLane {
       if (this.stopped) return undefined;
     }
     for (let attempt = 1; ; attempt++) {
+      this.checkLease(`${events.length} events`);
       const started = performance.now();
       try {
         await sink.write(events);
@@ -810,6 +818,7 @@ export class SinkLane {
     }
     this.deadLetterTarget ??= this.options.deadLetters!();
     for (let attempt = 1; ; attempt++) {
+      this.checkLease('a dead letter');
       try {
         await this.deadLetterTarget.write([letter]);
         break;
@@ -827,6 +836,22 @@ export class SinkLane {
     }
     stats.deadLetters++;
     logger.warn('event dead-lettered: the sink cannot write it (on_error: dead_letter)', fields);
+  }
+
+  /**
+   * Refuse a write once the pipeline's lease may have run out by the local clock: a server
+   * frozen past its lease must not write older row images after the server that took the
+   * pipeline over wrote newer ones. Retriable: the run restarts from its checkpoint, and the
+   * engine stops it when the next renewal finds the lease gone.
+   */
+  private checkLease(what: string): void {
+    const valid = this.options.leaseValid;
+    if (valid === undefined || valid()) return;
+    throw new NanosyncError(
+      ErrorCode.PipelineLeaseHeld,
+      `sink ${this.name}: lease expired locally; not writing ${what} until renewed (the lease of pipeline ${this.options.pipeline} was not confirmed within its time, less a safety margin: another server may run it now)`,
+      { retriable: true, details: { sink: this.name, pipeline: this.options.pipeline } },
+    );
   }
 
   /** Close the dead-letter target, if one was opened. */
