@@ -163,6 +163,8 @@ export interface ProducerOptions {
   signal: AbortSignal;
   /** Test seam: replaces the real sleep between retries (never used by the sink itself). */
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** The pipeline's lease check (`ConnectorContext.mayWrite`): no retry once it says no. */
+  mayWrite?: () => boolean;
 }
 
 function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -200,6 +202,7 @@ export class KafkaProducer {
   private readonly config: KafkaSinkConfig;
   private readonly logger: Logger;
   private readonly signal: AbortSignal;
+  private readonly mayWrite: (() => boolean) | undefined;
   private readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   private readonly knownTopics = new Set<string>();
   private readonly compactedTopics = new Set<string>();
@@ -230,6 +233,7 @@ export class KafkaProducer {
     this.signal = options.signal;
     this.sleep = options.sleep ?? abortableSleep;
     this.txSettings = options.transaction;
+    this.mayWrite = options.mayWrite;
   }
 
   private newProducer(): Producer {
@@ -654,6 +658,13 @@ export class KafkaProducer {
       error: rootMessage(err),
     });
     await this.sleep(delay, this.signal);
+    // Frozen past the lease meanwhile: a retry now could land after the new holder's writes.
+    if (this.mayWrite !== undefined && !this.mayWrite())
+      throw new NanosyncError(
+        ErrorCode.PipelineLeaseHeld,
+        `Kafka ${what}: lease expired locally; not retrying until renewed (another server may run the pipeline now)`,
+        { cause: err, retriable: true },
+      );
   }
 
   private backoff(attempt: number): number {

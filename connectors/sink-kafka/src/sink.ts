@@ -122,6 +122,7 @@ export class KafkaSink implements Sink {
         config,
         logger: this.logger,
         signal: context.signal,
+        ...(context.mayWrite !== undefined ? { mayWrite: context.mayWrite } : {}),
         ...(this.exactlyOnce ? { transaction: transactionSettings(config, context.pipeline) } : {}),
       });
   }

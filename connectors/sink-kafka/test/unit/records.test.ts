@@ -93,3 +93,44 @@ describe('the records handed to the client', () => {
     expect([...sent[0]![0]!.headers.values()][0]).toBe(bytes);
   });
 });
+
+describe('a send retried after a failure', () => {
+  test('is not retried once the pipeline lease expired locally (mayWrite false)', async () => {
+    let sends = 0;
+    const lease = { valid: true };
+    // A stand-in for the client (mock): the first send fails with a network error, as a
+    // broker connection dropped while the process was frozen would; the lease ran out meanwhile.
+    const mockClient = {
+      async send() {
+        sends++;
+        lease.valid = false;
+        throw Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+      },
+    };
+    const config = parseKafkaSinkConfig({ brokers: 'b:9092', topic: 't' });
+    const producer = new KafkaProducer({
+      config,
+      logger: quiet,
+      signal: new AbortController().signal,
+      sleep: async () => {},
+      mayWrite: () => lease.valid,
+    });
+    (producer as unknown as { producer: unknown }).producer = mockClient;
+    const message: OutgoingMessage = {
+      topic: 't',
+      key: Buffer.from('[1]'),
+      value: Buffer.from('{}'),
+      headers: {},
+      table: 'public.t',
+      keyText: '[1]',
+      size: 10,
+    };
+    const err = await producer.send([message]).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((err as Error).message).toContain('lease expired locally; not retrying until renewed');
+    expect((err as { retriable?: boolean }).retriable).toBe(true);
+    expect(sends).toBe(1);
+  });
+});

@@ -38,6 +38,14 @@ export interface ConnectorContext {
    * core to running pipelines only.
    */
   reportWaiting?: (what: string | undefined) => void;
+  /**
+   * Whether this server may still write for the pipeline: false once its lease may have run
+   * out by the local clock (frozen or cut off past the lease time; another server may run the
+   * pipeline now). Core checks it before every sink write; a sink that retries a write
+   * itself should check it before each retry and give up with a retriable error when false.
+   * Optional: absent when the pipeline holds no lease.
+   */
+  mayWrite?: () => boolean;
 }
 
 /** One line of a preflight check: ok, or what is wrong and the SQL/command that fixes it. */

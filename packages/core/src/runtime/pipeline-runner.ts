@@ -413,6 +413,7 @@ export class PipelineRunner {
         if (what === undefined) this.waiting.delete(role);
         else this.waiting.set(role, what);
       },
+      ...(this.options.leaseValid !== undefined ? { mayWrite: this.options.leaseValid } : {}),
     });
     const source = await materialized.source.definition.create(materialized.source.config, context('source'));
     res.source = source;
