@@ -90,19 +90,23 @@ export class FileSink implements Sink {
       }
     }
     await this.flushPending();
-    if (this.fsync) {
-      await Promise.all(
-        [...touched].map(async (file) => {
-          const target = this.files.get(file);
-          if (!target) return;
-          try {
-            await target.handle.datasync();
-          } catch (err) {
-            throw fileSinkError('fsync', file, err);
-          }
-        }),
-      );
-    }
+    await this.syncFiles(touched);
+  }
+
+  /** With `fsync`, make the files a write appended to durable before it resolves. */
+  private async syncFiles(touched: ReadonlySet<string>): Promise<void> {
+    if (!this.fsync) return;
+    await Promise.all(
+      [...touched].map(async (file) => {
+        const target = this.files.get(file);
+        if (!target) return;
+        try {
+          await target.handle.datasync();
+        } catch (err) {
+          throw fileSinkError('fsync', file, err);
+        }
+      }),
+    );
   }
 
   /** Nothing to hand over: the worker encoder (`./worker`) needs no setup. */
@@ -139,19 +143,7 @@ export class FileSink implements Sink {
         throw fileSinkError('append to', file, err);
       }
     }
-    if (this.fsync) {
-      await Promise.all(
-        [...touched].map(async (file) => {
-          const target = this.files.get(file);
-          if (!target) return;
-          try {
-            await target.handle.datasync();
-          } catch (err) {
-            throw fileSinkError('fsync', file, err);
-          }
-        }),
-      );
-    }
+    await this.syncFiles(touched);
   }
 
   private async flushPending(): Promise<void> {

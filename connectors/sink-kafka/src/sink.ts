@@ -177,32 +177,7 @@ export class KafkaSink implements Sink {
    */
   private async writeTransaction(events: ChangeEvent[]): Promise<void> {
     const committed = await this.producer.beginTransaction();
-    const committedChunk = this.producer.replayedChunk;
-    let last = committed;
-    let lastChunk = this.producer.committedChunk;
-    let skippedChunk = 0;
-    const fresh: ChangeEvent[] = [];
-    for (const event of events) {
-      if (event.chunk !== undefined) {
-        if (event.chunk === committedChunk) {
-          skippedChunk++;
-          continue;
-        }
-        lastChunk = event.chunk;
-      } else if (event.op !== 'read' && committed !== undefined && event.position <= committed) continue;
-      fresh.push(event);
-      if (last === undefined || event.position > last) last = event.position;
-    }
-    if (skippedChunk > 0)
-      this.logger.warn('kafka exactly-once: skipped a snapshot chunk an earlier transaction already committed', {
-        skipped: skippedChunk,
-        chunk: committedChunk ?? '',
-      });
-    if (fresh.length + skippedChunk < events.length)
-      this.logger.warn('kafka exactly-once: skipped replayed events an earlier transaction already committed', {
-        skipped: events.length - fresh.length - skippedChunk,
-        committed_position: committed ?? '',
-      });
+    const { fresh, last, lastChunk } = this.notYetCommitted(events, committed, (e) => e.op === 'read');
     try {
       if (fresh.length > 0) await this.writeEvents(fresh);
       await this.producer.commitTransaction(last ?? events[events.length - 1]!.position, lastChunk);
@@ -460,28 +435,35 @@ export class KafkaSink implements Sink {
     }
   }
 
-  /** {@link writeTransaction} for encoded records: the same skipping, per record of each event. */
-  private async writeEncodedTransaction(records: FramedRecord[], events: EncodedEvents): Promise<void> {
-    const committed = await this.producer.beginTransaction();
+  /**
+   * What of a batch an earlier committed transaction does not hold yet (see
+   * {@link writeTransaction}): events or their encoded records, each with its position and
+   * snapshot chunk; `isRead` says which are snapshot rows. Logs what it skipped.
+   */
+  private notYetCommitted<T extends { position: string; chunk?: string | undefined }>(
+    items: readonly T[],
+    committed: string | undefined,
+    isRead: (item: T) => boolean,
+  ): { fresh: T[]; last: string | undefined; lastChunk: string | undefined } {
     const committedChunk = this.producer.replayedChunk;
     let last = committed;
     let lastChunk = this.producer.committedChunk;
     let skippedChunk = 0;
     let skipped = 0;
-    const fresh: FramedRecord[] = [];
-    for (const record of records) {
-      if (record.chunk !== undefined) {
-        if (record.chunk === committedChunk) {
+    const fresh: T[] = [];
+    for (const item of items) {
+      if (item.chunk !== undefined) {
+        if (item.chunk === committedChunk) {
           skippedChunk++;
           continue;
         }
-        lastChunk = record.chunk;
-      } else if (!record.read && committed !== undefined && record.position <= committed) {
+        lastChunk = item.chunk;
+      } else if (!isRead(item) && committed !== undefined && item.position <= committed) {
         skipped++;
         continue;
       }
-      fresh.push(record);
-      if (last === undefined || record.position > last) last = record.position;
+      fresh.push(item);
+      if (last === undefined || item.position > last) last = item.position;
     }
     if (skippedChunk > 0)
       this.logger.warn('kafka exactly-once: skipped a snapshot chunk an earlier transaction already committed', {
@@ -493,6 +475,13 @@ export class KafkaSink implements Sink {
         skipped,
         committed_position: committed ?? '',
       });
+    return { fresh, last, lastChunk };
+  }
+
+  /** {@link writeTransaction} for encoded records: the same skipping, per record of each event. */
+  private async writeEncodedTransaction(records: FramedRecord[], events: EncodedEvents): Promise<void> {
+    const committed = await this.producer.beginTransaction();
+    const { fresh, last, lastChunk } = this.notYetCommitted(records, committed, (r) => r.read);
     try {
       if (fresh.length > 0) await this.sendRecords(fresh);
       await this.producer.commitTransaction(last ?? events.last, lastChunk);
