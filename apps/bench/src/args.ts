@@ -27,6 +27,11 @@ export interface BenchOptions {
   skipDebezium: boolean;
   /** The `workers` setting of S1's nanosync pipelines (default 0: inline). */
   workers: number | 'auto';
+  /**
+   * Run nanosync from its TypeScript sources through tsx (dev runs) instead of the built
+   * package (`apps/cli/dist/bin.js`, what users run), which the bench builds first.
+   */
+  fromSource: boolean;
   outDir: string;
   help: boolean;
 }
@@ -48,6 +53,8 @@ export const USAGE = `Usage: pnpm bench [options]
                       S5 snapshot under a writer)
   --skip-debezium     do not run Debezium (no Maven resolution, no JVM)
   --workers N|auto    the workers setting of S1's nanosync pipelines (default 0: no worker threads)
+  --from-source       run nanosync from its TypeScript sources through tsx (dev runs) instead of
+                      the built apps/cli/dist/bin.js, which is built first (turbo, cached)
   --out DIR           where the JSON result goes (default bench-results/ at the repository root)
   --help              this text
 `;
@@ -76,7 +83,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
     if (!arg.startsWith('--')) throw new Error(`unexpected argument ${JSON.stringify(arg)}\n\n${USAGE}`);
     const eq = arg.indexOf('=');
     const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
-    if (['quick', 'skip-debezium', 'help'].includes(name)) {
+    if (['quick', 'skip-debezium', 'from-source', 'help'].includes(name)) {
       flags.set(name, true);
       continue;
     }
@@ -159,6 +166,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
     only,
     skipDebezium: flags.get('skip-debezium') === true,
     workers: workersOption(flags.get('workers')),
+    fromSource: flags.get('from-source') === true,
     outDir: typeof out === 'string' ? out : defaultOutDir,
     help: flags.get('help') === true,
   };

@@ -6,7 +6,7 @@ import type { BenchContext } from './context.js';
 import { DEBEZIUM_VERSION, FALLBACK_KAFKA_VERSION, kafkaVersionOf, resolveDebezium } from './debezium/resolve.js';
 import { kafkaClient } from './kafka.js';
 import { machineInfo } from './machine.js';
-import { REPO_ROOT } from './nanosync.js';
+import { nanosyncLaunchLabel, prepareNanosync, REPO_ROOT } from './nanosync.js';
 import { connect, serverVersion } from './pg.js';
 import { ProcessTreeMonitor, setClockTicks } from './proc.js';
 import { type BenchReport, notAvailable, reportMarkdown, type ScenarioResult } from './report.js';
@@ -82,6 +82,14 @@ async function main(options: BenchOptions): Promise<number> {
       scenarios.push(failedScenario('S0', reason));
     }
     log(`— S0 took ${Math.round((performance.now() - started) / 1000)} s`);
+  }
+  // nanosync runs as users run it, from its build (made or brought up to date here), unless
+  // --from-source asks for the TypeScript sources through tsx.
+  const launch = options.fromSource ? 'source' : 'built';
+  machine.nanosyncLaunch = nanosyncLaunchLabel(launch);
+  if ([...options.only].some((s) => s !== 'S0' && s !== 'S4')) {
+    const problem = await prepareNanosync(launch);
+    if (problem) errors.push(problem);
   }
   try {
     // Services first; a scenario that cannot have them reports n/a instead of stopping the run.

@@ -3,10 +3,61 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '@nanosync/testcontainers';
-import { startTool, type Tool } from './util.js';
+import { errorMessage, log, run, startTool, type Tool } from './util.js';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const CLI_BIN = join(REPO_ROOT, 'apps/cli/src/bin.ts');
+/** What users run: the built package's binary (tsup), its dependencies resolved to their `dist/`. */
+const CLI_BUILT = join(REPO_ROOT, 'apps/cli/dist/bin.js');
+
+/**
+ * How the bench starts nanosync: `built` (the default) runs `apps/cli/dist/bin.js`, the
+ * binary users install, with plain Node; `source` (`--from-source`, dev runs) its TypeScript
+ * sources through tsx, as `pnpm nanosync` does. tsx costs start-up, memory (its compiler and
+ * source maps) and CPU (esbuild's `keepNames` wraps every function created at run time in a
+ * `__name` call: 7% of S1's main thread in a profile), so only the build measures what users get.
+ */
+export type NanosyncLaunch = 'built' | 'source';
+let launch: NanosyncLaunch = 'built';
+let buildProblem: string | undefined;
+
+export function nanosyncLaunch(): NanosyncLaunch {
+  return launch;
+}
+
+/** How the report's header says nanosync ran. */
+export function nanosyncLaunchLabel(which: NanosyncLaunch = launch): string {
+  return which === 'built' ? 'built package, apps/cli/dist/bin.js' : 'TypeScript sources through tsx (--from-source)';
+}
+
+/**
+ * Chooses how nanosync runs for the rest of the bench. `built` first builds the CLI and the
+ * packages it depends on (`turbo run build --filter=nanosync`: cached, so a tree built before
+ * costs a second); when that fails every nanosync run reports n/a with the reason, and the
+ * reason is returned.
+ */
+export async function prepareNanosync(which: NanosyncLaunch): Promise<string | undefined> {
+  launch = which;
+  buildProblem = undefined;
+  if (which === 'source') return undefined;
+  const started = performance.now();
+  log('building nanosync (turbo run build --filter=nanosync; cached once built)');
+  try {
+    await run(
+      join(REPO_ROOT, 'node_modules/.bin/turbo'),
+      ['run', 'build', '--filter=nanosync', '--output-logs=errors-only'],
+      {
+        cwd: REPO_ROOT,
+        timeoutMs: 20 * 60_000,
+      },
+    );
+  } catch (error) {
+    buildProblem = `nanosync did not build: ${errorMessage(error)}`.slice(0, 400);
+    return buildProblem;
+  }
+  log(`nanosync built in ${Math.round((performance.now() - started) / 1000)} s`);
+  return undefined;
+}
 const HEAP_SAMPLER = join(REPO_ROOT, 'apps/bench/src/workers/heap-sampler.mjs');
 
 const binLine = (binSource: string) =>
@@ -84,11 +135,11 @@ export interface NanosyncPipelineSpec {
 
 /** Why nanosync cannot run a pipeline into `sink` here, or undefined when the parts it needs are in the tree. */
 export function nanosyncUnavailableReason(sink: NanosyncSinkSpec['kind']): string | undefined {
-  const parts = [
-    'apps/cli/src/bin.ts',
-    'connectors/source-postgres/src/index.ts',
-    `connectors/sink-${sink}/src/index.ts`,
-  ];
+  if (buildProblem !== undefined) return buildProblem;
+  const parts =
+    launch === 'built'
+      ? ['apps/cli/dist/bin.js', 'connectors/source-postgres/dist/index.js', `connectors/sink-${sink}/dist/index.js`]
+      : ['apps/cli/src/bin.ts', 'connectors/source-postgres/src/index.ts', `connectors/sink-${sink}/src/index.ts`];
   for (const part of parts) {
     if (!existsSync(join(REPO_ROOT, part))) return `nanosync is not complete in this tree (${part} missing)`;
   }
@@ -152,26 +203,28 @@ export interface NanosyncProcess {
 }
 
 /**
- * `nanosync run --file` in its own process (TypeScript sources through tsx, like `pnpm nanosync`),
- * so its memory and CPU are its own. Same state folder = resume from the last checkpoint.
+ * `nanosync run --file` in its own process, so its memory and CPU are its own: the built
+ * binary with the Node options and environment of its `#!` line, or (`--from-source`) the
+ * TypeScript sources through tsx like `pnpm nanosync`, with the same options read off the
+ * source's line. Same state folder = resume from the last checkpoint.
  */
 export async function startNanosync(spec: NanosyncPipelineSpec): Promise<NanosyncProcess> {
   await mkdir(spec.workDir, { recursive: true });
   const configFile = join(spec.workDir, 'nanosync.yaml');
   await writeFile(configFile, nanosyncConfigYaml(spec));
   const port = await freePort();
+  const bin = launch === 'built' ? CLI_BUILT : CLI_BIN;
+  const binSource = readFileSync(bin, 'utf8');
   const tool = startTool(
     'nanosync',
     process.execPath,
     [
-      ...binNodeOptions(),
+      ...binNodeOptions(binSource),
       ...cpuProfileOptions(spec.workDir),
       ...extraNodeOptions(),
-      '--conditions=@nanosync/source',
-      '--import',
-      'tsx',
+      ...(launch === 'source' ? ['--conditions=@nanosync/source', '--import', 'tsx'] : []),
       ...(spec.heapFile ? ['--import', HEAP_SAMPLER] : []),
-      CLI_BIN,
+      bin,
       'run',
       '--file',
       configFile,
@@ -188,7 +241,7 @@ export async function startNanosync(spec: NanosyncPipelineSpec): Promise<Nanosyn
       env: {
         // The binary's own settings first: a variable set for the bench (a dev run comparing
         // malloc settings) wins, as it would not for the installed binary.
-        ...binEnvironment(),
+        ...binEnvironment(binSource),
         ...process.env,
         NANOSYNC_TOKEN: ADMIN_TOKEN,
         ...(spec.heapFile ? { NANOSYNC_BENCH_HEAP_FILE: spec.heapFile } : {}),

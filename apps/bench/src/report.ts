@@ -174,7 +174,7 @@ export function reportMarkdown(report: BenchReport): string {
     `## nanosync bench — ${report.startedAt.slice(0, 19).replace('T', ' ')} UTC${report.options.quick ? ' (--quick: harness check, sizes too small to mean much)' : ''}`,
     '',
     `Machine: ${m.cores} cores (${m.cpuModel}), ${gib(m.memoryBytes)} RAM, ${m.os}. ` +
-      `nanosync ${m.nanosyncCommit ?? '?'}, Node ${m.node}, PostgreSQL ${m.postgres ?? '?'}, Kafka ${m.kafka ?? '?'}, Java ${m.java ?? '?'}, Debezium ${m.debezium ?? 'n/a'}, kafkajs ${m.kafkajs ?? '?'}.`,
+      `nanosync ${m.nanosyncCommit ?? '?'}${m.nanosyncLaunch ? ` (${m.nanosyncLaunch})` : ''}, Node ${m.node}, PostgreSQL ${m.postgres ?? '?'}, Kafka ${m.kafka ?? '?'}, Java ${m.java ?? '?'}, Debezium ${m.debezium ?? 'n/a'}, kafkajs ${m.kafkajs ?? '?'}.`,
     '',
   ];
   const body = report.scenarios.map(scenarioMarkdown).join('\n\n');

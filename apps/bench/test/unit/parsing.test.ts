@@ -31,6 +31,8 @@ describe('command line', () => {
     });
     expect([...full.only]).toEqual(['S0', 'S1', 'S2', 'S3', 'S4', 'S5']);
     expect(full.s0Rows).toBe(200_000);
+    expect(full.fromSource).toBe(false);
+    expect(parseArgs(['--from-source'], '/out').fromSource).toBe(true);
     expect(full.s5Rate).toBe(1_000);
     expect(full.s5Tools).toEqual(['concurrent', 'blocking', 'debezium']);
     expect(parseArgs(['--s5-tools', 'concurrent', '--s5-rate', '2k'], '/out')).toMatchObject({
