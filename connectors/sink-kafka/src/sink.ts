@@ -83,7 +83,7 @@ export class KafkaSink implements Sink {
   private readonly registryClient: SchemaRegistryClient | undefined;
   private readonly registry: RegistryCodec | undefined;
 
-  /** Produce requests `writeEvents` keeps outstanding; 1 outside tests (see *One request in flight* in the README). */
+  /** Produce requests `write()` and `writeEncoded()` keep outstanding; 1 outside tests (see *One request in flight* in the README). */
   private readonly requestsInFlight: number;
   /** Schema ids this sink registered, by subject and schema text: what `encoderSetup` hands a worker. */
   private readonly registeredIds = new Map<string, number>();
@@ -192,13 +192,24 @@ export class KafkaSink implements Sink {
   }
 
   /**
-   * Encode `events` and send them in chunks of at most `max_bytes_in_flight`, one request at a
-   * time (with @platformatic/kafka 2.12.1 the idempotent producer keeps order only that way), while
-   * the next chunk is encoded: a chunk is handed to the client as soon as it is full and the one
-   * before it is acknowledged. Nothing is left in flight when this returns or throws; when several
-   * sends fail, the earliest one's error is reported.
+   * Encode `events` and send them (see {@link sendInChunks}) while the next chunk is encoded:
+   * a chunk is handed to the client as soon as it is full and the one before it is acknowledged.
    */
-  private async writeEvents(events: ChangeEvent[]): Promise<void> {
+  private writeEvents(events: ChangeEvent[]): Promise<void> {
+    return this.sendInChunks((push) => this.encodeInto(events, push));
+  }
+
+  /**
+   * The one send path of `write()` and `writeEncoded()`: the records `fill` pushes, in order, in
+   * requests of at most `max_bytes_in_flight` bytes, one request at a time (with
+   * @platformatic/kafka 2.12.1 the idempotent producer keeps order only that way; `requestsInFlight`
+   * is a test seam). `push` returns a promise only when a full request has to wait for the one
+   * before it. Nothing is left in flight when this returns or throws; when several sends fail,
+   * the earliest one's error is reported.
+   */
+  private async sendInChunks(
+    fill: (push: (message: OutgoingMessage) => Promise<void> | undefined) => Promise<void>,
+  ): Promise<void> {
     const limit = this.exactlyOnce ? 1 : this.requestsInFlight;
     let chunk: OutgoingMessage[] = [];
     let chunkBytes = 0;
@@ -237,7 +248,7 @@ export class KafkaSink implements Sink {
       return undefined;
     };
     try {
-      await this.encodeInto(events, pushAny);
+      await fill(pushAny);
       await sendChunk();
       while (pending.length > 0) await awaitOldest();
     } catch (err) {
@@ -491,23 +502,14 @@ export class KafkaSink implements Sink {
     }
   }
 
-  /** Send records in requests of at most `max_bytes_in_flight`, one in flight, the next one cut meanwhile. */
-  private async sendRecords(records: FramedRecord[]): Promise<void> {
-    const max = this.config.maxBytesInFlight;
-    let inFlight: Promise<void> | undefined;
-    let start = 0;
-    while (start < records.length) {
-      let end = start + 1;
-      let bytes = records[start]!.size;
-      while (end < records.length && bytes + records[end]!.size <= max) bytes += records[end++]!.size;
-      const request = records.slice(start, end);
-      start = end;
-      if (inFlight) await inFlight;
-      inFlight = this.producer.send(request);
-      // Awaited before the next send or at the end; until then it must not count as unhandled.
-      inFlight.catch(() => {});
-    }
-    await inFlight;
+  /** Send records a worker encoded, through the same path as `write()`'s (see {@link sendInChunks}). */
+  private sendRecords(records: FramedRecord[]): Promise<void> {
+    return this.sendInChunks(async (push) => {
+      for (const record of records) {
+        const wait = push(record);
+        if (wait) await wait;
+      }
+    });
   }
 
   /**

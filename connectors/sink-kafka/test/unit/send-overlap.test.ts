@@ -4,6 +4,7 @@ import { parseKafkaSinkConfig } from '../../src/config.js';
 import { KafkaErrorCode } from '../../src/errors.js';
 import type { KafkaProducer, OutgoingMessage } from '../../src/producer.js';
 import { KafkaSink } from '../../src/sink.js';
+import { createEncoder } from '../../src/worker.js';
 
 const table: TableSchema = {
   schema: 'public',
@@ -251,6 +252,28 @@ describe('Kafka sink with several requests in flight (test seam requestsInFlight
     expect(((await outcome) as { error: Error }).error.message).toBe('second failed');
     expect(outstandingAtRejection).toBe(0);
     expect(h.sends.length).toBeLessThan(10);
+  });
+
+  test('writeEncoded sends through the same path as write(): that many sends outstanding, in order, each within max_bytes_in_flight', async () => {
+    const h = heldProducer([], 3);
+    await h.sink.open([table]);
+    const list = events(100, []);
+    const config = parseKafkaSinkConfig({ brokers: 'b:9092', topic: 't', max_bytes_in_flight: 4096 });
+    const batch = await createEncoder({ config, compacted: [], registryIds: [] })(list);
+    const write = h.sink.writeEncoded(batch, {
+      count: list.length,
+      first: list[0]!.position,
+      last: list[99]!.position,
+    });
+    for (let i = 0; i < 20 && h.sends.length < 3; i++) await tick();
+    expect(h.sends).toHaveLength(3);
+    expect(h.outstanding()).toBe(3);
+    const outcome = await driveSends(h, write);
+    expect(outcome).toEqual({ value: undefined });
+    expect(h.mostOutstanding()).toBe(3);
+    const keys = h.sends.flatMap((s) => s.messages.map((m) => m.key?.toString()));
+    expect(keys).toEqual(Array.from({ length: 100 }, (_, i) => `[${i + 1}]`));
+    for (const s of h.sends) expect(s.messages.reduce((n, m) => n + m.size, 0)).toBeLessThanOrEqual(h.maxBytes);
   });
 
   test('exactly_once sends one at a time whatever the seam says', async () => {
