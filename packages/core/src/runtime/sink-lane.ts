@@ -194,6 +194,8 @@ export class SinkLane {
   private unsaved: Position | undefined;
   /** When the last checkpoint was saved (lane clock). */
   private savedAt = 0;
+  /** A write refused by the lease check was logged (once per lane; see `checkLease`). */
+  private leaseRefusalLogged = false;
 
   constructor(private readonly options: SinkLaneOptions) {
     this.name = options.name;
@@ -847,6 +849,20 @@ export class SinkLane {
   private checkLease(what: string): void {
     const valid = this.options.leaseValid;
     if (valid === undefined || valid()) return;
+    // Logged here, once: while the runner stops (drain after a lost renewal, a shutdown) the
+    // refusal ends the lane without any other line, and the log must say why writes stopped.
+    if (!this.leaseRefusalLogged) {
+      this.leaseRefusalLogged = true;
+      this.options.logger.warn(
+        'sink write refused: lease expired locally; this server writes nothing more until renewed',
+        {
+          sink: this.name,
+          safeguard: 'lease expired locally',
+          not_written: what,
+          ...(this.closed ? { lane: 'stopping' } : {}),
+        },
+      );
+    }
     throw new NanosyncError(
       ErrorCode.PipelineLeaseHeld,
       `sink ${this.name}: lease expired locally; not writing ${what} until renewed (the lease of pipeline ${this.options.pipeline} was not confirmed within its time, less a safety margin: another server may run it now)`,

@@ -30,6 +30,7 @@ function harness() {
     },
   } as unknown as StateStore;
   const writes: string[][] = [];
+  const lines: string[] = [];
   let failNext = false;
   let written: (() => void) | undefined;
   const sink: Sink = {
@@ -60,7 +61,7 @@ function harness() {
     maxWriteEvents: 10,
     retry: { maxAttempts: 5, baseDelayMs: 1, maxDelayMs: 1 },
     stats: new SinkStats('0:s'),
-    logger: createLogger({ write: () => {} }),
+    logger: createLogger({ write: (line) => lines.push(line) }),
     checkpoint: undefined,
     onCheckpoint: () => {},
     onFailure: (err) => failed(err),
@@ -75,6 +76,7 @@ function harness() {
     lease,
     saves,
     writes,
+    lines,
     failure,
     nextWrite,
     failNextWrite: () => {
@@ -113,6 +115,33 @@ it('a retry after a failed send is not made once the lease expired meanwhile', a
   // The failed attempt only: no retry after the lease ran out.
   expect(h.writes).toEqual([['0001']]);
   expect(h.saves).toEqual([]);
+});
+
+it('a lease refusal while the lane drains (the runner stopping) is logged once, at warn, naming the safeguard', async () => {
+  const h = harness();
+  h.lane.start();
+  const first = h.nextWrite();
+  h.lane.push([event(1)], event(1).position, 64, undefined);
+  await first;
+  h.lease.valid = false;
+  h.lane.push([event(2)], event(2).position, 64, undefined);
+  await h.lane.drain();
+  expectLeaseRefusal(await h.failure);
+  expect(h.writes).toEqual([['0001']]);
+  const refusals = h.lines.filter((l) => l.includes('lease expired locally'));
+  expect(refusals).toEqual([
+    'WRN sink write refused: lease expired locally; this server writes nothing more until renewed sink=0:s safeguard="lease expired locally" not_written="1 events" lane=stopping',
+  ]);
+});
+
+it('a lease refusal of a running lane is logged once too', async () => {
+  const h = harness();
+  h.lease.valid = false;
+  h.lane.start();
+  h.lane.push([event(1)], event(1).position, 64, undefined);
+  expectLeaseRefusal(await h.failure);
+  expect(h.lines.filter((l) => l.startsWith('WRN sink write refused: lease expired locally'))).toHaveLength(1);
+  expect(h.lines.some((l) => l.includes('lane=stopping'))).toBe(false);
 });
 
 it('the keeper allows writes until TTL less the margin after the last confirmed renewal was asked for', async () => {
