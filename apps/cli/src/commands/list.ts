@@ -7,7 +7,8 @@ import type { CliIo } from '../io.js';
 import type { Command } from './command.js';
 
 /**
- * The rows of `list pipelines`, plus one note per pipeline that is errored or retrying. A
+ * The rows of `list pipelines`, plus one note per pipeline that is errored, retrying or
+ * waiting (for what, and who holds it). A
  * pipeline run by another server needs no note: its SERVER cell names that server.
  */
 export function renderPipelineList(pipelines: PipelineStatus[]): string {
@@ -28,6 +29,7 @@ export function renderPipelineList(pipelines: PipelineStatus[]): string {
   for (const p of sorted) {
     if (p.retry) notes.push(`${p.name}: retrying, ${retryText(p.retry)}: ${p.retry.lastError}`);
     else if (p.error) notes.push(`${p.name}: ${p.error}`);
+    if (p.waitingFor) notes.push(`${p.name}: waiting for ${p.waitingFor}`);
   }
   return notes.length === 0 ? table : `${table}\n\n${notes.join('\n')}`;
 }
@@ -41,7 +43,9 @@ Shows every pipeline the server knows: NAME, STATE, TYPE (replication type),
 LAG (how far behind the source), EVENTS/S and SERVER (the server running it,
 '-' when none does; with a shared PostgreSQL state every server of the fleet
 lists every pipeline). Errored and retrying pipelines (with the attempt, the
-next retry and the last error) are explained below the table.
+next retry and the last error) and waiting ones (WAITING: what for, e.g. a
+replication slot another process holds, with its pid, application and
+address) are explained below the table.
 
 Options:
       --json          print the server's status objects as JSON

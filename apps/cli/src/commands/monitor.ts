@@ -13,8 +13,9 @@ export const monitorCommand: Command = {
   help: `Usage: nanosync monitor [--interval SECONDS] [--server HOST:PORT] [--state PATH]
 
 A live view of every pipeline in the terminal: state, lag, events/s and a
-snapshot progress bar with its ETA. Warnings (retained WAL, stalled pipeline)
-and errors are listed under the table.
+snapshot progress bar with its ETA. Warnings (retained WAL, stalled pipeline),
+errors and what a WAITING pipeline waits for (a replication slot another
+process holds: its pid, application and address) are listed under the table.
 
 Keys:
   ↑ / ↓ (or k / j)   select a pipeline

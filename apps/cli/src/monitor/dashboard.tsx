@@ -30,6 +30,7 @@ const BAR_WIDTH = 20;
 
 const STATE_COLORS: Record<string, string> = {
   CREATED: 'gray',
+  WAITING: 'magenta',
   SNAPSHOTTING: 'cyan',
   LIVE_CDC: 'green',
   DEGRADED: 'yellow',
@@ -220,6 +221,8 @@ function Notes({ pipelines }: { pipelines: PipelineStatus[] }) {
         text: `↻ ${p.name}: retrying, ${retryText(p.retry)}: ${p.retry.lastError}`,
       });
     else if (p.error) notes.push({ key: `${p.name}:error`, color: 'red', text: `✖ ${p.name}: ${p.error}` });
+    if (p.waitingFor)
+      notes.push({ key: `${p.name}:waiting`, color: 'magenta', text: `⏸ ${p.name}: waiting for ${p.waitingFor}` });
     for (const w of p.warnings) notes.push({ key: `${p.name}:${w}`, color: 'yellow', text: `⚠ ${p.name}: ${w}` });
     if (p.heldBy)
       notes.push({ key: `${p.name}:held`, color: 'gray', text: `${p.name}: run by another server (${p.heldBy})` });

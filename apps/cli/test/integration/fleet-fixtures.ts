@@ -136,6 +136,23 @@ export class Fleet implements AsyncDisposable {
     return ((await response.json()) as { pipelines: { name: string; state: string; server?: string }[] }).pipelines;
   }
 
+  /** `GET /metrics` of `server`: the Prometheus text. */
+  async scrape(server: FleetServer): Promise<string> {
+    const token = (await readFile(join(this.env.XDG_STATE_HOME!, 'nanosync', 'token'), 'utf8')).trim();
+    const response = await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+    if (!response.ok) throw new Error(`GET /metrics: ${response.status} ${await response.text()}`);
+    return response.text();
+  }
+
+  /** `nanosync metrics pipeline NAME` through `server`, as a user sees it. */
+  async metricsText(server: FleetServer, pipeline: string): Promise<string> {
+    const result = await runCli(['metrics', 'pipeline', pipeline, '--server', server.url, '--state', this.stateUrl], {
+      env: this.env,
+    });
+    if (result.code !== 0) throw new Error(`metrics failed: ${result.stderr}`);
+    return result.stdout;
+  }
+
   /** `nanosync list pipelines` through `server`, as a user sees it. */
   async listText(server: FleetServer): Promise<string> {
     const result = await runCli(['list', 'pipelines', '--server', server.url, '--state', this.stateUrl], {

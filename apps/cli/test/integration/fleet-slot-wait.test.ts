@@ -3,9 +3,14 @@
  * its replication slot (another process has it active): real `nanosync serve` processes on
  * a PostgreSQL state store, a real PostgreSQL source, a file sink. Nothing is asserted on time.
  */
+import type { PipelineStatus } from '@nanosync/core/host';
 import { readJsonLines } from '@nanosync/sink-file';
+import { renderToString } from 'ink';
 import pg from 'pg';
+import { createElement } from 'react';
 import { describe, expect, it } from 'vitest';
+import { DashboardView } from '../../src/monitor/dashboard.js';
+import { INITIAL_NAVIGATION } from '../../src/monitor/navigation.js';
 import { eventually } from './cli-process.js';
 import { Fleet, TABLE } from './fleet-fixtures.js';
 
@@ -33,7 +38,7 @@ async function holdSlot(url: string, slot: string, publication: string): Promise
 }
 
 describe('a server starting a pipeline whose replication slot another process holds', () => {
-  it('keeps its lease (same holder and epoch, renewed) for more than three lease times while the start waits, says what it waits for (slot and pid), then streams every row written meanwhile once', async () => {
+  it('keeps its lease (same holder and epoch, renewed) for more than three lease times while the start waits, is WAITING (not LIVE_CDC) in status, list, metrics, Prometheus and monitor with what it waits for (slot and pid), then streams every row written meanwhile once', async () => {
     await using fleet = await Fleet.create({ pipelines: 1, rows: 50 });
     const [pipeline] = fleet.pipelines as [string];
     const slot = fleet.slotOf(pipeline);
@@ -75,6 +80,38 @@ describe('a server starting a pipeline whose replication slot another process ho
       }, 'B’s status to say what its start waits for');
       expect(waiting).toContain(`replication slot "${slot}" is in use by another process (pid ${holder.pid}`);
       expect(b.proc.output).toContain('waiting for the replication slot');
+
+      // The state says it waits (never LIVE_CDC while the stream does not run), wherever an
+      // operator looks: the status API, `list pipelines`, `metrics pipeline`, Prometheus and
+      // `monitor` (its view drawn from the server's own answer), each with what holds the slot.
+      const statuses = (await fleet.list(b)) as unknown as PipelineStatus[];
+      const shown = statuses.find((p) => p.name === pipeline)!;
+      expect(shown.state).toBe('WAITING');
+      expect(shown.server).toBe('starting-b');
+      const listed = await fleet.listText(b);
+      expect(listed).toMatch(new RegExp(`^${pipeline}\\s+WAITING\\s`, 'm'));
+      expect(listed).toContain(
+        `${pipeline}: waiting for source: replication slot "${slot}" is in use by another process (pid ${holder.pid}`,
+      );
+      const report = await fleet.metricsText(b, pipeline);
+      expect(report).toMatch(/state\s+WAITING \(/);
+      expect(report).toMatch(new RegExp(`waits for\\s+source: replication slot "${slot}" .*pid ${holder.pid}`));
+      const scrape = await fleet.scrape(b);
+      expect(scrape).toContain(`ns_pipeline_state{pipeline="${pipeline}",state="WAITING"} 1`);
+      expect(scrape).toContain(`ns_pipeline_state{pipeline="${pipeline}",state="LIVE_CDC"} 0`);
+      const monitor = renderToString(
+        createElement(DashboardView, {
+          state: { pipelines: statuses, updatedAt: new Date() },
+          navigation: INITIAL_NAVIGATION,
+          server: b.url,
+          intervalMs: 1000,
+        }),
+        { columns: 240 },
+      );
+      expect(monitor).toMatch(new RegExp(`${pipeline}\\s+WAITING\\s`));
+      expect(monitor).toContain(
+        `⏸ ${pipeline}: waiting for source: replication slot "${slot}" is in use by another process (pid ${holder.pid}`,
+      );
 
       // While the slot stays held, B renews: same holder and epoch, never expired, the
       // expiry carried past three lease times after the one it took.

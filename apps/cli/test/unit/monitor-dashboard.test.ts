@@ -118,6 +118,20 @@ describe('dashboard view', () => {
     expect(never).toContain('no data yet: waiting for the server to answer');
   });
 
+  it('shows a WAITING pipeline and, under the table, what it waits for and who holds it', () => {
+    const waiting = pipeline({
+      name: 'orders',
+      state: 'WAITING',
+      waitingFor:
+        'source: replication slot "nanosync_slot_orders" is in use by another process (pid 4711, nanosync from 10.0.0.7/32)',
+    });
+    const text = frame({ pipelines: [waiting, billing], updatedAt: at });
+    expect(text).toMatch(/^ {2}orders\s+WAITING\s+-\s+0\.0/m);
+    expect(text).toContain(
+      '⏸ orders: waiting for source: replication slot "nanosync_slot_orders" is in use by another process (pid 4711, nanosync from 10.0.0.7/32)',
+    );
+  });
+
   it('says when there are no pipelines', () => {
     expect(frame({ pipelines: [], updatedAt: at })).toContain(
       'no pipelines (create some with: nanosync apply --file FILE)',

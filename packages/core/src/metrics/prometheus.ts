@@ -9,6 +9,7 @@ import type { PipelineState } from '../state/store.js';
  */
 export const PIPELINE_STATES: readonly PipelineState[] = [
   'CREATED',
+  'WAITING',
   'SNAPSHOTTING',
   'LIVE_CDC',
   'DEGRADED',

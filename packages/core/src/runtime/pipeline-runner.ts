@@ -55,6 +55,9 @@ export interface PipelineRunnerOptions {
   leaseValid?: () => boolean;
 }
 
+/** The states a connector's wait (`reportWaiting`) shows as WAITING: those that claim progress. */
+const SHOWN_AS_WAITING: ReadonlySet<PipelineState> = new Set(['CREATED', 'SNAPSHOTTING', 'LIVE_CDC']);
+
 /** What one attempt created, so that teardown closes exactly that. */
 interface AttemptResources {
   source?: Source;
@@ -102,7 +105,8 @@ interface AttemptResources {
  * rule as a restart mid-snapshot. Snapshot rows carry that resume position.
  */
 export class PipelineRunner {
-  state: PipelineState = 'CREATED';
+  /** Where the run is in its lifecycle (what the store gets); `state` shows WAITING over it. */
+  private phase: PipelineState = 'CREATED';
   error: string | undefined;
   /** Set while RETRYING: which attempt failed, when the next starts, and why. */
   retry: RetryStatus | undefined;
@@ -137,6 +141,16 @@ export class PipelineRunner {
 
   get stopping(): boolean {
     return this.stopReason !== undefined;
+  }
+
+  /**
+   * The state shown: WAITING while a connector of the running attempt says it cannot go on
+   * (`waitingFor`; a replication slot another process holds) and the run claims progress
+   * (CREATED, SNAPSHOTTING, LIVE_CDC), so that a stuck start never shows LIVE_CDC. In memory
+   * only, like RETRYING: the store keeps the state the run reached.
+   */
+  get state(): PipelineState {
+    return this.waiting.size > 0 && SHOWN_AS_WAITING.has(this.phase) ? 'WAITING' : this.phase;
   }
 
   /** What the pipeline waits for now (`source: replication slot … is in use by …`), for status. */
@@ -186,7 +200,7 @@ export class PipelineRunner {
             error: message,
           });
           // In memory only: the stored state stays what the pipeline last reached.
-          this.state = 'RETRYING';
+          this.phase = 'RETRYING';
           this.error = message;
           this.retry = {
             attempt: this.failures,
@@ -303,7 +317,7 @@ export class PipelineRunner {
       retry_every_ms: runtime.storeProbeIntervalMs,
     });
     for (let attempt = 1; !this.stopping; attempt++) {
-      this.state = 'RETRYING';
+      this.phase = 'RETRYING';
       this.error = message;
       this.retry = {
         attempt,
@@ -324,7 +338,7 @@ export class PipelineRunner {
             error: describeError(err),
           });
           this.stopReason = 'lease-lost';
-          this.state = 'ERRORED';
+          this.phase = 'ERRORED';
           this.error = describeError(err);
           this.retry = undefined;
           this.options.onState('ERRORED', this.error);
@@ -337,7 +351,7 @@ export class PipelineRunner {
   }
 
   private async setState(state: PipelineState, error?: string): Promise<void> {
-    this.state = state;
+    this.phase = state;
     this.error = error;
     this.retry = undefined;
     if (this.stopReason !== 'lease-lost' && this.stopReason !== 'delete') {
@@ -347,7 +361,7 @@ export class PipelineRunner {
         this.logger.warn('could not record the pipeline state', { state, error: describeError(err) });
       }
     }
-    this.options.onState(state, error);
+    this.options.onState(this.state, error);
   }
 
   private async runOnce(): Promise<'completed' | 'stopped'> {
@@ -410,8 +424,15 @@ export class PipelineRunner {
       signal,
       reportWaiting: (what) => {
         if (signal.aborted) return;
+        const before = this.state;
         if (what === undefined) this.waiting.delete(role);
         else this.waiting.set(role, what);
+        const after = this.state;
+        if (after !== before) {
+          if (after === 'WAITING') this.logger.info('pipeline waiting', { state: before, for: this.waitingFor ?? '' });
+          else this.logger.info('pipeline no longer waiting', { state: after });
+          this.options.onState(after, this.error);
+        }
       },
       ...(this.options.leaseValid !== undefined ? { mayWrite: this.options.leaseValid } : {}),
     });

@@ -62,7 +62,8 @@ export interface PipelineStatus {
   /**
    * What the pipeline waits for while it cannot go on (its source or a sink said so), e.g.
    * `source: replication slot "nanosync_slot_orders" is in use by another process (pid 4711)`;
-   * absent while nothing is waited for.
+   * absent while nothing is waited for. The state is then WAITING, unless the pipeline is
+   * in a state that says more (DEGRADED).
    */
   waitingFor?: string;
   updatedAt?: string;

@@ -5,9 +5,16 @@ import type { Position } from '../model.js';
  * one is scheduled (see `PipelineStatus.retry`). Kept in memory only: a restarted server
  * starts the pipeline afresh.
  */
+/**
+ * `WAITING`: the run cannot go on until something another process holds is free (its source
+ * or a sink said so: a replication slot active for another walsender); `PipelineStatus.waitingFor`
+ * says what and who holds it. Shown over CREATED, SNAPSHOTTING and LIVE_CDC, kept in memory
+ * only like RETRYING: the store keeps the state the run reached.
+ */
 /** `DEGRADED`: streaming, but one or more of several sinks stopped with an error (the others continue). */
 export type PipelineState =
   | 'CREATED'
+  | 'WAITING'
   | 'SNAPSHOTTING'
   | 'LIVE_CDC'
   | 'DEGRADED'
