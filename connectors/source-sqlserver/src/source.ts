@@ -14,9 +14,10 @@ import type {
   TableRef,
   TableSchema,
 } from '@nanosync/core';
-import { ErrorCode, isRetriable, NanosyncError, sleep } from '@nanosync/core';
+import { ErrorCode, isRetriable, NanosyncError } from '@nanosync/core';
 import type sql from 'mssql';
 import { describeTable, type MssqlTable, readCaptureInstances, toTableSchema } from './catalog.js';
+import { waitForCaptureJob } from './cdc/capture-wait.js';
 import { planInstanceReads } from './cdc/instances.js';
 import { disableManagedCdc, enableManagedCdc, managedRoleName } from './cdc/manage.js';
 import { streamChanges } from './cdc/stream.js';
@@ -36,7 +37,6 @@ import {
 import {
   boundaryPosition,
   comparePositions,
-  compareLsn,
   decodePosition,
   formatLsn,
   formatPosition,
@@ -52,6 +52,8 @@ import { readKeyRange, type SnapshotIsolation } from './snapshot/read-partition.
 
 /** How long `open` waits for the capture job to establish new capture instances. */
 const INSTANCE_READY_TIMEOUT_MS = 120_000;
+/** After how long of that wait the pipeline shows it (WAITING, `waitingFor`): a running capture job needs seconds. */
+const CAPTURE_WAIT_REPORT_AFTER_MS = 10_000;
 
 /**
  * The SQL Server source of one pipeline. Connections: a small admin pool (catalog, checks,
@@ -79,11 +81,15 @@ export class SqlServerSource implements Source {
   #head: Lsn | undefined;
   #confirmed: Position | undefined;
   #closed = false;
+  readonly #reportWaiting: ConnectorContext['reportWaiting'];
+  readonly #signal: AbortSignal;
 
   constructor(config: SqlServerSourceConfig, context: ConnectorContext) {
     this.#config = config;
     this.#logger = context.logger;
     this.#pipeline = context.pipeline;
+    this.#reportWaiting = context.reportWaiting;
+    this.#signal = context.signal;
   }
 
   #pool(kind: 'admin' | 'data'): Promise<sql.ConnectionPool> {
@@ -169,30 +175,20 @@ export class SqlServerSource implements Source {
    * never below a newest instance's start, whose changes begin there.
    */
   async #startLsn(tables: MssqlTable[]): Promise<Lsn> {
-    const deadline = Date.now() + INSTANCE_READY_TIMEOUT_MS;
-    for (;;) {
-      const { instances, head } = await this.#withAdmin('reading the CDC state', async (pool) => ({
-        instances: await readCaptureInstances(pool),
-        head: await readMaxLsn(pool),
-      }));
-      let start = head;
-      let pending: MssqlTable | undefined;
-      for (const table of tables) {
-        const own = instances.filter((i) => i.sourceObjectId === table.objectId);
-        if (own.length === 0) throw cdcNotEnabledOnTable(table);
-        const established = own.filter((i) => i.startLsn !== null);
-        if (established.length === 0) pending ??= table;
-        for (const i of established) start = maxLsn(start, i.startLsn!);
-      }
-      if (!pending && compareLsn(start, ZERO_LSN) > 0) return start;
-      if (Date.now() > deadline)
-        throw new NanosyncError(
-          MssqlErrorCode.MssqlCdcDisabled,
-          `the CDC capture job has not processed ${pending ? `the capture instance of ${quoteTable(pending)}` : 'anything'} after ${INSTANCE_READY_TIMEOUT_MS / 1000} s: is SQL Server Agent running and the capture job enabled? (EXEC sys.sp_cdc_help_jobs; EXEC sys.sp_cdc_start_job @job_type = N'capture';)`,
-          { retriable: true },
-        );
-      await sleep(500);
-    }
+    return waitForCaptureJob({
+      read: () =>
+        this.#withAdmin('reading the CDC state', async (pool) => ({
+          instances: await readCaptureInstances(pool),
+          head: await readMaxLsn(pool),
+        })),
+      tables,
+      logger: this.#logger,
+      reportWaiting: this.#reportWaiting,
+      timeoutMs: INSTANCE_READY_TIMEOUT_MS,
+      reportAfterMs: CAPTURE_WAIT_REPORT_AFTER_MS,
+      pollMs: 500,
+      signal: this.#signal,
+    });
   }
 
   /** A later run: every table still captured, and nothing removed past the checkpoint. */
