@@ -77,9 +77,83 @@ export function toRecord(event: ChangeEvent): FileSinkRecord {
   return record;
 }
 
-/** The event as one line of JSON, newline included. */
+/**
+ * The event as one line of JSON, newline included: the same bytes as
+ * `JSON.stringify(toRecord(event))`, without copying the key and the row images into new
+ * objects first. A row whose every value is already its JSON form (strings, booleans, finite
+ * numbers, null) is what `rowToJson` would copy it into, so it is stringified as it is; any
+ * other row (bytes, bigints, arrays, dates, NaN and the infinities, `undefined`) is copied as
+ * before. An event of an unexpected shape goes through `toRecord` whole.
+ */
 export function toJsonLine(event: ChangeEvent): string {
-  return `${JSON.stringify(toRecord(event))}\n`;
+  const { op, position } = event;
+  if (
+    typeof op !== 'string' ||
+    typeof position !== 'string' ||
+    (event.commitTime !== undefined && typeof event.commitTime !== 'string') ||
+    (event.chunk !== undefined && typeof event.chunk !== 'string')
+  )
+    return `${JSON.stringify(toRecord(event))}\n`;
+  let line = `{"op":${JSON.stringify(op)},"table":${tableJson(event.table)},"key":${rowJson(event.key)}`;
+  if (event.before) line += `,"before":${rowJson(event.before)}`;
+  if (event.after) line += `,"after":${rowJson(event.after)}`;
+  if (event.unchanged && event.unchanged.length > 0) line += `,"unchanged":${JSON.stringify([...event.unchanged])}`;
+  line += `,"position":${JSON.stringify(position)}`;
+  if (event.commitTime !== undefined) line += `,"commitTime":${JSON.stringify(event.commitTime)}`;
+  if (event.chunk !== undefined) line += `,"chunk":${JSON.stringify(event.chunk)}`;
+  if (op === 'truncate')
+    line += `,"truncate":{"cascade":${JSON.stringify(event.truncate?.cascade ?? false)},"restartIdentity":${JSON.stringify(event.truncate?.restartIdentity ?? false)}}`;
+  return `${line}}\n`;
+}
+
+/** `schema.table` as JSON, worked out once per table shape. */
+const tableNames = new WeakMap<ChangeEvent['table'], string>();
+function tableJson(table: ChangeEvent['table']): string {
+  let text = tableNames.get(table);
+  if (text === undefined) {
+    text = JSON.stringify(`${table.schema}.${table.name}`);
+    tableNames.set(table, text);
+  }
+  return text;
+}
+
+/** A row as `JSON.stringify(rowToJson(row))` writes it. */
+function rowJson(row: Row): string {
+  return JSON.stringify(isPlainObject(row) && isJsonForm(row) ? row : rowToJson(row));
+}
+
+/** An object `JSON.stringify` writes key by key: no array, no `toJSON` of a class (a `Date`). */
+function isPlainObject(row: unknown): row is Row {
+  if (typeof row !== 'object' || row === null) return false;
+  const prototype = Object.getPrototypeOf(row);
+  return prototype === Object.prototype || prototype === null;
+}
+
+/**
+ * Whether `rowToJson` would give back the row's own keys in the same order with the same
+ * values: no key is `__proto__` (which `rowToJson`'s assignment does not copy) nor `toJSON`,
+ * and every value is a string, a boolean, a finite number or null. A key `for…in` lists that
+ * is not the row's own (from a polluted `Object.prototype`) is left out by both.
+ */
+function isJsonForm(row: Row): boolean {
+  for (const key in row) {
+    const value = row[key];
+    switch (typeof value) {
+      case 'string':
+      case 'boolean':
+        break;
+      case 'number':
+        if (!Number.isFinite(value)) return false;
+        break;
+      case 'object':
+        if (value !== null) return false;
+        break;
+      default:
+        return false;
+    }
+    if (key === '__proto__' || key === 'toJSON') return false;
+  }
+  return true;
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   truncateFlags,
 } from './codec.js';
 import { type JsonValue, rowFromJson, rowToJson } from './json-values.js';
+import { jsonEnvelopeText } from './json-writer.js';
 import { commitTimeToMicros, microsToTimestamp } from './temporal.js';
 import { KafkaErrorCode } from '../errors.js';
 
@@ -116,7 +117,7 @@ export const jsonCodec: MessageCodec = {
   format: 'json',
   encode(event) {
     try {
-      return { value: Buffer.from(JSON.stringify(toEnvelope(event)), 'utf8') };
+      return { value: Buffer.from(jsonEnvelopeText(event), 'utf8') };
     } catch (err) {
       throw encodeError('json', event, err);
     }
