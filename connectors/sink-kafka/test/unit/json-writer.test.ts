@@ -234,7 +234,9 @@ function event(r: Random, t: TableSchema, wrong: boolean): ChangeEvent {
   if ((op === 'update' || op === 'delete') && r.chance(0.5)) e.before = row(r, t, wrong);
   if (op === 'update' && r.chance(0.2)) e.unchanged = t.columns.slice(0, 2).map((c) => c.name);
   if (op === 'truncate' && r.chance(0.7))
-    e.truncate = r.chance(0.5) ? { cascade: r.chance(0.5), restartIdentity: r.chance(0.5) } : { cascade: true };
+    e.truncate = r.chance(0.5)
+      ? { cascade: r.chance(0.5), restartIdentity: r.chance(0.5) }
+      : ({ cascade: true } as ChangeEvent['truncate']);
   if (op === 'read' && r.chance(0.5)) e.chunk = `c${r.int(100)}`;
   return e;
 }
