@@ -113,6 +113,14 @@ describe('a server starting a pipeline whose replication slot another process ho
         `⏸ ${pipeline}: waiting for source: replication slot "${slot}" is in use by another process (pid ${holder.pid}`,
       );
 
+      // Another server of the fleet, which does not run the pipeline, lists it WAITING too (stored).
+      const observer = await fleet.startServer('observer-c', ttlSeconds);
+      const seen = await eventually(async () => {
+        const listed = (await fleet.list(observer)).find((p) => p.name === pipeline);
+        return listed?.state === 'WAITING' ? listed : undefined;
+      }, 'the other server to list it WAITING');
+      expect(seen.server).toBe('starting-b');
+
       // While the slot stays held, B renews: same holder and epoch, never expired, the
       // expiry carried past three lease times after the one it took.
       const problems: string[] = [];
@@ -140,6 +148,10 @@ describe('a server starting a pipeline whose replication slot another process ho
     const status = (await fleet.list(fleet.servers[1]!)).find((p) => p.name === pipeline);
     expect(status).toMatchObject({ state: 'LIVE_CDC', server: 'starting-b' });
     expect(status?.waitingFor).toBeUndefined();
+    await eventually(async () => {
+      const seen = (await fleet.list(fleet.servers[2]!)).find((p) => p.name === pipeline);
+      return seen?.state === 'LIVE_CDC' ? true : undefined;
+    }, 'the other server to list it LIVE_CDC again');
     expect(fleet.servers[1]!.proc.output).toContain('replication slot is free again');
     expect(fleet.servers[1]!.proc.output).not.toMatch(/lost the pipeline lease|lease expired and was taken again/);
 

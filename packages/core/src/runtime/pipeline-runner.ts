@@ -123,6 +123,8 @@ export class PipelineRunner {
   private readonly inlineLogged = new Set<string>();
   /** What the current attempt's connectors said they wait for (role → what); see `ConnectorContext.reportWaiting`. */
   private readonly waiting = new Map<string, string>();
+  /** The store writes of the state, one after the other (see `recordState`). */
+  private stateWrites: Promise<void> = Promise.resolve();
   private stopReason: StopReason | undefined;
   private readonly stopController = new AbortController();
   private loopDone: Promise<void> | undefined;
@@ -146,8 +148,8 @@ export class PipelineRunner {
   /**
    * The state shown: WAITING while a connector of the running attempt says it cannot go on
    * (`waitingFor`; a replication slot another process holds) and the run claims progress
-   * (CREATED, SNAPSHOTTING, LIVE_CDC), so that a stuck start never shows LIVE_CDC. In memory
-   * only, like RETRYING: the store keeps the state the run reached.
+   * (CREATED, SNAPSHOTTING, LIVE_CDC), so that a stuck start never shows LIVE_CDC. Stored
+   * too (see `recordState`), so that the other servers of a fleet list it.
    */
   get state(): PipelineState {
     return this.waiting.size > 0 && SHOWN_AS_WAITING.has(this.phase) ? 'WAITING' : this.phase;
@@ -354,14 +356,28 @@ export class PipelineRunner {
     this.phase = state;
     this.error = error;
     this.retry = undefined;
-    if (this.stopReason !== 'lease-lost' && this.stopReason !== 'delete') {
+    await this.recordState();
+    this.options.onState(this.state, error);
+  }
+
+  /**
+   * Store the state shown (WAITING included, so that every server of a fleet lists it, and
+   * leaves it once the wait ends), after the writes asked for before: each write stores the
+   * state as it is when it runs, so the last one stored is the current one. Nothing is stored
+   * once another server owns the pipeline or it is being deleted.
+   */
+  private recordState(): Promise<void> {
+    this.stateWrites = this.stateWrites.then(async () => {
+      if (this.stopReason === 'lease-lost' || this.stopReason === 'delete') return;
+      const state = this.state;
+      if (state === 'RETRYING') return;
       try {
-        await this.options.store.updatePipeline(this.options.name, { state, error });
+        await this.options.store.updatePipeline(this.options.name, { state, error: this.error });
       } catch (err) {
         this.logger.warn('could not record the pipeline state', { state, error: describeError(err) });
       }
-    }
-    this.options.onState(this.state, error);
+    });
+    return this.stateWrites;
   }
 
   private async runOnce(): Promise<'completed' | 'stopped'> {
@@ -401,7 +417,12 @@ export class PipelineRunner {
     } finally {
       stopSignal.removeEventListener('abort', onStop);
       attempt.abort();
-      this.waiting.clear();
+      if (this.waiting.size > 0) {
+        // The attempt ends waiting: the store must not keep WAITING for it.
+        const shown = this.state;
+        this.waiting.clear();
+        if (shown === 'WAITING') await this.recordState();
+      }
       await this.teardown(res, failure === undefined);
     }
   }
@@ -431,6 +452,7 @@ export class PipelineRunner {
         if (after !== before) {
           if (after === 'WAITING') this.logger.info('pipeline waiting', { state: before, for: this.waitingFor ?? '' });
           else this.logger.info('pipeline no longer waiting', { state: after });
+          void this.recordState();
           this.options.onState(after, this.error);
         }
       },

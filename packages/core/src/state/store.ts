@@ -8,8 +8,8 @@ import type { Position } from '../model.js';
 /**
  * `WAITING`: the run cannot go on until something another process holds is free (its source
  * or a sink said so: a replication slot active for another walsender); `PipelineStatus.waitingFor`
- * says what and who holds it. Shown over CREATED, SNAPSHOTTING and LIVE_CDC, kept in memory
- * only like RETRYING: the store keeps the state the run reached.
+ * says what and who holds it (on the server running the pipeline). Shown over CREATED,
+ * SNAPSHOTTING and LIVE_CDC, and stored while it lasts, so every server of a fleet lists it.
  */
 /** `DEGRADED`: streaming, but one or more of several sinks stopped with an error (the others continue). */
 export type PipelineState =
