@@ -25,7 +25,10 @@ export interface BenchOptions {
   s5Tools: S5Tool[];
   only: ReadonlySet<ScenarioId>;
   skipDebezium: boolean;
-  /** The `workers` setting of S1's nanosync pipelines (default 0: inline). */
+  /**
+   * The `workers` setting of S1's nanosync pipelines (default 0: inline); with N > 0 S2 also
+   * runs its at-least-once pipeline once more with N workers (the change stream through them).
+   */
   workers: number | 'auto';
   /**
    * Run nanosync from its TypeScript sources through tsx (dev runs) instead of the built
@@ -52,7 +55,8 @@ export const USAGE = `Usage: pnpm bench [options]
   --only S1,S2        run only these scenarios (S0 in-process encoding ceiling, S1 snapshot, S2 backlog drain, S3 latency, S4 Kafka ceiling,
                       S5 snapshot under a writer)
   --skip-debezium     do not run Debezium (no Maven resolution, no JVM)
-  --workers N|auto    the workers setting of S1's nanosync pipelines (default 0: no worker threads)
+  --workers N|auto    the workers setting of S1's nanosync pipelines (default 0: no worker threads); with N,
+                      S2 also drains its backlog with N workers and reports workers ÷ inline
   --from-source       run nanosync from its TypeScript sources through tsx (dev runs) instead of
                       the built apps/cli/dist/bin.js, which is built first (turbo, cached)
   --out DIR           where the JSON result goes (default bench-results/ at the repository root)

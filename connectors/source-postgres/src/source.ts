@@ -534,9 +534,10 @@ export class PostgresSource implements Source {
 
   stream(
     from: Position,
-    options: { signal: AbortSignal; tables: TableRef[]; chunk?: { rows: number; bytes: number } },
+    options: { signal: AbortSignal; tables: TableRef[]; chunk?: { rows: number; bytes: number }; raw?: boolean },
   ): AsyncIterable<ChangeBatch> {
     return streamChanges({
+      ...(options.raw === true ? { raw: true } : {}),
       connection: this.#connection,
       slot: this.#slot,
       publication: this.#publication,

@@ -1,10 +1,14 @@
 /**
  * The source's worker module (`@nanosync/source-postgres/worker`, named by the definition's
- * `workerModule`): what a worker thread of a pipeline imports to decode raw snapshot chunks.
+ * `workerModule`): what a worker thread of a pipeline imports to decode raw snapshot chunks
+ * and raw stream batches (`createChangeDecoder`, see stream/raw-changes.ts).
  * Loads no `pg` and nothing that needs the main thread.
  */
 import type { Row, SourceWorkerModule, TableSchema } from '@nanosync/core';
 import { type RawDecoderSetup, rawRowsDecoder } from './snapshot/raw-rows.js';
+import { createChangeDecoder } from './stream/raw-changes.js';
+
+export { createChangeDecoder };
 
 /** A decoder of raw chunks of `table`, from what the source's `decoderSetup(table)` returned. */
 export function createRowDecoder(table: TableSchema, setup: unknown): (raw: Uint8Array) => Row[] {
@@ -14,5 +18,5 @@ export function createRowDecoder(table: TableSchema, setup: unknown): (raw: Uint
 export type { RawDecoderSetup };
 
 // Checked against the contract at compile time.
-const _module: SourceWorkerModule = { createRowDecoder };
+const _module: SourceWorkerModule = { createRowDecoder, createChangeDecoder };
 void _module;

@@ -146,4 +146,30 @@ export interface ChangeBatch {
    * not a transaction boundary the source may be acknowledged at unless `safePosition` says so.
    */
   watermark?: { id: string; position: Position };
+  /**
+   * Set instead of `events` (then empty) when core asked the stream for raw batches
+   * (`Source.stream`'s `raw`): the batch's changes undecoded, for the source's worker module
+   * (`SourceWorkerModule.createChangeDecoder`) to turn into exactly the events the batch would
+   * have carried. A source hands a batch over raw only when every change in it can be decoded
+   * that way; anything else (a TRUNCATE, rows of an attached partition, a change core must see
+   * decoded) comes decoded, in order, as ever.
+   */
+  raw?: RawChanges;
+}
+
+/** The changes of one stream batch in the source's own format (see {@link ChangeBatch.raw}). */
+export interface RawChanges {
+  /** The changes, packed by the source into one buffer of its own (core moves it to a worker, detaching it here). */
+  bytes: ArrayBuffer;
+  /** What the decoder needs beside `bytes` (PostgreSQL: the relations the changes use); structured-cloneable. */
+  setup: unknown;
+  /** How many events the batch holds. */
+  count: number;
+  /** Position of its first and of its last event. */
+  first: Position;
+  last: Position;
+  /** Commit time of the last event (ISO 8601), when the source knows it. */
+  commitTime?: string;
+  /** The tables of its events (each table schema object once), and how many events each has. */
+  tables: { table: TableSchema; events: number }[];
 }

@@ -63,11 +63,14 @@ export async function memoryPeaks(file: string): Promise<Record<string, number>>
     rssFile: 0,
     brkHeap: 0,
   };
+  // The main thread's CPU over the process's life (each line has its interval's share).
+  let mainThreadCpuMs = 0;
   for (const line of text.split('\n')) {
     if (!line) continue;
     try {
-      const s = JSON.parse(line) as Partial<typeof peak>;
+      const s = JSON.parse(line) as Partial<typeof peak> & { cpuMs?: number };
       for (const k of Object.keys(peak) as (keyof typeof peak)[]) peak[k] = Math.max(peak[k], s[k] ?? 0);
+      if (typeof s.cpuMs === 'number' && Number.isFinite(s.cpuMs)) mainThreadCpuMs += s.cpuMs;
     } catch {
       // a line cut by the process's end
     }
@@ -80,6 +83,7 @@ export async function memoryPeaks(file: string): Promise<Record<string, number>>
     peakExternalMB: mb(peak.external),
     peakArrayBuffersMB: mb(peak.arrayBuffers),
     peakOwnRssMB: mb(peak.rss),
+    ...(mainThreadCpuMs > 0 ? { mainThreadCpuSeconds: Math.round(mainThreadCpuMs / 10) / 100 } : {}),
     ...(peak.v8Physical > 0 ? { peakV8ResidentMB: mb(peak.v8Physical) } : {}),
     ...(peak.rssAnon > 0
       ? { peakRssAnonMB: mb(peak.rssAnon), peakRssFileMB: mb(peak.rssFile), peakMallocBrkHeapMB: mb(peak.brkHeap) }

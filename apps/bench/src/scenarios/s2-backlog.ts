@@ -97,13 +97,14 @@ async function runVariant(
     await client.query(`CREATE PUBLICATION ${recvPublication} FOR TABLE ${qualified}`);
     await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [recvSlot]);
 
-    const nsSpecFor = (delivery?: 'exactly_once'): NanosyncPipelineSpec => {
-      const suffix = delivery ? '_eos' : '';
+    const nsSpecFor = (delivery?: 'exactly_once', workers?: number | 'auto'): NanosyncPipelineSpec => {
+      const suffix = `${delivery ? '_eos' : ''}${workers !== undefined ? `_w${workers}` : ''}`;
       return {
-        name: `bench-s2-tx${txSize}${suffix.replace('_', '-')}-${ctx.runId}`,
+        name: `bench-s2-tx${txSize}${suffix.replaceAll('_', '-')}-${ctx.runId}`,
         pgUrl: ctx.pgUrl,
         table: qualified,
         replicationType: 'cdc',
+        ...(workers !== undefined ? { workers } : {}),
         sink: {
           kind: 'kafka',
           brokers: ctx.brokers,
@@ -162,6 +163,11 @@ async function runVariant(
     };
     const nsPrepared = await prepareNanosync(nsSpec, nsTopic);
     const nsEosPrepared = await prepareNanosync(nsEosSpec, nsEosTopic);
+    // `--workers N`: the same pipeline once more with the stream through N worker threads.
+    const workers = ctx.options.workers;
+    const nsWorkersSpec = workers === 0 ? undefined : nsSpecFor(undefined, workers);
+    const nsWorkersTopic = nsWorkersSpec ? (nsWorkersSpec.sink as { topic: string }).topic : '';
+    const nsWorkersPrepared = nsWorkersSpec ? await prepareNanosync(nsWorkersSpec, nsWorkersTopic) : undefined;
 
     let dbzPrepared:
       | { jars: DebeziumJars; spec: ReturnType<typeof debeziumSpec>; topic: string }
@@ -275,6 +281,11 @@ async function runVariant(
     result.measurements.push(ns);
     const nsEos = await nsRun('nanosync → Kafka (json, exactly_once)', nsEosPrepared, nsEosSpec, nsEosTopic);
     result.measurements.push(nsEos);
+    const nsWorkers =
+      nsWorkersSpec && nsWorkersPrepared
+        ? await nsRun(`nanosync → Kafka (json, workers ${workers})`, nsWorkersPrepared, nsWorkersSpec, nsWorkersTopic)
+        : undefined;
+    if (nsWorkers) result.measurements.push(nsWorkers);
 
     const dbz = await (async (): Promise<Measurement> => {
       const label = 'Debezium → Kafka (json)';
@@ -314,6 +325,39 @@ async function runVariant(
         meaning: 'backlog events/s of nanosync over Debezium’s (>1 = nanosync drains faster)',
       },
     ];
+    if (nsWorkers) {
+      // Main-thread CPU (the heap sampler's schedstat of the process's main thread) per million events.
+      const mainCpuPerM = (m: Measurement) => {
+        const seconds =
+          m.status === 'ok'
+            ? (m.details as { mainThreadCpuSeconds?: number } | undefined)?.mainThreadCpuSeconds
+            : undefined;
+        return seconds === undefined ? undefined : cpuPerMillion(seconds, events);
+      };
+      ratios.push(
+        {
+          name: `nanosync workers ${workers} ÷ inline`,
+          value: ratio(rate(nsWorkers), rate(ns)),
+          reason: why(nsWorkers, ns),
+          meaning: `backlog events/s with the change stream decoded and encoded in ${workers} worker threads, over the inline path (workers: 0)`,
+        },
+        {
+          name: `nanosync main-thread CPU-s/M workers ${workers} ÷ inline`,
+          value: ratio(mainCpuPerM(nsWorkers), mainCpuPerM(ns)),
+          reason: why(nsWorkers, ns) ?? (mainCpuPerM(ns) === undefined ? 'no main-thread CPU samples' : undefined),
+          meaning: `main-thread CPU seconds per million events with ${workers} worker threads over inline (<1 = the main thread does less per event: what bounds the pipeline on more cores)`,
+        },
+        {
+          name: `nanosync CPU-s/M (all threads) workers ${workers} ÷ inline`,
+          value: ratio(
+            nsWorkers.status === 'ok' ? nsWorkers.cpuSecondsPerMillion : undefined,
+            ns.status === 'ok' ? ns.cpuSecondsPerMillion : undefined,
+          ),
+          reason: why(nsWorkers, ns),
+          meaning: 'process CPU seconds per million events, every thread counted, with workers over inline',
+        },
+      );
+    }
     result.ratios.push(...ratios);
     result.notes.push(
       'Done = every event in the topic and the slot’s confirmed_flush_lsn at or past the last generated commit; seconds run from process start, startup s = start → slot active.',

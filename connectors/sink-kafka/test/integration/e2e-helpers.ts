@@ -91,6 +91,8 @@ export async function writePipelines(
 
 /** The log line a process writes once a sink wrote a batch its worker threads encoded. */
 export const ENCODED_IN_WORKER = 'sink wrote its first batch encoded in a worker thread';
+/** Logged once per sink and process when a stream batch a worker thread encoded was written. */
+export const STREAM_ENCODED_IN_WORKER = 'sink wrote its first stream batch encoded in a worker thread';
 
 export async function topicSize(brokers: string[], topic: string): Promise<number> {
   const admin = new Kafka({ clientId: 'ns-e2e-admin', brokers, logLevel: logLevel.NOTHING }).admin();

@@ -2,7 +2,7 @@ import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { codecFor, MESSAGE_FORMATS } from '../../src/formats/index.js';
-import { NanosyncProcess, e2eWorkspace, eventually, writePipelines } from './e2e-helpers.js';
+import { NanosyncProcess, STREAM_ENCODED_IN_WORKER, e2eWorkspace, eventually, writePipelines } from './e2e-helpers.js';
 import { type ConsumedRecord, consumeAll, reduceByKey, uniqueName } from './helpers.js';
 
 let postgres: Awaited<ReturnType<typeof startPostgres>>;
@@ -59,138 +59,166 @@ class Writer {
   }
 }
 
-describe.each(MESSAGE_FORMATS)('postgres → kafka (%s): DDL on the key column and beside it, under writes', (format) => {
-  const decode = (value: Buffer) => codecFor(format).decode(value);
-  test(
-    'the topic reduced by key equals the table; every message decodes with its own schema; new shapes flow',
-    { timeout: 400_000 },
-    async () => {
-      await using workspace = await e2eWorkspace(postgres, 'ns-kafka-ddl-');
-      const { url, db, dir } = workspace;
-      const pipeline = uniqueName(`ddl_${format}`).replace(/-/g, '_');
-      const topic = uniqueName(`ns-ddl-${format}`);
-      let writer: Writer | undefined;
-      let nanosync: NanosyncProcess | undefined;
-      try {
-        await db.query(`CREATE TYPE mood AS ENUM ('sad', 'ok')`);
-        await db.query('CREATE TABLE ddl_t (id int PRIMARY KEY, note text, drop_me text, mood mood)');
-        await db.query(`INSERT INTO ddl_t SELECT g, 'row ' || g, 'x', 'ok' FROM generate_series(1, 70) g`);
-        const { args } = await writePipelines(dir, {
-          postgresUrl: url,
-          brokers: kafka.brokers,
-          pipelines: [
-            {
-              name: pipeline,
-              tables: ['public.ddl_t'],
-              sink: { topic, num_partitions: 1, message_format: format },
+/**
+ * Every format inline, and json and avro with the stream decoded and encoded in 2 worker
+ * threads: the relations change under the writer (Relation messages mid-stream), and a batch
+ * of a table whose shape the workers' encoders were not set up for is decoded on the main
+ * thread, saying why.
+ */
+const RUNS = MESSAGE_FORMATS.flatMap((format) => [
+  { format, workers: 0 },
+  ...(format === 'json' || format === 'avro' ? [{ format, workers: 2 }] : []),
+]);
+
+describe.each(RUNS)(
+  'postgres → kafka ($format, workers: $workers): DDL on the key column and beside it, under writes',
+  ({ format, workers }) => {
+    const decode = (value: Buffer) => codecFor(format).decode(value);
+    test(
+      'the topic reduced by key equals the table; every message decodes with its own schema; new shapes flow',
+      { timeout: 400_000 },
+      async () => {
+        await using workspace = await e2eWorkspace(postgres, 'ns-kafka-ddl-');
+        const { url, db, dir } = workspace;
+        const pipeline = uniqueName(`ddl_${format}`).replace(/-/g, '_');
+        const topic = uniqueName(`ns-ddl-${format}`);
+        let writer: Writer | undefined;
+        let nanosync: NanosyncProcess | undefined;
+        try {
+          await db.query(`CREATE TYPE mood AS ENUM ('sad', 'ok')`);
+          await db.query('CREATE TABLE ddl_t (id int PRIMARY KEY, note text, drop_me text, mood mood)');
+          await db.query(`INSERT INTO ddl_t SELECT g, 'row ' || g, 'x', 'ok' FROM generate_series(1, 70) g`);
+          const { args } = await writePipelines(dir, {
+            postgresUrl: url,
+            brokers: kafka.brokers,
+            pipelines: [
+              {
+                name: pipeline,
+                tables: ['public.ddl_t'],
+                sink: { topic, num_partitions: 1, message_format: format },
+                workers,
+              },
+            ],
+          });
+          nanosync = new NanosyncProcess(args);
+          const running = nanosync;
+          await eventually(
+            async () => ((await consumeAll(kafka.brokers, topic).catch(() => [])).length >= 70 ? true : undefined),
+            'the snapshot in Kafka',
+            180_000,
+            () => running.output.slice(-3000),
+          );
+
+          writer = new Writer(db);
+          const pause = () => new Promise((r) => setTimeout(r, 400));
+          await pause();
+          if (workers > 0)
+            await eventually(
+              async () => (running.output.includes(STREAM_ENCODED_IN_WORKER) ? true : undefined),
+              'stream batches the worker threads encoded, before the DDL',
+              120_000,
+              () => running.output.slice(-3000),
+            );
+          // A delete committed just before the key column changes type, streamed after it.
+          await db.query('DELETE FROM ddl_t WHERE id = 62');
+          await db.query('ALTER TABLE ddl_t ALTER COLUMN id TYPE bigint');
+          await pause();
+          await db.query('ALTER TABLE ddl_t ADD COLUMN with_default int NOT NULL DEFAULT 5');
+          await db.query('ALTER TABLE ddl_t ADD COLUMN without_default text');
+          await pause();
+          await db.query('ALTER TABLE ddl_t DROP COLUMN drop_me');
+          await pause();
+          await db.query('ALTER TABLE ddl_t ALTER COLUMN with_default TYPE bigint');
+          await db.query(`ALTER TYPE mood ADD VALUE 'happy'`);
+          await db.query(`UPDATE ddl_t SET mood = 'happy', without_default = 'set' WHERE id = 63`);
+          await db.query('DELETE FROM ddl_t WHERE id = 64');
+          await db.query('ALTER TABLE ddl_t RENAME COLUMN id TO key_id');
+          writer.keyColumn = 'key_id';
+          await pause();
+          await writer.stop();
+          writer = undefined;
+          // The table as the truncate will find it: the topic up to the truncate must reduce to this.
+          const beforeTruncate = await db.query<{ key_id: string; note: string }>(
+            'SELECT key_id::text AS key_id, note FROM ddl_t',
+          );
+          await db.query('TRUNCATE ddl_t');
+          await db.query(
+            `INSERT INTO ddl_t (key_id, note, mood) VALUES (5000, 'after truncate', 'happy'), (5001, 'after truncate', 'sad')`,
+          );
+          await db.query(`UPDATE ddl_t SET note = 'last' WHERE key_id = 5001`);
+
+          const { rows } = await db.query<{ key_id: string; note: string }>(
+            'SELECT key_id::text AS key_id, note FROM ddl_t ORDER BY key_id',
+          );
+          const expected = new Map(rows.map((r) => [`[${r.key_id}]`, r.note]));
+          let records: ConsumedRecord[] = [];
+          let problems: string[] = [];
+          await eventually(
+            async () => {
+              records = await consumeAll(kafka.brokers, topic);
+              const live = reduceByKey(records, decode);
+              problems = [];
+              for (const [key, note] of expected)
+                if (live.get(key)?.note !== note)
+                  problems.push(`key ${key}: table ${note}, topic ${JSON.stringify(live.get(key))}`);
+              for (const key of live.keys())
+                if (!expected.has(key)) problems.push(`key ${key}: in the topic, not in the table`);
+              return problems.length === 0 ? true : undefined;
             },
-          ],
-        });
-        nanosync = new NanosyncProcess(args);
-        const running = nanosync;
-        await eventually(
-          async () => ((await consumeAll(kafka.brokers, topic).catch(() => [])).length >= 70 ? true : undefined),
-          'the snapshot in Kafka',
-          180_000,
-          () => running.output.slice(-3000),
-        );
+            'the topic to converge on the table',
+            180_000,
+            () => `${problems.slice(0, 10).join('\n')}\n--- nanosync ---\n${running.output.slice(-3000)}`,
+          );
 
-        writer = new Writer(db);
-        const pause = () => new Promise((r) => setTimeout(r, 400));
-        await pause();
-        // A delete committed just before the key column changes type, streamed after it.
-        await db.query('DELETE FROM ddl_t WHERE id = 62');
-        await db.query('ALTER TABLE ddl_t ALTER COLUMN id TYPE bigint');
-        await pause();
-        await db.query('ALTER TABLE ddl_t ADD COLUMN with_default int NOT NULL DEFAULT 5');
-        await db.query('ALTER TABLE ddl_t ADD COLUMN without_default text');
-        await pause();
-        await db.query('ALTER TABLE ddl_t DROP COLUMN drop_me');
-        await pause();
-        await db.query('ALTER TABLE ddl_t ALTER COLUMN with_default TYPE bigint');
-        await db.query(`ALTER TYPE mood ADD VALUE 'happy'`);
-        await db.query(`UPDATE ddl_t SET mood = 'happy', without_default = 'set' WHERE id = 63`);
-        await db.query('DELETE FROM ddl_t WHERE id = 64');
-        await db.query('ALTER TABLE ddl_t RENAME COLUMN id TO key_id');
-        writer.keyColumn = 'key_id';
-        await pause();
-        await writer.stop();
-        writer = undefined;
-        // The table as the truncate will find it: the topic up to the truncate must reduce to this.
-        const beforeTruncate = await db.query<{ key_id: string; note: string }>(
-          'SELECT key_id::text AS key_id, note FROM ddl_t',
-        );
-        await db.query('TRUNCATE ddl_t');
-        await db.query(
-          `INSERT INTO ddl_t (key_id, note, mood) VALUES (5000, 'after truncate', 'happy'), (5001, 'after truncate', 'sad')`,
-        );
-        await db.query(`UPDATE ddl_t SET note = 'last' WHERE key_id = 5001`);
-
-        const { rows } = await db.query<{ key_id: string; note: string }>(
-          'SELECT key_id::text AS key_id, note FROM ddl_t ORDER BY key_id',
-        );
-        const expected = new Map(rows.map((r) => [`[${r.key_id}]`, r.note]));
-        let records: ConsumedRecord[] = [];
-        let problems: string[] = [];
-        await eventually(
-          async () => {
-            records = await consumeAll(kafka.brokers, topic);
-            const live = reduceByKey(records, decode);
-            problems = [];
-            for (const [key, note] of expected)
-              if (live.get(key)?.note !== note)
-                problems.push(`key ${key}: table ${note}, topic ${JSON.stringify(live.get(key))}`);
-            for (const key of live.keys())
-              if (!expected.has(key)) problems.push(`key ${key}: in the topic, not in the table`);
-            return problems.length === 0 ? true : undefined;
-          },
-          'the topic to converge on the table',
-          180_000,
-          () => `${problems.slice(0, 10).join('\n')}\n--- nanosync ---\n${running.output.slice(-3000)}`,
-        );
-
-        // Every message decodes with the schema it carries, and the shapes follow the DDL in order.
-        const changes = records.filter((r) => r.value !== null).map((r) => ({ key: r.key, change: decode(r.value!) }));
-        const ops = changes.map((c) => c.change.op);
-        expect(ops).toContain('truncate');
-        const truncateAt = ops.indexOf('truncate');
-        expect(changes[truncateAt]!.key).toBeNull();
-        // Before the truncate, across the type change and the rename: one live key per row, none stale.
-        const untilTruncate = reduceByKey(
-          records.slice(
-            0,
-            records.findIndex((r) => r.value !== null && r.headers['ns-op'] === 'truncate'),
-          ),
-          decode,
-        );
-        const stateBefore = new Map(beforeTruncate.rows.map((r) => [`[${r.key_id}]`, r.note]));
-        expect(new Map([...untilTruncate].map(([k, v]) => [k, v.note]))).toEqual(stateBefore);
-        expect(stateBefore.size).toBeGreaterThan(20);
-        const afterTruncate = changes.slice(truncateAt + 1).filter((c) => c.change.after);
-        expect(afterTruncate.length).toBeGreaterThan(0);
-        for (const { change } of afterTruncate) {
-          expect(Object.keys(change.after!)).toContain('key_id');
-          expect(Object.keys(change.after!)).not.toContain('drop_me');
-          expect(String(change.after!.with_default)).toBe('5');
+          if (workers > 0)
+            expect(running.output, running.output.slice(-3000)).toContain(
+              "changed shape since the stream's worker threads started",
+            );
+          // Every message decodes with the schema it carries, and the shapes follow the DDL in order.
+          const changes = records
+            .filter((r) => r.value !== null)
+            .map((r) => ({ key: r.key, change: decode(r.value!) }));
+          const ops = changes.map((c) => c.change.op);
+          expect(ops).toContain('truncate');
+          const truncateAt = ops.indexOf('truncate');
+          expect(changes[truncateAt]!.key).toBeNull();
+          // Before the truncate, across the type change and the rename: one live key per row, none stale.
+          const untilTruncate = reduceByKey(
+            records.slice(
+              0,
+              records.findIndex((r) => r.value !== null && r.headers['ns-op'] === 'truncate'),
+            ),
+            decode,
+          );
+          const stateBefore = new Map(beforeTruncate.rows.map((r) => [`[${r.key_id}]`, r.note]));
+          expect(new Map([...untilTruncate].map(([k, v]) => [k, v.note]))).toEqual(stateBefore);
+          expect(stateBefore.size).toBeGreaterThan(20);
+          const afterTruncate = changes.slice(truncateAt + 1).filter((c) => c.change.after);
+          expect(afterTruncate.length).toBeGreaterThan(0);
+          for (const { change } of afterTruncate) {
+            expect(Object.keys(change.after!)).toContain('key_id');
+            expect(Object.keys(change.after!)).not.toContain('drop_me');
+            expect(String(change.after!.with_default)).toBe('5');
+          }
+          const happy = changes.find(
+            (c) => c.change.after?.mood === 'happy' && c.change.after?.without_default === 'set',
+          );
+          expect(happy?.key).toBe('[63]');
+          const snapshotRow = changes.find((c) => c.change.op === 'read');
+          expect(Object.keys(snapshotRow!.change.after!)).toContain('drop_me');
+          // The delete of 62 (before the type change) and of 64 (before the rename) are keyed as the rows were written.
+          expect(changes.some((c) => c.change.op === 'delete' && c.key === '[62]')).toBe(true);
+          expect(changes.some((c) => c.change.op === 'delete' && c.key === '[64]')).toBe(true);
+          // One key per row across the type change and the rename: no key was ever spelled another way.
+          for (const { key } of changes) if (key !== null) expect(key).toMatch(/^\[\d+\]$/);
+        } finally {
+          await writer?.stop().catch(() => undefined);
+          await nanosync?.kill('SIGTERM').catch(() => undefined);
         }
-        const happy = changes.find(
-          (c) => c.change.after?.mood === 'happy' && c.change.after?.without_default === 'set',
-        );
-        expect(happy?.key).toBe('[63]');
-        const snapshotRow = changes.find((c) => c.change.op === 'read');
-        expect(Object.keys(snapshotRow!.change.after!)).toContain('drop_me');
-        // The delete of 62 (before the type change) and of 64 (before the rename) are keyed as the rows were written.
-        expect(changes.some((c) => c.change.op === 'delete' && c.key === '[62]')).toBe(true);
-        expect(changes.some((c) => c.change.op === 'delete' && c.key === '[64]')).toBe(true);
-        // One key per row across the type change and the rename: no key was ever spelled another way.
-        for (const { key } of changes) if (key !== null) expect(key).toMatch(/^\[\d+\]$/);
-      } finally {
-        await writer?.stop().catch(() => undefined);
-        await nanosync?.kill('SIGTERM').catch(() => undefined);
-      }
-    },
-  );
-});
+      },
+    );
+  },
+);
 
 describe.each(['json', 'avro', 'protobuf'] as const)(
   'postgres → kafka (%s): the primary key redefined under writes',

@@ -5,6 +5,7 @@ import {
   ENCODED_IN_WORKER,
   NanosyncProcess,
   SlotFlushSampler,
+  STREAM_ENCODED_IN_WORKER,
   e2eWorkspace,
   eventually,
   oracle,
@@ -22,7 +23,9 @@ const ROWS = 20_000;
  * snapshot. After a restart and drain, the topic passes the oracle of RELIABILITY.md. The
  * same with the snapshot decoded and encoded in 1 and in 3 worker threads (concurrent mode:
  * the merge drops rows by the keys of raw chunks); each such run must have written
- * batches the workers encoded.
+ * batches the workers encoded. With workers the stream goes through them too once the
+ * snapshot is done: the restarted process is SIGKILLed again once it wrote stream batches the
+ * workers encoded, under the writer, and a third one takes over from its checkpoints.
  */
 test.each([{ workers: 0 }, { workers: 1 }, { workers: 3 }])(
   'postgres → kafka: concurrent writer, SIGKILL mid-snapshot, restart, oracle passes (workers: $workers)',
@@ -36,6 +39,7 @@ test.each([{ workers: 0 }, { workers: 1 }, { workers: 3 }])(
     const topic = uniqueName('ns-e2e');
     let writer: ConcurrentWriter | undefined;
     let sampler: SlotFlushSampler | undefined;
+    let third: NanosyncProcess | undefined;
     try {
       await db.query(
         'CREATE TABLE public.e2e_orders (id bigint PRIMARY KEY, note text, amount numeric(20,2), qty int, flag bool)',
@@ -84,7 +88,28 @@ test.each([{ workers: 0 }, { workers: 1 }, { workers: 3 }])(
       expect(atKill, 'the kill landed before the snapshot finished').toBeLessThan(ROWS);
 
       await using second = new NanosyncProcess(args);
-      await new Promise((r) => setTimeout(r, 5_000));
+      let last = second;
+      if (workers > 0) {
+        // The stream phase through the workers, killed there, under the writer.
+        await eventually(
+          async () => (second.output.includes(STREAM_ENCODED_IN_WORKER) ? true : undefined),
+          'stream batches the worker threads encoded, written to Kafka',
+          240_000,
+          () => second.output.slice(-3000),
+        );
+        await second.kill('SIGKILL');
+        third = new NanosyncProcess(args);
+        const running = third;
+        last = running;
+        await eventually(
+          async () => (running.output.includes(STREAM_ENCODED_IN_WORKER) ? true : undefined),
+          'stream batches the worker threads encoded after the second kill',
+          240_000,
+          () => running.output.slice(-3000),
+        );
+      } else {
+        await new Promise((r) => setTimeout(r, 5_000));
+      }
       await writer.stop();
       const changes = writer.changes;
       writer = undefined;
@@ -100,21 +125,22 @@ test.each([{ workers: 0 }, { workers: 1 }, { workers: 3 }])(
         },
         'the topic to converge on the table',
         240_000,
-        () => `${problems.join('\n')}\n--- nanosync output ---\n${second.output.slice(-4000)}`,
+        () => `${problems.join('\n')}\n--- nanosync output ---\n${last.output.slice(-4000)}`,
       );
       expect(problems).toEqual([]);
       expect(changes.length).toBeGreaterThan(0);
       // With workers, snapshot chunks reached Kafka as batches the worker threads encoded (the
       // line may come from either process: the first one's log can be cut by the SIGKILL).
-      const outputs = first.output + second.output;
+      const outputs = first.output + second.output + (third?.output ?? '');
       if (workers > 0) expect(outputs, outputs.slice(-3000)).toContain(ENCODED_IN_WORKER);
       else expect(outputs).not.toContain(ENCODED_IN_WORKER);
-      await second.kill('SIGTERM');
+      await last.kill('SIGTERM');
       // Item 4, sampled through the whole run, shutdown included.
       expect(await sampler.stopAndCheck(records)).toEqual([]);
     } finally {
       await writer?.stop().catch(() => undefined);
       await sampler?.stop().catch(() => undefined);
+      await third?.kill('SIGKILL').catch(() => undefined);
     }
   },
 );

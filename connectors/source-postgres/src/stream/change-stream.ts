@@ -36,6 +36,7 @@ import { classifySessionFailure } from './failures.js';
 import { formatPgTimestamp, type PgOutputMessage } from './pgoutput.js';
 import { RelationCache, type StreamRelation } from './relations.js';
 import { runReplicationSession } from './replication-session.js';
+import { decodeChange, finishBatch, pendingChange, type RawChangeMessage } from './raw-changes.js';
 import { PgErrorCode, sqlState } from '../errors.js';
 
 export interface ReconnectPolicy {
@@ -72,6 +73,11 @@ export interface StreamChangesOptions {
   /** Shared with `Source.acknowledge`; see {@link createAcknowledger}. One is made when absent. */
   acknowledger?: Acknowledger;
   batchLimits?: Partial<BatchLimits>;
+  /**
+   * Hand batches over undecoded where possible (`ChangeBatch.raw`, see raw-changes.ts), for the
+   * pipeline's worker threads.
+   */
+  raw?: boolean;
   reconnect?: Partial<ReconnectPolicy>;
   /**
    * Where the stream notes every transaction it decodes (xid, commit LSN) before any of its
@@ -268,8 +274,22 @@ class ChangeStream {
         stopListening();
         this.#options.signal.removeEventListener('abort', onAbort);
       });
+    let mixedSaid = false;
+    const onMixed = () => {
+      if (mixedSaid) return;
+      mixedSaid = true;
+      this.#logger.debug(
+        'a stream batch holds changes of other kinds too (a TRUNCATE, rows of an attached partition): decoded here, not in a worker thread',
+      );
+    };
     return {
-      next: () => this.#queue.next(),
+      next:
+        this.#options.raw === true
+          ? async () => {
+              const next = await this.#queue.next();
+              return next.done === true ? next : { done: false, value: finishBatch(next.value, onMixed) };
+            }
+          : () => this.#queue.next(),
       // Breaking out of `for await` closes the replication connection before it returns.
       return: async () => {
         this.#stop.abort();
@@ -409,6 +429,7 @@ class ChangeStream {
           publication,
           messages: this.#options.watermarkPrefix !== undefined,
           ...(this.#options.watermarkPrefix !== undefined ? { keepMessagePrefix: this.#options.watermarkPrefix } : {}),
+          ...(this.#options.raw === true ? { rawChanges: true } : {}),
           acknowledger: this.#acknowledger,
           logger: this.#logger,
           statusIntervalMs: this.#options.statusIntervalMs ?? 10_000,
@@ -435,9 +456,11 @@ class ChangeStream {
     }
   }
 
-  async #handle(message: PgOutputMessage, bytes: number): Promise<void> {
+  async #handle(message: PgOutputMessage | RawChangeMessage, bytes: number): Promise<void> {
     this.#sessionProgress = true;
     switch (message.tag) {
+      case 'raw-change':
+        return this.#onChange(message, bytes);
       case 'begin':
         if (this.#resumeAt.size > 0 && message.finalLsn > this.#from.lsn) this.#resumePending();
         if (this.#transaction)
@@ -519,10 +542,10 @@ class ChangeStream {
   }
 
   async #onChange(
-    message: Extract<PgOutputMessage, { tag: 'insert' | 'update' | 'delete' }>,
+    message: Extract<PgOutputMessage, { tag: 'insert' | 'update' | 'delete' }> | RawChangeMessage,
     bytes: number,
   ): Promise<void> {
-    const transaction = this.#openTransaction(message.tag);
+    const transaction = this.#openTransaction(message.tag === 'raw-change' ? 'change' : message.tag);
     transaction.index++;
     const mark: Mark = { lsn: transaction.commitLsn, index: transaction.index };
     if (compareMarks(mark, this.#delivered) <= 0) return;
@@ -530,12 +553,18 @@ class ChangeStream {
     if (!relation) throw protocolError(`${message.tag} for relation ${message.relationId} before its Relation message`);
     if (!this.#captures(relation)) return;
     const context = { position: encodePosition(mark.lsn, mark.index), commitTime: transaction.commitTime };
+    // Raw (for worker threads): decoded when the batch leaves, or in a worker; here only
+    // while an attached partition is read (its chunks need every change's key).
     const event =
-      message.tag === 'insert'
-        ? insertEvent(relation, message, context)
-        : message.tag === 'update'
-          ? updateEvent(relation, message, context)
-          : deleteEvent(relation, message, context);
+      message.tag === 'raw-change'
+        ? this.#chunks.size > 0
+          ? decodeChange(relation, message.payload, context)
+          : pendingChange(relation, message, context)
+        : message.tag === 'insert'
+          ? insertEvent(relation, message, context)
+          : message.tag === 'update'
+            ? updateEvent(relation, message, context)
+            : deleteEvent(relation, message, context);
     if (this.#chunks.size > 0) this.#noteChange(event);
     this.#delivered = mark;
     await this.#queue.push(event, bytes);

@@ -6,12 +6,13 @@ import { quoteIdent, quoteLiteral, PgErrorCode } from '../errors.js';
 import { formatLsn, parseLsn } from '../position.js';
 import type { AcknowledgerInternals } from './acknowledger.js';
 import { decodePgOutput, type PgOutputMessage } from './pgoutput.js';
+import { isChangeTag, type RawChangeMessage, rawChangeMessage } from './raw-changes.js';
 
 /** One XLogData payload, decoded where it arrived so that keepalives can be ordered after it. */
 interface ReceivedMessage {
   sequence: number;
   bytes: number;
-  message?: PgOutputMessage;
+  message?: PgOutputMessage | RawChangeMessage;
   error?: unknown;
 }
 
@@ -69,7 +70,7 @@ export interface SessionCallbacks {
   /** Replication started: the server accepted START_REPLICATION. */
   started(): void;
   /** Each message in stream order; the next one waits until the promise settles (backpressure). */
-  message(message: PgOutputMessage, bytes: number): Promise<void>;
+  message(message: PgOutputMessage | RawChangeMessage, bytes: number): Promise<void>;
   /** The server's WAL position from a keepalive, delivered after every message received before it. */
   keepalive(walEnd: bigint): void;
 }
@@ -82,6 +83,8 @@ export interface SessionOptions {
   messages?: boolean;
   /** Payloads of logical messages with another prefix are not copied (see `decodePgOutput`). */
   keepMessagePrefix?: string;
+  /** Leave Insert, Update and Delete messages undecoded (`RawChangeMessage`), for worker threads. */
+  rawChanges?: boolean;
   acknowledger: AcknowledgerInternals;
   logger: Logger;
   /** Standby status updates at least this often, even while reading is paused (default 10 s). */
@@ -171,6 +174,8 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
     const plugin = new PgoutputTextPlugin(options.publication, options.messages === true, (payload) => {
       const sequence = ++receivedSequence;
       try {
+        if (options.rawChanges === true && isChangeTag(payload[0]))
+          return { sequence, bytes: payload.length, message: rawChangeMessage(payload) };
         return { sequence, bytes: payload.length, message: decodePgOutput(payload, decodeOptions) };
       } catch (error) {
         return { sequence, bytes: payload.length, error };
@@ -187,7 +192,7 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
       if (settled) return;
       try {
         if (received.error !== undefined) throw received.error;
-        await callbacks.message(received.message as PgOutputMessage, received.bytes);
+        await callbacks.message(received.message as PgOutputMessage | RawChangeMessage, received.bytes);
       } catch (error) {
         finish(error);
         return;

@@ -261,7 +261,17 @@ export interface Source {
    */
   stream(
     from: Position,
-    options: { signal: AbortSignal; tables: TableRef[]; chunk?: { rows: number; bytes: number } },
+    options: {
+      signal: AbortSignal;
+      tables: TableRef[];
+      chunk?: { rows: number; bytes: number };
+      /**
+       * Hand batches over undecoded where possible (`ChangeBatch.raw`), for the pipeline's worker
+       * threads to decode with the worker module's `createChangeDecoder`. Core asks only a source
+       * whose worker module has it. Batches, positions and `safePosition`s are the same either way.
+       */
+      raw?: boolean;
+    },
   ): AsyncIterable<ChangeBatch>;
 
   /**
@@ -543,6 +553,14 @@ export interface SourceWorkerModule {
    * and throws what that read would throw for a value it cannot decode.
    */
   createRowDecoder(table: TableSchema, setup: unknown): (raw: Uint8Array) => Row[];
+  /**
+   * Optional: a decoder of raw stream batches (`ChangeBatch.raw`: its `bytes` and `setup`) into
+   * exactly the events the source would have put in the batch decoded, throwing what the
+   * decoded stream would throw for a value it cannot decode. One decoder serves many batches,
+   * in any order (it may cache what `setup` describes); core also runs one on the main thread,
+   * for batches it must write decoded.
+   */
+  createChangeDecoder?(): (raw: Uint8Array, setup: unknown) => ChangeEvent[];
 }
 
 export interface SinkDefinition<C = unknown> {

@@ -29,11 +29,12 @@ export class FanOut {
   /**
    * Hand a chunk a worker encoded to every lane: `parts[i]` to lane i (the lanes are in the
    * order of the pipeline's sinks). Returns true when some lane is now full, like `push`.
+   * A stream batch comes with its `safePosition` and newest commit time, as in `push`.
    */
-  pushEncoded(parts: readonly EncodedPart[]): boolean {
+  pushEncoded(parts: readonly EncodedPart[], safePosition?: Position, commitMs?: number): boolean {
     let full = false;
     for (const [i, lane] of this.lanes.entries()) {
-      lane.pushEncoded(parts[i]!);
+      lane.pushEncoded(parts[i]!, safePosition, commitMs);
       if (lane.full) full = true;
     }
     return full;

@@ -21,6 +21,7 @@ import { SnapshotCoordinator } from './snapshot-coordinator.js';
 import { SnapshotWorkers, workersUnusable } from './snapshot-workers.js';
 import { resolveWorkerCount } from '../config/read-pipelines.js';
 import { runStreamLoop } from './stream-loop.js';
+import { StreamWorkers, streamWorkersUnusable } from './stream-workers.js';
 import { WatermarkMerge } from './watermark-merge.js';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES, DEFAULT_SNAPSHOT_CHUNK_ROWS } from '../config/validate.js';
 import type { PipelineStats, TableStats } from './stats.js';
@@ -67,6 +68,8 @@ interface AttemptResources {
   coordinator?: SnapshotCoordinator;
   /** The snapshot's worker threads, when it uses them. */
   workers?: SnapshotWorkers;
+  /** The change stream's worker threads, when it uses them. */
+  streamWorkers?: StreamWorkers;
   snapshot?: OpenResult['snapshot'];
   metricsTimer?: NodeJS.Timeout;
   /**
@@ -622,8 +625,10 @@ export class PipelineRunner {
         },
         schemas,
       );
-    const stream = (merge: WatermarkMerge | undefined, schemaGuard: SchemaGuard) =>
-      runStreamLoop({
+    const stream = async (merge: WatermarkMerge | undefined, schemaGuard: SchemaGuard) => {
+      const workers = await this.startStreamWorkers(res, fanOut, schemas);
+      if (res.torn) return 'stopped' as const;
+      return runStreamLoop({
         schemaGuard,
         pipeline: name,
         source,
@@ -639,7 +644,9 @@ export class PipelineRunner {
           rows: pipeline.snapshot.chunk_rows ?? DEFAULT_SNAPSHOT_CHUNK_ROWS,
           bytes: pipeline.snapshot.chunk_bytes ?? DEFAULT_SNAPSHOT_CHUNK_BYTES,
         },
+        ...(workers !== undefined ? { workers } : {}),
       });
+    };
 
     if (wantsConcurrent && opened.watermarks === true) {
       // Concurrent: the stream starts now; chunks are merged into it (runtime/watermark-merge.ts).
@@ -766,6 +773,53 @@ export class PipelineRunner {
     }
     this.workers = { threads, chunks: () => started.chunks };
     this.logger.info('snapshot rows are decoded and encoded in worker threads', { threads });
+  }
+
+  /**
+   * The change stream's worker threads for this run (closed by teardown), when the pipeline
+   * asks for workers and every part can do its share in a worker; otherwise undefined, and
+   * why is logged once.
+   */
+  private async startStreamWorkers(
+    res: AttemptResources,
+    fanOut: FanOut,
+    tables: TableSchema[],
+  ): Promise<StreamWorkers | undefined> {
+    const { materialized, name, runtime } = this.options;
+    const threads = resolveWorkerCount(materialized.pipeline.workers);
+    const inline = (why: string) => {
+      if (threads === 0 || this.inlineLogged.has(`stream:${why}`)) return undefined;
+      this.inlineLogged.add(`stream:${why}`);
+      this.logger.info('the change stream is decoded and encoded on the main thread, without worker threads', {
+        reason: why,
+      });
+      return undefined;
+    };
+    const why = streamWorkersUnusable({
+      threads,
+      replicationType: materialized.pipeline.replication_type,
+      source: materialized.source.definition,
+      sinks: materialized.sinks,
+    });
+    if (why !== undefined) return inline(why);
+    const started = await StreamWorkers.start({
+      pipeline: name,
+      threads,
+      tables,
+      source: { definition: materialized.source.definition, source: res.source! },
+      sinks: res.sinks.map(({ def, sink }) => ({ name: def.name, definition: def.definition, sink })),
+      lanes: fanOut.lanes,
+      logger: this.logger,
+      ...(runtime.workerExecArgv !== undefined ? { execArgv: runtime.workerExecArgv } : {}),
+    });
+    if (typeof started === 'string') return inline(started);
+    res.streamWorkers = started;
+    if (res.torn) {
+      await started.close().catch(() => {});
+      return undefined;
+    }
+    this.logger.info('stream changes are decoded and encoded in worker threads', { threads });
+    return started;
   }
 
   /**
@@ -1014,6 +1068,13 @@ export class PipelineRunner {
       await res.workers
         .close()
         .catch((err: unknown) => this.logger.warn('stopping the worker threads failed', { error: describeError(err) }));
+    }
+    if (res.streamWorkers !== undefined) {
+      await res.streamWorkers
+        .close()
+        .catch((err: unknown) =>
+          this.logger.warn("stopping the change stream's worker threads failed", { error: describeError(err) }),
+        );
     }
     const closeTimeout = Math.max(500, Math.min(5_000, deadline - Date.now()));
     await Promise.all(

@@ -10,7 +10,7 @@
  * (that sink then writes the chunk inline, so `on_error` applies as usual).
  */
 import type { EncodedBatch, SinkWorkerModule, SourceWorkerModule } from '../contract/connector.js';
-import type { ChangeEvent, Position, Row, TableSchema } from '../model.js';
+import type { ChangeEvent, Position, TableSchema } from '../model.js';
 import { readEvents } from './read-events.js';
 import { errorData, serveTasks, type TaskErrorData } from './worker-task.js';
 
@@ -20,7 +20,22 @@ export interface PipelineWorkerData {
   sinks: { module: string; setup: unknown }[];
 }
 
-export interface PipelineWorkerTask {
+/** A task: a snapshot chunk, or a raw stream batch (`kind: 'changes'`). */
+export type PipelineWorkerTask = ChunkTask | ChangesTask;
+
+/**
+ * A raw stream batch (`ChangeBatch.raw`): decoded with the source's `createChangeDecoder`,
+ * encoded for every sink. Its bytes go back with the result (moved, not copied), for the main
+ * thread's fallbacks.
+ */
+export interface ChangesTask {
+  kind: 'changes';
+  raw: ArrayBuffer;
+  setup: unknown;
+}
+
+export interface ChunkTask {
+  kind?: undefined;
   /** Index into `PipelineWorkerData.tables`. */
   table: number;
   raw: ArrayBuffer;
@@ -30,7 +45,12 @@ export interface PipelineWorkerTask {
   keep?: Uint8Array;
 }
 
-export type PipelineWorkerResult = { rows: number; batches: (EncodedBatch | { error: TaskErrorData })[] };
+export type PipelineWorkerResult = {
+  rows: number;
+  batches: (EncodedBatch | { error: TaskErrorData })[];
+  /** A `changes` task's raw bytes, handed back. */
+  raw?: ArrayBuffer;
+};
 
 serveTasks<PipelineWorkerData, PipelineWorkerTask, PipelineWorkerResult>(async ({ data }) => {
   const source = (await import(data.source.module)) as SourceWorkerModule;
@@ -38,12 +58,30 @@ serveTasks<PipelineWorkerData, PipelineWorkerTask, PipelineWorkerResult>(async (
   const encoders = await Promise.all(
     data.sinks.map(async (sink) => ((await import(sink.module)) as SinkWorkerModule).createEncoder(sink.setup)),
   );
+  let decodeChanges: ((raw: Uint8Array, setup: unknown) => ChangeEvent[]) | undefined;
   return async (task) => {
-    const table = data.tables[task.table]!;
-    const rows = decoders[task.table]!(new Uint8Array(task.raw));
-    const events = readEvents(table, rows, task.position, task.chunk, task.keep);
-    const batches: PipelineWorkerResult['batches'] = [];
     const transfer: ArrayBuffer[] = [];
+    let events: ChangeEvent[];
+    let raw: ArrayBuffer | undefined;
+    if (task.kind === 'changes') {
+      raw = task.raw;
+      transfer.push(raw);
+      if (source.createChangeDecoder === undefined)
+        throw new Error(`the source's worker module ${data.source.module} has no createChangeDecoder`);
+      decodeChanges ??= source.createChangeDecoder();
+      try {
+        events = decodeChanges(new Uint8Array(raw), task.setup);
+      } catch (err) {
+        // Every sink writes this batch decoded on the main thread, which throws the same error there.
+        const error = errorData(err);
+        return { result: { rows: 0, batches: encoders.map(() => ({ error })), raw }, transfer };
+      }
+    } else {
+      const table = data.tables[task.table]!;
+      const rows = decoders[task.table]!(new Uint8Array(task.raw));
+      events = readEvents(table, rows, task.position, task.chunk, task.keep);
+    }
+    const batches: PipelineWorkerResult['batches'] = [];
     for (const encode of encoders) {
       try {
         // An encoder may be async (the Kafka sink's runs the sink's own async encoding path).
@@ -54,6 +92,8 @@ serveTasks<PipelineWorkerData, PipelineWorkerTask, PipelineWorkerResult>(async (
         batches.push({ error: errorData(err) });
       }
     }
-    return { result: { rows: events.length, batches }, transfer };
+    const result: PipelineWorkerResult = { rows: events.length, batches };
+    if (raw !== undefined) result.raw = raw;
+    return { result, transfer };
   };
 });

@@ -55,16 +55,20 @@ export class Barrier {
 }
 
 /**
- * Snapshot rows a worker thread decodes and encodes for this sink (see `snapshot-workers.ts`):
- * queued in order like any batch, written with `Sink.writeEncoded` once the worker is done.
+ * Snapshot rows or a raw stream batch a worker thread decodes and encodes for this sink (see
+ * `snapshot-workers.ts`, `stream-workers.ts`): queued in order like any batch, written with
+ * `Sink.writeEncoded` once the worker is done, whatever order the workers finish in.
  */
 export interface EncodedPart {
+  /** Stream changes (not snapshot rows): counted as stream events, and only ever queued encoded. */
+  stream?: boolean;
   /** The sink's records; undefined when its encoder refused the events (they are then written with `write`). */
   batch: Promise<EncodedBatch | undefined>;
   info: EncodedEvents;
   /**
    * The same events, decoded on this thread: written with `write()` when the sink refuses one
    * record (so `on_error` applies) or its encoder refused them, and what goes to the spill log.
+   * A stream part's can be called only once its `batch` settled (its bytes are in the worker until then).
    */
   events: () => ChangeEvent[];
   /** What the part weighs against the queue's byte bound. */
@@ -196,6 +200,8 @@ export class SinkLane {
   private savedAt = 0;
   /** A write refused by the lease check was logged (once per lane; see `checkLease`). */
   private leaseRefusalLogged = false;
+  /** Whether this lane wrote a stream batch a worker encoded (logged once). */
+  private wroteEncodedStream = false;
 
   constructor(private readonly options: SinkLaneOptions) {
     this.name = options.name;
@@ -285,15 +291,50 @@ export class SinkLane {
   }
 
   /**
-   * Enqueue snapshot rows encoded in a worker (a whole chunk, at one position). A lane that
-   * maps events (target_mappings) or must spill takes them decoded instead: the spill log
-   * holds events only, and a spilling sink is the slow one, not the main thread.
+   * Whether this lane can take stream batches encoded in a worker: it maps no events and never
+   * spills (both need the events on this thread when the batch is queued).
    */
-  pushEncoded(part: EncodedPart): void {
+  get takesEncodedStream(): boolean {
+    return this.options.mapper === undefined && this.options.spill === undefined;
+  }
+
+  /**
+   * Whether a stream batch from `first` to `last` would be cut by what this lane skips after a
+   * restart (it already has some of the batch's events but not all): such a batch must come decoded.
+   */
+  cutsStreamBatch(first: Position, last: Position): boolean {
+    if (this.skipThrough === undefined || this.closed) return false;
+    const compare = this.compare!;
+    return compare(first, this.skipThrough) <= 0 && compare(last, this.skipThrough) > 0;
+  }
+
+  /**
+   * Enqueue snapshot rows encoded in a worker (a whole chunk, at one position), or a stream
+   * batch (`part.stream`, with the batch's `safePosition` and newest commit time). A lane that
+   * maps events (target_mappings) or must spill takes snapshot rows decoded instead: the spill
+   * log holds events only, and a spilling sink is the slow one, not the main thread. Stream
+   * parts are only given to a lane that `takesEncodedStream`.
+   */
+  pushEncoded(part: EncodedPart, safePosition?: Position, commitMs?: number): void {
     if (this.closed || this.state === 'paused') return;
     if (this.skipThrough !== undefined) {
       if (this.compare!(part.info.last, this.skipThrough) <= 0) return;
+      if (part.stream === true && this.compare!(part.info.first, this.skipThrough) <= 0)
+        throw new NanosyncError(
+          ErrorCode.Internal,
+          `sink ${this.name}: an encoded stream batch from ${part.info.first} to ${part.info.last} straddles the position this sink resumes after (${this.skipThrough})`,
+        );
       this.skipThrough = undefined;
+    }
+    if (part.stream === true) {
+      if (!this.takesEncodedStream)
+        throw new NanosyncError(ErrorCode.Internal, `sink ${this.name} cannot take encoded stream batches`);
+      this.tookToBoundary = safePosition !== undefined;
+      this.queue.push({ events: [], encoded: part, safePosition, bytes: part.bytes, commitMs, barrier: undefined });
+      this.queuedEvents += part.info.count;
+      this.queuedBytes += part.bytes;
+      this.signal();
+      return;
     }
     if (
       this.options.mapper !== undefined ||
@@ -611,7 +652,7 @@ export class SinkLane {
     const killHere =
       checkpointFollows &&
       faults.killAfterWrite !== undefined &&
-      events.some((e) => e.op !== 'read') &&
+      (encoded?.stream === true || events.some((e) => e.op !== 'read')) &&
       ++this.streamWrites === faults.killAfterWrite;
     const checkpoint = async () => {
       if (!checkpointFollows) return;
@@ -631,6 +672,7 @@ export class SinkLane {
     if (this.stopped) return false;
     if (faults.killAfterEvents !== undefined) {
       const before = this.streamEventsWritten;
+      if (encoded?.stream === true) this.streamEventsWritten += encoded.info.count;
       for (const e of events) if (e.op !== 'read') this.streamEventsWritten++;
       if (before < faults.killAfterEvents && this.streamEventsWritten >= faults.killAfterEvents)
         await dieForTest(
@@ -639,7 +681,7 @@ export class SinkLane {
     }
     if (faults.killAfterReads !== undefined) {
       const before = this.readEventsWritten;
-      if (encoded !== undefined) this.readEventsWritten += encoded.info.count;
+      if (encoded !== undefined && encoded.stream !== true) this.readEventsWritten += encoded.info.count;
       for (const e of events) if (e.op === 'read') this.readEventsWritten++;
       if (before < faults.killAfterReads && this.readEventsWritten >= faults.killAfterReads)
         await dieForTest(
@@ -716,6 +758,13 @@ export class SinkLane {
             sink: this.name,
             records: part.info.count,
           });
+        if (part.stream === true && !this.wroteEncodedStream) {
+          this.wroteEncodedStream = true;
+          logger.info('sink wrote its first stream batch encoded in a worker thread', {
+            sink: this.name,
+            events: part.info.count,
+          });
+        }
         this.throttle?.written(this.options.pipeline, this.name, part.info.count);
         return;
       } catch (err) {

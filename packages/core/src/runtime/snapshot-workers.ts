@@ -31,7 +31,7 @@ export function workersUnusable(input: {
 }): string | undefined {
   if (input.threads <= 0) return 'workers is 0';
   if (input.replicationType === 'cdc' || input.replicationType === 'query')
-    return `a ${input.replicationType} pipeline takes no snapshot, and the change stream is decoded and encoded on the main thread`;
+    return `a ${input.replicationType} pipeline takes no snapshot`;
   if (input.source.workerModule === undefined)
     return `the source connector ${input.source.type} cannot decode rows in a worker thread`;
   for (const sink of input.sinks) {
@@ -272,7 +272,7 @@ function memo<T>(make: () => T): () => T {
  * The core worker module next to this file: `pipeline-worker.ts` when core runs from its
  * sources (under tsx), `pipeline-worker.js` in a build (a tsup entry of its own).
  */
-function workerModuleUrl(): URL {
+export function workerModuleUrl(): URL {
   const here = import.meta.url;
   return new URL(here.endsWith('.ts') ? './pipeline-worker.ts' : './pipeline-worker.js', here);
 }

@@ -330,12 +330,21 @@ export class PipelineStats {
     commitMs: number | undefined,
   ): void {
     const events = batch.events;
-    const n = events.length;
+    const raw = batch.raw;
+    const n = raw !== undefined ? raw.count : events.length;
     if (n > 0) {
       this.eventsTotal += n;
       this.rate.add(n, this.now());
       let last: TableStats | undefined;
-      for (let i = 0; i < n; i++) {
+      if (raw !== undefined) {
+        // Undecoded (for the worker threads): the source counted the events per table.
+        for (const { table, events: count } of raw.tables) {
+          const t = tableOf({ table } as ChangeBatch['events'][number]);
+          t.events += count;
+          if (!this.openTables.includes(t)) this.openTables.push(t);
+        }
+      }
+      for (let i = 0; i < events.length; i++) {
         const t = tableOf(events[i]!);
         t.events++;
         if (t !== last && !this.openTables.includes(t)) this.openTables.push(t);

@@ -3,6 +3,7 @@ import { ErrorCode, NanosyncError } from '../errors.js';
 import type { ChangeEvent, Position, TableSchema } from '../model.js';
 import type { FanOut } from './fan-out.js';
 import type { SchemaGuard } from './schema-changes.js';
+import type { StreamWorkers } from './stream-workers.js';
 import type { PipelineStats, TableStats } from './stats.js';
 import type { WatermarkMerge } from './watermark-merge.js';
 
@@ -25,6 +26,12 @@ export interface StreamLoopOptions {
   streamStop: AbortSignal;
   /** Bounds of a chunk the source reads while streaming (`snapshot.chunk_rows` / `chunk_bytes`). */
   chunk?: { rows: number; bytes: number };
+  /**
+   * The stream's worker threads: the source is asked for raw batches (`ChangeBatch.raw`), which
+   * go to the workers and reach the lanes encoded, in order. While a concurrent snapshot chunk
+   * is open a raw batch is decoded here instead (the merge needs every change's key).
+   */
+  workers?: StreamWorkers;
 }
 
 /**
@@ -37,6 +44,7 @@ export interface StreamLoopOptions {
  */
 export async function runStreamLoop(options: StreamLoopOptions): Promise<'stopped'> {
   const { source, fanOut, merge, stats, signal, streamStop } = options;
+  const workers = options.workers;
   let lastSchema: TableSchema | undefined;
   let lastStats: TableStats | undefined;
   const tableOf = (event: ChangeEvent) => {
@@ -51,6 +59,7 @@ export async function runStreamLoop(options: StreamLoopOptions): Promise<'stoppe
       signal: streamStop,
       tables: options.tables,
       ...(options.chunk ? { chunk: options.chunk } : {}),
+      ...(workers !== undefined ? { raw: true } : {}),
     })) {
       if (signal.aborted) {
         // Stopping: nothing more goes to the sinks (this batch is replayed on the next
@@ -61,7 +70,26 @@ export async function runStreamLoop(options: StreamLoopOptions): Promise<'stoppe
         });
         break;
       }
-      const events = batch.events;
+      let events = batch.events;
+      const raw = batch.raw;
+      if (raw !== undefined) {
+        // The batch's tables, for the schema policy, before any of it reaches a sink.
+        const tables = raw.tables.map(({ table }) => ({ table }) as ChangeEvent);
+        if (options.schemaGuard.needsReview(tables)) await options.schemaGuard.review(tables);
+        if (workers === undefined)
+          throw new NanosyncError(ErrorCode.Internal, 'the source handed over a raw batch that was not asked for');
+        const why =
+          merge?.observing === true
+            ? 'a concurrent snapshot chunk is being read (its rows are matched against the keys of the changes on the main thread)'
+            : workers.inlineReason(raw, fanOut.lanes);
+        if (why === undefined) {
+          const commitMs = raw.commitTime === undefined ? undefined : Date.parse(raw.commitTime);
+          stats.onStreamBatch(batch, tableOf, commitMs);
+          if (fanOut.pushEncoded(workers.encode(raw), batch.safePosition, commitMs)) await fanOut.waitForRoom();
+          continue;
+        }
+        events = workers.decodeInline(raw, why);
+      }
       if (batch.watermark !== undefined && merge !== undefined) {
         // Before the batch's own events? A watermark batch has none; it marks a place.
         const rows = merge.onWatermark(batch.watermark);
@@ -84,7 +112,15 @@ export async function runStreamLoop(options: StreamLoopOptions): Promise<'stoppe
         const commitTime = events[events.length - 1]!.commitTime;
         if (commitTime !== undefined) commitMs = Date.parse(commitTime);
       }
-      stats.onStreamBatch(batch, tableOf, commitMs);
+      stats.onStreamBatch(
+        raw === undefined
+          ? batch
+          : batch.safePosition === undefined
+            ? { events }
+            : { events, safePosition: batch.safePosition },
+        tableOf,
+        commitMs,
+      );
       if (fanOut.push(events, batch.safePosition, commitMs)) await fanOut.waitForRoom();
     }
   } catch (err) {

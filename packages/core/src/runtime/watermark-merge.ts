@@ -154,6 +154,11 @@ export class WatermarkMerge {
     return this.chunks.size / 2;
   }
 
+  /** Whether stream batches matter to it now (some chunk is open): `observe` does nothing otherwise. */
+  get observing(): boolean {
+    return this.tables.size > 0;
+  }
+
   /** Change entries remembered for chunks being read, over all tables (for tests and metrics). */
   get rememberedKeys(): number {
     let n = 0;

@@ -1,0 +1,115 @@
+import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
+import type { ChangeEvent } from '@nanosync/core';
+import { describe, expect, it } from 'vitest';
+import { encodePosition } from '../../src/position.js';
+import { decodeChange, finishBatch, pendingChange, rawChangeMessage } from '../../src/stream/raw-changes.js';
+import { decodePgOutput } from '../../src/stream/pgoutput.js';
+import { buildRelation, type StreamRelation } from '../../src/stream/relations.js';
+import { TypeCatalog } from '../../src/types/index.js';
+import { createChangeDecoder } from '../../src/worker.js';
+import * as fx from './fixtures/pgoutput-messages.js';
+
+/**
+ * Raw stream batches (issue 19 item 3): changes left undecoded by the session are packed per
+ * batch and decoded by the worker module's `createChangeDecoder` — with the relations cloned
+ * as a worker thread receives them — into exactly the events the stream decodes inline.
+ */
+
+function relationFrom(payload: Buffer): StreamRelation {
+  const message = decodePgOutput(payload);
+  if (message.tag !== 'relation') throw new Error('not a relation');
+  return buildRelation(message, new TypeCatalog(), { notNull: new Set(['id']), primaryKey: ['id'] });
+}
+
+/** What a worker thread gets: a structured clone, as postMessage makes it. */
+function cloned<T>(value: T, transfer: ArrayBuffer[] = []): T {
+  const { port1, port2 } = new MessageChannel();
+  port1.postMessage(value, transfer);
+  const received = receiveMessageOnPort(port2)!.message as T;
+  port1.close();
+  return received;
+}
+
+const context = (lsn: bigint, index: number) => ({
+  position: encodePosition(lsn, index),
+  commitTime: `2024-05-01T12:00:0${index}.123456Z`,
+});
+
+describe('raw stream batches', () => {
+  const orders = relationFrom(fx.RELATION_ORDERS);
+  const altered = relationFrom(fx.RELATION_ORDERS_ALTERED);
+  const changes: [StreamRelation, Buffer][] = [
+    [orders, fx.INSERT],
+    [orders, fx.INSERT_NULL],
+    [orders, fx.UPDATE_TOAST_UNCHANGED],
+    [orders, fx.UPDATE_KEY_CHANGED],
+    [orders, fx.DELETE_KEY],
+    // The table altered mid-batch: the next changes use the new relation.
+    [altered, fx.INSERT_ALTERED],
+  ];
+  const inline = changes.map(([relation, payload], i) => decodeChange(relation, payload, context(0x100n, i + 1)));
+
+  it('a batch of changes only goes raw, and a worker decodes it into the events the stream decodes inline', () => {
+    const pending = changes.map(([relation, payload], i) =>
+      pendingChange(relation, rawChangeMessage(payload), context(0x100n, i + 1)),
+    );
+    const batch = finishBatch({ events: pending, safePosition: encodePosition(0x100n, 6) }, () => {
+      throw new Error('not mixed');
+    });
+    expect(batch.events).toEqual([]);
+    expect(batch.safePosition).toBe(encodePosition(0x100n, 6));
+    const raw = batch.raw!;
+    expect(raw.count).toBe(6);
+    expect(raw.first).toBe(inline[0]!.position);
+    expect(raw.last).toBe(inline[5]!.position);
+    expect(raw.commitTime).toBe(inline[5]!.commitTime);
+    expect(raw.tables.map((t) => t.events)).toEqual([5, 1]);
+    expect(raw.tables[0]!.table).toBe(orders.table);
+
+    // In a worker: the bytes moved, the setup cloned.
+    const moved = cloned({ bytes: raw.bytes, setup: raw.setup }, [raw.bytes]);
+    expect(raw.bytes.byteLength).toBe(0);
+    const decode = createChangeDecoder();
+    const events = decode(new Uint8Array(moved.bytes), moved.setup);
+    expect(events).toEqual(inline);
+    // One table object per relation version, shared by the batches that use it.
+    const again = decode(new Uint8Array(moved.bytes), cloned(moved.setup));
+    expect(again[0]!.table).toBe(events[0]!.table);
+    expect(again[5]!.table).not.toBe(events[0]!.table);
+  });
+
+  it('a batch that mixes them with other events is decoded here, in order', () => {
+    const truncate: ChangeEvent = {
+      op: 'truncate',
+      table: orders.table,
+      key: {},
+      position: encodePosition(0x100n, 3),
+      commitTime: context(0x100n, 3).commitTime,
+    };
+    const events = [
+      pendingChange(orders, rawChangeMessage(fx.INSERT), context(0x100n, 1)),
+      pendingChange(orders, rawChangeMessage(fx.INSERT_NULL), context(0x100n, 2)),
+      truncate,
+      pendingChange(orders, rawChangeMessage(fx.DELETE_KEY), context(0x100n, 4)),
+    ];
+    let mixed = 0;
+    const batch = finishBatch({ events }, () => mixed++);
+    expect(mixed).toBe(1);
+    expect(batch.raw).toBeUndefined();
+    expect(batch.safePosition).toBeUndefined();
+    expect(batch.events).toEqual([
+      decodeChange(orders, fx.INSERT, context(0x100n, 1)),
+      decodeChange(orders, fx.INSERT_NULL, context(0x100n, 2)),
+      truncate,
+      decodeChange(orders, fx.DELETE_KEY, context(0x100n, 4)),
+    ]);
+  });
+
+  it('copies the message where it arrived (the connection reuses its buffer)', () => {
+    const arrived = Buffer.from(fx.INSERT);
+    const message = rawChangeMessage(arrived);
+    arrived.fill(0);
+    expect(decodeChange(orders, message.payload, context(0x100n, 1))).toEqual(inline[0]);
+    expect(message.relationId).toBe(0x4001);
+  });
+});

@@ -1,0 +1,230 @@
+import type {
+  EncodedBatch,
+  Sink,
+  SinkDefinition,
+  Source,
+  SourceDefinition,
+  SourceWorkerModule,
+} from '../contract/connector.js';
+import type { Logger } from '../contract/logger.js';
+import type { TargetMapping } from '../config/types.js';
+import { ErrorCode, NanosyncError } from '../errors.js';
+import type { ChangeEvent, RawChanges, TableSchema } from '../model.js';
+import type { ChangesTask, PipelineWorkerData, PipelineWorkerResult, PipelineWorkerTask } from './pipeline-worker.js';
+import { shapeOf } from './schema-changes.js';
+import type { EncodedPart, SinkLane } from './sink-lane.js';
+import { workerExecArgv, workerModuleUrl } from './snapshot-workers.js';
+import { OrderedWorkerPool } from './worker-pool.js';
+
+/** Bytes of raw batches one worker may hold at once (a batch is at most the source's batch bound, 1 MiB by default). */
+const MAX_BYTES_PER_WORKER = 16 * 1024 * 1024;
+
+/**
+ * Why a pipeline's change stream cannot go through worker threads, from its definition alone:
+ * `undefined` when it can. The rest is decided when the connectors are open
+ * ({@link StreamWorkers.start}) and per batch ({@link StreamWorkers.inlineReason}).
+ */
+export function streamWorkersUnusable(input: {
+  threads: number;
+  replicationType: string;
+  source: Pick<SourceDefinition, 'type' | 'workerModule'>;
+  sinks: { name: string; definition: Pick<SinkDefinition, 'type' | 'workerModule'>; mappings: TargetMapping[] }[];
+}): string | undefined {
+  if (input.threads <= 0) return 'workers is 0';
+  if (input.replicationType === 'snapshot' || input.replicationType === 'query')
+    return `a ${input.replicationType} pipeline has no change stream`;
+  if (input.source.workerModule === undefined)
+    return `the source connector ${input.source.type} cannot decode changes in a worker thread`;
+  for (const sink of input.sinks) {
+    if (sink.definition.workerModule === undefined)
+      return `sink ${sink.name} (connector ${sink.definition.type}) cannot encode records in a worker thread`;
+    if (sink.mappings.length > 0)
+      return `sink ${sink.name} has target_mappings, which are applied to decoded events on the main thread`;
+  }
+  return undefined;
+}
+
+function shapeKey(table: TableSchema): string {
+  return `${table.schema}\u0000${table.name}\u0000${shapeOf(table)}`;
+}
+
+/**
+ * The main thread's side of the change stream through a pipeline's worker threads (issue 19
+ * item 3). The source hands batches over raw (`ChangeBatch.raw`: its messages packed into one
+ * buffer); each goes, moved and not copied, to the next worker (round-robin), which decodes it
+ * with the source's `createChangeDecoder` and encodes every sink's records. The batch is queued
+ * in every sink lane at once, in stream order, as a promise of its encoded records: a lane
+ * writes (and then checkpoints) its items strictly in queue order, so a worker that finishes
+ * early waits for the ones before it, and the source is acknowledged only from checkpoints of
+ * what is durable, exactly as with decoded batches. The raw bytes come back with the result,
+ * for the fallbacks (a record the sink refuses, an encoder that refuses an event: the batch is
+ * decoded here and written with `write()`, so `on_error` applies).
+ */
+export class StreamWorkers {
+  /** Raw batches handed to the workers in this run. */
+  batches = 0;
+  /** Raw batches decoded on the main thread instead (see `inlineReason`). */
+  inlineBatches = 0;
+  private readonly said = new Set<string>();
+  private mainDecoder: ((raw: Uint8Array, setup: unknown) => ChangeEvent[]) | undefined;
+
+  private constructor(
+    private readonly pool: OrderedWorkerPool<PipelineWorkerTask, PipelineWorkerResult, PipelineWorkerData>,
+    private readonly sinks: number,
+    private readonly shapes: ReadonlySet<string>,
+    private readonly sourceModule: SourceWorkerModule,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Ask the connectors what their workers need and start the pool. Returns why not instead
+   * when some part cannot work in a worker now.
+   */
+  static async start(input: {
+    pipeline: string;
+    threads: number;
+    /** The pipeline's tables as described at the start: the shapes the sinks' encoders are set up for. */
+    tables: readonly TableSchema[];
+    source: { definition: SourceDefinition<unknown>; source: Source };
+    sinks: { name: string; definition: SinkDefinition<unknown>; sink: Sink }[];
+    lanes: readonly SinkLane[];
+    logger: Logger;
+    execArgv?: string[];
+  }): Promise<StreamWorkers | string> {
+    const module = input.source.definition.workerModule;
+    if (module === undefined)
+      return `the source connector ${input.source.definition.type} cannot decode changes in a worker thread`;
+    const sourceModule = (await import(module)) as SourceWorkerModule;
+    if (typeof sourceModule.createChangeDecoder !== 'function')
+      return `the source connector ${input.source.definition.type} cannot decode changes in a worker thread (its worker module has no createChangeDecoder)`;
+    for (const lane of input.lanes)
+      if (!lane.takesEncodedStream)
+        return `sink ${lane.name} spills or maps events, which needs them decoded on the main thread`;
+    const sinks: PipelineWorkerData['sinks'] = [];
+    for (const s of input.sinks) {
+      const sinkModule = s.definition.workerModule;
+      if (sinkModule === undefined || s.sink.encoderSetup === undefined || s.sink.writeEncoded === undefined)
+        return `sink ${s.name} (connector ${s.definition.type}) cannot encode records in a worker thread`;
+      const setup = await s.sink.encoderSetup([...input.tables]);
+      if (setup === undefined) return `sink ${s.name} cannot encode these tables in a worker thread now`;
+      sinks.push({ module: sinkModule, setup });
+    }
+    const data: PipelineWorkerData = { tables: [], source: { module, setups: [] }, sinks };
+    const pool = await OrderedWorkerPool.start<PipelineWorkerTask, PipelineWorkerResult, PipelineWorkerData>({
+      name: `${input.pipeline} stream`,
+      module: workerModuleUrl(),
+      size: input.threads,
+      data,
+      maxBytesPerWorker: MAX_BYTES_PER_WORKER,
+      execArgv: input.execArgv ?? workerExecArgv(process.execArgv),
+    });
+    return new StreamWorkers(pool, sinks.length, new Set(input.tables.map(shapeKey)), sourceModule, input.logger);
+  }
+
+  get threads(): number {
+    return this.pool.size;
+  }
+
+  /**
+   * Why this raw batch must be decoded on the main thread and written decoded (undefined: it
+   * goes through the workers): a table whose shape the sinks' worker encoders were not set up
+   * for (a schema change since the stream's workers started), or a sink that already has part
+   * of the batch (it resumes after a position inside it, after a restart).
+   */
+  inlineReason(raw: RawChanges, lanes: readonly SinkLane[]): string | undefined {
+    for (const { table } of raw.tables) {
+      if (!this.shapes.has(shapeKey(table)))
+        return `table ${table.schema}.${table.name} changed shape since the stream's worker threads started (its sinks' worker encoders were set up for the shape described then)`;
+    }
+    for (const lane of lanes)
+      if (lane.cutsStreamBatch(raw.first, raw.last))
+        return `sink ${lane.name} resumes after a position inside the batch (it already has part of it)`;
+    return undefined;
+  }
+
+  /** A raw batch's events decoded on this thread, logging once per reason why. */
+  decodeInline(raw: RawChanges, why: string): ChangeEvent[] {
+    this.inlineBatches++;
+    if (!this.said.has(why)) {
+      this.said.add(why);
+      this.logger.info('a stream batch is decoded and encoded on the main thread, not in a worker thread', {
+        reason: why,
+      });
+    }
+    return this.decode(raw.bytes, raw.setup);
+  }
+
+  /**
+   * Hand a raw batch to the next worker: one part per sink (in the order of the pipeline's
+   * sinks), each resolving to that sink's encoded records, or undefined when its encoder
+   * refused the events (the lane then writes `events()`, decoded here once the bytes are back).
+   * `raw.bytes` is moved to the worker: it is detached here.
+   */
+  encode(raw: RawChanges): EncodedPart[] {
+    const bytes = raw.bytes.byteLength;
+    const task: ChangesTask = { kind: 'changes', raw: raw.bytes, setup: raw.setup };
+    let back: ArrayBuffer | undefined;
+    // Registered before the parts' own handlers: the bytes are back before any part resolves.
+    const result = this.run(task).then((r) => {
+      back = r.raw;
+      return r;
+    });
+    result.catch(() => {});
+    let decoded: ChangeEvent[] | undefined;
+    const events = () => {
+      if (decoded !== undefined) return decoded;
+      if (back === undefined)
+        throw new NanosyncError(
+          ErrorCode.Internal,
+          'the events of a stream batch were asked for while its bytes were in a worker thread',
+        );
+      decoded = this.decode(back, raw.setup);
+      return decoded;
+    };
+    this.batches++;
+    const parts: EncodedPart[] = [];
+    for (let i = 0; i < this.sinks; i++) {
+      const batch = result.then((r) => {
+        const b = r.batches[i]!;
+        return 'error' in b ? undefined : (b as EncodedBatch);
+      });
+      // A lane stopped before it reached this part never awaits it.
+      batch.catch(() => {});
+      parts.push({
+        stream: true,
+        batch,
+        info: { count: raw.count, first: raw.first, last: raw.last },
+        events,
+        bytes: bytes * 2,
+      });
+    }
+    return parts;
+  }
+
+  private decode(bytes: ArrayBuffer, setup: unknown): ChangeEvent[] {
+    this.mainDecoder ??= this.sourceModule.createChangeDecoder!();
+    return this.mainDecoder(new Uint8Array(bytes), setup);
+  }
+
+  private async run(task: ChangesTask): Promise<PipelineWorkerResult> {
+    try {
+      for await (const result of this.pool.map([{ task, transfer: [task.raw], bytes: task.raw.byteLength }]))
+        return result;
+    } catch (err) {
+      if (NanosyncError.is(err, ErrorCode.WorkerFailed)) {
+        // A dead worker ends the run; the pipeline restarts from its checkpoints like after any failure.
+        throw new NanosyncError(ErrorCode.WorkerFailed, (err as Error).message, {
+          retriable: true,
+          cause: err,
+          details: (err as NanosyncError).details,
+        });
+      }
+      throw err;
+    }
+    throw new NanosyncError(ErrorCode.Internal, 'the worker pool gave no result for a stream batch');
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}
