@@ -57,7 +57,14 @@ export function recordSize(
   value: Buffer | null,
   headers: Readonly<Record<string, string | Buffer | readonly (string | Buffer)[] | undefined>>,
 ): number {
-  let size = 24 + (key?.length ?? 0) + (value?.length ?? 0);
+  return 24 + (key?.length ?? 0) + (value?.length ?? 0) + headersSize(headers);
+}
+
+/** The headers' part of `recordSize`. */
+export function headersSize(
+  headers: Readonly<Record<string, string | Buffer | readonly (string | Buffer)[] | undefined>>,
+): number {
+  let size = 0;
   for (const name in headers) {
     if (!Object.hasOwn(headers, name)) continue;
     const v = headers[name];
@@ -577,9 +584,19 @@ export class KafkaProducer {
     // A value equal to the previous record's value of the same header (a snapshot's position
     // and chunk, a transaction's table) reuses its bytes.
     const previous = new Map<string, { text: string; bytes: Buffer }>();
+    // Records that share one headers object (the sink's records of a snapshot chunk) share
+    // one map of the client's (which only reads it).
+    let lastHeaders: RecordHeaders | undefined;
+    let lastMap: Map<Buffer, Buffer> | undefined;
     for (let i = 0; i < messages.length; i++) {
       const m = messages[i]!;
+      if (m.headers === lastHeaders && lastMap !== undefined) {
+        records[i] = { topic: m.topic, key: m.key ?? undefined, value: m.value as Buffer, headers: lastMap };
+        continue;
+      }
       const headers = new Map<Buffer, Buffer>();
+      lastHeaders = m.headers;
+      lastMap = headers;
       for (const name in m.headers) {
         const v = m.headers[name];
         if (v === undefined) continue;

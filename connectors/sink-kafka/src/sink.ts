@@ -30,6 +30,7 @@ import {
   type OutgoingMessage,
   type RecordHeaders,
   type TransactionSettings,
+  headersSize,
   recordSize,
 } from './producer.js';
 import { checkTopicCollisions, keyColumnsFor, messageKeyOf, topicFor } from './routing.js';
@@ -267,6 +268,9 @@ export class KafkaSink implements Sink {
   ): Promise<void> {
     const registry = this.registry;
     const tombstones = this.config.tombstones;
+    /** The headers of the last record made without format headers, to share while they repeat. */
+    let last: RecordHeaders | undefined;
+    let lastSize = 0;
     for (let index = 0; index < events.length; index++) {
       const event = events[index]!;
       try {
@@ -318,16 +322,26 @@ export class KafkaSink implements Sink {
           }
         }
         const encoded = this.encode(event, topic);
-        const headers: RecordHeaders =
-          encoded.headers === undefined
-            ? { [HEADER_TABLE]: table, [HEADER_OP]: event.op, [HEADER_POSITION]: event.position }
-            : {
-                ...encoded.headers,
-                [HEADER_TABLE]: table,
-                [HEADER_OP]: event.op,
-                [HEADER_POSITION]: event.position,
-              };
-        if (event.chunk !== undefined) headers[HEADER_CHUNK] = event.chunk;
+        let headers: RecordHeaders;
+        if (encoded.headers !== undefined) {
+          headers = {
+            ...encoded.headers,
+            [HEADER_TABLE]: table,
+            [HEADER_OP]: event.op,
+            [HEADER_POSITION]: event.position,
+          };
+          if (event.chunk !== undefined) headers[HEADER_CHUNK] = event.chunk;
+        } else {
+          // The records of a snapshot chunk (and of a run of one table's inserts in a
+          // transaction) carry the same headers: one object for all of them, which the
+          // producer also turns into the client's header map once (headers are never changed
+          // after they are made).
+          headers = sameHeaders(last, table, event.op, event.position, event.chunk);
+          if (headers !== last) {
+            last = headers;
+            lastSize = headersSize(headers);
+          }
+        }
         // The key's text is only for error messages: without a registry it is the key's own
         // bytes, read when needed (`messageKeyText`), not decoded per record.
         const text = key && !registry ? undefined : keyText(event);
@@ -338,7 +352,10 @@ export class KafkaSink implements Sink {
           headers,
           table,
           keyText: text,
-          size: recordSize(key, encoded.value, headers),
+          size:
+            headers === last
+              ? 24 + (key?.length ?? 0) + encoded.value.length + lastSize
+              : recordSize(key, encoded.value, headers),
           event: index,
         });
         if (wait) await wait;
@@ -633,6 +650,31 @@ export class KafkaSink implements Sink {
       );
     }
   }
+}
+
+/**
+ * `{ ns-table, ns-op, ns-position[, ns-chunk] }`: `previous` itself when it holds exactly
+ * these (in this order), else a new object.
+ */
+function sameHeaders(
+  previous: RecordHeaders | undefined,
+  table: string,
+  op: string,
+  position: string,
+  chunk: string | undefined,
+): RecordHeaders {
+  if (
+    previous !== undefined &&
+    previous[HEADER_TABLE] === table &&
+    previous[HEADER_OP] === op &&
+    previous[HEADER_POSITION] === position &&
+    previous[HEADER_CHUNK] === chunk &&
+    (chunk !== undefined || !Object.hasOwn(previous, HEADER_CHUNK))
+  )
+    return previous;
+  const headers: RecordHeaders = { [HEADER_TABLE]: table, [HEADER_OP]: op, [HEADER_POSITION]: position };
+  if (chunk !== undefined) headers[HEADER_CHUNK] = chunk;
+  return headers;
 }
 
 /** What the sink needs of a table for each of its events (see `KafkaSink.routeOf`). */

@@ -1,7 +1,8 @@
-import type { ConnectorContext } from '@nanosync/core';
+import type { ChangeEvent, ConnectorContext } from '@nanosync/core';
 import { describe, expect, test } from 'vitest';
 import { parseKafkaSinkConfig } from '../../src/config.js';
 import { KafkaProducer, type OutgoingMessage, recordSize } from '../../src/producer.js';
+import { KafkaSink } from '../../src/sink.js';
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {}, child: () => quiet } as ConnectorContext['logger'];
 
@@ -132,5 +133,94 @@ describe('a send retried after a failure', () => {
     expect((err as Error).message).toContain('lease expired locally; not retrying until renewed');
     expect((err as { retriable?: boolean }).retriable).toBe(true);
     expect(sends).toBe(1);
+  });
+});
+
+describe('headers shared by records', () => {
+  test('records given one headers object get one header map of the client, with its values', async () => {
+    const sent: { headers: Map<Buffer, Buffer> }[][] = [];
+    const mockClient = {
+      async send({ messages }: { messages: { headers: Map<Buffer, Buffer> }[] }) {
+        sent.push(messages);
+        return {};
+      },
+    };
+    const config = parseKafkaSinkConfig({ brokers: 'b:9092', topic: 't' });
+    const producer = new KafkaProducer({ config, logger: quiet, signal: new AbortController().signal });
+    (producer as unknown as { producer: unknown }).producer = mockClient;
+    const shared = { 'ns-table': 'public.t', 'ns-op': 'read', 'ns-position': 'p1', 'ns-chunk': 'c1' };
+    const sameValues = { ...shared };
+    const other = { 'ns-table': 'public.t', 'ns-op': 'read', 'ns-position': 'p2' };
+    const message = (headers: OutgoingMessage['headers']): OutgoingMessage => ({
+      topic: 't',
+      key: Buffer.from('[1]'),
+      value: Buffer.from('{}'),
+      headers,
+      table: 'public.t',
+      size: 10,
+    });
+    await producer.send([message(shared), message(shared), message(sameValues), message(other), message(shared)]);
+    const maps = sent[0]!.map((r) => r.headers);
+    const text = (headers: Map<Buffer, Buffer>) =>
+      Object.fromEntries([...headers].map(([name, value]) => [name.toString(), value.toString()]));
+    expect(maps[1]).toBe(maps[0]);
+    expect(maps[2]).not.toBe(maps[0]);
+    expect(maps.map(text)).toEqual([shared, shared, shared, other, shared]);
+  });
+
+  test('the sink gives records of one chunk one headers object, and each record its own values and size', async () => {
+    const table = {
+      schema: 'public',
+      name: 't',
+      columns: [
+        { name: 'id', type: { kind: 'int64' as const }, nullable: false },
+        { name: 'v', type: { kind: 'string' as const }, nullable: true },
+      ],
+      keyColumns: ['id'],
+    };
+    const stubProducer = { async ensureTopics() {}, isCompacted: () => false };
+    const config = parseKafkaSinkConfig({ brokers: 'b:9092', topic: 't' });
+    const context: ConnectorContext = { pipeline: 'p', logger: quiet, signal: new AbortController().signal };
+    const sink = new KafkaSink(config, context, stubProducer as unknown as KafkaProducer);
+    const read = (id: number, position: string, chunk?: string): ChangeEvent => ({
+      op: 'read',
+      table,
+      key: { id: String(id) },
+      after: { id: String(id), v: 'x'.repeat(id) },
+      position,
+      ...(chunk === undefined ? {} : { chunk }),
+    });
+    const events: ChangeEvent[] = [
+      read(1, 'p1', 'c1'),
+      read(2, 'p1', 'c1'),
+      read(3, 'p1', 'c1'),
+      read(4, 'p1', 'c2'),
+      read(5, 'p1'),
+      read(6, 'p1'),
+      { op: 'insert', table, key: { id: '7' }, after: { id: '7', v: null }, position: 'p1' },
+      { op: 'insert', table, key: { id: '8' }, after: { id: '8', v: null }, position: 'p2' },
+      { op: 'delete', table, key: { id: '8' }, position: 'p2' },
+    ];
+    const records: OutgoingMessage[] = [];
+    await sink.encodeEvents(events, async (m) => {
+      records.push(m);
+    });
+    // The delete is followed by its tombstone (tombstones are on by default).
+    expect(records.map((r) => r.headers)).toEqual([
+      ...[1, 2, 3].map(() => ({ 'ns-table': 'public.t', 'ns-op': 'read', 'ns-position': 'p1', 'ns-chunk': 'c1' })),
+      { 'ns-table': 'public.t', 'ns-op': 'read', 'ns-position': 'p1', 'ns-chunk': 'c2' },
+      { 'ns-table': 'public.t', 'ns-op': 'read', 'ns-position': 'p1' },
+      { 'ns-table': 'public.t', 'ns-op': 'read', 'ns-position': 'p1' },
+      { 'ns-table': 'public.t', 'ns-op': 'insert', 'ns-position': 'p1' },
+      { 'ns-table': 'public.t', 'ns-op': 'insert', 'ns-position': 'p2' },
+      { 'ns-table': 'public.t', 'ns-op': 'delete', 'ns-position': 'p2' },
+      { 'ns-table': 'public.t', 'ns-position': 'p2' },
+    ]);
+    expect(records[1]!.headers).toBe(records[0]!.headers);
+    expect(records[2]!.headers).toBe(records[0]!.headers);
+    expect(records[3]!.headers).not.toBe(records[0]!.headers);
+    expect(records[5]!.headers).toBe(records[4]!.headers);
+    expect(records[6]!.headers).not.toBe(records[5]!.headers);
+    for (const r of records) expect(r.size).toBe(recordSize(r.key, r.value, r.headers));
   });
 });
