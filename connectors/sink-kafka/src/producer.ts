@@ -6,7 +6,6 @@ import {
   type ClusterMetadata,
   ConfigResourceTypes,
   type Consumer,
-  compatibilityPartitioner,
   FindCoordinatorKeyTypes,
   kGetApi,
   kGetConnection,
@@ -14,6 +13,7 @@ import {
   Producer,
 } from '@platformatic/kafka';
 import { type KafkaSinkConfig, transactionTimeoutMs } from './config.js';
+import { javaPartitioner } from './partitioner.js';
 import {
   authError,
   classifyKafkaError,
@@ -200,8 +200,8 @@ function stopped(signal: AbortSignal): NanosyncError {
  * The sink's connection to Kafka (@platformatic/kafka): an idempotent producer (acks=all,
  * one request in flight per broker — the client's idempotent mode allows no more, and the
  * sink awaits each send before the next) placing keys on partitions like the Java client
- * (murmur2, `compatibilityPartitioner`), and an admin client for topics. `send` resolves
- * only when the broker acknowledged every record.
+ * (murmur2, `javaPartitioner`: the numbers of the client's `compatibilityPartitioner`), and
+ * an admin client for topics. `send` resolves only when the broker acknowledged every record.
  */
 export class KafkaProducer {
   private producer: Producer | undefined;
@@ -249,7 +249,7 @@ export class KafkaProducer {
       idempotent: true,
       acks: -1,
       compression: this.config.compression,
-      partitioner: compatibilityPartitioner,
+      partitioner: javaPartitioner,
       autocreateTopics: false,
       // InitProducerId without a known producer: "none" is -1/-1. The client would send 0/0
       // otherwise, which the transaction coordinator reads as "the producer 0 at epoch 0

@@ -1,6 +1,7 @@
 import { compatibilityPartitioner } from '@platformatic/kafka';
 import kafkajs from 'kafkajs';
 import { describe, expect, test } from 'vitest';
+import { javaPartitioner, murmur2 } from '../../src/partitioner.js';
 
 // The sink's client places a keyed record with `compatibilityPartitioner`, which must be the
 // Java client's (and kafkajs') placement: toPositive(murmur2(key)) % partitions. Otherwise
@@ -51,5 +52,35 @@ describe('key → partition', () => {
       for (const key of keys) if (platformatic(key, n) !== kafkajsPartition(key, n)) differences++;
       expect(differences).toBe(0);
     }
+  });
+
+  test.each([1, 3, 6, 7, 12, 100])("the sink's own partitioner matches the Java test vectors (%i partitions)", (n) => {
+    for (const [key, hash] of JAVA_MURMUR2) {
+      expect(murmur2(Buffer.from(key))).toBe(hash);
+      expect(javaPartitioner({}, Buffer.from(key)) % n).toBe(javaPartition(hash, n));
+    }
+  });
+
+  test("the sink's own partitioner places every key as compatibilityPartitioner and kafkajs do", () => {
+    const keys: Buffer[] = [Buffer.alloc(0), Buffer.from('ü€𝄞'), Buffer.alloc(1000, 0xab)];
+    for (let i = 0; i < 3000; i++) keys.push(Buffer.from(JSON.stringify([i * 104729])));
+    // Random bytes of every length up to 64, every remainder modulo 4, high bits set.
+    let state = 12345;
+    for (let i = 0; i < 3000; i++) {
+      const key = Buffer.alloc(i % 65);
+      for (let j = 0; j < key.length; j++) {
+        state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+        key[j] = state >>> 24;
+      }
+      keys.push(key);
+    }
+    // A key that is a view into a larger buffer reads only its own bytes.
+    keys.push(Buffer.from('xx[42]yy').subarray(2, 6));
+    for (const key of keys) {
+      const partition = javaPartitioner({}, key);
+      expect(partition).toBe(compatibilityPartitioner({ topic: 't', value: undefined }, key));
+      for (const n of [6, 50]) expect(partition % n).toBe(kafkajsPartition(key, n));
+    }
+    expect(javaPartitioner({}, undefined)).toBe(0);
   });
 });
