@@ -24,16 +24,13 @@ export function murmur2(data: Uint8Array): number {
     k = Math.imul(k, M);
     h = Math.imul(h, M) ^ k;
   }
-  switch (length & 3) {
-    // biome-ignore lint/suspicious/noFallthroughSwitchClause: Java's murmur2 falls through on purpose
-    case 3:
-      h ^= data[whole + 2]! << 16;
-    // biome-ignore lint/suspicious/noFallthroughSwitchClause: as above
-    case 2:
-      h ^= data[whole + 1]! << 8;
-    case 1:
-      h ^= data[whole]!;
-      h = Math.imul(h, M);
+  // The last one to three bytes, as Java's switch falls through them.
+  const rest = length & 3;
+  if (rest > 0) {
+    if (rest === 3) h ^= data[whole + 2]! << 16;
+    if (rest >= 2) h ^= data[whole + 1]! << 8;
+    h ^= data[whole]!;
+    h = Math.imul(h, M);
   }
   h ^= h >>> 13;
   h = Math.imul(h, M);
