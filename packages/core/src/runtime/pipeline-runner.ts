@@ -122,6 +122,11 @@ export class PipelineRunner {
    * main thread; undefined until a run decided it.
    */
   workers: { threads: number; chunks: () => number } | { inline: string } | undefined;
+  /**
+   * Whether this run's change stream goes through worker threads, or why not; undefined until
+   * a run with `workers` above 0 started streaming.
+   */
+  streamWorkers: { batches: () => number; inlineBatches: () => number } | { inline: string } | undefined;
   /** Reasons already logged for running inline (each once per runner). */
   private readonly inlineLogged = new Set<string>();
   /** What the current attempt's connectors said they wait for (role → what); see `ConnectorContext.reportWaiting`. */
@@ -788,7 +793,9 @@ export class PipelineRunner {
     const { materialized, name, runtime } = this.options;
     const threads = resolveWorkerCount(materialized.pipeline.workers);
     const inline = (why: string) => {
-      if (threads === 0 || this.inlineLogged.has(`stream:${why}`)) return undefined;
+      if (threads === 0) return undefined;
+      this.streamWorkers = { inline: why };
+      if (this.inlineLogged.has(`stream:${why}`)) return undefined;
       this.inlineLogged.add(`stream:${why}`);
       this.logger.info('the change stream is decoded and encoded on the main thread, without worker threads', {
         reason: why,
@@ -818,6 +825,7 @@ export class PipelineRunner {
       await started.close().catch(() => {});
       return undefined;
     }
+    this.streamWorkers = { batches: () => started.batches, inlineBatches: () => started.inlineBatches };
     this.logger.info('stream changes are decoded and encoded in worker threads', { threads });
     return started;
   }

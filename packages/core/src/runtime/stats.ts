@@ -80,12 +80,18 @@ export interface WorkersStatus {
   /**
    * While the pipeline runs here, once its run decided: `workers` when its snapshot goes
    * through the threads, `inline` when it runs on the main thread (`inlineReason` says why).
-   * The change stream always runs on the main thread.
    */
   mode?: 'workers' | 'inline';
   inlineReason?: string;
   /** Snapshot chunks the threads decoded and encoded in the current run. */
   chunks?: number;
+  /**
+   * The change stream, once the current run started streaming with a `workers` setting above
+   * 0: `workers` when its batches go through the threads (`batches` of them so far in this
+   * run, `inlineBatches` decoded on the main thread instead, each kind of reason logged once),
+   * `inline` when the whole stream runs on the main thread (`inlineReason` says why).
+   */
+  stream?: { mode: 'workers' | 'inline'; inlineReason?: string; batches?: number; inlineBatches?: number };
 }
 
 export interface SnapshotProgress {

@@ -181,6 +181,12 @@ export function buildPipelineStatus(input: StatusInput): PipelineStatus {
         status.workers.chunks = decided.chunks();
       }
     }
+    const stream = live ? runner.streamWorkers : undefined;
+    if (stream !== undefined)
+      status.workers.stream =
+        'inline' in stream
+          ? { mode: 'inline', inlineReason: stream.inline }
+          : { mode: 'workers', batches: stream.batches(), inlineBatches: stream.inlineBatches() };
   }
   return status;
 }

@@ -68,6 +68,14 @@ describe('Engine', () => {
       mode: 'inline',
       inlineReason:
         threads === 0 ? 'workers is 0' : 'the source connector in-memory cannot decode rows in a worker thread',
+      ...(threads === 0
+        ? {}
+        : {
+            stream: {
+              mode: 'inline',
+              inlineReason: 'the source connector in-memory cannot decode changes in a worker thread',
+            },
+          }),
     });
   });
 

@@ -215,7 +215,17 @@ describe('snapshot through worker threads', () => {
     db.insert('public.orders', 61);
     await until(() => sink.events.length === 61, 'the snapshot and the streamed insert');
     const status = await engine.status('wks');
-    expect(status.workers).toEqual({ setting: 2, threads: 2, mode: 'workers', chunks: 3 });
+    expect(status.workers).toEqual({
+      setting: 2,
+      threads: 2,
+      mode: 'workers',
+      chunks: 3,
+      stream: {
+        mode: 'inline',
+        inlineReason:
+          'the source connector in-memory-raw cannot decode changes in a worker thread (its worker module has no createChangeDecoder)',
+      },
+    });
     expect(status.sinks[0]!.encodedWrites).toBe(3);
     // The stream stays on the main thread.
     expect(sink.events.find((e) => e.op === 'insert')?.key).toEqual({ id: '61' });

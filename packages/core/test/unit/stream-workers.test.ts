@@ -158,6 +158,8 @@ describe('the change stream through worker threads', () => {
     await until(() => db.acks.at(-1) === db.log.at(-1)!.end, 'the last transaction acknowledged');
     expect(db.ackViolations).toEqual([]);
     expect(h.log.lines.some((l) => l.includes('stream changes are decoded and encoded in worker threads'))).toBe(true);
+    const status = await engine.status('wst');
+    expect(status.workers?.stream).toEqual({ mode: 'workers', batches: 24, inlineBatches: 0 });
   });
 
   it('workers: 0 asks the source for decoded batches, as before', async () => {
@@ -177,6 +179,7 @@ describe('the change stream through worker threads', () => {
     await until(() => sink.events.length === 12, 'every change in the sink');
     expect(db.calls).toContain('stream-raw:false');
     expect(sink.encodedEvents).toBe(0);
+    expect((await engine.status('wst0')).workers?.stream).toBeUndefined();
   });
 });
 
