@@ -278,7 +278,7 @@ export async function renderConfigSchema(): Promise<string> {
                   { type: 'string', pattern: '^\\s*\\d+(\\.\\d+)?\\s*([KMGT]i?B|B)?\\s*$' },
                 ],
                 description:
-                  'concurrent mode: bytes of rows read between two watermarks, per worker (default 8MiB); with chunk_rows the bound on buffered rows. Blocking mode (a source that reads bounded chunks): bytes per chunk of a partition',
+                  'concurrent mode: bytes of rows read between two watermarks, per worker (default 1MiB); with chunk_rows the bound on buffered rows. Blocking mode (a source that reads bounded chunks): bytes per chunk of a partition',
               },
             }),
             query: only(

@@ -103,12 +103,12 @@ export interface StreamChangesOptions {
   /**
    * Bounds of one chunk when the stream reads rows itself (a partition attached while
    * streaming, a table whose key was redefined): the pipeline's `snapshot.chunk_rows` and
-   * `snapshot.chunk_bytes` (default 10 000 rows, 8 MiB).
+   * `snapshot.chunk_bytes` (default 10 000 rows, 1 MiB).
    */
   chunk?: { rows: number; bytes: number };
 }
 
-const DEFAULT_CHUNK = { rows: 10_000, bytes: 8 * 1024 * 1024 };
+const DEFAULT_CHUNK = { rows: 10_000, bytes: 1024 * 1024 };
 
 /** Longest wait between two tries at a slot that another process has active. */
 const SLOT_BUSY_MAX_DELAY_MS = 5_000;

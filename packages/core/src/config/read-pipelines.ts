@@ -42,10 +42,14 @@ export const DEFAULT_TARGET_ROWS_PER_PARTITION = 100_000;
 /** Concurrent snapshot: rows read between two watermarks (buffered until the high one is streamed). */
 export const DEFAULT_SNAPSHOT_CHUNK_ROWS = 10_000;
 /**
- * Concurrent snapshot: bytes of rows (as the source sends them) read between two watermarks.
- * Binds before `chunk_rows` only for rows wider than about 800 bytes.
+ * Concurrent snapshot: bytes of rows (as the source sends them) read between two watermarks;
+ * blocking snapshot: bytes per chunk. Binds before `chunk_rows` for rows wider than about
+ * 100 bytes. A chunk is decoded whole before it is handed on, and decoded rows take about four
+ * times their COPY text in the heap, so 1 MiB keeps a reader's chunk near 4 MiB; at 8 MiB the
+ * two readers' chunks were the largest part of a snapshot's memory (S1 peak RSS 220 → 190 MiB,
+ * apps/bench/README.md, issue 19 item 4, fourth pass).
  */
-export const DEFAULT_SNAPSHOT_CHUNK_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
 
 /**
  * Partitions read at once unless `snapshot.concurrency` says otherwise: one per core, at least 2
