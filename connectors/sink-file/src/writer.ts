@@ -8,13 +8,18 @@ import { fileSinkError } from './errors.js';
 
 /** Pending output is written out once it grows past this, so a batch never sits whole in memory as text. */
 const FLUSH_BYTES = 1 << 20;
+/**
+ * Lines are encoded into this buffer as they are made (one UTF-8 copy each, no joined string
+ * to encode again); room for a line is counted at 3 bytes per UTF-16 unit, its worst case.
+ */
+const ARENA_BYTES = FLUSH_BYTES + (256 << 10);
 /** Files kept open at once; the least recently used is closed beyond this. */
 const MAX_OPEN_FILES = 64;
 
 interface OpenFile {
   handle: FileHandle;
-  pending: string[];
-  pendingBytes: number;
+  /** Encoded lines not written yet, in order: parts of the sink's arena, or a line too large for it. */
+  pending: Buffer[];
 }
 
 /**
@@ -33,6 +38,12 @@ export class FileSink implements Sink {
   private readonly fsync: boolean;
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Where `write()` encodes lines until they are flushed (made on the first write). */
+  private arena: Buffer | undefined;
+  private arenaUsed = 0;
+  /** The file whose lines end the arena's used part, and where that run of them starts. */
+  private runTarget: OpenFile | undefined;
+  private runStart = 0;
 
   constructor(config: FileSinkConfig) {
     this.directory = config.path === undefined ? undefined : resolve(config.path);
@@ -69,7 +80,6 @@ export class FileSink implements Sink {
   private async writeNow(events: ChangeEvent[]): Promise<void> {
     if (this.closed) throw fileSinkError('write to', this.singleFile ?? this.directory!, new Error('sink is closed'));
     const touched = new Set<string>();
-    let pendingTotal = 0;
     // Consecutive events of one table go to the file already looked up for the first of them.
     let lastTable: ChangeEvent['table'] | undefined;
     let target: OpenFile | undefined;
@@ -81,13 +91,17 @@ export class FileSink implements Sink {
         touched.add(file);
       }
       const line = toJsonLine(event);
-      target.pending.push(line);
-      target.pendingBytes += line.length;
-      pendingTotal += line.length;
-      if (pendingTotal >= FLUSH_BYTES) {
+      const room = line.length * 3;
+      if (room > ARENA_BYTES) {
+        // A line larger than the arena is encoded on its own and written out right away.
+        this.endRun();
+        target.pending.push(Buffer.from(line, 'utf8'));
         await this.flushPending();
-        pendingTotal = 0;
+        continue;
       }
+      if (room > ARENA_BYTES - this.arenaUsed) await this.flushPending();
+      this.append(target, line);
+      if (this.arenaUsed >= FLUSH_BYTES) await this.flushPending();
     }
     await this.flushPending();
     await this.syncFiles(touched);
@@ -132,7 +146,7 @@ export class FileSink implements Sink {
       const target = await this.handleFor(file);
       touched.add(file);
       // Lines of an earlier write() still pending go first (there are none between writes).
-      if (target.pending.length > 0) await this.flushPending();
+      if (this.hasPending(target)) await this.flushPending();
       try {
         let offset = 0;
         while (offset < run.data.length) {
@@ -146,22 +160,56 @@ export class FileSink implements Sink {
     await this.syncFiles(touched);
   }
 
+  /** Encode `line` into the arena (the caller made sure it fits), after the lines before it. */
+  private append(target: OpenFile, line: string): void {
+    if (this.runTarget !== target) {
+      this.endRun();
+      this.runTarget = target;
+      this.runStart = this.arenaUsed;
+    }
+    this.arena ??= Buffer.allocUnsafe(ARENA_BYTES);
+    this.arenaUsed += this.arena.write(line, this.arenaUsed);
+  }
+
+  /** The current run of one file's lines in the arena joins that file's pending output. */
+  private endRun(): void {
+    const target = this.runTarget;
+    if (target !== undefined && this.arenaUsed > this.runStart)
+      target.pending.push(this.arena!.subarray(this.runStart, this.arenaUsed));
+    this.runTarget = undefined;
+  }
+
+  private hasPending(target: OpenFile): boolean {
+    return target.pending.length > 0 || (this.runTarget === target && this.arenaUsed > this.runStart);
+  }
+
+  /** Drop every line not written yet (after a failure: the batch is written again). */
+  private dropPending(): void {
+    for (const target of this.files.values()) target.pending = [];
+    this.runTarget = undefined;
+    this.arenaUsed = 0;
+  }
+
   private async flushPending(): Promise<void> {
+    this.endRun();
     for (const [file, target] of this.files) {
       if (target.pending.length === 0) continue;
-      const data = Buffer.from(target.pending.join(''), 'utf8');
+      const parts = target.pending;
       target.pending = [];
-      target.pendingBytes = 0;
       try {
-        let offset = 0;
-        while (offset < data.length) {
-          const { bytesWritten } = await target.handle.write(data, offset, data.length - offset);
-          offset += bytesWritten;
+        for (const data of parts) {
+          let offset = 0;
+          while (offset < data.length) {
+            const { bytesWritten } = await target.handle.write(data, offset, data.length - offset);
+            offset += bytesWritten;
+          }
         }
       } catch (err) {
         throw fileSinkError('append to', file, err);
       }
     }
+    // Everything in the arena is written: it is reused from its start.
+    this.arenaUsed = 0;
   }
 
   /**
@@ -170,6 +218,7 @@ export class FileSink implements Sink {
    * opens them again, which cuts the partial line before anything is appended after it.
    */
   private async forgetFiles(err: unknown): Promise<never> {
+    this.dropPending();
     const files = [...this.files.values()];
     this.files.clear();
     await Promise.all(files.map((f) => f.handle.close().catch(() => undefined)));
@@ -199,7 +248,7 @@ export class FileSink implements Sink {
       await handle.close().catch(() => undefined);
       throw fileSinkError('prepare', file, err);
     }
-    const entry: OpenFile = { handle, pending: [], pendingBytes: 0 };
+    const entry: OpenFile = { handle, pending: [] };
     this.files.set(file, entry);
     return entry;
   }
@@ -209,7 +258,7 @@ export class FileSink implements Sink {
     if (oldest.done) return;
     const file = oldest.value;
     const target = this.files.get(file)!;
-    if (target.pending.length > 0) await this.flushPending();
+    if (this.hasPending(target)) await this.flushPending();
     if (this.fsync) await target.handle.datasync().catch((err) => Promise.reject(fileSinkError('fsync', file, err)));
     this.files.delete(file);
     await target.handle.close();

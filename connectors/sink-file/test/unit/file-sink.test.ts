@@ -296,6 +296,32 @@ describe('durability', () => {
     expect(ids).toEqual(events.map((e) => e.key.id));
   });
 
+  it('writes interleaved tables, unicode and lines larger than the flush threshold byte for byte, in order per file', async () => {
+    const sink = await createSink({ path: dir });
+    await sink.open([orders, items]);
+    const events: ChangeEvent[] = [];
+    for (let i = 0; i < 6000; i++) {
+      // Runs of one table of varying length, text of 1- to 4-byte UTF-8 characters and lone surrogates.
+      const table = Math.floor(i / (1 + (i % 7))) % 2 === 0 ? orders : items;
+      const text = `${'é中😀'.repeat(i % 50)}\ud800"${'x'.repeat((i * 37) % 900)}`;
+      events.push(insert(table, table === orders ? String(i) : i, { amount: text }));
+      // A few lines larger than everything kept in memory before a flush (1 MiB, 3 bytes per unit counted).
+      if (i % 2500 === 1) events.push(insert(orders, `big${i}`, { amount: '€'.repeat(500_000) }));
+      // And lines that fit the arena only once it is flushed.
+      if (i % 700 === 3) events.push(insert(items, 1_000_000 + i, { amount: '€'.repeat(150_000) }));
+    }
+    await sink.write(events.slice(0, 4000));
+    await sink.write(events.slice(4000));
+    await sink.close();
+    for (const table of [orders, items]) {
+      const expected = events
+        .filter((e) => e.table === table)
+        .map((e) => toJsonLine(e))
+        .join('');
+      expect((await readFile(join(dir, tableFileName(table)), 'utf8')) === expected).toBe(true);
+    }
+  });
+
   it('reports an unwritable folder with the file sink error code and the path', async () => {
     const blocker = join(dir, 'not-a-folder');
     await writeFile(blocker, 'x');
