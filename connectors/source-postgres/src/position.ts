@@ -19,7 +19,6 @@ import { PgErrorCode } from './errors.js';
 
 const MAX_LSN = 0xffff_ffff_ffff_ffffn;
 const MAX_INDEX = 0xffff_ffff;
-const POSITION_PATTERN = /^([0-9A-Fa-f]{16}):([0-9A-Fa-f]{8})$/;
 const LSN_PATTERN = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
 
 export interface DecodedPosition {
@@ -42,19 +41,64 @@ export function encodePosition(lsn: bigint, index: number): Position {
   return `${lastLsnText}:${index.toString(16).toUpperCase().padStart(8, '0')}`;
 }
 
+/** Value of one hex digit's character code, or -1. */
+function hexValue(code: number): number {
+  if (code >= 48 && code <= 57) return code - 48; // 0-9
+  if (code >= 65 && code <= 70) return code - 55; // A-F
+  if (code >= 97 && code <= 102) return code - 87; // a-f
+  return -1;
+}
+
+/** Hex digits `from` to `to` (exclusive, at most 8) as a number, or -1 when one is not a hex digit. */
+function hexNumber(text: string, from: number, to: number): number {
+  let value = 0;
+  for (let i = from; i < to; i++) {
+    const digit = hexValue(text.charCodeAt(i));
+    if (digit < 0) return -1;
+    value = value * 16 + digit;
+  }
+  return value;
+}
+
+/** Whether `position` is 16 hex digits, ':', 8 hex digits (checked without a RegExp: positions are decoded per batch). */
+function wellFormed(position: Position): boolean {
+  if (position.length !== 25 || position.charCodeAt(16) !== 58) return false;
+  for (let i = 0; i < 25; i++) if (i !== 16 && hexValue(position.charCodeAt(i)) < 0) return false;
+  return true;
+}
+
 export function decodePosition(position: Position): DecodedPosition {
-  const match = POSITION_PATTERN.exec(position);
-  if (!match) {
+  if (!wellFormed(position)) {
     throw new NanosyncError(
       PgErrorCode.PgProtocol,
       `"${position.slice(0, 40)}" is not a PostgreSQL source position (expected 16 hex digits, ':', 8 hex digits)`,
     );
   }
-  return { lsn: BigInt(`0x${match[1]}`), index: Number.parseInt(match[2] as string, 16) };
+  const high = hexNumber(position, 0, 8);
+  const low = hexNumber(position, 8, 16);
+  return { lsn: (BigInt(high) << 32n) | BigInt(low), index: hexNumber(position, 17, 25) };
 }
 
-/** Total order over positions: by commit LSN, then by index. */
+/**
+ * Total order over positions: by commit LSN, then by index. Both are fixed-width hex, so
+ * two well-formed positions compare digit by digit (either case), without parsing.
+ */
 export function comparePositions(a: Position, b: Position): number {
+  if (a.length === 25 && b.length === 25 && a.charCodeAt(16) === 58 && b.charCodeAt(16) === 58) {
+    let result = 0;
+    for (let i = 0; i < 25; i++) {
+      if (i === 16) continue;
+      const x = hexValue(a.charCodeAt(i));
+      const y = hexValue(b.charCodeAt(i));
+      if (x < 0 || y < 0) {
+        result = Number.NaN;
+        break;
+      }
+      if (result === 0 && x !== y) result = x < y ? -1 : 1;
+    }
+    if (!Number.isNaN(result)) return result;
+  }
+  // Not well formed: decodePosition says which one and why.
   const left = decodePosition(a);
   const right = decodePosition(b);
   if (left.lsn !== right.lsn) return left.lsn < right.lsn ? -1 : 1;

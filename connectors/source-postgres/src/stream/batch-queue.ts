@@ -27,8 +27,12 @@ interface Boundary {
  * - when the next event would take the pending batch past `maxEvents` or `maxBytes`: up to
  *   the last boundary when there is one (that batch gets the boundary as `safePosition`),
  *   otherwise all of it, without `safePosition` (the middle of a large transaction);
- * - when the consumer asks for a batch and none is queued: up to the last boundary, so a
- *   quiet stream delivers each commit at once while a busy one fills its batches.
+ * - when the consumer asks for a batch and none is queued: up to the last boundary, one
+ *   turn of the event loop later (`setImmediate`), so a quiet stream delivers each commit
+ *   at once while a busy one fills its batches. Without that turn a consumer that keeps up
+ *   would take one batch per transaction: every message of a socket read is handled in
+ *   microtasks, between which the consumer asks again, and a backlog of one-change
+ *   transactions became one batch (and one trip through core and the sink) per event.
  * `safePosition` is therefore set exactly on batches that end at a commit.
  *
  * `push` resolves only while fewer than `maxQueuedBatches` batches wait; the producer awaits
@@ -46,6 +50,8 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
   #producerWaiting: (() => void)[] = [];
   #failure: { error: unknown } | undefined;
   #closed = false;
+  /** A cut at the boundary for the waiting consumer is scheduled (see the class comment). */
+  #cutScheduled = false;
 
   /** Called when a `safePosition` leaves the queue's control (it is in a queued batch). */
   onSafePosition: (position: Position, flushLsn: bigint) => void = () => {};
@@ -63,9 +69,13 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
     return this.#closed;
   }
 
-  /** Add an event; resolves when the producer may continue (there is room in the queue). */
-  async push(event: ChangeEvent, bytes: number): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Add an event. Returns a promise when the producer has to wait for room in the queue
+   * (resolved once there is), `undefined` when it may go on at once: the stream adds every
+   * event, and a promise per event was a good part of its cost.
+   */
+  push(event: ChangeEvent, bytes: number): Promise<void> | undefined {
+    if (this.#closed) return undefined;
     // A full batch is cut when the next event arrives, not when it fills up: if the commit
     // comes first, the batch still gets its safePosition.
     const full =
@@ -74,7 +84,7 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
     if (full) this.#cutFull();
     this.#pending.push(event);
     this.#pendingBytes += bytes;
-    await this.#waitForRoom();
+    return this.#queue.length >= this.#limits.maxQueuedBatches ? this.#waitForRoom() : undefined;
   }
 
   /** Every pending event so far belongs to committed transactions; `position` is the last one's boundary. */
@@ -93,7 +103,7 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
       return;
     }
     this.#boundary = { count: this.#pending.length, position, flushLsn };
-    if (this.#consumerWaiting) this.#cutAtBoundary();
+    if (this.#consumerWaiting) this.#scheduleCut();
   }
 
   /**
@@ -142,11 +152,16 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
         return { done: false, value: batch };
       }
       if (this.#boundary) {
-        this.#cutAtBoundary();
-        continue;
+        if (this.#closed) {
+          // Committed events go out before the end (or the failure), as they did before it.
+          this.#cutAtBoundary();
+          continue;
+        }
+        this.#scheduleCut();
+      } else {
+        if (this.#failure) throw this.#failure.error;
+        if (this.#closed) return { done: true, value: undefined };
       }
-      if (this.#failure) throw this.#failure.error;
-      if (this.#closed) return { done: true, value: undefined };
       await new Promise<void>((resolve) => {
         this.#consumerWaiting = resolve;
       });
@@ -162,6 +177,16 @@ export class BatchQueue implements AsyncIterable<ChangeBatch> {
     while (this.#queue.length >= this.#limits.maxQueuedBatches && !this.#closed) {
       await new Promise<void>((resolve) => this.#producerWaiting.push(resolve));
     }
+  }
+
+  /** Cut at the boundary for the waiting consumer once the messages already read are handled. */
+  #scheduleCut(): void {
+    if (this.#cutScheduled) return;
+    this.#cutScheduled = true;
+    setImmediate(() => {
+      this.#cutScheduled = false;
+      if (this.#consumerWaiting && this.#queue.length === 0) this.#cutAtBoundary();
+    });
   }
 
   #cutFull(): void {

@@ -230,6 +230,9 @@ class ChangeStream {
    * (a high there was acknowledged with its rows); started once the stream passes `from`.
    */
   readonly #resumeAt = new Map<string, AttachMessage>();
+  /** The relation `#captures` answered for last, and its answer. */
+  #capturedRelation: StreamRelation | undefined;
+  #captured = false;
   /** Key and all columns of each captured table as last announced, across reconnects. */
   readonly #keyColumns = new Map<string, KeyShape>();
 
@@ -456,7 +459,11 @@ class ChangeStream {
     }
   }
 
-  async #handle(message: PgOutputMessage | RawChangeMessage, bytes: number): Promise<void> {
+  /**
+   * One message of the session. Returns a promise only when the next message has to wait
+   * (no room in the batch queue, a catalog query): a change that fits costs no promise.
+   */
+  #handle(message: PgOutputMessage | RawChangeMessage, bytes: number): Promise<void> | undefined {
     this.#sessionProgress = true;
     switch (message.tag) {
       case 'raw-change':
@@ -474,29 +481,14 @@ class ChangeStream {
         };
         return;
       case 'commit':
-        return this.#onCommit(message.commitLsn, message.endLsn);
+        this.#onCommit(message.commitLsn, message.endLsn);
+        return;
       case 'insert':
       case 'update':
       case 'delete':
         return this.#onChange(message, bytes);
-      case 'relation': {
-        const relation = await this.#relationCache().apply(message);
-        this.#logger.debug('relation', {
-          table: `${relation.table.schema}.${relation.table.name}`,
-          columns: relation.columns.length,
-          replicaIdentity: relation.replicaIdentity,
-        });
-        if (this.#captures(relation) && !hasUsableIdentity(relation)) await this.#identityLost(relation);
-        if (this.#captures(relation)) await this.#noteKeyColumns(relation);
-        // A partitioned captured table announced again: perhaps a partition was just attached.
-        const name = `${relation.table.schema}.${relation.table.name}`;
-        if (this.#captures(relation) && this.#leaves?.has(name) && this.#relationCatalogClient) {
-          await this.#checkLeaves(this.#relationCatalogClient, [
-            { schema: relation.table.schema, name: relation.table.name },
-          ]);
-        }
-        return;
-      }
+      case 'relation':
+        return this.#onRelation(message);
       case 'type':
         this.#catalog.forget(message.typeOid);
         return;
@@ -510,6 +502,24 @@ class ChangeStream {
         return;
       case 'message':
         return this.#onMessage(message);
+    }
+  }
+
+  async #onRelation(message: Extract<PgOutputMessage, { tag: 'relation' }>): Promise<void> {
+    const relation = await this.#relationCache().apply(message);
+    this.#logger.debug('relation', {
+      table: `${relation.table.schema}.${relation.table.name}`,
+      columns: relation.columns.length,
+      replicaIdentity: relation.replicaIdentity,
+    });
+    if (this.#captures(relation) && !hasUsableIdentity(relation)) await this.#identityLost(relation);
+    if (this.#captures(relation)) await this.#noteKeyColumns(relation);
+    // A partitioned captured table announced again: perhaps a partition was just attached.
+    const name = `${relation.table.schema}.${relation.table.name}`;
+    if (this.#captures(relation) && this.#leaves?.has(name) && this.#relationCatalogClient) {
+      await this.#checkLeaves(this.#relationCatalogClient, [
+        { schema: relation.table.schema, name: relation.table.name },
+      ]);
     }
   }
 
@@ -541,10 +551,10 @@ class ChangeStream {
     return this.#transaction;
   }
 
-  async #onChange(
+  #onChange(
     message: Extract<PgOutputMessage, { tag: 'insert' | 'update' | 'delete' }> | RawChangeMessage,
     bytes: number,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
     const transaction = this.#openTransaction(message.tag === 'raw-change' ? 'change' : message.tag);
     transaction.index++;
     const mark: Mark = { lsn: transaction.commitLsn, index: transaction.index };
@@ -567,7 +577,7 @@ class ChangeStream {
             : deleteEvent(relation, message, context);
     if (this.#chunks.size > 0) this.#noteChange(event);
     this.#delivered = mark;
-    await this.#queue.push(event, bytes);
+    return this.#queue.push(event, bytes);
   }
 
   #onCommit(commitLsn: bigint, endLsn: bigint): void {
@@ -650,7 +660,13 @@ class ChangeStream {
   }
 
   #captures(relation: StreamRelation): boolean {
-    return !this.#tables || this.#tables.has(`${relation.table.schema}\u0000${relation.table.name}`);
+    if (!this.#tables) return true;
+    // Asked per change: the answer is kept for the relation (a new Relation message makes a new one).
+    if (relation === this.#capturedRelation) return this.#captured;
+    const captured = this.#tables.has(`${relation.table.schema}\u0000${relation.table.name}`);
+    this.#capturedRelation = relation;
+    this.#captured = captured;
+    return captured;
   }
 
   /**

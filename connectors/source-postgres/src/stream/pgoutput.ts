@@ -463,9 +463,26 @@ export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}): PgO
 /** Microseconds between 1970-01-01 and 2000-01-01, PostgreSQL's timestamp epoch. */
 const POSTGRES_EPOCH_MICROS = 946_684_800_000_000n;
 
+const MAX_EXACT_MICROS = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** The `YYYY-MM-DDTHH:MM:SS` of the last second formatted: commits of a busy stream share it. */
+let lastSecond = Number.NaN;
+let lastSecondText = '';
+
 /** A pgoutput timestamp as ISO 8601 UTC with microseconds (`2024-05-01T12:00:00.123456Z`). */
 export function formatPgTimestamp(microsSince2000: bigint): string {
   const unixMicros = microsSince2000 + POSTGRES_EPOCH_MICROS;
+  // Within ±2^53 µs (about 285 years around 1970) a Number holds the value exactly.
+  if (unixMicros >= -MAX_EXACT_MICROS && unixMicros <= MAX_EXACT_MICROS) {
+    const micros = Number(unixMicros);
+    const second = Math.floor(micros / 1_000_000);
+    const fraction = micros - second * 1_000_000;
+    if (second !== lastSecond) {
+      lastSecondText = new Date(second * 1000).toISOString().slice(0, 19);
+      lastSecond = second;
+    }
+    return `${lastSecondText}.${fraction.toString().padStart(6, '0')}Z`;
+  }
   let seconds = unixMicros / 1_000_000n;
   let micros = unixMicros % 1_000_000n;
   if (micros < 0n) {

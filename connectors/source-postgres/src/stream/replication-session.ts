@@ -1,76 +1,31 @@
 import { type Logger, NanosyncError } from '@nanosync/core';
-import type pg from 'pg';
-import { LogicalReplicationService } from 'pg-logical-replication';
+import pg from 'pg';
 import type { ClientConfigWithReplication } from '../connection.js';
 import { quoteIdent, quoteLiteral, PgErrorCode } from '../errors.js';
-import { formatLsn, parseLsn } from '../position.js';
 import type { AcknowledgerInternals } from './acknowledger.js';
-import { decodePgOutput, type PgOutputMessage } from './pgoutput.js';
+import { type DecodeOptions, decodePgOutput, type PgOutputMessage } from './pgoutput.js';
 import { isChangeTag, type RawChangeMessage, rawChangeMessage } from './raw-changes.js';
-
-/** One XLogData payload, decoded where it arrived so that keepalives can be ordered after it. */
-interface ReceivedMessage {
-  sequence: number;
-  bytes: number;
-  message?: PgOutputMessage | RawChangeMessage;
-  error?: unknown;
-}
-
-/** The plugin shape pg-logical-replication expects (its base class is not exported). */
-type ReplicationPlugin = Parameters<LogicalReplicationService['subscribe']>[0];
-
-/**
- * pg-logical-replication plugin that starts pgoutput and hands its payloads to our decoder,
- * which keeps column values as the server's text (see pgoutput.ts for why).
- */
-class PgoutputTextPlugin {
-  readonly options: { publication: string; messages: boolean };
-
-  constructor(
-    publication: string,
-    messages: boolean,
-    private readonly receive: (payload: Buffer) => ReceivedMessage,
-  ) {
-    this.options = { publication, messages };
-  }
-
-  get name(): string {
-    return 'pgoutput';
-  }
-
-  /**
-   * `0/0` lets the server start at the slot's confirmed_flush_lsn. Protocol version 1: the
-   * server sends each transaction once it committed, which is what gives every event its
-   * final position (the commit LSN) up front. Streaming of in-progress transactions
-   * (version 2) would deliver changes before their commit LSN is known, and could deliver
-   * changes of transactions that later abort.
-   */
-  start(client: pg.Client, slotName: string): Promise<unknown> {
-    const publications = quoteLiteral(quoteIdent(this.options.publication));
-    return client.query(
-      `START_REPLICATION SLOT ${quoteIdent(slotName)} LOGICAL 0/0 (proto_version '1', publication_names ${publications}${this.options.messages ? ", messages 'true'" : ''})`,
-    );
-  }
-
-  parse(payload: Buffer): ReceivedMessage {
-    return this.receive(payload);
-  }
-}
 
 const STOP_GRACE_MS = 2000;
 
-/** The socket under the library's pg connection (not public API; used only to force a close). */
-function socketOf(service: LogicalReplicationService): { destroy(): void } | undefined {
-  const connection = (service as unknown as { _connection?: { stream?: { destroy?: () => void } } })._connection;
-  const stream = connection?.stream;
-  return stream && typeof stream.destroy === 'function' ? (stream as { destroy(): void }) : undefined;
-}
+/** CopyData payloads of the streaming replication protocol: XLogData and the primary keepalive. */
+const XLOG_DATA = 0x77; // 'w'
+const PRIMARY_KEEPALIVE = 0x6b; // 'k'
+/** 'w' · WAL start (8) · WAL end (8) · send time (8), then the pgoutput message. */
+const XLOG_HEADER_BYTES = 25;
+
+/** Microseconds between 1970-01-01 and 2000-01-01, the epoch of the protocol's timestamps. */
+const POSTGRES_EPOCH_MS = 946_684_800_000;
 
 export interface SessionCallbacks {
   /** Replication started: the server accepted START_REPLICATION. */
   started(): void;
-  /** Each message in stream order; the next one waits until the promise settles (backpressure). */
-  message(message: PgOutputMessage | RawChangeMessage, bytes: number): Promise<void>;
+  /**
+   * Each message in stream order. Return a promise to hold the stream back: the next
+   * message is handed over only once it settles (backpressure); `undefined` lets the next
+   * one come at once.
+   */
+  message(message: PgOutputMessage | RawChangeMessage, bytes: number): Promise<void> | undefined;
   /** The server's WAL position from a keepalive, delivered after every message received before it. */
   keepalive(walEnd: bigint): void;
 }
@@ -93,48 +48,72 @@ export interface SessionOptions {
   callbacks: SessionCallbacks;
 }
 
+/** The pg internals a replication connection needs (not in @types/pg). */
+interface ReplicationConnection {
+  on(event: 'copyData', listener: (message: { chunk: Buffer }) => void): void;
+  once(event: 'replicationStart', listener: () => void): void;
+  removeAllListeners(event?: string): void;
+  sendCopyFromChunk(chunk: Buffer): void;
+  stream: { pause(): void; resume(): void; destroy(): void };
+}
+
+/** A message or keepalive received while the previous message's handler was still busy. */
+type Received = { message: PgOutputMessage | RawChangeMessage; bytes: number } | { walEnd: bigint };
+
 /**
  * One replication connection, from START_REPLICATION until it fails or `signal` aborts.
  * Resolves only when aborted; every other end (server error, connection loss, the server
  * closing the stream) rejects, and the caller decides whether to reconnect.
  *
- * Flow control: pg-logical-replication pauses the socket while our message handler runs;
- * the handler waits for room in the batch queue, so a slow consumer stops reads, TCP's
- * window fills and the walsender blocks. Keepalives are answered and status updates sent on
- * a timer while paused, so the server never times the connection out for being quiet.
+ * The streaming replication protocol is spoken over a plain `pg.Client` (CopyBoth after
+ * START_REPLICATION): each CopyData is an XLogData message, decoded at once by our pgoutput
+ * decoder (the socket's buffer is reused afterwards), or a keepalive. This replaced
+ * pg-logical-replication, which per message formatted an LSN string, queued the message,
+ * awaited an `emitAsync` of it and an acknowledgement promise, whatever the handler did;
+ * here a message whose handler returns nothing costs no promise at all (see the source's
+ * README, "The change stream's CPU").
  *
- * Acknowledgement: automatic acknowledgement is off. Every status update reports the
- * acknowledger's flush LSN as write, flush and apply position, so the slot moves only to
- * what core confirmed.
+ * Flow control: while a handler's promise is pending, the socket is paused and the
+ * messages already read wait in order; a slow consumer thus stops reads, TCP's window
+ * fills and the walsender blocks. Keepalives are answered and status updates sent on a
+ * timer while paused, so the server never times the connection out for being quiet.
+ *
+ * Acknowledgement: every status update reports the acknowledger's flush LSN as write,
+ * flush and apply position, so the slot moves only to what core confirmed.
  */
 export function runReplicationSession(options: SessionOptions): Promise<void> {
   const { acknowledger, callbacks, logger } = options;
   return new Promise<void>((resolve, reject) => {
     let settled = false;
-    let receivedSequence = 0;
-    let handledSequence = 0;
-    let waitingKeepalive: { afterSequence: number; walEnd: bigint } | undefined;
+    let started = false;
+    const client = new pg.Client({ ...options.clientConfig, replication: 'database' } as pg.ClientConfig);
+    let connection: ReplicationConnection | undefined;
+    /** Received while a handler was busy, handed over in order once it is done. */
+    let waiting: Received[] = [];
+    let waitingHead = 0;
+    let busy = false;
+    let paused = false;
 
-    const service = new LogicalReplicationService(options.clientConfig, {
-      acknowledge: { auto: false, timeoutSeconds: 0 },
-      flowControl: { enabled: true },
-    });
+    const rawChanges = options.rawChanges === true;
+    const decodeOptions: DecodeOptions =
+      options.keepMessagePrefix !== undefined ? { keepMessagePrefix: options.keepMessagePrefix } : {};
 
     const sendStatus = () => {
-      if (settled) return;
+      if (settled || !started || !connection) return;
       const flush = acknowledger.flushLsn;
       if (flush === 0n) return;
-      // The library reports "last byte received + 1": pass the byte before our flush LSN.
-      service.acknowledge(formatLsn(flush - 1n)).catch((err: unknown) => {
+      // Standby status update: 'r' · written · flushed · applied (each the byte after the
+      // last one, i.e. the flush LSN) · client time (µs since 2000) · reply requested (0).
+      const update = Buffer.alloc(34);
+      update[0] = 0x72;
+      update.writeBigUInt64BE(flush, 1);
+      update.writeBigUInt64BE(flush, 9);
+      update.writeBigUInt64BE(flush, 17);
+      update.writeBigInt64BE(BigInt(Date.now() - POSTGRES_EPOCH_MS) * 1000n, 25);
+      try {
+        connection.sendCopyFromChunk(update);
+      } catch (err) {
         logger.debug('standby status update failed', { error: (err as Error).message });
-      });
-    };
-
-    const releaseKeepalive = () => {
-      if (waitingKeepalive && waitingKeepalive.afterSequence <= handledSequence) {
-        const { walEnd } = waitingKeepalive;
-        waitingKeepalive = undefined;
-        callbacks.keepalive(walEnd);
       }
     };
 
@@ -143,6 +122,7 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
     const stopListening = acknowledger.onChange(sendStatus);
     const onAbort = () => finish();
     options.signal.addEventListener('abort', onAbort, { once: true });
+    client.on('error', (error: Error) => finish(error));
 
     function finish(error?: unknown): void {
       if (settled) return;
@@ -150,11 +130,12 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
       clearInterval(timer);
       stopListening();
       options.signal.removeEventListener('abort', onAbort);
-      // stop() ends the client politely and waits for the socket to close, which never
-      // happens while the library's flow control keeps the socket paused (a handler still
-      // waiting for queue space): destroy the socket if the polite way takes too long.
-      const socket = socketOf(service);
-      const stopped = service.stop().catch(() => {});
+      waiting = [];
+      const socket = connection?.stream;
+      // end() waits for the socket to close, which never happens while it is paused: resume
+      // it (what arrives is ignored), and destroy it if the polite way takes too long.
+      if (paused) socket?.resume();
+      const stopped = client.end().catch(() => {});
       let forceTimer: NodeJS.Timeout | undefined;
       const forced = new Promise<void>((done) => {
         forceTimer = setTimeout(() => {
@@ -164,65 +145,114 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
       });
       void Promise.race([stopped, forced]).then(() => {
         clearTimeout(forceTimer);
+        connection?.removeAllListeners('copyData');
         if (error === undefined) resolve();
         else reject(error);
       });
     }
 
-    const decodeOptions =
-      options.keepMessagePrefix !== undefined ? { keepMessagePrefix: options.keepMessagePrefix } : {};
-    const plugin = new PgoutputTextPlugin(options.publication, options.messages === true, (payload) => {
-      const sequence = ++receivedSequence;
+    /** Hands one message over; true when its handler is still busy (the rest must wait). */
+    function deliver(message: PgOutputMessage | RawChangeMessage, bytes: number): boolean {
+      let pending: Promise<void> | undefined;
       try {
-        if (options.rawChanges === true && isChangeTag(payload[0]))
-          return { sequence, bytes: payload.length, message: rawChangeMessage(payload) };
-        return { sequence, bytes: payload.length, message: decodePgOutput(payload, decodeOptions) };
-      } catch (error) {
-        return { sequence, bytes: payload.length, error };
-      }
-    });
-
-    service.on('start', () => {
-      if (settled) return;
-      callbacks.started();
-      sendStatus();
-    });
-
-    service.on('data', async (_lsn: string, received: ReceivedMessage) => {
-      if (settled) return;
-      try {
-        if (received.error !== undefined) throw received.error;
-        await callbacks.message(received.message as PgOutputMessage | RawChangeMessage, received.bytes);
+        pending = callbacks.message(message, bytes);
       } catch (error) {
         finish(error);
-        return;
+        return true;
       }
-      handledSequence = received.sequence;
-      releaseKeepalive();
-    });
+      if (pending === undefined) return false;
+      busy = true;
+      if (!paused) {
+        paused = true;
+        connection?.stream.pause();
+      }
+      pending.then(drain, (error: unknown) => finish(error));
+      return true;
+    }
 
-    service.on('heartbeat', (lsn: string, _timestamp: number, shouldRespond: boolean) => {
+    /** The busy handler is done: hand over what waited, in order, until one is busy again. */
+    function drain(): void {
+      busy = false;
+      while (waitingHead < waiting.length) {
+        if (settled) return;
+        const next = waiting[waitingHead] as Received;
+        waiting[waitingHead++] = undefined as unknown as Received;
+        if ('walEnd' in next) callbacks.keepalive(next.walEnd);
+        else if (deliver(next.message, next.bytes)) return;
+      }
+      waiting = [];
+      waitingHead = 0;
+      if (paused && !settled) {
+        paused = false;
+        connection?.stream.resume();
+      }
+    }
+
+    function onCopyData({ chunk }: { chunk: Buffer }): void {
       if (settled) return;
-      if (shouldRespond) sendStatus();
-      waitingKeepalive = { afterSequence: receivedSequence, walEnd: parseLsn(lsn) };
-      releaseKeepalive();
-    });
-
-    service.on('error', (error: Error) => finish(error));
+      const kind = chunk[0];
+      if (kind === XLOG_DATA) {
+        let message: PgOutputMessage | RawChangeMessage;
+        const bytes = chunk.length - XLOG_HEADER_BYTES;
+        try {
+          // Decoded (or copied) here: the chunk is a view of the driver's buffer, reused once this returns.
+          const payload = chunk.subarray(XLOG_HEADER_BYTES);
+          message =
+            rawChanges && isChangeTag(payload[0]) ? rawChangeMessage(payload) : decodePgOutput(payload, decodeOptions);
+        } catch (error) {
+          finish(error);
+          return;
+        }
+        if (busy) waiting.push({ message, bytes });
+        else deliver(message, bytes);
+      } else if (kind === PRIMARY_KEEPALIVE) {
+        // 'k' · server WAL end (8) · server time (8) · reply requested (1)
+        const walEnd = chunk.readBigUInt64BE(1);
+        if (chunk[17] === 1) sendStatus();
+        if (busy) waiting.push({ walEnd });
+        else callbacks.keepalive(walEnd);
+      } else {
+        logger.debug('unknown replication message ignored', { kind });
+      }
+    }
 
     if (options.signal.aborted) {
       finish();
       return;
     }
-    service.subscribe(plugin satisfies ReplicationPlugin, options.slot).then(
-      () =>
-        finish(
-          new NanosyncError(
-            PgErrorCode.PgConnection,
-            `the server ended the replication stream of slot "${options.slot}"`,
-            { retriable: true },
-          ),
-        ),
+    client.connect().then(
+      () => {
+        if (settled) return;
+        connection = (client as unknown as { connection: ReplicationConnection }).connection;
+        connection.on('copyData', onCopyData);
+        connection.once('replicationStart', () => {
+          if (settled) return;
+          started = true;
+          callbacks.started();
+          sendStatus();
+        });
+        // `0/0` lets the server start at the slot's confirmed_flush_lsn. Protocol version 1:
+        // the server sends each transaction once it committed, which is what gives every
+        // event its final position (the commit LSN) up front. Streaming of in-progress
+        // transactions (version 2) would deliver changes before their commit LSN is known,
+        // and could deliver changes of transactions that later abort.
+        const publications = quoteLiteral(quoteIdent(options.publication));
+        client
+          .query(
+            `START_REPLICATION SLOT ${quoteIdent(options.slot)} LOGICAL 0/0 (proto_version '1', publication_names ${publications}${options.messages === true ? ", messages 'true'" : ''})`,
+          )
+          .then(
+            () =>
+              finish(
+                new NanosyncError(
+                  PgErrorCode.PgConnection,
+                  `the server ended the replication stream of slot "${options.slot}"`,
+                  { retriable: true },
+                ),
+              ),
+            (error: unknown) => finish(error),
+          );
+      },
       (error: unknown) => finish(error),
     );
   });

@@ -176,6 +176,8 @@ describe('streamChanges: events, positions and batches', () => {
     stream.autoAcknowledge = false;
     const initial = await p.confirmedFlushLsn();
     await p.fx.admin.query(`INSERT INTO public.items VALUES (1, 'one', NULL)`);
+    // One batch each: commits that arrive together may share a batch (and its safePosition).
+    await stream.waitFor(() => stream.events.length === 1, 'the first insert');
     await p.fx.admin.query(`INSERT INTO public.items VALUES (2, 'two', NULL)`);
     await stream.waitFor(() => stream.events.length === 2, 'two inserts');
     // Several status updates go out meanwhile; none may move the slot.
@@ -196,6 +198,8 @@ describe('streamChanges: events, positions and batches', () => {
     const first = p.open(p.startPosition);
     first.autoAcknowledge = false;
     await p.fx.admin.query(`INSERT INTO public.items VALUES (1, 'one', NULL)`);
+    // One batch each: commits that arrive together may share a batch (and its safePosition).
+    await first.waitFor(() => first.events.length === 1, 'the first insert');
     await p.fx.admin.query(`INSERT INTO public.items VALUES (2, 'two', NULL)`);
     await first.waitFor(() => first.events.length === 2, 'two inserts');
     const checkpoint = first.batches.find((b) => b.events.some((e) => e.after?.id === 1))?.safePosition as string;

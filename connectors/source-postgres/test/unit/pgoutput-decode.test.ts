@@ -26,6 +26,13 @@ describe('pgoutput decoding (golden bytes)', () => {
     expect(formatPgTimestamp(0x0002ba61fea33240n)).toBe('2024-05-01T12:00:00.123456Z');
     expect(formatPgTimestamp(0n)).toBe('2000-01-01T00:00:00.000000Z');
     expect(formatPgTimestamp(-1n)).toBe('1999-12-31T23:59:59.999999Z');
+    // The second's text is kept from call to call: the next microsecond, the next second, back again.
+    expect(formatPgTimestamp(0x0002ba61fea33241n)).toBe('2024-05-01T12:00:00.123457Z');
+    expect(formatPgTimestamp(0x0002ba61fea33240n + 1_000_000n)).toBe('2024-05-01T12:00:01.123456Z');
+    expect(formatPgTimestamp(0x0002ba61fea33240n + 876_543n)).toBe('2024-05-01T12:00:00.999999Z');
+    expect(formatPgTimestamp(0x0002ba61fea33240n - 123_456n)).toBe('2024-05-01T12:00:00.000000Z');
+    // Beyond what a Number holds exactly (year 2285 and later): the exact path.
+    expect(formatPgTimestamp(9_000_000_000_000_000n)).toBe('2285-03-13T16:00:00.000000Z');
   });
 
   it('Relation: columns, types, modifiers, identity flags and replica identity', () => {

@@ -26,6 +26,16 @@ describe('positions', () => {
     ].sort(comparePositions);
     expect(sorted.map((p) => formatPosition(p))).toEqual(['0/100#1', '0/100#2', '0/100#10', '0/200', '1/0#1']);
     expect(comparePositions(encodePosition(5n, 1), encodePosition(5n, 1))).toBe(0);
+    // Digit by digit, either case, every digit counting (the LSN's halves and the index).
+    expect(comparePositions('00000001000000ff:0000000a', '00000001000000FF:0000000A')).toBe(0);
+    expect(comparePositions('00000001000000ff:0000000a', '00000001000000FF:0000000B')).toBeLessThan(0);
+    expect(comparePositions('00000002000000ff:0000000a', '00000001FFFFFFFF:FFFFFFFF')).toBeGreaterThan(0);
+    expect(comparePositions('0000000100000100:00000000', '00000001000000ff:ffffffff')).toBeGreaterThan(0);
+    expect(() => comparePositions('00000001000000fg:0000000a', encodePosition(1n, 1))).toThrow(
+      /not a PostgreSQL source position/,
+    );
+    expect(() => comparePositions(encodePosition(1n, 1), '0/3A1B2C4D')).toThrow(/not a PostgreSQL source position/);
+    expect(decodePosition('FFFFFFFFFFFFFFFF:FFFFFFFF')).toEqual({ lsn: 0xffff_ffff_ffff_ffffn, index: 0xffff_ffff });
   });
 
   it('a boundary (L, 0) sorts before every event of a transaction committing at L', () => {

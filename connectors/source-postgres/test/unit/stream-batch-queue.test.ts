@@ -15,9 +15,9 @@ async function take(queue: BatchQueue): Promise<ChangeBatch> {
 }
 
 /** Resolves to true when `promise` settled within a few macrotasks. */
-async function settles(promise: Promise<unknown>): Promise<boolean> {
+async function settles(promise: Promise<unknown> | undefined): Promise<boolean> {
   let done = false;
-  void promise.then(() => {
+  void Promise.resolve(promise).then(() => {
     done = true;
   });
   for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
@@ -95,6 +95,39 @@ describe('BatchQueue', () => {
       [0x200, 0x300, 0x400].map((lsn) => encodePosition(BigInt(lsn), 1)),
     );
     expect(batch.safePosition).toBe(encodePosition(0x400n, 1));
+  });
+
+  it('a waiting consumer gets every transaction committed in the same turn of the event loop as one batch', async () => {
+    const queue = new BatchQueue({ maxEvents: 100, maxQueuedBatches: 100 });
+    const waiting = queue.next();
+    // As the stream handles the messages of one socket read: in microtasks, one after another.
+    for (const lsn of [0x100, 0x200, 0x300]) {
+      await queue.push(event(lsn, 1), 1);
+      queue.commit(encodePosition(BigInt(lsn), 1), BigInt(lsn + 0x80));
+    }
+    const batch = (await waiting).value as ChangeBatch;
+    expect(batch.events.map((e) => e.position)).toEqual(
+      [0x100, 0x200, 0x300].map((lsn) => encodePosition(BigInt(lsn), 1)),
+    );
+    expect(batch.safePosition).toBe(encodePosition(0x300n, 1));
+    // Asked again with one commit pending: it comes a turn later, with what committed meanwhile.
+    await queue.push(event(0x400, 1), 1);
+    queue.commit(encodePosition(0x400n, 1), 0x480n);
+    const next = queue.next();
+    await queue.push(event(0x500, 1), 1);
+    queue.commit(encodePosition(0x500n, 1), 0x580n);
+    expect(((await next).value as ChangeBatch).events.map((e) => e.position)).toEqual(
+      [0x400, 0x500].map((lsn) => encodePosition(BigInt(lsn), 1)),
+    );
+  });
+
+  it('committed events still pending when the queue fails go out before the failure', async () => {
+    const queue = new BatchQueue({ maxEvents: 100, maxQueuedBatches: 100 });
+    await queue.push(event(0x100, 1), 1);
+    queue.commit(encodePosition(0x100n, 1), 0x180n);
+    queue.fail(new Error('connection lost'));
+    expect((await take(queue)).safePosition).toBe(encodePosition(0x100n, 1));
+    await expect(queue.next()).rejects.toThrow('connection lost');
   });
 
   it('reports each safePosition with its flush LSN as it leaves', async () => {
