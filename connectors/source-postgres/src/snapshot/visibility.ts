@@ -94,7 +94,15 @@ const bySlot = new Map<string, RecentCommits>();
  * Written by the stream, read by the chunk readers; one per slot in the process.
  */
 export class RecentCommits {
-  readonly #commits = new Map<number, bigint>();
+  /**
+   * Xids and commit LSNs in decode order, from `#head` to `#tail`: two typed arrays rather
+   * than a Map of BigInts, because the stream notes every transaction (a backlog of
+   * one-change transactions paid a hash insert and a BigInt kept alive per change).
+   */
+  #xids = new Uint32Array(1024);
+  #lsns = new BigUint64Array(1024);
+  #head = 0;
+  #tail = 0;
   readonly #cap: number;
   #checks = 0;
   /** Snapshots checked while other checks were in flight: they prune once none is. */
@@ -122,24 +130,55 @@ export class RecentCommits {
     bySlot.delete(slot);
   }
 
+  /** Transactions noted (one decoded twice, after a reconnect, counts twice until pruned). */
   get size(): number {
-    return this.#commits.size;
+    return this.#tail - this.#head;
   }
 
   /** The stream decoded the Begin of transaction `xid`, committed at `commitLsn`; called before any of its changes goes out. */
   decoded(xid: number, commitLsn: bigint): void {
-    this.#commits.set(xid, commitLsn);
-    if (this.#commits.size <= this.#cap) return;
+    if (this.#tail === this.#xids.length) this.#makeRoom();
+    this.#xids[this.#tail] = xid;
+    this.#lsns[this.#tail] = commitLsn;
+    this.#tail++;
+    if (this.size <= this.#cap) return;
     if (this.refresh !== undefined && !this.#refreshing) this.#refreshNow(this.refresh);
-    if (this.#commits.size > 4 * this.#cap) {
-      const oldest = this.#commits.keys().next();
-      if (!oldest.done) this.#commits.delete(oldest.value);
-    }
+    if (this.size > 4 * this.#cap) this.#head++;
   }
 
   /** Commit LSN of `xid` if the stream decoded it (and it was not pruned since). */
   commitLsn(xid: number): bigint | undefined {
-    return this.#commits.get(xid);
+    return this.commitLsns([xid]).get(xid);
+  }
+
+  /** Commit LSNs of those of `xids` the stream decoded (and that were not pruned since), in one pass. */
+  commitLsns(xids: readonly number[]): Map<number, bigint> {
+    const found = new Map<number, bigint>();
+    if (xids.length === 0) return found;
+    const wanted = new Set(xids.map((xid) => xid >>> 0));
+    for (let i = this.#head; i < this.#tail; i++) {
+      const xid = this.#xids[i] as number;
+      if (wanted.has(xid)) found.set(xid, this.#lsns[i] as bigint);
+    }
+    return found;
+  }
+
+  /** Room for one more at the tail: move the live entries to the front, or grow. */
+  #makeRoom(): void {
+    const live = this.size;
+    if (live * 2 > this.#xids.length) {
+      const xids = new Uint32Array(this.#xids.length * 2);
+      const lsns = new BigUint64Array(this.#xids.length * 2);
+      xids.set(this.#xids.subarray(this.#head, this.#tail));
+      lsns.set(this.#lsns.subarray(this.#head, this.#tail));
+      this.#xids = xids;
+      this.#lsns = lsns;
+    } else {
+      this.#xids.copyWithin(0, this.#head, this.#tail);
+      this.#lsns.copyWithin(0, this.#head, this.#tail);
+    }
+    this.#head = 0;
+    this.#tail = live;
   }
 
   /** A snapshot is about to be taken and checked: nothing is pruned until {@link endCheck}. */
@@ -156,7 +195,16 @@ export class RecentCommits {
     this.#pending = [];
     for (const { xmax, running } of views) {
       const listed = new Set(running);
-      for (const xid of this.#commits.keys()) if (xidPrecedes(xid, xmax) && !listed.has(xid)) this.#commits.delete(xid);
+      // Keep, in order, what the snapshot may not have seen finish.
+      let kept = this.#head;
+      for (let i = this.#head; i < this.#tail; i++) {
+        const xid = this.#xids[i] as number;
+        if (xidPrecedes(xid, xmax) && !listed.has(xid)) continue;
+        this.#xids[kept] = xid;
+        this.#lsns[kept] = this.#lsns[i] as bigint;
+        kept++;
+      }
+      this.#tail = kept;
     }
   }
 
@@ -189,8 +237,9 @@ export function hiddenCommits(view: SnapshotView, commits: RecentCommits | undef
     for (const xid of view.standbyWaits) if (running.has(xid)) hidden.add(xid);
   }
   if (commits !== undefined && commits.size > 0) {
+    const decoded = commits.commitLsns(view.running);
     for (const xid of view.running) {
-      const lsn = commits.commitLsn(xid);
+      const lsn = decoded.get(xid >>> 0);
       if (lsn !== undefined && lsn < view.insertLsn) hidden.add(xid);
     }
   }

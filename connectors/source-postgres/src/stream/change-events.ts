@@ -8,7 +8,7 @@ import {
   UNCHANGED_TOAST,
   type UpdateMessage,
 } from './pgoutput.js';
-import type { StreamRelation } from './relations.js';
+import type { StreamColumn, StreamRelation } from './relations.js';
 import { PgErrorCode } from '../errors.js';
 
 /** Where an event sits: its position and its transaction's commit time. */
@@ -24,22 +24,12 @@ function setField(row: Row, name: string, value: Value): void {
   else row[name] = value;
 }
 
-interface DecodedTuple {
-  row: Row;
-  /** Columns sent as 'u' (unchanged TOAST): absent from `row`. */
-  unchanged: string[];
-}
-
 /**
  * Text values → canonical values. With `identityOnly` (a 'K' tuple) only the identity
- * columns are read: the server sends the others as NULL placeholders.
+ * columns are read: the server sends the others as NULL placeholders. Columns sent as 'u'
+ * (unchanged TOAST) are left out of the row (see {@link unchangedColumns}).
  */
-function decodeTuple(
-  relation: StreamRelation,
-  tuple: TupleValue[],
-  context: EventContext,
-  identityOnly: boolean,
-): DecodedTuple {
+function decodeTuple(relation: StreamRelation, tuple: TupleValue[], context: EventContext, identityOnly: boolean): Row {
   const { columns, table } = relation;
   if (tuple.length !== columns.length) {
     throw new NanosyncError(
@@ -48,14 +38,12 @@ function decodeTuple(
     );
   }
   const row: Row = {};
-  const unchanged: string[] = [];
   for (let i = 0; i < columns.length; i++) {
     const column = columns[i] as StreamRelation['columns'][number];
     if (identityOnly && !column.isIdentity) continue;
     const value = tuple[i] as TupleValue;
-    if (value === UNCHANGED_TOAST) {
-      unchanged.push(column.name);
-    } else if (value === null) {
+    if (value === UNCHANGED_TOAST) continue;
+    if (value === null) {
       setField(row, column.name, null);
     } else {
       try {
@@ -65,7 +53,18 @@ function decodeTuple(
       }
     }
   }
-  return { row, unchanged };
+  return row;
+}
+
+/** Names of the columns a tuple sent as 'u' (unchanged TOAST), or undefined when there is none (the usual case). */
+function unchangedColumns(relation: StreamRelation, tuple: TupleValue[]): string[] | undefined {
+  let unchanged: string[] | undefined;
+  for (let i = 0; i < tuple.length; i++) {
+    if (tuple[i] !== UNCHANGED_TOAST) continue;
+    if (unchanged === undefined) unchanged = [];
+    unchanged.push((relation.columns[i] as StreamColumn).name);
+  }
+  return unchanged;
 }
 
 function valueAt(err: unknown, relation: StreamRelation, column: string, context: EventContext): NanosyncError {
@@ -81,15 +80,12 @@ function valueAt(err: unknown, relation: StreamRelation, column: string, context
   );
 }
 
-function keyOf(relation: StreamRelation, ...images: (Row | undefined)[]): Row {
+/** The key columns' values, from `image` or, for a column it lacks, from `fallback`. */
+function keyOf(relation: StreamRelation, image: Row, fallback?: Row): Row {
   const key: Row = {};
   for (const name of relation.table.keyColumns) {
-    for (const image of images) {
-      if (image && Object.hasOwn(image, name)) {
-        setField(key, name, image[name] as Value);
-        break;
-      }
-    }
+    if (Object.hasOwn(image, name)) setField(key, name, image[name] as Value);
+    else if (fallback !== undefined && Object.hasOwn(fallback, name)) setField(key, name, fallback[name] as Value);
   }
   return key;
 }
@@ -100,7 +96,7 @@ function baseEvent(op: ChangeEvent['op'], relation: StreamRelation, context: Eve
 
 export function insertEvent(relation: StreamRelation, message: InsertMessage, context: EventContext): ChangeEvent {
   const event = baseEvent('insert', relation, context);
-  const { row } = decodeTuple(relation, message.newTuple, context, false);
+  const row = decodeTuple(relation, message.newTuple, context, false);
   event.after = row;
   event.key = keyOf(relation, row);
   return event;
@@ -118,19 +114,20 @@ export function updateEvent(relation: StreamRelation, message: UpdateMessage, co
   const after = decodeTuple(relation, message.newTuple, context, false);
   let before: Row | undefined;
   if (message.oldTuple) {
-    before = decodeTuple(relation, message.oldTuple, context, message.oldKind === 'key').row;
+    before = decodeTuple(relation, message.oldTuple, context, message.oldKind === 'key');
     event.before = before;
   }
-  event.after = after.row;
-  if (after.unchanged.length > 0) event.unchanged = after.unchanged;
-  event.key = keyOf(relation, after.row, before);
+  event.after = after;
+  const unchanged = unchangedColumns(relation, message.newTuple);
+  if (unchanged !== undefined) event.unchanged = unchanged;
+  event.key = keyOf(relation, after, before);
   return event;
 }
 
 /** A delete: `before` is the identity columns ('K') or the whole old row ('O'). */
 export function deleteEvent(relation: StreamRelation, message: DeleteMessage, context: EventContext): ChangeEvent {
   const event = baseEvent('delete', relation, context);
-  const before = decodeTuple(relation, message.oldTuple, context, message.oldKind === 'key').row;
+  const before = decodeTuple(relation, message.oldTuple, context, message.oldKind === 'key');
   event.before = before;
   event.key = keyOf(relation, before);
   return event;

@@ -149,6 +149,29 @@ describe('snapshot visibility: the record of decoded transactions', () => {
     expect(commits.commitLsn(5)).toBe(5n);
   });
 
+  it('keeps every transaction in decode order while it grows, prunes and drops its oldest', () => {
+    const commits = new RecentCommits(3000);
+    for (let xid = 1; xid <= 5000; xid++) commits.decoded(xid, BigInt(xid) * 16n);
+    expect(commits.size).toBe(5000);
+    expect(commits.commitLsn(1)).toBe(16n);
+    expect(commits.commitLsn(5000)).toBe(80000n);
+    commits.beginCheck();
+    commits.endCheck({ xmax: 2500, running: [7, 2400] });
+    expect(commits.size).toBe(2503);
+    expect([...commits.commitLsns([6, 7, 2399, 2400, 2499, 2500, 5000, 5001])]).toEqual([
+      [7, 112n],
+      [2400, 38400n],
+      [2500, 40000n],
+      [5000, 80000n],
+    ]);
+    // Past four times its cap (refresh unset): the oldest go first, after the pruned ones.
+    for (let xid = 5001; xid <= 15_000; xid++) commits.decoded(xid, BigInt(xid) * 16n);
+    expect(commits.size).toBe(12_000);
+    expect([...commits.commitLsns([7, 2400, 3000])]).toEqual([]);
+    expect(commits.commitLsn(3001)).toBe(3001n * 16n);
+    expect(commits.commitLsn(15_000)).toBe(15_000n * 16n);
+  });
+
   it('is one per slot in the process, until the slot is dropped', () => {
     const a = RecentCommits.forSlot('slot_visibility_test');
     expect(RecentCommits.forSlot('slot_visibility_test')).toBe(a);
