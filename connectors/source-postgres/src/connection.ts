@@ -31,7 +31,7 @@ export function sessionOptions(userOptions?: string): string {
 
 /**
  * A resolved connection: a `pg` ClientConfig (usable as-is with `pg.Client` or
- * pg-logical-replication) plus the libpq sslmode it came from. For `allow` and `prefer`
+ * the replication session) plus the libpq sslmode it came from. For `allow` and `prefer`
  * `ssl` is the first attempt and `sslFallback` the second; use {@link connectClient} or
  * {@link resolveClientConfig}, which try both in libpq's order.
  */
@@ -164,7 +164,7 @@ export async function connectClient(
 
 /**
  * The one ClientConfig that works for this server (probing `allow`/`prefer` with a short
- * connection when needed), for libraries that take a plain config (pg-logical-replication).
+ * connection when needed), for a client made elsewhere (the replication session's).
  */
 export async function resolveClientConfig(
   conn: PgConnectionConfig,
