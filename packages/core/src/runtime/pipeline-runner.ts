@@ -18,10 +18,11 @@ import { createEventMapper, type EventMapper, validateMappings } from './mapping
 import { compareQueryPositions, runQueryPipeline } from './query-runner.js';
 import { type LaneState, SinkLane } from './sink-lane.js';
 import { SnapshotCoordinator } from './snapshot-coordinator.js';
-import { SnapshotWorkers, workersUnusable } from './snapshot-workers.js';
+import { SnapshotWorkers } from './snapshot-workers.js';
 import { resolveWorkerCount } from '../config/read-pipelines.js';
 import { runStreamLoop } from './stream-loop.js';
-import { StreamWorkers, streamWorkersUnusable } from './stream-workers.js';
+import { StreamWorkers } from './stream-workers.js';
+import { workersUnusable } from './workers-unusable.js';
 import { WatermarkMerge } from './watermark-merge.js';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES, DEFAULT_SNAPSHOT_CHUNK_ROWS } from '../config/validate.js';
 import type { PipelineStats, TableStats } from './stats.js';
@@ -729,7 +730,7 @@ export class PipelineRunner {
   /** Why this pipeline cannot use worker threads from its definition alone (undefined: it can). */
   private workersUnusable(): string | undefined {
     const { materialized } = this.options;
-    return workersUnusable({
+    return workersUnusable('snapshot', {
       threads: resolveWorkerCount(materialized.pipeline.workers),
       replicationType: materialized.pipeline.replication_type,
       source: materialized.source.definition,
@@ -802,7 +803,7 @@ export class PipelineRunner {
       });
       return undefined;
     };
-    const why = streamWorkersUnusable({
+    const why = workersUnusable('stream', {
       threads,
       replicationType: materialized.pipeline.replication_type,
       source: materialized.source.definition,

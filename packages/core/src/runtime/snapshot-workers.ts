@@ -7,7 +7,6 @@ import type {
   SourceDefinition,
   SourceWorkerModule,
 } from '../contract/connector.js';
-import type { TargetMapping } from '../config/types.js';
 import { ErrorCode, NanosyncError } from '../errors.js';
 import type { ChangeEvent, Position, Row, TableSchema } from '../model.js';
 import type { EncodedPart } from './sink-lane.js';
@@ -17,31 +16,6 @@ import { OrderedWorkerPool } from './worker-pool.js';
 
 /** Bytes of chunks one worker may hold at once (a chunk is at most `snapshot.chunk_bytes`). */
 const MAX_BYTES_PER_WORKER = 64 * 1024 * 1024;
-
-/**
- * Whether a pipeline's snapshot can go through worker threads, from its definition alone:
- * `undefined` when it can, otherwise why not (logged once, at info). The rest is decided when
- * the connectors are open ({@link SnapshotWorkers.start}).
- */
-export function workersUnusable(input: {
-  threads: number;
-  replicationType: string;
-  source: Pick<SourceDefinition, 'type' | 'workerModule'>;
-  sinks: { name: string; definition: Pick<SinkDefinition, 'type' | 'workerModule'>; mappings: TargetMapping[] }[];
-}): string | undefined {
-  if (input.threads <= 0) return 'workers is 0';
-  if (input.replicationType === 'cdc' || input.replicationType === 'query')
-    return `a ${input.replicationType} pipeline takes no snapshot`;
-  if (input.source.workerModule === undefined)
-    return `the source connector ${input.source.type} cannot decode rows in a worker thread`;
-  for (const sink of input.sinks) {
-    if (sink.definition.workerModule === undefined)
-      return `sink ${sink.name} (connector ${sink.definition.type}) cannot encode records in a worker thread`;
-    if (sink.mappings.some((m) => m.columns !== undefined || (m.filter !== undefined && m.filter.length > 0)))
-      return `sink ${sink.name} has target_mappings with columns or filter, which are applied on the main thread`;
-  }
-  return undefined;
-}
 
 /** One chunk handed to the workers, shared by the lanes it goes to. */
 interface ChunkJob {

@@ -7,7 +7,6 @@ import type {
   SourceWorkerModule,
 } from '../contract/connector.js';
 import type { Logger } from '../contract/logger.js';
-import type { TargetMapping } from '../config/types.js';
 import { ErrorCode, NanosyncError } from '../errors.js';
 import type { ChangeEvent, RawChanges, TableSchema } from '../model.js';
 import type { ChangesTask, PipelineWorkerData, PipelineWorkerResult, PipelineWorkerTask } from './pipeline-worker.js';
@@ -18,31 +17,6 @@ import { OrderedWorkerPool } from './worker-pool.js';
 
 /** Bytes of raw batches one worker may hold at once (a batch is at most the source's batch bound, 1 MiB by default). */
 const MAX_BYTES_PER_WORKER = 16 * 1024 * 1024;
-
-/**
- * Why a pipeline's change stream cannot go through worker threads, from its definition alone:
- * `undefined` when it can. The rest is decided when the connectors are open
- * ({@link StreamWorkers.start}) and per batch ({@link StreamWorkers.inlineReason}).
- */
-export function streamWorkersUnusable(input: {
-  threads: number;
-  replicationType: string;
-  source: Pick<SourceDefinition, 'type' | 'workerModule'>;
-  sinks: { name: string; definition: Pick<SinkDefinition, 'type' | 'workerModule'>; mappings: TargetMapping[] }[];
-}): string | undefined {
-  if (input.threads <= 0) return 'workers is 0';
-  if (input.replicationType === 'snapshot' || input.replicationType === 'query')
-    return `a ${input.replicationType} pipeline has no change stream`;
-  if (input.source.workerModule === undefined)
-    return `the source connector ${input.source.type} cannot decode changes in a worker thread`;
-  for (const sink of input.sinks) {
-    if (sink.definition.workerModule === undefined)
-      return `sink ${sink.name} (connector ${sink.definition.type}) cannot encode records in a worker thread`;
-    if (sink.mappings.length > 0)
-      return `sink ${sink.name} has target_mappings, which are applied to decoded events on the main thread`;
-  }
-  return undefined;
-}
 
 function shapeKey(table: TableSchema): string {
   return `${table.schema}\u0000${table.name}\u0000${shapeOf(table)}`;

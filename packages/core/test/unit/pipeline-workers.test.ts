@@ -14,7 +14,7 @@ import {
 } from '../../src/contract/connector.js';
 import { NanosyncError } from '../../src/errors.js';
 import type { ChangeEvent, Row, TableSchema } from '../../src/model.js';
-import { workerExecArgv, workersUnusable } from '../../src/runtime/snapshot-workers.js';
+import { workerExecArgv } from '../../src/runtime/snapshot-workers.js';
 import { Harness, until, waitForState } from './fixtures/harness.js';
 import { InMemoryDatabase, InMemorySink, inMemorySource, testPipeline } from './fixtures/in-memory.js';
 
@@ -326,53 +326,6 @@ describe('snapshot through worker threads', () => {
     const said = h.log.lines.filter((l) => l.includes('the snapshot runs on the main thread'));
     expect(said).toHaveLength(1);
     expect(said[0]).toContain('sink 0:mem0 cannot encode these tables in a worker thread now');
-  });
-});
-
-describe('when a pipeline cannot use worker threads (decided from its definition)', () => {
-  const source = { type: 'postgres', workerModule: 'file:///source-worker.js' };
-  const sink = (extra: object = {}) => ({
-    name: '0:kafka',
-    definition: { type: 'kafka', workerModule: 'file:///sink-worker.js' },
-    mappings: [],
-    ...extra,
-  });
-  const input = (extra: object = {}) => ({
-    threads: 2,
-    replicationType: 'cdc_backfill',
-    source,
-    sinks: [sink()],
-    ...extra,
-  });
-
-  it('uses them when the source and every sink have worker modules and no mapping projects or filters', () => {
-    expect(workersUnusable(input())).toBeUndefined();
-    expect(
-      workersUnusable(
-        input({ sinks: [sink({ mappings: [{ table: 'public.t', tableRef: { schema: 'public', name: 't' } }] })] }),
-      ),
-    ).toBeUndefined();
-  });
-
-  it('names the part that keeps it on the main thread', () => {
-    expect(workersUnusable(input({ threads: 0 }))).toBe('workers is 0');
-    expect(workersUnusable(input({ replicationType: 'cdc' }))).toMatch(/a cdc pipeline takes no snapshot/);
-    expect(workersUnusable(input({ replicationType: 'query' }))).toMatch(/a query pipeline takes no snapshot/);
-    expect(workersUnusable(input({ source: { type: 'sqlserver' } }))).toBe(
-      'the source connector sqlserver cannot decode rows in a worker thread',
-    );
-    expect(workersUnusable(input({ sinks: [sink(), sink({ name: '1:bq', definition: { type: 'bigquery' } })] }))).toBe(
-      'sink 1:bq (connector bigquery) cannot encode records in a worker thread',
-    );
-    const table = { table: 'public.t', tableRef: { schema: 'public', name: 't' } };
-    expect(workersUnusable(input({ sinks: [sink({ mappings: [{ ...table, columns: ['id'] }] })] }))).toMatch(
-      /sink 0:kafka has target_mappings with columns or filter/,
-    );
-    expect(
-      workersUnusable(
-        input({ sinks: [sink({ mappings: [{ ...table, filter: [{ column: 'id', op: 'gt', value: 1 }] }] })] }),
-      ),
-    ).toMatch(/target_mappings with columns or filter/);
   });
 });
 

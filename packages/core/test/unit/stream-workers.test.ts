@@ -3,7 +3,6 @@ import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defineSink, defineSource, type Sink, type TableRef } from '../../src/contract/connector.js';
 import type { ChangeBatch, ChangeEvent, Position, TableSchema } from '../../src/model.js';
-import { streamWorkersUnusable } from '../../src/runtime/stream-workers.js';
 import { Harness, until, waitForState } from './fixtures/harness.js';
 import { InMemoryDatabase, InMemorySink, inMemorySource, testPipeline } from './fixtures/in-memory.js';
 
@@ -180,33 +179,5 @@ describe('the change stream through worker threads', () => {
     expect(db.calls).toContain('stream-raw:false');
     expect(sink.encodedEvents).toBe(0);
     expect((await engine.status('wst0')).workers?.stream).toBeUndefined();
-  });
-});
-
-describe('streamWorkersUnusable', () => {
-  const source = { type: 'pg', workerModule: 'file:///w.js' };
-  const sink = { name: 's', definition: { type: 'kafka', workerModule: 'file:///k.js' }, mappings: [] };
-  it('uses them for a stream when the source and every sink have worker modules and nothing is mapped', () => {
-    expect(streamWorkersUnusable({ threads: 2, replicationType: 'cdc', source, sinks: [sink] })).toBeUndefined();
-    expect(
-      streamWorkersUnusable({ threads: 2, replicationType: 'cdc_backfill', source, sinks: [sink] }),
-    ).toBeUndefined();
-  });
-  it('names what keeps the stream on the main thread', () => {
-    expect(streamWorkersUnusable({ threads: 0, replicationType: 'cdc', source, sinks: [sink] })).toBe('workers is 0');
-    expect(streamWorkersUnusable({ threads: 1, replicationType: 'snapshot', source, sinks: [sink] })).toMatch(
-      /no change stream/,
-    );
-    expect(streamWorkersUnusable({ threads: 1, replicationType: 'cdc', source: { type: 'x' }, sinks: [sink] })).toMatch(
-      /source connector x cannot decode changes/,
-    );
-    expect(
-      streamWorkersUnusable({
-        threads: 1,
-        replicationType: 'cdc',
-        source,
-        sinks: [{ ...sink, mappings: [{ tableRef: { schema: 'a', name: 'b' } } as never] }],
-      }),
-    ).toMatch(/target_mappings/);
   });
 });
