@@ -212,8 +212,9 @@ const WITH_VALUE = new Set([
 /**
  * What of this process's Node options the worker threads get: only those that decide how
  * modules load (conditions, `--import` / `--require` / loaders such as tsx, source maps,
- * warnings) and the CPU profiler's (`--cpu-prof`, its folder and interval). A worker refuses process-wide options (`--max-semi-space-size`, which the
- * `nanosync` binary is started with, heap sizes): passed on, they would fail its start.
+ * warnings) and the CPU profiler's (`--cpu-prof`, its folder and interval). A worker refuses
+ * process-wide options (`--max-semi-space-size`, which the `nanosync` binary is started with,
+ * heap sizes): passed on, they would fail its start.
  */
 export function workerExecArgv(execArgv: readonly string[]): string[] {
   const kept: string[] = [];
