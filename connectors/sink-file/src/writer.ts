@@ -133,30 +133,36 @@ export class FileSink implements Sink {
    * as `write()` of those events appends, fsynced the same way before this resolves.
    */
   writeEncoded(batch: EncodedBatch, _events: EncodedEvents): Promise<void> {
-    const next = this.queue.then(() => this.writeEncodedNow(batch).catch((err) => this.forgetFiles(err)));
+    return this.writeEncodedParts([{ batch }]);
+  }
+
+  /** Consecutive stream batches a worker encoded, appended in order and fsynced once. */
+  writeEncodedParts(parts: readonly { batch: EncodedBatch }[]): Promise<void> {
+    const next = this.queue.then(() => this.writeEncodedNow(parts).catch((err) => this.forgetFiles(err)));
     this.queue = next.catch(() => undefined);
     return next;
   }
 
-  private async writeEncodedNow(batch: EncodedBatch): Promise<void> {
+  private async writeEncodedNow(parts: readonly { batch: EncodedBatch }[]): Promise<void> {
     if (this.closed) throw fileSinkError('write to', this.singleFile ?? this.directory!, new Error('sink is closed'));
     const touched = new Set<string>();
-    for (const run of decodeLineGroups(batch.bytes)) {
-      const file = this.fileFor(run.table);
-      const target = await this.handleFor(file);
-      touched.add(file);
-      // Lines of an earlier write() still pending go first (there are none between writes).
-      if (this.hasPending(target)) await this.flushPending();
-      try {
-        let offset = 0;
-        while (offset < run.data.length) {
-          const { bytesWritten } = await target.handle.write(run.data, offset, run.data.length - offset);
-          offset += bytesWritten;
+    for (const { batch } of parts)
+      for (const run of decodeLineGroups(batch.bytes)) {
+        const file = this.fileFor(run.table);
+        const target = await this.handleFor(file);
+        touched.add(file);
+        // Lines of an earlier write() still pending go first (there are none between writes).
+        if (this.hasPending(target)) await this.flushPending();
+        try {
+          let offset = 0;
+          while (offset < run.data.length) {
+            const { bytesWritten } = await target.handle.write(run.data, offset, run.data.length - offset);
+            offset += bytesWritten;
+          }
+        } catch (err) {
+          throw fileSinkError('append to', file, err);
         }
-      } catch (err) {
-        throw fileSinkError('append to', file, err);
       }
-    }
     await this.syncFiles(touched);
   }
 

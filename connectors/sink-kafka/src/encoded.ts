@@ -168,8 +168,16 @@ class Framed implements FramedRecord {
   }
 }
 
-/** The records of a framed batch (views into `bytes`, which must stay untouched while they are used). */
-export function unframeRecords(bytes: ArrayBuffer | Uint8Array): FramedRecord[] {
+/**
+ * The records of a framed batch (views into `bytes`, which must stay untouched while they are
+ * used), appended to `into` when given; `eventOffset` is added to each record's event index (a
+ * batch written after others in one write: its events come after theirs).
+ */
+export function unframeRecords(
+  bytes: ArrayBuffer | Uint8Array,
+  into: FramedRecord[] = [],
+  eventOffset = 0,
+): FramedRecord[] {
   const buf =
     bytes instanceof Uint8Array ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : Buffer.from(bytes);
   let at = 0;
@@ -197,9 +205,10 @@ export function unframeRecords(bytes: ArrayBuffer | Uint8Array): FramedRecord[] 
     at += length;
   }
   const string = (n: number) => strings[n] ?? fail(`string ${n} of ${strings.length}`);
-  const records: FramedRecord[] = new Array(u32());
-  for (let r = 0; r < records.length; r++) {
-    const event = u32();
+  const records = into;
+  const count = u32();
+  for (let r = 0; r < count; r++) {
+    const event = u32() + eventOffset;
     const topic = string(u32());
     const table = string(u32());
     const position = string(u32());
@@ -222,20 +231,22 @@ export function unframeRecords(bytes: ArrayBuffer | Uint8Array): FramedRecord[] 
       else if (kind === BYTES) headers[name] = view(u32());
       else headers[name] = undefined;
     }
-    records[r] = new Framed(
-      topic,
-      flags & NO_KEY ? null : key,
-      flags & NO_VALUE ? null : value,
-      headers,
-      table,
-      size,
-      event,
-      position,
-      (flags & READ) !== 0,
-      chunk,
-      buf,
-      flags & KEY_TEXT ? keyTextAt : -1,
-      keyTextLength,
+    records.push(
+      new Framed(
+        topic,
+        flags & NO_KEY ? null : key,
+        flags & NO_VALUE ? null : value,
+        headers,
+        table,
+        size,
+        event,
+        position,
+        (flags & READ) !== 0,
+        chunk,
+        buf,
+        flags & KEY_TEXT ? keyTextAt : -1,
+        keyTextLength,
+      ),
     );
   }
   if (at !== buf.length) fail('trailing bytes');

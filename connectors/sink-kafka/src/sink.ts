@@ -424,14 +424,33 @@ export class KafkaSink implements Sink {
    * broker refuses on its own (too large) is named by `recordError`; core then writes the
    * batch's events with `write()`, where `on_error` applies.
    */
-  async writeEncoded(batch: EncodedBatch, events: EncodedEvents): Promise<void> {
+  writeEncoded(batch: EncodedBatch, events: EncodedEvents): Promise<void> {
+    return this.writeEncodedParts([{ batch, events }]);
+  }
+
+  /**
+   * Consecutive stream batches a worker encoded, as one write (see `writeEncoded`): their
+   * records in one run of requests of at most `max_bytes_in_flight` (and with exactly_once in
+   * one transaction), so small batches fill requests instead of each sending its own.
+   */
+  async writeEncodedParts(parts: readonly { batch: EncodedBatch; events: EncodedEvents }[]): Promise<void> {
     if (!this.opened) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink writeEncoded() before open()');
-    const records = unframeRecords(batch.bytes);
-    if (records.length !== batch.records)
-      throw new NanosyncError(
-        ErrorCode.Internal,
-        `Kafka sink: an encoded batch says ${batch.records} records but holds ${records.length}`,
-      );
+    const records: FramedRecord[] = [];
+    let eventOffset = 0;
+    for (const { batch, events: info } of parts) {
+      const before = records.length;
+      unframeRecords(batch.bytes, records, eventOffset);
+      if (records.length - before !== batch.records)
+        throw new NanosyncError(
+          ErrorCode.Internal,
+          `Kafka sink: an encoded batch says ${batch.records} records but holds ${records.length - before}`,
+        );
+      eventOffset += info.count;
+    }
+    const events: EncodedEvents =
+      parts.length === 1
+        ? parts[0]!.events
+        : { count: eventOffset, first: parts[0]!.events.first, last: parts[parts.length - 1]!.events.last };
     try {
       if (records.length === 0) return;
       if (!this.exactlyOnce) return await this.sendRecords(records);

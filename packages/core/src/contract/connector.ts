@@ -428,6 +428,17 @@ export interface Sink {
    * inline and calls `write(events)`, so `on_error` (dead_letter, skip, fail) applies as ever.
    */
   writeEncoded?(batch: EncodedBatch, events: EncodedEvents): Promise<void>;
+
+  /**
+   * Optional, with `writeEncoded`: write consecutive encoded stream batches (in stream order) as
+   * one write, so that several small batches a worker encoded become one request instead of one
+   * each. The contract of `writeEncoded` over all their records together: durable in order when
+   * it resolves, retried as a whole, and a record blamed with {@link recordError} (its index
+   * counted across all the parts' records) makes core write every part's events with `write()`.
+   * Core merges only stream parts (never snapshot chunks), up to its events-per-write bound; the
+   * sink splits them by its own byte limits as it does any write.
+   */
+  writeEncodedParts?(parts: readonly { batch: EncodedBatch; events: EncodedEvents }[]): Promise<void>;
 }
 
 /**

@@ -73,6 +73,12 @@ export interface EncodedPart {
   events: () => ChangeEvent[];
   /** What the part weighs against the queue's byte bound. */
   bytes: number;
+  /**
+   * A stream part's records once its worker is done and its encoder took the events (set by
+   * `StreamWorkers`): such parts queued after the one being written may join its write
+   * (`Sink.writeEncodedParts`) without waiting for anything.
+   */
+  ready?: EncodedBatch;
 }
 
 interface LaneItem {
@@ -544,6 +550,8 @@ export class SinkLane {
     const first = this.take();
     const encoded = first.encoded;
     let events = first.events;
+    /** Stream parts written in one `writeEncodedParts` after `encoded`. */
+    let joined: EncodedPart[] | undefined;
     let safePosition = first.safePosition;
     let bytes = first.bytes;
     let commitMs = first.commitMs;
@@ -571,6 +579,25 @@ export class SinkLane {
       if (next.barrier) barriers.push(next.barrier);
       bytes += next.bytes;
     }
+    if (encoded?.stream === true && this.options.sink.writeEncodedParts !== undefined) {
+      if (encoded.ready === undefined) await encoded.batch.then(noop, noop);
+      if (encoded.ready !== undefined) {
+        let count = encoded.info.count;
+        while (this.head < this.queue.length) {
+          const next = this.queue[this.head]!;
+          const part = next.encoded;
+          if (part?.stream !== true || part.ready === undefined || next.barrier !== undefined) break;
+          if (count + part.info.count > this.options.maxWriteEvents) break;
+          this.take();
+          joined ??= [];
+          joined.push(part);
+          count += part.info.count;
+          if (next.safePosition !== undefined) safePosition = next.safePosition;
+          if (next.commitMs !== undefined) commitMs = next.commitMs;
+          bytes += next.bytes;
+        }
+      }
+    }
     if (this.head === this.queue.length) {
       this.queue.length = 0;
       this.head = 0;
@@ -589,9 +616,9 @@ export class SinkLane {
         faults.killAfterWrite !== undefined ||
         faults.killAfterEvents !== undefined ||
         faults.killAfterReads !== undefined);
-    const count = encoded !== undefined ? encoded.info.count : events.length;
+    const count = encoded !== undefined ? encodedCount(encoded, joined) : events.length;
     if (!reorders) {
-      if (encoded !== undefined) await this.writeEncoded(encoded);
+      if (encoded !== undefined) await this.writeEncoded(encoded, joined);
       else if (events.length > 0) await this.write(events);
       if (this.stopped) return;
       if (safePosition !== undefined) this.unsaved = safePosition;
@@ -604,7 +631,7 @@ export class SinkLane {
         checkpointed = true;
       }
     } else {
-      if (!(await this.writeWithTestFaults(faults!, events, safePosition, encoded))) return;
+      if (!(await this.writeWithTestFaults(faults!, events, safePosition, encoded, joined))) return;
       checkpointed = safePosition !== undefined;
     }
     const stats = this.options.stats;
@@ -647,6 +674,7 @@ export class SinkLane {
     events: ChangeEvent[],
     safePosition: Position | undefined,
     encoded?: EncodedPart,
+    joined?: EncodedPart[],
   ): Promise<boolean> {
     const checkpointFollows = safePosition !== undefined && safePosition !== this.checkpoint;
     const killHere =
@@ -663,16 +691,16 @@ export class SinkLane {
       await checkpoint();
       this.options.onCheckpoint();
       if (killHere) await dieForTest(`after checkpoint ${safePosition} of sink ${this.name}, before its write`);
-      if (encoded !== undefined) await this.writeEncoded(encoded);
+      if (encoded !== undefined) await this.writeEncoded(encoded, joined);
       else if (events.length > 0) await this.write(events);
       return !this.stopped;
     }
-    if (encoded !== undefined) await this.writeEncoded(encoded);
+    if (encoded !== undefined) await this.writeEncoded(encoded, joined);
     else if (events.length > 0) await this.write(events);
     if (this.stopped) return false;
     if (faults.killAfterEvents !== undefined) {
       const before = this.streamEventsWritten;
-      if (encoded?.stream === true) this.streamEventsWritten += encoded.info.count;
+      if (encoded?.stream === true) this.streamEventsWritten += encodedCount(encoded, joined);
       for (const e of events) if (e.op !== 'read') this.streamEventsWritten++;
       if (before < faults.killAfterEvents && this.streamEventsWritten >= faults.killAfterEvents)
         await dieForTest(
@@ -735,7 +763,7 @@ export class SinkLane {
    * refused the events, or the sink refuses one record of the batch (`recordIndexOf`), the
    * part's events are decoded here and written with `write()`, so on_error applies as ever.
    */
-  private async writeEncoded(part: EncodedPart): Promise<void> {
+  private async writeEncoded(part: EncodedPart, joined?: EncodedPart[]): Promise<void> {
     const { retry, stats, logger, sink } = this.options;
     const batch = await part.batch;
     if (this.stopped) return;
@@ -743,15 +771,28 @@ export class SinkLane {
       await this.write(part.events());
       return;
     }
+    const count = encodedCount(part, joined);
+    /** Every part's events, decoded here (the fallbacks). */
+    const allEvents = () => {
+      if (joined === undefined) return part.events();
+      const all = part.events().slice();
+      for (const p of joined) for (const e of p.events()) all.push(e);
+      return all;
+    };
+    const parts =
+      joined === undefined
+        ? undefined
+        : [{ batch, events: part.info }, ...joined.map((p) => ({ batch: p.ready!, events: p.info }))];
     if (this.throttle !== undefined) {
-      await this.throttle.wait(this.options.pipeline, this.name, part.info.count, this.abort.signal);
+      await this.throttle.wait(this.options.pipeline, this.name, count, this.abort.signal);
       if (this.stopped) return;
     }
     for (let attempt = 1; ; attempt++) {
-      this.checkLease(`${part.info.count} encoded events`);
+      this.checkLease(`${count} encoded events`);
       const started = performance.now();
       try {
-        await sink.writeEncoded!(batch, part.info);
+        if (parts !== undefined) await sink.writeEncodedParts!(parts);
+        else await sink.writeEncoded!(batch, part.info);
         stats.latency.observe((performance.now() - started) / 1000);
         if (++stats.encodedWrites === 1)
           logger.info('sink wrote its first batch encoded in a worker thread', {
@@ -762,10 +803,10 @@ export class SinkLane {
           this.wroteEncodedStream = true;
           logger.info('sink wrote its first stream batch encoded in a worker thread', {
             sink: this.name,
-            events: part.info.count,
+            events: count,
           });
         }
-        this.throttle?.written(this.options.pipeline, this.name, part.info.count);
+        this.throttle?.written(this.options.pipeline, this.name, count);
         return;
       } catch (err) {
         stats.writeErrors++;
@@ -773,17 +814,17 @@ export class SinkLane {
         if (!isRetriable(err) && recordIndexOf(err) !== undefined) {
           logger.info('the sink refused a record of an encoded batch; writing its events one by one', {
             sink: this.name,
-            events: part.info.count,
+            events: count,
             error: describeError(err),
           });
-          await this.write(part.events());
+          await this.write(allEvents());
           return;
         }
         if (!isRetriable(err) || attempt >= retry.maxAttempts) {
           const why = isRetriable(err) ? `still failing after ${attempt} attempts` : 'failed';
           throw new NanosyncError(
             ErrorCode.SinkWriteFailed,
-            `sink ${this.name}: writing ${part.info.count} encoded events ${why}: ${describeError(err)}`,
+            `sink ${this.name}: writing ${count} encoded events ${why}: ${describeError(err)}`,
             { cause: err, details: { sink: this.name } },
           );
         }
@@ -925,4 +966,13 @@ export class SinkLane {
     this.deadLetterTarget = undefined;
     await target?.close?.();
   }
+}
+
+function noop(): void {}
+
+/** Events of an encoded part and of the parts written with it. */
+function encodedCount(part: EncodedPart, joined: readonly EncodedPart[] | undefined): number {
+  let count = part.info.count;
+  if (joined !== undefined) for (const p of joined) count += p.info.count;
+  return count;
 }

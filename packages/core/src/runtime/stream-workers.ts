@@ -138,12 +138,6 @@ export class StreamWorkers {
     const bytes = raw.bytes.byteLength;
     const task: ChangesTask = { kind: 'changes', raw: raw.bytes, setup: raw.setup };
     let back: ArrayBuffer | undefined;
-    // Registered before the parts' own handlers: the bytes are back before any part resolves.
-    const result = this.run(task).then((r) => {
-      back = r.raw;
-      return r;
-    });
-    result.catch(() => {});
     let decoded: ChangeEvent[] | undefined;
     const events = () => {
       if (decoded !== undefined) return decoded;
@@ -156,22 +150,38 @@ export class StreamWorkers {
       return decoded;
     };
     this.batches++;
+    const info = { count: raw.count, first: raw.first, last: raw.last };
     const parts: EncodedPart[] = [];
+    // One promise per sink, settled from the one result: the bytes are back and the parts'
+    // `ready` set before any lane sees its part resolve.
+    const settle: { resolve: (b: EncodedBatch | undefined) => void; reject: (err: unknown) => void }[] = [];
     for (let i = 0; i < this.sinks; i++) {
-      const batch = result.then((r) => {
-        const b = r.batches[i]!;
-        return 'error' in b ? undefined : (b as EncodedBatch);
+      let resolve!: (b: EncodedBatch | undefined) => void;
+      let reject!: (err: unknown) => void;
+      const batch = new Promise<EncodedBatch | undefined>((res, rej) => {
+        resolve = res;
+        reject = rej;
       });
       // A lane stopped before it reached this part never awaits it.
-      batch.catch(() => {});
-      parts.push({
-        stream: true,
-        batch,
-        info: { count: raw.count, first: raw.first, last: raw.last },
-        events,
-        bytes: bytes * 2,
-      });
+      batch.catch(noop);
+      settle.push({ resolve, reject });
+      parts.push({ stream: true, batch, info, events, bytes: bytes * 2 });
     }
+    this.pool.submit({ task, transfer: [task.raw], bytes }).then(
+      (r) => {
+        back = r.raw;
+        for (let i = 0; i < parts.length; i++) {
+          const b = r.batches[i]!;
+          const batch = 'error' in b ? undefined : (b as EncodedBatch);
+          if (batch !== undefined) parts[i]!.ready = batch;
+          settle[i]!.resolve(batch);
+        }
+      },
+      (err) => {
+        const failure = streamWorkerError(err);
+        for (const s of settle) s.reject(failure);
+      },
+    );
     return parts;
   }
 
@@ -180,25 +190,20 @@ export class StreamWorkers {
     return this.mainDecoder(new Uint8Array(bytes), setup);
   }
 
-  private async run(task: ChangesTask): Promise<PipelineWorkerResult> {
-    try {
-      for await (const result of this.pool.map([{ task, transfer: [task.raw], bytes: task.raw.byteLength }]))
-        return result;
-    } catch (err) {
-      if (NanosyncError.is(err, ErrorCode.WorkerFailed)) {
-        // A dead worker ends the run; the pipeline restarts from its checkpoints like after any failure.
-        throw new NanosyncError(ErrorCode.WorkerFailed, (err as Error).message, {
-          retriable: true,
-          cause: err,
-          details: (err as NanosyncError).details,
-        });
-      }
-      throw err;
-    }
-    throw new NanosyncError(ErrorCode.Internal, 'the worker pool gave no result for a stream batch');
-  }
-
   async close(): Promise<void> {
     await this.pool.close();
   }
+}
+
+function noop(): void {}
+
+/** A dead worker ends the run; the pipeline restarts from its checkpoints like after any failure. */
+function streamWorkerError(err: unknown): unknown {
+  if (NanosyncError.is(err, ErrorCode.WorkerFailed))
+    return new NanosyncError(ErrorCode.WorkerFailed, (err as Error).message, {
+      retriable: true,
+      cause: err,
+      details: (err as NanosyncError).details,
+    });
+  return err;
 }

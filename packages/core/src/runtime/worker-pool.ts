@@ -188,6 +188,16 @@ export class OrderedWorkerPool<T, R, D = unknown> {
     }
   }
 
+  /**
+   * Run one task on the next worker (round-robin, or its shard's) and resolve to its result,
+   * without `map()`'s bound in bytes: for a caller that bounds what it has in flight itself
+   * (the change stream: by its sink lanes' queues) and keeps the results in order itself.
+   */
+  submit(item: PoolTask<T>): Promise<R> {
+    const worker = item.shard !== undefined ? item.shard % this.options.size : this.roundRobin++ % this.options.size;
+    return this.send(worker, item);
+  }
+
   /** Stop the workers. Tasks still running reject; the pool cannot be used afterwards. */
   async close(): Promise<void> {
     this.closing = true;
