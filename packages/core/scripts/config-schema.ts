@@ -294,7 +294,7 @@ export async function renderConfigSchema(): Promise<string> {
               anyOf: [{ type: 'string', enum: ['auto'] }, orEnv({ type: 'integer', minimum: 0, maximum: MAX_WORKERS })],
               default: DEFAULT_WORKERS,
               description:
-                'worker threads that decode snapshot rows and encode sink records off the main thread: auto (CPUs - 1), a count, or 0 (none)',
+                'worker threads that decode snapshot rows and stream changes and encode sink records off the main thread: auto (CPUs - 1), a count, or 0 (none, the default: see Worker threads in docs/configuration.md)',
             },
           },
           ['name', 'source'],

@@ -151,8 +151,7 @@ export class CopyOutBytes {
     this.text = text;
     this.#maxRows = Math.max(1, Math.floor(maxRows));
     this.#maxBytes = Math.max(1, Math.floor(maxBytes));
-    // Not zero-filled, and of its own (not Node's shared pool): it is moved to a worker in the end.
-    this.#buffer = Buffer.allocUnsafeSlow(Math.min(this.#maxBytes + 1024, 256 << 10));
+    this.#buffer = stagingBuffer(Math.min(this.#maxBytes, MAX_SPARE_BYTES) + STAGING_SLACK);
     this.#done = new Promise((resolve) => {
       this.#resolveDone = resolve;
     });
@@ -221,14 +220,57 @@ export class CopyOutBytes {
     return Buffer.from(this.#buffer.buffer, this.#buffer.byteOffset + this.#lastStart, end - this.#lastStart);
   }
 
-  /** The kept lines as an ArrayBuffer of exactly their size, of its own (to move to a worker). */
+  /**
+   * The kept lines as an ArrayBuffer of exactly their size, of its own (to move to a worker).
+   * The buffer they were collected in goes back to the spares for the next chunk's read.
+   */
   take(): ArrayBuffer {
-    const whole = this.#buffer.buffer as ArrayBuffer;
-    const out = this.#length === whole.byteLength ? whole : whole.slice(0, this.#length);
+    const staging = this.#buffer;
+    const whole = staging.buffer as ArrayBuffer;
+    let out: ArrayBuffer;
+    if (this.#length === whole.byteLength) out = whole;
+    else {
+      out = whole.slice(0, this.#length);
+      releaseStaging(staging);
+    }
     this.#buffer = Buffer.alloc(0);
     this.#lastStart = -1;
     return out;
   }
+}
+
+/**
+ * Room past `maxBytes` in a chunk's staging buffer: the line that reaches the bound is kept
+ * whole, so a chunk ends a little past it; a longer line grows the buffer.
+ */
+const STAGING_SLACK = 64 << 10;
+/** A staging buffer starts at most this large (plus the slack) and is kept for reuse only up to it (plus the slack). */
+const MAX_SPARE_BYTES = 16 << 20;
+/** Spare staging buffers: about one per concurrent chunk read (`snapshot.concurrency`). */
+const MAX_SPARES = 4;
+const spares: Buffer[] = [];
+
+/**
+ * A staging buffer for a chunk of raw COPY lines, at least `size` bytes: a spare one left by
+ * an earlier chunk, or a new one (not zero-filled, and of its own, not Node's shared pool).
+ * Sized for the whole chunk up front and reused, so a chunk costs one allocation (the exact
+ * copy `take()` hands out) instead of a series of doubling ones: each is external memory that
+ * counts toward V8's next full collection on the main thread.
+ */
+function stagingBuffer(size: number): Buffer {
+  for (let i = spares.length - 1; i >= 0; i--) {
+    const spare = spares[i]!;
+    if (spare.length >= size) {
+      spares.splice(i, 1);
+      return spare;
+    }
+  }
+  return Buffer.allocUnsafeSlow(size);
+}
+
+function releaseStaging(buffer: Buffer): void {
+  if (buffer.length > MAX_SPARE_BYTES + STAGING_SLACK || spares.length >= MAX_SPARES) return;
+  spares.push(buffer);
 }
 
 const ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v', '\\': '\\' };

@@ -165,6 +165,24 @@ describe('raw snapshot chunks of PostgreSQL', () => {
     expect(collect(lines, 3, 1000).rows).toBe(3);
   });
 
+  it('CopyOutBytes hands out exactly its own lines when its staging buffer is reused or has to grow', async () => {
+    // A line wider than the staging buffer's slack past maxBytes makes it grow; the chunks after
+    // it reuse the spare buffers of the ones before, which held other (longer) lines.
+    const wide = `${'w'.repeat(200_000)}\t1\n`;
+    const chunks = [['a\tb\n', wide, 'c\td\n'], copyLines(50), ['x\ty\n'], [wide], copyLines(3)];
+    for (let round = 0; round < 3; round++) {
+      for (const lines of chunks) {
+        const copy = collect(lines, 1_000, 64);
+        await copy.done;
+        const expected = new ChunkBuffer<string>(1_000, 64);
+        for (const line of lines) expected.offer(Buffer.byteLength(line), () => line);
+        const raw = copy.take();
+        expect(raw.byteLength).toBe(expected.bytes);
+        expect(Buffer.from(raw).toString('utf8')).toBe(expected.rows.join(''));
+      }
+    }
+  });
+
   it('CopyOutBytes passes the server error on', async () => {
     const copy = new CopyOutBytes('COPY x TO STDOUT', 10, 100);
     copy.submit(fakeConnection());

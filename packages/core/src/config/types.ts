@@ -63,7 +63,12 @@ export const DEFAULT_MAX_SPILL_BYTES = 4 * 1024 ** 3;
 
 /** A pipeline's `workers`: `auto` or a thread count (0 = inline). */
 export type WorkersSetting = 'auto' | number;
-/** Until the oracle tests pass with workers on, pipelines run inline unless they ask for workers. */
+/**
+ * Pipelines run inline unless they ask for workers: on the 2-core bench machine one worker
+ * costs 15–34% more CPU per snapshot row and 50–60 MB more RSS, and gives no steady gain in
+ * rows/s (apps/bench/README.md, "S1, workers 0 and 1 alternately"); `auto` pays only where a
+ * core is free for it.
+ */
 export const DEFAULT_WORKERS: WorkersSetting = 0;
 /** The most worker threads one pipeline may ask for. */
 export const MAX_WORKERS = 64;

@@ -9,6 +9,7 @@ import type { ChunkRecord, PartitionRecord, StateStore } from '../state/store.js
 import { backoffDelay, type RetryPolicy, sleep } from './backoff.js';
 import type { FanOut } from './fan-out.js';
 import { readEvents } from './read-events.js';
+import type { EncodedPart } from './sink-lane.js';
 import type { SnapshotWorkers } from './snapshot-workers.js';
 import type { PipelineStats, TableStats } from './stats.js';
 import type { WatermarkMerge } from './watermark-merge.js';
@@ -458,10 +459,16 @@ export class SnapshotCoordinator {
         position = chunk.position!;
       } else {
         let read: PartitionChunk;
+        let encoded: EncodedPart[] | undefined;
         try {
           read = await readPartitionChunk.call(source, item.table, spec, options);
           if (this.abort.signal.aborted) return;
           next = again !== undefined ? (again.next ?? undefined) : read.next;
+          // The worker starts on the chunk at once: its records reach no sink before they are
+          // pushed below, after the turn and the chunk's record, so its encoding overlaps them
+          // (with `oneChunkInFlight`, the wait for the chunk before this one to be durable).
+          if (read.raw !== undefined && workers !== undefined && read.raw.rows > 0)
+            encoded = workers.encode(item.table, read.raw, this.options.position, base.id, undefined);
           endTurn = await this.takeTurn(again !== undefined);
           if (endTurn === undefined) return;
           if (again === undefined) await store.saveChunk(pipeline, { ...base, next: next ?? null, status: 'read' });
@@ -474,10 +481,7 @@ export class SnapshotCoordinator {
         if (raw !== undefined && workers !== undefined) {
           emitted = raw.rows;
           stats.onSnapshotRows(item.stats, raw.rows);
-          if (
-            raw.rows > 0 &&
-            this.options.fanOut.pushEncoded(workers.encode(item.table, raw, position, base.id, undefined))
-          )
+          if (encoded !== undefined && this.options.fanOut.pushEncoded(encoded))
             await this.options.fanOut.waitForRoom();
         } else {
           emitted = read.rows.length;

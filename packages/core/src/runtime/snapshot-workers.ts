@@ -197,13 +197,24 @@ export class SnapshotWorkers {
 }
 
 /** Options that take their value as the next argument when written without `=`. */
-const WITH_VALUE = new Set(['--conditions', '-C', '--import', '--require', '-r', '--loader', '--experimental-loader']);
+const WITH_VALUE = new Set([
+  '--conditions',
+  '-C',
+  '--import',
+  '--require',
+  '-r',
+  '--loader',
+  '--experimental-loader',
+  '--cpu-prof-dir',
+  '--cpu-prof-interval',
+]);
 
 /**
  * What of this process's Node options the worker threads get: only those that decide how
  * modules load (conditions, `--import` / `--require` / loaders such as tsx, source maps,
- * warnings). A worker refuses process-wide options (`--max-semi-space-size`, which the
- * `nanosync` binary is started with, heap sizes): passed on, they would fail its start.
+ * warnings) and the CPU profiler's (`--cpu-prof`, its folder and interval). A worker refuses
+ * process-wide options (`--max-semi-space-size`, which the `nanosync` binary is started with,
+ * heap sizes): passed on, they would fail its start.
  */
 export function workerExecArgv(execArgv: readonly string[]): string[] {
   const kept: string[] = [];
@@ -213,6 +224,8 @@ export function workerExecArgv(execArgv: readonly string[]): string[] {
     const loads =
       WITH_VALUE.has(name) ||
       name === '--enable-source-maps' ||
+      // V8's CPU profiler (the bench's NANOSYNC_BENCH_CPU_PROF): each worker writes a profile of its own.
+      name === '--cpu-prof' ||
       name === '--no-warnings' ||
       name === '--experimental-strip-types' ||
       name === '--no-experimental-strip-types';

@@ -1,0 +1,106 @@
+/**
+ * Installs the sink's own Produce request encoder (produce-request.ts) on one producer of
+ * @platformatic/kafka, through the client's extension point `kGetApi`: asked for 'Produce',
+ * the producer gets an API of the version the broker negotiated whose request comes from
+ * `encodeProduceRequest` and whose response the client's own parser reads. Everything else
+ * (connections, retries, sequence numbers, transactions) stays the client's.
+ *
+ * Only for the client version the encoder was checked against (its bytes are compared with that
+ * version's in test/unit/produce-request.test.ts); any other version keeps the client's encoder
+ * and says so once. `NANOSYNC_KAFKA_CLIENT_ENCODER=1` keeps the client's encoder too.
+ */
+import type { Logger } from '@nanosync/core';
+import * as kafka from '@platformatic/kafka';
+import { clientSoftwareVersion, createAPI, kGetApi, type Producer } from '@platformatic/kafka';
+import { encodeProduceRequest, type ProduceMessage, type ProduceOptions } from './produce-request.js';
+
+/** The client version whose Produce bytes produce-request.ts reproduces. */
+export const CHECKED_CLIENT_VERSION = '2.12.1';
+
+type RequestWriter = InstanceType<typeof kafka.Writer>;
+type CreateRequest = (
+  acks: number,
+  timeout: number,
+  topicData: ProduceMessage[],
+  options?: ProduceOptions,
+) => RequestWriter | Promise<RequestWriter>;
+interface ProduceModule {
+  createRequest: CreateRequest;
+  createRequestAsync?: CreateRequest;
+  parseResponse: (...args: never[]) => unknown;
+}
+type GetApi = (name: string, callback: (error: Error | null, api?: ApiFunction) => void) => void;
+type ApiFunction = ((...args: unknown[]) => void) & { version: number };
+
+const modules = kafka as unknown as Record<string, ProduceModule | undefined>;
+
+/** The client's own Produce request of a version: gzip asynchronously where the client does so. */
+export function clientProduceRequest(version: number): CreateRequest | undefined {
+  const mod = modules[`produceV${version}`];
+  if (!mod?.createRequest) return undefined;
+  const { createRequest, createRequestAsync } = mod;
+  return createRequestAsync
+    ? (acks, timeout, topicData, options) =>
+        options?.compression === 'gzip'
+          ? createRequestAsync(acks, timeout, topicData, options)
+          : createRequest(acks, timeout, topicData, options)
+    : createRequest;
+}
+
+/** The request of `version` as the sink encodes it (the client's for what it does not cover). */
+export function fastProduceRequest(version: number): CreateRequest | undefined {
+  if (version < 3 || version > 11) return undefined;
+  const fallback = clientProduceRequest(version);
+  if (!fallback) return undefined;
+  return (acks, timeout, topicData, options) =>
+    encodeProduceRequest(version, fallback, acks, timeout, topicData, options);
+}
+
+const fastApis = new Map<number, ApiFunction | null>();
+
+function fastApi(version: number): ApiFunction | undefined {
+  let api = fastApis.get(version);
+  if (api === undefined) {
+    const request = fastProduceRequest(version);
+    const parse = modules[`produceV${version}`]?.parseResponse;
+    const flexible = version >= 9;
+    api =
+      request && parse
+        ? (createAPI(0, version, request, parse as never, flexible, flexible) as unknown as ApiFunction)
+        : null;
+    fastApis.set(version, api);
+  }
+  return api ?? undefined;
+}
+
+let reported = false;
+
+/** Whether this process uses the sink's encoder: the checked client version, and not switched off. */
+export function fastProduceEnabled(logger?: Logger): boolean {
+  const off = process.env.NANOSYNC_KAFKA_CLIENT_ENCODER === '1';
+  const enabled = !off && clientSoftwareVersion === CHECKED_CLIENT_VERSION;
+  if (!enabled && !reported && logger) {
+    reported = true;
+    logger.info(
+      off
+        ? 'kafka produce requests encoded by the client (NANOSYNC_KAFKA_CLIENT_ENCODER=1)'
+        : `kafka produce requests encoded by the client: @platformatic/kafka ${clientSoftwareVersion} is not the version the sink's encoder was checked against (${CHECKED_CLIENT_VERSION})`,
+    );
+  }
+  return enabled;
+}
+
+/** Make `producer` encode its Produce requests with the sink's encoder (see the module comment). */
+export function installFastProduce<P extends Producer>(producer: P, logger?: Logger): P {
+  if (!fastProduceEnabled(logger)) return producer;
+  const internals = producer as unknown as { [kGetApi]: GetApi };
+  const original = internals[kGetApi].bind(producer) as GetApi;
+  internals[kGetApi] = (name, callback) => {
+    if (name !== 'Produce') return original(name, callback);
+    original(name, (error, api) => {
+      if (error || !api) return callback(error, api);
+      callback(null, fastApi(api.version) ?? api);
+    });
+  };
+  return producer;
+}
