@@ -45,6 +45,7 @@ export { topicFor, messageKey, keyColumnsFor, checkTopicCollisions } from './rou
 export { registerCompressionCodecs, COMPRESSIONS } from './compression.js';
 /** The size the sink counts a record at against max_bytes_in_flight (the bench drives clients the same way). */
 export { recordSize } from './producer.js';
+export { installFastProduce } from './fast-produce.js';
 export {
   codecFor,
   decodeAvroMessage,

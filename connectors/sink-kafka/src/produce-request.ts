@@ -130,11 +130,10 @@ function measure(partition: string, messages: ProduceMessage[]): PartitionBatch 
     const { key, value, headers } = m;
     if (!isBytes(key) || !isBytes(value) || !(headers instanceof Map)) return undefined;
     let size = 1 + sizeOfVarInt(lastDelta) + sizeOfVarInt(i) + sizeOfVarIntBytes(key) + sizeOfVarIntBytes(value);
-    size += sizeOfVarInt(headers.size);
-    for (const [k, v] of headers) {
-      if (!isBytes(k) || !isBytes(v)) return undefined;
-      size += sizeOfVarIntBytes(k) + sizeOfVarIntBytes(v);
-    }
+    headersSize = 0;
+    headers.forEach(measureHeader);
+    if (headersSize < 0) return undefined;
+    size += sizeOfVarInt(headers.size) + headersSize;
     sizes[i] = size;
     recordsSize += sizeOfVarInt(size) + size;
   }
@@ -153,12 +152,30 @@ function writeRecords(buf: Buffer, pos: number, batch: PartitionBatch): number {
     pos = writeVarIntBytes(buf, pos, m.value);
     const headers = m.headers!;
     pos = writeVarInt(buf, pos, headers.size);
-    for (const [k, v] of headers) {
-      pos = writeVarIntBytes(buf, pos, k);
-      pos = writeVarIntBytes(buf, pos, v);
-    }
+    target = buf;
+    position = pos;
+    headers.forEach(writeHeader);
+    pos = position;
   }
+  target = EMPTY;
   return pos;
+}
+
+// Headers are measured and written by `Map.forEach` with these two functions and the state
+// below, not by `for … of`, which would make an entry array per header.
+let headersSize = 0;
+let target: Buffer = Buffer.alloc(0);
+let position = 0;
+const EMPTY = target;
+
+function measureHeader(value: unknown, key: unknown): void {
+  if (!isBytes(key) || !isBytes(value)) headersSize = Number.NEGATIVE_INFINITY;
+  else headersSize += sizeOfVarIntBytes(key) + sizeOfVarIntBytes(value);
+}
+
+function writeHeader(value: Buffer | null | undefined, key: Buffer | null | undefined): void {
+  position = writeVarIntBytes(target, position, key);
+  position = writeVarIntBytes(target, position, value);
 }
 
 /** Topics, then partitions, in the order the client sends them (its `groupByProperty`). */

@@ -20,12 +20,22 @@ const SINK_BYTES_PER_SEND = 1024 * 1024;
 export const NODE_CLIENTS = [
   { id: 'kafkajs', pkg: 'kafkajs', worker: 'kafkajs-producer.ts' },
   { id: 'platformatic', pkg: '@platformatic/kafka', worker: 'platformatic-producer.ts' },
+  // The same client with the sink's Produce encoder (connectors/sink-kafka/src/fast-produce.ts),
+  // which is how the sink's producer runs it.
+  {
+    id: 'platformatic-sink-encoder',
+    pkg: '@platformatic/kafka',
+    worker: 'platformatic-producer.ts',
+    sinkEncoder: true,
+  },
 ] as const;
 type NodeClient = (typeof NODE_CLIENTS)[number] & { label: string };
 
 /** `kafkajs 2.2.4`: the client with the version installed, so a report names what really ran. */
 async function withLabel(client: (typeof NODE_CLIENTS)[number]): Promise<NodeClient> {
-  return { ...client, label: `${client.pkg} ${(await packageVersion(client.pkg)) ?? '(version unknown)'}` };
+  const version = (await packageVersion(client.pkg)) ?? '(version unknown)';
+  const encoder = 'sinkEncoder' in client ? " with the sink's Produce encoder" : '';
+  return { ...client, label: `${client.pkg} ${version}${encoder}` };
 }
 
 async function nodeClientRun(
@@ -46,6 +56,7 @@ async function nodeClientRun(
       payloadFile,
       compression,
       maxBytesInFlight: SINK_BYTES_PER_SEND,
+      sinkEncoder: 'sinkEncoder' in client,
     };
     const logFile = join(ctx.workRoot, `s4-${client.id}-${compression}.log`);
     log(`S4: ${client.label} producer, ${compression}, ${records.toLocaleString('en-US')} records`);

@@ -5,12 +5,13 @@
  * client's key → partition placement (`compatibilityPartitioner`), sends of at most
  * max_bytes_in_flight bytes (counted like the sink counts them), each awaited before the
  * next, JSON keys and the sink's three headers. Values are cycled from the payload file.
- * Prints one JSON line: { records, seconds, bytes }.
+ * With `sinkEncoder`, the Produce requests are the sink's own encoding (installFastProduce),
+ * as in the sink. Prints one JSON line: { records, seconds, bytes }.
  *
  * argv: <json options>
  */
 import { readFile } from 'node:fs/promises';
-import { HEADER_OP, HEADER_POSITION, HEADER_TABLE, recordSize } from '@nanosync/sink-kafka';
+import { HEADER_OP, HEADER_POSITION, HEADER_TABLE, installFastProduce, recordSize } from '@nanosync/sink-kafka';
 import { compatibilityPartitioner, type MessageToProduce, Producer } from '@platformatic/kafka';
 
 interface Options {
@@ -21,6 +22,8 @@ interface Options {
   compression: 'none' | 'gzip' | 'snappy' | 'lz4' | 'zstd';
   /** The sink's max_bytes_in_flight: bytes handed to one send. */
   maxBytesInFlight: number;
+  /** Produce requests encoded by the sink's encoder (installFastProduce), as the sink's producer does. */
+  sinkEncoder?: boolean;
 }
 
 // Header names and values go to the wire as given: this client wants bytes, not strings.
@@ -44,6 +47,7 @@ async function main(): Promise<void> {
     partitioner: compatibilityPartitioner,
     autocreateTopics: false,
   });
+  if (options.sinkEncoder) installFastProduce(producer);
   const table = Buffer.from('public.bench_s1');
   const op = Buffer.from('read');
   const started = performance.now();
