@@ -42,10 +42,12 @@ export interface RuntimeOptions {
 
 export const DEFAULT_RUNTIME_OPTIONS: RuntimeOptions = {
   retry: DEFAULT_RETRY_POLICY,
-  // Bytes bound the queue (events only for very small ones): 8 MiB of estimated event size
-  // holds a sink's next writes while one is in flight (maxWriteEvents of S1-sized rows is
-  // about 4.5 MiB); more only raises the pipeline's live heap, which V8 then doubles.
-  queue: { maxEvents: 20_000, maxBytes: 8 * 1024 * 1024 },
+  // Bytes bound the queue (events only for very small ones): 4 MiB of estimated event size
+  // holds a sink's next write while one is in flight (maxWriteEvents of S1-sized rows is
+  // about 3.7 MiB by this estimate); more only raises the pipeline's live heap, which V8 lets
+  // grow by half again before it collects, and whose highest point stays resident. Measured
+  // against 8 MiB in apps/bench/README.md (issue 19 item 4, fifth pass).
+  queue: { maxEvents: 20_000, maxBytes: 4 * 1024 * 1024 },
   maxWriteEvents: 5_000,
   snapshotChunkRows: 2_000,
   metricsIntervalMs: 15_000,
