@@ -39,11 +39,15 @@ async function topicCount(
   return typeof topic === 'string' ? { messagesInTopic: await countMessages(ctx.admin, topic) } : {};
 }
 
+/** Seconds of a run's heap file left out of its averages (start-up: modules loading, connections). */
+const STARTUP_SECONDS = 10;
+
 /**
  * The highest V8 heap (used, reserved and resident), off-heap (`external`, of which
  * `arrayBuffers`: Buffers), RSS, its anonymous and file-backed parts and glibc's main malloc
  * heap as the process itself reported them (workers/heap-sampler.mjs, every 500 ms): what the
- * peak RSS of the run is made of. Empty when the sampler wrote nothing.
+ * peak RSS of the run is made of; and after start-up the average `heapTotal` and the lowest
+ * `heapUsed` (the live data's floor). Empty when the sampler wrote nothing.
  */
 export async function memoryPeaks(file: string): Promise<Record<string, number>> {
   let text: string;
@@ -65,12 +69,22 @@ export async function memoryPeaks(file: string): Promise<Record<string, number>>
   };
   // The main thread's CPU over the process's life (each line has its interval's share).
   let mainThreadCpuMs = 0;
+  // After start-up: the average heapTotal and the lowest heapUsed (what the collections leave,
+  // i.e. the live data). Both move far less between runs than the peaks, which are one moment.
+  let heapTotalSum = 0;
+  let samples = 0;
+  let heapFloor = Number.POSITIVE_INFINITY;
   for (const line of text.split('\n')) {
     if (!line) continue;
     try {
-      const s = JSON.parse(line) as Partial<typeof peak> & { cpuMs?: number };
+      const s = JSON.parse(line) as Partial<typeof peak> & { cpuMs?: number; t?: number };
       for (const k of Object.keys(peak) as (keyof typeof peak)[]) peak[k] = Math.max(peak[k], s[k] ?? 0);
       if (typeof s.cpuMs === 'number' && Number.isFinite(s.cpuMs)) mainThreadCpuMs += s.cpuMs;
+      if ((s.t ?? 0) > STARTUP_SECONDS && s.heapTotal !== undefined && s.heapUsed !== undefined) {
+        heapTotalSum += s.heapTotal;
+        samples++;
+        heapFloor = Math.min(heapFloor, s.heapUsed);
+      }
     } catch {
       // a line cut by the process's end
     }
@@ -83,6 +97,7 @@ export async function memoryPeaks(file: string): Promise<Record<string, number>>
     peakExternalMB: mb(peak.external),
     peakArrayBuffersMB: mb(peak.arrayBuffers),
     peakOwnRssMB: mb(peak.rss),
+    ...(samples > 0 ? { meanHeapTotalMB: mb(heapTotalSum / samples), heapFloorMB: mb(heapFloor) } : {}),
     ...(mainThreadCpuMs > 0 ? { mainThreadCpuSeconds: Math.round(mainThreadCpuMs / 10) / 100 } : {}),
     ...(peak.v8Physical > 0 ? { peakV8ResidentMB: mb(peak.v8Physical) } : {}),
     ...(peak.rssAnon > 0
