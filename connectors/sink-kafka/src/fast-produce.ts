@@ -12,18 +12,11 @@
 import type { Logger } from '@nanosync/core';
 import * as kafka from '@platformatic/kafka';
 import { clientSoftwareVersion, createAPI, kGetApi, type Producer } from '@platformatic/kafka';
-import { encodeProduceRequest, type ProduceMessage, type ProduceOptions } from './produce-request.js';
+import { type CreateRequest, encodeProduceRequest } from './produce-request.js';
 
 /** The client version whose Produce bytes produce-request.ts reproduces. */
 export const CHECKED_CLIENT_VERSION = '2.12.1';
 
-type RequestWriter = InstanceType<typeof kafka.Writer>;
-type CreateRequest = (
-  acks: number,
-  timeout: number,
-  topicData: ProduceMessage[],
-  options?: ProduceOptions,
-) => RequestWriter | Promise<RequestWriter>;
 interface ProduceModule {
   createRequest: CreateRequest;
   createRequestAsync?: CreateRequest;

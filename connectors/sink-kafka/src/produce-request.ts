@@ -39,7 +39,8 @@ export interface ProduceOptions {
 }
 
 type RequestWriter = InstanceType<typeof Writer>;
-type CreateRequest = (
+/** A Produce request builder with the client's signature (its own, or ours). */
+export type CreateRequest = (
   acks: number,
   timeout: number,
   topicData: ProduceMessage[],
