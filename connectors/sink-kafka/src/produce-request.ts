@@ -11,8 +11,9 @@
  * The bytes are the client's own, bit for bit (test/unit/produce-request.test.ts compares them
  * with the client's `createRequest` of every Produce version): the same record layout, the same
  * order of topics and partitions, the same CRC-32C (the client's) and the same compressors (the
- * client's `compressionsAlgorithms`). Inputs the fast path does not cover go to the client's
- * own encoder: gzip (the client compresses it asynchronously), keys, values or header fields that
+ * client's `compressionsAlgorithms`; gzip in zlib's thread pool, as the client does, so such a
+ * request is returned as a promise). Inputs the fast path does not cover go to the client's
+ * own encoder: keys, values or header fields that
  * are not Buffers (or null/undefined), headers that are not a Map, timestamps that are not
  * BigInts or that lie 2^31 ms or more from the batch's first one.
  */
@@ -98,6 +99,8 @@ interface PartitionBatch {
   deltas: Int32Array;
   firstTimestamp: bigint;
   maxTimestamp: bigint;
+  /** The producer's next sequence for the partition, read when the batch is measured (as the client does). */
+  firstSequence: number;
   compressed: Buffer | undefined;
 }
 
@@ -138,7 +141,17 @@ function measure(partition: string, messages: ProduceMessage[]): PartitionBatch 
     sizes[i] = size;
     recordsSize += sizeOfVarInt(size) + size;
   }
-  return { partition, messages, recordsSize, sizes, deltas, firstTimestamp, maxTimestamp, compressed: undefined };
+  return {
+    partition,
+    messages,
+    recordsSize,
+    sizes,
+    deltas,
+    firstTimestamp,
+    maxTimestamp,
+    firstSequence: 0,
+    compressed: undefined,
+  };
 }
 
 function writeRecords(buf: Buffer, pos: number, batch: PartitionBatch): number {
@@ -207,13 +220,20 @@ export function encodeProduceRequest(
   options: ProduceOptions = {},
 ): RequestWriter | Promise<RequestWriter> {
   const compression = options.compression ?? 'none';
-  if (compression === 'gzip') return fallback(acks, timeout, topicData, options);
   const algorithm =
     compression === 'none' ? undefined : (compressionsAlgorithms as Record<string, CompressionAlgorithm>)[compression];
   if (compression !== 'none' && !algorithm) return fallback(acks, timeout, topicData, options);
+  // gzip: compressed off the main thread (zlib's thread pool), as the client does it; its
+  // asynchronous request fills in a missing partition or timestamp with `??=`.
+  const compressAsync = compression === 'gzip' ? algorithm?.compress : undefined;
 
   const now = BigInt(Date.now());
   for (const message of topicData) {
+    if (compressAsync !== undefined) {
+      message.partition ??= 0;
+      message.timestamp ??= now;
+      continue;
+    }
     if (typeof message.partition === 'undefined') message.partition = 0;
     if (typeof message.timestamp === 'undefined') message.timestamp = now;
   }
@@ -221,6 +241,7 @@ export function encodeProduceRequest(
   const flexible = version >= 9;
   const topics = groupBy(topicData, 'topic');
   const grouped: [Buffer, PartitionBatch[]][] = new Array(topics.length);
+  const pending: Promise<void>[] = [];
   let size = 2 + 4; // acks, timeout
   const transactionalId = options.transactionalId == null ? null : Buffer.from(options.transactionalId);
   size += transactionalId === null ? (flexible ? 1 : 2) : stringSize(transactionalId.length, flexible);
@@ -235,19 +256,46 @@ export function encodeProduceRequest(
       const [partition, partitionMessages] = partitions[p]!;
       const batch = measure(partition, partitionMessages);
       if (batch === undefined) return fallback(acks, timeout, topicData, options);
+      const first = partitionMessages[0]!;
+      batch.firstSequence = options.sequences?.getWithDefault(`${first.topic}:${first.partition}`, 0) ?? 0;
       if (algorithm) {
         const records = Buffer.allocUnsafe(batch.recordsSize);
         writeRecords(records, 0, batch);
-        batch.compressed = algorithm.compressSync(records);
+        if (compressAsync !== undefined) pending.push(compressInto(batch, compressAsync(records)));
+        else batch.compressed = algorithm.compressSync(records);
       }
-      const batchSize = BATCH_OVERHEAD + (batch.compressed?.length ?? batch.recordsSize);
-      size += 4 + (flexible ? sizeOfUnsignedVarInt(batchSize + 1) + 1 : 4) + batchSize;
+      size += 4 + (flexible ? 1 : 0); // the partition's index and tagged fields
       batches[p] = batch;
     }
     grouped[t] = [name, batches];
   }
   if (flexible) size += 1; // the request's tagged fields
+  const finish = () =>
+    writeRequest(size, grouped, flexible, transactionalId, acks, timeout, options, algorithm?.bitmask ?? 0);
+  return pending.length > 0 ? Promise.all(pending).then(finish) : finish();
+}
 
+async function compressInto(batch: PartitionBatch, compressed: Promise<Buffer>): Promise<void> {
+  batch.compressed = await compressed;
+}
+
+/** Writes the measured (and, where asked, compressed) request into one buffer. */
+function writeRequest(
+  measured: number,
+  grouped: [Buffer, PartitionBatch[]][],
+  flexible: boolean,
+  transactionalId: Buffer | null,
+  acks: number,
+  timeout: number,
+  options: ProduceOptions,
+  compressionBitmask: number,
+): RequestWriter {
+  let size = measured;
+  for (const [, batches] of grouped)
+    for (const batch of batches) {
+      const batchSize = BATCH_OVERHEAD + (batch.compressed?.length ?? batch.recordsSize);
+      size += (flexible ? sizeOfUnsignedVarInt(batchSize + 1) : 4) + batchSize;
+    }
   const buf = Buffer.allocUnsafe(size);
   let pos = 0;
   if (transactionalId === null) {
@@ -257,7 +305,7 @@ export function encodeProduceRequest(
   pos = buf.writeInt16BE(acks, pos);
   pos = buf.writeInt32BE(timeout, pos);
   pos = writeArrayLength(buf, pos, grouped.length, flexible);
-  const attributes = (options.transactionalId ? IS_TRANSACTIONAL : 0) | (algorithm?.bitmask ?? 0);
+  const attributes = (options.transactionalId ? IS_TRANSACTIONAL : 0) | compressionBitmask;
   const producerId = options.producerId ?? -1n;
   const producerEpoch = options.producerEpoch ?? 0;
   const partitionLeaderEpoch = options.partitionLeaderEpoch ?? 0;
@@ -281,8 +329,7 @@ export function encodeProduceRequest(
       pos = buf.writeBigInt64BE(batch.maxTimestamp, pos);
       pos = buf.writeBigInt64BE(producerId, pos);
       pos = buf.writeInt16BE(producerEpoch, pos);
-      const first = batch.messages[0]!;
-      pos = buf.writeInt32BE(options.sequences?.getWithDefault(`${first.topic}:${first.partition}`, 0) ?? 0, pos);
+      pos = buf.writeInt32BE(batch.firstSequence, pos);
       pos = buf.writeInt32BE(n, pos);
       pos = batch.compressed ? pos + batch.compressed.copy(buf, pos) : writeRecords(buf, pos, batch);
       buf.writeUInt32BE(crc32c(buf.subarray(start + CRC_START, pos)), start + CRC_START - 4);
@@ -300,6 +347,8 @@ export function encodeProduceRequest(
 
 interface CompressionAlgorithm {
   compressSync(data: Buffer): Buffer;
+  /** gzip only: compression in zlib's thread pool. */
+  compress?(data: Buffer): Promise<Buffer>;
   bitmask: number;
 }
 
