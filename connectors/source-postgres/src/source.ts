@@ -81,6 +81,7 @@ export class PostgresSource implements Source {
   readonly #acknowledger;
   readonly #readPath: ReadPath;
   readonly #reportWaiting: ConnectorContext['reportWaiting'];
+  readonly #memory: ConnectorContext['memory'];
   #admin: Promise<pg.Client> | undefined;
   readonly #idleReaders: pg.Client[] = [];
   /** Exported snapshots found gone (server restarted under them), so each is reported once. */
@@ -112,6 +113,7 @@ export class PostgresSource implements Source {
     this.#acknowledger = createAcknowledger({ logger: context.logger });
     this.#readPath = options.readPath ?? DEFAULT_READ_PATH;
     this.#reportWaiting = context.reportWaiting;
+    this.#memory = context.memory;
   }
 
   get slotName(): string {
@@ -550,6 +552,7 @@ export class PostgresSource implements Source {
       watermarkPrefix: this.watermarkPrefix,
       ...(options.chunk ? { chunk: options.chunk } : {}),
       ...(this.#reportWaiting ? { reportWaiting: this.#reportWaiting } : {}),
+      ...(this.#memory ? { memory: this.#memory } : {}),
     });
   }
 

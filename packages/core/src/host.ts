@@ -43,6 +43,7 @@ export { decryptSecret, encryptSecret, isEncryptedSecret } from './secrets/ciphe
 export { loadOrCreateSecretKey, parseSecretKey } from './secrets/secret-key.js';
 export { DEFAULT_SECRET_NAMES, isSecretName, literalSecretPaths, redactConfig } from './secrets/secret-fields.js';
 export { openSqliteStateStore } from './state/sqlite.js';
+export { connectorMemoryKey, createConnectorMemory, type ConnectorMemoryOptions } from './runtime/connector-memory.js';
 export { fenceHolds, leaseFenceError } from './state/fence.js';
 export { createLogger, describeError, errorFields } from './log/logger.js';
 export type { LoggerOptions, LogLevel } from './log/logger.js';

@@ -1,6 +1,7 @@
 import {
   type ChangeBatch,
   type ChangeEvent,
+  type ConnectorMemory,
   ErrorCode,
   type Logger,
   NanosyncError,
@@ -106,6 +107,13 @@ export interface StreamChangesOptions {
    * `snapshot.chunk_bytes` (default 10 000 rows, 1 MiB).
    */
   chunk?: { rows: number; bytes: number };
+  /**
+   * The pipeline's durable memory (core's `ConnectorContext.memory`): the key columns and
+   * leaf partitions of each captured table as last streamed, so that a key redefined or a
+   * partition attached while no stream ran is found when the stream first sees the table.
+   * Without it such changes are found only while a stream runs.
+   */
+  memory?: ConnectorMemory;
 }
 
 const DEFAULT_CHUNK = { rows: 10_000, bytes: 1024 * 1024 };
@@ -211,7 +219,11 @@ class ChangeStream {
   /** Chunks of attached partitions this process reads, by id (see attach-snapshot.ts). */
   readonly #chunks = new Map<string, AttachChunk>();
   /** Leaves (`schema NUL name`, or the table's for a rekey) being read; `restart`: a rekey asked again. */
-  readonly #attaching = new Map<string, { restart: boolean }>();
+  readonly #attaching = new Map<string, AttachRead>();
+  /** Per captured table, leaves whose read has no low message in the WAL yet. */
+  readonly #leavesPending = new Map<string, Set<string>>();
+  /** What the memory holds (or is being given) per entry, as JSON: a `set` only when it differs. */
+  readonly #remembered = new Map<string, string>();
   /** Ids of chunks this process delivered or dropped: their messages, decoded again after a reconnect, are ignored. */
   readonly #finishedChunks = new Set<string>();
   /** Aborted when the stream stops or ends: chunk readers give up. */
@@ -763,51 +775,46 @@ class ChangeStream {
   /**
    * The leaf partitions of `refs` now, against the last check: a new leaf (attached or
    * created) has its rows read as a chunk (see attach-snapshot.ts); a leaf gone is logged.
-   * The first check of a table only records its leaves.
+   * The first check of a table in this process compares with the leaves the pipeline's
+   * memory holds from the last stream (a partition attached while no stream ran, or just
+   * before a crash); without an entry it only records them. A leaf enters the memory once
+   * its read's first low message is in the WAL.
    */
   async #checkPartitions(client: Queryable, refs: TableRef[]): Promise<void> {
     this.#leaves ??= new Map();
     const leaves = this.#leaves;
     for (const ref of refs) {
-      // `recent`: a link on the way from the leaf up to the table (a pg_inherits row) was
-      // written by a transaction the slot may not have streamed yet (not older than its
-      // catalog_xmin): attached while no stream ran, or just before a crash.
       const { rows } = await client.query(
-        `SELECT n.nspname::text AS schema, c.relname::text AS name,
-                EXISTS (SELECT 1 FROM pg_catalog.pg_partition_ancestors(c.oid) a(relid)
-                          JOIN pg_catalog.pg_inherits i ON i.inhrelid = a.relid
-                          JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $3 AND s.catalog_xmin IS NOT NULL
-                         WHERE a.relid <> p.oid
-                           AND a.relid IN (SELECT relid FROM pg_catalog.pg_partition_tree(p.oid))
-                           AND pg_catalog.age(i.xmin) <= pg_catalog.age(s.catalog_xmin))::text AS recent
+        `SELECT n.nspname::text AS schema, c.relname::text AS name
            FROM pg_catalog.pg_class p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
            CROSS JOIN LATERAL pg_catalog.pg_partition_tree(p.oid) t
            JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE pn.nspname = $1 AND p.relname = $2 AND p.relkind = 'p' AND t.isleaf`,
-        [ref.schema, ref.name, this.#options.slot],
+        [ref.schema, ref.name],
       );
       if (rows.length === 0 && !leaves.has(`${ref.schema}.${ref.name}`)) continue;
       const table = `${ref.schema}.${ref.name}`;
+      const entry = `leaves ${JSON.stringify([ref.schema, ref.name])}`;
       const now = new Map(
         rows.map((r) => [`${r.schema}.${r.name}`, { schema: String(r.schema), name: String(r.name) }]),
       );
       const old = leaves.get(table);
+      // Asked before the leaves are noted: a failed read leaves this a first look for the next check.
+      const stored = old === undefined ? await this.#recall<string[]>(entry) : undefined;
       leaves.set(table, new Set(now.keys()));
       if (!old) {
-        // The first look in this process: a leaf linked after the slot's catalog_xmin may
-        // hold rows the stream never saw; read it (a leaf the snapshot also read is only
-        // read twice).
-        for (const r of rows) {
-          if (String(r.recent) !== 'true' || this.#attachPrefix === undefined) continue;
-          this.#logger.info(
-            'partition attached to a captured table recently (perhaps while the pipeline was stopped): reading its rows',
-            {
-              table,
-              partition: `${r.schema}.${r.name}`,
-            },
-          );
-          this.#startAttach(ref, { schema: String(r.schema), name: String(r.name) });
+        if (stored !== undefined && this.#attachPrefix !== undefined) {
+          const had = new Set(stored);
+          for (const [leaf, leafRef] of now) {
+            if (had.has(leaf)) continue;
+            this.#logger.info(
+              'partition attached to a captured table since the last stream (while the pipeline was stopped): reading its rows',
+              { table, partition: leaf },
+            );
+            this.#readLeaf(ref, entry, leaf, leafRef);
+          }
         }
+        this.#rememberLeaves(table, entry);
         continue;
       }
       for (const [leaf, leafRef] of now) {
@@ -822,7 +829,7 @@ class ChangeStream {
             table,
             partition: leaf,
           });
-          this.#startAttach(ref, leafRef);
+          this.#readLeaf(ref, entry, leaf, leafRef);
         }
       }
       for (const leaf of old) {
@@ -832,7 +839,28 @@ class ChangeStream {
             partition: leaf,
           });
       }
+      this.#rememberLeaves(table, entry);
     }
+  }
+
+  /** Read a leaf new to `table`; the memory counts it among the table's leaves once the read is durable. */
+  #readLeaf(table: TableRef, entry: string, leaf: string, leafRef: TableRef): void {
+    const name = `${table.schema}.${table.name}`;
+    const pending = this.#leavesPending.get(name) ?? new Set<string>();
+    this.#leavesPending.set(name, pending);
+    pending.add(leaf);
+    this.#startAttach(table, leafRef, false, undefined, () => {
+      pending.delete(leaf);
+      this.#rememberLeaves(name, entry);
+    });
+  }
+
+  /** The memory's leaves of `table`: those known now, but for leaves whose read is not durable yet. */
+  #rememberLeaves(table: string, entry: string): void {
+    const known = this.#leaves?.get(table);
+    if (known === undefined) return;
+    const pending = this.#leavesPending.get(table);
+    this.#remember(entry, [...known].filter((leaf) => !pending?.has(leaf)).sort());
   }
 
   /**
@@ -843,17 +871,28 @@ class ChangeStream {
    * failed chunk is retried a few times under a new id; one that cannot be read ends the
    * stream.
    */
-  #startAttach(table: TableRef, leaf: TableRef, rekey = false, resume?: AttachMessage): void {
+  #startAttach(table: TableRef, leaf: TableRef, rekey = false, resume?: AttachMessage, onStarted?: () => void): void {
     const prefix = this.#attachPrefix;
     const leafKey = leafKeyOf(table, leaf, rekey);
     if (prefix === undefined || this.#readers.signal.aborted) return;
     const running = this.#attaching.get(leafKey);
     if (running) {
-      // The key changed again while the table is read: start over (truncate included) after the chunk being read.
-      if (rekey && resume === undefined) running.restart = true;
+      if (rekey && resume === undefined) {
+        // The key changed again while the table is read: start over (truncate included) after the chunk being read.
+        running.restart = true;
+        if (onStarted) running.onRestart.push(onStarted);
+      } else if (onStarted) {
+        if (running.started) onStarted();
+        else running.onLow.push(onStarted);
+      }
       return;
     }
-    const read = { restart: false };
+    const read: AttachRead = { restart: false, started: false, onLow: onStarted ? [onStarted] : [], onRestart: [] };
+    // Told once a low message is in the WAL: from then on a crash resumes the read from it.
+    const lowWritten = (due: (() => void)[] = []) => {
+      read.started = true;
+      for (const told of [...read.onLow.splice(0), ...due]) told();
+    };
     this.#attaching.set(leafKey, read);
     // Known from now on: a later leaf check does not take it for a new attach.
     if (!rekey) this.#leaves?.get(`${table.schema}.${table.name}`)?.add(`${leaf.schema}.${leaf.name}`);
@@ -869,6 +908,8 @@ class ChangeStream {
       for (let attempt = 1; !signal.aborted; attempt++) {
         let chunk: AttachChunk | undefined;
         let next: AttachChunk | undefined;
+        // Set while a restart is taken but its low message not yet written.
+        let restarting: (() => void)[] | undefined;
         const client = await connectClient(this.#options.connection).catch((error: unknown) => error as Error);
         try {
           if (client instanceof Error) throw client;
@@ -881,6 +922,7 @@ class ChangeStream {
           chunk = this.#newChunk({ table, leaf: leaves[at] ?? table, leafKey, rekey, index, cursor, truncate });
           chunk.schema = (await relationOf(client, table, this.#catalog)).table;
           await writeAttachMessages(client, prefix, [attachMessage(chunk, 'low')]);
+          lowWritten();
           for (;;) {
             // The table's columns now (a column added between chunks is read from then on).
             const relation = await relationOf(client, table, this.#catalog);
@@ -895,6 +937,7 @@ class ChangeStream {
             let nextTruncate = false;
             if (read.restart) {
               read.restart = false;
+              restarting = read.onRestart.splice(0);
               leaves = await leavesToRead(client, table);
               nextAt = 0;
               nextCursor = undefined;
@@ -923,6 +966,8 @@ class ChangeStream {
               attachMessage(chunk, 'high', next === undefined),
               ...(next ? [attachMessage(next, 'low')] : []),
             ]);
+            lowWritten(restarting);
+            restarting = undefined;
             chunk.follow(true);
             // One chunk's rows held at a time: the next read waits until the stream took these.
             await chunk.handled;
@@ -939,6 +984,11 @@ class ChangeStream {
             next = undefined;
           }
         } catch (error) {
+          // A restart taken but not written: the next attempt takes it again.
+          if (restarting !== undefined) {
+            read.restart = true;
+            read.onRestart.unshift(...restarting);
+          }
           for (const dropped of [chunk, next]) {
             if (dropped === undefined) continue;
             this.#chunks.delete(dropped.id);
@@ -1019,50 +1069,75 @@ class ChangeStream {
    * A captured table announced with other key columns than before (primary key dropped and
    * added on other columns, another replica identity index): its rows under the old key
    * would stay live for a consumer that upserts by key, so the table is read again as a
-   * chunk whose low message also carries a `truncate` of the table.
+   * chunk whose low message also carries a `truncate` of the table. "Before" is what this
+   * process last saw, or on first sight the shape the pipeline's memory holds from the last
+   * stream (a key redefined while no stream ran, or just before a crash). The memory takes
+   * the new shape once the read's first low message is in the WAL: a crash before that
+   * finds the difference again, one after it resumes the read from the message.
    */
   async #noteKeyColumns(relation: StreamRelation): Promise<void> {
     const name = `${relation.table.schema}\u0000${relation.table.name}`;
-    const now = { keys: relation.table.keyColumns, columns: relation.columns.map((c) => c.name) };
-    const before = this.#keyColumns.get(name);
-    this.#keyColumns.set(name, now);
-    if (now.keys.length === 0 || this.#attachPrefix === undefined) return;
+    const now: KeyShape = { keys: relation.table.keyColumns, columns: relation.columns.map((c) => c.name) };
+    const seen = this.#keyColumns.get(name);
+    if (now.keys.length === 0 || this.#attachPrefix === undefined) {
+      this.#keyColumns.set(name, now);
+      return;
+    }
     const table = { schema: relation.table.schema, name: relation.table.name };
-    if (before === undefined) {
-      // First sight in this process: a key index not older than the slot's catalog_xmin may
-      // have replaced another key while no stream ran (or just before a crash).
-      if (!(await this.#keyIndexRecent(relation.relationId))) return;
+    const entry = `key ${JSON.stringify([table.schema, table.name])}`;
+    // Noted as seen only after the memory answered: a failed read is asked again after the retry.
+    const before = seen ?? (await this.#recall<KeyShape>(entry));
+    this.#keyColumns.set(name, now);
+    if (before === undefined || !keyRedefined(before, now)) {
+      this.#remember(entry, now);
+      return;
+    }
+    if (seen === undefined) {
       this.#logger.warn(
-        'the key of a captured table was (re)defined since the slot last streamed: its rows are sent again under the key, after a truncate',
-        { table: `${table.schema}.${table.name}`, key: now.keys.join(', ') },
+        'the key columns of a captured table changed since the last stream (while the pipeline was stopped): its rows are sent again under the new key, after a truncate',
+        { table: `${table.schema}.${table.name}`, before: before.keys.join(', '), after: now.keys.join(', ') },
       );
     } else {
-      if (!keyRedefined(before, now)) return;
       this.#logger.warn(
         'the key columns of a captured table changed: its rows are sent again under the new key, after a truncate',
         { table: `${table.schema}.${table.name}`, before: before.keys.join(', '), after: now.keys.join(', ') },
       );
     }
-    this.#startAttach(table, table, true);
+    this.#startAttach(table, table, true, undefined, () => this.#remember(entry, now));
   }
 
-  /** Whether the table's primary key or replica identity index was created after the slot's catalog_xmin. */
-  async #keyIndexRecent(relationId: number): Promise<boolean> {
-    const client = this.#relationCatalogClient;
-    if (!client) return false;
+  /** An entry of the pipeline's memory (JSON), or undefined without one or without a memory. */
+  async #recall<T>(entry: string): Promise<T | undefined> {
+    const memory = this.#options.memory;
+    if (memory === undefined) return undefined;
+    // A memory that cannot be read ends the stream (retried by core): going on without it
+    // could miss a key redefined while no stream ran.
+    const raw = await memory.get(entry);
+    if (raw === undefined) return undefined;
+    this.#remembered.set(entry, raw);
     try {
-      const { rows } = await client.query(
-        `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                          JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $2 AND s.catalog_xmin IS NOT NULL
-                         WHERE i.indrelid = $1::oid AND (i.indisprimary OR i.indisreplident)
-                           AND pg_catalog.age(i.xmin) <= pg_catalog.age(s.catalog_xmin))::text AS recent`,
-        [String(relationId), this.#options.slot],
-      );
-      return String(rows[0]?.recent) === 'true';
-    } catch (err) {
-      this.#logger.debug('key index check failed', { error: (err as Error).message });
-      return false;
+      return JSON.parse(raw) as T;
+    } catch {
+      this.#logger.warn('an entry of the pipeline memory is unreadable; taking the catalog as it is now', { entry });
+      return undefined;
     }
+  }
+
+  /**
+   * Give the pipeline's memory `value` under `entry`, in the background (in call order). A
+   * failed write leaves the older value, which at worst makes the next process read a table
+   * or partition again.
+   */
+  #remember(entry: string, value: unknown): void {
+    const memory = this.#options.memory;
+    if (memory === undefined) return;
+    const text = JSON.stringify(value);
+    if (this.#remembered.get(entry) === text) return;
+    this.#remembered.set(entry, text);
+    memory.set(entry, text).catch((error: unknown) => {
+      if (this.#remembered.get(entry) === text) this.#remembered.delete(entry);
+      this.#logger.warn('the pipeline memory could not be written', { entry, error: (error as Error).message });
+    });
   }
 
   /** A change to a table with a chunk between its messages: its key's chunk row is stale. */
@@ -1239,6 +1314,17 @@ export function keyRedefined(before: KeyShape, now: KeyShape): boolean {
   return now.keys.some(
     (key, i) => key !== before.keys[i] && (before.columns.includes(key) || now.columns.includes(before.keys[i] ?? '')),
   );
+}
+
+/** A read of `#attaching`: whether to start over, and who waits for its low message to be durable. */
+interface AttachRead {
+  restart: boolean;
+  /** A low message of it is in the WAL. */
+  started: boolean;
+  /** Told after the next low message is written. */
+  onLow: (() => void)[];
+  /** Told once the low message of the restart (with its truncate) is written. */
+  onRestart: (() => void)[];
 }
 
 /** What `#attaching` and `#holds` know a read by: the leaf, or the table for a rekey. */

@@ -1,6 +1,10 @@
-import type { ChangeBatch, ChangeEvent, Position, TableRef } from '@nanosync/core';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChangeBatch, ChangeEvent, ConnectorMemory, Position, TableRef } from '@nanosync/core';
+import { createConnectorMemory, openSqliteStateStore } from '@nanosync/core/host';
 import type { PostgresService } from '@nanosync/testcontainers';
-import type pg from 'pg';
+import pg from 'pg';
 import { configSchema } from '../../src/config.js';
 import { buildConnectionConfig, type PgConnectionConfig } from '../../src/connection.js';
 import { comparePositions, encodePosition, parseLsn } from '../../src/position.js';
@@ -23,6 +27,11 @@ export interface StreamPipeline {
   connection: PgConnectionConfig;
   startPosition: Position;
   logLines: string[];
+  /**
+   * The pipeline's memory as core gives it (over a SQLite state store of the test's own),
+   * shared by every stream `open` starts, as by the processes of one pipeline.
+   */
+  memory: ConnectorMemory;
   /** streamChanges with this pipeline's settings; overrides merged in. */
   open(from: Position, overrides?: Partial<StreamChangesOptions>): ConsumedStream;
   confirmedFlushLsn(): Promise<bigint>;
@@ -38,10 +47,23 @@ export async function streamPipeline(options: {
   ddl: string[];
   tables: TableRef[];
   service?: PostgresService;
+  /**
+   * As on a busy server: a transaction that began before the DDL is still running when the
+   * slot is created (it commits while the slot waits for it), so the slot's catalog_xmin
+   * is older than every catalog row the DDL wrote.
+   */
+  oldTransaction?: boolean;
 }): Promise<StreamPipeline & AsyncDisposable> {
   const fx = await pgFixture(options.service ? { service: options.service } : {});
   const streams: ConsumedStream[] = [];
+  let old: pg.Client | undefined;
   try {
+    if (options.oldTransaction) {
+      old = new pg.Client({ connectionString: fx.adminUrl });
+      await old.connect();
+      await old.query('BEGIN');
+      await old.query('SELECT pg_catalog.txid_current()');
+    }
     for (const statement of options.ddl) await fx.admin.query(statement);
     await fx.grantRead(options.tables);
     const pipeline = uniqueName('stream');
@@ -51,8 +73,17 @@ export async function streamPipeline(options: {
     const connection = buildConnectionConfig(parsed.data);
     const slot = slotNameFor(pipeline);
     const logLines: string[] = [];
-    const created = await createSlot(connection, slot, { exportSnapshot: false, logger: memoryLogger(logLines) });
+    const creating = createSlot(connection, slot, { exportSnapshot: false, logger: memoryLogger(logLines) });
+    if (old) {
+      // The slot waits for the old transaction to end before it is consistent.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await old.query('COMMIT');
+    }
+    const created = await creating;
     const startPosition = encodePosition(created.consistentPoint, 0);
+    const stateDir = await mkdtemp(join(tmpdir(), 'ns-stream-state-'));
+    const store = await openSqliteStateStore(join(stateDir, 'state.db'));
+    const memory = createConnectorMemory({ store, pipeline, role: 'source', scope: async () => startPosition });
     const self: StreamPipeline & AsyncDisposable = {
       fx,
       pipeline,
@@ -61,6 +92,7 @@ export async function streamPipeline(options: {
       connection,
       startPosition,
       logLines,
+      memory,
       open(from, overrides = {}) {
         const stream = new ConsumedStream({
           connection,
@@ -71,6 +103,7 @@ export async function streamPipeline(options: {
           tables: options.tables,
           acknowledger: createAcknowledger(),
           reconnect: { initialDelayMs: 100, maxDelayMs: 1000 },
+          memory,
           ...overrides,
         });
         streams.push(stream);
@@ -92,6 +125,8 @@ export async function streamPipeline(options: {
       },
       async [Symbol.asyncDispose]() {
         await Promise.allSettled(streams.map((s) => s.stop()));
+        await store.close().catch(() => {});
+        await rm(stateDir, { recursive: true, force: true });
         await fx[Symbol.asyncDispose]();
       },
     };
@@ -99,6 +134,8 @@ export async function streamPipeline(options: {
   } catch (error) {
     await fx[Symbol.asyncDispose]();
     throw error;
+  } finally {
+    await old?.end().catch(() => {});
   }
 }
 

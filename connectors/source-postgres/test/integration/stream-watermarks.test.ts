@@ -2,7 +2,14 @@ import { checkHistoryOrder, reduceByKey } from '@nanosync/connector-testkit';
 import type { ChangeBatch, ChangeEvent, Position } from '@nanosync/core';
 import { describe, expect, it } from 'vitest';
 import { comparePositions, decodePosition } from '../../src/position.js';
-import { expectOrderedBatches, ids, streamPipeline, terminateWalsender } from './stream-helpers.js';
+import {
+  type ConsumedStream,
+  expectOrderedBatches,
+  ids,
+  type StreamPipeline,
+  streamPipeline,
+  terminateWalsender,
+} from './stream-helpers.js';
 
 const items = { schema: 'public', name: 'items' };
 const ITEMS_DDL = ['CREATE TABLE public.items (id int PRIMARY KEY, label text)'];
@@ -207,10 +214,9 @@ describe('streamChanges: a large partition attached while streaming, read in bou
     expect(resumedChunk, resumed).toBeGreaterThanOrEqual(delivered);
     expectOrderedBatches(second.batches);
     expect(Math.max(...perChunk(second.events))).toBeLessThanOrEqual(CHUNK);
-    // (The second process also reads the partition from its start, and the table once more
-    // with a truncate: the partition and its key index are newer than the slot's
-    // catalog_xmin, so they may have been attached / redefined while no stream ran. The test
-    // "chunk messages of a process that died …" below shows a resume reading only the rest.)
+    // (The leaf was in the pipeline memory before the first process stopped: its read was in
+    // the WAL. The test "chunk messages of a process that died …" below shows a resume reading
+    // only the rest.)
 
     // What a sink holds (the first process up to its acknowledged chunk, then the second)
     // is the table, and per key no version shows up for the first time after a newer one.
@@ -394,13 +400,14 @@ describe('streamChanges: a key redefined twice in a row while streaming, the tab
 });
 
 describe('streamChanges: a partition attached while no stream runs', () => {
-  it('the next stream finds it (linked after the slot’s catalog_xmin) and reads its rows; older partitions are not read', async () => {
+  it('the next stream finds it (not among the leaves the pipeline memory holds from the last stream) and reads its rows; older partitions are not read', async () => {
     await using p = await streamPipeline({ ddl: ORDERS_DDL, tables: [orders] });
     const prefix = `nanosync.watermark.${p.slot}`;
     const options = { watermarkPrefix: prefix, catalogCheckIntervalMs: 3_600_000 };
     const first = p.open(p.startPosition, options);
     await p.fx.admin.query(`INSERT INTO public.orders VALUES (100, '2024-01-06', 'streamed')`);
     await first.waitFor(() => first.lastSafePosition !== undefined, 'the first change acknowledged');
+    await remembered(p, 'leaves ["public","orders"]', '["public.orders_01"]');
     const acknowledged = first.lastSafePosition!;
     await first.stop();
 
@@ -419,8 +426,10 @@ describe('streamChanges: a partition attached while no stream runs', () => {
     await second.waitFor(() => second.events.some((e) => e.after?.id === 101), 'a change after them');
     const reads = second.events.filter((e) => e.op === 'read');
     expect(ids(reads).sort((a, b) => a - b)).toEqual(Array.from({ length: 200 }, (_, i) => 1000 + i));
-    expect(p.logLines.some((l) => l.includes('attached to a captured table recently'))).toBe(true);
+    expect(p.logLines.some((l) => l.includes('attached to a captured table since the last stream'))).toBe(true);
     expectOrderedBatches(second.batches);
+    // The memory holds the new leaf once its read is in the WAL: a third stream reads nothing.
+    await remembered(p, 'leaves ["public","orders"]', '["public.orders_01","public.orders_02"]');
   });
 });
 
@@ -430,12 +439,13 @@ describe('streamChanges: a primary key redefined while no stream runs', () => {
     `INSERT INTO public.items SELECT g, 'c' || g, 'seed' FROM generate_series(1, 50) g`,
   ];
 
-  it('the next stream sees a key index newer than the slot’s catalog_xmin: a truncate, then the rows under the new key; an unchanged key reads nothing', async () => {
+  it('the next stream sees other key columns than the pipeline memory holds from the last stream: a truncate, then the rows under the new key; an unchanged key reads nothing', async () => {
     await using p = await streamPipeline({ ddl: DDL, tables: [items] });
     const options = { watermarkPrefix: `nanosync.watermark.${p.slot}`, catalogCheckIntervalMs: 3_600_000 };
     const first = p.open(p.startPosition, options);
     await p.fx.admin.query(`UPDATE public.items SET note = 'old key' WHERE id = 1`);
     await first.waitFor(() => first.lastSafePosition !== undefined, 'a change under the old key');
+    await remembered(p, 'key ["public","items"]', (v) => JSON.parse(v).keys.join() === 'id');
     expect(first.events.some((e) => e.op === 'read' || e.op === 'truncate')).toBe(false);
     const acknowledged = first.lastSafePosition!;
     await first.stop();
@@ -453,6 +463,66 @@ describe('streamChanges: a primary key redefined while no stream runs', () => {
     const reads = second.events.filter((e) => e.op === 'read');
     expect(reads.every((e) => Object.keys(e.key).join() === 'code')).toBe(true);
     expect(second.events.indexOf(reads[0]!)).toBeGreaterThan(truncateAt);
+    expect(p.logLines.some((l) => l.includes('changed since the last stream'))).toBe(true);
     expectOrderedBatches(second.batches);
+    await remembered(p, 'key ["public","items"]', (v) => JSON.parse(v).keys.join() === 'code');
   });
 });
+
+describe('streamChanges: a busy server, where a transaction older than the tables ran while the slot was made', () => {
+  it('neither the first stream nor the next one reads a table or a partition again or sends a truncate, though the key indexes and partition links are not older than the slot’s catalog_xmin', async () => {
+    await using p = await streamPipeline({
+      ddl: [...ITEMS_DDL, ...ORDERS_DDL],
+      tables: [items, orders],
+      oldTransaction: true,
+    });
+    // What a guess from the catalog's age would take for "changed while no stream ran".
+    const { rows } = await p.fx.admin.query(
+      `SELECT bool_and(pg_catalog.age(x.xmin) <= pg_catalog.age(s.catalog_xmin))::text AS young
+         FROM (SELECT xmin FROM pg_catalog.pg_index WHERE indisprimary AND indrelid IN ('public.items'::regclass, 'public.orders'::regclass)
+               UNION ALL SELECT xmin FROM pg_catalog.pg_inherits WHERE inhrelid = 'public.orders_01'::regclass) x
+         JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1`,
+      [p.slot],
+    );
+    expect(rows[0]?.young).toBe('true');
+
+    const options = { watermarkPrefix: `nanosync.watermark.${p.slot}`, catalogCheckIntervalMs: 3_600_000 };
+    const change = async (stream: ConsumedStream, id: number) => {
+      await p.fx.admin.query(`INSERT INTO public.items VALUES ($1, 'busy')`, [id]);
+      await p.fx.admin.query(`INSERT INTO public.orders VALUES ($1, '2024-01-09', 'busy')`, [id]);
+      await stream.waitFor(
+        () => stream.events.filter((e) => e.after?.id === id).length === 2 && stream.lastSafePosition !== undefined,
+        `the changes of id ${id}`,
+      );
+    };
+    const first = p.open(p.startPosition, options);
+    await change(first, 1000);
+    await remembered(p, 'key ["public","items"]', (v) => JSON.parse(v).keys.join() === 'id');
+    await remembered(p, 'leaves ["public","orders"]', '["public.orders_01"]');
+    const acknowledged = first.lastSafePosition!;
+    await first.stop();
+    const second = p.open(acknowledged, options);
+    await change(second, 1001);
+    for (const stream of [first, second]) {
+      expect(stream.events.filter((e) => e.op === 'read' || e.op === 'truncate')).toEqual([]);
+      expect(stream.error).toBeUndefined();
+    }
+    expect(p.logLines.filter((l) => l.includes('reading its rows') || l.includes('after a truncate'))).toEqual([]);
+  });
+});
+
+/** Wait until the pipeline memory's `entry` is `expected` (or passes it). */
+async function remembered(
+  p: StreamPipeline,
+  entry: string,
+  expected: string | ((value: string) => boolean),
+): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  let value: string | undefined;
+  for (;;) {
+    value = await p.memory.get(entry);
+    if (value !== undefined && (typeof expected === 'string' ? value === expected : expected(value))) return;
+    if (Date.now() > deadline) throw new Error(`the pipeline memory's ${entry} is ${value}, not as expected`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

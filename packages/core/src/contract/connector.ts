@@ -46,6 +46,23 @@ export interface ConnectorContext {
    * Optional: absent when the pipeline holds no lease.
    */
   mayWrite?: () => boolean;
+  /**
+   * A small durable memory of the connector's own, kept in the state store with the
+   * pipeline: what the connector must know about an earlier run that neither its own
+   * service nor the checkpoint holds (PostgreSQL: the key columns and leaf partitions of a
+   * captured table as last streamed). Forgotten when the pipeline starts over from a new
+   * start position (deleted and applied again). Values are short strings (JSON); keep them
+   * to kilobytes. Optional: absent outside a running pipeline (checks, drops, tests).
+   */
+  memory?: ConnectorMemory;
+}
+
+/** See {@link ConnectorContext.memory}. */
+export interface ConnectorMemory {
+  /** The value last set under `key` for this pipeline and connector, or undefined. */
+  get(key: string): Promise<string | undefined>;
+  /** Durable once the promise resolves; calls are applied in the order they are made. */
+  set(key: string, value: string): Promise<void>;
 }
 
 /** One line of a preflight check: ok, or what is wrong and the SQL/command that fixes it. */

@@ -14,6 +14,7 @@ import type { RetryStatus } from './stats.js';
 import { FanOut } from './fan-out.js';
 import { runPreflight } from './preflight.js';
 import { SchemaGuard } from './schema-changes.js';
+import { createConnectorMemory } from './connector-memory.js';
 import { createEventMapper, type EventMapper, validateMappings } from './mappings.js';
 import { compareQueryPositions, runQueryPipeline } from './query-runner.js';
 import { type LaneState, SinkLane } from './sink-lane.js';
@@ -466,6 +467,12 @@ export class PipelineRunner {
         }
       },
       ...(this.options.leaseValid !== undefined ? { mayWrite: this.options.leaseValid } : {}),
+      memory: createConnectorMemory({
+        store,
+        pipeline: name,
+        role,
+        scope: async () => (await store.getPipeline(name))?.startPosition,
+      }),
     });
     const source = await materialized.source.definition.create(materialized.source.config, context('source'));
     res.source = source;
