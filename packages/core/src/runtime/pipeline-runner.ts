@@ -745,10 +745,15 @@ export class PipelineRunner {
     });
   }
 
-  /** Runs on the main thread: said once per reason, at info, unless the setting asked for no workers. */
+  /**
+   * Runs on the main thread: said once per reason, at info, unless the setting asked for no
+   * workers or the pipeline is `cdc` (it takes no snapshot, so none runs anywhere; its status
+   * still gives the reason).
+   */
   private runInline(why: string): void {
     this.workers = { inline: why };
-    if (resolveWorkerCount(this.options.materialized.pipeline.workers) === 0) return;
+    const { pipeline } = this.options.materialized;
+    if (resolveWorkerCount(pipeline.workers) === 0 || pipeline.replication_type === 'cdc') return;
     if (this.inlineLogged.has(why)) return;
     this.inlineLogged.add(why);
     this.logger.info('the snapshot runs on the main thread, without worker threads', { reason: why });

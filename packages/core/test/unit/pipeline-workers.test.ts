@@ -329,6 +329,33 @@ describe('snapshot through worker threads', () => {
   });
 });
 
+describe('the main-thread snapshot line', () => {
+  it('is not logged for a cdc pipeline (it takes no snapshot), only for a pipeline whose snapshot runs inline', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase();
+    db.createTable('public', 'orders', 3);
+    const cdc = testPipeline(db, { name: 'wkc', type: 'cdc', sinks: [{ sink: new InMemorySink() }], workers: 2 });
+    const full = testPipeline(db, { name: 'wkf', sinks: [{ sink: new InMemorySink() }], workers: 2 });
+    h.registry.add(cdc);
+    h.registry.add(full);
+    const engine = h.engine();
+    await engine.start();
+    await engine.apply('wkc', cdc.definition, cdc.hash, cdc.type);
+    await waitForState(engine, 'wkc', 'LIVE_CDC');
+    // The status still says why no worker thread decodes a snapshot.
+    expect((await engine.status('wkc')).workers).toMatchObject({
+      mode: 'inline',
+      inlineReason: 'a cdc pipeline takes no snapshot',
+    });
+    expect(h.log.lines.filter((l) => l.includes('the snapshot runs on the main thread'))).toEqual([]);
+    await engine.apply('wkf', full.definition, full.hash, full.type);
+    await waitForState(engine, 'wkf', 'LIVE_CDC');
+    const said = h.log.lines.filter((l) => l.includes('the snapshot runs on the main thread'));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toContain('the source connector in-memory cannot decode rows in a worker thread');
+  });
+});
+
 describe('the Node options worker threads get', () => {
   it('keeps what decides how modules load and leaves out process-wide options a worker refuses', () => {
     // The nanosync binary starts with --max-semi-space-size=16 (its shebang); a Worker given
