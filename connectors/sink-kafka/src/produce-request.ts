@@ -241,7 +241,6 @@ export function encodeProduceRequest(
   const flexible = version >= 9;
   const topics = groupBy(topicData, 'topic');
   const grouped: [Buffer, PartitionBatch[]][] = new Array(topics.length);
-  const pending: Promise<void>[] = [];
   let size = 2 + 4; // acks, timeout
   const transactionalId = options.transactionalId == null ? null : Buffer.from(options.transactionalId);
   size += transactionalId === null ? (flexible ? 1 : 2) : stringSize(transactionalId.length, flexible);
@@ -258,12 +257,6 @@ export function encodeProduceRequest(
       if (batch === undefined) return fallback(acks, timeout, topicData, options);
       const first = partitionMessages[0]!;
       batch.firstSequence = options.sequences?.getWithDefault(`${first.topic}:${first.partition}`, 0) ?? 0;
-      if (algorithm) {
-        const records = Buffer.allocUnsafe(batch.recordsSize);
-        writeRecords(records, 0, batch);
-        if (compressAsync !== undefined) pending.push(compressInto(batch, compressAsync(records)));
-        else batch.compressed = algorithm.compressSync(records);
-      }
       size += 4 + (flexible ? 1 : 0); // the partition's index and tagged fields
       batches[p] = batch;
     }
@@ -272,11 +265,27 @@ export function encodeProduceRequest(
   if (flexible) size += 1; // the request's tagged fields
   const finish = () =>
     writeRequest(size, grouped, flexible, transactionalId, acks, timeout, options, algorithm?.bitmask ?? 0);
+  if (!algorithm) return finish();
+  // Every partition is measured and the request is ours: only now compress (a partition that
+  // sent the request to the client's encoder above would have left these compressions unused).
+  const pending: Promise<void>[] = [];
+  for (const [, batches] of grouped)
+    for (const batch of batches) {
+      const records = Buffer.allocUnsafe(batch.recordsSize);
+      writeRecords(records, 0, batch);
+      if (compressAsync !== undefined) pending.push(compressInto(batch, records, compressAsync));
+      else batch.compressed = algorithm.compressSync(records);
+    }
   return pending.length > 0 ? Promise.all(pending).then(finish) : finish();
 }
 
-async function compressInto(batch: PartitionBatch, compressed: Promise<Buffer>): Promise<void> {
-  batch.compressed = await compressed;
+/** Starts `compress` at once; even a synchronous throw becomes this promise's rejection (awaited by `Promise.all`). */
+async function compressInto(
+  batch: PartitionBatch,
+  records: Buffer,
+  compress: (data: Buffer) => Promise<Buffer>,
+): Promise<void> {
+  batch.compressed = await compress(records);
 }
 
 /** Writes the measured (and, where asked, compressed) request into one buffer. */

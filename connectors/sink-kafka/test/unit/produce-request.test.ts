@@ -7,7 +7,7 @@ import {
   fastProduceRequest,
   installFastProduce,
 } from '../../src/fast-produce.js';
-import type { ProduceMessage, ProduceOptions } from '../../src/produce-request.js';
+import { encodeProduceRequest, type ProduceMessage, type ProduceOptions } from '../../src/produce-request.js';
 
 /** Deterministic pseudo-random numbers (mulberry32), so a failure names a reproducible case. */
 function rng(seed: number): () => number {
@@ -192,6 +192,70 @@ describe('produce request: the same bytes as @platformatic/kafka', () => {
     const { client, ours } = await encodeBoth(11, c);
     expect(ours.buffers.length).toBe(1);
     expect(ours.buffer.equals(client.buffer)).toBe(true);
+  });
+});
+
+describe('produce request: compression starts only once the request is known to be ours', () => {
+  const message = (topic: string, partition: number, key: unknown = Buffer.from('k')): ProduceMessage =>
+    ({
+      topic,
+      partition,
+      key,
+      value: Buffer.alloc(300, 97),
+      headers: new Map(),
+      timestamp: BigInt(NOW),
+    }) as ProduceMessage;
+  /** Rejections nobody handled while `run` ran and the event loop turned twice. */
+  async function unhandledDuring(run: () => Promise<unknown>): Promise<unknown[]> {
+    const seen: unknown[] = [];
+    const onUnhandled = (reason: unknown) => seen.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await run().catch(() => {});
+      for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    return seen;
+  }
+
+  test.each([
+    ['a later partition of the topic', [message('a', 0), message('a', 1), message('a', 2, 'string key')]],
+    ['a partition of a later topic', [message('a', 0), message('a', 1), message('b', 0), message('b', 1, 'k')]],
+  ])('gzip, %s goes to the client encoder: no gzip started, no unhandled rejection', async (_, messages) => {
+    const gzip = vi
+      .spyOn(kafka.compressionsAlgorithms.gzip, 'compress')
+      .mockImplementation(() => Promise.reject(new Error('gzip failed')));
+    const fallbackWriter = kafka.Writer.create();
+    const fallback = vi.fn(() => fallbackWriter);
+    let result: unknown;
+    const unhandled = await unhandledDuring(async () => {
+      result = await encodeProduceRequest(11, fallback, -1, 1000, messages, { compression: 'gzip' });
+    });
+    expect(fallback).toHaveBeenCalledTimes(1);
+    expect(result).toBe(fallbackWriter);
+    expect(gzip).not.toHaveBeenCalled();
+    expect(unhandled).toEqual([]);
+  });
+
+  test('gzip, every partition ours: one gzip per partition, and a failing one rejects the request (handled)', async () => {
+    const gzip = vi
+      .spyOn(kafka.compressionsAlgorithms.gzip, 'compress')
+      .mockImplementation(() => Promise.reject(new Error('gzip failed')));
+    const fallback = vi.fn(() => kafka.Writer.create());
+    const messages = [message('a', 0), message('a', 1), message('b', 0)];
+    let error: unknown;
+    const unhandled = await unhandledDuring(async () => {
+      try {
+        await encodeProduceRequest(11, fallback, -1, 1000, messages, { compression: 'gzip' });
+      } catch (err) {
+        error = err;
+      }
+    });
+    expect(fallback).not.toHaveBeenCalled();
+    expect(gzip).toHaveBeenCalledTimes(3);
+    expect(String(error)).toContain('gzip failed');
+    expect(unhandled).toEqual([]);
   });
 });
 
