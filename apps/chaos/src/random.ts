@@ -1,23 +1,21 @@
+import { mulberry32 } from '@nanosync/connector-testkit/harness';
+
 /**
  * A seeded pseudo-random source (mulberry32 over a seed mixed per scenario): the same seed and
  * scenario always draw the same schedule, so a failing seed replays exactly.
  */
 export class Random {
-  #state: number;
+  readonly #next: () => number;
 
   constructor(seed: number, salt = '') {
     let h = (seed ^ 0x9e3779b9) >>> 0;
     for (let i = 0; i < salt.length; i++) h = Math.imul(h ^ salt.charCodeAt(i), 0x85ebca6b) >>> 0;
-    this.#state = h || 1;
+    this.#next = mulberry32(h || 1);
   }
 
   /** Uniform in [0, 1). */
   next(): number {
-    this.#state = (this.#state + 0x6d2b79f5) >>> 0;
-    let t = this.#state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.#next();
   }
 
   /** An integer in [min, max]. */

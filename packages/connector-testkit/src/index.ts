@@ -51,4 +51,5 @@ export {
   TestProcess,
   type TestProcessOptions,
 } from './process.js';
+export { mulberry32 } from './random.js';
 export { checkFlushSamples, type FlushSample, FlushSampler, type FlushSamplerOptions } from './flush-sampler.js';

@@ -2,6 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
+import { mulberry32 } from '@nanosync/connector-testkit';
 import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import kafkajs from 'kafkajs';
 import pg from 'pg';
@@ -31,17 +32,8 @@ const SEED = Number(process.env.NANOSYNC_EOS_SEED ?? 20261204);
 /** `at_least_once` here shows what the test catches without transactions (it should then fail). */
 const DELIVERY = process.env.NANOSYNC_EOS_DELIVERY ?? 'exactly_once';
 
-/** mulberry32: a small seeded generator, so a failing run's kill points can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small seeded generator (the testkit's mulberry32), so a failing run's kill points can be replayed. */
+const rng = mulberry32;
 
 /**
  * Every record of `topic` a read_committed consumer sees: read from the start until nothing

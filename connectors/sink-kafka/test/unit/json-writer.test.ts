@@ -1,3 +1,4 @@
+import { mulberry32 } from '@nanosync/connector-testkit';
 import type { ChangeEvent, ChangeOp, LogicalType, Row, TableSchema, Value } from '@nanosync/core';
 import { describe, expect, test } from 'vitest';
 import { jsonEnvelopeText } from '../../src/formats/json-writer.js';
@@ -11,16 +12,9 @@ import { allTypesEvents } from '../fixtures/all-types.js';
  * and the same error where the old encoder threw one.
  */
 
-/** A small deterministic generator (mulberry32), so a failure repeats with its seed. */
+/** A small deterministic generator (the testkit's mulberry32), so a failure repeats with its seed. */
 function random(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const int = (n: number) => Math.floor(next() * n);
   const pick = <T>(items: readonly T[]): T => items[int(items.length)]!;
   return { next, int, pick, chance: (p: number) => next() < p };

@@ -1,3 +1,4 @@
+import { mulberry32 } from '@nanosync/connector-testkit';
 import * as kafka from '@platformatic/kafka';
 import { kGetApi, Producer } from '@platformatic/kafka';
 import { afterEach, describe, expect, test, vi } from 'vitest';
@@ -9,17 +10,8 @@ import {
 } from '../../src/fast-produce.js';
 import { encodeProduceRequest, type ProduceMessage, type ProduceOptions } from '../../src/produce-request.js';
 
-/** Deterministic pseudo-random numbers (mulberry32), so a failure names a reproducible case. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic pseudo-random numbers (the testkit's mulberry32), so a failure names a reproducible case. */
+const rng = mulberry32;
 
 // Sizes around the varint steps: one byte up to 63 (zigzag), two up to 8191, three beyond.
 const SIZES = [0, 1, 7, 63, 64, 127, 128, 200, 8191, 8192, 16383, 16384, 20_000];

@@ -3,7 +3,7 @@
  * judged by the strict history check of the oracle (RELIABILITY.md, check 5), against the
  * blocking mode, under SIGKILL, and by the WAL the slot retains during the snapshot.
  */
-import { checkHistoryOrder, type OracleRecord } from '@nanosync/connector-testkit';
+import { checkHistoryOrder, mulberry32, type OracleRecord } from '@nanosync/connector-testkit';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { type SinkLine, sleep } from './e2e/harness.js';
@@ -24,17 +24,8 @@ function strictProblems(lines: SinkLine[]): string[] {
   );
 }
 
-/** mulberry32: a small seeded generator, so a failing kill schedule can be run again. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A small seeded generator (the testkit's mulberry32), so a failing kill schedule can be run again. */
+const seeded = mulberry32;
 
 /**
  * Updates and deletes of random seeded rows all over the table, as fast as it goes, on its
