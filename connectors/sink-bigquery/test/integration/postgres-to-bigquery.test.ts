@@ -85,7 +85,11 @@ ${props('\n        table_prefix: log_\n        write_mode: append')}
       const first = new CliProcess(args);
       await eventually(
         async () =>
-          (await db.query('SELECT 1 FROM pg_replication_slots WHERE database = current_database()')).rowCount
+          (
+            await db.query(
+              'SELECT 1 FROM pg_replication_slots WHERE database = current_database() AND confirmed_flush_lsn IS NOT NULL',
+            )
+          ).rowCount
             ? true
             : undefined,
         'the slot',

@@ -182,8 +182,13 @@ export function oracle(
   changes: WriterChange[],
 ): string[] {
   const table = 'table';
-  const read: OracleRecord[] = records.map((record) => {
-    const id = String((JSON.parse(record.key!) as [number | string])[0]);
+  const read = records.map((record): OracleRecord => {
+    // A truncate has no key; the oracle applies it by position.
+    if (record.key === null) {
+      const change = decodeJsonMessage(record.value!);
+      return { table, op: change.op, key: {}, position: change.position };
+    }
+    const id = String((JSON.parse(record.key) as [number | string])[0]);
     if (record.value === null) return { table, op: 'delete', key: { id } };
     const change = decodeJsonMessage(record.value);
     return { table, op: change.op, key: { id }, after: change.after ?? null, position: change.position };

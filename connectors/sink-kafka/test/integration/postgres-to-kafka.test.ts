@@ -64,10 +64,16 @@ test.each([{ workers: 0 }, { workers: 1 }, { workers: 3 }])(
       sampler = new SlotFlushSampler(url, `nanosync_slot_${pipeline}`, stateFile, pipeline);
 
       const first = new NanosyncProcess(args);
-      // The test window opens when the slot exists: changes before it are in the snapshot only.
+      // The test window opens when the slot is made (its confirmed_flush_lsn, the start position,
+      // is set once the slot is consistent; on a busy server it waits for running transactions
+      // first): changes before it are in the snapshot only.
       await eventually(
         async () =>
-          (await db.query('SELECT 1 FROM pg_replication_slots WHERE database = current_database()')).rowCount
+          (
+            await db.query(
+              'SELECT 1 FROM pg_replication_slots WHERE database = current_database() AND confirmed_flush_lsn IS NOT NULL',
+            )
+          ).rowCount
             ? true
             : undefined,
         'the replication slot',
