@@ -421,8 +421,8 @@ test(
       return at !== undefined && all.slice(at + 1).filter((c) => c.change?.op === 'read').length >= 50;
     });
     // (Said as "changed since the last stream", or as a change seen in the stream when the restart
-  // replayed a change from before the redefinition.)
-  expect(third).toMatch(/the key columns of a captured table changed/);
+    // replayed a change from before the redefinition.)
+    expect(third).toMatch(/the key columns of a captured table changed/);
 
     const all = await changes();
     expect(truncates(all)).toHaveLength(1);
