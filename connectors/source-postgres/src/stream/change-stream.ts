@@ -224,7 +224,10 @@ class ChangeStream {
   readonly #leavesPending = new Map<string, Set<string>>();
   /** What the memory holds (or is being given) per entry, as JSON: a `set` only when it differs. */
   readonly #remembered = new Map<string, string>();
-  /** Ids of chunks this process delivered or dropped: their messages, decoded again after a reconnect, are ignored. */
+  /**
+   * Ids of chunks this process delivered or dropped, and `id low|high` of another process's
+   * chunk messages already handled: decoded again after a reconnect, they are ignored.
+   */
   readonly #finishedChunks = new Set<string>();
   /** Aborted when the stream stops or ends: chunk readers give up. */
   readonly #readers = new AbortController();
@@ -649,6 +652,7 @@ class ChangeStream {
     const pending = [...this.#resumeAt.values()];
     this.#resumeAt.clear();
     for (const parsed of pending) {
+      if (this.#attaching.has(leafKeyOf(parsed.table, parsed.leaf, parsed.rekey === true))) continue;
       this.#logger.info('reading again a chunk of rows whose delivery a restart interrupted', {
         table: `${parsed.table.schema}.${parsed.table.name}`,
         ...(parsed.rekey ? { reason: 'key columns changed' } : {}),
@@ -777,20 +781,30 @@ class ChangeStream {
    * created) has its rows read as a chunk (see attach-snapshot.ts); a leaf gone is logged.
    * The first check of a table in this process compares with the leaves the pipeline's
    * memory holds from the last stream (a partition attached while no stream ran, or just
-   * before a crash); without an entry it only records them. A leaf enters the memory once
-   * its read's first low message is in the WAL.
+   * before a crash). A leaf enters the memory once its read's first low message is in the
+   * WAL. Without an entry (the pipeline's first stream, or a memory that predates this),
+   * a leaf whose link to the table is not older than the slot's catalog_xmin is read: it may
+   * have been attached after the snapshot planned its leaves (during a blocking snapshot,
+   * say). That guess also takes leaves for new on a busy server (a long transaction holds
+   * catalog_xmin back); they are then read twice, which changes nothing downstream.
    */
   async #checkPartitions(client: Queryable, refs: TableRef[]): Promise<void> {
     this.#leaves ??= new Map();
     const leaves = this.#leaves;
     for (const ref of refs) {
       const { rows } = await client.query(
-        `SELECT n.nspname::text AS schema, c.relname::text AS name
+        `SELECT n.nspname::text AS schema, c.relname::text AS name,
+                EXISTS (SELECT 1 FROM pg_catalog.pg_partition_ancestors(c.oid) a(relid)
+                          JOIN pg_catalog.pg_inherits i ON i.inhrelid = a.relid
+                          JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $3 AND s.catalog_xmin IS NOT NULL
+                         WHERE a.relid <> p.oid
+                           AND a.relid IN (SELECT relid FROM pg_catalog.pg_partition_tree(p.oid))
+                           AND pg_catalog.age(i.xmin) <= pg_catalog.age(s.catalog_xmin))::text AS recent
            FROM pg_catalog.pg_class p JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
            CROSS JOIN LATERAL pg_catalog.pg_partition_tree(p.oid) t
            JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
           WHERE pn.nspname = $1 AND p.relname = $2 AND p.relkind = 'p' AND t.isleaf`,
-        [ref.schema, ref.name],
+        [ref.schema, ref.name, this.#options.slot],
       );
       if (rows.length === 0 && !leaves.has(`${ref.schema}.${ref.name}`)) continue;
       const table = `${ref.schema}.${ref.name}`;
@@ -803,15 +817,18 @@ class ChangeStream {
       const stored = old === undefined ? await this.#recall<string[]>(entry) : undefined;
       leaves.set(table, new Set(now.keys()));
       if (!old) {
-        if (stored !== undefined && this.#attachPrefix !== undefined) {
-          const had = new Set(stored);
-          for (const [leaf, leafRef] of now) {
-            if (had.has(leaf)) continue;
+        if (this.#attachPrefix !== undefined) {
+          const had = stored === undefined ? undefined : new Set(stored);
+          for (const r of rows) {
+            const leaf = `${r.schema}.${r.name}`;
+            if (had ? had.has(leaf) : String(r.recent) !== 'true') continue;
             this.#logger.info(
-              'partition attached to a captured table since the last stream (while the pipeline was stopped): reading its rows',
+              had
+                ? 'partition attached to a captured table since the last stream (while the pipeline was stopped): reading its rows'
+                : 'partition attached to a captured table recently (perhaps after the snapshot planned its partitions): reading its rows',
               { table, partition: leaf },
             );
-            this.#readLeaf(ref, entry, leaf, leafRef);
+            this.#readLeaf(ref, entry, leaf, { schema: String(r.schema), name: String(r.name) });
           }
         }
         this.#rememberLeaves(table, entry);
@@ -1165,12 +1182,14 @@ class ChangeStream {
     const parsed = parseAttachMessage(message.content);
     if (!parsed) return;
     if (this.#transaction) throw protocolError(`chunk message inside transaction ${this.#transaction.xid}`);
-    if (this.#finishedChunks.has(parsed.id)) return;
+    // Another process's messages are known by id and kind: a chunk's low and high both count.
+    const seen = `${parsed.id} ${parsed.attach}`;
+    if (this.#finishedChunks.has(parsed.id) || this.#finishedChunks.has(seen)) return;
     const chunk = this.#chunks.get(parsed.id);
     if (!chunk) {
       // Another process's (or a dropped read's) chunk, at or before `from` too: the slot was
       // held before it, so its rows were not all acknowledged.
-      this.#finishedChunks.add(parsed.id);
+      this.#finishedChunks.add(seen);
       if (this.#tables?.has(`${parsed.table.schema}\u0000${parsed.table.name}`)) {
         const leafKey = leafKeyOf(parsed.table, parsed.leaf, parsed.rekey === true);
         this.#hold(leafKey);
@@ -1182,14 +1201,20 @@ class ChangeStream {
           if (parsed.attach === 'high' && parsed.last === true) this.#holds.delete(leafKey);
           return;
         }
+        // The first message after `from`: the read goes on from the first chunk not
+        // acknowledged, a low at or before `from` when there is one (its high lies after
+        // `from`), else this message's chunk (a high carries its chunk's start too).
+        const from = this.#resumeAt.get(leafKey) ?? parsed;
         this.#resumeAt.delete(leafKey);
+        // Already read again (from an earlier message of it, or in full): nothing to add.
+        if (this.#attaching.has(leafKey)) return;
         this.#logger.info('reading again a chunk of rows whose delivery a restart interrupted', {
-          table: `${parsed.table.schema}.${parsed.table.name}`,
-          ...(parsed.rekey ? { reason: 'key columns changed' } : {}),
-          partition: `${parsed.leaf.schema}.${parsed.leaf.name}`,
-          chunk: parsed.chunk ?? 0,
+          table: `${from.table.schema}.${from.table.name}`,
+          ...(from.rekey ? { reason: 'key columns changed' } : {}),
+          partition: `${from.leaf.schema}.${from.leaf.name}`,
+          chunk: from.chunk ?? 0,
         });
-        this.#startAttach(parsed.table, parsed.leaf, parsed.rekey === true, parsed);
+        this.#startAttach(from.table, from.leaf, from.rekey === true, from);
       }
       return;
     }

@@ -205,13 +205,12 @@ describe('streamChanges: a large partition attached while streaming, read in bou
     await p.fx.admin.query(`INSERT INTO public.orders VALUES (101, '2024-01-07', 'after')`);
     await second.waitFor(() => second.events.some((e) => e.after?.id === 101), 'a change after the chunks');
     expect(second.error).toBeUndefined();
-    // No chunk already acknowledged is read again: the first 'reading again' line names a
-    // chunk after them. It is not always the next one: the first process may have written
-    // messages of later chunks before it stopped, and each leftover message is logged as it is
-    // decoded (the exact resume point is proven by "chunk messages of a process that died …").
-    const resumed = p.logLines.find((l) => l.includes('reading again a chunk'));
+    // The read goes on at the first chunk not acknowledged, whatever messages of later chunks
+    // the first process wrote before it stopped (a change acknowledged between a chunk's low
+    // and high message puts that low at or before the acknowledged position).
+    const resumed = p.logLines.slice(secondFrom).find((l) => l.includes('reading again a chunk'));
     const resumedChunk = Number(/"chunk":(\d+)/.exec(resumed ?? '')?.[1]);
-    expect(resumedChunk, resumed).toBeGreaterThanOrEqual(delivered);
+    expect(resumedChunk, resumed).toBe(delivered);
     expectOrderedBatches(second.batches);
     expect(Math.max(...perChunk(second.events))).toBeLessThanOrEqual(CHUNK);
     // (The leaf was in the pipeline memory before the first process stopped: its read was in
@@ -299,6 +298,56 @@ describe('streamChanges: chunk messages of a process that died, at or before the
     expect(ids(reads).sort((a, b) => a - b)).toEqual(rows.map((r) => Number(r.id)).sort((a, b) => a - b));
     expect(ids(stream.events.filter((e) => e.op !== 'read'))).toEqual([101]);
     expect(p.logLines.some((l) => l.includes('reading again a chunk') && l.includes('"chunk":3'))).toBe(true);
+    expectOrderedBatches(stream.batches);
+  });
+
+  it('the same, when the dead process went on to write chunk 3’s high and later chunks’ messages after that change: the read still goes on at chunk 3', async () => {
+    await using p = await streamPipeline({ ddl: DDL, tables: [orders] });
+    const prefix = `nanosync.watermark.${p.slot}`;
+    const message = (attach: 'low' | 'high', id: string, chunk: number, after?: { page: number; offset: number }) =>
+      JSON.stringify({ attach, id, table: orders, leaf: orders02, chunk, ...(after ? { after } : {}) });
+    const emit = (...messages: string[]) =>
+      p.fx.admin.query(
+        `BEGIN; ${messages.map((m) => `SELECT pg_logical_emit_message(false, '${prefix}.attach', '${m}');`).join(' ')} COMMIT`,
+      );
+    await emit(
+      message('high', 'dead0002', 2, { page: 1, offset: 1 }),
+      message('low', 'dead0003', 3, { page: 2, offset: 1 }),
+    );
+    await p.fx.admin.query(`INSERT INTO public.orders VALUES (100, '2024-01-06', 'acknowledged')`);
+    // After the acknowledged change: chunk 3's high with chunk 4's low, chunk 4's high with 5's low.
+    await emit(
+      message('high', 'dead0003', 3, { page: 2, offset: 1 }),
+      message('low', 'dead0004', 4, { page: 3, offset: 1 }),
+    );
+    await emit(
+      message('high', 'dead0004', 4, { page: 3, offset: 1 }),
+      message('low', 'dead0005', 5, { page: 4, offset: 1 }),
+    );
+    const probe = p.open(p.startPosition, { catalogCheckIntervalMs: 3_600_000 });
+    probe.autoAcknowledge = false;
+    await probe.waitFor(() => probe.events.some((e) => e.after?.id === 100), 'the acknowledged change');
+    const acknowledged = probe.lastSafePosition!;
+    await probe.stop();
+
+    const stream = p.open(acknowledged, { watermarkPrefix: prefix, catalogCheckIntervalMs: 3_600_000 });
+    const { rows } = await p.fx.admin.query(`SELECT id FROM public.orders_02 WHERE ctid >= '(2,1)'::tid`);
+    expect(rows.length).toBeGreaterThan(0);
+    await stream.waitFor(
+      () => p.logLines.some((l) => l.includes('rows of an attached partition delivered') && l.includes('"last":true')),
+      'the rest of the leaf',
+    );
+    await p.fx.admin.query(`INSERT INTO public.orders VALUES (101, '2024-01-07', 'after')`);
+    await stream.waitFor(() => stream.events.some((e) => e.after?.id === 101), 'a change after it');
+    expect(stream.error).toBeUndefined();
+    const reads = stream.events.filter((e) => e.op === 'read');
+    expect(ids(reads).sort((a, b) => a - b)).toEqual(rows.map((r) => Number(r.id)).sort((a, b) => a - b));
+    const resumed = p.logLines.filter((l) => l.includes('reading again a chunk'));
+    expect(resumed.length, resumed.join('\n')).toBeGreaterThan(0);
+    expect(
+      resumed.every((l) => l.includes('"chunk":3')),
+      resumed.join('\n'),
+    ).toBe(true);
     expectOrderedBatches(stream.batches);
   });
 });
@@ -470,7 +519,7 @@ describe('streamChanges: a primary key redefined while no stream runs', () => {
 });
 
 describe('streamChanges: a busy server, where a transaction older than the tables ran while the slot was made', () => {
-  it('neither the first stream nor the next one reads a table or a partition again or sends a truncate, though the key indexes and partition links are not older than the slot’s catalog_xmin', async () => {
+  it('no stream sends a truncate, though the key indexes and partition links are not older than the slot’s catalog_xmin; after the first stream (which may read a partition twice) no stream reads anything again', async () => {
     await using p = await streamPipeline({
       ddl: [...ITEMS_DDL, ...ORDERS_DDL],
       tables: [items, orders],
@@ -491,7 +540,10 @@ describe('streamChanges: a busy server, where a transaction older than the table
       await p.fx.admin.query(`INSERT INTO public.items VALUES ($1, 'busy')`, [id]);
       await p.fx.admin.query(`INSERT INTO public.orders VALUES ($1, '2024-01-09', 'busy')`, [id]);
       await stream.waitFor(
-        () => stream.events.filter((e) => e.after?.id === id).length === 2 && stream.lastSafePosition !== undefined,
+        () =>
+          ['items', 'orders'].every((name) =>
+            stream.events.some((e) => e.op === 'insert' && e.table.name === name && e.after?.id === id),
+          ) && stream.lastSafePosition !== undefined,
         `the changes of id ${id}`,
       );
     };
@@ -499,15 +551,26 @@ describe('streamChanges: a busy server, where a transaction older than the table
     await change(first, 1000);
     await remembered(p, 'key ["public","items"]', (v) => JSON.parse(v).keys.join() === 'id');
     await remembered(p, 'leaves ["public","orders"]', '["public.orders_01"]');
+    // A read the first stream started is finished (and acknowledged) before it stops.
+    await first.waitFor(
+      () =>
+        !p.logLines.some((l) => l.includes('reading its rows')) ||
+        p.logLines.some((l) => l.includes('rows of an attached partition delivered') && l.includes('"last":true')),
+      'the first stream’s partition read, if any, done',
+    );
+    await change(first, 999);
     const acknowledged = first.lastSafePosition!;
     await first.stop();
     const second = p.open(acknowledged, options);
     await change(second, 1001);
-    for (const stream of [first, second]) {
-      expect(stream.events.filter((e) => e.op === 'read' || e.op === 'truncate')).toEqual([]);
-      expect(stream.error).toBeUndefined();
-    }
-    expect(p.logLines.filter((l) => l.includes('reading its rows') || l.includes('after a truncate'))).toEqual([]);
+    // The first stream, with nothing remembered yet, reads a partition whose link looks recent
+    // (it may have been attached after the snapshot planned its leaves): reads, never a truncate.
+    expect(first.events.filter((e) => e.op === 'truncate' || (e.op === 'read' && e.table.name !== 'orders'))).toEqual(
+      [],
+    );
+    expect(second.events.filter((e) => e.op === 'read' || e.op === 'truncate')).toEqual([]);
+    for (const stream of [first, second]) expect(stream.error).toBeUndefined();
+    expect(p.logLines.filter((l) => l.includes('after a truncate') || l.includes('since the last stream'))).toEqual([]);
   });
 });
 
