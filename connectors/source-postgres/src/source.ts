@@ -53,7 +53,7 @@ import {
   rowDecoder,
 } from './snapshot/read-partition.js';
 import { parseSnapshotView, RecentCommits, SNAPSHOT_VIEW_SQL } from './snapshot/visibility.js';
-import { createAcknowledger, streamChanges } from './stream/index.js';
+import { createAcknowledger, type KeyShape, keyMemoryEntry, streamChanges } from './stream/index.js';
 import { TypeCatalog } from './types/index.js';
 
 export interface PostgresSourceOptions {
@@ -82,6 +82,10 @@ export class PostgresSource implements Source {
   readonly #readPath: ReadPath;
   readonly #reportWaiting: ConnectorContext['reportWaiting'];
   readonly #memory: ConnectorContext['memory'];
+  /** Key shapes given to the memory at planning, not yet awaited by a read (see `#rememberKey`). */
+  readonly #keyWrites: Promise<void>[] = [];
+  /** Settles once every key shape given to the memory at planning so far is written (or failed). */
+  #keysWritten: Promise<unknown> = Promise.resolve();
   #admin: Promise<pg.Client> | undefined;
   readonly #idleReaders: pg.Client[] = [];
   /** Exported snapshots found gone (server restarted under them), so each is reported once. */
@@ -291,6 +295,7 @@ export class PostgresSource implements Source {
    */
   async planPartitions(table: TableSchema, options: { targetRowsPerPartition: number }): Promise<PartitionSpec[]> {
     const pgTable = await this.#table(table);
+    this.#rememberKey(table, pgTable);
     const targets: { oid: number; schema: string; name: string; leaf?: TableRef }[] =
       pgTable.kind === 'p'
         ? (await this.#withAdmin('listing the partitions', (client) => listLeafPartitions(client, pgTable.oid))).map(
@@ -321,6 +326,45 @@ export class PostgresSource implements Source {
       });
     }
     return partitions;
+  }
+
+  /**
+   * Give the pipeline's memory the key shape under which the snapshot reads `table`, as the
+   * stream would (see change-stream.ts `#noteKeyColumns`), unless it holds one already (a
+   * stream saw the table): the first stream then finds a key redefined while the snapshot
+   * read the table, or while the pipeline was down before its first stream. Keyless tables
+   * are not remembered, as by the stream. Planning runs after the start position is stored,
+   * so the entry is under this pipeline's start. Written in the background (a snapshot may
+   * plan thousands of tables); every read waits for it (`#keysRemembered`).
+   */
+  #rememberKey(table: TableSchema, pgTable: PgTable): void {
+    const memory = this.#memory;
+    if (memory === undefined || table.keyColumns.length === 0) return;
+    const entry = keyMemoryEntry(table);
+    const columns = pgTable.columns.map((c) => c.name);
+    // The stream's view (stream/relations.ts): under REPLICA IDENTITY FULL the primary key in
+    // its index's order, else the identity columns in the table's order; the same columns as
+    // the snapshot's key, and in the same order they would not count as another key.
+    const keys =
+      pgTable.replicaIdentity === 'full'
+        ? table.keyColumns
+        : [...table.keyColumns].sort((a, b) => columns.indexOf(a) - columns.indexOf(b));
+    const shape: KeyShape = { keys, columns };
+    const write = (async () => {
+      if ((await memory.get(entry)) === undefined) await memory.set(entry, JSON.stringify(shape));
+    })().catch((error: unknown) => {
+      this.#logger.warn(
+        'the key columns of a table could not be remembered before its snapshot: a key redefined before the first stream will not be found for it',
+        { table: `${table.schema}.${table.name}`, error: (error as Error).message },
+      );
+    });
+    this.#keyWrites.push(write);
+  }
+
+  /** Resolves once the key shapes remembered at planning are written: before any row is read. */
+  #keysRemembered(): Promise<unknown> {
+    if (this.#keyWrites.length > 0) this.#keysWritten = Promise.all([this.#keysWritten, ...this.#keyWrites.splice(0)]);
+    return this.#keysWritten;
   }
 
   async #acquireReader(): Promise<pg.Client> {
@@ -377,6 +421,7 @@ export class PostgresSource implements Source {
         `partition ${partition.id} of ${quoteTable(table)} has bounds ${JSON.stringify(partition.bounds)}, not a CTID page range`,
       );
     }
+    await this.#keysRemembered();
     const columns = await this.#columnsFor(table);
     const leaf = partition.bounds.leaf;
     if (leaf !== undefined && options.snapshotToken === undefined && !(await this.#stillPartitionOf(leaf, table))) {
@@ -433,6 +478,7 @@ export class PostgresSource implements Source {
     for (const cursor of [options.after, options.upTo?.next])
       if (cursor !== undefined && !isChunkCursor(cursor))
         throw new NanosyncError(ErrorCode.StateCorrupt, `malformed snapshot chunk cursor ${JSON.stringify(cursor)}`);
+    await this.#keysRemembered();
     const columns = await this.#columnsFor(table);
     const leaf = partition.bounds.leaf;
     if (

@@ -56,7 +56,7 @@ export interface E2ePipeline {
   sink: Record<string, string | number | boolean>;
   /** The sink's on_error policy (dead_letter…). */
   onError?: string;
-  snapshot?: { concurrency?: number; target_rows_per_partition?: number };
+  snapshot?: { concurrency?: number; target_rows_per_partition?: number; chunk_rows?: number };
   /** The pipeline's `workers` setting (absent: the default). */
   workers?: number | 'auto';
 }

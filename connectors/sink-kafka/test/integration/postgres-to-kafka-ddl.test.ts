@@ -2,7 +2,16 @@ import { startKafka, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { codecFor, MESSAGE_FORMATS } from '../../src/formats/index.js';
-import { NanosyncProcess, STREAM_ENCODED_IN_WORKER, e2eWorkspace, eventually, writePipelines } from './e2e-helpers.js';
+import {
+  type E2ePipeline,
+  type E2eWorkspace,
+  e2eWorkspace,
+  eventually,
+  NanosyncProcess,
+  STREAM_ENCODED_IN_WORKER,
+  writePipelines,
+} from './e2e-helpers.js';
+import type { DecodedChange } from '../../src/formats/index.js';
 import { type ConsumedRecord, consumeAll, reduceByKey, uniqueName } from './helpers.js';
 
 let postgres: Awaited<ReturnType<typeof startPostgres>>;
@@ -354,6 +363,59 @@ describe.each(['json', 'avro', 'protobuf'] as const)(
   },
 );
 
+/** A record of the topic: its key and its decoded value (undefined for a tombstone). */
+type Change = { key: string | null; change: DecodedChange | undefined };
+
+/**
+ * What the tests of a key redefined while the pipeline is down share: table `name` with
+ * `rows` rows, keyed by `id` and with a unique `code`, one pipeline of it into a topic of one
+ * partition (json), the topic as changes, and the redefinition (in one transaction, `code`
+ * the new key).
+ */
+async function keyedTable(workspace: E2eWorkspace, name: string, rows: number, snapshot?: E2ePipeline['snapshot']) {
+  const { url, db, dir } = workspace;
+  const pipeline = uniqueName(name).replace(/-/g, '_');
+  const topic = uniqueName(`ns-${name.replace(/_/g, '-')}`);
+  await db.query(`CREATE TABLE ${name} (id int PRIMARY KEY, code text NOT NULL UNIQUE, note text)`);
+  await db.query(`INSERT INTO ${name} SELECT g, 'c' || g, 'row ' || g FROM generate_series(1, $1) g`, [rows]);
+  const { args } = await writePipelines(dir, {
+    postgresUrl: url,
+    brokers: kafka.brokers,
+    pipelines: [
+      {
+        name: pipeline,
+        tables: [`public.${name}`],
+        ...(snapshot ? { snapshot } : {}),
+        sink: { topic, num_partitions: 1 },
+      },
+    ],
+  });
+  const decode = (value: Buffer) => codecFor('json').decode(value);
+  return {
+    args,
+    decode,
+    records: () => consumeAll(kafka.brokers, topic),
+    async changes(): Promise<Change[]> {
+      return (await consumeAll(kafka.brokers, topic)).map((r) => ({
+        key: r.key,
+        change: r.value === null ? undefined : decode(r.value),
+      }));
+    },
+    truncates: (all: Change[]) => all.flatMap((c, i) => (c.change?.op === 'truncate' ? [i] : [])),
+    async redefineKey(): Promise<void> {
+      await db.query('BEGIN');
+      await db.query(`ALTER TABLE ${name} DROP CONSTRAINT ${name}_pkey`);
+      await db.query(`ALTER TABLE ${name} ADD PRIMARY KEY (code)`);
+      await db.query('COMMIT');
+    },
+    /** The table's notes by its new key, as the topic's key (`["c1"]`). */
+    async tableByCode(): Promise<Map<string, string>> {
+      const { rows } = await db.query<{ code: string; note: string }>(`SELECT code, note FROM ${name}`);
+      return new Map(rows.map((r) => [JSON.stringify([r.code]), r.note]));
+    },
+  };
+}
+
 /**
  * A key redefined while no nanosync runs is found by what the pipeline remembers in its state
  * store (the key columns it last streamed the table under), not guessed from the catalog: a
@@ -367,34 +429,19 @@ test(
   },
   async () => {
     await using workspace = await e2eWorkspace(postgres, 'ns-kafka-pk-down-');
-    const { url, db, dir } = workspace;
-    const pipeline = uniqueName('pk_down').replace(/-/g, '_');
-    const topic = uniqueName('ns-pk-down');
-    await db.query('CREATE TABLE pk_down (id int PRIMARY KEY, code text NOT NULL UNIQUE, note text)');
-    await db.query(`INSERT INTO pk_down SELECT g, 'c' || g, 'row ' || g FROM generate_series(1, 50) g`);
-    const { args } = await writePipelines(dir, {
-      postgresUrl: url,
-      brokers: kafka.brokers,
-      pipelines: [{ name: pipeline, tables: ['public.pk_down'], sink: { topic, num_partitions: 1 } }],
-    });
-    const decode = (value: Buffer) => codecFor('json').decode(value);
-    type Change = { key: string | null; change: ReturnType<typeof decode> | undefined };
-    const changes = async (): Promise<Change[]> =>
-      (await consumeAll(kafka.brokers, topic)).map((r) => ({
-        key: r.key,
-        change: r.value === null ? undefined : decode(r.value),
-      }));
+    const { db } = workspace;
+    const t = await keyedTable(workspace, 'pk_down', 50);
     /**
      * Start nanosync, make one change once it streams, wait until the topic passes `done`
      * (by default: holds the change), kill the process; its output.
      */
     const runOnce = async (ready: RegExp, note: string, done?: (all: Change[]) => boolean) => {
-      await using proc = new NanosyncProcess(args);
+      await using proc = new NanosyncProcess(t.args);
       await proc.waitFor(ready, 180_000);
       await db.query('UPDATE pk_down SET note = $1 WHERE id = 10', [note]);
       await eventually(
         async () => {
-          const all = await changes();
+          const all = await t.changes();
           return (done ?? ((c) => c.some((x) => x.change?.after?.note === note)))(all) ? true : undefined;
         },
         `the topic after the update "${note}"`,
@@ -404,32 +451,83 @@ test(
       await proc.kill('SIGKILL');
       return proc.output;
     };
-    const truncates = (all: Change[]) => all.flatMap((c, i) => (c.change?.op === 'truncate' ? [i] : []));
 
     await runOnce(/INF snapshot complete /, 'first');
     const restarted = await runOnce(/INF cdc streaming /, 'second');
-    expect(truncates(await changes())).toEqual([]);
+    expect(t.truncates(await t.changes())).toEqual([]);
     expect(restarted).not.toContain('after a truncate');
     expect(restarted).not.toContain('whose key changed delivered again');
 
-    await db.query('BEGIN');
-    await db.query('ALTER TABLE pk_down DROP CONSTRAINT pk_down_pkey');
-    await db.query('ALTER TABLE pk_down ADD PRIMARY KEY (code)');
-    await db.query('COMMIT');
+    await t.redefineKey();
     const third = await runOnce(/INF cdc streaming /, 'third', (all) => {
-      const at = truncates(all)[0];
+      const at = t.truncates(all)[0];
       return at !== undefined && all.slice(at + 1).filter((c) => c.change?.op === 'read').length >= 50;
     });
     // (Said as "changed since the last stream", or as a change seen in the stream when the restart
     // replayed a change from before the redefinition.)
     expect(third).toMatch(/the key columns of a captured table changed/);
 
-    const all = await changes();
-    expect(truncates(all)).toHaveLength(1);
-    const after = all.slice(truncates(all)[0]! + 1);
+    const all = await t.changes();
+    expect(t.truncates(all)).toHaveLength(1);
+    const after = all.slice(t.truncates(all)[0]! + 1);
     expect(after.every((c) => c.key !== null && /^\["c\d+"\]$/.test(c.key))).toBe(true);
     const latest = new Map(after.map((c) => [c.key!, c.change?.after?.note]));
-    const { rows } = await db.query<{ code: string; note: string }>('SELECT code, note FROM pk_down');
-    expect(latest).toEqual(new Map(rows.map((r) => [JSON.stringify([r.code]), r.note])));
+    expect(latest).toEqual(await t.tableByCode());
+  },
+);
+
+/**
+ * The same while the initial snapshot is under way: the pipeline remembers the key the
+ * snapshot planned the table under before it reads a row, so the first stream after the
+ * restart finds the redefinition though no stream had seen the table yet. The rows the killed
+ * process wrote carry the old key, those of the restart the new one; the truncate ends the old.
+ */
+test(
+  'postgres → kafka: the primary key redefined while the pipeline is down in the middle of its initial snapshot (killed): the topic, read by key with truncates applied, ends with the table under the new key',
+  {
+    timeout: 400_000,
+  },
+  async () => {
+    await using workspace = await e2eWorkspace(postgres, 'ns-kafka-pk-snap-');
+    const { db } = workspace;
+    const t = await keyedTable(workspace, 'pk_snap', 2_000, {
+      concurrency: 1,
+      target_rows_per_partition: 500,
+      chunk_rows: 100,
+    });
+    {
+      // Killed by its test-only hook once 300 snapshot rows are in the topic, before their
+      // chunk is recorded: the rest of the snapshot is read by the next process.
+      await using proc = new NanosyncProcess(t.args, {
+        env: { NODE_ENV: 'test', NANOSYNC_TEST_FAULT: 'kill-after-reads:300' },
+      });
+      const exit = await proc.exited;
+      expect(exit.signal, proc.output.slice(-3000)).toBe('SIGKILL');
+      expect(proc.output).toContain('nanosync test fault: SIGKILL');
+      expect(proc.output).not.toMatch(/INF snapshot complete /);
+    }
+    const before = await t.records();
+    expect(before.length).toBeGreaterThanOrEqual(300);
+    expect(before.every((r) => r.key !== null && /^\[\d+\]$/.test(r.key))).toBe(true);
+
+    await t.redefineKey();
+    await using proc = new NanosyncProcess(t.args);
+    await proc.waitFor(/INF snapshot complete /, 180_000);
+    // The stream first sees the table with this change.
+    await db.query(`UPDATE pk_snap SET note = 'after the restart' WHERE id = 10`);
+    const expected = await t.tableByCode();
+    let live = new Map<string, string>();
+    await eventually(
+      async () => {
+        live = reduceByKey(await t.records(), t.decode, (after) => String(after.note));
+        return live.size === expected.size && [...expected].every(([k, v]) => live.get(k) === v) ? true : undefined;
+      },
+      'the topic read by key to hold the table under the new key only',
+      120_000,
+      () =>
+        `${live.size} keys, ${[...live.keys()].filter((k) => !expected.has(k)).length} not of the table\n${proc.output.slice(-3000)}`,
+    );
+    expect(live).toEqual(expected);
+    expect(proc.output).toMatch(/the key columns of a captured table changed since the last stream/);
   },
 );

@@ -109,7 +109,8 @@ export interface StreamChangesOptions {
   chunk?: { rows: number; bytes: number };
   /**
    * The pipeline's durable memory (core's `ConnectorContext.memory`): the key columns and
-   * leaf partitions of each captured table as last streamed, so that a key redefined or a
+   * leaf partitions of each captured table as last streamed (the key columns also as the
+   * snapshot planned the table, until a stream saw it), so that a key redefined or a
    * partition attached while no stream ran is found when the stream first sees the table.
    * Without it such changes are found only while a stream runs.
    */
@@ -1088,7 +1089,8 @@ class ChangeStream {
    * would stay live for a consumer that upserts by key, so the table is read again as a
    * chunk whose low message also carries a `truncate` of the table. "Before" is what this
    * process last saw, or on first sight the shape the pipeline's memory holds from the last
-   * stream (a key redefined while no stream ran, or just before a crash). The memory takes
+   * stream or, before the first stream, from the snapshot's plan (a key redefined while no
+   * stream ran, while the initial snapshot read the table, or just before a crash). The memory takes
    * the new shape once the read's first low message is in the WAL: a crash before that
    * finds the difference again, one after it resumes the read from the message.
    */
@@ -1101,7 +1103,7 @@ class ChangeStream {
       return;
     }
     const table = { schema: relation.table.schema, name: relation.table.name };
-    const entry = `key ${JSON.stringify([table.schema, table.name])}`;
+    const entry = keyMemoryEntry(table);
     // Noted as seen only after the memory answered: a failed read is asked again after the retry.
     const before = seen ?? (await this.#recall<KeyShape>(entry));
     this.#keyColumns.set(name, now);
@@ -1324,9 +1326,15 @@ function attachMessage(chunk: AttachChunk, attach: 'low' | 'high', last = false)
   };
 }
 
-interface KeyShape {
+/** A table's key as the pipeline memory holds it (JSON) under {@link keyMemoryEntry}. */
+export interface KeyShape {
   keys: readonly string[];
   columns: readonly string[];
+}
+
+/** The pipeline memory's entry of a table's key shape. */
+export function keyMemoryEntry(table: TableRef): string {
+  return `key ${JSON.stringify([table.schema, table.name])}`;
 }
 
 /**

@@ -11,5 +11,12 @@
  */
 export { type Acknowledger, createAcknowledger } from './acknowledger.js';
 export { type BatchLimits, DEFAULT_BATCH_LIMITS } from './batch-queue.js';
-export { DEFAULT_RECONNECT, type ReconnectPolicy, type StreamChangesOptions, streamChanges } from './change-stream.js';
+export {
+  DEFAULT_RECONNECT,
+  type KeyShape,
+  keyMemoryEntry,
+  type ReconnectPolicy,
+  type StreamChangesOptions,
+  streamChanges,
+} from './change-stream.js';
 export { decodePgOutput, type PgOutputMessage, UNCHANGED_TOAST } from './pgoutput.js';

@@ -43,8 +43,15 @@ export interface PgFixture extends AsyncDisposable {
   grantRead(tables: TableRef[]): Promise<void>;
   /** As an owner: CREATE PUBLICATION nanosync_pub_<pipeline> FOR TABLE … and hand it to the role. */
   preparePublication(pipeline: string, tables: TableRef[]): Promise<void>;
-  /** A source built through the connector definition (config schema included), closed at dispose. */
-  source(pipeline: string, extra?: Record<string, unknown>): Promise<PostgresSource>;
+  /**
+   * A source built through the connector definition (config schema included), closed at
+   * dispose; `context` adds to the connector context (a pipeline memory…).
+   */
+  source(
+    pipeline: string,
+    extra?: Record<string, unknown>,
+    context?: Partial<ConnectorContext>,
+  ): Promise<PostgresSource>;
   /** Log lines of every source made by `source()`. */
   logs: string[];
   /** A second client logged in as the role (for session-setting checks). */
@@ -108,13 +115,14 @@ export async function pgFixture(
       await fixture.admin.query(`ALTER PUBLICATION ${quoteIdent(name)} OWNER TO ${quoteIdent(role)}`);
     },
     logs: [],
-    async source(pipeline, extra) {
+    async source(pipeline, extra, more = {}) {
       const parsed = definition.configSchema.safeParse(roleProperties(extra));
       if (!parsed.success) throw new Error(JSON.stringify(parsed.error.issues));
       const context: ConnectorContext = {
         pipeline,
         logger: memoryLogger(fixture.logs),
         signal: new AbortController().signal,
+        ...more,
       };
       const source = (await definition.create(parsed.data, context)) as PostgresSource;
       sources.push(source);

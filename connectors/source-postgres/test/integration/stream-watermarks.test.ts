@@ -2,6 +2,7 @@ import { checkHistoryOrder, reduceByKey } from '@nanosync/connector-testkit';
 import type { ChangeBatch, ChangeEvent, Position } from '@nanosync/core';
 import { describe, expect, it } from 'vitest';
 import { comparePositions, decodePosition } from '../../src/position.js';
+import { readAll } from './fixture.js';
 import {
   type ConsumedStream,
   expectOrderedBatches,
@@ -514,6 +515,89 @@ describe('streamChanges: a primary key redefined while no stream runs', () => {
     expect(second.events.indexOf(reads[0]!)).toBeGreaterThan(truncateAt);
     expect(p.logLines.some((l) => l.includes('changed since the last stream'))).toBe(true);
     expectOrderedBatches(second.batches);
+    await remembered(p, 'key ["public","items"]', (v) => JSON.parse(v).keys.join() === 'code');
+  });
+
+  it('the snapshot’s plan is remembered until a stream sees the table: a key redefined after the snapshot planned it (before the first stream) brings a truncate and the rows under the new key; a key unchanged but declared in another column order brings nothing', async () => {
+    const pairs = { schema: 'public', name: 'pairs' };
+    await using p = await streamPipeline({
+      ddl: [
+        ...DDL,
+        // The key in another order than the columns: the stream lists it in the columns' order.
+        'CREATE TABLE public.pairs (b int NOT NULL, a int NOT NULL, note text, PRIMARY KEY (a, b))',
+        `INSERT INTO public.pairs SELECT g, g, 'seed' FROM generate_series(1, 5) g`,
+        'CREATE TABLE public.keyless (note text)',
+        'CREATE TABLE public.streamed (id int PRIMARY KEY)',
+      ],
+      tables: [items, pairs],
+    });
+    const others = [
+      { schema: 'public', name: 'keyless' },
+      { schema: 'public', name: 'streamed' },
+    ];
+    await p.fx.grantRead(others);
+    // An entry a stream wrote is not replaced by a snapshot's plan.
+    const byStream = JSON.stringify({ keys: ['id'], columns: ['id', 'gone'] });
+    await p.memory.set('key ["public","streamed"]', byStream);
+    const source = await p.fx.source(p.pipeline, {}, { memory: p.memory });
+    const schemas = await source.describe([items, pairs, ...others]);
+    for (const schema of schemas)
+      expect((await readAll(source, schema)).rows.length).toBe(
+        schema.name === 'items' ? 50 : schema.name === 'pairs' ? 5 : 0,
+      );
+    expect(JSON.parse((await p.memory.get('key ["public","items"]'))!)).toEqual({
+      keys: ['id'],
+      columns: ['id', 'code', 'note'],
+    });
+    expect(JSON.parse((await p.memory.get('key ["public","pairs"]'))!)).toEqual({
+      keys: ['b', 'a'],
+      columns: ['b', 'a', 'note'],
+    });
+    expect(await p.memory.get('key ["public","keyless"]')).toBeUndefined();
+    expect(await p.memory.get('key ["public","streamed"]')).toBe(byStream);
+
+    // A memory that cannot be written: a warning naming the table, and the snapshot goes on.
+    const failing = await p.fx.source(
+      p.pipeline,
+      {},
+      {
+        memory: {
+          get: async () => undefined,
+          set: async () => {
+            throw new Error('disk full');
+          },
+        },
+      },
+    );
+    expect((await readAll(failing, schemas[0]!)).rows).toHaveLength(50);
+    expect(
+      p.fx.logs.some(
+        (l) => l.startsWith('WRN') && l.includes('could not be remembered') && l.includes('"table":"public.items"'),
+      ),
+    ).toBe(true);
+
+    await p.fx.admin.query('BEGIN');
+    await p.fx.admin.query('ALTER TABLE public.items DROP CONSTRAINT items_pkey');
+    await p.fx.admin.query('ALTER TABLE public.items ADD PRIMARY KEY (code)');
+    await p.fx.admin.query('COMMIT');
+    await p.fx.admin.query(`UPDATE public.items SET note = 'new key' WHERE id = 2`);
+    await p.fx.admin.query(`UPDATE public.pairs SET note = 'same key' WHERE a = 2`);
+
+    const options = { watermarkPrefix: `nanosync.watermark.${p.slot}`, catalogCheckIntervalMs: 3_600_000 };
+    const first = p.open(p.startPosition, options);
+    await first.waitFor(
+      () => first.events.filter((e) => e.op === 'read' && e.table.name === 'items').length >= 50,
+      'the rows of items under the new key',
+      30_000,
+    );
+    const truncateAt = first.events.findIndex((e) => e.op === 'truncate');
+    expect(first.events[truncateAt]?.table.name).toBe('items');
+    const reads = first.events.filter((e) => e.op === 'read');
+    expect(reads.every((e) => e.table.name === 'items' && Object.keys(e.key).join() === 'code')).toBe(true);
+    expect(first.events.indexOf(reads[0]!)).toBeGreaterThan(truncateAt);
+    expect(first.events.filter((e) => e.op === 'truncate')).toHaveLength(1);
+    expect(p.logLines.some((l) => l.includes('changed since the last stream'))).toBe(true);
+    expectOrderedBatches(first.batches);
     await remembered(p, 'key ["public","items"]', (v) => JSON.parse(v).keys.join() === 'code');
   });
 });

@@ -25,14 +25,28 @@ export function connectorMemoryKey(pipeline: string, role: string): string {
   return `pipeline.${pipeline}.connector.${role}`;
 }
 
+/** Entries set while a write is under way, written together by the next write. */
+interface Batch {
+  entries: Map<string, string>;
+  /** Settles with the write that carries the entries. */
+  written: Promise<void>;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
 /**
  * {@link ConnectorMemory} over the state store's meta table: one JSON document per pipeline
- * and connector, read once and written whole on every `set` (one after another, in call
- * order). Meant for a handful of small entries written rarely (a table's key columns).
+ * and connector, read once and written whole. Writes go one after another; the `set`s made
+ * while one is under way are written together by the next (the last value of an entry
+ * wins), so a burst of n `set`s writes the document a few times, not n times. Meant for
+ * small entries (a table's key columns), at most a few per table.
  */
 export function createConnectorMemory(options: ConnectorMemoryOptions): ConnectorMemory {
   const key = connectorMemoryKey(options.pipeline, options.role);
   let loaded: Promise<Stored> | undefined;
+  /** The entries waiting for the next write, if any. */
+  let next: Batch | undefined;
+  /** Settles once every write asked for so far is done (failed or not). */
   let writes: Promise<void> = Promise.resolve();
   const load = (): Promise<Stored> => {
     loaded ??= (async () => {
@@ -55,6 +69,21 @@ export function createConnectorMemory(options: ConnectorMemoryOptions): Connecto
     });
     return loaded;
   };
+  /** Write `batch` over what is stored; a failure leaves the stored entries as they were. */
+  const write = async (batch: Batch): Promise<void> => {
+    try {
+      const stored = await load();
+      // From here on, a new `set` goes to the next batch.
+      if (next === batch) next = undefined;
+      const entries = { ...stored.entries, ...Object.fromEntries(batch.entries) };
+      await options.store.setMeta(key, JSON.stringify({ start: stored.start, entries } satisfies Stored));
+      stored.entries = entries;
+      batch.resolve();
+    } catch (error) {
+      if (next === batch) next = undefined;
+      batch.reject(error);
+    }
+  };
   return {
     async get(name) {
       await writes;
@@ -62,15 +91,18 @@ export function createConnectorMemory(options: ConnectorMemoryOptions): Connecto
       return Object.hasOwn(stored.entries, name) ? stored.entries[name] : undefined;
     },
     set(name, value) {
-      const write = writes.then(async () => {
-        const stored = await load();
-        const next: Stored = { start: stored.start, entries: { ...stored.entries, [name]: value } };
-        await options.store.setMeta(key, JSON.stringify(next));
-        stored.entries = next.entries;
-      });
-      // The next call waits for this one, whether or not it failed; this caller sees the failure.
-      writes = write.catch(() => {});
-      return write;
+      if (next === undefined) {
+        const batch = { entries: new Map() } as Batch;
+        batch.written = new Promise<void>((resolve, reject) => {
+          batch.resolve = resolve;
+          batch.reject = reject;
+        });
+        next = batch;
+        // Written once the writes before it are done: the sets made until then join it.
+        writes = writes.then(() => write(batch));
+      }
+      next.entries.set(name, value);
+      return next.written;
     },
   };
 }

@@ -115,6 +115,61 @@ describe('connector memory over the SQLite state store', () => {
     expect(await fresh.get('m')).toBe('kept');
   });
 
+  it('coalesces the sets made while a write is under way into the next write; a failed write rejects its own callers only', async () => {
+    const s = await store();
+    const documents: string[] = [];
+    /** Each store write waits until the test lets it go, and fails when told to. */
+    const held: { release: (fail?: Error) => void }[] = [];
+    const gated = {
+      getMeta: (key: string) => s.store.getMeta(key),
+      async setMeta(key: string, value: string) {
+        const fail = await new Promise<Error | undefined>((resolve) => held.push({ release: resolve }));
+        if (fail) throw fail;
+        await s.store.setMeta(key, value);
+        documents.push(value);
+      },
+    };
+    /** Waits for `condition` through at most 1,000 turns of the event loop. */
+    const until = async (condition: () => boolean, what: string) => {
+      for (let turn = 0; !condition(); turn++) {
+        if (turn === 1_000) throw new Error(`never happened: ${what} (store writes: ${held.length})`);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    };
+    const memory = createConnectorMemory({ store: gated, pipeline: 'p', role: 'source', scope: async () => 'A' });
+    const outcomes: string[] = [];
+    const track = (label: string, promise: Promise<void>) =>
+      promise.then(
+        () => outcomes.push(`${label} ok`),
+        (error: Error) => outcomes.push(`${label} ${error.message}`),
+      );
+
+    // A burst of 1,000 sets: one write.
+    const burst = Array.from({ length: 1_000 }, (_, i) => track(`t${i}`, memory.set(`key t${i}`, String(i))));
+    await until(() => held.length === 1, 'the first write');
+    // Sets made while that write is under way (the last value of an entry wins) wait for the next.
+    const during = [track('n1', memory.set('n', '1')), track('n2', memory.set('n', '2'))];
+    held[0]!.release();
+    await until(() => outcomes.length === 1_000 && held.length === 2, 'the burst written by one write');
+    await Promise.all(burst);
+    expect(outcomes.every((o) => o.endsWith(' ok'))).toBe(true);
+    // This write fails: its callers see it, the values before it stay.
+    const third = track('n3', memory.set('n', '3'));
+    held[1]!.release(new Error('disk full'));
+    await Promise.all(during);
+    expect(outcomes.slice(1_000)).toEqual(['n1 disk full', 'n2 disk full']);
+    await until(() => held.length === 3, 'the write after the failed one');
+    held[2]!.release();
+    await third;
+    expect(outcomes.at(-1)).toBe('n3 ok');
+    expect(documents).toHaveLength(2);
+
+    const fresh = createConnectorMemory({ store: s.store, pipeline: 'p', role: 'source', scope: async () => 'A' });
+    expect(await fresh.get('n')).toBe('3');
+    for (const i of [0, 1, 499, 999]) expect(await fresh.get(`key t${i}`)).toBe(String(i));
+    expect(Object.keys(JSON.parse(documents[1]!).entries)).toHaveLength(1_001);
+  });
+
   it('an unreadable document counts as an empty memory', async () => {
     const s = await store();
     await s.store.setMeta(connectorMemoryKey('p', 'source'), '{not json');
