@@ -47,8 +47,15 @@ export interface S1Table {
   decodeRow: (fields: (string | null)[]) => Row;
 }
 
-export function s1Table(): S1Table {
-  const columns: PgColumn[] = S1_COLUMNS.map(([name, oid]) => {
+/**
+ * The S1 table, or with `width` above 16 a wider one: S1's columns again and again (`b1_2`,
+ * `b1_3`, …) up to `width` columns, whose rows are {@link widen}ed S1 rows.
+ */
+export function s1Table(width = S1_COLUMNS.length): S1Table {
+  const columns: PgColumn[] = Array.from({ length: width }, (_, i) => {
+    const [base, oid] = S1_COLUMNS[i % S1_COLUMNS.length]!;
+    const round = Math.floor(i / S1_COLUMNS.length);
+    const name = round === 0 ? base : `${base}_${round + 1}`;
     const type = builtinType(oid);
     if (!type) throw new Error(`S0: no built-in PostgreSQL type ${oid}`);
     return { name, type, typmod: oid === 1043 ? 32 + 4 : -1, notNull: name === 'id' };
@@ -106,6 +113,21 @@ export function copyChunk(firstId: number, rows: number): Buffer {
     lines[i] = `${fields.join('\t')}\n`;
   }
   return Buffer.from(lines.join(''), 'utf8');
+}
+
+/** S1 COPY lines widened to `width` fields: each line's fields again and again, as `s1Table(width)` lays out its columns. */
+export function widen(chunk: Buffer, width: number): Buffer {
+  const lines = chunk.toString('utf8').split('\n');
+  if (lines.at(-1) === '') lines.pop();
+  return Buffer.from(
+    lines
+      .map((line) => {
+        const fields = line.split('\t');
+        return `${Array.from({ length: width }, (_, i) => fields[i % fields.length]).join('\t')}\n`;
+      })
+      .join(''),
+    'utf8',
+  );
 }
 
 /** The events a snapshot read makes of one chunk of COPY text (as core's snapshot coordinator builds them). */

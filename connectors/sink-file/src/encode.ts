@@ -1,4 +1,4 @@
-import type { ChangeEvent, Row } from '@nanosync/core';
+import { type ChangeEvent, type Row, setRowField, type Value } from '@nanosync/core';
 
 /** A JSON value as it appears in a line of the file sink's output. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
@@ -52,7 +52,9 @@ export function toJsonValue(value: unknown): JsonValue {
 
 function rowToJson(row: Row): Record<string, JsonValue> {
   const out: Record<string, JsonValue> = {};
-  for (const column in row) if (Object.hasOwn(row, column)) out[column] = toJsonValue(row[column]);
+  // Through setRowField: a column named `__proto__` is kept as a column, not taken for the prototype.
+  for (const column in row)
+    if (Object.hasOwn(row, column)) setRowField(out as Row, column, toJsonValue(row[column]) as Value);
   return out;
 }
 
@@ -131,8 +133,7 @@ function isPlainObject(row: unknown): row is Row {
 
 /**
  * Whether `rowToJson` would give back the row's own keys in the same order with the same
- * values: no key is `__proto__` (which `rowToJson`'s assignment does not copy) nor `toJSON`,
- * and every value is a string, a boolean, a finite number or null. A key `for…in` lists that
+ * values: no key is `toJSON`, and every value is a string, a boolean, a finite number or null. A key `for…in` lists that
  * is not the row's own (from a polluted `Object.prototype`) is left out by both.
  */
 function isJsonForm(row: Row): boolean {
@@ -151,7 +152,7 @@ function isJsonForm(row: Row): boolean {
       default:
         return false;
     }
-    if (key === '__proto__' || key === 'toJSON') return false;
+    if (key === 'toJSON') return false;
   }
   return true;
 }

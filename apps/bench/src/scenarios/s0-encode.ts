@@ -16,6 +16,7 @@ import {
   s0Position,
   s1Relation,
   s1Table,
+  widen,
 } from '../s0-rows.js';
 import { cpuPerMillion, ratio } from '../stats.js';
 import { errorMessage, log } from '../util.js';
@@ -33,6 +34,8 @@ const SHAPES: readonly Shape[] = ['snapshot', 'stream'];
 const WORKER_COUNTS = [1, 2, 4] as const;
 /** Chunks each timed run sends through first, untimed: the workers' code compiles on first use. */
 const WARM_UP_CHUNKS = 20;
+/** Columns of S0's wide rows (json, inline only): S1's 16 is just below where V8 stops keeping objects built column by column fast. */
+const WIDE_COLUMNS = 40;
 
 const DESIGN_WORDS: Record<S0Design, string> = {
   clone: 'main decodes, events cloned to workers, workers encode',
@@ -79,8 +82,12 @@ const slice = (input: Input, count: number): Input => ({
   messages: input.messages.slice(0, count),
 });
 
-function inline(input: Input, format: MessageFormat, shape: Shape): Promise<{ records: number; bytes: number }> {
-  const table = s1Table();
+function inline(
+  input: Input,
+  format: MessageFormat,
+  shape: Shape,
+  table = s1Table(),
+): Promise<{ records: number; bytes: number }> {
   const relation = s1Relation(table);
   let records = 0;
   let bytes = 0;
@@ -233,6 +240,36 @@ export async function runS0(options: BenchOptions, cores: number): Promise<Scena
       mainCpu.get(format)!.push(`${design} ${fmt(cpuPerMillion(base.mainCpuSeconds, base.records))}`);
     }
   }
+  // Wide rows: the same rows with 40 columns, json, inline; per event against the 16-column rows.
+  const wideTable = s1Table(WIDE_COLUMNS);
+  const wideChunks = chunks.map((c) => widen(c, WIDE_COLUMNS));
+  const wide: Input = {
+    chunks: wideChunks,
+    messages: wideChunks.map((c) => insertMessages(c, relation.relationId, WIDE_COLUMNS)),
+  };
+  const widePerEvent: string[] = [];
+  for (const shape of SHAPES) {
+    const design = shape === 'stream' ? 'stream inline' : 'inline';
+    await inline(slice(wide, Math.min(WARM_UP_CHUNKS, chunkCount)), 'json', shape, wideTable);
+    log(`S0: json ${design}, ${WIDE_COLUMNS} columns`);
+    const run = await timed(() => inline(wide, 'json', shape, wideTable));
+    result.measurements.push(
+      measurement(`json · ${design}, ${WIDE_COLUMNS} columns (0 workers)`, run, {
+        format: 'json',
+        design,
+        workers: 0,
+        columns: WIDE_COLUMNS,
+      }),
+    );
+    const base = bases.get(`json ${shape}`)!;
+    const cpuRatio = ratio(cpuPerMillion(run.cpuSeconds, run.records), cpuPerMillion(base.cpuSeconds, base.records));
+    result.ratios.push({
+      name: `json ${design}: ${WIDE_COLUMNS} ÷ ${table.columns.length} columns, CPU per event`,
+      value: cpuRatio,
+      meaning: `CPU per row of ${WIDE_COLUMNS}-column rows over ${table.columns.length}-column ones (${(WIDE_COLUMNS / table.columns.length).toFixed(1)} would be in proportion to the columns)`,
+    });
+    widePerEvent.push(`${design} ${fmt(cpuPerMillion(run.cpuSeconds, run.records))}`);
+  }
   for (const workers of WORKER_COUNTS) {
     let pool: S0Pool | undefined;
     let startProblem: string | undefined;
@@ -310,6 +347,7 @@ export async function runS0(options: BenchOptions, cores: number): Promise<Scena
   result.notes.push(
     'Designs: clone = the main thread decodes the COPY text into events and the pool copies them to the workers (structured clone), which encode; transfer = the COPY bytes are moved to the workers (no copy), which decode and encode; own = each worker has its own rows (as one reading its own snapshot partition through its own connection) and decodes and encodes them; stream = the same rows as pgoutput Insert messages, packed per 1,000 by the main thread and moved to the workers, which decode them with the stream decoder and encode (compared with the stream path inline: the main thread decoding the messages and encoding). Every design hands back one framed buffer per 1,000-row chunk, moved, in order; the null sink walks every record.',
     `Main-thread CPU-s per million events (inline · 1/2/4 workers): ${[...mainCpu].map(([format, parts]) => `${format}: ${parts.join(' · ')}`).join('; ')}. What the main thread pays per event bounds the scaling: it is the part no worker takes.`,
+    `Wide rows (${WIDE_COLUMNS} columns, json, inline), CPU-s per million events: ${widePerEvent.join(' · ')}.`,
     'CPU s counts every thread of the bench process. The pool start (workers loading the codecs) is not timed. In one process on a shared machine: compare ratios within one run.',
   );
   return result;

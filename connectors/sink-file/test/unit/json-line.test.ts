@@ -138,4 +138,15 @@ describe('file sink JSON line', () => {
       delete (Object.prototype as Record<string, unknown>).polluted;
     }
   });
+  test('keeps a column called __proto__ (a value the copy used to drop), whether the row is copied or written as it is', () => {
+    const table: TableSchema = { schema: 'public', name: 'odd', columns: [], keyColumns: ['id'] };
+    for (const value of ['text', new Uint8Array([1, 2])] as Value[]) {
+      const after: Row = { id: 1 };
+      Object.defineProperty(after, '__proto__', { value, enumerable: true, writable: true, configurable: true });
+      const e: ChangeEvent = { op: 'insert', table, key: { id: 1 }, after, position: '0/1' };
+      const written = typeof value === 'string' ? 'text' : 'AQI=';
+      expect(JSON.parse(toJsonLine(e)).after).toEqual(JSON.parse(`{"id":1,"__proto__":"${written}"}`));
+      expect(toJsonLine(e)).toBe(old(e));
+    }
+  });
 });

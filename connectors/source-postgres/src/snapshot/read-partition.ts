@@ -1,5 +1,5 @@
 import type { Logger, Row, Value } from '@nanosync/core';
-import { ErrorCode, NanosyncError } from '@nanosync/core';
+import { ErrorCode, NanosyncError, rowMaker } from '@nanosync/core';
 import type pg from 'pg';
 import type { PgColumn } from '../describe.js';
 import { quoteIdent, quoteTable, valueError } from '../errors.js';
@@ -156,8 +156,10 @@ export function rowDecoder(opts: {
 }): (fields: (string | null)[]) => Row {
   const columns = opts.columns;
   const n = columns.length;
+  // One reused array of values, then one object per row in the table's layout (see rowMaker).
+  const make = rowMaker(columns.map((c) => c.name));
+  const values = new Array<Value>(n);
   return (fields) => {
-    const row: Row = {};
     for (let i = 0; i < n; i++) {
       const column = columns[i]!;
       const text = fields[i];
@@ -173,8 +175,8 @@ export function rowDecoder(opts: {
           throw valueError(err, { table: `${opts.table.schema}.${opts.table.name}`, column: column.name, key });
         }
       }
-      row[column.name] = value;
+      values[i] = value;
     }
-    return row;
+    return make(values);
   };
 }

@@ -1,4 +1,13 @@
-import { type ChangeEvent, NanosyncError, type Position, type Row, type Value } from '@nanosync/core';
+import {
+  type ChangeEvent,
+  NanosyncError,
+  type Position,
+  type Row,
+  type RowMaker,
+  rowMaker,
+  setRowField,
+  type Value,
+} from '@nanosync/core';
 import { formatPosition } from '../position.js';
 import { decodeValue } from '../types/index.js';
 import {
@@ -17,11 +26,19 @@ export interface EventContext {
   commitTime: string;
 }
 
-function setField(row: Row, name: string, value: Value): void {
-  // A column may be called "__proto__": define it instead of assigning the prototype.
-  if (name === '__proto__')
-    Object.defineProperty(row, name, { value, enumerable: true, writable: true, configurable: true });
-  else row[name] = value;
+/** A column may be called "__proto__": defined, not assigned as the prototype. */
+const setField = setRowField;
+
+/** Per relation (until its next Relation message): the maker of its full rows and the array it reads. */
+const fullRows = new WeakMap<StreamRelation, { make: RowMaker; values: Value[] }>();
+
+function fullRowsOf(relation: StreamRelation): { make: RowMaker; values: Value[] } {
+  let full = fullRows.get(relation);
+  if (full === undefined) {
+    full = { make: rowMaker(relation.columns.map((c) => c.name)), values: new Array<Value>(relation.columns.length) };
+    fullRows.set(relation, full);
+  }
+  return full;
 }
 
 /**
@@ -36,6 +53,25 @@ function decodeTuple(relation: StreamRelation, tuple: TupleValue[], context: Eve
       PgErrorCode.PgProtocol,
       `pgoutput: a tuple of "${table.schema}"."${table.name}" has ${tuple.length} columns, its Relation message announced ${columns.length} (at ${formatPosition(context.position)})`,
     );
+  }
+  if (!identityOnly) {
+    // Every column is in the row unless one was sent as unchanged TOAST (then the loop below).
+    const { make, values } = fullRowsOf(relation);
+    let i = 0;
+    for (; i < columns.length; i++) {
+      const value = tuple[i] as TupleValue;
+      if (value === UNCHANGED_TOAST) break;
+      if (value === null) values[i] = null;
+      else {
+        const column = columns[i] as StreamRelation['columns'][number];
+        try {
+          values[i] = decodeValue(column.type, value);
+        } catch (err) {
+          throw valueAt(err, relation, column.name, context);
+        }
+      }
+    }
+    if (i === columns.length) return make(values);
   }
   const row: Row = {};
   for (let i = 0; i < columns.length; i++) {

@@ -12,7 +12,7 @@
  * A deferred update (SQL Server logs some updates, e.g. of a unique key, as a delete and an
  * insert) stays a delete followed by an insert, in that order, which is what it did.
  */
-import type { ChangeBatch, ChangeEvent, Row, TableSchema } from '@nanosync/core';
+import { type ChangeBatch, type ChangeEvent, type Row, setRowField, type TableSchema } from '@nanosync/core';
 import { protocolError } from '../errors.js';
 import { boundaryPosition, compareRowPositions, encodePosition, type Lsn, type RowPosition } from '../position.js';
 
@@ -151,7 +151,7 @@ function withoutUnknownLobs(row: Row, lobColumns: ReadonlySet<string>): Row {
   const out: Row = {};
   for (const [name, value] of Object.entries(row)) {
     if (value === null && lobColumns.has(name)) continue;
-    out[name] = value;
+    setRowField(out, name, value);
   }
   return out;
 }

@@ -1,5 +1,5 @@
-import type { ChangeBatch, ChangeEvent, Logger, Position, Row, TableSchema } from '@nanosync/core';
-import { backoffDelay, sleep } from '@nanosync/core';
+import type { ChangeBatch, ChangeEvent, Logger, Position, Row, RowMaker, TableSchema, Value } from '@nanosync/core';
+import { backoffDelay, rowMaker, sleep } from '@nanosync/core';
 import sql from 'mssql';
 import { type CaptureInstance, type MssqlTable, readCaptureInstances, readColumns, toTableSchema } from '../catalog.js';
 import type { SqlServerSourceConfig } from '../config.js';
@@ -354,6 +354,8 @@ async function* resnapshot(
 /** One capture instance's change rows, a page at a time, strictly after the last row read. */
 class InstanceCursor implements ChangeCursor {
   #after: RowPosition;
+  /** The maker of this capture instance's rows and the array of values it reads (made on the first row). */
+  #rowMaker: { make: RowMaker; values: Value[] } | undefined;
   #afterTuple: boolean;
   #done = false;
   readonly #sql: { tuple: string; lsn: string };
@@ -416,11 +418,15 @@ class InstanceCursor implements ChangeCursor {
       seqval: lsnFromBytes(r[2] as Buffer),
       operation: Number(r[3]),
     };
-    const row: Row = {};
+    this.#rowMaker ??= {
+      make: rowMaker(this.columns.map((c) => c.name)),
+      values: new Array<Value>(this.columns.length),
+    };
+    const { make, values } = this.#rowMaker;
     for (let i = 0; i < this.columns.length; i++) {
       const column = this.columns[i]!;
       try {
-        row[column.name] = convertValue(column, r[CHANGE_META_COLUMNS + i], this.config.timePrecision);
+        values[i] = convertValue(column, r[CHANGE_META_COLUMNS + i], this.config.timePrecision);
       } catch (err) {
         throw valueError(err, {
           table: `${this.table.schema}.${this.table.name}`,
@@ -429,6 +435,7 @@ class InstanceCursor implements ChangeCursor {
         });
       }
     }
+    const row = make(values);
     const change: ChangeRow = { source: this.source, position, row, bytes: estimateRowBytes(row) };
     const commit = r[4];
     if (typeof commit === 'string') change.commitTime = commitTimeUtc(commit, this.utcOffsetMinutes);

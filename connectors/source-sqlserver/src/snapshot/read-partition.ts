@@ -1,4 +1,4 @@
-import type { Logger, Row, Value } from '@nanosync/core';
+import { type Logger, type Row, rowMaker, type Value } from '@nanosync/core';
 import sql from 'mssql';
 import { quoteIdent, quoteTable, valueError } from '../errors.js';
 import { convertValue, type MssqlColumn, type TimePrecision } from '../types/mapping.js';
@@ -136,8 +136,10 @@ export function rowDecoder(
   precision: TimePrecision,
 ): (raw: unknown[]) => Row {
   const n = columns.length;
+  // One reused array of values, then one object per row in the table's layout (see rowMaker).
+  const make = rowMaker(columns.map((c) => c.name));
+  const values = new Array<Value>(n);
   return (raw) => {
-    const row: Row = {};
     for (let i = 0; i < n; i++) {
       const column = columns[i]!;
       let value: Value;
@@ -149,8 +151,8 @@ export function rowDecoder(
           .join(',');
         throw valueError(err, { table: `${table.schema}.${table.name}`, column: column.name, key });
       }
-      row[column.name] = value;
+      values[i] = value;
     }
-    return row;
+    return make(values);
   };
 }
