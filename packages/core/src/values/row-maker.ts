@@ -12,7 +12,7 @@ export type RowMaker = (values: ArrayLike<Value>) => Row;
  * property array grows by 3 at a time: four more allocations per row). From the 17th column on
  * every row is a hash table, and each later step (key lookups, the JSON envelope's
  * `JSON.stringify`, copies) is several times slower: for a 24-column row, building it and
- * writing it as JSON took 2.3–3.8× the time of a row built by an object literal. The maker is
+ * writing it as JSON took 2.3–4.3× the time of a row built by an object literal. The maker is
  * that literal, compiled once per column list (`new Function`; the names go into the code only
  * as JSON string literals), so every row of a table shares one layout with its values inside
  * the object.
