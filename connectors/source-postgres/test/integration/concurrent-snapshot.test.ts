@@ -195,10 +195,13 @@ describe('concurrent snapshot', () => {
   it('the slot advances during the snapshot: WAL not yet confirmed stays under a bound in concurrent mode that the blocking mode exceeds', async () => {
     const bound = 16 * 1024 * 1024;
     const lagDuringSnapshot = async (mode: 'concurrent' | 'blocking') => {
-      await using s = await E2eScenario.create({ rows: 300_000, snapshot: { concurrency: 2, rows: 5000, mode } });
+      await using s = await E2eScenario.create({ rows: 600_000, snapshot: { concurrency: 2, rows: 5000, mode } });
       await s.query('CREATE TABLE public.filler (x text)');
-      // A slow sink (every write waits) makes the snapshot outlast the filler loop below on
-      // any machine: on a fast one the 300k rows were read before enough WAL was written.
+      // A slow sink makes the snapshot outlast the filler loop below on any machine, however
+      // fast nanosync decodes: 120 writes of a 5,000-row chunk at 100 ms each are 12 s of sink
+      // time, the loop's 40 inserts (150 ms apart) about 8 s. With 300k rows a CI run once
+      // ended the concurrent snapshot after 39 inserts. (A slower write instead would raise
+      // the concurrent mode's lag, which is about one write's worth of WAL.)
       const proc = s.spawn(undefined, { writeDelayMs: 100 });
       await waitFor(() => done(s) >= 1, 'the snapshot under way', proc);
       let max = 0;
