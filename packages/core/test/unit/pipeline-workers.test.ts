@@ -105,6 +105,10 @@ class WorkerSink extends InMemorySink {
       },
       encoderSetup: async () => this.setup,
       writeEncoded: async (batch, info) => {
+        // A closed gate holds encoded writes as it holds decoded ones (a slow sink is slow for both).
+        this.waiting++;
+        await this.gate.wait();
+        this.waiting--;
         const records = new TextDecoder()
           .decode(new Uint8Array(batch.bytes))
           .split('\n')

@@ -26,6 +26,18 @@ async function open(file: string): Promise<StateStore> {
   return store;
 }
 
+/** The store's handle on its WAL file (the fsyncs go through it). */
+function walOf(store: StateStore): { datasync(): Promise<void> } {
+  const wal = (store as unknown as { walFile?: { datasync(): Promise<void> } }).walFile;
+  if (wal === undefined) throw new Error('the store has no WAL file handle');
+  return wal;
+}
+
+/** Let the promise callbacks and I/O callbacks queued so far run. */
+function turn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 const base = {
   definition: { a: 1 },
   definitionHash: 'h1',
@@ -83,7 +95,7 @@ describe('openSqliteStateStore', () => {
     expect(await second.getMeta('server_id')).toBe('abc');
   });
 
-  it('uses WAL journaling with synchronous=FULL', async () => {
+  it('uses WAL journaling; SQLite itself commits without fsync (NORMAL), the store fsyncs the WAL', async () => {
     const file = path.join(tempDir(), 'state.db');
     await open(file);
     const { DatabaseSync } = await import('node:sqlite');
@@ -94,6 +106,74 @@ describe('openSqliteStateStore', () => {
       probe.close();
     }
     expect(existsSync(`${file}-wal`)).toBe(true);
+  });
+
+  it('resolves a chunk record only after an fsync of the WAL that began after its commit, off the main thread; records made meanwhile share the next one', async () => {
+    const file = path.join(tempDir(), 'state.db');
+    const store = await open(file);
+    const wal = walOf(store);
+    const real = wal.datasync.bind(wal);
+    const gates: (() => void)[] = [];
+    let started = 0;
+    wal.datasync = async () => {
+      started++;
+      await new Promise<void>((resolve) => gates.push(resolve));
+      return real();
+    };
+    const chunk = (ordinal: number) =>
+      ({ table: 't', partition: '0', ordinal, id: `c${ordinal}`, after: null, next: null, status: 'read' }) as const;
+    const done: string[] = [];
+    const first = store.saveChunk('p', chunk(0)).then(() => done.push('c0'));
+    await turn();
+    expect(started).toBe(1);
+    // Committed already: another connection sees it (a killed process keeps it), the caller not yet.
+    const { DatabaseSync } = await import('node:sqlite');
+    const probe = new DatabaseSync(file);
+    try {
+      expect(probe.prepare('SELECT id FROM snapshot_chunks WHERE ordinal = 0').get()).toEqual({ id: 'c0' });
+    } finally {
+      probe.close();
+    }
+    const second = store.saveChunk('p', chunk(1)).then(() => done.push('c1'));
+    const third = store.markPartitionDone('p', 't', '1', 10);
+    await turn();
+    // The fsync under way began before their commits: they wait for the next one.
+    expect(started).toBe(1);
+    expect(done).toEqual([]);
+    gates.shift()!();
+    await first;
+    await turn();
+    expect(done).toEqual(['c0']);
+    expect(started).toBe(2);
+    gates.shift()!();
+    await Promise.all([second, third]);
+    expect(started).toBe(2);
+    expect((await store.listChunks('p')).map((c) => c.id)).toEqual(['c0', 'c1']);
+  });
+
+  it('fails a write whose fsync fails with StateUnavailable naming the file, and every write after it', async () => {
+    const file = path.join(tempDir(), 'state.db');
+    const store = await open(file);
+    const wal = walOf(store);
+    const real = wal.datasync.bind(wal);
+    wal.datasync = async () => {
+      throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+    };
+    const err = await store
+      .saveChunk('p', { table: 't', partition: '0', ordinal: 0, id: 'c', after: null, next: null, status: 'read' })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(NanosyncError.is(err, ErrorCode.StateUnavailable)).toBe(true);
+    expect((err as Error).message).toContain(file);
+    expect((err as Error).message).toMatch(/cannot save a snapshot chunk: the write did not reach the disk \(EIO/);
+    // The kernel may have dropped the pages: a later fsync that succeeds proves nothing.
+    wal.datasync = real;
+    await expect(store.saveCheckpoint('p', 's', '1')).rejects.toThrow(
+      /cannot save a checkpoint: the write did not reach the disk/,
+    );
+    await expect(store.markPartitionDone('p', 't', '0', 1)).rejects.toThrow(/the write did not reach the disk/);
   });
 
   it('upgrades a version-1 file: leases get epoch 1 and keep their holder, servers can register', async () => {
