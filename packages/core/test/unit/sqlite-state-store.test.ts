@@ -97,7 +97,11 @@ describe('openSqliteStateStore', () => {
 
   it('uses WAL journaling; SQLite itself commits without fsync (NORMAL), the store fsyncs the WAL', async () => {
     const file = path.join(tempDir(), 'state.db');
-    await open(file);
+    const store = await open(file);
+    // A per-connection setting: read on the store's own connection.
+    const own = (store as unknown as { db: { prepare(sql: string): { get(): unknown } } }).db;
+    expect(own.prepare('PRAGMA synchronous').get()).toEqual({ synchronous: 1 });
+    walOf(store);
     const { DatabaseSync } = await import('node:sqlite');
     const probe = new DatabaseSync(file);
     try {
