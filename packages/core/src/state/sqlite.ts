@@ -648,7 +648,14 @@ class SqliteStateStore implements StateStore {
   }
 
   private syncError(what: string): NanosyncError {
-    return unavailable(this.file, `cannot ${what}: the write did not reach the disk`, this.syncFailure);
+    const cause = this.syncFailure;
+    const reason = cause instanceof Error ? cause.message : String(cause);
+    // Not `unavailable`'s hint about permissions: the file was written, the disk failed to keep it.
+    return new NanosyncError(
+      ErrorCode.StateUnavailable,
+      `state store ${this.file}: cannot ${what}: the write did not reach the disk (${redact(reason)}); the disk or file system reported an error (see the kernel log), so this store takes no more writes: fix the disk and restart nanosync, which resumes from the last checkpoint on disk`,
+      { cause, details: { store: this.file } },
+    );
   }
 
   private selectPartitions(pipeline: string, table?: string): PartitionRecord[] {

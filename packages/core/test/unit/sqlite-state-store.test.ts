@@ -172,6 +172,8 @@ describe('openSqliteStateStore', () => {
     expect(NanosyncError.is(err, ErrorCode.StateUnavailable)).toBe(true);
     expect((err as Error).message).toContain(file);
     expect((err as Error).message).toMatch(/cannot save a snapshot chunk: the write did not reach the disk \(EIO/);
+    expect((err as Error).message).toContain('fix the disk and restart nanosync');
+    expect((err as Error).message).not.toContain('writable');
     // The kernel may have dropped the pages: a later fsync that succeeds proves nothing.
     wal.datasync = real;
     await expect(store.saveCheckpoint('p', 's', '1')).rejects.toThrow(
