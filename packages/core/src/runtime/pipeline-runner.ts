@@ -505,6 +505,12 @@ export class PipelineRunner {
       for (const p of await store.listPartitions(name))
         pending.set(p.table, (pending.get(p.table) ?? 0) + (p.status === 'pending' ? 1 : 0));
       snapshotRefs = tables.filter((ref) => (pending.get(formatTableName(ref)) ?? 1) > 0);
+      if (snapshotRefs.length === 0 && !record.snapshotDone) {
+        // Every partition was durable, but the process ended before the flag was written (the
+        // last partition's record and the flag are two writes): write it now, or it never is.
+        await store.updatePipeline(name, { snapshotDone: true });
+        record.snapshotDone = true;
+      }
     }
     if (type === 'snapshot' && snapshotRefs.length === 0 && record.snapshotDone) {
       // Finished before a crash that came before the state was written: just finish.

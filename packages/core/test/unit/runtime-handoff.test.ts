@@ -132,6 +132,29 @@ describe('snapshot → stream handoff', () => {
     expect(db.calls.slice(restartAt).find((c) => c.startsWith('stream:'))).toBe(`stream:${db.slot!.start}`);
   });
 
+  it('records the snapshot as done on restart when the process ended after the last partition but before the flag', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase({ partitionSize: 5 });
+    db.createTable('public', 'orders', 12);
+    const sink = inMemorySink();
+    const p = h.registry.add(testPipeline(db, { name: 'flag', sinks: [{ sink }] }));
+    const first = h.engine();
+    await first.start();
+    await first.apply('flag', p.definition, p.hash, p.type);
+    await waitForState(first, 'flag', 'LIVE_CDC');
+    await first.stop();
+    // The state a kill between the last partition's record and the flag leaves behind.
+    await h.store.updatePipeline('flag', { snapshotDone: false });
+    expect((await h.store.listPartitions('flag')).every((x) => x.status === 'done')).toBe(true);
+
+    const restartAt = db.calls.length;
+    const second = h.engine();
+    await second.start();
+    await waitForState(second, 'flag', 'LIVE_CDC');
+    expect((await h.store.getPipeline('flag'))?.snapshotDone).toBe(true);
+    expect(db.calls.slice(restartAt).filter((c) => c.startsWith('read:') || c.startsWith('plan:'))).toEqual([]);
+  });
+
   it('plans an empty table once and counts it done', async () => {
     h = await Harness.create();
     const db = new InMemoryDatabase({ partitionSize: 5 });
