@@ -105,16 +105,17 @@ function createDirs(dir: string, created: string[]): void {
   created.push(...missing.reverse());
 }
 
-function unavailable(file: string, what: string, cause: unknown): NanosyncError {
+function unavailable(
+  file: string,
+  what: string,
+  cause: unknown,
+  fix = 'check that the path is writable by this user',
+): NanosyncError {
   const reason = cause instanceof Error ? cause.message : String(cause);
-  return new NanosyncError(
-    ErrorCode.StateUnavailable,
-    `state store ${file}: ${what} (${redact(reason)}); check that the path is writable by this user`,
-    {
-      cause,
-      details: { store: file },
-    },
-  );
+  return new NanosyncError(ErrorCode.StateUnavailable, `state store ${file}: ${what} (${redact(reason)}); ${fix}`, {
+    cause,
+    details: { store: file },
+  });
 }
 
 function migrate(db: DatabaseSync): void {
@@ -648,13 +649,12 @@ class SqliteStateStore implements StateStore {
   }
 
   private syncError(what: string): NanosyncError {
-    const cause = this.syncFailure;
-    const reason = cause instanceof Error ? cause.message : String(cause);
-    // Not `unavailable`'s hint about permissions: the file was written, the disk failed to keep it.
-    return new NanosyncError(
-      ErrorCode.StateUnavailable,
-      `state store ${this.file}: cannot ${what}: the write did not reach the disk (${redact(reason)}); the disk or file system reported an error (see the kernel log), so this store takes no more writes: fix the disk and restart nanosync, which resumes from the last checkpoint on disk`,
-      { cause, details: { store: this.file } },
+    // Not the hint about permissions: the file was written, the disk failed to keep it.
+    return unavailable(
+      this.file,
+      `cannot ${what}: the write did not reach the disk`,
+      this.syncFailure,
+      'the disk or file system reported an error (see the kernel log), so this store takes no more writes: fix the disk and restart nanosync, which resumes from the last checkpoint on disk',
     );
   }
 
