@@ -12,7 +12,7 @@
  * A deferred update (SQL Server logs some updates, e.g. of a unique key, as a delete and an
  * insert) stays a delete followed by an insert, in that order, which is what it did.
  */
-import { type ChangeBatch, type ChangeEvent, type Row, setRowField, type TableSchema } from '@nanosync/core';
+import { type ChangeBatch, type ChangeEvent, keyMaker, type Row, setRowField, type TableSchema } from '@nanosync/core';
 import { protocolError } from '../errors.js';
 import { boundaryPosition, compareRowPositions, encodePosition, type Lsn, type RowPosition } from '../position.js';
 
@@ -125,8 +125,7 @@ export class ChangeAssembler {
     const source = this.#sources[change.source];
     if (!source) throw protocolError(`change row of unknown source ${change.source}`);
     const { schema } = source;
-    const key: Row = {};
-    for (const k of schema.keyColumns) key[k] = change.row[k] ?? null;
+    const key = keyMaker(schema.keyColumns)(change.row);
     const event: ChangeEvent = { op, table: schema, key, position: encodePosition(change.position) };
     if (op === 'delete') event.before = change.row;
     else event.after = change.row;

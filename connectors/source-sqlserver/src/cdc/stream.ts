@@ -1,5 +1,5 @@
 import type { ChangeBatch, ChangeEvent, Logger, Position, Row, RowMaker, TableSchema, Value } from '@nanosync/core';
-import { backoffDelay, rowMaker, sleep } from '@nanosync/core';
+import { backoffDelay, keyMaker, rowMaker, sleep } from '@nanosync/core';
 import sql from 'mssql';
 import { type CaptureInstance, type MssqlTable, readCaptureInstances, readColumns, toTableSchema } from '../catalog.js';
 import type { SqlServerSourceConfig } from '../config.js';
@@ -340,10 +340,9 @@ async function* resnapshot(
     ],
   };
   for await (const rows of o.readWholeTable(table, o.signal)) {
+    const keyOf = keyMaker(table.keyColumns);
     const events: ChangeEvent[] = rows.map((row) => {
-      const key: Row = {};
-      for (const k of table.keyColumns) key[k] = row[k] ?? null;
-      return { op: 'read', table: schema, key, after: row, position: nextPosition() };
+      return { op: 'read', table: schema, key: keyOf(row), after: row, position: nextPosition() };
     });
     count += events.length;
     yield { events };

@@ -1,9 +1,11 @@
 /**
  * Snapshot rows as `read` events: one builder for the main thread's snapshot, its fallback
  * for chunks a worker could not encode, and the pipeline's worker threads, so every path gives
- * a sink the same events. Type imports only: a worker thread loads this without the rest of core.
+ * a sink the same events. It imports nothing of core but the row maker: a worker thread loads it
+ * without the rest of core.
  */
 import type { ChangeEvent, Position, Row, TableSchema } from '../model.js';
+import { keyMaker } from '../values/row-maker.js';
 
 const EMPTY_KEY: Row = Object.freeze({}) as Row;
 
@@ -18,16 +20,12 @@ export function readEvents(
   chunk: string | undefined,
   keep?: Uint8Array,
 ): ChangeEvent[] {
-  const keyColumns = table.keyColumns;
+  const keyOf = table.keyColumns.length > 0 ? keyMaker(table.keyColumns) : undefined;
   const events: ChangeEvent[] = [];
   for (let i = 0; i < rows.length; i++) {
     if (keep !== undefined && keep[i] !== 1) continue;
     const row = rows[i]!;
-    let key = EMPTY_KEY;
-    if (keyColumns.length > 0) {
-      key = {};
-      for (const k of keyColumns) key[k] = row[k] ?? null;
-    }
+    const key = keyOf === undefined ? EMPTY_KEY : keyOf(row);
     events.push(
       chunk === undefined
         ? { op: 'read', table, key, after: row, position }
@@ -36,3 +34,4 @@ export function readEvents(
   }
   return events;
 }
+

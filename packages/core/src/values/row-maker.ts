@@ -34,6 +34,32 @@ export function rowMaker(names: readonly string[]): RowMaker {
   return make;
 }
 
+/**
+ * The key of a row: its own values of `keyColumns` (null for a column it lacks, never a value
+ * inherited from `Object.prototype`), made by {@link rowMaker} so a column called `__proto__`
+ * stays a value. One maker per key column list, remembered by the list's identity.
+ */
+export function keyMaker(keyColumns: readonly string[]): (row: Row) => Row {
+  let make = keyMakers.get(keyColumns);
+  if (make === undefined) {
+    const columns = [...keyColumns];
+    const width = columns.length;
+    const maker = rowMaker(columns);
+    const values: Value[] = new Array(width);
+    make = (row) => {
+      for (let i = 0; i < width; i++) {
+        const column = columns[i]!;
+        values[i] = Object.hasOwn(row, column) ? (row[column] ?? null) : null;
+      }
+      return maker(values);
+    };
+    keyMakers.set(keyColumns, make);
+  }
+  return make;
+}
+
+const keyMakers = new WeakMap<readonly string[], (row: Row) => Row>();
+
 const MAX_CACHED = 4096;
 const makers = new Map<string, RowMaker>();
 

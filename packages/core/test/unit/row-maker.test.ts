@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { Row, Value } from '../../src/model.js';
-import { rowMaker, setRowField, storesMaker } from '../../src/values/row-maker.js';
+import type { Row, TableSchema, Value } from '../../src/model.js';
+import { readEvents } from '../../src/runtime/read-events.js';
+import { keyMaker, rowMaker, setRowField, storesMaker } from '../../src/values/row-maker.js';
 
 /** What decoders did before the maker: one store per column, `__proto__` defined. */
 function byStores(names: readonly string[], values: readonly Value[]): Row {
@@ -80,5 +81,40 @@ describe('rowMaker', () => {
     expect(rowMaker(['p', 'q'])).not.toBe(rowMaker(['q', 'p']));
     // Names that would join into the same text stay apart.
     expect(rowMaker(['a\u0000b'])).not.toBe(rowMaker(['a', 'b']));
+  });
+});
+
+describe('keyMaker and the snapshot events it keys', () => {
+  it('keeps a key column called __proto__ as a value and takes nothing from Object.prototype', () => {
+    const keyColumns = ['__proto__', 'constructor', 'id'];
+    const row = rowMaker(['__proto__', 'id', 'name'])(['k1', 7, 'seven']);
+    const key = keyMaker(keyColumns)(row);
+    // Before: `key[k] = row[k]` set the key's prototype (the value was lost) and copied
+    // Object.prototype.constructor, a function, for a column the row does not have.
+    expect(Object.keys(key)).toEqual(keyColumns);
+    expect(JSON.stringify(key)).toBe('{"__proto__":"k1","constructor":null,"id":7}');
+    expect(Object.getPrototypeOf(key)).toBe(Object.prototype);
+  });
+
+  it('gives every read event of a chunk its own key, in the key columns order', () => {
+    const table: TableSchema = {
+      schema: 'public',
+      name: 't',
+      columns: [
+        { name: '__proto__', type: { kind: 'string' }, nullable: false },
+        { name: 'id', type: { kind: 'int32' }, nullable: false },
+      ],
+      keyColumns: ['id', '__proto__'],
+    };
+    const make = rowMaker(['__proto__', 'id']);
+    const rows = [make(['a', 1]), make(['b', 2]), make([null, 3])];
+    const events = readEvents(table, rows, '0/1', 'c1', new Uint8Array([1, 0, 1]));
+    expect(events.map((e) => JSON.stringify(e.key))).toEqual(['{"id":1,"__proto__":"a"}', '{"id":3,"__proto__":null}']);
+    expect(events[0]!.key).not.toBe(events[1]!.key);
+    expect(events.map((e) => e.chunk)).toEqual(['c1', 'c1']);
+    // A table without key columns shares one frozen empty key.
+    const keyless = readEvents({ ...table, keyColumns: [] }, rows, '0/1', undefined);
+    expect(keyless.map((e) => e.key)).toEqual([{}, {}, {}]);
+    expect(Object.isFrozen(keyless[0]!.key)).toBe(true);
   });
 });
