@@ -341,9 +341,13 @@ async function* resnapshot(
   };
   for await (const rows of o.readWholeTable(table, o.signal)) {
     const keyOf = keyMaker(table.keyColumns);
-    const events: ChangeEvent[] = rows.map((row) => {
-      return { op: 'read', table: schema, key: keyOf(row), after: row, position: nextPosition() };
-    });
+    const events: ChangeEvent[] = rows.map((row) => ({
+      op: 'read',
+      table: schema,
+      key: keyOf(row),
+      after: row,
+      position: nextPosition(),
+    }));
     count += events.length;
     yield { events };
   }
