@@ -62,6 +62,37 @@ describe('pgoutput decoding (golden bytes)', () => {
     expect(decodePgOutput(fx.INSERT_NULL)).toEqual({ tag: 'insert', relationId: 16385, newTuple: ['43', null, '\\x'] });
   });
 
+  it('values keep their text whatever characters come before them, and do not change when the receive buffer is reused', () => {
+    const text = (value: string) => {
+      const b = Buffer.from(value, 'utf8');
+      return `74 ${b.length.toString(16).padStart(8, '0')} ${b.toString('hex')}`;
+    };
+    const update = (values: string[]) =>
+      fx.bytes(
+        '55 00004001',
+        '4b 0001',
+        text(values[0]!),
+        '4e',
+        values.length.toString(16).padStart(4, '0'),
+        ...values.map(text),
+      );
+    const ascii = ['7', 'a value longer than thirteen characters', '', '{"k":[1,2]}', 'x'];
+    const payload = update(ascii);
+    const message = decodePgOutput(payload);
+    // The driver reuses its receive buffer: the values must not change with it.
+    payload.fill(0x41);
+    expect(message).toEqual({ tag: 'update', relationId: 16385, oldKind: 'key', oldTuple: ['7'], newTuple: ascii });
+    // A multi-byte character before ASCII values: byte and character offsets differ from there on.
+    const mixed = ['7', 'naïve', 'after', '日本', 'end'];
+    expect(decodePgOutput(update(mixed))).toEqual({
+      tag: 'update',
+      relationId: 16385,
+      oldKind: 'key',
+      oldTuple: ['7'],
+      newTuple: mixed,
+    });
+  });
+
   it("Update: 'u' columns are marked unchanged, not NULL", () => {
     const message = decodePgOutput(fx.UPDATE_TOAST_UNCHANGED);
     expect(message).toEqual({ tag: 'update', relationId: 16385, newTuple: ['42', 'new', UNCHANGED_TOAST] });
