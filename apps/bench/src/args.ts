@@ -7,6 +7,8 @@ export interface BenchOptions {
   quick: boolean;
   /** S0 rows per run (each format, design and worker count). */
   s0Rows: number;
+  /** S0 rounds: every worker run is repeated this often, the worker counts side by side, and the median kept. */
+  s0Rounds: number;
   /** S1 table size. */
   rows: number;
   /** S2 backlog size (per variant: 100-row and 1-row transactions). */
@@ -43,6 +45,8 @@ export const USAGE = `Usage: pnpm bench [options]
 
   --quick             every scenario at a tiny size (a minute or few): harness check, not a measurement
   --s0-rows N         S0 rows encoded per run, per format, design and worker count (default 200000; quick 5000)
+  --s0-rounds N       S0 rounds of the worker runs, 1, 2 and 4 workers side by side in each; the median
+                      run of each is reported (default 3; quick 1)
   --rows N            S1 and S5 snapshot table rows (default 2000000; quick 20000)
   --changes N         S2 backlog changes per variant (default 1000000; quick 10000)
   --records N         S4 records per producer (default 1000000; quick 20000)
@@ -94,6 +98,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
     if (
       ![
         's0-rows',
+        's0-rounds',
         'rows',
         'changes',
         'records',
@@ -159,6 +164,7 @@ export function parseArgs(argv: readonly string[], defaultOutDir: string): Bench
   return {
     quick,
     s0Rows: num('s0-rows', 200_000, 5_000),
+    s0Rounds: num('s0-rounds', 3, 1),
     rows: num('rows', 2_000_000, 20_000),
     changes: num('changes', 1_000_000, 10_000),
     records: num('records', 1_000_000, 20_000),

@@ -216,6 +216,7 @@ export async function runS0(options: BenchOptions, cores: number): Promise<Scena
       copyTextMB: Math.round(textBytes / 1024 / 1024),
       cores,
       bytesPerWorker: BYTES_PER_WORKER,
+      rounds: options.s0Rounds,
     },
     measurements: [],
     ratios: [],
@@ -270,39 +271,70 @@ export async function runS0(options: BenchOptions, cores: number): Promise<Scena
     });
     widePerEvent.push(`${design} ${fmt(cpuPerMillion(run.cpuSeconds, run.records))}`);
   }
-  for (const workers of WORKER_COUNTS) {
-    let pool: S0Pool | undefined;
-    let startProblem: string | undefined;
-    try {
+  // Every pool is started before the first timed run, and each round runs 1, 2 and 4 workers of
+  // a format and design one right after the other (the order reversed every other round): the
+  // runs a ratio compares are minutes apart otherwise, and this machine's speed drifts by more
+  // than the effect in minutes. Each figure is the round with the median rate.
+  const pools = new Map<number, S0Pool | string>();
+  const runs = new Map<string, RunResult[]>();
+  const failures = new Map<string, string>();
+  try {
+    for (const workers of WORKER_COUNTS) {
       log(`S0: starting ${workers} worker${workers === 1 ? '' : 's'}`);
-      pool = await startPool(workers, chunkCount);
-    } catch (error) {
-      startProblem = `the pool did not start: ${errorMessage(error)}`;
+      try {
+        pools.set(workers, await startPool(workers, chunkCount));
+      } catch (error) {
+        pools.set(workers, `the pool did not start: ${errorMessage(error)}`);
+      }
     }
-    try {
+    for (let round = 0; round < options.s0Rounds; round++) {
+      const counts = round % 2 === 0 ? WORKER_COUNTS : [...WORKER_COUNTS].reverse();
       for (const format of FORMATS) {
         for (const design of DESIGNS) {
           const base = bases.get(`${format} ${shapeOf(design)}`)!;
-          const label = `${format} · ${design} · ${workers} worker${workers === 1 ? '' : 's'}`;
-          const key = `${format} ${design} ${workers}`;
-          log(`S0: ${label}`);
-          try {
-            if (!pool) throw new Error(startProblem);
-            const run = await pooled(pool, design, format, input);
-            if (run.records !== base.records || run.bytes !== base.bytes)
-              throw new Error(
-                `the sink got ${run.records} records in ${run.bytes} bytes, inline ${base.records} in ${base.bytes}`,
-              );
-            result.measurements.push(measurement(label, run, { format, design, workers }));
-            rates.set(key, run.records / run.seconds);
-            mains.set(key, fmt(cpuPerMillion(run.mainCpuSeconds, run.records)));
-          } catch (error) {
-            result.measurements.push(notAvailable(label, errorMessage(error)));
+          for (const workers of counts) {
+            const key = `${format} ${design} ${workers}`;
+            if (failures.has(key)) continue;
+            log(
+              `S0: round ${round + 1}/${options.s0Rounds}, ${format} · ${design} · ${workers} worker${workers === 1 ? '' : 's'}`,
+            );
+            try {
+              const pool = pools.get(workers);
+              if (pool === undefined || typeof pool === 'string') throw new Error(pool ?? 'no pool');
+              const run = await pooled(pool, design, format, input);
+              if (run.records !== base.records || run.bytes !== base.bytes)
+                throw new Error(
+                  `the sink got ${run.records} records in ${run.bytes} bytes, inline ${base.records} in ${base.bytes}`,
+                );
+              runs.set(key, [...(runs.get(key) ?? []), run]);
+            } catch (error) {
+              failures.set(key, errorMessage(error));
+            }
           }
         }
       }
-    } finally {
-      await pool?.close();
+    }
+  } finally {
+    for (const pool of pools.values()) if (typeof pool !== 'string') await pool.close();
+  }
+  for (const workers of WORKER_COUNTS) {
+    for (const format of FORMATS) {
+      for (const design of DESIGNS) {
+        const label = `${format} · ${design} · ${workers} worker${workers === 1 ? '' : 's'}`;
+        const key = `${format} ${design} ${workers}`;
+        const failure = failures.get(key);
+        const run = medianRun(runs.get(key) ?? []);
+        if (failure !== undefined || run === undefined) {
+          result.measurements.push(notAvailable(label, failure ?? 'not run'));
+          continue;
+        }
+        const perRound = (runs.get(key) ?? []).map((r) => Math.round(r.records / r.seconds));
+        result.measurements.push(
+          measurement(label, run, { format, design, workers, eventsPerSecondByRound: perRound }),
+        );
+        rates.set(key, run.records / run.seconds);
+        mains.set(key, fmt(cpuPerMillion(run.mainCpuSeconds, run.records)));
+      }
     }
   }
   // Listed by format, then design (each inline run before the designs compared with it), then worker count.
@@ -349,8 +381,16 @@ export async function runS0(options: BenchOptions, cores: number): Promise<Scena
     `Main-thread CPU-s per million events (inline · 1/2/4 workers): ${[...mainCpu].map(([format, parts]) => `${format}: ${parts.join(' · ')}`).join('; ')}. What the main thread pays per event bounds the scaling: it is the part no worker takes.`,
     `Wide rows (${WIDE_COLUMNS} columns, json, inline), CPU-s per million events: ${widePerEvent.join(' · ')}.`,
     'CPU s counts every thread of the bench process. The pool start (workers loading the codecs) is not timed. In one process on a shared machine: compare ratios within one run.',
+    `Worker runs: ${options.s0Rounds} round${options.s0Rounds === 1 ? '' : 's'}, each running 1, 2 and 4 workers of a format and design one after the other (the order reversed every other round); each row is the round with the median events/s, and the rates of every round are in the JSON report (eventsPerSecondByRound).`,
   );
   return result;
+}
+
+/** The run with the median rate (of an even count, the slower of the middle two). */
+function medianRun(list: readonly RunResult[]): RunResult | undefined {
+  if (list.length === 0) return undefined;
+  const sorted = [...list].sort((a, b) => a.records / a.seconds - b.records / b.seconds);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
 }
 
 function fmt(n: number | undefined): string {
