@@ -52,6 +52,10 @@ describe('command line', () => {
     expect(quick.changes).toBeLessThan(100_000);
     expect(quick.s0Rows).toBeLessThan(100_000);
     expect(parseArgs(['--s0-rows', '50k'], '/out').s0Rows).toBe(50_000);
+    expect(full.s0Rounds).toBe(3);
+    expect(quick.s0Rounds).toBe(1);
+    expect(parseArgs(['--quick', '--s0-rounds', '5'], '/out').s0Rounds).toBe(5);
+    expect(() => parseArgs(['--s0-rounds', '0'], '/out')).toThrow(/--s0-rounds needs a positive whole number/);
   });
 
   it('reads sizes, --only and --skip-debezium; explicit sizes win over --quick', () => {
