@@ -8,12 +8,11 @@
  *               column by the column's type (S1's: int8, int4, float8, date, varchar)
  *
  * Both produce the row image as the JSON envelope's `after` carries it; every row's bytes are
- * compared before anything is timed. The transcoder is a measuring prototype for S1's column
- * columns only (a float special throws), not product code. Run on a
- * quiet machine, from apps/bench: `npx tsx --conditions=@nanosync/source
- * src/micro/copy-to-json.ts [chunks of 1,000 rows, default 200]`; it prints CPU-µs per row
- * of each, five rounds alternating, and the ratio of the medians. Results: apps/bench/README.md,
- * "A COPY-to-JSON transcoder measured alone".
+ * compared before anything is timed. The transcoder is a measuring prototype for S1's columns
+ * only (a float special throws), not product code. Run on a quiet machine, from apps/bench:
+ * `npx tsx --conditions=@nanosync/source src/micro/copy-to-json.ts [chunks of 1,000 rows,
+ * default 200]`; it prints CPU-µs per row of each, five rounds alternating, and the ratio of
+ * the medians. Results: apps/bench/README.md, "A COPY-to-JSON transcoder measured alone".
  */
 import { copyChunk, decodeChunk, s1Table } from '../s0-rows.js';
 
