@@ -3,13 +3,27 @@
  * `workerModule`): a pipeline's worker thread turns events into the JSON lines `write()`
  * would append, in runs per table (see `encoded.ts`). It needs no setup and touches no file.
  */
-import type { ChangeEvent, EncodedBatch, SinkWorkerModule } from '@nanosync/core';
+import type { ChangeEvent, EncodedBatch, JsonRows, Position, SinkWorkerModule, TableSchema } from '@nanosync/core';
 import { encodeLines } from './encoded.js';
+import { encodeJsonRows } from './json-encoded.js';
 
 export function createEncoder(_setup: unknown): (events: ChangeEvent[]) => EncodedBatch {
   return encodeLines;
 }
 
+/** Snapshot chunks straight from their values' JSON text (see json-encoded.ts). */
+export function createJsonEncoder(
+  _setup: unknown,
+): (
+  table: TableSchema,
+  rows: JsonRows,
+  position: Position,
+  chunk: string | undefined,
+  keep: Uint8Array | undefined,
+) => EncodedBatch | undefined {
+  return encodeJsonRows;
+}
+
 // Checked against the contract at compile time.
-const _module: SinkWorkerModule = { createEncoder };
+const _module: SinkWorkerModule = { createEncoder, createJsonEncoder };
 void _module;

@@ -4,7 +4,8 @@
  * and raw stream batches (`createChangeDecoder`, see stream/raw-changes.ts).
  * Loads no `pg` and nothing that needs the main thread.
  */
-import type { Row, SourceWorkerModule, TableSchema } from '@nanosync/core';
+import type { JsonRows, Row, SourceWorkerModule, TableSchema } from '@nanosync/core';
+import { jsonRowWriter } from './snapshot/json-rows.js';
 import { type RawDecoderSetup, rawRowsDecoder } from './snapshot/raw-rows.js';
 import { createChangeDecoder } from './stream/raw-changes.js';
 
@@ -15,8 +16,13 @@ export function createRowDecoder(table: TableSchema, setup: unknown): (raw: Uint
   return rawRowsDecoder(table, setup as RawDecoderSetup);
 }
 
+/** A writer of raw chunks of `table` as their values' JSON text (see snapshot/json-rows.ts). */
+export function createJsonRowWriter(table: TableSchema, setup: unknown): (raw: Uint8Array) => JsonRows | undefined {
+  return jsonRowWriter(table, setup as RawDecoderSetup);
+}
+
 export type { RawDecoderSetup };
 
 // Checked against the contract at compile time.
-const _module: SourceWorkerModule = { createRowDecoder, createChangeDecoder };
+const _module: SourceWorkerModule = { createRowDecoder, createChangeDecoder, createJsonRowWriter };
 void _module;

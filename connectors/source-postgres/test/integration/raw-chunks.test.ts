@@ -1,5 +1,14 @@
-import { keyString, type PartitionSpec, type Row, type TableSchema } from '@nanosync/core';
+import {
+  type JsonRows,
+  jsonValueText,
+  keyString,
+  type PartitionSpec,
+  type Row,
+  type TableSchema,
+} from '@nanosync/core';
 import { afterAll, describe, expect, it } from 'vitest';
+import { jsonRowWriter } from '../../src/snapshot/json-rows.js';
+import type { RawDecoderSetup } from '../../src/snapshot/raw-rows.js';
 import type { PostgresSource } from '../../src/source.js';
 import { startDecodePool } from '../fixtures/decode-pool.js';
 import { pgFixture, uniqueName } from './fixture.js';
@@ -10,7 +19,8 @@ import { COLUMNS, DDL, ROWS } from './types-data.js';
  * the decoded read, and the rows a real worker pool decodes from them with the source's
  * worker module equal the decoded read's rows, value for value — every type of the type
  * test plus random rows with NULLs, escapes, arrays, numerics, bytea and timestamps. The
- * keys given with `rawKeys` equal `keyString` of the decoded rows.
+ * keys given with `rawKeys` equal `keyString` of the decoded rows, and the JSON row writer
+ * gives, value for value, `jsonValueText` of the decoded values.
  */
 
 const table = { schema: 'public', name: 'all_types' };
@@ -56,6 +66,23 @@ interface Read {
   bytes: number[];
   nexts: unknown[];
   keys: string[];
+  /** Per row, each value's JSON text as the JSON row writer wrote it. */
+  json: string[][];
+}
+
+/** The values of `rows` as text, row by row. */
+function jsonTexts(rows: JsonRows): string[][] {
+  const out: string[][] = [];
+  const text = Buffer.from(rows.text.buffer, rows.text.byteOffset, rows.text.byteLength);
+  for (let r = 0; r < rows.rows; r++) {
+    const row: string[] = [];
+    for (let c = 0; c < rows.columns; c++) {
+      const v = r * rows.columns + c;
+      row.push(text.toString('utf8', v === 0 ? 0 : rows.ends[v - 1], rows.ends[v]));
+    }
+    out.push(row);
+  }
+  return out;
 }
 
 async function readAllChunks(
@@ -63,8 +90,9 @@ async function readAllChunks(
   schema: TableSchema,
   partition: PartitionSpec,
   decodeRaw: ((raw: ArrayBuffer) => Promise<Row[]>) | undefined,
+  writeJson?: (raw: Uint8Array) => JsonRows | undefined,
 ): Promise<Read> {
-  const read: Read = { rows: [], bytes: [], nexts: [], keys: [] };
+  const read: Read = { rows: [], bytes: [], nexts: [], keys: [], json: [] };
   let after: unknown;
   for (;;) {
     const chunk = await source.readPartitionChunk(schema, partition, {
@@ -78,6 +106,12 @@ async function readAllChunks(
       expect(chunk.rows).toEqual([]);
       expect(chunk.raw!.keys).toHaveLength(chunk.raw!.rows);
       read.keys.push(...chunk.raw!.keys!);
+      if (writeJson) {
+        const json = writeJson(new Uint8Array(chunk.raw!.bytes));
+        expect(json).toBeDefined();
+        expect(json!.rows).toBe(chunk.raw!.rows);
+        read.json.push(...jsonTexts(json!));
+      }
       const rows = await decodeRaw(chunk.raw!.bytes);
       expect(rows).toHaveLength(chunk.raw!.rows);
       read.rows.push(...rows);
@@ -118,10 +152,12 @@ describe('readPartitionChunk raw (rows decoded in worker threads)', () => {
       return out[0]!;
     };
 
+    const writeJson = jsonRowWriter(schema!, setup as RawDecoderSetup);
     let total = 0;
     for (const partition of partitions) {
       const decoded = await readAllChunks(source, schema!, partition, undefined);
-      const raw = await readAllChunks(source, schema!, partition, decodeRaw);
+      const raw = await readAllChunks(source, schema!, partition, decodeRaw, writeJson);
+      expect(raw.json).toEqual(decoded.rows.map((row) => schema!.columns.map((c) => jsonValueText(row[c.name]))));
       expect(raw.bytes).toEqual(decoded.bytes);
       expect(raw.nexts).toEqual(decoded.nexts);
       expect(raw.rows).toEqual(decoded.rows);

@@ -1,7 +1,16 @@
-import { keyString, type Row, rowIdentity, type TableSchema } from '@nanosync/core';
+import {
+  hasNegativeZero,
+  type JsonRows,
+  jsonValueText,
+  keyString,
+  type Row,
+  rowIdentity,
+  type TableSchema,
+} from '@nanosync/core';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { PgColumn } from '../../src/describe.js';
 import { CopyOutBytes, parseCopyTextRow } from '../../src/snapshot/copy-out.js';
+import { jsonRowWriter } from '../../src/snapshot/json-rows.js';
 import { rawRowKeys } from '../../src/snapshot/raw-rows.js';
 import { ChunkBuffer } from '../../src/snapshot/read-chunk.js';
 import { rowDecoder } from '../../src/snapshot/read-partition.js';
@@ -246,5 +255,139 @@ describe('raw snapshot chunks of PostgreSQL', () => {
       );
       expect(rawRowKeys(raw, table, columns)).toEqual(expected);
     }
+  });
+});
+
+/** Each value's text in `rows`, row by row. */
+function jsonTexts(rows: JsonRows): string[][] {
+  const text = Buffer.from(rows.text.buffer, rows.text.byteOffset, rows.text.byteLength);
+  const out: string[][] = [];
+  for (let r = 0; r < rows.rows; r++) {
+    const row: string[] = [];
+    for (let c = 0; c < rows.columns; c++) {
+      const v = r * rows.columns + c;
+      row.push(text.toString('utf8', v === 0 ? 0 : rows.ends[v - 1], rows.ends[v]));
+    }
+    out.push(row);
+  }
+  return out;
+}
+
+/** One line per odd text, in every column it is valid for (the rest NULL). */
+const ODD: Record<string, string[]> = {
+  id: ['0', '-1', '2147483647', '-2147483648'],
+  i2: ['0', '-32768', '32767'],
+  i8: ['0', '-0', '007', '-9223372036854775808', '9223372036854775807'],
+  f4: ['0', '-0', '1e+30', '1.17549435e-38', '16777216', '0.1', '-3.4028235e+38', 'Infinity'],
+  f8: [
+    '0',
+    '-0',
+    '-0.0',
+    '0.5',
+    '-0.000001',
+    '0.0000001',
+    '1e-05',
+    '0.0001',
+    '123456789012345',
+    '1e+15',
+    '1.7976931348623157e+308',
+    '5e-324',
+    '0.30000000000000004',
+    '-1.2345678901234567',
+    'NaN',
+    '-Infinity',
+  ],
+  num: ['0', '-0.00', 'NaN', 'Infinity', '-Infinity', '1e5'],
+  b: ['t', 'f'],
+  t: [
+    'a\\\\b',
+    'q"uote',
+    '\\b\\f\\n\\r\\t\\v',
+    '\\x41\\101',
+    '\\q',
+    '\u0001\u001f\u007f',
+    'ü✓𝄞',
+    '\u2028\u2029',
+    '',
+    '\\\\N',
+  ],
+  u: ['A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'],
+  d: ['2024-01-02', '0044-03-15 BC', '0001-01-01', 'infinity', '-infinity', '12345-01-01'],
+};
+
+/** Lines of ODD's values, one value per line, the other columns NULL (the id always set). */
+function oddLines(): string[] {
+  const lines: string[] = [];
+  for (const [column, texts] of Object.entries(ODD)) {
+    for (const text of texts) {
+      const fields = ['(0,1)'];
+      for (const [name] of COLUMNS) fields.push(name === column ? text : name === 'id' ? '1' : '\\N');
+      lines.push(`${fields.join('\t')}\n`);
+    }
+  }
+  return lines;
+}
+
+describe('the JSON row writer of raw chunks', () => {
+  it('writes each value as jsonValueText of the value the decoded read gives (every kind, odd texts, NULLs)', () => {
+    const { table, columns } = tableOf(['id']);
+    const write = jsonRowWriter(table, { columns });
+    const lines = [...copyLines(3000), ...oddLines()];
+    // Chunks of several sizes, so the writer's buffers are reused and grown.
+    for (const size of [1, 7, 500, lines.length]) {
+      for (let from = 0; from < lines.length; from += size) {
+        const chunk = lines.slice(from, from + size);
+        const rows = inlineRows(chunk, table, columns);
+        const json = write(Buffer.from(chunk.join(''), 'utf8'));
+        expect(json).toBeDefined();
+        expect(json!.rows).toBe(chunk.length);
+        expect(json!.columns).toBe(columns.length);
+        expect(jsonTexts(json!)).toEqual(rows.map((row) => table.columns.map((c) => jsonValueText(row[c.name]))));
+        expect(json!.negativeZero).toBe(rows.some((row) => Object.values(row).some(hasNegativeZero)));
+      }
+    }
+    // Every value, read back as JSON, is valid JSON.
+    const json = write(Buffer.from(lines.join(''), 'utf8'))!;
+    for (const row of jsonTexts(json)) for (const text of row) JSON.parse(text);
+  });
+
+  it('writes text that is not valid UTF-8 as the decoded read does (replacement characters)', () => {
+    const { table, columns } = tableOf(['id']);
+    const write = jsonRowWriter(table, { columns });
+    const t = columns.findIndex((c) => c.name === 't');
+    for (const bad of [
+      [0xc3],
+      [0xe2, 0x9c],
+      [0xed, 0xa0, 0x80],
+      [0xf8, 0x41],
+      [0xc0, 0xaf],
+      [0xf4, 0x90, 0x80, 0x80],
+    ]) {
+      const fields: Buffer[] = [Buffer.from('(0,1)')];
+      for (let c = 0; c < columns.length; c++)
+        fields.push(c === 0 ? Buffer.from('1') : c === t ? Buffer.from([0x61, ...bad, 0x62]) : Buffer.from('\\N'));
+      const line = Buffer.concat([
+        ...fields.flatMap((f, i) => (i === 0 ? [f] : [Buffer.from('\t'), f])),
+        Buffer.from('\n'),
+      ]);
+      const [row] = inlineRows([line.toString('utf8')], table, columns);
+      expect(jsonTexts(write(line)!)[0]![t]).toBe(JSON.stringify(row!.t));
+    }
+  });
+
+  it('gives undefined for a chunk with a value that does not decode or a line of the wrong width', () => {
+    const { table, columns } = tableOf(['id']);
+    const write = jsonRowWriter(table, { columns });
+    const [good] = copyLines(1);
+    expect(write(Buffer.from(good!))).toBeDefined();
+    const fields = good!.slice(0, -1).split('\t');
+    const i2 = columns.findIndex((c) => c.name === 'i2') + 1;
+    const bad = [...fields];
+    bad[i2] = 'x1';
+    expect(write(Buffer.from(`${bad.join('\t')}\n`))).toBeUndefined();
+    expect(write(Buffer.from(`${fields.slice(0, -1).join('\t')}\n`))).toBeUndefined();
+    expect(write(Buffer.from(`${fields.join('\t')}\t1\n`))).toBeUndefined();
+    // The decoded read throws for the same chunk: core falls back to it and reports its error.
+    expect(() => inlineRows([`${bad.join('\t')}\n`], table, columns)).toThrow(/i2/);
   });
 });

@@ -589,6 +589,31 @@ export interface SourceWorkerModule {
    * for batches it must write decoded.
    */
   createChangeDecoder?(): (raw: Uint8Array, setup: unknown) => ChangeEvent[];
+  /**
+   * Optional: a writer of raw chunks of one table (the same `setup` as `createRowDecoder`)
+   * straight into the JSON text of every value, without making rows or values objects. Each
+   * value's text is what `jsonValueText` gives for the value `createRowDecoder` decodes. It
+   * returns undefined for a chunk it cannot write so (a value that does not decode, a shape it
+   * does not know): core then decodes the chunk, which throws the decoder's error. A sink with
+   * `SinkWorkerModule.createJsonEncoder` encodes from it.
+   */
+  createJsonRowWriter?(table: TableSchema, setup: unknown): (raw: Uint8Array) => JsonRows | undefined;
+}
+
+/**
+ * The values of a chunk's rows as JSON text (`SourceWorkerModule.createJsonRowWriter`): the
+ * texts of row 0's columns in `table.columns` order, then row 1's, and so on, back to back in
+ * `text`. Value `v` (row `r`, column `c`, `v = r * columns + c`) is `text[ends[v - 1] ..
+ * ends[v])` (from 0 for the first). The arrays may be views into the writer's own buffers,
+ * valid until its next call.
+ */
+export interface JsonRows {
+  rows: number;
+  columns: number;
+  text: Uint8Array;
+  ends: Uint32Array;
+  /** Some value is or holds a float `-0` (written `"-0"`). */
+  negativeZero: boolean;
 }
 
 export interface SinkDefinition<C = unknown> {
@@ -629,6 +654,22 @@ export interface SinkWorkerModule {
    * ({@link eventError} with the event's index): core then writes that batch inline.
    */
   createEncoder(setup: unknown): (events: ChangeEvent[]) => EncodedBatch | Promise<EncodedBatch>;
+  /**
+   * Optional: an encoder of a snapshot chunk from its values' JSON text
+   * (`SourceWorkerModule.createJsonRowWriter`), giving the very batch `createEncoder` gives
+   * for the chunk's `read` events (the same bytes). It returns undefined for a chunk it does
+   * not encode so (a table shape or value it leaves to `createEncoder`); core then decodes the
+   * chunk and calls that. `keep`: only the rows whose entry is 1.
+   */
+  createJsonEncoder?(
+    setup: unknown,
+  ): (
+    table: TableSchema,
+    rows: JsonRows,
+    position: Position,
+    chunk: string | undefined,
+    keep: Uint8Array | undefined,
+  ) => EncodedBatch | undefined;
 }
 
 /** Records encoded in a worker for one sink, in the sink's own framing. */

@@ -8,8 +8,12 @@
  * over, the table's index, the position and chunk id its events carry, optionally the rows to
  * keep). The result: one entry per sink, the encoded batch or the error its encoder threw
  * (that sink then writes the chunk inline, so `on_error` applies as usual).
+ *
+ * A sink whose module has `createJsonEncoder`, with a source whose module has
+ * `createJsonRowWriter`, gets a chunk encoded from its values' JSON text, never decoded into
+ * rows (the same bytes as from the rows); a chunk the writer or that sink declines is decoded.
  */
-import type { EncodedBatch, SinkWorkerModule, SourceWorkerModule } from '../contract/connector.js';
+import type { EncodedBatch, JsonRows, SinkWorkerModule, SourceWorkerModule } from '../contract/connector.js';
 import type { ChangeEvent, Position, TableSchema } from '../model.js';
 import { readEvents } from './read-events.js';
 import { errorData, serveTasks, type TaskErrorData } from './worker-task.js';
@@ -55,9 +59,16 @@ export type PipelineWorkerResult = {
 serveTasks<PipelineWorkerData, PipelineWorkerTask, PipelineWorkerResult>(async ({ data }) => {
   const source = (await import(data.source.module)) as SourceWorkerModule;
   const decoders = data.tables.map((table, i) => source.createRowDecoder(table, data.source.setups[i]));
-  const encoders = await Promise.all(
-    data.sinks.map(async (sink) => ((await import(sink.module)) as SinkWorkerModule).createEncoder(sink.setup)),
+  const sinkModules = await Promise.all(
+    data.sinks.map(async (sink) => (await import(sink.module)) as SinkWorkerModule),
   );
+  const encoders = sinkModules.map((module, i) => module.createEncoder(data.sinks[i]!.setup));
+  // Chunks straight from their values' JSON text, for the sinks that encode from it (and back
+  // to the decoded rows for a chunk the writer or the sink declines).
+  const jsonEncoders = sinkModules.map((module, i) => module.createJsonEncoder?.(data.sinks[i]!.setup));
+  const jsonWriters = jsonEncoders.some((e) => e !== undefined)
+    ? data.tables.map((table, i) => source.createJsonRowWriter?.(table, data.source.setups[i]))
+    : [];
   let decodeChanges: ((raw: Uint8Array, setup: unknown) => ChangeEvent[]) | undefined;
   return async (task) => {
     const transfer: ArrayBuffer[] = [];
@@ -78,8 +89,50 @@ serveTasks<PipelineWorkerData, PipelineWorkerTask, PipelineWorkerResult>(async (
       }
     } else {
       const table = data.tables[task.table]!;
-      const rows = decoders[task.table]!(new Uint8Array(task.raw));
-      events = readEvents(table, rows, task.position, task.chunk, task.keep);
+      const writer = jsonWriters[task.table];
+      let json: JsonRows | undefined;
+      try {
+        json = writer?.(new Uint8Array(task.raw));
+      } catch {
+        // The decoded path below decides, and throws what the decoded read throws.
+        json = undefined;
+      }
+      let decoded: ChangeEvent[] | undefined;
+      const decode = () => {
+        decoded ??= readEvents(
+          table,
+          decoders[task.table]!(new Uint8Array(task.raw)),
+          task.position,
+          task.chunk,
+          task.keep,
+        );
+        return decoded;
+      };
+      const batches: PipelineWorkerResult['batches'] = [];
+      for (const [i, encode] of encoders.entries()) {
+        const encodeJson = jsonEncoders[i];
+        // The JSON text is the writer's own buffer: each sink encodes from it before the next chunk.
+        const fromJson =
+          json === undefined || encodeJson === undefined
+            ? undefined
+            : encodeJson(table, json, task.position, task.chunk, task.keep);
+        if (fromJson !== undefined) {
+          batches.push(fromJson);
+          transfer.push(fromJson.bytes);
+          continue;
+        }
+        // A chunk that does not decode throws here, failing the task as before.
+        const events = decode();
+        try {
+          const batch = await encode(events);
+          batches.push(batch);
+          transfer.push(batch.bytes);
+        } catch (err) {
+          batches.push({ error: errorData(err) });
+        }
+      }
+      const rows = task.keep === undefined ? (json?.rows ?? decode().length) : countKept(task.keep);
+      return { result: { rows, batches }, transfer };
     }
     const batches: PipelineWorkerResult['batches'] = [];
     for (const encode of encoders) {
@@ -97,3 +150,9 @@ serveTasks<PipelineWorkerData, PipelineWorkerTask, PipelineWorkerResult>(async (
     return { result, transfer };
   };
 });
+
+function countKept(keep: Uint8Array): number {
+  let n = 0;
+  for (let i = 0; i < keep.length; i++) if (keep[i] === 1) n++;
+  return n;
+}

@@ -80,6 +80,8 @@ function workerSourceDefinition(db: InMemoryDatabase, options: { decoderSetup?: 
 class WorkerSink extends InMemorySink {
   encodedBatches = 0;
   encodedEvents = 0;
+  /** Records the worker encoded from the chunk's values' JSON text (`createJsonEncoder`, with `setup.json`). */
+  jsonEvents = 0;
   /** What `encoderSetup` returns. */
   setup: Record<string, unknown> | undefined = {};
   /** A record `writeEncoded` refuses alone (marked with recordError). */
@@ -125,6 +127,7 @@ class WorkerSink extends InMemorySink {
           expect(event.chunk).toBe(info.chunk);
           this.events.push(event);
           this.encodedEvents++;
+          if (r.via === 'json') this.jsonEvents++;
         }
       },
     };
@@ -199,6 +202,28 @@ describe('snapshot through worker threads', () => {
       expect(run.sink.encodedBatches).toBeGreaterThanOrEqual(5);
       expect(run.sink.events.every((e) => e.chunk !== undefined)).toBe(true);
       expect(h.log.lines.some((l) => l.includes('snapshot rows are decoded and encoded in worker threads'))).toBe(true);
+      await h.dispose();
+    }
+  });
+
+  it('encodes chunks from their values’ JSON text where source and sink can, and decodes a chunk the writer declines', async () => {
+    const prepare = (sink: WorkerSink, db: InMemoryDatabase) => {
+      sink.setup = { json: true };
+      db.insert('public.orders', 1001, 'decline');
+    };
+    const inline = await runSnapshot(0, { prepare });
+    const expected = comparable(inline.sink.events);
+    expect(expected).toHaveLength(156);
+    await h.dispose();
+    for (const workers of [1, 3]) {
+      const run = await runSnapshot(workers, { prepare });
+      expect(comparable(run.sink.events), `workers: ${workers}`).toEqual(expected);
+      expect(run.sink.encodedEvents).toBe(156);
+      // Every chunk but the declined one came from the JSON text; that one was decoded.
+      const declined = run.sink.events.find((e) => e.after?.status === 'decline')!;
+      const sameChunk = run.sink.events.filter((e) => e.chunk === declined.chunk).length;
+      expect(sameChunk).toBeGreaterThan(0);
+      expect(run.sink.jsonEvents).toBe(156 - sameChunk);
       await h.dispose();
     }
   });

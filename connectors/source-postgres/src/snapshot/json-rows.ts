@@ -1,0 +1,328 @@
+/**
+ * Raw snapshot chunks (the COPY text lines of `SELECT ctid, <columns>`, see raw-rows.ts)
+ * written straight into the JSON text of every value (`JsonRows`), for sinks that encode
+ * JSON from it: no field string, no decoded value, no row object on the common path.
+ *
+ * Each value's text is exactly `jsonValueText(v)` for the value `v` that `rawRowsDecoder`
+ * gives. Values whose COPY text is already their JSON form (canonical integers, digit strings
+ * of int64, plain-notation floats, `t`/`f`, plain dates, lower-case uuids, and text of any
+ * string kind, escaped for JSON byte by byte) are copied byte by byte in JavaScript: a call
+ * into C++ per value would cost as much as the decoded path (apps/bench/README.md, "A
+ * COPY-to-JSON transcoder measured alone"). Any other value (bytea, arrays, times, a float in
+ * exponent notation or a special, an octal COPY escape, bytes that are not valid UTF-8) is
+ * decoded by `decodeValue` as the decoded read does and written by `jsonValueText`.
+ *
+ * A chunk it cannot write so (a value that does not decode, a line of the wrong width) gives
+ * undefined: core then decodes the chunk, and that read throws its usual error.
+ *
+ * Floats: PostgreSQL 12 and later, with `extra_float_digits` > 0 (connection.ts sets 3),
+ * print the shortest digits that read back as the same float, as JavaScript's `String` does
+ * for a number; in plain notation (a decimal exponent from -4 to 14, where JavaScript's
+ * `String` also writes plain notation) the two texts are the same, so the text is copied.
+ */
+import { hasNegativeZero, type JsonRows, jsonValueText, type TableSchema } from '@nanosync/core';
+import type { PgColumn } from '../describe.js';
+import { decodeValue, type PgTypeInfo } from '../types/index.js';
+import { unescapeCopyField } from './copy-out.js';
+import type { RawDecoderSetup } from './raw-rows.js';
+
+const enum Kind {
+  Int,
+  Int64,
+  Float,
+  Bool,
+  Text,
+  Uuid,
+  Date,
+  Decoded,
+}
+
+function kindOf(type: PgTypeInfo): Kind {
+  switch (type.codec) {
+    case 'int16':
+    case 'int32':
+      return Kind.Int;
+    case 'int64':
+      return Kind.Int64;
+    case 'float32':
+    case 'float64':
+      return Kind.Float;
+    case 'bool':
+      return Kind.Bool;
+    case 'decimal':
+    case 'string':
+    case 'interval':
+    case 'json':
+    case 'inet':
+    case 'cidr':
+    case 'macaddr':
+    case 'money':
+    case 'enum':
+    case 'other':
+      return Kind.Text;
+    case 'uuid':
+      return Kind.Uuid;
+    case 'date':
+      return Kind.Date;
+    case 'domain':
+      return type.base === undefined ? Kind.Decoded : kindOf(type.base);
+    default:
+      return Kind.Decoded;
+  }
+}
+
+const HEX = Uint8Array.from(Buffer.from('0123456789abcdef'));
+const TAB = 9;
+const LF = 10;
+const QUOTE = 34;
+const BACKSLASH = 92;
+
+/** The writer of raw chunks of one table (same setup as `rawRowsDecoder`). */
+export function jsonRowWriter(table: TableSchema, setup: RawDecoderSetup): (raw: Uint8Array) => JsonRows | undefined {
+  const columns: PgColumn[] = setup.columns;
+  if (!Array.isArray(columns) || columns.length !== table.columns.length)
+    throw new Error(
+      `JSON row writer for ${table.schema}.${table.name}: the setup has ${Array.isArray(columns) ? columns.length : 'no'} columns, the table ${table.columns.length}`,
+    );
+  const width = columns.length;
+  const kinds = columns.map((c) => kindOf(c.type));
+  let out: Buffer = Buffer.allocUnsafeSlow(64 * 1024);
+  let ends = new Uint32Array(1024);
+
+  return (raw) => {
+    const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+    const n = bytes.length;
+    let at = 0;
+    let value = 0;
+    let rows = 0;
+    let negativeZero = false;
+    let i = 0;
+    while (i < n) {
+      // The ctid, skipped.
+      while (i < n && bytes[i] !== TAB && bytes[i] !== LF) i++;
+      if (width === 0) {
+        if (i < n && bytes[i] === TAB) return undefined;
+      } else if (i >= n || bytes[i] !== TAB) return undefined;
+      i++;
+      for (let c = 0; c < width; c++) {
+        const start = i;
+        let end = i;
+        while (end < n && bytes[end] !== TAB && bytes[end] !== LF) end++;
+        // The last column ends the line; every other one ends at a tab.
+        if (c < width - 1 ? end >= n || bytes[end] !== TAB : end < n && bytes[end] !== LF) return undefined;
+        const length = end - start;
+        // Room for the worst case of the fast paths (a control byte becomes six), else grown below.
+        if (at + length * 6 + 8 > out.length) out = grow(out, at, at + length * 6 + 8);
+        let done = true;
+        if (length === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === 78) {
+          out[at++] = 110;
+          out[at++] = 117;
+          out[at++] = 108;
+          out[at++] = 108;
+        } else {
+          const from = at;
+          switch (kinds[c]) {
+            case Kind.Int:
+              done = isCanonicalInteger(bytes, start, end);
+              if (done) for (let k = start; k < end; k++) out[at++] = bytes[k]!;
+              break;
+            case Kind.Int64:
+              done = isDigits(bytes, bytes[start] === 45 ? start + 1 : start, end);
+              if (done) {
+                out[at++] = QUOTE;
+                for (let k = start; k < end; k++) out[at++] = bytes[k]!;
+                out[at++] = QUOTE;
+              }
+              break;
+            case Kind.Float:
+              done = isPlainFloat(bytes, start, end);
+              if (done) for (let k = start; k < end; k++) out[at++] = bytes[k]!;
+              break;
+            case Kind.Bool:
+              done = length === 1 && (bytes[start] === 116 || bytes[start] === 102);
+              if (done) at = bytes[start] === 116 ? put(out, at, TRUE) : put(out, at, FALSE);
+              break;
+            case Kind.Uuid:
+              done = isLowerHexOrDash(bytes, start, end);
+              if (done) at = quoted(out, at, bytes, start, end);
+              break;
+            case Kind.Date:
+              done =
+                length === 10 &&
+                bytes[start] !== 48 &&
+                bytes[start + 4] === 45 &&
+                bytes[start + 7] === 45 &&
+                isDigits(bytes, start, start + 4) &&
+                isDigits(bytes, start + 5, start + 7) &&
+                isDigits(bytes, start + 8, end);
+              if (done) at = quoted(out, at, bytes, start, end);
+              break;
+            case Kind.Text:
+              at = textJson(out, at, bytes, start, end);
+              done = at >= 0;
+              if (!done) at = from;
+              break;
+            default:
+              done = false;
+          }
+          if (!done) {
+            // Decoded as the decoded read does, and written from the value.
+            let json: string;
+            try {
+              const field = bytes.toString('utf8', start, end);
+              const v = decodeValue(columns[c]!.type, field.includes('\\') ? unescapeCopyField(field) : field);
+              json = jsonValueText(v);
+              if (!negativeZero && hasNegativeZero(v)) negativeZero = true;
+            } catch {
+              return undefined;
+            }
+            const need = Buffer.byteLength(json);
+            if (at + need > out.length) out = grow(out, at, at + need);
+            at += out.write(json, at, 'utf8');
+          }
+        }
+        if (value === ends.length) {
+          const next = new Uint32Array(ends.length * 2);
+          next.set(ends);
+          ends = next;
+        }
+        ends[value++] = at;
+        i = end + 1;
+      }
+      rows++;
+    }
+    return { rows, columns: width, text: out.subarray(0, at), ends: ends.subarray(0, value), negativeZero };
+  };
+}
+
+const TRUE = Uint8Array.from(Buffer.from('true'));
+const FALSE = Uint8Array.from(Buffer.from('false'));
+
+function grow(out: Buffer, used: number, need: number): Buffer {
+  const next = Buffer.allocUnsafeSlow(Math.max(need, out.length * 2));
+  out.copy(next, 0, 0, used);
+  return next;
+}
+
+function put(out: Buffer, at: number, bytes: Uint8Array): number {
+  for (let k = 0; k < bytes.length; k++) out[at++] = bytes[k]!;
+  return at;
+}
+
+function quoted(out: Buffer, at: number, bytes: Buffer, start: number, end: number): number {
+  out[at++] = QUOTE;
+  for (let k = start; k < end; k++) out[at++] = bytes[k]!;
+  out[at++] = QUOTE;
+  return at;
+}
+
+function isDigits(bytes: Buffer, start: number, end: number): boolean {
+  if (start >= end) return false;
+  for (let k = start; k < end; k++) {
+    const b = bytes[k]!;
+    if (b < 48 || b > 57) return false;
+  }
+  return true;
+}
+
+/** `0`, or an optional `-` and digits without a leading zero: what `String(Number(text))` gives back unchanged. */
+function isCanonicalInteger(bytes: Buffer, start: number, end: number): boolean {
+  const first = bytes[start] === 45 ? start + 1 : start;
+  if (!isDigits(bytes, first, end) || end - first > 15) return false;
+  return bytes[first] !== 48 || (end - first === 1 && first === start);
+}
+
+/**
+ * A float's text JavaScript writes the same: `-`?, digits without a leading zero (or one
+ * `0`), optionally `.` and digits not ending in `0`; at most 15 digits before the point
+ * (PostgreSQL's plain notation), at most 5 zeros after `0.` (JavaScript writes an exponent
+ * below that), at most 17 significant digits (a float's shortest text), and not `-0`.
+ */
+function isPlainFloat(bytes: Buffer, start: number, end: number): boolean {
+  let k = bytes[start] === 45 ? start + 1 : start;
+  const intStart = k;
+  while (k < end && bytes[k]! >= 48 && bytes[k]! <= 57) k++;
+  const intDigits = k - intStart;
+  if (intDigits === 0 || intDigits > 15 || (intDigits > 1 && bytes[intStart] === 48)) return false;
+  const zeroInt = intDigits === 1 && bytes[intStart] === 48;
+  if (k === end) return !zeroInt || intStart === start;
+  if (bytes[k] !== 46) return false;
+  k++;
+  const fracStart = k;
+  while (k < end && bytes[k]! >= 48 && bytes[k]! <= 57) k++;
+  if (k !== end || k === fracStart || bytes[end - 1] === 48) return false;
+  let significant = zeroInt ? 0 : intDigits;
+  let zeros = 0;
+  if (zeroInt) while (bytes[fracStart + zeros] === 48) zeros++;
+  significant += end - fracStart - zeros;
+  return zeros <= 5 && significant <= 17;
+}
+
+function isLowerHexOrDash(bytes: Buffer, start: number, end: number): boolean {
+  if (start >= end) return false;
+  for (let k = start; k < end; k++) {
+    const b = bytes[k]!;
+    if (!((b >= 48 && b <= 57) || (b >= 97 && b <= 102) || b === 45)) return false;
+  }
+  return true;
+}
+
+/**
+ * A string field as a JSON string (COPY escapes undone, JSON escapes as `JSON.stringify`
+ * writes them), or -1 where the value must be decoded instead: an octal or hex COPY escape,
+ * an escape of another character, or bytes that are not valid UTF-8 (decoding replaces them).
+ */
+function textJson(out: Buffer, at: number, bytes: Buffer, start: number, end: number): number {
+  out[at++] = QUOTE;
+  for (let k = start; k < end; k++) {
+    let b = bytes[k]!;
+    if (b === BACKSLASH) {
+      const e = bytes[++k];
+      if (e === 110) b = 10;
+      else if (e === 116) b = 9;
+      else if (e === BACKSLASH) b = BACKSLASH;
+      else if (e === 114) b = 13;
+      else if (e === 98) b = 8;
+      else if (e === 102) b = 12;
+      else if (e === 118) b = 11;
+      else return -1;
+    } else if (b >= 0x80) {
+      const length = utf8Length(bytes, k, end);
+      if (length === 0) return -1;
+      for (let m = 0; m < length; m++) out[at++] = bytes[k + m]!;
+      k += length - 1;
+      continue;
+    }
+    if (b === QUOTE || b === BACKSLASH) {
+      out[at++] = BACKSLASH;
+      out[at++] = b;
+    } else if (b < 32) {
+      out[at++] = BACKSLASH;
+      const short = b === 8 ? 98 : b === 12 ? 102 : b === 10 ? 110 : b === 13 ? 114 : b === 9 ? 116 : 0;
+      if (short !== 0) out[at++] = short;
+      else {
+        out[at++] = 117;
+        out[at++] = 48;
+        out[at++] = 48;
+        out[at++] = HEX[b >> 4]!;
+        out[at++] = HEX[b & 15]!;
+      }
+    } else out[at++] = b;
+  }
+  out[at++] = QUOTE;
+  return at;
+}
+
+/** The length of the valid UTF-8 sequence at `k` (lead byte ≥ 0x80), or 0 when it is not one. */
+function utf8Length(bytes: Buffer, k: number, end: number): number {
+  const b = bytes[k]!;
+  const cont = (at: number, low = 0x80, high = 0xbf) => at < end && bytes[at]! >= low && bytes[at]! <= high;
+  if (b >= 0xc2 && b <= 0xdf) return cont(k + 1) ? 2 : 0;
+  if (b === 0xe0) return cont(k + 1, 0xa0) && cont(k + 2) ? 3 : 0;
+  if (b === 0xed) return cont(k + 1, 0x80, 0x9f) && cont(k + 2) ? 3 : 0;
+  if (b >= 0xe1 && b <= 0xef) return cont(k + 1) && cont(k + 2) ? 3 : 0;
+  if (b === 0xf0) return cont(k + 1, 0x90) && cont(k + 2) && cont(k + 3) ? 4 : 0;
+  if (b >= 0xf1 && b <= 0xf3) return cont(k + 1) && cont(k + 2) && cont(k + 3) ? 4 : 0;
+  if (b === 0xf4) return cont(k + 1, 0x80, 0x8f) && cont(k + 2) && cont(k + 3) ? 4 : 0;
+  return 0;
+}

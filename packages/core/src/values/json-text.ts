@@ -1,0 +1,34 @@
+/**
+ * A decoded value as JSON text, the way `JsonRows` carry it (see the contract's
+ * `SourceWorkerModule.createJsonRowWriter`): lossless and sink-neutral. int64 and decimal are
+ * already strings and stay strings; bytes become base64 text; the floats JSON has no literal
+ * for (`NaN`, `Infinity`, `-Infinity`, and `-0`, which `JSON.stringify` would print as `0`)
+ * become those words as strings; arrays hold their items the same way. It imports nothing: a
+ * worker thread loads it without the rest of core.
+ */
+
+/** The JSON text of `value`; throws for a value no decoder gives (an object, a bigint, a function). */
+export function jsonValueText(value: unknown): string {
+  if (value === null || value === undefined) return 'null';
+  switch (typeof value) {
+    case 'string':
+      return JSON.stringify(value);
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'number':
+      if (Number.isFinite(value) && !Object.is(value, -0)) return String(value);
+      return Object.is(value, -0) ? '"-0"' : `"${String(value)}"`;
+    case 'object':
+      if (value instanceof Uint8Array)
+        return `"${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64')}"`;
+      if (Array.isArray(value)) return `[${value.map(jsonValueText).join(',')}]`;
+      break;
+  }
+  throw new TypeError(`no JSON text for a value of type ${typeof value}`);
+}
+
+/** Whether the JSON text holds a `-0` (written `"-0"`), which some sinks write as `0`. */
+export function hasNegativeZero(value: unknown): boolean {
+  if (typeof value === 'number') return Object.is(value, -0);
+  return Array.isArray(value) && value.some(hasNegativeZero);
+}
