@@ -121,7 +121,9 @@ describe('concurrent snapshot', () => {
     let previous = 0;
     for (const seed of [13, 21, 34]) {
       const random = seeded(seed);
-      const proc = s.spawn();
+      // A slow sink (50 ms a write) keeps each kill point inside the snapshot however fast
+      // nanosync reads: at most a few chunks complete during the random extra moment.
+      const proc = s.spawn(undefined, { writeDelayMs: 50 });
       // A point in the snapshot: some more partitions done, then a random extra moment.
       const target = Math.min(total - 2, previous + 2 + Math.floor(random() * 8));
       await waitFor(() => done(s) >= target, `${target} partitions done (seed ${seed})`, proc, 300_000);

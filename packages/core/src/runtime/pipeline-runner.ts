@@ -693,7 +693,7 @@ export class PipelineRunner {
           tables: snapshotRefs.length,
           mode: 'concurrent',
           rows_dropped: merge.droppedRows,
-          ...(res.workers !== undefined ? { worker_chunks: res.workers.chunks } : {}),
+          ...(res.workers !== undefined && res.workers.threads > 0 ? { worker_chunks: res.workers.chunks } : {}),
         });
         await this.stopWorkers(res);
         await this.setState('LIVE_CDC');
@@ -718,7 +718,7 @@ export class PipelineRunner {
       await store.updatePipeline(name, { snapshotDone: true });
       this.logger.info('snapshot complete', {
         tables: snapshotRefs.length,
-        ...(res.workers !== undefined ? { worker_chunks: res.workers.chunks } : {}),
+        ...(res.workers !== undefined && res.workers.threads > 0 ? { worker_chunks: res.workers.chunks } : {}),
       });
       await this.stopWorkers(res);
     }
@@ -773,11 +773,22 @@ export class PipelineRunner {
   private async startWorkers(res: AttemptResources, tables: TableSchema[]): Promise<void> {
     const { materialized, name, runtime } = this.options;
     const why = this.workersUnusable();
-    if (why !== undefined) {
+    const threads = resolveWorkerCount(materialized.pipeline.workers);
+    // Without threads, the snapshot still takes the tasks' JSON text path on this thread where
+    // the parts could run in a worker and the source and every sink take that path (see
+    // SnapshotWorkers); the status says the snapshot runs on the main thread either way.
+    const jsonInline =
+      threads === 0 &&
+      workersUnusable('snapshot', {
+        threads: 1,
+        replicationType: materialized.pipeline.replication_type,
+        source: materialized.source.definition,
+        sinks: materialized.sinks,
+      }) === undefined;
+    if (why !== undefined && !jsonInline) {
       this.runInline(why);
       return;
     }
-    const threads = resolveWorkerCount(materialized.pipeline.workers);
     const started = await SnapshotWorkers.start({
       pipeline: name,
       threads,
@@ -787,12 +798,17 @@ export class PipelineRunner {
       ...(runtime.workerExecArgv !== undefined ? { execArgv: runtime.workerExecArgv } : {}),
     });
     if (typeof started === 'string') {
-      this.runInline(started);
+      this.runInline(why ?? started);
       return;
     }
     res.workers = started;
     if (res.torn) {
       await started.close().catch(() => {});
+      return;
+    }
+    if (why !== undefined) {
+      this.runInline(why);
+      this.logger.debug('snapshot chunks go from the source to the sinks as JSON text, on the main thread');
       return;
     }
     this.workers = { threads, chunks: () => started.chunks };

@@ -5,17 +5,32 @@ import type {
   SinkDefinition,
   Source,
   SourceDefinition,
+  SinkWorkerModule,
   SourceWorkerModule,
 } from '../contract/connector.js';
 import { ErrorCode, NanosyncError } from '../errors.js';
 import type { ChangeEvent, Position, Row, TableSchema } from '../model.js';
 import type { EncodedPart } from './sink-lane.js';
-import type { PipelineWorkerData, PipelineWorkerResult, PipelineWorkerTask } from './pipeline-worker.js';
+import {
+  createPipelineHandler,
+  type PipelineWorkerData,
+  type PipelineWorkerResult,
+  type PipelineWorkerTask,
+} from './pipeline-tasks.js';
 import { readEvents } from './read-events.js';
 import { OrderedWorkerPool } from './worker-pool.js';
 
 /** Bytes of chunks one worker may hold at once (a chunk is at most `snapshot.chunk_bytes`). */
 const MAX_BYTES_PER_WORKER = 64 * 1024 * 1024;
+
+/** Where the chunks are encoded: a pool of worker threads, or this thread (`threads` 0). */
+interface TaskRunner {
+  readonly size: number;
+  /** Whether a task's raw bytes must be a copy of their own (moved to another thread). */
+  readonly moves: boolean;
+  run(task: PipelineWorkerTask, raw: ArrayBuffer): Promise<PipelineWorkerResult>;
+  close(): Promise<void>;
+}
 
 /** One chunk handed to the workers, shared by the lanes it goes to. */
 interface ChunkJob {
@@ -28,6 +43,11 @@ interface ChunkJob {
  * `pipeline-worker.ts`, that imports the source's and the sinks' worker modules), what each
  * chunk becomes for each sink, and the inline decoding a lane falls back to (a record the sink
  * refuses, the spill log). Closed with the run.
+ *
+ * With `threads` 0 there is no pool: the same tasks run on this thread, without copying the
+ * chunk, and only where the source writes chunks as JSON text and every sink encodes from it
+ * (`createJsonRowWriter`, `createJsonEncoder`). That path never makes rows into objects, which
+ * is what makes it worth taking without a thread; otherwise the snapshot decodes as usual.
  */
 export class SnapshotWorkers {
   /** Chunks decoded and encoded by the workers in this run. */
@@ -36,7 +56,7 @@ export class SnapshotWorkers {
   private readonly decoders = new Map<number, (raw: Uint8Array) => Row[]>();
 
   private constructor(
-    private readonly pool: OrderedWorkerPool<PipelineWorkerTask, PipelineWorkerResult, PipelineWorkerData>,
+    private readonly pool: TaskRunner,
     private readonly data: PipelineWorkerData,
     private readonly sourceModule: SourceWorkerModule,
   ) {
@@ -62,6 +82,11 @@ export class SnapshotWorkers {
       return `the source connector ${source.definition.type} cannot decode rows in a worker thread`;
     if (source.source.readPartitionChunk === undefined || source.source.decoderSetup === undefined)
       return `the source connector ${source.definition.type} cannot hand over undecoded chunks`;
+    // Without threads, only the JSON text path is worth it: asked before any setup is made.
+    const inline = input.threads <= 0;
+    const sourceModule = (await import(module)) as SourceWorkerModule;
+    if (inline && sourceModule.createJsonRowWriter === undefined)
+      return `the source connector ${source.definition.type} does not write chunks as JSON text`;
     const setups: unknown[] = [];
     for (const table of input.tables) {
       const setup = await source.source.decoderSetup(table);
@@ -73,12 +98,26 @@ export class SnapshotWorkers {
       const sinkModule = s.definition.workerModule;
       if (sinkModule === undefined || s.sink.encoderSetup === undefined || s.sink.writeEncoded === undefined)
         return `sink ${s.name} (connector ${s.definition.type}) cannot encode records in a worker thread`;
+      const jsonModule = inline ? ((await import(sinkModule)) as SinkWorkerModule) : undefined;
+      if (jsonModule !== undefined && jsonModule.createJsonEncoder === undefined)
+        return `sink ${s.name} (connector ${s.definition.type}) does not encode chunks from JSON text`;
       const setup = await s.sink.encoderSetup([...input.tables]);
       if (setup === undefined) return `sink ${s.name} cannot encode these tables in a worker thread now`;
+      if (jsonModule !== undefined && jsonModule.createJsonEncoder?.(setup) === undefined)
+        return `sink ${s.name} does not encode these tables from JSON text`;
       sinks.push({ module: sinkModule, setup });
     }
     const data: PipelineWorkerData = { tables: [...input.tables], source: { module, setups }, sinks };
-    const sourceModule = (await import(module)) as SourceWorkerModule;
+    if (inline) {
+      const handle = await createPipelineHandler(data);
+      const runner: TaskRunner = {
+        size: 0,
+        moves: false,
+        run: async (task) => (await handle(task)).result,
+        close: async () => {},
+      };
+      return new SnapshotWorkers(runner, data, sourceModule);
+    }
     const pool = await OrderedWorkerPool.start<PipelineWorkerTask, PipelineWorkerResult, PipelineWorkerData>({
       name: `${input.pipeline} snapshot`,
       module: workerModuleUrl(),
@@ -87,7 +126,16 @@ export class SnapshotWorkers {
       maxBytesPerWorker: MAX_BYTES_PER_WORKER,
       execArgv: input.execArgv ?? workerExecArgv(process.execArgv),
     });
-    return new SnapshotWorkers(pool, data, sourceModule);
+    const runner: TaskRunner = {
+      size: pool.size,
+      moves: true,
+      run: async (task, raw) => {
+        for await (const result of pool.map([{ task, transfer: [raw], bytes: raw.byteLength }])) return result;
+        throw new NanosyncError(ErrorCode.Internal, 'the worker pool gave no result for a chunk');
+      },
+      close: () => pool.close(),
+    };
+    return new SnapshotWorkers(runner, data, sourceModule);
   }
 
   get threads(): number {
@@ -116,7 +164,8 @@ export class SnapshotWorkers {
     const index = this.tableIndex.get(table);
     if (index === undefined)
       throw new Error(`table ${table.schema}.${table.name} is not one the workers were set up for`);
-    const copy = raw.bytes.slice(0);
+    // To a thread, a copy of its own (this thread keeps the chunk for the fallbacks); here, the chunk itself.
+    const copy = this.pool.moves ? raw.bytes.slice(0) : raw.bytes;
     const task: PipelineWorkerTask = { table: index, raw: copy, position };
     if (chunk !== undefined) task.chunk = chunk;
     if (keep !== undefined) task.keep = keep;
@@ -176,7 +225,7 @@ export class SnapshotWorkers {
 
   private async run(task: PipelineWorkerTask, copy: ArrayBuffer): Promise<PipelineWorkerResult> {
     try {
-      for await (const result of this.pool.map([{ task, transfer: [copy], bytes: copy.byteLength }])) return result;
+      return await this.pool.run(task, copy);
     } catch (err) {
       if (NanosyncError.is(err, ErrorCode.WorkerFailed)) {
         // A dead worker ends the run; the pipeline restarts from its checkpoints like after any failure.
@@ -188,7 +237,6 @@ export class SnapshotWorkers {
       }
       throw err;
     }
-    throw new NanosyncError(ErrorCode.Internal, 'the worker pool gave no result for a chunk');
   }
 
   async close(): Promise<void> {

@@ -206,19 +206,21 @@ describe('snapshot through worker threads', () => {
     }
   });
 
-  it('encodes chunks from their values’ JSON text where source and sink can, and decodes a chunk the writer declines', async () => {
+  it('encodes chunks from their values’ JSON text where source and sink can (in threads, or on the main thread with workers: 0), and decodes a chunk the writer declines', async () => {
+    const inline = await runSnapshot(0, { prepare: (_, db) => db.insert('public.orders', 1001, 'decline') });
+    expect(inline.sink.encodedBatches).toBe(0);
+    const expected = comparable(inline.sink.events);
+    expect(expected).toHaveLength(156);
+    await h.dispose();
     const prepare = (sink: WorkerSink, db: InMemoryDatabase) => {
       sink.setup = { json: true };
       db.insert('public.orders', 1001, 'decline');
     };
-    const inline = await runSnapshot(0, { prepare });
-    const expected = comparable(inline.sink.events);
-    expect(expected).toHaveLength(156);
-    await h.dispose();
-    for (const workers of [1, 3]) {
+    for (const workers of [0, 1, 3]) {
       const run = await runSnapshot(workers, { prepare });
       expect(comparable(run.sink.events), `workers: ${workers}`).toEqual(expected);
       expect(run.sink.encodedEvents).toBe(156);
+      if (workers === 0) expect(run.status.workers).toEqual({ setting: 0, threads: 0 });
       // Every chunk but the declined one came from the JSON text; that one was decoded.
       const declined = run.sink.events.find((e) => e.after?.status === 'decline')!;
       const sameChunk = run.sink.events.filter((e) => e.chunk === declined.chunk).length;

@@ -1,0 +1,169 @@
+/**
+ * What a pipeline's worker thread does with a task (see `pipeline-worker.ts`, which serves it
+ * in each thread, and `snapshot-workers.ts`): it imports the source's and each sink's
+ * `workerModule`, decodes a raw snapshot chunk into rows and encodes the records every sink
+ * will send for them. The main thread only moves bytes.
+ *
+ * Setup: the snapshot's tables, the source's module with one decoder setup per table, each
+ * sink's module and encoder setup. A task: one chunk (its raw bytes, the table's index, the
+ * position and chunk id its events carry, optionally the rows to keep). The result: one entry
+ * per sink, the encoded batch or the error its encoder threw (that sink then writes the chunk
+ * decoded on the main thread, so `on_error` applies as usual).
+ *
+ * A sink whose module has `createJsonEncoder`, with a source whose module has
+ * `createJsonRowWriter`, gets a chunk encoded from its values' JSON text, never decoded into
+ * rows (the same bytes as from the rows); a chunk the writer or that sink declines is decoded.
+ *
+ * Only `node:` imports and core's light modules here: a worker thread loads this file without
+ * the rest of core.
+ */
+import type { EncodedBatch, JsonRows, SinkWorkerModule, SourceWorkerModule } from '../contract/connector.js';
+import type { ChangeEvent, Position, TableSchema } from '../model.js';
+import { readEvents } from './read-events.js';
+import { errorData, type TaskErrorData, type TaskHandler } from './worker-task.js';
+
+export interface PipelineWorkerData {
+  tables: TableSchema[];
+  source: { module: string; setups: unknown[] };
+  sinks: { module: string; setup: unknown }[];
+}
+
+/** A task: a snapshot chunk, or a raw stream batch (`kind: 'changes'`). */
+export type PipelineWorkerTask = ChunkTask | ChangesTask;
+
+/**
+ * A raw stream batch (`ChangeBatch.raw`): decoded with the source's `createChangeDecoder`,
+ * encoded for every sink. Its bytes go back with the result (moved, not copied), for the main
+ * thread's fallbacks.
+ */
+export interface ChangesTask {
+  kind: 'changes';
+  raw: ArrayBuffer;
+  setup: unknown;
+}
+
+export interface ChunkTask {
+  kind?: undefined;
+  /** Index into `PipelineWorkerData.tables`. */
+  table: number;
+  raw: ArrayBuffer;
+  position: Position;
+  chunk?: string;
+  /** Concurrent mode, when the merge dropped some rows: 1 for each row to keep, in row order. */
+  keep?: Uint8Array;
+}
+
+export type PipelineWorkerResult = {
+  rows: number;
+  batches: (EncodedBatch | { error: TaskErrorData })[];
+  /** A `changes` task's raw bytes, handed back. */
+  raw?: ArrayBuffer;
+};
+
+/**
+ * The handler of a pipeline's tasks, set up from `data`: what each worker thread runs, and what
+ * core runs on the main thread for a snapshot without worker threads whose source and sinks
+ * all take the JSON text path (see `SnapshotWorkers.start`).
+ */
+export async function createPipelineHandler(
+  data: PipelineWorkerData,
+): Promise<TaskHandler<PipelineWorkerTask, PipelineWorkerResult>> {
+  const source = (await import(data.source.module)) as SourceWorkerModule;
+  const decoders = data.tables.map((table, i) => source.createRowDecoder(table, data.source.setups[i]));
+  const sinkModules = await Promise.all(
+    data.sinks.map(async (sink) => (await import(sink.module)) as SinkWorkerModule),
+  );
+  const encoders = sinkModules.map((module, i) => module.createEncoder(data.sinks[i]!.setup));
+  // Chunks straight from their values' JSON text, for the sinks that encode from it (and back
+  // to the decoded rows for a chunk the writer or the sink declines).
+  const jsonEncoders = sinkModules.map((module, i) => module.createJsonEncoder?.(data.sinks[i]!.setup));
+  const jsonWriters = jsonEncoders.some((e) => e !== undefined)
+    ? data.tables.map((table, i) => source.createJsonRowWriter?.(table, data.source.setups[i]))
+    : [];
+  let decodeChanges: ((raw: Uint8Array, setup: unknown) => ChangeEvent[]) | undefined;
+  return async (task) => {
+    const transfer: ArrayBuffer[] = [];
+    let events: ChangeEvent[];
+    let raw: ArrayBuffer | undefined;
+    if (task.kind === 'changes') {
+      raw = task.raw;
+      transfer.push(raw);
+      if (source.createChangeDecoder === undefined)
+        throw new Error(`the source's worker module ${data.source.module} has no createChangeDecoder`);
+      decodeChanges ??= source.createChangeDecoder();
+      try {
+        events = decodeChanges(new Uint8Array(raw), task.setup);
+      } catch (err) {
+        // Every sink writes this batch decoded on the main thread, which throws the same error there.
+        const error = errorData(err);
+        return { result: { rows: 0, batches: encoders.map(() => ({ error })), raw }, transfer };
+      }
+    } else {
+      const table = data.tables[task.table]!;
+      const writer = jsonWriters[task.table];
+      let json: JsonRows | undefined;
+      try {
+        json = writer?.(new Uint8Array(task.raw));
+      } catch {
+        // The decoded path below decides, and throws what the decoded read throws.
+        json = undefined;
+      }
+      let decoded: ChangeEvent[] | undefined;
+      const decode = () => {
+        decoded ??= readEvents(
+          table,
+          decoders[task.table]!(new Uint8Array(task.raw)),
+          task.position,
+          task.chunk,
+          task.keep,
+        );
+        return decoded;
+      };
+      const batches: PipelineWorkerResult['batches'] = [];
+      for (const [i, encode] of encoders.entries()) {
+        const encodeJson = jsonEncoders[i];
+        // The JSON text is the writer's own buffer: each sink encodes from it before the next chunk.
+        const fromJson =
+          json === undefined || encodeJson === undefined
+            ? undefined
+            : encodeJson(table, json, task.position, task.chunk, task.keep);
+        if (fromJson !== undefined) {
+          batches.push(fromJson);
+          transfer.push(fromJson.bytes);
+          continue;
+        }
+        // A chunk that does not decode throws here, failing the task as before.
+        const events = decode();
+        try {
+          const batch = await encode(events);
+          batches.push(batch);
+          transfer.push(batch.bytes);
+        } catch (err) {
+          batches.push({ error: errorData(err) });
+        }
+      }
+      const rows = task.keep === undefined ? (json?.rows ?? decode().length) : countKept(task.keep);
+      return { result: { rows, batches }, transfer };
+    }
+    const batches: PipelineWorkerResult['batches'] = [];
+    for (const encode of encoders) {
+      try {
+        // An encoder may be async (the Kafka sink's runs the sink's own async encoding path).
+        const batch = await encode(events);
+        batches.push(batch);
+        transfer.push(batch.bytes);
+      } catch (err) {
+        batches.push({ error: errorData(err) });
+      }
+    }
+    const result: PipelineWorkerResult = { rows: events.length, batches };
+    if (raw !== undefined) result.raw = raw;
+    return { result, transfer };
+  };
+}
+
+function countKept(keep: Uint8Array): number {
+  let n = 0;
+  for (let i = 0; i < keep.length; i++) if (keep[i] === 1) n++;
+  return n;
+}
