@@ -7,8 +7,18 @@
  * connects to a broker or a registry: topics were created and schemas registered by
  * `encoderSetup` on the main thread.
  */
-import type { ChangeEvent, ConnectorContext, EncodedBatch, Logger, SinkWorkerModule } from '@nanosync/core';
+import type {
+  ChangeEvent,
+  ConnectorContext,
+  EncodedBatch,
+  JsonRows,
+  Logger,
+  Position,
+  SinkWorkerModule,
+  TableSchema,
+} from '@nanosync/core';
 import { frameRecords } from './encoded.js';
+import { jsonRowsEncoder } from './json-encoded.js';
 import type { KafkaProducer, OutgoingMessage } from './producer.js';
 import type { SchemaRegistryClient } from './registry/client.js';
 import { type KafkaEncoderSetup, KafkaSink, registryIdKey } from './sink.js';
@@ -62,6 +72,24 @@ export function createEncoder(setup: unknown): (events: ChangeEvent[]) => Promis
   };
 }
 
+/**
+ * Snapshot chunks straight from their values' JSON text, for `message_format: json` without a
+ * schema registry (see json-encoded.ts); undefined for any other format.
+ */
+export function createJsonEncoder(
+  setup: unknown,
+):
+  | ((
+      table: TableSchema,
+      rows: JsonRows,
+      position: Position,
+      chunk: string | undefined,
+      keep: Uint8Array | undefined,
+    ) => EncodedBatch | undefined)
+  | undefined {
+  return jsonRowsEncoder((setup as KafkaEncoderSetup).config);
+}
+
 // Checked against the contract at compile time.
-const _module: SinkWorkerModule = { createEncoder };
+const _module: SinkWorkerModule = { createEncoder, createJsonEncoder };
 void _module;

@@ -659,17 +659,20 @@ export interface SinkWorkerModule {
    * (`SourceWorkerModule.createJsonRowWriter`), giving the very batch `createEncoder` gives
    * for the chunk's `read` events (the same bytes). It returns undefined for a chunk it does
    * not encode so (a table shape or value it leaves to `createEncoder`); core then decodes the
-   * chunk and calls that. `keep`: only the rows whose entry is 1.
+   * chunk and calls that. `keep`: only the rows whose entry is 1. Returns undefined when the
+   * sink does not take this path with this setup at all (a format it does not write so).
    */
   createJsonEncoder?(
     setup: unknown,
-  ): (
-    table: TableSchema,
-    rows: JsonRows,
-    position: Position,
-    chunk: string | undefined,
-    keep: Uint8Array | undefined,
-  ) => EncodedBatch | undefined;
+  ):
+    | ((
+        table: TableSchema,
+        rows: JsonRows,
+        position: Position,
+        chunk: string | undefined,
+        keep: Uint8Array | undefined,
+      ) => EncodedBatch | undefined)
+    | undefined;
 }
 
 /** Records encoded in a worker for one sink, in the sink's own framing. */

@@ -79,6 +79,8 @@ export interface EncodedPart {
    * (`Sink.writeEncodedParts`) without waiting for anything.
    */
   ready?: EncodedBatch;
+  /** Encoded on the main thread (`workers: 0`, from the chunk's JSON text), not in a worker thread. */
+  onMainThread?: boolean;
 }
 
 interface LaneItem {
@@ -795,10 +797,12 @@ export class SinkLane {
         else await sink.writeEncoded!(batch, part.info);
         stats.latency.observe((performance.now() - started) / 1000);
         if (++stats.encodedWrites === 1)
-          logger.info('sink wrote its first batch encoded in a worker thread', {
-            sink: this.name,
-            records: part.info.count,
-          });
+          logger.info(
+            part.onMainThread === true
+              ? 'sink wrote its first batch encoded from the JSON text of a chunk, on the main thread'
+              : 'sink wrote its first batch encoded in a worker thread',
+            { sink: this.name, records: part.info.count },
+          );
         if (part.stream === true && !this.wroteEncodedStream) {
           this.wroteEncodedStream = true;
           logger.info('sink wrote its first stream batch encoded in a worker thread', {

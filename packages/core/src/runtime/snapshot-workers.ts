@@ -191,6 +191,7 @@ export class SnapshotWorkers {
             : { count, first: position, last: position, chunk },
         events: job.events,
         bytes: raw.bytes.byteLength * 2,
+        ...(this.pool.moves ? {} : { onMainThread: true }),
       };
     });
   }

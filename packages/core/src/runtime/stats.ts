@@ -137,7 +137,10 @@ export interface SinkStatus {
   /** Events the sink could not write, put in its dead-letter target / skipped, since this server started. */
   deadLetters?: number;
   skippedEvents?: number;
-  /** Batches encoded by the pipeline's worker threads that this sink wrote, since this server started (absent: none). */
+  /**
+   * Batches encoded ahead of the write that this sink wrote, since this server started (absent:
+   * none): by the pipeline's worker threads, or with `workers: 0` from snapshot chunks' JSON text.
+   */
   encodedWrites?: number;
   checkpoint?: string;
   checkpointText?: string;
