@@ -72,6 +72,16 @@ function kindOf(type: PgTypeInfo): Kind {
 }
 
 const HEX = Uint8Array.from(Buffer.from('0123456789abcdef'));
+
+/**
+ * The output buffers, shared by every table's writer (a snapshot of many tables holds one
+ * chunk's worth, not one per table): what a writer returns is valid until the next call of
+ * any writer, which is how core uses it (each sink encodes a chunk before the next is written).
+ */
+let shared: Buffer = Buffer.allocUnsafeSlow(64 * 1024);
+/** Bytes of output buffer kept between calls at most. */
+const MAX_KEPT_BYTES = 16 * 1024 * 1024;
+let sharedEnds = new Uint32Array(1024);
 const TAB = 9;
 const LF = 10;
 const QUOTE = 34;
@@ -86,10 +96,10 @@ export function jsonRowWriter(table: TableSchema, setup: RawDecoderSetup): (raw:
     );
   const width = columns.length;
   const kinds = columns.map((c) => kindOf(c.type));
-  let out: Buffer = Buffer.allocUnsafeSlow(64 * 1024);
-  let ends = new Uint32Array(1024);
 
   return (raw) => {
+    let out = shared;
+    let ends = sharedEnds;
     const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
     const n = bytes.length;
     let at = 0;
@@ -112,7 +122,7 @@ export function jsonRowWriter(table: TableSchema, setup: RawDecoderSetup): (raw:
         if (c < width - 1 ? end >= n || bytes[end] !== TAB : end < n && bytes[end] !== LF) return undefined;
         const length = end - start;
         // Room for the worst case of the fast paths (a control byte becomes six), else grown below.
-        if (at + length * 6 + 8 > out.length) out = grow(out, at, at + length * 6 + 8);
+        if (at + length * 6 + 8 > out.length) shared = out = grow(out, at, at + length * 6 + 8);
         let done = true;
         if (length === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === 78) {
           out[at++] = 110;
@@ -177,20 +187,23 @@ export function jsonRowWriter(table: TableSchema, setup: RawDecoderSetup): (raw:
               return undefined;
             }
             const need = Buffer.byteLength(json);
-            if (at + need > out.length) out = grow(out, at, at + need);
+            if (at + need > out.length) shared = out = grow(out, at, at + need);
             at += out.write(json, at, 'utf8');
           }
         }
         if (value === ends.length) {
           const next = new Uint32Array(ends.length * 2);
           next.set(ends);
-          ends = next;
+          sharedEnds = ends = next;
         }
         ends[value++] = at;
         i = end + 1;
       }
       rows++;
     }
+    // A chunk of huge values grew the buffers: the next call starts small again (this one's stay valid).
+    if (out.length > MAX_KEPT_BYTES) shared = Buffer.allocUnsafeSlow(64 * 1024);
+    if (ends.length > MAX_KEPT_BYTES / 4) sharedEnds = new Uint32Array(1024);
     return { rows, columns: width, text: out.subarray(0, at), ends: ends.subarray(0, value), negativeZero };
   };
 }

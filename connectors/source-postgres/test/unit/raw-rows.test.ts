@@ -375,6 +375,24 @@ describe('the JSON row writer of raw chunks', () => {
     }
   });
 
+  it('writes a chunk of a huge value, then the next chunks as before (its buffers start small again)', () => {
+    const { table, columns } = tableOf(['id']);
+    const write = jsonRowWriter(table, { columns });
+    const t = columns.findIndex((c) => c.name === 't');
+    const line = (text: string) =>
+      `${['(0,1)', ...columns.map((_, c) => (c === 0 ? '1' : c === t ? text : '\\N'))].join('\t')}\n`;
+    const huge = 'x'.repeat(20 * 1024 * 1024);
+    const big = write(Buffer.from(line(huge)))!;
+    expect(jsonTexts(big)[0]![t]).toBe(JSON.stringify(huge));
+    const small = write(Buffer.from(line('small')))!;
+    expect(jsonTexts(small)[0]![t]).toBe('"small"');
+    const lines = copyLines(500);
+    const rows = inlineRows(lines, table, columns);
+    expect(jsonTexts(write(Buffer.from(lines.join('')))!)).toEqual(
+      rows.map((row) => table.columns.map((c) => jsonValueText(row[c.name]))),
+    );
+  });
+
   it('gives undefined for a chunk with a value that does not decode or a line of the wrong width', () => {
     const { table, columns } = tableOf(['id']);
     const write = jsonRowWriter(table, { columns });
