@@ -109,7 +109,10 @@ function encode(
   chunk: string | undefined,
   keep: Uint8Array | undefined,
 ): EncodedBatch | undefined {
-  const { text, ends, columns } = rows;
+  const { ends, columns } = rows;
+  const text = Buffer.isBuffer(rows.text)
+    ? rows.text
+    : Buffer.from(rows.text.buffer, rows.text.byteOffset, rows.text.byteLength);
   const start = (v: number) => (v === 0 ? 0 : ends[v - 1]!);
   const { keys, keyTexts, names, head } = plan;
   // The strings of the frame, in the order `frameRecords` meets them: topic, table, position,
@@ -138,9 +141,9 @@ function encode(
   }
   let headersSize = 0;
   for (const [name, value] of headers) headersSize += 8 + name.length + Buffer.byteLength(value);
-  const tail = bytesOf(`,"before":null,"after":`);
-  const lsn = bytesOf(JSON.stringify(position));
-  let fixedValue = head.length + lsn.length + tail.length + 2; // the two closing braces
+  // The envelope up to the row: `{"_ns_op":"READ",…,"_ns_lsn":"<position>","before":null,"after":`.
+  const envelope = Buffer.concat([head, bytesOf(`${JSON.stringify(position)},"before":null,"after":`)]);
+  let fixedValue = envelope.length + 2; // and the two closing braces
   for (const n of names) fixedValue += n.length;
   // Each record: index, topic, table, position, chunk (20), flags (1), key length + key,
   // value length + value, key text length (0), size (4), header count (2) and headers (9 each).
@@ -205,9 +208,7 @@ function encode(
     // The value: the envelope.
     const valueAt = at;
     at += 4;
-    at = put(out, at, head);
-    at = put(out, at, lsn);
-    at = put(out, at, tail);
+    at = put(out, at, envelope);
     for (let c = 0; c < columns; c++) {
       at = put(out, at, names[c]!);
       at = copy(out, at, text, start(base + c), ends[base + c]!);
@@ -255,17 +256,19 @@ function canonicalDigits(text: Uint8Array, from: number, to: number): boolean {
   return text[first] !== 48 || (to - first === 1 && first === from);
 }
 
+/** `bytes` at `at`: a loop for a few bytes, `set` (about the cost of a 12-byte loop) from 16 on. */
 function put(out: Buffer, at: number, bytes: Uint8Array): number {
+  if (bytes.length >= 16) {
+    out.set(bytes, at);
+    return at + bytes.length;
+  }
   for (let k = 0; k < bytes.length; k++) out[at++] = bytes[k]!;
   return at;
 }
 
-/** Bytes `from..to` of `text` at `at`: a loop for short values, one copy for long ones. */
-function copy(out: Buffer, at: number, text: Uint8Array, from: number, to: number): number {
-  if (to - from > 48) {
-    out.set(text.subarray(from, to), at);
-    return at + (to - from);
-  }
+/** Bytes `from..to` of `text` at `at`: a loop for short values, `Buffer#copy` (about a 40-byte loop's cost) for longer ones. */
+function copy(out: Buffer, at: number, text: Buffer, from: number, to: number): number {
+  if (to - from > 40) return at + text.copy(out, at, from, to);
   for (let k = from; k < to; k++) out[at++] = text[k]!;
   return at;
 }

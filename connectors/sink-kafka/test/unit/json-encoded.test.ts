@@ -64,7 +64,7 @@ const json = parseKafkaSinkConfig({ brokers: 'b:9092', topic_prefix: 'w.', messa
 function rowsOf(n: number): Row[] {
   const base = [richRow, specialRow, nullRow];
   return Array.from({ length: n }, (_, i) => {
-    const row = { ...base[i % 3]!, id: String(1000 + i) };
+    const row: Row = { ...base[i % 3]!, id: String(1000 + i) };
     if (i % 5 === 1) row.txt = `row ${i} \u2028 "q" \\ ✓ ${'x'.repeat(i)}`;
     if (i % 7 === 2) row.f64 = -0;
     return row;
