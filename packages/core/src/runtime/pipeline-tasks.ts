@@ -119,30 +119,35 @@ export async function createPipelineHandler(
         );
         return decoded;
       };
-      const batches: PipelineWorkerResult['batches'] = [];
-      for (const [i, encode] of encoders.entries()) {
+      // Every sink that encodes from the JSON text does so first, in one synchronous step: the
+      // writer's buffers are shared, and on the main thread another chunk's task may run while
+      // this one awaits a decoded sink's encoder below.
+      const batches: PipelineWorkerResult['batches'] = new Array(encoders.length);
+      const decodedSinks: number[] = [];
+      for (let i = 0; i < encoders.length; i++) {
         const encodeJson = jsonEncoders[i];
-        // The JSON text is the writer's own buffer: each sink encodes from it before the next chunk.
         const fromJson =
           json === undefined || encodeJson === undefined
             ? undefined
             : encodeJson(table, json, task.position, task.chunk, task.keep);
-        if (fromJson !== undefined) {
-          batches.push(fromJson);
+        if (fromJson === undefined) decodedSinks.push(i);
+        else {
+          batches[i] = fromJson;
           transfer.push(fromJson.bytes);
-          continue;
         }
+      }
+      const rows = task.keep !== undefined ? countKept(task.keep) : json !== undefined ? json.rows : decode().length;
+      for (const i of decodedSinks) {
         // A chunk that does not decode throws here, failing the task as before.
         const events = decode();
         try {
-          const batch = await encode(events);
-          batches.push(batch);
+          const batch = await encoders[i]!(events);
+          batches[i] = batch;
           transfer.push(batch.bytes);
         } catch (err) {
-          batches.push({ error: errorData(err) });
+          batches[i] = { error: errorData(err) };
         }
       }
-      const rows = task.keep === undefined ? (json?.rows ?? decode().length) : countKept(task.keep);
       return { result: { rows, batches }, transfer };
     }
     const batches: PipelineWorkerResult['batches'] = [];

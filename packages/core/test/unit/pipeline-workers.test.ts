@@ -230,6 +230,41 @@ describe('snapshot through worker threads', () => {
     }
   });
 
+  it('with workers: 0 and two sinks, one of which declines a table: each sink gets every row once, from JSON text where it took it', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase({ partitionSize: 10 });
+    db.createTable('public', 'orders', 130);
+    db.createTable('public', 'items', 25);
+    const all = new WorkerSink();
+    all.setup = { json: true };
+    const ordersOnly = new WorkerSink();
+    ordersOnly.setup = { json: 'orders' };
+    const p = testPipeline(db, {
+      name: 'wk2',
+      type: 'snapshot',
+      tables: ['public.orders', 'public.items'],
+      sinks: [
+        { sink: all, onError: 'fail' },
+        { sink: ordersOnly, onError: 'fail' },
+      ],
+      workers: 0,
+    });
+    p.materialized.source.definition = workerSourceDefinition(db);
+    p.materialized.sinks[0]!.definition = all.definition();
+    p.materialized.sinks[1]!.definition = ordersOnly.definition();
+    h.registry.add(p);
+    const engine = h.engine({ runtime: WORKER_RUNTIME });
+    await engine.start();
+    await engine.apply('wk2', p.definition, p.hash, p.type);
+    await waitForState(engine, 'wk2', 'COMPLETED');
+    const expected = comparable(all.events);
+    expect(expected).toHaveLength(155);
+    expect(comparable(ordersOnly.events)).toEqual(expected);
+    expect(all.jsonEvents).toBe(155);
+    expect(ordersOnly.jsonEvents).toBe(130);
+    expect(ordersOnly.encodedEvents).toBe(155);
+  });
+
   it('shows the workers in the status while the pipeline runs: threads, chunks through them, encoded writes per sink', async () => {
     h = await Harness.create();
     const db = new InMemoryDatabase({ partitionSize: 20 });
