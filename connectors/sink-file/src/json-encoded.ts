@@ -10,7 +10,7 @@
  * table with such a column name (or `__proto__`, `toJSON`), is left to `encodeLines`
  * (undefined).
  */
-import type { EncodedBatch, JsonRows, Position, TableSchema } from '@nanosync/core';
+import { copyRange, type EncodedBatch, type JsonRows, type Position, putBytes, type TableSchema } from '@nanosync/core';
 
 interface Plan {
   /** `{"op":"read","table":"<schema.table>","key":{` */
@@ -100,45 +100,28 @@ export function encodeJsonRows(
   out.writeUInt32LE(1, 0);
   let at = 4;
   out.writeUInt32LE(plan.schema.length, at);
-  at = put(out, at + 4, plan.schema);
+  at = putBytes(out, at + 4, plan.schema);
   out.writeUInt32LE(plan.name.length, at);
-  at = put(out, at + 4, plan.name);
+  at = putBytes(out, at + 4, plan.name);
   out.writeUInt32LE(lines, at);
   out.writeUInt32LE(size, at + 4);
   at += 8;
   for (let r = 0; r < rows.rows; r++) {
     if (keep !== undefined && keep[r] !== 1) continue;
     const base = r * columns;
-    at = put(out, at, head);
+    at = putBytes(out, at, head);
     for (let j = 0; j < keyColumns.length; j++) {
-      at = put(out, at, keyNames[j]!);
+      at = putBytes(out, at, keyNames[j]!);
       const v = base + keyColumns[j]!;
-      at = copy(out, at, text, start(v), ends[v]!);
+      at = copyRange(out, at, text, start(v), ends[v]!);
     }
-    at = put(out, at, after);
+    at = putBytes(out, at, after);
     for (let c = 0; c < columns; c++) {
-      at = put(out, at, names[c]!);
-      at = copy(out, at, text, start(base + c), ends[base + c]!);
+      at = putBytes(out, at, names[c]!);
+      at = copyRange(out, at, text, start(base + c), ends[base + c]!);
     }
-    at = put(out, at, tail);
+    at = putBytes(out, at, tail);
   }
   if (at !== total) throw new Error(`file sink framing: wrote ${at} bytes, expected ${total}`);
   return { bytes: out.buffer as ArrayBuffer, records: lines, size };
-}
-
-/** `bytes` at `at`: a loop for a few bytes, `set` (about the cost of a 12-byte loop) from 16 on. */
-function put(out: Buffer, at: number, bytes: Uint8Array): number {
-  if (bytes.length >= 16) {
-    out.set(bytes, at);
-    return at + bytes.length;
-  }
-  for (let k = 0; k < bytes.length; k++) out[at++] = bytes[k]!;
-  return at;
-}
-
-/** Bytes `from..to` of `text` at `at`: a loop for short values, `Buffer#copy` (about a 40-byte loop's cost) for longer ones. */
-function copy(out: Buffer, at: number, text: Buffer, from: number, to: number): number {
-  if (to - from > 40) return at + text.copy(out, at, from, to);
-  for (let k = from; k < to; k++) out[at++] = text[k]!;
-  return at;
 }

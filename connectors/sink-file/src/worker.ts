@@ -3,7 +3,7 @@
  * `workerModule`): a pipeline's worker thread turns events into the JSON lines `write()`
  * would append, in runs per table (see `encoded.ts`). It needs no setup and touches no file.
  */
-import type { ChangeEvent, EncodedBatch, JsonRows, Position, SinkWorkerModule, TableSchema } from '@nanosync/core';
+import type { ChangeEvent, EncodedBatch, JsonChunkEncoder, SinkWorkerModule } from '@nanosync/core';
 import { encodeLines } from './encoded.js';
 import { encodeJsonRows } from './json-encoded.js';
 
@@ -12,15 +12,7 @@ export function createEncoder(_setup: unknown): (events: ChangeEvent[]) => Encod
 }
 
 /** Snapshot chunks straight from their values' JSON text (see json-encoded.ts). */
-export function createJsonEncoder(
-  _setup: unknown,
-): (
-  table: TableSchema,
-  rows: JsonRows,
-  position: Position,
-  chunk: string | undefined,
-  keep: Uint8Array | undefined,
-) => EncodedBatch | undefined {
+export function createJsonEncoder(_setup: unknown): JsonChunkEncoder {
   return encodeJsonRows;
 }
 

@@ -14,7 +14,16 @@
  * is not already canonical. Those return undefined: core decodes the chunk and encodes its
  * events as before.
  */
-import { type EncodedBatch, type JsonRows, type Position, qualifiedName, type TableSchema } from '@nanosync/core';
+import {
+  copyRange,
+  type EncodedBatch,
+  type JsonChunkEncoder,
+  type JsonRows,
+  type Position,
+  putBytes,
+  qualifiedName,
+  type TableSchema,
+} from '@nanosync/core';
 import type { KafkaSinkConfig } from './config.js';
 import { keyColumnsFor, topicFor } from './routing.js';
 import { HEADER_CHUNK, HEADER_OP, HEADER_POSITION, HEADER_TABLE } from './sink.js';
@@ -25,13 +34,13 @@ const NONE = 0xffffffff;
 const READ = 1;
 const STRING = 1;
 
-/** How a key column's JSON text becomes its canonical key text. */
-const enum KeyText {
-  /** The same text (integers, strings, booleans, bytes, null). */
-  Same,
-  /** int64: the digits inside the quotes, when they are canonical (no leading zero, not `-0`). */
-  Unquoted,
-}
+/**
+ * How a key column's JSON text becomes its canonical key text: `Same`, the same text
+ * (integers, strings, booleans, bytes, null); `Unquoted`, int64's digits inside the quotes,
+ * when they are canonical (no leading zero, not `-0`).
+ */
+const KeyText = { Same: 0, Unquoted: 1 } as const;
+type KeyText = (typeof KeyText)[keyof typeof KeyText];
 
 interface Plan {
   topic: string;
@@ -78,17 +87,7 @@ function newPlan(table: TableSchema, config: KafkaSinkConfig): Plan | null {
 }
 
 /** The encoder of chunks for a sink's config, or undefined when its records are not plain JSON. */
-export function jsonRowsEncoder(
-  config: KafkaSinkConfig,
-):
-  | ((
-      table: TableSchema,
-      rows: JsonRows,
-      position: Position,
-      chunk: string | undefined,
-      keep: Uint8Array | undefined,
-    ) => EncodedBatch | undefined)
-  | undefined {
+export function jsonRowsEncoder(config: KafkaSinkConfig): JsonChunkEncoder | undefined {
   if (config.messageFormat !== 'json' || config.schemaRegistry !== undefined) return undefined;
   const plans = new WeakMap<TableSchema, Plan | null>();
   return (table, rows, position, chunk, keep) => {
@@ -200,7 +199,7 @@ function encode(
         from++;
         to--;
       }
-      at = copy(out, at, text, from, to);
+      at = copyRange(out, at, text, from, to);
     }
     out[at++] = 93;
     const keyBytes = at - keyAt - 4;
@@ -208,10 +207,10 @@ function encode(
     // The value: the envelope.
     const valueAt = at;
     at += 4;
-    at = put(out, at, envelope);
+    at = putBytes(out, at, envelope);
     for (let c = 0; c < columns; c++) {
-      at = put(out, at, names[c]!);
-      at = copy(out, at, text, start(base + c), ends[base + c]!);
+      at = putBytes(out, at, names[c]!);
+      at = copyRange(out, at, text, start(base + c), ends[base + c]!);
     }
     out[at++] = 125;
     out[at++] = 125;
@@ -254,21 +253,4 @@ function canonicalDigits(text: Uint8Array, from: number, to: number): boolean {
   if (first >= to) return false;
   for (let k = first; k < to; k++) if (text[k]! < 48 || text[k]! > 57) return false;
   return text[first] !== 48 || (to - first === 1 && first === from);
-}
-
-/** `bytes` at `at`: a loop for a few bytes, `set` (about the cost of a 12-byte loop) from 16 on. */
-function put(out: Buffer, at: number, bytes: Uint8Array): number {
-  if (bytes.length >= 16) {
-    out.set(bytes, at);
-    return at + bytes.length;
-  }
-  for (let k = 0; k < bytes.length; k++) out[at++] = bytes[k]!;
-  return at;
-}
-
-/** Bytes `from..to` of `text` at `at`: a loop for short values, `Buffer#copy` (about a 40-byte loop's cost) for longer ones. */
-function copy(out: Buffer, at: number, text: Buffer, from: number, to: number): number {
-  if (to - from > 40) return at + text.copy(out, at, from, to);
-  for (let k = from; k < to; k++) out[at++] = text[k]!;
-  return at;
 }

@@ -11,11 +11,9 @@ import type {
   ChangeEvent,
   ConnectorContext,
   EncodedBatch,
-  JsonRows,
+  JsonChunkEncoder,
   Logger,
-  Position,
   SinkWorkerModule,
-  TableSchema,
 } from '@nanosync/core';
 import { frameRecords } from './encoded.js';
 import { jsonRowsEncoder } from './json-encoded.js';
@@ -76,17 +74,7 @@ export function createEncoder(setup: unknown): (events: ChangeEvent[]) => Promis
  * Snapshot chunks straight from their values' JSON text, for `message_format: json` without a
  * schema registry (see json-encoded.ts); undefined for any other format.
  */
-export function createJsonEncoder(
-  setup: unknown,
-):
-  | ((
-      table: TableSchema,
-      rows: JsonRows,
-      position: Position,
-      chunk: string | undefined,
-      keep: Uint8Array | undefined,
-    ) => EncodedBatch | undefined)
-  | undefined {
+export function createJsonEncoder(setup: unknown): JsonChunkEncoder | undefined {
   return jsonRowsEncoder((setup as KafkaEncoderSetup).config);
 }
 

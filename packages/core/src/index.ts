@@ -19,6 +19,6 @@ export { ConnectionUrlError, hasUrlScheme, parseConnectionUrl } from './values/c
 export type { ConnectionUrl } from './values/connection-url.js';
 export { readTlsFile } from './values/tls-file.js';
 export { keyString, rowIdentity } from './values/key-string.js';
-export { hasNegativeZero, jsonValueText } from './values/json-text.js';
+export { copyRange, hasNegativeZero, jsonValueText, putBytes } from './values/json-text.js';
 export { keyMaker, rowMaker, setRowField } from './values/row-maker.js';
 export type { RowMaker } from './values/row-maker.js';

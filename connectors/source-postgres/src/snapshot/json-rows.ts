@@ -26,16 +26,9 @@ import { decodeValue, type PgTypeInfo } from '../types/index.js';
 import { unescapeCopyField } from './copy-out.js';
 import type { RawDecoderSetup } from './raw-rows.js';
 
-const enum Kind {
-  Int,
-  Int64,
-  Float,
-  Bool,
-  Text,
-  Uuid,
-  Date,
-  Decoded,
-}
+/** How a column's COPY text becomes its JSON text (`Decoded`: through the decoder). */
+const Kind = { Int: 0, Int64: 1, Float: 2, Bool: 3, Text: 4, Uuid: 5, Date: 6, Decoded: 7 } as const;
+type Kind = (typeof Kind)[keyof typeof Kind];
 
 function kindOf(type: PgTypeInfo): Kind {
   switch (type.codec) {

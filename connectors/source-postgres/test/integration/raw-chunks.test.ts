@@ -13,6 +13,7 @@ import type { PostgresSource } from '../../src/source.js';
 import { startDecodePool } from '../fixtures/decode-pool.js';
 import { pgFixture, uniqueName } from './fixture.js';
 import { COLUMNS, DDL, ROWS } from './types-data.js';
+import { jsonTexts } from '../fixtures/json-texts.js';
 
 /**
  * readPartitionChunk with `raw` against a real server: the same chunks (bytes, `next`) as
@@ -68,21 +69,6 @@ interface Read {
   keys: string[];
   /** Per row, each value's JSON text as the JSON row writer wrote it. */
   json: string[][];
-}
-
-/** The values of `rows` as text, row by row. */
-function jsonTexts(rows: JsonRows): string[][] {
-  const out: string[][] = [];
-  const text = Buffer.from(rows.text.buffer, rows.text.byteOffset, rows.text.byteLength);
-  for (let r = 0; r < rows.rows; r++) {
-    const row: string[] = [];
-    for (let c = 0; c < rows.columns; c++) {
-      const v = r * rows.columns + c;
-      row.push(text.toString('utf8', v === 0 ? 0 : rows.ends[v - 1], rows.ends[v]));
-    }
-    out.push(row);
-  }
-  return out;
 }
 
 async function readAllChunks(

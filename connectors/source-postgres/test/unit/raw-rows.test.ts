@@ -1,12 +1,4 @@
-import {
-  hasNegativeZero,
-  type JsonRows,
-  jsonValueText,
-  keyString,
-  type Row,
-  rowIdentity,
-  type TableSchema,
-} from '@nanosync/core';
+import { hasNegativeZero, jsonValueText, keyString, type Row, rowIdentity, type TableSchema } from '@nanosync/core';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { PgColumn } from '../../src/describe.js';
 import { CopyOutBytes, parseCopyTextRow } from '../../src/snapshot/copy-out.js';
@@ -17,6 +9,7 @@ import { rowDecoder } from '../../src/snapshot/read-partition.js';
 import type { PgTypeInfo } from '../../src/types/index.js';
 import { builtinType, logicalTypeOf, sourceTypeName } from '../../src/types/index.js';
 import { startDecodePool } from '../fixtures/decode-pool.js';
+import { jsonTexts } from '../fixtures/json-texts.js';
 
 /**
  * Raw snapshot chunks (readPartitionChunk with `raw`): the bytes kept are exactly the rows the
@@ -257,21 +250,6 @@ describe('raw snapshot chunks of PostgreSQL', () => {
     }
   });
 });
-
-/** Each value's text in `rows`, row by row. */
-function jsonTexts(rows: JsonRows): string[][] {
-  const text = Buffer.from(rows.text.buffer, rows.text.byteOffset, rows.text.byteLength);
-  const out: string[][] = [];
-  for (let r = 0; r < rows.rows; r++) {
-    const row: string[] = [];
-    for (let c = 0; c < rows.columns; c++) {
-      const v = r * rows.columns + c;
-      row.push(text.toString('utf8', v === 0 ? 0 : rows.ends[v - 1], rows.ends[v]));
-    }
-    out.push(row);
-  }
-  return out;
-}
 
 /** One line per odd text, in every column it is valid for (the rest NULL). */
 const ODD: Record<string, string[]> = {

@@ -663,18 +663,21 @@ export interface SinkWorkerModule {
    * chunk and calls that. `keep`: only the rows whose entry is 1. Returns undefined when the
    * sink does not take this path with this setup at all (a format it does not write so).
    */
-  createJsonEncoder?(
-    setup: unknown,
-  ):
-    | ((
-        table: TableSchema,
-        rows: JsonRows,
-        position: Position,
-        chunk: string | undefined,
-        keep: Uint8Array | undefined,
-      ) => EncodedBatch | undefined)
-    | undefined;
+  createJsonEncoder?(setup: unknown): JsonChunkEncoder | undefined;
 }
+
+/**
+ * A sink's encoder of snapshot chunks from their values' JSON text
+ * (`SinkWorkerModule.createJsonEncoder`): the chunk's rows of `table` at `position`, with its
+ * chunk id and the rows to keep; undefined where it leaves the chunk to `createEncoder`.
+ */
+export type JsonChunkEncoder = (
+  table: TableSchema,
+  rows: JsonRows,
+  position: Position,
+  chunk: string | undefined,
+  keep: Uint8Array | undefined,
+) => EncodedBatch | undefined;
 
 /** Records encoded in a worker for one sink, in the sink's own framing. */
 export interface EncodedBatch {
