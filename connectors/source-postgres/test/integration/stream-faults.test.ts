@@ -55,8 +55,10 @@ describe('streamChanges: faults', () => {
   it('the walsender terminated in the middle of a large transaction: the stream reconnects and continues without gaps or repeats', async () => {
     await using p = await streamPipeline({ ddl: ITEMS_DDL, tables: [items] });
     const stream = p.open(p.startPosition, { batchLimits: { maxEvents: 100 } });
-    stream.onBatch = () => new Promise((resolve) => setImmediate(resolve));
-    // ~10 MB of changes: more than the socket buffers hold, so the cut lands inside the transaction.
+    // A slow consumer (5 ms a batch of 100) holds the rest back in the server however fast the
+    // machine reads: with ~10 MB of changes, more than the socket buffers hold, the cut lands
+    // inside the transaction (with setImmediate, a fast machine had every row by the cut).
+    stream.onBatch = () => new Promise((resolve) => setTimeout(resolve, 5));
     await p.fx.admin.query(`INSERT INTO public.items SELECT g, repeat('x', 500) FROM generate_series(1, 20000) g`);
     await stream.waitFor(() => stream.events.length >= 3000, 'part of the transaction');
     const firstPid = await terminateWalsender(p.fx.admin, p.slot);
