@@ -598,6 +598,46 @@ export interface SourceWorkerModule {
    * `SinkWorkerModule.createJsonEncoder` encodes from it.
    */
   createJsonRowWriter?(table: TableSchema, setup: unknown): (raw: Uint8Array) => JsonRows | undefined;
+  /**
+   * Optional: a writer of raw stream batches (`ChangeBatch.raw`: its `bytes` and `setup`, as
+   * `createChangeDecoder` takes them) straight into the JSON text of every value of every row
+   * image ({@link JsonChanges}), without making events, rows or values objects. Each value's
+   * text is what `jsonValueText` gives for the value of the event `createChangeDecoder` decodes.
+   * It returns undefined for a batch it cannot write so (a value that does not decode, a message
+   * or shape it does not know): core then decodes the batch, which throws the decoder's error.
+   * A sink with `SinkWorkerModule.createJsonChangeEncoder` encodes from it.
+   */
+  createJsonChangeWriter?(): (raw: Uint8Array, setup: unknown) => JsonChanges | undefined;
+}
+
+/** What a change is in {@link JsonChanges}`.ops`. */
+export const JsonChangeOp = { Insert: 1, Update: 2, Delete: 3 } as const;
+export type JsonChangeOp = (typeof JsonChangeOp)[keyof typeof JsonChangeOp];
+
+/**
+ * A raw stream batch's changes with their row images as JSON text
+ * (`SourceWorkerModule.createJsonChangeWriter`): change `i` is the batch's event `i` (what
+ * `createChangeDecoder` gives), described by `ops[i]`, `tables[i]` (the event's `table`),
+ * `positions[i]` and `commitTimes[i]`, and by two row images: `images[2 * i]` is its
+ * `before`, `images[2 * i + 1]` its `after`, each the index in `ends` of the image's first
+ * value, or -1 where the event has no such image. An image holds `tables[i].columns.length`
+ * values in column order, value `v` being `text[ends[v - 1] .. ends[v])` (from 0 for the
+ * first), as in {@link JsonRows}; a column the event's image does not have (outside the
+ * replica identity in a key-only `before`, or an unchanged TOAST column left out of an
+ * update's `after`, which the event lists in `unchanged`) has an empty text. The arrays may
+ * be views into buffers the module's writers share, valid until the next call of any of them.
+ */
+export interface JsonChanges {
+  count: number;
+  ops: Uint8Array;
+  tables: TableSchema[];
+  positions: Position[];
+  commitTimes: (string | undefined)[];
+  images: Int32Array;
+  text: Uint8Array;
+  ends: Uint32Array;
+  /** Some value is or holds a float `-0` (written `"-0"`). */
+  negativeZero: boolean;
 }
 
 /**
@@ -664,7 +704,18 @@ export interface SinkWorkerModule {
    * sink does not take this path with this setup at all (a format it does not write so).
    */
   createJsonEncoder?(setup: unknown): JsonChunkEncoder | undefined;
+  /**
+   * Optional: an encoder of raw stream batches from their row images' JSON text
+   * (`SourceWorkerModule.createJsonChangeWriter`), giving the very batch `createEncoder` gives
+   * for the batch's events (the same bytes). It returns undefined for a batch it does not
+   * encode so; core then decodes the batch and calls `createEncoder`'s encoder. Returns
+   * undefined when the sink does not take this path with this setup at all.
+   */
+  createJsonChangeEncoder?(setup: unknown): JsonChangesEncoder | undefined;
 }
+
+/** A sink's encoder of stream batches from JSON text (`SinkWorkerModule.createJsonChangeEncoder`). */
+export type JsonChangesEncoder = (changes: JsonChanges) => EncodedBatch | undefined;
 
 /**
  * A sink's encoder of snapshot chunks from their values' JSON text
