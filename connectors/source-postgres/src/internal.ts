@@ -6,6 +6,7 @@
 export { parseCopyTextRow } from './snapshot/copy-out.js';
 export { rowDecoder } from './snapshot/read-partition.js';
 export { jsonRowWriter } from './snapshot/json-rows.js';
+export { createJsonChangeWriter } from './stream/json-changes.js';
 export { builtinType, logicalTypeOf, sourceTypeName } from './types/index.js';
 export type { PgColumn } from './describe.js';
 export { decodePgOutput } from './stream/pgoutput.js';

@@ -1,15 +1,17 @@
 /**
  * The source's worker module (`@nanosync/source-postgres/worker`, named by the definition's
  * `workerModule`): what a worker thread of a pipeline imports to decode raw snapshot chunks
- * and raw stream batches (`createChangeDecoder`, see stream/raw-changes.ts).
+ * and raw stream batches (`createChangeDecoder`, see stream/raw-changes.ts), or to write either
+ * as JSON text (`createJsonRowWriter`, `createJsonChangeWriter`).
  * Loads no `pg` and nothing that needs the main thread.
  */
 import type { JsonRows, Row, SourceWorkerModule, TableSchema } from '@nanosync/core';
 import { jsonRowWriter } from './snapshot/json-rows.js';
 import { type RawDecoderSetup, rawRowsDecoder } from './snapshot/raw-rows.js';
+import { createJsonChangeWriter } from './stream/json-changes.js';
 import { createChangeDecoder } from './stream/raw-changes.js';
 
-export { createChangeDecoder };
+export { createChangeDecoder, createJsonChangeWriter };
 
 /** A decoder of raw chunks of `table`, from what the source's `decoderSetup(table)` returned. */
 export function createRowDecoder(table: TableSchema, setup: unknown): (raw: Uint8Array) => Row[] {
@@ -24,5 +26,10 @@ export function createJsonRowWriter(table: TableSchema, setup: unknown): (raw: U
 export type { RawDecoderSetup };
 
 // Checked against the contract at compile time.
-const _module: SourceWorkerModule = { createRowDecoder, createChangeDecoder, createJsonRowWriter };
+const _module: SourceWorkerModule = {
+  createRowDecoder,
+  createChangeDecoder,
+  createJsonRowWriter,
+  createJsonChangeWriter,
+};
 void _module;

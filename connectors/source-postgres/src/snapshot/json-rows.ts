@@ -27,10 +27,10 @@ import { unescapeCopyField } from './copy-out.js';
 import type { RawDecoderSetup } from './raw-rows.js';
 
 /** How a column's COPY text becomes its JSON text (`Decoded`: through the decoder). */
-const Kind = { Int: 0, Int64: 1, Float: 2, Bool: 3, Text: 4, Uuid: 5, Date: 6, Decoded: 7 } as const;
-type Kind = (typeof Kind)[keyof typeof Kind];
+export const Kind = { Int: 0, Int64: 1, Float: 2, Bool: 3, Text: 4, Uuid: 5, Date: 6, Decoded: 7 } as const;
+export type Kind = (typeof Kind)[keyof typeof Kind];
 
-function kindOf(type: PgTypeInfo): Kind {
+export function kindOf(type: PgTypeInfo): Kind {
   switch (type.codec) {
     case 'int16':
     case 'int32':
@@ -67,14 +67,19 @@ function kindOf(type: PgTypeInfo): Kind {
 const HEX = Uint8Array.from(Buffer.from('0123456789abcdef'));
 
 /**
- * The output buffers, shared by every table's writer (a snapshot of many tables holds one
- * chunk's worth, not one per table): what a writer returns is valid until the next call of
- * any writer, which is how core uses it (each sink encodes a chunk before the next is written).
+ * The output buffers, shared by every table's writer and the change stream's (json-changes.ts):
+ * a snapshot of many tables holds one chunk's worth, not one per table. What a writer returns
+ * is valid until the next call of any writer, which is how core uses it (each sink encodes a
+ * chunk before the next is written). `negativeZero`: a value `writeDecoded` wrote since the
+ * writer's call started is or holds `-0`.
  */
-let shared: Buffer = Buffer.allocUnsafeSlow(64 * 1024);
+export const output: { text: Buffer; ends: Uint32Array; negativeZero: boolean } = {
+  text: Buffer.allocUnsafeSlow(64 * 1024),
+  ends: new Uint32Array(1024),
+  negativeZero: false,
+};
 /** Bytes of output buffer kept between calls at most. */
 const MAX_KEPT_BYTES = 16 * 1024 * 1024;
-let sharedEnds = new Uint32Array(1024);
 const TAB = 9;
 const LF = 10;
 const QUOTE = 34;
@@ -91,14 +96,14 @@ export function jsonRowWriter(table: TableSchema, setup: RawDecoderSetup): (raw:
   const kinds = columns.map((c) => kindOf(c.type));
 
   return (raw) => {
-    let out = shared;
-    let ends = sharedEnds;
+    let out = output.text;
+    let ends = output.ends;
     const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
     const n = bytes.length;
     let at = 0;
     let value = 0;
     let rows = 0;
-    let negativeZero = false;
+    output.negativeZero = false;
     let i = 0;
     while (i < n) {
       // The ctid, skipped.
@@ -115,104 +120,131 @@ export function jsonRowWriter(table: TableSchema, setup: RawDecoderSetup): (raw:
         if (c < width - 1 ? end >= n || bytes[end] !== TAB : end < n && bytes[end] !== LF) return undefined;
         const length = end - start;
         // Room for the worst case of the fast paths (a control byte becomes six), else grown below.
-        if (at + length * 6 + 8 > out.length) shared = out = grow(out, at, at + length * 6 + 8);
-        let done = true;
-        if (length === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === 78) {
-          out[at++] = 110;
-          out[at++] = 117;
-          out[at++] = 108;
-          out[at++] = 108;
-        } else {
+        if (at + length * 6 + 8 > out.length) output.text = out = grow(out, at, at + length * 6 + 8);
+        if (length === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === 78) at = put(out, at, NULL);
+        else {
           const from = at;
-          switch (kinds[c]) {
-            case Kind.Int:
-              done = isCanonicalInteger(bytes, start, end);
-              if (done) for (let k = start; k < end; k++) out[at++] = bytes[k]!;
-              break;
-            case Kind.Int64:
-              done = isDigits(bytes, bytes[start] === 45 ? start + 1 : start, end);
-              if (done) {
-                out[at++] = QUOTE;
-                for (let k = start; k < end; k++) out[at++] = bytes[k]!;
-                out[at++] = QUOTE;
-              }
-              break;
-            case Kind.Float:
-              done = isPlainFloat(bytes, start, end);
-              if (done) for (let k = start; k < end; k++) out[at++] = bytes[k]!;
-              break;
-            case Kind.Bool:
-              done = length === 1 && (bytes[start] === 116 || bytes[start] === 102);
-              if (done) at = bytes[start] === 116 ? put(out, at, TRUE) : put(out, at, FALSE);
-              break;
-            case Kind.Uuid:
-              done = isLowerHexOrDash(bytes, start, end);
-              if (done) at = quoted(out, at, bytes, start, end);
-              break;
-            case Kind.Date:
-              done =
-                length === 10 &&
-                bytes[start] !== 48 &&
-                bytes[start + 4] === 45 &&
-                bytes[start + 7] === 45 &&
-                isDigits(bytes, start, start + 4) &&
-                isDigits(bytes, start + 5, start + 7) &&
-                isDigits(bytes, start + 8, end);
-              if (done) at = quoted(out, at, bytes, start, end);
-              break;
-            case Kind.Text:
-              at = textJson(out, at, bytes, start, end);
-              done = at >= 0;
-              if (!done) at = from;
-              break;
-            default:
-              done = false;
-          }
-          if (!done) {
+          at = fastValueJson(out, at, bytes, start, end, kinds[c]!, true);
+          if (at < 0) {
             // Decoded as the decoded read does, and written from the value.
-            let json: string;
-            try {
-              const field = bytes.toString('utf8', start, end);
-              const v = decodeValue(columns[c]!.type, field.includes('\\') ? unescapeCopyField(field) : field);
-              json = jsonValueText(v);
-              if (!negativeZero && hasNegativeZero(v)) negativeZero = true;
-            } catch {
-              return undefined;
-            }
-            const need = Buffer.byteLength(json);
-            if (at + need > out.length) shared = out = grow(out, at, at + need);
-            at += out.write(json, at, 'utf8');
+            const field = bytes.toString('utf8', start, end);
+            at = writeDecoded(from, columns[c]!.type, field.includes('\\') ? unescapeCopyField(field) : field);
+            if (at < 0) return undefined;
+            out = output.text;
           }
         }
-        if (value === ends.length) {
-          const next = new Uint32Array(ends.length * 2);
-          next.set(ends);
-          sharedEnds = ends = next;
-        }
+        if (value === ends.length) output.ends = ends = grown(ends);
         ends[value++] = at;
         i = end + 1;
       }
       rows++;
     }
-    // A chunk of huge values grew the buffers: the next call starts small again (this one's stay valid).
-    if (out.length > MAX_KEPT_BYTES) shared = Buffer.allocUnsafeSlow(64 * 1024);
-    if (ends.length > MAX_KEPT_BYTES / 4) sharedEnds = new Uint32Array(1024);
-    return { rows, columns: width, text: out.subarray(0, at), ends: ends.subarray(0, value), negativeZero };
+    const text = out.subarray(0, at);
+    const valueEnds = ends.subarray(0, value);
+    shrinkOutput();
+    return { rows, columns: width, text, ends: valueEnds, negativeZero: output.negativeZero };
   };
 }
 
 const TRUE = Uint8Array.from(Buffer.from('true'));
 const FALSE = Uint8Array.from(Buffer.from('false'));
 
-function grow(out: Buffer, used: number, need: number): Buffer {
+export function grow(out: Buffer, used: number, need: number): Buffer {
   const next = Buffer.allocUnsafeSlow(Math.max(need, out.length * 2));
   out.copy(next, 0, 0, used);
   return next;
 }
 
-function put(out: Buffer, at: number, bytes: Uint8Array): number {
+export function put(out: Buffer, at: number, bytes: Uint8Array): number {
   for (let k = 0; k < bytes.length; k++) out[at++] = bytes[k]!;
   return at;
+}
+
+export const NULL = Uint8Array.from(Buffer.from('null'));
+
+/**
+ * The slow path: `text` decoded by `decodeValue` as the decoded read does, and written as
+ * `jsonValueText` of the value at `at` of `output.text` (grown as needed: re-read it after).
+ * The new end, or -1 where the value does not decode (the decoded path then throws its error).
+ */
+export function writeDecoded(at: number, type: PgTypeInfo, text: string): number {
+  let json: string;
+  try {
+    const v = decodeValue(type, text);
+    if (!output.negativeZero && hasNegativeZero(v)) output.negativeZero = true;
+    json = jsonValueText(v);
+  } catch {
+    return -1;
+  }
+  const need = Buffer.byteLength(json);
+  if (at + need > output.text.length) output.text = grow(output.text, at, at + need);
+  return at + output.text.write(json, at, 'utf8');
+}
+
+/** `ends` twice as long, its values kept. */
+export function grown(ends: Uint32Array): Uint32Array {
+  const next = new Uint32Array(ends.length * 2);
+  next.set(ends);
+  return next;
+}
+
+/** After a batch of huge values grew the buffers: the next call starts small again (this one's stay valid). */
+export function shrinkOutput(): void {
+  if (output.text.length > MAX_KEPT_BYTES) output.text = Buffer.allocUnsafeSlow(64 * 1024);
+  if (output.ends.length > MAX_KEPT_BYTES / 4) output.ends = new Uint32Array(1024);
+}
+
+/**
+ * A value's JSON text where its text already is its JSON form (see the module comment), written
+ * at `at`: the new end, or -1 where it must be decoded. `out` has room for `end - start` × 6 + 8
+ * bytes from `at`. `copyEscapes`: the text is a COPY field (backslash escapes), else the type's
+ * output text itself (a pgoutput value), where a backslash is itself.
+ */
+export function fastValueJson(
+  out: Buffer,
+  at: number,
+  bytes: Buffer,
+  start: number,
+  end: number,
+  kind: Kind,
+  copyEscapes: boolean,
+): number {
+  const length = end - start;
+  switch (kind) {
+    case Kind.Int:
+      if (!isCanonicalInteger(bytes, start, end)) return -1;
+      for (let k = start; k < end; k++) out[at++] = bytes[k]!;
+      return at;
+    case Kind.Int64:
+      if (!isDigits(bytes, bytes[start] === 45 ? start + 1 : start, end)) return -1;
+      return quoted(out, at, bytes, start, end);
+    case Kind.Float:
+      if (!isPlainFloat(bytes, start, end)) return -1;
+      for (let k = start; k < end; k++) out[at++] = bytes[k]!;
+      return at;
+    case Kind.Bool:
+      if (length !== 1 || (bytes[start] !== 116 && bytes[start] !== 102)) return -1;
+      return bytes[start] === 116 ? put(out, at, TRUE) : put(out, at, FALSE);
+    case Kind.Uuid:
+      if (!isLowerHexOrDash(bytes, start, end)) return -1;
+      return quoted(out, at, bytes, start, end);
+    case Kind.Date:
+      if (
+        length !== 10 ||
+        bytes[start] === 48 ||
+        bytes[start + 4] !== 45 ||
+        bytes[start + 7] !== 45 ||
+        !isDigits(bytes, start, start + 4) ||
+        !isDigits(bytes, start + 5, start + 7) ||
+        !isDigits(bytes, start + 8, end)
+      )
+        return -1;
+      return quoted(out, at, bytes, start, end);
+    case Kind.Text:
+      return textJson(out, at, bytes, start, end, copyEscapes);
+    default:
+      return -1;
+  }
 }
 
 function quoted(out: Buffer, at: number, bytes: Buffer, start: number, end: number): number {
@@ -278,11 +310,11 @@ function isLowerHexOrDash(bytes: Buffer, start: number, end: number): boolean {
  * writes them), or -1 where the value must be decoded instead: an octal or hex COPY escape,
  * an escape of another character, or bytes that are not valid UTF-8 (decoding replaces them).
  */
-function textJson(out: Buffer, at: number, bytes: Buffer, start: number, end: number): number {
+function textJson(out: Buffer, at: number, bytes: Buffer, start: number, end: number, copyEscapes: boolean): number {
   out[at++] = QUOTE;
   for (let k = start; k < end; k++) {
     let b = bytes[k]!;
-    if (b === BACKSLASH) {
+    if (b === BACKSLASH && copyEscapes) {
       const e = bytes[++k];
       if (e === 110) b = 10;
       else if (e === 116) b = 9;

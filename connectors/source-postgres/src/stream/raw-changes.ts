@@ -178,14 +178,13 @@ function pack(events: readonly PendingChange[]): RawChanges {
 const MAX_CACHED_RELATIONS = 4096;
 
 /**
- * A decoder of raw batches (`SourceWorkerModule.createChangeDecoder`): the events the stream
- * would have put in the batch, in order. Relations are cached by key, so every batch of one
- * relation version shares one table schema object in this thread.
+ * The relations of a batch's setup by slot, each the one this thread first saw for its key
+ * (every batch of one relation version then shares one table schema object here).
  */
-export function createChangeDecoder(): (raw: Uint8Array, setup: unknown) => ChangeEvent[] {
+export function relationCache(): (setup: unknown) => StreamRelation[] {
   const cache = new Map<number, StreamRelation>();
-  return (raw, setup) => {
-    const relations = (setup as RawChangesSetup).relations.map(({ key, relation }) => {
+  return (setup) =>
+    (setup as RawChangesSetup).relations.map(({ key, relation }) => {
       let known = cache.get(key);
       if (known === undefined) {
         if (cache.size >= MAX_CACHED_RELATIONS) cache.clear();
@@ -194,6 +193,17 @@ export function createChangeDecoder(): (raw: Uint8Array, setup: unknown) => Chan
       }
       return known;
     });
+}
+
+/**
+ * A decoder of raw batches (`SourceWorkerModule.createChangeDecoder`): the events the stream
+ * would have put in the batch, in order. Relations are cached by key, so every batch of one
+ * relation version shares one table schema object in this thread.
+ */
+export function createChangeDecoder(): (raw: Uint8Array, setup: unknown) => ChangeEvent[] {
+  const relationsOf = relationCache();
+  return (raw, setup) => {
+    const relations = relationsOf(setup);
     const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
     const events: ChangeEvent[] = [];
     let offset = 0;

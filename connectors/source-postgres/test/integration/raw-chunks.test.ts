@@ -12,7 +12,7 @@ import type { RawDecoderSetup } from '../../src/snapshot/raw-rows.js';
 import type { PostgresSource } from '../../src/source.js';
 import { startDecodePool } from '../fixtures/decode-pool.js';
 import { pgFixture, uniqueName } from './fixture.js';
-import { COLUMNS, DDL, ROWS } from './types-data.js';
+import { COLUMNS, DDL, RANDOM_ROWS, ROWS } from './types-data.js';
 import { jsonTexts } from '../fixtures/json-texts.js';
 
 /**
@@ -26,36 +26,6 @@ import { jsonTexts } from '../fixtures/json-texts.js';
 
 const table = { schema: 'public', name: 'all_types' };
 const signal = new AbortController().signal;
-
-/** Random rows (ids from 1000): about one value in five NULL, text with the characters COPY escapes. */
-const RANDOM_ROWS = `
-  INSERT INTO public.all_types (id, i2, i4, i8, num, num_p, f4, f8, b, t, vc, by, d, ts, tstz, iv, u, jb, ia, ta, na, tsa, ba, e, dom)
-  SELECT g,
-    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 60000 - 30000)::int2 END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 2e9 - 1e9)::int4 END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 9e18 - 4.5e18)::int8 END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 1e12)::numeric / 7 END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 1e6)::numeric(12,2) END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE (random() * 1e6)::float4 END,
-    CASE WHEN random() < 0.2 THEN NULL WHEN g % 17 = 0 THEN 'NaN'::float8 ELSE random() * 1e300 END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE random() < 0.5 END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE md5(g::text) || E'\\t' || chr(10) || E'\\\\' || 'ü✓𝄞' || repeat('x', (random() * 300)::int) END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE left(md5(g::text), 10) END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE decode(md5(g::text), 'hex') END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE date '2000-01-01' + (random() * 20000)::int END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE timestamp '2000-01-01' + random() * interval '9000 days' END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE timestamptz '2000-01-01 00:00:00+00' + random() * interval '9000 days' END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE random() * interval '400 days' END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE md5(g::text)::uuid END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE jsonb_build_object('g', g, 's', E'a\\tb"c', 'n', random()) END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE ARRAY[g, NULL, -g] END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE ARRAY['a,b', NULL, E'q"u\\\\ote', md5(g::text)] END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE ARRAY[g / 3.0, 'NaN'::numeric] END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE ARRAY[timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', NULL] END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE ARRAY[decode(md5(g::text), 'hex'), NULL] END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE (ARRAY['sad', 'ok', 'happy'])[1 + g % 3]::mood END,
-    CASE WHEN random() < 0.2 THEN NULL ELSE (g % 1000)::numeric(10,2) END
-  FROM generate_series(1000, 1000 + $1 - 1) g`;
 
 const pools: { close(): Promise<void> }[] = [];
 afterAll(async () => {

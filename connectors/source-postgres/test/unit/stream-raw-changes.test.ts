@@ -6,7 +6,8 @@ import { decodeChange, finishBatch, pendingChange, rawChangeMessage } from '../.
 import { decodePgOutput } from '../../src/stream/pgoutput.js';
 import { buildRelation, type StreamRelation } from '../../src/stream/relations.js';
 import { TypeCatalog } from '../../src/types/index.js';
-import { createChangeDecoder } from '../../src/worker.js';
+import { createChangeDecoder, createJsonChangeWriter } from '../../src/worker.js';
+import { changeTexts, eventTexts } from '../fixtures/json-texts.js';
 import * as fx from './fixtures/pgoutput-messages.js';
 
 /**
@@ -111,5 +112,65 @@ describe('raw stream batches', () => {
     arrived.fill(0);
     expect(decodeChange(orders, message.payload, context(0x100n, 1))).toEqual(inline[0]);
     expect(message.relationId).toBe(0x4001);
+  });
+});
+
+describe('raw stream batches as JSON text (createJsonChangeWriter)', () => {
+  const orders = relationFrom(fx.RELATION_ORDERS);
+  const full = relationFrom(fx.RELATION_ORDERS_FULL);
+  const altered = relationFrom(fx.RELATION_ORDERS_ALTERED);
+  const rawOf = (changes: [StreamRelation, Buffer][]) =>
+    finishBatch(
+      {
+        events: changes.map(([relation, payload], i) =>
+          pendingChange(relation, rawChangeMessage(payload), context(0x200n, i + 1)),
+        ),
+      },
+      () => {
+        throw new Error('not mixed');
+      },
+    ).raw!;
+
+  it('writes each change’s images as the decoded event holds them: key-only, full and unchanged-TOAST images included', () => {
+    const raw = rawOf([
+      [orders, fx.INSERT],
+      [orders, fx.INSERT_NULL],
+      [orders, fx.UPDATE_TOAST_UNCHANGED],
+      [orders, fx.UPDATE_KEY_CHANGED],
+      [full, fx.UPDATE_FULL],
+      [orders, fx.DELETE_KEY],
+      [full, fx.DELETE_FULL],
+      [altered, fx.INSERT_ALTERED],
+    ]);
+    const json = createJsonChangeWriter()(new Uint8Array(raw.bytes), raw.setup)!;
+    const events = createChangeDecoder()(new Uint8Array(raw.bytes), raw.setup);
+    expect(changeTexts(json)).toEqual(events.map(eventTexts));
+    // Spelled out for two of them: the key-only before of a key change, and a bytea value.
+    expect(changeTexts(json)[3]).toMatchObject({ op: 'update', before: ['"42"', '', ''], after: ['"43"', '"x"', ''] });
+    expect(changeTexts(json)[0]!.after).toEqual(['"42"', '"héllo"', '"AP8="']);
+    expect(json.tables.map((t) => t.columns.length)).toEqual(events.map((e) => e.table.columns.length));
+  });
+
+  it('declines a batch it cannot write (a binary value; wrong width, cut short, bytes left over, a value that does not decode, where the decoder throws)', () => {
+    const writer = createJsonChangeWriter();
+    const binary = Buffer.from(fx.INSERT_NULL);
+    binary[binary.length - 7] = 0x62; // the last column sent as 'b'
+    // A binary value (never asked for) is left to the decoder.
+    const binaryRaw = rawOf([[orders, binary]]);
+    expect(writer(new Uint8Array(binaryRaw.bytes), binaryRaw.setup)).toBeUndefined();
+    const bad = [
+      fx.INSERT_ALTERED.subarray(0, fx.INSERT_ALTERED.length - 2), // cut short
+      Buffer.concat([fx.INSERT, Buffer.from([0])]), // a byte left over
+      fx.bytes('49 00004001 4e 0002', '74 00000002 3432', '6e'), // two columns, the relation has three
+      fx.bytes('49 00004001 4e 0003', '74 00000002 3441', '6e', '6e'), // "4A" is no int8
+    ];
+    for (const payload of bad) {
+      const raw = rawOf([
+        [orders, fx.INSERT],
+        [orders, payload],
+      ]);
+      expect(writer(new Uint8Array(raw.bytes), raw.setup)).toBeUndefined();
+      expect(() => createChangeDecoder()(new Uint8Array(raw.bytes), raw.setup)).toThrow();
+    }
   });
 });

@@ -837,13 +837,17 @@ export class PipelineRunner {
       });
       return undefined;
     };
-    const why = workersUnusable('stream', {
-      threads,
-      replicationType: materialized.pipeline.replication_type,
-      source: materialized.source.definition,
-      sinks: materialized.sinks,
-    });
-    if (why !== undefined) return inline(why);
+    const unusable = (n: number) =>
+      workersUnusable('stream', {
+        threads: n,
+        replicationType: materialized.pipeline.replication_type,
+        source: materialized.source.definition,
+        sinks: materialized.sinks,
+      });
+    const why = unusable(threads);
+    // Without threads, the stream still takes the tasks' JSON text path on this thread where the
+    // parts could run in a worker and the source and every sink take that path (StreamWorkers).
+    if (why !== undefined && (threads !== 0 || unusable(1) !== undefined)) return inline(why);
     const started = await StreamWorkers.start({
       pipeline: name,
       threads,
@@ -859,6 +863,10 @@ export class PipelineRunner {
     if (res.torn) {
       await started.close().catch(() => {});
       return undefined;
+    }
+    if (threads === 0) {
+      this.logger.debug('stream batches go from the source to the sinks as JSON text, on the main thread');
+      return started;
     }
     this.streamWorkers = { batches: () => started.batches, inlineBatches: () => started.inlineBatches };
     this.logger.info('stream changes are decoded and encoded in worker threads', { threads });

@@ -17,7 +17,13 @@
  * Only `node:` imports and core's light modules here: a worker thread loads this file without
  * the rest of core.
  */
-import type { EncodedBatch, JsonRows, SinkWorkerModule, SourceWorkerModule } from '../contract/connector.js';
+import type {
+  EncodedBatch,
+  JsonChanges,
+  JsonRows,
+  SinkWorkerModule,
+  SourceWorkerModule,
+} from '../contract/connector.js';
 import type { ChangeEvent, Position, TableSchema } from '../model.js';
 import { readEvents } from './read-events.js';
 import { errorData, type TaskErrorData, type TaskHandler } from './worker-task.js';
@@ -81,65 +87,47 @@ export async function createPipelineHandler(
     ? data.tables.map((table, i) => source.createJsonRowWriter?.(table, data.source.setups[i]))
     : [];
   let decodeChanges: ((raw: Uint8Array, setup: unknown) => ChangeEvent[]) | undefined;
+  // Stream batches straight from their row images' JSON text, likewise.
+  const changeEncoders = sinkModules.map((module, i) => module.createJsonChangeEncoder?.(data.sinks[i]!.setup));
+  const writeChanges = changeEncoders.some((e) => e !== undefined) ? source.createJsonChangeWriter?.() : undefined;
   return async (task) => {
     const transfer: ArrayBuffer[] = [];
-    let events: ChangeEvent[];
-    let raw: ArrayBuffer | undefined;
     if (task.kind === 'changes') {
-      raw = task.raw;
+      const raw = task.raw;
       transfer.push(raw);
       if (source.createChangeDecoder === undefined)
         throw new Error(`the source's worker module ${data.source.module} has no createChangeDecoder`);
-      decodeChanges ??= source.createChangeDecoder();
+      let json: JsonChanges | undefined;
       try {
-        events = decodeChanges(new Uint8Array(raw), task.setup);
-      } catch (err) {
-        // Every sink writes this batch decoded on the main thread, which throws the same error there.
-        const error = errorData(err);
-        return { result: { rows: 0, batches: encoders.map(() => ({ error })), raw }, transfer };
-      }
-    } else {
-      const table = data.tables[task.table]!;
-      const writer = jsonWriters[task.table];
-      let json: JsonRows | undefined;
-      try {
-        json = writer?.(new Uint8Array(task.raw));
+        json = writeChanges?.(new Uint8Array(raw), task.setup);
       } catch {
-        // The decoded path below decides, and throws what the decoded read throws.
+        // The decoder below decides, and throws what the decoded stream throws.
         json = undefined;
       }
-      let decoded: ChangeEvent[] | undefined;
-      const decode = () => {
-        decoded ??= readEvents(
-          table,
-          decoders[task.table]!(new Uint8Array(task.raw)),
-          task.position,
-          task.chunk,
-          task.keep,
-        );
-        return decoded;
-      };
-      // Every sink that encodes from the JSON text does so first, in one synchronous step: the
-      // writer's buffers are shared, and on the main thread another chunk's task may run while
-      // this one awaits a decoded sink's encoder below.
+      // As for chunks: every sink that encodes from the JSON text first, in one synchronous step.
       const batches: PipelineWorkerResult['batches'] = new Array(encoders.length);
       const decodedSinks: number[] = [];
       for (let i = 0; i < encoders.length; i++) {
-        const encodeJson = jsonEncoders[i];
-        const fromJson =
-          json === undefined || encodeJson === undefined
-            ? undefined
-            : encodeJson(table, json, task.position, task.chunk, task.keep);
+        const encodeJson = changeEncoders[i];
+        const fromJson = json === undefined || encodeJson === undefined ? undefined : encodeJson(json);
         if (fromJson === undefined) decodedSinks.push(i);
         else {
           batches[i] = fromJson;
           transfer.push(fromJson.bytes);
         }
       }
-      const rows = task.keep !== undefined ? countKept(task.keep) : json !== undefined ? json.rows : decode().length;
+      if (decodedSinks.length === 0) return { result: { rows: json!.count, batches, raw }, transfer };
+      decodeChanges ??= source.createChangeDecoder();
+      let events: ChangeEvent[];
+      try {
+        events = decodeChanges(new Uint8Array(raw), task.setup);
+      } catch (err) {
+        // Every such sink writes this batch decoded on the main thread, which throws the same error there.
+        const error = errorData(err);
+        for (const i of decodedSinks) batches[i] = { error };
+        return { result: { rows: 0, batches, raw }, transfer };
+      }
       for (const i of decodedSinks) {
-        // A chunk that does not decode throws here, failing the task as before.
-        const events = decode();
         try {
           const batch = await encoders[i]!(events);
           batches[i] = batch;
@@ -148,22 +136,58 @@ export async function createPipelineHandler(
           batches[i] = { error: errorData(err) };
         }
       }
-      return { result: { rows, batches }, transfer };
+      return { result: { rows: events.length, batches, raw }, transfer };
     }
-    const batches: PipelineWorkerResult['batches'] = [];
-    for (const encode of encoders) {
-      try {
-        // An encoder may be async (the Kafka sink's runs the sink's own async encoding path).
-        const batch = await encode(events);
-        batches.push(batch);
-        transfer.push(batch.bytes);
-      } catch (err) {
-        batches.push({ error: errorData(err) });
+    const table = data.tables[task.table]!;
+    const writer = jsonWriters[task.table];
+    let json: JsonRows | undefined;
+    try {
+      json = writer?.(new Uint8Array(task.raw));
+    } catch {
+      // The decoded path below decides, and throws what the decoded read throws.
+      json = undefined;
+    }
+    let decoded: ChangeEvent[] | undefined;
+    const decode = () => {
+      decoded ??= readEvents(
+        table,
+        decoders[task.table]!(new Uint8Array(task.raw)),
+        task.position,
+        task.chunk,
+        task.keep,
+      );
+      return decoded;
+    };
+    // Every sink that encodes from the JSON text does so first, in one synchronous step: the
+    // writer's buffers are shared, and on the main thread another chunk's task may run while
+    // this one awaits a decoded sink's encoder below.
+    const batches: PipelineWorkerResult['batches'] = new Array(encoders.length);
+    const decodedSinks: number[] = [];
+    for (let i = 0; i < encoders.length; i++) {
+      const encodeJson = jsonEncoders[i];
+      const fromJson =
+        json === undefined || encodeJson === undefined
+          ? undefined
+          : encodeJson(table, json, task.position, task.chunk, task.keep);
+      if (fromJson === undefined) decodedSinks.push(i);
+      else {
+        batches[i] = fromJson;
+        transfer.push(fromJson.bytes);
       }
     }
-    const result: PipelineWorkerResult = { rows: events.length, batches };
-    if (raw !== undefined) result.raw = raw;
-    return { result, transfer };
+    const rows = task.keep !== undefined ? countKept(task.keep) : json !== undefined ? json.rows : decode().length;
+    for (const i of decodedSinks) {
+      // A chunk that does not decode throws here, failing the task as before.
+      const events = decode();
+      try {
+        const batch = await encoders[i]!(events);
+        batches[i] = batch;
+        transfer.push(batch.bytes);
+      } catch (err) {
+        batches[i] = { error: errorData(err) };
+      }
+    }
+    return { result: { rows, batches }, transfer };
   };
 }
 

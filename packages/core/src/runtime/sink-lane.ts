@@ -79,7 +79,7 @@ export interface EncodedPart {
    * (`Sink.writeEncodedParts`) without waiting for anything.
    */
   ready?: EncodedBatch;
-  /** Encoded on the main thread (`workers: 0`, from the chunk's JSON text), not in a worker thread. */
+  /** Encoded on the main thread (`workers: 0`, from the JSON text of a chunk or stream batch), not in a worker thread. */
   onMainThread?: boolean;
 }
 
@@ -799,16 +799,21 @@ export class SinkLane {
         if (++stats.encodedWrites === 1)
           logger.info(
             part.onMainThread === true
-              ? 'sink wrote its first batch encoded from the JSON text of a chunk, on the main thread'
+              ? `sink wrote its first batch encoded from the JSON text of ${part.stream === true ? 'a stream batch' : 'a chunk'}, on the main thread`
               : 'sink wrote its first batch encoded in a worker thread',
             { sink: this.name, records: part.info.count },
           );
         if (part.stream === true && !this.wroteEncodedStream) {
           this.wroteEncodedStream = true;
-          logger.info('sink wrote its first stream batch encoded in a worker thread', {
-            sink: this.name,
-            events: count,
-          });
+          logger.info(
+            part.onMainThread === true
+              ? 'sink wrote its first stream batch encoded from JSON text, on the main thread'
+              : 'sink wrote its first stream batch encoded in a worker thread',
+            {
+              sink: this.name,
+              events: count,
+            },
+          );
         }
         this.throttle?.written(this.options.pipeline, this.name, count);
         return;

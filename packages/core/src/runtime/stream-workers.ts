@@ -2,6 +2,7 @@ import type {
   EncodedBatch,
   Sink,
   SinkDefinition,
+  SinkWorkerModule,
   Source,
   SourceDefinition,
   SourceWorkerModule,
@@ -9,6 +10,7 @@ import type {
 import type { Logger } from '../contract/logger.js';
 import { ErrorCode, NanosyncError } from '../errors.js';
 import type { ChangeEvent, RawChanges, TableSchema } from '../model.js';
+import { createPipelineHandler } from './pipeline-tasks.js';
 import type { ChangesTask, PipelineWorkerData, PipelineWorkerResult, PipelineWorkerTask } from './pipeline-worker.js';
 import { shapeOf } from './schema-changes.js';
 import type { EncodedPart, SinkLane } from './sink-lane.js';
@@ -17,6 +19,13 @@ import { OrderedWorkerPool } from './worker-pool.js';
 
 /** Bytes of raw batches one worker may hold at once (a batch is at most the source's batch bound, 1 MiB by default). */
 const MAX_BYTES_PER_WORKER = 16 * 1024 * 1024;
+
+/** Where the batches are encoded: a pool of worker threads, or this thread (`threads` 0). */
+interface BatchRunner {
+  readonly size: number;
+  submit(task: ChangesTask, bytes: number): Promise<PipelineWorkerResult>;
+  close(): Promise<void>;
+}
 
 function shapeKey(table: TableSchema): string {
   return `${table.schema}\u0000${table.name}\u0000${shapeOf(table)}`;
@@ -33,6 +42,11 @@ function shapeKey(table: TableSchema): string {
  * what is durable, exactly as with decoded batches. The raw bytes come back with the result,
  * for the fallbacks (a record the sink refuses, an encoder that refuses an event: the batch is
  * decoded here and written with `write()`, so `on_error` applies).
+ *
+ * With `threads` 0 there is no pool: the same tasks run on this thread, without moving the
+ * bytes, and only where the source writes batches as JSON text and every sink encodes from it
+ * (`createJsonChangeWriter`, `createJsonChangeEncoder`): that path makes no event, row or value
+ * objects, which is what makes it worth taking without a thread.
  */
 export class StreamWorkers {
   /** Raw batches handed to the workers in this run. */
@@ -43,7 +57,7 @@ export class StreamWorkers {
   private mainDecoder: ((raw: Uint8Array, setup: unknown) => ChangeEvent[]) | undefined;
 
   private constructor(
-    private readonly pool: OrderedWorkerPool<PipelineWorkerTask, PipelineWorkerResult, PipelineWorkerData>,
+    private readonly pool: BatchRunner,
     private readonly sinks: number,
     private readonly shapes: ReadonlySet<string>,
     private readonly sourceModule: SourceWorkerModule,
@@ -71,6 +85,10 @@ export class StreamWorkers {
     const sourceModule = (await import(module)) as SourceWorkerModule;
     if (typeof sourceModule.createChangeDecoder !== 'function')
       return `the source connector ${input.source.definition.type} cannot decode changes in a worker thread (its worker module has no createChangeDecoder)`;
+    // Without threads, only the JSON text path is worth it: asked before any setup is made.
+    const inline = input.threads <= 0;
+    if (inline && sourceModule.createJsonChangeWriter === undefined)
+      return `the source connector ${input.source.definition.type} does not write changes as JSON text`;
     for (const lane of input.lanes)
       if (!lane.takesEncodedStream)
         return `sink ${lane.name} spills or maps events, which needs them decoded on the main thread`;
@@ -79,11 +97,27 @@ export class StreamWorkers {
       const sinkModule = s.definition.workerModule;
       if (sinkModule === undefined || s.sink.encoderSetup === undefined || s.sink.writeEncoded === undefined)
         return `sink ${s.name} (connector ${s.definition.type}) cannot encode records in a worker thread`;
+      const jsonModule = inline ? ((await import(sinkModule)) as SinkWorkerModule) : undefined;
+      if (jsonModule !== undefined && jsonModule.createJsonChangeEncoder === undefined)
+        return `sink ${s.name} (connector ${s.definition.type}) does not encode changes from JSON text`;
       const setup = await s.sink.encoderSetup([...input.tables]);
       if (setup === undefined) return `sink ${s.name} cannot encode these tables in a worker thread now`;
+      if (jsonModule !== undefined && jsonModule.createJsonChangeEncoder?.(setup) === undefined)
+        return `sink ${s.name} does not encode these tables from JSON text`;
       sinks.push({ module: sinkModule, setup });
     }
     const data: PipelineWorkerData = { tables: [], source: { module, setups: [] }, sinks };
+    const shapes = new Set(input.tables.map(shapeKey));
+    if (inline) {
+      const handle = await createPipelineHandler(data);
+      // The task's synchronous part (every JSON-text sink's encoding) runs within submit.
+      const runner: BatchRunner = {
+        size: 0,
+        submit: async (task) => (await handle(task)).result,
+        close: async () => {},
+      };
+      return new StreamWorkers(runner, sinks.length, shapes, sourceModule, input.logger);
+    }
     const pool = await OrderedWorkerPool.start<PipelineWorkerTask, PipelineWorkerResult, PipelineWorkerData>({
       name: `${input.pipeline} stream`,
       module: workerModuleUrl(),
@@ -92,7 +126,12 @@ export class StreamWorkers {
       maxBytesPerWorker: MAX_BYTES_PER_WORKER,
       execArgv: input.execArgv ?? workerExecArgv(process.execArgv),
     });
-    return new StreamWorkers(pool, sinks.length, new Set(input.tables.map(shapeKey)), sourceModule, input.logger);
+    const runner: BatchRunner = {
+      size: pool.size,
+      submit: (task, bytes) => pool.submit({ task, transfer: [task.raw], bytes }),
+      close: () => pool.close(),
+    };
+    return new StreamWorkers(runner, sinks.length, shapes, sourceModule, input.logger);
   }
 
   get threads(): number {
@@ -119,7 +158,8 @@ export class StreamWorkers {
   /** A raw batch's events decoded on this thread, logging once per reason why. */
   decodeInline(raw: RawChanges, why: string): ChangeEvent[] {
     this.inlineBatches++;
-    if (!this.said.has(why)) {
+    // Without threads every batch is on this thread anyway: nothing to say.
+    if (this.pool.size > 0 && !this.said.has(why)) {
       this.said.add(why);
       this.logger.info('a stream batch is decoded and encoded on the main thread, not in a worker thread', {
         reason: why,
@@ -137,7 +177,8 @@ export class StreamWorkers {
   encode(raw: RawChanges): EncodedPart[] {
     const bytes = raw.bytes.byteLength;
     const task: ChangesTask = { kind: 'changes', raw: raw.bytes, setup: raw.setup };
-    let back: ArrayBuffer | undefined;
+    // On this thread (no pool) the bytes never leave.
+    let back: ArrayBuffer | undefined = this.pool.size === 0 ? raw.bytes : undefined;
     let decoded: ChangeEvent[] | undefined;
     const events = () => {
       if (decoded !== undefined) return decoded;
@@ -165,9 +206,16 @@ export class StreamWorkers {
       // A lane stopped before it reached this part never awaits it.
       batch.catch(noop);
       settle.push({ resolve, reject });
-      parts.push({ stream: true, batch, info, events, bytes: bytes * 2 });
+      parts.push({
+        stream: true,
+        batch,
+        info,
+        events,
+        bytes: bytes * 2,
+        ...(this.pool.size === 0 ? { onMainThread: true } : {}),
+      });
     }
-    this.pool.submit({ task, transfer: [task.raw], bytes }).then(
+    this.pool.submit(task, bytes).then(
       (r) => {
         back = r.raw;
         for (let i = 0; i < parts.length; i++) {

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defineSink, defineSource, type Sink, type TableRef } from '../../src/contract/connector.js';
-import type { ChangeBatch, ChangeEvent, Position, TableSchema } from '../../src/model.js';
+import type { ChangeBatch, ChangeEvent, Position, Row, TableSchema } from '../../src/model.js';
 import { Harness, until, waitForState } from './fixtures/harness.js';
 import { InMemoryDatabase, InMemorySink, inMemorySource, testPipeline } from './fixtures/in-memory.js';
 
@@ -75,6 +75,8 @@ function rawStreamSource(db: InMemoryDatabase, shared: Shared) {
 class WorkerSink extends InMemorySink {
   encodedBatches = 0;
   encodedEvents = 0;
+  /** What `encoderSetup` gives the worker module (`{ json: true }`: it encodes from JSON text too). */
+  setup: Record<string, unknown> = {};
   private tables: TableSchema[] = [];
 
   override definition() {
@@ -94,7 +96,7 @@ class WorkerSink extends InMemorySink {
         this.tables = tables;
         await base.open(tables);
       },
-      encoderSetup: async () => ({}),
+      encoderSetup: async () => this.setup,
       writeEncoded: async (batch, info) => {
         const records = new TextDecoder()
           .decode(new Uint8Array(batch.bytes))
@@ -179,5 +181,56 @@ describe('the change stream through worker threads', () => {
     expect(db.calls).toContain('stream-raw:false');
     expect(sink.encodedEvents).toBe(0);
     expect((await engine.status('wst0')).workers?.stream).toBeUndefined();
+  });
+
+  it('workers: 0 with a source and a sink that take the JSON text path: raw batches encoded from JSON text on the main thread, in order; a batch the writer declines is decoded', async () => {
+    h = await Harness.create();
+    const db = new InMemoryDatabase({ maxBatchEvents: 5 });
+    db.createTable('public', 'orders', 0);
+    const sink = new WorkerSink();
+    sink.setup = { json: true };
+    const p = testPipeline(db, { name: 'wsj', type: 'cdc', sinks: [{ sink }], workers: 0 });
+    p.materialized.source.definition = rawStreamSource(db, new Shared());
+    p.materialized.sinks[0]!.definition = sink.definition();
+    h.registry.add(p);
+    const engine = h.engine({ runtime: WORKER_RUNTIME });
+    await engine.start();
+    await engine.apply('wsj', p.definition, p.hash, p.type);
+    await waitForState(engine, 'wsj', 'LIVE_CDC');
+    // 6 transactions of 7 inserts, then 6 of 4 updates and 3 deletes: 24 batches of 5 and 2.
+    let id = 0;
+    for (let tx = 0; tx < 6; tx++)
+      db.commit(
+        Array.from({ length: 7 }, () => ({ table: 'public.orders', op: 'insert' as const, row: { id: String(++id) } })),
+      );
+    for (let tx = 0; tx < 6; tx++)
+      db.commit(
+        Array.from({ length: 7 }, (_, i) => ({
+          table: 'public.orders',
+          op: i < 4 ? ('update' as const) : ('delete' as const),
+          row: (i < 4 ? { id: String(tx * 7 + i + 1), status: `s${tx}` } : { id: String(tx * 7 + i + 1) }) as Row,
+        })),
+      );
+    const expected = db.log.flatMap((c) => c.events);
+    await until(() => sink.events.length === expected.length, 'every change in the sink');
+    expect(db.calls).toContain('stream-raw:true');
+    expect(db.calls).not.toContain('stream-raw:false');
+    // In stream order, each once, each as the decoded event says.
+    expect(sink.events.map((e) => [e.position, e.op, e.key, e.after])).toEqual(
+      expected.map((e) => [e.position, e.op, e.key, e.after]),
+    );
+    expect(sink.encodedEvents).toBe(expected.length);
+    // Batches 3, 7, … 23 (two changes each) were declined by the writer and decoded.
+    const viaJson = sink.events.filter((e) => (e as { via?: string }).via === 'json').length;
+    expect(viaJson).toBe(expected.length - 12);
+    await until(() => db.acks.at(-1) === db.log.at(-1)!.end, 'the last transaction acknowledged');
+    expect(db.ackViolations).toEqual([]);
+    expect(
+      h.log.lines.some((l) =>
+        l.includes('sink wrote its first stream batch encoded from JSON text, on the main thread'),
+      ),
+    ).toBe(true);
+    expect(h.log.lines.some((l) => l.includes('in worker threads'))).toBe(false);
+    expect((await engine.status('wsj')).workers?.stream).toBeUndefined();
   });
 });
