@@ -22,15 +22,19 @@
 import type { ChangeEvent } from '@nanosync/core';
 import type { OutgoingMessage, RecordHeaders } from './producer.js';
 
-const MAGIC = 0x314b534e; // "NSK1"
-const NONE = 0xffffffff;
-const READ = 1;
+// Exported for the encoders that write this framing from JSON text (json-encoded.ts, json-changes.ts).
+export const MAGIC = 0x314b534e; // "NSK1"
+/** The chunk of a record whose event has none. */
+export const NONE = 0xffffffff;
+/** Record flags. */
+export const READ = 1;
 const NO_KEY = 2;
-const NO_VALUE = 4;
+export const NO_VALUE = 4;
 /** The record has a key text of its own (else its key bytes are its text, `messageKeyText`). */
-const KEY_TEXT = 8;
+export const KEY_TEXT = 8;
+/** Header kinds. */
 const UNDEFINED = 0;
-const STRING = 1;
+export const STRING = 1;
 const BYTES = 2;
 
 /** A record read back from a framed batch, with what exactly_once needs to skip replays. */

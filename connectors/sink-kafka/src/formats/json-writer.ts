@@ -1,7 +1,7 @@
 import { type ChangeEvent, type LogicalType, type Row, type TableSchema, qualifiedName } from '@nanosync/core';
 import { OP_NAMES, beforeImage } from './codec.js';
 import { rowToJson } from './json-values.js';
-import { committedAtMicros, toEnvelope } from './json.js';
+import { commitTimeMicros, toEnvelope } from './json.js';
 
 /**
  * The JSON envelope (json.ts) as text: the same bytes as `JSON.stringify(toEnvelope(event))`,
@@ -22,10 +22,9 @@ export function jsonEnvelopeText(event: ChangeEvent): string {
   const op = OP_NAMES[event.op];
   if (plan === undefined || op === undefined || typeof event.position !== 'string')
     return JSON.stringify(toEnvelope(event));
-  const at = committedAtMicros(event);
-  let text = `{"_ns_op":"${op}","_ns_table":${plan.table},"_ns_committed_at":${
-    at === null ? 'null' : typeof at === 'number' ? String(at) : `"${at}"`
-  },"_ns_lsn":${JSON.stringify(event.position)}`;
+  let text = `{"_ns_op":"${op}","_ns_table":${plan.table},"_ns_committed_at":${committedAtText(
+    event.commitTime,
+  )},"_ns_lsn":${JSON.stringify(event.position)}`;
   if (event.unchanged?.length) text += `,"_ns_unchanged":${JSON.stringify([...event.unchanged])}`;
   else if (event.op === 'truncate')
     text += `,"_ns_truncate":{"cascade":${JSON.stringify(event.truncate?.cascade ?? false)},"restart_identity":${JSON.stringify(event.truncate?.restartIdentity ?? false)}}`;
@@ -34,6 +33,12 @@ export function jsonEnvelopeText(event: ChangeEvent): string {
     event.after ? rowJson(plan, event.table, event.after) : 'null'
   }}`;
   return text;
+}
+
+/** `_ns_committed_at`'s JSON text for an event with this commit time: microseconds (see `committedAtMicros`). */
+export function committedAtText(commitTime: string | undefined): string {
+  const at = commitTimeMicros(commitTime);
+  return at === null ? 'null' : typeof at === 'number' ? String(at) : `"${at}"`;
 }
 
 /** What the envelope writer knows of a table shape; undefined where `toEnvelope` must write it. */

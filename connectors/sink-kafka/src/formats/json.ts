@@ -42,13 +42,18 @@ export interface JsonEnvelope {
 
 /** Microseconds as a JSON number while exact (until the year 2255), else as a string. */
 export function committedAtMicros(event: ChangeEvent): number | string | null {
-  if (!event.commitTime) return null;
+  return commitTimeMicros(event.commitTime);
+}
+
+/** `committedAtMicros` of an event with this commit time. */
+export function commitTimeMicros(commitTime: string | undefined): number | string | null {
+  if (!commitTime) return null;
   // Every event of a transaction carries the same commit time: parsed once, not per event.
-  if (event.commitTime === lastCommitTime) return lastCommittedAt;
-  const micros = commitTimeToMicros(event.commitTime);
+  if (commitTime === lastCommitTime) return lastCommittedAt;
+  const micros = commitTimeToMicros(commitTime);
   const result =
     micros === undefined ? null : Number.isSafeInteger(Number(micros)) ? Number(micros) : micros.toString();
-  lastCommitTime = event.commitTime;
+  lastCommitTime = commitTime;
   lastCommittedAt = result;
   return result;
 }
