@@ -11,11 +11,13 @@ import type {
   ChangeEvent,
   ConnectorContext,
   EncodedBatch,
+  JsonChangesEncoder,
   JsonChunkEncoder,
   Logger,
   SinkWorkerModule,
 } from '@nanosync/core';
 import { frameRecords } from './encoded.js';
+import { jsonChangesEncoder } from './json-changes.js';
 import { jsonRowsEncoder } from './json-encoded.js';
 import type { KafkaProducer, OutgoingMessage } from './producer.js';
 import type { SchemaRegistryClient } from './registry/client.js';
@@ -78,6 +80,14 @@ export function createJsonEncoder(setup: unknown): JsonChunkEncoder | undefined 
   return jsonRowsEncoder((setup as KafkaEncoderSetup).config);
 }
 
+/**
+ * Stream batches straight from their row images' JSON text, for `message_format: json` without
+ * a schema registry (see json-changes.ts); undefined for any other format.
+ */
+export function createJsonChangeEncoder(setup: unknown): JsonChangesEncoder | undefined {
+  return jsonChangesEncoder((setup as KafkaEncoderSetup).config);
+}
+
 // Checked against the contract at compile time.
-const _module: SinkWorkerModule = { createEncoder, createJsonEncoder };
+const _module: SinkWorkerModule = { createEncoder, createJsonEncoder, createJsonChangeEncoder };
 void _module;

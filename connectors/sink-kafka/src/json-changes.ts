@@ -1,0 +1,417 @@
+/**
+ * A stream batch's records from its row images' JSON text (`JsonChanges`, written by the
+ * source's `createJsonChangeWriter`), for `message_format: json` without a schema registry: the
+ * very framed batch (encoded.ts) the worker encoder gives for the batch's decoded events —
+ * topic, key, envelope, headers, key text, size, byte for byte, record for record — without
+ * events, rows or strings per record. The stream sibling of json-encoded.ts, taking the same
+ * tables (json-plan.ts).
+ *
+ * Change `i` is event `i`. An image's empty value text is a column the event's image does not
+ * have: its envelope image (`jsonEnvelopeText`) lists the columns it has, in column order, and
+ * an update's `_ns_unchanged` names the ones its `after` lacks. Each value's text is
+ * `jsonValueText`'s, which is what `rowToJson` writes (float `-0` included: `"-0"` both ways,
+ * so `negativeZero` changes nothing here). The message key takes each key column from `after`,
+ * else `before` (`messageKeyOf`: the event's `key` holds nothing else); an update with a
+ * `before` whose key differs there first gets a `delete` record under the old key, with the old
+ * key as its key text, and a tombstone when `tombstones` is on (sink.ts `encodeInto`), and a
+ * delete its tombstone after it.
+ *
+ * It returns undefined, leaving the batch to the worker encoder, for a table json-plan.ts does
+ * not take, a key column in neither image, an int64 key text that is not canonical, an update
+ * with a `before` lacking a key column (its old key would come from the event's `key`), and
+ * shapes the decoded stream does not make: an insert with a `before` or lacking a column, an
+ * update without `after`, a delete without `before` (the envelope would hold its `key`) or with
+ * an `after`, an unknown op, an image beyond `ends`.
+ */
+import {
+  copyRange,
+  type EncodedBatch,
+  JsonChangeOp,
+  type JsonChanges,
+  type JsonChangesEncoder,
+  putBytes,
+  type TableSchema,
+} from '@nanosync/core';
+import type { KafkaSinkConfig } from './config.js';
+import { KEY_TEXT, NO_VALUE, NONE, STRING } from './encoded.js';
+import { OP_NAMES } from './formats/codec.js';
+import { committedAtText } from './formats/json-writer.js';
+import {
+  asBuffer,
+  bytesOf,
+  FrameStrings,
+  keyLength,
+  planCache,
+  putKey,
+  type TablePlan,
+  tablePlan,
+} from './json-plan.js';
+import { HEADER_OP, HEADER_POSITION, HEADER_TABLE } from './sink.js';
+
+interface Plan extends TablePlan {
+  /** Per op (`JsonChangeOp`): `{"_ns_op":"<OP>","_ns_table":<table>,"_ns_committed_at":` */
+  heads: Uint8Array[];
+  /** Per column: `"name":` */
+  labels: Uint8Array[];
+  /** Per column: `"name"` (in `_ns_unchanged`) */
+  quoted: Uint8Array[];
+  /** The `ns-table` header's share of a record's size. */
+  tableHeader: number;
+}
+
+/** Per `JsonChangeOp`: the event's op (the `ns-op` header; `OP_NAMES` gives the envelope's `_ns_op`). */
+const OPS = ['', 'insert', 'update', 'delete'] as const;
+const LSN = bytesOf(',"_ns_lsn":');
+const UNCHANGED = bytesOf(',"_ns_unchanged":[');
+const BEFORE = bytesOf(',"before":');
+const AFTER = bytesOf(',"after":');
+const NULL = bytesOf('null');
+/**
+ * A record's frame bytes besides its key, value, key text and headers: index, topic, table,
+ * position, chunk, flags, three lengths, size, header count.
+ */
+const RECORD = 20 + 1 + 4 + 4 + 4 + 4 + 2;
+/** Per string header in the frame: name, kind, value. */
+const HEADER = 9;
+
+function newPlan(table: TableSchema, config: KafkaSinkConfig): Plan | null {
+  const plan = tablePlan(table, config);
+  if (plan === null) return null;
+  const tableJson = JSON.stringify(plan.table);
+  return {
+    ...plan,
+    heads: OPS.map((op) => bytesOf(`{"_ns_op":"${op && OP_NAMES[op]}","_ns_table":${tableJson},"_ns_committed_at":`)),
+    labels: plan.names.map((n) => bytesOf(`${JSON.stringify(n)}:`)),
+    quoted: plan.names.map((n) => bytesOf(JSON.stringify(n))),
+    tableHeader: 8 + HEADER_TABLE.length + Buffer.byteLength(plan.table),
+  };
+}
+
+/** The encoder of stream batches for a sink's config, or undefined when its records are not plain JSON. */
+export function jsonChangesEncoder(config: KafkaSinkConfig): JsonChangesEncoder | undefined {
+  if (config.messageFormat !== 'json' || config.schemaRegistry !== undefined) return undefined;
+  const planOf = planCache((table) => newPlan(table, config));
+  // A transaction's changes share a commit time: its text is worked out once.
+  let commitTime: string | undefined;
+  let committedAt: Uint8Array | undefined;
+  const committedAtOf = (time: string | undefined): Uint8Array => {
+    if (committedAt === undefined || time !== commitTime) {
+      committedAt = bytesOf(committedAtText(time));
+      commitTime = time;
+    }
+    return committedAt;
+  };
+  return (changes) => encode(changes, config.tombstones, planOf, committedAtOf);
+}
+
+/** Scratch room to compare an update's old and new keys. */
+let scratch = Buffer.allocUnsafe(256);
+
+function encode(
+  changes: JsonChanges,
+  tombstones: boolean,
+  planOf: (table: TableSchema) => Plan | null,
+  committedAtOf: (time: string | undefined) => Uint8Array,
+): EncodedBatch | undefined {
+  const { count, ops, images, ends, positions } = changes;
+  const text = asBuffer(changes.text);
+  const plans: Plan[] = new Array(count);
+  const committed: Uint8Array[] = new Array(count);
+  const lsns: string[] = new Array(count);
+  const keys = new Int32Array(count);
+  const values = new Int32Array(count);
+  /** Per change: the old key's length for an update that moved its row, else -1. */
+  const oldKeys = new Int32Array(count);
+  const deleteValues = new Int32Array(count);
+  const strings = new FrameStrings();
+  const opInterned = [false, false, false, false];
+  const internOp = (op: number) => {
+    if (opInterned[op]) return;
+    opInterned[op] = true;
+    strings.intern(OPS[op]!);
+  };
+  let lastPlan: Plan | undefined;
+  let records = 0;
+  let total = 0;
+  // First the length of everything, checking that each change is one this encoder writes.
+  for (let i = 0; i < count; i++) {
+    const op = ops[i]!;
+    const plan = planOf(changes.tables[i]!);
+    if (plan === null) return undefined;
+    const columns = plan.names.length;
+    const before = images[2 * i]!;
+    const after = images[2 * i + 1]!;
+    if (!imageFits(before, columns, ends) || !imageFits(after, columns, ends)) return undefined;
+    const shaped =
+      op === JsonChangeOp.Insert
+        ? before === -1 && after >= 0 && !lacksColumn(plan, ends, after)
+        : op === JsonChangeOp.Update
+          ? after >= 0
+          : op === JsonChangeOp.Delete && before >= 0 && after === -1;
+    if (!shaped) return undefined;
+    const key = after >= 0 ? keyLength(plan, text, ends, after, before) : keyLength(plan, text, ends, before, -1);
+    if (key < 0) return undefined;
+    let oldKey = -1;
+    if (op === JsonChangeOp.Update && before >= 0) {
+      const length = keyLength(plan, text, ends, before, -1);
+      if (length < 0) return undefined;
+      // A key that changed moves the row: a delete under the old key (and a tombstone) first.
+      if (!sameKey(plan, text, ends, after, before, key, length)) oldKey = length;
+    }
+    const position = positions[i]!;
+    const lsn = JSON.stringify(position);
+    const at = committedAtOf(changes.commitTimes[i]);
+    const head = at.length + LSN.length + Buffer.byteLength(lsn) + BEFORE.length + AFTER.length + 1;
+    const beforeLength = before >= 0 ? imageLength(plan, ends, before) : NULL.length;
+    const afterLength = after >= 0 ? imageLength(plan, ends, after) : NULL.length;
+    const value = plan.heads[op]!.length + head + beforeLength + afterLength + unchangedLength(plan, ends, after);
+    plans[i] = plan;
+    committed[i] = at;
+    lsns[i] = lsn;
+    keys[i] = key;
+    values[i] = value;
+    oldKeys[i] = oldKey;
+    // The strings, in the order `frameRecords` meets them: each record's topic, table and
+    // position, then its headers' names and values. Only the first record of the batch names
+    // the headers, and a change's later records name nothing new but its op.
+    if (plan !== lastPlan) {
+      strings.intern(plan.topic);
+      strings.intern(plan.table);
+      lastPlan = plan;
+    }
+    strings.intern(position);
+    if (i === 0) {
+      strings.intern(HEADER_TABLE);
+      strings.intern(HEADER_OP);
+      internOp(oldKey >= 0 ? JsonChangeOp.Delete : op);
+      strings.intern(HEADER_POSITION);
+    }
+    if (oldKey >= 0) {
+      const deleteValue = plan.heads[JsonChangeOp.Delete]!.length + head + beforeLength + NULL.length;
+      deleteValues[i] = deleteValue;
+      internOp(JsonChangeOp.Delete);
+      records++;
+      total += RECORD + 2 * oldKey + deleteValue + 3 * HEADER;
+      if (tombstones) {
+        records++;
+        total += RECORD + 2 * oldKey + 2 * HEADER;
+      }
+    }
+    internOp(op);
+    records++;
+    total += RECORD + key + value + 3 * HEADER;
+    if (op === JsonChangeOp.Delete && tombstones) {
+      records++;
+      total += RECORD + key + 2 * HEADER;
+    }
+  }
+  total += strings.headBytes;
+
+  const out = Buffer.allocUnsafeSlow(total);
+  let at = strings.putHead(out, records);
+  const u32 = (n: number) => {
+    at = out.writeUInt32LE(n, at);
+  };
+  const headerTable = strings.number(HEADER_TABLE);
+  const headerOp = strings.number(HEADER_OP);
+  const headerPosition = strings.number(HEADER_POSITION);
+  /** A record up to its key: event index, topic, table, position, no chunk, flags. */
+  const start = (i: number, plan: Plan, position: number, flags: number) => {
+    u32(i);
+    u32(strings.number(plan.topic));
+    u32(strings.number(plan.table));
+    u32(position);
+    u32(NONE);
+    out[at++] = flags;
+  };
+  /** The headers: `ns-table`, `ns-op` (not on a tombstone: `op` undefined), `ns-position`. */
+  const putHeaders = (plan: Plan, op: string | undefined, position: number) => {
+    at = out.writeUInt16LE(op === undefined ? 2 : 3, at);
+    u32(headerTable);
+    out[at++] = STRING;
+    u32(strings.number(plan.table));
+    if (op !== undefined) {
+      u32(headerOp);
+      out[at++] = STRING;
+      u32(strings.number(op));
+    }
+    u32(headerPosition);
+    out[at++] = STRING;
+    u32(position);
+  };
+  const opHeader = (op: string) => 8 + HEADER_OP.length + op.length;
+  let size = 0;
+  for (let i = 0; i < count; i++) {
+    const op = ops[i] as JsonChangeOp;
+    const plan = plans[i]!;
+    const before = images[2 * i]!;
+    const after = images[2 * i + 1]!;
+    const position = strings.number(positions[i]!);
+    // The size of the `ns-table` and `ns-position` headers, which every record has.
+    const tableAndPosition = plan.tableHeader + 8 + HEADER_POSITION.length + Buffer.byteLength(positions[i]!);
+    const oldKey = oldKeys[i]!;
+    if (oldKey >= 0) {
+      // The delete under the old key, its key text the old key's.
+      start(i, plan, position, KEY_TEXT);
+      u32(oldKey);
+      const keyAt = at;
+      at = putKey(out, at, plan, text, ends, before, -1);
+      u32(deleteValues[i]!);
+      at = putEnvelope(out, at, plan, text, ends, JsonChangeOp.Delete, committed[i]!, lsns[i]!, before, -1);
+      u32(oldKey);
+      at += out.copy(out, at, keyAt, keyAt + oldKey);
+      const deleteOp = OPS[JsonChangeOp.Delete]!;
+      const deleteSize = 24 + oldKey + deleteValues[i]! + tableAndPosition + opHeader(deleteOp);
+      size += deleteSize;
+      u32(deleteSize);
+      putHeaders(plan, deleteOp, position);
+      if (tombstones) {
+        start(i, plan, position, NO_VALUE | KEY_TEXT);
+        u32(oldKey);
+        at += out.copy(out, at, keyAt, keyAt + oldKey);
+        u32(0);
+        u32(oldKey);
+        at += out.copy(out, at, keyAt, keyAt + oldKey);
+        size += 24 + oldKey + tableAndPosition;
+        u32(24 + oldKey + tableAndPosition);
+        putHeaders(plan, undefined, position);
+      }
+    }
+    const key = keys[i]!;
+    start(i, plan, position, 0);
+    u32(key);
+    const keyAt = at;
+    at = after >= 0 ? putKey(out, at, plan, text, ends, after, before) : putKey(out, at, plan, text, ends, before, -1);
+    u32(values[i]!);
+    at = putEnvelope(out, at, plan, text, ends, op, committed[i]!, lsns[i]!, before, after);
+    u32(0); // no key text: the key's own bytes name the record
+    const opName = OPS[op]!;
+    const recordSize = 24 + key + values[i]! + tableAndPosition + opHeader(opName);
+    size += recordSize;
+    u32(recordSize);
+    putHeaders(plan, opName, position);
+    if (op === JsonChangeOp.Delete && tombstones) {
+      start(i, plan, position, NO_VALUE);
+      u32(key);
+      at += out.copy(out, at, keyAt, keyAt + key);
+      u32(0);
+      u32(0);
+      size += 24 + key + tableAndPosition;
+      u32(24 + key + tableAndPosition);
+      putHeaders(plan, undefined, position);
+    }
+  }
+  if (at !== total) throw new Error(`kafka framing: wrote ${at} bytes, expected ${total}`);
+  return { bytes: out.buffer as ArrayBuffer, records, size };
+}
+
+/** An image at `first` (-1: none) lies within `ends`. */
+function imageFits(first: number, columns: number, ends: Uint32Array): boolean {
+  return first === -1 || (first >= 0 && first + columns <= ends.length);
+}
+
+/** Whether the image lacks a column (its text is empty). */
+function lacksColumn(plan: Plan, ends: Uint32Array, first: number): boolean {
+  for (let v = first; v < first + plan.names.length; v++) if (ends[v]! === (v === 0 ? 0 : ends[v - 1]!)) return true;
+  return false;
+}
+
+/** The image as `{"col":value,…}` over the columns it has: its length. */
+function imageLength(plan: Plan, ends: Uint32Array, first: number): number {
+  let length = 2;
+  let present = 0;
+  for (let c = 0; c < plan.names.length; c++) {
+    const v = first + c;
+    const from = v === 0 ? 0 : ends[v - 1]!;
+    if (ends[v]! === from) continue;
+    present++;
+    length += plan.labels[c]!.length + ends[v]! - from;
+  }
+  return present === 0 ? length : length + present - 1;
+}
+
+/** `,"_ns_unchanged":["col",…]` for the columns `after` does not have: its length (0 without any or without `after`). */
+function unchangedLength(plan: Plan, ends: Uint32Array, after: number): number {
+  if (after < 0) return 0;
+  let length = 0;
+  let missing = 0;
+  for (let c = 0; c < plan.names.length; c++) {
+    const v = after + c;
+    if (ends[v]! !== (v === 0 ? 0 : ends[v - 1]!)) continue;
+    missing++;
+    length += plan.quoted[c]!.length;
+  }
+  return missing === 0 ? 0 : UNCHANGED.length + length + missing;
+}
+
+/** The envelope (`jsonEnvelopeText`) of a change with these images (-1: none) into `out` at `at`. */
+function putEnvelope(
+  out: Buffer,
+  at: number,
+  plan: Plan,
+  text: Buffer,
+  ends: Uint32Array,
+  op: JsonChangeOp,
+  committed: Uint8Array,
+  lsn: string,
+  before: number,
+  after: number,
+): number {
+  at = putBytes(out, at, plan.heads[op]!);
+  at = putBytes(out, at, committed);
+  at = putBytes(out, at, LSN);
+  at += out.write(lsn, at, 'utf8');
+  if (after >= 0 && unchangedLength(plan, ends, after) > 0) {
+    at = putBytes(out, at, UNCHANGED);
+    let first = true;
+    for (let c = 0; c < plan.names.length; c++) {
+      const v = after + c;
+      if (ends[v]! !== (v === 0 ? 0 : ends[v - 1]!)) continue;
+      if (!first) out[at++] = 44;
+      first = false;
+      at = putBytes(out, at, plan.quoted[c]!);
+    }
+    out[at++] = 93;
+  }
+  at = putBytes(out, at, BEFORE);
+  at = before >= 0 ? putImage(out, at, plan, text, ends, before) : putBytes(out, at, NULL);
+  at = putBytes(out, at, AFTER);
+  at = after >= 0 ? putImage(out, at, plan, text, ends, after) : putBytes(out, at, NULL);
+  out[at++] = 125;
+  return at;
+}
+
+/** The image as `{"col":value,…}` over the columns it has. */
+function putImage(out: Buffer, at: number, plan: Plan, text: Buffer, ends: Uint32Array, first: number): number {
+  out[at++] = 123;
+  let any = false;
+  for (let c = 0; c < plan.names.length; c++) {
+    const v = first + c;
+    const from = v === 0 ? 0 : ends[v - 1]!;
+    const to = ends[v]!;
+    if (to === from) continue;
+    if (any) out[at++] = 44;
+    any = true;
+    at = putBytes(out, at, plan.labels[c]!);
+    at = copyRange(out, at, text, from, to);
+  }
+  out[at++] = 125;
+  return at;
+}
+
+/** Whether an update's new key (from `after`, else `before`) and old key (from `before`) are the same bytes. */
+function sameKey(
+  plan: Plan,
+  text: Buffer,
+  ends: Uint32Array,
+  after: number,
+  before: number,
+  key: number,
+  oldKey: number,
+): boolean {
+  if (key !== oldKey) return false;
+  if (scratch.length < 2 * key) scratch = Buffer.allocUnsafe(2 * key);
+  putKey(scratch, 0, plan, text, ends, after, before);
+  putKey(scratch, key, plan, text, ends, before, -1);
+  return scratch.compare(scratch, key, 2 * key, 0, key) === 0;
+}
