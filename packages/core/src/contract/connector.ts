@@ -625,7 +625,11 @@ export type JsonChangeOp = (typeof JsonChangeOp)[keyof typeof JsonChangeOp];
  * first), as in {@link JsonRows}; a column the event's image does not have (outside the
  * replica identity in a key-only `before`, or an unchanged TOAST column left out of an
  * update's `after`, which the event lists in `unchanged`) has an empty text. The arrays may
- * be views into buffers the module's writers share, valid until the next call of any of them.
+ * be views into buffers the module's writers share, valid until the next call of any of them,
+ * and longer than `count` (only the first `count` entries, `2 * count` of `images`, count).
+ * Only inserts, updates and deletes of a stream go this way: a writer returns undefined for a
+ * batch holding anything else (a truncate), and a sink derives the event's `key` and
+ * `unchanged` from the images, as the source's decoder makes them.
  */
 export interface JsonChanges {
   count: number;
