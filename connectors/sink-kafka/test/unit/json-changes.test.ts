@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { type KafkaSinkConfig, parseKafkaSinkConfig } from '../../src/config.js';
 import type { KafkaEncoderSetup } from '../../src/sink.js';
 import { createEncoder, createJsonChangeEncoder } from '../../src/worker.js';
-import { allTypesTable, nullRow, richRow, specialRow } from '../fixtures/all-types.js';
+import { allTypesTable, nullRow, richRow, rowsOf, specialRow } from '../fixtures/all-types.js';
 
 /**
  * The Kafka sink's encoder of stream batches from their row images' JSON text gives the very
@@ -101,17 +101,6 @@ function change(
     if (op === 'update' && unchanged.length > 0) event.unchanged = unchanged;
   }
   return event;
-}
-
-/** Rows of every type: the fixture's three, and variations of them with other ids and values. */
-function rowsOf(n: number): Row[] {
-  const base = [richRow, specialRow, nullRow];
-  return Array.from({ length: n }, (_, i) => {
-    const row: Row = { ...base[i % 3]!, id: String(1000 + i) };
-    if (i % 5 === 1) row.txt = `row ${i} \u2028 "q" \\ ✓ ${'x'.repeat(i)}`;
-    if (i % 7 === 2) row.f64 = -0;
-    return row;
-  });
 }
 
 const without = (row: Row, ...names: string[]): Row =>

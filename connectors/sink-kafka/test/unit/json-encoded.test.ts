@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { type KafkaSinkConfig, parseKafkaSinkConfig } from '../../src/config.js';
 import type { KafkaEncoderSetup } from '../../src/sink.js';
 import { createEncoder, createJsonEncoder } from '../../src/worker.js';
-import { allTypesTable, nullRow, richRow, specialRow } from '../fixtures/all-types.js';
+import { allTypesTable, nullRow, richRow, rowsOf, specialRow } from '../fixtures/all-types.js';
 
 /**
  * The Kafka sink's encoder of snapshot chunks from their values' JSON text gives the very
@@ -59,17 +59,6 @@ function setupOf(config: KafkaSinkConfig): KafkaEncoderSetup {
 }
 
 const json = parseKafkaSinkConfig({ brokers: 'b:9092', topic_prefix: 'w.', message_format: 'json' });
-
-/** Rows of every type: the fixture's three, and variations of them with other ids and values. */
-function rowsOf(n: number): Row[] {
-  const base = [richRow, specialRow, nullRow];
-  return Array.from({ length: n }, (_, i) => {
-    const row: Row = { ...base[i % 3]!, id: String(1000 + i) };
-    if (i % 5 === 1) row.txt = `row ${i} \u2028 "q" \\ ✓ ${'x'.repeat(i)}`;
-    if (i % 7 === 2) row.f64 = -0;
-    return row;
-  });
-}
 
 async function expectSameBytes(
   setup: KafkaEncoderSetup,

@@ -29,18 +29,19 @@ import {
   shrinkOutput,
   writeDecoded,
 } from '../snapshot/json-rows.js';
+import {
+  KIND_NULL,
+  KIND_TEXT,
+  KIND_UNCHANGED,
+  TAG_DELETE,
+  TAG_INSERT,
+  TAG_UPDATE,
+  TUPLE_KEY,
+  TUPLE_NEW,
+  TUPLE_OLD,
+} from './pgoutput.js';
 import { relationCache } from './raw-changes.js';
 import type { StreamRelation } from './relations.js';
-
-const TAG_INSERT = 0x49; // 'I'
-const TAG_UPDATE = 0x55; // 'U'
-const TAG_DELETE = 0x44; // 'D'
-const TUPLE_NEW = 0x4e; // 'N'
-const TUPLE_KEY = 0x4b; // 'K'
-const TUPLE_OLD = 0x4f; // 'O'
-const KIND_NULL = 0x6e; // 'n'
-const KIND_UNCHANGED = 0x75; // 'u'
-const KIND_TEXT = 0x74; // 't'
 
 /** Per relation version: how each column's text becomes JSON. */
 const relationKinds = new WeakMap<StreamRelation, Kind[]>();

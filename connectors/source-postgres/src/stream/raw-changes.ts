@@ -19,12 +19,8 @@
 import { type ChangeBatch, type ChangeEvent, NanosyncError, type RawChanges, type TableSchema } from '@nanosync/core';
 import { PgErrorCode } from '../errors.js';
 import { deleteEvent, type EventContext, insertEvent, updateEvent } from './change-events.js';
-import { decodePgOutput } from './pgoutput.js';
+import { decodePgOutput, TAG_DELETE, TAG_INSERT, TAG_UPDATE } from './pgoutput.js';
 import type { StreamRelation } from './relations.js';
-
-const TAG_INSERT = 0x49; // 'I'
-const TAG_UPDATE = 0x55; // 'U'
-const TAG_DELETE = 0x44; // 'D'
 
 /** An Insert, Update or Delete message the session left undecoded. */
 export interface RawChangeMessage {
