@@ -12,6 +12,7 @@
 import type { Logger } from '@nanosync/core';
 import * as kafka from '@platformatic/kafka';
 import { clientSoftwareVersion, createAPI, kGetApi, type Producer } from '@platformatic/kafka';
+import { RecordSequences } from './packed-records.js';
 import { type CreateRequest, encodeProduceRequest } from './produce-request.js';
 
 /** The client version whose Produce bytes produce-request.ts reproduces. */
@@ -40,30 +41,37 @@ export function clientProduceRequest(version: number): CreateRequest | undefined
     : createRequest;
 }
 
-/** The request of `version` as the sink encodes it (the client's for what it does not cover). */
-export function fastProduceRequest(version: number): CreateRequest | undefined {
+/**
+ * The request of `version` as the sink encodes it (the client's for what it does not cover),
+ * with one producer's record sequence numbers when given (needed for packs of records).
+ */
+export function fastProduceRequest(version: number, sequences?: RecordSequences): CreateRequest | undefined {
   if (version < 3 || version > 11) return undefined;
   const fallback = clientProduceRequest(version);
   if (!fallback) return undefined;
   return (acks, timeout, topicData, options) =>
-    encodeProduceRequest(version, fallback, acks, timeout, topicData, options);
+    encodeProduceRequest(version, fallback, acks, timeout, topicData, options, sequences);
 }
 
-const fastApis = new Map<number, ApiFunction | null>();
+function fastApi(version: number, sequences: RecordSequences): ApiFunction | undefined {
+  const request = fastProduceRequest(version, sequences);
+  const parse = modules[`produceV${version}`]?.parseResponse;
+  const flexible = version >= 9;
+  return request && parse
+    ? (createAPI(0, version, request, parse as never, flexible, flexible) as unknown as ApiFunction)
+    : undefined;
+}
 
-function fastApi(version: number): ApiFunction | undefined {
-  let api = fastApis.get(version);
-  if (api === undefined) {
-    const request = fastProduceRequest(version);
-    const parse = modules[`produceV${version}`]?.parseResponse;
-    const flexible = version >= 9;
-    api =
-      request && parse
-        ? (createAPI(0, version, request, parse as never, flexible, flexible) as unknown as ApiFunction)
-        : null;
-    fastApis.set(version, api);
-  }
-  return api ?? undefined;
+/**
+ * Producers whose Produce requests the sink encodes: they take packs of records
+ * (packed-records.ts). The checked client speaks Produce v3 to v11 only, and the sink encodes
+ * each of them, so such a producer never hands a pack to the client's encoder.
+ */
+const fastProducers = new WeakSet<Producer>();
+
+/** Whether `producer` encodes with the sink's encoder, so its `send` may take packs of records. */
+export function takesPackedRecords(producer: Producer): boolean {
+  return fastProducers.has(producer);
 }
 
 let reported = false;
@@ -88,12 +96,21 @@ export function installFastProduce<P extends Producer>(producer: P, logger?: Log
   if (!fastProduceEnabled(logger)) return producer;
   const internals = producer as unknown as { [kGetApi]: GetApi };
   const original = internals[kGetApi].bind(producer) as GetApi;
+  // This producer's own APIs: its record sequence numbers are its own.
+  const sequences = new RecordSequences();
+  const apis = new Map<number, ApiFunction | null>();
   internals[kGetApi] = (name, callback) => {
     if (name !== 'Produce') return original(name, callback);
     original(name, (error, api) => {
       if (error || !api) return callback(error, api);
-      callback(null, fastApi(api.version) ?? api);
+      let fast = apis.get(api.version);
+      if (fast === undefined) {
+        fast = fastApi(api.version, sequences) ?? null;
+        apis.set(api.version, fast);
+      }
+      callback(null, fast ?? api);
     });
   };
+  fastProducers.add(producer);
   return producer;
 }

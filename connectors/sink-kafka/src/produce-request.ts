@@ -16,15 +16,29 @@
  * own encoder: keys, values or header fields that
  * are not Buffers (or null/undefined), headers that are not a Map, timestamps that are not
  * BigInts or that lie 2^31 ms or more from the batch's first one.
+ *
+ * A message whose value is a `PackedRecords` (packed-records.ts) holds its partition's records
+ * already in their final layout: they are copied (or compressed) as they are, and the batch's
+ * first sequence number comes from the producer's `RecordSequences`, which counts records where
+ * the client counts messages.
  */
 import { compressionsAlgorithms, crc32c, Writer } from '@platformatic/kafka';
+import {
+  PackedRecords,
+  type RecordSequences,
+  sizeOfUnsignedVarInt,
+  sizeOfVarInt,
+  writeUnsignedVarInt,
+  writeVarInt,
+} from './packed-records.js';
 
 /** A message as the client's producer hands it to the Produce API (already serialized). */
 export interface ProduceMessage {
   topic: string;
   partition?: number;
   key?: Buffer | null | undefined;
-  value?: Buffer | null | undefined;
+  /** A pack of records (packed-records.ts) instead of one record's value: its partition's only message. */
+  value?: Buffer | PackedRecords | null | undefined;
   headers?: Map<Buffer | null | undefined, Buffer | null | undefined>;
   timestamp?: bigint;
 }
@@ -55,29 +69,8 @@ const CRC_START = 21;
 const IS_TRANSACTIONAL = 1 << 4;
 const INT31 = 0x80000000;
 
-const sizeOfUnsignedVarInt = (value: number): number => {
-  let bytes = 1;
-  while ((value & 0xffffff80) !== 0) {
-    bytes++;
-    value >>>= 7;
-  }
-  return bytes;
-};
-/** Zigzag as the client does it (`(v << 1) ^ (v >> 31)`, then read as unsigned 32 bits). */
-const sizeOfVarInt = (value: number): number => sizeOfUnsignedVarInt((value << 1) ^ (value >> 31));
 const sizeOfVarIntBytes = (value: Buffer | null | undefined): number =>
   value == null ? 1 : sizeOfVarInt(value.length) + value.length;
-
-function writeUnsignedVarInt(buf: Buffer, pos: number, value: number): number {
-  while ((value & 0xffffff80) !== 0) {
-    buf[pos++] = (value & 0x7f) | 0x80;
-    value >>>= 7;
-  }
-  buf[pos++] = value & 0x7f;
-  return pos;
-}
-const writeVarInt = (buf: Buffer, pos: number, value: number): number =>
-  writeUnsignedVarInt(buf, pos, (value << 1) ^ (value >> 31));
 
 function writeVarIntBytes(buf: Buffer, pos: number, value: Buffer | null | undefined): number {
   if (value == null) {
@@ -92,6 +85,10 @@ function writeVarIntBytes(buf: Buffer, pos: number, value: Buffer | null | undef
 interface PartitionBatch {
   partition: string;
   messages: ProduceMessage[];
+  /** Records in the batch: the messages, or the records of the partition's one pack. */
+  count: number;
+  /** The partition's one pack, written as its records already are. */
+  packed: PackedRecords | undefined;
   /** Bytes of the records (uncompressed), then the batch's records part as sent. */
   recordsSize: number;
   /** Each record's body size (without its own length varint). */
@@ -112,6 +109,24 @@ const isBytes = (v: unknown): v is Buffer | null | undefined => v == null || Buf
  */
 function measure(partition: string, messages: ProduceMessage[]): PartitionBatch | undefined {
   const n = messages.length;
+  const packed = messages[0]!.value;
+  if (packed instanceof PackedRecords) {
+    const timestamp = messages[0]!.timestamp;
+    if (n !== 1 || typeof timestamp !== 'bigint') return undefined;
+    return {
+      partition,
+      messages,
+      count: packed.count,
+      packed,
+      recordsSize: packed.bytes.length,
+      sizes: NO_SIZES,
+      deltas: NO_SIZES,
+      firstTimestamp: timestamp,
+      maxTimestamp: timestamp,
+      firstSequence: 0,
+      compressed: undefined,
+    };
+  }
   const sizes = new Int32Array(n);
   const deltas = new Int32Array(n);
   const firstTimestamp = messages[0]!.timestamp as bigint;
@@ -144,6 +159,8 @@ function measure(partition: string, messages: ProduceMessage[]): PartitionBatch 
   return {
     partition,
     messages,
+    count: n,
+    packed: undefined,
     recordsSize,
     sizes,
     deltas,
@@ -154,7 +171,10 @@ function measure(partition: string, messages: ProduceMessage[]): PartitionBatch 
   };
 }
 
+const NO_SIZES = new Int32Array(0);
+
 function writeRecords(buf: Buffer, pos: number, batch: PartitionBatch): number {
+  if (batch.packed !== undefined) return pos + batch.packed.bytes.copy(buf, pos);
   const { messages, sizes, deltas } = batch;
   for (let i = 0; i < messages.length; i++) {
     const m = messages[i]!;
@@ -163,7 +183,7 @@ function writeRecords(buf: Buffer, pos: number, batch: PartitionBatch): number {
     pos = writeVarInt(buf, pos, deltas[i]!);
     pos = writeVarInt(buf, pos, i);
     pos = writeVarIntBytes(buf, pos, m.key);
-    pos = writeVarIntBytes(buf, pos, m.value);
+    pos = writeVarIntBytes(buf, pos, m.value as Buffer | null | undefined);
     const headers = m.headers!;
     pos = writeVarInt(buf, pos, headers.size);
     target = buf;
@@ -218,11 +238,13 @@ export function encodeProduceRequest(
   timeout: number,
   topicData: ProduceMessage[],
   options: ProduceOptions = {},
+  sequences?: RecordSequences,
 ): RequestWriter | Promise<RequestWriter> {
   const compression = options.compression ?? 'none';
   const algorithm =
     compression === 'none' ? undefined : (compressionsAlgorithms as Record<string, CompressionAlgorithm>)[compression];
-  if (compression !== 'none' && !algorithm) return fallback(acks, timeout, topicData, options);
+  if (compression !== 'none' && !algorithm)
+    return viaClient(fallback, acks, timeout, topicData, options, sequences, `compression ${compression}`);
   // gzip: compressed off the main thread (zlib's thread pool), as the client does it; its
   // asynchronous request fills in a missing partition or timestamp with `??=`.
   const compressAsync = compression === 'gzip' ? algorithm?.compress : undefined;
@@ -254,9 +276,23 @@ export function encodeProduceRequest(
     for (let p = 0; p < partitions.length; p++) {
       const [partition, partitionMessages] = partitions[p]!;
       const batch = measure(partition, partitionMessages);
-      if (batch === undefined) return fallback(acks, timeout, topicData, options);
-      const first = partitionMessages[0]!;
-      batch.firstSequence = options.sequences?.getWithDefault(`${first.topic}:${first.partition}`, 0) ?? 0;
+      if (batch === undefined)
+        return viaClient(fallback, acks, timeout, topicData, options, sequences, `partition ${topic}:${partition}`);
+      const key = `${topic}:${partition}`;
+      const client = options.sequences?.getWithDefault(key, 0);
+      batch.firstSequence =
+        client === undefined
+          ? 0
+          : sequences === undefined
+            ? client
+            : sequences.first(
+                options.producerId,
+                options.producerEpoch,
+                key,
+                client,
+                partitionMessages.length,
+                batch.count,
+              );
       size += 4 + (flexible ? 1 : 0); // the partition's index and tagged fields
       batches[p] = batch;
     }
@@ -271,12 +307,50 @@ export function encodeProduceRequest(
   const pending: Promise<void>[] = [];
   for (const [, batches] of grouped)
     for (const batch of batches) {
-      const records = Buffer.allocUnsafe(batch.recordsSize);
-      writeRecords(records, 0, batch);
+      let records = batch.packed?.bytes;
+      if (records === undefined) {
+        records = Buffer.allocUnsafe(batch.recordsSize);
+        writeRecords(records, 0, batch);
+      }
       if (compressAsync !== undefined) pending.push(compressInto(batch, records, compressAsync));
       else batch.compressed = algorithm.compressSync(records);
     }
   return pending.length > 0 ? Promise.all(pending).then(finish) : finish();
+}
+
+/**
+ * The client's encoder for a request this one does not cover, with the records' sequence
+ * numbers (`sequences`) in place of the client's. Packs of records are this encoder's own:
+ * one in such a request is a fault, thrown rather than sent wrong.
+ */
+function viaClient(
+  fallback: CreateRequest,
+  acks: number,
+  timeout: number,
+  topicData: ProduceMessage[],
+  options: ProduceOptions,
+  sequences: RecordSequences | undefined,
+  why: string,
+): RequestWriter | Promise<RequestWriter> {
+  if (topicData.some((m) => m.value instanceof PackedRecords))
+    throw new Error(`kafka produce: a pack of records cannot go to the client's encoder (${why})`);
+  const client = options.sequences;
+  if (sequences === undefined || client === undefined) return fallback(acks, timeout, topicData, options);
+  const counts = new Map<string, number>();
+  for (const m of topicData) {
+    const key = `${m.topic}:${m.partition ?? 0}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  const firsts = new Map<string, number>();
+  for (const [key, count] of counts)
+    firsts.set(
+      key,
+      sequences.first(options.producerId, options.producerEpoch, key, client.getWithDefault(key, 0), count, count),
+    );
+  return fallback(acks, timeout, topicData, {
+    ...options,
+    sequences: { getWithDefault: (key, fallbackValue) => firsts.get(key) ?? fallbackValue },
+  });
 }
 
 /** Starts `compress` at once; even a synchronous throw becomes this promise's rejection (awaited by `Promise.all`). */
@@ -322,7 +396,7 @@ function writeRequest(
     pos = writeString(buf, pos, name, flexible);
     pos = writeArrayLength(buf, pos, batches.length, flexible);
     for (const batch of batches) {
-      const n = batch.messages.length;
+      const n = batch.count;
       const batchSize = BATCH_OVERHEAD + (batch.compressed?.length ?? batch.recordsSize);
       pos = buf.writeInt32BE(Number(batch.partition), pos);
       pos = flexible ? writeUnsignedVarInt(buf, pos, batchSize + 1) : buf.writeInt32BE(batchSize, pos);

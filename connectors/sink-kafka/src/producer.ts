@@ -13,7 +13,8 @@ import {
   Producer,
 } from '@platformatic/kafka';
 import { type KafkaSinkConfig, transactionTimeoutMs } from './config.js';
-import { installFastProduce } from './fast-produce.js';
+import { installFastProduce, takesPackedRecords } from './fast-produce.js';
+import { packRecords } from './packed-records.js';
 import { javaPartitioner } from './partitioner.js';
 import {
   authError,
@@ -234,6 +235,8 @@ export class KafkaProducer {
    * attempt sends record by record, which names the record that is too large.
    */
   private singleRecordSends = false;
+  /** A send went as packs of records (packed-records.ts): logged once. */
+  private packing = false;
 
   constructor(options: ProducerOptions) {
     this.config = options.config;
@@ -338,6 +341,10 @@ export class KafkaProducer {
       }
     }
     for (const t of wanted) this.knownTopics.add(t);
+    // The producer learns the topics' partition counts now, so its first send can go packed.
+    const producer = this.producer;
+    if (producer !== undefined)
+      await this.withRetries('read topic metadata', () => producer.metadata({ topics: wanted }));
   }
 
   /** Created topics have no leaders for a moment; the first send should not meet that. */
@@ -586,6 +593,27 @@ export class KafkaProducer {
   }
 
   private async sendOnce(messages: OutgoingMessage[], via?: Transaction): Promise<void> {
+    const producer = this.requireProducer();
+    // One pack of records per partition (packed-records.ts) where the sink encodes the
+    // requests and the client has the topics' partition counts; else a message per record.
+    if (takesPackedRecords(producer)) {
+      const metadata = producer.currentMetadata;
+      const packs =
+        metadata === undefined
+          ? undefined
+          : packRecords(messages, (topic) => metadata.topics.get(topic)?.partitionsCount);
+      if (packs !== undefined) {
+        if (!this.packing) {
+          this.packing = true;
+          this.logger.debug('kafka producer sends its records packed, one message per partition', {
+            records: messages.length,
+            partitions: packs.length,
+          });
+        }
+        await (via ?? producer).send({ messages: packs as unknown as MessageToProduce[] });
+        return;
+      }
+    }
     const records: MessageToProduce[] = new Array(messages.length);
     // A value equal to the previous record's value of the same header (a snapshot's position
     // and chunk, a transaction's table) reuses its bytes.
@@ -626,7 +654,7 @@ export class KafkaProducer {
       }
       records[i] = { topic: m.topic, key: m.key ?? undefined, value: m.value as Buffer, headers };
     }
-    await (via ?? this.requireProducer()).send({ messages: records });
+    await (via ?? producer).send({ messages: records });
   }
 
   /**

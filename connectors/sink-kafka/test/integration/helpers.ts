@@ -21,7 +21,7 @@ export function inMemoryLogger(lines: string[] = [], fields: LogFields = {}): Lo
   };
   return {
     lines,
-    debug: () => undefined,
+    debug: write('DBG'),
     info: write('INF'),
     warn: write('WRN'),
     error: write('ERR'),

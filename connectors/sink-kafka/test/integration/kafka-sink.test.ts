@@ -164,6 +164,8 @@ describe('delivery', () => {
       expect(partitions.size).toBe(1);
       expect(statuses).toEqual(Array.from({ length: 20 }, (_, i) => `s${i}`));
     }
+    // Sent as packs of records, one per partition and request (src/packed-records.ts).
+    expect(handle.logger.lines.filter((l) => l.includes('records packed'))).toHaveLength(1);
   });
 
   test("each key lands on the Java client's partition (murmur2), as kafkajs placed it", async () => {
@@ -188,6 +190,10 @@ describe('delivery', () => {
     );
     expect(misplaced).toEqual([]);
     expect(new Set(records.map((r) => r.partition)).size).toBe(6);
+    // The first send already went as packs: the producer knew the topic's partitions.
+    expect(handle.logger.lines.filter((l) => l.includes('records packed'))).toEqual([
+      expect.stringContaining('"records":300,"partitions":6'),
+    ]);
   });
 
   test('an update that changes the key deletes the old key (message + tombstone) before writing the new one', async () => {

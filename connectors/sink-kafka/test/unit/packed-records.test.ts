@@ -1,0 +1,212 @@
+import { mulberry32 } from '@nanosync/connector-testkit';
+import { afterEach, describe, expect, test, vi } from 'vitest';
+import { clientProduceRequest, fastProduceRequest } from '../../src/fast-produce.js';
+import { PackedRecords, packRecords, RecordSequences } from '../../src/packed-records.js';
+import { javaPartitioner } from '../../src/partitioner.js';
+import type { ProduceMessage, ProduceOptions } from '../../src/produce-request.js';
+import type { OutgoingMessage, RecordHeaders } from '../../src/producer.js';
+
+const NOW = 1_764_930_000_000;
+const PARTITIONS: Record<string, number> = { orders: 6, 'public.customers': 3, tópico: 1 };
+const partitionsOf = (topic: string) => PARTITIONS[topic];
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+function bytes(random: () => number, size: number): Buffer {
+  const b = Buffer.allocUnsafe(size);
+  for (let i = 0; i < size; i++) b[i] = random() < 0.7 ? 97 + (i % 7) : Math.floor(random() * 256);
+  return b;
+}
+
+/** Records as the sink hands them to the producer: keys, values and headers of every shape it makes. */
+function outgoing(seed: number, count: number): OutgoingMessage[] {
+  const random = mulberry32(seed);
+  const topics = Object.keys(PARTITIONS);
+  const sizes = [0, 1, 63, 64, 200, 8191, 8192, 20_000];
+  const out: OutgoingMessage[] = [];
+  for (let i = 0; i < count; i++) {
+    const headers: RecordHeaders = {
+      'ns-op': random() < 0.5 ? 'u' : 'c',
+      'ns-table': 'public.orders',
+      'ns-position': `0/${(1_000_000 + i).toString(16).toUpperCase()}`,
+    };
+    if (random() < 0.3) headers['ns-chunk'] = undefined;
+    if (random() < 0.3) headers['ns-unicode'] = 'café ☕ '.repeat(Math.floor(random() * 20));
+    if (random() < 0.2) headers['ns-bytes'] = bytes(random, sizes[Math.floor(random() * 4)]!);
+    if (random() < 0.05) headers[`ns-${'n'.repeat(200)}`] = 'long name';
+    const key = random() < 0.1 ? null : bytes(random, 1 + Math.floor(random() * 40));
+    const value = random() < 0.1 ? null : bytes(random, sizes[Math.floor(random() * sizes.length)]!);
+    const topic = topics[Math.floor(random() * topics.length)]!;
+    out.push({ topic, key, value, headers, table: 'public.orders', size: 0, event: i });
+  }
+  return out;
+}
+
+/** The same records as the producer gives them to the client one by one (its sendOnce without packs). */
+function unpacked(messages: readonly OutgoingMessage[]): ProduceMessage[] {
+  return messages.map((m) => {
+    const headers = new Map<Buffer, Buffer>();
+    for (const name in m.headers) {
+      const v = m.headers[name];
+      if (v !== undefined) headers.set(Buffer.from(name), typeof v === 'string' ? Buffer.from(v) : v);
+    }
+    return {
+      topic: m.topic,
+      partition: javaPartitioner(m, m.key) % PARTITIONS[m.topic]!,
+      key: m.key ?? undefined,
+      value: m.value ?? undefined,
+      headers,
+    };
+  });
+}
+
+/** The client's sequence numbers as it counts them: one per message of each partition. */
+class ClientSequences {
+  readonly next = new Map<string, number>();
+  snapshot(messages: readonly ProduceMessage[]): ProduceOptions['sequences'] {
+    const firsts = new Map<string, number>();
+    for (const m of messages) {
+      const key = `${m.topic}:${m.partition}`;
+      if (!firsts.has(key)) firsts.set(key, this.next.get(key) ?? 0);
+      this.next.set(key, (this.next.get(key) ?? 0) + 1);
+    }
+    return { getWithDefault: (key, fallback) => firsts.get(key) ?? fallback };
+  }
+}
+
+const options = (compression: string, sequences: ProduceOptions['sequences']): ProduceOptions => ({
+  compression,
+  producerId: 4242n,
+  producerEpoch: 3,
+  sequences,
+});
+
+describe('packRecords', () => {
+  test('one pack per partition, in the order partitions first appear, records in order', () => {
+    const messages = outgoing(5, 300);
+    const packs = packRecords(messages, partitionsOf)!;
+    const expected = new Map<string, number>();
+    for (const m of unpacked(messages)) {
+      const key = `${m.topic}:${m.partition}`;
+      expected.set(key, (expected.get(key) ?? 0) + 1);
+    }
+    expect(packs.map((p) => `${p.topic}:${p.partition}`)).toEqual([...expected.keys()]);
+    expect(packs.map((p) => p.value.count)).toEqual([...expected.values()]);
+    for (const p of packs) expect(p.value).toBeInstanceOf(PackedRecords);
+  });
+
+  test('a topic without a known partition count: no packs (the client places the records)', () => {
+    const messages = outgoing(6, 20);
+    expect(packRecords(messages, (topic) => (topic === 'orders' ? undefined : 3))).toBeUndefined();
+    expect(packRecords(messages, () => 0)).toBeUndefined();
+  });
+});
+
+describe("packed records: the client's bytes for the same records", () => {
+  for (const compression of ['none', 'snappy', 'lz4', 'zstd', 'gzip']) {
+    test.each([3, 7, 9, 11])(`${compression}, Produce v%i`, async (version) => {
+      vi.spyOn(Date, 'now').mockReturnValue(NOW);
+      for (let seed = 1; seed <= 6; seed++) {
+        const messages = outgoing(seed * 31 + version, seed === 1 ? 1 : seed * 50);
+        const one = unpacked(messages);
+        const packs = packRecords(messages, partitionsOf)!;
+        const clientSeq = new ClientSequences();
+        const packedSeq = new ClientSequences();
+        // The producer already wrote to some partitions: the numbers go on from there.
+        clientSeq.next.set('orders:1', 17);
+        packedSeq.next.set('orders:1', 17);
+        const client = await clientProduceRequest(version)!(
+          -1,
+          30_000,
+          one,
+          options(compression, clientSeq.snapshot(one)),
+        );
+        const ours = await fastProduceRequest(version, new RecordSequences())!(
+          -1,
+          30_000,
+          packs as unknown as ProduceMessage[],
+          options(compression, packedSeq.snapshot(packs as unknown as ProduceMessage[])),
+        );
+        expect(ours.buffers.length).toBe(1);
+        expect(ours.buffer.equals(client.buffer), `seed ${seed}: bytes differ`).toBe(true);
+      }
+    });
+  }
+
+  test('the next requests, a retry and a new producer epoch: the sequence numbers the records would have', async () => {
+    vi.spyOn(Date, 'now').mockReturnValue(NOW);
+    const clientSeq = new ClientSequences();
+    const packedSeq = new ClientSequences();
+    const records = new RecordSequences();
+    const ours = fastProduceRequest(11, records)!;
+    const theirs = clientProduceRequest(11)!;
+    const send = async (seed: number, epoch: number, retry: boolean) => {
+      const messages = outgoing(seed, 40 + seed);
+      const one = unpacked(messages);
+      const packs = packRecords(messages, partitionsOf)! as unknown as ProduceMessage[];
+      const a = { ...options('snappy', clientSeq.snapshot(one)), producerEpoch: epoch };
+      const b = { ...options('snappy', packedSeq.snapshot(packs)), producerEpoch: epoch };
+      const expected = (await theirs(-1, 1000, one, a)).buffer;
+      expect((await ours(-1, 1000, packs, b)).buffer.equals(expected), `request ${seed}`).toBe(true);
+      // The client retries a request with the same numbers: the same bytes again.
+      if (retry) expect((await ours(-1, 1000, packs, b)).buffer.equals(expected), `retry ${seed}`).toBe(true);
+    };
+    for (let seed = 1; seed <= 8; seed++) await send(seed, 3, seed % 3 === 0);
+    // A new epoch (the client cleared its numbers): both start from 0 again.
+    clientSeq.next.clear();
+    packedSeq.next.clear();
+    for (let seed = 9; seed <= 12; seed++) await send(seed, 4, seed === 10);
+  });
+});
+
+describe('RecordSequences', () => {
+  test('counts records where the client counts messages', () => {
+    const s = new RecordSequences();
+    expect(s.first(1n, 0, 't:0', 0, 1, 100)).toBe(0);
+    expect(s.first(1n, 0, 't:0', 1, 1, 50)).toBe(100);
+    expect(s.first(1n, 0, 't:1', 0, 1, 7)).toBe(0);
+    // A retry of the second request.
+    expect(s.first(1n, 0, 't:0', 1, 1, 50)).toBe(100);
+    // Unpacked messages: one record each.
+    expect(s.first(1n, 0, 't:0', 2, 3, 3)).toBe(150);
+    expect(s.first(1n, 0, 't:0', 5, 1, 1)).toBe(153);
+  });
+
+  test('numbers the client skipped stay a gap, so the broker refuses what follows', () => {
+    const s = new RecordSequences();
+    expect(s.first(1n, 0, 't:0', 0, 1, 100)).toBe(0);
+    // The client counted request 1 (two messages) but never encoded it.
+    expect(s.first(1n, 0, 't:0', 3, 1, 10)).toBe(102);
+  });
+
+  test('a new producer id or epoch starts over; an old request no longer known is refused', () => {
+    const s = new RecordSequences();
+    for (let i = 0; i < 20; i++) s.first(1n, 0, 't:0', i, 1, 10);
+    expect(() => s.first(1n, 0, 't:0', 2, 1, 10)).toThrow(/no record sequence is known .* t:0/);
+    expect(s.first(1n, 1, 't:0', 0, 1, 10)).toBe(0);
+    expect(s.first(2n, 1, 't:0', 0, 1, 10)).toBe(0);
+  });
+
+  test('wraps to 0 after 2^31 - 1, as the broker counts', () => {
+    const s = new RecordSequences();
+    expect(s.first(1n, 0, 't:0', 2 ** 31 - 5, 1, 10)).toBe(2 ** 31 - 5);
+    expect(s.first(1n, 0, 't:0', 2 ** 31 - 4, 1, 10)).toBe(5);
+  });
+});
+
+describe('packs go only where the sink encodes them', () => {
+  test("a request with a pack that would need the client's encoder fails instead of sending wrong bytes", () => {
+    const packs = packRecords(outgoing(9, 10), partitionsOf)! as unknown as ProduceMessage[];
+    const request = fastProduceRequest(11, new RecordSequences())!;
+    expect(() => request(-1, 1000, packs, { compression: 'brotli' })).toThrow(
+      /pack of records cannot go to the client/,
+    );
+    // A pack and another message of its partition in one request.
+    const extra: ProduceMessage = { ...packs[0]!, value: Buffer.from('x'), headers: new Map() };
+    expect(() => request(-1, 1000, [packs[0]!, extra], { compression: 'none' })).toThrow(
+      /pack of records cannot go to the client/,
+    );
+  });
+});
