@@ -33,9 +33,9 @@ export const NO_VALUE = 4;
 /** The record has a key text of its own (else its key bytes are its text, `messageKeyText`). */
 export const KEY_TEXT = 8;
 /** Header kinds. */
-const UNDEFINED = 0;
+export const UNDEFINED = 0;
 export const STRING = 1;
-const BYTES = 2;
+export const BYTES = 2;
 
 /** A record read back from a framed batch, with what exactly_once needs to skip replays. */
 export interface FramedRecord extends OutgoingMessage {
@@ -148,34 +148,102 @@ export function frameRecords(records: readonly OutgoingMessage[], events: readon
 
 const EMPTY = new Uint8Array(0);
 
-class Framed implements FramedRecord {
+/** A framed batch's bytes and its string table, read as far as asked (shared by its records). */
+export class FrameStrings {
+  private readonly cache: (string | undefined)[];
+  constructor(
+    readonly bytes: Buffer,
+    /** Each string's first byte and byte length in `bytes`. */
+    readonly starts: Int32Array,
+    readonly lengths: Int32Array,
+  ) {
+    this.cache = new Array(starts.length);
+  }
+
+  get(n: number): string {
+    let s = this.cache[n];
+    if (s === undefined) {
+      const start = this.starts[n]!;
+      s = this.bytes.toString('utf8', start, start + this.lengths[n]!);
+      this.cache[n] = s;
+    }
+    return s;
+  }
+}
+
+/**
+ * A record of a framed batch: offsets into the batch's bytes, with what the sink reads of every
+ * record (topic, table, size, event, snapshot row, chunk) at hand. The key, value, headers and
+ * position are made from the bytes when asked for; the producer's packs of records
+ * (packed-records.ts) copy key, value and headers from the bytes without asking.
+ */
+export class Framed implements FramedRecord {
   constructor(
     readonly topic: string,
-    readonly key: Buffer | null,
-    readonly value: Buffer | null,
-    readonly headers: RecordHeaders,
     readonly table: string,
     readonly size: number,
     readonly event: number,
-    readonly position: string,
     readonly read: boolean,
     readonly chunk: string | undefined,
-    private readonly buffer: Buffer,
+    readonly frame: FrameStrings,
+    private readonly positionRef: number,
+    /** Key and value: first byte and length in the frame's bytes; length -1 for none (null). */
+    readonly keyAt: number,
+    readonly keyLength: number,
+    readonly valueAt: number,
+    readonly valueLength: number,
+    /** Where the header count (u16) and the headers start in the frame's bytes. */
+    readonly headersAt: number,
     private readonly keyTextAt: number,
     private readonly keyTextLength: number,
   ) {}
 
+  get position(): string {
+    return this.frame.get(this.positionRef);
+  }
+
+  get key(): Buffer | null {
+    return this.keyLength < 0 ? null : this.frame.bytes.subarray(this.keyAt, this.keyAt + this.keyLength);
+  }
+
+  get value(): Buffer | null {
+    return this.valueLength < 0 ? null : this.frame.bytes.subarray(this.valueAt, this.valueAt + this.valueLength);
+  }
+
+  get headers(): RecordHeaders {
+    const { bytes } = this.frame;
+    let at = this.headersAt;
+    const count = bytes.readUInt16LE(at);
+    at += 2;
+    const headers: RecordHeaders = {};
+    for (let h = 0; h < count; h++) {
+      const name = this.frame.get(bytes.readUInt32LE(at));
+      const kind = bytes[at + 4];
+      at += 5;
+      if (kind === STRING) {
+        headers[name] = this.frame.get(bytes.readUInt32LE(at));
+        at += 4;
+      } else if (kind === BYTES) {
+        const length = bytes.readUInt32LE(at);
+        headers[name] = bytes.subarray(at + 4, at + 4 + length);
+        at += 4 + length;
+      } else headers[name] = undefined;
+    }
+    return headers;
+  }
+
   get keyText(): string | undefined {
     return this.keyTextAt < 0
       ? undefined
-      : this.buffer.toString('utf8', this.keyTextAt, this.keyTextAt + this.keyTextLength);
+      : this.frame.bytes.toString('utf8', this.keyTextAt, this.keyTextAt + this.keyTextLength);
   }
 }
 
 /**
  * The records of a framed batch (views into `bytes`, which must stay untouched while they are
  * used), appended to `into` when given; `eventOffset` is added to each record's event index (a
- * batch written after others in one write: its events come after theirs).
+ * batch written after others in one write: its events come after theirs). Every record is
+ * checked to lie within the bytes and to name strings the batch holds.
  */
 export function unframeRecords(
   bytes: ArrayBuffer | Uint8Array,
@@ -194,60 +262,71 @@ export function unframeRecords(
     at += 4;
     return n;
   };
-  const view = (length: number) => {
+  /** Skips `length` bytes, returning where they start. */
+  const skip = (length: number) => {
     if (at + length > buf.length) fail('ends early');
-    const v = buf.subarray(at, at + length);
+    const start = at;
     at += length;
-    return v;
+    return start;
   };
   if (u32() !== MAGIC) fail('not a framed batch of this sink');
-  const strings: string[] = new Array(u32());
-  for (let i = 0; i < strings.length; i++) {
+  const stringCount = u32();
+  if (stringCount * 4 > buf.length) fail('string count past the end');
+  const starts = new Int32Array(stringCount);
+  const lengths = new Int32Array(stringCount);
+  for (let i = 0; i < stringCount; i++) {
     const length = u32();
-    if (at + length > buf.length) fail('ends early');
-    strings[i] = buf.toString('utf8', at, at + length);
-    at += length;
+    starts[i] = skip(length);
+    lengths[i] = length;
   }
-  const string = (n: number) => strings[n] ?? fail(`string ${n} of ${strings.length}`);
+  const frame = new FrameStrings(buf, starts, lengths);
+  const ref = () => {
+    const n = u32();
+    if (n >= stringCount) fail(`string ${n} of ${stringCount}`);
+    return n;
+  };
   const records = into;
   const count = u32();
   for (let r = 0; r < count; r++) {
     const event = u32() + eventOffset;
-    const topic = string(u32());
-    const table = string(u32());
-    const position = string(u32());
+    const topic = frame.get(ref());
+    const table = frame.get(ref());
+    const position = ref();
     const chunkRef = u32();
-    const chunk = chunkRef === NONE ? undefined : string(chunkRef);
+    const chunk = chunkRef === NONE ? undefined : chunkRef < stringCount ? frame.get(chunkRef) : fail('chunk');
+    if (at >= buf.length) fail('ends early');
     const flags = buf[at++]!;
-    const key = view(u32());
-    const value = view(u32());
+    const keyLength = u32();
+    const keyAt = skip(keyLength);
+    const valueLength = u32();
+    const valueAt = skip(valueLength);
     const keyTextLength = u32();
-    const keyTextAt = at;
-    at += keyTextLength;
+    const keyTextAt = skip(keyTextLength);
     const size = u32();
-    const count = buf.readUInt16LE(at);
-    at += 2;
-    const headers: RecordHeaders = {};
-    for (let h = 0; h < count; h++) {
-      const name = string(u32());
-      const kind = buf[at++];
-      if (kind === STRING) headers[name] = string(u32());
-      else if (kind === BYTES) headers[name] = view(u32());
-      else headers[name] = undefined;
+    const headersAt = skip(2);
+    const headerCount = buf.readUInt16LE(headersAt);
+    for (let h = 0; h < headerCount; h++) {
+      ref();
+      const kind = buf[skip(1)];
+      if (kind === STRING) ref();
+      else if (kind === BYTES) skip(u32());
+      else if (kind !== UNDEFINED) fail(`header kind ${kind}`);
     }
     records.push(
       new Framed(
         topic,
-        flags & NO_KEY ? null : key,
-        flags & NO_VALUE ? null : value,
-        headers,
         table,
         size,
         event,
-        position,
         (flags & READ) !== 0,
         chunk,
-        buf,
+        frame,
+        position,
+        keyAt,
+        flags & NO_KEY ? -1 : keyLength,
+        valueAt,
+        flags & NO_VALUE ? -1 : valueLength,
+        headersAt,
         flags & KEY_TEXT ? keyTextAt : -1,
         keyTextLength,
       ),

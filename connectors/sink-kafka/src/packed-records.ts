@@ -13,7 +13,8 @@
  * The client counts a pack as one message in the producer's sequence numbers; the broker
  * counts its records. `RecordSequences` turns the client's numbers into the records'.
  */
-import { javaPartitioner } from './partitioner.js';
+import { BYTES, Framed, STRING } from './encoded.js';
+import { javaPartitioner, murmur2 } from './partitioner.js';
 import type { OutgoingMessage } from './producer.js';
 
 /** The records of one partition of one send, in their batch's record layout. */
@@ -114,7 +115,13 @@ export function packRecords(
       }
       lastPacks = list;
     }
-    const partition = javaPartitioner(m, m.key) % lastCount;
+    const framed = m instanceof Framed ? m : undefined;
+    const partition =
+      (framed === undefined
+        ? javaPartitioner(m, m.key)
+        : framed.keyLength < 0
+          ? 0
+          : murmur2(framed.frame.bytes, framed.keyAt, framed.keyAt + framed.keyLength) & 0x7fffffff) % lastCount;
     let pack = lastPacks[partition];
     if (pack === undefined) {
       pack = { topic: m.topic, partition, count: 0, bytes: 0, at: 0, start: 0 };
@@ -122,20 +129,7 @@ export function packRecords(
       packs.push(pack);
     }
     // attributes, timestamp delta 0, offset delta, key, value, headers
-    let body = 2 + sizeOfVarInt(pack.count);
-    body += m.key === null ? 1 : sizeOfVarInt(m.key.length) + m.key.length;
-    body += m.value === null ? 1 : sizeOfVarInt(m.value.length) + m.value.length;
-    let headers = 0;
-    const h = m.headers;
-    for (const name in h) {
-      const v = h[name];
-      if (v === undefined) continue;
-      headers++;
-      const nameLength = nameBytes(name).length;
-      const valueLength = typeof v === 'string' ? Buffer.byteLength(v) : v.length;
-      body += sizeOfVarInt(nameLength) + nameLength + sizeOfVarInt(valueLength) + valueLength;
-    }
-    body += sizeOfVarInt(headers);
+    const body = 2 + sizeOfVarInt(pack.count) + (framed === undefined ? fieldsSize(m) : framedFieldsSize(framed));
     bodies[i] = body;
     owners[i] = pack;
     const size = sizeOfVarInt(body) + body;
@@ -158,23 +152,7 @@ export function packRecords(
     buf[pos++] = 0; // attributes
     buf[pos++] = 0; // timestamp delta
     pos = writeVarInt(buf, pos, pack.count++);
-    pos = writeBytes(buf, pos, m.key);
-    pos = writeBytes(buf, pos, m.value);
-    const h = m.headers;
-    let headers = 0;
-    for (const name in h) if (h[name] !== undefined) headers++;
-    pos = writeVarInt(buf, pos, headers);
-    for (const name in h) {
-      const v = h[name];
-      if (v === undefined) continue;
-      pos = writeBytes(buf, pos, nameBytes(name));
-      if (typeof v === 'string') {
-        const length = Buffer.byteLength(v);
-        pos = writeVarInt(buf, pos, length);
-        pos += buf.write(v, pos, length, 'utf8');
-      } else pos = writeBytes(buf, pos, v);
-    }
-    pack.at = pos;
+    pack.at = m instanceof Framed ? writeFramedFields(buf, pos, m) : writeFields(buf, pos, m);
   }
   const out = new Array<PackedMessage>(packs.length);
   for (let p = 0; p < packs.length; p++) {
@@ -188,6 +166,117 @@ export function packRecords(
     };
   }
   return out;
+}
+
+/** Key, value and headers of a record: their size in a batch. */
+function fieldsSize(m: OutgoingMessage): number {
+  let body = m.key === null ? 1 : sizeOfVarInt(m.key.length) + m.key.length;
+  body += m.value === null ? 1 : sizeOfVarInt(m.value.length) + m.value.length;
+  let headers = 0;
+  const h = m.headers;
+  for (const name in h) {
+    const v = h[name];
+    if (v === undefined) continue;
+    headers++;
+    const nameLength = nameBytes(name).length;
+    const valueLength = typeof v === 'string' ? Buffer.byteLength(v) : v.length;
+    body += sizeOfVarInt(nameLength) + nameLength + sizeOfVarInt(valueLength) + valueLength;
+  }
+  return body + sizeOfVarInt(headers);
+}
+
+function writeFields(buf: Buffer, pos: number, m: OutgoingMessage): number {
+  pos = writeBytes(buf, pos, m.key);
+  pos = writeBytes(buf, pos, m.value);
+  const h = m.headers;
+  let headers = 0;
+  for (const name in h) if (h[name] !== undefined) headers++;
+  pos = writeVarInt(buf, pos, headers);
+  for (const name in h) {
+    const v = h[name];
+    if (v === undefined) continue;
+    pos = writeBytes(buf, pos, nameBytes(name));
+    if (typeof v === 'string') {
+      const length = Buffer.byteLength(v);
+      pos = writeVarInt(buf, pos, length);
+      pos += buf.write(v, pos, length, 'utf8');
+    } else pos = writeBytes(buf, pos, v);
+  }
+  return pos;
+}
+
+/** `fieldsSize` of a framed record, read from its batch's bytes (encoded.ts) without making its fields. */
+function framedFieldsSize(m: Framed): number {
+  const { bytes, lengths } = m.frame;
+  let body = m.keyLength < 0 ? 1 : sizeOfVarInt(m.keyLength) + m.keyLength;
+  body += m.valueLength < 0 ? 1 : sizeOfVarInt(m.valueLength) + m.valueLength;
+  let at = m.headersAt;
+  const count = bytes.readUInt16LE(at);
+  at += 2;
+  let headers = 0;
+  for (let h = 0; h < count; h++) {
+    const nameLength = lengths[bytes.readUInt32LE(at)]!;
+    const kind = bytes[at + 4];
+    at += 5;
+    let valueLength: number;
+    if (kind === STRING) {
+      valueLength = lengths[bytes.readUInt32LE(at)]!;
+      at += 4;
+    } else if (kind === BYTES) {
+      valueLength = bytes.readUInt32LE(at);
+      at += 4 + valueLength;
+    } else continue;
+    headers++;
+    body += sizeOfVarInt(nameLength) + nameLength + sizeOfVarInt(valueLength) + valueLength;
+  }
+  return body + sizeOfVarInt(headers);
+}
+
+/** `writeFields` of a framed record: its bytes copied from its batch's. */
+function writeFramedFields(buf: Buffer, pos: number, m: Framed): number {
+  const { bytes, starts, lengths } = m.frame;
+  pos = writeRange(buf, pos, bytes, m.keyAt, m.keyLength);
+  pos = writeRange(buf, pos, bytes, m.valueAt, m.valueLength);
+  let at = m.headersAt;
+  const count = bytes.readUInt16LE(at);
+  at += 2;
+  let headers = 0;
+  for (let h = 0, scan = at; h < count; h++) {
+    const kind = bytes[scan + 4];
+    scan += 5;
+    if (kind === STRING) scan += 4;
+    else if (kind === BYTES) scan += 4 + bytes.readUInt32LE(scan);
+    else continue;
+    headers++;
+  }
+  pos = writeVarInt(buf, pos, headers);
+  for (let h = 0; h < count; h++) {
+    const name = bytes.readUInt32LE(at);
+    const kind = bytes[at + 4];
+    at += 5;
+    if (kind === STRING) {
+      pos = writeRange(buf, pos, bytes, starts[name]!, lengths[name]!);
+      const value = bytes.readUInt32LE(at);
+      at += 4;
+      pos = writeRange(buf, pos, bytes, starts[value]!, lengths[value]!);
+    } else if (kind === BYTES) {
+      pos = writeRange(buf, pos, bytes, starts[name]!, lengths[name]!);
+      const length = bytes.readUInt32LE(at);
+      pos = writeRange(buf, pos, bytes, at + 4, length);
+      at += 4 + length;
+    }
+  }
+  return pos;
+}
+
+/** A field of `length` bytes from `from` at `start` (length -1: none, written as null). */
+function writeRange(buf: Buffer, pos: number, from: Buffer, start: number, length: number): number {
+  if (length < 0) {
+    buf[pos] = 1; // zigzag(-1)
+    return pos + 1;
+  }
+  pos = writeVarInt(buf, pos, length);
+  return pos + from.copy(buf, pos, start, start + length);
 }
 
 function writeBytes(buf: Buffer, pos: number, value: Buffer | null): number {

@@ -26,19 +26,59 @@ export interface DecodedPosition {
   index: number;
 }
 
-/** The LSN part of the last position encoded: every event of a transaction shares it. */
+/** Character codes of the upper-case hex digits. */
+const HEX = new Uint8Array([48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 65, 66, 67, 68, 69, 70]);
+/** The LSN of the last position encoded, and its 16 digits: every event of a transaction shares it. */
 let lastLsn = -1n;
-let lastLsnText = '';
+const lsnDigits = new Uint8Array(16);
 
+/**
+ * A change's position, made as one flat string from character codes: once per change, where
+ * `toString(16)`, `toUpperCase` and `padStart` made three strings more (half the time).
+ */
 export function encodePosition(lsn: bigint, index: number): Position {
   if (lsn < 0n || lsn > MAX_LSN) throw new RangeError(`LSN out of range: ${lsn}`);
   if (!Number.isInteger(index) || index < 0 || index > MAX_INDEX)
     throw new RangeError(`position index out of range: ${index}`);
+  const d = lsnDigits;
   if (lsn !== lastLsn) {
-    lastLsnText = lsn.toString(16).toUpperCase().padStart(16, '0');
+    let high = Number(lsn >> 32n);
+    let low = Number(lsn & 0xffff_ffffn);
+    for (let i = 7; i >= 0; i--) {
+      d[i] = HEX[high & 15]!;
+      d[8 + i] = HEX[low & 15]!;
+      high >>>= 4;
+      low >>>= 4;
+    }
     lastLsn = lsn;
   }
-  return `${lastLsnText}:${index.toString(16).toUpperCase().padStart(8, '0')}`;
+  return String.fromCharCode(
+    d[0]!,
+    d[1]!,
+    d[2]!,
+    d[3]!,
+    d[4]!,
+    d[5]!,
+    d[6]!,
+    d[7]!,
+    d[8]!,
+    d[9]!,
+    d[10]!,
+    d[11]!,
+    d[12]!,
+    d[13]!,
+    d[14]!,
+    d[15]!,
+    58, // ':'
+    HEX[(index >>> 28) & 15]!,
+    HEX[(index >>> 24) & 15]!,
+    HEX[(index >>> 20) & 15]!,
+    HEX[(index >>> 16) & 15]!,
+    HEX[(index >>> 12) & 15]!,
+    HEX[(index >>> 8) & 15]!,
+    HEX[(index >>> 4) & 15]!,
+    HEX[index & 15]!,
+  );
 }
 
 /** Value of one hex digit's character code, or -1. */

@@ -1,5 +1,7 @@
 import { mulberry32 } from '@nanosync/connector-testkit';
+import type { ChangeEvent } from '@nanosync/core';
 import { afterEach, describe, expect, test, vi } from 'vitest';
+import { Framed, frameRecords, unframeRecords } from '../../src/encoded.js';
 import { clientProduceRequest, fastProduceRequest } from '../../src/fast-produce.js';
 import { PackedRecords, packRecords, RecordSequences } from '../../src/packed-records.js';
 import { javaPartitioner } from '../../src/partitioner.js';
@@ -95,6 +97,32 @@ describe('packRecords', () => {
     expect(packs.map((p) => `${p.topic}:${p.partition}`)).toEqual([...expected.keys()]);
     expect(packs.map((p) => p.value.count)).toEqual([...expected.values()]);
     for (const p of packs) expect(p.value).toBeInstanceOf(PackedRecords);
+  });
+
+  test('records read back from a framed batch pack into the same bytes, copied from the batch', () => {
+    const messages = outgoing(8, 400);
+    const events = messages.map(
+      (_, i) =>
+        ({
+          op: i % 5 === 0 ? 'read' : 'update',
+          position: `0000000016B3C4D8:${i.toString(16).toUpperCase().padStart(8, '0')}`,
+          ...(i % 5 === 0 ? { chunk: 'c1' } : {}),
+        }) as unknown as ChangeEvent,
+    );
+    const framed = unframeRecords(frameRecords(messages, events));
+    expect(framed[0]).toBeInstanceOf(Framed);
+    const fromFrames = packRecords(framed, partitionsOf)!;
+    const fromMessages = packRecords(messages, partitionsOf)!;
+    expect(fromFrames.map((p) => [p.topic, p.partition, p.value.count])).toEqual(
+      fromMessages.map((p) => [p.topic, p.partition, p.value.count]),
+    );
+    fromFrames.forEach((p, i) => {
+      expect(p.value.bytes.equals(fromMessages[i]!.value.bytes), `pack ${i}`).toBe(true);
+    });
+    // What is read from the bytes on demand is what was framed.
+    expect(framed.map((r) => [r.key, r.value, r.position])).toEqual(
+      messages.map((m, i) => [m.key, m.value, events[i]!.position]),
+    );
   });
 
   test('a topic without a known partition count: no packs (the client places the records)', () => {

@@ -171,7 +171,18 @@ describe('Kafka records encoded in worker threads', () => {
       const [stream, chunk] = await encodeInWorkers(setup, [events.slice(0, split), events.slice(split)]);
       const framed = [...unframeRecords(stream!.bytes), ...unframeRecords(chunk!.bytes)].map((r, i) =>
         // The second batch's event indexes count from its own start.
-        wire({ ...r, keyText: r.keyText, event: i >= stream!.records ? r.event + split : r.event }, cloud),
+        // Key, value, headers and key text are read from the bytes when asked for (getters).
+        wire(
+          {
+            ...r,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+            keyText: r.keyText,
+            event: i >= stream!.records ? r.event + split : r.event,
+          },
+          cloud,
+        ),
       );
       const expected = inline.sends.flat().map((m) => wire(m, cloud));
       expect(framed).toEqual(expected);

@@ -16,6 +16,24 @@ describe('positions', () => {
     expect(decodePosition('00000001000000ff:0000000a')).toEqual({ lsn: 0x1000000ffn, index: 10 });
   });
 
+  it('encode every digit of LSN and index, across changes of LSN and back', () => {
+    const reference = (lsn: bigint, index: number) =>
+      `${lsn.toString(16).toUpperCase().padStart(16, '0')}:${index.toString(16).toUpperCase().padStart(8, '0')}`;
+    const lsns = [
+      0n,
+      1n,
+      0xfn,
+      0x1_0000_0000n,
+      0xffff_ffffn,
+      0x0123_4567_89ab_cdefn,
+      0xfedc_ba98_7654_3210n,
+      2n ** 64n - 1n,
+    ];
+    const indexes = [0, 1, 0xa, 0xff, 0x1234_5678, 0x8000_0000, 0xffff_ffff];
+    for (const lsn of [...lsns, ...lsns.reverse()])
+      for (const index of indexes) expect(encodePosition(lsn, index)).toBe(reference(lsn, index));
+  });
+
   it('order by commit LSN first, then by index inside the transaction', () => {
     const sorted = [
       encodePosition(0x200n, 0),
