@@ -55,13 +55,17 @@ export function writeUnsignedVarInt(buf: Buffer, pos: number, value: number): nu
 export const writeVarInt = (buf: Buffer, pos: number, value: number): number =>
   writeUnsignedVarInt(buf, pos, (value << 1) ^ (value >> 31));
 
-const headerNames = new Map<string, Buffer>();
-/** A header name's bytes, made once (the cache stops growing at 4,096 names). */
-function nameBytes(name: string): Buffer {
-  let bytes = headerNames.get(name);
+const headerCache = new Map<string, Buffer>();
+
+/**
+ * The bytes of a header name, or of a value that repeats: made once, not per record. The
+ * cache stops growing at 4,096 entries.
+ */
+export function headerBytes(text: string): Buffer {
+  let bytes = headerCache.get(text);
   if (bytes === undefined) {
-    bytes = Buffer.from(name);
-    if (headerNames.size < 4096) headerNames.set(name, bytes);
+    bytes = Buffer.from(text);
+    if (headerCache.size < 4096) headerCache.set(text, bytes);
   }
   return bytes;
 }
@@ -178,7 +182,7 @@ function fieldsSize(m: OutgoingMessage): number {
     const v = h[name];
     if (v === undefined) continue;
     headers++;
-    const nameLength = nameBytes(name).length;
+    const nameLength = headerBytes(name).length;
     const valueLength = typeof v === 'string' ? Buffer.byteLength(v) : v.length;
     body += sizeOfVarInt(nameLength) + nameLength + sizeOfVarInt(valueLength) + valueLength;
   }
@@ -195,7 +199,7 @@ function writeFields(buf: Buffer, pos: number, m: OutgoingMessage): number {
   for (const name in h) {
     const v = h[name];
     if (v === undefined) continue;
-    pos = writeBytes(buf, pos, nameBytes(name));
+    pos = writeBytes(buf, pos, headerBytes(name));
     if (typeof v === 'string') {
       const length = Buffer.byteLength(v);
       pos = writeVarInt(buf, pos, length);

@@ -14,7 +14,7 @@ import {
 } from '@platformatic/kafka';
 import { type KafkaSinkConfig, transactionTimeoutMs } from './config.js';
 import { installFastProduce, takesPackedRecords } from './fast-produce.js';
-import { packRecords } from './packed-records.js';
+import { headerBytes, packRecords } from './packed-records.js';
 import { javaPartitioner } from './partitioner.js';
 import {
   authError,
@@ -775,20 +775,6 @@ export class KafkaProducer {
 
 /** Headers whose values repeat from record to record (the table, the operation). */
 const REPEATED_VALUES = new Set(['ns-table', 'ns-op']);
-const headerCache = new Map<string, Buffer>();
-
-/**
- * The bytes of a header name, or of a value that repeats: made once, not per record (the
- * client only copies them into the request). The cache stops growing at 4,096 entries.
- */
-function headerBytes(text: string): Buffer {
-  let bytes = headerCache.get(text);
-  if (bytes === undefined) {
-    bytes = Buffer.from(text);
-    if (headerCache.size < 4096) headerCache.set(text, bytes);
-  }
-  return bytes;
-}
 
 /** The create-topics step as errors name it: the topics and the settings asked for. */
 export function createTopicsWhat(topics: string[], config: KafkaSinkConfig): string {
