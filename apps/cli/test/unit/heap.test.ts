@@ -1,19 +1,71 @@
+import { getHeapStatistics } from 'node:v8';
 import { describe, expect, it } from 'vitest';
-import { HEAP_GROWING_PERCENT, limitHeapGrowth } from '../../src/heap.js';
+import { growingPercentFor, HEAP_ROOM_BYTES, limitHeapGrowth } from '../../src/heap.js';
 
-describe('the heap growth the CLI sets at start', () => {
-  it('is 100%, given to V8 as --heap-growing-percent', () => {
+const MB = 1024 * 1024;
+
+describe('the heap growth the CLI sets', () => {
+  it('starts at 100%, given to V8 as --heap-growing-percent', () => {
     const set: string[] = [];
-    expect(limitHeapGrowth([], (flags) => set.push(flags))).toBe(true);
+    expect(
+      limitHeapGrowth(
+        [],
+        (flags) => set.push(flags),
+        () => undefined,
+      ),
+    ).toBe(true);
     expect(set).toEqual(['--heap-growing-percent=100']);
-    expect(HEAP_GROWING_PERCENT).toBe(100);
+  });
+
+  it('keeps the same room past any live size, within 50–200%', () => {
+    expect(HEAP_ROOM_BYTES).toBe(26 * MB);
+    expect(growingPercentFor(26 * MB)).toBe(100);
+    expect(growingPercentFor(52 * MB)).toBe(50);
+    expect(growingPercentFor(35 * MB)).toBe(74);
+    expect(growingPercentFor(20 * MB)).toBe(130);
+    // A tiny heap is not given four times its size, a huge one not less than half.
+    expect(growingPercentFor(5 * MB)).toBe(200);
+    expect(growingPercentFor(0)).toBe(200);
+    expect(growingPercentFor(400 * MB)).toBe(50);
+  });
+
+  it('is set again after a full collection, from what survived it, only when it changes', () => {
+    const set: string[] = [];
+    let onFull: (() => void) | undefined;
+    limitHeapGrowth(
+      [],
+      (flags) => set.push(flags),
+      (callback) => {
+        onFull = callback;
+      },
+    );
+    expect(onFull).toBeDefined();
+    onFull!();
+    onFull!();
+    const expected = growingPercentFor(getHeapStatistics().used_heap_size);
+    const after = set.slice(1);
+    // This test process's heap decides the value; it is set once, or not at all where it is 100.
+    expect(after.length).toBeLessThanOrEqual(1);
+    if (after.length === 1) expect(after[0]).toMatch(/^--heap-growing-percent=(\d+)$/);
+    const value = Number((after[0] ?? '--heap-growing-percent=100').split('=')[1]);
+    expect(Math.abs(value - expected)).toBeLessThanOrEqual(5);
   });
 
   it('leaves a value given to Node alone, in either spelling', () => {
     for (const own of ['--heap-growing-percent=300', '--heap_growing_percent=0']) {
       const set: string[] = [];
-      expect(limitHeapGrowth(['--max-semi-space-size=8', own], (flags) => set.push(flags))).toBe(false);
+      let observed = false;
+      expect(
+        limitHeapGrowth(
+          ['--max-semi-space-size=8', own],
+          (flags) => set.push(flags),
+          () => {
+            observed = true;
+          },
+        ),
+      ).toBe(false);
       expect(set).toEqual([]);
+      expect(observed).toBe(false);
     }
   });
 
