@@ -46,7 +46,7 @@ export function growingPercentFor(liveBytes: number): number {
 export function limitHeapGrowth(
   execArgv: readonly string[] = process.execArgv,
   setFlags: (flags: string) => void = setFlagsFromString,
-  observe: (onFullCollection: () => void) => void = observeFullCollections,
+  observe: (onFullCollection: () => void) => unknown = observeFullCollections,
   liveBytes: () => number = () => getHeapStatistics().used_heap_size,
 ): boolean {
   if (execArgv.some((arg) => arg.startsWith('--heap-growing-percent') || arg.startsWith('--heap_growing_percent')))
@@ -62,7 +62,11 @@ export function limitHeapGrowth(
   return true;
 }
 
-function observeFullCollections(onFullCollection: () => void): void {
+/**
+ * Calls `onFullCollection` after full collections (at most once per batch of `gc` entries
+ * the observer gets), not after scavenges. Returns what stops observing.
+ */
+export function observeFullCollections(onFullCollection: () => void): () => void {
   const observer = new PerformanceObserver((list) => {
     for (const entry of list.getEntries())
       if ((entry as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
@@ -71,4 +75,5 @@ function observeFullCollections(onFullCollection: () => void): void {
       }
   });
   observer.observe({ entryTypes: ['gc'] });
+  return () => observer.disconnect();
 }

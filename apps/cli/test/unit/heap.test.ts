@@ -1,5 +1,8 @@
+import { constants, PerformanceObserver } from 'node:perf_hooks';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
-import { growingPercentFor, HEAP_ROOM_BYTES, limitHeapGrowth } from '../../src/heap.js';
+import { growingPercentFor, HEAP_ROOM_BYTES, limitHeapGrowth, observeFullCollections } from '../../src/heap.js';
 
 const MB = 1024 * 1024;
 
@@ -71,5 +74,43 @@ describe('the heap growth the CLI sets', () => {
   it('is taken by this Node while it runs', () => {
     // Set for real, as bin.ts does after start: a V8 that froze its flags would fail here.
     expect(limitHeapGrowth([])).toBe(true);
+  });
+
+  it('hears of a real full collection, and not of a scavenge', async () => {
+    // V8's own collector, reached the way `node --expose-gc` does, from inside this process.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as (options?: { type: 'major' | 'minor'; execution: 'sync' }) => void;
+    let full = 0;
+    const stop = observeFullCollections(() => {
+      full += 1;
+    });
+    // Every collection this process really runs, as Node reports it: the test's own forced
+    // ones and any the runtime starts by itself meanwhile.
+    const kinds: number[] = [];
+    const all = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) kinds.push((entry as { detail?: { kind?: number } }).detail?.kind ?? -1);
+    });
+    all.observe({ entryTypes: ['gc'] });
+    try {
+      // Node hands gc entries to observers from its next turn of the event loop (an
+      // immediate queued by the collection), so they have arrived before a timer that follows.
+      const nextTurns = () => new Promise((resolve) => setTimeout(resolve, 20));
+      for (let i = 0; i < 3; i++) {
+        gc({ type: 'minor', execution: 'sync' });
+        await nextTurns();
+      }
+      expect(kinds).toContain(constants.NODE_PERFORMANCE_GC_MINOR);
+      // Nothing heard from scavenges, unless the runtime ran a full collection of its own.
+      if (!kinds.includes(constants.NODE_PERFORMANCE_GC_MAJOR)) expect(full).toBe(0);
+      for (let i = 0; i < 2; i++) {
+        const before = full;
+        gc({ type: 'major', execution: 'sync' });
+        await nextTurns();
+        expect(full).toBeGreaterThan(before);
+      }
+    } finally {
+      stop();
+      all.disconnect();
+    }
   });
 });
