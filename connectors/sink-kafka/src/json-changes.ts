@@ -35,6 +35,7 @@ import {
 import type { KafkaSinkConfig } from './config.js';
 import { KEY_TEXT, NO_VALUE, NONE, STRING } from './encoded.js';
 import { OP_NAMES } from './formats/codec.js';
+import { commitTimeMicros } from './formats/json.js';
 import { committedAtText } from './formats/json-writer.js';
 import {
   asBuffer,
@@ -94,14 +95,43 @@ export function jsonChangesEncoder(config: KafkaSinkConfig): JsonChangesEncoder 
   // A transaction's changes share a commit time: its text is worked out once.
   let commitTime: string | undefined;
   let committedAt: Uint8Array | undefined;
+  const bytesOfTime = committedAtBytes();
   const committedAtOf = (time: string | undefined): Uint8Array => {
     if (committedAt === undefined || time !== commitTime) {
-      committedAt = bytesOf(committedAtText(time));
+      committedAt = bytesOfTime(time);
       commitTime = time;
     }
     return committedAt;
   };
   return (changes) => encode(changes, config.tombstones, planOf, committedAtOf);
+}
+
+/**
+ * `committedAtText` as bytes. Microseconds since 1970 that are a whole number of seconds
+ * plus a fraction are written as the second's digits (made once per second: the commits of a
+ * busy stream share it) followed by the fraction's six: one small array per commit time, where
+ * a string, a Buffer and a copy of it were made per transaction.
+ */
+export function committedAtBytes(): (time: string | undefined) => Uint8Array {
+  let second = -1;
+  let secondDigits: Uint8Array = new Uint8Array(0);
+  return (time) => {
+    const micros = commitTimeMicros(time);
+    if (typeof micros !== 'number' || micros < 1_000_000) return bytesOf(committedAtText(time));
+    const seconds = Math.floor(micros / 1_000_000);
+    if (seconds !== second) {
+      secondDigits = bytesOf(String(seconds));
+      second = seconds;
+    }
+    const out = new Uint8Array(secondDigits.length + 6);
+    out.set(secondDigits);
+    let fraction = micros - seconds * 1_000_000;
+    for (let i = out.length - 1; i >= secondDigits.length; i--) {
+      out[i] = 48 + (fraction % 10);
+      fraction = Math.floor(fraction / 10);
+    }
+    return out;
+  };
 }
 
 /** Scratch room to compare an update's old and new keys. */

@@ -6,6 +6,8 @@ import protobuf from 'protobufjs';
 import { describe, expect, test } from 'vitest';
 import { beforeImage } from '../../src/formats/codec.js';
 import { FRAME_AVRO, FRAME_PROTOBUF, unframe } from '../../src/formats/framing.js';
+import { commitTimeMicros } from '../../src/formats/json.js';
+import { commitTimeToMicros } from '../../src/formats/temporal.js';
 import {
   MESSAGE_FORMATS,
   type MessageFormat,
@@ -183,6 +185,29 @@ describe('json envelope', () => {
     expect(env.after.f32).toBe('-0');
     expect(env.after.dec).toBe('NaN');
     expect(env.after.i32).toBe(-2147483648);
+  });
+
+  test('commit times read from their fraction alone give the microseconds of the full parse', () => {
+    // Runs of one second (as a busy stream's commits come), seconds before 1970, the last exact
+    // second, and texts near the form the sources write but not in it.
+    const times: string[] = [];
+    for (const second of ['2026-03-14T10:22:01', '1969-12-31T23:59:59', '1970-01-01T00:00:00', '2255-06-05T23:47:34'])
+      for (const fraction of ['000000', '000001', '456123', '999999']) times.push(`${second}.${fraction}Z`);
+    times.push(
+      '2026-03-14T10:22:01.4561Z',
+      '2026-03-14T10:22:01.45612aZ',
+      '2026-03-14T10:22:01.456123+',
+      '2026-13-14T10:22:01.456123Z',
+      '9999-12-31T23:59:59.999999Z',
+      '2026-03-14T10:22:01.456123Z',
+    );
+    const fromFullParse = (time: string) => {
+      const micros = commitTimeToMicros(time);
+      return micros === undefined ? null : Number.isSafeInteger(Number(micros)) ? Number(micros) : micros.toString();
+    };
+    for (const time of [...times, ...[...times].reverse()])
+      expect([time, commitTimeMicros(time)]).toEqual([time, fromFullParse(time)]);
+    expect(commitTimeMicros('1969-12-31T23:59:59.500000Z')).toBe(-500_000);
   });
 
   test('each event gets its own commit time, however the commit times of consecutive events alternate', () => {

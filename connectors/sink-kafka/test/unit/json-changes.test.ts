@@ -11,6 +11,8 @@ import { describe, expect, it } from 'vitest';
 import { type KafkaSinkConfig, parseKafkaSinkConfig } from '../../src/config.js';
 import type { KafkaEncoderSetup } from '../../src/sink.js';
 import { createEncoder, createJsonChangeEncoder } from '../../src/worker.js';
+import { committedAtBytes } from '../../src/json-changes.js';
+import { committedAtText } from '../../src/formats/json-writer.js';
 import { allTypesTable, nullRow, richRow, rowsOf, specialRow } from '../fixtures/all-types.js';
 
 /**
@@ -252,6 +254,29 @@ describe('Kafka sink: stream batches encoded from their row images’ JSON text'
     events[2]!.position = 'pös "7"\\';
     await bothWays(events);
     await bothWays(events.slice(1));
+  });
+
+  it('writes each commit time as the JSON envelope does, seconds shared or not', () => {
+    const bytesOfTime = committedAtBytes();
+    const times = [
+      '2026-03-14T10:22:01.456123Z',
+      '2026-03-14T10:22:01.000007Z',
+      '2026-03-14T10:22:01.999999Z',
+      '2026-03-14T10:22:02.000000Z',
+      '2001-09-09T01:46:40.000001Z', // a second with one digit more: 10^9
+      '2001-09-09T01:46:39.999999Z',
+      '1970-01-01T00:00:01.000000Z',
+      '1970-01-01T00:00:00.000042Z', // under a second: no digits of its own
+      '1969-12-31T23:59:59.500000Z',
+      '2255-06-05T23:47:34.740991Z', // the last exact microsecond
+      '2300-01-01T00:00:00.000000Z',
+      '2026-03-14 10:22:01.5+00',
+      'not a time',
+      '',
+      undefined,
+    ];
+    for (const time of [...times, ...[...times].reverse()])
+      expect([time, Buffer.from(bytesOfTime(time)).toString()]).toEqual([time, committedAtText(time)]);
   });
 
   it('declines other formats and a registry', () => {
