@@ -22,6 +22,25 @@ describe('pgoutput decoding (golden bytes)', () => {
     });
   });
 
+  it('64-bit fields keep every bit, on both sides of the exact range of a number', () => {
+    const lsns = [0n, 1n, 0xffff_ffffn, 0x1_0000_0000n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 53n + 1n, 2n ** 64n - 1n];
+    const times = [0n, -1n, 2n ** 53n - 1n, -(2n ** 53n), -(2n ** 53n) - 1n, 2n ** 53n, 2n ** 63n - 1n, -(2n ** 63n)];
+    for (let i = 0; i < lsns.length; i++) {
+      const commit = Buffer.alloc(26);
+      commit[0] = 0x43; // 'C', flags 0
+      commit.writeBigUInt64BE(lsns[i]!, 2);
+      commit.writeBigUInt64BE(lsns[lsns.length - 1 - i]!, 10);
+      commit.writeBigInt64BE(times[i]!, 18);
+      expect(decodePgOutput(commit)).toEqual({
+        tag: 'commit',
+        flags: 0,
+        commitLsn: lsns[i],
+        endLsn: lsns[lsns.length - 1 - i],
+        commitTime: times[i],
+      });
+    }
+  });
+
   it('commit times become ISO 8601 UTC with microseconds', () => {
     expect(formatPgTimestamp(0x0002ba61fea33240n)).toBe('2024-05-01T12:00:00.123456Z');
     expect(formatPgTimestamp(0n)).toBe('2000-01-01T00:00:00.000000Z');
