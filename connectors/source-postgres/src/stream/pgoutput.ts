@@ -206,13 +206,21 @@ const EXACT_HIGH = 0x20_0000;
 
 /** Sequential reader over one message; every read checks the remaining length. */
 class Reader {
-  private offset = 0;
+  private offset: number;
 
-  constructor(private readonly buffer: Buffer) {}
+  /** The message is `buffer` from `start` on (an XLogData's payload is read in place). */
+  constructor(
+    private readonly buffer: Buffer,
+    private readonly start: number,
+  ) {
+    this.offset = start;
+  }
 
   private need(bytes: number): void {
     if (this.offset + bytes > this.buffer.length) {
-      throw protocolError(`message ends early (need ${bytes} bytes at offset ${this.offset} of ${this.buffer.length})`);
+      throw protocolError(
+        `message ends early (need ${bytes} bytes at offset ${this.offset - this.start} of ${this.buffer.length - this.start})`,
+      );
     }
   }
 
@@ -265,7 +273,7 @@ class Reader {
 
   cString(): string {
     const end = this.buffer.indexOf(0, this.offset);
-    if (end < 0) throw protocolError(`unterminated string at offset ${this.offset}`);
+    if (end < 0) throw protocolError(`unterminated string at offset ${this.offset - this.start}`);
     const text = this.buffer.toString('utf8', this.offset, end);
     this.offset = end + 1;
     return text;
@@ -330,10 +338,13 @@ function expectByte(reader: Reader, expected: number, what: string): void {
   }
 }
 
-/** Decodes one pgoutput message (the payload of an XLogData message). */
-export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}): PgOutputMessage {
-  if (buffer.length === 0) throw protocolError('empty message');
-  const reader = new Reader(buffer);
+/**
+ * Decodes one pgoutput message (the payload of an XLogData message): `buffer` from `start` on,
+ * so the payload needs no view of its own.
+ */
+export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}, start = 0): PgOutputMessage {
+  if (buffer.length <= start) throw protocolError('empty message');
+  const reader = new Reader(buffer, start);
   const tag = reader.byte();
   switch (tag) {
     case TAG_BEGIN: {

@@ -35,11 +35,16 @@ export function isChangeTag(tag: number | undefined): boolean {
   return tag === TAG_INSERT || tag === TAG_UPDATE || tag === TAG_DELETE;
 }
 
-/** A change message as it arrived (`payload` may be a view into a reused buffer: it is copied). */
-export function rawChangeMessage(payload: Buffer): RawChangeMessage {
-  if (payload.length < 5)
-    throw new NanosyncError(PgErrorCode.PgProtocol, `pgoutput: a change message of ${payload.length} bytes`);
-  return { tag: 'raw-change', relationId: payload.readUInt32BE(1), payload: Buffer.from(payload) };
+/**
+ * A change message as it arrived: `data` from `start` on (`data` may be a view into a reused
+ * buffer: the message is copied).
+ */
+export function rawChangeMessage(data: Buffer, start = 0): RawChangeMessage {
+  const length = data.length - start;
+  if (length < 5) throw new NanosyncError(PgErrorCode.PgProtocol, `pgoutput: a change message of ${length} bytes`);
+  const payload = Buffer.allocUnsafe(length);
+  data.copy(payload, 0, start);
+  return { tag: 'raw-change', relationId: payload.readUInt32BE(1), payload };
 }
 
 const RAW: unique symbol = Symbol('nanosync raw change');

@@ -195,10 +195,12 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
         let message: PgOutputMessage | RawChangeMessage;
         const bytes = chunk.length - XLOG_HEADER_BYTES;
         try {
-          // Decoded (or copied) here: the chunk is a view of the driver's buffer, reused once this returns.
-          const payload = chunk.subarray(XLOG_HEADER_BYTES);
+          // Decoded (or copied) here: the chunk is a view of the driver's buffer, reused once this
+          // returns. The payload is read in place, past the XLogData header.
           message =
-            rawChanges && isChangeTag(payload[0]) ? rawChangeMessage(payload) : decodePgOutput(payload, decodeOptions);
+            rawChanges && isChangeTag(chunk[XLOG_HEADER_BYTES])
+              ? rawChangeMessage(chunk, XLOG_HEADER_BYTES)
+              : decodePgOutput(chunk, decodeOptions, XLOG_HEADER_BYTES);
         } catch (error) {
           finish(error);
           return;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UNCHANGED_TOAST, decodePgOutput, formatPgTimestamp } from '../../src/stream/pgoutput.js';
+import { rawChangeMessage } from '../../src/stream/raw-changes.js';
 import * as fx from './fixtures/pgoutput-messages.js';
 
 describe('pgoutput decoding (golden bytes)', () => {
@@ -209,5 +210,24 @@ describe('pgoutput decoding (golden bytes)', () => {
     expect(() => decodePgOutput(fx.bytes('49 00004001 4b 0000'))).toThrow(/expected 'N'/);
     expect(() => decodePgOutput(fx.bytes('52 00004001 7000 7400 7a 0000'))).toThrow(/unknown replica identity/);
     expect(() => decodePgOutput(Buffer.alloc(0))).toThrow(/empty message/);
+  });
+
+  it('reads a message in place behind the XLogData header, as it reads it alone', () => {
+    const header = Buffer.alloc(25, 0x77);
+    const messages = Object.values(fx).filter((value): value is Buffer => Buffer.isBuffer(value));
+    expect(messages.length).toBeGreaterThan(15);
+    for (const message of messages) {
+      const inPlace = Buffer.concat([header, message]);
+      expect(decodePgOutput(inPlace, {}, 25)).toEqual(decodePgOutput(message));
+      expect(rawChangeMessage(inPlace, 25).payload).toEqual(message);
+    }
+    // Errors name offsets within the message, not within the chunk.
+    const cut = Buffer.concat([header, fx.INSERT.subarray(0, fx.INSERT.length - 1)]);
+    expect(() => decodePgOutput(cut, {}, 25)).toThrow(/ends early \(need 6 bytes at offset 31 of 36\)/);
+    expect(() => decodePgOutput(fx.INSERT.subarray(0, fx.INSERT.length - 1))).toThrow(/at offset 31 of 36\)/);
+    expect(() => decodePgOutput(header, {}, 25)).toThrow(/empty message/);
+    expect(() => rawChangeMessage(Buffer.concat([header, fx.bytes('49 0000')]), 25)).toThrow(
+      /change message of 3 bytes/,
+    );
   });
 });
