@@ -72,8 +72,9 @@ let lastSecondMicros = 0;
  * The microseconds of a commit time in the form the sources write
  * (`YYYY-MM-DDTHH:MM:SS.ffffffZ`) when its second is the last one parsed in full: only the six
  * digits of the fraction are read. With one-change transactions every event has its own
- * commit time, and the regular expression and BigInt arithmetic of the full parse were 5% of
- * the CPU of a backlog drain (apps/bench/README.md). Undefined when the text is in another
+ * commit time, and the full parse (a regular expression, BigInt arithmetic) with the text the
+ * envelope made of it were 6% of a backlog drain's main thread (apps/bench/README.md, "Less
+ * work per transaction in the change stream"). Undefined when the text is in another
  * form or its second is outside the exact range of a number: the full parse decides then.
  */
 function commitTimeMicrosFast(commitTime: string): number | undefined {

@@ -253,7 +253,7 @@ class Reader {
   // The 64-bit fields (LSNs, commit times) are below 2^53 in magnitude in practice: then one
   // BigInt is made from the exact number, where Buffer's readBig(U)Int64BE makes four (two
   // halves, a shift, a sum). With one-change transactions five such fields per transaction
-  // made a tenth of the source's garbage (apps/bench/README.md).
+  // made a tenth of a backlog drain's allocations (apps/bench/README.md).
 
   uint64(): bigint {
     this.need(8);
