@@ -94,6 +94,33 @@ export const ENCODED_IN_WORKER = 'sink wrote its first batch encoded in a worker
 /** Logged once per sink and process when a stream batch a worker thread encoded was written. */
 export const STREAM_ENCODED_IN_WORKER = 'sink wrote its first stream batch encoded in a worker thread';
 
+/**
+ * The topic's record count once it has any, read every 10 ms through one admin client: a
+ * pipeline killed on it dies early in its snapshot. (`eventually` with `topicSize` looks every
+ * 250 ms and connects each time; a fast host wrote a whole 20,000-row snapshot in between.)
+ */
+export async function firstRecordsIn(
+  brokers: string[],
+  topic: string,
+  timeoutMs: number,
+  context: () => string,
+): Promise<number> {
+  const admin = new Kafka({ clientId: 'ns-e2e-admin', brokers, logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  const deadline = Date.now() + timeoutMs;
+  try {
+    for (;;) {
+      const offsets = await admin.fetchTopicOffsets(topic).catch(() => []);
+      const n = offsets.reduce((sum, o) => sum + Number(o.high) - Number(o.low), 0);
+      if (n > 0) return n;
+      if (Date.now() > deadline) throw new Error(`gave up waiting for the first records in ${topic}\n${context()}`);
+      await new Promise((wake) => setTimeout(wake, 10));
+    }
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 export async function topicSize(brokers: string[], topic: string): Promise<number> {
   const admin = new Kafka({ clientId: 'ns-e2e-admin', brokers, logLevel: logLevel.NOTHING }).admin();
   await admin.connect();

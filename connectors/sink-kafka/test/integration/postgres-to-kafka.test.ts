@@ -8,14 +8,14 @@ import {
   STREAM_ENCODED_IN_WORKER,
   e2eWorkspace,
   eventually,
+  firstRecordsIn,
   oracle,
   tableRows,
-  topicSize,
   writePipelines,
 } from './e2e-helpers.js';
 import { type ConsumedRecord, consumeAll, uniqueName } from './helpers.js';
 
-const ROWS = 20_000;
+const ROWS = 50_000;
 
 /**
  * PostgreSQL → Kafka through the real CLI (`nanosync run --file`), with a writer changing
@@ -81,15 +81,7 @@ test.each([{ workers: 0 }, { workers: 1 }, { workers: 3 }])(
         () => first.output,
       );
       writer = new ConcurrentWriter(db, 'public.e2e_orders', ROWS + 1, () => ROWS);
-      const atKill = await eventually(
-        async () => {
-          const n = await topicSize(kafka.brokers, topic);
-          return n > 0 ? n : undefined;
-        },
-        'the first snapshot records in Kafka',
-        180_000,
-        () => first.output,
-      );
+      const atKill = await firstRecordsIn(kafka.brokers, topic, 180_000, () => first.output);
       await first.kill('SIGKILL');
       expect(atKill, 'the kill landed before the snapshot finished').toBeLessThan(ROWS);
 
