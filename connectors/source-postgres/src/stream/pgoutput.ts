@@ -208,18 +208,22 @@ const EXACT_HIGH = 0x20_0000;
 class Reader {
   private offset: number;
 
-  /** The message is `buffer` from `start` on (an XLogData's payload is read in place). */
+  /**
+   * The message is `buffer` from `start` to `end` (an XLogData's payload is read in place,
+   * within the socket's buffer).
+   */
   constructor(
     private readonly buffer: Buffer,
     private readonly start: number,
+    private readonly end: number,
   ) {
     this.offset = start;
   }
 
   private need(bytes: number): void {
-    if (this.offset + bytes > this.buffer.length) {
+    if (this.offset + bytes > this.end) {
       throw protocolError(
-        `message ends early (need ${bytes} bytes at offset ${this.offset - this.start} of ${this.buffer.length - this.start})`,
+        `message ends early (need ${bytes} bytes at offset ${this.offset - this.start} of ${this.end - this.start})`,
       );
     }
   }
@@ -272,10 +276,10 @@ class Reader {
   }
 
   cString(): string {
-    const end = this.buffer.indexOf(0, this.offset);
-    if (end < 0) throw protocolError(`unterminated string at offset ${this.offset - this.start}`);
-    const text = this.buffer.toString('utf8', this.offset, end);
-    this.offset = end + 1;
+    const zero = this.offset < this.end ? this.buffer.indexOf(0, this.offset) : -1;
+    if (zero < 0 || zero >= this.end) throw protocolError(`unterminated string at offset ${this.offset - this.start}`);
+    const text = this.buffer.toString('utf8', this.offset, zero);
+    this.offset = zero + 1;
     return text;
   }
 
@@ -299,9 +303,9 @@ class Reader {
     this.offset += length;
   }
 
-  end(tag: string): void {
-    if (this.offset !== this.buffer.length) {
-      throw protocolError(`${tag} message has ${this.buffer.length - this.offset} unexpected trailing bytes`);
+  finish(tag: string): void {
+    if (this.offset !== this.end) {
+      throw protocolError(`${tag} message has ${this.end - this.offset} unexpected trailing bytes`);
     }
   }
 }
@@ -339,12 +343,17 @@ function expectByte(reader: Reader, expected: number, what: string): void {
 }
 
 /**
- * Decodes one pgoutput message (the payload of an XLogData message): `buffer` from `start` on,
- * so the payload needs no view of its own.
+ * Decodes one pgoutput message (the payload of an XLogData message): `buffer` from `start` to
+ * `end`, so the payload needs no view of its own.
  */
-export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}, start = 0): PgOutputMessage {
-  if (buffer.length <= start) throw protocolError('empty message');
-  const reader = new Reader(buffer, start);
+export function decodePgOutput(
+  buffer: Buffer,
+  options: DecodeOptions = {},
+  start = 0,
+  end = buffer.length,
+): PgOutputMessage {
+  if (end <= start) throw protocolError('empty message');
+  const reader = new Reader(buffer, start, end);
   const tag = reader.byte();
   switch (tag) {
     case TAG_BEGIN: {
@@ -354,7 +363,7 @@ export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}, star
         commitTime: reader.int64(),
         xid: reader.uint32(),
       };
-      reader.end('Begin');
+      reader.finish('Begin');
       return message;
     }
     case TAG_COMMIT: {
@@ -365,12 +374,12 @@ export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}, star
         endLsn: reader.uint64(),
         commitTime: reader.int64(),
       };
-      reader.end('Commit');
+      reader.finish('Commit');
       return message;
     }
     case TAG_ORIGIN: {
       const message: OriginMessage = { tag: 'origin', originLsn: reader.uint64(), name: reader.cString() };
-      reader.end('Origin');
+      reader.finish('Origin');
       return message;
     }
     case TAG_RELATION: {
@@ -392,7 +401,7 @@ export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}, star
           typeModifier: reader.int32(),
         });
       }
-      reader.end('Relation');
+      reader.finish('Relation');
       return {
         tag: 'relation',
         relationId,
@@ -411,14 +420,14 @@ export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}, star
         schema: namespace === '' ? 'pg_catalog' : namespace,
         name: reader.cString(),
       };
-      reader.end('Type');
+      reader.finish('Type');
       return message;
     }
     case TAG_INSERT: {
       const relationId = reader.uint32();
       expectByte(reader, TUPLE_NEW, 'the new tuple of an Insert');
       const message: InsertMessage = { tag: 'insert', relationId, newTuple: readTuple(reader) };
-      reader.end('Insert');
+      reader.finish('Insert');
       return message;
     }
     case TAG_UPDATE: {
@@ -433,7 +442,7 @@ export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}, star
       if (kind !== TUPLE_NEW)
         throw protocolError(`expected 'N' before the new tuple of an Update, got 0x${kind.toString(16)}`);
       message.newTuple = readTuple(reader);
-      reader.end('Update');
+      reader.finish('Update');
       return message;
     }
     case TAG_DELETE: {
@@ -448,7 +457,7 @@ export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}, star
         oldKind: kind === TUPLE_KEY ? 'key' : 'old',
         oldTuple: readTuple(reader),
       };
-      reader.end('Delete');
+      reader.finish('Delete');
       return message;
     }
     case TAG_TRUNCATE: {
@@ -456,7 +465,7 @@ export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}, star
       const options = reader.byte();
       const relationIds: number[] = [];
       for (let i = 0; i < count; i++) relationIds.push(reader.uint32());
-      reader.end('Truncate');
+      reader.finish('Truncate');
       return { tag: 'truncate', relationIds, cascade: (options & 1) !== 0, restartIdentity: (options & 2) !== 0 };
     }
     case TAG_MESSAGE: {
@@ -468,11 +477,11 @@ export function decodePgOutput(buffer: Buffer, options: DecodeOptions = {}, star
       const keep = options.keepMessagePrefix;
       if (keep !== undefined && prefix !== keep && !prefix.startsWith(`${keep}.`)) {
         reader.skip(length);
-        reader.end('Message');
+        reader.finish('Message');
         return { tag: 'message', transactional, lsn, prefix, content: NO_CONTENT, contentSkipped: true };
       }
       const content = reader.bytes(length);
-      reader.end('Message');
+      reader.finish('Message');
       return { tag: 'message', transactional, lsn, prefix, content };
     }
     default:

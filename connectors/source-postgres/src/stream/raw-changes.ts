@@ -36,14 +36,14 @@ export function isChangeTag(tag: number | undefined): boolean {
 }
 
 /**
- * A change message as it arrived: `data` from `start` on (`data` may be a view into a reused
- * buffer: the message is copied).
+ * A change message as it arrived: `data` from `start` to `end` (`data` may be the socket's
+ * buffer, which is reused: the message is copied).
  */
-export function rawChangeMessage(data: Buffer, start = 0): RawChangeMessage {
-  const length = data.length - start;
+export function rawChangeMessage(data: Buffer, start = 0, end = data.length): RawChangeMessage {
+  const length = end - start;
   if (length < 5) throw new NanosyncError(PgErrorCode.PgProtocol, `pgoutput: a change message of ${length} bytes`);
   const payload = Buffer.allocUnsafe(length);
-  data.copy(payload, 0, start);
+  data.copy(payload, 0, start, end);
   return { tag: 'raw-change', relationId: payload.readUInt32BE(1), payload };
 }
 

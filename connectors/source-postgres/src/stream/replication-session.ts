@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { ClientConfigWithReplication } from '../connection.js';
 import { quoteIdent, quoteLiteral, PgErrorCode } from '../errors.js';
 import type { AcknowledgerInternals } from './acknowledger.js';
+import { CopyDataReader } from './copy-data-reader.js';
 import { type DecodeOptions, decodePgOutput, type PgOutputMessage } from './pgoutput.js';
 import { isChangeTag, type RawChangeMessage, rawChangeMessage } from './raw-changes.js';
 
@@ -54,7 +55,14 @@ interface ReplicationConnection {
   once(event: 'replicationStart', listener: () => void): void;
   removeAllListeners(event?: string): void;
   sendCopyFromChunk(chunk: Buffer): void;
-  stream: { pause(): void; resume(): void; destroy(): void };
+  stream: {
+    pause(): void;
+    resume(): void;
+    destroy(): void;
+    listeners(event: 'data'): ((chunk: Buffer) => void)[];
+    removeListener(event: 'data', listener: (chunk: Buffer) => void): void;
+    on(event: 'data', listener: (chunk: Buffer) => void): void;
+  };
 }
 
 /** A message or keepalive received while the previous message's handler was still busy. */
@@ -188,19 +196,21 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
       }
     }
 
-    function onCopyData({ chunk }: { chunk: Buffer }): void {
+    /** One CopyData message's contents: `buffer` from `start` to `end`. */
+    function onCopyData(buffer: Buffer, start: number, end: number): void {
       if (settled) return;
-      const kind = chunk[0];
+      const kind = buffer[start];
       if (kind === XLOG_DATA) {
         let message: PgOutputMessage | RawChangeMessage;
-        const bytes = chunk.length - XLOG_HEADER_BYTES;
+        const payload = start + XLOG_HEADER_BYTES;
+        const bytes = end - payload;
         try {
-          // Decoded (or copied) here: the chunk is a view of the driver's buffer, reused once this
-          // returns. The payload is read in place, past the XLogData header.
+          // Decoded (or copied) here: the buffer is the socket's, reused once this returns.
+          // The payload is read in place, past the XLogData header.
           message =
-            rawChanges && isChangeTag(chunk[XLOG_HEADER_BYTES])
-              ? rawChangeMessage(chunk, XLOG_HEADER_BYTES)
-              : decodePgOutput(chunk, decodeOptions, XLOG_HEADER_BYTES);
+            rawChanges && isChangeTag(buffer[payload])
+              ? rawChangeMessage(buffer, payload, end)
+              : decodePgOutput(buffer, decodeOptions, payload, end);
         } catch (error) {
           finish(error);
           return;
@@ -209,8 +219,17 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
         else deliver(message, bytes);
       } else if (kind === PRIMARY_KEEPALIVE) {
         // 'k' · server WAL end (8) · server time (8) · reply requested (1)
-        const walEnd = chunk.readBigUInt64BE(1);
-        if (chunk[17] === 1) sendStatus();
+        if (end - start < 18) {
+          finish(
+            new NanosyncError(
+              PgErrorCode.PgProtocol,
+              `replication connection: a keepalive message of ${end - start} bytes`,
+            ),
+          );
+          return;
+        }
+        const walEnd = buffer.readBigUInt64BE(start + 1);
+        if (buffer[start + 17] === 1) sendStatus();
         if (busy) waiting.push({ walEnd });
         else callbacks.keepalive(walEnd);
       } else {
@@ -226,7 +245,7 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
       () => {
         if (settled) return;
         connection = (client as unknown as { connection: ReplicationConnection }).connection;
-        connection.on('copyData', onCopyData);
+        readCopyData(connection, onCopyData, finish, logger);
         connection.once('replicationStart', () => {
           if (settled) return;
           started = true;
@@ -257,5 +276,39 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
       },
       (error: unknown) => finish(error),
     );
+  });
+}
+
+/**
+ * Routes the connection's CopyData messages to `onCopyData` without the driver's parser: the
+ * driver's one listener on the socket is replaced by a {@link CopyDataReader}, which gives
+ * it every other message whole (CopyBothResponse, errors, the end of the stream), so the
+ * driver still sees those in order. Called once the connection is up and idle (before
+ * START_REPLICATION), when the driver holds no part of a message. Should the driver ever
+ * listen differently, its own `copyData` events are used instead.
+ */
+function readCopyData(
+  connection: ReplicationConnection,
+  onCopyData: (buffer: Buffer, start: number, end: number) => void,
+  fail: (error: unknown) => void,
+  logger: Logger,
+): void {
+  const socket = connection.stream;
+  const listeners = socket.listeners('data');
+  const driver = listeners[0];
+  if (listeners.length !== 1 || driver === undefined) {
+    logger.debug('replication: the pg driver parses the stream', { socketListeners: listeners.length });
+    connection.on('copyData', ({ chunk }) => onCopyData(chunk, 0, chunk.length));
+    return;
+  }
+  const reader = new CopyDataReader(onCopyData, (message) => driver.call(socket, message));
+  socket.removeListener('data', driver);
+  logger.debug('replication: CopyData read off the socket, other messages go to the pg driver');
+  socket.on('data', (chunk) => {
+    try {
+      reader.push(chunk);
+    } catch (error) {
+      fail(error);
+    }
   });
 }

@@ -30,6 +30,9 @@ describe('streamChanges: events, positions and batches', () => {
       table: { schema: 'public', name: 'items', keyColumns: ['id'] },
     });
     expect(stream.events[0]?.commitTime).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    // The stream was read off the socket by the session, not parsed by the pg driver.
+    expect(p.logLines.filter((line) => line.includes('CopyData read off the socket'))).toHaveLength(1);
+    expect(p.logLines.filter((line) => line.includes('the pg driver parses the stream'))).toEqual([]);
 
     // Acknowledging the transaction moves the slot to the commit's end LSN, past its commit LSN.
     const commitLsn = decoded[0]?.lsn ?? 0n;

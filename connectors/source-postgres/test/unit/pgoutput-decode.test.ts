@@ -230,4 +230,29 @@ describe('pgoutput decoding (golden bytes)', () => {
       /change message of 3 bytes/,
     );
   });
+
+  it('reads a message that the socket buffer holds with more after it, to its end and no further', () => {
+    const header = Buffer.alloc(25, 0x77);
+    // What follows the message in the buffer: the next message, here bytes with no zero among them.
+    const after = Buffer.alloc(40, 0x41);
+    const messages = Object.values(fx).filter((value): value is Buffer => Buffer.isBuffer(value));
+    for (const message of messages) {
+      const buffer = Buffer.concat([header, message, after]);
+      const end = 25 + message.length;
+      expect(decodePgOutput(buffer, {}, 25, end)).toEqual(decodePgOutput(message));
+      expect(rawChangeMessage(buffer, 25, end).payload).toEqual(message);
+    }
+    // A message cut short reports its own end, even with bytes after it.
+    const insert = Buffer.concat([header, fx.INSERT, after]);
+    expect(() => decodePgOutput(insert, {}, 25, 25 + fx.INSERT.length - 1)).toThrow(/at offset 31 of 36\)/);
+    expect(() => decodePgOutput(insert, {}, 25, 25)).toThrow(/empty message/);
+    // A trailing byte within the range is still one too many.
+    const commit = Buffer.concat([header, fx.COMMIT, Buffer.from([0])]);
+    expect(() => decodePgOutput(commit, {}, 25, commit.length)).toThrow(/1 unexpected trailing bytes/);
+    // A name whose zero lies past the end is unterminated.
+    const relation = fx.RELATION_ORDERS;
+    const zero = relation.indexOf(0, 5);
+    const cutName = Buffer.concat([header, relation.subarray(0, zero), Buffer.from([0])]);
+    expect(() => decodePgOutput(cutName, {}, 25, 25 + zero)).toThrow(/unterminated string at offset 5/);
+  });
 });
