@@ -50,7 +50,7 @@ export interface SessionOptions {
 }
 
 /** The pg internals a replication connection needs (not in @types/pg). */
-interface ReplicationConnection {
+export interface ReplicationConnection {
   on(event: 'copyData', listener: (message: { chunk: Buffer }) => void): void;
   once(event: 'replicationStart', listener: () => void): void;
   removeAllListeners(event?: string): void;
@@ -287,7 +287,7 @@ export function runReplicationSession(options: SessionOptions): Promise<void> {
  * START_REPLICATION), when the driver holds no part of a message. Should the driver ever
  * listen differently, its own `copyData` events are used instead.
  */
-function readCopyData(
+export function readCopyData(
   connection: ReplicationConnection,
   onCopyData: (buffer: Buffer, start: number, end: number) => void,
   fail: (error: unknown) => void,

@@ -1,5 +1,20 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from '@nanosync/core';
 import { describe, expect, it } from 'vitest';
 import { CopyDataReader } from '../../src/stream/copy-data-reader.js';
+import { type ReplicationConnection, readCopyData } from '../../src/stream/replication-session.js';
+
+/** Debug lines kept in `lines`. */
+function memoryLogger(lines: string[]): Logger {
+  const logger: Logger = {
+    debug: (message) => lines.push(message),
+    info: () => {},
+    warn: () => {},
+    error: () => {},
+    child: () => logger,
+  };
+  return logger;
+}
 
 /** One backend message: type byte, int32 length (itself included), contents. */
 function message(type: string, contents: Buffer): Buffer {
@@ -98,5 +113,63 @@ describe('CopyDataReader', () => {
       () => {},
     );
     expect(() => reader.push(bad)).toThrow(/message of type 0x64 with length 3/);
+  });
+});
+
+/**
+ * A stand-in for the pg driver's connection (its socket and its events), not the driver: the
+ * real one is exercised by the stream integration suites, which also check which way ran.
+ */
+function standInConnection(driverListeners: number) {
+  const socket = new EventEmitter();
+  const driverSaw: string[] = [];
+  const connection = new EventEmitter();
+  for (let i = 0; i < driverListeners; i++)
+    socket.on('data', (chunk: Buffer) => driverSaw.push(`${i}:${chunk.toString('hex')}`));
+  Object.assign(connection, { stream: Object.assign(socket, { pause() {}, resume() {}, destroy() {} }) });
+  return { socket, connection: connection as unknown as ReplicationConnection, driverSaw };
+}
+
+describe('readCopyData', () => {
+  const copy = message('d', Buffer.from('abc'));
+  const ready = message('Z', Buffer.from('I'));
+
+  it("takes the driver's place on the socket: CopyData in place, every other message whole to the driver", () => {
+    const { socket, connection, driverSaw } = standInConnection(1);
+    const seen: string[] = [];
+    const logs: string[] = [];
+    const failures: unknown[] = [];
+    readCopyData(
+      connection,
+      (buffer, start, end) => seen.push(buffer.toString('latin1', start, end)),
+      (error) => failures.push(error),
+      memoryLogger(logs),
+    );
+    const both = Buffer.concat([copy, ready, copy]);
+    socket.emit('data', both.subarray(0, 7));
+    socket.emit('data', both.subarray(7));
+    expect(seen).toEqual(['abc', 'abc']);
+    expect(driverSaw).toEqual([`0:${ready.toString('hex')}`]);
+    expect(logs.some((line) => line.includes('CopyData read off the socket'))).toBe(true);
+    // A message that cannot be read fails the session rather than throwing on the socket.
+    socket.emit('data', Buffer.from([0x64, 0, 0, 0, 1]));
+    expect(String(failures[0])).toMatch(/length 1/);
+  });
+
+  it("leaves the socket to the driver when it listens some other way, and reads the driver's copyData events", () => {
+    const { socket, connection, driverSaw } = standInConnection(2);
+    const seen: string[] = [];
+    const logs: string[] = [];
+    readCopyData(
+      connection,
+      (buffer, start, end) => seen.push(buffer.toString('latin1', start, end)),
+      () => {},
+      memoryLogger(logs),
+    );
+    socket.emit('data', copy);
+    expect(driverSaw).toHaveLength(2);
+    (connection as unknown as EventEmitter).emit('copyData', { chunk: Buffer.from('xyz') });
+    expect(seen).toEqual(['xyz']);
+    expect(logs.some((line) => line.includes('the pg driver parses the stream'))).toBe(true);
   });
 });
