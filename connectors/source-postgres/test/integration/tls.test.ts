@@ -7,7 +7,11 @@ import { type PostgresService, startPostgres } from '@nanosync/testcontainers';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configSchema, type PostgresSourceConfig } from '../../src/config.js';
-import { buildConnectionConfig, connectClient } from '../../src/connection.js';
+import { buildConnectionConfig, connectClient, resolveClientConfig } from '../../src/connection.js';
+import { createAcknowledger } from '../../src/stream/acknowledger.js';
+import type { PgOutputMessage } from '../../src/stream/pgoutput.js';
+import type { RawChangeMessage } from '../../src/stream/raw-changes.js';
+import { runReplicationSession } from '../../src/stream/replication-session.js';
 
 /**
  * A server with TLS on (certificates made here with openssl) and a pg_hba that forces TLS
@@ -18,6 +22,7 @@ import { buildConnectionConfig, connectClient } from '../../src/connection.js';
 let service: PostgresService;
 let dir: string;
 let database: string;
+let databaseUrl: string;
 
 function openssl(...args: string[]): void {
   execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
@@ -149,7 +154,7 @@ beforeAll(async () => {
     },
   });
   database = 'tls_db';
-  await service.createDatabase(database);
+  databaseUrl = await service.createDatabase(database);
   const admin = new pg.Client({ connectionString: service.url });
   await admin.connect();
   for (const role of ['plainuser', 'sslonly', 'certuser']) await admin.query(`CREATE ROLE ${role} LOGIN REPLICATION`);
@@ -254,6 +259,59 @@ describe('TLS through every libpq sslmode against a real server', () => {
     expect(
       (await session({ user: 'sslonly', host: 'localhost', sslmode: 'verify-full', sslrootcert: ca() }, true)).ssl,
     ).toBe(true);
+  });
+
+  it('a replication stream over TLS: the session reads the encrypted socket, and a committed row arrives', async () => {
+    const admin = new pg.Client({ connectionString: databaseUrl });
+    await admin.connect();
+    const controller = new AbortController();
+    try {
+      await admin.query('CREATE TABLE tls_items (id int PRIMARY KEY, label text)');
+      await admin.query('GRANT SELECT ON tls_items TO sslonly');
+      await admin.query('CREATE PUBLICATION tls_pub FOR TABLE tls_items');
+      await admin.query("SELECT pg_create_logical_replication_slot('tls_slot', 'pgoutput')");
+      const props = { user: 'sslonly', host: 'localhost', sslmode: 'verify-full', sslrootcert: ca() };
+      const clientConfig = await resolveClientConfig(buildConnectionConfig(config(props)), { replication: true });
+      const messages: (PgOutputMessage | RawChangeMessage)[] = [];
+      const logs: string[] = [];
+      const log = (message: string) => logs.push(message);
+      const logger = { debug: log, info: log, warn: log, error: log, child: () => logger };
+      let arrived: () => void = () => {};
+      const committed = new Promise<void>((resolve) => {
+        arrived = resolve;
+      });
+      const session = runReplicationSession({
+        clientConfig,
+        slot: 'tls_slot',
+        publication: 'tls_pub',
+        acknowledger: createAcknowledger(),
+        logger,
+        statusIntervalMs: 10_000,
+        signal: controller.signal,
+        callbacks: {
+          started: () => {
+            void admin.query("INSERT INTO tls_items VALUES (1, 'over tls')");
+          },
+          message: (message) => {
+            messages.push(message);
+            if (message.tag === 'commit') arrived();
+            return undefined;
+          },
+          keepalive: () => {},
+        },
+      });
+      await Promise.race([committed, session]);
+      controller.abort();
+      await session;
+      expect(messages.map((m) => m.tag).filter((tag) => tag !== 'relation')).toEqual(['begin', 'insert', 'commit']);
+      expect(messages.find((m) => m.tag === 'insert')).toMatchObject({ newTuple: ['1', 'over tls'] });
+      // The socket was the encrypted one, and the session read it rather than the driver's parser.
+      expect(logs.filter((line) => line.includes('CopyData read off the socket'))).toHaveLength(1);
+    } finally {
+      controller.abort();
+      await admin.query("SELECT pg_drop_replication_slot('tls_slot')").catch(() => {});
+      await admin.end();
+    }
   });
 
   it('require against a server without TLS fails; prefer falls back to plain', async () => {
