@@ -8,7 +8,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configSchema, type PostgresSourceConfig } from '../../src/config.js';
 import { buildConnectionConfig, connectClient, resolveClientConfig } from '../../src/connection.js';
-import { createAcknowledger } from '../../src/stream/acknowledger.js';
+import { createAcknowledger, internalsOf } from '../../src/stream/acknowledger.js';
 import type { PgOutputMessage } from '../../src/stream/pgoutput.js';
 import type { RawChangeMessage } from '../../src/stream/raw-changes.js';
 import { runReplicationSession } from '../../src/stream/replication-session.js';
@@ -284,7 +284,7 @@ describe('TLS through every libpq sslmode against a real server', () => {
         clientConfig,
         slot: 'tls_slot',
         publication: 'tls_pub',
-        acknowledger: createAcknowledger(),
+        acknowledger: internalsOf(createAcknowledger()),
         logger,
         statusIntervalMs: 10_000,
         signal: controller.signal,
