@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { type OracleRecord, runOracle } from '@nanosync/connector-testkit';
 import type { Row } from '@nanosync/core';
 import type { PostgresService } from '@nanosync/testcontainers';
-import kafkajs from 'kafkajs';
+import kafkajs, { type Admin } from 'kafkajs';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { decodeJsonMessage } from '../../src/formats/json.js';
@@ -110,8 +110,7 @@ export async function firstRecordsIn(
   const deadline = Date.now() + timeoutMs;
   try {
     for (;;) {
-      const offsets = await admin.fetchTopicOffsets(topic).catch(() => []);
-      const n = offsets.reduce((sum, o) => sum + Number(o.high) - Number(o.low), 0);
+      const n = await recordsIn(admin, topic);
       if (n > 0) return n;
       if (Date.now() > deadline) throw new Error(`gave up waiting for the first records in ${topic}\n${context()}`);
       await new Promise((wake) => setTimeout(wake, 10));
@@ -121,14 +120,17 @@ export async function firstRecordsIn(
   }
 }
 
+/** The records a topic holds over all its partitions, through a connected admin client (0 while it does not exist). */
+async function recordsIn(admin: Admin, topic: string): Promise<number> {
+  const offsets = await admin.fetchTopicOffsets(topic).catch(() => []);
+  return offsets.reduce((sum, o) => sum + Number(o.high) - Number(o.low), 0);
+}
+
 export async function topicSize(brokers: string[], topic: string): Promise<number> {
   const admin = new Kafka({ clientId: 'ns-e2e-admin', brokers, logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
   try {
-    const offsets = await admin.fetchTopicOffsets(topic);
-    return offsets.reduce((sum, o) => sum + Number(o.high) - Number(o.low), 0);
-  } catch {
-    return 0;
+    return await recordsIn(admin, topic);
   } finally {
     await admin.disconnect();
   }
