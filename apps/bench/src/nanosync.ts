@@ -103,7 +103,7 @@ export function binEnvironment(binSource: string = readFileSync(CLI_BIN, 'utf8')
 
 /**
  * Dev runs only: `NANOSYNC_BENCH_NODE_OPTIONS` adds Node options after the binary's own (later
- * ones win, e.g. `--max-semi-space-size=8`), to compare settings without editing the binary.
+ * ones win, e.g. `--max-semi-space-size=8` over the binary's 4), to compare settings without editing the binary.
  */
 function extraNodeOptions(): string[] {
   return (process.env.NANOSYNC_BENCH_NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean);

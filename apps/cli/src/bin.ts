@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=8
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=4
 // No static imports here: the CLI's modules need node:sqlite, which an older Node cannot
 // even load, so the version is checked before anything else is imported.
 //

@@ -4,7 +4,7 @@ import { stallSeconds } from '../../src/scenarios/s3-latency.js';
 
 describe('the Node options nanosync is measured with', () => {
   it('are those of the nanosync binary’s #! line', () => {
-    expect(binNodeOptions()).toContain('--max-semi-space-size=8');
+    expect(binNodeOptions()).toContain('--max-semi-space-size=4');
     expect(binEnvironment()).toEqual({ MALLOC_ARENA_MAX: '2' });
   });
 
