@@ -20,6 +20,8 @@ interface Plan {
   keyNames: Uint8Array[];
   /** `},"after":{` */
   after: Uint8Array;
+  /** `},"after":`, before a row written as an object (`JsonRows.starts`). */
+  afterObject: Uint8Array;
   /** Per column: `"name":`, with a leading comma after the first. */
   names: Uint8Array[];
   schema: Buffer;
@@ -51,6 +53,7 @@ function newPlan(table: TableSchema): Plan | null {
     keyColumns,
     keyNames: table.keyColumns.map((k, i) => bytesOf(`${i === 0 ? '' : ','}${JSON.stringify(k)}:`)),
     after: bytesOf('},"after":{'),
+    afterObject: bytesOf('},"after":'),
     names: names.map((n, i) => bytesOf(`${i === 0 ? '' : ','}${JSON.stringify(n)}:`)),
     schema: Buffer.from(table.schema, 'utf8'),
     name: Buffer.from(table.name, 'utf8'),
@@ -67,24 +70,29 @@ export function encodeJsonRows(
 ): EncodedBatch | undefined {
   const plan = planOf(table);
   if (plan === undefined || rows.negativeZero || rows.columns !== table.columns.length) return undefined;
-  const { head, keyColumns, keyNames, after, names } = plan;
+  const { head, keyColumns, keyNames, after, afterObject, names } = plan;
+  const { ends, columns, starts } = rows;
+  // Rows as objects: a row is copied whole, from its opening brace to its closing one.
+  const objects = starts !== undefined && columns > 0;
   const tail = bytesOf(
-    `},"position":${JSON.stringify(position)}${chunk === undefined ? '' : `,"chunk":${JSON.stringify(chunk)}`}}\n`,
+    `${objects ? '' : '}'},"position":${JSON.stringify(position)}${chunk === undefined ? '' : `,"chunk":${JSON.stringify(chunk)}`}}\n`,
   );
-  const { ends, columns } = rows;
   const text = Buffer.isBuffer(rows.text)
     ? rows.text
     : Buffer.from(rows.text.buffer, rows.text.byteOffset, rows.text.byteLength);
-  const start = (v: number) => (v === 0 ? 0 : ends[v - 1]!);
-  let fixed = head.length + after.length + tail.length;
+  const start = objects ? (v: number) => starts[v]! : (v: number) => (v === 0 ? 0 : ends[v - 1]!);
+  const rowStart = objects ? (base: number) => (base === 0 ? 0 : ends[base - 1]! + 1) : start;
+  // The row's own bytes: its values, or its object with the closing brace.
+  const rowEnd = objects ? 1 : 0;
+  let fixed = head.length + (objects ? afterObject.length : after.length) + tail.length;
   for (const k of keyNames) fixed += k.length;
-  for (const n of names) fixed += n.length;
+  if (!objects) for (const n of names) fixed += n.length;
   let lines = 0;
   let size = 0;
   for (let r = 0; r < rows.rows; r++) {
     if (keep !== undefined && keep[r] !== 1) continue;
     const base = r * columns;
-    let line = fixed + ends[base + columns - 1]! - start(base);
+    let line = fixed + ends[base + columns - 1]! + rowEnd - rowStart(base);
     for (const c of keyColumns) line += ends[base + c]! - start(base + c);
     size += line;
     lines++;
@@ -115,10 +123,15 @@ export function encodeJsonRows(
       const v = base + keyColumns[j]!;
       at = copyRange(out, at, text, start(v), ends[v]!);
     }
-    at = putBytes(out, at, after);
-    for (let c = 0; c < columns; c++) {
-      at = putBytes(out, at, names[c]!);
-      at = copyRange(out, at, text, start(base + c), ends[base + c]!);
+    if (objects) {
+      at = putBytes(out, at, afterObject);
+      at = copyRange(out, at, text, rowStart(base), ends[base + columns - 1]! + 1);
+    } else {
+      at = putBytes(out, at, after);
+      for (let c = 0; c < columns; c++) {
+        at = putBytes(out, at, names[c]!);
+        at = copyRange(out, at, text, start(base + c), ends[base + c]!);
+      }
     }
     at = putBytes(out, at, tail);
   }

@@ -16,6 +16,9 @@ export function createJsonEncoder(_setup: unknown): JsonChunkEncoder {
   return encodeJsonRows;
 }
 
+/** `encodeJsonRows` also takes rows written as JSON objects (`JsonRows.starts`). */
+export const jsonRowObjects = true;
+
 // Checked against the contract at compile time.
-const _module: SinkWorkerModule = { createEncoder, createJsonEncoder };
+const _module: SinkWorkerModule = { createEncoder, createJsonEncoder, jsonRowObjects };
 void _module;

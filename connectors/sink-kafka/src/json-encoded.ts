@@ -72,9 +72,13 @@ function encode(
   chunk: string | undefined,
   keep: Uint8Array | undefined,
 ): EncodedBatch | undefined {
-  const { ends, columns } = rows;
+  const { ends, columns, starts } = rows;
   const text = asBuffer(rows.text);
-  const start = (v: number) => (v === 0 ? 0 : ends[v - 1]!);
+  // Rows as objects: a row is copied whole, from its opening brace to its closing one.
+  const objects = starts !== undefined && columns > 0;
+  const rowStart = objects
+    ? (base: number) => (base === 0 ? 0 : ends[base - 1]! + 1)
+    : (base: number) => (base === 0 ? 0 : ends[base - 1]!);
   const { labels, head } = plan;
   // The strings of the frame, in the order `frameRecords` meets them: topic, table, position,
   // chunk, then the headers' names and values.
@@ -101,8 +105,9 @@ function encode(
   for (const [name, value] of headers) headersSize += 8 + name.length + Buffer.byteLength(value);
   // The envelope up to the row: `{"_ns_op":"READ",…,"_ns_lsn":"<position>","before":null,"after":`.
   const envelope = Buffer.concat([head, bytesOf(`${JSON.stringify(position)},"before":null,"after":`)]);
-  let fixedValue = envelope.length + 2; // and the two closing braces
-  for (const n of labels) fixedValue += n.length;
+  // The two closing braces (the row's own is in its object's bytes).
+  let fixedValue = envelope.length + (objects ? 1 : 2);
+  if (!objects) for (const n of labels) fixedValue += n.length;
   // Each record: index, topic, table, position, chunk (20), flags (1), key length + key,
   // value length + value, key text length (0), size (4), header count (2) and headers (9 each).
   const perRecord = 20 + 1 + 4 + 4 + 4 + 4 + 2 + headers.length * 9;
@@ -110,9 +115,9 @@ function encode(
   for (let r = 0; r < rows.rows; r++) {
     if (keep !== undefined && keep[r] !== 1) continue;
     const base = r * columns;
-    const key = keyLength(plan, text, ends, base, -1);
+    const key = keyLength(plan, text, ends, base, -1, starts);
     if (key < 0) return undefined;
-    total += perRecord + key + fixedValue + (ends[base + columns - 1]! - start(base));
+    total += perRecord + key + fixedValue + (ends[base + columns - 1]! + (objects ? 1 : 0) - rowStart(base));
   }
   const out = Buffer.allocUnsafeSlow(total);
   let at = strings.putHead(out, records);
@@ -138,18 +143,21 @@ function encode(
     out[at++] = READ;
     // The key: `[v1,v2]`.
     const keyAt = at;
-    at = putKey(out, at + 4, plan, text, ends, base, -1);
+    at = putKey(out, at + 4, plan, text, ends, base, -1, starts);
     const keyBytes = at - keyAt - 4;
     out.writeUInt32LE(keyBytes, keyAt);
     // The value: the envelope.
     const valueAt = at;
     at += 4;
     at = putBytes(out, at, envelope);
-    for (let c = 0; c < columns; c++) {
-      at = putBytes(out, at, labels[c]!);
-      at = copyRange(out, at, text, start(base + c), ends[base + c]!);
+    if (objects) at = copyRange(out, at, text, rowStart(base), ends[base + columns - 1]! + 1);
+    else {
+      for (let c = 0; c < columns; c++) {
+        at = putBytes(out, at, labels[c]!);
+        at = copyRange(out, at, text, c === 0 ? rowStart(base) : ends[base + c - 1]!, ends[base + c]!);
+      }
+      out[at++] = 125;
     }
-    out[at++] = 125;
     out[at++] = 125;
     const valueLength = at - valueAt - 4;
     out.writeUInt32LE(valueLength, valueAt);

@@ -86,30 +86,49 @@ export function asBuffer(text: Uint8Array): Buffer {
   return Buffer.isBuffer(text) ? text : Buffer.from(text.buffer, text.byteOffset, text.byteLength);
 }
 
+/** Where value `v`'s text starts: `starts[v]` for rows written as objects (`JsonRows.starts`), else the end of the one before. */
+function valueStart(ends: Uint32Array, starts: Uint32Array | undefined, v: number): number {
+  return starts !== undefined ? starts[v]! : v === 0 ? 0 : ends[v - 1]!;
+}
+
 /**
  * The value of key column `j` a record's key takes: the one in the image whose first value is
  * `first`, else (its text empty: the image does not have the column) the one in the image at
  * `second` (-1: none); -1 when neither image has it.
  */
-function keyValue(plan: TablePlan, ends: Uint32Array, first: number, second: number, j: number): number {
+function keyValue(
+  plan: TablePlan,
+  ends: Uint32Array,
+  first: number,
+  second: number,
+  j: number,
+  starts: Uint32Array | undefined,
+): number {
   let v = first + plan.keys[j]!;
-  if (ends[v]! > (v === 0 ? 0 : ends[v - 1]!)) return v;
+  if (ends[v]! > valueStart(ends, starts, v)) return v;
   if (second < 0) return -1;
   v = second + plan.keys[j]!;
-  return ends[v]! > (v === 0 ? 0 : ends[v - 1]!) ? v : -1;
+  return ends[v]! > valueStart(ends, starts, v) ? v : -1;
 }
 
 /**
  * The length of the key (`[`, the values, commas, `]`) taken from the images at `first` and
  * `second` (see `keyValue`), or -1 when a key column is in neither or an int64 key text is not
- * canonical.
+ * canonical. `starts`: the rows' `JsonRows.starts`, when they are written as objects.
  */
-export function keyLength(plan: TablePlan, text: Uint8Array, ends: Uint32Array, first: number, second: number): number {
+export function keyLength(
+  plan: TablePlan,
+  text: Uint8Array,
+  ends: Uint32Array,
+  first: number,
+  second: number,
+  starts?: Uint32Array,
+): number {
   let length = 1 + plan.keys.length;
   for (let j = 0; j < plan.keys.length; j++) {
-    const v = keyValue(plan, ends, first, second, j);
+    const v = keyValue(plan, ends, first, second, j, starts);
     if (v < 0) return -1;
-    const from = v === 0 ? 0 : ends[v - 1]!;
+    const from = valueStart(ends, starts, v);
     const to = ends[v]!;
     if (plan.keyTexts[j] === KeyText.Unquoted && text[from] === 34) {
       if (!canonicalDigits(text, from + 1, to - 1)) return -1;
@@ -128,12 +147,13 @@ export function putKey(
   ends: Uint32Array,
   first: number,
   second: number,
+  starts?: Uint32Array,
 ): number {
   out[at++] = 91;
   for (let j = 0; j < plan.keys.length; j++) {
     if (j > 0) out[at++] = 44;
-    const v = keyValue(plan, ends, first, second, j);
-    let from = v === 0 ? 0 : ends[v - 1]!;
+    const v = keyValue(plan, ends, first, second, j, starts);
+    let from = valueStart(ends, starts, v);
     let to = ends[v]!;
     if (plan.keyTexts[j] === KeyText.Unquoted && text[from] === 34) {
       from++;

@@ -88,6 +88,9 @@ export function createJsonChangeEncoder(setup: unknown): JsonChangesEncoder | un
   return jsonChangesEncoder((setup as KafkaEncoderSetup).config);
 }
 
+/** The snapshot encoder from JSON text also takes rows written as JSON objects (`JsonRows.starts`). */
+export const jsonRowObjects = true;
+
 // Checked against the contract at compile time.
-const _module: SinkWorkerModule = { createEncoder, createJsonEncoder, createJsonChangeEncoder };
+const _module: SinkWorkerModule = { createEncoder, createJsonEncoder, createJsonChangeEncoder, jsonRowObjects };
 void _module;

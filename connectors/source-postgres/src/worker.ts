@@ -5,7 +5,7 @@
  * as JSON text (`createJsonRowWriter`, `createJsonChangeWriter`).
  * Loads no `pg` and nothing that needs the main thread.
  */
-import type { JsonRows, Row, SourceWorkerModule, TableSchema } from '@nanosync/core';
+import type { JsonRowWriterOptions, JsonRows, Row, SourceWorkerModule, TableSchema } from '@nanosync/core';
 import { jsonRowWriter } from './snapshot/json-rows.js';
 import { type RawDecoderSetup, rawRowsDecoder } from './snapshot/raw-rows.js';
 import { createJsonChangeWriter } from './stream/json-changes.js';
@@ -18,9 +18,13 @@ export function createRowDecoder(table: TableSchema, setup: unknown): (raw: Uint
   return rawRowsDecoder(table, setup as RawDecoderSetup);
 }
 
-/** A writer of raw chunks of `table` as their values' JSON text (see snapshot/json-rows.ts). */
-export function createJsonRowWriter(table: TableSchema, setup: unknown): (raw: Uint8Array) => JsonRows | undefined {
-  return jsonRowWriter(table, setup as RawDecoderSetup);
+/** A writer of raw chunks of `table` as their values' JSON text, or rows as objects (see snapshot/json-rows.ts). */
+export function createJsonRowWriter(
+  table: TableSchema,
+  setup: unknown,
+  options?: JsonRowWriterOptions,
+): (raw: Uint8Array) => JsonRows | undefined {
+  return jsonRowWriter(table, setup as RawDecoderSetup, options);
 }
 
 export type { RawDecoderSetup };

@@ -51,5 +51,6 @@ export {
   TestProcess,
   type TestProcessOptions,
 } from './process.js';
+export { jsonRowsAsObjects } from './json-rows.js';
 export { mulberry32 } from './random.js';
 export { checkFlushSamples, type FlushSample, FlushSampler, type FlushSamplerOptions } from './flush-sampler.js';

@@ -10,6 +10,7 @@ import {
   type TableSchema,
   type Value,
 } from '@nanosync/core';
+import { jsonRowsAsObjects } from '@nanosync/connector-testkit';
 import { describe, expect, it } from 'vitest';
 import { encodeLines } from '../../src/encoded.js';
 import { encodeJsonRows } from '../../src/json-encoded.js';
@@ -124,11 +125,14 @@ describe('file sink: chunks encoded from their values’ JSON text', () => {
         for (const chunk of [undefined, '3:0000000001A2B3C4/7']) {
           const keep = random() < 0.5 ? Uint8Array.from(rows.map(() => (random() < 0.7 ? 1 : 0))) : undefined;
           const expected = encodeLines(readEvents(table, rows, '0000000016B3C40', chunk, keep));
-          const got = encodeJsonRows(table, json, '0000000016B3C40', chunk, keep);
-          expect(got).toBeDefined();
-          expect(bytes(got!.bytes).equals(bytes(expected.bytes))).toBe(true);
-          expect(got!.records).toBe(expected.records);
-          expect(got!.size).toBe(expected.size);
+          // The values alone, and the rows written as objects (JsonRows.starts).
+          for (const form of [json, jsonRowsAsObjects(json, names)]) {
+            const got = encodeJsonRows(table, form, '0000000016B3C40', chunk, keep);
+            expect(got).toBeDefined();
+            expect(bytes(got!.bytes).equals(bytes(expected.bytes))).toBe(true);
+            expect(got!.records).toBe(expected.records);
+            expect(got!.size).toBe(expected.size);
+          }
         }
       }
     }

@@ -7,6 +7,7 @@ import {
   type Row,
   type TableSchema,
 } from '@nanosync/core';
+import { jsonRowsAsObjects } from '@nanosync/connector-testkit';
 import { describe, expect, it } from 'vitest';
 import { type KafkaSinkConfig, parseKafkaSinkConfig } from '../../src/config.js';
 import type { KafkaEncoderSetup } from '../../src/sink.js';
@@ -68,11 +69,21 @@ async function expectSameBytes(
   keep?: Uint8Array,
 ): Promise<void> {
   const expected = await createEncoder(setup)(readEvents(table, rows, chunk, keep));
-  const got = createJsonEncoder(setup)!(table, jsonRows(table, rows), POSITION, chunk, keep);
-  expect(got).toBeDefined();
-  expect(Buffer.from(got!.bytes).equals(Buffer.from(expected.bytes))).toBe(true);
-  expect(got!.records).toBe(expected.records);
-  expect(got!.size).toBe(expected.size);
+  const values = jsonRows(table, rows);
+  // The values alone, and the rows written as objects (JsonRows.starts).
+  for (const form of [
+    values,
+    jsonRowsAsObjects(
+      values,
+      table.columns.map((c) => c.name),
+    ),
+  ]) {
+    const got = createJsonEncoder(setup)!(table, form, POSITION, chunk, keep);
+    expect(got).toBeDefined();
+    expect(Buffer.from(got!.bytes).equals(Buffer.from(expected.bytes))).toBe(true);
+    expect(got!.records).toBe(expected.records);
+    expect(got!.size).toBe(expected.size);
+  }
 }
 
 describe('Kafka sink: chunks encoded from their values’ JSON text', () => {
@@ -121,6 +132,9 @@ describe('Kafka sink: chunks encoded from their values’ JSON text', () => {
       expect(encode(table, jsonRows(table, withOdd), POSITION, undefined, undefined), odd).toBeUndefined();
     }
     const leadingZero = [{ ...richRow, id: '007' }];
-    expect(encode(allTypesTable, jsonRows(allTypesTable, leadingZero), POSITION, undefined, undefined)).toBeUndefined();
+    const zeroRows = jsonRows(allTypesTable, leadingZero);
+    expect(encode(allTypesTable, zeroRows, POSITION, undefined, undefined)).toBeUndefined();
+    const names = allTypesTable.columns.map((c) => c.name);
+    expect(encode(allTypesTable, jsonRowsAsObjects(zeroRows, names), POSITION, undefined, undefined)).toBeUndefined();
   });
 });

@@ -20,7 +20,13 @@
  * for a number; in plain notation (a decimal exponent from -4 to 14, where JavaScript's
  * `String` also writes plain notation) the two texts are the same, so the text is copied.
  */
-import { hasNegativeZero, type JsonRows, jsonValueText, type TableSchema } from '@nanosync/core';
+import {
+  hasNegativeZero,
+  type JsonRowWriterOptions,
+  type JsonRows,
+  jsonValueText,
+  type TableSchema,
+} from '@nanosync/core';
 import type { PgColumn } from '../describe.js';
 import { decodeValue, type PgTypeInfo } from '../types/index.js';
 import { unescapeCopyField } from './copy-out.js';
@@ -73,9 +79,10 @@ const HEX = Uint8Array.from(Buffer.from('0123456789abcdef'));
  * chunk before the next is written). `negativeZero`: a value `writeDecoded` wrote since the
  * writer's call started is or holds `-0`.
  */
-export const output: { text: Buffer; ends: Uint32Array; negativeZero: boolean } = {
+export const output: { text: Buffer; ends: Uint32Array; starts: Uint32Array; negativeZero: boolean } = {
   text: Buffer.allocUnsafeSlow(64 * 1024),
   ends: new Uint32Array(1024),
+  starts: new Uint32Array(1024),
   negativeZero: false,
 };
 /** Bytes of output buffer kept between calls at most. */
@@ -85,8 +92,17 @@ const LF = 10;
 const QUOTE = 34;
 const BACKSLASH = 92;
 
-/** The writer of raw chunks of one table (same setup as `rawRowsDecoder`). */
-export function jsonRowWriter(table: TableSchema, setup: RawDecoderSetup): (raw: Uint8Array) => JsonRows | undefined {
+/**
+ * The writer of raw chunks of one table (same setup as `rawRowsDecoder`). With
+ * `options.objects` each row is written as the JSON object of the table's column names
+ * (`JsonRows.starts`): the sinks then copy a row in one piece instead of a name and a value
+ * at a time.
+ */
+export function jsonRowWriter(
+  table: TableSchema,
+  setup: RawDecoderSetup,
+  options?: JsonRowWriterOptions,
+): (raw: Uint8Array) => JsonRows | undefined {
   const columns: PgColumn[] = setup.columns;
   if (!Array.isArray(columns) || columns.length !== table.columns.length)
     throw new Error(
@@ -94,10 +110,18 @@ export function jsonRowWriter(table: TableSchema, setup: RawDecoderSetup): (raw:
     );
   const width = columns.length;
   const kinds = columns.map((c) => kindOf(c.type));
+  // `{"a":` before the first value, `,"b":` before each other one; `}` after the last.
+  const labels =
+    options?.objects === true && width > 0
+      ? table.columns.map((c, i) => Uint8Array.from(Buffer.from(`${i === 0 ? '{' : ','}${JSON.stringify(c.name)}:`)))
+      : undefined;
+  let labelBytes = 0;
+  for (const label of labels ?? []) labelBytes = Math.max(labelBytes, label.length);
 
   return (raw) => {
     let out = output.text;
     let ends = output.ends;
+    let starts = output.starts;
     const bytes = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
     const n = bytes.length;
     let at = 0;
@@ -119,8 +143,15 @@ export function jsonRowWriter(table: TableSchema, setup: RawDecoderSetup): (raw:
         // The last column ends the line; every other one ends at a tab.
         if (c < width - 1 ? end >= n || bytes[end] !== TAB : end < n && bytes[end] !== LF) return undefined;
         const length = end - start;
-        // Room for the worst case of the fast paths (a control byte becomes six), else grown below.
-        if (at + length * 6 + 8 > out.length) output.text = out = grow(out, at, at + length * 6 + 8);
+        // Room for the label, the worst case of the fast paths (a control byte becomes six) and
+        // a closing brace, else grown below.
+        const room = labelBytes + length * 6 + 9;
+        if (at + room > out.length) output.text = out = grow(out, at, at + room);
+        if (labels !== undefined) {
+          at = put(out, at, labels[c]!);
+          if (value === starts.length) output.starts = starts = grown(starts);
+          starts[value] = at;
+        }
         if (length === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === 78) at = put(out, at, NULL);
         else {
           const from = at;
@@ -137,12 +168,19 @@ export function jsonRowWriter(table: TableSchema, setup: RawDecoderSetup): (raw:
         ends[value++] = at;
         i = end + 1;
       }
+      // `writeDecoded` leaves room for no brace: a value it wrote may end the buffer.
+      if (labels !== undefined) {
+        if (at === out.length) output.text = out = grow(out, at, at + 1);
+        out[at++] = 125;
+      }
       rows++;
     }
     const text = out.subarray(0, at);
     const valueEnds = ends.subarray(0, value);
+    const rowsOut: JsonRows = { rows, columns: width, text, ends: valueEnds, negativeZero: output.negativeZero };
+    if (labels !== undefined) rowsOut.starts = starts.subarray(0, value);
     shrinkOutput();
-    return { rows, columns: width, text, ends: valueEnds, negativeZero: output.negativeZero };
+    return rowsOut;
   };
 }
 
@@ -192,6 +230,7 @@ export function grown(ends: Uint32Array): Uint32Array {
 export function shrinkOutput(): void {
   if (output.text.length > MAX_KEPT_BYTES) output.text = Buffer.allocUnsafeSlow(64 * 1024);
   if (output.ends.length > MAX_KEPT_BYTES / 4) output.ends = new Uint32Array(1024);
+  if (output.starts.length > MAX_KEPT_BYTES / 4) output.starts = new Uint32Array(1024);
 }
 
 /**

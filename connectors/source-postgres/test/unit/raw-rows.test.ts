@@ -9,7 +9,7 @@ import { rowDecoder } from '../../src/snapshot/read-partition.js';
 import type { PgTypeInfo } from '../../src/types/index.js';
 import { builtinType, logicalTypeOf, sourceTypeName } from '../../src/types/index.js';
 import { startDecodePool } from '../fixtures/decode-pool.js';
-import { jsonTexts } from '../fixtures/json-texts.js';
+import { jsonObjects, jsonTexts } from '../fixtures/json-texts.js';
 
 /**
  * Raw snapshot chunks (readPartitionChunk with `raw`): the bytes kept are exactly the rows the
@@ -327,6 +327,39 @@ describe('the JSON row writer of raw chunks', () => {
     // Every value, read back as JSON, is valid JSON.
     const json = write(Buffer.from(lines.join(''), 'utf8'))!;
     for (const row of jsonTexts(json)) for (const text of row) JSON.parse(text);
+  });
+
+  it('writes each row as the JSON object of its column names when asked for objects, with the same value texts', () => {
+    const { table, columns } = tableOf(['id']);
+    // A name JSON.stringify escapes: the object's labels are written as it writes them.
+    table.columns[1] = { ...table.columns[1]!, name: 'we"ird\\name' };
+    const plain = jsonRowWriter(table, { columns });
+    const objects = jsonRowWriter(table, { columns }, { objects: true });
+    const lines = [...copyLines(3000), ...oddLines()];
+    for (const size of [1, 7, 500, lines.length]) {
+      for (let from = 0; from < lines.length; from += size) {
+        const chunk = Buffer.from(lines.slice(from, from + size).join(''), 'utf8');
+        const expected = jsonTexts(plain(chunk)!);
+        const json = objects(chunk)!;
+        expect(json.starts).toBeDefined();
+        expect(json.rows).toBe(expected.length);
+        expect(jsonTexts(json)).toEqual(expected);
+        const texts = jsonObjects(json);
+        expect(texts).toEqual(
+          expected.map(
+            (values) => `{${table.columns.map((c, i) => `${JSON.stringify(c.name)}:${values[i]}`).join(',')}}`,
+          ),
+        );
+        // The rows lie back to back: nothing before, between or after them.
+        expect(texts.join('')).toBe(Buffer.from(json.text).toString('utf8'));
+        for (const text of texts) expect(Object.keys(JSON.parse(text))).toEqual(table.columns.map((c) => c.name));
+      }
+    }
+    // A huge value (written through the slow path's growth) ends a row whose brace still follows it.
+    const t = columns.findIndex((c) => c.name === 't');
+    const huge = 'x'.repeat(300_000);
+    const line = `${['(0,1)', ...columns.map((_, c) => (c === 0 ? '1' : c === t ? huge : '\\N'))].join('\t')}\n`;
+    expect(JSON.parse(jsonObjects(objects(Buffer.from(line))!)[0]!).t).toBe(huge);
   });
 
   it('writes text that is not valid UTF-8 as the decoded read does (replacement characters)', () => {

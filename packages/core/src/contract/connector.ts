@@ -595,9 +595,15 @@ export interface SourceWorkerModule {
    * value's text is what `jsonValueText` gives for the value `createRowDecoder` decodes. It
    * returns undefined for a chunk it cannot write so (a value that does not decode, a shape it
    * does not know): core then decodes the chunk, which throws the decoder's error. A sink with
-   * `SinkWorkerModule.createJsonEncoder` encodes from it.
+   * `SinkWorkerModule.createJsonEncoder` encodes from it. With `options.objects` it may write
+   * each row as a JSON object (see {@link JsonRows}`.starts`); a writer that does not know the
+   * option writes the values alone, which every sink takes too.
    */
-  createJsonRowWriter?(table: TableSchema, setup: unknown): (raw: Uint8Array) => JsonRows | undefined;
+  createJsonRowWriter?(
+    table: TableSchema,
+    setup: unknown,
+    options?: JsonRowWriterOptions,
+  ): (raw: Uint8Array) => JsonRows | undefined;
   /**
    * Optional: a writer of raw stream batches (`ChangeBatch.raw`: its `bytes` and `setup`, as
    * `createChangeDecoder` takes them) straight into the JSON text of every value of every row
@@ -644,6 +650,12 @@ export interface JsonChanges {
   negativeZero: boolean;
 }
 
+/** What a sink needs of a source's JSON row writer (`SourceWorkerModule.createJsonRowWriter`). */
+export interface JsonRowWriterOptions {
+  /** Each row as a JSON object of the table's column names (see {@link JsonRows}`.starts`). */
+  objects?: boolean;
+}
+
 /**
  * The values of a chunk's rows as JSON text (`SourceWorkerModule.createJsonRowWriter`): the
  * texts of row 0's columns in `table.columns` order, then row 1's, and so on, back to back in
@@ -657,6 +669,14 @@ export interface JsonRows {
   columns: number;
   text: Uint8Array;
   ends: Uint32Array;
+  /**
+   * Present when the rows are written as JSON objects (asked for with
+   * {@link JsonRowWriterOptions}`.objects`): row `r` is `{"<column 1>":<value>,"<column
+   * 2>":<value>}`, each name as `JSON.stringify` writes it, in column order, spanning
+   * `text[r === 0 ? 0 : ends[r * columns - 1] + 1 .. ends[r * columns + columns - 1] + 1)`,
+   * and value `v` is `text[starts[v] .. ends[v])`. A sink then copies a row's object whole.
+   */
+  starts?: Uint32Array;
   /** Some value is or holds a float `-0` (written `"-0"`). */
   negativeZero: boolean;
 }
@@ -708,6 +728,12 @@ export interface SinkWorkerModule {
    * sink does not take this path with this setup at all (a format it does not write so).
    */
   createJsonEncoder?(setup: unknown): JsonChunkEncoder | undefined;
+  /**
+   * Optional: true when this module's `createJsonEncoder` encoder also takes rows written as
+   * JSON objects ({@link JsonRows}`.starts`). Core asks the source's writer for objects only
+   * when every sink encoding from the JSON text says so.
+   */
+  jsonRowObjects?: boolean;
   /**
    * Optional: an encoder of raw stream batches from their row images' JSON text
    * (`SourceWorkerModule.createJsonChangeWriter`), giving the very batch `createEncoder` gives

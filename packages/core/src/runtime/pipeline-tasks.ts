@@ -83,8 +83,10 @@ export async function createPipelineHandler(
   // Chunks straight from their values' JSON text, for the sinks that encode from it (and back
   // to the decoded rows for a chunk the writer or the sink declines).
   const jsonEncoders = sinkModules.map((module, i) => module.createJsonEncoder?.(data.sinks[i]!.setup));
+  // Rows as whole JSON objects when every such sink takes them: each copies a row in one piece.
+  const objects = sinkModules.every((module, i) => jsonEncoders[i] === undefined || module.jsonRowObjects === true);
   const jsonWriters = jsonEncoders.some((e) => e !== undefined)
-    ? data.tables.map((table, i) => source.createJsonRowWriter?.(table, data.source.setups[i]))
+    ? data.tables.map((table, i) => source.createJsonRowWriter?.(table, data.source.setups[i], { objects }))
     : [];
   let decodeChanges: ((raw: Uint8Array, setup: unknown) => ChangeEvent[]) | undefined;
   // Stream batches straight from their row images' JSON text, likewise.

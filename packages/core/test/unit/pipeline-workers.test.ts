@@ -28,6 +28,8 @@ import { InMemoryDatabase, InMemorySink, inMemorySource, testPipeline } from './
 const ACCEPT = { safeParse: (input: unknown) => ({ success: true as const, data: input }) };
 const SOURCE_WORKER = new URL('./fixtures/workers/source-worker.mjs', import.meta.url).href;
 const SINK_WORKER = new URL('./fixtures/workers/sink-worker.mjs', import.meta.url).href;
+/** The same module, declaring `jsonRowObjects`. */
+const OBJECTS_SINK_WORKER = new URL('./fixtures/workers/sink-worker-objects.mjs', import.meta.url).href;
 // The pipeline's worker module is core's TypeScript: the threads load it through tsx, as a
 // process started from the sources does.
 const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
@@ -82,6 +84,10 @@ class WorkerSink extends InMemorySink {
   encodedEvents = 0;
   /** Records the worker encoded from the chunk's values' JSON text (`createJsonEncoder`, with `setup.json`). */
   jsonEvents = 0;
+  /** Of those, records encoded from rows written as JSON objects (`JsonRows.starts`). */
+  jsonObjectEvents = 0;
+  /** The worker module: SINK_WORKER, or OBJECTS_SINK_WORKER to take rows as objects. */
+  workerModule = SINK_WORKER;
   /** What `encoderSetup` returns. */
   setup: Record<string, unknown> | undefined = {};
   /** A record `writeEncoded` refuses alone (marked with recordError). */
@@ -92,7 +98,7 @@ class WorkerSink extends InMemorySink {
     return defineSink<unknown>({
       type: 'in-memory-encoded',
       configSchema: ACCEPT,
-      workerModule: SINK_WORKER,
+      workerModule: this.workerModule,
       create: () => this.instance(),
     });
   }
@@ -127,7 +133,8 @@ class WorkerSink extends InMemorySink {
           expect(event.chunk).toBe(info.chunk);
           this.events.push(event);
           this.encodedEvents++;
-          if (r.via === 'json') this.jsonEvents++;
+          if (r.via === 'json' || r.via === 'json-objects') this.jsonEvents++;
+          if (r.via === 'json-objects') this.jsonObjectEvents++;
         }
       },
     };
@@ -263,6 +270,51 @@ describe('snapshot through worker threads', () => {
     expect(all.jsonEvents).toBe(155);
     expect(ordersOnly.jsonEvents).toBe(130);
     expect(ordersOnly.encodedEvents).toBe(155);
+  });
+
+  it('asks the source for rows as JSON objects only when every sink encoding from the JSON text takes them', async () => {
+    const run = async (modules: string[], workers: number) => {
+      h = await Harness.create();
+      const db = new InMemoryDatabase({ partitionSize: 10 });
+      db.createTable('public', 'orders', 40);
+      const sinks = modules.map((module) => {
+        const sink = new WorkerSink();
+        sink.setup = { json: true };
+        sink.workerModule = module;
+        return sink;
+      });
+      const p = testPipeline(db, {
+        name: 'wk3',
+        type: 'snapshot',
+        tables: ['public.orders'],
+        sinks: sinks.map((sink) => ({ sink, onError: 'fail' as const })),
+        workers,
+      });
+      p.materialized.source.definition = workerSourceDefinition(db);
+      sinks.forEach((sink, i) => {
+        p.materialized.sinks[i]!.definition = sink.definition();
+      });
+      h.registry.add(p);
+      const engine = h.engine({ runtime: WORKER_RUNTIME });
+      await engine.start();
+      await engine.apply('wk3', p.definition, p.hash, p.type);
+      await waitForState(engine, 'wk3', 'COMPLETED');
+      await h.dispose();
+      return sinks;
+    };
+    for (const workers of [0, 1]) {
+      const [objects] = await run([OBJECTS_SINK_WORKER], workers);
+      expect(objects!.jsonObjectEvents, `workers: ${workers}`).toBe(40);
+      const expected = comparable(objects!.events);
+      expect(expected).toHaveLength(40);
+      // One sink that does not declare it: the values alone, for both.
+      const both = await run([OBJECTS_SINK_WORKER, SINK_WORKER], workers);
+      for (const sink of both) {
+        expect(sink.jsonEvents, `workers: ${workers}`).toBe(40);
+        expect(sink.jsonObjectEvents, `workers: ${workers}`).toBe(0);
+        expect(comparable(sink.events)).toEqual(expected);
+      }
+    }
   });
 
   it('shows the workers in the status while the pipeline runs: threads, chunks through them, encoded writes per sink', async () => {
