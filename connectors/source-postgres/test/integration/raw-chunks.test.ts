@@ -13,7 +13,7 @@ import type { PostgresSource } from '../../src/source.js';
 import { startDecodePool } from '../fixtures/decode-pool.js';
 import { pgFixture, uniqueName } from './fixture.js';
 import { COLUMNS, DDL, RANDOM_ROWS, ROWS } from './types-data.js';
-import { jsonTexts } from '../fixtures/json-texts.js';
+import { jsonObjects, jsonTexts } from '../fixtures/json-texts.js';
 
 /**
  * readPartitionChunk with `raw` against a real server: the same chunks (bytes, `next`) as
@@ -47,6 +47,7 @@ async function readAllChunks(
   partition: PartitionSpec,
   decodeRaw: ((raw: ArrayBuffer) => Promise<Row[]>) | undefined,
   writeJson?: (raw: Uint8Array) => JsonRows | undefined,
+  writeObjects?: (raw: Uint8Array) => JsonRows | undefined,
 ): Promise<Read> {
   const read: Read = { rows: [], bytes: [], nexts: [], keys: [], json: [] };
   let after: unknown;
@@ -66,7 +67,16 @@ async function readAllChunks(
         const json = writeJson(new Uint8Array(chunk.raw!.bytes));
         expect(json).toBeDefined();
         expect(json!.rows).toBe(chunk.raw!.rows);
-        read.json.push(...jsonTexts(json!));
+        const texts = jsonTexts(json!);
+        read.json.push(...texts);
+        // Each row as an object too (what the file and Kafka sinks ask for): the same value
+        // texts, and each row's object text is valid JSON holding them under the column names.
+        const objects = writeObjects!(new Uint8Array(chunk.raw!.bytes))!;
+        expect(jsonTexts(objects)).toEqual(texts);
+        jsonObjects(objects).forEach((text, r) => {
+          expect(Object.keys(JSON.parse(text))).toEqual(schema.columns.map((c) => c.name));
+          expect(text).toBe(`{${schema.columns.map((c, i) => `${JSON.stringify(c.name)}:${texts[r]![i]}`).join(',')}}`);
+        });
       }
       const rows = await decodeRaw(chunk.raw!.bytes);
       expect(rows).toHaveLength(chunk.raw!.rows);
@@ -109,10 +119,11 @@ describe('readPartitionChunk raw (rows decoded in worker threads)', () => {
     };
 
     const writeJson = jsonRowWriter(schema!, setup as RawDecoderSetup);
+    const writeObjects = jsonRowWriter(schema!, setup as RawDecoderSetup, { objects: true });
     let total = 0;
     for (const partition of partitions) {
       const decoded = await readAllChunks(source, schema!, partition, undefined);
-      const raw = await readAllChunks(source, schema!, partition, decodeRaw, writeJson);
+      const raw = await readAllChunks(source, schema!, partition, decodeRaw, writeJson, writeObjects);
       expect(raw.json).toEqual(decoded.rows.map((row) => schema!.columns.map((c) => jsonValueText(row[c.name]))));
       expect(raw.bytes).toEqual(decoded.bytes);
       expect(raw.nexts).toEqual(decoded.nexts);
