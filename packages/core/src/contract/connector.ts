@@ -660,7 +660,8 @@ export interface JsonRowWriterOptions {
  * The values of a chunk's rows as JSON text (`SourceWorkerModule.createJsonRowWriter`): the
  * texts of row 0's columns in `table.columns` order, then row 1's, and so on, back to back in
  * `text`. Value `v` (row `r`, column `c`, `v = r * columns + c`) is `text[ends[v - 1] ..
- * ends[v])` (from 0 for the first). The arrays may be views into buffers the module's
+ * ends[v])` (from 0 for the first), unless the rows are written as objects: then `starts`
+ * says where each value begins (see it). The arrays may be views into buffers the module's
  * writers share, valid until the next call of any of them: each sink encodes from them
  * before core writes the next chunk.
  */
