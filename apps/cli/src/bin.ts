@@ -2,7 +2,7 @@
 // No static imports here: the CLI's modules need node:sqlite, which an older Node cannot
 // even load, so the version is checked before anything else is imported.
 //
-// Memory: the line above starts Node with a young generation of at most 2 × 8 MB. Node
+// Memory: the line above starts Node with a young generation of at most 2 × 4 MB. Node
 // (no pointer compression) otherwise lets it grow to 2 × 64 MB, which a pipeline fills with
 // short-lived garbage. It also limits glibc's malloc to 2 arenas: by default every thread
 // that allocates (V8's compiler and collector helpers, libuv's pool) may get its own, which

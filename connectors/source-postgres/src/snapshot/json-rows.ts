@@ -85,6 +85,11 @@ export const output: { text: Buffer; ends: Uint32Array; starts: Uint32Array; neg
   starts: new Uint32Array(1024),
   negativeZero: false,
 };
+/**
+ * The writer copies a field while it looks for the field's end, this many bytes at a time
+ * (most fields fit in one step): it checks the output's room once per step, not per byte.
+ */
+const FUSED_BYTES = 256;
 /** Bytes of output buffer kept between calls at most. */
 const MAX_KEPT_BYTES = 16 * 1024 * 1024;
 const TAB = 9;
@@ -110,6 +115,7 @@ export function jsonRowWriter(
     );
   const width = columns.length;
   const kinds = columns.map((c) => kindOf(c.type));
+  const quoted = kinds.map(isQuotedKind);
   // `{"a":` before the first value, `,"b":` before each other one; `}` after the last.
   const labels =
     options?.objects === true && width > 0
@@ -138,24 +144,52 @@ export function jsonRowWriter(
       i++;
       for (let c = 0; c < width; c++) {
         const start = i;
-        let end = i;
-        while (end < n && bytes[end] !== TAB && bytes[end] !== LF) end++;
-        // The last column ends the line; every other one ends at a tab.
-        if (c < width - 1 ? end >= n || bytes[end] !== TAB : end < n && bytes[end] !== LF) return undefined;
-        const length = end - start;
-        // Room for the label, the worst case of the fast paths (a control byte becomes six) and
-        // a closing brace, else grown below.
-        const room = labelBytes + length * 6 + 9;
-        if (at + room > out.length) output.text = out = grow(out, at, at + room);
+        const kind = kinds[c]!;
+        // Room for the label, a field of up to FUSED_BYTES at its worst (a control byte becomes
+        // six) and a closing brace; a longer field checks again below.
+        if (at + labelBytes + FUSED_BYTES * 6 + 9 > out.length)
+          output.text = out = grow(out, at, at + labelBytes + FUSED_BYTES * 6 + 9);
         if (labels !== undefined) {
           at = put(out, at, labels[c]!);
           if (value === starts.length) output.starts = starts = grown(starts);
           starts[value] = at;
         }
-        if (length === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === 78) at = put(out, at, NULL);
-        else {
-          const from = at;
-          at = fastValueJson(out, at, bytes, start, end, kinds[c]!, true);
+        const from = at;
+        // One pass finds the field's end and copies its bytes where its JSON text goes (after
+        // the opening quote for a quoted kind), FUSED_BYTES at a time with room checked for
+        // each. `plain`: no byte needs escaping in JSON.
+        let end = start;
+        let to = quoted[c]! ? from + 1 : from;
+        let plain = true;
+        for (;;) {
+          const stop = n - end > FUSED_BYTES ? end + FUSED_BYTES : n;
+          for (; end < stop; end++) {
+            const b = bytes[end]!;
+            if (b < 32) {
+              if (b === TAB || b === LF) break;
+              plain = false;
+            } else if (b === QUOTE || b === BACKSLASH || b >= 0x80) plain = false;
+            out[to++] = b;
+          }
+          if (end < stop || stop === n) break;
+          if (to + FUSED_BYTES + 9 > out.length) output.text = out = grow(out, to, to + FUSED_BYTES + 9);
+        }
+        // A field longer than FUSED_BYTES written again below (escaped or decoded) needs room for its worst case.
+        if (!plain && end - start > FUSED_BYTES && from + (end - start) * 6 + 9 > out.length)
+          output.text = out = grow(out, from, from + (end - start) * 6 + 9);
+        // The last column ends the line; every other one ends at a tab.
+        if (c < width - 1 ? end >= n || bytes[end] !== TAB : end < n && bytes[end] !== LF) return undefined;
+        const length = end - start;
+        if (length === 2 && bytes[start] === BACKSLASH && bytes[start + 1] === 78) at = put(out, from, NULL);
+        else if (plain && (kind === Kind.Text || copiedIsJson(kind, bytes, start, end))) {
+          // The bytes copied above are the value's JSON text, in quotes for a quoted kind.
+          if (quoted[c]!) {
+            out[from] = QUOTE;
+            out[from + 1 + length] = QUOTE;
+            at = from + length + 2;
+          } else at = from + length;
+        } else {
+          at = fastValueJson(out, from, bytes, start, end, kind, true);
           if (at < 0) {
             // Decoded as the decoded read does, and written from the value.
             const field = bytes.toString('utf8', start, end);
@@ -248,41 +282,54 @@ export function fastValueJson(
   kind: Kind,
   copyEscapes: boolean,
 ): number {
-  const length = end - start;
   switch (kind) {
-    case Kind.Int:
-      if (!isCanonicalInteger(bytes, start, end)) return -1;
-      for (let k = start; k < end; k++) out[at++] = bytes[k]!;
-      return at;
-    case Kind.Int64:
-      if (!isDigits(bytes, bytes[start] === 45 ? start + 1 : start, end)) return -1;
-      return quoted(out, at, bytes, start, end);
-    case Kind.Float:
-      if (!isPlainFloat(bytes, start, end)) return -1;
-      for (let k = start; k < end; k++) out[at++] = bytes[k]!;
-      return at;
     case Kind.Bool:
-      if (length !== 1 || (bytes[start] !== 116 && bytes[start] !== 102)) return -1;
+      if (end - start !== 1 || (bytes[start] !== 116 && bytes[start] !== 102)) return -1;
       return bytes[start] === 116 ? put(out, at, TRUE) : put(out, at, FALSE);
-    case Kind.Uuid:
-      if (!isLowerHexOrDash(bytes, start, end)) return -1;
-      return quoted(out, at, bytes, start, end);
-    case Kind.Date:
-      if (
-        length !== 10 ||
-        bytes[start] === 48 ||
-        bytes[start + 4] !== 45 ||
-        bytes[start + 7] !== 45 ||
-        !isDigits(bytes, start, start + 4) ||
-        !isDigits(bytes, start + 5, start + 7) ||
-        !isDigits(bytes, start + 8, end)
-      )
-        return -1;
-      return quoted(out, at, bytes, start, end);
     case Kind.Text:
       return textJson(out, at, bytes, start, end, copyEscapes);
+    case Kind.Int:
+    case Kind.Float:
+      if (!copiedIsJson(kind, bytes, start, end)) return -1;
+      for (let k = start; k < end; k++) out[at++] = bytes[k]!;
+      return at;
     default:
-      return -1;
+      if (!copiedIsJson(kind, bytes, start, end)) return -1;
+      return quoted(out, at, bytes, start, end);
+  }
+}
+
+/** Whether a kind's JSON text is its text in quotes (else the text itself, or written otherwise). */
+function isQuotedKind(kind: Kind): boolean {
+  return kind === Kind.Int64 || kind === Kind.Uuid || kind === Kind.Date || kind === Kind.Text;
+}
+
+/**
+ * Whether a value of a number, uuid or date kind is written as its text as it is (in quotes
+ * for a quoted kind): see the module comment. False for the other kinds.
+ */
+function copiedIsJson(kind: Kind, bytes: Buffer, start: number, end: number): boolean {
+  switch (kind) {
+    case Kind.Int:
+      return isCanonicalInteger(bytes, start, end);
+    case Kind.Int64:
+      return isDigits(bytes, bytes[start] === 45 ? start + 1 : start, end);
+    case Kind.Float:
+      return isPlainFloat(bytes, start, end);
+    case Kind.Uuid:
+      return isLowerHexOrDash(bytes, start, end);
+    case Kind.Date:
+      return (
+        end - start === 10 &&
+        bytes[start] !== 48 &&
+        bytes[start + 4] === 45 &&
+        bytes[start + 7] === 45 &&
+        isDigits(bytes, start, start + 4) &&
+        isDigits(bytes, start + 5, start + 7) &&
+        isDigits(bytes, start + 8, end)
+      );
+    default:
+      return false;
   }
 }
 

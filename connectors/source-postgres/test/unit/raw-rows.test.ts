@@ -362,6 +362,43 @@ describe('the JSON row writer of raw chunks', () => {
     expect(JSON.parse(jsonObjects(objects(Buffer.from(line))!)[0]!).t).toBe(huge);
   });
 
+  it('writes fields of every length around where it stops copying in one pass as the decoded read does', () => {
+    const { table, columns } = tableOf(['id']);
+    const plain = jsonRowWriter(table, { columns });
+    const objects = jsonRowWriter(table, { columns }, { objects: true });
+    const t = columns.findIndex((c) => c.name === 't');
+    const num = columns.findIndex((c) => c.name === 'num');
+    // The table's last column: a line's last field ends the chunk when the line has no newline.
+    const dom = columns.findIndex((c) => c.name === 'dom');
+    expect(dom).toBe(columns.length - 1);
+    const lines: string[] = [];
+    // Text of 200 to 320 bytes: plain, or with a byte to escape (a COPY escape, a quote, a
+    // control byte, a multi-byte character) at its start, in its middle or at its end.
+    for (let length = 200; length <= 320; length++) {
+      for (const odd of ['', '\\t', '"', '\u0001', 'ü']) {
+        for (const at of odd === '' ? [0] : [0, Math.floor(length / 2), length - 1]) {
+          const body = 'x'.repeat(length);
+          const text = `${body.slice(0, at)}${odd}${body.slice(at + 1)}`;
+          const fields = ['(0,1)', ...columns.map((_, c) => (c === 0 ? '1' : c === t ? text : '\\N'))];
+          lines.push(`${fields.join('\t')}\n`);
+        }
+      }
+      // Numerics of that many digits (JSON text: the digits in quotes), one in the last column.
+      const digits = `1${'2'.repeat(length - 1)}`;
+      const numbers = columns.map((_, c) => (c === 0 ? '1' : c === num || c === dom ? digits : '\\N'));
+      lines.push(`${['(0,1)', ...numbers].join('\t')}\n`);
+    }
+    const rows = inlineRows(lines, table, columns);
+    const expected = rows.map((row) => table.columns.map((c) => jsonValueText(row[c.name])));
+    // All in one chunk, and each line as a chunk of its own (its field then ends the chunk).
+    expect(jsonTexts(plain(Buffer.from(lines.join(''), 'utf8'))!)).toEqual(expected);
+    expect(jsonTexts(objects(Buffer.from(lines.join(''), 'utf8'))!)).toEqual(expected);
+    lines.forEach((line, i) => {
+      expect(jsonTexts(plain(Buffer.from(line, 'utf8'))!)).toEqual([expected[i]]);
+      expect(jsonTexts(objects(Buffer.from(line.slice(0, -1), 'utf8'))!)).toEqual([expected[i]]);
+    });
+  });
+
   it('writes text that is not valid UTF-8 as the decoded read does (replacement characters)', () => {
     const { table, columns } = tableOf(['id']);
     const write = jsonRowWriter(table, { columns });
@@ -382,7 +419,10 @@ describe('the JSON row writer of raw chunks', () => {
         Buffer.from('\n'),
       ]);
       const [row] = inlineRows([line.toString('utf8')], table, columns);
-      expect(jsonTexts(write(line)!)[0]![t]).toBe(JSON.stringify(row!.t));
+      // Bytes, not a string: reading the output as UTF-8 would replace bad bytes itself.
+      const json = write(line)!;
+      const value = Buffer.from(json.text.subarray(json.ends[t - 1], json.ends[t]));
+      expect(value.toString('hex')).toBe(Buffer.from(JSON.stringify(row!.t), 'utf8').toString('hex'));
     }
   });
 
