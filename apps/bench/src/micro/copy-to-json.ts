@@ -12,8 +12,8 @@
  * before anything is timed. Run on a quiet machine, from apps/bench: `npx tsx
  * --conditions=@nanosync/source src/micro/copy-to-json.ts [chunks of 1,000 rows, default
  * 200]`; it prints CPU-µs per row of each, five rounds alternating, and the ratio of the
- * medians. Results: apps/bench/README.md, "A COPY-to-JSON transcoder measured alone" and
- * "The JSON text path in the product".
+ * medians. Results: apps/bench/README.md, "A COPY-to-JSON transcoder measured alone", "The
+ * JSON text path in the product" and "Fields copied in one pass" (rows as objects from then on).
  */
 import { jsonRowWriter, parseCopyTextRow } from '@nanosync/source-postgres/internal';
 import { copyChunk, s1Table } from '../s0-rows.js';
