@@ -185,6 +185,20 @@ function compareMarks(a: Mark, b: Mark): number {
   return a.index - b.index;
 }
 
+/**
+ * Where the events a logical message brings sort: one byte before the LSN pgoutput gives the
+ * message. That LSN is where the message's WAL record ends, which is also where the next
+ * record starts; when the next record is a commit, its changes take marks at that LSN too.
+ * Rows delivered at the LSN itself would share it with that transaction's changes, and
+ * those with an index no higher than the rows' count would be dropped as already
+ * delivered, by this stream and by one resumed after the rows. One byte earlier lies
+ * inside the message's own record (records are 8-byte aligned and longer than that), so it
+ * sorts after every commit before the message and before every commit after it.
+ */
+function messageMark(lsn: bigint): bigint {
+  return lsn - 1n;
+}
+
 class ChangeStream {
   readonly #options: StreamChangesOptions;
   readonly #logger: Logger;
@@ -1179,10 +1193,15 @@ class ChangeStream {
    * chunk's rows whose key did not change go out as `read` events at this position, as one
    * committed unit. One this process does not hold (written before a restart, its rows
    * never acknowledged): the leaf is read again from that chunk on.
+   *
+   * Its events take their marks at `messageMark(message.lsn)`, one byte before the LSN
+   * pgoutput gives the message (see there): a commit record right after the message starts
+   * at that LSN, and its changes must sort after the chunk's rows, not among them.
    */
   async #onAttachMessage(message: Extract<PgOutputMessage, { tag: 'message' }>): Promise<void> {
     const parsed = parseAttachMessage(message.content);
     if (!parsed) return;
+    const at = messageMark(message.lsn);
     if (this.#transaction) throw protocolError(`chunk message inside transaction ${this.#transaction.xid}`);
     // Another process's messages are known by id and kind: a chunk's low and high both count.
     const seen = `${parsed.id} ${parsed.attach}`;
@@ -1195,7 +1214,7 @@ class ChangeStream {
       if (this.#tables?.has(`${parsed.table.schema}\u0000${parsed.table.name}`)) {
         const leafKey = leafKeyOf(parsed.table, parsed.leaf, parsed.rekey === true);
         this.#hold(leafKey);
-        if (compareMarks({ lsn: message.lsn, index: 0 }, this.#from) <= 0) {
+        if (compareMarks({ lsn: at, index: 0 }, this.#from) <= 0) {
           // Acknowledged up to `from`: a high message there was delivered with its rows (the
           // next chunk's low follows it), a low one names a chunk that may not have been.
           if (parsed.attach === 'low') this.#resumeAt.set(leafKey, parsed);
@@ -1220,13 +1239,13 @@ class ChangeStream {
       }
       return;
     }
-    if (compareMarks({ lsn: message.lsn, index: 0 }, this.#delivered) <= 0) return;
+    if (compareMarks({ lsn: at, index: 0 }, this.#delivered) <= 0) return;
     if (parsed.attach === 'low') {
       chunk.lowSeen = true;
       this.#hold(chunk.leafKey);
       if (chunk.truncates && chunk.schema) {
         // Every row under the old key goes: the table's rows come back with the new key at the high messages.
-        const mark: Mark = { lsn: message.lsn, index: 1 };
+        const mark: Mark = { lsn: at, index: 1 };
         const event: ChangeEvent = {
           op: 'truncate',
           table: chunk.schema,
@@ -1267,12 +1286,12 @@ class ChangeStream {
       );
       if (events.length === 0) return;
       for (const [i, event] of events.entries()) {
-        const mark: Mark = { lsn: message.lsn, index: i + 1 };
+        const mark: Mark = { lsn: at, index: i + 1 };
         event.position = encodePosition(mark.lsn, mark.index);
         this.#delivered = mark;
         await this.#queue.push(event, 64);
       }
-      const boundary: Mark = { lsn: message.lsn, index: events.length };
+      const boundary: Mark = { lsn: at, index: events.length };
       this.#boundary = boundary;
       this.#queue.commit(encodePosition(boundary.lsn, boundary.index), message.lsn);
       this.#noteFlush(message.lsn);
