@@ -151,6 +151,33 @@ describe('raw stream batches as JSON text (createJsonChangeWriter)', () => {
     expect(json.tables.map((t) => t.columns.length)).toEqual(events.map((e) => e.table.columns.length));
   });
 
+  it('writes text that is not valid UTF-8 as the decoded event holds it (replacement characters), byte for byte', () => {
+    // A SQL_ASCII database sends a text column's bytes as they are stored.
+    const invalid = ['61ff62', 'c328', 'e282', 'c0af', 'eda080', 'f4908080', '80', '68c3a9ff'];
+    const payloads = invalid.map((hex) =>
+      fx.bytes(
+        '49 00004001 4e 0003',
+        '74 00000002 3432',
+        `74 ${(hex.length / 2).toString(16).padStart(8, '0')} ${hex}`,
+        '74 00000006 5c7830306666',
+      ),
+    );
+    const raw = rawOf(payloads.map((payload) => [orders, payload]));
+    const json = createJsonChangeWriter()(new Uint8Array(raw.bytes), raw.setup)!;
+    const events = createChangeDecoder()(new Uint8Array(raw.bytes), raw.setup);
+    expect(json.count).toBe(invalid.length);
+    const text = Buffer.from(json.text.buffer, json.text.byteOffset, json.text.byteLength);
+    for (const [i, event] of events.entries()) {
+      const note = json.images[2 * i + 1]! + 1;
+      // Bytes, not a string: reading the output as UTF-8 would replace bad bytes by itself.
+      const written = text.subarray(json.ends[note - 1], json.ends[note]);
+      expect(written.toString('hex'), invalid[i]).toBe(
+        Buffer.from(JSON.stringify(event.after!.note), 'utf8').toString('hex'),
+      );
+      expect(String(event.after!.note)).toContain('\ufffd');
+    }
+  });
+
   it('declines a batch it cannot write (a binary value; wrong width, cut short, bytes left over, a value that does not decode, where the decoder throws)', () => {
     const writer = createJsonChangeWriter();
     const binary = Buffer.from(fx.INSERT_NULL);
