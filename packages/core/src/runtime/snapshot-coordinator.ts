@@ -380,131 +380,161 @@ export class SnapshotCoordinator {
     }
     let { ordinal, after } = resume;
     let emittedTotal = resume.rows;
-    for (;;) {
-      const again = resume.again[0]?.ordinal === ordinal ? resume.again.shift() : undefined;
-      const base = {
-        table: item.key,
-        partition: item.record.id,
-        ordinal,
-        id: again?.id ?? randomUUID(),
-        after: after ?? null,
-      };
+    const workers = this.options.workers?.handles(item.table) ? this.options.workers : undefined;
+    const readOptions = (from: unknown, again: ChunkRecord | undefined): ReadPartitionChunkOptions => {
       const options: ReadPartitionChunkOptions = {
-        after,
+        after: from,
         maxRows: bound.rows,
         maxBytes: bound.bytes,
         signal: this.abort.signal,
       };
       if (again !== undefined) options.upTo = { next: again.next ?? undefined };
-      const workers = this.options.workers?.handles(item.table) ? this.options.workers : undefined;
       if (workers !== undefined) {
         options.raw = true;
         if (merge !== undefined) options.rawKeys = true;
       }
       if (merge === undefined && this.options.snapshotToken !== undefined)
         options.snapshotToken = this.options.snapshotToken;
-      let next: unknown;
-      let emitted: number;
-      let position: Position;
-      let endTurn: (() => void) | undefined;
-      if (merge !== undefined) {
-        const chunk = merge.open(item.table, base.id);
-        try {
-          await writeWatermark!.call(source, chunk.lowId);
-          const read = await readPartitionChunk.call(source, item.table, spec, options);
-          if (this.abort.signal.aborted) {
-            merge.discard(chunk, new Error('snapshot stopped'));
+      return options;
+    };
+    /**
+     * Blocking mode: the next chunk's read, started as soon as this chunk's read ended, so the
+     * server produces it while this chunk is recorded and handed to the sinks (the reader's
+     * connection is free by then: one read per worker at a time, one chunk more in memory).
+     * Chunks read again after a crash, and concurrent mode, read one after the other.
+     */
+    let ahead: { after: unknown; read: Promise<PartitionChunk> } | undefined;
+    try {
+      for (;;) {
+        const again = resume.again[0]?.ordinal === ordinal ? resume.again.shift() : undefined;
+        const base = {
+          table: item.key,
+          partition: item.record.id,
+          ordinal,
+          id: again?.id ?? randomUUID(),
+          after: after ?? null,
+        };
+        const options = readOptions(after, again);
+        let next: unknown;
+        let emitted: number;
+        let position: Position;
+        let endTurn: (() => void) | undefined;
+        if (merge !== undefined) {
+          const chunk = merge.open(item.table, base.id);
+          try {
+            await writeWatermark!.call(source, chunk.lowId);
+            const read = await readPartitionChunk.call(source, item.table, spec, options);
+            if (this.abort.signal.aborted) {
+              merge.discard(chunk, new Error('snapshot stopped'));
+              return;
+            }
+            next = again !== undefined ? (again.next ?? undefined) : read.next;
+            const raw = read.raw;
+            if (raw !== undefined && workers !== undefined) {
+              if (raw.keys === undefined || raw.keys.length !== raw.rows)
+                throw new NanosyncError(
+                  ErrorCode.Internal,
+                  `the source read a chunk of ${item.key} raw without a key for each of its ${raw.rows} rows`,
+                );
+              const { fanOut } = this.options;
+              const chunkId = base.id;
+              merge.deliverRaw(chunk, {
+                keys: raw.keys,
+                emit: (position, keep) => {
+                  fanOut.pushEncoded(workers.encode(item.table, raw, position, chunkId, keep));
+                },
+                decode: () => workers.decode(item.table, raw.bytes),
+              });
+              stats.onSnapshotRows(item.stats, raw.rows);
+            } else {
+              merge.deliver(chunk, read.rows);
+              stats.onSnapshotRows(item.stats, read.rows.length);
+            }
+            endTurn = await this.takeTurn(again !== undefined);
+            if (endTurn === undefined) {
+              merge.discard(chunk, new Error('snapshot stopped'));
+              return;
+            }
+            if (again === undefined) await store.saveChunk(pipeline, { ...base, next: next ?? null, status: 'read' });
+            await writeWatermark!.call(source, chunk.highId);
+          } catch (err) {
+            merge.discard(chunk, err);
+            endTurn?.();
+            throw err;
+          }
+          const count = await abortable(chunk.emitted, this.abort.signal);
+          if (this.abort.signal.aborted || count === undefined) {
+            endTurn();
             return;
           }
-          next = again !== undefined ? (again.next ?? undefined) : read.next;
+          emitted = count;
+          position = chunk.position!;
+        } else {
+          let read: PartitionChunk;
+          let encoded: EncodedPart[] | undefined;
+          try {
+            const early = ahead !== undefined && again === undefined && ahead.after === after ? ahead.read : undefined;
+            ahead = undefined;
+            read = await (early ?? readPartitionChunk.call(source, item.table, spec, options));
+            if (this.abort.signal.aborted) return;
+            next = again !== undefined ? (again.next ?? undefined) : read.next;
+            if (
+              next !== undefined &&
+              this.options.oneChunkInFlight !== true &&
+              resume.again[0]?.ordinal !== ordinal + 1
+            ) {
+              const started = readPartitionChunk.call(source, item.table, spec, readOptions(next, undefined));
+              // Awaited by the next turn of the loop, or dropped (settled below) if it never comes.
+              started.catch(() => {});
+              ahead = { after: next, read: started };
+            }
+            // The worker starts on the chunk at once: its records reach no sink before they are
+            // pushed below, after the turn and the chunk's record, so its encoding overlaps them
+            // (with `oneChunkInFlight`, the wait for the chunk before this one to be durable).
+            if (read.raw !== undefined && workers !== undefined && read.raw.rows > 0)
+              encoded = workers.encode(item.table, read.raw, this.options.position, base.id, undefined);
+            endTurn = await this.takeTurn(again !== undefined);
+            if (endTurn === undefined) return;
+            if (again === undefined) await store.saveChunk(pipeline, { ...base, next: next ?? null, status: 'read' });
+          } catch (err) {
+            endTurn?.();
+            throw err;
+          }
+          position = this.options.position;
           const raw = read.raw;
           if (raw !== undefined && workers !== undefined) {
-            if (raw.keys === undefined || raw.keys.length !== raw.rows)
-              throw new NanosyncError(
-                ErrorCode.Internal,
-                `the source read a chunk of ${item.key} raw without a key for each of its ${raw.rows} rows`,
-              );
-            const { fanOut } = this.options;
-            const chunkId = base.id;
-            merge.deliverRaw(chunk, {
-              keys: raw.keys,
-              emit: (position, keep) => {
-                fanOut.pushEncoded(workers.encode(item.table, raw, position, chunkId, keep));
-              },
-              decode: () => workers.decode(item.table, raw.bytes),
-            });
+            emitted = raw.rows;
             stats.onSnapshotRows(item.stats, raw.rows);
+            if (encoded !== undefined && this.options.fanOut.pushEncoded(encoded))
+              await this.options.fanOut.waitForRoom();
           } else {
-            merge.deliver(chunk, read.rows);
+            emitted = read.rows.length;
             stats.onSnapshotRows(item.stats, read.rows.length);
+            const events = this.readEvents(item.table, read.rows, base.id);
+            if (events.length > 0 && this.options.fanOut.push(events, undefined))
+              await this.options.fanOut.waitForRoom();
           }
-          endTurn = await this.takeTurn(again !== undefined);
-          if (endTurn === undefined) {
-            merge.discard(chunk, new Error('snapshot stopped'));
+          if (this.abort.signal.aborted) {
+            endTurn();
             return;
           }
-          if (again === undefined) await store.saveChunk(pipeline, { ...base, next: next ?? null, status: 'read' });
-          await writeWatermark!.call(source, chunk.highId);
-        } catch (err) {
-          merge.discard(chunk, err);
-          endTurn?.();
-          throw err;
         }
-        const count = await abortable(chunk.emitted, this.abort.signal);
-        if (this.abort.signal.aborted || count === undefined) {
-          endTurn();
-          return;
-        }
-        emitted = count;
-        position = chunk.position!;
-      } else {
-        let read: PartitionChunk;
-        let encoded: EncodedPart[] | undefined;
-        try {
-          read = await readPartitionChunk.call(source, item.table, spec, options);
-          if (this.abort.signal.aborted) return;
-          next = again !== undefined ? (again.next ?? undefined) : read.next;
-          // The worker starts on the chunk at once: its records reach no sink before they are
-          // pushed below, after the turn and the chunk's record, so its encoding overlaps them
-          // (with `oneChunkInFlight`, the wait for the chunk before this one to be durable).
-          if (read.raw !== undefined && workers !== undefined && read.raw.rows > 0)
-            encoded = workers.encode(item.table, read.raw, this.options.position, base.id, undefined);
-          endTurn = await this.takeTurn(again !== undefined);
-          if (endTurn === undefined) return;
-          if (again === undefined) await store.saveChunk(pipeline, { ...base, next: next ?? null, status: 'read' });
-        } catch (err) {
-          endTurn?.();
-          throw err;
-        }
-        position = this.options.position;
-        const raw = read.raw;
-        if (raw !== undefined && workers !== undefined) {
-          emitted = raw.rows;
-          stats.onSnapshotRows(item.stats, raw.rows);
-          if (encoded !== undefined && this.options.fanOut.pushEncoded(encoded))
-            await this.options.fanOut.waitForRoom();
-        } else {
-          emitted = read.rows.length;
-          stats.onSnapshotRows(item.stats, read.rows.length);
-          const events = this.readEvents(item.table, read.rows, base.id);
-          if (events.length > 0 && this.options.fanOut.push(events, undefined)) await this.options.fanOut.waitForRoom();
-        }
-        if (this.abort.signal.aborted) {
-          endTurn();
-          return;
-        }
+        emittedTotal += emitted;
+        const last = next === undefined;
+        this.recordWhenDurable(
+          item,
+          { ...base, next: next ?? null, status: 'done', position, rows: emitted },
+          last ? emittedTotal : undefined,
+          endTurn,
+        );
+        if (last) return;
+        after = next;
+        ordinal++;
       }
-      emittedTotal += emitted;
-      const last = next === undefined;
-      this.recordWhenDurable(
-        item,
-        { ...base, next: next ?? null, status: 'done', position, rows: emitted },
-        last ? emittedTotal : undefined,
-        endTurn,
-      );
-      if (last) return;
-      after = next;
-      ordinal++;
+    } finally {
+      // A read started early whose chunk is not taken (stopped, failed): its connection is
+      // given back when it ends, before the partition is read again.
+      if (ahead !== undefined) await ahead.read.catch(() => {});
     }
   }
 

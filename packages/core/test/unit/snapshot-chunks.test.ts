@@ -109,6 +109,11 @@ async function snapshotOnePartition(
     concurrency?: number;
     fanOut?: FanOut;
     wrapStore?: (store: StateStore) => StateStore;
+    /** Blocking mode: no merge, the rows go to the sinks at the snapshot's position. */
+    blocking?: boolean;
+    /** Replaces the stub's chunk reads (it gets the stub's own). */
+    wrapRead?: (read: Source['readPartitionChunk'] & {}) => Source['readPartitionChunk'];
+    maxAttempts?: number;
   } = {},
 ) {
   dir = await mkdtemp(join(tmpdir(), 'ns-chunks-'));
@@ -127,6 +132,10 @@ async function snapshotOnePartition(
     delivered.push({ rows: rows.length, bytes: rows.reduce((n, r) => n + JSON.stringify(r).length, 0) });
     deliver(chunk, rows);
   };
+  if (extra.wrapRead) {
+    const own = source.readPartitionChunk!.bind(source);
+    source.readPartitionChunk = extra.wrapRead(own);
+  }
   const coordinator = new SnapshotCoordinator({
     pipeline: 'p',
     source,
@@ -135,13 +144,13 @@ async function snapshotOnePartition(
     tables: [table],
     tableKey: () => 'public.big',
     position: 'start',
-    merge,
+    ...(extra.blocking ? {} : { merge }),
     snapshotToken: undefined,
     concurrency: extra.concurrency ?? 2,
     targetRowsPerPartition: 100_000,
     chunkRows: 2_000,
     concurrentChunk: bound,
-    retry: { maxAttempts: 1, baseDelayMs: 1, maxDelayMs: 1 },
+    retry: { maxAttempts: extra.maxAttempts ?? 1, baseDelayMs: 1, maxDelayMs: 1 },
     ...(extra.oneChunkInFlight ? { oneChunkInFlight: true } : {}),
     signal: new AbortController().signal,
     logger: createLogger({ level: 'error' }),
@@ -325,5 +334,79 @@ describe('snapshot chunk progress', () => {
     expect(await run(true)).toBe(1);
     // Without it two workers (and a worker's next chunk) overlap: what the gate prevents.
     expect(await run(false)).toBeGreaterThan(1);
+  });
+});
+
+describe('blocking snapshot: the next chunk is read while this one goes out', () => {
+  /** A fan-out that keeps what it gets and logs each push. */
+  const collecting = (log: string[], pushed: ChangeEvent[]) =>
+    ({
+      push: (events: ChangeEvent[]) => {
+        log.push(`push ${events[0]!.chunk}`);
+        pushed.push(...events);
+        return false;
+      },
+      waitForRoom: async () => {},
+      barrier: async () => {},
+    }) as unknown as FanOut;
+
+  it('starts the next read once a chunk is read, before the chunk is recorded and pushed; every row goes out once, in order, each chunk recorded before its rows', async () => {
+    const log: string[] = [];
+    const pushed: ChangeEvent[] = [];
+    const ids = new Map<unknown, string>();
+    const { record } = await snapshotOnePartition({ rows: 1_000, bytes: 64 * 1024 * 1024 }, 10, {
+      blocking: true,
+      concurrency: 1,
+      fanOut: collecting(log, pushed),
+      wrapRead: (read) => async (t, p, options) => {
+        log.push(`read ${options.after ?? 0}`);
+        return read(t, p, options);
+      },
+      wrapStore: (s) =>
+        overriding(s, {
+          saveChunk: async (pipeline, chunk, fence) => {
+            if (chunk.status === 'read') {
+              ids.set(chunk.after ?? 0, chunk.id);
+              log.push(`record ${chunk.id}`);
+            }
+            await s.saveChunk(pipeline, chunk, fence);
+          },
+        }),
+    });
+    expect(record).toMatchObject({ status: 'done', rowsRead: ROWS });
+    expect(pushed.map((e) => Number(e.key.id))).toEqual(Array.from({ length: ROWS }, (_, i) => i + 1));
+    expect(log.filter((l) => l.startsWith('read'))).toHaveLength(25);
+    for (let k = 0; k < 25; k++) {
+      const id = ids.get(k * 1_000);
+      const recorded = log.indexOf(`record ${id}`);
+      // Recorded before its rows go out, and read before that.
+      expect(recorded, `chunk ${k}`).toBeGreaterThan(log.indexOf(`read ${k * 1_000}`));
+      expect(log.indexOf(`push ${id}`)).toBeGreaterThan(recorded);
+      // The next chunk's read started before this chunk was recorded.
+      if (k < 24) expect(log.indexOf(`read ${(k + 1) * 1_000}`), `chunk ${k + 1}`).toBeLessThan(recorded);
+    }
+  });
+
+  it('a read started ahead that fails is not lost: the partition is read again from its records, and every row goes out', async () => {
+    const pushed: ChangeEvent[] = [];
+    let failed = false;
+    const { record } = await snapshotOnePartition({ rows: 1_000, bytes: 64 * 1024 * 1024 }, 10, {
+      blocking: true,
+      concurrency: 1,
+      maxAttempts: 3,
+      fanOut: collecting([], pushed),
+      wrapRead: (read) => async (t, p, options) => {
+        if (options.after === 5_000 && !failed) {
+          failed = true;
+          throw Object.assign(new Error('connection lost'), { retriable: true });
+        }
+        return read(t, p, options);
+      },
+    });
+    expect(failed).toBe(true);
+    expect(record).toMatchObject({ status: 'done', rowsRead: ROWS });
+    // Every row, none missing; a chunk read before the failure may go out twice (replay).
+    expect(new Set(pushed.map((e) => Number(e.key.id))).size).toBe(ROWS);
+    expect(Number(pushed.at(-1)!.key.id)).toBe(ROWS);
   });
 });
