@@ -593,6 +593,15 @@ export class KafkaProducer {
   }
 
   private async sendOnce(messages: OutgoingMessage[], via?: Transaction): Promise<void> {
+    // Core checks the lease before each sink write, but one write can take several requests
+    // (and a freeze can fall between them): a request sent after the lease ran out could land
+    // after the new holder's writes.
+    if (this.mayWrite !== undefined && !this.mayWrite())
+      throw new NanosyncError(
+        ErrorCode.PipelineLeaseHeld,
+        'Kafka produce: lease expired locally; not sending until renewed (another server may run the pipeline now)',
+        { retriable: true },
+      );
     const producer = this.requireProducer();
     // One pack of records per partition (packed-records.ts) where the sink encodes the
     // requests and the client has the topics' partition counts; else a message per record.

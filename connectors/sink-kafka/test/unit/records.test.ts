@@ -136,6 +136,49 @@ describe('a send retried after a failure', () => {
   });
 });
 
+describe('a request sent after the lease ran out', () => {
+  test('is not sent: a write of several requests stops at the first one after the lease expired locally', async () => {
+    const sent: unknown[] = [];
+    const lease = { valid: true };
+    // A stand-in for the client (mock): each request it is given is recorded.
+    const mockClient = {
+      async send({ messages }: { messages: unknown[] }) {
+        sent.push(messages);
+        return {};
+      },
+    };
+    const config = parseKafkaSinkConfig({ brokers: 'b:9092', topic: 't' });
+    const producer = new KafkaProducer({
+      config,
+      logger: quiet,
+      signal: new AbortController().signal,
+      sleep: async () => {},
+      mayWrite: () => lease.valid,
+    });
+    (producer as unknown as { producer: unknown }).producer = mockClient;
+    const message: OutgoingMessage = {
+      topic: 't',
+      key: Buffer.from('[1]'),
+      value: Buffer.from('{}'),
+      headers: {},
+      table: 'public.t',
+      keyText: '[1]',
+      size: 10,
+    };
+    await producer.send([message]);
+    expect(sent).toHaveLength(1);
+    // Frozen between two requests of one write, past the lease.
+    lease.valid = false;
+    const err = await producer.send([message]).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect((err as Error).message).toContain('lease expired locally; not sending until renewed');
+    expect((err as { retriable?: boolean }).retriable).toBe(true);
+    expect(sent).toHaveLength(1);
+  });
+});
+
 describe('headers shared by records', () => {
   test('records given one headers object get one header map of the client, with its values', async () => {
     const sent: { headers: Map<Buffer, Buffer> }[][] = [];
