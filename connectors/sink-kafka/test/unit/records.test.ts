@@ -95,86 +95,75 @@ describe('the records handed to the client', () => {
   });
 });
 
-describe('a send retried after a failure', () => {
-  test('is not retried once the pipeline lease expired locally (mayWrite false)', async () => {
+describe('the pipeline lease (mayWrite) and the sends', () => {
+  /** A producer over `mockClient` (a stand-in for the client) whose lease check reads `lease`. */
+  function producerWithLease(mockClient: unknown, lease: { valid: boolean }): KafkaProducer {
+    const config = parseKafkaSinkConfig({ brokers: 'b:9092', topic: 't' });
+    const producer = new KafkaProducer({
+      config,
+      logger: quiet,
+      signal: new AbortController().signal,
+      sleep: async () => {},
+      mayWrite: () => lease.valid,
+    });
+    (producer as unknown as { producer: unknown }).producer = mockClient;
+    return producer;
+  }
+  const message: OutgoingMessage = {
+    topic: 't',
+    key: Buffer.from('[1]'),
+    value: Buffer.from('{}'),
+    headers: {},
+    table: 'public.t',
+    keyText: '[1]',
+    size: 10,
+  };
+  const failure = (send: Promise<void>) =>
+    send.then(
+      () => undefined,
+      (e: unknown) => e as Error & { retriable?: boolean },
+    );
+
+  test('a send that failed is not retried once the lease expired locally', async () => {
     let sends = 0;
     const lease = { valid: true };
-    // A stand-in for the client (mock): the first send fails with a network error, as a
-    // broker connection dropped while the process was frozen would; the lease ran out meanwhile.
-    const mockClient = {
-      async send() {
-        sends++;
-        lease.valid = false;
-        throw Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    // The first send fails with a network error, as a broker connection dropped while the
+    // process was frozen would; the lease ran out meanwhile.
+    const producer = producerWithLease(
+      {
+        async send() {
+          sends++;
+          lease.valid = false;
+          throw Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+        },
       },
-    };
-    const config = parseKafkaSinkConfig({ brokers: 'b:9092', topic: 't' });
-    const producer = new KafkaProducer({
-      config,
-      logger: quiet,
-      signal: new AbortController().signal,
-      sleep: async () => {},
-      mayWrite: () => lease.valid,
-    });
-    (producer as unknown as { producer: unknown }).producer = mockClient;
-    const message: OutgoingMessage = {
-      topic: 't',
-      key: Buffer.from('[1]'),
-      value: Buffer.from('{}'),
-      headers: {},
-      table: 'public.t',
-      keyText: '[1]',
-      size: 10,
-    };
-    const err = await producer.send([message]).then(
-      () => undefined,
-      (e: unknown) => e,
+      lease,
     );
-    expect((err as Error).message).toContain('lease expired locally; not retrying until renewed');
-    expect((err as { retriable?: boolean }).retriable).toBe(true);
+    const err = await failure(producer.send([message]));
+    expect(err?.message).toContain('lease expired locally; not retrying until renewed');
+    expect(err?.retriable).toBe(true);
     expect(sends).toBe(1);
   });
-});
 
-describe('a request sent after the lease ran out', () => {
-  test('is not sent: a write of several requests stops at the first one after the lease expired locally', async () => {
+  test('a request after the lease expired locally is not sent: a write of several requests stops there', async () => {
     const sent: unknown[] = [];
     const lease = { valid: true };
-    // A stand-in for the client (mock): each request it is given is recorded.
-    const mockClient = {
-      async send({ messages }: { messages: unknown[] }) {
-        sent.push(messages);
-        return {};
+    const producer = producerWithLease(
+      {
+        async send({ messages }: { messages: unknown[] }) {
+          sent.push(messages);
+          return {};
+        },
       },
-    };
-    const config = parseKafkaSinkConfig({ brokers: 'b:9092', topic: 't' });
-    const producer = new KafkaProducer({
-      config,
-      logger: quiet,
-      signal: new AbortController().signal,
-      sleep: async () => {},
-      mayWrite: () => lease.valid,
-    });
-    (producer as unknown as { producer: unknown }).producer = mockClient;
-    const message: OutgoingMessage = {
-      topic: 't',
-      key: Buffer.from('[1]'),
-      value: Buffer.from('{}'),
-      headers: {},
-      table: 'public.t',
-      keyText: '[1]',
-      size: 10,
-    };
+      lease,
+    );
     await producer.send([message]);
     expect(sent).toHaveLength(1);
     // Frozen between two requests of one write, past the lease.
     lease.valid = false;
-    const err = await producer.send([message]).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect((err as Error).message).toContain('lease expired locally; not sending until renewed');
-    expect((err as { retriable?: boolean }).retriable).toBe(true);
+    const err = await failure(producer.send([message]));
+    expect(err?.message).toContain('lease expired locally; not sending until renewed');
+    expect(err?.retriable).toBe(true);
     expect(sent).toHaveLength(1);
   });
 });
