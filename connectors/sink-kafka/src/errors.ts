@@ -1,4 +1,4 @@
-import { defineErrorArea, NanosyncError } from '@nanosync/core';
+import { defineErrorArea, ErrorCode, NanosyncError } from '@nanosync/core';
 import type { KafkaSinkConfig } from './config.js';
 
 /** The Kafka sink's error codes (block NS_K6000–NS_K6999). */
@@ -125,6 +125,8 @@ interface KafkaLikeError {
   serverErrorMessage?: string | null;
   closed?: boolean;
   cause?: unknown;
+  /** The error itself where it is one of ours (thrown inside the client, e.g. by the request encoder). */
+  nanosync?: NanosyncError;
 }
 
 /** The error and everything it wraps (`cause`, `errors` of an AggregateError), outermost first. */
@@ -149,7 +151,7 @@ export function errorChain(err: unknown): KafkaLikeError[] {
       closed: k.closed === true,
       cause: k.cause,
     });
-    if (e instanceof NanosyncError) (chain[chain.length - 1] as { nanosync?: boolean }).nanosync = true;
+    if (e instanceof NanosyncError) chain[chain.length - 1]!.nanosync = e;
     queue.push(k.cause, k.originalError, ...(Array.isArray(k.errors) ? k.errors : []));
   }
   return chain;
@@ -173,6 +175,18 @@ export function classifyKafkaError(err: unknown): FailureKind {
       (typeof e.code === 'string' && NETWORK_CODES.test(e.code)),
   );
   return transient ? 'retriable' : 'fatal';
+}
+
+/**
+ * The sink's own "lease expired locally" refusal where the client wrapped it (a request refused
+ * just before it went out fails the client's send): it is passed on as it is, retriable, never
+ * reported as a Kafka failure.
+ */
+export function leaseLapse(err: unknown): NanosyncError | undefined {
+  if (err instanceof NanosyncError) return NanosyncError.is(err, ErrorCode.PipelineLeaseHeld) ? err : undefined;
+  return errorChain(err).find(
+    (e) => e.nanosync !== undefined && NanosyncError.is(e.nanosync, ErrorCode.PipelineLeaseHeld),
+  )?.nanosync;
 }
 
 /**
@@ -305,6 +319,8 @@ export function transactionFailure(
   config: Pick<KafkaSinkConfig, 'brokers' | 'sasl' | 'transactionalId'>,
 ): NanosyncError {
   if (err instanceof NanosyncError) return err;
+  const lapse = leaseLapse(err);
+  if (lapse !== undefined) return lapse;
   const id = step.transactionalId;
   const details = { transactional_id: id ?? '' };
   const types = typesOf(err);

@@ -11,9 +11,9 @@
  */
 import type { Logger } from '@nanosync/core';
 import * as kafka from '@platformatic/kafka';
-import { clientSoftwareVersion, createAPI, kGetApi, type Producer } from '@platformatic/kafka';
+import { clientSoftwareVersion, createAPI, kGetApi, type Producer, UserError } from '@platformatic/kafka';
 import { RecordSequences } from './packed-records.js';
-import { type CreateRequest, encodeProduceRequest } from './produce-request.js';
+import { type CreateRequest, encodeProduceRequest, type RequestWriter } from './produce-request.js';
 
 /** The client version whose Produce bytes produce-request.ts reproduces. */
 export const CHECKED_CLIENT_VERSION = '2.12.1';
@@ -44,17 +44,39 @@ export function clientProduceRequest(version: number): CreateRequest | undefined
 /**
  * The request of `version` as the sink encodes it (the client's for what it does not cover),
  * with one producer's record sequence numbers when given (needed for packs of records).
+ * `beforeSend` runs once the request's bytes are ready (after compression, which for gzip takes
+ * a turn of zlib's thread pool), just before the client hands them to the socket; a throw there
+ * sends nothing and fails the request, which the client does not retry (the thrown error is the
+ * failure's `cause`).
  */
-export function fastProduceRequest(version: number, sequences?: RecordSequences): CreateRequest | undefined {
+export function fastProduceRequest(
+  version: number,
+  sequences?: RecordSequences,
+  beforeSend?: () => void,
+): CreateRequest | undefined {
   if (version < 3 || version > 11) return undefined;
   const fallback = clientProduceRequest(version);
   if (!fallback) return undefined;
-  return (acks, timeout, topicData, options) =>
-    encodeProduceRequest(version, fallback, acks, timeout, topicData, options, sequences);
+  if (beforeSend === undefined)
+    return (acks, timeout, topicData, options) =>
+      encodeProduceRequest(version, fallback, acks, timeout, topicData, options, sequences);
+  const ready = (request: RequestWriter): RequestWriter => {
+    try {
+      beforeSend();
+    } catch (err) {
+      // Wrapped in the client's own error that it does not retry (it retries anything else).
+      throw new UserError(`Produce request not sent: ${(err as Error).message}`, { cause: err as Error });
+    }
+    return request;
+  };
+  return (acks, timeout, topicData, options) => {
+    const request = encodeProduceRequest(version, fallback, acks, timeout, topicData, options, sequences);
+    return request instanceof Promise ? request.then(ready) : ready(request);
+  };
 }
 
-function fastApi(version: number, sequences: RecordSequences): ApiFunction | undefined {
-  const request = fastProduceRequest(version, sequences);
+function fastApi(version: number, sequences: RecordSequences, beforeSend?: () => void): ApiFunction | undefined {
+  const request = fastProduceRequest(version, sequences, beforeSend);
   const parse = modules[`produceV${version}`]?.parseResponse;
   const flexible = version >= 9;
   return request && parse
@@ -91,8 +113,11 @@ export function fastProduceEnabled(logger?: Logger): boolean {
   return enabled;
 }
 
-/** Make `producer` encode its Produce requests with the sink's encoder (see the module comment). */
-export function installFastProduce<P extends Producer>(producer: P, logger?: Logger): P {
+/**
+ * Make `producer` encode its Produce requests with the sink's encoder (see the module comment),
+ * running `beforeSend` on each request's finished bytes (see `fastProduceRequest`).
+ */
+export function installFastProduce<P extends Producer>(producer: P, logger?: Logger, beforeSend?: () => void): P {
   if (!fastProduceEnabled(logger)) return producer;
   const internals = producer as unknown as { [kGetApi]: GetApi };
   const original = internals[kGetApi].bind(producer) as GetApi;
@@ -105,7 +130,7 @@ export function installFastProduce<P extends Producer>(producer: P, logger?: Log
       if (error || !api) return callback(error, api);
       let fast = apis.get(api.version);
       if (fast === undefined) {
-        fast = fastApi(api.version, sequences) ?? null;
+        fast = fastApi(api.version, sequences, beforeSend) ?? null;
         apis.set(api.version, fast);
       }
       callback(null, fast ?? api);

@@ -53,7 +53,7 @@ export interface ProduceOptions {
   partitionLeaderEpoch?: number;
 }
 
-type RequestWriter = InstanceType<typeof Writer>;
+export type RequestWriter = InstanceType<typeof Writer>;
 /** A Produce request builder with the client's signature (its own, or ours). */
 export type CreateRequest = (
   acks: number,

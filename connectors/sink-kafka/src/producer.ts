@@ -21,6 +21,7 @@ import {
   classifyKafkaError,
   errorChain,
   KafkaErrorCode,
+  leaseLapse,
   rootMessage,
   tlsError,
   topicMissingError,
@@ -248,8 +249,25 @@ export class KafkaProducer {
   }
 
   private newProducer(): Producer {
-    // Produce requests encoded by the sink (fast-produce.ts): the client's bytes, built in one buffer.
-    return installFastProduce(this.newClientProducer(), this.logger);
+    // Produce requests encoded by the sink (fast-produce.ts): the client's bytes, built in one
+    // buffer. The lease is checked once they are ready, right before they go to the socket: a
+    // gzip request is compressed in zlib's thread pool after sendOnce's check, and a freeze
+    // past the lease can fall in between.
+    return installFastProduce(
+      this.newClientProducer(),
+      this.logger,
+      this.mayWrite === undefined ? undefined : () => this.checkLease(),
+    );
+  }
+
+  /** Throws (retriable) once the lease has expired locally. */
+  private checkLease(): void {
+    if (this.mayWrite === undefined || this.mayWrite()) return;
+    throw new NanosyncError(
+      ErrorCode.PipelineLeaseHeld,
+      'Kafka produce: lease expired locally; not sending until renewed (another server may run the pipeline now)',
+      { retriable: true },
+    );
   }
 
   private newClientProducer(): Producer {
@@ -595,13 +613,8 @@ export class KafkaProducer {
   private async sendOnce(messages: OutgoingMessage[], via?: Transaction): Promise<void> {
     // Core checks the lease before each sink write, but one write can take several requests
     // (and a freeze can fall between them): a request sent after the lease ran out could land
-    // after the new holder's writes.
-    if (this.mayWrite !== undefined && !this.mayWrite())
-      throw new NanosyncError(
-        ErrorCode.PipelineLeaseHeld,
-        'Kafka produce: lease expired locally; not sending until renewed (another server may run the pipeline now)',
-        { retriable: true },
-      );
+    // after the new holder's writes. Checked again on each request's finished bytes (newProducer).
+    this.checkLease();
     const producer = this.requireProducer();
     // One pack of records per partition (packed-records.ts) where the sink encodes the
     // requests and the client has the topics' partition counts; else a message per record.
@@ -679,6 +692,8 @@ export class KafkaProducer {
         return await operation();
       } catch (err) {
         if (err instanceof NanosyncError) throw err;
+        const lapse = leaseLapse(err);
+        if (lapse !== undefined) throw lapse;
         const kind = classifyKafkaError(err);
         if (kind === 'too-large') throw err;
         if (kind === 'auth') throw authError(err, this.config, what);

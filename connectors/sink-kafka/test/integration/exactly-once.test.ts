@@ -17,7 +17,7 @@ import {
   oracle,
   tableRows,
 } from './e2e-helpers.js';
-import { type ConsumedRecord, createSink, uniqueName } from './helpers.js';
+import { type ConsumedRecord, consumeCommitted, createSink, uniqueName } from './helpers.js';
 import type { ChangeEvent, TableSchema } from '@nanosync/core';
 import { NanosyncError } from '@nanosync/core';
 import { registerCompressionCodecs } from '../../src/compression.js';
@@ -34,53 +34,6 @@ const DELIVERY = process.env.NANOSYNC_EOS_DELIVERY ?? 'exactly_once';
 
 /** A small seeded generator (the testkit's mulberry32), so a failing run's kill points can be replayed. */
 const rng = mulberry32;
-
-/**
- * Every record of `topic` a read_committed consumer sees: read from the start until nothing
- * new has arrived for `idleMs`. (Offsets cannot tell the end here: commit markers and
- * aborted records take offsets a consumer never sees.)
- */
-async function consumeCommitted(brokers: string[], topic: string, idleMs = 4000): Promise<ConsumedRecord[]> {
-  registerCompressionCodecs(kafkajs); // the pipeline's records are snappy-compressed
-  const kafka = new Kafka({ clientId: 'ns-eos-reader', brokers, logLevel: logLevel.NOTHING });
-  const consumer = kafka.consumer({
-    groupId: uniqueName('ns-eos-group'),
-    maxWaitTimeInMs: 200,
-    readUncommitted: false,
-  });
-  const records: ConsumedRecord[] = [];
-  let crashed: unknown;
-  consumer.on(consumer.events.CRASH, (event) => {
-    crashed = event.payload.error;
-  });
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    let last = Date.now();
-    await consumer.run({
-      autoCommit: false,
-      eachMessage: async ({ partition, message }) => {
-        last = Date.now();
-        records.push({
-          topic,
-          partition,
-          offset: message.offset,
-          key: message.key ? message.key.toString('utf8') : null,
-          value: message.value,
-          headers: Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)])),
-        });
-      },
-    });
-    const started = Date.now();
-    while (Date.now() - last < idleMs || (records.length === 0 && Date.now() - started < 30_000)) {
-      if (crashed) throw crashed;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  } finally {
-    await consumer.disconnect();
-  }
-  return records.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
-}
 
 /** (key, position, record kind) that occur more than once: what exactly-once forbids. */
 function duplicates(records: ConsumedRecord[]): string[] {

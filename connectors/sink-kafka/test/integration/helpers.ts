@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ConnectorContext, LogFields, Logger } from '@nanosync/core';
-import kafkajs, { type IHeaders } from 'kafkajs';
+import kafkajs, { type IHeaders, type KafkaMessage } from 'kafkajs';
 import { registerCompressionCodecs } from '../../src/compression.js';
 import { type KafkaSinkConfig, kafkaSinkPropertiesSchema } from '../../src/config.js';
 import type { DecodedChange } from '../../src/formats/index.js';
@@ -36,11 +36,12 @@ export interface SinkHandle extends AsyncDisposable {
   abort: AbortController;
 }
 
-export function createSink(properties: Record<string, unknown>): SinkHandle {
+/** A sink of `properties`; `extra` adds to (or replaces) the pipeline context it is given. */
+export function createSink(properties: Record<string, unknown>, extra: Partial<ConnectorContext> = {}): SinkHandle {
   const config = kafkaSinkPropertiesSchema.parse(properties);
   const logger = inMemoryLogger();
   const abort = new AbortController();
-  const context: ConnectorContext = { pipeline: 'it', logger, signal: abort.signal };
+  const context: ConnectorContext = { pipeline: 'it', logger, signal: abort.signal, ...extra };
   const sink = new KafkaSink(config, context);
   return {
     sink,
@@ -93,14 +94,7 @@ export async function consumeAll(
         .run({
           autoCommit: false,
           eachMessage: async ({ partition, message }) => {
-            records.push({
-              topic,
-              partition,
-              offset: message.offset,
-              key: message.key ? message.key.toString('utf8') : null,
-              value: message.value,
-              headers: headerText(message.headers ?? {}),
-            });
+            records.push(consumedRecord(topic, partition, message));
             left -= 1n;
             if (left === 0n) {
               clearTimeout(timer);
@@ -114,6 +108,64 @@ export async function consumeAll(
     await consumer.disconnect();
   }
   return records.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+}
+
+/**
+ * Every record of `topic` a read_committed consumer sees (with `readUncommitted`, every record
+ * written, aborted ones too): read from the start until nothing new has arrived for `idleMs`.
+ * (Offsets cannot tell the end here: commit markers and aborted records take offsets a
+ * consumer never sees.)
+ */
+export async function consumeCommitted(
+  brokers: string[],
+  topic: string,
+  idleMs = 4000,
+  readUncommitted = false,
+): Promise<ConsumedRecord[]> {
+  registerCompressionCodecs(kafkajs); // the pipeline's records are snappy-compressed
+  const kafka = new Kafka({ clientId: 'ns-eos-reader', brokers, logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({
+    groupId: uniqueName('ns-eos-group'),
+    maxWaitTimeInMs: 200,
+    readUncommitted,
+  });
+  const records: ConsumedRecord[] = [];
+  let crashed: unknown;
+  consumer.on(consumer.events.CRASH, (event) => {
+    crashed = event.payload.error;
+  });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    let last = Date.now();
+    await consumer.run({
+      autoCommit: false,
+      eachMessage: async ({ partition, message }) => {
+        last = Date.now();
+        records.push(consumedRecord(topic, partition, message));
+      },
+    });
+    const started = Date.now();
+    while (Date.now() - last < idleMs || (records.length === 0 && Date.now() - started < 30_000)) {
+      if (crashed) throw crashed;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  } finally {
+    await consumer.disconnect();
+  }
+  return records.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+}
+
+/** A message as kafkajs's consumer hands it over, as a `ConsumedRecord` (text key and headers). */
+export function consumedRecord(topic: string, partition: number, message: KafkaMessage): ConsumedRecord {
+  return {
+    topic,
+    partition,
+    offset: message.offset,
+    key: message.key ? message.key.toString('utf8') : null,
+    value: message.value,
+    headers: headerText(message.headers ?? {}),
+  };
 }
 
 function headerText(headers: IHeaders): Record<string, string> {

@@ -11,7 +11,7 @@ import definition from '../../src/index.js';
 import { allTypesEvents, allTypesTable } from '../fixtures/all-types.js';
 import kafkajs from 'kafkajs';
 import { registerCompressionCodecs } from '../../src/compression.js';
-import { type ConsumedRecord, consumeAll, createSink, uniqueName } from './helpers.js';
+import { type ConsumedRecord, consumeAll, consumedRecord, createSink, uniqueName } from './helpers.js';
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -83,14 +83,7 @@ async function consumeCommitted(brokers: string[], topic: string, count: number)
         .run({
           autoCommit: false,
           eachMessage: async ({ partition, message }) => {
-            records.push({
-              topic,
-              partition,
-              offset: message.offset,
-              key: message.key ? message.key.toString('utf8') : null,
-              value: message.value,
-              headers: Object.fromEntries(Object.entries(message.headers ?? {}).map(([k, v]) => [k, String(v)])),
-            });
+            records.push(consumedRecord(topic, partition, message));
             if (records.length === count) {
               clearTimeout(timer);
               resolve();
