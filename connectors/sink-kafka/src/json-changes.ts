@@ -92,46 +92,89 @@ function newPlan(table: TableSchema, config: KafkaSinkConfig): Plan | null {
 export function jsonChangesEncoder(config: KafkaSinkConfig): JsonChangesEncoder | undefined {
   if (config.messageFormat !== 'json' || config.schemaRegistry !== undefined) return undefined;
   const planOf = planCache((table) => newPlan(table, config));
-  // A transaction's changes share a commit time: its text is worked out once.
-  let commitTime: string | undefined;
-  let committedAt: Uint8Array | undefined;
-  const bytesOfTime = committedAtBytes();
-  const committedAtOf = (time: string | undefined): Uint8Array => {
-    if (committedAt === undefined || time !== commitTime) {
-      committedAt = bytesOfTime(time);
-      commitTime = time;
-    }
-    return committedAt;
-  };
-  return (changes) => encode(changes, config.tombstones, planOf, committedAtOf);
+  const times = new CommitTimesText();
+  return (changes) => encode(changes, config.tombstones, planOf, times);
 }
 
 /**
- * `committedAtText` as bytes. Microseconds since 1970 that are a whole number of seconds
- * plus a fraction are written as the second's digits (made once per second: the commits of a
- * busy stream share it) followed by the fraction's six: one small array per commit time, where
- * a string, a Buffer and a copy of it were made per transaction.
+ * The `_ns_committed_at` text (`committedAtText`) of a batch's commit times, back to back in one
+ * buffer kept from batch to batch. A transaction's changes share one text. Microseconds since
+ * 1970 that are a whole number of seconds plus a fraction are written as the second's digits
+ * (made once per second: the commits of a busy stream share it) followed by the fraction's six.
+ * Where a small array was made per commit time, one-change transactions made one per change.
  */
-export function committedAtBytes(): (time: string | undefined) => Uint8Array {
-  let second = -1;
-  let secondDigits: Uint8Array = new Uint8Array(0);
-  return (time) => {
+export class CommitTimesText {
+  /** The texts; `start` and `length` say where the last one added is. */
+  bytes: Buffer;
+  start = 0;
+  length = -1;
+  private used = 0;
+  private time: string | undefined;
+  private second = -1;
+  private secondDigits: Uint8Array = new Uint8Array(0);
+
+  constructor(size = 1024) {
+    this.bytes = Buffer.allocUnsafe(size);
+  }
+
+  /** Start a batch: the last one's texts are written over. */
+  reset(): void {
+    this.used = 0;
+    this.length = -1;
+  }
+
+  /** Adds `time`'s text unless it is the one added last; `start` and `length` then say where it is. */
+  add(time: string | undefined): void {
+    if (this.length >= 0 && time === this.time) return;
+    this.time = time;
     const micros = commitTimeMicros(time);
-    if (typeof micros !== 'number' || micros < 1_000_000) return bytesOf(committedAtText(time));
-    const seconds = Math.floor(micros / 1_000_000);
-    if (seconds !== second) {
-      secondDigits = bytesOf(String(seconds));
-      second = seconds;
+    if (typeof micros !== 'number' || micros < 1_000_000) {
+      const text = bytesOf(committedAtText(time));
+      const at = this.room(text.length); // first: it may replace `bytes`
+      this.bytes.set(text, at);
+      return;
     }
-    const out = new Uint8Array(secondDigits.length + 6);
-    out.set(secondDigits);
+    const seconds = Math.floor(micros / 1_000_000);
+    if (seconds !== this.second) {
+      this.secondDigits = bytesOf(String(seconds));
+      this.second = seconds;
+    }
+    const digits = this.secondDigits;
+    const at = this.room(digits.length + 6);
+    const out = this.bytes;
+    for (let i = 0; i < digits.length; i++) out[at + i] = digits[i]!;
     let fraction = micros - seconds * 1_000_000;
-    for (let i = out.length - 1; i >= secondDigits.length; i--) {
+    for (let i = this.used - 1; i >= at + digits.length; i--) {
       out[i] = 48 + (fraction % 10);
       fraction = Math.floor(fraction / 10);
     }
-    return out;
-  };
+  }
+
+  /** Room for `length` bytes after the texts so far (the buffer grows, keeping them): they become the last text. */
+  private room(length: number): number {
+    const at = this.used;
+    if (at + length > this.bytes.length) {
+      const grown = Buffer.allocUnsafe(Math.max(2 * this.bytes.length, at + length));
+      this.bytes.copy(grown, 0, 0, at);
+      this.bytes = grown;
+    }
+    this.used = at + length;
+    this.start = at;
+    this.length = length;
+    return at;
+  }
+}
+
+/**
+ * Whether `text` is its own JSON string's content, as it is: printable ASCII without `"` or `\`
+ * (a stream position always is). Such a position is written between quotes, with no string made.
+ */
+function plainJsonText(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 34 || c === 92) return false;
+  }
+  return true;
 }
 
 /** Scratch room to compare an update's old and new keys. */
@@ -141,13 +184,17 @@ function encode(
   changes: JsonChanges,
   tombstones: boolean,
   planOf: (table: TableSchema) => Plan | null,
-  committedAtOf: (time: string | undefined) => Uint8Array,
+  times: CommitTimesText,
 ): EncodedBatch | undefined {
   const { count, ops, images, ends, positions } = changes;
   const text = asBuffer(changes.text);
   const plans: Plan[] = new Array(count);
-  const committed: Uint8Array[] = new Array(count);
-  const lsns: string[] = new Array(count);
+  /** Per change: where its commit time's text is in `times.bytes`, and its length. */
+  const timeStarts = new Int32Array(count);
+  const timeLengths = new Int32Array(count);
+  /** Per change: its position as JSON text, where that is not the position between quotes. */
+  const lsns: (string | undefined)[] = new Array(count);
+  times.reset();
   const keys = new Int32Array(count);
   const values = new Int32Array(count);
   /** Per change: the old key's length for an update that moved its row, else -1. */
@@ -189,14 +236,16 @@ function encode(
       if (!sameKey(plan, text, ends, after, before, key, length)) oldKey = length;
     }
     const position = positions[i]!;
-    const lsn = JSON.stringify(position);
-    const at = committedAtOf(changes.commitTimes[i]);
-    const head = at.length + LSN.length + Buffer.byteLength(lsn) + BEFORE.length + AFTER.length + 1;
+    const lsn = plainJsonText(position) ? undefined : JSON.stringify(position);
+    times.add(changes.commitTimes[i]);
+    const lsnLength = lsn === undefined ? position.length + 2 : Buffer.byteLength(lsn);
+    const head = times.length + LSN.length + lsnLength + BEFORE.length + AFTER.length + 1;
     const beforeLength = before >= 0 ? imageLength(plan, ends, before) : NULL.length;
     const afterLength = after >= 0 ? imageLength(plan, ends, after) : NULL.length;
     const value = plan.heads[op]!.length + head + beforeLength + afterLength + unchangedLength(plan, ends, after);
     plans[i] = plan;
-    committed[i] = at;
+    timeStarts[i] = times.start;
+    timeLengths[i] = times.length;
     lsns[i] = lsn;
     keys[i] = key;
     values[i] = value;
@@ -270,6 +319,23 @@ function encode(
     u32(position);
   };
   const opHeader = (op: string) => 8 + HEADER_OP.length + op.length;
+  /** Change `i`'s envelope with `op` and these images, at `at`. */
+  const envelope = (i: number, op: JsonChangeOp, before: number, after: number) =>
+    putEnvelope(
+      out,
+      at,
+      plans[i]!,
+      text,
+      ends,
+      op,
+      times,
+      timeStarts[i]!,
+      timeLengths[i]!,
+      lsns[i],
+      positions[i]!,
+      before,
+      after,
+    );
   let size = 0;
   for (let i = 0; i < count; i++) {
     const op = ops[i] as JsonChangeOp;
@@ -287,7 +353,7 @@ function encode(
       const keyAt = at;
       at = putKey(out, at, plan, text, ends, before, -1);
       u32(deleteValues[i]!);
-      at = putEnvelope(out, at, plan, text, ends, JsonChangeOp.Delete, committed[i]!, lsns[i]!, before, -1);
+      at = envelope(i, JsonChangeOp.Delete, before, -1);
       u32(oldKey);
       at += out.copy(out, at, keyAt, keyAt + oldKey);
       const deleteOp = OPS[JsonChangeOp.Delete]!;
@@ -313,7 +379,7 @@ function encode(
     const keyAt = at;
     at = after >= 0 ? putKey(out, at, plan, text, ends, after, before) : putKey(out, at, plan, text, ends, before, -1);
     u32(values[i]!);
-    at = putEnvelope(out, at, plan, text, ends, op, committed[i]!, lsns[i]!, before, after);
+    at = envelope(i, op, before, after);
     u32(0); // no key text: the key's own bytes name the record
     const opName = OPS[op]!;
     const recordSize = 24 + key + values[i]! + tableAndPosition + opHeader(opName);
@@ -382,15 +448,23 @@ function putEnvelope(
   text: Buffer,
   ends: Uint32Array,
   op: JsonChangeOp,
-  committed: Uint8Array,
-  lsn: string,
+  times: CommitTimesText,
+  timeStart: number,
+  timeLength: number,
+  /** The position as JSON text, or undefined to write `position` between quotes (`plainJsonText`). */
+  lsn: string | undefined,
+  position: string,
   before: number,
   after: number,
 ): number {
   at = putBytes(out, at, plan.heads[op]!);
-  at = putBytes(out, at, committed);
+  at = copyRange(out, at, times.bytes, timeStart, timeStart + timeLength);
   at = putBytes(out, at, LSN);
-  at += out.write(lsn, at, 'utf8');
+  if (lsn === undefined) {
+    out[at++] = 34;
+    at += out.write(position, at, 'latin1');
+    out[at++] = 34;
+  } else at += out.write(lsn, at, 'utf8');
   if (after >= 0 && unchangedLength(plan, ends, after) > 0) {
     at = putBytes(out, at, UNCHANGED);
     let first = true;

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { type KafkaSinkConfig, parseKafkaSinkConfig } from '../../src/config.js';
 import type { KafkaEncoderSetup } from '../../src/sink.js';
 import { createEncoder, createJsonChangeEncoder } from '../../src/worker.js';
-import { committedAtBytes } from '../../src/json-changes.js';
+import { CommitTimesText } from '../../src/json-changes.js';
 import { committedAtText } from '../../src/formats/json-writer.js';
 import { allTypesTable, nullRow, richRow, rowsOf, specialRow } from '../fixtures/all-types.js';
 
@@ -257,7 +257,8 @@ describe('Kafka sink: stream batches encoded from their row images’ JSON text'
   });
 
   it('writes each commit time as the JSON envelope does, seconds shared or not', () => {
-    const bytesOfTime = committedAtBytes();
+    // A buffer of 16 bytes: it grows as texts are added, keeping those added before.
+    const texts = new CommitTimesText(16);
     const times = [
       '2026-03-14T10:22:01.456123Z',
       '2026-03-14T10:22:01.000007Z',
@@ -275,8 +276,22 @@ describe('Kafka sink: stream batches encoded from their row images’ JSON text'
       '',
       undefined,
     ];
-    for (const time of [...times, ...[...times].reverse()])
-      expect([time, Buffer.from(bytesOfTime(time)).toString()]).toEqual([time, committedAtText(time)]);
+    const added: [string | undefined, number, number][] = [];
+    for (const time of [...times, ...[...times].reverse()]) {
+      texts.add(time);
+      added.push([time, texts.start, texts.length]);
+    }
+    // Each text, read where it was said to be once all are added (the buffer grew meanwhile).
+    for (const [time, start, length] of added)
+      expect([time, texts.bytes.toString('utf8', start, start + length)]).toEqual([time, committedAtText(time)]);
+    // The same time twice in a row is one text; after a reset the next one is written at the start.
+    const last = added[added.length - 1]!;
+    texts.add(times[0]);
+    expect([texts.start, texts.length]).toEqual([last[1], last[2]]);
+    texts.reset();
+    texts.add(times[0]);
+    expect(texts.start).toBe(0);
+    expect(texts.bytes.toString('utf8', 0, texts.length)).toBe(committedAtText(times[0]));
   });
 
   it('declines other formats and a registry', () => {
