@@ -79,7 +79,7 @@ test('exactly_once: a replayed batch is skipped after a restart, a new producer 
   await second.sink.open([table]);
   await second.sink.write([...batch1.slice(1), ...batch2]);
   await second.sink.write(batch1);
-  const seen = await consumeCommitted(kafka.brokers, topic, 2000);
+  const seen = await consumeCommitted(kafka.brokers, topic, { idleMs: 2000 });
   expect(seen.map((r) => r.headers['ns-position'])).toEqual([...batch1, ...batch2].map((e) => e.position));
   expect(
     second.logger.lines.some((l) => l.startsWith('WRN') && l.includes('an earlier transaction already committed')),
@@ -96,7 +96,7 @@ test('exactly_once: a replayed batch is skipped after a restart, a new producer 
   // INVALID_PRODUCER_EPOCH has two causes, and the message names both.
   expect((fenced as Error).message).toMatch(/another producer started with the same transactional id/);
   expect((fenced as Error).message).toMatch(/ran longer than its timeout \(\d+ ms\)/);
-  const after = await consumeCommitted(kafka.brokers, topic, 2000);
+  const after = await consumeCommitted(kafka.brokers, topic, { idleMs: 2000 });
   expect(after.map((r) => r.headers['ns-position'])).toEqual([1, 2, 3, 4, 5, 6].map((n) => change(n).position));
 
   // Snapshot chunks: the transaction names the last chunk it committed (carried over by
@@ -125,7 +125,7 @@ test('exactly_once: a replayed batch is skipped after a restart, a new producer 
   await restarted.sink.write([read(10, 'chunk-a', 30), read(11, 'chunk-a', 30), read(12, 'chunk-b', 30)]);
   // The rest of a chunk this producer committed itself (core set an event of it aside) is written.
   await restarted.sink.write([read(13, 'chunk-b', 30)]);
-  const snapSeen = await consumeCommitted(kafka.brokers, snapTopic, 2000);
+  const snapSeen = await consumeCommitted(kafka.brokers, snapTopic, { idleMs: 2000 });
   expect(snapSeen.map((r) => `${r.key}/${r.headers['ns-chunk'] ?? '-'}/${r.headers['ns-position']}`).sort()).toEqual(
     [
       `[10]/chunk-a/${change(15).position}`,

@@ -110,17 +110,26 @@ export async function consumeAll(
   return records.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
 }
 
+/** When `consumeCommitted` stops reading, and what it reads. */
+export interface ConsumeOptions {
+  /** Stop once this many records are read (fail after 90 s short of it). */
+  count?: number;
+  /** Without `count`: stop when nothing new has arrived for this long (default 4 s). */
+  idleMs?: number;
+  /** Read every record written, aborted ones too, not only the committed ones. */
+  readUncommitted?: boolean;
+}
+
 /**
  * Every record of `topic` a read_committed consumer sees (with `readUncommitted`, every record
- * written, aborted ones too): read from the start until nothing new has arrived for `idleMs`.
- * (Offsets cannot tell the end here: commit markers and aborted records take offsets a
- * consumer never sees.)
+ * written, aborted ones too): read from the start until `count` records are read or, without a
+ * count, until nothing new has arrived for `idleMs`. (Offsets cannot tell the end here: commit
+ * markers and aborted records take offsets a consumer never sees.)
  */
 export async function consumeCommitted(
   brokers: string[],
   topic: string,
-  idleMs = 4000,
-  readUncommitted = false,
+  { count, idleMs = 4000, readUncommitted = false }: ConsumeOptions = {},
 ): Promise<ConsumedRecord[]> {
   registerCompressionCodecs(kafkajs); // the pipeline's records are snappy-compressed
   const kafka = new Kafka({ clientId: 'ns-eos-reader', brokers, logLevel: logLevel.NOTHING });
@@ -146,9 +155,16 @@ export async function consumeCommitted(
       },
     });
     const started = Date.now();
-    while (Date.now() - last < idleMs || (records.length === 0 && Date.now() - started < 30_000)) {
+    const reading = () =>
+      count === undefined
+        ? Date.now() - last < idleMs || (records.length === 0 && Date.now() - started < 30_000)
+        : records.length < count;
+    while (reading()) {
       if (crashed) throw crashed;
-      await new Promise((r) => setTimeout(r, 250));
+      if (count !== undefined && Date.now() - started > 90_000) {
+        throw new Error(`timed out reading ${topic}: ${count - records.length} of ${count} records missing`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
   } finally {
     await consumer.disconnect();

@@ -72,7 +72,7 @@ describe.each([
     expect(state.checks).toBe(before + 2);
 
     // Every record written, those of aborted transactions too: the refused request's are not there.
-    const written = await consumeCommitted(kafka.brokers, topic, 2000, true);
+    const written = await consumeCommitted(kafka.brokers, topic, { idleMs: 2000, readUncommitted: true });
     const ids = written.map((r) => JSON.parse(r.key!)[0] as number);
     expect(ids.sort((a, b) => a - b)).toEqual([1, 2, 3, 4]);
   });

@@ -9,11 +9,7 @@ import {
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import definition from '../../src/index.js';
 import { allTypesEvents, allTypesTable } from '../fixtures/all-types.js';
-import kafkajs from 'kafkajs';
-import { registerCompressionCodecs } from '../../src/compression.js';
-import { type ConsumedRecord, consumeAll, consumedRecord, createSink, uniqueName } from './helpers.js';
-
-const { Kafka, logLevel } = kafkajs;
+import { type ConsumedRecord, consumeAll, consumeCommitted, createSink, uniqueName } from './helpers.js';
 
 /**
  * Against a real broker (and a real Schema Registry): a topic written by `writeEncoded` with
@@ -63,39 +59,6 @@ function events(): ChangeEvent[] {
     }),
   );
   return [...stream, ...chunk];
-}
-
-/**
- * The `count` records of a transactional topic, as a read_committed consumer sees them
- * (offsets cannot tell the end: commit markers take offsets too).
- */
-async function consumeCommitted(brokers: string[], topic: string, count: number): Promise<ConsumedRecord[]> {
-  registerCompressionCodecs(kafkajs);
-  const kafka = new Kafka({ clientId: 'ns-it-reader', brokers, logLevel: logLevel.NOTHING });
-  const consumer = kafka.consumer({ groupId: uniqueName('ns-it-group'), maxWaitTimeInMs: 200, readUncommitted: false });
-  const records: ConsumedRecord[] = [];
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${topic}: ${count - records.length} records missing`)), 90_000);
-      consumer
-        .run({
-          autoCommit: false,
-          eachMessage: async ({ partition, message }) => {
-            records.push(consumedRecord(topic, partition, message));
-            if (records.length === count) {
-              clearTimeout(timer);
-              resolve();
-            }
-          },
-        })
-        .catch(reject);
-    });
-  } finally {
-    await consumer.disconnect();
-  }
-  return records.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
 }
 
 /**
@@ -168,7 +131,7 @@ describe('writeEncoded against a real broker', () => {
       const eos = c.name.includes('exactly_once');
       const cloud = c.name === 'cloudevents' ? withoutEncodeTime : (r: ConsumedRecord[]) => r;
       const read = (topic: string) =>
-        eos ? consumeCommitted(kafka.brokers, topic, records) : consumeAll(kafka.brokers, topic);
+        eos ? consumeCommitted(kafka.brokers, topic, { count: records }) : consumeAll(kafka.brokers, topic);
       const expected = content(cloud(await read(inlineTopic)));
       const got = content(cloud(await read(encodedTopic)));
       expect(got).toHaveLength(records);
