@@ -250,88 +250,241 @@ export function unframeRecords(
   into: FramedRecord[] = [],
   eventOffset = 0,
 ): FramedRecord[] {
+  const framed = readFramed([bytes], [eventOffset]);
+  for (let i = 0; i < framed.length; i++) into.push(framed.record(i));
+  return into;
+}
+
+// A record's numbers in `FramedRecords.fields`, STRIDE of them per record.
+const FRAME = 0;
+const EVENT = 1;
+const TOPIC = 2;
+const TABLE = 3;
+const POSITION = 4;
+const CHUNK = 5;
+const FLAGS = 6;
+const KEY_AT = 7;
+const KEY_LENGTH = 8;
+const VALUE_AT = 9;
+const VALUE_LENGTH = 10;
+const HEADERS_AT = 11;
+const KEY_TEXT_AT = 12;
+const KEY_TEXT_LENGTH = 13;
+const SIZE = 14;
+const STRIDE = 15;
+
+/**
+ * The records of one write's framed batches, in order, as numbers in one typed array (no
+ * object per record): what the producer's packs copy from (packed-records.ts `packRun`). A
+ * record becomes a `Framed` object only where one is asked for (`record`): exactly_once's
+ * skipping, an error naming a record, a send through the client's own encoder.
+ */
+export class FramedRecords {
+  constructor(
+    /** Each batch's bytes and strings. */
+    readonly frames: readonly FrameStrings[],
+    /** STRIDE numbers per record (see the constants above); -1 for none. */
+    readonly fields: Int32Array,
+    readonly length: number,
+  ) {}
+
+  /** What record `i` counts against `max_bytes_in_flight`. */
+  size(i: number): number {
+    return this.fields[i * STRIDE + SIZE]!;
+  }
+
+  /** The index of record `i`'s event in the write's events. */
+  event(i: number): number {
+    return this.fields[i * STRIDE + EVENT]!;
+  }
+
+  /** The first record made from event `event`, or -1. */
+  indexOfEvent(event: number): number {
+    for (let i = 0; i < this.length; i++) if (this.fields[i * STRIDE + EVENT] === event) return i;
+    return -1;
+  }
+
+  frameOf(i: number): FrameStrings {
+    return this.frames[this.fields[i * STRIDE + FRAME]!]!;
+  }
+
+  topic(i: number): string {
+    return this.frameOf(i).get(this.fields[i * STRIDE + TOPIC]!);
+  }
+
+  keyAt(i: number): number {
+    return this.fields[i * STRIDE + KEY_AT]!;
+  }
+
+  /** -1: no key (null). */
+  keyLength(i: number): number {
+    return this.fields[i * STRIDE + KEY_LENGTH]!;
+  }
+
+  valueAt(i: number): number {
+    return this.fields[i * STRIDE + VALUE_AT]!;
+  }
+
+  /** -1: no value (null). */
+  valueLength(i: number): number {
+    return this.fields[i * STRIDE + VALUE_LENGTH]!;
+  }
+
+  headersAt(i: number): number {
+    return this.fields[i * STRIDE + HEADERS_AT]!;
+  }
+
+  /** Record `i` as an object (a view into its batch's bytes). */
+  record(i: number): Framed {
+    const f = this.fields;
+    const o = i * STRIDE;
+    const frame = this.frames[f[o + FRAME]!]!;
+    const chunk = f[o + CHUNK]!;
+    return new Framed(
+      frame.get(f[o + TOPIC]!),
+      frame.get(f[o + TABLE]!),
+      f[o + SIZE]!,
+      f[o + EVENT]!,
+      (f[o + FLAGS]! & READ) !== 0,
+      chunk < 0 ? undefined : frame.get(chunk),
+      frame,
+      f[o + POSITION]!,
+      f[o + KEY_AT]!,
+      f[o + KEY_LENGTH]!,
+      f[o + VALUE_AT]!,
+      f[o + VALUE_LENGTH]!,
+      f[o + HEADERS_AT]!,
+      f[o + KEY_TEXT_AT]!,
+      f[o + KEY_TEXT_LENGTH]!,
+    );
+  }
+
+  /** Every record as an object. */
+  records(): FramedRecord[] {
+    const out: FramedRecord[] = new Array(this.length);
+    for (let i = 0; i < this.length; i++) out[i] = this.record(i);
+    return out;
+  }
+}
+
+/** A framed batch's string table read, and where its records start. */
+interface FrameHead {
+  buf: Buffer;
+  frame: FrameStrings;
+  count: number;
+  at: number;
+}
+
+/** Reads a framed batch's strings and record count; fails on bytes that are not one. */
+function readHead(bytes: ArrayBuffer | Uint8Array): FrameHead {
   const buf =
     bytes instanceof Uint8Array ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : Buffer.from(bytes);
   let at = 0;
-  const fail = (what: string): never => {
-    throw new Error(`kafka framing: malformed encoded batch (${what} at byte ${at} of ${buf.length})`);
-  };
   const u32 = () => {
-    if (at + 4 > buf.length) fail('ends early');
+    if (at + 4 > buf.length) malformed('ends early', at, buf);
     const n = buf.readUInt32LE(at);
     at += 4;
     return n;
   };
-  /** Skips `length` bytes, returning where they start. */
-  const skip = (length: number) => {
-    if (at + length > buf.length) fail('ends early');
-    const start = at;
-    at += length;
-    return start;
-  };
-  if (u32() !== MAGIC) fail('not a framed batch of this sink');
+  if (u32() !== MAGIC) malformed('not a framed batch of this sink', at, buf);
   const stringCount = u32();
-  if (stringCount * 4 > buf.length) fail('string count past the end');
+  if (stringCount * 4 > buf.length) malformed('string count past the end', at, buf);
   const starts = new Int32Array(stringCount);
   const lengths = new Int32Array(stringCount);
   for (let i = 0; i < stringCount; i++) {
     const length = u32();
-    starts[i] = skip(length);
+    if (at + length > buf.length) malformed('ends early', at, buf);
+    starts[i] = at;
     lengths[i] = length;
+    at += length;
   }
-  const frame = new FrameStrings(buf, starts, lengths);
-  const ref = () => {
-    const n = u32();
-    if (n >= stringCount) fail(`string ${n} of ${stringCount}`);
-    return n;
-  };
-  const records = into;
   const count = u32();
-  for (let r = 0; r < count; r++) {
-    const event = u32() + eventOffset;
-    const topic = frame.get(ref());
-    const table = frame.get(ref());
-    const position = ref();
-    const chunkRef = u32();
-    const chunk = chunkRef === NONE ? undefined : chunkRef < stringCount ? frame.get(chunkRef) : fail('chunk');
-    if (at >= buf.length) fail('ends early');
-    const flags = buf[at++]!;
-    const keyLength = u32();
-    const keyAt = skip(keyLength);
-    const valueLength = u32();
-    const valueAt = skip(valueLength);
-    const keyTextLength = u32();
-    const keyTextAt = skip(keyTextLength);
-    const size = u32();
-    const headersAt = skip(2);
-    const headerCount = buf.readUInt16LE(headersAt);
-    for (let h = 0; h < headerCount; h++) {
-      ref();
-      const kind = buf[skip(1)];
-      if (kind === STRING) ref();
-      else if (kind === BYTES) skip(u32());
-      else if (kind !== UNDEFINED) fail(`header kind ${kind}`);
+  // Every record takes at least 39 bytes: a count past that is not this framing.
+  if (count * 39 > buf.length - at) malformed('record count past the end', at, buf);
+  return { buf, frame: new FrameStrings(buf, starts, lengths), count, at };
+}
+
+function malformed(what: string, at: number, buf: Buffer): never {
+  throw new Error(`kafka framing: malformed encoded batch (${what} at byte ${at} of ${buf.length})`);
+}
+
+/**
+ * The records of one write's framed batches, in order (see `FramedRecords`); `eventOffsets[b]`
+ * is added to the event indexes of batch `b` (its events come after those of the batches before
+ * it). Every record is checked to lie within its batch's bytes and to name strings it holds.
+ */
+export function readFramed(
+  batches: readonly (ArrayBuffer | Uint8Array)[],
+  eventOffsets: readonly number[],
+): FramedRecords {
+  const heads = batches.map(readHead);
+  let total = 0;
+  for (const head of heads) total += head.count;
+  const fields = new Int32Array(total * STRIDE);
+  let o = 0;
+  for (let b = 0; b < heads.length; b++) {
+    const { buf, frame, count } = heads[b]!;
+    const eventOffset = eventOffsets[b] ?? 0;
+    const stringCount = frame.starts.length;
+    const n = buf.length;
+    let at = heads[b]!.at;
+    const u32 = () => {
+      if (at + 4 > n) malformed('ends early', at, buf);
+      const v = buf.readUInt32LE(at);
+      at += 4;
+      return v;
+    };
+    const ref = () => {
+      const v = u32();
+      if (v >= stringCount) malformed(`string ${v} of ${stringCount}`, at, buf);
+      return v;
+    };
+    /** Skips `length` bytes, returning where they start. */
+    const skip = (length: number) => {
+      if (at + length > n) malformed('ends early', at, buf);
+      const start = at;
+      at += length;
+      return start;
+    };
+    for (let r = 0; r < count; r++, o += STRIDE) {
+      fields[o + FRAME] = b;
+      fields[o + EVENT] = u32() + eventOffset;
+      fields[o + TOPIC] = ref();
+      fields[o + TABLE] = ref();
+      fields[o + POSITION] = ref();
+      const chunk = u32();
+      if (chunk !== NONE && chunk >= stringCount) malformed('chunk', at, buf);
+      fields[o + CHUNK] = chunk === NONE ? -1 : chunk;
+      if (at >= n) malformed('ends early', at, buf);
+      const flags = buf[at++]!;
+      fields[o + FLAGS] = flags;
+      const keyLength = u32();
+      fields[o + KEY_AT] = skip(keyLength);
+      fields[o + KEY_LENGTH] = flags & NO_KEY ? -1 : keyLength;
+      const valueLength = u32();
+      fields[o + VALUE_AT] = skip(valueLength);
+      fields[o + VALUE_LENGTH] = flags & NO_VALUE ? -1 : valueLength;
+      const keyTextLength = u32();
+      const keyTextAt = skip(keyTextLength);
+      fields[o + KEY_TEXT_AT] = flags & KEY_TEXT ? keyTextAt : -1;
+      fields[o + KEY_TEXT_LENGTH] = keyTextLength;
+      fields[o + SIZE] = u32();
+      const headersAt = skip(2);
+      fields[o + HEADERS_AT] = headersAt;
+      const headerCount = buf.readUInt16LE(headersAt);
+      for (let h = 0; h < headerCount; h++) {
+        ref();
+        const kind = buf[skip(1)];
+        if (kind === STRING) ref();
+        else if (kind === BYTES) skip(u32());
+        else if (kind !== UNDEFINED) malformed(`header kind ${kind}`, at, buf);
+      }
     }
-    records.push(
-      new Framed(
-        topic,
-        table,
-        size,
-        event,
-        (flags & READ) !== 0,
-        chunk,
-        frame,
-        position,
-        keyAt,
-        flags & NO_KEY ? -1 : keyLength,
-        valueAt,
-        flags & NO_VALUE ? -1 : valueLength,
-        headersAt,
-        flags & KEY_TEXT ? keyTextAt : -1,
-        keyTextLength,
-      ),
-    );
+    if (at !== n) malformed('trailing bytes', at, buf);
   }
-  if (at !== buf.length) fail('trailing bytes');
-  return records;
+  return new FramedRecords(
+    heads.map((h) => h.frame),
+    fields,
+    total,
+  );
 }

@@ -14,7 +14,7 @@
  * counts its records. `RecordSequences` turns the client's numbers into the records'.
  */
 import { copyRange } from '@nanosync/core';
-import { BYTES, Framed, STRING } from './encoded.js';
+import { BYTES, Framed, type FramedRecord, type FramedRecords, type FrameStrings, STRING } from './encoded.js';
 import { javaPartitioner, murmur2 } from './partitioner.js';
 import type { OutgoingMessage } from './producer.js';
 
@@ -82,6 +82,104 @@ interface Pack {
   start: number;
 }
 
+/** The records a send packs, by index: messages, or a run of framed records. */
+interface PackSource {
+  readonly length: number;
+  topic(i: number): string;
+  /** The record's partition hash as `javaPartitioner` takes it (0 without a key), before the modulo. */
+  hash(i: number): number;
+  /** The size of the record's key, value and headers in a batch. */
+  fieldsSize(i: number): number;
+  /** Writes the record's key, value and headers at `pos`; returns the end. */
+  writeFields(buf: Buffer, pos: number, i: number): number;
+}
+
+/** Messages as a pack source: a framed record's fields are copied from its batch's bytes. */
+class MessagesSource implements PackSource {
+  constructor(private readonly messages: readonly OutgoingMessage[]) {}
+  get length(): number {
+    return this.messages.length;
+  }
+  topic(i: number): string {
+    return this.messages[i]!.topic;
+  }
+  hash(i: number): number {
+    const m = this.messages[i]!;
+    if (!(m instanceof Framed)) return javaPartitioner(m, m.key);
+    return m.keyLength < 0 ? 0 : murmur2(m.frame.bytes, m.keyAt, m.keyAt + m.keyLength) & 0x7fffffff;
+  }
+  fieldsSize(i: number): number {
+    const m = this.messages[i]!;
+    return m instanceof Framed ? framedFieldsSize(m.frame, m.keyLength, m.valueLength, m.headersAt) : fieldsSize(m);
+  }
+  writeFields(buf: Buffer, pos: number, i: number): number {
+    const m = this.messages[i]!;
+    return m instanceof Framed
+      ? writeFramedFields(buf, pos, m.frame, m.keyAt, m.keyLength, m.valueAt, m.valueLength, m.headersAt)
+      : writeFields(buf, pos, m);
+  }
+}
+
+/** Records `from` to `to` of a write's framed records, sent together without an object per record. */
+export class FramedRun implements PackSource {
+  constructor(
+    readonly records: FramedRecords,
+    readonly from: number,
+    readonly to: number,
+    /** What the run's records count against `max_bytes_in_flight`. */
+    readonly bytes: number,
+  ) {}
+  get length(): number {
+    return this.to - this.from;
+  }
+  topic(i: number): string {
+    return this.records.topic(this.from + i);
+  }
+  hash(i: number): number {
+    const r = this.records;
+    const n = this.from + i;
+    const length = r.keyLength(n);
+    if (length < 0) return 0;
+    const at = r.keyAt(n);
+    return murmur2(r.frameOf(n).bytes, at, at + length) & 0x7fffffff;
+  }
+  fieldsSize(i: number): number {
+    const r = this.records;
+    const n = this.from + i;
+    return framedFieldsSize(r.frameOf(n), r.keyLength(n), r.valueLength(n), r.headersAt(n));
+  }
+  writeFields(buf: Buffer, pos: number, i: number): number {
+    const r = this.records;
+    const n = this.from + i;
+    return writeFramedFields(
+      buf,
+      pos,
+      r.frameOf(n),
+      r.keyAt(n),
+      r.keyLength(n),
+      r.valueAt(n),
+      r.valueLength(n),
+      r.headersAt(n),
+    );
+  }
+  /** Record `i` of the run as an object. */
+  message(i: number): FramedRecord {
+    return this.records.record(this.from + i);
+  }
+  /** The run's records as objects (for what needs messages: the client's encoder, a transaction). */
+  messages(): FramedRecord[] {
+    const out: FramedRecord[] = new Array(this.length);
+    for (let i = 0; i < out.length; i++) out[i] = this.records.record(this.from + i);
+    return out;
+  }
+  /** Records `from` to `to` of this run (indexes within it). */
+  slice(from: number, to: number): FramedRun {
+    let bytes = 0;
+    for (let n = this.from + from; n < this.from + to; n++) bytes += this.records.size(n);
+    return new FramedRun(this.records, this.from + from, this.from + to, bytes);
+  }
+}
+
 /**
  * `messages` as one pack per partition, in the order each partition first appears; each
  * partition's records keep their order. Keys are placed like `javaPartitioner` places them
@@ -90,13 +188,15 @@ interface Pack {
  * the records itself, and learns the count).
  *
  * The records' bytes are what the client's encoder writes for the same messages: key, value
- * and the headers that are not undefined, in their order, string values as UTF-8.
+ * and the headers that are not undefined, in their order, string values as UTF-8. A
+ * `FramedRun` packs into the same bytes as its records as objects would.
  */
 export function packRecords(
-  messages: readonly OutgoingMessage[],
+  messages: readonly OutgoingMessage[] | FramedRun,
   partitionsOf: (topic: string) => number | undefined,
 ): PackedMessage[] | undefined {
-  const n = messages.length;
+  const source: PackSource = messages instanceof FramedRun ? messages : new MessagesSource(messages);
+  const n = source.length;
   const bodies = new Int32Array(n);
   const owners = new Array<Pack>(n);
   const packs: Pack[] = [];
@@ -107,34 +207,28 @@ export function packRecords(
   let lastCount = 0;
   let total = 0;
   for (let i = 0; i < n; i++) {
-    const m = messages[i]!;
-    if (m.topic !== lastTopic) {
-      const count = partitionsOf(m.topic);
+    const topic = source.topic(i);
+    if (topic !== lastTopic) {
+      const count = partitionsOf(topic);
       if (count === undefined || !(count > 0)) return undefined;
-      lastTopic = m.topic;
+      lastTopic = topic;
       lastCount = count;
-      let list = byTopic.get(m.topic);
+      let list = byTopic.get(topic);
       if (list === undefined) {
         list = [];
-        byTopic.set(m.topic, list);
+        byTopic.set(topic, list);
       }
       lastPacks = list;
     }
-    const framed = m instanceof Framed ? m : undefined;
-    const partition =
-      (framed === undefined
-        ? javaPartitioner(m, m.key)
-        : framed.keyLength < 0
-          ? 0
-          : murmur2(framed.frame.bytes, framed.keyAt, framed.keyAt + framed.keyLength) & 0x7fffffff) % lastCount;
+    const partition = source.hash(i) % lastCount;
     let pack = lastPacks[partition];
     if (pack === undefined) {
-      pack = { topic: m.topic, partition, count: 0, bytes: 0, at: 0, start: 0 };
+      pack = { topic, partition, count: 0, bytes: 0, at: 0, start: 0 };
       lastPacks[partition] = pack;
       packs.push(pack);
     }
     // attributes, timestamp delta 0, offset delta, key, value, headers
-    const body = 2 + sizeOfVarInt(pack.count) + (framed === undefined ? fieldsSize(m) : framedFieldsSize(framed));
+    const body = 2 + sizeOfVarInt(pack.count) + source.fieldsSize(i);
     bodies[i] = body;
     owners[i] = pack;
     const size = sizeOfVarInt(body) + body;
@@ -151,13 +245,12 @@ export function packRecords(
     pack.count = 0;
   }
   for (let i = 0; i < n; i++) {
-    const m = messages[i]!;
     const pack = owners[i]!;
     let pos = writeVarInt(buf, pack.at, bodies[i]!);
     buf[pos++] = 0; // attributes
     buf[pos++] = 0; // timestamp delta
     pos = writeVarInt(buf, pos, pack.count++);
-    pack.at = m instanceof Framed ? writeFramedFields(buf, pos, m) : writeFields(buf, pos, m);
+    pack.at = source.writeFields(buf, pos, i);
   }
   const out = new Array<PackedMessage>(packs.length);
   for (let p = 0; p < packs.length; p++) {
@@ -211,11 +304,11 @@ function writeFields(buf: Buffer, pos: number, m: OutgoingMessage): number {
 }
 
 /** `fieldsSize` of a framed record, read from its batch's bytes (encoded.ts) without making its fields. */
-function framedFieldsSize(m: Framed): number {
-  const { bytes, lengths } = m.frame;
-  let body = m.keyLength < 0 ? 1 : sizeOfVarInt(m.keyLength) + m.keyLength;
-  body += m.valueLength < 0 ? 1 : sizeOfVarInt(m.valueLength) + m.valueLength;
-  let at = m.headersAt;
+function framedFieldsSize(frame: FrameStrings, keyLength: number, valueLength: number, headersAt: number): number {
+  const { bytes, lengths } = frame;
+  let body = keyLength < 0 ? 1 : sizeOfVarInt(keyLength) + keyLength;
+  body += valueLength < 0 ? 1 : sizeOfVarInt(valueLength) + valueLength;
+  let at = headersAt;
   const count = bytes.readUInt16LE(at);
   at += 2;
   let headers = 0;
@@ -238,11 +331,20 @@ function framedFieldsSize(m: Framed): number {
 }
 
 /** `writeFields` of a framed record: its bytes copied from its batch's. */
-function writeFramedFields(buf: Buffer, pos: number, m: Framed): number {
-  const { bytes, starts, lengths } = m.frame;
-  pos = writeRange(buf, pos, bytes, m.keyAt, m.keyLength);
-  pos = writeRange(buf, pos, bytes, m.valueAt, m.valueLength);
-  let at = m.headersAt;
+function writeFramedFields(
+  buf: Buffer,
+  pos: number,
+  frame: FrameStrings,
+  keyAt: number,
+  keyLength: number,
+  valueAt: number,
+  valueLength: number,
+  headersAt: number,
+): number {
+  const { bytes, starts, lengths } = frame;
+  pos = writeRange(buf, pos, bytes, keyAt, keyLength);
+  pos = writeRange(buf, pos, bytes, valueAt, valueLength);
+  let at = headersAt;
   const count = bytes.readUInt16LE(at);
   at += 2;
   let headers = 0;

@@ -14,7 +14,7 @@ import {
 } from '@platformatic/kafka';
 import { type KafkaSinkConfig, transactionTimeoutMs } from './config.js';
 import { installFastProduce, takesPackedRecords } from './fast-produce.js';
-import { headerBytes, packRecords } from './packed-records.js';
+import { FramedRun, headerBytes, packRecords } from './packed-records.js';
 import { javaPartitioner } from './partitioner.js';
 import {
   authError,
@@ -394,11 +394,13 @@ export class KafkaProducer {
    * Send records in order and resolve once all are acknowledged (acks=all). The caller
    * keeps `messages` within `max_bytes_in_flight`. A batch the broker refuses as too
    * large is split in halves, in order, until the offending record stands alone; that
-   * record fails the write with an error naming its table and key.
+   * record fails the write with an error naming its table and key. A `FramedRun` (records a
+   * worker encoded) is packed without an object per record where the producer takes packs.
    */
-  async send(messages: OutgoingMessage[]): Promise<void> {
-    if (messages.length === 0) return;
+  async send(input: OutgoingMessage[] | FramedRun): Promise<void> {
+    if (input.length === 0) return;
     if (this.tx) {
+      const messages = input instanceof FramedRun ? input.messages() : input;
       const tx = this.tx;
       if (this.singleRecordSends && messages.length > 1) {
         for (const m of messages) await this.send([m]);
@@ -419,11 +421,11 @@ export class KafkaProducer {
       return;
     }
     try {
-      await this.withRetries('produce', () => this.sendOnce(messages), messages);
+      await this.withRetries('produce', () => this.sendOnce(input), input);
     } catch (err) {
       if (classifyKafkaError(err) !== 'too-large' || NanosyncError.is(err)) throw err;
-      const split = splitForRetry(messages);
-      if (!split) throw tooLargeError(messages[0]!, err);
+      const split = splitForRetry(input);
+      if (!split) throw tooLargeError(input instanceof FramedRun ? input.message(0) : input[0]!, err);
       await this.send(split[0]);
       await this.send(split[1]);
     }
@@ -610,7 +612,7 @@ export class KafkaProducer {
     return this.txSettings;
   }
 
-  private async sendOnce(messages: OutgoingMessage[], via?: Transaction): Promise<void> {
+  private async sendOnce(input: OutgoingMessage[] | FramedRun, via?: Transaction): Promise<void> {
     // Core checks the lease before each sink write, but one write can take several requests
     // (and a freeze can fall between them): a request sent after the lease ran out could land
     // after the new holder's writes. Checked again on each request's finished bytes (newProducer).
@@ -621,14 +623,12 @@ export class KafkaProducer {
     if (takesPackedRecords(producer)) {
       const metadata = producer.currentMetadata;
       const packs =
-        metadata === undefined
-          ? undefined
-          : packRecords(messages, (topic) => metadata.topics.get(topic)?.partitionsCount);
+        metadata === undefined ? undefined : packRecords(input, (topic) => metadata.topics.get(topic)?.partitionsCount);
       if (packs !== undefined) {
         if (!this.packing) {
           this.packing = true;
           this.logger.debug('kafka producer sends its records packed, one message per partition', {
-            records: messages.length,
+            records: input.length,
             partitions: packs.length,
           });
         }
@@ -636,6 +636,8 @@ export class KafkaProducer {
         return;
       }
     }
+    // The client places and encodes the records itself: it takes them as objects.
+    const messages = input instanceof FramedRun ? input.messages() : input;
     const records: MessageToProduce[] = new Array(messages.length);
     // A value equal to the previous record's value of the same header (a snapshot's position
     // and chunk, a transaction's table) reuses its bytes.
@@ -686,7 +688,11 @@ export class KafkaProducer {
    * fresh producer. When retries run out the error is non-retriable: the pipeline goes
    * ERRORED with the cause instead of spinning.
    */
-  private async withRetries<T>(what: string, operation: () => Promise<T>, messages?: OutgoingMessage[]): Promise<T> {
+  private async withRetries<T>(
+    what: string,
+    operation: () => Promise<T>,
+    messages?: OutgoingMessage[] | FramedRun,
+  ): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await operation();
@@ -698,8 +704,7 @@ export class KafkaProducer {
         if (kind === 'too-large') throw err;
         if (kind === 'auth') throw authError(err, this.config, what);
         if (kind === 'tls') throw tlsError(err, this.config.brokers);
-        if (kind === 'topic-missing' && messages)
-          throw topicMissingError([...new Set(messages.map((m) => m.topic))], err);
+        if (kind === 'topic-missing' && messages) throw topicMissingError(topicsOf(messages), err);
         if (kind === 'fatal') {
           throw new NanosyncError(KafkaErrorCode.KafkaProduce, `Kafka ${what} failed: ${rootMessage(err)}`, {
             cause: err,
@@ -747,8 +752,13 @@ export class KafkaProducer {
     return Math.round(base * (0.8 + Math.random() * 0.4));
   }
 
-  private gaveUp(what: string, attempts: number, err: unknown, messages?: OutgoingMessage[]): NanosyncError {
-    const topics = messages ? [...new Set(messages.map((m) => m.topic))] : [];
+  private gaveUp(
+    what: string,
+    attempts: number,
+    err: unknown,
+    messages?: OutgoingMessage[] | FramedRun,
+  ): NanosyncError {
+    const topics = messages ? topicsOf(messages) : [];
     if (errorChain(err).some((e) => e.type === 'UNKNOWN_TOPIC_OR_PARTITION') && topics.length)
       return topicMissingError(topics, err);
     const where = topics.length ? ` to topic ${topics.map((t) => `"${t}"`).join(', ')}` : '';
@@ -807,10 +817,18 @@ export function createTopicsWhat(topics: string[], config: KafkaSinkConfig): str
 }
 
 /** Two halves in the original order, or undefined for a single record. */
-export function splitForRetry(messages: OutgoingMessage[]): [OutgoingMessage[], OutgoingMessage[]] | undefined {
+export function splitForRetry<T extends OutgoingMessage[] | FramedRun>(messages: T): [T, T] | undefined {
   if (messages.length < 2) return undefined;
   const mid = Math.ceil(messages.length / 2);
-  return [messages.slice(0, mid), messages.slice(mid)];
+  return [messages.slice(0, mid) as T, messages.slice(mid, messages.length) as T];
+}
+
+/** The topics records go to, each once. */
+function topicsOf(messages: OutgoingMessage[] | FramedRun): string[] {
+  const topics = new Set<string>();
+  if (messages instanceof FramedRun) for (let i = 0; i < messages.length; i++) topics.add(messages.topic(i));
+  else for (const m of messages) topics.add(m.topic);
+  return [...topics];
 }
 
 export function tooLargeError(message: OutgoingMessage, cause: unknown): NanosyncError {

@@ -36,7 +36,8 @@ import {
 import { checkTopicCollisions, keyColumnsFor, messageKeyOf, topicFor } from './routing.js';
 import { SchemaRegistryClient, registryError } from './registry/client.js';
 import { RegistryCodec } from './registry/codec.js';
-import { type FramedRecord, unframeRecords } from './encoded.js';
+import { type FramedRecord, type FramedRecords, readFramed } from './encoded.js';
+import { FramedRun } from './packed-records.js';
 
 /** Headers on every record, so consumers can route and order without decoding the value. */
 export const HEADER_TABLE = 'ns-table';
@@ -209,7 +210,10 @@ export class KafkaSink implements Sink {
    * the earliest one's error is reported.
    */
   private async sendInChunks(
-    fill: (push: (message: OutgoingMessage) => Promise<void> | undefined) => Promise<void>,
+    fill: (
+      push: (message: OutgoingMessage) => Promise<void> | undefined,
+      pushRun: (run: FramedRun) => Promise<void>,
+    ) => Promise<void>,
   ): Promise<void> {
     const limit = this.exactlyOnce ? 1 : this.requestsInFlight;
     let chunk: OutgoingMessage[] = [];
@@ -226,15 +230,23 @@ export class KafkaSink implements Sink {
         throw err;
       }
     };
-    const sendChunk = async () => {
-      const full = chunk;
-      chunk = [];
-      chunkBytes = 0;
+    const sendUnit = async (unit: OutgoingMessage[] | FramedRun) => {
       while (pending.length >= limit) await awaitOldest();
-      const sent = this.producer.send(full);
+      const sent = this.producer.send(unit);
       // Awaited before a later send or at the end; until then it must not count as unhandled.
       sent.catch(() => {});
       pending.push(sent);
+    };
+    const sendChunk = () => {
+      const full = chunk;
+      chunk = [];
+      chunkBytes = 0;
+      return sendUnit(full);
+    };
+    /** A run of framed records, already cut to one request: sent as it is, after any records pushed before it. */
+    const pushRun = async (run: FramedRun) => {
+      if (chunk.length > 0) await sendChunk();
+      await sendUnit(run);
     };
     // Only a full chunk makes the encoder wait (for the send before it): every other record
     // is added without a promise.
@@ -249,8 +261,8 @@ export class KafkaSink implements Sink {
       return undefined;
     };
     try {
-      await fill(pushAny);
-      await sendChunk();
+      await fill(pushAny, pushRun);
+      if (chunk.length > 0) await sendChunk();
       while (pending.length > 0) await awaitOldest();
     } catch (err) {
       // Every send still on its way ends first. A failed send wins over an encoding failure
@@ -435,25 +447,33 @@ export class KafkaSink implements Sink {
    */
   async writeEncodedParts(parts: readonly { batch: EncodedBatch; events: EncodedEvents }[]): Promise<void> {
     if (!this.opened) throw new NanosyncError(ErrorCode.Internal, 'Kafka sink writeEncoded() before open()');
-    const records: FramedRecord[] = [];
+    const offsets: number[] = new Array(parts.length);
     let eventOffset = 0;
-    for (const { batch, events: info } of parts) {
-      const before = records.length;
-      unframeRecords(batch.bytes, records, eventOffset);
-      if (records.length - before !== batch.records)
-        throw new NanosyncError(
-          ErrorCode.Internal,
-          `Kafka sink: an encoded batch says ${batch.records} records but holds ${records.length - before}`,
-        );
-      eventOffset += info.count;
+    for (let p = 0; p < parts.length; p++) {
+      offsets[p] = eventOffset;
+      eventOffset += parts[p]!.events.count;
     }
+    // One typed array of numbers for every record of the write: no object per record on the
+    // at-least-once path (exactly_once makes them objects, to skip what a transaction committed).
+    const framed = readFramed(
+      parts.map((part) => part.batch.bytes),
+      offsets,
+    );
+    let expected = 0;
+    for (const { batch } of parts) expected += batch.records;
+    if (framed.length !== expected)
+      throw new NanosyncError(
+        ErrorCode.Internal,
+        `Kafka sink: encoded batches say ${expected} records but hold ${framed.length}`,
+      );
     const events: EncodedEvents =
       parts.length === 1
         ? parts[0]!.events
         : { count: eventOffset, first: parts[0]!.events.first, last: parts[parts.length - 1]!.events.last };
     try {
-      if (records.length === 0) return;
-      if (!this.exactlyOnce) return await this.sendRecords(records);
+      if (framed.length === 0) return;
+      if (!this.exactlyOnce) return await this.sendFramed(framed);
+      const records = framed.records();
       for (let attempt = 0; ; attempt++) {
         try {
           return await this.writeEncodedTransaction(records, events);
@@ -473,10 +493,7 @@ export class KafkaSink implements Sink {
       if (blamed !== undefined) {
         const event = blamed.details.eventIndex;
         blamed.details.eventIndex = undefined;
-        recordError(
-          blamed,
-          records.findIndex((r) => r.event === event),
-        );
+        recordError(blamed, typeof event === 'number' ? framed.indexOfEvent(event) : -1);
       }
       throw err;
     }
@@ -536,6 +553,29 @@ export class KafkaSink implements Sink {
       await this.producer.abortTransaction();
       throw err;
     }
+  }
+
+  /**
+   * Send a write's framed records in runs of at most `max_bytes_in_flight` (cut where
+   * `write()`'s chunks are cut), each packed by the producer straight from the batches' bytes,
+   * through the same path as `write()`'s (see {@link sendInChunks}).
+   */
+  private sendFramed(framed: FramedRecords): Promise<void> {
+    const maxBytes = this.config.maxBytesInFlight;
+    return this.sendInChunks(async (_push, pushRun) => {
+      let start = 0;
+      let bytes = 0;
+      for (let i = 0; i < framed.length; i++) {
+        const size = framed.size(i);
+        if (i > start && bytes + size > maxBytes) {
+          await pushRun(new FramedRun(framed, start, i, bytes));
+          start = i;
+          bytes = 0;
+        }
+        bytes += size;
+      }
+      await pushRun(new FramedRun(framed, start, framed.length, bytes));
+    });
   }
 
   /** Send records a worker encoded, through the same path as `write()`'s (see {@link sendInChunks}). */

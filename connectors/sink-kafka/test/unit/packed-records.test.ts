@@ -1,9 +1,9 @@
 import { mulberry32 } from '@nanosync/connector-testkit';
 import type { ChangeEvent } from '@nanosync/core';
 import { afterEach, describe, expect, test, vi } from 'vitest';
-import { Framed, frameRecords, unframeRecords } from '../../src/encoded.js';
+import { Framed, frameRecords, readFramed, unframeRecords } from '../../src/encoded.js';
 import { clientProduceRequest, fastProduceRequest } from '../../src/fast-produce.js';
-import { PackedRecords, packRecords, RecordSequences } from '../../src/packed-records.js';
+import { FramedRun, PackedRecords, packRecords, RecordSequences } from '../../src/packed-records.js';
 import { javaPartitioner } from '../../src/partitioner.js';
 import type { ProduceMessage, ProduceOptions } from '../../src/produce-request.js';
 import type { OutgoingMessage, RecordHeaders } from '../../src/producer.js';
@@ -123,6 +123,72 @@ describe('packRecords', () => {
     expect(framed.map((r) => [r.key, r.value, r.position])).toEqual(
       messages.map((m, i) => [m.key, m.value, events[i]!.position]),
     );
+  });
+
+  test('a run of framed records from several batches packs into the bytes of its records as objects', () => {
+    const messages = outgoing(11, 500);
+    const eventsOf = (from: number, to: number) =>
+      messages.slice(from, to).map(
+        (_, i) =>
+          ({
+            op: i % 3 === 0 ? 'read' : 'insert',
+            position: `0000000016B3C4D8:${(from + i).toString(16).padStart(8, '0')}`,
+            ...(i % 3 === 0 ? { chunk: `c${from}` } : {}),
+          }) as unknown as ChangeEvent,
+      );
+    // Three batches, as a write of three stream parts: each batch numbers its own events from 0.
+    const cuts = [0, 120, 121, 500];
+    const batches = cuts.slice(1).map((to, b) => {
+      const from = cuts[b]!;
+      const part = messages.slice(from, to).map((m, i) => ({ ...m, event: i }));
+      return frameRecords(part, eventsOf(from, to));
+    });
+    const framed = readFramed(batches, cuts.slice(0, -1));
+    expect(framed.length).toBe(500);
+    const objects = framed.records();
+    expect(objects.map((r) => r.event)).toEqual(messages.map((_, i) => i));
+    expect(framed.indexOfEvent(121)).toBe(121);
+    expect(framed.indexOfEvent(500)).toBe(-1);
+    // Runs that start and end inside batches and across them, and one of the whole write.
+    for (const [from, to] of [
+      [0, 500],
+      [100, 130],
+      [120, 122],
+      [499, 500],
+    ] as const) {
+      const run = new FramedRun(framed, from, to, 0);
+      const packed = packRecords(run, partitionsOf)!;
+      const expected = packRecords(objects.slice(from, to), partitionsOf)!;
+      expect(packed.map((p) => [p.topic, p.partition, p.value.count])).toEqual(
+        expected.map((p) => [p.topic, p.partition, p.value.count]),
+      );
+      packed.forEach((p, i) => {
+        expect(p.value.bytes.equals(expected[i]!.value.bytes), `run ${from}-${to}, pack ${i}`).toBe(true);
+      });
+      expect(run.messages().map((r) => [r.topic, r.key, r.value, r.headers, r.event])).toEqual(
+        objects.slice(from, to).map((r) => [r.topic, r.key, r.value, r.headers, r.event]),
+      );
+    }
+    // Halves for a retry of a refused request keep the order and the records' sizes.
+    const run = new FramedRun(framed, 10, 15, 0);
+    const [first, second] = [run.slice(0, 3), run.slice(3, 5)];
+    expect([first.from, first.to, second.from, second.to]).toEqual([10, 13, 13, 15]);
+    expect(first.bytes + second.bytes).toBe(objects.slice(10, 15).reduce((n, r) => n + r.size, 0));
+  });
+
+  test('a framed batch whose record count runs past its bytes is refused before anything is read', () => {
+    const batch = frameRecords(
+      outgoing(12, 3),
+      [0, 1, 2].map(() => ({ op: 'insert', position: 'p' }) as ChangeEvent),
+    );
+    // The record count follows the string table: make it far more than the bytes can hold.
+    const corrupt = Buffer.from(batch);
+    const strings = corrupt.readUInt32LE(4);
+    let at = 8;
+    for (let i = 0; i < strings; i++) at += 4 + corrupt.readUInt32LE(at);
+    expect(corrupt.readUInt32LE(at)).toBe(3);
+    corrupt.writeUInt32LE(0x7fffffff, at);
+    expect(() => readFramed([corrupt], [0])).toThrow(/malformed encoded batch \(record count past the end/);
   });
 
   test('a topic without a known partition count: no packs (the client places the records)', () => {

@@ -5,6 +5,7 @@ import { KafkaErrorCode } from '../../src/errors.js';
 import type { KafkaProducer, OutgoingMessage } from '../../src/producer.js';
 import { KafkaSink } from '../../src/sink.js';
 import { createEncoder } from '../../src/worker.js';
+import { FramedRun } from '../../src/packed-records.js';
 
 const table: TableSchema = {
   schema: 'public',
@@ -60,7 +61,8 @@ function heldProducer(encoded: number[], requestsInFlight?: number, properties: 
     async abortTransaction() {},
     replayedChunk: undefined,
     committedChunk: undefined,
-    send(messages: OutgoingMessage[]): Promise<void> {
+    send(input: OutgoingMessage[] | FramedRun): Promise<void> {
+      const messages = input instanceof FramedRun ? input.messages() : input;
       if (messages.length === 0) return Promise.resolve();
       outstanding++;
       mostOutstanding = Math.max(mostOutstanding, outstanding);

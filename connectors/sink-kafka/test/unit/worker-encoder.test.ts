@@ -9,6 +9,7 @@ import { type KafkaProducer, type OutgoingMessage, tooLargeError } from '../../s
 import type { SchemaRegistryClient } from '../../src/registry/client.js';
 import { KafkaSink } from '../../src/sink.js';
 import { allTypesEvents, allTypesTable } from '../fixtures/all-types.js';
+import { FramedRun } from '../../src/packed-records.js';
 
 /**
  * Records encoded in real worker threads by the sink's worker module are the records
@@ -30,7 +31,8 @@ function captureProducer(compacted: boolean) {
     async ensureTopics() {},
     async disconnect() {},
     isCompacted: () => compacted,
-    async send(messages: OutgoingMessage[]) {
+    async send(input: OutgoingMessage[] | FramedRun) {
+      const messages = input instanceof FramedRun ? input.messages() : input;
       sends.push(messages);
     },
   };
@@ -220,7 +222,8 @@ describe('Kafka records encoded in worker threads', () => {
       async connect() {},
       async ensureTopics() {},
       isCompacted: () => false,
-      async send(messages: OutgoingMessage[]) {
+      async send(input: OutgoingMessage[] | FramedRun) {
+        const messages = input instanceof FramedRun ? input.messages() : input;
         const bad = messages.find((m) => m.event === 4);
         if (bad) throw tooLargeError(bad, new Error('MESSAGE_TOO_LARGE'));
       },
@@ -267,7 +270,8 @@ describe('Kafka records encoded in worker threads', () => {
         get committedChunk() {
           return state.chunk;
         },
-        async send(messages: OutgoingMessage[]) {
+        async send(input: OutgoingMessage[] | FramedRun) {
+          const messages = input instanceof FramedRun ? input.messages() : input;
           // Without `event`: write() numbers the events it did not skip, writeEncoded the batch's.
           log.push(messages.map((m) => ({ ...wire(m), event: undefined })));
         },
