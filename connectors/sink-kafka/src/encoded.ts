@@ -275,7 +275,7 @@ const STRIDE = 15;
 
 /**
  * The records of one write's framed batches, in order, as numbers in one typed array (no
- * object per record): what the producer's packs copy from (packed-records.ts `packRun`). A
+ * object per record): what the producer's packs copy from (a `FramedRun` of them, packed-records.ts). A
  * record becomes a `Framed` object only where one is asked for (`record`): exactly_once's
  * skipping, an error naming a record, a send through the client's own encoder.
  */
@@ -291,11 +291,6 @@ export class FramedRecords {
   /** What record `i` counts against `max_bytes_in_flight`. */
   size(i: number): number {
     return this.fields[i * STRIDE + SIZE]!;
-  }
-
-  /** The index of record `i`'s event in the write's events. */
-  event(i: number): number {
-    return this.fields[i * STRIDE + EVENT]!;
   }
 
   /** The first record made from event `event`, or -1. */
