@@ -88,8 +88,7 @@ export function frameRecords(records: readonly OutgoingMessage[], events: readon
   const out = Buffer.allocUnsafeSlow(total);
   let at = 0;
   const u32 = (n: number) => {
-    out.writeUInt32LE(n, at);
-    at += 4;
+    at = putU32(out, at, n);
   };
   const bytes = (b: Uint8Array) => {
     u32(b.length);
@@ -374,29 +373,63 @@ interface FrameHead {
 function readHead(bytes: ArrayBuffer | Uint8Array): FrameHead {
   const buf =
     bytes instanceof Uint8Array ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) : Buffer.from(bytes);
-  let at = 0;
-  const u32 = () => {
-    if (at + 4 > buf.length) malformed('ends early', at, buf);
-    const n = buf.readUInt32LE(at);
-    at += 4;
-    return n;
-  };
-  if (u32() !== MAGIC) malformed('not a framed batch of this sink', at, buf);
-  const stringCount = u32();
-  if (stringCount * 4 > buf.length) malformed('string count past the end', at, buf);
+  const r = new BatchReader(buf, 0);
+  if (r.u32() !== MAGIC) malformed('not a framed batch of this sink', r.at, buf);
+  const stringCount = r.u32();
+  if (stringCount * 4 > buf.length) malformed('string count past the end', r.at, buf);
   const starts = new Int32Array(stringCount);
   const lengths = new Int32Array(stringCount);
   for (let i = 0; i < stringCount; i++) {
-    const length = u32();
-    if (at + length > buf.length) malformed('ends early', at, buf);
-    starts[i] = at;
+    const length = r.u32();
+    starts[i] = r.skip(length);
     lengths[i] = length;
-    at += length;
   }
-  const count = u32();
+  const count = r.u32();
   // Every record takes at least 39 bytes: a count past that is not this framing.
-  if (count * 39 > buf.length - at) malformed('record count past the end', at, buf);
-  return { buf, frame: new FrameStrings(buf, starts, lengths), count, at };
+  if (count * 39 > buf.length - r.at) malformed('record count past the end', r.at, buf);
+  return { buf, frame: new FrameStrings(buf, starts, lengths), count, at: r.at };
+}
+
+/** Reads a batch's head field by field, each checked to lie within its bytes. */
+class BatchReader {
+  constructor(
+    readonly buf: Buffer,
+    public at: number,
+  ) {}
+
+  u32(): number {
+    const buf = this.buf;
+    const at = this.at;
+    if (at + 4 > buf.length) malformed('ends early', at, buf);
+    this.at = at + 4;
+    return getU32(buf, at);
+  }
+
+  /** Skips `length` bytes, returning where they start. */
+  skip(length: number): number {
+    const start = this.at;
+    if (start + length > this.buf.length) malformed('ends early', start, this.buf);
+    this.at = start + length;
+    return start;
+  }
+}
+
+/**
+ * The little-endian u32 at `at` (in bounds: the caller checked). Read byte by byte:
+ * `Buffer#readUInt32LE` was not inlined into the record loops and cost more than the loop
+ * around it; the same for `putU32` (apps/bench/README.md, "A full run on a quiet host").
+ */
+export function getU32(buf: Uint8Array, at: number): number {
+  return (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16)) + buf[at + 3]! * 0x1000000;
+}
+
+/** Writes `n` (0 to 2^32 − 1) little-endian at `at` (in bounds: the caller sized the buffer); returns the end. */
+export function putU32(buf: Uint8Array, at: number, n: number): number {
+  buf[at] = n;
+  buf[at + 1] = n >>> 8;
+  buf[at + 2] = n >>> 16;
+  buf[at + 3] = n >>> 24;
+  return at + 4;
 }
 
 function malformed(what: string, at: number, buf: Buffer): never {
@@ -421,61 +454,68 @@ export function readFramed(
     const { buf, frame, count } = heads[b]!;
     const eventOffset = eventOffsets[b] ?? 0;
     const stringCount = frame.starts.length;
-    const n = buf.length;
+    const end = buf.length;
+    // Checked once per stretch of fixed-size fields, then read without a call per field.
     let at = heads[b]!.at;
-    const u32 = () => {
-      if (at + 4 > n) malformed('ends early', at, buf);
-      const v = buf.readUInt32LE(at);
-      at += 4;
-      return v;
-    };
-    const ref = () => {
-      const v = u32();
-      if (v >= stringCount) malformed(`string ${v} of ${stringCount}`, at, buf);
-      return v;
-    };
-    /** Skips `length` bytes, returning where they start. */
-    const skip = (length: number) => {
-      if (at + length > n) malformed('ends early', at, buf);
-      const start = at;
-      at += length;
-      return start;
-    };
-    for (let r = 0; r < count; r++, o += STRIDE) {
+    for (let i = 0; i < count; i++, o += STRIDE) {
+      if (at + 25 > end) malformed('ends early', at, buf);
+      const topic = getU32(buf, at + 4);
+      const table = getU32(buf, at + 8);
+      const position = getU32(buf, at + 12);
+      if (topic >= stringCount || table >= stringCount || position >= stringCount)
+        malformed(`string ${Math.max(topic, table, position)} of ${stringCount}`, at, buf);
+      const chunk = getU32(buf, at + 16);
+      if (chunk !== NONE && chunk >= stringCount) malformed('chunk', at + 16, buf);
+      const flags = buf[at + 20]!;
+      const keyLength = getU32(buf, at + 21);
       fields[o + FRAME] = b;
-      fields[o + EVENT] = u32() + eventOffset;
-      fields[o + TOPIC] = ref();
-      fields[o + TABLE] = ref();
-      fields[o + POSITION] = ref();
-      const chunk = u32();
-      if (chunk !== NONE && chunk >= stringCount) malformed('chunk', at, buf);
+      fields[o + EVENT] = getU32(buf, at) + eventOffset;
+      fields[o + TOPIC] = topic;
+      fields[o + TABLE] = table;
+      fields[o + POSITION] = position;
       fields[o + CHUNK] = chunk === NONE ? -1 : chunk;
-      if (at >= n) malformed('ends early', at, buf);
-      const flags = buf[at++]!;
       fields[o + FLAGS] = flags;
-      const keyLength = u32();
-      fields[o + KEY_AT] = skip(keyLength);
+      at += 25;
+      if (at + keyLength + 4 > end) malformed('ends early', at, buf);
+      fields[o + KEY_AT] = at;
       fields[o + KEY_LENGTH] = flags & NO_KEY ? -1 : keyLength;
-      const valueLength = u32();
-      fields[o + VALUE_AT] = skip(valueLength);
+      at += keyLength;
+      const valueLength = getU32(buf, at);
+      at += 4;
+      if (at + valueLength + 4 > end) malformed('ends early', at, buf);
+      fields[o + VALUE_AT] = at;
       fields[o + VALUE_LENGTH] = flags & NO_VALUE ? -1 : valueLength;
-      const keyTextLength = u32();
-      const keyTextAt = skip(keyTextLength);
-      fields[o + KEY_TEXT_AT] = flags & KEY_TEXT ? keyTextAt : -1;
+      at += valueLength;
+      const keyTextLength = getU32(buf, at);
+      at += 4;
+      if (at + keyTextLength + 6 > end) malformed('ends early', at, buf);
+      fields[o + KEY_TEXT_AT] = flags & KEY_TEXT ? at : -1;
       fields[o + KEY_TEXT_LENGTH] = keyTextLength;
-      fields[o + SIZE] = u32();
-      const headersAt = skip(2);
-      fields[o + HEADERS_AT] = headersAt;
-      const headerCount = buf.readUInt16LE(headersAt);
+      at += keyTextLength;
+      fields[o + SIZE] = getU32(buf, at);
+      fields[o + HEADERS_AT] = at + 4;
+      const headerCount = buf[at + 4]! | (buf[at + 5]! << 8);
+      at += 6;
       for (let h = 0; h < headerCount; h++) {
-        ref();
-        const kind = buf[skip(1)];
-        if (kind === STRING) ref();
-        else if (kind === BYTES) skip(u32());
-        else if (kind !== UNDEFINED) malformed(`header kind ${kind}`, at, buf);
+        if (at + 5 > end) malformed('ends early', at, buf);
+        const name = getU32(buf, at);
+        if (name >= stringCount) malformed(`string ${name} of ${stringCount}`, at, buf);
+        const kind = buf[at + 4];
+        at += 5;
+        if (kind === UNDEFINED) continue;
+        if (kind !== STRING && kind !== BYTES) malformed(`header kind ${kind}`, at, buf);
+        if (at + 4 > end) malformed('ends early', at, buf);
+        const v = getU32(buf, at);
+        at += 4;
+        if (kind === STRING) {
+          if (v >= stringCount) malformed(`string ${v} of ${stringCount}`, at, buf);
+        } else {
+          if (at + v > end) malformed('ends early', at, buf);
+          at += v;
+        }
       }
     }
-    if (at !== n) malformed('trailing bytes', at, buf);
+    if (at !== end) malformed('trailing bytes', at, buf);
   }
   return new FramedRecords(
     heads.map((h) => h.frame),

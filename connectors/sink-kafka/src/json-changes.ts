@@ -33,7 +33,7 @@ import {
   type TableSchema,
 } from '@nanosync/core';
 import type { KafkaSinkConfig } from './config.js';
-import { KEY_TEXT, NO_VALUE, NONE, STRING } from './encoded.js';
+import { KEY_TEXT, NO_VALUE, NONE, putU32, STRING } from './encoded.js';
 import { OP_NAMES } from './formats/codec.js';
 import { commitTimeMicros } from './formats/json.js';
 import { committedAtText } from './formats/json-writer.js';
@@ -289,7 +289,7 @@ function encode(
   const out = Buffer.allocUnsafeSlow(total);
   let at = strings.putHead(out, records);
   const u32 = (n: number) => {
-    at = out.writeUInt32LE(n, at);
+    at = putU32(out, at, n);
   };
   const headerTable = strings.number(HEADER_TABLE);
   const headerOp = strings.number(HEADER_OP);

@@ -24,7 +24,7 @@ import {
   type TableSchema,
 } from '@nanosync/core';
 import type { KafkaSinkConfig } from './config.js';
-import { NONE, READ, STRING } from './encoded.js';
+import { NONE, putU32, READ, STRING } from './encoded.js';
 import {
   asBuffer,
   bytesOf,
@@ -122,8 +122,7 @@ function encode(
   const out = Buffer.allocUnsafeSlow(total);
   let at = strings.putHead(out, records);
   const u32 = (n: number) => {
-    out.writeUInt32LE(n, at);
-    at += 4;
+    at = putU32(out, at, n);
   };
   const topic = strings.number(plan.topic);
   const tableString = strings.number(plan.table);
@@ -145,7 +144,7 @@ function encode(
     const keyAt = at;
     at = putKey(out, at + 4, plan, text, ends, base, -1, starts);
     const keyBytes = at - keyAt - 4;
-    out.writeUInt32LE(keyBytes, keyAt);
+    putU32(out, keyAt, keyBytes);
     // The value: the envelope.
     const valueAt = at;
     at += 4;
@@ -160,7 +159,7 @@ function encode(
     }
     out[at++] = 125;
     const valueLength = at - valueAt - 4;
-    out.writeUInt32LE(valueLength, valueAt);
+    putU32(out, valueAt, valueLength);
     u32(0); // no key text: the key's own bytes name the record
     const recordSize = 24 + keyBytes + valueLength + headersSize;
     size += recordSize;

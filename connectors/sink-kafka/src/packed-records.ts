@@ -14,7 +14,7 @@
  * counts its records. `RecordSequences` turns the client's numbers into the records'.
  */
 import { copyRange } from '@nanosync/core';
-import { BYTES, Framed, type FramedRecord, type FramedRecords, type FrameStrings, STRING } from './encoded.js';
+import { BYTES, Framed, type FramedRecord, type FramedRecords, type FrameStrings, getU32, STRING } from './encoded.js';
 import { javaPartitioner, murmur2 } from './partitioner.js';
 import type { OutgoingMessage } from './producer.js';
 
@@ -309,19 +309,19 @@ function framedFieldsSize(frame: FrameStrings, keyLength: number, valueLength: n
   let body = keyLength < 0 ? 1 : sizeOfVarInt(keyLength) + keyLength;
   body += valueLength < 0 ? 1 : sizeOfVarInt(valueLength) + valueLength;
   let at = headersAt;
-  const count = bytes.readUInt16LE(at);
+  const count = bytes[at]! | (bytes[at + 1]! << 8);
   at += 2;
   let headers = 0;
   for (let h = 0; h < count; h++) {
-    const nameLength = lengths[bytes.readUInt32LE(at)]!;
+    const nameLength = lengths[getU32(bytes, at)]!;
     const kind = bytes[at + 4];
     at += 5;
     let valueLength: number;
     if (kind === STRING) {
-      valueLength = lengths[bytes.readUInt32LE(at)]!;
+      valueLength = lengths[getU32(bytes, at)]!;
       at += 4;
     } else if (kind === BYTES) {
-      valueLength = bytes.readUInt32LE(at);
+      valueLength = getU32(bytes, at);
       at += 4 + valueLength;
     } else continue;
     headers++;
@@ -345,30 +345,30 @@ function writeFramedFields(
   pos = writeRange(buf, pos, bytes, keyAt, keyLength);
   pos = writeRange(buf, pos, bytes, valueAt, valueLength);
   let at = headersAt;
-  const count = bytes.readUInt16LE(at);
+  const count = bytes[at]! | (bytes[at + 1]! << 8);
   at += 2;
   let headers = 0;
   for (let h = 0, scan = at; h < count; h++) {
     const kind = bytes[scan + 4];
     scan += 5;
     if (kind === STRING) scan += 4;
-    else if (kind === BYTES) scan += 4 + bytes.readUInt32LE(scan);
+    else if (kind === BYTES) scan += 4 + getU32(bytes, scan);
     else continue;
     headers++;
   }
   pos = writeVarInt(buf, pos, headers);
   for (let h = 0; h < count; h++) {
-    const name = bytes.readUInt32LE(at);
+    const name = getU32(bytes, at);
     const kind = bytes[at + 4];
     at += 5;
     if (kind === STRING) {
       pos = writeRange(buf, pos, bytes, starts[name]!, lengths[name]!);
-      const value = bytes.readUInt32LE(at);
+      const value = getU32(bytes, at);
       at += 4;
       pos = writeRange(buf, pos, bytes, starts[value]!, lengths[value]!);
     } else if (kind === BYTES) {
       pos = writeRange(buf, pos, bytes, starts[name]!, lengths[name]!);
-      const length = bytes.readUInt32LE(at);
+      const length = getU32(bytes, at);
       pos = writeRange(buf, pos, bytes, at + 4, length);
       at += 4 + length;
     }

@@ -1,7 +1,7 @@
 import { mulberry32 } from '@nanosync/connector-testkit';
 import type { ChangeEvent } from '@nanosync/core';
 import { afterEach, describe, expect, test, vi } from 'vitest';
-import { Framed, frameRecords, readFramed, unframeRecords } from '../../src/encoded.js';
+import { Framed, frameRecords, getU32, putU32, readFramed, unframeRecords } from '../../src/encoded.js';
 import { clientProduceRequest, fastProduceRequest } from '../../src/fast-produce.js';
 import { FramedRun, PackedRecords, packRecords, RecordSequences } from '../../src/packed-records.js';
 import { javaPartitioner } from '../../src/partitioner.js';
@@ -190,6 +190,45 @@ describe('packRecords', () => {
     expect(corrupt.readUInt32LE(at)).toBe(3);
     corrupt.writeUInt32LE(0x7fffffff, at);
     expect(() => readFramed([corrupt], [0])).toThrow(/malformed encoded batch \(record count past the end/);
+  });
+
+  test('a framed batch cut short anywhere is refused, naming where', () => {
+    const batch = frameRecords(
+      outgoing(13, 4),
+      [0, 1, 2, 3].map(() => ({ op: 'insert', position: 'p', chunk: 'c' }) as ChangeEvent),
+    );
+    expect(readFramed([batch], [0]).length).toBe(4);
+    for (let cut = 0; cut < batch.length; cut++) {
+      expect(() => readFramed([batch.subarray(0, cut)], [0]), `cut at ${cut}`).toThrow(
+        /^kafka framing: malformed encoded batch \(.* at byte \d+ of \d+\)$/,
+      );
+    }
+    expect(() => readFramed([Buffer.concat([batch, Buffer.from([0])])], [0])).toThrow(/trailing bytes/);
+  });
+
+  test('a framed record naming a string the batch does not hold is refused', () => {
+    const batch = frameRecords([outgoing(14, 1)[0]!], [{ op: 'insert', position: 'p' } as ChangeEvent]);
+    const corrupt = Buffer.from(batch);
+    const strings = corrupt.readUInt32LE(4);
+    let at = 8;
+    for (let i = 0; i < strings; i++) at += 4 + corrupt.readUInt32LE(at);
+    // The record count, then the event index, then the topic's string number.
+    corrupt.writeUInt32LE(strings, at + 8);
+    expect(() => readFramed([corrupt], [0])).toThrow(`malformed encoded batch (string ${strings} of ${strings}`);
+  });
+
+  test("the framing's integers read and write as Buffer's little-endian u32 do", () => {
+    const values = [0, 1, 0xff, 0x100, 0xffff, 0x10000, 0xffffff, 0x1000000, 0x7fffffff, 0x80000000, 0xffffffff];
+    const ours = Buffer.alloc(values.length * 4);
+    const node = Buffer.alloc(values.length * 4);
+    let at = 0;
+    for (const v of values) {
+      node.writeUInt32LE(v, at);
+      at = putU32(ours, at, v);
+    }
+    expect(at).toBe(ours.length);
+    expect(ours).toEqual(node);
+    expect(values.map((_, i) => getU32(ours, i * 4))).toEqual(values);
   });
 
   test('a topic without a known partition count: no packs (the client places the records)', () => {
