@@ -212,18 +212,18 @@ export class Framed implements FramedRecord {
   get headers(): RecordHeaders {
     const { bytes } = this.frame;
     let at = this.headersAt;
-    const count = bytes.readUInt16LE(at);
+    const count = bytes[at]! | (bytes[at + 1]! << 8);
     at += 2;
     const headers: RecordHeaders = {};
     for (let h = 0; h < count; h++) {
-      const name = this.frame.get(bytes.readUInt32LE(at));
+      const name = this.frame.get(getU32(bytes, at));
       const kind = bytes[at + 4];
       at += 5;
       if (kind === STRING) {
-        headers[name] = this.frame.get(bytes.readUInt32LE(at));
+        headers[name] = this.frame.get(getU32(bytes, at));
         at += 4;
       } else if (kind === BYTES) {
-        const length = bytes.readUInt32LE(at);
+        const length = getU32(bytes, at);
         headers[name] = bytes.subarray(at + 4, at + 4 + length);
         at += 4 + length;
       } else headers[name] = undefined;

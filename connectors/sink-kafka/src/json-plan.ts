@@ -12,7 +12,7 @@
  */
 import { copyRange, qualifiedName, type TableSchema } from '@nanosync/core';
 import type { KafkaSinkConfig } from './config.js';
-import { MAGIC } from './encoded.js';
+import { MAGIC, putU32 } from './encoded.js';
 import { keyColumnsFor, topicFor } from './routing.js';
 
 /**
@@ -191,13 +191,13 @@ export class FrameStrings {
 
   /** The frame's head into `out` (`headBytes` long), then `records` records follow. */
   putHead(out: Buffer, records: number): number {
-    let at = out.writeUInt32LE(MAGIC, 0);
-    at = out.writeUInt32LE(this.numbers.size, at);
+    let at = putU32(out, 0, MAGIC);
+    at = putU32(out, at, this.numbers.size);
     for (const s of this.numbers.keys()) {
       const length = out.write(s, at + 4, 'utf8');
-      out.writeUInt32LE(length, at);
+      putU32(out, at, length);
       at += 4 + length;
     }
-    return out.writeUInt32LE(records, at);
+    return putU32(out, at, records);
   }
 }
