@@ -417,7 +417,7 @@ class BatchReader {
 /**
  * The little-endian u32 at `at` (in bounds: the caller checked). Read byte by byte:
  * `Buffer#readUInt32LE` was not inlined into the record loops and cost more than the loop
- * around it; the same for `putU32` (apps/bench/README.md, "A full run on a quiet host").
+ * around it; the same for `putU32` (apps/bench/README.md, "The framing's integers byte by byte").
  */
 export function getU32(buf: Uint8Array, at: number): number {
   return (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16)) + buf[at + 3]! * 0x1000000;
