@@ -200,6 +200,9 @@ function encode(
   /** Per change: the old key's length for an update that moved its row, else -1. */
   const oldKeys = new Int32Array(count);
   const deleteValues = new Int32Array(count);
+  /** Per change: its position's string number, and the position's length in UTF-8. */
+  const positionNumbers = new Int32Array(count);
+  const positionBytes = new Int32Array(count);
   const strings = new FrameStrings();
   const opInterned = [false, false, false, false];
   const internOp = (op: number) => {
@@ -258,7 +261,16 @@ function encode(
       strings.intern(plan.table);
       lastPlan = plan;
     }
-    strings.intern(position);
+    // A position is a change's own (only the records of one change share it): numbered
+    // without a lookup, a repeat of the one before reusing its number.
+    if (i > 0 && position === positions[i - 1]) {
+      positionNumbers[i] = positionNumbers[i - 1]!;
+      positionBytes[i] = positionBytes[i - 1]!;
+    } else {
+      const bytes = Buffer.byteLength(position);
+      positionBytes[i] = bytes;
+      positionNumbers[i] = strings.add(position, bytes);
+    }
     if (i === 0) {
       strings.intern(HEADER_TABLE);
       strings.intern(HEADER_OP);
@@ -294,21 +306,26 @@ function encode(
   const headerTable = strings.number(HEADER_TABLE);
   const headerOp = strings.number(HEADER_OP);
   const headerPosition = strings.number(HEADER_POSITION);
+  /** The string numbers of the plan of the change being written: its topic and table. */
+  let numberedPlan: Plan | undefined;
+  let topicNumber = 0;
+  let tableNumber = 0;
   /** A record up to its key: event index, topic, table, position, no chunk, flags. */
-  const start = (i: number, plan: Plan, position: number, flags: number) => {
+  const start = (i: number, position: number, flags: number) => {
     u32(i);
-    u32(strings.number(plan.topic));
-    u32(strings.number(plan.table));
+    u32(topicNumber);
+    u32(tableNumber);
     u32(position);
     u32(NONE);
     out[at++] = flags;
   };
   /** The headers: `ns-table`, `ns-op` (not on a tombstone: `op` undefined), `ns-position`. */
-  const putHeaders = (plan: Plan, op: string | undefined, position: number) => {
-    at = out.writeUInt16LE(op === undefined ? 2 : 3, at);
+  const putHeaders = (op: string | undefined, position: number) => {
+    out[at++] = op === undefined ? 2 : 3; // the header count, u16
+    out[at++] = 0;
     u32(headerTable);
     out[at++] = STRING;
-    u32(strings.number(plan.table));
+    u32(tableNumber);
     if (op !== undefined) {
       u32(headerOp);
       out[at++] = STRING;
@@ -342,13 +359,18 @@ function encode(
     const plan = plans[i]!;
     const before = images[2 * i]!;
     const after = images[2 * i + 1]!;
-    const position = strings.number(positions[i]!);
+    if (plan !== numberedPlan) {
+      numberedPlan = plan;
+      topicNumber = strings.number(plan.topic);
+      tableNumber = strings.number(plan.table);
+    }
+    const position = positionNumbers[i]!;
     // The size of the `ns-table` and `ns-position` headers, which every record has.
-    const tableAndPosition = plan.tableHeader + 8 + HEADER_POSITION.length + Buffer.byteLength(positions[i]!);
+    const tableAndPosition = plan.tableHeader + 8 + HEADER_POSITION.length + positionBytes[i]!;
     const oldKey = oldKeys[i]!;
     if (oldKey >= 0) {
       // The delete under the old key, its key text the old key's.
-      start(i, plan, position, KEY_TEXT);
+      start(i, position, KEY_TEXT);
       u32(oldKey);
       const keyAt = at;
       at = putKey(out, at, plan, text, ends, before, -1);
@@ -360,9 +382,9 @@ function encode(
       const deleteSize = 24 + oldKey + deleteValues[i]! + tableAndPosition + opHeader(deleteOp);
       size += deleteSize;
       u32(deleteSize);
-      putHeaders(plan, deleteOp, position);
+      putHeaders(deleteOp, position);
       if (tombstones) {
-        start(i, plan, position, NO_VALUE | KEY_TEXT);
+        start(i, position, NO_VALUE | KEY_TEXT);
         u32(oldKey);
         at += out.copy(out, at, keyAt, keyAt + oldKey);
         u32(0);
@@ -370,11 +392,11 @@ function encode(
         at += out.copy(out, at, keyAt, keyAt + oldKey);
         size += 24 + oldKey + tableAndPosition;
         u32(24 + oldKey + tableAndPosition);
-        putHeaders(plan, undefined, position);
+        putHeaders(undefined, position);
       }
     }
     const key = keys[i]!;
-    start(i, plan, position, 0);
+    start(i, position, 0);
     u32(key);
     const keyAt = at;
     at = after >= 0 ? putKey(out, at, plan, text, ends, after, before) : putKey(out, at, plan, text, ends, before, -1);
@@ -385,16 +407,16 @@ function encode(
     const recordSize = 24 + key + values[i]! + tableAndPosition + opHeader(opName);
     size += recordSize;
     u32(recordSize);
-    putHeaders(plan, opName, position);
+    putHeaders(opName, position);
     if (op === JsonChangeOp.Delete && tombstones) {
-      start(i, plan, position, NO_VALUE);
+      start(i, position, NO_VALUE);
       u32(key);
       at += out.copy(out, at, keyAt, keyAt + key);
       u32(0);
       u32(0);
       size += 24 + key + tableAndPosition;
       u32(24 + key + tableAndPosition);
-      putHeaders(plan, undefined, position);
+      putHeaders(undefined, position);
     }
   }
   if (at !== total) throw new Error(`kafka framing: wrote ${at} bytes, expected ${total}`);

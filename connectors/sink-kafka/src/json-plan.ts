@@ -176,13 +176,28 @@ function canonicalDigits(text: Uint8Array, from: number, to: number): boolean {
 /** The strings of a frame, numbered in the order `frameRecords` meets them. */
 export class FrameStrings {
   readonly numbers = new Map<string, number>();
+  /** Every string by its number (one given by `add` may also be in `numbers` under another). */
+  readonly #list: string[] = [];
   /** What the frame's head takes: magic, string count, the strings, record count. */
   headBytes = 12;
 
   intern(s: string): void {
     if (this.numbers.has(s)) return;
-    this.numbers.set(s, this.numbers.size);
+    this.numbers.set(s, this.#list.length);
+    this.#list.push(s);
     this.headBytes += 4 + Buffer.byteLength(s);
+  }
+
+  /**
+   * `s` (`byteLength` bytes of UTF-8) as a string of its own, without looking for it among
+   * the others: for a string that rarely repeats, such as a change's position, where the
+   * lookup costs more than the few bytes a repeat takes. Returns its number.
+   */
+  add(s: string, byteLength: number): number {
+    const n = this.#list.length;
+    this.#list.push(s);
+    this.headBytes += 4 + byteLength;
+    return n;
   }
 
   number(s: string): number {
@@ -192,8 +207,8 @@ export class FrameStrings {
   /** The frame's head into `out` (`headBytes` long), then `records` records follow. */
   putHead(out: Buffer, records: number): number {
     let at = putU32(out, 0, MAGIC);
-    at = putU32(out, at, this.numbers.size);
-    for (const s of this.numbers.keys()) {
+    at = putU32(out, at, this.#list.length);
+    for (const s of this.#list) {
       const length = out.write(s, at + 4, 'utf8');
       putU32(out, at, length);
       at += 4 + length;
