@@ -54,6 +54,19 @@ export function parsePgLsn(text: string): bigint {
 /** The LSN of a PostgreSQL source position (`<16 hex LSN>:<8 hex index>`). */
 export const positionLsn = (position: string): bigint => BigInt(`0x${position.split(':')[0]}`);
 
+/**
+ * Whether a stored checkpoint is past a row inserted (and committed) between the insert
+ * LSNs `before` and `after`, with no other writer running: `'unsure'` for a keepalive
+ * between the two, which may sort before or after the row's commit (see `Run.drain`).
+ */
+export function checkpointPassesMarker(checkpoint: string, before: bigint, after: bigint): boolean | 'unsure' {
+  const lsn = positionLsn(checkpoint);
+  if (lsn <= before) return false;
+  const index = Number.parseInt(checkpoint.split(':')[1] ?? '0', 16);
+  if (index > 0 || lsn >= after) return true;
+  return 'unsure';
+}
+
 /** A superuser connection that opens again after the server restarted under it. */
 export class AdminDb {
   #client: pg.Client | undefined;
@@ -814,18 +827,47 @@ ${sinks}
    * The end of a run: wait for the snapshot to complete, stop the writer, insert a marker
    * row and wait until the stored checkpoint passes it (so the sink durably holds everything
    * before it, snapshot rows included).
+   *
+   * "Passes it" is decided without knowing the marker's commit LSN C, only that it lies
+   * between `before` (read before the INSERT) and `after` (read once it committed). A
+   * checkpoint of a change (index ≥ 1) past `before` belongs to the marker's transaction or a
+   * later one: the writer has stopped. A keepalive checkpoint `(L, 0)` passes it only when
+   * L ≥ `after`: the server can send a keepalive for WAL between the INSERT and its commit
+   * (another database's commit, the state store's own, flushed in between), and such a
+   * keepalive sorts before the marker. Taking it for the marker let a run stop before the
+   * marker reached the sink (seed 2 of state-store-unwritable, whose store shares the cluster).
+   * While the checkpoint is such a keepalive, a transaction that only takes an xid moves
+   * the WAL on, so the server sends a later one.
    */
   async drain(): Promise<void> {
     await this.waitSnapshotDone();
     await this.writer?.stop();
-    const before = parsePgLsn(
-      (await this.db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l,
-    );
+    const before = await this.walInsertLsn();
     await this.db.query(`INSERT INTO ${TABLE} (id, v) VALUES ($1, 0)`, [MARKER_ID]);
-    await this.until(async () => {
-      const checkpoint = await this.checkpoint();
-      return checkpoint !== undefined && positionLsn(checkpoint) > before ? true : undefined;
-    }, 'the checkpoint to pass the marker row');
+    await this.waitCheckpointPast(before, await this.walInsertLsn(), 'the checkpoint to pass the marker row');
+  }
+
+  /**
+   * Waits until the stored checkpoint is past a transaction that began after insert LSN
+   * `before` and committed before `after`, the last one committed (see {@link drain}).
+   */
+  async waitCheckpointPast(before: bigint, after: bigint, what: string, timeoutMs?: number): Promise<void> {
+    await this.until(
+      async () => {
+        const checkpoint = await this.checkpoint();
+        if (checkpoint === undefined) return undefined;
+        const passed = checkpointPassesMarker(checkpoint, before, after);
+        if (passed === 'unsure') await this.db.query('SELECT txid_current()');
+        return passed === true ? true : undefined;
+      },
+      what,
+      timeoutMs,
+    );
+  }
+
+  /** The WAL insert position of the source's server now. */
+  async walInsertLsn(): Promise<bigint> {
+    return parsePgLsn((await this.db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l);
   }
 
   #sinkFile(sink: RunSink): string {

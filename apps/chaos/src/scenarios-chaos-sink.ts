@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { type NanosyncServer, runNanosync } from '@nanosync/connector-testkit/harness';
 import { DEFAULT_TOPIC_PREFIX } from '@nanosync/sink-kafka';
 import kafkajs from 'kafkajs';
-import { type ChaosRun, parsePgLsn, positionLsn, sleep, TABLE } from './run.js';
+import { type ChaosRun, positionLsn, sleep, TABLE } from './run.js';
 import { frame, type Scenario, ScenarioFailure, ScenarioSkipped, streamPoint, tryCommand } from './scenarios.js';
 
 const { Kafka, logLevel } = kafkajs;
@@ -40,10 +40,6 @@ interface PipelineStatus {
 
 const statusOf = (server: NanosyncServer, run: ChaosRun) => server.pipeline<PipelineStatus>(run.pipeline);
 
-async function walInsertLsn(run: ChaosRun): Promise<bigint> {
-  return parsePgLsn((await run.db.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]!.l);
-}
-
 /** A value of one metric of `/metrics` for this pipeline and sink (0 when absent). */
 async function metricValue(server: NanosyncServer, name: string, pipeline: string, sink: string): Promise<number> {
   const { text } = await server.api('/metrics');
@@ -69,9 +65,9 @@ async function markerIn(
   what: string,
 ): Promise<{ lsn: bigint; committed: number }> {
   const committed = run.writer?.committed ?? 0;
-  const lsn = await walInsertLsn(run);
+  const lsn = await run.walInsertLsn();
   await run.db.query(`INSERT INTO ${TABLE} VALUES ($1, 0, $2)`, [id, what]);
-  const committedAt = await walInsertLsn(run);
+  const committedAt = await run.walInsertLsn();
   const sink = run.sinks[index]!;
   await run.until(async () => {
     const at = (await run.sinkCheckpoints())[sink.id];
@@ -469,7 +465,7 @@ export const SINK_SCENARIOS: Scenario[] = [
           if (policy === 'fail') {
             await streamPoint(run, ctx.rng.int(2, 30));
             const id = await insertPoison(run, 'insert');
-            const lsnAfter = await walInsertLsn(run);
+            const lsnAfter = await run.walInsertLsn();
             const exit = await Promise.race([server.process.exited, sleep(120_000).then(() => undefined)]);
             if (exit === undefined)
               throw new ScenarioFailure(

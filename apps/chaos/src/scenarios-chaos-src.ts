@@ -133,11 +133,9 @@ async function quiet(run: ChaosRun): Promise<void> {
   await run.writer!.pause();
   const last = run.writer!.txns.at(-1);
   if (!last) return;
-  await run.until(
-    async () => {
-      const c = await run.checkpoint();
-      return c !== undefined && positionLsn(c) > last.lsnBefore ? true : undefined;
-    },
+  await run.waitCheckpointPast(
+    last.lsnBefore,
+    await run.walInsertLsn(),
     "the checkpoint to pass the writer's last transaction",
     60_000,
   );

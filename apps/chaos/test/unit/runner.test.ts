@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { type RunResult, replayCommand, reportMarkdown } from '../../src/matrix.js';
 import { Random } from '../../src/random.js';
-import { classifyMissing } from '../../src/run.js';
+import { checkpointPassesMarker, classifyMissing } from '../../src/run.js';
 import { SCENARIOS, scenarioNamed } from '../../src/scenarios.js';
 
 describe('the chaos runner', () => {
@@ -56,6 +56,22 @@ describe('the chaos runner', () => {
     expect(table).toContain('| sigterm | 1/1 | 50 | 2 | 4.0 s | — |');
     expect(table).not.toContain('| kill-snapshot |');
     expect(table).toContain('`pnpm chaos --scenario kill-stream --seed 2 --max-rows 3000` — 1 problem(s):');
+  });
+
+  it('takes a keepalive checkpoint between the marker INSERT and its commit for unsure, never for past it', () => {
+    // The marker row went in between insert LSNs 0x1000 (before) and 0x2000 (after, read once it committed).
+    const at = (lsn: number, index: number) =>
+      `${lsn.toString(16).toUpperCase().padStart(16, '0')}:${index.toString(16).toUpperCase().padStart(8, '0')}`;
+    expect(checkpointPassesMarker(at(0x0f00, 3), 0x1000n, 0x2000n)).toBe(false);
+    expect(checkpointPassesMarker(at(0x1000, 0), 0x1000n, 0x2000n)).toBe(false);
+    // A keepalive for WAL flushed between the INSERT and its commit (the failure of seed 2,
+    // state-store-unwritable): it may sort before the marker.
+    expect(checkpointPassesMarker(at(0x1800, 0), 0x1000n, 0x2000n)).toBe('unsure');
+    // The marker's own transaction (or a later one: the writer has stopped).
+    expect(checkpointPassesMarker(at(0x1800, 1), 0x1000n, 0x2000n)).toBe(true);
+    // A keepalive at or past the insert LSN read after the commit.
+    expect(checkpointPassesMarker(at(0x2000, 0), 0x1000n, 0x2000n)).toBe(true);
+    expect(checkpointPassesMarker(at(0x2400, 0), 0x1000n, 0x2000n)).toBe(true);
   });
 
   it('tells a row only the snapshot carries from a streamed insert when the sink lacks it', () => {
