@@ -217,6 +217,28 @@ describe('packRecords', () => {
     expect(() => readFramed([corrupt], [0])).toThrow(`malformed encoded batch (string ${strings} of ${strings}`);
   });
 
+  test("a framed record's header naming a string the batch does not hold is refused at that header", () => {
+    const batch = frameRecords([outgoing(14, 1)[0]!], [{ op: 'insert', position: 'p' } as ChangeEvent]);
+    const corrupt = Buffer.from(batch);
+    const strings = corrupt.readUInt32LE(4);
+    let at = 8;
+    for (let i = 0; i < strings; i++) at += 4 + corrupt.readUInt32LE(at);
+    // Past the record count: 25 fixed bytes, the key, the value, the key text, the size, then the headers.
+    const record = at + 4;
+    at = record + 25 + corrupt.readUInt32LE(record + 21);
+    at += 4 + corrupt.readUInt32LE(at);
+    at += 4 + corrupt.readUInt32LE(at);
+    at += 4;
+    expect(corrupt.readUInt16LE(at)).toBeGreaterThan(0);
+    at += 2;
+    // The first header's name: a string number one past the table.
+    expect(corrupt.readUInt32LE(at)).toBeLessThan(strings);
+    corrupt.writeUInt32LE(strings, at);
+    expect(() => readFramed([corrupt], [0])).toThrow(
+      `kafka framing: malformed encoded batch (string ${strings} of ${strings} at byte ${at} of ${corrupt.length})`,
+    );
+  });
+
   test("the framing's integers read and write as Buffer's little-endian u32 do", () => {
     const values = [0, 1, 0xff, 0x100, 0xffff, 0x10000, 0xffffff, 0x1000000, 0x7fffffff, 0x80000000, 0xffffffff];
     const ours = Buffer.alloc(values.length * 4);
