@@ -126,8 +126,6 @@ export class FramedRun implements PackSource {
     readonly records: FramedRecords,
     readonly from: number,
     readonly to: number,
-    /** What the run's records count against `max_bytes_in_flight`. */
-    readonly bytes: number,
   ) {}
   get length(): number {
     return this.to - this.from;
@@ -174,9 +172,7 @@ export class FramedRun implements PackSource {
   }
   /** Records `from` to `to` of this run (indexes within it). */
   slice(from: number, to: number): FramedRun {
-    let bytes = 0;
-    for (let n = this.from + from; n < this.from + to; n++) bytes += this.records.size(n);
-    return new FramedRun(this.records, this.from + from, this.from + to, bytes);
+    return new FramedRun(this.records, this.from + from, this.from + to);
   }
 }
 

@@ -568,13 +568,13 @@ export class KafkaSink implements Sink {
       for (let i = 0; i < framed.length; i++) {
         const size = framed.size(i);
         if (i > start && bytes + size > maxBytes) {
-          await pushRun(new FramedRun(framed, start, i, bytes));
+          await pushRun(new FramedRun(framed, start, i));
           start = i;
           bytes = 0;
         }
         bytes += size;
       }
-      await pushRun(new FramedRun(framed, start, framed.length, bytes));
+      await pushRun(new FramedRun(framed, start, framed.length));
     });
   }
 
