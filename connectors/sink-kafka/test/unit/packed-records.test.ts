@@ -23,6 +23,14 @@ function bytes(random: () => number, size: number): Buffer {
 }
 
 /** Records as the sink hands them to the producer: keys, values and headers of every shape it makes. */
+/** A framed batch's string count, and the byte after its string table (where the record count is). */
+function stringTable(batch: Buffer): { strings: number; end: number } {
+  const strings = batch.readUInt32LE(4);
+  let end = 8;
+  for (let i = 0; i < strings; i++) end += 4 + batch.readUInt32LE(end);
+  return { strings, end };
+}
+
 function outgoing(seed: number, count: number): OutgoingMessage[] {
   const random = mulberry32(seed);
   const topics = Object.keys(PARTITIONS);
@@ -187,9 +195,7 @@ describe('packRecords', () => {
     );
     // The record count follows the string table: make it far more than the bytes can hold.
     const corrupt = Buffer.from(batch);
-    const strings = corrupt.readUInt32LE(4);
-    let at = 8;
-    for (let i = 0; i < strings; i++) at += 4 + corrupt.readUInt32LE(at);
+    const at = stringTable(corrupt).end;
     expect(corrupt.readUInt32LE(at)).toBe(3);
     corrupt.writeUInt32LE(0x7fffffff, at);
     expect(() => readFramed([corrupt], [0])).toThrow(/malformed encoded batch \(record count past the end/);
@@ -212,9 +218,7 @@ describe('packRecords', () => {
   test('a framed record naming a string the batch does not hold is refused', () => {
     const batch = frameRecords([outgoing(14, 1)[0]!], [{ op: 'insert', position: 'p' } as ChangeEvent]);
     const corrupt = Buffer.from(batch);
-    const strings = corrupt.readUInt32LE(4);
-    let at = 8;
-    for (let i = 0; i < strings; i++) at += 4 + corrupt.readUInt32LE(at);
+    const { strings, end: at } = stringTable(corrupt);
     // The record count, then the event index, then the topic's string number.
     corrupt.writeUInt32LE(strings, at + 8);
     expect(() => readFramed([corrupt], [0])).toThrow(`malformed encoded batch (string ${strings} of ${strings}`);
@@ -223,9 +227,8 @@ describe('packRecords', () => {
   test("a framed record's header naming a string the batch does not hold is refused at that header", () => {
     const batch = frameRecords([outgoing(14, 1)[0]!], [{ op: 'insert', position: 'p' } as ChangeEvent]);
     const corrupt = Buffer.from(batch);
-    const strings = corrupt.readUInt32LE(4);
-    let at = 8;
-    for (let i = 0; i < strings; i++) at += 4 + corrupt.readUInt32LE(at);
+    const { strings, end } = stringTable(corrupt);
+    let at = end;
     // Past the record count: 25 fixed bytes, the key, the value, the key text, the size, then the headers.
     const record = at + 4;
     at = record + 25 + corrupt.readUInt32LE(record + 21);
