@@ -57,7 +57,7 @@ export const positionLsn = (position: string): bigint => BigInt(`0x${position.sp
 /**
  * Whether a stored checkpoint is past a row inserted (and committed) between the insert
  * LSNs `before` and `after`, with no other writer running: `'unsure'` for a keepalive
- * between the two, which may sort before or after the row's commit (see `Run.drain`).
+ * between the two, which may sort before or after the row's commit (see `ChaosRun.drain`).
  */
 export function checkpointPassesMarker(checkpoint: string, before: bigint, after: bigint): boolean | 'unsure' {
   const lsn = positionLsn(checkpoint);

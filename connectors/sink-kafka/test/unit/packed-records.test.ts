@@ -22,7 +22,6 @@ function bytes(random: () => number, size: number): Buffer {
   return b;
 }
 
-/** Records as the sink hands them to the producer: keys, values and headers of every shape it makes. */
 /** A framed batch's string count, and the byte after its string table (where the record count is). */
 function stringTable(batch: Buffer): { strings: number; end: number } {
   const strings = batch.readUInt32LE(4);
@@ -31,6 +30,7 @@ function stringTable(batch: Buffer): { strings: number; end: number } {
   return { strings, end };
 }
 
+/** Records as the sink hands them to the producer: keys, values and headers of every shape it makes. */
 function outgoing(seed: number, count: number): OutgoingMessage[] {
   const random = mulberry32(seed);
   const topics = Object.keys(PARTITIONS);
