@@ -89,7 +89,9 @@ export function parseIsoMicros(text: string): number {
 /**
  * A consumer that records (commit time, broker time) for every message of a topic from the
  * beginning. Runs in the bench process; its own speed does not matter because the broker
- * stamped the arrival time on append.
+ * stamped the arrival time on append, but its CPU does on a machine whose cores the measured
+ * pipeline shares: S3 keeps it paused while a load runs (`pause`) and lets it read the
+ * phase's messages once they are all on the broker (`resume`).
  */
 export class LatencyCollector {
   readonly samples: LatencySample[] = [];
@@ -138,6 +140,15 @@ export class LatencyCollector {
         }
       },
     });
+  }
+
+  /** Stops fetching (a fetch under way may still be recorded); `start` must have run. */
+  pause(): void {
+    this.consumer?.pause([{ topic: this.topic }]);
+  }
+
+  resume(): void {
+    this.consumer?.resume([{ topic: this.topic }]);
   }
 
   async stop(): Promise<void> {

@@ -131,7 +131,19 @@ async function measureTool(
         abort: stopped,
       },
     );
+    // The consumer reads each phase only after the load ends: the broker stamped every arrival,
+    // so reading later changes no latency, and reading meanwhile would take CPU from the tool on
+    // the cores it shares with the writer, PostgreSQL and the broker (a JSON parse per event).
     await collector.start();
+    const consumerCrashed = () => (collector.crashed ? `latency consumer crashed: ${collector.crashed}` : undefined);
+    await waitFor(
+      'the latency consumer to read the warm-up',
+      () => collector.samples.length + collector.unparsed >= warmup.events || undefined,
+      { timeoutMs: 60_000, abort: consumerCrashed },
+    ).catch((error) => {
+      if (collector.crashed) throw error;
+    });
+    collector.pause();
     const monitor = new ProcessTreeMonitor(running.pid).start();
     const out: Measurement[] = [];
     let delivered = await countMessages(ctx.admin, runner.topic);
@@ -172,12 +184,14 @@ async function measureTool(
       const usage = monitor.usage();
       const inPhase = () =>
         collector.samples.filter((s) => s.committedAtMs >= phase.startMs - 5 && s.committedAtMs <= phase.endMs + 5);
+      collector.resume();
       await waitFor('the latency consumer to catch up', () => inPhase().length >= phase.events || undefined, {
         timeoutMs: 60_000,
-        abort: () => (collector.crashed ? `latency consumer crashed: ${collector.crashed}` : undefined),
+        abort: consumerCrashed,
       }).catch((error) => {
         if (collector.crashed) throw error;
       });
+      collector.pause();
       const samples = inPhase();
       const latencies = samples.map((s) => s.arrivedAtMs - s.committedAtMs);
       // Where the time goes, when the tool stamps its own processing time (Debezium): commit → connector → broker.
