@@ -193,6 +193,13 @@ async function measureTool(
       });
       collector.pause();
       const samples = inPhase();
+      if (samples.length < phase.events) {
+        // Percentiles over part of a phase would hide its worst events: say what is missing instead.
+        const reason = `the latency consumer read ${samples.length} of the phase's ${phase.events} events within 60 s of their delivery (${collector.unparsed} messages unparsed)`;
+        log(`S3: ${runner.label} at ${rate}/s: ${reason}`);
+        out.push(notAvailable(runner.label, reason, { targetRate: rate, events: phase.events }));
+        continue;
+      }
       const latencies = samples.map((s) => s.arrivedAtMs - s.committedAtMs);
       // Where the time goes, when the tool stamps its own processing time (Debezium): commit → connector → broker.
       const processed = samples.filter((s) => s.processedAtMs !== undefined);
